@@ -1,0 +1,42 @@
+# berth: `make up` runs it, `make test` tests it, `make bench` measures it.
+SHELL := /bin/bash
+export PATH := /usr/local/go/bin:$(HOME)/go/bin:$(PATH)
+export CGO_ENABLED := 1
+
+BIN      := bin/berth
+DATA_DIR ?= /var/lib/berth
+GOFLAGS_BUILD := -trimpath
+TEST_TIMEOUT ?= 15m
+
+.PHONY: all deps build up test test-unit lint bench demo-image clean
+
+all: build
+
+deps:
+	@bash scripts/deps.sh
+
+build: deps
+	go build $(GOFLAGS_BUILD) -o $(BIN) ./cmd/berth
+
+# The demo image is made offline from Debian's busybox-static, by berth itself.
+demo-image: build
+	@bash scripts/demo-image.sh $(BIN) $(DATA_DIR)
+
+up: demo-image
+	@bash scripts/up.sh $(BIN) $(DATA_DIR)
+
+test: build
+	go vet ./...
+	go test -count=1 -timeout $(TEST_TIMEOUT) -p 2 ./...
+
+lint: deps
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt: $$out"; exit 1; fi
+	go vet ./...
+	staticcheck ./...
+
+bench: build
+	@bash scripts/deps.sh bench
+	@bash scripts/bench.sh $(BIN)
+
+clean:
+	rm -rf bin build

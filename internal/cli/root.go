@@ -1,0 +1,63 @@
+// Package cli implements the berth command line, one file per command group.
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+
+	"github.com/spf13/cobra"
+)
+
+// globals holds the flags every command shares.
+type globals struct {
+	dataDir string
+	output  string
+}
+
+// Run executes the command line and returns the process exit code.
+func Run(ctx context.Context, args []string) int {
+	g := &globals{}
+	root := &cobra.Command{
+		Use:   "berth",
+		Short: "berth runs containers, services and jobs on one machine or many",
+		Long: `berth is a container orchestrator in one binary.
+
+It runs real Linux containers from OCI images, keeps services at their
+replica count, runs batch jobs in parallel shards, and scales from one
+machine to many.`,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.PersistentFlags().StringVar(&g.dataDir, "data-dir", envOr("BERTH_DATA_DIR", "/var/lib/berth"), "directory for images, containers and state (env BERTH_DATA_DIR)")
+	root.PersistentFlags().StringVarP(&g.output, "output", "o", "", "output format: table (default), wide, json or yaml")
+
+	root.AddCommand(
+		newImageCmd(g),
+		newContainerCmd(g),
+	)
+	root.SetArgs(args)
+	err := root.ExecuteContext(ctx)
+	if err == nil {
+		return 0
+	}
+	var ee *exitError
+	if errors.As(err, &ee) {
+		return ee.code
+	}
+	fmt.Fprintln(os.Stderr, "berth:", err)
+	return 1
+}
+
+// exitError carries a specific exit code (for example a container's) to Run.
+type exitError struct{ code int }
+
+func (e *exitError) Error() string { return fmt.Sprintf("exit status %d", e.code) }
+
+func envOr(key, def string) string {
+	if v := os.Getenv(key); v != "" {
+		return v
+	}
+	return def
+}

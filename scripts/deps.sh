@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Installs what berth's build, tests and benchmarks need on Debian, only when missing.
+# Idempotent: a second run installs nothing.
+set -euo pipefail
+
+want_pkgs=(gcc libc6-dev make pkg-config libseccomp-dev busybox-static runc crun iproute2 nftables procps)
+if [ "${1:-}" = "bench" ]; then
+	want_pkgs+=(podman)
+fi
+
+missing=()
+for p in "${want_pkgs[@]}"; do
+	if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+		missing+=("$p")
+	fi
+done
+if [ ${#missing[@]} -gt 0 ]; then
+	echo "deps: installing ${missing[*]}"
+	export DEBIAN_FRONTEND=noninteractive
+	apt-get update -qq
+	apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+if ! command -v go >/dev/null 2>&1; then
+	echo "deps: Go is not on PATH (expected /usr/local/go/bin)" >&2
+	exit 1
+fi
+
+gobin="$(go env GOPATH)/bin"
+if [ ! -x "$gobin/staticcheck" ]; then
+	echo "deps: installing staticcheck"
+	go install honnef.co/go/tools/cmd/staticcheck@v0.8.2
+fi
