@@ -1,0 +1,288 @@
+package runtime
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"strings"
+	"syscall"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
+
+	"github.com/berth-dev/berth/internal/runtime/launch"
+)
+
+// ExecutorBuiltin is the executor linked into berth: the shim clones the
+// container init directly, with no further binary to exec.
+const ExecutorBuiltin = "berth"
+
+type builtin struct {
+	cg *cgroups
+}
+
+var _ executor = (*builtin)(nil)
+
+func (b *builtin) name() string { return ExecutorBuiltin }
+
+func (b *builtin) prepare(_ context.Context, bd *bundle, s *specs.Spec) (*launch.Plan, error) {
+	if err := b.cg.create(s.Linux.CgroupsPath, s.Linux.Resources); err != nil {
+		return nil, err
+	}
+	p, err := processPlan(s)
+	if err != nil {
+		return nil, err
+	}
+	p.Hostname = s.Hostname
+	p.Rootfs = s.Root.Path
+	p.RootfsReadonly = s.Root.Readonly
+	p.Masked = s.Linux.MaskedPaths
+	p.Readonly = s.Linux.ReadonlyPaths
+	for k, v := range s.Linux.Sysctl {
+		p.Sysctls = append(p.Sysctls, k+"="+v)
+	}
+	p.Cgroups = b.cg.procsFiles(s.Linux.CgroupsPath)
+	for _, ns := range s.Linux.Namespaces {
+		if ns.Type == specs.NetworkNamespace && ns.Path != "" {
+			p.NetNS = ns.Path
+			continue
+		}
+		flag, ok := nsFlags[ns.Type]
+		if !ok {
+			return nil, fmt.Errorf("namespace %q is not supported", ns.Type)
+		}
+		p.NSFlags |= flag
+	}
+	for _, m := range s.Mounts {
+		lm, err := planMount(m)
+		if err != nil {
+			return nil, err
+		}
+		p.Mounts = append(p.Mounts, lm)
+	}
+	return p, nil
+}
+
+var nsFlags = map[specs.LinuxNamespaceType]uint64{
+	specs.PIDNamespace:     unix.CLONE_NEWPID,
+	specs.MountNamespace:   unix.CLONE_NEWNS,
+	specs.UTSNamespace:     unix.CLONE_NEWUTS,
+	specs.IPCNamespace:     unix.CLONE_NEWIPC,
+	specs.NetworkNamespace: unix.CLONE_NEWNET,
+	specs.CgroupNamespace:  unix.CLONE_NEWCGROUP,
+}
+
+var mountFlags = map[string]uintptr{
+	"ro": unix.MS_RDONLY, "rw": 0, "nosuid": unix.MS_NOSUID, "nodev": unix.MS_NODEV,
+	"noexec": unix.MS_NOEXEC, "strictatime": unix.MS_STRICTATIME, "relatime": unix.MS_RELATIME,
+	"noatime": unix.MS_NOATIME, "sync": unix.MS_SYNCHRONOUS, "dirsync": unix.MS_DIRSYNC,
+	"suid": 0, "dev": 0, "exec": 0, "private": 0, "rprivate": 0, "bind": 0, "rbind": 0,
+}
+
+func planMount(m specs.Mount) (launch.Mount, error) {
+	lm := launch.Mount{Source: m.Source, Target: m.Destination, FSType: m.Type}
+	var data []string
+	bind := m.Type == "bind"
+	for _, o := range m.Options {
+		if o == "bind" || o == "rbind" {
+			bind = true
+		}
+		if f, ok := mountFlags[o]; ok {
+			lm.Flags |= f
+			continue
+		}
+		data = append(data, o)
+	}
+	lm.Data = strings.Join(data, ",")
+	if !bind {
+		return lm, nil
+	}
+	st, err := os.Stat(m.Source)
+	if err != nil {
+		return lm, fmt.Errorf("mount %s: source: %w", m.Destination, err)
+	}
+	lm.Kind = launch.MountBind
+	if !st.IsDir() {
+		lm.Kind = launch.MountBindFile
+	}
+	return lm, nil
+}
+
+var rlimitNames = map[string]uint32{
+	"RLIMIT_CPU": 0, "RLIMIT_FSIZE": 1, "RLIMIT_DATA": 2, "RLIMIT_STACK": 3, "RLIMIT_CORE": 4,
+	"RLIMIT_RSS": 5, "RLIMIT_NPROC": 6, "RLIMIT_NOFILE": 7, "RLIMIT_MEMLOCK": 8, "RLIMIT_AS": 9,
+	"RLIMIT_LOCKS": 10, "RLIMIT_SIGPENDING": 11, "RLIMIT_MSGQUEUE": 12, "RLIMIT_NICE": 13,
+	"RLIMIT_RTPRIO": 14, "RLIMIT_RTTIME": 15,
+}
+
+// processPlan carries the process part of a spec: shared by the init and exec.
+func processPlan(s *specs.Spec) (*launch.Plan, error) {
+	pr := s.Process
+	p := &launch.Plan{
+		Args:       pr.Args,
+		Env:        pr.Env,
+		Cwd:        pr.Cwd,
+		NoNewPrivs: pr.NoNewPrivileges,
+		User:       &launch.User{UID: pr.User.UID, GID: pr.User.GID, AdditionalGIDs: pr.User.AdditionalGids},
+	}
+	for _, r := range pr.Rlimits {
+		n, ok := rlimitNames[r.Type]
+		if !ok {
+			return nil, fmt.Errorf("process.rlimits: unknown limit %q", r.Type)
+		}
+		p.Rlimits = append(p.Rlimits, launch.Rlimit{Resource: n, Soft: r.Soft, Hard: r.Hard})
+	}
+	if c := pr.Capabilities; c != nil {
+		var caps launch.Caps
+		var err error
+		for _, set := range []struct {
+			dst   *uint64
+			names []string
+		}{{&caps.Bounding, c.Bounding}, {&caps.Effective, c.Effective}, {&caps.Permitted, c.Permitted},
+			{&caps.Inheritable, c.Inheritable}, {&caps.Ambient, c.Ambient}} {
+			if *set.dst, err = capMask(set.names); err != nil {
+				return nil, fmt.Errorf("process.capabilities: %w", err)
+			}
+		}
+		p.Caps = &caps
+	}
+	if pr.OOMScoreAdj != nil {
+		v := int32(*pr.OOMScoreAdj)
+		p.OOMScoreAdj = &v
+	}
+	if s.Linux != nil && s.Linux.Seccomp != nil {
+		prog, err := compileSeccomp(s.Linux.Seccomp)
+		if err != nil {
+			return nil, err
+		}
+		p.Seccomp = prog
+	}
+	return p, nil
+}
+
+func (b *builtin) kill(_ context.Context, bd *bundle, sig syscall.Signal) error {
+	return bd.signal(sig)
+}
+
+func (b *builtin) exec(ctx context.Context, bd *bundle, s *specs.Spec, st Status, pr ExecProcess, self string) (int, error) {
+	spec := *s
+	proc := *s.Process
+	spec.Process = &proc
+	proc.Args = pr.Args
+	proc.Env = append(append([]string(nil), s.Process.Env...), pr.Env...)
+	if pr.Cwd != "" {
+		proc.Cwd = pr.Cwd
+	}
+	if pr.User != "" {
+		uid, gid, err := parseUser(pr.User)
+		if err != nil {
+			return -1, fmt.Errorf("exec user: %w", err)
+		}
+		proc.User = specs.User{UID: uid, GID: gid}
+	}
+	p, err := processPlan(&spec)
+	if err != nil {
+		return -1, err
+	}
+	p.PID = st.Pid
+	p.Cgroups = b.cg.procsFiles(s.Linux.CgroupsPath)
+	raw, err := p.MarshalBinary()
+	if err != nil {
+		return -1, err
+	}
+	fd, err := unix.MemfdCreate("berth-exec-plan", unix.MFD_CLOEXEC)
+	if err != nil {
+		return -1, fmt.Errorf("exec plan: %w", err)
+	}
+	planFile := os.NewFile(uintptr(fd), "exec-plan")
+	defer planFile.Close()
+	if _, err := planFile.Write(raw); err != nil {
+		return -1, fmt.Errorf("exec plan: %w", err)
+	}
+	cmd := exec.Command(self)
+	cmd.Env = []string{launch.StageEnv + "=" + launch.StageExec}
+	cmd.ExtraFiles = []*os.File{planFile}
+	return runExecCmd(ctx, cmd, pr)
+}
+
+func (b *builtin) cleanup(_ context.Context, bd *bundle, s *specs.Spec) error {
+	if s == nil || s.Linux == nil {
+		return nil
+	}
+	return b.cg.remove(s.Linux.CgroupsPath)
+}
+
+func (b *builtin) oomKilled(s *specs.Spec) bool {
+	return s != nil && s.Linux != nil && b.cg.oomKills(s.Linux.CgroupsPath) > 0
+}
+
+// runExecCmd runs an exec process with the caller's streams, through a
+// pseudo-terminal when asked, and returns its exit code.
+func runExecCmd(ctx context.Context, cmd *exec.Cmd, pr ExecProcess) (int, error) {
+	var master *os.File
+	if pr.Tty {
+		m, slave, err := openPty()
+		if err != nil {
+			return -1, err
+		}
+		master = m
+		defer master.Close()
+		cmd.Stdin, cmd.Stdout, cmd.Stderr = slave, slave, slave
+		if pr.Resize != nil {
+			pr.Resize(master)
+		}
+		if err := cmd.Start(); err != nil {
+			slave.Close()
+			return -1, fmt.Errorf("exec: %w", err)
+		}
+		slave.Close()
+		if pr.Stdin != nil {
+			go func() { _, _ = io.Copy(master, pr.Stdin) }()
+		}
+		if pr.Stdout != nil {
+			// EIO from the master means every slave end is closed: normal at exit.
+			_, _ = io.Copy(pr.Stdout, master)
+		}
+	} else {
+		cmd.Stdin, cmd.Stdout, cmd.Stderr = pr.Stdin, pr.Stdout, pr.Stderr
+		if err := cmd.Start(); err != nil {
+			return -1, fmt.Errorf("exec: %w", err)
+		}
+	}
+	stop := context.AfterFunc(ctx, func() { _ = cmd.Process.Signal(syscall.SIGKILL) })
+	defer stop()
+	err := cmd.Wait()
+	if err == nil {
+		return 0, nil
+	}
+	if ee, ok := err.(*exec.ExitError); ok {
+		return ee.ExitCode(), nil
+	}
+	return -1, fmt.Errorf("exec: %w", err)
+}
+
+func openPty() (master, slave *os.File, err error) {
+	mfd, err := unix.Open("/dev/ptmx", unix.O_RDWR|unix.O_NOCTTY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, nil, fmt.Errorf("open pty: %w", err)
+	}
+	master = os.NewFile(uintptr(mfd), "/dev/ptmx")
+	if err := unix.IoctlSetPointerInt(mfd, unix.TIOCSPTLCK, 0); err != nil {
+		master.Close()
+		return nil, nil, fmt.Errorf("unlock pty: %w", err)
+	}
+	n, err := unix.IoctlGetInt(mfd, unix.TIOCGPTN)
+	if err != nil {
+		master.Close()
+		return nil, nil, fmt.Errorf("pty number: %w", err)
+	}
+	name := fmt.Sprintf("/dev/pts/%d", n)
+	slave, err = os.OpenFile(name, os.O_RDWR|unix.O_NOCTTY, 0)
+	if err != nil {
+		master.Close()
+		return nil, nil, fmt.Errorf("open %s: %w", name, err)
+	}
+	return master, slave, nil
+}

@@ -1,0 +1,100 @@
+package runtime
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os/exec"
+	"strconv"
+	"syscall"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+
+	"github.com/berth-dev/berth/internal/runtime/launch"
+)
+
+// external runs containers with an OCI runtime binary (runc, crun) under
+// berth's shim: the shim runs "<runtime> run" in the foreground and owns its
+// stdio, so logs and exit status work as with the built-in executor.
+type external struct {
+	bin   string // runc or crun, looked up in PATH
+	state string // the runtime's --root
+	// hide runs the runtime where the hybrid layout's empty cgroup2 mount
+	// is unmounted: crun refuses hybrid hosts otherwise.
+	hide bool
+	cg   *cgroups
+}
+
+var _ executor = (*external)(nil)
+
+func (e *external) name() string { return e.bin }
+
+func (e *external) command(ctx context.Context, args ...string) *exec.Cmd {
+	full := append([]string{e.bin, "--root", e.state}, args...)
+	if e.hide {
+		full = append([]string{"unshare", "--mount", "--propagation", "private", "sh", "-c",
+			`umount -l /sys/fs/cgroup/unified 2>/dev/null; exec "$@"`, "sh"}, full...)
+	}
+	return exec.CommandContext(ctx, full[0], full[1:]...)
+}
+
+func (e *external) prepare(_ context.Context, bd *bundle, s *specs.Spec) (*launch.Plan, error) {
+	if _, err := exec.LookPath(e.bin); err != nil {
+		return nil, fmt.Errorf("executor %s: %w", e.bin, err)
+	}
+	return &launch.Plan{
+		ExternalArgs: []string{e.bin, "--root", e.state, "run", "--bundle", bd.dir, bd.id},
+		HideUnified:  e.hide,
+	}, nil
+}
+
+func (e *external) run(ctx context.Context, args ...string) error {
+	var out bytes.Buffer
+	cmd := e.command(ctx, args...)
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Run(); err != nil {
+		return fmt.Errorf("%s %s: %w: %s", e.bin, args[0], err, bytes.TrimSpace(out.Bytes()))
+	}
+	return nil
+}
+
+func (e *external) kill(ctx context.Context, bd *bundle, sig syscall.Signal) error {
+	return e.run(ctx, "kill", bd.id, strconv.Itoa(int(sig)))
+}
+
+func (e *external) exec(ctx context.Context, bd *bundle, s *specs.Spec, _ Status, pr ExecProcess, _ string) (int, error) {
+	args := []string{"exec"}
+	if pr.Tty {
+		args = append(args, "--tty")
+	}
+	if pr.Cwd != "" {
+		args = append(args, "--cwd", pr.Cwd)
+	}
+	if pr.User != "" {
+		args = append(args, "--user", pr.User)
+	}
+	for _, kv := range pr.Env {
+		args = append(args, "--env", kv)
+	}
+	args = append(append(args, bd.id), pr.Args...)
+	cmd := e.command(context.WithoutCancel(ctx), args...)
+	return runExecCmd(ctx, cmd, pr)
+}
+
+func (e *external) cleanup(ctx context.Context, bd *bundle, s *specs.Spec) error {
+	err := e.run(ctx, "delete", "--force", bd.id)
+	if err != nil && bytes.Contains([]byte(err.Error()), []byte("does not exist")) {
+		err = nil
+	}
+	if s != nil && s.Linux != nil {
+		// The runtime removes its cgroup on delete; this catches what a crashed one left.
+		if rerr := e.cg.remove(s.Linux.CgroupsPath); rerr != nil && err == nil {
+			err = rerr
+		}
+	}
+	return err
+}
+
+func (e *external) oomKilled(s *specs.Spec) bool {
+	return s != nil && s.Linux != nil && e.cg.oomKills(s.Linux.CgroupsPath) > 0
+}

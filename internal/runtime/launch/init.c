@@ -1,0 +1,283 @@
+/*
+ * The container init: runs in the fresh namespaces the shim cloned, sets up
+ * the filesystem view and identity, then execs the workload. It never
+ * returns on success. Mount destinations are resolved inside the new root
+ * after pivot_root and may not pass through symlinks, so a hostile image
+ * cannot redirect a mount onto something it should not see.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <sched.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <net/if.h>
+#include <sys/ioctl.h>
+#include <sys/mount.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+#include "launch.h"
+
+#ifndef OPEN_TREE_CLONE
+#define OPEN_TREE_CLONE 1
+#endif
+#ifndef OPEN_TREE_CLOEXEC
+#define OPEN_TREE_CLOEXEC O_CLOEXEC
+#endif
+#ifndef AT_RECURSIVE
+#define AT_RECURSIVE 0x8000
+#endif
+#ifndef MOVE_MOUNT_F_EMPTY_PATH
+#define MOVE_MOUNT_F_EMPTY_PATH 0x00000004
+#endif
+#ifndef SYS_open_tree
+#define SYS_open_tree 428
+#endif
+#ifndef SYS_move_mount
+#define SYS_move_mount 429
+#endif
+
+/* ensure_path creates path's missing components as directories (the last as a file if want_file), refusing symlinks. */
+static int ensure_path(const char *path, int want_file, char *err, size_t errlen)
+{
+	char buf[4096];
+	if (path[0] != '/' || strlen(path) >= sizeof(buf)) {
+		snprintf(err, errlen, "mount destination %s: must be an absolute path", path);
+		return -1;
+	}
+	strcpy(buf, path);
+	char *p = buf + 1;
+	for (;;) {
+		char *slash = strchr(p, '/');
+		int last = slash == NULL;
+		if (slash)
+			*slash = '\0';
+		if (*p != '\0') {
+			if (strcmp(p, "..") == 0) {
+				snprintf(err, errlen, "mount destination %s: contains ..", path);
+				return -1;
+			}
+			struct stat st;
+			if (lstat(buf, &st) == 0) {
+				if (S_ISLNK(st.st_mode)) {
+					if (last && want_file) {
+						/* Images often ship /etc/resolv.conf as a symlink; replace it in the container's own layer. */
+						if (unlink(buf) < 0)
+							return fail(err, errlen, "mount destination %s: replace symlink", path);
+						goto create;
+					}
+					snprintf(err, errlen, "mount destination %s: %s is a symlink", path, buf);
+					return -1;
+				}
+				if (!last && !S_ISDIR(st.st_mode)) {
+					snprintf(err, errlen, "mount destination %s: %s is not a directory", path, buf);
+					return -1;
+				}
+			} else if (errno == ENOENT) {
+			create:
+				if (last && want_file) {
+					int fd = open(buf, O_CREAT | O_WRONLY | O_CLOEXEC | O_NOFOLLOW, 0644);
+					if (fd < 0)
+						return fail(err, errlen, "mount destination %s: create", path);
+					close(fd);
+				} else if (mkdir(buf, 0755) < 0 && errno != EEXIST) {
+					return fail(err, errlen, "mount destination %s: mkdir %s", path, buf);
+				}
+			} else {
+				return fail(err, errlen, "mount destination %s: stat %s", path, buf);
+			}
+		}
+		if (last)
+			break;
+		*slash = '/';
+		p = slash + 1;
+	}
+	return 0;
+}
+
+static int do_mount(const struct mountrec *m, int srcfd, char *err, size_t errlen)
+{
+	if (ensure_path(m->target, m->kind == MOUNT_KIND_BIND_FILE, err, errlen) < 0)
+		return -1;
+	if (m->kind == MOUNT_KIND_FS) {
+		if (mount(m->source, m->target, m->fstype, m->flags, m->data[0] ? m->data : NULL) < 0)
+			return fail(err, errlen, "mount %s on %s", m->fstype, m->target);
+		return 0;
+	}
+	/* The source was cloned into a detached tree before pivot_root; attach it here. */
+	if (syscall(SYS_move_mount, srcfd, "", AT_FDCWD, m->target, MOVE_MOUNT_F_EMPTY_PATH) < 0)
+		return fail(err, errlen, "bind %s on %s", m->source, m->target);
+	unsigned long extra = m->flags & (MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC);
+	if (extra && mount(NULL, m->target, NULL, MS_BIND | MS_REMOUNT | extra, NULL) < 0)
+		return fail(err, errlen, "remount %s with its options", m->target);
+	return 0;
+}
+
+static int write_file(const char *path, const char *val)
+{
+	int fd = open(path, O_WRONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -1;
+	int r = write_all(fd, val, strlen(val));
+	close(fd);
+	return r;
+}
+
+static int apply_sysctls(const struct plan *p, char *err, size_t errlen)
+{
+	for (int i = 0; i < p->nsysctls; i++) {
+		const char *eq = strchr(p->sysctls[i], '=');
+		char path[512];
+		if (!eq || (size_t)(eq - p->sysctls[i]) > 400) {
+			snprintf(err, errlen, "sysctl %s: want key=value", p->sysctls[i]);
+			return -1;
+		}
+		int n = snprintf(path, sizeof(path), "/proc/sys/%.*s", (int)(eq - p->sysctls[i]), p->sysctls[i]);
+		for (int j = 10; j < n; j++)
+			if (path[j] == '.')
+				path[j] = '/';
+		if (write_file(path, eq + 1) < 0)
+			return fail(err, errlen, "sysctl %s", p->sysctls[i]);
+	}
+	return 0;
+}
+
+static int mask_paths(const struct plan *p, char *err, size_t errlen)
+{
+	for (int i = 0; i < p->nmasks; i++) {
+		struct stat st;
+		if (lstat(p->masks[i], &st) < 0) {
+			if (errno == ENOENT)
+				continue;
+			return fail(err, errlen, "mask %s", p->masks[i]);
+		}
+		int r = S_ISDIR(st.st_mode) ? mount("tmpfs", p->masks[i], "tmpfs", MS_RDONLY, "size=0")
+					     : mount("/dev/null", p->masks[i], NULL, MS_BIND, NULL);
+		if (r < 0)
+			return fail(err, errlen, "mask %s", p->masks[i]);
+	}
+	for (int i = 0; i < p->nros; i++) {
+		if (mount(p->ros[i], p->ros[i], NULL, MS_BIND | MS_REC, NULL) < 0) {
+			if (errno == ENOENT)
+				continue;
+			return fail(err, errlen, "make %s read-only", p->ros[i]);
+		}
+		if (mount(NULL, p->ros[i], NULL, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) < 0)
+			return fail(err, errlen, "make %s read-only", p->ros[i]);
+	}
+	return 0;
+}
+
+static void dev_links(void)
+{
+	struct stat st;
+	if (lstat("/dev/pts", &st) < 0)
+		return;
+	static const char *links[][2] = {
+		{"/proc/self/fd", "/dev/fd"}, {"/proc/self/fd/0", "/dev/stdin"},
+		{"/proc/self/fd/1", "/dev/stdout"}, {"/proc/self/fd/2", "/dev/stderr"},
+		{"pts/ptmx", "/dev/ptmx"}, {"/proc/kcore", "/dev/core"},
+	};
+	for (size_t i = 0; i < sizeof(links) / sizeof(links[0]); i++)
+		if (symlink(links[i][0], links[i][1]) < 0 && errno != EEXIST)
+			continue;
+}
+
+/* A new network namespace has loopback down; bring it up as every runtime does. */
+static int loopback_up(void)
+{
+	int s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+	if (s < 0)
+		return -1;
+	struct ifreq ifr;
+	memset(&ifr, 0, sizeof(ifr));
+	strcpy(ifr.ifr_name, "lo");
+	int r = ioctl(s, SIOCGIFFLAGS, &ifr);
+	if (r == 0 && !(ifr.ifr_flags & IFF_UP)) {
+		ifr.ifr_flags |= IFF_UP | IFF_RUNNING;
+		r = ioctl(s, SIOCSIFFLAGS, &ifr);
+	}
+	close(s);
+	return r;
+}
+
+int container_init(const struct plan *p, int syncfd, char *err, size_t errlen)
+{
+	char go;
+	/* Wait until the shim has put us in our cgroups. */
+	if (read(syncfd, &go, 1) != 1) {
+		snprintf(err, errlen, "shim went away before the start signal");
+		return -1;
+	}
+	close(syncfd);
+	if ((p->nsflags & CLONE_NEWCGROUP) && unshare(CLONE_NEWCGROUP) < 0)
+		return fail(err, errlen, "unshare cgroup namespace");
+	if (p->netns) {
+		int fd = open(p->netns, O_RDONLY | O_CLOEXEC);
+		if (fd < 0 || setns(fd, CLONE_NEWNET) < 0)
+			return fail(err, errlen, "join network namespace %s", p->netns);
+		close(fd);
+	}
+	if ((p->nsflags & CLONE_NEWNET) && loopback_up() < 0)
+		return fail(err, errlen, "bring up loopback");
+	if (p->hostname && sethostname(p->hostname, strlen(p->hostname)) < 0)
+		return fail(err, errlen, "set hostname %s", p->hostname);
+	if (!p->rootfs) {
+		snprintf(err, errlen, "plan has no rootfs");
+		return -1;
+	}
+	if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0)
+		return fail(err, errlen, "make mounts private");
+	if (mount(p->rootfs, p->rootfs, NULL, MS_BIND | MS_REC, NULL) < 0)
+		return fail(err, errlen, "bind rootfs %s", p->rootfs);
+
+	int srcfds[MAX_ITEMS];
+	for (int i = 0; i < p->nmounts; i++) {
+		srcfds[i] = -1;
+		if (p->mounts[i].kind == MOUNT_KIND_FS)
+			continue;
+		/* A detached clone stays usable after the old root is gone, unlike a path or an O_PATH fd. */
+		srcfds[i] = syscall(SYS_open_tree, AT_FDCWD, p->mounts[i].source,
+				    OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_RECURSIVE);
+		if (srcfds[i] < 0)
+			return fail(err, errlen, "open bind source %s", p->mounts[i].source);
+	}
+
+	if (chdir(p->rootfs) < 0)
+		return fail(err, errlen, "chdir rootfs %s", p->rootfs);
+	if (syscall(SYS_pivot_root, ".", ".") < 0)
+		return fail(err, errlen, "pivot_root %s", p->rootfs);
+	if (umount2(".", MNT_DETACH) < 0)
+		return fail(err, errlen, "detach the old root");
+	if (chdir("/") < 0)
+		return fail(err, errlen, "chdir /");
+
+	for (int i = 0; i < p->nmounts; i++) {
+		if (do_mount(&p->mounts[i], srcfds[i], err, errlen) < 0)
+			return -1;
+		if (srcfds[i] >= 0)
+			close(srcfds[i]);
+	}
+	dev_links();
+	if (apply_sysctls(p, err, errlen) < 0 || mask_paths(p, err, errlen) < 0)
+		return -1;
+	if (p->rootfs_ro && mount(NULL, "/", NULL, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NODEV, NULL) < 0)
+		return fail(err, errlen, "make rootfs read-only");
+	if (apply_rlimits(p, err, errlen) < 0)
+		return -1;
+	if (p->has_oom) {
+		char v[16];
+		snprintf(v, sizeof(v), "%d", p->oomscore);
+		if (write_file("/proc/self/oom_score_adj", v) < 0)
+			return fail(err, errlen, "set oom_score_adj");
+	}
+	const char *cwd = p->cwd ? p->cwd : "/";
+	if (chdir(cwd) < 0)
+		return fail(err, errlen, "chdir %s", cwd);
+	if (apply_process(p, err, errlen) < 0)
+		return -1;
+	return exec_plan(p, err, errlen);
+}

@@ -1,0 +1,24 @@
+#ifndef BERTH_LAUNCH_H
+#define BERTH_LAUNCH_H
+
+#include <stddef.h>
+#include "plan.h"
+
+#define STAGE_ENV "_BERTH_STAGE"
+#define PLAN_ENV "_BERTH_PLAN"
+#define ERRBUF 1024
+
+/* fail formats "what: strerror(errno)" into err and returns -1. */
+int fail(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+int read_all(int fd, char **buf, size_t *len);
+int write_all(int fd, const void *buf, size_t len);
+
+int apply_rlimits(const struct plan *p, char *err, size_t errlen);
+int apply_process(const struct plan *p, char *err, size_t errlen);
+int exec_plan(const struct plan *p, char *err, size_t errlen);
+int container_init(const struct plan *p, int syncfd, char *err, size_t errlen);
+
+int shim_main(void);
+int enter_main(void);
+
+#endif

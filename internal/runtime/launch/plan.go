@@ -1,0 +1,282 @@
+// Package launch is the part of berth that runs before the Go runtime in a
+// re-executed berth binary: the per-container shim, the container init and
+// exec into a running container, written in C (see stage.c). This file is
+// the Go side of their contract: the launch plan they read.
+//
+// A binary that links this package dispatches on the _BERTH_STAGE
+// environment variable before main runs, so every berth binary (and every
+// test binary that imports the runtime) can serve as its own shim.
+package launch
+
+// #cgo CFLAGS: -O2 -Wall -Wno-unused-result
+import "C"
+
+import (
+	"bytes"
+	"encoding/binary"
+	"fmt"
+	"strings"
+)
+
+// Environment variables that select a stage and point at its plan.
+const (
+	StageEnv  = "_BERTH_STAGE"
+	PlanEnv   = "_BERTH_PLAN"
+	StageShim = "shim"
+	StageExec = "exec"
+)
+
+// Record types; keep in step with plan.h.
+const (
+	recArg         = 1
+	recEnv         = 2
+	recCwd         = 3
+	recHostname    = 4
+	recRootfs      = 5
+	recRootfsRO    = 6
+	recMount       = 7
+	recMask        = 8
+	recRO          = 9
+	recRlimit      = 10
+	recCgroup      = 11
+	recNetNS       = 12
+	recNSFlags     = 13
+	recSeccomp     = 14
+	recCaps        = 15
+	recUser        = 16
+	recNNP         = 17
+	recOOMScore    = 18
+	recLog         = 19
+	recExtArg      = 20
+	recHideUnified = 21
+	recSysctl      = 22
+	recExit        = 23
+	recState       = 24
+	recCtl         = 25
+	recPID         = 26
+)
+
+// MountKind says how the init makes a mount.
+type MountKind uint32
+
+const (
+	// MountFS mounts a filesystem type (proc, tmpfs, sysfs...).
+	MountFS MountKind = 0
+	// MountBind binds a host directory, opened before pivot_root.
+	MountBind MountKind = 1
+	// MountBindFile binds a host file; the destination is created as a file.
+	MountBindFile MountKind = 2
+)
+
+// Mount is one mount made inside the container after pivot_root. Target is
+// a path inside the container.
+type Mount struct {
+	Kind   MountKind
+	Source string
+	Target string
+	FSType string
+	Data   string
+	Flags  uintptr
+}
+
+// Rlimit is one resource limit.
+type Rlimit struct {
+	Resource   uint32
+	Soft, Hard uint64
+}
+
+// Caps holds capability sets as bit masks (bit n is capability n).
+type Caps struct {
+	Bounding, Effective, Permitted, Inheritable, Ambient uint64
+}
+
+// User is the identity the process runs as.
+type User struct {
+	UID, GID       uint32
+	AdditionalGIDs []uint32
+}
+
+// Log configures the shim's log file.
+type Log struct {
+	Path     string
+	MaxSize  uint64
+	MaxFiles uint32
+}
+
+// Plan is everything the C stages need. Fields that do not apply to a stage are ignored by it.
+type Plan struct {
+	Args     []string
+	Env      []string
+	Cwd      string
+	Hostname string
+	// Rootfs is the host path of the mounted root filesystem.
+	Rootfs         string
+	RootfsReadonly bool
+	Mounts         []Mount
+	Masked         []string
+	Readonly       []string
+	Sysctls        []string
+	Rlimits        []Rlimit
+	// Cgroups are cgroup.procs files the process is written into before it runs.
+	Cgroups []string
+	// NetNS, when set, is a network namespace to join instead of making one.
+	NetNS string
+	// NSFlags are the clone flags of the namespaces to create.
+	NSFlags     uint64
+	Seccomp     []byte
+	Caps        *Caps
+	User        *User
+	NoNewPrivs  bool
+	OOMScoreAdj *int32
+
+	// Shim only.
+	Log          Log
+	ExternalArgs []string
+	HideUnified  bool
+	ExitPath     string
+	StatePath    string
+	CtlPath      string
+
+	// Exec only: the container's init pid whose namespaces are joined.
+	PID int
+}
+
+// MarshalBinary encodes the plan in the record format plan.c reads.
+func (p *Plan) MarshalBinary() ([]byte, error) {
+	var b bytes.Buffer
+	var err error
+	rec := func(t uint16, payload []byte) {
+		if len(payload) > 1<<24 {
+			err = fmt.Errorf("launch plan: record %d too large (%d bytes)", t, len(payload))
+			return
+		}
+		var h [6]byte
+		binary.NativeEndian.PutUint16(h[:2], t)
+		binary.NativeEndian.PutUint32(h[2:], uint32(len(payload)))
+		b.Write(h[:])
+		b.Write(payload)
+	}
+	str := func(t uint16, s string) {
+		if strings.IndexByte(s, 0) >= 0 {
+			err = fmt.Errorf("launch plan: %q contains a NUL byte", s)
+			return
+		}
+		rec(t, append([]byte(s), 0))
+	}
+	strOpt := func(t uint16, s string) {
+		if s != "" {
+			str(t, s)
+		}
+	}
+	flag := func(t uint16, on bool) {
+		if on {
+			rec(t, nil)
+		}
+	}
+	for _, a := range p.Args {
+		str(recArg, a)
+	}
+	for _, e := range p.Env {
+		str(recEnv, e)
+	}
+	for _, a := range p.ExternalArgs {
+		str(recExtArg, a)
+	}
+	strOpt(recCwd, p.Cwd)
+	strOpt(recHostname, p.Hostname)
+	strOpt(recRootfs, p.Rootfs)
+	strOpt(recNetNS, p.NetNS)
+	strOpt(recExit, p.ExitPath)
+	strOpt(recState, p.StatePath)
+	strOpt(recCtl, p.CtlPath)
+	flag(recRootfsRO, p.RootfsReadonly)
+	flag(recNNP, p.NoNewPrivs)
+	flag(recHideUnified, p.HideUnified)
+	for _, m := range p.Mounts {
+		var fixed [12]byte
+		binary.NativeEndian.PutUint64(fixed[:8], uint64(m.Flags))
+		binary.NativeEndian.PutUint32(fixed[8:], uint32(m.Kind))
+		payload := fixed[:]
+		for _, s := range []string{m.Source, m.Target, m.FSType, m.Data} {
+			if strings.IndexByte(s, 0) >= 0 {
+				return nil, fmt.Errorf("launch plan: mount %q: field contains a NUL byte", m.Target)
+			}
+			payload = append(append(payload, s...), 0)
+		}
+		rec(recMount, payload)
+	}
+	for _, s := range p.Masked {
+		str(recMask, s)
+	}
+	for _, s := range p.Readonly {
+		str(recRO, s)
+	}
+	for _, s := range p.Sysctls {
+		str(recSysctl, s)
+	}
+	for _, r := range p.Rlimits {
+		var v [20]byte
+		binary.NativeEndian.PutUint32(v[:4], r.Resource)
+		binary.NativeEndian.PutUint64(v[4:12], r.Soft)
+		binary.NativeEndian.PutUint64(v[12:], r.Hard)
+		rec(recRlimit, v[:])
+	}
+	if len(p.Cgroups) > 16 {
+		return nil, fmt.Errorf("launch plan: %d cgroups, at most 16", len(p.Cgroups))
+	}
+	for _, c := range p.Cgroups {
+		str(recCgroup, c)
+	}
+	if p.NSFlags != 0 {
+		var v [8]byte
+		binary.NativeEndian.PutUint64(v[:], p.NSFlags)
+		rec(recNSFlags, v[:])
+	}
+	if len(p.Seccomp) > 0 {
+		rec(recSeccomp, p.Seccomp)
+	}
+	if c := p.Caps; c != nil {
+		var v [40]byte
+		for i, m := range []uint64{c.Bounding, c.Effective, c.Permitted, c.Inheritable, c.Ambient} {
+			binary.NativeEndian.PutUint64(v[i*8:], m)
+		}
+		rec(recCaps, v[:])
+	}
+	if u := p.User; u != nil {
+		if len(u.AdditionalGIDs) > 64 {
+			return nil, fmt.Errorf("launch plan: %d additional groups, at most 64", len(u.AdditionalGIDs))
+		}
+		v := make([]byte, 12+4*len(u.AdditionalGIDs))
+		binary.NativeEndian.PutUint32(v[0:], u.UID)
+		binary.NativeEndian.PutUint32(v[4:], u.GID)
+		binary.NativeEndian.PutUint32(v[8:], uint32(len(u.AdditionalGIDs)))
+		for i, g := range u.AdditionalGIDs {
+			binary.NativeEndian.PutUint32(v[12+4*i:], g)
+		}
+		rec(recUser, v)
+	}
+	if p.OOMScoreAdj != nil {
+		var v [4]byte
+		binary.NativeEndian.PutUint32(v[:], uint32(*p.OOMScoreAdj))
+		rec(recOOMScore, v[:])
+	}
+	if p.Log.Path != "" {
+		v := make([]byte, 12, 13+len(p.Log.Path))
+		binary.NativeEndian.PutUint64(v[:8], p.Log.MaxSize)
+		binary.NativeEndian.PutUint32(v[8:], p.Log.MaxFiles)
+		v = append(append(v, p.Log.Path...), 0)
+		rec(recLog, v)
+	}
+	if p.PID > 0 {
+		var v [4]byte
+		binary.NativeEndian.PutUint32(v[:], uint32(p.PID))
+		rec(recPID, v[:])
+	}
+	if len(p.Args) >= 255 || len(p.Env) >= 256 || len(p.Mounts) >= 256 {
+		return nil, fmt.Errorf("launch plan: too many args, env entries or mounts (at most 254, 255, 255)")
+	}
+	if err != nil {
+		return nil, err
+	}
+	return b.Bytes(), nil
+}

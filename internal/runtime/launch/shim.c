@@ -1,0 +1,453 @@
+/*
+ * The per-container shim. It starts the container (cloning the built-in
+ * init, or running an external OCI runtime), owns its stdio and writes it
+ * to size-bounded log files, reaps it and records the exit status in a file.
+ * It lives in its own session, so the agent that started it can die and
+ * come back without the container noticing.
+ *
+ * Protocol with the agent: fd 3 receives one line, "ok PID" or
+ * "error MESSAGE", once the workload has been exec'd (or failed to be).
+ * The state file then holds the pids; the control FIFO takes "kill SIG"
+ * lines; the exit file appears, atomically, when the container is gone.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mount.h>
+#include <sys/signalfd.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+#include "launch.h"
+
+#define REPORT_FD 3
+#define PARTIAL_MAX 16384
+
+struct logger {
+	const char *path;
+	int fd;
+	uint64_t size, max;
+	uint32_t files;
+};
+
+struct stream {
+	int fd;
+	const char *name;
+	char buf[PARTIAL_MAX];
+	size_t len;
+};
+
+static void timestamp(char *out, size_t n)
+{
+	struct timespec ts;
+	struct tm tm;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	gmtime_r(&ts.tv_sec, &tm);
+	size_t k = strftime(out, n, "%Y-%m-%dT%H:%M:%S", &tm);
+	snprintf(out + k, n - k, ".%09ldZ", ts.tv_nsec);
+}
+
+static int log_open(struct logger *l)
+{
+	l->fd = open(l->path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
+	if (l->fd < 0)
+		return -1;
+	struct stat st;
+	l->size = fstat(l->fd, &st) == 0 ? (uint64_t)st.st_size : 0;
+	return 0;
+}
+
+static void log_rotate(struct logger *l)
+{
+	char from[4096], to[4096];
+	close(l->fd);
+	if (l->files <= 1) {
+		/* A single file: start it over. */
+		unlink(l->path);
+	} else {
+		for (uint32_t i = l->files - 1; i >= 1; i--) {
+			if (i == 1)
+				snprintf(from, sizeof(from), "%s", l->path);
+			else
+				snprintf(from, sizeof(from), "%s.%u", l->path, i - 1);
+			snprintf(to, sizeof(to), "%s.%u", l->path, i);
+			rename(from, to);
+		}
+	}
+	log_open(l);
+}
+
+static void log_record(struct logger *l, const char *stream, char tag, const char *line, size_t len)
+{
+	if (l->fd < 0)
+		return;
+	char ts[64];
+	timestamp(ts, sizeof(ts));
+	char head[96];
+	int hl = snprintf(head, sizeof(head), "%s %s %c ", ts, stream, tag);
+	uint64_t need = hl + len + 1;
+	if (l->max && l->size > 0 && l->size + need > l->max)
+		log_rotate(l);
+	write_all(l->fd, head, hl);
+	write_all(l->fd, line, len);
+	write_all(l->fd, "\n", 1);
+	l->size += need;
+}
+
+/* stream_feed splits new output into lines; a line longer than PARTIAL_MAX goes out in partial records. */
+static void stream_feed(struct logger *l, struct stream *s, const char *data, size_t n)
+{
+	while (n > 0) {
+		const char *nl = memchr(data, '\n', n);
+		size_t take = nl ? (size_t)(nl - data) : n;
+		if (s->len + take > PARTIAL_MAX) {
+			size_t room = PARTIAL_MAX - s->len;
+			memcpy(s->buf + s->len, data, room);
+			log_record(l, s->name, 'P', s->buf, PARTIAL_MAX);
+			s->len = 0;
+			data += room;
+			n -= room;
+			continue;
+		}
+		memcpy(s->buf + s->len, data, take);
+		s->len += take;
+		data += take;
+		n -= take;
+		if (nl) {
+			log_record(l, s->name, 'F', s->buf, s->len);
+			s->len = 0;
+			data++;
+			n--;
+		}
+	}
+}
+
+static void stream_flush(struct logger *l, struct stream *s)
+{
+	if (s->len)
+		log_record(l, s->name, 'F', s->buf, s->len);
+	s->len = 0;
+}
+
+static void write_atomic(const char *path, const char *data)
+{
+	char tmp[4096];
+	snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+	int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	if (fd < 0)
+		return;
+	write_all(fd, data, strlen(data));
+	close(fd);
+	rename(tmp, path);
+}
+
+static void json_escape(char *out, size_t n, const char *in)
+{
+	size_t o = 0;
+	for (; *in && o + 7 < n; in++) {
+		unsigned char c = *in;
+		if (c == '"' || c == '\\') {
+			out[o++] = '\\';
+			out[o++] = c;
+		} else if (c < 0x20) {
+			o += snprintf(out + o, n - o, "\\u%04x", c);
+		} else {
+			out[o++] = c;
+		}
+	}
+	out[o] = '\0';
+}
+
+static void write_exit(const struct plan *p, int code, int sig, const char *start_err)
+{
+	if (!p->exit_path)
+		return;
+	char ts[64], esc[2 * ERRBUF], buf[3 * ERRBUF];
+	timestamp(ts, sizeof(ts));
+	json_escape(esc, sizeof(esc), start_err ? start_err : "");
+	snprintf(buf, sizeof(buf), "{\"exitCode\":%d,\"signal\":%d,\"finishedAt\":\"%s\",\"startError\":\"%s\"}\n",
+		 code, sig, ts, esc);
+	write_atomic(p->exit_path, buf);
+}
+
+static unsigned long long self_start_time(void)
+{
+	char buf[1024];
+	int fd = open("/proc/self/stat", O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return 0;
+	ssize_t n = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	if (n <= 0)
+		return 0;
+	buf[n] = '\0';
+	/* Field 22 (starttime) counts from after the ")" that ends the command name. */
+	char *s = strrchr(buf, ')');
+	if (!s)
+		return 0;
+	s += 2;
+	for (int field = 3; field < 22 && s; field++) {
+		s = strchr(s, ' ');
+		if (s)
+			s++;
+	}
+	return s ? strtoull(s, NULL, 10) : 0;
+}
+
+static void report(const char *fmt, ...)
+{
+	char buf[ERRBUF + 64];
+	va_list ap;
+	va_start(ap, fmt);
+	int n = vsnprintf(buf, sizeof(buf) - 1, fmt, ap);
+	va_end(ap);
+	if (n < 0)
+		return;
+	if (n > (int)sizeof(buf) - 2)
+		n = sizeof(buf) - 2;
+	buf[n++] = '\n';
+	write_all(REPORT_FD, buf, n);
+	close(REPORT_FD);
+}
+
+static void handle_ctl(int ctl, pid_t child)
+{
+	char buf[256];
+	ssize_t n = read(ctl, buf, sizeof(buf) - 1);
+	if (n <= 0)
+		return;
+	buf[n] = '\0';
+	for (char *line = strtok(buf, "\n"); line; line = strtok(NULL, "\n")) {
+		int sig;
+		if (sscanf(line, "kill %d", &sig) == 1 && sig > 0 && sig < 65)
+			kill(child, sig);
+	}
+}
+
+int shim_main(void)
+{
+	char err[ERRBUF] = {0};
+	const char *planpath = getenv(PLAN_ENV);
+	struct plan *p = calloc(1, sizeof(*p));
+	char *buf;
+	size_t len;
+	int pfd = planpath ? open(planpath, O_RDONLY | O_CLOEXEC) : -1;
+	if (!p || pfd < 0 || read_all(pfd, &buf, &len) < 0) {
+		report("error read launch plan %s: %s", planpath ? planpath : "(unset)", strerror(errno));
+		return 1;
+	}
+	close(pfd);
+	if (plan_read(buf, len, p, err, sizeof(err)) < 0) {
+		report("error %s", err);
+		return 1;
+	}
+	fcntl(REPORT_FD, F_SETFD, FD_CLOEXEC);
+	signal(SIGINT, SIG_IGN);
+	signal(SIGHUP, SIG_IGN);
+	signal(SIGPIPE, SIG_IGN);
+	signal(SIGTERM, SIG_IGN);
+	unsetenv(STAGE_ENV);
+	unsetenv(PLAN_ENV);
+
+	struct logger lg = {.path = p->log_path, .fd = -1, .max = p->log_max, .files = p->log_files};
+	if (lg.path && log_open(&lg) < 0) {
+		report("error open log %s: %s", lg.path, strerror(errno));
+		return 1;
+	}
+	int outp[2], errp[2], syncp[2], errpipe[2];
+	if (pipe2(outp, O_CLOEXEC) || pipe2(errp, O_CLOEXEC) || pipe2(syncp, O_CLOEXEC) || pipe2(errpipe, O_CLOEXEC)) {
+		report("error pipe: %s", strerror(errno));
+		return 1;
+	}
+	sigset_t mask, old;
+	sigemptyset(&mask);
+	sigaddset(&mask, SIGCHLD);
+	sigprocmask(SIG_BLOCK, &mask, &old);
+	int sigfd = signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK);
+	int ctl = p->ctl_path ? open(p->ctl_path, O_RDWR | O_NONBLOCK | O_CLOEXEC) : -1;
+
+	int external = p->nextargs > 0;
+	pid_t child;
+	if (external)
+		child = fork();
+	else
+		child = syscall(SYS_clone, (p->nsflags & ~(uint64_t)CLONE_NEWCGROUP) | SIGCHLD, 0, 0, 0, 0);
+	if (child < 0) {
+		report("error start container: %s", strerror(errno));
+		return 1;
+	}
+	if (child == 0) {
+		sigprocmask(SIG_SETMASK, &old, NULL);
+		signal(SIGINT, SIG_DFL);
+		signal(SIGHUP, SIG_DFL);
+		signal(SIGPIPE, SIG_DFL);
+		signal(SIGTERM, SIG_DFL);
+		close(REPORT_FD);
+		close(syncp[1]);
+		int devnull = open("/dev/null", O_RDONLY);
+		if (devnull < 0 || dup2(devnull, 0) < 0 || dup2(outp[1], 1) < 0 || dup2(errp[1], 2) < 0) {
+			fail(err, sizeof(err), "set up stdio");
+			goto childfail;
+		}
+		if (devnull > 2)
+			close(devnull);
+		if (external) {
+			if (p->hide_unified) {
+				/* Some runtimes refuse a hybrid cgroup layout; hide its empty v2 mount from them. */
+				if (unshare(CLONE_NEWNS) < 0 || mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0) {
+					fail(err, sizeof(err), "private mount namespace for the runtime");
+					goto childfail;
+				}
+				umount2("/sys/fs/cgroup/unified", MNT_DETACH);
+			}
+			execvp(p->extargs[0], (char *const *)p->extargs);
+			fail(err, sizeof(err), "exec runtime %s", p->extargs[0]);
+			goto childfail;
+		}
+		if (container_init(p, syncp[0], err, sizeof(err)) < 0)
+			goto childfail;
+	childfail:
+		write_all(errpipe[1], err, strlen(err));
+		_exit(127);
+	}
+	close(outp[1]);
+	close(errp[1]);
+	close(syncp[0]);
+	close(errpipe[1]);
+
+	char pidstr[32];
+	snprintf(pidstr, sizeof(pidstr), "%d", child);
+	for (int i = 0; i < p->ncgroups; i++) {
+		int fd = open(p->cgroups[i], O_WRONLY | O_CLOEXEC);
+		if (fd < 0 || write_all(fd, pidstr, strlen(pidstr)) < 0) {
+			fail(err, sizeof(err), "join cgroup %s", p->cgroups[i]);
+			kill(child, SIGKILL);
+			waitpid(child, NULL, 0);
+			write_exit(p, 127, 0, err);
+			report("error %s", err);
+			return 1;
+		}
+		close(fd);
+	}
+	write_all(syncp[1], "g", 1);
+	close(syncp[1]);
+
+	/* The error pipe closes on a successful exec (close-on-exec) or carries the reason it failed. */
+	size_t el = 0;
+	for (;;) {
+		ssize_t n = read(errpipe[0], err + el, sizeof(err) - 1 - el);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			break;
+		el += n;
+		if (el >= sizeof(err) - 1)
+			break;
+	}
+	err[el] = '\0';
+	close(errpipe[0]);
+	if (el > 0) {
+		int st;
+		waitpid(child, &st, 0);
+		log_record(&lg, "stderr", 'F', err, el);
+		write_exit(p, 127, 0, err);
+		report("error %s", err);
+		return 1;
+	}
+	if (p->state_path) {
+		char st[256];
+		snprintf(st, sizeof(st), "{\"shimPid\":%d,\"pid\":%d,\"shimStart\":%llu}\n", getpid(), child,
+			 self_start_time());
+		write_atomic(p->state_path, st);
+	}
+	report("ok %d", child);
+
+	struct stream so = {.fd = outp[0], .name = "stdout"}, se = {.fd = errp[0], .name = "stderr"};
+	int exited = 0, status = 0;
+	struct timespec deadline = {0};
+	char rbuf[65536];
+	while (!exited || so.fd >= 0 || se.fd >= 0) {
+		struct pollfd fds[4];
+		int nf = 0, iso = -1, ise = -1, isig, ictl = -1;
+		if (so.fd >= 0) {
+			iso = nf;
+			fds[nf++] = (struct pollfd){.fd = so.fd, .events = POLLIN};
+		}
+		if (se.fd >= 0) {
+			ise = nf;
+			fds[nf++] = (struct pollfd){.fd = se.fd, .events = POLLIN};
+		}
+		isig = nf;
+		fds[nf++] = (struct pollfd){.fd = sigfd, .events = POLLIN};
+		if (ctl >= 0 && !exited) {
+			ictl = nf;
+			fds[nf++] = (struct pollfd){.fd = ctl, .events = POLLIN};
+		}
+		int timeout = -1;
+		if (exited) {
+			/* Output still open after the main process died belongs to a stray descendant: give it 2 s. */
+			struct timespec now;
+			clock_gettime(CLOCK_MONOTONIC, &now);
+			long ms = (deadline.tv_sec - now.tv_sec) * 1000 + (deadline.tv_nsec - now.tv_nsec) / 1000000;
+			if (ms <= 0)
+				break;
+			timeout = (int)ms;
+		}
+		int r = poll(fds, nf, timeout);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r < 0)
+			break;
+		struct stream *ss[2] = {&so, &se};
+		int idx[2] = {iso, ise};
+		for (int k = 0; k < 2; k++) {
+			if (idx[k] < 0 || !(fds[idx[k]].revents & (POLLIN | POLLHUP | POLLERR)))
+				continue;
+			ssize_t n = read(ss[k]->fd, rbuf, sizeof(rbuf));
+			if (n > 0) {
+				stream_feed(&lg, ss[k], rbuf, n);
+			} else if (n == 0 || (errno != EINTR && errno != EAGAIN)) {
+				stream_flush(&lg, ss[k]);
+				close(ss[k]->fd);
+				ss[k]->fd = -1;
+			}
+		}
+		if (fds[isig].revents & POLLIN) {
+			struct signalfd_siginfo si;
+			while (read(sigfd, &si, sizeof(si)) == sizeof(si))
+				;
+			int st;
+			pid_t w;
+			while ((w = waitpid(-1, &st, WNOHANG)) > 0) {
+				if (w == child) {
+					exited = 1;
+					status = st;
+					clock_gettime(CLOCK_MONOTONIC, &deadline);
+					deadline.tv_sec += 2;
+				}
+			}
+		}
+		if (ictl >= 0 && (fds[ictl].revents & POLLIN))
+			handle_ctl(ctl, child);
+	}
+	stream_flush(&lg, &so);
+	stream_flush(&lg, &se);
+	int code = 0, sig = 0;
+	if (WIFEXITED(status)) {
+		code = WEXITSTATUS(status);
+	} else if (WIFSIGNALED(status)) {
+		sig = WTERMSIG(status);
+		code = 128 + sig;
+	}
+	write_exit(p, code, sig, NULL);
+	return 0;
+}

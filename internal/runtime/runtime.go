@@ -1,0 +1,665 @@
+// Package runtime runs containers on this host. A container is described
+// by a Config, turned into an OCI runtime spec (the boundary), and started
+// by an executor under a per-container shim (package launch) that owns its
+// stdio and exit status, so the process that called Start can die and a new
+// one re-adopt every container from the state directory.
+//
+// Vocabulary:
+//   - bundle: the container's directory: config.json (OCI spec), meta.json
+//     (the Config), the launch plan, rootfs/upper/work, logs, and the files
+//     the shim writes (state.json when started, exit.json when exited).
+//   - shim: the small C process that starts, watches and reaps one container.
+//   - executor: how the shim starts the container: the built-in init
+//     ("berth") or an OCI runtime binary ("runc", "crun").
+package runtime
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
+
+	"github.com/berth-dev/berth/internal/runtime/launch"
+)
+
+// Errors callers can test with errors.Is; they are wrapped with the container's id.
+var (
+	ErrNotFound      = errors.New("no such container")
+	ErrAlreadyExists = errors.New("container already exists")
+	ErrNotRunning    = errors.New("container is not running")
+	ErrRunning       = errors.New("container is running")
+)
+
+// State is where a container is in its life.
+type State string
+
+const (
+	Created State = "created"
+	Running State = "running"
+	Exited  State = "exited"
+	// Unknown means the shim is gone without recording an exit (it was killed).
+	Unknown State = "unknown"
+)
+
+// Status is what is known about a container.
+type Status struct {
+	ID         string            `json:"id"`
+	State      State             `json:"state"`
+	Executor   string            `json:"executor"`
+	Image      string            `json:"image,omitempty"`
+	Args       []string          `json:"args"`
+	Pid        int               `json:"pid,omitempty"`
+	ShimPid    int               `json:"shimPid,omitempty"`
+	ExitCode   int               `json:"exitCode"`
+	Signal     int               `json:"signal,omitempty"`
+	OOMKilled  bool              `json:"oomKilled,omitempty"`
+	Reason     string            `json:"reason,omitempty"`
+	StartError string            `json:"startError,omitempty"`
+	CreatedAt  time.Time         `json:"createdAt"`
+	StartedAt  time.Time         `json:"startedAt,omitzero"`
+	FinishedAt time.Time         `json:"finishedAt,omitzero"`
+	Labels     map[string]string `json:"labels,omitempty"`
+}
+
+// ExecProcess is a further process to run in a running container.
+type ExecProcess struct {
+	Args   []string
+	Env    []string
+	Cwd    string
+	User   string
+	Tty    bool
+	Stdin  io.Reader
+	Stdout io.Writer
+	Stderr io.Writer
+	// Resize, when set with Tty, is called with the pty master to size it.
+	Resize func(pty *os.File)
+}
+
+// executor is how the shim starts a container and how it is reached afterwards.
+type executor interface {
+	name() string
+	prepare(ctx context.Context, bd *bundle, s *specs.Spec) (*launch.Plan, error)
+	kill(ctx context.Context, bd *bundle, sig syscall.Signal) error
+	exec(ctx context.Context, bd *bundle, s *specs.Spec, st Status, pr ExecProcess, self string) (int, error)
+	cleanup(ctx context.Context, bd *bundle, s *specs.Spec) error
+	oomKilled(s *specs.Spec) bool
+}
+
+// Runtime manages the containers under one state directory.
+type Runtime struct {
+	root string
+	self string
+	cg   *cgroups
+	exec map[string]executor
+}
+
+// New opens (creating if needed) the state directory root, such as
+// /var/lib/berth/containers. Containers already there are adopted: List,
+// State, Wait, Stop and the rest work on them as on new ones.
+func New(root string) (*Runtime, error) {
+	if err := os.MkdirAll(root, 0o711); err != nil {
+		return nil, fmt.Errorf("runtime state dir %s: %w", root, err)
+	}
+	self, err := os.Executable()
+	if err != nil {
+		return nil, fmt.Errorf("runtime: find own binary: %w", err)
+	}
+	cg := detectCgroups()
+	hybrid := !cg.v2 && hasCgroup2Mount()
+	r := &Runtime{root: root, self: self, cg: cg}
+	r.exec = map[string]executor{
+		ExecutorBuiltin: &builtin{cg: cg},
+		"runc":          &external{bin: "runc", state: filepath.Join(root, ".runc"), cg: cg},
+		"crun":          &external{bin: "crun", state: filepath.Join(root, ".crun"), cg: cg, hide: hybrid},
+	}
+	return r, nil
+}
+
+func hasCgroup2Mount() bool {
+	var st syscall.Statfs_t
+	return syscall.Statfs("/sys/fs/cgroup/unified", &st) == nil && st.Type == 0x63677270
+}
+
+// bundle is a container's directory.
+type bundle struct {
+	id, dir string
+}
+
+func (b *bundle) path(name string) string { return filepath.Join(b.dir, name) }
+
+func (r *Runtime) bundle(id string) (*bundle, error) {
+	if !validID(id) {
+		return nil, fmt.Errorf("container %q: %w", id, ErrNotFound)
+	}
+	return &bundle{id: id, dir: filepath.Join(r.root, id)}, nil
+}
+
+type meta struct {
+	Config    Config    `json:"config"`
+	Executor  string    `json:"executor"`
+	CreatedAt time.Time `json:"createdAt"`
+}
+
+// shimState is what the shim writes once the workload runs.
+type shimState struct {
+	ShimPid   int    `json:"shimPid"`
+	Pid       int    `json:"pid"`
+	ShimStart uint64 `json:"shimStart"`
+}
+
+type exitRecord struct {
+	ExitCode   int       `json:"exitCode"`
+	Signal     int       `json:"signal"`
+	FinishedAt time.Time `json:"finishedAt"`
+	StartError string    `json:"startError"`
+}
+
+func writeJSON(path string, v any) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, b, 0o600); err != nil {
+		return err
+	}
+	return os.Rename(tmp, path)
+}
+
+func readJSON(path string, v any) error {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return err
+	}
+	return json.Unmarshal(b, v)
+}
+
+// Run creates and starts a container, returning once its process has been
+// exec'd (or has failed to start, with the reason).
+func (r *Runtime) Run(ctx context.Context, c Config) (Status, error) {
+	if err := c.Validate(); err != nil {
+		return Status{}, err
+	}
+	if c.Executor == "" {
+		c.Executor = ExecutorBuiltin
+	}
+	ex := r.exec[c.Executor]
+	bd, _ := r.bundle(c.ID)
+	if err := os.Mkdir(bd.dir, 0o700); err != nil {
+		if errors.Is(err, os.ErrExist) {
+			return Status{}, fmt.Errorf("container %q: %w", c.ID, ErrAlreadyExists)
+		}
+		return Status{}, fmt.Errorf("container %q: %w", c.ID, err)
+	}
+	st, err := r.start(ctx, bd, &c, ex)
+	if err != nil {
+		// Nothing half-made stays behind: a failed start leaves no container.
+		_ = r.remove(context.WithoutCancel(ctx), bd, true)
+		return st, err
+	}
+	return st, nil
+}
+
+func (r *Runtime) start(ctx context.Context, bd *bundle, c *Config, ex executor) (Status, error) {
+	m := meta{Config: *c, Executor: ex.name(), CreatedAt: time.Now().UTC()}
+	if err := writeJSON(bd.path("meta.json"), &m); err != nil {
+		return Status{}, fmt.Errorf("container %q: %w", c.ID, err)
+	}
+	rootfs, err := r.mountRootfs(bd, c)
+	if err != nil {
+		return Status{}, fmt.Errorf("container %q: %w", c.ID, err)
+	}
+	if err := writeEtcFiles(bd, c); err != nil {
+		return Status{}, fmt.Errorf("container %q: %w", c.ID, err)
+	}
+	s, err := Spec(c, rootfs, bd.dir)
+	if err != nil {
+		return Status{}, err
+	}
+	if err := writeJSON(bd.path("config.json"), s); err != nil {
+		return Status{}, fmt.Errorf("container %q: %w", c.ID, err)
+	}
+	p, err := ex.prepare(ctx, bd, s)
+	if err != nil {
+		return Status{}, fmt.Errorf("container %q: %w", c.ID, err)
+	}
+	p.Log = launch.Log{Path: bd.path("container.log"), MaxSize: uint64(c.LogMaxSize), MaxFiles: uint32(c.LogMaxFiles)}
+	if p.Log.MaxSize == 0 {
+		p.Log.MaxSize = DefaultLogMaxSize
+	}
+	if p.Log.MaxFiles == 0 {
+		p.Log.MaxFiles = DefaultLogMaxFiles
+	}
+	p.ExitPath, p.StatePath, p.CtlPath = bd.path("exit.json"), bd.path("state.json"), bd.path("ctl")
+	raw, err := p.MarshalBinary()
+	if err != nil {
+		return Status{}, fmt.Errorf("container %q: %w", c.ID, err)
+	}
+	if err := os.WriteFile(bd.path("plan"), raw, 0o600); err != nil {
+		return Status{}, fmt.Errorf("container %q: %w", c.ID, err)
+	}
+	if err := unix.Mkfifo(p.CtlPath, 0o600); err != nil {
+		return Status{}, fmt.Errorf("container %q: control fifo: %w", c.ID, err)
+	}
+	pid, err := r.launchShim(bd)
+	if err != nil {
+		return Status{}, fmt.Errorf("container %q: start: %w", c.ID, err)
+	}
+	return Status{ID: c.ID, State: Running, Executor: ex.name(), Image: c.Image, Args: c.Args, Pid: pid,
+		CreatedAt: m.CreatedAt, StartedAt: time.Now().UTC(), Labels: c.Labels}, nil
+}
+
+// launchShim starts the shim in its own session and waits for its report.
+func (r *Runtime) launchShim(bd *bundle) (int, error) {
+	rd, wr, err := os.Pipe()
+	if err != nil {
+		return 0, err
+	}
+	defer rd.Close()
+	cmd := exec.Command(r.self)
+	cmd.Env = []string{launch.StageEnv + "=" + launch.StageShim, launch.PlanEnv + "=" + bd.path("plan")}
+	cmd.Dir = bd.dir
+	cmd.ExtraFiles = []*os.File{wr}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if err := cmd.Start(); err != nil {
+		wr.Close()
+		return 0, err
+	}
+	wr.Close()
+	// Reap the shim when it ends; an adopted shim is watched through a pidfd instead.
+	go func() { _ = cmd.Wait() }()
+	line, err := bufio.NewReader(rd).ReadString('\n')
+	if err != nil && line == "" {
+		return 0, fmt.Errorf("shim exited without a report")
+	}
+	line = strings.TrimSpace(line)
+	if msg, ok := strings.CutPrefix(line, "error "); ok {
+		return 0, errors.New(msg)
+	}
+	pidStr, ok := strings.CutPrefix(line, "ok ")
+	pid, err := strconv.Atoi(pidStr)
+	if !ok || err != nil {
+		return 0, fmt.Errorf("shim report %q", line)
+	}
+	return pid, nil
+}
+
+func (r *Runtime) mountRootfs(bd *bundle, c *Config) (string, error) {
+	if c.RootfsPath != "" {
+		return c.RootfsPath, nil
+	}
+	target, upper, work := bd.path("rootfs"), bd.path("upper"), bd.path("work")
+	for _, d := range []string{target, upper, work} {
+		if err := os.Mkdir(d, 0o755); err != nil {
+			return "", fmt.Errorf("rootfs: %w", err)
+		}
+	}
+	opts := "lowerdir=" + strings.Join(c.LowerDirs, ":") + ",upperdir=" + upper + ",workdir=" + work
+	if len(opts) >= os.Getpagesize() {
+		return "", fmt.Errorf("rootfs: %d layers make overlay options longer than a page", len(c.LowerDirs))
+	}
+	if err := unix.Mount("overlay", target, "overlay", unix.MS_NODEV, opts); err != nil {
+		return "", fmt.Errorf("rootfs: mount overlay: %w", err)
+	}
+	return target, nil
+}
+
+func writeEtcFiles(bd *bundle, c *Config) error {
+	host := c.hostname()
+	files := map[string]string{
+		"hostname": host + "\n",
+		"hosts": "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n" +
+			"127.0.1.1\t" + host + "\n",
+		"resolv.conf": resolvConf(),
+	}
+	for name, content := range files {
+		if err := os.WriteFile(bd.path(name), []byte(content), 0o644); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// resolvConf copies the host's resolver settings less loopback servers,
+// which are unreachable from the container's network namespace.
+func resolvConf() string {
+	b, _ := os.ReadFile("/etc/resolv.conf")
+	var out strings.Builder
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		if len(f) >= 2 && f[0] == "nameserver" && (strings.HasPrefix(f[1], "127.") || f[1] == "::1") {
+			continue
+		}
+		if strings.TrimSpace(line) != "" {
+			out.WriteString(line + "\n")
+		}
+	}
+	return out.String()
+}
+
+func (r *Runtime) load(id string) (*bundle, *meta, error) {
+	bd, err := r.bundle(id)
+	if err != nil {
+		return nil, nil, err
+	}
+	var m meta
+	if err := readJSON(bd.path("meta.json"), &m); err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return nil, nil, fmt.Errorf("container %q: %w", id, ErrNotFound)
+		}
+		return nil, nil, fmt.Errorf("container %q: %w", id, err)
+	}
+	return bd, &m, nil
+}
+
+func (r *Runtime) spec(bd *bundle) *specs.Spec {
+	var s specs.Spec
+	if readJSON(bd.path("config.json"), &s) != nil {
+		return nil
+	}
+	return &s
+}
+
+// State reports a container's status, reading what its shim recorded.
+func (r *Runtime) State(ctx context.Context, id string) (Status, error) {
+	bd, m, err := r.load(id)
+	if err != nil {
+		return Status{}, err
+	}
+	return r.status(bd, m), nil
+}
+
+func (r *Runtime) status(bd *bundle, m *meta) Status {
+	st := Status{ID: bd.id, State: Created, Executor: m.Executor, Image: m.Config.Image, Args: m.Config.Args,
+		CreatedAt: m.CreatedAt, Labels: m.Config.Labels}
+	var ss shimState
+	hasState := readJSON(bd.path("state.json"), &ss) == nil
+	if hasState {
+		st.Pid, st.ShimPid = ss.Pid, ss.ShimPid
+		if fi, err := os.Stat(bd.path("state.json")); err == nil {
+			st.StartedAt = fi.ModTime().UTC()
+		}
+	}
+	var ex exitRecord
+	if readJSON(bd.path("exit.json"), &ex) == nil {
+		st.State = Exited
+		st.ExitCode, st.Signal, st.FinishedAt, st.StartError = ex.ExitCode, ex.Signal, ex.FinishedAt, ex.StartError
+		switch {
+		case ex.StartError != "":
+			st.Reason = "StartError"
+		case (ex.Signal == int(syscall.SIGKILL) || ex.ExitCode == 137) && r.exec[m.Executor].oomKilled(r.spec(bd)):
+			st.OOMKilled, st.Reason = true, "OOMKilled"
+		case ex.ExitCode == 0:
+			st.Reason = "Completed"
+		default:
+			st.Reason = "Error"
+		}
+		return st
+	}
+	if hasState {
+		if shimAlive(ss) {
+			st.State = Running
+		} else {
+			st.State, st.Reason = Unknown, "ShimLost"
+		}
+	}
+	return st
+}
+
+// shimAlive checks the shim's pid and start time, so a reused pid is not mistaken for it.
+func shimAlive(ss shimState) bool {
+	if ss.ShimPid <= 0 {
+		return false
+	}
+	start, err := procStartTime(ss.ShimPid)
+	return err == nil && start == ss.ShimStart
+}
+
+func procStartTime(pid int) (uint64, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, err
+	}
+	s := string(b)
+	i := strings.LastIndexByte(s, ')')
+	if i < 0 {
+		return 0, fmt.Errorf("malformed /proc/%d/stat", pid)
+	}
+	f := strings.Fields(s[i+1:])
+	// After ")" come fields 3.. ; starttime is field 22.
+	if len(f) < 20 {
+		return 0, fmt.Errorf("malformed /proc/%d/stat", pid)
+	}
+	if f[0] == "Z" {
+		return 0, fmt.Errorf("process %d is a zombie", pid)
+	}
+	return strconv.ParseUint(f[19], 10, 64)
+}
+
+// List returns every container in the state directory, sorted by id.
+func (r *Runtime) List(ctx context.Context) ([]Status, error) {
+	ents, err := os.ReadDir(r.root)
+	if err != nil {
+		return nil, fmt.Errorf("runtime state dir %s: %w", r.root, err)
+	}
+	var out []Status
+	for _, e := range ents {
+		if !e.IsDir() || strings.HasPrefix(e.Name(), ".") {
+			continue
+		}
+		st, err := r.State(ctx, e.Name())
+		if err != nil {
+			continue // a directory being created or removed right now
+		}
+		out = append(out, st)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	return out, nil
+}
+
+// Wait blocks until the container has exited (or its shim is lost) and returns its final status.
+func (r *Runtime) Wait(ctx context.Context, id string) (Status, error) {
+	bd, m, err := r.load(id)
+	if err != nil {
+		return Status{}, err
+	}
+	for {
+		st := r.status(bd, m)
+		if st.State == Exited || st.State == Unknown {
+			return st, nil
+		}
+		if st.State == Created {
+			// Not started (or the state file is being written): check again shortly.
+			if err := sleepCtx(ctx, 10*time.Millisecond); err != nil {
+				return st, err
+			}
+			continue
+		}
+		if err := waitPid(ctx, st.ShimPid); err != nil {
+			return st, fmt.Errorf("container %q: wait: %w", id, err)
+		}
+	}
+}
+
+// waitPid blocks until pid exits, using a pidfd so it works for processes
+// that are not our children (adopted shims).
+func waitPid(ctx context.Context, pid int) error {
+	fd, err := unix.PidfdOpen(pid, 0)
+	if err != nil {
+		if errors.Is(err, unix.ESRCH) {
+			return nil
+		}
+		return err
+	}
+	defer unix.Close(fd)
+	for {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
+		n, err := unix.Poll(fds, 100)
+		if err != nil && !errors.Is(err, unix.EINTR) {
+			return err
+		}
+		if n > 0 {
+			return nil
+		}
+	}
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}
+
+// signal asks the shim to deliver sig to the container's main process.
+func (bd *bundle) signal(sig syscall.Signal) error {
+	f, err := os.OpenFile(bd.path("ctl"), os.O_WRONLY|unix.O_NONBLOCK, 0)
+	if err != nil {
+		if errors.Is(err, unix.ENXIO) || errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("container %q: %w", bd.id, ErrNotRunning)
+		}
+		return fmt.Errorf("container %q: signal: %w", bd.id, err)
+	}
+	defer f.Close()
+	if _, err := fmt.Fprintf(f, "kill %d\n", int(sig)); err != nil {
+		return fmt.Errorf("container %q: signal: %w", bd.id, err)
+	}
+	return nil
+}
+
+// Kill sends sig to the container's main process.
+func (r *Runtime) Kill(ctx context.Context, id string, sig syscall.Signal) error {
+	bd, m, err := r.load(id)
+	if err != nil {
+		return err
+	}
+	if st := r.status(bd, m); st.State != Running {
+		return fmt.Errorf("container %q: %w", id, ErrNotRunning)
+	}
+	return r.exec[m.Executor].kill(ctx, bd, sig)
+}
+
+// Stop sends SIGTERM, waits up to grace for the container to exit, then
+// sends SIGKILL. It returns the final status.
+func (r *Runtime) Stop(ctx context.Context, id string, grace time.Duration) (Status, error) {
+	st, err := r.State(ctx, id)
+	if err != nil || st.State != Running {
+		return st, err
+	}
+	if err := r.Kill(ctx, id, syscall.SIGTERM); err != nil && !errors.Is(err, ErrNotRunning) {
+		return st, err
+	}
+	wctx, cancel := context.WithTimeout(ctx, grace)
+	st, err = r.Wait(wctx, id)
+	cancel()
+	if err == nil {
+		return st, nil
+	}
+	if ctx.Err() != nil {
+		return st, ctx.Err()
+	}
+	if err := r.Kill(ctx, id, syscall.SIGKILL); err != nil && !errors.Is(err, ErrNotRunning) {
+		return st, err
+	}
+	return r.Wait(ctx, id)
+}
+
+// Exec runs a further process in a running container and returns its exit code.
+func (r *Runtime) Exec(ctx context.Context, id string, pr ExecProcess) (int, error) {
+	bd, m, err := r.load(id)
+	if err != nil {
+		return -1, err
+	}
+	st := r.status(bd, m)
+	if st.State != Running {
+		return -1, fmt.Errorf("container %q: %w", id, ErrNotRunning)
+	}
+	if len(pr.Args) == 0 {
+		return -1, fmt.Errorf("container %q: exec: no command given", id)
+	}
+	s := r.spec(bd)
+	if s == nil {
+		return -1, fmt.Errorf("container %q: exec: config.json unreadable", id)
+	}
+	return r.exec[m.Executor].exec(ctx, bd, s, st, pr, r.self)
+}
+
+// Delete removes a container: its rootfs mount, cgroups, logs and state.
+// A running container is refused unless force, which kills it first.
+func (r *Runtime) Delete(ctx context.Context, id string, force bool) error {
+	bd, _, err := r.load(id)
+	if err != nil {
+		return err
+	}
+	return r.remove(ctx, bd, force)
+}
+
+func (r *Runtime) remove(ctx context.Context, bd *bundle, force bool) error {
+	var m meta
+	_ = readJSON(bd.path("meta.json"), &m)
+	st := r.status(bd, &m)
+	if st.State == Running {
+		if !force {
+			return fmt.Errorf("container %q: %w: stop it first or force the removal", bd.id, ErrRunning)
+		}
+		if _, err := r.Stop(ctx, bd.id, 0); err != nil {
+			return fmt.Errorf("container %q: remove: %w", bd.id, err)
+		}
+	}
+	var errs []error
+	if ex, ok := r.exec[m.Executor]; ok {
+		if err := ex.cleanup(ctx, bd, r.spec(bd)); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if err := unmountAll(bd.path("rootfs")); err != nil {
+		errs = append(errs, err)
+	}
+	if len(errs) > 0 {
+		// Keep the directory so a retry can finish the job.
+		return fmt.Errorf("container %q: remove: %w", bd.id, errors.Join(errs...))
+	}
+	if err := os.RemoveAll(bd.dir); err != nil {
+		return fmt.Errorf("container %q: remove: %w", bd.id, err)
+	}
+	return nil
+}
+
+func unmountAll(target string) error {
+	for range 8 {
+		err := unix.Unmount(target, 0)
+		switch {
+		case err == nil:
+			continue // overlays can be stacked by a retried start; take them all
+		case errors.Is(err, unix.EINVAL), errors.Is(err, unix.ENOENT):
+			return nil // not a mount point (any more)
+		case errors.Is(err, unix.EBUSY):
+			if err := unix.Unmount(target, unix.MNT_DETACH); err != nil {
+				return fmt.Errorf("unmount %s: %w", target, err)
+			}
+		default:
+			return fmt.Errorf("unmount %s: %w", target, err)
+		}
+	}
+	return nil
+}

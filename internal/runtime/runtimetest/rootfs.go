@@ -1,0 +1,78 @@
+// Package runtimetest holds the conformance suite every executor passes
+// and the fixtures it needs.
+package runtimetest
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// RequireRoot skips a test that needs root, except under CI where a skip is a failure.
+func RequireRoot(t testing.TB) {
+	t.Helper()
+	if os.Geteuid() == 0 {
+		return
+	}
+	if os.Getenv("CI") == "true" {
+		t.Fatal("this test needs root, and CI runs as root")
+	}
+	t.Skip("needs root")
+}
+
+// BusyboxRootfs builds a minimal rootfs from the host's static busybox in
+// a fresh directory: /bin with every applet, /etc/passwd and group, /tmp.
+func BusyboxRootfs(t testing.TB) string {
+	t.Helper()
+	bb, err := exec.LookPath("busybox")
+	if err != nil {
+		bb = "/bin/busybox"
+	}
+	if _, err := os.Stat(bb); err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("busybox-static is required: %v", err)
+		}
+		t.Skipf("busybox-static is not installed: %v", err)
+	}
+	dir := t.TempDir()
+	for _, d := range []string{"bin", "etc", "tmp", "proc", "sys", "dev", "root", "www"} {
+		if err := os.MkdirAll(filepath.Join(dir, d), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.Chmod(filepath.Join(dir, "tmp"), 0o1777); err != nil {
+		t.Fatal(err)
+	}
+	data, err := os.ReadFile(bb)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "bin", "busybox"), data, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command(bb, "--list").Output()
+	if err != nil {
+		t.Fatalf("busybox --list: %v", err)
+	}
+	for _, applet := range strings.Fields(string(out)) {
+		if applet == "busybox" {
+			continue
+		}
+		if err := os.Symlink("busybox", filepath.Join(dir, "bin", applet)); err != nil && !os.IsExist(err) {
+			t.Fatal(err)
+		}
+	}
+	files := map[string]string{
+		"etc/passwd":     "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n",
+		"etc/group":      "root:x:0:\nnogroup:x:65534:\n",
+		"www/index.html": "hello from berth\n",
+	}
+	for name, content := range files {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return dir
+}
