@@ -162,6 +162,8 @@ func processPlan(s *specs.Spec) (*launch.Plan, error) {
 	return p, nil
 }
 
+func (b *builtin) started(_ context.Context, _ *bundle, pid int) (int, error) { return pid, nil }
+
 func (b *builtin) kill(_ context.Context, bd *bundle, sig syscall.Signal) error {
 	return bd.signal(sig)
 }

@@ -43,10 +43,17 @@ func (e *external) prepare(_ context.Context, bd *bundle, s *specs.Spec) (*launc
 		return nil, fmt.Errorf("executor %s: %w", e.bin, err)
 	}
 	return &launch.Plan{
-		ExternalArgs: []string{e.bin, "--root", e.state, "run", "--bundle", bd.dir, bd.id},
+		// create and start rather than run: the container (and its cgroup,
+		// which tells of OOM kills) stays until cleanup deletes it.
+		ExternalArgs:  []string{e.bin, "--root", e.state, "create", "--pid-file", bd.path("runtime.pid"), "--bundle", bd.dir, bd.id},
+		ExternalStart: []string{e.bin, "--root", e.state, "start", bd.id},
+		PIDFile:       bd.path("runtime.pid"),
 		HideUnified:  e.hide,
 	}, nil
 }
+
+// started: the shim reports the container's own pid once "start" has returned.
+func (e *external) started(_ context.Context, _ *bundle, pid int) (int, error) { return pid, nil }
 
 func (e *external) run(ctx context.Context, args ...string) error {
 	var out bytes.Buffer

@@ -92,6 +92,8 @@ type ExecProcess struct {
 type executor interface {
 	name() string
 	prepare(ctx context.Context, bd *bundle, s *specs.Spec) (*launch.Plan, error)
+	// started returns the container's pid once it can be signalled, given what the shim reported.
+	started(ctx context.Context, bd *bundle, reported int) (int, error)
 	kill(ctx context.Context, bd *bundle, sig syscall.Signal) error
 	exec(ctx context.Context, bd *bundle, s *specs.Spec, st Status, pr ExecProcess, self string) (int, error)
 	cleanup(ctx context.Context, bd *bundle, s *specs.Spec) error
@@ -255,6 +257,9 @@ func (r *Runtime) start(ctx context.Context, bd *bundle, c *Config, ex executor)
 		return Status{}, fmt.Errorf("container %q: control fifo: %w", c.ID, err)
 	}
 	pid, err := r.launchShim(bd)
+	if err == nil {
+		pid, err = ex.started(ctx, bd, pid)
+	}
 	if err != nil {
 		return Status{}, fmt.Errorf("container %q: start: %w", c.ID, err)
 	}
@@ -663,3 +668,6 @@ func unmountAll(target string) error {
 	}
 	return nil
 }
+
+// Root is the state directory the runtime keeps its containers in.
+func (r *Runtime) Root() string { return r.root }

@@ -58,6 +58,11 @@ int plan_read(char *buf, size_t len, struct plan *p, char *err, size_t errlen)
 			if (p->nextargs >= MAX_ITEMS - 1 || take_str(pl, n, &p->extargs[p->nextargs++]))
 				bad = 1;
 			break;
+		case REC_EXTSTART:
+			if (p->nextstart >= MAX_ITEMS - 1 || take_str(pl, n, &p->extstart[p->nextstart++]))
+				bad = 1;
+			break;
+		case REC_PIDFILE: bad = take_str(pl, n, &p->pidfile); break;
 		case REC_CWD: bad = take_str(pl, n, &p->cwd); break;
 		case REC_HOSTNAME: bad = take_str(pl, n, &p->hostname); break;
 		case REC_ROOTFS: bad = take_str(pl, n, &p->rootfs); break;
@@ -182,5 +187,6 @@ int plan_read(char *buf, size_t len, struct plan *p, char *err, size_t errlen)
 	p->args[p->nargs] = NULL;
 	p->env[p->nenv] = NULL;
 	p->extargs[p->nextargs] = NULL;
+	p->extstart[p->nextstart] = NULL;
 	return 0;
 }

@@ -54,6 +54,8 @@ const (
 	recState       = 24
 	recCtl         = 25
 	recPID         = 26
+	recExtStart    = 27
+	recPIDFile     = 28
 )
 
 // MountKind says how the init makes a mount.
@@ -130,8 +132,12 @@ type Plan struct {
 	OOMScoreAdj *int32
 
 	// Shim only.
-	Log          Log
-	ExternalArgs []string
+	Log Log
+	// ExternalArgs creates the container with an OCI runtime ("runc create
+	// ..."), writing its pid to PIDFile; ExternalStart then starts it.
+	ExternalArgs  []string
+	ExternalStart []string
+	PIDFile       string
 	HideUnified  bool
 	ExitPath     string
 	StatePath    string
@@ -182,6 +188,10 @@ func (p *Plan) MarshalBinary() ([]byte, error) {
 	for _, a := range p.ExternalArgs {
 		str(recExtArg, a)
 	}
+	for _, a := range p.ExternalStart {
+		str(recExtStart, a)
+	}
+	strOpt(recPIDFile, p.PIDFile)
 	strOpt(recCwd, p.Cwd)
 	strOpt(recHostname, p.Hostname)
 	strOpt(recRootfs, p.Rootfs)

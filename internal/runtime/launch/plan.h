@@ -36,6 +36,8 @@ enum {
 	REC_STATE = 24,
 	REC_CTL = 25,
 	REC_PID = 26,
+	REC_EXTSTART = 27,
+	REC_PIDFILE = 28,
 };
 
 #define MOUNT_KIND_FS 0
@@ -62,6 +64,9 @@ struct plan {
 	int nenv;
 	const char *extargs[MAX_ITEMS];
 	int nextargs;
+	const char *extstart[MAX_ITEMS];
+	int nextstart;
+	const char *pidfile;
 	const char *cwd, *hostname, *rootfs, *netns;
 	int rootfs_ro, nnp, hide_unified, has_caps, has_user, has_oom;
 	struct mountrec mounts[MAX_ITEMS];

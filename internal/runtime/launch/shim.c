@@ -21,6 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mount.h>
+#include <sys/prctl.h>
 #include <sys/signalfd.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -233,6 +234,70 @@ static void handle_ctl(int ctl, pid_t child)
 	}
 }
 
+/* exec_runtime runs an OCI runtime command; it returns only on failure. */
+static void exec_runtime(const struct plan *p, const char *const *argv, char *err, size_t errlen)
+{
+	if (p->hide_unified) {
+		/* Some runtimes refuse a hybrid cgroup layout; hide its empty v2 mount from them. */
+		if (unshare(CLONE_NEWNS) < 0 || mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0) {
+			fail(err, errlen, "private mount namespace for the runtime");
+			return;
+		}
+		umount2("/sys/fs/cgroup/unified", MNT_DETACH);
+	}
+	execvp(argv[0], (char *const *)argv);
+	fail(err, errlen, "exec runtime %s", argv[0]);
+}
+
+/* read_pidfile returns the pid an OCI runtime wrote, or -1. */
+static pid_t read_pidfile(const char *path)
+{
+	char buf[32] = {0};
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -1;
+	ssize_t n = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	return n > 0 ? (pid_t)atoi(buf) : -1;
+}
+
+/*
+ * start_external runs "runtime create" (already forked as creator) to its
+ * end, then "runtime start". As a child subreaper the shim inherits the
+ * container's process once the runtime exits, and can reap it like its own.
+ */
+static pid_t start_external(const struct plan *p, pid_t creator, int outfd, int errfd, char *err, size_t errlen)
+{
+	int st;
+	if (waitpid(creator, &st, 0) < 0 || !WIFEXITED(st) || WEXITSTATUS(st) != 0) {
+		snprintf(err, errlen, "%s create failed (see the container log)", p->extargs[0]);
+		return -1;
+	}
+	pid_t pid = p->pidfile ? read_pidfile(p->pidfile) : -1;
+	if (pid <= 0) {
+		snprintf(err, errlen, "%s create wrote no pid file", p->extargs[0]);
+		return -1;
+	}
+	if (p->nextstart == 0)
+		return pid;
+	pid_t starter = fork();
+	if (starter < 0)
+		return fail(err, errlen, "fork");
+	if (starter == 0) {
+		int devnull = open("/dev/null", O_RDONLY);
+		dup2(devnull, 0);
+		dup2(outfd, 1);
+		dup2(errfd, 2);
+		exec_runtime(p, p->extstart, err, errlen);
+		_exit(127);
+	}
+	if (waitpid(starter, &st, 0) < 0 || !WIFEXITED(st) || WEXITSTATUS(st) != 0) {
+		snprintf(err, errlen, "%s start failed (see the container log)", p->extargs[0]);
+		return -1;
+	}
+	return pid;
+}
+
 int shim_main(void)
 {
 	char err[ERRBUF] = {0};
@@ -276,6 +341,10 @@ int shim_main(void)
 	int ctl = p->ctl_path ? open(p->ctl_path, O_RDWR | O_NONBLOCK | O_CLOEXEC) : -1;
 
 	int external = p->nextargs > 0;
+	if (external && prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) < 0) {
+		report("error become a child subreaper: %s", strerror(errno));
+		return 1;
+	}
 	pid_t child;
 	if (external)
 		child = fork();
@@ -301,16 +370,7 @@ int shim_main(void)
 		if (devnull > 2)
 			close(devnull);
 		if (external) {
-			if (p->hide_unified) {
-				/* Some runtimes refuse a hybrid cgroup layout; hide its empty v2 mount from them. */
-				if (unshare(CLONE_NEWNS) < 0 || mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0) {
-					fail(err, sizeof(err), "private mount namespace for the runtime");
-					goto childfail;
-				}
-				umount2("/sys/fs/cgroup/unified", MNT_DETACH);
-			}
-			execvp(p->extargs[0], (char *const *)p->extargs);
-			fail(err, sizeof(err), "exec runtime %s", p->extargs[0]);
+			exec_runtime(p, p->extargs, err, sizeof(err));
 			goto childfail;
 		}
 		if (container_init(p, syncp[0], err, sizeof(err)) < 0)
@@ -319,8 +379,6 @@ int shim_main(void)
 		write_all(errpipe[1], err, strlen(err));
 		_exit(127);
 	}
-	close(outp[1]);
-	close(errp[1]);
 	close(syncp[0]);
 	close(errpipe[1]);
 
@@ -363,6 +421,18 @@ int shim_main(void)
 		report("error %s", err);
 		return 1;
 	}
+	if (external) {
+		pid_t creator = child;
+		child = start_external(p, creator, outp[1], errp[1], err, sizeof(err));
+		if (child < 0) {
+			write_exit(p, 127, 0, err);
+			report("error %s", err);
+			return 1;
+		}
+	}
+	/* Only the container may hold the write ends now, so its exit closes them. */
+	close(outp[1]);
+	close(errp[1]);
 	if (p->state_path) {
 		char st[256];
 		snprintf(st, sizeof(st), "{\"shimPid\":%d,\"pid\":%d,\"shimStart\":%llu}\n", getpid(), child,
