@@ -48,7 +48,7 @@ func (e *external) prepare(_ context.Context, bd *bundle, s *specs.Spec) (*launc
 		ExternalArgs:  []string{e.bin, "--root", e.state, "create", "--pid-file", bd.path("runtime.pid"), "--bundle", bd.dir, bd.id},
 		ExternalStart: []string{e.bin, "--root", e.state, "start", bd.id},
 		PIDFile:       bd.path("runtime.pid"),
-		HideUnified:  e.hide,
+		HideUnified:   e.hide,
 	}, nil
 }
 

@@ -138,10 +138,10 @@ type Plan struct {
 	ExternalArgs  []string
 	ExternalStart []string
 	PIDFile       string
-	HideUnified  bool
-	ExitPath     string
-	StatePath    string
-	CtlPath      string
+	HideUnified   bool
+	ExitPath      string
+	StatePath     string
+	CtlPath       string
 
 	// Exec only: the container's init pid whose namespaces are joined.
 	PID int
