@@ -3,6 +3,7 @@
 package runtimetest
 
 import (
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -22,46 +23,63 @@ func RequireRoot(t testing.TB) {
 	t.Skip("needs root")
 }
 
-// BusyboxRootfs builds a minimal rootfs from the host's static busybox in
-// a fresh directory: /bin with every applet, /etc/passwd and group, /tmp.
+// BusyboxRootfs builds a minimal busybox rootfs in a fresh directory.
 func BusyboxRootfs(t testing.TB) string {
 	t.Helper()
-	bb, err := exec.LookPath("busybox")
-	if err != nil {
-		bb = "/bin/busybox"
-	}
-	if _, err := os.Stat(bb); err != nil {
+	if _, err := busyboxPath(); err != nil {
 		if os.Getenv("CI") == "true" {
 			t.Fatalf("busybox-static is required: %v", err)
 		}
 		t.Skipf("busybox-static is not installed: %v", err)
 	}
 	dir := t.TempDir()
+	if err := WriteBusyboxRootfs(dir); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+func busyboxPath() (string, error) {
+	bb, err := exec.LookPath("busybox")
+	if err != nil {
+		bb = "/bin/busybox"
+	}
+	_, err = os.Stat(bb)
+	return bb, err
+}
+
+// WriteBusyboxRootfs fills dir with a rootfs made from the host's static
+// busybox: /bin with every applet, /etc/passwd and group, /tmp, /www.
+func WriteBusyboxRootfs(dir string) error {
+	bb, err := busyboxPath()
+	if err != nil {
+		return fmt.Errorf("busybox rootfs: %w", err)
+	}
 	for _, d := range []string{"bin", "etc", "tmp", "proc", "sys", "dev", "root", "www"} {
 		if err := os.MkdirAll(filepath.Join(dir, d), 0o755); err != nil {
-			t.Fatal(err)
+			return err
 		}
 	}
 	if err := os.Chmod(filepath.Join(dir, "tmp"), 0o1777); err != nil {
-		t.Fatal(err)
+		return err
 	}
 	data, err := os.ReadFile(bb)
 	if err != nil {
-		t.Fatal(err)
+		return err
 	}
 	if err := os.WriteFile(filepath.Join(dir, "bin", "busybox"), data, 0o755); err != nil {
-		t.Fatal(err)
+		return err
 	}
 	out, err := exec.Command(bb, "--list").Output()
 	if err != nil {
-		t.Fatalf("busybox --list: %v", err)
+		return fmt.Errorf("busybox --list: %w", err)
 	}
 	for _, applet := range strings.Fields(string(out)) {
 		if applet == "busybox" {
 			continue
 		}
 		if err := os.Symlink("busybox", filepath.Join(dir, "bin", applet)); err != nil && !os.IsExist(err) {
-			t.Fatal(err)
+			return err
 		}
 	}
 	files := map[string]string{
@@ -71,8 +89,8 @@ func BusyboxRootfs(t testing.TB) string {
 	}
 	for name, content := range files {
 		if err := os.WriteFile(filepath.Join(dir, name), []byte(content), 0o644); err != nil {
-			t.Fatal(err)
+			return err
 		}
 	}
-	return dir
+	return nil
 }
