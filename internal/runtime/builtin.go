@@ -206,7 +206,10 @@ func (b *builtin) exec(ctx context.Context, bd *bundle, s *specs.Spec, st Status
 	cmd := exec.Command(self)
 	cmd.Env = []string{launch.StageEnv + "=" + launch.StageExec}
 	cmd.ExtraFiles = []*os.File{planFile}
-	return runExecCmd(ctx, cmd, pr)
+	if !pr.Tty {
+		return runExecCmd(ctx, cmd, pr)
+	}
+	return runConsoleExec(ctx, cmd, pr)
 }
 
 func (b *builtin) cleanup(_ context.Context, bd *bundle, s *specs.Spec) error {
@@ -263,6 +266,78 @@ func runExecCmd(ctx context.Context, cmd *exec.Cmd, pr ExecProcess) (int, error)
 		return ee.ExitCode(), nil
 	}
 	return -1, fmt.Errorf("exec: %w", err)
+}
+
+// runConsoleExec runs an exec stage that allocates the terminal inside the
+// container and hands its master back over a socket (fd 4).
+func runConsoleExec(ctx context.Context, cmd *exec.Cmd, pr ExecProcess) (int, error) {
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return -1, fmt.Errorf("exec console socket: %w", err)
+	}
+	ours, theirs := os.NewFile(uintptr(fds[0]), "console"), os.NewFile(uintptr(fds[1]), "console-peer")
+	defer ours.Close()
+	cmd.ExtraFiles = append(cmd.ExtraFiles, theirs)
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = nil, nil, pr.Stderr
+	if err := cmd.Start(); err != nil {
+		theirs.Close()
+		return -1, fmt.Errorf("exec: %w", err)
+	}
+	theirs.Close()
+	master, err := recvFD(ours)
+	if err != nil {
+		// The stage printed why on stderr; its exit code says the rest.
+		werr := cmd.Wait()
+		if ee, ok := werr.(*exec.ExitError); ok {
+			return ee.ExitCode(), nil
+		}
+		return -1, fmt.Errorf("exec: receive terminal: %w", err)
+	}
+	defer master.Close()
+	if pr.Resize != nil {
+		pr.Resize(master)
+	}
+	if pr.Stdin != nil {
+		go func() { _, _ = io.Copy(master, pr.Stdin) }()
+	}
+	copied := make(chan struct{})
+	go func() {
+		// EIO from the master means every slave end is closed: normal at exit.
+		if pr.Stdout != nil {
+			_, _ = io.Copy(pr.Stdout, master)
+		}
+		close(copied)
+	}()
+	stop := context.AfterFunc(ctx, func() { _ = cmd.Process.Signal(syscall.SIGKILL) })
+	defer stop()
+	werr := cmd.Wait()
+	<-copied
+	if werr == nil {
+		return 0, nil
+	}
+	if ee, ok := werr.(*exec.ExitError); ok {
+		return ee.ExitCode(), nil
+	}
+	return -1, fmt.Errorf("exec: %w", werr)
+}
+
+func recvFD(sock *os.File) (*os.File, error) {
+	buf := make([]byte, 1)
+	oob := make([]byte, unix.CmsgSpace(4))
+	_, oobn, _, _, err := unix.Recvmsg(int(sock.Fd()), buf, oob, 0)
+	if err != nil {
+		return nil, err
+	}
+	msgs, err := unix.ParseSocketControlMessage(oob[:oobn])
+	if err != nil || len(msgs) != 1 {
+		return nil, fmt.Errorf("no terminal received")
+	}
+	fds, err := unix.ParseUnixRights(&msgs[0])
+	if err != nil || len(fds) != 1 {
+		return nil, fmt.Errorf("no terminal received")
+	}
+	unix.CloseOnExec(fds[0])
+	return os.NewFile(uintptr(fds[0]), "/dev/ptmx"), nil
 }
 
 func openPty() (master, slave *os.File, err error) {

@@ -12,11 +12,31 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 #include "launch.h"
 
 #define PLAN_FD 3
+#define CONSOLE_FD 4
+
+static int send_fd(int sock, int fd)
+{
+	char byte = 0;
+	struct iovec iov = {.iov_base = &byte, .iov_len = 1};
+	union {
+		char buf[CMSG_SPACE(sizeof(int))];
+		struct cmsghdr align;
+	} u;
+	memset(&u, 0, sizeof(u));
+	struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.buf, .msg_controllen = sizeof(u.buf)};
+	struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
+	c->cmsg_level = SOL_SOCKET;
+	c->cmsg_type = SCM_RIGHTS;
+	c->cmsg_len = CMSG_LEN(sizeof(int));
+	memcpy(CMSG_DATA(c), &fd, sizeof(int));
+	return sendmsg(sock, &msg, 0) < 0 ? -1 : 0;
+}
 
 static volatile pid_t enter_child;
 
@@ -75,7 +95,28 @@ int enter_main(void)
 		}
 		close(fds[i]);
 	}
-	int tty = isatty(0);
+	/*
+	 * With a console socket (fd 4) the terminal comes from the container's
+	 * own devpts, so ttyname() and /dev/pts inside agree; the master goes
+	 * back to the caller over the socket.
+	 */
+	int console = fcntl(CONSOLE_FD, F_GETFD) >= 0 ? CONSOLE_FD : -1;
+	int master = -1, tty = 0;
+	char slave[64] = {0};
+	if (console >= 0) {
+		master = open("/dev/ptmx", O_RDWR | O_NOCTTY | O_CLOEXEC);
+		int unlock = 0;
+		if (master < 0 || ioctl(master, TIOCSPTLCK, &unlock) < 0 || ptsname_r(master, slave, sizeof(slave)) != 0) {
+			fprintf(stderr, "berth exec: allocate a terminal in the container: %s\n", strerror(errno));
+			return 126;
+		}
+		if (send_fd(console, master) < 0) {
+			fprintf(stderr, "berth exec: pass the terminal back: %s\n", strerror(errno));
+			return 126;
+		}
+		close(console);
+		tty = 1;
+	}
 	pid_t child = fork();
 	if (child < 0) {
 		fprintf(stderr, "berth exec: fork: %s\n", strerror(errno));
@@ -84,7 +125,13 @@ int enter_main(void)
 	if (child == 0) {
 		if (tty) {
 			setsid();
-			ioctl(0, TIOCSCTTY, 0);
+			int fd = open(slave, O_RDWR);
+			if (fd < 0 || ioctl(fd, TIOCSCTTY, 0) < 0 || dup2(fd, 0) < 0 || dup2(fd, 1) < 0 || dup2(fd, 2) < 0) {
+				fprintf(stderr, "berth exec: open terminal %s: %s\n", slave, strerror(errno));
+				_exit(126);
+			}
+			if (fd > 2)
+				close(fd);
 		}
 		const char *cwd = p->cwd ? p->cwd : "/";
 		if (apply_rlimits(p, err, sizeof(err)) < 0 || (chdir(cwd) < 0 && fail(err, sizeof(err), "chdir %s", cwd)) ||
@@ -95,6 +142,8 @@ int enter_main(void)
 		}
 		_exit(126);
 	}
+	if (master >= 0)
+		close(master);
 	enter_child = child;
 	int sigs[] = {SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2, SIGWINCH};
 	for (size_t i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++)

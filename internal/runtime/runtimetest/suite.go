@@ -348,7 +348,7 @@ func (h *harness) testExecTTY(t *testing.T) {
 	h.run(t, c)
 	var out syncBuffer
 	code, err := h.r.Exec(context.Background(), c.ID, runtime.ExecProcess{
-		Args: []string{"sh", "-c", "test -t 0 && test -t 1 && echo is-a-tty; stty size"}, Tty: true, Stdout: &out,
+		Args: []string{"sh", "-c", "test -t 0 && test -t 1 && echo is-a-tty; tty"}, Tty: true, Stdout: &out,
 	})
 	if err != nil || code != 0 {
 		t.Fatalf("exec with tty: code %d err %v: %s", code, err, out.String())
@@ -356,6 +356,10 @@ func (h *harness) testExecTTY(t *testing.T) {
 	// The terminal's line discipline turns "\n" into "\r\n": proof the output went through a pty.
 	if !strings.Contains(out.String(), "is-a-tty\r\n") {
 		t.Errorf("exec with tty got no terminal: %q", out.String())
+	}
+	// The built-in executor takes the terminal from the container's own devpts, so it has a name there.
+	if h.executor == runtime.ExecutorBuiltin && !strings.Contains(out.String(), "/dev/pts/0") {
+		t.Errorf("the terminal is not one of the container's own: %q", out.String())
 	}
 }
 
