@@ -214,9 +214,7 @@ func Spec(c *Config, rootfs, dir string) (*specs.Spec, error) {
 		s.Process.Capabilities.Inheritable = caps
 		s.Process.Capabilities.Ambient = caps
 	}
-	for _, m := range c.Mounts {
-		s.Mounts = append(s.Mounts, m)
-	}
+	s.Mounts = append(s.Mounts, c.Mounts...)
 	for k, v := range c.Labels {
 		s.Annotations["berth.label."+k] = v
 	}
