@@ -127,7 +127,16 @@ func New(root string) (*Runtime, error) {
 		"runc":          &external{bin: "runc", state: filepath.Join(root, ".runc"), cg: cg},
 		"crun":          &external{bin: "crun", state: filepath.Join(root, ".crun"), cg: cg, hide: hybrid},
 	}
+	// Compiling the default seccomp profile takes tens of milliseconds:
+	// do it now rather than in the first container's start.
+	go warmSeccomp()
 	return r, nil
+}
+
+func warmSeccomp() {
+	if s, err := Spec(&Config{ID: "warm", Args: []string{"true"}, RootfsPath: "/"}, "/", "/"); err == nil {
+		_, _ = compileSeccomp(s.Linux.Seccomp)
+	}
 }
 
 func hasCgroup2Mount() bool {

@@ -1,0 +1,292 @@
+// Package agent is the node agent: it registers its node, keeps its
+// heartbeat, watches the instances the control plane assigned to this node
+// and makes the containers on the node match them, reporting status back.
+// It reaches the control plane only through the ControlPlane interface
+// (the public API in production), so one process or many machines are
+// the same code.
+//
+//	watch assigned ─┐
+//	container exit ─┼─► wake ─► sync: list containers, reconcile.Compute,
+//	health verdict ─┤            run actions, report changed statuses
+//	resync timer  ──┘
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/berth-dev/berth/internal/agent/reconcile"
+	"github.com/berth-dev/berth/internal/health"
+	"github.com/berth-dev/berth/internal/hostinfo"
+	"github.com/berth-dev/berth/internal/runtime"
+)
+
+// Instance is what the agent needs to know of one assigned instance.
+type Instance struct {
+	Namespace, Name, UID string
+	Image                string
+	// Command replaces the image's entrypoint, Args its default command.
+	Command, Args []string
+	Env           []string
+	Resources     runtime.Resources
+	Restart       reconcile.Policy
+	Health        *health.Check
+	// StopGrace is how long a stop waits after SIGTERM before SIGKILL.
+	StopGrace time.Duration
+	// Executor picks the OCI executor; empty is the built-in one.
+	Executor string
+}
+
+// Key names the instance as "namespace/name".
+func (i *Instance) Key() string { return i.Namespace + "/" + i.Name }
+
+// Phase is where an instance is in its life, as the agent reports it.
+type Phase string
+
+const (
+	PhaseStarting  Phase = "Starting"
+	PhaseRunning   Phase = "Running"
+	PhaseSucceeded Phase = "Succeeded"
+	PhaseFailed    Phase = "Failed"
+)
+
+// Status is what the agent reports for an instance.
+type Status struct {
+	Phase       Phase
+	ContainerID string
+	Pid         int
+	IP          string
+	ExitCode    int
+	Reason      string
+	Message     string
+	Restarts    int
+	Healthy     bool
+	StartedAt   time.Time
+	FinishedAt  time.Time
+}
+
+// NodeInfo is what the agent registers about its node.
+type NodeInfo struct {
+	Name    string
+	Address string
+	Labels  map[string]string
+	hostinfo.Info
+}
+
+// Assignment is one change to the set of instances assigned to this node.
+type Assignment struct {
+	// Instance is set for an added or changed instance; Deleted names a removed one by UID.
+	Instance *Instance
+	Deleted  string
+}
+
+// ControlPlane is the part of the API the agent uses.
+type ControlPlane interface {
+	RegisterNode(ctx context.Context, n NodeInfo) error
+	Heartbeat(ctx context.Context, node string) error
+	// WatchAssigned sends the full set of instances assigned to node first
+	// (as a nil-Deleted batch ending with Resync), then changes, until ctx ends.
+	WatchAssigned(ctx context.Context, node string, ch chan<- []Assignment) error
+	ReportStatus(ctx context.Context, namespace, name, uid string, st Status) error
+}
+
+// Rootfs is an image made ready for one container.
+type Rootfs struct {
+	LowerDirs  []string
+	Entrypoint []string
+	Cmd        []string
+	Env        []string
+	WorkingDir string
+	User       string
+}
+
+// Images prepares image root filesystems and tracks which containers use them.
+type Images interface {
+	Prepare(ctx context.Context, ref, containerID string) (Rootfs, error)
+	Release(ctx context.Context, containerID string) error
+}
+
+// Config wires an agent.
+type Config struct {
+	Node              NodeInfo
+	ControlPlane      ControlPlane
+	Runtime           *runtime.Runtime
+	Images            Images
+	Logger            *slog.Logger
+	HeartbeatInterval time.Duration
+	// Resync re-reads everything now and then: watches speed things up, they are not the truth.
+	Resync time.Duration
+	// Clock is time.Now unless a test needs another.
+	Clock func() time.Time
+}
+
+// Agent runs the node's side of the cluster.
+type Agent struct {
+	cfg  Config
+	log  *slog.Logger
+	wake chan struct{}
+
+	// Goroutines the loop starts (stops, exit watchers, probers) and how they report back.
+	wg    sync.WaitGroup
+	exits chan string
+	done  chan string
+
+	// Owned by the loop goroutine.
+	failures map[string]startFailure // by UID
+	stopping map[string]bool         // container IDs
+	watched  map[string]bool         // container IDs with an exit watcher
+
+	mu       sync.Mutex
+	desired  map[string]*Instance // by UID
+	reported map[string]Status    // last status sent, by UID
+	probes   map[string]*prober   // by container ID
+}
+
+// New builds an agent; nothing runs until Run.
+func New(cfg Config) *Agent {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.HeartbeatInterval <= 0 {
+		cfg.HeartbeatInterval = 2 * time.Second
+	}
+	if cfg.Resync <= 0 {
+		cfg.Resync = 10 * time.Second
+	}
+	if cfg.Clock == nil {
+		cfg.Clock = time.Now
+	}
+	return &Agent{
+		cfg:      cfg,
+		log:      cfg.Logger.With("component", "agent", "node", cfg.Node.Name),
+		wake:     make(chan struct{}, 1),
+		desired:  map[string]*Instance{},
+		reported: map[string]Status{},
+		probes:   map[string]*prober{},
+		watched:  map[string]bool{},
+		failures: map[string]startFailure{},
+		stopping: map[string]bool{},
+		exits:    make(chan string, 64),
+		done:     make(chan string, 64),
+	}
+}
+
+func (a *Agent) poke() {
+	select {
+	case a.wake <- struct{}{}:
+	default:
+	}
+}
+
+// Run registers the node and works until ctx ends. Containers keep running
+// after it returns: a restarted agent adopts them.
+func (a *Agent) Run(ctx context.Context) error {
+	if err := a.cfg.ControlPlane.RegisterNode(ctx, a.cfg.Node); err != nil {
+		return fmt.Errorf("register node %q: %w", a.cfg.Node.Name, err)
+	}
+	a.log.Info("node registered", "cpus", a.cfg.Node.Topology.CPUs(), "memory", a.cfg.Node.Capacity.MemoryBytes)
+	ctx, cancel := context.WithCancel(ctx)
+	defer a.wg.Wait()
+	defer cancel()
+	a.wg.Go(func() { a.heartbeat(ctx) })
+	updates := make(chan []Assignment, 16)
+	a.wg.Go(func() { a.watch(ctx, updates) })
+
+	resync := time.NewTicker(a.cfg.Resync)
+	defer resync.Stop()
+	var retry *time.Timer
+	retryC := func() <-chan time.Time {
+		if retry == nil {
+			return nil
+		}
+		return retry.C
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			a.stopProbes()
+			return nil
+		case batch := <-updates:
+			a.apply(batch)
+		case <-a.wake:
+		case id := <-a.exits:
+			delete(a.watched, id)
+		case id := <-a.done:
+			delete(a.stopping, id)
+		case <-resync.C:
+		case <-retryC():
+			retry = nil
+		}
+		retryAt := a.sync(ctx)
+		if !retryAt.IsZero() {
+			if retry != nil {
+				retry.Stop()
+			}
+			retry = time.NewTimer(max(0, retryAt.Sub(a.cfg.Clock())))
+		}
+	}
+}
+
+func (a *Agent) heartbeat(ctx context.Context) {
+	t := time.NewTicker(a.cfg.HeartbeatInterval)
+	defer t.Stop()
+	for {
+		if err := a.cfg.ControlPlane.Heartbeat(ctx, a.cfg.Node.Name); err != nil && ctx.Err() == nil {
+			a.log.Warn("heartbeat failed", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// watch keeps a watch open, starting over (with a full list) whenever it breaks.
+func (a *Agent) watch(ctx context.Context, updates chan<- []Assignment) {
+	backoff := 100 * time.Millisecond
+	for ctx.Err() == nil {
+		err := a.cfg.ControlPlane.WatchAssigned(ctx, a.cfg.Node.Name, updates)
+		if ctx.Err() != nil {
+			return
+		}
+		a.log.Warn("watch of assigned instances ended; starting over", "err", err)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 5*time.Second)
+	}
+}
+
+// Resync is the marker batch: an Assignment with neither field set means
+// "what came before in this batch is the complete set".
+var Resync = Assignment{}
+
+func (a *Agent) apply(batch []Assignment) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	full := len(batch) > 0 && batch[len(batch)-1] == Resync
+	if full {
+		a.desired = map[string]*Instance{}
+	}
+	for _, as := range batch {
+		switch {
+		case as.Instance != nil:
+			a.desired[as.Instance.UID] = as.Instance
+		case as.Deleted != "":
+			delete(a.desired, as.Deleted)
+			delete(a.reported, as.Deleted)
+		}
+	}
+}
+
+var errNoImage = errors.New("instance has no image")
+
+// DefaultStopGrace is how long a stop waits for SIGTERM to work, as Docker's default.
+const DefaultStopGrace = 10 * time.Second

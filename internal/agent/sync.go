@@ -1,0 +1,344 @@
+package agent
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/berth-dev/berth/internal/agent/reconcile"
+	"github.com/berth-dev/berth/internal/runtime"
+)
+
+// Labels the agent puts on its containers to find their instance again.
+const (
+	labelInstance = "berth.instance"
+	labelUID      = "berth.uid"
+	labelAttempt  = "berth.attempt"
+	// labelGrace keeps the stop grace period with the container: an
+	// instance deleted from the control plane is no longer there to ask.
+	labelGrace = "berth.stop-grace"
+)
+
+// containerID names attempt n of an instance; it stays a valid runtime id
+// (64 characters at most) however long the names are.
+func containerID(inst *Instance, attempt int) string {
+	uid := inst.UID
+	if len(uid) > 8 {
+		uid = uid[:8]
+	}
+	id := fmt.Sprintf("%s.%s.%s.%d", inst.Namespace, inst.Name, uid, attempt)
+	if len(id) <= 64 {
+		return id
+	}
+	sum := sha256.Sum256([]byte(id))
+	return fmt.Sprintf("%s.%s.%d", inst.Name[:min(len(inst.Name), 30)], hex.EncodeToString(sum[:8]), attempt)
+}
+
+// startFailure remembers a start that failed, so the next try waits.
+type startFailure struct {
+	count int
+	next  time.Time
+	err   error
+}
+
+// sync runs one reconcile pass and returns when a delayed restart is next due.
+func (a *Agent) sync(ctx context.Context) time.Time {
+	now := a.cfg.Clock()
+	list, err := a.cfg.Runtime.List(ctx)
+	if err != nil {
+		a.log.Error("list containers", "err", err)
+		return now.Add(time.Second)
+	}
+	observed, byID := a.observe(list)
+	a.mu.Lock()
+	desired := make([]reconcile.Desired, 0, len(a.desired))
+	insts := make(map[string]*Instance, len(a.desired))
+	for uid, inst := range a.desired {
+		desired = append(desired, reconcile.Desired{Key: inst.Key(), UID: uid, Restart: inst.Restart})
+		insts[uid] = inst
+	}
+	a.mu.Unlock()
+
+	res := reconcile.Compute(desired, observed, now)
+	retryAt := res.RetryAt
+	changed := false
+	for _, act := range res.Actions {
+		switch act.Kind {
+		case reconcile.Start:
+			inst := insts[act.UID]
+			if f, ok := a.failures[act.UID]; ok && now.Before(f.next) {
+				retryAt = earliest(retryAt, f.next)
+				continue
+			}
+			if err := a.start(ctx, inst, act.Attempt); err != nil {
+				f := a.failures[act.UID]
+				f.count++
+				f.err = err
+				f.next = now.Add(reconcile.Backoff(f.count, 0))
+				a.failures[act.UID] = f
+				retryAt = earliest(retryAt, f.next)
+				a.log.Warn("start failed", "instance", act.Key, "attempt", act.Attempt, "err", err)
+				continue
+			}
+			delete(a.failures, act.UID)
+			changed = true
+		case reconcile.Stop:
+			a.stopAsync(ctx, act.ContainerID, byID[act.ContainerID], act.Reason)
+		case reconcile.Remove:
+			if a.stopping[act.ContainerID] {
+				continue
+			}
+			if err := a.cfg.Runtime.Delete(ctx, act.ContainerID, true); err != nil && !errors.Is(err, runtime.ErrNotFound) {
+				a.log.Warn("remove container", "container", act.ContainerID, "err", err)
+				continue
+			}
+			if err := a.cfg.Images.Release(ctx, act.ContainerID); err != nil {
+				a.log.Warn("release image", "container", act.ContainerID, "err", err)
+			}
+			a.stopProbe(act.ContainerID)
+			changed = true
+		}
+	}
+	if changed {
+		if list, err = a.cfg.Runtime.List(ctx); err == nil {
+			_, byID = a.observe(list)
+		}
+	}
+	a.track(ctx, byID, insts)
+	a.report(ctx, insts, byID, now)
+	return retryAt
+}
+
+func earliest(a, b time.Time) time.Time {
+	if a.IsZero() || (!b.IsZero() && b.Before(a)) {
+		return b
+	}
+	return a
+}
+
+// observe turns the runtime's containers into the reconciler's view.
+func (a *Agent) observe(list []runtime.Status) ([]reconcile.Container, map[string]runtime.Status) {
+	var out []reconcile.Container
+	byID := map[string]runtime.Status{}
+	for _, st := range list {
+		uid := st.Labels[labelUID]
+		if uid == "" {
+			continue // not one of ours (a "berth container run" container)
+		}
+		attempt, _ := strconv.Atoi(st.Labels[labelAttempt])
+		byID[st.ID] = st
+		c := reconcile.Container{
+			ID: st.ID, Key: st.Labels[labelInstance], UID: uid, Attempt: attempt,
+			Running: st.State == runtime.Running, ExitCode: st.ExitCode,
+			StartedAt: st.StartedAt, FinishedAt: st.FinishedAt,
+		}
+		if st.State == runtime.Unknown {
+			// The shim is gone: treat the container as killed.
+			c.ExitCode, c.FinishedAt = 137, st.StartedAt
+		}
+		if a.stopping[st.ID] {
+			c.Running = true // a stop is under way; let it finish before deciding
+		}
+		a.mu.Lock()
+		if p := a.probes[st.ID]; p != nil && c.Running {
+			c.Unhealthy = !p.healthy()
+		}
+		a.mu.Unlock()
+		out = append(out, c)
+	}
+	return out, byID
+}
+
+func (a *Agent) start(ctx context.Context, inst *Instance, attempt int) error {
+	if inst.Image == "" {
+		return errNoImage
+	}
+	id := containerID(inst, attempt)
+	rootfs, err := a.cfg.Images.Prepare(ctx, inst.Image, id)
+	if err != nil {
+		return err
+	}
+	args := inst.Args
+	entry := inst.Command
+	if len(entry) == 0 {
+		entry = rootfs.Entrypoint
+		if len(args) == 0 {
+			args = rootfs.Cmd
+		}
+	}
+	c := runtime.Config{
+		ID: id, Image: inst.Image, LowerDirs: rootfs.LowerDirs,
+		Args: append(append([]string(nil), entry...), args...),
+		Env:  append(append([]string(nil), rootfs.Env...), inst.Env...),
+		Cwd:  rootfs.WorkingDir, User: rootfs.User, Hostname: inst.Name,
+		Resources: inst.Resources, Executor: inst.Executor,
+		Labels: map[string]string{labelInstance: inst.Key(), labelUID: inst.UID, labelAttempt: strconv.Itoa(attempt),
+			labelGrace: inst.StopGrace.String()},
+	}
+	if _, err := a.cfg.Runtime.Run(ctx, c); err != nil {
+		_ = a.cfg.Images.Release(context.WithoutCancel(ctx), id)
+		return err
+	}
+	a.log.Info("started", "instance", inst.Key(), "container", id, "attempt", attempt)
+	return nil
+}
+
+// stopAsync stops a container without holding up the loop: a container
+// that ignores SIGTERM takes its whole grace period.
+func (a *Agent) stopAsync(ctx context.Context, id string, st runtime.Status, reason string) {
+	if a.stopping[id] {
+		return
+	}
+	a.stopping[id] = true
+	grace, err := time.ParseDuration(st.Labels[labelGrace])
+	if err != nil || grace <= 0 {
+		grace = DefaultStopGrace
+	}
+	a.log.Info("stopping", "container", id, "reason", reason)
+	a.wg.Go(func() {
+		if _, err := a.cfg.Runtime.Stop(context.WithoutCancel(ctx), id, grace); err != nil {
+			a.log.Warn("stop container", "container", id, "err", err)
+		}
+		select {
+		case a.done <- id:
+		case <-ctx.Done():
+		}
+	})
+}
+
+// track makes sure every running container has an exit watcher and, if its
+// instance asks, a health prober; and drops probers of containers gone.
+func (a *Agent) track(ctx context.Context, byID map[string]runtime.Status, insts map[string]*Instance) {
+	for id, st := range byID {
+		if st.State != runtime.Running {
+			a.stopProbe(id)
+			continue
+		}
+		if !a.watched[id] {
+			a.watched[id] = true
+			a.wg.Go(func() {
+				_, _ = a.cfg.Runtime.Wait(ctx, id)
+				select {
+				case a.exits <- id:
+				case <-ctx.Done():
+				}
+			})
+		}
+		inst := insts[st.Labels[labelUID]]
+		if inst != nil && inst.Health != nil {
+			a.ensureProbe(ctx, id, st, inst)
+		}
+	}
+	for id := range a.watched {
+		if _, ok := byID[id]; !ok {
+			delete(a.watched, id)
+		}
+	}
+	a.mu.Lock()
+	var gone []string
+	for id := range a.probes {
+		if _, ok := byID[id]; !ok {
+			gone = append(gone, id)
+		}
+	}
+	a.mu.Unlock()
+	for _, id := range gone {
+		a.stopProbe(id)
+	}
+}
+
+// report sends the status of every desired instance that changed since it was last sent.
+func (a *Agent) report(ctx context.Context, insts map[string]*Instance, byID map[string]runtime.Status, now time.Time) {
+	latest := map[string]runtime.Status{}
+	for _, st := range byID {
+		uid := st.Labels[labelUID]
+		cur, ok := latest[uid]
+		if !ok || attemptOf(st) > attemptOf(cur) {
+			latest[uid] = st
+		}
+	}
+	uids := make([]string, 0, len(insts))
+	for uid := range insts {
+		uids = append(uids, uid)
+	}
+	sort.Strings(uids)
+	for _, uid := range uids {
+		inst := insts[uid]
+		st := a.statusOf(inst, latest[uid], now)
+		a.mu.Lock()
+		prev, sent := a.reported[uid]
+		a.mu.Unlock()
+		if sent && prev == st {
+			continue
+		}
+		if err := a.cfg.ControlPlane.ReportStatus(ctx, inst.Namespace, inst.Name, uid, st); err != nil {
+			a.log.Warn("report status", "instance", inst.Key(), "err", err)
+			continue
+		}
+		a.mu.Lock()
+		a.reported[uid] = st
+		a.mu.Unlock()
+	}
+}
+
+func attemptOf(st runtime.Status) int {
+	n, _ := strconv.Atoi(st.Labels[labelAttempt])
+	return n
+}
+
+func (a *Agent) statusOf(inst *Instance, c runtime.Status, now time.Time) Status {
+	if c.ID == "" {
+		st := Status{Phase: PhaseStarting, Healthy: false}
+		if f, ok := a.failures[inst.UID]; ok {
+			st.Reason, st.Message = "StartError", f.err.Error()
+			if inst.Restart == reconcile.Never {
+				st.Phase = PhaseFailed
+			}
+		}
+		return st
+	}
+	st := Status{ContainerID: c.ID, Pid: c.Pid, Restarts: attemptOf(c), StartedAt: c.StartedAt}
+	switch c.State {
+	case runtime.Running:
+		st.Phase, st.Healthy = PhaseRunning, true
+		a.mu.Lock()
+		if p := a.probes[c.ID]; p != nil {
+			st.Healthy = p.healthy()
+			if !st.Healthy {
+				st.Reason = "Unhealthy"
+			}
+		}
+		a.mu.Unlock()
+		if a.stopping[c.ID] {
+			st.Healthy = false
+		}
+	default:
+		st.ExitCode, st.FinishedAt, st.Reason = c.ExitCode, c.FinishedAt, c.Reason
+		if c.State == runtime.Unknown {
+			st.ExitCode, st.Reason = 137, "ShimLost"
+		}
+		if c.StartError != "" {
+			st.Message = c.StartError
+		}
+		willRestart := inst.Restart == reconcile.Always || inst.Restart == "" ||
+			(inst.Restart == reconcile.OnFailure && st.ExitCode != 0)
+		switch {
+		case willRestart:
+			st.Phase = PhaseStarting
+			if strings.TrimSpace(st.Reason) == "" || st.Reason == "Completed" || st.Reason == "Error" {
+				st.Reason = "BackOff"
+			}
+		case st.ExitCode == 0:
+			st.Phase = PhaseSucceeded
+		default:
+			st.Phase = PhaseFailed
+		}
+	}
+	return st
+}
