@@ -107,7 +107,14 @@ func (s *State) Place(batch []Instance, opts Options) *Plan {
 	})
 	plan := &Plan{Placements: make([]Placement, 0, len(batch))}
 	inBatch := make(map[string]struct{}, len(batch))
-	failed := make(map[string]string)
+	// A failed shape stays failed for the rest of the batch, except on
+	// nodes where evictions made room since; those are rechecked.
+	type failure struct {
+		reason string
+		dirty  int // len(dirty) when the reason was found
+	}
+	failed := make(map[string]*failure)
+	var dirty []int32
 	var buf []byte
 	for _, i := range order {
 		inst := &batch[i]
@@ -126,8 +133,9 @@ func (s *State) Place(batch []Instance, opts Options) *Plan {
 		}
 		r := s.prepare(inst)
 		buf = r.shape(buf)
-		if reason, ok := failed[string(buf)]; ok {
-			plan.Failures = append(plan.Failures, Failure{Instance: inst.ID, Reason: reason})
+		if f, ok := failed[string(buf)]; ok && s.stillFails(r, dirty[f.dirty:]) {
+			f.dirty = len(dirty)
+			plan.Failures = append(plan.Failures, Failure{Instance: inst.ID, Reason: f.reason})
 			continue
 		}
 		if ni, ch, ok := s.search(r, rng, k); ok {
@@ -136,10 +144,9 @@ func (s *State) Place(batch []Instance, opts Options) *Plan {
 		}
 		attempted := false
 		if !opts.NoPreemption {
-			var placed bool
-			attempted, placed = s.preempt(r, plan)
-			if placed {
-				clear(failed) // evictions freed room that earlier failures may use
+			placed, node := false, int32(0)
+			if attempted, placed, node = s.preempt(r, rng, plan); placed {
+				dirty = append(dirty, node)
 				continue
 			}
 		}
@@ -147,10 +154,22 @@ func (s *State) Place(batch []Instance, opts Options) *Plan {
 		if attempted {
 			reason += "; preemption: no node frees enough lower-priority instances"
 		}
-		failed[string(buf)] = reason
+		failed[string(buf)] = &failure{reason: reason, dirty: len(dirty)}
 		plan.Failures = append(plan.Failures, Failure{Instance: inst.ID, Reason: reason})
 	}
 	return plan
+}
+
+// stillFails rechecks a failed shape on the nodes changed since.
+func (s *State) stillFails(r *req, changed []int32) bool {
+	for _, ni := range changed {
+		if r.cls.has(ni) {
+			if code, _, _ := s.check(ni, r); code == fitOK {
+				return false
+			}
+		}
+	}
+	return true
 }
 
 func validate(inst *Instance) error {

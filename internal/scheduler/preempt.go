@@ -2,36 +2,65 @@ package scheduler
 
 import (
 	"cmp"
+	"math/rand/v2"
 	"slices"
 	"strings"
 )
+
+// preemptCandidates bounds how many nodes with a workable set of victims
+// are compared before the best is taken, as kube-scheduler does: on a large
+// full cluster, comparing every node costs milliseconds per instance. The
+// walk stops early on a node that needs a single victim of the lowest
+// priority in the cluster, since nothing beats it.
+const preemptCandidates = 16
 
 // preempt looks for the node where evicting the fewest, then the
 // lowest-priority, instances of lower priority than r makes it fit, evicts
 // them and places r there. Instances placed by the current batch are never
 // evicted. attempted reports whether any lower-priority instance was a
 // candidate at all.
-func (s *State) preempt(r *req, plan *Plan) (attempted, placed bool) {
-	best := int32(-1)
+func (s *State) preempt(r *req, rng *rand.Rand, plan *Plan) (attempted, placed bool, node int32) {
+	nodes := r.cls.nodes
+	n := len(nodes)
+	if n == 0 {
+		return false, false, -1
+	}
+	lowest := s.lowestPriority()
+	if lowest >= r.inst.Priority {
+		return false, false, -1
+	}
+	pos, stride := rng.IntN(n), 1
+	if n > 2 {
+		stride = coprime(1+rng.IntN(n-1), n)
+	}
+	best, found := int32(-1), 0
 	var bestVictims []*alloc
 	var bestCost [3]int
-	for _, ni := range r.cls.nodes {
+	for range n {
+		ni := nodes[pos]
+		if pos += stride; pos >= n {
+			pos -= n
+		}
 		victims, ok, seen := s.victimsOn(ni, r)
 		attempted = attempted || seen
 		if !ok {
 			continue
 		}
+		found++
 		cost := [3]int{len(victims), 0, 0}
 		for _, v := range victims {
 			cost[1] = max(cost[1], v.inst.Priority)
 			cost[2] += v.inst.Priority
 		}
-		if best < 0 || slices.Compare(cost[:], bestCost[:]) < 0 {
+		if best < 0 || slices.Compare(cost[:], bestCost[:]) < 0 || (cost == bestCost && ni < best) {
 			best, bestVictims, bestCost = ni, victims, cost
+		}
+		if found >= preemptCandidates || bestCost == [3]int{1, lowest, lowest} {
+			break
 		}
 	}
 	if best < 0 {
-		return attempted, false
+		return attempted, false, -1
 	}
 	slices.SortFunc(bestVictims, func(a, b *alloc) int { return strings.Compare(a.inst.ID, b.inst.ID) })
 	for _, v := range bestVictims {
@@ -45,7 +74,20 @@ func (s *State) preempt(r *req, plan *Plan) (attempted, placed bool) {
 		panic("scheduler: preemption victims did not free enough") // victimsOn checked this
 	}
 	plan.Placements = append(plan.Placements, s.commit(best, r, ch))
-	return true, true
+	return true, true, best
+}
+
+func (s *State) lowestPriority() int {
+	lowest, seen := 0, false
+	for i := range s.nodes {
+		if l := s.nodes[i].levels; len(l) > 0 && (!seen || l[0].prio < lowest) {
+			lowest, seen = l[0].prio, true
+		}
+	}
+	if !seen {
+		return int(^uint(0) >> 1)
+	}
+	return lowest
 }
 
 // victimsOn finds a small set of lower-priority allocations on node ni
@@ -55,6 +97,22 @@ func (s *State) preempt(r *req, plan *Plan) (attempted, placed bool) {
 // back.
 func (s *State) victimsOn(ni int32, r *req) (victims []*alloc, ok, movableSeen bool) {
 	n := &s.nodes[ni]
+	// Rule the node out from its per-priority sums first: even evicting
+	// everything below r's priority must leave room.
+	var milli, mem, pids int64
+	for _, l := range n.levels {
+		if l.prio >= r.inst.Priority {
+			break
+		}
+		movableSeen = true
+		milli += l.milli
+		mem += l.mem
+		pids += l.pids
+	}
+	if !movableSeen || n.used.MilliCPU-milli+r.milli > n.cap.MilliCPU ||
+		n.used.MemoryBytes-mem+r.mem > n.cap.MemoryBytes || n.used.Pids-pids+r.pids > n.cap.Pids {
+		return nil, false, movableSeen
+	}
 	var must, cands []*alloc
 	for _, a := range n.allocs {
 		movable := a.inst.Priority < r.inst.Priority && a.seq != s.seq
@@ -64,37 +122,38 @@ func (s *State) victimsOn(ni int32, r *req) (victims []*alloc, ok, movableSeen b
 		}
 		switch {
 		case blocks && !movable:
-			return nil, false, movableSeen
+			return nil, false, true
 		case blocks:
 			must = append(must, a)
 		case movable:
 			cands = append(cands, a)
 		}
-		movableSeen = movableSeen || movable
 	}
-	if len(must)+len(cands) == 0 {
-		return nil, false, false
+	all := append(slices.Clip(must), cands...)
+	if len(all) == 0 || !s.fitsWithout(ni, r, all) {
+		return nil, false, true
 	}
-	all := append(slices.Clone(must), cands...)
-	if !s.fitsWithout(ni, r, all) {
-		return nil, false, movableSeen
+	type cand struct {
+		a      *alloc
+		weight float64
 	}
-	weight := func(a *alloc) float64 {
-		return frac(a.milli, n.cap.MilliCPU) + frac(a.inst.Resources.MemoryBytes, n.cap.MemoryBytes)
+	cs := make([]cand, len(cands))
+	for i, a := range cands {
+		cs[i] = cand{a, frac(a.milli, n.cap.MilliCPU) + frac(a.inst.Resources.MemoryBytes, n.cap.MemoryBytes)}
 	}
-	slices.SortFunc(cands, func(a, b *alloc) int {
+	slices.SortFunc(cs, func(a, b cand) int {
 		return cmp.Or(
-			cmp.Compare(a.inst.Priority, b.inst.Priority),
-			cmp.Compare(weight(b), weight(a)),
-			strings.Compare(a.inst.ID, b.inst.ID),
+			cmp.Compare(a.a.inst.Priority, b.a.inst.Priority),
+			cmp.Compare(b.weight, a.weight),
+			strings.Compare(a.a.inst.ID, b.a.inst.ID),
 		)
 	})
 	victims = must
-	for _, c := range cands {
+	for _, c := range cs {
 		if s.fitsWithout(ni, r, victims) {
 			break
 		}
-		victims = append(victims, c)
+		victims = append(victims, c.a)
 	}
 	for i := len(victims) - 1; i >= len(must); i-- {
 		trial := slices.Delete(slices.Clone(victims), i, i+1)
@@ -102,7 +161,7 @@ func (s *State) victimsOn(ni int32, r *req) (victims []*alloc, ok, movableSeen b
 			victims = trial
 		}
 	}
-	return victims, true, movableSeen
+	return victims, true, true
 }
 
 // fitsWithout tells whether r would fit node ni once victims are gone.

@@ -39,6 +39,32 @@ type nodeState struct {
 	ports  map[uint32]string // host port key → instance
 	allocs []*alloc
 	cpu    *cpuState
+	// levels sums allocations per priority, ascending, so preemption can
+	// rule a node out without walking its allocations.
+	levels []level
+}
+
+type level struct {
+	prio  int
+	n     int32
+	milli int64
+	mem   int64
+	pids  int64
+}
+
+func (n *nodeState) account(a *alloc, sign int32) {
+	i, found := slices.BinarySearchFunc(n.levels, a.inst.Priority, func(l level, p int) int { return l.prio - p })
+	if !found {
+		n.levels = slices.Insert(n.levels, i, level{prio: a.inst.Priority})
+	}
+	l := &n.levels[i]
+	l.n += sign
+	l.milli += int64(sign) * a.milli
+	l.mem += int64(sign) * a.inst.Resources.MemoryBytes
+	l.pids += int64(sign) * a.inst.Resources.Pids
+	if l.n == 0 {
+		n.levels = slices.Delete(n.levels, i, i+1)
+	}
 }
 
 type alloc struct {
@@ -281,6 +307,7 @@ func (s *State) addAlloc(ni int32, inst Instance, cpus, reserved []int, cores []
 		n.ports[k] = inst.ID
 	}
 	n.allocs = append(n.allocs, a)
+	n.account(a, +1)
 	s.allocs[inst.ID] = a
 	if g := s.group(inst.Group); g != nil {
 		a.grp = g
@@ -309,6 +336,7 @@ func (s *State) removeAlloc(a *alloc) {
 		n.allocs[last] = nil
 		n.allocs = n.allocs[:last]
 	}
+	n.account(a, -1)
 	delete(s.allocs, a.inst.ID)
 	if g := a.grp; g != nil {
 		if g.perNode[a.node]--; g.perNode[a.node] <= 0 {
@@ -399,6 +427,7 @@ func (s *State) Clone() *State {
 		n := &d.nodes[i]
 		n.ports = maps.Clone(n.ports)
 		n.cpu = n.cpu.clone()
+		n.levels = slices.Clone(n.levels)
 		allocs := make([]*alloc, len(n.allocs))
 		for j, a := range n.allocs {
 			b := *a

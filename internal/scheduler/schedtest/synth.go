@@ -68,7 +68,7 @@ var Zones = []string{"zone-a", "zone-b", "zone-c", "zone-d"}
 // same seed gives the same nodes.
 func Nodes(n int, seed uint64) []scheduler.Node {
 	rng := rand.New(rand.NewPCG(seed, 1))
-	coreChoices := []int{2, 4, 8, 8, 16, 16, 16, 24, 32, 32, 48, 64, 96, 128}
+	coreChoices := []int{2, 4, 4, 8, 8, 8, 16, 16, 16, 24, 32, 32, 48, 64, 96, 128}
 	nodes := make([]scheduler.Node, n)
 	for i := range n {
 		cores := coreChoices[rng.IntN(len(coreChoices))]
@@ -120,15 +120,15 @@ func Workload(n int, seed uint64, prefix string) []scheduler.Instance {
 		tmpl := scheduler.Instance{Group: group}
 		switch r := rng.IntN(100); {
 		case r < 60:
-			tmpl.Resources = scheduler.Resources{MilliCPU: int64(100 * (1 + rng.IntN(10))), MemoryBytes: int64(64*(1+rng.IntN(16))) * Mi, Pids: 64}
+			tmpl.Resources = scheduler.Resources{MilliCPU: int64(100 * (1 + rng.IntN(10))), MemoryBytes: int64(128*(1+rng.IntN(16))) * Mi, Pids: 64}
 		case r < 90:
-			tmpl.Resources = scheduler.Resources{MilliCPU: int64(500 * (1 + rng.IntN(8))), MemoryBytes: int64(1+rng.IntN(8)) * Gi / 2, Pids: 256}
+			tmpl.Resources = scheduler.Resources{MilliCPU: int64(500 * (1 + rng.IntN(8))), MemoryBytes: int64(1+rng.IntN(8)) * Gi, Pids: 256}
 		case r < 96:
-			tmpl.Resources = scheduler.Resources{MilliCPU: int64(1000 * (4 + rng.IntN(12))), MemoryBytes: int64(4+rng.IntN(28)) * Gi, Pids: 1024}
+			tmpl.Resources = scheduler.Resources{MilliCPU: int64(1000 * (4 + rng.IntN(13))), MemoryBytes: int64(8+rng.IntN(57)) * Gi, Pids: 1024}
 		default:
 			cpus := []int{1, 2, 2, 4, 4, 8}[rng.IntN(6)]
 			tmpl.ExclusiveCPUs = cpus
-			tmpl.Resources = scheduler.Resources{MilliCPU: int64(cpus) * 1000, MemoryBytes: int64(cpus) * 2 * Gi, Pids: 256}
+			tmpl.Resources = scheduler.Resources{MilliCPU: int64(cpus) * 1000, MemoryBytes: int64(cpus) * 4 * Gi, Pids: 256}
 		}
 		switch r := rng.IntN(100); {
 		case r < 20:
