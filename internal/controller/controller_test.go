@@ -1,0 +1,198 @@
+package controller
+
+import (
+	"fmt"
+	"reflect"
+	"testing"
+	"time"
+
+	"pgregory.net/rapid"
+)
+
+var t0 = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+
+func inst(name string, phase Phase, age int) Instance {
+	return Instance{Name: name, Phase: phase, Healthy: phase == Running, CreatedAt: t0.Add(time.Duration(age) * time.Second), SpecHash: "v1"}
+}
+
+func TestComputeService(t *testing.T) {
+	tests := []struct {
+		name   string
+		s      ServiceState
+		create int
+		delete []string
+	}{
+		{"create to replicas", ServiceState{Replicas: 3, SpecHash: "v1"}, 3, nil},
+		{"steady", ServiceState{Replicas: 2, SpecHash: "v1", Instances: []Instance{inst("a", Running, 1), inst("b", Running, 2)}}, 0, nil},
+		{"scale down removes newest first", ServiceState{Replicas: 1, SpecHash: "v1",
+			Instances: []Instance{inst("a", Running, 1), inst("c", Running, 3), inst("b", Running, 2)}}, 0, []string{"c", "b"}},
+		{"failed and lost are replaced", ServiceState{Replicas: 3, SpecHash: "v1",
+			Instances: []Instance{inst("a", Running, 1), inst("b", Failed, 2), inst("c", Lost, 3)}}, 2, []string{"b", "c"}},
+		{"deleting ones are not counted twice", ServiceState{Replicas: 2, SpecHash: "v1",
+			Instances: []Instance{inst("a", Running, 1), {Name: "b", Phase: Running, Deleting: true, SpecHash: "v1"}}}, 1, nil},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			res := ComputeService(tc.s)
+			if res.Create != tc.create || !reflect.DeepEqual(res.Delete, tc.delete) {
+				t.Errorf("create %d delete %v, want %d %v", res.Create, res.Delete, tc.create, tc.delete)
+			}
+		})
+	}
+}
+
+// simulateService applies results step by step: created instances start
+// Pending and run healthy one step later.
+func simulateService(t *rapid.T, s ServiceState, steps int, check func(ServiceState)) ServiceState {
+	n := 0
+	for step := range steps {
+		for i := range s.Instances {
+			if s.Instances[i].Phase == Pending {
+				s.Instances[i].Phase, s.Instances[i].Healthy = Running, true
+			}
+		}
+		res := ComputeService(s)
+		del := map[string]bool{}
+		for _, d := range res.Delete {
+			del[d] = true
+		}
+		var kept []Instance
+		for _, in := range s.Instances {
+			if !del[in.Name] {
+				kept = append(kept, in)
+			}
+		}
+		s.Instances = kept
+		for range res.Create {
+			n++
+			s.Instances = append(s.Instances, Instance{Name: fmt.Sprintf("new-%d", n), Phase: Pending, SpecHash: s.SpecHash, CreatedAt: t0.Add(time.Duration(1000+step) * time.Second)})
+		}
+		check(s)
+	}
+	return s
+}
+
+func TestServiceConverges(t *testing.T) {
+	rapid.Check(t, func(t *rapid.T) {
+		replicas := rapid.IntRange(0, 12).Draw(t, "replicas")
+		var s ServiceState
+		s.SpecHash = rapid.SampledFrom([]string{"v1", "v2"}).Draw(t, "hash")
+		s.Replicas = replicas
+		s.MaxSurge = rapid.IntRange(1, 3).Draw(t, "surge")
+		phases := []Phase{Pending, Running, Failed, Lost, Succeeded}
+		for i := range rapid.IntRange(0, 15).Draw(t, "existing") {
+			p := rapid.SampledFrom(phases).Draw(t, "phase")
+			s.Instances = append(s.Instances, Instance{Name: fmt.Sprintf("old-%02d", i), Phase: p, Healthy: p == Running,
+				SpecHash: "v1", CreatedAt: t0.Add(time.Duration(i) * time.Second)})
+		}
+		rolling := s.SpecHash == "v2"
+		final := simulateService(t, s, 3*replicas+10, func(cur ServiceState) {
+			live := 0
+			for _, in := range cur.Instances {
+				if !in.Phase.Terminal() {
+					live++
+				}
+			}
+			if rolling && live > max(s.Replicas+s.MaxSurge, len(s.Instances)) {
+				t.Fatalf("rolling update runs %d instances, over %d replicas + %d surge", live, s.Replicas, s.MaxSurge)
+			}
+		})
+		if len(final.Instances) != replicas {
+			t.Fatalf("converged to %d instances, want %d", len(final.Instances), replicas)
+		}
+		for _, in := range final.Instances {
+			if in.SpecHash != s.SpecHash || in.Phase != Running {
+				t.Fatalf("instance %s: hash %s phase %s after convergence", in.Name, in.SpecHash, in.Phase)
+			}
+		}
+	})
+}
+
+func shard(name string, index, attempt int, p Phase) Instance {
+	return Instance{Name: name, Index: index, Attempt: attempt, Phase: p}
+}
+
+func TestComputeJob(t *testing.T) {
+	res := ComputeJob(JobState{Completions: 8, Parallelism: 4, BackoffLimit: 2})
+	if len(res.Create) != 4 || res.Create[0] != (NewShard{0, 0}) || res.Create[3] != (NewShard{3, 0}) {
+		t.Errorf("first round creates %v, want indices 0-3", res.Create)
+	}
+	res = ComputeJob(JobState{Completions: 4, Parallelism: 2, BackoffLimit: 2, Instances: []Instance{
+		shard("a", 0, 0, Succeeded), shard("b", 1, 0, Failed), shard("c", 2, 0, Running),
+	}})
+	if !reflect.DeepEqual(res.Create, []NewShard{{1, 1}}) || res.Phase != JobRunning {
+		t.Errorf("retry: %+v", res)
+	}
+	res = ComputeJob(JobState{Completions: 4, Parallelism: 2, BackoffLimit: 2, Instances: []Instance{
+		shard("a", 3, 0, Failed), shard("b", 3, 1, Failed), shard("c", 3, 2, Failed), shard("d", 0, 0, Running),
+	}})
+	if res.Phase != JobFailed || !reflect.DeepEqual(res.Delete, []string{"d"}) || len(res.Create) != 0 {
+		t.Errorf("past the backoff limit: %+v", res)
+	}
+	res = ComputeJob(JobState{Completions: 2, Parallelism: 2, Instances: []Instance{shard("a", 0, 0, Succeeded), shard("b", 1, 3, Succeeded)}})
+	if res.Phase != JobSucceeded {
+		t.Errorf("all indices done: phase %s", res.Phase)
+	}
+}
+
+func TestJobProperties(t *testing.T) {
+	rapid.Check(t, func(t *rapid.T) {
+		j := JobState{
+			Completions:  rapid.IntRange(1, 20).Draw(t, "completions"),
+			Parallelism:  rapid.IntRange(1, 6).Draw(t, "parallelism"),
+			BackoffLimit: rapid.IntRange(0, 5).Draw(t, "backoff"),
+		}
+		alwaysFails := rapid.IntRange(-1, j.Completions-1).Draw(t, "failing index")
+		n := 0
+		for step := 0; step < 200; step++ {
+			// Each running shard finishes: the failing index fails, others succeed.
+			for i := range j.Instances {
+				if j.Instances[i].Phase == Running {
+					if j.Instances[i].Index == alwaysFails {
+						j.Instances[i].Phase = Failed
+					} else {
+						j.Instances[i].Phase = Succeeded
+					}
+				}
+			}
+			res := ComputeJob(j)
+			if res.Active+len(res.Create) > j.Parallelism {
+				t.Fatalf("%d active + %d new exceeds parallelism %d", res.Active, len(res.Create), j.Parallelism)
+			}
+			if res.Phase != JobRunning {
+				if alwaysFails >= 0 && res.Phase != JobFailed {
+					t.Fatalf("index %d always fails, yet the job %s", alwaysFails, res.Phase)
+				}
+				if alwaysFails < 0 && res.Phase != JobSucceeded {
+					t.Fatalf("no index fails, yet the job %s", res.Phase)
+				}
+				if res.Phase == JobFailed && res.Failures != j.BackoffLimit+1 {
+					t.Fatalf("failed after %d failures, want %d", res.Failures, j.BackoffLimit+1)
+				}
+				return
+			}
+			for _, c := range res.Create {
+				n++
+				j.Instances = append(j.Instances, Instance{Name: fmt.Sprintf("s%d", n), Index: c.Index, Attempt: c.Attempt, Phase: Running})
+			}
+		}
+		t.Fatal("job never finished")
+	})
+}
+
+func TestComputeNodes(t *testing.T) {
+	grace := 5 * time.Second
+	nodes := []NodeState{
+		{Name: "up", Alive: true, Ready: true, Instances: []Instance{inst("a", Running, 0)}},
+		{Name: "just-lost", Alive: false, Ready: true},
+		{Name: "back", Alive: true, Ready: false},
+		{Name: "gone", Alive: false, Ready: false, NotReadySince: t0.Add(-10 * time.Second),
+			Instances: []Instance{inst("x", Running, 0), inst("y", Succeeded, 0)}},
+		{Name: "recent", Alive: false, Ready: false, NotReadySince: t0.Add(-time.Second), Instances: []Instance{inst("z", Running, 0)}},
+	}
+	res := ComputeNodes(nodes, t0, grace)
+	want := NodeResult{MarkReady: []string{"back"}, MarkNotReady: []string{"just-lost"}, Lost: []string{"x"}}
+	if !reflect.DeepEqual(res, want) {
+		t.Errorf("got %+v, want %+v", res, want)
+	}
+}

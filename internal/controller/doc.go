@@ -1,0 +1,42 @@
+// Package controller holds the control plane's reconcilers: services keep
+// their replica count, jobs run their indices to completion, and nodes
+// that stop heartbeating lose their instances. Each is a pure Compute
+// function over a snapshot (clock passed in) returning the writes to make;
+// thin runners (runner.go) feed them from the store and apply the result.
+// Run twice on the same snapshot, a Compute returns the same answer, and
+// re-listing after a crash converges from wherever things were.
+package controller
+
+import "time"
+
+// Phase is an instance's phase as the control plane sees it.
+type Phase string
+
+const (
+	Pending   Phase = "Pending"
+	Scheduled Phase = "Scheduled"
+	Starting  Phase = "Starting"
+	Running   Phase = "Running"
+	Succeeded Phase = "Succeeded"
+	Failed    Phase = "Failed"
+	Lost      Phase = "Lost"
+)
+
+// Terminal reports whether an instance in phase p will never run again.
+func (p Phase) Terminal() bool { return p == Succeeded || p == Failed || p == Lost }
+
+// Instance is what a controller needs to know of one instance.
+type Instance struct {
+	Name      string
+	Phase     Phase
+	Node      string
+	Healthy   bool
+	CreatedAt time.Time
+	// SpecHash identifies the template the instance was made from.
+	SpecHash string
+	// Index and Attempt place a job instance; unused for services.
+	Index   int
+	Attempt int
+	// Deleting marks an instance already being removed.
+	Deleting bool
+}

@@ -1,0 +1,50 @@
+package controller
+
+import (
+	"sort"
+	"time"
+)
+
+// NodeState is a node as the lifecycle controller sees it.
+type NodeState struct {
+	Name string
+	// Alive says the node's heartbeat lease is held.
+	Alive bool
+	Ready bool
+	// NotReadySince is when the node was marked NotReady.
+	NotReadySince time.Time
+	Instances     []Instance
+}
+
+// NodeResult is what the node lifecycle controller writes.
+type NodeResult struct {
+	MarkReady    []string
+	MarkNotReady []string
+	// Lost names instances on nodes gone longer than the grace period.
+	Lost []string
+}
+
+// ComputeNodes marks nodes whose lease lapsed NotReady and, once they have
+// stayed so for grace, their instances Lost so that controllers replace
+// them elsewhere. A node whose lease is back is Ready again.
+func ComputeNodes(nodes []NodeState, now time.Time, grace time.Duration) NodeResult {
+	var res NodeResult
+	for _, n := range nodes {
+		switch {
+		case n.Alive && !n.Ready:
+			res.MarkReady = append(res.MarkReady, n.Name)
+		case !n.Alive && n.Ready:
+			res.MarkNotReady = append(res.MarkNotReady, n.Name)
+		case !n.Alive && !n.Ready && !n.NotReadySince.IsZero() && now.Sub(n.NotReadySince) >= grace:
+			for _, in := range n.Instances {
+				if !in.Phase.Terminal() && !in.Deleting {
+					res.Lost = append(res.Lost, in.Name)
+				}
+			}
+		}
+	}
+	sort.Strings(res.MarkReady)
+	sort.Strings(res.MarkNotReady)
+	sort.Strings(res.Lost)
+	return res
+}
