@@ -17,6 +17,9 @@ type reasonKey struct {
 // fails), counted: "0/10,000 nodes: 9,120 insufficient memory, 880 port
 // 8080 in use". It scans every node, so it only runs on failure.
 func (s *State) explain(r *req) string {
+	// Most reasons carry no parameter: count those in an array, the rest
+	// (which port, which constraint) in a map.
+	var plain [rWholeCores + 1]int
 	counts := make(map[reasonKey]int)
 	for i := range s.nodes {
 		n := &s.nodes[i]
@@ -35,7 +38,16 @@ func (s *State) explain(r *req) string {
 				key = reasonKey{code, param}
 			}
 		}
-		counts[key]++
+		if key.param == 0 && key.code != rConstraint && key.code != rPort {
+			plain[key.code]++
+		} else {
+			counts[key]++
+		}
+	}
+	for code, c := range plain {
+		if c > 0 {
+			counts[reasonKey{code: reasonCode(code)}] += c
+		}
 	}
 	type part struct {
 		text  string

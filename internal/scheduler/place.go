@@ -278,7 +278,8 @@ func (s *State) score(ni int32, r *req, ch choice) float64 {
 	if r.excl > 0 {
 		milli = max(milli, int64(ch.held)*1000)
 	}
-	sc := frac(n.used.MilliCPU+milli, n.cap.MilliCPU) + frac(n.used.MemoryBytes+r.mem, n.cap.MemoryBytes)
+	f := &s.free[ni]
+	sc := frac(n.cap.MilliCPU-f.MilliCPU+milli, n.cap.MilliCPU) + frac(n.cap.MemoryBytes-f.MemoryBytes+r.mem, n.cap.MemoryBytes)
 	if r.excl > 0 {
 		sc -= 2 * float64(ch.held-r.excl)
 		sc -= 2 * float64(ch.spans-1)
@@ -312,13 +313,25 @@ const (
 // constraints (the class took care of those). The returned choice says
 // which cores an exclusive request would get.
 func (s *State) check(ni int32, r *req) (reasonCode, uint32, choice) {
-	n := &s.nodes[ni]
-	if n.used.MemoryBytes+r.mem > n.cap.MemoryBytes {
+	f := &s.free[ni]
+	if r.mem > f.MemoryBytes {
 		return rMemory, 0, choice{}
 	}
-	if n.used.Pids+r.pids > n.cap.Pids {
+	if r.pids > f.Pids {
 		return rPids, 0, choice{}
 	}
+	if r.excl == 0 {
+		// Shared CPU: decided here unless ports or anti-affinity need the
+		// node's own state. Exclusive requests check cores first, for the
+		// more telling reason.
+		if r.milli > f.MilliCPU {
+			return rCPU, 0, choice{}
+		}
+		if len(r.ports) == 0 && !r.anti {
+			return fitOK, 0, choice{}
+		}
+	}
+	n := &s.nodes[ni]
 	milli := r.milli
 	var ch choice
 	if r.excl > 0 {
@@ -331,7 +344,7 @@ func (s *State) check(ni int32, r *req) (reasonCode, uint32, choice) {
 		}
 		milli = max(milli, int64(ch.held)*1000)
 	}
-	if n.used.MilliCPU+milli > n.cap.MilliCPU {
+	if milli > f.MilliCPU {
 		return rCPU, 0, ch
 	}
 	if len(r.ports) > 0 && len(n.ports) > 0 {

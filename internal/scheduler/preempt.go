@@ -109,8 +109,8 @@ func (s *State) victimsOn(ni int32, r *req) (victims []*alloc, ok, movableSeen b
 		mem += l.mem
 		pids += l.pids
 	}
-	if !movableSeen || n.used.MilliCPU-milli+r.milli > n.cap.MilliCPU ||
-		n.used.MemoryBytes-mem+r.mem > n.cap.MemoryBytes || n.used.Pids-pids+r.pids > n.cap.Pids {
+	f := &s.free[ni]
+	if !movableSeen || r.milli > f.MilliCPU+milli || r.mem > f.MemoryBytes+mem || r.pids > f.Pids+pids {
 		return nil, false, movableSeen
 	}
 	var must, cands []*alloc
@@ -197,7 +197,6 @@ func (s *State) fitsWithout(ni int32, r *req, victims []*alloc) bool {
 		}
 		need = max(need, int64(ch.held)*1000)
 	}
-	return n.used.MilliCPU-milli+need <= n.cap.MilliCPU &&
-		n.used.MemoryBytes-mem+r.mem <= n.cap.MemoryBytes &&
-		n.used.Pids-pids+r.pids <= n.cap.Pids
+	f := &s.free[ni]
+	return need <= f.MilliCPU+milli && r.mem <= f.MemoryBytes+mem && r.pids <= f.Pids+pids
 }

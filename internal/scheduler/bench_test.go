@@ -1,0 +1,125 @@
+package scheduler_test
+
+import (
+	"fmt"
+	"sync"
+	"testing"
+
+	"github.com/berth-dev/berth/internal/scheduler"
+	"github.com/berth-dev/berth/internal/scheduler/schedtest"
+)
+
+// A 10,000-node cluster a third full, built once: benchmarks clone it.
+var (
+	benchOnce  sync.Once
+	benchState *scheduler.State
+)
+
+func loaded(b *testing.B) *scheduler.State {
+	benchOnce.Do(func() {
+		s, err := scheduler.NewState(schedtest.Nodes(10000, 1), nil)
+		if err != nil {
+			b.Fatal(err)
+		}
+		work := schedtest.Workload(100000, 1, "pre-")
+		for i := 0; i < len(work); i += 1000 {
+			s.Place(work[i:i+1000], scheduler.Options{Seed: uint64(i)})
+		}
+		benchState = s
+	})
+	return benchState.Clone()
+}
+
+// BenchmarkPlaceBatch: one 1,000-instance mixed batch on 10,000 nodes
+// that already hold 100,000 instances.
+func BenchmarkPlaceBatch(b *testing.B) {
+	base := loaded(b)
+	batch := schedtest.Workload(1000, 2, "new-")
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		b.StopTimer()
+		s := base.Clone()
+		b.StartTimer()
+		s.Place(batch, scheduler.Options{Seed: uint64(i)})
+	}
+	b.ReportMetric(float64(b.N*len(batch))/b.Elapsed().Seconds(), "placements/s")
+}
+
+// BenchmarkPlaceSpread: replicas spread over zone and node, the path
+// that may look past the first candidates.
+func BenchmarkPlaceSpread(b *testing.B) {
+	base := loaded(b)
+	var batch []scheduler.Instance
+	for i := range 1000 {
+		batch = append(batch, scheduler.Instance{ID: fmt.Sprint("s", i), Group: fmt.Sprint("spread-", i%20),
+			Spread: []string{"zone", scheduler.SpreadNode}, Resources: scheduler.Resources{MilliCPU: 200, MemoryBytes: 256 << 20, Pids: 10}})
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		b.StopTimer()
+		s := base.Clone()
+		b.StartTimer()
+		s.Place(batch, scheduler.Options{Seed: uint64(i)})
+	}
+	b.ReportMetric(float64(b.N*len(batch))/b.Elapsed().Seconds(), "placements/s")
+}
+
+// BenchmarkPlaceExclusive: whole-core requests, which choose cores per
+// candidate.
+func BenchmarkPlaceExclusive(b *testing.B) {
+	base := loaded(b)
+	var batch []scheduler.Instance
+	for i := range 1000 {
+		batch = append(batch, scheduler.Instance{ID: fmt.Sprint("x", i), ExclusiveCPUs: 1 + i%4,
+			Resources: scheduler.Resources{MemoryBytes: 1 << 30, Pids: 10}})
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		b.StopTimer()
+		s := base.Clone()
+		b.StartTimer()
+		s.Place(batch, scheduler.Options{Seed: uint64(i)})
+	}
+	b.ReportMetric(float64(b.N*len(batch))/b.Elapsed().Seconds(), "placements/s")
+}
+
+// BenchmarkFailureReason: an instance that fits nowhere scans every node
+// to explain why.
+func BenchmarkFailureReason(b *testing.B) {
+	s := loaded(b)
+	inst := []scheduler.Instance{{ID: "huge", Resources: scheduler.Resources{MemoryBytes: 1 << 50}}}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if p := s.Place(inst, scheduler.Options{Seed: uint64(i), NoPreemption: true}); len(p.Failures) != 1 {
+			b.Fatal("huge instance placed")
+		}
+	}
+}
+
+// BenchmarkVerify: checking a 1,000-instance plan against the state it
+// was made from, as the store's commit path does.
+func BenchmarkVerify(b *testing.B) {
+	base := loaded(b)
+	p := base.Clone().Place(schedtest.Workload(1000, 3, "v-"), scheduler.Options{Seed: 1})
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if cs := base.Verify(p); len(cs) != 0 {
+			b.Fatal(cs)
+		}
+	}
+}
+
+// BenchmarkClone: snapshotting 10,000 nodes and 100,000 allocations.
+func BenchmarkClone(b *testing.B) {
+	base := loaded(b)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		base.Clone()
+	}
+}
