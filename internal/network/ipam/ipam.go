@@ -1,0 +1,222 @@
+// Package ipam hands out addresses from a prefix: container addresses on a
+// node (Store, persisted so that a restarted agent neither leaks nor
+// double-assigns), service VIPs from the service CIDR (Pool, kept by whoever
+// owns the service objects), and per-node subnets out of the cluster CIDR
+// (NextSubnet).
+//
+// Vocabulary: an allocation binds an owner id (a container or service key)
+// to one address. Allocation is idempotent per id: asking again for the same
+// id returns the same address.
+package ipam
+
+import (
+	"errors"
+	"fmt"
+	"maps"
+	"net/netip"
+)
+
+// Error categories; wrapped with the prefix or id they concern.
+var (
+	ErrExhausted  = errors.New("no free address")
+	ErrConflict   = errors.New("address already assigned")
+	ErrOutOfRange = errors.New("address outside the pool")
+	ErrInvalid    = errors.New("invalid argument")
+)
+
+// Pool is an in-memory allocator over one prefix. It is not safe for
+// concurrent use; Store adds locking and persistence.
+type Pool struct {
+	prefix      netip.Prefix
+	first, last netip.Addr
+	reserved    map[netip.Addr]bool
+	byID        map[string]netip.Addr
+	byAddr      map[netip.Addr]string
+	// next is where the following search starts: handing addresses out
+	// round-robin keeps a just-released address (and any stale ARP or
+	// conntrack state naming it) out of use for as long as possible.
+	next netip.Addr
+}
+
+// NewPool returns an empty pool over prefix. For IPv4 prefixes shorter
+// than /31 the network and broadcast addresses are never handed out;
+// reserved addresses (e.g. the gateway) are never handed out either.
+func NewPool(prefix netip.Prefix, reserved ...netip.Addr) (*Pool, error) {
+	if !prefix.IsValid() {
+		return nil, fmt.Errorf("pool prefix %v: %w", prefix, ErrInvalid)
+	}
+	prefix = prefix.Masked()
+	first, last := prefix.Addr(), lastAddr(prefix)
+	if prefix.Addr().Is4() && prefix.Bits() < 31 {
+		first, last = first.Next(), last.Prev()
+	}
+	p := &Pool{
+		prefix:   prefix,
+		first:    first,
+		last:     last,
+		reserved: map[netip.Addr]bool{},
+		byID:     map[string]netip.Addr{},
+		byAddr:   map[netip.Addr]string{},
+		next:     first,
+	}
+	for _, a := range reserved {
+		if !prefix.Contains(a) {
+			return nil, fmt.Errorf("reserved address %v in pool %v: %w", a, prefix, ErrOutOfRange)
+		}
+		p.reserved[a] = true
+	}
+	return p, nil
+}
+
+// Prefix returns the pool's prefix.
+func (p *Pool) Prefix() netip.Prefix { return p.prefix }
+
+// Allocate returns id's address, assigning a free one if id has none.
+func (p *Pool) Allocate(id string) (netip.Addr, error) {
+	if id == "" {
+		return netip.Addr{}, fmt.Errorf("allocate in %v: empty id: %w", p.prefix, ErrInvalid)
+	}
+	if a, ok := p.byID[id]; ok {
+		return a, nil
+	}
+	a := p.next
+	for range p.size() {
+		if p.usable(a) {
+			p.assign(id, a)
+			p.next = p.wrap(a.Next())
+			return a, nil
+		}
+		a = p.wrap(a.Next())
+	}
+	return netip.Addr{}, fmt.Errorf("allocate %q in %v: %w", id, p.prefix, ErrExhausted)
+}
+
+// Claim records that id holds a, e.g. when loading persisted state or when
+// a service asks for a specific VIP.
+func (p *Pool) Claim(id string, a netip.Addr) error {
+	if id == "" {
+		return fmt.Errorf("claim %v in %v: empty id: %w", a, p.prefix, ErrInvalid)
+	}
+	if !p.inRange(a) || p.reserved[a] {
+		return fmt.Errorf("claim %v for %q in %v: %w", a, id, p.prefix, ErrOutOfRange)
+	}
+	if owner, ok := p.byAddr[a]; ok {
+		if owner == id {
+			return nil
+		}
+		return fmt.Errorf("claim %v for %q: held by %q: %w", a, id, owner, ErrConflict)
+	}
+	if old, ok := p.byID[id]; ok {
+		return fmt.Errorf("claim %v for %q: it holds %v: %w", a, id, old, ErrConflict)
+	}
+	p.assign(id, a)
+	return nil
+}
+
+// Release frees id's address and reports it; false if id held none.
+func (p *Pool) Release(id string) (netip.Addr, bool) {
+	a, ok := p.byID[id]
+	if !ok {
+		return netip.Addr{}, false
+	}
+	delete(p.byID, id)
+	delete(p.byAddr, a)
+	return a, true
+}
+
+// Lookup returns id's address.
+func (p *Pool) Lookup(id string) (netip.Addr, bool) {
+	a, ok := p.byID[id]
+	return a, ok
+}
+
+// Owner returns the id holding a.
+func (p *Pool) Owner(a netip.Addr) (string, bool) {
+	id, ok := p.byAddr[a]
+	return id, ok
+}
+
+// Assigned returns a copy of every allocation, keyed by id.
+func (p *Pool) Assigned() map[string]netip.Addr { return maps.Clone(p.byID) }
+
+// Len is the number of allocations.
+func (p *Pool) Len() int { return len(p.byID) }
+
+func (p *Pool) assign(id string, a netip.Addr) {
+	p.byID[id] = a
+	p.byAddr[a] = id
+}
+
+func (p *Pool) usable(a netip.Addr) bool {
+	_, taken := p.byAddr[a]
+	return !taken && !p.reserved[a]
+}
+
+func (p *Pool) inRange(a netip.Addr) bool {
+	return a.IsValid() && p.prefix.Contains(a) && a.Compare(p.first) >= 0 && a.Compare(p.last) <= 0
+}
+
+func (p *Pool) wrap(a netip.Addr) netip.Addr {
+	if !a.IsValid() || a.Compare(p.last) > 0 {
+		return p.first
+	}
+	return a
+}
+
+// size bounds a full scan; huge IPv6 pools are capped, which only limits
+// how long a search for a free address may run in a nearly full pool.
+func (p *Pool) size() int {
+	host := p.prefix.Addr().BitLen() - p.prefix.Bits()
+	if host >= 24 {
+		return 1 << 24
+	}
+	return 1 << host
+}
+
+func lastAddr(p netip.Prefix) netip.Addr {
+	b := p.Addr().AsSlice()
+	for i := p.Bits(); i < len(b)*8; i++ {
+		b[i/8] |= 0x80 >> (i % 8)
+	}
+	a, _ := netip.AddrFromSlice(b)
+	return a
+}
+
+// NextSubnet returns the first subnet of length bits inside cluster that
+// overlaps none of taken. The control plane calls it when a node joins and
+// stores the result on the Node, so that nodes never overlap.
+func NextSubnet(cluster netip.Prefix, bits int, taken []netip.Prefix) (netip.Prefix, error) {
+	cluster = cluster.Masked()
+	if !cluster.IsValid() || bits < cluster.Bits() || bits > cluster.Addr().BitLen() {
+		return netip.Prefix{}, fmt.Errorf("subnet /%d of %v: %w", bits, cluster, ErrInvalid)
+	}
+	same := map[netip.Prefix]bool{}
+	var other []netip.Prefix
+	for _, t := range taken {
+		switch {
+		case t.Bits() == bits:
+			same[t.Masked()] = true
+		case t.Overlaps(cluster):
+			other = append(other, t.Masked())
+		}
+	}
+	count := 1 << min(bits-cluster.Bits(), 24)
+	cand := netip.PrefixFrom(cluster.Addr(), bits)
+	for range count {
+		free := !same[cand]
+		for _, t := range other {
+			if free && t.Overlaps(cand) {
+				free = false
+			}
+		}
+		if free {
+			return cand, nil
+		}
+		next := lastAddr(cand).Next()
+		if !next.IsValid() || !cluster.Contains(next) {
+			break
+		}
+		cand = netip.PrefixFrom(next, bits)
+	}
+	return netip.Prefix{}, fmt.Errorf("subnet /%d of %v: %w", bits, cluster, ErrExhausted)
+}
