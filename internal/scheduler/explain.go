@@ -17,10 +17,11 @@ type reasonKey struct {
 // fails), counted: "0/10,000 nodes: 9,120 insufficient memory, 880 port
 // 8080 in use". It scans every node, so it only runs on failure.
 func (s *State) explain(r *req) string {
-	// Most reasons carry no parameter: count those in an array, the rest
-	// (which port, which constraint) in a map.
+	// Count in arrays, not a map keyed per node: this loop runs over every
+	// node. Only ports need a map.
 	var plain [rWholeCores + 1]int
-	counts := make(map[reasonKey]int)
+	cons := make([]int, len(r.inst.Constraints))
+	ports := make(map[uint32]int)
 	for i := range s.nodes {
 		n := &s.nodes[i]
 		if n.gone {
@@ -38,16 +39,28 @@ func (s *State) explain(r *req) string {
 				key = reasonKey{code, param}
 			}
 		}
-		if key.param == 0 && key.code != rConstraint && key.code != rPort {
+		switch key.code {
+		case rConstraint:
+			cons[key.param]++
+		case rPort:
+			ports[key.param]++
+		default:
 			plain[key.code]++
-		} else {
-			counts[key]++
 		}
 	}
+	counts := make(map[reasonKey]int)
 	for code, c := range plain {
 		if c > 0 {
-			counts[reasonKey{code: reasonCode(code)}] += c
+			counts[reasonKey{code: reasonCode(code)}] = c
 		}
+	}
+	for i, c := range cons {
+		if c > 0 {
+			counts[reasonKey{rConstraint, uint32(i)}] = c
+		}
+	}
+	for p, c := range ports {
+		counts[reasonKey{rPort, p}] = c
 	}
 	type part struct {
 		text  string

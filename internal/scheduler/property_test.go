@@ -176,9 +176,28 @@ func TestPropertyNoOvercommit(t *testing.T) {
 			if len(p.Placements)+len(p.Failures) != len(batch) {
 				t.Fatalf("%d placements + %d failures for %d instances", len(p.Placements), len(p.Failures), len(batch))
 			}
+			placedOn := map[string]scheduler.Placement{}
 			for _, pl := range p.Placements {
 				if !ready[pl.Node] {
 					t.Fatalf("instance %s placed on NotReady node %s", pl.Instance.ID, pl.Node)
+				}
+				placedOn[pl.Instance.ID] = pl
+			}
+			// Evictions make room for a placement on their own node, only
+			// ever evict lower priorities, never this batch's instances.
+			for _, e := range p.Preemptions {
+				pl, ok := placedOn[e.For]
+				if !ok || pl.Node != e.Node {
+					t.Fatalf("eviction %+v not followed by a placement of %s on %s", e, e.For, e.Node)
+				}
+				if e.Priority >= pl.Instance.Priority {
+					t.Fatalf("eviction %+v for priority %d", e, pl.Instance.Priority)
+				}
+				if _, mine := placedOn[e.Instance]; mine {
+					t.Fatalf("eviction %+v of an instance placed by the same batch", e)
+				}
+				if _, still := s.Allocation(e.Instance); still {
+					t.Fatalf("evicted %s still allocated", e.Instance)
 				}
 			}
 			checkWholeCores(t, nodes, p)

@@ -28,6 +28,10 @@ type State struct {
 	version uint64
 	classes map[string]*class
 	all     *class
+	// index lists node indexes per label key and value (and per name under
+	// NodeNameKey), built on first use per version, so that a class for
+	// "zone == a" or "node.name == n7" looks only at matching nodes.
+	index map[string]map[string][]int32
 
 	seq uint64 // number of batches placed, to tell this batch's allocations apart
 }
@@ -201,6 +205,7 @@ func (s *State) nodesChanged() {
 	s.version++
 	s.classes = nil
 	s.all = nil
+	s.index = nil
 }
 
 // AddAllocation records an instance already running on a node. Resources
@@ -374,15 +379,75 @@ func (s *State) classFor(cons []Constraint) *class {
 
 func (s *State) buildClass(cons []Constraint) *class {
 	c := &class{cons: cons, member: make([]uint64, (len(s.nodes)+63)/64)}
-	for i := range s.nodes {
+	add := func(i int32) {
 		n := &s.nodes[i]
 		if n.gone || !n.ready || failedConstraint(cons, n) >= 0 {
-			continue
+			return
 		}
-		c.nodes = append(c.nodes, int32(i))
+		c.nodes = append(c.nodes, i)
 		c.member[i>>6] |= 1 << (i & 63)
 	}
+	if cand, ok := s.narrow(cons); ok {
+		for _, i := range cand {
+			add(i)
+		}
+		return c
+	}
+	for i := range s.nodes {
+		add(int32(i))
+	}
 	return c
+}
+
+// narrow returns, in node order, the nodes the most selective equality or
+// "in" constraint allows, or false when no constraint can use the index.
+func (s *State) narrow(cons []Constraint) ([]int32, bool) {
+	var best []int32
+	found := false
+	for _, c := range cons {
+		if c.Op != OpEq && c.Op != OpIn {
+			continue
+		}
+		vals := c.Values
+		if c.Op == OpEq && len(vals) > 1 {
+			vals = vals[:1]
+		}
+		var cand []int32
+		for _, v := range vals {
+			cand = append(cand, s.indexOf(c.Key)[v]...)
+		}
+		if !found || len(cand) < len(best) {
+			best, found = cand, true
+		}
+	}
+	if len(cons) > 0 && found {
+		slices.Sort(best)
+		best = slices.Compact(best)
+	}
+	return best, found
+}
+
+func (s *State) indexOf(key string) map[string][]int32 {
+	if idx, ok := s.index[key]; ok {
+		return idx
+	}
+	idx := make(map[string][]int32)
+	for i := range s.nodes {
+		n := &s.nodes[i]
+		if n.gone {
+			continue
+		}
+		if key == NodeNameKey {
+			idx[n.name] = append(idx[n.name], int32(i))
+		} else if v, ok := n.labels[key]; ok {
+			idx[v] = append(idx[v], int32(i))
+		}
+	}
+	if s.index == nil {
+		s.index = make(map[string]map[string][]int32)
+	}
+	s.index[key] = idx
+	return idx
 }
 
 // failedConstraint returns the index of the first constraint the node
