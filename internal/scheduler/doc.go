@@ -54,6 +54,18 @@
 // is never split between two instances: when no node has enough whole free
 // cores, the instance fails with "too few whole free cores".
 //
+// # Preemption
+//
+// An instance that fits nowhere may evict instances of strictly lower
+// priority on one node, never ones placed by the same batch. Per node the
+// victims are the owners of ports it needs (and, with anti-affinity, its
+// group's replicas), then the lowest-priority, largest instances until it
+// fits, then any that prove unnecessary are kept. Nodes are compared by
+// number of victims, then highest and summed victim priority; on large
+// clusters the comparison stops after 16 workable nodes, as kube-scheduler
+// bounds its candidates, or at once on a node needing one victim of the
+// lowest priority present.
+//
 // # Optimistic concurrency
 //
 // A scheduler plans on a snapshot at some store revision. Before the plan

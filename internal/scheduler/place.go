@@ -84,6 +84,9 @@ func (r *req) shape(buf []byte) []byte {
 // checked for resources, ports, anti-affinity and whole free cores; the
 // first opts.Candidates feasible ones are ranked (spread first, then
 // bin-packing) unless spread needs a longer look; the best is committed.
+//
+// The state keeps the instances as given, slices included: do not modify
+// them after the call.
 func (s *State) Place(batch []Instance, opts Options) *Plan {
 	s.seq++
 	k := opts.Candidates
