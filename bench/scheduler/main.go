@@ -32,6 +32,7 @@ type result struct {
 	first, p50, p99, max  time.Duration
 	heapMiB               float64
 	cpuUse, memUse        float64
+	empty                 int
 }
 
 func main() {
@@ -68,12 +69,12 @@ func main() {
 	}
 
 	w := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(w, "nodes\tinstances\tplaced\tfailed\tevicted\tplacements/s\tbatch p50\tbatch p99\tbatch max\tfirst batch\theap MiB\tcpu used\tmem used\tsetup\t")
+	fmt.Fprintln(w, "nodes\tinstances\tplaced\tfailed\tevicted\tplacements/s\tbatch p50\tbatch p99\tbatch max\tfirst batch\theap MiB\tcpu used\tmem used\tempty nodes\tsetup\t")
 	for _, r := range results {
 		rate := float64(r.placed+r.failed) / r.total.Seconds()
-		fmt.Fprintf(w, "%d\t%d\t%d\t%d\t%d\t%.0f\t%s\t%s\t%s\t%s\t%.0f\t%.0f%%\t%.0f%%\t%s\t\n",
+		fmt.Fprintf(w, "%d\t%d\t%d\t%d\t%d\t%.0f\t%s\t%s\t%s\t%s\t%.0f\t%.0f%%\t%.0f%%\t%d\t%s\t\n",
 			r.nodes, r.instances, r.placed, r.failed, r.evict, rate,
-			ms(r.p50), ms(r.p99), ms(r.max), ms(r.first), r.heapMiB, 100*r.cpuUse, 100*r.memUse, ms(r.setup))
+			ms(r.p50), ms(r.p99), ms(r.max), ms(r.first), r.heapMiB, 100*r.cpuUse, 100*r.memUse, r.empty, ms(r.setup))
 	}
 	w.Flush()
 	fmt.Printf("\npeak RSS %s MiB (all scenarios). placements/s counts every instance decided (placed or failed)\n", rss())
@@ -123,6 +124,9 @@ func run(nodes, instances, batch int, seed uint64, candidates int) result {
 		used.MemoryBytes += n.Used.MemoryBytes
 		capacity.MilliCPU += n.Capacity.MilliCPU
 		capacity.MemoryBytes += n.Capacity.MemoryBytes
+		if len(n.Instances) == 0 {
+			r.empty++ // bin-packing keeps whole nodes free for big requests
+		}
 	}
 	r.cpuUse = float64(used.MilliCPU) / float64(capacity.MilliCPU)
 	r.memUse = float64(used.MemoryBytes) / float64(capacity.MemoryBytes)

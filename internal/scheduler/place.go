@@ -118,6 +118,7 @@ func (s *State) Place(batch []Instance, opts Options) *Plan {
 	}
 	failed := make(map[string]*failure)
 	var dirty []int32
+	walks := make(map[*class]*walk)
 	var buf []byte
 	for _, i := range order {
 		inst := &batch[i]
@@ -141,7 +142,12 @@ func (s *State) Place(batch []Instance, opts Options) *Plan {
 			plan.Failures = append(plan.Failures, Failure{Instance: inst.ID, Reason: f.reason})
 			continue
 		}
-		if ni, ch, ok := s.search(r, rng, k); ok {
+		w := walks[r.cls]
+		if w == nil {
+			w = newWalk(len(r.cls.nodes), rng)
+			walks[r.cls] = w
+		}
+		if ni, ch, ok := s.search(r, w, k); ok {
 			plan.Placements = append(plan.Placements, s.commit(ni, r, ch))
 			continue
 		}
@@ -217,26 +223,41 @@ func gcd(a, b int) int {
 	return a
 }
 
-// search walks the eligible nodes from a random start with a random
-// stride coprime to their number, so every node is visited at most once
-// and the order differs per instance.
-func (s *State) search(r *req, rng *rand.Rand, k int) (int32, choice, bool) {
+// walk is the order a batch visits one class's nodes in: a seeded random
+// start and a stride coprime to their number, so a search visits every
+// node at most once. Each search starts where the last one placed, so
+// instances keep filling the same few nodes while they fit (tight
+// bin-packing) instead of spreading over random samples of the cluster.
+type walk struct {
+	pos, stride int
+}
+
+func newWalk(n int, rng *rand.Rand) *walk {
+	if n == 0 {
+		return &walk{}
+	}
+	w := &walk{pos: rng.IntN(n), stride: 1}
+	if n > 2 {
+		w.stride = coprime(1+rng.IntN(n-1), n)
+	}
+	return w
+}
+
+// search looks for the best node for r along w.
+func (s *State) search(r *req, w *walk, k int) (int32, choice, bool) {
 	nodes := r.cls.nodes
 	n := len(nodes)
 	if n == 0 {
 		return -1, choice{}, false
 	}
-	pos, stride := rng.IntN(n), 1
-	if n > 2 {
-		stride = coprime(1+rng.IntN(n-1), n)
-	}
+	pos, stride, bestPos := w.pos, w.stride, 0
 	var ideal, sp, bestSp [MaxSpreadKeys]int32
 	for i, t := range r.trk {
 		ideal[i] = t.min
 	}
 	best, bestScore, bestCh, found := int32(-1), 0.0, choice{}, 0
 	for range n {
-		ni := nodes[pos]
+		at, ni := pos, nodes[pos]
 		if pos += stride; pos >= n {
 			pos -= n
 		}
@@ -250,11 +271,15 @@ func (s *State) search(r *req, rng *rand.Rand, k int) (int32, choice, bool) {
 		}
 		score := s.score(ni, r, ch)
 		if best < 0 || better(sp, score, ni, bestSp, bestScore, best) {
-			best, bestSp, bestScore, bestCh = ni, sp, score, ch
+			best, bestSp, bestScore, bestCh, bestPos = ni, sp, score, ch, at
 		}
 		if found >= k && bestSp == ideal {
 			break
 		}
+	}
+	if best >= 0 && len(r.trk) == 0 {
+		// Spread placements leave the cursor alone: they move on purpose.
+		w.pos = bestPos
 	}
 	return best, bestCh, best >= 0
 }
@@ -271,8 +296,9 @@ func better(sp [MaxSpreadKeys]int32, score float64, ni int32, bsp [MaxSpreadKeys
 	return ni < bni
 }
 
-// score ranks a feasible node for bin-packing: the fuller the node would
-// be, the better, so that whole nodes stay free for big requests. For
+// score ranks a feasible node for bin-packing: a node already in use beats
+// an empty one, then the fuller the node would be, the better, so that
+// whole nodes stay free for big requests (and can be drained). For
 // exclusive CPUs, idle siblings and sets spanning NUMA nodes cost more
 // than any packing gain.
 func (s *State) score(ni int32, r *req, ch choice) float64 {
@@ -283,6 +309,9 @@ func (s *State) score(ni int32, r *req, ch choice) float64 {
 	}
 	f := &s.free[ni]
 	sc := frac(n.cap.MilliCPU-f.MilliCPU+milli, n.cap.MilliCPU) + frac(n.cap.MemoryBytes-f.MemoryBytes+r.mem, n.cap.MemoryBytes)
+	if len(n.allocs) > 0 {
+		sc += 2
+	}
 	if r.excl > 0 {
 		sc -= 2 * float64(ch.held-r.excl)
 		sc -= 2 * float64(ch.spans-1)
