@@ -26,15 +26,16 @@
 //	batch ──sort by priority, then size──▶ for each instance:
 //
 //	 class (Ready ∧ constraints, cached)
-//	   │  walk in seeded random order (start + stride coprime to n)
+//	   │  walk in seeded random order (start + stride coprime to n),
+//	   │  each search starting where the batch last placed in this class
 //	   ▼
 //	 feasibility: free cpu/memory/pids (flat array) → whole free cores
 //	   │          → host ports → anti-affinity
 //	   ▼
 //	 ranking of the first K feasible nodes (Options.Candidates, default 8):
 //	   │  spread counts first (exact: the walk goes on until a node at the
-//	   │  group's minimum count is among them), then bin-packing score,
-//	   │  then lowest node index
+//	   │  group's minimum count is among them), then nodes in use before
+//	   │  empty ones, then fullest after placement, then lowest node index
 //	   ▼
 //	 cpuset: whole cores, on the tightest single NUMA node that fits,
 //	   │     spanning NUMA nodes only when none does

@@ -312,3 +312,29 @@ func TestOptimisticCommit(t *testing.T) {
 		t.Fatalf("%d allocations, want %d", got, len(pa.Placements)+len(pb.Placements)-len(cs))
 	}
 }
+
+// TestBinPackingFillsNodes: equal small instances fill whole nodes one
+// after another instead of scattering, whatever the seed.
+func TestBinPackingFillsNodes(t *testing.T) {
+	var nodes []scheduler.Node
+	for i := range 100 {
+		nodes = append(nodes, schedtest.Node(fmt.Sprint("n", i), schedtest.NodeShape{Cores: 4, Threads: 1, NUMA: 1, MemoryPerCPU: schedtest.Gi}, nil))
+	}
+	var batch []scheduler.Instance
+	for i := range 40 {
+		batch = append(batch, scheduler.Instance{ID: fmt.Sprint("i", i), Resources: scheduler.Resources{MilliCPU: 1000, MemoryBytes: schedtest.Gi / 2}})
+	}
+	for seed := range uint64(5) {
+		s, _ := scheduler.NewState(nodes, nil)
+		s.Place(batch, scheduler.Options{Seed: seed})
+		used := 0
+		for _, n := range s.Nodes() {
+			if len(n.Instances) > 0 {
+				used++
+			}
+		}
+		if used != 10 {
+			t.Errorf("seed %d: 40 one-CPU instances on %d four-CPU nodes, want 10", seed, used)
+		}
+	}
+}
