@@ -338,3 +338,18 @@ func TestBinPackingFillsNodes(t *testing.T) {
 		}
 	}
 }
+
+// TestUsedNodeBeatsEmptyNode: a node already in use takes the next small
+// instance even when an empty small node would be fuller afterwards, so
+// empty nodes stay whole.
+func TestUsedNodeBeatsEmptyNode(t *testing.T) {
+	nodes := []scheduler.Node{
+		schedtest.Node("big", schedtest.NodeShape{Cores: 64, Threads: 1, NUMA: 1, MemoryPerCPU: schedtest.Gi}, nil),
+		schedtest.Node("small", schedtest.NodeShape{Cores: 2, Threads: 1, NUMA: 1, MemoryPerCPU: schedtest.Gi}, nil),
+	}
+	allocs := []scheduler.Allocation{{Node: "big", Instance: scheduler.Instance{ID: "old", Resources: scheduler.Resources{MilliCPU: 1000}}}}
+	pl, reason := place(t, nodes, allocs, scheduler.Instance{ID: "new", Resources: scheduler.Resources{MilliCPU: 1000, MemoryBytes: schedtest.Gi}})
+	if pl.Node != "big" {
+		t.Fatalf("placed on %q (%s), want big", pl.Node, reason)
+	}
+}
