@@ -31,13 +31,17 @@ func (s *State) explain(r *req) string {
 		switch {
 		case !n.ready:
 			key.code = rNotReady
-		default:
-			if c := failedConstraint(r.inst.Constraints, n); c >= 0 {
-				key = reasonKey{rConstraint, uint32(c)}
-			} else {
-				code, param, _ := s.check(int32(i), r)
-				key = reasonKey{code, param}
+		case !r.cls.has(int32(i)):
+			// Ready but outside the class: a constraint failed. With one
+			// constraint there is no need to find out which.
+			c := 0
+			if len(r.inst.Constraints) > 1 {
+				c = failedConstraint(r.inst.Constraints, n)
 			}
+			key = reasonKey{rConstraint, uint32(c)}
+		default:
+			code, param, _ := s.check(int32(i), r)
+			key = reasonKey{code, param}
 		}
 		switch key.code {
 		case rConstraint:

@@ -119,6 +119,10 @@ func (s *State) Place(batch []Instance, opts Options) *Plan {
 	failed := make(map[string]*failure)
 	var dirty []int32
 	walks := make(map[*class]*walk)
+	// lowest bounds the priorities present, for preemption; computed on
+	// first need and lowered as this batch places (evictions may leave it
+	// below the true minimum, which only costs a longer search).
+	lowest, haveLowest := 0, false
 	var buf []byte
 	for _, i := range order {
 		inst := &batch[i]
@@ -149,13 +153,18 @@ func (s *State) Place(batch []Instance, opts Options) *Plan {
 		}
 		if ni, ch, ok := s.search(r, w, k); ok {
 			plan.Placements = append(plan.Placements, s.commit(ni, r, ch))
+			lowest = min(lowest, inst.Priority)
 			continue
 		}
 		attempted := false
 		if !opts.NoPreemption {
+			if !haveLowest {
+				lowest, haveLowest = s.lowestPriority(), true
+			}
 			placed, node := false, int32(0)
-			if attempted, placed, node = s.preempt(r, rng, plan); placed {
+			if attempted, placed, node = s.preempt(r, lowest, rng, plan); placed {
 				dirty = append(dirty, node)
+				lowest = min(lowest, inst.Priority)
 				continue
 			}
 		}

@@ -19,13 +19,12 @@ const preemptCandidates = 16
 // them and places r there. Instances placed by the current batch are never
 // evicted. attempted reports whether any lower-priority instance was a
 // candidate at all.
-func (s *State) preempt(r *req, rng *rand.Rand, plan *Plan) (attempted, placed bool, node int32) {
+func (s *State) preempt(r *req, lowest int, rng *rand.Rand, plan *Plan) (attempted, placed bool, node int32) {
 	nodes := r.cls.nodes
 	n := len(nodes)
 	if n == 0 {
 		return false, false, -1
 	}
-	lowest := s.lowestPriority()
 	if lowest >= r.inst.Priority {
 		return false, false, -1
 	}
