@@ -1,0 +1,351 @@
+// Package vip programs service virtual IPs and published host ports into
+// nftables, load-balancing over each service's ready endpoints.
+//
+// The ruleset is fixed; services and endpoints live only in maps, so one
+// endpoint change is a handful of element updates in one transaction, never
+// a rewrite of a rule list:
+//
+//	prerouting/output (nat, dstnat) → services:
+//	  ip daddr . meta l4proto . th dport vmap @services        → goto lb_N
+//	  fib daddr type local: meta l4proto . th dport vmap @hostports → goto hp_N
+//	lb_N: dnat to ip daddr . meta l4proto . th dport . numgen random mod N map @backends
+//	hp_N: dnat to meta l4proto . th dport . numgen random mod N map @hostbackends
+//	lb_0, hp_0: reject (a service with no ready endpoint fails fast)
+//	postrouting (nat, srcnat): DNATed traffic from 127/8 (published ports via
+//	  loopback) is masqueraded so that the endpoint can answer.
+//
+// Vocabulary: a frontend is one (VIP, protocol, port) of a service; a host
+// port publishes one frontend on the node's own addresses. Each is a group
+// whose backends sit in slots 0..N-1, and whose element in the verdict map
+// names chain lb_N (hp_N), N being its backend count. Removing a backend
+// moves the last slot into the hole, so a change of one endpoint touches at
+// most three elements per group. Every rule reads its whole lookup key from
+// the packet, so `nft list ruleset` can print it.
+//
+// The plan (plan.go) is pure: current model + desired state → element
+// operations. The nftables layer (nft_linux.go) only encodes and sends them.
+package vip
+
+import (
+	"cmp"
+	"errors"
+	"fmt"
+	"net/netip"
+	"slices"
+)
+
+// ErrInvalid reports a service that cannot be programmed; ErrConflict two
+// services claiming the same frontend or host port; ErrNotFound an unknown service.
+var (
+	ErrInvalid  = errors.New("invalid service")
+	ErrConflict = errors.New("conflicting service")
+	ErrNotFound = errors.New("service not found")
+)
+
+// Protocol is an IP protocol number.
+type Protocol uint8
+
+// Protocols a port may use.
+const (
+	TCP  Protocol = 6
+	UDP  Protocol = 17
+	SCTP Protocol = 132
+)
+
+func (p Protocol) String() string {
+	switch p {
+	case TCP:
+		return "tcp"
+	case UDP:
+		return "udp"
+	case SCTP:
+		return "sctp"
+	}
+	return fmt.Sprintf("proto-%d", uint8(p))
+}
+
+// Port is one port of a service.
+type Port struct {
+	Name     string // for DNS SRV records; not used here
+	Protocol Protocol
+	// Port is the port on the VIP.
+	Port uint16
+	// TargetPort is the port on each endpoint; 0 means Port.
+	TargetPort uint16
+	// HostPort, when non-zero, publishes the port on every local address
+	// of the node, loopback included.
+	HostPort uint16
+}
+
+// Endpoint is one instance of a service. Only Ready endpoints (running and
+// healthy) receive traffic.
+type Endpoint struct {
+	Addr  netip.Addr
+	Ready bool
+}
+
+// Service is the desired data plane of one service.
+type Service struct {
+	// Name identifies the service, e.g. "default/web".
+	Name      string
+	VIP       netip.Addr
+	Ports     []Port
+	Endpoints []Endpoint
+}
+
+// group is what one element of @services or @hostports stands for: a
+// frontend, or (host set) a published port.
+type group struct {
+	host  bool
+	vip   netip.Addr // zero for host ports
+	proto Protocol
+	port  uint16
+}
+
+func (g group) String() string {
+	if g.host {
+		return fmt.Sprintf("host:%d/%v", g.port, g.proto)
+	}
+	return fmt.Sprintf("%v:%d/%v", g.vip, g.port, g.proto)
+}
+
+func compareGroups(a, b group) int {
+	switch {
+	case a.host != b.host:
+		if a.host {
+			return 1
+		}
+		return -1
+	case a.vip != b.vip:
+		return a.vip.Compare(b.vip)
+	case a.proto != b.proto:
+		return int(a.proto) - int(b.proto)
+	}
+	return int(a.port) - int(b.port)
+}
+
+type backend struct {
+	addr netip.Addr
+	port uint16
+}
+
+func (b backend) String() string { return fmt.Sprintf("%v:%d", b.addr, b.port) }
+
+// model mirrors what the kernel's maps hold: per group, its slots (the
+// verdict element says len(slots)).
+type model struct {
+	groups map[group][]backend
+	chains int // lb_0..lb_chains and hp_0..hp_chains exist
+}
+
+func newModel() *model { return &model{groups: map[group][]backend{}} }
+
+// validate checks one service on its own.
+func validate(s Service) error {
+	if s.Name == "" {
+		return fmt.Errorf("service with VIP %v: empty name: %w", s.VIP, ErrInvalid)
+	}
+	if !s.VIP.Unmap().Is4() {
+		return fmt.Errorf("service %q: VIP %v is not IPv4: %w", s.Name, s.VIP, ErrInvalid)
+	}
+	for _, p := range s.Ports {
+		if p.Port == 0 || (p.Protocol != TCP && p.Protocol != UDP && p.Protocol != SCTP) {
+			return fmt.Errorf("service %q: port %d/%v: %w", s.Name, p.Port, p.Protocol, ErrInvalid)
+		}
+	}
+	for _, e := range s.Endpoints {
+		if !e.Addr.Unmap().Is4() {
+			return fmt.Errorf("service %q: endpoint %v is not IPv4: %w", s.Name, e.Addr, ErrInvalid)
+		}
+	}
+	return nil
+}
+
+// groupsOf lists the groups a service claims.
+func groupsOf(s Service) []group {
+	var gs []group
+	for _, p := range s.Ports {
+		gs = append(gs, group{vip: s.VIP.Unmap(), proto: p.Protocol, port: p.Port})
+		if p.HostPort != 0 {
+			gs = append(gs, group{host: true, proto: p.Protocol, port: p.HostPort})
+		}
+	}
+	return gs
+}
+
+// add puts s's groups into want; owner records which service holds each
+// group, to name both sides of a conflict.
+func add(want map[group][]backend, s Service, owner map[group]string) error {
+	if err := validate(s); err != nil {
+		return err
+	}
+	for _, p := range s.Ports {
+		target := cmp.Or(p.TargetPort, p.Port)
+		var bs []backend
+		for _, e := range s.Endpoints {
+			if e.Ready {
+				bs = append(bs, backend{e.Addr.Unmap(), target})
+			}
+		}
+		slices.SortFunc(bs, func(a, b backend) int { return a.addr.Compare(b.addr) })
+		bs = slices.Compact(bs)
+		gs := []group{{vip: s.VIP.Unmap(), proto: p.Protocol, port: p.Port}}
+		if p.HostPort != 0 {
+			gs = append(gs, group{host: true, proto: p.Protocol, port: p.HostPort})
+		}
+		for _, g := range gs {
+			if o, ok := owner[g]; ok {
+				if o != s.Name {
+					return fmt.Errorf("service %q: %v held by %q: %w", s.Name, g, o, ErrConflict)
+				}
+				return fmt.Errorf("service %q: %v listed twice: %w", s.Name, g, ErrInvalid)
+			}
+			owner[g] = s.Name
+			want[g] = bs
+		}
+	}
+	return nil
+}
+
+func flatten(svcs []Service) (map[group][]backend, error) {
+	want := map[group][]backend{}
+	owner := map[group]string{}
+	for _, s := range svcs {
+		if err := add(want, s, owner); err != nil {
+			return nil, err
+		}
+	}
+	return want, nil
+}
+
+type opKind uint8
+
+const (
+	opAddChain opKind = iota // create lb_<count> and hp_<count>
+	opSetCount               // verdict element of group = goto lb_<count>; replace: one exists
+	opDelCount               // delete the group's verdict element
+	opSetSlot                // backend element group . index = backend; replace: one exists
+	opDelSlot                // delete backend element group . index
+)
+
+type op struct {
+	kind    opKind
+	group   group
+	index   int
+	count   int
+	backend backend
+	replace bool
+}
+
+// plan computes the element operations that turn cur into want for the
+// given groups (the scope); groups outside the scope are left alone. It does
+// not modify cur: apply does, once the kernel accepted the operations.
+func plan(cur *model, want map[group][]backend, scope []group) []op {
+	var ops []op
+	maxCount := 0
+	for _, g := range scope {
+		bs, wanted := want[g]
+		old, have := cur.groups[g]
+		switch {
+		case !wanted && !have:
+		case !wanted:
+			ops = append(ops, op{kind: opDelCount, group: g})
+			for i := range old {
+				ops = append(ops, op{kind: opDelSlot, group: g, index: i})
+			}
+		default:
+			next := placeSlots(old, bs)
+			for i := range max(len(old), len(next)) {
+				switch {
+				case i >= len(next):
+					ops = append(ops, op{kind: opDelSlot, group: g, index: i})
+				case i >= len(old) || old[i] != next[i]:
+					ops = append(ops, op{kind: opSetSlot, group: g, index: i, backend: next[i], replace: i < len(old)})
+				}
+			}
+			if !have || len(next) != len(old) {
+				ops = append(ops, op{kind: opSetCount, group: g, count: len(next), replace: have})
+			}
+			maxCount = max(maxCount, len(next))
+		}
+	}
+	// Chains first: the verdict elements jump to them.
+	var chains []op
+	for n := cur.chains + 1; n <= maxCount; n++ {
+		chains = append(chains, op{kind: opAddChain, count: n})
+	}
+	return append(chains, ops...)
+}
+
+// placeSlots keeps every surviving backend in its slot, fills holes with
+// new backends, appends the rest, and fills remaining holes by moving the
+// last backends down, so that few slots change.
+func placeSlots(old, want []backend) []backend {
+	wanted := make(map[backend]bool, len(want))
+	for _, b := range want {
+		wanted[b] = true
+	}
+	next := make([]backend, 0, max(len(old), len(want)))
+	present := make(map[backend]bool, len(old))
+	var holes []int
+	for i, b := range old {
+		if wanted[b] && !present[b] {
+			present[b] = true
+			next = append(next, b)
+		} else {
+			next = append(next, backend{})
+			holes = append(holes, i)
+		}
+	}
+	for _, b := range want {
+		if present[b] {
+			continue
+		}
+		if len(holes) > 0 {
+			next[holes[0]] = b
+			holes = holes[1:]
+		} else {
+			next = append(next, b)
+		}
+	}
+	// Fill remaining holes from the tail.
+	for len(holes) > 0 {
+		last := len(next) - 1
+		if h := holes[len(holes)-1]; h == last {
+			holes = holes[:len(holes)-1]
+			next = next[:last]
+			continue
+		}
+		next[holes[0]] = next[last]
+		next = next[:last]
+		holes = holes[1:]
+	}
+	return next
+}
+
+// apply records ops, accepted by the kernel, in m.
+func (m *model) apply(ops []op) {
+	for _, o := range ops {
+		switch o.kind {
+		case opAddChain:
+			m.chains = max(m.chains, o.count)
+		case opSetCount:
+			s := m.groups[o.group]
+			if s == nil {
+				s = []backend{}
+			}
+			m.groups[o.group] = s[:min(len(s), o.count)]
+		case opDelCount:
+			delete(m.groups, o.group)
+		case opSetSlot:
+			s := m.groups[o.group]
+			for len(s) <= o.index {
+				s = append(s, backend{})
+			}
+			s[o.index] = o.backend
+			m.groups[o.group] = s
+		case opDelSlot:
+			// The count update in the same plan truncates.
+		}
+	}
+}
