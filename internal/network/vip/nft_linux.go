@@ -23,17 +23,17 @@ import (
 const (
 	regA = 8  // key start; DNAT address after the backend lookup
 	regB = 9  // DNAT port after the backend lookup
-	regC = 10 //
-	regD = 11 //
+	regC = 10 // th dport of a VIP key; the slot of a host-port key
+	regD = 11 // the slot of a VIP key
 )
 
 const (
-	setServices     = "services"
-	setHosts        = "hostports"
-	setBackends     = "backends"
-	setHostBackends = "hostbackends"
-	chainLB         = "lb_"
-	chainHP         = "hp_"
+	setServices         = "services"
+	setHosts            = "hostports"
+	setBackends         = "backends"
+	setHostBackends     = "hostbackends"
+	chainLB             = "lb_"
+	chainHP             = "hp_"
 	icmpPortUnreachable = 3
 	ipsDstNAT           = 1 << 5 // conntrack status bit: destination was NATed
 	// elemsPerMsg bounds one netlink message; a sync sends many in one batch.
