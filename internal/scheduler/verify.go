@@ -5,19 +5,20 @@ import (
 	"slices"
 )
 
-// Verify checks a plan, made from an older snapshot, against s: the
-// evictions it names are taken as done (those already gone are skipped)
-// and each placement, in order, must still fit. It returns the placements
-// that do not; s is left as it was.
+// Verify checks a plan, made from an older snapshot, against s: each
+// placement, in order, with the evictions made for it (those already gone
+// are skipped), must still fit. It returns the placements that do not; s
+// is left as it was.
 func (s *State) Verify(p *Plan) []Conflict {
 	conflicts, undo := s.apply(p)
 	undo()
 	return conflicts
 }
 
-// Apply commits a plan to s: its evictions, then every placement that
-// still fits. Placements that no longer fit are left out and returned, so
-// the caller can put their instances back in the queue.
+// Apply commits a plan to s: every placement that still fits, each with
+// the evictions made for it. Placements that no longer fit are left out
+// and returned, so the caller can put their instances back in the queue;
+// their evictions are not applied either, since nothing needs the room.
 func (s *State) Apply(p *Plan) []Conflict {
 	conflicts, _ := s.apply(p)
 	return conflicts
@@ -25,22 +26,44 @@ func (s *State) Apply(p *Plan) []Conflict {
 
 func (s *State) apply(p *Plan) ([]Conflict, func()) {
 	var evicted, added []*alloc
-	for _, e := range p.Preemptions {
+	evict := func(e Eviction) *alloc {
 		a, ok := s.allocs[e.Instance]
 		if !ok || s.nodes[a.node].name != e.Node {
-			continue
+			return nil // gone already: the room is there
 		}
 		s.removeAlloc(a)
-		evicted = append(evicted, a)
+		return a
+	}
+	victims := make(map[string][]Eviction)
+	placed := make(map[string]bool, len(p.Placements))
+	for _, pl := range p.Placements {
+		placed[pl.Instance.ID] = true
+	}
+	for _, e := range p.Preemptions {
+		if placed[e.For] {
+			victims[e.For] = append(victims[e.For], e)
+		} else if a := evict(e); a != nil {
+			evicted = append(evicted, a) // not tied to a placement: as the plan says
+		}
 	}
 	var conflicts []Conflict
 	for i := range p.Placements {
 		pl := &p.Placements[i]
+		var removed []*alloc
+		for _, e := range victims[pl.Instance.ID] {
+			if a := evict(e); a != nil {
+				removed = append(removed, a)
+			}
+		}
 		a, reason := s.applyPlacement(pl)
 		if reason != "" {
+			for _, v := range slices.Backward(removed) {
+				s.addAlloc(v.node, v.inst, v.cpus, v.reserved, v.cores, v.seq)
+			}
 			conflicts = append(conflicts, Conflict{Instance: pl.Instance.ID, Node: pl.Node, Reason: reason})
 			continue
 		}
+		evicted = append(evicted, removed...)
 		added = append(added, a)
 	}
 	undo := func() {
