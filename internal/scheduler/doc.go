@@ -72,5 +72,7 @@
 // A scheduler plans on a snapshot at some store revision. Before the plan
 // is committed, State.Verify checks it against the newer state (node gone
 // or NotReady, resources, ports, cores taken meanwhile) and State.Apply
-// commits what still fits, returning the rest as conflicts.
+// commits what still fits, returning the rest as conflicts. Evictions go
+// with the placement they make room for: when it conflicts, its victims
+// stay.
 package scheduler
