@@ -266,9 +266,40 @@ func TestSyntheticClusterAtScale(t *testing.T) {
 	if placed != insts {
 		t.Fatalf("placed %d of %d", placed, insts)
 	}
+	zoneOf := map[string]string{}
 	for _, n := range s1.Nodes() {
 		if n.Used.MilliCPU > n.Capacity.MilliCPU || n.Used.MemoryBytes > n.Capacity.MemoryBytes || n.Used.Pids > n.Capacity.Pids {
 			t.Fatalf("node %s over-committed: %+v of %+v", n.Name, n.Used, n.Capacity)
+		}
+		zoneOf[n.Name] = n.Labels["zone"]
+	}
+	// Groups spread over zones, without constraints, on a cluster with
+	// room everywhere: zones differ by at most one replica.
+	perZone := map[string]map[string]int{}
+	for _, a := range s1.Allocations() {
+		if len(a.Instance.Spread) == 0 || a.Instance.Spread[0] != "zone" || len(a.Instance.Constraints) > 0 {
+			continue
+		}
+		g := perZone[a.Instance.Group]
+		if g == nil {
+			g = map[string]int{}
+			for _, z := range schedtest.Zones {
+				g[z] = 0
+			}
+			perZone[a.Instance.Group] = g
+		}
+		g[zoneOf[a.Node]]++
+	}
+	if len(perZone) == 0 {
+		t.Fatal("workload has no zone-spread groups")
+	}
+	for group, zones := range perZone {
+		lo, hi := 1<<30, 0
+		for _, c := range zones {
+			lo, hi = min(lo, c), max(hi, c)
+		}
+		if hi-lo > 1 {
+			t.Errorf("group %s uneven over zones: %v", group, zones)
 		}
 	}
 }
