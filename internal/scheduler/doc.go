@@ -60,8 +60,10 @@
 // An instance that fits nowhere may evict instances of strictly lower
 // priority on one node, never ones placed by the same batch. Per node the
 // victims are the owners of ports it needs (and, with anti-affinity, its
-// group's replicas), then the lowest-priority, largest instances until it
-// fits, then any that prove unnecessary are kept. Nodes are compared by
+// group's replicas), plus the smallest set of other instances that makes
+// room, lowest priorities preferred among sets of that size (exact up to
+// 10 evictable instances on the node; beyond, lowest-priority and largest
+// first, then any that prove unnecessary are kept). Nodes are compared by
 // number of victims, then highest and summed victim priority; on large
 // clusters the comparison stops after 16 workable nodes, as kube-scheduler
 // bounds its candidates, or at once on a node needing one victim of the

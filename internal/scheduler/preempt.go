@@ -89,11 +89,17 @@ func (s *State) lowestPriority() int {
 	return lowest
 }
 
+// exactVictims: with at most this many evictable instances on a node,
+// every subset is tried (at most 1,024 checks), so the victims are truly
+// the fewest; beyond it a greedy choice keeps the cost bounded.
+const exactVictims = 10
+
 // victimsOn finds a small set of lower-priority allocations on node ni
 // whose eviction lets r fit. Owners of conflicting host ports and, with
-// anti-affinity, replicas of r's group must go; the rest are taken lowest
-// priority and largest first, then any that turn out unnecessary are put
-// back.
+// anti-affinity, replicas of r's group must go. Of the rest, the smallest
+// set that makes room is taken, then the one with the lowest highest and
+// summed priority; with many candidates, they are taken lowest priority
+// and largest first, then any that turn out unnecessary are put back.
 func (s *State) victimsOn(ni int32, r *req) (victims []*alloc, ok, movableSeen bool) {
 	n := &s.nodes[ni]
 	// Rule the node out from its per-priority sums first: even evicting
@@ -132,6 +138,9 @@ func (s *State) victimsOn(ni int32, r *req) (victims []*alloc, ok, movableSeen b
 	if len(all) == 0 || !s.fitsWithout(ni, r, all) {
 		return nil, false, true
 	}
+	if len(cands) <= exactVictims {
+		return s.fewestVictims(ni, r, must, cands), true, true
+	}
 	type cand struct {
 		a      *alloc
 		weight float64
@@ -161,6 +170,50 @@ func (s *State) victimsOn(ni int32, r *req) (victims []*alloc, ok, movableSeen b
 		}
 	}
 	return victims, true, true
+}
+
+// fewestVictims tries the candidates' subsets by size, smallest first, and
+// returns must plus the first-sized subsets' best by highest, then summed,
+// priority. The caller has checked that evicting all of them suffices.
+func (s *State) fewestVictims(ni int32, r *req, must, cands []*alloc) []*alloc {
+	slices.SortFunc(cands, func(a, b *alloc) int { return strings.Compare(a.inst.ID, b.inst.ID) })
+	n := len(cands)
+	trial := make([]*alloc, 0, len(must)+n)
+	best, bestCost := -1, [2]int{}
+	for k := 0; k <= n && best < 0; k++ {
+		for mask := (1 << k) - 1; mask < 1<<n; mask = nextCombination(mask) {
+			trial = append(trial[:0], must...)
+			cost := [2]int{}
+			for i := range n {
+				if mask&(1<<i) != 0 {
+					trial = append(trial, cands[i])
+					cost[0] = max(cost[0], cands[i].inst.Priority)
+					cost[1] += cands[i].inst.Priority
+				}
+			}
+			if (best < 0 || slices.Compare(cost[:], bestCost[:]) < 0) && s.fitsWithout(ni, r, trial) {
+				best, bestCost = mask, cost
+			}
+			if mask == 0 {
+				break
+			}
+		}
+	}
+	victims := slices.Clone(must)
+	for i := range n {
+		if best&(1<<i) != 0 {
+			victims = append(victims, cands[i])
+		}
+	}
+	return victims
+}
+
+// nextCombination returns the next larger integer with as many bits set
+// (Gosper's hack); mask must not be zero.
+func nextCombination(mask int) int {
+	low := mask & -mask
+	ripple := mask + low
+	return (((ripple ^ mask) >> 2) / low) | ripple
 }
 
 // fitsWithout tells whether r would fit node ni once victims are gone.

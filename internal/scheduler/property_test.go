@@ -350,3 +350,62 @@ func TestPropertyVerifyAfterChange(t *testing.T) {
 		}
 	})
 }
+
+// TestPropertyFewestVictims: on one node with a handful of lower-priority
+// instances, preemption evicts exactly as few as a brute force finds.
+func TestPropertyFewestVictims(t *testing.T) {
+	rapid.Check(t, func(t *rapid.T) {
+		node := schedtest.Node("n", schedtest.NodeShape{Cores: 16, Threads: 1, NUMA: 1, MemoryPerCPU: schedtest.Gi}, nil)
+		s, err := scheduler.NewState([]scheduler.Node{node}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		type small struct {
+			milli, mem int64
+			prio       int
+		}
+		var existing []small
+		var batch []scheduler.Instance
+		for i := range rapid.IntRange(1, 9).Draw(t, "allocs") {
+			e := small{
+				milli: int64(rapid.IntRange(1, 8).Draw(t, "cpu")) * 500,
+				mem:   int64(rapid.IntRange(1, 8).Draw(t, "mem")) * schedtest.Gi / 2,
+				prio:  rapid.IntRange(0, 4).Draw(t, "prio"),
+			}
+			batch = append(batch, scheduler.Instance{ID: fmt.Sprint("a", i), Priority: e.prio,
+				Resources: scheduler.Resources{MilliCPU: e.milli, MemoryBytes: e.mem}})
+		}
+		p := s.Place(batch, scheduler.Options{NoPreemption: true})
+		for _, pl := range p.Placements {
+			existing = append(existing, small{pl.Instance.Resources.MilliCPU, pl.Instance.Resources.MemoryBytes, pl.Instance.Priority})
+		}
+		st, _ := s.Node("n")
+		free := scheduler.Resources{MilliCPU: st.Capacity.MilliCPU - st.Used.MilliCPU, MemoryBytes: st.Capacity.MemoryBytes - st.Used.MemoryBytes}
+		hi := scheduler.Instance{ID: "hi", Priority: 5, Resources: scheduler.Resources{
+			MilliCPU:    int64(rapid.IntRange(1, 32).Draw(t, "hiCPU")) * 500,
+			MemoryBytes: int64(rapid.IntRange(1, 32).Draw(t, "hiMem")) * schedtest.Gi / 2,
+		}}
+		want := -1
+		for mask := 0; mask < 1<<len(existing); mask++ {
+			m, mem, k := free.MilliCPU, free.MemoryBytes, 0
+			for i, e := range existing {
+				if mask&(1<<i) != 0 {
+					m, mem, k = m+e.milli, mem+e.mem, k+1
+				}
+			}
+			if m >= hi.Resources.MilliCPU && mem >= hi.Resources.MemoryBytes && (want < 0 || k < want) {
+				want = k
+			}
+		}
+		p = s.Place([]scheduler.Instance{hi}, scheduler.Options{Seed: 1})
+		if want < 0 {
+			if len(p.Placements) != 0 {
+				t.Fatalf("placed %v though no eviction set makes room", p.Placements)
+			}
+			return
+		}
+		if len(p.Placements) != 1 || len(p.Preemptions) != want {
+			t.Fatalf("evicted %d (%v), fewest possible is %d", len(p.Preemptions), p.Preemptions, want)
+		}
+	})
+}
