@@ -13,7 +13,7 @@ type cpuState struct {
 	numaIDs   []int       // distinct NUMA ids, ascending
 	numaFree  []int       // free threads on whole free cores, per numaIDs index
 	free      int         // free threads on whole free cores, node total
-	threadIdx map[int]int32
+	threadIdx []int32 // logical CPU id → index in cores, -1 if absent
 }
 
 type coreState struct {
@@ -23,11 +23,14 @@ type coreState struct {
 	held    bool
 }
 
+// maxCPUID bounds logical CPU ids, which index a slice per node.
+const maxCPUID = 1 << 16
+
 func newCPUState(t Topology) (*cpuState, error) {
 	if len(t.Cores) == 0 {
 		return nil, nil
 	}
-	c := &cpuState{threadIdx: make(map[int]int32)}
+	c := &cpuState{}
 	for _, core := range t.Cores {
 		if len(core.Threads) == 0 {
 			return nil, fmt.Errorf("core %d: no threads: %w", core.ID, ErrInvalid)
@@ -45,11 +48,24 @@ func newCPUState(t Topology) (*cpuState, error) {
 		return a.ID - b.ID
 	})
 	c.numaFree = make([]int, len(c.numaIDs))
+	maxCPU := -1
+	for _, core := range cores {
+		for _, cpu := range core.Threads {
+			if cpu < 0 || cpu > maxCPUID {
+				return nil, fmt.Errorf("core %d: cpu %d out of range: %w", core.ID, cpu, ErrInvalid)
+			}
+			maxCPU = max(maxCPU, cpu)
+		}
+	}
+	c.threadIdx = make([]int32, maxCPU+1)
+	for i := range c.threadIdx {
+		c.threadIdx[i] = -1
+	}
 	for i, core := range cores {
 		th := slices.Clone(core.Threads)
 		slices.Sort(th)
 		for _, cpu := range th {
-			if _, dup := c.threadIdx[cpu]; dup {
+			if c.threadIdx[cpu] >= 0 {
 				return nil, fmt.Errorf("core %d: cpu %d listed twice: %w", core.ID, cpu, ErrInvalid)
 			}
 			c.threadIdx[cpu] = int32(i)
@@ -188,10 +204,10 @@ func (c *cpuState) coresOf(cpus []int) ([]int32, error) {
 	}
 	var out []int32
 	for _, cpu := range cpus {
-		i, ok := c.threadIdx[cpu]
-		if !ok {
+		if cpu < 0 || cpu >= len(c.threadIdx) || c.threadIdx[cpu] < 0 {
 			return nil, fmt.Errorf("cpu %d: not on node: %w", cpu, ErrInvalid)
 		}
+		i := c.threadIdx[cpu]
 		if slices.Contains(out, i) {
 			continue
 		}

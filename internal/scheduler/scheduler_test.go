@@ -208,6 +208,7 @@ func TestNewStateRejects(t *testing.T) {
 		{"duplicate instance", []scheduler.Node{n}, []scheduler.Allocation{{Instance: scheduler.Instance{ID: "a"}, Node: "n"}, {Instance: scheduler.Instance{ID: "a"}, Node: "n"}}, scheduler.ErrDuplicateInstance},
 		{"cpu sets on one core", []scheduler.Node{n}, []scheduler.Allocation{{Instance: scheduler.Instance{ID: "a"}, Node: "n", CPUSet: []int{0}}, {Instance: scheduler.Instance{ID: "b"}, Node: "n", CPUSet: []int{2}}}, scheduler.ErrDoesNotFit},
 		{"cpu not on node", []scheduler.Node{n}, []scheduler.Allocation{{Instance: scheduler.Instance{ID: "a"}, Node: "n", CPUSet: []int{9}}}, scheduler.ErrInvalid},
+		{"cpu id out of range", []scheduler.Node{{Name: "t", Topology: scheduler.Topology{Cores: []scheduler.Core{{ID: 0, Threads: []int{-1}}}}}}, nil, scheduler.ErrInvalid},
 		{"thread listed twice", []scheduler.Node{{Name: "t", Topology: scheduler.Topology{Cores: []scheduler.Core{{ID: 0, Threads: []int{0}}, {ID: 1, Threads: []int{0}}}}}}, nil, scheduler.ErrInvalid},
 	}
 	for _, tt := range tests {
