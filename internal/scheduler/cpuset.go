@@ -13,7 +13,7 @@ type cpuState struct {
 	numaIDs   []int       // distinct NUMA ids, ascending
 	numaFree  []int       // free threads on whole free cores, per numaIDs index
 	free      int         // free threads on whole free cores, node total
-	threadIdx []int32 // logical CPU id → index in cores, -1 if absent
+	threadIdx []int32     // logical CPU id → index in cores, -1 if absent
 }
 
 type coreState struct {
