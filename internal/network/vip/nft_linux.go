@@ -36,8 +36,9 @@ const (
 	chainHP             = "hp_"
 	icmpPortUnreachable = 3
 	ipsDstNAT           = 1 << 5 // conntrack status bit: destination was NATed
-	// elemsPerMsg bounds one netlink message; a sync sends many in one batch.
-	elemsPerMsg = 4096
+	// elemsPerMsg keeps the element list attribute of one message under
+	// netlink's 64 KiB attribute length; a sync sends many in one batch.
+	elemsPerMsg = 512
 )
 
 // Config says where to program.
@@ -213,16 +214,14 @@ func (p *Programmer) readModel() (*model, error) {
 		}
 	}
 	m.chains = min(lb, hp) // both exist up to here
-	elems := map[string][]nftables.SetElement{}
-	for _, name := range setOrder {
+	// The verdict maps are small (one element per group) and say how many
+	// slots each group has; the slots are then fetched by key.
+	for _, name := range []string{setServices, setHosts} {
 		es, err := p.conn.GetSetElements(p.sets[name])
 		if err != nil {
 			return nil, fmt.Errorf("vip table %s: read map %s: %w", p.cfg.Table, name, err)
 		}
-		elems[name] = es
-	}
-	for _, name := range []string{setServices, setHosts} {
-		for _, e := range elems[name] {
+		for _, e := range es {
 			g, ok := decodeGroup(name == setHosts, e.Key)
 			if !ok {
 				return nil, fmt.Errorf("vip table %s: malformed element in %s", p.cfg.Table, name)
@@ -234,18 +233,37 @@ func (p *Programmer) readModel() (*model, error) {
 			m.groups[g] = make([]backend, n)
 		}
 	}
-	for _, name := range []string{setBackends, setHostBackends} {
-		for _, e := range elems[name] {
-			if len(e.Key) < 4 || len(e.Val) != 8 {
+	for _, host := range []bool{false, true} {
+		name := setBackends
+		if host {
+			name = setHostBackends
+		}
+		var keys [][]byte
+		var where []struct {
+			g group
+			i int
+		}
+		for g, s := range m.groups {
+			if g.host != host {
+				continue
+			}
+			for i := range s {
+				keys = append(keys, slotKey(g, i))
+				where = append(where, struct {
+					g group
+					i int
+				}{g, i})
+			}
+		}
+		vals, err := p.getElements(name, keys)
+		if err != nil {
+			return nil, fmt.Errorf("vip table %s: %w", p.cfg.Table, err)
+		}
+		for j, v := range vals {
+			if len(v) != 8 {
 				return nil, fmt.Errorf("vip table %s: malformed element in %s", p.cfg.Table, name)
 			}
-			g, ok := decodeGroup(name == setHostBackends, e.Key[:len(e.Key)-4])
-			i := int(binary.NativeEndian.Uint32(e.Key[len(e.Key)-4:]))
-			s := m.groups[g]
-			if !ok || i >= len(s) {
-				return nil, fmt.Errorf("vip table %s: %s slot %d of %v beyond its count", p.cfg.Table, name, i, g)
-			}
-			s[i] = backend{netip.AddrFrom4([4]byte(e.Val[:4])), binary.BigEndian.Uint16(e.Val[4:6])}
+			m.groups[where[j].g][where[j].i] = backend{netip.AddrFrom4([4]byte(v[:4])), binary.BigEndian.Uint16(v[4:6])}
 		}
 	}
 	for g, s := range m.groups {
