@@ -495,6 +495,9 @@ func (s *State) Clone() *State {
 	for name, g := range s.groups {
 		d.groups[name] = &group{name: name, perNode: maps.Clone(g.perNode)}
 	}
+	// One slab for all allocations: 100,000 small objects are the bulk of
+	// a snapshot's cost to copy and to scan.
+	slab := make([]alloc, 0, len(s.allocs))
 	for i := range d.nodes {
 		n := &d.nodes[i]
 		n.ports = maps.Clone(n.ports)
@@ -502,12 +505,13 @@ func (s *State) Clone() *State {
 		n.levels = slices.Clone(n.levels)
 		allocs := make([]*alloc, len(n.allocs))
 		for j, a := range n.allocs {
-			b := *a
+			slab = append(slab, *a)
+			b := &slab[len(slab)-1]
 			if b.grp != nil {
 				b.grp = d.groups[b.grp.name]
 			}
-			allocs[j] = &b
-			d.allocs[b.inst.ID] = &b
+			allocs[j] = b
+			d.allocs[b.inst.ID] = b
 		}
 		n.allocs = allocs
 	}
