@@ -1,0 +1,511 @@
+// Package network is the node's data plane: a bridge with the node's pod
+// subnet, one network namespace, veth and address per container (Node),
+// service VIPs and published ports in nftables (package vip), and cluster
+// DNS (package dns).
+//
+//	 host (or HostNetNS)                         container netns (StateDir/netns/<id>)
+//	┌───────────────────────────────┐            ┌──────────────────────────────┐
+//	│ bridge <Bridge> gw/len        │── vb<hash> ─── eth0 ip/32                    │
+//	│ nft table <Table>: masquerade │  (veth)    │ default via gw dev eth0 onlink│
+//	│ pod subnet → outside          │            │ lo up, resolv.conf → gw:53   │
+//	└───────────────────────────────┘            └──────────────────────────────┘
+//
+// Containers get a /32 and reach everything, their neighbours included,
+// through the gateway. Pod-to-pod traffic on the node is therefore routed
+// by the host rather than switched by the bridge, so it passes through
+// conntrack: a reply from a service endpoint is un-NATed even when client
+// and endpoint share the bridge, without br_netfilter and without
+// masquerading the client.
+package network
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+
+	"github.com/google/nftables"
+	"github.com/google/nftables/expr"
+	"github.com/vishvananda/netlink"
+	vnetns "github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
+
+	"github.com/berth-dev/berth/internal/network/ipam"
+	"github.com/berth-dev/berth/internal/network/netns"
+)
+
+// ErrInvalid reports a bad configuration or container id.
+var ErrInvalid = errors.New("invalid argument")
+
+// Config describes the node's network.
+type Config struct {
+	// Bridge is the bridge device's name, e.g. "berth0".
+	Bridge string
+	// Subnet is this node's pod subnet, handed out by the control plane
+	// (ipam.NextSubnet). Its first address is the gateway, on the bridge.
+	Subnet netip.Prefix
+	// ClusterCIDR holds every node's pod subnet; traffic to it is not
+	// masqueraded. Zero means Subnet.
+	ClusterCIDR netip.Prefix
+	// StateDir keeps the address allocations, the pinned namespaces and the
+	// resolv.conf files, so that a restarted agent finds them again.
+	StateDir string
+	// Table is the nftables table (family ip) for masquerading.
+	Table string
+	// HostNetNS is the path of the namespace the node's side lives in;
+	// empty means the caller's. Tests use it to stay off the host.
+	HostNetNS string
+	// MTU of the veths; 0 leaves the kernel default.
+	MTU int
+	// DNS is the resolver written into containers' resolv.conf; zero means
+	// the gateway (where the node's DNS server listens).
+	DNS netip.Addr
+	// Domain is the cluster DNS domain; empty means "berth".
+	Domain string
+}
+
+// Attachment is a container's place on the network.
+type Attachment struct {
+	ID string
+	// NetNS is the path of the pinned namespace for the runtime to join.
+	NetNS string
+	IP    netip.Addr
+	// Gateway is the default route, also the node's DNS server address.
+	Gateway netip.Addr
+	// ResolvConf is the path of a resolv.conf to bind-mount into the container.
+	ResolvConf string
+	// HostVeth is the host-side interface name.
+	HostVeth string
+}
+
+// Node wires containers to the node's bridge. Its methods are safe for
+// concurrent use; Attach and Detach of different ids run in parallel.
+type Node struct {
+	cfg    Config
+	gw     netip.Addr
+	ips    *ipam.Store
+	host   *netlink.Handle
+	bridge int // ifindex
+
+	mu    sync.Mutex
+	busy  map[string]*sync.Mutex // per-id lock
+	hosts vnetns.NsHandle        // HostNetNS, or -1
+}
+
+// NewNode makes sure the bridge, its address, the sysctls and the
+// masquerade rule exist (creating or repairing them), and opens the
+// address store. It is idempotent: a restarted agent calls it again.
+func NewNode(ctx context.Context, cfg Config) (*Node, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	if cfg.Bridge == "" || len(cfg.Bridge) > 15 || cfg.Table == "" || cfg.StateDir == "" {
+		return nil, fmt.Errorf("network config (bridge %q, table %q, state dir %q): %w", cfg.Bridge, cfg.Table, cfg.StateDir, ErrInvalid)
+	}
+	if !cfg.Subnet.Addr().Is4() || cfg.Subnet.Bits() > 30 {
+		return nil, fmt.Errorf("network config: pod subnet %v must be IPv4 and /30 or larger: %w", cfg.Subnet, ErrInvalid)
+	}
+	cfg.Subnet = cfg.Subnet.Masked()
+	if !cfg.ClusterCIDR.IsValid() {
+		cfg.ClusterCIDR = cfg.Subnet
+	}
+	if cfg.Domain == "" {
+		cfg.Domain = "berth"
+	}
+	n := &Node{cfg: cfg, gw: cfg.Subnet.Addr().Next(), busy: map[string]*sync.Mutex{}, hosts: -1}
+	if !cfg.DNS.IsValid() {
+		n.cfg.DNS = n.gw
+	}
+	var err error
+	if cfg.HostNetNS != "" {
+		if n.hosts, err = vnetns.GetFromPath(cfg.HostNetNS); err != nil {
+			return nil, fmt.Errorf("host netns %s: %w", cfg.HostNetNS, err)
+		}
+		n.host, err = netlink.NewHandleAt(n.hosts)
+	} else {
+		n.host, err = netlink.NewHandle()
+	}
+	if err != nil {
+		n.Close()
+		return nil, fmt.Errorf("netlink handle: %w", err)
+	}
+	if err := n.setupBridge(); err != nil {
+		n.Close()
+		return nil, err
+	}
+	if err := n.setupMasquerade(); err != nil {
+		n.Close()
+		return nil, err
+	}
+	n.ips, err = ipam.Open(filepath.Join(cfg.StateDir, "ipam"), cfg.Subnet, n.gw)
+	if err != nil {
+		n.Close()
+		return nil, err
+	}
+	return n, nil
+}
+
+// Close releases handles; the bridge and containers stay as they are.
+func (n *Node) Close() {
+	if n.host != nil {
+		n.host.Close()
+	}
+	if n.hosts >= 0 {
+		_ = n.hosts.Close()
+		n.hosts = -1
+	}
+}
+
+// Gateway is the bridge's address: containers' default route and DNS server.
+func (n *Node) Gateway() netip.Addr { return n.gw }
+
+func (n *Node) setupBridge() error {
+	name := n.cfg.Bridge
+	link, err := n.host.LinkByName(name)
+	if err != nil {
+		var nf netlink.LinkNotFoundError
+		if !errors.As(err, &nf) {
+			return fmt.Errorf("bridge %s: %w", name, err)
+		}
+		br := &netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: name, MTU: n.cfg.MTU}}
+		if err := n.host.LinkAdd(br); err != nil && !errors.Is(err, unix.EEXIST) {
+			return fmt.Errorf("create bridge %s: %w", name, err)
+		}
+		if link, err = n.host.LinkByName(name); err != nil {
+			return fmt.Errorf("bridge %s: %w", name, err)
+		}
+	}
+	if _, ok := link.(*netlink.Bridge); !ok {
+		return fmt.Errorf("link %s is a %s, not a bridge: %w", name, link.Type(), ErrInvalid)
+	}
+	addr := &netlink.Addr{IPNet: &net.IPNet{IP: n.gw.AsSlice(), Mask: net.CIDRMask(n.cfg.Subnet.Bits(), 32)}}
+	if err := n.host.AddrReplace(link, addr); err != nil {
+		return fmt.Errorf("bridge %s address %v: %w", name, addr, err)
+	}
+	if err := n.host.LinkSetUp(link); err != nil {
+		return fmt.Errorf("bridge %s up: %w", name, err)
+	}
+	n.bridge = link.Attrs().Index
+	// Forwarding carries container traffic; route_localnet lets a published
+	// port reached via 127.0.0.1 be DNATed out of the bridge; the bridge
+	// must not tell containers to bypass the gateway (see the package doc).
+	return n.inHost(func() error {
+		return errors.Join(
+			netns.WriteSysctl("net.ipv4.ip_forward", "1"),
+			netns.WriteSysctl("net/ipv4/conf/"+name+"/route_localnet", "1"),
+			netns.WriteSysctl("net/ipv4/conf/"+name+"/send_redirects", "0"),
+		)
+	})
+}
+
+// inHost runs fn in the host namespace (the caller's when HostNetNS is empty).
+func (n *Node) inHost(fn func() error) error {
+	if n.cfg.HostNetNS == "" {
+		return fn()
+	}
+	return netns.Do(n.cfg.HostNetNS, fn)
+}
+
+// setupMasquerade (re)writes the table in one transaction:
+// ip saddr <subnet> ip daddr != <cluster> oifname != <bridge> masquerade.
+func (n *Node) setupMasquerade() error {
+	var opts []nftables.ConnOption
+	if n.hosts >= 0 {
+		opts = append(opts, nftables.WithNetNSFd(int(n.hosts)))
+	}
+	c, err := nftables.New(opts...)
+	if err != nil {
+		return fmt.Errorf("nft table %s: %w", n.cfg.Table, err)
+	}
+	t := c.AddTable(&nftables.Table{Name: n.cfg.Table, Family: nftables.TableFamilyIPv4})
+	c.FlushTable(t)
+	post := c.AddChain(&nftables.Chain{Name: "postrouting", Table: t, Type: nftables.ChainTypeNAT,
+		Hooknum: nftables.ChainHookPostrouting, Priority: nftables.ChainPriorityNATSource})
+	mask := func(p netip.Prefix) []byte { return net.CIDRMask(p.Bits(), 32) }
+	ifname := make([]byte, unix.IFNAMSIZ)
+	copy(ifname, n.cfg.Bridge)
+	c.AddRule(&nftables.Rule{Table: t, Chain: post, Exprs: []expr.Any{
+		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: 12, Len: 4},
+		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4, Mask: mask(n.cfg.Subnet), Xor: make([]byte, 4)},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: n.cfg.Subnet.Addr().AsSlice()},
+		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: 16, Len: 4},
+		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4, Mask: mask(n.cfg.ClusterCIDR), Xor: make([]byte, 4)},
+		&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: n.cfg.ClusterCIDR.Masked().Addr().AsSlice()},
+		&expr.Meta{Key: expr.MetaKeyOIFNAME, Register: 1},
+		&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: ifname},
+		&expr.Masq{},
+	}})
+	if err := c.Flush(); err != nil {
+		return fmt.Errorf("nft table %s: %w", n.cfg.Table, err)
+	}
+	return nil
+}
+
+// DeleteTable removes the node's masquerade table (when the node leaves).
+func (n *Node) DeleteTable() error {
+	var opts []nftables.ConnOption
+	if n.hosts >= 0 {
+		opts = append(opts, nftables.WithNetNSFd(int(n.hosts)))
+	}
+	c, err := nftables.New(opts...)
+	if err != nil {
+		return err
+	}
+	c.DelTable(&nftables.Table{Name: n.cfg.Table, Family: nftables.TableFamilyIPv4})
+	if err := c.Flush(); err != nil && !errors.Is(err, unix.ENOENT) {
+		return fmt.Errorf("delete nft table %s: %w", n.cfg.Table, err)
+	}
+	return nil
+}
+
+// lock serialises work on one id.
+func (n *Node) lock(id string) func() {
+	n.mu.Lock()
+	m, ok := n.busy[id]
+	if !ok {
+		m = &sync.Mutex{}
+		n.busy[id] = m
+	}
+	n.mu.Unlock()
+	m.Lock()
+	return m.Unlock
+}
+
+// validID keeps ids usable as file names.
+func validID(id string) error {
+	if id == "" || len(id) > 200 || id == "." || id == ".." {
+		return fmt.Errorf("container id %q: %w", id, ErrInvalid)
+	}
+	for _, r := range id {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_' || r == '.') {
+			return fmt.Errorf("container id %q: only letters, digits, '-', '_' and '.': %w", id, ErrInvalid)
+		}
+	}
+	return nil
+}
+
+// vethName derives the host-side name from the id: stable across
+// restarts, within IFNAMSIZ, and recognisable by its prefix.
+func vethName(id string) string {
+	h := sha256.Sum256([]byte(id))
+	return "vb" + hex.EncodeToString(h[:])[:11]
+}
+
+func (n *Node) nsPath(id string) string     { return filepath.Join(n.cfg.StateDir, "netns", id) }
+func (n *Node) resolvPath(id string) string { return filepath.Join(n.cfg.StateDir, "resolv", id+".conf") }
+
+// Attach gives container id a pinned network namespace, a veth on the
+// bridge and an address, and returns where they are. namespace (the
+// container's berth namespace) heads the DNS search list. Attaching an id
+// that is already attached returns its attachment; a half-made one (a
+// crash mid-Attach) is rebuilt.
+func (n *Node) Attach(ctx context.Context, id, namespace string) (Attachment, error) {
+	if err := validID(id); err != nil {
+		return Attachment{}, err
+	}
+	defer n.lock(id)()
+	if err := ctx.Err(); err != nil {
+		return Attachment{}, err
+	}
+	a := Attachment{ID: id, NetNS: n.nsPath(id), Gateway: n.gw, ResolvConf: n.resolvPath(id), HostVeth: vethName(id)}
+	if ip, ok := n.ips.Lookup(id); ok && n.complete(a) {
+		a.IP = ip
+		return a, nil
+	}
+	if err := n.teardown(id); err != nil {
+		return Attachment{}, err
+	}
+	ip, err := n.ips.Allocate(id)
+	if err != nil {
+		return Attachment{}, fmt.Errorf("attach %s: %w", id, err)
+	}
+	a.IP = ip
+	if err := n.wire(a, namespace); err != nil {
+		return Attachment{}, errors.Join(fmt.Errorf("attach %s: %w", id, err), n.teardown(id))
+	}
+	return a, nil
+}
+
+// complete reports whether every piece of an attachment exists.
+func (n *Node) complete(a Attachment) bool {
+	if _, err := os.Stat(a.ResolvConf); err != nil {
+		return false
+	}
+	var st unix.Statfs_t
+	if err := unix.Statfs(a.NetNS, &st); err != nil || st.Type != unix.NSFS_MAGIC {
+		return false
+	}
+	l, err := n.host.LinkByName(a.HostVeth)
+	return err == nil && l.Attrs().MasterIndex == n.bridge
+}
+
+func (n *Node) wire(a Attachment, namespace string) error {
+	if err := os.MkdirAll(filepath.Dir(a.ResolvConf), 0o755); err != nil {
+		return err
+	}
+	search := n.cfg.Domain
+	if namespace != "" {
+		search = namespace + "." + n.cfg.Domain + " " + n.cfg.Domain
+	}
+	resolv := fmt.Sprintf("nameserver %v\nsearch %s\noptions ndots:2\n", n.cfg.DNS, search)
+	if err := os.WriteFile(a.ResolvConf, []byte(resolv), 0o644); err != nil {
+		return err
+	}
+	// Everything inside the new namespace happens on the thread that
+	// created it; the host side goes through the host handle.
+	return netns.Create(a.NetNS, func() error {
+		if err := errors.Join(
+			// Redirects from the gateway would send pod-to-pod traffic
+			// around conntrack; never follow them.
+			netns.WriteSysctl("net.ipv4.conf.all.accept_redirects", "0"),
+			netns.WriteSysctl("net.ipv4.conf.default.accept_redirects", "0"),
+		); err != nil {
+			return err
+		}
+		self, err := vnetns.Get()
+		if err != nil {
+			return err
+		}
+		defer self.Close()
+		veth := &netlink.Veth{
+			LinkAttrs:     netlink.LinkAttrs{Name: a.HostVeth, MasterIndex: n.bridge, MTU: n.cfg.MTU, Flags: net.FlagUp},
+			PeerName:      "eth0",
+			PeerNamespace: netlink.NsFd(int(self)),
+		}
+		if err := n.host.LinkAdd(veth); err != nil {
+			return fmt.Errorf("veth %s: %w", a.HostVeth, err)
+		}
+		lo, err := netlink.LinkByName("lo")
+		if err != nil {
+			return fmt.Errorf("lo: %w", err)
+		}
+		if err := netlink.LinkSetUp(lo); err != nil {
+			return fmt.Errorf("lo up: %w", err)
+		}
+		eth, err := netlink.LinkByName("eth0")
+		if err != nil {
+			return fmt.Errorf("eth0: %w", err)
+		}
+		addr := &netlink.Addr{IPNet: &net.IPNet{IP: a.IP.AsSlice(), Mask: net.CIDRMask(32, 32)}}
+		if err := netlink.AddrAdd(eth, addr); err != nil {
+			return fmt.Errorf("eth0 address %v: %w", a.IP, err)
+		}
+		if err := netlink.LinkSetUp(eth); err != nil {
+			return fmt.Errorf("eth0 up: %w", err)
+		}
+		route := &netlink.Route{LinkIndex: eth.Attrs().Index, Gw: a.Gateway.AsSlice(), Flags: int(netlink.FLAG_ONLINK)}
+		if err := netlink.RouteAdd(route); err != nil {
+			return fmt.Errorf("default route via %v: %w", a.Gateway, err)
+		}
+		return nil
+	})
+}
+
+// Detach removes id's veth, namespace, resolv.conf and address. Detaching
+// an unknown id is not an error. The runtime must have stopped the
+// container; a process still inside keeps the namespace alive, not its address.
+func (n *Node) Detach(ctx context.Context, id string) error {
+	if err := validID(id); err != nil {
+		return err
+	}
+	defer n.lock(id)()
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	return n.teardown(id)
+}
+
+func (n *Node) teardown(id string) error {
+	var errs []error
+	if l, err := n.host.LinkByName(vethName(id)); err == nil {
+		if err := n.host.LinkDel(l); err != nil {
+			errs = append(errs, fmt.Errorf("delete veth of %s: %w", id, err))
+		}
+	}
+	if err := netns.Delete(n.nsPath(id)); err != nil {
+		errs = append(errs, err)
+	}
+	if err := os.Remove(n.resolvPath(id)); err != nil && !errors.Is(err, os.ErrNotExist) {
+		errs = append(errs, err)
+	}
+	// The address goes last and only if the rest went: an address must not
+	// be reused while a veth may still carry it.
+	if len(errs) == 0 {
+		if _, err := n.ips.Release(id); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Attachments lists the ids holding an address, with their attachments.
+func (n *Node) Attachments() []Attachment {
+	var out []Attachment
+	for id, ip := range n.ips.Assigned() {
+		out = append(out, Attachment{ID: id, NetNS: n.nsPath(id), IP: ip, Gateway: n.gw,
+			ResolvConf: n.resolvPath(id), HostVeth: vethName(id)})
+	}
+	slices.SortFunc(out, func(a, b Attachment) int { return strings.Compare(a.ID, b.ID) })
+	return out
+}
+
+// ReleaseStale detaches everything that is not in live: addresses,
+// pinned namespaces, resolv.conf files and veths on the bridge left by
+// containers that no longer exist (e.g. removed while the agent was down).
+// It returns the ids it detached, and the names of orphan veths removed.
+func (n *Node) ReleaseStale(ctx context.Context, live []string) ([]string, error) {
+	keep := map[string]bool{}
+	keepVeth := map[string]bool{}
+	for _, id := range live {
+		keep[id] = true
+		keepVeth[vethName(id)] = true
+	}
+	stale := map[string]bool{}
+	for id := range n.ips.Assigned() {
+		stale[id] = true
+	}
+	for _, dir := range []string{"netns", "resolv"} {
+		ents, _ := os.ReadDir(filepath.Join(n.cfg.StateDir, dir))
+		for _, e := range ents {
+			stale[strings.TrimSuffix(e.Name(), ".conf")] = true
+		}
+	}
+	var gone []string
+	var errs []error
+	for id := range stale {
+		if keep[id] || validID(id) != nil {
+			continue
+		}
+		if err := n.Detach(ctx, id); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		gone = append(gone, id)
+	}
+	// Veths whose id we no longer know (state dir lost).
+	links, err := n.host.LinkList()
+	if err != nil {
+		errs = append(errs, fmt.Errorf("list links: %w", err))
+	}
+	for _, l := range links {
+		name := l.Attrs().Name
+		if l.Attrs().MasterIndex != n.bridge || !strings.HasPrefix(name, "vb") || keepVeth[name] {
+			continue
+		}
+		if err := n.host.LinkDel(l); err != nil {
+			errs = append(errs, fmt.Errorf("delete orphan veth %s: %w", name, err))
+			continue
+		}
+		gone = append(gone, name)
+	}
+	slices.Sort(gone)
+	return gone, errors.Join(errs...)
+}
