@@ -299,8 +299,10 @@ func vethName(id string) string {
 	return "vb" + hex.EncodeToString(h[:])[:11]
 }
 
-func (n *Node) nsPath(id string) string     { return filepath.Join(n.cfg.StateDir, "netns", id) }
-func (n *Node) resolvPath(id string) string { return filepath.Join(n.cfg.StateDir, "resolv", id+".conf") }
+func (n *Node) nsPath(id string) string { return filepath.Join(n.cfg.StateDir, "netns", id) }
+func (n *Node) resolvPath(id string) string {
+	return filepath.Join(n.cfg.StateDir, "resolv", id+".conf")
+}
 
 // Attach gives container id a pinned network namespace, a veth on the
 // bridge and an address, and returns where they are. namespace (the
