@@ -343,8 +343,15 @@ func (p *Programmer) create() error {
 	}, append(hostKeyExprs(),
 		&expr.Lookup{SourceRegister: regA, SetName: setHosts, SetID: p.sets[setHosts].ID, DestRegister: 0, IsDestRegSet: true},
 	)...)})
+	// No ready endpoint: refuse at once. TCP gets a reset, which unlike
+	// ICMP is not rate-limited (a new namespace may start with no ICMP
+	// credit, which delays the refusal by a retransmission).
 	for _, prefix := range []string{chainLB, chainHP} {
 		ch := c.AddChain(&nftables.Chain{Name: prefix + "0", Table: p.table})
+		c.AddRule(&nftables.Rule{Table: p.table, Chain: ch, Exprs: []expr.Any{
+			&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: regA},
+			&expr.Cmp{Op: expr.CmpOpEq, Register: regA, Data: []byte{byte(TCP)}},
+			&expr.Reject{Type: unix.NFT_REJECT_TCP_RST}}})
 		c.AddRule(&nftables.Rule{Table: p.table, Chain: ch, Exprs: []expr.Any{
 			&expr.Reject{Type: unix.NFT_REJECT_ICMP_UNREACH, Code: icmpPortUnreachable}}})
 	}

@@ -1,0 +1,499 @@
+package network
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	mdns "github.com/miekg/dns"
+	"github.com/vishvananda/netlink"
+
+	"github.com/berth-dev/berth/internal/network/dns"
+	"github.com/berth-dev/berth/internal/network/netns"
+	"github.com/berth-dev/berth/internal/network/vip"
+)
+
+// needRoot skips without root, except in CI where a skip would hide a gap.
+func needRoot(t *testing.T) {
+	t.Helper()
+	if os.Geteuid() == 0 {
+		return
+	}
+	if os.Getenv("CI") == "true" {
+		t.Fatal("needs root (CI=true: not skipping)")
+	}
+	t.Skip("needs root")
+}
+
+// hostNS makes the namespace that plays the node's host, with lo up.
+func hostNS(t *testing.T) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "host")
+	err := netns.Create(path, func() error {
+		lo, err := netlink.LinkByName("lo")
+		if err != nil {
+			return err
+		}
+		return netlink.LinkSetUp(lo)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := netns.Delete(path); err != nil {
+			t.Error(err)
+		}
+	})
+	return path
+}
+
+func newTestNode(t *testing.T, host, stateDir string, third byte) *Node {
+	t.Helper()
+	n, err := NewNode(context.Background(), Config{
+		Bridge:      fmt.Sprintf("bt%d", third),
+		Subnet:      netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 244, third, 0}), 24),
+		ClusterCIDR: netip.MustParsePrefix("10.244.0.0/16"),
+		StateDir:    stateDir,
+		Table:       fmt.Sprintf("berth-node-%d", third),
+		HostNetNS:   host,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(n.Close)
+	return n
+}
+
+// inNS returns a dialer whose sockets live in the namespace at ns.
+func inNS(ns string) func(ctx context.Context, network, addr string) (net.Conn, error) {
+	return func(ctx context.Context, network, addr string) (net.Conn, error) {
+		var c net.Conn
+		err := netns.Do(ns, func() error {
+			var d net.Dialer
+			var err error
+			c, err = d.DialContext(ctx, network, addr)
+			return err
+		})
+		return c, err
+	}
+}
+
+// httpGetter fetches URLs from inside ns, one connection per request so
+// that every request is balanced anew.
+func httpGetter(ns string) func(url string) (string, error) {
+	c := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{DialContext: inNS(ns), DisableKeepAlives: true}}
+	return func(url string) (string, error) {
+		resp, err := c.Get(url)
+		if err != nil {
+			return "", err
+		}
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		return strings.TrimSpace(string(b)), err
+	}
+}
+
+// startHTTPD serves "name" on port 80 inside ns with busybox httpd.
+func startHTTPD(t *testing.T, ns, name string) {
+	t.Helper()
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "index.html"), []byte(name+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command("nsenter", "--net="+ns, "busybox", "httpd", "-f", "-p", "80", "-h", dir)
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = cmd.Process.Signal(syscall.SIGKILL)
+		_ = cmd.Wait()
+	})
+}
+
+// eventually retries f until it succeeds or the deadline passes.
+func eventually(t *testing.T, what string, f func() error) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		err := f()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: %v", what, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// spread makes up to max requests and returns who answered how often; it
+// stops early once every name in want has answered at least once.
+func spread(t *testing.T, get func(string) (string, error), url string, max int, want []string) map[string]int {
+	t.Helper()
+	seen := map[string]int{}
+	for range max {
+		body, err := get(url)
+		if err != nil {
+			t.Fatalf("GET %s: %v", url, err)
+		}
+		seen[body]++
+		all := true
+		for _, w := range want {
+			all = all && seen[w] > 0
+		}
+		if all && len(want) > 0 {
+			break
+		}
+	}
+	return seen
+}
+
+func TestServiceDataPlane(t *testing.T) {
+	needRoot(t)
+	ctx := context.Background()
+	host := hostNS(t)
+	state := t.TempDir()
+	node := newTestNode(t, host, state, 7)
+	t.Cleanup(func() {
+		for _, a := range node.Attachments() {
+			if err := node.Detach(ctx, a.ID); err != nil {
+				t.Error(err)
+			}
+		}
+	})
+
+	// Four endpoint containers and a client.
+	var attach []time.Duration
+	eps := map[string]Attachment{}
+	for i := range 4 {
+		id := fmt.Sprintf("ep%d", i)
+		t0 := time.Now()
+		a, err := node.Attach(ctx, id, "default")
+		if err != nil {
+			t.Fatal(err)
+		}
+		attach = append(attach, time.Since(t0))
+		eps[id] = a
+		startHTTPD(t, a.NetNS, id)
+	}
+	client, err := node.Attach(ctx, "client", "default")
+	if err != nil {
+		t.Fatal(err)
+	}
+	slices.Sort(attach)
+	t.Logf("Attach: min %v, median %v, max %v", attach[0], attach[len(attach)/2], attach[len(attach)-1])
+	get := httpGetter(client.NetNS)
+
+	// Containers reach each other by IP on the node.
+	for id, a := range eps {
+		eventually(t, "direct GET to "+id, func() error {
+			body, err := get(fmt.Sprintf("http://%v/", a.IP))
+			if err == nil && body != id {
+				return fmt.Errorf("got %q", body)
+			}
+			return err
+		})
+	}
+
+	prog, err := vip.New(ctx, vip.Config{Table: "berth-svc-7", NetNS: host})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = prog.Close() })
+	endpoints := func(ids ...string) []vip.Endpoint {
+		var out []vip.Endpoint
+		for _, id := range ids {
+			out = append(out, vip.Endpoint{Addr: eps[id].IP, Ready: true})
+		}
+		return out
+	}
+	web := vip.Service{Name: "default/web", VIP: netip.MustParseAddr("10.96.7.10"),
+		Ports:     []vip.Port{{Name: "http", Protocol: vip.TCP, Port: 80, HostPort: 18080}},
+		Endpoints: endpoints("ep0", "ep1", "ep2")}
+	if err := prog.Sync(ctx, []vip.Service{web}); err != nil {
+		t.Fatal(err)
+	}
+	url := "http://10.96.7.10/"
+
+	t.Run("three endpoints all answer", func(t *testing.T) {
+		seen := spread(t, get, url, 30, []string{"ep0", "ep1", "ep2"})
+		if len(seen) != 3 || seen["ep3"] > 0 {
+			t.Fatalf("30 requests to the VIP reached %v, want ep0..ep2", seen)
+		}
+	})
+
+	t.Run("added endpoint answers", func(t *testing.T) {
+		web.Endpoints = endpoints("ep0", "ep1", "ep2", "ep3")
+		if err := prog.SetEndpoints(ctx, web.Name, web.Endpoints); err != nil {
+			t.Fatal(err)
+		}
+		seen := spread(t, get, url, 80, []string{"ep0", "ep1", "ep2", "ep3"})
+		if len(seen) != 4 {
+			t.Fatalf("after adding ep3: %v", seen)
+		}
+	})
+
+	t.Run("removed endpoint gets nothing", func(t *testing.T) {
+		web.Endpoints = endpoints("ep0", "ep2", "ep3")
+		if err := prog.SetEndpoints(ctx, web.Name, web.Endpoints); err != nil {
+			t.Fatal(err)
+		}
+		seen := spread(t, get, url, 40, nil)
+		if seen["ep1"] > 0 || len(seen) != 3 {
+			t.Fatalf("after removing ep1: %v", seen)
+		}
+	})
+
+	t.Run("unhealthy endpoint leaves until healthy", func(t *testing.T) {
+		sick := slices.Clone(web.Endpoints)
+		sick[1].Ready = false // ep2
+		if err := prog.SetEndpoints(ctx, web.Name, sick); err != nil {
+			t.Fatal(err)
+		}
+		if seen := spread(t, get, url, 40, nil); seen["ep2"] > 0 {
+			t.Fatalf("unhealthy ep2 still served: %v", seen)
+		}
+		if err := prog.SetEndpoints(ctx, web.Name, web.Endpoints); err != nil {
+			t.Fatal(err)
+		}
+		if seen := spread(t, get, url, 80, []string{"ep2"}); seen["ep2"] == 0 {
+			t.Fatalf("healthy again, ep2 not served: %v", seen)
+		}
+	})
+
+	t.Run("published port via loopback on the host", func(t *testing.T) {
+		hostGet := httpGetter(host)
+		seen := spread(t, hostGet, "http://127.0.0.1:18080/", 60, []string{"ep0", "ep2", "ep3"})
+		if len(seen) != 3 || seen["ep1"] > 0 {
+			t.Fatalf("127.0.0.1:18080 reached %v, want ep0, ep2, ep3", seen)
+		}
+		// And from a container, via the gateway's address.
+		if body, err := get(fmt.Sprintf("http://%v:18080/", node.Gateway())); err != nil || !strings.HasPrefix(body, "ep") {
+			t.Fatalf("gateway:18080 from a container: %q, %v", body, err)
+		}
+	})
+
+	t.Run("service with no ready endpoint is refused at once", func(t *testing.T) {
+		empty := vip.Service{Name: "default/empty", VIP: netip.MustParseAddr("10.96.7.11"), Ports: []vip.Port{{Protocol: vip.TCP, Port: 80}}}
+		if err := prog.UpsertService(ctx, empty); err != nil {
+			t.Fatal(err)
+		}
+		defer func() {
+			if err := prog.RemoveService(ctx, empty.Name); err != nil {
+				t.Error(err)
+			}
+		}()
+		t0 := time.Now()
+		_, err := get("http://10.96.7.11/")
+		if err == nil || time.Since(t0) > time.Second {
+			t.Fatalf("empty service: err %v after %v, want a fast refusal", err, time.Since(t0))
+		}
+	})
+
+	t.Run("DNS from a container", func(t *testing.T) {
+		resolv, err := os.ReadFile(client.ResolvConf)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want := fmt.Sprintf("nameserver %v\n", node.Gateway()); !strings.Contains(string(resolv), want) ||
+			!strings.Contains(string(resolv), "search default.berth berth") {
+			t.Fatalf("resolv.conf:\n%s", resolv)
+		}
+		srv := dns.NewServer(dns.Config{})
+		srv.SetServices([]dns.Service{{Namespace: "default", Name: "web", VIP: web.VIP,
+			Ports: []dns.Port{{Name: "http", Protocol: "tcp", Port: 80}}}})
+		var pc net.PacketConn
+		if err := netns.Do(host, func() (err error) {
+			pc, err = net.ListenPacket("udp", net.JoinHostPort(node.Gateway().String(), "53"))
+			return err
+		}); err != nil {
+			t.Fatal(err)
+		}
+		dctx, cancel := context.WithCancel(ctx)
+		done := make(chan error, 1)
+		go func() { done <- srv.Serve(dctx, pc, nil) }()
+		defer func() {
+			cancel()
+			if err := <-done; err != nil {
+				t.Error(err)
+			}
+		}()
+		ask := func(name string, qt uint16) *mdns.Msg {
+			conn, err := inNS(client.NetNS)(ctx, "udp", net.JoinHostPort(node.Gateway().String(), "53"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close()
+			m := new(mdns.Msg)
+			m.SetQuestion(name, qt)
+			c := &mdns.Client{Timeout: time.Second}
+			r, _, err := c.ExchangeWithConn(m, &mdns.Conn{Conn: conn})
+			if err != nil {
+				t.Fatalf("query %s: %v", name, err)
+			}
+			return r
+		}
+		r := ask("web.default.berth.", mdns.TypeA)
+		if len(r.Answer) != 1 || r.Answer[0].(*mdns.A).A.String() != "10.96.7.10" {
+			t.Fatalf("A from the container: %v", r)
+		}
+		if r := ask("nope.default.berth.", mdns.TypeA); r.Rcode != mdns.RcodeNameError {
+			t.Fatalf("unknown name: %v", r)
+		}
+		if r := ask("_http._tcp.web.default.berth.", mdns.TypeSRV); len(r.Answer) != 1 || r.Answer[0].(*mdns.SRV).Port != 80 {
+			t.Fatalf("SRV: %v", r)
+		}
+	})
+
+	t.Run("restart resyncs to an identical ruleset", func(t *testing.T) {
+		before := nftList(t, host, "berth-svc-7")
+		p2, err := vip.New(ctx, vip.Config{Table: "berth-svc-7", NetNS: host})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer p2.Close()
+		if err := p2.Sync(ctx, []vip.Service{web}); err != nil {
+			t.Fatal(err)
+		}
+		if after := nftList(t, host, "berth-svc-7"); after != before {
+			t.Fatalf("ruleset changed:\n%s\nvs\n%s", before, after)
+		}
+		n2 := newTestNode(t, host, state, 7)
+		if got, want := ids(n2.Attachments()), ids(node.Attachments()); !slices.Equal(got, want) {
+			t.Fatalf("restarted node sees %v, want %v", got, want)
+		}
+		// Attaching a live container again returns what it has.
+		again, err := n2.Attach(ctx, "ep0", "default")
+		if err != nil || again.IP != eps["ep0"].IP {
+			t.Fatalf("re-attach ep0: %v %v, want %v", again.IP, err, eps["ep0"].IP)
+		}
+	})
+
+	t.Run("outbound traffic is masqueraded", func(t *testing.T) {
+		// An "outside" namespace behind the host with no route back to the
+		// pod subnet: a connection from a container works only if NATed.
+		outside := outsideNS(t, host)
+		startHTTPD(t, outside, "outside")
+		eventually(t, "GET outside from a container", func() error {
+			body, err := get("http://192.168.77.2/")
+			if err == nil && body != "outside" {
+				return fmt.Errorf("got %q", body)
+			}
+			return err
+		})
+	})
+
+	t.Run("detach and stale release leak nothing", func(t *testing.T) {
+		ep1 := eps["ep1"]
+		if err := node.Detach(ctx, "ep1"); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := os.Stat(ep1.NetNS); !errors.Is(err, os.ErrNotExist) {
+			t.Fatalf("netns of ep1 left: %v", err)
+		}
+		if err := netns.Do(host, func() error {
+			_, err := netlink.LinkByName(ep1.HostVeth)
+			return err
+		}); err == nil {
+			t.Fatal("veth of ep1 left")
+		}
+		// ep3 vanished while the agent was down.
+		gone, err := node.ReleaseStale(ctx, []string{"ep0", "ep2", "client"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !slices.Equal(gone, []string{"ep3"}) {
+			t.Fatalf("released %v, want [ep3]", gone)
+		}
+		if got := ids(node.Attachments()); !slices.Equal(got, []string{"client", "ep0", "ep2"}) {
+			t.Fatalf("attachments %v", got)
+		}
+		// Freed addresses come back only after the others.
+		a, err := node.Attach(ctx, "ep9", "default")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if a.IP == ep1.IP || a.IP == eps["ep3"].IP {
+			t.Fatalf("address %v handed out again at once", a.IP)
+		}
+	})
+}
+
+func ids(as []Attachment) []string {
+	var out []string
+	for _, a := range as {
+		out = append(out, a.ID)
+	}
+	return out
+}
+
+func nftList(t *testing.T, ns, table string) string {
+	t.Helper()
+	out, err := exec.Command("nsenter", "--net="+ns, "nft", "list", "table", "ip", table).CombinedOutput()
+	if err != nil {
+		t.Fatalf("nft list table %s: %v\n%s", table, err, out)
+	}
+	return string(out)
+}
+
+// outsideNS links a new namespace to host over a veth: host 192.168.77.1,
+// outside 192.168.77.2, and the outside has no route to the pods.
+func outsideNS(t *testing.T, host string) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "outside")
+	err := netns.Create(path, func() error {
+		lo, err := netlink.LinkByName("lo")
+		if err != nil {
+			return err
+		}
+		return netlink.LinkSetUp(lo)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = netns.Delete(path) })
+	fd, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fd.Close()
+	err = netns.Do(host, func() error {
+		v := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: "up0", Flags: net.FlagUp},
+			PeerName: "eth0", PeerNamespace: netlink.NsFd(int(fd.Fd()))}
+		if err := netlink.LinkAdd(v); err != nil {
+			return err
+		}
+		addr, _ := netlink.ParseAddr("192.168.77.1/24")
+		return netlink.AddrAdd(v, addr)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = netns.Do(path, func() error {
+		eth, err := netlink.LinkByName("eth0")
+		if err != nil {
+			return err
+		}
+		addr, _ := netlink.ParseAddr("192.168.77.2/24")
+		if err := netlink.AddrAdd(eth, addr); err != nil {
+			return err
+		}
+		return netlink.LinkSetUp(eth)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
