@@ -121,16 +121,19 @@ var (
 	backendType  = nftables.MustConcatSetType(nftables.TypeIPAddr, nftables.TypeInetService)
 )
 
+// setDefs describes the maps. Their IDs (which only name a set within one
+// batch) are set here: left zero, AddSet draws them from a package-level
+// counter without a lock, a data race between programmers.
 func (p *Programmer) setDefs() map[string]*nftables.Set {
 	return map[string]*nftables.Set{
-		setServices: {Table: p.table, Name: setServices, IsMap: true, Concatenation: true,
+		setServices: {Table: p.table, Name: setServices, ID: 1, IsMap: true, Concatenation: true,
 			KeyType: frontendType, DataType: nftables.TypeVerdict},
-		setHosts: {Table: p.table, Name: setHosts, IsMap: true, Concatenation: true,
+		setHosts: {Table: p.table, Name: setHosts, ID: 2, IsMap: true, Concatenation: true,
 			KeyType: hostType, DataType: nftables.TypeVerdict},
-		setBackends: {Table: p.table, Name: setBackends, IsMap: true, Concatenation: true,
+		setBackends: {Table: p.table, Name: setBackends, ID: 3, IsMap: true, Concatenation: true,
 			KeyType:  nftables.MustConcatSetType(nftables.TypeIPAddr, nftables.TypeInetProto, nftables.TypeInetService, nftables.TypeMark),
 			DataType: backendType},
-		setHostBackends: {Table: p.table, Name: setHostBackends, IsMap: true, Concatenation: true,
+		setHostBackends: {Table: p.table, Name: setHostBackends, ID: 4, IsMap: true, Concatenation: true,
 			KeyType:  nftables.MustConcatSetType(nftables.TypeInetProto, nftables.TypeInetService, nftables.TypeMark),
 			DataType: backendType},
 	}
