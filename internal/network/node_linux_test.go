@@ -497,3 +497,99 @@ func outsideNS(t *testing.T, host string) string {
 	}
 	return path
 }
+
+func TestParallelAttachDetachLeaksNothing(t *testing.T) {
+	needRoot(t)
+	ctx := context.Background()
+	host := hostNS(t)
+	state := t.TempDir()
+	node := newTestNode(t, host, state, 8)
+	const n = 24
+	type result struct {
+		a   Attachment
+		err error
+	}
+	res := make(chan result, n)
+	for i := range n {
+		go func() {
+			a, err := node.Attach(ctx, fmt.Sprintf("c%02d", i), "")
+			res <- result{a, err}
+		}()
+	}
+	seen := map[netip.Addr]string{}
+	for range n {
+		r := <-res
+		if r.err != nil {
+			t.Fatal(r.err)
+		}
+		if other, dup := seen[r.a.IP]; dup {
+			t.Fatalf("%v given to %s and %s", r.a.IP, r.a.ID, other)
+		}
+		seen[r.a.IP] = r.a.ID
+	}
+	t.Cleanup(func() {
+		for _, a := range node.Attachments() {
+			_ = node.Detach(ctx, a.ID)
+		}
+	})
+	// Every container reaches the gateway through its own veth.
+	for ip, id := range seen {
+		a := Attachment{NetNS: filepath.Join(state, "netns", id)}
+		if err := netns.Do(a.NetNS, func() error {
+			addrs, err := netlink.AddrList(nil, netlink.FAMILY_V4)
+			if err != nil {
+				return err
+			}
+			for _, ad := range addrs {
+				if ad.IP.Equal(ip.AsSlice()) {
+					return nil
+				}
+			}
+			return fmt.Errorf("%s: %v not configured: %v", id, ip, addrs)
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	released, err := node.ReleaseStale(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(released) != n {
+		t.Fatalf("released %d, want %d", len(released), n)
+	}
+	if got := node.Attachments(); len(got) != 0 {
+		t.Fatalf("left after release: %v", ids(got))
+	}
+	for _, dir := range []string{"ipam", "netns", "resolv"} {
+		ents, _ := os.ReadDir(filepath.Join(state, dir))
+		if len(ents) != 0 {
+			t.Fatalf("%s not empty: %d entries", dir, len(ents))
+		}
+	}
+	if err := netns.Do(host, func() error {
+		links, err := netlink.LinkList()
+		if err != nil {
+			return err
+		}
+		for _, l := range links {
+			if strings.HasPrefix(l.Attrs().Name, "vb") {
+				return fmt.Errorf("veth %s left", l.Attrs().Name)
+			}
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestAttachRejectsBadIDs(t *testing.T) {
+	for _, id := range []string{"", "..", "a/b", "x y", strings.Repeat("a", 201)} {
+		if err := validID(id); !errors.Is(err, ErrInvalid) {
+			t.Errorf("id %q accepted", id)
+		}
+	}
+	if vethName("a") == vethName("b") || len(vethName("some-long-container-id")) > 15 {
+		t.Fatal("veth names collide or are too long")
+	}
+}
