@@ -1,7 +1,8 @@
 // Command network measures data-plane programming: a full sync of many
-// services and endpoints into nftables, then single changes at that size.
-// It runs inside a network namespace it creates, so the host's ruleset is
-// never touched, and removes it at the end. No containers are needed.
+// services and endpoints into nftables, then single changes at that size,
+// then the cost of wiring one container (namespace, veth, address). It runs
+// inside a network namespace it creates, so the host's ruleset and links
+// are never touched, and removes it at the end. No containers are needed.
 //
 //	go run ./bench/network [-services 10000] [-endpoints 25] [-runs 20]
 package main
@@ -18,6 +19,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/berth-dev/berth/internal/network"
 	"github.com/berth-dev/berth/internal/network/netns"
 	"github.com/berth-dev/berth/internal/network/vip"
 )
@@ -135,6 +137,12 @@ func run(nSvc, nEP, runs int) error {
 	}
 	rows = append(rows, row{"delete table", []time.Duration{time.Since(start)}})
 
+	att, det, err := attachTimes(ctx, ns, filepath.Join(dir, "state"), runs)
+	if err != nil {
+		return err
+	}
+	rows = append(rows, att, det)
+
 	tw := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "operation\truns\tp50\tmax\t")
 	for _, r := range rows {
@@ -145,6 +153,37 @@ func run(nSvc, nEP, runs int) error {
 	fmt.Println("\nreference (kube-proxy nftables mode): +1 service at 10k services ≈ 141 ms; full sync at 250k endpoints ≈ 13 min")
 	fmt.Println("goals: full sync ≤ 5 s, one endpoint change ≤ 5 ms")
 	return nil
+}
+
+// attachTimes wires containers to a bridge in the benchmark's namespace:
+// the per-container cost that adds to container start and stop.
+func attachTimes(ctx context.Context, ns, state string, runs int) (row, row, error) {
+	att := row{what: "attach container (netns, veth, IP)"}
+	det := row{what: "detach container"}
+	node, err := network.NewNode(ctx, network.Config{
+		Bridge: "berth-bench", Subnet: netip.MustParsePrefix("10.244.0.0/24"),
+		StateDir: state, Table: "berth-bench-node", HostNetNS: ns,
+	})
+	if err != nil {
+		return att, det, err
+	}
+	defer node.Close()
+	for r := range runs {
+		id := fmt.Sprintf("bench-%d", r)
+		t0 := time.Now()
+		if _, err := node.Attach(ctx, id, "bench"); err != nil {
+			return att, det, err
+		}
+		att.times = append(att.times, time.Since(t0))
+	}
+	for r := range runs {
+		t0 := time.Now()
+		if err := node.Detach(ctx, fmt.Sprintf("bench-%d", r)); err != nil {
+			return att, det, err
+		}
+		det.times = append(det.times, time.Since(t0))
+	}
+	return att, det, node.DeleteTable()
 }
 
 func ms(d time.Duration) string { return fmt.Sprintf("%.2f ms", float64(d.Microseconds())/1000) }

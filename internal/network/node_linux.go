@@ -322,7 +322,7 @@ func (n *Node) Attach(ctx context.Context, id, namespace string) (Attachment, er
 		a.IP = ip
 		return a, nil
 	}
-	if err := n.teardown(id); err != nil {
+	if err := n.teardown(id, true); err != nil {
 		return Attachment{}, err
 	}
 	ip, err := n.ips.Allocate(id)
@@ -331,7 +331,7 @@ func (n *Node) Attach(ctx context.Context, id, namespace string) (Attachment, er
 	}
 	a.IP = ip
 	if err := n.wire(a, namespace); err != nil {
-		return Attachment{}, errors.Join(fmt.Errorf("attach %s: %w", id, err), n.teardown(id))
+		return Attachment{}, errors.Join(fmt.Errorf("attach %s: %w", id, err), n.teardown(id, true))
 	}
 	return a, nil
 }
@@ -412,8 +412,9 @@ func (n *Node) wire(a Attachment, namespace string) error {
 }
 
 // Detach removes id's veth, namespace, resolv.conf and address. Detaching
-// an unknown id is not an error. The runtime must have stopped the
-// container; a process still inside keeps the namespace alive, not its address.
+// an unknown id is not an error. The runtime should have stopped the
+// container: a process still inside keeps the namespace and its veth
+// alive, though down and so cut off (ReleaseStale deletes such veths).
 func (n *Node) Detach(ctx context.Context, id string) error {
 	if err := validID(id); err != nil {
 		return err
@@ -422,14 +423,25 @@ func (n *Node) Detach(ctx context.Context, id string) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	return n.teardown(id)
+	return n.teardown(id, false)
 }
 
-func (n *Node) teardown(id string) error {
+// teardown undoes Attach. With wait it deletes the veth itself (≈ 20 ms:
+// the kernel waits for a grace period), which a re-Attach under the same
+// name needs. Without, it only takes the veth down, which cuts the
+// container off at once, and leaves the deletion to the kernel when the
+// namespace dies, off the caller's path.
+func (n *Node) teardown(id string, wait bool) error {
 	var errs []error
 	if l, err := n.host.LinkByName(vethName(id)); err == nil {
-		if err := n.host.LinkDel(l); err != nil {
-			errs = append(errs, fmt.Errorf("delete veth of %s: %w", id, err))
+		if wait {
+			err = n.host.LinkDel(l)
+		} else {
+			err = n.host.LinkSetDown(l)
+		}
+		var nf netlink.LinkNotFoundError
+		if err != nil && !errors.Is(err, unix.ENODEV) && !errors.As(err, &nf) {
+			errs = append(errs, fmt.Errorf("veth of %s: %w", id, err))
 		}
 	}
 	if err := netns.Delete(n.nsPath(id)); err != nil {
@@ -462,7 +474,7 @@ func (n *Node) Attachments() []Attachment {
 // ReleaseStale detaches everything that is not in live: addresses,
 // pinned namespaces, resolv.conf files and veths on the bridge left by
 // containers that no longer exist (e.g. removed while the agent was down).
-// It returns the ids it detached, and the names of orphan veths removed.
+// It returns the ids it detached.
 func (n *Node) ReleaseStale(ctx context.Context, live []string) ([]string, error) {
 	keep := map[string]bool{}
 	keepVeth := map[string]bool{}
@@ -502,11 +514,10 @@ func (n *Node) ReleaseStale(ctx context.Context, live []string) ([]string, error
 		if l.Attrs().MasterIndex != n.bridge || !strings.HasPrefix(name, "vb") || keepVeth[name] {
 			continue
 		}
-		if err := n.host.LinkDel(l); err != nil {
+		var nf netlink.LinkNotFoundError
+		if err := n.host.LinkDel(l); err != nil && !errors.Is(err, unix.ENODEV) && !errors.As(err, &nf) {
 			errs = append(errs, fmt.Errorf("delete orphan veth %s: %w", name, err))
-			continue
 		}
-		gone = append(gone, name)
 	}
 	slices.Sort(gone)
 	return gone, errors.Join(errs...)

@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -105,8 +106,9 @@ func httpGetter(ns string) func(url string) (string, error) {
 	}
 }
 
-// startHTTPD serves "name" on port 80 inside ns with busybox httpd.
-func startHTTPD(t *testing.T, ns, name string) {
+// startHTTPD serves "name" on port 80 inside ns with busybox httpd, and
+// returns a function that stops it (also run at cleanup).
+func startHTTPD(t *testing.T, ns, name string) (stop func()) {
 	t.Helper()
 	dir := t.TempDir()
 	if err := os.WriteFile(filepath.Join(dir, "index.html"), []byte(name+"\n"), 0o644); err != nil {
@@ -116,10 +118,15 @@ func startHTTPD(t *testing.T, ns, name string) {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() {
-		_ = cmd.Process.Signal(syscall.SIGKILL)
-		_ = cmd.Wait()
-	})
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			_ = cmd.Process.Signal(syscall.SIGKILL)
+			_ = cmd.Wait()
+		})
+	}
+	t.Cleanup(stop)
+	return stop
 }
 
 // eventually retries f until it succeeds or the deadline passes.
@@ -177,6 +184,7 @@ func TestServiceDataPlane(t *testing.T) {
 	// Four endpoint containers and a client.
 	var attach []time.Duration
 	eps := map[string]Attachment{}
+	stops := map[string]func(){}
 	for i := range 4 {
 		id := fmt.Sprintf("ep%d", i)
 		t0 := time.Now()
@@ -186,7 +194,7 @@ func TestServiceDataPlane(t *testing.T) {
 		}
 		attach = append(attach, time.Since(t0))
 		eps[id] = a
-		startHTTPD(t, a.NetNS, id)
+		stops[id] = startHTTPD(t, a.NetNS, id)
 	}
 	client, err := node.Attach(ctx, "client", "default")
 	if err != nil {
@@ -396,20 +404,25 @@ func TestServiceDataPlane(t *testing.T) {
 	})
 
 	t.Run("detach and stale release leak nothing", func(t *testing.T) {
+		// The runtime stops a container before its network goes.
 		ep1 := eps["ep1"]
+		stops["ep1"]()
 		if err := node.Detach(ctx, "ep1"); err != nil {
 			t.Fatal(err)
 		}
 		if _, err := os.Stat(ep1.NetNS); !errors.Is(err, os.ErrNotExist) {
 			t.Fatalf("netns of ep1 left: %v", err)
 		}
-		if err := netns.Do(host, func() error {
-			_, err := netlink.LinkByName(ep1.HostVeth)
-			return err
-		}); err == nil {
-			t.Fatal("veth of ep1 left")
-		}
+		eventually(t, "veth of ep1 goes", func() error {
+			return netns.Do(host, func() error {
+				if _, err := netlink.LinkByName(ep1.HostVeth); err == nil {
+					return errors.New("still there")
+				}
+				return nil
+			})
+		})
 		// ep3 vanished while the agent was down.
+		stops["ep3"]()
 		gone, err := node.ReleaseStale(ctx, []string{"ep0", "ep2", "client"})
 		if err != nil {
 			t.Fatal(err)
@@ -567,20 +580,20 @@ func TestParallelAttachDetachLeaksNothing(t *testing.T) {
 			t.Fatalf("%s not empty: %d entries", dir, len(ents))
 		}
 	}
-	if err := netns.Do(host, func() error {
-		links, err := netlink.LinkList()
-		if err != nil {
-			return err
-		}
-		for _, l := range links {
-			if strings.HasPrefix(l.Attrs().Name, "vb") {
-				return fmt.Errorf("veth %s left", l.Attrs().Name)
+	eventually(t, "every veth goes", func() error {
+		return netns.Do(host, func() error {
+			links, err := netlink.LinkList()
+			if err != nil {
+				return err
 			}
-		}
-		return nil
-	}); err != nil {
-		t.Fatal(err)
-	}
+			for _, l := range links {
+				if strings.HasPrefix(l.Attrs().Name, "vb") {
+					return fmt.Errorf("veth %s left", l.Attrs().Name)
+				}
+			}
+			return nil
+		})
+	})
 }
 
 func TestAttachRejectsBadIDs(t *testing.T) {
