@@ -14,8 +14,10 @@
 // through the gateway. Pod-to-pod traffic on the node is therefore routed
 // by the host rather than switched by the bridge, so it passes through
 // conntrack: a reply from a service endpoint is un-NATed even when client
-// and endpoint share the bridge, without br_netfilter and without
-// masquerading the client.
+// and endpoint share the bridge, whether or not br_netfilter is active,
+// and without masquerading the client. Bridge ports are in hairpin mode
+// for the one case br_netfilter bridges back out of the same port: a
+// container reaching its own service (vip masquerades that case).
 package network
 
 import (
@@ -384,6 +386,13 @@ func (n *Node) wire(a Attachment, namespace string) error {
 		}
 		if err := n.host.LinkAdd(veth); err != nil {
 			return fmt.Errorf("veth %s: %w", a.HostVeth, err)
+		}
+		// Where br_netfilter is active, a container reaching its own
+		// service through the VIP has its DNATed frame bridged back out of
+		// the port it came in on, which a bridge port allows only in
+		// hairpin mode.
+		if err := n.host.LinkSetHairpin(veth, true); err != nil {
+			return fmt.Errorf("veth %s hairpin: %w", a.HostVeth, err)
 		}
 		lo, err := netlink.LinkByName("lo")
 		if err != nil {

@@ -215,7 +215,7 @@ func TestServiceDataPlane(t *testing.T) {
 		})
 	}
 
-	prog, err := vip.New(ctx, vip.Config{Table: "berth-svc-7", NetNS: host})
+	prog, err := vip.New(ctx, vip.Config{Table: "berth-svc-7", NetNS: host, LocalSubnet: node.cfg.Subnet})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -310,6 +310,23 @@ func TestServiceDataPlane(t *testing.T) {
 		}
 	})
 
+	t.Run("an endpoint reaches its own service", func(t *testing.T) {
+		self := vip.Service{Name: "default/self", VIP: netip.MustParseAddr("10.96.7.12"),
+			Ports: []vip.Port{{Protocol: vip.TCP, Port: 80}}, Endpoints: endpoints("ep0")}
+		if err := prog.UpsertService(ctx, self); err != nil {
+			t.Fatal(err)
+		}
+		defer func() {
+			if err := prog.RemoveService(ctx, self.Name); err != nil {
+				t.Error(err)
+			}
+		}()
+		body, err := httpGetter(eps["ep0"].NetNS)("http://10.96.7.12/")
+		if err != nil || body != "ep0" {
+			t.Fatalf("ep0 → its own VIP: %q, %v", body, err)
+		}
+	})
+
 	t.Run("DNS from a container", func(t *testing.T) {
 		resolv, err := os.ReadFile(client.ResolvConf)
 		if err != nil {
@@ -367,7 +384,7 @@ func TestServiceDataPlane(t *testing.T) {
 
 	t.Run("restart resyncs to an identical ruleset", func(t *testing.T) {
 		before := nftList(t, host, "berth-svc-7")
-		p2, err := vip.New(ctx, vip.Config{Table: "berth-svc-7", NetNS: host})
+		p2, err := vip.New(ctx, vip.Config{Table: "berth-svc-7", NetNS: host, LocalSubnet: node.cfg.Subnet})
 		if err != nil {
 			t.Fatal(err)
 		}

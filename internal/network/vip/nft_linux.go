@@ -32,6 +32,7 @@ const (
 	setHosts            = "hostports"
 	setBackends         = "backends"
 	setHostBackends     = "hostbackends"
+	setHairpin          = "hairpin"
 	chainLB             = "lb_"
 	chainHP             = "hp_"
 	icmpPortUnreachable = 3
@@ -48,6 +49,9 @@ type Config struct {
 	// NetNS is the path of the network namespace to program; empty means
 	// the caller's.
 	NetNS string
+	// LocalSubnet is the node's pod subnet, if any: an endpoint in it that
+	// reaches its own service's VIP and is picked is masqueraded (hairpin).
+	LocalSubnet netip.Prefix
 }
 
 // Programmer owns one nftables table and keeps it equal to the services it
@@ -136,10 +140,12 @@ func (p *Programmer) setDefs() map[string]*nftables.Set {
 		setHostBackends: {Table: p.table, Name: setHostBackends, ID: 4, IsMap: true, Concatenation: true,
 			KeyType:  nftables.MustConcatSetType(nftables.TypeInetProto, nftables.TypeInetService, nftables.TypeMark),
 			DataType: backendType},
+		setHairpin: {Table: p.table, Name: setHairpin, ID: 5, Concatenation: true,
+			KeyType: nftables.MustConcatSetType(nftables.TypeIPAddr, nftables.TypeIPAddr)},
 	}
 }
 
-var setOrder = []string{setServices, setHosts, setBackends, setHostBackends}
+var setOrder = []string{setServices, setHosts, setBackends, setHostBackends, setHairpin}
 
 // Close releases the netlink connection; the table stays programmed.
 func (p *Programmer) Close() error {
@@ -169,7 +175,7 @@ func (p *Programmer) Delete(ctx context.Context) error {
 	if err := p.conn.Flush(); err != nil && !errors.Is(err, unix.ENOENT) {
 		return fmt.Errorf("delete vip table %s: %w", p.cfg.Table, err)
 	}
-	p.m = newModel()
+	p.m = newModel(p.cfg.LocalSubnet)
 	p.services = map[string]Service{}
 	p.owner = map[group]string{}
 	return nil
@@ -192,12 +198,12 @@ func (p *Programmer) load(ctx context.Context) error {
 	if err := p.create(); err != nil {
 		return err
 	}
-	p.m = newModel()
+	p.m = newModel(p.cfg.LocalSubnet)
 	return nil
 }
 
 func (p *Programmer) readModel() (*model, error) {
-	m := newModel()
+	m := newModel(p.cfg.LocalSubnet)
 	chains, err := p.conn.ListChainsOfTableFamily(nftables.TableFamilyIPv4)
 	if err != nil {
 		return nil, fmt.Errorf("vip table %s: list chains: %w", p.cfg.Table, err)
@@ -274,7 +280,18 @@ func (p *Programmer) readModel() (*model, error) {
 			if !b.addr.IsValid() {
 				return nil, fmt.Errorf("vip table %s: %v slot %d empty", p.cfg.Table, g, i)
 			}
+			m.ref(b.addr, +1)
 		}
+	}
+	es, err := p.conn.GetSetElements(p.sets[setHairpin])
+	if err != nil {
+		return nil, fmt.Errorf("vip table %s: read set %s: %w", p.cfg.Table, setHairpin, err)
+	}
+	for _, e := range es {
+		if len(e.Key) != 8 {
+			return nil, fmt.Errorf("vip table %s: malformed element in %s", p.cfg.Table, setHairpin)
+		}
+		m.hairpin[netip.AddrFrom4([4]byte(e.Key[:4]))] = true
 	}
 	return m, nil
 }
@@ -366,6 +383,16 @@ func (p *Programmer) create() error {
 			Mask: binaryutil.NativeEndian.PutUint32(ipsDstNAT), Xor: make([]byte, 4)},
 		&expr.Cmp{Op: expr.CmpOpNeq, Register: regA, Data: make([]byte, 4)},
 		&expr.Payload{DestRegister: regA, Base: expr.PayloadBaseNetworkHeader, Offset: 12, Len: 4},
+		&expr.Payload{DestRegister: regB, Base: expr.PayloadBaseNetworkHeader, Offset: 16, Len: 4},
+		&expr.Lookup{SourceRegister: regA, SetName: setHairpin, SetID: p.sets[setHairpin].ID},
+		&expr.Masq{},
+	}})
+	c.AddRule(&nftables.Rule{Table: p.table, Chain: post, Exprs: []expr.Any{
+		&expr.Ct{Key: expr.CtKeySTATUS, Register: regA},
+		&expr.Bitwise{SourceRegister: regA, DestRegister: regA, Len: 4,
+			Mask: binaryutil.NativeEndian.PutUint32(ipsDstNAT), Xor: make([]byte, 4)},
+		&expr.Cmp{Op: expr.CmpOpNeq, Register: regA, Data: make([]byte, 4)},
+		&expr.Payload{DestRegister: regA, Base: expr.PayloadBaseNetworkHeader, Offset: 12, Len: 4},
 		&expr.Bitwise{SourceRegister: regA, DestRegister: regA, Len: 4, Mask: []byte{255, 0, 0, 0}, Xor: make([]byte, 4)},
 		&expr.Cmp{Op: expr.CmpOpEq, Register: regA, Data: []byte{127, 0, 0, 0}},
 		&expr.Masq{},
@@ -432,7 +459,7 @@ func (p *Programmer) Sync(ctx context.Context, svcs []Service) error {
 		}
 	}
 	slices.SortFunc(scope, compareGroups)
-	if err := p.commit(plan(p.m, want, scope)); err != nil {
+	if err := p.commit(plan(p.m, want, scope, true)); err != nil {
 		return fmt.Errorf("sync vip table %s: %w", p.cfg.Table, err)
 	}
 	p.services = make(map[string]Service, len(svcs))
@@ -533,7 +560,7 @@ func (p *Programmer) upsert(ctx context.Context, name string, s *Service) error 
 		}
 	}
 	slices.SortFunc(scope, compareGroups)
-	if err := p.commit(plan(p.m, want, scope)); err != nil {
+	if err := p.commit(plan(p.m, want, scope, false)); err != nil {
 		return fmt.Errorf("program service %q in %s: %w", name, p.cfg.Table, err)
 	}
 	p.forget(name)
@@ -581,6 +608,12 @@ func (p *Programmer) commit(ops []op) error {
 		case opDelSlot:
 			b := per[slots]
 			b.del = append(b.del, nftables.SetElement{Key: slotKey(o.group, o.index)})
+		case opAddHairpin:
+			b := per[setHairpin]
+			b.add = append(b.add, nftables.SetElement{Key: hairpinKey(o.addr)})
+		case opDelHairpin:
+			b := per[setHairpin]
+			b.del = append(b.del, nftables.SetElement{Key: hairpinKey(o.addr)})
 		}
 	}
 	// Deletes first, so that a replaced element can be added back; the
@@ -590,7 +623,7 @@ func (p *Programmer) commit(ops []op) error {
 			return err
 		}
 	}
-	for _, name := range []string{setBackends, setHostBackends, setServices, setHosts} {
+	for _, name := range []string{setBackends, setHostBackends, setServices, setHosts, setHairpin} {
 		if err := p.send(name, per[name].add, false); err != nil {
 			return err
 		}
@@ -638,6 +671,11 @@ func groupKey(g group) []byte {
 // slotKey is the group key . slot; numgen writes the slot in host byte order.
 func slotKey(g group, i int) []byte {
 	return binary.NativeEndian.AppendUint32(groupKey(g), uint32(i))
+}
+
+func hairpinKey(a netip.Addr) []byte {
+	b := a.As4()
+	return append(b[:], b[:]...)
 }
 
 func backendVal(b backend) []byte {

@@ -11,8 +11,9 @@
 //	lb_N: dnat to ip daddr . meta l4proto . th dport . numgen random mod N map @backends
 //	hp_N: dnat to meta l4proto . th dport . numgen random mod N map @hostbackends
 //	lb_0, hp_0: reject (a service with no ready endpoint fails fast)
-//	postrouting (nat, srcnat): DNATed traffic from 127/8 (published ports via
-//	  loopback) is masqueraded so that the endpoint can answer.
+//	postrouting (nat, srcnat): DNATed traffic is masqueraded when it comes
+//	  from 127/8 (a published port via loopback) or from the endpoint it
+//	  was sent to (ip saddr . ip daddr @hairpin), so that replies return.
 //
 // Vocabulary: a frontend is one (VIP, protocol, port) of a service; a host
 // port publishes one frontend on the node's own addresses. Each is a group
@@ -132,13 +133,23 @@ type backend struct {
 func (b backend) String() string { return fmt.Sprintf("%v:%d", b.addr, b.port) }
 
 // model mirrors what the kernel's maps hold: per group, its slots (the
-// verdict element says len(slots)).
+// verdict element says len(slots)); and the hairpin set.
 type model struct {
 	groups map[group][]backend
 	chains int // lb_0..lb_chains and hp_0..hp_chains exist
+	// local is the node's pod subnet. Its addresses that are a backend
+	// somewhere (refs counts the slots) are in the hairpin set, so that
+	// an endpoint reaching its own service through the VIP is
+	// masqueraded and can receive its own reply.
+	local   netip.Prefix
+	refs    map[netip.Addr]int
+	hairpin map[netip.Addr]bool
 }
 
-func newModel() *model { return &model{groups: map[group][]backend{}} }
+func newModel(local netip.Prefix) *model {
+	return &model{groups: map[group][]backend{}, local: local,
+		refs: map[netip.Addr]int{}, hairpin: map[netip.Addr]bool{}}
+}
 
 // validate checks one service on its own.
 func validate(s Service) error {
@@ -226,6 +237,8 @@ const (
 	opDelCount               // delete the group's verdict element
 	opSetSlot                // backend element group . index = backend; replace: one exists
 	opDelSlot                // delete backend element group . index
+	opAddHairpin             // add addr . addr to the hairpin set
+	opDelHairpin             // delete addr . addr from the hairpin set
 )
 
 type op struct {
@@ -235,12 +248,14 @@ type op struct {
 	count   int
 	backend backend
 	replace bool
+	addr    netip.Addr
 }
 
 // plan computes the element operations that turn cur into want for the
-// given groups (the scope); groups outside the scope are left alone. It does
-// not modify cur: apply does, once the kernel accepted the operations.
-func plan(cur *model, want map[group][]backend, scope []group) []op {
+// given groups (the scope); groups outside the scope are left alone. all
+// says the scope is everything (a full sync). It does not modify cur:
+// apply does, once the kernel accepted the operations.
+func plan(cur *model, want map[group][]backend, scope []group, all bool) []op {
 	var ops []op
 	maxCount := 0
 	for _, g := range scope {
@@ -249,10 +264,10 @@ func plan(cur *model, want map[group][]backend, scope []group) []op {
 		switch {
 		case !wanted && !have:
 		case !wanted:
-			ops = append(ops, op{kind: opDelCount, group: g})
 			for i := range old {
 				ops = append(ops, op{kind: opDelSlot, group: g, index: i})
 			}
+			ops = append(ops, op{kind: opDelCount, group: g})
 		default:
 			next := placeSlots(old, bs)
 			for i := range max(len(old), len(next)) {
@@ -269,12 +284,60 @@ func plan(cur *model, want map[group][]backend, scope []group) []op {
 			maxCount = max(maxCount, len(next))
 		}
 	}
+	ops = append(ops, planHairpin(cur, ops, all)...)
 	// Chains first: the verdict elements jump to them.
 	var chains []op
 	for n := cur.chains + 1; n <= maxCount; n++ {
 		chains = append(chains, op{kind: opAddChain, count: n})
 	}
 	return append(chains, ops...)
+}
+
+// planHairpin works out which local addresses start or stop being a
+// backend under ops. With all, every address is checked against the
+// kernel's set (a full sync repairs it); otherwise only those ops touch.
+func planHairpin(cur *model, ops []op, all bool) []op {
+	if !cur.local.IsValid() {
+		return nil
+	}
+	delta := map[netip.Addr]int{}
+	for _, o := range ops {
+		switch o.kind {
+		case opSetSlot:
+			if o.replace {
+				delta[cur.groups[o.group][o.index].addr]--
+			}
+			delta[o.backend.addr]++
+		case opDelSlot:
+			delta[cur.groups[o.group][o.index].addr]--
+		}
+	}
+	if all {
+		for a := range cur.refs {
+			delta[a] += 0
+		}
+		for a := range cur.hairpin {
+			delta[a] += 0
+		}
+	}
+	addrs := make([]netip.Addr, 0, len(delta))
+	for a := range delta {
+		if cur.local.Contains(a) {
+			addrs = append(addrs, a)
+		}
+	}
+	slices.SortFunc(addrs, netip.Addr.Compare)
+	var out []op
+	for _, a := range addrs {
+		want := cur.refs[a]+delta[a] > 0
+		switch {
+		case want && !cur.hairpin[a]:
+			out = append(out, op{kind: opAddHairpin, addr: a})
+		case !want && cur.hairpin[a]:
+			out = append(out, op{kind: opDelHairpin, addr: a})
+		}
+	}
+	return out
 }
 
 // placeSlots keeps every surviving backend in its slot, fills holes with
@@ -342,10 +405,30 @@ func (m *model) apply(ops []op) {
 			for len(s) <= o.index {
 				s = append(s, backend{})
 			}
+			if o.replace {
+				m.ref(s[o.index].addr, -1)
+			}
+			m.ref(o.backend.addr, +1)
 			s[o.index] = o.backend
 			m.groups[o.group] = s
 		case opDelSlot:
-			// The count update in the same plan truncates.
+			// The count update in the same plan truncates; the slot is
+			// still there to read.
+			m.ref(m.groups[o.group][o.index].addr, -1)
+		case opAddHairpin:
+			m.hairpin[o.addr] = true
+		case opDelHairpin:
+			delete(m.hairpin, o.addr)
 		}
+	}
+}
+
+func (m *model) ref(a netip.Addr, d int) {
+	if !m.local.IsValid() || !m.local.Contains(a) {
+		return
+	}
+	m.refs[a] += d
+	if m.refs[a] <= 0 {
+		delete(m.refs, a)
 	}
 }

@@ -3,6 +3,7 @@ package vip
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"math/rand/v2"
 	"net/netip"
 	"slices"
@@ -36,7 +37,7 @@ func syncModel(t *testing.T, m *model, svcs []Service) []op {
 		}
 	}
 	slices.SortFunc(scope, compareGroups)
-	ops := plan(m, want, scope)
+	ops := plan(m, want, scope, true)
 	m.apply(ops)
 	checkModel(t, m, want)
 	return ops
@@ -63,10 +64,23 @@ func checkModel(t *testing.T, m *model, want map[group][]backend) {
 			t.Fatalf("group %v has %d slots but only lb_0..lb_%d exist", g, len(got), m.chains)
 		}
 	}
+	// The hairpin set holds exactly the local addresses that are backends.
+	local := map[netip.Addr]bool{}
+	for _, bs := range want {
+		for _, b := range bs {
+			if m.local.Contains(b.addr) {
+				local[b.addr] = true
+			}
+		}
+	}
+	if !maps.Equal(local, m.hairpin) {
+		t.Fatalf("hairpin set %v, want %v", m.hairpin, local)
+	}
 }
 
 func TestPlanOneEndpointChangeTouchesFewElements(t *testing.T) {
-	m := newModel()
+	// A node whose pod subnet holds none of these endpoints: no hairpin ops.
+	m := newModel(netip.MustParsePrefix("10.244.1.0/24"))
 	web := Service{Name: "default/web", VIP: addr("10.96.0.10"),
 		Ports:     []Port{{Name: "http", Protocol: TCP, Port: 80, TargetPort: 8080, HostPort: 8080}},
 		Endpoints: eps("10.244.0.2", "10.244.0.3", "10.244.0.4", "10.244.0.5")}
@@ -117,7 +131,8 @@ func TestPlanOneEndpointChangeTouchesFewElements(t *testing.T) {
 
 func TestPlanRandomConverges(t *testing.T) {
 	r := rand.New(rand.NewPCG(7, 9))
-	m := newModel()
+	// Endpoints .2-.21; the node's subnet holds .2-.15 of them.
+	m := newModel(netip.MustParsePrefix("10.244.0.0/28"))
 	for step := range 300 {
 		var svcs []Service
 		for s := range r.IntN(8) {
