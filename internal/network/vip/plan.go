@@ -232,13 +232,13 @@ func flatten(svcs []Service) (map[group][]backend, error) {
 type opKind uint8
 
 const (
-	opAddChain opKind = iota // create lb_<count> and hp_<count>
-	opSetCount               // verdict element of group = goto lb_<count>; replace: one exists
-	opDelCount               // delete the group's verdict element
-	opSetSlot                // backend element group . index = backend; replace: one exists
-	opDelSlot                // delete backend element group . index
-	opAddHairpin             // add addr . addr to the hairpin set
-	opDelHairpin             // delete addr . addr from the hairpin set
+	opAddChain   opKind = iota // create lb_<count> and hp_<count>
+	opSetCount                 // verdict element of group = goto lb_<count>; replace: one exists
+	opDelCount                 // delete the group's verdict element
+	opSetSlot                  // backend element group . index = backend; replace: one exists
+	opDelSlot                  // delete backend element group . index
+	opAddHairpin               // add addr . addr to the hairpin set
+	opDelHairpin               // delete addr . addr from the hairpin set
 )
 
 type op struct {
