@@ -114,6 +114,14 @@ func startHTTPD(t *testing.T, ns, name string) (stop func()) {
 	if err := os.WriteFile(filepath.Join(dir, "index.html"), []byte(name+"\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	// /cgi-bin/peer answers with the client's address as the server saw it.
+	cgi := "#!/bin/sh\nprintf 'Content-Type: text/plain\\r\\n\\r\\n%s\\n' \"$REMOTE_ADDR\"\n"
+	if err := os.MkdirAll(filepath.Join(dir, "cgi-bin"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "cgi-bin", "peer"), []byte(cgi), 0o755); err != nil {
+		t.Fatal(err)
+	}
 	cmd := exec.Command("nsenter", "--net="+ns, "busybox", "httpd", "-f", "-p", "80", "-h", dir)
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -239,6 +247,11 @@ func TestServiceDataPlane(t *testing.T) {
 		seen := spread(t, get, url, 30, []string{"ep0", "ep1", "ep2"})
 		if len(seen) != 3 || seen["ep3"] > 0 {
 			t.Fatalf("30 requests to the VIP reached %v, want ep0..ep2", seen)
+		}
+		// The endpoint sees the client itself, not the node.
+		body, err := get(url + "cgi-bin/peer")
+		if err != nil || peerAddr(body) != client.IP.String() {
+			t.Fatalf("endpoint saw the client as %q (%v), want %v", body, err, client.IP)
 		}
 	})
 
@@ -621,5 +634,127 @@ func TestAttachRejectsBadIDs(t *testing.T) {
 	}
 	if vethName("a") == vethName("b") || len(vethName("some-long-container-id")) > 15 {
 		t.Fatal("veth names collide or are too long")
+	}
+}
+
+// peerAddr reads busybox httpd's REMOTE_ADDR, which it writes as an
+// IPv4-mapped IPv6 address.
+func peerAddr(body string) string {
+	a, err := netip.ParseAddr(strings.Trim(body, "[]"))
+	if err != nil {
+		return body
+	}
+	return a.Unmap().String()
+}
+
+// linkHosts joins two host namespaces with a veth: a gets 192.168.50.1,
+// b 192.168.50.2.
+func linkHosts(t *testing.T, a, b string) {
+	t.Helper()
+	fb, err := os.Open(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fb.Close()
+	err = netns.Do(a, func() error {
+		v := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: "na", Flags: net.FlagUp},
+			PeerName: "nb", PeerNamespace: netlink.NsFd(int(fb.Fd()))}
+		if err := netlink.LinkAdd(v); err != nil {
+			return err
+		}
+		addr, _ := netlink.ParseAddr("192.168.50.1/24")
+		return netlink.AddrAdd(v, addr)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = netns.Do(b, func() error {
+		l, err := netlink.LinkByName("nb")
+		if err != nil {
+			return err
+		}
+		addr, _ := netlink.ParseAddr("192.168.50.2/24")
+		if err := netlink.AddrAdd(l, addr); err != nil {
+			return err
+		}
+		return netlink.LinkSetUp(l)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestTwoNodes(t *testing.T) {
+	needRoot(t)
+	ctx := context.Background()
+	hostA, hostB := hostNS(t), hostNS(t)
+	linkHosts(t, hostA, hostB)
+	nodeA := newTestNode(t, hostA, t.TempDir(), 10)
+	nodeB := newTestNode(t, hostB, t.TempDir(), 11)
+	ca, err := nodeA.Attach(ctx, "ca", "default")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cb, err := nodeB.Attach(ctx, "cb", "default")
+	if err != nil {
+		t.Fatal(err)
+	}
+	stop := startHTTPD(t, cb.NetNS, "cb")
+	t.Cleanup(func() {
+		stop()
+		_ = nodeA.Detach(ctx, "ca")
+		_ = nodeB.Detach(ctx, "cb")
+	})
+	if err := nodeA.SetPeers(ctx, []Peer{{Subnet: nodeB.cfg.Subnet, Via: netip.MustParseAddr("192.168.50.2")}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := nodeB.SetPeers(ctx, []Peer{{Subnet: nodeA.cfg.Subnet, Via: netip.MustParseAddr("192.168.50.1")}}); err != nil {
+		t.Fatal(err)
+	}
+	get := httpGetter(ca.NetNS)
+
+	// Pod to pod across nodes, by IP, with the client's own address.
+	eventually(t, "GET cb from ca", func() error {
+		body, err := get(fmt.Sprintf("http://%v/cgi-bin/peer", cb.IP))
+		if err == nil && peerAddr(body) != ca.IP.String() {
+			return fmt.Errorf("cb saw the client as %q, want %v", body, ca.IP)
+		}
+		return err
+	})
+
+	// A VIP on node A balancing to an endpoint on node B.
+	prog, err := vip.New(ctx, vip.Config{Table: "berth-svc-10", NetNS: hostA, LocalSubnet: nodeA.cfg.Subnet})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = prog.Close() })
+	if err := prog.Sync(ctx, []vip.Service{{Name: "default/b", VIP: netip.MustParseAddr("10.96.10.1"),
+		Ports:     []vip.Port{{Protocol: vip.TCP, Port: 8080, TargetPort: 80}},
+		Endpoints: []vip.Endpoint{{Addr: cb.IP, Ready: true}}}}); err != nil {
+		t.Fatal(err)
+	}
+	body, err := get("http://10.96.10.1:8080/cgi-bin/peer")
+	if err != nil || peerAddr(body) != ca.IP.String() {
+		t.Fatalf("VIP on A → endpoint on B: %q, %v", body, err)
+	}
+
+	// Peers that left lose their routes; routes of others stay.
+	if err := nodeA.SetPeers(ctx, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := netns.Do(hostA, func() error {
+		rs, err := netlink.RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{Protocol: routeProtocol}, netlink.RT_FILTER_PROTOCOL)
+		if err != nil {
+			return err
+		}
+		if len(rs) != 0 {
+			return fmt.Errorf("peer routes left: %v", rs)
+		}
+		if _, err := netlink.RouteGet(net.ParseIP("192.168.50.2")); err != nil {
+			return fmt.Errorf("link route gone too: %w", err)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
 	}
 }
