@@ -531,3 +531,28 @@ func (n *Node) ReleaseStale(ctx context.Context, live []string) ([]string, error
 	slices.Sort(gone)
 	return gone, errors.Join(errs...)
 }
+
+// ListenDNS opens UDP and TCP sockets on the gateway's port 53 in the host
+// namespace, for a dns.Server to Serve on: that is where containers'
+// resolv.conf points. The caller closes them (Serve does on return).
+func (n *Node) ListenDNS(ctx context.Context) (net.PacketConn, net.Listener, error) {
+	addr := net.JoinHostPort(n.gw.String(), "53")
+	var pc net.PacketConn
+	var l net.Listener
+	err := n.inHost(func() error {
+		var lc net.ListenConfig
+		var err error
+		if pc, err = lc.ListenPacket(ctx, "udp4", addr); err != nil {
+			return err
+		}
+		if l, err = lc.Listen(ctx, "tcp4", addr); err != nil {
+			_ = pc.Close()
+			return err
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, nil, fmt.Errorf("dns sockets on %s: %w", addr, err)
+	}
+	return pc, l, nil
+}

@@ -352,16 +352,13 @@ func TestServiceDataPlane(t *testing.T) {
 		srv := dns.NewServer(dns.Config{})
 		srv.SetServices([]dns.Service{{Namespace: "default", Name: "web", VIP: web.VIP,
 			Ports: []dns.Port{{Name: "http", Protocol: "tcp", Port: 80}}}})
-		var pc net.PacketConn
-		if err := netns.Do(host, func() (err error) {
-			pc, err = net.ListenPacket("udp", net.JoinHostPort(node.Gateway().String(), "53"))
-			return err
-		}); err != nil {
+		pc, l, err := node.ListenDNS(ctx)
+		if err != nil {
 			t.Fatal(err)
 		}
 		dctx, cancel := context.WithCancel(ctx)
 		done := make(chan error, 1)
-		go func() { done <- srv.Serve(dctx, pc, nil) }()
+		go func() { done <- srv.Serve(dctx, pc, l) }()
 		defer func() {
 			cancel()
 			if err := <-done; err != nil {
@@ -392,6 +389,18 @@ func TestServiceDataPlane(t *testing.T) {
 		}
 		if r := ask("_http._tcp.web.default.berth.", mdns.TypeSRV); len(r.Answer) != 1 || r.Answer[0].(*mdns.SRV).Port != 80 {
 			t.Fatalf("SRV: %v", r)
+		}
+		// TCP too (large answers, and resolvers that retry over TCP).
+		conn, err := inNS(client.NetNS)(ctx, "tcp", net.JoinHostPort(node.Gateway().String(), "53"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		m := new(mdns.Msg)
+		m.SetQuestion("web.default.berth.", mdns.TypeA)
+		r, _, err = (&mdns.Client{Net: "tcp", Timeout: time.Second}).ExchangeWithConn(m, &mdns.Conn{Conn: conn})
+		if err != nil || len(r.Answer) != 1 {
+			t.Fatalf("A over TCP: %v, %v", r, err)
 		}
 	})
 
