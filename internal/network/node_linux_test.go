@@ -738,13 +738,21 @@ func TestTwoNodes(t *testing.T) {
 	}
 	t.Cleanup(func() { _ = prog.Close() })
 	if err := prog.Sync(ctx, []vip.Service{{Name: "default/b", VIP: netip.MustParseAddr("10.96.10.1"),
-		Ports:     []vip.Port{{Protocol: vip.TCP, Port: 8080, TargetPort: 80}},
+		Ports:     []vip.Port{{Protocol: vip.TCP, Port: 8080, TargetPort: 80, HostPort: 18080}},
 		Endpoints: []vip.Endpoint{{Addr: cb.IP, Ready: true}}}}); err != nil {
 		t.Fatal(err)
 	}
 	body, err := get("http://10.96.10.1:8080/cgi-bin/peer")
 	if err != nil || peerAddr(body) != ca.IP.String() {
 		t.Fatalf("VIP on A → endpoint on B: %q, %v", body, err)
+	}
+
+	// A client outside the cluster (node B's host itself) reaches the
+	// published port on node A, whose endpoint is on node B: the reply has
+	// to come back through A.
+	body, err = httpGetter(hostB)("http://192.168.50.1:18080/")
+	if err != nil || body != "cb" {
+		t.Fatalf("published port on A from outside, endpoint on B: %q, %v", body, err)
 	}
 
 	// Peers that left lose their routes; routes of others stay.

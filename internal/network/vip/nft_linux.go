@@ -37,6 +37,9 @@ const (
 	chainHP             = "hp_"
 	icmpPortUnreachable = 3
 	ipsDstNAT           = 1 << 5 // conntrack status bit: destination was NATed
+	// hostPortMark is the packet mark bit that flags the first packet of a
+	// connection to a published port (only that packet carries it).
+	hostPortMark = 1 << 22
 	// elemsPerMsg keeps the element list attribute of one message under
 	// netlink's 64 KiB attribute length; a sync sends many in one batch.
 	elemsPerMsg = 512
@@ -388,6 +391,13 @@ func (p *Programmer) create() error {
 		&expr.Masq{},
 	}})
 	c.AddRule(&nftables.Rule{Table: p.table, Chain: post, Exprs: []expr.Any{
+		&expr.Meta{Key: expr.MetaKeyMARK, Register: regA},
+		&expr.Bitwise{SourceRegister: regA, DestRegister: regA, Len: 4,
+			Mask: binaryutil.NativeEndian.PutUint32(hostPortMark), Xor: make([]byte, 4)},
+		&expr.Cmp{Op: expr.CmpOpNeq, Register: regA, Data: make([]byte, 4)},
+		&expr.Masq{},
+	}})
+	c.AddRule(&nftables.Rule{Table: p.table, Chain: post, Exprs: []expr.Any{
 		&expr.Ct{Key: expr.CtKeySTATUS, Register: regA},
 		&expr.Bitwise{SourceRegister: regA, DestRegister: regA, Len: 4,
 			Mask: binaryutil.NativeEndian.PutUint32(ipsDstNAT), Xor: make([]byte, 4)},
@@ -429,12 +439,29 @@ func (p *Programmer) addChains(n int) {
 		slotReg     uint32
 	}{{chainLB, setBackends, frontendKey(), regD}, {chainHP, setHostBackends, hostKeyExprs(), regC}} {
 		ch := p.conn.AddChain(&nftables.Chain{Name: k.prefix + strconv.Itoa(n), Table: p.table})
-		p.conn.AddRule(&nftables.Rule{Table: p.table, Chain: ch, Exprs: append(k.key,
+		var exprs []expr.Any
+		if k.prefix == chainHP {
+			exprs = markHostPort()
+		}
+		p.conn.AddRule(&nftables.Rule{Table: p.table, Chain: ch, Exprs: append(append(exprs, k.key...),
 			&expr.Numgen{Register: k.slotReg, Modulus: uint32(n), Type: unix.NFT_NG_RANDOM},
 			&expr.Lookup{SourceRegister: regA, SetName: k.set, SetID: p.sets[k.set].ID, DestRegister: regA, IsDestRegSet: true},
 			// The port register must be named explicitly, or the port becomes 0.
 			&expr.NAT{Type: expr.NATTypeDestNAT, Family: unix.NFPROTO_IPV4, RegAddrMin: regA, RegProtoMin: regB, Specified: true},
 		)})
+	}
+}
+
+// markHostPort sets hostPortMark on the packet (meta mark |= bit), for
+// postrouting to masquerade it: the endpoint may be on another node, whose
+// replies must come back through this one to be un-NATed.
+func markHostPort() []expr.Any {
+	return []expr.Any{
+		&expr.Meta{Key: expr.MetaKeyMARK, Register: regA},
+		&expr.Bitwise{SourceRegister: regA, DestRegister: regA, Len: 4,
+			Mask: binaryutil.NativeEndian.PutUint32(^uint32(hostPortMark)),
+			Xor:  binaryutil.NativeEndian.PutUint32(hostPortMark)},
+		&expr.Meta{Key: expr.MetaKeyMARK, SourceRegister: true, Register: regA},
 	}
 }
 

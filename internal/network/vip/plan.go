@@ -12,8 +12,9 @@
 //	hp_N: dnat to meta l4proto . th dport . numgen random mod N map @hostbackends
 //	lb_0, hp_0: reject (a service with no ready endpoint fails fast)
 //	postrouting (nat, srcnat): DNATed traffic is masqueraded when it comes
-//	  from 127/8 (a published port via loopback) or from the endpoint it
-//	  was sent to (ip saddr . ip daddr @hairpin), so that replies return.
+//	  from 127/8 (a published port via loopback), from the endpoint it was
+//	  sent to (ip saddr . ip daddr @hairpin), or to a published port (hp_N
+//	  sets meta mark bit 0x400000), so that replies come back this way.
 //
 // Vocabulary: a frontend is one (VIP, protocol, port) of a service; a host
 // port publishes one frontend on the node's own addresses. Each is a group
