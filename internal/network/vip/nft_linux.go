@@ -33,6 +33,9 @@ const (
 	setBackends         = "backends"
 	setHostBackends     = "hostbackends"
 	setHairpin          = "hairpin"
+	// chainLayout is an empty chain whose name says which layout the
+	// table has; a table without it is rebuilt rather than misread.
+	chainLayout         = "layout-1"
 	chainLB             = "lb_"
 	chainHP             = "hp_"
 	icmpPortUnreachable = 3
@@ -212,10 +215,12 @@ func (p *Programmer) readModel() (*model, error) {
 		return nil, fmt.Errorf("vip table %s: list chains: %w", p.cfg.Table, err)
 	}
 	lb, hp := 0, 0
+	layout := false
 	for _, c := range chains {
 		if c.Table.Name != p.cfg.Table {
 			continue
 		}
+		layout = layout || c.Name == chainLayout
 		if n, ok := strings.CutPrefix(c.Name, chainLB); ok {
 			k, _ := strconv.Atoi(n)
 			lb = max(lb, k)
@@ -224,6 +229,9 @@ func (p *Programmer) readModel() (*model, error) {
 			k, _ := strconv.Atoi(n)
 			hp = max(hp, k)
 		}
+	}
+	if !layout {
+		return nil, fmt.Errorf("vip table %s: no chain %s: %w", p.cfg.Table, chainLayout, ErrInvalid)
 	}
 	m.chains = min(lb, hp) // both exist up to here
 	// The verdict maps are small (one element per group) and say how many
@@ -345,6 +353,7 @@ func (p *Programmer) create() error {
 			return fmt.Errorf("vip table %s: map %s: %w", p.cfg.Table, name, err)
 		}
 	}
+	c.AddChain(&nftables.Chain{Name: chainLayout, Table: p.table})
 	dispatch := c.AddChain(&nftables.Chain{Name: "services", Table: p.table})
 	for _, h := range []struct {
 		name string

@@ -202,3 +202,27 @@ func served(t *testing.T, p *Programmer) string {
 	slices.Sort(lines)
 	return strings.Join(lines, "\n")
 }
+
+func TestProgrammerRebuildsAForeignTable(t *testing.T) {
+	needRoot(t)
+	t.Parallel()
+	ctx := context.Background()
+	ns := testNS(t)
+	table := "berth-vip-foreign"
+	out, err := exec.Command("nsenter", "--net="+ns, "nft", "add table ip "+table+"; add chain ip "+table+" stray").CombinedOutput()
+	if err != nil {
+		t.Fatalf("nft: %v\n%s", err, out)
+	}
+	p, err := New(ctx, Config{Table: table, NetNS: ns})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = p.Close() })
+	if err := p.Sync(ctx, testServices()); err != nil {
+		t.Fatal(err)
+	}
+	got := nftList(t, ns, table)
+	if strings.Contains(got, "stray") || !strings.Contains(got, chainLayout) {
+		t.Fatalf("foreign table not rebuilt:\n%s", got)
+	}
+}
