@@ -28,11 +28,11 @@ const (
 )
 
 const (
-	setServices         = "services"
-	setHosts            = "hostports"
-	setBackends         = "backends"
-	setHostBackends     = "hostbackends"
-	setHairpin          = "hairpin"
+	setServices     = "services"
+	setHosts        = "hostports"
+	setBackends     = "backends"
+	setHostBackends = "hostbackends"
+	setHairpin      = "hairpin"
 	// chainLayout is an empty chain whose name says which layout the
 	// table has; a table without it is rebuilt rather than misread.
 	chainLayout         = "layout-1"
