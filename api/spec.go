@@ -1,0 +1,204 @@
+package api
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"regexp"
+	"strings"
+
+	"sigs.k8s.io/yaml"
+)
+
+// The flat shapes users write in spec files: kind and metadata at the top
+// level next to the spec's fields.
+type serviceDoc struct {
+	docMeta
+	ServiceSpec
+}
+
+type jobDoc struct {
+	docMeta
+	JobSpec
+}
+
+type docMeta struct {
+	Kind      Kind              `json:"kind"`
+	Name      string            `json:"name"`
+	Namespace string            `json:"namespace,omitempty"`
+	Labels    map[string]string `json:"labels,omitempty"`
+}
+
+func (d docMeta) metadata() Metadata {
+	return Metadata{Kind: d.Kind, Name: d.Name, Namespace: d.Namespace, Labels: d.Labels}
+}
+
+var docSeparator = regexp.MustCompile(`(?m)^---[ \t]*(#.*)?$`)
+
+// ParseSpecs parses a spec file: YAML documents separated by "---", each
+// a Service or a Job in the flat shape
+//
+//	kind: Service
+//	name: web
+//	replicas: 3
+//	template: {image: demo/busybox:1}
+//
+// Unknown fields are rejected. Objects come back defaulted and validated;
+// errors name the file, the document (counting from 1), the object and
+// the field:
+//
+//	web.yaml: document 2 (Service "web"): template.resources.memory: invalid quantity "64MB": ...
+//
+// and are in the errdefs.ErrInvalidArgument category. Every document is
+// checked, and every error is returned.
+func ParseSpecs(file string, data []byte) ([]Object, error) {
+	var objs []Object
+	var errList []error
+	n := 0
+	for _, doc := range docSeparator.Split(string(data), -1) {
+		if isBlankYAML(doc) {
+			continue
+		}
+		n++
+		obj, err := parseDoc([]byte(doc))
+		if err != nil {
+			errList = append(errList, fmt.Errorf("%s: document %d%s: %w", file, n, describeDoc([]byte(doc)), err))
+			continue
+		}
+		objs = append(objs, obj)
+	}
+	if len(errList) > 0 {
+		return nil, errors.Join(errList...)
+	}
+	if n == 0 {
+		return nil, &ValidationError{Fields: []FieldError{{Reason: file + ": no documents"}}}
+	}
+	return objs, nil
+}
+
+func isBlankYAML(doc string) bool {
+	for line := range strings.Lines(doc) {
+		line = strings.TrimSpace(line)
+		if line != "" && !strings.HasPrefix(line, "#") && line != "..." {
+			return false
+		}
+	}
+	return true
+}
+
+// describeDoc names the document's object for error messages, as far as
+// it can be read.
+func describeDoc(doc []byte) string {
+	var head struct {
+		Kind any `json:"kind"`
+		Name any `json:"name"`
+	}
+	if err := yaml.Unmarshal(doc, &head); err != nil {
+		return ""
+	}
+	kind, _ := head.Kind.(string)
+	name, _ := head.Name.(string)
+	switch {
+	case kind != "" && name != "":
+		return fmt.Sprintf(" (%s %q)", kind, name)
+	case kind != "":
+		return " (" + kind + ")"
+	}
+	return ""
+}
+
+func parseDoc(doc []byte) (Object, error) {
+	js, err := yaml.YAMLToJSONStrict(doc)
+	if err != nil {
+		return nil, &ValidationError{Fields: []FieldError{{Reason: fmt.Sprintf("malformed YAML: %v", err)}}}
+	}
+	if bytes.HasPrefix(bytes.TrimSpace(js), []byte("[")) || !bytes.HasPrefix(bytes.TrimSpace(js), []byte("{")) {
+		return nil, &ValidationError{Fields: []FieldError{{Reason: "a document must be a mapping with kind: and name:"}}}
+	}
+	var head struct {
+		Kind any `json:"kind"`
+	}
+	_ = json.Unmarshal(js, &head)
+	var obj Object
+	switch head.Kind {
+	case string(KindService):
+		var d serviceDoc
+		if err := DecodeStrict(js, &d); err != nil {
+			return nil, err
+		}
+		obj = &Service{Metadata: d.metadata(), Spec: d.ServiceSpec}
+	case string(KindJob):
+		var d jobDoc
+		if err := DecodeStrict(js, &d); err != nil {
+			return nil, err
+		}
+		obj = &Job{Metadata: d.metadata(), Spec: d.JobSpec}
+	case nil:
+		return nil, &ValidationError{Fields: []FieldError{{Field: "kind", Reason: "missing: use Service or Job"}}}
+	default:
+		return nil, &ValidationError{Fields: []FieldError{{Field: "kind", Reason: fmt.Sprintf("unknown kind %v: use Service or Job", head.Kind)}}}
+	}
+	Default(obj)
+	if err := obj.Validate(); err != nil {
+		return nil, err
+	}
+	return obj, nil
+}
+
+// MarshalSpec renders a Service or Job in the flat spec file shape, without
+// status or server-set metadata.
+func MarshalSpec(o Object) ([]byte, error) {
+	m := o.GetMetadata()
+	meta := docMeta{Kind: o.GetKind(), Name: m.Name, Labels: m.Labels}
+	if m.Namespace != DefaultNamespace {
+		meta.Namespace = m.Namespace
+	}
+	var v any
+	switch x := o.(type) {
+	case *Service:
+		v = serviceDoc{meta, x.Spec}
+	case *Job:
+		v = jobDoc{meta, x.Spec}
+	default:
+		return nil, fmt.Errorf("%s: only services and jobs have a spec file shape", RefOf(o))
+	}
+	return yaml.Marshal(v)
+}
+
+// RunService is the service `berth run` makes: one replica of image
+// running command. An empty name is derived from the image.
+func RunService(name, image string, command []string) *Service {
+	if name == "" {
+		name = nameFromImage(image)
+	}
+	s := &Service{
+		Metadata: Metadata{Name: name},
+		Spec:     ServiceSpec{Replicas: 1, Template: Template{Image: image, Command: command}},
+	}
+	Default(s)
+	return s
+}
+
+var nonLabel = regexp.MustCompile(`[^a-z0-9-]+`)
+
+func nameFromImage(image string) string {
+	base := image
+	if i := strings.IndexByte(base, '@'); i >= 0 {
+		base = base[:i]
+	}
+	if i := strings.LastIndexByte(base, '/'); i >= 0 {
+		base = base[i+1:]
+	}
+	if i := strings.IndexByte(base, ':'); i >= 0 {
+		base = base[:i]
+	}
+	base = strings.Trim(nonLabel.ReplaceAllString(strings.ToLower(base), "-"), "-")
+	if len(base) > 63 {
+		base = strings.Trim(base[:63], "-")
+	}
+	if base == "" {
+		base = "run"
+	}
+	return base
+}

@@ -1,0 +1,364 @@
+package api
+
+import "time"
+
+// Node is a machine that runs instances. Its agent registers it and
+// reports its status; the server assigns its pod subnet.
+type Node struct {
+	Metadata Metadata   `json:"metadata"`
+	Spec     NodeSpec   `json:"spec"`
+	Status   NodeStatus `json:"status,omitzero"`
+}
+
+// NodeSpec describes a node.
+type NodeSpec struct {
+	// Address is where other nodes and the server reach the node.
+	Address   string       `json:"address,omitempty"`
+	Capacity  NodeCapacity `json:"capacity,omitzero"`
+	Topology  CPUTopology  `json:"topology,omitzero"`
+	PodSubnet string       `json:"podSubnet,omitempty"`
+	// Unschedulable keeps new instances off the node (drain).
+	Unschedulable bool `json:"unschedulable,omitempty"`
+}
+
+// NodeCapacity is what a node offers to instances.
+type NodeCapacity struct {
+	MilliCPU int64    `json:"milliCPU,omitempty"`
+	Memory   Quantity `json:"memory,omitempty"`
+	Pids     int64    `json:"pids,omitempty"`
+}
+
+// CPUTopology is a node's CPU layout.
+type CPUTopology struct {
+	Cores []CPUCore `json:"cores,omitempty"`
+}
+
+// CPUCore is one physical core and its logical CPUs (SMT siblings).
+type CPUCore struct {
+	ID      int   `json:"id"`
+	NUMA    int   `json:"numa"`
+	Threads []int `json:"threads"`
+}
+
+// NodeCondition is a node's readiness.
+type NodeCondition string
+
+// Node conditions.
+const (
+	NodeReady    NodeCondition = "Ready"
+	NodeNotReady NodeCondition = "NotReady"
+)
+
+// NodeStatus is written by the node's agent (and by the node controller
+// when heartbeats stop).
+type NodeStatus struct {
+	Condition     NodeCondition `json:"condition,omitempty"`
+	LastHeartbeat time.Time     `json:"lastHeartbeat,omitzero"`
+	Message       string        `json:"message,omitempty"`
+}
+
+// Service is a replicated long-running workload.
+type Service struct {
+	Metadata Metadata      `json:"metadata"`
+	Spec     ServiceSpec   `json:"spec"`
+	Status   ServiceStatus `json:"status,omitzero"`
+}
+
+// ServiceSpec is what the user asks of a service.
+type ServiceSpec struct {
+	Replicas  int            `json:"replicas"`
+	Template  Template       `json:"template"`
+	Update    UpdateStrategy `json:"update,omitzero"`
+	Placement Placement      `json:"placement,omitzero"`
+	// Priority orders instances for the scheduler: higher may preempt lower.
+	Priority int `json:"priority,omitempty"`
+}
+
+// UpdateStrategy bounds a rolling update. Zero values mean the defaults
+// (one extra instance, none unavailable).
+type UpdateStrategy struct {
+	MaxSurge       int `json:"maxSurge,omitempty"`
+	MaxUnavailable int `json:"maxUnavailable,omitempty"`
+}
+
+// Placement restricts and spreads a workload's instances over nodes.
+type Placement struct {
+	Constraints []Constraint `json:"constraints,omitempty"`
+	// Spread lists domains to spread replicas over, most important first:
+	// "node" or a node label key such as "zone".
+	Spread []string `json:"spread,omitempty"`
+	// AntiAffinity forbids two replicas on one node.
+	AntiAffinity bool `json:"antiAffinity,omitempty"`
+}
+
+// Constraint operators.
+const (
+	OpEq    = "=="
+	OpNe    = "!="
+	OpIn    = "in"
+	OpNotIn = "notin"
+)
+
+// Constraint matches node labels: {key: zone, op: in, values: [a, b]}.
+// The key "node.name" matches the node's name.
+type Constraint struct {
+	Key    string   `json:"key"`
+	Op     string   `json:"op"`
+	Values []string `json:"values"`
+}
+
+// ServiceStatus is written by the service controller.
+type ServiceStatus struct {
+	Replicas        int    `json:"replicas,omitempty"`
+	ReadyReplicas   int    `json:"readyReplicas,omitempty"`
+	UpdatedReplicas int    `json:"updatedReplicas,omitempty"`
+	VIP             string `json:"vip,omitempty"`
+	// ObservedRevision is the service revision the controller last acted on.
+	ObservedRevision int64  `json:"observedRevision,omitempty"`
+	Message          string `json:"message,omitempty"`
+}
+
+// Template is what one instance runs.
+type Template struct {
+	Image   string            `json:"image"`
+	Command []string          `json:"command,omitempty"`
+	Args    []string          `json:"args,omitempty"`
+	Env     map[string]string `json:"env,omitempty"`
+	// WorkingDir overrides the image's working directory.
+	WorkingDir string    `json:"workingDir,omitempty"`
+	Resources  Resources `json:"resources,omitzero"`
+	Ports      []Port    `json:"ports,omitempty"`
+	Health     *Health   `json:"health,omitempty"`
+	// Restart is always (the default for services), on-failure (the default
+	// for jobs) or never.
+	Restart RestartPolicy `json:"restart,omitempty"`
+	Volumes []Volume      `json:"volumes,omitempty"`
+	// Runtime picks an OCI runtime other than the built-in one ("runc").
+	Runtime string `json:"runtime,omitempty"`
+	// RestartedAt changes to make a rollout (services) or a container
+	// restart (instances) without other change.
+	RestartedAt time.Time `json:"restartedAt,omitzero"`
+}
+
+// Resources are what an instance reserves and is limited to.
+type Resources struct {
+	// CPU in cores (0.5 = half a core).
+	CPU    float64  `json:"cpu,omitempty"`
+	Memory Quantity `json:"memory,omitempty"`
+	Pids   int64    `json:"pids,omitempty"`
+	// Exclusive pins CPU whole logical CPUs for the instance alone; CPU
+	// must then be a whole number.
+	Exclusive bool `json:"exclusive,omitempty"`
+}
+
+// MilliCPU is CPU in thousandths of a core, rounded up.
+func (r Resources) MilliCPU() int64 {
+	m := r.CPU * 1000
+	n := int64(m)
+	if float64(n) < m {
+		n++
+	}
+	return n
+}
+
+// Port is a port the container listens on, optionally published on the host.
+type Port struct {
+	Name      string `json:"name,omitempty"`
+	Container int    `json:"container"`
+	Host      int    `json:"host,omitempty"`
+	// Protocol is tcp (the default) or udp.
+	Protocol string `json:"protocol,omitempty"`
+}
+
+// Health is a check that marks an instance healthy. Exactly one of HTTP,
+// TCP and Exec is set.
+type Health struct {
+	HTTP     *HTTPCheck `json:"http,omitempty"`
+	TCP      *TCPCheck  `json:"tcp,omitempty"`
+	Exec     *ExecCheck `json:"exec,omitempty"`
+	Interval Duration   `json:"interval,omitempty"`
+	Timeout  Duration   `json:"timeout,omitempty"`
+	// Failures is how many failures in a row make the instance unhealthy.
+	Failures int `json:"failures,omitempty"`
+}
+
+// HTTPCheck passes on a 2xx or 3xx answer.
+type HTTPCheck struct {
+	Port int    `json:"port"`
+	Path string `json:"path,omitempty"`
+}
+
+// TCPCheck passes when a connection opens.
+type TCPCheck struct {
+	Port int `json:"port"`
+}
+
+// ExecCheck passes when the command exits 0.
+type ExecCheck struct {
+	Command []string `json:"command"`
+}
+
+// RestartPolicy says when an exited container is started again.
+type RestartPolicy string
+
+// Restart policies.
+const (
+	RestartAlways    RestartPolicy = "always"
+	RestartOnFailure RestartPolicy = "on-failure"
+	RestartNever     RestartPolicy = "never"
+)
+
+// Volume mounts a host directory into the container.
+type Volume struct {
+	Name     string `json:"name,omitempty"`
+	HostPath string `json:"hostPath"`
+	Path     string `json:"path"`
+	ReadOnly bool   `json:"readOnly,omitempty"`
+}
+
+// Job is a batch workload: Completions indexed instances, Parallelism at
+// a time; it succeeds when every index has succeeded and fails when an
+// index has failed more than BackoffLimit times.
+type Job struct {
+	Metadata Metadata  `json:"metadata"`
+	Spec     JobSpec   `json:"spec"`
+	Status   JobStatus `json:"status,omitzero"`
+}
+
+// JobSpec is what the user asks of a job.
+type JobSpec struct {
+	Completions  int       `json:"completions"`
+	Parallelism  int       `json:"parallelism,omitempty"`
+	BackoffLimit int       `json:"backoffLimit,omitempty"`
+	Template     Template  `json:"template"`
+	Placement    Placement `json:"placement,omitzero"`
+	Priority     int       `json:"priority,omitempty"`
+}
+
+// JobPhase is where a job is in its life.
+type JobPhase string
+
+// Job phases.
+const (
+	JobPending   JobPhase = "Pending"
+	JobRunning   JobPhase = "Running"
+	JobSucceeded JobPhase = "Succeeded"
+	JobFailed    JobPhase = "Failed"
+)
+
+// JobStatus is written by the job controller.
+type JobStatus struct {
+	Phase     JobPhase      `json:"phase,omitempty"`
+	Succeeded int           `json:"succeeded,omitempty"`
+	Failed    int           `json:"failed,omitempty"`
+	Active    int           `json:"active,omitempty"`
+	Indexes   []IndexResult `json:"indexes,omitempty"`
+	StartedAt time.Time     `json:"startedAt,omitzero"`
+	EndedAt   time.Time     `json:"endedAt,omitzero"`
+	Message   string        `json:"message,omitempty"`
+}
+
+// IndexResult is the outcome so far of one job index.
+type IndexResult struct {
+	Index     int    `json:"index"`
+	Succeeded bool   `json:"succeeded,omitempty"`
+	Failed    bool   `json:"failed,omitempty"`
+	Attempts  int    `json:"attempts,omitempty"`
+	ExitCode  int    `json:"exitCode,omitempty"`
+	Instance  string `json:"instance,omitempty"`
+}
+
+// Instance is one container of a Service or Job.
+type Instance struct {
+	Metadata Metadata       `json:"metadata"`
+	Spec     InstanceSpec   `json:"spec"`
+	Status   InstanceStatus `json:"status,omitzero"`
+}
+
+// Owner names the object that made an instance.
+type Owner struct {
+	Kind Kind   `json:"kind"`
+	Name string `json:"name"`
+	UID  string `json:"uid,omitempty"`
+}
+
+// InstanceSpec is written by controllers (template, owner) and by the
+// scheduler (Node, CPUSet).
+type InstanceSpec struct {
+	Template  Template  `json:"template"`
+	Owner     Owner     `json:"owner"`
+	Placement Placement `json:"placement,omitzero"`
+	// Index is the job index (0-based); Attempt counts retries of it.
+	Index   int `json:"index,omitempty"`
+	Attempt int `json:"attempt,omitempty"`
+	// SpecHash identifies the template revision the instance was made from.
+	SpecHash string `json:"specHash,omitempty"`
+	Priority int    `json:"priority,omitempty"`
+	// Node is empty until the scheduler binds the instance.
+	Node string `json:"node,omitempty"`
+	// CPUSet is the exclusive logical CPUs the scheduler gave the instance.
+	CPUSet []int `json:"cpuset,omitempty"`
+}
+
+// Phase is where an instance is in its life.
+type Phase string
+
+// Instance phases.
+const (
+	PhasePending   Phase = "Pending"
+	PhaseScheduled Phase = "Scheduled"
+	PhaseStarting  Phase = "Starting"
+	PhaseRunning   Phase = "Running"
+	PhaseSucceeded Phase = "Succeeded"
+	PhaseFailed    Phase = "Failed"
+	PhaseLost      Phase = "Lost"
+)
+
+// Phases lists every instance phase.
+var Phases = []Phase{PhasePending, PhaseScheduled, PhaseStarting, PhaseRunning, PhaseSucceeded, PhaseFailed, PhaseLost}
+
+// InstanceStatus is written by the node's agent.
+type InstanceStatus struct {
+	Phase       Phase  `json:"phase,omitempty"`
+	IP          string `json:"ip,omitempty"`
+	ContainerID string `json:"containerID,omitempty"`
+	ExitCode    int    `json:"exitCode,omitempty"`
+	// Reason says why the container ended, e.g. "OOMKilled".
+	Reason      string    `json:"reason,omitempty"`
+	Message     string    `json:"message,omitempty"`
+	Restarts    int       `json:"restarts,omitempty"`
+	Healthy     bool      `json:"healthy,omitempty"`
+	ScheduledAt time.Time `json:"scheduledAt,omitzero"`
+	StartedAt   time.Time `json:"startedAt,omitzero"`
+	FinishedAt  time.Time `json:"finishedAt,omitzero"`
+}
+
+// Event records what happened to an object. Events expire after a while
+// (see the store), so the history is bounded.
+type Event struct {
+	Metadata Metadata  `json:"metadata"`
+	Time     time.Time `json:"time"`
+	// Object is the object the event is about.
+	Object  ObjectRef `json:"object"`
+	Type    EventType `json:"type"`
+	Reason  string    `json:"reason"`
+	Message string    `json:"message,omitempty"`
+	// Source is the component that reported the event.
+	Source string `json:"source,omitempty"`
+}
+
+// ObjectRef names an object.
+type ObjectRef struct {
+	Kind      Kind   `json:"kind"`
+	Namespace string `json:"namespace,omitempty"`
+	Name      string `json:"name"`
+}
+
+// EventType is Normal or Warning.
+type EventType string
+
+// Event types.
+const (
+	EventNormal  EventType = "Normal"
+	EventWarning EventType = "Warning"
+)

@@ -1,0 +1,420 @@
+package api
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"path"
+	"regexp"
+	"strings"
+
+	"github.com/berth-dev/berth/internal/errdefs"
+)
+
+// FieldError is one invalid field: Field is its path in the object's spec
+// file shape ("template.resources.memory", "template.ports[1].host").
+type FieldError struct {
+	Field  string `json:"field"`
+	Reason string `json:"reason"`
+}
+
+func (e FieldError) Error() string {
+	if e.Field == "" {
+		return e.Reason
+	}
+	return e.Field + ": " + e.Reason
+}
+
+// ValidationError lists the invalid fields of one object. It is in the
+// errdefs.ErrInvalidArgument category.
+type ValidationError struct {
+	Fields []FieldError
+}
+
+func (e *ValidationError) Error() string {
+	msgs := make([]string, len(e.Fields))
+	for i, f := range e.Fields {
+		msgs[i] = f.Error()
+	}
+	return strings.Join(msgs, "; ")
+}
+
+// Unwrap puts a ValidationError in the InvalidArgument category.
+func (e *ValidationError) Unwrap() error { return errdefs.ErrInvalidArgument }
+
+// FieldErrors returns the field errors in err's chain, if any.
+func FieldErrors(err error) []FieldError {
+	var v *ValidationError
+	if errors.As(err, &v) {
+		return v.Fields
+	}
+	return nil
+}
+
+// errs collects field errors while validating.
+type errs struct{ list []FieldError }
+
+func (e *errs) add(field, format string, args ...any) {
+	e.list = append(e.list, FieldError{Field: field, Reason: fmt.Sprintf(format, args...)})
+}
+
+func (e *errs) err() error {
+	if len(e.list) == 0 {
+		return nil
+	}
+	return &ValidationError{Fields: e.list}
+}
+
+func join(prefix, field string) string {
+	if prefix == "" {
+		return field
+	}
+	return prefix + "." + field
+}
+
+var dnsLabel = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]*[a-z0-9])?$`)
+
+// ValidateName checks that s is a DNS label: at most 63 lowercase
+// letters, digits and '-', starting and ending with a letter or digit.
+func ValidateName(s string) error {
+	switch {
+	case s == "":
+		return errors.New("must not be empty")
+	case len(s) > 63:
+		return fmt.Errorf("%q is longer than 63 characters", s)
+	case !dnsLabel.MatchString(s):
+		return fmt.Errorf("%q is not a DNS label: use lowercase letters, digits and '-', starting and ending with a letter or digit", s)
+	}
+	return nil
+}
+
+var (
+	// A path component of an image name: lowercase alphanumerics joined
+	// by one '.', one or two '_', or any number of '-'.
+	imageComponent = regexp.MustCompile(`^[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*$`)
+	imageHost      = regexp.MustCompile(`^(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)(?:\.[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)*(?::[0-9]+)?$`)
+	imageTag       = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$`)
+	imageDigest    = regexp.MustCompile(`^sha256:[a-f0-9]{64}$`)
+)
+
+// ValidateImage checks an image reference: [host[:port]/]path[:tag][@sha256:hex].
+func ValidateImage(ref string) error {
+	if ref == "" {
+		return errors.New("must not be empty")
+	}
+	if len(ref) > 255+7+64+128 {
+		return fmt.Errorf("image %q is too long", ref)
+	}
+	name := ref
+	if i := strings.IndexByte(name, '@'); i >= 0 {
+		if !imageDigest.MatchString(name[i+1:]) {
+			return fmt.Errorf("invalid image %q: digest must be sha256: and 64 lowercase hex digits", ref)
+		}
+		name = name[:i]
+	}
+	// A ':' after the last '/' starts the tag; one before it is a port.
+	if i := strings.LastIndexByte(name, ':'); i > strings.LastIndexByte(name, '/') {
+		if !imageTag.MatchString(name[i+1:]) {
+			return fmt.Errorf("invalid image %q: bad tag %q", ref, name[i+1:])
+		}
+		name = name[:i]
+	}
+	if len(name) > 255 {
+		return fmt.Errorf("invalid image %q: name is longer than 255 characters", ref)
+	}
+	parts := strings.Split(name, "/")
+	if len(parts) > 1 && (strings.ContainsAny(parts[0], ".:") || parts[0] == "localhost") {
+		if !imageHost.MatchString(parts[0]) {
+			return fmt.Errorf("invalid image %q: bad registry host %q", ref, parts[0])
+		}
+		parts = parts[1:]
+	}
+	for _, p := range parts {
+		if !imageComponent.MatchString(p) {
+			return fmt.Errorf("invalid image %q: name component %q must be lowercase letters and digits, separated by '.', '_' or '-'", ref, p)
+		}
+	}
+	return nil
+}
+
+var envName = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
+
+func validateMetadata(e *errs, m *Metadata, namespaced bool) {
+	if err := ValidateName(m.Name); err != nil {
+		e.add("name", "%v", err)
+	}
+	if namespaced && m.Namespace != "" {
+		if err := ValidateName(m.Namespace); err != nil {
+			e.add("namespace", "%v", err)
+		}
+	}
+	for k := range m.Labels {
+		if k == "" || len(k) > 63 || strings.ContainsAny(k, " \t\n=,") {
+			e.add("labels", "invalid label key %q", k)
+		}
+	}
+}
+
+func validatePort(e *errs, field string, p int, allowZero bool) {
+	if (p == 0 && !allowZero) || p < 0 || p > 65535 {
+		e.add(field, "port %d out of range 1-65535", p)
+	}
+}
+
+// validateTemplate checks t; prefix is the template's field path.
+func validateTemplate(e *errs, prefix string, t *Template) {
+	if err := ValidateImage(t.Image); err != nil {
+		e.add(join(prefix, "image"), "%v", err)
+	}
+	for k := range t.Env {
+		if !envName.MatchString(k) {
+			e.add(join(prefix, "env"), "invalid variable name %q", k)
+		}
+	}
+	r := t.Resources
+	rp := join(prefix, "resources")
+	if r.CPU < 0 || math.IsNaN(r.CPU) || math.IsInf(r.CPU, 0) {
+		e.add(rp+".cpu", "must not be negative, got %v", r.CPU)
+	}
+	if r.Exclusive && (r.CPU < 1 || r.CPU != math.Trunc(r.CPU)) {
+		e.add(rp+".cpu", "exclusive CPUs must be a whole number of at least 1, got %v", r.CPU)
+	}
+	if r.Memory < 0 {
+		e.add(rp+".memory", "must not be negative, got %d", r.Memory)
+	} else if r.Memory > 0 && r.Memory < 4<<20 {
+		e.add(rp+".memory", "%s is below the minimum of 4Mi", r.Memory)
+	}
+	if r.Pids < 0 {
+		e.add(rp+".pids", "must not be negative, got %d", r.Pids)
+	}
+	names := map[string]bool{}
+	hosts := map[string]bool{}
+	for i, p := range t.Ports {
+		pp := fmt.Sprintf("%s[%d]", join(prefix, "ports"), i)
+		if p.Name != "" {
+			if err := ValidateName(p.Name); err != nil {
+				e.add(pp+".name", "%v", err)
+			} else if names[p.Name] {
+				e.add(pp+".name", "duplicate port name %q", p.Name)
+			}
+			names[p.Name] = true
+		}
+		validatePort(e, pp+".container", p.Container, false)
+		validatePort(e, pp+".host", p.Host, true)
+		switch p.Protocol {
+		case "", "tcp", "udp":
+		default:
+			e.add(pp+".protocol", "must be tcp or udp, got %q", p.Protocol)
+		}
+		if p.Host != 0 {
+			key := fmt.Sprintf("%d/%s", p.Host, cmpOr(p.Protocol, "tcp"))
+			if hosts[key] {
+				e.add(pp+".host", "host port %s published twice", key)
+			}
+			hosts[key] = true
+		}
+	}
+	if h := t.Health; h != nil {
+		hp := join(prefix, "health")
+		n := 0
+		if h.HTTP != nil {
+			n++
+			validatePort(e, hp+".http.port", h.HTTP.Port, false)
+			if h.HTTP.Path != "" && !strings.HasPrefix(h.HTTP.Path, "/") {
+				e.add(hp+".http.path", "must start with '/', got %q", h.HTTP.Path)
+			}
+		}
+		if h.TCP != nil {
+			n++
+			validatePort(e, hp+".tcp.port", h.TCP.Port, false)
+		}
+		if h.Exec != nil {
+			n++
+			if len(h.Exec.Command) == 0 {
+				e.add(hp+".exec.command", "must not be empty")
+			}
+		}
+		if n != 1 {
+			e.add(hp, "set exactly one of http, tcp and exec (got %d)", n)
+		}
+		if h.Interval < 0 {
+			e.add(hp+".interval", "must not be negative, got %s", h.Interval)
+		}
+		if h.Timeout < 0 {
+			e.add(hp+".timeout", "must not be negative, got %s", h.Timeout)
+		}
+		if h.Failures < 0 {
+			e.add(hp+".failures", "must not be negative, got %d", h.Failures)
+		}
+	}
+	switch t.Restart {
+	case "", RestartAlways, RestartOnFailure, RestartNever:
+	default:
+		e.add(join(prefix, "restart"), "must be always, on-failure or never, got %q", t.Restart)
+	}
+	for i, v := range t.Volumes {
+		vp := fmt.Sprintf("%s[%d]", join(prefix, "volumes"), i)
+		if !path.IsAbs(v.HostPath) {
+			e.add(vp+".hostPath", "must be an absolute path, got %q", v.HostPath)
+		}
+		if !path.IsAbs(v.Path) || path.Clean(v.Path) == "/" {
+			e.add(vp+".path", "must be an absolute path other than /, got %q", v.Path)
+		}
+	}
+}
+
+func cmpOr(s, def string) string {
+	if s == "" {
+		return def
+	}
+	return s
+}
+
+func validatePlacement(e *errs, prefix string, p *Placement) {
+	for i, c := range p.Constraints {
+		cp := fmt.Sprintf("%s.constraints[%d]", prefix, i)
+		if c.Key == "" {
+			e.add(cp+".key", "must not be empty")
+		}
+		switch c.Op {
+		case OpEq, OpNe:
+			if len(c.Values) != 1 {
+				e.add(cp+".values", "%s takes exactly one value, got %d", c.Op, len(c.Values))
+			}
+		case OpIn, OpNotIn:
+			if len(c.Values) == 0 {
+				e.add(cp+".values", "%s takes at least one value", c.Op)
+			}
+		default:
+			e.add(cp+".op", "must be ==, !=, in or notin, got %q", c.Op)
+		}
+	}
+	if len(p.Spread) > 4 {
+		e.add(prefix+".spread", "at most 4 spread domains, got %d", len(p.Spread))
+	}
+}
+
+// Validate checks a service.
+func (s *Service) Validate() error {
+	var e errs
+	validateMetadata(&e, &s.Metadata, true)
+	if s.Spec.Replicas < 0 {
+		e.add("replicas", "must not be negative, got %d", s.Spec.Replicas)
+	}
+	validateTemplate(&e, "template", &s.Spec.Template)
+	if s.Spec.Update.MaxSurge < 0 {
+		e.add("update.maxSurge", "must not be negative, got %d", s.Spec.Update.MaxSurge)
+	}
+	if s.Spec.Update.MaxUnavailable < 0 {
+		e.add("update.maxUnavailable", "must not be negative, got %d", s.Spec.Update.MaxUnavailable)
+	}
+	validatePlacement(&e, "placement", &s.Spec.Placement)
+	return e.err()
+}
+
+// Validate checks a job.
+func (j *Job) Validate() error {
+	var e errs
+	validateMetadata(&e, &j.Metadata, true)
+	if j.Spec.Completions < 1 {
+		e.add("completions", "must be at least 1, got %d", j.Spec.Completions)
+	}
+	if j.Spec.Parallelism < 0 {
+		e.add("parallelism", "must not be negative, got %d", j.Spec.Parallelism)
+	}
+	if j.Spec.BackoffLimit < 0 {
+		e.add("backoffLimit", "must not be negative, got %d", j.Spec.BackoffLimit)
+	}
+	validateTemplate(&e, "template", &j.Spec.Template)
+	validatePlacement(&e, "placement", &j.Spec.Placement)
+	return e.err()
+}
+
+// Validate checks an instance.
+func (i *Instance) Validate() error {
+	var e errs
+	validateMetadata(&e, &i.Metadata, true)
+	validateTemplate(&e, "template", &i.Spec.Template)
+	switch i.Spec.Owner.Kind {
+	case "", KindService, KindJob:
+	default:
+		e.add("owner.kind", "must be Service or Job, got %q", i.Spec.Owner.Kind)
+	}
+	if i.Spec.Index < 0 {
+		e.add("index", "must not be negative, got %d", i.Spec.Index)
+	}
+	if i.Spec.Node != "" {
+		if err := ValidateName(i.Spec.Node); err != nil {
+			e.add("node", "%v", err)
+		}
+	}
+	validatePlacement(&e, "placement", &i.Spec.Placement)
+	return e.err()
+}
+
+// ValidateStatus checks the fields an agent writes.
+func (i *Instance) ValidateStatus() error {
+	var e errs
+	if ph := i.Status.Phase; ph != "" {
+		ok := false
+		for _, p := range Phases {
+			ok = ok || p == ph
+		}
+		if !ok {
+			e.add("status.phase", "unknown phase %q", ph)
+		}
+	}
+	if i.Status.Restarts < 0 {
+		e.add("status.restarts", "must not be negative, got %d", i.Status.Restarts)
+	}
+	return e.err()
+}
+
+// Validate checks a node.
+func (n *Node) Validate() error {
+	var e errs
+	validateMetadata(&e, &n.Metadata, false)
+	c := n.Spec.Capacity
+	if c.MilliCPU < 0 {
+		e.add("capacity.milliCPU", "must not be negative, got %d", c.MilliCPU)
+	}
+	if c.Memory < 0 {
+		e.add("capacity.memory", "must not be negative, got %d", c.Memory)
+	}
+	if c.Pids < 0 {
+		e.add("capacity.pids", "must not be negative, got %d", c.Pids)
+	}
+	seen := map[int]bool{}
+	for i, core := range n.Spec.Topology.Cores {
+		for _, t := range core.Threads {
+			if t < 0 || seen[t] {
+				e.add(fmt.Sprintf("topology.cores[%d].threads", i), "logical CPU %d is negative or listed twice", t)
+			}
+			seen[t] = true
+		}
+	}
+	switch n.Status.Condition {
+	case "", NodeReady, NodeNotReady:
+	default:
+		e.add("status.condition", "must be Ready or NotReady, got %q", n.Status.Condition)
+	}
+	return e.err()
+}
+
+// Validate checks an event.
+func (ev *Event) Validate() error {
+	var e errs
+	validateMetadata(&e, &ev.Metadata, true)
+	if ev.Object.Name == "" {
+		e.add("object.name", "must not be empty")
+	}
+	switch ev.Type {
+	case EventNormal, EventWarning:
+	default:
+		e.add("type", "must be Normal or Warning, got %q", ev.Type)
+	}
+	if ev.Reason == "" {
+		e.add("reason", "must not be empty")
+	}
+	return e.err()
+}
