@@ -1,0 +1,294 @@
+package store
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/berth-dev/berth/api"
+	"github.com/berth-dev/berth/internal/errdefs"
+)
+
+// ptr is the constraint of the generic helpers: T is an object type and
+// P its pointer, which implements api.Object.
+type ptr[T any] interface {
+	*T
+	api.Object
+}
+
+// Get reads one object: store.Get[api.Service](ctx, s, "default", "web").
+func Get[T any, P ptr[T]](ctx context.Context, s *Store, namespace, name string) (P, error) {
+	obj := P(new(T))
+	if err := s.GetInto(ctx, obj, namespace, name); err != nil {
+		return nil, err
+	}
+	return obj, nil
+}
+
+// GetInto reads the object of obj's kind named namespace/name into obj.
+func (s *Store) GetInto(ctx context.Context, obj api.Object, namespace, name string) error {
+	kind := obj.GetKind()
+	namespace = defaultNS(kind, namespace)
+	r, err := s.client.Get(ctx, s.Key(kind, namespace, name))
+	if err != nil {
+		return fmt.Errorf("get %s: %w", api.Ref(kind, namespace, name), wrapEtcd(err))
+	}
+	if len(r.Kvs) == 0 {
+		return fmt.Errorf("%s: %w", api.Ref(kind, namespace, name), errdefs.ErrNotFound)
+	}
+	return decode(obj, r.Kvs[0].Value, r.Kvs[0].ModRevision)
+}
+
+func defaultNS(kind api.Kind, namespace string) string {
+	if !kind.Namespaced() {
+		return ""
+	}
+	if namespace == "" {
+		return api.DefaultNamespace
+	}
+	return namespace
+}
+
+// List reads every object of T's kind in namespace (every namespace when
+// it is empty), sorted by key, and the revision they were read at: watch
+// from that revision + 1 to miss nothing.
+func List[T any, P ptr[T]](ctx context.Context, s *Store, namespace string) ([]P, int64, error) {
+	var out []P
+	rev, err := s.ListFunc(ctx, P(new(T)).GetKind(), namespace, func(value []byte, modRev int64) error {
+		obj := P(new(T))
+		if err := decode(obj, value, modRev); err != nil {
+			return err
+		}
+		out = append(out, obj)
+		return nil
+	})
+	return out, rev, err
+}
+
+// listPage bounds the size of one etcd range response.
+const listPage = 2000
+
+// ListFunc calls fn with the stored value and revision of every object of
+// kind in namespace (all when empty), in key order, all read at one
+// revision, which it returns.
+func (s *Store) ListFunc(ctx context.Context, kind api.Kind, namespace string, fn func(value []byte, modRev int64) error) (int64, error) {
+	prefix := s.prefixOf(kind, namespace)
+	end := clientv3.GetPrefixRangeEnd(prefix)
+	key := prefix
+	var rev int64
+	for {
+		opts := []clientv3.OpOption{clientv3.WithRange(end), clientv3.WithLimit(listPage)}
+		if rev != 0 {
+			opts = append(opts, clientv3.WithRev(rev))
+		}
+		r, err := s.client.Get(ctx, key, opts...)
+		if err != nil {
+			return 0, fmt.Errorf("list %s: %w", kind.Plural(), wrapEtcd(err))
+		}
+		if rev == 0 {
+			rev = r.Header.Revision
+		}
+		for _, kv := range r.Kvs {
+			if err := fn(kv.Value, kv.ModRevision); err != nil {
+				return 0, fmt.Errorf("list %s: %s: %w", kind.Plural(), kv.Key, err)
+			}
+		}
+		if !r.More || len(r.Kvs) == 0 {
+			return rev, nil
+		}
+		key = string(r.Kvs[len(r.Kvs)-1].Key) + "\x00"
+	}
+}
+
+// Create stores a new object, giving it a UID, a creation time and its
+// revision (all set in obj). It fails with ErrAlreadyExists when the name
+// is taken and ErrInvalidArgument when obj does not validate.
+func (s *Store) Create(ctx context.Context, obj api.Object) error {
+	return s.Txn().Create(obj).Commit(ctx)
+}
+
+// CreateMany creates objects in as few transactions as etcd allows. Each
+// transaction is all-or-nothing, but objects beyond the first
+// transaction's limit (128 on an external etcd, 1024 embedded) go in
+// later ones, which the failure of an earlier one leaves unwritten.
+func (s *Store) CreateMany(ctx context.Context, objs []api.Object) error {
+	for len(objs) > 0 {
+		n := min(len(objs), s.maxOps)
+		t := s.Txn()
+		for _, o := range objs[:n] {
+			t.Create(o)
+		}
+		if err := t.Commit(ctx); err != nil {
+			return err
+		}
+		objs = objs[n:]
+	}
+	return nil
+}
+
+// Update writes obj's labels and spec, keeping the stored status, UID and
+// creation time. With expectRevision != 0 it fails with ErrConflict
+// unless the object is still at that revision; with 0 it applies to
+// whatever is stored. obj is refreshed with what was stored.
+func (s *Store) Update(ctx context.Context, obj api.Object, expectRevision int64) error {
+	return s.retryUnconditional(ctx, expectRevision, func() error {
+		return s.Txn().Update(obj, expectRevision).Commit(ctx)
+	})
+}
+
+// UpdateStatus writes obj's status, keeping everything else stored. The
+// revision works as for Update.
+func (s *Store) UpdateStatus(ctx context.Context, obj api.Object, expectRevision int64) error {
+	return s.retryUnconditional(ctx, expectRevision, func() error {
+		return s.Txn().UpdateStatus(obj, expectRevision).Commit(ctx)
+	})
+}
+
+// Apply creates obj, or updates its spec when it exists (see Update). It
+// reports whether it created it.
+func (s *Store) Apply(ctx context.Context, obj api.Object, expectRevision int64) (created bool, err error) {
+	if expectRevision != 0 {
+		return false, s.Update(ctx, obj, expectRevision)
+	}
+	for range maxRetries {
+		err := s.Create(ctx, obj)
+		if !errdefs.IsAlreadyExists(err) {
+			return err == nil, err
+		}
+		err = s.Update(ctx, obj, 0)
+		if !errdefs.IsNotFound(err) {
+			return false, err
+		}
+		// Deleted between the two: try again.
+	}
+	return false, fmt.Errorf("apply %s: %w: kept changing", api.RefOf(obj), errdefs.ErrConflict)
+}
+
+// Delete removes an object (and its node assignment). With
+// expectRevision != 0 it fails with ErrConflict unless the object is
+// still at that revision.
+func (s *Store) Delete(ctx context.Context, kind api.Kind, namespace, name string, expectRevision int64) error {
+	return s.retryUnconditional(ctx, expectRevision, func() error {
+		return s.Txn().Delete(kind, namespace, name, expectRevision).Commit(ctx)
+	})
+}
+
+const maxRetries = 20
+
+// retryUnconditional retries a read-modify-write that lost a race, when
+// the caller did not ask for a particular revision.
+func (s *Store) retryUnconditional(ctx context.Context, expectRevision int64, f func() error) error {
+	for i := 0; ; i++ {
+		err := f()
+		if expectRevision != 0 || !errdefs.IsConflict(err) || i == maxRetries || ctx.Err() != nil {
+			return err
+		}
+	}
+}
+
+// Binding places one instance on a node.
+type Binding struct {
+	Namespace string
+	Name      string
+	Node      string
+	CPUSet    []int
+	// Revision is the instance revision the scheduler planned with; 0
+	// binds whatever is stored, but never an instance already bound
+	// elsewhere.
+	Revision int64
+}
+
+// Bind binds instances to nodes in one transaction: it sets each
+// instance's node and CPU set, moves it to Scheduled and writes its
+// assignment key. All or none are bound; a stale revision is
+// ErrConflict.
+func (s *Store) Bind(ctx context.Context, bindings []Binding) error {
+	t := s.Txn()
+	for _, b := range bindings {
+		t.bind(b)
+	}
+	return t.Commit(ctx)
+}
+
+// RecordEvent stores an event, naming it after its object when it has no
+// name and timing it now when it has no time. Events expire after the
+// store's EventTTL.
+func (s *Store) RecordEvent(ctx context.Context, ev *api.Event) error {
+	if ev.Time.IsZero() {
+		ev.Time = time.Now().UTC()
+	}
+	if ev.Metadata.Namespace == "" {
+		ev.Metadata.Namespace = ev.Object.Namespace
+	}
+	if ev.Metadata.Name == "" {
+		base := ev.Object.Name
+		if len(base) > 46 {
+			base = base[:46]
+		}
+		ev.Metadata.Name = fmt.Sprintf("%s-%x", base, ev.Time.UnixNano())
+	}
+	lease, err := s.eventLeaseID(ctx)
+	if err != nil {
+		return fmt.Errorf("%s: %w", api.RefOf(ev), err)
+	}
+	t := s.Txn()
+	t.lease = lease
+	return t.Create(ev).Commit(ctx)
+}
+
+// eventLeaseID shares one lease among the events of half a TTL, so that
+// events cost no lease each and live between TTL/2 and TTL.
+func (s *Store) eventLeaseID(ctx context.Context) (clientv3.LeaseID, error) {
+	s.leaseMu.Lock()
+	defer s.leaseMu.Unlock()
+	now := time.Now()
+	if s.eventLease != 0 && now.Before(s.eventLeaseTo) {
+		return s.eventLease, nil
+	}
+	r, err := s.client.Grant(ctx, int64(s.eventTTL/time.Second))
+	if err != nil {
+		return 0, fmt.Errorf("event lease: %w", wrapEtcd(err))
+	}
+	s.eventLease, s.eventLeaseTo = r.ID, now.Add(s.eventTTL/2)
+	return r.ID, nil
+}
+
+// Assignments lists the instances bound to node, from its assignment
+// keys, and the revision to watch from (plus one).
+func (s *Store) Assignments(ctx context.Context, node string) ([]*api.Instance, int64, error) {
+	r, err := s.client.Get(ctx, s.assignPrefix(node), clientv3.WithPrefix())
+	if err != nil {
+		return nil, 0, fmt.Errorf("assignments of node %q: %w", node, wrapEtcd(err))
+	}
+	out := make([]*api.Instance, 0, len(r.Kvs))
+	for _, kv := range r.Kvs {
+		var in api.Instance
+		if err := decode(&in, kv.Value, kv.ModRevision); err != nil {
+			return nil, 0, fmt.Errorf("assignments of node %q: %s: %w", node, kv.Key, err)
+		}
+		out = append(out, &in)
+	}
+	return out, r.Header.Revision, nil
+}
+
+// mergeRaw returns base's JSON object with field replaced by from's.
+func mergeRaw(base, from []byte, fields ...string) ([]byte, error) {
+	var b, f map[string]json.RawMessage
+	if err := json.Unmarshal(base, &b); err != nil {
+		return nil, err
+	}
+	if err := json.Unmarshal(from, &f); err != nil {
+		return nil, err
+	}
+	for _, k := range fields {
+		if v, ok := f[k]; ok {
+			b[k] = v
+		} else {
+			delete(b, k)
+		}
+	}
+	return json.Marshal(b)
+}

@@ -1,0 +1,279 @@
+// Package store keeps berth's typed objects in etcd.
+//
+// Keys are /berth/<plural kind>/<namespace>/<name> (nodes, being
+// cluster-wide, /berth/nodes/<name>); values are the objects' JSON
+// without their revision, which is the key's etcd mod revision and is
+// filled in on every read. Instances bound to a node are also written
+// under /berth/assign/<node>/<namespace>/<instance>, in the same etcd
+// transaction as the instance, so the two share a revision and an agent
+// watches only its own prefix.
+//
+// Writes that name a revision (expectRevision != 0) fail with
+// errdefs.ErrConflict unless it is still the object's revision. Update
+// writes metadata labels and spec but keeps the stored status;
+// UpdateStatus writes status and keeps the rest: the two have separate
+// writers and neither clobbers the other.
+package store
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/tls"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/url"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"sync"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.etcd.io/etcd/server/v3/embed"
+	"go.etcd.io/etcd/server/v3/etcdserver/api/v3client"
+	"go.uber.org/zap"
+
+	"github.com/berth-dev/berth/api"
+	"github.com/berth-dev/berth/internal/errdefs"
+)
+
+// Config says where the store keeps its data.
+type Config struct {
+	// DataDir holds the embedded etcd's data (DataDir/etcd). Unused with
+	// EtcdEndpoints.
+	DataDir string
+	// EtcdEndpoints, when set, use an external etcd cluster instead of an
+	// embedded one.
+	EtcdEndpoints []string
+	// EtcdTLS is the client TLS configuration for EtcdEndpoints.
+	EtcdTLS *tls.Config
+	// Prefix of every key; "/berth" when empty. Tests sharing an etcd use
+	// their own.
+	Prefix string
+	// EventTTL is how long events are kept; one hour when zero.
+	EventTTL time.Duration
+	// Logger gets the store's own messages; etcd's are dropped unless they
+	// are errors.
+	Logger *slog.Logger
+}
+
+// Store is a handle on the objects in etcd. It is safe for concurrent use.
+type Store struct {
+	client   *clientv3.Client
+	etcd     *embed.Etcd // nil with an external cluster
+	prefix   string
+	maxOps   int
+	eventTTL time.Duration
+	log      *slog.Logger
+
+	leaseMu      sync.Mutex
+	eventLease   clientv3.LeaseID
+	eventLeaseTo time.Time
+}
+
+// Open starts an embedded etcd under cfg.DataDir, or connects to
+// cfg.EtcdEndpoints, and returns a Store on it.
+func Open(ctx context.Context, cfg Config) (*Store, error) {
+	s := &Store{
+		prefix:   strings.TrimSuffix(cfg.Prefix, "/"),
+		eventTTL: cfg.EventTTL,
+		log:      cfg.Logger,
+	}
+	if s.prefix == "" {
+		s.prefix = "/berth"
+	}
+	if s.eventTTL <= 0 {
+		s.eventTTL = time.Hour
+	}
+	if s.log == nil {
+		s.log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	if len(cfg.EtcdEndpoints) > 0 {
+		c, err := clientv3.New(clientv3.Config{
+			Endpoints:   cfg.EtcdEndpoints,
+			TLS:         cfg.EtcdTLS,
+			DialTimeout: 5 * time.Second,
+			Context:     ctx,
+			Logger:      zap.NewNop(),
+		})
+		if err != nil {
+			return nil, fmt.Errorf("etcd %v: %w", cfg.EtcdEndpoints, err)
+		}
+		// Fail now, not on first use, when the cluster is unreachable.
+		sctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
+		if _, err := c.Get(sctx, s.prefix+"/", clientv3.WithCountOnly()); err != nil {
+			c.Close()
+			return nil, fmt.Errorf("etcd %v: %w: %w", cfg.EtcdEndpoints, errdefs.ErrUnavailable, err)
+		}
+		s.client = c
+		s.maxOps = 128 // etcd's default --max-txn-ops
+		return s, nil
+	}
+	if cfg.DataDir == "" {
+		return nil, fmt.Errorf("store: %w: DataDir or EtcdEndpoints is required", errdefs.ErrInvalidArgument)
+	}
+	e, err := startEmbedded(ctx, cfg.DataDir)
+	if err != nil {
+		return nil, err
+	}
+	s.etcd = e
+	s.client = v3client.New(e.Server)
+	s.maxOps = embeddedMaxTxnOps
+	return s, nil
+}
+
+const embeddedMaxTxnOps = 1024
+
+func startEmbedded(ctx context.Context, dataDir string) (*embed.Etcd, error) {
+	dir := filepath.Join(dataDir, "etcd")
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("etcd data dir %s: %w", dir, err)
+	}
+	ec := embed.NewConfig()
+	ec.Name = "berth"
+	ec.Dir = dir
+	ec.ZapLoggerBuilder = embed.NewZapLoggerBuilder(zap.NewNop())
+	ec.EnableGRPCGateway = false
+	ec.MaxTxnOps = embeddedMaxTxnOps
+	ec.AutoCompactionMode = embed.CompactorModePeriodic
+	ec.AutoCompactionRetention = "1h"
+	// The store talks to the embedded server in-process; the listeners
+	// only have to exist. A unix socket for clients keeps them off the
+	// network; the peer listener takes a free loopback port.
+	sock := filepath.Join(dir, "client.sock")
+	_ = os.Remove(sock)
+	cu, _ := url.Parse("unix://" + sock)
+	port, err := freePort()
+	if err != nil {
+		return nil, fmt.Errorf("etcd peer port: %w", err)
+	}
+	pu, _ := url.Parse(fmt.Sprintf("http://127.0.0.1:%d", port))
+	ec.ListenClientUrls, ec.AdvertiseClientUrls = []url.URL{*cu}, []url.URL{*cu}
+	ec.ListenPeerUrls, ec.AdvertisePeerUrls = []url.URL{*pu}, []url.URL{*pu}
+	ec.InitialCluster = ec.InitialClusterFromName(ec.Name)
+	e, err := embed.StartEtcd(ec)
+	if err != nil {
+		return nil, fmt.Errorf("embedded etcd in %s: %w", dir, err)
+	}
+	select {
+	case <-e.Server.ReadyNotify():
+		return e, nil
+	case err := <-e.Err():
+		e.Close()
+		return nil, fmt.Errorf("embedded etcd in %s: %w", dir, err)
+	case <-ctx.Done():
+		e.Close()
+		return nil, fmt.Errorf("embedded etcd in %s: %w", dir, ctx.Err())
+	case <-time.After(60 * time.Second):
+		e.Close()
+		return nil, fmt.Errorf("embedded etcd in %s: not ready after 60s: %w", dir, errdefs.ErrUnavailable)
+	}
+}
+
+func freePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+// Close releases the client and stops the embedded etcd, if any.
+func (s *Store) Close() error {
+	err := s.client.Close()
+	if s.etcd != nil {
+		s.etcd.Close()
+	}
+	if errors.Is(err, context.Canceled) {
+		err = nil
+	}
+	return err
+}
+
+// Client is the underlying etcd client, for leader election and the like.
+func (s *Store) Client() *clientv3.Client { return s.client }
+
+// Revision is the store's current revision.
+func (s *Store) Revision(ctx context.Context) (int64, error) {
+	r, err := s.client.Get(ctx, s.prefix+"/", clientv3.WithCountOnly())
+	if err != nil {
+		return 0, fmt.Errorf("store revision: %w", wrapEtcd(err))
+	}
+	return r.Header.Revision, nil
+}
+
+// Key is the etcd key of an object.
+func (s *Store) Key(kind api.Kind, namespace, name string) string {
+	if !kind.Namespaced() {
+		return s.prefix + "/" + kind.Plural() + "/" + name
+	}
+	return s.prefix + "/" + kind.Plural() + "/" + namespace + "/" + name
+}
+
+// prefixOf is the key prefix of kind's objects in namespace, or in every
+// namespace when namespace is empty.
+func (s *Store) prefixOf(kind api.Kind, namespace string) string {
+	p := s.prefix + "/" + kind.Plural() + "/"
+	if kind.Namespaced() && namespace != "" {
+		p += namespace + "/"
+	}
+	return p
+}
+
+func (s *Store) assignKey(node, namespace, name string) string {
+	return s.prefix + "/assign/" + node + "/" + namespace + "/" + name
+}
+
+func (s *Store) assignPrefix(node string) string { return s.prefix + "/assign/" + node + "/" }
+
+// wrapEtcd puts errors of an unreachable etcd in the Unavailable category.
+func wrapEtcd(err error) error {
+	if err == nil || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return err
+	}
+	return fmt.Errorf("%w: %w", errdefs.ErrUnavailable, err)
+}
+
+// decode fills obj from a stored value at a revision.
+func decode(obj api.Object, value []byte, rev int64) error {
+	reflect.ValueOf(obj).Elem().SetZero()
+	if err := json.Unmarshal(value, obj); err != nil {
+		return fmt.Errorf("stored %s: %w", obj.GetKind(), err)
+	}
+	obj.GetMetadata().Revision = rev
+	obj.GetMetadata().Kind = obj.GetKind()
+	return nil
+}
+
+// encode renders obj for storage: without its revision, which etcd keeps.
+func encode(obj api.Object) ([]byte, error) {
+	m := obj.GetMetadata()
+	rev := m.Revision
+	m.Revision = 0
+	b, err := json.Marshal(obj)
+	m.Revision = rev
+	return b, err
+}
+
+func newUID() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+// prepare defaults and checks an object about to be written.
+func prepare(obj api.Object) error {
+	api.Default(obj)
+	if err := obj.Validate(); err != nil {
+		return fmt.Errorf("%s: %w", api.RefOf(obj), err)
+	}
+	return nil
+}

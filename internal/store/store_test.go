@@ -1,0 +1,384 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/berth-dev/berth/api"
+	"github.com/berth-dev/berth/internal/errdefs"
+)
+
+func openStore(t testing.TB) *Store {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	s, err := Open(ctx, Config{DataDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+func service(name string, replicas int) *api.Service {
+	return &api.Service{
+		Metadata: api.Metadata{Name: name},
+		Spec: api.ServiceSpec{
+			Replicas: replicas,
+			Template: api.Template{Image: "demo/busybox:1", Command: []string{"sleep", "1d"}},
+		},
+	}
+}
+
+func instance(name string) *api.Instance {
+	return &api.Instance{
+		Metadata: api.Metadata{Name: name},
+		Spec: api.InstanceSpec{
+			Template: api.Template{Image: "demo/busybox:1"},
+			Owner:    api.Owner{Kind: api.KindService, Name: "web"},
+		},
+	}
+}
+
+func TestCRUD(t *testing.T) {
+	ctx := t.Context()
+	s := openStore(t)
+
+	web := service("web", 2)
+	if err := s.Create(ctx, web); err != nil {
+		t.Fatal(err)
+	}
+	if web.Metadata.Revision == 0 || web.Metadata.UID == "" || web.Metadata.CreatedAt.IsZero() || web.Metadata.Namespace != "default" {
+		t.Fatalf("create did not fill metadata: %+v", web.Metadata)
+	}
+	if err := s.Create(ctx, service("web", 1)); !errdefs.IsAlreadyExists(err) {
+		t.Fatalf("second create: got %v, want AlreadyExists", err)
+	}
+
+	got, err := Get[api.Service](ctx, s, "default", "web")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Spec.Replicas != 2 || got.Metadata.Revision != web.Metadata.Revision || got.Metadata.UID != web.Metadata.UID {
+		t.Fatalf("get: %+v", got)
+	}
+
+	// A status write and a spec write, each from its own copy: neither
+	// undoes the other.
+	st := *got
+	st.Status.ReadyReplicas = 2
+	st.Spec.Replicas = 99 // ignored by UpdateStatus
+	if err := s.UpdateStatus(ctx, &st, got.Metadata.Revision); err != nil {
+		t.Fatal(err)
+	}
+	if st.Spec.Replicas != 2 {
+		t.Fatalf("status update changed the spec: replicas %d", st.Spec.Replicas)
+	}
+	spec := *got
+	spec.Spec.Replicas = 5
+	if err := s.Update(ctx, &spec, got.Metadata.Revision); !errdefs.IsConflict(err) {
+		t.Fatalf("update at stale revision: got %v, want Conflict", err)
+	}
+	spec.Status.ReadyReplicas = 0 // a spec writer's stale view of status
+	if err := s.Update(ctx, &spec, st.Metadata.Revision); err != nil {
+		t.Fatal(err)
+	}
+	got, err = Get[api.Service](ctx, s, "", "web")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Spec.Replicas != 5 || got.Status.ReadyReplicas != 2 {
+		t.Fatalf("after spec and status updates: replicas %d ready %d, want 5 and 2", got.Spec.Replicas, got.Status.ReadyReplicas)
+	}
+	if got.Metadata.UID != web.Metadata.UID || !got.Metadata.CreatedAt.Equal(web.Metadata.CreatedAt) {
+		t.Fatal("update changed the object's identity")
+	}
+
+	if err := s.Delete(ctx, api.KindService, "default", "web", web.Metadata.Revision); !errdefs.IsConflict(err) {
+		t.Fatalf("delete at stale revision: got %v, want Conflict", err)
+	}
+	if err := s.Delete(ctx, api.KindService, "default", "web", got.Metadata.Revision); err != nil {
+		t.Fatal(err)
+	}
+	_, err = Get[api.Service](ctx, s, "default", "web")
+	if !errdefs.IsNotFound(err) {
+		t.Fatalf("get after delete: got %v, want NotFound", err)
+	}
+	if want := `service "web" in namespace "default": not found`; err.Error() != want {
+		t.Fatalf("error %q, want %q", err, want)
+	}
+}
+
+func TestInvalidNotStored(t *testing.T) {
+	ctx := t.Context()
+	s := openStore(t)
+	bad := service("web", -1)
+	err := s.Create(ctx, bad)
+	if !errdefs.IsInvalidArgument(err) {
+		t.Fatalf("got %v, want InvalidArgument", err)
+	}
+	if fe := api.FieldErrors(err); len(fe) != 1 || fe[0].Field != "replicas" {
+		t.Fatalf("field errors %+v, want one on replicas", fe)
+	}
+	list, _, err := List[api.Service](ctx, s, "")
+	if err != nil || len(list) != 0 {
+		t.Fatalf("list after invalid create: %d objects, err %v", len(list), err)
+	}
+}
+
+func TestConcurrentUpdatesOneConflictEach(t *testing.T) {
+	ctx := t.Context()
+	s := openStore(t)
+	web := service("web", 1)
+	if err := s.Create(ctx, web); err != nil {
+		t.Fatal(err)
+	}
+	rev := web.Metadata.Revision
+	const writers = 8
+	var wg sync.WaitGroup
+	errs := make([]error, writers)
+	for i := range writers {
+		wg.Go(func() {
+			o := service("web", 10+i)
+			errs[i] = s.Update(ctx, o, rev)
+		})
+	}
+	wg.Wait()
+	ok, conflicts := 0, 0
+	for _, err := range errs {
+		switch {
+		case err == nil:
+			ok++
+		case errdefs.IsConflict(err):
+			conflicts++
+		default:
+			t.Fatalf("unexpected error: %v", err)
+		}
+	}
+	if ok != 1 || conflicts != writers-1 {
+		t.Fatalf("%d succeeded and %d conflicted, want 1 and %d", ok, conflicts, writers-1)
+	}
+}
+
+func TestWatchFromListRevisionMissesNothing(t *testing.T) {
+	ctx := t.Context()
+	s := openStore(t)
+	for i := range 5 {
+		if err := s.Create(ctx, service(fmt.Sprintf("before-%d", i), 1)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	list, rev, err := List[api.Service](ctx, s, "default")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(list) != 5 {
+		t.Fatalf("listed %d, want 5", len(list))
+	}
+	// Changes after the list and before the watch starts.
+	var want []string
+	for i := range 5 {
+		if err := s.Create(ctx, service(fmt.Sprintf("after-%d", i), 1)); err != nil {
+			t.Fatal(err)
+		}
+		want = append(want, fmt.Sprintf("Added after-%d", i))
+	}
+	up := list[0]
+	up.Spec.Replicas = 3
+	if err := s.Update(ctx, up, up.Metadata.Revision); err != nil {
+		t.Fatal(err)
+	}
+	want = append(want, "Modified before-0")
+	if err := s.Delete(ctx, api.KindService, "default", "before-1", 0); err != nil {
+		t.Fatal(err)
+	}
+	want = append(want, "Deleted before-1")
+	// Another namespace is not watched.
+	other := service("elsewhere", 1)
+	other.Metadata.Namespace = "other"
+	if err := s.Create(ctx, other); err != nil {
+		t.Fatal(err)
+	}
+
+	wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	ch := WatchOf[api.Service](wctx, s, "default", rev+1)
+	var got []string
+	last := rev
+	for len(got) < len(want) {
+		select {
+		case ev, ok := <-ch:
+			if !ok {
+				t.Fatalf("watch closed after %v", got)
+			}
+			if ev.Err != nil {
+				t.Fatal(ev.Err)
+			}
+			if ev.Revision <= last {
+				t.Fatalf("revision went from %d to %d", last, ev.Revision)
+			}
+			last = ev.Revision
+			got = append(got, fmt.Sprintf("%s %s", ev.Type, ev.Object.Metadata.Name))
+		case <-wctx.Done():
+			t.Fatalf("got %v, want %v", got, want)
+		}
+	}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("got %v, want %v", got, want)
+	}
+	// Nothing more is pending.
+	select {
+	case ev := <-ch:
+		t.Fatalf("unexpected event %+v", ev)
+	case <-time.After(100 * time.Millisecond):
+	}
+}
+
+func TestBindAndAssignments(t *testing.T) {
+	ctx := t.Context()
+	s := openStore(t)
+	a, b := instance("web-1"), instance("web-2")
+	if err := s.CreateMany(ctx, []api.Object{a, b}); err != nil {
+		t.Fatal(err)
+	}
+	_, rev, err := s.Assignments(ctx, "n1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	ch := s.WatchAssignments(wctx, "n1", rev+1)
+
+	err = s.Bind(ctx, []Binding{
+		{Name: "web-1", Node: "n1", CPUSet: []int{2, 3}, Revision: a.Metadata.Revision},
+		{Name: "web-2", Node: "n1", Revision: b.Metadata.Revision},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := Get[api.Instance](ctx, s, "default", "web-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Spec.Node != "n1" || got.Status.Phase != api.PhaseScheduled || fmt.Sprint(got.Spec.CPUSet) != "[2 3]" {
+		t.Fatalf("bound instance: node %q phase %q cpuset %v", got.Spec.Node, got.Status.Phase, got.Spec.CPUSet)
+	}
+	assigned, _, err := s.Assignments(ctx, "n1")
+	if err != nil || len(assigned) != 2 {
+		t.Fatalf("assignments of n1: %d, %v", len(assigned), err)
+	}
+	if assigned[0].Metadata.Revision != got.Metadata.Revision {
+		t.Fatalf("assignment at revision %d, instance at %d: not one transaction", assigned[0].Metadata.Revision, got.Metadata.Revision)
+	}
+
+	// Binding a bound instance elsewhere fails, and binds nothing else.
+	c := instance("web-3")
+	if err := s.Create(ctx, c); err != nil {
+		t.Fatal(err)
+	}
+	err = s.Bind(ctx, []Binding{{Name: "web-3", Node: "n2"}, {Name: "web-1", Node: "n2"}})
+	if !errdefs.IsFailedPrecondition(err) {
+		t.Fatalf("rebinding: got %v, want FailedPrecondition", err)
+	}
+	if n2, _, _ := s.Assignments(ctx, "n2"); len(n2) != 0 {
+		t.Fatalf("a failed bind left %d assignments", len(n2))
+	}
+
+	// A status write from the agent does not touch the assignment; deleting
+	// the instance removes it.
+	got.Status.Phase = api.PhaseRunning
+	if err := s.UpdateStatus(ctx, got, 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Delete(ctx, api.KindInstance, "default", "web-2", 0); err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"Added web-1", "Added web-2", "Deleted web-2"}
+	var seen []string
+	for len(seen) < len(want) {
+		select {
+		case ev := <-ch:
+			if ev.Err != nil {
+				t.Fatal(ev.Err)
+			}
+			seen = append(seen, fmt.Sprintf("%s %s", ev.Type, ev.Object.GetMetadata().Name))
+		case <-wctx.Done():
+			t.Fatalf("assignment events %v, want %v", seen, want)
+		}
+	}
+	if fmt.Sprint(seen) != fmt.Sprint(want) {
+		t.Fatalf("assignment events %v, want %v", seen, want)
+	}
+}
+
+func TestCreateManyBeyondOneTransaction(t *testing.T) {
+	ctx := t.Context()
+	s := openStore(t)
+	n := embeddedMaxTxnOps + 200
+	objs := make([]api.Object, n)
+	for i := range objs {
+		objs[i] = instance(fmt.Sprintf("i-%d", i))
+	}
+	if err := s.CreateMany(ctx, objs); err != nil {
+		t.Fatal(err)
+	}
+	list, _, err := List[api.Instance](ctx, s, "default")
+	if err != nil || len(list) != n {
+		t.Fatalf("listed %d, want %d (%v)", len(list), n, err)
+	}
+	// A taken name fails its whole transaction and is named.
+	err = s.CreateMany(ctx, []api.Object{instance("fresh"), instance("i-7")})
+	if !errdefs.IsAlreadyExists(err) || !errors.Is(err, errdefs.ErrAlreadyExists) {
+		t.Fatalf("got %v, want AlreadyExists", err)
+	}
+	if want := `instance "i-7" in namespace "default": already exists`; err.Error() != want {
+		t.Fatalf("error %q, want %q", err, want)
+	}
+	if _, err := Get[api.Instance](ctx, s, "default", "fresh"); !errdefs.IsNotFound(err) {
+		t.Fatalf("a failed batch stored part of itself: %v", err)
+	}
+}
+
+func TestEvents(t *testing.T) {
+	ctx := t.Context()
+	s := openStore(t)
+	for range 3 {
+		ev := &api.Event{Object: api.ObjectRef{Kind: api.KindService, Namespace: "default", Name: "web"}, Type: api.EventNormal, Reason: "Scaled"}
+		if err := s.RecordEvent(ctx, ev); err != nil {
+			t.Fatal(err)
+		}
+	}
+	list, _, err := List[api.Event](ctx, s, "")
+	if err != nil || len(list) != 3 {
+		t.Fatalf("listed %d events, want 3 (%v)", len(list), err)
+	}
+	r, err := s.client.Get(ctx, s.Key(api.KindEvent, "default", list[0].Metadata.Name))
+	if err != nil || r.Kvs[0].Lease == 0 {
+		t.Fatalf("event stored without a lease: %v", err)
+	}
+}
+
+func TestNodesAreClusterWide(t *testing.T) {
+	ctx := t.Context()
+	s := openStore(t)
+	n := &api.Node{Metadata: api.Metadata{Name: "n1", Namespace: "ignored"}, Spec: api.NodeSpec{Address: "10.0.0.1"}}
+	if err := s.Create(ctx, n); err != nil {
+		t.Fatal(err)
+	}
+	if n.Metadata.Namespace != "" {
+		t.Fatalf("node namespace %q, want none", n.Metadata.Namespace)
+	}
+	n.Status.Condition = api.NodeReady
+	n.Status.LastHeartbeat = time.Now()
+	if err := s.UpdateStatus(ctx, n, n.Metadata.Revision); err != nil {
+		t.Fatal(err)
+	}
+	got, err := Get[api.Node](ctx, s, "whatever", "n1")
+	if err != nil || got.Status.Condition != api.NodeReady || got.Spec.Address != "10.0.0.1" {
+		t.Fatalf("node: %+v, %v", got, err)
+	}
+}

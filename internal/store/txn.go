@@ -1,0 +1,311 @@
+package store
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/berth-dev/berth/api"
+	"github.com/berth-dev/berth/internal/errdefs"
+)
+
+// Txn gathers writes to several objects and commits them in one etcd
+// transaction: all happen at one revision, or none does. Build one with
+// Store.Txn, add writes, then Commit. A Txn is used once.
+type Txn struct {
+	s     *Store
+	ops   []*txnOp
+	lease clientv3.LeaseID
+}
+
+type opType int
+
+const (
+	opCreate opType = iota + 1
+	opUpdate
+	opUpdateStatus
+	opDelete
+	opBind
+)
+
+type txnOp struct {
+	typ      opType
+	obj      api.Object // nil for deletes and binds
+	kind     api.Kind
+	ns, name string
+	expect   int64
+	binding  Binding
+
+	key     string
+	cur     []byte // stored value, for all but creates
+	curRev  int64
+	value   []byte // value to write
+	assign  string // assignment key to put value under
+	unassig string // assignment key to delete
+}
+
+// Txn starts a transaction.
+func (s *Store) Txn() *Txn { return &Txn{s: s} }
+
+// Create adds the creation of obj.
+func (t *Txn) Create(obj api.Object) *Txn {
+	api.Default(obj)
+	m := obj.GetMetadata()
+	t.ops = append(t.ops, &txnOp{typ: opCreate, obj: obj, kind: obj.GetKind(), ns: m.Namespace, name: m.Name})
+	return t
+}
+
+// Update adds a spec update of obj (see Store.Update).
+func (t *Txn) Update(obj api.Object, expectRevision int64) *Txn {
+	api.Default(obj)
+	m := obj.GetMetadata()
+	t.ops = append(t.ops, &txnOp{typ: opUpdate, obj: obj, kind: obj.GetKind(), ns: m.Namespace, name: m.Name, expect: expectRevision})
+	return t
+}
+
+// UpdateStatus adds a status update of obj (see Store.UpdateStatus).
+func (t *Txn) UpdateStatus(obj api.Object, expectRevision int64) *Txn {
+	api.Default(obj)
+	m := obj.GetMetadata()
+	t.ops = append(t.ops, &txnOp{typ: opUpdateStatus, obj: obj, kind: obj.GetKind(), ns: m.Namespace, name: m.Name, expect: expectRevision})
+	return t
+}
+
+// Delete adds the deletion of an object.
+func (t *Txn) Delete(kind api.Kind, namespace, name string, expectRevision int64) *Txn {
+	t.ops = append(t.ops, &txnOp{typ: opDelete, kind: kind, ns: defaultNS(kind, namespace), name: name, expect: expectRevision})
+	return t
+}
+
+func (t *Txn) bind(b Binding) {
+	b.Namespace = defaultNS(api.KindInstance, b.Namespace)
+	t.ops = append(t.ops, &txnOp{typ: opBind, kind: api.KindInstance, ns: b.Namespace, name: b.Name, expect: b.Revision, binding: b})
+}
+
+func (op *txnOp) ref() string { return api.Ref(op.kind, op.ns, op.name) }
+
+// Commit writes everything or nothing. A stale revision or an object
+// changed since it was read is ErrConflict, a taken name ErrAlreadyExists,
+// a missing object ErrNotFound; the error names the object. Created and
+// updated objects are refreshed in place with what was stored.
+func (t *Txn) Commit(ctx context.Context) error {
+	s := t.s
+	if len(t.ops) == 0 {
+		return nil
+	}
+	if len(t.ops) > s.maxOps {
+		return fmt.Errorf("transaction of %d writes: %w: at most %d", len(t.ops), errdefs.ErrInvalidArgument, s.maxOps)
+	}
+	seen := make(map[string]bool, len(t.ops))
+	var reads []clientv3.Op
+	for _, op := range t.ops {
+		op.key = s.Key(op.kind, op.ns, op.name)
+		if seen[op.key] {
+			return fmt.Errorf("%s: %w: written twice in one transaction", op.ref(), errdefs.ErrInvalidArgument)
+		}
+		seen[op.key] = true
+		if op.typ != opCreate {
+			reads = append(reads, clientv3.OpGet(op.key))
+		}
+	}
+	// Read what updates, deletes and binds start from, all at one revision.
+	if len(reads) > 0 {
+		r, err := s.client.Txn(ctx).Then(reads...).Commit()
+		if err != nil {
+			return fmt.Errorf("read %s: %w", t.ops[0].ref(), wrapEtcd(err))
+		}
+		i := 0
+		for _, op := range t.ops {
+			if op.typ == opCreate {
+				continue
+			}
+			kvs := r.Responses[i].GetResponseRange().Kvs
+			i++
+			if len(kvs) == 0 {
+				return fmt.Errorf("%s: %w", op.ref(), errdefs.ErrNotFound)
+			}
+			op.cur, op.curRev = kvs[0].Value, kvs[0].ModRevision
+			if op.expect != 0 && op.expect != op.curRev {
+				return fmt.Errorf("%s: %w: revision %d is stale, the object is at %d", op.ref(), errdefs.ErrConflict, op.expect, op.curRev)
+			}
+		}
+	}
+	now := time.Now().UTC()
+	var cmps []clientv3.Cmp
+	var writes []clientv3.Op
+	for _, op := range t.ops {
+		if err := t.prepareOp(op, now); err != nil {
+			return err
+		}
+		if op.typ == opCreate {
+			cmps = append(cmps, clientv3.Compare(clientv3.CreateRevision(op.key), "=", 0))
+		} else {
+			cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(op.key), "=", op.curRev))
+		}
+		if op.typ == opDelete {
+			writes = append(writes, clientv3.OpDelete(op.key))
+		} else {
+			var opts []clientv3.OpOption
+			if t.lease != 0 {
+				opts = append(opts, clientv3.WithLease(t.lease))
+			}
+			writes = append(writes, clientv3.OpPut(op.key, string(op.value), opts...))
+		}
+		if op.unassig != "" && op.unassig != op.assign {
+			writes = append(writes, clientv3.OpDelete(op.unassig))
+		}
+		if op.assign != "" {
+			writes = append(writes, clientv3.OpPut(op.assign, string(op.value)))
+		}
+	}
+	var elses []clientv3.Op
+	for _, op := range t.ops {
+		elses = append(elses, clientv3.OpGet(op.key, clientv3.WithKeysOnly()))
+	}
+	r, err := s.client.Txn(ctx).If(cmps...).Then(writes...).Else(elses...).Commit()
+	if err != nil {
+		return fmt.Errorf("write %s: %w", t.ops[0].ref(), wrapEtcd(err))
+	}
+	if !r.Succeeded {
+		return t.explainFailure(r)
+	}
+	for _, op := range t.ops {
+		if op.obj != nil {
+			if err := decode(op.obj, op.value, r.Header.Revision); err != nil {
+				return fmt.Errorf("%s: %w", op.ref(), err)
+			}
+		}
+	}
+	return nil
+}
+
+// explainFailure names the first write whose comparison failed.
+func (t *Txn) explainFailure(r *clientv3.TxnResponse) error {
+	for i, op := range t.ops {
+		kvs := r.Responses[i].GetResponseRange().Kvs
+		switch {
+		case op.typ == opCreate && len(kvs) > 0:
+			return fmt.Errorf("%s: %w", op.ref(), errdefs.ErrAlreadyExists)
+		case op.typ != opCreate && len(kvs) == 0:
+			return fmt.Errorf("%s: %w: deleted meanwhile", op.ref(), errdefs.ErrConflict)
+		case op.typ != opCreate && kvs[0].ModRevision != op.curRev:
+			return fmt.Errorf("%s: %w: changed from revision %d to %d meanwhile", op.ref(), errdefs.ErrConflict, op.curRev, kvs[0].ModRevision)
+		}
+	}
+	return fmt.Errorf("%s: %w", t.ops[0].ref(), errdefs.ErrConflict)
+}
+
+// prepareOp computes the value an op writes and the assignment keys it
+// touches.
+func (t *Txn) prepareOp(op *txnOp, now time.Time) error {
+	s := t.s
+	var err error
+	switch op.typ {
+	case opCreate:
+		m := op.obj.GetMetadata()
+		m.UID, m.CreatedAt, m.Revision = newUID(), now, 0
+		if err := prepare(op.obj); err != nil {
+			return err
+		}
+		if op.value, err = encode(op.obj); err != nil {
+			return fmt.Errorf("%s: %w", op.ref(), err)
+		}
+	case opUpdate:
+		if err := prepare(op.obj); err != nil {
+			return err
+		}
+		stored, err := api.New(op.kind)
+		if err != nil {
+			return err
+		}
+		if err := decode(stored, op.cur, op.curRev); err != nil {
+			return fmt.Errorf("%s: %w", op.ref(), err)
+		}
+		// Identity is the store's, not the writer's.
+		m, sm := op.obj.GetMetadata(), stored.GetMetadata()
+		m.UID, m.CreatedAt = sm.UID, sm.CreatedAt
+		b, err := encode(op.obj)
+		if err != nil {
+			return fmt.Errorf("%s: %w", op.ref(), err)
+		}
+		if op.kind.HasStatus() {
+			b, err = mergeRaw(b, op.cur, "status")
+			if err != nil {
+				return fmt.Errorf("%s: %w", op.ref(), err)
+			}
+		}
+		op.value = b
+	case opUpdateStatus:
+		if !op.kind.HasStatus() {
+			return fmt.Errorf("%s: %w: the kind has no status", op.ref(), errdefs.ErrInvalidArgument)
+		}
+		b, err := encode(op.obj)
+		if err != nil {
+			return fmt.Errorf("%s: %w", op.ref(), err)
+		}
+		if op.value, err = mergeRaw(op.cur, b, "status"); err != nil {
+			return fmt.Errorf("%s: %w", op.ref(), err)
+		}
+		merged, _ := api.New(op.kind)
+		if err := decode(merged, op.value, 0); err != nil {
+			return fmt.Errorf("%s: %w", op.ref(), err)
+		}
+		if in, ok := merged.(*api.Instance); ok {
+			if err := in.ValidateStatus(); err != nil {
+				return fmt.Errorf("%s: %w", op.ref(), err)
+			}
+		}
+		if err := merged.Validate(); err != nil {
+			return fmt.Errorf("%s: %w", op.ref(), err)
+		}
+	case opDelete:
+	case opBind:
+		var in api.Instance
+		if err := decode(&in, op.cur, op.curRev); err != nil {
+			return fmt.Errorf("%s: %w", op.ref(), err)
+		}
+		b := op.binding
+		if err := api.ValidateName(b.Node); err != nil {
+			return fmt.Errorf("bind %s: %w: node: %w", op.ref(), errdefs.ErrInvalidArgument, err)
+		}
+		if in.Spec.Node != "" && in.Spec.Node != b.Node {
+			return fmt.Errorf("bind %s to node %q: %w: already bound to node %q", op.ref(), b.Node, errdefs.ErrFailedPrecondition, in.Spec.Node)
+		}
+		in.Spec.Node, in.Spec.CPUSet = b.Node, b.CPUSet
+		if in.Status.Phase == "" || in.Status.Phase == api.PhasePending {
+			in.Status.Phase = api.PhaseScheduled
+			in.Status.ScheduledAt = now
+		}
+		if op.value, err = encode(&in); err != nil {
+			return fmt.Errorf("%s: %w", op.ref(), err)
+		}
+	}
+	if op.kind != api.KindInstance {
+		return nil
+	}
+	// Keep the node's assignment key in step with the instance's node.
+	oldNode, newNode := nodeOf(op.cur), ""
+	if op.typ != opDelete {
+		newNode = nodeOf(op.value)
+	}
+	if oldNode != "" && oldNode != newNode {
+		op.unassig = s.assignKey(oldNode, op.ns, op.name)
+	}
+	if newNode != "" && op.typ != opUpdateStatus {
+		op.assign = s.assignKey(newNode, op.ns, op.name)
+	}
+	return nil
+}
+
+func nodeOf(value []byte) string {
+	if value == nil {
+		return ""
+	}
+	var in api.Instance
+	if err := decode(&in, value, 0); err != nil {
+		return ""
+	}
+	return in.Spec.Node
+}

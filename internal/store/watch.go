@@ -1,0 +1,138 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/berth-dev/berth/api"
+	"github.com/berth-dev/berth/internal/errdefs"
+)
+
+// EventType says what a watch event did to its object.
+type EventType string
+
+// Watch event types.
+const (
+	Added    EventType = "Added"
+	Modified EventType = "Modified"
+	Deleted  EventType = "Deleted"
+)
+
+// WatchEvent is one change. Revision is the store revision of the change:
+// watching again from Revision+1 resumes right after it. For Deleted,
+// Object is the object as it was last stored. Err, when set, ends the
+// stream (Object is then nil): ErrFailedPrecondition when the revision
+// asked for has been compacted away, so the caller must list again.
+type WatchEvent struct {
+	Type     EventType
+	Revision int64
+	Object   api.Object
+	Err      error
+}
+
+// Watch streams changes to objects of kind in namespace (all when empty),
+// starting at fromRevision (0: from now). The channel closes when ctx is
+// done or after an event with Err.
+func (s *Store) Watch(ctx context.Context, kind api.Kind, namespace string, fromRevision int64) <-chan WatchEvent {
+	return s.watchPrefix(ctx, s.prefixOf(kind, namespace), kind, fromRevision)
+}
+
+// WatchAssignments streams changes to the instances bound to node: Added
+// when one is bound, Modified when its spec changes, Deleted when it is
+// deleted or moved elsewhere.
+func (s *Store) WatchAssignments(ctx context.Context, node string, fromRevision int64) <-chan WatchEvent {
+	return s.watchPrefix(ctx, s.assignPrefix(node), api.KindInstance, fromRevision)
+}
+
+// WatchOf is Watch with typed objects.
+func WatchOf[T any, P ptr[T]](ctx context.Context, s *Store, namespace string, fromRevision int64) <-chan TypedEvent[P] {
+	in := s.Watch(ctx, P(new(T)).GetKind(), namespace, fromRevision)
+	out := make(chan TypedEvent[P])
+	go func() {
+		defer close(out)
+		for ev := range in {
+			te := TypedEvent[P]{Type: ev.Type, Revision: ev.Revision, Err: ev.Err}
+			if ev.Object != nil {
+				te.Object = ev.Object.(P)
+			}
+			select {
+			case out <- te:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	return out
+}
+
+// TypedEvent is a WatchEvent with a typed object.
+type TypedEvent[P api.Object] struct {
+	Type     EventType
+	Revision int64
+	Object   P
+	Err      error
+}
+
+func (s *Store) watchPrefix(ctx context.Context, prefix string, kind api.Kind, fromRevision int64) <-chan WatchEvent {
+	out := make(chan WatchEvent, 64)
+	go func() {
+		defer close(out)
+		ctx, cancel := context.WithCancel(ctx)
+		defer cancel()
+		opts := []clientv3.OpOption{clientv3.WithPrefix(), clientv3.WithPrevKV()}
+		if fromRevision > 0 {
+			opts = append(opts, clientv3.WithRev(fromRevision))
+		}
+		send := func(ev WatchEvent) bool {
+			select {
+			case out <- ev:
+				return true
+			case <-ctx.Done():
+				return false
+			}
+		}
+		wc := s.client.Watch(clientv3.WithRequireLeader(ctx), prefix, opts...)
+		for resp := range wc {
+			if err := resp.Err(); err != nil {
+				if resp.CompactRevision != 0 || errors.Is(err, rpctypes.ErrCompacted) {
+					err = fmt.Errorf("watch %s from revision %d: %w: revision compacted (oldest kept is %d), list again", kind.Plural(), fromRevision, errdefs.ErrFailedPrecondition, resp.CompactRevision)
+				} else {
+					err = fmt.Errorf("watch %s: %w", kind.Plural(), wrapEtcd(err))
+				}
+				send(WatchEvent{Err: err})
+				return
+			}
+			for _, e := range resp.Events {
+				ev := WatchEvent{Revision: e.Kv.ModRevision}
+				kv := e.Kv
+				switch {
+				case e.Type == clientv3.EventTypeDelete:
+					ev.Type, kv = Deleted, e.PrevKv
+				case e.IsCreate():
+					ev.Type = Added
+				default:
+					ev.Type = Modified
+				}
+				if kv == nil {
+					continue // a delete whose previous value was compacted
+				}
+				obj, _ := api.New(kind)
+				if err := decode(obj, kv.Value, kv.ModRevision); err != nil {
+					send(WatchEvent{Err: fmt.Errorf("watch %s: %s: %w", kind.Plural(), kv.Key, err)})
+					return
+				}
+				if !send(WatchEvent{Type: ev.Type, Revision: ev.Revision, Object: obj}) {
+					return
+				}
+			}
+		}
+		if ctx.Err() == nil {
+			send(WatchEvent{Err: fmt.Errorf("watch %s: %w: stream ended", kind.Plural(), errdefs.ErrUnavailable)})
+		}
+	}()
+	return out
+}
