@@ -1,0 +1,213 @@
+package api
+
+import (
+	"encoding/json"
+	"errors"
+	"strings"
+	"testing"
+
+	"github.com/berth-dev/berth/internal/errdefs"
+)
+
+const goodService = `
+kind: Service
+name: web
+replicas: 3
+template:
+  image: demo/busybox:1
+  command: ["httpd", "-f", "-p", "80", "-h", "/www"]
+  env: {GREETING: hello}
+  resources: {cpu: 0.5, memory: 64Mi, pids: 128}
+  ports: [{name: http, container: 80, host: 8080}]
+  health: {http: {port: 80, path: /}, interval: 1s, timeout: 500ms, failures: 3}
+  restart: always
+`
+
+const goodJob = `
+kind: Job
+name: tests
+namespace: ci
+completions: 8
+parallelism: 4
+backoffLimit: 2
+template:
+  image: demo/busybox:1
+  command: ["sh", "-c", "echo shard $BERTH_JOB_INDEX of $BERTH_JOB_COMPLETIONS"]
+`
+
+func TestParseSpecs(t *testing.T) {
+	objs, err := ParseSpecs("app.yaml", []byte("# leading comment\n---\n"+goodService+"---\n"+goodJob+"---\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(objs) != 2 {
+		t.Fatalf("got %d objects, want 2", len(objs))
+	}
+	svc := objs[0].(*Service)
+	tpl := svc.Spec.Template
+	if svc.Metadata.Namespace != "default" || svc.Spec.Replicas != 3 || tpl.Resources.Memory != 64<<20 ||
+		tpl.Resources.MilliCPU() != 500 || tpl.Health.Interval.D().Seconds() != 1 || tpl.Ports[0].Host != 8080 || tpl.Env["GREETING"] != "hello" {
+		t.Fatalf("service parsed wrong: %+v", svc)
+	}
+	job := objs[1].(*Job)
+	if job.Metadata.Namespace != "ci" || job.Spec.Completions != 8 || job.Spec.Parallelism != 4 {
+		t.Fatalf("job parsed wrong: %+v", job)
+	}
+	// The flat shape round-trips.
+	b, err := MarshalSpec(svc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	again, err := ParseSpecs("again.yaml", b)
+	if err != nil {
+		t.Fatalf("re-parsing %s: %v", b, err)
+	}
+	if got := again[0].(*Service); got.Spec.Template.Resources.Memory != tpl.Resources.Memory || got.Spec.Template.Health.Timeout != tpl.Health.Timeout {
+		t.Fatalf("round trip changed the spec:\n%s", b)
+	}
+}
+
+func TestParseSpecsErrors(t *testing.T) {
+	for _, tc := range []struct {
+		name, replace, with string
+		want                string // the whole message after the file name
+	}{
+		{"unknown field", "  restart: always", "  restrat: always",
+			`document 2 (Service "web"): template.restrat: unknown field "restrat"`},
+		{"negative replicas", "replicas: 3", "replicas: -1",
+			`document 2 (Service "web"): replicas: must not be negative, got -1`},
+		{"bad image", "demo/busybox:1\n  command: [\"httpd\"", "Demo/BusyBox:1\n  command: [\"httpd\"",
+			`document 2 (Service "web"): template.image: invalid image "Demo/BusyBox:1": name component "Demo" must be lowercase letters and digits, separated by '.', '_' or '-'`},
+		{"bad memory unit", "memory: 64Mi", "memory: 64MB",
+			`document 2 (Service "web"): template.resources.memory: invalid quantity "64MB": use a number with Ki, Mi, Gi (or K, M, G)`},
+		{"bad duration", "interval: 1s", "interval: 1 second",
+			`document 2 (Service "web"): template.health.interval: invalid duration "1 second": use a string like "1s" or "500ms"`},
+		{"wrong type", "replicas: 3", "replicas: three",
+			`document 2 (Service "web"): replicas: expected an integer, got string "three"`},
+		{"port out of range", "host: 8080", "host: 70000",
+			`document 2 (Service "web"): template.ports[0].host: port 70000 out of range 1-65535`},
+		{"bad name", "name: web", "name: Web_1",
+			`document 2 (Service "Web_1"): name: "Web_1" is not a DNS label: use lowercase letters, digits and '-', starting and ending with a letter or digit`},
+		{"unknown kind", "kind: Service", "kind: Deployment",
+			`document 2 (Deployment "web"): kind: unknown kind Deployment: use Service or Job`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if !strings.Contains(goodService, tc.replace) {
+				t.Fatalf("fixture lacks %q", tc.replace)
+			}
+			doc := goodJob + "---" + strings.Replace(goodService, tc.replace, tc.with, 1)
+			objs, err := ParseSpecs("web.yaml", []byte(doc))
+			if err == nil {
+				t.Fatalf("parsed %d objects, want an error", len(objs))
+			}
+			if objs != nil {
+				t.Fatal("returned objects along with an error")
+			}
+			if !errors.Is(err, errdefs.ErrInvalidArgument) {
+				t.Fatalf("error %v is not InvalidArgument", err)
+			}
+			if want := "web.yaml: " + tc.want; err.Error() != want {
+				t.Fatalf("error\n  %s\nwant\n  %s", err, want)
+			}
+		})
+	}
+}
+
+func TestValidateService(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		edit  func(*Service)
+		field string
+	}{
+		{"negative replicas", func(s *Service) { s.Spec.Replicas = -2 }, "replicas"},
+		{"empty image", func(s *Service) { s.Spec.Template.Image = "" }, "template.image"},
+		{"image with spaces", func(s *Service) { s.Spec.Template.Image = "busy box" }, "template.image"},
+		{"short digest", func(s *Service) { s.Spec.Template.Image = "busybox@sha256:abc" }, "template.image"},
+		{"negative cpu", func(s *Service) { s.Spec.Template.Resources.CPU = -1 }, "template.resources.cpu"},
+		{"fractional exclusive", func(s *Service) {
+			s.Spec.Template.Resources.CPU, s.Spec.Template.Resources.Exclusive = 1.5, true
+		}, "template.resources.cpu"},
+		{"tiny memory", func(s *Service) { s.Spec.Template.Resources.Memory = 1000 }, "template.resources.memory"},
+		{"bad env name", func(s *Service) { s.Spec.Template.Env = map[string]string{"A-B": "x"} }, "template.env"},
+		{"zero container port", func(s *Service) { s.Spec.Template.Ports = []Port{{Container: 0}} }, "template.ports[0].container"},
+		{"bad protocol", func(s *Service) { s.Spec.Template.Ports = []Port{{Container: 80, Protocol: "sctp"}} }, "template.ports[0].protocol"},
+		{"host port twice", func(s *Service) {
+			s.Spec.Template.Ports = []Port{{Container: 80, Host: 8080}, {Container: 81, Host: 8080}}
+		}, "template.ports[1].host"},
+		{"two health checks", func(s *Service) {
+			s.Spec.Template.Health = &Health{HTTP: &HTTPCheck{Port: 80}, TCP: &TCPCheck{Port: 80}}
+		}, "template.health"},
+		{"bad restart", func(s *Service) { s.Spec.Template.Restart = "sometimes" }, "template.restart"},
+		{"relative volume", func(s *Service) {
+			s.Spec.Template.Volumes = []Volume{{HostPath: "data", Path: "/data"}}
+		}, "template.volumes[0].hostPath"},
+		{"bad constraint op", func(s *Service) {
+			s.Spec.Placement.Constraints = []Constraint{{Key: "zone", Op: "~", Values: []string{"a"}}}
+		}, "placement.constraints[0].op"},
+		{"long name", func(s *Service) { s.Metadata.Name = strings.Repeat("a", 64) }, "name"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := RunService("web", "demo/busybox:1", nil)
+			if err := s.Validate(); err != nil {
+				t.Fatalf("fixture invalid: %v", err)
+			}
+			tc.edit(s)
+			fe := FieldErrors(s.Validate())
+			if len(fe) != 1 || fe[0].Field != tc.field || fe[0].Reason == "" {
+				t.Fatalf("field errors %+v, want one on %s", fe, tc.field)
+			}
+		})
+	}
+}
+
+func TestValidateImage(t *testing.T) {
+	for _, ok := range []string{
+		"busybox", "demo/busybox:1", "registry.example.com:5000/team/app:v1.2",
+		"localhost/app", "a__b/c-d.e:latest", "app@sha256:" + strings.Repeat("a", 64),
+		"app:1@sha256:" + strings.Repeat("0", 64),
+	} {
+		if err := ValidateImage(ok); err != nil {
+			t.Errorf("%s: %v", ok, err)
+		}
+	}
+	for _, bad := range []string{
+		"", "Busybox", "app:", "app:-x", "/app", "app/", "a..b", "a///b", "host:99999999999a/app",
+		"app@sha256:ABC", "app:" + strings.Repeat("t", 129),
+	} {
+		if err := ValidateImage(bad); err == nil {
+			t.Errorf("%q accepted", bad)
+		}
+	}
+}
+
+func TestQuantity(t *testing.T) {
+	for in, want := range map[string]Quantity{
+		"64Mi": 64 << 20, "1.5Gi": 3 << 29, "500M": 500e6, "1048576": 1 << 20, "2K": 2000,
+	} {
+		got, err := ParseQuantity(in)
+		if err != nil || got != want {
+			t.Errorf("%s: got %d, %v; want %d", in, got, err, want)
+		}
+	}
+	for _, bad := range []string{"64MB", "64mi", "", "Mi", "-1Mi", "1e3", "0.5"} {
+		if _, err := ParseQuantity(bad); err == nil {
+			t.Errorf("%q accepted", bad)
+		}
+	}
+	b, _ := json.Marshal(Resources{Memory: 64 << 20})
+	if string(b) != `{"memory":"64Mi"}` {
+		t.Errorf("marshalled as %s", b)
+	}
+}
+
+func TestDecodeStrictWire(t *testing.T) {
+	var s Service
+	err := DecodeStrict([]byte(`{"metadata":{"name":"web"},"spec":{"replicas":1,"template":{"image":"a","ports":[{"container":80,"hots":1}]}}}`), &s)
+	fe := FieldErrors(err)
+	if len(fe) != 1 || fe[0].Field != "spec.template.ports[0].hots" {
+		t.Fatalf("field errors %+v", fe)
+	}
+	if err := DecodeStrict([]byte(`{"metadata":{"name":"web"}} {}`), &s); err == nil {
+		t.Fatal("trailing data accepted")
+	}
+}
