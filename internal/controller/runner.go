@@ -1,0 +1,483 @@
+package controller
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sort"
+	"strconv"
+	"time"
+
+	"github.com/berth-dev/berth/api"
+	"github.com/berth-dev/berth/internal/errdefs"
+	"github.com/berth-dev/berth/internal/store"
+)
+
+// Manager runs every control-plane loop over the store: services, jobs,
+// node lifecycle and scheduling. Each pass lists what it needs and acts
+// on the difference, so a restarted manager converges from wherever it
+// stopped; watches only make passes come sooner.
+type Manager struct {
+	s   *store.Store
+	log *slog.Logger
+	opt Options
+
+	poke chan struct{}
+	// Heartbeats as seen here: a node's LastHeartbeat value and when this
+	// manager saw it change, so that no two clocks are compared.
+	beats map[string]beat
+	// notReady remembers since when (local time) each NotReady node has been so.
+	notReady map[string]time.Time
+	seed     uint64
+}
+
+type beat struct {
+	value time.Time
+	seen  time.Time
+}
+
+// Options tune the manager.
+type Options struct {
+	// NodeTTL is how long a node may go without a heartbeat before it is NotReady.
+	NodeTTL time.Duration
+	// LostGrace is how long a node stays NotReady before its instances are Lost.
+	LostGrace time.Duration
+	// Resync bounds the time between passes when nothing is watched changing.
+	Resync time.Duration
+	Logger *slog.Logger
+	Clock  func() time.Time
+}
+
+// NewManager builds a manager; nothing runs until Run.
+func NewManager(s *store.Store, opt Options) *Manager {
+	if opt.NodeTTL <= 0 {
+		opt.NodeTTL = 10 * time.Second
+	}
+	if opt.LostGrace <= 0 {
+		opt.LostGrace = 5 * time.Second
+	}
+	if opt.Resync <= 0 {
+		opt.Resync = 2 * time.Second
+	}
+	if opt.Logger == nil {
+		opt.Logger = slog.Default()
+	}
+	if opt.Clock == nil {
+		opt.Clock = time.Now
+	}
+	return &Manager{s: s, opt: opt, log: opt.Logger.With("component", "controller"),
+		poke: make(chan struct{}, 1), beats: map[string]beat{}, notReady: map[string]time.Time{}}
+}
+
+// Run works until ctx ends.
+func (m *Manager) Run(ctx context.Context) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	for _, k := range []api.Kind{api.KindService, api.KindJob, api.KindInstance, api.KindNode} {
+		go m.watch(ctx, k)
+	}
+	t := time.NewTicker(m.opt.Resync)
+	defer t.Stop()
+	for {
+		if err := m.Pass(ctx); err != nil && ctx.Err() == nil {
+			m.log.Warn("controller pass", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-m.poke:
+		case <-t.C:
+		}
+	}
+}
+
+func (m *Manager) watch(ctx context.Context, kind api.Kind) {
+	for ctx.Err() == nil {
+		for ev := range m.s.Watch(ctx, kind, "", 0) {
+			if ev.Err != nil {
+				break
+			}
+			select {
+			case m.poke <- struct{}{}:
+			default:
+			}
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
+// snapshot is one consistent-enough read of everything a pass needs.
+type snapshot struct {
+	nodes     []*api.Node
+	services  []*api.Service
+	jobs      []*api.Job
+	instances []*api.Instance
+}
+
+func (m *Manager) read(ctx context.Context) (*snapshot, error) {
+	var sn snapshot
+	var err error
+	if sn.nodes, _, err = store.List[api.Node](ctx, m.s, ""); err != nil {
+		return nil, err
+	}
+	if sn.services, _, err = store.List[api.Service](ctx, m.s, ""); err != nil {
+		return nil, err
+	}
+	if sn.jobs, _, err = store.List[api.Job](ctx, m.s, ""); err != nil {
+		return nil, err
+	}
+	if sn.instances, _, err = store.List[api.Instance](ctx, m.s, ""); err != nil {
+		return nil, err
+	}
+	return &sn, nil
+}
+
+// Pass runs every controller once.
+func (m *Manager) Pass(ctx context.Context) error {
+	sn, err := m.read(ctx)
+	if err != nil {
+		return err
+	}
+	var errs []error
+	errs = append(errs, m.nodesPass(ctx, sn))
+	changed, err := m.servicesPass(ctx, sn)
+	errs = append(errs, err)
+	jc, err := m.jobsPass(ctx, sn)
+	errs = append(errs, err)
+	if changed || jc {
+		// Schedule what was just made without waiting for the next pass.
+		if sn.instances, _, err = store.List[api.Instance](ctx, m.s, ""); err != nil {
+			return err
+		}
+	}
+	errs = append(errs, m.schedulePass(ctx, sn))
+	return errors.Join(errs...)
+}
+
+func ownerKey(kind api.Kind, ns, name string) string { return string(kind) + "/" + ns + "/" + name }
+
+func byOwner(insts []*api.Instance) map[string][]*api.Instance {
+	out := map[string][]*api.Instance{}
+	for _, in := range insts {
+		o := in.Spec.Owner
+		out[ownerKey(o.Kind, in.Metadata.Namespace, o.Name)] = append(out[ownerKey(o.Kind, in.Metadata.Namespace, o.Name)], in)
+	}
+	return out
+}
+
+func view(in *api.Instance) Instance {
+	return Instance{
+		Name: in.Metadata.Name, Phase: phaseOf(in), Node: in.Spec.Node, Healthy: in.Status.Healthy,
+		CreatedAt: in.Metadata.CreatedAt, SpecHash: in.Spec.SpecHash, Index: in.Spec.Index, Attempt: in.Spec.Attempt,
+	}
+}
+
+func phaseOf(in *api.Instance) Phase {
+	if in.Status.Phase == "" {
+		return Pending
+	}
+	return Phase(in.Status.Phase)
+}
+
+// TemplateHash identifies a template; instances made from another are replaced in a rollout.
+func TemplateHash(t api.Template) string {
+	b, _ := json.Marshal(t)
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:6])
+}
+
+func suffix() string {
+	const letters = "bcdfghjklmnpqrstvwxz2456789"
+	b := make([]byte, 5)
+	_, _ = rand.Read(b)
+	for i := range b {
+		b[i] = letters[int(b[i])%len(letters)]
+	}
+	return string(b)
+}
+
+func (m *Manager) servicesPass(ctx context.Context, sn *snapshot) (bool, error) {
+	owned := byOwner(sn.instances)
+	changed := false
+	var errs []error
+	live := map[string]bool{}
+	for _, svc := range sn.services {
+		key := ownerKey(api.KindService, svc.Metadata.Namespace, svc.Metadata.Name)
+		live[key] = true
+		hash := TemplateHash(svc.Spec.Template)
+		st := ServiceState{Replicas: svc.Spec.Replicas, SpecHash: hash, MaxSurge: svc.Spec.Update.MaxSurge}
+		for _, in := range owned[key] {
+			st.Instances = append(st.Instances, view(in))
+		}
+		res := ComputeService(st)
+		var create []api.Object
+		for range res.Create {
+			create = append(create, m.newInstance(svc.Metadata, api.KindService, svc.Spec.Template, svc.Spec.Placement, svc.Spec.Priority, hash, 0, 0, nil))
+		}
+		if len(create) > 0 {
+			if err := m.s.CreateMany(ctx, create); err != nil {
+				errs = append(errs, fmt.Errorf("%s: create instances: %w", api.RefOf(svc), err))
+			}
+			changed = true
+		}
+		for _, name := range res.Delete {
+			if err := m.s.Delete(ctx, api.KindInstance, svc.Metadata.Namespace, name, 0); err != nil && !errdefs.IsNotFound(err) {
+				errs = append(errs, err)
+			}
+			changed = true
+		}
+		want := api.ServiceStatus{Replicas: len(st.Instances) + res.Create - len(res.Delete), ReadyReplicas: res.Ready,
+			UpdatedReplicas: countHash(st.Instances, hash) + res.Create, VIP: svc.Status.VIP, ObservedRevision: svc.Metadata.Revision}
+		if want.Replicas < 0 {
+			want.Replicas = 0
+		}
+		if want != svc.Status {
+			svc.Status = want
+			if err := m.s.UpdateStatus(ctx, svc, 0); err != nil && !errdefs.IsNotFound(err) {
+				errs = append(errs, err)
+			}
+		}
+	}
+	// Instances whose service is gone go too.
+	for key, insts := range owned {
+		if live[key] || len(insts) == 0 || insts[0].Spec.Owner.Kind != api.KindService {
+			continue
+		}
+		for _, in := range insts {
+			if err := m.s.Delete(ctx, api.KindInstance, in.Metadata.Namespace, in.Metadata.Name, 0); err != nil && !errdefs.IsNotFound(err) {
+				errs = append(errs, err)
+			}
+			changed = true
+		}
+	}
+	return changed, errors.Join(errs...)
+}
+
+func countHash(in []Instance, hash string) int {
+	n := 0
+	for _, i := range in {
+		if i.SpecHash == hash && !i.Phase.Terminal() {
+			n++
+		}
+	}
+	return n
+}
+
+func (m *Manager) newInstance(owner api.Metadata, kind api.Kind, t api.Template, p api.Placement, prio int, hash string, index, attempt int, env map[string]string) *api.Instance {
+	name := owner.Name + "-" + suffix()
+	if kind == api.KindJob {
+		name = fmt.Sprintf("%s-%d-%d", owner.Name, index, attempt)
+	}
+	if len(env) > 0 {
+		merged := map[string]string{}
+		for k, v := range t.Env {
+			merged[k] = v
+		}
+		for k, v := range env {
+			merged[k] = v
+		}
+		t.Env = merged
+	}
+	return &api.Instance{
+		Metadata: api.Metadata{Namespace: owner.Namespace, Name: name,
+			Labels: map[string]string{"berth.owner": owner.Name, "berth.owner-kind": string(kind)}},
+		Spec: api.InstanceSpec{Template: t, Owner: api.Owner{Kind: kind, Name: owner.Name, UID: owner.UID},
+			Placement: p, Index: index, Attempt: attempt, SpecHash: hash, Priority: prio},
+		Status: api.InstanceStatus{Phase: api.PhasePending},
+	}
+}
+
+func (m *Manager) jobsPass(ctx context.Context, sn *snapshot) (bool, error) {
+	owned := byOwner(sn.instances)
+	changed := false
+	var errs []error
+	live := map[string]bool{}
+	now := m.opt.Clock().UTC()
+	for _, job := range sn.jobs {
+		key := ownerKey(api.KindJob, job.Metadata.Namespace, job.Metadata.Name)
+		live[key] = true
+		if job.Status.Phase == api.JobSucceeded || job.Status.Phase == api.JobFailed {
+			continue // finished: its instances stay for their logs until the job is removed
+		}
+		st := JobState{Completions: job.Spec.Completions, Parallelism: job.Spec.Parallelism, BackoffLimit: job.Spec.BackoffLimit}
+		insts := owned[key]
+		for _, in := range insts {
+			st.Instances = append(st.Instances, view(in))
+		}
+		res := ComputeJob(st)
+		t := job.Spec.Template
+		// The job controller retries a failed index itself, as a new instance.
+		t.Restart = api.RestartNever
+		var create []api.Object
+		for _, c := range res.Create {
+			env := map[string]string{
+				"BERTH_JOB_INDEX":       strconv.Itoa(c.Index),
+				"BERTH_JOB_COMPLETIONS": strconv.Itoa(job.Spec.Completions),
+				"BERTH_JOB_NAME":        job.Metadata.Name,
+			}
+			create = append(create, m.newInstance(job.Metadata, api.KindJob, t, job.Spec.Placement, job.Spec.Priority, "", c.Index, c.Attempt, env))
+		}
+		if len(create) > 0 {
+			if err := m.s.CreateMany(ctx, create); err != nil && !errdefs.IsAlreadyExists(err) {
+				errs = append(errs, fmt.Errorf("%s: create instances: %w", api.RefOf(job), err))
+			}
+			changed = true
+		}
+		for _, name := range res.Delete {
+			if err := m.s.Delete(ctx, api.KindInstance, job.Metadata.Namespace, name, 0); err != nil && !errdefs.IsNotFound(err) {
+				errs = append(errs, err)
+			}
+			changed = true
+		}
+		want := jobStatus(job, res, insts, now)
+		if !jobStatusEqual(want, job.Status) {
+			job.Status = want
+			if err := m.s.UpdateStatus(ctx, job, 0); err != nil && !errdefs.IsNotFound(err) {
+				errs = append(errs, err)
+			}
+			if want.Phase == api.JobSucceeded || want.Phase == api.JobFailed {
+				m.event(ctx, job, api.EventNormal, "Job"+string(want.Phase), want.Message)
+			}
+		}
+	}
+	for key, insts := range owned {
+		if live[key] || len(insts) == 0 || insts[0].Spec.Owner.Kind != api.KindJob {
+			continue
+		}
+		for _, in := range insts {
+			if err := m.s.Delete(ctx, api.KindInstance, in.Metadata.Namespace, in.Metadata.Name, 0); err != nil && !errdefs.IsNotFound(err) {
+				errs = append(errs, err)
+			}
+		}
+	}
+	return changed, errors.Join(errs...)
+}
+
+func jobStatus(job *api.Job, res JobResult, insts []*api.Instance, now time.Time) api.JobStatus {
+	st := api.JobStatus{Phase: api.JobPhase(res.Phase), Active: res.Active + len(res.Create), Failed: res.Failures,
+		StartedAt: job.Status.StartedAt, EndedAt: job.Status.EndedAt}
+	if st.StartedAt.IsZero() {
+		st.StartedAt = now
+	}
+	latest := map[int]*api.Instance{}
+	for _, in := range insts {
+		if cur, ok := latest[in.Spec.Index]; !ok || in.Spec.Attempt > cur.Spec.Attempt {
+			latest[in.Spec.Index] = in
+		}
+	}
+	for _, r := range res.Indexes {
+		ir := api.IndexResult{Index: r.Index, Succeeded: r.Succeeded, Attempts: r.Failures}
+		if in := latest[r.Index]; in != nil {
+			ir.Instance = in.Metadata.Name
+			ir.ExitCode = in.Status.ExitCode
+			ir.Attempts = in.Spec.Attempt + 1
+			ir.Failed = !r.Succeeded && phaseOf(in) == Failed
+		}
+		if r.Succeeded {
+			st.Succeeded++
+		}
+		st.Indexes = append(st.Indexes, ir)
+	}
+	sort.Slice(st.Indexes, func(i, j int) bool { return st.Indexes[i].Index < st.Indexes[j].Index })
+	switch res.Phase {
+	case JobSucceeded:
+		st.Message = fmt.Sprintf("all %d indices succeeded", job.Spec.Completions)
+	case JobFailed:
+		st.Message = fmt.Sprintf("%d failed attempts, over the backoff limit of %d", res.Failures, job.Spec.BackoffLimit)
+	}
+	if res.Phase != JobRunning && st.EndedAt.IsZero() {
+		st.EndedAt = now
+	}
+	return st
+}
+
+func jobStatusEqual(a, b api.JobStatus) bool {
+	ja, _ := json.Marshal(a)
+	jb, _ := json.Marshal(b)
+	return string(ja) == string(jb)
+}
+
+func (m *Manager) event(ctx context.Context, obj api.Object, typ api.EventType, reason, msg string) {
+	md := obj.GetMetadata()
+	ev := &api.Event{Object: api.ObjectRef{Kind: obj.GetKind(), Namespace: md.Namespace, Name: md.Name},
+		Type: typ, Reason: reason, Message: msg, Source: "controller"}
+	if err := m.s.RecordEvent(ctx, ev); err != nil && ctx.Err() == nil {
+		m.log.Warn("record event", "err", err)
+	}
+}
+
+func (m *Manager) nodesPass(ctx context.Context, sn *snapshot) error {
+	now := m.opt.Clock()
+	byNode := map[string][]*api.Instance{}
+	for _, in := range sn.instances {
+		if in.Spec.Node != "" {
+			byNode[in.Spec.Node] = append(byNode[in.Spec.Node], in)
+		}
+	}
+	var states []NodeState
+	nodes := map[string]*api.Node{}
+	for _, n := range sn.nodes {
+		name := n.Metadata.Name
+		nodes[name] = n
+		b, ok := m.beats[name]
+		if !ok || !b.value.Equal(n.Status.LastHeartbeat) {
+			// A heartbeat we have not seen yet counts from now, by our clock.
+			b = beat{value: n.Status.LastHeartbeat, seen: now}
+			m.beats[name] = b
+		}
+		alive := !n.Status.LastHeartbeat.IsZero() && now.Sub(b.seen) < m.opt.NodeTTL
+		ready := n.Status.Condition == api.NodeReady
+		if ready {
+			delete(m.notReady, name)
+		} else if _, ok := m.notReady[name]; !ok {
+			m.notReady[name] = now
+		}
+		st := NodeState{Name: name, Alive: alive, Ready: ready, NotReadySince: m.notReady[name]}
+		for _, in := range byNode[name] {
+			st.Instances = append(st.Instances, view(in))
+		}
+		states = append(states, st)
+	}
+	res := ComputeNodes(states, now, m.opt.LostGrace)
+	var errs []error
+	set := func(name string, cond api.NodeCondition, msg string) {
+		n := nodes[name]
+		n.Status.Condition, n.Status.Message = cond, msg
+		if err := m.s.UpdateStatus(ctx, n, n.Metadata.Revision); err != nil && !errdefs.IsConflict(err) {
+			errs = append(errs, err)
+			return
+		}
+		m.event(ctx, n, api.EventWarning, "Node"+string(cond), msg)
+	}
+	for _, name := range res.MarkReady {
+		set(name, api.NodeReady, "")
+	}
+	for _, name := range res.MarkNotReady {
+		m.notReady[name] = now
+		set(name, api.NodeNotReady, fmt.Sprintf("no heartbeat for %v", m.opt.NodeTTL))
+	}
+	lost := map[string]bool{}
+	for _, name := range res.Lost {
+		lost[name] = true
+	}
+	for _, in := range sn.instances {
+		if !lost[in.Metadata.Name] {
+			continue
+		}
+		in.Status.Phase = api.PhaseLost
+		in.Status.Healthy = false
+		in.Status.Message = fmt.Sprintf("node %s stopped answering", in.Spec.Node)
+		if err := m.s.UpdateStatus(ctx, in, in.Metadata.Revision); err != nil && !errdefs.IsConflict(err) && !errdefs.IsNotFound(err) {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}

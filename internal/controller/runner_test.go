@@ -1,0 +1,307 @@
+package controller_test
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/berth-dev/berth/api"
+	"github.com/berth-dev/berth/internal/controller"
+	"github.com/berth-dev/berth/internal/store"
+)
+
+func openStore(t *testing.T) *store.Store {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	s, err := store.Open(ctx, store.Config{DataDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+// clock is a settable clock for the node lifecycle.
+type clock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (c *clock) now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
+func (c *clock) add(d time.Duration) {
+	c.mu.Lock()
+	c.t = c.t.Add(d)
+	c.mu.Unlock()
+}
+
+type harness struct {
+	t   *testing.T
+	ctx context.Context
+	s   *store.Store
+	m   *controller.Manager
+	clk *clock
+}
+
+func newHarness(t *testing.T, nodes ...string) *harness {
+	s := openStore(t)
+	clk := &clock{t: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
+	h := &harness{t: t, ctx: context.Background(), s: s, clk: clk,
+		m: controller.NewManager(s, controller.Options{Logger: slog.New(slog.DiscardHandler), Clock: clk.now,
+			NodeTTL: 10 * time.Second, LostGrace: 5 * time.Second})}
+	for _, n := range nodes {
+		node := &api.Node{Metadata: api.Metadata{Name: n}, Spec: api.NodeSpec{
+			Capacity: api.NodeCapacity{MilliCPU: 4000, Memory: 8 << 30, Pids: 10000}}}
+		if err := s.Create(h.ctx, node); err != nil {
+			t.Fatal(err)
+		}
+		h.heartbeat(n)
+	}
+	return h
+}
+
+func (h *harness) heartbeat(node string) {
+	h.t.Helper()
+	n, err := store.Get[api.Node](h.ctx, h.s, "", node)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	n.Status.Condition = api.NodeReady
+	n.Status.LastHeartbeat = h.clk.now()
+	if err := h.s.UpdateStatus(h.ctx, n, 0); err != nil {
+		h.t.Fatal(err)
+	}
+}
+
+func (h *harness) pass() {
+	h.t.Helper()
+	if err := h.m.Pass(h.ctx); err != nil {
+		h.t.Fatal(err)
+	}
+}
+
+func (h *harness) instances() []*api.Instance {
+	h.t.Helper()
+	in, _, err := store.List[api.Instance](h.ctx, h.s, "")
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	return in
+}
+
+// agent plays the node agents: every bound, non-terminal instance becomes what phase says.
+func (h *harness) agent(phase func(*api.Instance) api.Phase) {
+	h.t.Helper()
+	for _, in := range h.instances() {
+		if in.Spec.Node == "" || controller.Phase(in.Status.Phase).Terminal() {
+			continue
+		}
+		p := phase(in)
+		if p == in.Status.Phase {
+			continue
+		}
+		in.Status.Phase, in.Status.Healthy = p, p == api.PhaseRunning
+		if p == api.PhaseFailed {
+			in.Status.ExitCode = 1
+		}
+		if err := h.s.UpdateStatus(h.ctx, in, 0); err != nil {
+			h.t.Fatal(err)
+		}
+	}
+}
+
+func running(*api.Instance) api.Phase { return api.PhaseRunning }
+
+func (h *harness) count(cond func(*api.Instance) bool) int {
+	n := 0
+	for _, in := range h.instances() {
+		if cond(in) {
+			n++
+		}
+	}
+	return n
+}
+
+func (h *harness) scale(name string, replicas int) {
+	svc, err := store.Get[api.Service](h.ctx, h.s, "default", name)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	svc.Spec.Replicas = replicas
+	if err := h.s.Update(h.ctx, svc, 0); err != nil {
+		h.t.Fatal(err)
+	}
+}
+
+func TestServiceScaleAndHeal(t *testing.T) {
+	h := newHarness(t, "n1", "n2")
+	svc := &api.Service{Metadata: api.Metadata{Name: "web"}, Spec: api.ServiceSpec{Replicas: 3,
+		Template: api.Template{Image: "demo/busybox:1", Resources: api.Resources{CPU: 0.5, Memory: 64 << 20}},
+		Placement: api.Placement{Spread: []string{"node"}}}}
+	if err := h.s.Create(h.ctx, svc); err != nil {
+		t.Fatal(err)
+	}
+	h.pass()
+	bound := func(in *api.Instance) bool { return in.Spec.Node != "" }
+	if n := h.count(bound); n != 3 {
+		t.Fatalf("%d instances bound, want 3", n)
+	}
+	perNode := map[string]int{}
+	for _, in := range h.instances() {
+		perNode[in.Spec.Node]++
+	}
+	if perNode["n1"]+perNode["n2"] != 3 || perNode["n1"] == 0 || perNode["n2"] == 0 {
+		t.Errorf("spread over nodes: %v", perNode)
+	}
+	h.agent(running)
+	h.pass()
+	got, _ := store.Get[api.Service](h.ctx, h.s, "default", "web")
+	if got.Status.ReadyReplicas != 3 {
+		t.Errorf("readyReplicas %d, want 3", got.Status.ReadyReplicas)
+	}
+
+	h.scale("web", 5)
+	h.pass()
+	h.agent(running)
+	if n := h.count(bound); n != 5 {
+		t.Fatalf("after scale to 5: %d instances, want 5", n)
+	}
+	newest := h.instances()
+	h.scale("web", 1)
+	h.pass()
+	left := h.instances()
+	if len(left) != 1 {
+		t.Fatalf("after scale to 1: %d instances, want 1", len(left))
+	}
+	oldest := newest[0]
+	for _, in := range newest {
+		if in.Metadata.CreatedAt.Before(oldest.Metadata.CreatedAt) {
+			oldest = in
+		}
+	}
+	if left[0].Metadata.Name != oldest.Metadata.Name {
+		t.Errorf("scale down kept %s, want the oldest %s", left[0].Metadata.Name, oldest.Metadata.Name)
+	}
+
+	// A failed instance is replaced.
+	h.agent(func(*api.Instance) api.Phase { return api.PhaseFailed })
+	h.pass()
+	if n := h.count(func(in *api.Instance) bool { return !controller.Phase(in.Status.Phase).Terminal() }); n != 1 {
+		t.Errorf("after a failure: %d live instances, want 1", n)
+	}
+
+	// Deleting the service removes its instances.
+	if err := h.s.Delete(h.ctx, api.KindService, "default", "web", 0); err != nil {
+		t.Fatal(err)
+	}
+	h.pass()
+	if n := len(h.instances()); n != 0 {
+		t.Errorf("%d instances left after the service was deleted", n)
+	}
+}
+
+func TestJobShards(t *testing.T) {
+	h := newHarness(t, "n1")
+	job := &api.Job{Metadata: api.Metadata{Name: "tests"}, Spec: api.JobSpec{Completions: 8, Parallelism: 4, BackoffLimit: 2,
+		Template: api.Template{Image: "demo/busybox:1", Command: []string{"true"}}}}
+	if err := h.s.Create(h.ctx, job); err != nil {
+		t.Fatal(err)
+	}
+	seen := map[string]bool{}
+	for range 20 {
+		h.pass()
+		active := h.count(func(in *api.Instance) bool { return !controller.Phase(in.Status.Phase).Terminal() })
+		if active > 4 {
+			t.Fatalf("%d shards at once, parallelism is 4", active)
+		}
+		for _, in := range h.instances() {
+			if in.Spec.Template.Env["BERTH_JOB_INDEX"] != fmt.Sprint(in.Spec.Index) || in.Spec.Template.Env["BERTH_JOB_COMPLETIONS"] != "8" {
+				t.Fatalf("instance %s env %v", in.Metadata.Name, in.Spec.Template.Env)
+			}
+			seen[in.Spec.Template.Env["BERTH_JOB_INDEX"]] = true
+		}
+		h.agent(func(*api.Instance) api.Phase { return api.PhaseSucceeded })
+		j, _ := store.Get[api.Job](h.ctx, h.s, "default", "tests")
+		if j.Status.Phase == api.JobSucceeded {
+			if len(seen) != 8 || j.Status.Succeeded != 8 {
+				t.Errorf("succeeded with %d indices seen, status %+v", len(seen), j.Status)
+			}
+			return
+		}
+	}
+	t.Fatal("job never succeeded")
+}
+
+func TestJobFailsAfterBackoffLimit(t *testing.T) {
+	h := newHarness(t, "n1")
+	job := &api.Job{Metadata: api.Metadata{Name: "flaky"}, Spec: api.JobSpec{Completions: 5, Parallelism: 5, BackoffLimit: 2,
+		Template: api.Template{Image: "demo/busybox:1"}}}
+	if err := h.s.Create(h.ctx, job); err != nil {
+		t.Fatal(err)
+	}
+	for range 20 {
+		h.pass()
+		h.agent(func(in *api.Instance) api.Phase {
+			if in.Spec.Index == 3 {
+				return api.PhaseFailed
+			}
+			return api.PhaseSucceeded
+		})
+		j, _ := store.Get[api.Job](h.ctx, h.s, "default", "flaky")
+		if j.Status.Phase == api.JobFailed {
+			if j.Status.Failed != 3 || !j.Status.Indexes[3].Failed || j.Status.Indexes[3].Attempts != 3 {
+				t.Errorf("failed job status %+v", j.Status)
+			}
+			return
+		}
+		if j.Status.Phase == api.JobSucceeded {
+			t.Fatal("a job whose index 3 always fails succeeded")
+		}
+	}
+	t.Fatal("job never failed")
+}
+
+func TestLostNodeInstancesAreReplaced(t *testing.T) {
+	h := newHarness(t, "n1", "n2")
+	svc := &api.Service{Metadata: api.Metadata{Name: "web"}, Spec: api.ServiceSpec{Replicas: 2,
+		Template: api.Template{Image: "demo/busybox:1"}, Placement: api.Placement{AntiAffinity: true}}}
+	if err := h.s.Create(h.ctx, svc); err != nil {
+		t.Fatal(err)
+	}
+	h.pass()
+	h.agent(running)
+	// n2 stops heartbeating; n1 keeps on.
+	for range 6 {
+		h.clk.add(4 * time.Second)
+		h.heartbeat("n1")
+		h.pass()
+	}
+	n2, _ := store.Get[api.Node](h.ctx, h.s, "", "n2")
+	if n2.Status.Condition != api.NodeNotReady {
+		t.Fatalf("n2 is %s after 24s without heartbeat", n2.Status.Condition)
+	}
+	lost := h.count(func(in *api.Instance) bool { return in.Status.Phase == api.PhaseLost })
+	if lost != 0 {
+		// Lost ones are replaced in the same or the next pass.
+		h.pass()
+	}
+	for _, in := range h.instances() {
+		if in.Spec.Node == "n2" && !controller.Phase(in.Status.Phase).Terminal() {
+			t.Errorf("instance %s still live on the lost node", in.Metadata.Name)
+		}
+	}
+	// With anti-affinity and one node left, the replacement waits and says why.
+	var waiting *api.Instance
+	for _, in := range h.instances() {
+		if in.Spec.Node == "" {
+			waiting = in
+		}
+	}
+	if waiting == nil || waiting.Status.Message == "" {
+		t.Fatalf("no replacement waiting with a reason: %+v", h.instances())
+	}
+	t.Logf("waiting: %s", waiting.Status.Message)
+}

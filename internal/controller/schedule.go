@@ -1,0 +1,167 @@
+package controller
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/berth-dev/berth/api"
+	"github.com/berth-dev/berth/internal/errdefs"
+	"github.com/berth-dev/berth/internal/scheduler"
+	"github.com/berth-dev/berth/internal/store"
+)
+
+// schedulePass places pending instances with the scheduler engine and
+// binds them in one transaction per plan. The engine works on a snapshot
+// built from this pass's read; a binding whose instance changed since
+// fails with a conflict and is retried next pass.
+func (m *Manager) schedulePass(ctx context.Context, sn *snapshot) error {
+	var pending []*api.Instance
+	for _, in := range sn.instances {
+		if in.Spec.Node == "" && !phaseOf(in).Terminal() {
+			pending = append(pending, in)
+		}
+	}
+	if len(pending) == 0 {
+		return nil
+	}
+	state, err := schedulerState(sn)
+	if err != nil {
+		return err
+	}
+	batch := make([]scheduler.Instance, 0, len(pending))
+	byID := map[string]*api.Instance{}
+	var errs []error
+	for _, in := range pending {
+		si, err := schedInstance(in)
+		if err != nil {
+			errs = append(errs, m.unschedulable(ctx, in, err.Error()))
+			continue
+		}
+		batch = append(batch, si)
+		byID[si.ID] = in
+	}
+	m.seed++
+	plan := state.Place(batch, scheduler.Options{Seed: m.seed})
+	for _, ev := range plan.Preemptions {
+		ns, name, _ := strings.Cut(ev.Instance, "/")
+		if err := m.s.Delete(ctx, api.KindInstance, ns, name, 0); err != nil && !errdefs.IsNotFound(err) {
+			errs = append(errs, err)
+		}
+	}
+	var bindings []store.Binding
+	for _, p := range plan.Placements {
+		in := byID[p.Instance.ID]
+		bindings = append(bindings, store.Binding{Namespace: in.Metadata.Namespace, Name: in.Metadata.Name,
+			Node: p.Node, CPUSet: p.CPUSet, Revision: in.Metadata.Revision})
+	}
+	if len(bindings) > 0 {
+		if err := m.s.Bind(ctx, bindings); err != nil {
+			if !errdefs.IsConflict(err) {
+				errs = append(errs, err)
+			}
+			// Something moved under the plan: bind one by one so the rest still lands.
+			for _, b := range bindings {
+				if err := m.s.Bind(ctx, []store.Binding{b}); err != nil && !errdefs.IsConflict(err) && !errdefs.IsNotFound(err) {
+					errs = append(errs, err)
+				}
+			}
+		}
+	}
+	for _, f := range plan.Failures {
+		errs = append(errs, m.unschedulable(ctx, byID[f.Instance], f.Reason))
+	}
+	return errors.Join(errs...)
+}
+
+// unschedulable records why an instance waits, once per distinct reason.
+func (m *Manager) unschedulable(ctx context.Context, in *api.Instance, reason string) error {
+	msg := "unschedulable: " + reason
+	if in.Status.Message == msg {
+		return nil
+	}
+	in.Status.Message = msg
+	if in.Status.Phase == "" {
+		in.Status.Phase = api.PhasePending
+	}
+	if err := m.s.UpdateStatus(ctx, in, in.Metadata.Revision); err != nil && !errdefs.IsConflict(err) && !errdefs.IsNotFound(err) {
+		return err
+	}
+	m.event(ctx, in, api.EventWarning, "Unschedulable", reason)
+	return nil
+}
+
+func schedulerState(sn *snapshot) (*scheduler.State, error) {
+	nodes := make([]scheduler.Node, 0, len(sn.nodes))
+	known := map[string]bool{}
+	for _, n := range sn.nodes {
+		sn := scheduler.Node{
+			Name:   n.Metadata.Name,
+			Ready:  n.Status.Condition == api.NodeReady && !n.Spec.Unschedulable,
+			Labels: n.Metadata.Labels,
+			Capacity: scheduler.Resources{MilliCPU: n.Spec.Capacity.MilliCPU,
+				MemoryBytes: int64(n.Spec.Capacity.Memory), Pids: n.Spec.Capacity.Pids},
+		}
+		for _, c := range n.Spec.Topology.Cores {
+			sn.Topology.Cores = append(sn.Topology.Cores, scheduler.Core{ID: c.ID, NUMA: c.NUMA, Threads: c.Threads})
+		}
+		nodes = append(nodes, sn)
+		known[sn.Name] = true
+	}
+	var allocs []scheduler.Allocation
+	for _, in := range sn.instances {
+		if in.Spec.Node == "" || !known[in.Spec.Node] || phaseOf(in).Terminal() {
+			continue
+		}
+		si, err := schedInstance(in)
+		if err != nil {
+			continue // it runs already; a template the engine refuses cannot be counted
+		}
+		allocs = append(allocs, scheduler.Allocation{Instance: si, Node: in.Spec.Node, CPUSet: in.Spec.CPUSet})
+	}
+	st, err := scheduler.NewState(nodes, allocs)
+	if err != nil {
+		return nil, fmt.Errorf("scheduler state: %w", err)
+	}
+	return st, nil
+}
+
+// schedInstance is the scheduler's view of an instance.
+func schedInstance(in *api.Instance) (scheduler.Instance, error) {
+	t := in.Spec.Template
+	si := scheduler.Instance{
+		ID:       in.Metadata.Namespace + "/" + in.Metadata.Name,
+		Group:    in.Metadata.Namespace + "/" + string(in.Spec.Owner.Kind) + "/" + in.Spec.Owner.Name,
+		Priority: in.Spec.Priority,
+		Resources: scheduler.Resources{MilliCPU: t.Resources.MilliCPU(), MemoryBytes: int64(t.Resources.Memory),
+			Pids: t.Resources.Pids},
+		Spread:       in.Spec.Placement.Spread,
+		AntiAffinity: in.Spec.Placement.AntiAffinity,
+	}
+	if t.Resources.Exclusive {
+		si.ExclusiveCPUs = int(t.Resources.CPU)
+	}
+	for _, p := range t.Ports {
+		if p.Host > 0 {
+			si.HostPorts = append(si.HostPorts, scheduler.Port{Number: p.Host, Protocol: p.Protocol})
+		}
+	}
+	for _, c := range in.Spec.Placement.Constraints {
+		sc := scheduler.Constraint{Key: c.Key, Values: c.Values}
+		switch c.Op {
+		case api.OpEq:
+			sc.Op = scheduler.OpEq
+		case api.OpNe:
+			sc.Op = scheduler.OpNe
+		case api.OpIn:
+			sc.Op = scheduler.OpIn
+		case api.OpNotIn:
+			sc.Op = scheduler.OpNotIn
+		default:
+			return si, fmt.Errorf("constraint on %q: unknown operator %q", c.Key, c.Op)
+		}
+		si.Constraints = append(si.Constraints, sc)
+	}
+	return si, nil
+}
