@@ -139,7 +139,7 @@ func (h *harness) scale(name string, replicas int) {
 func TestServiceScaleAndHeal(t *testing.T) {
 	h := newHarness(t, "n1", "n2")
 	svc := &api.Service{Metadata: api.Metadata{Name: "web"}, Spec: api.ServiceSpec{Replicas: 3,
-		Template: api.Template{Image: "demo/busybox:1", Resources: api.Resources{CPU: 0.5, Memory: 64 << 20}},
+		Template:  api.Template{Image: "demo/busybox:1", Resources: api.Resources{CPU: 0.5, Memory: 64 << 20}},
 		Placement: api.Placement{Spread: []string{"node"}}}}
 	if err := h.s.Create(h.ctx, svc); err != nil {
 		t.Fatal(err)
