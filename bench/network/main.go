@@ -94,8 +94,9 @@ func run(nSvc, nEP, runs int) error {
 	rows = append(rows, row{"restart: read back + resync", []time.Duration{time.Since(start)}})
 	_ = p2.Close()
 
-	var add, addEP, delEP, unready row
-	add.what, addEP.what, delEP.what, unready.what = "+1 service (25 endpoints)", "+1 endpoint", "-1 endpoint", "1 endpoint unhealthy → healthy (2 changes)"
+	var add, addEP, delEP, swapEP, unready row
+	add.what, addEP.what, delEP.what = "+1 service (25 endpoints)", "+1 endpoint", "-1 endpoint"
+	swapEP.what, unready.what = "replace 1 endpoint (count unchanged)", "1 endpoint unhealthy → healthy (2 changes)"
 	for r := range runs {
 		s := service(nSvc+r, nEP)
 		t0 := time.Now()
@@ -119,6 +120,17 @@ func run(nSvc, nEP, runs int) error {
 		delEP.times = append(delEP.times, time.Since(t0))
 
 		eps = slices.Clone(target.Endpoints)
+		eps[r%len(eps)].Addr = podAddr(2_000_000 + r)
+		t0 = time.Now()
+		if err := p.SetEndpoints(ctx, target.Name, eps); err != nil {
+			return err
+		}
+		swapEP.times = append(swapEP.times, time.Since(t0))
+		if err := p.SetEndpoints(ctx, target.Name, target.Endpoints); err != nil {
+			return err
+		}
+
+		eps = slices.Clone(target.Endpoints)
 		eps[r%len(eps)].Ready = false
 		t0 = time.Now()
 		if err := p.SetEndpoints(ctx, target.Name, eps); err != nil {
@@ -129,7 +141,7 @@ func run(nSvc, nEP, runs int) error {
 		}
 		unready.times = append(unready.times, time.Since(t0))
 	}
-	rows = append(rows, add, addEP, delEP, unready)
+	rows = append(rows, add, addEP, delEP, swapEP, unready)
 
 	start = time.Now()
 	if err := p.Delete(ctx); err != nil {
