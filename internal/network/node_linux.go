@@ -98,8 +98,8 @@ type Node struct {
 	bridge int // ifindex
 
 	mu    sync.Mutex
-	busy  map[string]*sync.Mutex // per-id lock
-	hosts vnetns.NsHandle        // HostNetNS, or -1
+	busy  map[string]*idLock // per-id locks
+	hosts vnetns.NsHandle    // HostNetNS, or -1
 }
 
 // NewNode makes sure the bridge, its address, the sysctls and the
@@ -122,7 +122,7 @@ func NewNode(ctx context.Context, cfg Config) (*Node, error) {
 	if cfg.Domain == "" {
 		cfg.Domain = "berth"
 	}
-	n := &Node{cfg: cfg, gw: cfg.Subnet.Addr().Next(), busy: map[string]*sync.Mutex{}, hosts: -1}
+	n := &Node{cfg: cfg, gw: cfg.Subnet.Addr().Next(), busy: map[string]*idLock{}, hosts: -1}
 	if !cfg.DNS.IsValid() {
 		n.cfg.DNS = n.gw
 	}
@@ -268,17 +268,32 @@ func (n *Node) DeleteTable() error {
 	return nil
 }
 
-// lock serialises work on one id.
+// idLock serialises work on one id; refs counts holders and waiters so
+// that the entry goes when nobody needs it.
+type idLock struct {
+	mu   sync.Mutex
+	refs int
+}
+
+// lock takes id's lock and returns its release.
 func (n *Node) lock(id string) func() {
 	n.mu.Lock()
-	m, ok := n.busy[id]
-	if !ok {
-		m = &sync.Mutex{}
-		n.busy[id] = m
+	l := n.busy[id]
+	if l == nil {
+		l = &idLock{}
+		n.busy[id] = l
 	}
+	l.refs++
 	n.mu.Unlock()
-	m.Lock()
-	return m.Unlock
+	l.mu.Lock()
+	return func() {
+		l.mu.Unlock()
+		n.mu.Lock()
+		if l.refs--; l.refs == 0 {
+			delete(n.busy, id)
+		}
+		n.mu.Unlock()
+	}
 }
 
 // validID keeps ids usable as file names.
