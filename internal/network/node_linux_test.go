@@ -731,16 +731,49 @@ func TestTwoNodes(t *testing.T) {
 		return err
 	})
 
-	// A VIP on node A balancing to an endpoint on node B.
-	prog, err := vip.New(ctx, vip.Config{Table: "berth-svc-10", NetNS: hostA, LocalSubnet: nodeA.cfg.Subnet})
+	// A VIP on node A balancing to an endpoint on node B, by name.
+	svcs, err := NewServices(ctx, vip.Config{Table: "berth-svc-10", NetNS: hostA, LocalSubnet: nodeA.cfg.Subnet}, dns.Config{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = prog.Close() })
-	if err := prog.Sync(ctx, []vip.Service{{Name: "default/b", VIP: netip.MustParseAddr("10.96.10.1"),
-		Ports:     []vip.Port{{Protocol: vip.TCP, Port: 8080, TargetPort: 80, HostPort: 18080}},
-		Endpoints: []vip.Endpoint{{Addr: cb.IP, Ready: true}}}}); err != nil {
+	t.Cleanup(func() { _ = svcs.Close() })
+	if err := svcs.Sync(ctx, []Service{{Namespace: "default", Name: "b", VIP: netip.MustParseAddr("10.96.10.1"),
+		Ports:     []ServicePort{{Name: "http", Protocol: vip.TCP, Port: 8080, TargetPort: 80, HostPort: 18080}},
+		Instances: []Instance{{Name: "b-0", IP: cb.IP, Ready: true}}}}); err != nil {
 		t.Fatal(err)
+	}
+	pc, l, err := nodeA.ListenDNS(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dctx, cancel := context.WithCancel(ctx)
+	served := make(chan error, 1)
+	go func() { served <- svcs.DNS().Serve(dctx, pc, l) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-served; err != nil {
+			t.Error(err)
+		}
+	})
+	lookup := func(name string) string {
+		conn, err := inNS(ca.NetNS)(ctx, "udp", net.JoinHostPort(nodeA.Gateway().String(), "53"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		m := new(mdns.Msg)
+		m.SetQuestion(name, mdns.TypeA)
+		r, _, err := (&mdns.Client{Timeout: time.Second}).ExchangeWithConn(m, &mdns.Conn{Conn: conn})
+		if err != nil || len(r.Answer) != 1 {
+			t.Fatalf("A %s: %v, %v", name, r, err)
+		}
+		return r.Answer[0].(*mdns.A).A.String()
+	}
+	if got := lookup("b.default.berth."); got != "10.96.10.1" {
+		t.Fatalf("b.default.berth → %s", got)
+	}
+	if got := lookup("b-0.b.default.berth."); got != cb.IP.String() {
+		t.Fatalf("b-0.b.default.berth → %s, want %v", got, cb.IP)
 	}
 	body, err := get("http://10.96.10.1:8080/cgi-bin/peer")
 	if err != nil || peerAddr(body) != ca.IP.String() {

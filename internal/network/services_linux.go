@@ -1,0 +1,130 @@
+package network
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"strings"
+
+	"github.com/berth-dev/berth/internal/network/dns"
+	"github.com/berth-dev/berth/internal/network/vip"
+)
+
+// Service is what the node's data plane needs of one service: its VIP,
+// its ports and its instances. The agent builds it from the store.
+type Service struct {
+	Namespace, Name string
+	VIP             netip.Addr
+	Ports           []ServicePort
+	Instances       []Instance
+}
+
+// ServicePort is one port of a service.
+type ServicePort struct {
+	Name       string // SRV record _<name>._<protocol>; optional
+	Protocol   vip.Protocol
+	Port       uint16 // on the VIP
+	TargetPort uint16 // on each instance; 0 means Port
+	HostPort   uint16 // published on the node; 0 means none
+}
+
+// Instance is one instance of a service. Only Ready ones (running and
+// healthy) receive traffic and are named in DNS.
+type Instance struct {
+	Name  string
+	IP    netip.Addr
+	Ready bool
+}
+
+// Key is "namespace/name", the service's name in vip.
+func (s Service) Key() string { return s.Namespace + "/" + s.Name }
+
+// VIPService converts s for the vip programmer.
+func (s Service) VIPService() vip.Service {
+	out := vip.Service{Name: s.Key(), VIP: s.VIP}
+	for _, p := range s.Ports {
+		out.Ports = append(out.Ports, vip.Port{Name: p.Name, Protocol: p.Protocol, Port: p.Port,
+			TargetPort: p.TargetPort, HostPort: p.HostPort})
+	}
+	for _, in := range s.Instances {
+		if in.IP.IsValid() {
+			out.Endpoints = append(out.Endpoints, vip.Endpoint{Addr: in.IP, Ready: in.Ready})
+		}
+	}
+	return out
+}
+
+// DNSService converts s for the DNS server.
+func (s Service) DNSService() dns.Service {
+	out := dns.Service{Namespace: s.Namespace, Name: s.Name, VIP: s.VIP}
+	for _, p := range s.Ports {
+		out.Ports = append(out.Ports, dns.Port{Name: p.Name, Protocol: strings.ToLower(p.Protocol.String()), Port: p.Port})
+	}
+	for _, in := range s.Instances {
+		if in.Ready && in.IP.IsValid() && in.Name != "" {
+			out.Instances = append(out.Instances, dns.Instance{Name: in.Name, IP: in.IP})
+		}
+	}
+	return out
+}
+
+// Services keeps a node's VIPs, published ports and DNS names in step.
+// Call Sync with every service after start (and on every re-list); then
+// Upsert and Remove for single changes.
+type Services struct {
+	vip *vip.Programmer
+	dns *dns.Server
+}
+
+// NewServices opens the vip table (reading back what it holds) and makes
+// a DNS server; the caller serves it (see Node.ListenDNS and dns.Serve).
+func NewServices(ctx context.Context, vc vip.Config, dc dns.Config) (*Services, error) {
+	p, err := vip.New(ctx, vc)
+	if err != nil {
+		return nil, err
+	}
+	return &Services{vip: p, dns: dns.NewServer(dc)}, nil
+}
+
+// DNS is the server answering for these services.
+func (s *Services) DNS() *dns.Server { return s.dns }
+
+// VIP is the underlying programmer.
+func (s *Services) VIP() *vip.Programmer { return s.vip }
+
+// Sync makes the data plane hold exactly svcs.
+func (s *Services) Sync(ctx context.Context, svcs []Service) error {
+	vs := make([]vip.Service, 0, len(svcs))
+	ds := make([]dns.Service, 0, len(svcs))
+	for _, svc := range svcs {
+		vs = append(vs, svc.VIPService())
+		ds = append(ds, svc.DNSService())
+	}
+	if err := s.vip.Sync(ctx, vs); err != nil {
+		return err
+	}
+	s.dns.SetServices(ds)
+	return nil
+}
+
+// Upsert adds or replaces one service, e.g. when an instance becomes ready
+// or unhealthy.
+func (s *Services) Upsert(ctx context.Context, svc Service) error {
+	if err := s.vip.UpsertService(ctx, svc.VIPService()); err != nil {
+		return err
+	}
+	s.dns.UpsertService(svc.DNSService())
+	return nil
+}
+
+// Remove deletes one service's VIP, ports and names.
+func (s *Services) Remove(ctx context.Context, namespace, name string) error {
+	s.dns.RemoveService(namespace, name)
+	if err := s.vip.RemoveService(ctx, namespace+"/"+name); err != nil {
+		return fmt.Errorf("remove service %s/%s: %w", namespace, name, err)
+	}
+	return nil
+}
+
+// Close releases the netlink connection; rules and maps stay.
+func (s *Services) Close() error { return s.vip.Close() }
