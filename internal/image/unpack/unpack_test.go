@@ -1,0 +1,242 @@
+package unpack
+
+import (
+	"archive/tar"
+	"bytes"
+	"context"
+	"errors"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+type ent struct {
+	name, link, body string
+	typ              byte
+	mode             int64
+	major, minor     int64
+}
+
+func layerTar(t *testing.T, ents ...ent) *bytes.Buffer {
+	t.Helper()
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	for _, e := range ents {
+		h := &tar.Header{Name: e.name, Linkname: e.link, Typeflag: e.typ, Mode: e.mode, Devmajor: e.major, Devminor: e.minor,
+			ModTime: time.Unix(1_600_000_000, 0)}
+		if h.Typeflag == 0 {
+			h.Typeflag = tar.TypeReg
+		}
+		if h.Mode == 0 {
+			h.Mode = 0o644
+		}
+		if h.Typeflag == tar.TypeReg {
+			h.Size = int64(len(e.body))
+		}
+		if err := tw.WriteHeader(h); err != nil {
+			t.Fatal(err)
+		}
+		if h.Typeflag == tar.TypeReg {
+			if _, err := tw.Write([]byte(e.body)); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if err := tw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return &buf
+}
+
+func requireRoot(t *testing.T) {
+	t.Helper()
+	if os.Geteuid() == 0 {
+		return
+	}
+	if os.Getenv("CI") == "true" {
+		t.Fatal("needs root (CI=true: not skipping)")
+	}
+	t.Skip("needs root")
+}
+
+// snapshotTree records everything observable about a directory tree.
+func snapshotTree(t *testing.T, dir string) string {
+	t.Helper()
+	var lines []string
+	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		fi, err := os.Lstat(p)
+		if err != nil {
+			return err
+		}
+		st := fi.Sys().(*syscall.Stat_t)
+		line := p + " " + fi.Mode().String() + " " + fi.ModTime().String() + " nlink=" + itoa(uint64(st.Nlink))
+		if fi.Mode().IsRegular() {
+			b, _ := os.ReadFile(p)
+			line += " " + string(b)
+		}
+		lines = append(lines, line)
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sort.Strings(lines)
+	return strings.Join(lines, "\n")
+}
+
+func itoa(n uint64) string {
+	if n == 0 {
+		return "0"
+	}
+	var b []byte
+	for ; n > 0; n /= 10 {
+		b = append([]byte{byte('0' + n%10)}, b...)
+	}
+	return string(b)
+}
+
+// TestHostileLayers unpacks layers that try to reach a canary directory
+// next to the target, and checks each is refused with a clear error and
+// the canary is untouched.
+func TestHostileLayers(t *testing.T) {
+	requireRoot(t)
+	cases := []struct {
+		name string
+		ents func(canary string) []ent
+		want string
+	}{
+		{"dotdot file", func(string) []ent { return []ent{{name: "../canary/pwned", body: "x"}} }, `climbs out with ".."`},
+		{"dotdot inside", func(string) []ent { return []ent{{name: "a/../../canary/pwned", body: "x"}} }, `climbs out with ".."`},
+		{"absolute file", func(c string) []ent { return []ent{{name: c + "/pwned", body: "x"}} }, "absolute path"},
+		{"absolute dir", func(c string) []ent { return []ent{{name: c + "/sub/", typ: tar.TypeDir, mode: 0o755}} }, "absolute path"},
+		{"relative symlink then write", func(string) []ent {
+			return []ent{{name: "evil", typ: tar.TypeSymlink, link: "../canary"}, {name: "evil/pwned", body: "x"}}
+		}, `goes through symlink "evil" -> "../canary"`},
+		{"absolute symlink then write", func(c string) []ent {
+			return []ent{{name: "evil", typ: tar.TypeSymlink, link: c}, {name: "evil/pwned", body: "x"}}
+		}, `goes through symlink "evil"`},
+		{"symlink then mkdir", func(c string) []ent {
+			return []ent{{name: "evil", typ: tar.TypeSymlink, link: c}, {name: "evil/sub/", typ: tar.TypeDir, mode: 0o755}}
+		}, `goes through symlink "evil"`},
+		{"nested symlink then write", func(string) []ent {
+			return []ent{{name: "a/", typ: tar.TypeDir, mode: 0o755}, {name: "a/evil", typ: tar.TypeSymlink, link: "../../canary"}, {name: "a/evil/x/pwned", body: "x"}}
+		}, `goes through symlink "a/evil"`},
+		{"symlink then whiteout", func(c string) []ent {
+			return []ent{{name: "evil", typ: tar.TypeSymlink, link: c}, {name: "evil/.wh.secret", body: ""}}
+		}, `goes through symlink "evil"`},
+		{"symlink then opaque", func(c string) []ent {
+			return []ent{{name: "evil", typ: tar.TypeSymlink, link: c}, {name: "evil/.wh..wh..opq", body: ""}}
+		}, `goes through symlink "evil"`},
+		{"hard link dotdot", func(string) []ent { return []ent{{name: "hl", typ: tar.TypeLink, link: "../canary/secret"}} }, `climbs out with ".."`},
+		{"hard link absolute", func(c string) []ent { return []ent{{name: "hl", typ: tar.TypeLink, link: c + "/secret"}} }, "absolute path"},
+		{"hard link through symlink", func(c string) []ent {
+			return []ent{{name: "evil", typ: tar.TypeSymlink, link: c}, {name: "hl", typ: tar.TypeLink, link: "evil/secret"}}
+		}, `goes through symlink "evil"`},
+		{"hard link to missing", func(string) []ent { return []ent{{name: "hl", typ: tar.TypeLink, link: "nothere"}} }, "not in this layer"},
+		{"char device", func(string) []ent { return []ent{{name: "null", typ: tar.TypeChar, major: 1, minor: 3}} }, "device node (1:3)"},
+		{"block device", func(string) []ent { return []ent{{name: "sda", typ: tar.TypeBlock, major: 8, minor: 0}} }, "device node (8:0)"},
+		{"whiteout device smuggled", func(string) []ent { return []ent{{name: "x", typ: tar.TypeChar}} }, "device node (0:0)"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			base := t.TempDir()
+			canary := filepath.Join(base, "canary")
+			if err := os.Mkdir(canary, 0o755); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(filepath.Join(canary, "secret"), []byte("secret"), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			target := filepath.Join(base, "target")
+			if err := os.Mkdir(target, 0o755); err != nil {
+				t.Fatal(err)
+			}
+			before := snapshotTree(t, canary)
+			err := Layer(context.Background(), layerTar(t, tc.ents(canary)...), target)
+			if !errors.Is(err, ErrUnsafe) {
+				t.Fatalf("Layer = %v, want an ErrUnsafe error", err)
+			}
+			if !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("error %q does not say %q", err, tc.want)
+			}
+			if after := snapshotTree(t, canary); after != before {
+				t.Fatalf("canary changed:\nbefore:\n%s\nafter:\n%s", before, after)
+			}
+			entries, _ := os.ReadDir(base)
+			if len(entries) != 2 {
+				t.Fatalf("something appeared next to the target: %v", entries)
+			}
+		})
+	}
+}
+
+func TestLayerContent(t *testing.T) {
+	requireRoot(t)
+	dir := t.TempDir()
+	err := Layer(context.Background(), layerTar(t,
+		ent{name: "./", typ: tar.TypeDir, mode: 0o755},
+		ent{name: "etc/", typ: tar.TypeDir, mode: 0o750},
+		ent{name: "etc/conf", body: "v1", mode: 0o4755},
+		ent{name: "etc/conf-link", typ: tar.TypeLink, link: "etc/conf"},
+		ent{name: "etc/abs", typ: tar.TypeSymlink, link: "/outside/is/fine/to/point/at"},
+		ent{name: "deep/er/file", body: "made parents"},
+		ent{name: "gone", body: "x"},
+		ent{name: "gone", body: "replaced"},
+		ent{name: "dir/.wh.old", body: ""},
+		ent{name: "dir/.wh..wh..opq", body: ""},
+		ent{name: "fifo", typ: tar.TypeFifo, mode: 0o600},
+	), dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fi, err := os.Stat(filepath.Join(dir, "etc/conf"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi.Mode()&fs.ModeSetuid == 0 || fi.Mode().Perm() != 0o755 {
+		t.Errorf("etc/conf mode %v, want setuid 0755", fi.Mode())
+	}
+	if !fi.ModTime().Equal(time.Unix(1_600_000_000, 0)) {
+		t.Errorf("etc/conf mtime %v", fi.ModTime())
+	}
+	if fi, err := os.Stat(filepath.Join(dir, "etc")); err != nil || fi.Mode().Perm() != 0o750 || !fi.ModTime().Equal(time.Unix(1_600_000_000, 0)) {
+		t.Errorf("etc: %v %v", fi, err)
+	}
+	if fi.Sys().(*syscall.Stat_t).Nlink != 2 {
+		t.Errorf("etc/conf has %d links, want 2", fi.Sys().(*syscall.Stat_t).Nlink)
+	}
+	if l, err := os.Readlink(filepath.Join(dir, "etc/abs")); err != nil || l != "/outside/is/fine/to/point/at" {
+		t.Errorf("etc/abs -> %q, %v", l, err)
+	}
+	if b, err := os.ReadFile(filepath.Join(dir, "gone")); err != nil || string(b) != "replaced" {
+		t.Errorf("gone = %q, %v", b, err)
+	}
+	if b, err := os.ReadFile(filepath.Join(dir, "deep/er/file")); err != nil || string(b) != "made parents" {
+		t.Errorf("deep/er/file = %q, %v", b, err)
+	}
+	var st unix.Stat_t
+	if err := unix.Lstat(filepath.Join(dir, "dir/old"), &st); err != nil {
+		t.Fatal(err)
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFCHR || st.Rdev != 0 {
+		t.Errorf("whiteout dir/old is mode %o rdev %d, want a 0/0 char device", st.Mode, st.Rdev)
+	}
+	if _, err := os.Lstat(filepath.Join(dir, "dir/.wh.old")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf(".wh.old kept in the layer dir: %v", err)
+	}
+	buf := make([]byte, 8)
+	n, err := unix.Lgetxattr(filepath.Join(dir, "dir"), "trusted.overlay.opaque", buf)
+	if err != nil || string(buf[:n]) != "y" {
+		t.Errorf("dir opaque xattr = %q, %v", buf[:n], err)
+	}
+}
