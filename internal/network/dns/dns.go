@@ -138,7 +138,12 @@ func (s *Server) RemoveService(namespace, name string) {
 // index adds (dir +1) or removes (dir -1) the names of svc.
 func (s *Server) index(svc Service, dir int) {
 	base := strings.ToLower(svc.Name + "." + svc.Namespace + "." + s.zone)
+	// A service without a VIP (not allocated yet) still has its instance
+	// names; its own name then exists with no address.
 	s.touch(base, dir, func(r *rrset) {
+		if !svc.VIP.IsValid() {
+			return
+		}
 		if dir > 0 {
 			r.a = append(r.a, svc.VIP)
 		} else {
@@ -161,6 +166,9 @@ func (s *Server) index(svc Service, dir int) {
 		})
 	}
 	for _, in := range svc.Instances {
+		if !in.IP.IsValid() || in.Name == "" {
+			continue
+		}
 		name := strings.ToLower(in.Name + "." + base)
 		s.touch(name, dir, func(r *rrset) {
 			if dir > 0 {
@@ -176,16 +184,16 @@ func (s *Server) index(svc Service, dir int) {
 func (s *Server) touch(name string, dir int, edit func(*rrset)) {
 	r, ok := s.names[name]
 	if !ok {
-		if dir < 0 {
-			return
-		}
 		r = &rrset{}
-		s.names[name] = r
 	}
 	edit(r)
 	if len(r.a) == 0 && len(r.srv) == 0 {
 		delete(s.names, name)
+	} else {
+		s.names[name] = r
 	}
+	// Counted whether or not the name holds records, so that adding and
+	// removing the same service always balance.
 	for p := parent(name); p != "" && p != s.zone; p = parent(p) {
 		s.parents[p] += dir
 		if s.parents[p] <= 0 {

@@ -150,3 +150,23 @@ func TestForwardsOutsideTheDomain(t *testing.T) {
 		t.Fatalf("forwarded: %v", r)
 	}
 }
+
+func TestServiceWithoutVIP(t *testing.T) {
+	s := NewServer(Config{})
+	w := web()
+	w.VIP = netip.Addr{}
+	s.UpsertService(w)
+	addr := serve(t, s)
+	if r, _ := query(t, addr, "web.default.berth.", mdns.TypeA); r.Rcode != mdns.RcodeSuccess || len(r.Answer) != 0 {
+		t.Fatalf("service without VIP: %v", r)
+	}
+	if r, _ := query(t, addr, "web-0.web.default.berth.", mdns.TypeA); len(r.Answer) != 1 {
+		t.Fatalf("instance of a service without VIP: %v", r)
+	}
+	s.RemoveService("default", "web")
+	for _, name := range []string{"web-0.web.default.berth.", "web.default.berth.", "default.berth."} {
+		if r, _ := query(t, addr, name, mdns.TypeA); r.Rcode != mdns.RcodeNameError {
+			t.Fatalf("%s after removal: %v", name, r)
+		}
+	}
+}

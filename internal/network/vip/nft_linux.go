@@ -474,12 +474,11 @@ func markHostPort() []expr.Any {
 	}
 }
 
-// Sync makes the table hold exactly svcs, in one transaction.
+// Sync makes the table hold exactly svcs, in one transaction. A service
+// that is invalid or claims a VIP port or host port an earlier one in svcs
+// holds is left out (and removed if it was programmed); the error names it.
 func (p *Programmer) Sync(ctx context.Context, svcs []Service) error {
-	want, err := flatten(svcs)
-	if err != nil {
-		return err
-	}
+	want, accepted, rejected := flatten(svcs)
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if err := ctx.Err(); err != nil {
@@ -498,10 +497,13 @@ func (p *Programmer) Sync(ctx context.Context, svcs []Service) error {
 	if err := p.commit(plan(p.m, want, scope, true)); err != nil {
 		return fmt.Errorf("sync vip table %s: %w", p.cfg.Table, err)
 	}
-	p.services = make(map[string]Service, len(svcs))
+	p.services = make(map[string]Service, len(accepted))
 	p.owner = map[group]string{}
-	for _, s := range svcs {
+	for _, s := range accepted {
 		p.record(s)
+	}
+	if rejected != nil {
+		return fmt.Errorf("sync vip table %s: programmed all but: %w", p.cfg.Table, rejected)
 	}
 	return nil
 }

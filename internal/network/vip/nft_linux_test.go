@@ -3,6 +3,7 @@ package vip
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -224,5 +225,29 @@ func TestProgrammerRebuildsAForeignTable(t *testing.T) {
 	got := nftList(t, ns, table)
 	if strings.Contains(got, "stray") || !strings.Contains(got, chainLayout) {
 		t.Fatalf("foreign table not rebuilt:\n%s", got)
+	}
+}
+
+func TestSyncProgramsAllButTheBadService(t *testing.T) {
+	needRoot(t)
+	t.Parallel()
+	ctx := context.Background()
+	ns := testNS(t)
+	p, err := New(ctx, Config{Table: "berth-vip-bad", NetNS: ns})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = p.Close() })
+	svcs := testServices()
+	thief := Service{Name: "default/thief", VIP: svcs[0].VIP, Ports: []Port{{Protocol: TCP, Port: 80}}}
+	err = p.Sync(ctx, append(svcs, thief))
+	if !errors.Is(err, ErrConflict) || !strings.Contains(err.Error(), "default/thief") {
+		t.Fatalf("Sync: %v, want a conflict naming default/thief", err)
+	}
+	if got := served(t, p); !strings.Contains(got, "10.96.0.11:5432/tcp") || !strings.Contains(got, "10.96.0.10:80/tcp → [10.244.0.2:8080") {
+		t.Fatalf("the good services were not programmed:\n%s", got)
+	}
+	if _, ok := p.Services()["default/thief"]; ok {
+		t.Fatal("rejected service recorded as programmed")
 	}
 }

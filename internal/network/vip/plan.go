@@ -185,12 +185,13 @@ func groupsOf(s Service) []group {
 	return gs
 }
 
-// add puts s's groups into want; owner records which service holds each
-// group, to name both sides of a conflict.
+// add puts s's groups into want, all or none; owner records which service
+// holds each group, to name both sides of a conflict.
 func add(want map[group][]backend, s Service, owner map[group]string) error {
 	if err := validate(s); err != nil {
 		return err
 	}
+	mine := map[group][]backend{}
 	for _, p := range s.Ports {
 		target := cmp.Or(p.TargetPort, p.Port)
 		var bs []backend
@@ -206,28 +207,44 @@ func add(want map[group][]backend, s Service, owner map[group]string) error {
 			gs = append(gs, group{host: true, proto: p.Protocol, port: p.HostPort})
 		}
 		for _, g := range gs {
-			if o, ok := owner[g]; ok {
-				if o != s.Name {
-					return fmt.Errorf("service %q: %v held by %q: %w", s.Name, g, o, ErrConflict)
-				}
+			if o, ok := owner[g]; ok && o != s.Name {
+				return fmt.Errorf("service %q: %v held by %q: %w", s.Name, g, o, ErrConflict)
+			}
+			if _, dup := mine[g]; dup {
 				return fmt.Errorf("service %q: %v listed twice: %w", s.Name, g, ErrInvalid)
 			}
-			owner[g] = s.Name
-			want[g] = bs
+			mine[g] = bs
 		}
+	}
+	for g, bs := range mine {
+		owner[g] = s.Name
+		want[g] = bs
 	}
 	return nil
 }
 
-func flatten(svcs []Service) (map[group][]backend, error) {
+// flatten turns services into groups. A service that is invalid or
+// conflicts with an earlier one is left out, and named in the error, so
+// that one bad service does not hold the others back.
+func flatten(svcs []Service) (map[group][]backend, []Service, error) {
 	want := map[group][]backend{}
 	owner := map[group]string{}
+	names := map[string]bool{}
+	var ok []Service
+	var errs []error
 	for _, s := range svcs {
-		if err := add(want, s, owner); err != nil {
-			return nil, err
+		if names[s.Name] {
+			errs = append(errs, fmt.Errorf("service %q listed twice: %w", s.Name, ErrInvalid))
+			continue
 		}
+		if err := add(want, s, owner); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		names[s.Name] = true
+		ok = append(ok, s)
 	}
-	return want, nil
+	return want, ok, errors.Join(errs...)
 }
 
 type opKind uint8

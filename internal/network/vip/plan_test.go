@@ -23,7 +23,7 @@ func eps(ips ...string) []Endpoint {
 // syncModel plans and applies like Programmer.Sync, without a kernel.
 func syncModel(t *testing.T, m *model, svcs []Service) []op {
 	t.Helper()
-	want, err := flatten(svcs)
+	want, _, err := flatten(svcs)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -175,14 +175,22 @@ func TestPlaceSlotsKeepsSurvivorsInPlace(t *testing.T) {
 func TestFlattenRejectsConflicts(t *testing.T) {
 	a := Service{Name: "a", VIP: addr("10.96.0.1"), Ports: []Port{{Protocol: TCP, Port: 80, HostPort: 8080}}}
 	b := Service{Name: "b", VIP: addr("10.96.0.1"), Ports: []Port{{Protocol: TCP, Port: 80}}}
-	if _, err := flatten([]Service{a, b}); !errors.Is(err, ErrConflict) {
-		t.Fatalf("same frontend: %v", err)
+	if _, ok, err := flatten([]Service{a, b}); !errors.Is(err, ErrConflict) || len(ok) != 1 || ok[0].Name != "a" {
+		t.Fatalf("same frontend: %v, kept %v", err, ok)
 	}
-	c := Service{Name: "c", VIP: addr("10.96.0.2"), Ports: []Port{{Protocol: TCP, Port: 81, HostPort: 8080}}}
-	if _, err := flatten([]Service{a, c}); !errors.Is(err, ErrConflict) {
-		t.Fatalf("same host port: %v", err)
+	// c conflicts on its second port only: none of it goes in.
+	c := Service{Name: "c", VIP: addr("10.96.0.2"), Ports: []Port{{Protocol: TCP, Port: 80}, {Protocol: TCP, Port: 81, HostPort: 8080}}}
+	want, ok, err := flatten([]Service{a, c})
+	if !errors.Is(err, ErrConflict) || len(ok) != 1 {
+		t.Fatalf("same host port: %v, kept %v", err, ok)
 	}
-	if _, err := flatten([]Service{{Name: "v6", VIP: addr("fd00::1")}}); !errors.Is(err, ErrInvalid) {
+	if _, in := want[group{vip: addr("10.96.0.2"), proto: TCP, port: 80}]; in {
+		t.Fatal("half of a rejected service was kept")
+	}
+	if _, _, err := flatten([]Service{{Name: "v6", VIP: addr("fd00::1")}}); !errors.Is(err, ErrInvalid) {
 		t.Fatalf("IPv6 VIP: %v", err)
+	}
+	if _, _, err := flatten([]Service{a, a}); !errors.Is(err, ErrInvalid) {
+		t.Fatalf("same service twice: %v", err)
 	}
 }
