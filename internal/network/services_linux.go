@@ -92,19 +92,23 @@ func (s *Services) DNS() *dns.Server { return s.dns }
 // VIP is the underlying programmer.
 func (s *Services) VIP() *vip.Programmer { return s.vip }
 
-// Sync makes the data plane hold exactly svcs.
+// Sync makes the data plane hold exactly svcs. A service vip rejects (see
+// vip.Programmer.Sync) gets no DNS names either; the error names it.
 func (s *Services) Sync(ctx context.Context, svcs []Service) error {
 	vs := make([]vip.Service, 0, len(svcs))
-	ds := make([]dns.Service, 0, len(svcs))
 	for _, svc := range svcs {
 		vs = append(vs, svc.VIPService())
-		ds = append(ds, svc.DNSService())
 	}
-	if err := s.vip.Sync(ctx, vs); err != nil {
-		return err
+	err := s.vip.Sync(ctx, vs)
+	programmed := s.vip.Services()
+	ds := make([]dns.Service, 0, len(svcs))
+	for _, svc := range svcs {
+		if _, ok := programmed[svc.Key()]; ok {
+			ds = append(ds, svc.DNSService())
+		}
 	}
 	s.dns.SetServices(ds)
-	return nil
+	return err
 }
 
 // Upsert adds or replaces one service, e.g. when an instance becomes ready
