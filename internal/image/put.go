@@ -1,0 +1,152 @@
+package image
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"hash"
+	"os"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+)
+
+// Progress is called as bytes are processed: done of total so far.
+type Progress func(done, total int64)
+
+type hasher struct{ hash.Hash }
+
+func newHasher() hasher { return hasher{sha256.New()} }
+
+func (h hasher) sum() v1.Hash {
+	return v1.Hash{Algorithm: "sha256", Hex: hex.EncodeToString(h.Sum(nil))}
+}
+
+// put copies img's blobs into the store (layers first, the manifest last)
+// and then points names at it in index.json. With no names the image is
+// recorded unnamed unless the digest is already there.
+func (s *Store) put(ctx context.Context, img v1.Image, names []string, progress Progress) (Image, error) {
+	digest, err := img.Digest()
+	if err != nil {
+		return Image{}, fmt.Errorf("image digest: %w", err)
+	}
+	// Held throughout: gc deletes blobs no index entry refers to yet.
+	unlock, err := s.lock()
+	if err != nil {
+		return Image{}, err
+	}
+	defer unlock()
+	m, err := img.Manifest()
+	if err != nil {
+		return Image{}, fmt.Errorf("image %s: manifest: %w", digest, err)
+	}
+	mt, err := img.MediaType()
+	if err != nil {
+		return Image{}, fmt.Errorf("image %s: media type: %w", digest, err)
+	}
+	var total, done int64
+	for _, l := range m.Layers {
+		total += l.Size
+	}
+	report := func(n int64) {
+		done += n
+		if progress != nil {
+			progress(done, total)
+		}
+	}
+	for _, ld := range m.Layers {
+		if err := ctx.Err(); err != nil {
+			return Image{}, err
+		}
+		dst := s.blobPath(ld.Digest)
+		if _, err := os.Stat(dst); err == nil {
+			report(ld.Size)
+			continue
+		}
+		l, err := img.LayerByDigest(ld.Digest)
+		if err != nil {
+			return Image{}, fmt.Errorf("image %s: layer %s: %w", digest, ld.Digest, err)
+		}
+		rc, err := l.Compressed()
+		if err != nil {
+			return Image{}, fmt.Errorf("image %s: layer %s: %w", digest, ld.Digest, err)
+		}
+		err = s.copyVerified(rc, ld.Digest, dst, report)
+		rc.Close()
+		if err != nil {
+			return Image{}, fmt.Errorf("image %s: layer %s: %w", digest, ld.Digest, err)
+		}
+	}
+	rawCfg, err := img.RawConfigFile()
+	if err != nil {
+		return Image{}, fmt.Errorf("image %s: config: %w", digest, err)
+	}
+	rawManifest, err := img.RawManifest()
+	if err != nil {
+		return Image{}, fmt.Errorf("image %s: manifest: %w", digest, err)
+	}
+	for _, b := range []struct {
+		data []byte
+		h    v1.Hash
+	}{{rawCfg, m.Config.Digest}, {rawManifest, digest}} {
+		if err := s.putBytes(b.data, b.h); err != nil {
+			return Image{}, fmt.Errorf("image %s: %w", digest, err)
+		}
+	}
+
+	idx, err := s.readIndex()
+	if err != nil {
+		return Image{}, err
+	}
+	desc := v1.Descriptor{MediaType: mt, Digest: digest, Size: int64(len(rawManifest))}
+	if len(names) == 0 {
+		present := false
+		for _, d := range idx.Manifests {
+			present = present || d.Digest == digest
+		}
+		if !present {
+			idx.Manifests = append(idx.Manifests, desc)
+		}
+	}
+	for _, n := range names {
+		kept := idx.Manifests[:0]
+		for _, d := range idx.Manifests {
+			// A name moves to the new image; an unnamed entry of the same
+			// digest is superseded by the named one.
+			if descName(d) == n || (d.Digest == digest && descName(d) == "") {
+				continue
+			}
+			kept = append(kept, d)
+		}
+		nd := desc
+		nd.Annotations = map[string]string{annotationRefName: n, annotationContainerdName: n}
+		idx.Manifests = append(kept, nd)
+	}
+	if err := s.writeIndex(idx); err != nil {
+		return Image{}, err
+	}
+	// Retagging may have orphaned the image a name pointed at before.
+	if err := s.gc(ctx); err != nil {
+		return Image{}, err
+	}
+	name := ""
+	if len(names) > 0 {
+		name = names[0]
+	}
+	return s.load(digest, name)
+}
+
+func (s *Store) putBytes(data []byte, h v1.Hash) error {
+	dst := s.blobPath(h)
+	if _, err := os.Stat(dst); err == nil {
+		return nil
+	} else if !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	if err := s.copyVerified(bytes.NewReader(data), h, dst, nil); err != nil {
+		return fmt.Errorf("blob %s: %w", h, err)
+	}
+	return nil
+}

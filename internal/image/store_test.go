@@ -1,0 +1,485 @@
+package image
+
+import (
+	"archive/tar"
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/empty"
+	"github.com/google/go-containerregistry/pkg/v1/layout"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
+	"github.com/google/go-containerregistry/pkg/v1/tarball"
+	"github.com/google/go-containerregistry/pkg/v1/types"
+	"golang.org/x/sys/unix"
+
+	"github.com/berth-dev/berth/internal/image/unpack"
+)
+
+func requireRoot(t *testing.T) {
+	t.Helper()
+	if os.Geteuid() == 0 {
+		return
+	}
+	if os.Getenv("CI") == "true" {
+		t.Fatal("needs root (CI=true: not skipping)")
+	}
+	t.Skip("needs root")
+}
+
+// file is one tar entry of a generated layer.
+type file struct {
+	name, body, link string
+	typ              byte
+}
+
+func tarLayer(t *testing.T, files ...file) v1.Layer {
+	t.Helper()
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	for _, f := range files {
+		h := &tar.Header{Name: f.name, Typeflag: f.typ, Linkname: f.link, Mode: 0o644, ModTime: time.Unix(1_700_000_000, 0)}
+		switch {
+		case h.Typeflag == 0:
+			h.Typeflag = tar.TypeReg
+			h.Size = int64(len(f.body))
+		case h.Typeflag == tar.TypeDir:
+			h.Mode = 0o755
+		}
+		if err := tw.WriteHeader(h); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := tw.Write([]byte(f.body)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := tw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	data := buf.Bytes()
+	l, err := tarball.LayerFromOpener(func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(data)), nil },
+		tarball.WithMediaType(types.OCILayer))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return l
+}
+
+// testImage makes an OCI image from layers (bottom first) with cmd.
+func testImage(t *testing.T, cmd []string, layers ...v1.Layer) v1.Image {
+	t.Helper()
+	img := mutate.MediaType(empty.Image, types.OCIManifestSchema1)
+	img = mutate.ConfigMediaType(img, types.OCIConfigJSON)
+	for _, l := range layers {
+		var err error
+		if img, err = mutate.Append(img, mutate.Addendum{Layer: l, MediaType: types.OCILayer}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cf, err := img.ConfigFile()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cf = cf.DeepCopy()
+	cf.OS, cf.Architecture = "linux", "amd64"
+	cf.Config.Cmd = cmd
+	cf.Config.Env = []string{"A=1"}
+	if img, err = mutate.ConfigFile(img, cf); err != nil {
+		t.Fatal(err)
+	}
+	return img
+}
+
+func twoLayerImage(t *testing.T) v1.Image {
+	return testImage(t, []string{"/bin/app"},
+		tarLayer(t, file{name: "etc/", typ: tar.TypeDir}, file{name: "etc/one", body: "1"}, file{name: "etc/shared", body: "bottom"}),
+		tarLayer(t, file{name: "etc/", typ: tar.TypeDir}, file{name: "etc/two", body: "2"}, file{name: "etc/shared", body: "top"}),
+	)
+}
+
+func writeLayout(t *testing.T, dir string, img v1.Image, ref string) {
+	t.Helper()
+	p, err := layout.Write(dir, empty.Index)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.AppendImage(img, layout.WithAnnotations(map[string]string{annotationRefName: ref})); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// tarDir writes the tree at dir as a tar file at dst.
+func tarDir(t *testing.T, dir, dst string) {
+	t.Helper()
+	out, err := os.Create(dst)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tw := tar.NewWriter(out)
+	if err := tw.AddFS(os.DirFS(dir)); err != nil {
+		t.Fatal(err)
+	}
+	if err := tw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := out.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func openStore(t *testing.T) *Store {
+	t.Helper()
+	s, err := Open(filepath.Join(t.TempDir(), "images"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func readLayered(t *testing.T, snap Snapshot, name string) string {
+	t.Helper()
+	for _, d := range snap.LowerDirs { // top first
+		if b, err := os.ReadFile(filepath.Join(d, name)); err == nil {
+			return string(b)
+		}
+	}
+	t.Fatalf("%s in no layer of %v", name, snap.LowerDirs)
+	return ""
+}
+
+func TestImportFormats(t *testing.T) {
+	requireRoot(t)
+	ctx := context.Background()
+	img := twoLayerImage(t)
+	src := t.TempDir()
+
+	layoutDir := filepath.Join(src, "layout")
+	writeLayout(t, layoutDir, img, "example/app:1")
+	archive := filepath.Join(src, "app.oci.tar")
+	tarDir(t, layoutDir, archive)
+	dockerSave := filepath.Join(src, "app.docker.tar")
+	tag, err := name.NewTag("example/app:1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := tarball.WriteToFile(dockerSave, tag, img); err != nil {
+		t.Fatal(err)
+	}
+	wantDigest, err := img.Digest()
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	for _, tc := range []struct {
+		name, path string
+		sameDigest bool // docker-save stores uncompressed layers: a new manifest
+	}{
+		{"layout dir", layoutDir, true},
+		{"oci archive", archive, true},
+		{"docker save", dockerSave, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := openStore(t)
+			var last int64
+			imgs, err := s.Import(ctx, tc.path, ImportOptions{Progress: func(done, total int64) { last = done }})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(imgs) != 1 || imgs[0].Name != "example/app:1" || len(imgs[0].Layers) != 2 {
+				t.Fatalf("imported %+v", imgs)
+			}
+			if last != imgs[0].Size {
+				t.Errorf("progress ended at %d of %d bytes", last, imgs[0].Size)
+			}
+			if tc.sameDigest && imgs[0].Digest != wantDigest.String() {
+				t.Errorf("digest %s, want %s", imgs[0].Digest, wantDigest)
+			}
+			got, err := s.Resolve(ctx, "example/app:1")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if strings.Join(got.Config.Cmd, " ") != "/bin/app" || strings.Join(got.Config.Env, " ") != "A=1" {
+				t.Errorf("config %+v", got.Config)
+			}
+			snap, err := s.Prepare(ctx, "example/app:1", "c1")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(snap.LowerDirs) != 2 {
+				t.Fatalf("lower dirs %v", snap.LowerDirs)
+			}
+			for f, want := range map[string]string{"etc/one": "1", "etc/two": "2", "etc/shared": "top"} {
+				if got := readLayered(t, snap, f); got != want {
+					t.Errorf("%s = %q, want %q", f, got, want)
+				}
+			}
+			// The temporary files of the import are gone.
+			if tmp, _ := os.ReadDir(filepath.Join(s.Root(), "tmp")); len(tmp) != 0 {
+				t.Errorf("tmp not cleaned: %v", tmp)
+			}
+		})
+	}
+
+	t.Run("tag override and errors", func(t *testing.T) {
+		s := openStore(t)
+		imgs, err := s.Import(ctx, archive, ImportOptions{Tag: "other/name"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if imgs[0].Name != "other/name:latest" {
+			t.Errorf("name %q", imgs[0].Name)
+		}
+		notTar := filepath.Join(src, "junk")
+		if err := os.WriteFile(notTar, []byte("hello"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.Import(ctx, notTar, ImportOptions{}); err == nil || !strings.Contains(err.Error(), notTar) {
+			t.Errorf("import of junk: %v", err)
+		}
+	})
+}
+
+func TestResolve(t *testing.T) {
+	ctx := context.Background()
+	s := openStore(t)
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "f"), []byte("x"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	img, err := s.Build(ctx, dir, BuildOptions{Tag: "app"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if img.Name != "app:latest" {
+		t.Errorf("name %q", img.Name)
+	}
+	hex := strings.TrimPrefix(img.Digest, "sha256:")
+	for _, ref := range []string{"app", "app:latest", img.Digest, hex[:12], "sha256:" + hex[:8]} {
+		got, err := s.Resolve(ctx, ref)
+		if err != nil || got.Digest != img.Digest {
+			t.Errorf("Resolve(%q) = %s, %v", ref, got.Digest, err)
+		}
+	}
+	for _, ref := range []string{"app:2", "other", "abcdef0123"} {
+		if _, err := s.Resolve(ctx, ref); !errors.Is(err, ErrNotFound) || !strings.Contains(err.Error(), ref) {
+			t.Errorf("Resolve(%q) = %v, want not found naming it", ref, err)
+		}
+	}
+}
+
+func TestBuildDeterministic(t *testing.T) {
+	ctx := context.Background()
+	mk := func(mtime time.Time) string {
+		dir := t.TempDir()
+		must := func(err error) {
+			if err != nil {
+				t.Fatal(err)
+			}
+		}
+		must(os.MkdirAll(filepath.Join(dir, "bin"), 0o755))
+		must(os.MkdirAll(filepath.Join(dir, "etc/sub"), 0o700))
+		must(os.WriteFile(filepath.Join(dir, "bin/tool"), []byte("#!/bin/sh\n"), 0o755))
+		must(os.WriteFile(filepath.Join(dir, "etc/sub/conf"), []byte("k=v\n"), 0o600))
+		must(os.Link(filepath.Join(dir, "bin/tool"), filepath.Join(dir, "bin/tool2")))
+		must(os.Symlink("tool", filepath.Join(dir, "bin/alias")))
+		for _, p := range []string{"bin/tool", "etc/sub/conf", "etc/sub", "etc", "bin"} {
+			must(os.Chtimes(filepath.Join(dir, p), mtime, mtime))
+		}
+		return dir
+	}
+	a, b := mk(time.Unix(1000, 0)), mk(time.Now())
+	opts := BuildOptions{Tag: "det:1", Cmd: []string{"sh"}, Env: []string{"X=1"}}
+	img1, err := openStore(t).Build(ctx, a, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	img2, err := openStore(t).Build(ctx, b, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if img1.Digest != img2.Digest {
+		t.Fatalf("same content, different digests: %s %s", img1.Digest, img2.Digest)
+	}
+	if img1.OS != "linux" || img1.Architecture == "" || strings.Join(img1.Config.Env, " ") != defaultPath+" X=1" {
+		t.Errorf("config %+v", img1)
+	}
+	if err := os.WriteFile(filepath.Join(b, "etc/sub/conf"), []byte("k=w\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	img3, err := openStore(t).Build(ctx, b, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if img3.Digest == img1.Digest {
+		t.Fatal("changed content, same digest")
+	}
+
+	// The built layer round-trips: hard link kept, symlink kept.
+	if os.Geteuid() == 0 {
+		s := openStore(t)
+		if _, err := s.Build(ctx, a, opts); err != nil {
+			t.Fatal(err)
+		}
+		snap, err := s.Prepare(ctx, "det:1", "c")
+		if err != nil {
+			t.Fatal(err)
+		}
+		st1, _ := os.Stat(filepath.Join(snap.LowerDirs[0], "bin/tool"))
+		st2, _ := os.Stat(filepath.Join(snap.LowerDirs[0], "bin/tool2"))
+		if !os.SameFile(st1, st2) {
+			t.Error("hard link not kept")
+		}
+		if l, _ := os.Readlink(filepath.Join(snap.LowerDirs[0], "bin/alias")); l != "tool" {
+			t.Errorf("symlink -> %q", l)
+		}
+	}
+}
+
+func TestBuildRefusesDevices(t *testing.T) {
+	requireRoot(t)
+	dir := t.TempDir()
+	if err := mknodNull(filepath.Join(dir, "null")); err != nil {
+		t.Fatal(err)
+	}
+	_, err := openStore(t).Build(context.Background(), dir, BuildOptions{Tag: "dev:1"})
+	if err == nil || !strings.Contains(err.Error(), "device node") {
+		t.Fatalf("Build = %v, want a device node error", err)
+	}
+}
+
+func TestRemoveInUse(t *testing.T) {
+	requireRoot(t)
+	ctx := context.Background()
+	s := openStore(t)
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "f"), []byte("x"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	img, err := s.Build(ctx, dir, BuildOptions{Tag: "app:1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	snap, err := s.Prepare(ctx, "app:1", "web-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A restarted process (a new Store) still knows about the use.
+	s2, err := Open(s.Root())
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = s2.Remove(ctx, "app:1", false)
+	if !errors.Is(err, ErrInUse) || !strings.Contains(err.Error(), "web-1") {
+		t.Fatalf("Remove while in use = %v, want ErrInUse naming web-1", err)
+	}
+	if _, err := s2.Resolve(ctx, img.Digest); err != nil {
+		t.Fatalf("refused Remove still removed the image: %v", err)
+	}
+	// A second name can go: the image stays.
+	if _, err := s.Build(ctx, dir, BuildOptions{Tag: "app:2"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Remove(ctx, "app:2", false); err != nil {
+		t.Fatalf("untag while another name remains: %v", err)
+	}
+	if err := s2.Remove(ctx, "app:1", true); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Resolve(ctx, "app:1"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("after forced Remove: %v", err)
+	}
+	// The container's layers outlive the forced removal until released.
+	if _, err := os.Stat(snap.LowerDirs[0]); err != nil {
+		t.Fatalf("layer of a running container removed: %v", err)
+	}
+	if err := s.Release(ctx, "web-1"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(snap.LowerDirs[0]); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("layer left after release: %v", err)
+	}
+	blobs, _ := os.ReadDir(filepath.Join(s.Root(), "blobs", "sha256"))
+	if len(blobs) != 0 {
+		t.Errorf("%d blobs left", len(blobs))
+	}
+	if err := s.Release(ctx, "web-1"); err != nil {
+		t.Errorf("second Release: %v", err)
+	}
+}
+
+func TestConcurrentPrepareUnpacksOnce(t *testing.T) {
+	requireRoot(t)
+	ctx := context.Background()
+	s := openStore(t)
+	src := t.TempDir()
+	writeLayout(t, src, twoLayerImage(t), "example/app:1")
+	if _, err := s.Import(ctx, src, ImportOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	const n = 8
+	snaps := make([]Snapshot, n)
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() {
+			snaps[i], errs[i] = s.Prepare(ctx, "example/app:1", "c"+string(rune('a'+i)))
+		})
+	}
+	wg.Wait()
+	for i := range n {
+		if errs[i] != nil {
+			t.Fatal(errs[i])
+		}
+		if strings.Join(snaps[i].LowerDirs, ":") != strings.Join(snaps[0].LowerDirs, ":") {
+			t.Fatalf("different lower dirs: %v %v", snaps[i].LowerDirs, snaps[0].LowerDirs)
+		}
+	}
+	if got := s.unpacks.Load(); got != 2 {
+		t.Fatalf("%d layer unpacks for 2 layers", got)
+	}
+	users, err := s.Users(ctx, "example/app:1")
+	if err != nil || len(users) != n {
+		t.Fatalf("users %v, %v", users, err)
+	}
+}
+
+func TestHostileLayerThroughStore(t *testing.T) {
+	requireRoot(t)
+	ctx := context.Background()
+	s := openStore(t)
+	src := t.TempDir()
+	img := testImage(t, nil, tarLayer(t,
+		file{name: "etc", typ: tar.TypeSymlink, link: "/etc"},
+		file{name: "etc/berth-pwned", body: "x"}))
+	writeLayout(t, src, img, "evil/app:1")
+	if _, err := s.Import(ctx, src, ImportOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	_, err := s.Prepare(ctx, "evil/app:1", "c1")
+	if !errors.Is(err, unpack.ErrUnsafe) || !strings.Contains(err.Error(), `goes through symlink "etc"`) {
+		t.Fatalf("Prepare = %v", err)
+	}
+	if _, err := os.Lstat("/etc/berth-pwned"); !errors.Is(err, os.ErrNotExist) {
+		t.Fatal("host /etc written")
+	}
+	layers, _ := os.ReadDir(filepath.Join(s.Root(), "layers"))
+	if len(layers) != 0 {
+		t.Errorf("layers left behind: %v", layers)
+	}
+	if users, _ := s.Users(ctx, "evil/app:1"); len(users) != 0 {
+		t.Errorf("failed Prepare left a use: %v", users)
+	}
+}
+
+func mknodNull(p string) error {
+	return unix.Mknod(p, unix.S_IFCHR|0o666, int(unix.Mkdev(1, 3)))
+}
