@@ -418,3 +418,29 @@ func (ev *Event) Validate() error {
 	}
 	return e.err()
 }
+
+// WireField turns a field path of the spec file shape ("replicas",
+// "name") into the path of the same field in the API's JSON shape
+// ("spec.replicas", "metadata.name").
+func WireField(kind Kind, field string) string {
+	head, _, _ := strings.Cut(field, ".")
+	head, _, _ = strings.Cut(head, "[")
+	switch {
+	case field == "" || head == "metadata" || head == "status" || head == "spec":
+		return field
+	case head == "name" || head == "namespace" || head == "labels":
+		return "metadata." + field
+	case kind == KindEvent:
+		return field
+	}
+	return "spec." + field
+}
+
+// Wire returns e with its fields in the API's JSON shape (see WireField).
+func (e *ValidationError) Wire(kind Kind) *ValidationError {
+	out := &ValidationError{Fields: make([]FieldError, len(e.Fields))}
+	for i, f := range e.Fields {
+		out.Fields[i] = FieldError{Field: WireField(kind, f.Field), Reason: f.Reason}
+	}
+	return out
+}

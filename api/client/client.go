@@ -1,0 +1,251 @@
+// Package client is the Go client of berth's API, used by the CLI, the
+// agent and tests.
+//
+//	c, err := client.New("unix:///var/lib/berth/berth.sock")
+//	svc, err := c.Services().Get(ctx, "default", "web")
+//	svc.Spec.Replicas = 5
+//	svc, err = c.Services().Apply(ctx, svc) // 409 (errdefs.ErrConflict) if it changed meanwhile
+//
+// Errors carry the server's category, so errors.Is(err,
+// errdefs.ErrNotFound) and friends work, and api.FieldErrors(err) returns
+// the invalid fields of a rejected object.
+package client
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"strconv"
+	"strings"
+
+	"github.com/berth-dev/berth/api"
+	"github.com/berth-dev/berth/internal/errdefs"
+)
+
+// Client talks to one berth API server. It is safe for concurrent use.
+type Client struct {
+	base  string // scheme://host, without a trailing slash
+	hc    *http.Client
+	token string
+}
+
+type options struct {
+	token string
+	tls   *tls.Config
+	hc    *http.Client
+}
+
+// Option configures a Client.
+type Option func(*options) error
+
+// WithToken sends token as a bearer token (needed over TCP).
+func WithToken(token string) Option {
+	return func(o *options) error { o.token = token; return nil }
+}
+
+// WithCA trusts the PEM certificates in pem for the server's certificate.
+func WithCA(pem []byte) Option {
+	return func(o *options) error {
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return errors.New("CA: no PEM certificate found")
+		}
+		if o.tls == nil {
+			o.tls = &tls.Config{MinVersion: tls.VersionTLS12}
+		}
+		o.tls.RootCAs = pool
+		return nil
+	}
+}
+
+// WithCAFile is WithCA reading a file.
+func WithCAFile(path string) Option {
+	return func(o *options) error {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return fmt.Errorf("CA file: %w", err)
+		}
+		return WithCA(b)(o)
+	}
+}
+
+// WithTLSConfig uses cfg for https endpoints (client certificates, roots).
+func WithTLSConfig(cfg *tls.Config) Option {
+	return func(o *options) error { o.tls = cfg.Clone(); return nil }
+}
+
+// WithHTTPClient uses hc as is, ignoring the endpoint's transport needs.
+func WithHTTPClient(hc *http.Client) Option {
+	return func(o *options) error { o.hc = hc; return nil }
+}
+
+// New returns a client of the server at endpoint: unix:///path/to/berth.sock
+// or https://host:port.
+func New(endpoint string, opts ...Option) (*Client, error) {
+	var o options
+	for _, opt := range opts {
+		if err := opt(&o); err != nil {
+			return nil, fmt.Errorf("client for %s: %w", endpoint, err)
+		}
+	}
+	u, err := url.Parse(endpoint)
+	if err != nil {
+		return nil, fmt.Errorf("client for %s: %w", endpoint, err)
+	}
+	c := &Client{token: o.token, hc: o.hc}
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.MaxIdleConnsPerHost = 32
+	switch u.Scheme {
+	case "unix":
+		path := u.Path
+		if path == "" {
+			return nil, fmt.Errorf("client for %s: %w: no socket path", endpoint, errdefs.ErrInvalidArgument)
+		}
+		tr.Proxy = nil
+		tr.DialContext = func(ctx context.Context, _, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, "unix", path)
+		}
+		c.base = "http://berth"
+	case "https":
+		tr.TLSClientConfig = o.tls
+		c.base = "https://" + u.Host
+	default:
+		return nil, fmt.Errorf("client for %s: %w: use unix:///path or https://host:port", endpoint, errdefs.ErrInvalidArgument)
+	}
+	if c.hc == nil {
+		c.hc = &http.Client{Transport: tr}
+	}
+	return c, nil
+}
+
+// Error is an error answer from the server. errors.Is matches its
+// category (errdefs.ErrNotFound...), and api.FieldErrors its fields.
+type Error struct {
+	Status  int
+	Code    string
+	Message string
+	Fields  []api.FieldError
+}
+
+func (e *Error) Error() string { return e.Message }
+
+// Unwrap gives the category and, for invalid input, the field errors.
+func (e *Error) Unwrap() []error {
+	var errs []error
+	if cat := errdefs.FromCode(e.Code, e.Status); cat != nil {
+		errs = append(errs, cat)
+	}
+	if len(e.Fields) > 0 {
+		errs = append(errs, &api.ValidationError{Fields: e.Fields})
+	}
+	return errs
+}
+
+// do sends a request and decodes a JSON answer into out (when not nil).
+func (c *Client) do(ctx context.Context, method, path string, header http.Header, in, out any) error {
+	resp, err := c.send(ctx, method, path, header, in)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if out == nil || resp.StatusCode == http.StatusNoContent {
+		_, _ = io.Copy(io.Discard, resp.Body)
+		return nil
+	}
+	if err := json.NewDecoder(resp.Body).Decode(out); err != nil {
+		return fmt.Errorf("%s %s: decoding the answer: %w", method, path, err)
+	}
+	return nil
+}
+
+// send sends a request and returns a 2xx response, or the error the
+// server answered.
+func (c *Client) send(ctx context.Context, method, path string, header http.Header, in any) (*http.Response, error) {
+	var body io.Reader
+	if in != nil {
+		b, err := json.Marshal(in)
+		if err != nil {
+			return nil, fmt.Errorf("%s %s: %w", method, path, err)
+		}
+		body = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, c.base+path, body)
+	if err != nil {
+		return nil, fmt.Errorf("%s %s: %w", method, path, err)
+	}
+	for k, v := range header {
+		req.Header[k] = v
+	}
+	if in != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	if c.token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.token)
+	}
+	resp, err := c.hc.Do(req)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, fmt.Errorf("%s %s: %w", method, path, ctx.Err())
+		}
+		return nil, fmt.Errorf("%s %s: %w: %w", method, path, errdefs.ErrUnavailable, err)
+	}
+	if resp.StatusCode/100 == 2 {
+		return resp, nil
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	var eb struct {
+		Error  string           `json:"error"`
+		Code   string           `json:"code"`
+		Fields []api.FieldError `json:"fields"`
+	}
+	e := &Error{Status: resp.StatusCode}
+	if json.Unmarshal(b, &eb) == nil && eb.Error != "" {
+		e.Code, e.Message, e.Fields = eb.Code, eb.Error, eb.Fields
+	} else {
+		e.Message = fmt.Sprintf("%s %s: %s: %s", method, path, resp.Status, strings.TrimSpace(string(b)))
+	}
+	return nil, e
+}
+
+// Healthz checks that the server and its store answer.
+func (c *Client) Healthz(ctx context.Context) error {
+	return c.do(ctx, http.MethodGet, "/healthz", nil, nil, nil)
+}
+
+// objectPath is the URL path of an object, or of its collection when
+// name is empty.
+func objectPath(kind api.Kind, namespace, name string) string {
+	if !kind.Namespaced() {
+		p := "/v1/" + kind.Plural()
+		if name != "" {
+			p += "/" + url.PathEscape(name)
+		}
+		return p
+	}
+	if namespace == "" {
+		namespace = api.DefaultNamespace
+	}
+	p := "/v1/namespaces/" + url.PathEscape(namespace) + "/" + kind.Plural()
+	if name != "" {
+		p += "/" + url.PathEscape(name)
+	}
+	return p
+}
+
+func ifMatch(rev int64) http.Header {
+	if rev == 0 {
+		return nil
+	}
+	return http.Header{"If-Match": {strconv.FormatInt(rev, 10)}}
+}

@@ -1,0 +1,187 @@
+package apiserver
+
+import (
+	"context"
+	"crypto/subtle"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/berth-dev/berth/internal/errdefs"
+)
+
+// Identity is who a request comes from.
+type Identity struct {
+	// Name is "root" on the unix socket, "token" for the bearer token.
+	Name string
+	// Node is set once agents authenticate with node certificates.
+	Node string
+	// Admin may do anything.
+	Admin bool
+}
+
+type identityKey struct{}
+
+// WithIdentity returns ctx carrying id.
+func WithIdentity(ctx context.Context, id Identity) context.Context {
+	return context.WithValue(ctx, identityKey{}, id)
+}
+
+// IdentityFrom returns the identity a request's context carries.
+func IdentityFrom(ctx context.Context) (Identity, bool) {
+	id, ok := ctx.Value(identityKey{}).(Identity)
+	return id, ok
+}
+
+// Authenticator decides who a request comes from, or refuses it (with an
+// error in the Unauthorized or Forbidden category).
+type Authenticator func(r *http.Request) (Identity, error)
+
+type peerUIDKey struct{}
+
+// UnixRootOnly admits callers on the unix socket whose peer credentials
+// say uid 0. The socket's mode already keeps others out; this checks again
+// in case the socket was exposed (a bind mount into a container).
+func UnixRootOnly(r *http.Request) (Identity, error) {
+	uid, ok := r.Context().Value(peerUIDKey{}).(uint32)
+	if !ok {
+		return Identity{}, fmt.Errorf("%w: no peer credentials", errdefs.ErrUnauthorized)
+	}
+	if uid != 0 {
+		return Identity{}, fmt.Errorf("uid %d: %w: the socket is for root only", uid, errdefs.ErrForbidden)
+	}
+	return Identity{Name: "root", Admin: true}, nil
+}
+
+// BearerToken admits TLS requests that carry token as a bearer token.
+func BearerToken(token string) Authenticator {
+	return func(r *http.Request) (Identity, error) {
+		if r.TLS == nil {
+			return Identity{}, fmt.Errorf("%w: TLS is required", errdefs.ErrUnauthorized)
+		}
+		got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+		if !ok || got == "" {
+			return Identity{}, fmt.Errorf("%w: missing bearer token", errdefs.ErrUnauthorized)
+		}
+		if subtle.ConstantTimeCompare([]byte(got), []byte(token)) != 1 {
+			return Identity{}, fmt.Errorf("%w: wrong token", errdefs.ErrUnauthorized)
+		}
+		return Identity{Name: "token", Admin: true}, nil
+	}
+}
+
+// ListenUnix listens on a unix socket at path that only root can use
+// (mode 0600), replacing a stale socket left by a crash.
+func ListenUnix(path string) (net.Listener, error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return nil, fmt.Errorf("api socket %s: %w", path, err)
+	}
+	if fi, err := os.Lstat(path); err == nil {
+		if fi.Mode()&os.ModeSocket == 0 {
+			return nil, fmt.Errorf("api socket %s: %w: a file that is not a socket is in the way", path, errdefs.ErrFailedPrecondition)
+		}
+		if c, err := net.DialTimeout("unix", path, time.Second); err == nil {
+			c.Close()
+			return nil, fmt.Errorf("api socket %s: %w: another server is listening", path, errdefs.ErrAlreadyExists)
+		}
+		_ = os.Remove(path)
+	}
+	// The umask makes the socket 0600 from the start: a chmod after
+	// listening would leave a window where others could connect.
+	old := syscall.Umask(0o177)
+	l, err := net.Listen("unix", path)
+	syscall.Umask(old)
+	if err != nil {
+		return nil, fmt.Errorf("api socket %s: %w", path, err)
+	}
+	l.(*net.UnixListener).SetUnlinkOnClose(true)
+	return l, nil
+}
+
+// Serve serves the API on l, authenticating each request with auth, until
+// ctx is done; it then stops accepting and waits up to five seconds for
+// requests in flight (watch streams end with ctx).
+func (s *Server) Serve(ctx context.Context, l net.Listener, auth Authenticator) error {
+	h := s.Handler()
+	hs := &http.Server{
+		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			id, err := auth(r)
+			if err != nil {
+				writeError(w, err)
+				return
+			}
+			h.ServeHTTP(w, r.WithContext(WithIdentity(r.Context(), id)))
+		}),
+		ReadHeaderTimeout: 10 * time.Second,
+		MaxHeaderBytes:    64 << 10,
+		BaseContext:       func(net.Listener) context.Context { return ctx },
+		ConnContext:       connContext,
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- hs.Serve(l) }()
+	select {
+	case err := <-errc:
+		return fmt.Errorf("api on %s: %w", l.Addr(), err)
+	case <-ctx.Done():
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	err := hs.Shutdown(sctx)
+	if errors.Is(err, context.DeadlineExceeded) {
+		err = hs.Close()
+	}
+	<-errc
+	return err
+}
+
+// connContext records the peer's uid on unix socket connections.
+func connContext(ctx context.Context, c net.Conn) context.Context {
+	uc, ok := c.(*net.UnixConn)
+	if !ok {
+		return ctx
+	}
+	raw, err := uc.SyscallConn()
+	if err != nil {
+		return ctx
+	}
+	var cred *syscall.Ucred
+	_ = raw.Control(func(fd uintptr) {
+		cred, _ = syscall.GetsockoptUcred(int(fd), syscall.SOL_SOCKET, syscall.SO_PEERCRED)
+	})
+	if cred == nil {
+		return ctx
+	}
+	return context.WithValue(ctx, peerUIDKey{}, cred.Uid)
+}
+
+// ServeUnix serves the API on a root-only unix socket at path until ctx is done.
+func (s *Server) ServeUnix(ctx context.Context, path string) error {
+	l, err := ListenUnix(path)
+	if err != nil {
+		return err
+	}
+	return s.Serve(ctx, l, UnixRootOnly)
+}
+
+// ServeTLS serves the API over TCP on l with TLS, admitting only requests
+// that carry token. It refuses to start without a certificate or a token.
+func (s *Server) ServeTLS(ctx context.Context, l net.Listener, cfg *tls.Config, token string) error {
+	if cfg == nil || (len(cfg.Certificates) == 0 && cfg.GetCertificate == nil) {
+		return fmt.Errorf("api on %s: %w: TCP needs a TLS certificate", l.Addr(), errdefs.ErrInvalidArgument)
+	}
+	if len(token) < 16 {
+		return fmt.Errorf("api on %s: %w: TCP needs a token of at least 16 characters", l.Addr(), errdefs.ErrInvalidArgument)
+	}
+	cfg = cfg.Clone()
+	if cfg.MinVersion < tls.VersionTLS12 {
+		cfg.MinVersion = tls.VersionTLS12
+	}
+	return s.Serve(ctx, tls.NewListener(l, cfg), BearerToken(token))
+}

@@ -1,0 +1,581 @@
+// Package apiserver serves berth's REST/JSON API under /v1 from the store.
+//
+//	GET    /healthz
+//	GET    /v1/{kind}                              list (all namespaces, or ?namespace=)
+//	GET    /v1/namespaces/{ns}/{kind}              list in a namespace
+//	       ...?watch=1&revision=N                  changes after revision N, as NDJSON
+//	                                               (SSE with Accept: text/event-stream)
+//	GET    /v1/namespaces/{ns}/{kind}/{name}       get
+//	PUT    /v1/namespaces/{ns}/{kind}/{name}       apply: create or update the spec
+//	PUT    /v1/namespaces/{ns}/{kind}/{name}/status
+//	DELETE /v1/namespaces/{ns}/{kind}/{name}
+//	POST   /v1/namespaces/{ns}/services/{name}/scale   {"replicas": N}
+//	POST   /v1/namespaces/{ns}/{kind}/{name}/restart   services, jobs, instances
+//	POST   /v1/namespaces/{ns}/events              record an event
+//	GET|PUT|DELETE /v1/nodes/{name}, PUT /v1/nodes/{name}/status
+//	GET    /v1/nodes/{name}/assignments            instances bound to the node (?watch=1)
+//
+// Writes may carry a revision precondition, as an If-Match header or as
+// metadata.revision in the body; a stale one gets 409. Invalid input gets
+// 422 (400 when the body is not JSON at all) with the field and reason; a
+// body over the size limit gets 413. Errors are JSON:
+//
+//	{"error": "...", "code": "InvalidArgument", "field": "spec.replicas", "reason": "...", "fields": [...]}
+//
+// The server listens on a unix socket only root can use, and on TCP only
+// with TLS and a bearer token.
+package apiserver
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/berth-dev/berth/api"
+	"github.com/berth-dev/berth/internal/errdefs"
+	"github.com/berth-dev/berth/internal/store"
+)
+
+// DefaultMaxBodyBytes bounds request bodies unless Config says otherwise.
+const DefaultMaxBodyBytes = 1 << 20
+
+// Config configures a Server.
+type Config struct {
+	Store *store.Store
+	// MaxBodyBytes bounds request bodies; DefaultMaxBodyBytes when zero.
+	MaxBodyBytes int64
+	Logger       *slog.Logger
+	// Authorize, when set, is asked about every request after its caller
+	// is authenticated; an error denies it (wrap errdefs.ErrForbidden).
+	// This is where per-node rules go once agents have certificates.
+	Authorize func(ctx context.Context, id Identity, r *http.Request) error
+}
+
+// Server is the API's HTTP handler and listeners.
+type Server struct {
+	store     *store.Store
+	maxBody   int64
+	log       *slog.Logger
+	authorize func(ctx context.Context, id Identity, r *http.Request) error
+	mux       *http.ServeMux
+}
+
+// New returns a Server on cfg.Store.
+func New(cfg Config) *Server {
+	s := &Server{store: cfg.Store, maxBody: cfg.MaxBodyBytes, log: cfg.Logger, authorize: cfg.Authorize}
+	if s.maxBody <= 0 {
+		s.maxBody = DefaultMaxBodyBytes
+	}
+	if s.log == nil {
+		s.log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	m := http.NewServeMux()
+	m.HandleFunc("GET /healthz", s.healthz)
+	m.HandleFunc("GET /v1/{kind}", s.list)
+	m.HandleFunc("GET /v1/namespaces/{ns}/{kind}", s.list)
+	m.HandleFunc("GET /v1/namespaces/{ns}/{kind}/{name}", s.get)
+	m.HandleFunc("PUT /v1/namespaces/{ns}/{kind}/{name}", s.apply)
+	m.HandleFunc("PUT /v1/namespaces/{ns}/{kind}/{name}/status", s.putStatus)
+	m.HandleFunc("DELETE /v1/namespaces/{ns}/{kind}/{name}", s.delete)
+	m.HandleFunc("POST /v1/namespaces/{ns}/services/{name}/scale", s.scale)
+	m.HandleFunc("POST /v1/namespaces/{ns}/{kind}/{name}/restart", s.restart)
+	m.HandleFunc("POST /v1/namespaces/{ns}/events", s.recordEvent)
+	m.HandleFunc("GET /v1/nodes/{name}", s.get)
+	m.HandleFunc("PUT /v1/nodes/{name}", s.apply)
+	m.HandleFunc("PUT /v1/nodes/{name}/status", s.putStatus)
+	m.HandleFunc("DELETE /v1/nodes/{name}", s.delete)
+	m.HandleFunc("GET /v1/nodes/{name}/assignments", s.assignments)
+	s.mux = m
+	return s
+}
+
+// Handler serves the API to callers already authenticated: each request's
+// context must carry an Identity (see WithIdentity), as the listeners'
+// authenticators arrange. Requests without one are refused.
+func (s *Server) Handler() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		id, ok := IdentityFrom(r.Context())
+		if !ok {
+			writeError(w, fmt.Errorf("%w: no identity", errdefs.ErrUnauthorized))
+			return
+		}
+		if s.authorize != nil && r.URL.Path != "/healthz" {
+			if err := s.authorize(r.Context(), id, r); err != nil {
+				writeError(w, err)
+				return
+			}
+		}
+		s.mux.ServeHTTP(w, r)
+	})
+}
+
+func (s *Server) healthz(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+	defer cancel()
+	if _, err := s.store.Revision(ctx); err != nil {
+		writeError(w, fmt.Errorf("store: %w: %w", errdefs.ErrUnavailable, err))
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+}
+
+// target is the object a request names.
+type target struct {
+	kind      api.Kind
+	namespace string
+	name      string
+}
+
+func (t target) ref() string { return api.Ref(t.kind, t.namespace, t.name) }
+
+// parseTarget reads kind, namespace and name from the path. Node routes
+// have no {kind}.
+func parseTarget(r *http.Request) (target, error) {
+	t := target{namespace: r.PathValue("ns"), name: r.PathValue("name")}
+	plural := r.PathValue("kind")
+	switch {
+	case plural == "" && strings.HasPrefix(r.URL.Path, "/v1/nodes/"):
+		t.kind = api.KindNode
+	case strings.HasPrefix(r.URL.Path, "/v1/namespaces/") && strings.HasSuffix(r.URL.Path, "/scale"):
+		t.kind = api.KindService
+	default:
+		k, ok := api.KindFromPlural(plural)
+		if !ok {
+			return t, fmt.Errorf("kind %q: %w: use one of nodes, services, jobs, instances, events", plural, errdefs.ErrNotFound)
+		}
+		t.kind = k
+	}
+	if t.kind == api.KindNode && t.namespace != "" {
+		return t, fmt.Errorf("nodes: %w: nodes are not in a namespace, use /v1/nodes/{name}", errdefs.ErrNotFound)
+	}
+	if t.kind.Namespaced() && r.URL.Path != "/v1/"+plural && t.namespace == "" {
+		t.namespace = api.DefaultNamespace
+	}
+	if t.namespace != "" {
+		if err := api.ValidateName(t.namespace); err != nil {
+			return t, &api.ValidationError{Fields: []api.FieldError{{Field: "namespace", Reason: err.Error()}}}
+		}
+	}
+	return t, nil
+}
+
+func (s *Server) get(w http.ResponseWriter, r *http.Request) {
+	t, err := parseTarget(r)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	obj, _ := api.New(t.kind)
+	if err := s.store.GetInto(r.Context(), obj, t.namespace, t.name); err != nil {
+		writeError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, obj)
+}
+
+// List is the body of a list response.
+type List struct {
+	// Revision is the store revision the list was read at; watch with it
+	// to get every later change.
+	Revision int64             `json:"revision"`
+	Items    []json.RawMessage `json:"items"`
+}
+
+func (s *Server) list(w http.ResponseWriter, r *http.Request) {
+	t, err := parseTarget(r)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	q := r.URL.Query()
+	if t.namespace == "" {
+		t.namespace = q.Get("namespace")
+	}
+	if isWatch(q.Get("watch")) {
+		after, err := watchRevision(r)
+		if err != nil {
+			writeError(w, err)
+			return
+		}
+		s.serveWatch(w, r, s.store.Watch(r.Context(), t.kind, t.namespace, startAt(after)))
+		return
+	}
+	out := List{Items: []json.RawMessage{}}
+	out.Revision, err = s.store.ListFunc(r.Context(), t.kind, t.namespace, func(value []byte, modRev int64) error {
+		obj, _ := api.New(t.kind)
+		if err := json.Unmarshal(value, obj); err != nil {
+			return err
+		}
+		obj.GetMetadata().Revision = modRev
+		obj.GetMetadata().Kind = t.kind
+		b, err := json.Marshal(obj)
+		out.Items = append(out.Items, b)
+		return err
+	})
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+func isWatch(v string) bool { return v == "1" || v == "true" }
+
+// startAt is the store revision a watch after revision after starts at;
+// 0 (now) when the client gave none.
+func startAt(after int64) int64 {
+	if after == 0 {
+		return 0
+	}
+	return after + 1
+}
+
+// watchRevision is the revision a watch starts after: ?revision=, or the
+// Last-Event-ID of a reconnecting EventSource; 0 means from now.
+func watchRevision(r *http.Request) (int64, error) {
+	v := r.URL.Query().Get("revision")
+	if v == "" {
+		v = r.Header.Get("Last-Event-ID")
+	}
+	if v == "" {
+		return 0, nil
+	}
+	n, err := strconv.ParseInt(v, 10, 64)
+	if err != nil || n < 0 {
+		return 0, &api.ValidationError{Fields: []api.FieldError{{Field: "revision", Reason: fmt.Sprintf("%q is not a revision", v)}}}
+	}
+	return n, nil
+}
+
+// readBody reads a size-limited body.
+func (s *Server) readBody(w http.ResponseWriter, r *http.Request) ([]byte, error) {
+	b, err := io.ReadAll(http.MaxBytesReader(w, r.Body, s.maxBody))
+	var tooBig *http.MaxBytesError
+	if errors.As(err, &tooBig) {
+		return nil, fmt.Errorf("body: %w: over %d bytes", errdefs.ErrTooLarge, s.maxBody)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("body: %w", err)
+	}
+	if !json.Valid(b) {
+		return nil, errMalformed
+	}
+	return b, nil
+}
+
+var errMalformed = fmt.Errorf("body: %w: not JSON", errdefs.ErrInvalidArgument)
+
+// decodeObject reads the body as an object of t's kind, naming it from the
+// path when the body leaves it out.
+func (s *Server) decodeObject(w http.ResponseWriter, r *http.Request, t target) (api.Object, error) {
+	b, err := s.readBody(w, r)
+	if err != nil {
+		return nil, err
+	}
+	obj, _ := api.New(t.kind)
+	if err := api.DecodeStrict(b, obj); err != nil {
+		return nil, fmt.Errorf("%s: %w", t.ref(), err)
+	}
+	m := obj.GetMetadata()
+	var fe []api.FieldError
+	if m.Name == "" {
+		m.Name = t.name
+	} else if m.Name != t.name {
+		fe = append(fe, api.FieldError{Field: "metadata.name", Reason: fmt.Sprintf("%q differs from %q in the path", m.Name, t.name)})
+	}
+	if t.kind.Namespaced() {
+		if m.Namespace == "" {
+			m.Namespace = t.namespace
+		} else if m.Namespace != t.namespace {
+			fe = append(fe, api.FieldError{Field: "metadata.namespace", Reason: fmt.Sprintf("%q differs from %q in the path", m.Namespace, t.namespace)})
+		}
+	}
+	if m.Kind != "" && m.Kind != t.kind {
+		fe = append(fe, api.FieldError{Field: "metadata.kind", Reason: fmt.Sprintf("%q is not %s", m.Kind, t.kind)})
+	}
+	if fe != nil {
+		return nil, fmt.Errorf("%s: %w", t.ref(), &api.ValidationError{Fields: fe})
+	}
+	api.Default(obj)
+	return obj, nil
+}
+
+// precondition is the revision a write names: If-Match, or else the
+// body's metadata.revision.
+func precondition(r *http.Request, obj api.Object) (int64, error) {
+	if h := r.Header.Get("If-Match"); h != "" {
+		n, err := strconv.ParseInt(strings.Trim(h, `"`), 10, 64)
+		if err != nil || n <= 0 {
+			return 0, &api.ValidationError{Fields: []api.FieldError{{Field: "If-Match", Reason: fmt.Sprintf("%q is not a revision", h)}}}
+		}
+		return n, nil
+	}
+	if obj != nil {
+		return obj.GetMetadata().Revision, nil
+	}
+	return 0, nil
+}
+
+func (s *Server) apply(w http.ResponseWriter, r *http.Request) {
+	t, err := parseTarget(r)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	obj, err := s.decodeObject(w, r, t)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	if err := obj.Validate(); err != nil {
+		writeError(w, wireError(t, err))
+		return
+	}
+	rev, err := precondition(r, obj)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	created, err := s.store.Apply(r.Context(), obj, rev)
+	if err != nil {
+		writeError(w, wireError(t, err))
+		return
+	}
+	code := http.StatusOK
+	if created {
+		code = http.StatusCreated
+	}
+	writeJSON(w, code, obj)
+}
+
+func (s *Server) putStatus(w http.ResponseWriter, r *http.Request) {
+	t, err := parseTarget(r)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	if !t.kind.HasStatus() {
+		writeError(w, fmt.Errorf("%s: %w: %s have no status", t.ref(), errdefs.ErrNotFound, t.kind.Plural()))
+		return
+	}
+	obj, err := s.decodeObject(w, r, t)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	rev, err := precondition(r, obj)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	if err := s.store.UpdateStatus(r.Context(), obj, rev); err != nil {
+		writeError(w, wireError(t, err))
+		return
+	}
+	writeJSON(w, http.StatusOK, obj)
+}
+
+func (s *Server) delete(w http.ResponseWriter, r *http.Request) {
+	t, err := parseTarget(r)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	rev, err := precondition(r, nil)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	if err := s.store.Delete(r.Context(), t.kind, t.namespace, t.name, rev); err != nil {
+		writeError(w, err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// ScaleRequest is the body of a scale action.
+type ScaleRequest struct {
+	Replicas int `json:"replicas"`
+}
+
+func (s *Server) scale(w http.ResponseWriter, r *http.Request) {
+	t, err := parseTarget(r)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	b, err := s.readBody(w, r)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	var req ScaleRequest
+	if err := api.DecodeStrict(b, &req); err != nil {
+		writeError(w, fmt.Errorf("scale %s: %w", t.ref(), err))
+		return
+	}
+	rev, err := precondition(r, nil)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	obj, err := s.modify(r.Context(), t, rev, func(o api.Object) { o.(*api.Service).Spec.Replicas = req.Replicas })
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, obj)
+}
+
+func (s *Server) restart(w http.ResponseWriter, r *http.Request) {
+	t, err := parseTarget(r)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	if t.kind != api.KindService && t.kind != api.KindJob && t.kind != api.KindInstance {
+		writeError(w, fmt.Errorf("restart %s: %w: only services, jobs and instances restart", t.ref(), errdefs.ErrNotFound))
+		return
+	}
+	rev, err := precondition(r, nil)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	now := time.Now().UTC()
+	obj, err := s.modify(r.Context(), t, rev, func(o api.Object) {
+		switch x := o.(type) {
+		case *api.Service:
+			x.Spec.Template.RestartedAt = now
+		case *api.Job:
+			x.Spec.Template.RestartedAt = now
+		case *api.Instance:
+			x.Spec.Template.RestartedAt = now
+		}
+	})
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, obj)
+}
+
+// modify reads an object, changes its spec and writes it back, again on a
+// conflict unless the caller named a revision.
+func (s *Server) modify(ctx context.Context, t target, expect int64, change func(api.Object)) (api.Object, error) {
+	for {
+		obj, _ := api.New(t.kind)
+		if err := s.store.GetInto(ctx, obj, t.namespace, t.name); err != nil {
+			return nil, err
+		}
+		if expect != 0 && obj.GetMetadata().Revision != expect {
+			return nil, fmt.Errorf("%s: %w: revision %d is stale, the object is at %d", t.ref(), errdefs.ErrConflict, expect, obj.GetMetadata().Revision)
+		}
+		change(obj)
+		if err := obj.Validate(); err != nil {
+			return nil, wireError(t, err)
+		}
+		err := s.store.Update(ctx, obj, obj.GetMetadata().Revision)
+		if err == nil || expect != 0 || !errdefs.IsConflict(err) || ctx.Err() != nil {
+			return obj, err
+		}
+	}
+}
+
+func (s *Server) recordEvent(w http.ResponseWriter, r *http.Request) {
+	ns := r.PathValue("ns")
+	b, err := s.readBody(w, r)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	var ev api.Event
+	if err := api.DecodeStrict(b, &ev); err != nil {
+		writeError(w, fmt.Errorf("event in namespace %q: %w", ns, err))
+		return
+	}
+	if ev.Metadata.Namespace == "" {
+		ev.Metadata.Namespace = ns
+	}
+	if ev.Metadata.Namespace != ns {
+		writeError(w, &api.ValidationError{Fields: []api.FieldError{{Field: "metadata.namespace", Reason: fmt.Sprintf("%q differs from %q in the path", ev.Metadata.Namespace, ns)}}})
+		return
+	}
+	if err := s.store.RecordEvent(r.Context(), &ev); err != nil {
+		writeError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusCreated, &ev)
+}
+
+func (s *Server) assignments(w http.ResponseWriter, r *http.Request) {
+	node := r.PathValue("name")
+	q := r.URL.Query()
+	if isWatch(q.Get("watch")) {
+		after, err := watchRevision(r)
+		if err != nil {
+			writeError(w, err)
+			return
+		}
+		s.serveWatch(w, r, s.store.WatchAssignments(r.Context(), node, startAt(after)))
+		return
+	}
+	items, rev, err := s.store.Assignments(r.Context(), node)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	out := List{Revision: rev, Items: []json.RawMessage{}}
+	for _, in := range items {
+		b, _ := json.Marshal(in)
+		out.Items = append(out.Items, b)
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+// wireError gives the field paths of a validation error in the API's
+// JSON shape rather than the spec file's.
+func wireError(t target, err error) error {
+	var v *api.ValidationError
+	if !errors.As(err, &v) {
+		return err
+	}
+	return fmt.Errorf("%s: %w", t.ref(), v.Wire(t.kind))
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+// ErrorBody is the JSON body of every error response.
+type ErrorBody struct {
+	Error  string           `json:"error"`
+	Code   string           `json:"code"`
+	Field  string           `json:"field,omitempty"`
+	Reason string           `json:"reason,omitempty"`
+	Fields []api.FieldError `json:"fields,omitempty"`
+}
+
+func writeError(w http.ResponseWriter, err error) {
+	status := errdefs.HTTPStatus(err)
+	if errors.Is(err, errMalformed) {
+		status = http.StatusBadRequest
+	}
+	body := ErrorBody{Error: err.Error(), Code: errdefs.Code(err)}
+	if fe := api.FieldErrors(err); len(fe) > 0 {
+		body.Field, body.Reason, body.Fields = fe[0].Field, fe[0].Reason, fe
+	}
+	if status == http.StatusUnauthorized {
+		w.Header().Set("WWW-Authenticate", `Bearer realm="berth"`)
+	}
+	writeJSON(w, status, body)
+}
