@@ -171,7 +171,9 @@ func watch[T any, P ptr[T]](ctx context.Context, c *Client, path string) (<-chan
 }
 
 // Services reads and writes services.
-func (c *Client) Services() ServiceClient { return ServiceClient{Resource[api.Service, *api.Service]{c}} }
+func (c *Client) Services() ServiceClient {
+	return ServiceClient{Resource[api.Service, *api.Service]{c}}
+}
 
 // Jobs reads and writes jobs.
 func (c *Client) Jobs() JobClient { return JobClient{Resource[api.Job, *api.Job]{c}} }
