@@ -48,6 +48,9 @@ func IsUnauthorized(err error) bool { return errors.Is(err, ErrUnauthorized) }
 // IsForbidden reports whether err is in the Forbidden category.
 func IsForbidden(err error) bool { return errors.Is(err, ErrForbidden) }
 
+// IsUnavailable reports whether err is in the Unavailable category.
+func IsUnavailable(err error) bool { return errors.Is(err, ErrUnavailable) }
+
 // HTTPStatus is the status code the API answers err with. Errors outside
 // every category are internal errors (500).
 func HTTPStatus(err error) int {

@@ -13,7 +13,23 @@ import (
 // Puts per second through the store, each a full Create (validation,
 // JSON, one etcd transaction with its compare).
 func BenchmarkCreate(b *testing.B) {
-	s := openStore(b)
+	dir := b.TempDir()
+	s, err := Open(b.Context(), Config{DataDir: dir})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	b.Run("in-process", func(b *testing.B) { benchCreates(b, s) })
+	// The same etcd through gRPC on its unix socket, as with --etcd-endpoints.
+	ext, err := Open(b.Context(), Config{EtcdEndpoints: []string{"unix://" + dir + "/etcd/client.sock"}, Prefix: "/grpc"})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer ext.Close()
+	b.Run("grpc", func(b *testing.B) { benchCreates(b, ext) })
+}
+
+func benchCreates(b *testing.B, s *Store) {
 	ctx := b.Context()
 	b.Run("sequential", func(b *testing.B) {
 		start := time.Now()

@@ -215,7 +215,7 @@ func (s *Store) Bind(ctx context.Context, bindings []Binding) error {
 
 // RecordEvent stores an event, naming it after its object when it has no
 // name and timing it now when it has no time. Events expire after the
-// store's EventTTL.
+// store's EventTTL, and the oldest are dropped beyond MaxEvents.
 func (s *Store) RecordEvent(ctx context.Context, ev *api.Event) error {
 	if ev.Time.IsZero() {
 		ev.Time = time.Now().UTC()
@@ -225,10 +225,12 @@ func (s *Store) RecordEvent(ctx context.Context, ev *api.Event) error {
 	}
 	if ev.Metadata.Name == "" {
 		base := ev.Object.Name
-		if len(base) > 46 {
-			base = base[:46]
+		if len(base) > 40 {
+			base = base[:40]
 		}
-		ev.Metadata.Name = fmt.Sprintf("%s-%x", base, ev.Time.UnixNano())
+		// The time orders names; the random tail keeps two events of one
+		// nanosecond apart.
+		ev.Metadata.Name = fmt.Sprintf("%s-%x%s", base, ev.Time.UnixNano(), newUID()[:4])
 	}
 	lease, err := s.eventLeaseID(ctx)
 	if err != nil {
@@ -236,7 +238,42 @@ func (s *Store) RecordEvent(ctx context.Context, ev *api.Event) error {
 	}
 	t := s.Txn()
 	t.lease = lease
-	return t.Create(ev).Commit(ctx)
+	if err := t.Create(ev).Commit(ctx); err != nil {
+		return err
+	}
+	if s.eventCount.Add(1)%pruneEvery == 0 {
+		if err := s.PruneEvents(ctx); err != nil {
+			s.log.Warn("pruning events", "err", err)
+		}
+	}
+	return nil
+}
+
+// pruneEvery is how many recorded events trigger a prune: the history
+// overshoots MaxEvents by at most that many.
+const pruneEvery = 64
+
+// PruneEvents deletes the oldest events beyond MaxEvents.
+func (s *Store) PruneEvents(ctx context.Context) error {
+	prefix := s.prefixOf(api.KindEvent, "")
+	r, err := s.client.Get(ctx, prefix, clientv3.WithPrefix(), clientv3.WithKeysOnly(),
+		clientv3.WithSort(clientv3.SortByCreateRevision, clientv3.SortAscend))
+	if err != nil {
+		return fmt.Errorf("prune events: %w", wrapEtcd(err))
+	}
+	extra := len(r.Kvs) - s.maxEvent
+	for extra > 0 {
+		n := min(extra, s.maxOps)
+		ops := make([]clientv3.Op, 0, n)
+		for _, kv := range r.Kvs[:n] {
+			ops = append(ops, clientv3.OpDelete(string(kv.Key)))
+		}
+		if _, err := s.client.Txn(ctx).Then(ops...).Commit(); err != nil {
+			return fmt.Errorf("prune events: %w", wrapEtcd(err))
+		}
+		r.Kvs, extra = r.Kvs[n:], extra-n
+	}
+	return nil
 }
 
 // eventLeaseID shares one lease among the events of half a TTL, so that

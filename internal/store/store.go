@@ -32,6 +32,7 @@ import (
 	"reflect"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -58,6 +59,9 @@ type Config struct {
 	Prefix string
 	// EventTTL is how long events are kept; one hour when zero.
 	EventTTL time.Duration
+	// MaxEvents bounds how many events are kept, oldest dropped first;
+	// 1000 when zero.
+	MaxEvents int
 	// Logger gets the store's own messages; etcd's are dropped unless they
 	// are errors.
 	Logger *slog.Logger
@@ -70,7 +74,10 @@ type Store struct {
 	prefix   string
 	maxOps   int
 	eventTTL time.Duration
+	maxEvent int
 	log      *slog.Logger
+
+	eventCount atomic.Int64 // events recorded, to prune every pruneEvery
 
 	leaseMu      sync.Mutex
 	eventLease   clientv3.LeaseID
@@ -83,6 +90,7 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	s := &Store{
 		prefix:   strings.TrimSuffix(cfg.Prefix, "/"),
 		eventTTL: cfg.EventTTL,
+		maxEvent: cfg.MaxEvents,
 		log:      cfg.Logger,
 	}
 	if s.prefix == "" {
@@ -90,6 +98,9 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	}
 	if s.eventTTL <= 0 {
 		s.eventTTL = time.Hour
+	}
+	if s.maxEvent <= 0 {
+		s.maxEvent = 1000
 	}
 	if s.log == nil {
 		s.log = slog.New(slog.NewTextHandler(io.Discard, nil))

@@ -382,3 +382,97 @@ func TestNodesAreClusterWide(t *testing.T) {
 		t.Fatalf("node: %+v, %v", got, err)
 	}
 }
+
+func TestEventsBounded(t *testing.T) {
+	ctx := t.Context()
+	s, err := Open(ctx, Config{DataDir: t.TempDir(), MaxEvents: 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	var names []string
+	for i := range pruneEvery + 6 {
+		ev := &api.Event{Object: api.ObjectRef{Kind: api.KindJob, Namespace: "default", Name: "tests"}, Type: api.EventNormal, Reason: fmt.Sprint("R", i)}
+		if err := s.RecordEvent(ctx, ev); err != nil {
+			t.Fatal(err)
+		}
+		names = append(names, ev.Metadata.Name)
+	}
+	list, _, err := List[api.Event](ctx, s, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(list) != 16 {
+		t.Fatalf("%d events kept, want 16 (10 after the prune at %d, then 6)", len(list), pruneEvery)
+	}
+	if err := s.PruneEvents(ctx); err != nil {
+		t.Fatal(err)
+	}
+	list, _, err = List[api.Event](ctx, s, "")
+	if err != nil || len(list) != 10 {
+		t.Fatalf("%d events after pruning, want 10 (%v)", len(list), err)
+	}
+	kept := map[string]bool{}
+	for _, ev := range list {
+		kept[ev.Metadata.Name] = true
+	}
+	for _, n := range names[len(names)-10:] {
+		if !kept[n] {
+			t.Fatalf("newest event %s was pruned", n)
+		}
+	}
+}
+
+func TestWatchFromCompactedRevision(t *testing.T) {
+	ctx := t.Context()
+	s := openStore(t)
+	first := service("a", 1)
+	if err := s.Create(ctx, first); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Create(ctx, service("b", 1)); err != nil {
+		t.Fatal(err)
+	}
+	rev, err := s.Revision(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.client.Compact(ctx, rev); err != nil {
+		t.Fatal(err)
+	}
+	wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	ev, ok := <-s.Watch(wctx, api.KindService, "", first.Metadata.Revision)
+	if !ok || !errdefs.IsFailedPrecondition(ev.Err) {
+		t.Fatalf("watch from a compacted revision: %+v, want FailedPrecondition", ev)
+	}
+}
+
+func TestExternalEndpoints(t *testing.T) {
+	ctx := t.Context()
+	dir := t.TempDir()
+	embedded, err := Open(ctx, Config{DataDir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer embedded.Close()
+	// A second store reaches the first one's etcd over gRPC, as a server
+	// does with --etcd-endpoints.
+	ext, err := Open(ctx, Config{EtcdEndpoints: []string{"unix://" + dir + "/etcd/client.sock"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ext.Close()
+	if err := ext.Create(ctx, service("web", 1)); err != nil {
+		t.Fatal(err)
+	}
+	got, err := Get[api.Service](ctx, embedded, "default", "web")
+	if err != nil || got.Spec.Replicas != 1 {
+		t.Fatalf("written over gRPC, read in-process: %+v, %v", got, err)
+	}
+	short, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	if _, err := Open(short, Config{EtcdEndpoints: []string{"unix://" + dir + "/nothing.sock"}}); !errdefs.IsUnavailable(err) {
+		t.Fatalf("unreachable etcd: %v", err)
+	}
+}
