@@ -39,7 +39,7 @@ type env struct {
 	raw    *http.Client // plain HTTP over the socket, for status codes and bodies
 }
 
-func start(t *testing.T) *env {
+func start(t testing.TB) *env {
 	t.Helper()
 	dir := t.TempDir()
 	ctx, cancel := context.WithCancel(context.Background())
@@ -73,7 +73,7 @@ func start(t *testing.T) *env {
 }
 
 // call sends body to the socket and returns the status and decoded error body.
-func (e *env) call(t *testing.T, method, path, body string, header ...string) (int, apiserver.ErrorBody) {
+func (e *env) call(t testing.TB, method, path, body string, header ...string) (int, apiserver.ErrorBody) {
 	t.Helper()
 	req, _ := http.NewRequest(method, "http://berth"+path, strings.NewReader(body))
 	for i := 0; i+1 < len(header); i += 2 {
@@ -381,7 +381,7 @@ func TestNodeAssignmentsOverAPI(t *testing.T) {
 	}
 }
 
-func selfSigned(t *testing.T) (tls.Certificate, []byte) {
+func selfSigned(t testing.TB) (tls.Certificate, []byte) {
 	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
