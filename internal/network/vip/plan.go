@@ -185,8 +185,9 @@ func groupsOf(s Service) []group {
 	return gs
 }
 
-// add puts s's groups into want, all or none; owner records which service
-// holds each group, to name both sides of a conflict.
+// add puts s's groups into want, all or none, and records them in owner,
+// which says which service holds each group, to name both sides of a
+// conflict.
 func add(want map[group][]backend, s Service, owner map[group]string) error {
 	if err := validate(s); err != nil {
 		return err
