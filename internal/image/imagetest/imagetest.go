@@ -60,7 +60,7 @@ func WriteBusyboxRootfs(dir string) error {
 			return fmt.Errorf("busybox rootfs: %w", err)
 		}
 	}
-	if err := os.Chmod(filepath.Join(dir, "tmp"), 0o1777); err != nil {
+	if err := os.Chmod(filepath.Join(dir, "tmp"), 0o777|os.ModeSticky); err != nil {
 		return fmt.Errorf("busybox rootfs: %w", err)
 	}
 	data, err := os.ReadFile(BusyboxPath)
