@@ -300,6 +300,10 @@ func TestServiceDataPlane(t *testing.T) {
 		if len(seen) != 3 || seen["ep1"] > 0 {
 			t.Fatalf("127.0.0.1:18080 reached %v, want ep0, ep2, ep3", seen)
 		}
+		// The host reaches the VIP itself too (output hook).
+		if body, err := hostGet(url); err != nil || !strings.HasPrefix(body, "ep") {
+			t.Fatalf("VIP from the host: %q, %v", body, err)
+		}
 		// And from a container, via the gateway's address.
 		if body, err := get(fmt.Sprintf("http://%v:18080/", node.Gateway())); err != nil || !strings.HasPrefix(body, "ep") {
 			t.Fatalf("gateway:18080 from a container: %q, %v", body, err)
