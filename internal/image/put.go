@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"hash"
+	"io"
 	"os"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -73,7 +74,7 @@ func (s *Store) put(ctx context.Context, img v1.Image, names []string, progress 
 		if err != nil {
 			return Image{}, fmt.Errorf("image %s: layer %s: %w", digest, ld.Digest, err)
 		}
-		err = s.copyVerified(rc, ld.Digest, dst, report)
+		err = s.copyVerified(ctxReader{ctx, rc}, ld.Digest, dst, report)
 		rc.Close()
 		if err != nil {
 			return Image{}, fmt.Errorf("image %s: layer %s: %w", digest, ld.Digest, err)
@@ -149,4 +150,17 @@ func (s *Store) putBytes(data []byte, h v1.Hash) error {
 		return fmt.Errorf("blob %s: %w", h, err)
 	}
 	return nil
+}
+
+// ctxReader stops a long copy when ctx is done.
+type ctxReader struct {
+	ctx context.Context
+	r   io.Reader
+}
+
+func (c ctxReader) Read(p []byte) (int, error) {
+	if err := c.ctx.Err(); err != nil {
+		return 0, err
+	}
+	return c.r.Read(p)
 }

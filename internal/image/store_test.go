@@ -483,3 +483,134 @@ func TestHostileLayerThroughStore(t *testing.T) {
 func mknodNull(p string) error {
 	return unix.Mknod(p, unix.S_IFCHR|0o666, int(unix.Mkdev(1, 3)))
 }
+
+// writeTar writes files (name → content) as a tar at dst, in order.
+func writeTar(t *testing.T, dst string, files ...file) {
+	t.Helper()
+	out, err := os.Create(dst)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tw := tar.NewWriter(out)
+	for _, f := range files {
+		h := &tar.Header{Name: f.name, Typeflag: f.typ, Linkname: f.link, Mode: 0o644, Size: int64(len(f.body))}
+		if h.Typeflag == 0 {
+			h.Typeflag = tar.TypeReg
+		}
+		if h.Typeflag != tar.TypeReg {
+			h.Size = 0
+		}
+		if err := tw.WriteHeader(h); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := tw.Write([]byte(f.body)); err != nil && h.Size > 0 {
+			t.Fatal(err)
+		}
+	}
+	if err := tw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := out.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestImportLegacyDockerSave reads the old docker-save form: uncompressed
+// <id>/layer.tar files named by manifest.json.
+func TestImportLegacyDockerSave(t *testing.T) {
+	requireRoot(t)
+	ctx := context.Background()
+	var layerBuf bytes.Buffer
+	tw := tar.NewWriter(&layerBuf)
+	body := "legacy\n"
+	if err := tw.WriteHeader(&tar.Header{Name: "hello.txt", Mode: 0o644, Size: int64(len(body)), Typeflag: tar.TypeReg}); err != nil {
+		t.Fatal(err)
+	}
+	tw.Write([]byte(body))
+	tw.Close()
+	h := newHasher()
+	h.Write(layerBuf.Bytes())
+	diffID := h.sum()
+	cfg := `{"architecture":"amd64","os":"linux","config":{"Cmd":["cat","/hello.txt"]},"rootfs":{"type":"layers","diff_ids":["` + diffID.String() + `"]}}`
+	ch := newHasher()
+	ch.Write([]byte(cfg))
+	cfgName := ch.sum().Hex + ".json"
+	manifest := `[{"Config":"` + cfgName + `","RepoTags":["legacy/app:2"],"Layers":["abc123/layer.tar"]}]`
+	p := filepath.Join(t.TempDir(), "legacy.tar")
+	writeTar(t, p,
+		file{name: "abc123/", typ: tar.TypeDir},
+		file{name: "abc123/VERSION", body: "1.0"},
+		file{name: "abc123/layer.tar", body: layerBuf.String()},
+		file{name: cfgName, body: cfg},
+		file{name: "manifest.json", body: manifest},
+		file{name: "repositories", body: `{"legacy/app":{"2":"abc123"}}`})
+	s := openStore(t)
+	imgs, err := s.Import(ctx, p, ImportOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(imgs) != 1 || imgs[0].Name != "legacy/app:2" || imgs[0].Layers[0].DiffID != diffID.String() {
+		t.Fatalf("imported %+v", imgs)
+	}
+	snap, err := s.Prepare(ctx, "legacy/app:2", "c")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := readLayered(t, snap, "hello.txt"); got != body {
+		t.Errorf("hello.txt = %q", got)
+	}
+}
+
+// TestImportInterrupted cancels an import halfway: no image appears and
+// no temporary file is left.
+func TestImportInterrupted(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	src := t.TempDir()
+	writeLayout(t, src, twoLayerImage(t), "example/app:1")
+	s := openStore(t)
+	_, err := s.Import(ctx, src, ImportOptions{Progress: func(done, total int64) { cancel() }})
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("Import = %v, want canceled", err)
+	}
+	imgs, err := s.List(context.Background())
+	if err != nil || len(imgs) != 0 {
+		t.Fatalf("after an interrupted import: %v, %v", imgs, err)
+	}
+	if tmp, _ := os.ReadDir(filepath.Join(s.Root(), "tmp")); len(tmp) != 0 {
+		t.Errorf("tmp not cleaned: %v", tmp)
+	}
+}
+
+// TestImportHostileArchive refuses an OCI archive whose entries climb out
+// of the extraction directory, and writes nothing outside it.
+func TestImportHostileArchive(t *testing.T) {
+	base := t.TempDir()
+	canary := filepath.Join(base, "canary")
+	if err := os.Mkdir(canary, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	s, err := Open(filepath.Join(base, "store"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name  string
+		files []file
+		want  string
+	}{
+		{"dotdot", []file{{name: "oci-layout", body: "{}"}, {name: "../../../canary/pwned", body: "x"}}, "escapes the archive"},
+		{"absolute", []file{{name: "oci-layout", body: "{}"}, {name: canary + "/pwned", body: "x"}}, "escapes the archive"},
+		{"symlink", []file{{name: "oci-layout", body: "{}"}, {name: "blobs", typ: tar.TypeSymlink, link: canary}, {name: "blobs/pwned", body: "x"}}, "does not belong in an OCI layout"},
+	} {
+		p := filepath.Join(base, tc.name+".tar")
+		writeTar(t, p, tc.files...)
+		_, err := s.Import(context.Background(), p, ImportOptions{})
+		if err == nil || !strings.Contains(err.Error(), tc.want) || !strings.Contains(err.Error(), p) {
+			t.Errorf("%s: Import = %v, want an error naming %s and saying %q", tc.name, err, p, tc.want)
+		}
+		if entries, _ := os.ReadDir(canary); len(entries) != 0 {
+			t.Fatalf("%s: canary written: %v", tc.name, entries)
+		}
+	}
+}

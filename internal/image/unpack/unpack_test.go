@@ -22,6 +22,7 @@ type ent struct {
 	typ              byte
 	mode             int64
 	major, minor     int64
+	uid, gid         int
 }
 
 func layerTar(t *testing.T, ents ...ent) *bytes.Buffer {
@@ -29,7 +30,7 @@ func layerTar(t *testing.T, ents ...ent) *bytes.Buffer {
 	var buf bytes.Buffer
 	tw := tar.NewWriter(&buf)
 	for _, e := range ents {
-		h := &tar.Header{Name: e.name, Linkname: e.link, Typeflag: e.typ, Mode: e.mode, Devmajor: e.major, Devminor: e.minor,
+		h := &tar.Header{Name: e.name, Linkname: e.link, Typeflag: e.typ, Mode: e.mode, Devmajor: e.major, Devminor: e.minor, Uid: e.uid, Gid: e.gid,
 			ModTime: time.Unix(1_600_000_000, 0)}
 		if h.Typeflag == 0 {
 			h.Typeflag = tar.TypeReg
@@ -186,7 +187,7 @@ func TestLayerContent(t *testing.T) {
 	err := Layer(context.Background(), layerTar(t,
 		ent{name: "./", typ: tar.TypeDir, mode: 0o755},
 		ent{name: "etc/", typ: tar.TypeDir, mode: 0o750},
-		ent{name: "etc/conf", body: "v1", mode: 0o4755},
+		ent{name: "etc/conf", body: "v1", mode: 0o4755, uid: 1000, gid: 2000},
 		ent{name: "etc/conf-link", typ: tar.TypeLink, link: "etc/conf"},
 		ent{name: "etc/abs", typ: tar.TypeSymlink, link: "/outside/is/fine/to/point/at"},
 		ent{name: "deep/er/file", body: "made parents"},
@@ -202,6 +203,9 @@ func TestLayerContent(t *testing.T) {
 	fi, err := os.Stat(filepath.Join(dir, "etc/conf"))
 	if err != nil {
 		t.Fatal(err)
+	}
+	if st := fi.Sys().(*syscall.Stat_t); st.Uid != 1000 || st.Gid != 2000 {
+		t.Errorf("etc/conf owned by %d:%d, want 1000:2000", st.Uid, st.Gid)
 	}
 	if fi.Mode()&fs.ModeSetuid == 0 || fi.Mode().Perm() != 0o755 {
 		t.Errorf("etc/conf mode %v, want setuid 0755", fi.Mode())
