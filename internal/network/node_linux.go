@@ -57,6 +57,10 @@ type Config struct {
 	// ClusterCIDR holds every node's pod subnet; traffic to it is not
 	// masqueraded. Zero means Subnet.
 	ClusterCIDR netip.Prefix
+	// ServiceCIDR, when set, is routed to the bridge, so that the host
+	// itself reaches VIPs even without a default route (the VIP is
+	// DNATed on the way out; the route only has to exist).
+	ServiceCIDR netip.Prefix
 	// StateDir keeps the address allocations, the pinned namespaces and the
 	// resolv.conf files, so that a restarted agent finds them again.
 	StateDir string
@@ -196,6 +200,13 @@ func (n *Node) setupBridge() error {
 		return fmt.Errorf("bridge %s up: %w", name, err)
 	}
 	n.bridge = link.Attrs().Index
+	if sc := n.cfg.ServiceCIDR.Masked(); sc.IsValid() {
+		r := &netlink.Route{LinkIndex: n.bridge, Scope: netlink.SCOPE_LINK, Protocol: routeProtocol,
+			Dst: &net.IPNet{IP: sc.Addr().AsSlice(), Mask: net.CIDRMask(sc.Bits(), 32)}}
+		if err := n.host.RouteReplace(r); err != nil {
+			return fmt.Errorf("route service CIDR %v to bridge %s: %w", sc, name, err)
+		}
+	}
 	// Forwarding carries container traffic; route_localnet lets a published
 	// port reached via 127.0.0.1 be DNATed out of the bridge; the bridge
 	// must not tell containers to bypass the gateway (see the package doc).

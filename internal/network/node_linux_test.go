@@ -66,6 +66,7 @@ func newTestNode(t *testing.T, host, stateDir string, third byte) *Node {
 		Bridge:      fmt.Sprintf("bt%d", third),
 		Subnet:      netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 244, third, 0}), 24),
 		ClusterCIDR: netip.MustParsePrefix("10.244.0.0/16"),
+		ServiceCIDR: netip.MustParsePrefix("10.96.0.0/16"),
 		StateDir:    stateDir,
 		Table:       fmt.Sprintf("berth-node-%d", third),
 		HostNetNS:   host,
@@ -801,8 +802,10 @@ func TestTwoNodes(t *testing.T) {
 		if err != nil {
 			return err
 		}
-		if len(rs) != 0 {
-			return fmt.Errorf("peer routes left: %v", rs)
+		for _, r := range rs {
+			if r.Gw != nil {
+				return fmt.Errorf("peer route left: %v", r)
+			}
 		}
 		if _, err := netlink.RouteGet(net.ParseIP("192.168.50.2")); err != nil {
 			return fmt.Errorf("link route gone too: %w", err)

@@ -47,8 +47,8 @@ func (n *Node) SetPeers(ctx context.Context, peers []Peer) error {
 	}
 	var errs []error
 	for _, r := range have {
-		if r.Dst == nil {
-			continue
+		if r.Dst == nil || r.Gw == nil {
+			continue // not a peer route (e.g. the service CIDR's)
 		}
 		dst, _ := netip.AddrFromSlice(r.Dst.IP)
 		ones, _ := r.Dst.Mask.Size()
