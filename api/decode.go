@@ -114,7 +114,12 @@ func checkShape(e *errs, path string, v any, t reflect.Type) {
 			checkShape(e, fmt.Sprintf("%s[%d]", path, i), ev, t.Elem())
 		}
 	case reflect.String:
-		if _, ok := v.(string); !ok {
+		switch v.(type) {
+		case string:
+		case bool, json.Number:
+			// YAML reads yes, on, 1.10 as booleans and numbers.
+			e.add(path, "expected a string, got %s (quote it)", jsonTypeName(v))
+		default:
 			e.add(path, "expected a string, got %s", jsonTypeName(v))
 		}
 	case reflect.Bool:

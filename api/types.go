@@ -227,7 +227,8 @@ type Job struct {
 
 // JobSpec is what the user asks of a job.
 type JobSpec struct {
-	Completions  int       `json:"completions"`
+	Completions int `json:"completions"`
+	// Parallelism is how many indexes run at once; 0 means all of them.
 	Parallelism  int       `json:"parallelism,omitempty"`
 	BackoffLimit int       `json:"backoffLimit,omitempty"`
 	Template     Template  `json:"template"`

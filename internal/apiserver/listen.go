@@ -119,7 +119,9 @@ func (s *Server) Serve(ctx context.Context, l net.Listener, auth Authenticator) 
 			}
 			h.ServeHTTP(w, r.WithContext(WithIdentity(r.Context(), id)))
 		}),
+		// No ReadTimeout: it would cut watch streams short.
 		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
 		MaxHeaderBytes:    64 << 10,
 		BaseContext:       func(net.Listener) context.Context { return ctx },
 		ConnContext:       connContext,

@@ -160,7 +160,14 @@ func parseTarget(r *http.Request) (target, error) {
 	}
 	if t.namespace != "" {
 		if err := api.ValidateName(t.namespace); err != nil {
-			return t, &api.ValidationError{Fields: []api.FieldError{{Field: "namespace", Reason: err.Error()}}}
+			return t, &api.ValidationError{Fields: []api.FieldError{{Field: "metadata.namespace", Reason: err.Error()}}}
+		}
+	}
+	// Names become etcd keys: only DNS labels, so that no name reaches
+	// into another object's key.
+	if t.name != "" {
+		if err := api.ValidateName(t.name); err != nil {
+			return t, &api.ValidationError{Fields: []api.FieldError{{Field: "metadata.name", Reason: err.Error()}}}
 		}
 	}
 	return t, nil
@@ -195,8 +202,12 @@ func (s *Server) list(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	q := r.URL.Query()
-	if t.namespace == "" {
+	if t.namespace == "" && q.Get("namespace") != "" {
 		t.namespace = q.Get("namespace")
+		if err := api.ValidateName(t.namespace); err != nil {
+			writeError(w, &api.ValidationError{Fields: []api.FieldError{{Field: "namespace", Reason: err.Error()}}})
+			return
+		}
 	}
 	if isWatch(q.Get("watch")) {
 		after, err := watchRevision(r)

@@ -33,6 +33,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -71,6 +72,7 @@ type Config struct {
 type Store struct {
 	client   *clientv3.Client
 	etcd     *embed.Etcd // nil with an external cluster
+	lock     *os.File    // held while the embedded etcd runs
 	prefix   string
 	maxOps   int
 	eventTTL time.Duration
@@ -130,11 +132,16 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	if cfg.DataDir == "" {
 		return nil, fmt.Errorf("store: %w: DataDir or EtcdEndpoints is required", errdefs.ErrInvalidArgument)
 	}
-	e, err := startEmbedded(ctx, cfg.DataDir)
+	lock, err := lockDir(filepath.Join(cfg.DataDir, "etcd"))
 	if err != nil {
 		return nil, err
 	}
-	s.etcd = e
+	e, err := startEmbedded(ctx, cfg.DataDir)
+	if err != nil {
+		lock.Close()
+		return nil, err
+	}
+	s.etcd, s.lock = e, lock
 	s.client = v3client.New(e.Server)
 	s.maxOps = embeddedMaxTxnOps
 	return s, nil
@@ -188,6 +195,27 @@ func startEmbedded(ctx context.Context, dataDir string) (*embed.Etcd, error) {
 	}
 }
 
+// lockDir takes an exclusive lock on dir, so that a second server on the
+// same data dir fails at once instead of waiting forever on etcd's own
+// database lock.
+func lockDir(dir string) (*os.File, error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("etcd data dir %s: %w", dir, err)
+	}
+	f, err := os.OpenFile(filepath.Join(dir, "berth.lock"), os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("etcd data dir %s: %w", dir, err)
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		f.Close()
+		if errors.Is(err, syscall.EWOULDBLOCK) {
+			return nil, fmt.Errorf("etcd data dir %s: %w: in use by another process", dir, errdefs.ErrFailedPrecondition)
+		}
+		return nil, fmt.Errorf("etcd data dir %s: lock: %w", dir, err)
+	}
+	return f, nil
+}
+
 func freePort() (int, error) {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -202,6 +230,7 @@ func (s *Store) Close() error {
 	err := s.client.Close()
 	if s.etcd != nil {
 		s.etcd.Close()
+		s.lock.Close()
 	}
 	if errors.Is(err, context.Canceled) {
 		err = nil

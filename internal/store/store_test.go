@@ -476,3 +476,39 @@ func TestExternalEndpoints(t *testing.T) {
 		t.Fatalf("unreachable etcd: %v", err)
 	}
 }
+
+func TestDataDirInUse(t *testing.T) {
+	ctx := t.Context()
+	dir := t.TempDir()
+	s, err := Open(ctx, Config{DataDir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Create(ctx, service("web", 3)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Open(ctx, Config{DataDir: dir}); !errdefs.IsFailedPrecondition(err) {
+		t.Fatalf("second store on one data dir: %v, want FailedPrecondition", err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	// Reopening after a close keeps the data.
+	if err := func() error {
+		s, err := Open(ctx, Config{DataDir: dir})
+		if err != nil {
+			return err
+		}
+		defer s.Close()
+		got, err := Get[api.Service](ctx, s, "default", "web")
+		if err != nil {
+			return fmt.Errorf("get after reopen: %w", err)
+		}
+		if got.Spec.Replicas != 3 {
+			return fmt.Errorf("after reopen: replicas %d, want 3", got.Spec.Replicas)
+		}
+		return nil
+	}(); err != nil {
+		t.Fatal(err)
+	}
+}
