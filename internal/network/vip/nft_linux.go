@@ -79,7 +79,9 @@ type Programmer struct {
 
 // New opens (creating if needed) the table and reads back what it holds,
 // so that a restarted agent continues from the kernel's state: call Sync
-// with the full desired state next.
+// with the full desired state next. Until then the programmer knows the
+// kernel's elements but not which service they belong to, so the
+// incremental methods only see services given since.
 func New(ctx context.Context, cfg Config) (*Programmer, error) {
 	if cfg.Table == "" {
 		return nil, fmt.Errorf("vip programmer: empty table name: %w", ErrInvalid)
@@ -172,7 +174,8 @@ func (p *Programmer) closeNS() {
 	}
 }
 
-// Delete removes the table and everything in it.
+// Delete removes the table and everything in it (when the node leaves);
+// only Close is useful afterwards.
 func (p *Programmer) Delete(ctx context.Context) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
