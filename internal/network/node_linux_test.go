@@ -815,3 +815,52 @@ func TestTwoNodes(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+func TestAttachRepairsAHalfMadeAttachment(t *testing.T) {
+	needRoot(t)
+	ctx := context.Background()
+	host := hostNS(t)
+	node := newTestNode(t, host, t.TempDir(), 12)
+	a, err := node.Attach(ctx, "c1", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = node.Detach(ctx, "c1") })
+	// As if the agent died between creating the namespace and the veth.
+	if err := netns.Do(host, func() error {
+		l, err := netlink.LinkByName(a.HostVeth)
+		if err != nil {
+			return err
+		}
+		return netlink.LinkDel(l)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	b, err := node.Attach(ctx, "c1", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := node.Attachments(); len(got) != 1 || got[0].IP != b.IP {
+		t.Fatalf("after repair: %+v, want only c1 with %v", got, b.IP)
+	}
+	// The rebuilt attachment works: its address is on eth0 and the
+	// gateway answers.
+	if err := netns.Do(b.NetNS, func() error {
+		c, err := net.DialTimeout("udp", net.JoinHostPort(b.Gateway.String(), "9"), time.Second)
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		if got := c.LocalAddr().(*net.UDPAddr).IP.String(); got != b.IP.String() {
+			return fmt.Errorf("source %s, want %v", got, b.IP)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	// Attaching again changes nothing.
+	c, err := node.Attach(ctx, "c1", "")
+	if err != nil || c != b {
+		t.Fatalf("idempotent attach: %+v %v, want %+v", c, err, b)
+	}
+}
