@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"strings"
 
 	"golang.org/x/sys/unix"
 )
@@ -97,24 +98,17 @@ func onThread(fn func() error) error {
 	return <-errc
 }
 
-// WriteSysctl writes value to /proc/sys/<name> (dots as separators) in the
-// calling thread's network namespace; use it inside Create's setup or Do.
+// WriteSysctl writes value to /proc/sys/<name> in the calling thread's
+// network namespace; use it inside Create's setup or Do. name separates
+// its parts with dots ("net.ipv4.ip_forward") or, when it contains an
+// interface name that may hold a dot, with slashes.
 func WriteSysctl(name, value string) error {
-	p := filepath.Join("/proc/sys", filepath.FromSlash(dotsToSlashes(name)))
+	if !strings.Contains(name, "/") {
+		name = strings.ReplaceAll(name, ".", "/")
+	}
+	p := filepath.Join("/proc/sys", name)
 	if err := os.WriteFile(p, []byte(value), 0o644); err != nil {
 		return fmt.Errorf("sysctl %s=%s: %w", name, value, err)
 	}
 	return nil
-}
-
-// dotsToSlashes keeps interface names that contain dots intact only when
-// they are written with slashes by the caller; berth's own names have none.
-func dotsToSlashes(name string) string {
-	b := []byte(name)
-	for i, c := range b {
-		if c == '.' {
-			b[i] = '/'
-		}
-	}
-	return string(b)
 }
