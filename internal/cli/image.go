@@ -140,6 +140,7 @@ The creation time is the Unix epoch unless SOURCE_DATE_EPOCH is set.
 	fl.StringVarP(&opts.WorkingDir, "workdir", "w", "", "working directory")
 	fl.StringVarP(&opts.User, "user", "u", "", "user (name or uid[:gid])")
 	fl.StringArrayVar(&labels, "label", nil, "label KEY=VALUE (repeatable)")
+	fl.StringArrayVar(&opts.ExposedPorts, "expose", nil, "document a port the image listens on, PORT[/PROTO] (repeatable)")
 	return cmd
 }
 

@@ -32,6 +32,8 @@ type BuildOptions struct {
 	WorkingDir string
 	User       string
 	Labels     map[string]string
+	// ExposedPorts are "PORT[/PROTO]" (tcp when omitted); informational.
+	ExposedPorts []string
 	// Created is recorded in the config. The zero value means the Unix
 	// epoch, which keeps builds reproducible.
 	Created time.Time
@@ -104,6 +106,15 @@ func (s *Store) Build(ctx context.Context, dir string, opts BuildOptions) (Image
 		WorkingDir: opts.WorkingDir,
 		User:       opts.User,
 		Labels:     opts.Labels,
+	}
+	for _, p := range opts.ExposedPorts {
+		if !strings.Contains(p, "/") {
+			p += "/tcp"
+		}
+		if cf.Config.ExposedPorts == nil {
+			cf.Config.ExposedPorts = map[string]struct{}{}
+		}
+		cf.Config.ExposedPorts[p] = struct{}{}
 	}
 	img, err = mutate.ConfigFile(img, cf)
 	if err != nil {

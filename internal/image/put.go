@@ -12,6 +12,7 @@ import (
 	"os"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/types"
 )
 
 // Progress is called as bytes are processed: done of total so far.
@@ -112,11 +113,15 @@ func (s *Store) put(ctx context.Context, img v1.Image, names []string, progress 
 		}
 	}
 	for _, n := range names {
-		kept := idx.Manifests[:0]
+		var kept []v1.Descriptor
+		var moved []v1.Hash
 		for _, d := range idx.Manifests {
 			// A name moves to the new image; an unnamed entry of the same
 			// digest is superseded by the named one.
 			if descName(d) == n || (d.Digest == digest && descName(d) == "") {
+				if d.Digest != digest {
+					moved = append(moved, d.Digest)
+				}
 				continue
 			}
 			kept = append(kept, d)
@@ -124,6 +129,13 @@ func (s *Store) put(ctx context.Context, img v1.Image, names []string, progress 
 		nd := desc
 		nd.Annotations = map[string]string{annotationRefName: n, annotationContainerdName: n}
 		idx.Manifests = append(kept, nd)
+		for _, old := range moved {
+			// An image that loses its last name while containers use it
+			// stays, unnamed, so they can still be traced to it.
+			if err := s.keepIfUsed(idx, old); err != nil {
+				return Image{}, err
+			}
+		}
 	}
 	if err := s.writeIndex(idx); err != nil {
 		return Image{}, err
@@ -163,4 +175,32 @@ func (c ctxReader) Read(p []byte) (int, error) {
 		return 0, err
 	}
 	return c.r.Read(p)
+}
+
+// keepIfUsed adds an unnamed entry for digest to idx when no entry is left
+// for it and a container uses it.
+func (s *Store) keepIfUsed(idx *v1.IndexManifest, digest v1.Hash) error {
+	for _, d := range idx.Manifests {
+		if d.Digest == digest {
+			return nil
+		}
+	}
+	users, err := s.users(digest)
+	if err != nil || len(users) == 0 {
+		return err
+	}
+	raw, err := os.ReadFile(s.blobPath(digest))
+	if err != nil {
+		return fmt.Errorf("image %s: %w", digest, err)
+	}
+	m, err := v1.ParseManifest(bytes.NewReader(raw))
+	if err != nil {
+		return fmt.Errorf("image %s: %w", digest, err)
+	}
+	mt := m.MediaType
+	if mt == "" {
+		mt = types.OCIManifestSchema1
+	}
+	idx.Manifests = append(idx.Manifests, v1.Descriptor{MediaType: mt, Digest: digest, Size: int64(len(raw))})
+	return nil
 }

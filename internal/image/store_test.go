@@ -614,3 +614,50 @@ func TestImportHostileArchive(t *testing.T) {
 		}
 	}
 }
+
+// TestRetag moves a name to a new build: the old image stays (unnamed)
+// while a container uses it, and is collected when nothing does.
+func TestRetag(t *testing.T) {
+	requireRoot(t)
+	ctx := context.Background()
+	s := openStore(t)
+	build := func(content string) Image {
+		dir := t.TempDir()
+		if err := os.WriteFile(filepath.Join(dir, "f"), []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		img, err := s.Build(ctx, dir, BuildOptions{Tag: "app:1", ExposedPorts: []string{"80", "53/udp"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return img
+	}
+	v1img := build("v1")
+	if strings.Join(v1img.Config.ExposedPorts, " ") != "53/udp 80/tcp" {
+		t.Errorf("exposed ports %v", v1img.Config.ExposedPorts)
+	}
+	if _, err := s.Prepare(ctx, "app:1", "old-user"); err != nil {
+		t.Fatal(err)
+	}
+	v2img := build("v2")
+	imgs, err := s.List(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(imgs) != 2 || imgs[0].Name != "" || imgs[0].Digest != v1img.Digest || imgs[1].Digest != v2img.Digest {
+		t.Fatalf("after retag while in use: %+v", imgs)
+	}
+	if users, err := s.Users(ctx, v1img.Digest); err != nil || strings.Join(users, ",") != "old-user" {
+		t.Fatalf("users of the old image: %v, %v", users, err)
+	}
+	if err := s.Release(ctx, "old-user"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Remove(ctx, v1img.Digest, false); err != nil {
+		t.Fatal(err)
+	}
+	build("v3")
+	if imgs, _ := s.List(ctx); len(imgs) != 1 {
+		t.Fatalf("unused old images kept: %+v", imgs)
+	}
+}

@@ -135,6 +135,8 @@ func (u *unpacker) entry(hdr *tar.Header, r io.Reader) error {
 			}
 			return nil
 		})
+	case strings.HasPrefix(base, whiteoutPrefix+whiteoutPrefix):
+		return nil // other ".wh..wh." names are aufs metadata, meaningless here
 	case strings.HasPrefix(base, whiteoutPrefix):
 		target := strings.TrimPrefix(base, whiteoutPrefix)
 		if target == "" || target == "." || target == ".." {
@@ -370,7 +372,8 @@ func setXattrAt(fd int, base, key, value string) error {
 		return err
 	}
 	defer unix.Close(f)
-	return unix.Lsetxattr(fmt.Sprintf("/proc/self/fd/%d", f), key, []byte(value), 0)
+	// The magic link leads to the opened inode itself, never further.
+	return unix.Setxattr(fmt.Sprintf("/proc/self/fd/%d", f), key, []byte(value), 0)
 }
 
 func setTimes(fd int, base string, mtime time.Time) error {

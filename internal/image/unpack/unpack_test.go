@@ -23,6 +23,7 @@ type ent struct {
 	mode             int64
 	major, minor     int64
 	uid, gid         int
+	pax              map[string]string
 }
 
 func layerTar(t *testing.T, ents ...ent) *bytes.Buffer {
@@ -30,7 +31,7 @@ func layerTar(t *testing.T, ents ...ent) *bytes.Buffer {
 	var buf bytes.Buffer
 	tw := tar.NewWriter(&buf)
 	for _, e := range ents {
-		h := &tar.Header{Name: e.name, Linkname: e.link, Typeflag: e.typ, Mode: e.mode, Devmajor: e.major, Devminor: e.minor, Uid: e.uid, Gid: e.gid,
+		h := &tar.Header{PAXRecords: e.pax, Name: e.name, Linkname: e.link, Typeflag: e.typ, Mode: e.mode, Devmajor: e.major, Devminor: e.minor, Uid: e.uid, Gid: e.gid,
 			ModTime: time.Unix(1_600_000_000, 0)}
 		if h.Typeflag == 0 {
 			h.Typeflag = tar.TypeReg
@@ -196,6 +197,8 @@ func TestLayerContent(t *testing.T) {
 		ent{name: "dir/.wh.old", body: ""},
 		ent{name: "dir/.wh..wh..opq", body: ""},
 		ent{name: "fifo", typ: tar.TypeFifo, mode: 0o600},
+		ent{name: "dir/.wh..wh.plnk/", typ: tar.TypeDir, mode: 0o700},
+		ent{name: "xa", body: "x", pax: map[string]string{"SCHILY.xattr.user.berth": "v", "SCHILY.xattr.trusted.overlay.opaque": "y"}},
 	), dir)
 	if err != nil {
 		t.Fatal(err)
@@ -238,7 +241,16 @@ func TestLayerContent(t *testing.T) {
 	if _, err := os.Lstat(filepath.Join(dir, "dir/.wh.old")); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf(".wh.old kept in the layer dir: %v", err)
 	}
+	if _, err := os.Lstat(filepath.Join(dir, "dir/.wh.plnk")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("aufs metadata dir turned into a whiteout: %v", err)
+	}
 	buf := make([]byte, 8)
+	if n, err := unix.Getxattr(filepath.Join(dir, "xa"), "user.berth", buf); err != nil || string(buf[:n]) != "v" {
+		t.Errorf("xa user.berth xattr = %q, %v", buf[:max(n, 0)], err)
+	}
+	if _, err := unix.Getxattr(filepath.Join(dir, "xa"), "trusted.overlay.opaque", buf); err == nil {
+		t.Error("a trusted.overlay xattr from the tar was applied")
+	}
 	n, err := unix.Lgetxattr(filepath.Join(dir, "dir"), "trusted.overlay.opaque", buf)
 	if err != nil || string(buf[:n]) != "y" {
 		t.Errorf("dir opaque xattr = %q, %v", buf[:n], err)
