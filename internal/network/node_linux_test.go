@@ -561,6 +561,11 @@ func TestParallelAttachDetachLeaksNothing(t *testing.T) {
 	host := hostNS(t)
 	state := t.TempDir()
 	node := newTestNode(t, host, state, 8)
+	t.Cleanup(func() {
+		for _, a := range node.Attachments() {
+			_ = node.Detach(ctx, a.ID)
+		}
+	})
 	const n = 24
 	type result struct {
 		a   Attachment
@@ -584,11 +589,6 @@ func TestParallelAttachDetachLeaksNothing(t *testing.T) {
 		}
 		seen[r.a.IP] = r.a.ID
 	}
-	t.Cleanup(func() {
-		for _, a := range node.Attachments() {
-			_ = node.Detach(ctx, a.ID)
-		}
-	})
 	// Every container reaches the gateway through its own veth.
 	for ip, id := range seen {
 		a := Attachment{NetNS: filepath.Join(state, "netns", id)}
@@ -705,6 +705,10 @@ func TestTwoNodes(t *testing.T) {
 	linkHosts(t, hostA, hostB)
 	nodeA := newTestNode(t, hostA, t.TempDir(), 10)
 	nodeB := newTestNode(t, hostB, t.TempDir(), 11)
+	t.Cleanup(func() {
+		_ = nodeA.Detach(ctx, "ca")
+		_ = nodeB.Detach(ctx, "cb")
+	})
 	ca, err := nodeA.Attach(ctx, "ca", "default")
 	if err != nil {
 		t.Fatal(err)
@@ -713,12 +717,7 @@ func TestTwoNodes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	stop := startHTTPD(t, cb.NetNS, "cb")
-	t.Cleanup(func() {
-		stop()
-		_ = nodeA.Detach(ctx, "ca")
-		_ = nodeB.Detach(ctx, "cb")
-	})
+	startHTTPD(t, cb.NetNS, "cb")
 	if err := nodeA.SetPeers(ctx, []Peer{{Subnet: nodeB.cfg.Subnet, Via: netip.MustParseAddr("192.168.50.2")}}); err != nil {
 		t.Fatal(err)
 	}
