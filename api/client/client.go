@@ -249,3 +249,31 @@ func ifMatch(rev int64) http.Header {
 	}
 	return http.Header{"If-Match": {strconv.FormatInt(rev, 10)}}
 }
+
+// DefaultEndpoint is where a server started with the default data dir
+// listens.
+const DefaultEndpoint = "unix:///var/lib/berth/berth.sock"
+
+// Apply creates or updates an object of any kind, as parsed from a spec
+// file, and reports whether it was created. A revision in obj is a
+// precondition (see Resource.Apply).
+func (c *Client) Apply(ctx context.Context, obj api.Object) (stored api.Object, created bool, err error) {
+	m := obj.GetMetadata()
+	path := objectPath(obj.GetKind(), m.Namespace, m.Name)
+	resp, err := c.send(ctx, http.MethodPut, path, nil, obj)
+	if err != nil {
+		return nil, false, err
+	}
+	defer resp.Body.Close()
+	out, _ := api.New(obj.GetKind())
+	if err := json.NewDecoder(resp.Body).Decode(out); err != nil {
+		return nil, false, fmt.Errorf("PUT %s: decoding the answer: %w", path, err)
+	}
+	return out, resp.StatusCode == http.StatusCreated, nil
+}
+
+// Delete removes an object of any kind; a non-zero revision is a
+// precondition.
+func (c *Client) Delete(ctx context.Context, kind api.Kind, namespace, name string, revision int64) error {
+	return c.do(ctx, http.MethodDelete, objectPath(kind, namespace, name), ifMatch(revision), nil, nil)
+}

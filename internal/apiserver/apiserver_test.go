@@ -18,7 +18,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -48,7 +47,7 @@ func start(t testing.TB) *env {
 		t.Fatal(err)
 	}
 	srv := apiserver.New(apiserver.Config{Store: st, MaxBodyBytes: 64 << 10})
-	sock := filepath.Join(dir, "berth.sock")
+	sock := apiserver.SocketPath(dir)
 	done := make(chan error, 1)
 	l, err := apiserver.ListenUnix(sock)
 	if err != nil {
@@ -463,5 +462,48 @@ func TestTCPNeedsTLSAndToken(t *testing.T) {
 	c, _ := client.New("https://"+addr, client.WithToken(token))
 	if err := c.Healthz(ctx); err == nil {
 		t.Fatal("untrusted certificate accepted")
+	}
+}
+
+func TestApplySpecFile(t *testing.T) {
+	e := start(t)
+	ctx := t.Context()
+	objs, err := api.ParseSpecs("app.yaml", []byte(`
+kind: Service
+name: web
+replicas: 3
+template: {image: demo/busybox:1, resources: {memory: 64Mi}}
+---
+kind: Job
+name: tests
+completions: 8
+template: {image: demo/busybox:1}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for round, wantCreated := range []bool{true, false} {
+		for _, o := range objs {
+			stored, created, err := e.client.Apply(ctx, o)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if created != wantCreated || stored.GetMetadata().Revision == 0 || stored.GetKind() != o.GetKind() {
+				t.Fatalf("round %d: %s created=%v revision %d", round, api.RefOf(o), created, stored.GetMetadata().Revision)
+			}
+		}
+	}
+	if err := e.client.Delete(ctx, api.KindJob, "default", "tests", 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.client.Delete(ctx, api.KindJob, "default", "tests", 0); !errdefs.IsNotFound(err) {
+		t.Fatalf("second delete: %v, want NotFound", err)
+	}
+	// Names in paths are DNS labels: nothing reaches into another key.
+	if status, eb := e.call(t, "GET", "/v1/namespaces/default/services/web%2Fstatus", ""); status != 422 || eb.Field != "metadata.name" {
+		t.Fatalf("escaped name: %d %+v", status, eb)
+	}
+	if status, _ := e.call(t, "GET", "/v1/namespaces/default/widgets/web", ""); status != 404 {
+		t.Fatalf("unknown kind: %d, want 404", status)
 	}
 }
