@@ -26,6 +26,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/berth-dev/berth/api"
 	"github.com/berth-dev/berth/internal/errdefs"
@@ -33,15 +34,27 @@ import (
 
 // Client talks to one berth API server. It is safe for concurrent use.
 type Client struct {
-	base  string // scheme://host, without a trailing slash
-	hc    *http.Client
-	token string
+	base         string // scheme://host, without a trailing slash
+	hc           *http.Client
+	token        string
+	watchTimeout time.Duration
 }
 
 type options struct {
-	token string
-	tls   *tls.Config
-	hc    *http.Client
+	token        string
+	tls          *tls.Config
+	hc           *http.Client
+	watchTimeout time.Duration
+}
+
+// DefaultWatchTimeout is how long a watch stream may stay silent (the
+// server sends heartbeats every 15s) before the client gives up on it.
+const DefaultWatchTimeout = 45 * time.Second
+
+// WithWatchTimeout sets how long a watch may go without a line, heartbeat
+// or event, before it ends with errdefs.ErrUnavailable.
+func WithWatchTimeout(d time.Duration) Option {
+	return func(o *options) error { o.watchTimeout = d; return nil }
 }
 
 // Option configures a Client.
@@ -101,7 +114,10 @@ func New(endpoint string, opts ...Option) (*Client, error) {
 	if err != nil {
 		return nil, fmt.Errorf("client for %s: %w", endpoint, err)
 	}
-	c := &Client{token: o.token, hc: o.hc}
+	c := &Client{token: o.token, hc: o.hc, watchTimeout: o.watchTimeout}
+	if c.watchTimeout <= 0 {
+		c.watchTimeout = DefaultWatchTimeout
+	}
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	tr.MaxIdleConnsPerHost = 32
 	switch u.Scheme {

@@ -8,6 +8,8 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
+	"sync/atomic"
+	"time"
 
 	"github.com/berth-dev/berth/api"
 	"github.com/berth-dev/berth/internal/errdefs"
@@ -116,13 +118,24 @@ func watchQuery(after int64) url.Values {
 }
 
 func watch[T any, P ptr[T]](ctx context.Context, c *Client, path string) (<-chan WatchEvent[P], error) {
-	resp, err := c.send(ctx, http.MethodGet, path, nil, nil)
+	reqCtx, cancelReq := context.WithCancel(ctx)
+	resp, err := c.send(reqCtx, http.MethodGet, path, nil, nil)
 	if err != nil {
+		cancelReq()
 		return nil, err
 	}
+	// A stream silent for longer than the timeout has lost its server:
+	// cutting the request ends the read below.
+	var stalled atomic.Bool
+	watchdog := time.AfterFunc(c.watchTimeout, func() {
+		stalled.Store(true)
+		cancelReq()
+	})
 	out := make(chan WatchEvent[P], 16)
 	go func() {
 		defer close(out)
+		defer cancelReq()
+		defer watchdog.Stop()
 		defer resp.Body.Close()
 		send := func(ev WatchEvent[P]) bool {
 			select {
@@ -135,6 +148,7 @@ func watch[T any, P ptr[T]](ctx context.Context, c *Client, path string) (<-chan
 		sc := bufio.NewScanner(resp.Body)
 		sc.Buffer(make([]byte, 64<<10), 16<<20)
 		for sc.Scan() {
+			watchdog.Reset(c.watchTimeout)
 			var line struct {
 				Type     string          `json:"type"`
 				Revision int64           `json:"revision"`
@@ -145,6 +159,9 @@ func watch[T any, P ptr[T]](ctx context.Context, c *Client, path string) (<-chan
 			if err := json.Unmarshal(sc.Bytes(), &line); err != nil {
 				send(WatchEvent[P]{Err: fmt.Errorf("watch %s: %w", path, err)})
 				return
+			}
+			if line.Type == "Heartbeat" {
+				continue
 			}
 			if line.Type == "Error" {
 				send(WatchEvent[P]{Err: &Error{Status: http.StatusOK, Code: line.Code, Message: line.Error}})
@@ -161,7 +178,11 @@ func watch[T any, P ptr[T]](ctx context.Context, c *Client, path string) (<-chan
 		}
 		if ctx.Err() == nil {
 			err := sc.Err()
-			if err == nil {
+			if stalled.Load() {
+				err = fmt.Errorf("watch %s: %w: no heartbeat for %s", path, errdefs.ErrUnavailable, c.watchTimeout)
+			} else if err != nil {
+				err = fmt.Errorf("watch %s: %w: %w", path, errdefs.ErrUnavailable, err)
+			} else {
 				err = fmt.Errorf("watch %s: %w: stream ended", path, errdefs.ErrUnavailable)
 			}
 			send(WatchEvent[P]{Err: err})

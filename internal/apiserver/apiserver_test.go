@@ -46,7 +46,7 @@ func start(t testing.TB) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := apiserver.New(apiserver.Config{Store: st, MaxBodyBytes: 64 << 10})
+	srv := apiserver.New(apiserver.Config{Store: st, MaxBodyBytes: 64 << 10, WatchHeartbeat: 100 * time.Millisecond})
 	sock := apiserver.SocketPath(dir)
 	done := make(chan error, 1)
 	l, err := apiserver.ListenUnix(sock)
@@ -505,5 +505,30 @@ template: {image: demo/busybox:1}
 	}
 	if status, _ := e.call(t, "GET", "/v1/namespaces/default/widgets/web", ""); status != 404 {
 		t.Fatalf("unknown kind: %d, want 404", status)
+	}
+}
+
+func TestQuietWatchGetsHeartbeats(t *testing.T) {
+	e := start(t)
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, "GET", "http://berth/v1/services?watch=1", nil)
+	resp, err := e.raw.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if ct := resp.Header.Get("Content-Type"); ct != "application/x-ndjson" {
+		t.Fatalf("content type %q", ct)
+	}
+	sc := bufio.NewScanner(resp.Body)
+	for range 2 {
+		if !sc.Scan() {
+			t.Fatalf("stream ended: %v", sc.Err())
+		}
+		var ev apiserver.WatchEvent
+		if err := json.Unmarshal(sc.Bytes(), &ev); err != nil || ev.Type != "Heartbeat" {
+			t.Fatalf("line %q, want a heartbeat", sc.Text())
+		}
 	}
 }

@@ -56,7 +56,13 @@ type Config struct {
 	// is authenticated; an error denies it (wrap errdefs.ErrForbidden).
 	// This is where per-node rules go once agents have certificates.
 	Authorize func(ctx context.Context, id Identity, r *http.Request) error
+	// WatchHeartbeat is how often a quiet watch stream gets a heartbeat
+	// line; DefaultWatchHeartbeat when zero.
+	WatchHeartbeat time.Duration
 }
+
+// DefaultWatchHeartbeat is the heartbeat interval of quiet watch streams.
+const DefaultWatchHeartbeat = 15 * time.Second
 
 // Server is the API's HTTP handler and listeners.
 type Server struct {
@@ -64,6 +70,7 @@ type Server struct {
 	maxBody   int64
 	log       *slog.Logger
 	authorize func(ctx context.Context, id Identity, r *http.Request) error
+	heartbeat time.Duration
 	mux       *http.ServeMux
 }
 
@@ -72,6 +79,10 @@ func New(cfg Config) *Server {
 	s := &Server{store: cfg.Store, maxBody: cfg.MaxBodyBytes, log: cfg.Logger, authorize: cfg.Authorize}
 	if s.maxBody <= 0 {
 		s.maxBody = DefaultMaxBodyBytes
+	}
+	s.heartbeat = cfg.WatchHeartbeat
+	if s.heartbeat <= 0 {
+		s.heartbeat = DefaultWatchHeartbeat
 	}
 	if s.log == nil {
 		s.log = slog.New(slog.NewTextHandler(io.Discard, nil))

@@ -4,13 +4,15 @@ import (
 	"encoding/json"
 	"net/http"
 	"strings"
+	"time"
 
 	"github.com/berth-dev/berth/internal/errdefs"
 	"github.com/berth-dev/berth/internal/store"
 )
 
 // WatchEvent is one line of a watch stream. Type is Added, Modified,
-// Deleted, or Error (then Error and Code say why, and the stream ends).
+// Deleted, Heartbeat (sent when the stream is quiet, to be ignored), or
+// Error (then Error and Code say why, and the stream ends).
 // Revision is the change's revision: watching again with it resumes right
 // after this event.
 type WatchEvent struct {
@@ -55,11 +57,19 @@ func (s *Server) serveWatch(w http.ResponseWriter, r *http.Request, events <-cha
 		}
 		return err == nil
 	}
+	beat := time.NewTicker(s.heartbeat)
+	defer beat.Stop()
 	for {
 		var ev store.WatchEvent
 		var ok bool
 		select {
 		case ev, ok = <-events:
+		case <-beat.C:
+			// Lets the client tell a quiet stream from a dead peer.
+			if !write(WatchEvent{Type: "Heartbeat"}) {
+				return
+			}
+			continue
 		case <-r.Context().Done():
 			return
 		}
