@@ -180,7 +180,7 @@ func (u *unpacker) entry(hdr *tar.Header, r io.Reader) error {
 				err = unix.ENOENT
 			}
 			if err == unix.ENOENT {
-				if err := unix.Mkdirat(fd, b, 0o700); err != nil {
+				if err := unix.Mkdirat(fd, b, uint32(hdr.Mode&0o777)); err != nil {
 					return err
 				}
 			} else if err != nil {
@@ -194,7 +194,7 @@ func (u *unpacker) entry(hdr *tar.Header, r io.Reader) error {
 		}
 		switch hdr.Typeflag {
 		case tar.TypeReg:
-			f, err := unix.Openat(fd, b, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
+			f, err := unix.Openat(fd, b, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, uint32(hdr.Mode&0o777))
 			if err != nil {
 				return err
 			}
@@ -336,21 +336,30 @@ func removeAt(fd int, base string) error {
 // attrs applies ownership, mode, xattrs and (except for directories, done
 // at the end) times to fd/base without following a symlink there.
 func (u *unpacker) attrs(fd int, base string, hdr *tar.Header, isRoot bool) error {
-	if u.chown {
+	if hdr.Typeflag == tar.TypeLink {
+		return nil // the target's attributes are the link's
+	}
+	// Metadata writes dominate unpack time, so skip those already true.
+	var st unix.Stat_t
+	if err := unix.Fstatat(fd, base, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+		return err
+	}
+	chowned := false
+	if u.chown && (int(st.Uid) != hdr.Uid || int(st.Gid) != hdr.Gid) {
 		if err := unix.Fchownat(fd, base, hdr.Uid, hdr.Gid, unix.AT_SYMLINK_NOFOLLOW); err != nil {
 			return fmt.Errorf("chown: %w", err)
 		}
+		chowned = true // which may have cleared setuid/setgid
 	}
 	if hdr.Typeflag == tar.TypeSymlink {
 		return setTimes(fd, base, hdr.ModTime)
 	}
-	if hdr.Typeflag == tar.TypeLink {
-		return nil // the target's attributes are the link's
-	}
 	// fchmodat has no working AT_SYMLINK_NOFOLLOW, but base is known not to
 	// be a symlink here: it was just created (or found a directory) by us.
-	if err := unix.Fchmodat(fd, base, uint32(hdr.Mode&0o7777), 0); err != nil {
-		return fmt.Errorf("chmod: %w", err)
+	if mode := uint32(hdr.Mode & 0o7777); chowned || st.Mode&0o7777 != mode {
+		if err := unix.Fchmodat(fd, base, mode, 0); err != nil {
+			return fmt.Errorf("chmod: %w", err)
+		}
 	}
 	for k, v := range hdr.PAXRecords {
 		x, ok := strings.CutPrefix(k, "SCHILY.xattr.")

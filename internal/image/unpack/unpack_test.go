@@ -256,3 +256,34 @@ func TestLayerContent(t *testing.T) {
 		t.Errorf("dir opaque xattr = %q, %v", buf[:n], err)
 	}
 }
+
+// BenchmarkLayer unpacks a busybox-shaped layer: a few directories, a
+// few files and hundreds of symlinks.
+func BenchmarkLayer(b *testing.B) {
+	if os.Geteuid() != 0 {
+		b.Skip("needs root")
+	}
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	for _, d := range []string{"bin/", "etc/", "tmp/", "www/"} {
+		tw.WriteHeader(&tar.Header{Name: d, Typeflag: tar.TypeDir, Mode: 0o755})
+	}
+	body := bytes.Repeat([]byte("x"), 4096)
+	for i := range 20 {
+		tw.WriteHeader(&tar.Header{Name: "etc/f" + itoa(uint64(i)), Typeflag: tar.TypeReg, Mode: 0o644, Size: int64(len(body))})
+		tw.Write(body)
+	}
+	for i := range 300 {
+		tw.WriteHeader(&tar.Header{Name: "bin/l" + itoa(uint64(i)), Typeflag: tar.TypeSymlink, Linkname: "busybox", Mode: 0o777})
+	}
+	tw.Close()
+	data := buf.Bytes()
+	for b.Loop() {
+		b.StopTimer()
+		dir := b.TempDir()
+		b.StartTimer()
+		if err := Layer(context.Background(), bytes.NewReader(data), dir); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
