@@ -1,0 +1,179 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+	"time"
+
+	"github.com/berth-dev/berth/api"
+	"github.com/berth-dev/berth/api/client"
+	"github.com/berth-dev/berth/internal/agent/reconcile"
+	"github.com/berth-dev/berth/internal/errdefs"
+	"github.com/berth-dev/berth/internal/health"
+	"github.com/berth-dev/berth/internal/hostinfo"
+	"github.com/berth-dev/berth/internal/runtime"
+)
+
+// APIPlane is the ControlPlane of a berth API server, reached with its Go client.
+type APIPlane struct {
+	c *client.Client
+}
+
+var _ ControlPlane = (*APIPlane)(nil)
+
+// NewAPIPlane uses c for everything the agent asks of the control plane.
+func NewAPIPlane(c *client.Client) *APIPlane { return &APIPlane{c: c} }
+
+// RegisterNode writes the node's spec (creating it the first time) and marks it Ready.
+func (p *APIPlane) RegisterNode(ctx context.Context, n NodeInfo) error {
+	node := &api.Node{
+		Metadata: api.Metadata{Name: n.Name, Labels: n.Labels},
+		Spec: api.NodeSpec{
+			Address: n.Address,
+			Capacity: api.NodeCapacity{MilliCPU: n.Capacity.MilliCPU, Memory: api.Quantity(n.Capacity.MemoryBytes),
+				Pids: n.Capacity.Pids},
+		},
+	}
+	for _, c := range n.Topology.Cores {
+		node.Spec.Topology.Cores = append(node.Spec.Topology.Cores, api.CPUCore{ID: c.ID, NUMA: c.NUMA, Threads: c.Threads})
+	}
+	// Keep what the server owns (the pod subnet, a drain) when the node exists.
+	if cur, err := p.c.Nodes().Get(ctx, "", n.Name); err == nil {
+		node.Spec.PodSubnet, node.Spec.Unschedulable = cur.Spec.PodSubnet, cur.Spec.Unschedulable
+	} else if !errdefs.IsNotFound(err) {
+		return err
+	}
+	if _, err := p.c.Nodes().Apply(ctx, node); err != nil {
+		return err
+	}
+	return p.Heartbeat(ctx, n.Name)
+}
+
+// Heartbeat writes the node's status: Ready, as of now.
+func (p *APIPlane) Heartbeat(ctx context.Context, node string) error {
+	n := &api.Node{Metadata: api.Metadata{Name: node},
+		Status: api.NodeStatus{Condition: api.NodeReady, LastHeartbeat: time.Now().UTC()}}
+	_, err := p.c.Nodes().UpdateStatus(ctx, n)
+	return err
+}
+
+// WatchAssigned lists the node's assignments, then follows changes; when
+// the watch breaks it returns, and the agent lists again.
+func (p *APIPlane) WatchAssigned(ctx context.Context, node string, ch chan<- []Assignment) error {
+	insts, rev, err := p.c.Nodes().Assignments(ctx, node)
+	if err != nil {
+		return err
+	}
+	batch := make([]Assignment, 0, len(insts)+1)
+	for _, in := range insts {
+		if a, ok := assignmentOf(in); ok {
+			batch = append(batch, a)
+		}
+	}
+	batch = append(batch, Resync)
+	select {
+	case ch <- batch:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	events, err := p.c.Nodes().WatchAssignments(ctx, node, rev)
+	if err != nil {
+		return err
+	}
+	for ev := range events {
+		if ev.Err != nil {
+			return ev.Err
+		}
+		var a Assignment
+		switch {
+		case ev.Type == "Deleted":
+			a = Assignment{Deleted: ev.Object.Metadata.UID}
+		default:
+			var ok bool
+			if a, ok = assignmentOf(ev.Object); !ok {
+				a = Assignment{Deleted: ev.Object.Metadata.UID}
+			}
+		}
+		select {
+		case ch <- []Assignment{a}:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	return errors.New("assignment watch closed")
+}
+
+// assignmentOf turns an assigned instance into what the agent runs; a
+// Lost instance (its node was given up on) is not to run here any more.
+func assignmentOf(in *api.Instance) (Assignment, bool) {
+	if in.Status.Phase == api.PhaseLost {
+		return Assignment{}, false
+	}
+	return Assignment{Instance: InstanceFromAPI(in)}, true
+}
+
+// InstanceFromAPI is the agent's view of an API instance.
+func InstanceFromAPI(in *api.Instance) *Instance {
+	t := in.Spec.Template
+	out := &Instance{
+		Namespace: in.Metadata.Namespace, Name: in.Metadata.Name, UID: in.Metadata.UID,
+		Image: t.Image, Command: t.Command, Args: t.Args, Executor: t.Runtime,
+		Restart: reconcile.Policy(t.Restart),
+		Resources: runtime.Resources{CPUs: t.Resources.CPU, MemoryBytes: int64(t.Resources.Memory),
+			Pids: t.Resources.Pids},
+	}
+	if out.Restart == "" {
+		out.Restart = reconcile.Always
+		if in.Spec.Owner.Kind == api.KindJob {
+			out.Restart = reconcile.OnFailure
+		}
+	}
+	if len(in.Spec.CPUSet) > 0 {
+		out.Resources.CPUSet = hostinfo.FormatList(in.Spec.CPUSet)
+	}
+	keys := make([]string, 0, len(t.Env))
+	for k := range t.Env {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		out.Env = append(out.Env, k+"="+t.Env[k])
+	}
+	if h := t.Health; h != nil {
+		c := &health.Check{Interval: time.Duration(h.Interval), Timeout: time.Duration(h.Timeout), Failures: h.Failures}
+		switch {
+		case h.HTTP != nil:
+			c.HTTP = &health.HTTPGet{Port: h.HTTP.Port, Path: h.HTTP.Path}
+		case h.TCP != nil:
+			c.TCP = &health.TCPConnect{Port: h.TCP.Port}
+		case h.Exec != nil:
+			c.Exec = h.Exec.Command
+		}
+		out.Health = c
+	}
+	return out
+}
+
+// ReportStatus writes an instance's status.
+func (p *APIPlane) ReportStatus(ctx context.Context, namespace, name, uid string, st Status) error {
+	in := &api.Instance{
+		Metadata: api.Metadata{Namespace: namespace, Name: name},
+		Status: api.InstanceStatus{
+			Phase: api.Phase(st.Phase), IP: st.IP, ContainerID: st.ContainerID, ExitCode: st.ExitCode,
+			Reason: st.Reason, Message: st.Message, Restarts: st.Restarts, Healthy: st.Healthy,
+			StartedAt: st.StartedAt, FinishedAt: st.FinishedAt,
+		},
+	}
+	if _, err := p.c.Instances().UpdateStatus(ctx, in); err != nil {
+		if errdefs.IsNotFound(err) {
+			return nil // deleted meanwhile: its assignment's removal is on its way
+		}
+		return fmt.Errorf("%s: status: %w", api.Ref(api.KindInstance, namespace, name), err)
+	}
+	return nil
+}

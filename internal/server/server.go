@@ -1,0 +1,155 @@
+// Package server wires berth's pieces into the processes users run:
+// `berth up` is the whole cluster on one machine (embedded etcd, the API
+// server, the controllers and scheduler, and a node agent), and the agent
+// reaches the control plane only through the API, as it would from
+// another machine.
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/berth-dev/berth/api/client"
+	"github.com/berth-dev/berth/internal/agent"
+	"github.com/berth-dev/berth/internal/apiserver"
+	"github.com/berth-dev/berth/internal/controller"
+	"github.com/berth-dev/berth/internal/hostinfo"
+	"github.com/berth-dev/berth/internal/image"
+	"github.com/berth-dev/berth/internal/runtime"
+	"github.com/berth-dev/berth/internal/store"
+)
+
+// Config configures `berth up`.
+type Config struct {
+	DataDir string
+	// EtcdEndpoints use an external etcd instead of the embedded one.
+	EtcdEndpoints []string
+	// NodeName names this machine's node; the hostname when empty.
+	NodeName string
+	Logger   *slog.Logger
+	// Ready is called once the API answers, with the socket's path.
+	Ready func(socket string)
+}
+
+// Up runs a single-node cluster until ctx ends. Containers keep running
+// when it returns; the next Up adopts them.
+func Up(ctx context.Context, cfg Config) error {
+	log := cfg.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	if err := os.MkdirAll(cfg.DataDir, 0o711); err != nil {
+		return fmt.Errorf("data dir %s: %w", cfg.DataDir, err)
+	}
+	name := cfg.NodeName
+	if name == "" {
+		h, err := os.Hostname()
+		if err != nil {
+			return fmt.Errorf("node name: %w", err)
+		}
+		name = h
+	}
+	st, err := store.Open(ctx, store.Config{DataDir: cfg.DataDir, EtcdEndpoints: cfg.EtcdEndpoints, Logger: log.With("component", "store")})
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+
+	sock := apiserver.SocketPath(cfg.DataDir)
+	l, err := apiserver.ListenUnix(sock)
+	if err != nil {
+		return err
+	}
+	rt, err := runtime.New(filepath.Join(cfg.DataDir, "containers"))
+	if err != nil {
+		return err
+	}
+	imgs, err := image.Open(filepath.Join(cfg.DataDir, "images"))
+	if err != nil {
+		return err
+	}
+	info, err := hostinfo.Read()
+	if err != nil {
+		return fmt.Errorf("read host capacity: %w", err)
+	}
+	c, err := client.New("unix://" + sock)
+	if err != nil {
+		return err
+	}
+
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+	errc := make(chan error, 3)
+	run := func(what string, f func(context.Context) error) {
+		wg.Go(func() {
+			if err := f(ctx); err != nil && ctx.Err() == nil {
+				errc <- fmt.Errorf("%s: %w", what, err)
+				cancel()
+			}
+		})
+	}
+	srv := apiserver.New(apiserver.Config{Store: st, Logger: log.With("component", "apiserver")})
+	run("api server", func(ctx context.Context) error { return srv.Serve(ctx, l, apiserver.UnixRootOnly) })
+	mgr := controller.NewManager(st, controller.Options{Logger: log})
+	run("controllers", mgr.Run)
+	ag := agent.New(agent.Config{
+		Node:         agent.NodeInfo{Name: name, Address: "127.0.0.1", Info: info},
+		ControlPlane: agent.NewAPIPlane(c),
+		Runtime:      rt,
+		Images:       Images{imgs},
+		Logger:       log,
+	})
+	run("agent", ag.Run)
+	if cfg.Ready != nil {
+		for ctx.Err() == nil {
+			if err := c.Healthz(ctx); err == nil {
+				cfg.Ready(sock)
+				break
+			}
+			select {
+			case <-ctx.Done():
+			case <-time.After(10 * time.Millisecond):
+			}
+		}
+	}
+	<-ctx.Done()
+	wg.Wait()
+	select {
+	case err := <-errc:
+		return err
+	default:
+		return nil
+	}
+}
+
+// Images serves an image store to the agent.
+type Images struct{ Store *image.Store }
+
+var _ agent.Images = Images{}
+
+// Prepare unpacks ref for a container and says how to start it.
+func (i Images) Prepare(ctx context.Context, ref, containerID string) (agent.Rootfs, error) {
+	snap, err := i.Store.Prepare(ctx, ref, containerID)
+	if err != nil {
+		return agent.Rootfs{}, err
+	}
+	c := snap.Image.Config
+	return agent.Rootfs{LowerDirs: snap.LowerDirs, Entrypoint: c.Entrypoint, Cmd: c.Cmd, Env: c.Env,
+		WorkingDir: c.WorkingDir, User: c.User}, nil
+}
+
+// Release forgets that a container uses its image.
+func (i Images) Release(ctx context.Context, containerID string) error {
+	err := i.Store.Release(ctx, containerID)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	return err
+}
