@@ -55,11 +55,11 @@ func (g *globals) images() (*image.Store, error) {
 
 type runFlags struct {
 	name, user, workdir, hostname, executor, rootfs, cpuset, memory string
-	env, capAdd, capDrop                                             []string
-	detach, rm, readOnly, noSeccomp                                  bool
-	cpus                                                             float64
-	pids                                                             int64
-	stopGrace                                                        time.Duration
+	env, capAdd, capDrop                                            []string
+	detach, rm, readOnly, noSeccomp                                 bool
+	cpus                                                            float64
+	pids                                                            int64
+	stopGrace                                                       time.Duration
 }
 
 func newContainerRunCmd(g *globals) *cobra.Command {
@@ -162,7 +162,8 @@ func runContainer(ctx context.Context, g *globals, f *runFlags, ref string, args
 	go func() { done <- rt.Logs(logCtx, id, runtime.LogOptions{Follow: true}, stdout, stderr) }()
 	var st runtime.Status
 	select {
-	case err = <-done:
+	case <-done:
+		// Following ends when the container exits (or the log cannot be read): its status decides.
 		st, err = rt.Wait(context.WithoutCancel(ctx), id)
 	case <-ctx.Done():
 		st, err = rt.Stop(context.WithoutCancel(ctx), id, f.stopGrace)
