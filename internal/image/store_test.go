@@ -661,3 +661,37 @@ func TestRetag(t *testing.T) {
 		t.Fatalf("unused old images kept: %+v", imgs)
 	}
 }
+
+// TestStaleUnpackCleaned: a staging dir left by a crashed unpack is removed
+// by the next collection, but not while its layer lock is held.
+func TestStaleUnpackCleaned(t *testing.T) {
+	ctx := context.Background()
+	s := openStore(t)
+	stale := filepath.Join(s.Root(), "layers", ".tmp-aaaa-123")
+	busy := filepath.Join(s.Root(), "layers", ".tmp-bbbb-456")
+	for _, d := range []string{stale, busy} {
+		if err := os.MkdirAll(filepath.Join(d, "etc"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	unlock, err := flock(s.layerLockPath("bbbb"), true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unlock()
+	unlockStore, err := s.lock()
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = s.gc(ctx)
+	unlockStore()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(stale); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("stale staging dir kept: %v", err)
+	}
+	if _, err := os.Stat(busy); err != nil {
+		t.Errorf("staging dir of a running unpack removed: %v", err)
+	}
+}
