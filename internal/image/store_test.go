@@ -3,6 +3,7 @@ package image
 import (
 	"archive/tar"
 	"bytes"
+	"compress/gzip"
 	"context"
 	"errors"
 	"io"
@@ -166,6 +167,8 @@ func TestImportFormats(t *testing.T) {
 	writeLayout(t, layoutDir, img, "example/app:1")
 	archive := filepath.Join(src, "app.oci.tar")
 	tarDir(t, layoutDir, archive)
+	archiveGz := archive + ".gz"
+	gzipFile(t, archive, archiveGz)
 	dockerSave := filepath.Join(src, "app.docker.tar")
 	tag, err := name.NewTag("example/app:1")
 	if err != nil {
@@ -185,6 +188,7 @@ func TestImportFormats(t *testing.T) {
 	}{
 		{"layout dir", layoutDir, true},
 		{"oci archive", archive, true},
+		{"gzipped oci archive", archiveGz, true},
 		{"docker save", dockerSave, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -693,5 +697,22 @@ func TestStaleUnpackCleaned(t *testing.T) {
 	}
 	if _, err := os.Stat(busy); err != nil {
 		t.Errorf("staging dir of a running unpack removed: %v", err)
+	}
+}
+
+func gzipFile(t *testing.T, src, dst string) {
+	t.Helper()
+	data, err := os.ReadFile(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var buf bytes.Buffer
+	zw := gzip.NewWriter(&buf)
+	zw.Write(data)
+	if err := zw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(dst, buf.Bytes(), 0o644); err != nil {
+		t.Fatal(err)
 	}
 }
