@@ -253,6 +253,21 @@ func (i InstanceClient) Restart(ctx context.Context, namespace, name string) (*a
 	return &out, nil
 }
 
+// Bind places an instance on a node (the scheduler's write). A non-zero
+// revision is a precondition; binding an instance already bound to
+// another node fails with errdefs.ErrFailedPrecondition.
+func (i InstanceClient) Bind(ctx context.Context, namespace, name, node string, cpuset []int, revision int64) (*api.Instance, error) {
+	var out api.Instance
+	body := map[string]any{"node": node}
+	if len(cpuset) > 0 {
+		body["cpuset"] = cpuset
+	}
+	if err := i.c.do(ctx, http.MethodPost, objectPath(api.KindInstance, namespace, name)+"/bind", ifMatch(revision), body, &out); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
 // NodeClient is Resource plus what agents need.
 type NodeClient struct {
 	Resource[api.Node, *api.Node]

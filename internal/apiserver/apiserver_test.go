@@ -347,8 +347,18 @@ func TestNodeAssignmentsOverAPI(t *testing.T) {
 	if _, err := e.client.Instances().Apply(ctx, in); err != nil {
 		t.Fatal(err)
 	}
-	if err := e.store.Bind(ctx, []store.Binding{{Name: "web-1", Node: "n1"}}); err != nil {
+	if _, err := e.client.Instances().Bind(ctx, "default", "web-1", "n1", []int{1}, 1); !errdefs.IsConflict(err) {
+		t.Fatalf("bind at a stale revision: %v, want Conflict", err)
+	}
+	bound, err := e.client.Instances().Bind(ctx, "default", "web-1", "n1", []int{1}, 0)
+	if err != nil {
 		t.Fatal(err)
+	}
+	if bound.Spec.Node != "n1" || bound.Status.Phase != api.PhaseScheduled {
+		t.Fatalf("bound: node %q phase %q", bound.Spec.Node, bound.Status.Phase)
+	}
+	if _, err := e.client.Instances().Bind(ctx, "default", "web-1", "n2", nil, 0); !errdefs.IsFailedPrecondition(err) {
+		t.Fatalf("rebinding elsewhere: %v, want FailedPrecondition", err)
 	}
 	select {
 	case ev := <-ch:

@@ -11,6 +11,7 @@
 //	DELETE /v1/namespaces/{ns}/{kind}/{name}
 //	POST   /v1/namespaces/{ns}/services/{name}/scale   {"replicas": N}
 //	POST   /v1/namespaces/{ns}/{kind}/{name}/restart   services, jobs, instances
+//	POST   /v1/namespaces/{ns}/instances/{name}/bind   {"node": "n1", "cpuset": [2, 3]}
 //	POST   /v1/namespaces/{ns}/events              record an event
 //	GET|PUT|DELETE /v1/nodes/{name}, PUT /v1/nodes/{name}/status
 //	GET    /v1/nodes/{name}/assignments            instances bound to the node (?watch=1)
@@ -97,6 +98,7 @@ func New(cfg Config) *Server {
 	m.HandleFunc("DELETE /v1/namespaces/{ns}/{kind}/{name}", s.delete)
 	m.HandleFunc("POST /v1/namespaces/{ns}/services/{name}/scale", s.scale)
 	m.HandleFunc("POST /v1/namespaces/{ns}/{kind}/{name}/restart", s.restart)
+	m.HandleFunc("POST /v1/namespaces/{ns}/instances/{name}/bind", s.bind)
 	m.HandleFunc("POST /v1/namespaces/{ns}/events", s.recordEvent)
 	m.HandleFunc("GET /v1/nodes/{name}", s.get)
 	m.HandleFunc("PUT /v1/nodes/{name}", s.apply)
@@ -151,11 +153,12 @@ func (t target) ref() string { return api.Ref(t.kind, t.namespace, t.name) }
 func parseTarget(r *http.Request) (target, error) {
 	t := target{namespace: r.PathValue("ns"), name: r.PathValue("name")}
 	plural := r.PathValue("kind")
+	if seg := strings.Split(r.URL.Path, "/"); plural == "" && len(seg) > 4 && seg[2] == "namespaces" {
+		plural = seg[4] // a route for one kind: .../services/{name}/scale
+	}
 	switch {
 	case plural == "" && strings.HasPrefix(r.URL.Path, "/v1/nodes/"):
 		t.kind = api.KindNode
-	case strings.HasPrefix(r.URL.Path, "/v1/namespaces/") && strings.HasSuffix(r.URL.Path, "/scale"):
-		t.kind = api.KindService
 	default:
 		k, ok := api.KindFromPlural(plural)
 		if !ok {
@@ -454,6 +457,51 @@ func (s *Server) scale(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, obj)
+}
+
+// BindRequest is the body of a bind action: the scheduler's placement of
+// one instance.
+type BindRequest struct {
+	Node   string `json:"node"`
+	CPUSet []int  `json:"cpuset,omitempty"`
+}
+
+func (s *Server) bind(w http.ResponseWriter, r *http.Request) {
+	t, err := parseTarget(r)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	b, err := s.readBody(w, r)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	var req BindRequest
+	if err := api.DecodeStrict(b, &req); err != nil {
+		writeError(w, fmt.Errorf("bind %s: %w", t.ref(), err))
+		return
+	}
+	rev, err := precondition(r, nil)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	if err := api.ValidateName(req.Node); err != nil {
+		writeError(w, fmt.Errorf("bind %s: %w", t.ref(), &api.ValidationError{Fields: []api.FieldError{{Field: "node", Reason: err.Error()}}}))
+		return
+	}
+	err = s.store.Bind(r.Context(), []store.Binding{{Namespace: t.namespace, Name: t.name, Node: req.Node, CPUSet: req.CPUSet, Revision: rev}})
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	var in api.Instance
+	if err := s.store.GetInto(r.Context(), &in, t.namespace, t.name); err != nil {
+		writeError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, &in)
 }
 
 func (s *Server) restart(w http.ResponseWriter, r *http.Request) {

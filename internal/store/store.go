@@ -12,7 +12,8 @@
 // errdefs.ErrConflict unless it is still the object's revision. Update
 // writes metadata labels and spec but keeps the stored status;
 // UpdateStatus writes status and keeps the rest: the two have separate
-// writers and neither clobbers the other.
+// writers and neither clobbers the other. Likewise an instance's node and
+// CPU set are written by Bind alone.
 package store
 
 import (

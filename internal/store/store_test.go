@@ -288,6 +288,18 @@ func TestBindAndAssignments(t *testing.T) {
 		t.Fatalf("a failed bind left %d assignments", len(n2))
 	}
 
+	// A spec update that leaves the node out (a controller re-applying
+	// its template) keeps the binding, and moves the assignment along.
+	re := instance("web-1")
+	re.Spec.Template.Env = map[string]string{"V": "2"}
+	if err := s.Update(ctx, re, 0); err != nil {
+		t.Fatal(err)
+	}
+	if re.Spec.Node != "n1" || fmt.Sprint(re.Spec.CPUSet) != "[2 3]" {
+		t.Fatalf("spec update unbound the instance: node %q cpuset %v", re.Spec.Node, re.Spec.CPUSet)
+	}
+	got = re
+
 	// A status write from the agent does not touch the assignment; deleting
 	// the instance removes it.
 	got.Status.Phase = api.PhaseRunning
@@ -297,7 +309,7 @@ func TestBindAndAssignments(t *testing.T) {
 	if err := s.Delete(ctx, api.KindInstance, "default", "web-2", 0); err != nil {
 		t.Fatal(err)
 	}
-	want := []string{"Added web-1", "Added web-2", "Deleted web-2"}
+	want := []string{"Added web-1", "Added web-2", "Modified web-1", "Deleted web-2"}
 	var seen []string
 	for len(seen) < len(want) {
 		select {

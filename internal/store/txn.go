@@ -226,6 +226,12 @@ func (t *Txn) prepareOp(op *txnOp, now time.Time) error {
 		// Identity is the store's, not the writer's.
 		m, sm := op.obj.GetMetadata(), stored.GetMetadata()
 		m.UID, m.CreatedAt = sm.UID, sm.CreatedAt
+		// An instance's node and CPUs are the scheduler's, written by Bind
+		// only: a controller re-applying a template must not unbind it.
+		if in, ok := op.obj.(*api.Instance); ok {
+			si := stored.(*api.Instance)
+			in.Spec.Node, in.Spec.CPUSet = si.Spec.Node, si.Spec.CPUSet
+		}
 		b, err := encode(op.obj)
 		if err != nil {
 			return fmt.Errorf("%s: %w", op.ref(), err)
