@@ -112,14 +112,27 @@ func (s *Store) Create(ctx context.Context, obj api.Object) error {
 
 // CreateMany creates objects in as few transactions as etcd allows. Each
 // transaction is all-or-nothing, but objects beyond the first
-// transaction's limit (128 on an external etcd, 1024 embedded) go in
-// later ones, which the failure of an earlier one leaves unwritten.
+// transaction's limits (128 writes on an external etcd, 1024 embedded;
+// 1 MiB) go in later ones, which the failure of an earlier one leaves
+// unwritten.
 func (s *Store) CreateMany(ctx context.Context, objs []api.Object) error {
 	for len(objs) > 0 {
-		n := min(len(objs), s.maxOps)
 		t := s.Txn()
-		for _, o := range objs[:n] {
+		size, n := 0, 0
+		for _, o := range objs {
+			b, err := json.Marshal(o)
+			if err != nil {
+				return fmt.Errorf("%s: %w", api.RefOf(o), err)
+			}
+			if in, ok := o.(*api.Instance); ok && in.Spec.Node != "" {
+				size += len(b) // its assignment key holds a copy
+			}
+			size += len(b)
+			if n > 0 && (n == s.maxOps || size > maxTxnBytes) {
+				break
+			}
 			t.Create(o)
+			n++
 		}
 		if err := t.Commit(ctx); err != nil {
 			return err
@@ -128,6 +141,9 @@ func (s *Store) CreateMany(ctx context.Context, objs []api.Object) error {
 	}
 	return nil
 }
+
+// maxTxnBytes keeps a batch under etcd's default request limit (1.5 MiB).
+const maxTxnBytes = 1 << 20
 
 // Update writes obj's labels and spec, keeping the stored status, UID and
 // creation time. With expectRevision != 0 it fails with ErrConflict

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -341,6 +342,16 @@ func TestCreateManyBeyondOneTransaction(t *testing.T) {
 	list, _, err := List[api.Instance](ctx, s, "default")
 	if err != nil || len(list) != n {
 		t.Fatalf("listed %d, want %d (%v)", len(list), n, err)
+	}
+	// Large objects split by size as well as by count.
+	big := make([]api.Object, 40)
+	for i := range big {
+		in := instance(fmt.Sprintf("big-%d", i))
+		in.Spec.Template.Env = map[string]string{"PAYLOAD": strings.Repeat("x", 100<<10)}
+		big[i] = in
+	}
+	if err := s.CreateMany(ctx, big); err != nil {
+		t.Fatalf("4 MB of instances: %v", err)
 	}
 	// A taken name fails its whole transaction and is named.
 	err = s.CreateMany(ctx, []api.Object{instance("fresh"), instance("i-7")})
