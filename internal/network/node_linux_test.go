@@ -20,6 +20,7 @@ import (
 
 	mdns "github.com/miekg/dns"
 	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 
 	"github.com/berth-dev/berth/internal/network/dns"
 	"github.com/berth-dev/berth/internal/network/netns"
@@ -70,6 +71,7 @@ func newTestNode(t *testing.T, host, stateDir string, third byte) *Node {
 		StateDir:    stateDir,
 		Table:       fmt.Sprintf("berth-node-%d", third),
 		HostNetNS:   host,
+		SpareNetNS:  2,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -620,8 +622,10 @@ func TestParallelAttachDetachLeaksNothing(t *testing.T) {
 	}
 	for _, dir := range []string{"ipam", "netns", "resolv"} {
 		ents, _ := os.ReadDir(filepath.Join(state, dir))
-		if len(ents) != 0 {
-			t.Fatalf("%s not empty: %d entries", dir, len(ents))
+		for _, e := range ents {
+			if e.Name() != ".spare" {
+				t.Fatalf("%s/%s left", dir, e.Name())
+			}
 		}
 	}
 	eventually(t, "every veth goes", func() error {
@@ -861,5 +865,74 @@ func TestAttachRepairsAHalfMadeAttachment(t *testing.T) {
 	c, err := node.Attach(ctx, "c1", "")
 	if err != nil || c != b {
 		t.Fatalf("idempotent attach: %+v %v, want %+v", c, err, b)
+	}
+}
+
+func TestSpareNamespacesAreUsedAndRemoved(t *testing.T) {
+	needRoot(t)
+	ctx := context.Background()
+	host := hostNS(t)
+	state := t.TempDir()
+	node := newTestNode(t, host, state, 14)
+	eventually(t, "spares made", func() error {
+		if n := node.SparesReady(); n != 2 {
+			return fmt.Errorf("%d spares ready", n)
+		}
+		return nil
+	})
+	// Which namespaces wait, by inode.
+	nsInode := func(path string) uint64 {
+		var st unix.Stat_t
+		if err := unix.Stat(path, &st); err != nil {
+			t.Fatal(err)
+		}
+		return st.Ino
+	}
+	waiting := map[uint64]bool{}
+	ents, _ := os.ReadDir(filepath.Join(state, "netns", ".spare"))
+	for _, e := range ents {
+		waiting[nsInode(filepath.Join(state, "netns", ".spare", e.Name()))] = true
+	}
+	a, err := node.Attach(ctx, "c1", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !waiting[nsInode(a.NetNS)] {
+		t.Fatalf("Attach made a namespace while %d spares waited", len(waiting))
+	}
+	// The adopted namespace is fully set up: lo up, eth0 with the address.
+	if err := netns.Do(a.NetNS, func() error {
+		lo, err := netlink.LinkByName("lo")
+		if err != nil || lo.Attrs().Flags&net.FlagUp == 0 {
+			return fmt.Errorf("lo not up: %v", err)
+		}
+		eth, err := netlink.LinkByName("eth0")
+		if err != nil {
+			return err
+		}
+		addrs, err := netlink.AddrList(eth, netlink.FAMILY_V4)
+		if err != nil || len(addrs) != 1 || !addrs[0].IP.Equal(a.IP.AsSlice()) {
+			return fmt.Errorf("eth0 addresses %v, %v", addrs, err)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "spare refilled", func() error {
+		if n := node.SparesReady(); n != 2 {
+			return fmt.Errorf("%d spares ready", n)
+		}
+		return nil
+	})
+	if err := node.Detach(ctx, "c1"); err != nil {
+		t.Fatal(err)
+	}
+	node.Close()
+	if _, err := node.Attach(ctx, "c2", ""); !errors.Is(err, ErrClosed) {
+		t.Fatalf("Attach on a closed node: %v", err)
+	}
+	ents, _ = os.ReadDir(filepath.Join(state, "netns", ".spare"))
+	if len(ents) != 0 {
+		t.Fatalf("%d spare namespaces left after Close", len(ents))
 	}
 }

@@ -25,7 +25,7 @@ type Peer struct {
 // peers exactly: missing ones are added, changed ones replaced, and routes
 // of nodes no longer listed removed. Via must be directly reachable.
 func (n *Node) SetPeers(ctx context.Context, peers []Peer) error {
-	if err := ctx.Err(); err != nil {
+	if err := n.usable(ctx); err != nil {
 		return err
 	}
 	want := map[netip.Prefix]netip.Addr{}

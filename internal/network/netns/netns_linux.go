@@ -60,6 +60,24 @@ func Delete(path string) error {
 	return nil
 }
 
+// Move pins the namespace pinned at src at dst instead (dst must not
+// exist), without creating anything: a bind mount and an unmount.
+func Move(src, dst string) error {
+	f, err := os.OpenFile(dst, os.O_RDONLY|os.O_CREATE|os.O_EXCL, 0o400)
+	if err != nil {
+		return fmt.Errorf("move netns %s to %s: %w", src, dst, err)
+	}
+	_ = f.Close()
+	if err := unix.Mount(src, dst, "", unix.MS_BIND, ""); err != nil {
+		_ = os.Remove(dst)
+		return fmt.Errorf("move netns %s to %s: %w", src, dst, err)
+	}
+	if err := Delete(src); err != nil {
+		return fmt.Errorf("move netns %s to %s: %w", src, dst, err)
+	}
+	return nil
+}
+
 // Do runs fn on a locked thread inside the namespace at path.
 func Do(path string, fn func() error) error {
 	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC, 0)

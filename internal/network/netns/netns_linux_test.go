@@ -75,3 +75,29 @@ func TestCreateCleansUpAfterFailedSetup(t *testing.T) {
 		t.Fatalf("file left after failed setup: %v", err)
 	}
 }
+
+func TestMoveKeepsTheNamespace(t *testing.T) {
+	needRoot(t)
+	dir := t.TempDir()
+	src, dst := filepath.Join(dir, "a"), filepath.Join(dir, "b")
+	if err := Create(src, nil); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = Delete(src)
+		_ = Delete(dst)
+	})
+	before := inode(src)
+	if err := Move(src, dst); err != nil {
+		t.Fatal(err)
+	}
+	if inode(dst) != before || before == 0 {
+		t.Fatalf("moved namespace is %d, was %d", inode(dst), before)
+	}
+	if _, err := os.Stat(src); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("source left: %v", err)
+	}
+	if err := Move(src, dst); err == nil {
+		t.Fatal("moving onto an existing namespace succeeded")
+	}
+}
