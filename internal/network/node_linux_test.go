@@ -411,6 +411,49 @@ func TestServiceDataPlane(t *testing.T) {
 		}
 	})
 
+	t.Run("UDP service", func(t *testing.T) {
+		// A DNS server inside ep3's namespace behind a UDP VIP.
+		srv := dns.NewServer(dns.Config{})
+		srv.SetServices([]dns.Service{{Namespace: "ns", Name: "probe", VIP: netip.MustParseAddr("10.1.2.3")}})
+		var pc net.PacketConn
+		if err := netns.Do(eps["ep3"].NetNS, func() (err error) {
+			pc, err = net.ListenPacket("udp4", ":5353")
+			return err
+		}); err != nil {
+			t.Fatal(err)
+		}
+		sctx, cancel := context.WithCancel(ctx)
+		done := make(chan error, 1)
+		go func() { done <- srv.Serve(sctx, pc, nil) }()
+		defer func() {
+			cancel()
+			if err := <-done; err != nil {
+				t.Error(err)
+			}
+		}()
+		udp := vip.Service{Name: "default/udp", VIP: netip.MustParseAddr("10.96.7.13"),
+			Ports: []vip.Port{{Protocol: vip.UDP, Port: 53, TargetPort: 5353}}, Endpoints: endpoints("ep3")}
+		if err := prog.UpsertService(ctx, udp); err != nil {
+			t.Fatal(err)
+		}
+		defer func() {
+			if err := prog.RemoveService(ctx, udp.Name); err != nil {
+				t.Error(err)
+			}
+		}()
+		conn, err := inNS(client.NetNS)(ctx, "udp", "10.96.7.13:53")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		m := new(mdns.Msg)
+		m.SetQuestion("probe.ns.berth.", mdns.TypeA)
+		r, _, err := (&mdns.Client{Timeout: time.Second}).ExchangeWithConn(m, &mdns.Conn{Conn: conn})
+		if err != nil || len(r.Answer) != 1 || r.Answer[0].(*mdns.A).A.String() != "10.1.2.3" {
+			t.Fatalf("DNS over a UDP VIP: %v, %v", r, err)
+		}
+	})
+
 	t.Run("restart resyncs to an identical ruleset", func(t *testing.T) {
 		before := nftList(t, host, "berth-svc-7")
 		p2, err := vip.New(ctx, vip.Config{Table: "berth-svc-7", NetNS: host, LocalSubnet: node.cfg.Subnet})
