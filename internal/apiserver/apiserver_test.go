@@ -503,6 +503,22 @@ template: {image: demo/busybox:1}
 			}
 		}
 	}
+	other := api.RunService("web", "demo/busybox:1", nil)
+	other.Metadata.Namespace = "staging"
+	if _, err := e.client.Services().Apply(ctx, other); err != nil {
+		t.Fatal(err)
+	}
+	all, _, err := e.client.Services().List(ctx, "")
+	if err != nil || len(all) != 2 {
+		t.Fatalf("services in all namespaces: %d (%v), want 2", len(all), err)
+	}
+	staging, _, err := e.client.Services().List(ctx, "staging")
+	if err != nil || len(staging) != 1 || staging[0].Metadata.Namespace != "staging" {
+		t.Fatalf("services in staging: %+v (%v)", staging, err)
+	}
+	if status, _ := e.call(t, "GET", "/v1/services?namespace=staging", ""); status != 200 {
+		t.Fatalf("list with ?namespace=: %d", status)
+	}
 	if err := e.client.Delete(ctx, api.KindJob, "default", "tests", 0); err != nil {
 		t.Fatal(err)
 	}
