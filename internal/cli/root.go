@@ -14,6 +14,7 @@ import (
 type globals struct {
 	dataDir string
 	output  string
+	server  string
 }
 
 // Run executes the command line and returns the process exit code.
@@ -32,8 +33,19 @@ machine to many.`,
 	}
 	root.PersistentFlags().StringVar(&g.dataDir, "data-dir", envOr("BERTH_DATA_DIR", "/var/lib/berth"), "directory for images, containers and state (env BERTH_DATA_DIR)")
 	root.PersistentFlags().StringVarP(&g.output, "output", "o", "", "output format: table (default), wide, json or yaml")
+	root.PersistentFlags().StringVar(&g.server, "server", os.Getenv("BERTH_SERVER"), "API endpoint (default unix://<data-dir>/berth.sock; env BERTH_SERVER)")
 
 	root.AddCommand(
+		newUpCmd(g),
+		newRunCmd(g),
+		newApplyCmd(g),
+		newGetCmd(g),
+		newPsCmd(g),
+		newScaleCmd(g),
+		newLogsCmd(g),
+		newExecCmd(g),
+		newRmCmd(g),
+		newEventsCmd(g),
 		newImageCmd(g),
 		newContainerCmd(g),
 	)

@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
@@ -53,7 +54,7 @@ func Up(ctx context.Context, cfg Config) error {
 		if err != nil {
 			return fmt.Errorf("node name: %w", err)
 		}
-		name = h
+		name = nodeName(h)
 	}
 	st, err := store.Open(ctx, store.Config{DataDir: cfg.DataDir, EtcdEndpoints: cfg.EtcdEndpoints, Logger: log.With("component", "store")})
 	if err != nil {
@@ -127,6 +128,25 @@ func Up(ctx context.Context, cfg Config) error {
 	default:
 		return nil
 	}
+}
+
+// nodeName makes a DNS label of a hostname: "Build-01.example" → "build-01".
+func nodeName(host string) string {
+	host, _, _ = strings.Cut(strings.ToLower(host), ".")
+	var b strings.Builder
+	for _, r := range host {
+		if r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r == '-' {
+			b.WriteRune(r)
+		}
+	}
+	n := strings.Trim(b.String(), "-")
+	if len(n) > 63 {
+		n = n[:63]
+	}
+	if n == "" {
+		n = "node"
+	}
+	return n
 }
 
 // Images serves an image store to the agent.

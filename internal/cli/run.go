@@ -1,0 +1,187 @@
+package cli
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/berth-dev/berth/api"
+	"github.com/berth-dev/berth/api/client"
+)
+
+func newRunCmd(g *globals) *cobra.Command {
+	var (
+		name, memory, restart string
+		replicas              int
+		env, ports            []string
+		cpus                  float64
+		pids                  int64
+		noWait                bool
+		timeout               time.Duration
+	)
+	cmd := &cobra.Command{
+		Use:   "run [flags] IMAGE [COMMAND [ARG...]]",
+		Short: "Run an image as a service (one replica unless --replicas)",
+		Example: `  berth run --name web --replicas 3 demo/busybox:1 httpd -f -p 80 -h /www
+  berth run -e GREETING=hi --memory 64Mi demo/busybox:1 sh -c 'echo $GREETING; sleep 1d'`,
+		Args: cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx := cmd.Context()
+			svc := api.RunService(name, args[0], args[1:])
+			svc.Spec.Replicas = replicas
+			t := &svc.Spec.Template
+			t.Restart = api.RestartPolicy(restart)
+			t.Resources.CPU, t.Resources.Pids = cpus, pids
+			if memory != "" {
+				q, err := api.ParseQuantity(memory)
+				if err != nil {
+					return fmt.Errorf("--memory: %w", err)
+				}
+				t.Resources.Memory = q
+			}
+			for _, kv := range env {
+				k, v, ok := strings.Cut(kv, "=")
+				if !ok || k == "" {
+					return fmt.Errorf("--env %q: want KEY=VALUE", kv)
+				}
+				if t.Env == nil {
+					t.Env = map[string]string{}
+				}
+				t.Env[k] = v
+			}
+			for _, p := range ports {
+				port, err := parsePort(p)
+				if err != nil {
+					return err
+				}
+				t.Ports = append(t.Ports, port)
+			}
+			c, err := g.client(ctx)
+			if err != nil {
+				return err
+			}
+			if _, err := c.Services().Get(ctx, svc.Metadata.Namespace, svc.Metadata.Name); err == nil {
+				return fmt.Errorf("service %q already exists: change it with 'berth apply' or 'berth scale', or pick another --name", svc.Metadata.Name)
+			}
+			stored, err := c.Services().Apply(ctx, svc)
+			if err != nil {
+				return describeErr(err)
+			}
+			if noWait || replicas == 0 {
+				fmt.Fprintln(cmd.OutOrStdout(), stored.Metadata.Name)
+				return nil
+			}
+			wctx, cancel := context.WithTimeout(ctx, timeout)
+			defer cancel()
+			if err := waitRunning(wctx, c, stored.Metadata.Namespace, stored.Metadata.Name, replicas); err != nil {
+				return fmt.Errorf("service %q: %w", stored.Metadata.Name, err)
+			}
+			fmt.Fprintln(cmd.OutOrStdout(), stored.Metadata.Name)
+			return nil
+		},
+	}
+	cmd.Flags().SetInterspersed(false)
+	f := cmd.Flags()
+	f.StringVar(&name, "name", "", "service name (default: from the image)")
+	f.IntVarP(&replicas, "replicas", "r", 1, "number of instances")
+	f.StringArrayVarP(&env, "env", "e", nil, "environment variable KEY=VALUE")
+	f.Float64Var(&cpus, "cpus", 0, "CPU cores per instance, e.g. 0.5")
+	f.StringVarP(&memory, "memory", "m", "", "memory per instance, e.g. 64Mi")
+	f.Int64Var(&pids, "pids", 0, "process limit per instance")
+	f.StringArrayVarP(&ports, "port", "p", nil, "port to expose: CONTAINER, or HOST:CONTAINER to publish")
+	f.StringVar(&restart, "restart", "", "restart policy: always (default), on-failure or never")
+	f.BoolVar(&noWait, "no-wait", false, "return once the service is stored, without waiting for it to run")
+	f.DurationVar(&timeout, "timeout", 2*time.Minute, "how long to wait for the instances to run")
+	return cmd
+}
+
+func parsePort(s string) (api.Port, error) {
+	spec, proto, _ := strings.Cut(s, "/")
+	host, ctr, published := strings.Cut(spec, ":")
+	if !published {
+		ctr, host = host, ""
+	}
+	p := api.Port{Protocol: proto}
+	var err error
+	if p.Container, err = strconv.Atoi(ctr); err != nil {
+		return p, fmt.Errorf("--port %q: want CONTAINER or HOST:CONTAINER[/udp]", s)
+	}
+	if host != "" {
+		if p.Host, err = strconv.Atoi(host); err != nil {
+			return p, fmt.Errorf("--port %q: want CONTAINER or HOST:CONTAINER[/udp]", s)
+		}
+	}
+	return p, nil
+}
+
+// waitRunning follows the service's instances until n of them run, from a
+// list and a watch that starts right after it, so no change is missed.
+func waitRunning(ctx context.Context, c *client.Client, ns, svc string, n int) error {
+	insts, rev, err := c.Instances().List(ctx, ns)
+	if err != nil {
+		return err
+	}
+	phase := map[string]*api.Instance{}
+	for _, in := range insts {
+		if in.Spec.Owner.Kind == api.KindService && in.Spec.Owner.Name == svc {
+			phase[in.Metadata.Name] = in
+		}
+	}
+	count := func() (running int, failed *api.Instance) {
+		for _, in := range phase {
+			switch in.Status.Phase {
+			case api.PhaseRunning:
+				running++
+			case api.PhaseFailed:
+				failed = in
+			}
+		}
+		return running, failed
+	}
+	if r, _ := count(); r >= n {
+		return nil
+	}
+	events, err := c.Instances().Watch(ctx, ns, rev)
+	if err != nil {
+		return err
+	}
+	for ev := range events {
+		if ev.Err != nil {
+			return ev.Err
+		}
+		in := ev.Object
+		if in.Spec.Owner.Kind != api.KindService || in.Spec.Owner.Name != svc {
+			continue
+		}
+		if ev.Type == "Deleted" {
+			delete(phase, in.Metadata.Name)
+		} else {
+			phase[in.Metadata.Name] = in
+		}
+		r, failed := count()
+		if r >= n {
+			return nil
+		}
+		if failed != nil && failed.Status.Message != "" {
+			return fmt.Errorf("instance %s failed: %s", failed.Metadata.Name, failed.Status.Message)
+		}
+		// A start error is a problem with the image or the command: retries will not mend it.
+		if in.Status.Reason == "StartError" {
+			return fmt.Errorf("instance %s cannot start: %s", in.Metadata.Name, in.Status.Message)
+		}
+	}
+	if ctx.Err() != nil {
+		msg := ""
+		for _, in := range phase {
+			if in.Status.Message != "" {
+				msg = ": " + in.Metadata.Name + ": " + in.Status.Message
+			}
+		}
+		return fmt.Errorf("not running after waiting%s", msg)
+	}
+	return fmt.Errorf("watch ended before the instances ran")
+}

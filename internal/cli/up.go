@@ -1,0 +1,58 @@
+package cli
+
+import (
+	"fmt"
+	"log/slog"
+	"os"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"github.com/berth-dev/berth/internal/server"
+)
+
+func newUpCmd(g *globals) *cobra.Command {
+	var etcd []string
+	var node string
+	var verbose bool
+	cmd := &cobra.Command{
+		Use:   "up",
+		Short: "Run a whole cluster on this machine, in the foreground",
+		Long: `Run a whole berth cluster on this machine: an embedded etcd, the API
+server, the controllers and scheduler, and a node agent, in one process.
+
+It stays in the foreground; Ctrl-C stops it cleanly. Containers keep
+running while it is stopped, and the next "berth up" adopts them.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			level := slog.LevelWarn
+			if verbose {
+				level = slog.LevelInfo
+			}
+			log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+			out := cmd.OutOrStdout()
+			return server.Up(cmd.Context(), server.Config{
+				DataDir: g.dataDir, EtcdEndpoints: etcd, NodeName: node, Logger: log,
+				Ready: func(sock string) {
+					store := "embedded etcd in " + g.dataDir
+					if len(etcd) > 0 {
+						store = "etcd at " + strings.Join(etcd, ",")
+					}
+					fmt.Fprintf(out, `berth is up: API on unix://%s, %s.
+
+From another terminal:
+  berth run --name web --replicas 3 demo/busybox:1 httpd -f -p 80 -h /www
+  berth ps
+  berth scale web=5
+  berth apply -f examples/web.yaml
+Ctrl-C stops berth; containers keep running until it is back.
+`, sock, store)
+				},
+			})
+		},
+	}
+	cmd.Flags().StringSliceVar(&etcd, "etcd-endpoints", nil, "use this etcd cluster instead of the embedded one")
+	cmd.Flags().StringVar(&node, "node-name", "", "name of this machine's node (default: the hostname)")
+	cmd.Flags().BoolVarP(&verbose, "verbose", "v", false, "log what the components do")
+	return cmd
+}
