@@ -16,6 +16,8 @@ package runtime
 import (
 	"bufio"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -106,7 +108,13 @@ type Runtime struct {
 	self string
 	cg   *cgroups
 	exec map[string]executor
+	// cgroupParent holds the containers' cgroups; runtimes with different
+	// state directories get different parents, so equal ids never collide.
+	cgroupParent string
 }
+
+// DefaultRoot is where `berth` keeps containers when no data dir is given.
+const DefaultRoot = "/var/lib/berth/containers"
 
 // New opens (creating if needed) the state directory root, such as
 // /var/lib/berth/containers. Containers already there are adopted: List,
@@ -121,7 +129,7 @@ func New(root string) (*Runtime, error) {
 	}
 	cg := detectCgroups()
 	hybrid := !cg.v2 && hasCgroup2Mount()
-	r := &Runtime{root: root, self: self, cg: cg}
+	r := &Runtime{root: root, self: self, cg: cg, cgroupParent: cgroupParent(root)}
 	r.exec = map[string]executor{
 		ExecutorBuiltin: &builtin{cg: cg},
 		"runc":          &external{bin: "runc", state: filepath.Join(root, ".runc"), cg: cg},
@@ -132,6 +140,18 @@ func New(root string) (*Runtime, error) {
 	go warmSeccomp()
 	return r, nil
 }
+
+func cgroupParent(root string) string {
+	abs, err := filepath.Abs(root)
+	if err == nil && abs == DefaultRoot {
+		return "/berth"
+	}
+	sum := sha256.Sum256([]byte(abs))
+	return "/berth-" + hex.EncodeToString(sum[:4])
+}
+
+// CgroupPath is the cgroup (relative to each hierarchy's root) of container id.
+func (r *Runtime) CgroupPath(id string) string { return r.cgroupParent + "/" + id }
 
 func warmSeccomp() {
 	if s, err := Spec(&Config{ID: "warm", Args: []string{"true"}, RootfsPath: "/"}, "/", "/"); err == nil {
@@ -240,6 +260,7 @@ func (r *Runtime) start(ctx context.Context, bd *bundle, c *Config, ex executor)
 	if err != nil {
 		return Status{}, err
 	}
+	s.Linux.CgroupsPath = r.CgroupPath(c.ID)
 	if err := writeJSON(bd.path("config.json"), s); err != nil {
 		return Status{}, fmt.Errorf("container %q: %w", c.ID, err)
 	}
@@ -580,6 +601,11 @@ func (r *Runtime) Stop(ctx context.Context, id string, grace time.Duration) (Sta
 	if err != nil || st.State != Running {
 		return st, err
 	}
+	if !catches(st.Pid, syscall.SIGTERM) {
+		// The kernel drops signals that PID 1 of a namespace does not
+		// handle: SIGTERM would change nothing, so waiting for it is waste.
+		grace = 0
+	}
 	if err := r.Kill(ctx, id, syscall.SIGTERM); err != nil && !errors.Is(err, ErrNotRunning) {
 		return st, err
 	}
@@ -596,6 +622,25 @@ func (r *Runtime) Stop(ctx context.Context, id string, grace time.Duration) (Sta
 		return st, err
 	}
 	return r.Wait(ctx, id)
+}
+
+// catches reports whether process pid has a handler for sig (SigCgt in
+// /proc/PID/status). When unsure it says yes, so the grace period applies.
+func catches(pid int, sig syscall.Signal) bool {
+	if pid <= 0 {
+		return true
+	}
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return true
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "SigCgt:"); ok {
+			mask, err := strconv.ParseUint(strings.TrimSpace(v), 16, 64)
+			return err != nil || mask&(1<<(uint(sig)-1)) != 0
+		}
+	}
+	return true
 }
 
 // Exec runs a further process in a running container and returns its exit code.

@@ -42,6 +42,7 @@ func Suite(t *testing.T, executor string) {
 	t.Run("ExecTTY", h.testExecTTY)
 	t.Run("StopGracePeriod", h.testStopGrace)
 	t.Run("StopEscalates", h.testStopEscalates)
+	t.Run("StopWithoutHandlerIsImmediate", h.testStopNoHandler)
 	t.Run("LogRotation", h.testLogRotation)
 	t.Run("ExclusiveCPUs", h.testExclusiveCPUs)
 	t.Run("CleanupLeavesNothing", h.testCleanup)
@@ -353,8 +354,8 @@ func (h *harness) testExecTTY(t *testing.T) {
 	if err != nil || code != 0 {
 		t.Fatalf("exec with tty: code %d err %v: %s", code, err, out.String())
 	}
-	// The terminal's line discipline turns "\n" into "\r\n": proof the output went through a pty.
-	if !strings.Contains(out.String(), "is-a-tty\r\n") {
+	// A terminal's line discipline turns "\n" into "\r\n" (once per pty it passes): proof of a pty.
+	if !strings.Contains(out.String(), "is-a-tty\r") {
 		t.Errorf("exec with tty got no terminal: %q", out.String())
 	}
 	// The built-in executor takes the terminal from the container's own devpts, so it has a name there.
@@ -381,7 +382,8 @@ func (h *harness) testStopGrace(t *testing.T) {
 }
 
 func (h *harness) testStopEscalates(t *testing.T) {
-	c := h.config(t, "sh", "-c", "trap '' TERM; echo ready; while true; do sleep 0.1; done")
+	// The handler catches SIGTERM and carries on: only SIGKILL ends it.
+	c := h.config(t, "sh", "-c", "trap 'echo got-term' TERM; echo ready; while true; do sleep 0.1; done")
 	h.run(t, c)
 	eventually(t, 10*time.Second, "the trap to be set", func() bool { return strings.Contains(h.logs(t, c.ID), "ready") })
 	grace := 700 * time.Millisecond
@@ -396,6 +398,24 @@ func (h *harness) testStopEscalates(t *testing.T) {
 	}
 	if st.Signal != int(syscall.SIGKILL) && st.ExitCode != 137 {
 		t.Errorf("container ignoring SIGTERM: signal %d exit %d, want SIGKILL", st.Signal, st.ExitCode)
+	}
+}
+
+// A PID 1 with no SIGTERM handler never sees SIGTERM (the kernel drops it),
+// so stopping it does not wait out the grace period for nothing.
+func (h *harness) testStopNoHandler(t *testing.T) {
+	c := h.config(t, "sleep", "60")
+	h.run(t, c)
+	start := time.Now()
+	st, err := h.r.Stop(context.Background(), c.ID, 30*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if el := time.Since(start); el > 5*time.Second {
+		t.Errorf("stop of a process without a SIGTERM handler took %v", el)
+	}
+	if st.State != runtime.Exited || st.Signal != int(syscall.SIGKILL) && st.ExitCode != 137 {
+		t.Errorf("status %+v, want killed", st)
 	}
 }
 
@@ -438,14 +458,14 @@ func (h *harness) testExclusiveCPUs(t *testing.T) {
 	if out := h.logs(t, c.ID); !strings.Contains(out, "Cpus_allowed_list:\t0\n") {
 		t.Errorf("container not pinned to CPU 0: %q", out)
 	}
-	quota, ok := cgroupCPUQuota(c.ID)
+	quota, ok := cgroupCPUQuota(h.r.CgroupPath(c.ID))
 	if ok && quota != "-1" && quota != "max" {
 		t.Errorf("a pinned container has a CFS quota %q; pinned CPUs must not be throttled", quota)
 	}
 }
 
-func cgroupCPUQuota(id string) (string, bool) {
-	for _, f := range []string{"/sys/fs/cgroup/cpu/berth/" + id + "/cpu.cfs_quota_us", "/sys/fs/cgroup/berth/" + id + "/cpu.max"} {
+func cgroupCPUQuota(path string) (string, bool) {
+	for _, f := range []string{"/sys/fs/cgroup/cpu" + path + "/cpu.cfs_quota_us", "/sys/fs/cgroup" + path + "/cpu.max"} {
 		if b, err := os.ReadFile(f); err == nil {
 			return strings.Fields(string(b))[0], true
 		}
@@ -471,7 +491,7 @@ func (h *harness) testCleanup(t *testing.T) {
 		t.Errorf("a mount under %s is left behind", dir)
 	}
 	for _, cg := range []string{"memory", "pids", "cpu", ""} {
-		p := filepath.Join("/sys/fs/cgroup", cg, "berth", c.ID)
+		p := filepath.Join("/sys/fs/cgroup", cg, h.r.CgroupPath(c.ID))
 		if _, err := os.Stat(p); err == nil {
 			t.Errorf("cgroup %s left behind", p)
 		}
