@@ -1,30 +1,40 @@
 #!/usr/bin/env bash
-# Starts the demo on this machine: a busybox web server in a container.
+# Starts a single-node berth cluster in the background with the demo service.
 set -euo pipefail
 bin="${1:-bin/berth}"
 data="${2:-/var/lib/berth}"
 berth() { "$bin" --data-dir "$data" "$@"; }
 
-berth container rm --force demo-web >/dev/null 2>&1 || true
-berth container run -d --name demo-web --memory 64Mi --pids 64 demo/busybox:1 httpd -f -p 8080 -h /www >/dev/null
-# The server runs in the container's own network namespace: ask from inside it.
-for _ in $(seq 1 50); do
-	if reply=$(berth container exec demo-web wget -qO- http://127.0.0.1:8080/ 2>/dev/null); then
-		break
-	fi
+mkdir -p "$data"
+if ! berth get nodes >/dev/null 2>&1; then
+	# Its own session: closing this terminal does not stop it.
+	setsid nohup "$bin" --data-dir "$data" up --verbose >"$data/berth.log" 2>&1 </dev/null &
+	for _ in $(seq 1 100); do
+		berth get nodes >/dev/null 2>&1 && break
+		sleep 0.1
+	done
+	berth get nodes >/dev/null || { echo "berth did not come up; see $data/berth.log" >&2; exit 1; }
+fi
+berth apply -f examples/web.yaml
+for _ in $(seq 1 100); do
+	[ "$(berth get service web -o json | grep -o '"readyReplicas": *[0-9]*' | grep -o '[0-9]*$')" = 3 ] && break
 	sleep 0.1
 done
-echo "berth is running the demo container demo-web (busybox httpd on port 8080)."
-echo "It answered: ${reply:-<no answer yet>}"
+echo
+berth ps
 cat <<TXT
 
-Try:
-  $bin container ps                                  # what runs
-  $bin container exec demo-web wget -qO- http://127.0.0.1:8080/
-  $bin container exec -it demo-web sh                # a shell inside
-  $bin container logs -f demo-web                    # its output
-  $bin container run --rm demo/busybox:1 sh -c 'echo hello from \$HOSTNAME'
-  $bin container run --rm --memory 16Mi demo/busybox:1 tail /dev/zero   # OOM-killed
-  $bin image ls
-  $bin container rm --force demo-web                 # clean up
+berth is up (log: $data/berth.log; stop it with: pkill -f '$bin --data-dir $data up').
+Service "web" runs 3 replicas of busybox httpd. Try:
+
+  $bin ps                                   # the instances
+  $bin get service web -o wide
+  $bin scale web=5                          # and back: $bin scale web=1
+  $bin exec web wget -qO- http://127.0.0.1/ # ask one replica
+  $bin logs web
+  pkill -9 -n httpd                         # kill one replica's process;
+  $bin ps                                   # ...it is back within milliseconds
+  $bin apply -f examples/tests.yaml         # a job: 8 test shards, 4 at a time
+  $bin get job tests
+  $bin events
 TXT

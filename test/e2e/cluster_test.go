@@ -1,0 +1,325 @@
+package e2e
+
+import (
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/berth-dev/berth/api"
+)
+
+// cluster is a running `berth up` with its own data dir.
+type cluster struct {
+	*env
+	up *exec.Cmd
+}
+
+func startCluster(t *testing.T) *cluster {
+	e := newEnv(t)
+	e.demoImage()
+	c := &cluster{env: e}
+	c.start()
+	t.Cleanup(func() {
+		c.kill()
+		// Leave no containers behind: they outlive berth up by design.
+		out, _, _ := e.run("container", "ps", "-a", "-o", "json")
+		var list []struct {
+			ID string `json:"id"`
+		}
+		_ = json.Unmarshal([]byte(out), &list)
+		for _, ct := range list {
+			e.run("container", "rm", "--force", ct.ID)
+		}
+	})
+	return c
+}
+
+func (c *cluster) start() {
+	c.t.Helper()
+	c.up = exec.Command(berthBin, "--data-dir", c.dataDir, "up")
+	c.up.Stdout = nil
+	log, err := os.Create(filepath.Join(c.dataDir, "up.log"))
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	c.up.Stderr = log
+	c.up.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if err := c.up.Start(); err != nil {
+		c.t.Fatal(err)
+	}
+	eventually(c.t, 30*time.Second, "berth up to answer", func() bool {
+		_, _, code := c.run("get", "nodes")
+		return code == 0
+	})
+}
+
+// kill stops berth up with SIGKILL, as a crash would.
+func (c *cluster) kill() {
+	if c.up == nil || c.up.Process == nil {
+		return
+	}
+	_ = c.up.Process.Kill()
+	_ = c.up.Wait()
+	c.up = nil
+}
+
+func (c *cluster) instances() []api.Instance {
+	c.t.Helper()
+	var list []api.Instance
+	if err := json.Unmarshal([]byte(c.ok("get", "instances", "-o", "json")), &list); err != nil {
+		c.t.Fatal(err)
+	}
+	return list
+}
+
+func (c *cluster) running(owner string) []api.Instance {
+	var out []api.Instance
+	for _, in := range c.instances() {
+		if in.Spec.Owner.Name == owner && in.Status.Phase == api.PhaseRunning {
+			out = append(out, in)
+		}
+	}
+	return out
+}
+
+func (c *cluster) waitRunning(owner string, n int) []api.Instance {
+	c.t.Helper()
+	var got []api.Instance
+	eventually(c.t, 60*time.Second, strconv.Itoa(n)+" running instances of "+owner, func() bool {
+		got = c.running(owner)
+		return len(got) == n && len(c.ownedBy(owner)) == n
+	})
+	return got
+}
+
+func (c *cluster) ownedBy(owner string) []api.Instance {
+	var out []api.Instance
+	for _, in := range c.instances() {
+		if in.Spec.Owner.Name == owner {
+			out = append(out, in)
+		}
+	}
+	return out
+}
+
+// containers lists the runtime's running containers of an instance owner.
+func (c *cluster) containers(owner string) map[string]int {
+	c.t.Helper()
+	var list []struct {
+		ID     string            `json:"id"`
+		State  string            `json:"state"`
+		Pid    int               `json:"pid"`
+		Labels map[string]string `json:"labels"`
+	}
+	if err := json.Unmarshal([]byte(c.ok("container", "ps", "-o", "json")), &list); err != nil {
+		c.t.Fatal(err)
+	}
+	out := map[string]int{}
+	for _, ct := range list {
+		if strings.HasPrefix(ct.Labels["berth.instance"], "default/"+owner+"-") {
+			out[ct.ID] = ct.Pid
+		}
+	}
+	return out
+}
+
+func (c *cluster) applyYAML(yaml string) (string, string, int) {
+	c.t.Helper()
+	f := filepath.Join(c.t.TempDir(), "spec.yaml")
+	if err := os.WriteFile(f, []byte(yaml), 0o644); err != nil {
+		c.t.Fatal(err)
+	}
+	return c.run("apply", "-f", f)
+}
+
+const webYAML = `kind: Service
+name: web
+replicas: 3
+template:
+  image: demo/busybox:1
+  command: ["httpd", "-f", "-p", "80", "-h", "/www"]
+  resources: {cpu: 0.1, memory: 32Mi}
+`
+
+func TestServiceScaleHealAndRemove(t *testing.T) {
+	c := startCluster(t)
+	if _, errOut, code := c.applyYAML(webYAML); code != 0 {
+		t.Fatalf("apply: %s", errOut)
+	}
+	c.waitRunning("web", 3)
+	c.ok("scale", "web=5")
+	c.waitRunning("web", 5)
+	c.ok("scale", "web=1")
+	c.waitRunning("web", 1)
+	eventually(t, 30*time.Second, "the scaled-down containers to be stopped and removed", func() bool {
+		return len(c.containers("web")) == 1
+	})
+
+	// kill -9 the container's main process: it runs again.
+	var pid int
+	for _, p := range c.containers("web") {
+		pid = p
+	}
+	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 30*time.Second, "a restarted container", func() bool {
+		in := c.running("web")
+		return len(in) == 1 && in[0].Status.Restarts >= 1
+	})
+
+	// rm: nothing left, not a container, mount or cgroup.
+	c.ok("rm", "web")
+	eventually(t, 30*time.Second, "every container of web to go", func() bool {
+		out, _, _ := c.run("container", "ps", "-a", "-o", "json")
+		return strings.TrimSpace(out) == "null" || strings.TrimSpace(out) == "[]"
+	})
+	mounts, _ := os.ReadFile("/proc/self/mountinfo")
+	if strings.Contains(string(mounts), c.dataDir+"/containers/") {
+		t.Error("a container mount is left after rm")
+	}
+	if len(c.instances()) != 0 {
+		t.Errorf("instances left after rm: %v", c.instances())
+	}
+}
+
+func TestRestartedBerthAdoptsContainers(t *testing.T) {
+	c := startCluster(t)
+	if _, errOut, code := c.applyYAML(webYAML); code != 0 {
+		t.Fatalf("apply: %s", errOut)
+	}
+	c.waitRunning("web", 3)
+	before := c.containers("web")
+	c.kill()
+	c.start()
+	// Give the restarted agent time to act on what it found: it must start nothing.
+	time.Sleep(time.Second)
+	c.waitRunning("web", 3)
+	after := c.containers("web")
+	if len(after) != 3 {
+		t.Fatalf("%d containers after restart, want the same 3: %v", len(after), after)
+	}
+	for id, pid := range before {
+		if after[id] != pid {
+			t.Errorf("container %s: pid %d before, %d after; want it adopted as it was", id, pid, after[id])
+		}
+	}
+	c.ok("scale", "web=4")
+	c.waitRunning("web", 4)
+}
+
+func TestJobShardsAndBackoff(t *testing.T) {
+	c := startCluster(t)
+	_, errOut, code := c.applyYAML(`kind: Job
+name: tests
+completions: 8
+parallelism: 4
+backoffLimit: 2
+template:
+  image: demo/busybox:1
+  command: ["sh", "-c", "echo shard $BERTH_JOB_INDEX of $BERTH_JOB_COMPLETIONS; sleep 0.3"]
+---
+kind: Job
+name: broken
+completions: 5
+parallelism: 5
+backoffLimit: 2
+template:
+  image: demo/busybox:1
+  command: ["sh", "-c", "[ $BERTH_JOB_INDEX != 3 ]"]
+`)
+	if code != 0 {
+		t.Fatalf("apply: %s", errOut)
+	}
+	job := func(name string) api.Job {
+		var j api.Job
+		if err := json.Unmarshal([]byte(c.ok("get", "job", name, "-o", "json")), &j); err != nil {
+			t.Fatal(err)
+		}
+		return j
+	}
+	eventually(t, 90*time.Second, "both jobs to finish", func() bool {
+		return job("tests").Status.Phase == api.JobSucceeded && job("broken").Status.Phase == api.JobFailed
+	})
+	tests := job("tests")
+	if tests.Status.Succeeded != 8 {
+		t.Errorf("tests: %d of 8 succeeded", tests.Status.Succeeded)
+	}
+	// Never more than 4 shards at once, by the containers' own start and end times.
+	type span struct{ start, end time.Time }
+	var spans []span
+	for _, in := range c.ownedBy("tests") {
+		spans = append(spans, span{in.Status.StartedAt, in.Status.FinishedAt})
+		out := c.ok("logs", in.Metadata.Name)
+		if want := "shard " + strconv.Itoa(in.Spec.Index) + " of 8"; !strings.Contains(out, want) {
+			t.Errorf("%s printed %q, want %q", in.Metadata.Name, out, want)
+		}
+	}
+	sort.Slice(spans, func(i, j int) bool { return spans[i].start.Before(spans[j].start) })
+	for _, s := range spans {
+		overlap := 0
+		for _, o := range spans {
+			if !o.start.After(s.start) && o.end.After(s.start) {
+				overlap++
+			}
+		}
+		if overlap > 4 {
+			t.Errorf("%d shards ran at once at %v, parallelism is 4", overlap, s.start)
+		}
+	}
+	broken := job("broken")
+	if broken.Status.Failed != 3 || !broken.Status.Indexes[3].Failed {
+		t.Errorf("broken: status %+v, want index 3 failed 3 times", broken.Status)
+	}
+	out := c.ok("get", "job", "broken")
+	if !strings.Contains(out, "Failed") || !strings.Contains(out, "failed") {
+		t.Errorf("get job broken does not show the failure:\n%s", out)
+	}
+}
+
+func TestInvalidSpecsAreRefusedWhole(t *testing.T) {
+	c := startCluster(t)
+	for _, tc := range []struct {
+		name, yaml, field string
+	}{
+		{"unknown field", "kind: Service\nname: a\nreplicas: 1\ntemplate: {image: demo/busybox:1, colour: red}\n", "colour"},
+		{"negative replicas", "kind: Service\nname: a\nreplicas: -2\ntemplate: {image: demo/busybox:1}\n", "replicas"},
+		{"bad image", "kind: Service\nname: a\nreplicas: 1\ntemplate: {image: 'Not An Image!'}\n", "image"},
+		{"bad memory", "kind: Service\nname: a\nreplicas: 1\ntemplate: {image: demo/busybox:1, resources: {memory: 64MB}}\n", "memory"},
+		{"good then bad", "kind: Service\nname: good\nreplicas: 1\ntemplate: {image: demo/busybox:1}\n---\nkind: Job\nname: b\ncompletions: 0\ntemplate: {image: demo/busybox:1}\n", "completions"},
+	} {
+		_, errOut, code := c.applyYAML(tc.yaml)
+		if code == 0 || !strings.Contains(errOut, tc.field) {
+			t.Errorf("%s: exit %d, stderr %q; want an error naming %q", tc.name, code, errOut, tc.field)
+		}
+	}
+	if out := c.ok("get", "services", "-o", "json"); strings.TrimSpace(out) != "[]" && strings.TrimSpace(out) != "null" {
+		t.Errorf("something was stored: %s", out)
+	}
+}
+
+func TestHealthCheckFailureRestarts(t *testing.T) {
+	c := startCluster(t)
+	_, errOut, code := c.applyYAML(`kind: Service
+name: flaky
+replicas: 1
+template:
+  image: demo/busybox:1
+  command: ["sh", "-c", "touch /tmp/ok; sleep 1; rm /tmp/ok; sleep 600"]
+  health: {exec: {command: ["test", "-f", "/tmp/ok"]}, interval: 200ms, timeout: 1s, failures: 2}
+`)
+	if code != 0 {
+		t.Fatalf("apply: %s", errOut)
+	}
+	eventually(t, 60*time.Second, "a restart after the health check fails", func() bool {
+		in := c.running("flaky")
+		return len(in) == 1 && in[0].Status.Restarts >= 1
+	})
+}
