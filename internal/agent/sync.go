@@ -50,6 +50,7 @@ type startFailure struct {
 // sync runs one reconcile pass and returns when a delayed restart is next due.
 func (a *Agent) sync(ctx context.Context) time.Time {
 	now := a.cfg.Clock()
+	t0 := time.Now()
 	list, err := a.cfg.Runtime.List(ctx)
 	if err != nil {
 		a.log.Error("list containers", "err", err)
@@ -105,13 +106,18 @@ func (a *Agent) sync(ctx context.Context) time.Time {
 			changed = true
 		}
 	}
+	tActs := time.Now()
 	if changed {
 		if list, err = a.cfg.Runtime.List(ctx); err == nil {
 			_, byID = a.observe(list)
 		}
 	}
 	a.track(ctx, byID, insts)
+	tRep := time.Now()
 	a.report(ctx, insts, byID, now)
+	if len(res.Actions) > 0 {
+		a.log.Debug("sync", "actions", len(res.Actions), "containers", len(list), "act", tActs.Sub(t0), "relist", tRep.Sub(tActs), "report", time.Since(tRep))
+	}
 	return retryAt
 }
 
@@ -160,10 +166,12 @@ func (a *Agent) start(ctx context.Context, inst *Instance, attempt int) error {
 		return errNoImage
 	}
 	id := containerID(inst, attempt)
+	t0 := time.Now()
 	rootfs, err := a.cfg.Images.Prepare(ctx, inst.Image, id)
 	if err != nil {
 		return err
 	}
+	tPrep := time.Since(t0)
 	args := inst.Args
 	entry := inst.Command
 	if len(entry) == 0 {
@@ -181,11 +189,12 @@ func (a *Agent) start(ctx context.Context, inst *Instance, attempt int) error {
 		Labels: map[string]string{labelInstance: inst.Key(), labelUID: inst.UID, labelAttempt: strconv.Itoa(attempt),
 			labelGrace: inst.StopGrace.String()},
 	}
+	t1 := time.Now()
 	if _, err := a.cfg.Runtime.Run(ctx, c); err != nil {
 		_ = a.cfg.Images.Release(context.WithoutCancel(ctx), id)
 		return err
 	}
-	a.log.Info("started", "instance", inst.Key(), "container", id, "attempt", attempt)
+	a.log.Info("started", "instance", inst.Key(), "container", id, "attempt", attempt, "prepare", tPrep, "run", time.Since(t1))
 	return nil
 }
 

@@ -244,7 +244,7 @@ func parseBytes(s string) (int64, error) {
 }
 
 func newContainerPsCmd(g *globals) *cobra.Command {
-	var all bool
+	var all, quiet bool
 	cmd := &cobra.Command{
 		Use:     "ps",
 		Aliases: []string{"ls", "list"},
@@ -265,6 +265,12 @@ func newContainerPsCmd(g *globals) *cobra.Command {
 					shown = append(shown, st)
 				}
 			}
+			if quiet {
+				for _, st := range shown {
+					fmt.Fprintln(cmd.OutOrStdout(), st.ID)
+				}
+				return nil
+			}
 			return printOut(cmd.OutOrStdout(), g.output, shown, func(w io.Writer) {
 				tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 				fmt.Fprintln(tw, "NAME\tIMAGE\tCOMMAND\tSTATUS\tPID\tEXECUTOR")
@@ -276,6 +282,7 @@ func newContainerPsCmd(g *globals) *cobra.Command {
 		},
 	}
 	cmd.Flags().BoolVarP(&all, "all", "a", false, "show exited containers too")
+	cmd.Flags().BoolVarP(&quiet, "quiet", "q", false, "print only the names")
 	return cmd
 }
 

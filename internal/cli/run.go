@@ -67,18 +67,25 @@ func newRunCmd(g *globals) *cobra.Command {
 			if _, err := c.Services().Get(ctx, svc.Metadata.Namespace, svc.Metadata.Name); err == nil {
 				return fmt.Errorf("service %q already exists: change it with 'berth apply' or 'berth scale', or pick another --name", svc.Metadata.Name)
 			}
+			wait := !noWait && replicas > 0
+			wctx, cancel := context.WithTimeout(ctx, timeout)
+			defer cancel()
+			var events <-chan client.WatchEvent[*api.Instance]
+			if wait {
+				// Watching from now, before the service exists, misses none of
+				// its instances and starts in step with the store (no catch-up).
+				if events, err = c.Instances().Watch(wctx, svc.Metadata.Namespace, 0); err != nil {
+					return err
+				}
+			}
 			stored, err := c.Services().Apply(ctx, svc)
 			if err != nil {
 				return describeErr(err)
 			}
-			if noWait || replicas == 0 {
-				fmt.Fprintln(cmd.OutOrStdout(), stored.Metadata.Name)
-				return nil
-			}
-			wctx, cancel := context.WithTimeout(ctx, timeout)
-			defer cancel()
-			if err := waitRunning(wctx, c, stored.Metadata.Namespace, stored.Metadata.Name, replicas); err != nil {
-				return fmt.Errorf("service %q: %w", stored.Metadata.Name, err)
+			if wait {
+				if err := waitRunning(wctx, events, stored.Metadata.Name, replicas); err != nil {
+					return fmt.Errorf("service %q: %w", stored.Metadata.Name, err)
+				}
 			}
 			fmt.Fprintln(cmd.OutOrStdout(), stored.Metadata.Name)
 			return nil
@@ -118,19 +125,9 @@ func parsePort(s string) (api.Port, error) {
 	return p, nil
 }
 
-// waitRunning follows the service's instances until n of them run, from a
-// list and a watch that starts right after it, so no change is missed.
-func waitRunning(ctx context.Context, c *client.Client, ns, svc string, n int) error {
-	insts, rev, err := c.Instances().List(ctx, ns)
-	if err != nil {
-		return err
-	}
+// waitRunning follows a service's instances until n of them run.
+func waitRunning(ctx context.Context, events <-chan client.WatchEvent[*api.Instance], svc string, n int) error {
 	phase := map[string]*api.Instance{}
-	for _, in := range insts {
-		if in.Spec.Owner.Kind == api.KindService && in.Spec.Owner.Name == svc {
-			phase[in.Metadata.Name] = in
-		}
-	}
 	count := func() (running int, failed *api.Instance) {
 		for _, in := range phase {
 			switch in.Status.Phase {
@@ -141,13 +138,6 @@ func waitRunning(ctx context.Context, c *client.Client, ns, svc string, n int) e
 			}
 		}
 		return running, failed
-	}
-	if r, _ := count(); r >= n {
-		return nil
-	}
-	events, err := c.Instances().Watch(ctx, ns, rev)
-	if err != nil {
-		return err
 	}
 	for ev := range events {
 		if ev.Err != nil {

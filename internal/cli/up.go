@@ -29,6 +29,9 @@ running while it is stopped, and the next "berth up" adopts them.`,
 			if verbose {
 				level = slog.LevelInfo
 			}
+			if os.Getenv("BERTH_DEBUG") != "" {
+				level = slog.LevelDebug
+			}
 			log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 			out := cmd.OutOrStdout()
 			return server.Up(cmd.Context(), server.Config{

@@ -235,7 +235,9 @@ func (m *Manager) servicesPass(ctx context.Context, sn *snapshot) (bool, error) 
 			changed = true
 		}
 		want := api.ServiceStatus{Replicas: len(st.Instances) + res.Create - len(res.Delete), ReadyReplicas: res.Ready,
-			UpdatedReplicas: countHash(st.Instances, hash) + res.Create, VIP: svc.Status.VIP, ObservedRevision: svc.Metadata.Revision}
+			UpdatedReplicas: countHash(st.Instances, hash) + res.Create, VIP: svc.Status.VIP,
+			// Not the current revision: writing this status makes a new one, which would loop.
+			ObservedRevision: svc.Status.ObservedRevision}
 		if want.Replicas < 0 {
 			want.Replicas = 0
 		}

@@ -1,0 +1,301 @@
+// Command cluster measures berth's orchestration on one node: `berth run`
+// to Running, self-heal after a container is killed, and the idle memory
+// of `berth up`, beside `podman run -d` of the same image in the same
+// invocation. It prints figures and asserts nothing.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/berth-dev/berth/api"
+	"github.com/berth-dev/berth/api/client"
+	"github.com/berth-dev/berth/internal/runtime/runtimetest"
+)
+
+func main() {
+	bin := flag.String("berth", "bin/berth", "the berth binary to measure")
+	runs := flag.Int("n", 100, "berth run measurements")
+	heals := flag.Int("heals", 30, "self-heal measurements")
+	peerRuns := flag.Int("podman", 20, "podman run measurements (0 to skip)")
+	flag.Parse()
+	if err := bench(*bin, *runs, *heals, *peerRuns); err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(1)
+	}
+}
+
+func bench(bin string, runs, heals, peerRuns int) error {
+	bin, err := filepath.Abs(bin)
+	if err != nil {
+		return err
+	}
+	work, err := os.MkdirTemp("", "berth-bench-cluster-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(work)
+	data := filepath.Join(work, "data")
+	rootfs := filepath.Join(work, "rootfs")
+	if err := runtimetest.WriteBusyboxRootfs(rootfs); err != nil {
+		return err
+	}
+	berth := func(args ...string) (string, error) {
+		out, err := exec.Command(bin, append([]string{"--data-dir", data}, args...)...).CombinedOutput()
+		if err != nil {
+			return string(out), fmt.Errorf("berth %s: %w: %s", strings.Join(args, " "), err, out)
+		}
+		return string(out), nil
+	}
+	if _, err := berth("image", "build", rootfs, "--tag", "bench/busybox:1"); err != nil {
+		return err
+	}
+	up := exec.Command(bin, "--data-dir", data, "up")
+	up.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if err := up.Start(); err != nil {
+		return err
+	}
+	defer func() {
+		_ = up.Process.Kill()
+		_, _ = up.Process.Wait()
+		cleanupContainers(bin, data)
+	}()
+	ctx := context.Background()
+	c, err := client.New("unix://" + filepath.Join(data, "berth.sock"))
+	if err != nil {
+		return err
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for c.Healthz(ctx) != nil {
+		if time.Now().After(deadline) {
+			return errors.New("berth up did not answer")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	time.Sleep(time.Second) // let the node register and settle
+	idle0 := rssMiB(up.Process.Pid)
+
+	// berth run, through the CLI as a user types it, waiting for Running.
+	var cli []time.Duration
+	for i := range runs {
+		t0 := time.Now()
+		if _, err := berth("run", "--name", fmt.Sprintf("cli-%d", i), "bench/busybox:1", "sleep", "3600"); err != nil {
+			return err
+		}
+		cli = append(cli, time.Since(t0))
+	}
+	// The same through the API: apply, then watch until Running.
+	var viaAPI []time.Duration
+	for i := range runs {
+		d, err := apiRun(ctx, c, fmt.Sprintf("api-%d", i))
+		if err != nil {
+			return err
+		}
+		viaAPI = append(viaAPI, d)
+	}
+	busy := rssMiB(up.Process.Pid)
+
+	// Self-heal: kill -9 a container's main process, time until its instance runs again.
+	var heal []time.Duration
+	for i := range heals {
+		d, err := selfHeal(ctx, c, fmt.Sprintf("api-%d", i%runs))
+		if err != nil {
+			return err
+		}
+		heal = append(heal, d)
+	}
+	for i := range runs {
+		_ = c.Delete(ctx, api.KindService, "default", fmt.Sprintf("cli-%d", i), 0)
+		_ = c.Delete(ctx, api.KindService, "default", fmt.Sprintf("api-%d", i), 0)
+	}
+	time.Sleep(3 * time.Second)
+	idleAfter := rssMiB(up.Process.Pid)
+
+	var pod []time.Duration
+	var podErr error
+	if peerRuns > 0 {
+		pod, podErr = podmanRuns(work, rootfs, peerRuns)
+	}
+
+	fmt.Printf("one node, %d runs of each; every figure from this invocation\n\n", runs)
+	fmt.Printf("%-46s %9s %9s %9s\n", "", "p50", "p99", "max")
+	row := func(name string, d []time.Duration) {
+		fmt.Printf("%-46s %9s %9s %9s\n", name, ms(pct(d, 50)), ms(pct(d, 99)), ms(slices.Max(d)))
+	}
+	row("berth run (CLI) to Running", cli)
+	row("service apply (API) to Running", viaAPI)
+	row(fmt.Sprintf("self-heal: kill -9 to Running again (%d)", len(heal)), heal)
+	if podErr != nil {
+		fmt.Printf("%-46s %s\n", "podman run -d", "not measured: "+podErr.Error())
+	} else if len(pod) > 0 {
+		row(fmt.Sprintf("podman run -d --runtime runc (%d)", len(pod)), pod)
+		fmt.Printf("\nberth run (CLI) / podman run -d: p50 %.2fx, p99 %.2fx\n", ratio(pct(cli, 50), pct(pod, 50)), ratio(pct(cli, 99), pct(pod, 99)))
+	}
+	fmt.Printf("\nberth up RSS: idle %.1f MiB; with %d services running %.1f MiB; idle again %.1f MiB\n", idle0, 2*runs, busy, idleAfter)
+	fmt.Println("goals: run to Running p99 <= 50 ms, self-heal <= 100 ms, idle RSS <= 80 MB")
+	return nil
+}
+
+func apiRun(ctx context.Context, c *client.Client, name string) (time.Duration, error) {
+	svc := api.RunService(name, "bench/busybox:1", []string{"sleep", "3600"})
+	wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	// A watch from now is in step with the store at once; one from an older
+	// revision would first be caught up by etcd's periodic sync.
+	events, err := c.Instances().Watch(wctx, "default", 0)
+	if err != nil {
+		return 0, err
+	}
+	t0 := time.Now()
+	if _, err := c.Services().Apply(ctx, svc); err != nil {
+		return 0, err
+	}
+	for ev := range events {
+		if ev.Err != nil {
+			return 0, ev.Err
+		}
+		if ev.Object.Spec.Owner.Name == name && ev.Object.Status.Phase == api.PhaseRunning {
+			return time.Since(t0), nil
+		}
+	}
+	return 0, fmt.Errorf("service %s never ran", name)
+}
+
+func selfHeal(ctx context.Context, c *client.Client, name string) (time.Duration, error) {
+	list, _, err := c.Instances().List(ctx, "default")
+	if err != nil {
+		return 0, err
+	}
+	var target *api.Instance
+	for _, in := range list {
+		if in.Spec.Owner.Name == name && in.Status.Phase == api.PhaseRunning {
+			target = in
+		}
+	}
+	if target == nil {
+		return 0, fmt.Errorf("no running instance of %s", name)
+	}
+	pid, err := containerPid(target.Status.ContainerID)
+	if err != nil {
+		return 0, err
+	}
+	wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	events, err := c.Instances().Watch(wctx, "default", 0)
+	if err != nil {
+		return 0, err
+	}
+	t0 := time.Now()
+	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+		return 0, err
+	}
+	for ev := range events {
+		if ev.Err != nil {
+			return 0, ev.Err
+		}
+		in := ev.Object
+		if in.Metadata.Name == target.Metadata.Name && in.Status.Phase == api.PhaseRunning && in.Status.Restarts > target.Status.Restarts {
+			return time.Since(t0), nil
+		}
+	}
+	return 0, fmt.Errorf("%s did not heal", name)
+}
+
+// containerPid finds the host pid of a container's main process from its
+// shim's state file, by scanning the data dirs of this bench.
+func containerPid(id string) (int, error) {
+	matches, _ := filepath.Glob(filepath.Join(os.TempDir(), "berth-bench-cluster-*", "data", "containers", id, "state.json"))
+	if len(matches) == 0 {
+		return 0, fmt.Errorf("container %s: no state file", id)
+	}
+	b, err := os.ReadFile(matches[0])
+	if err != nil {
+		return 0, err
+	}
+	s := string(b)
+	i := strings.Index(s, `"pid":`)
+	if i < 0 {
+		return 0, fmt.Errorf("container %s: no pid in state", id)
+	}
+	rest := strings.TrimLeft(s[i+6:], " ")
+	end := strings.IndexAny(rest, ",}")
+	return strconv.Atoi(strings.TrimSpace(rest[:end]))
+}
+
+func podmanRuns(work, rootfs string, n int) ([]time.Duration, error) {
+	if _, err := exec.LookPath("podman"); err != nil {
+		return nil, errors.New("podman is not installed")
+	}
+	tarball := filepath.Join(work, "rootfs.tar")
+	if out, err := exec.Command("tar", "-C", rootfs, "-cf", tarball, ".").CombinedOutput(); err != nil {
+		return nil, fmt.Errorf("tar: %w: %s", err, out)
+	}
+	if out, err := exec.Command("podman", "import", tarball, "localhost/berth-bench:1").CombinedOutput(); err != nil {
+		return nil, fmt.Errorf("podman import: %w: %s", err, out)
+	}
+	var d []time.Duration
+	var ids []string
+	defer func() {
+		if len(ids) > 0 {
+			_ = exec.Command("podman", append([]string{"rm", "-f", "-t", "0"}, ids...)...).Run()
+		}
+		_ = exec.Command("podman", "rmi", "-f", "localhost/berth-bench:1").Run()
+	}()
+	for i := range n + 2 {
+		t0 := time.Now()
+		out, err := exec.Command("podman", "run", "-d", "--runtime", "runc", "--network", "none",
+			"--ulimit", "nofile=1024:1024", "--ulimit", "nproc=1024:1024",
+			"localhost/berth-bench:1", "sleep", "3600").CombinedOutput()
+		el := time.Since(t0)
+		if err != nil {
+			return nil, fmt.Errorf("podman run: %w: %s", err, strings.TrimSpace(string(out)))
+		}
+		ids = append(ids, strings.TrimSpace(string(out)))
+		if i >= 2 {
+			d = append(d, el)
+		}
+	}
+	return d, nil
+}
+
+func cleanupContainers(bin, data string) {
+	out, _ := exec.Command(bin, "--data-dir", data, "container", "ps", "-a", "-q").Output()
+	for _, id := range strings.Fields(string(out)) {
+		_ = exec.Command(bin, "--data-dir", data, "container", "rm", "-f", id).Run()
+	}
+}
+
+func rssMiB(pid int) float64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			kb, _ := strconv.ParseFloat(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 64)
+			return kb / 1024
+		}
+	}
+	return 0
+}
+
+func pct(d []time.Duration, p int) time.Duration {
+	s := slices.Clone(d)
+	slices.Sort(s)
+	i := (len(s)*p + 99) / 100
+	return s[max(0, min(len(s)-1, i-1))]
+}
+
+func ms(d time.Duration) string { return fmt.Sprintf("%.1fms", float64(d)/float64(time.Millisecond)) }
+
+func ratio(a, b time.Duration) float64 { return float64(a) / float64(b) }
