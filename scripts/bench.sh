@@ -2,20 +2,19 @@
 # Runs every benchmark and prints its figures. Benchmarks print; they never assert times.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bin="${1:-bin/berth}"
+bin="$(realpath "${1:-bin/berth}")"
 mkdir -p build
 
-echo "== runtime: start-to-exit latency of /bin/true (issue: runtime and images)"
-go build -trimpath -o build/bench-runtime ./bench/runtime
-./build/bench-runtime -n "${BENCH_RUNS:-50}"
-echo
-
-for b in bench/*/; do
-	name=$(basename "$b")
-	[ "$name" = runtime ] && continue
-	[ -f "$b/main.go" ] || continue
+run() {
+	local name=$1
+	shift
 	echo "== $name"
-	go build -trimpath -o "build/bench-$name" "./$b"
-	"./build/bench-$name"
+	go build -trimpath -o "build/bench-$name" "./bench/$name"
+	"./build/bench-$name" "$@"
 	echo
-done
+}
+
+run runtime -n "${BENCH_RUNS:-50}"     # container start-to-exit beside runc and crun
+run cluster -berth "$bin"              # berth run / self-heal / RSS beside podman
+run scheduler                          # placements at 10,000 and 15,000 nodes
+run network                            # nftables data plane at 250,000 endpoints
