@@ -136,7 +136,12 @@ type Agent struct {
 	done  chan string
 
 	// Owned by the loop goroutine.
-	failures map[string]startFailure // by UID
+	// containers caches the runtime's view: a full list at start and on
+	// resync, and single reads for the containers events name as changed.
+	containers map[string]runtime.Status
+	full       bool
+	dirty      map[string]bool
+	failures   map[string]startFailure // by UID
 	stopping map[string]bool         // container IDs
 	watched  map[string]bool         // container IDs with an exit watcher
 
@@ -169,6 +174,8 @@ func New(cfg Config) *Agent {
 		probes:   map[string]*prober{},
 		watched:  map[string]bool{},
 		failures: map[string]startFailure{},
+		dirty:    map[string]bool{},
+		full:     true,
 		stopping: map[string]bool{},
 		exits:    make(chan string, 64),
 		done:     make(chan string, 64),
@@ -215,9 +222,12 @@ func (a *Agent) Run(ctx context.Context) error {
 		case <-a.wake:
 		case id := <-a.exits:
 			delete(a.watched, id)
+			a.dirty[id] = true
 		case id := <-a.done:
 			delete(a.stopping, id)
+			a.dirty[id] = true
 		case <-resync.C:
+			a.full = true
 		case <-retryC():
 			retry = nil
 		}

@@ -51,12 +51,11 @@ type startFailure struct {
 func (a *Agent) sync(ctx context.Context) time.Time {
 	now := a.cfg.Clock()
 	t0 := time.Now()
-	list, err := a.cfg.Runtime.List(ctx)
-	if err != nil {
+	if err := a.refresh(ctx); err != nil {
 		a.log.Error("list containers", "err", err)
 		return now.Add(time.Second)
 	}
-	observed, byID := a.observe(list)
+	observed, byID := a.observe()
 	a.mu.Lock()
 	desired := make([]reconcile.Desired, 0, len(a.desired))
 	insts := make(map[string]*Instance, len(a.desired))
@@ -77,7 +76,8 @@ func (a *Agent) sync(ctx context.Context) time.Time {
 				retryAt = earliest(retryAt, f.next)
 				continue
 			}
-			if err := a.start(ctx, inst, act.Attempt); err != nil {
+			st, err := a.start(ctx, inst, act.Attempt)
+			if err != nil {
 				f := a.failures[act.UID]
 				f.count++
 				f.err = err
@@ -88,6 +88,7 @@ func (a *Agent) sync(ctx context.Context) time.Time {
 				continue
 			}
 			delete(a.failures, act.UID)
+			a.containers[st.ID] = st
 			changed = true
 		case reconcile.Stop:
 			a.stopAsync(ctx, act.ContainerID, byID[act.ContainerID], act.Reason)
@@ -103,20 +104,19 @@ func (a *Agent) sync(ctx context.Context) time.Time {
 				a.log.Warn("release image", "container", act.ContainerID, "err", err)
 			}
 			a.stopProbe(act.ContainerID)
+			delete(a.containers, act.ContainerID)
 			changed = true
 		}
 	}
 	tActs := time.Now()
 	if changed {
-		if list, err = a.cfg.Runtime.List(ctx); err == nil {
-			_, byID = a.observe(list)
-		}
+		_, byID = a.observe()
 	}
 	a.track(ctx, byID, insts)
 	tRep := time.Now()
 	a.report(ctx, insts, byID, now)
 	if len(res.Actions) > 0 {
-		a.log.Debug("sync", "actions", len(res.Actions), "containers", len(list), "act", tActs.Sub(t0), "relist", tRep.Sub(tActs), "report", time.Since(tRep))
+		a.log.Debug("sync", "actions", len(res.Actions), "containers", len(a.containers), "act", tActs.Sub(t0), "track", tRep.Sub(tActs), "report", time.Since(tRep))
 	}
 	return retryAt
 }
@@ -128,11 +128,42 @@ func earliest(a, b time.Time) time.Time {
 	return a
 }
 
-// observe turns the runtime's containers into the reconciler's view.
-func (a *Agent) observe(list []runtime.Status) ([]reconcile.Container, map[string]runtime.Status) {
+// refresh brings the container cache up to date: everything after a
+// resync, else only the containers named dirty by exit and stop events.
+func (a *Agent) refresh(ctx context.Context) error {
+	if a.full || a.containers == nil {
+		list, err := a.cfg.Runtime.List(ctx)
+		if err != nil {
+			return err
+		}
+		a.containers = make(map[string]runtime.Status, len(list))
+		for _, st := range list {
+			a.containers[st.ID] = st
+		}
+		a.full = false
+		clear(a.dirty)
+		return nil
+	}
+	for id := range a.dirty {
+		st, err := a.cfg.Runtime.State(ctx, id)
+		switch {
+		case errors.Is(err, runtime.ErrNotFound):
+			delete(a.containers, id)
+		case err != nil:
+			return err
+		default:
+			a.containers[id] = st
+		}
+		delete(a.dirty, id)
+	}
+	return nil
+}
+
+// observe turns the cached containers into the reconciler's view.
+func (a *Agent) observe() ([]reconcile.Container, map[string]runtime.Status) {
 	var out []reconcile.Container
 	byID := map[string]runtime.Status{}
-	for _, st := range list {
+	for _, st := range a.containers {
 		uid := st.Labels[labelUID]
 		if uid == "" {
 			continue // not one of ours (a "berth container run" container)
@@ -161,15 +192,15 @@ func (a *Agent) observe(list []runtime.Status) ([]reconcile.Container, map[strin
 	return out, byID
 }
 
-func (a *Agent) start(ctx context.Context, inst *Instance, attempt int) error {
+func (a *Agent) start(ctx context.Context, inst *Instance, attempt int) (runtime.Status, error) {
 	if inst.Image == "" {
-		return errNoImage
+		return runtime.Status{}, errNoImage
 	}
 	id := containerID(inst, attempt)
 	t0 := time.Now()
 	rootfs, err := a.cfg.Images.Prepare(ctx, inst.Image, id)
 	if err != nil {
-		return err
+		return runtime.Status{}, err
 	}
 	tPrep := time.Since(t0)
 	args := inst.Args
@@ -190,12 +221,13 @@ func (a *Agent) start(ctx context.Context, inst *Instance, attempt int) error {
 			labelGrace: inst.StopGrace.String()},
 	}
 	t1 := time.Now()
-	if _, err := a.cfg.Runtime.Run(ctx, c); err != nil {
+	st, err := a.cfg.Runtime.Run(ctx, c)
+	if err != nil {
 		_ = a.cfg.Images.Release(context.WithoutCancel(ctx), id)
-		return err
+		return st, err
 	}
 	a.log.Info("started", "instance", inst.Key(), "container", id, "attempt", attempt, "prepare", tPrep, "run", time.Since(t1))
-	return nil
+	return st, nil
 }
 
 // stopAsync stops a container without holding up the loop: a container
