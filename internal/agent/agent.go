@@ -142,8 +142,8 @@ type Agent struct {
 	full       bool
 	dirty      map[string]bool
 	failures   map[string]startFailure // by UID
-	stopping map[string]bool         // container IDs
-	watched  map[string]bool         // container IDs with an exit watcher
+	stopping   map[string]bool         // container IDs
+	watched    map[string]bool         // container IDs with an exit watcher
 
 	mu       sync.Mutex
 	desired  map[string]*Instance // by UID
