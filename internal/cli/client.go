@@ -35,8 +35,16 @@ func (g *globals) client(ctx context.Context) (*client.Client, error) {
 			return nil, fmt.Errorf("cannot reach berth at %s: %w", ep, err)
 		}
 		c.Close()
+		return client.New(ep)
 	}
-	return client.New(ep)
+	var opts []client.Option
+	if g.token != "" {
+		opts = append(opts, client.WithToken(g.token))
+	}
+	if g.caFile != "" {
+		opts = append(opts, client.WithCAFile(g.caFile))
+	}
+	return client.New(ep, opts...)
 }
 
 // namespaced splits "ns/name" into its parts, "default" when no namespace is given.

@@ -15,6 +15,8 @@ type globals struct {
 	dataDir string
 	output  string
 	server  string
+	token   string
+	caFile  string
 }
 
 // Run executes the command line and returns the process exit code.
@@ -34,6 +36,8 @@ machine to many.`,
 	root.PersistentFlags().StringVar(&g.dataDir, "data-dir", envOr("BERTH_DATA_DIR", "/var/lib/berth"), "directory for images, containers and state (env BERTH_DATA_DIR)")
 	root.PersistentFlags().StringVarP(&g.output, "output", "o", "", "output format: table (default), wide, json or yaml")
 	root.PersistentFlags().StringVar(&g.server, "server", os.Getenv("BERTH_SERVER"), "API endpoint (default unix://<data-dir>/berth.sock; env BERTH_SERVER)")
+	root.PersistentFlags().StringVar(&g.token, "token", os.Getenv("BERTH_TOKEN"), "bearer token for an https:// server (env BERTH_TOKEN)")
+	root.PersistentFlags().StringVar(&g.caFile, "ca-file", os.Getenv("BERTH_CA_FILE"), "certificate to trust for an https:// server (env BERTH_CA_FILE)")
 
 	root.AddCommand(
 		newUpCmd(g),

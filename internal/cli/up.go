@@ -13,7 +13,7 @@ import (
 
 func newUpCmd(g *globals) *cobra.Command {
 	var etcd []string
-	var node string
+	var node, listen string
 	var verbose bool
 	cmd := &cobra.Command{
 		Use:   "up",
@@ -35,11 +35,16 @@ running while it is stopped, and the next "berth up" adopts them.`,
 			log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 			out := cmd.OutOrStdout()
 			return server.Up(cmd.Context(), server.Config{
-				DataDir: g.dataDir, EtcdEndpoints: etcd, NodeName: node, Logger: log,
-				Ready: func(sock string) {
+				DataDir: g.dataDir, EtcdEndpoints: etcd, NodeName: node, Logger: log, Listen: listen,
+				Ready: func(sock string, tcp *server.Credentials) {
 					store := "embedded etcd in " + g.dataDir
 					if len(etcd) > 0 {
 						store = "etcd at " + strings.Join(etcd, ",")
+					}
+					if tcp != nil {
+						fmt.Fprintf(out, "API also on https://%s: token in %s, certificate in %s\n"+
+							"  berth --server https://%s --token $(cat %s) --ca-file %s get nodes\n",
+							listen, tcp.TokenFile, tcp.CertFile, listen, tcp.TokenFile, tcp.CertFile)
 					}
 					fmt.Fprintf(out, `berth is up: API on unix://%s, %s.
 
@@ -56,6 +61,7 @@ Ctrl-C stops berth; containers keep running until it is back.
 	}
 	cmd.Flags().StringSliceVar(&etcd, "etcd-endpoints", nil, "use this etcd cluster instead of the embedded one")
 	cmd.Flags().StringVar(&node, "node-name", "", "name of this machine's node (default: the hostname)")
+	cmd.Flags().StringVar(&listen, "listen", "", "also serve the API over TCP at HOST:PORT, with TLS and a token")
 	cmd.Flags().BoolVarP(&verbose, "verbose", "v", false, "log what the components do")
 	return cmd
 }

@@ -84,9 +84,11 @@ func (m *Manager) Run(ctx context.Context) error {
 	t := time.NewTicker(m.opt.Resync)
 	defer t.Stop()
 	for {
+		t0 := time.Now()
 		if err := m.Pass(ctx); err != nil && ctx.Err() == nil {
 			m.log.Warn("controller pass", "err", err)
 		}
+		m.log.Debug("pass", "took", time.Since(t0))
 		select {
 		case <-ctx.Done():
 			return nil

@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -34,8 +35,12 @@ type Config struct {
 	// NodeName names this machine's node; the hostname when empty.
 	NodeName string
 	Logger   *slog.Logger
-	// Ready is called once the API answers, with the socket's path.
-	Ready func(socket string)
+	// Listen, when set, also serves the API over TCP at this address,
+	// with TLS and a bearer token (both made on first use in DataDir/tls).
+	Listen string
+	// Ready is called once the API answers, with the socket's path and,
+	// with Listen, the TCP credentials.
+	Ready func(socket string, tcp *Credentials)
 }
 
 // Up runs a single-node cluster until ctx ends. Containers keep running
@@ -98,6 +103,21 @@ func Up(ctx context.Context, cfg Config) error {
 	}
 	srv := apiserver.New(apiserver.Config{Store: st, Logger: log.With("component", "apiserver")})
 	run("api server", func(ctx context.Context) error { return srv.Serve(ctx, l, apiserver.UnixRootOnly) })
+	var creds *Credentials
+	if cfg.Listen != "" {
+		host, _, err := net.SplitHostPort(cfg.Listen)
+		if err != nil {
+			return fmt.Errorf("--listen %q: %w", cfg.Listen, err)
+		}
+		if creds, err = LoadOrCreateCredentials(filepath.Join(cfg.DataDir, "tls"), []string{host, "127.0.0.1", "localhost", name}); err != nil {
+			return err
+		}
+		tl, err := net.Listen("tcp", cfg.Listen)
+		if err != nil {
+			return fmt.Errorf("--listen %q: %w", cfg.Listen, err)
+		}
+		run("api server (tcp)", func(ctx context.Context) error { return srv.ServeTLS(ctx, tl, creds.TLS, creds.Token) })
+	}
 	mgr := controller.NewManager(st, controller.Options{Logger: log})
 	run("controllers", mgr.Run)
 	ag := agent.New(agent.Config{
@@ -111,7 +131,7 @@ func Up(ctx context.Context, cfg Config) error {
 	if cfg.Ready != nil {
 		for ctx.Err() == nil {
 			if err := c.Healthz(ctx); err == nil {
-				cfg.Ready(sock)
+				cfg.Ready(sock, creds)
 				break
 			}
 			select {

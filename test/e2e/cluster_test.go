@@ -2,6 +2,8 @@ package e2e
 
 import (
 	"encoding/json"
+	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -18,13 +20,14 @@ import (
 // cluster is a running `berth up` with its own data dir.
 type cluster struct {
 	*env
-	up *exec.Cmd
+	up   *exec.Cmd
+	args []string // extra `berth up` flags
 }
 
-func startCluster(t *testing.T) *cluster {
+func startCluster(t *testing.T, upArgs ...string) *cluster {
 	e := newEnv(t)
 	e.demoImage()
-	c := &cluster{env: e}
+	c := &cluster{env: e, args: upArgs}
 	c.start()
 	t.Cleanup(func() {
 		c.kill()
@@ -43,7 +46,7 @@ func startCluster(t *testing.T) *cluster {
 
 func (c *cluster) start() {
 	c.t.Helper()
-	c.up = exec.Command(berthBin, "--data-dir", c.dataDir, "up")
+	c.up = exec.Command(berthBin, append([]string{"--data-dir", c.dataDir, "up"}, c.args...)...)
 	c.up.Stdout = nil
 	log, err := os.Create(filepath.Join(c.dataDir, "up.log"))
 	if err != nil {
@@ -322,4 +325,42 @@ template:
 		in := c.running("flaky")
 		return len(in) == 1 && in[0].Status.Restarts >= 1
 	})
+}
+
+func TestTCPListenerNeedsTokenAndTLS(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	c := startCluster(t, "--listen", addr)
+	tls := filepath.Join(c.dataDir, "tls")
+	token, err := os.ReadFile(filepath.Join(tls, "token"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi, err := os.Stat(filepath.Join(tls, "token")); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Errorf("token file mode %v, want 0600", fi.Mode())
+	}
+	remote := []string{"--server", "https://" + addr, "--ca-file", filepath.Join(tls, "server.crt")}
+	if out := c.ok(append(remote, "--token", strings.TrimSpace(string(token)), "get", "nodes")...); !strings.Contains(out, "Ready") {
+		t.Errorf("get nodes over TCP: %q", out)
+	}
+	for _, tc := range [][]string{
+		append(remote, "--token", "0123456789abcdef0123", "get", "nodes"),
+		append(remote, "get", "nodes"),
+	} {
+		if _, errOut, code := c.run(tc...); code == 0 || !strings.Contains(strings.ToLower(errOut), "token") {
+			t.Errorf("berth %v: exit %d, stderr %q; want refused for its token", tc, code, errOut)
+		}
+	}
+	// Plain HTTP on the TLS port gets nowhere.
+	resp, err := http.Get("http://" + addr + "/v1/nodes")
+	if err == nil {
+		resp.Body.Close()
+		if resp.StatusCode == http.StatusOK {
+			t.Error("plain HTTP was answered with 200")
+		}
+	}
 }
