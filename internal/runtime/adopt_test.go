@@ -92,7 +92,8 @@ func TestAdoptAfterLauncherKilled(t *testing.T) {
 	_ = cmd.Wait()
 
 	// While nothing watches, one container exits on its own.
-	if err := os.WriteFile(filepath.Join(dir, "adopt-4", "rootfs", "go"), nil, 0o644); err != nil {
+	// The rootfs is mounted in the container's own namespace: reach it through its process.
+	if err := os.WriteFile(fmt.Sprintf("/proc/%d/root/go", before[4].Pid), nil, 0o644); err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)

@@ -249,7 +249,8 @@ func (r *Runtime) start(ctx context.Context, bd *bundle, c *Config, ex executor)
 	if err := writeJSON(bd.path("meta.json"), &m); err != nil {
 		return Status{}, fmt.Errorf("container %q: %w", c.ID, err)
 	}
-	rootfs, err := r.mountRootfs(bd, c)
+	_, builtin := ex.(*builtin)
+	rootfs, overlay, err := r.mountRootfs(bd, c, builtin)
 	if err != nil {
 		return Status{}, fmt.Errorf("container %q: %w", c.ID, err)
 	}
@@ -268,6 +269,7 @@ func (r *Runtime) start(ctx context.Context, bd *bundle, c *Config, ex executor)
 	if err != nil {
 		return Status{}, fmt.Errorf("container %q: %w", c.ID, err)
 	}
+	p.RootfsOverlay = overlay
 	p.Log = launch.Log{Path: bd.path("container.log"), MaxSize: uint64(c.LogMaxSize), MaxFiles: uint32(c.LogMaxFiles)}
 	if p.Log.MaxSize == 0 {
 		p.Log.MaxSize = DefaultLogMaxSize
@@ -332,24 +334,32 @@ func (r *Runtime) launchShim(bd *bundle) (int, error) {
 	return pid, nil
 }
 
-func (r *Runtime) mountRootfs(bd *bundle, c *Config) (string, error) {
+// mountRootfs prepares the container's root filesystem. With inside set
+// (the built-in executor) it only returns the overlay options, and the
+// container's init mounts the overlay in its own mount namespace: the
+// host's mount table then does not grow with every container, and neither
+// does the copy each new container's namespace starts from.
+func (r *Runtime) mountRootfs(bd *bundle, c *Config, inside bool) (target, opts string, err error) {
 	if c.RootfsPath != "" {
-		return c.RootfsPath, nil
+		return c.RootfsPath, "", nil
 	}
 	target, upper, work := bd.path("rootfs"), bd.path("upper"), bd.path("work")
 	for _, d := range []string{target, upper, work} {
 		if err := os.Mkdir(d, 0o755); err != nil {
-			return "", fmt.Errorf("rootfs: %w", err)
+			return "", "", fmt.Errorf("rootfs: %w", err)
 		}
 	}
-	opts := "lowerdir=" + strings.Join(c.LowerDirs, ":") + ",upperdir=" + upper + ",workdir=" + work
+	opts = "lowerdir=" + strings.Join(c.LowerDirs, ":") + ",upperdir=" + upper + ",workdir=" + work
 	if len(opts) >= os.Getpagesize() {
-		return "", fmt.Errorf("rootfs: %d layers make overlay options longer than a page", len(c.LowerDirs))
+		return "", "", fmt.Errorf("rootfs: %d layers make overlay options longer than a page", len(c.LowerDirs))
+	}
+	if inside {
+		return target, opts, nil
 	}
 	if err := unix.Mount("overlay", target, "overlay", unix.MS_NODEV, opts); err != nil {
-		return "", fmt.Errorf("rootfs: mount overlay: %w", err)
+		return "", "", fmt.Errorf("rootfs: mount overlay: %w", err)
 	}
-	return target, nil
+	return target, "", nil
 }
 
 func writeEtcFiles(bd *bundle, c *Config) error {

@@ -231,8 +231,12 @@ int container_init(const struct plan *p, int syncfd, char *err, size_t errlen)
 	}
 	if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0)
 		return fail(err, errlen, "make mounts private");
-	if (mount(p->rootfs, p->rootfs, NULL, MS_BIND | MS_REC, NULL) < 0)
+	if (p->overlay) {
+		if (mount("overlay", p->rootfs, "overlay", MS_NODEV, p->overlay) < 0)
+			return fail(err, errlen, "mount overlay rootfs on %s", p->rootfs);
+	} else if (mount(p->rootfs, p->rootfs, NULL, MS_BIND | MS_REC, NULL) < 0) {
 		return fail(err, errlen, "bind rootfs %s", p->rootfs);
+	}
 
 	int srcfds[MAX_ITEMS];
 	for (int i = 0; i < p->nmounts; i++) {

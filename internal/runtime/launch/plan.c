@@ -63,6 +63,7 @@ int plan_read(char *buf, size_t len, struct plan *p, char *err, size_t errlen)
 				bad = 1;
 			break;
 		case REC_PIDFILE: bad = take_str(pl, n, &p->pidfile); break;
+		case REC_OVERLAY: bad = take_str(pl, n, &p->overlay); break;
 		case REC_CWD: bad = take_str(pl, n, &p->cwd); break;
 		case REC_HOSTNAME: bad = take_str(pl, n, &p->hostname); break;
 		case REC_ROOTFS: bad = take_str(pl, n, &p->rootfs); break;

@@ -56,6 +56,7 @@ const (
 	recPID         = 26
 	recExtStart    = 27
 	recPIDFile     = 28
+	recOverlay     = 29
 )
 
 // MountKind says how the init makes a mount.
@@ -111,8 +112,11 @@ type Plan struct {
 	Env      []string
 	Cwd      string
 	Hostname string
-	// Rootfs is the host path of the mounted root filesystem.
+	// Rootfs is the host path of the root filesystem. With RootfsOverlay
+	// set, the init mounts an overlay there (with these options) in the
+	// container's own mount namespace first.
 	Rootfs         string
+	RootfsOverlay  string
 	RootfsReadonly bool
 	Mounts         []Mount
 	Masked         []string
@@ -195,6 +199,7 @@ func (p *Plan) MarshalBinary() ([]byte, error) {
 	strOpt(recCwd, p.Cwd)
 	strOpt(recHostname, p.Hostname)
 	strOpt(recRootfs, p.Rootfs)
+	strOpt(recOverlay, p.RootfsOverlay)
 	strOpt(recNetNS, p.NetNS)
 	strOpt(recExit, p.ExitPath)
 	strOpt(recState, p.StatePath)

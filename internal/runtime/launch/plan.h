@@ -38,6 +38,7 @@ enum {
 	REC_PID = 26,
 	REC_EXTSTART = 27,
 	REC_PIDFILE = 28,
+	REC_OVERLAY = 29,
 };
 
 #define MOUNT_KIND_FS 0
@@ -67,7 +68,7 @@ struct plan {
 	const char *extstart[MAX_ITEMS];
 	int nextstart;
 	const char *pidfile;
-	const char *cwd, *hostname, *rootfs, *netns;
+	const char *cwd, *hostname, *rootfs, *netns, *overlay;
 	int rootfs_ro, nnp, hide_unified, has_caps, has_user, has_oom;
 	struct mountrec mounts[MAX_ITEMS];
 	int nmounts;
