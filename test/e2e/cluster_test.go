@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/berth-dev/berth/api"
+	"github.com/berth-dev/berth/internal/runtime"
 )
 
 // cluster is a running `berth up` with its own data dir.
@@ -190,6 +191,19 @@ func TestServiceScaleHealAndRemove(t *testing.T) {
 	}
 	if len(c.instances()) != 0 {
 		t.Errorf("instances left after rm: %v", c.instances())
+	}
+	rt, err := runtime.New(filepath.Join(c.dataDir, "containers"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	parent := filepath.Dir(rt.CgroupPath("x"))
+	for _, h := range []string{"memory", "pids", "cpu", ""} {
+		ents, _ := os.ReadDir(filepath.Join("/sys/fs/cgroup", h, parent))
+		for _, e := range ents {
+			if e.IsDir() {
+				t.Errorf("cgroup %s left after rm", filepath.Join(h, parent, e.Name()))
+			}
+		}
 	}
 }
 
