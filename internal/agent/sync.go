@@ -9,6 +9,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/berth-dev/berth/internal/agent/reconcile"
@@ -40,6 +41,14 @@ func containerID(inst *Instance, attempt int) string {
 	return fmt.Sprintf("%s.%s.%d", inst.Name[:min(len(inst.Name), 30)], hex.EncodeToString(sum[:8]), attempt)
 }
 
+// startParallelism bounds the containers one sync starts at once.
+const startParallelism = 4
+
+type startResult struct {
+	st  runtime.Status
+	err error
+}
+
 // startFailure remembers a start that failed, so the next try waits.
 type startFailure struct {
 	count int
@@ -68,28 +77,15 @@ func (a *Agent) sync(ctx context.Context) time.Time {
 	res := reconcile.Compute(desired, observed, now)
 	retryAt := res.RetryAt
 	changed := false
+	var starts []reconcile.Action
 	for _, act := range res.Actions {
 		switch act.Kind {
 		case reconcile.Start:
-			inst := insts[act.UID]
 			if f, ok := a.failures[act.UID]; ok && now.Before(f.next) {
 				retryAt = earliest(retryAt, f.next)
 				continue
 			}
-			st, err := a.start(ctx, inst, act.Attempt)
-			if err != nil {
-				f := a.failures[act.UID]
-				f.count++
-				f.err = err
-				f.next = now.Add(reconcile.Backoff(f.count, 0))
-				a.failures[act.UID] = f
-				retryAt = earliest(retryAt, f.next)
-				a.log.Warn("start failed", "instance", act.Key, "attempt", act.Attempt, "err", err)
-				continue
-			}
-			delete(a.failures, act.UID)
-			a.containers[st.ID] = st
-			changed = true
+			starts = append(starts, act)
 		case reconcile.Stop:
 			a.stopAsync(ctx, act.ContainerID, byID[act.ContainerID], act.Reason)
 		case reconcile.Remove:
@@ -107,6 +103,33 @@ func (a *Agent) sync(ctx context.Context) time.Time {
 			delete(a.containers, act.ContainerID)
 			changed = true
 		}
+	}
+	// Starts run a few at a time: a scale-up of thirty should not queue behind one container at a time.
+	results := make([]startResult, len(starts))
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, startParallelism)
+	for i, act := range starts {
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			results[i].st, results[i].err = a.start(ctx, insts[act.UID], act.Attempt)
+		})
+	}
+	wg.Wait()
+	for i, act := range starts {
+		if err := results[i].err; err != nil {
+			f := a.failures[act.UID]
+			f.count++
+			f.err = err
+			f.next = now.Add(reconcile.Backoff(f.count, 0))
+			a.failures[act.UID] = f
+			retryAt = earliest(retryAt, f.next)
+			a.log.Warn("start failed", "instance", act.Key, "attempt", act.Attempt, "err", err)
+			continue
+		}
+		delete(a.failures, act.UID)
+		a.containers[results[i].st.ID] = results[i].st
+		changed = true
 	}
 	tActs := time.Now()
 	if changed {
