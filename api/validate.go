@@ -298,6 +298,10 @@ func validatePlacement(e *errs, prefix string, p *Placement) {
 func (s *Service) Validate() error {
 	var e errs
 	validateMetadata(&e, &s.Metadata, true)
+	// Instance names add "-" and five characters to the service's.
+	if n := len(s.Metadata.Name); n > MaxServiceName && n <= 63 {
+		e.add("name", "must be at most %d characters (instance names add six), got %d", MaxServiceName, n)
+	}
 	if s.Spec.Replicas < 0 {
 		e.add("replicas", "must not be negative, got %d", s.Spec.Replicas)
 	}
@@ -312,10 +316,24 @@ func (s *Service) Validate() error {
 	return e.err()
 }
 
+// Name limits that leave room for the instance names made from them.
+const (
+	MaxServiceName = 57
+	MaxJobName     = 48
+	MaxCompletions = 99999
+)
+
 // Validate checks a job.
 func (j *Job) Validate() error {
 	var e errs
 	validateMetadata(&e, &j.Metadata, true)
+	// Instance names add "-<index>-<attempt>" to the job's.
+	if n := len(j.Metadata.Name); n > MaxJobName && n <= 63 {
+		e.add("name", "must be at most %d characters (instance names add the index and attempt), got %d", MaxJobName, n)
+	}
+	if j.Spec.Completions > MaxCompletions {
+		e.add("completions", "must be at most %d, got %d", MaxCompletions, j.Spec.Completions)
+	}
 	if j.Spec.Completions < 1 {
 		e.add("completions", "must be at least 1, got %d", j.Spec.Completions)
 	}

@@ -145,7 +145,9 @@ type Agent struct {
 	stopping   map[string]bool         // container IDs
 	watched    map[string]bool         // container IDs with an exit watcher
 
-	mu       sync.Mutex
+	mu sync.Mutex
+	// synced is set once a full list of assignments has arrived.
+	synced   bool
 	desired  map[string]*Instance // by UID
 	reported map[string]Status    // last status sent, by UID
 	probes   map[string]*prober   // by container ID
@@ -231,6 +233,11 @@ func (a *Agent) Run(ctx context.Context) error {
 		case <-retryC():
 			retry = nil
 		}
+		if !a.synced {
+			// Until the first full list of assignments, everything would look
+			// like an orphan: better to do nothing than to remove it all.
+			continue
+		}
 		retryAt := a.sync(ctx)
 		if !retryAt.IsZero() {
 			if retry != nil {
@@ -284,6 +291,7 @@ func (a *Agent) apply(batch []Assignment) {
 	full := len(batch) > 0 && batch[len(batch)-1] == Resync
 	if full {
 		a.desired = map[string]*Instance{}
+		a.synced = true
 	}
 	for _, as := range batch {
 		switch {

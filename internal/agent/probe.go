@@ -15,12 +15,24 @@ type prober struct {
 	cancel context.CancelFunc
 	mu     sync.Mutex
 	t      *health.Tracker
+	// passed is set by the first successful probe: until then the container
+	// is not restarted for failing, but not reported ready either, so a
+	// rollout waits for a new instance to prove itself.
+	passed bool
 }
 
+// healthy is the restart verdict.
 func (p *prober) healthy() bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return p.t.Healthy()
+}
+
+// ready is the verdict reported as Healthy: passing now, and at least once.
+func (p *prober) ready() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.passed && p.t.Healthy()
 }
 
 func (a *Agent) ensureProbe(ctx context.Context, id string, st runtime.Status, inst *Instance) {
@@ -42,11 +54,14 @@ func (a *Agent) ensureProbe(ctx context.Context, id string, st runtime.Status, i
 	a.wg.Go(func() {
 		t := time.NewTicker(check.Interval)
 		defer t.Stop()
-		for {
-			select {
-			case <-pctx.Done():
-				return
-			case <-t.C:
+		for first := true; ; first = false {
+			// The first probe goes at once: readiness should not wait a whole interval.
+			if !first {
+				select {
+				case <-pctx.Done():
+					return
+				case <-t.C:
+				}
 			}
 			err := health.Probe(pctx, check, target)
 			if pctx.Err() != nil {
@@ -54,6 +69,9 @@ func (a *Agent) ensureProbe(ctx context.Context, id string, st runtime.Status, i
 			}
 			p.mu.Lock()
 			changed := p.t.Observe(err)
+			if err == nil && !p.passed {
+				p.passed, changed = true, true
+			}
 			p.mu.Unlock()
 			if changed {
 				a.log.Info("health changed", "container", id, "healthy", err == nil, "err", err)

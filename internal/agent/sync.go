@@ -81,9 +81,14 @@ func (a *Agent) sync(ctx context.Context) time.Time {
 	for _, act := range res.Actions {
 		switch act.Kind {
 		case reconcile.Start:
-			if f, ok := a.failures[act.UID]; ok && now.Before(f.next) {
-				retryAt = earliest(retryAt, f.next)
-				continue
+			if f, ok := a.failures[act.UID]; ok {
+				if insts[act.UID].Restart == reconcile.Never {
+					continue // reported Failed: the controller decides what comes next
+				}
+				if now.Before(f.next) {
+					retryAt = earliest(retryAt, f.next)
+					continue
+				}
 			}
 			starts = append(starts, act)
 		case reconcile.Stop:
@@ -198,9 +203,13 @@ func (a *Agent) observe() ([]reconcile.Container, map[string]runtime.Status) {
 			Running: st.State == runtime.Running, ExitCode: st.ExitCode,
 			StartedAt: st.StartedAt, FinishedAt: st.FinishedAt,
 		}
-		if st.State == runtime.Unknown {
+		switch st.State {
+		case runtime.Unknown:
 			// The shim is gone: treat the container as killed.
 			c.ExitCode, c.FinishedAt = 137, st.StartedAt
+		case runtime.Created:
+			// Starts are synchronous, so a Created one is left from a crash mid-start: it never ran.
+			c.ExitCode, c.FinishedAt = 128, st.CreatedAt
 		}
 		if a.stopping[st.ID] {
 			c.Running = true // a stop is under way; let it finish before deciding
@@ -373,10 +382,12 @@ func (a *Agent) statusOf(inst *Instance, c runtime.Status, now time.Time) Status
 		st.Phase, st.Healthy = PhaseRunning, true
 		a.mu.Lock()
 		if p := a.probes[c.ID]; p != nil {
-			st.Healthy = p.healthy()
-			if !st.Healthy {
+			st.Healthy = p.ready()
+			if !p.healthy() {
 				st.Reason = "Unhealthy"
 			}
+		} else if inst.Health != nil {
+			st.Healthy = false // its prober starts on the next pass
 		}
 		a.mu.Unlock()
 		if a.stopping[c.ID] {
@@ -384,8 +395,11 @@ func (a *Agent) statusOf(inst *Instance, c runtime.Status, now time.Time) Status
 		}
 	default:
 		st.ExitCode, st.FinishedAt, st.Reason = c.ExitCode, c.FinishedAt, c.Reason
-		if c.State == runtime.Unknown {
+		switch c.State {
+		case runtime.Unknown:
 			st.ExitCode, st.Reason = 137, "ShimLost"
+		case runtime.Created:
+			st.ExitCode, st.Reason, st.Message = 128, "StartError", "the agent stopped while starting it"
 		}
 		if c.StartError != "" {
 			st.Message = c.StartError

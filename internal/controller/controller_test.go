@@ -191,7 +191,7 @@ func TestComputeNodes(t *testing.T) {
 		{Name: "recent", Alive: false, Ready: false, NotReadySince: t0.Add(-time.Second), Instances: []Instance{inst("z", Running, 0)}},
 	}
 	res := ComputeNodes(nodes, t0, grace)
-	want := NodeResult{MarkReady: []string{"back"}, MarkNotReady: []string{"just-lost"}, Lost: []string{"x"}}
+	want := NodeResult{MarkReady: []string{"back"}, MarkNotReady: []string{"just-lost"}, Lost: []string{"/x"}}
 	if !reflect.DeepEqual(res, want) {
 		t.Errorf("got %+v, want %+v", res, want)
 	}

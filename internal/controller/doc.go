@@ -27,6 +27,7 @@ func (p Phase) Terminal() bool { return p == Succeeded || p == Failed || p == Lo
 
 // Instance is what a controller needs to know of one instance.
 type Instance struct {
+	Namespace string
 	Name      string
 	Phase     Phase
 	Node      string
@@ -40,3 +41,6 @@ type Instance struct {
 	// Deleting marks an instance already being removed.
 	Deleting bool
 }
+
+// Key names the instance as "namespace/name".
+func (i Instance) Key() string { return i.Namespace + "/" + i.Name }

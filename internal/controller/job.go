@@ -101,7 +101,7 @@ func ComputeJob(j JobState) JobResult {
 	}
 	par := j.Parallelism
 	if par <= 0 {
-		par = 1
+		par = j.Completions // unset: every index at once
 	}
 	for i := 0; i < j.Completions && res.Active+len(res.Create) < par; i++ {
 		if idx[i].Succeeded || idx[i].Active {

@@ -20,7 +20,7 @@ type NodeState struct {
 type NodeResult struct {
 	MarkReady    []string
 	MarkNotReady []string
-	// Lost names instances on nodes gone longer than the grace period.
+	// Lost names ("namespace/name") instances on nodes gone longer than the grace period.
 	Lost []string
 }
 
@@ -38,7 +38,7 @@ func ComputeNodes(nodes []NodeState, now time.Time, grace time.Duration) NodeRes
 		case !n.Alive && !n.Ready && !n.NotReadySince.IsZero() && now.Sub(n.NotReadySince) >= grace:
 			for _, in := range n.Instances {
 				if !in.Phase.Terminal() && !in.Deleting {
-					res.Lost = append(res.Lost, in.Name)
+					res.Lost = append(res.Lost, in.Key())
 				}
 			}
 		}

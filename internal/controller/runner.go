@@ -164,20 +164,25 @@ func (m *Manager) Pass(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
-func ownerKey(kind api.Kind, ns, name string) string { return string(kind) + "/" + ns + "/" + name }
+// ownerKey names an owner by its UID too: a service removed and made again
+// under the same name must not adopt the old one's instances.
+func ownerKey(kind api.Kind, ns, name, uid string) string {
+	return string(kind) + "/" + ns + "/" + name + "/" + uid
+}
 
 func byOwner(insts []*api.Instance) map[string][]*api.Instance {
 	out := map[string][]*api.Instance{}
 	for _, in := range insts {
 		o := in.Spec.Owner
-		out[ownerKey(o.Kind, in.Metadata.Namespace, o.Name)] = append(out[ownerKey(o.Kind, in.Metadata.Namespace, o.Name)], in)
+		k := ownerKey(o.Kind, in.Metadata.Namespace, o.Name, o.UID)
+		out[k] = append(out[k], in)
 	}
 	return out
 }
 
 func view(in *api.Instance) Instance {
 	return Instance{
-		Name: in.Metadata.Name, Phase: phaseOf(in), Node: in.Spec.Node, Healthy: in.Status.Healthy,
+		Namespace: in.Metadata.Namespace, Name: in.Metadata.Name, Phase: phaseOf(in), Node: in.Spec.Node, Healthy: in.Status.Healthy,
 		CreatedAt: in.Metadata.CreatedAt, SpecHash: in.Spec.SpecHash, Index: in.Spec.Index, Attempt: in.Spec.Attempt,
 	}
 }
@@ -212,7 +217,7 @@ func (m *Manager) servicesPass(ctx context.Context, sn *snapshot) (bool, error) 
 	var errs []error
 	live := map[string]bool{}
 	for _, svc := range sn.services {
-		key := ownerKey(api.KindService, svc.Metadata.Namespace, svc.Metadata.Name)
+		key := ownerKey(api.KindService, svc.Metadata.Namespace, svc.Metadata.Name, svc.Metadata.UID)
 		live[key] = true
 		hash := TemplateHash(svc.Spec.Template)
 		st := ServiceState{Replicas: svc.Spec.Replicas, SpecHash: hash, MaxSurge: svc.Spec.Update.MaxSurge}
@@ -306,7 +311,7 @@ func (m *Manager) jobsPass(ctx context.Context, sn *snapshot) (bool, error) {
 	live := map[string]bool{}
 	now := m.opt.Clock().UTC()
 	for _, job := range sn.jobs {
-		key := ownerKey(api.KindJob, job.Metadata.Namespace, job.Metadata.Name)
+		key := ownerKey(api.KindJob, job.Metadata.Namespace, job.Metadata.Name, job.Metadata.UID)
 		live[key] = true
 		if job.Status.Phase == api.JobSucceeded || job.Status.Phase == api.JobFailed {
 			continue // finished: its instances stay for their logs until the job is removed
@@ -335,13 +340,18 @@ func (m *Manager) jobsPass(ctx context.Context, sn *snapshot) (bool, error) {
 			}
 			changed = true
 		}
+		deleteFailed := false
 		for _, name := range res.Delete {
 			if err := m.s.Delete(ctx, api.KindInstance, job.Metadata.Namespace, name, 0); err != nil && !errdefs.IsNotFound(err) {
 				errs = append(errs, err)
+				deleteFailed = true
 			}
 			changed = true
 		}
 		want := jobStatus(job, res, insts, now)
+		if deleteFailed && want.Phase != api.JobRunning {
+			continue // a finished job is not looked at again: finish its deletes first
+		}
 		if !jobStatusEqual(want, job.Status) {
 			job.Status = want
 			if err := m.s.UpdateStatus(ctx, job, 0); err != nil && !errdefs.IsNotFound(err) {
@@ -455,8 +465,10 @@ func (m *Manager) nodesPass(ctx context.Context, sn *snapshot) error {
 	set := func(name string, cond api.NodeCondition, msg string) {
 		n := nodes[name]
 		n.Status.Condition, n.Status.Message = cond, msg
-		if err := m.s.UpdateStatus(ctx, n, n.Metadata.Revision); err != nil && !errdefs.IsConflict(err) {
-			errs = append(errs, err)
+		if err := m.s.UpdateStatus(ctx, n, n.Metadata.Revision); err != nil {
+			if !errdefs.IsConflict(err) {
+				errs = append(errs, err)
+			}
 			return
 		}
 		m.event(ctx, n, api.EventWarning, "Node"+string(cond), msg)
@@ -473,14 +485,24 @@ func (m *Manager) nodesPass(ctx context.Context, sn *snapshot) error {
 		lost[name] = true
 	}
 	for _, in := range sn.instances {
-		if !lost[in.Metadata.Name] {
+		_, nodeExists := nodes[in.Spec.Node]
+		gone := in.Spec.Node != "" && !nodeExists && !phaseOf(in).Terminal()
+		if !lost[in.Metadata.Namespace+"/"+in.Metadata.Name] && !gone {
 			continue
 		}
+		st := in.Status
 		in.Status.Phase = api.PhaseLost
 		in.Status.Healthy = false
 		in.Status.Message = fmt.Sprintf("node %s stopped answering", in.Spec.Node)
-		if err := m.s.UpdateStatus(ctx, in, in.Metadata.Revision); err != nil && !errdefs.IsConflict(err) && !errdefs.IsNotFound(err) {
-			errs = append(errs, err)
+		if gone {
+			in.Status.Message = fmt.Sprintf("node %s was removed", in.Spec.Node)
+		}
+		if err := m.s.UpdateStatus(ctx, in, in.Metadata.Revision); err != nil {
+			// Not marked after all (the agent wrote meanwhile): this pass must not act on it.
+			in.Status = st
+			if !errdefs.IsConflict(err) && !errdefs.IsNotFound(err) {
+				errs = append(errs, err)
+			}
 		}
 	}
 	return errors.Join(errs...)

@@ -305,3 +305,30 @@ func TestLostNodeInstancesAreReplaced(t *testing.T) {
 	}
 	t.Logf("waiting: %s", waiting.Status.Message)
 }
+
+// Instances are named per namespace: losing a node must not touch a
+// same-named instance of another namespace on a healthy node.
+func TestLostIsPerNamespace(t *testing.T) {
+	h := newHarness(t, "n1", "n2")
+	for ns, node := range map[string]string{"a": "n1", "b": "n2"} {
+		job := &api.Job{Metadata: api.Metadata{Namespace: ns, Name: "batch"}, Spec: api.JobSpec{Completions: 1,
+			Template:  api.Template{Image: "demo/busybox:1"},
+			Placement: api.Placement{Constraints: []api.Constraint{{Key: "node.name", Op: api.OpEq, Values: []string{node}}}}}}
+		if err := h.s.Create(h.ctx, job); err != nil {
+			t.Fatal(err)
+		}
+	}
+	h.pass()
+	h.agent(running)
+	for range 6 {
+		h.clk.add(4 * time.Second)
+		h.heartbeat("n1")
+		h.pass()
+	}
+	for _, in := range h.instances() {
+		lost := in.Status.Phase == api.PhaseLost
+		if want := in.Spec.Node == "n2"; lost != want {
+			t.Errorf("%s/%s on %s: lost=%v, want %v", in.Metadata.Namespace, in.Metadata.Name, in.Spec.Node, lost, want)
+		}
+	}
+}

@@ -89,10 +89,26 @@ func Up(ctx context.Context, cfg Config) error {
 		return err
 	}
 
+	var creds *Credentials
+	var tl net.Listener
+	if cfg.Listen != "" {
+		// Everything that can fail is set up before any goroutine starts.
+		host, _, err := net.SplitHostPort(cfg.Listen)
+		if err != nil {
+			return fmt.Errorf("--listen %q: %w", cfg.Listen, err)
+		}
+		if creds, err = LoadOrCreateCredentials(filepath.Join(cfg.DataDir, "tls"), []string{host, "127.0.0.1", "localhost", name}); err != nil {
+			return err
+		}
+		if tl, err = net.Listen("tcp", cfg.Listen); err != nil {
+			return fmt.Errorf("--listen %q: %w", cfg.Listen, err)
+		}
+	}
+
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var wg sync.WaitGroup
-	errc := make(chan error, 3)
+	errc := make(chan error, 8)
 	run := func(what string, f func(context.Context) error) {
 		wg.Go(func() {
 			if err := f(ctx); err != nil && ctx.Err() == nil {
@@ -103,19 +119,7 @@ func Up(ctx context.Context, cfg Config) error {
 	}
 	srv := apiserver.New(apiserver.Config{Store: st, Logger: log.With("component", "apiserver")})
 	run("api server", func(ctx context.Context) error { return srv.Serve(ctx, l, apiserver.UnixRootOnly) })
-	var creds *Credentials
-	if cfg.Listen != "" {
-		host, _, err := net.SplitHostPort(cfg.Listen)
-		if err != nil {
-			return fmt.Errorf("--listen %q: %w", cfg.Listen, err)
-		}
-		if creds, err = LoadOrCreateCredentials(filepath.Join(cfg.DataDir, "tls"), []string{host, "127.0.0.1", "localhost", name}); err != nil {
-			return err
-		}
-		tl, err := net.Listen("tcp", cfg.Listen)
-		if err != nil {
-			return fmt.Errorf("--listen %q: %w", cfg.Listen, err)
-		}
+	if tl != nil {
 		run("api server (tcp)", func(ctx context.Context) error { return srv.ServeTLS(ctx, tl, creds.TLS, creds.Token) })
 	}
 	mgr := controller.NewManager(st, controller.Options{Logger: log})

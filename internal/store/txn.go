@@ -291,9 +291,15 @@ func (t *Txn) prepareOp(op *txnOp, now time.Time) error {
 	if op.kind != api.KindInstance {
 		return nil
 	}
-	// Keep the node's assignment key in step with the instance's node.
+	// Lost is final: the node controller gave the instance up and a
+	// replacement may run; a late report from its old node must not revive it.
+	if op.typ == opUpdateStatus && phaseOfValue(op.cur) == api.PhaseLost && phaseOfValue(op.value) != api.PhaseLost {
+		return fmt.Errorf("%s: %w: it was given up as lost", op.ref(), errdefs.ErrFailedPrecondition)
+	}
+	// Keep the node's assignment key in step with the instance's node; a
+	// lost instance is assigned nowhere, so its old node stops it.
 	oldNode, newNode := nodeOf(op.cur), ""
-	if op.typ != opDelete {
+	if op.typ != opDelete && phaseOfValue(op.value) != api.PhaseLost {
 		newNode = nodeOf(op.value)
 	}
 	if oldNode != "" && oldNode != newNode {
@@ -303,6 +309,17 @@ func (t *Txn) prepareOp(op *txnOp, now time.Time) error {
 		op.assign = s.assignKey(newNode, op.ns, op.name)
 	}
 	return nil
+}
+
+func phaseOfValue(value []byte) api.Phase {
+	if value == nil {
+		return ""
+	}
+	var in api.Instance
+	if err := decode(&in, value, 0); err != nil {
+		return ""
+	}
+	return in.Status.Phase
 }
 
 func nodeOf(value []byte) string {
