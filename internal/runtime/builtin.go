@@ -85,9 +85,16 @@ func planMount(m specs.Mount) (launch.Mount, error) {
 	lm := launch.Mount{Source: m.Source, Target: m.Destination, FSType: m.Type}
 	var data []string
 	bind := m.Type == "bind"
+	dev := false
 	for _, o := range m.Options {
-		if o == "bind" || o == "rbind" {
+		switch o {
+		case "bind":
 			bind = true
+		case "rbind":
+			bind = true
+			lm.Flags |= unix.MS_REC
+		case "dev":
+			dev = true
 		}
 		if f, ok := mountFlags[o]; ok {
 			lm.Flags |= f
@@ -106,6 +113,12 @@ func planMount(m specs.Mount) (launch.Mount, error) {
 	lm.Kind = launch.MountBind
 	if !st.IsDir() {
 		lm.Kind = launch.MountBindFile
+	}
+	// Binds are nodev unless they bind a device or ask for "dev": a device
+	// node made in a volume must not open a host device (on a cgroup v2 host
+	// this, not a device cgroup, is what stops it).
+	if !dev && st.Mode()&os.ModeDevice == 0 {
+		lm.Flags |= unix.MS_NODEV
 	}
 	return lm, nil
 }

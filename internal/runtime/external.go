@@ -39,14 +39,16 @@ func (e *external) command(ctx context.Context, args ...string) *exec.Cmd {
 }
 
 func (e *external) prepare(_ context.Context, bd *bundle, s *specs.Spec) (*launch.Plan, error) {
-	if _, err := exec.LookPath(e.bin); err != nil {
+	bin, err := exec.LookPath(e.bin)
+	if err != nil {
 		return nil, fmt.Errorf("executor %s: %w", e.bin, err)
 	}
 	return &launch.Plan{
 		// create and start rather than run: the container (and its cgroup,
-		// which tells of OOM kills) stays until cleanup deletes it.
-		ExternalArgs:  []string{e.bin, "--root", e.state, "create", "--pid-file", bd.path("runtime.pid"), "--bundle", bd.dir, bd.id},
-		ExternalStart: []string{e.bin, "--root", e.state, "start", bd.id},
+		// which tells of OOM kills) stays until cleanup deletes it. The path is
+		// absolute: the shim runs with an empty environment, so no PATH.
+		ExternalArgs:  []string{bin, "--root", e.state, "create", "--pid-file", bd.path("runtime.pid"), "--bundle", bd.dir, bd.id},
+		ExternalStart: []string{bin, "--root", e.state, "start", bd.id},
 		PIDFile:       bd.path("runtime.pid"),
 		HideUnified:   e.hide,
 	}, nil

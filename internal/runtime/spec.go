@@ -101,6 +101,9 @@ func (c *Config) Validate() error {
 	if c.Resources.CPUs < 0 || c.Resources.MemoryBytes < 0 || c.Resources.Pids < 0 {
 		return fmt.Errorf("container %q: resources: limits must not be negative", c.ID)
 	}
+	if c.LogMaxSize < 0 || c.LogMaxFiles < 0 {
+		return fmt.Errorf("container %q: log limits must not be negative", c.ID)
+	}
 	if c.Resources.CPUShares != 0 && (c.Resources.CPUShares < 2 || c.Resources.CPUShares > 262144) {
 		return fmt.Errorf("container %q: resources.cpuShares: %d is outside 2..262144", c.ID, c.Resources.CPUShares)
 	}
@@ -210,9 +213,10 @@ func Spec(c *Config, rootfs, dir string) (*specs.Spec, error) {
 		Annotations: map[string]string{},
 	}
 	if uid != 0 {
-		// A non-root user keeps its capabilities across exec only as ambient ones.
-		s.Process.Capabilities.Inheritable = caps
-		s.Process.Capabilities.Ambient = caps
+		// As Docker: a non-root user starts with no capabilities; the bounding
+		// set still caps what a setuid program could gain.
+		s.Process.Capabilities.Effective = nil
+		s.Process.Capabilities.Permitted = nil
 	}
 	s.Mounts = append(s.Mounts, c.Mounts...)
 	for k, v := range c.Labels {

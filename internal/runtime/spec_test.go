@@ -79,8 +79,8 @@ func TestSpecDefaults(t *testing.T) {
 	if got := *s.Linux.Resources.CPU.Quota; got != 150000 {
 		t.Errorf("quota %d, want 150000 for 1.5 CPUs", got)
 	}
-	if !slices.Equal(s.Process.Capabilities.Ambient, s.Process.Capabilities.Effective) {
-		t.Error("a non-root user needs its capabilities as ambient ones")
+	if len(s.Process.Capabilities.Effective) != 0 || len(s.Process.Capabilities.Ambient) != 0 || len(s.Process.Capabilities.Bounding) == 0 {
+		t.Error("a non-root user must start with no capabilities, only a bounding set")
 	}
 	if !slices.Contains(s.Linux.MaskedPaths, "/proc/keys") || !slices.Contains(s.Linux.ReadonlyPaths, "/proc/sys") {
 		t.Error("default masked and read-only paths missing")

@@ -12,6 +12,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -57,6 +59,8 @@ int enter_main(void)
 		return 126;
 	}
 	close(PLAN_FD);
+	/* Only stdio and the console socket may reach the process run inside. */
+	syscall(SYS_close_range, CONSOLE_FD + 1, ~0U, CLOSE_RANGE_CLOEXEC);
 	if (plan_read(buf, len, p, err, sizeof(err)) < 0 || p->pid <= 0) {
 		fprintf(stderr, "berth exec: %s\n", err[0] ? err : "plan names no container process");
 		return 126;
@@ -117,12 +121,22 @@ int enter_main(void)
 		close(console);
 		tty = 1;
 	}
+	/* Handlers go in before the fork, with signals held, so none is lost or kills us meanwhile. */
+	int sigs[] = {SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2, SIGWINCH};
+	sigset_t all, old;
+	sigfillset(&all);
+	sigprocmask(SIG_BLOCK, &all, &old);
+	for (size_t i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++)
+		signal(sigs[i], forward);
 	pid_t child = fork();
 	if (child < 0) {
 		fprintf(stderr, "berth exec: fork: %s\n", strerror(errno));
 		return 126;
 	}
 	if (child == 0) {
+		for (size_t i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++)
+			signal(sigs[i], SIG_DFL);
+		sigprocmask(SIG_SETMASK, &old, NULL);
 		if (tty) {
 			setsid();
 			int fd = open(slave, O_RDWR);
@@ -135,7 +149,19 @@ int enter_main(void)
 		}
 		const char *cwd = p->cwd ? p->cwd : "/";
 		if (apply_rlimits(p, err, sizeof(err)) < 0 || (chdir(cwd) < 0 && fail(err, sizeof(err), "chdir %s", cwd)) ||
-		    apply_process(p, err, sizeof(err)) < 0 || exec_plan(p, err, sizeof(err)) < 0) {
+		    apply_process(p, err, sizeof(err)) < 0) {
+			int code = errno == ENOENT ? 127 : 126;
+			fprintf(stderr, "berth exec: %s\n", err);
+			_exit(code);
+		}
+		/*
+		 * Die with the parent: else a cancelled exec would leave its process
+		 * running, reparented outside the container's PID namespace. Set after
+		 * the identity change, which clears it. (getppid() cannot confirm the
+		 * parent is alive: it lives outside this PID namespace and reads 0.)
+		 */
+		prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
+		if (exec_plan(p, err, sizeof(err)) < 0) {
 			int code = errno == ENOENT ? 127 : 126;
 			fprintf(stderr, "berth exec: %s\n", err);
 			_exit(code);
@@ -145,9 +171,7 @@ int enter_main(void)
 	if (master >= 0)
 		close(master);
 	enter_child = child;
-	int sigs[] = {SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2, SIGWINCH};
-	for (size_t i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++)
-		signal(sigs[i], forward);
+	sigprocmask(SIG_SETMASK, &old, NULL);
 	int st;
 	while (waitpid(child, &st, 0) < 0) {
 		if (errno != EINTR)

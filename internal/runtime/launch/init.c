@@ -39,6 +39,9 @@
 #ifndef SYS_move_mount
 #define SYS_move_mount 429
 #endif
+#ifndef SYS_mount_setattr
+#define SYS_mount_setattr 442
+#endif
 
 /* ensure_path creates path's missing components as directories (the last as a file if want_file), refusing symlinks. */
 static int ensure_path(const char *path, int want_file, char *err, size_t errlen)
@@ -107,12 +110,9 @@ static int do_mount(const struct mountrec *m, int srcfd, char *err, size_t errle
 			return fail(err, errlen, "mount %s on %s", m->fstype, m->target);
 		return 0;
 	}
-	/* The source was cloned into a detached tree before pivot_root; attach it here. */
+	/* The source was cloned into a detached tree (options already set) before pivot_root; attach it here. */
 	if (syscall(SYS_move_mount, srcfd, "", AT_FDCWD, m->target, MOVE_MOUNT_F_EMPTY_PATH) < 0)
 		return fail(err, errlen, "bind %s on %s", m->source, m->target);
-	unsigned long extra = m->flags & (MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC);
-	if (extra && mount(NULL, m->target, NULL, MS_BIND | MS_REMOUNT | extra, NULL) < 0)
-		return fail(err, errlen, "remount %s with its options", m->target);
 	return 0;
 }
 
@@ -234,7 +234,9 @@ int container_init(const struct plan *p, int syncfd, char *err, size_t errlen)
 	if (p->overlay) {
 		if (mount("overlay", p->rootfs, "overlay", MS_NODEV, p->overlay) < 0)
 			return fail(err, errlen, "mount overlay rootfs on %s", p->rootfs);
-	} else if (mount(p->rootfs, p->rootfs, NULL, MS_BIND | MS_REC, NULL) < 0) {
+	} else if (mount(p->rootfs, p->rootfs, NULL, MS_BIND | MS_REC, NULL) < 0 ||
+		   mount(NULL, p->rootfs, NULL, MS_BIND | MS_REMOUNT | MS_NODEV, NULL) < 0) {
+		/* nodev: device nodes made in a writable rootfs must not open devices. */
 		return fail(err, errlen, "bind rootfs %s", p->rootfs);
 	}
 
@@ -244,10 +246,28 @@ int container_init(const struct plan *p, int syncfd, char *err, size_t errlen)
 		if (p->mounts[i].kind == MOUNT_KIND_FS)
 			continue;
 		/* A detached clone stays usable after the old root is gone, unlike a path or an O_PATH fd. */
-		srcfds[i] = syscall(SYS_open_tree, AT_FDCWD, p->mounts[i].source,
-				    OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_RECURSIVE);
+		unsigned rec = (p->mounts[i].flags & MS_REC) ? AT_RECURSIVE : 0;
+		srcfds[i] = syscall(SYS_open_tree, AT_FDCWD, p->mounts[i].source, OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | rec);
 		if (srcfds[i] < 0)
 			return fail(err, errlen, "open bind source %s", p->mounts[i].source);
+		/*
+		 * Set the options on the whole detached tree: a remount would reach
+		 * only its top mount, and would clear flags the source had.
+		 */
+		struct {
+			uint64_t attr_set, attr_clr, propagation, userns_fd;
+		} attr = {0};
+		uint64_t f = p->mounts[i].flags;
+		if (f & MS_RDONLY)
+			attr.attr_set |= 0x1; /* MOUNT_ATTR_RDONLY */
+		if (f & MS_NOSUID)
+			attr.attr_set |= 0x2; /* MOUNT_ATTR_NOSUID */
+		if (f & MS_NODEV)
+			attr.attr_set |= 0x4; /* MOUNT_ATTR_NODEV */
+		if (f & MS_NOEXEC)
+			attr.attr_set |= 0x8; /* MOUNT_ATTR_NOEXEC */
+		if (attr.attr_set && syscall(SYS_mount_setattr, srcfds[i], "", AT_EMPTY_PATH | rec, &attr, sizeof(attr)) < 0)
+			return fail(err, errlen, "set options of bind %s", p->mounts[i].source);
 	}
 
 	if (chdir(p->rootfs) < 0)

@@ -8,6 +8,13 @@
 #define PLAN_ENV "_BERTH_PLAN"
 #define ERRBUF 1024
 
+#ifndef SYS_close_range
+#define SYS_close_range 436
+#endif
+#ifndef CLOSE_RANGE_CLOEXEC
+#define CLOSE_RANGE_CLOEXEC (1U << 2)
+#endif
+
 /* fail formats "what: strerror(errno)" into err and returns -1. */
 int fail(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 int read_all(int fd, char **buf, size_t *len);

@@ -316,6 +316,8 @@ int shim_main(void)
 		return 1;
 	}
 	fcntl(REPORT_FD, F_SETFD, FD_CLOEXEC);
+	/* Descriptors the launcher inherited without close-on-exec must not reach the container. */
+	syscall(SYS_close_range, REPORT_FD + 1, ~0U, CLOSE_RANGE_CLOEXEC);
 	signal(SIGINT, SIG_IGN);
 	signal(SIGHUP, SIG_IGN);
 	signal(SIGPIPE, SIG_IGN);
@@ -506,7 +508,8 @@ int shim_main(void)
 				}
 			}
 		}
-		if (ictl >= 0 && (fds[ictl].revents & POLLIN))
+		/* Once reaped, the pid may belong to someone else: signal no more. */
+		if (ictl >= 0 && !exited && (fds[ictl].revents & POLLIN))
 			handle_ctl(ctl, child);
 	}
 	stream_flush(&lg, &so);
