@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"strings"
 	"syscall"
+	"time"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
@@ -218,6 +219,8 @@ func (b *builtin) exec(ctx context.Context, bd *bundle, s *specs.Spec, st Status
 	}
 	cmd := exec.Command(self)
 	cmd.Env = []string{launch.StageEnv + "=" + launch.StageExec}
+	// A cancelled exec's process may hold the output pipes a moment after it is killed.
+	cmd.WaitDelay = 2 * time.Second
 	cmd.ExtraFiles = []*os.File{planFile}
 	if !pr.Tty {
 		return runExecCmd(ctx, cmd, pr)

@@ -83,7 +83,11 @@ func (c *cgroups) create(path string, r *specs.LinuxResources) error {
 	for _, ctrl := range c.v1 {
 		base := filepath.Join(c.root, ctrl)
 		dir := filepath.Join(base, path)
-		if err := os.MkdirAll(dir, 0o755); err != nil {
+		err := os.MkdirAll(dir, 0o755)
+		if errors.Is(err, os.ErrNotExist) {
+			err = os.MkdirAll(dir, 0o755) // the parent was removed as it emptied, just now
+		}
+		if err != nil {
 			return fmt.Errorf("cgroup %s: %w", dir, err)
 		}
 		if ctrl == "cpuset" {
@@ -280,7 +284,10 @@ func (c *cgroups) remove(path string) error {
 	for _, dir := range c.dirs(path) {
 		if err := removeCgroupDir(dir); err != nil {
 			errs = append(errs, err)
+			continue
 		}
+		// The per-runtime parent goes too once empty; busy means others still use it.
+		_ = syscall.Rmdir(filepath.Dir(dir))
 	}
 	return errors.Join(errs...)
 }

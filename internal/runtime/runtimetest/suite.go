@@ -405,7 +405,12 @@ func (h *harness) testStopEscalates(t *testing.T) {
 // so stopping it does not wait out the grace period for nothing.
 func (h *harness) testStopNoHandler(t *testing.T) {
 	c := h.config(t, "sleep", "60")
-	h.run(t, c)
+	st0 := h.run(t, c)
+	// An external runtime's start returns before its init has exec'd the workload.
+	eventually(t, 10*time.Second, "sleep to be exec'd", func() bool {
+		b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", st0.Pid))
+		return strings.HasPrefix(string(b), "sleep")
+	})
 	start := time.Now()
 	st, err := h.r.Stop(context.Background(), c.ID, 30*time.Second)
 	if err != nil {
