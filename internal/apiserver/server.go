@@ -57,10 +57,15 @@ type Config struct {
 	// is authenticated; an error denies it (wrap errdefs.ErrForbidden).
 	// This is where per-node rules go once agents have certificates.
 	Authorize func(ctx context.Context, id Identity, r *http.Request) error
+	// NodeTTL is how long a node's heartbeat lease lasts; DefaultNodeTTL when zero.
+	NodeTTL time.Duration
 	// WatchHeartbeat is how often a quiet watch stream gets a heartbeat
 	// line; DefaultWatchHeartbeat when zero.
 	WatchHeartbeat time.Duration
 }
+
+// DefaultNodeTTL is how long a node stays alive after its last heartbeat.
+const DefaultNodeTTL = 10 * time.Second
 
 // DefaultWatchHeartbeat is the heartbeat interval of quiet watch streams.
 const DefaultWatchHeartbeat = 15 * time.Second
@@ -72,6 +77,7 @@ type Server struct {
 	log       *slog.Logger
 	authorize func(ctx context.Context, id Identity, r *http.Request) error
 	heartbeat time.Duration
+	nodeTTL   time.Duration
 	mux       *http.ServeMux
 }
 
@@ -84,6 +90,10 @@ func New(cfg Config) *Server {
 	s.heartbeat = cfg.WatchHeartbeat
 	if s.heartbeat <= 0 {
 		s.heartbeat = DefaultWatchHeartbeat
+	}
+	s.nodeTTL = cfg.NodeTTL
+	if s.nodeTTL <= 0 {
+		s.nodeTTL = DefaultNodeTTL
 	}
 	if s.log == nil {
 		s.log = slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -403,6 +413,15 @@ func (s *Server) putStatus(w http.ResponseWriter, r *http.Request) {
 	if err := s.store.UpdateStatus(r.Context(), obj, rev); err != nil {
 		writeError(w, wireError(t, err))
 		return
+	}
+	// A node's own status write is its heartbeat: it renews the node's lease.
+	if t.kind == api.KindNode {
+		if n := obj.(*api.Node); n.Status.Condition == api.NodeReady {
+			if err := s.store.KeepNodeAlive(r.Context(), t.name, s.nodeTTL); err != nil {
+				writeError(w, err)
+				return
+			}
+		}
 	}
 	writeJSON(w, http.StatusOK, obj)
 }

@@ -28,23 +28,13 @@ type Manager struct {
 	opt Options
 
 	poke chan struct{}
-	// Heartbeats as seen here: a node's LastHeartbeat value and when this
-	// manager saw it change, so that no two clocks are compared.
-	beats map[string]beat
 	// notReady remembers since when (local time) each NotReady node has been so.
 	notReady map[string]time.Time
 	seed     uint64
 }
 
-type beat struct {
-	value time.Time
-	seen  time.Time
-}
-
 // Options tune the manager.
 type Options struct {
-	// NodeTTL is how long a node may go without a heartbeat before it is NotReady.
-	NodeTTL time.Duration
 	// LostGrace is how long a node stays NotReady before its instances are Lost.
 	LostGrace time.Duration
 	// Resync bounds the time between passes when nothing is watched changing.
@@ -55,9 +45,6 @@ type Options struct {
 
 // NewManager builds a manager; nothing runs until Run.
 func NewManager(s *store.Store, opt Options) *Manager {
-	if opt.NodeTTL <= 0 {
-		opt.NodeTTL = 10 * time.Second
-	}
 	if opt.LostGrace <= 0 {
 		opt.LostGrace = 5 * time.Second
 	}
@@ -71,7 +58,7 @@ func NewManager(s *store.Store, opt Options) *Manager {
 		opt.Clock = time.Now
 	}
 	return &Manager{s: s, opt: opt, log: opt.Logger.With("component", "controller"),
-		poke: make(chan struct{}, 1), beats: map[string]beat{}, notReady: map[string]time.Time{}}
+		poke: make(chan struct{}, 1), notReady: map[string]time.Time{}}
 }
 
 // Run works until ctx ends.
@@ -430,6 +417,10 @@ func (m *Manager) event(ctx context.Context, obj api.Object, typ api.EventType, 
 
 func (m *Manager) nodesPass(ctx context.Context, sn *snapshot) error {
 	now := m.opt.Clock()
+	live, err := m.s.LiveNodes(ctx)
+	if err != nil {
+		return err
+	}
 	byNode := map[string][]*api.Instance{}
 	for _, in := range sn.instances {
 		if in.Spec.Node != "" {
@@ -441,13 +432,8 @@ func (m *Manager) nodesPass(ctx context.Context, sn *snapshot) error {
 	for _, n := range sn.nodes {
 		name := n.Metadata.Name
 		nodes[name] = n
-		b, ok := m.beats[name]
-		if !ok || !b.value.Equal(n.Status.LastHeartbeat) {
-			// A heartbeat we have not seen yet counts from now, by our clock.
-			b = beat{value: n.Status.LastHeartbeat, seen: now}
-			m.beats[name] = b
-		}
-		alive := !n.Status.LastHeartbeat.IsZero() && now.Sub(b.seen) < m.opt.NodeTTL
+		// Alive while its heartbeat lease is held: etcd, not a clock, decides.
+		alive := live[name]
 		ready := n.Status.Condition == api.NodeReady
 		if ready {
 			delete(m.notReady, name)
@@ -478,7 +464,7 @@ func (m *Manager) nodesPass(ctx context.Context, sn *snapshot) error {
 	}
 	for _, name := range res.MarkNotReady {
 		m.notReady[name] = now
-		set(name, api.NodeNotReady, fmt.Sprintf("no heartbeat for %v", m.opt.NodeTTL))
+		set(name, api.NodeNotReady, "its heartbeat lease expired")
 	}
 	lost := map[string]bool{}
 	for _, name := range res.Lost {

@@ -51,7 +51,7 @@ func newHarness(t *testing.T, nodes ...string) *harness {
 	clk := &clock{t: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
 	h := &harness{t: t, ctx: context.Background(), s: s, clk: clk,
 		m: controller.NewManager(s, controller.Options{Logger: slog.New(slog.DiscardHandler), Clock: clk.now,
-			NodeTTL: 10 * time.Second, LostGrace: 5 * time.Second})}
+			LostGrace: 5 * time.Second})}
 	for _, n := range nodes {
 		node := &api.Node{Metadata: api.Metadata{Name: n}, Spec: api.NodeSpec{
 			Capacity: api.NodeCapacity{MilliCPU: 4000, Memory: 8 << 30, Pids: 10000}}}
@@ -72,6 +72,17 @@ func (h *harness) heartbeat(node string) {
 	n.Status.Condition = api.NodeReady
 	n.Status.LastHeartbeat = h.clk.now()
 	if err := h.s.UpdateStatus(h.ctx, n, 0); err != nil {
+		h.t.Fatal(err)
+	}
+	if err := h.s.KeepNodeAlive(h.ctx, node, 10*time.Second); err != nil {
+		h.t.Fatal(err)
+	}
+}
+
+// stopHeartbeat ends a node's lease, as its agent dying would after the TTL.
+func (h *harness) stopHeartbeat(node string) {
+	h.t.Helper()
+	if err := h.s.ExpireNode(h.ctx, node); err != nil {
 		h.t.Fatal(err)
 	}
 }
@@ -274,6 +285,7 @@ func TestLostNodeInstancesAreReplaced(t *testing.T) {
 	h.pass()
 	h.agent(running)
 	// n2 stops heartbeating; n1 keeps on.
+	h.stopHeartbeat("n2")
 	for range 6 {
 		h.clk.add(4 * time.Second)
 		h.heartbeat("n1")
@@ -320,6 +332,7 @@ func TestLostIsPerNamespace(t *testing.T) {
 	}
 	h.pass()
 	h.agent(running)
+	h.stopHeartbeat("n2")
 	for range 6 {
 		h.clk.add(4 * time.Second)
 		h.heartbeat("n1")

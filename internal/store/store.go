@@ -82,6 +82,8 @@ type Store struct {
 
 	eventCount atomic.Int64 // events recorded, to prune every pruneEvery
 
+	nodes nodeLeases
+
 	leaseMu      sync.Mutex
 	eventLease   clientv3.LeaseID
 	eventLeaseTo time.Time
