@@ -1,6 +1,11 @@
 package api
 
-import "time"
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"time"
+)
 
 // Node is a machine that runs instances. Its agent registers it and
 // reports its status; the server assigns its pod subnet.
@@ -363,3 +368,11 @@ const (
 	EventNormal  EventType = "Normal"
 	EventWarning EventType = "Warning"
 )
+
+// Hash identifies the template: instances made from another are replaced
+// (a rollout, or a restart asked for through RestartedAt).
+func (t Template) Hash() string {
+	b, _ := json.Marshal(t)
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:6])
+}

@@ -39,6 +39,9 @@ type Instance struct {
 	StopGrace time.Duration
 	// Executor picks the OCI executor; empty is the built-in one.
 	Executor string
+	// Template identifies the instance's template; when it changes (a
+	// restart was asked for) the running container is replaced.
+	Template string
 }
 
 // Key names the instance as "namespace/name".

@@ -122,7 +122,7 @@ func InstanceFromAPI(in *api.Instance) *Instance {
 	t := in.Spec.Template
 	out := &Instance{
 		Namespace: in.Metadata.Namespace, Name: in.Metadata.Name, UID: in.Metadata.UID,
-		Image: t.Image, Command: t.Command, Args: t.Args, Executor: t.Runtime,
+		Image: t.Image, Command: t.Command, Args: t.Args, Executor: t.Runtime, Template: t.Hash(),
 		Restart: reconcile.Policy(t.Restart),
 		Resources: runtime.Resources{CPUs: t.Resources.CPU, MemoryBytes: int64(t.Resources.Memory),
 			Pids: t.Resources.Pids},

@@ -24,6 +24,8 @@ const (
 	// labelGrace keeps the stop grace period with the container: an
 	// instance deleted from the control plane is no longer there to ask.
 	labelGrace = "berth.stop-grace"
+	// labelTemplate is the instance template the container was made from.
+	labelTemplate = "berth.template"
 )
 
 // containerID names attempt n of an instance; it stays a valid runtime id
@@ -69,7 +71,7 @@ func (a *Agent) sync(ctx context.Context) time.Time {
 	desired := make([]reconcile.Desired, 0, len(a.desired))
 	insts := make(map[string]*Instance, len(a.desired))
 	for uid, inst := range a.desired {
-		desired = append(desired, reconcile.Desired{Key: inst.Key(), UID: uid, Restart: inst.Restart})
+		desired = append(desired, reconcile.Desired{Key: inst.Key(), UID: uid, Restart: inst.Restart, Template: inst.Template})
 		insts[uid] = inst
 	}
 	a.mu.Unlock()
@@ -201,7 +203,7 @@ func (a *Agent) observe() ([]reconcile.Container, map[string]runtime.Status) {
 		c := reconcile.Container{
 			ID: st.ID, Key: st.Labels[labelInstance], UID: uid, Attempt: attempt,
 			Running: st.State == runtime.Running, ExitCode: st.ExitCode,
-			StartedAt: st.StartedAt, FinishedAt: st.FinishedAt,
+			StartedAt: st.StartedAt, FinishedAt: st.FinishedAt, Template: st.Labels[labelTemplate],
 		}
 		switch st.State {
 		case runtime.Unknown:
@@ -250,7 +252,7 @@ func (a *Agent) start(ctx context.Context, inst *Instance, attempt int) (runtime
 		Cwd:  rootfs.WorkingDir, User: rootfs.User, Hostname: inst.Name,
 		Resources: inst.Resources, Executor: inst.Executor,
 		Labels: map[string]string{labelInstance: inst.Key(), labelUID: inst.UID, labelAttempt: strconv.Itoa(attempt),
-			labelGrace: inst.StopGrace.String()},
+			labelGrace: inst.StopGrace.String(), labelTemplate: inst.Template},
 	}
 	t1 := time.Now()
 	st, err := a.cfg.Runtime.Run(ctx, c)

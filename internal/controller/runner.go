@@ -3,8 +3,6 @@ package controller
 import (
 	"context"
 	"crypto/rand"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -181,12 +179,6 @@ func phaseOf(in *api.Instance) Phase {
 	return Phase(in.Status.Phase)
 }
 
-// TemplateHash identifies a template; instances made from another are replaced in a rollout.
-func TemplateHash(t api.Template) string {
-	b, _ := json.Marshal(t)
-	sum := sha256.Sum256(b)
-	return hex.EncodeToString(sum[:6])
-}
 
 func suffix() string {
 	const letters = "bcdfghjklmnpqrstvwxz2456789"
@@ -206,7 +198,7 @@ func (m *Manager) servicesPass(ctx context.Context, sn *snapshot) (bool, error) 
 	for _, svc := range sn.services {
 		key := ownerKey(api.KindService, svc.Metadata.Namespace, svc.Metadata.Name, svc.Metadata.UID)
 		live[key] = true
-		hash := TemplateHash(svc.Spec.Template)
+		hash := svc.Spec.Template.Hash()
 		st := ServiceState{Replicas: svc.Spec.Replicas, SpecHash: hash, MaxSurge: svc.Spec.Update.MaxSurge}
 		for _, in := range owned[key] {
 			st.Instances = append(st.Instances, view(in))

@@ -179,6 +179,14 @@ func TestServiceScaleHealAndRemove(t *testing.T) {
 		return len(in) == 1 && in[0].Status.Restarts >= 1
 	})
 
+	// restart of one instance: a new container, the same instance.
+	before := c.running("web")[0]
+	c.ok("restart", before.Metadata.Name)
+	eventually(t, 30*time.Second, "the restarted instance to run again", func() bool {
+		in := c.running("web")
+		return len(in) == 1 && in[0].Metadata.Name == before.Metadata.Name && in[0].Status.Restarts > before.Status.Restarts
+	})
+
 	// rm: nothing left, not a container, mount or cgroup.
 	c.ok("rm", "web")
 	eventually(t, 30*time.Second, "every container of web to go", func() bool {

@@ -32,6 +32,9 @@ type Desired struct {
 	Key     string
 	UID     string
 	Restart Policy
+	// Template identifies what the instance should run; a container made
+	// from another one (a restart was asked for) is replaced.
+	Template string
 }
 
 // Container is what exists on the node for some instance.
@@ -46,6 +49,8 @@ type Container struct {
 	FinishedAt time.Time
 	// Unhealthy marks a running container whose health check failed past its threshold.
 	Unhealthy bool
+	// Template is the Desired.Template the container was made from.
+	Template string
 }
 
 // Kind is what an action does.
@@ -150,10 +155,18 @@ func Compute(desired []Desired, observed []Container, now time.Time) Result {
 				res.Actions = append(res.Actions, Action{Kind: Remove, Key: d.Key, UID: d.UID, ContainerID: c.ID, Reason: "superseded by a newer attempt"})
 			}
 		}
+		stale := d.Template != "" && latest.Template != d.Template
 		if latest.Running {
-			if latest.Unhealthy {
+			switch {
+			case stale:
+				res.Actions = append(res.Actions, Action{Kind: Stop, Key: d.Key, UID: d.UID, ContainerID: latest.ID, Reason: "template changed (restart asked for)"})
+			case latest.Unhealthy:
 				res.Actions = append(res.Actions, Action{Kind: Stop, Key: d.Key, UID: d.UID, ContainerID: latest.ID, Reason: "health check failed"})
 			}
+			continue
+		}
+		if stale {
+			res.Actions = append(res.Actions, Action{Kind: Start, Key: d.Key, UID: d.UID, Attempt: latest.Attempt + 1, Reason: "template changed"})
 			continue
 		}
 		if !restarts(d.Restart, latest.ExitCode) {
