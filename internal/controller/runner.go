@@ -179,7 +179,6 @@ func phaseOf(in *api.Instance) Phase {
 	return Phase(in.Status.Phase)
 }
 
-
 func suffix() string {
 	const letters = "bcdfghjklmnpqrstvwxz2456789"
 	b := make([]byte, 5)
