@@ -7,7 +7,6 @@ import (
 	"path/filepath"
 
 	"github.com/spf13/cobra"
-	"golang.org/x/term"
 
 	"github.com/berth-dev/berth/api"
 	"github.com/berth-dev/berth/internal/runtime"
@@ -51,21 +50,11 @@ func newExecCmd(g *globals) *cobra.Command {
 				pr.Stdin = os.Stdin
 			}
 			if tty {
-				fd := int(os.Stdin.Fd())
-				if !term.IsTerminal(fd) {
-					return errors.New("-t needs a terminal on stdin")
-				}
-				old, err := term.MakeRaw(fd)
+				restore, err := useTerminal(&pr)
 				if err != nil {
-					return fmt.Errorf("terminal: %w", err)
+					return err
 				}
-				defer func() { _ = term.Restore(fd, old) }()
-				pr.Tty = true
-				pr.Resize = func(pty *os.File) {
-					if w, h, err := term.GetSize(fd); err == nil {
-						setWinsize(pty, w, h)
-					}
-				}
+				defer restore()
 			}
 			code, err := rt.Exec(ctx, target.Status.ContainerID, pr)
 			if errors.Is(err, runtime.ErrNotFound) {
