@@ -204,11 +204,20 @@ func (h *harness) testExitCodes(t *testing.T) {
 			t.Errorf("exit %d: got state %s code %d (%s)", code, st.State, st.ExitCode, out)
 		}
 	}
-	st, _ := h.runToEnd(t, h.config(t, "sh", "-c", "kill -KILL $$; sleep 10"))
-	// PID 1 cannot be killed from inside its namespace, so the shell lives on and sleeps...
-	// unless the kernel delivers SIGKILL; either way the status is consistent.
-	if st.Signal != 0 && st.ExitCode != 128+st.Signal {
-		t.Errorf("signal %d with exit code %d", st.Signal, st.ExitCode)
+	// The kernel protects a namespace's PID 1 from signals sent inside it,
+	// SIGKILL included: the shell lives on and exits by itself.
+	st, out := h.runToEnd(t, h.config(t, "sh", "-c", "kill -KILL $$; echo survived; exit 4"))
+	if st.ExitCode != 4 || st.Signal != 0 || !strings.Contains(out, "survived") {
+		t.Errorf("PID 1 killing itself: exit %d signal %d output %q, want it to survive and exit 4", st.ExitCode, st.Signal, out)
+	}
+	// Killed from outside, the status says so.
+	c := h.config(t, "sleep", "60")
+	h.run(t, c)
+	if err := h.r.Kill(context.Background(), c.ID, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	if st := h.wait(t, c.ID); st.Signal != int(syscall.SIGKILL) && st.ExitCode != 137 {
+		t.Errorf("killed from outside: signal %d exit %d, want SIGKILL/137", st.Signal, st.ExitCode)
 	}
 }
 
