@@ -141,6 +141,14 @@ func (r *Runtime) Logs(ctx context.Context, id string, opts LogOptions, stdout, 
 			}
 		}
 		if st := r.status(bd, m); st.State != Running && st.State != Created {
+			// The last writes may have rotated the file after the check above.
+			if err := drain(); err != nil || !rotated(f, base) {
+				return err
+			}
+			if nf, err := os.Open(base); err == nil {
+				f.Close()
+				f, rd, pending = nf, bufio.NewReader(nf), nil
+			}
 			return drain()
 		}
 		if err := sleepCtx(ctx, 50*time.Millisecond); err != nil {
