@@ -444,6 +444,20 @@ func (s *Server) delete(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusNoContent)
 }
 
+// actionRequest reads an action's body strictly into req and returns the
+// revision precondition the request names, if any; what names the action
+// in errors.
+func (s *Server) actionRequest(w http.ResponseWriter, r *http.Request, what string, req any) (int64, error) {
+	b, err := s.readBody(w, r)
+	if err != nil {
+		return 0, err
+	}
+	if err := api.DecodeStrict(b, req); err != nil {
+		return 0, fmt.Errorf("%s: %w", what, err)
+	}
+	return precondition(r, nil)
+}
+
 // ScaleRequest is the body of a scale action.
 type ScaleRequest struct {
 	Replicas int `json:"replicas"`
@@ -455,17 +469,8 @@ func (s *Server) scale(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	b, err := s.readBody(w, r)
-	if err != nil {
-		writeError(w, err)
-		return
-	}
 	var req ScaleRequest
-	if err := api.DecodeStrict(b, &req); err != nil {
-		writeError(w, fmt.Errorf("scale %s: %w", t.ref(), err))
-		return
-	}
-	rev, err := precondition(r, nil)
+	rev, err := s.actionRequest(w, r, "scale "+t.ref(), &req)
 	if err != nil {
 		writeError(w, err)
 		return
@@ -491,17 +496,8 @@ func (s *Server) bind(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	b, err := s.readBody(w, r)
-	if err != nil {
-		writeError(w, err)
-		return
-	}
 	var req BindRequest
-	if err := api.DecodeStrict(b, &req); err != nil {
-		writeError(w, fmt.Errorf("bind %s: %w", t.ref(), err))
-		return
-	}
-	rev, err := precondition(r, nil)
+	rev, err := s.actionRequest(w, r, "bind "+t.ref(), &req)
 	if err != nil {
 		writeError(w, err)
 		return

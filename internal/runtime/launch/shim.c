@@ -298,6 +298,28 @@ static pid_t start_external(const struct plan *p, pid_t creator, int outfd, int 
 	return pid;
 }
 
+/*
+ * append_runtime_error adds the last line the runtime wrote to stderr (the
+ * reason, such as a missing executable) to err; the processes are gone, so
+ * what they wrote waits in the pipe.
+ */
+static void append_runtime_error(int fd, char *err, size_t errlen)
+{
+	char buf[4096];
+	fcntl(fd, F_SETFL, O_NONBLOCK);
+	ssize_t n = read(fd, buf, sizeof(buf) - 1);
+	if (n <= 0)
+		return;
+	while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == '\r'))
+		n--;
+	buf[n] = '\0';
+	char *line = strrchr(buf, '\n');
+	line = line ? line + 1 : buf;
+	size_t used = strlen(err);
+	if (*line && used + 3 < errlen)
+		snprintf(err + used, errlen - used, ": %s", line);
+}
+
 int shim_main(void)
 {
 	char err[ERRBUF] = {0};
@@ -427,6 +449,7 @@ int shim_main(void)
 		pid_t creator = child;
 		child = start_external(p, creator, outp[1], errp[1], err, sizeof(err));
 		if (child < 0) {
+			append_runtime_error(errp[0], err, sizeof(err));
 			write_exit(p, 127, 0, err);
 			report("error %s", err);
 			return 1;

@@ -222,9 +222,6 @@ func (h *harness) testExitCodes(t *testing.T) {
 }
 
 func (h *harness) testStartError(t *testing.T) {
-	if h.executor != runtime.ExecutorBuiltin {
-		t.Skip("external runtimes report a missing command through their own exit status")
-	}
 	c := h.config(t, "no-such-command")
 	_, err := h.r.Run(context.Background(), c)
 	if err == nil || !strings.Contains(err.Error(), "no-such-command") {
