@@ -64,12 +64,15 @@ func newRunCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if _, err := c.Services().Get(ctx, svc.Metadata.Namespace, svc.Metadata.Name); err == nil {
-				return fmt.Errorf("service %q already exists: change it with 'berth apply' or 'berth scale', or pick another --name", svc.Metadata.Name)
-			}
 			wait := !noWait && replicas > 0
 			wctx, cancel := context.WithTimeout(ctx, timeout)
 			defer cancel()
+			// The existence check and the watch are independent round trips: do them at once.
+			exists := make(chan error, 1)
+			go func() {
+				_, err := c.Services().Get(ctx, svc.Metadata.Namespace, svc.Metadata.Name)
+				exists <- err
+			}()
 			var events <-chan client.WatchEvent[*api.Instance]
 			if wait {
 				// Watching from now, before the service exists, misses none of
@@ -77,6 +80,9 @@ func newRunCmd(g *globals) *cobra.Command {
 				if events, err = c.Instances().Watch(wctx, svc.Metadata.Namespace, 0); err != nil {
 					return err
 				}
+			}
+			if err := <-exists; err == nil {
+				return fmt.Errorf("service %q already exists: change it with 'berth apply' or 'berth scale', or pick another --name", svc.Metadata.Name)
 			}
 			stored, err := c.Services().Apply(ctx, svc)
 			if err != nil {

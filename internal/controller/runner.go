@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"sort"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/berth-dev/berth/api"
@@ -111,23 +112,23 @@ type snapshot struct {
 
 func (m *Manager) read(ctx context.Context) (*snapshot, error) {
 	var sn snapshot
-	var err error
-	if sn.nodes, _, err = store.List[api.Node](ctx, m.s, ""); err != nil {
-		return nil, err
-	}
-	if sn.services, _, err = store.List[api.Service](ctx, m.s, ""); err != nil {
-		return nil, err
-	}
-	if sn.jobs, _, err = store.List[api.Job](ctx, m.s, ""); err != nil {
-		return nil, err
-	}
-	if sn.instances, _, err = store.List[api.Instance](ctx, m.s, ""); err != nil {
+	// Four lists at once: each is a round trip to etcd, and a pass waits for all.
+	var wg sync.WaitGroup
+	errs := make([]error, 4)
+	wg.Go(func() { sn.nodes, _, errs[0] = store.List[api.Node](ctx, m.s, "") })
+	wg.Go(func() { sn.services, _, errs[1] = store.List[api.Service](ctx, m.s, "") })
+	wg.Go(func() { sn.jobs, _, errs[2] = store.List[api.Job](ctx, m.s, "") })
+	wg.Go(func() { sn.instances, _, errs[3] = store.List[api.Instance](ctx, m.s, "") })
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}
 	return &sn, nil
 }
 
-// Pass runs every controller once.
+// Pass runs every controller once. Instances made in this pass are
+// scheduled in it too, and status writes wait until after binding: the
+// path from a new service to a bound instance is what users wait on.
 func (m *Manager) Pass(ctx context.Context) error {
 	sn, err := m.read(ctx)
 	if err != nil {
@@ -135,17 +136,18 @@ func (m *Manager) Pass(ctx context.Context) error {
 	}
 	var errs []error
 	errs = append(errs, m.nodesPass(ctx, sn))
-	changed, err := m.servicesPass(ctx, sn)
+	var later []func() error
+	created, statuses, err := m.servicesPass(ctx, sn)
 	errs = append(errs, err)
+	later = append(later, statuses...)
 	jc, err := m.jobsPass(ctx, sn)
 	errs = append(errs, err)
-	if changed || jc {
-		// Schedule what was just made without waiting for the next pass.
-		if sn.instances, _, err = store.List[api.Instance](ctx, m.s, ""); err != nil {
-			return err
-		}
-	}
+	sn.instances = append(sn.instances, created...)
+	sn.instances = append(sn.instances, jc...)
 	errs = append(errs, m.schedulePass(ctx, sn))
+	for _, f := range later {
+		errs = append(errs, f())
+	}
 	return errors.Join(errs...)
 }
 
@@ -189,9 +191,12 @@ func suffix() string {
 	return string(b)
 }
 
-func (m *Manager) servicesPass(ctx context.Context, sn *snapshot) (bool, error) {
+// servicesPass makes and removes service instances. It returns the
+// instances it made and the status writes still to do.
+func (m *Manager) servicesPass(ctx context.Context, sn *snapshot) ([]*api.Instance, []func() error, error) {
 	owned := byOwner(sn.instances)
-	changed := false
+	var made []*api.Instance
+	var later []func() error
 	var errs []error
 	live := map[string]bool{}
 	for _, svc := range sn.services {
@@ -204,20 +209,23 @@ func (m *Manager) servicesPass(ctx context.Context, sn *snapshot) (bool, error) 
 		}
 		res := ComputeService(st)
 		var create []api.Object
+		var insts []*api.Instance
 		for range res.Create {
-			create = append(create, m.newInstance(svc.Metadata, api.KindService, svc.Spec.Template, svc.Spec.Placement, svc.Spec.Priority, hash, 0, 0, nil))
+			in := m.newInstance(svc.Metadata, api.KindService, svc.Spec.Template, svc.Spec.Placement, svc.Spec.Priority, hash, 0, 0, nil)
+			create = append(create, in)
+			insts = append(insts, in)
 		}
 		if len(create) > 0 {
 			if err := m.s.CreateMany(ctx, create); err != nil {
 				errs = append(errs, fmt.Errorf("%s: create instances: %w", api.RefOf(svc), err))
+			} else {
+				made = append(made, insts...)
 			}
-			changed = true
 		}
 		for _, name := range res.Delete {
 			if err := m.s.Delete(ctx, api.KindInstance, svc.Metadata.Namespace, name, 0); err != nil && !errdefs.IsNotFound(err) {
 				errs = append(errs, err)
 			}
-			changed = true
 		}
 		want := api.ServiceStatus{Replicas: len(st.Instances) + res.Create - len(res.Delete), ReadyReplicas: res.Ready,
 			UpdatedReplicas: countHash(st.Instances, hash) + res.Create, VIP: svc.Status.VIP,
@@ -228,9 +236,12 @@ func (m *Manager) servicesPass(ctx context.Context, sn *snapshot) (bool, error) 
 		}
 		if want != svc.Status {
 			svc.Status = want
-			if err := m.s.UpdateStatus(ctx, svc, 0); err != nil && !errdefs.IsNotFound(err) {
-				errs = append(errs, err)
-			}
+			later = append(later, func() error {
+				if err := m.s.UpdateStatus(ctx, svc, 0); err != nil && !errdefs.IsNotFound(err) {
+					return err
+				}
+				return nil
+			})
 		}
 	}
 	// Instances whose service is gone go too.
@@ -242,10 +253,9 @@ func (m *Manager) servicesPass(ctx context.Context, sn *snapshot) (bool, error) 
 			if err := m.s.Delete(ctx, api.KindInstance, in.Metadata.Namespace, in.Metadata.Name, 0); err != nil && !errdefs.IsNotFound(err) {
 				errs = append(errs, err)
 			}
-			changed = true
 		}
 	}
-	return changed, errors.Join(errs...)
+	return made, later, errors.Join(errs...)
 }
 
 func countHash(in []Instance, hash string) int {
@@ -282,9 +292,10 @@ func (m *Manager) newInstance(owner api.Metadata, kind api.Kind, t api.Template,
 	}
 }
 
-func (m *Manager) jobsPass(ctx context.Context, sn *snapshot) (bool, error) {
+// jobsPass makes and removes job instances and returns the ones it made.
+func (m *Manager) jobsPass(ctx context.Context, sn *snapshot) ([]*api.Instance, error) {
 	owned := byOwner(sn.instances)
-	changed := false
+	var made []*api.Instance
 	var errs []error
 	live := map[string]bool{}
 	now := m.opt.Clock().UTC()
@@ -304,19 +315,25 @@ func (m *Manager) jobsPass(ctx context.Context, sn *snapshot) (bool, error) {
 		// The job controller retries a failed index itself, as a new instance.
 		t.Restart = api.RestartNever
 		var create []api.Object
+		var fresh []*api.Instance
 		for _, c := range res.Create {
 			env := map[string]string{
 				"BERTH_JOB_INDEX":       strconv.Itoa(c.Index),
 				"BERTH_JOB_COMPLETIONS": strconv.Itoa(job.Spec.Completions),
 				"BERTH_JOB_NAME":        job.Metadata.Name,
 			}
-			create = append(create, m.newInstance(job.Metadata, api.KindJob, t, job.Spec.Placement, job.Spec.Priority, "", c.Index, c.Attempt, env))
+			in := m.newInstance(job.Metadata, api.KindJob, t, job.Spec.Placement, job.Spec.Priority, "", c.Index, c.Attempt, env)
+			create = append(create, in)
+			fresh = append(fresh, in)
 		}
 		if len(create) > 0 {
-			if err := m.s.CreateMany(ctx, create); err != nil && !errdefs.IsAlreadyExists(err) {
-				errs = append(errs, fmt.Errorf("%s: create instances: %w", api.RefOf(job), err))
+			if err := m.s.CreateMany(ctx, create); err != nil {
+				if !errdefs.IsAlreadyExists(err) {
+					errs = append(errs, fmt.Errorf("%s: create instances: %w", api.RefOf(job), err))
+				}
+			} else {
+				made = append(made, fresh...)
 			}
-			changed = true
 		}
 		deleteFailed := false
 		for _, name := range res.Delete {
@@ -324,7 +341,6 @@ func (m *Manager) jobsPass(ctx context.Context, sn *snapshot) (bool, error) {
 				errs = append(errs, err)
 				deleteFailed = true
 			}
-			changed = true
 		}
 		want := jobStatus(job, res, insts, now)
 		if deleteFailed && want.Phase != api.JobRunning {
@@ -350,7 +366,7 @@ func (m *Manager) jobsPass(ctx context.Context, sn *snapshot) (bool, error) {
 			}
 		}
 	}
-	return changed, errors.Join(errs...)
+	return made, errors.Join(errs...)
 }
 
 func jobStatus(job *api.Job, res JobResult, insts []*api.Instance, now time.Time) api.JobStatus {
