@@ -1,0 +1,454 @@
+// Package pki is the cluster's certificate authority: it makes and keeps
+// the CA (ECDSA P-256) in a directory, issues the API server's
+// certificate, and signs the certificate requests of joining nodes.
+//
+// A node certificate names its node in the subject, CommonName
+// "node:<name>" and Organization "berth:nodes", and is good for client
+// authentication only; NodeName reads the name back. The CA's public key
+// pin (Pin) lets an agent trust the server on first contact before it has
+// the CA certificate.
+package pki
+
+import (
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/ed25519"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/sha256"
+	"crypto/subtle"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/hex"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"math/big"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/berth-dev/berth/internal/errdefs"
+)
+
+// Subject names of node certificates.
+const (
+	NodeOrganization = "berth:nodes"
+	NodePrefix       = "node:"
+)
+
+// Validity periods.
+const (
+	CAValidity = 10 * 365 * 24 * time.Hour
+	// ServerValidity is how long an API server certificate lasts;
+	// LoadOrIssueServer renews it a month before it ends.
+	ServerValidity = 365 * 24 * time.Hour
+	// DefaultNodeValidity is how long a node certificate lasts unless the
+	// signer asks for less; it is also the most a signer may ask for.
+	DefaultNodeValidity = 365 * 24 * time.Hour
+	// clockSkew backdates certificates so that a node whose clock is a
+	// little behind accepts them at once.
+	clockSkew = 5 * time.Minute
+)
+
+// File names in a CA directory.
+const (
+	CACertFile     = "ca.crt"
+	CAKeyFile      = "ca.key"
+	ServerCertFile = "server.crt"
+	ServerKeyFile  = "server.key"
+)
+
+// CA is a cluster certificate authority.
+type CA struct {
+	Cert *x509.Certificate
+	// CertPEM is Cert in PEM, what nodes and clients trust.
+	CertPEM []byte
+	key     *ecdsa.PrivateKey
+}
+
+// LoadOrCreateCA loads the CA kept in dir (ca.crt, ca.key), making one on
+// first use. The directory is 0700 and the key 0600.
+func LoadOrCreateCA(dir string) (*CA, error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("ca dir %s: %w", dir, err)
+	}
+	certPath, keyPath := filepath.Join(dir, CACertFile), filepath.Join(dir, CAKeyFile)
+	_, certErr := os.Stat(certPath)
+	_, keyErr := os.Stat(keyPath)
+	switch {
+	case errors.Is(certErr, os.ErrNotExist) && errors.Is(keyErr, os.ErrNotExist):
+		ca, err := NewCA()
+		if err != nil {
+			return nil, err
+		}
+		// The key goes first: a crash between the two writes leaves a key
+		// without a certificate, which the next start reports rather than
+		// silently replacing a CA that nodes may already trust.
+		if err := writeFile(keyPath, ca.KeyPEM(), 0o600); err != nil {
+			return nil, fmt.Errorf("ca key %s: %w", keyPath, err)
+		}
+		if err := writeFile(certPath, ca.CertPEM, 0o644); err != nil {
+			return nil, fmt.Errorf("ca certificate %s: %w", certPath, err)
+		}
+		return ca, nil
+	case certErr != nil || keyErr != nil:
+		return nil, fmt.Errorf("ca in %s: %w: needs both %s and %s (%v; %v)", dir, errdefs.ErrFailedPrecondition, CACertFile, CAKeyFile, certErr, keyErr)
+	}
+	certPEM, err := os.ReadFile(certPath)
+	if err != nil {
+		return nil, fmt.Errorf("ca certificate %s: %w", certPath, err)
+	}
+	keyPEM, err := os.ReadFile(keyPath)
+	if err != nil {
+		return nil, fmt.Errorf("ca key %s: %w", keyPath, err)
+	}
+	ca, err := ParseCA(certPEM, keyPEM)
+	if err != nil {
+		return nil, fmt.Errorf("ca in %s: %w", dir, err)
+	}
+	return ca, nil
+}
+
+// NewCA makes a CA in memory.
+func NewCA() (*CA, error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, fmt.Errorf("ca key: %w", err)
+	}
+	serial, err := serialNumber()
+	if err != nil {
+		return nil, err
+	}
+	now := time.Now()
+	tmpl := &x509.Certificate{
+		SerialNumber:          serial,
+		Subject:               pkix.Name{CommonName: "berth cluster CA", Organization: []string{"berth"}},
+		NotBefore:             now.Add(-clockSkew),
+		NotAfter:              now.Add(CAValidity),
+		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign | x509.KeyUsageDigitalSignature,
+		BasicConstraintsValid: true,
+		IsCA:                  true,
+		MaxPathLenZero:        true,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		return nil, fmt.Errorf("ca certificate: %w", err)
+	}
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		return nil, fmt.Errorf("ca certificate: %w", err)
+	}
+	return &CA{Cert: cert, CertPEM: encodeCert(der), key: key}, nil
+}
+
+// ParseCA reads a CA from its PEM certificate and key.
+func ParseCA(certPEM, keyPEM []byte) (*CA, error) {
+	cert, err := ParseCertificate(certPEM)
+	if err != nil {
+		return nil, fmt.Errorf("ca certificate: %w", err)
+	}
+	if !cert.IsCA {
+		return nil, fmt.Errorf("ca certificate %q: %w: not a CA", cert.Subject.CommonName, errdefs.ErrInvalidArgument)
+	}
+	b, _ := pem.Decode(keyPEM)
+	if b == nil {
+		return nil, fmt.Errorf("ca key: %w: no PEM block", errdefs.ErrInvalidArgument)
+	}
+	key, err := x509.ParseECPrivateKey(b.Bytes)
+	if err != nil {
+		return nil, fmt.Errorf("ca key: %w: %w", errdefs.ErrInvalidArgument, err)
+	}
+	pub, ok := cert.PublicKey.(*ecdsa.PublicKey)
+	if !ok || !pub.Equal(&key.PublicKey) {
+		return nil, fmt.Errorf("ca key: %w: does not match the certificate", errdefs.ErrInvalidArgument)
+	}
+	return &CA{Cert: cert, CertPEM: encodeCert(cert.Raw), key: key}, nil
+}
+
+// KeyPEM is the CA's private key in PEM.
+func (ca *CA) KeyPEM() []byte {
+	kb, _ := x509.MarshalECPrivateKey(ca.key)
+	return pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kb})
+}
+
+// Pool is a pool holding the CA certificate alone.
+func (ca *CA) Pool() *x509.CertPool {
+	p := x509.NewCertPool()
+	p.AddCert(ca.Cert)
+	return p
+}
+
+// Pin is the CA's public key pin, "sha256:<hex>" of its
+// SubjectPublicKeyInfo: what an agent checks on first contact.
+func (ca *CA) Pin() string { return Pin(ca.Cert) }
+
+// Pin is a certificate's public key pin, "sha256:<hex>" of its
+// SubjectPublicKeyInfo.
+func Pin(cert *x509.Certificate) string {
+	sum := sha256.Sum256(cert.RawSubjectPublicKeyInfo)
+	return "sha256:" + hex.EncodeToString(sum[:])
+}
+
+// MatchesPin reports whether cert has the public key pin.
+func MatchesPin(cert *x509.Certificate, pin string) bool {
+	return subtle.ConstantTimeCompare([]byte(Pin(cert)), []byte(strings.ToLower(strings.TrimSpace(pin)))) == 1
+}
+
+// IssueServer makes a key and a server certificate for hosts (DNS names
+// or IP addresses), valid for validity (ServerValidity when zero).
+func (ca *CA) IssueServer(hosts []string, validity time.Duration) (certPEM, keyPEM []byte, err error) {
+	if validity <= 0 {
+		validity = ServerValidity
+	}
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, nil, fmt.Errorf("server key: %w", err)
+	}
+	serial, err := serialNumber()
+	if err != nil {
+		return nil, nil, err
+	}
+	now := time.Now()
+	tmpl := &x509.Certificate{
+		SerialNumber: serial,
+		Subject:      pkix.Name{CommonName: "berth api", Organization: []string{"berth"}},
+		NotBefore:    now.Add(-clockSkew),
+		NotAfter:     now.Add(validity),
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	for _, h := range hosts {
+		if ip := net.ParseIP(h); ip != nil {
+			tmpl.IPAddresses = append(tmpl.IPAddresses, ip)
+		} else if h != "" {
+			tmpl.DNSNames = append(tmpl.DNSNames, h)
+		}
+	}
+	if len(tmpl.IPAddresses) == 0 && len(tmpl.DNSNames) == 0 {
+		return nil, nil, fmt.Errorf("server certificate: %w: no host names or addresses", errdefs.ErrInvalidArgument)
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.Cert, &key.PublicKey, ca.key)
+	if err != nil {
+		return nil, nil, fmt.Errorf("server certificate for %v: %w", hosts, err)
+	}
+	kb, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		return nil, nil, fmt.Errorf("server key: %w", err)
+	}
+	return encodeCert(der), pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kb}), nil
+}
+
+// LoadOrIssueServer returns the API server's certificate kept in dir
+// (server.crt, server.key), issuing a new one when there is none, when it
+// is not this CA's, when it does not cover every host, or when it ends
+// within a month. The chain it returns carries the CA certificate after
+// the server's, so that an agent holding only the CA's pin finds the CA
+// in the handshake.
+func LoadOrIssueServer(dir string, ca *CA, hosts []string) (tls.Certificate, error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return tls.Certificate{}, fmt.Errorf("server certificate dir %s: %w", dir, err)
+	}
+	certPath, keyPath := filepath.Join(dir, ServerCertFile), filepath.Join(dir, ServerKeyFile)
+	if pair, err := tls.LoadX509KeyPair(certPath, keyPath); err == nil && ca.serverCovers(pair.Leaf, hosts) {
+		pair.Certificate = append(pair.Certificate[:1], ca.Cert.Raw)
+		return pair, nil
+	}
+	certPEM, keyPEM, err := ca.IssueServer(hosts, 0)
+	if err != nil {
+		return tls.Certificate{}, err
+	}
+	if err := writeFile(keyPath, keyPEM, 0o600); err != nil {
+		return tls.Certificate{}, fmt.Errorf("server key %s: %w", keyPath, err)
+	}
+	if err := writeFile(certPath, certPEM, 0o644); err != nil {
+		return tls.Certificate{}, fmt.Errorf("server certificate %s: %w", certPath, err)
+	}
+	pair, err := tls.X509KeyPair(certPEM, keyPEM)
+	if err != nil {
+		return tls.Certificate{}, fmt.Errorf("server certificate %s: %w", certPath, err)
+	}
+	pair.Certificate = append(pair.Certificate, ca.Cert.Raw)
+	return pair, nil
+}
+
+// serverCovers reports whether leaf is a server certificate of this CA,
+// good for another month, naming every host.
+func (ca *CA) serverCovers(leaf *x509.Certificate, hosts []string) bool {
+	if leaf == nil || time.Until(leaf.NotAfter) < 30*24*time.Hour {
+		return false
+	}
+	for _, h := range hosts {
+		if h == "" {
+			continue
+		}
+		if _, err := leaf.Verify(x509.VerifyOptions{DNSName: h, Roots: ca.Pool(), KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}); err != nil {
+			return false
+		}
+	}
+	return true
+}
+
+// ServerTLSConfig is the TLS configuration of an API listener serving
+// cert: client certificates are optional (a joining node has none yet),
+// and those given must be this CA's.
+func (ca *CA) ServerTLSConfig(cert tls.Certificate) *tls.Config {
+	return &tls.Config{
+		Certificates: []tls.Certificate{cert},
+		ClientAuth:   tls.VerifyClientCertIfGiven,
+		ClientCAs:    ca.Pool(),
+		MinVersion:   tls.VersionTLS12,
+	}
+}
+
+// SignNode signs a node's certificate request (PEM) into a client
+// certificate for node, valid for validity (DefaultNodeValidity when zero
+// or longer). The subject comes from node alone, never from the request:
+// a request cannot ask for another identity or for more rights.
+func (ca *CA) SignNode(csrPEM []byte, node string, validity time.Duration) ([]byte, error) {
+	if validity <= 0 || validity > DefaultNodeValidity {
+		validity = DefaultNodeValidity
+	}
+	b, _ := pem.Decode(csrPEM)
+	if b == nil || b.Type != "CERTIFICATE REQUEST" {
+		return nil, fmt.Errorf("certificate request of node %q: %w: no PEM CERTIFICATE REQUEST block", node, errdefs.ErrInvalidArgument)
+	}
+	csr, err := x509.ParseCertificateRequest(b.Bytes)
+	if err != nil {
+		return nil, fmt.Errorf("certificate request of node %q: %w: %w", node, errdefs.ErrInvalidArgument, err)
+	}
+	if err := csr.CheckSignature(); err != nil {
+		return nil, fmt.Errorf("certificate request of node %q: %w: bad signature: %w", node, errdefs.ErrInvalidArgument, err)
+	}
+	if err := acceptableKey(csr.PublicKey); err != nil {
+		return nil, fmt.Errorf("certificate request of node %q: %w", node, err)
+	}
+	serial, err := serialNumber()
+	if err != nil {
+		return nil, err
+	}
+	now := time.Now()
+	tmpl := &x509.Certificate{
+		SerialNumber: serial,
+		Subject:      pkix.Name{CommonName: NodePrefix + node, Organization: []string{NodeOrganization}},
+		NotBefore:    now.Add(-clockSkew),
+		NotAfter:     now.Add(validity),
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.Cert, csr.PublicKey, ca.key)
+	if err != nil {
+		return nil, fmt.Errorf("certificate of node %q: %w", node, err)
+	}
+	return encodeCert(der), nil
+}
+
+// acceptableKey refuses keys too weak to stand for a node.
+func acceptableKey(pub crypto.PublicKey) error {
+	switch k := pub.(type) {
+	case *ecdsa.PublicKey:
+		if k.Curve.Params().BitSize < 256 {
+			return fmt.Errorf("%w: ECDSA key under 256 bits", errdefs.ErrInvalidArgument)
+		}
+	case ed25519.PublicKey:
+	case *rsa.PublicKey:
+		if k.N.BitLen() < 2048 {
+			return fmt.Errorf("%w: RSA key under 2048 bits", errdefs.ErrInvalidArgument)
+		}
+	default:
+		return fmt.Errorf("%w: key type %T", errdefs.ErrInvalidArgument, pub)
+	}
+	return nil
+}
+
+// NodeName is the node a node certificate names, and whether cert is one.
+func NodeName(cert *x509.Certificate) (string, bool) {
+	name, ok := strings.CutPrefix(cert.Subject.CommonName, NodePrefix)
+	if !ok || name == "" || len(cert.Subject.Organization) != 1 || cert.Subject.Organization[0] != NodeOrganization {
+		return "", false
+	}
+	return name, true
+}
+
+// NewNodeKey makes a private key for node and a certificate request for
+// it, both PEM: what an agent sends to join (the request) and keeps (the
+// key).
+func NewNodeKey(node string) (csrPEM, keyPEM []byte, err error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, nil, fmt.Errorf("key of node %q: %w", node, err)
+	}
+	der, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{
+		Subject: pkix.Name{CommonName: NodePrefix + node, Organization: []string{NodeOrganization}},
+	}, key)
+	if err != nil {
+		return nil, nil, fmt.Errorf("certificate request of node %q: %w", node, err)
+	}
+	kb, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		return nil, nil, fmt.Errorf("key of node %q: %w", node, err)
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: der}),
+		pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kb}), nil
+}
+
+// ParseCertificate reads the first certificate of a PEM bundle.
+func ParseCertificate(certPEM []byte) (*x509.Certificate, error) {
+	for rest := certPEM; ; {
+		var b *pem.Block
+		b, rest = pem.Decode(rest)
+		if b == nil {
+			return nil, fmt.Errorf("%w: no PEM CERTIFICATE block", errdefs.ErrInvalidArgument)
+		}
+		if b.Type != "CERTIFICATE" {
+			continue
+		}
+		c, err := x509.ParseCertificate(b.Bytes)
+		if err != nil {
+			return nil, fmt.Errorf("%w: %w", errdefs.ErrInvalidArgument, err)
+		}
+		return c, nil
+	}
+}
+
+func encodeCert(der []byte) []byte {
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
+}
+
+func serialNumber() (*big.Int, error) {
+	n, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 127))
+	if err != nil {
+		return nil, fmt.Errorf("serial number: %w", err)
+	}
+	return n.Add(n, big.NewInt(1)), nil
+}
+
+// writeFile writes data to path with mode perm through a temporary file
+// and a rename, so that a crash never leaves half a key behind.
+func writeFile(path string, data []byte, perm os.FileMode) error {
+	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(f.Name())
+	if err := f.Chmod(perm); err != nil {
+		f.Close()
+		return err
+	}
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	return os.Rename(f.Name(), path)
+}
