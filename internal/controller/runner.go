@@ -40,6 +40,9 @@ type Options struct {
 	Resync time.Duration
 	Logger *slog.Logger
 	Clock  func() time.Time
+	// Network is what the control plane hands out: pod subnets and
+	// service VIPs. Zero prefixes hand out nothing.
+	Network Network
 }
 
 // NewManager builds a manager; nothing runs until Run.
@@ -136,6 +139,7 @@ func (m *Manager) Pass(ctx context.Context) error {
 	}
 	var errs []error
 	errs = append(errs, m.nodesPass(ctx, sn))
+	errs = append(errs, m.assignSubnets(ctx, sn))
 	var later []func() error
 	created, statuses, err := m.servicesPass(ctx, sn)
 	errs = append(errs, err)
@@ -199,6 +203,7 @@ func (m *Manager) servicesPass(ctx context.Context, sn *snapshot) ([]*api.Instan
 	var later []func() error
 	var errs []error
 	live := map[string]bool{}
+	vips := m.newVIPs(sn)
 	for _, svc := range sn.services {
 		key := ownerKey(api.KindService, svc.Metadata.Namespace, svc.Metadata.Name, svc.Metadata.UID)
 		live[key] = true
@@ -227,8 +232,12 @@ func (m *Manager) servicesPass(ctx context.Context, sn *snapshot) ([]*api.Instan
 				errs = append(errs, err)
 			}
 		}
+		vip, err := vips.forService(svc)
+		if err != nil {
+			errs = append(errs, err)
+		}
 		want := api.ServiceStatus{Replicas: len(st.Instances) + res.Create - len(res.Delete), ReadyReplicas: res.Ready,
-			UpdatedReplicas: countHash(st.Instances, hash) + res.Create, VIP: svc.Status.VIP,
+			UpdatedReplicas: countHash(st.Instances, hash) + res.Create, VIP: vip,
 			// Not the current revision: writing this status makes a new one, which would loop.
 			ObservedRevision: svc.Status.ObservedRevision}
 		if want.Replicas < 0 {

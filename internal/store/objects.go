@@ -166,6 +166,11 @@ func (s *Store) UpdateStatus(ctx context.Context, obj api.Object, expectRevision
 // Apply creates obj, or updates its spec when it exists (see Update). It
 // reports whether it created it.
 func (s *Store) Apply(ctx context.Context, obj api.Object, expectRevision int64) (created bool, err error) {
+	if svc, ok := obj.(*api.Service); ok {
+		if err := s.checkHostPorts(ctx, svc); err != nil {
+			return false, err
+		}
+	}
 	if expectRevision != 0 {
 		return false, s.Update(ctx, obj, expectRevision)
 	}

@@ -1,0 +1,129 @@
+package controller
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+
+	"github.com/berth-dev/berth/api"
+	"github.com/berth-dev/berth/internal/errdefs"
+	"github.com/berth-dev/berth/internal/network/ipam"
+)
+
+// Network is what the control plane hands out so that it is unique
+// across the cluster: a pod subnet per node and a virtual IP per service.
+type Network struct {
+	// ClusterCIDR holds every node's pod subnet.
+	ClusterCIDR netip.Prefix
+	// NodeBits is the length of each node's subnet; 24 when zero.
+	NodeBits int
+	// ServiceCIDR holds the services' virtual IPs.
+	ServiceCIDR netip.Prefix
+}
+
+// DefaultNetwork is what `berth up` and `berth server` use unless told otherwise.
+var DefaultNetwork = Network{
+	ClusterCIDR: netip.MustParsePrefix("10.244.0.0/16"),
+	NodeBits:    24,
+	ServiceCIDR: netip.MustParsePrefix("10.96.0.0/16"),
+}
+
+// assignSubnets gives every node without a pod subnet the first free one.
+// Nodes keep theirs for life: containers already hold addresses in it.
+func (m *Manager) assignSubnets(ctx context.Context, sn *snapshot) error {
+	n := m.opt.Network
+	if !n.ClusterCIDR.IsValid() {
+		return nil
+	}
+	bits := n.NodeBits
+	if bits == 0 {
+		bits = 24
+	}
+	var taken []netip.Prefix
+	var want []*api.Node
+	seen := map[netip.Prefix]string{}
+	for _, node := range sn.nodes {
+		p, err := netip.ParsePrefix(node.Spec.PodSubnet)
+		if node.Spec.PodSubnet == "" || err != nil {
+			want = append(want, node)
+			continue
+		}
+		if other, dup := seen[p]; dup {
+			m.log.Warn("two nodes hold one pod subnet", "subnet", p, "nodes", []string{other, node.Metadata.Name})
+		}
+		seen[p] = node.Metadata.Name
+		taken = append(taken, p)
+	}
+	var errs []error
+	for _, node := range want {
+		p, err := ipam.NextSubnet(n.ClusterCIDR, bits, taken)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("node %s: pod subnet: %w", node.Metadata.Name, err))
+			continue
+		}
+		node.Spec.PodSubnet = p.String()
+		if err := m.s.Update(ctx, node, node.Metadata.Revision); err != nil {
+			if !errdefs.IsConflict(err) && !errdefs.IsNotFound(err) {
+				errs = append(errs, fmt.Errorf("node %s: pod subnet: %w", node.Metadata.Name, err))
+			}
+			m.again()
+			continue
+		}
+		taken = append(taken, p)
+		m.event(ctx, node, api.EventNormal, "PodSubnet", "pod subnet "+p.String())
+	}
+	return errors.Join(errs...)
+}
+
+// vips hands out service VIPs for one pass: those already in the store
+// are claimed first (a duplicate loses its claim and gets a new one).
+type vips struct {
+	pool *ipam.Pool
+}
+
+func (m *Manager) newVIPs(sn *snapshot) *vips {
+	cidr := m.opt.Network.ServiceCIDR
+	if !cidr.IsValid() {
+		return nil
+	}
+	pool, err := ipam.NewPool(cidr)
+	if err != nil {
+		m.log.Warn("service CIDR", "cidr", cidr, "err", err)
+		return nil
+	}
+	for _, svc := range sn.services {
+		if a, err := netip.ParseAddr(svc.Status.VIP); err == nil {
+			_ = pool.Claim(vipOwner(svc), a) // a lost claim shows as a mismatch in forService
+		}
+	}
+	return &vips{pool: pool}
+}
+
+func vipOwner(svc *api.Service) string {
+	return svc.Metadata.Namespace + "/" + svc.Metadata.Name + "/" + svc.Metadata.UID
+}
+
+// forService is the VIP the service should have: its own when it holds
+// the claim, else a new one ("" when none is left).
+func (v *vips) forService(svc *api.Service) (string, error) {
+	if v == nil {
+		return svc.Status.VIP, nil
+	}
+	if a, ok := v.pool.Lookup(vipOwner(svc)); ok {
+		return a.String(), nil
+	}
+	a, err := v.pool.Allocate(vipOwner(svc))
+	if err != nil {
+		return "", fmt.Errorf("%s: virtual IP from %v: %w", api.RefOf(svc), v.pool.Prefix(), err)
+	}
+	return a.String(), nil
+}
+
+// again asks for another pass soon, for work this one could not finish.
+func (m *Manager) again() {
+	select {
+	case m.poke <- struct{}{}:
+	default:
+	}
+}
