@@ -35,6 +35,7 @@ Service "web" runs 3 replicas of busybox httpd. Try:
   $bin get service web -o wide
   $bin scale web=5                          # and back: $bin scale web=1
   $bin exec web wget -qO- http://127.0.0.1/ # ask one replica
+  $bin exec web wget -qO- http://web.default.berth/  # ask the service, by name
   $bin logs web
   pkill -9 -n httpd                         # kill one replica's process;
   $bin ps                                   # ...it is back within milliseconds

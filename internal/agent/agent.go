@@ -42,6 +42,12 @@ type Instance struct {
 	// Template identifies the instance's template; when it changes (a
 	// restart was asked for) the running container is replaced.
 	Template string
+	// ReportedContainer and ReportedHealthy are the status last reported:
+	// a restarted agent takes a healthy container's health over instead of
+	// making it prove itself again (which would take it out of its
+	// service's endpoints for a probe interval).
+	ReportedContainer string
+	ReportedHealthy   bool
 }
 
 // Key names the instance as "namespace/name".
@@ -125,6 +131,9 @@ type Config struct {
 	Resync time.Duration
 	// Clock is time.Now unless a test needs another.
 	Clock func() time.Time
+	// Network, when set, gives containers addresses on the node's pod
+	// subnet; without it each container has only loopback.
+	Network NetworkFunc
 }
 
 // Agent runs the node's side of the cluster.
@@ -154,6 +163,9 @@ type Agent struct {
 	desired  map[string]*Instance // by UID
 	reported map[string]Status    // last status sent, by UID
 	probes   map[string]*prober   // by container ID
+
+	net         Network // nil without Config.Network
+	netReleased bool    // stale attachments freed since start
 }
 
 // New builds an agent; nothing runs until Run.
@@ -201,6 +213,11 @@ func (a *Agent) Run(ctx context.Context) error {
 		return fmt.Errorf("register node %q: %w", a.cfg.Node.Name, err)
 	}
 	a.log.Info("node registered", "cpus", a.cfg.Node.Topology.CPUs(), "memory", a.cfg.Node.Capacity.MemoryBytes)
+	if a.cfg.Network != nil {
+		if err := a.setupNetwork(ctx); err != nil {
+			return err
+		}
+	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer a.wg.Wait()
 	defer cancel()

@@ -123,7 +123,8 @@ func InstanceFromAPI(in *api.Instance) *Instance {
 	out := &Instance{
 		Namespace: in.Metadata.Namespace, Name: in.Metadata.Name, UID: in.Metadata.UID,
 		Image: t.Image, Command: t.Command, Args: t.Args, Executor: t.Runtime, Template: t.Hash(),
-		Restart: reconcile.Policy(t.Restart),
+		Restart:           reconcile.Policy(t.Restart),
+		ReportedContainer: in.Status.ContainerID, ReportedHealthy: in.Status.Healthy,
 		Resources: runtime.Resources{CPUs: t.Resources.CPU, MemoryBytes: int64(t.Resources.Memory),
 			Pids: t.Resources.Pids},
 	}
@@ -176,4 +177,37 @@ func (p *APIPlane) ReportStatus(ctx context.Context, namespace, name, uid string
 		return fmt.Errorf("%s: status: %w", api.Ref(api.KindInstance, namespace, name), err)
 	}
 	return nil
+}
+
+var _ SubnetSource = (*APIPlane)(nil)
+
+// PodSubnet waits until the control plane has given the node a pod
+// subnet, following the node's changes rather than polling.
+func (p *APIPlane) PodSubnet(ctx context.Context, node string) (string, error) {
+	for {
+		n, err := p.c.Nodes().Get(ctx, "", node)
+		if err != nil {
+			return "", err
+		}
+		if n.Spec.PodSubnet != "" {
+			return n.Spec.PodSubnet, nil
+		}
+		events, err := p.c.Nodes().Watch(ctx, "", n.Metadata.Revision)
+		if err != nil {
+			return "", err
+		}
+		for ev := range events {
+			if ev.Err != nil {
+				break
+			}
+			if ev.Object != nil && ev.Object.Metadata.Name == node && ev.Object.Spec.PodSubnet != "" {
+				return ev.Object.Spec.PodSubnet, nil
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return "", ctx.Err()
+		case <-time.After(100 * time.Millisecond): // the watch broke: look again, not in a tight loop
+		}
+	}
 }

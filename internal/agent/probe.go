@@ -43,7 +43,8 @@ func (a *Agent) ensureProbe(ctx context.Context, id string, st runtime.Status, i
 	}
 	check := inst.Health.WithDefaults()
 	pctx, cancel := context.WithCancel(ctx)
-	p := &prober{cancel: cancel, t: health.NewTracker(check.Failures)}
+	p := &prober{cancel: cancel, t: health.NewTracker(check.Failures),
+		passed: inst.ReportedContainer == id && inst.ReportedHealthy}
 	a.probes[id] = p
 	target := health.Target{
 		NetNS: fmt.Sprintf("/proc/%d/ns/net", st.Pid),

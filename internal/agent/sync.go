@@ -106,6 +106,7 @@ func (a *Agent) sync(ctx context.Context) time.Time {
 			if err := a.cfg.Images.Release(ctx, act.ContainerID); err != nil {
 				a.log.Warn("release image", "container", act.ContainerID, "err", err)
 			}
+			a.detach(ctx, act.ContainerID)
 			a.stopProbe(act.ContainerID)
 			delete(a.containers, act.ContainerID)
 			changed = true
@@ -172,6 +173,7 @@ func (a *Agent) refresh(ctx context.Context) error {
 		}
 		a.full = false
 		clear(a.dirty)
+		a.releaseStale(ctx)
 		return nil
 	}
 	for id := range a.dirty {
@@ -254,10 +256,19 @@ func (a *Agent) start(ctx context.Context, inst *Instance, attempt int) (runtime
 		Labels: map[string]string{labelInstance: inst.Key(), labelUID: inst.UID, labelAttempt: strconv.Itoa(attempt),
 			labelGrace: inst.StopGrace.String(), labelTemplate: inst.Template},
 	}
+	if err := a.attach(ctx, &c, inst.Namespace); err != nil {
+		_ = a.cfg.Images.Release(context.WithoutCancel(ctx), id)
+		return runtime.Status{}, err
+	}
 	t1 := time.Now()
 	st, err := a.cfg.Runtime.Run(ctx, c)
 	if err != nil {
 		_ = a.cfg.Images.Release(context.WithoutCancel(ctx), id)
+		// A container that never ran holds nothing worth keeping; one
+		// created but failed is removed (and detached) by the next pass.
+		if st.ID == "" {
+			a.detach(context.WithoutCancel(ctx), id)
+		}
 		return st, err
 	}
 	a.log.Info("started", "instance", inst.Key(), "container", id, "attempt", attempt, "prepare", tPrep, "run", time.Since(t1))
@@ -382,6 +393,7 @@ func (a *Agent) statusOf(inst *Instance, c runtime.Status, now time.Time) Status
 	switch c.State {
 	case runtime.Running:
 		st.Phase, st.Healthy = PhaseRunning, true
+		st.IP = c.Labels[labelIP]
 		a.mu.Lock()
 		if p := a.probes[c.ID]; p != nil {
 			st.Healthy = p.ready()

@@ -3,6 +3,7 @@ package cli
 import (
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"os"
 	"strings"
 
@@ -14,7 +15,8 @@ import (
 func newUpCmd(g *globals) *cobra.Command {
 	var etcd []string
 	var node, listen string
-	var verbose bool
+	var verbose, noNetwork bool
+	var clusterCIDR, serviceCIDR, bridge string
 	cmd := &cobra.Command{
 		Use:   "up",
 		Short: "Run a whole cluster on this machine, in the foreground",
@@ -22,7 +24,12 @@ func newUpCmd(g *globals) *cobra.Command {
 server, the controllers and scheduler, and a node agent, in one process.
 
 It stays in the foreground; Ctrl-C stops it cleanly. Containers keep
-running while it is stopped, and the next "berth up" adopts them.`,
+running while it is stopped, and the next "berth up" adopts them.
+
+Containers get an address on the node's bridge (berth0) from the pod
+subnet the control plane hands the node out of --cluster-cidr; each
+service gets a virtual IP from --service-cidr and the DNS name
+<service>.<namespace>.berth, answered by the node's DNS server.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			level := slog.LevelWarn
@@ -34,8 +41,22 @@ running while it is stopped, and the next "berth up" adopts them.`,
 			}
 			log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 			out := cmd.OutOrStdout()
+			netw := server.Network{Disabled: noNetwork, Bridge: bridge}
+			for _, f := range []struct {
+				flag, value string
+				into        *netip.Prefix
+			}{{"--cluster-cidr", clusterCIDR, &netw.ClusterCIDR}, {"--service-cidr", serviceCIDR, &netw.ServiceCIDR}} {
+				if f.value == "" {
+					continue
+				}
+				p, err := netip.ParsePrefix(f.value)
+				if err != nil || !p.Addr().Is4() || p != p.Masked() {
+					return fmt.Errorf("%s %q: want an IPv4 network such as 10.244.0.0/16", f.flag, f.value)
+				}
+				*f.into = p
+			}
 			return server.Up(cmd.Context(), server.Config{
-				DataDir: g.dataDir, EtcdEndpoints: etcd, NodeName: node, Logger: log, Listen: listen,
+				DataDir: g.dataDir, EtcdEndpoints: etcd, NodeName: node, Logger: log, Listen: listen, Network: netw,
 				Ready: func(sock string, tcp *server.Credentials) {
 					store := "embedded etcd in " + g.dataDir
 					if len(etcd) > 0 {
@@ -49,8 +70,9 @@ running while it is stopped, and the next "berth up" adopts them.`,
 					fmt.Fprintf(out, `berth is up: API on unix://%s, %s.
 
 From another terminal:
-  berth run --name web --replicas 3 demo/busybox:1 httpd -f -p 80 -h /www
+  berth run --name web --replicas 3 --port 80 demo/busybox:1 httpd -f -p 80 -h /www
   berth ps
+  berth exec web wget -qO- http://web.default.berth/
   berth scale web=5
   berth apply -f examples/web.yaml
 Ctrl-C stops berth; containers keep running until it is back.
@@ -63,5 +85,9 @@ Ctrl-C stops berth; containers keep running until it is back.
 	cmd.Flags().StringVar(&node, "node-name", "", "name of this machine's node (default: the hostname)")
 	cmd.Flags().StringVar(&listen, "listen", "", "also serve the API over TCP at HOST:PORT, with TLS and a token")
 	cmd.Flags().BoolVarP(&verbose, "verbose", "v", false, "log what the components do")
+	cmd.Flags().BoolVar(&noNetwork, "no-network", false, "give containers only loopback: no bridge, addresses, VIPs or DNS")
+	cmd.Flags().StringVar(&clusterCIDR, "cluster-cidr", "", "network the nodes' pod subnets come from (default 10.244.0.0/16)")
+	cmd.Flags().StringVar(&serviceCIDR, "service-cidr", "", "network the services' virtual IPs come from (default 10.96.0.0/16)")
+	cmd.Flags().StringVar(&bridge, "bridge", "", "the node's bridge device (default berth0)")
 	return cmd
 }

@@ -142,11 +142,8 @@ func schedInstance(in *api.Instance) (scheduler.Instance, error) {
 	if t.Resources.Exclusive {
 		si.ExclusiveCPUs = int(t.Resources.CPU)
 	}
-	for _, p := range t.Ports {
-		if p.Host > 0 {
-			si.HostPorts = append(si.HostPorts, scheduler.Port{Number: p.Host, Protocol: p.Protocol})
-		}
-	}
+	// A published port is the service's, forwarded to its VIP by every
+	// node, not bound by each instance: it does not keep replicas apart.
 	for _, c := range in.Spec.Placement.Constraints {
 		sc := scheduler.Constraint{Key: c.Key, Values: c.Values}
 		switch c.Op {

@@ -38,6 +38,8 @@ type Config struct {
 	// Listen, when set, also serves the API over TCP at this address,
 	// with TLS and a bearer token (both made on first use in DataDir/tls).
 	Listen string
+	// Network configures container networking.
+	Network Network
 	// Ready is called once the API answers, with the socket's path and,
 	// with Listen, the TCP credentials.
 	Ready func(socket string, tcp *Credentials)
@@ -122,7 +124,7 @@ func Up(ctx context.Context, cfg Config) error {
 	if tl != nil {
 		run("api server (tcp)", func(ctx context.Context) error { return srv.ServeTLS(ctx, tl, creds.TLS, creds.Token) })
 	}
-	mgr := controller.NewManager(st, controller.Options{Logger: log})
+	mgr := controller.NewManager(st, controller.Options{Logger: log, Network: cfg.Network.controller()})
 	run("controllers", mgr.Run)
 	ag := agent.New(agent.Config{
 		Node:         agent.NodeInfo{Name: name, Address: "127.0.0.1", Info: info},
@@ -130,6 +132,7 @@ func Up(ctx context.Context, cfg Config) error {
 		Runtime:      rt,
 		Images:       Images{imgs},
 		Logger:       log,
+		Network:      cfg.Network.agentNetwork(c, cfg.DataDir, log),
 	})
 	run("agent", ag.Run)
 	if cfg.Ready != nil {

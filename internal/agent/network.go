@@ -1,0 +1,114 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"time"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+
+	"github.com/berth-dev/berth/internal/runtime"
+)
+
+// labelIP keeps a container's address with it, so that a restarted agent
+// reports the same one.
+const labelIP = "berth.ip"
+
+// NetAttachment is a container's place on the node's network.
+type NetAttachment struct {
+	// NetNS is the namespace the container joins.
+	NetNS string
+	IP    netip.Addr
+	// ResolvConf is bind-mounted on the container's /etc/resolv.conf.
+	ResolvConf string
+}
+
+// Network gives containers addresses. Attach runs before a container
+// starts and Detach after it is removed; ReleaseStale, once at start-up,
+// frees what containers gone while the agent was down held.
+type Network interface {
+	Attach(ctx context.Context, containerID, namespace string) (NetAttachment, error)
+	Detach(ctx context.Context, containerID string) error
+	ReleaseStale(ctx context.Context, live []string) error
+}
+
+// NetworkFunc makes the node's network once the control plane has given
+// the node its pod subnet.
+type NetworkFunc func(ctx context.Context, subnet netip.Prefix) (Network, error)
+
+// SubnetSource is how the agent learns its node's pod subnet; the
+// control plane hands it out after the node registers.
+type SubnetSource interface {
+	PodSubnet(ctx context.Context, node string) (string, error)
+}
+
+// setupNetwork waits for the node's pod subnet and makes the network.
+func (a *Agent) setupNetwork(ctx context.Context) error {
+	src, ok := a.cfg.ControlPlane.(SubnetSource)
+	if !ok {
+		return errors.New("the control plane does not hand out pod subnets")
+	}
+	t0 := time.Now()
+	s, err := src.PodSubnet(ctx, a.cfg.Node.Name)
+	if err != nil {
+		return fmt.Errorf("pod subnet of node %s: %w", a.cfg.Node.Name, err)
+	}
+	subnet, err := netip.ParsePrefix(s)
+	if err != nil {
+		return fmt.Errorf("pod subnet of node %s: %q: %w", a.cfg.Node.Name, s, err)
+	}
+	n, err := a.cfg.Network(ctx, subnet)
+	if err != nil {
+		return err
+	}
+	a.net = n
+	a.log.Info("network ready", "subnet", subnet, "took", time.Since(t0).Round(time.Millisecond))
+	return nil
+}
+
+// attach puts a container about to start on the network.
+func (a *Agent) attach(ctx context.Context, c *runtime.Config, namespace string) error {
+	if a.net == nil {
+		return nil
+	}
+	att, err := a.net.Attach(ctx, c.ID, namespace)
+	if err != nil {
+		return fmt.Errorf("network for %s: %w", c.ID, err)
+	}
+	c.NetNS = att.NetNS
+	if att.ResolvConf != "" {
+		c.Mounts = append(c.Mounts, specs.Mount{Destination: "/etc/resolv.conf", Source: att.ResolvConf, Type: "bind",
+			Options: []string{"rbind", "ro", "nosuid", "nodev", "noexec"}})
+	}
+	c.Labels[labelIP] = att.IP.String()
+	return nil
+}
+
+func (a *Agent) detach(ctx context.Context, id string) {
+	if a.net == nil {
+		return
+	}
+	if err := a.net.Detach(ctx, id); err != nil {
+		a.log.Warn("detach container network", "container", id, "err", err)
+	}
+}
+
+// releaseStale runs once, after the first full list of containers: every
+// container still known keeps its address, even one that has exited (it
+// is detached when removed).
+func (a *Agent) releaseStale(ctx context.Context) {
+	if a.net == nil || a.netReleased {
+		return
+	}
+	live := make([]string, 0, len(a.containers))
+	for id := range a.containers {
+		live = append(live, id)
+	}
+	if err := a.net.ReleaseStale(ctx, live); err != nil {
+		a.log.Warn("release stale container networks", "err", err)
+		return
+	}
+	a.netReleased = true
+}

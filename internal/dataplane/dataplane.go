@@ -1,0 +1,305 @@
+// Package dataplane is the node's network as the agent sees it: it sets
+// up the bridge, addresses containers, and keeps the node's service VIPs,
+// published ports and DNS names equal to what the API says, following
+// services and instances with a list and a watch (as kube-proxy follows
+// endpoints), one service's elements at a time.
+package dataplane
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/berth-dev/berth/api"
+	"github.com/berth-dev/berth/api/client"
+	"github.com/berth-dev/berth/internal/network"
+	"github.com/berth-dev/berth/internal/network/dns"
+	"github.com/berth-dev/berth/internal/network/vip"
+)
+
+// Config says where the node's network lives.
+type Config struct {
+	// Client reads services and instances.
+	Client *client.Client
+	// Subnet is the node's pod subnet, from its Node object.
+	Subnet      netip.Prefix
+	ClusterCIDR netip.Prefix
+	ServiceCIDR netip.Prefix
+	// StateDir keeps addresses and pinned namespaces across restarts.
+	StateDir string
+	// Bridge, NodeTable and ServiceTable name what the plane owns on the
+	// host; defaults "berth0", "berth-node", "berth-svc".
+	Bridge       string
+	NodeTable    string
+	ServiceTable string
+	// Upstreams answer names outside the cluster domain; by default the
+	// host's resolv.conf nameservers.
+	Upstreams []string
+	// SpareNetNS namespaces are made ahead of need; 2 when zero, none when negative.
+	SpareNetNS int
+	Logger     *slog.Logger
+}
+
+// Plane is a node's network, running.
+type Plane struct {
+	cfg  Config
+	log  *slog.Logger
+	node *network.Node
+	svcs *network.Services
+
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	mu     sync.Mutex
+	synced bool // a full Sync has been done since start
+}
+
+// Start sets up the node's bridge, tables and DNS server, and starts
+// following the API. The plane runs until ctx ends or Close.
+func Start(ctx context.Context, cfg Config) (*Plane, error) {
+	if cfg.Bridge == "" {
+		cfg.Bridge = "berth0"
+	}
+	if cfg.NodeTable == "" {
+		cfg.NodeTable = "berth-node"
+	}
+	if cfg.ServiceTable == "" {
+		cfg.ServiceTable = "berth-svc"
+	}
+	if cfg.SpareNetNS == 0 {
+		cfg.SpareNetNS = 2
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.Upstreams == nil {
+		cfg.Upstreams = hostResolvers("/etc/resolv.conf")
+	}
+	node, err := network.NewNode(ctx, network.Config{
+		Bridge: cfg.Bridge, Subnet: cfg.Subnet, ClusterCIDR: cfg.ClusterCIDR, ServiceCIDR: cfg.ServiceCIDR,
+		StateDir: cfg.StateDir, Table: cfg.NodeTable, SpareNetNS: max(cfg.SpareNetNS, 0),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("node network %s on %s: %w", cfg.Subnet, cfg.Bridge, err)
+	}
+	svcs, err := network.NewServices(ctx, vip.Config{Table: cfg.ServiceTable, LocalSubnet: cfg.Subnet},
+		dns.Config{Upstreams: cfg.Upstreams})
+	if err != nil {
+		node.Close()
+		return nil, fmt.Errorf("service tables: %w", err)
+	}
+	pc, l, err := node.ListenDNS(ctx)
+	if err != nil {
+		svcs.Close()
+		node.Close()
+		return nil, err
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	p := &Plane{cfg: cfg, log: cfg.Logger.With("component", "dataplane"), node: node, svcs: svcs, cancel: cancel}
+	p.wg.Go(func() {
+		if err := svcs.DNS().Serve(ctx, pc, l); err != nil && ctx.Err() == nil {
+			p.log.Error("dns server stopped", "err", err)
+		}
+	})
+	p.wg.Go(func() { p.follow(ctx) })
+	return p, nil
+}
+
+// Close stops following the API and the DNS server. What is programmed
+// stays: containers keep their addresses and services keep answering
+// until a restarted plane takes over.
+func (p *Plane) Close() {
+	p.cancel()
+	p.wg.Wait()
+	_ = p.svcs.Close()
+	p.node.Close()
+}
+
+// Attachment is a container's place on the network.
+type Attachment = network.Attachment
+
+// Attach gives container id an address and a namespace to run in.
+func (p *Plane) Attach(ctx context.Context, id, namespace string) (Attachment, error) {
+	return p.node.Attach(ctx, id, namespace)
+}
+
+// Detach takes container id off the network and frees its address.
+func (p *Plane) Detach(ctx context.Context, id string) error { return p.node.Detach(ctx, id) }
+
+// ReleaseStale frees what containers no longer alive hold.
+func (p *Plane) ReleaseStale(ctx context.Context, live []string) error {
+	gone, err := p.node.ReleaseStale(ctx, live)
+	if len(gone) > 0 {
+		p.log.Info("released stale container networks", "count", len(gone))
+	}
+	return err
+}
+
+// Synced says whether the service tables have caught up with the API once.
+func (p *Plane) Synced() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.synced
+}
+
+// follow lists services and instances, syncs everything, then applies
+// changes as they come; a broken watch starts it over (Sync then sends
+// only the difference).
+func (p *Plane) follow(ctx context.Context) {
+	backoff := 100 * time.Millisecond
+	for ctx.Err() == nil {
+		err := p.followOnce(ctx)
+		if ctx.Err() != nil {
+			return
+		}
+		p.log.Warn("following services; starting over", "err", err)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 5*time.Second)
+	}
+}
+
+type change struct {
+	svc  *client.WatchEvent[*api.Service]
+	inst *client.WatchEvent[*api.Instance]
+}
+
+func (p *Plane) followOnce(ctx context.Context) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	svcs, srev, err := p.cfg.Client.Services().List(ctx, "")
+	if err != nil {
+		return err
+	}
+	insts, irev, err := p.cfg.Client.Instances().List(ctx, "")
+	if err != nil {
+		return err
+	}
+	sw, err := p.cfg.Client.Services().Watch(ctx, "", srev)
+	if err != nil {
+		return err
+	}
+	iw, err := p.cfg.Client.Instances().Watch(ctx, "", irev)
+	if err != nil {
+		return err
+	}
+	st := newState()
+	for _, s := range svcs {
+		st.putService(s)
+	}
+	for _, in := range insts {
+		st.putInstance(in)
+	}
+	if err := p.svcs.Sync(ctx, st.all()); err != nil {
+		return fmt.Errorf("sync services: %w", err)
+	}
+	p.mu.Lock()
+	p.synced = true
+	p.mu.Unlock()
+	p.log.Debug("services synced", "services", len(svcs), "instances", len(insts))
+
+	changes := make(chan change, 256)
+	pump := func(f func() (change, bool)) {
+		for {
+			c, ok := f()
+			if !ok {
+				return
+			}
+			select {
+			case changes <- c:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}
+	go pump(func() (change, bool) {
+		ev, ok := <-sw
+		if !ok {
+			ev = client.WatchEvent[*api.Service]{Err: errors.New("service watch closed")}
+		}
+		return change{svc: &ev}, ok
+	})
+	go pump(func() (change, bool) {
+		ev, ok := <-iw
+		if !ok {
+			ev = client.WatchEvent[*api.Instance]{Err: errors.New("instance watch closed")}
+		}
+		return change{inst: &ev}, ok
+	})
+	dirty := map[string]bool{}
+	for {
+		var c change
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case c = <-changes:
+		}
+		// Take everything already queued, then program each touched service once.
+		for {
+			if err := st.apply(c, dirty); err != nil {
+				return err
+			}
+			select {
+			case c = <-changes:
+				continue
+			default:
+			}
+			break
+		}
+		for key := range dirty {
+			if err := p.program(ctx, st, key); err != nil {
+				return err
+			}
+			delete(dirty, key)
+		}
+	}
+}
+
+func (p *Plane) program(ctx context.Context, st *state, key string) error {
+	ns, name, _ := strings.Cut(key, "/")
+	svc, ok := st.service(key)
+	if !ok {
+		if err := p.svcs.Remove(ctx, ns, name); err != nil && !errors.Is(err, vip.ErrNotFound) {
+			return fmt.Errorf("remove service %s: %w", key, err)
+		}
+		return nil
+	}
+	if err := p.svcs.Upsert(ctx, svc); err != nil {
+		// One service the kernel refuses must not stop the others.
+		p.log.Warn("program service", "service", key, "err", err)
+	}
+	return nil
+}
+
+// hostResolvers reads the nameservers of the host's resolv.conf as
+// "addr:53". The DNS server runs in the host's namespace, so loopback
+// resolvers (systemd-resolved's 127.0.0.53) work too.
+func hostResolvers(path string) []string {
+	f, err := os.Open(path)
+	if err != nil {
+		return []string{}
+	}
+	defer f.Close()
+	out := []string{}
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		fields := strings.Fields(sc.Text())
+		if len(fields) >= 2 && fields[0] == "nameserver" {
+			if a, err := netip.ParseAddr(fields[1]); err == nil {
+				out = append(out, net.JoinHostPort(a.String(), "53"))
+			}
+		}
+	}
+	return out
+}
