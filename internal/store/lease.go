@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"strings"
-	"sync"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -13,28 +12,29 @@ import (
 // Node heartbeats are etcd leases: each node has a key under
 // <prefix>/leases/ bound to a lease that its heartbeats keep alive. When
 // they stop, etcd removes the key after the TTL, whoever's clock says what.
-
-type nodeLeases struct {
-	mu  sync.Mutex
-	ids map[string]clientv3.LeaseID
-}
+//
+// The lease to renew is read from the key itself, never remembered by the
+// server that made it: with several servers a node's heartbeats land on
+// any of them, and each renews the lease the key is bound to now. No
+// server keeps a lease alive on its own, so a node whose heartbeats stop
+// lapses even while the server that made its lease runs on, and a dead
+// server takes no lease with it.
 
 func (s *Store) leaseKey(node string) string { return s.prefix + "/leases/" + node }
 
 // KeepNodeAlive renews node's heartbeat lease, making one (with ttl) when
 // it has none or it has lapsed.
 func (s *Store) KeepNodeAlive(ctx context.Context, node string, ttl time.Duration) error {
-	s.nodes.mu.Lock()
-	defer s.nodes.mu.Unlock()
-	if s.nodes.ids == nil {
-		s.nodes.ids = map[string]clientv3.LeaseID{}
+	key := s.leaseKey(node)
+	r, err := s.client.Get(ctx, key)
+	if err != nil {
+		return fmt.Errorf("node %q: heartbeat lease: %w", node, wrapEtcd(err))
 	}
-	if id, ok := s.nodes.ids[node]; ok {
-		if r, err := s.client.KeepAliveOnce(ctx, id); err == nil && r.TTL > 0 {
+	if len(r.Kvs) > 0 && r.Kvs[0].Lease != 0 {
+		if ka, err := s.client.KeepAliveOnce(ctx, clientv3.LeaseID(r.Kvs[0].Lease)); err == nil && ka.TTL > 0 {
 			return nil
 		}
-		// Lapsed or unknown (a restarted etcd): make a new one.
-		delete(s.nodes.ids, node)
+		// Lapsed between the read and the renewal: make a new one.
 	}
 	secs := int64(ttl / time.Second)
 	if secs < 2 {
@@ -44,26 +44,31 @@ func (s *Store) KeepNodeAlive(ctx context.Context, node string, ttl time.Duratio
 	if err != nil {
 		return fmt.Errorf("node %q: heartbeat lease: %w", node, wrapEtcd(err))
 	}
-	if _, err := s.client.Put(ctx, s.leaseKey(node), "", clientv3.WithLease(g.ID)); err != nil {
+	// Two servers beating for the same node at once each bind the key to
+	// their own lease; the last write wins and the other lease, bound to
+	// nothing, lapses harmlessly.
+	if _, err := s.client.Put(ctx, key, "", clientv3.WithLease(g.ID)); err != nil {
 		return fmt.Errorf("node %q: heartbeat lease: %w", node, wrapEtcd(err))
 	}
-	s.nodes.ids[node] = g.ID
 	return nil
 }
 
 // ExpireNode ends node's heartbeat lease at once, as if it had stopped beating.
 func (s *Store) ExpireNode(ctx context.Context, node string) error {
-	s.nodes.mu.Lock()
-	id, ok := s.nodes.ids[node]
-	delete(s.nodes.ids, node)
-	s.nodes.mu.Unlock()
-	if ok {
-		if _, err := s.client.Revoke(ctx, id); err != nil {
-			return fmt.Errorf("node %q: revoke heartbeat lease: %w", node, wrapEtcd(err))
-		}
+	key := s.leaseKey(node)
+	r, err := s.client.Get(ctx, key)
+	if err != nil {
+		return fmt.Errorf("node %q: heartbeat lease: %w", node, wrapEtcd(err))
 	}
-	_, err := s.client.Delete(ctx, s.leaseKey(node))
-	return wrapEtcd(err)
+	if len(r.Kvs) > 0 && r.Kvs[0].Lease != 0 {
+		// Revoking deletes the key too; a lease that lapsed meanwhile is
+		// no error.
+		_, _ = s.client.Revoke(ctx, clientv3.LeaseID(r.Kvs[0].Lease))
+	}
+	if _, err := s.client.Delete(ctx, key); err != nil {
+		return fmt.Errorf("node %q: heartbeat lease: %w", node, wrapEtcd(err))
+	}
+	return nil
 }
 
 // LiveNodes names the nodes whose heartbeat lease is held.

@@ -56,6 +56,9 @@ type Config struct {
 	EtcdEndpoints []string
 	// EtcdTLS is the client TLS configuration for EtcdEndpoints.
 	EtcdTLS *tls.Config
+	// Member, when set, makes the embedded etcd one member of a cluster
+	// of servers (see cluster.go). Unused with EtcdEndpoints.
+	Member *Member
 	// Prefix of every key; "/berth" when empty. Tests sharing an etcd use
 	// their own.
 	Prefix string
@@ -81,8 +84,6 @@ type Store struct {
 	log      *slog.Logger
 
 	eventCount atomic.Int64 // events recorded, to prune every pruneEvery
-
-	nodes nodeLeases
 
 	leaseMu      sync.Mutex
 	eventLease   clientv3.LeaseID
@@ -139,7 +140,7 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	if err != nil {
 		return nil, err
 	}
-	e, err := startEmbedded(ctx, cfg.DataDir)
+	e, err := startEmbedded(ctx, cfg.DataDir, cfg.Member)
 	if err != nil {
 		lock.Close()
 		return nil, err
@@ -152,7 +153,7 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 
 const embeddedMaxTxnOps = 1024
 
-func startEmbedded(ctx context.Context, dataDir string) (*embed.Etcd, error) {
+func startEmbedded(ctx context.Context, dataDir string, member *Member) (*embed.Etcd, error) {
 	dir := filepath.Join(dataDir, "etcd")
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("etcd data dir %s: %w", dir, err)
@@ -179,6 +180,13 @@ func startEmbedded(ctx context.Context, dataDir string) (*embed.Etcd, error) {
 	ec.ListenClientUrls, ec.AdvertiseClientUrls = []url.URL{*cu}, []url.URL{*cu}
 	ec.ListenPeerUrls, ec.AdvertisePeerUrls = []url.URL{*pu}, []url.URL{*pu}
 	ec.InitialCluster = ec.InitialClusterFromName(ec.Name)
+	readyTimeout := 60 * time.Second
+	if member != nil {
+		if err := member.configure(ec); err != nil {
+			return nil, err
+		}
+		readyTimeout = memberReadyTimeout
+	}
 	e, err := embed.StartEtcd(ec)
 	if err != nil {
 		return nil, fmt.Errorf("embedded etcd in %s: %w", dir, err)
@@ -192,9 +200,9 @@ func startEmbedded(ctx context.Context, dataDir string) (*embed.Etcd, error) {
 	case <-ctx.Done():
 		e.Close()
 		return nil, fmt.Errorf("embedded etcd in %s: %w", dir, ctx.Err())
-	case <-time.After(60 * time.Second):
+	case <-time.After(readyTimeout):
 		e.Close()
-		return nil, fmt.Errorf("embedded etcd in %s: not ready after 60s: %w", dir, errdefs.ErrUnavailable)
+		return nil, fmt.Errorf("embedded etcd in %s: not ready after %v: %w", dir, readyTimeout, errdefs.ErrUnavailable)
 	}
 }
 
