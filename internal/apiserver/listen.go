@@ -176,7 +176,9 @@ func (s *Server) ServeUnix(ctx context.Context, path string) error {
 }
 
 // ServeTLS serves the API over TCP on l with TLS, admitting only requests
-// that carry token. It refuses to start without a certificate or a token.
+// that carry token or, when the server has a cluster CA, a node
+// certificate (ClusterAuthenticator). It refuses to start without a
+// certificate or a token.
 func (s *Server) ServeTLS(ctx context.Context, l net.Listener, cfg *tls.Config, token string) error {
 	if cfg == nil || (len(cfg.Certificates) == 0 && cfg.GetCertificate == nil) {
 		return fmt.Errorf("api on %s: %w: TCP needs a TLS certificate", l.Addr(), errdefs.ErrInvalidArgument)
@@ -188,5 +190,14 @@ func (s *Server) ServeTLS(ctx context.Context, l net.Listener, cfg *tls.Config, 
 	if cfg.MinVersion < tls.VersionTLS12 {
 		cfg.MinVersion = tls.VersionTLS12
 	}
-	return s.Serve(ctx, tls.NewListener(l, cfg), BearerToken(token))
+	auth := BearerToken(token)
+	if s.ca != nil {
+		// Nodes present the cluster CA's certificates; a joining node has
+		// none yet, so they are optional.
+		if cfg.ClientAuth == tls.NoClientCert {
+			cfg.ClientAuth, cfg.ClientCAs = tls.VerifyClientCertIfGiven, s.ca.Pool()
+		}
+		auth = ClusterAuthenticator(token)
+	}
+	return s.Serve(ctx, tls.NewListener(l, cfg), auth)
 }

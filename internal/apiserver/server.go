@@ -15,6 +15,8 @@
 //	POST   /v1/namespaces/{ns}/events              record an event
 //	GET|PUT|DELETE /v1/nodes/{name}, PUT /v1/nodes/{name}/status
 //	GET    /v1/nodes/{name}/assignments            instances bound to the node (?watch=1)
+//	POST   /v1/join                                {"token", "node", "csr"}: a node's certificate
+//	GET|POST /v1/tokens, DELETE /v1/tokens/{id}    join tokens (admins only)
 //
 // Writes may carry a revision precondition, as an If-Match header or as
 // metadata.revision in the body; a stale one gets 409. Invalid input gets
@@ -24,7 +26,9 @@
 //	{"error": "...", "code": "InvalidArgument", "field": "spec.replicas", "reason": "...", "fields": [...]}
 //
 // The server listens on a unix socket only root can use, and on TCP only
-// with TLS and a bearer token.
+// with TLS and a bearer token. With a cluster CA, TCP callers may instead
+// present a node certificate (see NodeAuthorizer for what nodes may do),
+// and callers with neither may join.
 package apiserver
 
 import (
@@ -41,6 +45,7 @@ import (
 
 	"github.com/berth-dev/berth/api"
 	"github.com/berth-dev/berth/internal/errdefs"
+	"github.com/berth-dev/berth/internal/pki"
 	"github.com/berth-dev/berth/internal/store"
 )
 
@@ -57,6 +62,9 @@ type Config struct {
 	// is authenticated; an error denies it (wrap errdefs.ErrForbidden).
 	// This is where per-node rules go once agents have certificates.
 	Authorize func(ctx context.Context, id Identity, r *http.Request) error
+	// CA, when set, signs the certificates of nodes that join
+	// (POST /v1/join) and vouches for them on TLS listeners.
+	CA *pki.CA
 	// NodeTTL is how long a node's heartbeat lease lasts; DefaultNodeTTL when zero.
 	NodeTTL time.Duration
 	// WatchHeartbeat is how often a quiet watch stream gets a heartbeat
@@ -76,6 +84,7 @@ type Server struct {
 	maxBody   int64
 	log       *slog.Logger
 	authorize func(ctx context.Context, id Identity, r *http.Request) error
+	ca        *pki.CA
 	heartbeat time.Duration
 	nodeTTL   time.Duration
 	mux       *http.ServeMux
@@ -83,7 +92,10 @@ type Server struct {
 
 // New returns a Server on cfg.Store.
 func New(cfg Config) *Server {
-	s := &Server{store: cfg.Store, maxBody: cfg.MaxBodyBytes, log: cfg.Logger, authorize: cfg.Authorize}
+	s := &Server{store: cfg.Store, maxBody: cfg.MaxBodyBytes, log: cfg.Logger, authorize: cfg.Authorize, ca: cfg.CA}
+	if s.authorize == nil {
+		s.authorize = NodeAuthorizer(cfg.Store)
+	}
 	if s.maxBody <= 0 {
 		s.maxBody = DefaultMaxBodyBytes
 	}
@@ -115,6 +127,10 @@ func New(cfg Config) *Server {
 	m.HandleFunc("PUT /v1/nodes/{name}/status", s.putStatus)
 	m.HandleFunc("DELETE /v1/nodes/{name}", s.delete)
 	m.HandleFunc("GET /v1/nodes/{name}/assignments", s.assignments)
+	m.HandleFunc("POST /v1/join", s.join)
+	m.HandleFunc("GET /v1/tokens", s.listTokens)
+	m.HandleFunc("POST /v1/tokens", s.createToken)
+	m.HandleFunc("DELETE /v1/tokens/{id}", s.revokeToken)
 	s.mux = m
 	return s
 }

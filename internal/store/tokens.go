@@ -155,6 +155,9 @@ func (s *Store) ListJoinTokens(ctx context.Context) ([]JoinToken, error) {
 
 // getToken reads a token's record.
 func (s *Store) getToken(ctx context.Context, id string) (storedToken, int64, error) {
+	if len(id) != tokenIDLen || !tokenChars(id) {
+		return storedToken{}, 0, fmt.Errorf("join token %q: %w", id, errdefs.ErrNotFound)
+	}
 	r, err := s.client.Get(ctx, s.tokenKey(id))
 	if err != nil {
 		return storedToken{}, 0, fmt.Errorf("join token %q: %w", id, wrapEtcd(err))
