@@ -60,7 +60,7 @@ type Config struct {
 	Logger       *slog.Logger
 	// Authorize, when set, is asked about every request after its caller
 	// is authenticated; an error denies it (wrap errdefs.ErrForbidden).
-	// This is where per-node rules go once agents have certificates.
+	// NodeAuthorizer when nil: admins do anything, nodes what agents need.
 	Authorize func(ctx context.Context, id Identity, r *http.Request) error
 	// CA, when set, signs the certificates of nodes that join
 	// (POST /v1/join) and vouches for them on TLS listeners.

@@ -53,6 +53,7 @@ machine to many.`,
 		newEventsCmd(g),
 		newImageCmd(g),
 		newContainerCmd(g),
+		newTokenCmd(g),
 	)
 	root.SetArgs(args)
 	err := root.ExecuteContext(ctx)

@@ -1,0 +1,102 @@
+package cli
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/berth-dev/berth/api/client"
+	"github.com/berth-dev/berth/internal/apiserver"
+	"github.com/berth-dev/berth/internal/store"
+)
+
+// serveAPI runs an API server on the socket of a fresh data dir.
+func serveAPI(t *testing.T) *globals {
+	t.Helper()
+	dir := t.TempDir()
+	ctx, cancel := context.WithCancel(context.Background())
+	st, err := store.Open(ctx, store.Config{DataDir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := apiserver.ListenUnix(apiserver.SocketPath(dir))
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- apiserver.New(apiserver.Config{Store: st}).Serve(ctx, l, apiserver.UnixRootOnly) }()
+	t.Cleanup(func() {
+		cancel()
+		<-done
+		st.Close()
+	})
+	return &globals{dataDir: dir}
+}
+
+func runToken(t *testing.T, g *globals, args ...string) (string, error) {
+	t.Helper()
+	cmd := newTokenCmd(g)
+	var out bytes.Buffer
+	cmd.SetOut(&out)
+	cmd.SetErr(&out)
+	cmd.SetArgs(args)
+	err := cmd.ExecuteContext(t.Context())
+	return out.String(), err
+}
+
+func TestTokenCommands(t *testing.T) {
+	g := serveAPI(t)
+	out, err := runToken(t, g, "create", "--ttl", "2h", "--description", "rack 4")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok := strings.TrimSpace(out)
+	id, secret, err := store.ParseJoinToken(tok)
+	if err != nil {
+		t.Fatalf("create printed %q: %v", out, err)
+	}
+	if _, err := runToken(t, g, "create", "--ttl", "0"); err != nil {
+		t.Fatal(err)
+	}
+
+	out, err = runToken(t, g, "ls")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(out, secret) {
+		t.Fatalf("ls shows a secret:\n%s", out)
+	}
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	if len(lines) != 3 || !strings.HasPrefix(lines[0], "ID") || !strings.Contains(lines[1], id) ||
+		!strings.Contains(lines[1], "valid") || !strings.Contains(lines[1], "in 1h") || !strings.Contains(lines[1], "rack 4") ||
+		!strings.Contains(lines[2], "never") {
+		t.Fatalf("ls:\n%s", out)
+	}
+
+	// Revoke by the whole token, as pasted from create.
+	if out, err := runToken(t, g, "revoke", tok); err != nil || !strings.Contains(out, id+" revoked") {
+		t.Fatalf("revoke: %q %v", out, err)
+	}
+	if _, err := runToken(t, g, "revoke", "zzzzzzzz"); err == nil || !strings.Contains(err.Error(), "not found") {
+		t.Fatalf("revoke an unknown token: %v", err)
+	}
+
+	g.output = "json"
+	out, err = runToken(t, g, "ls")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var list []client.JoinToken
+	if err := json.Unmarshal([]byte(out), &list); err != nil {
+		t.Fatalf("ls -o json: %v\n%s", err, out)
+	}
+	if len(list) != 2 || list[0].ID != id || !list[0].Revoked || list[0].Token != "" || time.Until(list[0].Expires) < time.Hour {
+		t.Fatalf("ls -o json: %+v", list)
+	}
+	if _, err := runToken(t, g, "create", "--ttl", "-1h"); err == nil {
+		t.Fatal("a negative ttl was accepted")
+	}
+}
