@@ -53,6 +53,17 @@ func (s *Server) join(w http.ResponseWriter, r *http.Request) {
 		writeError(w, fmt.Errorf("join as node %q: %w", req.Node, err))
 		return
 	}
+	// A live node's name is taken: a second machine joining under it
+	// would get its rights and fight over its instances.
+	live, err := s.store.LiveNodes(r.Context())
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	if live[req.Node] {
+		writeError(w, fmt.Errorf("join as node %q: %w: a live node has that name; pick another, or stop that node and wait for its heartbeat to lapse", req.Node, errdefs.ErrAlreadyExists))
+		return
+	}
 	cert, err := s.ca.SignNode([]byte(req.CSR), req.Node, 0)
 	if err != nil {
 		if errdefs.IsInvalidArgument(err) {

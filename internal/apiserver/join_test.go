@@ -421,9 +421,17 @@ func TestJoinRefusesBadTokensAndInput(t *testing.T) {
 			}
 		})
 	}
-	// The good token still works after all that.
+	// The good token still works after all that, and more than once.
 	if _, err := client.Join(ctx, c.url, client.JoinOptions{Token: good.Token, Node: "n1", CA: c.ca.CertPEM}); err != nil {
 		t.Fatal(err)
+	}
+	// But not for the name of a node that is alive.
+	if err := c.store.KeepNodeAlive(ctx, "n1", time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	_, err = client.Join(ctx, c.url, client.JoinOptions{Token: good.Token, Node: "n1", CA: c.ca.CertPEM})
+	if !errdefs.IsAlreadyExists(err) || !strings.Contains(err.Error(), `node "n1"`) {
+		t.Fatalf("join as a live node: %v, want AlreadyExists", err)
 	}
 }
 
