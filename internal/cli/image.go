@@ -1,10 +1,16 @@
 package cli
 
 import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"net"
+	"net/http"
+	"net/url"
 	"os"
 	"strconv"
 	"strings"
@@ -15,6 +21,7 @@ import (
 	"golang.org/x/term"
 
 	"github.com/berth-dev/berth/internal/image"
+	"github.com/berth-dev/berth/internal/registry"
 )
 
 func newImageCmd(g *globals) *cobra.Command {
@@ -26,11 +33,13 @@ func newImageCmd(g *globals) *cobra.Command {
 
 Images come from OCI layout directories, OCI archives and "docker save"
 tarballs (berth image import), or from a directory used as the root
-filesystem (berth image build). No registry is needed.`,
+filesystem (berth image build). No registry is needed: berth image push
+sends a local image to the berth server, whose nodes pull it from there.`,
 	}
 	cmd.AddCommand(
 		newImageImportCmd(g),
 		newImageBuildCmd(g),
+		newImagePushCmd(g),
 		newImageLsCmd(g),
 		newImageInspectCmd(g),
 		newImageRmCmd(g),
@@ -158,6 +167,89 @@ func parseCommand(flag, s string) ([]string, error) {
 		return out, nil
 	}
 	return strings.Fields(s), nil
+}
+
+func newImagePushCmd(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "push NAME[:TAG]",
+		Short: "Send a local image to the berth server, where every node can pull it",
+		Long: `Send an image from the local store to the registry the berth server serves
+(at /v2/ on the API address: --server, or the local socket). Only the layers
+the server lacks are sent.`,
+		Example: `  berth image push demo/busybox:1
+  berth image push web:2 --server https://berth.example:7443 --token "$TOKEN" --ca-file ca.pem`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			store, err := g.images()
+			if err != nil {
+				return err
+			}
+			base, tr, err := g.registryTransport()
+			if err != nil {
+				return err
+			}
+			bar := newProgressBar(cmd.OutOrStdout(), "push")
+			img, err := registry.Push(cmd.Context(), store, base, args[0], registry.PushOptions{Transport: tr, Progress: bar.update})
+			bar.done()
+			if err != nil {
+				return err
+			}
+			fmt.Fprintln(cmd.OutOrStdout(), imageLine(img))
+			return nil
+		},
+	}
+}
+
+// registryTransport reaches the registry the server serves at /v2/ the way
+// the API client reaches the API: through the unix socket, or over https
+// with the token and CA the global flags give.
+func (g *globals) registryTransport() (base string, rt http.RoundTripper, err error) {
+	ep := g.endpoint()
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	if sock, ok := strings.CutPrefix(ep, "unix://"); ok {
+		tr.Proxy = nil
+		tr.DialContext = func(ctx context.Context, _, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, "unix", sock)
+		}
+		// The host is a placeholder: every connection goes to the socket.
+		return "http://berth", tr, nil
+	}
+	u, err := url.Parse(ep)
+	if err != nil || u.Scheme != "https" || u.Host == "" {
+		return "", nil, fmt.Errorf("server %q: want unix:///path or https://host:port", ep)
+	}
+	if g.caFile != "" {
+		pem, err := os.ReadFile(g.caFile)
+		if err != nil {
+			return "", nil, fmt.Errorf("CA file: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return "", nil, fmt.Errorf("CA file %s: no PEM certificate found", g.caFile)
+		}
+		tr.TLSClientConfig = &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: pool}
+	}
+	var out http.RoundTripper = tr
+	if g.token != "" {
+		out = bearerTransport{token: g.token, host: u.Host, inner: tr}
+	}
+	return "https://" + u.Host, out, nil
+}
+
+// bearerTransport adds the API token to requests for the server, and only
+// to those (a registry may redirect elsewhere).
+type bearerTransport struct {
+	token, host string
+	inner       http.RoundTripper
+}
+
+func (t bearerTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	if r.URL.Host == t.host && r.Header.Get("Authorization") == "" {
+		r = r.Clone(r.Context())
+		r.Header.Set("Authorization", "Bearer "+t.token)
+	}
+	return t.inner.RoundTrip(r)
 }
 
 func newImageLsCmd(g *globals) *cobra.Command {

@@ -15,6 +15,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 
 	"github.com/berth-dev/berth/internal/errdefs"
@@ -129,7 +130,7 @@ func Pull(ctx context.Context, store *image.Store, base, ref string, opts PullOp
 	}
 	desc, err := reg.puller.Get(ctx, nref)
 	if err != nil {
-		return image.Image{}, fmt.Errorf("pull %s from %s: %w", r, base, err)
+		return image.Image{}, fmt.Errorf("pull %s from %s: %w", r, base, classify(err))
 	}
 	raw := desc.Manifest
 	digest := image.Digest(raw)
@@ -151,7 +152,7 @@ func Pull(ctx context.Context, store *image.Store, base, ref string, opts PullOp
 		for _, h := range p.staged {
 			errs = append(errs, store.Unstage(h))
 		}
-		return image.Image{}, errors.Join(fmt.Errorf("pull %s from %s: %w", r, base, err), errors.Join(errs...))
+		return image.Image{}, errors.Join(fmt.Errorf("pull %s from %s: %w", r, base, classify(err)), errors.Join(errs...))
 	}
 	return img, nil
 }
@@ -262,6 +263,30 @@ func (p *pull) fetch(ctx context.Context, d v1.Descriptor, layer bool) error {
 	}
 	report(d.Size, !fetched)
 	return nil
+}
+
+// classify adds the category of a registry's answer to err, so callers can
+// tell a missing image or a refused credential from a broken network.
+func classify(err error) error {
+	var te *transport.Error
+	if !errors.As(err, &te) {
+		return err
+	}
+	for _, c := range []struct {
+		status int
+		cat    error
+	}{
+		{http.StatusUnauthorized, errdefs.ErrUnauthorized},
+		{http.StatusForbidden, errdefs.ErrForbidden},
+		{http.StatusNotFound, errdefs.ErrNotFound},
+		{http.StatusBadRequest, errdefs.ErrInvalidArgument},
+		{http.StatusRequestEntityTooLarge, errdefs.ErrTooLarge},
+	} {
+		if te.StatusCode == c.status && !errors.Is(err, c.cat) {
+			return fmt.Errorf("%w: %w", err, c.cat)
+		}
+	}
+	return err
 }
 
 // remoteRegistry is a registry reached through a caller's transport.

@@ -326,7 +326,7 @@ func TestPullErrors(t *testing.T) {
 		{base, "demo/busybox:bad/tag", errdefs.ErrInvalidArgument},
 		{"ftp://host", "demo/busybox:1", errdefs.ErrInvalidArgument},
 		{base + "/v2/", "demo/busybox:1", errdefs.ErrInvalidArgument},
-		{base, "demo/missing:1", nil},
+		{base, "demo/missing:1", errdefs.ErrNotFound},
 	} {
 		_, err := registry.Pull(ctx, dst, tc.base, tc.ref, registry.PullOptions{})
 		if err == nil || (tc.want != nil && !errors.Is(err, tc.want)) {

@@ -67,7 +67,7 @@ func Push(ctx context.Context, store *image.Store, base, ref string, opts PushOp
 	err = remote.Write(tag, oimg, wopts...)
 	<-done // the library closes updates when it returns
 	if err != nil {
-		return image.Image{}, fmt.Errorf("push %s to %s: %w", localName, base, err)
+		return image.Image{}, fmt.Errorf("push %s to %s: %w", localName, base, classify(err))
 	}
 	return img, nil
 }
