@@ -168,7 +168,8 @@ func (s *Store) receive(ctx context.Context, r io.Reader, d v1.Descriptor, progr
 		w = io.MultiWriter(w, progressWriter(func(n int64) { done += n; progress(done) }))
 	}
 	// One byte over the size is enough to know the source lies.
-	n, err := io.Copy(w, io.LimitReader(ctxReader{ctx, r}, d.Size+1))
+	// Large reads: fewer syscalls and hash calls per byte than io.Copy's 32 KiB.
+	n, err := io.CopyBuffer(w, io.LimitReader(ctxReader{ctx, r}, d.Size+1), make([]byte, 1<<20))
 	if err == nil {
 		err = f.Sync()
 	}
