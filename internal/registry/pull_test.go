@@ -335,3 +335,56 @@ func TestPullErrors(t *testing.T) {
 	}
 	assertNoLeftovers(t, dst, 0)
 }
+
+// TestCancelledPullLeavesNothing stops a pull in the middle of a layer.
+func TestCancelledPullLeavesNothing(t *testing.T) {
+	srvStore := openStore(t)
+	img := randomImage(t, 6, 2, 3<<20)
+	m, err := img.Manifest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stall := m.Layers[1].Digest.String()
+	_, host := server(t, srvStore, registry.Options{}, nil)
+	push(t, host, "demo/random:1", img)
+	// The stalled layer's body stops after 2 MiB until the client goes.
+	base, _ := server(t, srvStore, registry.Options{}, func(h http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.Method == http.MethodGet && strings.HasSuffix(r.URL.Path, "/blobs/"+stall) {
+				w = &stallWriter{ResponseWriter: w, after: 2 << 20, done: r.Context().Done()}
+			}
+			h.ServeHTTP(w, r)
+		})
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	dst := openStore(t)
+	_, err = registry.Pull(ctx, dst, base, "demo/random:1", registry.PullOptions{Parallel: 1, Progress: func(p registry.Progress) {
+		if p.Layer == stall && p.Done >= 1<<20 {
+			cancel()
+		}
+	}})
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("cancelled pull: %v", err)
+	}
+	assertNoLeftovers(t, dst, 0)
+}
+
+type stallWriter struct {
+	http.ResponseWriter
+	after int
+	done  <-chan struct{}
+}
+
+func (s *stallWriter) Write(p []byte) (int, error) {
+	n := min(len(p), s.after)
+	if _, err := s.ResponseWriter.Write(p[:n]); err != nil {
+		return 0, err
+	}
+	if s.after -= n; s.after > 0 {
+		return n, nil
+	}
+	s.ResponseWriter.(http.Flusher).Flush()
+	<-s.done
+	return n, errors.New("client gone")
+}

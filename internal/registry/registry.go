@@ -446,7 +446,7 @@ func (h *Handler) startUpload(ctx context.Context, w http.ResponseWriter, r *htt
 		if err != nil {
 			return errors.Join(err, u.Cancel())
 		}
-		return h.finish(ctx, w, r, rt, u, d)
+		return h.finish(ctx, w, r, rt, u, d, true)
 	}
 	defer u.Close()
 	h.uploadLocation(w, rt.name, u)
@@ -482,7 +482,7 @@ func (h *Handler) upload(ctx context.Context, w http.ResponseWriter, r *http.Req
 		if err != nil {
 			return errors.Join(err, u.Cancel())
 		}
-		return h.finish(ctx, w, r, rt, u, d)
+		return h.finish(ctx, w, r, rt, u, d, false)
 	}
 	// PATCH: a chunk, placed by Content-Range when the client says where.
 	defer u.Close()
@@ -524,11 +524,12 @@ func (h *Handler) checkRange(r *http.Request, u *image.Upload) error {
 }
 
 // finish appends the request's body (the last chunk, maybe empty) and
-// commits the upload as blob d. A wrong digest ends the upload.
-func (h *Handler) finish(ctx context.Context, w http.ResponseWriter, r *http.Request, rt route, u *image.Upload, d v1.Hash) error {
+// commits the upload as blob d. A wrong digest ends the upload, and so
+// does any failure of a monolithic one, which no client can resume.
+func (h *Handler) finish(ctx context.Context, w http.ResponseWriter, r *http.Request, rt route, u *image.Upload, d v1.Hash, monolithic bool) error {
 	if _, err := u.Append(ctx, r.Body, h.opts.MaxBlobSize); err != nil {
-		if errors.Is(err, errdefs.ErrTooLarge) {
-			return errors.Join(storeError(err, "", ""), u.Cancel())
+		if monolithic || errors.Is(err, errdefs.ErrTooLarge) {
+			return errors.Join(storeError(err, codeBlobUploadUnknown, codeBlobUploadInvalid), u.Cancel())
 		}
 		defer u.Close()
 		return storeError(err, codeBlobUploadUnknown, codeBlobUploadInvalid)
@@ -571,8 +572,10 @@ func paginate(w http.ResponseWriter, r *http.Request, all []string) ([]string, e
 		}
 		if n < len(all) {
 			all = all[:n]
-			next := url.Values{"n": {ns}, "last": {all[len(all)-1]}}
-			w.Header().Set("Link", fmt.Sprintf(`<%s?%s>; rel="next"`, r.URL.Path, next.Encode()))
+			if n > 0 {
+				next := url.Values{"n": {ns}, "last": {all[n-1]}}
+				w.Header().Set("Link", fmt.Sprintf(`<%s?%s>; rel="next"`, r.URL.Path, next.Encode()))
+			}
 		}
 	}
 	if all == nil {

@@ -217,6 +217,10 @@ func TestManifestPut(t *testing.T) {
 	if err := json.NewDecoder(resp.Body).Decode(&tags); err != nil || tags.Name != "demo/x" || fmt.Sprint(tags.Tags) != "[1]" || !strings.Contains(resp.Header.Get("Link"), "last=1") {
 		t.Errorf("tags page 1: %+v %v, Link %q", tags, err, resp.Header.Get("Link"))
 	}
+	resp = do(t, base, "GET", "/v2/demo/x/tags/list?n=0", nil, nil)
+	if err := json.NewDecoder(resp.Body).Decode(&tags); err != nil || len(tags.Tags) != 0 || resp.Header.Get("Link") != "" {
+		t.Errorf("tags n=0: %+v %v, Link %q", tags, err, resp.Header.Get("Link"))
+	}
 	resp = do(t, base, "GET", "/v2/demo/x/tags/list?last=1", nil, nil)
 	if err := json.NewDecoder(resp.Body).Decode(&tags); err != nil || fmt.Sprint(tags.Tags) != "[2]" {
 		t.Errorf("tags page 2: %+v %v", tags, err)
