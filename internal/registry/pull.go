@@ -99,11 +99,14 @@ const progressStep = 1 << 20
 
 // Pull fetches the image ref (REPOSITORY[:TAG][@DIGEST]) from the registry
 // at base (scheme://host[:port], serving /v2/) into store, and returns it.
-// Only what the store lacks is fetched, and every blob is checked against
-// its digest before it is kept, so an interrupted or tampered pull leaves
-// nothing behind but staged blobs for a retry. With a digest the manifest
-// must have it; with a tag the image is stored under REPOSITORY:TAG.
-// Concurrent pulls (in any process) fetch each blob once.
+// Only what the store lacks is fetched, every blob is checked against its
+// digest before it is kept, and a pull that fails removes what it fetched,
+// so an interrupted or tampered pull leaves nothing behind. With a digest
+// the manifest must have it; with a tag the image is stored under
+// REPOSITORY:TAG. Concurrent pulls (in any process) fetch each blob once.
+// Errors carry the registry's answer as an errdefs category (ErrNotFound,
+// ErrUnauthorized, ErrForbidden, ...); ctx bounds the whole pull, a stalled
+// connection included.
 func Pull(ctx context.Context, store *image.Store, base, ref string, opts PullOptions) (image.Image, error) {
 	r, err := ParseReference(ref)
 	if err != nil {
