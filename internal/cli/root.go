@@ -41,6 +41,8 @@ machine to many.`,
 
 	root.AddCommand(
 		newUpCmd(g),
+		newServerCmd(g),
+		newAgentCmd(g),
 		newRunCmd(g),
 		newApplyCmd(g),
 		newGetCmd(g),

@@ -1,0 +1,88 @@
+package cli
+
+import (
+	"fmt"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"github.com/berth-dev/berth/internal/server"
+)
+
+func newAgentCmd(g *globals) *cobra.Command {
+	var (
+		name, address, bridge    string
+		clusterCIDR, serviceCIDR string
+		labels                   []string
+		noNetwork, verbose       bool
+	)
+	cmd := &cobra.Command{
+		Use:   "agent --server URL --token TOKEN [--ca-file FILE]",
+		Short: "Run this machine as a node of a cluster, in the foreground",
+		Long: `Run this machine as a node: register it with the cluster's API servers,
+keep its heartbeat, and run the containers the scheduler places on it.
+
+--server takes one or more of the servers' https:// URLs, comma
+separated; the agent talks to one at a time and moves to the next when
+it stops answering. --token is the cluster's API token and --ca-file its
+CA certificate: a server's <data-dir>/tls/token and ca.crt.
+
+Containers keep running while the agent is stopped; the next "berth
+agent" with the same --data-dir adopts them.`,
+		Example: `  berth agent --server https://10.0.0.1:7443,https://10.0.0.2:7443,https://10.0.0.3:7443 \
+      --token $(cat token) --ca-file ca.crt`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if g.server == "" {
+				return fmt.Errorf("--server is required: the API servers' https://HOST:PORT URLs, comma separated")
+			}
+			if g.token == "" {
+				return fmt.Errorf("--token is required: the cluster's API token, in a server's <data-dir>/tls/token")
+			}
+			var servers []string
+			for _, s := range strings.Split(g.server, ",") {
+				if s = strings.TrimSpace(s); s != "" {
+					servers = append(servers, s)
+				}
+			}
+			cfg := server.AgentConfig{
+				DataDir: g.dataDir, Servers: servers, CAFile: g.caFile,
+				Credential: server.BearerToken(g.token),
+				NodeName:   name, Address: address, Logger: cliLogger(verbose),
+				Network: server.Network{Disabled: noNetwork, Bridge: bridge},
+			}
+			for _, l := range labels {
+				k, v, ok := strings.Cut(l, "=")
+				if !ok || k == "" {
+					return fmt.Errorf("--label %q: want KEY=VALUE", l)
+				}
+				if cfg.Labels == nil {
+					cfg.Labels = map[string]string{}
+				}
+				cfg.Labels[k] = v
+			}
+			var err error
+			if cfg.Network.ClusterCIDR, err = cidrFlag("--cluster-cidr", clusterCIDR); err != nil {
+				return err
+			}
+			if cfg.Network.ServiceCIDR, err = cidrFlag("--service-cidr", serviceCIDR); err != nil {
+				return err
+			}
+			out := cmd.OutOrStdout()
+			cfg.Ready = func(node string) {
+				fmt.Fprintf(out, "berth agent: node %s joined the cluster at %s\n", node, strings.Join(servers, ","))
+			}
+			return server.Agent(cmd.Context(), cfg)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&name, "name", "", "this node's name (default: the hostname)")
+	f.StringVar(&address, "address", "", "this node's address as other nodes reach it (default: the local address on the route to the first server)")
+	f.StringSliceVar(&labels, "label", nil, "a node label KEY=VALUE, for placement constraints (repeatable)")
+	f.BoolVar(&noNetwork, "no-network", false, "give containers only loopback: no bridge, addresses, VIPs or DNS")
+	f.StringVar(&clusterCIDR, "cluster-cidr", "", "the servers' --cluster-cidr (default 10.244.0.0/16)")
+	f.StringVar(&serviceCIDR, "service-cidr", "", "the servers' --service-cidr (default 10.96.0.0/16)")
+	f.StringVar(&bridge, "bridge", "", "the node's bridge device (default berth0)")
+	f.BoolVarP(&verbose, "verbose", "v", false, "log what the agent does")
+	return cmd
+}

@@ -1,0 +1,141 @@
+package cli
+
+import (
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/berth-dev/berth/internal/server"
+	"github.com/berth-dev/berth/internal/store"
+)
+
+func newServerCmd(g *globals) *cobra.Command {
+	var (
+		name, listen, peerListen, etcdListen, peers string
+		clusterCIDR, serviceCIDR                    string
+		etcd                                        []string
+		joinExisting, verbose                       bool
+		leaderTTL                                   time.Duration
+	)
+	cmd := &cobra.Command{
+		Use:   "server",
+		Short: "Run the control plane only, one of several servers, in the foreground",
+		Long: `Run the control plane alone: the API server, the controllers and the
+scheduler, with an embedded etcd member, and no node agent (nodes join
+with "berth agent").
+
+Three servers make a cluster that survives the loss of any one: each
+runs an etcd member, and --peers names all three with their peer URLs
+(the same list on every server). Or every server points at an existing
+etcd cluster with --etcd-endpoints. The API answers on every server; the
+controllers and the scheduler run on one at a time, chosen by election,
+and move to another within seconds when it dies.
+
+The first server to start makes the cluster's CA and API token; every
+server writes them to <data-dir>/tls (ca.crt, token) for clients and
+agents. A server restarted with its data dir rejoins its cluster.
+
+Peer traffic is plain HTTP, and the CA key and token are kept in etcd:
+run the servers on a network you trust.`,
+		Example: `  # on each of three machines (10.0.0.1, .2, .3), with its own --name and addresses:
+  berth server --name s1 --listen 10.0.0.1:7443 --peer-listen 10.0.0.1:7380 \
+      --peers s1=http://10.0.0.1:7380,s2=http://10.0.0.2:7380,s3=http://10.0.0.3:7380
+
+  # servers sharing an existing etcd cluster:
+  berth server --name s1 --listen 10.0.0.1:7443 --etcd-endpoints http://10.0.0.9:2379`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg := server.ServerConfig{
+				DataDir: g.dataDir, Name: name, Listen: listen, PeerListen: peerListen,
+				EtcdClientListen: etcdListen, JoinExisting: joinExisting, EtcdEndpoints: etcd,
+				LeaderTTL: leaderTTL, Logger: cliLogger(verbose),
+			}
+			if len(etcd) > 0 && (peers != "" || peerListen != "" || etcdListen != "" || joinExisting) {
+				return fmt.Errorf("--etcd-endpoints uses an external etcd: --peers, --peer-listen, --etcd-client-listen and --join-existing are for embedded members")
+			}
+			if peers != "" {
+				m, err := store.ParseInitialCluster(peers)
+				if err != nil {
+					return fmt.Errorf("--peers: %w", err)
+				}
+				cfg.Peers = m
+				if name == "" {
+					return fmt.Errorf("--name is required with --peers: it says which of the peers this server is")
+				}
+				if _, ok := m[name]; !ok {
+					return fmt.Errorf("--peers does not name %q: list every server, this one too", name)
+				}
+				if peerListen == "" {
+					cfg.PeerListen = m[name]
+				}
+			}
+			if len(etcd) == 0 && cfg.PeerListen == "" {
+				return fmt.Errorf("--peer-listen HOST:PORT is required for the embedded etcd member (or give --etcd-endpoints)")
+			}
+			var err error
+			if cfg.Network.ClusterCIDR, err = cidrFlag("--cluster-cidr", clusterCIDR); err != nil {
+				return err
+			}
+			if cfg.Network.ServiceCIDR, err = cidrFlag("--service-cidr", serviceCIDR); err != nil {
+				return err
+			}
+			out := cmd.OutOrStdout()
+			cfg.Ready = func(info server.ServerInfo) {
+				where := "etcd member " + info.Name
+				if len(etcd) > 0 {
+					where = "etcd at " + strings.Join(etcd, ",")
+				}
+				fmt.Fprintf(out, `berth server %s is up: API on %s and unix://%s, %s.
+The controllers run on whichever server leads (-v logs who).
+Clients and agents trust %s and send the token in %s:
+  berth --server %s --token $(cat %s) --ca-file %s get nodes
+  berth agent --server %s --token $(cat %s) --ca-file ca.crt
+`, info.Name, info.API, info.Socket, where, info.CAFile, info.TokenFile,
+					info.API, info.TokenFile, info.CAFile, info.API, info.TokenFile)
+			}
+			return server.Server(cmd.Context(), cfg)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&name, "name", "", "this server's name, unique in the cluster (default: the hostname)")
+	f.StringVar(&listen, "listen", ":7443", "serve the API over TCP at HOST:PORT, with TLS and the cluster's token")
+	f.StringVar(&peerListen, "peer-listen", "", "where this server's etcd member meets the others, HOST:PORT (default: its URL in --peers)")
+	f.StringVar(&peers, "peers", "", "every server of a new cluster as NAME=http://HOST:PORT,... (this one too; the same on all)")
+	f.BoolVar(&joinExisting, "join-existing", false, "join a running cluster that already lists this server (etcdctl member add)")
+	f.StringVar(&etcdListen, "etcd-client-listen", "", "also serve etcd's client API at HOST:PORT, unauthenticated (for etcdctl; keep it on loopback)")
+	f.StringSliceVar(&etcd, "etcd-endpoints", nil, "use this etcd cluster instead of embedded members")
+	f.StringVar(&clusterCIDR, "cluster-cidr", "", "network the nodes' pod subnets come from (default 10.244.0.0/16; the same on every server)")
+	f.StringVar(&serviceCIDR, "service-cidr", "", "network the services' virtual IPs come from (default 10.96.0.0/16; the same on every server)")
+	f.DurationVar(&leaderTTL, "leader-ttl", 0, "how long the controllers wait for a dead leader before another server takes over (default 3s)")
+	f.BoolVarP(&verbose, "verbose", "v", false, "log what the components do, and who leads")
+	return cmd
+}
+
+// cliLogger logs warnings, or more with -v or BERTH_DEBUG, to stderr.
+func cliLogger(verbose bool) *slog.Logger {
+	level := slog.LevelWarn
+	if verbose {
+		level = slog.LevelInfo
+	}
+	if os.Getenv("BERTH_DEBUG") != "" {
+		level = slog.LevelDebug
+	}
+	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+}
+
+// cidrFlag parses an IPv4 network flag; empty is the zero prefix (the default).
+func cidrFlag(flag, value string) (netip.Prefix, error) {
+	if value == "" {
+		return netip.Prefix{}, nil
+	}
+	p, err := netip.ParsePrefix(value)
+	if err != nil || !p.Addr().Is4() || p != p.Masked() {
+		return netip.Prefix{}, fmt.Errorf("%s %q: want an IPv4 network such as 10.244.0.0/16", flag, value)
+	}
+	return p, nil
+}
