@@ -92,11 +92,12 @@ run the servers on a network you trust.`,
 				}
 				fmt.Fprintf(out, `berth server %s is up: API on %s and unix://%s, %s.
 The controllers run on whichever server leads (-v logs who).
-Clients and agents trust %s and send the token in %s:
+Clients and agents trust %s and send the token in %s
+(copy both to the nodes):
   berth --server %s --token $(cat %s) --ca-file %s get nodes
-  berth agent --server %s --token $(cat %s) --ca-file ca.crt
+  berth agent --server %s --token $(cat %s) --ca-file %s
 `, info.Name, info.API, info.Socket, where, info.CAFile, info.TokenFile,
-					info.API, info.TokenFile, info.CAFile, info.API, info.TokenFile)
+					info.API, info.TokenFile, info.CAFile, info.API, info.TokenFile, info.CAFile)
 			}
 			return server.Server(cmd.Context(), cfg)
 		},
