@@ -245,6 +245,8 @@ func (a *Agent) Run(ctx context.Context) error {
 		case id := <-a.exits:
 			delete(a.watched, id)
 			a.dirty[id] = true
+			// An exited container keeps its record (for logs) but not its address.
+			a.detach(ctx, id)
 		case id := <-a.done:
 			delete(a.stopping, id)
 			a.dirty[id] = true

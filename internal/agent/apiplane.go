@@ -66,6 +66,23 @@ func (p *APIPlane) WatchAssigned(ctx context.Context, node string, ch chan<- []A
 	if err != nil {
 		return err
 	}
+	// An assignment carries the instance as bound, not its latest status;
+	// a restarted agent needs that (the health it last reported) too.
+	if len(insts) > 0 {
+		current, _, err := p.c.Instances().List(ctx, "")
+		if err != nil {
+			return err
+		}
+		byUID := make(map[string]*api.Instance, len(current))
+		for _, in := range current {
+			byUID[in.Metadata.UID] = in
+		}
+		for _, in := range insts {
+			if cur := byUID[in.Metadata.UID]; cur != nil {
+				in.Status.ContainerID, in.Status.Healthy = cur.Status.ContainerID, cur.Status.Healthy
+			}
+		}
+	}
 	batch := make([]Assignment, 0, len(insts)+1)
 	for _, in := range insts {
 		if a, ok := assignmentOf(in); ok {

@@ -95,16 +95,18 @@ func (a *Agent) detach(ctx context.Context, id string) {
 	}
 }
 
-// releaseStale runs once, after the first full list of containers: every
-// container still known keeps its address, even one that has exited (it
-// is detached when removed).
+// releaseStale runs once, after the first full list of containers: only
+// running containers keep their addresses (one that exited while the
+// agent was away gives its up, as it would have at its exit).
 func (a *Agent) releaseStale(ctx context.Context) {
 	if a.net == nil || a.netReleased {
 		return
 	}
 	live := make([]string, 0, len(a.containers))
-	for id := range a.containers {
-		live = append(live, id)
+	for id, st := range a.containers {
+		if st.State == runtime.Running {
+			live = append(live, id)
+		}
 	}
 	if err := a.net.ReleaseStale(ctx, live); err != nil {
 		a.log.Warn("release stale container networks", "err", err)

@@ -16,15 +16,26 @@ type prober struct {
 	mu     sync.Mutex
 	t      *health.Tracker
 	// passed is set by the first successful probe: until then the container
-	// is not restarted for failing, but not reported ready either, so a
-	// rollout waits for a new instance to prove itself.
-	passed bool
+	// is not reported ready, so a rollout waits for a new instance to prove
+	// itself; and it is not restarted for failing until graceUntil, since
+	// a server takes a moment to listen.
+	passed     bool
+	graceUntil time.Time
+}
+
+// startupGrace is how long a container that has never passed its check
+// may fail it without being restarted.
+func startupGrace(c health.Check) time.Duration {
+	return max(10*time.Second, 3*time.Duration(c.Failures)*c.Interval)
 }
 
 // healthy is the restart verdict.
 func (p *prober) healthy() bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	if !p.passed && time.Now().Before(p.graceUntil) {
+		return true
+	}
 	return p.t.Healthy()
 }
 
@@ -44,7 +55,8 @@ func (a *Agent) ensureProbe(ctx context.Context, id string, st runtime.Status, i
 	check := inst.Health.WithDefaults()
 	pctx, cancel := context.WithCancel(ctx)
 	p := &prober{cancel: cancel, t: health.NewTracker(check.Failures),
-		passed: inst.ReportedContainer == id && inst.ReportedHealthy}
+		passed:     inst.ReportedContainer == id && inst.ReportedHealthy,
+		graceUntil: time.Now().Add(startupGrace(check))}
 	a.probes[id] = p
 	target := health.Target{
 		NetNS: fmt.Sprintf("/proc/%d/ns/net", st.Pid),
@@ -68,12 +80,15 @@ func (a *Agent) ensureProbe(ctx context.Context, id string, st runtime.Status, i
 			if pctx.Err() != nil {
 				return
 			}
+			wasHealthy := p.healthy()
 			p.mu.Lock()
 			changed := p.t.Observe(err)
 			if err == nil && !p.passed {
 				p.passed, changed = true, true
 			}
 			p.mu.Unlock()
+			// The grace running out changes the verdict with no change in the tracker.
+			changed = changed || wasHealthy != p.healthy()
 			if changed {
 				a.log.Info("health changed", "container", id, "healthy", err == nil, "err", err)
 				a.poke()

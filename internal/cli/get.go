@@ -120,13 +120,21 @@ func get(ctx context.Context, c *client.Client, format string, w io.Writer, kind
 	defer tw.Flush()
 	switch kind {
 	case api.KindService:
-		fmt.Fprintln(tw, "NAMESPACE\tNAME\tREADY\tIMAGE\tAGE"+cond(wide, "\tVIP\tDNS\tPORTS", ""))
+		var eps map[string][]string
+		if wide {
+			if eps, err = endpoints(ctx, c, ns); err != nil {
+				return err
+			}
+		}
+		fmt.Fprintln(tw, "NAMESPACE\tNAME\tREADY\tIMAGE\tAGE"+cond(wide, "\tVIP\tDNS\tPORTS\tENDPOINTS", ""))
 		for _, o := range objs {
 			s := o.(*api.Service)
 			fmt.Fprintf(tw, "%s\t%s\t%d/%d\t%s\t%s", s.Metadata.Namespace, s.Metadata.Name, s.Status.ReadyReplicas, s.Spec.Replicas,
 				s.Spec.Template.Image, age(s.Metadata.CreatedAt))
 			if wide {
-				fmt.Fprintf(tw, "\t%s\t%s.%s.berth\t%s", dash(s.Status.VIP), s.Metadata.Name, s.Metadata.Namespace, portsOf(s.Spec.Template.Ports))
+				ep := eps[s.Metadata.Namespace+"/"+s.Metadata.Name+"/"+s.Metadata.UID]
+				fmt.Fprintf(tw, "\t%s\t%s.%s.berth\t%s\t%s", dash(s.Status.VIP), s.Metadata.Name, s.Metadata.Namespace,
+					portsOf(s.Spec.Template.Ports), dash(strings.Join(ep, ",")))
 			}
 			fmt.Fprintln(tw)
 		}
@@ -266,4 +274,26 @@ func portsOf(ps []api.Port) string {
 		out = append(out, s)
 	}
 	return dash(strings.Join(out, ","))
+}
+
+// endpoints lists the addresses that receive each service's traffic (its
+// running, healthy instances), keyed namespace/name/uid.
+func endpoints(ctx context.Context, c *client.Client, ns string) (map[string][]string, error) {
+	insts, _, err := c.Instances().List(ctx, ns)
+	if err != nil {
+		return nil, err
+	}
+	out := map[string][]string{}
+	for _, in := range insts {
+		o := in.Spec.Owner
+		if o.Kind != api.KindService || in.Status.Phase != api.PhaseRunning || !in.Status.Healthy || in.Status.IP == "" {
+			continue
+		}
+		k := in.Metadata.Namespace + "/" + o.Name + "/" + o.UID
+		out[k] = append(out[k], in.Status.IP)
+	}
+	for _, ips := range out {
+		sort.Strings(ips)
+	}
+	return out, nil
 }

@@ -235,6 +235,17 @@ func (n *Node) setupBridge() error {
 	if _, ok := link.(*netlink.Bridge); !ok {
 		return fmt.Errorf("link %s is a %s, not a bridge: %w", name, link.Type(), ErrInvalid)
 	}
+	// A bridge without a MAC of its own takes the lowest of its ports', so
+	// it would change as containers come and go, and containers' ARP
+	// entries for the gateway would point at a port instead, for as long
+	// as they live. A fixed one, made from the gateway address, stays put.
+	mac := net.HardwareAddr{0x02, 0xbe, 0, 0, 0, 0}
+	copy(mac[2:], n.gw.AsSlice())
+	if link.Attrs().HardwareAddr.String() != mac.String() {
+		if err := n.host.LinkSetHardwareAddr(link, mac); err != nil {
+			return fmt.Errorf("bridge %s address %v: %w", name, mac, err)
+		}
+	}
 	addr := &netlink.Addr{IPNet: &net.IPNet{IP: n.gw.AsSlice(), Mask: net.CIDRMask(n.cfg.Subnet.Bits(), 32)}}
 	if err := n.host.AddrReplace(link, addr); err != nil {
 		return fmt.Errorf("bridge %s address %v: %w", name, addr, err)

@@ -611,6 +611,20 @@ func TestParallelAttachDetachLeaksNothing(t *testing.T) {
 			_ = node.Detach(ctx, a.ID)
 		}
 	})
+	bridgeMAC := func() string {
+		l, err := node.host.LinkByName(node.cfg.Bridge)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return l.Attrs().HardwareAddr.String()
+	}
+	// The gateway's MAC must not follow the bridge's ports: containers cache it.
+	mac := bridgeMAC()
+	defer func() {
+		if got := bridgeMAC(); got != mac {
+			t.Errorf("bridge MAC changed from %s to %s as containers came and went", mac, got)
+		}
+	}()
 	const n = 24
 	type result struct {
 		a   Attachment

@@ -2,14 +2,17 @@ package e2e
 
 import (
 	"encoding/json"
+	"fmt"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -18,17 +21,25 @@ import (
 	"github.com/berth-dev/berth/internal/runtime"
 )
 
-// cluster is a running `berth up` with its own data dir.
+// cluster is a running `berth up` with its own data dir and, unless it
+// runs with --no-network, its own network namespace: its bridge, tables
+// and DNS server stay off the host's network.
 type cluster struct {
 	*env
-	up   *exec.Cmd
-	args []string // extra `berth up` flags
+	up    *exec.Cmd
+	args  []string // extra `berth up` flags
+	netns string   // path of the namespace berth up runs in; "" for the host's
 }
+
+var netnsSeq atomic.Int64
 
 func startCluster(t *testing.T, upArgs ...string) *cluster {
 	e := newEnv(t)
 	e.demoImage()
 	c := &cluster{env: e, args: upArgs}
+	if !slices.Contains(upArgs, "--no-network") {
+		c.netns = makeNetns(t)
+	}
 	c.start()
 	t.Cleanup(func() {
 		c.kill()
@@ -41,15 +52,44 @@ func startCluster(t *testing.T, upArgs ...string) *cluster {
 		for _, ct := range list {
 			e.run("container", "rm", "--force", ct.ID)
 		}
+		// The containers' pinned namespaces are mounts in the data dir.
+		pins, _ := filepath.Glob(filepath.Join(e.dataDir, "net", "netns", "*"))
+		spares, _ := filepath.Glob(filepath.Join(e.dataDir, "net", "netns", ".spare", "*"))
+		for _, p := range append(pins, spares...) {
+			_ = syscall.Unmount(p, syscall.MNT_DETACH)
+		}
 	})
 	return c
 }
 
+// makeNetns makes a network namespace with loopback up, removed when the test ends.
+func makeNetns(t *testing.T) string {
+	t.Helper()
+	name := fmt.Sprintf("berth-e2e-%d-%d", os.Getpid(), netnsSeq.Add(1))
+	if out, err := exec.Command("ip", "netns", "add", name).CombinedOutput(); err != nil {
+		t.Fatalf("ip netns add %s: %v: %s", name, err, out)
+	}
+	t.Cleanup(func() { _ = exec.Command("ip", "netns", "del", name).Run() })
+	if out, err := exec.Command("ip", "-n", name, "link", "set", "lo", "up").CombinedOutput(); err != nil {
+		t.Fatalf("loopback up in %s: %v: %s", name, err, out)
+	}
+	return "/run/netns/" + name
+}
+
+// inNetns runs a command in the cluster's network namespace (only that:
+// the mount namespace stays the host's, so paths mean the same).
+func (c *cluster) inNetns(name string, args ...string) *exec.Cmd {
+	if c.netns == "" {
+		return exec.Command(name, args...)
+	}
+	return exec.Command("nsenter", append([]string{"--net=" + c.netns, name}, args...)...)
+}
+
 func (c *cluster) start() {
 	c.t.Helper()
-	c.up = exec.Command(berthBin, append([]string{"--data-dir", c.dataDir, "up"}, c.args...)...)
+	c.up = c.inNetns(berthBin, append([]string{"--data-dir", c.dataDir, "up"}, c.args...)...)
 	c.up.Stdout = nil
-	log, err := os.Create(filepath.Join(c.dataDir, "up.log"))
+	log, err := os.OpenFile(filepath.Join(c.dataDir, "up.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
 		c.t.Fatal(err)
 	}
@@ -356,7 +396,8 @@ func TestTCPListenerNeedsTokenAndTLS(t *testing.T) {
 	}
 	addr := l.Addr().String()
 	l.Close()
-	c := startCluster(t, "--listen", addr)
+	// On the host's loopback, where the test dials: no container network needed.
+	c := startCluster(t, "--listen", addr, "--no-network")
 	tls := filepath.Join(c.dataDir, "tls")
 	token, err := os.ReadFile(filepath.Join(tls, "token"))
 	if err != nil {
