@@ -23,11 +23,14 @@ import (
 	"github.com/berth-dev/berth/internal/runtime/runtimetest"
 )
 
+var upArgs *string
+
 func main() {
 	bin := flag.String("berth", "bin/berth", "the berth binary to measure")
 	runs := flag.Int("n", 100, "berth run measurements")
 	heals := flag.Int("heals", 30, "self-heal measurements")
 	peerRuns := flag.Int("podman", 20, "podman run measurements (0 to skip)")
+	upArgs = flag.String("up-args", "", "extra flags for berth up, e.g. --no-network")
 	flag.Parse()
 	if err := bench(*bin, *runs, *heals, *peerRuns); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
@@ -60,7 +63,7 @@ func bench(bin string, runs, heals, peerRuns int) error {
 	if _, err := berth("image", "build", rootfs, "--tag", "bench/busybox:1"); err != nil {
 		return err
 	}
-	up := exec.Command(bin, "--data-dir", data, "up")
+	up := exec.Command(bin, append([]string{"--data-dir", data, "up"}, strings.Fields(*upArgs)...)...)
 	up.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	if err := up.Start(); err != nil {
 		return err
