@@ -36,9 +36,13 @@ etcd cluster with --etcd-endpoints. The API answers on every server; the
 controllers and the scheduler run on one at a time, chosen by election,
 and move to another within seconds when it dies.
 
-The first server to start makes the cluster's CA and API token; every
-server writes them to <data-dir>/tls (ca.crt, token) for clients and
-agents. A server restarted with its data dir rejoins its cluster.
+The first server to start makes the cluster's CA and admin API token;
+every server writes them to <data-dir>/tls (ca.crt, token) for clients.
+It also makes a join token, printed once and kept in
+<data-dir>/join-token (mode 0600): an agent trades it for a node
+certificate on its first start (see "berth agent"), and "berth token"
+makes and revokes more. A server restarted with its data dir rejoins its
+cluster.
 
 Peer traffic is plain HTTP, and the CA key and token are kept in etcd:
 run the servers on a network you trust.`,
@@ -92,12 +96,26 @@ run the servers on a network you trust.`,
 				}
 				fmt.Fprintf(out, `berth server %s is up: API on %s and unix://%s, %s.
 The controllers run on whichever server leads (-v logs who).
-Clients and agents trust %s and send the token in %s
-(copy both to the nodes):
+Clients trust %s and send the admin token in %s
+(copy both to where you run berth):
   berth --server %s --token $(cat %s) --ca-file %s get nodes
-  berth agent --server %s --token $(cat %s) --ca-file %s
 `, info.Name, info.API, info.Socket, where, info.CAFile, info.TokenFile,
-					info.API, info.TokenFile, info.CAFile, info.API, info.TokenFile, info.CAFile)
+					info.API, info.TokenFile, info.CAFile)
+				switch {
+				case info.JoinTokenCreated:
+					fmt.Fprintf(out, `Nodes join with this join token, made now and kept in %s (mode 0600):
+  berth agent --server %s --token %s --ca-pin %s
+`, info.JoinTokenFile, info.API, info.JoinToken, info.CAPin)
+				case info.JoinToken != "":
+					fmt.Fprintf(out, `Nodes join with the join token in %s:
+  berth agent --server %s --token $(cat %s) --ca-pin %s
+`, info.JoinTokenFile, info.API, info.JoinTokenFile, info.CAPin)
+				default:
+					fmt.Fprintf(out, `Nodes join with a join token from "berth token create":
+  berth agent --server %s --token <join token> --ca-pin %s
+`, info.API, info.CAPin)
+				}
+				fmt.Fprintf(out, "(or --ca-file %s instead of --ca-pin).\n", info.CAFile)
 			}
 			return server.Server(cmd.Context(), cfg)
 		},

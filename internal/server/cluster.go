@@ -69,6 +69,15 @@ type ServerInfo struct {
 	// CAFile is the cluster CA certificate clients and agents trust;
 	// TokenFile holds the cluster's API token, Token itself.
 	CAFile, TokenFile, Token string
+	// CAPin is the cluster CA's public key pin, for agents joining
+	// without a copy of CAFile.
+	CAPin string
+	// JoinTokenFile holds the join token this server made on the
+	// cluster's first start (mode 0600); JoinToken is that token while it
+	// works, "" when another server made the first or it was revoked.
+	// JoinTokenCreated says this start made it.
+	JoinTokenFile, JoinToken string
+	JoinTokenCreated         bool
 }
 
 // controllerRole names the controllers' election under the store's prefix.
@@ -148,7 +157,18 @@ func Server(ctx context.Context, cfg ServerConfig) error {
 			}
 		})
 	}
-	srv := apiserver.New(apiserver.Config{Store: st, Logger: log.With("component", "apiserver")})
+	joinFile := store.JoinTokenFile(cfg.DataDir)
+	joinToken, joinCreated, err := st.EnsureJoinToken(ctx, joinFile)
+	if err != nil {
+		return fmt.Errorf("server %q: %w", name, err)
+	}
+	if joinCreated {
+		log.Info("made the cluster's first join token", "file", joinFile)
+	}
+
+	// With the CA, nodes authenticate with the certificates it signs on
+	// join, and NodeAuthorizer confines them to their own node.
+	srv := apiserver.New(apiserver.Config{Store: st, CA: creds.ca, Logger: log.With("component", "apiserver")})
 	run("api server", func(ctx context.Context) error { return srv.Serve(ctx, ul, apiserver.UnixRootOnly) })
 	run("api server (tcp)", func(ctx context.Context) error { return srv.ServeTLS(ctx, tl, creds.tls, creds.token) })
 	key := st.LeaderKey(controllerRole)
@@ -177,7 +197,8 @@ func Server(ctx context.Context, cfg ServerConfig) error {
 		for ctx.Err() == nil {
 			if err := c.Healthz(ctx); err == nil {
 				cfg.Ready(ServerInfo{Name: name, Socket: sock, API: "https://" + cfg.Listen,
-					CAFile: creds.caFile, TokenFile: creds.tokenFile, Token: creds.token})
+					CAFile: creds.caFile, TokenFile: creds.tokenFile, Token: creds.token, CAPin: creds.ca.Pin(),
+					JoinTokenFile: joinFile, JoinToken: joinToken, JoinTokenCreated: joinCreated})
 				break
 			}
 			select {
@@ -247,6 +268,7 @@ func apiHosts(listenHost, name string) []string {
 // cluster shares, so that a client or agent trusting the cluster CA with
 // the token reaches any of them.
 type clusterCreds struct {
+	ca                *pki.CA
 	tls               *tls.Config
 	token             string
 	caFile, tokenFile string
@@ -295,7 +317,7 @@ func clusterCredentials(ctx context.Context, st *store.Store, dir string, hosts 
 	if err != nil {
 		return nil, err
 	}
-	c := &clusterCreds{token: string(tok), caFile: filepath.Join(dir, pki.CACertFile), tokenFile: filepath.Join(dir, "token")}
+	c := &clusterCreds{ca: ca, token: string(tok), caFile: filepath.Join(dir, pki.CACertFile), tokenFile: filepath.Join(dir, "token")}
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("tls dir %s: %w", dir, err)
 	}

@@ -21,6 +21,7 @@ import (
 	"github.com/berth-dev/berth/internal/errdefs"
 	"github.com/berth-dev/berth/internal/hostinfo"
 	"github.com/berth-dev/berth/internal/image"
+	"github.com/berth-dev/berth/internal/pki"
 	"github.com/berth-dev/berth/internal/runtime"
 )
 
@@ -33,10 +34,21 @@ type AgentConfig struct {
 	// time and move on to the next when it cannot answer.
 	Servers []string
 	// CAFile is the cluster CA certificate (a server's
-	// <data-dir>/tls/ca.crt); the system's roots when empty.
+	// <data-dir>/tls/ca.crt); the system's roots when empty. A joining
+	// agent trusts the servers by it (or CAPin); a joined one by the CA
+	// saved with its certificate.
 	CAFile string
-	// Credential is how the agent proves itself to the servers.
+	// Credential is how the agent proves itself to the servers. When nil
+	// the agent uses its node certificate (NodeCredentialsDir), joining
+	// with JoinToken on its first start to get one.
 	Credential Credential
+	// JoinToken is a join token (berth_<id>.<secret>), traded once for a
+	// node certificate; later starts use the certificate and need none.
+	JoinToken string
+	// CAPin is the cluster CA's public key pin (sha256:<hex>, as a server
+	// prints it), to trust the servers by on the first join when CAFile
+	// is empty.
+	CAPin string
 	// NodeName names the node; the hostname when empty.
 	NodeName string
 	// Address is the node's address as other nodes reach it; when empty,
@@ -56,8 +68,10 @@ type Credential interface {
 	Apply(cfg *tls.Config) ([]client.Option, error)
 }
 
-// BearerToken authenticates with the cluster's API token, until nodes
-// join with join tokens and authenticate with their own certificates.
+// BearerToken authenticates with the cluster's admin API token. It is a
+// fallback for agents set up before join tokens: it gives the agent every
+// right in the cluster, where a NodeCertificate gives it only its own
+// node's.
 type BearerToken string
 
 var _ Credential = BearerToken("")
@@ -70,6 +84,29 @@ func (t BearerToken) Apply(*tls.Config) ([]client.Option, error) {
 	return []client.Option{client.WithToken(string(t))}, nil
 }
 
+// NodeCertificate authenticates with a node's client certificate, got
+// by joining; the servers are trusted by the cluster CA that came with it.
+type NodeCertificate struct{ *client.NodeCredentials }
+
+var _ Credential = NodeCertificate{}
+
+// Apply presents the certificate and trusts the cluster CA alone.
+func (nc NodeCertificate) Apply(cfg *tls.Config) ([]client.Option, error) {
+	if nc.NodeCredentials == nil {
+		return nil, fmt.Errorf("node certificate: %w: none", errdefs.ErrInvalidArgument)
+	}
+	tc, err := nc.TLSConfig()
+	if err != nil {
+		return nil, err
+	}
+	cfg.Certificates, cfg.RootCAs = tc.Certificates, tc.RootCAs
+	return nil, nil
+}
+
+// NodeCredentialsDir is where an agent keeps its node certificate, key
+// (mode 0600) and the cluster CA under its data dir.
+func NodeCredentialsDir(dataDir string) string { return filepath.Join(dataDir, "node") }
+
 // Agent runs a node agent against remote API servers until ctx ends.
 // Containers keep running when it returns; the next Agent adopts them.
 func Agent(ctx context.Context, cfg AgentConfig) error {
@@ -80,16 +117,40 @@ func Agent(ctx context.Context, cfg AgentConfig) error {
 	if len(cfg.Servers) == 0 {
 		return fmt.Errorf("agent: %w: no API server given", errdefs.ErrInvalidArgument)
 	}
-	if cfg.Credential == nil {
-		return fmt.Errorf("agent: %w: no credential for the API servers", errdefs.ErrInvalidArgument)
+	if err := os.MkdirAll(cfg.DataDir, 0o711); err != nil {
+		return fmt.Errorf("data dir %s: %w", cfg.DataDir, err)
 	}
 	name := cfg.NodeName
+	var saved *client.NodeCredentials
+	if cfg.Credential == nil {
+		nc, node, err := loadNodeCredentials(cfg.DataDir)
+		switch {
+		case errors.Is(err, os.ErrNotExist):
+		case err != nil:
+			return err
+		case name != "" && name != node:
+			return fmt.Errorf("node %q: %w: the certificate in %s names node %q; remove that directory to join again under another name",
+				name, errdefs.ErrFailedPrecondition, NodeCredentialsDir(cfg.DataDir), node)
+		default:
+			saved, name = nc, node
+		}
+	}
 	if name == "" {
 		h, err := os.Hostname()
 		if err != nil {
 			return fmt.Errorf("node name: %w", err)
 		}
 		name = nodeName(h)
+	}
+	if cfg.Credential == nil {
+		if saved == nil {
+			nc, err := joinCluster(ctx, cfg, name, log)
+			if err != nil || nc == nil {
+				return err
+			}
+			saved = nc
+		}
+		cfg.Credential = NodeCertificate{saved}
 	}
 	c, hosts, err := agentClient(cfg)
 	if err != nil {
@@ -100,9 +161,6 @@ func Agent(ctx context.Context, cfg AgentConfig) error {
 		if addr, err = localAddressTo(hosts[0]); err != nil {
 			return fmt.Errorf("node %q: address: %w (give one)", name, err)
 		}
-	}
-	if err := os.MkdirAll(cfg.DataDir, 0o711); err != nil {
-		return fmt.Errorf("data dir %s: %w", cfg.DataDir, err)
 	}
 	rt, err := runtime.New(filepath.Join(cfg.DataDir, "containers"))
 	if err != nil {
@@ -162,6 +220,82 @@ func Agent(ctx context.Context, cfg AgentConfig) error {
 		}()
 	}
 	return ag.Run(ctx)
+}
+
+// loadNodeCredentials reads the node credentials saved under dataDir
+// and the node their certificate names; the error matches os.ErrNotExist
+// when the agent has not joined yet.
+func loadNodeCredentials(dataDir string) (*client.NodeCredentials, string, error) {
+	nc, err := client.LoadNodeCredentials(NodeCredentialsDir(dataDir))
+	if err != nil {
+		return nil, "", err
+	}
+	leaf, err := pki.ParseCertificate(nc.Certificate)
+	if err != nil {
+		return nil, "", fmt.Errorf("node certificate in %s: %w", NodeCredentialsDir(dataDir), err)
+	}
+	node, ok := pki.NodeName(leaf)
+	if !ok {
+		return nil, "", fmt.Errorf("node certificate in %s: %w: not a node certificate (%q)",
+			NodeCredentialsDir(dataDir), errdefs.ErrFailedPrecondition, leaf.Subject.CommonName)
+	}
+	return nc, node, nil
+}
+
+// joinCluster trades cfg.JoinToken for a node certificate for node,
+// asking the servers in turn and waiting while none can be reached, and
+// saves it under the data dir. It returns nil, nil when ctx ends first.
+func joinCluster(ctx context.Context, cfg AgentConfig, node string, log *slog.Logger) (*client.NodeCredentials, error) {
+	dir := NodeCredentialsDir(cfg.DataDir)
+	if cfg.JoinToken == "" {
+		return nil, fmt.Errorf("node %q: %w: not joined yet (no credentials in %s): give a join token", node, errdefs.ErrInvalidArgument, dir)
+	}
+	opts := client.JoinOptions{Token: cfg.JoinToken, Node: node, CAPin: cfg.CAPin}
+	if cfg.CAFile != "" {
+		pem, err := os.ReadFile(cfg.CAFile)
+		if err != nil {
+			return nil, fmt.Errorf("CA file: %w", err)
+		}
+		opts.CA = pem
+	}
+	if len(opts.CA) == 0 && opts.CAPin == "" {
+		return nil, fmt.Errorf("node %q: %w: joining needs the cluster CA (a file) or its pin to trust the servers by", node, errdefs.ErrInvalidArgument)
+	}
+	for warned := false; ; {
+		var err error
+		for _, s := range cfg.Servers {
+			var nc *client.NodeCredentials
+			if nc, err = client.Join(ctx, s, opts); err == nil {
+				if err := nc.Save(dir); err != nil {
+					return nil, err
+				}
+				log.Info("joined the cluster", "node", node, "server", s, "credentials", dir)
+				return nc, nil
+			}
+			if ctx.Err() != nil {
+				return nil, nil
+			}
+			if !unreachable(err) {
+				return nil, fmt.Errorf("node %q: %w", node, err)
+			}
+		}
+		if !warned {
+			log.Warn("waiting for an API server to join", "servers", cfg.Servers, "err", err)
+			warned = true
+		}
+		select {
+		case <-ctx.Done():
+			return nil, nil
+		case <-time.After(time.Second):
+		}
+	}
+}
+
+// unreachable reports an error that asking again later, or another
+// server, may cure: no answer, or an unavailable server.
+func unreachable(err error) bool {
+	var op *net.OpError
+	return errdefs.IsUnavailable(err) || errors.As(err, &op) && op.Op == "dial"
 }
 
 // agentClient is an API client that reaches whichever of cfg.Servers

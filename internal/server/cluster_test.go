@@ -3,6 +3,7 @@ package server
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"crypto/x509"
 	"io"
 	"net/http"
@@ -13,6 +14,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/berth-dev/berth/api/client"
+	"github.com/berth-dev/berth/internal/errdefs"
+	"github.com/berth-dev/berth/internal/pki"
 	"github.com/berth-dev/berth/internal/store"
 )
 
@@ -123,5 +127,51 @@ func TestMemberOfAddsItselfAndSchemes(t *testing.T) {
 	}
 	if _, err := memberOf("s1", ServerConfig{}); err == nil {
 		t.Error("a member without a peer address")
+	}
+}
+
+func TestAgentCredentialsFromItsDataDir(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	cfg := AgentConfig{DataDir: dir, Servers: []string{"https://127.0.0.1:1"}, NodeName: "n1"}
+	// Not joined and no token: nothing to authenticate with.
+	if err := Agent(ctx, cfg); !errdefs.IsInvalidArgument(err) {
+		t.Fatalf("agent without credentials or token: %v, want invalid argument", err)
+	}
+	// A token but no way to trust the servers.
+	cfg.JoinToken = "berth_aaaaaaaa.bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb"
+	if err := Agent(ctx, cfg); !errdefs.IsInvalidArgument(err) {
+		t.Fatalf("join without CA or pin: %v, want invalid argument", err)
+	}
+
+	ca, err := pki.NewCA()
+	if err != nil {
+		t.Fatal(err)
+	}
+	csr, key, err := pki.NewNodeKey("n1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, err := ca.SignNode(csr, "n1", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	nc := &client.NodeCredentials{Certificate: cert, Key: key, CA: ca.CertPEM}
+	if err := nc.Save(NodeCredentialsDir(dir)); err != nil {
+		t.Fatal(err)
+	}
+	got, node, err := loadNodeCredentials(dir)
+	if err != nil || node != "n1" || !bytes.Equal(got.Certificate, bytes.TrimSpace(cert)) {
+		t.Fatalf("saved credentials: node %q, %v", node, err)
+	}
+	// The certificate names the node: another name is refused.
+	cfg.NodeName = "n2"
+	if err := Agent(ctx, cfg); !errdefs.IsFailedPrecondition(err) {
+		t.Fatalf("agent as n2 with n1's certificate: %v, want failed precondition", err)
+	}
+	// The credential presents the certificate and trusts the cluster CA.
+	tc := &tls.Config{}
+	if _, err := (NodeCertificate{got}).Apply(tc); err != nil || len(tc.Certificates) != 1 || tc.RootCAs == nil {
+		t.Fatalf("NodeCertificate.Apply: %v, %d certificates", err, len(tc.Certificates))
 	}
 }

@@ -1,0 +1,237 @@
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/berth-dev/berth/api"
+	"github.com/berth-dev/berth/api/client"
+	"github.com/berth-dev/berth/internal/errdefs"
+)
+
+// lockedBuffer collects a process's output while the test reads it.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// process is a berth process a test started; done closes when it exits.
+type process struct {
+	cmd  *exec.Cmd
+	out  *lockedBuffer
+	done chan struct{}
+}
+
+// stop sends SIGTERM and waits for the process to exit.
+func (p *process) stop(t *testing.T) {
+	t.Helper()
+	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-p.done:
+	case <-time.After(15 * time.Second):
+		t.Fatal("the process did not stop on SIGTERM")
+	}
+}
+
+// startProcess starts berth with args in its own session, collecting its
+// output, and stops it when the test ends, logging its output if the
+// test failed.
+func startProcess(t *testing.T, what string, args ...string) *process {
+	t.Helper()
+	out := &lockedBuffer{}
+	cmd := exec.Command(berthBin, args...)
+	cmd.Stdout, cmd.Stderr = out, out
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(done) }()
+	t.Cleanup(func() {
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			_ = cmd.Process.Kill()
+			<-done
+		}
+		if t.Failed() {
+			t.Logf("%s's output:\n%s", what, out)
+		}
+	})
+	return &process{cmd: cmd, out: out, done: done}
+}
+
+// TestAgentJoinsWithTokenThenUsesItsCertificate starts one `berth
+// server` and one `berth agent` that joins with the join token the server
+// printed on its first start: the node becomes Ready and runs an
+// instance, its saved certificate writes nothing but its own node, a
+// restarted agent needs no token, and a revoked token joins nobody.
+func TestAgentJoinsWithTokenThenUsesItsCertificate(t *testing.T) {
+	e := newEnv(t) // the agent's data dir
+	// Leave no containers behind: they outlive the agent by design.
+	t.Cleanup(func() {
+		out, _, _ := e.run("container", "ps", "-a", "-o", "json")
+		var list []struct {
+			ID string `json:"id"`
+		}
+		_ = json.Unmarshal([]byte(out), &list)
+		for _, ct := range list {
+			e.run("container", "rm", "--force", ct.ID)
+		}
+	})
+	e.demoImage()
+	srvDir := t.TempDir()
+	host := "127.0.0.41"
+	apiAddr := freeAddr(t, host)
+	apiURL := "https://" + apiAddr
+	srv := startProcess(t, "berth server", "--data-dir", srvDir, "server", "-v", "--name", "s1",
+		"--listen", apiAddr, "--peer-listen", freeAddr(t, host))
+
+	// The server prints the agent's command line, token and pin included.
+	hint := regexp.MustCompile(`berth agent --server (\S+) --token (berth_\S+) --ca-pin (sha256:[0-9a-f]+)`)
+	var m []string
+	eventually(t, 30*time.Second, "the server's join hint", func() bool {
+		m = hint.FindStringSubmatch(srv.out.String())
+		return m != nil
+	})
+	if m[1] != apiURL {
+		t.Fatalf("hint names server %s, want %s", m[1], apiURL)
+	}
+	token, pin := m[2], m[3]
+	joinFile := filepath.Join(srvDir, "join-token")
+	fi, err := os.Stat(joinFile)
+	if err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("join token file: %v, %v; want mode 0600", fi, err)
+	}
+	if b, _ := os.ReadFile(joinFile); strings.TrimSpace(string(b)) != token {
+		t.Fatalf("join token file holds %q, the server printed %q", b, token)
+	}
+
+	adminToken, err := os.ReadFile(filepath.Join(srvDir, "tls", "token"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	caFile := filepath.Join(srvDir, "tls", "ca.crt")
+	admin, err := client.New(apiURL, client.WithToken(strings.TrimSpace(string(adminToken))), client.WithCAFile(caFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Second)
+	defer cancel()
+
+	agentArgs := []string{"--data-dir", e.dataDir, "agent", "-v", "--server", apiURL, "--name", "n1",
+		"--address", "127.0.0.1", "--no-network"}
+	agent := startProcess(t, "berth agent", append(agentArgs, "--token", token, "--ca-pin", pin)...)
+	ready := func(what string) {
+		t.Helper()
+		eventually(t, 20*time.Second, what, func() bool {
+			n, err := admin.Nodes().Get(ctx, "", "n1")
+			return err == nil && n.Status.Condition == api.NodeReady && time.Since(n.Status.LastHeartbeat) < 5*time.Second
+		})
+	}
+	ready("node n1 Ready")
+
+	// The agent keeps its certificate, the key private.
+	credDir := filepath.Join(e.dataDir, "node")
+	if fi, err := os.Stat(filepath.Join(credDir, client.NodeKeyFile)); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("node key: %v, %v; want mode 0600", fi, err)
+	}
+	nc, err := client.LoadNodeCredentials(credDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	// An instance runs on the node, its status written by the agent with
+	// its certificate.
+	if out, errOut, code := e.run("--server", apiURL, "--token", strings.TrimSpace(string(adminToken)), "--ca-file", caFile,
+		"run", "--name", "web", "demo/busybox:1", "sleep", "1d"); code != 0 {
+		t.Fatalf("berth run: exit %d: %s%s", code, out, errOut)
+	}
+	eventually(t, 20*time.Second, "web running on n1", func() bool {
+		list, _, err := admin.Instances().List(ctx, "")
+		if err != nil {
+			return false
+		}
+		for _, in := range list {
+			if in.Spec.Owner.Name == "web" && in.Spec.Node == "n1" && in.Status.Phase == api.PhaseRunning {
+				return true
+			}
+		}
+		return false
+	})
+
+	// The node's certificate reads the cluster and writes its own node,
+	// but not another node's status, nor anything an admin writes.
+	node, err := client.New(apiURL, client.WithNodeCredentials(nc))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := node.Services().List(ctx, ""); err != nil {
+		t.Errorf("node lists services: %v", err)
+	}
+	own := &api.Node{Metadata: api.Metadata{Name: "n1"},
+		Status: api.NodeStatus{Condition: api.NodeReady, LastHeartbeat: time.Now().UTC()}}
+	if _, err := node.Nodes().UpdateStatus(ctx, own); err != nil {
+		t.Errorf("node writes its own status: %v", err)
+	}
+	other := &api.Node{Metadata: api.Metadata{Name: "n2"},
+		Status: api.NodeStatus{Condition: api.NodeReady, LastHeartbeat: time.Now().UTC()}}
+	if _, err := node.Nodes().UpdateStatus(ctx, other); !errdefs.IsForbidden(err) {
+		t.Errorf("node n1 writes node n2's status: %v, want 403 Forbidden", err)
+	}
+	svc := &api.Service{Metadata: api.Metadata{Namespace: "default", Name: "evil"},
+		Spec: api.ServiceSpec{Replicas: 1, Template: api.Template{Image: "demo/busybox:1"}}}
+	if _, err := node.Services().Apply(ctx, svc); !errdefs.IsForbidden(err) {
+		t.Errorf("node n1 creates a service: %v, want 403 Forbidden", err)
+	}
+
+	// Restarted without a token, the agent uses its saved certificate.
+	agent.stop(t)
+	again := startProcess(t, "restarted berth agent", agentArgs...)
+	eventually(t, 20*time.Second, "the restarted agent on its certificate", func() bool {
+		return strings.Contains(again.out.String(), "node n1 joined the cluster")
+	})
+	ready("node n1 Ready after the restart")
+
+	// A revoked token joins nobody (this agent trusts the CA by its file).
+	if out, errOut, code := e.run("--server", apiURL, "--token", strings.TrimSpace(string(adminToken)), "--ca-file", caFile,
+		"token", "revoke", token); code != 0 {
+		t.Fatalf("berth token revoke: exit %d: %s%s", code, out, errOut)
+	}
+	second := t.TempDir()
+	actx, acancel := context.WithTimeout(ctx, 20*time.Second)
+	defer acancel()
+	res, err := exec.CommandContext(actx, berthBin, "--data-dir", second, "agent", "--server", apiURL, "--name", "n2",
+		"--address", "127.0.0.1", "--no-network", "--token", token, "--ca-file", caFile).CombinedOutput()
+	if err == nil || actx.Err() != nil || !strings.Contains(string(res), "revoked") {
+		t.Errorf("second agent with the revoked token: %v: %s; want it refused as revoked", err, res)
+	}
+	if _, err := os.Stat(filepath.Join(second, "node", client.NodeCertFile)); !os.IsNotExist(err) {
+		t.Errorf("second agent saved a certificate: %v", err)
+	}
+	if _, err := admin.Nodes().Get(ctx, "", "n2"); !errdefs.IsNotFound(err) {
+		t.Errorf("node n2: %v, want not found", err)
+	}
+}
