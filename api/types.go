@@ -22,8 +22,12 @@ type NodeSpec struct {
 	Capacity  NodeCapacity `json:"capacity,omitzero"`
 	Topology  CPUTopology  `json:"topology,omitzero"`
 	PodSubnet string       `json:"podSubnet,omitempty"`
-	// Unschedulable keeps new instances off the node (drain).
+	// Unschedulable keeps new instances off the node (cordon, drain).
 	Unschedulable bool `json:"unschedulable,omitempty"`
+	// Draining asks the controller to move the node's instances off it;
+	// it clears Draining (leaving Unschedulable) once none are left.
+	// A draining node is always unschedulable.
+	Draining bool `json:"draining,omitempty"`
 }
 
 // NodeCapacity is what a node offers to instances.

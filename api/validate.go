@@ -402,6 +402,9 @@ func (n *Node) Validate() error {
 	if c.Pids < 0 {
 		e.add("capacity.pids", "must not be negative, got %d", c.Pids)
 	}
+	if n.Spec.Draining && !n.Spec.Unschedulable {
+		e.add("draining", "a draining node must be unschedulable too")
+	}
 	seen := map[int]bool{}
 	for i, core := range n.Spec.Topology.Cores {
 		for _, t := range core.Threads {

@@ -15,6 +15,7 @@
 //	POST   /v1/namespaces/{ns}/events              record an event
 //	GET|PUT|DELETE /v1/nodes/{name}, PUT /v1/nodes/{name}/status
 //	GET    /v1/nodes/{name}/assignments            instances bound to the node (?watch=1)
+//	POST   /v1/nodes/{name}/cordon|uncordon|drain  see nodeactions.go
 //	POST   /v1/join                                {"token", "node", "csr"}: a node's certificate
 //	GET|POST /v1/tokens, DELETE /v1/tokens/{id}    join tokens (admins only)
 //
@@ -127,6 +128,9 @@ func New(cfg Config) *Server {
 	m.HandleFunc("PUT /v1/nodes/{name}/status", s.putStatus)
 	m.HandleFunc("DELETE /v1/nodes/{name}", s.delete)
 	m.HandleFunc("GET /v1/nodes/{name}/assignments", s.assignments)
+	m.HandleFunc("POST /v1/nodes/{name}/cordon", s.cordonNode)
+	m.HandleFunc("POST /v1/nodes/{name}/uncordon", s.uncordonNode)
+	m.HandleFunc("POST /v1/nodes/{name}/drain", s.drainNode)
 	m.HandleFunc("POST /v1/join", s.join)
 	m.HandleFunc("GET /v1/tokens", s.listTokens)
 	m.HandleFunc("POST /v1/tokens", s.createToken)

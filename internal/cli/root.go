@@ -56,6 +56,7 @@ machine to many.`,
 		newImageCmd(g),
 		newContainerCmd(g),
 		newTokenCmd(g),
+		newNodeCmd(g),
 	)
 	root.SetArgs(args)
 	err := root.ExecuteContext(ctx)

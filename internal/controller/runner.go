@@ -139,6 +139,7 @@ func (m *Manager) Pass(ctx context.Context) error {
 	}
 	var errs []error
 	errs = append(errs, m.nodesPass(ctx, sn))
+	errs = append(errs, m.drainPass(ctx, sn))
 	errs = append(errs, m.assignSubnets(ctx, sn))
 	var later []func() error
 	created, statuses, err := m.servicesPass(ctx, sn)

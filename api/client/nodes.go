@@ -1,0 +1,34 @@
+package client
+
+import (
+	"context"
+	"net/http"
+
+	"github.com/berth-dev/berth/api"
+)
+
+// Cordon keeps new instances off a node; those on it stay.
+func (n NodeClient) Cordon(ctx context.Context, name string) (*api.Node, error) {
+	return n.action(ctx, name, "cordon")
+}
+
+// Uncordon makes a node schedulable again and ends a drain in progress.
+func (n NodeClient) Uncordon(ctx context.Context, name string) (*api.Node, error) {
+	return n.action(ctx, name, "uncordon")
+}
+
+// Drain cordons a node and has the controller move its instances off
+// it. The server lets only so many nodes drain at once; beyond that the
+// drain fails with errdefs.ErrConflict, naming the nodes draining. The
+// node's spec.draining goes back to false once it is drained.
+func (n NodeClient) Drain(ctx context.Context, name string) (*api.Node, error) {
+	return n.action(ctx, name, "drain")
+}
+
+func (n NodeClient) action(ctx context.Context, name, action string) (*api.Node, error) {
+	var out api.Node
+	if err := n.c.do(ctx, http.MethodPost, objectPath(api.KindNode, "", name)+"/"+action, nil, nil, &out); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}

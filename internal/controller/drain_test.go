@@ -1,0 +1,206 @@
+package controller_test
+
+import (
+	"reflect"
+	"sort"
+	"testing"
+
+	"github.com/berth-dev/berth/api"
+	"github.com/berth-dev/berth/internal/apiserver"
+	"github.com/berth-dev/berth/internal/controller"
+	"github.com/berth-dev/berth/internal/errdefs"
+	"github.com/berth-dev/berth/internal/store"
+)
+
+func TestComputeDrain(t *testing.T) {
+	in := func(name string, owner api.Kind, p controller.Phase) controller.DrainInstance {
+		return controller.DrainInstance{Namespace: "default", Name: name, Owner: owner, Phase: p}
+	}
+	for _, tc := range []struct {
+		name  string
+		insts []controller.DrainInstance
+		want  controller.DrainResult
+	}{
+		{"empty node", nil, controller.DrainResult{Done: true}},
+		{"only finished", []controller.DrainInstance{in("a", api.KindService, controller.Failed),
+			in("b", api.KindJob, controller.Succeeded), in("c", api.KindService, controller.Lost)}, controller.DrainResult{Done: true}},
+		{"services go", []controller.DrainInstance{in("w2", api.KindService, controller.Running), in("w1", api.KindService, controller.Pending)},
+			controller.DrainResult{Evict: []string{"default/w1", "default/w2"}}},
+		{"started jobs finish, others go", []controller.DrainInstance{
+			in("j-0-0", api.KindJob, controller.Running), in("j-1-0", api.KindJob, controller.Starting),
+			in("j-2-0", api.KindJob, controller.Scheduled), in("j-3-0", api.KindJob, controller.Pending),
+			in("j-4-0", api.KindJob, controller.Succeeded)},
+			controller.DrainResult{Evict: []string{"default/j-2-0", "default/j-3-0"}, Waiting: []string{"default/j-0-0", "default/j-1-0"}}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := controller.ComputeDrain(tc.insts); !reflect.DeepEqual(got, tc.want) {
+				t.Errorf("got %+v, want %+v", got, tc.want)
+			}
+		})
+	}
+}
+
+func (h *harness) node(name string) *api.Node {
+	h.t.Helper()
+	n, err := store.Get[api.Node](h.ctx, h.s, "", name)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	return n
+}
+
+func (h *harness) onNode(node string) []string {
+	h.t.Helper()
+	var out []string
+	for _, in := range h.instances() {
+		if in.Spec.Node == node && !controller.Phase(in.Status.Phase).Terminal() {
+			out = append(out, in.Metadata.Name)
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+func (h *harness) events(reason string) []*api.Event {
+	h.t.Helper()
+	evs, _, err := store.List[api.Event](h.ctx, h.s, "")
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	var out []*api.Event
+	for _, ev := range evs {
+		if ev.Reason == reason {
+			out = append(out, ev)
+		}
+	}
+	return out
+}
+
+// passUntil runs passes, with the agents reporting instances running,
+// until done says so; a bounded number of passes, not a time.
+func (h *harness) passUntil(what string, done func() bool) {
+	h.t.Helper()
+	for range 20 {
+		h.pass()
+		h.agent(running)
+		if done() {
+			return
+		}
+	}
+	h.t.Fatalf("after 20 passes: not %s", what)
+}
+
+func TestDrainMovesServiceInstances(t *testing.T) {
+	h := newHarness(t, "n1", "n2", "n3")
+	// n3 is cordoned from the start: drains must not move anything to it.
+	n3 := h.node("n3")
+	n3.Spec.Unschedulable = true
+	if err := h.s.Update(h.ctx, n3, 0); err != nil {
+		t.Fatal(err)
+	}
+	svc := &api.Service{Metadata: api.Metadata{Name: "web"}, Spec: api.ServiceSpec{Replicas: 4,
+		Template:  api.Template{Image: "demo/busybox:1", Resources: api.Resources{CPU: 0.5, Memory: 64 << 20}},
+		Placement: api.Placement{Spread: []string{"node"}}}}
+	if err := h.s.Create(h.ctx, svc); err != nil {
+		t.Fatal(err)
+	}
+	h.passUntil("4 instances running", func() bool { return len(h.onNode("n1"))+len(h.onNode("n2")) == 4 })
+	before1, before2 := h.onNode("n1"), h.onNode("n2")
+	if len(before1) == 0 || len(before2) == 0 {
+		t.Fatalf("not spread over n1 and n2: n1 %v, n2 %v", before1, before2)
+	}
+
+	// A second drain is refused while the first is in progress.
+	if _, err := apiserver.DrainNode(h.ctx, h.s, "n1", 1); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := apiserver.DrainNode(h.ctx, h.s, "n2", 1); !errdefs.IsConflict(err) {
+		t.Fatalf("second drain while n1 drains: got %v, want a conflict", err)
+	}
+
+	h.passUntil("n1 drained", func() bool { return !h.node("n1").Spec.Draining })
+	if got := h.onNode("n1"); len(got) != 0 {
+		t.Errorf("left on n1 after its drain: %v", got)
+	}
+	after2 := h.onNode("n2")
+	if len(after2) != 4 {
+		t.Fatalf("on n2 after draining n1: %v, want 4", after2)
+	}
+	kept := map[string]bool{}
+	for _, name := range after2 {
+		kept[name] = true
+	}
+	for _, name := range before2 {
+		if !kept[name] {
+			t.Errorf("instance %s on n2 was replaced; the drain of n1 must leave n2 alone", name)
+		}
+	}
+	n1 := h.node("n1")
+	if !n1.Spec.Unschedulable || n1.Spec.Draining {
+		t.Errorf("drained n1: unschedulable=%v draining=%v, want true, false", n1.Spec.Unschedulable, n1.Spec.Draining)
+	}
+	if evs := h.events("NodeDrained"); len(evs) != 1 || evs[0].Object.Name != "n1" {
+		t.Errorf("NodeDrained events: %+v", evs)
+	}
+	got, _ := store.Get[api.Service](h.ctx, h.s, "default", "web")
+	if got.Status.ReadyReplicas != 4 {
+		t.Errorf("readyReplicas %d after the drain, want 4", got.Status.ReadyReplicas)
+	}
+
+	// Drained, n1 frees its slot: n2 may drain now (to nowhere, so it waits).
+	if _, err := apiserver.DrainNode(h.ctx, h.s, "n2", 1); err != nil {
+		t.Fatalf("drain n2 after n1 finished: %v", err)
+	}
+	// Uncordon both: instances come back to n1 as the service grows.
+	for _, name := range []string{"n1", "n2"} {
+		n := h.node(name)
+		n.Spec.Unschedulable, n.Spec.Draining = false, false
+		if err := h.s.Update(h.ctx, n, 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	h.scale("web", 8)
+	h.passUntil("8 instances running", func() bool { return len(h.onNode("n1"))+len(h.onNode("n2")) == 8 })
+	if len(h.onNode("n1")) == 0 {
+		t.Errorf("uncordoned n1 got none of 4 new instances: n1 %v, n2 %v", h.onNode("n1"), h.onNode("n2"))
+	}
+	if len(h.onNode("n3")) != 0 {
+		t.Errorf("cordoned n3 got instances: %v", h.onNode("n3"))
+	}
+}
+
+func TestDrainWaitsForRunningJobs(t *testing.T) {
+	h := newHarness(t, "n1", "n2")
+	job := &api.Job{Metadata: api.Metadata{Name: "batch"}, Spec: api.JobSpec{Completions: 1,
+		Template:  api.Template{Image: "demo/busybox:1"},
+		Placement: api.Placement{Constraints: []api.Constraint{{Key: "node.name", Op: api.OpEq, Values: []string{"n1"}}}}}}
+	if err := h.s.Create(h.ctx, job); err != nil {
+		t.Fatal(err)
+	}
+	h.passUntil("the job running on n1", func() bool { return len(h.onNode("n1")) == 1 })
+	shard := h.onNode("n1")[0]
+	if _, err := apiserver.DrainNode(h.ctx, h.s, "n1", 1); err != nil {
+		t.Fatal(err)
+	}
+	for range 3 {
+		h.pass()
+	}
+	if got := h.onNode("n1"); len(got) != 1 || got[0] != shard {
+		t.Fatalf("running shard on draining n1: %v, want %s left to finish", got, shard)
+	}
+	if !h.node("n1").Spec.Draining {
+		t.Fatal("n1 drained with a job shard still running on it")
+	}
+	if evs := h.events("DrainWaiting"); len(evs) != 1 {
+		t.Errorf("DrainWaiting events over 3 passes: %d, want 1", len(evs))
+	}
+	h.agent(func(*api.Instance) api.Phase { return api.PhaseSucceeded })
+	h.pass()
+	if n1 := h.node("n1"); n1.Spec.Draining || !n1.Spec.Unschedulable {
+		t.Errorf("after the shard finished: draining=%v unschedulable=%v", n1.Spec.Draining, n1.Spec.Unschedulable)
+	}
+	j, _ := store.Get[api.Job](h.ctx, h.s, "default", "batch")
+	if j.Status.Phase != api.JobSucceeded {
+		t.Errorf("job %s, want Succeeded", j.Status.Phase)
+	}
+}
