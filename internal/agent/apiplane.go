@@ -41,7 +41,7 @@ func (p *APIPlane) RegisterNode(ctx context.Context, n NodeInfo) error {
 	}
 	// Keep what the server owns (the pod subnet, a drain) when the node exists.
 	if cur, err := p.c.Nodes().Get(ctx, "", n.Name); err == nil {
-		node.Spec.PodSubnet, node.Spec.Unschedulable = cur.Spec.PodSubnet, cur.Spec.Unschedulable
+		node.Spec.PodSubnet, node.Spec.Unschedulable, node.Spec.Draining = cur.Spec.PodSubnet, cur.Spec.Unschedulable, cur.Spec.Draining
 	} else if !errdefs.IsNotFound(err) {
 		return err
 	}
