@@ -22,13 +22,14 @@ for _ in $(seq 1 100); do
 done
 echo
 berth ps
+stop="pkill -f -- '--data-dir $data up'"
 # Name the data dir in the hints only when it is not the default.
 if [ "$data" != /var/lib/berth ]; then
 	bin="$bin --data-dir $data"
 fi
 cat <<TXT
 
-berth is up (log: $data/berth.log; stop it with: pkill -f '$bin up').
+berth is up (log: $data/berth.log; stop it with: $stop).
 Service "web" runs 3 replicas of busybox httpd. Try:
 
   $bin ps                                   # the instances

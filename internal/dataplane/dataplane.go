@@ -16,6 +16,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/berth-dev/berth/api"
@@ -100,6 +101,9 @@ func Start(ctx context.Context, cfg Config) (*Plane, error) {
 	if err != nil {
 		svcs.Close()
 		node.Close()
+		if errors.Is(err, syscall.EADDRINUSE) {
+			return nil, fmt.Errorf("%w: another berth (with another --data-dir) or a DNS server holds the node's bridge %s; one node per host", err, cfg.Bridge)
+		}
 		return nil, err
 	}
 	ctx, cancel := context.WithCancel(ctx)
