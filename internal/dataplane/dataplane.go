@@ -2,7 +2,8 @@
 // up the bridge, addresses containers, and keeps the node's service VIPs,
 // published ports and DNS names equal to what the API says, following
 // services and instances with a list and a watch (as kube-proxy follows
-// endpoints), one service's elements at a time.
+// endpoints), one service's elements at a time. Following nodes the same
+// way, it routes every other node's pod subnet via that node's address.
 package dataplane
 
 import (
@@ -28,8 +29,11 @@ import (
 
 // Config says where the node's network lives.
 type Config struct {
-	// Client reads services and instances.
+	// Client reads services, instances and nodes.
 	Client *client.Client
+	// Node is this node's name: every other node's pod subnet is routed
+	// via that node's address.
+	Node string
 	// Subnet is the node's pod subnet, from its Node object.
 	Subnet      netip.Prefix
 	ClusterCIDR netip.Prefix
@@ -62,7 +66,8 @@ type Plane struct {
 	wg     sync.WaitGroup
 
 	mu     sync.Mutex
-	synced bool // a full Sync has been done since start
+	synced bool           // a full Sync has been done since start
+	peers  []network.Peer // as last set
 }
 
 // Start sets up the node's bridge, tables and DNS server, and starts
@@ -113,6 +118,8 @@ func Start(ctx context.Context, cfg Config) (*Plane, error) {
 		}
 	})
 	p.wg.Go(func() { p.follow(ctx) })
+	peers := &peerFollower{client: cfg.Client, self: cfg.Node, own: cfg.Subnet, set: p.setPeers, log: p.log}
+	p.wg.Go(func() { peers.follow(ctx) })
 	return p, nil
 }
 

@@ -203,7 +203,7 @@ func Agent(ctx context.Context, cfg AgentConfig) error {
 		Runtime:      rt,
 		Images:       Images{imgs},
 		Logger:       log,
-		Network:      cfg.Network.agentNetwork(c, cfg.DataDir, log),
+		Network:      cfg.Network.agentNetwork(c, name, cfg.DataDir, log),
 	})
 	if cfg.Ready != nil {
 		go func() {

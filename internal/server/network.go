@@ -34,16 +34,16 @@ func (n Network) controller() controller.Network {
 	return out
 }
 
-// agentNetwork makes the node's data plane once the node has its subnet.
-// The plane stops when ctx ends.
-func (n Network) agentNetwork(c *client.Client, dataDir string, log *slog.Logger) agent.NetworkFunc {
+// agentNetwork makes the data plane of the node named node once it has its
+// subnet. The plane stops when ctx ends.
+func (n Network) agentNetwork(c *client.Client, node, dataDir string, log *slog.Logger) agent.NetworkFunc {
 	if n.Disabled {
 		return nil
 	}
 	cn := n.controller()
 	return func(ctx context.Context, subnet netip.Prefix) (agent.Network, error) {
 		p, err := dataplane.Start(ctx, dataplane.Config{
-			Client: c, Subnet: subnet, ClusterCIDR: cn.ClusterCIDR, ServiceCIDR: cn.ServiceCIDR,
+			Client: c, Node: node, Subnet: subnet, ClusterCIDR: cn.ClusterCIDR, ServiceCIDR: cn.ServiceCIDR,
 			StateDir: filepath.Join(dataDir, "net"), Bridge: n.Bridge, Logger: log,
 		})
 		if err != nil {

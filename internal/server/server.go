@@ -132,7 +132,7 @@ func Up(ctx context.Context, cfg Config) error {
 		Runtime:      rt,
 		Images:       Images{imgs},
 		Logger:       log,
-		Network:      cfg.Network.agentNetwork(c, cfg.DataDir, log),
+		Network:      cfg.Network.agentNetwork(c, name, cfg.DataDir, log),
 	})
 	run("agent", ag.Run)
 	if cfg.Ready != nil {
