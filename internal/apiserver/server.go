@@ -89,6 +89,7 @@ type Server struct {
 	heartbeat time.Duration
 	nodeTTL   time.Duration
 	mux       *http.ServeMux
+	mounts    []mount // see Mount
 }
 
 // New returns a Server on cfg.Store.
@@ -147,6 +148,10 @@ func (s *Server) Handler() http.Handler {
 		id, ok := IdentityFrom(r.Context())
 		if !ok {
 			writeError(w, fmt.Errorf("%w: no identity", errdefs.ErrUnauthorized))
+			return
+		}
+		if m := s.mounted(r.URL.Path); m != nil {
+			m.ServeHTTP(w, r)
 			return
 		}
 		if s.authorize != nil && r.URL.Path != "/healthz" {

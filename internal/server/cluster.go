@@ -20,8 +20,10 @@ import (
 	"github.com/berth-dev/berth/internal/apiserver"
 	"github.com/berth-dev/berth/internal/controller"
 	"github.com/berth-dev/berth/internal/errdefs"
+	"github.com/berth-dev/berth/internal/image"
 	"github.com/berth-dev/berth/internal/leader"
 	"github.com/berth-dev/berth/internal/pki"
+	"github.com/berth-dev/berth/internal/registry"
 	"github.com/berth-dev/berth/internal/store"
 )
 
@@ -131,6 +133,10 @@ func Server(ctx context.Context, cfg ServerConfig) error {
 		return err
 	}
 	defer ul.Close()
+	imgs, err := image.Open(filepath.Join(cfg.DataDir, "images"))
+	if err != nil {
+		return fmt.Errorf("server %q: %w", name, err)
+	}
 
 	if scfg.Member != nil && len(scfg.Member.InitialCluster) > 1 {
 		log.Info("waiting for a quorum of etcd members", "peers", scfg.Member.InitialCluster)
@@ -169,6 +175,8 @@ func Server(ctx context.Context, cfg ServerConfig) error {
 	// With the CA, nodes authenticate with the certificates it signs on
 	// join, and NodeAuthorizer confines them to their own node.
 	srv := apiserver.New(apiserver.Config{Store: st, CA: creds.ca, Logger: log.With("component", "apiserver")})
+	// The registry nodes pull images from, and users push them to.
+	srv.Mount("/v2/", registry.New(imgs, registry.Options{Authorize: apiserver.AuthorizeImages, Logger: log.With("component", "registry")}))
 	run("api server", func(ctx context.Context) error { return srv.Serve(ctx, ul, apiserver.UnixRootOnly) })
 	run("api server (tcp)", func(ctx context.Context) error { return srv.ServeTLS(ctx, tl, creds.tls, creds.token) })
 	key := st.LeaderKey(controllerRole)

@@ -152,7 +152,7 @@ func Agent(ctx context.Context, cfg AgentConfig) error {
 		}
 		cfg.Credential = NodeCertificate{saved}
 	}
-	c, hosts, err := agentClient(cfg)
+	c, hosts, tr, err := agentClient(cfg)
 	if err != nil {
 		return err
 	}
@@ -201,7 +201,7 @@ func Agent(ctx context.Context, cfg AgentConfig) error {
 		Node:         agent.NodeInfo{Name: name, Address: addr, Labels: cfg.Labels, Info: info},
 		ControlPlane: agent.NewAPIPlane(c),
 		Runtime:      rt,
-		Images:       Images{imgs},
+		Images:       &PullingImages{Images: Images{imgs}, Base: "https://" + hosts[0], Transport: tr, Events: c, Node: name, Logger: log},
 		Logger:       log,
 		Network:      cfg.Network.agentNetwork(c, name, cfg.DataDir, log),
 	})
@@ -299,13 +299,14 @@ func unreachable(err error) bool {
 }
 
 // agentClient is an API client that reaches whichever of cfg.Servers
-// answers, and the servers' host:port in the order given.
-func agentClient(cfg AgentConfig) (*client.Client, []string, error) {
+// answers, the servers' host:port in the order given, and the client's
+// transport with the agent's credential, for the registry at /v2/.
+func agentClient(cfg AgentConfig) (*client.Client, []string, http.RoundTripper, error) {
 	var hosts []string
 	for _, s := range cfg.Servers {
 		u, err := url.Parse(s)
 		if err != nil || u.Scheme != "https" || u.Host == "" {
-			return nil, nil, fmt.Errorf("API server %q: %w: want https://HOST:PORT", s, errdefs.ErrInvalidArgument)
+			return nil, nil, nil, fmt.Errorf("API server %q: %w: want https://HOST:PORT", s, errdefs.ErrInvalidArgument)
 		}
 		hosts = append(hosts, u.Host)
 	}
@@ -313,16 +314,16 @@ func agentClient(cfg AgentConfig) (*client.Client, []string, error) {
 	if cfg.CAFile != "" {
 		pem, err := os.ReadFile(cfg.CAFile)
 		if err != nil {
-			return nil, nil, fmt.Errorf("CA file: %w", err)
+			return nil, nil, nil, fmt.Errorf("CA file: %w", err)
 		}
 		tc.RootCAs = x509.NewCertPool()
 		if !tc.RootCAs.AppendCertsFromPEM(pem) {
-			return nil, nil, fmt.Errorf("CA file %s: %w: no PEM certificate", cfg.CAFile, errdefs.ErrInvalidArgument)
+			return nil, nil, nil, fmt.Errorf("CA file %s: %w: no PEM certificate", cfg.CAFile, errdefs.ErrInvalidArgument)
 		}
 	}
 	opts, err := cfg.Credential.Apply(tc)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	tr.TLSClientConfig = tc
@@ -330,12 +331,15 @@ func agentClient(cfg AgentConfig) (*client.Client, []string, error) {
 	// A dead server must not hold a request for long: fail the dial fast
 	// and move on to the next.
 	tr.DialContext = (&net.Dialer{Timeout: 2 * time.Second, KeepAlive: 15 * time.Second}).DialContext
-	hc := &http.Client{Transport: &failover{base: tr, hosts: hosts}}
-	c, err := client.New(cfg.Servers[0], append(opts, client.WithHTTPClient(hc))...)
+	var rt http.RoundTripper = &failover{base: tr, hosts: hosts}
+	c, err := client.New(cfg.Servers[0], append(opts, client.WithHTTPClient(&http.Client{Transport: rt}))...)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
-	return c, hosts, nil
+	if tok, ok := cfg.Credential.(BearerToken); ok {
+		rt = bearerTransport{token: string(tok), inner: rt}
+	}
+	return c, hosts, rt, nil
 }
 
 // failover sends each request to the server that answered last, and on to

@@ -23,6 +23,7 @@ import (
 	"github.com/berth-dev/berth/internal/controller"
 	"github.com/berth-dev/berth/internal/hostinfo"
 	"github.com/berth-dev/berth/internal/image"
+	"github.com/berth-dev/berth/internal/registry"
 	"github.com/berth-dev/berth/internal/runtime"
 	"github.com/berth-dev/berth/internal/store"
 )
@@ -120,6 +121,7 @@ func Up(ctx context.Context, cfg Config) error {
 		})
 	}
 	srv := apiserver.New(apiserver.Config{Store: st, Logger: log.With("component", "apiserver")})
+	srv.Mount("/v2/", registry.New(imgs, registry.Options{Authorize: apiserver.AuthorizeImages, Logger: log.With("component", "registry")}))
 	run("api server", func(ctx context.Context) error { return srv.Serve(ctx, l, apiserver.UnixRootOnly) })
 	if tl != nil {
 		run("api server (tcp)", func(ctx context.Context) error { return srv.ServeTLS(ctx, tl, creds.TLS, creds.Token) })

@@ -1,0 +1,54 @@
+package apiserver
+
+import (
+	"fmt"
+	"net/http"
+	"strings"
+
+	"github.com/berth-dev/berth/internal/errdefs"
+)
+
+// mount is a handler served under a path prefix next to the API.
+type mount struct {
+	prefix string
+	h      http.Handler
+}
+
+// Mount serves h for every path under prefix (which ends in "/", as
+// "/v2/") on the API's listeners, after the listener has authenticated
+// the caller: h finds the Identity with IdentityFrom and decides itself
+// what the caller may do (Config.Authorize is not asked), and no body
+// limit applies. Call it before serving.
+func (s *Server) Mount(prefix string, h http.Handler) {
+	if !strings.HasPrefix(prefix, "/") || !strings.HasSuffix(prefix, "/") {
+		panic(fmt.Sprintf("apiserver: mount prefix %q: want /path/", prefix))
+	}
+	s.mounts = append(s.mounts, mount{prefix: prefix, h: h})
+}
+
+// mounted is the handler mounted over path, or nil. A prefix's bare form
+// ("/v2" for "/v2/") is its too.
+func (s *Server) mounted(path string) http.Handler {
+	for _, m := range s.mounts {
+		if strings.HasPrefix(path, m.prefix) || path == strings.TrimSuffix(m.prefix, "/") {
+			return m.h
+		}
+	}
+	return nil
+}
+
+// AuthorizeImages is the rule for the image registry the servers mount at
+// /v2/ (registry.Options.Authorize): admins push and pull, nodes only
+// pull, and anyone else is unauthorized.
+func AuthorizeImages(r *http.Request, push bool) error {
+	id, ok := IdentityFrom(r.Context())
+	switch {
+	case !ok || (!id.Admin && id.Node == ""):
+		return fmt.Errorf("%w: no credentials: present a node certificate or a bearer token", errdefs.ErrUnauthorized)
+	case id.Admin:
+		return nil
+	case push:
+		return fmt.Errorf("node %q: %w: nodes may pull images, not push them", id.Node, errdefs.ErrForbidden)
+	}
+	return nil
+}

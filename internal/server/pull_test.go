@@ -1,0 +1,121 @@
+package server
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+
+	"github.com/berth-dev/berth/internal/apiserver"
+	"github.com/berth-dev/berth/internal/image"
+	"github.com/berth-dev/berth/internal/image/imagetest"
+	"github.com/berth-dev/berth/internal/registry"
+)
+
+// TestPullingImagesPullsOnceForConcurrentStarts starts three containers
+// of an image the node lacks at once: one pull fetches it, all three get
+// its root filesystem, and the copy has the registry's digest.
+func TestPullingImagesPullsOnceForConcurrentStarts(t *testing.T) {
+	imagetest.SkipUnlessRoot(t)
+	src, err := image.Open(filepath.Join(t.TempDir(), "src"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := imagetest.BusyboxImage(t, src)
+	var manifests atomic.Int32
+	reg := registry.New(src, registry.Options{})
+	ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if strings.Contains(r.URL.Path, "/manifests/") && r.Method == http.MethodGet {
+			manifests.Add(1)
+		}
+		reg.ServeHTTP(w, r)
+	}))
+	defer ts.Close()
+
+	dst, err := image.Open(filepath.Join(t.TempDir(), "dst"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &PullingImages{Images: Images{dst}, Base: ts.URL, Transport: ts.Client().Transport, Node: "n1"}
+	var wg sync.WaitGroup
+	errs := make([]error, 3)
+	for i := range errs {
+		wg.Go(func() {
+			id := fmt.Sprintf("default.web-%d.abcdef01.0", i)
+			rootfs, err := p.Prepare(context.Background(), imagetest.BusyboxTag, id)
+			if err == nil && len(rootfs.LowerDirs) == 0 {
+				err = fmt.Errorf("no lower dirs")
+			}
+			errs[i] = err
+		})
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			t.Errorf("prepare %d: %v", i, err)
+		}
+	}
+	if n := manifests.Load(); n != 1 {
+		t.Errorf("%d manifest fetches, want 1 pull", n)
+	}
+	got, err := dst.Resolve(context.Background(), imagetest.BusyboxTag)
+	if err != nil || got.Digest != want.Digest {
+		t.Errorf("pulled %s (%v), want %s", got.Digest, err, want.Digest)
+	}
+	// By digest, with the copy at hand: nothing is fetched.
+	if _, err := p.Prepare(context.Background(), "demo/busybox:1@"+want.Digest, "default.web-9.abcdef01.0"); err != nil {
+		t.Errorf("prepare by digest: %v", err)
+	}
+	if n := manifests.Load(); n != 1 {
+		t.Errorf("%d manifest fetches after a prepare by digest, want still 1", n)
+	}
+}
+
+func TestPullEventObject(t *testing.T) {
+	p := &PullingImages{Node: "n1"}
+	if o := p.object("prod.web-x1.abcdef01.3"); o.Kind != "Instance" || o.Namespace != "prod" || o.Name != "web-x1" {
+		t.Errorf("object of an instance's container: %+v", o)
+	}
+	if o := p.object("web.0123456789abcdef.3"); o.Kind != "Node" || o.Name != "n1" {
+		t.Errorf("object of a hashed container id: %+v", o)
+	}
+}
+
+func TestTransferredReportsQuarters(t *testing.T) {
+	var tr transferred
+	var got []int
+	for done := int64(0); done <= 100; done += 10 {
+		if pct, ok := tr.add(registry.Progress{Layer: "l1", Done: done, Total: 100}); ok {
+			got = append(got, pct)
+		}
+	}
+	if fmt.Sprint(got) != "[30 50 80]" {
+		t.Errorf("reported %v, want [30 50 80]", got)
+	}
+}
+
+func TestAuthorizeImages(t *testing.T) {
+	for _, c := range []struct {
+		id         *apiserver.Identity
+		push, pass bool
+	}{
+		{&apiserver.Identity{Name: "token", Admin: true}, true, true},
+		{&apiserver.Identity{Name: "node:n1", Node: "n1"}, false, true},
+		{&apiserver.Identity{Name: "node:n1", Node: "n1"}, true, false},
+		{&apiserver.Anonymous, false, false},
+		{nil, false, false},
+	} {
+		r := httptest.NewRequest(http.MethodGet, "/v2/", nil)
+		if c.id != nil {
+			r = r.WithContext(apiserver.WithIdentity(r.Context(), *c.id))
+		}
+		if err := apiserver.AuthorizeImages(r, c.push); (err == nil) != c.pass {
+			t.Errorf("%+v push=%v: %v, want allowed=%v", c.id, c.push, err, c.pass)
+		}
+	}
+}

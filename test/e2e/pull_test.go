@@ -1,0 +1,169 @@
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/berth-dev/berth/api"
+	"github.com/berth-dev/berth/api/client"
+)
+
+// TestAgentPullsImageFromServer builds an image on a `berth server` only
+// and runs a service on an agent whose store is empty: the agent pulls the
+// image over the server's registry (/v2/) with its node certificate, the
+// instance runs, the agent's copy has the server's digest, and events say
+// so. A node certificate pulls but may not push, and a caller with no
+// credentials gets 401.
+func TestAgentPullsImageFromServer(t *testing.T) {
+	srvEnv := newEnv(t)
+	agentEnv := &env{t: t, dataDir: t.TempDir()}
+	t.Cleanup(func() {
+		out, _, _ := agentEnv.run("container", "ps", "-a", "-o", "json")
+		var list []struct {
+			ID string `json:"id"`
+		}
+		_ = json.Unmarshal([]byte(out), &list)
+		for _, ct := range list {
+			agentEnv.run("container", "rm", "--force", ct.ID)
+		}
+	})
+	srvEnv.demoImage()
+	want := imageDigests(t, srvEnv)["demo/busybox:1"]
+	if want == "" {
+		t.Fatal("the server's store has no demo/busybox:1")
+	}
+
+	host := "127.0.0.45"
+	apiAddr := freeAddr(t, host)
+	apiURL := "https://" + apiAddr
+	srv := startProcess(t, "berth server", "--data-dir", srvEnv.dataDir, "server", "-v", "--name", "s1",
+		"--listen", apiAddr, "--peer-listen", freeAddr(t, host))
+	hint := regexp.MustCompile(`berth agent --server (\S+) --token (berth_\S+) --ca-pin (sha256:[0-9a-f]+)`)
+	var m []string
+	eventually(t, 30*time.Second, "the server's join hint", func() bool {
+		m = hint.FindStringSubmatch(srv.out.String())
+		return m != nil
+	})
+	caFile := filepath.Join(srvEnv.dataDir, "tls", "ca.crt")
+	raw, err := os.ReadFile(filepath.Join(srvEnv.dataDir, "tls", "token"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok := strings.TrimSpace(string(raw))
+	admin, err := client.New(apiURL, client.WithToken(tok), client.WithCAFile(caFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Second)
+	defer cancel()
+
+	startProcess(t, "berth agent", "--data-dir", agentEnv.dataDir, "agent", "-v", "--server", apiURL, "--name", "puller",
+		"--address", "127.0.0.1", "--no-network", "--token", m[2], "--ca-pin", m[3])
+	eventually(t, 20*time.Second, "node puller Ready", func() bool {
+		n, err := admin.Nodes().Get(ctx, "", "puller")
+		return err == nil && n.Status.Condition == api.NodeReady
+	})
+	if got := imageDigests(t, agentEnv); len(got) != 0 {
+		t.Fatalf("the agent's store starts with %v, want it empty", got)
+	}
+
+	srvEnv.ok("--server", apiURL, "--token", tok, "--ca-file", caFile, "run", "--name", "pulled", "demo/busybox:1", "sleep", "1d")
+	eventually(t, 30*time.Second, "pulled running on node puller", func() bool {
+		list, _, err := admin.Instances().List(ctx, "default")
+		if err != nil {
+			return false
+		}
+		for _, in := range list {
+			if in.Spec.Owner.Name == "pulled" && in.Spec.Node == "puller" && in.Status.Phase == api.PhaseRunning {
+				return true
+			}
+		}
+		return false
+	})
+	if got := imageDigests(t, agentEnv)["demo/busybox:1"]; got != want {
+		t.Errorf("the agent's demo/busybox:1 is %q, want the server's %s", got, want)
+	}
+	eventually(t, 10*time.Second, "a Pulled event on the instance", func() bool {
+		evs, _, err := admin.Events().List(ctx, "default")
+		if err != nil {
+			return false
+		}
+		var pulled bool
+		var log []string
+		for _, ev := range evs {
+			if strings.HasPrefix(ev.Reason, "Pull") {
+				log = append(log, fmt.Sprintf("%s %s: %s: %s", ev.Object.Kind, ev.Object.Name, ev.Reason, ev.Message))
+			}
+			pulled = pulled || ev.Reason == "Pulled" && ev.Object.Kind == api.KindInstance && strings.Contains(ev.Message, want)
+		}
+		if pulled {
+			t.Logf("pull events:\n%s", strings.Join(log, "\n"))
+		}
+		return pulled
+	})
+
+	// The node's certificate pulls but does not push; no credentials, no entry.
+	nc, err := client.LoadNodeCredentials(filepath.Join(agentEnv.dataDir, "node"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tc, err := nc.TLSConfig()
+	if err != nil {
+		t.Fatal(err)
+	}
+	node := &http.Client{Transport: &http.Transport{TLSClientConfig: tc}, Timeout: 10 * time.Second}
+	if code := status(t, node, http.MethodGet, apiURL+"/v2/demo/busybox/manifests/1"); code != http.StatusOK {
+		t.Errorf("node GET manifest: %d, want 200", code)
+	}
+	// The admin token pushes (here the agent's copy back, under its name).
+	if out := agentEnv.ok("--server", apiURL, "--token", tok, "--ca-file", caFile, "image", "push", "demo/busybox:1"); !strings.Contains(out, want) {
+		t.Errorf("berth image push printed %q, want the digest %s", out, want)
+	}
+	if code := status(t, node, http.MethodPost, apiURL+"/v2/demo/busybox/blobs/uploads/"); code != http.StatusForbidden && code != http.StatusUnauthorized {
+		t.Errorf("node starts an upload: %d, want 403 or 401", code)
+	}
+	anon := &http.Client{Transport: &http.Transport{TLSClientConfig: tc.Clone()}, Timeout: 10 * time.Second}
+	anon.Transport.(*http.Transport).TLSClientConfig.Certificates = nil
+	if code := status(t, anon, http.MethodGet, apiURL+"/v2/"); code != http.StatusUnauthorized {
+		t.Errorf("GET /v2/ without credentials: %d, want 401", code)
+	}
+}
+
+// imageDigests maps the names of the images in e's store to their digests.
+func imageDigests(t *testing.T, e *env) map[string]string {
+	t.Helper()
+	var imgs []struct {
+		Name   string `json:"name"`
+		Digest string `json:"digest"`
+	}
+	if err := json.Unmarshal([]byte(e.ok("image", "ls", "-o", "json")), &imgs); err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]string{}
+	for _, img := range imgs {
+		out[img.Name] = img.Digest
+	}
+	return out
+}
+
+func status(t *testing.T, c *http.Client, method, url string) int {
+	t.Helper()
+	req, err := http.NewRequest(method, url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := c.Do(req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, url, err)
+	}
+	resp.Body.Close()
+	return resp.StatusCode
+}
