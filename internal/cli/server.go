@@ -21,6 +21,7 @@ func newServerCmd(g *globals) *cobra.Command {
 		etcd                                        []string
 		joinExisting, verbose                       bool
 		leaderTTL                                   time.Duration
+		maxDraining                                 int
 	)
 	cmd := &cobra.Command{
 		Use:   "server",
@@ -57,7 +58,7 @@ run the servers on a network you trust.`,
 			cfg := server.ServerConfig{
 				DataDir: g.dataDir, Name: name, Listen: listen, PeerListen: peerListen,
 				EtcdClientListen: etcdListen, JoinExisting: joinExisting, EtcdEndpoints: etcd,
-				LeaderTTL: leaderTTL, Logger: cliLogger(verbose),
+				LeaderTTL: leaderTTL, Logger: cliLogger(verbose), MaxDraining: maxDraining,
 			}
 			if len(etcd) > 0 && (peers != "" || peerListen != "" || etcdListen != "" || joinExisting) {
 				return fmt.Errorf("--etcd-endpoints uses an external etcd: --peers, --peer-listen, --etcd-client-listen and --join-existing are for embedded members")
@@ -132,6 +133,7 @@ Clients trust %s and send the admin token in %s
 	f.StringVar(&serviceCIDR, "service-cidr", "", "network the services' virtual IPs come from (default 10.96.0.0/16; the same on every server)")
 	f.DurationVar(&leaderTTL, "leader-ttl", 0, "how long the controllers wait for a dead leader before another server takes over (default 3s)")
 	f.BoolVarP(&verbose, "verbose", "v", false, "log what the components do, and who leads")
+	f.IntVar(&maxDraining, "max-draining", 1, "how many nodes may drain at once, cluster-wide (a reboot lock; the same on every server)")
 	return cmd
 }
 

@@ -31,6 +31,8 @@ import (
 // several servers sharing a store.
 type ServerConfig struct {
 	DataDir string
+	// MaxDraining is how many nodes may drain at once, cluster-wide; 1 when zero.
+	MaxDraining int
 	// Name names this server: its etcd member and its identity in the
 	// controllers' election. The hostname when empty.
 	Name string
@@ -175,6 +177,7 @@ func Server(ctx context.Context, cfg ServerConfig) error {
 	// With the CA, nodes authenticate with the certificates it signs on
 	// join, and NodeAuthorizer confines them to their own node.
 	srv := apiserver.New(apiserver.Config{Store: st, CA: creds.ca, Logger: log.With("component", "apiserver")})
+	srv.SetMaxDraining(cfg.MaxDraining)
 	// The registry nodes pull images from, and users push them to.
 	srv.Mount("/v2/", registry.New(imgs, registry.Options{Authorize: apiserver.AuthorizeImages, Logger: log.With("component", "registry")}))
 	run("api server", func(ctx context.Context) error { return srv.Serve(ctx, ul, apiserver.UnixRootOnly) })
