@@ -180,6 +180,9 @@ func (p *Plane) follow(ctx context.Context) {
 	}
 }
 
+// resyncEvery bounds how long a table can stay out of step with the API.
+const resyncEvery = time.Minute
+
 type change struct {
 	svc  *client.WatchEvent[*api.Service]
 	inst *client.WatchEvent[*api.Instance]
@@ -248,11 +251,20 @@ func (p *Plane) followOnce(ctx context.Context) error {
 		return change{inst: &ev}, ok
 	})
 	dirty := map[string]bool{}
+	// Now and then the tables are compared with the whole state: a change
+	// the kernel refused once, or a table edited by hand, is put right.
+	resync := time.NewTicker(resyncEvery)
+	defer resync.Stop()
 	for {
 		var c change
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
+		case <-resync.C:
+			if err := p.svcs.Sync(ctx, st.all()); err != nil {
+				p.log.Warn("resync services", "err", err)
+			}
+			continue
 		case c = <-changes:
 		}
 		// Take everything already queued, then program each touched service once.
