@@ -1,0 +1,179 @@
+package e2e
+
+import (
+	"bufio"
+	"fmt"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/berth-dev/berth/api"
+)
+
+// Six replicas spread over the nodes (the scheduler packs unless told to
+// spread), each serving its own name; healthy while /www/health exists.
+// No host port: traffic goes over the VIP, to port 80.
+const multiWebYAML = `kind: Service
+name: web
+replicas: 6
+placement: {spread: [node]}
+template:
+  image: demo/busybox:1
+  command: ["sh", "-c", "hostname > /www/index.html; echo ok > /www/health; exec httpd -f -p 80 -h /www"]
+  ports: [{name: http, container: 80}]
+  health: {http: {port: 80, path: /health}, interval: 300ms, timeout: 500ms, failures: 1}
+  resources: {cpu: 0.1, memory: 32Mi}
+`
+
+// The client stays on n1, which the tests never take down.
+const multiClientYAML = `kind: Service
+name: client
+replicas: 1
+placement: {constraints: [{key: node.name, op: "==", values: [n1]}]}
+template:
+  image: demo/busybox:1
+  command: ["sleep", "1d"]
+  resources: {cpu: 0.1, memory: 16Mi}
+`
+
+// askFrom makes n requests to url from inside the client container on
+// node n1, through n1's runtime, and counts the answers ("FAIL" for a
+// request that got none).
+func (l *lan) askFrom(client api.Instance, n int, url string) map[string]int {
+	l.t.Helper()
+	out := l.agent(client.Spec.Node).ok("container", "exec", client.Status.ContainerID, "sh", "-c",
+		fmt.Sprintf("for i in $(seq %d); do timeout 5 wget -qO- %s 2>&1 || echo FAIL; done", n, url))
+	got := map[string]int{}
+	sc := bufio.NewScanner(strings.NewReader(out))
+	for sc.Scan() {
+		if line := strings.TrimSpace(sc.Text()); line != "" {
+			got[line]++
+		}
+	}
+	return got
+}
+
+// waitHealthy waits until owner has n instances, all running and healthy,
+// on nodes other than those in avoid, and returns them.
+func (l *lan) waitHealthy(owner string, n int, timeout time.Duration, avoid ...string) []api.Instance {
+	l.t.Helper()
+	var got []api.Instance
+	eventually(l.t, timeout, fmt.Sprintf("%d healthy instances of %s off %v", n, owner, avoid), func() bool {
+		healthy, _ := l.healthyOf(owner)
+		got = got[:0]
+		for _, in := range healthy {
+			if !slices.Contains(avoid, in.Spec.Node) {
+				got = append(got, in)
+			}
+		}
+		return len(got) == n
+	})
+	return got
+}
+
+// TestMultiHost runs a cluster of three servers and three agents, each
+// on a host of its own (a network namespace with its own address on a
+// shared LAN), and checks what only several machines show: replicas
+// spread over the nodes, traffic between nodes over the service VIP, a
+// node's loss and a partitioned node's return.
+func TestMultiHost(t *testing.T) {
+	start := time.Now()
+	l := startLAN(t)
+	t.Logf("cluster of 3 servers and 3 agents up in %v", time.Since(start).Round(time.Millisecond))
+
+	// Spread and cross-node traffic.
+	l.applyYAML(multiWebYAML)
+	l.applyYAML(multiClientYAML)
+	applied := time.Now()
+	web := l.waitHealthy("web", 6, 90*time.Second)
+	t.Logf("timing: 6 replicas of web running and healthy over 3 agents %v after apply (images pulled from the servers)",
+		time.Since(applied).Round(time.Millisecond))
+	if got := perNode(web); got["n1"] != 2 || got["n2"] != 2 || got["n3"] != 2 {
+		t.Errorf("replicas per node %v, want 2 on each of n1, n2, n3", got)
+	}
+	client := l.waitHealthy("client", 1, 60*time.Second)[0]
+	if client.Spec.Node != "n1" {
+		t.Fatalf("client placed on %s despite node.name == n1", client.Spec.Node)
+	}
+	l.checkTraffic(client, 60, web)
+
+	// Node loss: everything of n2 dies at once.
+	n2 := l.agent("n2")
+	lost := perNode(web)["n2"]
+	n2.crash()
+	crashed := time.Now()
+	eventually(t, 30*time.Second, "node n2 to be marked down", func() bool { return !l.ready("n2") })
+	down := time.Since(crashed)
+	web = l.waitHealthy("web", 6, 60*time.Second, "n2")
+	replaced := time.Since(crashed)
+	t.Logf("timing: node n2 killed (%d replicas): NotReady after %v, 6 replicas running and healthy on n1 and n3 after %v",
+		lost, down.Round(time.Millisecond), replaced.Round(time.Millisecond))
+	if replaced > 30*time.Second {
+		t.Errorf("replacements took %v, want them within 30s (node TTL 10s)", replaced)
+	}
+	l.checkTraffic(client, 30, web)
+
+	// The machine comes back: the agent starts again on its data dir and
+	// clears what the crash left behind.
+	n2.start()
+	eventually(t, 30*time.Second, "node n2 Ready again", func() bool { return l.ready("n2") })
+	eventually(t, 30*time.Second, "n2's dead replicas to be removed", func() bool { return n2.runningOf("web") == 0 })
+
+	// Partition: n3's link goes down; its replicas are replaced elsewhere.
+	n3 := l.agent("n3")
+	l.ip(filepath.Base(n3.netns), "link", "set", "eth0", "down")
+	cut := time.Now()
+	web = l.waitHealthy("web", 6, 60*time.Second, "n3")
+	t.Logf("timing: node n3 cut off: 6 replicas running and healthy elsewhere after %v (per node %v)",
+		time.Since(cut).Round(time.Millisecond), perNode(web))
+	partitioned := n3.runningOf("web")
+	t.Logf("n3 still runs %d replicas of web while cut off", partitioned)
+
+	// Back on the LAN: n3 stops what the cluster replaced; exactly 6 run.
+	l.ip(filepath.Base(n3.netns), "link", "set", "eth0", "up")
+	healed := time.Now()
+	eventually(t, 60*time.Second, "node n3 Ready again", func() bool { return l.ready("n3") })
+	eventually(t, 60*time.Second, "exactly 6 replicas running cluster-wide", func() bool {
+		healthy, all := l.healthyOf("web")
+		if len(healthy) != 6 || all != 6 {
+			return false
+		}
+		sum := 0
+		for _, a := range l.agents {
+			sum += a.runningOf("web")
+		}
+		return sum == 6
+	})
+	t.Logf("timing: n3 back on the LAN: converged to 6 running containers after %v", time.Since(healed).Round(time.Millisecond))
+	web, _ = l.healthyOf("web")
+	l.checkTraffic(client, 30, web)
+	t.Logf("whole test %v", time.Since(start).Round(time.Millisecond))
+}
+
+// checkTraffic makes n requests to web.default.berth from the client and
+// wants every one answered, only by web's replicas, and some answer from
+// every node that runs one.
+func (l *lan) checkTraffic(client api.Instance, n int, web []api.Instance) {
+	l.t.Helper()
+	node := map[string]string{}
+	for _, in := range web {
+		node[in.Metadata.Name] = in.Spec.Node
+	}
+	got := l.askFrom(client, n, "http://web.default.berth/")
+	answered := map[string]int{}
+	for name, c := range got {
+		if nd, ok := node[name]; ok {
+			answered[nd] += c
+		} else {
+			l.t.Errorf("%d of %d requests from %s answered %q, not a replica of web", c, n, client.Spec.Node, name)
+		}
+	}
+	for nd := range perNode(web) {
+		if answered[nd] == 0 {
+			l.t.Errorf("no answer from node %s's replicas: %v", nd, got)
+		}
+	}
+	l.t.Logf("%d requests from %s to web.default.berth: answers per node %v", n, client.Spec.Node, answered)
+}
