@@ -3,7 +3,10 @@ package e2e
 import (
 	"bufio"
 	"fmt"
+	"maps"
+	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -108,6 +111,8 @@ func TestMultiHost(t *testing.T) {
 	down := time.Since(crashed)
 	web = l.waitHealthy("web", 6, 60*time.Second, "n2")
 	replaced := time.Since(crashed)
+	// Expect about the node TTL (10s) plus the grace before a NotReady
+	// node's instances count as lost (5s), plus the starts.
 	t.Logf("timing: node n2 killed (%d replicas): NotReady after %v, 6 replicas running and healthy on n1 and n3 after %v",
 		lost, down.Round(time.Millisecond), replaced.Round(time.Millisecond))
 	if replaced > 30*time.Second {
@@ -149,18 +154,60 @@ func TestMultiHost(t *testing.T) {
 	t.Logf("timing: n3 back on the LAN: converged to 6 running containers after %v", time.Since(healed).Round(time.Millisecond))
 	web, _ = l.healthyOf("web")
 	l.checkTraffic(client, 30, web)
+
+	// Figures at a larger scale: 30 replicas over the three agents, then
+	// one of them lost with its 10.
+	l.admin("scale", "web=30")
+	scaled := time.Now()
+	web = l.waitHealthy("web", 30, 90*time.Second)
+	t.Logf("timing: berth scale web=30: 30 replicas running and healthy over 3 agents after %v (per node %v)",
+		time.Since(scaled).Round(time.Millisecond), perNode(web))
+	if got := perNode(web); got["n1"] != 10 || got["n2"] != 10 || got["n3"] != 10 {
+		t.Errorf("30 replicas per node %v, want 10 on each of n1, n2, n3", got)
+	}
+	lost = perNode(web)["n3"]
+	n3.crash()
+	crashed = time.Now()
+	web = l.waitHealthy("web", 30, 90*time.Second, "n3")
+	replaced = time.Since(crashed)
+	t.Logf("timing: node n3 killed (%d of 30 replicas): 30 running and healthy on n1 and n2 after %v (per node %v)",
+		lost, replaced.Round(time.Millisecond), perNode(web))
+	if replaced > 40*time.Second {
+		t.Errorf("replacements took %v, want them within 40s", replaced)
+	}
 	t.Logf("whole test %v", time.Since(start).Round(time.Millisecond))
 }
 
-// checkTraffic makes n requests to web.default.berth from the client and
-// wants every one answered, only by web's replicas, and some answer from
-// every node that runs one.
+// backendRE finds the addresses in a listing of the backends map.
+var backendRE = regexp.MustCompile(`:\s*(\d+\.\d+\.\d+\.\d+) \. 80\b`)
+
+// checkTraffic waits for the client's node to send web's VIP to exactly
+// the replicas in web, then makes n requests to web.default.berth from
+// the client and wants every one answered, only by those replicas, and
+// some answer from every node that runs one.
 func (l *lan) checkTraffic(client api.Instance, n int, web []api.Instance) {
 	l.t.Helper()
 	node := map[string]string{}
 	for _, in := range web {
 		node[in.Metadata.Name] = in.Spec.Node
 	}
+	// First the client's node must send the VIP to exactly these replicas.
+	want := map[string]bool{}
+	for _, in := range web {
+		want[in.Status.IP] = true
+	}
+	src := l.agent(client.Spec.Node)
+	eventually(l.t, 20*time.Second, "node "+src.name+"'s VIP backends to be web's replicas", func() bool {
+		out, err := exec.Command("nsenter", "--net="+src.netns, "nft", "list", "map", "ip", "berth-svc", "backends").CombinedOutput()
+		if err != nil {
+			l.t.Fatalf("nft list map backends on %s: %v: %s", src.name, err, out)
+		}
+		seen := map[string]bool{}
+		for _, m := range backendRE.FindAllStringSubmatch(string(out), -1) {
+			seen[m[1]] = true
+		}
+		return maps.Equal(seen, want)
+	})
 	got := l.askFrom(client, n, "http://web.default.berth/")
 	answered := map[string]int{}
 	for name, c := range got {
