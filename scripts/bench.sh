@@ -18,3 +18,4 @@ run runtime -n "${BENCH_RUNS:-50}"     # container start-to-exit beside runc and
 run cluster -berth "$bin"              # berth run / self-heal / RSS beside podman
 run scheduler                          # placements at 10,000 and 15,000 nodes
 run network                            # nftables data plane at 250,000 endpoints
+run multinode -berth "$bin"             # 3 servers + 3 agents on network namespaces: scale to 30, node loss

@@ -274,7 +274,12 @@ func (a *Agent) heartbeat(ctx context.Context) {
 	t := time.NewTicker(a.cfg.HeartbeatInterval)
 	defer t.Stop()
 	for {
-		if err := a.cfg.ControlPlane.Heartbeat(ctx, a.cfg.Node.Name); err != nil && ctx.Err() == nil {
+		// A heartbeat stuck on a server that is gone without a reset must
+		// not wait for TCP to give up: the next one may reach another server.
+		hctx, cancel := context.WithTimeout(ctx, a.cfg.HeartbeatInterval)
+		err := a.cfg.ControlPlane.Heartbeat(hctx, a.cfg.Node.Name)
+		cancel()
+		if err != nil && ctx.Err() == nil {
 			a.log.Warn("heartbeat failed", "err", err)
 		}
 		select {

@@ -380,7 +380,15 @@ func (f *failover) RoundTrip(req *http.Request) (*http.Response, error) {
 			lastErr = fmt.Errorf("%s: %s", f.hosts[n], resp.Status)
 			continue
 		}
-		if req.Context().Err() != nil || isCertError(err) {
+		if cerr := req.Context().Err(); cerr != nil {
+			// Timed out on this server: the next request tries the next one
+			// (a server cut off without a reset never refuses a connection).
+			if errors.Is(cerr, context.DeadlineExceeded) {
+				f.cur.CompareAndSwap(int32(n), int32((n+1)%len(f.hosts)))
+			}
+			return nil, err
+		}
+		if isCertError(err) {
 			return nil, err
 		}
 		lastErr = err
