@@ -13,7 +13,6 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
-	"sync"
 	"time"
 
 	"github.com/berth-dev/berth/api/client"
@@ -153,18 +152,9 @@ func Server(ctx context.Context, cfg ServerConfig) error {
 		return fmt.Errorf("server %q: %w", name, err)
 	}
 
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	var wg sync.WaitGroup
-	errc := make(chan error, 4)
-	run := func(what string, f func(context.Context) error) {
-		wg.Go(func() {
-			if err := f(ctx); err != nil && ctx.Err() == nil {
-				errc <- fmt.Errorf("%s: %w", what, err)
-				cancel()
-			}
-		})
-	}
+	g := newGroup(ctx)
+	defer g.cancel()
+	ctx, run := g.ctx, g.run
 	joinFile := store.JoinTokenFile(cfg.DataDir)
 	joinToken, joinCreated, err := st.EnsureJoinToken(ctx, joinFile)
 	if err != nil {
@@ -190,7 +180,7 @@ func Server(ctx context.Context, cfg ServerConfig) error {
 			return controller.NewManager(st, controller.Options{Logger: log, Network: cfg.Network.controller()}).Run(ctx)
 		}, leader.WithTTL(cfg.LeaderTTL), leader.WithLogger(log.With("component", "leader")))
 	})
-	wg.Go(func() {
+	g.wg.Go(func() {
 		leader.Watch(ctx, st.Client(), key, func(t leader.Term) {
 			if t.Identity == "" {
 				log.Warn("controllers: no leader")
@@ -205,27 +195,13 @@ func Server(ctx context.Context, cfg ServerConfig) error {
 		if err != nil {
 			return err
 		}
-		for ctx.Err() == nil {
-			if err := c.Healthz(ctx); err == nil {
-				cfg.Ready(ServerInfo{Name: name, Socket: sock, API: "https://" + cfg.Listen,
-					CAFile: creds.caFile, TokenFile: creds.tokenFile, Token: creds.token, CAPin: creds.ca.Pin(),
-					JoinTokenFile: joinFile, JoinToken: joinToken, JoinTokenCreated: joinCreated})
-				break
-			}
-			select {
-			case <-ctx.Done():
-			case <-time.After(10 * time.Millisecond):
-			}
+		if waitHealthy(ctx, c) {
+			cfg.Ready(ServerInfo{Name: name, Socket: sock, API: "https://" + cfg.Listen,
+				CAFile: creds.caFile, TokenFile: creds.tokenFile, Token: creds.token, CAPin: creds.ca.Pin(),
+				JoinTokenFile: joinFile, JoinToken: joinToken, JoinTokenCreated: joinCreated})
 		}
 	}
-	<-ctx.Done()
-	wg.Wait()
-	select {
-	case err := <-errc:
-		return err
-	default:
-		return nil
-	}
+	return g.wait()
 }
 
 // memberOf is this server's etcd member.

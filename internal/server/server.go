@@ -14,8 +14,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
-	"time"
 
 	"github.com/berth-dev/berth/api/client"
 	"github.com/berth-dev/berth/internal/agent"
@@ -108,18 +106,9 @@ func Up(ctx context.Context, cfg Config) error {
 		}
 	}
 
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	var wg sync.WaitGroup
-	errc := make(chan error, 8)
-	run := func(what string, f func(context.Context) error) {
-		wg.Go(func() {
-			if err := f(ctx); err != nil && ctx.Err() == nil {
-				errc <- fmt.Errorf("%s: %w", what, err)
-				cancel()
-			}
-		})
-	}
+	g := newGroup(ctx)
+	defer g.cancel()
+	ctx, run := g.ctx, g.run
 	srv := apiserver.New(apiserver.Config{Store: st, Logger: log.With("component", "apiserver")})
 	srv.Mount("/v2/", registry.New(imgs, registry.Options{Authorize: apiserver.AuthorizeImages, Logger: log.With("component", "registry")}))
 	run("api server", func(ctx context.Context) error { return srv.Serve(ctx, l, apiserver.UnixRootOnly) })
@@ -138,25 +127,11 @@ func Up(ctx context.Context, cfg Config) error {
 	})
 	run("agent", ag.Run)
 	if cfg.Ready != nil {
-		for ctx.Err() == nil {
-			if err := c.Healthz(ctx); err == nil {
-				cfg.Ready(sock, creds)
-				break
-			}
-			select {
-			case <-ctx.Done():
-			case <-time.After(10 * time.Millisecond):
-			}
+		if waitHealthy(ctx, c) {
+			cfg.Ready(sock, creds)
 		}
 	}
-	<-ctx.Done()
-	wg.Wait()
-	select {
-	case err := <-errc:
-		return err
-	default:
-		return nil
-	}
+	return g.wait()
 }
 
 // nodeName makes a DNS label of a hostname: "Build-01.example" → "build-01".
