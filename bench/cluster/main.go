@@ -23,14 +23,16 @@ import (
 	"github.com/berth-dev/berth/internal/runtime/runtimetest"
 )
 
-var upArgs *string
+var (
+	upArgs = flag.String("up-args", "", "extra flags for berth up, e.g. --no-network")
+	stages = flag.Bool("stages", false, "print when each API run's instance was first seen, bound and Running")
+)
 
 func main() {
 	bin := flag.String("berth", "bin/berth", "the berth binary to measure")
 	runs := flag.Int("n", 100, "berth run measurements")
 	heals := flag.Int("heals", 30, "self-heal measurements")
 	peerRuns := flag.Int("podman", 20, "podman run measurements (0 to skip)")
-	upArgs = flag.String("up-args", "", "extra flags for berth up, e.g. --no-network")
 	flag.Parse()
 	if err := bench(*bin, *runs, *heals, *peerRuns); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
@@ -163,12 +165,26 @@ func apiRun(ctx context.Context, c *client.Client, name string) (time.Duration, 
 	if _, err := c.Services().Apply(ctx, svc); err != nil {
 		return 0, err
 	}
+	var made, bound time.Duration
 	for ev := range events {
 		if ev.Err != nil {
 			return 0, ev.Err
 		}
-		if ev.Object.Spec.Owner.Name == name && ev.Object.Status.Phase == api.PhaseRunning {
-			return time.Since(t0), nil
+		if ev.Object.Spec.Owner.Name != name {
+			continue
+		}
+		if made == 0 {
+			made = time.Since(t0)
+		}
+		if bound == 0 && ev.Object.Spec.Node != "" {
+			bound = time.Since(t0)
+		}
+		if ev.Object.Status.Phase == api.PhaseRunning {
+			d := time.Since(t0)
+			if *stages {
+				fmt.Printf("%s: seen %s bound %s running %s\n", name, ms(made), ms(bound), ms(d))
+			}
+			return d, nil
 		}
 	}
 	return 0, fmt.Errorf("service %s never ran", name)

@@ -256,6 +256,7 @@ func (a *Agent) start(ctx context.Context, inst *Instance, attempt int) (runtime
 		Labels: map[string]string{labelInstance: inst.Key(), labelUID: inst.UID, labelAttempt: strconv.Itoa(attempt),
 			labelGrace: inst.StopGrace.String(), labelTemplate: inst.Template},
 	}
+	tA := time.Now()
 	if err := a.attach(ctx, &c, inst.Namespace); err != nil {
 		_ = a.cfg.Images.Release(context.WithoutCancel(ctx), id)
 		return runtime.Status{}, err
@@ -271,7 +272,7 @@ func (a *Agent) start(ctx context.Context, inst *Instance, attempt int) (runtime
 		}
 		return st, err
 	}
-	a.log.Info("started", "instance", inst.Key(), "container", id, "attempt", attempt, "prepare", tPrep, "run", time.Since(t1))
+	a.log.Info("started", "instance", inst.Key(), "container", id, "attempt", attempt, "prepare", tPrep, "attach", t1.Sub(tA), "run", time.Since(t1))
 	return st, nil
 }
 
