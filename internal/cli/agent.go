@@ -20,6 +20,7 @@ func newAgentCmd(g *globals) *cobra.Command {
 		clusterCIDR, serviceCIDR string
 		labels                   []string
 		noNetwork, verbose       bool
+		favorDynMods             bool
 	)
 	cmd := &cobra.Command{
 		Use:   "agent --server URL --token JOIN-TOKEN [--ca-pin PIN | --ca-file FILE]",
@@ -65,7 +66,8 @@ agent" with the same --data-dir adopts them.`,
 			cfg := server.AgentConfig{
 				DataDir: g.dataDir, Servers: servers, CAFile: g.caFile, CAPin: caPin,
 				NodeName: name, Address: address, Logger: cliLogger(verbose),
-				Network: server.Network{Disabled: noNetwork, Bridge: bridge},
+				Network:            server.Network{Disabled: noNetwork, Bridge: bridge},
+				CgroupFavorDynMods: favorDynMods,
 			}
 			joined := false
 			if _, err := os.Stat(filepath.Join(server.NodeCredentialsDir(g.dataDir), client.NodeCertFile)); err == nil {
@@ -113,6 +115,7 @@ agent" with the same --data-dir adopts them.`,
 	f.StringVar(&clusterCIDR, "cluster-cidr", "", "the servers' --cluster-cidr (default 10.244.0.0/16)")
 	f.StringVar(&serviceCIDR, "service-cidr", "", "the servers' --service-cidr (default 10.96.0.0/16)")
 	f.StringVar(&bridge, "bridge", "", "the node's bridge device (default berth0)")
+	f.BoolVar(&favorDynMods, "cgroup-favordynmods", true, "remount cgroup2 with favordynmods: container starts no longer wait an RCU grace period per cgroup move (a small cost to fork and exit, host-wide)")
 	f.BoolVarP(&verbose, "verbose", "v", false, "log what the agent does")
 	return cmd
 }

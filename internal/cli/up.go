@@ -15,7 +15,7 @@ import (
 func newUpCmd(g *globals) *cobra.Command {
 	var etcd []string
 	var node, listen string
-	var verbose, noNetwork bool
+	var verbose, noNetwork, favorDynMods bool
 	var clusterCIDR, serviceCIDR, bridge string
 	cmd := &cobra.Command{
 		Use:   "up",
@@ -57,6 +57,7 @@ service gets a virtual IP from --service-cidr and the DNS name
 			}
 			return server.Up(cmd.Context(), server.Config{
 				DataDir: g.dataDir, EtcdEndpoints: etcd, NodeName: node, Logger: log, Listen: listen, Network: netw,
+				CgroupFavorDynMods: favorDynMods,
 				Ready: func(sock string, tcp *server.Credentials) {
 					store := "embedded etcd in " + g.dataDir
 					if len(etcd) > 0 {
@@ -89,5 +90,6 @@ Ctrl-C stops berth; containers keep running until it is back.
 	cmd.Flags().StringVar(&clusterCIDR, "cluster-cidr", "", "network the nodes' pod subnets come from (default 10.244.0.0/16)")
 	cmd.Flags().StringVar(&serviceCIDR, "service-cidr", "", "network the services' virtual IPs come from (default 10.96.0.0/16)")
 	cmd.Flags().StringVar(&bridge, "bridge", "", "the node's bridge device (default berth0)")
+	cmd.Flags().BoolVar(&favorDynMods, "cgroup-favordynmods", true, "remount cgroup2 with favordynmods: container starts no longer wait an RCU grace period per cgroup move (a small cost to fork and exit, host-wide)")
 	return cmd
 }

@@ -3,6 +3,7 @@ package runtime
 import (
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -81,5 +82,51 @@ func TestCgroupV1Writes(t *testing.T) {
 	// Pinned: no quota is written.
 	if _, err := os.Stat(filepath.Join(root, "cpu", "berth", "c1", "cpu.cfs_quota_us")); err == nil {
 		t.Error("a pinned container got a CFS quota")
+	}
+}
+
+func TestCgroup2Mount(t *testing.T) {
+	const (
+		tmpfs   = "25 1 0:22 / /sys/fs/cgroup rw,nosuid,nodev,noexec - tmpfs tmpfs rw,mode=755\n"
+		hybrid  = "41 25 0:38 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw\n"
+		pure    = "30 1 0:26 / /sys/fs/cgroup rw,nosuid,nodev,noexec,relatime shared:4 - cgroup2 cgroup2 rw,nsdelegate,memory_recursiveprot\n"
+		other   = "50 1 0:38 / /mnt/cg\\040two rw,relatime - cgroup2 none rw,favordynmods\n"
+		v1      = "31 25 0:29 / /sys/fs/cgroup/memory rw,relatime - cgroup cgroup rw,memory\n"
+		noCgrp2 = tmpfs + v1
+	)
+	for _, tc := range []struct {
+		name, mountinfo, point, super string
+	}{
+		{"pure v2", pure, "/sys/fs/cgroup", "rw,nsdelegate,memory_recursiveprot"},
+		{"hybrid", tmpfs + v1 + hybrid, "/sys/fs/cgroup/unified", "rw"},
+		{"the runtime's first", other + hybrid, "/sys/fs/cgroup/unified", "rw"},
+		{"else any, unescaped", other + noCgrp2, "/mnt/cg two", "rw,favordynmods"},
+		{"stacked: the last", pure + strings.Replace(pure, "nsdelegate,", "", 1), "/sys/fs/cgroup", "rw,memory_recursiveprot"},
+	} {
+		point, super, ok := cgroup2Mount(tc.mountinfo)
+		if !ok || point != tc.point || super != tc.super {
+			t.Errorf("%s: got %q %q %v, want %q %q", tc.name, point, super, ok, tc.point, tc.super)
+		}
+	}
+	if _, _, ok := cgroup2Mount(noCgrp2); ok {
+		t.Error("found a cgroup2 mount among v1 and tmpfs")
+	}
+}
+
+func TestWithFavorDynMods(t *testing.T) {
+	for _, tc := range []struct {
+		super   string
+		want    []string
+		already bool
+	}{
+		{"rw", []string{"favordynmods"}, false},
+		{"rw,nsdelegate,memory_recursiveprot", []string{"nsdelegate", "memory_recursiveprot", "favordynmods"}, false},
+		{"ro,nsdelegate", []string{"nsdelegate", "favordynmods"}, false},
+		{"rw,nsdelegate,favordynmods,memory_localevents", []string{"nsdelegate", "favordynmods", "memory_localevents"}, true},
+	} {
+		got, already := withFavorDynMods(tc.super)
+		if !slices.Equal(got, tc.want) || already != tc.already {
+			t.Errorf("%q: got %q %v, want %q %v", tc.super, got, already, tc.want, tc.already)
+		}
 	}
 }

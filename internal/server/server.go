@@ -39,9 +39,24 @@ type Config struct {
 	Listen string
 	// Network configures container networking.
 	Network Network
+	// CgroupFavorDynMods remounts cgroup2 with favordynmods, for faster
+	// container starts (see runtime.FavorDynMods).
+	CgroupFavorDynMods bool
 	// Ready is called once the API answers, with the socket's path and,
 	// with Listen, the TCP credentials.
 	Ready func(socket string, tcp *Credentials)
+}
+
+// favorDynMods sets favordynmods on the host's cgroup2 mount. Without it
+// containers still start, only slower, so a failure is logged and passed over.
+func favorDynMods(log *slog.Logger) {
+	mount, changed, err := runtime.FavorDynMods()
+	switch {
+	case err != nil:
+		log.Warn("cgroup2 favordynmods not set: each container start waits an RCU grace period", "err", err)
+	case changed:
+		log.Info("remounted cgroup2 with favordynmods", "mount", mount)
+	}
 }
 
 // Up runs a single-node cluster until ctx ends. Containers keep running
@@ -72,6 +87,9 @@ func Up(ctx context.Context, cfg Config) error {
 	l, err := apiserver.ListenUnix(sock)
 	if err != nil {
 		return err
+	}
+	if cfg.CgroupFavorDynMods {
+		favorDynMods(log)
 	}
 	rt, err := runtime.New(filepath.Join(cfg.DataDir, "containers"))
 	if err != nil {
@@ -158,9 +176,11 @@ type Images struct{ Store *image.Store }
 
 var _ agent.Images = Images{}
 
-// Prepare unpacks ref for a container and says how to start it.
+// Prepare unpacks ref for a container and says how to start it. A ref
+// pinned to a digest (REPOSITORY:TAG@sha256:…) is the image of that digest,
+// whatever the tag names now.
 func (i Images) Prepare(ctx context.Context, ref, containerID string) (agent.Rootfs, error) {
-	snap, err := i.Store.Prepare(ctx, ref, containerID)
+	snap, err := i.Store.Prepare(ctx, localRef(ref), containerID)
 	if err != nil {
 		return agent.Rootfs{}, err
 	}
