@@ -195,4 +195,13 @@ func TestComputeNodes(t *testing.T) {
 	if !reflect.DeepEqual(res, want) {
 		t.Errorf("got %+v, want %+v", res, want)
 	}
+
+	// No grace: the lapsed lease was the wait, so a node's instances are
+	// Lost in the pass that marks it NotReady.
+	nodes[1].Instances = []Instance{inst("w", Running, 0), inst("v", Failed, 0)}
+	res = ComputeNodes(nodes, t0, 0)
+	want = NodeResult{MarkReady: []string{"back"}, MarkNotReady: []string{"just-lost"}, Lost: []string{"/w", "/x", "/z"}}
+	if !reflect.DeepEqual(res, want) {
+		t.Errorf("no grace: got %+v, want %+v", res, want)
+	}
 }

@@ -26,20 +26,28 @@ type NodeResult struct {
 
 // ComputeNodes marks nodes whose lease lapsed NotReady and, once they have
 // stayed so for grace, their instances Lost so that controllers replace
-// them elsewhere. A node whose lease is back is Ready again.
+// them elsewhere. With no grace both happen at once: the lease's TTL was
+// the wait. A node whose lease is back is Ready again.
 func ComputeNodes(nodes []NodeState, now time.Time, grace time.Duration) NodeResult {
 	var res NodeResult
 	for _, n := range nodes {
-		switch {
-		case n.Alive && !n.Ready:
-			res.MarkReady = append(res.MarkReady, n.Name)
-		case !n.Alive && n.Ready:
+		if n.Alive {
+			if !n.Ready {
+				res.MarkReady = append(res.MarkReady, n.Name)
+			}
+			continue
+		}
+		since := n.NotReadySince
+		if n.Ready {
 			res.MarkNotReady = append(res.MarkNotReady, n.Name)
-		case !n.Alive && !n.Ready && !n.NotReadySince.IsZero() && now.Sub(n.NotReadySince) >= grace:
-			for _, in := range n.Instances {
-				if !in.Phase.Terminal() && !in.Deleting {
-					res.Lost = append(res.Lost, in.Key())
-				}
+			since = now
+		}
+		if since.IsZero() || now.Sub(since) < grace {
+			continue
+		}
+		for _, in := range n.Instances {
+			if !in.Phase.Terminal() && !in.Deleting {
+				res.Lost = append(res.Lost, in.Key())
 			}
 		}
 	}

@@ -30,12 +30,21 @@ type Manager struct {
 	// notReady remembers since when (local time) each NotReady node has been so.
 	notReady map[string]time.Time
 	seed     uint64
+	// started is when Run began; zero for passes run by hand.
+	started time.Time
 }
 
 // Options tune the manager.
 type Options struct {
-	// LostGrace is how long a node stays NotReady before its instances are Lost.
+	// LostGrace is how long a node stays NotReady before its instances
+	// are Lost; none by default, since the heartbeat lease's TTL already
+	// was the wait.
 	LostGrace time.Duration
+	// StartGrace is how long after Run starts no instance is marked Lost:
+	// a manager that just took over (or a cluster whose servers were all
+	// down) gives the nodes one heartbeat TTL to reach it first.
+	// DefaultStartGrace when zero; negative for none.
+	StartGrace time.Duration
 	// Resync bounds the time between passes when nothing is watched changing.
 	Resync time.Duration
 	Logger *slog.Logger
@@ -45,10 +54,13 @@ type Options struct {
 	Network Network
 }
 
+// DefaultStartGrace is a node heartbeat TTL.
+const DefaultStartGrace = 10 * time.Second
+
 // NewManager builds a manager; nothing runs until Run.
 func NewManager(s *store.Store, opt Options) *Manager {
-	if opt.LostGrace <= 0 {
-		opt.LostGrace = 5 * time.Second
+	if opt.StartGrace == 0 {
+		opt.StartGrace = DefaultStartGrace
 	}
 	if opt.Resync <= 0 {
 		opt.Resync = 2 * time.Second
@@ -67,9 +79,14 @@ func NewManager(s *store.Store, opt Options) *Manager {
 func (m *Manager) Run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	m.started = m.opt.Clock()
 	for _, k := range []api.Kind{api.KindService, api.KindJob, api.KindInstance, api.KindNode} {
 		go m.watch(ctx, k)
 	}
+	// A lease that lapses changes no object: its key's deletion is what
+	// says a node stopped, and the pass that acts on it should not wait
+	// for the resync.
+	go m.watchLeases(ctx)
 	t := time.NewTicker(m.opt.Resync)
 	defer t.Stop()
 	for {
@@ -91,6 +108,24 @@ func (m *Manager) watch(ctx context.Context, kind api.Kind) {
 	for ctx.Err() == nil {
 		for ev := range m.s.Watch(ctx, kind, "", 0) {
 			if ev.Err != nil {
+				break
+			}
+			select {
+			case m.poke <- struct{}{}:
+			default:
+			}
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
+func (m *Manager) watchLeases(ctx context.Context) {
+	for ctx.Err() == nil {
+		for err := range m.s.WatchNodeLeases(ctx) {
+			if err != nil {
 				break
 			}
 			select {
@@ -464,6 +499,10 @@ func (m *Manager) nodesPass(ctx context.Context, sn *snapshot) error {
 		states = append(states, st)
 	}
 	res := ComputeNodes(states, now, m.opt.LostGrace)
+	if !m.started.IsZero() && now.Sub(m.started) < m.opt.StartGrace && len(res.Lost) > 0 {
+		m.log.Debug("not marking instances lost yet: the nodes have not had a heartbeat TTL to reach this manager", "instances", len(res.Lost))
+		res.Lost = nil
+	}
 	var errs []error
 	set := func(name string, cond api.NodeCondition, msg string) {
 		n := nodes[name]

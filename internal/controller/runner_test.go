@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -344,4 +345,110 @@ func TestLostIsPerNamespace(t *testing.T) {
 			t.Errorf("%s/%s on %s: lost=%v, want %v", in.Metadata.Namespace, in.Metadata.Name, in.Spec.Node, lost, want)
 		}
 	}
+}
+
+// runManager runs a manager with opt (and the harness's store) until the test ends.
+func runManager(t *testing.T, h *harness, opt controller.Options) {
+	ctx, cancel := context.WithCancel(h.ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = controller.NewManager(h.s, opt).Run(ctx)
+	}()
+	t.Cleanup(func() { cancel(); <-done })
+}
+
+// waitFor polls cond until it holds or the deadline passes.
+func waitFor(t *testing.T, d time.Duration, what string, cond func() bool, state func() string) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			if state != nil {
+				what += "\n" + state()
+			}
+			t.Fatalf("%s: not within %v", what, d)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// A lapsed heartbeat lease is the whole wait: the running manager hears
+// of it through the lease's key (not its resync) and marks the node
+// NotReady, its instances Lost and their replacements bound elsewhere
+// in one go.
+func TestLapsedLeaseReplacesAtOnce(t *testing.T) {
+	h := newHarness(t, "n1", "n2")
+	runManager(t, h, controller.Options{Logger: slog.New(slog.DiscardHandler), Resync: time.Hour, StartGrace: -1})
+	svc := &api.Service{Metadata: api.Metadata{Name: "web"}, Spec: api.ServiceSpec{Replicas: 2,
+		Template: api.Template{Image: "demo/busybox:1"}, Placement: api.Placement{Spread: []string{"node"}}}}
+	if err := h.s.Create(h.ctx, svc); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 5*time.Second, "2 instances bound", func() bool {
+		return h.count(func(in *api.Instance) bool { return in.Spec.Node != "" }) == 2
+	}, func() string { return dump(h.instances()) })
+	h.agent(running)
+	// Settled: the pass that saw both running wrote the service's status.
+	waitFor(t, 5*time.Second, "web's status to count 2 ready", func() bool {
+		s, err := store.Get[api.Service](h.ctx, h.s, "default", "web")
+		return err == nil && s.Status.ReadyReplicas == 2
+	}, nil)
+	if n := h.count(func(in *api.Instance) bool { return in.Spec.Node == "n2" }); n != 1 {
+		t.Fatalf("%d instances on n2 before it goes, want 1", n)
+	}
+	h.stopHeartbeat("n2")
+	waitFor(t, 5*time.Second, "n2's instance replaced on n1", func() bool {
+		// The lost one is marked Lost and then removed once replaced.
+		live := h.count(func(in *api.Instance) bool {
+			return in.Spec.Node == "n2" && !controller.Phase(in.Status.Phase).Terminal()
+		})
+		onN1 := h.count(func(in *api.Instance) bool {
+			return in.Spec.Node == "n1" && !controller.Phase(in.Status.Phase).Terminal()
+		})
+		return live == 0 && onN1 == 2
+	}, func() string { return dump(h.instances()) })
+	if n, _ := store.Get[api.Node](h.ctx, h.s, "", "n2"); n.Status.Condition != api.NodeNotReady {
+		t.Errorf("n2 is %q, want NotReady", n.Status.Condition)
+	}
+}
+
+// A manager that just started marks a node without a lease NotReady but
+// leaves its instances alone until the nodes had a TTL to reach it.
+func TestStartGraceKeepsInstances(t *testing.T) {
+	h := newHarness(t, "n1", "n2")
+	svc := &api.Service{Metadata: api.Metadata{Name: "web"}, Spec: api.ServiceSpec{Replicas: 2,
+		Template: api.Template{Image: "demo/busybox:1"}, Placement: api.Placement{Spread: []string{"node"}}}}
+	if err := h.s.Create(h.ctx, svc); err != nil {
+		t.Fatal(err)
+	}
+	h.pass()
+	h.agent(running)
+	h.stopHeartbeat("n2")
+	runManager(t, h, controller.Options{Logger: slog.New(slog.DiscardHandler), Resync: 20 * time.Millisecond, StartGrace: time.Hour})
+	waitFor(t, 5*time.Second, "n2 NotReady", func() bool {
+		n, err := store.Get[api.Node](h.ctx, h.s, "", "n2")
+		return err == nil && n.Status.Condition == api.NodeNotReady
+	}, nil)
+	// A pass after that one must not mark it Lost either: a service made
+	// now and bound shows that passes went on.
+	other := &api.Service{Metadata: api.Metadata{Name: "later"}, Spec: api.ServiceSpec{Replicas: 1,
+		Template: api.Template{Image: "demo/busybox:1"}}}
+	if err := h.s.Create(h.ctx, other); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 5*time.Second, "a later service's instance bound", func() bool {
+		return h.count(func(in *api.Instance) bool { return in.Spec.Owner.Name == "later" && in.Spec.Node != "" }) == 1
+	}, nil)
+	if n := h.count(func(in *api.Instance) bool { return in.Status.Phase == api.PhaseLost }); n != 0 {
+		t.Errorf("%d instances Lost within the start grace, want none", n)
+	}
+}
+
+func dump(insts []*api.Instance) string {
+	var b strings.Builder
+	for _, in := range insts {
+		fmt.Fprintf(&b, "%s node=%q phase=%s message=%q\n", in.Metadata.Name, in.Spec.Node, in.Status.Phase, in.Status.Message)
+	}
+	return b.String()
 }

@@ -84,3 +84,30 @@ func (s *Store) LiveNodes(ctx context.Context) (map[string]bool, error) {
 	}
 	return out, nil
 }
+
+// WatchNodeLeases sends nil each time a node's heartbeat lease key is made
+// or removed (renewals change no key, so they send nothing), and an error
+// before it closes on a broken watch.
+func (s *Store) WatchNodeLeases(ctx context.Context) <-chan error {
+	out := make(chan error, 1)
+	go func() {
+		defer close(out)
+		wc := s.client.Watch(clientv3.WithRequireLeader(ctx), s.prefix+"/leases/", clientv3.WithPrefix(), clientv3.WithKeysOnly())
+		for resp := range wc {
+			if err := resp.Err(); err != nil {
+				select {
+				case out <- fmt.Errorf("watch node heartbeats: %w", wrapEtcd(err)):
+				case <-ctx.Done():
+				}
+				return
+			}
+			select {
+			case out <- nil:
+			case <-ctx.Done():
+				return
+			default: // one is already waiting to be read: that says enough
+			}
+		}
+	}()
+	return out
+}
