@@ -146,6 +146,8 @@ type Agent struct {
 	wg    sync.WaitGroup
 	exits chan string
 	done  chan string
+	// rewatch asks the watch to start over: heartbeats came back after failing.
+	rewatch chan struct{}
 
 	// Owned by the loop goroutine.
 	// containers caches the runtime's view: a full list at start and on
@@ -196,6 +198,7 @@ func New(cfg Config) *Agent {
 		stopping: map[string]bool{},
 		exits:    make(chan string, 64),
 		done:     make(chan string, 64),
+		rewatch:  make(chan struct{}, 1),
 	}
 }
 
@@ -273,14 +276,27 @@ func (a *Agent) Run(ctx context.Context) error {
 func (a *Agent) heartbeat(ctx context.Context) {
 	t := time.NewTicker(a.cfg.HeartbeatInterval)
 	defer t.Stop()
+	failing := false
 	for {
 		// A heartbeat stuck on a server that is gone without a reset must
 		// not wait for TCP to give up: the next one may reach another server.
 		hctx, cancel := context.WithTimeout(ctx, a.cfg.HeartbeatInterval)
 		err := a.cfg.ControlPlane.Heartbeat(hctx, a.cfg.Node.Name)
 		cancel()
-		if err != nil && ctx.Err() == nil {
+		switch {
+		case err != nil && ctx.Err() == nil:
 			a.log.Warn("heartbeat failed", "err", err)
+			failing = true
+		case err == nil && failing:
+			// The way to the control plane was broken: the watch may sit on
+			// a connection that died without a word, and would only notice
+			// at its own timeout. Start it over now.
+			failing = false
+			select {
+			case a.rewatch <- struct{}{}:
+
+			default:
+			}
 		}
 		select {
 		case <-ctx.Done():
@@ -290,13 +306,32 @@ func (a *Agent) heartbeat(ctx context.Context) {
 	}
 }
 
-// watch keeps a watch open, starting over (with a full list) whenever it breaks.
+// watch keeps a watch open, starting over (with a full list) whenever it
+// breaks or heartbeats come back after failing.
 func (a *Agent) watch(ctx context.Context, updates chan<- []Assignment) {
 	backoff := 100 * time.Millisecond
 	for ctx.Err() == nil {
-		err := a.cfg.ControlPlane.WatchAssigned(ctx, a.cfg.Node.Name, updates)
+		wctx, cancel := context.WithCancel(ctx)
+		rewatched := make(chan struct{})
+		go func() {
+			select {
+			case <-a.rewatch:
+				close(rewatched)
+				cancel()
+			case <-wctx.Done():
+			}
+		}()
+		err := a.cfg.ControlPlane.WatchAssigned(wctx, a.cfg.Node.Name, updates)
+		cancel()
 		if ctx.Err() != nil {
 			return
+		}
+		select {
+		case <-rewatched:
+			a.log.Info("heartbeats are back: watching the assigned instances afresh")
+			backoff = 100 * time.Millisecond
+			continue
+		default:
 		}
 		a.log.Warn("watch of assigned instances ended; starting over", "err", err)
 		select {
