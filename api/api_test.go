@@ -165,6 +165,8 @@ func TestValidateImage(t *testing.T) {
 		"busybox", "demo/busybox:1", "registry.example.com:5000/team/app:v1.2",
 		"localhost/app", "a__b/c-d.e:latest", "app@sha256:" + strings.Repeat("a", 64),
 		"app:1@sha256:" + strings.Repeat("0", 64),
+		// The longest a pinned tag gets: a 255-character name, a 128-character tag and a digest.
+		strings.Repeat("a", 255) + ":" + strings.Repeat("t", 128) + "@sha256:" + strings.Repeat("0", 64),
 	} {
 		if err := ValidateImage(ok); err != nil {
 			t.Errorf("%s: %v", ok, err)

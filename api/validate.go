@@ -102,7 +102,7 @@ func ValidateImage(ref string) error {
 	if ref == "" {
 		return errors.New("must not be empty")
 	}
-	if len(ref) > 255+7+64+128 {
+	if len(ref) > 255+len(":")+128+len("@sha256:")+64 { // name:tag@digest at their longest
 		return fmt.Errorf("image %q is too long", ref)
 	}
 	name := ref
