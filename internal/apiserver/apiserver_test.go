@@ -38,7 +38,9 @@ type env struct {
 	raw    *http.Client // plain HTTP over the socket, for status codes and bodies
 }
 
-func start(t testing.TB) *env {
+// start serves a new store on a socket; setup, when given, runs on the
+// server before it serves (to mount handlers, say).
+func start(t testing.TB, setup ...func(*apiserver.Server)) *env {
 	t.Helper()
 	dir := t.TempDir()
 	ctx, cancel := context.WithCancel(context.Background())
@@ -47,6 +49,9 @@ func start(t testing.TB) *env {
 		t.Fatal(err)
 	}
 	srv := apiserver.New(apiserver.Config{Store: st, MaxBodyBytes: 64 << 10, WatchHeartbeat: 100 * time.Millisecond})
+	for _, f := range setup {
+		f(srv)
+	}
 	sock := apiserver.SocketPath(dir)
 	done := make(chan error, 1)
 	l, err := apiserver.ListenUnix(sock)

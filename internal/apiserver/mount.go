@@ -18,12 +18,17 @@ type mount struct {
 // "/v2/") on the API's listeners, after the listener has authenticated
 // the caller: h finds the Identity with IdentityFrom and decides itself
 // what the caller may do (Config.Authorize is not asked), and no body
-// limit applies. Call it before serving.
+// limit applies. A handler that is also an ImagePinner (the image
+// registry) pins the images of the services and jobs applied from then
+// on; the first such handler does. Call it before serving.
 func (s *Server) Mount(prefix string, h http.Handler) {
 	if !strings.HasPrefix(prefix, "/") || !strings.HasSuffix(prefix, "/") {
 		panic(fmt.Sprintf("apiserver: mount prefix %q: want /path/", prefix))
 	}
 	s.mounts = append(s.mounts, mount{prefix: prefix, h: h})
+	if p, ok := h.(ImagePinner); ok && s.pinner == nil {
+		s.pinner = p
+	}
 }
 
 // mounted is the handler mounted over path, or nil. A prefix's bare form

@@ -6,7 +6,9 @@
 //	       ...?watch=1&revision=N                  changes after revision N, as NDJSON
 //	                                               (SSE with Accept: text/event-stream)
 //	GET    /v1/namespaces/{ns}/{kind}/{name}       get
-//	PUT    /v1/namespaces/{ns}/{kind}/{name}       apply: create or update the spec
+//	PUT    /v1/namespaces/{ns}/{kind}/{name}       apply: create or update the spec (a service's
+//	                                               or job's image tag is pinned to its digest,
+//	                                               see ImagePinner)
 //	PUT    /v1/namespaces/{ns}/{kind}/{name}/status
 //	DELETE /v1/namespaces/{ns}/{kind}/{name}
 //	POST   /v1/namespaces/{ns}/services/{name}/scale   {"replicas": N}
@@ -89,7 +91,8 @@ type Server struct {
 	heartbeat time.Duration
 	nodeTTL   time.Duration
 	mux       *http.ServeMux
-	mounts    []mount // see Mount
+	mounts    []mount     // see Mount
+	pinner    ImagePinner // the first mounted handler that is one
 }
 
 // New returns a Server on cfg.Store.
@@ -396,6 +399,10 @@ func (s *Server) apply(w http.ResponseWriter, r *http.Request) {
 	}
 	if err := obj.Validate(); err != nil {
 		writeError(w, wireError(t, err))
+		return
+	}
+	if err := s.pinImage(r.Context(), obj); err != nil {
+		writeError(w, err)
 		return
 	}
 	rev, err := precondition(r, obj)

@@ -19,7 +19,14 @@ func newApplyCmd(g *globals) *cobra.Command {
 		Long: `Create or update the services and jobs described in YAML spec files.
 
 A file may hold several documents separated by "---". Every document is
-checked before anything is stored: one invalid document stores nothing.`,
+checked before anything is stored: one invalid document stores nothing.
+
+An image given by tag is stored pinned to the digest the server's image
+store has for that tag (REPOSITORY:TAG@sha256:...), so every node runs the
+same image. To roll a service out to a new image under the same tag, build
+or push it to the server and apply the spec again; applying it again while
+the tag is unchanged changes nothing. A tag the server does not have is
+kept as given, for nodes that have the image themselves.`,
 		Example: "  berth apply -f examples/web.yaml\n  cat specs.yaml | berth apply -f -",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {

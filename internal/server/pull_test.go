@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 	"testing"
 
+	"github.com/berth-dev/berth/internal/agent"
 	"github.com/berth-dev/berth/internal/apiserver"
 	"github.com/berth-dev/berth/internal/image"
 	"github.com/berth-dev/berth/internal/image/imagetest"
@@ -73,6 +74,41 @@ func TestPullingImagesPullsOnceForConcurrentStarts(t *testing.T) {
 	}
 	if n := manifests.Load(); n != 1 {
 		t.Errorf("%d manifest fetches after a prepare by digest, want still 1", n)
+	}
+}
+
+// TestPreparePinnedLocalImage prepares images built in the node's own
+// store by pinned reference, as berth up's agent (Images) and a pulling
+// agent (PullingImages, with no registry to reach) get them from the
+// API: the digest is found locally and wins over where the tag points
+// now, so nothing is pulled.
+func TestPreparePinnedLocalImage(t *testing.T) {
+	imagetest.SkipUnlessRoot(t)
+	st, err := image.Open(filepath.Join(t.TempDir(), "images"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	built := imagetest.BusyboxImage(t, st)
+	pinned := imagetest.BusyboxTag + "@" + built.Digest
+	unreachable := &PullingImages{Images: Images{st}, Base: "http://127.0.0.1:1", Node: "n1"}
+	for i, p := range []agent.Images{Images{st}, unreachable} {
+		id := fmt.Sprintf("default.web-%d.abcdef01.0", i)
+		if rootfs, err := p.Prepare(t.Context(), pinned, id); err != nil || len(rootfs.Cmd) != 1 || rootfs.Cmd[0] != "sh" {
+			t.Errorf("%T: prepare %s: %+v, %v", p, pinned, rootfs, err)
+		}
+	}
+
+	// The tag moves to another image; the pinned digest is still the first.
+	dir := imagetest.BusyboxRootfs(t)
+	moved, err := st.Build(t.Context(), dir, image.BuildOptions{Tag: imagetest.BusyboxTag, Cmd: []string{"true"}})
+	if err != nil || moved.Digest == built.Digest {
+		t.Fatalf("retag: %v, digest %s (was %s)", err, moved.Digest, built.Digest)
+	}
+	if rootfs, err := (Images{st}).Prepare(t.Context(), pinned, "default.web-2.abcdef01.0"); err != nil || len(rootfs.Cmd) != 1 || rootfs.Cmd[0] != "sh" {
+		t.Errorf("prepare %s after the tag moved: %+v, %v; want the first image (cmd sh)", pinned, rootfs, err)
+	}
+	if rootfs, err := (Images{st}).Prepare(t.Context(), imagetest.BusyboxTag+"@"+moved.Digest, "default.web-3.abcdef01.0"); err != nil || len(rootfs.Cmd) != 1 || rootfs.Cmd[0] != "true" {
+		t.Errorf("prepare the moved tag by its digest: %+v, %v; want cmd true", rootfs, err)
 	}
 }
 

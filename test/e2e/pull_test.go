@@ -14,11 +14,13 @@ import (
 
 	"github.com/berth-dev/berth/api"
 	"github.com/berth-dev/berth/api/client"
+	"github.com/berth-dev/berth/internal/runtime/runtimetest"
 )
 
 // TestAgentPullsImageFromServer builds an image on a `berth server` only
-// and runs a service on an agent whose store is empty: the agent pulls the
-// image over the server's registry (/v2/) with its node certificate, the
+// and runs a service on an agent whose store is empty: the server pins the
+// service's tag to its store's digest, the agent pulls the image by that
+// digest over the server's registry (/v2/) with its node certificate, the
 // instance runs, the agent's copy has the server's digest, and events say
 // so. A node certificate pulls but may not push, and a caller with no
 // credentials gets 401.
@@ -76,6 +78,13 @@ func TestAgentPullsImageFromServer(t *testing.T) {
 	}
 
 	srvEnv.ok("--server", apiURL, "--token", tok, "--ca-file", caFile, "run", "--name", "pulled", "demo/busybox:1", "sleep", "1d")
+	// The server pinned the tag to its store's digest: the service, its
+	// instance and so the agent's pull all name it.
+	pinned := "demo/busybox:1@" + want
+	if svc, err := admin.Services().Get(ctx, "default", "pulled"); err != nil || svc.Spec.Template.Image != pinned {
+		t.Errorf("service pulled: %v, image %q, want %s", err, svc.Spec.Template.Image, pinned)
+	}
+	var running *api.Instance
 	eventually(t, 30*time.Second, "pulled running on node puller", func() bool {
 		list, _, err := admin.Instances().List(ctx, "default")
 		if err != nil {
@@ -83,11 +92,15 @@ func TestAgentPullsImageFromServer(t *testing.T) {
 		}
 		for _, in := range list {
 			if in.Spec.Owner.Name == "pulled" && in.Spec.Node == "puller" && in.Status.Phase == api.PhaseRunning {
+				running = in
 				return true
 			}
 		}
 		return false
 	})
+	if running.Spec.Template.Image != pinned {
+		t.Errorf("instance %s runs image %q, want %s", running.Metadata.Name, running.Spec.Template.Image, pinned)
+	}
 	if got := imageDigests(t, agentEnv)["demo/busybox:1"]; got != want {
 		t.Errorf("the agent's demo/busybox:1 is %q, want the server's %s", got, want)
 	}
@@ -102,7 +115,7 @@ func TestAgentPullsImageFromServer(t *testing.T) {
 			if strings.HasPrefix(ev.Reason, "Pull") {
 				log = append(log, fmt.Sprintf("%s %s: %s: %s", ev.Object.Kind, ev.Object.Name, ev.Reason, ev.Message))
 			}
-			pulled = pulled || ev.Reason == "Pulled" && ev.Object.Kind == api.KindInstance && strings.Contains(ev.Message, want)
+			pulled = pulled || ev.Reason == "Pulled" && ev.Object.Kind == api.KindInstance && strings.Contains(ev.Message, pinned)
 		}
 		if pulled {
 			t.Logf("pull events:\n%s", strings.Join(log, "\n"))
@@ -166,4 +179,50 @@ func status(t *testing.T, c *http.Client, method, url string) int {
 	}
 	resp.Body.Close()
 	return resp.StatusCode
+}
+
+// TestClusterPinsImageAndRollsOutOnRetag runs a service from a tag on
+// berth up: the instance carries the tag pinned to the store's digest and
+// berth up's own agent runs it; applying the same spec again replaces
+// nothing; once the tag points at a new image, applying it again rolls the
+// service out to the new digest.
+func TestClusterPinsImageAndRollsOutOnRetag(t *testing.T) {
+	c := startCluster(t, "--no-network")
+	first := imageDigests(t, c.env)["demo/busybox:1"]
+	if first == "" {
+		t.Fatal("the store has no demo/busybox:1")
+	}
+	const spec = "kind: Service\nname: pinned\nreplicas: 1\ntemplate:\n  image: demo/busybox:1\n  command: [sleep, 1d]\n"
+	if _, errOut, code := c.applyYAML(spec); code != 0 {
+		t.Fatalf("apply: %s", errOut)
+	}
+	before := c.waitRunning("pinned", 1)[0]
+	if want := "demo/busybox:1@" + first; before.Spec.Template.Image != want {
+		t.Fatalf("instance runs %q, want %s", before.Spec.Template.Image, want)
+	}
+
+	// The same spec again, the tag unmoved: the same instance keeps running.
+	if out, errOut, code := c.applyYAML(spec); code != 0 || !strings.Contains(out, "configured") {
+		t.Fatalf("re-apply: exit %d: %s%s", code, out, errOut)
+	}
+	time.Sleep(2 * time.Second)
+	if now := c.running("pinned"); len(now) != 1 || now[0].Metadata.Name != before.Metadata.Name || len(c.ownedBy("pinned")) != 1 {
+		t.Fatalf("after re-applying the same spec: running %v, want only %s", names(now), before.Metadata.Name)
+	}
+
+	// The tag moves: the same spec rolls the service to the new image.
+	c.ok("image", "build", runtimetest.BusyboxRootfs(t), "--tag", "demo/busybox:1", "--cmd", "sh", "--env", "RELEASE=2")
+	second := imageDigests(t, c.env)["demo/busybox:1"]
+	if second == "" || second == first {
+		t.Fatalf("the rebuilt demo/busybox:1 is %q, want a digest other than %s", second, first)
+	}
+	if _, errOut, code := c.applyYAML(spec); code != 0 {
+		t.Fatalf("apply after the retag: %s", errOut)
+	}
+	want := "demo/busybox:1@" + second
+	eventually(t, 60*time.Second, "pinned rolled out to "+second, func() bool {
+		owned := c.ownedBy("pinned")
+		return len(owned) == 1 && owned[0].Spec.Template.Image == want && owned[0].Status.Phase == api.PhaseRunning &&
+			owned[0].Metadata.Name != before.Metadata.Name
+	})
 }

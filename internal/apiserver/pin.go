@@ -1,0 +1,56 @@
+package apiserver
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/berth-dev/berth/api"
+	"github.com/berth-dev/berth/internal/errdefs"
+)
+
+// ImagePinner resolves image tags to digests for the server: when a
+// handler mounted with Mount is one (the registry at /v2/ is), every
+// service and job applied has its template image pinned with it, as
+// Docker Swarm does. Agents then pull and run that exact image, so a tag
+// moved between two agents' pulls cannot put two different images under
+// one service; re-applying the same spec after the tag moved rolls the
+// service out to the new digest, and re-applying it while the tag stays
+// put changes nothing.
+type ImagePinner interface {
+	// PinImage returns ref as REPOSITORY:TAG@sha256:<hex>, the digest
+	// being the manifest's that the pinner's registry serves for the tag,
+	// or ref unchanged when it names a digest already. An error wrapping
+	// errdefs.ErrNotFound means the registry has no such tag, one wrapping
+	// errdefs.ErrInvalidArgument that it cannot serve such a reference.
+	PinImage(ctx context.Context, ref string) (string, error)
+}
+
+// pinImage pins the template image of a service or job (see
+// ImagePinner). An image the registry does not have is left as given:
+// an agent may have it in its own store (built there, say), and only
+// fails the instance if it does not.
+func (s *Server) pinImage(ctx context.Context, obj api.Object) error {
+	var t *api.Template
+	switch o := obj.(type) {
+	case *api.Service:
+		t = &o.Spec.Template
+	case *api.Job:
+		t = &o.Spec.Template
+	}
+	if t == nil || s.pinner == nil {
+		return nil
+	}
+	pinned, err := s.pinner.PinImage(ctx, t.Image)
+	switch {
+	case errdefs.IsNotFound(err) || errdefs.IsInvalidArgument(err):
+		s.log.Debug("image not pinned", "object", api.RefOf(obj), "image", t.Image, "reason", err)
+		return nil
+	case err != nil:
+		return fmt.Errorf("%s: pin image %q: %w", api.RefOf(obj), t.Image, err)
+	}
+	if pinned != t.Image {
+		s.log.Debug("image pinned", "object", api.RefOf(obj), "image", t.Image, "pinned", pinned)
+		t.Image = pinned
+	}
+	return nil
+}

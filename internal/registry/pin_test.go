@@ -1,0 +1,49 @@
+package registry_test
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"strings"
+	"testing"
+
+	"github.com/berth-dev/berth/internal/errdefs"
+	"github.com/berth-dev/berth/internal/registry"
+)
+
+// TestPinImage pins a pushed tag to the digest /v2/ serves for it, keeps
+// a reference with a digest as it is, and tells a missing tag (NotFound)
+// from a reference the registry cannot serve (InvalidArgument).
+func TestPinImage(t *testing.T) {
+	st := openStore(t)
+	h := registry.New(st, registry.Options{})
+	base, host := server(t, st, registry.Options{}, nil)
+	want := push(t, host, "demo/random:1", randomImage(t, 1, 1, 1<<10)).String()
+	resp, err := http.Get(base + "/v2/demo/random/manifests/1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if served := resp.Header.Get("Docker-Content-Digest"); served != want {
+		t.Fatalf("/v2/ serves demo/random:1 as %q, pushed %s", served, want)
+	}
+	ctx := context.Background()
+	other := "sha256:" + strings.Repeat("0f", 32)
+	for _, c := range []struct {
+		ref, want string
+		err       error
+	}{
+		{"demo/random:1", "demo/random:1@" + want, nil},
+		{"demo/random:1@" + other, "demo/random:1@" + other, nil},
+		{"demo/random@" + other, "demo/random@" + other, nil},
+		{"demo/random", "", errdefs.ErrNotFound},
+		{"demo/random:2", "", errdefs.ErrNotFound},
+		{"localhost:5000/demo/random:1", "", errdefs.ErrInvalidArgument},
+		{"Demo/Random:1", "", errdefs.ErrInvalidArgument},
+	} {
+		got, err := h.PinImage(ctx, c.ref)
+		if got != c.want || (c.err == nil && err != nil) || (c.err != nil && !errors.Is(err, c.err)) {
+			t.Errorf("PinImage(%q) = %q, %v; want %q, %v", c.ref, got, err, c.want, c.err)
+		}
+	}
+}
