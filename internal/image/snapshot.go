@@ -102,7 +102,15 @@ func (s *Store) recordUse(ref, containerID string) (Image, error) {
 	if err != nil {
 		return Image{}, err
 	}
-	if err := s.writeFile(s.usePath(containerID), data); err != nil {
+	// Not synced, unlike the index: the sync was most of Prepare's time,
+	// and buys nothing. The record only keeps layers from collection while
+	// its container lives, and a host crash that could empty or tear it
+	// ends that container too; nothing runs again from an old container's
+	// rootfs (a restart is a new container with its own record). Even
+	// synced, the rename was never durable (no directory sync), so losing
+	// a record in a crash was always possible. readUses skips a torn
+	// record, and Release removes it by name.
+	if err := s.replaceFile(s.usePath(containerID), data, false); err != nil {
 		return Image{}, fmt.Errorf("container %s: record image use: %w", containerID, err)
 	}
 	return img, nil
@@ -238,7 +246,10 @@ func (s *Store) readUses() ([]use, error) {
 		}
 		var u use
 		if err := json.Unmarshal(data, &u); err != nil {
-			return nil, fmt.Errorf("image use %s: %w", e.Name(), err)
+			// Records are written unsynced (see recordUse): an empty or
+			// partial one is left by a host crash, which also ended the
+			// container it names, so it protects nothing.
+			continue
 		}
 		out = append(out, u)
 	}

@@ -8,7 +8,8 @@
 //	oci-layout, index.json     names → manifest digests (ref.name annotations)
 //	blobs/sha256/<hex>         manifests, configs, compressed layers
 //	layers/<diffid hex>/       one unpacked layer, shared and never modified
-//	uses/<container>.json      which container uses which image (survives restarts)
+//	uses/<container>.json      which container uses which image (survives restarts of
+//	                           berth; written unsynced, so not always a host crash)
 //	locks/, tmp/               per-layer unpack locks; staging for atomic writes
 //
 // Every write lands in tmp/ (or a layers/.tmp-* dir) and is renamed into
@@ -24,11 +25,14 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"sort"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -57,6 +61,12 @@ const (
 type Store struct {
 	root    string
 	unpacks atomic.Int64 // layers unpacked by this Store; tests read it
+
+	mu sync.Mutex
+	// loaded caches what load reads, by manifest digest. Blobs are content
+	// addressed, so an entry never goes stale; gc drops the entries of
+	// images no longer indexed.
+	loaded map[v1.Hash]Image
 }
 
 // Image describes one stored image.
@@ -158,15 +168,25 @@ func flock(path string, wait bool) (func(), error) {
 	return func() { f.Close() }, nil
 }
 
-// writeFile replaces path atomically with data.
+// writeFile replaces path atomically with data, syncing the data before
+// the rename so that after a crash the name holds either the old content
+// or the new, never an empty or partial file.
 func (s *Store) writeFile(path string, data []byte) error {
+	return s.replaceFile(path, data, true)
+}
+
+// replaceFile replaces path atomically with data; durable says whether to
+// sync the data first (see writeFile). Without it, running processes still
+// see the old content or the new, but a host crash may leave the name
+// empty or partly written: only for files whose readers cope with that.
+func (s *Store) replaceFile(path string, data []byte, durable bool) error {
 	f, err := os.CreateTemp(filepath.Join(s.root, "tmp"), filepath.Base(path)+".*")
 	if err != nil {
 		return fmt.Errorf("write %s: %w", path, err)
 	}
 	defer os.Remove(f.Name())
 	_, err = f.Write(data)
-	if err == nil {
+	if err == nil && durable {
 		err = f.Sync()
 	}
 	if cerr := f.Close(); err == nil {
@@ -303,8 +323,42 @@ func resolveIn(idx *v1.IndexManifest, ref string) (v1.Hash, string, error) {
 	return found[0].Digest, descName(found[0]), nil
 }
 
-// load reads an image's manifest and config from the blob store.
+// load reads an image's manifest and config from the blob store, or
+// from the cache of what it read before, and names the image name.
 func (s *Store) load(digest v1.Hash, name string) (Image, error) {
+	s.mu.Lock()
+	img, ok := s.loaded[digest]
+	s.mu.Unlock()
+	if !ok {
+		var err error
+		if img, err = s.loadBlobs(digest); err != nil {
+			return Image{}, err
+		}
+		s.mu.Lock()
+		if s.loaded == nil {
+			s.loaded = map[v1.Hash]Image{}
+		}
+		s.loaded[digest] = img
+		s.mu.Unlock()
+	}
+	img = img.clone()
+	img.Name = name
+	return img, nil
+}
+
+// clone copies img deeply enough that changing the copy leaves img alone.
+func (img Image) clone() Image {
+	img.Config.Entrypoint = slices.Clone(img.Config.Entrypoint)
+	img.Config.Cmd = slices.Clone(img.Config.Cmd)
+	img.Config.Env = slices.Clone(img.Config.Env)
+	img.Config.ExposedPorts = slices.Clone(img.Config.ExposedPorts)
+	img.Config.Labels = maps.Clone(img.Config.Labels)
+	img.Layers = slices.Clone(img.Layers)
+	return img
+}
+
+// loadBlobs reads an image's manifest and config from the blob store.
+func (s *Store) loadBlobs(digest v1.Hash) (Image, error) {
 	raw, err := os.ReadFile(s.blobPath(digest))
 	if err != nil {
 		return Image{}, fmt.Errorf("image %s: manifest: %w", digest, err)
@@ -325,7 +379,6 @@ func (s *Store) load(digest v1.Hash, name string) (Image, error) {
 		return Image{}, fmt.Errorf("image %s: %d layers but %d diff IDs in the config", digest, len(m.Layers), len(cf.RootFS.DiffIDs))
 	}
 	img := Image{
-		Name:         name,
 		Digest:       digest.String(),
 		Created:      cf.Created.Time,
 		OS:           cf.OS,
@@ -410,6 +463,11 @@ func (s *Store) gc(ctx context.Context) error {
 	}
 	blobs := map[string]bool{}
 	layers := map[string]bool{}
+	s.mu.Lock()
+	maps.DeleteFunc(s.loaded, func(h v1.Hash, _ Image) bool {
+		return !slices.ContainsFunc(idx.Manifests, func(d v1.Descriptor) bool { return d.Digest == h })
+	})
+	s.mu.Unlock()
 	for _, d := range idx.Manifests {
 		blobs[d.Digest.Hex] = true
 		img, err := s.load(d.Digest, "")
