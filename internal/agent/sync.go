@@ -233,12 +233,40 @@ func (a *Agent) start(ctx context.Context, inst *Instance, attempt int) (runtime
 		return runtime.Status{}, errNoImage
 	}
 	id := containerID(inst, attempt)
-	t0 := time.Now()
-	rootfs, err := a.cfg.Images.Prepare(ctx, inst.Image, id)
-	if err != nil {
-		return runtime.Status{}, err
+	c := runtime.Config{
+		ID: id, Image: inst.Image, Hostname: inst.Name,
+		Resources: inst.Resources, Executor: inst.Executor,
+		Labels: map[string]string{labelInstance: inst.Key(), labelUID: inst.UID, labelAttempt: strconv.Itoa(attempt),
+			labelGrace: inst.StopGrace.String(), labelTemplate: inst.Template},
 	}
-	tPrep := time.Since(t0)
+	// The image and the network do not depend on each other: prepare the
+	// one while attaching the other. A failure of either undoes both.
+	t0 := time.Now()
+	var (
+		rootfs  Rootfs
+		prepErr error
+		tPrep   time.Duration
+	)
+	prepared := make(chan struct{})
+	go func() {
+		defer close(prepared)
+		rootfs, prepErr = a.cfg.Images.Prepare(ctx, inst.Image, id)
+		tPrep = time.Since(t0)
+	}()
+	attErr := a.attach(ctx, &c, inst.Namespace)
+	tAttach := time.Since(t0)
+	<-prepared
+	if prepErr != nil || attErr != nil {
+		if prepErr != nil {
+			prepErr = fmt.Errorf("image for %s: %w", id, prepErr)
+		} else {
+			_ = a.cfg.Images.Release(context.WithoutCancel(ctx), id)
+		}
+		if attErr == nil {
+			a.detach(context.WithoutCancel(ctx), id)
+		}
+		return runtime.Status{}, errors.Join(prepErr, attErr)
+	}
 	args := inst.Args
 	entry := inst.Command
 	if len(entry) == 0 {
@@ -247,20 +275,10 @@ func (a *Agent) start(ctx context.Context, inst *Instance, attempt int) (runtime
 			args = rootfs.Cmd
 		}
 	}
-	c := runtime.Config{
-		ID: id, Image: inst.Image, LowerDirs: rootfs.LowerDirs,
-		Args: append(append([]string(nil), entry...), args...),
-		Env:  append(append([]string(nil), rootfs.Env...), inst.Env...),
-		Cwd:  rootfs.WorkingDir, User: rootfs.User, Hostname: inst.Name,
-		Resources: inst.Resources, Executor: inst.Executor,
-		Labels: map[string]string{labelInstance: inst.Key(), labelUID: inst.UID, labelAttempt: strconv.Itoa(attempt),
-			labelGrace: inst.StopGrace.String(), labelTemplate: inst.Template},
-	}
-	tA := time.Now()
-	if err := a.attach(ctx, &c, inst.Namespace); err != nil {
-		_ = a.cfg.Images.Release(context.WithoutCancel(ctx), id)
-		return runtime.Status{}, err
-	}
+	c.LowerDirs = rootfs.LowerDirs
+	c.Args = append(append([]string(nil), entry...), args...)
+	c.Env = append(append([]string(nil), rootfs.Env...), inst.Env...)
+	c.Cwd, c.User = rootfs.WorkingDir, rootfs.User
 	t1 := time.Now()
 	st, err := a.cfg.Runtime.Run(ctx, c)
 	if err != nil {
@@ -272,7 +290,7 @@ func (a *Agent) start(ctx context.Context, inst *Instance, attempt int) (runtime
 		}
 		return st, err
 	}
-	a.log.Info("started", "instance", inst.Key(), "container", id, "attempt", attempt, "prepare", tPrep, "attach", t1.Sub(tA), "run", time.Since(t1))
+	a.log.Info("started", "instance", inst.Key(), "container", id, "attempt", attempt, "prepare", tPrep, "attach", tAttach, "run", time.Since(t1))
 	return st, nil
 }
 
