@@ -32,6 +32,8 @@ type Manager struct {
 	seed     uint64
 	// started is when Run began; zero for passes run by hand.
 	started time.Time
+	// cache holds what passes read while Run runs; nil for passes run by hand.
+	cache *cache
 }
 
 // Options tune the manager.
@@ -80,65 +82,41 @@ func (m *Manager) Run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	m.started = m.opt.Clock()
-	for _, k := range []api.Kind{api.KindService, api.KindJob, api.KindInstance, api.KindNode} {
-		go m.watch(ctx, k)
+	// One watch on the whole store feeds the cache and starts passes; a
+	// lapsed heartbeat lease changes no object, only its key, and is seen
+	// there too.
+	m.cache = newCache(m.s)
+	poke := func() {
+		select {
+		case m.poke <- struct{}{}:
+		default:
+		}
 	}
-	// A lease that lapses changes no object: its key's deletion is what
-	// says a node stopped, and the pass that acts on it should not wait
-	// for the resync.
-	go m.watchLeases(ctx)
+	go m.cache.follow(ctx, m.log, cacheRelist, poke)
 	t := time.NewTicker(m.opt.Resync)
 	defer t.Stop()
 	for {
-		t0 := time.Now()
-		if err := m.Pass(ctx); err != nil && ctx.Err() == nil {
-			m.log.Warn("controller pass", "err", err)
-		}
-		m.log.Debug("pass", "took", time.Since(t0))
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-m.poke:
 		case <-t.C:
 		}
+		t0 := time.Now()
+		if err := m.Pass(ctx); err != nil && ctx.Err() == nil {
+			m.log.Warn("controller pass", "err", err)
+		}
+		m.log.Debug("pass", "took", time.Since(t0))
 	}
 }
 
-func (m *Manager) watch(ctx context.Context, kind api.Kind) {
-	for ctx.Err() == nil {
-		for ev := range m.s.Watch(ctx, kind, "", 0) {
-			if ev.Err != nil {
-				break
-			}
-			select {
-			case m.poke <- struct{}{}:
-			default:
-			}
-		}
-		select {
-		case <-ctx.Done():
-		case <-time.After(200 * time.Millisecond):
-		}
-	}
-}
+// cacheRelist is how often the cache lists everything again: the watch
+// makes it current, the lists make sure of it.
+const cacheRelist = 5 * time.Minute
 
-func (m *Manager) watchLeases(ctx context.Context) {
-	for ctx.Err() == nil {
-		for err := range m.s.WatchNodeLeases(ctx) {
-			if err != nil {
-				break
-			}
-			select {
-			case m.poke <- struct{}{}:
-			default:
-			}
-		}
-		select {
-		case <-ctx.Done():
-		case <-time.After(200 * time.Millisecond):
-		}
-	}
-}
+// cacheLag bounds how long a pass waits for the cache to show this
+// process's own last write before it reads the store instead.
+const cacheLag = 2 * time.Second
 
 // snapshot is one consistent-enough read of everything a pass needs.
 type snapshot struct {
@@ -148,7 +126,32 @@ type snapshot struct {
 	instances []*api.Instance
 }
 
-func (m *Manager) read(ctx context.Context) (*snapshot, error) {
+// read takes a pass's snapshot: from the cache once it shows this
+// process's own writes, else from the store.
+func (m *Manager) read(ctx context.Context) (*snapshot, map[string]bool, error) {
+	if m.cache != nil {
+		err := m.cache.waitFor(ctx, m.s.LastWrite(), cacheLag)
+		if err == nil {
+			sn, live := m.cache.snapshot()
+			return sn, live, nil
+		}
+		if ctx.Err() != nil {
+			return nil, nil, err
+		}
+		m.log.Warn("reading the store directly", "err", err)
+	}
+	sn, err := m.list(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	live, err := m.s.LiveNodes(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	return sn, live, nil
+}
+
+func (m *Manager) list(ctx context.Context) (*snapshot, error) {
 	var sn snapshot
 	// Four lists at once: each is a round trip to etcd, and a pass waits for all.
 	var wg sync.WaitGroup
@@ -168,12 +171,12 @@ func (m *Manager) read(ctx context.Context) (*snapshot, error) {
 // scheduled in it too, and status writes wait until after binding: the
 // path from a new service to a bound instance is what users wait on.
 func (m *Manager) Pass(ctx context.Context) error {
-	sn, err := m.read(ctx)
+	sn, live, err := m.read(ctx)
 	if err != nil {
 		return err
 	}
 	var errs []error
-	errs = append(errs, m.nodesPass(ctx, sn))
+	errs = append(errs, m.nodesPass(ctx, sn, live))
 	errs = append(errs, m.drainPass(ctx, sn))
 	errs = append(errs, m.assignSubnets(ctx, sn))
 	var later []func() error
@@ -467,12 +470,8 @@ func (m *Manager) event(ctx context.Context, obj api.Object, typ api.EventType, 
 	}
 }
 
-func (m *Manager) nodesPass(ctx context.Context, sn *snapshot) error {
+func (m *Manager) nodesPass(ctx context.Context, sn *snapshot, live map[string]bool) error {
 	now := m.opt.Clock()
-	live, err := m.s.LiveNodes(ctx)
-	if err != nil {
-		return err
-	}
 	byNode := map[string][]*api.Instance{}
 	for _, in := range sn.instances {
 		if in.Spec.Node != "" {

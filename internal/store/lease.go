@@ -47,9 +47,11 @@ func (s *Store) KeepNodeAlive(ctx context.Context, node string, ttl time.Duratio
 	// Two servers beating for the same node at once each bind the key to
 	// their own lease; the last write wins and the other lease, bound to
 	// nothing, lapses harmlessly.
-	if _, err := s.client.Put(ctx, key, "", clientv3.WithLease(g.ID)); err != nil {
+	p, err := s.client.Put(ctx, key, "", clientv3.WithLease(g.ID))
+	if err != nil {
 		return fmt.Errorf("node %q: heartbeat lease: %w", node, wrapEtcd(err))
 	}
+	s.noteWrite(p.Header.Revision)
 	return nil
 }
 
@@ -65,49 +67,38 @@ func (s *Store) ExpireNode(ctx context.Context, node string) error {
 		// no error.
 		_, _ = s.client.Revoke(ctx, clientv3.LeaseID(r.Kvs[0].Lease))
 	}
-	if _, err := s.client.Delete(ctx, key); err != nil {
+	d, err := s.client.Delete(ctx, key)
+	if err != nil {
 		return fmt.Errorf("node %q: heartbeat lease: %w", node, wrapEtcd(err))
 	}
+	s.noteWrite(d.Header.Revision)
 	return nil
 }
 
 // LiveNodes names the nodes whose heartbeat lease is held.
 func (s *Store) LiveNodes(ctx context.Context) (map[string]bool, error) {
+	live, _, err := s.LiveNodesAt(ctx, 0)
+	return live, err
+}
+
+// LiveNodesAt is LiveNodes as of revision rev (the current one when 0),
+// and the revision it was read at.
+func (s *Store) LiveNodesAt(ctx context.Context, rev int64) (map[string]bool, int64, error) {
 	prefix := s.prefix + "/leases/"
-	r, err := s.client.Get(ctx, prefix, clientv3.WithPrefix(), clientv3.WithKeysOnly())
+	opts := []clientv3.OpOption{clientv3.WithPrefix(), clientv3.WithKeysOnly()}
+	if rev != 0 {
+		opts = append(opts, clientv3.WithRev(rev))
+	}
+	r, err := s.client.Get(ctx, prefix, opts...)
 	if err != nil {
-		return nil, fmt.Errorf("node heartbeats: %w", wrapEtcd(err))
+		return nil, 0, fmt.Errorf("node heartbeats: %w", wrapEtcd(err))
 	}
 	out := make(map[string]bool, len(r.Kvs))
 	for _, kv := range r.Kvs {
 		out[strings.TrimPrefix(string(kv.Key), prefix)] = true
 	}
-	return out, nil
-}
-
-// WatchNodeLeases sends nil each time a node's heartbeat lease key is made
-// or removed (renewals change no key, so they send nothing), and an error
-// before it closes on a broken watch.
-func (s *Store) WatchNodeLeases(ctx context.Context) <-chan error {
-	out := make(chan error, 1)
-	go func() {
-		defer close(out)
-		wc := s.client.Watch(clientv3.WithRequireLeader(ctx), s.prefix+"/leases/", clientv3.WithPrefix(), clientv3.WithKeysOnly())
-		for resp := range wc {
-			if err := resp.Err(); err != nil {
-				select {
-				case out <- fmt.Errorf("watch node heartbeats: %w", wrapEtcd(err)):
-				case <-ctx.Done():
-				}
-				return
-			}
-			select {
-			case out <- nil:
-			case <-ctx.Done():
-				return
-			default: // one is already waiting to be read: that says enough
-			}
-		}
-	}()
-	return out
+	if rev == 0 {
+		rev = r.Header.Revision
+	}
+	return out, rev, nil
 }

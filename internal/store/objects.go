@@ -75,10 +75,15 @@ const listPage = 2000
 // kind in namespace (all when empty), in key order, all read at one
 // revision, which it returns.
 func (s *Store) ListFunc(ctx context.Context, kind api.Kind, namespace string, fn func(value []byte, modRev int64) error) (int64, error) {
+	return s.ListFuncAt(ctx, kind, namespace, 0, fn)
+}
+
+// ListFuncAt is ListFunc at revision rev (the current one when 0), so
+// that several kinds can be read as of one moment.
+func (s *Store) ListFuncAt(ctx context.Context, kind api.Kind, namespace string, rev int64, fn func(value []byte, modRev int64) error) (int64, error) {
 	prefix := s.prefixOf(kind, namespace)
 	end := clientv3.GetPrefixRangeEnd(prefix)
 	key := prefix
-	var rev int64
 	for {
 		opts := []clientv3.OpOption{clientv3.WithRange(end), clientv3.WithLimit(listPage)}
 		if rev != 0 {

@@ -84,6 +84,10 @@ type Store struct {
 	log      *slog.Logger
 
 	eventCount atomic.Int64 // events recorded, to prune every pruneEvery
+	// lastWrite is the revision of this handle's latest object or
+	// heartbeat write: a reader fed by a watch has seen everything this
+	// process wrote once it has seen that revision.
+	lastWrite atomic.Int64
 
 	leaseMu      sync.Mutex
 	eventLease   clientv3.LeaseID
@@ -252,6 +256,19 @@ func (s *Store) Close() error {
 // Client is the underlying etcd client, for leader election and the like.
 func (s *Store) Client() *clientv3.Client { return s.client }
 
+// LastWrite is the revision of the latest object or heartbeat write made
+// through this Store (0 before any).
+func (s *Store) LastWrite() int64 { return s.lastWrite.Load() }
+
+func (s *Store) noteWrite(rev int64) {
+	for {
+		cur := s.lastWrite.Load()
+		if rev <= cur || s.lastWrite.CompareAndSwap(cur, rev) {
+			return
+		}
+	}
+}
+
 // Revision is the store's current revision.
 func (s *Store) Revision(ctx context.Context) (int64, error) {
 	r, err := s.client.Get(ctx, s.prefix+"/", clientv3.WithCountOnly())
@@ -292,6 +309,9 @@ func wrapEtcd(err error) error {
 	}
 	return fmt.Errorf("%w: %w", errdefs.ErrUnavailable, err)
 }
+
+// Decode fills obj from a value as stored, modified at revision rev.
+func Decode(obj api.Object, value []byte, rev int64) error { return decode(obj, value, rev) }
 
 // decode fills obj from a stored value at a revision.
 func decode(obj api.Object, value []byte, rev int64) error {

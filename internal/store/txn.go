@@ -171,6 +171,7 @@ func (t *Txn) Commit(ctx context.Context) error {
 	if !r.Succeeded {
 		return t.explainFailure(r)
 	}
+	s.noteWrite(r.Header.Revision)
 	for _, op := range t.ops {
 		if op.obj != nil {
 			if err := decode(op.obj, op.value, r.Header.Revision); err != nil {
