@@ -168,8 +168,9 @@ func (m *Manager) list(ctx context.Context) (*snapshot, error) {
 }
 
 // Pass runs every controller once. Instances made in this pass are
-// scheduled in it too, and status writes wait until after binding: the
-// path from a new service to a bound instance is what users wait on.
+// placed before they are stored, and stored bound, in one write; status
+// writes wait until after: the path from a new service to a bound
+// instance is what users wait on.
 func (m *Manager) Pass(ctx context.Context) error {
 	sn, live, err := m.read(ctx)
 	if err != nil {
@@ -180,14 +181,13 @@ func (m *Manager) Pass(ctx context.Context) error {
 	errs = append(errs, m.drainPass(ctx, sn))
 	errs = append(errs, m.assignSubnets(ctx, sn))
 	var later []func() error
-	created, statuses, err := m.servicesPass(ctx, sn)
+	fresh, statuses, err := m.servicesPass(ctx, sn)
 	errs = append(errs, err)
 	later = append(later, statuses...)
-	jc, err := m.jobsPass(ctx, sn)
+	jf, jobStatuses, err := m.jobsPass(ctx, sn)
 	errs = append(errs, err)
-	sn.instances = append(sn.instances, created...)
-	sn.instances = append(sn.instances, jc...)
-	errs = append(errs, m.schedulePass(ctx, sn))
+	later = append(later, jobStatuses...)
+	errs = append(errs, m.schedulePass(ctx, sn, append(fresh, jf...)))
 	for _, f := range later {
 		errs = append(errs, f())
 	}
@@ -234,11 +234,21 @@ func suffix() string {
 	return string(b)
 }
 
-// servicesPass makes and removes service instances. It returns the
-// instances it made and the status writes still to do.
-func (m *Manager) servicesPass(ctx context.Context, sn *snapshot) ([]*api.Instance, []func() error, error) {
+// newInstances are instances an owner needs, not stored yet: the
+// scheduler places them first, so that they are stored bound.
+type newInstances struct {
+	owner api.Object
+	insts []*api.Instance
+	// taken says a name already in use means they were made already (job
+	// instances are named by index and attempt).
+	taken bool
+}
+
+// servicesPass removes service instances and returns those to make and
+// the status writes still to do.
+func (m *Manager) servicesPass(ctx context.Context, sn *snapshot) ([]newInstances, []func() error, error) {
 	owned := byOwner(sn.instances)
-	var made []*api.Instance
+	var made []newInstances
 	var later []func() error
 	var errs []error
 	live := map[string]bool{}
@@ -252,19 +262,12 @@ func (m *Manager) servicesPass(ctx context.Context, sn *snapshot) ([]*api.Instan
 			st.Instances = append(st.Instances, view(in))
 		}
 		res := ComputeService(st)
-		var create []api.Object
 		var insts []*api.Instance
 		for range res.Create {
-			in := m.newInstance(svc.Metadata, api.KindService, svc.Spec.Template, svc.Spec.Placement, svc.Spec.Priority, hash, 0, 0, nil)
-			create = append(create, in)
-			insts = append(insts, in)
+			insts = append(insts, m.newInstance(svc.Metadata, api.KindService, svc.Spec.Template, svc.Spec.Placement, svc.Spec.Priority, hash, 0, 0, nil))
 		}
-		if len(create) > 0 {
-			if err := m.s.CreateMany(ctx, create); err != nil {
-				errs = append(errs, fmt.Errorf("%s: create instances: %w", api.RefOf(svc), err))
-			} else {
-				made = append(made, insts...)
-			}
+		if len(insts) > 0 {
+			made = append(made, newInstances{owner: svc, insts: insts})
 		}
 		for _, name := range res.Delete {
 			if err := m.s.Delete(ctx, api.KindInstance, svc.Metadata.Namespace, name, 0); err != nil && !errdefs.IsNotFound(err) {
@@ -340,10 +343,12 @@ func (m *Manager) newInstance(owner api.Metadata, kind api.Kind, t api.Template,
 	}
 }
 
-// jobsPass makes and removes job instances and returns the ones it made.
-func (m *Manager) jobsPass(ctx context.Context, sn *snapshot) ([]*api.Instance, error) {
+// jobsPass removes job instances and returns those to make and the
+// status writes still to do.
+func (m *Manager) jobsPass(ctx context.Context, sn *snapshot) ([]newInstances, []func() error, error) {
 	owned := byOwner(sn.instances)
-	var made []*api.Instance
+	var made []newInstances
+	var later []func() error
 	var errs []error
 	live := map[string]bool{}
 	now := m.opt.Clock().UTC()
@@ -362,7 +367,6 @@ func (m *Manager) jobsPass(ctx context.Context, sn *snapshot) ([]*api.Instance, 
 		t := job.Spec.Template
 		// The job controller retries a failed index itself, as a new instance.
 		t.Restart = api.RestartNever
-		var create []api.Object
 		var fresh []*api.Instance
 		for _, c := range res.Create {
 			env := map[string]string{
@@ -370,18 +374,10 @@ func (m *Manager) jobsPass(ctx context.Context, sn *snapshot) ([]*api.Instance, 
 				"BERTH_JOB_COMPLETIONS": strconv.Itoa(job.Spec.Completions),
 				"BERTH_JOB_NAME":        job.Metadata.Name,
 			}
-			in := m.newInstance(job.Metadata, api.KindJob, t, job.Spec.Placement, job.Spec.Priority, "", c.Index, c.Attempt, env)
-			create = append(create, in)
-			fresh = append(fresh, in)
+			fresh = append(fresh, m.newInstance(job.Metadata, api.KindJob, t, job.Spec.Placement, job.Spec.Priority, "", c.Index, c.Attempt, env))
 		}
-		if len(create) > 0 {
-			if err := m.s.CreateMany(ctx, create); err != nil {
-				if !errdefs.IsAlreadyExists(err) {
-					errs = append(errs, fmt.Errorf("%s: create instances: %w", api.RefOf(job), err))
-				}
-			} else {
-				made = append(made, fresh...)
-			}
+		if len(fresh) > 0 {
+			made = append(made, newInstances{owner: job, insts: fresh, taken: true})
 		}
 		deleteFailed := false
 		for _, name := range res.Delete {
@@ -396,12 +392,18 @@ func (m *Manager) jobsPass(ctx context.Context, sn *snapshot) ([]*api.Instance, 
 		}
 		if !jobStatusEqual(want, job.Status) {
 			job.Status = want
-			if err := m.s.UpdateStatus(ctx, job, 0); err != nil && !errdefs.IsNotFound(err) {
-				errs = append(errs, err)
-			}
-			if want.Phase == api.JobSucceeded || want.Phase == api.JobFailed {
-				m.event(ctx, job, api.EventNormal, "Job"+string(want.Phase), want.Message)
-			}
+			later = append(later, func() error {
+				if err := m.s.UpdateStatus(ctx, job, 0); err != nil {
+					if errdefs.IsNotFound(err) {
+						return nil
+					}
+					return err
+				}
+				if want.Phase == api.JobSucceeded || want.Phase == api.JobFailed {
+					m.event(ctx, job, api.EventNormal, "Job"+string(want.Phase), want.Message)
+				}
+				return nil
+			})
 		}
 	}
 	for key, insts := range owned {
@@ -414,7 +416,7 @@ func (m *Manager) jobsPass(ctx context.Context, sn *snapshot) ([]*api.Instance, 
 			}
 		}
 	}
-	return made, errors.Join(errs...)
+	return made, later, errors.Join(errs...)
 }
 
 func jobStatus(job *api.Job, res JobResult, insts []*api.Instance, now time.Time) api.JobStatus {

@@ -452,3 +452,65 @@ func dump(insts []*api.Instance) string {
 	}
 	return b.String()
 }
+
+// A new service's instances are placed before they are stored: one
+// write makes each, already bound and in its node's assignments.
+func TestNewInstancesAreStoredBound(t *testing.T) {
+	h := newHarness(t, "n1")
+	svc := &api.Service{Metadata: api.Metadata{Name: "web"}, Spec: api.ServiceSpec{Replicas: 2,
+		Template: api.Template{Image: "demo/busybox:1"}}}
+	if err := h.s.Create(h.ctx, svc); err != nil {
+		t.Fatal(err)
+	}
+	before, err := h.s.Revision(h.ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.pass()
+	insts := h.instances()
+	if len(insts) != 2 {
+		t.Fatalf("%d instances, want 2", len(insts))
+	}
+	for _, in := range insts {
+		if in.Spec.Node != "n1" || in.Status.Phase != api.PhaseScheduled || in.Status.ScheduledAt.IsZero() {
+			t.Errorf("instance %s: node %q phase %s scheduled at %v, want n1, Scheduled, a time", in.Metadata.Name, in.Spec.Node, in.Status.Phase, in.Status.ScheduledAt)
+		}
+		if in.Metadata.Revision != before+1 {
+			t.Errorf("instance %s at revision %d, want %d: made and bound in one write", in.Metadata.Name, in.Metadata.Revision, before+1)
+		}
+	}
+	assigned, _, err := h.s.Assignments(h.ctx, "n1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(assigned) != 2 {
+		t.Errorf("%d instances in n1's assignments, want 2", len(assigned))
+	}
+}
+
+// An instance that cannot be placed is stored anyway, waiting, with the
+// reason in its status and an event.
+func TestNewInstanceThatCannotBePlacedWaits(t *testing.T) {
+	h := newHarness(t, "n1")
+	svc := &api.Service{Metadata: api.Metadata{Name: "big"}, Spec: api.ServiceSpec{Replicas: 1,
+		Template: api.Template{Image: "demo/busybox:1", Resources: api.Resources{CPU: 64}}}}
+	if err := h.s.Create(h.ctx, svc); err != nil {
+		t.Fatal(err)
+	}
+	h.pass()
+	insts := h.instances()
+	if len(insts) != 1 || insts[0].Spec.Node != "" || !strings.HasPrefix(insts[0].Status.Message, "unschedulable: ") {
+		t.Fatalf("want one unbound instance saying why, got\n%s", dump(insts))
+	}
+	evs, _, err := store.List[api.Event](h.ctx, h.s, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	found := false
+	for _, ev := range evs {
+		found = found || ev.Reason == "Unschedulable" && ev.Object.Name == insts[0].Metadata.Name
+	}
+	if !found {
+		t.Error("no Unschedulable event for the waiting instance")
+	}
+}

@@ -12,31 +12,52 @@ import (
 	"github.com/berth-dev/berth/internal/store"
 )
 
-// schedulePass places pending instances with the scheduler engine and
-// binds them in one transaction per plan. The engine works on a snapshot
-// built from this pass's read; a binding whose instance changed since
-// fails with a conflict and is retried next pass.
-func (m *Manager) schedulePass(ctx context.Context, sn *snapshot) error {
+// schedulePass places pending instances with the scheduler engine: the
+// stored ones are bound in one transaction per plan, the new ones (fresh,
+// made this pass) are stored already placed. The engine works on a
+// snapshot built from this pass's read; a binding whose instance changed
+// since fails with a conflict and is retried next pass.
+func (m *Manager) schedulePass(ctx context.Context, sn *snapshot, fresh []newInstances) error {
 	var pending []*api.Instance
 	for _, in := range sn.instances {
 		if in.Spec.Node == "" && !phaseOf(in).Terminal() {
 			pending = append(pending, in)
 		}
 	}
+	isNew := map[*api.Instance]bool{}
+	for _, f := range fresh {
+		for _, in := range f.insts {
+			pending = append(pending, in)
+			isNew[in] = true
+		}
+	}
 	if len(pending) == 0 {
 		return nil
 	}
+	var errs []error
+	// waits collects why new instances could not be placed, to record
+	// once they are stored.
+	waits := map[*api.Instance]string{}
+	wait := func(in *api.Instance, reason string) {
+		if !isNew[in] {
+			errs = append(errs, m.unschedulable(ctx, in, reason))
+			return
+		}
+		in.Status.Message = "unschedulable: " + reason
+		waits[in] = reason
+	}
 	state, err := schedulerState(sn)
 	if err != nil {
-		return err
+		// Nothing can be placed; new instances are still stored, to wait.
+		errs = append(errs, err)
+		return errors.Join(append(errs, m.createNew(ctx, fresh, waits))...)
 	}
 	batch := make([]scheduler.Instance, 0, len(pending))
 	byID := map[string]*api.Instance{}
-	var errs []error
 	for _, in := range pending {
 		si, err := schedInstance(in)
 		if err != nil {
-			errs = append(errs, m.unschedulable(ctx, in, err.Error()))
+			wait(in, err.Error())
 			continue
 		}
 		batch = append(batch, si)
@@ -50,12 +71,22 @@ func (m *Manager) schedulePass(ctx context.Context, sn *snapshot) error {
 			errs = append(errs, err)
 		}
 	}
+	now := m.opt.Clock().UTC()
 	var bindings []store.Binding
 	for _, p := range plan.Placements {
 		in := byID[p.Instance.ID]
+		if isNew[in] {
+			in.Spec.Node, in.Spec.CPUSet = p.Node, p.CPUSet
+			in.Status.Phase, in.Status.ScheduledAt = api.PhaseScheduled, now
+			continue
+		}
 		bindings = append(bindings, store.Binding{Namespace: in.Metadata.Namespace, Name: in.Metadata.Name,
 			Node: p.Node, CPUSet: p.CPUSet, Revision: in.Metadata.Revision})
 	}
+	for _, f := range plan.Failures {
+		wait(byID[f.Instance], f.Reason)
+	}
+	errs = append(errs, m.createNew(ctx, fresh, waits))
 	if len(bindings) > 0 {
 		if err := m.s.Bind(ctx, bindings); err != nil {
 			if !errdefs.IsConflict(err) {
@@ -69,8 +100,29 @@ func (m *Manager) schedulePass(ctx context.Context, sn *snapshot) error {
 			}
 		}
 	}
-	for _, f := range plan.Failures {
-		errs = append(errs, m.unschedulable(ctx, byID[f.Instance], f.Reason))
+	return errors.Join(errs...)
+}
+
+// createNew stores each owner's new instances in one transaction, and
+// records why those that wait do.
+func (m *Manager) createNew(ctx context.Context, fresh []newInstances, waits map[*api.Instance]string) error {
+	var errs []error
+	for _, f := range fresh {
+		objs := make([]api.Object, len(f.insts))
+		for i, in := range f.insts {
+			objs[i] = in
+		}
+		if err := m.s.CreateMany(ctx, objs); err != nil {
+			if !(f.taken && errdefs.IsAlreadyExists(err)) {
+				errs = append(errs, fmt.Errorf("%s: create instances: %w", api.RefOf(f.owner), err))
+			}
+			continue
+		}
+		for _, in := range f.insts {
+			if reason, ok := waits[in]; ok {
+				m.event(ctx, in, api.EventWarning, "Unschedulable", reason)
+			}
+		}
 	}
 	return errors.Join(errs...)
 }
