@@ -1,10 +1,12 @@
 package controller
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
-	"sort"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -17,9 +19,9 @@ import (
 // watch on the whole store. A pass then costs no reads, which matters
 // when it runs for every change among thousands of objects.
 //
-// Passes get shallow copies of the cached objects: they assign fields
-// (status, node) but must not change the maps and slices they share
-// with the cache.
+// Passes get the cached objects themselves, read-only: one that changes
+// an object copies it first (see own), and never changes the maps and
+// slices a copy shares with the cache.
 type cache struct {
 	s *store.Store
 
@@ -167,17 +169,22 @@ func copyOut[T any, P interface {
 	*T
 	api.Object
 }](m map[string]api.Object) []P {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
 	out := make([]P, 0, len(m))
-	for _, k := range keys {
-		cp := *(m[k].(P))
-		out = append(out, &cp)
+	for _, o := range m {
+		out = append(out, o.(P))
 	}
+	slices.SortFunc(out, func(a, b P) int {
+		ma, mb := a.GetMetadata(), b.GetMetadata()
+		return cmp.Or(strings.Compare(ma.Namespace, mb.Namespace), strings.Compare(ma.Name, mb.Name))
+	})
 	return out
+}
+
+// own returns a copy of obj for a pass to change: snapshot objects may
+// be the cache's own.
+func own[T any](obj *T) *T {
+	cp := *obj
+	return &cp
 }
 
 // follow keeps the cache current until ctx ends, listing again whenever

@@ -2,7 +2,9 @@ package controller
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"strings"
 	"log/slog"
 	"math/rand/v2"
 	"testing"
@@ -116,24 +118,104 @@ func render(sn *snapshot) string {
 	return out
 }
 
-// Passes get copies: what a pass assigns to an object does not reach
-// the cache.
-func TestCacheSnapshotsAreCopies(t *testing.T) {
+// A pass changes copies, never the cache's objects: after a pass that
+// marks a node NotReady and its instance Lost, finishes a drain, hands out
+// a pod subnet and a VIP, writes service and job statuses and records
+// why an instance waits, every cached object is as it was.
+func TestPassLeavesCachedObjectsAlone(t *testing.T) {
 	s := openTestStore(t)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	if err := s.Create(ctx, &api.Node{Metadata: api.Metadata{Name: "n1"}}); err != nil {
+	ctx := context.Background()
+	mustCreate := func(objs ...api.Object) {
+		t.Helper()
+		for _, o := range objs {
+			if err := s.Create(ctx, o); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	node := func(name string) *api.Node {
+		return &api.Node{Metadata: api.Metadata{Name: name}, Spec: api.NodeSpec{
+			Capacity: api.NodeCapacity{MilliCPU: 1000, Memory: 1 << 30, Pids: 1000}},
+			Status: api.NodeStatus{Condition: api.NodeReady}}
+	}
+	draining := node("n3")
+	draining.Spec.Draining, draining.Spec.Unschedulable = true, true
+	mustCreate(node("n1"), node("n2"), draining)
+	for _, n := range []string{"n1", "n3"} {
+		if err := s.KeepNodeAlive(ctx, n, 10*time.Second); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tmpl := api.Template{Image: "demo/busybox:1"}
+	svc := &api.Service{Metadata: api.Metadata{Name: "web"}, Spec: api.ServiceSpec{Replicas: 1, Template: tmpl}}
+	big := &api.Service{Metadata: api.Metadata{Name: "big"}, Spec: api.ServiceSpec{Replicas: 1,
+		Template: api.Template{Image: "demo/busybox:1", Resources: api.Resources{CPU: 64}}}}
+	job := &api.Job{Metadata: api.Metadata{Name: "batch"}, Spec: api.JobSpec{Completions: 1, Template: tmpl}}
+	mustCreate(svc, big, job)
+	onN2 := &api.Instance{Metadata: api.Metadata{Name: "web-old"}, Spec: api.InstanceSpec{Template: tmpl, Node: "n2",
+		Owner: api.Owner{Kind: api.KindService, Name: "web", UID: svc.Metadata.UID}, SpecHash: tmpl.Hash()},
+		Status: api.InstanceStatus{Phase: api.PhaseRunning}}
+	waiting := &api.Instance{Metadata: api.Metadata{Name: "big-1"}, Spec: api.InstanceSpec{Template: big.Spec.Template,
+		Owner: api.Owner{Kind: api.KindService, Name: "big", UID: big.Metadata.UID}, SpecHash: big.Spec.Template.Hash()},
+		Status: api.InstanceStatus{Phase: api.PhasePending}}
+	mustCreate(onN2, waiting)
+
+	m := NewManager(s, Options{Logger: slog.New(slog.DiscardHandler), Network: DefaultNetwork})
+	m.cache = newCache(s)
+	if _, err := m.cache.fill(ctx); err != nil {
 		t.Fatal(err)
 	}
-	c := newCache(s)
-	go c.follow(ctx, slog.New(slog.DiscardHandler), time.Hour, func() {})
-	if err := c.waitFor(ctx, s.LastWrite(), 5*time.Second); err != nil {
+	before := map[string]string{}
+	for k, objs := range m.cache.objs {
+		for key, o := range objs {
+			b, _ := json.Marshal(o)
+			before[string(k)+"/"+key] = string(b)
+		}
+	}
+	if err := m.Pass(ctx); err != nil {
 		t.Fatal(err)
 	}
-	a, _ := c.snapshot()
-	a.nodes[0].Status.Condition = api.NodeNotReady
-	b, _ := c.snapshot()
-	if b.nodes[0].Status.Condition == api.NodeNotReady {
-		t.Error("a change to a snapshot's node reached the cache")
+	for k, objs := range m.cache.objs {
+		for key, o := range objs {
+			b, _ := json.Marshal(o)
+			if before[string(k)+"/"+key] != string(b) {
+				t.Errorf("the pass changed the cached %s %s:\nwas %s\nnow %s", k, key, before[string(k)+"/"+key], b)
+			}
+		}
+	}
+	// And it did do all that, in the store.
+	n2, _ := store.Get[api.Node](ctx, s, "", "n2")
+	n3, _ := store.Get[api.Node](ctx, s, "", "n3")
+	n1, _ := store.Get[api.Node](ctx, s, "", "n1")
+	old, oldErr := store.Get[api.Instance](ctx, s, "default", "web-old")
+	w, _ := store.Get[api.Instance](ctx, s, "default", "big-1")
+	web, _ := store.Get[api.Service](ctx, s, "default", "web")
+	b, _ := store.Get[api.Job](ctx, s, "default", "batch")
+	switch {
+	case n2.Status.Condition != api.NodeNotReady:
+		t.Errorf("n2 is %q, want NotReady", n2.Status.Condition)
+	case oldErr == nil && old.Status.Phase != api.PhaseLost:
+		t.Errorf("web-old is %q, want Lost (or removed once replaced)", old.Status.Phase)
+	case n3.Spec.Draining:
+		t.Error("n3 still draining")
+	case n1.Spec.PodSubnet == "":
+		t.Error("n1 got no pod subnet")
+	case web.Status.VIP == "":
+		t.Error("web got no VIP")
+	case b.Status.Phase == "":
+		t.Error("the job's status was not written")
+	case !strings.HasPrefix(w.Status.Message, "unschedulable"):
+		t.Errorf("big-1 says %q, want why it waits", w.Status.Message)
+	}
+	insts, _, err := store.List[api.Instance](ctx, s, "default")
+	if err != nil {
+		t.Fatal(err)
+	}
+	replaced := false
+	for _, in := range insts {
+		replaced = replaced || in.Spec.Owner.Name == "web" && in.Spec.Node == "n1"
+	}
+	if !replaced {
+		t.Error("web-old was not replaced on n1")
 	}
 }

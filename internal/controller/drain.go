@@ -148,10 +148,10 @@ func (m *Manager) drainPass(ctx context.Context, sn *snapshot) error {
 			continue
 		}
 		m.noteWaiting(name, "")
+		n = own(n)
 		n.Spec.Draining = false
 		if err := m.s.Update(ctx, n, n.Metadata.Revision); err != nil {
 			// Changed meanwhile (uncordoned, or a heartbeat): the next pass looks again.
-			n.Spec.Draining = true
 			if !errdefs.IsConflict(err) && !errdefs.IsNotFound(err) {
 				errs = append(errs, fmt.Errorf("drain node %s: %w", name, err))
 			}

@@ -62,6 +62,7 @@ func (m *Manager) assignSubnets(ctx context.Context, sn *snapshot) error {
 			errs = append(errs, fmt.Errorf("node %s: pod subnet: %w", node.Metadata.Name, err))
 			continue
 		}
+		node = own(node)
 		node.Spec.PodSubnet = p.String()
 		if err := m.s.Update(ctx, node, node.Metadata.Revision); err != nil {
 			if !errdefs.IsConflict(err) && !errdefs.IsNotFound(err) {
@@ -87,6 +88,21 @@ func (m *Manager) newVIPs(sn *snapshot) *vips {
 	if !cidr.IsValid() {
 		return nil
 	}
+	// Most passes hand out nothing: every service holds a VIP of its own
+	// in range. Those need no pool.
+	held := make(map[netip.Addr]bool, len(sn.services))
+	settled := true
+	for _, svc := range sn.services {
+		a, err := netip.ParseAddr(svc.Status.VIP)
+		if err != nil || !cidr.Contains(a) || held[a] || edge(cidr, a) {
+			settled = false
+			break
+		}
+		held[a] = true
+	}
+	if settled {
+		return &vips{}
+	}
 	pool, err := ipam.NewPool(cidr)
 	if err != nil {
 		m.log.Warn("service CIDR", "cidr", cidr, "err", err)
@@ -100,14 +116,29 @@ func (m *Manager) newVIPs(sn *snapshot) *vips {
 	return &vips{pool: pool}
 }
 
-func vipOwner(svc *api.Service) string {
-	return svc.Metadata.Namespace + "/" + svc.Metadata.Name + "/" + svc.Metadata.UID
+// edge says a is the network or broadcast address of an IPv4 prefix,
+// which a pool never hands out.
+func edge(p netip.Prefix, a netip.Addr) bool {
+	if !a.Is4() || p.Bits() >= 31 {
+		return false
+	}
+	p = p.Masked()
+	first := p.Addr()
+	b := first.As4()
+	host := uint32(1)<<(32-p.Bits()) - 1
+	v := uint32(b[0])<<24 | uint32(b[1])<<16 | uint32(b[2])<<8 | uint32(b[3]) | host
+	last := netip.AddrFrom4([4]byte{byte(v >> 24), byte(v >> 16), byte(v >> 8), byte(v)})
+	return a == first || a == last
 }
+
+// vipOwner names a VIP's claimant by its UID: unique, and a service
+// made again under the same name is another claimant.
+func vipOwner(svc *api.Service) string { return svc.Metadata.UID }
 
 // forService is the VIP the service should have: its own when it holds
 // the claim, else a new one ("" when none is left).
 func (v *vips) forService(svc *api.Service) (string, error) {
-	if v == nil {
+	if v == nil || v.pool == nil {
 		return svc.Status.VIP, nil
 	}
 	if a, ok := v.pool.Lookup(vipOwner(svc)); ok {

@@ -34,6 +34,8 @@ type Manager struct {
 	started time.Time
 	// cache holds what passes read while Run runs; nil for passes run by hand.
 	cache *cache
+	// hashes holds each service's template hash at a revision, by UID.
+	hashes map[string]revHash
 }
 
 // Options tune the manager.
@@ -74,7 +76,7 @@ func NewManager(s *store.Store, opt Options) *Manager {
 		opt.Clock = time.Now
 	}
 	return &Manager{s: s, opt: opt, log: opt.Logger.With("component", "controller"),
-		poke: make(chan struct{}, 1), notReady: map[string]time.Time{}}
+		poke: make(chan struct{}, 1), notReady: map[string]time.Time{}, hashes: map[string]revHash{}}
 }
 
 // Run works until ctx ends.
@@ -124,6 +126,17 @@ type snapshot struct {
 	services  []*api.Service
 	jobs      []*api.Job
 	instances []*api.Instance
+
+	owned map[ownerID][]*api.Instance
+}
+
+// byOwner groups the instances by owner, once the node and drain
+// controllers are done with them.
+func (sn *snapshot) byOwner() map[ownerID][]*api.Instance {
+	if sn.owned == nil {
+		sn.owned = byOwner(sn.instances)
+	}
+	return sn.owned
 }
 
 // read takes a pass's snapshot: from the cache once it shows this
@@ -194,20 +207,36 @@ func (m *Manager) Pass(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
-// ownerKey names an owner by its UID too: a service removed and made again
+// ownerID names an owner by its UID too: a service removed and made again
 // under the same name must not adopt the old one's instances.
-func ownerKey(kind api.Kind, ns, name, uid string) string {
-	return string(kind) + "/" + ns + "/" + name + "/" + uid
+type ownerID struct {
+	kind          api.Kind
+	ns, name, uid string
 }
 
-func byOwner(insts []*api.Instance) map[string][]*api.Instance {
-	out := map[string][]*api.Instance{}
+func byOwner(insts []*api.Instance) map[ownerID][]*api.Instance {
+	out := make(map[ownerID][]*api.Instance, len(insts))
 	for _, in := range insts {
 		o := in.Spec.Owner
-		k := ownerKey(o.Kind, in.Metadata.Namespace, o.Name, o.UID)
+		k := ownerID{o.Kind, in.Metadata.Namespace, o.Name, o.UID}
 		out[k] = append(out[k], in)
 	}
 	return out
+}
+
+// templateHash is svc's template hash, worked out once per revision of it.
+func (m *Manager) templateHash(svc *api.Service) string {
+	h, ok := m.hashes[svc.Metadata.UID]
+	if !ok || h.rev != svc.Metadata.Revision {
+		h = revHash{svc.Metadata.Revision, svc.Spec.Template.Hash()}
+		m.hashes[svc.Metadata.UID] = h
+	}
+	return h.hash
+}
+
+type revHash struct {
+	rev  int64
+	hash string
 }
 
 func view(in *api.Instance) Instance {
@@ -247,20 +276,22 @@ type newInstances struct {
 // servicesPass removes service instances and returns those to make and
 // the status writes still to do.
 func (m *Manager) servicesPass(ctx context.Context, sn *snapshot) ([]newInstances, []func() error, error) {
-	owned := byOwner(sn.instances)
+	owned := sn.byOwner()
 	var made []newInstances
 	var later []func() error
 	var errs []error
-	live := map[string]bool{}
+	live := make(map[ownerID]bool, len(sn.services))
 	vips := m.newVIPs(sn)
+	var views []Instance // reused: a pass runs over every service
 	for _, svc := range sn.services {
-		key := ownerKey(api.KindService, svc.Metadata.Namespace, svc.Metadata.Name, svc.Metadata.UID)
+		key := ownerID{api.KindService, svc.Metadata.Namespace, svc.Metadata.Name, svc.Metadata.UID}
 		live[key] = true
-		hash := svc.Spec.Template.Hash()
-		st := ServiceState{Replicas: svc.Spec.Replicas, SpecHash: hash, MaxSurge: svc.Spec.Update.MaxSurge}
+		hash := m.templateHash(svc)
+		st := ServiceState{Replicas: svc.Spec.Replicas, SpecHash: hash, MaxSurge: svc.Spec.Update.MaxSurge, Instances: views[:0]}
 		for _, in := range owned[key] {
 			st.Instances = append(st.Instances, view(in))
 		}
+		views = st.Instances
 		res := ComputeService(st)
 		var insts []*api.Instance
 		for range res.Create {
@@ -286,6 +317,7 @@ func (m *Manager) servicesPass(ctx context.Context, sn *snapshot) ([]newInstance
 			want.Replicas = 0
 		}
 		if want != svc.Status {
+			svc := own(svc)
 			svc.Status = want
 			later = append(later, func() error {
 				if err := m.s.UpdateStatus(ctx, svc, 0); err != nil && !errdefs.IsNotFound(err) {
@@ -293,6 +325,17 @@ func (m *Manager) servicesPass(ctx context.Context, sn *snapshot) ([]newInstance
 				}
 				return nil
 			})
+		}
+	}
+	if len(m.hashes) > len(sn.services) {
+		liveUID := make(map[string]bool, len(sn.services))
+		for _, svc := range sn.services {
+			liveUID[svc.Metadata.UID] = true
+		}
+		for uid := range m.hashes {
+			if !liveUID[uid] {
+				delete(m.hashes, uid)
+			}
 		}
 	}
 	// Instances whose service is gone go too.
@@ -346,14 +389,14 @@ func (m *Manager) newInstance(owner api.Metadata, kind api.Kind, t api.Template,
 // jobsPass removes job instances and returns those to make and the
 // status writes still to do.
 func (m *Manager) jobsPass(ctx context.Context, sn *snapshot) ([]newInstances, []func() error, error) {
-	owned := byOwner(sn.instances)
+	owned := sn.byOwner()
 	var made []newInstances
 	var later []func() error
 	var errs []error
-	live := map[string]bool{}
+	live := map[ownerID]bool{}
 	now := m.opt.Clock().UTC()
 	for _, job := range sn.jobs {
-		key := ownerKey(api.KindJob, job.Metadata.Namespace, job.Metadata.Name, job.Metadata.UID)
+		key := ownerID{api.KindJob, job.Metadata.Namespace, job.Metadata.Name, job.Metadata.UID}
 		live[key] = true
 		if job.Status.Phase == api.JobSucceeded || job.Status.Phase == api.JobFailed {
 			continue // finished: its instances stay for their logs until the job is removed
@@ -391,6 +434,7 @@ func (m *Manager) jobsPass(ctx context.Context, sn *snapshot) ([]newInstances, [
 			continue // a finished job is not looked at again: finish its deletes first
 		}
 		if !jobStatusEqual(want, job.Status) {
+			job := own(job)
 			job.Status = want
 			later = append(later, func() error {
 				if err := m.s.UpdateStatus(ctx, job, 0); err != nil {
@@ -474,17 +518,12 @@ func (m *Manager) event(ctx context.Context, obj api.Object, typ api.EventType, 
 
 func (m *Manager) nodesPass(ctx context.Context, sn *snapshot, live map[string]bool) error {
 	now := m.opt.Clock()
-	byNode := map[string][]*api.Instance{}
-	for _, in := range sn.instances {
-		if in.Spec.Node != "" {
-			byNode[in.Spec.Node] = append(byNode[in.Spec.Node], in)
-		}
-	}
-	var states []NodeState
-	nodes := map[string]*api.Node{}
-	for _, n := range sn.nodes {
+	states := make([]NodeState, 0, len(sn.nodes))
+	index := make(map[string]int, len(sn.nodes)) // into sn.nodes and states
+	var dead map[string]bool
+	for i, n := range sn.nodes {
 		name := n.Metadata.Name
-		nodes[name] = n
+		index[name] = i
 		// Alive while its heartbeat lease is held: etcd, not a clock, decides.
 		alive := live[name]
 		ready := n.Status.Condition == api.NodeReady
@@ -493,11 +532,22 @@ func (m *Manager) nodesPass(ctx context.Context, sn *snapshot, live map[string]b
 		} else if _, ok := m.notReady[name]; !ok {
 			m.notReady[name] = now
 		}
-		st := NodeState{Name: name, Alive: alive, Ready: ready, NotReadySince: m.notReady[name]}
-		for _, in := range byNode[name] {
-			st.Instances = append(st.Instances, view(in))
+		if !alive {
+			if dead == nil {
+				dead = map[string]bool{}
+			}
+			dead[name] = true
 		}
-		states = append(states, st)
+		states = append(states, NodeState{Name: name, Alive: alive, Ready: ready, NotReadySince: m.notReady[name]})
+	}
+	// Only a node that stopped can lose its instances.
+	if dead != nil {
+		for _, in := range sn.instances {
+			if dead[in.Spec.Node] {
+				st := &states[index[in.Spec.Node]]
+				st.Instances = append(st.Instances, view(in))
+			}
+		}
 	}
 	res := ComputeNodes(states, now, m.opt.LostGrace)
 	if !m.started.IsZero() && now.Sub(m.started) < m.opt.StartGrace && len(res.Lost) > 0 {
@@ -506,7 +556,8 @@ func (m *Manager) nodesPass(ctx context.Context, sn *snapshot, live map[string]b
 	}
 	var errs []error
 	set := func(name string, cond api.NodeCondition, msg string) {
-		n := nodes[name]
+		i := index[name]
+		n := own(sn.nodes[i])
 		n.Status.Condition, n.Status.Message = cond, msg
 		if err := m.s.UpdateStatus(ctx, n, n.Metadata.Revision); err != nil {
 			if !errdefs.IsConflict(err) {
@@ -514,6 +565,7 @@ func (m *Manager) nodesPass(ctx context.Context, sn *snapshot, live map[string]b
 			}
 			return
 		}
+		sn.nodes[i] = n // the rest of the pass sees it so
 		m.event(ctx, n, api.EventWarning, "Node"+string(cond), msg)
 	}
 	for _, name := range res.MarkReady {
@@ -523,17 +575,20 @@ func (m *Manager) nodesPass(ctx context.Context, sn *snapshot, live map[string]b
 		m.notReady[name] = now
 		set(name, api.NodeNotReady, "its heartbeat lease expired")
 	}
-	lost := map[string]bool{}
-	for _, name := range res.Lost {
-		lost[name] = true
+	var lost map[string]bool
+	if len(res.Lost) > 0 {
+		lost = make(map[string]bool, len(res.Lost))
+		for _, name := range res.Lost {
+			lost[name] = true
+		}
 	}
-	for _, in := range sn.instances {
-		_, nodeExists := nodes[in.Spec.Node]
+	for i, in := range sn.instances {
+		_, nodeExists := index[in.Spec.Node]
 		gone := in.Spec.Node != "" && !nodeExists && !phaseOf(in).Terminal()
-		if !lost[in.Metadata.Namespace+"/"+in.Metadata.Name] && !gone {
+		if !gone && (lost == nil || !lost[in.Metadata.Namespace+"/"+in.Metadata.Name]) {
 			continue
 		}
-		st := in.Status
+		in = own(in)
 		in.Status.Phase = api.PhaseLost
 		in.Status.Healthy = false
 		in.Status.Message = fmt.Sprintf("node %s stopped answering", in.Spec.Node)
@@ -542,11 +597,12 @@ func (m *Manager) nodesPass(ctx context.Context, sn *snapshot, live map[string]b
 		}
 		if err := m.s.UpdateStatus(ctx, in, in.Metadata.Revision); err != nil {
 			// Not marked after all (the agent wrote meanwhile): this pass must not act on it.
-			in.Status = st
 			if !errdefs.IsConflict(err) && !errdefs.IsNotFound(err) {
 				errs = append(errs, err)
 			}
+			continue
 		}
+		sn.instances[i] = in // so that the service and job controllers replace it this pass
 	}
 	return errors.Join(errs...)
 }

@@ -133,6 +133,7 @@ func (m *Manager) unschedulable(ctx context.Context, in *api.Instance, reason st
 	if in.Status.Message == msg {
 		return nil
 	}
+	in = own(in)
 	in.Status.Message = msg
 	if in.Status.Phase == "" {
 		in.Status.Phase = api.PhasePending

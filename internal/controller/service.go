@@ -1,7 +1,9 @@
 package controller
 
 import (
+	"slices"
 	"sort"
+	"strings"
 )
 
 // ServiceState is one service and its instances.
@@ -88,10 +90,10 @@ func ComputeService(s ServiceState) ServiceResult {
 
 // newestFirst orders by creation time, newest first, then by name for a stable answer.
 func newestFirst(in []Instance) {
-	sort.Slice(in, func(i, j int) bool {
-		if !in[i].CreatedAt.Equal(in[j].CreatedAt) {
-			return in[i].CreatedAt.After(in[j].CreatedAt)
+	slices.SortFunc(in, func(a, b Instance) int {
+		if c := b.CreatedAt.Compare(a.CreatedAt); c != 0 {
+			return c
 		}
-		return in[i].Name > in[j].Name
+		return strings.Compare(b.Name, a.Name)
 	})
 }
