@@ -25,6 +25,7 @@ import (
 
 var (
 	upArgs = flag.String("up-args", "", "extra flags for berth up, e.g. --no-network")
+	upLog  = flag.String("up-log", "", "write berth up's output to this file")
 	stages = flag.Bool("stages", false, "print when each API run's instance was first seen, bound and Running")
 )
 
@@ -67,6 +68,14 @@ func bench(bin string, runs, heals, peerRuns int) error {
 	}
 	up := exec.Command(bin, append([]string{"--data-dir", data, "up"}, strings.Fields(*upArgs)...)...)
 	up.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if *upLog != "" {
+		f, err := os.Create(*upLog)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		up.Stdout, up.Stderr = f, f
+	}
 	if err := up.Start(); err != nil {
 		return err
 	}
