@@ -8,6 +8,7 @@ import (
 	"syscall"
 
 	"github.com/berth-dev/berth/internal/cli"
+	_ "github.com/berth-dev/berth/internal/promdefer"
 )
 
 func main() {

@@ -22,6 +22,7 @@ import (
 	"github.com/berth-dev/berth/internal/image"
 	"github.com/berth-dev/berth/internal/leader"
 	"github.com/berth-dev/berth/internal/pki"
+	"github.com/berth-dev/berth/internal/promdefer"
 	"github.com/berth-dev/berth/internal/registry"
 	"github.com/berth-dev/berth/internal/store"
 )
@@ -92,6 +93,7 @@ const controllerRole = "controller"
 // election. Any server answers the API; writes reach etcd's leader
 // through the local member.
 func Server(ctx context.Context, cfg ServerConfig) error {
+	promdefer.Release() // etcd serves /metrics
 	log := cfg.Logger
 	if log == nil {
 		log = slog.Default()

@@ -21,6 +21,7 @@ import (
 	"github.com/berth-dev/berth/internal/controller"
 	"github.com/berth-dev/berth/internal/hostinfo"
 	"github.com/berth-dev/berth/internal/image"
+	"github.com/berth-dev/berth/internal/promdefer"
 	"github.com/berth-dev/berth/internal/registry"
 	"github.com/berth-dev/berth/internal/runtime"
 	"github.com/berth-dev/berth/internal/store"
@@ -62,6 +63,7 @@ func favorDynMods(log *slog.Logger) {
 // Up runs a single-node cluster until ctx ends. Containers keep running
 // when it returns; the next Up adopts them.
 func Up(ctx context.Context, cfg Config) error {
+	promdefer.Release() // etcd serves /metrics
 	log := cfg.Logger
 	if log == nil {
 		log = slog.Default()
