@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"regexp"
 	"strings"
 
 	"sigs.k8s.io/yaml"
@@ -34,7 +33,7 @@ func (d docMeta) metadata() Metadata {
 	return Metadata{Kind: d.Kind, Name: d.Name, Namespace: d.Namespace, Labels: d.Labels}
 }
 
-var docSeparator = regexp.MustCompile(`(?m)^---[ \t]*(#.*)?$`)
+var docSeparator = lazyRegexp(`(?m)^---[ \t]*(#.*)?$`)
 
 // ParseSpecs parses a spec file: YAML documents separated by "---", each
 // a Service or a Job in the flat shape
@@ -56,7 +55,7 @@ func ParseSpecs(file string, data []byte) ([]Object, error) {
 	var objs []Object
 	var errList []error
 	n := 0
-	for _, doc := range docSeparator.Split(string(data), -1) {
+	for _, doc := range docSeparator().Split(string(data), -1) {
 		if isBlankYAML(doc) {
 			continue
 		}
@@ -180,7 +179,7 @@ func RunService(name, image string, command []string) *Service {
 	return s
 }
 
-var nonLabel = regexp.MustCompile(`[^a-z0-9-]+`)
+var nonLabel = lazyRegexp(`[^a-z0-9-]+`)
 
 func nameFromImage(image string) string {
 	base := image
@@ -193,7 +192,7 @@ func nameFromImage(image string) string {
 	if i := strings.IndexByte(base, ':'); i >= 0 {
 		base = base[:i]
 	}
-	base = strings.Trim(nonLabel.ReplaceAllString(strings.ToLower(base), "-"), "-")
+	base = strings.Trim(nonLabel().ReplaceAllString(strings.ToLower(base), "-"), "-")
 	if len(base) > 63 {
 		base = strings.Trim(base[:63], "-")
 	}

@@ -7,6 +7,7 @@ import (
 	"path"
 	"regexp"
 	"strings"
+	"sync"
 
 	"github.com/berth-dev/berth/internal/errdefs"
 )
@@ -72,7 +73,7 @@ func join(prefix, field string) string {
 	return prefix + "." + field
 }
 
-var dnsLabel = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]*[a-z0-9])?$`)
+var dnsLabel = lazyRegexp(`^[a-z0-9]([a-z0-9-]*[a-z0-9])?$`)
 
 // ValidateName checks that s is a DNS label: at most 63 lowercase
 // letters, digits and '-', starting and ending with a letter or digit.
@@ -82,7 +83,7 @@ func ValidateName(s string) error {
 		return errors.New("must not be empty")
 	case len(s) > 63:
 		return fmt.Errorf("%q is longer than 63 characters", s)
-	case !dnsLabel.MatchString(s):
+	case !dnsLabel().MatchString(s):
 		return fmt.Errorf("%q is not a DNS label: use lowercase letters, digits and '-', starting and ending with a letter or digit", s)
 	}
 	return nil
@@ -91,10 +92,10 @@ func ValidateName(s string) error {
 var (
 	// A path component of an image name: lowercase alphanumerics joined
 	// by one '.', one or two '_', or any number of '-'.
-	imageComponent = regexp.MustCompile(`^[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*$`)
-	imageHost      = regexp.MustCompile(`^(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)(?:\.[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)*(?::[0-9]+)?$`)
-	imageTag       = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$`)
-	imageDigest    = regexp.MustCompile(`^sha256:[a-f0-9]{64}$`)
+	imageComponent = lazyRegexp(`^[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*$`)
+	imageHost      = lazyRegexp(`^(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)(?:\.[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)*(?::[0-9]+)?$`)
+	imageTag       = lazyRegexp(`^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$`)
+	imageDigest    = lazyRegexp(`^sha256:[a-f0-9]{64}$`)
 )
 
 // ValidateImage checks an image reference: [host[:port]/]path[:tag][@sha256:hex].
@@ -107,14 +108,14 @@ func ValidateImage(ref string) error {
 	}
 	name := ref
 	if i := strings.IndexByte(name, '@'); i >= 0 {
-		if !imageDigest.MatchString(name[i+1:]) {
+		if !imageDigest().MatchString(name[i+1:]) {
 			return fmt.Errorf("invalid image %q: digest must be sha256: and 64 lowercase hex digits", ref)
 		}
 		name = name[:i]
 	}
 	// A ':' after the last '/' starts the tag; one before it is a port.
 	if i := strings.LastIndexByte(name, ':'); i > strings.LastIndexByte(name, '/') {
-		if !imageTag.MatchString(name[i+1:]) {
+		if !imageTag().MatchString(name[i+1:]) {
 			return fmt.Errorf("invalid image %q: bad tag %q", ref, name[i+1:])
 		}
 		name = name[:i]
@@ -124,20 +125,20 @@ func ValidateImage(ref string) error {
 	}
 	parts := strings.Split(name, "/")
 	if len(parts) > 1 && (strings.ContainsAny(parts[0], ".:") || parts[0] == "localhost") {
-		if !imageHost.MatchString(parts[0]) {
+		if !imageHost().MatchString(parts[0]) {
 			return fmt.Errorf("invalid image %q: bad registry host %q", ref, parts[0])
 		}
 		parts = parts[1:]
 	}
 	for _, p := range parts {
-		if !imageComponent.MatchString(p) {
+		if !imageComponent().MatchString(p) {
 			return fmt.Errorf("invalid image %q: name component %q must be lowercase letters and digits, separated by '.', '_' or '-'", ref, p)
 		}
 	}
 	return nil
 }
 
-var envName = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
+var envName = lazyRegexp(`^[A-Za-z_][A-Za-z0-9_]*$`)
 
 func validateMetadata(e *errs, m *Metadata, namespaced bool) {
 	if err := ValidateName(m.Name); err != nil {
@@ -167,7 +168,7 @@ func validateTemplate(e *errs, prefix string, t *Template) {
 		e.add(join(prefix, "image"), "%v", err)
 	}
 	for k := range t.Env {
-		if !envName.MatchString(k) {
+		if !envName().MatchString(k) {
 			e.add(join(prefix, "env"), "invalid variable name %q", k)
 		}
 	}
@@ -464,4 +465,10 @@ func (e *ValidationError) Wire(kind Kind) *ValidationError {
 		out.Fields[i] = FieldError{Field: WireField(kind, f.Field), Reason: f.Reason}
 	}
 	return out
+}
+
+// lazyRegexp compiles expr on first use: every command of the one binary
+// would otherwise compile every package's expressions at start.
+func lazyRegexp(expr string) func() *regexp.Regexp {
+	return sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(expr) })
 }

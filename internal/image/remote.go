@@ -70,7 +70,7 @@ func (s *Store) remoteDirs() error {
 // is a well-formed sha256 digest, the only kind the store keeps. Digests
 // become file names, so nothing else may reach the file system.
 func CheckDigest(h v1.Hash) error {
-	if h.Algorithm != "sha256" || len(h.Hex) != 64 || !hexRe.MatchString(h.Hex) {
+	if h.Algorithm != "sha256" || len(h.Hex) != 64 || !hexRe().MatchString(h.Hex) {
 		return fmt.Errorf("digest %q: want sha256:<64 lowercase hex digits>: %w", h.String(), errdefs.ErrInvalidArgument)
 	}
 	return nil
@@ -525,7 +525,7 @@ func (s *Store) PruneStaging(ctx context.Context, olderThan time.Duration) error
 		}
 	})
 	stale(filepath.Join(s.root, "uploads"), func(e os.DirEntry) {
-		if id, ok := strings.CutSuffix(e.Name(), ".state"); ok && uploadIDRe.MatchString(id) {
+		if id, ok := strings.CutSuffix(e.Name(), ".state"); ok && uploadIDRe().MatchString(id) {
 			return // goes with its data file
 		}
 		errs = append(errs, s.removeUploadIfIdle(e.Name()))

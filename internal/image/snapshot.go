@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"regexp"
 	"sort"
 	"strings"
 
@@ -34,7 +33,7 @@ type use struct {
 	Layers    []string `json:"layers"` // diff IDs, kept while the container lives
 }
 
-var containerIDRe = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$`)
+var containerIDRe = lazyRegexp(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$`)
 
 func (s *Store) usePath(containerID string) string {
 	return filepath.Join(s.root, "uses", containerID+".json")
@@ -54,7 +53,7 @@ func (s *Store) LayerDir(diffID string) string {
 // image's layers that are not unpacked yet. Each layer is unpacked once,
 // even by concurrent callers, into a staging dir renamed into place.
 func (s *Store) Prepare(ctx context.Context, ref, containerID string) (Snapshot, error) {
-	if !containerIDRe.MatchString(containerID) {
+	if !containerIDRe().MatchString(containerID) {
 		return Snapshot{}, fmt.Errorf("container id %q: %w", containerID, errdefs.ErrInvalidArgument)
 	}
 	img, err := s.recordUse(ref, containerID)
@@ -184,7 +183,7 @@ func (s *Store) unpackLayer(ctx context.Context, img v1.Image, l Layer) error {
 // layers nothing needs any more. Releasing an unknown container is not an
 // error, so callers can release unconditionally.
 func (s *Store) Release(ctx context.Context, containerID string) error {
-	if !containerIDRe.MatchString(containerID) {
+	if !containerIDRe().MatchString(containerID) {
 		return fmt.Errorf("container id %q: %w", containerID, errdefs.ErrInvalidArgument)
 	}
 	unlock, err := s.lock()

@@ -237,8 +237,8 @@ func descName(d v1.Descriptor) string {
 }
 
 var (
-	nameRe = regexp.MustCompile(`^[a-z0-9]+([._-]+[a-z0-9]+)*(:[0-9]+)?(/[a-z0-9]+([._-]+[a-z0-9]+)*)*:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$`)
-	hexRe  = regexp.MustCompile(`^[0-9a-f]+$`)
+	nameRe = lazyRegexp(`^[a-z0-9]+([._-]+[a-z0-9]+)*(:[0-9]+)?(/[a-z0-9]+([._-]+[a-z0-9]+)*)*:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$`)
+	hexRe  = lazyRegexp(`^[0-9a-f]+$`)
 )
 
 // NormalizeName returns ref as "repository:tag", adding ":latest" when it
@@ -248,7 +248,7 @@ func NormalizeName(ref string) (string, error) {
 	if i := strings.LastIndex(n, ":"); i < 0 || strings.Contains(n[i:], "/") {
 		n += ":latest"
 	}
-	if !nameRe.MatchString(n) {
+	if !nameRe().MatchString(n) {
 		return "", fmt.Errorf("image name %q: want lowercase REPOSITORY[:TAG]: %w", ref, errdefs.ErrInvalidArgument)
 	}
 	return n, nil
@@ -305,7 +305,7 @@ func resolveIn(idx *v1.IndexManifest, ref string) (v1.Hash, string, error) {
 		}
 	}
 	hex := strings.TrimPrefix(ref, "sha256:")
-	if hex == "" || !hexRe.MatchString(hex) {
+	if hex == "" || !hexRe().MatchString(hex) {
 		return v1.Hash{}, "", fmt.Errorf("image %q: %w", ref, ErrNotFound)
 	}
 	var found []v1.Descriptor
@@ -580,4 +580,10 @@ type progressWriter func(int64)
 func (p progressWriter) Write(b []byte) (int, error) {
 	p(int64(len(b)))
 	return len(b), nil
+}
+
+// lazyRegexp compiles expr on first use: every command of the one binary
+// would otherwise compile every package's expressions at start.
+func lazyRegexp(expr string) func() *regexp.Regexp {
+	return sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(expr) })
 }

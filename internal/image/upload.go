@@ -13,7 +13,6 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"regexp"
 	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -35,7 +34,7 @@ type Upload struct {
 	size int64
 }
 
-var uploadIDRe = regexp.MustCompile(`^[0-9a-f]{32}$`)
+var uploadIDRe = lazyRegexp(`^[0-9a-f]{32}$`)
 
 // uploadState is what uploads/<id>.state holds.
 type uploadState struct {
@@ -74,7 +73,7 @@ func (s *Store) NewUpload() (*Upload, error) {
 // wrap ErrNotFound for an unknown (or ended) upload and
 // errdefs.ErrConflict while another caller has it open.
 func (s *Store) OpenUpload(id string) (*Upload, error) {
-	if !uploadIDRe.MatchString(id) {
+	if !uploadIDRe().MatchString(id) {
 		return nil, fmt.Errorf("upload %q: %w", id, ErrNotFound)
 	}
 	p := s.uploadPath(id)
