@@ -540,29 +540,35 @@ func (r *Runtime) Wait(ctx context.Context, id string) (Status, error) {
 }
 
 // waitPid blocks until pid exits, using a pidfd so it works for processes
-// that are not our children (adopted shims).
+// that are not our children (adopted shims). The pidfd waits in Go's
+// network poller: a node's hundreds of containers then hold no thread
+// each and wake nothing until one exits.
 func waitPid(ctx context.Context, pid int) error {
-	fd, err := unix.PidfdOpen(pid, 0)
+	fd, err := unix.PidfdOpen(pid, unix.PIDFD_NONBLOCK)
 	if err != nil {
 		if errors.Is(err, unix.ESRCH) {
 			return nil
 		}
 		return err
 	}
-	defer unix.Close(fd)
-	for {
-		if err := ctx.Err(); err != nil {
-			return err
-		}
-		fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
-		n, err := unix.Poll(fds, 100)
-		if err != nil && !errors.Is(err, unix.EINTR) {
-			return err
-		}
-		if n > 0 {
-			return nil
-		}
+	f := os.NewFile(uintptr(fd), "pidfd")
+	defer f.Close()
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return err
 	}
+	stop := context.AfterFunc(ctx, func() { _ = f.SetReadDeadline(time.Unix(1, 0)) })
+	defer stop()
+	err = rc.Read(func(fd uintptr) bool {
+		// Readable once the process has exited; ask without waiting.
+		fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
+		n, err := unix.Poll(fds, 0)
+		return err != nil || n > 0
+	})
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	return err
 }
 
 func sleepCtx(ctx context.Context, d time.Duration) error {
