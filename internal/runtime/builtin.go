@@ -28,10 +28,9 @@ var _ executor = (*builtin)(nil)
 
 func (b *builtin) name() string { return ExecutorBuiltin }
 
+// prepare turns the spec into the shim's plan. The cgroups are made
+// alongside, by the caller (see Runtime.start).
 func (b *builtin) prepare(_ context.Context, bd *bundle, s *specs.Spec) (*launch.Plan, error) {
-	if err := b.cg.create(s.Linux.CgroupsPath, s.Linux.Resources); err != nil {
-		return nil, err
-	}
 	p, err := processPlan(s)
 	if err != nil {
 		return nil, err

@@ -28,6 +28,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -249,7 +250,7 @@ func (r *Runtime) start(ctx context.Context, bd *bundle, c *Config, ex executor)
 	if err := writeJSON(bd.path("meta.json"), &m); err != nil {
 		return Status{}, fmt.Errorf("container %q: %w", c.ID, err)
 	}
-	_, builtin := ex.(*builtin)
+	bi, builtin := ex.(*builtin)
 	rootfs, overlay, err := r.mountRootfs(bd, c, builtin)
 	if err != nil {
 		return Status{}, fmt.Errorf("container %q: %w", c.ID, err)
@@ -262,6 +263,18 @@ func (r *Runtime) start(ctx context.Context, bd *bundle, c *Config, ex executor)
 		return Status{}, err
 	}
 	s.Linux.CgroupsPath = r.CgroupPath(c.ID)
+	// The built-in executor's cgroups (a millisecond or more of mkdirs
+	// and writes on a v1 host) are made while the shim starts; it waits
+	// for them only when it is about to join them.
+	var cgroupsMade func() error
+	if builtin {
+		made := make(chan error, 1)
+		go func() { made <- bi.cg.create(s.Linux.CgroupsPath, s.Linux.Resources) }()
+		cgroupsMade = sync.OnceValue(func() error { return <-made })
+		// Whatever happens next, nothing returns (and nothing is cleaned
+		// up) while the cgroups are still being made.
+		defer func() { _ = cgroupsMade() }()
+	}
 	if err := writeJSON(bd.path("config.json"), s); err != nil {
 		return Status{}, fmt.Errorf("container %q: %w", c.ID, err)
 	}
@@ -288,7 +301,7 @@ func (r *Runtime) start(ctx context.Context, bd *bundle, c *Config, ex executor)
 	if err := unix.Mkfifo(p.CtlPath, 0o600); err != nil {
 		return Status{}, fmt.Errorf("container %q: control fifo: %w", c.ID, err)
 	}
-	pid, err := r.launchShim(bd)
+	pid, err := r.launchShim(bd, cgroupsMade)
 	if err == nil {
 		pid, err = ex.started(ctx, bd, pid)
 	}
@@ -300,7 +313,9 @@ func (r *Runtime) start(ctx context.Context, bd *bundle, c *Config, ex executor)
 }
 
 // launchShim starts the shim in its own session and waits for its report.
-func (r *Runtime) launchShim(bd *bundle) (int, error) {
+// With gate set, the shim waits before joining its cgroups until gate
+// (which makes them) has returned, and gate's error is the start's.
+func (r *Runtime) launchShim(bd *bundle, gate func() error) (int, error) {
 	rd, wr, err := os.Pipe()
 	if err != nil {
 		return 0, err
@@ -310,6 +325,19 @@ func (r *Runtime) launchShim(bd *bundle) (int, error) {
 	cmd.Env = []string{launch.StageEnv + "=" + launch.StageShim, launch.PlanEnv + "=" + bd.path("plan")}
 	cmd.Dir = bd.dir
 	cmd.ExtraFiles = []*os.File{wr}
+	var gateW *os.File
+	if gate != nil {
+		gr, gw, err := os.Pipe()
+		if err != nil {
+			wr.Close()
+			return 0, err
+		}
+		defer gr.Close()
+		gateW = gw
+		defer func() { _ = gateW.Close() }()
+		cmd.ExtraFiles = append(cmd.ExtraFiles, gr) // fd 4
+		cmd.Env = append(cmd.Env, launch.GateEnv+"=1")
+	}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	if err := cmd.Start(); err != nil {
 		wr.Close()
@@ -318,6 +346,17 @@ func (r *Runtime) launchShim(bd *bundle) (int, error) {
 	wr.Close()
 	// Reap the shim when it ends; an adopted shim is watched through a pidfd instead.
 	go func() { _ = cmd.Wait() }()
+	if gate != nil {
+		if err := gate(); err != nil {
+			// Closing the gate unsent makes the shim give up; its report is moot.
+			_ = gateW.Close()
+			_, _ = bufio.NewReader(rd).ReadString('\n')
+			return 0, err
+		}
+		if _, err := gateW.Write([]byte{1}); err != nil {
+			return 0, fmt.Errorf("tell the shim its cgroups are ready: %w", err)
+		}
+	}
 	line, err := bufio.NewReader(rd).ReadString('\n')
 	if err != nil && line == "" {
 		return 0, fmt.Errorf("shim exited without a report")

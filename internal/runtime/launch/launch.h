@@ -6,6 +6,8 @@
 
 #define STAGE_ENV "_BERTH_STAGE"
 #define PLAN_ENV "_BERTH_PLAN"
+/* Set when the launcher is still making the cgroups: wait on GATE_FD first. */
+#define GATE_ENV "_BERTH_GATE"
 #define ERRBUF 1024
 
 #ifndef SYS_close_range

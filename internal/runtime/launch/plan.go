@@ -20,8 +20,11 @@ import (
 
 // Environment variables that select a stage and point at its plan.
 const (
-	StageEnv  = "_BERTH_STAGE"
-	PlanEnv   = "_BERTH_PLAN"
+	StageEnv = "_BERTH_STAGE"
+	PlanEnv  = "_BERTH_PLAN"
+	// GateEnv tells the shim to wait for a byte on fd 4 before it joins
+	// the cgroups, which the launcher makes meanwhile.
+	GateEnv   = "_BERTH_GATE"
 	StageShim = "shim"
 	StageExec = "exec"
 )

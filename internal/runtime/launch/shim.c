@@ -31,6 +31,7 @@
 #include "launch.h"
 
 #define REPORT_FD 3
+#define GATE_FD 4
 #define PARTIAL_MAX 16384
 
 struct logger {
@@ -337,6 +338,7 @@ int shim_main(void)
 		report("error %s", err);
 		return 1;
 	}
+	int gated = getenv(GATE_ENV) != NULL;
 	fcntl(REPORT_FD, F_SETFD, FD_CLOEXEC);
 	/* Descriptors the launcher inherited without close-on-exec must not reach the container. */
 	syscall(SYS_close_range, REPORT_FD + 1, ~0U, CLOSE_RANGE_CLOEXEC);
@@ -346,6 +348,7 @@ int shim_main(void)
 	signal(SIGTERM, SIG_IGN);
 	unsetenv(STAGE_ENV);
 	unsetenv(PLAN_ENV);
+	unsetenv(GATE_ENV);
 
 	struct logger lg = {.path = p->log_path, .fd = -1, .max = p->log_max, .files = p->log_files};
 	if (lg.path && log_open(&lg) < 0) {
@@ -408,6 +411,23 @@ int shim_main(void)
 
 	char pidstr[32];
 	snprintf(pidstr, sizeof(pidstr), "%d", child);
+	if (gated) {
+		/* The launcher made the cgroups while this process started: one byte says they are ready. */
+		char ok;
+		ssize_t n;
+		do
+			n = read(GATE_FD, &ok, 1);
+		while (n < 0 && errno == EINTR);
+		close(GATE_FD);
+		if (n != 1) {
+			snprintf(err, sizeof(err), "the launcher could not make the cgroups");
+			kill(child, SIGKILL);
+			waitpid(child, NULL, 0);
+			write_exit(p, 127, 0, err);
+			report("error %s", err);
+			return 1;
+		}
+	}
 	for (int i = 0; i < p->ncgroups; i++) {
 		int fd = open(p->cgroups[i], O_WRONLY | O_CLOEXEC);
 		if (fd < 0 || write_all(fd, pidstr, strlen(pidstr)) < 0) {

@@ -33,6 +33,7 @@ func Suite(t *testing.T, executor string) {
 	t.Run("RawSocketWhenGranted", h.testRawSocketGranted)
 	t.Run("ExitCodes", h.testExitCodes)
 	t.Run("StartError", h.testStartError)
+	t.Run("CgroupError", h.testCgroupError)
 	t.Run("ProcessSettings", h.testProcessSettings)
 	t.Run("ReadonlyRootfs", h.testReadonlyRootfs)
 	t.Run("MaskedPaths", h.testMaskedPaths)
@@ -482,6 +483,29 @@ func cgroupCPUQuota(path string) (string, bool) {
 		}
 	}
 	return "", false
+}
+
+// A cgroup the host refuses (CPUs it does not have) fails the start with
+// the reason, and leaves no container, state or cgroup behind.
+func (h *harness) testCgroupError(t *testing.T) {
+	c := h.config(t, "true")
+	c.Resources.CPUSet = "1000-1001"
+	_, err := h.r.Run(context.Background(), c)
+	if err == nil || !strings.Contains(err.Error(), "cpuset") {
+		t.Fatalf("run with a cpuset of CPUs the host lacks: err = %v, want one naming the cpuset", err)
+	}
+	if _, err := h.r.State(context.Background(), c.ID); !errors.Is(err, runtime.ErrNotFound) {
+		t.Errorf("a failed start left the container behind: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(h.stateDir(), c.ID)); !os.IsNotExist(err) {
+		t.Errorf("a failed start left its state dir behind")
+	}
+	for _, cg := range []string{"memory", "pids", "cpu", "cpuset", ""} {
+		p := filepath.Join("/sys/fs/cgroup", cg, h.r.CgroupPath(c.ID))
+		if _, err := os.Stat(p); err == nil {
+			t.Errorf("cgroup %s left behind", p)
+		}
+	}
 }
 
 func (h *harness) testCleanup(t *testing.T) {
