@@ -317,8 +317,9 @@ static void append_runtime_error(int fd, char *err, size_t errlen)
 	char *line = strrchr(buf, '\n');
 	line = line ? line + 1 : buf;
 	size_t used = strlen(err);
-	if (*line && used + 3 < errlen)
-		snprintf(err + used, errlen - used, ": %s", line);
+	/* A long line is cut to what fits: the reason's start says enough. */
+	if (*line && used + 3 < errlen && snprintf(err + used, errlen - used, ": %s", line) < 0)
+		err[used] = '\0';
 }
 
 int shim_main(void)
