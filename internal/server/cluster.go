@@ -179,7 +179,13 @@ func Server(ctx context.Context, cfg ServerConfig) error {
 		// A fresh manager per term: nothing a past term remembered (how
 		// long a node has been NotReady) outlives a gap in leadership.
 		return leader.Run(ctx, st.Client(), key, name, func(ctx context.Context) error {
-			return controller.NewManager(st, controller.Options{Logger: log, Network: cfg.Network.controller()}).Run(ctx)
+			// Its writes are fenced on the term: a leader paused past
+			// its term (stopped, partitioned) writes nothing once back.
+			term, ok := leader.TermFrom(ctx)
+			if !ok {
+				return fmt.Errorf("controllers: %w: no leader term in the work's context", errdefs.ErrFailedPrecondition)
+			}
+			return controller.NewManager(st.Fenced(term.Cmp()), controller.Options{Logger: log, Network: cfg.Network.controller()}).Run(ctx)
 		}, leader.WithTTL(cfg.LeaderTTL), leader.WithLogger(log.With("component", "leader")))
 	})
 	g.wg.Go(func() {

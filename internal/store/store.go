@@ -14,6 +14,10 @@
 // UpdateStatus writes status and keeps the rest: the two have separate
 // writers and neither clobbers the other. Likewise an instance's node and
 // CPU set are written by Bind alone.
+//
+// A handle made by Fenced also requires comparisons of its own (a
+// leader's term) in every transactional write, so that a leader that lost
+// its term writes nothing more (fence.go).
 package store
 
 import (
@@ -74,11 +78,22 @@ type Config struct {
 
 // Store is a handle on the objects in etcd. It is safe for concurrent use.
 type Store struct {
+	// conn is shared with the handles Fenced makes.
+	*conn
+	// fence is compared in every transactional write (see Fenced).
+	fence []clientv3.Cmp
+	// maxOps bounds the writes of one transaction: etcd's limit on the
+	// operations of a request, less the fence's comparisons.
+	maxOps int
+}
+
+// conn is what every handle on one store shares: the client, the
+// embedded etcd, and the state that must not be copied.
+type conn struct {
 	client   *clientv3.Client
 	etcd     *embed.Etcd // nil with an external cluster
 	lock     *os.File    // held while the embedded etcd runs
 	prefix   string
-	maxOps   int
 	eventTTL time.Duration
 	maxEvent int
 	log      *slog.Logger
@@ -97,12 +112,12 @@ type Store struct {
 // Open starts an embedded etcd under cfg.DataDir, or connects to
 // cfg.EtcdEndpoints, and returns a Store on it.
 func Open(ctx context.Context, cfg Config) (*Store, error) {
-	s := &Store{
+	s := &Store{conn: &conn{
 		prefix:   strings.TrimSuffix(cfg.Prefix, "/"),
 		eventTTL: cfg.EventTTL,
 		maxEvent: cfg.MaxEvents,
 		log:      cfg.Logger,
-	}
+	}}
 	if s.prefix == "" {
 		s.prefix = "/berth"
 	}
@@ -240,7 +255,8 @@ func freePort() (int, error) {
 	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
-// Close releases the client and stops the embedded etcd, if any.
+// Close releases the client and stops the embedded etcd, if any. The
+// handles Fenced made from s share them: close only the one Open returned.
 func (s *Store) Close() error {
 	err := s.client.Close()
 	if s.etcd != nil {
@@ -257,7 +273,7 @@ func (s *Store) Close() error {
 func (s *Store) Client() *clientv3.Client { return s.client }
 
 // LastWrite is the revision of the latest object or heartbeat write made
-// through this Store (0 before any).
+// through this Store or a handle Fenced made from it (0 before any).
 func (s *Store) LastWrite() int64 { return s.lastWrite.Load() }
 
 func (s *Store) noteWrite(rev int64) {

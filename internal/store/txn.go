@@ -88,8 +88,9 @@ func (op *txnOp) ref() string { return api.Ref(op.kind, op.ns, op.name) }
 
 // Commit writes everything or nothing. A stale revision or an object
 // changed since it was read is ErrConflict, a taken name ErrAlreadyExists,
-// a missing object ErrNotFound; the error names the object. Created and
-// updated objects are refreshed in place with what was stored.
+// a missing object ErrNotFound, a fence of the Store (see Fenced) that no
+// longer holds ErrFailedPrecondition; the error names the object. Created
+// and updated objects are refreshed in place with what was stored.
 func (t *Txn) Commit(ctx context.Context) error {
 	s := t.s
 	if len(t.ops) == 0 {
@@ -133,7 +134,7 @@ func (t *Txn) Commit(ctx context.Context) error {
 		}
 	}
 	now := time.Now().UTC()
-	var cmps []clientv3.Cmp
+	cmps := append([]clientv3.Cmp(nil), s.fence...)
 	var writes []clientv3.Op
 	for _, op := range t.ops {
 		if err := t.prepareOp(op, now); err != nil {
@@ -160,10 +161,13 @@ func (t *Txn) Commit(ctx context.Context) error {
 			writes = append(writes, clientv3.OpPut(op.assign, string(op.value)))
 		}
 	}
+	// On failure, read what the comparisons were about: the objects', in
+	// order, then the fence's.
 	var elses []clientv3.Op
 	for _, op := range t.ops {
 		elses = append(elses, clientv3.OpGet(op.key, clientv3.WithKeysOnly()))
 	}
+	elses = append(elses, s.fenceReads()...)
 	r, err := s.client.Txn(ctx).If(cmps...).Then(writes...).Else(elses...).Commit()
 	if err != nil {
 		return fmt.Errorf("write %s: %w", t.ops[0].ref(), wrapEtcd(err))
@@ -182,8 +186,12 @@ func (t *Txn) Commit(ctx context.Context) error {
 	return nil
 }
 
-// explainFailure names the first write whose comparison failed.
+// explainFailure names the first write whose comparison failed, or the
+// fence, which comes first: once the term is over, nothing else matters.
 func (t *Txn) explainFailure(r *clientv3.TxnResponse) error {
+	if err := t.s.fenceFailure(t.ops[0].ref(), r.Responses[len(t.ops):]); err != nil {
+		return err
+	}
 	for i, op := range t.ops {
 		kvs := r.Responses[i].GetResponseRange().Kvs
 		switch {
