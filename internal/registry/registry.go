@@ -17,6 +17,10 @@
 //	img, err := registry.Pull(ctx, images, "https://server:7443", "demo/busybox:1@sha256:…",
 //		registry.PullOptions{Transport: tr, Progress: func(p registry.Progress) { … }})
 //
+// The servers of a cluster each serve their own store, and pull what
+// theirs lacks through from the others' (Options.Peers, peer.go), found
+// in a Directory in etcd.
+//
 // Repository names are berth image names without the tag ("demo/busybox"
 // for "demo/busybox:1"). The store is one content-addressed pool, so any
 // repository can read any blob it holds.
@@ -35,6 +39,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -66,7 +71,11 @@ type Options struct {
 	// UploadTTL is how long an upload may sit idle, and a pushed blob wait
 	// for its manifest, before they are removed; DefaultUploadTTL when zero.
 	UploadTTL time.Duration
-	Logger    *slog.Logger
+	// Peers, when set, are the other servers' registries this one pulls
+	// a missing manifest or blob through from (see peer.go); nil answers
+	// a miss with 404 at once.
+	Peers  *Peers
+	Logger *slog.Logger
 }
 
 // Handler serves one image store over the OCI distribution API.
@@ -75,6 +84,9 @@ type Handler struct {
 	opts      Options
 	log       *slog.Logger
 	lastPrune atomic.Int64 // unix nanoseconds
+
+	mu      sync.Mutex
+	flights map[string]*flight // pull-throughs under way, by what they fetch
 }
 
 // New returns the handler serving store. It has no side effects.
@@ -312,18 +324,26 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (h *Handler) getManifest(ctx context.Context, w http.ResponseWriter, r *http.Request, rt route) error {
-	ref := rt.ref
+	ref, tag := rt.ref, ""
+	var byDigest v1.Hash
 	if strings.Contains(ref, ":") {
-		if _, err := parseDigest(ref); err != nil {
+		d, err := parseDigest(ref)
+		if err != nil {
 			return err
 		}
+		byDigest = d
 	} else {
 		if !tagRe.MatchString(ref) {
 			return fail(http.StatusBadRequest, codeManifestInvalid, "tag %q: want [A-Za-z0-9_][A-Za-z0-9._-]{0,127}", truncate(ref))
 		}
-		ref = rt.name + ":" + ref
+		tag, ref = ref, rt.name+":"+ref
 	}
 	raw, mt, digest, err := h.store.Manifest(ctx, ref)
+	if errors.Is(err, errdefs.ErrNotFound) && h.pullsThrough(r) {
+		if err = h.pullManifest(ctx, rt.name, tag, byDigest); err == nil {
+			raw, mt, digest, err = h.store.Manifest(ctx, ref)
+		}
+	}
 	if err != nil {
 		return storeError(err, codeManifestUnknown, codeManifestInvalid)
 	}
@@ -389,6 +409,11 @@ func (h *Handler) getBlob(w http.ResponseWriter, r *http.Request, rt route) erro
 		return err
 	}
 	f, err := h.store.OpenBlob(d)
+	if errors.Is(err, errdefs.ErrNotFound) && h.pullsThrough(r) {
+		if err = h.pullBlob(r.Context(), rt.name, d); err == nil {
+			f, err = h.store.OpenBlob(d)
+		}
+	}
 	if err != nil {
 		return storeError(err, codeBlobUnknown, codeDigestInvalid)
 	}

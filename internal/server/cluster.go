@@ -13,6 +13,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/berth-dev/berth/api/client"
@@ -170,8 +171,17 @@ func Server(ctx context.Context, cfg ServerConfig) error {
 	// join, and NodeAuthorizer confines them to their own node.
 	srv := apiserver.New(apiserver.Config{Store: st, CA: creds.ca, Logger: log.With("component", "apiserver")})
 	srv.SetMaxDraining(cfg.MaxDraining)
-	// The registry nodes pull images from, and users push them to.
-	srv.Mount("/v2/", registry.New(imgs, registry.Options{Authorize: apiserver.AuthorizeImages, Logger: log.With("component", "registry")}))
+	// The registry nodes pull images from, and users push them to. What
+	// this server's store lacks it pulls through from the other servers'
+	// registries (with the cluster's admin token), found in etcd where
+	// each records its URL while it runs: <store prefix>/registries/<name>.
+	regs := registry.NewDirectory(st.Client(), strings.TrimSuffix(st.LeaderKey(""), "leader/")+"registries/", name)
+	regs.Logger = log.With("component", "registry")
+	srv.Mount("/v2/", registry.New(imgs, registry.Options{Authorize: apiserver.AuthorizeImages, Logger: log.With("component", "registry"),
+		Peers: &registry.Peers{List: regs.Peers, Transport: registry.PeerTransport(creds.ca.Pool(), creds.token)}}))
+	run("registry directory", func(ctx context.Context) error {
+		return regs.Announce(ctx, registry.AdvertisedURL(cfg.Listen, append([]string{cfg.PeerListen}, cfg.EtcdEndpoints...)))
+	})
 	run("api server", func(ctx context.Context) error { return srv.Serve(ctx, ul, apiserver.UnixRootOnly) })
 	run("api server (tcp)", func(ctx context.Context) error { return srv.ServeTLS(ctx, tl, creds.tls, creds.token) })
 	key := st.LeaderKey(controllerRole)
