@@ -34,6 +34,14 @@ type Network interface {
 	ReleaseStale(ctx context.Context, live []string) error
 }
 
+// StagedNetwork is a Network that can hand out an address at once and
+// wire the namespace later (wire runs once, before the container starts),
+// so that the wiring overlaps the rest of the start.
+type StagedNetwork interface {
+	Network
+	Reserve(ctx context.Context, containerID, namespace string) (NetAttachment, func() error, error)
+}
+
 // NetworkFunc makes the node's network once the control plane has given
 // the node its pod subnet.
 type NetworkFunc func(ctx context.Context, subnet netip.Prefix) (Network, error)
@@ -69,11 +77,35 @@ func (a *Agent) setupNetwork(ctx context.Context) error {
 }
 
 // attach puts a container about to start on the network.
-func (a *Agent) attach(ctx context.Context, c *runtime.Config, namespace string) error {
+// attach puts a container about to start on the network. A staged
+// network hands out the address at once and wires the namespace while
+// the runtime readies the container (c.Before); wired, when set, learns
+// how long that took.
+func (a *Agent) attach(ctx context.Context, c *runtime.Config, namespace string, wired *time.Duration) error {
 	if a.net == nil {
 		return nil
 	}
-	att, err := a.net.Attach(ctx, c.ID, namespace)
+	var att NetAttachment
+	var err error
+	if staged, ok := a.net.(StagedNetwork); ok {
+		var wire func() error
+		att, wire, err = staged.Reserve(ctx, c.ID, namespace)
+		if err == nil {
+			c.Before = func() error {
+				t0 := time.Now()
+				err := wire()
+				if wired != nil {
+					*wired = time.Since(t0)
+				}
+				if err != nil {
+					return fmt.Errorf("network for %s: %w", c.ID, err)
+				}
+				return nil
+			}
+		}
+	} else {
+		att, err = a.net.Attach(ctx, c.ID, namespace)
+	}
 	if err != nil {
 		return fmt.Errorf("network for %s: %w", c.ID, err)
 	}

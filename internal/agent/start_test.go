@@ -154,3 +154,60 @@ func TestStartBothFailReportsBoth(t *testing.T) {
 		t.Errorf("message %q does not name the network failure", st.Message)
 	}
 }
+
+// stagedSteps is startSteps with a staged network: Reserve answers at
+// once and wire, which the runtime runs while it readies the container,
+// fails when told to.
+type stagedSteps struct {
+	*startSteps
+	wireErr error
+	wired   int
+}
+
+func (s *stagedSteps) Reserve(_ context.Context, id, _ string) (agent.NetAttachment, func() error, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.attached = append(s.attached, id)
+	return agent.NetAttachment{NetNS: "/nonexistent", IP: netip.MustParseAddr("10.88.0.2")}, func() error {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		s.wired++
+		return s.wireErr
+	}, nil
+}
+
+// A staged network's wiring that fails fails the start: the reason and the
+// container are in the status, the image is released and the network
+// detached, and wire ran once.
+func TestStartStagedWireFailure(t *testing.T) {
+	steps := &stagedSteps{startSteps: newStartSteps(), wireErr: errors.New("veth refused")}
+	close(steps.attBegan) // Reserve does not wait for Prepare
+	rt, err := runtime.New(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	inst := instance("web", reconcile.Never, "true")
+	cp := newControlPlane(inst)
+	ctx, cancel := context.WithCancel(context.Background())
+	a := agent.New(agent.Config{
+		Node: agent.NodeInfo{Name: "n1"}, ControlPlane: subnetPlane{cp}, Runtime: rt, Images: steps,
+		Logger: slog.New(slog.DiscardHandler), Resync: time.Hour,
+		Network: func(context.Context, netip.Prefix) (agent.Network, error) { return steps, nil },
+	})
+	f := &fixture{t: t, cp: cp, rt: rt, cancel: cancel, done: make(chan error, 1)}
+	go func() { f.done <- a.Run(ctx) }()
+	defer f.stop()
+	st := f.waitStatus(inst.Name, "Failed", func(s agent.Status) bool { return s.Phase == agent.PhaseFailed })
+	steps.mu.Lock()
+	defer steps.mu.Unlock()
+	if len(steps.attached) != 1 || steps.wired != 1 {
+		t.Fatalf("reserved %v, wired %d times; want one container, wired once", steps.attached, steps.wired)
+	}
+	id := steps.attached[0]
+	if st.Reason != "StartError" || !strings.Contains(st.Message, id) || !strings.Contains(st.Message, "veth refused") {
+		t.Errorf("status %q: %q, want StartError naming %s and saying veth refused", st.Reason, st.Message, id)
+	}
+	if !slices.Contains(steps.released, id) || !slices.Contains(steps.detached, id) {
+		t.Errorf("released %v, detached %v; want %s in both", steps.released, steps.detached, id)
+	}
+}

@@ -240,7 +240,9 @@ func (a *Agent) start(ctx context.Context, inst *Instance, attempt int) (runtime
 			labelGrace: inst.StopGrace.String(), labelTemplate: inst.Template},
 	}
 	// The image and the network do not depend on each other: prepare the
-	// one while attaching the other. A failure of either undoes both.
+	// one while attaching the other (a staged network only reserves here,
+	// and wires while the runtime readies the container). A failure of
+	// either undoes both.
 	t0 := time.Now()
 	var (
 		rootfs  Rootfs
@@ -253,7 +255,8 @@ func (a *Agent) start(ctx context.Context, inst *Instance, attempt int) (runtime
 		rootfs, prepErr = a.cfg.Images.Prepare(ctx, inst.Image, id)
 		tPrep = time.Since(t0)
 	}()
-	attErr := a.attach(ctx, &c, inst.Namespace)
+	var tWire time.Duration
+	attErr := a.attach(ctx, &c, inst.Namespace, &tWire)
 	tAttach := time.Since(t0)
 	<-prepared
 	if prepErr != nil || attErr != nil {
@@ -290,7 +293,7 @@ func (a *Agent) start(ctx context.Context, inst *Instance, attempt int) (runtime
 		}
 		return st, err
 	}
-	a.log.Info("started", "instance", inst.Key(), "container", id, "attempt", attempt, "prepare", tPrep, "attach", tAttach, "run", time.Since(t1))
+	a.log.Info("started", "instance", inst.Key(), "container", id, "attempt", attempt, "prepare", tPrep, "attach", tAttach, "wire", tWire, "run", time.Since(t1))
 	return st, nil
 }
 

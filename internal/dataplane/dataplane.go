@@ -141,6 +141,12 @@ func (p *Plane) Attach(ctx context.Context, id, namespace string) (Attachment, e
 	return p.node.Attach(ctx, id, namespace)
 }
 
+// Reserve gives container id its address now and returns wire, which
+// makes its namespace; see network.Node.Reserve.
+func (p *Plane) Reserve(ctx context.Context, id, namespace string) (Attachment, func() error, error) {
+	return p.node.Reserve(ctx, id, namespace)
+}
+
 // Detach takes container id off the network and frees its address.
 func (p *Plane) Detach(ctx context.Context, id string) error { return p.node.Detach(ctx, id) }
 

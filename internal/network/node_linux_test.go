@@ -993,3 +993,55 @@ func TestSpareNamespacesAreUsedAndRemoved(t *testing.T) {
 		t.Fatalf("%d spare namespaces left after Close", len(ents))
 	}
 }
+
+// Reserve hands out the address and paths at once and builds nothing;
+// wire then makes a working attachment. Reserving an attached id again
+// changes nothing and its wire does nothing.
+func TestReserveThenWire(t *testing.T) {
+	needRoot(t)
+	ctx := context.Background()
+	host := hostNS(t)
+	node := newTestNode(t, host, t.TempDir(), 13)
+	a, wire, err := node.Reserve(ctx, "c1", "default")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = node.Detach(ctx, "c1") })
+	if !a.IP.IsValid() || !node.cfg.Subnet.Contains(a.IP) {
+		t.Fatalf("reserved address %v, want one in %v", a.IP, node.cfg.Subnet)
+	}
+	if _, err := os.Stat(a.NetNS); !os.IsNotExist(err) {
+		t.Fatalf("the namespace %s exists before wire (%v)", a.NetNS, err)
+	}
+	// The resolver file is there already: a runtime checks its mounts'
+	// sources before the namespace is wired.
+	if b, err := os.ReadFile(a.ResolvConf); err != nil || !strings.Contains(string(b), "search default.") {
+		t.Fatalf("resolv.conf after Reserve: %q, %v; want one searching default.", b, err)
+	}
+	if err := wire(); err != nil {
+		t.Fatal(err)
+	}
+	if err := netns.Do(a.NetNS, func() error {
+		c, err := net.DialTimeout("udp", net.JoinHostPort(a.Gateway.String(), "9"), time.Second)
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		if got := c.LocalAddr().(*net.UDPAddr).IP.String(); got != a.IP.String() {
+			return fmt.Errorf("source %s, want %v", got, a.IP)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	b, again, err := node.Reserve(ctx, "c1", "default")
+	if err != nil || b != a {
+		t.Fatalf("reserve of an attached id: %+v %v, want %+v", b, err, a)
+	}
+	if err := again(); err != nil {
+		t.Fatal(err)
+	}
+	if got := node.Attachments(); len(got) != 1 || got[0].IP != a.IP {
+		t.Fatalf("attachments %+v, want only c1 with %v", got, a.IP)
+	}
+}

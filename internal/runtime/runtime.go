@@ -246,6 +246,27 @@ func (r *Runtime) Run(ctx context.Context, c Config) (Status, error) {
 }
 
 func (r *Runtime) start(ctx context.Context, bd *bundle, c *Config, ex executor) (Status, error) {
+	// What the container waits for before its process starts: the
+	// caller's Before and (built-in executor) its cgroups, each made
+	// while the rest gets ready. Nothing returns (and nothing is cleaned
+	// up) while one is still under way.
+	var waits []func() error
+	alongside := func(f func() error) {
+		done := make(chan error, 1)
+		go func() { done <- f() }()
+		waits = append(waits, sync.OnceValue(func() error { return <-done }))
+	}
+	ready := func() error {
+		var errs []error
+		for _, w := range waits {
+			errs = append(errs, w())
+		}
+		return errors.Join(errs...)
+	}
+	defer func() { _ = ready() }()
+	if c.Before != nil {
+		alongside(c.Before)
+	}
 	m := meta{Config: *c, Executor: ex.name(), CreatedAt: time.Now().UTC()}
 	if err := writeJSON(bd.path("meta.json"), &m); err != nil {
 		return Status{}, fmt.Errorf("container %q: %w", c.ID, err)
@@ -265,15 +286,9 @@ func (r *Runtime) start(ctx context.Context, bd *bundle, c *Config, ex executor)
 	s.Linux.CgroupsPath = r.CgroupPath(c.ID)
 	// The built-in executor's cgroups (a millisecond or more of mkdirs
 	// and writes on a v1 host) are made while the shim starts; it waits
-	// for them only when it is about to join them.
-	var cgroupsMade func() error
+	// for them only when it is about to start the container.
 	if builtin {
-		made := make(chan error, 1)
-		go func() { made <- bi.cg.create(s.Linux.CgroupsPath, s.Linux.Resources) }()
-		cgroupsMade = sync.OnceValue(func() error { return <-made })
-		// Whatever happens next, nothing returns (and nothing is cleaned
-		// up) while the cgroups are still being made.
-		defer func() { _ = cgroupsMade() }()
+		alongside(func() error { return bi.cg.create(s.Linux.CgroupsPath, s.Linux.Resources) })
 	}
 	if err := writeJSON(bd.path("config.json"), s); err != nil {
 		return Status{}, fmt.Errorf("container %q: %w", c.ID, err)
@@ -301,7 +316,13 @@ func (r *Runtime) start(ctx context.Context, bd *bundle, c *Config, ex executor)
 	if err := unix.Mkfifo(p.CtlPath, 0o600); err != nil {
 		return Status{}, fmt.Errorf("container %q: control fifo: %w", c.ID, err)
 	}
-	pid, err := r.launchShim(bd, cgroupsMade)
+	var pid int
+	if builtin {
+		pid, err = r.launchShim(bd, ready)
+	} else if err = ready(); err == nil {
+		// An OCI runtime's shim has no gate: it starts once all is ready.
+		pid, err = r.launchShim(bd, nil)
+	}
 	if err == nil {
 		pid, err = ex.started(ctx, bd, pid)
 	}
@@ -313,8 +334,9 @@ func (r *Runtime) start(ctx context.Context, bd *bundle, c *Config, ex executor)
 }
 
 // launchShim starts the shim in its own session and waits for its report.
-// With gate set, the shim waits before joining its cgroups until gate
-// (which makes them) has returned, and gate's error is the start's.
+// With gate set, the shim waits before it starts the container until gate
+// (what the container needs: its cgroups, its network) has returned, and
+// gate's error is the start's.
 func (r *Runtime) launchShim(bd *bundle, gate func() error) (int, error) {
 	rd, wr, err := os.Pipe()
 	if err != nil {

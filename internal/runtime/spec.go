@@ -51,6 +51,12 @@ type Config struct {
 	LogMaxFiles int   `json:"logMaxFiles,omitempty"`
 
 	Labels map[string]string `json:"labels,omitempty"`
+
+	// Before, when set, runs alongside the start, while the cgroups are
+	// made and the shim starts; the container's process starts only once
+	// it has returned nil, and its error is the start's. A network
+	// namespace is wired that way, in time that would otherwise be waited.
+	Before func() error `json:"-"`
 }
 
 // Resources are the container's cgroup limits. Zero means unlimited.

@@ -65,6 +65,14 @@ func (a planeAdapter) Attach(ctx context.Context, id, namespace string) (agent.N
 	return agent.NetAttachment{NetNS: att.NetNS, IP: att.IP, ResolvConf: att.ResolvConf}, nil
 }
 
+func (a planeAdapter) Reserve(ctx context.Context, id, namespace string) (agent.NetAttachment, func() error, error) {
+	att, wire, err := a.p.Reserve(ctx, id, namespace)
+	if err != nil {
+		return agent.NetAttachment{}, nil, err
+	}
+	return agent.NetAttachment{NetNS: att.NetNS, IP: att.IP, ResolvConf: att.ResolvConf}, wire, nil
+}
+
 func (a planeAdapter) Detach(ctx context.Context, id string) error { return a.p.Detach(ctx, id) }
 
 func (a planeAdapter) ReleaseStale(ctx context.Context, live []string) error {

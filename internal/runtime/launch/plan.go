@@ -22,8 +22,8 @@ import (
 const (
 	StageEnv = "_BERTH_STAGE"
 	PlanEnv  = "_BERTH_PLAN"
-	// GateEnv tells the shim to wait for a byte on fd 4 before it joins
-	// the cgroups, which the launcher makes meanwhile.
+	// GateEnv tells the shim to wait for a byte on fd 4 before it starts
+	// the container: the launcher readies its cgroups and network meanwhile.
 	GateEnv   = "_BERTH_GATE"
 	StageShim = "shim"
 	StageExec = "exec"

@@ -373,6 +373,24 @@ int shim_main(void)
 		report("error become a child subreaper: %s", strerror(errno));
 		return 1;
 	}
+	if (gated) {
+		/*
+		 * The launcher makes the cgroups and wires the network namespace
+		 * while this process starts: one byte says they are ready. Before
+		 * the clone, so that the container's mount namespace, a copy of
+		 * this one, holds the namespace's bind mount.
+		 */
+		char ok;
+		ssize_t n;
+		do
+			n = read(GATE_FD, &ok, 1);
+		while (n < 0 && errno == EINTR);
+		close(GATE_FD);
+		if (n != 1) {
+			report("error the launcher could not ready the container");
+			return 1;
+		}
+	}
 	pid_t child;
 	if (external)
 		child = fork();
@@ -412,23 +430,6 @@ int shim_main(void)
 
 	char pidstr[32];
 	snprintf(pidstr, sizeof(pidstr), "%d", child);
-	if (gated) {
-		/* The launcher made the cgroups while this process started: one byte says they are ready. */
-		char ok;
-		ssize_t n;
-		do
-			n = read(GATE_FD, &ok, 1);
-		while (n < 0 && errno == EINTR);
-		close(GATE_FD);
-		if (n != 1) {
-			snprintf(err, sizeof(err), "the launcher could not make the cgroups");
-			kill(child, SIGKILL);
-			waitpid(child, NULL, 0);
-			write_exit(p, 127, 0, err);
-			report("error %s", err);
-			return 1;
-		}
-	}
 	for (int i = 0; i < p->ncgroups; i++) {
 		int fd = open(p->cgroups[i], O_WRONLY | O_CLOEXEC);
 		if (fd < 0 || write_all(fd, pidstr, strlen(pidstr)) < 0) {

@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+
 	"github.com/berth-dev/berth/internal/runtime"
 )
 
@@ -34,6 +36,7 @@ func Suite(t *testing.T, executor string) {
 	t.Run("ExitCodes", h.testExitCodes)
 	t.Run("StartError", h.testStartError)
 	t.Run("CgroupError", h.testCgroupError)
+	t.Run("Before", h.testBefore)
 	t.Run("ProcessSettings", h.testProcessSettings)
 	t.Run("ReadonlyRootfs", h.testReadonlyRootfs)
 	t.Run("MaskedPaths", h.testMaskedPaths)
@@ -505,6 +508,34 @@ func (h *harness) testCgroupError(t *testing.T) {
 		if _, err := os.Stat(p); err == nil {
 			t.Errorf("cgroup %s left behind", p)
 		}
+	}
+}
+
+// The container's process starts only after Before returned: what Before
+// puts in place (here a file on a bind-mounted directory, written after a
+// pause) is there when it runs. Before's error fails the start and leaves
+// nothing behind.
+func (h *harness) testBefore(t *testing.T) {
+	dir := t.TempDir()
+	c := h.config(t, "cat", "/mnt/flag")
+	c.Mounts = []specs.Mount{{Destination: "/mnt", Source: dir, Type: "bind", Options: []string{"rbind", "ro"}}}
+	c.Before = func() error {
+		time.Sleep(100 * time.Millisecond) // longer than the rest of a start takes
+		return os.WriteFile(filepath.Join(dir, "flag"), []byte("ready\n"), 0o644)
+	}
+	st, out := h.runToEnd(t, c)
+	if st.ExitCode != 0 || strings.TrimSpace(out) != "ready" {
+		t.Errorf("container after Before: exit %d, output %q; want 0 and \"ready\"", st.ExitCode, out)
+	}
+
+	c = h.config(t, "true")
+	c.Before = func() error { return errors.New("no network for you") }
+	_, err := h.r.Run(context.Background(), c)
+	if err == nil || !strings.Contains(err.Error(), "no network for you") {
+		t.Fatalf("run with a failing Before: err = %v, want its error", err)
+	}
+	if _, err := h.r.State(context.Background(), c.ID); !errors.Is(err, runtime.ErrNotFound) {
+		t.Errorf("a failed start left the container behind: %v", err)
 	}
 }
 
