@@ -14,7 +14,9 @@ import (
 	"github.com/berth-dev/berth/internal/store"
 )
 
-func openTestStore(t *testing.T) *store.Store {
+// OpenTestStore is a store on an embedded etcd of the test's own; the
+// external tests use it too.
+func OpenTestStore(t *testing.T) *store.Store {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -30,7 +32,7 @@ func openTestStore(t *testing.T) *store.Store {
 // of creates, status writes, deletes and lease changes; and once it has
 // reached LastWrite it shows every write this process made.
 func TestCacheMatchesStore(t *testing.T) {
-	s := openTestStore(t)
+	s := OpenTestStore(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	// Some objects before the cache lists, some after.
@@ -123,7 +125,7 @@ func render(sn *snapshot) string {
 // a pod subnet and a VIP, writes service and job statuses and records
 // why an instance waits, every cached object is as it was.
 func TestPassLeavesCachedObjectsAlone(t *testing.T) {
-	s := openTestStore(t)
+	s := OpenTestStore(t)
 	ctx := context.Background()
 	mustCreate := func(objs ...api.Object) {
 		t.Helper()

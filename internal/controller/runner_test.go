@@ -14,17 +14,8 @@ import (
 	"github.com/berth-dev/berth/internal/store"
 )
 
-func openStore(t *testing.T) *store.Store {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	s, err := store.Open(ctx, store.Config{DataDir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { s.Close() })
-	return s
-}
+// openStore is a store on an embedded etcd of the test's own.
+var openStore = controller.OpenTestStore
 
 // clock is a settable clock for the node lifecycle.
 type clock struct {

@@ -26,17 +26,7 @@ import (
 // credentials gets 401.
 func TestAgentPullsImageFromServer(t *testing.T) {
 	srvEnv := newEnv(t)
-	agentEnv := &env{t: t, dataDir: t.TempDir()}
-	t.Cleanup(func() {
-		out, _, _ := agentEnv.run("container", "ps", "-a", "-o", "json")
-		var list []struct {
-			ID string `json:"id"`
-		}
-		_ = json.Unmarshal([]byte(out), &list)
-		for _, ct := range list {
-			agentEnv.run("container", "rm", "--force", ct.ID)
-		}
-	})
+	agentEnv := newAgentEnv(t)
 	srvEnv.demoImage()
 	want := imageDigests(t, srvEnv)["demo/busybox:1"]
 	if want == "" {
@@ -148,6 +138,23 @@ func TestAgentPullsImageFromServer(t *testing.T) {
 	if code := status(t, anon, http.MethodGet, apiURL+"/v2/"); code != http.StatusUnauthorized {
 		t.Errorf("GET /v2/ without credentials: %d, want 401", code)
 	}
+}
+
+// newAgentEnv is the data dir of an agent the test starts; the
+// containers left in it are removed when the test ends.
+func newAgentEnv(t *testing.T) *env {
+	e := &env{t: t, dataDir: t.TempDir()}
+	t.Cleanup(func() {
+		out, _, _ := e.run("container", "ps", "-a", "-o", "json")
+		var list []struct {
+			ID string `json:"id"`
+		}
+		_ = json.Unmarshal([]byte(out), &list)
+		for _, ct := range list {
+			e.run("container", "rm", "--force", ct.ID)
+		}
+	})
+	return e
 }
 
 // imageDigests maps the names of the images in e's store to their digests.

@@ -40,17 +40,7 @@ func TestPullThroughFromAnotherServer(t *testing.T) {
 		}
 	}
 
-	agentEnv := &env{t: t, dataDir: t.TempDir()}
-	t.Cleanup(func() {
-		out, _, _ := agentEnv.run("container", "ps", "-a", "-o", "json")
-		var list []struct {
-			ID string `json:"id"`
-		}
-		_ = json.Unmarshal([]byte(out), &list)
-		for _, ct := range list {
-			agentEnv.run("container", "rm", "--force", ct.ID)
-		}
-	})
+	agentEnv := newAgentEnv(t)
 	out, errOut, code := c.run(s2, "token", "create")
 	if code != 0 {
 		t.Fatalf("token create: exit %d: %s", code, errOut)
