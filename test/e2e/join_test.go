@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"context"
-	"encoding/json"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -89,18 +88,10 @@ func startProcess(t *testing.T, what string, args ...string) *process {
 // instance, its saved certificate writes nothing but its own node, a
 // restarted agent needs no token, and a revoked token joins nobody.
 func TestAgentJoinsWithTokenThenUsesItsCertificate(t *testing.T) {
-	e := newEnv(t) // the agent's data dir
-	// Leave no containers behind: they outlive the agent by design.
-	t.Cleanup(func() {
-		out, _, _ := e.run("container", "ps", "-a", "-o", "json")
-		var list []struct {
-			ID string `json:"id"`
-		}
-		_ = json.Unmarshal([]byte(out), &list)
-		for _, ct := range list {
-			e.run("container", "rm", "--force", ct.ID)
-		}
-	})
+	requireRoot(t)
+	// The agent's data dir; its containers outlive the agent by design
+	// and go when the test ends.
+	e := newAgentEnv(t)
 	e.demoImage()
 	srvDir := t.TempDir()
 	host := "127.0.0.41"
