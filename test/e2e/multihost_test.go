@@ -5,15 +5,14 @@ import (
 	"fmt"
 	"maps"
 	"os/exec"
-	"path/filepath"
 	"regexp"
-	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/berth-dev/berth/api"
 	"github.com/berth-dev/berth/internal/apiserver"
+	"github.com/berth-dev/berth/internal/lan"
 )
 
 // Six replicas spread over the nodes (the scheduler packs unless told to
@@ -45,10 +44,11 @@ template:
 // askFrom makes n requests to url from inside the client container on
 // node n1, through n1's runtime, and counts the answers ("FAIL" for a
 // request that got none).
-func (l *lan) askFrom(client api.Instance, n int, url string) map[string]int {
-	l.t.Helper()
-	out := l.agent(client.Spec.Node).ok("container", "exec", client.Status.ContainerID, "sh", "-c",
+func askFrom(t *testing.T, l *lan.LAN, client api.Instance, n int, url string) map[string]int {
+	t.Helper()
+	out, err := l.Host(client.Spec.Node).Run("container", "exec", client.Status.ContainerID, "sh", "-c",
 		fmt.Sprintf("for i in $(seq %d); do timeout 5 wget -qO- %s 2>&1 || echo FAIL; done", n, url))
+	check(t, err)
 	got := map[string]int{}
 	sc := bufio.NewScanner(strings.NewReader(out))
 	for sc.Scan() {
@@ -56,24 +56,6 @@ func (l *lan) askFrom(client api.Instance, n int, url string) map[string]int {
 			got[line]++
 		}
 	}
-	return got
-}
-
-// waitHealthy waits until owner has n instances, all running and healthy,
-// on nodes other than those in avoid, and returns them.
-func (l *lan) waitHealthy(owner string, n int, timeout time.Duration, avoid ...string) []api.Instance {
-	l.t.Helper()
-	var got []api.Instance
-	eventually(l.t, timeout, fmt.Sprintf("%d healthy instances of %s off %v", n, owner, avoid), func() bool {
-		healthy, _ := l.healthyOf(owner)
-		got = got[:0]
-		for _, in := range healthy {
-			if !slices.Contains(avoid, in.Spec.Node) {
-				got = append(got, in)
-			}
-		}
-		return len(got) == n
-	})
 	return got
 }
 
@@ -88,29 +70,29 @@ func TestMultiHost(t *testing.T) {
 	t.Logf("cluster of 3 servers and 3 agents up in %v", time.Since(start).Round(time.Millisecond))
 
 	// Spread and cross-node traffic.
-	l.applyYAML(multiWebYAML)
-	l.applyYAML(multiClientYAML)
+	check(t, l.Apply(multiWebYAML))
+	check(t, l.Apply(multiClientYAML))
 	applied := time.Now()
-	web := l.waitHealthy("web", 6, 90*time.Second)
+	web := waitHealthy(t, l, "web", 6, 90*time.Second)
 	t.Logf("timing: 6 replicas of web running and healthy over 3 agents %v after apply (images pulled from the servers)",
 		time.Since(applied).Round(time.Millisecond))
-	if got := perNode(web); got["n1"] != 2 || got["n2"] != 2 || got["n3"] != 2 {
+	if got := lan.PerNode(web); got["n1"] != 2 || got["n2"] != 2 || got["n3"] != 2 {
 		t.Errorf("replicas per node %v, want 2 on each of n1, n2, n3", got)
 	}
-	client := l.waitHealthy("client", 1, 60*time.Second)[0]
+	client := waitHealthy(t, l, "client", 1, 60*time.Second)[0]
 	if client.Spec.Node != "n1" {
 		t.Fatalf("client placed on %s despite node.name == n1", client.Spec.Node)
 	}
-	l.checkTraffic(client, 60, web)
+	checkTraffic(t, l, client, 60, web)
 
 	// Node loss: everything of n2 dies at once.
-	n2 := l.agent("n2")
-	lost := perNode(web)["n2"]
-	n2.crash()
+	n2 := l.Host("n2")
+	lost := lan.PerNode(web)["n2"]
+	check(t, n2.Crash())
 	crashed := time.Now()
-	eventually(t, 30*time.Second, "node n2 to be marked down", func() bool { return !l.ready("n2") })
+	eventually(t, 30*time.Second, "node n2 to be marked down", func() bool { return !ready(t, l, "n2") })
 	down := time.Since(crashed)
-	web = l.waitHealthy("web", 6, 60*time.Second, "n2")
+	web = waitHealthy(t, l, "web", 6, 60*time.Second, "n2")
 	replaced := time.Since(crashed)
 	// The lease lapses at most a TTL after the last heartbeat; the
 	// replacements are made in the pass that sees it.
@@ -119,60 +101,63 @@ func TestMultiHost(t *testing.T) {
 	if limit := apiserver.DefaultNodeTTL + 2*time.Second; replaced > limit {
 		t.Errorf("replacements took %v, want them within the node TTL + 2s (%v)", replaced, limit)
 	}
-	l.checkTraffic(client, 30, web)
+	checkTraffic(t, l, client, 30, web)
 
 	// The machine comes back: the agent starts again on its data dir and
 	// clears what the crash left behind.
-	n2.start()
-	eventually(t, 30*time.Second, "node n2 Ready again", func() bool { return l.ready("n2") })
-	eventually(t, 30*time.Second, "n2's dead replicas to be removed", func() bool { return n2.runningOf("web") == 0 })
+	check(t, n2.Start())
+	eventually(t, 30*time.Second, "node n2 Ready again", func() bool { return ready(t, l, "n2") })
+	eventually(t, 30*time.Second, "n2's dead replicas to be removed", func() bool { return runningOf(t, n2, "web") == 0 })
 
 	// Partition: n3's link goes down; its replicas are replaced elsewhere.
-	n3 := l.agent("n3")
-	l.ip(filepath.Base(n3.netns), "link", "set", "eth0", "down")
+	n3 := l.Host("n3")
+	check(t, n3.Unplug())
 	cut := time.Now()
-	web = l.waitHealthy("web", 6, 60*time.Second, "n3")
+	web = waitHealthy(t, l, "web", 6, 60*time.Second, "n3")
 	t.Logf("timing: node n3 cut off: 6 replicas running and healthy elsewhere after %v (per node %v)",
-		time.Since(cut).Round(time.Millisecond), perNode(web))
-	partitioned := n3.runningOf("web")
+		time.Since(cut).Round(time.Millisecond), lan.PerNode(web))
+	partitioned := runningOf(t, n3, "web")
 	t.Logf("n3 still runs %d replicas of web while cut off", partitioned)
 
 	// Back on the LAN: n3 stops what the cluster replaced; exactly 6 run.
-	l.ip(filepath.Base(n3.netns), "link", "set", "eth0", "up")
+	check(t, n3.Plug())
 	healed := time.Now()
-	eventually(t, 60*time.Second, "node n3 Ready again", func() bool { return l.ready("n3") })
+	eventually(t, 60*time.Second, "node n3 Ready again", func() bool { return ready(t, l, "n3") })
 	eventually(t, 60*time.Second, "exactly 6 replicas running cluster-wide", func() bool {
-		healthy, all := l.healthyOf("web")
+		healthy, all, err := l.Healthy("web")
+		check(t, err)
 		if len(healthy) != 6 || all != 6 {
 			return false
 		}
 		sum := 0
-		for _, a := range l.agents {
-			sum += a.runningOf("web")
+		for _, a := range l.Agents {
+			sum += runningOf(t, a, "web")
 		}
 		return sum == 6
 	})
 	t.Logf("timing: n3 back on the LAN: converged to 6 running containers after %v", time.Since(healed).Round(time.Millisecond))
-	web, _ = l.healthyOf("web")
-	l.checkTraffic(client, 30, web)
+	web, _, err := l.Healthy("web")
+	check(t, err)
+	checkTraffic(t, l, client, 30, web)
 
 	// Figures at a larger scale: 30 replicas over the three agents, then
 	// one of them lost with its 10.
-	l.admin("scale", "web=30")
+	_, err = l.Admin("scale", "web=30")
+	check(t, err)
 	scaled := time.Now()
-	web = l.waitHealthy("web", 30, 90*time.Second)
+	web = waitHealthy(t, l, "web", 30, 90*time.Second)
 	t.Logf("timing: berth scale web=30: 30 replicas running and healthy over 3 agents after %v (per node %v)",
-		time.Since(scaled).Round(time.Millisecond), perNode(web))
-	if got := perNode(web); got["n1"] != 10 || got["n2"] != 10 || got["n3"] != 10 {
+		time.Since(scaled).Round(time.Millisecond), lan.PerNode(web))
+	if got := lan.PerNode(web); got["n1"] != 10 || got["n2"] != 10 || got["n3"] != 10 {
 		t.Errorf("30 replicas per node %v, want 10 on each of n1, n2, n3", got)
 	}
-	lost = perNode(web)["n3"]
-	n3.crash()
+	lost = lan.PerNode(web)["n3"]
+	check(t, n3.Crash())
 	crashed = time.Now()
-	web = l.waitHealthy("web", 30, 90*time.Second, "n3")
+	web = waitHealthy(t, l, "web", 30, 90*time.Second, "n3")
 	replaced = time.Since(crashed)
 	t.Logf("timing: node n3 killed (%d of 30 replicas): 30 running and healthy on n1 and n2 after %v (per node %v)",
-		lost, replaced.Round(time.Millisecond), perNode(web))
+		lost, replaced.Round(time.Millisecond), lan.PerNode(web))
 	if limit := apiserver.DefaultNodeTTL + 5*time.Second; replaced > limit {
 		t.Errorf("replacements took %v, want them within the node TTL + 5s (%v)", replaced, limit)
 	}
@@ -186,8 +171,8 @@ var backendRE = regexp.MustCompile(`:\s*(\d+\.\d+\.\d+\.\d+) \. 80\b`)
 // the replicas in web, then makes n requests to web.default.berth from
 // the client and wants every one answered, only by those replicas, and
 // some answer from every node that runs one.
-func (l *lan) checkTraffic(client api.Instance, n int, web []api.Instance) {
-	l.t.Helper()
+func checkTraffic(t *testing.T, l *lan.LAN, client api.Instance, n int, web []api.Instance) {
+	t.Helper()
 	node := map[string]string{}
 	for _, in := range web {
 		node[in.Metadata.Name] = in.Spec.Node
@@ -197,11 +182,11 @@ func (l *lan) checkTraffic(client api.Instance, n int, web []api.Instance) {
 	for _, in := range web {
 		want[in.Status.IP] = true
 	}
-	src := l.agent(client.Spec.Node)
-	eventually(l.t, 20*time.Second, "node "+src.name+"'s VIP backends to be web's replicas", func() bool {
-		out, err := exec.Command("nsenter", "--net="+src.netns, "nft", "list", "map", "ip", "berth-svc", "backends").CombinedOutput()
+	src := l.Host(client.Spec.Node)
+	eventually(t, 20*time.Second, "node "+src.Name+"'s VIP backends to be web's replicas", func() bool {
+		out, err := exec.Command("nsenter", "--net="+src.Netns, "nft", "list", "map", "ip", "berth-svc", "backends").CombinedOutput()
 		if err != nil {
-			l.t.Fatalf("nft list map backends on %s: %v: %s", src.name, err, out)
+			t.Fatalf("nft list map backends on %s: %v: %s", src.Name, err, out)
 		}
 		seen := map[string]bool{}
 		for _, m := range backendRE.FindAllStringSubmatch(string(out), -1) {
@@ -209,19 +194,19 @@ func (l *lan) checkTraffic(client api.Instance, n int, web []api.Instance) {
 		}
 		return maps.Equal(seen, want)
 	})
-	got := l.askFrom(client, n, "http://web.default.berth/")
+	got := askFrom(t, l, client, n, "http://web.default.berth/")
 	answered := map[string]int{}
 	for name, c := range got {
 		if nd, ok := node[name]; ok {
 			answered[nd] += c
 		} else {
-			l.t.Errorf("%d of %d requests from %s answered %q, not a replica of web", c, n, client.Spec.Node, name)
+			t.Errorf("%d of %d requests from %s answered %q, not a replica of web", c, n, client.Spec.Node, name)
 		}
 	}
-	for nd := range perNode(web) {
+	for nd := range lan.PerNode(web) {
 		if answered[nd] == 0 {
-			l.t.Errorf("no answer from node %s's replicas: %v", nd, got)
+			t.Errorf("no answer from node %s's replicas: %v", nd, got)
 		}
 	}
-	l.t.Logf("%d requests from %s to web.default.berth: answers per node %v", n, client.Spec.Node, answered)
+	t.Logf("%d requests from %s to web.default.berth: answers per node %v", n, client.Spec.Node, answered)
 }

@@ -1,0 +1,407 @@
+// Package lan makes a LAN of network namespaces on one machine, with
+// berth servers and agents on it, for tests and benchmarks.
+//
+// The LAN is a switch (a bridge in a namespace of its own) and one
+// network namespace per host, each with one interface on the switch and
+// its own address in Subnet. A host's processes run in its namespace
+// (nsenter --net=), so traffic between hosts crosses the switch as it
+// would between machines. The package only ever uses addresses in
+// namespaces it made, and Close removes everything it made: processes,
+// containers, mounts and namespaces. It needs root.
+//
+// The lifecycle is New (no side effects), Start, then Close, which copes
+// with a Start that failed half-way. Nothing here fails a test or exits:
+// every error is returned, and the caller decides what it means.
+package lan
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/berth-dev/berth/api"
+)
+
+// Subnet holds the hosts' addresses: the i-th host, counting from 0 with
+// the servers first, has prefix.(11+i).
+const Subnet = prefix + ".0/24"
+
+const (
+	prefix   = "192.168.77"
+	apiPort  = "7443" // every server's API, on its LAN address
+	peerPort = "7380" // every server's etcd peer port
+)
+
+// Config describes a LAN.
+type Config struct {
+	// Berth is the berth binary every host runs.
+	Berth string
+	// Dir holds the hosts' data dirs, one per host named after it. The
+	// caller makes it, and removes it after Close; each process's
+	// output stays there in berth-<n>.log.
+	Dir string
+	// Name starts the names of the namespaces (Name-sw for the switch,
+	// Name-h1, Name-h2... for the hosts); it must be unique on the machine.
+	Name string
+	// Servers and Agents are how many hosts run `berth server` (s1,
+	// s2...) and `berth agent` (n1, n2...).
+	Servers, Agents int
+	// Verbose runs the servers and agents with -v.
+	Verbose bool
+	// Before, when set, runs on every server's host before any server
+	// starts: the place to build the images the agents pull from it.
+	Before func(server *Host) error
+}
+
+// LAN is a switch and its hosts: servers forming one embedded etcd
+// cluster, and agents joined to them with the cluster's join token,
+// networking on.
+type LAN struct {
+	Servers []*Host
+	Agents  []*Host
+
+	cfg    Config
+	sw     string   // the switch's namespace
+	made   []string // the namespaces made so far, for Close
+	token  string   // the admin API token
+	caFile string
+}
+
+// New describes the LAN cfg asks for, without making anything yet.
+func New(cfg Config) *LAN {
+	l := &LAN{cfg: cfg, sw: cfg.Name + "-sw"}
+	for i := range cfg.Servers + cfg.Agents {
+		h := &Host{lan: l, ns: fmt.Sprintf("%s-h%d", cfg.Name, i+1), Addr: fmt.Sprintf("%s.%d", prefix, 11+i)}
+		if i < cfg.Servers {
+			h.Name = fmt.Sprintf("s%d", i+1)
+			l.Servers = append(l.Servers, h)
+		} else {
+			h.Name = fmt.Sprintf("n%d", i-cfg.Servers+1)
+			l.Agents = append(l.Agents, h)
+		}
+		h.Netns = "/run/netns/" + h.ns
+		h.DataDir = filepath.Join(cfg.Dir, h.Name)
+	}
+	return l
+}
+
+// hosts is every host, servers first.
+func (l *LAN) hosts() []*Host {
+	return append(slices.Clone(l.Servers), l.Agents...)
+}
+
+// Host is the server or agent named name, or nil.
+func (l *LAN) Host(name string) *Host {
+	for _, h := range l.hosts() {
+		if h.Name == name {
+			return h
+		}
+	}
+	return nil
+}
+
+// joinHint is what a server prints for agents to join with.
+var joinHint = regexp.MustCompile(`berth agent --server (\S+) --token (berth_\S+) --ca-pin (sha256:[0-9a-f]+)`)
+
+// Start makes the switch and the hosts, runs Before on the servers,
+// starts `berth server` on every server and, once their APIs answer,
+// `berth agent` on every agent, and returns once every agent's node is
+// Ready. Call Close afterwards even if it fails.
+func (l *LAN) Start() error {
+	c := l.cfg
+	if c.Berth == "" || c.Dir == "" || c.Name == "" || c.Servers < 1 || c.Agents < 0 || c.Servers+c.Agents > 200 {
+		return errors.New("lan: the config wants a binary, a dir, a name, and 1 to 200 hosts with a server among them")
+	}
+	if err := l.wire(); err != nil {
+		return err
+	}
+	if c.Before != nil {
+		for _, s := range l.Servers {
+			if err := c.Before(s); err != nil {
+				return fmt.Errorf("before server %s: %w", s.Name, err)
+			}
+		}
+	}
+
+	var peers, urls []string
+	for _, s := range l.Servers {
+		peers = append(peers, s.Name+"=http://"+s.Addr+":"+peerPort)
+		urls = append(urls, s.url())
+	}
+	for _, s := range l.Servers {
+		s.args = l.command("server", "--name", s.Name, "--listen", s.Addr+":"+apiPort,
+			"--peer-listen", s.Addr+":"+peerPort, "--peers", strings.Join(peers, ","))
+		if err := s.Start(); err != nil {
+			return err
+		}
+	}
+	// One server makes the cluster's secrets and prints the join hint;
+	// every server writes the token and CA to its data dir.
+	var m []string
+	if err := wait(time.Minute, "a server's join hint", func() (bool, error) {
+		for _, s := range l.Servers {
+			if m = joinHint.FindStringSubmatch(s.output()); m != nil {
+				return true, nil
+			}
+		}
+		return false, nil
+	}); err != nil {
+		return err
+	}
+	s1 := l.Servers[0]
+	tls := filepath.Join(s1.DataDir, "tls")
+	if err := wait(30*time.Second, "the cluster's token on "+s1.Name, func() (bool, error) {
+		b, err := os.ReadFile(filepath.Join(tls, "token"))
+		l.token = strings.TrimSpace(string(b))
+		return err == nil && l.token != "", nil
+	}); err != nil {
+		return err
+	}
+	l.caFile = filepath.Join(tls, "ca.crt")
+	for _, s := range l.Servers {
+		if err := wait(30*time.Second, "the API of "+s.Name, func() (bool, error) {
+			_, err := l.via(s, "get", "nodes")
+			return err == nil, nil
+		}); err != nil {
+			return err
+		}
+	}
+
+	var names []string
+	for _, a := range l.Agents {
+		a.args = l.command("agent", "--name", a.Name, "--address", a.Addr,
+			"--server", strings.Join(urls, ","), "--token", m[2], "--ca-pin", m[3])
+		if err := a.Start(); err != nil {
+			return err
+		}
+		names = append(names, a.Name)
+	}
+	return wait(time.Minute, "nodes "+strings.Join(names, ", ")+" Ready", func() (bool, error) {
+		for _, a := range l.Agents {
+			if ok, err := l.Ready(a.Name); !ok || err != nil {
+				return false, err
+			}
+		}
+		return true, nil
+	})
+}
+
+// command is a server's or agent's berth command line, after --data-dir.
+func (l *LAN) command(sub string, flags ...string) []string {
+	if l.cfg.Verbose {
+		return append([]string{sub, "-v"}, flags...)
+	}
+	return append([]string{sub}, flags...)
+}
+
+// wire makes the switch, then each host's data dir and namespace with
+// one end of a veth pair (eth0) on the switch's bridge.
+func (l *LAN) wire() error {
+	if err := l.netns(l.sw); err != nil {
+		return err
+	}
+	if err := ip(l.sw, "link", "add", "lan", "type", "bridge"); err != nil {
+		return err
+	}
+	if err := ip(l.sw, "link", "set", "lan", "up"); err != nil {
+		return err
+	}
+	for i, h := range l.hosts() {
+		if err := os.MkdirAll(h.DataDir, 0o755); err != nil {
+			return err
+		}
+		if err := l.netns(h.ns); err != nil {
+			return err
+		}
+		port := fmt.Sprintf("lan%d", i+1)
+		for _, args := range [][]string{
+			{l.sw, "link", "add", port, "type", "veth", "peer", "name", "eth0", "netns", h.ns},
+			{l.sw, "link", "set", port, "master", "lan", "up"},
+			{h.ns, "addr", "add", h.Addr + "/24", "dev", "eth0"},
+			{h.ns, "link", "set", "eth0", "up"},
+		} {
+			if err := ip(args[0], args[1:]...); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// netns makes the network namespace name with its loopback up.
+func (l *LAN) netns(name string) error {
+	if out, err := exec.Command("ip", "netns", "add", name).CombinedOutput(); err != nil {
+		return fmt.Errorf("ip netns add %s: %w: %s", name, err, out)
+	}
+	l.made = append(l.made, name)
+	return ip(name, "link", "set", "lo", "up")
+}
+
+func ip(ns string, args ...string) error {
+	if out, err := exec.Command("ip", append([]string{"-n", ns}, args...)...).CombinedOutput(); err != nil {
+		return fmt.Errorf("ip -n %s %s: %w: %s", ns, strings.Join(args, " "), err, out)
+	}
+	return nil
+}
+
+// via runs berth as the cluster's admin against server s's API, from s's namespace.
+func (l *LAN) via(s *Host, args ...string) (string, error) {
+	return s.run([]string{"--server", s.url(), "--token", l.token, "--ca-file", l.caFile}, args)
+}
+
+// Admin runs berth with args as the cluster's admin through the first
+// server, and returns its stdout.
+func (l *LAN) Admin(args ...string) (string, error) {
+	return l.via(l.Servers[0], args...)
+}
+
+// Apply applies a spec in YAML through Admin.
+func (l *LAN) Apply(yaml string) error {
+	f, err := os.CreateTemp(l.cfg.Dir, "spec-*.yaml")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(f.Name())
+	_, err = f.WriteString(yaml)
+	if err = errors.Join(err, f.Close()); err != nil {
+		return err
+	}
+	_, err = l.Admin("apply", "-f", f.Name())
+	return err
+}
+
+// Instances lists every instance of the cluster.
+func (l *LAN) Instances() ([]api.Instance, error) {
+	return adminJSON[api.Instance](l, "instances")
+}
+
+// Nodes lists every node of the cluster.
+func (l *LAN) Nodes() ([]api.Node, error) {
+	return adminJSON[api.Node](l, "nodes")
+}
+
+func adminJSON[T any](l *LAN, kind string) ([]T, error) {
+	out, err := l.Admin("get", kind, "-o", "json")
+	if err != nil {
+		return nil, err
+	}
+	var list []T
+	if err := json.Unmarshal([]byte(out), &list); err != nil {
+		return nil, fmt.Errorf("get %s: %w", kind, err)
+	}
+	return list, nil
+}
+
+// Ready reports whether node is Ready.
+func (l *LAN) Ready(node string) (bool, error) {
+	nodes, err := l.Nodes()
+	for _, n := range nodes {
+		if n.Metadata.Name == node {
+			return n.Status.Condition == api.NodeReady, nil
+		}
+	}
+	return false, err
+}
+
+// Healthy lists owner's running, healthy instances with an address, and
+// counts owner's instances in all.
+func (l *LAN) Healthy(owner string) (healthy []api.Instance, all int, err error) {
+	list, err := l.Instances()
+	for _, in := range list {
+		if in.Spec.Owner.Name != owner {
+			continue
+		}
+		all++
+		if in.Status.Phase == api.PhaseRunning && in.Status.Healthy && in.Status.IP != "" {
+			healthy = append(healthy, in)
+		}
+	}
+	return healthy, all, err
+}
+
+// WaitHealthy waits until owner has n instances as Healthy counts them
+// on nodes other than those in avoid, and returns them.
+func (l *LAN) WaitHealthy(owner string, n int, timeout time.Duration, avoid ...string) ([]api.Instance, error) {
+	var got []api.Instance
+	err := wait(timeout, fmt.Sprintf("%d healthy instances of %s off %v", n, owner, avoid), func() (bool, error) {
+		healthy, _, err := l.Healthy(owner)
+		got = got[:0]
+		for _, in := range healthy {
+			if !slices.Contains(avoid, in.Spec.Node) {
+				got = append(got, in)
+			}
+		}
+		return len(got) == n, err
+	})
+	return got, err
+}
+
+// PerNode counts instances by node.
+func PerNode(insts []api.Instance) map[string]int {
+	out := map[string]int{}
+	for _, in := range insts {
+		out[in.Spec.Node]++
+	}
+	return out
+}
+
+// Logs calls logf with the output of every process each host ran,
+// servers first.
+func (l *LAN) Logs(logf func(format string, args ...any)) {
+	for _, h := range l.hosts() {
+		for i, f := range h.logs {
+			b, _ := os.ReadFile(f)
+			logf("%s's output (process %d):\n%s", h.Name, i+1, b)
+		}
+	}
+}
+
+// Close kills every host's berth process, removes the agents'
+// containers and their namespaces' pins (mounts in the data dirs), and
+// deletes the namespaces Start made. The data dirs stay, for the caller.
+func (l *LAN) Close() {
+	for _, h := range append(slices.Clone(l.Agents), l.Servers...) {
+		h.Kill()
+	}
+	for _, a := range l.Agents {
+		list, _ := a.Containers()
+		for _, c := range list {
+			_, _ = a.Run("container", "rm", "--force", c.ID)
+		}
+		pins, _ := filepath.Glob(filepath.Join(a.DataDir, "net", "netns", "*"))
+		spares, _ := filepath.Glob(filepath.Join(a.DataDir, "net", "netns", ".spare", "*"))
+		for _, p := range append(pins, spares...) {
+			_ = syscall.Unmount(p, syscall.MNT_DETACH)
+		}
+	}
+	for _, ns := range slices.Backward(l.made) {
+		_ = exec.Command("ip", "netns", "del", ns).Run()
+	}
+	l.made = nil
+}
+
+// wait polls cond until it holds, returns an error, or timeout passes.
+func wait(timeout time.Duration, what string, cond func() (bool, error)) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		ok, err := cond()
+		if err != nil {
+			return fmt.Errorf("waiting for %s: %w", what, err)
+		}
+		if ok {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("timed out after %v waiting for %s", timeout, what)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
