@@ -130,7 +130,7 @@ func get(ctx context.Context, c *client.Client, format string, w io.Writer, kind
 		for _, o := range objs {
 			s := o.(*api.Service)
 			fmt.Fprintf(tw, "%s\t%s\t%d/%d\t%s\t%s", s.Metadata.Namespace, s.Metadata.Name, s.Status.ReadyReplicas, s.Spec.Replicas,
-				s.Spec.Template.Image, age(s.Metadata.CreatedAt))
+				imageColumn(s.Spec.Template.Image, wide), age(s.Metadata.CreatedAt))
 			if wide {
 				ep := eps[s.Metadata.Namespace+"/"+s.Metadata.Name+"/"+s.Metadata.UID]
 				fmt.Fprintf(tw, "\t%s\t%s.%s.berth\t%s\t%s", dash(s.Status.VIP), s.Metadata.Name, s.Metadata.Namespace,
@@ -177,7 +177,7 @@ func get(ctx context.Context, c *client.Client, format string, w io.Writer, kind
 				strings.ToLower(string(in.Spec.Owner.Kind)), in.Spec.Owner.Name, dash(in.Spec.Node), dash(phase), healthy,
 				in.Status.Restarts, age(in.Metadata.CreatedAt))
 			if wide {
-				fmt.Fprintf(tw, "\t%s\t%s\t%s\t%s", in.Spec.Template.Image, dash(in.Status.ContainerID), dash(in.Status.IP), in.Status.Message)
+				fmt.Fprintf(tw, "\t%s\t%s\t%s\t%s", imageColumn(in.Spec.Template.Image, true), dash(in.Status.ContainerID), dash(in.Status.IP), in.Status.Message)
 			}
 			fmt.Fprintln(tw)
 		}
@@ -296,4 +296,23 @@ func endpoints(ctx context.Context, c *client.Client, ns string) (map[string][]s
 		sort.Strings(ips)
 	}
 	return out, nil
+}
+
+// imageColumn shows an image reference pinned to a digest the way a
+// person reads it: by its tag, and in wide output with the digest's first
+// 12 hex digits too. JSON and YAML keep it whole.
+func imageColumn(ref string, wide bool) string {
+	name, digest, pinned := strings.Cut(ref, "@")
+	if !pinned {
+		return ref
+	}
+	hex := strings.TrimPrefix(digest, "sha256:")
+	if len(hex) > 12 {
+		hex = hex[:12]
+	}
+	last := name[strings.LastIndex(name, "/")+1:]
+	if !wide && strings.Contains(last, ":") {
+		return name
+	}
+	return name + "@" + hex
 }
