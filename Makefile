@@ -5,7 +5,8 @@ export CGO_ENABLED := 1
 
 BIN      := bin/berth
 DATA_DIR ?= /var/lib/berth
-GOFLAGS_BUILD := -trimpath
+# The commit goes into the binary (berth version) when built from a checkout.
+GOFLAGS_BUILD := -trimpath -buildvcs=auto
 TEST_TIMEOUT ?= 15m
 
 .PHONY: all deps build up test test-unit lint bench demo-image clean

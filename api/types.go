@@ -4,6 +4,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"strings"
 	"time"
 )
 
@@ -379,4 +380,32 @@ func (t Template) Hash() string {
 	b, _ := json.Marshal(t)
 	sum := sha256.Sum256(b)
 	return hex.EncodeToString(sum[:6])
+}
+
+// Version describes a build of berth (GET /v1/version, berth version).
+type Version struct {
+	// Version is the module version; "(devel)" for a build from a checkout.
+	Version string `json:"version"`
+	// Revision is the commit built, Time its time (RFC 3339), and
+	// Modified says the checkout had changes not committed.
+	Revision string `json:"revision,omitempty"`
+	Time     string `json:"time,omitempty"`
+	Modified bool   `json:"modified,omitempty"`
+	Go       string `json:"go"`
+	Platform string `json:"platform"`
+}
+
+// Short is the version and, when known and not already in it (a
+// pseudo-version names its commit), the first 12 digits of the commit,
+// marked "-dirty" for uncommitted changes.
+func (v Version) Short() string {
+	s := v.Version
+	rev := v.Revision[:min(12, len(v.Revision))]
+	if rev != "" && !strings.Contains(s, rev) {
+		s += " " + rev
+		if v.Modified {
+			s += "-dirty"
+		}
+	}
+	return s
 }

@@ -234,6 +234,13 @@ func (c *Client) send(ctx context.Context, method, path string, header http.Head
 	return nil, e
 }
 
+// Version is the build the server runs.
+func (c *Client) Version(ctx context.Context) (api.Version, error) {
+	var v api.Version
+	err := c.do(ctx, http.MethodGet, "/v1/version", nil, nil, &v)
+	return v, err
+}
+
 // Healthz checks that the server and its store answer.
 func (c *Client) Healthz(ctx context.Context) error {
 	return c.do(ctx, http.MethodGet, "/healthz", nil, nil, nil)

@@ -1,6 +1,7 @@
 // Package apiserver serves berth's REST/JSON API under /v1 from the store.
 //
 //	GET    /healthz
+//	GET    /v1/version                             the build the server runs
 //	GET    /v1/{kind}                              list (all namespaces, or ?namespace=)
 //	GET    /v1/namespaces/{ns}/{kind}              list in a namespace
 //	       ...?watch=1&revision=N                  changes after revision N, as NDJSON
@@ -50,6 +51,7 @@ import (
 	"github.com/berth-dev/berth/internal/errdefs"
 	"github.com/berth-dev/berth/internal/pki"
 	"github.com/berth-dev/berth/internal/store"
+	"github.com/berth-dev/berth/internal/version"
 )
 
 // DefaultMaxBodyBytes bounds request bodies unless Config says otherwise.
@@ -117,6 +119,7 @@ func New(cfg Config) *Server {
 	}
 	m := http.NewServeMux()
 	m.HandleFunc("GET /healthz", s.healthz)
+	m.HandleFunc("GET /v1/version", s.version)
 	m.HandleFunc("GET /v1/{kind}", s.list)
 	m.HandleFunc("GET /v1/namespaces/{ns}/{kind}", s.list)
 	m.HandleFunc("GET /v1/namespaces/{ns}/{kind}/{name}", s.get)
@@ -175,6 +178,11 @@ func (s *Server) healthz(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+}
+
+// version answers which build of berth this server runs.
+func (s *Server) version(w http.ResponseWriter, _ *http.Request) {
+	writeJSON(w, http.StatusOK, version.Get())
 }
 
 // target is the object a request names.

@@ -23,7 +23,8 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	berthBin = filepath.Join(dir, "berth")
-	build := exec.Command("go", "build", "-o", berthBin, "../../cmd/berth")
+	// Stamped with the commit, as make build does (berth version).
+	build := exec.Command("go", "build", "-buildvcs=auto", "-o", berthBin, "../../cmd/berth")
 	build.Stdout, build.Stderr = os.Stderr, os.Stderr
 	if err := build.Run(); err != nil {
 		fmt.Fprintln(os.Stderr, "build berth:", err)
