@@ -5,8 +5,9 @@ export CGO_ENABLED := 1
 
 BIN      := bin/berth
 DATA_DIR ?= /var/lib/berth
-# The commit goes into the binary (berth version) when built from a checkout.
-GOFLAGS_BUILD := -trimpath -buildvcs=auto
+# The commit goes into the binary (berth version) when built from a checkout
+# git can read; elsewhere (a tarball, a checkout git calls unsafe) it is left out.
+GOFLAGS_BUILD := -trimpath $(shell git status --porcelain >/dev/null 2>&1 && echo -buildvcs=auto || echo -buildvcs=false)
 TEST_TIMEOUT ?= 15m
 
 .PHONY: all deps build up test test-unit lint bench demo-image clean
