@@ -131,7 +131,9 @@ func (s *Store) put(ctx context.Context, img v1.Image, names []string, progress 
 		idx.Manifests = append(kept, nd)
 		for _, old := range moved {
 			// An image that loses its last name while containers use it
-			// stays, unnamed, so they can still be traced to it.
+			// stays, unnamed, so they can still be traced to it; in a
+			// store that retains unnamed images (a server's) it stays
+			// anyway, until Prune.
 			if err := s.keepIfUsed(idx, old); err != nil {
 				return Image{}, err
 			}
@@ -178,7 +180,7 @@ func (c ctxReader) Read(p []byte) (int, error) {
 }
 
 // keepIfUsed adds an unnamed entry for digest to idx when no entry is left
-// for it and a container uses it.
+// for it and a container uses it, or the store retains unnamed images.
 func (s *Store) keepIfUsed(idx *v1.IndexManifest, digest v1.Hash) error {
 	for _, d := range idx.Manifests {
 		if d.Digest == digest {
@@ -186,8 +188,11 @@ func (s *Store) keepIfUsed(idx *v1.IndexManifest, digest v1.Hash) error {
 		}
 	}
 	users, err := s.users(digest)
-	if err != nil || len(users) == 0 {
+	if err != nil {
 		return err
+	}
+	if len(users) == 0 && !s.retaining() {
+		return nil
 	}
 	raw, err := os.ReadFile(s.blobPath(digest))
 	if err != nil {

@@ -179,6 +179,9 @@ func Server(ctx context.Context, cfg ServerConfig) error {
 	regs.Logger = log.With("component", "registry")
 	srv.Mount("/v2/", registry.New(imgs, registry.Options{Authorize: apiserver.AuthorizeImages, Logger: log.With("component", "registry"),
 		Peers: &registry.Peers{List: regs.Peers, Transport: registry.PeerTransport(creds.ca.Pool(), creds.token)}}))
+	run("image pruner", func(ctx context.Context) error {
+		return keepPinnedImages(ctx, st, imgs, log.With("component", "images"))
+	})
 	run("registry directory", func(ctx context.Context) error {
 		return regs.Announce(ctx, registry.AdvertisedURL(cfg.Listen, append([]string{cfg.PeerListen}, cfg.EtcdEndpoints...)))
 	})

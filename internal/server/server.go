@@ -137,6 +137,9 @@ func Up(ctx context.Context, cfg Config) error {
 	}
 	mgr := controller.NewManager(st, controller.Options{Logger: log, Network: cfg.Network.controller()})
 	run("controllers", mgr.Run)
+	run("image pruner", func(ctx context.Context) error {
+		return keepPinnedImages(ctx, st, imgs, log.With("component", "images"))
+	})
 	ag := agent.New(agent.Config{
 		Node:         agent.NodeInfo{Name: name, Address: "127.0.0.1", Info: info},
 		ControlPlane: agent.NewAPIPlane(c),
