@@ -499,6 +499,11 @@ func (r *Runtime) status(bd *bundle, m *meta) Status {
 			st.StartedAt = fi.ModTime().UTC()
 		}
 	}
+	// Whether the shim lives is asked before exit.json is read: the shim
+	// writes the file and then exits, so a shim found gone has left it,
+	// while the other order could miss both (a shim that wrote and exited
+	// between the two looks lost).
+	alive := hasState && shimAlive(ss)
 	var ex exitRecord
 	if readJSON(bd.path("exit.json"), &ex) == nil {
 		st.State = Exited
@@ -516,7 +521,7 @@ func (r *Runtime) status(bd *bundle, m *meta) Status {
 		return st
 	}
 	if hasState {
-		if shimAlive(ss) {
+		if alive {
 			st.State = Running
 		} else {
 			st.State, st.Reason = Unknown, "ShimLost"
