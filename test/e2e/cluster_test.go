@@ -44,14 +44,7 @@ func startCluster(t *testing.T, upArgs ...string) *cluster {
 	t.Cleanup(func() {
 		c.kill()
 		// Leave no containers behind: they outlive berth up by design.
-		out, _, _ := e.run("container", "ps", "-a", "-o", "json")
-		var list []struct {
-			ID string `json:"id"`
-		}
-		_ = json.Unmarshal([]byte(out), &list)
-		for _, ct := range list {
-			e.run("container", "rm", "--force", ct.ID)
-		}
+		removeContainers(e)
 		// The containers' pinned namespaces are mounts in the data dir.
 		pins, _ := filepath.Glob(filepath.Join(e.dataDir, "net", "netns", "*"))
 		spares, _ := filepath.Glob(filepath.Join(e.dataDir, "net", "netns", ".spare", "*"))

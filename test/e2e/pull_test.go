@@ -114,15 +114,7 @@ func TestAgentPullsImageFromServer(t *testing.T) {
 	})
 
 	// The node's certificate pulls but does not push; no credentials, no entry.
-	nc, err := client.LoadNodeCredentials(filepath.Join(agentEnv.dataDir, "node"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	tc, err := nc.TLSConfig()
-	if err != nil {
-		t.Fatal(err)
-	}
-	node := &http.Client{Transport: &http.Transport{TLSClientConfig: tc}, Timeout: 10 * time.Second}
+	node := nodeClient(t, agentEnv.dataDir, 10*time.Second)
 	if code := status(t, node, http.MethodGet, apiURL+"/v2/demo/busybox/manifests/1"); code != http.StatusOK {
 		t.Errorf("node GET manifest: %d, want 200", code)
 	}
@@ -133,6 +125,7 @@ func TestAgentPullsImageFromServer(t *testing.T) {
 	if code := status(t, node, http.MethodPost, apiURL+"/v2/demo/busybox/blobs/uploads/"); code != http.StatusForbidden && code != http.StatusUnauthorized {
 		t.Errorf("node starts an upload: %d, want 403 or 401", code)
 	}
+	tc := node.Transport.(*http.Transport).TLSClientConfig
 	anon := &http.Client{Transport: &http.Transport{TLSClientConfig: tc.Clone()}, Timeout: 10 * time.Second}
 	anon.Transport.(*http.Transport).TLSClientConfig.Certificates = nil
 	if code := status(t, anon, http.MethodGet, apiURL+"/v2/"); code != http.StatusUnauthorized {
@@ -144,17 +137,36 @@ func TestAgentPullsImageFromServer(t *testing.T) {
 // containers left in it are removed when the test ends.
 func newAgentEnv(t *testing.T) *env {
 	e := &env{t: t, dataDir: t.TempDir()}
-	t.Cleanup(func() {
-		out, _, _ := e.run("container", "ps", "-a", "-o", "json")
-		var list []struct {
-			ID string `json:"id"`
-		}
-		_ = json.Unmarshal([]byte(out), &list)
-		for _, ct := range list {
-			e.run("container", "rm", "--force", ct.ID)
-		}
-	})
+	t.Cleanup(func() { removeContainers(e) })
 	return e
+}
+
+// removeContainers removes every container in e's data dir: they outlive
+// berth up and the agent by design.
+func removeContainers(e *env) {
+	out, _, _ := e.run("container", "ps", "-a", "-o", "json")
+	var list []struct {
+		ID string `json:"id"`
+	}
+	_ = json.Unmarshal([]byte(out), &list)
+	for _, ct := range list {
+		e.run("container", "rm", "--force", ct.ID)
+	}
+}
+
+// nodeClient is an HTTP client with the node certificate the agent whose
+// data dir is dir got when it joined.
+func nodeClient(t *testing.T, dir string, timeout time.Duration) *http.Client {
+	t.Helper()
+	nc, err := client.LoadNodeCredentials(filepath.Join(dir, "node"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tc, err := nc.TLSConfig()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &http.Client{Transport: &http.Transport{TLSClientConfig: tc}, Timeout: timeout}
 }
 
 // imageDigests maps the names of the images in e's store to their digests.

@@ -3,13 +3,11 @@ package e2e
 import (
 	"encoding/json"
 	"net/http"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/berth-dev/berth/api"
-	"github.com/berth-dev/berth/api/client"
 	"github.com/berth-dev/berth/internal/registry"
 	"github.com/berth-dev/berth/internal/runtime/runtimetest"
 )
@@ -105,15 +103,7 @@ func TestPullThroughFromAnotherServer(t *testing.T) {
 	}
 
 	// The node's certificate, straight at s3's registry.
-	nc, err := client.LoadNodeCredentials(filepath.Join(agentEnv.dataDir, "node"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	tc, err := nc.TLSConfig()
-	if err != nil {
-		t.Fatal(err)
-	}
-	node := &http.Client{Transport: &http.Transport{TLSClientConfig: tc}, Timeout: 30 * time.Second}
+	node := nodeClient(t, agentEnv.dataDir, 30*time.Second)
 	manifest := "https://" + s3.api + "/v2/demo/busybox/manifests/" + d2
 	localOnly, err := http.NewRequest(http.MethodGet, manifest, nil)
 	if err != nil {
