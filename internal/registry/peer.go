@@ -62,13 +62,6 @@ type Peers struct {
 	Timeout time.Duration
 }
 
-// flight is one pull-through that every request missing the same thing
-// waits for.
-type flight struct {
-	done chan struct{}
-	err  error
-}
-
 // pullsThrough reports whether a miss of r may be filled from the peers.
 func (h *Handler) pullsThrough(r *http.Request) bool {
 	return h.opts.Peers != nil && h.opts.Peers.List != nil && r.Header.Get(LocalOnlyHeader) == ""
@@ -136,32 +129,18 @@ func fetchBlob(ctx context.Context, store *image.Store, base, repo string, d v1.
 // so a caller that gives up does not fail the others; that caller gets
 // its ctx's error.
 func (h *Handler) share(ctx context.Context, key string, fetch func(context.Context) error) error {
-	h.mu.Lock()
-	f, ok := h.flights[key]
-	if !ok {
-		f = &flight{done: make(chan struct{})}
-		if h.flights == nil {
-			h.flights = map[string]*flight{}
-		}
-		h.flights[key] = f
-		timeout := h.opts.Peers.Timeout
-		if timeout <= 0 {
-			timeout = DefaultPullThroughTimeout
-		}
-		go func() {
-			fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), timeout)
-			f.err = fetch(fctx)
-			cancel()
-			h.mu.Lock()
-			delete(h.flights, key)
-			h.mu.Unlock()
-			close(f.done)
-		}()
+	timeout := h.opts.Peers.Timeout
+	if timeout <= 0 {
+		timeout = DefaultPullThroughTimeout
 	}
-	h.mu.Unlock()
+	ch := h.flights.DoChan(key, func() (any, error) {
+		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), timeout)
+		defer cancel()
+		return nil, fetch(fctx)
+	})
 	select {
-	case <-f.done:
-		return f.err
+	case r := <-ch:
+		return r.Err
 	case <-ctx.Done():
 		return ctx.Err()
 	}

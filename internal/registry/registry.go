@@ -39,12 +39,12 @@ import (
 	"sort"
 	"strconv"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/types"
+	"golang.org/x/sync/singleflight"
 
 	"github.com/berth-dev/berth/internal/errdefs"
 	"github.com/berth-dev/berth/internal/image"
@@ -85,8 +85,7 @@ type Handler struct {
 	log       *slog.Logger
 	lastPrune atomic.Int64 // unix nanoseconds
 
-	mu      sync.Mutex
-	flights map[string]*flight // pull-throughs under way, by what they fetch
+	flights singleflight.Group // pull-throughs under way, by what they fetch
 }
 
 // New returns the handler serving store. It has no side effects.

@@ -7,8 +7,9 @@ import (
 	"log/slog"
 	"net/http"
 	"strings"
-	"sync"
 	"time"
+
+	"golang.org/x/sync/singleflight"
 
 	"github.com/berth-dev/berth/api"
 	"github.com/berth-dev/berth/api/client"
@@ -42,14 +43,7 @@ type PullingImages struct {
 	Timeout time.Duration
 	Logger  *slog.Logger
 
-	mu      sync.Mutex
-	pulling map[string]*pullCall
-}
-
-// pullCall is one pull that callers of the same reference wait for.
-type pullCall struct {
-	done chan struct{}
-	err  error
+	pulling singleflight.Group // by reference
 }
 
 var _ agent.Images = (*PullingImages)(nil)
@@ -80,31 +74,18 @@ func localRef(ref string) string {
 // pull fetches ref once however many containers wait for it; a waiter
 // whose ctx ends stops waiting, the pull goes on for the others.
 func (p *PullingImages) pull(ctx context.Context, ref, containerID string) error {
-	p.mu.Lock()
-	if p.pulling == nil {
-		p.pulling = map[string]*pullCall{}
-	}
-	c, ok := p.pulling[ref]
-	if !ok {
+	ch := p.pulling.DoChan(ref, func() (any, error) {
+		// It outlives this caller: others may wait for it too.
+		ctx := context.WithoutCancel(ctx)
 		// A pull that ended between our miss and now has left the image.
 		if _, err := p.Images.Store.Resolve(ctx, localRef(ref)); err == nil {
-			p.mu.Unlock()
-			return nil
+			return nil, nil
 		}
-		c = &pullCall{done: make(chan struct{})}
-		p.pulling[ref] = c
-		go func() {
-			c.err = p.fetch(context.WithoutCancel(ctx), ref, p.object(containerID))
-			p.mu.Lock()
-			delete(p.pulling, ref)
-			p.mu.Unlock()
-			close(c.done)
-		}()
-	}
-	p.mu.Unlock()
+		return nil, p.fetch(ctx, ref, p.object(containerID))
+	})
 	select {
-	case <-c.done:
-		return c.err
+	case r := <-ch:
+		return r.Err
 	case <-ctx.Done():
 		return ctx.Err()
 	}
