@@ -149,11 +149,7 @@ func validateMetadata(e *errs, m *Metadata, namespaced bool) {
 			e.add("namespace", "%v", err)
 		}
 	}
-	for k := range m.Labels {
-		if k == "" || len(k) > 63 || strings.ContainsAny(k, " \t\n=,") {
-			e.add("labels", "invalid label key %q", k)
-		}
-	}
+	validateLabels(e, m.Labels)
 }
 
 func validatePort(e *errs, field string, p int, allowZero bool) {
