@@ -51,7 +51,17 @@ var docSeparator = lazyRegexp(`(?m)^---[ \t]*(#.*)?$`)
 //
 // and are in the errdefs.ErrInvalidArgument category. Every document is
 // checked, and every error is returned.
+//
+// A document may also be an object in the API's shape, as `berth get -o
+// yaml` prints it (kind, metadata, spec, status), or a list of them (-o
+// json of a list); its status and server-set metadata (uid, revision,
+// creation time) are dropped, so that what was read applies again as is.
 func ParseSpecs(file string, data []byte) ([]Object, error) {
+	return ParseSpecsIn(file, data, DefaultNamespace)
+}
+
+// ParseSpecsIn is ParseSpecs with namespace for the objects that name none.
+func ParseSpecsIn(file string, data []byte, namespace string) ([]Object, error) {
 	var objs []Object
 	var errList []error
 	n := 0
@@ -59,13 +69,21 @@ func ParseSpecs(file string, data []byte) ([]Object, error) {
 		if isBlankYAML(doc) {
 			continue
 		}
-		n++
-		obj, err := parseDoc([]byte(doc))
+		items, err := listItems([]byte(doc))
 		if err != nil {
-			errList = append(errList, fmt.Errorf("%s: document %d%s: %w", file, n, describeDoc([]byte(doc)), err))
+			n++
+			errList = append(errList, fmt.Errorf("%s: document %d: %w", file, n, err))
 			continue
 		}
-		objs = append(objs, obj)
+		for _, item := range items {
+			n++
+			obj, err := parseDoc(item, namespace)
+			if err != nil {
+				errList = append(errList, fmt.Errorf("%s: document %d%s: %w", file, n, describeDoc(item), err))
+				continue
+			}
+			objs = append(objs, obj)
+		}
 	}
 	if len(errList) > 0 {
 		return nil, errors.Join(errList...)
@@ -107,7 +125,28 @@ func describeDoc(doc []byte) string {
 	return ""
 }
 
-func parseDoc(doc []byte) (Object, error) {
+// listItems splits a document that is a list of objects (a JSON array, as
+// -o json prints a list) into its items; any other document is one item.
+func listItems(doc []byte) ([][]byte, error) {
+	js, err := yaml.YAMLToJSONStrict(doc)
+	if err != nil || !bytes.HasPrefix(bytes.TrimSpace(js), []byte("[")) {
+		return [][]byte{doc}, nil
+	}
+	var items []json.RawMessage
+	if err := json.Unmarshal(js, &items); err != nil {
+		return nil, &ValidationError{Fields: []FieldError{{Reason: fmt.Sprintf("malformed list: %v", err)}}}
+	}
+	if len(items) == 0 {
+		return nil, &ValidationError{Fields: []FieldError{{Reason: "an empty list: nothing to apply"}}}
+	}
+	out := make([][]byte, len(items))
+	for i, it := range items {
+		out[i] = it
+	}
+	return out, nil
+}
+
+func parseDoc(doc []byte, namespace string) (Object, error) {
 	js, err := yaml.YAMLToJSONStrict(doc)
 	if err != nil {
 		return nil, &ValidationError{Fields: []FieldError{{Reason: fmt.Sprintf("malformed YAML: %v", err)}}}
@@ -116,31 +155,77 @@ func parseDoc(doc []byte) (Object, error) {
 		return nil, &ValidationError{Fields: []FieldError{{Reason: "a document must be a mapping with kind: and name:"}}}
 	}
 	var head struct {
-		Kind any `json:"kind"`
+		Kind     any             `json:"kind"`
+		Metadata json.RawMessage `json:"metadata"`
 	}
 	_ = json.Unmarshal(js, &head)
 	var obj Object
-	switch head.Kind {
-	case string(KindService):
+	switch {
+	case head.Metadata != nil:
+		if obj, err = parseObjectDoc(js, head.Kind); err != nil {
+			return nil, err
+		}
+	case head.Kind == string(KindService):
 		var d serviceDoc
 		if err := DecodeStrict(js, &d); err != nil {
 			return nil, err
 		}
 		obj = &Service{Metadata: d.metadata(), Spec: d.ServiceSpec}
-	case string(KindJob):
+	case head.Kind == string(KindJob):
 		var d jobDoc
 		if err := DecodeStrict(js, &d); err != nil {
 			return nil, err
 		}
 		obj = &Job{Metadata: d.metadata(), Spec: d.JobSpec}
-	case nil:
+	case head.Kind == nil:
 		return nil, &ValidationError{Fields: []FieldError{{Field: "kind", Reason: "missing: use Service or Job"}}}
 	default:
 		return nil, &ValidationError{Fields: []FieldError{{Field: "kind", Reason: fmt.Sprintf("unknown kind %v: use Service or Job", head.Kind)}}}
 	}
+	if m := obj.GetMetadata(); m.Namespace == "" {
+		m.Namespace = namespace
+	}
 	Default(obj)
 	if err := obj.Validate(); err != nil {
 		return nil, err
+	}
+	return obj, nil
+}
+
+// parseObjectDoc reads a document in the API's shape: kind next to the
+// object's own fields. It keeps what a user may set (name, namespace,
+// labels, spec) and drops the rest.
+func parseObjectDoc(js []byte, kind any) (Object, error) {
+	var obj Object
+	switch kind {
+	case string(KindService):
+		obj = &Service{}
+	case string(KindJob):
+		obj = &Job{}
+	case nil:
+		return nil, &ValidationError{Fields: []FieldError{{Field: "kind", Reason: "missing: use Service or Job"}}}
+	default:
+		return nil, &ValidationError{Fields: []FieldError{{Field: "kind", Reason: fmt.Sprintf("unknown kind %v: only Service and Job apply from a file", kind)}}}
+	}
+	var fields map[string]json.RawMessage
+	if err := json.Unmarshal(js, &fields); err != nil {
+		return nil, &ValidationError{Fields: []FieldError{{Reason: fmt.Sprintf("malformed document: %v", err)}}}
+	}
+	delete(fields, "kind")
+	rest, _ := json.Marshal(fields)
+	if err := DecodeStrict(rest, obj); err != nil {
+		return nil, err
+	}
+	m := obj.GetMetadata()
+	if m.Kind != "" && string(m.Kind) != kind {
+		return nil, &ValidationError{Fields: []FieldError{{Field: "metadata.kind", Reason: fmt.Sprintf("%q differs from kind %v", m.Kind, kind)}}}
+	}
+	*m = Metadata{Name: m.Name, Namespace: m.Namespace, Labels: m.Labels}
+	switch x := obj.(type) {
+	case *Service:
+		x.Status = ServiceStatus{}
+	case *Job:
+		x.Status = JobStatus{}
 	}
 	return obj, nil
 }

@@ -281,18 +281,44 @@ const DefaultEndpoint = "unix:///var/lib/berth/berth.sock"
 // file, and reports whether it was created. A revision in obj is a
 // precondition (see Resource.Apply).
 func (c *Client) Apply(ctx context.Context, obj api.Object) (stored api.Object, created bool, err error) {
+	res, err := c.ApplyWith(ctx, obj, ApplyOptions{})
+	return res.Object, res.Created, err
+}
+
+// ApplyOptions changes what an apply does.
+type ApplyOptions struct {
+	// DryRun checks the object as an apply would and answers what would be
+	// stored, storing nothing.
+	DryRun bool
+}
+
+// ApplyResult is what an apply did.
+type ApplyResult struct {
+	// Object is the object as stored (or, in a dry run, as it would be).
+	Object api.Object
+	// Created: there was no such object; Unchanged: its spec and labels
+	// were as applied, and nothing was written.
+	Created, Unchanged bool
+}
+
+// ApplyWith is Apply with options, saying whether anything changed.
+func (c *Client) ApplyWith(ctx context.Context, obj api.Object, opts ApplyOptions) (ApplyResult, error) {
 	m := obj.GetMetadata()
 	path := objectPath(obj.GetKind(), m.Namespace, m.Name)
+	if opts.DryRun {
+		path += "?dryRun=1"
+	}
 	resp, err := c.send(ctx, http.MethodPut, path, nil, obj)
 	if err != nil {
-		return nil, false, err
+		return ApplyResult{}, err
 	}
 	defer resp.Body.Close()
 	out, _ := api.New(obj.GetKind())
 	if err := json.NewDecoder(resp.Body).Decode(out); err != nil {
-		return nil, false, fmt.Errorf("PUT %s: decoding the answer: %w", path, err)
+		return ApplyResult{}, fmt.Errorf("PUT %s: decoding the answer: %w", path, err)
 	}
-	return out, resp.StatusCode == http.StatusCreated, nil
+	return ApplyResult{Object: out, Created: resp.StatusCode == http.StatusCreated,
+		Unchanged: resp.Header.Get("Berth-Apply") == "unchanged"}, nil
 }
 
 // Delete removes an object of any kind; a non-zero revision is a

@@ -9,7 +9,10 @@
 //	GET    /v1/namespaces/{ns}/{kind}/{name}       get
 //	PUT    /v1/namespaces/{ns}/{kind}/{name}       apply: create or update the spec (a service's
 //	                                               or job's image tag is pinned to its digest,
-//	                                               see ImagePinner)
+//	                                               see ImagePinner); a service or job whose spec
+//	                                               and labels are as stored is not written
+//	       ...?dryRun=1                            check it and answer what would be stored,
+//	                                               storing nothing (header Berth-Apply: dry-run)
 //	PUT    /v1/namespaces/{ns}/{kind}/{name}/status
 //	DELETE /v1/namespaces/{ns}/{kind}/{name}
 //	POST   /v1/namespaces/{ns}/services/{name}/scale   {"replicas": N}
@@ -418,6 +421,27 @@ func (s *Server) apply(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
+	// A service or job whose labels and spec are as stored is left
+	// alone: re-applying what `berth get -o yaml` printed writes nothing.
+	var cur api.Object
+	if t.kind == api.KindService || t.kind == api.KindJob || isWatch(r.URL.Query().Get("dryRun")) {
+		cur, _ = api.New(t.kind)
+		if err := s.store.GetInto(r.Context(), cur, t.namespace, t.name); errdefs.IsNotFound(err) {
+			cur = nil
+		} else if err != nil {
+			writeError(w, err)
+			return
+		}
+	}
+	if cur != nil && (rev == 0 || rev == cur.GetMetadata().Revision) && (t.kind == api.KindService || t.kind == api.KindJob) && sameSpec(cur, obj) {
+		w.Header().Set(ApplyResultHeader, "unchanged")
+		writeJSON(w, http.StatusOK, cur)
+		return
+	}
+	if isWatch(r.URL.Query().Get("dryRun")) {
+		s.dryRunApply(w, r, t, obj, cur, rev)
+		return
+	}
 	created, err := s.store.Apply(r.Context(), obj, rev)
 	if err != nil {
 		writeError(w, wireError(t, err))
@@ -428,6 +452,66 @@ func (s *Server) apply(w http.ResponseWriter, r *http.Request) {
 		code = http.StatusCreated
 	}
 	writeJSON(w, code, obj)
+}
+
+// ApplyResultHeader says what an apply did when it wrote nothing:
+// "unchanged" (the stored spec is the same) or "dry-run".
+const ApplyResultHeader = "Berth-Apply"
+
+// dryRunApply answers an apply with ?dryRun=1: checked like a real one,
+// and answered with the object as it would be stored, but not stored.
+func (s *Server) dryRunApply(w http.ResponseWriter, r *http.Request, t target, obj, cur api.Object, rev int64) {
+	if cur != nil && rev != 0 && rev != cur.GetMetadata().Revision {
+		writeError(w, fmt.Errorf("%s: %w: revision %d is stale, the object is at %d", t.ref(), errdefs.ErrConflict, rev, cur.GetMetadata().Revision))
+		return
+	}
+	if cur == nil && rev != 0 {
+		writeError(w, fmt.Errorf("%s: %w", t.ref(), errdefs.ErrNotFound))
+		return
+	}
+	if err := s.store.CheckApply(r.Context(), obj); err != nil {
+		writeError(w, wireError(t, err))
+		return
+	}
+	w.Header().Set(ApplyResultHeader, "dry-run")
+	if cur == nil {
+		writeJSON(w, http.StatusCreated, obj)
+		return
+	}
+	// What an update keeps: the stored status and server-set metadata.
+	m, cm := obj.GetMetadata(), cur.GetMetadata()
+	m.UID, m.Revision, m.CreatedAt = cm.UID, cm.Revision, cm.CreatedAt
+	switch x := obj.(type) {
+	case *api.Service:
+		x.Status = cur.(*api.Service).Status
+	case *api.Job:
+		x.Status = cur.(*api.Job).Status
+	case *api.Instance:
+		x.Status = cur.(*api.Instance).Status
+	case *api.Node:
+		x.Status = cur.(*api.Node).Status
+	}
+	writeJSON(w, http.StatusOK, obj)
+}
+
+// sameSpec reports whether two services or jobs have the same labels and spec.
+func sameSpec(a, b api.Object) bool {
+	spec := func(o api.Object) []byte {
+		var v any
+		switch x := o.(type) {
+		case *api.Service:
+			v = x.Spec
+		case *api.Job:
+			v = x.Spec
+		}
+		labels := o.GetMetadata().Labels
+		if len(labels) == 0 {
+			labels = nil
+		}
+		out, _ := json.Marshal([]any{labels, v})
+		return out
+	}
+	return string(spec(a)) == string(spec(b))
 }
 
 func (s *Server) putStatus(w http.ResponseWriter, r *http.Request) {

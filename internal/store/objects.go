@@ -171,10 +171,8 @@ func (s *Store) UpdateStatus(ctx context.Context, obj api.Object, expectRevision
 // Apply creates obj, or updates its spec when it exists (see Update). It
 // reports whether it created it.
 func (s *Store) Apply(ctx context.Context, obj api.Object, expectRevision int64) (created bool, err error) {
-	if svc, ok := obj.(*api.Service); ok {
-		if err := s.checkHostPorts(ctx, svc); err != nil {
-			return false, err
-		}
+	if err := s.CheckApply(ctx, obj); err != nil {
+		return false, err
 	}
 	if expectRevision != 0 {
 		return false, s.Update(ctx, obj, expectRevision)
@@ -191,6 +189,15 @@ func (s *Store) Apply(ctx context.Context, obj api.Object, expectRevision int64)
 		// Deleted between the two: try again.
 	}
 	return false, fmt.Errorf("apply %s: %w: kept changing", api.RefOf(obj), errdefs.ErrConflict)
+}
+
+// CheckApply makes the checks of Apply that need the store (a host port
+// published twice), without writing: a dry run's.
+func (s *Store) CheckApply(ctx context.Context, obj api.Object) error {
+	if svc, ok := obj.(*api.Service); ok {
+		return s.checkHostPorts(ctx, svc)
+	}
+	return nil
 }
 
 // Delete removes an object (and its node assignment). With
