@@ -333,7 +333,10 @@ type InstanceStatus struct {
 	Phase       Phase  `json:"phase,omitempty"`
 	IP          string `json:"ip,omitempty"`
 	ContainerID string `json:"containerID,omitempty"`
-	ExitCode    int    `json:"exitCode,omitempty"`
+	// Pid is the container's main process on its node, in the node's PID
+	// namespace (what `kill` there takes).
+	Pid      int `json:"pid,omitempty"`
+	ExitCode int `json:"exitCode,omitempty"`
 	// Reason says why the container ended, e.g. "OOMKilled".
 	Reason      string    `json:"reason,omitempty"`
 	Message     string    `json:"message,omitempty"`
