@@ -47,14 +47,6 @@ func (g *globals) client(ctx context.Context) (*client.Client, error) {
 	return client.New(ep, opts...)
 }
 
-// namespaced splits "ns/name" into its parts, "default" when no namespace is given.
-func namespaced(ref string) (ns, name string) {
-	if ns, name, ok := strings.Cut(ref, "/"); ok {
-		return ns, name
-	}
-	return api.DefaultNamespace, ref
-}
-
 // describeErr makes API errors read well on the command line: field errors one per line.
 func describeErr(err error) error {
 	if fe := api.FieldErrors(err); len(fe) > 1 {

@@ -10,13 +10,16 @@ import (
 
 func newEventsCmd(g *globals) *cobra.Command {
 	var watch bool
-	var ns string
 	cmd := &cobra.Command{
 		Use:   "events [-w]",
 		Short: "Show what happened recently (-w: and keep showing)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
+			ns, err := g.listNamespace()
+			if err != nil {
+				return err
+			}
 			c, err := g.client(ctx)
 			if err != nil {
 				return err
@@ -61,6 +64,6 @@ func newEventsCmd(g *globals) *cobra.Command {
 		},
 	}
 	cmd.Flags().BoolVarP(&watch, "watch", "w", false, "keep printing new events")
-	cmd.Flags().StringVarP(&ns, "namespace", "n", "", "namespace (default: all)")
+	addListFlags(cmd, g)
 	return cmd
 }

@@ -20,14 +20,15 @@ func newExecCmd(g *globals) *cobra.Command {
 		Short: "Run a command in a running instance (or in a service's first running one)",
 		Example: `  berth exec -it web sh
   berth exec web-k2x9p cat /etc/hostname`,
-		Args: cobra.MinimumNArgs(2),
+		Args:              cobra.MinimumNArgs(2),
+		ValidArgsFunction: g.completeFirst(api.KindInstance, api.KindService, api.KindJob),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
 			c, err := g.client(ctx)
 			if err != nil {
 				return err
 			}
-			insts, err := resolveInstances(ctx, c, args[0])
+			insts, err := g.resolveInstances(ctx, c, args[0])
 			if err != nil {
 				return err
 			}

@@ -2,9 +2,13 @@ package cli
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
+	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -23,112 +27,272 @@ var kindAliases = map[string]api.Kind{
 	"event": api.KindEvent, "events": api.KindEvent, "ev": api.KindEvent,
 }
 
+// getOptions is what get and ps print.
+type getOptions struct {
+	format     string
+	kind       api.Kind
+	namespace  string   // "" for every namespace
+	names      []string // empty for a list
+	liveOnly   bool     // instances: not the finished ones
+	selector   api.Selector
+	showLabels bool
+}
+
 func newGetCmd(g *globals) *cobra.Command {
-	var ns string
+	var selector string
+	var watch, showLabels bool
 	cmd := &cobra.Command{
-		Use:   "get KIND [NAME]",
+		Use:   "get KIND [NAME...] | get KIND/NAME...",
 		Short: "List or show services, jobs, instances, nodes or events",
+		Long: `List or show services, jobs, instances, nodes or events.
+
+Lists show the namespace -n names ("default" unless given), or every
+namespace with -A. -o yaml and -o json print objects that 'berth apply -f'
+takes back as they are.`,
 		Example: `  berth get services
   berth get service web -o wide
-  berth get job tests -o yaml
-  berth get instances -o json`,
-		Args:      cobra.RangeArgs(1, 2),
-		ValidArgs: []string{"services", "jobs", "instances", "nodes", "events"},
+  berth get service/web -o yaml > web.yaml && berth apply -f web.yaml
+  berth get services -l tier=front,env!=dev --show-labels
+  berth get instances -A -w`,
+		Args: cobra.MinimumNArgs(1),
+		ValidArgsFunction: func(cmd *cobra.Command, args []string, toComplete string) ([]string, cobra.ShellCompDirective) {
+			if len(args) == 0 && !strings.Contains(toComplete, "/") {
+				return []string{"services", "jobs", "instances", "nodes", "events"}, cobra.ShellCompDirectiveNoFileComp
+			}
+			if len(args) == 0 {
+				return g.completeNames(api.KindService, api.KindJob, api.KindInstance, api.KindNode)(cmd, args, toComplete)
+			}
+			if kind, ok := kindAliases[strings.ToLower(args[0])]; ok {
+				return g.completeNames(kind)(cmd, args, toComplete)
+			}
+			return nil, cobra.ShellCompDirectiveNoFileComp
+		},
 		RunE: func(cmd *cobra.Command, args []string) error {
-			kind, ok := kindAliases[strings.ToLower(args[0])]
-			if !ok {
-				return fmt.Errorf("unknown kind %q: want services, jobs, instances, nodes or events", args[0])
+			o := getOptions{format: g.output, showLabels: showLabels}
+			var err error
+			if o.selector, err = api.ParseSelector(selector); err != nil {
+				return fmt.Errorf("--selector: %w", err)
+			}
+			if strings.Contains(args[0], "/") {
+				// get service/web job/tests: one kind at a time.
+				for _, a := range args {
+					r, err := g.parseRef(a)
+					if err != nil {
+						return err
+					}
+					if r.kind == "" {
+						return fmt.Errorf("%q: want KIND/NAME, e.g. service/web", a)
+					}
+					if o.kind != "" && (r.kind != o.kind || r.namespace != o.namespace) {
+						return fmt.Errorf("%q: give names of one kind and namespace at a time", a)
+					}
+					o.kind, o.namespace = r.kind, r.namespace
+					o.names = append(o.names, r.name)
+				}
+			} else {
+				kind, ok := kindAliases[strings.ToLower(args[0])]
+				if !ok {
+					return fmt.Errorf("unknown kind %q: want services, jobs, instances, nodes or events", args[0])
+				}
+				o.kind = kind
+				if o.namespace, err = g.listNamespace(); err != nil {
+					return err
+				}
+				for _, a := range args[1:] {
+					r, err := g.parseRef(kind.Plural()[:len(kind.Plural())-1] + "/" + a)
+					if err != nil {
+						return err
+					}
+					if len(o.names) > 0 && r.namespace != o.namespace {
+						return fmt.Errorf("%q: give names of one namespace at a time", a)
+					}
+					o.namespace = r.namespace
+					o.names = append(o.names, r.name)
+				}
+			}
+			if !o.kind.Namespaced() {
+				o.namespace = ""
 			}
 			c, err := g.client(cmd.Context())
 			if err != nil {
 				return err
 			}
-			name := ""
-			if len(args) == 2 {
-				name = args[1]
+			if watch {
+				return watchObjects(cmd.Context(), c, cmd.OutOrStdout(), o)
 			}
-			return get(cmd.Context(), c, g.output, cmd.OutOrStdout(), kind, ns, name, false)
+			return get(cmd.Context(), c, cmd.OutOrStdout(), o)
 		},
 	}
-	cmd.Flags().StringVarP(&ns, "namespace", "n", "", "namespace (default: all for lists, \"default\" for one object)")
+	addListFlags(cmd, g)
+	cmd.Flags().StringVarP(&selector, "selector", "l", "", "only objects whose labels match: key=value, key!=value, comma-separated (all must hold)")
+	cmd.Flags().BoolVarP(&watch, "watch", "w", false, "after the list, keep printing objects as they change")
+	cmd.Flags().BoolVar(&showLabels, "show-labels", false, "add a LABELS column")
 	return cmd
 }
 
 func newPsCmd(g *globals) *cobra.Command {
-	var ns string
 	var all bool
 	cmd := &cobra.Command{
 		Use:   "ps",
 		Short: "List instances (running and starting; -a for finished ones too)",
-		Args:  cobra.NoArgs,
+		Long: `List instances: running and starting ones, and with -a finished ones too.
+
+-o wide adds each instance's image, container, address and PID: the
+container's main process on its node, to kill to see it healed.`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			o := getOptions{format: g.output, kind: api.KindInstance, liveOnly: !all}
+			var err error
+			if o.namespace, err = g.listNamespace(); err != nil {
+				return err
+			}
 			c, err := g.client(cmd.Context())
 			if err != nil {
 				return err
 			}
-			return get(cmd.Context(), c, g.output, cmd.OutOrStdout(), api.KindInstance, ns, "", !all)
+			return get(cmd.Context(), c, cmd.OutOrStdout(), o)
 		},
 	}
-	cmd.Flags().StringVarP(&ns, "namespace", "n", "", "namespace (default: all)")
+	addListFlags(cmd, g)
 	cmd.Flags().BoolVarP(&all, "all", "a", false, "show finished instances too")
 	return cmd
 }
 
-func get(ctx context.Context, c *client.Client, format string, w io.Writer, kind api.Kind, ns, name string, liveOnly bool) error {
-	one := name != ""
-	if one && ns == "" {
-		ns, name = namespaced(name)
-	}
+// fetchObjects reads what o names: its objects, or the list, filtered.
+func fetchObjects(ctx context.Context, c *client.Client, o getOptions) ([]api.Object, int64, error) {
 	var objs []api.Object
-	var err error
-	switch kind {
-	case api.KindService:
-		objs, err = fetch(ctx, c.Services().Resource, ns, name)
-	case api.KindJob:
-		objs, err = fetch(ctx, c.Jobs().Resource, ns, name)
-	case api.KindInstance:
-		objs, err = fetch(ctx, c.Instances().Resource, ns, name)
-	case api.KindNode:
-		objs, err = fetch(ctx, c.Nodes().Resource, "", name)
-	case api.KindEvent:
-		objs, err = fetch(ctx, c.Events().Resource, ns, name)
+	var rev int64
+	if len(o.names) > 0 {
+		for _, n := range o.names {
+			obj, err := getObject(ctx, c, o.kind, o.namespace, n)
+			if err != nil {
+				return nil, 0, err
+			}
+			objs = append(objs, obj)
+		}
+	} else {
+		var err error
+		if objs, rev, err = listObjectsAt(ctx, c, o.kind, o.namespace); err != nil {
+			return nil, 0, err
+		}
 	}
+	kept := objs[:0]
+	for _, obj := range objs {
+		if o.keep(obj) {
+			kept = append(kept, obj)
+		}
+	}
+	return kept, rev, nil
+}
+
+// keep says whether o shows obj.
+func (o getOptions) keep(obj api.Object) bool {
+	if in, ok := obj.(*api.Instance); ok && o.liveOnly && (in.Status.Phase == api.PhaseSucceeded || in.Status.Phase == api.PhaseFailed || in.Status.Phase == api.PhaseLost) {
+		return false
+	}
+	return o.selector.Matches(obj.GetMetadata().Labels)
+}
+
+func get(ctx context.Context, c *client.Client, w io.Writer, o getOptions) error {
+	if err := checkFormat(o.format); err != nil {
+		return err
+	}
+	objs, _, err := fetchObjects(ctx, c, o)
 	if err != nil {
 		return err
 	}
-	if liveOnly {
-		kept := objs[:0]
-		for _, o := range objs {
-			if in := o.(*api.Instance); in.Status.Phase != api.PhaseSucceeded && in.Status.Phase != api.PhaseFailed && in.Status.Phase != api.PhaseLost {
-				kept = append(kept, o)
-			}
-		}
-		objs = kept
+	if o.format == "json" || o.format == "yaml" {
+		return printObjects(w, o.format, objs, len(o.names) == 1)
 	}
-	if format == "json" || format == "yaml" {
-		var v any = objs
-		if one && len(objs) == 1 {
-			v = objs[0]
-		}
-		return printOut(w, format, v, nil)
-	}
-	if format != "" && format != "wide" && format != "table" {
-		return fmt.Errorf("--output %q: want table, wide, json or yaml", format)
-	}
-	wide := format == "wide"
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	defer tw.Flush()
-	switch kind {
-	case api.KindService:
-		var eps map[string][]string
-		if wide {
-			if eps, err = endpoints(ctx, c, ns); err != nil {
+	if err := printTable(ctx, c, tw, o, objs, true); err != nil {
+		return err
+	}
+	if o.kind == api.KindJob && len(o.names) == 1 && len(objs) == 1 {
+		printJobIndexes(tw, objs[0].(*api.Job))
+	}
+	return nil
+}
+
+func checkFormat(f string) error {
+	switch f {
+	case "", "table", "wide", "json", "yaml":
+		return nil
+	}
+	return fmt.Errorf("--output %q: want table, wide, json or yaml", f)
+}
+
+// printObjects prints objects as 'berth apply -f' takes them back: each
+// with its kind. One object alone is printed as itself; several as a
+// JSON array, or as YAML documents separated by "---".
+func printObjects(w io.Writer, format string, objs []api.Object, one bool) error {
+	docs := make([]json.RawMessage, len(objs))
+	for i, obj := range objs {
+		b, err := withKind(obj)
+		if err != nil {
+			return err
+		}
+		docs[i] = b
+	}
+	switch {
+	case format == "json" && one && len(docs) == 1:
+		return printOut(w, "json", docs[0], nil)
+	case format == "json":
+		return printOut(w, "json", docs, nil)
+	}
+	for i, d := range docs {
+		if i > 0 {
+			if _, err := io.WriteString(w, "---\n"); err != nil {
 				return err
 			}
 		}
-		fmt.Fprintln(tw, "NAMESPACE\tNAME\tREADY\tIMAGE\tAGE"+cond(wide, "\tVIP\tDNS\tPORTS\tENDPOINTS", ""))
-		for _, o := range objs {
-			s := o.(*api.Service)
+		if err := printOut(w, "yaml", d, nil); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// withKind is obj as JSON with its kind at the top, where spec files
+// have it.
+func withKind(obj api.Object) (json.RawMessage, error) {
+	b, err := json.Marshal(obj)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", api.RefOf(obj), err)
+	}
+	kind, _ := json.Marshal(obj.GetKind())
+	out := append([]byte(`{"kind":`), kind...)
+	if len(b) > 2 {
+		out = append(out, ',')
+	}
+	return append(out, b[1:]...), nil
+}
+
+// printTable prints objs as table rows, with the header when asked.
+func printTable(ctx context.Context, c *client.Client, tw *tabwriter.Writer, o getOptions, objs []api.Object, header bool) error {
+	wide := o.format == "wide"
+	labels := func(obj api.Object) {
+		if o.showLabels {
+			fmt.Fprintf(tw, "\t%s", labelsColumn(obj.GetMetadata().Labels))
+		}
+		fmt.Fprintln(tw)
+	}
+	labelsHead := cond(o.showLabels, "\tLABELS", "")
+	switch o.kind {
+	case api.KindService:
+		var eps map[string][]string
+		if wide {
+			var err error
+			if eps, err = endpoints(ctx, c, o.namespace); err != nil {
+				return err
+			}
+		}
+		if header {
+			fmt.Fprintln(tw, "NAMESPACE\tNAME\tREADY\tIMAGE\tAGE"+cond(wide, "\tVIP\tDNS\tPORTS\tENDPOINTS", "")+labelsHead)
+		}
+		for _, obj := range objs {
+			s := obj.(*api.Service)
 			fmt.Fprintf(tw, "%s\t%s\t%d/%d\t%s\t%s", s.Metadata.Namespace, s.Metadata.Name, s.Status.ReadyReplicas, s.Spec.Replicas,
 				imageColumn(s.Spec.Template.Image, wide), age(s.Metadata.CreatedAt))
 			if wide {
@@ -136,66 +300,233 @@ func get(ctx context.Context, c *client.Client, format string, w io.Writer, kind
 				fmt.Fprintf(tw, "\t%s\t%s.%s.berth\t%s\t%s", dash(s.Status.VIP), s.Metadata.Name, s.Metadata.Namespace,
 					portsOf(s.Spec.Template.Ports), dash(strings.Join(ep, ",")))
 			}
-			fmt.Fprintln(tw)
+			labels(obj)
 		}
 	case api.KindJob:
-		fmt.Fprintln(tw, "NAMESPACE\tNAME\tPHASE\tSUCCEEDED\tFAILED\tACTIVE\tAGE")
-		for _, o := range objs {
-			j := o.(*api.Job)
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%d/%d\t%d\t%d\t%s\n", j.Metadata.Namespace, j.Metadata.Name, dash(string(j.Status.Phase)),
-				j.Status.Succeeded, j.Spec.Completions, j.Status.Failed, j.Status.Active, age(j.Metadata.CreatedAt))
+		if header {
+			fmt.Fprintln(tw, "NAMESPACE\tNAME\tPHASE\tSUCCEEDED\tFAILED\tACTIVE\tAGE"+labelsHead)
 		}
-		if one && len(objs) == 1 {
-			j := objs[0].(*api.Job)
-			fmt.Fprintln(tw, "\nINDEX\tRESULT\tATTEMPTS\tEXIT\tINSTANCE")
-			for _, ir := range j.Status.Indexes {
-				res := "running"
-				switch {
-				case ir.Succeeded:
-					res = "succeeded"
-				case ir.Failed:
-					res = "failed"
-				case ir.Instance == "":
-					res = "waiting"
-				}
-				fmt.Fprintf(tw, "%d\t%s\t%d\t%d\t%s\n", ir.Index, res, ir.Attempts, ir.ExitCode, dash(ir.Instance))
-			}
+		for _, obj := range objs {
+			j := obj.(*api.Job)
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%d/%d\t%d\t%d\t%s", j.Metadata.Namespace, j.Metadata.Name, dash(string(j.Status.Phase)),
+				j.Status.Succeeded, j.Spec.Completions, j.Status.Failed, j.Status.Active, age(j.Metadata.CreatedAt))
+			labels(obj)
 		}
 	case api.KindInstance:
-		fmt.Fprintln(tw, "NAMESPACE\tNAME\tOWNER\tNODE\tPHASE\tHEALTHY\tRESTARTS\tAGE"+cond(wide, "\tIMAGE\tCONTAINER\tIP\tMESSAGE", ""))
-		for _, o := range objs {
-			in := o.(*api.Instance)
-			healthy := "-"
-			if in.Status.Phase == api.PhaseRunning {
-				healthy = fmt.Sprint(in.Status.Healthy)
-			}
-			phase := string(in.Status.Phase)
-			if in.Status.Reason != "" && in.Status.Phase != api.PhaseRunning {
-				phase += " (" + in.Status.Reason + ")"
-			}
+		if header {
+			fmt.Fprintln(tw, "NAMESPACE\tNAME\tOWNER\tNODE\tPHASE\tHEALTHY\tRESTARTS\tAGE"+cond(wide, "\tIMAGE\tCONTAINER\tPID\tIP\tMESSAGE", "")+labelsHead)
+		}
+		for _, obj := range objs {
+			in := obj.(*api.Instance)
 			fmt.Fprintf(tw, "%s\t%s\t%s/%s\t%s\t%s\t%s\t%d\t%s", in.Metadata.Namespace, in.Metadata.Name,
-				strings.ToLower(string(in.Spec.Owner.Kind)), in.Spec.Owner.Name, dash(in.Spec.Node), dash(phase), healthy,
+				strings.ToLower(string(in.Spec.Owner.Kind)), in.Spec.Owner.Name, dash(in.Spec.Node), dash(phaseColumn(in)), healthyColumn(in),
 				in.Status.Restarts, age(in.Metadata.CreatedAt))
 			if wide {
-				fmt.Fprintf(tw, "\t%s\t%s\t%s\t%s", imageColumn(in.Spec.Template.Image, true), dash(in.Status.ContainerID), dash(in.Status.IP), in.Status.Message)
+				fmt.Fprintf(tw, "\t%s\t%s\t%s\t%s\t%s", imageColumn(in.Spec.Template.Image, true), dash(in.Status.ContainerID),
+					pidColumn(in), dash(in.Status.IP), in.Status.Message)
 			}
-			fmt.Fprintln(tw)
+			labels(obj)
 		}
 	case api.KindNode:
-		fmt.Fprintln(tw, "NAME\tSTATUS\tCPUS\tMEMORY\tADDRESS\tAGE")
-		for _, o := range objs {
-			n := o.(*api.Node)
+		if header {
+			fmt.Fprintln(tw, "NAME\tSTATUS\tCPUS\tMEMORY\tADDRESS\tAGE"+labelsHead)
+		}
+		for _, obj := range objs {
+			n := obj.(*api.Node)
 			status := string(n.Status.Condition)
 			if n.Spec.Unschedulable {
 				status += ",SchedulingDisabled"
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%s\n", n.Metadata.Name, dash(status), n.Spec.Capacity.MilliCPU/1000,
+			fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%s", n.Metadata.Name, dash(status), n.Spec.Capacity.MilliCPU/1000,
 				n.Spec.Capacity.Memory, dash(n.Spec.Address), age(n.Metadata.CreatedAt))
+			labels(obj)
 		}
 	case api.KindEvent:
-		printEvents(tw, objs)
+		if header {
+			printEvents(tw, objs)
+			return nil
+		}
+		for _, obj := range objs {
+			printEventLine(tw, obj.(*api.Event))
+		}
 	}
 	return nil
+}
+
+func printJobIndexes(tw *tabwriter.Writer, j *api.Job) {
+	fmt.Fprintln(tw, "\nINDEX\tRESULT\tATTEMPTS\tEXIT\tINSTANCE")
+	for _, ir := range j.Status.Indexes {
+		res := "running"
+		switch {
+		case ir.Succeeded:
+			res = "succeeded"
+		case ir.Failed:
+			res = "failed"
+		case ir.Instance == "":
+			res = "waiting"
+		}
+		fmt.Fprintf(tw, "%d\t%s\t%d\t%d\t%s\n", ir.Index, res, ir.Attempts, ir.ExitCode, dash(ir.Instance))
+	}
+}
+
+func phaseColumn(in *api.Instance) string {
+	phase := string(in.Status.Phase)
+	if in.Status.Reason != "" && in.Status.Phase != api.PhaseRunning {
+		phase += " (" + in.Status.Reason + ")"
+	}
+	return phase
+}
+
+func healthyColumn(in *api.Instance) string {
+	if in.Status.Phase == api.PhaseRunning {
+		return fmt.Sprint(in.Status.Healthy)
+	}
+	return "-"
+}
+
+// pidColumn is the container's main process while it runs.
+func pidColumn(in *api.Instance) string {
+	if in.Status.Phase != api.PhaseRunning || in.Status.Pid == 0 {
+		return "-"
+	}
+	return strconv.Itoa(in.Status.Pid)
+}
+
+func labelsColumn(labels map[string]string) string {
+	var kv []string
+	for _, k := range slices.Sorted(maps.Keys(labels)) {
+		kv = append(kv, k+"="+labels[k])
+	}
+	return dash(strings.Join(kv, ","))
+}
+
+// watchObjects prints what o lists, then each object again as it
+// changes (deleted ones with their last state), until ctx ends.
+func watchObjects(ctx context.Context, c *client.Client, w io.Writer, o getOptions) error {
+	if err := checkFormat(o.format); err != nil {
+		return err
+	}
+	objs, rev, err := fetchObjects(ctx, c, o)
+	if err != nil {
+		return err
+	}
+	if len(o.names) > 0 {
+		// Watch from the newest revision of the objects read.
+		for _, obj := range objs {
+			rev = max(rev, obj.GetMetadata().Revision)
+		}
+	}
+	structured := o.format == "json" || o.format == "yaml"
+	print := func(objs []api.Object, header bool) error {
+		if structured {
+			for _, obj := range objs {
+				if o.format == "yaml" && !header {
+					if _, err := io.WriteString(w, "---\n"); err != nil {
+						return err
+					}
+				}
+				if err := printObjects(w, o.format, []api.Object{obj}, true); err != nil {
+					return err
+				}
+				header = false
+			}
+			return nil
+		}
+		tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+		defer tw.Flush()
+		return printTable(ctx, c, tw, o, objs, header)
+	}
+	if err := print(objs, true); err != nil {
+		return err
+	}
+	if f, ok := w.(interface{ Sync() error }); ok {
+		_ = f.Sync()
+	}
+	changes, err := watchKind(ctx, c, o.kind, o.namespace, rev)
+	if err != nil {
+		return err
+	}
+	header := structured && len(objs) == 0
+	for ch := range changes {
+		if ch.err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return ch.err
+		}
+		if len(o.names) > 0 && !slices.Contains(o.names, ch.obj.GetMetadata().Name) {
+			continue
+		}
+		if !o.keep(ch.obj) && ch.typ != "Deleted" {
+			continue
+		}
+		if err := print([]api.Object{ch.obj}, header); err != nil {
+			return err
+		}
+		header = false
+	}
+	return nil
+}
+
+// change is one watch event of any kind.
+type change struct {
+	typ string
+	obj api.Object
+	err error
+}
+
+// watchKind watches objects of kind after rev, as changes of any kind.
+func watchKind(ctx context.Context, c *client.Client, kind api.Kind, ns string, rev int64) (<-chan change, error) {
+	switch kind {
+	case api.KindService:
+		return relay(c.Services().Watch(ctx, ns, rev))
+	case api.KindJob:
+		return relay(c.Jobs().Watch(ctx, ns, rev))
+	case api.KindInstance:
+		return relay(c.Instances().Watch(ctx, ns, rev))
+	case api.KindNode:
+		return relay(c.Nodes().Watch(ctx, "", rev))
+	case api.KindEvent:
+		return relay(c.Events().Watch(ctx, ns, rev))
+	}
+	return nil, fmt.Errorf("unknown kind %q", kind)
+}
+
+func relay[P api.Object](in <-chan client.WatchEvent[P], err error) (<-chan change, error) {
+	if err != nil {
+		return nil, err
+	}
+	out := make(chan change)
+	go func() {
+		defer close(out)
+		for ev := range in {
+			out <- change{typ: ev.Type, obj: ev.Object, err: ev.Err}
+		}
+	}()
+	return out, nil
+}
+
+// listObjects lists objects of any kind in ns (every namespace when "").
+func listObjects(ctx context.Context, c *client.Client, kind api.Kind, ns string) ([]api.Object, error) {
+	objs, _, err := listObjectsAt(ctx, c, kind, ns)
+	return objs, err
+}
+
+// listObjectsAt is listObjects and the revision the list was read at.
+func listObjectsAt(ctx context.Context, c *client.Client, kind api.Kind, ns string) ([]api.Object, int64, error) {
+	switch kind {
+	case api.KindService:
+		return list(ctx, c.Services().Resource, ns)
+	case api.KindJob:
+		return list(ctx, c.Jobs().Resource, ns)
+	case api.KindInstance:
+		return list(ctx, c.Instances().Resource, ns)
+	case api.KindNode:
+		return list(ctx, c.Nodes().Resource, "")
+	case api.KindEvent:
+		return list(ctx, c.Events().Resource, ns)
+	}
+	return nil, 0, fmt.Errorf("unknown kind %q", kind)
 }
 
 func printEvents(tw *tabwriter.Writer, objs []api.Object) {
@@ -211,27 +542,20 @@ func printEventLine(tw *tabwriter.Writer, e *api.Event) {
 		strings.ToLower(string(e.Object.Kind)), e.Object.Name, e.Reason, e.Message)
 }
 
-// fetch gets one object or lists them, as api.Objects.
-func fetch[T any, P interface {
+// list lists a resource's objects as api.Objects.
+func list[T any, P interface {
 	*T
 	api.Object
-}](ctx context.Context, r client.Resource[T, P], ns, name string) ([]api.Object, error) {
-	if name != "" {
-		o, err := r.Get(ctx, ns, name)
-		if err != nil {
-			return nil, err
-		}
-		return []api.Object{o}, nil
-	}
-	list, _, err := r.List(ctx, ns)
+}](ctx context.Context, r client.Resource[T, P], ns string) ([]api.Object, int64, error) {
+	items, rev, err := r.List(ctx, ns)
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
-	out := make([]api.Object, len(list))
-	for i, o := range list {
+	out := make([]api.Object, len(items))
+	for i, o := range items {
 		out[i] = o
 	}
-	return out, nil
+	return out, rev, nil
 }
 
 func cond(b bool, yes, no string) string {

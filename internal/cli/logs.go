@@ -6,14 +6,11 @@ import (
 	"fmt"
 	"io"
 	"path/filepath"
-	"sort"
 	"sync"
 
 	"github.com/spf13/cobra"
 
 	"github.com/berth-dev/berth/api"
-	"github.com/berth-dev/berth/api/client"
-	"github.com/berth-dev/berth/internal/errdefs"
 	"github.com/berth-dev/berth/internal/runtime"
 )
 
@@ -24,14 +21,15 @@ func newLogsCmd(g *globals) *cobra.Command {
 		Short: "Print the output of an instance, or of every instance of a service or job",
 		Example: `  berth logs web            # every instance of service web, each line prefixed
   berth logs -f web-k2x9p    # one instance, following`,
-		Args: cobra.ExactArgs(1),
+		Args:              cobra.ExactArgs(1),
+		ValidArgsFunction: g.completeFirst(api.KindInstance, api.KindService, api.KindJob),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
 			c, err := g.client(ctx)
 			if err != nil {
 				return err
 			}
-			insts, err := resolveInstances(ctx, c, args[0])
+			insts, err := g.resolveInstances(ctx, c, args[0])
 			if err != nil {
 				return err
 			}
@@ -61,33 +59,6 @@ func newLogsCmd(g *globals) *cobra.Command {
 	cmd.Flags().IntVar(&opts.Tail, "tail", 0, "print only the last N lines of each")
 	cmd.Flags().BoolVarP(&opts.Timestamps, "timestamps", "t", false, "prefix each line with its time")
 	return cmd
-}
-
-// resolveInstances finds an instance by name, or a service's or job's instances.
-func resolveInstances(ctx context.Context, c *client.Client, ref string) ([]*api.Instance, error) {
-	ns, name := namespaced(ref)
-	in, err := c.Instances().Get(ctx, ns, name)
-	if err == nil {
-		return []*api.Instance{in}, nil
-	}
-	if !errdefs.IsNotFound(err) {
-		return nil, err
-	}
-	list, _, err := c.Instances().List(ctx, ns)
-	if err != nil {
-		return nil, err
-	}
-	var out []*api.Instance
-	for _, in := range list {
-		if in.Spec.Owner.Name == name {
-			out = append(out, in)
-		}
-	}
-	if len(out) == 0 {
-		return nil, fmt.Errorf("no instance, service or job named %q in namespace %q", name, ns)
-	}
-	sort.Slice(out, func(i, j int) bool { return out[i].Metadata.Name < out[j].Metadata.Name })
-	return out, nil
 }
 
 // instanceLogs prints an instance's container output from this machine's runtime.

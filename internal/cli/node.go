@@ -119,11 +119,16 @@ func newNodeCordonCmd(g *globals, cordon bool) *cobra.Command {
 		use, short, done = "cordon NAME", "Keep new instances off a node; those on it stay", "cordoned"
 	}
 	return &cobra.Command{
-		Use:   use,
-		Short: short,
-		Args:  cobra.ExactArgs(1),
+		Use:               use,
+		Short:             short,
+		Args:              cobra.ExactArgs(1),
+		ValidArgsFunction: g.completeFirst(api.KindNode),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, err := g.client(cmd.Context())
+			if err != nil {
+				return err
+			}
+			r, err := g.resolve(cmd.Context(), c, args[0], api.KindNode)
 			if err != nil {
 				return err
 			}
@@ -132,10 +137,10 @@ func newNodeCordonCmd(g *globals, cordon bool) *cobra.Command {
 			if cordon {
 				f = nodes.Cordon
 			}
-			if _, err := f(cmd.Context(), args[0]); err != nil {
+			if _, err := f(cmd.Context(), r.name); err != nil {
 				return describeErr(err)
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "node/%s %s\n", args[0], done)
+			fmt.Fprintf(cmd.OutOrStdout(), "node/%s %s\n", r.name, done)
 			return nil
 		},
 	}
@@ -155,13 +160,18 @@ server's limit of nodes drain already. With --wait, the command follows
 the drain until nothing is left on the node.`,
 		Example: `  berth node drain n1
   berth node drain n1 --wait --timeout 10m`,
-		Args: cobra.ExactArgs(1),
+		Args:              cobra.ExactArgs(1),
+		ValidArgsFunction: g.completeFirst(api.KindNode),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, err := g.client(cmd.Context())
 			if err != nil {
 				return err
 			}
-			return drain(cmd.Context(), c, cmd.OutOrStdout(), args[0], wait, timeout, every)
+			r, err := g.resolve(cmd.Context(), c, args[0], api.KindNode)
+			if err != nil {
+				return err
+			}
+			return drain(cmd.Context(), c, cmd.OutOrStdout(), r.name, wait, timeout, every)
 		},
 	}
 	cmd.Flags().BoolVar(&wait, "wait", false, "wait until the node is drained")

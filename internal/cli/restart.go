@@ -5,34 +5,35 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/berth-dev/berth/internal/errdefs"
+	"github.com/berth-dev/berth/api"
 )
 
 func newRestartCmd(g *globals) *cobra.Command {
 	return &cobra.Command{
-		Use:   "restart NAME...",
-		Short: "Restart a service (a rolling replacement of its instances) or one instance",
-		Args:  cobra.MinimumNArgs(1),
+		Use:               "restart NAME...",
+		Short:             "Restart a service (a rolling replacement of its instances) or one instance",
+		Example:           "  berth restart web\n  berth restart instance/web-k2x9p",
+		Args:              cobra.MinimumNArgs(1),
+		ValidArgsFunction: g.completeNames(api.KindService, api.KindInstance),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, err := g.client(cmd.Context())
 			if err != nil {
 				return err
 			}
 			for _, a := range args {
-				ns, name := namespaced(a)
-				_, err := c.Services().Restart(cmd.Context(), ns, name)
-				kind := "service"
-				if errdefs.IsNotFound(err) {
-					_, err = c.Instances().Restart(cmd.Context(), ns, name)
-					kind = "instance"
+				r, err := g.resolve(cmd.Context(), c, a, api.KindService, api.KindInstance)
+				if err != nil {
+					return err
 				}
-				if errdefs.IsNotFound(err) {
-					return fmt.Errorf("no service or instance named %q in namespace %q", name, ns)
+				if r.kind == api.KindService {
+					_, err = c.Services().Restart(cmd.Context(), r.namespace, r.name)
+				} else {
+					_, err = c.Instances().Restart(cmd.Context(), r.namespace, r.name)
 				}
 				if err != nil {
 					return describeErr(err)
 				}
-				fmt.Fprintf(cmd.OutOrStdout(), "%s/%s restarting\n", kind, name)
+				fmt.Fprintf(cmd.OutOrStdout(), "%s restarting\n", r)
 			}
 			return nil
 		},

@@ -17,6 +17,10 @@ type globals struct {
 	server  string
 	token   string
 	caFile  string
+	// namespace is -n: the namespace of named objects and lists;
+	// allNamespaces is a list command's -A.
+	namespace     string
+	allNamespaces bool
 }
 
 // Run executes the command line and returns the process exit code.
@@ -37,6 +41,7 @@ machine to many.`,
 	root.PersistentFlags().StringVarP(&g.output, "output", "o", "", "output format: table (default), wide, json or yaml")
 	root.PersistentFlags().StringVar(&g.server, "server", os.Getenv("BERTH_SERVER"), "API endpoint (default unix://<data-dir>/berth.sock; env BERTH_SERVER)")
 	root.PersistentFlags().StringVar(&g.token, "token", os.Getenv("BERTH_TOKEN"), "bearer token for an https:// server (env BERTH_TOKEN)")
+	root.PersistentFlags().StringVarP(&g.namespace, "namespace", "n", os.Getenv("BERTH_NAMESPACE"), "namespace of the objects named (default \"default\"; env BERTH_NAMESPACE)")
 	root.PersistentFlags().StringVar(&g.caFile, "ca-file", os.Getenv("BERTH_CA_FILE"), "certificate to trust for an https:// server (env BERTH_CA_FILE)")
 
 	root.AddCommand(
@@ -45,6 +50,8 @@ machine to many.`,
 		newAgentCmd(g),
 		newRunCmd(g),
 		newApplyCmd(g),
+		newDiffCmd(g),
+		newDescribeCmd(g),
 		newGetCmd(g),
 		newVersionCmd(g),
 		newPsCmd(g),
@@ -59,6 +66,7 @@ machine to many.`,
 		newTokenCmd(g),
 		newNodeCmd(g),
 	)
+	refuseUnknownSubcommands(root)
 	root.SetArgs(args)
 	err := root.ExecuteContext(ctx)
 	if err == nil {
@@ -69,7 +77,30 @@ machine to many.`,
 		return ee.code
 	}
 	fmt.Fprintln(os.Stderr, "berth:", err)
+	var ce *codedError
+	if errors.As(err, &ce) {
+		return ce.code
+	}
 	return 1
+}
+
+// refuseUnknownSubcommands makes every command group (image, container,
+// node...) fail on a subcommand it does not have, as the root does;
+// cobra would print the group's help and exit 0.
+func refuseUnknownSubcommands(cmd *cobra.Command) {
+	for _, sub := range cmd.Commands() {
+		refuseUnknownSubcommands(sub)
+	}
+	if cmd == cmd.Root() || !cmd.HasSubCommands() || cmd.Runnable() {
+		return
+	}
+	cmd.Args = cobra.ArbitraryArgs
+	cmd.RunE = func(cmd *cobra.Command, args []string) error {
+		if len(args) == 0 {
+			return cmd.Help()
+		}
+		return fmt.Errorf("unknown command %q for %q (see %s --help)", args[0], cmd.CommandPath(), cmd.CommandPath())
+	}
 }
 
 // exitError carries a specific exit code (for example a container's) to Run.

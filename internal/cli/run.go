@@ -17,7 +17,7 @@ func newRunCmd(g *globals) *cobra.Command {
 	var (
 		name, memory, restart string
 		replicas              int
-		env, ports            []string
+		env, ports, labels    []string
 		cpus                  float64
 		pids                  int64
 		noWait                bool
@@ -32,6 +32,21 @@ func newRunCmd(g *globals) *cobra.Command {
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
 			svc := api.RunService(name, args[0], args[1:])
+			ns, err := g.ns()
+			if err != nil {
+				return err
+			}
+			svc.Metadata.Namespace = ns
+			for _, kv := range labels {
+				k, v, ok := strings.Cut(kv, "=")
+				if !ok {
+					return fmt.Errorf("--label %q: want KEY=VALUE", kv)
+				}
+				if svc.Metadata.Labels == nil {
+					svc.Metadata.Labels = map[string]string{}
+				}
+				svc.Metadata.Labels[k] = v
+			}
 			svc.Spec.Replicas = replicas
 			t := &svc.Spec.Template
 			t.Restart = api.RestartPolicy(restart)
@@ -82,12 +97,13 @@ func newRunCmd(g *globals) *cobra.Command {
 				}
 			}
 			if err := <-exists; err == nil {
-				return fmt.Errorf("service %q already exists: change it with 'berth apply' or 'berth scale', or pick another --name", svc.Metadata.Name)
+				return fmt.Errorf("service %q already exists in namespace %q: change it with 'berth apply' or 'berth scale', or pick another --name", svc.Metadata.Name, svc.Metadata.Namespace)
 			}
 			stored, err := c.Services().Apply(ctx, svc)
 			if err != nil {
 				return describeErr(err)
 			}
+			printWarnings(cmd.ErrOrStderr(), stored)
 			if wait {
 				if err := waitRunning(wctx, events, stored.Metadata.Name, replicas); err != nil {
 					return fmt.Errorf("service %q: %w", stored.Metadata.Name, err)
@@ -102,6 +118,7 @@ func newRunCmd(g *globals) *cobra.Command {
 	f.StringVar(&name, "name", "", "service name (default: from the image)")
 	f.IntVarP(&replicas, "replicas", "r", 1, "number of instances")
 	f.StringArrayVarP(&env, "env", "e", nil, "environment variable KEY=VALUE")
+	f.StringArrayVarP(&labels, "label", "l", nil, "label KEY=VALUE on the service (see get -l)")
 	f.Float64Var(&cpus, "cpus", 0, "CPU cores per instance, e.g. 0.5")
 	f.StringVarP(&memory, "memory", "m", "", "memory per instance, e.g. 64Mi")
 	f.Int64Var(&pids, "pids", 0, "process limit per instance")

@@ -6,18 +6,20 @@ import (
 	"strings"
 
 	"github.com/spf13/cobra"
+
+	"github.com/berth-dev/berth/api"
 )
 
 func newScaleCmd(g *globals) *cobra.Command {
 	return &cobra.Command{
 		Use:     "scale NAME=REPLICAS...",
 		Short:   "Set the number of replicas of services",
-		Example: "  berth scale web=5\n  berth scale web=1 api=3",
+		Example: "  berth scale web=5\n  berth scale web=1 service/api=3 -n prod",
 		Args:    cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			type req struct {
-				ns, name string
-				n        int
+				ref string
+				n   int
 			}
 			var reqs []req
 			for _, a := range args {
@@ -26,18 +28,21 @@ func newScaleCmd(g *globals) *cobra.Command {
 				if !ok || err != nil || n < 0 {
 					return fmt.Errorf("%q: want NAME=REPLICAS with a whole number of replicas, 0 or more", a)
 				}
-				ns, name := namespaced(ref)
-				reqs = append(reqs, req{ns, name, n})
+				reqs = append(reqs, req{ref, n})
 			}
 			c, err := g.client(cmd.Context())
 			if err != nil {
 				return err
 			}
-			for _, r := range reqs {
-				if _, err := c.Services().Scale(cmd.Context(), r.ns, r.name, r.n); err != nil {
+			for _, rq := range reqs {
+				r, err := g.resolve(cmd.Context(), c, rq.ref, api.KindService)
+				if err != nil {
+					return err
+				}
+				if _, err := c.Services().Scale(cmd.Context(), r.namespace, r.name, rq.n); err != nil {
 					return describeErr(err)
 				}
-				fmt.Fprintf(cmd.OutOrStdout(), "service/%s scaled to %d\n", r.name, r.n)
+				fmt.Fprintf(cmd.OutOrStdout(), "%s scaled to %d\n", r, rq.n)
 			}
 			return nil
 		},

@@ -1,0 +1,295 @@
+package cli
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"maps"
+	"slices"
+	"sort"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/berth-dev/berth/api"
+	"github.com/berth-dev/berth/api/client"
+)
+
+// describeEvents is how many of an object's latest events describe shows.
+const describeEvents = 20
+
+func newDescribeCmd(g *globals) *cobra.Command {
+	kinds := []api.Kind{api.KindService, api.KindJob, api.KindInstance, api.KindNode}
+	return &cobra.Command{
+		Use:   "describe [KIND/]NAME...",
+		Short: "Show a service, job, instance or node: its instances, recent events, and why it is not ready",
+		Long: `Show a service, job, instance or node in full: its spec, its instances
+(with each one's node, phase, restarts and PID), its recent events, and,
+when it is not ready, why: an instance unhealthy, pending because no node
+fits, or crashing and waiting to be started again.`,
+		Example:           "  berth describe web\n  berth describe job/tests\n  berth describe node/n1",
+		Args:              cobra.MinimumNArgs(1),
+		ValidArgsFunction: g.completeNames(kinds...),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx := cmd.Context()
+			c, err := g.client(ctx)
+			if err != nil {
+				return err
+			}
+			for i, a := range args {
+				r, err := g.resolve(ctx, c, a, kinds...)
+				if err != nil {
+					return err
+				}
+				if i > 0 {
+					fmt.Fprintln(cmd.OutOrStdout())
+				}
+				if err := describeObject(ctx, c, cmd.OutOrStdout(), r); err != nil {
+					return err
+				}
+			}
+			return nil
+		},
+	}
+}
+
+func describeObject(ctx context.Context, c *client.Client, w io.Writer, r objRef) error {
+	obj, err := getObject(ctx, c, r.kind, r.namespace, r.name)
+	if err != nil {
+		return describeErr(err)
+	}
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	defer tw.Flush()
+	m := obj.GetMetadata()
+	field := func(k, format string, a ...any) { fmt.Fprintf(tw, "%s:\t"+format+"\n", append([]any{k}, a...)...) }
+	field("Name", "%s", m.Name)
+	field("Kind", "%s", r.kind)
+	if r.kind.Namespaced() {
+		field("Namespace", "%s", m.Namespace)
+	}
+	field("Labels", "%s", labelsColumn(m.Labels))
+	field("Created", "%s (%s ago)", m.CreatedAt.Local().Format(time.RFC3339), age(m.CreatedAt))
+
+	// The instances that belong to the object.
+	var insts []*api.Instance
+	switch r.kind {
+	case api.KindService, api.KindJob, api.KindNode:
+		list, _, err := c.Instances().List(ctx, cond(r.kind == api.KindNode, "", r.namespace))
+		if err != nil {
+			return err
+		}
+		for _, in := range list {
+			if r.kind == api.KindNode && in.Spec.Node == r.name ||
+				r.kind != api.KindNode && in.Spec.Owner.Kind == r.kind && in.Spec.Owner.Name == r.name && in.Spec.Owner.UID == m.UID {
+				insts = append(insts, in)
+			}
+		}
+	case api.KindInstance:
+		insts = []*api.Instance{obj.(*api.Instance)}
+	}
+	sort.Slice(insts, func(i, j int) bool { return insts[i].Metadata.Name < insts[j].Metadata.Name })
+
+	events, err := eventsAbout(ctx, c, r, insts)
+	if err != nil {
+		return err
+	}
+
+	var notReady []string
+	switch x := obj.(type) {
+	case *api.Service:
+		describeTemplate(field, x.Spec.Template)
+		field("Replicas", "%d desired, %d ready, %d updated", x.Spec.Replicas, x.Status.ReadyReplicas, x.Status.UpdatedReplicas)
+		field("Address", "%s (%s.%s.berth)", dash(x.Status.VIP), m.Name, m.Namespace)
+		field("Ports", "%s", portsOf(x.Spec.Template.Ports))
+		if x.Status.Message != "" {
+			field("Message", "%s", x.Status.Message)
+		}
+		if x.Status.ReadyReplicas < x.Spec.Replicas {
+			notReady = append(notReady, fmt.Sprintf("%d of %d replicas ready", x.Status.ReadyReplicas, x.Spec.Replicas))
+		}
+		notReady = append(notReady, instanceProblems(insts, events)...)
+	case *api.Job:
+		describeTemplate(field, x.Spec.Template)
+		field("Phase", "%s", dash(string(x.Status.Phase)))
+		field("Completions", "%d of %d succeeded, %d failed, %d active (parallelism %d, backoff limit %d)",
+			x.Status.Succeeded, x.Spec.Completions, x.Status.Failed, x.Status.Active, x.Spec.Parallelism, x.Spec.BackoffLimit)
+		if x.Status.Message != "" {
+			field("Message", "%s", x.Status.Message)
+		}
+		if x.Status.Phase != api.JobSucceeded {
+			notReady = append(notReady, instanceProblems(insts, events)...)
+		}
+	case *api.Instance:
+		describeTemplate(field, x.Spec.Template)
+		field("Owner", "%s/%s", strings.ToLower(string(x.Spec.Owner.Kind)), x.Spec.Owner.Name)
+		field("Node", "%s", dash(x.Spec.Node))
+		field("Phase", "%s", dash(phaseColumn(x)))
+		field("Healthy", "%s", healthyColumn(x))
+		field("Restarts", "%d", x.Status.Restarts)
+		field("Container", "%s", dash(x.Status.ContainerID))
+		field("PID", "%s", pidColumn(x))
+		field("IP", "%s", dash(x.Status.IP))
+		if x.Status.Phase == api.PhaseFailed || x.Status.Phase == api.PhaseSucceeded {
+			field("Exit code", "%d", x.Status.ExitCode)
+		}
+		if x.Status.Message != "" {
+			field("Message", "%s", x.Status.Message)
+		}
+		notReady = instanceProblems(insts, events)
+	case *api.Node:
+		field("Status", "%s", dash(string(x.Status.Condition)))
+		field("Scheduling", "%s", scheduling(x))
+		field("Address", "%s", dash(x.Spec.Address))
+		field("Capacity", "%d CPUs, %s memory, %d pids", x.Spec.Capacity.MilliCPU/1000, x.Spec.Capacity.Memory, x.Spec.Capacity.Pids)
+		field("Pod subnet", "%s", dash(x.Spec.PodSubnet))
+		field("Heartbeat", "%s ago", age(x.Status.LastHeartbeat))
+		if x.Status.Condition != api.NodeReady {
+			notReady = append(notReady, "node is "+dash(string(x.Status.Condition))+cond(x.Status.Message != "", ": "+x.Status.Message, ""))
+		}
+	}
+	if len(notReady) > 0 {
+		fmt.Fprintln(tw, "Not ready:")
+		for _, s := range notReady {
+			fmt.Fprintf(tw, "  %s\n", s)
+		}
+	}
+	if r.kind != api.KindInstance {
+		fmt.Fprintln(tw, "\nInstances:")
+		if len(insts) == 0 {
+			fmt.Fprintln(tw, "  none")
+		} else {
+			fmt.Fprintln(tw, "  NAME\tNODE\tPHASE\tHEALTHY\tRESTARTS\tPID\tIP\tAGE\tMESSAGE")
+			for _, in := range insts {
+				fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%d\t%s\t%s\t%s\t%s\n", in.Metadata.Name, dash(in.Spec.Node), dash(phaseColumn(in)),
+					healthyColumn(in), in.Status.Restarts, pidColumn(in), dash(in.Status.IP), age(in.Metadata.CreatedAt), in.Status.Message)
+			}
+		}
+	}
+	fmt.Fprintln(tw, "\nEvents:")
+	if len(events) == 0 {
+		fmt.Fprintln(tw, "  none")
+		return nil
+	}
+	fmt.Fprintln(tw, "  TIME\tTYPE\tOBJECT\tREASON\tMESSAGE")
+	for _, e := range events {
+		fmt.Fprint(tw, "  ")
+		printEventLine(tw, e)
+	}
+	return nil
+}
+
+func describeTemplate(field func(k, format string, a ...any), t api.Template) {
+	field("Image", "%s", t.Image)
+	if len(t.Command)+len(t.Args) > 0 {
+		field("Command", "%s", strings.Join(append(slices.Clone(t.Command), t.Args...), " "))
+	}
+	if len(t.Env) > 0 {
+		var kv []string
+		for _, k := range slices.Sorted(maps.Keys(t.Env)) {
+			kv = append(kv, k+"="+t.Env[k])
+		}
+		field("Env", "%s", strings.Join(kv, " "))
+	}
+	res := t.Resources
+	mem := "-"
+	if res.Memory != 0 {
+		mem = res.Memory.String()
+	}
+	field("Resources", "cpu %s, memory %s, pids %s", dashNum(res.CPU), mem, dashNum(float64(res.Pids)))
+	field("Restart", "%s", dash(string(t.Restart)))
+	if h := t.Health; h != nil {
+		check := "exec " + strings.Join(func() []string {
+			if h.Exec != nil {
+				return h.Exec.Command
+			}
+			return nil
+		}(), " ")
+		switch {
+		case h.HTTP != nil:
+			check = fmt.Sprintf("http :%d%s", h.HTTP.Port, h.HTTP.Path)
+		case h.TCP != nil:
+			check = fmt.Sprintf("tcp :%d", h.TCP.Port)
+		}
+		field("Health", "%s every %s, %d failures", check, h.Interval, h.Failures)
+	}
+}
+
+func dashNum(f float64) string {
+	if f == 0 {
+		return "-"
+	}
+	return fmt.Sprint(f)
+}
+
+// instanceProblems says, for each instance that is not running healthily,
+// why: pending and why no node takes it, unhealthy, or waiting to be
+// started again after its container ended.
+func instanceProblems(insts []*api.Instance, events []*api.Event) []string {
+	lastWarning := map[string]*api.Event{}
+	for _, e := range events {
+		if e.Object.Kind == api.KindInstance && e.Type == api.EventWarning {
+			lastWarning[e.Object.Name] = e
+		}
+	}
+	var out []string
+	for _, in := range insts {
+		st := in.Status
+		var why string
+		switch {
+		case st.Phase == api.PhaseRunning && st.Healthy:
+			continue
+		case st.Phase == api.PhaseSucceeded:
+			continue
+		case st.Phase == api.PhaseRunning:
+			why = "running, not healthy (its health check has not passed)"
+		case st.Phase == "" || st.Phase == api.PhasePending:
+			why = "pending: not placed on a node yet"
+			if e := lastWarning[in.Metadata.Name]; e != nil && e.Reason == "Unschedulable" && st.Message == "" {
+				why = "pending, unschedulable: " + e.Message
+			} else if st.Message != "" {
+				why = "pending"
+			}
+		default:
+			why = strings.ToLower(phaseColumn(in))
+			if st.Phase == api.PhaseFailed || st.Phase == api.PhaseLost {
+				why += fmt.Sprintf(", exit code %d", st.ExitCode)
+			}
+			if st.Restarts > 0 {
+				why += fmt.Sprintf(", %d restarts", st.Restarts)
+			}
+		}
+		if st.Message != "" {
+			why += ": " + st.Message
+		}
+		out = append(out, in.Metadata.Name+": "+why)
+	}
+	return out
+}
+
+// eventsAbout lists the latest events about the object r names and its
+// instances, oldest first.
+func eventsAbout(ctx context.Context, c *client.Client, r objRef, insts []*api.Instance) ([]*api.Event, error) {
+	list, _, err := c.Events().List(ctx, cond(r.kind == api.KindNode, "", r.namespace))
+	if err != nil {
+		return nil, err
+	}
+	names := map[string]bool{}
+	for _, in := range insts {
+		names[in.Metadata.Namespace+"/"+in.Metadata.Name] = true
+	}
+	var out []*api.Event
+	for _, e := range list {
+		o := e.Object
+		if o.Kind == r.kind && o.Name == r.name && (!r.kind.Namespaced() || o.Namespace == r.namespace) ||
+			o.Kind == api.KindInstance && names[o.Namespace+"/"+o.Name] {
+			out = append(out, e)
+		}
+	}
+	sort.SliceStable(out, func(i, j int) bool { return out[i].Time.Before(out[j].Time) })
+	if len(out) > describeEvents {
+		out = out[len(out)-describeEvents:]
+	}
+	return out, nil
+}
