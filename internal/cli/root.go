@@ -66,6 +66,7 @@ machine to many.`,
 		newTokenCmd(g),
 		newNodeCmd(g),
 	)
+	root.InitDefaultCompletionCmd(args...) // here, not in Execute: its group must refuse unknown shells too
 	refuseUnknownSubcommands(root)
 	root.SetArgs(args)
 	err := root.ExecuteContext(ctx)
