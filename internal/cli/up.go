@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"cmp"
 	"fmt"
 	"log/slog"
 	"net/netip"
@@ -9,6 +10,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/berth-dev/berth/internal/dataplane"
 	"github.com/berth-dev/berth/internal/server"
 )
 
@@ -23,8 +25,9 @@ func newUpCmd(g *globals) *cobra.Command {
 		Long: `Run a whole berth cluster on this machine: an embedded etcd, the API
 server, the controllers and scheduler, and a node agent, in one process.
 
-It stays in the foreground; Ctrl-C stops it cleanly. Containers keep
-running while it is stopped, and the next "berth up" adopts them.
+It stays in the foreground; Ctrl-C or "berth down" stops it cleanly.
+Containers keep running while it is stopped, and the next "berth up"
+adopts them; "berth down --purge" removes them too.
 
 Containers get an address on the node's bridge (berth0) from the pod
 subnet the control plane hands the node out of --cluster-cidr; each
@@ -59,6 +62,13 @@ service gets a virtual IP from --service-cidr and the DNS name
 				DataDir: g.dataDir, EtcdEndpoints: etcd, NodeName: node, Logger: log, Listen: listen, Network: netw,
 				CgroupFavorDynMods: favorDynMods,
 				Ready: func(sock string, tcp *server.Credentials) {
+					var rec upRecord
+					if !noNetwork {
+						rec.Bridge = cmp.Or(bridge, dataplane.DefaultBridge)
+					}
+					if err := writeUpRecord(g.dataDir, rec); err != nil {
+						log.Warn("berth down --purge will not know the bridge", "err", err)
+					}
 					store := "embedded etcd in " + g.dataDir
 					if len(etcd) > 0 {
 						store = "etcd at " + strings.Join(etcd, ",")
@@ -76,7 +86,7 @@ From another terminal:
   berth exec web wget -qO- http://web.default.berth/
   berth scale web=5
   berth apply -f examples/web.yaml
-Ctrl-C stops berth; containers keep running until it is back.
+Ctrl-C or "berth down" stops berth; containers keep running until it is back.
 `, sock, store)
 				},
 			})

@@ -70,17 +70,25 @@ type Plane struct {
 	peers  []network.Peer // as last set
 }
 
+// What the plane owns on the host unless Config names others; `berth
+// down --purge` removes them.
+const (
+	DefaultBridge       = "berth0"
+	DefaultNodeTable    = "berth-node"
+	DefaultServiceTable = "berth-svc"
+)
+
 // Start sets up the node's bridge, tables and DNS server, and starts
 // following the API. The plane runs until ctx ends or Close.
 func Start(ctx context.Context, cfg Config) (*Plane, error) {
 	if cfg.Bridge == "" {
-		cfg.Bridge = "berth0"
+		cfg.Bridge = DefaultBridge
 	}
 	if cfg.NodeTable == "" {
-		cfg.NodeTable = "berth-node"
+		cfg.NodeTable = DefaultNodeTable
 	}
 	if cfg.ServiceTable == "" {
-		cfg.ServiceTable = "berth-svc"
+		cfg.ServiceTable = DefaultServiceTable
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
