@@ -22,14 +22,17 @@ for _ in $(seq 1 100); do
 done
 echo
 berth ps
-stop="pkill -f -- '--data-dir $data up'"
+# One replica's own process, for the self-heal demonstration: its PID is
+# in the instance's status (berth ps -o wide shows it too).
+pid=$(berth get instances -o json | grep -o '"pid": *[0-9]*' | head -n 1 | grep -o '[0-9]*$' || true)
 # Name the data dir in the hints only when it is not the default.
 if [ "$data" != /var/lib/berth ]; then
 	bin="$bin --data-dir $data"
 fi
 cat <<TXT
 
-berth is up (log: $data/berth.log; stop it with: $stop).
+berth is up (log: $data/berth.log).
+Stop it with: $bin down   (--purge: remove its containers, bridge and tables too)
 Service "web" runs 3 replicas of busybox httpd. Try:
 
   $bin ps                                   # the instances
@@ -38,8 +41,10 @@ Service "web" runs 3 replicas of busybox httpd. Try:
   $bin exec web wget -qO- http://127.0.0.1/ # ask one replica
   $bin exec web wget -qO- http://web.default.berth/  # ask the service, by name
   $bin logs web
-  pkill -9 -n httpd                         # kill one replica's process;
+  $bin ps -o wide                           # PID: each replica's own process
+  kill -9 ${pid:-PID}                       # kill one replica's process;
   $bin ps                                   # ...it is back within milliseconds
+  $bin describe web                         # instances, events, why not ready
   $bin apply -f examples/tests.yaml         # a job: 8 test shards, 4 at a time
   $bin get job tests
   $bin events
