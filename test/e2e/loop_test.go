@@ -248,6 +248,15 @@ template:
 			out := c.ok("describe", "huge")
 			return strings.Contains(out, "Not ready:") && strings.Contains(out, "unschedulable")
 		})
+		// Events, like lists, are -n's namespace's, or every one's with -A.
+		if out := c.ok("events", "-n", "prod"); strings.Contains(out, "huge") {
+			t.Errorf("events -n prod shows default's:\n%s", out)
+		}
+		for _, args := range [][]string{{"events"}, {"events", "-A"}, {"get", "events", "-A"}} {
+			if out := c.ok(args...); !strings.Contains(out, "instance/huge-") {
+				t.Errorf("berth %v lacks the Unschedulable event of huge:\n%s", args, out)
+			}
+		}
 		c.ok("rm", "huge")
 		// The PID ps -o wide shows is the container's: killing it heals.
 		var pid int
@@ -310,6 +319,19 @@ template:
 			t.Errorf("apply without ports: exit %d, stderr %q; want %q", code, errOut, want)
 		}
 		c.ok("rm", "noports")
+	})
+
+	t.Run("restart by kind", func(t *testing.T) {
+		inst := runningService(c, "web")[0]
+		if out := c.ok("restart", "instance/"+inst.Metadata.Name); strings.TrimSpace(out) != "instance/"+inst.Metadata.Name+" restarting" {
+			t.Errorf("restart instance/%s: %q", inst.Metadata.Name, out)
+		}
+		if _, errOut, code := c.run("restart", "job/web"); code == 0 || !strings.Contains(errOut, "service or instance") {
+			t.Errorf("restart job/web: exit %d, %q; want refused: restart takes a service or instance", code, errOut)
+		}
+		if out := c.ok("restart", "-n", "prod", "api"); strings.TrimSpace(out) != "service/api restarting" {
+			t.Errorf("restart -n prod api: %q", out)
+		}
 	})
 
 	t.Run("rm by kind", func(t *testing.T) {
