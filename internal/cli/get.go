@@ -132,6 +132,7 @@ takes back as they are.`,
 
 func newPsCmd(g *globals) *cobra.Command {
 	var all bool
+	var selector string
 	cmd := &cobra.Command{
 		Use:   "ps",
 		Short: "List instances (running and starting; -a for finished ones too)",
@@ -143,6 +144,9 @@ container's main process on its node, to kill to see it healed.`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			o := getOptions{format: g.output, kind: api.KindInstance, liveOnly: !all}
 			var err error
+			if o.selector, err = api.ParseSelector(selector); err != nil {
+				return fmt.Errorf("--selector: %w", err)
+			}
 			if o.namespace, err = g.listNamespace(); err != nil {
 				return err
 			}
@@ -155,6 +159,7 @@ container's main process on its node, to kill to see it healed.`,
 	}
 	addListFlags(cmd, g)
 	cmd.Flags().BoolVarP(&all, "all", "a", false, "show finished instances too")
+	cmd.Flags().StringVarP(&selector, "selector", "l", "", "only instances whose labels match, e.g. berth.owner=web (see get -l)")
 	return cmd
 }
 

@@ -79,9 +79,6 @@ func (g *globals) parseRef(arg string) (objRef, error) {
 	if r.name == "" {
 		return r, fmt.Errorf("%q: no name", arg)
 	}
-	if r.kind == api.KindEvent {
-		return r, fmt.Errorf("%q: events cannot be named here", arg)
-	}
 	ns, err := g.ns()
 	if err != nil {
 		return r, err
@@ -158,8 +155,8 @@ func (g *globals) resolve(ctx context.Context, c *client.Client, arg string, kin
 		names = append(names, f.String())
 	}
 	sort.Strings(names)
-	return r, fmt.Errorf("%q is ambiguous in namespace %q: it names %s; say which, e.g. berth ... %s",
-		r.name, r.namespace, strings.Join(names, " and "), names[0])
+	return r, fmt.Errorf("%q is ambiguous in namespace %q: it names %s; say which: %s",
+		r.name, r.namespace, strings.Join(names, " and "), strings.Join(names, " or "))
 }
 
 // getObject reads one object of any kind.

@@ -199,6 +199,10 @@ template:
 		if out := c.ok("get", "services", "-A", "-l", "tier=front,tier=back"); strings.Contains(out, "web") || strings.Contains(out, "api") {
 			t.Errorf("-l tier=front,tier=back matches nothing, got:\n%s", out)
 		}
+		// Instances carry their owner's name as a label.
+		if out := c.ok("ps", "-A", "-l", "berth.owner=api"); !strings.Contains(out, "api-") || strings.Contains(out, "web-") {
+			t.Errorf("ps -l berth.owner=api:\n%s", out)
+		}
 		if out := c.ok("get", "jobs", "-l", "tier!=front"); !strings.Contains(out, "web") {
 			t.Errorf("a job without the label meets tier!=front:\n%s", out)
 		}
