@@ -221,7 +221,7 @@ func TestClusterPinsImageAndRollsOutOnRetag(t *testing.T) {
 	}
 
 	// The same spec again, the tag unmoved: the same instance keeps running.
-	if out, errOut, code := c.applyYAML(spec); code != 0 || !strings.Contains(out, "configured") {
+	if out, errOut, code := c.applyYAML(spec); code != 0 || !strings.Contains(out, "unchanged") {
 		t.Fatalf("re-apply: exit %d: %s%s", code, out, errOut)
 	}
 	time.Sleep(2 * time.Second)
