@@ -33,7 +33,7 @@ func newEventsCmd(g *globals) *cobra.Command {
 				objs[i] = e
 			}
 			if g.output == "json" || g.output == "yaml" {
-				return printOut(cmd.OutOrStdout(), g.output, objs, nil)
+				return printObjects(cmd.OutOrStdout(), g.output, objs, false)
 			}
 			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
 			printEvents(tw, objs)

@@ -16,6 +16,13 @@ func newScaleCmd(g *globals) *cobra.Command {
 		Short:   "Set the number of replicas of services",
 		Example: "  berth scale web=5\n  berth scale web=1 service/api=3 -n prod",
 		Args:    cobra.MinimumNArgs(1),
+		ValidArgsFunction: func(cmd *cobra.Command, args []string, toComplete string) ([]string, cobra.ShellCompDirective) {
+			names, _ := g.completeNames(api.KindService)(cmd, args, toComplete)
+			for i := range names {
+				names[i] += "="
+			}
+			return names, cobra.ShellCompDirectiveNoSpace | cobra.ShellCompDirectiveNoFileComp
+		},
 		RunE: func(cmd *cobra.Command, args []string) error {
 			type req struct {
 				ref string

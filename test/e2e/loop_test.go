@@ -301,6 +301,7 @@ template:
 			{[]string{"describe", "node/"}, []string{"node/" + nodes[0].Metadata.Name}},
 			{[]string{"logs", ""}, []string{inst, "web"}},
 			{[]string{"get", "services", ""}, []string{"web"}},
+			{[]string{"scale", ""}, []string{"web="}},
 			{[]string{"node", "cordon", ""}, []string{nodes[0].Metadata.Name}},
 		} {
 			out := c.ok(append([]string{"__complete"}, tc.args...)...)
