@@ -99,7 +99,7 @@ takes back as they are.`,
 					return err
 				}
 				for _, a := range args[1:] {
-					r, err := g.parseRef(kind.Plural()[:len(kind.Plural())-1] + "/" + a)
+					r, err := g.parseRef(strings.ToLower(string(kind)) + "/" + a)
 					if err != nil {
 						return err
 					}
