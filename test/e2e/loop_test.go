@@ -246,6 +246,13 @@ template:
 				t.Errorf("describe service/web lacks %q:\n%s", want, out)
 			}
 		}
+		if out := c.ok("describe", "job/web"); !regexp.MustCompile(`Kind:\s+Job`).MatchString(out) || !strings.Contains(out, "Completions:") || !strings.Contains(out, "Instances:") {
+			t.Errorf("describe job/web:\n%s", out)
+		}
+		node := insts[0].Spec.Node
+		if out := c.ok("describe", "node/"+node); !strings.Contains(out, "Status:") || !strings.Contains(out, "Ready") || !strings.Contains(out, insts[0].Metadata.Name) {
+			t.Errorf("describe node/%s lacks its status or its instance %s:\n%s", node, insts[0].Metadata.Name, out)
+		}
 		// An instance no node can take says why.
 		c.ok("run", "--name", "huge", "--no-wait", "--cpus", "512", "--port", "80", "demo/busybox:1", "sleep", "1000")
 		eventually(t, 20*time.Second, "describe to say why huge is pending", func() bool {
