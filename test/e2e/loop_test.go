@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -264,9 +265,9 @@ template:
 			t.Errorf("events -n prod shows default's:\n%s", out)
 		}
 		for _, args := range [][]string{{"events"}, {"events", "-A"}, {"get", "events", "-A"}} {
-			if out := c.ok(args...); !strings.Contains(out, "instance/huge-") {
-				t.Errorf("berth %v lacks the Unschedulable event of huge:\n%s", args, out)
-			}
+			eventually(t, 10*time.Second, fmt.Sprintf("berth %v to show the Unschedulable event of huge", args), func() bool {
+				return strings.Contains(c.ok(args...), "instance/huge-")
+			})
 		}
 		c.ok("rm", "huge")
 		// The PID ps -o wide shows is the container's: killing it heals.
