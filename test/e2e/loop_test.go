@@ -114,6 +114,19 @@ template:
 			t.Errorf("exec api without -n: exit %d, %q; want not found in default", code, errOut)
 		}
 		c.ok("logs", "job/web")
+
+		// apply -n puts documents that name no namespace in it, and
+		// refuses one that names another.
+		zero := write("zero.yaml", "kind: Service\nname: zero\nreplicas: 0\ntemplate: {image: demo/busybox:1, ports: [{container: 80}]}\n")
+		if out := c.ok("apply", "-n", "prod", "-f", zero); strings.TrimSpace(out) != "service/zero created" {
+			t.Errorf("apply -n prod: %q", out)
+		}
+		c.ok("get", "service/prod/zero")
+		other := write("other.yaml", "kind: Service\nname: zero\nnamespace: default\nreplicas: 0\ntemplate: {image: demo/busybox:1}\n")
+		if _, errOut, code := c.run("apply", "-n", "prod", "-f", other); code == 0 || !strings.Contains(errOut, `namespace "default"`) {
+			t.Errorf("apply -n prod of a document in default: exit %d, %q", code, errOut)
+		}
+		c.ok("rm", "-n", "prod", "zero")
 	})
 
 	t.Run("get -o yaml and -o json apply back unchanged", func(t *testing.T) {
