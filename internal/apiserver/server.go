@@ -418,7 +418,12 @@ func (s *Server) apply(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	created, err := s.store.Apply(r.Context(), obj, rev)
+	var created bool
+	if id, _ := IdentityFrom(r.Context()); id.Node != "" && t.kind == api.KindNode {
+		created, err = s.applyOwnNode(r.Context(), id.Node, obj.(*api.Node), rev)
+	} else {
+		created, err = s.store.Apply(r.Context(), obj, rev)
+	}
 	if err != nil {
 		writeError(w, wireError(t, err))
 		return
@@ -450,7 +455,12 @@ func (s *Server) putStatus(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	if err := s.store.UpdateStatus(r.Context(), obj, rev); err != nil {
+	if id, _ := IdentityFrom(r.Context()); id.Node != "" && t.kind == api.KindInstance {
+		err = s.updateOwnInstanceStatus(r.Context(), id.Node, obj.(*api.Instance), rev)
+	} else {
+		err = s.store.UpdateStatus(r.Context(), obj, rev)
+	}
+	if err != nil {
 		writeError(w, wireError(t, err))
 		return
 	}
@@ -633,6 +643,12 @@ func (s *Server) recordEvent(w http.ResponseWriter, r *http.Request) {
 		writeError(w, &api.ValidationError{Fields: []api.FieldError{{Field: "metadata.namespace", Reason: fmt.Sprintf("%q differs from %q in the path", ev.Metadata.Namespace, ns)}}})
 		return
 	}
+	if id, _ := IdentityFrom(r.Context()); id.Node != "" {
+		if err := s.admitNodeEvent(r.Context(), id.Node, &ev); err != nil {
+			writeError(w, err)
+			return
+		}
+	}
 	if err := s.store.RecordEvent(r.Context(), &ev); err != nil {
 		writeError(w, err)
 		return
@@ -696,8 +712,11 @@ func writeError(w http.ResponseWriter, err error) {
 		status = http.StatusBadRequest
 	}
 	body := ErrorBody{Error: err.Error(), Code: errdefs.Code(err)}
+	var ff *forbiddenField
 	if fe := api.FieldErrors(err); len(fe) > 0 {
 		body.Field, body.Reason, body.Fields = fe[0].Field, fe[0].Reason, fe
+	} else if errors.As(err, &ff) {
+		body.Field, body.Reason = ff.field, ff.reason
 	}
 	if status == http.StatusUnauthorized {
 		w.Header().Set("WWW-Authenticate", `Bearer realm="berth"`)

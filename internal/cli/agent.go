@@ -110,7 +110,7 @@ agent" with the same --data-dir adopts them.`,
 	f.StringVar(&caPin, "ca-pin", "", "the cluster CA's pin, sha256:<hex> as a server prints it, to trust the servers by when joining (or --ca-file)")
 	f.StringVar(&name, "name", "", "this node's name (default: the hostname)")
 	f.StringVar(&address, "address", "", "this node's address as other nodes reach it (default: the local address on the route to the first server)")
-	f.StringSliceVar(&labels, "label", nil, "a node label KEY=VALUE, for placement constraints (repeatable)")
+	f.StringSliceVar(&labels, "label", nil, "a label KEY=VALUE the node reports about itself, stored as node.berth/KEY: constraints that trust it name node.berth/KEY (repeatable)")
 	f.BoolVar(&noNetwork, "no-network", false, "give containers only loopback: no bridge, addresses, VIPs or DNS")
 	f.StringVar(&clusterCIDR, "cluster-cidr", "", "the servers' --cluster-cidr (default 10.244.0.0/16)")
 	f.StringVar(&serviceCIDR, "service-cidr", "", "the servers' --service-cidr (default 10.96.0.0/16)")
