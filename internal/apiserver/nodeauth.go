@@ -67,7 +67,11 @@ func ClusterAuthenticator(token string) Authenticator {
 //     its own assignments;
 //   - writes its own Node object and its status;
 //   - writes the status of instances bound to it, as the store says now;
-//   - records events, and joins again.
+//   - records events about itself and its instances (see admitNodeEvent);
+//   - renews its own certificate.
+//
+// Which fields of those objects it may write is checked per route, on the
+// body (admitOwnNode, admitInstanceStatus).
 //
 // Anything else is forbidden, with a message naming the node and the
 // object.
@@ -224,7 +228,13 @@ func authorizeNode(ctx context.Context, st *store.Store, node string, r *http.Re
 			return nil
 		}
 	case http.MethodPost:
-		if q.kind == api.KindEvent && q.name == "" && q.namespace != "" {
+		switch {
+		case q.kind == api.KindEvent && q.name == "" && q.namespace != "":
+			return nil
+		case q.kind == api.KindNode && q.sub == "certificate":
+			if q.name != node {
+				return deny("a node renews only its own certificate")
+			}
 			return nil
 		}
 	}

@@ -100,8 +100,9 @@ func TestAgentJoinsWithTokenThenUsesItsCertificate(t *testing.T) {
 	srv := startProcess(t, "berth server", "--data-dir", srvDir, "server", "-v", "--name", "s1",
 		"--listen", apiAddr, "--peer-listen", freeAddr(t, host))
 
-	// The server prints the agent's command line, token and pin included.
-	hint := regexp.MustCompile(`berth agent --server (\S+) --token (berth_\S+) --ca-pin (sha256:[0-9a-f]+)`)
+	// The server prints the agent's command line: where the token is, and
+	// the pin; never the token's secret.
+	hint := regexp.MustCompile(`berth agent --server (\S+) --token \$\(cat (\S+)\) --ca-pin (sha256:[0-9a-f]+)`)
 	var m []string
 	eventually(t, 30*time.Second, "the server's join hint", func() bool {
 		m = hint.FindStringSubmatch(srv.out.String())
@@ -110,14 +111,19 @@ func TestAgentJoinsWithTokenThenUsesItsCertificate(t *testing.T) {
 	if m[1] != apiURL {
 		t.Fatalf("hint names server %s, want %s", m[1], apiURL)
 	}
-	token, pin := m[2], m[3]
+	pin := m[3]
 	joinFile := filepath.Join(srvDir, "join-token")
+	if m[2] != joinFile {
+		t.Fatalf("hint names the token file %s, want %s", m[2], joinFile)
+	}
 	fi, err := os.Stat(joinFile)
 	if err != nil || fi.Mode().Perm() != 0o600 {
 		t.Fatalf("join token file: %v, %v; want mode 0600", fi, err)
 	}
-	if b, _ := os.ReadFile(joinFile); strings.TrimSpace(string(b)) != token {
-		t.Fatalf("join token file holds %q, the server printed %q", b, token)
+	b, _ := os.ReadFile(joinFile)
+	token := strings.TrimSpace(string(b))
+	if !strings.HasPrefix(token, "berth_") || strings.Contains(srv.out.String(), token) {
+		t.Fatalf("join token file holds %q; the server must not print it", token)
 	}
 
 	adminToken, err := os.ReadFile(filepath.Join(srvDir, "tls", "token"))
@@ -225,4 +231,14 @@ func TestAgentJoinsWithTokenThenUsesItsCertificate(t *testing.T) {
 	if _, err := admin.Nodes().Get(ctx, "", "n2"); !errdefs.IsNotFound(err) {
 		t.Errorf("node n2: %v, want not found", err)
 	}
+}
+
+// readToken reads the join token a server keeps in path.
+func readToken(t *testing.T, path string) string {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("join token file: %v", err)
+	}
+	return strings.TrimSpace(string(b))
 }
