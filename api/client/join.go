@@ -3,8 +3,11 @@ package client
 import (
 	"bytes"
 	"context"
+	"crypto"
+	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"net/http"
@@ -296,14 +299,25 @@ func writeFileAtomic(path string, data []byte, mode os.FileMode) error {
 	return os.Rename(f.Name(), path)
 }
 
-// Renew trades the node certificate c authenticates with for a new one,
-// of a new key made here, while the old one still works. The answer must
-// name the same node and come from the CA in nc.
+// Renew trades the node certificate c authenticates with for a new one
+// of the same key, while the old one still works. The key stays, so that
+// saving the renewal changes one file, the certificate: no crash can leave
+// a key and a certificate that do not match. The answer must name the
+// same node and come from the CA in nc.
 func (c *Client) Renew(ctx context.Context, node string, nc *NodeCredentials) (*NodeCredentials, error) {
-	csr, key, err := pki.NewNodeKey(node)
+	pair, err := tls.X509KeyPair(nc.Certificate, nc.Key)
 	if err != nil {
 		return nil, fmt.Errorf("renew the certificate of node %q: %w", node, err)
 	}
+	signer, ok := pair.PrivateKey.(crypto.Signer)
+	if !ok {
+		return nil, fmt.Errorf("renew the certificate of node %q: %w: key of type %T cannot sign", node, errdefs.ErrInvalidArgument, pair.PrivateKey)
+	}
+	der, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{Subject: pair.Leaf.Subject}, signer)
+	if err != nil {
+		return nil, fmt.Errorf("renew the certificate of node %q: %w", node, err)
+	}
+	csr, key := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: der}), nc.Key
 	var resp joinResponse
 	if err := c.do(ctx, http.MethodPost, objectPath(api.KindNode, "", node)+"/certificate", nil, struct {
 		CSR string `json:"csr"`

@@ -97,8 +97,8 @@ func TestNodeCertificateRenewedThenRevokedOnEveryServer(t *testing.T) {
 	if err != nil {
 		t.Fatalf("renew: %v", err)
 	}
-	if string(renewed.Key) == string(creds.Key) {
-		t.Fatal("the renewed certificate is for the old key")
+	if string(renewed.Key) != string(creds.Key) || string(renewed.Certificate) == string(creds.Certificate) {
+		t.Fatal("renewal did not give a new certificate of the same key")
 	}
 	// The replaced certificate works until it ends (a crash before the
 	// new one was saved leaves the agent with it), and may renew again:

@@ -44,7 +44,18 @@ join). Either way its agent must join again with a join token.`,
 	}
 	cmd.AddCommand(newNodeLsCmd(g), newNodeDrainCmd(g), newNodeCordonCmd(g, true), newNodeCordonCmd(g, false),
 		newNodeRevokeCmd(g), newNodeRmCmd(g))
+	cmd.RunE = unknownSubcommand
 	return cmd
+}
+
+// unknownSubcommand is the RunE of a command that only groups others:
+// without arguments it shows its help, and a word that names none of its
+// subcommands is an error (a non-zero exit), not the help again.
+func unknownSubcommand(cmd *cobra.Command, args []string) error {
+	if len(args) == 0 {
+		return cmd.Help()
+	}
+	return fmt.Errorf("unknown command %q for %q; see %s --help", args[0], cmd.CommandPath(), cmd.CommandPath())
 }
 
 func newNodeLsCmd(g *globals) *cobra.Command {

@@ -22,6 +22,7 @@ certificate alone. The server keeps only a hash of each token: a token is
 shown once, when it is made.`,
 	}
 	cmd.AddCommand(newTokenCreateCmd(g), newTokenLsCmd(g), newTokenRevokeCmd(g))
+	cmd.RunE = unknownSubcommand
 	return cmd
 }
 

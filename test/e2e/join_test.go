@@ -15,6 +15,7 @@ import (
 	"github.com/berth-dev/berth/api"
 	"github.com/berth-dev/berth/api/client"
 	"github.com/berth-dev/berth/internal/errdefs"
+	"github.com/berth-dev/berth/internal/pki"
 )
 
 // lockedBuffer collects a process's output while the test reads it.
@@ -97,8 +98,10 @@ func TestAgentJoinsWithTokenThenUsesItsCertificate(t *testing.T) {
 	host := "127.0.0.41"
 	apiAddr := freeAddr(t, host)
 	apiURL := "https://" + apiAddr
+	// Node certificates last 6s here, so that the agent must renew its own
+	// (after 4s) for the node to stay Ready.
 	srv := startProcess(t, "berth server", "--data-dir", srvDir, "server", "-v", "--name", "s1",
-		"--listen", apiAddr, "--peer-listen", freeAddr(t, host))
+		"--listen", apiAddr, "--peer-listen", freeAddr(t, host), "--node-cert-ttl", "6s")
 
 	// The server prints the agent's command line: where the token is, and
 	// the pin; never the token's secret.
@@ -155,10 +158,29 @@ func TestAgentJoinsWithTokenThenUsesItsCertificate(t *testing.T) {
 	if fi, err := os.Stat(filepath.Join(credDir, client.NodeKeyFile)); err != nil || fi.Mode().Perm() != 0o600 {
 		t.Fatalf("node key: %v, %v; want mode 0600", fi, err)
 	}
-	nc, err := client.LoadNodeCredentials(credDir)
-	if err != nil {
-		t.Fatal(err)
+	serial := func() (string, time.Time) {
+		t.Helper()
+		nc, err := client.LoadNodeCredentials(credDir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		leaf, err := pki.ParseCertificate(nc.Certificate)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return leaf.SerialNumber.String(), leaf.NotAfter
 	}
+	first, firstEnd := serial()
+	if life := time.Until(firstEnd); life > 6*time.Second {
+		t.Fatalf("node certificate lasts %v, want the server's 6s", life)
+	}
+	// The agent renews before the end and stays Ready past it.
+	eventually(t, 10*time.Second, "a renewed node certificate", func() bool {
+		s, _ := serial()
+		return s != first
+	})
+	time.Sleep(time.Until(firstEnd) + time.Second)
+	ready("node n1 Ready past its first certificate's end")
 
 	// An instance runs on the node, its status written by the agent with
 	// its certificate.
@@ -181,6 +203,10 @@ func TestAgentJoinsWithTokenThenUsesItsCertificate(t *testing.T) {
 
 	// The node's certificate reads the cluster and writes its own node,
 	// but not another node's status, nor anything an admin writes.
+	nc, err := client.LoadNodeCredentials(credDir)
+	if err != nil {
+		t.Fatal(err)
+	}
 	node, err := client.New(apiURL, client.WithNodeCredentials(nc))
 	if err != nil {
 		t.Fatal(err)
@@ -230,6 +256,73 @@ func TestAgentJoinsWithTokenThenUsesItsCertificate(t *testing.T) {
 	}
 	if _, err := admin.Nodes().Get(ctx, "", "n2"); !errdefs.IsNotFound(err) {
 		t.Errorf("node n2: %v, want not found", err)
+	}
+
+	// A one-use token from the CLI.
+	adminCLI := []string{"--server", apiURL, "--token", strings.TrimSpace(string(adminToken)), "--ca-file", caFile}
+	out, errOut, code := e.run(append(adminCLI, "token", "create", "--uses", "1", "--ttl", "1h")...)
+	once := strings.TrimSpace(out)
+	if code != 0 || !strings.HasPrefix(once, "berth_") {
+		t.Fatalf("berth token create --uses 1: exit %d: %s%s", code, out, errOut)
+	}
+	join := func(name, pin string) (string, error, time.Duration) {
+		t.Helper()
+		actx, acancel := context.WithTimeout(ctx, 20*time.Second)
+		defer acancel()
+		start := time.Now()
+		res, err := exec.CommandContext(actx, berthBin, "--data-dir", t.TempDir(), "agent", "--server", apiURL, "--name", name,
+			"--address", "127.0.0.1", "--no-network", "--token", once, "--ca-pin", pin).CombinedOutput()
+		if actx.Err() != nil {
+			t.Fatalf("agent joining as %s still runs after 20s: %s", name, res)
+		}
+		return string(res), err, time.Since(start)
+	}
+	// A wrong pin fails at once, naming both pins, and uses nothing up.
+	wrong := "sha256:" + strings.Repeat("0", 64)
+	got, err, took := join("n3", wrong)
+	if err == nil || took > 10*time.Second || !strings.Contains(got, "expected "+wrong) || !strings.Contains(got, pin) {
+		t.Errorf("agent with a wrong --ca-pin: %v after %v: %s; want a non-zero exit within 10s naming both pins", err, took, got)
+	}
+	// n1 is taken, even once stopped and revoked: its name joins nobody
+	// until an admin removes the node.
+	again.stop(t)
+	if out, errOut, code := e.run(append(adminCLI, "node", "revoke", "n1")...); code != 0 || !strings.Contains(out, "node/n1 revoked") {
+		t.Fatalf("berth node revoke n1: exit %d: %s%s", code, out, errOut)
+	}
+	if nc, err := client.LoadNodeCredentials(credDir); err != nil {
+		t.Fatal(err)
+	} else if n, _ := client.New(apiURL, client.WithNodeCredentials(nc)); n != nil {
+		if _, _, err := n.Nodes().List(ctx, ""); !errdefs.IsUnauthorized(err) {
+			t.Errorf("the revoked certificate lists nodes: %v, want 401", err)
+		}
+	}
+	if res, err, _ := join("n1", pin); err == nil || !strings.Contains(res, "remove it first") {
+		t.Errorf("join as n1 while the node exists: %v: %s; want it refused", err, res)
+	}
+	if out, errOut, code := e.run(append(adminCLI, "node", "rm", "n1")...); code != 0 || !strings.Contains(out, "node/n1 removed") {
+		t.Fatalf("berth node rm n1: exit %d: %s%s", code, out, errOut)
+	}
+	for _, group := range []string{"node", "token"} {
+		if out, errOut, code := e.run(append(adminCLI, group, "frobnicate")...); code == 0 || !strings.Contains(errOut, "unknown command") {
+			t.Errorf("berth %s frobnicate: exit %d: %s%s; want an unknown command error", group, code, out, errOut)
+		}
+	}
+	// Removed, the name joins again, with the token's one use.
+	tctx, tcancel := context.WithCancel(ctx)
+	defer tcancel()
+	third := exec.CommandContext(tctx, berthBin, "--data-dir", t.TempDir(), "agent", "--server", apiURL, "--name", "n1",
+		"--address", "127.0.0.1", "--no-network", "--token", once, "--ca-pin", pin)
+	if err := third.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { tcancel(); _ = third.Wait() }()
+	ready("n1 joined again once removed")
+	if res, err, _ := join("n4", pin); err == nil || !strings.Contains(res, "used up") {
+		t.Errorf("second join with a one-use token: %v: %s; want it refused as used up", err, res)
+	}
+	out, _, _ = e.run(append(adminCLI, "token", "ls")...)
+	if !strings.Contains(out, "1/1") || !strings.Contains(out, "used up") {
+		t.Errorf("berth token ls does not show the token used up:\n%s", out)
 	}
 }
 
