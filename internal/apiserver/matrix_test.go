@@ -235,7 +235,9 @@ func TestAuthorizationMatrix(t *testing.T) {
 				return api.ObjectRef{Kind: api.KindInstance, Namespace: "default", Name: "web-" + n}
 			}), want: [callers]int{new, new, no, who, who}},
 		{name: "attack: event about a service", method: "POST", path: at("/v1/namespaces/default/events"),
-			body: event(func(string) api.ObjectRef { return api.ObjectRef{Kind: api.KindService, Namespace: "default", Name: "web"} }),
+			body: event(func(string) api.ObjectRef {
+				return api.ObjectRef{Kind: api.KindService, Namespace: "default", Name: "web"}
+			}),
 			want: [callers]int{new, no, no, who, who}},
 		{name: "list events", method: "GET", path: at("/v1/events"), want: [callers]int{ok, ok, ok, who, who}},
 		{name: "list services", method: "GET", path: at("/v1/services"), want: [callers]int{ok, ok, ok, who, who}},
