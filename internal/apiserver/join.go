@@ -164,7 +164,7 @@ func (s *Server) revokeNode(w http.ResponseWriter, r *http.Request) {
 // server's cache refuses them; the others' follow through their watches.
 func (s *Server) revoke(ctx context.Context, node string) error {
 	rev, err := s.store.RevokeNode(ctx, node)
-	if err != nil || rev == 0 {
+	if err != nil || rev == 0 || s.creds == nil {
 		return err
 	}
 	s.log.Info("node certificates revoked", "node", node)

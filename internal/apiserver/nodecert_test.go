@@ -127,9 +127,23 @@ func TestNodeCertificateRenewedThenRevokedOnEveryServer(t *testing.T) {
 		t.Fatalf("expired certificate: %d, want the handshake refused", got)
 	}
 
-	// Revoked on the first server: both refuse it at once.
+	// Revoked on the first server: both refuse it at once, and a watch
+	// the node has open on the other ends.
+	n2c, _ := client.New(s2, client.WithNodeCredentials(again))
+	watch, err := n2c.Nodes().Watch(ctx, "", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
 	if err := c.admin.Nodes().Revoke(ctx, "n1"); err != nil {
 		t.Fatal(err)
+	}
+	select {
+	case ev := <-watch:
+		if !errdefs.IsUnauthorized(ev.Err) {
+			t.Fatalf("the revoked node's watch got %+v, want it ended as unauthorized", ev)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the revoked node's watch still runs after 5s")
 	}
 	if got := status(t, c.url, again, "/v1/nodes"); got != http.StatusUnauthorized {
 		t.Fatalf("revoked certificate on the server that revoked it: %d, want 401 at once", got)

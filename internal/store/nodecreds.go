@@ -160,12 +160,14 @@ type NodeCredentialCache struct {
 	rev    int64 // the store revision the cache reflects
 	synced bool
 	cond   *sync.Cond
+	// changed is closed, and replaced, on every change the cache sees.
+	changed chan struct{}
 }
 
 // NewNodeCredentialCache returns a cache of s's node credentials; it
 // follows them once Run runs.
 func (s *Store) NewNodeCredentialCache() *NodeCredentialCache {
-	c := &NodeCredentialCache{s: s, creds: map[string]NodeCredential{}}
+	c := &NodeCredentialCache{s: s, creds: map[string]NodeCredential{}, changed: make(chan struct{})}
 	c.cond = sync.NewCond(c.mu.RLocker())
 	return c
 }
@@ -224,8 +226,18 @@ func (c *NodeCredentialCache) follow(ctx context.Context) error {
 func (c *NodeCredentialCache) set(f func()) {
 	c.mu.Lock()
 	f()
+	close(c.changed)
+	c.changed = make(chan struct{})
 	c.mu.Unlock()
 	c.cond.Broadcast()
+}
+
+// Changed is closed at the next change the cache sees: a long request
+// (a watch) waits on it to check its certificate again.
+func (c *NodeCredentialCache) Changed() <-chan struct{} {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	return c.changed
 }
 
 // Allows reports whether node's certificate with serial works at now. Until
