@@ -121,6 +121,21 @@ func TestNodeWritesOnlyWhatItObserves(t *testing.T) {
 	if !hasEvent(ctx, t, c, "n1", "CapacityCapped") {
 		t.Error("no CapacityCapped event about n1")
 	}
+	// An admin raises the limit: the node's report is taken up to it.
+	adm, _ = c.admin.Nodes().Get(ctx, "", "n1")
+	adm.Metadata.Revision = 0
+	adm.Spec.CapacityLimit.MilliCPU = 4000
+	if _, err := c.admin.Nodes().Apply(ctx, adm); err != nil {
+		t.Fatal(err)
+	}
+	n.Spec.Capacity.MilliCPU = 64_000_000
+	n.Spec.CapacityLimit = api.NodeCapacity{}
+	if _, err := n1.Nodes().Apply(ctx, n); err != nil {
+		t.Fatal(err)
+	}
+	if stored, _ := c.admin.Nodes().Get(ctx, "", "n1"); stored.Spec.Capacity.MilliCPU != 4000 || stored.Spec.CapacityLimit.MilliCPU != 4000 {
+		t.Fatalf("after an admin raised the limit to 4000m: capacity %dm, limit %dm", stored.Spec.Capacity.MilliCPU, stored.Spec.CapacityLimit.MilliCPU)
+	}
 
 	// Instance status.
 	bind := func(name, node string) *api.Instance {

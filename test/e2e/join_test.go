@@ -142,7 +142,7 @@ func TestAgentJoinsWithTokenThenUsesItsCertificate(t *testing.T) {
 	defer cancel()
 
 	agentArgs := []string{"--data-dir", e.dataDir, "agent", "-v", "--server", apiURL, "--name", "n1",
-		"--address", "127.0.0.1", "--no-network"}
+		"--address", "127.0.0.1", "--no-network", "--label", "zone=a"}
 	agent := startProcess(t, "berth agent", append(agentArgs, "--token", token, "--ca-pin", pin)...)
 	ready := func(what string) {
 		t.Helper()
@@ -230,6 +230,27 @@ func TestAgentJoinsWithTokenThenUsesItsCertificate(t *testing.T) {
 		t.Errorf("node n1 creates a service: %v, want 403 Forbidden", err)
 	}
 
+	// The node reports its labels under node.berth/; an admin's label
+	// and cordon survive the agent's next registration.
+	n1, err := admin.Nodes().Get(ctx, "", "n1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n1.Metadata.Labels["node.berth/zone"] != "a" || n1.Metadata.Labels["zone"] != "" {
+		t.Fatalf("node labels %v, want the agent's zone=a as node.berth/zone", n1.Metadata.Labels)
+	}
+	if n1.Spec.CapacityLimit.MilliCPU == 0 || n1.Spec.CapacityLimit != n1.Spec.Capacity {
+		t.Fatalf("capacity limit %+v after the first registration, want the capacity %+v", n1.Spec.CapacityLimit, n1.Spec.Capacity)
+	}
+	n1.Metadata.Labels["rack"] = "r1"
+	n1.Metadata.Revision = 0
+	if _, err := admin.Nodes().Apply(ctx, n1); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := admin.Nodes().Cordon(ctx, "n1"); err != nil {
+		t.Fatal(err)
+	}
+
 	// Restarted without a token, the agent uses its saved certificate.
 	agent.stop(t)
 	again := startProcess(t, "restarted berth agent", agentArgs...)
@@ -237,6 +258,9 @@ func TestAgentJoinsWithTokenThenUsesItsCertificate(t *testing.T) {
 		return strings.Contains(again.out.String(), "node n1 joined the cluster")
 	})
 	ready("node n1 Ready after the restart")
+	if n1, err := admin.Nodes().Get(ctx, "", "n1"); err != nil || n1.Metadata.Labels["rack"] != "r1" || !n1.Spec.Unschedulable {
+		t.Fatalf("after the agent registered again: %v %v, %v; want the admin's rack=r1 and cordon kept", n1.Metadata.Labels, n1.Spec.Unschedulable, err)
+	}
 
 	// A revoked token joins nobody (this agent trusts the CA by its file).
 	if out, errOut, code := e.run("--server", apiURL, "--token", strings.TrimSpace(string(adminToken)), "--ca-file", caFile,
