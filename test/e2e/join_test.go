@@ -289,7 +289,7 @@ func TestAgentJoinsWithTokenThenUsesItsCertificate(t *testing.T) {
 	if code != 0 || !strings.HasPrefix(once, "berth_") {
 		t.Fatalf("berth token create --uses 1: exit %d: %s%s", code, out, errOut)
 	}
-	join := func(name, pin string) (string, error, time.Duration) {
+	join := func(name, pin string) (string, time.Duration, error) {
 		t.Helper()
 		actx, acancel := context.WithTimeout(ctx, 20*time.Second)
 		defer acancel()
@@ -299,11 +299,11 @@ func TestAgentJoinsWithTokenThenUsesItsCertificate(t *testing.T) {
 		if actx.Err() != nil {
 			t.Fatalf("agent joining as %s still runs after 20s: %s", name, res)
 		}
-		return string(res), err, time.Since(start)
+		return string(res), time.Since(start), err
 	}
 	// A wrong pin fails at once, naming both pins, and uses nothing up.
 	wrong := "sha256:" + strings.Repeat("0", 64)
-	got, err, took := join("n3", wrong)
+	got, took, err := join("n3", wrong)
 	if err == nil || took > 10*time.Second || !strings.Contains(got, "expected "+wrong) || !strings.Contains(got, pin) {
 		t.Errorf("agent with a wrong --ca-pin: %v after %v: %s; want a non-zero exit within 10s naming both pins", err, took, got)
 	}
@@ -320,7 +320,7 @@ func TestAgentJoinsWithTokenThenUsesItsCertificate(t *testing.T) {
 			t.Errorf("the revoked certificate lists nodes: %v, want 401", err)
 		}
 	}
-	if res, err, _ := join("n1", pin); err == nil || !strings.Contains(res, "remove it first") {
+	if res, _, err := join("n1", pin); err == nil || !strings.Contains(res, "remove it first") {
 		t.Errorf("join as n1 while the node exists: %v: %s; want it refused", err, res)
 	}
 	if out, errOut, code := e.run(append(adminCLI, "node", "rm", "n1")...); code != 0 || !strings.Contains(out, "node/n1 removed") {
@@ -341,7 +341,7 @@ func TestAgentJoinsWithTokenThenUsesItsCertificate(t *testing.T) {
 	}
 	defer func() { tcancel(); _ = third.Wait() }()
 	ready("n1 joined again once removed")
-	if res, err, _ := join("n4", pin); err == nil || !strings.Contains(res, "used up") {
+	if res, _, err := join("n4", pin); err == nil || !strings.Contains(res, "used up") {
 		t.Errorf("second join with a one-use token: %v: %s; want it refused as used up", err, res)
 	}
 	out, _, _ = e.run(append(adminCLI, "token", "ls")...)
