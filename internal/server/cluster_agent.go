@@ -260,6 +260,12 @@ func loadNodeCredentials(dataDir string) (*client.NodeCredentials, string, error
 		return nil, "", fmt.Errorf("node certificate in %s: %w: not a node certificate (%q)",
 			NodeCredentialsDir(dataDir), errdefs.ErrFailedPrecondition, leaf.Subject.CommonName)
 	}
+	// Stopped past its certificate's end, the agent could not renew it;
+	// no server will take it, and waiting would not help.
+	if time.Now().After(leaf.NotAfter) {
+		return nil, "", fmt.Errorf("node %q: certificate in %s: %w: expired at %s; an admin removes the node (berth node rm %s), then the agent joins again with a join token (after removing %s)",
+			node, NodeCredentialsDir(dataDir), errdefs.ErrFailedPrecondition, leaf.NotAfter.UTC().Format(time.RFC3339), node, NodeCredentialsDir(dataDir))
+	}
 	return nc, node, nil
 }
 
