@@ -29,6 +29,22 @@ func NewAPIPlane(c *client.Client) *APIPlane { return &APIPlane{c: c} }
 
 // RegisterNode writes the node's spec (creating it the first time) and marks it Ready.
 func (p *APIPlane) RegisterNode(ctx context.Context, n NodeInfo) error {
+	for attempt := 0; ; attempt++ {
+		err := p.register(ctx, n)
+		// A conflict: the node changed between our read and our write (an
+		// admin's cordon, the pod subnet given); read it again.
+		if errdefs.IsConflict(err) && attempt < 4 {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		return p.Heartbeat(ctx, n.Name)
+	}
+}
+
+// register writes the node's spec once, on the revision it read.
+func (p *APIPlane) register(ctx context.Context, n NodeInfo) error {
 	node := &api.Node{
 		Metadata: api.Metadata{Name: n.Name, Labels: reportedLabels(n.Labels)},
 		Spec: api.NodeSpec{
@@ -44,6 +60,7 @@ func (p *APIPlane) RegisterNode(ctx context.Context, n NodeInfo) error {
 	// drain, the capacity limit, their labels) when the node exists: the
 	// server refuses a node's write that changes them.
 	if cur, err := p.c.Nodes().Get(ctx, "", n.Name); err == nil {
+		node.Metadata.Revision = cur.Metadata.Revision
 		node.Spec.PodSubnet, node.Spec.Unschedulable, node.Spec.Draining = cur.Spec.PodSubnet, cur.Spec.Unschedulable, cur.Spec.Draining
 		node.Spec.CapacityLimit = cur.Spec.CapacityLimit
 		for k, v := range cur.Metadata.Labels {
@@ -57,10 +74,8 @@ func (p *APIPlane) RegisterNode(ctx context.Context, n NodeInfo) error {
 	} else if !errdefs.IsNotFound(err) {
 		return err
 	}
-	if _, err := p.c.Nodes().Apply(ctx, node); err != nil {
-		return err
-	}
-	return p.Heartbeat(ctx, n.Name)
+	_, err := p.c.Nodes().Apply(ctx, node)
+	return err
 }
 
 // reportedLabels are the labels an agent reports, each under the

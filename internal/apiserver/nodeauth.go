@@ -436,6 +436,11 @@ func (s *Server) applyOwnNode(ctx context.Context, node string, in *api.Node, ex
 		default:
 			stored = cur
 		}
+		// A stale write is a conflict, whatever it says: the caller reads
+		// again and sees what changed (an admin's cordon or label).
+		if expect != 0 && (stored == nil || stored.Metadata.Revision != expect) {
+			return false, fmt.Errorf("%s: %w: revision %d is stale", api.Ref(api.KindNode, "", node), errdefs.ErrConflict, expect)
+		}
 		n := *in // admitOwnNode completes a copy: a retry starts from the body again
 		capped, err := admitOwnNode(node, &n, stored)
 		if err != nil {
