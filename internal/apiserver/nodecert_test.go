@@ -38,7 +38,7 @@ func (c *cluster) another(t *testing.T, certTTL time.Duration) string {
 }
 
 // joinCreds joins as node with a fresh token and returns its credentials.
-func (c *cluster) joinCreds(t *testing.T, url, node string) *client.NodeCredentials {
+func (c *cluster) joinCreds(t testing.TB, url, node string) *client.NodeCredentials {
 	t.Helper()
 	tok, err := c.admin.Tokens().Create(t.Context(), "for "+node, time.Hour)
 	if err != nil {
