@@ -33,13 +33,21 @@ separated; the agent talks to one at a time and moves to the next when
 it stops answering.
 
 On its first start the agent joins: it trades --token, a join token (the
-one a server prints on the cluster's first start, or one from "berth
-token create"), for a client certificate naming its node, and keeps it
-in <data-dir>/node (the key mode 0600). It trusts the servers by the
-cluster CA's pin (--ca-pin, as a server prints it) or the CA itself
-(--ca-file, a server's <data-dir>/tls/ca.crt). From then on it
-authenticates with that certificate alone, which lets it write only its
-own node and its own instances' status; later starts need no token.
+one in a server's <data-dir>/join-token, made on the cluster's first
+start, or one from "berth token create"), for a client certificate
+naming its node, and keeps it in <data-dir>/node (the key mode 0600). It
+trusts the servers by the cluster CA's pin (--ca-pin, as a server prints
+it) or the CA itself (--ca-file, a server's <data-dir>/tls/ca.crt); a
+pin that does not match stops the agent at once, naming both pins. A
+name another node holds, even a NotReady one, is refused until an admin
+removes that node ("berth node rm").
+
+From then on the agent authenticates with that certificate alone, which
+lets it write only what the node observes: its status, the capacity and
+topology it reports (capped at what it first registered), its own labels
+(--label zone=a is stored as node.berth/zone=a) and its own instances'
+status. The certificate lasts a week (the servers' --node-cert-ttl); the
+agent renews it when two thirds are over. Later starts need no token.
 
 The cluster's admin API token (a server's <data-dir>/tls/token) is still
 accepted as --token, with --ca-file, by an agent that has not joined: it
