@@ -141,3 +141,17 @@ func checkOwnNode(t *testing.T, in, stored *api.Node) {
 		}
 	}
 }
+
+// A node recorded before capacity limits (or made by an admin with a
+// capacity) is held to the capacity recorded then.
+func TestCapacityLimitOfANodeRecordedWithoutOne(t *testing.T) {
+	stored := &api.Node{Metadata: api.Metadata{Name: "n1"}, Spec: api.NodeSpec{Capacity: api.NodeCapacity{MilliCPU: 1000, Pids: 100}}}
+	in := &api.Node{Metadata: api.Metadata{Name: "n1"}, Spec: api.NodeSpec{Capacity: api.NodeCapacity{MilliCPU: 64_000_000, Pids: 50}}}
+	capped, err := admitOwnNode("n1", in, stored)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if in.Spec.CapacityLimit != stored.Spec.Capacity || in.Spec.Capacity.MilliCPU != 1000 || in.Spec.Capacity.Pids != 50 || len(capped) != 1 {
+		t.Fatalf("capacity %+v, limit %+v, capped %v; want 1000m and 50 pids under the recorded capacity", in.Spec.Capacity, in.Spec.CapacityLimit, capped)
+	}
+}

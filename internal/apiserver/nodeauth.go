@@ -268,8 +268,9 @@ func (e *forbiddenField) Unwrap() error { return errdefs.ErrForbidden }
 //     stored; the node's own go under the prefix, so that a placement
 //     constraint trusts them only when it names the prefix;
 //   - capacityLimit is the server's and admins': the first registration
-//     sets it to the capacity reported then, and a node may leave it out
-//     (it is kept) but not change it;
+//     sets it to the capacity reported then (a node with none yet gets the
+//     capacity recorded before, if any), and a node may leave it out (it
+//     is kept) but not change it;
 //   - capacity and topology are recorded as reported, capped by
 //     capacityLimit: each capacity field at most the limit's, and no more
 //     logical CPUs in the topology than the limit's milliCPU allows.
@@ -306,15 +307,18 @@ func admitOwnNode(node string, in, stored *api.Node) (capped []string, err error
 			return nil, deny(fmt.Sprintf("metadata.labels[%q]", k), fmt.Sprintf("set by admins to %q; a node may not remove it", v))
 		}
 	}
+	var none api.NodeCapacity
 	switch {
-	case stored == nil && in.Spec.CapacityLimit != (api.NodeCapacity{}):
-		return nil, deny("spec.capacityLimit", "the server sets it from the first registration")
-	case stored == nil:
-		in.Spec.CapacityLimit = in.Spec.Capacity
-	case in.Spec.CapacityLimit == (api.NodeCapacity{}):
+	case in.Spec.CapacityLimit != none && in.Spec.CapacityLimit != cur.CapacityLimit:
+		return nil, deny("spec.capacityLimit", fmt.Sprintf("the server sets it at the first registration and admins change it (it is %+v)", cur.CapacityLimit))
+	case cur.CapacityLimit != none:
 		in.Spec.CapacityLimit = cur.CapacityLimit
-	case in.Spec.CapacityLimit != cur.CapacityLimit:
-		return nil, deny("spec.capacityLimit", fmt.Sprintf("admins change it (it is %+v)", cur.CapacityLimit))
+	case cur.Capacity != none:
+		// A node registered before limits, or made by an admin with a
+		// capacity: what was recorded then is the limit.
+		in.Spec.CapacityLimit = cur.Capacity
+	default:
+		in.Spec.CapacityLimit = in.Spec.Capacity
 	}
 	return capNode(&in.Spec), nil
 }
