@@ -11,6 +11,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/berth-dev/berth/internal/apiserver"
+	"github.com/berth-dev/berth/internal/pki"
 	"github.com/berth-dev/berth/internal/server"
 	"github.com/berth-dev/berth/internal/store"
 )
@@ -64,6 +65,9 @@ run the servers on a network you trust.`,
 				DataDir: g.dataDir, Name: name, Listen: listen, PeerListen: peerListen,
 				EtcdClientListen: etcdListen, JoinExisting: joinExisting, EtcdEndpoints: etcd,
 				LeaderTTL: leaderTTL, Logger: cliLogger(verbose), MaxDraining: maxDraining, NodeCertTTL: nodeCertTTL,
+			}
+			if nodeCertTTL <= 0 || nodeCertTTL > pki.DefaultNodeValidity {
+				return fmt.Errorf("--node-cert-ttl %v: want more than 0 and at most %v", nodeCertTTL, pki.DefaultNodeValidity)
 			}
 			if len(etcd) > 0 && (peers != "" || peerListen != "" || etcdListen != "" || joinExisting) {
 				return fmt.Errorf("--etcd-endpoints uses an external etcd: --peers, --peer-listen, --etcd-client-listen and --join-existing are for embedded members")
