@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/berth-dev/berth/api"
+	"github.com/berth-dev/berth/api/client"
 	"github.com/berth-dev/berth/internal/apiserver"
 	"github.com/berth-dev/berth/internal/errdefs"
 	"github.com/berth-dev/berth/internal/lan"
@@ -164,7 +165,36 @@ func TestMultiHost(t *testing.T) {
 	if limit := apiserver.DefaultNodeTTL + 5*time.Second; replaced > limit {
 		t.Errorf("replacements took %v, want them within the node TTL + 5s (%v)", replaced, limit)
 	}
+	checkRevokedEverywhere(t, l, "n1")
 	t.Logf("whole test %v", time.Since(start).Round(time.Millisecond))
+}
+
+// checkRevokedEverywhere revokes node's certificate through the first
+// server and wants every server to refuse it, asked from the node's own
+// machine, within a second.
+func checkRevokedEverywhere(t *testing.T, l *lan.LAN, node string) {
+	t.Helper()
+	ctx := t.Context()
+	h := l.Host(node)
+	var clients []*client.Client
+	for _, s := range l.Servers {
+		c, err := h.NodeClient(s)
+		check(t, err)
+		if _, _, err := c.Nodes().List(ctx, ""); err != nil {
+			t.Fatalf("%s's certificate on %s before its revocation: %v", node, s.Name, err)
+		}
+		clients = append(clients, c)
+	}
+	_, err := l.Admin("node", "revoke", node)
+	check(t, err)
+	revoked := time.Now()
+	for i, c := range clients {
+		eventually(t, time.Second, node+"'s revoked certificate refused by "+l.Servers[i].Name, func() bool {
+			_, _, err := c.Nodes().List(ctx, "")
+			return errdefs.IsUnauthorized(err)
+		})
+	}
+	t.Logf("timing: %s revoked through %s: refused by all %d servers %v later", node, l.Servers[0].Name, len(l.Servers), time.Since(revoked).Round(time.Millisecond))
 }
 
 // backendRE finds the addresses in a listing of the backends map.
