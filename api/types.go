@@ -19,10 +19,16 @@ type Node struct {
 // NodeSpec describes a node.
 type NodeSpec struct {
 	// Address is where other nodes and the server reach the node.
-	Address   string       `json:"address,omitempty"`
-	Capacity  NodeCapacity `json:"capacity,omitzero"`
-	Topology  CPUTopology  `json:"topology,omitzero"`
-	PodSubnet string       `json:"podSubnet,omitempty"`
+	Address string `json:"address,omitempty"`
+	// Capacity and Topology are what the node's agent reports, capped by
+	// CapacityLimit when the node itself writes them.
+	Capacity NodeCapacity `json:"capacity,omitzero"`
+	Topology CPUTopology  `json:"topology,omitzero"`
+	// CapacityLimit is the most capacity the node may claim for itself:
+	// the server sets it from the node's first registration, and only
+	// admins change it. Zero fields set no limit.
+	CapacityLimit NodeCapacity `json:"capacityLimit,omitzero"`
+	PodSubnet     string       `json:"podSubnet,omitempty"`
 	// Unschedulable keeps new instances off the node (cordon, drain).
 	Unschedulable bool `json:"unschedulable,omitempty"`
 	// Draining asks the controller to move the node's instances off it;
@@ -30,6 +36,12 @@ type NodeSpec struct {
 	// A draining node is always unschedulable.
 	Draining bool `json:"draining,omitempty"`
 }
+
+// NodeReportedLabelPrefix starts the labels a node reports about itself
+// (its agent's --label zone=a is node.berth/zone=a). A node may write only
+// these; other labels come from admins, so a placement constraint trusts a
+// node's own word only when it names the prefix.
+const NodeReportedLabelPrefix = "node.berth/"
 
 // NodeCapacity is what a node offers to instances.
 type NodeCapacity struct {

@@ -399,6 +399,9 @@ func (n *Node) Validate() error {
 	if c.Pids < 0 {
 		e.add("capacity.pids", "must not be negative, got %d", c.Pids)
 	}
+	if l := n.Spec.CapacityLimit; l.MilliCPU < 0 || l.Memory < 0 || l.Pids < 0 {
+		e.add("capacityLimit", "must not be negative, got %+v", l)
+	}
 	if n.Spec.Draining && !n.Spec.Unschedulable {
 		e.add("draining", "a draining node must be unschedulable too")
 	}

@@ -3,15 +3,20 @@ package client
 import (
 	"bytes"
 	"context"
+	"crypto"
+	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"net/http"
 	"net/url"
 	"os"
 	"path/filepath"
+	"strings"
 
+	"github.com/berth-dev/berth/api"
 	"github.com/berth-dev/berth/internal/errdefs"
 	"github.com/berth-dev/berth/internal/pki"
 )
@@ -125,6 +130,32 @@ func (nc *NodeCredentials) check(opts JoinOptions) error {
 	return nil
 }
 
+// PinMismatchError is a server whose certificate chain holds no CA with
+// the pin asked for: the wrong cluster, a wrong pin, or an impostor.
+// Asking again cannot help.
+type PinMismatchError struct {
+	Want string
+	// Got are the pins of the certificates the server sent.
+	Got []string
+}
+
+func (e *PinMismatchError) Error() string {
+	return fmt.Sprintf("CA pin mismatch: expected %s, the server's certificate chain has %s", e.Want, strings.Join(e.Got, ", "))
+}
+
+// CheckPin says whether the CA certificate caPEM has pin, as a
+// PinMismatchError when not.
+func CheckPin(caPEM []byte, pin string) error {
+	ca, err := pki.ParseCertificate(caPEM)
+	if err != nil {
+		return fmt.Errorf("cluster CA: %w", err)
+	}
+	if !pki.MatchesPin(ca, pin) {
+		return &PinMismatchError{Want: pin, Got: []string{pki.Pin(ca)}}
+	}
+	return nil
+}
+
 // verifyPinned checks a server's chain against a CA public key pin: the
 // CA must be in the chain the server sends, and the server's certificate
 // must verify against it for host.
@@ -144,7 +175,11 @@ func verifyPinned(pin, host string) func(tls.ConnectionState) error {
 			}
 		}
 		if !found {
-			return fmt.Errorf("server's certificate chain holds no CA with pin %s", pin)
+			pe := &PinMismatchError{Want: pin}
+			for _, c := range cs.PeerCertificates {
+				pe.Got = append(pe.Got, pki.Pin(c))
+			}
+			return pe
 		}
 		_, err := cs.PeerCertificates[0].Verify(x509.VerifyOptions{DNSName: host, Roots: roots, Intermediates: inter})
 		if err != nil {
@@ -262,4 +297,36 @@ func writeFileAtomic(path string, data []byte, mode os.FileMode) error {
 		return err
 	}
 	return os.Rename(f.Name(), path)
+}
+
+// Renew trades the node certificate c authenticates with for a new one
+// of the same key, while the old one still works. The key stays, so that
+// saving the renewal changes one file, the certificate: no crash can leave
+// a key and a certificate that do not match. The answer must name the
+// same node and come from the CA in nc.
+func (c *Client) Renew(ctx context.Context, node string, nc *NodeCredentials) (*NodeCredentials, error) {
+	pair, err := tls.X509KeyPair(nc.Certificate, nc.Key)
+	if err != nil {
+		return nil, fmt.Errorf("renew the certificate of node %q: %w", node, err)
+	}
+	signer, ok := pair.PrivateKey.(crypto.Signer)
+	if !ok {
+		return nil, fmt.Errorf("renew the certificate of node %q: %w: key of type %T cannot sign", node, errdefs.ErrInvalidArgument, pair.PrivateKey)
+	}
+	der, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{Subject: pair.Leaf.Subject}, signer)
+	if err != nil {
+		return nil, fmt.Errorf("renew the certificate of node %q: %w", node, err)
+	}
+	csr, key := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: der}), nc.Key
+	var resp joinResponse
+	if err := c.do(ctx, http.MethodPost, objectPath(api.KindNode, "", node)+"/certificate", nil, struct {
+		CSR string `json:"csr"`
+	}{string(csr)}, &resp); err != nil {
+		return nil, fmt.Errorf("renew the certificate of node %q: %w", node, err)
+	}
+	out := &NodeCredentials{Certificate: []byte(resp.Certificate), Key: key, CA: []byte(resp.CA)}
+	if err := out.check(JoinOptions{Node: node, CA: nc.CA}); err != nil {
+		return nil, fmt.Errorf("renew the certificate of node %q: %w", node, err)
+	}
+	return out, nil
 }

@@ -16,7 +16,25 @@ type JoinToken struct {
 	// Expires is zero for a token that never expires.
 	Expires time.Time `json:"expires,omitzero"`
 	Revoked bool      `json:"revoked,omitempty"`
-	Token   string    `json:"token,omitempty"`
+	// Uses is how many joins the token allows (0: any number); Used how
+	// many it made.
+	Uses  int    `json:"uses,omitempty"`
+	Used  int    `json:"used,omitempty"`
+	Token string `json:"token,omitempty"`
+}
+
+// UsedUp reports whether the token has no join left.
+func (t JoinToken) UsedUp() bool { return t.Uses > 0 && t.Used >= t.Uses }
+
+// TokenOptions describe a new join token.
+type TokenOptions struct {
+	Description string
+	// TTL is how long the token works: the server's default (24h) when
+	// 0, unless NoExpiry.
+	TTL      time.Duration
+	NoExpiry bool
+	// Uses is how many joins the token allows; any number when 0.
+	Uses int
 }
 
 // Expired reports whether the token has expired at now.
@@ -33,12 +51,22 @@ func (c *Client) Tokens() TokenClient { return TokenClient{c} }
 // Create makes a join token that works for ttl (for ever when 0). The
 // answer is the only place its secret appears.
 func (t TokenClient) Create(ctx context.Context, description string, ttl time.Duration) (JoinToken, error) {
+	return t.CreateWith(ctx, TokenOptions{Description: description, TTL: ttl, NoExpiry: ttl == 0})
+}
+
+// CreateWith makes a join token as opts say. The answer is the only
+// place its secret appears.
+func (t TokenClient) CreateWith(ctx context.Context, opts TokenOptions) (JoinToken, error) {
 	req := struct {
 		Description string `json:"description,omitempty"`
 		TTL         string `json:"ttl,omitempty"`
-	}{Description: description}
-	if ttl != 0 {
-		req.TTL = ttl.String()
+		Uses        int    `json:"uses,omitempty"`
+	}{Description: opts.Description, Uses: opts.Uses}
+	switch {
+	case opts.NoExpiry:
+		req.TTL = "0"
+	case opts.TTL != 0:
+		req.TTL = opts.TTL.String()
 	}
 	var out JoinToken
 	err := t.c.do(ctx, http.MethodPost, "/v1/tokens", nil, req, &out)

@@ -32,3 +32,10 @@ func (n NodeClient) action(ctx context.Context, name, action string) (*api.Node,
 	}
 	return &out, nil
 }
+
+// Revoke stops every certificate of a node from working, on every server
+// at once (admins only). The node stays, and keeps its name, until it is
+// deleted; deleting a node revokes it too.
+func (n NodeClient) Revoke(ctx context.Context, name string) error {
+	return n.c.do(ctx, http.MethodPost, objectPath(api.KindNode, "", name)+"/revoke", nil, nil, nil)
+}

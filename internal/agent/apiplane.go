@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/berth-dev/berth/api"
@@ -28,8 +29,24 @@ func NewAPIPlane(c *client.Client) *APIPlane { return &APIPlane{c: c} }
 
 // RegisterNode writes the node's spec (creating it the first time) and marks it Ready.
 func (p *APIPlane) RegisterNode(ctx context.Context, n NodeInfo) error {
+	for attempt := 0; ; attempt++ {
+		err := p.register(ctx, n)
+		// A conflict: the node changed between our read and our write (an
+		// admin's cordon, the pod subnet given); read it again.
+		if errdefs.IsConflict(err) && attempt < 4 {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		return p.Heartbeat(ctx, n.Name)
+	}
+}
+
+// register writes the node's spec once, on the revision it read.
+func (p *APIPlane) register(ctx context.Context, n NodeInfo) error {
 	node := &api.Node{
-		Metadata: api.Metadata{Name: n.Name, Labels: n.Labels},
+		Metadata: api.Metadata{Name: n.Name, Labels: reportedLabels(n.Labels)},
 		Spec: api.NodeSpec{
 			Address: n.Address,
 			Capacity: api.NodeCapacity{MilliCPU: n.Capacity.MilliCPU, Memory: api.Quantity(n.Capacity.MemoryBytes),
@@ -39,16 +56,42 @@ func (p *APIPlane) RegisterNode(ctx context.Context, n NodeInfo) error {
 	for _, c := range n.Topology.Cores {
 		node.Spec.Topology.Cores = append(node.Spec.Topology.Cores, api.CPUCore{ID: c.ID, NUMA: c.NUMA, Threads: c.Threads})
 	}
-	// Keep what the server owns (the pod subnet, a drain) when the node exists.
+	// Keep what the server and admins own (the pod subnet, a cordon or
+	// drain, the capacity limit, their labels) when the node exists: the
+	// server refuses a node's write that changes them.
 	if cur, err := p.c.Nodes().Get(ctx, "", n.Name); err == nil {
+		node.Metadata.Revision = cur.Metadata.Revision
 		node.Spec.PodSubnet, node.Spec.Unschedulable, node.Spec.Draining = cur.Spec.PodSubnet, cur.Spec.Unschedulable, cur.Spec.Draining
+		node.Spec.CapacityLimit = cur.Spec.CapacityLimit
+		for k, v := range cur.Metadata.Labels {
+			if !strings.HasPrefix(k, api.NodeReportedLabelPrefix) {
+				if node.Metadata.Labels == nil {
+					node.Metadata.Labels = map[string]string{}
+				}
+				node.Metadata.Labels[k] = v
+			}
+		}
 	} else if !errdefs.IsNotFound(err) {
 		return err
 	}
-	if _, err := p.c.Nodes().Apply(ctx, node); err != nil {
-		return err
+	_, err := p.c.Nodes().Apply(ctx, node)
+	return err
+}
+
+// reportedLabels are the labels an agent reports, each under the
+// node.berth/ prefix: the labels placement trusts without it are admins'.
+func reportedLabels(labels map[string]string) map[string]string {
+	if len(labels) == 0 {
+		return nil
 	}
-	return p.Heartbeat(ctx, n.Name)
+	out := make(map[string]string, len(labels))
+	for k, v := range labels {
+		if !strings.HasPrefix(k, api.NodeReportedLabelPrefix) {
+			k = api.NodeReportedLabelPrefix + k
+		}
+		out[k] = v
+	}
+	return out
 }
 
 // Heartbeat writes the node's status: Ready, as of now.

@@ -198,6 +198,7 @@ func (s *Server) ServeTLS(ctx context.Context, l net.Listener, cfg *tls.Config, 
 			cfg.ClientAuth, cfg.ClientCAs = tls.VerifyClientCertIfGiven, s.ca.Pool()
 		}
 		auth = ClusterAuthenticator(token)
+		s.runCreds(ctx)
 	}
 	return s.Serve(ctx, tls.NewListener(l, cfg), auth)
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"strings"
 
@@ -66,7 +67,11 @@ func ClusterAuthenticator(token string) Authenticator {
 //     its own assignments;
 //   - writes its own Node object and its status;
 //   - writes the status of instances bound to it, as the store says now;
-//   - records events, and joins again.
+//   - records events about itself and its instances (see admitNodeEvent);
+//   - renews its own certificate.
+//
+// Which fields of those objects it may write is checked per route, on the
+// body (admitOwnNode, admitInstanceStatus).
 //
 // Anything else is forbidden, with a message naming the node and the
 // object.
@@ -223,9 +228,288 @@ func authorizeNode(ctx context.Context, st *store.Store, node string, r *http.Re
 			return nil
 		}
 	case http.MethodPost:
-		if q.kind == api.KindEvent && q.name == "" && q.namespace != "" {
+		switch {
+		case q.kind == api.KindEvent && q.name == "" && q.namespace != "":
+			return nil
+		case q.kind == api.KindNode && q.sub == "certificate":
+			if q.name != node {
+				return deny("a node renews only its own certificate")
+			}
 			return nil
 		}
 	}
 	return deny("")
+}
+
+// forbiddenField is a node's write refused because of one field: a 403
+// whose body names the field, as a 422 does.
+type forbiddenField struct {
+	node   string
+	ref    string
+	field  string
+	reason string
+}
+
+func (e *forbiddenField) Error() string {
+	return fmt.Sprintf("node %q: %s: %v: %s: %s", e.node, e.ref, errdefs.ErrForbidden, e.field, e.reason)
+}
+
+func (e *forbiddenField) Unwrap() error { return errdefs.ErrForbidden }
+
+// admitOwnNode checks a node's write of its own Node object, in, against
+// the stored one (nil when the node registers for the first time), and
+// completes it. A node speaks only for what it observes; the rest of the
+// spec belongs to admins and the control plane:
+//
+//   - podSubnet, unschedulable and draining must be as stored (zero on
+//     first registration): a PUT that changes them is refused, naming the
+//     field;
+//   - labels outside the node.berth/ prefix are admins': they must be as
+//     stored; the node's own go under the prefix, so that a placement
+//     constraint trusts them only when it names the prefix;
+//   - capacityLimit is the server's and admins': the first registration
+//     sets it to the capacity reported then (a node with none yet gets the
+//     capacity recorded before, if any), and a node may leave it out (it
+//     is kept) but not change it;
+//   - capacity and topology are recorded as reported, capped by
+//     capacityLimit: each capacity field at most the limit's, and no more
+//     logical CPUs in the topology than the limit's milliCPU allows.
+//
+// It reports what it capped, for the record.
+func admitOwnNode(node string, in, stored *api.Node) (capped []string, err error) {
+	ref := api.Ref(api.KindNode, "", node)
+	deny := func(field, reason string) error {
+		return &forbiddenField{node: node, ref: ref, field: field, reason: reason}
+	}
+	var cur api.NodeSpec
+	var curLabels map[string]string
+	if stored != nil {
+		cur, curLabels = stored.Spec, stored.Metadata.Labels
+	}
+	switch {
+	case in.Spec.PodSubnet != cur.PodSubnet:
+		return nil, deny("spec.podSubnet", fmt.Sprintf("the control plane assigns it (%q), a node may not set it to %q", cur.PodSubnet, in.Spec.PodSubnet))
+	case in.Spec.Unschedulable != cur.Unschedulable:
+		return nil, deny("spec.unschedulable", fmt.Sprintf("admins cordon and uncordon (it is %t)", cur.Unschedulable))
+	case in.Spec.Draining != cur.Draining:
+		return nil, deny("spec.draining", fmt.Sprintf("admins drain (it is %t)", cur.Draining))
+	}
+	for k, v := range in.Metadata.Labels {
+		if strings.HasPrefix(k, api.NodeReportedLabelPrefix) {
+			continue
+		}
+		if old, ok := curLabels[k]; !ok || old != v {
+			return nil, deny(fmt.Sprintf("metadata.labels[%q]", k), "labels without the "+api.NodeReportedLabelPrefix+" prefix are set by admins; report it as "+api.NodeReportedLabelPrefix+k)
+		}
+	}
+	for k, v := range curLabels {
+		if _, ok := in.Metadata.Labels[k]; !ok && !strings.HasPrefix(k, api.NodeReportedLabelPrefix) {
+			return nil, deny(fmt.Sprintf("metadata.labels[%q]", k), fmt.Sprintf("set by admins to %q; a node may not remove it", v))
+		}
+	}
+	var none api.NodeCapacity
+	switch {
+	case in.Spec.CapacityLimit != none && in.Spec.CapacityLimit != cur.CapacityLimit:
+		return nil, deny("spec.capacityLimit", fmt.Sprintf("the server sets it at the first registration and admins change it (it is %+v)", cur.CapacityLimit))
+	case cur.CapacityLimit != none:
+		in.Spec.CapacityLimit = cur.CapacityLimit
+	case cur.Capacity != none:
+		// A node registered before limits, or made by an admin with a
+		// capacity: what was recorded then is the limit.
+		in.Spec.CapacityLimit = cur.Capacity
+	default:
+		in.Spec.CapacityLimit = in.Spec.Capacity
+	}
+	return capNode(&in.Spec), nil
+}
+
+// capNode holds a node's reported capacity and topology to its limit and
+// says which fields it lowered.
+func capNode(spec *api.NodeSpec) []string {
+	var capped []string
+	lim, c := spec.CapacityLimit, &spec.Capacity
+	if lim.MilliCPU > 0 && c.MilliCPU > lim.MilliCPU {
+		c.MilliCPU, capped = lim.MilliCPU, append(capped, fmt.Sprintf("capacity.milliCPU to %d", lim.MilliCPU))
+	}
+	if lim.Memory > 0 && c.Memory > lim.Memory {
+		c.Memory, capped = lim.Memory, append(capped, fmt.Sprintf("capacity.memory to %d", lim.Memory))
+	}
+	if lim.Pids > 0 && c.Pids > lim.Pids {
+		c.Pids, capped = lim.Pids, append(capped, fmt.Sprintf("capacity.pids to %d", lim.Pids))
+	}
+	if lim.MilliCPU > 0 {
+		budget := int((lim.MilliCPU + 999) / 1000)
+		var cores []api.CPUCore
+		for _, core := range spec.Topology.Cores {
+			if len(core.Threads) > budget {
+				break
+			}
+			budget -= len(core.Threads)
+			cores = append(cores, core)
+		}
+		if len(cores) < len(spec.Topology.Cores) {
+			capped = append(capped, fmt.Sprintf("topology to %d cores", len(cores)))
+			spec.Topology.Cores = cores
+		}
+	}
+	return capped
+}
+
+// nodePhases are the instance phases a node may report: what it sees of
+// a container it runs. Pending, Scheduled and Lost are the control
+// plane's.
+var nodePhases = map[api.Phase]bool{api.PhaseStarting: true, api.PhaseRunning: true, api.PhaseSucceeded: true, api.PhaseFailed: true}
+
+// admitInstanceStatus checks the status a node writes for an instance
+// bound to it (NodeAuthorizer has checked the binding): a phase a node may
+// report, and an IP in the node's pod subnet (none when it has none). The
+// store keeps the stored spec and metadata whatever the body says; the
+// node may not move scheduledAt, the scheduler's, so it is kept too.
+func admitInstanceStatus(node *api.Node, in, stored *api.Instance) error {
+	ref := api.RefOf(in)
+	deny := func(field, reason string) error {
+		return &forbiddenField{node: node.Metadata.Name, ref: ref, field: field, reason: reason}
+	}
+	if in.Spec.Node != "" && in.Spec.Node != stored.Spec.Node {
+		return deny("spec.node", fmt.Sprintf("the scheduler binds instances; this one is bound to %q", stored.Spec.Node))
+	}
+	if !nodePhases[in.Status.Phase] {
+		return deny("status.phase", fmt.Sprintf("a node reports Starting, Running, Succeeded or Failed, not %q", in.Status.Phase))
+	}
+	if in.Status.IP != "" {
+		ip, err := netip.ParseAddr(in.Status.IP)
+		subnet, serr := netip.ParsePrefix(node.Spec.PodSubnet)
+		switch {
+		case err != nil:
+			return deny("status.ip", fmt.Sprintf("%q is not an IP address", in.Status.IP))
+		case serr != nil:
+			return deny("status.ip", fmt.Sprintf("%s is outside node %q's pod subnet: it has none", ip, node.Metadata.Name))
+		case !subnet.Contains(ip.Unmap()):
+			return deny("status.ip", fmt.Sprintf("%s is outside node %q's pod subnet %s", ip, node.Metadata.Name, subnet))
+		}
+	}
+	in.Status.ScheduledAt = stored.Status.ScheduledAt
+	return nil
+}
+
+// nodeEventSource is the source the server writes on events a node
+// records, whatever the node said.
+func nodeEventSource(node string) string { return "agent/" + node }
+
+// admitNodeEvent checks an event a node records: about itself or an
+// instance bound to it, and with the server's word for its source.
+func (s *Server) admitNodeEvent(ctx context.Context, node string, ev *api.Event) error {
+	deny := func(reason string) error {
+		return &forbiddenField{node: node, ref: "event", field: "object", reason: reason}
+	}
+	switch ev.Object.Kind {
+	case api.KindNode:
+		if ev.Object.Name != node {
+			return deny(fmt.Sprintf("a node records events about itself, not node %q", ev.Object.Name))
+		}
+	case api.KindInstance:
+		var in api.Instance
+		err := s.store.GetInto(ctx, &in, ev.Object.Namespace, ev.Object.Name)
+		if errdefs.IsNotFound(err) {
+			return deny(fmt.Sprintf("instance %s/%s is not bound to node %q", ev.Object.Namespace, ev.Object.Name, node))
+		}
+		if err != nil {
+			return err
+		}
+		if in.Spec.Node != node {
+			return deny(fmt.Sprintf("instance %s/%s is bound to %q, not to node %q", ev.Object.Namespace, ev.Object.Name, in.Spec.Node, node))
+		}
+	default:
+		return deny(fmt.Sprintf("a node records events about itself and its instances, not about %s", ev.Object.Kind.Plural()))
+	}
+	ev.Source = nodeEventSource(node)
+	return nil
+}
+
+// applyOwnNode writes a node's own Node object once admitOwnNode lets it,
+// on the stored revision it was checked against (again when that moved,
+// unless the caller named a revision).
+func (s *Server) applyOwnNode(ctx context.Context, node string, in *api.Node, expect int64) (created bool, err error) {
+	for i := 0; ; i++ {
+		var stored *api.Node
+		cur := &api.Node{}
+		switch err := s.store.GetInto(ctx, cur, "", node); {
+		case errdefs.IsNotFound(err):
+		case err != nil:
+			return false, err
+		default:
+			stored = cur
+		}
+		// A stale write is a conflict, whatever it says: the caller reads
+		// again and sees what changed (an admin's cordon or label).
+		if expect != 0 && (stored == nil || stored.Metadata.Revision != expect) {
+			return false, fmt.Errorf("%s: %w: revision %d is stale", api.Ref(api.KindNode, "", node), errdefs.ErrConflict, expect)
+		}
+		n := *in // admitOwnNode completes a copy: a retry starts from the body again
+		capped, err := admitOwnNode(node, &n, stored)
+		if err != nil {
+			return false, err
+		}
+		if stored == nil && expect == 0 {
+			err = s.store.Create(ctx, &n)
+		} else {
+			rev := expect
+			if rev == 0 {
+				rev = stored.Metadata.Revision
+			}
+			err = s.store.Update(ctx, &n, rev)
+		}
+		if expect == 0 && i < 20 && ctx.Err() == nil && (errdefs.IsConflict(err) || errdefs.IsAlreadyExists(err) || errdefs.IsNotFound(err)) {
+			continue
+		}
+		if err != nil {
+			return false, err
+		}
+		*in = n
+		if len(capped) > 0 {
+			s.log.Warn("node reported more than its capacity limit", "node", node, "capped", capped)
+			ev := &api.Event{Object: api.ObjectRef{Kind: api.KindNode, Name: node}, Type: api.EventWarning, Reason: "CapacityCapped",
+				Message: "reported more than spec.capacityLimit; kept " + strings.Join(capped, ", "), Source: "apiserver"}
+			if err := s.store.RecordEvent(ctx, ev); err != nil {
+				s.log.Warn("record event", "node", node, "err", err)
+			}
+		}
+		return stored == nil, nil
+	}
+}
+
+// updateOwnInstanceStatus writes a node's status for one of its
+// instances once admitInstanceStatus lets it, on the revision it was
+// checked against, so that a rebinding in between cannot slip through
+// (again when that moved, unless the caller named a revision).
+func (s *Server) updateOwnInstanceStatus(ctx context.Context, node string, in *api.Instance, expect int64) error {
+	for i := 0; ; i++ {
+		var stored api.Instance
+		if err := s.store.GetInto(ctx, &stored, in.Metadata.Namespace, in.Metadata.Name); err != nil {
+			return err
+		}
+		if stored.Spec.Node != node {
+			return &forbiddenField{node: node, ref: api.RefOf(in), field: "spec.node", reason: fmt.Sprintf("the instance is bound to %q", stored.Spec.Node)}
+		}
+		var n api.Node
+		if err := s.store.GetInto(ctx, &n, "", node); err != nil {
+			return fmt.Errorf("status of %s from node %q: %w", api.RefOf(in), node, err)
+		}
+		obj := *in
+		if err := admitInstanceStatus(&n, &obj, &stored); err != nil {
+			return err
+		}
+		rev := expect
+		if rev == 0 {
+			rev = stored.Metadata.Revision
+		}
+		err := s.store.UpdateStatus(ctx, &obj, rev)
+		if expect == 0 && i < 20 && ctx.Err() == nil && errdefs.IsConflict(err) {
+			continue
+		}
+		if err == nil {
+			*in = obj
+		}
+		return err
+	}
 }

@@ -22,6 +22,8 @@
 //	GET|PUT|DELETE /v1/nodes/{name}, PUT /v1/nodes/{name}/status
 //	GET    /v1/nodes/{name}/assignments            instances bound to the node (?watch=1)
 //	POST   /v1/nodes/{name}/cordon|uncordon|drain  see nodeactions.go
+//	POST   /v1/nodes/{name}/certificate            {"csr"}: the node's renewed certificate (the node itself)
+//	POST   /v1/nodes/{name}/revoke                 refuse the node's certificates (admins; DELETE does too)
 //	POST   /v1/join                                {"token", "node", "csr"}: a node's certificate
 //	GET|POST /v1/tokens, DELETE /v1/tokens/{id}    join tokens (admins only)
 //
@@ -73,12 +75,19 @@ type Config struct {
 	// CA, when set, signs the certificates of nodes that join
 	// (POST /v1/join) and vouches for them on TLS listeners.
 	CA *pki.CA
+	// NodeCertTTL is how long the node certificates it signs last;
+	// DefaultNodeCertTTL when zero.
+	NodeCertTTL time.Duration
 	// NodeTTL is how long a node's heartbeat lease lasts; DefaultNodeTTL when zero.
 	NodeTTL time.Duration
 	// WatchHeartbeat is how often a quiet watch stream gets a heartbeat
 	// line; DefaultWatchHeartbeat when zero.
 	WatchHeartbeat time.Duration
 }
+
+// DefaultNodeCertTTL is how long a node certificate lasts: a week, which
+// its agent renews before it ends.
+const DefaultNodeCertTTL = 7 * 24 * time.Hour
 
 // DefaultNodeTTL is how long a node stays alive after its last heartbeat.
 const DefaultNodeTTL = 10 * time.Second
@@ -93,11 +102,15 @@ type Server struct {
 	log       *slog.Logger
 	authorize func(ctx context.Context, id Identity, r *http.Request) error
 	ca        *pki.CA
-	heartbeat time.Duration
-	nodeTTL   time.Duration
-	mux       *http.ServeMux
-	mounts    []mount     // see Mount
-	pinner    ImagePinner // the first mounted handler that is one
+	// creds follows which node certificates work (nil without a CA).
+	creds       *store.NodeCredentialCache
+	credsRun    credsRunner
+	nodeCertTTL time.Duration
+	heartbeat   time.Duration
+	nodeTTL     time.Duration
+	mux         *http.ServeMux
+	mounts      []mount     // see Mount
+	pinner      ImagePinner // the first mounted handler that is one
 }
 
 // New returns a Server on cfg.Store.
@@ -112,6 +125,13 @@ func New(cfg Config) *Server {
 	s.heartbeat = cfg.WatchHeartbeat
 	if s.heartbeat <= 0 {
 		s.heartbeat = DefaultWatchHeartbeat
+	}
+	s.nodeCertTTL = cfg.NodeCertTTL
+	if s.nodeCertTTL <= 0 {
+		s.nodeCertTTL = DefaultNodeCertTTL
+	}
+	if s.ca != nil && s.store != nil {
+		s.creds = s.store.NewNodeCredentialCache()
 	}
 	s.nodeTTL = cfg.NodeTTL
 	if s.nodeTTL <= 0 {
@@ -141,6 +161,8 @@ func New(cfg Config) *Server {
 	m.HandleFunc("POST /v1/nodes/{name}/cordon", s.cordonNode)
 	m.HandleFunc("POST /v1/nodes/{name}/uncordon", s.uncordonNode)
 	m.HandleFunc("POST /v1/nodes/{name}/drain", s.drainNode)
+	m.HandleFunc("POST /v1/nodes/{name}/certificate", s.renewCertificate)
+	m.HandleFunc("POST /v1/nodes/{name}/revoke", s.revokeNode)
 	m.HandleFunc("POST /v1/join", s.join)
 	m.HandleFunc("GET /v1/tokens", s.listTokens)
 	m.HandleFunc("POST /v1/tokens", s.createToken)
@@ -158,6 +180,14 @@ func (s *Server) Handler() http.Handler {
 		if !ok {
 			writeError(w, fmt.Errorf("%w: no identity", errdefs.ErrUnauthorized))
 			return
+		}
+		// A node's certificate works only while the store lists it, for
+		// every route, mounted ones too.
+		if id.Node != "" {
+			if err := s.checkNodeCert(r, id); err != nil {
+				writeError(w, err)
+				return
+			}
 		}
 		if m := s.mounted(r.URL.Path); m != nil {
 			m.ServeHTTP(w, r)
@@ -442,7 +472,12 @@ func (s *Server) apply(w http.ResponseWriter, r *http.Request) {
 		s.dryRunApply(w, r, t, obj, cur, rev)
 		return
 	}
-	created, err := s.store.Apply(r.Context(), obj, rev)
+	var created bool
+	if id, _ := IdentityFrom(r.Context()); id.Node != "" && t.kind == api.KindNode {
+		created, err = s.applyOwnNode(r.Context(), id.Node, obj.(*api.Node), rev)
+	} else {
+		created, err = s.store.Apply(r.Context(), obj, rev)
+	}
 	if err != nil {
 		writeError(w, wireError(t, err))
 		return
@@ -534,7 +569,12 @@ func (s *Server) putStatus(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	if err := s.store.UpdateStatus(r.Context(), obj, rev); err != nil {
+	if id, _ := IdentityFrom(r.Context()); id.Node != "" && t.kind == api.KindInstance {
+		err = s.updateOwnInstanceStatus(r.Context(), id.Node, obj.(*api.Instance), rev)
+	} else {
+		err = s.store.UpdateStatus(r.Context(), obj, rev)
+	}
+	if err != nil {
 		writeError(w, wireError(t, err))
 		return
 	}
@@ -560,6 +600,14 @@ func (s *Server) delete(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		writeError(w, err)
 		return
+	}
+	if t.kind == api.KindNode {
+		// A removed node's certificates stop working with it, and its
+		// name is free for a new join.
+		if err := s.revoke(r.Context(), t.name); err != nil {
+			writeError(w, err)
+			return
+		}
 	}
 	if err := s.store.Delete(r.Context(), t.kind, t.namespace, t.name, rev); err != nil {
 		writeError(w, err)
@@ -717,6 +765,12 @@ func (s *Server) recordEvent(w http.ResponseWriter, r *http.Request) {
 		writeError(w, &api.ValidationError{Fields: []api.FieldError{{Field: "metadata.namespace", Reason: fmt.Sprintf("%q differs from %q in the path", ev.Metadata.Namespace, ns)}}})
 		return
 	}
+	if id, _ := IdentityFrom(r.Context()); id.Node != "" {
+		if err := s.admitNodeEvent(r.Context(), id.Node, &ev); err != nil {
+			writeError(w, err)
+			return
+		}
+	}
 	if err := s.store.RecordEvent(r.Context(), &ev); err != nil {
 		writeError(w, err)
 		return
@@ -780,8 +834,11 @@ func writeError(w http.ResponseWriter, err error) {
 		status = http.StatusBadRequest
 	}
 	body := ErrorBody{Error: err.Error(), Code: errdefs.Code(err)}
+	var ff *forbiddenField
 	if fe := api.FieldErrors(err); len(fe) > 0 {
 		body.Field, body.Reason, body.Fields = fe[0].Field, fe[0].Reason, fe
+	} else if errors.As(err, &ff) {
+		body.Field, body.Reason = ff.field, ff.reason
 	}
 	if status == http.StatusUnauthorized {
 		w.Header().Set("WWW-Authenticate", `Bearer realm="berth"`)

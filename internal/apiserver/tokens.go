@@ -13,9 +13,11 @@ import (
 // TokenRequest is the body of POST /v1/tokens.
 type TokenRequest struct {
 	Description string `json:"description,omitempty"`
-	// TTL is how long the token works, as a Go duration ("24h"); empty or
-	// "0" for ever.
+	// TTL is how long the token works, as a Go duration ("1h");
+	// store.DefaultJoinTokenTTL when empty, for ever when "0".
 	TTL string `json:"ttl,omitempty"`
+	// Uses is how many joins the token allows; any number when 0.
+	Uses int `json:"uses,omitempty"`
 }
 
 // TokenCreated answers POST /v1/tokens: the only answer that carries a
@@ -33,11 +35,15 @@ type TokenList struct {
 // requireAdmin refuses callers other than admins, whatever the Authorize
 // hook says: tokens let machines into the cluster.
 func requireAdmin(r *http.Request, what string) error {
+	return requireAdminTo(r, what, "join tokens are for admins")
+}
+
+func requireAdminTo(r *http.Request, what, why string) error {
 	id, _ := IdentityFrom(r.Context())
 	if id.Admin {
 		return nil
 	}
-	return fmt.Errorf("%s may not %s: %w: join tokens are for admins", id.Name, what, errdefs.ErrForbidden)
+	return fmt.Errorf("%s may not %s: %w: %s", id.Name, what, errdefs.ErrForbidden, why)
 }
 
 func (s *Server) createToken(w http.ResponseWriter, r *http.Request) {
@@ -50,13 +56,18 @@ func (s *Server) createToken(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	opts := store.JoinTokenOptions{Description: req.Description}
+	opts := store.JoinTokenOptions{Description: req.Description, Uses: req.Uses, Expires: time.Now().Add(store.DefaultJoinTokenTTL)}
+	if req.Uses < 0 {
+		writeError(w, fmt.Errorf("create join token: %w", &api.ValidationError{Fields: []api.FieldError{{Field: "uses", Reason: fmt.Sprintf("%d: want 0 (any number) or more", req.Uses)}}}))
+		return
+	}
 	if req.TTL != "" {
 		ttl, err := time.ParseDuration(req.TTL)
 		if err != nil || ttl < 0 {
 			writeError(w, fmt.Errorf("create join token: %w", &api.ValidationError{Fields: []api.FieldError{{Field: "ttl", Reason: fmt.Sprintf("%q is not a duration of 0 or more, like 24h", req.TTL)}}}))
 			return
 		}
+		opts.Expires = time.Time{}
 		if ttl > 0 {
 			opts.Expires = time.Now().Add(ttl)
 		}

@@ -59,10 +59,24 @@ func (s *Server) serveWatch(w http.ResponseWriter, r *http.Request, events <-cha
 	}
 	beat := time.NewTicker(s.heartbeat)
 	defer beat.Stop()
+	// A node's stream ends once its certificate stops working, not at
+	// its next request: checked again whenever the credentials change.
+	id, _ := IdentityFrom(r.Context())
+	var creds <-chan struct{}
+	if id.Node != "" && s.creds != nil {
+		creds = s.creds.Changed()
+	}
 	for {
 		var ev store.WatchEvent
 		var ok bool
 		select {
+		case <-creds:
+			creds = s.creds.Changed()
+			if err := s.checkNodeCert(r, id); err != nil {
+				write(WatchEvent{Type: "Error", Error: err.Error(), Code: errdefs.Code(err)})
+				return
+			}
+			continue
 		case ev, ok = <-events:
 		case <-beat.C:
 			// Lets the client tell a quiet stream from a dead peer.

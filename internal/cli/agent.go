@@ -33,13 +33,21 @@ separated; the agent talks to one at a time and moves to the next when
 it stops answering.
 
 On its first start the agent joins: it trades --token, a join token (the
-one a server prints on the cluster's first start, or one from "berth
-token create"), for a client certificate naming its node, and keeps it
-in <data-dir>/node (the key mode 0600). It trusts the servers by the
-cluster CA's pin (--ca-pin, as a server prints it) or the CA itself
-(--ca-file, a server's <data-dir>/tls/ca.crt). From then on it
-authenticates with that certificate alone, which lets it write only its
-own node and its own instances' status; later starts need no token.
+one in a server's <data-dir>/join-token, made on the cluster's first
+start, or one from "berth token create"), for a client certificate
+naming its node, and keeps it in <data-dir>/node (the key mode 0600). It
+trusts the servers by the cluster CA's pin (--ca-pin, as a server prints
+it) or the CA itself (--ca-file, a server's <data-dir>/tls/ca.crt); a
+pin that does not match stops the agent at once, naming both pins. A
+name another node holds, even a NotReady one, is refused until an admin
+removes that node ("berth node rm").
+
+From then on the agent authenticates with that certificate alone, which
+lets it write only what the node observes: its status, the capacity and
+topology it reports (capped at what it first registered), its own labels
+(--label zone=a is stored as node.berth/zone=a) and its own instances'
+status. The certificate lasts a week (the servers' --node-cert-ttl); the
+agent renews it when two thirds are over. Later starts need no token.
 
 The cluster's admin API token (a server's <data-dir>/tls/token) is still
 accepted as --token, with --ca-file, by an agent that has not joined: it
@@ -110,7 +118,7 @@ agent" with the same --data-dir adopts them.`,
 	f.StringVar(&caPin, "ca-pin", "", "the cluster CA's pin, sha256:<hex> as a server prints it, to trust the servers by when joining (or --ca-file)")
 	f.StringVar(&name, "name", "", "this node's name (default: the hostname)")
 	f.StringVar(&address, "address", "", "this node's address as other nodes reach it (default: the local address on the route to the first server)")
-	f.StringSliceVar(&labels, "label", nil, "a node label KEY=VALUE, for placement constraints (repeatable)")
+	f.StringSliceVar(&labels, "label", nil, "a label KEY=VALUE the node reports about itself, stored as node.berth/KEY: constraints that trust it name node.berth/KEY (repeatable)")
 	f.BoolVar(&noNetwork, "no-network", false, "give containers only loopback: no bridge, addresses, VIPs or DNS")
 	f.StringVar(&clusterCIDR, "cluster-cidr", "", "the servers' --cluster-cidr (default 10.244.0.0/16)")
 	f.StringVar(&serviceCIDR, "service-cidr", "", "the servers' --service-cidr (default 10.96.0.0/16)")

@@ -20,7 +20,7 @@ import (
 func newNodeCmd(g *globals) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "node",
-		Short: "List nodes; cordon, drain and uncordon them",
+		Short: "List nodes; cordon, drain, uncordon, revoke and remove them",
 		Long: `Manage the machines of the cluster.
 
 A cordoned node takes no new instances; those on it keep running. A
@@ -30,13 +30,32 @@ instances that have started are left to finish. Only so many nodes may
 drain at once (the server's limit, 1 by default), so that a rolling
 reboot never takes more than that out of service; a drain beyond it is
 refused, naming the nodes draining. A drained node stays cordoned until
-uncordoned.`,
+uncordoned.
+
+A node's certificate works until it is revoked ("berth node revoke":
+every server refuses it at once; the node keeps its name, NotReady) or
+its node is removed ("berth node rm", which frees the name for a new
+join). Either way its agent must join again with a join token.`,
 		Example: `  berth node ls
   berth node drain n1 --wait
-  berth node uncordon n1`,
+  berth node uncordon n1
+  berth node revoke n3
+  berth node rm n3`,
 	}
-	cmd.AddCommand(newNodeLsCmd(g), newNodeDrainCmd(g), newNodeCordonCmd(g, true), newNodeCordonCmd(g, false))
+	cmd.AddCommand(newNodeLsCmd(g), newNodeDrainCmd(g), newNodeCordonCmd(g, true), newNodeCordonCmd(g, false),
+		newNodeRevokeCmd(g), newNodeRmCmd(g))
+	cmd.RunE = unknownSubcommand
 	return cmd
+}
+
+// unknownSubcommand is the RunE of a command that only groups others:
+// without arguments it shows its help, and a word that names none of its
+// subcommands is an error (a non-zero exit), not the help again.
+func unknownSubcommand(cmd *cobra.Command, args []string) error {
+	if len(args) == 0 {
+		return cmd.Help()
+	}
+	return fmt.Errorf("unknown command %q for %q; see %s --help", args[0], cmd.CommandPath(), cmd.CommandPath())
 }
 
 func newNodeLsCmd(g *globals) *cobra.Command {
@@ -268,5 +287,47 @@ func drain(ctx context.Context, c *client.Client, w io.Writer, name string, wait
 			}
 			return err
 		}
+	}
+}
+
+func newNodeRevokeCmd(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "revoke NAME...",
+		Short: "Make nodes' certificates stop working on every server at once",
+		Args:  cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := g.client(cmd.Context())
+			if err != nil {
+				return err
+			}
+			for _, name := range args {
+				if err := c.Nodes().Revoke(cmd.Context(), name); err != nil {
+					return describeErr(err)
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "node/%s revoked\n", name)
+			}
+			return nil
+		},
+	}
+}
+
+func newNodeRmCmd(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "rm NAME...",
+		Short: "Remove nodes: their certificates stop working and their names are free to join",
+		Args:  cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := g.client(cmd.Context())
+			if err != nil {
+				return err
+			}
+			for _, name := range args {
+				if err := c.Nodes().Delete(cmd.Context(), "", name, 0); err != nil {
+					return describeErr(err)
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "node/%s removed\n", name)
+			}
+			return nil
+		},
 	}
 }

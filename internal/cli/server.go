@@ -10,6 +10,8 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/berth-dev/berth/internal/apiserver"
+	"github.com/berth-dev/berth/internal/pki"
 	"github.com/berth-dev/berth/internal/server"
 	"github.com/berth-dev/berth/internal/store"
 )
@@ -20,7 +22,7 @@ func newServerCmd(g *globals) *cobra.Command {
 		clusterCIDR, serviceCIDR                    string
 		etcd                                        []string
 		joinExisting, verbose                       bool
-		leaderTTL                                   time.Duration
+		leaderTTL, nodeCertTTL                      time.Duration
 		maxDraining                                 int
 	)
 	cmd := &cobra.Command{
@@ -39,11 +41,15 @@ and move to another within seconds when it dies.
 
 The first server to start makes the cluster's CA and admin API token;
 every server writes them to <data-dir>/tls (ca.crt, token) for clients.
-It also makes a join token, printed once and kept in
-<data-dir>/join-token (mode 0600): an agent trades it for a node
-certificate on its first start (see "berth agent"), and "berth token"
-makes and revokes more. A server restarted with its data dir rejoins its
-cluster.
+It also makes a join token, kept in <data-dir>/join-token (mode 0600)
+and never printed: it works for 24 hours, for any number of joins, and
+an agent trades it for a node certificate on its first start (see
+"berth agent"); "berth token create" makes more. A name held by a node,
+even a NotReady one, cannot be joined again until an admin removes the
+node ("berth node rm"). Node certificates last --node-cert-ttl (a week)
+and agents renew them before they end; "berth node revoke" and "berth
+node rm" make a node's certificate stop working on every server at
+once. A server restarted with its data dir rejoins its cluster.
 
 Peer traffic is plain HTTP, and the CA key and token are kept in etcd:
 run the servers on a network you trust.`,
@@ -58,7 +64,10 @@ run the servers on a network you trust.`,
 			cfg := server.ServerConfig{
 				DataDir: g.dataDir, Name: name, Listen: listen, PeerListen: peerListen,
 				EtcdClientListen: etcdListen, JoinExisting: joinExisting, EtcdEndpoints: etcd,
-				LeaderTTL: leaderTTL, Logger: cliLogger(verbose), MaxDraining: maxDraining,
+				LeaderTTL: leaderTTL, Logger: cliLogger(verbose), MaxDraining: maxDraining, NodeCertTTL: nodeCertTTL,
+			}
+			if nodeCertTTL <= 0 || nodeCertTTL > pki.DefaultNodeValidity {
+				return fmt.Errorf("--node-cert-ttl %v: want more than 0 and at most %v", nodeCertTTL, pki.DefaultNodeValidity)
 			}
 			if len(etcd) > 0 && (peers != "" || peerListen != "" || etcdListen != "" || joinExisting) {
 				return fmt.Errorf("--etcd-endpoints uses an external etcd: --peers, --peer-listen, --etcd-client-listen and --join-existing are for embedded members")
@@ -103,14 +112,10 @@ Clients trust %s and send the admin token in %s
 `, info.Name, info.API, info.Socket, where, info.CAFile, info.TokenFile,
 					info.API, info.TokenFile, info.CAFile)
 				switch {
-				case info.JoinTokenCreated:
-					fmt.Fprintf(out, `Nodes join with this join token, made now and kept in %s (mode 0600):
-  berth agent --server %s --token %s --ca-pin %s
-`, info.JoinTokenFile, info.API, info.JoinToken, info.CAPin)
 				case info.JoinToken != "":
-					fmt.Fprintf(out, `Nodes join with the join token in %s:
+					fmt.Fprintf(out, `Nodes join with the join token in %s (mode 0600; it %s):
   berth agent --server %s --token $(cat %s) --ca-pin %s
-`, info.JoinTokenFile, info.API, info.JoinTokenFile, info.CAPin)
+`, info.JoinTokenFile, expiry(info.JoinTokenExpires), info.API, info.JoinTokenFile, info.CAPin)
 				default:
 					fmt.Fprintf(out, `Nodes join with a join token from "berth token create":
   berth agent --server %s --token <join token> --ca-pin %s
@@ -133,6 +138,7 @@ Clients trust %s and send the admin token in %s
 	f.StringVar(&serviceCIDR, "service-cidr", "", "network the services' virtual IPs come from (default 10.96.0.0/16; the same on every server)")
 	f.DurationVar(&leaderTTL, "leader-ttl", 0, "how long the controllers wait for a dead leader before another server takes over (default 3s)")
 	f.BoolVarP(&verbose, "verbose", "v", false, "log what the components do, and who leads")
+	f.DurationVar(&nodeCertTTL, "node-cert-ttl", apiserver.DefaultNodeCertTTL, "how long the node certificates this server signs last; agents renew them when two thirds are over")
 	f.IntVar(&maxDraining, "max-draining", 1, "how many nodes may drain at once, cluster-wide (a reboot lock; the same on every server)")
 	return cmd
 }
@@ -159,4 +165,12 @@ func cidrFlag(flag, value string) (netip.Prefix, error) {
 		return netip.Prefix{}, fmt.Errorf("%s %q: want an IPv4 network such as 10.244.0.0/16", flag, value)
 	}
 	return p, nil
+}
+
+// expiry says how long a join token works.
+func expiry(t time.Time) string {
+	if t.IsZero() {
+		return "never expires"
+	}
+	return "works until " + t.UTC().Format(time.RFC3339)
 }

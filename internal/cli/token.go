@@ -22,26 +22,31 @@ certificate alone. The server keeps only a hash of each token: a token is
 shown once, when it is made.`,
 	}
 	cmd.AddCommand(newTokenCreateCmd(g), newTokenLsCmd(g), newTokenRevokeCmd(g))
+	cmd.RunE = unknownSubcommand
 	return cmd
 }
 
 func newTokenCreateCmd(g *globals) *cobra.Command {
 	var ttl time.Duration
+	var uses int
 	var description string
 	cmd := &cobra.Command{
 		Use:     "create",
 		Short:   "Make a join token and print it (the only time it is shown)",
-		Example: "  berth token create\n  berth token create --ttl 1h --description \"rack 4\"\n  berth token create --ttl 0   # never expires",
+		Example: "  berth token create\n  berth token create --ttl 1h --uses 3 --description \"rack 4\"\n  berth token create --ttl 0   # never expires",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if ttl < 0 {
 				return fmt.Errorf("--ttl %v: want a duration of 0 (never expires) or more", ttl)
 			}
+			if uses < 0 {
+				return fmt.Errorf("--uses %d: want 0 (any number of joins) or more", uses)
+			}
 			c, err := g.client(cmd.Context())
 			if err != nil {
 				return err
 			}
-			tok, err := c.Tokens().Create(cmd.Context(), description, ttl)
+			tok, err := c.Tokens().CreateWith(cmd.Context(), client.TokenOptions{Description: description, TTL: ttl, NoExpiry: ttl == 0, Uses: uses})
 			if err != nil {
 				return describeErr(err)
 			}
@@ -51,6 +56,7 @@ func newTokenCreateCmd(g *globals) *cobra.Command {
 		},
 	}
 	cmd.Flags().DurationVar(&ttl, "ttl", 24*time.Hour, "how long the token works; 0 for ever")
+	cmd.Flags().IntVar(&uses, "uses", 0, "how many joins the token allows; 0 for any number")
 	cmd.Flags().StringVar(&description, "description", "", "what the token is for, shown by `berth token ls`")
 	return cmd
 }
@@ -76,9 +82,9 @@ func newTokenLsCmd(g *globals) *cobra.Command {
 			now := time.Now()
 			return printOut(cmd.OutOrStdout(), g.output, list, func(w io.Writer) {
 				tw := tabwriter.NewWriter(w, 0, 8, 3, ' ', 0)
-				fmt.Fprintln(tw, "ID\tSTATUS\tEXPIRES\tAGE\tDESCRIPTION")
+				fmt.Fprintln(tw, "ID\tSTATUS\tEXPIRES\tUSES\tAGE\tDESCRIPTION")
 				for _, t := range list {
-					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", t.ID, tokenStatus(t, now), expiresIn(t.Expires, now), age(t.Created), dash(t.Description))
+					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", t.ID, tokenStatus(t, now), expiresIn(t.Expires, now), usesOf(t), age(t.Created), dash(t.Description))
 				}
 				tw.Flush()
 			})
@@ -92,8 +98,18 @@ func tokenStatus(t client.JoinToken, now time.Time) string {
 		return "revoked"
 	case t.Expired(now):
 		return "expired"
+	case t.UsedUp():
+		return "used up"
 	}
 	return "valid"
+}
+
+// usesOf says how many joins a token made, of how many.
+func usesOf(t client.JoinToken) string {
+	if t.Uses == 0 {
+		return fmt.Sprintf("%d", t.Used)
+	}
+	return fmt.Sprintf("%d/%d", t.Used, t.Uses)
 }
 
 // expiresIn says when a token expires: "in 23h", "never", or "3h ago".

@@ -99,4 +99,28 @@ func TestTokenCommands(t *testing.T) {
 	if _, err := runToken(t, g, "create", "--ttl", "-1h"); err == nil {
 		t.Fatal("a negative ttl was accepted")
 	}
+	if _, err := runToken(t, g, "create", "--uses", "-1"); err == nil || !strings.Contains(err.Error(), "--uses") {
+		t.Fatalf("uses -1: %v, want an error naming --uses", err)
+	}
+	// A token for two joins shows how many it made of how many.
+	g.output = ""
+	if _, err := runToken(t, g, "create", "--uses", "2"); err != nil {
+		t.Fatal(err)
+	}
+	out, _ = runToken(t, g, "ls")
+	if !strings.Contains(out, "USES") || !strings.Contains(out, "0/2") {
+		t.Fatalf("ls after create --uses 2:\n%s", out)
+	}
+}
+
+func TestServerRefusesANodeCertificateLifetimeOutOfRange(t *testing.T) {
+	for _, ttl := range []string{"0s", "-1h", "9000h"} {
+		cmd := newServerCmd(&globals{dataDir: t.TempDir()})
+		cmd.SetOut(&bytes.Buffer{})
+		cmd.SetErr(&bytes.Buffer{})
+		cmd.SetArgs([]string{"--node-cert-ttl", ttl, "--peer-listen", "127.0.0.1:0"})
+		if err := cmd.ExecuteContext(t.Context()); err == nil || !strings.Contains(err.Error(), "--node-cert-ttl") {
+			t.Errorf("--node-cert-ttl %s: %v, want an error naming the flag", ttl, err)
+		}
+	}
 }

@@ -109,7 +109,7 @@ func (l *LAN) Host(name string) *Host {
 }
 
 // joinHint is what a server prints for agents to join with.
-var joinHint = regexp.MustCompile(`berth agent --server (\S+) --token (berth_\S+) --ca-pin (sha256:[0-9a-f]+)`)
+var joinHint = regexp.MustCompile(`berth agent --server (\S+) --token \$\(cat (\S+)\) --ca-pin (sha256:[0-9a-f]+)`)
 
 // Start makes the switch and the hosts, runs Before on the servers,
 // starts `berth server` on every server and, once their APIs answer,
@@ -156,6 +156,12 @@ func (l *LAN) Start() error {
 	}); err != nil {
 		return err
 	}
+	// The hint names the file that holds the join token, never the token.
+	b, err := os.ReadFile(m[2])
+	if err != nil {
+		return fmt.Errorf("the join token file the server names: %w", err)
+	}
+	joinToken := strings.TrimSpace(string(b))
 	s1 := l.Servers[0]
 	tls := filepath.Join(s1.DataDir, "tls")
 	if err := wait(30*time.Second, "the cluster's token on "+s1.Name, func() (bool, error) {
@@ -178,7 +184,7 @@ func (l *LAN) Start() error {
 	var names []string
 	for _, a := range l.Agents {
 		a.args = l.command("agent", "--name", a.Name, "--address", a.Addr,
-			"--server", strings.Join(urls, ","), "--token", m[2], "--ca-pin", m[3])
+			"--server", strings.Join(urls, ","), "--token", joinToken, "--ca-pin", m[3])
 		if err := a.Start(); err != nil {
 			return err
 		}

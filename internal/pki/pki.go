@@ -332,10 +332,13 @@ func (ca *CA) SignNode(csrPEM []byte, node string, validity time.Duration) ([]by
 		return nil, err
 	}
 	now := time.Now()
+	// Backdated for clocks a little behind, but by no more than a tenth
+	// of a short lifetime: agents renew by the share of it left.
+	skew := min(clockSkew, validity/10)
 	tmpl := &x509.Certificate{
 		SerialNumber: serial,
 		Subject:      pkix.Name{CommonName: NodePrefix + node, Organization: []string{NodeOrganization}},
-		NotBefore:    now.Add(-clockSkew),
+		NotBefore:    now.Add(-skew),
 		NotAfter:     now.Add(validity),
 		KeyUsage:     x509.KeyUsageDigitalSignature,
 		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},

@@ -34,6 +34,9 @@ type ServerConfig struct {
 	DataDir string
 	// MaxDraining is how many nodes may drain at once, cluster-wide; 1 when zero.
 	MaxDraining int
+	// NodeCertTTL is how long the node certificates this server signs
+	// last (agents renew them); apiserver.DefaultNodeCertTTL when zero.
+	NodeCertTTL time.Duration
 	// Name names this server: its etcd member and its identity in the
 	// controllers' election. The hostname when empty.
 	Name string
@@ -83,6 +86,8 @@ type ServerInfo struct {
 	// JoinTokenCreated says this start made it.
 	JoinTokenFile, JoinToken string
 	JoinTokenCreated         bool
+	// JoinTokenExpires is when JoinToken stops working (zero: never).
+	JoinTokenExpires time.Time
 }
 
 // controllerRole names the controllers' election under the store's prefix.
@@ -166,10 +171,16 @@ func Server(ctx context.Context, cfg ServerConfig) error {
 	if joinCreated {
 		log.Info("made the cluster's first join token", "file", joinFile)
 	}
+	var joinExpires time.Time
+	if joinToken != "" {
+		if tok, err := st.VerifyJoinToken(ctx, joinToken, time.Now()); err == nil {
+			joinExpires = tok.Expires
+		}
+	}
 
 	// With the CA, nodes authenticate with the certificates it signs on
 	// join, and NodeAuthorizer confines them to their own node.
-	srv := apiserver.New(apiserver.Config{Store: st, CA: creds.ca, Logger: log.With("component", "apiserver")})
+	srv := apiserver.New(apiserver.Config{Store: st, CA: creds.ca, NodeCertTTL: cfg.NodeCertTTL, Logger: log.With("component", "apiserver")})
 	srv.SetMaxDraining(cfg.MaxDraining)
 	// The registry nodes pull images from, and users push them to. What
 	// this server's store lacks it pulls through from the other servers'
@@ -219,7 +230,7 @@ func Server(ctx context.Context, cfg ServerConfig) error {
 		if waitHealthy(ctx, c) {
 			cfg.Ready(ServerInfo{Name: name, Socket: sock, API: "https://" + cfg.Listen,
 				CAFile: creds.caFile, TokenFile: creds.tokenFile, Token: creds.token, CAPin: creds.ca.Pin(),
-				JoinTokenFile: joinFile, JoinToken: joinToken, JoinTokenCreated: joinCreated})
+				JoinTokenFile: joinFile, JoinToken: joinToken, JoinTokenCreated: joinCreated, JoinTokenExpires: joinExpires})
 		}
 	}
 	return g.wait()

@@ -134,6 +134,13 @@ func Agent(ctx context.Context, cfg AgentConfig) error {
 		case name != "" && name != node:
 			return fmt.Errorf("node %q: %w: the certificate in %s names node %q; remove that directory to join again under another name",
 				name, errdefs.ErrFailedPrecondition, NodeCredentialsDir(cfg.DataDir), node)
+		case cfg.CAPin != "":
+			// The pin must still match the CA saved at the join: a
+			// mismatch is the wrong cluster, and waiting will not cure it.
+			if err := client.CheckPin(nc.CA, cfg.CAPin); err != nil {
+				return fmt.Errorf("node %q: --ca-pin against the CA saved in %s: %w", node, NodeCredentialsDir(cfg.DataDir), err)
+			}
+			saved, name = nc, node
 		default:
 			saved, name = nc, node
 		}
@@ -145,6 +152,7 @@ func Agent(ctx context.Context, cfg AgentConfig) error {
 		}
 		name = nodeName(h)
 	}
+	var renewing *renewingCertificate
 	if cfg.Credential == nil {
 		if saved == nil {
 			nc, err := joinCluster(ctx, cfg, name, log)
@@ -153,11 +161,18 @@ func Agent(ctx context.Context, cfg AgentConfig) error {
 			}
 			saved = nc
 		}
-		cfg.Credential = NodeCertificate{saved}
+		var err error
+		if renewing, err = newRenewingCertificate(NodeCredentialsDir(cfg.DataDir), name, saved, log); err != nil {
+			return err
+		}
+		cfg.Credential = renewing
 	}
 	c, hosts, tr, err := agentClient(cfg)
 	if err != nil {
 		return err
+	}
+	if renewing != nil {
+		go renewing.run(ctx, c, tr)
 	}
 	addr := cfg.Address
 	if addr == "" {
@@ -245,6 +260,12 @@ func loadNodeCredentials(dataDir string) (*client.NodeCredentials, string, error
 		return nil, "", fmt.Errorf("node certificate in %s: %w: not a node certificate (%q)",
 			NodeCredentialsDir(dataDir), errdefs.ErrFailedPrecondition, leaf.Subject.CommonName)
 	}
+	// Stopped past its certificate's end, the agent could not renew it;
+	// no server will take it, and waiting would not help.
+	if time.Now().After(leaf.NotAfter) {
+		return nil, "", fmt.Errorf("node %q: certificate in %s: %w: expired at %s; an admin removes the node (berth node rm %s), then the agent joins again with a join token (after removing %s)",
+			node, NodeCredentialsDir(dataDir), errdefs.ErrFailedPrecondition, leaf.NotAfter.UTC().Format(time.RFC3339), node, NodeCredentialsDir(dataDir))
+	}
 	return nc, node, nil
 }
 
@@ -298,9 +319,14 @@ func joinCluster(ctx context.Context, cfg AgentConfig, node string, log *slog.Lo
 }
 
 // unreachable reports an error that asking again later, or another
-// server, may cure: no answer, or an unavailable server.
+// server, may cure: no answer, or an unavailable server, but not a
+// server that cannot be trusted.
 func unreachable(err error) bool {
 	var op *net.OpError
+	var pin *client.PinMismatchError
+	if errors.As(err, &pin) || isCertError(err) {
+		return false
+	}
 	return errdefs.IsUnavailable(err) || errors.As(err, &op) && op.Op == "dial"
 }
 
@@ -400,6 +426,14 @@ func (f *failover) RoundTrip(req *http.Request) (*http.Response, error) {
 		lastErr = err
 	}
 	return nil, lastErr
+}
+
+// CloseIdleConnections closes the idle connections to every server, so
+// that the next requests dial again (with a renewed certificate).
+func (f *failover) CloseIdleConnections() {
+	if ci, ok := f.base.(interface{ CloseIdleConnections() }); ok {
+		ci.CloseIdleConnections()
+	}
 }
 
 // isCertError reports a server the agent cannot trust: trying it again

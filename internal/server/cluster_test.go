@@ -6,11 +6,13 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -173,5 +175,39 @@ func TestAgentCredentialsFromItsDataDir(t *testing.T) {
 	tc := &tls.Config{}
 	if _, err := (NodeCertificate{got}).Apply(tc); err != nil || len(tc.Certificates) != 1 || tc.RootCAs == nil {
 		t.Fatalf("NodeCertificate.Apply: %v, %d certificates", err, len(tc.Certificates))
+	}
+	// The renewing credential presents whichever certificate is newest.
+	rc, err := newRenewingCertificate(NodeCredentialsDir(dir), "n1", got, slog.Default())
+	if err != nil {
+		t.Fatal(err)
+	}
+	tc = &tls.Config{}
+	if _, err := rc.Apply(tc); err != nil || tc.GetClientCertificate == nil || tc.RootCAs == nil {
+		t.Fatalf("renewing Apply: %v", err)
+	}
+	if c, _ := tc.GetClientCertificate(nil); c.Leaf.SerialNumber.Cmp(rc.cert.Load().Leaf.SerialNumber) != 0 {
+		t.Fatal("presents another certificate")
+	}
+	if at := renewAt(rc.cert.Load()); at.Before(time.Now().Add(pki.DefaultNodeValidity/2)) || at.After(time.Now().Add(pki.DefaultNodeValidity)) {
+		t.Fatalf("a year's certificate renews at %v, want two thirds in", at)
+	}
+	// A wrong --ca-pin against the saved CA: refused at once, both pins named.
+	cfg.NodeName, cfg.CAPin = "", "sha256:"+strings.Repeat("0", 64)
+	if err := Agent(ctx, cfg); err == nil || !strings.Contains(err.Error(), "expected "+cfg.CAPin) || !strings.Contains(err.Error(), ca.Pin()) {
+		t.Fatalf("agent with a wrong pin: %v, want a mismatch naming both pins", err)
+	}
+	cfg.CAPin = ""
+	// An expired certificate: refused at start, saying what to do.
+	old, err := ca.SignNode(csr, "n1", time.Millisecond)
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(5 * time.Millisecond)
+	nc.Certificate = old
+	if err := nc.Save(NodeCredentialsDir(dir)); err != nil {
+		t.Fatal(err)
+	}
+	if err := Agent(ctx, cfg); !errdefs.IsFailedPrecondition(err) || !strings.Contains(err.Error(), "expired") {
+		t.Fatalf("agent with an expired certificate: %v, want failed precondition saying expired", err)
 	}
 }

@@ -48,7 +48,18 @@ type JoinToken struct {
 	// Expires is when the token stops working; zero for never.
 	Expires time.Time `json:"expires,omitzero"`
 	Revoked bool      `json:"revoked,omitempty"`
+	// Uses is how many joins the token allows; 0 for any number. Used
+	// counts the joins made with it.
+	Uses int `json:"uses,omitempty"`
+	Used int `json:"used,omitempty"`
 }
+
+// DefaultJoinTokenTTL is how long a join token works unless its maker
+// says otherwise; the first-start token works this long too.
+const DefaultJoinTokenTTL = 24 * time.Hour
+
+// UsedUp reports whether the token has no join left.
+func (t JoinToken) UsedUp() bool { return t.Uses > 0 && t.Used >= t.Uses }
 
 // Expired reports whether the token has expired at now.
 func (t JoinToken) Expired(now time.Time) bool {
@@ -67,6 +78,8 @@ type JoinTokenOptions struct {
 	Description string
 	// Expires is when the token stops working; zero for never.
 	Expires time.Time
+	// Uses is how many joins the token allows; 0 for any number.
+	Uses int
 }
 
 func (s *Store) tokenPrefix() string       { return s.prefix + "/tokens/" }
@@ -127,7 +140,7 @@ func (s *Store) CreateJoinToken(ctx context.Context, opts JoinTokenOptions) (str
 func (s *Store) newJoinToken(opts JoinTokenOptions) (string, JoinToken, []clientv3.Op) {
 	id, secret := randomToken(5), randomToken(20)
 	rec := storedToken{
-		JoinToken: JoinToken{ID: id, Description: opts.Description, Created: time.Now().UTC(), Expires: opts.Expires.UTC()},
+		JoinToken: JoinToken{ID: id, Description: opts.Description, Created: time.Now().UTC(), Expires: opts.Expires.UTC(), Uses: opts.Uses},
 		Hash:      hashSecret(secret),
 	}
 	b, _ := json.Marshal(rec)
@@ -197,31 +210,40 @@ func (s *Store) RevokeJoinToken(ctx context.Context, id string) error {
 }
 
 // VerifyJoinToken checks token at now and returns what is stored about
-// it. A malformed, unknown, wrong, revoked or expired token is an error in
-// the Unauthorized category that says which, naming the token by its id
-// alone.
+// it. A malformed, unknown, wrong, revoked, expired or used-up token is an
+// error in the Unauthorized category that says which, naming the token by
+// its id alone. It uses nothing up: JoinNode does.
 func (s *Store) VerifyJoinToken(ctx context.Context, token string, now time.Time) (JoinToken, error) {
+	rec, _, err := s.verifyJoinToken(ctx, token, now)
+	return rec.JoinToken, err
+}
+
+// verifyJoinToken is VerifyJoinToken with the record and its revision.
+func (s *Store) verifyJoinToken(ctx context.Context, token string, now time.Time) (storedToken, int64, error) {
 	id, secret, err := ParseJoinToken(token)
 	if err != nil {
-		return JoinToken{}, err
+		return storedToken{}, 0, err
 	}
-	rec, _, err := s.getToken(ctx, id)
+	rec, rev, err := s.getToken(ctx, id)
 	if errdefs.IsNotFound(err) {
-		return JoinToken{}, fmt.Errorf("join token %q: %w: unknown", id, errdefs.ErrUnauthorized)
+		return storedToken{}, 0, fmt.Errorf("join token %q: %w: unknown", id, errdefs.ErrUnauthorized)
 	}
 	if err != nil {
-		return JoinToken{}, err
+		return storedToken{}, 0, err
 	}
 	if subtle.ConstantTimeCompare([]byte(hashSecret(secret)), []byte(rec.Hash)) != 1 {
-		return JoinToken{}, fmt.Errorf("join token %q: %w: wrong secret", id, errdefs.ErrUnauthorized)
+		return storedToken{}, 0, fmt.Errorf("join token %q: %w: wrong secret", id, errdefs.ErrUnauthorized)
 	}
 	if rec.Revoked {
-		return JoinToken{}, fmt.Errorf("join token %q: %w: revoked", id, errdefs.ErrUnauthorized)
+		return storedToken{}, 0, fmt.Errorf("join token %q: %w: revoked", id, errdefs.ErrUnauthorized)
 	}
 	if rec.Expired(now) {
-		return JoinToken{}, fmt.Errorf("join token %q: %w: expired at %s", id, errdefs.ErrUnauthorized, rec.Expires.Format(time.RFC3339))
+		return storedToken{}, 0, fmt.Errorf("join token %q: %w: expired at %s", id, errdefs.ErrUnauthorized, rec.Expires.Format(time.RFC3339))
 	}
-	return rec.JoinToken, nil
+	if rec.UsedUp() {
+		return storedToken{}, 0, fmt.Errorf("join token %q: %w: used up (%d of %d joins)", id, errdefs.ErrUnauthorized, rec.Used, rec.Uses)
+	}
+	return rec, rev, nil
 }
 
 // JoinTokenFile is where a server keeps the join token it made on first
@@ -229,9 +251,11 @@ func (s *Store) VerifyJoinToken(ctx context.Context, token string, now time.Time
 func JoinTokenFile(dataDir string) string { return filepath.Join(dataDir, "join-token") }
 
 // EnsureJoinToken gives a server its join token on start. The first
-// server to start on an empty store makes one (without expiry), writes it
-// to path (mode 0600) and returns it with created set: the caller prints
-// it. A later start returns the token in path while it still works. When
+// server to start on an empty store makes one, which works for
+// DefaultJoinTokenTTL like any other, writes it to path (mode 0600) and
+// returns it with created set: the caller says where it is, never the
+// secret itself. A later start returns the token in path while it still
+// works. When
 // the store has tokens but path holds none that works (another server
 // made the first, or an operator revoked it), it returns "" and makes
 // none: tokens are then made with `berth token create`.
@@ -249,7 +273,7 @@ func (s *Store) EnsureJoinToken(ctx context.Context, path string) (token string,
 	// Only while no token exists at all, checked in the same transaction
 	// as the write, so that servers starting together make one between
 	// them.
-	token, rec, ops := s.newJoinToken(JoinTokenOptions{Description: "made on first start"})
+	token, rec, ops := s.newJoinToken(JoinTokenOptions{Description: "made on first start", Expires: time.Now().Add(DefaultJoinTokenTTL)})
 	prefix := s.tokenPrefix()
 	r, err := s.client.Txn(ctx).
 		If(clientv3.Compare(clientv3.CreateRevision(prefix).WithPrefix(), "=", 0)).

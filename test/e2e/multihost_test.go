@@ -11,7 +11,9 @@ import (
 	"time"
 
 	"github.com/berth-dev/berth/api"
+	"github.com/berth-dev/berth/api/client"
 	"github.com/berth-dev/berth/internal/apiserver"
+	"github.com/berth-dev/berth/internal/errdefs"
 	"github.com/berth-dev/berth/internal/lan"
 )
 
@@ -84,6 +86,8 @@ func TestMultiHost(t *testing.T) {
 		t.Fatalf("client placed on %s despite node.name == n1", client.Spec.Node)
 	}
 	checkTraffic(t, l, client, 60, web)
+	checkNodeAuthority(t, l, web)
+	checkTraffic(t, l, client, 30, web)
 
 	// Node loss: everything of n2 dies at once.
 	n2 := l.Host("n2")
@@ -161,7 +165,36 @@ func TestMultiHost(t *testing.T) {
 	if limit := apiserver.DefaultNodeTTL + 5*time.Second; replaced > limit {
 		t.Errorf("replacements took %v, want them within the node TTL + 5s (%v)", replaced, limit)
 	}
+	checkRevokedEverywhere(t, l, "n1")
 	t.Logf("whole test %v", time.Since(start).Round(time.Millisecond))
+}
+
+// checkRevokedEverywhere revokes node's certificate through the first
+// server and wants every server to refuse it, asked from the node's own
+// machine, within a second.
+func checkRevokedEverywhere(t *testing.T, l *lan.LAN, node string) {
+	t.Helper()
+	ctx := t.Context()
+	h := l.Host(node)
+	var clients []*client.Client
+	for _, s := range l.Servers {
+		c, err := h.NodeClient(s)
+		check(t, err)
+		if _, _, err := c.Nodes().List(ctx, ""); err != nil {
+			t.Fatalf("%s's certificate on %s before its revocation: %v", node, s.Name, err)
+		}
+		clients = append(clients, c)
+	}
+	_, err := l.Admin("node", "revoke", node)
+	check(t, err)
+	revoked := time.Now()
+	for i, c := range clients {
+		eventually(t, time.Second, node+"'s revoked certificate refused by "+l.Servers[i].Name, func() bool {
+			_, _, err := c.Nodes().List(ctx, "")
+			return errdefs.IsUnauthorized(err)
+		})
+	}
+	t.Logf("timing: %s revoked through %s: refused by all %d servers %v later", node, l.Servers[0].Name, len(l.Servers), time.Since(revoked).Round(time.Millisecond))
 }
 
 // backendRE finds the addresses in a listing of the backends map.
@@ -209,4 +242,92 @@ func checkTraffic(t *testing.T, l *lan.LAN, client api.Instance, n int, web []ap
 		}
 	}
 	t.Logf("%d requests from %s to web.default.berth: answers per node %v", n, client.Spec.Node, answered)
+}
+
+// checkNodeAuthority makes the attacks of a node on the LAN, with n1's
+// own certificate from n1's machine, against a server: its pod subnet set
+// to n2's, its cordon lifted, 64,000 CPUs, a label placement trusts, its
+// instance's IP pointed at a rogue host, n2's instance's status and an
+// event forged about n2 as the controller. Each is refused by name, or
+// recorded no further than the node may claim.
+func checkNodeAuthority(t *testing.T, l *lan.LAN, web []api.Instance) {
+	t.Helper()
+	ctx := t.Context()
+	n1, err := l.Host("n1").NodeClient(l.Servers[1])
+	check(t, err)
+	get := func(name string) *api.Node {
+		t.Helper()
+		n, err := n1.Nodes().Get(ctx, "", name)
+		check(t, err)
+		n.Metadata.Revision = 0
+		return n
+	}
+	refused := func(what string, err error, field string) {
+		t.Helper()
+		if !errdefs.IsForbidden(err) || !strings.Contains(err.Error(), field) {
+			t.Errorf("n1's %s: %v; want 403 naming %s", what, err, field)
+		}
+	}
+	other := get("n2")
+	n := get("n1")
+	n.Spec.PodSubnet = other.Spec.PodSubnet
+	_, err = n1.Nodes().Apply(ctx, n)
+	refused("pod subnet set to n2's", err, "spec.podSubnet")
+	n = get("n1")
+	n.Metadata.Labels = map[string]string{"gpu": "yes"}
+	_, err = n1.Nodes().Apply(ctx, n)
+	refused("label gpu=yes", err, `metadata.labels["gpu"]`)
+
+	_, err = l.Admin("node", "cordon", "n1")
+	check(t, err)
+	n = get("n1")
+	n.Spec.Unschedulable = false
+	_, err = n1.Nodes().Apply(ctx, n)
+	refused("cordon lifted", err, "spec.unschedulable")
+	if !get("n1").Spec.Unschedulable {
+		t.Error("n1's cordon was lifted by n1")
+	}
+	_, err = l.Admin("node", "uncordon", "n1")
+	check(t, err)
+
+	n = get("n1")
+	limit := n.Spec.CapacityLimit.MilliCPU
+	n.Spec.Capacity.MilliCPU = 64_000_000
+	if _, err := n1.Nodes().Apply(ctx, n); err != nil {
+		t.Errorf("n1 reporting 64000 CPUs: %v; want it recorded, capped", err)
+	}
+	if got := get("n1").Spec.Capacity.MilliCPU; limit == 0 || got > limit {
+		t.Errorf("n1 reported 64000 CPUs and %dm were stored; its limit is %dm", got, limit)
+	}
+
+	var mine, theirs *api.Instance
+	for i := range web {
+		switch web[i].Spec.Node {
+		case "n1":
+			mine = &web[i]
+		case "n2":
+			theirs = &web[i]
+		}
+	}
+	if mine == nil || theirs == nil {
+		t.Fatalf("no web replica on n1 or n2 to attack with")
+	}
+	rogue := *mine
+	rogue.Status.IP = l.Servers[2].Addr // a host on the LAN, outside every pod subnet
+	_, err = n1.Instances().UpdateStatus(ctx, &rogue)
+	refused("instance IP pointed at a LAN host", err, "status.ip")
+	st := *theirs
+	st.Status.Phase = api.PhaseFailed
+	_, err = n1.Instances().UpdateStatus(ctx, &st)
+	refused("status of n2's instance", err, `bound to node "n2"`)
+
+	forged := func(obj api.ObjectRef) (*api.Event, error) {
+		return n1.Events().Record(ctx, &api.Event{Metadata: api.Metadata{Namespace: "default"}, Object: obj,
+			Type: api.EventWarning, Reason: "NodeLost", Source: "controller", Time: time.Now()})
+	}
+	_, err = forged(api.ObjectRef{Kind: api.KindNode, Name: "n2"})
+	refused("event about n2", err, `node "n2"`)
+	if ev, err := forged(api.ObjectRef{Kind: api.KindNode, Name: "n1"}); err != nil || ev.Source != "agent/n1" {
+		t.Errorf("n1's event about itself: %+v, %v; want it recorded with source agent/n1", ev, err)
+	}
 }

@@ -38,7 +38,7 @@ func TestAgentPullsImageFromServer(t *testing.T) {
 	apiURL := "https://" + apiAddr
 	srv := startProcess(t, "berth server", "--data-dir", srvEnv.dataDir, "server", "-v", "--name", "s1",
 		"--listen", apiAddr, "--peer-listen", freeAddr(t, host))
-	hint := regexp.MustCompile(`berth agent --server (\S+) --token (berth_\S+) --ca-pin (sha256:[0-9a-f]+)`)
+	hint := regexp.MustCompile(`berth agent --server (\S+) --token \$\(cat (\S+)\) --ca-pin (sha256:[0-9a-f]+)`)
 	var m []string
 	eventually(t, 30*time.Second, "the server's join hint", func() bool {
 		m = hint.FindStringSubmatch(srv.out.String())
@@ -58,7 +58,7 @@ func TestAgentPullsImageFromServer(t *testing.T) {
 	defer cancel()
 
 	startProcess(t, "berth agent", "--data-dir", agentEnv.dataDir, "agent", "-v", "--server", apiURL, "--name", "puller",
-		"--address", "127.0.0.1", "--no-network", "--token", m[2], "--ca-pin", m[3])
+		"--address", "127.0.0.1", "--no-network", "--token", readToken(t, m[2]), "--ca-pin", m[3])
 	eventually(t, 20*time.Second, "node puller Ready", func() bool {
 		n, err := admin.Nodes().Get(ctx, "", "puller")
 		return err == nil && n.Status.Condition == api.NodeReady

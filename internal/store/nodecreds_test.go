@@ -1,0 +1,166 @@
+package store
+
+import (
+	"context"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/berth-dev/berth/api"
+	"github.com/berth-dev/berth/internal/errdefs"
+)
+
+func TestJoinTokenUsesAndFirstStartExpiry(t *testing.T) {
+	ctx := t.Context()
+	s := openStore(t)
+	now := time.Now()
+	cert := func(serial string) NodeCert { return NodeCert{Serial: serial, NotAfter: now.Add(time.Hour)} }
+
+	// Two joins allowed, three machines racing for them: two win.
+	tok, _, err := s.CreateJoinToken(ctx, JoinTokenOptions{Uses: 2, Expires: now.Add(time.Hour)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	errs := make([]error, 3)
+	for i, n := range []string{"a", "b", "c"} {
+		wg.Go(func() { _, errs[i] = s.JoinNode(ctx, tok, n, cert(n), now) })
+	}
+	wg.Wait()
+	var ok, usedUp int
+	for _, err := range errs {
+		switch {
+		case err == nil:
+			ok++
+		case errdefs.IsUnauthorized(err) && strings.Contains(err.Error(), "used up (2 of 2 joins)"):
+			usedUp++
+		default:
+			t.Fatalf("join: %v", err)
+		}
+	}
+	if ok != 2 || usedUp != 1 {
+		t.Fatalf("%d joins and %d refused as used up, want 2 and 1", ok, usedUp)
+	}
+	if _, err := s.VerifyJoinToken(ctx, tok, now); !errdefs.IsUnauthorized(err) {
+		t.Fatalf("a used-up token verifies: %v", err)
+	}
+
+	// The first-start token expires like any other.
+	path := t.TempDir() + "/join-token"
+	s2 := openStore(t)
+	first, made, err := s2.EnsureJoinToken(ctx, path)
+	if err != nil || !made {
+		t.Fatalf("first token: %v %v", made, err)
+	}
+	rec, err := s2.VerifyJoinToken(ctx, first, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := time.Until(rec.Expires); d <= DefaultJoinTokenTTL-time.Minute || d > DefaultJoinTokenTTL {
+		t.Fatalf("first-start token expires in %v, want %v", d, DefaultJoinTokenTTL)
+	}
+	if _, err := s2.JoinNode(ctx, first, "n1", cert("1"), now.Add(DefaultJoinTokenTTL+time.Second)); !errdefs.IsUnauthorized(err) || !strings.Contains(err.Error(), "expired") {
+		t.Fatalf("join with the first token after a day: %v, want expired", err)
+	}
+}
+
+func TestJoinNodeNameHeldUntilRemoved(t *testing.T) {
+	ctx := t.Context()
+	s := openStore(t)
+	now := time.Now()
+	tok, _, err := s.CreateJoinToken(ctx, JoinTokenOptions{Expires: now.Add(time.Hour)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert := NodeCert{Serial: "aa", NotAfter: now.Add(time.Hour)}
+	if _, err := s.JoinNode(ctx, tok, "n1", cert, now); err != nil {
+		t.Fatal(err)
+	}
+	// Joined, not registered: the credentials hold the name.
+	if _, err := s.JoinNode(ctx, tok, "n1", NodeCert{Serial: "bb", NotAfter: now.Add(time.Hour)}, now); !errdefs.IsAlreadyExists(err) {
+		t.Fatalf("second join as n1: %v, want AlreadyExists", err)
+	}
+	// Revoked, but the node (NotReady, no lease) still holds it.
+	if err := s.Create(ctx, &api.Node{Metadata: api.Metadata{Name: "n1"}, Status: api.NodeStatus{Condition: api.NodeNotReady}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.RevokeNode(ctx, "n1"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.JoinNode(ctx, tok, "n1", NodeCert{Serial: "cc", NotAfter: now.Add(time.Hour)}, now); !errdefs.IsAlreadyExists(err) || !strings.Contains(err.Error(), "remove it first") {
+		t.Fatalf("join as a NotReady node's name: %v, want AlreadyExists saying to remove it", err)
+	}
+	// Once an admin removes it, the name is free.
+	if err := s.Delete(ctx, api.KindNode, "", "n1", 0); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.JoinNode(ctx, tok, "n1", NodeCert{Serial: "dd", NotAfter: now.Add(time.Hour)}, now); err != nil {
+		t.Fatalf("join after removal: %v", err)
+	}
+}
+
+func TestNodeCredentialCacheFollowsRenewalAndRevocation(t *testing.T) {
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	s := openStore(t)
+	now := time.Now()
+	tok, _, err := s.CreateJoinToken(ctx, JoinTokenOptions{Expires: now.Add(time.Hour)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := s.NewNodeCredentialCache()
+	// Before its first list the cache asks the store.
+	if ok, err := c.Allows(ctx, "n1", "01", now); ok || err != nil {
+		t.Fatalf("unsynced cache allows an unknown node: %v %v", ok, err)
+	}
+	go c.Run(ctx)
+	if _, err := s.JoinNode(ctx, tok, "n1", NodeCert{Serial: "01", NotAfter: now.Add(time.Hour)}, now); err != nil {
+		t.Fatal(err)
+	}
+	allows := func(serial string, at time.Time) bool {
+		ok, err := c.Allows(ctx, "n1", serial, at)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ok
+	}
+	waitFor := func(what string, cond func() bool) {
+		t.Helper()
+		for deadline := time.Now().Add(5 * time.Second); !cond(); time.Sleep(5 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("cache: %s not seen in 5s", what)
+			}
+		}
+	}
+	waitFor("the join", func() bool { return allows("01", now) })
+	if allows("01", now.Add(2*time.Hour)) {
+		t.Fatal("an expired certificate is allowed")
+	}
+	// Renewed twice: the newest and the one it replaced work, not the first.
+	if err := s.RenewNodeCert(ctx, "n1", "01", NodeCert{Serial: "02", NotAfter: now.Add(time.Hour)}, now); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.RenewNodeCert(ctx, "n1", "02", NodeCert{Serial: "03", NotAfter: now.Add(time.Hour)}, now); err != nil {
+		t.Fatal(err)
+	}
+	waitFor("the renewals", func() bool { return allows("03", now) && allows("02", now) && !allows("01", now) })
+	if err := s.RenewNodeCert(ctx, "n1", "01", NodeCert{Serial: "04", NotAfter: now.Add(time.Hour)}, now); !errdefs.IsUnauthorized(err) {
+		t.Fatalf("renewal with a replaced certificate: %v, want Unauthorized", err)
+	}
+	rev, err := s.RevokeNode(ctx, "n1")
+	if err != nil || rev == 0 {
+		t.Fatalf("revoke: %d %v", rev, err)
+	}
+	wctx, wcancel := context.WithTimeout(ctx, 5*time.Second)
+	defer wcancel()
+	if err := c.WaitFor(wctx, rev); err != nil {
+		t.Fatal(err)
+	}
+	if allows("03", now) || allows("02", now) {
+		t.Fatal("a revoked node's certificates are allowed once the cache has seen the revocation")
+	}
+	if rev, err := s.RevokeNode(ctx, "n1"); err != nil || rev != 0 {
+		t.Fatalf("revoking again: %d %v, want 0 and no error", rev, err)
+	}
+}
