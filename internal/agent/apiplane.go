@@ -144,6 +144,7 @@ func InstanceFromAPI(in *api.Instance) *Instance {
 		ReportedContainer: in.Status.ContainerID, ReportedHealthy: in.Status.Healthy,
 		Resources: runtime.Resources{CPUs: t.Resources.CPU, MemoryBytes: int64(t.Resources.Memory),
 			Pids: t.Resources.Pids},
+		DiskBytes: int64(t.Resources.Disk),
 	}
 	if out.Restart == "" {
 		out.Restart = reconcile.Always

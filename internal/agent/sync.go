@@ -109,6 +109,7 @@ func (a *Agent) sync(ctx context.Context) time.Time {
 			a.detach(ctx, act.ContainerID)
 			a.stopProbe(act.ContainerID)
 			delete(a.containers, act.ContainerID)
+			delete(a.evicted, act.ContainerID)
 			changed = true
 		}
 	}
@@ -439,6 +440,9 @@ func (a *Agent) statusOf(inst *Instance, c runtime.Status, now time.Time) Status
 		}
 		if c.StartError != "" {
 			st.Message = c.StartError
+		}
+		if ev := a.evicted[c.ID]; ev.reason != "" {
+			st.Reason, st.Message = ev.reason, ev.message
 		}
 		willRestart := inst.Restart == reconcile.Always || inst.Restart == "" ||
 			(inst.Restart == reconcile.OnFailure && st.ExitCode != 0)
