@@ -174,6 +174,10 @@ func TestPlaintextSecretsAreSealedOnUpgrade(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	clearRev, err := st.Revision(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
 	dd := t.TempDir()
 	tlsDir := filepath.Join(dd, "tls")
 	if err := os.MkdirAll(tlsDir, 0o700); err != nil {
@@ -197,6 +201,14 @@ func TestPlaintextSecretsAreSealedOnUpgrade(t *testing.T) {
 		t.Fatalf("after the upgrade: token %q, same CA %v; want the old ones kept", c.token, c.ca.Cert.Equal(ca.Cert))
 	}
 	assertSealedAtRest(t, st, c)
+	// Nor does the store's history keep them.
+	if r, err := st.Client().Get(ctx, "", clientv3.WithFromKey(), clientv3.WithRev(clearRev)); err == nil {
+		for _, kv := range r.Kvs {
+			if strings.Contains(string(kv.Value), token) || strings.Contains(string(kv.Value), "PRIVATE KEY") {
+				t.Errorf("etcd key %s at revision %d still holds a secret in the clear", kv.Key, clearRev)
+			}
+		}
+	}
 	onDisk, _ := os.ReadFile(filepath.Join(tlsDir, pki.CAKeyFile))
 	if bytes.Contains(onDisk, []byte("PRIVATE KEY")) {
 		t.Errorf("tls/ca.key still holds the key in the clear:\n%s", onDisk)

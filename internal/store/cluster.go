@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"net/url"
@@ -11,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	"go.etcd.io/etcd/client/pkg/v3/transport"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/server/v3/embed"
@@ -256,6 +258,10 @@ func (s *Store) SharedValue(ctx context.Context, name string, mk func() ([]byte,
 // v, as long as it still holds old: how a server seals a value that an
 // older version stored in the clear. It reports whether it swapped; a
 // false means another server changed it first, so read it again.
+//
+// The old value is gone from the store's history too: the store is
+// compacted up to the swap, so no read at an older revision returns it
+// (etcd's WAL keeps it until its files are rotated away).
 func (s *Store) ReplaceSharedValue(ctx context.Context, name string, old, v []byte) (bool, error) {
 	key := s.clusterKey(name)
 	t, err := s.client.Txn(ctx).
@@ -264,5 +270,11 @@ func (s *Store) ReplaceSharedValue(ctx context.Context, name string, old, v []by
 	if err != nil {
 		return false, fmt.Errorf("cluster value %q: %w", name, wrapEtcd(err))
 	}
-	return t.Succeeded, nil
+	if !t.Succeeded {
+		return false, nil
+	}
+	if _, err := s.client.Compact(ctx, t.Header.Revision, clientv3.WithCompactPhysical()); err != nil && !errors.Is(err, rpctypes.ErrCompacted) {
+		return true, fmt.Errorf("cluster value %q: forget the old value: %w", name, wrapEtcd(err))
+	}
+	return true, nil
 }
