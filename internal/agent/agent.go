@@ -50,6 +50,10 @@ type Instance struct {
 	// service's endpoints for a probe interval).
 	ReportedContainer string
 	ReportedHealthy   bool
+	// ReportedReason and ReportedMessage are the reason last reported: a
+	// restarted agent keeps saying why it stopped a container for its disk
+	// use, which the container's exit alone does not tell.
+	ReportedReason, ReportedMessage string
 }
 
 // Key names the instance as "namespace/name".

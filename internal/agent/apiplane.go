@@ -80,6 +80,7 @@ func (p *APIPlane) WatchAssigned(ctx context.Context, node string, ch chan<- []A
 		for _, in := range insts {
 			if cur := byUID[in.Metadata.UID]; cur != nil {
 				in.Status.ContainerID, in.Status.Healthy = cur.Status.ContainerID, cur.Status.Healthy
+				in.Status.Reason, in.Status.Message = cur.Status.Reason, cur.Status.Message
 			}
 		}
 	}
@@ -142,6 +143,7 @@ func InstanceFromAPI(in *api.Instance) *Instance {
 		Image: t.Image, Command: t.Command, Args: t.Args, Executor: t.Runtime, Template: t.Hash(),
 		Restart:           reconcile.Policy(t.Restart),
 		ReportedContainer: in.Status.ContainerID, ReportedHealthy: in.Status.Healthy,
+		ReportedReason: in.Status.Reason, ReportedMessage: in.Status.Message,
 		Resources: runtime.Resources{CPUs: t.Resources.CPU, MemoryBytes: int64(t.Resources.Memory),
 			Pids: t.Resources.Pids},
 		DiskBytes: int64(t.Resources.Disk),

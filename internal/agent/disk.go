@@ -24,6 +24,8 @@ const (
 	ReasonDiskPressure = "DiskPressure"
 )
 
+func isDiskReason(r string) bool { return r == ReasonDiskLimitExceeded || r == ReasonDiskPressure }
+
 // DefaultDiskInterval is how often the agent measures writable layers.
 const DefaultDiskInterval = time.Second
 

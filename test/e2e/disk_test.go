@@ -75,6 +75,27 @@ func TestDiskLimitStopsTheWriter(t *testing.T) {
 	if used <= 8<<20 || used >= 48<<20 {
 		t.Errorf("the writable layer holds %d MiB: want over the 8 MiB limit (it was stopped for that) and well under the 64 MiB it would write", used>>20)
 	}
+	// A restarted berth up still says why: the exit alone does not tell.
+	c.kill()
+	c.start()
+	if out, errOut, code := c.applyYAML("kind: Job\nname: after\ncompletions: 1\ntemplate: {image: demo/busybox:1, command: [\"true\"]}\n"); code != 0 {
+		t.Fatalf("apply: exit %d: %s%s", code, out, errOut)
+	}
+	// The agent reports every instance on its first pass, before it runs
+	// the new job.
+	eventually(t, 60*time.Second, "the job after the restart to succeed", func() bool {
+		for _, in := range c.ownedBy("after") {
+			if in.Status.Phase == api.PhaseSucceeded {
+				return true
+			}
+		}
+		return false
+	})
+	for _, again := range c.ownedBy("filler") {
+		if again.Status.Reason != "DiskLimitExceeded" || again.Status.Message != in.Status.Message {
+			t.Errorf("after the restart: %s %q (%s), want DiskLimitExceeded as before", again.Status.Phase, again.Status.Reason, again.Status.Message)
+		}
+	}
 	// A bad limit is refused at the API, naming the field.
 	if _, errOut, code := c.applyYAML(fillerYAML("tiny", "disk: 4Ki", 1, "1")); code == 0 || !strings.Contains(errOut, "resources.disk") {
 		t.Errorf("disk: 4Ki: exit %d, %q; want a refusal naming resources.disk", code, errOut)
