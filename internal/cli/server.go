@@ -44,7 +44,9 @@ etcd members meet over TLS with the CA's certificates: run "berth server
 init" on one, then copy its <data-dir>/seal.key, tls/ca.crt and tls/ca.key
 to every other server's data dir before starting them. The seal key
 encrypts the CA key and the admin API token wherever they rest (etcd,
-tls/ca.key); agents never get it. The first server to start makes the
+tls/ca.key); agents never get it. Servers sharing --etcd-endpoints need
+no CA before they start, but share the seal key all the same: copy the
+first one's seal.key to the others. The first server to start makes the
 admin token; every server writes the CA certificate and the token to
 <data-dir>/tls (ca.crt, token) for clients.
 It also makes a join token, printed once and kept in

@@ -95,6 +95,14 @@ func loadSecrets(dataDir, sealKeyFile string, mayCreate, needCA bool) (*serverSe
 			`run "berth server init" on one server and copy its seal.key, tls/ca.crt and tls/ca.key to every other server's data dir`,
 			path, errdefs.ErrFailedPrecondition)
 	}
+	// A CA sealed already means the key exists somewhere: making a new
+	// one here would only hide that it was not found.
+	if _, statErr := os.Stat(path); errors.Is(statErr, os.ErrNotExist) {
+		if b, err := os.ReadFile(filepath.Join(dir, pki.CAKeyFile)); err == nil && seal.IsSealed(b) {
+			return nil, fmt.Errorf("seal key %s: %w: not there, and %s is sealed with one; give its file with --seal-key-file",
+				path, errdefs.ErrFailedPrecondition, filepath.Join(dir, pki.CAKeyFile))
+		}
+	}
 	if key, _, err = seal.LoadOrCreate(path); err != nil {
 		return nil, err
 	}

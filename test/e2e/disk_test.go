@@ -134,3 +134,18 @@ func TestDiskReserveStopsTheLargestWriter(t *testing.T) {
 		t.Errorf("the writer got to %d MiB and left %d MiB free: want it stopped near the 100 MiB reserve", used>>20, left>>20)
 	}
 }
+
+// TestDiskReserveFlagIsChecked refuses a bad --disk-reserve by name, on
+// both commands that run an agent.
+func TestDiskReserveFlagIsChecked(t *testing.T) {
+	e := &env{t: t, dataDir: t.TempDir()}
+	for _, args := range [][]string{
+		{"up", "--disk-reserve", "150%"},
+		{"agent", "--server", "https://127.0.0.1:1", "--disk-reserve", "lots"},
+	} {
+		_, errOut, code := e.run(args...)
+		if code == 0 || !strings.Contains(errOut, "--disk-reserve") {
+			t.Errorf("berth %s: exit %d, %q; want a refusal naming --disk-reserve", strings.Join(args, " "), code, errOut)
+		}
+	}
+}

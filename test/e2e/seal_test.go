@@ -234,3 +234,43 @@ func assertNoSecretsInEtcd(t *testing.T, cl *clientv3.Client, token string) {
 		t.Errorf("%d sealed values among %d keys, want the CA and the token", sealed, len(r.Kvs))
 	}
 }
+
+// TestSealKeyFileFlag keeps the seal key outside the data dir with
+// --seal-key-file: init makes it there, a server started with the flag
+// opens its sealed CA, and one started without it cannot.
+func TestSealKeyFileFlag(t *testing.T) {
+	dir := t.TempDir()
+	keyFile := filepath.Join(t.TempDir(), "cluster.seal")
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	if out, err := exec.CommandContext(ctx, berthBin, "--data-dir", dir, "server", "init", "--seal-key-file", keyFile).CombinedOutput(); err != nil {
+		t.Fatalf("berth server init --seal-key-file: %v\n%s", err, out)
+	}
+	if fi, err := os.Stat(keyFile); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("seal key %s: %v, %v; want mode 0600", keyFile, fi, err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, seal.KeyFile)); err == nil {
+		t.Fatal("init wrote a seal key into the data dir too")
+	}
+	host := "127.0.0.36"
+	api, peer := freeAddr(t, host), freeAddr(t, host)
+	args := []string{"--data-dir", dir, "server", "--name", "s1", "--listen", api, "--peer-listen", peer}
+	srv := startProcess(t, "berth server", append(args, "--seal-key-file", keyFile)...)
+	eventually(t, 30*time.Second, "the server's API", func() bool {
+		tok, err := os.ReadFile(filepath.Join(dir, "tls", "token"))
+		if err != nil {
+			return false
+		}
+		out, err := exec.CommandContext(ctx, berthBin, "--server", "https://"+api, "--token", strings.TrimSpace(string(tok)),
+			"--ca-file", filepath.Join(dir, "tls", "ca.crt"), "get", "nodes").CombinedOutput()
+		return err == nil && strings.Contains(string(out), "NAME")
+	})
+	srv.stop(t)
+	out, err := exec.CommandContext(ctx, berthBin, args...).CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "--seal-key-file") {
+		t.Fatalf("a server without --seal-key-file: %v\n%s\nwant a failure pointing at the flag", err, out)
+	}
+	if _, err := os.Stat(filepath.Join(dir, seal.KeyFile)); err == nil {
+		t.Error("the failed start made a seal key of its own in the data dir")
+	}
+}
