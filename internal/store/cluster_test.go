@@ -4,6 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -226,5 +230,43 @@ func TestMemberConfigErrors(t *testing.T) {
 	m, err := ParseInitialCluster("a=http://127.0.0.1:2380, b=http://127.0.0.2:2380")
 	if err != nil || len(m) != 2 || m["b"] != "http://127.0.0.2:2380" {
 		t.Errorf("ParseInitialCluster: %v, %v", m, err)
+	}
+}
+
+func freePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+// TestLoneMemberHasNoTCPPeerPort: a store of its own (berth up) meets no
+// peers, so its peer listener is a unix socket in the root-only etcd dir,
+// not a port anyone on the machine could reach in the clear.
+func TestLoneMemberHasNoTCPPeerPort(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	dir := t.TempDir()
+	s, err := Open(ctx, Config{DataDir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	ms, err := s.Client().MemberList(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range ms.Members {
+		for _, u := range m.PeerURLs {
+			if !strings.HasPrefix(u, "unix://") {
+				t.Errorf("member %s peer URL %s, want a unix socket", m.Name, u)
+			}
+		}
+	}
+	fi, err := os.Stat(filepath.Join(dir, "etcd"))
+	if err != nil || fi.Mode().Perm() != 0o700 {
+		t.Errorf("etcd dir: %v, %v; want mode 0700", fi, err)
 	}
 }
