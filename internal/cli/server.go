@@ -139,7 +139,7 @@ Clients trust %s and send the admin token in %s
 	f.StringVar(&peerListen, "peer-listen", "", "where this server's etcd member meets the others, HOST:PORT (default: its URL in --peers)")
 	f.StringVar(&peers, "peers", "", "every server of a new cluster as NAME=HOST:PORT,... (this one too; the same on all; TLS, so https:// if a scheme is given)")
 	f.BoolVar(&joinExisting, "join-existing", false, "join a running cluster that already lists this server (etcdctl member add)")
-	f.StringVar(&etcdListen, "etcd-client-listen", "", "also serve etcd's client API at HOST:PORT, unauthenticated (for etcdctl; keep it on loopback)")
+	f.StringVar(&etcdListen, "etcd-client-listen", "", "also serve etcd's client API at HOST:PORT, unauthenticated (for etcdctl), so on a loopback address only")
 	f.StringSliceVar(&etcd, "etcd-endpoints", nil, "use this etcd cluster instead of embedded members")
 	f.StringVar(&clusterCIDR, "cluster-cidr", "", "network the nodes' pod subnets come from (default 10.244.0.0/16; the same on every server)")
 	f.StringVar(&serviceCIDR, "service-cidr", "", "network the services' virtual IPs come from (default 10.96.0.0/16; the same on every server)")

@@ -37,7 +37,7 @@ type Member struct {
 	PeerURL string
 	// ClientURL, when set, also serves etcd's client API there
 	// (http://host:port), for etcdctl and the like; the store itself uses
-	// an in-process client. Unauthenticated: keep it on loopback.
+	// an in-process client. Unauthenticated, so loopback only.
 	ClientURL string
 	// InitialCluster names every member of a new cluster with its peer
 	// URL, this one included.
@@ -105,8 +105,13 @@ func (m *Member) validate() error {
 		return fmt.Errorf("etcd member %q: %w", m.Name, err)
 	}
 	if m.ClientURL != "" {
-		if _, err := memberURL("client", m.ClientURL, "http"); err != nil {
+		cu, err := memberURL("client", m.ClientURL, "http")
+		if err != nil {
 			return fmt.Errorf("etcd member %q: %w", m.Name, err)
+		}
+		// It serves the whole store, unauthenticated and in the clear.
+		if h := cu.Hostname(); h != "localhost" && !net.ParseIP(h).IsLoopback() {
+			return fmt.Errorf("etcd member %q: client URL %q: %w: the client API is unauthenticated; serve it on a loopback address only", m.Name, m.ClientURL, errdefs.ErrInvalidArgument)
 		}
 	}
 	own, ok := m.InitialCluster[m.Name]

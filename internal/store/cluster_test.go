@@ -212,15 +212,21 @@ func TestMemberConfigErrors(t *testing.T) {
 		{"not listed", Member{Name: "c", PeerURL: "http://127.0.0.3:2380", InitialCluster: ok}},
 		{"listed elsewhere", Member{Name: "a", PeerURL: "http://127.0.0.9:2380", InitialCluster: ok}},
 		{"bad client", Member{Name: "a", PeerURL: "http://127.0.0.1:2380", ClientURL: "127.0.0.1:2379", InitialCluster: ok}},
+		{"client off loopback", Member{Name: "a", PeerURL: "http://127.0.0.1:2380", ClientURL: "http://10.0.0.1:2379", InitialCluster: ok}},
+		{"http peer with TLS", Member{Name: "a", PeerURL: "http://127.0.0.1:2380", InitialCluster: ok, TLS: &PeerTLS{}}},
 	} {
 		err := tc.m.validate()
 		if !errdefs.IsInvalidArgument(err) {
 			t.Errorf("%s: got %v, want an invalid argument", tc.name, err)
 		}
 	}
-	good := Member{Name: "a", PeerURL: "http://127.0.0.1:2380", InitialCluster: ok}
+	good := Member{Name: "a", PeerURL: "http://127.0.0.1:2380", InitialCluster: ok, ClientURL: "http://localhost:2379"}
 	if err := good.validate(); err != nil {
 		t.Errorf("valid member: %v", err)
+	}
+	tlsOK := map[string]string{"a": "https://127.0.0.1:2380", "b": "https://127.0.0.2:2380"}
+	if err := (&Member{Name: "a", PeerURL: "https://127.0.0.1:2380", InitialCluster: tlsOK, TLS: &PeerTLS{}}).validate(); err != nil {
+		t.Errorf("valid TLS member: %v", err)
 	}
 	for _, bad := range []string{"", "a", "a=", "=http://x:1", "a=http://x:1,a=http://y:1"} {
 		if _, err := ParseInitialCluster(bad); !errdefs.IsInvalidArgument(err) {

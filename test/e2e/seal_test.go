@@ -148,6 +148,13 @@ func TestServerInitRefusesAMemberWithoutSecrets(t *testing.T) {
 	if err == nil || !strings.Contains(string(out), "https://") {
 		t.Fatalf("an http:// peer URL: %v\n%s", err, out)
 	}
+	// etcd's client API, unauthenticated, stays on loopback.
+	cmd = exec.CommandContext(ctx, berthBin, "--data-dir", t.TempDir(), "server", "--name", "s1", "--listen", freeAddr(t, host),
+		"--peer-listen", peer, "--etcd-client-listen", "10.0.0.1:2379")
+	out, err = cmd.CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "loopback") {
+		t.Fatalf("--etcd-client-listen off loopback: %v\n%s", err, out)
+	}
 	// init makes the secrets once and keeps them after.
 	first, err := exec.CommandContext(ctx, berthBin, "--data-dir", dir, "server", "init").CombinedOutput()
 	if err != nil || !strings.Contains(string(first), "(made)") {
