@@ -199,6 +199,11 @@ func Server(ctx context.Context, cfg ServerConfig) error {
 	run("registry directory", func(ctx context.Context) error {
 		return regs.Announce(ctx, registry.AdvertisedURL(cfg.Listen, append([]string{cfg.PeerListen}, cfg.EtcdEndpoints...)))
 	})
+	if scfg.Member != nil {
+		run("peer certificate", func(ctx context.Context) error {
+			return secrets.renewPeer(ctx, name, scfg.Member.PeerURL, log.With("component", "store"))
+		})
+	}
 	run("api server", func(ctx context.Context) error { return srv.Serve(ctx, ul, apiserver.UnixRootOnly) })
 	run("api server (tcp)", func(ctx context.Context) error { return srv.ServeTLS(ctx, tl, creds.tls, creds.token) })
 	key := st.LeaderKey(controllerRole)

@@ -311,3 +311,43 @@ func TestAgentCredentialsFromItsDataDir(t *testing.T) {
 		t.Fatalf("NodeCertificate.Apply: %v, %d certificates", err, len(tc.Certificates))
 	}
 }
+
+func TestPeerCertificateRenewedBeforeItEnds(t *testing.T) {
+	sec, err := loadSecrets(t.TempDir(), "", true, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := sec.issuePeer("s1", "https://127.0.0.1:7380", 10*24*time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	read := func() *x509.Certificate {
+		b, err := os.ReadFile(filepath.Join(sec.dir, peerCertFile))
+		if err != nil {
+			t.Fatal(err)
+		}
+		c, err := pki.ParseCertificate(b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	short := read()
+	if short.Subject.CommonName != pki.PeerCommonName {
+		t.Errorf("peer certificate names %q, want %q", short.Subject.CommonName, pki.PeerCommonName)
+	}
+	renewed, err := sec.renewPeerIfDue("s1", "https://127.0.0.1:7380", time.Now())
+	if err != nil || !renewed {
+		t.Fatalf("a certificate ending in 10 days: renewed %v, %v", renewed, err)
+	}
+	fresh := read()
+	if !fresh.NotAfter.After(short.NotAfter.Add(300 * 24 * time.Hour)) {
+		t.Errorf("renewed certificate ends %v, want a year out", fresh.NotAfter)
+	}
+	if _, err := fresh.Verify(x509.VerifyOptions{Roots: sec.ca.Pool(), DNSName: "127.0.0.1",
+		KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth}}); err != nil {
+		t.Errorf("renewed certificate: %v", err)
+	}
+	if renewed, err := sec.renewPeerIfDue("s1", "https://127.0.0.1:7380", time.Now()); err != nil || renewed {
+		t.Errorf("a fresh certificate: renewed %v, %v; want it kept", renewed, err)
+	}
+}

@@ -8,10 +8,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/berth-dev/berth/internal/errdefs"
 	"github.com/berth-dev/berth/internal/pki"
@@ -182,20 +184,69 @@ func saveCA(dir string, key *seal.Key, ca *pki.CA) error {
 	return nil
 }
 
+// peerRenewBefore is how long before its end a peer certificate is
+// replaced; peerRenewCheck how often a running server looks.
+const (
+	peerRenewBefore = 30 * 24 * time.Hour
+	peerRenewCheck  = 12 * time.Hour
+)
+
 // peerTLS issues this server's etcd peer certificate for the host of its
 // peer URL (and its name and loopback), fresh on every start, and says
 // where etcd finds it.
 func (s *serverSecrets) peerTLS(name, peerURL string) (*store.PeerTLS, error) {
+	return s.issuePeer(name, peerURL, 0)
+}
+
+// renewPeer replaces the peer certificate whenever it nears its end,
+// until ctx ends: etcd reads the files again on every handshake, so a
+// server running for longer than a certificate lasts keeps meeting its
+// peers.
+func (s *serverSecrets) renewPeer(ctx context.Context, name, peerURL string, log *slog.Logger) error {
+	t := time.NewTicker(peerRenewCheck)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+		if renewed, err := s.renewPeerIfDue(name, peerURL, time.Now()); err != nil {
+			log.Error("peer certificate", "err", err)
+		} else if renewed {
+			log.Info("renewed the etcd peer certificate")
+		}
+	}
+}
+
+// renewPeerIfDue issues a new peer certificate when the one on disk ends
+// within peerRenewBefore of now (or cannot be read).
+func (s *serverSecrets) renewPeerIfDue(name, peerURL string, now time.Time) (bool, error) {
+	b, err := os.ReadFile(filepath.Join(s.dir, peerCertFile))
+	if err == nil {
+		if c, err := pki.ParseCertificate(b); err == nil && c.NotAfter.Sub(now) > peerRenewBefore {
+			return false, nil
+		}
+	}
+	if _, err := s.issuePeer(name, peerURL, 0); err != nil {
+		return false, err
+	}
+	return true, nil
+}
+
+func (s *serverSecrets) issuePeer(name, peerURL string, validity time.Duration) (*store.PeerTLS, error) {
 	u, err := urlHost(peerURL)
 	if err != nil {
 		return nil, err
 	}
-	certPEM, keyPEM, err := s.ca.IssuePeer(apiHosts(u, name), 0)
+	certPEM, keyPEM, err := s.ca.IssuePeer(apiHosts(u, name), validity)
 	if err != nil {
 		return nil, fmt.Errorf("server %q: %w", name, err)
 	}
 	t := &store.PeerTLS{CertFile: filepath.Join(s.dir, peerCertFile), KeyFile: filepath.Join(s.dir, peerKeyFile),
 		CAFile: filepath.Join(s.dir, pki.CACertFile), CommonName: pki.PeerCommonName}
+	// A handshake between the two writes pairs the new key with the old
+	// certificate and fails; the peer dials again.
 	if err := pki.WriteFile(t.KeyFile, keyPEM, 0o600); err != nil {
 		return nil, fmt.Errorf("peer key %s: %w", t.KeyFile, err)
 	}
