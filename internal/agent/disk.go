@@ -80,6 +80,12 @@ type eviction struct {
 	id, reason, message string
 }
 
+// EventRecorder is what a ControlPlane may also do: record a warning
+// about one of this node's instances, for "berth events".
+type EventRecorder interface {
+	RecordInstanceEvent(ctx context.Context, namespace, name, reason, message string) error
+}
+
 // diskJobs lists the running containers of desired instances. Called by
 // the loop, which owns the containers and the evictions.
 func (a *Agent) diskJobs() []diskJob {
@@ -167,5 +173,18 @@ func (a *Agent) evict(ctx context.Context, evs []eviction) {
 			a.log.Warn("evict container", "container", ev.id, "err", err)
 		}
 		a.dirty[ev.id] = true
+		a.mu.Lock()
+		inst := a.desired[st.Labels[labelUID]]
+		a.mu.Unlock()
+		if rec, ok := a.cfg.ControlPlane.(EventRecorder); ok && inst != nil {
+			ns, name, msg := inst.Namespace, inst.Name, "container "+ev.id+" stopped: "+ev.message
+			a.wg.Go(func() {
+				rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+				defer cancel()
+				if err := rec.RecordInstanceEvent(rctx, ns, name, ev.reason, msg); err != nil {
+					a.log.Warn("record eviction event", "container", ev.id, "err", err)
+				}
+			})
+		}
 	}
 }

@@ -75,6 +75,11 @@ func TestDiskLimitStopsTheWriter(t *testing.T) {
 	if used <= 8<<20 || used >= 48<<20 {
 		t.Errorf("the writable layer holds %d MiB: want over the 8 MiB limit (it was stopped for that) and well under the 64 MiB it would write", used>>20)
 	}
+	// So do the events.
+	eventually(t, 10*time.Second, "a DiskLimitExceeded event", func() bool {
+		out := c.ok("events")
+		return strings.Contains(out, "DiskLimitExceeded") && strings.Contains(out, in.Metadata.Name)
+	})
 	// A restarted berth up still says why: the exit alone does not tell.
 	c.kill()
 	c.start()
