@@ -168,6 +168,10 @@ type Resources struct {
 	CPU    float64  `json:"cpu,omitempty"`
 	Memory Quantity `json:"memory,omitempty"`
 	Pids   int64    `json:"pids,omitempty"`
+	// Disk bounds what the instance writes to its writable layer (its
+	// root filesystem's upper dir). The agent measures it and stops an
+	// instance over it with the reason DiskLimitExceeded.
+	Disk Quantity `json:"disk,omitempty"`
 	// Exclusive pins CPU whole logical CPUs for the instance alone; CPU
 	// must then be a whole number.
 	Exclusive bool `json:"exclusive,omitempty"`

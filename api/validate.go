@@ -159,6 +159,10 @@ func validatePort(e *errs, field string, p int, allowZero bool) {
 }
 
 // validateTemplate checks t; prefix is the template's field path.
+// MinDisk is the smallest disk limit: below it a container could not
+// write its own first files.
+const MinDisk Quantity = 1 << 20
+
 func validateTemplate(e *errs, prefix string, t *Template) {
 	if err := ValidateImage(t.Image); err != nil {
 		e.add(join(prefix, "image"), "%v", err)
@@ -183,6 +187,11 @@ func validateTemplate(e *errs, prefix string, t *Template) {
 	}
 	if r.Pids < 0 {
 		e.add(rp+".pids", "must not be negative, got %d", r.Pids)
+	}
+	if r.Disk < 0 {
+		e.add(rp+".disk", "must not be negative, got %d", r.Disk)
+	} else if r.Disk > 0 && r.Disk < MinDisk {
+		e.add(rp+".disk", "%s is below the minimum of 1Mi", r.Disk)
 	}
 	names := map[string]bool{}
 	hosts := map[string]bool{}

@@ -109,6 +109,7 @@ func (a *Agent) sync(ctx context.Context) time.Time {
 			a.detach(ctx, act.ContainerID)
 			a.stopProbe(act.ContainerID)
 			delete(a.containers, act.ContainerID)
+			delete(a.evicted, act.ContainerID)
 			changed = true
 		}
 	}
@@ -439,6 +440,15 @@ func (a *Agent) statusOf(inst *Instance, c runtime.Status, now time.Time) Status
 		}
 		if c.StartError != "" {
 			st.Message = c.StartError
+		}
+		if ev, ok := a.evicted[c.ID]; ok {
+			st.Reason, st.Message = ev.reason, ev.message
+		} else if c.ID == inst.ReportedContainer && isDiskReason(inst.ReportedReason) {
+			// Stopped for its disk use before this agent started; kept
+			// as if this agent had stopped it, since later copies of the
+			// instance may come without the status.
+			st.Reason, st.Message = inst.ReportedReason, inst.ReportedMessage
+			a.evicted[c.ID] = eviction{id: c.ID, reason: st.Reason, message: st.Message}
 		}
 		willRestart := inst.Restart == reconcile.Always || inst.Restart == "" ||
 			(inst.Restart == reconcile.OnFailure && st.ExitCode != 0)
