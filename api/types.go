@@ -342,6 +342,9 @@ type InstanceStatus struct {
 	ScheduledAt time.Time `json:"scheduledAt,omitzero"`
 	StartedAt   time.Time `json:"startedAt,omitzero"`
 	FinishedAt  time.Time `json:"finishedAt,omitzero"`
+	// RestartAt is when an exited container that is backing off (Reason
+	// BackOff) starts again.
+	RestartAt time.Time `json:"restartAt,omitzero"`
 }
 
 // Event records what happened to an object. Events expire after a while

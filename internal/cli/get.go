@@ -171,7 +171,7 @@ func get(ctx context.Context, c *client.Client, format string, w io.Writer, kind
 			}
 			phase := string(in.Status.Phase)
 			if in.Status.Reason != "" && in.Status.Phase != api.PhaseRunning {
-				phase += " (" + in.Status.Reason + ")"
+				phase += " (" + in.Status.Reason + restartingIn(in.Status.RestartAt) + ")"
 			}
 			fmt.Fprintf(tw, "%s\t%s\t%s/%s\t%s\t%s\t%s\t%d\t%s", in.Metadata.Namespace, in.Metadata.Name,
 				strings.ToLower(string(in.Spec.Owner.Kind)), in.Spec.Owner.Name, dash(in.Spec.Node), dash(phase), healthy,
@@ -315,4 +315,12 @@ func imageColumn(ref string, wide bool) string {
 		return name
 	}
 	return name + "@" + hex
+}
+
+// restartingIn says when a backing-off container starts again, if it is still to come.
+func restartingIn(at time.Time) string {
+	if d := time.Until(at); !at.IsZero() && d > 0 {
+		return ", restarting in " + d.Round(100*time.Millisecond).String()
+	}
+	return ""
 }

@@ -137,7 +137,8 @@ func waitRunning(ctx context.Context, events <-chan client.WatchEvent[*api.Insta
 	count := func() (running int, failed *api.Instance) {
 		for _, in := range phase {
 			switch in.Status.Phase {
-			case api.PhaseRunning:
+			case api.PhaseRunning, api.PhaseSucceeded:
+				// Succeeded ran to its end under a policy that keeps it so.
 				running++
 			case api.PhaseFailed:
 				failed = in
@@ -162,8 +163,12 @@ func waitRunning(ctx context.Context, events <-chan client.WatchEvent[*api.Insta
 		if r >= n {
 			return nil
 		}
-		if failed != nil && failed.Status.Message != "" {
-			return fmt.Errorf("instance %s failed: %s", failed.Metadata.Name, failed.Status.Message)
+		if failed != nil {
+			why := failed.Status.Message
+			if why == "" {
+				why = fmt.Sprintf("exited with code %d and is not restarted (see berth logs %s)", failed.Status.ExitCode, failed.Metadata.Name)
+			}
+			return fmt.Errorf("instance %s failed: %s", failed.Metadata.Name, why)
 		}
 		// A start error is a problem with the image or the command: retries will not mend it.
 		if in.Status.Reason == "StartError" {

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"sort"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -316,12 +317,17 @@ func (m *Manager) servicesPass(ctx context.Context, sn *snapshot) ([]newInstance
 		if want.Replicas < 0 {
 			want.Replicas = 0
 		}
+		want.Message = exitedMessage(res.Exited, owned[key], svc.Spec.Template.Restart)
 		if want != svc.Status {
+			report := want.Message != "" && want.Message != svc.Status.Message
 			svc := own(svc)
 			svc.Status = want
 			later = append(later, func() error {
 				if err := m.s.UpdateStatus(ctx, svc, 0); err != nil && !errdefs.IsNotFound(err) {
 					return err
+				}
+				if report {
+					m.event(ctx, svc, api.EventWarning, "InstanceExited", want.Message)
 				}
 				return nil
 			})
@@ -350,6 +356,27 @@ func (m *Manager) servicesPass(ctx context.Context, sn *snapshot) ([]newInstance
 		}
 	}
 	return made, later, errors.Join(errs...)
+}
+
+// exitedMessage says which instances ended for good and why they stay so.
+func exitedMessage(exited []string, insts []*api.Instance, policy api.RestartPolicy) string {
+	if len(exited) == 0 {
+		return ""
+	}
+	if policy == "" {
+		policy = api.RestartAlways
+	}
+	byName := make(map[string]*api.Instance, len(insts))
+	for _, in := range insts {
+		byName[in.Metadata.Name] = in
+	}
+	var parts []string
+	for _, name := range exited {
+		if in := byName[name]; in != nil {
+			parts = append(parts, fmt.Sprintf("%s %s with exit code %d", name, strings.ToLower(string(in.Status.Phase)), in.Status.ExitCode))
+		}
+	}
+	return fmt.Sprintf("%s; not restarted (restart: %s): change or restart the service to run it again", strings.Join(parts, ", "), policy)
 }
 
 func countHash(in []Instance, hash string) int {

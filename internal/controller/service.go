@@ -24,10 +24,18 @@ type ServiceResult struct {
 	Delete []string
 	// Ready counts running, healthy instances of the current template.
 	Ready int
+	// Exited names instances of the current template that ended for good
+	// (their restart policy said so): they keep their slot, and their
+	// output, until the service is changed, restarted or scaled down.
+	Exited []string
 }
 
-// ComputeService keeps Replicas healthy instances. Failed, lost or
-// finished instances are replaced; extra ones go newest first; instances
+// ComputeService keeps Replicas healthy instances. Lost instances are
+// replaced; an instance that succeeded or failed did so under a restart
+// policy that said not to run it again (the agent restarts the others in
+// place), so it stays, holding its slot, until the template changes or the
+// service is scaled down, exited ones going first. Extra ones go newest
+// first; instances
 // of an old template are replaced one surge at a time, an old one going
 // only once a new one runs healthy.
 func ComputeService(s ServiceState) ServiceResult {
@@ -37,9 +45,12 @@ func ComputeService(s ServiceState) ServiceResult {
 		if in.Deleting {
 			continue
 		}
-		if in.Phase.Terminal() {
+		if in.Phase == Lost || (in.Phase.Terminal() && in.SpecHash != s.SpecHash) {
 			res.Delete = append(res.Delete, in.Name)
 			continue
+		}
+		if in.Phase.Terminal() {
+			res.Exited = append(res.Exited, in.Name)
 		}
 		if in.SpecHash == s.SpecHash {
 			current = append(current, in)
@@ -51,6 +62,7 @@ func ComputeService(s ServiceState) ServiceResult {
 		}
 	}
 	sort.Strings(res.Delete)
+	sort.Strings(res.Exited)
 	newestFirst(current)
 	newestFirst(old)
 
@@ -88,9 +100,16 @@ func ComputeService(s ServiceState) ServiceResult {
 	return res
 }
 
-// newestFirst orders by creation time, newest first, then by name for a stable answer.
+// newestFirst orders exited instances first (the first to go on a scale
+// down), then by creation time, newest first, then by name for a stable answer.
 func newestFirst(in []Instance) {
 	slices.SortFunc(in, func(a, b Instance) int {
+		if ta, tb := a.Phase.Terminal(), b.Phase.Terminal(); ta != tb {
+			if ta {
+				return -1
+			}
+			return 1
+		}
 		if c := b.CreatedAt.Compare(a.CreatedAt); c != 0 {
 			return c
 		}
