@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -295,17 +296,26 @@ func (m *Manager) servicesPass(ctx context.Context, sn *snapshot) ([]newInstance
 		views = st.Instances
 		res := ComputeService(st)
 		var insts []*api.Instance
+		var names map[string]bool
+		if res.Create > 0 {
+			// Five random letters collide often among thousands: draw again.
+			names = make(map[string]bool, len(owned[key])+res.Create)
+			for _, in := range owned[key] {
+				names[in.Metadata.Name] = true
+			}
+		}
 		for range res.Create {
-			insts = append(insts, m.newInstance(svc.Metadata, api.KindService, svc.Spec.Template, svc.Spec.Placement, svc.Spec.Priority, hash, 0, 0, nil))
+			in := m.newInstance(svc.Metadata, api.KindService, svc.Spec.Template, svc.Spec.Placement, svc.Spec.Priority, hash, 0, 0, nil)
+			for names[in.Metadata.Name] {
+				in.Metadata.Name = svc.Metadata.Name + "-" + suffix()
+			}
+			names[in.Metadata.Name] = true
+			insts = append(insts, in)
 		}
 		if len(insts) > 0 {
 			made = append(made, newInstances{owner: svc, insts: insts})
 		}
-		for _, name := range res.Delete {
-			if err := m.s.Delete(ctx, api.KindInstance, svc.Metadata.Namespace, name, 0); err != nil && !errdefs.IsNotFound(err) {
-				errs = append(errs, err)
-			}
-		}
+		errs = append(errs, m.deleteInstances(ctx, svc.Metadata.Namespace, res.Delete))
 		vip, err := vips.forService(svc)
 		if err != nil {
 			errs = append(errs, err)
@@ -377,6 +387,30 @@ func exitedMessage(exited []string, insts []*api.Instance, policy api.RestartPol
 		}
 	}
 	return fmt.Sprintf("%s; not restarted (restart: %s): change or restart the service to run it again", strings.Join(parts, ", "), policy)
+}
+
+// deleteInstances removes instances of one namespace, as many to a
+// transaction as etcd takes; a batch that fails (one was gone already)
+// goes one by one.
+func (m *Manager) deleteInstances(ctx context.Context, ns string, names []string) error {
+	var errs []error
+	for batch := range slices.Chunk(names, m.s.BindBatch()) {
+		if len(batch) > 1 {
+			t := m.s.Txn()
+			for _, name := range batch {
+				t.Delete(api.KindInstance, ns, name, 0)
+			}
+			if t.Commit(ctx) == nil {
+				continue
+			}
+		}
+		for _, name := range batch {
+			if err := m.s.Delete(ctx, api.KindInstance, ns, name, 0); err != nil && !errdefs.IsNotFound(err) {
+				errs = append(errs, err)
+			}
+		}
+	}
+	return errors.Join(errs...)
 }
 
 func countHash(in []Instance, hash string) int {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 
 	"github.com/berth-dev/berth/api"
@@ -87,13 +88,14 @@ func (m *Manager) schedulePass(ctx context.Context, sn *snapshot, fresh []newIns
 		wait(byID[f.Instance], f.Reason)
 	}
 	errs = append(errs, m.createNew(ctx, fresh, waits))
-	if len(bindings) > 0 {
-		if err := m.s.Bind(ctx, bindings); err != nil {
+	// As many to a transaction as etcd takes.
+	for batch := range slices.Chunk(bindings, m.s.BindBatch()) {
+		if err := m.s.Bind(ctx, batch); err != nil {
 			if !errdefs.IsConflict(err) {
 				errs = append(errs, err)
 			}
 			// Something moved under the plan: bind one by one so the rest still lands.
-			for _, b := range bindings {
+			for _, b := range batch {
 				if err := m.s.Bind(ctx, []store.Binding{b}); err != nil && !errdefs.IsConflict(err) && !errdefs.IsNotFound(err) {
 					errs = append(errs, err)
 				}
@@ -118,14 +120,30 @@ func (m *Manager) createNew(ctx context.Context, fresh []newInstances, waits map
 			}
 			continue
 		}
+		// An event for each of the first few; the rest in one on the
+		// owner: a scale to thousands must not write thousands of events.
+		more := map[string]int{}
+		shown := 0
 		for _, in := range f.insts {
-			if reason, ok := waits[in]; ok {
+			reason, ok := waits[in]
+			switch {
+			case !ok:
+			case shown < eventsPerOwner:
 				m.event(ctx, in, api.EventWarning, "Unschedulable", reason)
+				shown++
+			default:
+				more[reason]++
 			}
+		}
+		for reason, n := range more {
+			m.event(ctx, f.owner, api.EventWarning, "Unschedulable", fmt.Sprintf("%d more instances: %s", n, reason))
 		}
 	}
 	return errors.Join(errs...)
 }
+
+// eventsPerOwner bounds the per-instance events of one owner in one pass.
+const eventsPerOwner = 10
 
 // unschedulable records why an instance waits, once per distinct reason.
 func (m *Manager) unschedulable(ctx context.Context, in *api.Instance, reason string) error {

@@ -1,0 +1,62 @@
+package controller_test
+
+import (
+	"testing"
+	"time"
+
+	"github.com/berth-dev/berth/api"
+	"github.com/berth-dev/berth/internal/store"
+)
+
+// A service at the replica cap is made, placed, bound, scaled to zero and
+// its status written with no write etcd refuses: every batch stays within
+// the transaction's limits on writes and bytes.
+func TestServiceAtReplicaCap(t *testing.T) {
+	if testing.Short() {
+		t.Skip("stores thousands of instances")
+	}
+	h := newHarness(t)
+	node := &api.Node{Metadata: api.Metadata{Name: "big"}, Spec: api.NodeSpec{
+		Capacity: api.NodeCapacity{MilliCPU: 1 << 40, Memory: 1 << 60, Pids: 1 << 40}}}
+	if err := h.s.Create(h.ctx, node); err != nil {
+		t.Fatal(err)
+	}
+	h.heartbeat("big")
+	svc := &api.Service{Metadata: api.Metadata{Name: "many"}, Spec: api.ServiceSpec{Replicas: api.MaxReplicas,
+		Template: api.Template{Image: "demo/busybox:1", Command: []string{"sleep", "1d"}}}}
+	if err := svc.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.s.Create(h.ctx, svc); err != nil {
+		t.Fatal(err)
+	}
+	t0 := time.Now()
+	h.pass()
+	ins := h.instances()
+	bound := 0
+	for _, in := range ins {
+		if in.Spec.Node == "big" {
+			bound++
+		}
+	}
+	if len(ins) != api.MaxReplicas || bound != api.MaxReplicas {
+		t.Fatalf("%d instances, %d bound, want %d", len(ins), bound, api.MaxReplicas)
+	}
+	assigned, _, err := h.s.Assignments(h.ctx, "big")
+	if err != nil || len(assigned) != api.MaxReplicas {
+		t.Fatalf("%d assignments, %v", len(assigned), err)
+	}
+	t.Logf("%d instances made and bound in %v", api.MaxReplicas, time.Since(t0))
+	h.pass()
+	got, _ := store.Get[api.Service](h.ctx, h.s, "default", "many")
+	if got.Status.Replicas != api.MaxReplicas {
+		t.Errorf("status replicas %d", got.Status.Replicas)
+	}
+	h.scale("many", 0)
+	t0 = time.Now()
+	h.pass()
+	if n := len(h.instances()); n != 0 {
+		t.Fatalf("%d instances left after scale to 0", n)
+	}
+	t.Logf("%d instances removed in %v", api.MaxReplicas, time.Since(t0))
+}
