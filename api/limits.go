@@ -37,8 +37,9 @@ const (
 	// MaxPorts bounds a template's ports: each is a map entry on every node.
 	MaxPorts = 128
 	// MaxTemplateBytes bounds a template's JSON: every instance carries a
-	// copy, and a batch of them must fit in one etcd request.
-	MaxTemplateBytes = 128 << 10
+	// copy, and a service's status keeps MaxHistory of them, which must
+	// fit in one etcd request (1.5 MiB) with the spec's own.
+	MaxTemplateBytes = 64 << 10
 )
 
 // validateLimits checks a template against the admission limits.

@@ -126,11 +126,14 @@ func get(ctx context.Context, c *client.Client, format string, w io.Writer, kind
 				return err
 			}
 		}
-		fmt.Fprintln(tw, "NAMESPACE\tNAME\tREADY\tIMAGE\tAGE"+cond(wide, "\tVIP\tDNS\tPORTS\tENDPOINTS", ""))
+		fmt.Fprintln(tw, "NAMESPACE\tNAME\tREADY\tUPDATED\tIMAGE\tAGE"+cond(wide, "\tROLLOUT\tVIP\tDNS\tPORTS\tENDPOINTS", ""))
 		for _, o := range objs {
 			s := o.(*api.Service)
-			fmt.Fprintf(tw, "%s\t%s\t%d/%d\t%s\t%s", s.Metadata.Namespace, s.Metadata.Name, s.Status.ReadyReplicas, s.Spec.Replicas,
-				imageColumn(s.Spec.Template.Image, wide), age(s.Metadata.CreatedAt))
+			fmt.Fprintf(tw, "%s\t%s\t%d/%d\t%d\t%s\t%s", s.Metadata.Namespace, s.Metadata.Name, s.Status.ReadyReplicas, s.Spec.Replicas,
+				s.Status.UpdatedReplicas, imageColumn(s.Spec.Template.Image, wide), age(s.Metadata.CreatedAt))
+			if wide {
+				fmt.Fprintf(tw, "\t%s", dash(string(s.Status.Rollout.Phase)))
+			}
 			if wide {
 				ep := eps[s.Metadata.Namespace+"/"+s.Metadata.Name+"/"+s.Metadata.UID]
 				fmt.Fprintf(tw, "\t%s\t%s.%s.berth\t%s\t%s", dash(s.Status.VIP), s.Metadata.Name, s.Metadata.Namespace,

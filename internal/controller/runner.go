@@ -245,6 +245,7 @@ func view(in *api.Instance) Instance {
 	return Instance{
 		Namespace: in.Metadata.Namespace, Name: in.Metadata.Name, Phase: phaseOf(in), Node: in.Spec.Node, Healthy: in.Status.Healthy,
 		CreatedAt: in.Metadata.CreatedAt, SpecHash: in.Spec.SpecHash, Index: in.Spec.Index, Attempt: in.Spec.Attempt,
+		Restarts: in.Status.Restarts, Reason: in.Status.Reason, ExitCode: in.Status.ExitCode,
 	}
 }
 
@@ -289,7 +290,11 @@ func (m *Manager) servicesPass(ctx context.Context, sn *snapshot) ([]newInstance
 		key := ownerID{api.KindService, svc.Metadata.Namespace, svc.Metadata.Name, svc.Metadata.UID}
 		live[key] = true
 		hash := m.templateHash(svc)
-		st := ServiceState{Replicas: svc.Spec.Replicas, SpecHash: hash, MaxSurge: svc.Spec.Update.MaxSurge, Instances: views[:0]}
+		prev := svc.Status.Rollout
+		u := svc.Spec.Update
+		st := ServiceState{Replicas: svc.Spec.Replicas, SpecHash: hash, MaxSurge: u.MaxSurge, MaxUnavailable: u.MaxUnavailable,
+			Settled:   prev.Hash == hash && (prev.Phase == api.RolloutComplete || prev.Phase == api.RolloutRolledBack),
+			Instances: views[:0]}
 		for _, in := range owned[key] {
 			st.Instances = append(st.Instances, view(in))
 		}
@@ -321,23 +326,60 @@ func (m *Manager) servicesPass(ctx context.Context, sn *snapshot) ([]newInstance
 			errs = append(errs, err)
 		}
 		want := api.ServiceStatus{Replicas: len(st.Instances) + res.Create - len(res.Delete), ReadyReplicas: res.Ready,
-			UpdatedReplicas: countHash(st.Instances, hash) + res.Create, VIP: vip,
+			UpdatedReplicas: res.Updated, VIP: vip,
 			// Not the current revision: writing this status makes a new one, which would loop.
 			ObservedRevision: svc.Status.ObservedRevision}
 		if want.Replicas < 0 {
 			want.Replicas = 0
 		}
 		want.Message = exitedMessage(res.Exited, owned[key], svc.Spec.Template.Restart)
-		if want != svc.Status {
-			report := want.Message != "" && want.Message != svc.Status.Message
+		want.History = nextHistory(svc.Status.History, svc.Spec.Template, hash, m.opt.Clock().UTC())
+		rev := want.History[len(want.History)-1].Revision
+		want.Rollout = nextRollout(prev, rev, hash, res)
+		var rollback *api.TemplateRevision
+		if want.Rollout.Phase == api.RolloutFailed && u.AutoRollback && len(want.History) > 1 {
+			to := want.History[len(want.History)-2]
+			rollback = &to
+			want.Rollout = api.RolloutStatus{Revision: to.Revision, Hash: to.Hash, Phase: api.RolloutRolledBack,
+				Message: fmt.Sprintf("revision %d failed (%s): rolled back to revision %d", rev, res.Reason, to.Revision)}
+		}
+		if !serviceStatusEqual(want, svc.Status) {
+			var events []api.Event
+			if want.Message != "" && want.Message != svc.Status.Message {
+				events = append(events, api.Event{Type: api.EventWarning, Reason: "InstanceExited", Message: want.Message})
+			}
+			if ro := want.Rollout; ro.Hash != prev.Hash || ro.Phase != prev.Phase {
+				switch ro.Phase {
+				case api.RolloutFailed:
+					events = append(events, api.Event{Type: api.EventWarning, Reason: "RolloutFailed",
+						Message: fmt.Sprintf("revision %d: %s; no more instances are replaced until the template changes", ro.Revision, ro.Message)})
+				case api.RolloutRolledBack:
+					events = append(events, api.Event{Type: api.EventWarning, Reason: "RolledBack", Message: ro.Message})
+				case api.RolloutComplete:
+					events = append(events, api.Event{Type: api.EventNormal, Reason: "RolloutComplete", Message: fmt.Sprintf("revision %d", ro.Revision)})
+				}
+			}
 			svc := own(svc)
 			svc.Status = want
 			later = append(later, func() error {
+				if rollback != nil {
+					// The spec first, naming the revision read: a user's change meanwhile wins.
+					back := own(svc)
+					back.Spec.Template = rollback.Template
+					if err := m.s.Update(ctx, back, svc.Metadata.Revision); err != nil {
+						if errdefs.IsConflict(err) || errdefs.IsNotFound(err) {
+							return nil
+						}
+						return err
+					}
+					svc = back
+					svc.Status = want
+				}
 				if err := m.s.UpdateStatus(ctx, svc, 0); err != nil && !errdefs.IsNotFound(err) {
 					return err
 				}
-				if report {
-					m.event(ctx, svc, api.EventWarning, "InstanceExited", want.Message)
+				for _, ev := range events {
+					m.event(ctx, svc, ev.Type, ev.Reason, ev.Message)
 				}
 				return nil
 			})
@@ -411,16 +453,6 @@ func (m *Manager) deleteInstances(ctx context.Context, ns string, names []string
 		}
 	}
 	return errors.Join(errs...)
-}
-
-func countHash(in []Instance, hash string) int {
-	n := 0
-	for _, i := range in {
-		if i.SpecHash == hash && !i.Phase.Terminal() {
-			n++
-		}
-	}
-	return n
 }
 
 func (m *Manager) newInstance(owner api.Metadata, kind api.Kind, t api.Template, p api.Placement, prio int, hash string, index, attempt int, env map[string]string) *api.Instance {
