@@ -450,11 +450,9 @@ func (s *Server) putStatus(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	if err := s.store.UpdateStatus(r.Context(), obj, rev); err != nil {
-		writeError(w, wireError(t, err))
-		return
-	}
-	// A node's own status write is its heartbeat: it renews the node's lease.
+	// A node's own status write is its heartbeat: it renews the node's
+	// lease, first, so that the controller never sees a node Ready
+	// without its lease and marks it NotReady in between.
 	if t.kind == api.KindNode {
 		if n := obj.(*api.Node); n.Status.Condition == api.NodeReady {
 			if err := s.store.KeepNodeAlive(r.Context(), t.name, s.nodeTTL); err != nil {
@@ -462,6 +460,10 @@ func (s *Server) putStatus(w http.ResponseWriter, r *http.Request) {
 				return
 			}
 		}
+	}
+	if err := s.store.UpdateStatus(r.Context(), obj, rev); err != nil {
+		writeError(w, wireError(t, err))
+		return
 	}
 	writeJSON(w, http.StatusOK, obj)
 }

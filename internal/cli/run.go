@@ -2,6 +2,7 @@ package cli
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strconv"
 	"strings"
@@ -90,6 +91,14 @@ func newRunCmd(g *globals) *cobra.Command {
 			}
 			if wait {
 				if err := waitRunning(wctx, events, stored.Metadata.Name, replicas); err != nil {
+					// One that cannot start at all (no such image, say) is
+					// not left behind, as docker run leaves no container.
+					if errors.Is(err, errCannotStart) {
+						if derr := c.Services().Delete(ctx, stored.Metadata.Namespace, stored.Metadata.Name, 0); derr != nil {
+							return fmt.Errorf("service %q: %w (and removing it: %w)", stored.Metadata.Name, err, derr)
+						}
+						return fmt.Errorf("service %q: %w; the service was removed", stored.Metadata.Name, err)
+					}
 					return fmt.Errorf("service %q: %w", stored.Metadata.Name, err)
 				}
 			}
@@ -130,6 +139,9 @@ func parsePort(s string) (api.Port, error) {
 	}
 	return p, nil
 }
+
+// errCannotStart says an instance failed to start at all.
+var errCannotStart = errors.New("cannot start")
 
 // waitRunning follows a service's instances until n of them run.
 func waitRunning(ctx context.Context, events <-chan client.WatchEvent[*api.Instance], svc string, n int) error {
@@ -172,7 +184,7 @@ func waitRunning(ctx context.Context, events <-chan client.WatchEvent[*api.Insta
 		}
 		// A start error is a problem with the image or the command: retries will not mend it.
 		if in.Status.Reason == "StartError" {
-			return fmt.Errorf("instance %s cannot start: %s", in.Metadata.Name, in.Status.Message)
+			return fmt.Errorf("instance %s %w: %s", in.Metadata.Name, errCannotStart, in.Status.Message)
 		}
 	}
 	if ctx.Err() != nil {

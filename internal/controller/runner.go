@@ -651,6 +651,7 @@ func (m *Manager) nodesPass(ctx context.Context, sn *snapshot, live map[string]b
 	set := func(name string, cond api.NodeCondition, msg string) {
 		i := index[name]
 		n := own(sn.nodes[i])
+		was := n.Status.Condition
 		n.Status.Condition, n.Status.Message = cond, msg
 		if err := m.s.UpdateStatus(ctx, n, n.Metadata.Revision); err != nil {
 			if !errdefs.IsConflict(err) {
@@ -659,10 +660,16 @@ func (m *Manager) nodesPass(ctx context.Context, sn *snapshot, live map[string]b
 			return
 		}
 		sn.nodes[i] = n // the rest of the pass sees it so
-		m.event(ctx, n, api.EventWarning, "Node"+string(cond), msg)
+		switch {
+		case cond == api.NodeNotReady:
+			m.event(ctx, n, api.EventWarning, "NodeNotReady", msg)
+		case was == api.NodeNotReady:
+			// A node that just registered has nothing to recover from.
+			m.event(ctx, n, api.EventNormal, "NodeReady", msg)
+		}
 	}
 	for _, name := range res.MarkReady {
-		set(name, api.NodeReady, "")
+		set(name, api.NodeReady, "its heartbeat lease is held again")
 	}
 	for _, name := range res.MarkNotReady {
 		m.notReady[name] = now

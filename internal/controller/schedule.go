@@ -168,9 +168,10 @@ func schedulerState(sn *snapshot) (*scheduler.State, error) {
 	known := map[string]bool{}
 	for _, n := range sn.nodes {
 		sn := scheduler.Node{
-			Name:   n.Metadata.Name,
-			Ready:  n.Status.Condition == api.NodeReady && !n.Spec.Unschedulable,
-			Labels: n.Metadata.Labels,
+			Name:     n.Metadata.Name,
+			Ready:    n.Status.Condition == api.NodeReady,
+			Cordoned: n.Spec.Unschedulable,
+			Labels:   n.Metadata.Labels,
 			Capacity: scheduler.Resources{MilliCPU: n.Spec.Capacity.MilliCPU,
 				MemoryBytes: int64(n.Spec.Capacity.Memory), Pids: n.Spec.Capacity.Pids},
 		}
