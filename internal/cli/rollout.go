@@ -67,20 +67,30 @@ func waitRollout(ctx context.Context, c *client.Client, ns, name string, out io.
 		if done || err != nil {
 			return err
 		}
-		// Wait for the service to change, then look again.
-		events, err := c.Services().Watch(ctx, ns, svc.Metadata.Revision)
-		if err != nil {
+		if err := waitChange(ctx, c, ns, name, svc.Metadata.Revision); err != nil {
 			if ctx.Err() != nil {
 				return fmt.Errorf("service %q: rollout not finished after %v: %s", name, timeout, last)
 			}
 			return err
 		}
-		for ev := range events {
-			if ev.Err != nil || (ev.Object != nil && ev.Object.Metadata.Name == name) {
-				break
-			}
+	}
+}
+
+// waitChange returns once the service has changed after revision rev, or
+// the watch broke (the caller looks again either way).
+func waitChange(ctx context.Context, c *client.Client, ns, name string, rev int64) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	events, err := c.Services().Watch(ctx, ns, rev)
+	if err != nil {
+		return err
+	}
+	for ev := range events {
+		if ev.Err != nil || (ev.Object != nil && ev.Object.Metadata.Name == name) {
+			return nil
 		}
 	}
+	return nil
 }
 
 // rolloutDone says whether the rollout of svc's current template is over,
