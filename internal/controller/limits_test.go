@@ -1,6 +1,7 @@
 package controller_test
 
 import (
+	"strings"
 	"testing"
 	"time"
 
@@ -59,4 +60,64 @@ func TestServiceAtReplicaCap(t *testing.T) {
 		t.Fatalf("%d instances left after scale to 0", n)
 	}
 	t.Logf("%d instances removed in %v", api.MaxReplicas, time.Since(t0))
+}
+
+// Instances made while no node could take them are bound later in
+// batches that fit etcd's request size, however big their template.
+func TestBindBigTemplatesInBatches(t *testing.T) {
+	h := newHarness(t)
+	big := strings.Repeat("x", api.MaxTemplateBytes-1024)
+	svc := &api.Service{Metadata: api.Metadata{Name: "fat"}, Spec: api.ServiceSpec{Replicas: 40,
+		Template: api.Template{Image: "demo/busybox:1", Env: map[string]string{"BIG": big}}}}
+	if err := svc.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.s.Create(h.ctx, svc); err != nil {
+		t.Fatal(err)
+	}
+	h.pass() // no node: stored pending
+	if n := len(h.instances()); n != 40 {
+		t.Fatalf("%d instances, want 40", n)
+	}
+	node := &api.Node{Metadata: api.Metadata{Name: "late"}, Spec: api.NodeSpec{
+		Capacity: api.NodeCapacity{MilliCPU: 4000, Memory: 8 << 30, Pids: 10000}}}
+	if err := h.s.Create(h.ctx, node); err != nil {
+		t.Fatal(err)
+	}
+	h.heartbeat("late")
+	h.pass()
+	if n := h.count(func(in *api.Instance) bool { return in.Spec.Node == "late" }); n != 40 {
+		t.Fatalf("%d of 40 bound", n)
+	}
+}
+
+// A service's history of templates at the size cap still fits one write.
+func TestHistoryOfBigTemplatesFits(t *testing.T) {
+	h := newHarness(t, "n1")
+	svc := &api.Service{Metadata: api.Metadata{Name: "fat"}, Spec: api.ServiceSpec{Replicas: 0,
+		Template: api.Template{Image: "demo/busybox:1"}}}
+	if err := h.s.Create(h.ctx, svc); err != nil {
+		t.Fatal(err)
+	}
+	for i := range api.MaxHistory + 2 {
+		svc, err := store.Get[api.Service](h.ctx, h.s, "default", "fat")
+		if err != nil {
+			t.Fatal(err)
+		}
+		svc.Spec.Template.Env = map[string]string{"BIG": strings.Repeat(string(rune('a'+i)), api.MaxTemplateBytes-1024)}
+		if err := svc.Validate(); err != nil {
+			t.Fatal(err)
+		}
+		if err := h.s.Update(h.ctx, svc, 0); err != nil {
+			t.Fatal(err)
+		}
+		h.pass()
+	}
+	got, err := store.Get[api.Service](h.ctx, h.s, "default", "fat")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := len(got.Status.History); n != api.MaxHistory || got.Status.History[n-1].Hash != got.Spec.Template.Hash() {
+		t.Fatalf("history of %d, want %d ending with the current template", n, api.MaxHistory)
+	}
 }

@@ -2,9 +2,9 @@ package controller
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
-	"slices"
 	"strings"
 
 	"github.com/berth-dev/berth/api"
@@ -89,7 +89,7 @@ func (m *Manager) schedulePass(ctx context.Context, sn *snapshot, fresh []newIns
 	}
 	errs = append(errs, m.createNew(ctx, fresh, waits))
 	// As many to a transaction as etcd takes.
-	for batch := range slices.Chunk(bindings, m.s.BindBatch()) {
+	for _, batch := range bindBatches(bindings, byKey(pending), m.s.BindBatch()) {
 		if err := m.s.Bind(ctx, batch); err != nil {
 			if !errdefs.IsConflict(err) {
 				errs = append(errs, err)
@@ -103,6 +103,39 @@ func (m *Manager) schedulePass(ctx context.Context, sn *snapshot, fresh []newIns
 		}
 	}
 	return errors.Join(errs...)
+}
+
+func byKey(insts []*api.Instance) map[string]*api.Instance {
+	out := make(map[string]*api.Instance, len(insts))
+	for _, in := range insts {
+		out[in.Metadata.Namespace+"/"+in.Metadata.Name] = in
+	}
+	return out
+}
+
+// bindBatches splits bindings into transactions etcd takes: at most n
+// each, and few enough bytes, a binding writing its instance twice (the
+// object and the node's assignment key).
+func bindBatches(bindings []store.Binding, insts map[string]*api.Instance, n int) [][]store.Binding {
+	var out [][]store.Binding
+	start, size := 0, 0
+	for i, b := range bindings {
+		sz := 512
+		if in := insts[b.Namespace+"/"+b.Name]; in != nil {
+			if raw, err := json.Marshal(in); err == nil {
+				sz = 2 * len(raw)
+			}
+		}
+		if i > start && (i-start == n || size+sz > store.MaxTxnBytes) {
+			out = append(out, bindings[start:i])
+			start, size = i, 0
+		}
+		size += sz
+	}
+	if start < len(bindings) {
+		out = append(out, bindings[start:])
+	}
+	return out
 }
 
 // createNew stores each owner's new instances in one transaction, and

@@ -136,7 +136,7 @@ func (s *Store) CreateMany(ctx context.Context, objs []api.Object) error {
 			}
 			size += len(b)
 			writes += w
-			if n > 0 && (writes > s.maxOps || size > maxTxnBytes) {
+			if n > 0 && (writes > s.maxOps || size > MaxTxnBytes) {
 				break
 			}
 			t.Create(o)
@@ -150,8 +150,8 @@ func (s *Store) CreateMany(ctx context.Context, objs []api.Object) error {
 	return nil
 }
 
-// maxTxnBytes keeps a batch under etcd's default request limit (1.5 MiB).
-const maxTxnBytes = 1 << 20
+// MaxTxnBytes keeps a batch under etcd's default request limit (1.5 MiB).
+const MaxTxnBytes = 1 << 20
 
 // Update writes obj's labels and spec, keeping the stored status, UID and
 // creation time. With expectRevision != 0 it fails with ErrConflict
