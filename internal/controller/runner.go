@@ -332,7 +332,8 @@ func (m *Manager) servicesPass(ctx context.Context, sn *snapshot) ([]newInstance
 		if want.Replicas < 0 {
 			want.Replicas = 0
 		}
-		want.Message = exitedMessage(res.Exited, owned[key], svc.Spec.Template.Restart)
+		var exitFailed bool
+		want.Message, exitFailed = exitedMessage(res.Exited, owned[key], svc.Spec.Template.Restart)
 		want.History = nextHistory(svc.Status.History, svc.Spec.Template, hash, m.opt.Clock().UTC())
 		rev := want.History[len(want.History)-1].Revision
 		want.Rollout = nextRollout(prev, rev, hash, res)
@@ -346,7 +347,11 @@ func (m *Manager) servicesPass(ctx context.Context, sn *snapshot) ([]newInstance
 		if !serviceStatusEqual(want, svc.Status) {
 			var events []api.Event
 			if want.Message != "" && want.Message != svc.Status.Message {
-				events = append(events, api.Event{Type: api.EventWarning, Reason: "InstanceExited", Message: want.Message})
+				typ := api.EventNormal // all ended well
+				if exitFailed {
+					typ = api.EventWarning
+				}
+				events = append(events, api.Event{Type: typ, Reason: "InstanceExited", Message: want.Message})
 			}
 			if ro := want.Rollout; ro.Hash != prev.Hash || ro.Phase != prev.Phase {
 				switch ro.Phase {
@@ -410,10 +415,11 @@ func (m *Manager) servicesPass(ctx context.Context, sn *snapshot) ([]newInstance
 	return made, later, errors.Join(errs...)
 }
 
-// exitedMessage says which instances ended for good and why they stay so.
-func exitedMessage(exited []string, insts []*api.Instance, policy api.RestartPolicy) string {
+// exitedMessage says which instances ended for good and why they stay
+// so, and whether any of them failed.
+func exitedMessage(exited []string, insts []*api.Instance, policy api.RestartPolicy) (string, bool) {
 	if len(exited) == 0 {
-		return ""
+		return "", false
 	}
 	if policy == "" {
 		policy = api.RestartAlways
@@ -423,12 +429,14 @@ func exitedMessage(exited []string, insts []*api.Instance, policy api.RestartPol
 		byName[in.Metadata.Name] = in
 	}
 	var parts []string
+	failed := false
 	for _, name := range exited {
 		if in := byName[name]; in != nil {
 			parts = append(parts, fmt.Sprintf("%s %s with exit code %d", name, strings.ToLower(string(in.Status.Phase)), in.Status.ExitCode))
+			failed = failed || in.Status.Phase == api.PhaseFailed
 		}
 	}
-	return fmt.Sprintf("%s; not restarted (restart: %s): change or restart the service to run it again", strings.Join(parts, ", "), policy)
+	return fmt.Sprintf("%s; not restarted (restart: %s): change or restart the service to run it again", strings.Join(parts, ", "), policy), failed
 }
 
 // deleteInstances removes instances of one namespace, as many to a
