@@ -431,10 +431,18 @@ func exitedMessage(exited []string, insts []*api.Instance, policy api.RestartPol
 	var parts []string
 	failed := false
 	for _, name := range exited {
-		if in := byName[name]; in != nil {
-			parts = append(parts, fmt.Sprintf("%s %s with exit code %d", name, strings.ToLower(string(in.Status.Phase)), in.Status.ExitCode))
-			failed = failed || in.Status.Phase == api.PhaseFailed
+		in := byName[name]
+		if in == nil {
+			continue
 		}
+		failed = failed || in.Status.Phase == api.PhaseFailed
+		// A few by name: the message must stay small whatever the replicas.
+		if len(parts) < 3 {
+			parts = append(parts, fmt.Sprintf("%s %s with exit code %d", name, strings.ToLower(string(in.Status.Phase)), in.Status.ExitCode))
+		}
+	}
+	if more := len(exited) - len(parts); more > 0 {
+		parts = append(parts, fmt.Sprintf("%d more", more))
 	}
 	return fmt.Sprintf("%s; not restarted (restart: %s): change or restart the service to run it again", strings.Join(parts, ", "), policy), failed
 }
