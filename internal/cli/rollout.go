@@ -11,6 +11,7 @@ import (
 
 	"github.com/berth-dev/berth/api"
 	"github.com/berth-dev/berth/api/client"
+	"github.com/berth-dev/berth/internal/errdefs"
 )
 
 func newRolloutCmd(g *globals) *cobra.Command {
@@ -167,21 +168,29 @@ func newRolloutUndoCmd(g *globals) *cobra.Command {
 				return err
 			}
 			ns, name := namespaced(args[0])
-			svc, err := c.Services().Get(ctx, ns, name)
-			if err != nil {
-				return describeErr(err)
+			for try := 0; ; try++ {
+				svc, err := c.Services().Get(ctx, ns, name)
+				if err != nil {
+					return describeErr(err)
+				}
+				target, err := undoTarget(svc, to)
+				if err != nil {
+					return err
+				}
+				svc.Spec.Template = target.Template
+				// Applied at the revision read, so a change meanwhile is not
+				// overwritten; the controller's status writes move the
+				// revision too, so a conflict reads and decides again.
+				_, err = c.Services().Apply(ctx, svc)
+				if errdefs.IsConflict(err) && try < 5 {
+					continue
+				}
+				if err != nil {
+					return describeErr(err)
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "service/%s rolled back to revision %d\n", name, target.Revision)
+				return nil
 			}
-			target, err := undoTarget(svc, to)
-			if err != nil {
-				return err
-			}
-			svc.Spec.Template = target.Template
-			// Applied at the revision read: a change meanwhile is a conflict, not overwritten.
-			if _, err := c.Services().Apply(ctx, svc); err != nil {
-				return describeErr(err)
-			}
-			fmt.Fprintf(cmd.OutOrStdout(), "service/%s rolled back to revision %d\n", name, target.Revision)
-			return nil
 		},
 	}
 	cmd.Flags().IntVar(&to, "to-revision", 0, "the revision to put back (default: the one before the current)")
