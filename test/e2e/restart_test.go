@@ -29,8 +29,9 @@ func jsonOut(s string, v any) error { return json.Unmarshal([]byte(s), v) }
 // instanceLog records every instance of owner the store shows, from now on,
 // with each version of its status.
 type instanceLog struct {
-	mu   sync.Mutex
-	seen map[string][]api.InstanceStatus
+	mu      sync.Mutex
+	seen    map[string][]api.InstanceStatus
+	deleted int
 }
 
 func (c *cluster) watchInstances(owner string) *instanceLog {
@@ -49,6 +50,9 @@ func (c *cluster) watchInstances(owner string) *instanceLog {
 			}
 			l.mu.Lock()
 			l.seen[ev.Object.Metadata.Name] = append(l.seen[ev.Object.Metadata.Name], ev.Object.Status)
+			if ev.Type == "Deleted" {
+				l.deleted++
+			}
 			l.mu.Unlock()
 		}
 	}()
@@ -63,6 +67,12 @@ func (l *instanceLog) names() []string {
 		out = append(out, n)
 	}
 	return out
+}
+
+func (l *instanceLog) deletions() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.deleted
 }
 
 func (l *instanceLog) statuses(name string) []api.InstanceStatus {
