@@ -121,3 +121,50 @@ func TestHistoryOfBigTemplatesFits(t *testing.T) {
 		t.Fatalf("history of %d, want %d ending with the current template", n, api.MaxHistory)
 	}
 }
+
+// When why instances wait changes, their statuses are written in batches
+// and the events stay few: the first ones by instance, the rest on the owner.
+func TestUnschedulableReasonsBatched(t *testing.T) {
+	h := newHarness(t, "n1")
+	svc := &api.Service{Metadata: api.Metadata{Name: "nowhere"}, Spec: api.ServiceSpec{Replicas: 30,
+		Template:  api.Template{Image: "demo/busybox:1"},
+		Placement: api.Placement{Constraints: []api.Constraint{{Key: "node.name", Op: api.OpEq, Values: []string{"none"}}}}}}
+	if err := h.s.Create(h.ctx, svc); err != nil {
+		t.Fatal(err)
+	}
+	h.pass()
+	node := &api.Node{Metadata: api.Metadata{Name: "n2"}, Spec: api.NodeSpec{
+		Capacity: api.NodeCapacity{MilliCPU: 4000, Memory: 8 << 30, Pids: 10000}}}
+	if err := h.s.Create(h.ctx, node); err != nil {
+		t.Fatal(err)
+	}
+	h.heartbeat("n2")
+	h.pass()
+	for _, in := range h.instances() {
+		if !strings.Contains(in.Status.Message, "0/2 nodes") {
+			t.Fatalf("%s: message %q not brought up to date", in.Metadata.Name, in.Status.Message)
+		}
+	}
+	evs, _, err := store.List[api.Event](h.ctx, h.s, "default")
+	if err != nil {
+		t.Fatal(err)
+	}
+	perInstance, onOwner := 0, 0
+	for _, ev := range evs {
+		if ev.Reason != "Unschedulable" || !strings.Contains(ev.Message, "0/2 nodes") {
+			continue
+		}
+		switch ev.Object.Kind {
+		case api.KindInstance:
+			perInstance++
+		case api.KindService:
+			onOwner++
+			if !strings.Contains(ev.Message, "20 more instances") {
+				t.Errorf("owner event %q", ev.Message)
+			}
+		}
+	}
+	if perInstance != 10 || onOwner != 1 {
+		t.Fatalf("%d instance events and %d on the service, want 10 and 1", perInstance, onOwner)
+	}
+}
