@@ -203,3 +203,26 @@ func TestRolloutMaxUnavailable(t *testing.T) {
 	}
 	t.Logf("changes: %v", order)
 }
+
+// With autoRollback set from the start, a failing rollout rolls itself back.
+func TestRolloutAutoRollback(t *testing.T) {
+	c := startCluster(t, "--no-network")
+	if _, errOut, code := c.applyYAML(rolloutSpec(1, "autoRollback: true", "1", healthyCmd)); code != 0 {
+		t.Fatal(errOut)
+	}
+	c.ok("rollout", "status", "web", "--timeout", "60s")
+	if _, errOut, code := c.applyYAML(rolloutSpec(1, "autoRollback: true", "2", unhealthyCmd)); code != 0 {
+		t.Fatal(errOut)
+	}
+	_, errOut, code := c.run("rollout", "status", "web", "--timeout", "60s")
+	if code == 0 || !strings.Contains(errOut, "rolled back to revision 1") {
+		t.Fatalf("rollout status of a rollout that failed its health check: exit %d %q", code, errOut)
+	}
+	if svc := c.service("web"); svc.Spec.Template.Env["V"] != "1" {
+		t.Fatalf("template after the rollback: %+v", svc.Spec.Template)
+	}
+	eventually(t, 30*time.Second, "only the V=1 instance, ready", func() bool {
+		v := c.versions()
+		return v["1"] == 1 && len(v) == 1 && c.service("web").Status.ReadyReplicas == 1
+	})
+}
