@@ -167,6 +167,7 @@ func validateTemplate(e *errs, prefix string, t *Template) {
 	if err := ValidateImage(t.Image); err != nil {
 		e.add(join(prefix, "image"), "%v", err)
 	}
+	validateLimits(e, prefix, t)
 	for k := range t.Env {
 		if !envName().MatchString(k) {
 			e.add(join(prefix, "env"), "invalid variable name %q", k)
@@ -311,6 +312,7 @@ func (s *Service) Validate() error {
 	if s.Spec.Replicas < 0 {
 		e.add("replicas", "must not be negative, got %d", s.Spec.Replicas)
 	}
+	checkMax(&e, "replicas", s.Spec.Replicas, MaxReplicas)
 	validateTemplate(&e, "template", &s.Spec.Template)
 	if s.Spec.Update.MaxSurge < 0 {
 		e.add("update.maxSurge", "must not be negative, got %d", s.Spec.Update.MaxSurge)
@@ -326,7 +328,6 @@ func (s *Service) Validate() error {
 const (
 	MaxServiceName = 57
 	MaxJobName     = 48
-	MaxCompletions = 99999
 )
 
 // Validate checks a job.
@@ -337,9 +338,8 @@ func (j *Job) Validate() error {
 	if n := len(j.Metadata.Name); n > MaxJobName && n <= 63 {
 		e.add("name", "must be at most %d characters (instance names add the index and attempt), got %d", MaxJobName, n)
 	}
-	if j.Spec.Completions > MaxCompletions {
-		e.add("completions", "must be at most %d, got %d", MaxCompletions, j.Spec.Completions)
-	}
+	checkMax(&e, "completions", j.Spec.Completions, MaxCompletions)
+	checkMax(&e, "parallelism", j.Spec.Parallelism, MaxParallelism)
 	if j.Spec.Completions < 1 {
 		e.add("completions", "must be at least 1, got %d", j.Spec.Completions)
 	}

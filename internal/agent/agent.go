@@ -82,6 +82,8 @@ type Status struct {
 	Healthy     bool
 	StartedAt   time.Time
 	FinishedAt  time.Time
+	// RestartAt is when a backing-off container starts again.
+	RestartAt time.Time
 }
 
 // NodeInfo is what the agent registers about its node.

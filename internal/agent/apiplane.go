@@ -241,7 +241,7 @@ func (p *APIPlane) ReportStatus(ctx context.Context, namespace, name, uid string
 		Status: api.InstanceStatus{
 			Phase: api.Phase(st.Phase), IP: st.IP, ContainerID: st.ContainerID, Pid: st.Pid, ExitCode: st.ExitCode,
 			Reason: st.Reason, Message: st.Message, Restarts: st.Restarts, Healthy: st.Healthy,
-			StartedAt: st.StartedAt, FinishedAt: st.FinishedAt,
+			StartedAt: st.StartedAt, FinishedAt: st.FinishedAt, RestartAt: st.RestartAt,
 		},
 	}
 	if _, err := p.c.Instances().UpdateStatus(ctx, in); err != nil {

@@ -408,6 +408,8 @@ func (a *Agent) statusOf(inst *Instance, c runtime.Status, now time.Time) Status
 			st.Reason, st.Message = "StartError", f.err.Error()
 			if inst.Restart == reconcile.Never {
 				st.Phase = PhaseFailed
+			} else {
+				st.RestartAt = f.next
 			}
 		}
 		return st
@@ -458,6 +460,8 @@ func (a *Agent) statusOf(inst *Instance, c runtime.Status, now time.Time) Status
 			if strings.TrimSpace(st.Reason) == "" || st.Reason == "Completed" || st.Reason == "Error" {
 				st.Reason = "BackOff"
 			}
+			// The reconciler's own rule, so that what ps shows is when it happens.
+			st.RestartAt = c.FinishedAt.Add(reconcile.Backoff(attemptOf(c), c.FinishedAt.Sub(c.StartedAt)))
 		case st.ExitCode == 0:
 			st.Phase = PhaseSucceeded
 		default:
