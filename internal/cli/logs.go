@@ -5,77 +5,177 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"path/filepath"
 	"sort"
 	"sync"
+	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/berth-dev/berth/api"
 	"github.com/berth-dev/berth/api/client"
 	"github.com/berth-dev/berth/internal/errdefs"
-	"github.com/berth-dev/berth/internal/runtime"
 )
 
 func newLogsCmd(g *globals) *cobra.Command {
-	var opts runtime.LogOptions
+	var opts client.LogOptions
+	var since string
 	cmd := &cobra.Command{
-		Use:   "logs [-f] NAME",
-		Short: "Print the output of an instance, or of every instance of a service or job",
-		Example: `  berth logs web            # every instance of service web, each line prefixed
-  berth logs -f web-k2x9p    # one instance, following`,
+		Use:   "logs [-f] [--tail N] [--since 10m|RFC3339] [--timestamps] [--previous] INSTANCE|SERVICE|JOB",
+		Short: "Print the output of an instance, or of every instance of a service or job, on any node",
+		Example: `  berth logs web              # every instance of service web, each line prefixed
+  berth logs -f web           # ... and follow them, and the replicas that replace them
+  berth logs --since 10m --tail 20 web-k2x9p
+  berth logs --previous web-k2x9p   # the container before the last restart`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
+			if since != "" {
+				t, err := parseSince(since, time.Now())
+				if err != nil {
+					return err
+				}
+				opts.Since = t
+			}
+			if opts.Tail < 0 {
+				return fmt.Errorf("--tail %d: want a count of lines, 0 for all", opts.Tail)
+			}
 			c, err := g.client(ctx)
 			if err != nil {
 				return err
 			}
-			insts, err := resolveInstances(ctx, c, args[0])
-			if err != nil {
-				return err
-			}
-			rt, err := runtime.New(filepath.Join(g.dataDir, "containers"))
+			insts, rev, single, err := resolveInstancesAt(ctx, c, args[0])
 			if err != nil {
 				return err
 			}
 			out, errOut := cmd.OutOrStdout(), cmd.ErrOrStderr()
-			if len(insts) == 1 {
-				return instanceLogs(ctx, rt, insts[0], opts, out, errOut)
+			if single {
+				in := insts[0]
+				return c.InstanceLogs(ctx, in.Metadata.Namespace, in.Metadata.Name, opts, out, errOut)
 			}
-			// Several instances: lines prefixed with the instance, written whole.
-			var mu sync.Mutex
-			var wg sync.WaitGroup
-			errs := make([]error, len(insts))
-			for i, in := range insts {
-				wg.Go(func() {
-					p := "[" + in.Metadata.Name + "] "
-					errs[i] = instanceLogs(ctx, rt, in, opts, &prefixWriter{w: out, mu: &mu, prefix: p}, &prefixWriter{w: errOut, mu: &mu, prefix: p})
-				})
+			ml := &mergedLogs{c: c, opts: opts, out: out, errOut: errOut, seen: map[string]bool{}}
+			for _, in := range insts {
+				ml.start(ctx, in, opts)
 			}
-			wg.Wait()
-			return errors.Join(errs...)
+			if opts.Follow {
+				ns, owner := namespaced(args[0])
+				if err := ml.followNew(ctx, ns, owner, rev); err != nil {
+					return err
+				}
+			}
+			ml.wg.Wait()
+			return errors.Join(ml.errs...)
 		},
 	}
-	cmd.Flags().BoolVarP(&opts.Follow, "follow", "f", false, "keep printing output as it comes")
-	cmd.Flags().IntVar(&opts.Tail, "tail", 0, "print only the last N lines of each")
+	cmd.Flags().BoolVarP(&opts.Follow, "follow", "f", false, "keep printing output as it comes (for a service or job, from the replicas that replace these too)")
+	cmd.Flags().IntVar(&opts.Tail, "tail", 0, "print only the last N lines of each instance (0: all)")
+	cmd.Flags().StringVar(&since, "since", "", "only lines written since a time (RFC 3339) or for a duration (10m, 1h30m)")
 	cmd.Flags().BoolVarP(&opts.Timestamps, "timestamps", "t", false, "prefix each line with its time")
+	cmd.Flags().BoolVarP(&opts.Previous, "previous", "p", false, "print the output of the container before the last restart")
 	return cmd
+}
+
+// parseSince reads --since: an RFC 3339 time, or a duration back from now.
+func parseSince(s string, now time.Time) (time.Time, error) {
+	if d, err := time.ParseDuration(s); err == nil {
+		if d < 0 {
+			return time.Time{}, fmt.Errorf("--since %q: a duration back from now must not be negative", s)
+		}
+		return now.Add(-d), nil
+	}
+	if t, err := time.Parse(time.RFC3339Nano, s); err == nil {
+		return t, nil
+	}
+	return time.Time{}, fmt.Errorf("--since %q: want an RFC 3339 time (2026-01-02T15:04:05Z) or a duration (10m)", s)
+}
+
+// mergedLogs prints the output of several instances, each line whole
+// and prefixed with its instance.
+type mergedLogs struct {
+	c           *client.Client
+	opts        client.LogOptions
+	out, errOut io.Writer
+	mu          sync.Mutex // serialises lines on out and errOut
+	wg          sync.WaitGroup
+	emu         sync.Mutex
+	errs        []error
+	seen        map[string]bool // containers followed already
+}
+
+// start prints an instance's output, following it with -f, unless its
+// container is being printed already.
+func (m *mergedLogs) start(ctx context.Context, in *api.Instance, opts client.LogOptions) {
+	m.emu.Lock()
+	key := in.Metadata.UID + "/" + in.Status.ContainerID
+	if in.Status.ContainerID == "" || m.seen[key] {
+		m.emu.Unlock()
+		return
+	}
+	m.seen[key] = true
+	m.emu.Unlock()
+	m.wg.Go(func() {
+		p := "[" + in.Metadata.Name + "] "
+		ow, ew := &prefixWriter{w: m.out, mu: &m.mu, prefix: p}, &prefixWriter{w: m.errOut, mu: &m.mu, prefix: p}
+		err := m.c.InstanceLogs(ctx, in.Metadata.Namespace, in.Metadata.Name, opts, ow, ew)
+		ow.flush()
+		ew.flush()
+		// An instance that went away (or never ran on its node) while
+		// being followed is no error of the command's.
+		if err != nil && ctx.Err() == nil && !(opts.Follow && (errdefs.IsNotFound(err) || errdefs.IsUnavailable(err))) {
+			m.emu.Lock()
+			m.errs = append(m.errs, fmt.Errorf("%s: %w", in.Metadata.Name, err))
+			m.emu.Unlock()
+		}
+	})
+}
+
+// followNew follows the owner's instances that start after revision rev:
+// new replicas, and new containers of restarted ones, from their first line.
+func (m *mergedLogs) followNew(ctx context.Context, ns, owner string, rev int64) error {
+	fresh := m.opts
+	fresh.Tail, fresh.Since = 0, time.Time{}
+	for ctx.Err() == nil {
+		events, err := m.c.Instances().Watch(ctx, ns, rev)
+		if err != nil {
+			return err
+		}
+		for ev := range events {
+			if ev.Err != nil {
+				if errdefs.IsFailedPrecondition(ev.Err) {
+					rev = 0 // compacted: carry on from now
+				}
+				break
+			}
+			rev = ev.Revision
+			in := ev.Object
+			if ev.Type == "Deleted" || in.Spec.Owner.Name != owner || in.Status.Phase != api.PhaseRunning {
+				continue
+			}
+			m.start(ctx, in, fresh)
+		}
+	}
+	return nil
 }
 
 // resolveInstances finds an instance by name, or a service's or job's instances.
 func resolveInstances(ctx context.Context, c *client.Client, ref string) ([]*api.Instance, error) {
+	insts, _, _, err := resolveInstancesAt(ctx, c, ref)
+	return insts, err
+}
+
+// resolveInstancesAt is resolveInstances with the revision of the
+// listing, and whether ref named an instance rather than its owner.
+func resolveInstancesAt(ctx context.Context, c *client.Client, ref string) ([]*api.Instance, int64, bool, error) {
 	ns, name := namespaced(ref)
 	in, err := c.Instances().Get(ctx, ns, name)
 	if err == nil {
-		return []*api.Instance{in}, nil
+		return []*api.Instance{in}, 0, true, nil
 	}
 	if !errdefs.IsNotFound(err) {
-		return nil, err
+		return nil, 0, false, err
 	}
-	list, _, err := c.Instances().List(ctx, ns)
+	list, rev, err := c.Instances().List(ctx, ns)
 	if err != nil {
-		return nil, err
+		return nil, 0, false, err
 	}
 	var out []*api.Instance
 	for _, in := range list {
@@ -84,22 +184,10 @@ func resolveInstances(ctx context.Context, c *client.Client, ref string) ([]*api
 		}
 	}
 	if len(out) == 0 {
-		return nil, fmt.Errorf("no instance, service or job named %q in namespace %q", name, ns)
+		return nil, 0, false, fmt.Errorf("no instance, service or job named %q in namespace %q", name, ns)
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Metadata.Name < out[j].Metadata.Name })
-	return out, nil
-}
-
-// instanceLogs prints an instance's container output from this machine's runtime.
-func instanceLogs(ctx context.Context, rt *runtime.Runtime, in *api.Instance, opts runtime.LogOptions, stdout, stderr io.Writer) error {
-	if in.Status.ContainerID == "" {
-		return fmt.Errorf("instance %s has no container yet (phase %s)", in.Metadata.Name, dash(string(in.Status.Phase)))
-	}
-	err := rt.Logs(ctx, in.Status.ContainerID, opts, stdout, stderr)
-	if errors.Is(err, runtime.ErrNotFound) {
-		return fmt.Errorf("instance %s: its container %s is not on this machine (node %s)", in.Metadata.Name, in.Status.ContainerID, in.Spec.Node)
-	}
-	return err
+	return out, rev, false, nil
 }
 
 // prefixWriter writes whole lines with a prefix, under a shared lock.
@@ -112,24 +200,48 @@ type prefixWriter struct {
 
 func (p *prefixWriter) Write(b []byte) (int, error) {
 	p.buf = append(p.buf, b...)
-	for {
-		i := indexByte(p.buf, '\n')
-		if i < 0 {
-			return len(b), nil
-		}
-		p.mu.Lock()
-		_, err := fmt.Fprintf(p.w, "%s%s\n", p.prefix, p.buf[:i])
-		p.mu.Unlock()
-		p.buf = p.buf[i+1:]
-		if err != nil {
-			return 0, err
-		}
+	i := lastIndexByte(p.buf, '\n')
+	if i < 0 {
+		return len(b), nil
+	}
+	// Every whole line in one write, each with its prefix.
+	var out []byte
+	rest := p.buf[:i+1]
+	for len(rest) > 0 {
+		j := indexByte(rest, '\n')
+		out = append(out, p.prefix...)
+		out = append(out, rest[:j+1]...)
+		rest = rest[j+1:]
+	}
+	p.buf = append(p.buf[:0], p.buf[i+1:]...)
+	p.mu.Lock()
+	_, err := p.w.Write(out)
+	p.mu.Unlock()
+	if err != nil {
+		return 0, err
+	}
+	return len(b), nil
+}
+
+// flush writes a last line that had no newline.
+func (p *prefixWriter) flush() {
+	if len(p.buf) > 0 {
+		_, _ = p.Write([]byte{'\n'})
 	}
 }
 
 func indexByte(b []byte, c byte) int {
 	for i, x := range b {
 		if x == c {
+			return i
+		}
+	}
+	return -1
+}
+
+func lastIndexByte(b []byte, c byte) int {
+	for i := len(b) - 1; i >= 0; i-- {
+		if b[i] == c {
 			return i
 		}
 	}

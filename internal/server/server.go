@@ -9,6 +9,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"os"
@@ -149,6 +150,12 @@ func Up(ctx context.Context, cfg Config) error {
 		Network:      cfg.Network.agentNetwork(c, name, cfg.DataDir, log),
 	})
 	run("agent", ag.Run)
+	// The agent serves remote operations through the API, as on any node.
+	remote := ag.RemoteHandler(nil)
+	run("agent tunnel", func(ctx context.Context) error {
+		agent.ServeTunnel(ctx, func(ctx context.Context) (io.ReadWriteCloser, error) { return c.OpenTunnel(ctx, name) }, remote, log)
+		return nil
+	})
 	if cfg.Ready != nil {
 		if waitHealthy(ctx, c) {
 			cfg.Ready(sock, creds)
