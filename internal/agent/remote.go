@@ -444,6 +444,12 @@ func (a *Agent) serveCopyFrom(w http.ResponseWriter, r *http.Request) {
 		writeErr(w, err)
 		return
 	}
+	// tar writes its end-of-archive blocks even when it finds nothing, so
+	// a missing path is asked about first, while an error can still be sent.
+	if code, err := a.cfg.Runtime.Exec(r.Context(), c.ID, runtime.ExecProcess{Args: []string{"test", "-e", p}}); err == nil && code != 0 {
+		writeErr(w, fmt.Errorf("copy %s from container %s: %w: no such file or directory", p, c.ID, errdefs.ErrNotFound))
+		return
+	}
 	sw := &startedWriter{w: w}
 	code, msg, err := a.runTar(r.Context(), c.ID, []string{"cf", "-", "-C", path.Dir(p), path.Base(p)}, nil, sw)
 	switch {
@@ -512,23 +518,27 @@ func (a *Agent) servePortForward(w http.ResponseWriter, r *http.Request) {
 	defer cancel()
 	wc := websocket.NetConn(ctx, ws, websocket.MessageBinary)
 	defer wc.Close()
-	done := make(chan struct{}, 2)
+	// The container's side ending ends the stream; the caller's side
+	// ending is passed on as a half-close, and the answer may still come.
+	sent, answered := make(chan struct{}), make(chan struct{})
 	go func() {
 		_, _ = io.Copy(conn, wc)
 		if tc, ok := conn.(*net.TCPConn); ok {
 			_ = tc.CloseWrite()
 		}
-		done <- struct{}{}
+		close(sent)
 	}()
 	go func() {
 		_, _ = io.Copy(wc, conn)
-		done <- struct{}{}
+		close(answered)
 	}()
-	<-done
-	// One side ended: give the other a moment to finish what it sends.
 	select {
-	case <-done:
-	case <-time.After(5 * time.Second):
+	case <-answered:
+	case <-sent:
+		select {
+		case <-answered:
+		case <-time.After(30 * time.Second):
+		}
 	}
 }
 
