@@ -18,6 +18,7 @@ import (
 	"github.com/berth-dev/berth/api"
 	"github.com/berth-dev/berth/api/client"
 	"github.com/berth-dev/berth/internal/errdefs"
+	"github.com/berth-dev/berth/internal/metrics"
 )
 
 // Remote operations: an instance's logs, exec, attach, cp, port-forward
@@ -205,6 +206,7 @@ func (s *Server) instanceOp(op string) http.HandlerFunc {
 			writeError(w, fmt.Errorf("%s: %w: bound to no node yet", api.Ref(api.KindInstance, ns, name), errdefs.ErrFailedPrecondition))
 			return
 		}
+		metrics.RemoteStreams.WithLabelValues(op).Inc()
 		if op == "exec" || op == "attach" || (op == "cp" && r.Method == http.MethodPut) {
 			s.recordRemoteOp(r, &in, op)
 		}

@@ -21,6 +21,7 @@ import (
 	"github.com/berth-dev/berth/internal/errdefs"
 	"github.com/berth-dev/berth/internal/hostinfo"
 	"github.com/berth-dev/berth/internal/image"
+	"github.com/berth-dev/berth/internal/metrics"
 	"github.com/berth-dev/berth/internal/pki"
 	"github.com/berth-dev/berth/internal/runtime"
 )
@@ -212,7 +213,7 @@ func Agent(ctx context.Context, cfg AgentConfig) error {
 		Network:      cfg.Network.agentNetwork(c, name, cfg.DataDir, log),
 	})
 	// A tunnel to every server: whichever one a client asks reaches this node.
-	remote := ag.RemoteHandler(nil)
+	remote := ag.RemoteHandler(metrics.Handler(ag.InstanceCollector()))
 	for _, tc := range tunnelClients {
 		go agent.ServeTunnel(ctx, func(ctx context.Context) (io.ReadWriteCloser, error) { return tc.OpenTunnel(ctx, name) }, remote, log)
 	}
