@@ -34,7 +34,14 @@ func newExecCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			o := client.ExecOptions{Command: args[1:], Env: env, TTY: tty, Stdout: cmd.OutOrStdout(), Stderr: cmd.ErrOrStderr()}
+			command := args[1:]
+			if command[0] == "--" { // flags stop at the instance; a -- after it only separates
+				command = command[1:]
+			}
+			if len(command) == 0 {
+				return errors.New("exec: no command given after --")
+			}
+			o := client.ExecOptions{Command: command, Env: env, TTY: tty, Stdout: cmd.OutOrStdout(), Stderr: cmd.ErrOrStderr()}
 			if interactive {
 				o.Stdin = cmd.InOrStdin()
 			}

@@ -15,12 +15,11 @@ import (
 )
 
 func newPortForwardCmd(g *globals) *cobra.Command {
-	var address string
 	cmd := &cobra.Command{
 		Use:   "port-forward INSTANCE|SERVICE [LOCAL:]REMOTE",
 		Short: "Forward a local port to a port of an instance, on any node, until interrupted",
-		Long: `Forward a local port to a port of an instance, on any node, until interrupted.
-Connections reach the port on the instance's loopback, from inside its network
+		Long: `Forward a port on this machine's loopback to a port of an instance, on any
+node, until interrupted. Connections reach the port on the instance's loopback, from inside its network
 namespace, so ports the instance publishes nowhere are reachable too. A
 service's first running instance serves every connection. LOCAL 0 (or left
 out with a colon, ":80") picks a free port; the line printed says which.`,
@@ -41,7 +40,7 @@ out with a colon, ":80") picks a free port; the line printed says which.`,
 			if err != nil {
 				return err
 			}
-			l, err := net.Listen("tcp", net.JoinHostPort(address, strconv.Itoa(local)))
+			l, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(local)))
 			if err != nil {
 				return fmt.Errorf("port-forward: listen: %w", err)
 			}
@@ -67,7 +66,6 @@ out with a colon, ":80") picks a free port; the line printed says which.`,
 			}
 		},
 	}
-	cmd.Flags().StringVar(&address, "address", "127.0.0.1", "local address to listen on")
 	return cmd
 }
 
