@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"sync"
 	"time"
 )
@@ -63,20 +64,26 @@ type TermSize struct {
 const MaxFrame = 1 << 20
 
 // FrameWriter writes frames to w, from several goroutines. Writes are
-// buffered and flushed every FlushEvery (or when the buffer fills), so a
-// chatty container makes large writes, not one per line.
+// buffered, and consecutive writes to one stream share a frame, until the
+// buffer fills or FlushEvery passes: a chatty container makes large
+// writes, not one (or three) per line.
 type FrameWriter struct {
-	mu    sync.Mutex
-	bw    *bufio.Writer
-	flush func()
-	dirty bool
-	err   error
-	stop  chan struct{}
-	done  chan struct{}
+	mu      sync.Mutex
+	bw      *bufio.Writer
+	flush   func()
+	pending []byte // the payload of the frame being gathered
+	stream  byte   // pending's stream
+	dirty   bool
+	err     error
+	stop    chan struct{}
+	done    chan struct{}
 }
 
 // FlushEvery is how long written frames may wait in a FrameWriter's buffer.
 const FlushEvery = 20 * time.Millisecond
+
+// gather is how large a frame grows from consecutive writes.
+const gather = 32 << 10
 
 // NewFrameWriter writes frames to w, calling flush (when not nil) after
 // each flush of its buffer. Close stops it.
@@ -104,9 +111,29 @@ func (fw *FrameWriter) flusher() {
 	}
 }
 
-func (fw *FrameWriter) flushLocked() {
-	if err := fw.bw.Flush(); err != nil {
+// emitLocked writes the gathered frame out to the buffer.
+func (fw *FrameWriter) emitLocked() {
+	if len(fw.pending) == 0 || fw.err != nil {
+		fw.pending = fw.pending[:0]
+		return
+	}
+	var h [8]byte
+	h[0] = fw.stream
+	binary.BigEndian.PutUint32(h[4:], uint32(len(fw.pending)))
+	if _, err := fw.bw.Write(h[:]); err != nil {
 		fw.err = err
+	} else if _, err := fw.bw.Write(fw.pending); err != nil {
+		fw.err = err
+	}
+	fw.pending = fw.pending[:0]
+}
+
+func (fw *FrameWriter) flushLocked() {
+	fw.emitLocked()
+	if fw.err == nil {
+		if err := fw.bw.Flush(); err != nil {
+			fw.err = err
+		}
 	}
 	if fw.flush != nil {
 		fw.flush()
@@ -114,32 +141,27 @@ func (fw *FrameWriter) flushLocked() {
 	fw.dirty = false
 }
 
-// WriteFrame writes one frame (splitting a payload over MaxFrame).
+// WriteFrame writes p to stream (in frames of at most MaxFrame).
 func (fw *FrameWriter) WriteFrame(stream byte, p []byte) error {
 	fw.mu.Lock()
 	defer fw.mu.Unlock()
-	for {
+	for len(p) > 0 || fw.err != nil {
 		if fw.err != nil {
 			return fw.err
 		}
-		n := min(len(p), MaxFrame)
-		var h [8]byte
-		h[0] = stream
-		binary.BigEndian.PutUint32(h[4:], uint32(n))
-		if _, err := fw.bw.Write(h[:]); err != nil {
-			fw.err = err
-			return err
+		if stream != fw.stream || len(fw.pending) >= gather {
+			fw.emitLocked()
+			fw.stream = stream
 		}
-		if _, err := fw.bw.Write(p[:n]); err != nil {
-			fw.err = err
-			return err
-		}
+		n := min(len(p), MaxFrame-len(fw.pending))
+		fw.pending = append(fw.pending, p[:n]...)
 		fw.dirty = true
 		p = p[n:]
-		if len(p) == 0 {
-			return nil
-		}
 	}
+	if stream == StreamStatus {
+		fw.emitLocked() // a status is a frame of its own
+	}
+	return fw.err
 }
 
 // Stream is an io.Writer whose writes become frames of stream.
@@ -174,15 +196,24 @@ func (fw *FrameWriter) Close() error {
 
 // ReadFrames reads frames from r until it ends, writing stdout and stderr
 // frames to their writers and passing a status frame to status (when not
-// nil). A body cut short mid-frame is io.ErrUnexpectedEOF.
+// nil). The writers get what has arrived in large writes, whenever the
+// stream pauses, and in the order it came. A body cut short mid-frame is
+// io.ErrUnexpectedEOF.
 func ReadFrames(r io.Reader, stdout, stderr io.Writer, status func([]byte)) error {
 	br := bufio.NewReaderSize(r, 64<<10)
+	out := &orderedWriters{w: [2]io.Writer{stdout, stderr}}
+	defer out.flush()
 	var h [8]byte
-	buf := make([]byte, 32<<10)
 	for {
+		if br.Buffered() < len(h) {
+			// About to wait for the network: hand on what is here.
+			if err := out.flush(); err != nil {
+				return err
+			}
+		}
 		if _, err := io.ReadFull(br, h[:]); err != nil {
 			if errors.Is(err, io.EOF) {
-				return nil
+				return out.flush()
 			}
 			return err
 		}
@@ -190,35 +221,71 @@ func ReadFrames(r io.Reader, stdout, stderr io.Writer, status func([]byte)) erro
 		if n > MaxFrame {
 			return fmt.Errorf("stream frame of %d bytes: over the %d-byte limit", n, MaxFrame)
 		}
-		if int(n) > len(buf) {
-			buf = make([]byte, n)
-		}
-		p := buf[:n]
-		if _, err := io.ReadFull(br, p); err != nil {
-			if errors.Is(err, io.EOF) {
-				err = io.ErrUnexpectedEOF
-			}
-			return err
-		}
-		var w io.Writer
+		var idx int
 		switch h[0] {
 		case StreamStdout:
-			w = stdout
+			idx = 0
 		case StreamStderr:
-			w = stderr
+			idx = 1
 		case StreamStatus:
+			p := make([]byte, n)
+			if _, err := io.ReadFull(br, p); err != nil {
+				return unexpected(err)
+			}
 			if status != nil {
-				status(append([]byte(nil), p...))
+				status(p)
 			}
 			continue
 		default:
 			return fmt.Errorf("stream frame: unknown stream %d", h[0])
 		}
-		if w == nil {
-			continue
-		}
-		if _, err := w.Write(p); err != nil {
+		if err := out.copy(idx, br, int(n)); err != nil {
 			return err
 		}
 	}
+}
+
+func unexpected(err error) error {
+	if errors.Is(err, io.EOF) {
+		return io.ErrUnexpectedEOF
+	}
+	return err
+}
+
+// orderedWriters buffers output for two writers, handing one's on
+// before the other's so that they interleave as they came.
+type orderedWriters struct {
+	w   [2]io.Writer
+	buf []byte
+	cur int
+}
+
+func (o *orderedWriters) copy(idx int, r io.Reader, n int) error {
+	if idx != o.cur || len(o.buf)+n > 256<<10 {
+		if err := o.flush(); err != nil {
+			return err
+		}
+		o.cur = idx
+	}
+	start := len(o.buf)
+	o.buf = slices.Grow(o.buf, n)[:start+n]
+	if _, err := io.ReadFull(r, o.buf[start:]); err != nil {
+		o.buf = o.buf[:start]
+		return unexpected(err)
+	}
+	return nil
+}
+
+func (o *orderedWriters) flush() error {
+	if len(o.buf) == 0 {
+		return nil
+	}
+	w := o.w[o.cur]
+	b := o.buf
+	o.buf = o.buf[:0]
+	if w == nil {
+		return nil
+	}
+	_, err := w.Write(b)
+	return err
 }
