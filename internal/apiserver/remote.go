@@ -46,6 +46,18 @@ import (
 // as a yamux session whose streams it opens, one per proxied request.
 // Agents open a tunnel to every server they know, so whichever server a
 // client asks can reach every node.
+//
+// Why these transports: the agent dials out, so a node needs no open
+// port (nor an address the server can reach), and the tunnel is the
+// node's own mTLS connection; yamux (hashicorp/yamux, as Nomad and
+// Consul use) carries many streams over it with keepalives that find a
+// dead peer in seconds, and each stream is plain HTTP/1.1, so the
+// server's side is httputil.ReverseProxy. Exec and port-forward need both
+// directions at once: they are WebSockets (coder/websocket), which pass
+// through that proxy as an Upgrade, work the same on the unix socket and
+// over TLS, frame messages (exec's channels) and are what a browser (the
+// dashboard) speaks. One-way streams (logs, cp, stats) stay plain HTTP
+// bodies.
 
 // tunnels are the nodes' open tunnels to this server.
 type tunnels struct {
