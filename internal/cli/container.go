@@ -117,6 +117,10 @@ func runContainer(ctx context.Context, g *globals, f *runFlags, ref string, args
 	if err != nil {
 		return err
 	}
+	binds, err := f.extra.binds()
+	if err != nil {
+		return err
+	}
 	rt, err := g.runtime()
 	if err != nil {
 		return err
@@ -126,7 +130,7 @@ func runContainer(ctx context.Context, g *globals, f *runFlags, ref string, args
 		id = generateName(ref)
 	}
 	c := runtime.Config{
-		ID: id, Image: ref, Env: env, Labels: labels, Cwd: f.workdir, User: f.user, Hostname: f.hostname,
+		ID: id, Image: ref, Env: env, Labels: labels, Mounts: binds, Cwd: f.workdir, User: f.user, Hostname: f.hostname,
 		ReadonlyRootfs: f.readOnly, CapAdd: f.capAdd, CapDrop: f.capDrop, NoSeccomp: f.noSeccomp,
 		Executor:  f.executor,
 		Resources: runtime.Resources{CPUs: f.cpus, CPUSet: f.cpuset, MemoryBytes: mem, Pids: f.pids},

@@ -4,10 +4,13 @@ import (
 	"bufio"
 	"fmt"
 	"os"
+	"path"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
 
+	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"github.com/spf13/pflag"
 )
 
@@ -17,12 +20,75 @@ type runExtras struct {
 	envFiles   []string
 	labels     []string
 	entrypoint string
+	volumes    []string
+	mounts     []string
 }
 
 func (x *runExtras) register(fl *pflag.FlagSet) {
 	fl.StringArrayVar(&x.envFiles, "env-file", nil, "read environment variables from a file of KEY=VALUE lines (# comments; a bare KEY takes this shell's value)")
 	fl.StringArrayVar(&x.labels, "label", nil, "set a label KEY=VALUE on the container")
 	fl.StringVar(&x.entrypoint, "entrypoint", "", `run this program instead of the image's entrypoint (and without its default command); "" for none`)
+	fl.StringArrayVarP(&x.volumes, "volume", "v", nil, "bind a host directory or file: /HOST:/CONTAINER[:ro|rw]")
+	fl.StringArrayVar(&x.mounts, "mount", nil, "bind a host path: type=bind,source=/HOST,target=/CONTAINER[,readonly]")
+}
+
+// binds reads -v and --mount into bind mounts. Sources must exist (a
+// typo must not become an empty directory) and both ends be absolute.
+func (x *runExtras) binds() ([]specs.Mount, error) {
+	var out []specs.Mount
+	add := func(flag, spec, src, dst string, ro bool) error {
+		if !filepath.IsAbs(src) || !path.IsAbs(dst) {
+			return fmt.Errorf("%s %q: want absolute paths on both sides", flag, spec)
+		}
+		if _, err := os.Stat(src); err != nil {
+			return fmt.Errorf("%s %q: source: %w", flag, spec, err)
+		}
+		opt := "rw"
+		if ro {
+			opt = "ro"
+		}
+		out = append(out, specs.Mount{Destination: path.Clean(dst), Type: "bind", Source: filepath.Clean(src), Options: []string{"rbind", opt}})
+		return nil
+	}
+	for _, v := range x.volumes {
+		f := strings.Split(v, ":")
+		ro := false
+		switch {
+		case len(f) == 3 && (f[2] == "ro" || f[2] == "rw"):
+			ro = f[2] == "ro"
+		case len(f) != 2:
+			return nil, fmt.Errorf("-v %q: want /HOST:/CONTAINER[:ro|rw]", v)
+		}
+		if err := add("-v", v, f[0], f[1], ro); err != nil {
+			return nil, err
+		}
+	}
+	for _, m := range x.mounts {
+		var typ, src, dst string
+		ro := false
+		for _, kv := range strings.Split(m, ",") {
+			k, val, _ := strings.Cut(kv, "=")
+			switch k {
+			case "type":
+				typ = val
+			case "source", "src":
+				src = val
+			case "target", "destination", "dst":
+				dst = val
+			case "readonly", "ro":
+				ro = val == "" || val == "true" || val == "1"
+			default:
+				return nil, fmt.Errorf("--mount %q: unknown key %q (type, source, target, readonly)", m, k)
+			}
+		}
+		if typ != "bind" {
+			return nil, fmt.Errorf("--mount %q: type %q: only bind mounts are supported", m, typ)
+		}
+		if err := add("--mount", m, src, dst, ro); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
 }
 
 // entrypointSet says whether --entrypoint was given (it may be "").
