@@ -263,7 +263,11 @@ func (l *LAN) via(s *Host, args ...string) (string, error) {
 // token, as a client on another machine would; the caller starts it
 // (and may stream its output, as of logs -f).
 func (l *LAN) AdminCommand(ctx context.Context, args ...string) *exec.Cmd {
-	s := l.Servers[0]
+	return l.AdminCommandVia(ctx, l.Servers[0], args...)
+}
+
+// AdminCommandVia is AdminCommand through server s's API, from s's namespace.
+func (l *LAN) AdminCommandVia(ctx context.Context, s *Host, args ...string) *exec.Cmd {
 	return s.berth(ctx, append([]string{"--server", s.url(), "--token", l.token, "--ca-file", l.caFile}, args...)...)
 }
 

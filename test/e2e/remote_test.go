@@ -61,12 +61,13 @@ template:
 `
 
 // TestRemoteOperationsOnTheLAN drives logs, exec, cp, port-forward and
-// metrics from a client in the server's namespace, over TLS with the
-// admin token, to instances on three agents in namespaces of their own.
+// metrics from a client in the first server's namespace, over TLS with
+// the admin token, to instances on three agents in namespaces of their
+// own (and exec through the second server too).
 func TestRemoteOperationsOnTheLAN(t *testing.T) {
 	start := time.Now()
-	l := startLANOf(t, 1, 3)
-	t.Logf("1 server and 3 agents up in %v", time.Since(start).Round(time.Millisecond))
+	l := startLANOf(t, 2, 3)
+	t.Logf("2 servers and 3 agents up in %v", time.Since(start).Round(time.Millisecond))
 	s1 := l.Servers[0].Netns
 	api1 := adminAPI(t, l)
 
@@ -216,6 +217,12 @@ func TestRemoteOperationsOnTheLAN(t *testing.T) {
 		}
 		if got := admin(t, l, "exec", name, "hostname"); strings.TrimSpace(got) != name {
 			t.Errorf("exec hostname on n2: %q, want %s", got, name)
+		}
+		// Every agent keeps a tunnel to every server: the second reaches n2 too.
+		got, err := l.AdminCommandVia(t.Context(), l.Servers[1], "exec", name, "--", "sh", "-c", "hostname; exit 4").Output()
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) || ee.ExitCode() != 4 || strings.TrimSpace(string(got)) != name {
+			t.Errorf("exec through the second server: %v, %q; want exit 4 and %s", err, got, name)
 		}
 	})
 
