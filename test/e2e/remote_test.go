@@ -149,6 +149,31 @@ func TestRemoteOperationsOnTheLAN(t *testing.T) {
 		waitLine(t, lines, 60*time.Second, "a fourth replica's lines", seen(func() bool { return len(boots) == 4 }))
 	})
 
+	t.Run("a reader that never reads slows no container", func(t *testing.T) {
+		check(t, l.Apply(`kind: Service
+name: flood
+replicas: 1
+placement: {constraints: [{key: node.name, op: "==", values: [n1]}]}
+template:
+  image: demo/busybox:1
+  command: ["sh", "-c", "sleep 2; yes 'a line the reader never takes' | head -n 200000; echo END; exec sleep 1d"]
+  resources: {cpu: 0.5, memory: 32Mi}
+`))
+		in := waitHealthy(t, l, "flood", 1, 60*time.Second)[0]
+		ctx, cancel := context.WithCancel(t.Context())
+		defer cancel()
+		// Its stdout is a pipe nobody reads: it fills within the first
+		// lines, and the stream backs up to the agent.
+		stalled := l.AdminCommand(ctx, "logs", "-f", in.Metadata.Name)
+		_, err := stalled.StdoutPipe()
+		check(t, err)
+		check(t, stalled.Start())
+		t.Cleanup(func() { _ = stalled.Process.Kill(); _ = stalled.Wait() })
+		eventually(t, 60*time.Second, "the container to write all its lines past the stalled reader", func() bool {
+			return logsOf(t, l, "--tail", "1", in.Metadata.Name) == "END\n"
+		})
+	})
+
 	t.Run("tail and since are exact", func(t *testing.T) {
 		name := quiet.Metadata.Name
 		eventually(t, 20*time.Second, "quiet's last line", func() bool {
