@@ -31,7 +31,7 @@ import (
 // these routes over the node's tunnel (see ServeTunnel), after it has
 // authorised the caller; they name an instance by its UID, whose latest
 // container (or the one before, for previous logs) they serve from the
-// runtime:
+// runtime (?container= may name the latest, saving a search):
 //
 //	GET /v1/instances/{uid}/logs         frames (client.ReadFrames); ?follow, tail, since, timestamps, previous
 //	GET /v1/instances/{uid}/attach       frames from now until the container exits, then its status
@@ -85,7 +85,16 @@ func (a *Agent) container(ctx context.Context, uid string, previous bool) (runti
 }
 
 // running is the instance's latest container, which must be running.
-func (a *Agent) running(ctx context.Context, uid string) (runtime.Status, error) {
+// The API server passes the container the instance's status names
+// (?container=): when it is the instance's and runs, it is taken without
+// listing every container on the node.
+func (a *Agent) running(r *http.Request) (runtime.Status, error) {
+	ctx, uid := r.Context(), r.PathValue("uid")
+	if hint := r.URL.Query().Get("container"); hint != "" {
+		if c, err := a.cfg.Runtime.State(ctx, hint); err == nil && c.Labels[labelUID] == uid && c.State == runtime.Running {
+			return c, nil
+		}
+	}
 	c, err := a.container(ctx, uid, false)
 	if err != nil {
 		return c, err
@@ -129,7 +138,7 @@ func (a *Agent) serveLogs(w http.ResponseWriter, r *http.Request) {
 // serveAttach streams the container's output from now on until it exits,
 // then its exit status.
 func (a *Agent) serveAttach(w http.ResponseWriter, r *http.Request) {
-	c, err := a.running(r.Context(), r.PathValue("uid"))
+	c, err := a.running(r)
 	if err != nil {
 		writeErr(w, err)
 		return
@@ -246,7 +255,7 @@ func (a *Agent) serveExec(w http.ResponseWriter, r *http.Request) {
 		writeErr(w, &api.ValidationError{Fields: []api.FieldError{{Field: "cmd", Reason: "no command given"}}})
 		return
 	}
-	c, err := a.running(r.Context(), r.PathValue("uid"))
+	c, err := a.running(r)
 	if err != nil {
 		writeErr(w, err)
 		return
@@ -439,7 +448,7 @@ func (a *Agent) serveCopyFrom(w http.ResponseWriter, r *http.Request) {
 		writeErr(w, err)
 		return
 	}
-	c, err := a.running(r.Context(), r.PathValue("uid"))
+	c, err := a.running(r)
 	if err != nil {
 		writeErr(w, err)
 		return
@@ -475,7 +484,7 @@ func (a *Agent) serveCopyTo(w http.ResponseWriter, r *http.Request) {
 		writeErr(w, err)
 		return
 	}
-	c, err := a.running(r.Context(), r.PathValue("uid"))
+	c, err := a.running(r)
 	if err != nil {
 		writeErr(w, err)
 		return
@@ -499,7 +508,7 @@ func (a *Agent) servePortForward(w http.ResponseWriter, r *http.Request) {
 		writeErr(w, &api.ValidationError{Fields: []api.FieldError{{Field: "port", Reason: fmt.Sprintf("%q is not a port (1-65535)", r.URL.Query().Get("port"))}}})
 		return
 	}
-	c, err := a.running(r.Context(), r.PathValue("uid"))
+	c, err := a.running(r)
 	if err != nil {
 		writeErr(w, err)
 		return
@@ -573,7 +582,7 @@ func dialInNetns(ctx context.Context, pid int, addr string) (net.Conn, error) {
 }
 
 func (a *Agent) serveStats(w http.ResponseWriter, r *http.Request) {
-	c, err := a.running(r.Context(), r.PathValue("uid"))
+	c, err := a.running(r)
 	if err != nil {
 		writeErr(w, err)
 		return

@@ -191,15 +191,15 @@ type bufferedConn struct {
 
 func (b bufferedConn) Read(p []byte) (int, error) { return b.r.Read(p) }
 
-// forward sends r to node's agent at path (with r's query).
-func (s *Server) forward(w http.ResponseWriter, r *http.Request, node, path string) {
+// forward sends r to node's agent at path, with query.
+func (s *Server) forward(w http.ResponseWriter, r *http.Request, node, path string, query url.Values) {
 	tn := s.tunnels.get(node)
 	if tn == nil || tn.sess.IsClosed() {
 		writeError(w, fmt.Errorf("node %q: %w: its agent has no tunnel to this server", node, errdefs.ErrUnavailable))
 		return
 	}
 	out := r.Clone(r.Context())
-	out.URL = &url.URL{Scheme: "http", Host: "agent", Path: path, RawQuery: r.URL.RawQuery}
+	out.URL = &url.URL{Scheme: "http", Host: "agent", Path: path, RawQuery: query.Encode()}
 	out.Host = "agent"
 	out.RequestURI = ""
 	tn.proxy.ServeHTTP(w, out)
@@ -222,7 +222,13 @@ func (s *Server) instanceOp(op string) http.HandlerFunc {
 		if op == "exec" || op == "attach" || (op == "cp" && r.Method == http.MethodPut) {
 			s.recordRemoteOp(r, &in, op)
 		}
-		s.forward(w, r, in.Spec.Node, "/v1/instances/"+url.PathEscape(in.Metadata.UID)+"/"+op)
+		// The container the status names saves the agent a search.
+		q := r.URL.Query()
+		q.Del("container")
+		if in.Status.ContainerID != "" {
+			q.Set("container", in.Status.ContainerID)
+		}
+		s.forward(w, r, in.Spec.Node, "/v1/instances/"+url.PathEscape(in.Metadata.UID)+"/"+op, q)
 	}
 }
 
@@ -255,5 +261,5 @@ func (s *Server) recordRemoteOp(r *http.Request, in *api.Instance, op string) {
 }
 
 func (s *Server) nodeMetrics(w http.ResponseWriter, r *http.Request) {
-	s.forward(w, r, r.PathValue("name"), "/metrics")
+	s.forward(w, r, r.PathValue("name"), "/metrics", nil)
 }
