@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -200,7 +201,7 @@ type prefixWriter struct {
 
 func (p *prefixWriter) Write(b []byte) (int, error) {
 	p.buf = append(p.buf, b...)
-	i := lastIndexByte(p.buf, '\n')
+	i := bytes.LastIndexByte(p.buf, '\n')
 	if i < 0 {
 		return len(b), nil
 	}
@@ -208,7 +209,7 @@ func (p *prefixWriter) Write(b []byte) (int, error) {
 	var out []byte
 	rest := p.buf[:i+1]
 	for len(rest) > 0 {
-		j := indexByte(rest, '\n')
+		j := bytes.IndexByte(rest, '\n')
 		out = append(out, p.prefix...)
 		out = append(out, rest[:j+1]...)
 		rest = rest[j+1:]
@@ -228,22 +229,4 @@ func (p *prefixWriter) flush() {
 	if len(p.buf) > 0 {
 		_, _ = p.Write([]byte{'\n'})
 	}
-}
-
-func indexByte(b []byte, c byte) int {
-	for i, x := range b {
-		if x == c {
-			return i
-		}
-	}
-	return -1
-}
-
-func lastIndexByte(b []byte, c byte) int {
-	for i := len(b) - 1; i >= 0; i-- {
-		if b[i] == c {
-			return i
-		}
-	}
-	return -1
 }
