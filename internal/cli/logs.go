@@ -1,11 +1,13 @@
 package cli
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"sort"
 	"sync"
 	"time"
@@ -53,6 +55,9 @@ func newLogsCmd(g *globals) *cobra.Command {
 				in := insts[0]
 				return c.InstanceLogs(ctx, in.Metadata.Namespace, in.Metadata.Name, opts, out, errOut)
 			}
+			if !opts.Follow {
+				return sortedLogs(ctx, c, insts, opts, out, errOut)
+			}
 			ml := &mergedLogs{c: c, opts: opts, out: out, errOut: errOut, seen: map[string]bool{}}
 			for _, in := range insts {
 				ml.start(ctx, in, opts)
@@ -87,6 +92,98 @@ func parseSince(s string, now time.Time) (time.Time, error) {
 		return t, nil
 	}
 	return time.Time{}, fmt.Errorf("--since %q: want an RFC 3339 time (2026-01-02T15:04:05Z) or a duration (10m)", s)
+}
+
+// sortedLogs prints the output of several instances merged in the order
+// it was written (by the times the nodes stamped on the lines), each line
+// prefixed with its instance.
+func sortedLogs(ctx context.Context, c *client.Client, insts []*api.Instance, opts client.LogOptions, out, errOut io.Writer) error {
+	type line struct {
+		at     time.Time
+		stderr bool
+		text   []byte // the prefixed line, with its time when asked for
+	}
+	var (
+		mu    sync.Mutex
+		lines []line
+		wg    sync.WaitGroup
+	)
+	errs := make([]error, len(insts))
+	stamped := opts
+	stamped.Timestamps = true
+	for i, in := range insts {
+		if in.Status.ContainerID == "" {
+			continue
+		}
+		wg.Go(func() {
+			prefix := []byte("[" + in.Metadata.Name + "] ")
+			collect := func(stderr bool) *lineWriter {
+				return &lineWriter{f: func(b []byte) {
+					ts, rest, _ := bytes.Cut(b, []byte{' '})
+					at, _ := time.Parse(time.RFC3339Nano, string(ts))
+					if !opts.Timestamps {
+						b = rest
+					}
+					text := append(append(append([]byte(nil), prefix...), b...), '\n')
+					mu.Lock()
+					lines = append(lines, line{at, stderr, text})
+					mu.Unlock()
+				}}
+			}
+			ow, ew := collect(false), collect(true)
+			errs[i] = c.InstanceLogs(ctx, in.Metadata.Namespace, in.Metadata.Name, stamped, ow, ew)
+			ow.flush()
+			ew.flush()
+			if errs[i] != nil {
+				errs[i] = fmt.Errorf("%s: %w", in.Metadata.Name, errs[i])
+			}
+		})
+	}
+	wg.Wait()
+	slices.SortStableFunc(lines, func(a, b line) int { return a.at.Compare(b.at) })
+	bo, be := bufio.NewWriter(out), bufio.NewWriter(errOut)
+	for _, l := range lines {
+		if l.stderr {
+			_ = bo.Flush()
+			_, _ = be.Write(l.text)
+			_ = be.Flush()
+		} else {
+			_, _ = bo.Write(l.text)
+		}
+	}
+	if err := bo.Flush(); err != nil {
+		return err
+	}
+	return errors.Join(errs...)
+}
+
+// lineWriter calls f with each whole line written, without its newline;
+// flush hands on a last line that had none.
+type lineWriter struct {
+	f   func([]byte)
+	buf []byte
+}
+
+func (w *lineWriter) Write(b []byte) (int, error) {
+	w.buf = append(w.buf, b...)
+	rest := w.buf
+	for {
+		i := bytes.IndexByte(rest, '\n')
+		if i < 0 {
+			break
+		}
+		w.f(rest[:i])
+		rest = rest[i+1:]
+	}
+	w.buf = append(w.buf[:0], rest...)
+	return len(b), nil
+}
+
+func (w *lineWriter) flush() {
+	if len(w.buf) > 0 {
+		w.f(w.buf)
+		w.buf = nil
+	}
 }
 
 // mergedLogs prints the output of several instances, each line whole

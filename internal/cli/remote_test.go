@@ -71,3 +71,17 @@ func TestUntarStaysInDestination(t *testing.T) {
 		}
 	}
 }
+
+// Lines split over writes come out whole; a last line without its
+// newline comes out on flush.
+func TestLineWriter(t *testing.T) {
+	var got []string
+	w := &lineWriter{f: func(b []byte) { got = append(got, string(b)) }}
+	for _, part := range []string{"one\ntw", "o\n", "", "three\nfo", "ur"} {
+		_, _ = w.Write([]byte(part))
+	}
+	w.flush()
+	if strings.Join(got, "|") != "one|two|three|four" {
+		t.Fatalf("lines %q", got)
+	}
+}

@@ -208,6 +208,30 @@ template:
 		if got := strings.Count(logsOf(t, l, "--since", "1h", name), "\n"); got != 52 {
 			t.Errorf("--since 1h: %d lines, want all 52", got)
 		}
+		// A service's instances, --tail lines of each, merged in time order.
+		merged := strings.Split(strings.TrimSuffix(logsOf(t, l, "--timestamps", "--tail", "4", "talk"), "\n"), "\n")
+		per := map[string]int{}
+		var prev time.Time
+		for _, line := range merged {
+			m := regexp.MustCompile(`^\[([^\]]+)\] (\S+) `).FindStringSubmatch(line)
+			if m == nil {
+				t.Fatalf("merged line %q: no [instance] prefix and time", line)
+			}
+			per[m[1]]++
+			at, err := time.Parse(time.RFC3339Nano, m[2])
+			if err != nil || at.Before(prev) {
+				t.Errorf("merged line %q out of time order (after %v)", line, prev)
+			}
+			prev = at
+		}
+		if len(per) < 3 {
+			t.Errorf("merged logs of talk show instances %v, want every replica", per)
+		}
+		for in, n := range per {
+			if n != 4 {
+				t.Errorf("--tail 4 gave %s %d lines", in, n)
+			}
+		}
 	})
 
 	t.Run("stats and top show every replica", func(t *testing.T) {
