@@ -267,6 +267,12 @@ template:
 		if got := admin(t, l, "exec", name, "hostname"); strings.TrimSpace(got) != name {
 			t.Errorf("exec hostname on n2: %q, want %s", got, name)
 		}
+		// -i: stdin goes to the command, and its end closes the command's.
+		in := l.AdminCommand(t.Context(), "exec", "-i", name, "--", "tr", "a-z", "A-Z")
+		in.Stdin = strings.NewReader(strings.Repeat("hello\n", 10000))
+		if got, err := in.Output(); err != nil || string(got) != strings.Repeat("HELLO\n", 10000) {
+			t.Errorf("exec -i tr: %v, %d bytes back", err, len(got))
+		}
 		// Every agent keeps a tunnel to every server: the second reaches n2 too.
 		got, err := l.AdminCommandVia(t.Context(), l.Servers[1], "exec", name, "--", "sh", "-c", "hostname; exit 4").Output()
 		var ee *exec.ExitError
