@@ -235,19 +235,23 @@ func (s *Server) instanceOp(op string) http.HandlerFunc {
 // recordRemoteOp records who reached into an instance, and how.
 func (s *Server) recordRemoteOp(r *http.Request, in *api.Instance, op string) {
 	id, _ := IdentityFrom(r.Context())
+	who := id.Name
+	if host, _, err := net.SplitHostPort(r.RemoteAddr); err == nil && host != "" {
+		who += " from " + host
+	}
 	q := r.URL.Query()
 	var msg, reason string
 	switch op {
 	case "exec":
 		reason = "Exec"
-		msg = fmt.Sprintf("%s ran %q on node %s", id.Name, q["cmd"], in.Spec.Node)
+		msg = fmt.Sprintf("%s ran %q on node %s", who, q["cmd"], in.Spec.Node)
 		if q.Get("tty") == "1" {
 			msg += " with a terminal"
 		}
 	case "attach":
-		reason, msg = "Attach", fmt.Sprintf("%s attached on node %s", id.Name, in.Spec.Node)
+		reason, msg = "Attach", fmt.Sprintf("%s attached on node %s", who, in.Spec.Node)
 	case "cp":
-		reason, msg = "CopyIn", fmt.Sprintf("%s copied files into %s on node %s", id.Name, q.Get("path"), in.Spec.Node)
+		reason, msg = "CopyIn", fmt.Sprintf("%s copied files into %s on node %s", who, q.Get("path"), in.Spec.Node)
 	}
 	ev := &api.Event{
 		Metadata: api.Metadata{Namespace: in.Metadata.Namespace},

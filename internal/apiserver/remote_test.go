@@ -175,7 +175,7 @@ func TestExecIsRecordedAsEvent(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, ev := range evs {
-		if ev.Reason == "Exec" && ev.Object.Name == "web-2" && strings.Contains(ev.Message, "token") &&
+		if ev.Reason == "Exec" && ev.Object.Name == "web-2" && strings.Contains(ev.Message, "token from 127.0.0.1") &&
 			strings.Contains(ev.Message, `"cat" "/etc/shadow"`) && strings.Contains(ev.Message, "n2") {
 			return
 		}
