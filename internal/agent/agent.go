@@ -39,6 +39,8 @@ type Instance struct {
 	StopGrace time.Duration
 	// Executor picks the OCI executor; empty is the built-in one.
 	Executor string
+	// Volumes are mounted in the container, in order.
+	Volumes []Volume
 	// Template identifies the instance's template; when it changes (a
 	// restart was asked for) the running container is replaced.
 	Template string
@@ -134,6 +136,10 @@ type Config struct {
 	// Network, when set, gives containers addresses on the node's pod
 	// subnet; without it each container has only loopback.
 	Network NetworkFunc
+	// VolumesDir holds the node's named volumes (namespace/name); without
+	// it an instance with a named volume fails to start. The ControlPlane
+	// must then be a VolumeStore too.
+	VolumesDir string
 }
 
 // Agent runs the node's side of the cluster.

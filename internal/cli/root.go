@@ -58,6 +58,7 @@ machine to many.`,
 		newContainerCmd(g),
 		newTokenCmd(g),
 		newNodeCmd(g),
+		newVolumeCmd(g),
 	)
 	root.SetArgs(args)
 	err := root.ExecuteContext(ctx)

@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -18,7 +19,7 @@ func newServerCmd(g *globals) *cobra.Command {
 	var (
 		name, listen, peerListen, etcdListen, peers string
 		clusterCIDR, serviceCIDR                    string
-		etcd                                        []string
+		etcd, allowedHostPaths                      []string
 		joinExisting, verbose                       bool
 		leaderTTL                                   time.Duration
 		maxDraining                                 int
@@ -83,6 +84,9 @@ run the servers on a network you trust.`,
 				return fmt.Errorf("--peer-listen HOST:PORT is required for the embedded etcd member (or give --etcd-endpoints)")
 			}
 			var err error
+			if cfg.AllowedHostPaths, err = hostPathsFlag(allowedHostPaths); err != nil {
+				return err
+			}
 			if cfg.Network.ClusterCIDR, err = cidrFlag("--cluster-cidr", clusterCIDR); err != nil {
 				return err
 			}
@@ -133,6 +137,7 @@ Clients trust %s and send the admin token in %s
 	f.StringVar(&serviceCIDR, "service-cidr", "", "network the services' virtual IPs come from (default 10.96.0.0/16; the same on every server)")
 	f.DurationVar(&leaderTTL, "leader-ttl", 0, "how long the controllers wait for a dead leader before another server takes over (default 3s)")
 	f.BoolVarP(&verbose, "verbose", "v", false, "log what the components do, and who leads")
+	f.StringSliceVar(&allowedHostPaths, "allowed-host-paths", nil, "host directories hostPath volumes may mount, DIR,...; others are refused at apply (default: any; the same on every server)")
 	f.IntVar(&maxDraining, "max-draining", 1, "how many nodes may drain at once, cluster-wide (a reboot lock; the same on every server)")
 	return cmd
 }
@@ -159,4 +164,16 @@ func cidrFlag(flag, value string) (netip.Prefix, error) {
 		return netip.Prefix{}, fmt.Errorf("%s %q: want an IPv4 network such as 10.244.0.0/16", flag, value)
 	}
 	return p, nil
+}
+
+// hostPathsFlag checks --allowed-host-paths: absolute directories, cleaned.
+func hostPathsFlag(dirs []string) ([]string, error) {
+	var out []string
+	for _, d := range dirs {
+		if !filepath.IsAbs(d) {
+			return nil, fmt.Errorf("--allowed-host-paths %q: want absolute directories such as /srv,/data", d)
+		}
+		out = append(out, filepath.Clean(d))
+	}
+	return out, nil
 }

@@ -17,6 +17,7 @@ func newUpCmd(g *globals) *cobra.Command {
 	var node, listen string
 	var verbose, noNetwork, favorDynMods bool
 	var clusterCIDR, serviceCIDR, bridge string
+	var allowedHostPaths []string
 	cmd := &cobra.Command{
 		Use:   "up",
 		Short: "Run a whole cluster on this machine, in the foreground",
@@ -55,8 +56,13 @@ service gets a virtual IP from --service-cidr and the DNS name
 				}
 				*f.into = p
 			}
+			hostPaths, err := hostPathsFlag(allowedHostPaths)
+			if err != nil {
+				return err
+			}
 			return server.Up(cmd.Context(), server.Config{
-				DataDir: g.dataDir, EtcdEndpoints: etcd, NodeName: node, Logger: log, Listen: listen, Network: netw,
+				AllowedHostPaths: hostPaths,
+				DataDir:          g.dataDir, EtcdEndpoints: etcd, NodeName: node, Logger: log, Listen: listen, Network: netw,
 				CgroupFavorDynMods: favorDynMods,
 				Ready: func(sock string, tcp *server.Credentials) {
 					store := "embedded etcd in " + g.dataDir
@@ -90,6 +96,7 @@ Ctrl-C stops berth; containers keep running until it is back.
 	cmd.Flags().StringVar(&clusterCIDR, "cluster-cidr", "", "network the nodes' pod subnets come from (default 10.244.0.0/16)")
 	cmd.Flags().StringVar(&serviceCIDR, "service-cidr", "", "network the services' virtual IPs come from (default 10.96.0.0/16)")
 	cmd.Flags().StringVar(&bridge, "bridge", "", "the node's bridge device (default berth0)")
+	cmd.Flags().StringSliceVar(&allowedHostPaths, "allowed-host-paths", nil, "host directories hostPath volumes may mount, DIR,...; others are refused at apply (default: any)")
 	cmd.Flags().BoolVar(&favorDynMods, "cgroup-favordynmods", true, "remount cgroup2 with favordynmods: container starts no longer wait an RCU grace period per cgroup move (a small cost to fork and exit, host-wide)")
 	return cmd
 }

@@ -210,6 +210,7 @@ func Agent(ctx context.Context, cfg AgentConfig) error {
 		Images:       &PullingImages{Images: Images{imgs}, Base: "https://" + hosts[0], Transport: tr, Events: c, Node: name, Logger: log},
 		Logger:       log,
 		Network:      cfg.Network.agentNetwork(c, name, cfg.DataDir, log),
+		VolumesDir:   filepath.Join(cfg.DataDir, "volumes"),
 	})
 	if cfg.Ready != nil {
 		go func() {

@@ -40,6 +40,9 @@ type Config struct {
 	Listen string
 	// Network configures container networking.
 	Network Network
+	// AllowedHostPaths, when set, are the only host directories a
+	// hostPath volume may mount (see apiserver.Config).
+	AllowedHostPaths []string
 	// CgroupFavorDynMods remounts cgroup2 with favordynmods, for faster
 	// container starts (see runtime.FavorDynMods).
 	CgroupFavorDynMods bool
@@ -129,7 +132,7 @@ func Up(ctx context.Context, cfg Config) error {
 	g := newGroup(ctx)
 	defer g.cancel()
 	ctx, run := g.ctx, g.run
-	srv := apiserver.New(apiserver.Config{Store: st, Logger: log.With("component", "apiserver")})
+	srv := apiserver.New(apiserver.Config{Store: st, Logger: log.With("component", "apiserver"), AllowedHostPaths: cfg.AllowedHostPaths})
 	srv.Mount("/v2/", registry.New(imgs, registry.Options{Authorize: apiserver.AuthorizeImages, Logger: log.With("component", "registry")}))
 	run("api server", func(ctx context.Context) error { return srv.Serve(ctx, l, apiserver.UnixRootOnly) })
 	if tl != nil {
@@ -147,6 +150,7 @@ func Up(ctx context.Context, cfg Config) error {
 		Images:       Images{imgs},
 		Logger:       log,
 		Network:      cfg.Network.agentNetwork(c, name, cfg.DataDir, log),
+		VolumesDir:   filepath.Join(cfg.DataDir, "volumes"),
 	})
 	run("agent", ag.Run)
 	if cfg.Ready != nil {
