@@ -41,6 +41,10 @@ type Instance struct {
 	Executor string
 	// Volumes are mounted in the container, in order.
 	Volumes []Volume
+	// HostPorts are published on the node; Service (namespace/name) is
+	// the service they are published for, empty for a job's instance.
+	HostPorts []HostPort
+	Service   string
 	// Template identifies the instance's template; when it changes (a
 	// restart was asked for) the running container is replaced.
 	Template string

@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -149,6 +150,14 @@ func InstanceFromAPI(in *api.Instance) *Instance {
 		out.Restart = reconcile.Always
 		if in.Spec.Owner.Kind == api.KindJob {
 			out.Restart = reconcile.OnFailure
+		}
+	}
+	if in.Spec.Owner.Kind == api.KindService {
+		out.Service = in.Metadata.Namespace + "/" + in.Spec.Owner.Name
+	}
+	for _, p := range t.Ports {
+		if p.Host != 0 {
+			out.HostPorts = append(out.HostPorts, HostPort{Protocol: cmp.Or(p.Protocol, "tcp"), Port: p.Host})
 		}
 	}
 	for _, v := range t.Volumes {

@@ -240,6 +240,9 @@ func (a *Agent) start(ctx context.Context, inst *Instance, attempt int) (runtime
 		Labels: map[string]string{labelInstance: inst.Key(), labelUID: inst.UID, labelAttempt: strconv.Itoa(attempt),
 			labelGrace: inst.StopGrace.String(), labelTemplate: inst.Template},
 	}
+	if err := a.checkHostPorts(inst); err != nil {
+		return runtime.Status{}, fmt.Errorf("start %s: %w", id, err)
+	}
 	if err := a.volumeMounts(ctx, inst, &c); err != nil {
 		return runtime.Status{}, fmt.Errorf("start %s: %w", id, err)
 	}

@@ -150,6 +150,17 @@ func (p *Plane) Reserve(ctx context.Context, id, namespace string) (Attachment, 
 // Detach takes container id off the network and frees its address.
 func (p *Plane) Detach(ctx context.Context, id string) error { return p.node.Detach(ctx, id) }
 
+// CheckHostPort reports whether an instance of service (namespace/name;
+// empty for a job's instance) may publish host port port/protocol here:
+// free, or published for that service already.
+func (p *Plane) CheckHostPort(service, protocol string, port int) error {
+	proto := vip.TCP
+	if protocol == "udp" {
+		proto = vip.UDP
+	}
+	return p.svcs.CheckHostPort(service, proto, uint16(port))
+}
+
 // ReleaseStale frees what containers no longer alive hold.
 func (p *Plane) ReleaseStale(ctx context.Context, live []string) error {
 	gone, err := p.node.ReleaseStale(ctx, live)
@@ -221,7 +232,10 @@ func (p *Plane) followOnce(ctx context.Context) error {
 		st.putInstance(in)
 	}
 	if err := p.svcs.Sync(ctx, st.all()); err != nil {
-		return fmt.Errorf("sync services: %w", err)
+		// Sync programs all it can; one service refused (a host port
+		// another process holds, a conflict) must not stop the following
+		// of the others. The resync tries it again.
+		p.log.Warn("sync services", "err", err)
 	}
 	p.mu.Lock()
 	p.synced = true

@@ -2,6 +2,7 @@ package network
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/netip"
 	"strings"
@@ -72,8 +73,9 @@ func (s Service) DNSService() dns.Service {
 // Call Sync with every service after start (and on every re-list); then
 // Upsert and Remove for single changes.
 type Services struct {
-	vip *vip.Programmer
-	dns *dns.Server
+	vip   *vip.Programmer
+	dns   *dns.Server
+	ports *portHolder
 }
 
 // NewServices opens the vip table (reading back what it holds) and makes
@@ -83,7 +85,7 @@ func NewServices(ctx context.Context, vc vip.Config, dc dns.Config) (*Services, 
 	if err != nil {
 		return nil, err
 	}
-	return &Services{vip: p, dns: dns.NewServer(dc)}, nil
+	return &Services{vip: p, dns: dns.NewServer(dc), ports: newPortHolder()}, nil
 }
 
 // DNS is the server answering for these services.
@@ -96,10 +98,18 @@ func (s *Services) VIP() *vip.Programmer { return s.vip }
 // vip.Programmer.Sync) gets no DNS names either; the error names it.
 func (s *Services) Sync(ctx context.Context, svcs []Service) error {
 	vs := make([]vip.Service, 0, len(svcs))
+	owners := map[string]bool{}
+	var portErrs []error
 	for _, svc := range svcs {
-		vs = append(vs, svc.VIPService())
+		v := svc.VIPService()
+		if err := s.ports.claim(svc.Key(), &v); err != nil {
+			portErrs = append(portErrs, err)
+		}
+		owners[svc.Key()] = true
+		vs = append(vs, v)
 	}
-	err := s.vip.Sync(ctx, vs)
+	s.ports.keep(owners)
+	err := errors.Join(append(portErrs, s.vip.Sync(ctx, vs))...)
 	programmed := s.vip.Services()
 	ds := make([]dns.Service, 0, len(svcs))
 	for _, svc := range svcs {
@@ -114,16 +124,27 @@ func (s *Services) Sync(ctx context.Context, svcs []Service) error {
 // Upsert adds or replaces one service, e.g. when an instance becomes ready
 // or unhealthy.
 func (s *Services) Upsert(ctx context.Context, svc Service) error {
-	if err := s.vip.UpsertService(ctx, svc.VIPService()); err != nil {
-		return err
+	v := svc.VIPService()
+	portErr := s.ports.claim(svc.Key(), &v)
+	if err := s.vip.UpsertService(ctx, v); err != nil {
+		return errors.Join(portErr, err)
 	}
 	s.dns.UpsertService(svc.DNSService())
-	return nil
+	return portErr
+}
+
+// CheckHostPort reports whether an instance of service (namespace/name,
+// or empty for a job's) may publish port on this node: it is free, or
+// published for that service already. Another process's socket on it
+// makes an "address already in use" error naming the port.
+func (s *Services) CheckHostPort(service string, protocol vip.Protocol, port uint16) error {
+	return s.ports.check(service, hostPort{protocol, port})
 }
 
 // Remove deletes one service's VIP, ports and names.
 func (s *Services) Remove(ctx context.Context, namespace, name string) error {
 	s.dns.RemoveService(namespace, name)
+	s.ports.release(namespace + "/" + name)
 	if err := s.vip.RemoveService(ctx, namespace+"/"+name); err != nil {
 		return fmt.Errorf("remove service %s/%s: %w", namespace, name, err)
 	}
