@@ -680,7 +680,9 @@ func TestParallelAttachDetachLeaksNothing(t *testing.T) {
 	for _, dir := range []string{"ipam", "netns", "resolv"} {
 		ents, _ := os.ReadDir(filepath.Join(state, dir))
 		for _, e := range ents {
-			if e.Name() != ".spare" {
+			// .released keeps when each address was freed (one small file
+			// per address of the pool, at most): it orders their reuse.
+			if e.Name() != ".spare" && (dir != "ipam" || e.Name() != ".released") {
 				t.Fatalf("%s/%s left", dir, e.Name())
 			}
 		}
