@@ -2,9 +2,11 @@ package runtime_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
+	goruntime "runtime"
 	"strings"
 	"testing"
 	"time"
@@ -76,5 +78,61 @@ func TestMountTargetSymlinkStaysInside(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// Real containers the same way: each waited on while it runs, then
+// removed with force. Every waiter returns (with the exit, or
+// ErrNotFound when the removal came first) and no goroutine remains.
+func TestWaitersEndWithRemovedContainers(t *testing.T) {
+	runtimetest.RequireRoot(t)
+	rootfs := runtimetest.BusyboxRootfs(t)
+	r, err := runtime.New(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	if _, err := r.Run(ctx, runtime.Config{ID: "warm", LowerDirs: []string{rootfs}, Args: []string{"true"}}); err != nil {
+		t.Fatal(err)
+	}
+	_, _ = r.Wait(ctx, "warm")
+	_ = r.Delete(ctx, "warm", true)
+	before := goruntime.NumGoroutine()
+	const n = 20
+	done := make(chan error, n)
+	for i := range n {
+		id := fmt.Sprintf("waited-%d", i)
+		if _, err := r.Run(ctx, runtime.Config{ID: id, LowerDirs: []string{rootfs}, Args: []string{"sleep", "60"}}); err != nil {
+			t.Fatal(err)
+		}
+		go func() {
+			st, err := r.Wait(ctx, id)
+			if err == nil && st.State != runtime.Exited && st.State != runtime.Unknown {
+				err = fmt.Errorf("container %s: Wait returned in state %s", id, st.State)
+			}
+			if errors.Is(err, runtime.ErrNotFound) {
+				err = nil
+			}
+			done <- err
+		}()
+		if err := r.Delete(ctx, id, true); err != nil {
+			t.Fatal(err)
+		}
+	}
+	deadline := time.After(10 * time.Second)
+	for i := range n {
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Error(err)
+			}
+		case <-deadline:
+			t.Fatalf("%d of %d waiters still running 10s after their containers were removed", n-i, n)
+		}
+	}
+	for end := time.Now().Add(5 * time.Second); goruntime.NumGoroutine() > before; time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(end) {
+			t.Fatalf("%d goroutines after, %d before", goruntime.NumGoroutine(), before)
+		}
 	}
 }
