@@ -9,6 +9,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/vishvananda/netlink"
 )
 
 // A container address used before answers its first request at once:
@@ -54,13 +56,30 @@ func TestReusedAddressAnswersAtOnce(t *testing.T) {
 			t.Fatal(err)
 		}
 		stops[id] = startHTTPD(t, a.NetNS, id)
-		// Ready as seen from inside: the host's neighbour table stays untouched.
+		// Ready as seen from inside and from the link, without a packet
+		// that would teach the host the container's MAC: the server
+		// listens, and the bridge and its port have their carrier (which
+		// the kernel may report up to a second after the link came up:
+		// the first container on a new bridge would otherwise see its
+		// first SYN lost and resent a second later).
 		eventually(t, "httpd in "+id, func() error {
 			c, err := inNS(a.NetNS)(ctx, "tcp", "127.0.0.1:80")
 			if err == nil {
 				c.Close()
 			}
 			return err
+		})
+		eventually(t, "the bridge port of "+id, func() error {
+			for _, name := range []string{a.HostVeth, cfg.Bridge} {
+				l, err := n.host.LinkByName(name)
+				if err != nil {
+					return err
+				}
+				if st := l.Attrs().OperState; st != netlink.OperUp {
+					return fmt.Errorf("%s is %v", name, st)
+				}
+			}
+			return nil
 		})
 		return a
 	}
