@@ -113,4 +113,7 @@ func TestVolumes(t *testing.T) {
 	if _, _, code := c.run("volume", "inspect", "data"); code == 0 {
 		t.Error("volume inspect finds a removed volume")
 	}
+	if _, errOut, code := c.run("volume", "nope"); code == 0 || !strings.Contains(errOut, "unknown command") {
+		t.Errorf("berth volume nope: exit %d, %s", code, errOut)
+	}
 }
