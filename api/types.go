@@ -4,6 +4,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"path"
 	"strings"
 	"time"
 )
@@ -257,6 +258,23 @@ type VolumeSpec struct {
 	Node string `json:"node"`
 	// Path is the data's directory on the node.
 	Path string `json:"path,omitempty"`
+}
+
+// HostPathAllowed reports whether host path p is one of the allowed
+// directories or lies under one, after cleaning (so /srv/../etc is /etc).
+// An empty list allows every path.
+func HostPathAllowed(p string, allowed []string) bool {
+	if len(allowed) == 0 {
+		return true
+	}
+	p = path.Clean(p)
+	for _, a := range allowed {
+		a = path.Clean(a)
+		if p == a || a == "/" || strings.HasPrefix(p, a+"/") {
+			return true
+		}
+	}
+	return false
 }
 
 // Uses reports whether the template mounts the named volume name.

@@ -144,6 +144,11 @@ type Config struct {
 	// it an instance with a named volume fails to start. The ControlPlane
 	// must then be a VolumeStore too.
 	VolumesDir string
+	// AllowedHostPaths, when set, bound where a hostPath volume may lead
+	// once its symlinks are resolved on the node (the API checks the path
+	// as written; a symlink under an allowed directory could point
+	// anywhere).
+	AllowedHostPaths []string
 }
 
 // Agent runs the node's side of the cluster.

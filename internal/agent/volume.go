@@ -10,6 +10,7 @@ import (
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
+	"github.com/berth-dev/berth/api"
 	"github.com/berth-dev/berth/internal/runtime"
 )
 
@@ -67,7 +68,11 @@ func (a *Agent) volumeMounts(ctx context.Context, inst *Instance, c *runtime.Con
 			named = append(named, v.Name)
 			m.Type, m.Source, m.Options = "bind", dir, []string{"rbind", "nosuid"}
 		case v.HostPath != "":
-			m.Type, m.Source, m.Options = "bind", v.HostPath, []string{"rbind", "nosuid"}
+			src, err := a.hostPathSource(v.HostPath)
+			if err != nil {
+				return fmt.Errorf("volume at %s: %w", v.Path, err)
+			}
+			m.Type, m.Source, m.Options = "bind", src, []string{"rbind", "nosuid"}
 		case v.TmpfsSize > 0:
 			m.Type, m.Source = "tmpfs", "tmpfs"
 			m.Options = []string{"nosuid", "nodev", "mode=1777", "size=" + strconv.FormatInt(v.TmpfsSize, 10)}
@@ -83,6 +88,31 @@ func (a *Agent) volumeMounts(ctx context.Context, inst *Instance, c *runtime.Con
 		c.Labels[labelVolumes] = strings.Join(named, ",")
 	}
 	return nil
+}
+
+// hostPathSource resolves a hostPath's symlinks on the node and, with
+// allowed host paths set, refuses one that then leads outside them. The
+// resolved path is what is bound, so a symlink swapped afterwards does
+// not redirect the mount.
+func (a *Agent) hostPathSource(p string) (string, error) {
+	if len(a.cfg.AllowedHostPaths) == 0 {
+		return p, nil
+	}
+	resolved, err := filepath.EvalSymlinks(p)
+	if err != nil {
+		return "", fmt.Errorf("hostPath %s: %w", p, err)
+	}
+	var allowed []string
+	for _, d := range a.cfg.AllowedHostPaths {
+		if r, err := filepath.EvalSymlinks(d); err == nil {
+			d = r
+		}
+		allowed = append(allowed, d)
+	}
+	if !api.HostPathAllowed(resolved, allowed) {
+		return "", fmt.Errorf("hostPath %s leads to %s, outside the allowed host paths (%s)", p, resolved, strings.Join(a.cfg.AllowedHostPaths, ", "))
+	}
+	return resolved, nil
 }
 
 // collectVolumes deletes the data of named volumes removed from the API

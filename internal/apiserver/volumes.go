@@ -3,7 +3,6 @@ package apiserver
 import (
 	"context"
 	"fmt"
-	"path"
 	"strings"
 
 	"github.com/berth-dev/berth/api"
@@ -40,7 +39,7 @@ func (s *Server) admitVolumes(ctx context.Context, obj api.Object) error {
 	}
 	var fe []api.FieldError
 	for i, v := range t.Volumes {
-		if v.HostPath != "" && !hostPathAllowed(v.HostPath, s.allowedHostPaths) {
+		if v.HostPath != "" && !api.HostPathAllowed(v.HostPath, s.allowedHostPaths) {
 			fe = append(fe, api.FieldError{Field: fmt.Sprintf("%s.volumes[%d].hostPath", prefix, i),
 				Reason: fmt.Sprintf("%s is outside the allowed host paths (%s)", v.HostPath, strings.Join(s.allowedHostPaths, ", "))})
 		}
@@ -49,19 +48,6 @@ func (s *Server) admitVolumes(ctx context.Context, obj api.Object) error {
 		return fmt.Errorf("%s: %w", api.RefOf(obj), &api.ValidationError{Fields: fe})
 	}
 	return nil
-}
-
-// hostPathAllowed reports whether p is one of the allowed directories or
-// lies under one, after cleaning (so /srv/../etc is /etc).
-func hostPathAllowed(p string, allowed []string) bool {
-	p = path.Clean(p)
-	for _, a := range allowed {
-		a = path.Clean(a)
-		if p == a || a == "/" || strings.HasPrefix(p, a+"/") {
-			return true
-		}
-	}
-	return false
 }
 
 // volumeInUse refuses the removal of a named volume that an instance not

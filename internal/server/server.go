@@ -151,6 +151,8 @@ func Up(ctx context.Context, cfg Config) error {
 		Logger:       log,
 		Network:      cfg.Network.agentNetwork(c, name, cfg.DataDir, log),
 		VolumesDir:   filepath.Join(cfg.DataDir, "volumes"),
+		// One process, one setting: the node holds to what the API admits.
+		AllowedHostPaths: cfg.AllowedHostPaths,
 	})
 	run("agent", ag.Run)
 	if cfg.Ready != nil {

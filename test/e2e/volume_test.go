@@ -102,9 +102,33 @@ func TestVolumes(t *testing.T) {
 		t.Errorf("hostPath /etc outside --allowed-host-paths: exit %d, %s", code, errOut)
 	}
 
+	// Nor does a symlink under an allowed directory lead out of them: the
+	// node resolves it and refuses the start, naming where it leads.
+	outside := t.TempDir()
+	if err := os.Symlink(outside, filepath.Join(host, "link")); err != nil {
+		t.Fatal(err)
+	}
+	sneaky := strings.Replace(strings.ReplaceAll(volsYAML, "HOST/rw", filepath.Join(host, "link")), "name: vols", "name: sneaky", 1)
+	sneaky = strings.ReplaceAll(sneaky, "HOST", host)
+	if _, errOut, code := c.applyYAML(sneaky); code != 0 {
+		t.Fatalf("apply a hostPath through a symlink: %s", errOut)
+	}
+	eventually(t, 30*time.Second, "the start through the symlink to be refused", func() bool {
+		insts := c.ownedBy("sneaky")
+		return len(insts) == 1 && insts[0].Status.Reason == "StartError" &&
+			strings.Contains(insts[0].Status.Message, "leads to "+outside) &&
+			strings.Contains(insts[0].Status.Message, "outside the allowed host paths")
+	})
+	if ents, _ := os.ReadDir(outside); len(ents) != 0 {
+		t.Errorf("the directory outside the allowed host paths was written: %v", ents)
+	}
+	c.ok("rm", "sneaky")
+
 	// Unused, it is removed, and its data goes with it.
 	c.ok("rm", "vols")
-	eventually(t, 30*time.Second, "the service's instances to go", func() bool { return len(c.ownedBy("vols")) == 0 })
+	eventually(t, 30*time.Second, "the services' instances to go", func() bool {
+		return len(c.ownedBy("vols")) == 0 && len(c.ownedBy("sneaky")) == 0
+	})
 	c.ok("volume", "rm", "data")
 	eventually(t, 30*time.Second, "the node to delete the removed volume's data", func() bool {
 		_, err := os.Stat(vol.Spec.Path)
