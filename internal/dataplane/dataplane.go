@@ -231,11 +231,12 @@ func (p *Plane) followOnce(ctx context.Context) error {
 	for _, in := range insts {
 		st.putInstance(in)
 	}
-	if err := p.svcs.Sync(ctx, st.all()); err != nil {
-		// Sync programs all it can; one service refused (a host port
-		// another process holds, a conflict) must not stop the following
-		// of the others. The resync tries it again.
-		p.log.Warn("sync services", "err", err)
+	unpublished, err := p.svcs.Sync(ctx, st.all())
+	if err != nil {
+		return fmt.Errorf("sync services: %w", err)
+	}
+	if unpublished != nil {
+		p.log.Warn("host ports not published", "err", unpublished)
 	}
 	p.mu.Lock()
 	p.synced = true
@@ -281,7 +282,8 @@ func (p *Plane) followOnce(ctx context.Context) error {
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-resync.C:
-			if err := p.svcs.Sync(ctx, st.all()); err != nil {
+			unpublished, err := p.svcs.Sync(ctx, st.all())
+			if err := errors.Join(unpublished, err); err != nil {
 				p.log.Warn("resync services", "err", err)
 			}
 			continue

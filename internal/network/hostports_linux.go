@@ -7,6 +7,7 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/berth-dev/berth/internal/network/netns"
 	"github.com/berth-dev/berth/internal/network/vip"
 )
 
@@ -30,24 +31,40 @@ type heldPort struct {
 // the port while berth publishes it, and a port some other process holds
 // already is not published here, so its traffic stays that process's.
 type portHolder struct {
-	mu   sync.Mutex
-	held map[hostPort]heldPort
+	netns string // the namespace the ports are published in; "" is the caller's
+	mu    sync.Mutex
+	held  map[hostPort]heldPort
 }
 
-func newPortHolder() *portHolder { return &portHolder{held: map[hostPort]heldPort{}} }
+func newPortHolder(netnsPath string) *portHolder {
+	return &portHolder{netns: netnsPath, held: map[hostPort]heldPort{}}
+}
 
-// bind opens a socket on every local address at h. A TCP port is
-// listened on (a merely bound socket would not keep every other process
-// off it); nothing reaches the listener, as the published port's traffic
-// is redirected before it.
-func bind(h hostPort) (io.Closer, error) {
-	switch h.proto {
-	case vip.TCP:
-		return net.ListenTCP("tcp", &net.TCPAddr{Port: int(h.port)})
-	case vip.UDP:
-		return net.ListenUDP("udp", &net.UDPAddr{Port: int(h.port)})
+// bind opens a socket on every local IPv4 address at h (the addresses
+// berth publishes on; an IPv6 client still finds the port closed rather
+// than a listener that never answers). A TCP port is listened on (a
+// merely bound socket would not keep every other process off it); nothing
+// reaches the listener, as the published port's traffic is redirected
+// before it.
+func (p *portHolder) bind(h hostPort) (io.Closer, error) {
+	var sock io.Closer = io.NopCloser(nil)
+	listen := func() (err error) {
+		switch h.proto {
+		case vip.TCP:
+			sock, err = net.ListenTCP("tcp4", &net.TCPAddr{Port: int(h.port)})
+		case vip.UDP:
+			sock, err = net.ListenUDP("udp4", &net.UDPAddr{Port: int(h.port)})
+		}
+		return err
 	}
-	return io.NopCloser(nil), nil
+	var err error
+	if p.netns == "" {
+		err = listen()
+	} else {
+		// A socket stays in the namespace it was made in.
+		err = netns.Do(p.netns, listen)
+	}
+	return sock, err
 }
 
 // claim holds the host ports of s (named owner) and releases those it
@@ -72,7 +89,7 @@ func (p *portHolder) claim(owner string, s *vip.Service) error {
 			// Held for another service: the programmer names that conflict.
 			continue
 		}
-		sock, err := bind(h)
+		sock, err := p.bind(h)
 		if err != nil {
 			errs = append(errs, fmt.Sprintf("port %s: %v", h, err))
 			pt.HostPort = 0
@@ -128,7 +145,7 @@ func (p *portHolder) check(owner string, h hostPort) error {
 		}
 		return fmt.Errorf("port %s: published by service %s", h, cur.owner)
 	}
-	sock, err := bind(h)
+	sock, err := p.bind(h)
 	if err != nil {
 		return fmt.Errorf("port %s: %w", h, err)
 	}

@@ -804,10 +804,10 @@ func TestTwoNodes(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = svcs.Close() })
-	if err := svcs.Sync(ctx, []Service{{Namespace: "default", Name: "b", VIP: netip.MustParseAddr("10.96.10.1"),
+	if unpublished, err := svcs.Sync(ctx, []Service{{Namespace: "default", Name: "b", VIP: netip.MustParseAddr("10.96.10.1"),
 		Ports:     []ServicePort{{Name: "http", Protocol: vip.TCP, Port: 8080, TargetPort: 80, HostPort: 18080}},
-		Instances: []Instance{{Name: "b-0", IP: cb.IP, Ready: true}}}}); err != nil {
-		t.Fatal(err)
+		Instances: []Instance{{Name: "b-0", IP: cb.IP, Ready: true}}}}); err != nil || unpublished != nil {
+		t.Fatal(err, unpublished)
 	}
 	pc, l, err := nodeA.ListenDNS(ctx)
 	if err != nil {

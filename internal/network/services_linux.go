@@ -85,7 +85,7 @@ func NewServices(ctx context.Context, vc vip.Config, dc dns.Config) (*Services, 
 	if err != nil {
 		return nil, err
 	}
-	return &Services{vip: p, dns: dns.NewServer(dc), ports: newPortHolder()}, nil
+	return &Services{vip: p, dns: dns.NewServer(dc), ports: newPortHolder(vc.NetNS)}, nil
 }
 
 // DNS is the server answering for these services.
@@ -95,8 +95,11 @@ func (s *Services) DNS() *dns.Server { return s.dns }
 func (s *Services) VIP() *vip.Programmer { return s.vip }
 
 // Sync makes the data plane hold exactly svcs. A service vip rejects (see
-// vip.Programmer.Sync) gets no DNS names either; the error names it.
-func (s *Services) Sync(ctx context.Context, svcs []Service) error {
+// vip.Programmer.Sync) gets no DNS names either; err names it. A host port
+// another process holds is left unpublished, and unpublished names it:
+// everything else is programmed, and a later Sync or Upsert tries the
+// port again.
+func (s *Services) Sync(ctx context.Context, svcs []Service) (unpublished, err error) {
 	vs := make([]vip.Service, 0, len(svcs))
 	owners := map[string]bool{}
 	var portErrs []error
@@ -109,7 +112,7 @@ func (s *Services) Sync(ctx context.Context, svcs []Service) error {
 		vs = append(vs, v)
 	}
 	s.ports.keep(owners)
-	err := errors.Join(append(portErrs, s.vip.Sync(ctx, vs))...)
+	err = s.vip.Sync(ctx, vs)
 	programmed := s.vip.Services()
 	ds := make([]dns.Service, 0, len(svcs))
 	for _, svc := range svcs {
@@ -118,7 +121,7 @@ func (s *Services) Sync(ctx context.Context, svcs []Service) error {
 		}
 	}
 	s.dns.SetServices(ds)
-	return err
+	return errors.Join(portErrs...), err
 }
 
 // Upsert adds or replaces one service, e.g. when an instance becomes ready
