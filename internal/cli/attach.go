@@ -2,6 +2,8 @@ package cli
 
 import (
 	"github.com/spf13/cobra"
+
+	"github.com/berth-dev/berth/api"
 )
 
 func newAttachCmd(g *globals) *cobra.Command {
@@ -18,7 +20,7 @@ to type into one, use berth exec -it.`,
 			if err != nil {
 				return err
 			}
-			ns, name, err := g.instanceRef(args[0])
+			ns, name, err := g.refOf(args[0], api.KindInstance)
 			if err != nil {
 				return err
 			}

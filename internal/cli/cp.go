@@ -14,6 +14,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/berth-dev/berth/api"
 	"github.com/berth-dev/berth/api/client"
 )
 
@@ -43,13 +44,13 @@ otherwise the source takes the destination's name.`,
 				return err
 			}
 			if srcRemote {
-				ns, name, err := g.instanceRef(srcInst)
+				ns, name, err := g.refOf(srcInst, api.KindInstance)
 				if err != nil {
 					return err
 				}
 				return copyOut(ctx, c, ns, name, src, dst, cmd.OutOrStdout())
 			}
-			ns, name, err := g.instanceRef(dstInst)
+			ns, name, err := g.refOf(dstInst, api.KindInstance)
 			if err != nil {
 				return err
 			}

@@ -25,6 +25,7 @@ var kindAliases = map[string]api.Kind{
 	"instance": api.KindInstance, "instances": api.KindInstance, "inst": api.KindInstance, "ps": api.KindInstance,
 	"node": api.KindNode, "nodes": api.KindNode, "no": api.KindNode,
 	"event": api.KindEvent, "events": api.KindEvent, "ev": api.KindEvent,
+	"volume": api.KindVolume, "volumes": api.KindVolume, "vol": api.KindVolume,
 }
 
 // getOptions is what get and ps print.

@@ -221,15 +221,15 @@ func (g *globals) resolveInstancesAt(ctx context.Context, c *client.Client, arg 
 	return out, rev, r, nil
 }
 
-// instanceRef reads an argument that names one instance: NAME,
-// NAMESPACE/NAME or instance/NAME, in -n's namespace.
-func (g *globals) instanceRef(arg string) (ns, name string, err error) {
+// refOf reads an argument that names one object of kind: NAME,
+// NAMESPACE/NAME or KIND/NAME, in -n's namespace.
+func (g *globals) refOf(arg string, kind api.Kind) (ns, name string, err error) {
 	r, err := g.parseRef(arg)
 	if err != nil {
 		return "", "", err
 	}
-	if r.kind != "" && r.kind != api.KindInstance {
-		return "", "", fmt.Errorf("%s: this command takes an instance", arg)
+	if r.kind != "" && r.kind != kind {
+		return "", "", fmt.Errorf("%s: this command takes a %s", arg, strings.ToLower(string(kind)))
 	}
 	return r.namespace, r.name, nil
 }
