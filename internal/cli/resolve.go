@@ -174,6 +174,8 @@ func getObject(ctx context.Context, c *client.Client, kind api.Kind, ns, name st
 		obj, err = c.Nodes().Get(ctx, "", name)
 	case api.KindEvent:
 		obj, err = c.Events().Get(ctx, ns, name)
+	case api.KindVolume:
+		obj, err = c.Volumes().Get(ctx, ns, name)
 	default:
 		return nil, fmt.Errorf("unknown kind %q", kind)
 	}
