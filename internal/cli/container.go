@@ -59,6 +59,8 @@ type runFlags struct {
 	cpus                                                            float64
 	pids                                                            int64
 	stopGrace                                                       time.Duration
+	pull                                                            string
+	registry                                                        pullFlags
 }
 
 func newContainerRunCmd(g *globals) *cobra.Command {
@@ -94,6 +96,8 @@ func newContainerRunCmd(g *globals) *cobra.Command {
 	fl.StringVar(&f.executor, "runtime", runtime.ExecutorBuiltin, "executor: berth (built in), runc or crun")
 	fl.StringVar(&f.rootfs, "rootfs", "", "use this directory as the root filesystem instead of an image (IMAGE is then a label)")
 	fl.DurationVar(&f.stopGrace, "stop-timeout", 10*time.Second, "grace period before SIGKILL when interrupted")
+	fl.StringVar(&f.pull, "pull", "", "fetch the image from its registry: missing (default; always for :latest), always or never")
+	f.registry.add(cmd)
 	return cmd
 }
 
@@ -124,6 +128,14 @@ func runContainer(ctx context.Context, g *globals, f *runFlags, ref string, args
 		c.RootfsPath, c.Args = f.rootfs, args
 	} else {
 		if store, err = g.images(); err != nil {
+			return err
+		}
+		policy, err := pullPolicyFlag(f.pull)
+		if err != nil {
+			return err
+		}
+		// Progress goes to stderr: stdout is the container's.
+		if ref, err = ensureImage(ctx, store, stderr, ref, policy, &f.registry); err != nil {
 			return err
 		}
 		snap, err := store.Prepare(ctx, ref, id)

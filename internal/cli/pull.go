@@ -12,6 +12,8 @@ import (
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
 
+	"github.com/berth-dev/berth/api"
+	"github.com/berth-dev/berth/internal/image"
 	"github.com/berth-dev/berth/internal/registry"
 )
 
@@ -203,19 +205,38 @@ func plainLayerLine(digest string, l *layerProgress) string {
 	return fmt.Sprintf("%s: done %s in %s%s", id, humanBytes(l.total), l.end.Sub(l.start).Round(time.Millisecond), rate)
 }
 
-// pullImage pulls ref for a command that runs it, showing progress on out.
-func pullImage(ctx context.Context, g *globals, out io.Writer, ref string, pf *pullFlags) (registry.Pulled, error) {
-	store, err := g.images()
-	if err != nil {
-		return registry.Pulled{}, err
+// pullPolicyFlag reads --pull: missing, always or never (docker's words
+// for IfNotPresent, Always and Never); empty is the default for the image.
+func pullPolicyFlag(s string) (api.PullPolicy, error) {
+	switch s {
+	case "":
+		return "", nil
+	case "missing", string(api.PullIfNotPresent):
+		return api.PullIfNotPresent, nil
+	case "always", string(api.PullAlways):
+		return api.PullAlways, nil
+	case "never", string(api.PullNever):
+		return api.PullNever, nil
 	}
+	return "", fmt.Errorf("--pull %q: want missing, always or never", s)
+}
+
+// ensureImage makes sure the store has ref, pulling it as policy says with
+// progress on w, and returns how the store knows it.
+func ensureImage(ctx context.Context, store *image.Store, w io.Writer, ref string, policy api.PullPolicy, pf *pullFlags) (string, error) {
 	opts, err := pf.options()
 	if err != nil {
-		return registry.Pulled{}, err
+		return "", err
 	}
-	pr := newPullProgress(out)
+	pr := newPullProgress(w)
 	opts.Progress = pr.update
-	p, err := registry.PullUpstream(ctx, store, ref, opts)
+	img, err := registry.Ensure(ctx, store, ref, policy, opts)
 	pr.finish()
-	return p, err
+	if err != nil {
+		return "", err
+	}
+	if img.Name != "" && !strings.Contains(ref, "@") {
+		return img.Name, nil
+	}
+	return img.Digest, nil
 }

@@ -64,8 +64,10 @@ type Peers struct {
 
 // pullsThrough reports whether a miss of r may be filled from the peers.
 func (h *Handler) pullsThrough(r *http.Request) bool {
-	return h.opts.Peers != nil && h.opts.Peers.List != nil && r.Header.Get(LocalOnlyHeader) == ""
+	return ((h.opts.Peers != nil && h.opts.Peers.List != nil) || h.opts.Upstream != nil) && r.Header.Get(LocalOnlyHeader) == ""
 }
+
+var errNoPeers = fmt.Errorf("no peer to ask: %w", errdefs.ErrNotFound)
 
 // pullManifest pulls the image repo:tag, or repo@digest when digest is
 // set, through from the peers into the store. Errors wrap
@@ -83,10 +85,22 @@ func (h *Handler) pullManifest(ctx context.Context, repo, tag string, digest v1.
 				return nil
 			}
 		}
-		return h.fromPeers(ctx, "image "+ref.String(), func(ctx context.Context, base string, rt http.RoundTripper) error {
-			_, err := Pull(ctx, h.store, base, ref.String(), PullOptions{Transport: rt})
-			return err
-		})
+		err := errNoPeers
+		if h.opts.Peers != nil && h.opts.Peers.List != nil {
+			err = h.fromPeers(ctx, "image "+ref.String(), func(ctx context.Context, base string, rt http.RoundTripper) error {
+				_, err := Pull(ctx, h.store, base, ref.String(), PullOptions{Transport: rt})
+				return err
+			})
+		}
+		if errors.Is(err, errdefs.ErrNotFound) && h.opts.Upstream != nil && IsUpstream(repo) {
+			// Nobody in the cluster has it: the image's own registry (or its
+			// mirror), every digest checked, the blobs kept for the others.
+			_, err = PullUpstream(ctx, h.store, ref.String(), *h.opts.Upstream)
+			if err == nil {
+				h.log.Info("registry: pulled through from upstream", "image", ref.String())
+			}
+		}
+		return err
 	})
 }
 
@@ -94,6 +108,9 @@ func (h *Handler) pullManifest(ctx context.Context, repo, tag string, digest v1.
 // until a manifest names it (or PruneStaging finds it stale). Errors wrap
 // errdefs.ErrNotFound when no peer could give it.
 func (h *Handler) pullBlob(ctx context.Context, repo string, d v1.Hash) error {
+	if h.opts.Peers == nil || h.opts.Peers.List == nil {
+		return fmt.Errorf("blob %s: %w", d, errNoPeers)
+	}
 	return h.share(ctx, "blob "+d.String(), func(ctx context.Context) error {
 		return h.fromPeers(ctx, "blob "+d.String(), func(ctx context.Context, base string, rt http.RoundTripper) error {
 			return fetchBlob(ctx, h.store, base, repo, d, rt, h.opts.MaxBlobSize)
@@ -129,7 +146,10 @@ func fetchBlob(ctx context.Context, store *image.Store, base, repo string, d v1.
 // so a caller that gives up does not fail the others; that caller gets
 // its ctx's error.
 func (h *Handler) share(ctx context.Context, key string, fetch func(context.Context) error) error {
-	timeout := h.opts.Peers.Timeout
+	timeout := DefaultPullThroughTimeout
+	if h.opts.Peers != nil && h.opts.Peers.Timeout > 0 {
+		timeout = h.opts.Peers.Timeout
+	}
 	if timeout <= 0 {
 		timeout = DefaultPullThroughTimeout
 	}

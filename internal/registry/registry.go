@@ -74,8 +74,13 @@ type Options struct {
 	// Peers, when set, are the other servers' registries this one pulls
 	// a missing manifest or blob through from (see peer.go); nil answers
 	// a miss with 404 at once.
-	Peers  *Peers
-	Logger *slog.Logger
+	Peers *Peers
+	// Upstream, when set, is how a miss nobody in the cluster can fill is
+	// pulled from the image's own registry (a repository whose first
+	// component names one: docker.io/library/nginx), through the mirrors
+	// its Config names; nil never leaves the cluster.
+	Upstream *UpstreamOptions
+	Logger   *slog.Logger
 }
 
 // Handler serves one image store over the OCI distribution API.
@@ -180,7 +185,8 @@ var (
 	// Repository names as the distribution spec has them (path components
 	// of lowercase alphanumerics joined by single separators), so no
 	// component can be "." or ".." or empty.
-	nameRe = regexp.MustCompile(`^[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*(/[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*)*$`)
+	// The first component may carry a port: it names a registry host.
+	nameRe = regexp.MustCompile(`^[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*(:[0-9]+)?(/[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*)*$`)
 	tagRe  = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$`)
 )
 
