@@ -135,6 +135,7 @@ The creation time is the Unix epoch unless SOURCE_DATE_EPOCH is set.
 			}
 			bar := newProgressBar(cmd.OutOrStdout(), "build")
 			opts.Progress = bar.update
+			opts.Warn = func(msg string) { fmt.Fprintf(cmd.ErrOrStderr(), "warning: %s\n", msg) }
 			img, err := store.Build(cmd.Context(), args[0], opts)
 			bar.done()
 			if err != nil {

@@ -162,3 +162,62 @@ func Decompress(r io.Reader) (tar io.Reader, close func(), err error) {
 	}
 	return br, func() {}, nil
 }
+
+// unpackAll unpacks every layer of img that is not unpacked yet, checking
+// it against its diff ID; an error names the layer and its bad entry.
+func (s *Store) unpackAll(ctx context.Context, img v1.Image) error {
+	layers, err := img.Layers()
+	if err != nil {
+		return err
+	}
+	for _, l := range layers {
+		diffID, err := l.DiffID()
+		if err != nil {
+			return err
+		}
+		if err := CheckDigest(diffID); err != nil {
+			return fmt.Errorf("layer diff ID: %w", err)
+		}
+		if err := s.unpackChecked(ctx, l, diffID); err != nil {
+			d, _ := l.Digest()
+			return fmt.Errorf("layer %s: %w", d, err)
+		}
+	}
+	return nil
+}
+
+// unpackChecked unpacks layer l into its directory unless it is there.
+func (s *Store) unpackChecked(ctx context.Context, l v1.Layer, diffID v1.Hash) error {
+	dir := s.LayerDir(diffID.String())
+	if _, err := os.Stat(dir); err == nil {
+		return nil
+	}
+	unlock, err := flockCtx(ctx, s.layerLockPath(diffID.Hex))
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	if _, err := os.Stat(dir); err == nil {
+		return nil
+	}
+	rc, err := l.Compressed()
+	if err != nil {
+		return err
+	}
+	defer rc.Close()
+	tmp, err := os.MkdirTemp(filepath.Join(s.root, "layers"), ".tmp-"+diffID.Hex+"-")
+	if err != nil {
+		return err
+	}
+	if err := os.Chmod(tmp, 0o755); err != nil {
+		return errors.Join(err, os.RemoveAll(tmp))
+	}
+	if err := unpackStream(ctx, rc, diffID, tmp); err != nil {
+		return errors.Join(err, os.RemoveAll(tmp))
+	}
+	if err := os.Rename(tmp, dir); err != nil {
+		return errors.Join(err, os.RemoveAll(tmp))
+	}
+	s.unpacks.Add(1)
+	return nil
+}

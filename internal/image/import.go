@@ -66,6 +66,14 @@ func (s *Store) Import(ctx context.Context, path string, opts ImportOptions) ([]
 		}
 		imgs[0].names = []string{opts.Tag}
 	}
+	// A hostile layer is refused now, naming its bad entry, not at the
+	// first container start: nothing of the source is stored until every
+	// layer of every image in it unpacks.
+	for _, f := range imgs {
+		if err := s.unpackAll(ctx, f.img); err != nil {
+			return nil, fmt.Errorf("import %s: %w", path, err)
+		}
+	}
 	var out []Image
 	for _, f := range imgs {
 		img, err := s.put(ctx, f.img, f.names, opts.Progress)

@@ -29,6 +29,7 @@ import (
 
 	"github.com/berth-dev/berth/internal/errdefs"
 	"github.com/berth-dev/berth/internal/image"
+	"github.com/berth-dev/berth/internal/image/unpack"
 	"github.com/berth-dev/berth/internal/registry"
 	"github.com/berth-dev/berth/internal/registry/registrytest"
 )
@@ -197,6 +198,29 @@ func TestPullUpstreamBasicAuth(t *testing.T) {
 	if !errors.Is(err, errdefs.ErrNotFound) || !strings.Contains(strings.ToLower(err.Error()), "manifest unknown") || !strings.Contains(err.Error(), host+"/test/app:nope") {
 		t.Fatalf("missing tag: %v, want manifest unknown naming the reference", err)
 	}
+
+	// A layer that would write through a symlink out of its root.
+	var evil bytes.Buffer
+	tw := tar.NewWriter(&evil)
+	_ = tw.WriteHeader(&tar.Header{Name: "etc", Typeflag: tar.TypeSymlink, Linkname: "/etc", Mode: 0o777})
+	_ = tw.WriteHeader(&tar.Header{Name: "etc/berth-pwned", Typeflag: tar.TypeReg, Mode: 0o644})
+	_ = tw.Close()
+	evilImg, err := mutate.Append(mutate.ConfigMediaType(mutate.MediaType(empty.Image, types.OCIManifestSchema1), types.OCIConfigJSON),
+		mutate.Addendum{Layer: static.NewLayer(evil.Bytes(), types.OCIUncompressedLayer), MediaType: types.OCIUncompressedLayer})
+	if err != nil {
+		t.Fatal(err)
+	}
+	remotePush(t, ca, host+"/test/evil:1", alice, evilImg)
+	evilStore := openStore(t)
+	_, err = registry.PullUpstream(ctx, evilStore, host+"/test/evil:1", options(cfg))
+	if !errors.Is(err, unpack.ErrUnsafe) || !strings.Contains(err.Error(), `entry "etc/berth-pwned"`) {
+		t.Fatalf("hostile layer: %v, want it refused naming the entry", err)
+	}
+	assertNoLeftovers(t, evilStore, 0)
+	if left, _ := os.ReadDir(filepath.Join(evilStore.Root(), "layers")); len(left) != 0 {
+		t.Fatalf("layers left behind: %v", left)
+	}
+
 	if err := registry.CheckLogin(ctx, host, "alice", "wrong", options(cfg)); !errors.Is(err, errdefs.ErrUnauthorized) {
 		t.Fatalf("login with a wrong password: %v", err)
 	}

@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/berth-dev/berth/api"
 	"github.com/berth-dev/berth/internal/registry/registrytest"
 )
@@ -152,5 +154,30 @@ func TestPullPolicy(t *testing.T) {
 	}
 	if got := image("always"); got != ref+"@"+second {
 		t.Fatalf("Always after the tag moved: image %q, want %s", got, ref+"@"+second)
+	}
+}
+
+// TestBuildRootfsWithDev builds a tree with a debootstrap rootfs's /dev
+// device nodes from the CLI: it builds, and warns that they were left out.
+func TestBuildRootfsWithDev(t *testing.T) {
+	e := newEnv(t)
+	dir := t.TempDir()
+	if err := os.MkdirAll(filepath.Join(dir, "dev", "pts"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for n, mm := range map[string][2]uint32{"console": {5, 1}, "null": {1, 3}, "zero": {1, 5}} {
+		if err := unix.Mknod(filepath.Join(dir, "dev", n), unix.S_IFCHR|0o666, int(unix.Mkdev(mm[0], mm[1]))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_, errOut, code := e.run("image", "build", dir, "--tag", "debian:minbase")
+	if code != 0 || !strings.Contains(errOut, "warning: left out 3 device nodes under /dev") || !strings.Contains(errOut, "dev/console") {
+		t.Fatalf("build: exit %d, stderr %q", code, errOut)
+	}
+	if err := unix.Mknod(filepath.Join(dir, "console"), unix.S_IFCHR|0o666, int(unix.Mkdev(5, 1))); err != nil {
+		t.Fatal(err)
+	}
+	if _, errOut, code := e.run("image", "build", dir, "--tag", "debian:minbase"); code == 0 || !strings.Contains(errOut, "console is a device node") {
+		t.Fatalf("a device node outside /dev: exit %d, stderr %q", code, errOut)
 	}
 }
