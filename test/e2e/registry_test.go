@@ -181,3 +181,47 @@ func TestBuildRootfsWithDev(t *testing.T) {
 		t.Fatalf("a device node outside /dev: exit %d, stderr %q", code, errOut)
 	}
 }
+
+// TestImageSaveHistoryPrune: berth image save writes an OCI archive (two
+// names, one image) and a docker-save tarball that image import reads
+// back; history shows the build step; prune --all removes what no
+// container uses.
+func TestImageSaveHistoryPrune(t *testing.T) {
+	e := newEnv(t)
+	e.demoImage()
+	e.ok("image", "tag", "demo/busybox:1", "demo/busybox:copy")
+	want := imageDigests(t, e)["demo/busybox:1"]
+	dir := t.TempDir()
+	oci, docker := filepath.Join(dir, "bb.oci.tar"), filepath.Join(dir, "bb.docker.tar")
+	e.ok("image", "save", "demo/busybox:1", "demo/busybox:copy", "-o", oci)
+	e.ok("image", "save", "--format", "docker", "demo/busybox:1", "-o", docker)
+
+	fromOCI := newEnv(t)
+	fromOCI.ok("image", "import", oci)
+	got := imageDigests(t, fromOCI)
+	if got["demo/busybox:1"] != want || got["demo/busybox:copy"] != want {
+		t.Fatalf("imported from the OCI archive: %v, want both names at %s", got, want)
+	}
+	fromDocker := newEnv(t)
+	fromDocker.ok("image", "import", docker)
+	if _, ok := imageDigests(t, fromDocker)["demo/busybox:1"]; !ok {
+		t.Fatalf("imported from the docker-save tarball: %v", imageDigests(t, fromDocker))
+	}
+	if out, _, code := fromDocker.run("container", "run", "--rm", "demo/busybox:1", "echo", "loaded"); code != 0 || !strings.Contains(out, "loaded") {
+		t.Fatalf("run of the re-imported image: exit %d %q", code, out)
+	}
+
+	if out := e.ok("image", "history", "demo/busybox:1"); !strings.Contains(out, "berth image build") {
+		t.Fatalf("history:\n%s", out)
+	}
+	out := e.ok("image", "prune", "--all")
+	if !strings.Contains(out, "untagged demo/busybox:1") || len(imageDigests(t, e)) != 0 {
+		t.Fatalf("prune --all printed %q and left %v", out, imageDigests(t, e))
+	}
+	if _, _, code := e.run("image", "save", "demo/absent:1", "-o", filepath.Join(dir, "x.tar")); code == 0 {
+		t.Fatal("save of an absent image succeeded")
+	}
+	if _, err := os.Stat(filepath.Join(dir, "x.tar")); !os.IsNotExist(err) {
+		t.Fatalf("a failed save left %s: %v", "x.tar", err)
+	}
+}
