@@ -24,20 +24,23 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 )
 
-// CA is a CA and a server certificate for 127.0.0.1 it signed.
+// CA is a CA and a server certificate it signed for 127.0.0.1 (and more
+// addresses when asked).
 type CA struct {
 	CAFile, CertFile, KeyFile string
 	Pool                      *x509.CertPool
 	cert                      tls.Certificate
 }
 
-func NewCA(t testing.TB) *CA {
+// NewCA makes a CA and a server certificate for 127.0.0.1, localhost and ips.
+func NewCA(t testing.TB, ips ...string) *CA {
 	t.Helper()
 	dir := t.TempDir()
 	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
@@ -61,7 +64,7 @@ func NewCA(t testing.TB) *CA {
 	tmpl := &x509.Certificate{
 		SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "127.0.0.1"},
 		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
-		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}, DNSNames: []string{"localhost"},
+		IPAddresses: append([]net.IP{net.IPv4(127, 0, 0, 1)}, parseIPs(ips)...), DNSNames: []string{"localhost"},
 		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, caCert, &key.PublicKey, caKey)
@@ -81,6 +84,14 @@ func NewCA(t testing.TB) *CA {
 		t.Fatal(err)
 	}
 	return ca
+}
+
+func parseIPs(ips []string) []net.IP {
+	var out []net.IP
+	for _, s := range ips {
+		out = append(out, net.ParseIP(s))
+	}
+	return out
 }
 
 func writePEM(t testing.TB, path, typ string, der []byte) {
@@ -122,19 +133,63 @@ func NeedDistribution(t testing.TB) string {
 // returns its host:port once it answers.
 func StartDistribution(t testing.TB, ca *CA, auth string) string {
 	t.Helper()
+	return Start(t, ca, Options{Auth: auth}).Addr
+}
+
+// Options tune Start.
+type Options struct {
+	// Auth is the config's auth section (YAML indented two spaces); ""
+	// lets anyone pull and push.
+	Auth string
+	// Netns is the network namespace (a path) to run in; "" for the test's.
+	Netns string
+	// Addr is the address to listen on; a free loopback port when "".
+	// One in Netns must be given.
+	Addr string
+}
+
+// Distribution is a running docker-registry.
+type Distribution struct {
+	Addr string
+	log  string
+}
+
+var blobGET = regexp.MustCompile(`"GET /v2/\S+/blobs/(sha256:[0-9a-f]{64}) HTTP/[0-9.]+" 200 `)
+
+// BlobGETs counts, by digest, the blob downloads the registry answered
+// with 200, from its access log.
+func (d *Distribution) BlobGETs() map[string]int {
+	data, _ := os.ReadFile(d.log)
+	out := map[string]int{}
+	for _, m := range blobGET.FindAllStringSubmatch(string(data), -1) {
+		out[m[1]]++
+	}
+	return out
+}
+
+// Start runs docker-registry with TLS from ca (whose certificate must name
+// the address) and returns once it listens. It is killed when the test ends.
+func Start(t testing.TB, ca *CA, opts Options) *Distribution {
+	t.Helper()
 	bin := NeedDistribution(t)
 	dir := t.TempDir()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	addr := opts.Addr
+	if addr == "" {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		addr = l.Addr().String()
+		l.Close()
 	}
-	addr := l.Addr().String()
-	l.Close()
+	auth := ""
+	if opts.Auth != "" {
+		auth = "auth:\n" + opts.Auth + "\n"
+	}
 	cfg := fmt.Sprintf(`version: 0.1
 log:
-  level: error
-  accesslog:
-    disabled: true
+  level: info
+  formatter: text
 storage:
   filesystem:
     rootdirectory: %s
@@ -144,9 +199,7 @@ http:
   tls:
     certificate: %s
     key: %s
-auth:
-%s
-`, filepath.Join(dir, "data"), addr, os.Getpid(), ca.CertFile, ca.KeyFile, auth)
+%s`, filepath.Join(dir, "data"), addr, os.Getpid(), ca.CertFile, ca.KeyFile, auth)
 	cfgFile := filepath.Join(dir, "config.yml")
 	if err := os.WriteFile(cfgFile, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
@@ -156,6 +209,9 @@ auth:
 		t.Fatal(err)
 	}
 	cmd := exec.Command(bin, "serve", cfgFile)
+	if opts.Netns != "" {
+		cmd = exec.Command("nsenter", "--net="+opts.Netns, bin, "serve", cfgFile)
+	}
 	cmd.Stdout, cmd.Stderr = logf, logf
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -167,24 +223,22 @@ auth:
 		<-exited
 		logf.Close()
 	})
-	c := ca.Client()
+	// It says so once it listens: the test may not reach its namespace.
 	deadline := time.Now().Add(15 * time.Second)
 	for {
-		resp, err := c.Get("https://" + addr + "/v2/")
-		if err == nil {
-			resp.Body.Close()
-			return addr
+		log, _ := os.ReadFile(logf.Name())
+		if strings.Contains(string(log), "listening on") {
+			return &Distribution{Addr: addr, log: logf.Name()}
 		}
 		select {
 		case <-exited:
-			log, _ := os.ReadFile(logf.Name())
 			t.Fatalf("docker-registry exited: %s", log)
 		default:
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("docker-registry on %s: not answering: %v", addr, err)
+			t.Fatalf("docker-registry on %s: not listening after 15s: %s", addr, log)
 		}
-		time.Sleep(50 * time.Millisecond)
+		time.Sleep(20 * time.Millisecond)
 	}
 }
 
