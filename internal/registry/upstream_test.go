@@ -11,6 +11,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -397,4 +398,36 @@ func TestPullUpstreamFaults(t *testing.T) {
 	if waited := time.Since(start); waited < 2*time.Second {
 		t.Fatalf("pulled in %v: Retry-After (1s, twice) was not honoured", waited)
 	}
+}
+
+// TestPullUpstreamForeignLayer: an image with a foreign (non-distributable)
+// layer is refused before anything is fetched, with an error saying so.
+func TestPullUpstreamForeignLayer(t *testing.T) {
+	ca := registrytest.NewCA(t)
+	cfgBlob := []byte(`{"architecture":"amd64","os":"windows","rootfs":{"type":"layers","diff_ids":["sha256:` + strings.Repeat("1", 64) + `"]}}`)
+	manifest := `{"schemaVersion":2,"mediaType":"application/vnd.docker.distribution.manifest.v2+json",` +
+		`"config":{"mediaType":"application/vnd.docker.container.image.v1+json","size":` + strconv.Itoa(len(cfgBlob)) + `,"digest":"` + image.Digest(cfgBlob).String() + `"},` +
+		`"layers":[{"mediaType":"application/vnd.docker.image.rootfs.foreign.diff.tar.gzip","size":1000,"digest":"sha256:` + strings.Repeat("2", 64) + `","urls":["https://example.com/layer"]}]}`
+	var blobGets atomic.Int64
+	host := ca.ServeTLS(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch {
+		case r.URL.Path == "/v2/":
+		case strings.HasSuffix(r.URL.Path, "/manifests/1"):
+			w.Header().Set("Content-Type", string(types.DockerManifestSchema2))
+			w.Header().Set("Docker-Content-Digest", image.Digest([]byte(manifest)).String())
+			_, _ = io.WriteString(w, manifest)
+		default:
+			blobGets.Add(1)
+			http.NotFound(w, r)
+		}
+	}))
+	store := openStore(t)
+	_, err := registry.PullUpstream(context.Background(), store, host+"/win/app:1", options(configFor(ca, host, "", "")))
+	if !errors.Is(err, registry.ErrForeignLayer) || !strings.Contains(err.Error(), "foreign layer") {
+		t.Fatalf("pull of an image with a foreign layer: %v", err)
+	}
+	if blobGets.Load() != 0 {
+		t.Fatalf("%d blob requests: want none", blobGets.Load())
+	}
+	assertNoLeftovers(t, store, 0)
 }
