@@ -39,7 +39,7 @@ func (f *pullFlags) options() (registry.UpstreamOptions, error) {
 	}
 	opts := registry.UpstreamOptions{Config: cfg, Insecure: f.insecure, CAFile: f.caFile}
 	if f.platform != "" {
-		p, err := registry.ParsePlatform(f.platform)
+		p, err := image.ParsePlatform(f.platform)
 		if err != nil {
 			return registry.UpstreamOptions{}, fmt.Errorf("--platform: %w", err)
 		}

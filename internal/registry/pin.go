@@ -28,6 +28,22 @@ import (
 // it (apiserver.ImagePinner), so that every agent runs the same image
 // however the tag moves later.
 func (h *Handler) PinImage(ctx context.Context, ref string, policy api.PullPolicy) (string, error) {
+	pinned, err := h.pinImage(ctx, ref, policy)
+	if err != nil || strings.Contains(ref, "@") || !IsUpstream(pinned) {
+		return pinned, err
+	}
+	// An image pulled from a multi-arch index is pinned to the index, so
+	// that nodes of every architecture run the same release.
+	name, d, _ := strings.Cut(pinned, "@")
+	if dh, err := v1.NewHash(d); err == nil {
+		if idx, ok := h.store.IndexOf(dh); ok {
+			return name + "@" + idx.String(), nil
+		}
+	}
+	return pinned, nil
+}
+
+func (h *Handler) pinImage(ctx context.Context, ref string, policy api.PullPolicy) (string, error) {
 	if strings.Contains(ref, "@") {
 		if _, err := ParseReference(ref); err != nil {
 			if _, nerr := Normalize(ref); nerr != nil {

@@ -8,6 +8,7 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
 	"github.com/berth-dev/berth/internal/errdefs"
+	"github.com/berth-dev/berth/internal/image"
 	"github.com/berth-dev/berth/internal/registry"
 )
 
@@ -61,12 +62,12 @@ func TestChoosePlatform(t *testing.T) {
 		{v1.Platform{OS: "linux", Architecture: "arm", Variant: "v6"}, 'b'},
 		{v1.Platform{OS: "linux", Architecture: "arm64", Variant: "v8"}, 'd'},
 	} {
-		got, err := registry.ChoosePlatform(idx, c.want)
+		got, err := image.ChoosePlatform(idx, c.want)
 		if err != nil || got.Digest.Hex[0] != c.hex {
 			t.Errorf("ChoosePlatform(%v) = %v, %v; want %c…", c.want, got.Digest, err, c.hex)
 		}
 	}
-	_, err := registry.ChoosePlatform(idx, v1.Platform{OS: "linux", Architecture: "riscv64"})
+	_, err := image.ChoosePlatform(idx, v1.Platform{OS: "linux", Architecture: "riscv64"})
 	if !errors.Is(err, errdefs.ErrNotFound) || !strings.Contains(err.Error(), "linux/arm/v7") {
 		t.Errorf("absent platform: %v, want not found listing what the index has", err)
 	}

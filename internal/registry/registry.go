@@ -343,10 +343,10 @@ func (h *Handler) getManifest(ctx context.Context, w http.ResponseWriter, r *htt
 		}
 		tag, ref = ref, rt.name+":"+ref
 	}
-	raw, mt, digest, err := h.store.Manifest(ctx, ref)
+	raw, mt, digest, err := h.manifestOrIndex(ctx, ref, byDigest)
 	if errors.Is(err, errdefs.ErrNotFound) && h.pullsThrough(r) {
 		if err = h.pullManifest(ctx, rt.name, tag, byDigest); err == nil {
-			raw, mt, digest, err = h.store.Manifest(ctx, ref)
+			raw, mt, digest, err = h.manifestOrIndex(ctx, ref, byDigest)
 		}
 	}
 	if err != nil {
@@ -361,6 +361,26 @@ func (h *Handler) getManifest(ctx context.Context, w http.ResponseWriter, r *htt
 	}
 	_, _ = w.Write(raw)
 	return nil
+}
+
+// manifestOrIndex is the image manifest ref names, or for a digest the
+// multi-arch index the store keeps under it (image.Store.PutIndex).
+func (h *Handler) manifestOrIndex(ctx context.Context, ref string, byDigest v1.Hash) ([]byte, types.MediaType, v1.Hash, error) {
+	raw, mt, digest, err := h.store.Manifest(ctx, ref)
+	if !errors.Is(err, errdefs.ErrNotFound) || byDigest.Hex == "" {
+		return raw, mt, digest, err
+	}
+	ir, ierr := h.store.Index(byDigest)
+	if ierr != nil {
+		return raw, mt, digest, err
+	}
+	var probe struct {
+		MediaType types.MediaType `json:"mediaType"`
+	}
+	if json.Unmarshal(ir, &probe) != nil || probe.MediaType == "" {
+		probe.MediaType = types.OCIImageIndex
+	}
+	return ir, probe.MediaType, byDigest, nil
 }
 
 func (h *Handler) putManifest(ctx context.Context, w http.ResponseWriter, r *http.Request, rt route) error {

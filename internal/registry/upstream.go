@@ -18,8 +18,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
-	"runtime"
-	"strconv"
+		"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -79,71 +78,6 @@ func LocalName(r name.Reference) string {
 	return ""
 }
 
-// NodePlatform is the platform of this machine, the one pulled from a
-// multi-arch index.
-func NodePlatform() v1.Platform {
-	p := v1.Platform{OS: "linux", Architecture: runtime.GOARCH}
-	switch runtime.GOARCH {
-	case "arm64":
-		p.Variant = "v8"
-	case "arm":
-		p.Variant = "v7"
-	}
-	return p
-}
-
-// ParsePlatform parses OS/ARCH[/VARIANT].
-func ParsePlatform(s string) (v1.Platform, error) {
-	parts := strings.Split(s, "/")
-	if len(parts) < 2 || len(parts) > 3 || parts[0] == "" || parts[1] == "" {
-		return v1.Platform{}, fmt.Errorf("platform %q: want OS/ARCH[/VARIANT]: %w", s, errdefs.ErrInvalidArgument)
-	}
-	p := v1.Platform{OS: parts[0], Architecture: parts[1]}
-	if len(parts) == 3 {
-		p.Variant = parts[2]
-	}
-	return p, nil
-}
-
-// ChoosePlatform picks want's manifest from an index: same OS and
-// architecture, and the same variant when want has one (arm64's v8 also
-// matches an entry without a variant). Attestations and other entries
-// without a platform are skipped.
-func ChoosePlatform(idx *v1.IndexManifest, want v1.Platform) (v1.Descriptor, error) {
-	var have []string
-	var loose *v1.Descriptor
-	for i, d := range idx.Manifests {
-		p := d.Platform
-		if p == nil || p.OS == "unknown" {
-			continue
-		}
-		have = append(have, platformString(*p))
-		if p.OS != want.OS || p.Architecture != want.Architecture {
-			continue
-		}
-		switch {
-		case p.Variant == want.Variant:
-			return d, nil
-		case want.Variant == "" || (want.Architecture == "arm64" && p.Variant == "" && want.Variant == "v8"):
-			if loose == nil {
-				loose = &idx.Manifests[i]
-			}
-		}
-	}
-	if loose != nil {
-		return *loose, nil
-	}
-	return v1.Descriptor{}, fmt.Errorf("no image for %s in the index (it has %s): %w", platformString(want), strings.Join(have, ", "), errdefs.ErrNotFound)
-}
-
-func platformString(p v1.Platform) string {
-	s := p.OS + "/" + p.Architecture
-	if p.Variant != "" {
-		s += "/" + p.Variant
-	}
-	return s
-}
-
 // UpstreamOptions tune PullUpstream.
 type UpstreamOptions struct {
 	// Config holds credentials and per-registry TLS, insecure and mirror
@@ -156,7 +90,7 @@ type UpstreamOptions struct {
 	Insecure bool
 	// CAFile adds trusted certificates for the reference's registry.
 	CAFile string
-	// Platform picks from a multi-arch index; NodePlatform() when nil.
+	// Platform picks from a multi-arch index; image.NodePlatform() when nil.
 	Platform *v1.Platform
 	// Progress hears about every layer, as PullOptions.Progress does.
 	Progress func(Progress)
@@ -350,16 +284,17 @@ func pullFrom(ctx context.Context, store *image.Store, r, src name.Reference, ep
 	}
 	out := Pulled{Source: ep.scheme + "://" + ep.host}
 	raw, mt := desc.Manifest, desc.MediaType
+	var rawIndex []byte
 	if mt.IsIndex() {
 		idx, err := v1.ParseIndexManifest(bytes.NewReader(raw))
 		if err != nil {
 			return fail(fmt.Errorf("index %s: %w: %w", desc.Digest, err, errdefs.ErrInvalidArgument))
 		}
-		want := NodePlatform()
+		want := image.NodePlatform()
 		if opts.Platform != nil {
 			want = *opts.Platform
 		}
-		child, err := ChoosePlatform(idx, want)
+		child, err := image.ChoosePlatform(idx, want)
 		if err != nil {
 			return fail(fmt.Errorf("index %s: %w", desc.Digest, err))
 		}
@@ -372,6 +307,7 @@ func pullFrom(ctx context.Context, store *image.Store, r, src name.Reference, ep
 			return fail(err)
 		}
 		out.Index = desc.Digest.String()
+		rawIndex = desc.Manifest
 		raw, mt = cdesc.Manifest, cdesc.MediaType
 	}
 	if !image.IsManifestType(mt) {
@@ -394,6 +330,12 @@ func pullFrom(ctx context.Context, store *image.Store, r, src name.Reference, ep
 			errs = append(errs, store.Unstage(h))
 		}
 		return Pulled{}, errors.Join(fmt.Errorf("pull %s from %s: %w", r, out.Source, classify(err)), errors.Join(errs...))
+	}
+	if rawIndex != nil {
+		// Kept so that the index digest resolves here (a cluster pins it).
+		if _, err := store.PutIndex(rawIndex); err != nil {
+			return Pulled{}, fmt.Errorf("pull %s: %w", r, err)
+		}
 	}
 	out.Image = img
 	return out, nil

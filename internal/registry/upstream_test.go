@@ -11,6 +11,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -28,6 +29,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 
+	"github.com/berth-dev/berth/api"
 	"github.com/berth-dev/berth/internal/errdefs"
 	"github.com/berth-dev/berth/internal/image"
 	"github.com/berth-dev/berth/internal/image/unpack"
@@ -257,7 +259,7 @@ func TestPullUpstreamTokenIndex(t *testing.T) {
 		platform string
 		want     v1.Hash
 	}{{"linux/amd64", amdDigest}, {"linux/arm64/v8", armDigest}} {
-		plat, err := registry.ParsePlatform(c.platform)
+		plat, err := image.ParsePlatform(c.platform)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -430,4 +432,54 @@ func TestPullUpstreamForeignLayer(t *testing.T) {
 		t.Fatalf("%d blob requests: want none", blobGets.Load())
 	}
 	assertNoLeftovers(t, store, 0)
+}
+
+// TestPinIndexAcrossArchitectures: a server applying a service of a
+// two-arch upstream image pins the index digest; an amd64 node's pull of
+// the pinned reference gets the amd64 image, an arm64 node's the arm64
+// one (which the server pulls through from upstream by digest), and both
+// stores resolve the index digest to their own image.
+func TestPinIndexAcrossArchitectures(t *testing.T) {
+	ctx := context.Background()
+	ca := registrytest.NewCA(t)
+	host := registrytest.StartDistribution(t, ca, registrytest.HtpasswdAuth(t, "alice", "s3cret"))
+	amd, arm := randomImage(t, 5, 1, 4<<10), randomImage(t, 6, 1, 4<<10)
+	idx := mutate.AppendManifests(mutate.IndexMediaType(empty.Index, types.OCIImageIndex),
+		mutate.IndexAddendum{Add: amd, Descriptor: v1.Descriptor{Platform: &v1.Platform{OS: "linux", Architecture: "amd64"}}},
+		mutate.IndexAddendum{Add: arm, Descriptor: v1.Descriptor{Platform: &v1.Platform{OS: "linux", Architecture: "arm64"}}},
+	)
+	idxDigest := remotePush(t, ca, host+"/library/multi:1", &authn.Basic{Username: "alice", Password: "s3cret"}, idx)
+	amdDigest, _ := amd.Digest()
+	armDigest, _ := arm.Digest()
+	up := options(configFor(ca, host, "alice", "s3cret"))
+	up.Platform = &v1.Platform{OS: "linux", Architecture: "amd64"} // the server's
+
+	srvStore := openStore(t)
+	h := registry.New(srvStore, registry.Options{Upstream: &up})
+	ref := host + "/library/multi:1"
+	pinned, err := h.PinImage(ctx, ref, api.PullIfNotPresent)
+	if err != nil || pinned != ref+"@"+idxDigest.String() {
+		t.Fatalf("PinImage = %q, %v; want the index digest %s", pinned, err, idxDigest)
+	}
+	if again, err := h.PinImage(ctx, ref, api.PullIfNotPresent); again != pinned || err != nil {
+		t.Fatalf("PinImage again (the store has it) = %q, %v; want %q", again, err, pinned)
+	}
+	base, _ := server(t, srvStore, registry.Options{Upstream: &up}, nil)
+	for _, c := range []struct {
+		arch string
+		want v1.Hash
+	}{{"amd64", amdDigest}, {"arm64", armDigest}} {
+		node := openStore(t)
+		img, err := registry.Pull(ctx, node, base, pinned, registry.PullOptions{Platform: &v1.Platform{OS: "linux", Architecture: c.arch}})
+		if err != nil || img.Digest != c.want.String() {
+			t.Fatalf("%s node pulls %s: %s, %v; want %s", c.arch, pinned, img.Digest, err, c.want)
+		}
+		if c.arch == runtime.GOARCH {
+			// This machine's platform: the index digest resolves to its image.
+			got, err := node.Resolve(ctx, idxDigest.String())
+			if err != nil || got.Digest != c.want.String() {
+				t.Fatalf("the node resolves the index to %s, %v; want %s", got.Digest, err, c.want)
+			}
+		}
+	}
 }
