@@ -76,4 +76,3 @@ func platformString(p v1.Platform) string {
 	}
 	return s
 }
-

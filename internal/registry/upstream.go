@@ -18,7 +18,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
-		"strconv"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
