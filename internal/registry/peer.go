@@ -11,6 +11,11 @@ package registry
 //	                                                     ▼
 //	                                                   server 1, 3: own store only
 //
+// A miss by digest that no peer fills, of a repository that names its
+// registry (docker.io/library/nginx), is pulled from that registry, or its
+// mirror (Options.Upstream, upstream.go): the cluster's servers are its
+// pull-through cache, and concurrent misses share one fetch.
+//
 // What it fetches is stored as a Pull would store it (a tag under the same
 // tag, a digest unnamed), and the request is then answered from its own
 // store as if it had had it. The same goes for a blob fetched alone, and
@@ -92,9 +97,12 @@ func (h *Handler) pullManifest(ctx context.Context, repo, tag string, digest v1.
 				return err
 			})
 		}
-		if errors.Is(err, errdefs.ErrNotFound) && h.opts.Upstream != nil && IsUpstream(repo) {
+		if errors.Is(err, errdefs.ErrNotFound) && h.opts.Upstream != nil && IsUpstream(repo) && digest.Hex != "" {
 			// Nobody in the cluster has it: the image's own registry (or its
 			// mirror), every digest checked, the blobs kept for the others.
+			// Only by digest: the cluster pins what it runs at apply time
+			// (PinImage), so a tag asked for here is one the pull policy
+			// (Never) or the registry left unpinned.
 			_, err = PullUpstream(ctx, h.store, ref.String(), *h.opts.Upstream)
 			if err == nil {
 				h.log.Info("registry: pulled through from upstream", "image", ref.String())

@@ -21,6 +21,12 @@
 // theirs lacks through from the others' (Options.Peers, peer.go), found
 // in a Directory in etcd.
 //
+// PullUpstream (upstream.go) fetches images from the world's registries
+// (Docker Hub, GHCR, private ones) with their auth, TLS and mirror
+// settings (Config, config.go); Ensure applies a pull policy; a Handler
+// with Options.Upstream pins (PinImage) and pulls through such images for
+// the cluster.
+//
 // Repository names are berth image names without the tag ("demo/busybox"
 // for "demo/busybox:1"). The store is one content-addressed pool, so any
 // repository can read any blob it holds.
