@@ -65,6 +65,9 @@ func Ensure(ctx context.Context, store *image.Store, ref string, policy api.Pull
 		return image.Image{}, fmt.Errorf("image %q is not in the store, and the pull policy is Never: %w", ref, errdefs.ErrNotFound)
 	}
 	p, err := PullUpstream(ctx, store, ref, opts)
+	if err != nil && img.Digest == "" && !errors.Is(err, errdefs.ErrNotFound) {
+		return image.Image{}, fmt.Errorf("image %q is not in the store, and pulling it failed: %w", ref, err)
+	}
 	if err != nil {
 		return image.Image{}, err
 	}

@@ -93,6 +93,12 @@ func (h *Handler) pinImage(ctx context.Context, ref string, policy api.PullPolic
 		digest = p.Digest
 		return err
 	})
+	if err != nil && !IsUpstream(ref) && !errors.Is(err, errdefs.ErrNotFound) {
+		// A short name ("demo/app:1") may be an image a node built or
+		// imported itself: left unpinned, not refused, when Docker Hub
+		// cannot be asked (no network, say).
+		return "", fmt.Errorf("image %q is not on the servers, and pulling it from docker.io failed (%v): %w", ref, err, errdefs.ErrNotFound)
+	}
 	if err != nil {
 		return "", err
 	}
