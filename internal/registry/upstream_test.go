@@ -483,3 +483,106 @@ func TestPinIndexAcrossArchitectures(t *testing.T) {
 		}
 	}
 }
+
+// TestPullUpstreamRedirectInsecureDockerConfig: a registry that redirects
+// blob downloads to another host (blob storage) is followed there without
+// the registry's credentials; a plain-HTTP registry is refused unless
+// insecure is asked for it; credentials come from ~/.docker/config.json,
+// its credHelpers programs included.
+func TestPullUpstreamRedirectInsecureDockerConfig(t *testing.T) {
+	ctx := context.Background()
+	ca := registrytest.NewCA(t)
+	upstream := registrytest.StartDistribution(t, ca, registrytest.HtpasswdAuth(t, "alice", "s3cret"))
+	img := randomImage(t, 7, 2, 8<<10)
+	remotePush(t, ca, upstream+"/test/app:1", &authn.Basic{Username: "alice", Password: "s3cret"}, img)
+	layers, err := img.Layers()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var leaked, served atomic.Int64
+	storage := ca.ServeTLS(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Authorization") != "" {
+			leaked.Add(1)
+		}
+		for _, l := range layers {
+			if d, _ := l.Digest(); strings.HasSuffix(r.URL.Path, d.String()) {
+				rc, err := l.Compressed()
+				if err != nil {
+					http.Error(w, err.Error(), 500)
+					return
+				}
+				defer rc.Close()
+				served.Add(1)
+				_, _ = io.Copy(w, rc)
+				return
+			}
+		}
+		http.NotFound(w, r)
+	}))
+	u, _ := url.Parse("https://" + upstream)
+	rp := httputil.NewSingleHostReverseProxy(u)
+	rp.Transport = ca.Client().Transport
+	redirecting := ca.ServeTLS(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if i := strings.Index(r.URL.Path, "/blobs/sha256:"); i >= 0 && r.Method == http.MethodGet && r.Header.Get("Authorization") != "" {
+			for _, l := range layers {
+				if d, _ := l.Digest(); strings.HasSuffix(r.URL.Path, d.String()) {
+					http.Redirect(w, r, "https://"+storage+"/store/"+d.String()+"?sig=x", http.StatusTemporaryRedirect)
+					return
+				}
+			}
+		}
+		rp.ServeHTTP(w, r)
+	}))
+	if _, err := registry.PullUpstream(ctx, openStore(t), redirecting+"/test/app:1", options(configFor(ca, redirecting, "alice", "s3cret"))); err != nil {
+		t.Fatalf("pull with blobs redirected to storage: %v", err)
+	}
+	if served.Load() != 2 || leaked.Load() != 0 {
+		t.Fatalf("storage served %d layers and saw credentials %d times; want 2 and 0", served.Load(), leaked.Load())
+	}
+
+	// Plain HTTP: berth's own registry handler on an httptest server.
+	plainStore := openStore(t)
+	_, plain := server(t, plainStore, registry.Options{}, nil)
+	push(t, plain, "test/app:1", img)
+	noCA := &registry.Config{}
+	if _, err := registry.PullUpstream(ctx, openStore(t), plain+"/test/app:1", options(noCA)); err == nil {
+		t.Fatal("pulled from a plain-HTTP registry without insecure")
+	}
+	opts := options(noCA)
+	opts.Insecure = true
+	if _, err := registry.PullUpstream(ctx, openStore(t), plain+"/test/app:1", opts); err != nil {
+		t.Fatalf("insecure pull over plain HTTP: %v", err)
+	}
+	// The TLS registry without its CA: refused, then accepted when insecure.
+	if _, err := registry.PullUpstream(ctx, openStore(t), upstream+"/test/app:1", registry.UpstreamOptions{Config: noCA, Keychain: configFor(ca, upstream, "alice", "s3cret")}); err == nil {
+		t.Fatal("pulled over TLS from an unknown CA")
+	}
+	if _, err := registry.PullUpstream(ctx, openStore(t), upstream+"/test/app:1", registry.UpstreamOptions{Config: noCA, Insecure: true, Keychain: configFor(ca, upstream, "alice", "s3cret")}); err != nil {
+		t.Fatalf("insecure pull over TLS from an unknown CA: %v", err)
+	}
+
+	// docker's config: a credential helper program answers for the registry.
+	home := t.TempDir()
+	bin := filepath.Join(home, "bin")
+	if err := os.MkdirAll(filepath.Join(home, ".docker"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(bin, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	helper := "#!/bin/sh\nread host\necho '{\"ServerURL\":\"'$host'\",\"Username\":\"alice\",\"Secret\":\"s3cret\"}'\n"
+	if err := os.WriteFile(filepath.Join(bin, "docker-credential-berthtest"), []byte(helper), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	dockerCfg := `{"credHelpers": {"` + upstream + `": "berthtest"}}`
+	if err := os.WriteFile(filepath.Join(home, ".docker", "config.json"), []byte(dockerCfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("HOME", home)
+	t.Setenv("DOCKER_CONFIG", filepath.Join(home, ".docker"))
+	t.Setenv("PATH", bin+":"+os.Getenv("PATH"))
+	cfg := configFor(ca, upstream, "", "")
+	if _, err := registry.PullUpstream(ctx, openStore(t), upstream+"/test/app:1", registry.UpstreamOptions{Config: cfg}); err != nil {
+		t.Fatalf("pull with docker's credential helper: %v", err)
+	}
+}
