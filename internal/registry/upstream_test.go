@@ -184,6 +184,26 @@ func TestPullUpstreamBasicAuth(t *testing.T) {
 		}
 	}
 
+	// Docker's media types: a v2 schema 2 manifest with a gzip layer.
+	dl, err := tarball.LayerFromOpener(func() (io.ReadCloser, error) {
+		return io.NopCloser(bytes.NewReader(tarLayer(t, "etc/docker.txt", "docker media types\n"))), nil
+	}, tarball.WithMediaType(types.DockerLayer))
+	if err != nil {
+		t.Fatal(err)
+	}
+	dimg, err := mutate.Append(mutate.ConfigMediaType(mutate.MediaType(empty.Image, types.DockerManifestSchema2), types.DockerConfigJSON),
+		mutate.Addendum{Layer: dl, MediaType: types.DockerLayer})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dDigest := remotePush(t, ca, host+"/test/docker:1", alice, dimg)
+	if p, err := registry.PullUpstream(ctx, store, host+"/test/docker:1", options(cfg)); err != nil || p.Digest != dDigest.String() {
+		t.Fatalf("docker media types: %+v, %v; want %s", p.Image, err, dDigest)
+	}
+	if _, err := os.Stat(filepath.Join(store.LayerDir(diffIDs(t, dimg)[0].String()), "etc/docker.txt")); err != nil {
+		t.Errorf("docker layer not unpacked: %v", err)
+	}
+
 	byDigest := openStore(t)
 	p, err = registry.PullUpstream(ctx, byDigest, host+"/test/app@"+gzDigest.String(), options(cfg))
 	if err != nil {
