@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -48,7 +49,11 @@ func TestImageLoginPushPull(t *testing.T) {
 	if _, errOut, code := e.run("login", host, "-u", "alice", "-p", "wrong"); code == 0 || !strings.Contains(errOut, "UNAUTHORIZED") && !strings.Contains(errOut, "401") {
 		t.Fatalf("login with a wrong password: exit %d, stderr %q", code, errOut)
 	}
-	e.ok("login", host, "-u", "alice", "-p", "s3cret")
+	login := exec.Command(berthBin, "--data-dir", e.dataDir, "login", host, "-u", "alice", "--password-stdin")
+	login.Stdin = strings.NewReader("s3cret\n")
+	if out, err := login.CombinedOutput(); err != nil || !strings.Contains(string(out), "Login succeeded") {
+		t.Fatalf("login --password-stdin: %v: %s", err, out)
+	}
 	st, err := os.Stat(cfgPath)
 	if err != nil || st.Mode().Perm() != 0o600 {
 		t.Fatalf("config after login: %v, mode %v; want 0600", err, st.Mode())
