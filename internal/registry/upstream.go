@@ -282,7 +282,7 @@ func pullFrom(ctx context.Context, store *image.Store, r, src name.Reference, ep
 	if err := checkManifest(desc, src); err != nil {
 		return fail(err)
 	}
-	out := Pulled{Source: ep.scheme + "://" + ep.host}
+	out := Pulled{Source: up.ep.scheme + "://" + up.ep.host}
 	raw, mt := desc.Manifest, desc.MediaType
 	var rawIndex []byte
 	if mt.IsIndex() {

@@ -158,8 +158,8 @@ func TestPullUpstreamBasicAuth(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if p.Digest != gzDigest.String() || p.Name != host+"/test/app:1" {
-		t.Fatalf("pulled %s %s, want %s %s", p.Name, p.Digest, host+"/test/app:1", gzDigest)
+	if p.Digest != gzDigest.String() || p.Name != host+"/test/app:1" || p.Source != "https://"+host {
+		t.Fatalf("pulled %s %s from %s, want %s %s from https://%s", p.Name, p.Digest, p.Source, host+"/test/app:1", gzDigest, host)
 	}
 	for i, id := range diffIDs(t, gz) {
 		if _, err := os.Stat(filepath.Join(store.LayerDir(id.String()), "layer"+string(rune('0'+i)), "data")); err != nil {
