@@ -80,7 +80,7 @@ func twoLayerImage(t *testing.T, e *env, name string) {
 // TestClusterPullsEachLayerOnce: three servers and three agents on
 // network-namespace hosts run 9 replicas of docker.io/library/app:1, an
 // image only the docker.io mirror (docker-registry on s1's host) has,
-// three per node (each reserves 0.6 of a node's 2 CPUs). The server the
+// three per node (each reserves 30% of a node's CPUs). The server the
 // apply lands on pulls it from the mirror to pin it; the agents pull from
 // their servers, which pull through from each other. The mirror's access
 // log shows exactly one download of each blob.
@@ -129,7 +129,11 @@ func TestClusterPullsEachLayerOnce(t *testing.T) {
 	check(t, l.Start())
 	before := dist.BlobGETs()
 
-	check(t, l.Apply("kind: Service\nname: app\nreplicas: 9\ntemplate:\n  image: docker.io/library/app:1\n  command: [\"sleep\", \"3600\"]\n  resources: {cpu: 0.6, memory: 16Mi}\n"))
+	// Each replica reserves over a quarter of a node's CPUs: three per node.
+	nodes0, err := l.Nodes()
+	check(t, err)
+	cpu := float64(nodes0[0].Spec.Capacity.MilliCPU) / 1000 * 0.3
+	check(t, l.Apply(fmt.Sprintf("kind: Service\nname: app\nreplicas: 9\ntemplate:\n  image: docker.io/library/app:1\n  command: [\"sleep\", \"3600\"]\n  resources: {cpu: %.2f, memory: 16Mi}\n", cpu)))
 	insts := waitHealthy(t, l, "app", 9, 2*time.Minute)
 	nodes := map[string]int{}
 	for _, in := range insts {
