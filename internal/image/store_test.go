@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -767,5 +768,44 @@ func gzipFile(t *testing.T, src, dst string) {
 	}
 	if err := os.WriteFile(dst, buf.Bytes(), 0o644); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestImportIndex imports an OCI layout whose image is a two-platform
+// index: this machine's image is stored under the index's name, and the
+// index digest resolves to it.
+func TestImportIndex(t *testing.T) {
+	ctx := context.Background()
+	mine := testImage(t, []string{"/bin/mine"}, tarLayer(t, file{name: "mine", body: "1"}))
+	other := testImage(t, []string{"/bin/other"}, tarLayer(t, file{name: "other", body: "2"}))
+	otherArch := "arm64"
+	if runtime.GOARCH == "arm64" {
+		otherArch = "amd64"
+	}
+	idx := mutate.AppendManifests(mutate.IndexMediaType(empty.Index, types.OCIImageIndex),
+		mutate.IndexAddendum{Add: other, Descriptor: v1.Descriptor{Platform: &v1.Platform{OS: "linux", Architecture: otherArch}}},
+		mutate.IndexAddendum{Add: mine, Descriptor: v1.Descriptor{Platform: &v1.Platform{OS: "linux", Architecture: runtime.GOARCH}}},
+	)
+	dir := t.TempDir()
+	p, err := layout.Write(dir, empty.Index)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.AppendIndex(idx, layout.WithAnnotations(map[string]string{annotationRefName: "multi/app:1"})); err != nil {
+		t.Fatal(err)
+	}
+	s := openStore(t)
+	imgs, err := s.Import(ctx, dir, ImportOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, _ := mine.Digest()
+	if len(imgs) != 1 || imgs[0].Digest != want.String() || imgs[0].Name != "multi/app:1" {
+		t.Fatalf("imported %+v, want this platform's %s as multi/app:1", imgs, want)
+	}
+	idxDigest, _ := idx.Digest()
+	got, err := s.Resolve(ctx, idxDigest.String())
+	if err != nil || got.Digest != want.String() {
+		t.Fatalf("the index digest resolves to %s, %v; want %s", got.Digest, err, want)
 	}
 }
