@@ -96,7 +96,7 @@ func newContainerRunCmd(g *globals) *cobra.Command {
 	fl.StringVar(&f.executor, "runtime", runtime.ExecutorBuiltin, "executor: berth (built in), runc or crun")
 	fl.StringVar(&f.rootfs, "rootfs", "", "use this directory as the root filesystem instead of an image (IMAGE is then a label)")
 	fl.DurationVar(&f.stopGrace, "stop-timeout", 10*time.Second, "grace period before SIGKILL when interrupted")
-	fl.StringVar(&f.pull, "pull", "", "fetch the image from its registry: missing (default; always for :latest), always or never")
+	fl.StringVar(&f.pull, "pull", "missing", "fetch the image from its registry: missing (when the store lacks it), always or never")
 	f.registry.add(cmd)
 	return cmd
 }

@@ -82,6 +82,10 @@ func TestImageLoginPushPull(t *testing.T) {
 		t.Fatalf("container run by digest: exit %d, stdout %q, stderr %q", code, out, errOut)
 	}
 
+	if _, errOut, code := third.run("container", "run", "--rm", "--pull", "never", ref, "true"); code == 0 || !strings.Contains(errOut, "pull policy is Never") {
+		t.Fatalf("run --pull never of an image the store lacks: exit %d, stderr %q", code, errOut)
+	}
+
 	e.ok("logout", host)
 	if _, _, code := e.run("logout", host); code == 0 {
 		t.Fatal("a second logout succeeded")
