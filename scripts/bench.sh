@@ -21,3 +21,4 @@ run network                            # nftables data plane at 250,000 endpoint
 run multinode -berth "$bin"             # 3 servers + 3 agents on network namespaces: scale to 30, node loss
 run remote -berth "$bin" -n "${BENCH_EXEC_RUNS:-100}" # exec local/remote beside podman exec; logs -f throughput
 run idle -berth "$bin"                  # idle CPU of berth up with 200 instances beside Docker Swarm's daemons
+run pull -berth "$bin"                  # image pull from a loopback registry beside podman and skopeo
