@@ -50,6 +50,10 @@ func Suite(t *testing.T, executor string) {
 	t.Run("LogRotation", h.testLogRotation)
 	t.Run("ExclusiveCPUs", h.testExclusiveCPUs)
 	t.Run("CleanupLeavesNothing", h.testCleanup)
+	t.Run("Escape", h.testEscape)
+	t.Run("ExecStdio", h.testExecStdio)
+	t.Run("SymlinkedMountTargets", h.testSymlinkTargets)
+	t.Run("ForkBomb", h.testForkBomb)
 }
 
 type harness struct {
