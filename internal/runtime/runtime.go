@@ -120,13 +120,25 @@ const DefaultRoot = "/var/lib/berth/containers"
 // New opens (creating if needed) the state directory root, such as
 // /var/lib/berth/containers. Containers already there are adopted: List,
 // State, Wait, Stop and the rest work on them as on new ones.
-func New(root string) (*Runtime, error) {
+func New(root string, opts ...Option) (*Runtime, error) {
+	var o options
+	for _, opt := range opts {
+		opt(&o)
+	}
 	if err := os.MkdirAll(root, 0o711); err != nil {
 		return nil, fmt.Errorf("runtime state dir %s: %w", root, err)
 	}
-	self, err := os.Executable()
+	bin, err := filepath.Abs(o.binary)
+	if o.binary == "" {
+		bin, err = os.Executable()
+	}
 	if err != nil {
 		return nil, fmt.Errorf("runtime: find own binary: %w", err)
+	}
+	// Never the binary's own path: see exe.go.
+	self, err := selfExe(bin, os.Getenv(ExeViewEnv))
+	if err != nil {
+		return nil, fmt.Errorf("runtime: %w", err)
 	}
 	cg := detectCgroups()
 	hybrid := !cg.v2 && hasCgroup2Mount()
@@ -141,6 +153,17 @@ func New(root string) (*Runtime, error) {
 	go warmSeccomp()
 	return r, nil
 }
+
+// Option changes how New sets up a Runtime.
+type Option func(*options)
+
+type options struct {
+	binary string
+}
+
+// WithBinary runs the shims and exec stages from binary (a berth binary,
+// or any that links package launch) instead of the running one.
+func WithBinary(path string) Option { return func(o *options) { o.binary = path } }
 
 func cgroupParent(root string) string {
 	abs, err := filepath.Abs(root)

@@ -54,6 +54,7 @@ func Suite(t *testing.T, executor string) {
 	t.Run("ExecStdio", h.testExecStdio)
 	t.Run("SymlinkedMountTargets", h.testSymlinkTargets)
 	t.Run("ForkBomb", h.testForkBomb)
+	t.Run("ExeOverwrite", h.testExeOverwrite)
 }
 
 type harness struct {
