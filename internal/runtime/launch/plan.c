@@ -87,7 +87,7 @@ int plan_read(char *buf, size_t len, struct plan *p, char *err, size_t errlen)
 				bad = 1;
 			break;
 		case REC_CGROUP:
-			if (p->ncgroups >= 16 || take_str(pl, n, &p->cgroups[p->ncgroups++]))
+			if (p->ncgroups >= 32 || take_str(pl, n, &p->cgroups[p->ncgroups++]))
 				bad = 1;
 			break;
 		case REC_MOUNT: {

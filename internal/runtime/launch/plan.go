@@ -239,8 +239,8 @@ func (p *Plan) MarshalBinary() ([]byte, error) {
 		binary.NativeEndian.PutUint64(v[12:], r.Hard)
 		rec(recRlimit, v[:])
 	}
-	if len(p.Cgroups) > 16 {
-		return nil, fmt.Errorf("launch plan: %d cgroups, at most 16", len(p.Cgroups))
+	if len(p.Cgroups) > 32 {
+		return nil, fmt.Errorf("launch plan: %d cgroups, at most 32", len(p.Cgroups))
 	}
 	for _, c := range p.Cgroups {
 		str(recCgroup, c)

@@ -80,7 +80,7 @@ struct plan {
 	int nsysctls;
 	struct rlimitrec rlimits[32];
 	int nrlimits;
-	const char *cgroups[16];
+	const char *cgroups[32];
 	int ncgroups;
 	uint64_t nsflags;
 	const unsigned char *seccomp;

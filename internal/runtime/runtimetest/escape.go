@@ -405,9 +405,20 @@ func (h *harness) testCgroupsJoined(t *testing.T) {
 		if len(f) != 3 {
 			continue
 		}
+		if f[0] == "0" && h.executor == "crun" && hybrid() {
+			// crun refuses a hybrid host, so berth runs it where the unified mount is hidden.
+			t.Logf("crun cannot join the unified hierarchy of a hybrid host: it is in %q", f[2])
+			continue
+		}
 		// The runtime (runc included) may nest the container's cgroup below that path.
 		if !strings.HasPrefix(f[2], want) {
 			t.Errorf("hierarchy %s:%s: the container is in %q, not its own %q", f[0], f[1], f[2], want)
 		}
 	}
+}
+
+func hybrid() bool {
+	var st, root syscall.Statfs_t
+	return syscall.Statfs("/sys/fs/cgroup/unified", &st) == nil && st.Type == unix.CGROUP2_SUPER_MAGIC &&
+		syscall.Statfs("/sys/fs/cgroup", &root) == nil && root.Type != unix.CGROUP2_SUPER_MAGIC
 }

@@ -50,6 +50,7 @@ func Suite(t *testing.T, executor string) {
 	t.Run("LogRotation", h.testLogRotation)
 	t.Run("ExclusiveCPUs", h.testExclusiveCPUs)
 	t.Run("CleanupLeavesNothing", h.testCleanup)
+	t.Run("CgroupsJoined", h.testCgroupsJoined)
 	t.Run("Escape", h.testEscape)
 	t.Run("ExecStdio", h.testExecStdio)
 	t.Run("SymlinkedMountTargets", h.testSymlinkTargets)
