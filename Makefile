@@ -10,7 +10,7 @@ DATA_DIR ?= /var/lib/berth
 GOFLAGS_BUILD := -trimpath $(shell git status --porcelain >/dev/null 2>&1 && echo -buildvcs=auto || echo -buildvcs=false)
 TEST_TIMEOUT ?= 15m
 
-.PHONY: all deps build up test test-unit lint bench demo-image clean
+.PHONY: all deps build up test test-unit lint fuzz bench demo-image clean
 
 all: build
 
@@ -30,6 +30,13 @@ up: demo-image
 test: build
 	go vet ./...
 	go test -count=1 -timeout $(TEST_TIMEOUT) -p 2 ./...
+	$(MAKE) fuzz
+
+# Each fuzz target runs its seeds in go test, then here for a bounded time.
+FUZZTIME ?= 10s
+fuzz:
+	go test -run '^$$' -fuzz '^FuzzPlanRoundTrip$$' -fuzztime $(FUZZTIME) ./internal/runtime/launch/
+	go test -run '^$$' -fuzz '^FuzzPlanReadC$$' -fuzztime $(FUZZTIME) ./internal/runtime/launch/
 
 lint: deps
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt: $$out"; exit 1; fi
