@@ -77,8 +77,8 @@ func (h *harness) testEscape(t *testing.T) {
 		// where present) only dangles: the built-in executor makes none.
 		want["dev_core"] = "ENOENT"
 	}
-	t.Run("Init", func(t *testing.T) { expect(t, probeResults(main), want, main) })
-	t.Run("Exec", func(t *testing.T) { expect(t, probeResults(execOut.String()), want, execOut.String()) })
+	t.Run("Init", func(t *testing.T) { expect(t, ProbeResults(main), want, main) })
+	t.Run("Exec", func(t *testing.T) { expect(t, ProbeResults(execOut.String()), want, execOut.String()) })
 }
 
 // testExecStdio: an exec'd process gets pipes (never the caller's file or
@@ -116,7 +116,7 @@ func (h *harness) testExecStdio(t *testing.T) {
 	}
 	atReturn := fi.Size()
 	b, _ := os.ReadFile(host)
-	res := probeResults(string(b))
+	res := ProbeResults(string(b))
 	want := map[string]string{
 		"tiocsti0": "ENOTTY", "tiocsti1": "ENOTTY", "tiocsti2": "ENOTTY",
 		// No controlling terminal: /dev/tty opens nothing.
@@ -323,7 +323,7 @@ func (h *harness) testExeOverwrite(t *testing.T) {
 			_ = syscall.Kill(cur.ShimPid, syscall.SIGKILL)
 			eventually(t, 10*time.Second, "the shim to die", func() bool { return syscall.Kill(cur.ShimPid, 0) != nil })
 		}
-		if pid := hostPidOf(st.Pid, "probe\x00exe"); pid > 0 {
+		if pid := HostPidOf(st.Pid, "probe\x00exe"); pid > 0 {
 			_ = syscall.Kill(pid, syscall.SIGUSR1)
 		}
 	}
@@ -333,7 +333,7 @@ func (h *harness) testExeOverwrite(t *testing.T) {
 		out = string(b)
 		return err == nil
 	})
-	res := probeResults(out)
+	res := ProbeResults(out)
 	if b, _ := os.ReadFile(bin); !bytes.Equal(b, data) {
 		t.Errorf("the binary was changed from inside the container")
 	}
@@ -357,9 +357,9 @@ func (h *harness) testExeOverwrite(t *testing.T) {
 	t.Logf("%s:\n%s", h.executor, out)
 }
 
-// hostPidOf finds the host pid of a process in the PID namespace of
+// HostPidOf finds the host pid of a process in the PID namespace of
 // container process ref whose command line starts with prefix.
-func hostPidOf(ref int, prefix string) int {
+func HostPidOf(ref int, prefix string) int {
 	ns, err := os.Readlink(fmt.Sprintf("/proc/%d/ns/pid", ref))
 	if err != nil {
 		return 0
