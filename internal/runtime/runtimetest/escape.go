@@ -228,10 +228,11 @@ func (h *harness) testForkBomb(t *testing.T) {
 	c.Resources.Pids = 32
 	st := h.run(t, c)
 	peak := 0
-	eventually(t, 10*time.Second, "the bomb to hit the limit", func() bool {
-		n := pidsCurrent(h.r.CgroupPath(c.ID))
-		peak = max(peak, n)
-		return n >= 30
+	// pids.events counts the forks the limit refused.
+	eventually(t, 20*time.Second, "the bomb to hit the limit", func() bool {
+		peak = max(peak, pidsCurrent(h.r.CgroupPath(c.ID)))
+		ev := pidsFile(h.r.CgroupPath(c.ID), "pids.events")
+		return strings.HasPrefix(ev, "max ") && ev != "max 0"
 	})
 	for range 20 {
 		peak = max(peak, pidsCurrent(h.r.CgroupPath(c.ID)))
@@ -251,13 +252,18 @@ func (h *harness) testForkBomb(t *testing.T) {
 }
 
 func pidsCurrent(path string) int {
-	for _, f := range []string{"/sys/fs/cgroup/pids" + path + "/pids.current", "/sys/fs/cgroup" + path + "/pids.current"} {
+	n, _ := strconv.Atoi(pidsFile(path, "pids.current"))
+	return n
+}
+
+// pidsFile reads a file of the container's pids cgroup, on v1 or v2.
+func pidsFile(path, name string) string {
+	for _, f := range []string{"/sys/fs/cgroup/pids" + path + "/" + name, "/sys/fs/cgroup" + path + "/" + name} {
 		if b, err := os.ReadFile(f); err == nil {
-			n, _ := strconv.Atoi(strings.TrimSpace(string(b)))
-			return n
+			return strings.TrimSpace(string(b))
 		}
 	}
-	return 0
+	return ""
 }
 
 // testExeOverwrite is CVE-2019-5736's attack: a script whose interpreter
