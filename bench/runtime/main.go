@@ -77,22 +77,22 @@ func run(n int, views, berth string, executors []string, peers bool) error {
 			if err := os.Setenv(runtime.ExeViewEnv, v); err != nil {
 				return err
 			}
-			t0 := time.Now()
 			r, err := runtime.New(filepath.Join(work, "state-"+ex+"-"+v), opts...)
 			if err != nil {
 				return err
 			}
-			if v != "" {
-				fmt.Printf("%s view of the binary made in %s\n", v, time.Since(t0).Round(time.Microsecond))
-			}
 			rs = append(rs, r)
 		}
 		// The views take turns, run by run, so that the machine's noise falls on each alike.
-		exit, full, err := berthLoop(rs, rootfs, ex, n)
+		exit, full, first, err := berthLoop(rs, rootfs, ex, n)
 		if err != nil {
 			return fmt.Errorf("berth/%s: %w", ex, err)
 		}
 		for i, v := range vs {
+			if v != "" {
+				// The view is made in a runtime's first start.
+				fmt.Printf("first start with the %s view of the binary: %s\n", v, ms(first[i]))
+			}
 			name := ex + " executor"
 			if v != "" {
 				name += ", " + v + " exe"
@@ -128,27 +128,30 @@ func run(n int, views, berth string, executors []string, peers bool) error {
 	return nil
 }
 
-func berthLoop(rs []*runtime.Runtime, rootfs, ex string, n int) (exit, full [][]time.Duration, err error) {
+func berthLoop(rs []*runtime.Runtime, rootfs, ex string, n int) (exit, full [][]time.Duration, first []time.Duration, err error) {
 	ctx := context.Background()
-	exit, full = make([][]time.Duration, len(rs)), make([][]time.Duration, len(rs))
+	exit, full, first = make([][]time.Duration, len(rs)), make([][]time.Duration, len(rs)), make([]time.Duration, len(rs))
 	for i := range n + 3 {
 		for k, r := range rs {
 			id := fmt.Sprintf("bench-%s-%d-%d", ex, k, i)
 			t0 := time.Now()
 			if _, err := r.Run(ctx, runtime.Config{ID: id, LowerDirs: []string{rootfs}, Args: []string{"/bin/true"}, Executor: ex}); err != nil {
-				return nil, nil, err
+				return nil, nil, nil, err
 			}
 			st, err := r.Wait(ctx, id)
 			if err != nil {
-				return nil, nil, err
+				return nil, nil, nil, err
 			}
 			t1 := time.Now()
 			if err := r.Delete(ctx, id, false); err != nil {
-				return nil, nil, err
+				return nil, nil, nil, err
 			}
 			t2 := time.Now()
 			if st.ExitCode != 0 {
-				return nil, nil, fmt.Errorf("%s exited %d", id, st.ExitCode)
+				return nil, nil, nil, fmt.Errorf("%s exited %d", id, st.ExitCode)
+			}
+			if i == 0 {
+				first[k] = t1.Sub(t0)
 			}
 			if i >= 3 {
 				exit[k] = append(exit[k], t1.Sub(t0))
@@ -156,7 +159,7 @@ func berthLoop(rs []*runtime.Runtime, rootfs, ex string, n int) (exit, full [][]
 			}
 		}
 	}
-	return exit, full, nil
+	return exit, full, first, nil
 }
 
 // peerRuns times "<peer> run" of the same rootfs with the same OCI spec

@@ -106,7 +106,10 @@ type executor interface {
 // Runtime manages the containers under one state directory.
 type Runtime struct {
 	root string
-	self string
+	// bin is the berth binary the shims and exec stages run, never by
+	// this path but through the view exeView names (see exe.go), made
+	// when first needed: commands that start nothing pay nothing for it.
+	bin, exeView string
 	cg   *cgroups
 	exec map[string]executor
 	// cgroupParent holds the containers' cgroups; runtimes with different
@@ -135,14 +138,9 @@ func New(root string, opts ...Option) (*Runtime, error) {
 	if err != nil {
 		return nil, fmt.Errorf("runtime: find own binary: %w", err)
 	}
-	// Never the binary's own path: see exe.go.
-	self, err := selfExe(bin, os.Getenv(ExeViewEnv))
-	if err != nil {
-		return nil, fmt.Errorf("runtime: %w", err)
-	}
 	cg := detectCgroups()
 	hybrid := !cg.v2 && hasCgroup2Mount()
-	r := &Runtime{root: root, self: self, cg: cg, cgroupParent: cgroupParent(root)}
+	r := &Runtime{root: root, bin: bin, exeView: os.Getenv(ExeViewEnv), cg: cg, cgroupParent: cgroupParent(root)}
 	r.exec = map[string]executor{
 		ExecutorBuiltin: &builtin{cg: cg},
 		"runc":          &external{bin: "runc", state: filepath.Join(root, ".runc"), cg: cg},
@@ -361,12 +359,16 @@ func (r *Runtime) start(ctx context.Context, bd *bundle, c *Config, ex executor)
 // (what the container needs: its cgroups, its network) has returned, and
 // gate's error is the start's.
 func (r *Runtime) launchShim(bd *bundle, gate func() error) (int, error) {
+	self, err := selfExe(r.bin, r.exeView)
+	if err != nil {
+		return 0, err
+	}
 	rd, wr, err := os.Pipe()
 	if err != nil {
 		return 0, err
 	}
 	defer rd.Close()
-	cmd := exec.Command(r.self)
+	cmd := exec.Command(self)
 	cmd.Env = []string{launch.StageEnv + "=" + launch.StageShim, launch.PlanEnv + "=" + bd.path("plan")}
 	cmd.Dir = bd.dir
 	cmd.ExtraFiles = []*os.File{wr}
@@ -765,7 +767,11 @@ func (r *Runtime) Exec(ctx context.Context, id string, pr ExecProcess) (int, err
 	if s == nil {
 		return -1, fmt.Errorf("container %q: exec: config.json unreadable", id)
 	}
-	return r.exec[m.Executor].exec(ctx, bd, s, st, pr, r.self)
+	self, err := selfExe(r.bin, r.exeView)
+	if err != nil {
+		return -1, fmt.Errorf("container %q: exec: %w", id, err)
+	}
+	return r.exec[m.Executor].exec(ctx, bd, s, st, pr, self)
 }
 
 // Delete removes a container: its rootfs mount, cgroups, logs and state.
