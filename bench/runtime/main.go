@@ -22,7 +22,7 @@ import (
 
 func main() {
 	n := flag.Int("n", 50, "runs per executor")
-	views := flag.String("views", "", "comma-separated views of berth's binary to compare for the built-in executor (direct, readonly, memfd); default: berth's own choice")
+	views := flag.String("views", "", "comma-separated views of berth's binary to compare for the built-in executor (direct, overlay, memfd); default: berth's own choice")
 	berth := flag.String("berth", "", "berth binary to run the shims from (default: this benchmark's own binary)")
 	executors := flag.String("executors", "berth,runc,crun", "comma-separated executors to time")
 	peers := flag.Bool("peers", true, "time runc and crun run directly too")

@@ -110,8 +110,8 @@ type Runtime struct {
 	// this path but through the view exeView names (see exe.go), made
 	// when first needed: commands that start nothing pay nothing for it.
 	bin, exeView string
-	cg   *cgroups
-	exec map[string]executor
+	cg           *cgroups
+	exec         map[string]executor
 	// cgroupParent holds the containers' cgroups; runtimes with different
 	// state directories get different parents, so equal ids never collide.
 	cgroupParent string

@@ -275,6 +275,15 @@ func pidsFile(path, name string) string {
 // "text file busy" whatever the view). The runtime runs from a copy of
 // the binary, so that the test process is not one that runs it.
 func (h *harness) testExeOverwrite(t *testing.T) {
+	t.Run("Default", func(t *testing.T) { h.exeOverwrite(t, false) })
+	if h.executor == runtime.ExecutorBuiltin {
+		// Given CAP_SYS_ADMIN, the container may clone the view's mount
+		// and clear its read-only flag: the view must stay read-only below.
+		t.Run("SysAdmin", func(t *testing.T) { h.exeOverwrite(t, true) })
+	}
+}
+
+func (h *harness) exeOverwrite(t *testing.T, admin bool) {
 	self, err := os.Executable()
 	if err != nil {
 		t.Fatal(err)
@@ -300,6 +309,9 @@ func (h *harness) testExeOverwrite(t *testing.T) {
 	hc := &harness{r: r, rootfs: rootfs, executor: h.executor, n: h.n}
 	c := hc.config(t, "sh", "-c", "printf '#!/proc/self/exe\\n' > /tmp/x && chmod +x /tmp/x && mkfifo /tmp/plan && "+
 		"probe exe 10000 > /tmp/attack.tmp; mv /tmp/attack.tmp /tmp/attack; sleep 60")
+	if admin {
+		c.CapAdd = []string{"SYS_ADMIN"}
+	}
 	st := hc.run(t, c)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
@@ -348,16 +360,21 @@ func (h *harness) testExeOverwrite(t *testing.T) {
 			t.Fatalf("the script did not run berth's binary in the container, the attack was not tried:\n%s", out)
 		}
 		// A read-only view: reading is what runc allows too; writing is
-		// refused by the mount (or, for the fallback copy, by its seals).
-		want := map[string]string{"exe_open_w": "EROFS|ETXTBSY", "go_on": "1", "exe_reopen_w": "EROFS"}
+		// refused by the filesystem (or, for the fallback copy, by its seals).
+		want := map[string]string{"exe_open_w": "EROFS|ETXTBSY", "go_on": "1", "exe_reopen_w": "EROFS", "exe_clone": "EPERM"}
+		if admin {
+			// The kernel refuses to clone a mount of another mount namespace
+			// (EINVAL); were it cloned, the overlay below has no upper layer.
+			want["exe_clone"], want["exe_clone_w"] = "EINVAL|OK", "EROFS|"
+		}
 		if os.Getenv(runtime.ExeViewEnv) == "memfd" {
-			want["exe_reopen_w"], want["exe_repwrite"] = "OK", "EPERM"
+			want = map[string]string{"go_on": "1", "exe_reopen_w": "OK", "exe_repwrite": "EPERM", "exe_clone_pwrite": "EPERM|"}
 		}
 		expect(t, res, want, out)
 		return
 	}
 	// A peer runs its own binary there, if any: whatever it shows must not be writable.
-	if res["exe_pwrite"] == "OK" || res["exe_repwrite"] == "OK" {
+	if res["exe_pwrite"] == "OK" || res["exe_repwrite"] == "OK" || res["exe_clone_pwrite"] == "OK" {
 		t.Errorf("%s: a host binary was writable from the container:\n%s", h.executor, out)
 	}
 	t.Logf("%s:\n%s", h.executor, out)

@@ -224,6 +224,18 @@ static int exe(int ms) {
 			report("exe_reopen_w", w);
 			if (w >= 0)
 				report("exe_repwrite", pwrite(w, magic, 4, 0));
+			/* With CAP_SYS_ADMIN: clone the binary's mount and clear its read-only flag. */
+			int tree = syscall(SYS_open_tree, fd, "", 1 /* OPEN_TREE_CLONE */ | AT_EMPTY_PATH | O_CLOEXEC);
+			report("exe_clone", tree);
+			if (tree >= 0) {
+				struct { unsigned long long set, clr, prop, userns; } a = {0, 1 /* MOUNT_ATTR_RDONLY */, 0, 0};
+				report("exe_clone_rw", syscall(SYS_mount_setattr, tree, "", AT_EMPTY_PATH, &a, sizeof(a)));
+				snprintf(self, sizeof(self), "/proc/self/fd/%d", tree);
+				w = open(self, O_WRONLY);
+				report("exe_clone_w", w);
+				if (w >= 0)
+					report("exe_clone_pwrite", pwrite(w, magic, 4, 0));
+			}
 			return 0;
 		}
 		if (d) closedir(d);
