@@ -251,11 +251,10 @@ func runExecCmd(ctx context.Context, cmd *exec.Cmd, pr ExecProcess) (int, error)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	stopStdin := func() {}
 	if pr.Tty {
-		m, slave, err := openPty()
+		master, slave, err := openPty()
 		if err != nil {
 			return -1, err
 		}
-		master := m
 		defer master.Close()
 		cmd.Stdin, cmd.Stdout, cmd.Stderr = slave, slave, slave
 		if pr.Resize != nil {
