@@ -198,3 +198,61 @@ func TestContainerCannotOverwriteBerth(t *testing.T) {
 		t.Error("berth's binary was changed from inside the container")
 	}
 }
+
+// The same for "berth container run" in the foreground: the container's
+// output reaches the operator's file through berth's log relay only.
+func TestContainerRunKeepsTheCallersStreams(t *testing.T) {
+	e := newEnv(t)
+	for _, ex := range []string{"berth", "runc", "crun"} {
+		t.Run(ex, func(t *testing.T) {
+			if _, err := exec.LookPath(ex); ex != "berth" && err != nil {
+				if os.Getenv("CI") == "true" {
+					t.Fatalf("%s is required in CI: %v", ex, err)
+				}
+				t.Skipf("%s is not installed", ex)
+			}
+			rootfs := runtimetest.BusyboxRootfs(t)
+			runtimetest.Probe(t, rootfs)
+			host := filepath.Join(t.TempDir(), "out")
+			const secret = "OPERATOR-SECRET-0b5d"
+			if err := os.WriteFile(host, []byte(secret+"\n"), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			out, err := os.OpenFile(host, os.O_WRONLY|os.O_APPEND, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer out.Close()
+			_, pts := openPty(t)
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			cmd := exec.CommandContext(ctx, berthBin, "--data-dir", e.dataDir, "container", "run", "--rm",
+				"--name", "run-streams-"+ex, "--runtime", ex, "--rootfs", rootfs, "probe", "probe", "stdio")
+			cmd.Stdin, cmd.Stdout, cmd.Stderr = pts, out, out
+			cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Setctty: true, Ctty: 0}
+			if err := cmd.Run(); err != nil {
+				b, _ := os.ReadFile(host)
+				t.Fatalf("berth container run: %v\n%s", err, b)
+			}
+			b, _ := os.ReadFile(host)
+			res := runtimetest.ProbeResults(string(b))
+			for k, v := range map[string]string{
+				"tiocsti0": "ENOTTY", "tiocsti1": "ENOTTY", "tiocsti2": "ENOTTY",
+				"devtty": "ENXIO", "tty_nr": "0", "fds": "0,1,2",
+			} {
+				if res[k] != v {
+					t.Errorf("%s = %q, want %s\n%s", k, res[k], v, b)
+				}
+			}
+			if !strings.HasPrefix(res["fd1"], "pipe:") || !strings.HasPrefix(res["fd2"], "pipe:") {
+				t.Errorf("stdout %q, stderr %q: want the shim's pipes", res["fd1"], res["fd2"])
+			}
+			if strings.Contains(res["reread"], secret) {
+				t.Errorf("the container read back the operator's file: %q", res["reread"])
+			}
+			if n, err := unix.IoctlGetInt(int(pts.Fd()), unix.TIOCINQ); err != nil || n != 0 {
+				t.Errorf("%d bytes were typed into the operator's terminal (%v)", n, err)
+			}
+		})
+	}
+}
