@@ -150,7 +150,7 @@ func TestContainerCannotOverwriteBerth(t *testing.T) {
 	runtimetest.CopyLibraries(t, rootfs, bin)
 	if out, err := run("container", "run", "-d", "--name", "cve", "--rootfs", rootfs, "probe", "sh", "-c",
 		`printf '#!/proc/self/exe\n' > /tmp/x && chmod +x /tmp/x && mkfifo /tmp/plan && `+
-			`probe exe 10000 > /tmp/attack.tmp; mv /tmp/attack.tmp /tmp/attack; sleep 60`).CombinedOutput(); err != nil {
+			`probe exe 20000 > /tmp/attack.tmp; mv /tmp/attack.tmp /tmp/attack; sleep 60`).CombinedOutput(); err != nil {
 		t.Fatalf("run: %v\n%s", err, out)
 	}
 	t.Cleanup(func() { _ = run("container", "rm", "--force", "cve").Run() })
@@ -166,7 +166,7 @@ func TestContainerCannotOverwriteBerth(t *testing.T) {
 		t.Fatal(err)
 	}
 	partial := func() string { b, _ := os.ReadFile(filepath.Join(tmp, "attack.tmp")); return string(b) }
-	eventually(t, 20*time.Second, "the attacker to hold berth's binary", func() bool { return strings.Contains(partial(), "held=") })
+	eventually(t, 30*time.Second, "the attacker to hold berth's binary", func() bool { return strings.Contains(partial(), "held=") })
 	// The attacker killed the process it held, and the exec with it.
 	_ = script.Wait()
 	var st struct{ Pid, ShimPid int }

@@ -308,7 +308,7 @@ func (h *harness) exeOverwrite(t *testing.T, admin bool) {
 	CopyLibraries(t, rootfs, bin)
 	hc := &harness{r: r, rootfs: rootfs, executor: h.executor, n: h.n}
 	c := hc.config(t, "sh", "-c", "printf '#!/proc/self/exe\\n' > /tmp/x && chmod +x /tmp/x && mkfifo /tmp/plan && "+
-		"probe exe 10000 > /tmp/attack.tmp; mv /tmp/attack.tmp /tmp/attack; sleep 60")
+		"probe exe 20000 > /tmp/attack.tmp; mv /tmp/attack.tmp /tmp/attack; sleep 60")
 	if admin {
 		c.CapAdd = []string{"SYS_ADMIN"}
 	}
@@ -329,7 +329,7 @@ func (h *harness) exeOverwrite(t *testing.T, admin bool) {
 			Env: []string{"_BERTH_STAGE=shim", "_BERTH_PLAN=/tmp/plan"}})
 	}()
 	partial := func() string { b, _ := os.ReadFile(filepath.Join(upper, "attack.tmp")); return string(b) }
-	eventually(t, 20*time.Second, "the attacker to hold the binary or give up", func() bool {
+	eventually(t, 30*time.Second, "the attacker to hold the binary or give up", func() bool {
 		_, err := os.Stat(filepath.Join(upper, "attack"))
 		return strings.Contains(partial(), "held=") || err == nil
 	})
