@@ -72,9 +72,10 @@ func (h *harness) testEscape(t *testing.T) {
 		// No descriptor but stdio reaches the container.
 		"fds": "0,1,2",
 	}
-	if h.executor == runtime.ExecutorBuiltin {
+	if h.executor != "crun" {
 		// A /dev/core link to /proc/kcore (absent on most kernels, masked
-		// where present) only dangles: the built-in executor makes none.
+		// where present) only dangles: the built-in executor makes none, nor
+		// does runc. crun 1.8 makes one, which berth cannot stop.
 		want["dev_core"] = "ENOENT"
 	}
 	t.Run("Init", func(t *testing.T) { expect(t, ProbeResults(main), want, main) })
