@@ -175,6 +175,7 @@ func (a *Agent) refresh(ctx context.Context) error {
 		a.full = false
 		clear(a.dirty)
 		a.releaseStale(ctx)
+		a.collectVolumes(ctx)
 		return nil
 	}
 	for id := range a.dirty {
@@ -239,6 +240,12 @@ func (a *Agent) start(ctx context.Context, inst *Instance, attempt int) (runtime
 		Resources: inst.Resources, Executor: inst.Executor,
 		Labels: map[string]string{labelInstance: inst.Key(), labelUID: inst.UID, labelAttempt: strconv.Itoa(attempt),
 			labelGrace: inst.StopGrace.String(), labelTemplate: inst.Template},
+	}
+	if err := a.checkHostPorts(inst); err != nil {
+		return runtime.Status{}, fmt.Errorf("start %s: %w", id, err)
+	}
+	if err := a.volumeMounts(ctx, inst, &c); err != nil {
+		return runtime.Status{}, fmt.Errorf("start %s: %w", id, err)
 	}
 	// The image and the network do not depend on each other: prepare the
 	// one while attaching the other (a staged network only reserves here,

@@ -83,6 +83,9 @@ type Config struct {
 	// WatchHeartbeat is how often a quiet watch stream gets a heartbeat
 	// line; DefaultWatchHeartbeat when zero.
 	WatchHeartbeat time.Duration
+	// AllowedHostPaths, when set, are the only host directories (and
+	// what lies under them) a hostPath volume may mount.
+	AllowedHostPaths []string
 }
 
 // DefaultNodeCertTTL is how long a node certificate lasts: a week, which
@@ -111,11 +114,14 @@ type Server struct {
 	mux         *http.ServeMux
 	mounts      []mount     // see Mount
 	pinner      ImagePinner // the first mounted handler that is one
+
+	allowedHostPaths []string
 }
 
 // New returns a Server on cfg.Store.
 func New(cfg Config) *Server {
-	s := &Server{store: cfg.Store, maxBody: cfg.MaxBodyBytes, log: cfg.Logger, authorize: cfg.Authorize, ca: cfg.CA}
+	s := &Server{store: cfg.Store, maxBody: cfg.MaxBodyBytes, log: cfg.Logger, authorize: cfg.Authorize, ca: cfg.CA,
+		allowedHostPaths: cfg.AllowedHostPaths}
 	if s.authorize == nil {
 		s.authorize = NodeAuthorizer(cfg.Store)
 	}
@@ -241,7 +247,7 @@ func parseTarget(r *http.Request) (target, error) {
 	default:
 		k, ok := api.KindFromPlural(plural)
 		if !ok {
-			return t, fmt.Errorf("kind %q: %w: use one of nodes, services, jobs, instances, events", plural, errdefs.ErrNotFound)
+			return t, fmt.Errorf("kind %q: %w: use one of nodes, services, jobs, instances, events, volumes", plural, errdefs.ErrNotFound)
 		}
 		t.kind = k
 	}
@@ -442,6 +448,10 @@ func (s *Server) apply(w http.ResponseWriter, r *http.Request) {
 		writeError(w, wireError(t, err))
 		return
 	}
+	if err := s.admitVolumes(r.Context(), obj); err != nil {
+		writeError(w, err)
+		return
+	}
 	if err := s.pinImage(r.Context(), obj); err != nil {
 		writeError(w, err)
 		return
@@ -602,6 +612,12 @@ func (s *Server) delete(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		writeError(w, err)
 		return
+	}
+	if t.kind == api.KindVolume {
+		if err := s.volumeInUse(r.Context(), t); err != nil {
+			writeError(w, err)
+			return
+		}
 	}
 	if t.kind == api.KindNode {
 		// A removed node's certificates stop working with it, and its

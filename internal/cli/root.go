@@ -67,6 +67,7 @@ machine to many.`,
 		newContainerCmd(g),
 		newTokenCmd(g),
 		newNodeCmd(g),
+		newVolumeCmd(g),
 	)
 	root.InitDefaultCompletionCmd(args...) // here, not in Execute: its group must refuse unknown shells too
 	refuseUnknownSubcommands(root)

@@ -61,6 +61,9 @@ type ServerConfig struct {
 
 	// Network is what the controllers hand out (pod subnets, service VIPs).
 	Network Network
+	// AllowedHostPaths, when set, are the only host directories a
+	// hostPath volume may mount (see apiserver.Config).
+	AllowedHostPaths []string
 	// LeaderTTL bounds how long the controllers stay without a leader
 	// after the leading server dies; leader.DefaultTTL when zero.
 	LeaderTTL time.Duration
@@ -194,7 +197,8 @@ func Server(ctx context.Context, cfg ServerConfig) error {
 
 	// With the CA, nodes authenticate with the certificates it signs on
 	// join, and NodeAuthorizer confines them to their own node.
-	srv := apiserver.New(apiserver.Config{Store: st, CA: creds.ca, NodeCertTTL: cfg.NodeCertTTL, Logger: log.With("component", "apiserver")})
+	srv := apiserver.New(apiserver.Config{Store: st, CA: creds.ca, NodeCertTTL: cfg.NodeCertTTL, Logger: log.With("component", "apiserver"),
+		AllowedHostPaths: cfg.AllowedHostPaths})
 	srv.SetMaxDraining(cfg.MaxDraining)
 	// The registry nodes pull images from, and users push them to. What
 	// this server's store lacks it pulls through from the other servers'

@@ -229,6 +229,7 @@ func Agent(ctx context.Context, cfg AgentConfig) error {
 		Logger:       log,
 		Network:      cfg.Network.agentNetwork(c, name, cfg.DataDir, log),
 		DiskReserve:  cfg.DiskReserve,
+		VolumesDir:   filepath.Join(cfg.DataDir, "volumes"),
 	})
 	if cfg.Ready != nil {
 		go func() {

@@ -40,6 +40,9 @@ type Config struct {
 	Listen string
 	// Network configures container networking.
 	Network Network
+	// AllowedHostPaths, when set, are the only host directories a
+	// hostPath volume may mount (see apiserver.Config).
+	AllowedHostPaths []string
 	// CgroupFavorDynMods remounts cgroup2 with favordynmods, for faster
 	// container starts (see runtime.FavorDynMods).
 	CgroupFavorDynMods bool
@@ -132,7 +135,7 @@ func Up(ctx context.Context, cfg Config) error {
 	g := newGroup(ctx)
 	defer g.cancel()
 	ctx, run := g.ctx, g.run
-	srv := apiserver.New(apiserver.Config{Store: st, Logger: log.With("component", "apiserver")})
+	srv := apiserver.New(apiserver.Config{Store: st, Logger: log.With("component", "apiserver"), AllowedHostPaths: cfg.AllowedHostPaths})
 	srv.Mount("/v2/", registry.New(imgs, registry.Options{Authorize: apiserver.AuthorizeImages, Logger: log.With("component", "registry")}))
 	run("api server", func(ctx context.Context) error { return srv.Serve(ctx, l, apiserver.UnixRootOnly) })
 	if tl != nil {
@@ -151,6 +154,9 @@ func Up(ctx context.Context, cfg Config) error {
 		Logger:       log,
 		Network:      cfg.Network.agentNetwork(c, name, cfg.DataDir, log),
 		DiskReserve:  cfg.DiskReserve,
+		VolumesDir:   filepath.Join(cfg.DataDir, "volumes"),
+		// One process, one setting: the node holds to what the API admits.
+		AllowedHostPaths: cfg.AllowedHostPaths,
 	})
 	run("agent", ag.Run)
 	if cfg.Ready != nil {
