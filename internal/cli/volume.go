@@ -36,7 +36,6 @@ is refused while an instance uses the volume.`,
 }
 
 func newVolumeLsCmd(g *globals) *cobra.Command {
-	var all bool
 	cmd := &cobra.Command{
 		Use:     "ls",
 		Aliases: []string{"list"},
@@ -47,9 +46,9 @@ func newVolumeLsCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			ns := api.DefaultNamespace
-			if all {
-				ns = ""
+			ns, err := g.listNamespace()
+			if err != nil {
+				return err
 			}
 			vols, _, err := c.Volumes().List(cmd.Context(), ns)
 			if err != nil {
@@ -77,7 +76,7 @@ func newVolumeLsCmd(g *globals) *cobra.Command {
 			})
 		},
 	}
-	cmd.Flags().BoolVarP(&all, "all-namespaces", "A", false, "list the volumes of every namespace")
+	addListFlags(cmd, g)
 	return cmd
 }
 
@@ -107,8 +106,11 @@ func newVolumeInspectCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			ns, name := namespaced(args[0])
-			v, err := c.Volumes().Get(cmd.Context(), ns, name)
+			r, err := g.parseRef(args[0])
+			if err != nil {
+				return err
+			}
+			v, err := c.Volumes().Get(cmd.Context(), r.namespace, r.name)
 			if err != nil {
 				return err
 			}
@@ -133,7 +135,12 @@ func newVolumeRmCmd(g *globals) *cobra.Command {
 			}
 			var errs []error
 			for _, a := range args {
-				ns, name := namespaced(a)
+				r, err := g.parseRef(a)
+				if err != nil {
+					errs = append(errs, err)
+					continue
+				}
+				ns, name := r.namespace, r.name
 				if err := c.Delete(cmd.Context(), api.KindVolume, ns, name, 0); err != nil {
 					errs = append(errs, err)
 					continue
