@@ -21,6 +21,9 @@ var update = flag.Bool("update", false, "rewrite the golden files")
 func render(p *Plan, dir string) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "# project %s -> namespace %s\n", p.Project, p.Namespace)
+	if len(p.Volumes)+len(p.External) > 0 {
+		fmt.Fprintf(&b, "# volumes %v, external %v\n", p.Volumes, p.External)
+	}
 	for _, u := range p.Units {
 		fmt.Fprintf(&b, "---\n# service %s", u.Service)
 		for _, d := range u.DependsOn {
@@ -126,5 +129,23 @@ func TestGolden(t *testing.T) {
 				t.Errorf("%s differs from the translation:\n--- want\n%s\n--- got\n%s", golden, want, got)
 			}
 		})
+	}
+}
+
+func TestLooksLikeCompose(t *testing.T) {
+	for _, c := range []struct {
+		name, data string
+		want       bool
+	}{
+		{"docker-compose.yml", "", true},
+		{"compose.prod.yaml", "", true},
+		{"stack.yaml", "services:\n  web:\n    image: x\n", true},
+		{"web.yaml", "kind: Service\nname: web\ntemplate: {image: x}\n", false},
+		{"web.yaml", "kind: Service\nname: web\n---\nservices: {}\n", false},
+		{"list.yaml", "- kind: Service\n", false},
+	} {
+		if got := LooksLikeCompose(c.name, []byte(c.data)); got != c.want {
+			t.Errorf("LooksLikeCompose(%q, %q) = %v, want %v", c.name, c.data, got, c.want)
+		}
 	}
 }

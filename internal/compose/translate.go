@@ -1,6 +1,7 @@
 package compose
 
 import (
+	"cmp"
 	"encoding/json"
 	"fmt"
 	"maps"
@@ -11,6 +12,7 @@ import (
 	"strings"
 
 	"github.com/compose-spec/compose-go/v2/types"
+	"github.com/docker/go-units"
 
 	"github.com/berth-dev/berth/api"
 )
@@ -51,6 +53,9 @@ type Plan struct {
 	Unsupported []Issue
 	// Notes say how something was mapped where berth differs from Compose.
 	Notes []string
+	// Volumes are the named volumes the project owns (down --volumes
+	// removes them); External the ones it uses but does not own.
+	Volumes, External []string
 }
 
 // mapped are the service keys the translation carries out (each is
@@ -59,7 +64,7 @@ var mapped = map[string]bool{
 	"image": true, "command": true, "entrypoint": true, "environment": true, "env_file": true,
 	"working_dir": true, "ports": true, "expose": true, "volumes": true, "healthcheck": true,
 	"restart": true, "deploy": true, "depends_on": true, "labels": true, "scale": true,
-	"networks": true, "build": true,
+	"networks": true, "build": true, "tmpfs": true,
 }
 
 // Translate turns a loaded project into berth objects. It reports every
@@ -135,7 +140,7 @@ func (t *translator) service(s types.ServiceConfig, job bool) (Unit, error) {
 		return Unit{}, fmt.Errorf("compose: service %q: %w", s.Name, err)
 	}
 	if name != s.Name {
-		t.plan.Notes = append(t.plan.Notes, fmt.Sprintf("service %q is named %q in berth (a DNS label)", s.Name, name))
+		t.note(fmt.Sprintf("service %q is named %q in berth (a DNS label)", s.Name, name))
 	}
 	t.otherKeys(s)
 
@@ -297,8 +302,12 @@ func portRange(s string) (int, int, error) {
 	return lo, hi, nil
 }
 
-func (t *translator) volumes(s types.ServiceConfig) []api.Volume {
-	var out []api.Volume
+// defaultTmpfsSize bounds a tmpfs mount that names no size: berth charges
+// tmpfs to memory and wants a bound.
+const defaultTmpfsSize = api.Quantity(64 << 20)
+
+func (t *translator) volumes(s types.ServiceConfig) []api.VolumeMount {
+	var out []api.VolumeMount
 	for i, v := range s.Volumes {
 		key := fmt.Sprintf("volumes[%d]", i)
 		switch v.Type {
@@ -306,15 +315,80 @@ func (t *translator) volumes(s types.ServiceConfig) []api.Volume {
 			if v.Bind != nil && (v.Bind.Propagation != "" || v.Bind.SELinux != "") {
 				t.unsupported(s.Name, key+".bind", "propagation and SELinux labels: "+notCarried)
 			}
-			out = append(out, api.Volume{HostPath: v.Source, Path: v.Target, ReadOnly: v.ReadOnly})
+			out = append(out, api.VolumeMount{HostPath: v.Source, Path: v.Target, ReadOnly: v.ReadOnly})
 		case types.VolumeTypeVolume:
-			t.unsupported(s.Name, key, fmt.Sprintf("named volume %q: berth mounts host paths only", v.Source))
+			if v.Source == "" {
+				t.unsupported(s.Name, key, "an anonymous volume: name it under volumes:")
+				continue
+			}
+			if v.Volume != nil && (v.Volume.NoCopy || v.Volume.Subpath != "") {
+				t.unsupported(s.Name, key+".volume", "nocopy and subpath: "+notCarried)
+			}
+			name, ok := t.volumeName(v.Source)
+			if !ok {
+				t.unsupported(s.Name, key, fmt.Sprintf("volume %q is not declared under the top-level volumes:", v.Source))
+				continue
+			}
+			out = append(out, api.VolumeMount{Name: name, Path: v.Target, ReadOnly: v.ReadOnly})
+		case types.VolumeTypeTmpfs:
+			size := defaultTmpfsSize
+			if v.Tmpfs != nil && v.Tmpfs.Size > 0 {
+				size = api.Quantity(v.Tmpfs.Size)
+			} else {
+				t.note(fmt.Sprintf("service %q: tmpfs %s has no size; berth bounds it to %s", s.Name, v.Target, size))
+			}
+			if v.Tmpfs != nil && v.Tmpfs.Mode != 0 {
+				t.unsupported(s.Name, key+".tmpfs.mode", notCarried)
+			}
+			out = append(out, api.VolumeMount{Tmpfs: &api.TmpfsVolume{Size: size}, Path: v.Target})
 		default:
-			t.unsupported(s.Name, key, fmt.Sprintf("a %s mount: berth mounts host paths only", v.Type))
+			t.unsupported(s.Name, key, fmt.Sprintf("a %s mount: %s", v.Type, notCarried))
 		}
+	}
+	for i, spec := range s.Tmpfs {
+		// "/run" or "/run:size=10m,mode=1777"
+		target, opts, _ := strings.Cut(spec, ":")
+		size := defaultTmpfsSize
+		sized := false
+		for o := range strings.SplitSeq(opts, ",") {
+			k, val, _ := strings.Cut(o, "=")
+			switch k {
+			case "":
+			case "size":
+				// Compose's units: 32m, 1g, or bytes.
+				n, err := units.RAMInBytes(val)
+				if err != nil || n <= 0 {
+					t.unsupported(s.Name, fmt.Sprintf("tmpfs[%d]", i), fmt.Sprintf("size %q is not a size", val))
+					continue
+				}
+				size, sized = api.Quantity(n), true
+			default:
+				t.unsupported(s.Name, fmt.Sprintf("tmpfs[%d]", i), fmt.Sprintf("option %q: berth sets a size only", k))
+			}
+		}
+		if !sized {
+			t.note(fmt.Sprintf("service %q: tmpfs %s has no size; berth bounds it to %s", s.Name, target, size))
+		}
+		out = append(out, api.VolumeMount{Tmpfs: &api.TmpfsVolume{Size: size}, Path: target})
 	}
 	return out
 }
+
+// volumeName is the berth volume a top-level volume is: its key in the
+// project's namespace (berth volumes are per namespace, so the project
+// prefix Compose adds is not needed), or the name an external one gives.
+func (t *translator) volumeName(key string) (string, bool) {
+	v, ok := t.p.Volumes[key]
+	if !ok {
+		return "", false
+	}
+	if v.External {
+		return dnsLabel(cmp.Or(v.Name, key)), true
+	}
+	return dnsLabel(key), true
+}
+
+func (t *translator) note(s string) { t.plan.Notes = append(t.plan.Notes, s) }
 
 func (t *translator) health(s types.ServiceConfig) *api.Health {
 	h := s.HealthCheck
@@ -549,6 +623,20 @@ func (t *translator) networksOf(s types.ServiceConfig) {
 // topLevel reports top-level sections that would need what berth lacks.
 func (t *translator) topLevel() {
 	p := t.p
+	for _, n := range slices.Sorted(maps.Keys(p.Volumes)) {
+		v := p.Volumes[n]
+		if v.Driver != "" && v.Driver != "local" {
+			t.plan.Unsupported = append(t.plan.Unsupported, Issue{File: t.raw.firstFile(), Key: "volumes." + n + ".driver", Reason: v.Driver + ": berth volumes are node-local directories"})
+		}
+		if len(v.DriverOpts) > 0 {
+			t.plan.Unsupported = append(t.plan.Unsupported, Issue{File: t.raw.firstFile(), Key: "volumes." + n + ".driver_opts", Reason: notCarried})
+		}
+		if v.External {
+			t.plan.External = append(t.plan.External, dnsLabel(cmp.Or(v.Name, n)))
+		} else {
+			t.plan.Volumes = append(t.plan.Volumes, dnsLabel(n))
+		}
+	}
 	for _, n := range slices.Sorted(maps.Keys(p.Networks)) {
 		nw := p.Networks[n]
 		if nw.Driver != "" && nw.Driver != "bridge" {

@@ -1,0 +1,270 @@
+package e2e
+
+import (
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/berth-dev/berth/api"
+)
+
+// writeCompose writes a Compose file into a directory of its own.
+func writeCompose(t *testing.T, dir, body string) string {
+	t.Helper()
+	f := filepath.Join(dir, "compose.yaml")
+	if err := os.WriteFile(f, []byte(body), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return f
+}
+
+func (c *cluster) instancesIn(ns string) []api.Instance {
+	c.t.Helper()
+	var list []api.Instance
+	if err := json.Unmarshal([]byte(c.ok("get", "instances", "-n", ns, "-o", "json")), &list); err != nil {
+		c.t.Fatal(err)
+	}
+	return list
+}
+
+// projectContainers counts the runtime's containers of a namespace.
+func (c *cluster) projectContainers(ns string) int {
+	c.t.Helper()
+	var list []struct {
+		Labels map[string]string `json:"labels"`
+	}
+	if err := json.Unmarshal([]byte(c.ok("container", "ps", "-a", "-o", "json")), &list); err != nil {
+		c.t.Fatal(err)
+	}
+	n := 0
+	for _, ct := range list {
+		if strings.HasPrefix(ct.Labels["berth.instance"], ns+"/") {
+			n++
+		}
+	}
+	return n
+}
+
+const counterApp = `name: counter
+services:
+  web:
+    image: demo/busybox:1
+    # Whether counter answered, by its Compose name, when web first started.
+    command: ["sh", "-c", "if wget -qO- http://counter:6379/ >/dev/null 2>&1; then echo counter-was-up; else echo counter-was-down; fi; exec httpd -f -p 80 -h /www"]
+    environment:
+      COLOR: blue
+    depends_on:
+      counter:
+        condition: service_healthy
+  counter:
+    image: demo/busybox:1
+    # Ready only after a while, so web would see it down if it did not wait.
+    command: ["sh", "-c", "sleep 2; touch /tmp/ready; exec httpd -f -p 6379 -h /www"]
+    expose: ["6379"]
+    healthcheck:
+      test: ["CMD-SHELL", "test -f /tmp/ready"]
+      interval: 500ms
+      timeout: 1s
+      retries: 3
+`
+
+// TestComposeHealthyDependency: web starts only once counter is healthy,
+// reaches it by its Compose name, and an edit to web then up rolls web
+// alone; down leaves nothing behind.
+func TestComposeHealthyDependency(t *testing.T) {
+	c := startCluster(t)
+	dir := t.TempDir()
+	f := writeCompose(t, dir, counterApp)
+
+	out := c.ok("compose", "-f", f, "up", "-d")
+	if !strings.Contains(out, "waiting for counter to be healthy") || !strings.Contains(out, "service counter/web created") {
+		t.Fatalf("compose up: %s", out)
+	}
+	var web api.Instance
+	eventually(t, 30*time.Second, "web to run", func() bool {
+		for _, in := range c.instancesIn("counter") {
+			if in.Spec.Owner.Name == "web" && in.Status.Phase == api.PhaseRunning {
+				web = in
+				return true
+			}
+		}
+		return false
+	})
+	var logs string
+	eventually(t, 10*time.Second, "web's first line", func() bool {
+		logs = c.ok("compose", "-f", f, "logs", "web")
+		return strings.Contains(logs, "counter-was-")
+	})
+	if !strings.Contains(logs, "counter-was-up") || strings.Contains(logs, "counter-was-down") {
+		t.Fatalf("web did not find counter up by name at its start: %q", logs)
+	}
+
+	ps := c.ok("compose", "-f", f, "ps")
+	if !strings.Contains(ps, "web") || !strings.Contains(ps, "counter") {
+		t.Fatalf("compose ps: %s", ps)
+	}
+	var counterBefore []string
+	for _, in := range c.instancesIn("counter") {
+		if in.Spec.Owner.Name == "counter" {
+			counterBefore = append(counterBefore, in.Metadata.Name)
+		}
+	}
+
+	// An edit to web alone: up configures web, leaves counter unchanged.
+	writeCompose(t, dir, strings.Replace(counterApp, "COLOR: blue", "COLOR: green", 1))
+	out = c.ok("compose", "-f", f, "up", "-d")
+	if !strings.Contains(out, "service counter/web configured") || !strings.Contains(out, "service counter/counter unchanged") {
+		t.Fatalf("up after an edit of web: %s", out)
+	}
+	eventually(t, 30*time.Second, "web's new instance", func() bool {
+		for _, in := range c.instancesIn("counter") {
+			if in.Spec.Owner.Name == "web" && in.Status.Phase == api.PhaseRunning && in.Metadata.Name != web.Metadata.Name {
+				return in.Spec.Template.Env["COLOR"] == "green"
+			}
+		}
+		return false
+	})
+	var counterAfter []string
+	for _, in := range c.instancesIn("counter") {
+		if in.Spec.Owner.Name == "counter" {
+			counterAfter = append(counterAfter, in.Metadata.Name)
+		}
+	}
+	if strings.Join(counterBefore, ",") != strings.Join(counterAfter, ",") {
+		t.Fatalf("counter's instances changed on an edit of web: %v -> %v", counterBefore, counterAfter)
+	}
+
+	out = c.ok("compose", "-f", f, "down")
+	if !strings.Contains(out, "service counter/web removed") || !strings.Contains(out, "service counter/counter removed") {
+		t.Fatalf("compose down: %s", out)
+	}
+	if left := c.instancesIn("counter"); len(left) != 0 {
+		t.Fatalf("instances left after down: %v", left)
+	}
+	eventually(t, 20*time.Second, "the project's containers to go", func() bool { return c.projectContainers("counter") == 0 })
+	if svcs := strings.TrimSpace(c.ok("get", "services", "-n", "counter", "-o", "json")); svcs != "[]" {
+		t.Fatalf("services left after down: %s", svcs)
+	}
+}
+
+// TestComposeMigrationJob: a one-shot others wait on with
+// service_completed_successfully is a job, applied through berth apply -f
+// compose.yaml, and the app starts after it has written its migration.
+func TestComposeMigrationJob(t *testing.T) {
+	c := startCluster(t)
+	dir := t.TempDir()
+	data := filepath.Join(dir, "data")
+	if err := os.Mkdir(data, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	f := writeCompose(t, dir, `name: shop
+services:
+  migrate:
+    image: demo/busybox:1
+    working_dir: /data
+    command: ["sh", "-c", "sleep 1; echo schema-v2 > migrated; pwd > wd"]
+    volumes: ["./data:/data"]
+    restart: "no"
+  db:
+    image: demo/busybox:1
+    command: ["httpd", "-f", "-p", "5432", "-h", "/www"]
+    expose: ["5432"]
+  app:
+    image: demo/busybox:1
+    command: ["sh", "-c", "cat /data/migrated || exit 1; wget -qO- http://db:5432/ || exit 2; exec sleep 3600"]
+    volumes: ["./data:/data:ro"]
+    depends_on:
+      migrate:
+        condition: service_completed_successfully
+      db:
+        condition: service_started
+`)
+	out, errOut, code := c.run("apply", "-f", f)
+	if code != 0 {
+		logs, _, _ := c.run("get", "instances", "-n", "shop", "-o", "yaml")
+		t.Fatalf("apply -f compose.yaml: exit %d\n%s\n%s\nmigrate: %s", code, out, errOut, logs)
+	}
+	if !strings.Contains(out, "job shop/migrate created") || !strings.Contains(out, "waiting for migrate to be completed_successfully") {
+		t.Fatalf("apply -f compose.yaml: %s", out)
+	}
+	b, err := os.ReadFile(filepath.Join(data, "migrated"))
+	if err != nil || strings.TrimSpace(string(b)) != "schema-v2" {
+		t.Fatalf("migration output: %q %v", b, err)
+	}
+	if wd, _ := os.ReadFile(filepath.Join(data, "wd")); strings.TrimSpace(string(wd)) != "/data" {
+		t.Fatalf("working_dir: the job ran in %q", wd)
+	}
+	eventually(t, 30*time.Second, "app to run", func() bool {
+		for _, in := range c.instancesIn("shop") {
+			if in.Spec.Owner.Name == "app" && in.Status.Phase == api.PhaseRunning {
+				return true
+			}
+		}
+		return false
+	})
+	logs := c.ok("logs", "-n", "shop", "app")
+	if !strings.Contains(logs, "schema-v2") || !strings.Contains(logs, "hello from berth") {
+		t.Fatalf("app's output: %q", logs)
+	}
+	for _, in := range c.instancesIn("shop") {
+		if in.Spec.Owner.Name == "app" && in.Status.Restarts != 0 {
+			t.Fatalf("app restarted %d times: it started before what it waits for", in.Status.Restarts)
+		}
+	}
+	c.ok("compose", "-f", f, "down")
+	eventually(t, 20*time.Second, "the project's containers to go", func() bool { return c.projectContainers("shop") == 0 })
+	if _, err := os.Stat(filepath.Join(data, "migrated")); err != nil {
+		t.Fatalf("down removed a bind-mounted host directory's data: %v", err)
+	}
+}
+
+// TestComposeUnsupportedKeys: keys berth does not carry out are listed
+// exactly, by file and service, and nothing is applied; with
+// --ignore-unsupported the rest applies.
+func TestComposeUnsupportedKeys(t *testing.T) {
+	c := startCluster(t)
+	dir := t.TempDir()
+	f := writeCompose(t, dir, `name: legacy
+services:
+  app:
+    image: demo/busybox:1
+    command: ["sleep", "3600"]
+    privileged: true
+    user: "1000"
+    ports: ["127.0.0.1:8080:80"]
+  ok:
+    image: demo/busybox:1
+    command: ["sleep", "3600"]
+`)
+	_, errOut, code := c.run("compose", "-f", f, "up", "-d")
+	want := `berth: 3 Compose key(s) berth does not support; nothing was applied (--ignore-unsupported applies the rest):
+  ` + f + `: service "app": privileged: not supported by berth
+  ` + f + `: service "app": user: not supported by berth
+  ` + f + `: service "app": ports[0].host_ip: 127.0.0.1: berth publishes on every address of the node
+`
+	if code != 1 || errOut != want {
+		t.Fatalf("up with unsupported keys: exit %d, stderr:\n%s\nwant:\n%s", code, errOut, want)
+	}
+	if svcs := strings.TrimSpace(c.ok("get", "services", "-n", "legacy", "-o", "json")); svcs != "[]" {
+		t.Fatalf("something was applied: %s", svcs)
+	}
+	_, errOut, code = c.run("apply", "-f", f)
+	if code != 1 || !strings.Contains(errOut, `service "app": privileged`) {
+		t.Fatalf("apply -f with unsupported keys: exit %d, %s", code, errOut)
+	}
+
+	out, errOut, code := c.run("compose", "-f", f, "up", "-d", "--ignore-unsupported")
+	if code != 0 || !strings.Contains(errOut, `warning: unsupported, ignored: `+f+`: service "app": privileged`) ||
+		!strings.Contains(out, "service legacy/app created") {
+		t.Fatalf("up --ignore-unsupported: exit %d\n%s\n%s", code, out, errOut)
+	}
+	c.ok("compose", "-p", "legacy", "down")
+
+	// Unknown subcommands exit non-zero.
+	if _, _, code := c.run("compose", "nope"); code == 0 {
+		t.Fatal("compose nope exited 0")
+	}
+}
