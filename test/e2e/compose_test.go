@@ -268,3 +268,106 @@ services:
 		t.Fatal("compose nope exited 0")
 	}
 }
+
+// TestComposeCommands: profiles, -p, .env interpolation, a named volume
+// kept across down and removed by down --volumes, and the config, pull,
+// ps -a, exec, restart and logs subcommands, run as a user would.
+func TestComposeCommands(t *testing.T) {
+	c := startCluster(t)
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, ".env"), []byte("GREETING=hi-from-env\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	f := writeCompose(t, dir, `services:
+  store:
+    image: demo/busybox:1
+    command: ["sh", "-c", "echo $$GREETING >> /data/log; exec sleep 3600"]
+    environment:
+      GREETING: ${GREETING}
+    volumes: ["data:/data"]
+  seed:
+    image: demo/busybox:1
+    command: ["echo", "seeded"]
+    restart: "no"
+  debug:
+    image: demo/busybox:1
+    profiles: ["debug"]
+    command: ["sleep", "3600"]
+volumes:
+  data: {}
+`)
+	// The project is named by -p; debug only runs with its profile.
+	if got := c.ok("compose", "-f", f, "-p", "tools", "config", "--services"); got != "seed\nstore\n" {
+		t.Fatalf("config --services: %q", got)
+	}
+	if got := c.ok("compose", "-f", f, "--profile", "debug", "config", "--services"); got != "debug\nseed\nstore\n" {
+		t.Fatalf("config --services with --profile debug: %q", got)
+	}
+	if got := c.ok("compose", "-f", f, "-p", "tools", "config", "--berth"); !strings.Contains(got, "GREETING: hi-from-env") || !strings.Contains(got, "namespace: tools") {
+		t.Fatalf("config --berth: %s", got)
+	}
+	if got := c.ok("compose", "-f", f, "config"); !strings.Contains(got, "GREETING: hi-from-env") {
+		t.Fatalf("config: %s", got)
+	}
+	if got := c.ok("compose", "-f", f, "-p", "tools", "pull"); !strings.Contains(got, "store\tdemo/busybox:1@sha256:") {
+		t.Fatalf("pull: %s", got)
+	}
+
+	c.ok("compose", "-f", f, "-p", "tools", "up", "-d")
+	eventually(t, 30*time.Second, "store to run and seed to finish", func() bool {
+		ps := c.ok("compose", "-f", f, "-p", "tools", "ps", "-a")
+		return strings.Contains(ps, "store") && strings.Contains(ps, "Running") && strings.Contains(ps, "Succeeded")
+	})
+	if ps := c.ok("compose", "-f", f, "-p", "tools", "ps"); strings.Contains(ps, "Succeeded") || strings.Contains(ps, "debug") {
+		t.Fatalf("ps without -a shows finished instances, or a profile not enabled: %s", ps)
+	}
+	if logs := c.ok("compose", "-f", f, "-p", "tools", "logs", "seed"); !strings.Contains(logs, "seed | ") || !strings.Contains(logs, "seeded") {
+		t.Fatalf("logs seed: %q", logs)
+	}
+	if out := c.ok("compose", "-f", f, "-p", "tools", "exec", "store", "cat", "/data/log"); out != "hi-from-env\n" {
+		t.Fatalf("exec store cat /data/log: %q", out)
+	}
+
+	// restart: a new instance of store, which appends to the same volume.
+	before := runningIn(c, "tools", "store")
+	if out := c.ok("compose", "-f", f, "-p", "tools", "restart", "store"); !strings.Contains(out, "service tools/store restarted") {
+		t.Fatalf("restart: %s", out)
+	}
+	eventually(t, 30*time.Second, "store's new instance", func() bool {
+		now := runningIn(c, "tools", "store")
+		return now != "" && now != before
+	})
+	eventually(t, 10*time.Second, "the volume to hold both starts", func() bool {
+		out, _, _ := c.run("compose", "-f", f, "-p", "tools", "exec", "store", "cat", "/data/log")
+		return out == "hi-from-env\nhi-from-env\n"
+	})
+
+	// down keeps the named volume; down --volumes removes it.
+	c.ok("compose", "-f", f, "-p", "tools", "down")
+	if vols := c.ok("volume", "ls", "-n", "tools"); !strings.Contains(vols, "data") {
+		t.Fatalf("down removed the volume: %s", vols)
+	}
+	c.ok("compose", "-f", f, "-p", "tools", "up", "-d")
+	eventually(t, 30*time.Second, "store again", func() bool { return runningIn(c, "tools", "store") != "" })
+	out := c.ok("compose", "-f", f, "-p", "tools", "down", "--volumes")
+	if !strings.Contains(out, "volume tools/data removed") {
+		t.Fatalf("down --volumes: %s", out)
+	}
+	eventually(t, 20*time.Second, "the volume's data to go", func() bool {
+		vols := c.ok("volume", "ls", "-n", "tools", "-o", "json")
+		return strings.TrimSpace(vols) == "[]"
+	})
+	if n := c.projectContainers("tools"); n != 0 {
+		t.Fatalf("%d containers left after down", n)
+	}
+}
+
+// runningIn names the running instance of owner in ns, or "".
+func runningIn(c *cluster, ns, owner string) string {
+	for _, in := range c.instancesIn(ns) {
+		if in.Spec.Owner.Name == owner && in.Status.Phase == api.PhaseRunning {
+			return in.Metadata.Name
+		}
+	}
+	return ""
+}
