@@ -178,6 +178,16 @@ up then follows the output of every service until interrupted.`,
 			if o.detach {
 				return nil
 			}
+			// Follow once every service has an instance to follow.
+			c, err := g.client(cmd.Context())
+			if err != nil {
+				return err
+			}
+			for _, u := range plan.Units {
+				if err := waitCondition(cmd.Context(), c, io.Discard, u, compose.ServiceStarted, o.timeout); err != nil {
+					return err
+				}
+			}
 			return g.composeLogs(cmd.Context(), cmd.OutOrStdout(), cmd.ErrOrStderr(), plan.Namespace, unitObjects(plan, nil), true)
 		},
 	}
@@ -292,6 +302,9 @@ func waitCondition(ctx context.Context, c *client.Client, out io.Writer, dep com
 	defer tick.Stop()
 	for {
 		done, err := conditionMet(ctx, c, dep, cond)
+		if err != nil && ctx.Err() != nil {
+			return fmt.Errorf("%s: not %s after %v", m.Name, strings.TrimPrefix(cond, "service_"), timeout)
+		}
 		if err != nil {
 			return err
 		}

@@ -3,6 +3,7 @@ package e2e
 import (
 	"encoding/json"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -370,4 +371,59 @@ func runningIn(c *cluster, ns, owner string) string {
 		}
 	}
 	return ""
+}
+
+// TestComposeForegroundAndTimeout: up without -d follows the services'
+// output until stopped; a dependency that never becomes healthy stops up
+// after --timeout, naming it, with the dependent not applied.
+func TestComposeForegroundAndTimeout(t *testing.T) {
+	c := startCluster(t)
+	dir := t.TempDir()
+	f := writeCompose(t, dir, `name: fg
+services:
+  ticker:
+    image: demo/busybox:1
+    command: ["sh", "-c", "i=0; while true; do i=$$((i+1)); echo tick $$i; sleep 0.2; done"]
+`)
+	var out lockedBuffer
+	up := exec.Command(berthBin, "--data-dir", c.dataDir, "compose", "-f", f, "up")
+	up.Stdout, up.Stderr = &out, &out
+	if err := up.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = up.Process.Kill(); _ = up.Wait() })
+	eventually(t, 30*time.Second, "up to follow ticker's output", func() bool {
+		return strings.Contains(out.String(), "ticker | ") && strings.Contains(out.String(), "tick 3")
+	})
+	_ = up.Process.Kill()
+	_ = up.Wait()
+	c.ok("compose", "-f", f, "down")
+
+	f = writeCompose(t, dir, `name: stuck
+services:
+  db:
+    image: demo/busybox:1
+    command: ["sleep", "3600"]
+    healthcheck:
+      test: ["CMD", "false"]
+      interval: 200ms
+  app:
+    image: demo/busybox:1
+    command: ["sleep", "3600"]
+    depends_on:
+      db:
+        condition: service_healthy
+`)
+	start := time.Now()
+	stdout, errOut, code := c.run("compose", "-f", f, "up", "-d", "--timeout", "3s")
+	if code != 1 || !strings.Contains(errOut, `service "app" waits for "db": db: not healthy after 3s`) {
+		t.Fatalf("up with a never-healthy dependency: exit %d\n%s\n%s", code, stdout, errOut)
+	}
+	if took := time.Since(start); took > 30*time.Second {
+		t.Fatalf("up took %v with --timeout 3s", took)
+	}
+	if _, _, code := c.run("get", "service", "app", "-n", "stuck"); code == 0 {
+		t.Fatal("app was applied although db never became healthy")
+	}
+	c.ok("compose", "-f", f, "down")
 }
