@@ -264,6 +264,40 @@ services:
 	}
 	c.ok("compose", "-p", "legacy", "down")
 
+	// build: needs the image on the server; one it has is used as it is.
+	f = writeCompose(t, dir, `name: built
+services:
+  api:
+    build: ./api
+  web:
+    image: demo/busybox:1
+    build: ./web
+    command: ["sleep", "3600"]
+`)
+	_, errOut, code = c.run("compose", "-f", f, "up", "-d")
+	if code != 1 || !strings.Contains(errOut, `service "api" has a build: section: berth builds no images, and the server has no image built-api`) ||
+		strings.Contains(errOut, `service "web"`) {
+		t.Fatalf("up with build: sections: exit %d\n%s", code, errOut)
+	}
+	if svcs := strings.TrimSpace(c.ok("get", "services", "-n", "built", "-o", "json")); svcs != "[]" {
+		t.Fatalf("something was applied: %s", svcs)
+	}
+
+	// apply --dry-run of a Compose file shows what it would make, storing nothing.
+	f = writeCompose(t, dir, `name: dry
+services:
+  web:
+    image: demo/busybox:1
+    command: ["sleep", "3600"]
+`)
+	out = c.ok("apply", "--dry-run", "-f", f)
+	if !strings.Contains(out, "service/web created (dry run)") || !strings.Contains(out, "+  - sleep") {
+		t.Fatalf("apply --dry-run -f compose.yaml: %s", out)
+	}
+	if svcs := strings.TrimSpace(c.ok("get", "services", "-n", "dry", "-o", "json")); svcs != "[]" {
+		t.Fatalf("a dry run stored: %s", svcs)
+	}
+
 	// Unknown subcommands exit non-zero.
 	if _, _, code := c.run("compose", "nope"); code == 0 {
 		t.Fatal("compose nope exited 0")
