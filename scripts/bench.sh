@@ -20,3 +20,4 @@ run scheduler                          # placements at 10,000 and 15,000 nodes
 run network                            # nftables data plane at 250,000 endpoints
 run multinode -berth "$bin"             # 3 servers + 3 agents on network namespaces: scale to 30, node loss
 run idle -berth "$bin"                  # idle CPU of berth up with 200 instances beside Docker Swarm's daemons
+run compose -berth "$bin"               # berth compose up -d of 5 services to healthy beside podman-compose up -d

@@ -5,7 +5,7 @@ set -euo pipefail
 
 want_pkgs=(gcc libc6-dev make pkg-config libseccomp-dev busybox-static runc crun iproute2 nftables procps)
 if [ "${1:-}" = "bench" ]; then
-	want_pkgs+=(podman docker.io)
+	want_pkgs+=(podman podman-compose docker.io)
 fi
 
 missing=()
