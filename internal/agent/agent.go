@@ -28,7 +28,9 @@ import (
 // Instance is what the agent needs to know of one assigned instance.
 type Instance struct {
 	Namespace, Name, UID string
-	Image                string
+	// Owner names the service or job the instance belongs to.
+	Owner string
+	Image string
 	// Command replaces the image's entrypoint, Args its default command.
 	Command, Args []string
 	Env           []string

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/berth-dev/berth/internal/agent/reconcile"
+	"github.com/berth-dev/berth/internal/metrics"
 	"github.com/berth-dev/berth/internal/runtime"
 )
 
@@ -276,6 +277,7 @@ func (a *Agent) start(ctx context.Context, inst *Instance, attempt int) (runtime
 		if attErr == nil {
 			a.detach(context.WithoutCancel(ctx), id)
 		}
+		metrics.ContainerStartFailures.Inc()
 		return runtime.Status{}, errors.Join(prepErr, attErr)
 	}
 	args := inst.Args
@@ -296,6 +298,7 @@ func (a *Agent) start(ctx context.Context, inst *Instance, attempt int) (runtime
 	t1 := time.Now()
 	st, err := a.cfg.Runtime.Run(ctx, c)
 	if err != nil {
+		metrics.ContainerStartFailures.Inc()
 		_ = a.cfg.Images.Release(context.WithoutCancel(ctx), id)
 		// A container that never ran holds nothing worth keeping; one
 		// created but failed is removed (and detached) by the next pass.
@@ -304,6 +307,7 @@ func (a *Agent) start(ctx context.Context, inst *Instance, attempt int) (runtime
 		}
 		return st, err
 	}
+	metrics.ContainerStartDuration.Observe(time.Since(t0).Seconds())
 	a.log.Info("started", "instance", inst.Key(), "container", id, "attempt", attempt, "prepare", tPrep, "attach", tAttach, "wire", tWire, "run", time.Since(t1))
 	return st, nil
 }

@@ -26,6 +26,9 @@
 //	POST   /v1/nodes/{name}/revoke                 refuse the node's certificates (admins; DELETE does too)
 //	POST   /v1/join                                {"token", "node", "csr"}: a node's certificate
 //	GET|POST /v1/tokens, DELETE /v1/tokens/{id}    join tokens (admins only)
+//	GET|PUT /v1/namespaces/{ns}/instances/{name}/logs|attach|exec|cp|portforward|stats
+//	                                               proxied to the node's agent, see remote.go
+//	GET    /v1/tunnel/{node}                       an agent's tunnel (remote.go)
 //
 // Writes may carry a revision precondition, as an If-Match header or as
 // metadata.revision in the body; a stale one gets 409. Invalid input gets
@@ -114,6 +117,7 @@ type Server struct {
 	mux         *http.ServeMux
 	mounts      []mount     // see Mount
 	pinner      ImagePinner // the first mounted handler that is one
+	tunnels     tunnels     // the nodes' agents, see remote.go
 
 	allowedHostPaths []string
 }
@@ -173,6 +177,7 @@ func New(cfg Config) *Server {
 	m.HandleFunc("GET /v1/tokens", s.listTokens)
 	m.HandleFunc("POST /v1/tokens", s.createToken)
 	m.HandleFunc("DELETE /v1/tokens/{id}", s.revokeToken)
+	s.routeRemote(m)
 	s.mux = m
 	return s
 }

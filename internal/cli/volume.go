@@ -106,11 +106,11 @@ func newVolumeInspectCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			r, err := g.parseRef(args[0])
+			ns, name, err := g.refOf(args[0], api.KindVolume)
 			if err != nil {
 				return err
 			}
-			v, err := c.Volumes().Get(cmd.Context(), r.namespace, r.name)
+			v, err := c.Volumes().Get(cmd.Context(), ns, name)
 			if err != nil {
 				return err
 			}
@@ -135,12 +135,11 @@ func newVolumeRmCmd(g *globals) *cobra.Command {
 			}
 			var errs []error
 			for _, a := range args {
-				r, err := g.parseRef(a)
+				ns, name, err := g.refOf(a, api.KindVolume)
 				if err != nil {
 					errs = append(errs, err)
 					continue
 				}
-				ns, name := r.namespace, r.name
 				if err := c.Delete(cmd.Context(), api.KindVolume, ns, name, 0); err != nil {
 					errs = append(errs, err)
 					continue

@@ -9,6 +9,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"os"
@@ -21,6 +22,7 @@ import (
 	"github.com/berth-dev/berth/internal/controller"
 	"github.com/berth-dev/berth/internal/hostinfo"
 	"github.com/berth-dev/berth/internal/image"
+	"github.com/berth-dev/berth/internal/metrics"
 	"github.com/berth-dev/berth/internal/promdefer"
 	"github.com/berth-dev/berth/internal/registry"
 	"github.com/berth-dev/berth/internal/runtime"
@@ -136,7 +138,12 @@ func Up(ctx context.Context, cfg Config) error {
 	defer g.cancel()
 	ctx, run := g.ctx, g.run
 	srv := apiserver.New(apiserver.Config{Store: st, Logger: log.With("component", "apiserver"), AllowedHostPaths: cfg.AllowedHostPaths})
-	srv.Mount("/v2/", registry.New(imgs, registry.Options{Authorize: apiserver.AuthorizeImages, Logger: log.With("component", "registry")}))
+	upstream, err := upstreamOptions()
+	if err != nil {
+		return err
+	}
+	srv.Mount("/v2/", registry.New(imgs, registry.Options{Authorize: apiserver.AuthorizeImages, Logger: log.With("component", "registry"), Upstream: upstream}))
+	srv.Mount("/metrics/", apiserver.AdminOnly(metrics.Handler(metrics.Cluster(st))))
 	run("api server", func(ctx context.Context) error { return srv.Serve(ctx, l, apiserver.UnixRootOnly) })
 	if tl != nil {
 		run("api server (tcp)", func(ctx context.Context) error { return srv.ServeTLS(ctx, tl, creds.TLS, creds.Token) })
@@ -159,6 +166,12 @@ func Up(ctx context.Context, cfg Config) error {
 		AllowedHostPaths: cfg.AllowedHostPaths,
 	})
 	run("agent", ag.Run)
+	// The agent serves remote operations through the API, as on any node.
+	remote := ag.RemoteHandler(metrics.Handler(ag.InstanceCollector()))
+	run("agent tunnel", func(ctx context.Context) error {
+		agent.ServeTunnel(ctx, func(ctx context.Context) (io.ReadWriteCloser, error) { return c.OpenTunnel(ctx, name) }, remote, log)
+		return nil
+	})
 	if cfg.Ready != nil {
 		if waitHealthy(ctx, c) {
 			cfg.Ready(sock, creds)
