@@ -242,7 +242,7 @@ func (g *globals) composeUp(ctx context.Context, out, errOut io.Writer, plan *co
 			continue
 		}
 		if u.Build && !pinned(res.Object) {
-			errs = append(errs, fmt.Errorf("service %q has a build: section: berth builds no images, and the server has no image %s (build it elsewhere and push it: berth image push)", u.Service, imageOf(u.Object)))
+			errs = append(errs, fmt.Errorf("service %q has a build: section: berth builds no images, and the server has no image %s and cannot pull it (build it elsewhere and push it: berth image push)", u.Service, imageOf(u.Object)))
 		}
 	}
 	if len(errs) > 0 {
@@ -278,6 +278,26 @@ func (g *globals) composeUp(ctx context.Context, out, errOut io.Writer, plan *co
 		printWarnings(errOut, res.Object)
 	}
 	return nil
+}
+
+// withPullPolicy is a copy of a service or job with pull policy p, unless
+// it says Never.
+func withPullPolicy(o api.Object, p api.PullPolicy) api.Object {
+	switch x := o.(type) {
+	case *api.Service:
+		c := *x
+		if c.Spec.Template.PullPolicy != api.PullNever {
+			c.Spec.Template.PullPolicy = p
+		}
+		return &c
+	case *api.Job:
+		c := *x
+		if c.Spec.Template.PullPolicy != api.PullNever {
+			c.Spec.Template.PullPolicy = p
+		}
+		return &c
+	}
+	return o
 }
 
 func pinned(o api.Object) bool { return strings.Contains(imageOf(o), "@sha256:") }
@@ -676,11 +696,12 @@ func newComposeConfigCmd(g *globals, f *composeFlags) *cobra.Command {
 func newComposePullCmd(g *globals, f *composeFlags) *cobra.Command {
 	return &cobra.Command{
 		Use:   "pull",
-		Short: "Check that the server has every image of the project",
-		Long: `Check that the server's image store has every image the project runs,
-listing each with the digest it pins to. This build pulls from no
-registry: an image missing here is one to import or push (berth image
-push) before up.`,
+		Short: "Have the server fetch every image of the project",
+		Long: `Have the server fetch the current image of every service from its
+registry (as pull_policy: always would, unless the service says never),
+and list each with the digest it pins to. An image built or imported on
+the server (a name without a registry host) is used as it is; one the
+server has not and cannot fetch is listed as missing.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
@@ -694,7 +715,9 @@ push) before up.`,
 			}
 			missing := 0
 			for _, u := range plan.Units {
-				res, err := c.ApplyWith(ctx, u.Object, client.ApplyOptions{DryRun: true})
+				// A dry run pins the image, fetching it as the policy says.
+				obj := withPullPolicy(u.Object, api.PullAlways)
+				res, err := c.ApplyWith(ctx, obj, client.ApplyOptions{DryRun: true})
 				if err != nil {
 					return fmt.Errorf("service %q: %w", u.Service, describeErr(err))
 				}

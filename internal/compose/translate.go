@@ -64,7 +64,7 @@ var mapped = map[string]bool{
 	"image": true, "command": true, "entrypoint": true, "environment": true, "env_file": true,
 	"working_dir": true, "ports": true, "expose": true, "volumes": true, "healthcheck": true,
 	"restart": true, "deploy": true, "depends_on": true, "labels": true, "scale": true,
-	"networks": true, "build": true, "tmpfs": true,
+	"networks": true, "build": true, "tmpfs": true, "pull_policy": true,
 }
 
 // Translate turns a loaded project into berth objects. It reports every
@@ -163,6 +163,7 @@ func (t *translator) service(s types.ServiceConfig, job bool) (Unit, error) {
 	tpl.Volumes = t.volumes(s)
 	tpl.Health = t.health(s)
 	tpl.Restart = t.restart(s)
+	tpl.PullPolicy = t.pullPolicy(s)
 
 	labels := map[string]string{}
 	for k, v := range s.Labels {
@@ -421,6 +422,24 @@ func (t *translator) health(s types.ServiceConfig) *api.Health {
 		t.unsupported(s.Name, "healthcheck.start_interval", notCarried)
 	}
 	return out
+}
+
+func (t *translator) pullPolicy(s types.ServiceConfig) api.PullPolicy {
+	switch s.PullPolicy {
+	case "":
+		return ""
+	case types.PullPolicyAlways:
+		return api.PullAlways
+	case types.PullPolicyNever:
+		return api.PullNever
+	case types.PullPolicyMissing, types.PullPolicyIfNotPresent:
+		return api.PullIfNotPresent
+	case types.PullPolicyBuild:
+		t.unsupported(s.Name, "pull_policy", "build: berth builds no images")
+		return ""
+	}
+	t.unsupported(s.Name, "pull_policy", fmt.Sprintf("%s: berth pulls always, if not present, or never", s.PullPolicy))
+	return ""
 }
 
 func (t *translator) restart(s types.ServiceConfig) api.RestartPolicy {

@@ -275,7 +275,7 @@ services:
     command: ["sleep", "3600"]
 `)
 	_, errOut, code = c.run("compose", "-f", f, "up", "-d")
-	if code != 1 || !strings.Contains(errOut, `service "api" has a build: section: berth builds no images, and the server has no image built-api`) ||
+	if code != 1 || !strings.Contains(errOut, `service "api" has a build: section: berth builds no images, and the server has no image built-api and cannot pull it`) ||
 		strings.Contains(errOut, `service "web"`) {
 		t.Fatalf("up with build: sections: exit %d\n%s", code, errOut)
 	}
