@@ -149,6 +149,7 @@ func defaultComposeFile() (string, error) {
 type upOptions struct {
 	detach            bool
 	ignoreUnsupported bool
+	removeOrphans     bool
 	timeout           time.Duration
 }
 
@@ -193,6 +194,7 @@ up then follows the output of every service until interrupted.`,
 	}
 	cmd.Flags().BoolVarP(&o.detach, "detach", "d", false, "return once applied, without following output")
 	cmd.Flags().BoolVar(&o.ignoreUnsupported, "ignore-unsupported", false, "apply what berth supports and warn about the rest")
+	cmd.Flags().BoolVar(&o.removeOrphans, "remove-orphans", false, "remove the project's services and jobs the files no longer list")
 	cmd.Flags().DurationVar(&o.timeout, "timeout", 5*time.Minute, "how long to wait for one dependency's condition")
 	return cmd
 }
@@ -276,6 +278,35 @@ func (g *globals) composeUp(ctx context.Context, out, errOut io.Writer, plan *co
 		m := u.Object.GetMetadata()
 		fmt.Fprintf(out, "%s %s/%s %s\n", strings.ToLower(string(u.Object.GetKind())), m.Namespace, m.Name, verb)
 		printWarnings(errOut, res.Object)
+	}
+	return removeOrphans(ctx, c, out, errOut, plan, o.removeOrphans)
+}
+
+// removeOrphans deals with what the project made that its files no longer
+// list: warned about, as Compose does, or removed when asked.
+func removeOrphans(ctx context.Context, c *client.Client, out, errOut io.Writer, plan *compose.Plan, remove bool) error {
+	objs, err := projectObjects(ctx, c, plan.Namespace, plan.Project)
+	if err != nil {
+		return err
+	}
+	listed := map[string]bool{}
+	for _, u := range plan.Units {
+		listed[string(u.Object.GetKind())+"/"+u.Object.GetMetadata().Name] = true
+	}
+	for _, o := range objs {
+		m := o.GetMetadata()
+		if listed[string(o.GetKind())+"/"+m.Name] {
+			continue
+		}
+		kind := strings.ToLower(string(o.GetKind()))
+		if !remove {
+			fmt.Fprintf(errOut, "warning: %s %s/%s is the project's but no longer in its files (--remove-orphans removes it)\n", kind, m.Namespace, m.Name)
+			continue
+		}
+		if err := c.Delete(ctx, o.GetKind(), m.Namespace, m.Name, 0); err != nil && !errdefs.IsNotFound(err) {
+			return fmt.Errorf("%s/%s/%s: %w", kind, m.Namespace, m.Name, describeErr(err))
+		}
+		fmt.Fprintf(out, "%s %s/%s removed\n", kind, m.Namespace, m.Name)
 	}
 	return nil
 }

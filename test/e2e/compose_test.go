@@ -377,6 +377,26 @@ volumes:
 		return out == "hi-from-env\nhi-from-env\n"
 	})
 
+	// A service dropped from the file is warned about, then removed with
+	// --remove-orphans.
+	body, err := os.ReadFile(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	i, j := strings.Index(string(body), "  seed:"), strings.Index(string(body), "  debug:")
+	writeCompose(t, dir, string(body[:i])+string(body[j:]))
+	_, errOut, code := c.run("compose", "-f", f, "-p", "tools", "up", "-d")
+	if code != 0 || !strings.Contains(errOut, "warning: service tools/seed is the project's but no longer in its files") {
+		t.Fatalf("up without seed: exit %d, %s", code, errOut)
+	}
+	if out := c.ok("compose", "-f", f, "-p", "tools", "up", "-d", "--remove-orphans"); !strings.Contains(out, "service tools/seed removed") ||
+		!strings.Contains(out, "service tools/store unchanged") {
+		t.Fatalf("up --remove-orphans: %s", out)
+	}
+	if _, _, code := c.run("get", "service", "seed", "-n", "tools"); code == 0 {
+		t.Fatal("seed still there after --remove-orphans")
+	}
+
 	// down keeps the named volume; down --volumes removes it.
 	c.ok("compose", "-f", f, "-p", "tools", "down")
 	if vols := c.ok("volume", "ls", "-n", "tools"); !strings.Contains(vols, "data") {
