@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/berth-dev/berth/api"
+	"github.com/berth-dev/berth/internal/registry/registrytest"
 )
 
 // writeCompose writes a Compose file into a directory of its own.
@@ -480,4 +481,70 @@ services:
 		t.Fatal("app was applied although db never became healthy")
 	}
 	c.ok("compose", "-f", f, "down")
+}
+
+// TestComposePullPolicy: against a real registry, pull_policy: never
+// leaves a service's image unfetched; compose pull has the server fetch
+// it; and a build: service whose image the registry has goes up.
+func TestComposePullPolicy(t *testing.T) {
+	c := startCluster(t, "--no-network")
+	ca := registrytest.NewCA(t)
+	host := registrytest.StartDistribution(t, ca, registrytest.HtpasswdAuth(t, "alice", "s3cret"))
+	registryConfig(t, ca, host)
+	c.ok("login", host, "-u", "alice", "-p", "s3cret")
+	c.kill()
+	c.start()
+	ref := host + "/team/app:1"
+	builder := newEnv(t)
+	builder.demoImage()
+	builder.ok("image", "tag", "demo/busybox:1", ref)
+	builder.ok("image", "push", ref)
+	digest := imageDigests(t, builder)[ref]
+
+	dir := t.TempDir()
+	f := writeCompose(t, dir, `name: pulled
+services:
+  app:
+    image: `+ref+`
+    pull_policy: never
+    command: ["sleep", "3600"]
+`)
+	if out := c.ok("compose", "-f", f, "config", "--berth"); !strings.Contains(out, "pullPolicy: Never") {
+		t.Fatalf("config --berth: %s", out)
+	}
+	if _, ok := imageDigests(t, c.env)[ref]; ok {
+		t.Fatal("the image was fetched before anything asked for it")
+	}
+	// never: pull leaves it alone and says it is missing.
+	out, _, code := c.run("compose", "-f", f, "pull")
+	if code == 0 || !strings.Contains(out, "app\t"+ref+"\tmissing") {
+		t.Fatalf("pull with pull_policy never: exit %d, %s", code, out)
+	}
+	if _, ok := imageDigests(t, c.env)[ref]; ok {
+		t.Fatal("pull_policy never: the image was fetched")
+	}
+
+	// Without the policy, pull fetches and pins it; a build: service of
+	// that image then goes up.
+	writeCompose(t, dir, `name: pulled
+services:
+  app:
+    image: `+ref+`
+    build: ./app
+    command: ["sleep", "3600"]
+`)
+	if out := c.ok("compose", "-f", f, "pull"); !strings.Contains(out, "app\t"+ref+"@"+digest+"\tpresent") {
+		t.Fatalf("pull: %s", out)
+	}
+	if got := imageDigests(t, c.env)[ref]; got != digest {
+		t.Fatalf("the server's store has %q for %s, want %s", got, ref, digest)
+	}
+	c.ok("compose", "-f", f, "up", "-d")
+	c.waitRunningIn("pulled", "app")
+	c.ok("compose", "-f", f, "down")
+}
+
+func (c *cluster) waitRunningIn(ns, owner string) {
+	c.t.Helper()
+	eventually(c.t, 60*time.Second, owner+" to run", func() bool { return runningIn(c, ns, owner) != "" })
 }
