@@ -79,6 +79,9 @@ func TestGolden(t *testing.T) {
 		{dir: "oneshot"},
 		{dir: "include"},
 		{dir: "envfile"},
+		{dir: "names"},
+		{dir: "cycle"},
+		{dir: "collide"},
 	}
 	for _, c := range cases {
 		name := c.dir
@@ -100,11 +103,12 @@ func TestGolden(t *testing.T) {
 			for _, f := range c.files {
 				files = append(files, filepath.Join(dir, f))
 			}
+			// Errors, from loading or translating, are golden too.
+			var plan *Plan
 			p, err := Load(context.Background(), Options{Files: files, WorkDir: dir, Profiles: c.profiles, Env: c.env})
-			if err != nil {
-				t.Fatal(err)
+			if err == nil {
+				plan, err = Translate(p)
 			}
-			plan, err := Translate(p)
 			var got string
 			if err != nil {
 				got = "# error: " + strings.ReplaceAll(err.Error(), dir, "$DIR") + "\n"
