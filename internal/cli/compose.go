@@ -865,7 +865,9 @@ func composeArgs(args []string) []string {
 		}
 	}
 	long := map[string]string{"-f": "--file", "--file": "--file", "-p": "--project-name", "--project-name": "--project-name", "--profile": "--profile"}
-	var moved, rest []string
+	// berth's global flags that take a value stay where they are.
+	global := map[string]bool{"-n": true, "--namespace": true, "-o": true, "--output": true, "--data-dir": true, "--server": true, "--token": true, "--ca-file": true}
+	var moved, kept []string
 	j := i + 1
 	for ; j < len(args); j++ {
 		a := args[j]
@@ -878,13 +880,24 @@ func composeArgs(args []string) []string {
 			j++
 			continue
 		}
+		if global[a] && j+1 < len(args) {
+			kept = append(kept, a, args[j+1])
+			j++
+			continue
+		}
+		if strings.HasPrefix(a, "-") {
+			kept = append(kept, a)
+			continue
+		}
 		break
 	}
 	if j >= len(args) || len(moved) == 0 {
 		return args
 	}
-	rest = append(rest, args[:i+1]...)
-	rest = append(rest, args[j])
-	rest = append(rest, moved...)
-	return append(rest, args[j+1:]...)
+	var out []string
+	out = append(out, args[:i+1]...)
+	out = append(out, kept...)
+	out = append(out, args[j])
+	out = append(out, moved...)
+	return append(out, args[j+1:]...)
 }

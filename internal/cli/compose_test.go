@@ -13,6 +13,8 @@ func TestComposeArgs(t *testing.T) {
 		{[]string{"compose", "up", "-f", "a.yaml"}, []string{"compose", "up", "-f", "a.yaml"}},
 		{[]string{"run", "demo/busybox:1", "compose", "-f", "x"}, []string{"run", "demo/busybox:1", "compose", "-f", "x"}},
 		{[]string{"compose", "-f", "a.yaml"}, []string{"compose", "-f", "a.yaml"}},
+		{[]string{"compose", "-f", "a.yaml", "-n", "prod", "down"}, []string{"compose", "-n", "prod", "down", "--file=a.yaml"}},
+		{[]string{"compose", "--namespace=prod", "-f", "a.yaml", "-v", "ps"}, []string{"compose", "--namespace=prod", "-v", "ps", "--file=a.yaml"}},
 	} {
 		if got := composeArgs(slices.Clone(c.in)); !slices.Equal(got, c.want) {
 			t.Errorf("composeArgs(%q) = %q, want %q", c.in, got, c.want)

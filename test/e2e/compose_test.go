@@ -299,6 +299,15 @@ services:
 		t.Fatalf("a dry run stored: %s", svcs)
 	}
 
+	// -n puts the project in another namespace; down there removes it.
+	if out := c.ok("-n", "elsewhere", "compose", "-f", f, "up", "-d"); !strings.Contains(out, "service elsewhere/web created") {
+		t.Fatalf("up -n elsewhere: %s", out)
+	}
+	c.waitRunningIn("elsewhere", "web")
+	if out := c.ok("compose", "-f", f, "-n", "elsewhere", "down"); !strings.Contains(out, "service elsewhere/web removed") {
+		t.Fatalf("down -n elsewhere: %s", out)
+	}
+
 	// Unknown subcommands exit non-zero.
 	if _, _, code := c.run("compose", "nope"); code == 0 {
 		t.Fatal("compose nope exited 0")
