@@ -22,3 +22,4 @@ run multinode -berth "$bin"             # 3 servers + 3 agents on network namesp
 run remote -berth "$bin" -n "${BENCH_EXEC_RUNS:-100}" # exec local/remote beside podman exec; logs -f throughput
 run idle -berth "$bin"                  # idle CPU of berth up with 200 instances beside Docker Swarm's daemons
 run pull -berth "$bin"                  # image pull from a loopback registry beside podman and skopeo
+run compose -berth "$bin"               # berth compose up -d of 5 services to healthy beside podman-compose up -d
