@@ -152,4 +152,3 @@ func TestCheckpointBuiltinRefused(t *testing.T) {
 		t.Fatalf("the refused checkpoint left the container %s", st.State)
 	}
 }
-
