@@ -1,12 +1,15 @@
 package cli
 
 import (
+	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 
 	"github.com/spf13/cobra"
 
+	"github.com/berth-dev/berth/api"
 	"github.com/berth-dev/berth/internal/runtime"
 )
 
@@ -108,5 +111,52 @@ func newContainerRestoreCmd(g *globals) *cobra.Command {
 		},
 	}
 	cmd.Flags().StringVar(&imp, "import", "", "restore from FILE written by checkpoint --export")
+	return cmd
+}
+
+func newCheckpointCmd(g *globals) *cobra.Command {
+	var output string
+	cmd := &cobra.Command{
+		Use:   "checkpoint INSTANCE --output FILE",
+		Short: "Dump a running instance's processes with CRIU, on any node, leaving it running",
+		Long: `Dump a running instance's processes with CRIU on its node, leaving it running,
+and write the images to FILE (a .tar.gz that "berth container restore --import" reads).
+The instance's service must use an executor with CRIU support (runtime: runc).`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if output == "" {
+				return errors.New("checkpoint: --output FILE is required")
+			}
+			ctx := cmd.Context()
+			c, err := g.client(ctx)
+			if err != nil {
+				return err
+			}
+			ns, name, err := g.refOf(args[0], api.KindInstance)
+			if err != nil {
+				return err
+			}
+			rc, err := c.Checkpoint(ctx, ns, name)
+			if err != nil {
+				return err
+			}
+			defer rc.Close()
+			f, err := os.Create(output)
+			if err != nil {
+				return fmt.Errorf("--output: %w", err)
+			}
+			_, err = io.Copy(f, rc)
+			if cerr := f.Close(); err == nil {
+				err = cerr
+			}
+			if err != nil {
+				_ = os.Remove(output)
+				return fmt.Errorf("checkpoint %s: %w", args[0], err)
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "%s: checkpointed to %s\n", args[0], output)
+			return nil
+		},
+	}
+	cmd.Flags().StringVarP(&output, "output", "o", "", "write the checkpoint to FILE")
 	return cmd
 }

@@ -1,11 +1,14 @@
 package e2e
 
 import (
+	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/berth-dev/berth/internal/runtime"
 )
 
 // lastCount is the last number the counter container logged.
@@ -72,5 +75,62 @@ func TestContainerCheckpointRestore(t *testing.T) {
 	}
 	if _, errOut, code := e.run("container", "restore", "--import", archive, "other"); code == 0 || !strings.Contains(errOut, `"ctr"`) {
 		t.Errorf("restore --import under another name: exit %d, %q", code, errOut)
+	}
+}
+
+const counterYAML = `kind: Service
+name: counter
+replicas: 1
+template:
+  image: demo/busybox:1
+  runtime: runc
+  command: ["sh", "-c", "i=0; while :; do i=$((i+1)); echo $i; usleep 10000; done"]
+  resources: {cpu: 0.1, memory: 32Mi}
+`
+
+// TestInstanceCheckpoint: berth checkpoint INSTANCE dumps a runc instance
+// through the API and its node's agent, leaving it running; an instance of
+// the built-in executor is refused, saying why.
+func TestInstanceCheckpoint(t *testing.T) {
+	c := startCluster(t)
+	if _, errOut, code := c.applyYAML(counterYAML); code != 0 {
+		t.Fatalf("apply: %s", errOut)
+	}
+	inst := c.waitRunning("counter", 1)[0]
+	before := c.containers("counter")
+	archive := filepath.Join(t.TempDir(), "counter.tar.gz")
+	if out := c.ok("checkpoint", inst.Metadata.Name, "--output", archive); !strings.Contains(out, archive) {
+		t.Fatalf("checkpoint printed %q", out)
+	}
+	f, err := os.Open(archive)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	id, _, err := runtime.ImportCheckpoint(f, t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := before[id]; !ok {
+		t.Fatalf("the checkpoint holds container %q, not one of the instance's %v", id, before)
+	}
+	// Left running: the same container, the same process, still counting.
+	if after := c.containers("counter"); after[id] != before[id] {
+		t.Fatalf("after checkpoint the instance's containers are %v, were %v", after, before)
+	}
+	if out := c.ok("events"); !strings.Contains(out, "Checkpoint") {
+		t.Errorf("no Checkpoint event:\n%s", out)
+	}
+
+	if _, errOut, code := c.applyYAML(webYAML); code != 0 {
+		t.Fatalf("apply: %s", errOut)
+	}
+	web := c.waitRunning("web", 3)[0]
+	_, errOut, code := c.run("checkpoint", web.Metadata.Name, "-o", filepath.Join(t.TempDir(), "web.tar.gz"))
+	if code == 0 || !strings.Contains(errOut, "runc") {
+		t.Errorf("checkpoint of a built-in instance: exit %d, %q", code, errOut)
+	}
+	if _, errOut, code := c.run("checkpoint", inst.Metadata.Name); code == 0 || !strings.Contains(errOut, "--output") {
+		t.Errorf("checkpoint without --output: exit %d, %q", code, errOut)
 	}
 }
