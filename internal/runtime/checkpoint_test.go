@@ -37,7 +37,8 @@ func testCheckpointRestore(t *testing.T, executor string) {
 	}
 	ctx := context.Background()
 	id := fmt.Sprintf("ckpt-%s", executor)
-	if _, err := r.Run(ctx, runtime.Config{ID: id, LowerDirs: []string{rootfs}, Args: counterArgs, Executor: executor}); err != nil {
+	if _, err := r.Run(ctx, runtime.Config{ID: id, LowerDirs: []string{rootfs}, Args: counterArgs, Executor: executor,
+		Resources: runtime.Resources{MemoryBytes: 48 << 20}}); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = r.Delete(context.Background(), id, true) })
@@ -78,6 +79,10 @@ func testCheckpointRestore(t *testing.T, executor string) {
 	downtime := time.Since(begin)
 	t.Logf("%s: dump + restore downtime %v", executor, downtime)
 	waitCount(t, r, id, 5)
+	// The restored container is back in its limits.
+	if st, err := r.Stats(ctx, id); err != nil || st.MemoryLimit != 48<<20 {
+		t.Fatalf("restored container's memory limit %d (%v), want %d", st.MemoryLimit, err, 48<<20)
+	}
 	after := counts(t, r, id)
 	last, first := before[len(before)-1], after[0]
 	if first.n != last.n+1 {
