@@ -1,6 +1,7 @@
 package runtime
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -72,7 +73,11 @@ func (r *Runtime) Checkpoint(ctx context.Context, id string, opts CheckpointOpti
 	if err := writeJSON(filepath.Join(dir, metaFile), m); err != nil {
 		return fmt.Errorf("container %q: checkpoint: %w", id, err)
 	}
-	args := []string{"checkpoint", "--image-path", dir, "--work-path", dir}
+	criu, err := criuPath()
+	if err != nil {
+		return fmt.Errorf("container %q: checkpoint: %w", id, err)
+	}
+	args := append(ext.criuFlag(criu), "checkpoint", "--image-path", dir, "--work-path", dir)
 	if opts.PreDump {
 		args = append(args, "--pre-dump")
 	} else if opts.LeaveRunning {
@@ -90,8 +95,8 @@ func (r *Runtime) Checkpoint(ctx context.Context, id string, opts CheckpointOpti
 		}
 		args = append(args, "--parent-path", rel)
 	}
-	if err := ext.run(ctx, append(args, id)...); err != nil {
-		return fmt.Errorf("container %q: checkpoint: %w%s", id, err, criuLogTail(dir, "dump.log"))
+	if out, err := ext.command(ctx, append(args, id)...).CombinedOutput(); err != nil {
+		return fmt.Errorf("container %q: %s checkpoint: %w: %s%s", id, ext.bin, err, bytes.TrimSpace(out), criuLogTail(dir, "dump.log"))
 	}
 	return nil
 }
@@ -133,14 +138,26 @@ func (r *Runtime) Restore(ctx context.Context, id string, imageDir string) (Stat
 	return st, nil
 }
 
+// criuPath finds criu on PATH or where scripts/criu.sh installs it, which a
+// service manager's PATH may lack.
+func criuPath() (string, error) {
+	if p, err := exec.LookPath("criu"); err == nil {
+		return p, nil
+	}
+	if _, err := os.Stat("/usr/local/sbin/criu"); err == nil {
+		return "/usr/local/sbin/criu", nil
+	}
+	return "", errors.New("criu is not installed (scripts/criu.sh builds it)")
+}
+
 // checkpointer returns the executor if it can checkpoint and restore.
 func (r *Runtime) checkpointer(name string) (*external, error) {
 	ext, ok := r.exec[name].(*external)
 	if !ok {
 		return nil, errBuiltinCheckpoint
 	}
-	if _, err := exec.LookPath("criu"); err != nil {
-		return nil, fmt.Errorf("%w: criu is not installed (scripts/criu.sh builds it)", ErrCannotCheckpoint)
+	if _, err := criuPath(); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrCannotCheckpoint, err)
 	}
 	if !ext.criuBuilt() {
 		return nil, fmt.Errorf("%w: this %s was built without CRIU support; use runc", ErrCannotCheckpoint, ext.bin)
@@ -161,8 +178,17 @@ func (e *external) criuBuilt() bool {
 // dirtyTracking tells whether CRIU can track dirty pages here, which
 // pre-dumps need; the answer does not change while berth runs.
 var dirtyTracking = sync.OnceValue(func() bool {
-	return exec.Command("criu", "check", "--feature", "mem_dirty_track").Run() == nil
+	criu, err := criuPath()
+	return err == nil && exec.Command(criu, "check", "--feature", "mem_dirty_track").Run() == nil
 })
+
+// criuFlag tells runc which criu to run (crun links libcriu instead).
+func (e *external) criuFlag(criu string) []string {
+	if e.bin == "runc" {
+		return []string{"--criu", criu}
+	}
+	return nil
+}
 
 // restorePlan has the shim run "<runtime> restore --detach": CRIU rebuilds
 // the process tree, the runtime exits, and the shim (a child subreaper)
@@ -175,11 +201,18 @@ func (e *external) restorePlan(bin string, bd *bundle) (*launch.Plan, error) {
 	if err != nil {
 		return nil, err
 	}
+	criu, err := criuPath()
+	if err != nil {
+		return nil, err
+	}
+	args := append([]string{env, "PATH=" + os.Getenv("PATH") + ":/usr/local/sbin:/usr/sbin:/sbin", bin, "--root", e.state},
+		e.criuFlag(criu)...)
+	args = append(args, "restore", "--detach", "--image-path", bd.restoreFrom, "--work-path", bd.restoreFrom,
+		"--pid-file", bd.path("runtime.pid"), "--bundle", bd.dir, bd.id)
 	return &launch.Plan{
-		ExternalArgs: []string{env, "PATH=" + os.Getenv("PATH") + ":/usr/local/sbin:/usr/sbin:/sbin", bin, "--root", e.state, "restore", "--detach", "--image-path", bd.restoreFrom,
-			"--work-path", bd.restoreFrom, "--pid-file", bd.path("runtime.pid"), "--bundle", bd.dir, bd.id},
-		PIDFile:     bd.path("runtime.pid"),
-		HideUnified: e.hide,
+		ExternalArgs: args,
+		PIDFile:      bd.path("runtime.pid"),
+		HideUnified:  e.hide,
 	}, nil
 }
 
