@@ -76,6 +76,13 @@ func TestContainerCheckpointRestore(t *testing.T) {
 	if _, errOut, code := e.run("container", "restore", "--import", archive, "other"); code == 0 || !strings.Contains(errOut, `"ctr"`) {
 		t.Errorf("restore --import under another name: exit %d, %q", code, errOut)
 	}
+	junk := filepath.Join(t.TempDir(), "junk.tar.gz")
+	if err := os.WriteFile(junk, []byte("not an archive"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, errOut, code := e.run("container", "restore", "--import", junk, "other"); code == 0 || !strings.Contains(errOut, junk) {
+		t.Errorf("restore --import of a file that is no checkpoint: exit %d, %q", code, errOut)
+	}
 }
 
 const counterYAML = `kind: Service
