@@ -32,6 +32,9 @@ func (b *builtin) name() string { return ExecutorBuiltin }
 // prepare turns the spec into the shim's plan. The cgroups are made
 // alongside, by the caller (see Runtime.start).
 func (b *builtin) prepare(_ context.Context, bd *bundle, s *specs.Spec) (*launch.Plan, error) {
+	if bd.restoreFrom != "" {
+		return nil, errBuiltinCheckpoint
+	}
 	p, err := processPlan(s)
 	if err != nil {
 		return nil, err

@@ -51,6 +51,9 @@ func (e *external) prepare(_ context.Context, bd *bundle, s *specs.Spec) (*launc
 	if err := checkMountTargets(s.Root.Path, s.Mounts); err != nil {
 		return nil, err
 	}
+	if bd.restoreFrom != "" {
+		return e.restorePlan(bin, bd)
+	}
 	return &launch.Plan{
 		// create and start rather than run: the container (and its cgroup,
 		// which tells of OOM kills) stays until cleanup deletes it. The path is

@@ -189,6 +189,9 @@ func hasCgroup2Mount() bool {
 // bundle is a container's directory.
 type bundle struct {
 	id, dir string
+	// restoreFrom, when set, is a checkpoint image the executor restores
+	// the container from instead of starting its process anew.
+	restoreFrom string
 }
 
 func (b *bundle) path(name string) string { return filepath.Join(b.dir, name) }
@@ -243,6 +246,10 @@ func readJSON(path string, v any) error {
 // Run creates and starts a container, returning once its process has been
 // exec'd (or has failed to start, with the reason).
 func (r *Runtime) Run(ctx context.Context, c Config) (Status, error) {
+	return r.run(ctx, c, "")
+}
+
+func (r *Runtime) run(ctx context.Context, c Config, restoreFrom string) (Status, error) {
 	if err := c.Validate(); err != nil {
 		return Status{}, err
 	}
@@ -251,6 +258,7 @@ func (r *Runtime) Run(ctx context.Context, c Config) (Status, error) {
 	}
 	ex := r.exec[c.Executor]
 	bd, _ := r.bundle(c.ID)
+	bd.restoreFrom = restoreFrom
 	if err := os.Mkdir(bd.dir, 0o700); err != nil {
 		if errors.Is(err, os.ErrExist) {
 			return Status{}, fmt.Errorf("container %q: %w", c.ID, ErrAlreadyExists)
