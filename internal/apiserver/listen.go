@@ -114,6 +114,10 @@ func (s *Server) Serve(ctx context.Context, l net.Listener, auth Authenticator) 
 		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			id, err := auth(r)
 			if err != nil {
+				if m := s.signInMount(r.URL.Path); m != nil {
+					m.ServeHTTP(w, r)
+					return
+				}
 				writeError(w, err)
 				return
 			}

@@ -66,6 +66,7 @@ machine to many.`,
 		newContainerCmd(g),
 		newTokenCmd(g),
 		newNodeCmd(g),
+		newDashboardCmd(g),
 	)
 	root.InitDefaultCompletionCmd(args...) // here, not in Execute: its group must refuse unknown shells too
 	refuseUnknownSubcommands(root)

@@ -19,6 +19,7 @@ import (
 	"github.com/berth-dev/berth/internal/agent"
 	"github.com/berth-dev/berth/internal/apiserver"
 	"github.com/berth-dev/berth/internal/controller"
+	"github.com/berth-dev/berth/internal/dashboard"
 	"github.com/berth-dev/berth/internal/hostinfo"
 	"github.com/berth-dev/berth/internal/image"
 	"github.com/berth-dev/berth/internal/promdefer"
@@ -131,6 +132,13 @@ func Up(ctx context.Context, cfg Config) error {
 	ctx, run := g.ctx, g.run
 	srv := apiserver.New(apiserver.Config{Store: st, Logger: log.With("component", "apiserver")})
 	srv.Mount("/v2/", registry.New(imgs, registry.Options{Authorize: apiserver.AuthorizeImages, Logger: log.With("component", "registry")}))
+	var token string
+	if creds != nil {
+		token = creds.Token
+	}
+	ui := dashboard.New(dashboard.Options{Client: c, Token: token, Logger: log.With("component", "dashboard")})
+	srv.MountSignIn(dashboard.Prefix, ui)
+	run("dashboard", ui.Run)
 	run("api server", func(ctx context.Context) error { return srv.Serve(ctx, l, apiserver.UnixRootOnly) })
 	if tl != nil {
 		run("api server (tcp)", func(ctx context.Context) error { return srv.ServeTLS(ctx, tl, creds.TLS, creds.Token) })
