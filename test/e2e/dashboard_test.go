@@ -1,0 +1,275 @@
+package e2e
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/chromedp/cdproto/network"
+	"github.com/chromedp/chromedp"
+
+	"github.com/berth-dev/berth/api"
+)
+
+// browser starts headless Chromium and returns a context driving it.
+func (c *cluster) browser(t *testing.T) context.Context {
+	t.Helper()
+	bin, err := exec.LookPath("chromium")
+	if err != nil {
+		t.Fatalf("chromium is not installed (scripts/deps.sh installs it): %v", err)
+	}
+	opts := append(chromedp.DefaultExecAllocatorOptions[:],
+		chromedp.ExecPath(bin),
+		chromedp.NoSandbox,
+		chromedp.UserDataDir(t.TempDir()),
+		chromedp.WindowSize(1280, 900),
+		// berth up's certificate is its own, made on first start.
+		chromedp.Flag("ignore-certificate-errors", true),
+	)
+	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
+	ctx, cancelCtx := chromedp.NewContext(actx)
+	ctx, cancelTimeout := context.WithTimeout(ctx, 4*time.Minute)
+	t.Cleanup(func() { cancelTimeout(); cancelCtx(); cancelAlloc() })
+	if err := chromedp.Run(ctx); err != nil {
+		t.Fatalf("start chromium: %v", err)
+	}
+	return ctx
+}
+
+func drive(t *testing.T, ctx context.Context, what string, actions ...chromedp.Action) {
+	t.Helper()
+	if err := chromedp.Run(ctx, actions...); err != nil {
+		t.Fatalf("%s: %v", what, err)
+	}
+}
+
+// pageEventually evaluates js in the page until it is true.
+func pageEventually(t *testing.T, ctx context.Context, timeout time.Duration, what, js string) {
+	t.Helper()
+	eventually(t, timeout, what, func() bool {
+		var ok bool
+		return chromedp.Run(ctx, chromedp.Evaluate(js, &ok)) == nil && ok
+	})
+}
+
+func saveScreenshot(t *testing.T, ctx context.Context, name string) {
+	t.Helper()
+	var png []byte
+	drive(t, ctx, "screenshot "+name, chromedp.Sleep(300*time.Millisecond), chromedp.FullScreenshot(&png, 100))
+	dir := filepath.Join("..", "..", "build")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, name), png, 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// webContainers maps the running instances of web to their containers' pids.
+func (c *cluster) webContainers() map[string]int {
+	var list []struct {
+		Pid    int               `json:"pid"`
+		Labels map[string]string `json:"labels"`
+	}
+	if err := json.Unmarshal([]byte(c.ok("container", "ps", "-o", "json")), &list); err != nil {
+		c.t.Fatal(err)
+	}
+	out := map[string]int{}
+	for _, ct := range list {
+		if in := ct.Labels["berth.instance"]; strings.HasPrefix(in, "default/web-") {
+			out[in] = ct.Pid
+		}
+	}
+	return out
+}
+
+const tileCount = `document.querySelectorAll('#map .tile[data-key^="default/web-"]').length`
+
+func TestDashboardInBrowser(t *testing.T) {
+	// The cluster runs without container networking, in the host's network
+	// namespace, so that the browser's driver reaches both on loopback.
+	addr := freeAddr(t, "127.0.0.1")
+	c := startCluster(t, "--no-network", "--listen", addr)
+	token := readToken(t, filepath.Join(c.dataDir, "tls", "token"))
+	if _, errOut, code := c.applyYAML(webYAML); code != 0 {
+		t.Fatalf("apply: %s", errOut)
+	}
+	c.waitRunning("web", 3)
+	ctx := c.browser(t)
+	base := "https://" + addr + "/ui/"
+
+	// A wrong token is refused, the right one signs in.
+	var msg string
+	drive(t, ctx, "wrong token",
+		chromedp.Navigate(base),
+		chromedp.WaitVisible("#token", chromedp.ByID),
+		chromedp.SendKeys("#token", "not-the-token-at-all", chromedp.ByID),
+		chromedp.Click("#signin", chromedp.ByID),
+		chromedp.WaitVisible("#login-error", chromedp.ByID),
+		chromedp.Text("#login-error", &msg, chromedp.ByID),
+	)
+	if !strings.Contains(msg, "Wrong token") {
+		t.Fatalf("a wrong token: page says %q, want Wrong token", msg)
+	}
+	drive(t, ctx, "sign in",
+		chromedp.SendKeys("#token", token, chromedp.ByID),
+		chromedp.Click("#signin", chromedp.ByID),
+		chromedp.WaitVisible("#map", chromedp.ByID),
+	)
+	var cookies []*network.Cookie
+	drive(t, ctx, "cookies", chromedp.ActionFunc(func(ctx context.Context) error {
+		var err error
+		cookies, err = network.GetCookies().Do(ctx)
+		return err
+	}))
+	var session *network.Cookie
+	for _, ck := range cookies {
+		if ck.Name == "berth_session" {
+			session = ck
+		}
+	}
+	if session == nil || !session.HTTPOnly || !session.Secure || session.SameSite != network.CookieSameSiteStrict {
+		t.Fatalf("session cookie %+v: want HttpOnly, Secure, SameSite=Strict", session)
+	}
+
+	// The map shows the 3 replicas; a page-side observer records every
+	// state each tile takes, and a marker shows the page is never reloaded.
+	pageEventually(t, ctx, 20*time.Second, "3 tiles of web", tileCount+` === 3`)
+	drive(t, ctx, "observer", chromedp.Evaluate(`window.__sameLoad = true; window.__hist = {};
+new MutationObserver(ms => { for (const m of ms) { const ts = m.type === "attributes" ? [m.target] : [...m.addedNodes];
+  for (const t of ts) if (t.dataset && t.dataset.key) (window.__hist[t.dataset.key] ||= []).push(t.dataset.state); } })
+ .observe(document.getElementById("map"), {subtree: true, childList: true, attributes: true, attributeFilter: ["data-state"]}); true`, nil))
+	saveScreenshot(t, ctx, "dashboard-map.png")
+
+	// berth scale from the CLI: 5 tiles, no reload.
+	c.ok("scale", "web=5")
+	pageEventually(t, ctx, 30*time.Second, "5 tiles of web after berth scale web=5", tileCount+` === 5 && window.__sameLoad === true`)
+	c.waitRunning("web", 5)
+	pageEventually(t, ctx, 30*time.Second, "5 green tiles", `document.querySelectorAll('#map .tile[data-key^="default/web-"][data-state=ok]').length === 5`)
+
+	// Killing a container turns its tile red, then green again.
+	var victim string
+	var pid int
+	for in, p := range c.webContainers() {
+		victim, pid = in, p
+		break
+	}
+	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	sel := fmt.Sprintf(`document.querySelector('#map .tile[data-key=%q]')`, victim)
+	pageEventually(t, ctx, 30*time.Second, "the killed instance's tile red", fmt.Sprintf(`(window.__hist[%q] || []).includes("bad")`, victim))
+	pageEventually(t, ctx, 30*time.Second, "the killed instance's tile green again", fmt.Sprintf(`%s && %s.dataset.state === "ok" && window.__sameLoad === true`, sel, sel))
+
+	// Scaling from the service page changes the service in the API.
+	drive(t, ctx, "service page",
+		chromedp.Navigate(base+"#/service/default/web"),
+		chromedp.WaitVisible("#replicas", chromedp.ByID),
+	)
+	pageEventually(t, ctx, 10*time.Second, "the service's details", `document.getElementById("svc-counts") !== null`)
+	drive(t, ctx, "scale from the page",
+		chromedp.SetValue("#replicas", "2", chromedp.ByID),
+		chromedp.Click("#scale-btn", chromedp.ByID),
+	)
+	eventually(t, 20*time.Second, "the service scaled to 2 in the API", func() bool {
+		var svc api.Service
+		out, _, code := c.run("get", "service", "web", "-o", "json")
+		return code == 0 && json.Unmarshal([]byte(out), &svc) == nil && svc.Spec.Replicas == 2
+	})
+	pageEventually(t, ctx, 30*time.Second, "2 tiles on the service page", `document.querySelectorAll('#tiles .tile').length === 2`)
+	saveScreenshot(t, ctx, "dashboard-service.png")
+
+	// Actions from another origin, or without the CSRF token, are refused.
+	var csrf string
+	drive(t, ctx, "csrf token", chromedp.Evaluate(`document.querySelector("meta[name=csrf]").content`, &csrf))
+	hc := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}}
+	post := func(origin, token string) (int, string) {
+		req, _ := http.NewRequest("POST", base+"act", strings.NewReader(`{"action":"scale","kind":"service","name":"web","replicas":7}`))
+		req.Header.Set("Content-Type", "application/json")
+		if origin != "" {
+			req.Header.Set("Origin", origin)
+		}
+		if token != "" {
+			req.Header.Set("X-CSRF-Token", token)
+		}
+		req.AddCookie(&http.Cookie{Name: session.Name, Value: session.Value})
+		resp, err := hc.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	if code, body := post("https://evil.example", csrf); code != http.StatusForbidden || !strings.Contains(body, "another origin") {
+		t.Errorf("POST from another origin: %d %s, want 403 naming the origin", code, body)
+	}
+	if code, body := post("https://"+addr, ""); code != http.StatusForbidden || !strings.Contains(body, "CSRF") {
+		t.Errorf("POST without the CSRF token: %d %s, want 403 naming the token", code, body)
+	}
+	if code, _ := post("", csrf); code != http.StatusForbidden {
+		t.Errorf("POST without an Origin: %d, want 403", code)
+	}
+	var svc api.Service
+	if err := json.Unmarshal([]byte(c.ok("get", "service", "web", "-o", "json")), &svc); err != nil || svc.Spec.Replicas != 2 {
+		t.Errorf("after the refused requests the service has %d replicas (%v), want 2", svc.Spec.Replicas, err)
+	}
+	// Without a session nothing is shown.
+	resp, err := hc.Get(base + "stream")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusUnauthorized {
+		t.Errorf("stream without a session: %d, want 401", resp.StatusCode)
+	}
+
+	// berth dashboard prints a one-time link on loopback for the unix socket.
+	dashAddr := freeAddr(t, "127.0.0.1")
+	dash := exec.Command(berthBin, "--data-dir", c.dataDir, "dashboard", "--listen", dashAddr)
+	out, err := dash.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := dash.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = dash.Process.Kill(); _ = dash.Wait() })
+	line, err := bufio.NewReader(out).ReadString('\n')
+	if err != nil {
+		t.Fatalf("berth dashboard printed nothing: %v", err)
+	}
+	link, ok := strings.CutPrefix(strings.TrimSpace(line), "Dashboard: ")
+	if !ok || !strings.HasPrefix(link, "http://"+dashAddr+"/ui/login?code=") {
+		t.Fatalf("berth dashboard printed %q, want a one-time link on %s", line, dashAddr)
+	}
+	drive(t, ctx, "one-time link", chromedp.Navigate(link), chromedp.WaitVisible("#map", chromedp.ByID))
+	pageEventually(t, ctx, 20*time.Second, "2 tiles through berth dashboard", tileCount+` === 2`)
+	resp, err = hc.Get(link)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusUnauthorized {
+		t.Errorf("the one-time link used twice: %d, want 401", resp.StatusCode)
+	}
+	resp, err = hc.Post("http://"+dashAddr+"/ui/codes", "application/json", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusNotFound {
+		t.Errorf("a sign-in code asked through the loopback listener: %d, want 404", resp.StatusCode)
+	}
+}
