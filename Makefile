@@ -10,7 +10,7 @@ DATA_DIR ?= /var/lib/berth
 GOFLAGS_BUILD := -trimpath $(shell git status --porcelain >/dev/null 2>&1 && echo -buildvcs=auto || echo -buildvcs=false)
 TEST_TIMEOUT ?= 15m
 
-.PHONY: all deps build up test test-unit lint bench demo-image clean
+.PHONY: all deps build up test test-unit lint bench demo-image clean fuzz
 
 all: build
 
@@ -35,6 +35,21 @@ lint: deps
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt: $$out"; exit 1; fi
 	go vet ./...
 	staticcheck ./...
+
+# Fuzz targets as package:Target:budget. Plain `go test` runs each one's
+# seed corpus; `make fuzz` (run by CI) fuzzes each for its budget, or for
+# FUZZTIME when given. The budgets count executions (a few seconds each
+# here): Go 1.26 can fail a time-bounded run with a spurious "context
+# deadline exceeded" as it ends (go.dev/issue/75804).
+FUZZ_TARGETS := ./api:FuzzParseSpecs:30000x ./internal/image/unpack:FuzzLayer:600x ./internal/image/unpack:FuzzLayerTar:600x
+FUZZTIME ?=
+
+fuzz: deps
+	@set -e; for t in $(FUZZ_TARGETS); do \
+		pkg=$${t%%:*}; rest=$${t#*:}; fn=$${rest%%:*}; budget=$(if $(FUZZTIME),$(FUZZTIME),$${rest#*:}); \
+		echo "fuzz: $$pkg $$fn for $$budget"; \
+		go test $$pkg -run '^$$' -fuzz "^$$fn\$$" -fuzztime $$budget; \
+	done
 
 bench: build
 	@bash scripts/deps.sh bench

@@ -128,6 +128,8 @@ func TestValidateService(t *testing.T) {
 			s.Spec.Template.Resources.CPU, s.Spec.Template.Resources.Exclusive = 1.5, true
 		}, "template.resources.cpu"},
 		{"tiny memory", func(s *Service) { s.Spec.Template.Resources.Memory = 1000 }, "template.resources.memory"},
+		{"negative disk", func(s *Service) { s.Spec.Template.Resources.Disk = -1 }, "template.resources.disk"},
+		{"tiny disk", func(s *Service) { s.Spec.Template.Resources.Disk = 4096 }, "template.resources.disk"},
 		{"bad env name", func(s *Service) { s.Spec.Template.Env = map[string]string{"A-B": "x"} }, "template.env"},
 		{"zero container port", func(s *Service) { s.Spec.Template.Ports = []Port{{Container: 0}} }, "template.ports[0].container"},
 		{"bad protocol", func(s *Service) { s.Spec.Template.Ports = []Port{{Container: 80, Protocol: "sctp"}} }, "template.ports[0].protocol"},

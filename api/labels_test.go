@@ -1,6 +1,7 @@
 package api
 
 import (
+	"reflect"
 	"strings"
 	"testing"
 )
@@ -100,7 +101,7 @@ status: {readyReplicas: 3, vip: 10.96.0.1}
 	if m.Name != "web" || m.Namespace != "prod" || m.Labels["tier"] != "front" || m.UID != "" || m.Revision != 0 || !m.CreatedAt.IsZero() {
 		t.Errorf("metadata %+v: want name, namespace and labels only", m)
 	}
-	if s.Spec.Replicas != 3 || s.Status != (ServiceStatus{}) {
+	if s.Spec.Replicas != 3 || !reflect.DeepEqual(s.Status, ServiceStatus{}) {
 		t.Errorf("spec %+v status %+v", s.Spec, s.Status)
 	}
 	list := `[{"kind": "Job", "metadata": {"name": "a"}, "spec": {"completions": 1, "template": {"image": "demo/busybox:1"}}},

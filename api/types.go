@@ -97,10 +97,14 @@ type ServiceSpec struct {
 }
 
 // UpdateStrategy bounds a rolling update. Zero values mean the defaults
-// (one extra instance, none unavailable).
+// (one extra instance, none unavailable); with MaxUnavailable set, a zero
+// MaxSurge means none extra: old instances go first, then new ones come.
 type UpdateStrategy struct {
 	MaxSurge       int `json:"maxSurge,omitempty"`
 	MaxUnavailable int `json:"maxUnavailable,omitempty"`
+	// AutoRollback puts the previous template back when the rollout of a
+	// new one fails (a new instance fails its health check, restarts or exits).
+	AutoRollback bool `json:"autoRollback,omitempty"`
 }
 
 // Placement restricts and spreads a workload's instances over nodes.
@@ -131,13 +135,56 @@ type Constraint struct {
 
 // ServiceStatus is written by the service controller.
 type ServiceStatus struct {
-	Replicas        int    `json:"replicas,omitempty"`
-	ReadyReplicas   int    `json:"readyReplicas,omitempty"`
+	Replicas int `json:"replicas,omitempty"`
+	// ReadyReplicas counts running, healthy instances of any template:
+	// the ones serving.
+	ReadyReplicas int `json:"readyReplicas,omitempty"`
+	// UpdatedReplicas counts instances of the current template.
 	UpdatedReplicas int    `json:"updatedReplicas,omitempty"`
 	VIP             string `json:"vip,omitempty"`
 	// ObservedRevision is the service revision the controller last acted on.
 	ObservedRevision int64  `json:"observedRevision,omitempty"`
 	Message          string `json:"message,omitempty"`
+	// Rollout is how the current template's rollout goes.
+	Rollout RolloutStatus `json:"rollout,omitzero"`
+	// History holds the last MaxHistory templates, oldest first; the last
+	// is the current one.
+	History []TemplateRevision `json:"history,omitempty"`
+}
+
+// RolloutPhase is where a rollout is.
+type RolloutPhase string
+
+// Rollout phases.
+const (
+	RolloutProgressing RolloutPhase = "Progressing"
+	RolloutComplete    RolloutPhase = "Complete"
+	// RolloutFailed: a new instance failed; no more are made, and no
+	// more old ones retired, until the template changes.
+	RolloutFailed RolloutPhase = "Failed"
+	// RolloutRolledBack: the rollout failed and the previous template was
+	// put back (update.autoRollback).
+	RolloutRolledBack RolloutPhase = "RolledBack"
+)
+
+// RolloutStatus is the rollout of one template.
+type RolloutStatus struct {
+	// Revision numbers the template in History; Hash is its Template.Hash().
+	Revision int          `json:"revision,omitempty"`
+	Hash     string       `json:"hash,omitempty"`
+	Phase    RolloutPhase `json:"phase,omitempty"`
+	Message  string       `json:"message,omitempty"`
+}
+
+// MaxHistory is how many templates a service's status keeps.
+const MaxHistory = 10
+
+// TemplateRevision is one template a service ran.
+type TemplateRevision struct {
+	Revision  int       `json:"revision"`
+	Hash      string    `json:"hash"`
+	Template  Template  `json:"template"`
+	CreatedAt time.Time `json:"createdAt,omitzero"`
 }
 
 // Template is what one instance runs.
@@ -168,6 +215,10 @@ type Resources struct {
 	CPU    float64  `json:"cpu,omitempty"`
 	Memory Quantity `json:"memory,omitempty"`
 	Pids   int64    `json:"pids,omitempty"`
+	// Disk bounds what the instance writes to its writable layer (its
+	// root filesystem's upper dir). The agent measures it and stops an
+	// instance over it with the reason DiskLimitExceeded.
+	Disk Quantity `json:"disk,omitempty"`
 	// Exclusive pins CPU whole logical CPUs for the instance alone; CPU
 	// must then be a whole number.
 	Exclusive bool `json:"exclusive,omitempty"`
@@ -357,6 +408,9 @@ type InstanceStatus struct {
 	ScheduledAt time.Time `json:"scheduledAt,omitzero"`
 	StartedAt   time.Time `json:"startedAt,omitzero"`
 	FinishedAt  time.Time `json:"finishedAt,omitzero"`
+	// RestartAt is when an exited container that is backing off (Reason
+	// BackOff) starts again.
+	RestartAt time.Time `json:"restartAt,omitzero"`
 }
 
 // Event records what happened to an object. Events expire after a while

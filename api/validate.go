@@ -159,10 +159,15 @@ func validatePort(e *errs, field string, p int, allowZero bool) {
 }
 
 // validateTemplate checks t; prefix is the template's field path.
+// MinDisk is the smallest disk limit: below it a container could not
+// write its own first files.
+const MinDisk Quantity = 1 << 20
+
 func validateTemplate(e *errs, prefix string, t *Template) {
 	if err := ValidateImage(t.Image); err != nil {
 		e.add(join(prefix, "image"), "%v", err)
 	}
+	validateLimits(e, prefix, t)
 	for k := range t.Env {
 		if !envName().MatchString(k) {
 			e.add(join(prefix, "env"), "invalid variable name %q", k)
@@ -183,6 +188,11 @@ func validateTemplate(e *errs, prefix string, t *Template) {
 	}
 	if r.Pids < 0 {
 		e.add(rp+".pids", "must not be negative, got %d", r.Pids)
+	}
+	if r.Disk < 0 {
+		e.add(rp+".disk", "must not be negative, got %d", r.Disk)
+	} else if r.Disk > 0 && r.Disk < MinDisk {
+		e.add(rp+".disk", "%s is below the minimum of 1Mi", r.Disk)
 	}
 	names := map[string]bool{}
 	hosts := map[string]bool{}
@@ -302,6 +312,7 @@ func (s *Service) Validate() error {
 	if s.Spec.Replicas < 0 {
 		e.add("replicas", "must not be negative, got %d", s.Spec.Replicas)
 	}
+	checkMax(&e, "replicas", s.Spec.Replicas, MaxReplicas)
 	validateTemplate(&e, "template", &s.Spec.Template)
 	if s.Spec.Update.MaxSurge < 0 {
 		e.add("update.maxSurge", "must not be negative, got %d", s.Spec.Update.MaxSurge)
@@ -317,7 +328,6 @@ func (s *Service) Validate() error {
 const (
 	MaxServiceName = 57
 	MaxJobName     = 48
-	MaxCompletions = 99999
 )
 
 // Validate checks a job.
@@ -328,9 +338,8 @@ func (j *Job) Validate() error {
 	if n := len(j.Metadata.Name); n > MaxJobName && n <= 63 {
 		e.add("name", "must be at most %d characters (instance names add the index and attempt), got %d", MaxJobName, n)
 	}
-	if j.Spec.Completions > MaxCompletions {
-		e.add("completions", "must be at most %d, got %d", MaxCompletions, j.Spec.Completions)
-	}
+	checkMax(&e, "completions", j.Spec.Completions, MaxCompletions)
+	checkMax(&e, "parallelism", j.Spec.Parallelism, MaxParallelism)
 	if j.Spec.Completions < 1 {
 		e.add("completions", "must be at least 1, got %d", j.Spec.Completions)
 	}

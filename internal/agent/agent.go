@@ -33,8 +33,10 @@ type Instance struct {
 	Command, Args []string
 	Env           []string
 	Resources     runtime.Resources
-	Restart       reconcile.Policy
-	Health        *health.Check
+	// DiskBytes bounds the container's writable layer; 0 is no bound.
+	DiskBytes int64
+	Restart   reconcile.Policy
+	Health    *health.Check
 	// StopGrace is how long a stop waits after SIGTERM before SIGKILL.
 	StopGrace time.Duration
 	// Executor picks the OCI executor; empty is the built-in one.
@@ -48,6 +50,10 @@ type Instance struct {
 	// service's endpoints for a probe interval).
 	ReportedContainer string
 	ReportedHealthy   bool
+	// ReportedReason and ReportedMessage are the reason last reported: a
+	// restarted agent keeps saying why it stopped a container for its disk
+	// use, which the container's exit alone does not tell.
+	ReportedReason, ReportedMessage string
 }
 
 // Key names the instance as "namespace/name".
@@ -76,6 +82,8 @@ type Status struct {
 	Healthy     bool
 	StartedAt   time.Time
 	FinishedAt  time.Time
+	// RestartAt is when a backing-off container starts again.
+	RestartAt time.Time
 }
 
 // NodeInfo is what the agent registers about its node.
@@ -134,6 +142,13 @@ type Config struct {
 	// Network, when set, gives containers addresses on the node's pod
 	// subnet; without it each container has only loopback.
 	Network NetworkFunc
+	// DiskReserve is the free space kept on the filesystem of the
+	// containers' writable layers: below it, the container with the
+	// largest writable layer is stopped (DiskPressure).
+	DiskReserve DiskReserve
+	// DiskInterval is how often writable layers are measured against
+	// their limits and the reserve; DefaultDiskInterval when zero.
+	DiskInterval time.Duration
 }
 
 // Agent runs the node's side of the cluster.
@@ -158,6 +173,9 @@ type Agent struct {
 	failures   map[string]startFailure // by UID
 	stopping   map[string]bool         // container IDs
 	watched    map[string]bool         // container IDs with an exit watcher
+	evicted    map[string]eviction     // container IDs stopped for their disk use
+	diskBusy   bool                    // a disk check is under way
+	diskDone   chan []eviction
 
 	mu sync.Mutex
 	// synced is set once a full list of assignments has arrived.
@@ -184,6 +202,9 @@ func New(cfg Config) *Agent {
 	if cfg.Clock == nil {
 		cfg.Clock = time.Now
 	}
+	if cfg.DiskInterval <= 0 {
+		cfg.DiskInterval = DefaultDiskInterval
+	}
 	return &Agent{
 		cfg:      cfg,
 		log:      cfg.Logger.With("component", "agent", "node", cfg.Node.Name),
@@ -196,6 +217,8 @@ func New(cfg Config) *Agent {
 		dirty:    map[string]bool{},
 		full:     true,
 		stopping: map[string]bool{},
+		evicted:  map[string]eviction{},
+		diskDone: make(chan []eviction, 1),
 		exits:    make(chan string, 64),
 		done:     make(chan string, 64),
 		rewatch:  make(chan struct{}, 1),
@@ -230,6 +253,8 @@ func (a *Agent) Run(ctx context.Context) error {
 
 	resync := time.NewTicker(a.cfg.Resync)
 	defer resync.Stop()
+	diskTick := time.NewTicker(a.cfg.DiskInterval)
+	defer diskTick.Stop()
 	var retry *time.Timer
 	retryC := func() <-chan time.Time {
 		if retry == nil {
@@ -255,6 +280,29 @@ func (a *Agent) Run(ctx context.Context) error {
 			a.dirty[id] = true
 		case <-resync.C:
 			a.full = true
+		case <-diskTick.C:
+			// Measuring walks the writable layers: off the loop, one
+			// check at a time.
+			if a.diskBusy || !a.synced {
+				continue
+			}
+			if jobs := a.diskJobs(); len(jobs) > 0 {
+				a.diskBusy = true
+				a.wg.Go(func() {
+					evs := a.checkDisk(jobs)
+					select {
+					case a.diskDone <- evs:
+					case <-ctx.Done():
+					}
+				})
+			}
+			continue
+		case evs := <-a.diskDone:
+			a.diskBusy = false
+			if len(evs) == 0 {
+				continue
+			}
+			a.evict(ctx, evs)
 		case <-retryC():
 			retry = nil
 		}

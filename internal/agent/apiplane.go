@@ -123,6 +123,7 @@ func (p *APIPlane) WatchAssigned(ctx context.Context, node string, ch chan<- []A
 		for _, in := range insts {
 			if cur := byUID[in.Metadata.UID]; cur != nil {
 				in.Status.ContainerID, in.Status.Healthy = cur.Status.ContainerID, cur.Status.Healthy
+				in.Status.Reason, in.Status.Message = cur.Status.Reason, cur.Status.Message
 			}
 		}
 	}
@@ -185,8 +186,10 @@ func InstanceFromAPI(in *api.Instance) *Instance {
 		Image: t.Image, Command: t.Command, Args: t.Args, Executor: t.Runtime, Template: t.Hash(),
 		Restart:           reconcile.Policy(t.Restart),
 		ReportedContainer: in.Status.ContainerID, ReportedHealthy: in.Status.Healthy,
+		ReportedReason: in.Status.Reason, ReportedMessage: in.Status.Message,
 		Resources: runtime.Resources{CPUs: t.Resources.CPU, MemoryBytes: int64(t.Resources.Memory),
 			Pids: t.Resources.Pids},
+		DiskBytes: int64(t.Resources.Disk),
 	}
 	if out.Restart == "" {
 		out.Restart = reconcile.Always
@@ -220,6 +223,17 @@ func InstanceFromAPI(in *api.Instance) *Instance {
 	return out
 }
 
+// RecordInstanceEvent records a warning about an instance.
+func (p *APIPlane) RecordInstanceEvent(ctx context.Context, namespace, name, reason, message string) error {
+	ev := &api.Event{Time: time.Now(), Object: api.ObjectRef{Kind: api.KindInstance, Namespace: namespace, Name: name},
+		Type: api.EventWarning, Reason: reason, Message: message, Source: "agent"}
+	ev.Metadata.Namespace = namespace
+	if _, err := p.c.Events().Record(ctx, ev); err != nil {
+		return fmt.Errorf("%s: event %s: %w", api.Ref(api.KindInstance, namespace, name), reason, err)
+	}
+	return nil
+}
+
 // ReportStatus writes an instance's status.
 func (p *APIPlane) ReportStatus(ctx context.Context, namespace, name, uid string, st Status) error {
 	in := &api.Instance{
@@ -227,7 +241,7 @@ func (p *APIPlane) ReportStatus(ctx context.Context, namespace, name, uid string
 		Status: api.InstanceStatus{
 			Phase: api.Phase(st.Phase), IP: st.IP, ContainerID: st.ContainerID, Pid: st.Pid, ExitCode: st.ExitCode,
 			Reason: st.Reason, Message: st.Message, Restarts: st.Restarts, Healthy: st.Healthy,
-			StartedAt: st.StartedAt, FinishedAt: st.FinishedAt,
+			StartedAt: st.StartedAt, FinishedAt: st.FinishedAt, RestartAt: st.RestartAt,
 		},
 	}
 	if _, err := p.c.Instances().UpdateStatus(ctx, in); err != nil {

@@ -109,6 +109,7 @@ func (a *Agent) sync(ctx context.Context) time.Time {
 			a.detach(ctx, act.ContainerID)
 			a.stopProbe(act.ContainerID)
 			delete(a.containers, act.ContainerID)
+			delete(a.evicted, act.ContainerID)
 			changed = true
 		}
 	}
@@ -407,6 +408,8 @@ func (a *Agent) statusOf(inst *Instance, c runtime.Status, now time.Time) Status
 			st.Reason, st.Message = "StartError", f.err.Error()
 			if inst.Restart == reconcile.Never {
 				st.Phase = PhaseFailed
+			} else {
+				st.RestartAt = f.next
 			}
 		}
 		return st
@@ -440,6 +443,15 @@ func (a *Agent) statusOf(inst *Instance, c runtime.Status, now time.Time) Status
 		if c.StartError != "" {
 			st.Message = c.StartError
 		}
+		if ev, ok := a.evicted[c.ID]; ok {
+			st.Reason, st.Message = ev.reason, ev.message
+		} else if c.ID == inst.ReportedContainer && isDiskReason(inst.ReportedReason) {
+			// Stopped for its disk use before this agent started; kept
+			// as if this agent had stopped it, since later copies of the
+			// instance may come without the status.
+			st.Reason, st.Message = inst.ReportedReason, inst.ReportedMessage
+			a.evicted[c.ID] = eviction{id: c.ID, reason: st.Reason, message: st.Message}
+		}
 		willRestart := inst.Restart == reconcile.Always || inst.Restart == "" ||
 			(inst.Restart == reconcile.OnFailure && st.ExitCode != 0)
 		switch {
@@ -448,6 +460,8 @@ func (a *Agent) statusOf(inst *Instance, c runtime.Status, now time.Time) Status
 			if strings.TrimSpace(st.Reason) == "" || st.Reason == "Completed" || st.Reason == "Error" {
 				st.Reason = "BackOff"
 			}
+			// The reconciler's own rule, so that what ps shows is when it happens.
+			st.RestartAt = c.FinishedAt.Add(reconcile.Backoff(attemptOf(c), c.FinishedAt.Sub(c.StartedAt)))
 		case st.ExitCode == 0:
 			st.Phase = PhaseSucceeded
 		default:

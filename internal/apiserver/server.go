@@ -569,6 +569,17 @@ func (s *Server) putStatus(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
+	// A node's own status write is its heartbeat: it renews the node's
+	// lease, first, so that the controller never sees a node Ready
+	// without its lease and marks it NotReady in between.
+	if t.kind == api.KindNode {
+		if n := obj.(*api.Node); n.Status.Condition == api.NodeReady {
+			if err := s.store.KeepNodeAlive(r.Context(), t.name, s.nodeTTL); err != nil {
+				writeError(w, err)
+				return
+			}
+		}
+	}
 	if id, _ := IdentityFrom(r.Context()); id.Node != "" && t.kind == api.KindInstance {
 		err = s.updateOwnInstanceStatus(r.Context(), id.Node, obj.(*api.Instance), rev)
 	} else {
@@ -577,15 +588,6 @@ func (s *Server) putStatus(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		writeError(w, wireError(t, err))
 		return
-	}
-	// A node's own status write is its heartbeat: it renews the node's lease.
-	if t.kind == api.KindNode {
-		if n := obj.(*api.Node); n.Status.Condition == api.NodeReady {
-			if err := s.store.KeepNodeAlive(r.Context(), t.name, s.nodeTTL); err != nil {
-				writeError(w, err)
-				return
-			}
-		}
 	}
 	writeJSON(w, http.StatusOK, obj)
 }

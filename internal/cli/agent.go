@@ -9,9 +9,13 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/berth-dev/berth/api/client"
+	"github.com/berth-dev/berth/internal/agent"
 	"github.com/berth-dev/berth/internal/server"
 	"github.com/berth-dev/berth/internal/store"
 )
+
+// diskReserveUsage describes --disk-reserve of berth up and berth agent.
+const diskReserveUsage = "free space kept on the filesystem of the containers' writable layers, a share (5%) or a size (2Gi); below it the container writing most is stopped (DiskPressure); 0 keeps none"
 
 func newAgentCmd(g *globals) *cobra.Command {
 	var (
@@ -21,6 +25,7 @@ func newAgentCmd(g *globals) *cobra.Command {
 		labels                   []string
 		noNetwork, verbose       bool
 		favorDynMods             bool
+		diskReserve              string
 	)
 	cmd := &cobra.Command{
 		Use:   "agent --server URL --token JOIN-TOKEN [--ca-pin PIN | --ca-file FILE]",
@@ -77,6 +82,10 @@ agent" with the same --data-dir adopts them.`,
 				Network:            server.Network{Disabled: noNetwork, Bridge: bridge},
 				CgroupFavorDynMods: favorDynMods,
 			}
+			var err error
+			if cfg.DiskReserve, err = agent.ParseDiskReserve(diskReserve); err != nil {
+				return fmt.Errorf("--disk-reserve: %w", err)
+			}
 			joined := false
 			if _, err := os.Stat(filepath.Join(server.NodeCredentialsDir(g.dataDir), client.NodeCertFile)); err == nil {
 				joined = true
@@ -100,7 +109,6 @@ agent" with the same --data-dir adopts them.`,
 				}
 				cfg.Labels[k] = v
 			}
-			var err error
 			if cfg.Network.ClusterCIDR, err = cidrFlag("--cluster-cidr", clusterCIDR); err != nil {
 				return err
 			}
@@ -123,6 +131,7 @@ agent" with the same --data-dir adopts them.`,
 	f.StringVar(&clusterCIDR, "cluster-cidr", "", "the servers' --cluster-cidr (default 10.244.0.0/16)")
 	f.StringVar(&serviceCIDR, "service-cidr", "", "the servers' --service-cidr (default 10.96.0.0/16)")
 	f.StringVar(&bridge, "bridge", "", "the node's bridge device (default berth0)")
+	f.StringVar(&diskReserve, "disk-reserve", "5%", diskReserveUsage)
 	f.BoolVar(&favorDynMods, "cgroup-favordynmods", true, "remount cgroup2 with favordynmods: container starts no longer wait an RCU grace period per cgroup move (a small cost to fork and exit, host-wide)")
 	f.BoolVarP(&verbose, "verbose", "v", false, "log what the agent does")
 	return cmd

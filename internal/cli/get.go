@@ -294,12 +294,15 @@ func printTable(ctx context.Context, c *client.Client, tw *tabwriter.Writer, o g
 			}
 		}
 		if header {
-			fmt.Fprintln(tw, "NAMESPACE\tNAME\tREADY\tIMAGE\tAGE"+cond(wide, "\tVIP\tDNS\tPORTS\tENDPOINTS", "")+labelsHead)
+			fmt.Fprintln(tw, "NAMESPACE\tNAME\tREADY\tUPDATED\tIMAGE\tAGE"+cond(wide, "\tROLLOUT\tVIP\tDNS\tPORTS\tENDPOINTS", "")+labelsHead)
 		}
 		for _, obj := range objs {
 			s := obj.(*api.Service)
-			fmt.Fprintf(tw, "%s\t%s\t%d/%d\t%s\t%s", s.Metadata.Namespace, s.Metadata.Name, s.Status.ReadyReplicas, s.Spec.Replicas,
-				imageColumn(s.Spec.Template.Image, wide), age(s.Metadata.CreatedAt))
+			fmt.Fprintf(tw, "%s\t%s\t%d/%d\t%d\t%s\t%s", s.Metadata.Namespace, s.Metadata.Name, s.Status.ReadyReplicas, s.Spec.Replicas,
+				s.Status.UpdatedReplicas, imageColumn(s.Spec.Template.Image, wide), age(s.Metadata.CreatedAt))
+			if wide {
+				fmt.Fprintf(tw, "\t%s", dash(string(s.Status.Rollout.Phase)))
+			}
 			if wide {
 				ep := eps[s.Metadata.Namespace+"/"+s.Metadata.Name+"/"+s.Metadata.UID]
 				fmt.Fprintf(tw, "\t%s\t%s.%s.berth\t%s\t%s", dash(s.Status.VIP), s.Metadata.Name, s.Metadata.Namespace,
@@ -377,7 +380,7 @@ func printJobIndexes(tw *tabwriter.Writer, j *api.Job) {
 func phaseColumn(in *api.Instance) string {
 	phase := string(in.Status.Phase)
 	if in.Status.Reason != "" && in.Status.Phase != api.PhaseRunning {
-		phase += " (" + in.Status.Reason + ")"
+		phase += " (" + in.Status.Reason + restartingIn(in.Status.RestartAt) + ")"
 	}
 	return phase
 }
@@ -644,4 +647,12 @@ func imageColumn(ref string, wide bool) string {
 		return name
 	}
 	return name + "@" + hex
+}
+
+// restartingIn says when a backing-off container starts again, if it is still to come.
+func restartingIn(at time.Time) string {
+	if d := time.Until(at); !at.IsZero() && d > 0 {
+		return ", restarting in " + d.Round(100*time.Millisecond).String()
+	}
+	return ""
 }

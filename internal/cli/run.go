@@ -2,6 +2,7 @@ package cli
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strconv"
 	"strings"
@@ -106,6 +107,14 @@ func newRunCmd(g *globals) *cobra.Command {
 			printWarnings(cmd.ErrOrStderr(), stored)
 			if wait {
 				if err := waitRunning(wctx, events, stored.Metadata.Name, replicas); err != nil {
+					// One that cannot start at all (no such image, say) is
+					// not left behind, as docker run leaves no container.
+					if errors.Is(err, errCannotStart) {
+						if derr := c.Services().Delete(ctx, stored.Metadata.Namespace, stored.Metadata.Name, 0); derr != nil {
+							return fmt.Errorf("service %q: %w (and removing it: %w)", stored.Metadata.Name, err, derr)
+						}
+						return fmt.Errorf("service %q: %w; the service was removed", stored.Metadata.Name, err)
+					}
 					return fmt.Errorf("service %q: %w", stored.Metadata.Name, err)
 				}
 			}
@@ -148,13 +157,17 @@ func parsePort(s string) (api.Port, error) {
 	return p, nil
 }
 
+// errCannotStart says an instance failed to start at all.
+var errCannotStart = errors.New("cannot start")
+
 // waitRunning follows a service's instances until n of them run.
 func waitRunning(ctx context.Context, events <-chan client.WatchEvent[*api.Instance], svc string, n int) error {
 	phase := map[string]*api.Instance{}
 	count := func() (running int, failed *api.Instance) {
 		for _, in := range phase {
 			switch in.Status.Phase {
-			case api.PhaseRunning:
+			case api.PhaseRunning, api.PhaseSucceeded:
+				// Succeeded ran to its end under a policy that keeps it so.
 				running++
 			case api.PhaseFailed:
 				failed = in
@@ -179,12 +192,16 @@ func waitRunning(ctx context.Context, events <-chan client.WatchEvent[*api.Insta
 		if r >= n {
 			return nil
 		}
-		if failed != nil && failed.Status.Message != "" {
-			return fmt.Errorf("instance %s failed: %s", failed.Metadata.Name, failed.Status.Message)
+		if failed != nil {
+			why := failed.Status.Message
+			if why == "" {
+				why = fmt.Sprintf("exited with code %d and is not restarted (see berth logs %s)", failed.Status.ExitCode, failed.Metadata.Name)
+			}
+			return fmt.Errorf("instance %s failed: %s", failed.Metadata.Name, why)
 		}
 		// A start error is a problem with the image or the command: retries will not mend it.
 		if in.Status.Reason == "StartError" {
-			return fmt.Errorf("instance %s cannot start: %s", in.Metadata.Name, in.Status.Message)
+			return fmt.Errorf("instance %s %w: %s", in.Metadata.Name, errCannotStart, in.Status.Message)
 		}
 	}
 	if ctx.Err() != nil {

@@ -19,6 +19,7 @@ import (
 func newServerCmd(g *globals) *cobra.Command {
 	var (
 		name, listen, peerListen, etcdListen, peers string
+		sealKeyFile                                 string
 		clusterCIDR, serviceCIDR                    string
 		etcd                                        []string
 		joinExisting, verbose                       bool
@@ -39,8 +40,18 @@ etcd cluster with --etcd-endpoints. The API answers on every server; the
 controllers and the scheduler run on one at a time, chosen by election,
 and move to another within seconds when it dies.
 
-The first server to start makes the cluster's CA and admin API token;
-every server writes them to <data-dir>/tls (ca.crt, token) for clients.
+A server alone makes its cluster's CA and seal key on its first start.
+Servers of a cluster of several share them from the start, since their
+etcd members meet over TLS with the CA's certificates: run "berth server
+init" on one, then copy its <data-dir>/seal.key, tls/ca.crt and tls/ca.key
+to every other server's data dir before starting them. The seal key
+encrypts the CA key and the admin API token wherever they rest (etcd,
+tls/ca.key); agents never get it. Servers sharing --etcd-endpoints need
+no CA before they start, but share the seal key all the same: copy the
+first one's seal.key to the others. The first server to start makes the
+admin token; every server writes the CA certificate and the token to
+<data-dir>/tls (ca.crt, token) for clients.
+
 It also makes a join token, kept in <data-dir>/join-token (mode 0600)
 and never printed: it works for 24 hours, for any number of joins, and
 an agent trades it for a node certificate on its first start (see
@@ -51,11 +62,13 @@ and agents renew them before they end; "berth node revoke" and "berth
 node rm" make a node's certificate stop working on every server at
 once. A server restarted with its data dir rejoins its cluster.
 
-Peer traffic is plain HTTP, and the CA key and token are kept in etcd:
-run the servers on a network you trust.`,
-		Example: `  # on each of three machines (10.0.0.1, .2, .3), with its own --name and addresses:
+Peer traffic is TLS both ways: each member presents a peer certificate of
+the cluster CA and accepts only peers that do.`,
+		Example: `  # once, on 10.0.0.1; then copy seal.key, tls/ca.crt, tls/ca.key to .2 and .3:
+  berth server init
+  # on each of three machines (10.0.0.1, .2, .3), with its own --name and addresses:
   berth server --name s1 --listen 10.0.0.1:7443 --peer-listen 10.0.0.1:7380 \
-      --peers s1=http://10.0.0.1:7380,s2=http://10.0.0.2:7380,s3=http://10.0.0.3:7380
+      --peers s1=10.0.0.1:7380,s2=10.0.0.2:7380,s3=10.0.0.3:7380
 
   # servers sharing an existing etcd cluster:
   berth server --name s1 --listen 10.0.0.1:7443 --etcd-endpoints http://10.0.0.9:2379`,
@@ -63,7 +76,7 @@ run the servers on a network you trust.`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cfg := server.ServerConfig{
 				DataDir: g.dataDir, Name: name, Listen: listen, PeerListen: peerListen,
-				EtcdClientListen: etcdListen, JoinExisting: joinExisting, EtcdEndpoints: etcd,
+				EtcdClientListen: etcdListen, JoinExisting: joinExisting, EtcdEndpoints: etcd, SealKeyFile: sealKeyFile,
 				LeaderTTL: leaderTTL, Logger: cliLogger(verbose), MaxDraining: maxDraining, NodeCertTTL: nodeCertTTL,
 			}
 			if nodeCertTTL <= 0 || nodeCertTTL > pki.DefaultNodeValidity {
@@ -130,16 +143,54 @@ Clients trust %s and send the admin token in %s
 	f.StringVar(&name, "name", "", "this server's name, unique in the cluster (default: the hostname)")
 	f.StringVar(&listen, "listen", ":7443", "serve the API over TCP at HOST:PORT, with TLS and the cluster's token")
 	f.StringVar(&peerListen, "peer-listen", "", "where this server's etcd member meets the others, HOST:PORT (default: its URL in --peers)")
-	f.StringVar(&peers, "peers", "", "every server of a new cluster as NAME=http://HOST:PORT,... (this one too; the same on all)")
+	f.StringVar(&peers, "peers", "", "every server of a new cluster as NAME=HOST:PORT,... (this one too; the same on all; TLS, so https:// if a scheme is given)")
 	f.BoolVar(&joinExisting, "join-existing", false, "join a running cluster that already lists this server (etcdctl member add)")
-	f.StringVar(&etcdListen, "etcd-client-listen", "", "also serve etcd's client API at HOST:PORT, unauthenticated (for etcdctl; keep it on loopback)")
+	f.StringVar(&etcdListen, "etcd-client-listen", "", "also serve etcd's client API at HOST:PORT, unauthenticated (for etcdctl), so on a loopback address only")
 	f.StringSliceVar(&etcd, "etcd-endpoints", nil, "use this etcd cluster instead of embedded members")
 	f.StringVar(&clusterCIDR, "cluster-cidr", "", "network the nodes' pod subnets come from (default 10.244.0.0/16; the same on every server)")
 	f.StringVar(&serviceCIDR, "service-cidr", "", "network the services' virtual IPs come from (default 10.96.0.0/16; the same on every server)")
 	f.DurationVar(&leaderTTL, "leader-ttl", 0, "how long the controllers wait for a dead leader before another server takes over (default 3s)")
 	f.BoolVarP(&verbose, "verbose", "v", false, "log what the components do, and who leads")
 	f.DurationVar(&nodeCertTTL, "node-cert-ttl", apiserver.DefaultNodeCertTTL, "how long the node certificates this server signs last; agents renew them when two thirds are over")
+	f.StringVar(&sealKeyFile, "seal-key-file", "", "the key that seals the cluster's secrets at rest, the same on every server (default <data-dir>/seal.key)")
 	f.IntVar(&maxDraining, "max-draining", 1, "how many nodes may drain at once, cluster-wide (a reboot lock; the same on every server)")
+	cmd.AddCommand(newServerInitCmd(g))
+	return cmd
+}
+
+func newServerInitCmd(g *globals) *cobra.Command {
+	var sealKeyFile string
+	cmd := &cobra.Command{
+		Use:   "init",
+		Short: "Make a cluster's CA and seal key, to copy to every server before they start",
+		Long: `Make the secrets a cluster of several servers shares before any starts:
+the seal key (<data-dir>/seal.key or --seal-key-file, mode 0600) and the
+cluster CA (<data-dir>/tls/ca.crt, and tls/ca.key sealed with the key).
+What exists is kept, and a CA key kept in the clear is sealed, so it also
+readies an existing cluster's data dir for this version. Copy the three
+files to the same places on every other server.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			info, err := server.InitCluster(g.dataDir, sealKeyFile)
+			if err != nil {
+				return err
+			}
+			state := func(made bool) string {
+				if made {
+					return "made"
+				}
+				return "kept"
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), `seal key %s (%s), cluster CA %s (%s).
+Copy these files to the same paths on every other server before it starts:
+  %s
+  %s
+  %s
+`, info.SealKeyFile, state(info.MadeSealKey), info.CACertFile, state(info.MadeCA), info.SealKeyFile, info.CACertFile, info.CAKeyFile)
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&sealKeyFile, "seal-key-file", "", "where to keep the seal key (default <data-dir>/seal.key)")
 	return cmd
 }
 

@@ -10,6 +10,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/berth-dev/berth/internal/agent"
 	"github.com/berth-dev/berth/internal/dataplane"
 	"github.com/berth-dev/berth/internal/server"
 )
@@ -18,6 +19,7 @@ func newUpCmd(g *globals) *cobra.Command {
 	var etcd []string
 	var node, listen string
 	var verbose, noNetwork, favorDynMods bool
+	var diskReserve string
 	var clusterCIDR, serviceCIDR, bridge string
 	cmd := &cobra.Command{
 		Use:   "up",
@@ -58,9 +60,13 @@ service gets a virtual IP from --service-cidr and the DNS name
 				}
 				*f.into = p
 			}
+			reserve, err := agent.ParseDiskReserve(diskReserve)
+			if err != nil {
+				return fmt.Errorf("--disk-reserve: %w", err)
+			}
 			return server.Up(cmd.Context(), server.Config{
 				DataDir: g.dataDir, EtcdEndpoints: etcd, NodeName: node, Logger: log, Listen: listen, Network: netw,
-				CgroupFavorDynMods: favorDynMods,
+				CgroupFavorDynMods: favorDynMods, DiskReserve: reserve,
 				Ready: func(sock string, tcp *server.Credentials) {
 					var rec upRecord
 					if !noNetwork {
@@ -103,6 +109,7 @@ Ctrl-C or "berth down" stops berth; containers keep running until it is back.
 	cmd.Flags().StringVar(&clusterCIDR, "cluster-cidr", "", "network the nodes' pod subnets come from (default 10.244.0.0/16)")
 	cmd.Flags().StringVar(&serviceCIDR, "service-cidr", "", "network the services' virtual IPs come from (default 10.96.0.0/16)")
 	cmd.Flags().StringVar(&bridge, "bridge", "", "the node's bridge device (default berth0)")
+	cmd.Flags().StringVar(&diskReserve, "disk-reserve", "5%", diskReserveUsage)
 	cmd.Flags().BoolVar(&favorDynMods, "cgroup-favordynmods", true, "remount cgroup2 with favordynmods: container starts no longer wait an RCU grace period per cgroup move (a small cost to fork and exit, host-wide)")
 	return cmd
 }

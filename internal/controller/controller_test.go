@@ -26,8 +26,12 @@ func TestComputeService(t *testing.T) {
 		{"steady", ServiceState{Replicas: 2, SpecHash: "v1", Instances: []Instance{inst("a", Running, 1), inst("b", Running, 2)}}, 0, nil},
 		{"scale down removes newest first", ServiceState{Replicas: 1, SpecHash: "v1",
 			Instances: []Instance{inst("a", Running, 1), inst("c", Running, 3), inst("b", Running, 2)}}, 0, []string{"c", "b"}},
-		{"failed and lost are replaced", ServiceState{Replicas: 3, SpecHash: "v1",
-			Instances: []Instance{inst("a", Running, 1), inst("b", Failed, 2), inst("c", Lost, 3)}}, 2, []string{"b", "c"}},
+		{"lost are replaced, failed and succeeded stay", ServiceState{Replicas: 4, SpecHash: "v1",
+			Instances: []Instance{inst("a", Running, 1), inst("b", Failed, 2), inst("c", Lost, 3), inst("d", Succeeded, 4)}}, 1, []string{"c"}},
+		{"exited ones go first on a scale down", ServiceState{Replicas: 1, SpecHash: "v1",
+			Instances: []Instance{inst("a", Running, 1), inst("b", Failed, 2), inst("c", Running, 3)}}, 0, []string{"b", "c"}},
+		{"exited ones of an old template go at once", ServiceState{Replicas: 1, SpecHash: "v2",
+			Instances: []Instance{{Name: "a", Phase: Failed, SpecHash: "v1"}}}, 1, []string{"a"}},
 		{"deleting ones are not counted twice", ServiceState{Replicas: 2, SpecHash: "v1",
 			Instances: []Instance{inst("a", Running, 1), {Name: "b", Phase: Running, Deleting: true, SpecHash: "v1"}}}, 1, nil},
 	}
@@ -101,7 +105,9 @@ func TestServiceConverges(t *testing.T) {
 			t.Fatalf("converged to %d instances, want %d", len(final.Instances), replicas)
 		}
 		for _, in := range final.Instances {
-			if in.SpecHash != s.SpecHash || in.Phase != Running {
+			// Exited ones of the current template stay: their restart policy said so.
+			exited := in.Phase == Failed || in.Phase == Succeeded
+			if in.SpecHash != s.SpecHash || (in.Phase != Running && !exited) {
 				t.Fatalf("instance %s: hash %s phase %s after convergence", in.Name, in.SpecHash, in.Phase)
 			}
 		}

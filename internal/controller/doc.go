@@ -35,6 +35,10 @@ type Instance struct {
 	CreatedAt time.Time
 	// SpecHash identifies the template the instance was made from.
 	SpecHash string
+	// Restarts, Reason and ExitCode are the agent's report of it.
+	Restarts int
+	Reason   string
+	ExitCode int
 	// Index and Attempt place a job instance; unused for services.
 	Index   int
 	Attempt int

@@ -7,8 +7,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sort"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -243,6 +245,7 @@ func view(in *api.Instance) Instance {
 	return Instance{
 		Namespace: in.Metadata.Namespace, Name: in.Metadata.Name, Phase: phaseOf(in), Node: in.Spec.Node, Healthy: in.Status.Healthy,
 		CreatedAt: in.Metadata.CreatedAt, SpecHash: in.Spec.SpecHash, Index: in.Spec.Index, Attempt: in.Spec.Attempt,
+		Restarts: in.Status.Restarts, Reason: in.Status.Reason, ExitCode: in.Status.ExitCode,
 	}
 }
 
@@ -287,41 +290,101 @@ func (m *Manager) servicesPass(ctx context.Context, sn *snapshot) ([]newInstance
 		key := ownerID{api.KindService, svc.Metadata.Namespace, svc.Metadata.Name, svc.Metadata.UID}
 		live[key] = true
 		hash := m.templateHash(svc)
-		st := ServiceState{Replicas: svc.Spec.Replicas, SpecHash: hash, MaxSurge: svc.Spec.Update.MaxSurge, Instances: views[:0]}
+		prev := svc.Status.Rollout
+		u := svc.Spec.Update
+		st := ServiceState{Replicas: svc.Spec.Replicas, SpecHash: hash, MaxSurge: u.MaxSurge, MaxUnavailable: u.MaxUnavailable,
+			Settled:   prev.Hash == hash && (prev.Phase == api.RolloutComplete || prev.Phase == api.RolloutRolledBack),
+			Instances: views[:0]}
 		for _, in := range owned[key] {
 			st.Instances = append(st.Instances, view(in))
 		}
 		views = st.Instances
 		res := ComputeService(st)
 		var insts []*api.Instance
+		var names map[string]bool
+		if res.Create > 0 {
+			// Five random letters collide often among thousands: draw again.
+			names = make(map[string]bool, len(owned[key])+res.Create)
+			for _, in := range owned[key] {
+				names[in.Metadata.Name] = true
+			}
+		}
 		for range res.Create {
-			insts = append(insts, m.newInstance(svc.Metadata, api.KindService, svc.Spec.Template, svc.Spec.Placement, svc.Spec.Priority, hash, 0, 0, nil))
+			in := m.newInstance(svc.Metadata, api.KindService, svc.Spec.Template, svc.Spec.Placement, svc.Spec.Priority, hash, 0, 0, nil)
+			for names[in.Metadata.Name] {
+				in.Metadata.Name = svc.Metadata.Name + "-" + suffix()
+			}
+			names[in.Metadata.Name] = true
+			insts = append(insts, in)
 		}
 		if len(insts) > 0 {
 			made = append(made, newInstances{owner: svc, insts: insts})
 		}
-		for _, name := range res.Delete {
-			if err := m.s.Delete(ctx, api.KindInstance, svc.Metadata.Namespace, name, 0); err != nil && !errdefs.IsNotFound(err) {
-				errs = append(errs, err)
-			}
-		}
+		errs = append(errs, m.deleteInstances(ctx, svc.Metadata.Namespace, res.Delete))
 		vip, err := vips.forService(svc)
 		if err != nil {
 			errs = append(errs, err)
 		}
 		want := api.ServiceStatus{Replicas: len(st.Instances) + res.Create - len(res.Delete), ReadyReplicas: res.Ready,
-			UpdatedReplicas: countHash(st.Instances, hash) + res.Create, VIP: vip,
+			UpdatedReplicas: res.Updated, VIP: vip,
 			// Not the current revision: writing this status makes a new one, which would loop.
 			ObservedRevision: svc.Status.ObservedRevision}
 		if want.Replicas < 0 {
 			want.Replicas = 0
 		}
-		if want != svc.Status {
+		var exitFailed bool
+		want.Message, exitFailed = exitedMessage(res.Exited, owned[key], svc.Spec.Template.Restart)
+		want.History = nextHistory(svc.Status.History, svc.Spec.Template, hash, m.opt.Clock().UTC())
+		rev := want.History[len(want.History)-1].Revision
+		want.Rollout = nextRollout(prev, rev, hash, res)
+		var rollback *api.TemplateRevision
+		if want.Rollout.Phase == api.RolloutFailed && u.AutoRollback && len(want.History) > 1 {
+			to := want.History[len(want.History)-2]
+			rollback = &to
+			want.Rollout = api.RolloutStatus{Revision: to.Revision, Hash: to.Hash, Phase: api.RolloutRolledBack,
+				Message: fmt.Sprintf("revision %d failed (%s): rolled back to revision %d", rev, res.Reason, to.Revision)}
+		}
+		if !serviceStatusEqual(want, svc.Status) {
+			var events []api.Event
+			if want.Message != "" && want.Message != svc.Status.Message {
+				typ := api.EventNormal // all ended well
+				if exitFailed {
+					typ = api.EventWarning
+				}
+				events = append(events, api.Event{Type: typ, Reason: "InstanceExited", Message: want.Message})
+			}
+			if ro := want.Rollout; ro.Hash != prev.Hash || ro.Phase != prev.Phase {
+				switch ro.Phase {
+				case api.RolloutFailed:
+					events = append(events, api.Event{Type: api.EventWarning, Reason: "RolloutFailed",
+						Message: fmt.Sprintf("revision %d: %s; no more instances are replaced until the template changes", ro.Revision, ro.Message)})
+				case api.RolloutRolledBack:
+					events = append(events, api.Event{Type: api.EventWarning, Reason: "RolledBack", Message: ro.Message})
+				case api.RolloutComplete:
+					events = append(events, api.Event{Type: api.EventNormal, Reason: "RolloutComplete", Message: fmt.Sprintf("revision %d", ro.Revision)})
+				}
+			}
 			svc := own(svc)
 			svc.Status = want
 			later = append(later, func() error {
+				if rollback != nil {
+					// The spec first, naming the revision read: a user's change meanwhile wins.
+					back := own(svc)
+					back.Spec.Template = rollback.Template
+					if err := m.s.Update(ctx, back, svc.Metadata.Revision); err != nil {
+						if errdefs.IsConflict(err) || errdefs.IsNotFound(err) {
+							return nil
+						}
+						return err
+					}
+					svc = back
+					svc.Status = want
+				}
 				if err := m.s.UpdateStatus(ctx, svc, 0); err != nil && !errdefs.IsNotFound(err) {
 					return err
+				}
+				for _, ev := range events {
+					m.event(ctx, svc, ev.Type, ev.Reason, ev.Message)
 				}
 				return nil
 			})
@@ -352,14 +415,60 @@ func (m *Manager) servicesPass(ctx context.Context, sn *snapshot) ([]newInstance
 	return made, later, errors.Join(errs...)
 }
 
-func countHash(in []Instance, hash string) int {
-	n := 0
-	for _, i := range in {
-		if i.SpecHash == hash && !i.Phase.Terminal() {
-			n++
+// exitedMessage says which instances ended for good and why they stay
+// so, and whether any of them failed.
+func exitedMessage(exited []string, insts []*api.Instance, policy api.RestartPolicy) (string, bool) {
+	if len(exited) == 0 {
+		return "", false
+	}
+	if policy == "" {
+		policy = api.RestartAlways
+	}
+	byName := make(map[string]*api.Instance, len(insts))
+	for _, in := range insts {
+		byName[in.Metadata.Name] = in
+	}
+	var parts []string
+	failed := false
+	for _, name := range exited {
+		in := byName[name]
+		if in == nil {
+			continue
+		}
+		failed = failed || in.Status.Phase == api.PhaseFailed
+		// A few by name: the message must stay small whatever the replicas.
+		if len(parts) < 3 {
+			parts = append(parts, fmt.Sprintf("%s %s with exit code %d", name, strings.ToLower(string(in.Status.Phase)), in.Status.ExitCode))
 		}
 	}
-	return n
+	if more := len(exited) - len(parts); more > 0 {
+		parts = append(parts, fmt.Sprintf("%d more", more))
+	}
+	return fmt.Sprintf("%s; not restarted (restart: %s): change or restart the service to run it again", strings.Join(parts, ", "), policy), failed
+}
+
+// deleteInstances removes instances of one namespace, as many to a
+// transaction as etcd takes; a batch that fails (one was gone already)
+// goes one by one.
+func (m *Manager) deleteInstances(ctx context.Context, ns string, names []string) error {
+	var errs []error
+	for batch := range slices.Chunk(names, m.s.BindBatch()) {
+		if len(batch) > 1 {
+			t := m.s.Txn()
+			for _, name := range batch {
+				t.Delete(api.KindInstance, ns, name, 0)
+			}
+			if t.Commit(ctx) == nil {
+				continue
+			}
+		}
+		for _, name := range batch {
+			if err := m.s.Delete(ctx, api.KindInstance, ns, name, 0); err != nil && !errdefs.IsNotFound(err) {
+				errs = append(errs, err)
+			}
+		}
+	}
+	return errors.Join(errs...)
 }
 
 func (m *Manager) newInstance(owner api.Metadata, kind api.Kind, t api.Template, p api.Placement, prio int, hash string, index, attempt int, env map[string]string) *api.Instance {
@@ -558,6 +667,7 @@ func (m *Manager) nodesPass(ctx context.Context, sn *snapshot, live map[string]b
 	set := func(name string, cond api.NodeCondition, msg string) {
 		i := index[name]
 		n := own(sn.nodes[i])
+		was := n.Status.Condition
 		n.Status.Condition, n.Status.Message = cond, msg
 		if err := m.s.UpdateStatus(ctx, n, n.Metadata.Revision); err != nil {
 			if !errdefs.IsConflict(err) {
@@ -566,10 +676,16 @@ func (m *Manager) nodesPass(ctx context.Context, sn *snapshot, live map[string]b
 			return
 		}
 		sn.nodes[i] = n // the rest of the pass sees it so
-		m.event(ctx, n, api.EventWarning, "Node"+string(cond), msg)
+		switch {
+		case cond == api.NodeNotReady:
+			m.event(ctx, n, api.EventWarning, "NodeNotReady", msg)
+		case was == api.NodeNotReady:
+			// A node that just registered has nothing to recover from.
+			m.event(ctx, n, api.EventNormal, "NodeReady", msg)
+		}
 	}
 	for _, name := range res.MarkReady {
-		set(name, api.NodeReady, "")
+		set(name, api.NodeReady, "its heartbeat lease is held again")
 	}
 	for _, name := range res.MarkNotReady {
 		m.notReady[name] = now

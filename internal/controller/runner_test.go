@@ -189,11 +189,38 @@ func TestServiceScaleAndHeal(t *testing.T) {
 		t.Errorf("scale down kept %s, want the oldest %s", left[0].Metadata.Name, oldest.Metadata.Name)
 	}
 
-	// A failed instance is replaced.
+	// A failed instance (its restart policy said not to run it again)
+	// stays, and the service says so, in its status and an event, once.
+	failed := h.instances()[0].Metadata.Name
 	h.agent(func(*api.Instance) api.Phase { return api.PhaseFailed })
 	h.pass()
+	h.pass()
+	if left := h.instances(); len(left) != 1 || left[0].Metadata.Name != failed {
+		t.Errorf("after a failure: %d instances, want %s alone", len(left), failed)
+	}
+	got, _ = store.Get[api.Service](h.ctx, h.s, "default", "web")
+	if !strings.Contains(got.Status.Message, failed+" failed") {
+		t.Errorf("status message %q does not name the failed instance", got.Status.Message)
+	}
+	evs, _, _ := store.List[api.Event](h.ctx, h.s, "default")
+	exited := 0
+	for _, ev := range evs {
+		if ev.Reason == "InstanceExited" && ev.Object.Name == "web" {
+			exited++
+		}
+	}
+	if exited != 1 {
+		t.Errorf("%d InstanceExited events, want 1", exited)
+	}
+	// A lost one is replaced.
+	lost := h.instances()[0]
+	lost.Status.Phase = api.PhaseLost
+	if err := h.s.UpdateStatus(h.ctx, lost, 0); err != nil {
+		t.Fatal(err)
+	}
+	h.pass()
 	if n := h.count(func(in *api.Instance) bool { return !controller.Phase(in.Status.Phase).Terminal() }); n != 1 {
-		t.Errorf("after a failure: %d live instances, want 1", n)
+		t.Errorf("after a loss: %d live instances, want 1", n)
 	}
 
 	// Deleting the service removes its instances.

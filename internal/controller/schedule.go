@@ -2,6 +2,7 @@ package controller
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
@@ -38,9 +39,18 @@ func (m *Manager) schedulePass(ctx context.Context, sn *snapshot, fresh []newIns
 	// waits collects why new instances could not be placed, to record
 	// once they are stored.
 	waits := map[*api.Instance]string{}
+	// stale are stored instances whose recorded reason is out of date.
+	var stale []*api.Instance
 	wait := func(in *api.Instance, reason string) {
 		if !isNew[in] {
-			errs = append(errs, m.unschedulable(ctx, in, reason))
+			if msg := "unschedulable: " + reason; in.Status.Message != msg {
+				in = own(in)
+				in.Status.Message = msg
+				if in.Status.Phase == "" {
+					in.Status.Phase = api.PhasePending
+				}
+				stale = append(stale, in)
+			}
 			return
 		}
 		in.Status.Message = "unschedulable: " + reason
@@ -87,13 +97,17 @@ func (m *Manager) schedulePass(ctx context.Context, sn *snapshot, fresh []newIns
 		wait(byID[f.Instance], f.Reason)
 	}
 	errs = append(errs, m.createNew(ctx, fresh, waits))
-	if len(bindings) > 0 {
-		if err := m.s.Bind(ctx, bindings); err != nil {
+	errs = append(errs, m.unschedulable(ctx, stale))
+	// As many to a transaction as etcd takes.
+	insts := byKey(pending)
+	size := func(b store.Binding) int { return 2 * jsonSize(insts[b.Namespace+"/"+b.Name]) }
+	for _, batch := range batches(bindings, m.s.BindBatch(), size) {
+		if err := m.s.Bind(ctx, batch); err != nil {
 			if !errdefs.IsConflict(err) {
 				errs = append(errs, err)
 			}
 			// Something moved under the plan: bind one by one so the rest still lands.
-			for _, b := range bindings {
+			for _, b := range batch {
 				if err := m.s.Bind(ctx, []store.Binding{b}); err != nil && !errdefs.IsConflict(err) && !errdefs.IsNotFound(err) {
 					errs = append(errs, err)
 				}
@@ -101,6 +115,46 @@ func (m *Manager) schedulePass(ctx context.Context, sn *snapshot, fresh []newIns
 		}
 	}
 	return errors.Join(errs...)
+}
+
+func byKey(insts []*api.Instance) map[string]*api.Instance {
+	out := make(map[string]*api.Instance, len(insts))
+	for _, in := range insts {
+		out[in.Metadata.Namespace+"/"+in.Metadata.Name] = in
+	}
+	return out
+}
+
+// batches splits writes into transactions etcd takes: at most n each,
+// and few enough bytes (a binding writes its instance twice: the object
+// and the node's assignment key).
+func batches[T any](items []T, n int, size func(T) int) [][]T {
+	var out [][]T
+	start, total := 0, 0
+	for i, it := range items {
+		sz := size(it)
+		if i > start && (i-start == n || total+sz > store.MaxTxnBytes) {
+			out = append(out, items[start:i])
+			start, total = i, 0
+		}
+		total += sz
+	}
+	if start < len(items) {
+		out = append(out, items[start:])
+	}
+	return out
+}
+
+// jsonSize is about what in takes in a transaction.
+func jsonSize(in *api.Instance) int {
+	if in == nil {
+		return 512
+	}
+	b, err := json.Marshal(in)
+	if err != nil {
+		return 512
+	}
+	return len(b)
 }
 
 // createNew stores each owner's new instances in one transaction, and
@@ -118,31 +172,84 @@ func (m *Manager) createNew(ctx context.Context, fresh []newInstances, waits map
 			}
 			continue
 		}
+		// An event for each of the first few; the rest in one on the
+		// owner: a scale to thousands must not write thousands of events.
+		more := map[string]int{}
+		shown := 0
 		for _, in := range f.insts {
-			if reason, ok := waits[in]; ok {
+			reason, ok := waits[in]
+			switch {
+			case !ok:
+			case shown < eventsPerOwner:
 				m.event(ctx, in, api.EventWarning, "Unschedulable", reason)
+				shown++
+			default:
+				more[reason]++
 			}
+		}
+		for reason, n := range more {
+			m.event(ctx, f.owner, api.EventWarning, "Unschedulable", fmt.Sprintf("%d more instances: %s", n, reason))
 		}
 	}
 	return errors.Join(errs...)
 }
 
-// unschedulable records why an instance waits, once per distinct reason.
-func (m *Manager) unschedulable(ctx context.Context, in *api.Instance, reason string) error {
-	msg := "unschedulable: " + reason
-	if in.Status.Message == msg {
-		return nil
+// eventsPerOwner bounds the per-instance events of one owner in one pass.
+const eventsPerOwner = 10
+
+// unschedulable records why stored instances wait, once per distinct
+// reason: their status in batches, events for the first few of each
+// owner and one on the owner for the rest.
+func (m *Manager) unschedulable(ctx context.Context, stale []*api.Instance) error {
+	var errs []error
+	var done []*api.Instance
+	for _, batch := range batches(stale, m.s.BindBatch(), jsonSize) {
+		t := m.s.Txn()
+		for _, in := range batch {
+			t.UpdateStatus(in, in.Metadata.Revision)
+		}
+		if len(batch) > 1 && t.Commit(ctx) == nil {
+			done = append(done, batch...)
+			continue
+		}
+		// One changed meanwhile (its agent, a delete): the rest still land.
+		for _, in := range batch {
+			err := m.s.UpdateStatus(ctx, in, in.Metadata.Revision)
+			switch {
+			case err == nil:
+				done = append(done, in)
+			case !errdefs.IsConflict(err) && !errdefs.IsNotFound(err):
+				errs = append(errs, err)
+			}
+		}
 	}
-	in = own(in)
-	in.Status.Message = msg
-	if in.Status.Phase == "" {
-		in.Status.Phase = api.PhasePending
+	type key struct {
+		owner  api.Owner
+		ns     string
+		reason string
 	}
-	if err := m.s.UpdateStatus(ctx, in, in.Metadata.Revision); err != nil && !errdefs.IsConflict(err) && !errdefs.IsNotFound(err) {
-		return err
+	shown := map[api.Owner]int{}
+	more := map[key]int{}
+	for _, in := range done {
+		reason := strings.TrimPrefix(in.Status.Message, "unschedulable: ")
+		o := in.Spec.Owner
+		if shown[o] < eventsPerOwner {
+			shown[o]++
+			m.event(ctx, in, api.EventWarning, "Unschedulable", reason)
+			continue
+		}
+		more[key{o, in.Metadata.Namespace, reason}]++
 	}
-	m.event(ctx, in, api.EventWarning, "Unschedulable", reason)
-	return nil
+	for k, n := range more {
+		owner, err := api.New(k.owner.Kind)
+		if err != nil {
+			continue
+		}
+		md := owner.GetMetadata()
+		md.Namespace, md.Name = k.ns, k.owner.Name
+		m.event(ctx, owner, api.EventWarning, "Unschedulable", fmt.Sprintf("%d more instances: %s", n, k.reason))
+	}
+	return errors.Join(errs...)
 }
 
 func schedulerState(sn *snapshot) (*scheduler.State, error) {
@@ -150,9 +257,10 @@ func schedulerState(sn *snapshot) (*scheduler.State, error) {
 	known := map[string]bool{}
 	for _, n := range sn.nodes {
 		sn := scheduler.Node{
-			Name:   n.Metadata.Name,
-			Ready:  n.Status.Condition == api.NodeReady && !n.Spec.Unschedulable,
-			Labels: n.Metadata.Labels,
+			Name:     n.Metadata.Name,
+			Ready:    n.Status.Condition == api.NodeReady,
+			Cordoned: n.Spec.Unschedulable,
+			Labels:   n.Metadata.Labels,
 			Capacity: scheduler.Resources{MilliCPU: n.Spec.Capacity.MilliCPU,
 				MemoryBytes: int64(n.Spec.Capacity.Memory), Pids: n.Spec.Capacity.Pids},
 		}

@@ -131,9 +131,19 @@ func (l *LAN) Start() error {
 		}
 	}
 
+	// The servers' etcd members meet over TLS with certificates of one
+	// CA: one server makes the cluster's secrets, the others get copies.
+	if _, err := l.Servers[0].Run("server", "init"); err != nil {
+		return err
+	}
+	for _, s := range l.Servers[1:] {
+		if err := ShareSecrets(l.Servers[0].DataDir, s.DataDir); err != nil {
+			return err
+		}
+	}
 	var peers, urls []string
 	for _, s := range l.Servers {
-		peers = append(peers, s.Name+"=http://"+s.Addr+":"+peerPort)
+		peers = append(peers, s.Name+"="+s.Addr+":"+peerPort)
 		urls = append(urls, s.url())
 	}
 	for _, s := range l.Servers {
@@ -198,6 +208,25 @@ func (l *LAN) Start() error {
 		}
 		return true, nil
 	})
+}
+
+// ShareSecrets copies the cluster's secrets that "berth server init" made
+// in one server's data dir to another's, as an operator would: the seal
+// key and the CA.
+func ShareSecrets(from, to string) error {
+	for _, f := range []string{"seal.key", "tls/ca.crt", "tls/ca.key"} {
+		b, err := os.ReadFile(filepath.Join(from, f))
+		if err != nil {
+			return fmt.Errorf("cluster secrets: %w", err)
+		}
+		if err := os.MkdirAll(filepath.Dir(filepath.Join(to, f)), 0o700); err != nil {
+			return fmt.Errorf("cluster secrets: %w", err)
+		}
+		if err := os.WriteFile(filepath.Join(to, f), b, 0o600); err != nil {
+			return fmt.Errorf("cluster secrets: %w", err)
+		}
+	}
+	return nil
 }
 
 // command is a server's or agent's berth command line, after --data-dir.

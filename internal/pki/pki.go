@@ -455,3 +455,57 @@ func writeFile(path string, data []byte, perm os.FileMode) error {
 	}
 	return os.Rename(f.Name(), path)
 }
+
+// PeerCommonName is the common name of every server's etcd peer
+// certificate: the peer port accepts no other, so that a node's
+// certificate from the same CA does not open it.
+const PeerCommonName = "berth etcd peer"
+
+// IssuePeer makes a key and an etcd peer certificate for a server reached
+// at hosts: good for both ends of a peer connection (server and client
+// authentication), valid for validity (ServerValidity when zero).
+func (ca *CA) IssuePeer(hosts []string, validity time.Duration) (certPEM, keyPEM []byte, err error) {
+	if validity <= 0 {
+		validity = ServerValidity
+	}
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, nil, fmt.Errorf("peer key: %w", err)
+	}
+	serial, err := serialNumber()
+	if err != nil {
+		return nil, nil, err
+	}
+	now := time.Now()
+	tmpl := &x509.Certificate{
+		SerialNumber: serial,
+		Subject:      pkix.Name{CommonName: PeerCommonName, Organization: []string{"berth"}},
+		NotBefore:    now.Add(-clockSkew),
+		NotAfter:     now.Add(validity),
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
+	}
+	for _, h := range hosts {
+		if ip := net.ParseIP(h); ip != nil {
+			tmpl.IPAddresses = append(tmpl.IPAddresses, ip)
+		} else if h != "" {
+			tmpl.DNSNames = append(tmpl.DNSNames, h)
+		}
+	}
+	if len(tmpl.IPAddresses) == 0 && len(tmpl.DNSNames) == 0 {
+		return nil, nil, fmt.Errorf("peer certificate: %w: no host names or addresses", errdefs.ErrInvalidArgument)
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.Cert, &key.PublicKey, ca.key)
+	if err != nil {
+		return nil, nil, fmt.Errorf("peer certificate for %v: %w", hosts, err)
+	}
+	kb, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		return nil, nil, fmt.Errorf("peer key: %w", err)
+	}
+	return encodeCert(der), pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kb}), nil
+}
+
+// WriteFile writes data to path with mode perm atomically (a temporary
+// file and a rename), for keys kept outside a CA directory.
+func WriteFile(path string, data []byte, perm os.FileMode) error { return writeFile(path, data, perm) }

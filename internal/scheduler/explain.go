@@ -29,6 +29,8 @@ func (s *State) explain(r *req) string {
 		}
 		var key reasonKey
 		switch {
+		case !n.ready && n.cordoned:
+			key.code = rCordoned
 		case !n.ready:
 			key.code = rNotReady
 		case !r.cls.has(int32(i)):
@@ -99,6 +101,8 @@ func reasonText(k reasonKey, r *req) string {
 	switch k.code {
 	case rNotReady:
 		return "node not ready"
+	case rCordoned:
+		return "node cordoned (SchedulingDisabled)"
 	case rConstraint:
 		return "not matching " + r.inst.Constraints[k.param].String()
 	case rCPU:

@@ -340,6 +340,7 @@ type reasonCode uint8
 const (
 	fitOK reasonCode = iota
 	rNotReady
+	rCordoned
 	rConstraint
 	rCPU
 	rMemory

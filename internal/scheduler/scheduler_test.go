@@ -385,3 +385,20 @@ func TestUsedNodeBeatsEmptyNode(t *testing.T) {
 		t.Fatalf("placed on %q (%s), want big", pl.Node, reason)
 	}
 }
+
+// A cordoned node takes nothing new and is explained as cordoned, apart
+// from nodes that are not ready.
+func TestCordonedReason(t *testing.T) {
+	nodes := []scheduler.Node{
+		{Name: "a", Ready: true, Cordoned: true, Capacity: scheduler.Resources{MilliCPU: 4000, MemoryBytes: schedtest.Gi, Pids: 100}},
+		{Name: "b", Ready: false, Capacity: scheduler.Resources{MilliCPU: 4000, MemoryBytes: schedtest.Gi, Pids: 100}},
+	}
+	pl, reason := place(t, nodes, nil, scheduler.Instance{ID: "web"})
+	if want := "0/2 nodes: 1 node cordoned (SchedulingDisabled), 1 node not ready"; reason != want {
+		t.Fatalf("got %+v %q, want %q", pl, reason, want)
+	}
+	nodes[0].Cordoned = false
+	if pl, reason := place(t, nodes, nil, scheduler.Instance{ID: "web"}); reason != "" || pl.Node != "a" {
+		t.Fatalf("uncordoned: %+v %q", pl, reason)
+	}
+}

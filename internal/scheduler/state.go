@@ -37,14 +37,16 @@ type State struct {
 }
 
 type nodeState struct {
-	name   string
-	ready  bool
-	gone   bool
-	labels map[string]string
-	cap    Resources
-	ports  map[uint32]string // host port key → instance
-	allocs []*alloc
-	cpu    *cpuState
+	name string
+	// ready says the node takes new instances: Ready and not cordoned.
+	ready    bool
+	cordoned bool
+	gone     bool
+	labels   map[string]string
+	cap      Resources
+	ports    map[uint32]string // host port key → instance
+	allocs   []*alloc
+	cpu      *cpuState
 	// levels sums allocations per priority, ascending, so preemption can
 	// rule a node out without walking its allocations.
 	levels []level
@@ -141,11 +143,12 @@ func (s *State) AddNode(n Node) error {
 	s.byName[n.Name] = int32(len(s.nodes))
 	s.free = append(s.free, n.Capacity)
 	s.nodes = append(s.nodes, nodeState{
-		name:   n.Name,
-		ready:  n.Ready,
-		labels: maps.Clone(n.Labels),
-		cap:    n.Capacity,
-		cpu:    cpu,
+		name:     n.Name,
+		ready:    n.Ready && !n.Cordoned,
+		cordoned: n.Cordoned,
+		labels:   maps.Clone(n.Labels),
+		cap:      n.Capacity,
+		cpu:      cpu,
 	})
 	s.live++
 	s.nodesChanged()
@@ -159,6 +162,7 @@ func (s *State) SetReady(name string, ready bool) error {
 	if !ok {
 		return fmt.Errorf("node %q: %w", name, ErrUnknownNode)
 	}
+	ready = ready && !s.nodes[i].cordoned
 	if s.nodes[i].ready != ready {
 		s.nodes[i].ready = ready
 		s.nodesChanged()

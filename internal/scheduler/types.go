@@ -24,8 +24,11 @@ type Topology struct {
 
 // Node is the scheduler's view of one node.
 type Node struct {
-	Name     string
-	Ready    bool
+	Name  string
+	Ready bool
+	// Cordoned keeps new instances off a node that is otherwise fine (the
+	// user cordoned or drains it); explanations say so, not "not ready".
+	Cordoned bool
 	Labels   map[string]string
 	Capacity Resources
 	Topology Topology

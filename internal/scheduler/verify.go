@@ -90,6 +90,9 @@ func (s *State) applyPlacement(pl *Placement) (*alloc, string) {
 		return nil, "node gone"
 	}
 	n := &s.nodes[ni]
+	if !n.ready && n.cordoned {
+		return nil, "node cordoned (SchedulingDisabled)"
+	}
 	if !n.ready {
 		return nil, "node not ready"
 	}

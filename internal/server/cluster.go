@@ -2,10 +2,6 @@ package server
 
 import (
 	"context"
-	"crypto/rand"
-	"crypto/tls"
-	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -22,7 +18,6 @@ import (
 	"github.com/berth-dev/berth/internal/errdefs"
 	"github.com/berth-dev/berth/internal/image"
 	"github.com/berth-dev/berth/internal/leader"
-	"github.com/berth-dev/berth/internal/pki"
 	"github.com/berth-dev/berth/internal/promdefer"
 	"github.com/berth-dev/berth/internal/registry"
 	"github.com/berth-dev/berth/internal/store"
@@ -45,7 +40,8 @@ type ServerConfig struct {
 	Listen string
 
 	// PeerListen is where the embedded etcd member meets the others
-	// (host:port or http://host:port). Unused with EtcdEndpoints.
+	// (host:port or https://host:port), over TLS with a peer certificate
+	// of the cluster CA. Unused with EtcdEndpoints.
 	PeerListen string
 	// EtcdClientListen, when set, also serves etcd's client API there
 	// (host:port), for etcdctl. Unauthenticated: keep it on loopback.
@@ -58,6 +54,10 @@ type ServerConfig struct {
 	JoinExisting bool
 	// EtcdEndpoints use an external etcd cluster instead of embedded members.
 	EtcdEndpoints []string
+	// SealKeyFile holds the key that seals the cluster's secrets (the CA
+	// key, the admin token) at rest; seal.key in DataDir when empty.
+	// Every server of a cluster has the same key (see InitCluster).
+	SealKeyFile string
 
 	// Network is what the controllers hand out (pod subnets, service VIPs).
 	Network Network
@@ -129,6 +129,20 @@ func Server(ctx context.Context, cfg ServerConfig) error {
 	if err := os.MkdirAll(cfg.DataDir, 0o711); err != nil {
 		return fmt.Errorf("data dir %s: %w", cfg.DataDir, err)
 	}
+	// The cluster's CA comes before etcd: the members meet over TLS with
+	// its certificates. A server alone makes its cluster's secrets; a
+	// member of several needs copies made by "berth server init".
+	embedded := scfg.Member != nil
+	alone := !embedded || (len(scfg.Member.InitialCluster) == 1 && !scfg.Member.Existing)
+	secrets, err := loadSecrets(cfg.DataDir, cfg.SealKeyFile, alone, embedded)
+	if err != nil {
+		return fmt.Errorf("server %q: %w", name, err)
+	}
+	if embedded {
+		if scfg.Member.TLS, err = secrets.peerTLS(name, scfg.Member.PeerURL); err != nil {
+			return err
+		}
+	}
 	// Everything that can fail at once is checked before etcd starts,
 	// which may wait a long time for its peers.
 	tl, err := net.Listen("tcp", cfg.Listen)
@@ -155,7 +169,7 @@ func Server(ctx context.Context, cfg ServerConfig) error {
 		return fmt.Errorf("server %q: %w", name, err)
 	}
 	defer st.Close()
-	creds, err := clusterCredentials(ctx, st, filepath.Join(cfg.DataDir, "tls"), apiHosts(listenHost, name))
+	creds, err := clusterCredentials(ctx, st, secrets, apiHosts(listenHost, name))
 	if err != nil {
 		return fmt.Errorf("server %q: %w", name, err)
 	}
@@ -196,6 +210,11 @@ func Server(ctx context.Context, cfg ServerConfig) error {
 	run("registry directory", func(ctx context.Context) error {
 		return regs.Announce(ctx, registry.AdvertisedURL(cfg.Listen, append([]string{cfg.PeerListen}, cfg.EtcdEndpoints...)))
 	})
+	if scfg.Member != nil {
+		run("peer certificate", func(ctx context.Context) error {
+			return secrets.renewPeer(ctx, name, scfg.Member.PeerURL, log.With("component", "store"))
+		})
+	}
 	run("api server", func(ctx context.Context) error { return srv.Serve(ctx, ul, apiserver.UnixRootOnly) })
 	run("api server (tcp)", func(ctx context.Context) error { return srv.ServeTLS(ctx, tl, creds.tls, creds.token) })
 	key := st.LeaderKey(controllerRole)
@@ -241,13 +260,13 @@ func memberOf(name string, cfg ServerConfig) (*store.Member, error) {
 	if cfg.PeerListen == "" {
 		return nil, fmt.Errorf("%w: no etcd peer address (or give etcd endpoints)", errdefs.ErrInvalidArgument)
 	}
-	m := &store.Member{Name: name, PeerURL: httpURL(cfg.PeerListen), Existing: cfg.JoinExisting,
+	m := &store.Member{Name: name, PeerURL: withScheme("https", cfg.PeerListen), Existing: cfg.JoinExisting,
 		InitialCluster: map[string]string{}}
 	if cfg.EtcdClientListen != "" {
-		m.ClientURL = httpURL(cfg.EtcdClientListen)
+		m.ClientURL = withScheme("http", cfg.EtcdClientListen)
 	}
 	for n, u := range cfg.Peers {
-		m.InitialCluster[n] = httpURL(u)
+		m.InitialCluster[n] = withScheme("https", u)
 	}
 	if _, ok := m.InitialCluster[name]; !ok {
 		m.InitialCluster[name] = m.PeerURL
@@ -255,12 +274,13 @@ func memberOf(name string, cfg ServerConfig) (*store.Member, error) {
 	return m, nil
 }
 
-// httpURL takes host:port for http://host:port.
-func httpURL(s string) string {
+// withScheme takes host:port for scheme://host:port; a URL stays as
+// given, for the member's checks to name a wrong scheme.
+func withScheme(scheme, s string) string {
 	if u, err := url.Parse(s); err == nil && u.Scheme != "" && u.Host != "" {
 		return s
 	}
-	return "http://" + s
+	return scheme + "://" + s
 }
 
 // apiHosts are the names and addresses the API certificate covers.
@@ -281,84 +301,6 @@ func apiHosts(listenHost, name string) []string {
 		}
 	}
 	return hosts
-}
-
-// clusterCreds are the TLS and token credentials every server of a
-// cluster shares, so that a client or agent trusting the cluster CA with
-// the token reaches any of them.
-type clusterCreds struct {
-	ca                *pki.CA
-	tls               *tls.Config
-	token             string
-	caFile, tokenFile string
-}
-
-// sharedCA is the cluster CA as the servers keep it in the store.
-type sharedCA struct {
-	Cert string `json:"cert"`
-	Key  string `json:"key"`
-}
-
-// clusterCredentials takes the cluster CA and API token from the store,
-// the first server making them, and writes them under dir (ca.crt,
-// ca.key, token) next to this server's certificate, issued by the CA for
-// hosts.
-//
-// The CA key and the token sit in etcd in the clear: whoever reads etcd
-// (or its unencrypted peer traffic) can act as the cluster. Encrypting
-// them with a secret the servers are given, and peer TLS, are still to do.
-func clusterCredentials(ctx context.Context, st *store.Store, dir string, hosts []string) (*clusterCreds, error) {
-	raw, err := st.SharedValue(ctx, "api-ca", func() ([]byte, error) {
-		ca, err := pki.NewCA()
-		if err != nil {
-			return nil, err
-		}
-		return json.Marshal(sharedCA{Cert: string(ca.CertPEM), Key: string(ca.KeyPEM())})
-	})
-	if err != nil {
-		return nil, err
-	}
-	var sc sharedCA
-	if err := json.Unmarshal(raw, &sc); err != nil {
-		return nil, fmt.Errorf("cluster CA: %w", err)
-	}
-	ca, err := pki.ParseCA([]byte(sc.Cert), []byte(sc.Key))
-	if err != nil {
-		return nil, fmt.Errorf("cluster CA: %w", err)
-	}
-	tok, err := st.SharedValue(ctx, "api-token", func() ([]byte, error) {
-		b := make([]byte, 32)
-		if _, err := rand.Read(b); err != nil {
-			return nil, err
-		}
-		return []byte(hex.EncodeToString(b)), nil
-	})
-	if err != nil {
-		return nil, err
-	}
-	c := &clusterCreds{ca: ca, token: string(tok), caFile: filepath.Join(dir, pki.CACertFile), tokenFile: filepath.Join(dir, "token")}
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return nil, fmt.Errorf("tls dir %s: %w", dir, err)
-	}
-	for _, f := range []struct {
-		path string
-		data []byte
-		mode os.FileMode
-	}{
-		{filepath.Join(dir, pki.CAKeyFile), []byte(sc.Key), 0o600},
-		{c.caFile, []byte(sc.Cert), 0o644},
-		{c.tokenFile, append(tok, '\n'), 0o600},
-	} {
-		if err := writeIfChanged(f.path, f.data, f.mode); err != nil {
-			return nil, err
-		}
-	}
-	cert, err := pki.LoadOrIssueServer(dir, ca, hosts)
-	if err != nil {
-		return nil, err
-	}
-	c.tls = ca.ServerTLSConfig(cert)
-	return c, nil
 }
 
 // writeIfChanged writes data to path through a temporary file unless it

@@ -60,6 +60,9 @@ type AgentConfig struct {
 	// CgroupFavorDynMods remounts cgroup2 with favordynmods, for faster
 	// container starts (see runtime.FavorDynMods).
 	CgroupFavorDynMods bool
+	// DiskReserve is the free space the node keeps for itself on the
+	// filesystem of its containers' writable layers (agent.Config).
+	DiskReserve agent.DiskReserve
 	// Ready is called once the node has registered.
 	Ready func(node string)
 }
@@ -225,6 +228,7 @@ func Agent(ctx context.Context, cfg AgentConfig) error {
 		Images:       &PullingImages{Images: Images{imgs}, Base: "https://" + hosts[0], Transport: tr, Events: c, Node: name, Logger: log},
 		Logger:       log,
 		Network:      cfg.Network.agentNetwork(c, name, cfg.DataDir, log),
+		DiskReserve:  cfg.DiskReserve,
 	})
 	if cfg.Ready != nil {
 		go func() {

@@ -5,6 +5,8 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/json"
+	"errors"
 	"io"
 	"log/slog"
 	"net/http"
@@ -16,9 +18,12 @@ import (
 	"testing"
 	"time"
 
+	clientv3 "go.etcd.io/etcd/client/v3"
+
 	"github.com/berth-dev/berth/api/client"
 	"github.com/berth-dev/berth/internal/errdefs"
 	"github.com/berth-dev/berth/internal/pki"
+	"github.com/berth-dev/berth/internal/seal"
 	"github.com/berth-dev/berth/internal/store"
 )
 
@@ -77,12 +82,24 @@ func TestServersShareCredentials(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer st.Close()
-	d1, d2 := filepath.Join(t.TempDir(), "tls"), filepath.Join(t.TempDir(), "tls")
-	c1, err := clusterCredentials(ctx, st, d1, []string{"127.0.0.11", "s1"})
+	// Two servers of one external etcd: the first makes the seal key, the
+	// second gets a copy of it.
+	dd1, dd2 := t.TempDir(), t.TempDir()
+	sec1, err := loadSecrets(dd1, "", true, false)
 	if err != nil {
 		t.Fatal(err)
 	}
-	c2, err := clusterCredentials(ctx, st, d2, []string{"127.0.0.12", "s2"})
+	c1, err := clusterCredentials(ctx, st, sec1, []string{"127.0.0.11", "s1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyFile2 := filepath.Join(t.TempDir(), "seal.key")
+	copyFile(t, SealKeyPath(dd1, ""), keyFile2, 0o600)
+	sec2, err := loadSecrets(dd2, keyFile2, false, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c2, err := clusterCredentials(ctx, st, sec2, []string{"127.0.0.12", "s2"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -94,9 +111,11 @@ func TestServersShareCredentials(t *testing.T) {
 	if !bytes.Equal(ca1, ca2) || len(ca1) == 0 {
 		t.Fatal("the servers wrote different CAs")
 	}
+	d2 := filepath.Join(dd2, "tls")
 	if fi, err := os.Stat(filepath.Join(d2, "ca.key")); err != nil || fi.Mode().Perm() != 0o600 {
 		t.Errorf("ca.key: %v, %v; want mode 0600", fi, err)
 	}
+	assertSealedAtRest(t, st, c1)
 	// Each server's certificate names its own address and chains to the
 	// one CA, so a client trusting the CA reaches either.
 	pool := x509.NewCertPool()
@@ -111,9 +130,125 @@ func TestServersShareCredentials(t *testing.T) {
 		}
 	}
 	// A restart finds the same credentials.
-	again, err := clusterCredentials(ctx, st, d1, []string{"127.0.0.11", "s1"})
+	sec1, err = loadSecrets(dd1, "", false, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	again, err := clusterCredentials(ctx, st, sec1, []string{"127.0.0.11", "s1"})
 	if err != nil || again.token != c1.token {
 		t.Fatalf("restart: %v, token changed: %v", err, again.token != c1.token)
+	}
+	// A server with a seal key of its own opens nothing, and says why.
+	dd3 := t.TempDir()
+	sec3, err := loadSecrets(dd3, "", true, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := clusterCredentials(ctx, st, sec3, []string{"127.0.0.13"}); !errors.Is(err, seal.ErrOpen) || !strings.Contains(err.Error(), "seal key") {
+		t.Fatalf("a server with another seal key: %v, want ErrOpen naming the seal key", err)
+	}
+	// One joining a cluster of several without the copies is told what to copy.
+	if _, err := loadSecrets(t.TempDir(), "", false, true); !errdefs.IsFailedPrecondition(err) || !strings.Contains(err.Error(), "berth server init") {
+		t.Fatalf("a member without the cluster's secrets: %v", err)
+	}
+}
+
+// TestPlaintextSecretsAreSealedOnUpgrade starts from what an older
+// version left: the CA and token in etcd in the clear, and the CA key
+// unsealed on disk. The first start seals all three, and keeps them.
+func TestPlaintextSecretsAreSealedOnUpgrade(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	st, err := store.Open(ctx, store.Config{DataDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	ca, err := pki.NewCA()
+	if err != nil {
+		t.Fatal(err)
+	}
+	old, _ := json.Marshal(sharedCA{Cert: string(ca.CertPEM), Key: string(ca.KeyPEM())})
+	const token = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+	for name, v := range map[string][]byte{sealedCAName: old, sealedTokenName: []byte(token)} {
+		if _, err := st.SharedValue(ctx, name, func() ([]byte, error) { return v, nil }); err != nil {
+			t.Fatal(err)
+		}
+	}
+	clearRev, err := st.Revision(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dd := t.TempDir()
+	tlsDir := filepath.Join(dd, "tls")
+	if err := os.MkdirAll(tlsDir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(tlsDir, pki.CACertFile), ca.CertPEM, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(tlsDir, pki.CAKeyFile), ca.KeyPEM(), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	sec, err := loadSecrets(dd, "", true, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := clusterCredentials(ctx, st, sec, []string{"127.0.0.1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.token != token || !c.ca.Cert.Equal(ca.Cert) {
+		t.Fatalf("after the upgrade: token %q, same CA %v; want the old ones kept", c.token, c.ca.Cert.Equal(ca.Cert))
+	}
+	assertSealedAtRest(t, st, c)
+	// Nor does the store's history keep them.
+	if r, err := st.Client().Get(ctx, "", clientv3.WithFromKey(), clientv3.WithRev(clearRev)); err == nil {
+		for _, kv := range r.Kvs {
+			if strings.Contains(string(kv.Value), token) || strings.Contains(string(kv.Value), "PRIVATE KEY") {
+				t.Errorf("etcd key %s at revision %d still holds a secret in the clear", kv.Key, clearRev)
+			}
+		}
+	}
+	onDisk, _ := os.ReadFile(filepath.Join(tlsDir, pki.CAKeyFile))
+	if bytes.Contains(onDisk, []byte("PRIVATE KEY")) {
+		t.Errorf("tls/ca.key still holds the key in the clear:\n%s", onDisk)
+	}
+}
+
+// assertSealedAtRest reads every key of the store raw, as etcdctl would,
+// and fails on the CA key PEM or the admin token in the clear.
+func assertSealedAtRest(t *testing.T, st *store.Store, c *clusterCreds) {
+	t.Helper()
+	r, err := st.Client().Get(context.Background(), "", clientv3.WithFromKey())
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyPEM := c.ca.KeyPEM()
+	keyBody := bytes.Split(keyPEM, []byte("\n"))[1]
+	n := 0
+	for _, kv := range r.Kvs {
+		v := string(kv.Value)
+		if strings.Contains(v, "PRIVATE KEY") || strings.Contains(v, string(keyBody)) || strings.Contains(v, c.token) {
+			t.Errorf("etcd key %s holds a cluster secret in the clear", kv.Key)
+		}
+		if strings.Contains(string(kv.Key), "/cluster/api-") {
+			n++
+		}
+	}
+	if n != 2 {
+		t.Errorf("found %d sealed cluster values, want the CA and the token", n)
+	}
+}
+
+func copyFile(t *testing.T, from, to string, mode os.FileMode) {
+	t.Helper()
+	b, err := os.ReadFile(from)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(to, b, mode); err != nil {
+		t.Fatal(err)
 	}
 }
 
@@ -123,8 +258,8 @@ func TestMemberOfAddsItselfAndSchemes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if m.PeerURL != "http://127.0.0.1:7380" || m.ClientURL != "http://127.0.0.1:7379" ||
-		m.InitialCluster["s1"] != m.PeerURL || m.InitialCluster["s2"] != "http://127.0.0.2:7380" {
+	if m.PeerURL != "https://127.0.0.1:7380" || m.ClientURL != "http://127.0.0.1:7379" ||
+		m.InitialCluster["s1"] != m.PeerURL || m.InitialCluster["s2"] != "https://127.0.0.2:7380" {
 		t.Errorf("member %+v", m)
 	}
 	if _, err := memberOf("s1", ServerConfig{}); err == nil {
@@ -209,5 +344,45 @@ func TestAgentCredentialsFromItsDataDir(t *testing.T) {
 	}
 	if err := Agent(ctx, cfg); !errdefs.IsFailedPrecondition(err) || !strings.Contains(err.Error(), "expired") {
 		t.Fatalf("agent with an expired certificate: %v, want failed precondition saying expired", err)
+	}
+}
+
+func TestPeerCertificateRenewedBeforeItEnds(t *testing.T) {
+	sec, err := loadSecrets(t.TempDir(), "", true, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := sec.issuePeer("s1", "https://127.0.0.1:7380", 10*24*time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	read := func() *x509.Certificate {
+		b, err := os.ReadFile(filepath.Join(sec.dir, peerCertFile))
+		if err != nil {
+			t.Fatal(err)
+		}
+		c, err := pki.ParseCertificate(b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	short := read()
+	if short.Subject.CommonName != pki.PeerCommonName {
+		t.Errorf("peer certificate names %q, want %q", short.Subject.CommonName, pki.PeerCommonName)
+	}
+	renewed, err := sec.renewPeerIfDue("s1", "https://127.0.0.1:7380", time.Now())
+	if err != nil || !renewed {
+		t.Fatalf("a certificate ending in 10 days: renewed %v, %v", renewed, err)
+	}
+	fresh := read()
+	if !fresh.NotAfter.After(short.NotAfter.Add(300 * 24 * time.Hour)) {
+		t.Errorf("renewed certificate ends %v, want a year out", fresh.NotAfter)
+	}
+	if _, err := fresh.Verify(x509.VerifyOptions{Roots: sec.ca.Pool(), DNSName: "127.0.0.1",
+		KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth}}); err != nil {
+		t.Errorf("renewed certificate: %v", err)
+	}
+	if renewed, err := sec.renewPeerIfDue("s1", "https://127.0.0.1:7380", time.Now()); err != nil || renewed {
+		t.Errorf("a fresh certificate: renewed %v, %v; want it kept", renewed, err)
 	}
 }

@@ -44,6 +44,9 @@ type Config struct {
 	// CgroupFavorDynMods remounts cgroup2 with favordynmods, for faster
 	// container starts (see runtime.FavorDynMods).
 	CgroupFavorDynMods bool
+	// DiskReserve is the free space the node keeps for itself on the
+	// filesystem of its containers' writable layers (agent.Config).
+	DiskReserve agent.DiskReserve
 	// Ready is called once the API answers, with the socket's path and,
 	// with Listen, the TCP credentials.
 	Ready func(socket string, tcp *Credentials)
@@ -155,6 +158,7 @@ func Up(ctx context.Context, cfg Config) error {
 		Images:       Images{imgs},
 		Logger:       log,
 		Network:      cfg.Network.agentNetwork(c, name, cfg.DataDir, log),
+		DiskReserve:  cfg.DiskReserve,
 	})
 	run("agent", ag.Run)
 	if cfg.Ready != nil {

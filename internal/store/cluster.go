@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"net/url"
@@ -11,6 +12,8 @@ import (
 	"strings"
 	"time"
 
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+	"go.etcd.io/etcd/client/pkg/v3/transport"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/server/v3/embed"
 
@@ -20,18 +23,21 @@ import (
 // Member makes the embedded etcd one member of a cluster of servers
 // instead of a cluster of its own.
 //
-// Peer traffic is plain HTTP for now: run servers on a network you trust.
-// Peer TLS (certificates from the cluster CA) is still to do.
+// With TLS set, peer traffic is TLS both ways: every member presents a
+// certificate of the cluster CA and accepts only others that do, with the
+// peer common name (so a node's certificate, from the same CA, does not
+// open the peer port). Without it, peer traffic is plain HTTP: only for
+// tests on loopback.
 type Member struct {
 	// Name is this member's name, unique in the cluster.
 	Name string
 	// PeerURL is where this member listens for and is reached by the
-	// others: http://host:port. An unspecified host (0.0.0.0) cannot be
+	// others: https://host:port (http:// without TLS). An unspecified host (0.0.0.0) cannot be
 	// advertised.
 	PeerURL string
 	// ClientURL, when set, also serves etcd's client API there
 	// (http://host:port), for etcdctl and the like; the store itself uses
-	// an in-process client. Unauthenticated: keep it on loopback.
+	// an in-process client. Unauthenticated, so loopback only.
 	ClientURL string
 	// InitialCluster names every member of a new cluster with its peer
 	// URL, this one included.
@@ -41,13 +47,32 @@ type Member struct {
 	// whose data dir already holds etcd data rejoins its cluster either
 	// way, and ignores InitialCluster.
 	Existing bool
+	// TLS secures the peer port; the peer URLs are https:// then.
+	TLS *PeerTLS
+}
+
+// PeerTLS is a member's peer certificate and the CA it trusts, as files
+// (etcd reads them itself).
+type PeerTLS struct {
+	CertFile, KeyFile, CAFile string
+	// CommonName is the one a peer's certificate must bear.
+	CommonName string
+}
+
+// scheme is the peer URLs' scheme.
+func (m *Member) scheme() string {
+	if m.TLS != nil {
+		return "https"
+	}
+	return "http"
 }
 
 // memberReadyTimeout bounds the wait for a member's cluster to have a
 // quorum: servers of a new cluster start one by one, minutes apart.
 const memberReadyTimeout = 10 * time.Minute
 
-// ParseInitialCluster reads "name=http://host:port,name2=..." into a map.
+// ParseInitialCluster reads "name=URL,name2=URL" into a map; the URLs are
+// checked when a member is configured.
 func ParseInitialCluster(s string) (map[string]string, error) {
 	out := map[string]string{}
 	for _, part := range strings.Split(s, ",") {
@@ -57,7 +82,7 @@ func ParseInitialCluster(s string) (map[string]string, error) {
 		}
 		name, u, ok := strings.Cut(part, "=")
 		if !ok || name == "" || u == "" {
-			return nil, fmt.Errorf("cluster member %q: %w: want NAME=http://HOST:PORT", part, errdefs.ErrInvalidArgument)
+			return nil, fmt.Errorf("cluster member %q: %w: want NAME=HOST:PORT", part, errdefs.ErrInvalidArgument)
 		}
 		if _, dup := out[name]; dup {
 			return nil, fmt.Errorf("cluster member %q: %w: named twice", name, errdefs.ErrInvalidArgument)
@@ -76,12 +101,17 @@ func (m *Member) validate() error {
 	if m.Name == "" {
 		return fmt.Errorf("etcd member: %w: no name", errdefs.ErrInvalidArgument)
 	}
-	if _, err := memberURL("peer", m.PeerURL); err != nil {
+	if _, err := memberURL("peer", m.PeerURL, m.scheme()); err != nil {
 		return fmt.Errorf("etcd member %q: %w", m.Name, err)
 	}
 	if m.ClientURL != "" {
-		if _, err := memberURL("client", m.ClientURL); err != nil {
+		cu, err := memberURL("client", m.ClientURL, "http")
+		if err != nil {
 			return fmt.Errorf("etcd member %q: %w", m.Name, err)
+		}
+		// It serves the whole store, unauthenticated and in the clear.
+		if h := cu.Hostname(); h != "localhost" && !net.ParseIP(h).IsLoopback() {
+			return fmt.Errorf("etcd member %q: client URL %q: %w: the client API is unauthenticated; serve it on a loopback address only", m.Name, m.ClientURL, errdefs.ErrInvalidArgument)
 		}
 	}
 	own, ok := m.InitialCluster[m.Name]
@@ -92,25 +122,29 @@ func (m *Member) validate() error {
 		return fmt.Errorf("etcd member %q: %w: the initial cluster gives it %s, its peer URL is %s", m.Name, errdefs.ErrInvalidArgument, own, m.PeerURL)
 	}
 	for name, u := range m.InitialCluster {
-		if _, err := memberURL("peer", u); err != nil {
+		if _, err := memberURL("peer", u, m.scheme()); err != nil {
 			return fmt.Errorf("etcd member %q: %w", name, err)
 		}
 	}
 	return nil
 }
 
-// memberURL parses an http URL with a host and a port.
-func memberURL(what, s string) (*url.URL, error) {
+// memberURL parses a URL of scheme with a host and a port.
+func memberURL(what, s, scheme string) (*url.URL, error) {
 	u, err := url.Parse(s)
 	if err != nil {
 		return nil, fmt.Errorf("%s URL %q: %w: %w", what, s, errdefs.ErrInvalidArgument, err)
 	}
-	if u.Scheme != "http" {
-		return nil, fmt.Errorf("%s URL %q: %w: want http://HOST:PORT (peer TLS is not supported yet)", what, s, errdefs.ErrInvalidArgument)
+	if u.Scheme != scheme {
+		why := ""
+		if scheme == "https" {
+			why = " (peer traffic is TLS)"
+		}
+		return nil, fmt.Errorf("%s URL %q: %w: want %s://HOST:PORT%s", what, s, errdefs.ErrInvalidArgument, scheme, why)
 	}
 	host, port, err := net.SplitHostPort(u.Host)
 	if err != nil || port == "" {
-		return nil, fmt.Errorf("%s URL %q: %w: want http://HOST:PORT", what, s, errdefs.ErrInvalidArgument)
+		return nil, fmt.Errorf("%s URL %q: %w: want %s://HOST:PORT", what, s, errdefs.ErrInvalidArgument, scheme)
 	}
 	if ip := net.ParseIP(host); ip != nil && ip.IsUnspecified() {
 		return nil, fmt.Errorf("%s URL %q: %w: other members cannot reach an unspecified address; name this machine's own", what, s, errdefs.ErrInvalidArgument)
@@ -132,11 +166,20 @@ func (m *Member) configure(ec *embed.Config) error {
 	if err := m.validate(); err != nil {
 		return err
 	}
-	pu, _ := memberURL("peer", m.PeerURL)
+	pu, _ := memberURL("peer", m.PeerURL, m.scheme())
 	ec.Name = m.Name
 	ec.ListenPeerUrls, ec.AdvertisePeerUrls = []url.URL{*pu}, []url.URL{*pu}
+	if m.TLS != nil {
+		ec.PeerTLSInfo = transport.TLSInfo{
+			CertFile: m.TLS.CertFile, KeyFile: m.TLS.KeyFile, TrustedCAFile: m.TLS.CAFile,
+			ClientCertAuth: true,
+		}
+		if m.TLS.CommonName != "" {
+			ec.PeerTLSInfo.AllowedCNs = []string{m.TLS.CommonName}
+		}
+	}
 	if m.ClientURL != "" {
-		cu, _ := memberURL("client", m.ClientURL)
+		cu, _ := memberURL("client", m.ClientURL, "http")
 		ec.ListenClientUrls = append(ec.ListenClientUrls, *cu)
 		ec.AdvertiseClientUrls = []url.URL{*cu}
 	}
@@ -182,7 +225,7 @@ func (s *Store) clusterKey(name string) string { return s.prefix + "/cluster/" +
 // mk when there is none yet. Servers starting together agree on one: the
 // first write wins, in a transaction, and the others read it.
 //
-// Values are kept in etcd as given: whoever can read etcd can read them.
+// Values are kept in etcd as given: secrets come sealed (package seal).
 func (s *Store) SharedValue(ctx context.Context, name string, mk func() ([]byte, error)) ([]byte, error) {
 	key := s.clusterKey(name)
 	r, err := s.client.Get(ctx, key)
@@ -214,4 +257,29 @@ func (s *Store) SharedValue(ctx context.Context, name string, mk func() ([]byte,
 		return nil, fmt.Errorf("cluster value %q: %w: written and gone at once", name, errdefs.ErrConflict)
 	}
 	return kvs[0].Value, nil
+}
+
+// ReplaceSharedValue swaps the cluster-wide value called name from old to
+// v, as long as it still holds old: how a server seals a value that an
+// older version stored in the clear. It reports whether it swapped; a
+// false means another server changed it first, so read it again.
+//
+// The old value is gone from the store's history too: the store is
+// compacted up to the swap, so no read at an older revision returns it
+// (etcd's WAL keeps it until its files are rotated away).
+func (s *Store) ReplaceSharedValue(ctx context.Context, name string, old, v []byte) (bool, error) {
+	key := s.clusterKey(name)
+	t, err := s.client.Txn(ctx).
+		If(clientv3.Compare(clientv3.Value(key), "=", string(old))).
+		Then(clientv3.OpPut(key, string(v))).Commit()
+	if err != nil {
+		return false, fmt.Errorf("cluster value %q: %w", name, wrapEtcd(err))
+	}
+	if !t.Succeeded {
+		return false, nil
+	}
+	if _, err := s.client.Compact(ctx, t.Header.Revision, clientv3.WithCompactPhysical()); err != nil && !errors.Is(err, rpctypes.ErrCompacted) {
+		return true, fmt.Errorf("cluster value %q: forget the old value: %w", name, wrapEtcd(err))
+	}
+	return true, nil
 }

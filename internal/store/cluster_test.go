@@ -4,6 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -208,15 +212,21 @@ func TestMemberConfigErrors(t *testing.T) {
 		{"not listed", Member{Name: "c", PeerURL: "http://127.0.0.3:2380", InitialCluster: ok}},
 		{"listed elsewhere", Member{Name: "a", PeerURL: "http://127.0.0.9:2380", InitialCluster: ok}},
 		{"bad client", Member{Name: "a", PeerURL: "http://127.0.0.1:2380", ClientURL: "127.0.0.1:2379", InitialCluster: ok}},
+		{"client off loopback", Member{Name: "a", PeerURL: "http://127.0.0.1:2380", ClientURL: "http://10.0.0.1:2379", InitialCluster: ok}},
+		{"http peer with TLS", Member{Name: "a", PeerURL: "http://127.0.0.1:2380", InitialCluster: ok, TLS: &PeerTLS{}}},
 	} {
 		err := tc.m.validate()
 		if !errdefs.IsInvalidArgument(err) {
 			t.Errorf("%s: got %v, want an invalid argument", tc.name, err)
 		}
 	}
-	good := Member{Name: "a", PeerURL: "http://127.0.0.1:2380", InitialCluster: ok}
+	good := Member{Name: "a", PeerURL: "http://127.0.0.1:2380", InitialCluster: ok, ClientURL: "http://localhost:2379"}
 	if err := good.validate(); err != nil {
 		t.Errorf("valid member: %v", err)
+	}
+	tlsOK := map[string]string{"a": "https://127.0.0.1:2380", "b": "https://127.0.0.2:2380"}
+	if err := (&Member{Name: "a", PeerURL: "https://127.0.0.1:2380", InitialCluster: tlsOK, TLS: &PeerTLS{}}).validate(); err != nil {
+		t.Errorf("valid TLS member: %v", err)
 	}
 	for _, bad := range []string{"", "a", "a=", "=http://x:1", "a=http://x:1,a=http://y:1"} {
 		if _, err := ParseInitialCluster(bad); !errdefs.IsInvalidArgument(err) {
@@ -226,5 +236,43 @@ func TestMemberConfigErrors(t *testing.T) {
 	m, err := ParseInitialCluster("a=http://127.0.0.1:2380, b=http://127.0.0.2:2380")
 	if err != nil || len(m) != 2 || m["b"] != "http://127.0.0.2:2380" {
 		t.Errorf("ParseInitialCluster: %v, %v", m, err)
+	}
+}
+
+func freePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+// TestLoneMemberHasNoTCPPeerPort: a store of its own (berth up) meets no
+// peers, so its peer listener is a unix socket in the root-only etcd dir,
+// not a port anyone on the machine could reach in the clear.
+func TestLoneMemberHasNoTCPPeerPort(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	dir := t.TempDir()
+	s, err := Open(ctx, Config{DataDir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	ms, err := s.Client().MemberList(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range ms.Members {
+		for _, u := range m.PeerURLs {
+			if !strings.HasPrefix(u, "unix://") {
+				t.Errorf("member %s peer URL %s, want a unix socket", m.Name, u)
+			}
+		}
+	}
+	fi, err := os.Stat(filepath.Join(dir, "etcd"))
+	if err != nil || fi.Mode().Perm() != 0o700 {
+		t.Errorf("etcd dir: %v, %v; want mode 0700", fi, err)
 	}
 }

@@ -123,17 +123,20 @@ func (s *Store) Create(ctx context.Context, obj api.Object) error {
 func (s *Store) CreateMany(ctx context.Context, objs []api.Object) error {
 	for len(objs) > 0 {
 		t := s.Txn()
-		size, n := 0, 0
+		size, n, writes := 0, 0, 0
 		for _, o := range objs {
 			b, err := json.Marshal(o)
 			if err != nil {
 				return fmt.Errorf("%s: %w", api.RefOf(o), err)
 			}
+			w := 1
 			if in, ok := o.(*api.Instance); ok && in.Spec.Node != "" {
 				size += len(b) // its assignment key holds a copy
+				w++
 			}
 			size += len(b)
-			if n > 0 && (n == s.maxOps || size > maxTxnBytes) {
+			writes += w
+			if n > 0 && (writes > s.maxOps || size > MaxTxnBytes) {
 				break
 			}
 			t.Create(o)
@@ -147,8 +150,8 @@ func (s *Store) CreateMany(ctx context.Context, objs []api.Object) error {
 	return nil
 }
 
-// maxTxnBytes keeps a batch under etcd's default request limit (1.5 MiB).
-const maxTxnBytes = 1 << 20
+// MaxTxnBytes keeps a batch under etcd's default request limit (1.5 MiB).
+const MaxTxnBytes = 1 << 20
 
 // Update writes obj's labels and spec, keeping the stored status, UID and
 // creation time. With expectRevision != 0 it fails with ErrConflict
@@ -233,6 +236,10 @@ type Binding struct {
 	// elsewhere.
 	Revision int64
 }
+
+// BindBatch is how many bindings fit in one Bind: each writes the
+// instance, its new assignment key and may delete an old one.
+func (s *Store) BindBatch() int { return max(1, s.maxOps/3) }
 
 // Bind binds instances to nodes in one transaction: it sets each
 // instance's node and CPU set, moves it to Scheduled and writes its

@@ -30,7 +30,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -186,16 +185,16 @@ func startEmbedded(ctx context.Context, dataDir string, member *Member) (*embed.
 	ec.AutoCompactionMode = embed.CompactorModePeriodic
 	ec.AutoCompactionRetention = "1h"
 	// The store talks to the embedded server in-process; the listeners
-	// only have to exist. A unix socket for clients keeps them off the
-	// network; the peer listener takes a free loopback port.
+	// only have to exist. Unix sockets in the root-only etcd dir keep
+	// them off the network: a member alone has no peers to meet, and a
+	// TCP peer port would answer anyone on the machine in the clear
+	// (a member of several listens where Member says, over TLS).
 	sock := filepath.Join(dir, "client.sock")
 	_ = os.Remove(sock)
 	cu, _ := url.Parse("unix://" + sock)
-	port, err := freePort()
-	if err != nil {
-		return nil, fmt.Errorf("etcd peer port: %w", err)
-	}
-	pu, _ := url.Parse(fmt.Sprintf("http://127.0.0.1:%d", port))
+	psock := filepath.Join(dir, "peer.sock")
+	_ = os.Remove(psock)
+	pu, _ := url.Parse("unix://" + psock)
 	ec.ListenClientUrls, ec.AdvertiseClientUrls = []url.URL{*cu}, []url.URL{*cu}
 	ec.ListenPeerUrls, ec.AdvertisePeerUrls = []url.URL{*pu}, []url.URL{*pu}
 	ec.InitialCluster = ec.InitialClusterFromName(ec.Name)
@@ -244,15 +243,6 @@ func lockDir(dir string) (*os.File, error) {
 		return nil, fmt.Errorf("etcd data dir %s: lock: %w", dir, err)
 	}
 	return f, nil
-}
-
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
 // Close releases the client and stops the embedded etcd, if any. The

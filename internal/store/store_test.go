@@ -344,10 +344,10 @@ func TestCreateManyBeyondOneTransaction(t *testing.T) {
 		t.Fatalf("listed %d, want %d (%v)", len(list), n, err)
 	}
 	// Large objects split by size as well as by count.
-	big := make([]api.Object, 40)
+	big := make([]api.Object, 70)
 	for i := range big {
 		in := instance(fmt.Sprintf("big-%d", i))
-		in.Spec.Template.Env = map[string]string{"PAYLOAD": strings.Repeat("x", 100<<10)}
+		in.Spec.Template.Env = map[string]string{"PAYLOAD": strings.Repeat("x", api.MaxTemplateBytes-1024)}
 		big[i] = in
 	}
 	if err := s.CreateMany(ctx, big); err != nil {

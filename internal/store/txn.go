@@ -161,6 +161,10 @@ func (t *Txn) Commit(ctx context.Context) error {
 			writes = append(writes, clientv3.OpPut(op.assign, string(op.value)))
 		}
 	}
+	// A bound instance writes its assignment key too: etcd counts those.
+	if len(writes) > s.maxOps {
+		return fmt.Errorf("transaction of %d writes (with assignment keys): %w: at most %d", len(writes), errdefs.ErrInvalidArgument, s.maxOps)
+	}
 	// On failure, read what the comparisons were about: the objects', in
 	// order, then the fence's.
 	var elses []clientv3.Op

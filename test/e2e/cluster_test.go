@@ -34,7 +34,11 @@ type cluster struct {
 var netnsSeq atomic.Int64
 
 func startCluster(t *testing.T, upArgs ...string) *cluster {
-	e := newEnv(t)
+	return startClusterIn(t, newEnv(t), upArgs...)
+}
+
+// startClusterIn is startCluster on a data dir the test prepared.
+func startClusterIn(t *testing.T, e *env, upArgs ...string) *cluster {
 	e.demoImage()
 	c := &cluster{env: e, args: upArgs}
 	if !slices.Contains(upArgs, "--no-network") {

@@ -18,6 +18,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/berth-dev/berth/api"
+	"github.com/berth-dev/berth/internal/lan"
 	"github.com/berth-dev/berth/internal/leader"
 )
 
@@ -25,6 +26,7 @@ import (
 type haServer struct {
 	name, dataDir   string
 	api, etcd, peer string // host:port
+	args            []string
 	cmd             *exec.Cmd
 	killed          bool
 }
@@ -56,21 +58,22 @@ func startHACluster(t *testing.T) *haCluster {
 		s := &haServer{name: fmt.Sprintf("s%d", i+1), dataDir: t.TempDir(),
 			api: freeAddr(t, host), etcd: freeAddr(t, host), peer: freeAddr(t, host)}
 		c.servers = append(c.servers, s)
-		peers = append(peers, s.name+"=http://"+s.peer)
+		peers = append(peers, s.name+"="+s.peer)
+	}
+	// One server makes the cluster's CA and seal key; the others get copies.
+	if out, err := exec.Command(berthBin, "--data-dir", c.servers[0].dataDir, "server", "init").CombinedOutput(); err != nil {
+		t.Fatalf("berth server init: %v\n%s", err, out)
+	}
+	for _, s := range c.servers[1:] {
+		if err := lan.ShareSecrets(c.servers[0].dataDir, s.dataDir); err != nil {
+			t.Fatal(err)
+		}
 	}
 	for _, s := range c.servers {
-		s.cmd = exec.Command(berthBin, "--data-dir", s.dataDir, "server", "-v", "--name", s.name,
+		s.args = []string{"--data-dir", s.dataDir, "server", "-v", "--name", s.name,
 			"--listen", s.api, "--peer-listen", s.peer, "--etcd-client-listen", s.etcd,
-			"--peers", strings.Join(peers, ","))
-		log, err := os.Create(filepath.Join(s.dataDir, "server.log"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		s.cmd.Stdout, s.cmd.Stderr = log, log
-		s.cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
-		if err := s.cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
+			"--peers", strings.Join(peers, ",")}
+		c.start(s)
 	}
 	t.Cleanup(func() {
 		for _, s := range c.servers {
@@ -99,6 +102,23 @@ func startHACluster(t *testing.T) *haCluster {
 		})
 	}
 	return c
+}
+
+// start runs server s's berth process, its output appended to its log.
+func (c *haCluster) start(s *haServer) {
+	c.t.Helper()
+	s.cmd = exec.Command(berthBin, s.args...)
+	log, err := os.OpenFile(filepath.Join(s.dataDir, "server.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	defer log.Close()
+	s.cmd.Stdout, s.cmd.Stderr = log, log
+	s.cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if err := s.cmd.Start(); err != nil {
+		c.t.Fatal(err)
+	}
+	s.killed = false
 }
 
 // run runs berth against server s's API over TCP.

@@ -95,13 +95,14 @@ type Result struct {
 }
 
 // Backoff gives the delay before the next start after attempt n exited having
-// run for ran. A container that ran a while (a healthy life, then a crash)
+// run for ran: 100 ms doubling up to 10 s, as Kubernetes and Nomad grow
+// theirs. A container that ran ten minutes (a healthy life, then a crash)
 // starts over from no delay, so one crash a day never waits.
 func Backoff(attempt int, ran time.Duration) time.Duration {
 	const (
 		base    = 100 * time.Millisecond
-		ceiling = 5 * time.Second
-		reset   = 10 * time.Second
+		ceiling = 10 * time.Second
+		reset   = 10 * time.Minute
 	)
 	if ran >= reset || attempt == 0 {
 		return 0

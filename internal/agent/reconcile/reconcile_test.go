@@ -97,10 +97,10 @@ func TestBackoff(t *testing.T) {
 	if Backoff(1, 0) != 100*time.Millisecond || Backoff(2, 0) != 200*time.Millisecond {
 		t.Errorf("backoff does not start at 100ms and double: %v %v", Backoff(1, 0), Backoff(2, 0))
 	}
-	if Backoff(50, 0) != 5*time.Second {
-		t.Errorf("backoff is not capped at 5s: %v", Backoff(50, 0))
+	if Backoff(50, 0) != 10*time.Second || Backoff(7, 9*time.Minute) != 6400*time.Millisecond {
+		t.Errorf("backoff is not capped at 10s or resets before 10 minutes: %v %v", Backoff(50, 0), Backoff(7, 9*time.Minute))
 	}
-	if Backoff(7, time.Minute) != 0 {
-		t.Error("a container that ran a minute should restart at once")
+	if Backoff(7, 10*time.Minute) != 0 {
+		t.Error("a container that ran ten minutes should restart at once")
 	}
 }

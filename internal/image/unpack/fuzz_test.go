@@ -27,6 +27,7 @@ func FuzzLayer(f *testing.F) {
 	f.Add([]byte{2, 4, 1, 0, 5, 7, 3, 4, 2})
 	f.Add([]byte{1, 0, 3, 0, 2, 6, 4, 7, 0, 1})
 	f.Add([]byte{3, 3, 0, 4, 4, 1, 0, 2, 0, 6, 2, 2})
+	f.Add([]byte{5, 0, 0, 1, 3, 6, 0, 4, 0, 7, 0, 2})
 	f.Fuzz(func(t *testing.T, data []byte) {
 		base := t.TempDir()
 		canary := filepath.Join(base, "canary")
@@ -55,7 +56,7 @@ func FuzzLayer(f *testing.F) {
 			return b
 		}
 		for len(data) > 0 {
-			typ := next() % 5
+			typ := next() % 8
 			n := 1 + next()%3
 			var parts []string
 			for range n {
@@ -73,6 +74,12 @@ func FuzzLayer(f *testing.F) {
 				h.Typeflag, h.Linkname = tar.TypeLink, links[next()%len(links)]
 			case 4:
 				h.Typeflag, h.Linkname = tar.TypeLink, filepath.Join(canary, "secret")
+			case 5:
+				h.Typeflag, h.Devmajor, h.Devminor = tar.TypeChar, int64(next()%9), int64(next()%9)
+			case 6:
+				h.Typeflag, h.Devmajor, h.Devminor = tar.TypeBlock, 8, int64(next()%4)
+			case 7:
+				h.Typeflag = tar.TypeFifo
 			}
 			if tw.WriteHeader(h) != nil {
 				continue

@@ -16,6 +16,8 @@ import (
 	"encoding/binary"
 	"fmt"
 	"strings"
+
+	"github.com/berth-dev/berth/api"
 )
 
 // Environment variables that select a stage and point at its plan.
@@ -290,8 +292,11 @@ func (p *Plan) MarshalBinary() ([]byte, error) {
 		binary.NativeEndian.PutUint32(v[:], uint32(p.PID))
 		rec(recPID, v[:])
 	}
-	if len(p.Args) >= 255 || len(p.Env) >= 256 || len(p.Mounts) >= 256 {
-		return nil, fmt.Errorf("launch plan: too many args, env entries or mounts (at most 254, 255, 255)")
+	// plan.h's MAX_ITEMS (256) sizes the arrays these fill; admission
+	// checks templates against the same limits.
+	if len(p.Args) > api.LaunchMaxArgs || len(p.Env) > api.LaunchMaxEnv || len(p.Mounts) > api.LaunchMaxMounts {
+		return nil, fmt.Errorf("launch plan: %d args, %d env entries, %d mounts: at most %d, %d, %d",
+			len(p.Args), len(p.Env), len(p.Mounts), api.LaunchMaxArgs, api.LaunchMaxEnv, api.LaunchMaxMounts)
 	}
 	if err != nil {
 		return nil, err

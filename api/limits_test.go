@@ -1,0 +1,80 @@
+package api
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+)
+
+// Each admission limit refuses one over it, naming the field and the cap,
+// and takes one at it.
+func TestAdmissionLimits(t *testing.T) {
+	tmpl := func(f func(*Template)) Template {
+		t := Template{Image: "demo/busybox:1"}
+		f(&t)
+		return t
+	}
+	vols := func(n int) []Volume {
+		var out []Volume
+		for i := range n {
+			out = append(out, Volume{HostPath: "/srv", Path: fmt.Sprintf("/v%d", i)})
+		}
+		return out
+	}
+	ports := func(n int) []Port {
+		var out []Port
+		for i := range n {
+			out = append(out, Port{Container: 1000 + i})
+		}
+		return out
+	}
+	env := func(n int) map[string]string {
+		out := map[string]string{}
+		for i := range n {
+			out[fmt.Sprintf("V%d", i)] = "x"
+		}
+		return out
+	}
+	tests := []struct {
+		field   string
+		limit   int
+		at, ovr Object
+	}{
+		{"replicas", MaxReplicas,
+			&Service{Metadata: Metadata{Name: "s"}, Spec: ServiceSpec{Replicas: MaxReplicas, Template: tmpl(func(*Template) {})}},
+			&Service{Metadata: Metadata{Name: "s"}, Spec: ServiceSpec{Replicas: MaxReplicas + 1, Template: tmpl(func(*Template) {})}}},
+		{"completions", MaxCompletions,
+			&Job{Metadata: Metadata{Name: "j"}, Spec: JobSpec{Completions: MaxCompletions, Template: tmpl(func(*Template) {})}},
+			&Job{Metadata: Metadata{Name: "j"}, Spec: JobSpec{Completions: MaxCompletions + 1, Template: tmpl(func(*Template) {})}}},
+		{"parallelism", MaxParallelism,
+			&Job{Metadata: Metadata{Name: "j"}, Spec: JobSpec{Completions: 1, Parallelism: MaxParallelism, Template: tmpl(func(*Template) {})}},
+			&Job{Metadata: Metadata{Name: "j"}, Spec: JobSpec{Completions: 1, Parallelism: MaxParallelism + 1, Template: tmpl(func(*Template) {})}}},
+		{"template.env", MaxEnv,
+			&Service{Metadata: Metadata{Name: "s"}, Spec: ServiceSpec{Template: tmpl(func(t *Template) { t.Env = env(MaxEnv) })}},
+			&Service{Metadata: Metadata{Name: "s"}, Spec: ServiceSpec{Template: tmpl(func(t *Template) { t.Env = env(MaxEnv + 1) })}}},
+		{"template.command", MaxArgs,
+			&Service{Metadata: Metadata{Name: "s"}, Spec: ServiceSpec{Template: tmpl(func(t *Template) { t.Command = make([]string, 4); t.Args = make([]string, MaxArgs-4) })}},
+			&Service{Metadata: Metadata{Name: "s"}, Spec: ServiceSpec{Template: tmpl(func(t *Template) { t.Command = make([]string, 4); t.Args = make([]string, MaxArgs-3) })}}},
+		{"template.volumes", MaxVolumes,
+			&Service{Metadata: Metadata{Name: "s"}, Spec: ServiceSpec{Template: tmpl(func(t *Template) { t.Volumes = vols(MaxVolumes) })}},
+			&Service{Metadata: Metadata{Name: "s"}, Spec: ServiceSpec{Template: tmpl(func(t *Template) { t.Volumes = vols(MaxVolumes + 1) })}}},
+		{"template.ports", MaxPorts,
+			&Service{Metadata: Metadata{Name: "s"}, Spec: ServiceSpec{Template: tmpl(func(t *Template) { t.Ports = ports(MaxPorts) })}},
+			&Service{Metadata: Metadata{Name: "s"}, Spec: ServiceSpec{Template: tmpl(func(t *Template) { t.Ports = ports(MaxPorts + 1) })}}},
+		{"template", MaxTemplateBytes,
+			&Service{Metadata: Metadata{Name: "s"}, Spec: ServiceSpec{Template: tmpl(func(t *Template) { t.Env = map[string]string{"V": strings.Repeat("x", MaxTemplateBytes-100)} })}},
+			&Service{Metadata: Metadata{Name: "s"}, Spec: ServiceSpec{Template: tmpl(func(t *Template) { t.Env = map[string]string{"V": strings.Repeat("x", MaxTemplateBytes)} })}}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.field, func(t *testing.T) {
+			if err := tc.at.Validate(); err != nil {
+				t.Fatalf("at the limit: %v", err)
+			}
+			err := tc.ovr.Validate()
+			fe := FieldErrors(err)
+			if len(fe) != 1 || fe[0].Field != tc.field || !strings.Contains(fe[0].Reason, fmt.Sprint(tc.limit)) {
+				t.Fatalf("over the limit: %v, want one error on %s naming %d", err, tc.field, tc.limit)
+			}
+		})
+	}
+}

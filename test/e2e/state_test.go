@@ -1,0 +1,62 @@
+package e2e
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/berth-dev/berth/api"
+)
+
+// berth run of an image that does not exist fails and stores nothing.
+func TestRunMissingImageLeavesNothing(t *testing.T) {
+	c := startCluster(t, "--no-network")
+	_, errOut, code := c.run("run", "--name", "ghost", "--timeout", "60s", "demo/nosuch:1", "sleep", "1")
+	if code == 0 || !strings.Contains(errOut, "cannot start") || !strings.Contains(errOut, "removed") {
+		t.Fatalf("run of a missing image: exit %d, stderr %q", code, errOut)
+	}
+	if _, _, code := c.run("get", "service", "ghost"); code == 0 {
+		t.Fatal("the service of a run that failed is still stored")
+	}
+	eventually(t, 20*time.Second, "its instance to go", func() bool { return len(c.ownedBy("ghost")) == 0 })
+}
+
+// A cordoned node is said to be cordoned, not "not ready".
+func TestCordonedNodeReported(t *testing.T) {
+	c := startCluster(t, "--no-network")
+	var nodes []api.Node
+	if err := jsonOut(c.ok("get", "nodes", "-o", "json"), &nodes); err != nil || len(nodes) != 1 {
+		t.Fatalf("nodes: %v %v", nodes, err)
+	}
+	node := nodes[0].Metadata.Name
+	c.ok("node", "cordon", node)
+	c.ok("run", "--no-wait", "--name", "waits", "demo/busybox:1", "sleep", "1d")
+	var msg string
+	eventually(t, 20*time.Second, "the instance to say why it waits", func() bool {
+		list := c.ownedBy("waits")
+		if len(list) == 1 {
+			msg = list[0].Status.Message
+		}
+		return msg != ""
+	})
+	if !strings.Contains(msg, "cordoned") || strings.Contains(msg, "not ready") {
+		t.Fatalf("unschedulable message on a cordoned node: %q", msg)
+	}
+	if out := c.ok("get", "nodes"); !strings.Contains(out, "Ready,SchedulingDisabled") {
+		t.Fatalf("get nodes of a cordoned node:\n%s", out)
+	}
+}
+
+// A fresh start records no NodeNotReady and no NodeReady event: the node
+// was never down.
+func TestFreshStartNoNodeWarnings(t *testing.T) {
+	c := startCluster(t, "--no-network")
+	// The agent's first heartbeats and a few controller passes.
+	eventually(t, 20*time.Second, "the node to be Ready", func() bool {
+		return strings.Contains(c.ok("get", "nodes"), "Ready")
+	})
+	c.ok("run", "--name", "probe", "demo/busybox:1", "sleep", "1d") // the control plane has acted since
+	if ev := c.ok("get", "events"); strings.Contains(ev, "NodeNotReady") || strings.Contains(ev, "NodeReady") {
+		t.Fatalf("events of a fresh start:\n%s", ev)
+	}
+}
