@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chromedp/cdproto/emulation"
 	"github.com/chromedp/cdproto/network"
 	"github.com/chromedp/chromedp"
 
@@ -235,6 +236,84 @@ new MutationObserver(ms => { for (const m of ms) { const ts = m.type === "attrib
 		t.Errorf("stream without a session: %d, want 401", resp.StatusCode)
 	}
 
+	// Keyboard: a tile is a link, Enter opens its instance, and the
+	// instance's Restart button works from the keyboard too.
+	var hash string
+	drive(t, ctx, "an instance by keyboard",
+		chromedp.Navigate(base+"#/map"),
+		chromedp.WaitVisible(`#map .tile`, chromedp.ByQuery),
+		chromedp.Evaluate(`window.confirm = () => true; true`, nil),
+		chromedp.Focus(`#map .tile[data-key^="default/web-"]`, chromedp.ByQuery),
+		chromedp.KeyEvent("\r"),
+		chromedp.WaitVisible("#inst-phase", chromedp.ByID),
+		chromedp.Evaluate(`location.hash`, &hash),
+	)
+	inst, ok := strings.CutPrefix(hash, "#/instance/default/")
+	if !ok {
+		t.Fatalf("Enter on a tile went to %q, want an instance page", hash)
+	}
+	restarts := func() int {
+		var in api.Instance
+		if err := json.Unmarshal([]byte(c.ok("get", "instance", inst, "-o", "json")), &in); err != nil {
+			t.Fatal(err)
+		}
+		return in.Status.Restarts
+	}
+	before := restarts()
+	drive(t, ctx, "restart by keyboard", chromedp.Focus("#restart-btn", chromedp.ByID), chromedp.KeyEvent("\r"))
+	eventually(t, 30*time.Second, "the instance restarted from the page", func() bool { return restarts() > before })
+
+	// Nodes: cordon, uncordon and drain from the page reach the API.
+	var node string
+	drive(t, ctx, "nodes page",
+		chromedp.Navigate(base+"#/nodes"),
+		chromedp.WaitVisible(`#nodes tr[data-node]`, chromedp.ByQuery),
+		chromedp.Evaluate(`document.querySelector("#nodes tr[data-node]").dataset.node`, &node),
+	)
+	nodeSpec := func() api.NodeSpec {
+		var n api.Node
+		if err := json.Unmarshal([]byte(c.ok("get", "node", node, "-o", "json")), &n); err != nil {
+			t.Fatal(err)
+		}
+		return n.Spec
+	}
+	for _, step := range []struct {
+		act  string
+		want func(api.NodeSpec) bool
+		cell string
+	}{
+		{"cordon", func(s api.NodeSpec) bool { return s.Unschedulable }, "cordoned"},
+		{"uncordon", func(s api.NodeSpec) bool { return !s.Unschedulable }, "schedulable"},
+	} {
+		drive(t, ctx, step.act, chromedp.Click(fmt.Sprintf(`#nodes button[data-act=%q]`, step.act), chromedp.ByQuery))
+		eventually(t, 20*time.Second, "node "+step.act+"ed from the page", func() bool { return step.want(nodeSpec()) })
+		pageEventually(t, ctx, 10*time.Second, "the nodes page to say "+step.cell, fmt.Sprintf(`document.querySelector("#nodes td.sched").textContent === %q`, step.cell))
+	}
+
+	// Drain (confirmed) from the nodes page: web's instances leave the
+	// node; uncordoned, they come back.
+	drive(t, ctx, "drain",
+		chromedp.Navigate(base+"#/nodes"),
+		chromedp.WaitVisible(`#nodes button[data-act=drain]`, chromedp.ByQuery),
+		chromedp.Evaluate(`window.confirm = () => true; true`, nil),
+		chromedp.Click(`#nodes button[data-act=drain]`, chromedp.ByQuery),
+	)
+	eventually(t, 30*time.Second, "node drained from the page", func() bool {
+		return nodeSpec().Unschedulable && len(c.running("web")) == 0
+	})
+	drive(t, ctx, "uncordon after drain", chromedp.Click(`#nodes button[data-act=uncordon]`, chromedp.ByQuery))
+	eventually(t, 20*time.Second, "node uncordoned after the drain", func() bool { s := nodeSpec(); return !s.Draining && !s.Unschedulable })
+	c.waitRunning("web", 2)
+
+	// Light and dark: the page follows prefers-color-scheme.
+	for _, scheme := range []struct{ name, bg string }{{"dark", "rgb(17, 20, 24)"}, {"light", "rgb(250, 250, 250)"}} {
+		drive(t, ctx, scheme.name+" mode", emulation.SetEmulatedMedia().WithFeatures([]*emulation.MediaFeature{{Name: "prefers-color-scheme", Value: scheme.name}}))
+		pageEventually(t, ctx, 5*time.Second, scheme.name+" background", fmt.Sprintf(`getComputedStyle(document.body).backgroundColor === %q`, scheme.bg))
+		if scheme.name == "dark" {
+			saveScreenshot(t, ctx, "dashboard-nodes-dark.png")
+		}
+	}
+
 	// berth dashboard prints a one-time link on loopback for the unix socket.
 	dashAddr := freeAddr(t, "127.0.0.1")
 	dash := exec.Command(berthBin, "--data-dir", c.dataDir, "dashboard", "--listen", dashAddr)
@@ -272,4 +351,17 @@ new MutationObserver(ms => { for (const m of ms) { const ts = m.type === "attrib
 	if resp.StatusCode != http.StatusNotFound {
 		t.Errorf("a sign-in code asked through the loopback listener: %d, want 404", resp.StatusCode)
 	}
+
+	// Remove, confirmed, from the service page.
+	drive(t, ctx, "remove from the page",
+		chromedp.Navigate(base+"#/service/default/web"),
+		chromedp.WaitVisible("#remove-btn", chromedp.ByID),
+		chromedp.Evaluate(`window.confirm = () => true; true`, nil),
+		chromedp.Click("#remove-btn", chromedp.ByID),
+	)
+	eventually(t, 20*time.Second, "web removed from the page", func() bool {
+		_, _, code := c.run("get", "service", "web")
+		return code != 0
+	})
+	pageEventually(t, ctx, 30*time.Second, "web's tiles gone from the map", `location.hash = "#/map", document.querySelectorAll('#map .tile[data-key^="default/web-"]').length === 0`)
 }
