@@ -173,6 +173,21 @@ new MutationObserver(ms => { for (const m of ms) { const ts = m.type === "attrib
 	pageEventually(t, ctx, 30*time.Second, "the killed instance's tile red", fmt.Sprintf(`(window.__hist[%q] || []).includes("bad")`, victim))
 	pageEventually(t, ctx, 30*time.Second, "the killed instance's tile green again", fmt.Sprintf(`%s && %s.dataset.state === "ok" && window.__sameLoad === true`, sel, sel))
 
+	// Events: filtered, and live: a rolling restart from the CLI adds
+	// web's events to the filtered list without a reload.
+	drive(t, ctx, "events page",
+		chromedp.Navigate(base+"#/events"),
+		chromedp.WaitVisible("#ev-filter", chromedp.ByID),
+		chromedp.SendKeys("#ev-filter", "Service web", chromedp.ByID),
+	)
+	const shown = `[...document.querySelectorAll("#evs li")]`
+	pageEventually(t, ctx, 10*time.Second, "only web's events", shown+`.length > 0 && `+shown+`.every(li => li.textContent.includes("Service web"))`)
+	var evBefore int
+	drive(t, ctx, "count events", chromedp.Evaluate(shown+`.length`, &evBefore))
+	c.ok("restart", "web")
+	pageEventually(t, ctx, 30*time.Second, "the restart's events", fmt.Sprintf(`%s.length > %d && %s.every(li => li.textContent.includes("Service web")) && window.__sameLoad === true`, shown, evBefore, shown))
+	c.waitRunning("web", 5)
+
 	// Scaling from the service page changes the service in the API.
 	drive(t, ctx, "service page",
 		chromedp.Navigate(base+"#/service/default/web"),
@@ -364,4 +379,40 @@ new MutationObserver(ms => { for (const m of ms) { const ts = m.type === "attrib
 		return code != 0
 	})
 	pageEventually(t, ctx, 30*time.Second, "web's tiles gone from the map", `location.hash = "#/map", document.querySelectorAll('#map .tile[data-key^="default/web-"]').length === 0`)
+}
+
+// TestDashboardOnBerthServer signs in to a berth server's dashboard with
+// the admin token, and with the link `berth dashboard --server` prints.
+func TestDashboardOnBerthServer(t *testing.T) {
+	requireRoot(t)
+	dataDir := t.TempDir()
+	addr := freeAddr(t, "127.0.0.1")
+	srv := startProcess(t, "berth server", "--data-dir", dataDir, "server", "--name", "s1",
+		"--listen", addr, "--peer-listen", freeAddr(t, "127.0.0.1"))
+	eventually(t, 60*time.Second, "berth server's dashboard line", func() bool {
+		return strings.Contains(srv.out.String(), "Dashboard on https://"+addr+"/ui/")
+	})
+	token := readToken(t, filepath.Join(dataDir, "tls", "token"))
+
+	c := &cluster{env: &env{t: t, dataDir: dataDir}}
+	ctx := c.browser(t)
+	base := "https://" + addr + "/ui/"
+	drive(t, ctx, "sign in to berth server",
+		chromedp.Navigate(base),
+		chromedp.WaitVisible("#token", chromedp.ByID),
+		chromedp.SendKeys("#token", token, chromedp.ByID),
+		chromedp.Click("#signin", chromedp.ByID),
+		chromedp.WaitVisible("#map", chromedp.ByID),
+	)
+	pageEventually(t, ctx, 10*time.Second, "the page live", `document.getElementById("live").textContent === "live"`)
+
+	out, errOut, code := c.run("--server", "https://"+addr, "--token", token, "--ca-file", filepath.Join(dataDir, "tls", "ca.crt"), "dashboard")
+	link, ok := strings.CutPrefix(strings.TrimSpace(out), "Dashboard: ")
+	if code != 0 || !ok || !strings.HasPrefix(link, base+"login?code=") {
+		t.Fatalf("berth dashboard --server: exit %d, %q %s; want a link on %s", code, out, errOut, base)
+	}
+	// A fresh browser profile: no cookie but the link's.
+	ctx2 := c.browser(t)
+	drive(t, ctx2, "the link of berth dashboard --server", chromedp.Navigate(link), chromedp.WaitVisible("#map", chromedp.ByID))
+	drive(t, ctx2, "the link again", chromedp.Navigate(link), chromedp.WaitVisible("#login-error", chromedp.ByID))
 }
