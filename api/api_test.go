@@ -3,6 +3,8 @@ package api
 import (
 	"encoding/json"
 	"errors"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -141,8 +143,20 @@ func TestValidateService(t *testing.T) {
 		}, "template.health"},
 		{"bad restart", func(s *Service) { s.Spec.Template.Restart = "sometimes" }, "template.restart"},
 		{"relative volume", func(s *Service) {
-			s.Spec.Template.Volumes = []Volume{{HostPath: "data", Path: "/data"}}
+			s.Spec.Template.Volumes = []VolumeMount{{HostPath: "data", Path: "/data"}}
 		}, "template.volumes[0].hostPath"},
+		{"volume of two kinds", func(s *Service) {
+			s.Spec.Template.Volumes = []VolumeMount{{Name: "data", HostPath: "/srv", Path: "/data"}}
+		}, "template.volumes[0]"},
+		{"bad volume name", func(s *Service) {
+			s.Spec.Template.Volumes = []VolumeMount{{Name: "Data_1", Path: "/data"}}
+		}, "template.volumes[0].name"},
+		{"tmpfs without size", func(s *Service) {
+			s.Spec.Template.Volumes = []VolumeMount{{Tmpfs: &TmpfsVolume{}, Path: "/cache"}}
+		}, "template.volumes[0].tmpfs.size"},
+		{"two volumes on one path", func(s *Service) {
+			s.Spec.Template.Volumes = []VolumeMount{{Name: "a", Path: "/data"}, {Name: "b", Path: "/data/"}}
+		}, "template.volumes[1].path"},
 		{"bad constraint op", func(s *Service) {
 			s.Spec.Placement.Constraints = []Constraint{{Key: "zone", Op: "~", Values: []string{"a"}}}
 		}, "placement.constraints[0].op"},
@@ -213,5 +227,29 @@ func TestDecodeStrictWire(t *testing.T) {
 	}
 	if err := DecodeStrict([]byte(`{"metadata":{"name":"web"}} {}`), &s); err == nil {
 		t.Fatal("trailing data accepted")
+	}
+}
+
+// The examples shipped in examples/ parse and validate.
+func TestExamplesValidate(t *testing.T) {
+	files, _ := filepath.Glob("../examples/*.yaml")
+	if len(files) == 0 {
+		t.Fatal("no examples found")
+	}
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		objs, err := ParseSpecs(filepath.Base(f), b)
+		if err != nil {
+			t.Errorf("%s: %v", f, err)
+			continue
+		}
+		for _, o := range objs {
+			if err := o.Validate(); err != nil {
+				t.Errorf("%s: %v", f, err)
+			}
+		}
 	}
 }

@@ -24,10 +24,11 @@ const (
 	KindJob      Kind = "Job"
 	KindInstance Kind = "Instance"
 	KindEvent    Kind = "Event"
+	KindVolume   Kind = "Volume"
 )
 
 // Kinds lists every kind, in a stable order.
-var Kinds = []Kind{KindNode, KindService, KindJob, KindInstance, KindEvent}
+var Kinds = []Kind{KindNode, KindService, KindJob, KindInstance, KindEvent, KindVolume}
 
 // Plural is the kind's name in URLs and etcd keys.
 func (k Kind) Plural() string {
@@ -42,6 +43,8 @@ func (k Kind) Plural() string {
 		return "instances"
 	case KindEvent:
 		return "events"
+	case KindVolume:
+		return "volumes"
 	}
 	return ""
 }
@@ -51,7 +54,7 @@ func (k Kind) Plural() string {
 func (k Kind) Namespaced() bool { return k != KindNode }
 
 // HasStatus reports whether the kind has a Status written apart from its spec.
-func (k Kind) HasStatus() bool { return k != KindEvent }
+func (k Kind) HasStatus() bool { return k != KindEvent && k != KindVolume }
 
 // KindFromPlural returns the kind whose plural is p.
 func KindFromPlural(p string) (Kind, bool) {
@@ -102,6 +105,8 @@ func New(k Kind) (Object, error) {
 		return &Instance{}, nil
 	case KindEvent:
 		return &Event{}, nil
+	case KindVolume:
+		return &Volume{}, nil
 	}
 	return nil, fmt.Errorf("unknown kind %q", k)
 }
@@ -143,12 +148,14 @@ func (s *Service) GetMetadata() *Metadata  { return &s.Metadata }
 func (j *Job) GetMetadata() *Metadata      { return &j.Metadata }
 func (i *Instance) GetMetadata() *Metadata { return &i.Metadata }
 func (e *Event) GetMetadata() *Metadata    { return &e.Metadata }
+func (v *Volume) GetMetadata() *Metadata   { return &v.Metadata }
 
 func (*Node) GetKind() Kind     { return KindNode }
 func (*Service) GetKind() Kind  { return KindService }
 func (*Job) GetKind() Kind      { return KindJob }
 func (*Instance) GetKind() Kind { return KindInstance }
 func (*Event) GetKind() Kind    { return KindEvent }
+func (*Volume) GetKind() Kind   { return KindVolume }
 
 var (
 	_ Object = (*Node)(nil)
@@ -156,4 +163,5 @@ var (
 	_ Object = (*Job)(nil)
 	_ Object = (*Instance)(nil)
 	_ Object = (*Event)(nil)
+	_ Object = (*Volume)(nil)
 )

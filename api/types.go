@@ -4,6 +4,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"path"
 	"strings"
 	"time"
 )
@@ -201,7 +202,7 @@ type Template struct {
 	// Restart is always (the default for services), on-failure (the default
 	// for jobs) or never.
 	Restart RestartPolicy `json:"restart,omitempty"`
-	Volumes []Volume      `json:"volumes,omitempty"`
+	Volumes []VolumeMount `json:"volumes,omitempty"`
 	// Runtime picks an OCI runtime other than the built-in one ("runc").
 	Runtime string `json:"runtime,omitempty"`
 	// RestartedAt changes to make a rollout (services) or a container
@@ -281,12 +282,72 @@ const (
 	RestartNever     RestartPolicy = "never"
 )
 
-// Volume mounts a host directory into the container.
+// VolumeMount puts storage at Path in the container. Exactly one of
+// Name, HostPath and Tmpfs says which:
+//
+//   - Name: a named volume, a directory berth makes on the node on first
+//     use (and records as a Volume object); it outlives the instance, its
+//     restarts and its rollouts, until `berth volume rm`;
+//   - HostPath: a directory (or file) of the node, bound as it is;
+//   - Tmpfs: memory-backed storage of a bounded size, empty at each start.
+type VolumeMount struct {
+	Name     string       `json:"name,omitempty"`
+	HostPath string       `json:"hostPath,omitempty"`
+	Tmpfs    *TmpfsVolume `json:"tmpfs,omitempty"`
+	Path     string       `json:"path"`
+	ReadOnly bool         `json:"readOnly,omitempty"`
+}
+
+// TmpfsVolume is a memory-backed volume; Size bounds what it holds.
+type TmpfsVolume struct {
+	Size Quantity `json:"size"`
+}
+
+// MaxTmpfsSize bounds one tmpfs volume: it is charged to memory.
+const MaxTmpfsSize = Quantity(16 << 30)
+
+// Volume is a named volume: node-local data that outlives the instances
+// using it. The agent of its node writes it when an instance first uses
+// the name; a user removes it (refused while an instance uses it), and
+// the agent then deletes the data.
 type Volume struct {
-	Name     string `json:"name,omitempty"`
-	HostPath string `json:"hostPath"`
-	Path     string `json:"path"`
-	ReadOnly bool   `json:"readOnly,omitempty"`
+	Metadata Metadata   `json:"metadata"`
+	Spec     VolumeSpec `json:"spec"`
+}
+
+// VolumeSpec says where a named volume's data lives.
+type VolumeSpec struct {
+	// Node holds the data; instances on other nodes cannot use the volume.
+	Node string `json:"node"`
+	// Path is the data's directory on the node.
+	Path string `json:"path,omitempty"`
+}
+
+// HostPathAllowed reports whether host path p is one of the allowed
+// directories or lies under one, after cleaning (so /srv/../etc is /etc).
+// An empty list allows every path.
+func HostPathAllowed(p string, allowed []string) bool {
+	if len(allowed) == 0 {
+		return true
+	}
+	p = path.Clean(p)
+	for _, a := range allowed {
+		a = path.Clean(a)
+		if p == a || a == "/" || strings.HasPrefix(p, a+"/") {
+			return true
+		}
+	}
+	return false
+}
+
+// Uses reports whether the template mounts the named volume name.
+func (t *Template) Uses(name string) bool {
+	for _, v := range t.Volumes {
+		if v.Name == name {
+			return true
+		}
+	}
+	return false
 }
 
 // Job is a batch workload: Completions indexed instances, Parallelism at

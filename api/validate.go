@@ -259,15 +259,52 @@ func validateTemplate(e *errs, prefix string, t *Template) {
 	default:
 		e.add(join(prefix, "restart"), "must be always, on-failure or never, got %q", t.Restart)
 	}
+	paths := map[string]int{}
 	for i, v := range t.Volumes {
 		vp := fmt.Sprintf("%s[%d]", join(prefix, "volumes"), i)
-		if !path.IsAbs(v.HostPath) {
-			e.add(vp+".hostPath", "must be an absolute path, got %q", v.HostPath)
+		n := 0
+		if v.Name != "" {
+			n++
+			if err := ValidateName(v.Name); err != nil {
+				e.add(vp+".name", "%v", err)
+			}
 		}
-		if !path.IsAbs(v.Path) || path.Clean(v.Path) == "/" {
+		if v.HostPath != "" {
+			n++
+			if !path.IsAbs(v.HostPath) || strings.Contains(v.HostPath, "\x00") {
+				e.add(vp+".hostPath", "must be an absolute path, got %q", v.HostPath)
+			}
+		}
+		if v.Tmpfs != nil {
+			n++
+			if v.Tmpfs.Size <= 0 || v.Tmpfs.Size > MaxTmpfsSize {
+				e.add(vp+".tmpfs.size", "must be between 1 byte and %s, got %s", MaxTmpfsSize, v.Tmpfs.Size)
+			}
+		}
+		if n != 1 {
+			e.add(vp, "set exactly one of name, hostPath and tmpfs")
+		}
+		if !path.IsAbs(v.Path) || path.Clean(v.Path) == "/" || strings.Contains(v.Path, "\x00") {
 			e.add(vp+".path", "must be an absolute path other than /, got %q", v.Path)
+		} else if j, dup := paths[path.Clean(v.Path)]; dup {
+			e.add(vp+".path", "%s is already mounted by volumes[%d]", v.Path, j)
+		} else {
+			paths[path.Clean(v.Path)] = i
 		}
 	}
+}
+
+// Validate checks a named volume.
+func (v *Volume) Validate() error {
+	var e errs
+	validateMetadata(&e, &v.Metadata, true)
+	if err := ValidateName(v.Spec.Node); err != nil {
+		e.add("spec.node", "%v", err)
+	}
+	if v.Spec.Path != "" && !path.IsAbs(v.Spec.Path) {
+		e.add("spec.path", "must be an absolute path, got %q", v.Spec.Path)
+	}
+	return e.err()
 }
 
 func cmpOr(s, def string) string {

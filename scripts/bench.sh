@@ -19,4 +19,6 @@ run cluster -berth "$bin"              # berth run / self-heal / RSS beside podm
 run scheduler                          # placements at 10,000 and 15,000 nodes
 run network                            # nftables data plane at 250,000 endpoints
 run multinode -berth "$bin"             # 3 servers + 3 agents on network namespaces: scale to 30, node loss
+run remote -berth "$bin" -n "${BENCH_EXEC_RUNS:-100}" # exec local/remote beside podman exec; logs -f throughput
+run idle -berth "$bin"                  # idle CPU of berth up with 200 instances beside Docker Swarm's daemons
 run dashboard                          # the web dashboard in Chromium at 1,000 instances: change-to-DOM, page weight, first paint

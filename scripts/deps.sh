@@ -5,7 +5,7 @@ set -euo pipefail
 
 want_pkgs=(gcc libc6-dev make pkg-config libseccomp-dev busybox-static runc crun iproute2 nftables procps chromium)
 if [ "${1:-}" = "bench" ]; then
-	want_pkgs+=(podman)
+	want_pkgs+=(podman docker.io)
 fi
 
 missing=()

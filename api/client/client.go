@@ -219,6 +219,11 @@ func (c *Client) send(ctx context.Context, method, path string, header http.Head
 		return resp, nil
 	}
 	defer resp.Body.Close()
+	return nil, errorFrom(method, path, resp)
+}
+
+// errorFrom reads the error a server answered.
+func errorFrom(method, path string, resp *http.Response) error {
 	b, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
 	var eb struct {
 		Error  string           `json:"error"`
@@ -231,7 +236,7 @@ func (c *Client) send(ctx context.Context, method, path string, header http.Head
 	} else {
 		e.Message = fmt.Sprintf("%s %s: %s: %s", method, path, resp.Status, strings.TrimSpace(string(b)))
 	}
-	return nil, e
+	return e
 }
 
 // Version is the build the server runs.

@@ -207,6 +207,11 @@ func (c *Client) Instances() InstanceClient {
 // Nodes reads and writes nodes.
 func (c *Client) Nodes() NodeClient { return NodeClient{Resource[api.Node, *api.Node]{c}} }
 
+// Volumes reads, records and removes named volumes.
+func (c *Client) Volumes() Resource[api.Volume, *api.Volume] {
+	return Resource[api.Volume, *api.Volume]{c}
+}
+
 // Events reads and records events.
 func (c *Client) Events() EventClient { return EventClient{Resource[api.Event, *api.Event]{c}} }
 

@@ -28,7 +28,9 @@ import (
 // Instance is what the agent needs to know of one assigned instance.
 type Instance struct {
 	Namespace, Name, UID string
-	Image                string
+	// Owner names the service or job the instance belongs to.
+	Owner string
+	Image string
 	// Command replaces the image's entrypoint, Args its default command.
 	Command, Args []string
 	Env           []string
@@ -41,6 +43,12 @@ type Instance struct {
 	StopGrace time.Duration
 	// Executor picks the OCI executor; empty is the built-in one.
 	Executor string
+	// Volumes are mounted in the container, in order.
+	Volumes []Volume
+	// HostPorts are published on the node; Service (namespace/name) is
+	// the service they are published for, empty for a job's instance.
+	HostPorts []HostPort
+	Service   string
 	// Template identifies the instance's template; when it changes (a
 	// restart was asked for) the running container is replaced.
 	Template string
@@ -149,6 +157,15 @@ type Config struct {
 	// DiskInterval is how often writable layers are measured against
 	// their limits and the reserve; DefaultDiskInterval when zero.
 	DiskInterval time.Duration
+	// VolumesDir holds the node's named volumes (namespace/name); without
+	// it an instance with a named volume fails to start. The ControlPlane
+	// must then be a VolumeStore too.
+	VolumesDir string
+	// AllowedHostPaths, when set, bound where a hostPath volume may lead
+	// once its symlinks are resolved on the node (the API checks the path
+	// as written; a symlink under an allowed directory could point
+	// anywhere).
+	AllowedHostPaths []string
 }
 
 // Agent runs the node's side of the cluster.

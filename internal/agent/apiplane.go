@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -182,7 +183,7 @@ func assignmentOf(in *api.Instance) (Assignment, bool) {
 func InstanceFromAPI(in *api.Instance) *Instance {
 	t := in.Spec.Template
 	out := &Instance{
-		Namespace: in.Metadata.Namespace, Name: in.Metadata.Name, UID: in.Metadata.UID,
+		Namespace: in.Metadata.Namespace, Name: in.Metadata.Name, UID: in.Metadata.UID, Owner: in.Spec.Owner.Name,
 		Image: t.Image, Command: t.Command, Args: t.Args, Executor: t.Runtime, Template: t.Hash(),
 		Restart:           reconcile.Policy(t.Restart),
 		ReportedContainer: in.Status.ContainerID, ReportedHealthy: in.Status.Healthy,
@@ -196,6 +197,21 @@ func InstanceFromAPI(in *api.Instance) *Instance {
 		if in.Spec.Owner.Kind == api.KindJob {
 			out.Restart = reconcile.OnFailure
 		}
+	}
+	if in.Spec.Owner.Kind == api.KindService {
+		out.Service = in.Metadata.Namespace + "/" + in.Spec.Owner.Name
+	}
+	for _, p := range t.Ports {
+		if p.Host != 0 {
+			out.HostPorts = append(out.HostPorts, HostPort{Protocol: cmp.Or(p.Protocol, "tcp"), Port: p.Host})
+		}
+	}
+	for _, v := range t.Volumes {
+		av := Volume{Name: v.Name, HostPath: v.HostPath, Path: v.Path, ReadOnly: v.ReadOnly}
+		if v.Tmpfs != nil {
+			av.TmpfsSize = int64(v.Tmpfs.Size)
+		}
+		out.Volumes = append(out.Volumes, av)
 	}
 	if len(in.Spec.CPUSet) > 0 {
 		out.Resources.CPUSet = hostinfo.FormatList(in.Spec.CPUSet)
@@ -284,4 +300,39 @@ func (p *APIPlane) PodSubnet(ctx context.Context, node string) (string, error) {
 		case <-time.After(100 * time.Millisecond): // the watch broke: look again, not in a tight loop
 		}
 	}
+}
+
+var _ VolumeStore = (*APIPlane)(nil)
+
+// EnsureVolume records a named volume as the node's, unless it is already.
+func (p *APIPlane) EnsureVolume(ctx context.Context, namespace, name, node, path string) error {
+	v, err := p.c.Volumes().Get(ctx, namespace, name)
+	switch {
+	case err == nil && v.Spec.Node != node:
+		return fmt.Errorf("%s: %w: its data is on node %q", api.RefOf(v), errdefs.ErrFailedPrecondition, v.Spec.Node)
+	case err == nil:
+		return nil
+	case !errdefs.IsNotFound(err):
+		return err
+	}
+	v = &api.Volume{Metadata: api.Metadata{Namespace: namespace, Name: name}, Spec: api.VolumeSpec{Node: node, Path: path}}
+	if _, err := p.c.Volumes().Apply(ctx, v); err != nil {
+		return fmt.Errorf("record %s: %w", api.Ref(api.KindVolume, namespace, name), err)
+	}
+	return nil
+}
+
+// NodeVolumes lists the named volumes recorded on node, as "namespace/name".
+func (p *APIPlane) NodeVolumes(ctx context.Context, node string) (map[string]bool, error) {
+	list, _, err := p.c.Volumes().List(ctx, "")
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]bool{}
+	for _, v := range list {
+		if v.Spec.Node == node {
+			out[v.Metadata.Namespace+"/"+v.Metadata.Name] = true
+		}
+	}
+	return out, nil
 }

@@ -34,6 +34,36 @@ type Network interface {
 	ReleaseStale(ctx context.Context, live []string) error
 }
 
+// HostPortChecker is a Network that publishes host ports: it tells
+// whether an instance of service (namespace/name; empty for a job's
+// instance) may publish port/protocol on the node, which it may not when
+// another process holds the port.
+type HostPortChecker interface {
+	CheckHostPort(service, protocol string, port int) error
+}
+
+// HostPort is a port an instance publishes on its node.
+type HostPort struct {
+	Protocol string // tcp or udp
+	Port     int
+}
+
+// checkHostPorts refuses a start whose published ports another process
+// holds on the node, naming the port ("address already in use"), rather
+// than taking the port's traffic from that process.
+func (a *Agent) checkHostPorts(inst *Instance) error {
+	hc, ok := a.net.(HostPortChecker)
+	if !ok {
+		return nil
+	}
+	for _, p := range inst.HostPorts {
+		if err := hc.CheckHostPort(inst.Service, p.Protocol, p.Port); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // StagedNetwork is a Network that can hand out an address at once and
 // wire the namespace later (wire runs once, before the container starts),
 // so that the wiring overlaps the rest of the start.

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/berth-dev/berth/internal/agent/reconcile"
+	"github.com/berth-dev/berth/internal/metrics"
 	"github.com/berth-dev/berth/internal/runtime"
 )
 
@@ -175,6 +176,7 @@ func (a *Agent) refresh(ctx context.Context) error {
 		a.full = false
 		clear(a.dirty)
 		a.releaseStale(ctx)
+		a.collectVolumes(ctx)
 		return nil
 	}
 	for id := range a.dirty {
@@ -240,6 +242,12 @@ func (a *Agent) start(ctx context.Context, inst *Instance, attempt int) (runtime
 		Labels: map[string]string{labelInstance: inst.Key(), labelUID: inst.UID, labelAttempt: strconv.Itoa(attempt),
 			labelGrace: inst.StopGrace.String(), labelTemplate: inst.Template},
 	}
+	if err := a.checkHostPorts(inst); err != nil {
+		return runtime.Status{}, fmt.Errorf("start %s: %w", id, err)
+	}
+	if err := a.volumeMounts(ctx, inst, &c); err != nil {
+		return runtime.Status{}, fmt.Errorf("start %s: %w", id, err)
+	}
 	// The image and the network do not depend on each other: prepare the
 	// one while attaching the other (a staged network only reserves here,
 	// and wires while the runtime readies the container). A failure of
@@ -269,6 +277,7 @@ func (a *Agent) start(ctx context.Context, inst *Instance, attempt int) (runtime
 		if attErr == nil {
 			a.detach(context.WithoutCancel(ctx), id)
 		}
+		metrics.ContainerStartFailures.Inc()
 		return runtime.Status{}, errors.Join(prepErr, attErr)
 	}
 	args := inst.Args
@@ -286,6 +295,7 @@ func (a *Agent) start(ctx context.Context, inst *Instance, attempt int) (runtime
 	t1 := time.Now()
 	st, err := a.cfg.Runtime.Run(ctx, c)
 	if err != nil {
+		metrics.ContainerStartFailures.Inc()
 		_ = a.cfg.Images.Release(context.WithoutCancel(ctx), id)
 		// A container that never ran holds nothing worth keeping; one
 		// created but failed is removed (and detached) by the next pass.
@@ -294,6 +304,7 @@ func (a *Agent) start(ctx context.Context, inst *Instance, attempt int) (runtime
 		}
 		return st, err
 	}
+	metrics.ContainerStartDuration.Observe(time.Since(t0).Seconds())
 	a.log.Info("started", "instance", inst.Key(), "container", id, "attempt", attempt, "prepare", tPrep, "attach", tAttach, "wire", tWire, "run", time.Since(t1))
 	return st, nil
 }

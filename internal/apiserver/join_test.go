@@ -235,6 +235,18 @@ func TestNodeCertificateIsConfinedToItsNode(t *testing.T) {
 		t.Fatal(err)
 	}
 
+	// A node records its own named volumes, and only those.
+	if _, err := n1.Volumes().Apply(ctx, &api.Volume{Metadata: api.Metadata{Namespace: "default", Name: "data"},
+		Spec: api.VolumeSpec{Node: "n1", Path: "/var/lib/berth/volumes/default/data"}}); err != nil {
+		t.Fatalf("node records its own volume: %v", err)
+	}
+	if _, err := c.admin.Volumes().Apply(ctx, &api.Volume{Metadata: api.Metadata{Namespace: "default", Name: "cache"},
+		Spec: api.VolumeSpec{Node: "n2"}}); err != nil {
+		t.Fatal(err)
+	}
+	forN2 := &api.Volume{Metadata: api.Metadata{Namespace: "default", Name: "other"}, Spec: api.VolumeSpec{Node: "n2"}}
+	takeOver := &api.Volume{Metadata: api.Metadata{Namespace: "default", Name: "cache"}, Spec: api.VolumeSpec{Node: "n1"}}
+
 	mine.Status.Phase = api.PhaseRunning
 	if _, err := n1.Instances().UpdateStatus(ctx, mine); err != nil {
 		t.Fatalf("status of an instance bound to the node: %v", err)
@@ -263,6 +275,9 @@ func TestNodeCertificateIsConfinedToItsNode(t *testing.T) {
 		{"bind", func() error { _, err := n1.Instances().Bind(ctx, "default", "web-3", "n1", nil, 0); return err }, []string{`node "n1"`, `bind instance "web-3"`}},
 		{"read jobs", func() error { _, _, err := n1.Jobs().List(ctx, ""); return err }, []string{`node "n1"`, `jobs`}},
 		{"another node's assignments", func() error { _, _, err := n1.Nodes().Assignments(ctx, "n2"); return err }, []string{`node "n1"`, `assignments of node "n2"`}},
+		{"record a volume for another node", func() error { _, err := n1.Volumes().Apply(ctx, forN2); return err }, []string{`node "n1"`, `volume "other"`, `node "n2"`}},
+		{"take another node's volume", func() error { _, err := n1.Volumes().Apply(ctx, takeOver); return err }, []string{`node "n1"`, `volume "cache"`, `lives on node "n2"`}},
+		{"remove a volume", func() error { return n1.Volumes().Delete(ctx, "default", "data", 0) }, []string{`node "n1"`, `delete volume "data"`}},
 		{"list tokens", func() error { _, err := n1.Tokens().List(ctx); return err }, []string{`node "n1"`, `tokens`}},
 		{"create a token", func() error { _, err := n1.Tokens().Create(ctx, "", 0); return err }, []string{`node "n1"`, `tokens`}},
 	} {

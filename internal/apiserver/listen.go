@@ -112,16 +112,21 @@ func (s *Server) Serve(ctx context.Context, l net.Listener, auth Authenticator) 
 	h := s.Handler()
 	hs := &http.Server{
 		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			start := time.Now()
+			rec := &statusRecorder{ResponseWriter: w}
+			r2 := r
+			defer func() { s.observe(r2, rec, start) }()
 			id, err := auth(r)
 			if err != nil {
 				if m := s.signInMount(r.URL.Path); m != nil {
-					m.ServeHTTP(w, r)
+					m.ServeHTTP(rec, r)
 					return
 				}
-				writeError(w, err)
+				writeError(rec, err)
 				return
 			}
-			h.ServeHTTP(w, r.WithContext(WithIdentity(r.Context(), id)))
+			r2 = r.WithContext(WithIdentity(r.Context(), id))
+			h.ServeHTTP(rec, r2)
 		}),
 		// No ReadTimeout: it would cut watch streams short.
 		ReadHeaderTimeout: 10 * time.Second,

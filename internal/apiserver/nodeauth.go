@@ -67,6 +67,7 @@ func ClusterAuthenticator(token string) Authenticator {
 //     its own assignments;
 //   - writes its own Node object and its status;
 //   - writes the status of instances bound to it, as the store says now;
+//   - writes the named volumes it holds (spec.node names it);
 //   - records events about itself and its instances (see admitNodeEvent);
 //   - renews its own certificate.
 //
@@ -90,7 +91,8 @@ func NodeAuthorizer(st *store.Store) func(ctx context.Context, id Identity, r *h
 }
 
 // nodeReadable are the kinds a node reads.
-var nodeReadable = map[api.Kind]bool{api.KindNode: true, api.KindService: true, api.KindInstance: true, api.KindEvent: true}
+var nodeReadable = map[api.Kind]bool{api.KindNode: true, api.KindService: true, api.KindInstance: true, api.KindEvent: true,
+	api.KindVolume: true}
 
 // request is what a request path names, as far as authorization cares.
 type request struct {
@@ -224,6 +226,20 @@ func authorizeNode(ctx context.Context, st *store.Store, node string, r *http.Re
 					return deny("it is bound to no node")
 				}
 				return deny(fmt.Sprintf("it is bound to node %q", in.Spec.Node))
+			}
+			return nil
+		case q.kind == api.KindVolume && q.sub == "" && q.name != "":
+			// A node records the named volumes it makes; the body's
+			// spec.node must name it too (checked when the body is read).
+			var v api.Volume
+			err := st.GetInto(ctx, &v, q.namespace, q.name)
+			switch {
+			case errdefs.IsNotFound(err):
+				return nil
+			case err != nil:
+				return err
+			case v.Spec.Node != node:
+				return deny(fmt.Sprintf("it lives on node %q", v.Spec.Node))
 			}
 			return nil
 		}

@@ -26,6 +26,9 @@
 //	POST   /v1/nodes/{name}/revoke                 refuse the node's certificates (admins; DELETE does too)
 //	POST   /v1/join                                {"token", "node", "csr"}: a node's certificate
 //	GET|POST /v1/tokens, DELETE /v1/tokens/{id}    join tokens (admins only)
+//	GET|PUT /v1/namespaces/{ns}/instances/{name}/logs|attach|exec|cp|portforward|stats
+//	                                               proxied to the node's agent, see remote.go
+//	GET    /v1/tunnel/{node}                       an agent's tunnel (remote.go)
 //
 // Writes may carry a revision precondition, as an If-Match header or as
 // metadata.revision in the body; a stale one gets 409. Invalid input gets
@@ -83,6 +86,9 @@ type Config struct {
 	// WatchHeartbeat is how often a quiet watch stream gets a heartbeat
 	// line; DefaultWatchHeartbeat when zero.
 	WatchHeartbeat time.Duration
+	// AllowedHostPaths, when set, are the only host directories (and
+	// what lies under them) a hostPath volume may mount.
+	AllowedHostPaths []string
 }
 
 // DefaultNodeCertTTL is how long a node certificate lasts: a week, which
@@ -111,11 +117,15 @@ type Server struct {
 	mux         *http.ServeMux
 	mounts      []mount     // see Mount
 	pinner      ImagePinner // the first mounted handler that is one
+	tunnels     tunnels     // the nodes' agents, see remote.go
+
+	allowedHostPaths []string
 }
 
 // New returns a Server on cfg.Store.
 func New(cfg Config) *Server {
-	s := &Server{store: cfg.Store, maxBody: cfg.MaxBodyBytes, log: cfg.Logger, authorize: cfg.Authorize, ca: cfg.CA}
+	s := &Server{store: cfg.Store, maxBody: cfg.MaxBodyBytes, log: cfg.Logger, authorize: cfg.Authorize, ca: cfg.CA,
+		allowedHostPaths: cfg.AllowedHostPaths}
 	if s.authorize == nil {
 		s.authorize = NodeAuthorizer(cfg.Store)
 	}
@@ -167,6 +177,7 @@ func New(cfg Config) *Server {
 	m.HandleFunc("GET /v1/tokens", s.listTokens)
 	m.HandleFunc("POST /v1/tokens", s.createToken)
 	m.HandleFunc("DELETE /v1/tokens/{id}", s.revokeToken)
+	s.routeRemote(m)
 	s.mux = m
 	return s
 }
@@ -241,7 +252,7 @@ func parseTarget(r *http.Request) (target, error) {
 	default:
 		k, ok := api.KindFromPlural(plural)
 		if !ok {
-			return t, fmt.Errorf("kind %q: %w: use one of nodes, services, jobs, instances, events", plural, errdefs.ErrNotFound)
+			return t, fmt.Errorf("kind %q: %w: use one of nodes, services, jobs, instances, events, volumes", plural, errdefs.ErrNotFound)
 		}
 		t.kind = k
 	}
@@ -442,6 +453,10 @@ func (s *Server) apply(w http.ResponseWriter, r *http.Request) {
 		writeError(w, wireError(t, err))
 		return
 	}
+	if err := s.admitVolumes(r.Context(), obj); err != nil {
+		writeError(w, err)
+		return
+	}
 	if err := s.pinImage(r.Context(), obj); err != nil {
 		writeError(w, err)
 		return
@@ -602,6 +617,12 @@ func (s *Server) delete(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		writeError(w, err)
 		return
+	}
+	if t.kind == api.KindVolume {
+		if err := s.volumeInUse(r.Context(), t); err != nil {
+			writeError(w, err)
+			return
+		}
 	}
 	if t.kind == api.KindNode {
 		// A removed node's certificates stop working with it, and its

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/berth-dev/berth/internal/errdefs"
+	"github.com/berth-dev/berth/internal/metrics"
 	"github.com/berth-dev/berth/internal/store"
 )
 
@@ -36,6 +37,12 @@ func (s *Server) serveWatch(w http.ResponseWriter, r *http.Request, events <-cha
 		w.Header().Set("Content-Type", "application/x-ndjson")
 	}
 	w.WriteHeader(http.StatusOK)
+	kind := r.PathValue("kind")
+	if kind == "" {
+		kind = "assignments"
+	}
+	metrics.APIWatches.WithLabelValues(kind).Inc()
+	defer metrics.APIWatches.WithLabelValues(kind).Dec()
 	rc := http.NewResponseController(w)
 	_ = rc.Flush()
 	write := func(ev WatchEvent) bool {

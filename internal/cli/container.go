@@ -59,6 +59,8 @@ type runFlags struct {
 	cpus                                                            float64
 	pids                                                            int64
 	stopGrace                                                       time.Duration
+	extra                                                           runExtras
+	entrypointSet                                                   bool
 }
 
 func newContainerRunCmd(g *globals) *cobra.Command {
@@ -71,6 +73,7 @@ func newContainerRunCmd(g *globals) *cobra.Command {
   berth container run --rm --cpus 0.5 --pids 64 demo/busybox:1 sh -c 'echo $HOSTNAME'`,
 		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			f.entrypointSet = entrypointSet(cmd.Flags())
 			return runContainer(cmd.Context(), g, &f, args[0], args[1:], cmd.OutOrStdout(), cmd.ErrOrStderr())
 		},
 	}
@@ -80,7 +83,7 @@ func newContainerRunCmd(g *globals) *cobra.Command {
 	fl.BoolVarP(&f.detach, "detach", "d", false, "run in the background and print the container name")
 	fl.BoolVar(&f.rm, "rm", false, "remove the container when it exits (foreground only)")
 	fl.StringArrayVarP(&f.env, "env", "e", nil, "set an environment variable (KEY=VALUE)")
-	fl.StringVarP(&f.user, "user", "u", "", "numeric uid[:gid] to run as")
+	fl.StringVarP(&f.user, "user", "u", "", "user[:group] to run as, by name (from the image's /etc/passwd and /etc/group) or number")
 	fl.StringVarP(&f.workdir, "workdir", "w", "", "working directory inside the container")
 	fl.StringVar(&f.hostname, "hostname", "", "hostname (default: the container name)")
 	fl.Float64Var(&f.cpus, "cpus", 0, "CPU quota in cores, e.g. 0.5")
@@ -94,6 +97,7 @@ func newContainerRunCmd(g *globals) *cobra.Command {
 	fl.StringVar(&f.executor, "runtime", runtime.ExecutorBuiltin, "executor: berth (built in), runc or crun")
 	fl.StringVar(&f.rootfs, "rootfs", "", "use this directory as the root filesystem instead of an image (IMAGE is then a label)")
 	fl.DurationVar(&f.stopGrace, "stop-timeout", 10*time.Second, "grace period before SIGKILL when interrupted")
+	f.extra.register(fl)
 	return cmd
 }
 
@@ -105,6 +109,18 @@ func runContainer(ctx context.Context, g *globals, f *runFlags, ref string, args
 	if err != nil {
 		return fmt.Errorf("--memory: %w", err)
 	}
+	env, err := f.extra.environment(f.env)
+	if err != nil {
+		return err
+	}
+	labels, err := f.extra.labelMap()
+	if err != nil {
+		return err
+	}
+	binds, err := f.extra.binds()
+	if err != nil {
+		return err
+	}
 	rt, err := g.runtime()
 	if err != nil {
 		return err
@@ -114,7 +130,7 @@ func runContainer(ctx context.Context, g *globals, f *runFlags, ref string, args
 		id = generateName(ref)
 	}
 	c := runtime.Config{
-		ID: id, Image: ref, Env: f.env, Cwd: f.workdir, User: f.user, Hostname: f.hostname,
+		ID: id, Image: ref, Env: env, Labels: labels, Mounts: binds, Cwd: f.workdir, User: f.user, Hostname: f.hostname,
 		ReadonlyRootfs: f.readOnly, CapAdd: f.capAdd, CapDrop: f.capDrop, NoSeccomp: f.noSeccomp,
 		Executor:  f.executor,
 		Resources: runtime.Resources{CPUs: f.cpus, CPUSet: f.cpuset, MemoryBytes: mem, Pids: f.pids},
@@ -122,6 +138,12 @@ func runContainer(ctx context.Context, g *globals, f *runFlags, ref string, args
 	var store *image.Store
 	if f.rootfs != "" {
 		c.RootfsPath, c.Args = f.rootfs, args
+		if f.entrypointSet {
+			c.Args = entrypointArgs(f.extra.entrypoint, args)
+		}
+		if c.User, err = image.ResolveUser([]string{f.rootfs}, c.User); err != nil {
+			return fmt.Errorf("--user: %w", err)
+		}
 	} else {
 		if store, err = g.images(); err != nil {
 			return err
@@ -133,12 +155,19 @@ func runContainer(ctx context.Context, g *globals, f *runFlags, ref string, args
 		c.LowerDirs = snap.LowerDirs
 		cfg := snap.Image.Config
 		c.Args = imageArgs(cfg.Entrypoint, cfg.Cmd, args)
-		c.Env = append(append([]string(nil), cfg.Env...), f.env...)
+		if f.entrypointSet {
+			c.Args = entrypointArgs(f.extra.entrypoint, args)
+		}
+		c.Env = append(append([]string(nil), cfg.Env...), env...)
 		if c.Cwd == "" {
 			c.Cwd = cfg.WorkingDir
 		}
 		if c.User == "" && cfg.User != "" {
 			c.User = cfg.User
+		}
+		if c.User, err = image.ResolveUser(snap.LowerDirs, c.User); err != nil {
+			_ = store.Release(context.WithoutCancel(ctx), id)
+			return fmt.Errorf("--user: %w", err)
 		}
 	}
 	release := func() {
@@ -401,7 +430,8 @@ func newContainerStopCmd(g *globals) *cobra.Command {
 			return errors.Join(errs...)
 		},
 	}
-	cmd.Flags().DurationVarP(&grace, "time", "t", 10*time.Second, "grace period before SIGKILL")
+	grace = 10 * time.Second
+	cmd.Flags().VarP(seconds{&grace}, "time", "t", "grace period before SIGKILL, in seconds (2) or as a duration (1m)")
 	return cmd
 }
 

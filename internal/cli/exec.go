@@ -1,23 +1,26 @@
 package cli
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
+	"os/signal"
+	"syscall"
 
 	"github.com/spf13/cobra"
+	"golang.org/x/term"
 
 	"github.com/berth-dev/berth/api"
-	"github.com/berth-dev/berth/internal/runtime"
+	"github.com/berth-dev/berth/api/client"
 )
 
 func newExecCmd(g *globals) *cobra.Command {
 	var interactive, tty bool
 	var env []string
 	cmd := &cobra.Command{
-		Use:   "exec [-it] INSTANCE COMMAND [ARG...]",
-		Short: "Run a command in a running instance (or in a service's first running one)",
+		Use:   "exec [-i] [-t] INSTANCE|SERVICE [--] COMMAND [ARG...]",
+		Short: "Run a command in a running instance (or in a service's first running one), on any node",
 		Example: `  berth exec -it web sh
   berth exec web-k2x9p cat /etc/hostname`,
 		Args:              cobra.MinimumNArgs(2),
@@ -28,39 +31,33 @@ func newExecCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			insts, err := g.resolveInstances(ctx, c, args[0])
+			target, err := g.runningInstance(ctx, c, args[0])
 			if err != nil {
 				return err
 			}
-			var target *api.Instance
-			for _, in := range insts {
-				if in.Status.Phase == api.PhaseRunning && in.Status.ContainerID != "" {
-					target = in
-					break
-				}
+			command := args[1:]
+			if command[0] == "--" { // flags stop at the instance; a -- after it only separates
+				command = command[1:]
 			}
-			if target == nil {
-				return fmt.Errorf("%s has no running instance", args[0])
+			if len(command) == 0 {
+				return errors.New("exec: no command given after --")
 			}
-			rt, err := runtime.New(filepath.Join(g.dataDir, "containers"))
-			if err != nil {
-				return err
-			}
-			pr := runtime.ExecProcess{Args: args[1:], Env: env, Stdout: cmd.OutOrStdout(), Stderr: cmd.ErrOrStderr()}
+			o := client.ExecOptions{Command: command, Env: env, TTY: tty, Stdout: cmd.OutOrStdout(), Stderr: cmd.ErrOrStderr()}
 			if interactive {
-				pr.Stdin = os.Stdin
+				o.Stdin = cmd.InOrStdin()
 			}
 			if tty {
-				restore, err := useTerminal(&pr)
+				restore, sizes, err := rawTerminal(ctx)
 				if err != nil {
 					return err
 				}
 				defer restore()
+				o.Resize = sizes
+				if t := os.Getenv("TERM"); t != "" {
+					o.Env = append([]string{"TERM=" + t}, o.Env...)
+				}
 			}
-			code, err := rt.Exec(ctx, target.Status.ContainerID, pr)
-			if errors.Is(err, runtime.ErrNotFound) {
-				return fmt.Errorf("instance %s runs on node %s, not on this machine", target.Metadata.Name, target.Spec.Node)
-			}
+			code, err := c.Exec(ctx, target.Metadata.Namespace, target.Metadata.Name, o)
 			if err != nil {
 				return err
 			}
@@ -72,7 +69,66 @@ func newExecCmd(g *globals) *cobra.Command {
 	}
 	cmd.Flags().SetInterspersed(false)
 	cmd.Flags().BoolVarP(&interactive, "interactive", "i", false, "pass stdin to the command")
-	cmd.Flags().BoolVarP(&tty, "tty", "t", false, "allocate a terminal")
+	cmd.Flags().BoolVarP(&tty, "tty", "t", false, "run the command on a terminal (sized as this one, and resized with it)")
 	cmd.Flags().StringArrayVarP(&env, "env", "e", nil, "environment variable KEY=VALUE")
 	return cmd
+}
+
+// runningInstance is the instance ref names, or the first running
+// instance of the service or job it names.
+func (g *globals) runningInstance(ctx context.Context, c *client.Client, ref string) (*api.Instance, error) {
+	insts, err := g.resolveInstances(ctx, c, ref)
+	if err != nil {
+		return nil, err
+	}
+	for _, in := range insts {
+		if in.Status.Phase == api.PhaseRunning && in.Status.ContainerID != "" {
+			return in, nil
+		}
+	}
+	return nil, fmt.Errorf("%s has no running instance", ref)
+}
+
+// rawTerminal puts the terminal on stdin in raw mode and sends its size
+// now and on every SIGWINCH, until ctx ends; restore puts it back.
+func rawTerminal(ctx context.Context) (restore func(), sizes <-chan client.TermSize, err error) {
+	fd := int(os.Stdin.Fd())
+	if !term.IsTerminal(fd) {
+		return nil, nil, errors.New("-t needs a terminal on stdin")
+	}
+	old, err := term.MakeRaw(fd)
+	if err != nil {
+		return nil, nil, fmt.Errorf("terminal: %w", err)
+	}
+	ch := make(chan client.TermSize, 1)
+	send := func() {
+		w, h, err := term.GetSize(fd)
+		if err != nil {
+			return
+		}
+		select {
+		case <-ch: // only the latest size matters
+		default:
+		}
+		ch <- client.TermSize{Cols: uint16(w), Rows: uint16(h)}
+	}
+	send()
+	winch := make(chan os.Signal, 1)
+	signal.Notify(winch, syscall.SIGWINCH)
+	ctx, cancel := context.WithCancel(ctx)
+	go func() {
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-winch:
+				send()
+			}
+		}
+	}()
+	return func() {
+		cancel()
+		signal.Stop(winch)
+		_ = term.Restore(fd, old)
+	}, ch, nil
 }

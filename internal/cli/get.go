@@ -25,6 +25,7 @@ var kindAliases = map[string]api.Kind{
 	"instance": api.KindInstance, "instances": api.KindInstance, "inst": api.KindInstance, "ps": api.KindInstance,
 	"node": api.KindNode, "nodes": api.KindNode, "no": api.KindNode,
 	"event": api.KindEvent, "events": api.KindEvent, "ev": api.KindEvent,
+	"volume": api.KindVolume, "volumes": api.KindVolume, "vol": api.KindVolume,
 }
 
 // getOptions is what get and ps print.
@@ -349,6 +350,15 @@ func printTable(ctx context.Context, c *client.Client, tw *tabwriter.Writer, o g
 				n.Spec.Capacity.Memory, dash(n.Spec.Address), age(n.Metadata.CreatedAt))
 			labels(obj)
 		}
+	case api.KindVolume:
+		if header {
+			fmt.Fprintln(tw, "NAMESPACE\tNAME\tNODE\tAGE"+labelsHead)
+		}
+		for _, obj := range objs {
+			v := obj.(*api.Volume)
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s", v.Metadata.Namespace, v.Metadata.Name, dash(v.Spec.Node), age(v.Metadata.CreatedAt))
+			labels(obj)
+		}
 	case api.KindEvent:
 		if header {
 			printEvents(tw, objs)
@@ -496,6 +506,8 @@ func watchKind(ctx context.Context, c *client.Client, kind api.Kind, ns string, 
 		return relay(c.Nodes().Watch(ctx, "", rev))
 	case api.KindEvent:
 		return relay(c.Events().Watch(ctx, ns, rev))
+	case api.KindVolume:
+		return relay(c.Volumes().Watch(ctx, ns, rev))
 	}
 	return nil, fmt.Errorf("unknown kind %q", kind)
 }
@@ -533,6 +545,8 @@ func listObjectsAt(ctx context.Context, c *client.Client, kind api.Kind, ns stri
 		return list(ctx, c.Nodes().Resource, "")
 	case api.KindEvent:
 		return list(ctx, c.Events().Resource, ns)
+	case api.KindVolume:
+		return list(ctx, c.Volumes(), ns)
 	}
 	return nil, 0, fmt.Errorf("unknown kind %q", kind)
 }

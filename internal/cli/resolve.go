@@ -174,6 +174,8 @@ func getObject(ctx context.Context, c *client.Client, kind api.Kind, ns, name st
 		obj, err = c.Nodes().Get(ctx, "", name)
 	case api.KindEvent:
 		obj, err = c.Events().Get(ctx, ns, name)
+	case api.KindVolume:
+		obj, err = c.Volumes().Get(ctx, ns, name)
 	default:
 		return nil, fmt.Errorf("unknown kind %q", kind)
 	}
@@ -186,20 +188,27 @@ func getObject(ctx context.Context, c *client.Client, kind api.Kind, ns, name st
 // resolveInstances finds an instance by name, or a service's or job's
 // instances, sorted by name.
 func (g *globals) resolveInstances(ctx context.Context, c *client.Client, arg string) ([]*api.Instance, error) {
+	insts, _, _, err := g.resolveInstancesAt(ctx, c, arg)
+	return insts, err
+}
+
+// resolveInstancesAt is resolveInstances with the revision of the listing
+// (0 for one instance named) and the object arg resolved to.
+func (g *globals) resolveInstancesAt(ctx context.Context, c *client.Client, arg string) ([]*api.Instance, int64, objRef, error) {
 	r, err := g.resolve(ctx, c, arg, api.KindInstance, api.KindService, api.KindJob)
 	if err != nil {
-		return nil, err
+		return nil, 0, r, err
 	}
 	if r.kind == api.KindInstance {
 		in, err := c.Instances().Get(ctx, r.namespace, r.name)
 		if err != nil {
-			return nil, err
+			return nil, 0, r, err
 		}
-		return []*api.Instance{in}, nil
+		return []*api.Instance{in}, 0, r, nil
 	}
-	list, _, err := c.Instances().List(ctx, r.namespace)
+	list, rev, err := c.Instances().List(ctx, r.namespace)
 	if err != nil {
-		return nil, err
+		return nil, 0, r, err
 	}
 	var out []*api.Instance
 	for _, in := range list {
@@ -208,8 +217,21 @@ func (g *globals) resolveInstances(ctx context.Context, c *client.Client, arg st
 		}
 	}
 	if len(out) == 0 {
-		return nil, fmt.Errorf("%s in namespace %q has no instances", r, r.namespace)
+		return nil, 0, r, fmt.Errorf("%s in namespace %q has no instances", r, r.namespace)
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Metadata.Name < out[j].Metadata.Name })
-	return out, nil
+	return out, rev, r, nil
+}
+
+// refOf reads an argument that names one object of kind: NAME,
+// NAMESPACE/NAME or KIND/NAME, in -n's namespace.
+func (g *globals) refOf(arg string, kind api.Kind) (ns, name string, err error) {
+	r, err := g.parseRef(arg)
+	if err != nil {
+		return "", "", err
+	}
+	if r.kind != "" && r.kind != kind {
+		return "", "", fmt.Errorf("%s: this command takes a %s", arg, strings.ToLower(string(kind)))
+	}
+	return r.namespace, r.name, nil
 }

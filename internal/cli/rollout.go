@@ -40,7 +40,7 @@ func newRolloutStatusCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			ns, name, err := g.serviceRef(args[0])
+			ns, name, err := g.refOf(args[0], api.KindService)
 			if err != nil {
 				return err
 			}
@@ -134,7 +134,7 @@ func newRolloutHistoryCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			ns, name, err := g.serviceRef(args[0])
+			ns, name, err := g.refOf(args[0], api.KindService)
 			if err != nil {
 				return err
 			}
@@ -173,7 +173,7 @@ func newRolloutUndoCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			ns, name, err := g.serviceRef(args[0])
+			ns, name, err := g.refOf(args[0], api.KindService)
 			if err != nil {
 				return err
 			}
@@ -227,17 +227,4 @@ func undoTarget(svc *api.Service, to int) (api.TemplateRevision, error) {
 		}
 	}
 	return api.TemplateRevision{}, fmt.Errorf("service %q: no previous template to roll back to", svc.Metadata.Name)
-}
-
-// serviceRef reads a rollout command's SERVICE argument: NAME,
-// NAMESPACE/NAME or service/NAME, in -n's namespace.
-func (g *globals) serviceRef(arg string) (ns, name string, err error) {
-	r, err := g.parseRef(arg)
-	if err != nil {
-		return "", "", err
-	}
-	if r.kind != "" && r.kind != api.KindService {
-		return "", "", fmt.Errorf("%s: rollouts are a service's", arg)
-	}
-	return r.namespace, r.name, nil
 }

@@ -61,6 +61,10 @@ machine to many.`,
 		newRolloutCmd(g),
 		newLogsCmd(g),
 		newExecCmd(g),
+		newAttachCmd(g),
+		newCpCmd(g),
+		newPortForwardCmd(g),
+		newStatsCmd(g),
 		newRmCmd(g),
 		newEventsCmd(g),
 		newImageCmd(g),
@@ -68,6 +72,7 @@ machine to many.`,
 		newTokenCmd(g),
 		newNodeCmd(g),
 		newDashboardCmd(g),
+		newVolumeCmd(g),
 	)
 	root.InitDefaultCompletionCmd(args...) // here, not in Execute: its group must refuse unknown shells too
 	refuseUnknownSubcommands(root)

@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -21,7 +22,7 @@ func newServerCmd(g *globals) *cobra.Command {
 		name, listen, peerListen, etcdListen, peers string
 		sealKeyFile                                 string
 		clusterCIDR, serviceCIDR                    string
-		etcd                                        []string
+		etcd, allowedHostPaths                      []string
 		joinExisting, verbose                       bool
 		leaderTTL, nodeCertTTL                      time.Duration
 		maxDraining                                 int
@@ -105,6 +106,9 @@ the cluster CA and accepts only peers that do.`,
 				return fmt.Errorf("--peer-listen HOST:PORT is required for the embedded etcd member (or give --etcd-endpoints)")
 			}
 			var err error
+			if cfg.AllowedHostPaths, err = hostPathsFlag(allowedHostPaths); err != nil {
+				return err
+			}
 			if cfg.Network.ClusterCIDR, err = cidrFlag("--cluster-cidr", clusterCIDR); err != nil {
 				return err
 			}
@@ -154,6 +158,7 @@ Clients trust %s and send the admin token in %s
 	f.BoolVarP(&verbose, "verbose", "v", false, "log what the components do, and who leads")
 	f.DurationVar(&nodeCertTTL, "node-cert-ttl", apiserver.DefaultNodeCertTTL, "how long the node certificates this server signs last; agents renew them when two thirds are over")
 	f.StringVar(&sealKeyFile, "seal-key-file", "", "the key that seals the cluster's secrets at rest, the same on every server (default <data-dir>/seal.key)")
+	f.StringSliceVar(&allowedHostPaths, "allowed-host-paths", nil, "host directories hostPath volumes may mount, DIR,...; others are refused at apply (default: any; the same on every server)")
 	f.IntVar(&maxDraining, "max-draining", 1, "how many nodes may drain at once, cluster-wide (a reboot lock; the same on every server)")
 	cmd.AddCommand(newServerInitCmd(g))
 	return cmd
@@ -225,4 +230,16 @@ func expiry(t time.Time) string {
 		return "never expires"
 	}
 	return "works until " + t.UTC().Format(time.RFC3339)
+}
+
+// hostPathsFlag checks --allowed-host-paths: absolute directories, cleaned.
+func hostPathsFlag(dirs []string) ([]string, error) {
+	var out []string
+	for _, d := range dirs {
+		if !filepath.IsAbs(d) {
+			return nil, fmt.Errorf("--allowed-host-paths %q: want absolute directories such as /srv,/data", d)
+		}
+		out = append(out, filepath.Clean(d))
+	}
+	return out, nil
 }

@@ -21,6 +21,7 @@ func newUpCmd(g *globals) *cobra.Command {
 	var verbose, noNetwork, favorDynMods bool
 	var diskReserve string
 	var clusterCIDR, serviceCIDR, bridge string
+	var allowedHostPaths []string
 	cmd := &cobra.Command{
 		Use:   "up",
 		Short: "Run a whole cluster on this machine, in the foreground",
@@ -64,8 +65,13 @@ service gets a virtual IP from --service-cidr and the DNS name
 			if err != nil {
 				return fmt.Errorf("--disk-reserve: %w", err)
 			}
+			hostPaths, err := hostPathsFlag(allowedHostPaths)
+			if err != nil {
+				return err
+			}
 			return server.Up(cmd.Context(), server.Config{
-				DataDir: g.dataDir, EtcdEndpoints: etcd, NodeName: node, Logger: log, Listen: listen, Network: netw,
+				AllowedHostPaths: hostPaths,
+				DataDir:          g.dataDir, EtcdEndpoints: etcd, NodeName: node, Logger: log, Listen: listen, Network: netw,
 				CgroupFavorDynMods: favorDynMods, DiskReserve: reserve,
 				Ready: func(sock string, tcp *server.Credentials) {
 					var rec upRecord
@@ -110,6 +116,7 @@ Ctrl-C or "berth down" stops berth; containers keep running until it is back.
 	cmd.Flags().StringVar(&serviceCIDR, "service-cidr", "", "network the services' virtual IPs come from (default 10.96.0.0/16)")
 	cmd.Flags().StringVar(&bridge, "bridge", "", "the node's bridge device (default berth0)")
 	cmd.Flags().StringVar(&diskReserve, "disk-reserve", "5%", diskReserveUsage)
+	cmd.Flags().StringSliceVar(&allowedHostPaths, "allowed-host-paths", nil, "host directories hostPath volumes may mount, DIR,...; others are refused at apply (default: any)")
 	cmd.Flags().BoolVar(&favorDynMods, "cgroup-favordynmods", true, "remount cgroup2 with favordynmods: container starts no longer wait an RCU grace period per cgroup move (a small cost to fork and exit, host-wide)")
 	return cmd
 }

@@ -16,6 +16,7 @@ import (
 
 	"github.com/berth-dev/berth/api"
 	"github.com/berth-dev/berth/internal/errdefs"
+	"github.com/berth-dev/berth/internal/metrics"
 	"github.com/berth-dev/berth/internal/store"
 )
 
@@ -110,6 +111,7 @@ func (m *Manager) Run(ctx context.Context) error {
 		if err := m.Pass(ctx); err != nil && ctx.Err() == nil {
 			m.log.Warn("controller pass", "err", err)
 		}
+		metrics.ControllerPassDuration.Observe(time.Since(t0).Seconds())
 		m.log.Debug("pass", "took", time.Since(t0))
 	}
 }

@@ -6,9 +6,11 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/berth-dev/berth/api"
 	"github.com/berth-dev/berth/internal/errdefs"
+	"github.com/berth-dev/berth/internal/metrics"
 	"github.com/berth-dev/berth/internal/scheduler"
 	"github.com/berth-dev/berth/internal/store"
 )
@@ -74,7 +76,11 @@ func (m *Manager) schedulePass(ctx context.Context, sn *snapshot, fresh []newIns
 		byID[si.ID] = in
 	}
 	m.seed++
+	placeStart := time.Now()
 	plan := state.Place(batch, scheduler.Options{Seed: m.seed})
+	metrics.SchedulerDuration.Observe(time.Since(placeStart).Seconds())
+	metrics.SchedulerPlacements.WithLabelValues("placed").Add(float64(len(plan.Placements)))
+	metrics.SchedulerPlacements.WithLabelValues("failed").Add(float64(len(plan.Failures)))
 	for _, ev := range plan.Preemptions {
 		ns, name, _ := strings.Cut(ev.Instance, "/")
 		if err := m.s.Delete(ctx, api.KindInstance, ns, name, 0); err != nil && !errdefs.IsNotFound(err) {

@@ -158,6 +158,17 @@ func (p *Plane) Reserve(ctx context.Context, id, namespace string) (Attachment, 
 // Detach takes container id off the network and frees its address.
 func (p *Plane) Detach(ctx context.Context, id string) error { return p.node.Detach(ctx, id) }
 
+// CheckHostPort reports whether an instance of service (namespace/name;
+// empty for a job's instance) may publish host port port/protocol here:
+// free, or published for that service already.
+func (p *Plane) CheckHostPort(service, protocol string, port int) error {
+	proto := vip.TCP
+	if protocol == "udp" {
+		proto = vip.UDP
+	}
+	return p.svcs.CheckHostPort(service, proto, uint16(port))
+}
+
 // ReleaseStale frees what containers no longer alive hold.
 func (p *Plane) ReleaseStale(ctx context.Context, live []string) error {
 	gone, err := p.node.ReleaseStale(ctx, live)
@@ -228,8 +239,12 @@ func (p *Plane) followOnce(ctx context.Context) error {
 	for _, in := range insts {
 		st.putInstance(in)
 	}
-	if err := p.svcs.Sync(ctx, st.all()); err != nil {
+	unpublished, err := p.svcs.Sync(ctx, st.all())
+	if err != nil {
 		return fmt.Errorf("sync services: %w", err)
+	}
+	if unpublished != nil {
+		p.log.Warn("host ports not published", "err", unpublished)
 	}
 	p.mu.Lock()
 	p.synced = true
@@ -275,7 +290,8 @@ func (p *Plane) followOnce(ctx context.Context) error {
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-resync.C:
-			if err := p.svcs.Sync(ctx, st.all()); err != nil {
+			unpublished, err := p.svcs.Sync(ctx, st.all())
+			if err := errors.Join(unpublished, err); err != nil {
 				p.log.Warn("resync services", "err", err)
 			}
 			continue

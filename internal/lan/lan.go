@@ -15,6 +15,7 @@
 package lan
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -290,6 +291,26 @@ func ip(ns string, args ...string) error {
 // via runs berth as the cluster's admin against server s's API, from s's namespace.
 func (l *LAN) via(s *Host, args ...string) (string, error) {
 	return s.run([]string{"--server", s.url(), "--token", l.token, "--ca-file", l.caFile}, args)
+}
+
+// AdminCommand is berth with args as the cluster's admin, run in the
+// first server's namespace against its API over TLS with the admin
+// token, as a client on another machine would; the caller starts it
+// (and may stream its output, as of logs -f).
+func (l *LAN) AdminCommand(ctx context.Context, args ...string) *exec.Cmd {
+	return l.AdminCommandVia(ctx, l.Servers[0], args...)
+}
+
+// AdminCommandVia is AdminCommand through server s's API, from s's namespace.
+func (l *LAN) AdminCommandVia(ctx context.Context, s *Host, args ...string) *exec.Cmd {
+	return s.berth(ctx, append([]string{"--server", s.url(), "--token", l.token, "--ca-file", l.caFile}, args...)...)
+}
+
+// AdminCredentials are the first server's API URL, the admin token and
+// the cluster CA's file, for clients of the API (which must dial from a
+// namespace on the LAN).
+func (l *LAN) AdminCredentials() (url, token, caFile string) {
+	return l.Servers[0].url(), l.token, l.caFile
 }
 
 // Admin runs berth with args as the cluster's admin through the first

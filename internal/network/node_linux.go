@@ -555,6 +555,11 @@ func (n *Node) plug(a Attachment) error {
 	if err != nil {
 		return fmt.Errorf("eth0: %w", err)
 	}
+	// Announce the address (a gratuitous ARP) when eth0 comes up, so that
+	// neighbours still naming the MAC of its last holder learn the new one.
+	if err := netns.WriteSysctl("net.ipv4.conf.eth0.arp_notify", "1"); err != nil {
+		return err
+	}
 	addr := &netlink.Addr{IPNet: &net.IPNet{IP: a.IP.AsSlice(), Mask: net.CIDRMask(32, 32)}}
 	if err := netlink.AddrAdd(eth, addr); err != nil {
 		return fmt.Errorf("eth0 address %v: %w", a.IP, err)
@@ -565,6 +570,14 @@ func (n *Node) plug(a Attachment) error {
 	route := &netlink.Route{LinkIndex: eth.Attrs().Index, Gw: a.Gateway.AsSlice(), Flags: int(netlink.FLAG_ONLINK)}
 	if err := netlink.RouteAdd(route); err != nil {
 		return fmt.Errorf("default route via %v: %w", a.Gateway, err)
+	}
+	// The host's own neighbour entry for a reused address may still name
+	// the MAC of the container that had it; packets would go there until
+	// the entry fails (11-50 s). Replace it with this container's.
+	neigh := &netlink.Neigh{LinkIndex: n.bridge, Family: unix.AF_INET, State: netlink.NUD_REACHABLE,
+		IP: a.IP.AsSlice(), HardwareAddr: eth.Attrs().HardwareAddr}
+	if err := n.host.NeighSet(neigh); err != nil {
+		return fmt.Errorf("neighbour entry of %v: %w", a.IP, err)
 	}
 	return nil
 }
@@ -670,6 +683,15 @@ func (n *Node) teardown(id string, wait bool) error {
 	}
 	// The address goes last and only if the rest went: an address must not
 	// be reused while a veth may still carry it.
+	if len(errs) == 0 {
+		if ip, ok := n.ips.Lookup(id); ok {
+			// Its neighbour entry goes with it: it names a MAC now gone.
+			err := n.host.NeighDel(&netlink.Neigh{LinkIndex: n.bridge, Family: unix.AF_INET, IP: ip.AsSlice()})
+			if err != nil && !errors.Is(err, unix.ENOENT) {
+				errs = append(errs, fmt.Errorf("neighbour entry of %v: %w", ip, err))
+			}
+		}
+	}
 	if len(errs) == 0 {
 		if _, err := n.ips.Release(id); err != nil {
 			errs = append(errs, err)

@@ -2,6 +2,7 @@ package network
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/netip"
 	"strings"
@@ -72,8 +73,9 @@ func (s Service) DNSService() dns.Service {
 // Call Sync with every service after start (and on every re-list); then
 // Upsert and Remove for single changes.
 type Services struct {
-	vip *vip.Programmer
-	dns *dns.Server
+	vip   *vip.Programmer
+	dns   *dns.Server
+	ports *portHolder
 }
 
 // NewServices opens the vip table (reading back what it holds) and makes
@@ -83,7 +85,7 @@ func NewServices(ctx context.Context, vc vip.Config, dc dns.Config) (*Services, 
 	if err != nil {
 		return nil, err
 	}
-	return &Services{vip: p, dns: dns.NewServer(dc)}, nil
+	return &Services{vip: p, dns: dns.NewServer(dc), ports: newPortHolder(vc.NetNS)}, nil
 }
 
 // DNS is the server answering for these services.
@@ -93,13 +95,24 @@ func (s *Services) DNS() *dns.Server { return s.dns }
 func (s *Services) VIP() *vip.Programmer { return s.vip }
 
 // Sync makes the data plane hold exactly svcs. A service vip rejects (see
-// vip.Programmer.Sync) gets no DNS names either; the error names it.
-func (s *Services) Sync(ctx context.Context, svcs []Service) error {
+// vip.Programmer.Sync) gets no DNS names either; err names it. A host port
+// another process holds is left unpublished, and unpublished names it:
+// everything else is programmed, and a later Sync or Upsert tries the
+// port again.
+func (s *Services) Sync(ctx context.Context, svcs []Service) (unpublished, err error) {
 	vs := make([]vip.Service, 0, len(svcs))
+	owners := map[string]bool{}
+	var portErrs []error
 	for _, svc := range svcs {
-		vs = append(vs, svc.VIPService())
+		v := svc.VIPService()
+		if err := s.ports.claim(svc.Key(), &v); err != nil {
+			portErrs = append(portErrs, err)
+		}
+		owners[svc.Key()] = true
+		vs = append(vs, v)
 	}
-	err := s.vip.Sync(ctx, vs)
+	s.ports.keep(owners)
+	err = s.vip.Sync(ctx, vs)
 	programmed := s.vip.Services()
 	ds := make([]dns.Service, 0, len(svcs))
 	for _, svc := range svcs {
@@ -108,22 +121,33 @@ func (s *Services) Sync(ctx context.Context, svcs []Service) error {
 		}
 	}
 	s.dns.SetServices(ds)
-	return err
+	return errors.Join(portErrs...), err
 }
 
 // Upsert adds or replaces one service, e.g. when an instance becomes ready
 // or unhealthy.
 func (s *Services) Upsert(ctx context.Context, svc Service) error {
-	if err := s.vip.UpsertService(ctx, svc.VIPService()); err != nil {
-		return err
+	v := svc.VIPService()
+	portErr := s.ports.claim(svc.Key(), &v)
+	if err := s.vip.UpsertService(ctx, v); err != nil {
+		return errors.Join(portErr, err)
 	}
 	s.dns.UpsertService(svc.DNSService())
-	return nil
+	return portErr
+}
+
+// CheckHostPort reports whether an instance of service (namespace/name,
+// or empty for a job's) may publish port on this node: it is free, or
+// published for that service already. Another process's socket on it
+// makes an "address already in use" error naming the port.
+func (s *Services) CheckHostPort(service string, protocol vip.Protocol, port uint16) error {
+	return s.ports.check(service, hostPort{protocol, port})
 }
 
 // Remove deletes one service's VIP, ports and names.
 func (s *Services) Remove(ctx context.Context, namespace, name string) error {
 	s.dns.RemoveService(namespace, name)
+	s.ports.release(namespace + "/" + name)
 	if err := s.vip.RemoveService(ctx, namespace+"/"+name); err != nil {
 		return fmt.Errorf("remove service %s/%s: %w", namespace, name, err)
 	}

@@ -593,6 +593,13 @@ func (r *Runtime) Wait(ctx context.Context, id string) (Status, error) {
 			return st, nil
 		}
 		if st.State == Created {
+			// Neither file may also mean the container was removed (its
+			// shim exited and the directory went before this look): a
+			// waiter for a container that is gone ends rather than polling
+			// its empty directory forever.
+			if _, err := os.Stat(bd.path("meta.json")); errors.Is(err, os.ErrNotExist) {
+				return st, fmt.Errorf("container %q: %w", id, ErrNotFound)
+			}
 			// Not started (or the state file is being written): check again shortly.
 			if err := sleepCtx(ctx, 10*time.Millisecond); err != nil {
 				return st, err

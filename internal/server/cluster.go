@@ -19,6 +19,7 @@ import (
 	"github.com/berth-dev/berth/internal/errdefs"
 	"github.com/berth-dev/berth/internal/image"
 	"github.com/berth-dev/berth/internal/leader"
+	"github.com/berth-dev/berth/internal/metrics"
 	"github.com/berth-dev/berth/internal/promdefer"
 	"github.com/berth-dev/berth/internal/registry"
 	"github.com/berth-dev/berth/internal/store"
@@ -62,6 +63,9 @@ type ServerConfig struct {
 
 	// Network is what the controllers hand out (pod subnets, service VIPs).
 	Network Network
+	// AllowedHostPaths, when set, are the only host directories a
+	// hostPath volume may mount (see apiserver.Config).
+	AllowedHostPaths []string
 	// LeaderTTL bounds how long the controllers stay without a leader
 	// after the leading server dies; leader.DefaultTTL when zero.
 	LeaderTTL time.Duration
@@ -195,7 +199,8 @@ func Server(ctx context.Context, cfg ServerConfig) error {
 
 	// With the CA, nodes authenticate with the certificates it signs on
 	// join, and NodeAuthorizer confines them to their own node.
-	srv := apiserver.New(apiserver.Config{Store: st, CA: creds.ca, NodeCertTTL: cfg.NodeCertTTL, Logger: log.With("component", "apiserver")})
+	srv := apiserver.New(apiserver.Config{Store: st, CA: creds.ca, NodeCertTTL: cfg.NodeCertTTL, Logger: log.With("component", "apiserver"),
+		AllowedHostPaths: cfg.AllowedHostPaths})
 	srv.SetMaxDraining(cfg.MaxDraining)
 	// The registry nodes pull images from, and users push them to. What
 	// this server's store lacks it pulls through from the other servers'
@@ -205,6 +210,7 @@ func Server(ctx context.Context, cfg ServerConfig) error {
 	regs.Logger = log.With("component", "registry")
 	srv.Mount("/v2/", registry.New(imgs, registry.Options{Authorize: apiserver.AuthorizeImages, Logger: log.With("component", "registry"),
 		Peers: &registry.Peers{List: regs.Peers, Transport: registry.PeerTransport(creds.ca.Pool(), creds.token)}}))
+	srv.Mount("/metrics/", apiserver.AdminOnly(metrics.Handler(metrics.Cluster(st))))
 	run("image pruner", func(ctx context.Context) error {
 		return keepPinnedImages(ctx, st, imgs, log.With("component", "images"))
 	})

@@ -21,6 +21,7 @@ import (
 	"github.com/berth-dev/berth/internal/errdefs"
 	"github.com/berth-dev/berth/internal/hostinfo"
 	"github.com/berth-dev/berth/internal/image"
+	"github.com/berth-dev/berth/internal/metrics"
 	"github.com/berth-dev/berth/internal/pki"
 	"github.com/berth-dev/berth/internal/runtime"
 )
@@ -170,7 +171,7 @@ func Agent(ctx context.Context, cfg AgentConfig) error {
 		}
 		cfg.Credential = renewing
 	}
-	c, hosts, tr, err := agentClient(cfg)
+	c, hosts, tr, tunnelClients, err := agentClient(cfg)
 	if err != nil {
 		return err
 	}
@@ -229,7 +230,13 @@ func Agent(ctx context.Context, cfg AgentConfig) error {
 		Logger:       log,
 		Network:      cfg.Network.agentNetwork(c, name, cfg.DataDir, log),
 		DiskReserve:  cfg.DiskReserve,
+		VolumesDir:   filepath.Join(cfg.DataDir, "volumes"),
 	})
+	// A tunnel to every server: whichever one a client asks reaches this node.
+	remote := ag.RemoteHandler(metrics.Handler(ag.InstanceCollector()))
+	for _, tc := range tunnelClients {
+		go agent.ServeTunnel(ctx, func(ctx context.Context) (io.ReadWriteCloser, error) { return tc.OpenTunnel(ctx, name) }, remote, log)
+	}
 	if cfg.Ready != nil {
 		go func() {
 			for ctx.Err() == nil {
@@ -335,14 +342,15 @@ func unreachable(err error) bool {
 }
 
 // agentClient is an API client that reaches whichever of cfg.Servers
-// answers, the servers' host:port in the order given, and the client's
-// transport with the agent's credential, for the registry at /v2/.
-func agentClient(cfg AgentConfig) (*client.Client, []string, http.RoundTripper, error) {
+// answers, the servers' host:port in the order given, the client's
+// transport with the agent's credential, for the registry at /v2/, and a
+// client of each server alone, for the node's tunnels.
+func agentClient(cfg AgentConfig) (*client.Client, []string, http.RoundTripper, []*client.Client, error) {
 	var hosts []string
 	for _, s := range cfg.Servers {
 		u, err := url.Parse(s)
 		if err != nil || u.Scheme != "https" || u.Host == "" {
-			return nil, nil, nil, fmt.Errorf("API server %q: %w: want https://HOST:PORT", s, errdefs.ErrInvalidArgument)
+			return nil, nil, nil, nil, fmt.Errorf("API server %q: %w: want https://HOST:PORT", s, errdefs.ErrInvalidArgument)
 		}
 		hosts = append(hosts, u.Host)
 	}
@@ -350,16 +358,16 @@ func agentClient(cfg AgentConfig) (*client.Client, []string, http.RoundTripper, 
 	if cfg.CAFile != "" {
 		pem, err := os.ReadFile(cfg.CAFile)
 		if err != nil {
-			return nil, nil, nil, fmt.Errorf("CA file: %w", err)
+			return nil, nil, nil, nil, fmt.Errorf("CA file: %w", err)
 		}
 		tc.RootCAs = x509.NewCertPool()
 		if !tc.RootCAs.AppendCertsFromPEM(pem) {
-			return nil, nil, nil, fmt.Errorf("CA file %s: %w: no PEM certificate", cfg.CAFile, errdefs.ErrInvalidArgument)
+			return nil, nil, nil, nil, fmt.Errorf("CA file %s: %w: no PEM certificate", cfg.CAFile, errdefs.ErrInvalidArgument)
 		}
 	}
 	opts, err := cfg.Credential.Apply(tc)
 	if err != nil {
-		return nil, nil, nil, err
+		return nil, nil, nil, nil, err
 	}
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	tr.TLSClientConfig = tc
@@ -370,12 +378,20 @@ func agentClient(cfg AgentConfig) (*client.Client, []string, http.RoundTripper, 
 	var rt http.RoundTripper = &failover{base: tr, hosts: hosts}
 	c, err := client.New(cfg.Servers[0], append(opts, client.WithHTTPClient(&http.Client{Transport: rt}))...)
 	if err != nil {
-		return nil, nil, nil, err
+		return nil, nil, nil, nil, err
+	}
+	var each []*client.Client
+	for _, s := range cfg.Servers {
+		sc, err := client.New(s, append(opts, client.WithHTTPClient(&http.Client{Transport: tr}))...)
+		if err != nil {
+			return nil, nil, nil, nil, err
+		}
+		each = append(each, sc)
 	}
 	if tok, ok := cfg.Credential.(BearerToken); ok {
 		rt = bearerTransport{token: string(tok), inner: rt}
 	}
-	return c, hosts, rt, nil
+	return c, hosts, rt, each, nil
 }
 
 // failover sends each request to the server that answered last, and on to

@@ -75,6 +75,10 @@ func (a planeAdapter) Reserve(ctx context.Context, id, namespace string) (agent.
 
 func (a planeAdapter) Detach(ctx context.Context, id string) error { return a.p.Detach(ctx, id) }
 
+func (a planeAdapter) CheckHostPort(service, protocol string, port int) error {
+	return a.p.CheckHostPort(service, protocol, port)
+}
+
 func (a planeAdapter) ReleaseStale(ctx context.Context, live []string) error {
 	return a.p.ReleaseStale(ctx, live)
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/berth-dev/berth/api/client"
 	"github.com/berth-dev/berth/internal/agent"
 	"github.com/berth-dev/berth/internal/errdefs"
+	"github.com/berth-dev/berth/internal/metrics"
 	"github.com/berth-dev/berth/internal/registry"
 )
 
@@ -117,11 +118,15 @@ func (p *PullingImages) fetch(ctx context.Context, ref string, obj api.ObjectRef
 			}
 		},
 	})
+	metrics.ImagePullDuration.Observe(time.Since(start).Seconds())
+	metrics.ImagePullBytes.Add(float64(tr.fetched()))
 	if err != nil {
+		metrics.ImagePulls.WithLabelValues("failed").Inc()
 		log.Warn("image pull failed", "image", ref, "server", p.Base, "err", err)
 		ev.record(api.EventWarning, "PullFailed", fmt.Sprintf("pulling image %s failed: %v", ref, err))
 		return err
 	}
+	metrics.ImagePulls.WithLabelValues("ok").Inc()
 	took := time.Since(start).Round(time.Millisecond)
 	log.Info("pulled image", "image", ref, "digest", img.Digest, "fetched", tr.fetched(), "took", took)
 	ev.record(api.EventNormal, "Pulled", fmt.Sprintf("pulled image %s (%s, %s fetched) in %s", ref, img.Digest, byteCount(tr.fetched()), took))

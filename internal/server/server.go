@@ -9,6 +9,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"os"
@@ -22,6 +23,7 @@ import (
 	"github.com/berth-dev/berth/internal/dashboard"
 	"github.com/berth-dev/berth/internal/hostinfo"
 	"github.com/berth-dev/berth/internal/image"
+	"github.com/berth-dev/berth/internal/metrics"
 	"github.com/berth-dev/berth/internal/promdefer"
 	"github.com/berth-dev/berth/internal/registry"
 	"github.com/berth-dev/berth/internal/runtime"
@@ -41,6 +43,9 @@ type Config struct {
 	Listen string
 	// Network configures container networking.
 	Network Network
+	// AllowedHostPaths, when set, are the only host directories a
+	// hostPath volume may mount (see apiserver.Config).
+	AllowedHostPaths []string
 	// CgroupFavorDynMods remounts cgroup2 with favordynmods, for faster
 	// container starts (see runtime.FavorDynMods).
 	CgroupFavorDynMods bool
@@ -133,8 +138,9 @@ func Up(ctx context.Context, cfg Config) error {
 	g := newGroup(ctx)
 	defer g.cancel()
 	ctx, run := g.ctx, g.run
-	srv := apiserver.New(apiserver.Config{Store: st, Logger: log.With("component", "apiserver")})
+	srv := apiserver.New(apiserver.Config{Store: st, Logger: log.With("component", "apiserver"), AllowedHostPaths: cfg.AllowedHostPaths})
 	srv.Mount("/v2/", registry.New(imgs, registry.Options{Authorize: apiserver.AuthorizeImages, Logger: log.With("component", "registry")}))
+	srv.Mount("/metrics/", apiserver.AdminOnly(metrics.Handler(metrics.Cluster(st))))
 	var token string
 	if creds != nil {
 		token = creds.Token
@@ -159,8 +165,17 @@ func Up(ctx context.Context, cfg Config) error {
 		Logger:       log,
 		Network:      cfg.Network.agentNetwork(c, name, cfg.DataDir, log),
 		DiskReserve:  cfg.DiskReserve,
+		VolumesDir:   filepath.Join(cfg.DataDir, "volumes"),
+		// One process, one setting: the node holds to what the API admits.
+		AllowedHostPaths: cfg.AllowedHostPaths,
 	})
 	run("agent", ag.Run)
+	// The agent serves remote operations through the API, as on any node.
+	remote := ag.RemoteHandler(metrics.Handler(ag.InstanceCollector()))
+	run("agent tunnel", func(ctx context.Context) error {
+		agent.ServeTunnel(ctx, func(ctx context.Context) (io.ReadWriteCloser, error) { return c.OpenTunnel(ctx, name) }, remote, log)
+		return nil
+	})
 	if cfg.Ready != nil {
 		if waitHealthy(ctx, c) {
 			cfg.Ready(sock, creds)

@@ -17,14 +17,17 @@ import (
 // it talks to. It returns once the three nodes are Ready. Everything goes
 // when the test ends: processes, containers, mounts and namespaces; if
 // the test failed, every process's output is logged first.
-func startLAN(t *testing.T) *lan.LAN {
+func startLAN(t *testing.T) *lan.LAN { return startLANOf(t, 3, 3) }
+
+// startLANOf starts a LAN of servers and agents.
+func startLANOf(t *testing.T, servers, agents int) *lan.LAN {
 	requireRoot(t)
 	l := lan.New(lan.Config{
 		Berth:   berthBin,
 		Dir:     t.TempDir(),
 		Name:    fmt.Sprintf("berth-e2e-%d-%d", os.Getpid(), netnsSeq.Add(1)),
-		Servers: 3,
-		Agents:  3,
+		Servers: servers,
+		Agents:  agents,
 		Verbose: true,
 		Before: func(s *lan.Host) error {
 			(&env{t: t, dataDir: s.DataDir}).demoImage()

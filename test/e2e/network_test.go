@@ -90,7 +90,9 @@ func (c *cluster) addresses() []string {
 	}
 	var out []string
 	for _, e := range ents {
-		out = append(out, e.Name())
+		if !strings.HasPrefix(e.Name(), ".") { // .released orders reuse; it holds no address
+			out = append(out, e.Name())
+		}
 	}
 	sort.Strings(out)
 	return out

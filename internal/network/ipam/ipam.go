@@ -32,10 +32,16 @@ type Pool struct {
 	reserved    map[netip.Addr]bool
 	byID        map[string]netip.Addr
 	byAddr      map[netip.Addr]string
-	// next is where the following search starts: handing addresses out
-	// round-robin keeps a just-released address (and any stale ARP or
-	// conntrack state naming it) out of use for as long as possible.
-	next netip.Addr
+	// next is where the following search starts, and released says when
+	// (a sequence number, higher is later) each free address was last
+	// released: an address never used is handed out first, in round-robin
+	// order from next, and else the one released longest ago. A
+	// just-released address (and any stale ARP or conntrack state naming
+	// it) so stays out of use while others are free, even once a small
+	// pool has wrapped.
+	next     netip.Addr
+	released map[netip.Addr]uint64
+	seq      uint64
 }
 
 // NewPool returns an empty pool over prefix. For IPv4 prefixes shorter
@@ -58,6 +64,7 @@ func NewPool(prefix netip.Prefix, reserved ...netip.Addr) (*Pool, error) {
 		byID:     map[string]netip.Addr{},
 		byAddr:   map[netip.Addr]string{},
 		next:     first,
+		released: map[netip.Addr]uint64{},
 	}
 	for _, a := range reserved {
 		if !prefix.Contains(a) {
@@ -79,16 +86,39 @@ func (p *Pool) Allocate(id string) (netip.Addr, error) {
 	if a, ok := p.byID[id]; ok {
 		return a, nil
 	}
+	var best netip.Addr
+	var bestSeq uint64
 	a := p.next
-	for range p.size() {
+	for range min(p.size(), maxScan) {
 		if p.usable(a) {
-			p.assign(id, a)
-			p.next = p.wrap(a.Next())
-			return a, nil
+			seq, used := p.released[a]
+			if !used {
+				best = a
+				break // never used: nothing is better
+			}
+			if !best.IsValid() || seq < bestSeq {
+				best, bestSeq = a, seq
+			}
 		}
 		a = p.wrap(a.Next())
 	}
-	return netip.Addr{}, fmt.Errorf("allocate %q in %v: %w", id, p.prefix, ErrExhausted)
+	if !best.IsValid() {
+		return netip.Addr{}, fmt.Errorf("allocate %q in %v: %w", id, p.prefix, ErrExhausted)
+	}
+	p.assign(id, best)
+	p.next = p.wrap(best.Next())
+	return best, nil
+}
+
+// maxScan bounds one search for the address released longest ago; beyond
+// it (pools of more than a /16) the best found so far is taken.
+const maxScan = 1 << 16
+
+// markReleased records that a was released at sequence seq, as a Store
+// reopened reads it back: it orders the reuse of free addresses.
+func (p *Pool) markReleased(a netip.Addr, seq uint64) {
+	p.released[a] = seq
+	p.seq = max(p.seq, seq)
 }
 
 // Claim records that id holds a, e.g. when loading persisted state or when
@@ -121,6 +151,8 @@ func (p *Pool) Release(id string) (netip.Addr, bool) {
 	}
 	delete(p.byID, id)
 	delete(p.byAddr, a)
+	p.seq++
+	p.released[a] = p.seq
 	return a, true
 }
 
@@ -145,6 +177,7 @@ func (p *Pool) Len() int { return len(p.byID) }
 func (p *Pool) assign(id string, a netip.Addr) {
 	p.byID[id] = a
 	p.byAddr[a] = id
+	delete(p.released, a)
 }
 
 func (p *Pool) usable(a netip.Addr) bool {

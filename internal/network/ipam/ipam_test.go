@@ -179,3 +179,64 @@ func TestNextSubnet(t *testing.T) {
 		t.Fatalf("full cluster: %v", err)
 	}
 }
+
+// A small pool that has wrapped hands out the address released longest
+// ago, not the one just freed, while another is free.
+func TestPoolWrapReusesLongestReleasedFirst(t *testing.T) {
+	gw := netip.MustParseAddr("10.244.1.1")
+	p, err := NewPool(netip.MustParsePrefix("10.244.1.0/29"), gw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 5 { // .2 to .6: full
+		if _, err := p.Allocate(fmt.Sprint("c", i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	p.Release("c1") // .3, first
+	p.Release("c0") // .2, just now, and where the cursor stands
+	for _, want := range []string{"10.244.1.3", "10.244.1.2"} {
+		a, err := p.Allocate("x" + want)
+		if err != nil || a.String() != want {
+			t.Fatalf("allocate: %v, %v; want %s (released longest ago first)", a, err, want)
+		}
+	}
+}
+
+// Reopening the store (an agent restart) does not hand out an address
+// released just before while others are free, and keeps the order in
+// which free addresses were released.
+func TestStoreReopenKeepsJustReleasedOutOfUse(t *testing.T) {
+	dir := t.TempDir()
+	prefix, gw := netip.MustParsePrefix("10.244.1.0/29"), netip.MustParseAddr("10.244.1.1")
+	s, err := Open(dir, prefix, gw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range []string{"a", "b", "c", "d"} { // .2 to .5
+		if _, err := s.Allocate(id); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, id := range []string{"a", "d"} { // .2, then .5 (the highest: the old cursor's restart point)
+		if _, err := s.Release(id); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s, err = Open(dir, prefix, gw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, id := range []string{"e", "f", "g"} {
+		a, err := s.Allocate(id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, a.String())
+	}
+	// .6 was never used; then .2, released before .5.
+	if want := []string{"10.244.1.6", "10.244.1.2", "10.244.1.5"}; fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("after reopening, addresses handed out %v, want %v", got, want)
+	}
+}

@@ -8,11 +8,16 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strconv"
+	"strings"
 	"sync"
 )
 
 // Store is a Pool persisted in a directory: one file per assigned address,
-// named by the address and holding the owner id. Claiming a file with
+// named by the address and holding the owner id, and in .released one
+// per address released, holding when (see Pool): a restarted agent hands
+// out the addresses released just before it stopped last, as it would
+// have without the restart. Claiming a file with
 // O_EXCL is the commit point, so a crash between steps leaves either no
 // allocation or a complete one, never two owners of an address. Files are
 // not fsynced: the state has to survive an agent restart, and a machine
@@ -64,7 +69,38 @@ func Open(dir string, prefix netip.Prefix, reserved ...netip.Addr) (*Store, erro
 	if last.IsValid() {
 		pool.next = pool.wrap(last.Next())
 	}
+	rels, _ := os.ReadDir(filepath.Join(dir, releasedDir))
+	for _, e := range rels {
+		a, err := netip.ParseAddr(e.Name())
+		if err != nil || !pool.inRange(a) {
+			continue
+		}
+		if _, held := pool.Owner(a); held {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join(dir, releasedDir, e.Name()))
+		if seq, perr := strconv.ParseUint(strings.TrimSpace(string(b)), 10, 64); err == nil && perr == nil {
+			pool.markReleased(a, seq)
+		}
+	}
 	return &Store{dir: dir, pool: pool}, nil
+}
+
+// releasedDir holds the release records; its name is no address.
+const releasedDir = ".released"
+
+// recordRelease persists when a was released. A record lost (a failed
+// write) only lets a be reused sooner.
+func (s *Store) recordRelease(a netip.Addr) error {
+	d := filepath.Join(s.dir, releasedDir)
+	if err := os.MkdirAll(d, 0o700); err != nil {
+		return err
+	}
+	tmp := filepath.Join(d, "."+a.String()+".tmp")
+	if err := os.WriteFile(tmp, []byte(strconv.FormatUint(s.pool.seq, 10)), 0o600); err != nil {
+		return err
+	}
+	return os.Rename(tmp, filepath.Join(d, a.String()))
 }
 
 // Allocate returns id's address, assigning and persisting a free one if id
@@ -130,6 +166,7 @@ func (s *Store) Release(id string) (netip.Addr, error) {
 		return netip.Addr{}, fmt.Errorf("release %v of %q: %w", a, id, err)
 	}
 	s.pool.Release(id)
+	_ = s.recordRelease(a)
 	return a, nil
 }
 

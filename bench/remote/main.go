@@ -1,0 +1,324 @@
+// Command remote measures berth's remote operations: `berth exec
+// INSTANCE true` from start to exit, on the local node (berth up, the CLI
+// on its socket) and on a remote one (a client in the server's network
+// namespace, the instance on an agent in another, over TLS and the
+// node's tunnel), beside `podman exec` of the same image; and `berth logs
+// -f` throughput to the remote client from a container printing as fast
+// as it can, with the container's own write rate alone and while a
+// reader that never reads follows it. It prints figures and asserts
+// nothing. Run it as root.
+package main
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/berth-dev/berth/internal/lan"
+	"github.com/berth-dev/berth/internal/runtime/runtimetest"
+)
+
+func main() {
+	bin := flag.String("berth", "bin/berth", "the berth binary to measure")
+	runs := flag.Int("n", 100, "exec runs per setup")
+	lines := flag.Int("lines", 300000, "lines the logs container prints")
+	flag.Parse()
+	if err := bench(*bin, *runs, *lines); err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(1)
+	}
+}
+
+func bench(bin string, runs, lines int) error {
+	bin, err := filepath.Abs(bin)
+	if err != nil {
+		return err
+	}
+	work, err := os.MkdirTemp("", "berth-bench-remote-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(work)
+	rootfs := filepath.Join(work, "rootfs")
+	if err := runtimetest.WriteBusyboxRootfs(rootfs); err != nil {
+		return err
+	}
+
+	local, err := localExec(bin, work, rootfs, runs)
+	if err != nil {
+		return fmt.Errorf("local: %w", err)
+	}
+	row(fmt.Sprintf("berth exec true, local node (berth up) (%d)", runs), local)
+
+	l := lan.New(lan.Config{
+		Berth: bin, Dir: filepath.Join(work, "lan"), Name: fmt.Sprintf("berth-bench-remote-%d", os.Getpid()),
+		Servers: 1, Agents: 1,
+		Before: func(s *lan.Host) error {
+			_, err := s.Run("image", "build", rootfs, "--tag", "bench/busybox:1")
+			return err
+		},
+	})
+	defer l.Close()
+	if err := os.MkdirAll(filepath.Join(work, "lan"), 0o755); err != nil {
+		return err
+	}
+	if err := l.Start(); err != nil {
+		return err
+	}
+	remote, err := remoteExec(l, runs)
+	if err != nil {
+		return fmt.Errorf("remote: %w", err)
+	}
+	row(fmt.Sprintf("berth exec true, remote node (TLS, tunnel) (%d)", runs), remote)
+
+	pod, err := podmanExec(work, rootfs, runs)
+	if err != nil {
+		fmt.Printf("%-52s not measured: %v\n", "podman exec true", err)
+	} else {
+		row(fmt.Sprintf("podman exec --runtime runc true (%d)", runs), pod)
+		fmt.Printf("berth exec remote / podman exec: p50 %.2fx, p99 %.2fx\n\n", ratio(pct(remote, 50), pct(pod, 50)), ratio(pct(remote, 99), pct(pod, 99)))
+	}
+
+	return logsThroughput(l, lines)
+}
+
+// localExec times berth exec through berth up's socket.
+func localExec(bin, work, rootfs string, runs int) ([]time.Duration, error) {
+	data := filepath.Join(work, "up")
+	berth := func(args ...string) error {
+		out, err := exec.Command(bin, append([]string{"--data-dir", data}, args...)...).CombinedOutput()
+		if err != nil {
+			return fmt.Errorf("berth %s: %w: %s", strings.Join(args, " "), err, out)
+		}
+		return nil
+	}
+	if err := berth("image", "build", rootfs, "--tag", "bench/busybox:1"); err != nil {
+		return nil, err
+	}
+	up := exec.Command(bin, "--data-dir", data, "up", "--no-network")
+	up.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if err := up.Start(); err != nil {
+		return nil, err
+	}
+	defer func() {
+		_ = up.Process.Kill()
+		_, _ = up.Process.Wait()
+		out, _ := exec.Command(bin, "--data-dir", data, "container", "ps", "-a", "-q").Output()
+		for _, id := range strings.Fields(string(out)) {
+			_ = exec.Command(bin, "--data-dir", data, "container", "rm", "-f", id).Run()
+		}
+	}()
+	if err := waitFor(30*time.Second, func() bool { return berth("get", "nodes") == nil }); err != nil {
+		return nil, err
+	}
+	if err := berth("run", "--name", "sleeper", "bench/busybox:1", "sleep", "1d"); err != nil {
+		return nil, err
+	}
+	if err := waitFor(30*time.Second, func() bool { return berth("exec", "sleeper", "true") == nil }); err != nil {
+		return nil, err
+	}
+	return timeRuns(runs, func() error { return berth("exec", "sleeper", "true") })
+}
+
+func remoteExec(l *lan.LAN, runs int) ([]time.Duration, error) {
+	if err := l.Apply("kind: Service\nname: sleeper\nreplicas: 1\ntemplate:\n  image: bench/busybox:1\n  command: [sleep, 1d]\n  resources: {cpu: 0.05, memory: 16Mi}\n"); err != nil {
+		return nil, err
+	}
+	insts, err := l.WaitHealthy("sleeper", 1, time.Minute)
+	if err != nil {
+		return nil, err
+	}
+	name := insts[0].Metadata.Name
+	berth := func(args ...string) error {
+		out, err := l.AdminCommand(context.Background(), args...).CombinedOutput()
+		if err != nil {
+			return fmt.Errorf("berth %s: %w: %s", strings.Join(args, " "), err, out)
+		}
+		return nil
+	}
+	return timeRuns(runs, func() error { return berth("exec", name, "true") })
+}
+
+func podmanExec(work, rootfs string, runs int) ([]time.Duration, error) {
+	if _, err := exec.LookPath("podman"); err != nil {
+		return nil, errors.New("podman is not installed")
+	}
+	tarball := filepath.Join(work, "rootfs.tar")
+	if out, err := exec.Command("tar", "-C", rootfs, "-cf", tarball, ".").CombinedOutput(); err != nil {
+		return nil, fmt.Errorf("tar: %w: %s", err, out)
+	}
+	const image = "localhost/berth-bench-remote:1"
+	if out, err := exec.Command("podman", "import", tarball, image).CombinedOutput(); err != nil {
+		return nil, fmt.Errorf("podman import: %w: %s", err, out)
+	}
+	defer func() { _ = exec.Command("podman", "rmi", "-f", image).Run() }()
+	out, err := exec.Command("podman", "run", "-d", "--runtime", "runc", "--network", "none",
+		"--ulimit", "nofile=1024:1024", "--ulimit", "nproc=1024:1024", image, "sleep", "1d").CombinedOutput()
+	if err != nil {
+		return nil, fmt.Errorf("podman run: %w: %s", err, out)
+	}
+	id := strings.TrimSpace(string(out))
+	defer func() { _ = exec.Command("podman", "rm", "-f", "-t", "0", id).Run() }()
+	return timeRuns(runs, func() error {
+		if out, err := exec.Command("podman", "exec", id, "true").CombinedOutput(); err != nil {
+			return fmt.Errorf("podman exec: %w: %s", err, out)
+		}
+		return nil
+	})
+}
+
+// timeRuns times f runs times, after two warm-up runs.
+func timeRuns(runs int, f func() error) ([]time.Duration, error) {
+	var d []time.Duration
+	for i := range runs + 2 {
+		t0 := time.Now()
+		if err := f(); err != nil {
+			return nil, err
+		}
+		if i >= 2 {
+			d = append(d, time.Since(t0))
+		}
+	}
+	return d, nil
+}
+
+// logsThroughput has a container print lines as fast as it can, twice:
+// once followed by the remote client, once also followed by a reader
+// that never reads. It prints the rate the client got the lines at, and
+// the container's own write rate (from the times the node stamped on
+// its first and last lines) in each case.
+func logsThroughput(l *lan.LAN, lines int) error {
+	spec := func(name string) string {
+		return fmt.Sprintf(`kind: Service
+name: %s
+replicas: 1
+template:
+  image: bench/busybox:1
+  command: ["sh", "-c", "sleep 3; yes 'a log line of about forty bytes, numbered' | head -n %d; echo END; exec sleep 1d"]
+  resources: {cpu: 0.5, memory: 64Mi}
+`, name, lines)
+	}
+	for _, run := range []struct {
+		name    string
+		stalled bool
+	}{{"spew", false}, {"spew-stalled", true}} {
+		if err := l.Apply(spec(run.name)); err != nil {
+			return err
+		}
+		insts, err := l.WaitHealthy(run.name, 1, time.Minute)
+		if err != nil {
+			return err
+		}
+		name := insts[0].Metadata.Name
+		ctx, cancel := context.WithCancel(context.Background())
+		if run.stalled {
+			// Its stdout is a pipe nobody reads: it fills, and then the
+			// stream stalls all the way back to the agent.
+			stall := l.AdminCommand(ctx, "logs", "-f", name)
+			if _, err := stall.StdoutPipe(); err != nil {
+				cancel()
+				return err
+			}
+			if err := stall.Start(); err != nil {
+				cancel()
+				return err
+			}
+			defer func() { _ = stall.Wait() }()
+		}
+		got, first, last, took, err := follow(ctx, l, name)
+		cancel()
+		if err != nil {
+			return err
+		}
+		what := "logs -f to a remote client"
+		if run.stalled {
+			what += ", a stalled reader beside it"
+		}
+		fmt.Printf("%-52s %d of %d lines in %v: %.0f lines/s\n", what, got, lines+1, took.Round(time.Millisecond), float64(got)/took.Seconds())
+		fmt.Printf("%-52s %.0f lines/s (first to last line, by the node's stamps)\n", "  the container's own writes", float64(lines+1)/last.Sub(first).Seconds())
+		if run.stalled {
+			continue
+		}
+		// The writer above is slower than the stream: read its lines again,
+		// all written already, for what the stream itself carries.
+		ctx, cancel = context.WithCancel(context.Background())
+		got, _, _, took, err = follow(ctx, l, name)
+		cancel()
+		if err != nil {
+			return err
+		}
+		fmt.Printf("%-52s %d lines in %v: %.0f lines/s\n", "logs -f of lines already written, to a remote client", got, took.Round(time.Millisecond), float64(got)/took.Seconds())
+	}
+	return nil
+}
+
+// follow runs logs -f --timestamps and counts lines until END, returning
+// the count, the stamps of the first and last lines, and the time from
+// the first line received to END.
+func follow(ctx context.Context, l *lan.LAN, name string) (n int, first, last time.Time, took time.Duration, err error) {
+	cmd := l.AdminCommand(ctx, "logs", "-f", "--timestamps", name)
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		return 0, first, last, 0, err
+	}
+	if err := cmd.Start(); err != nil {
+		return 0, first, last, 0, err
+	}
+	defer func() {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+	}()
+	sc := bufio.NewScanner(out)
+	var t0 time.Time
+	deadline := time.AfterFunc(2*time.Minute, func() { _ = cmd.Process.Kill() })
+	defer deadline.Stop()
+	for sc.Scan() {
+		line := sc.Bytes()
+		if n == 0 {
+			t0 = time.Now()
+			ts, _, _ := strings.Cut(string(line), " ")
+			first, _ = time.Parse(time.RFC3339Nano, ts)
+		}
+		n++
+		if strings.HasSuffix(string(line), " END") {
+			last, _ = time.Parse(time.RFC3339Nano, strings.Fields(string(line))[0])
+			return n, first, last, time.Since(t0), nil
+		}
+	}
+	return n, first, last, time.Since(t0), fmt.Errorf("logs -f of %s ended after %d lines without END", name, n)
+}
+
+func waitFor(timeout time.Duration, cond func() bool) error {
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			return fmt.Errorf("not ready after %v", timeout)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	return nil
+}
+
+func row(what string, d []time.Duration) {
+	fmt.Printf("%-52s p50 %s  p99 %s\n", what, ms(pct(d, 50)), ms(pct(d, 99)))
+}
+
+func pct(d []time.Duration, p int) time.Duration {
+	s := slices.Clone(d)
+	slices.Sort(s)
+	i := (len(s)*p + 99) / 100
+	return s[max(0, min(len(s)-1, i-1))]
+}
+
+func ms(d time.Duration) string { return fmt.Sprintf("%.1fms", float64(d)/float64(time.Millisecond)) }
+
+func ratio(a, b time.Duration) float64 { return float64(a) / float64(b) }

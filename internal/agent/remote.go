@@ -1,0 +1,102 @@
+package agent
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"slices"
+
+	"github.com/berth-dev/berth/api"
+	"github.com/berth-dev/berth/internal/errdefs"
+	"github.com/berth-dev/berth/internal/runtime"
+)
+
+// The agent's side of the instance subresources. The API server reaches
+// these routes over the node's tunnel (see ServeTunnel), after it has
+// authorised the caller; they name an instance by its UID, whose latest
+// container (or the one before, for previous logs) they serve from the
+// runtime (?container= may name the latest, saving a search):
+//
+//	GET /v1/instances/{uid}/logs         frames (client.ReadFrames); ?follow, tail, since, timestamps, previous
+//	GET /v1/instances/{uid}/attach       frames from now until the container exits, then its status
+//	GET /v1/instances/{uid}/exec         WebSocket (client.Chan*); ?cmd=..&env=..&tty&stdin&cols&rows
+//	GET /v1/instances/{uid}/cp?path=P    a tar of P
+//	PUT /v1/instances/{uid}/cp?path=DIR  unpack the tar in the body into DIR
+//	GET /v1/instances/{uid}/portforward  WebSocket to ?port= on the container's loopback
+//	GET /v1/instances/{uid}/stats        client.InstanceStats
+//	GET /metrics                         the agent's Prometheus metrics
+
+// RemoteHandler serves the instance subresources from this node's runtime.
+// metrics, when not nil, serves GET /metrics.
+func (a *Agent) RemoteHandler(metrics http.Handler) http.Handler {
+	m := http.NewServeMux()
+	m.HandleFunc("GET /v1/instances/{uid}/logs", a.serveLogs)
+	m.HandleFunc("GET /v1/instances/{uid}/attach", a.serveAttach)
+	m.HandleFunc("GET /v1/instances/{uid}/exec", a.serveExec)
+	m.HandleFunc("GET /v1/instances/{uid}/cp", a.serveCopyFrom)
+	m.HandleFunc("PUT /v1/instances/{uid}/cp", a.serveCopyTo)
+	m.HandleFunc("GET /v1/instances/{uid}/portforward", a.servePortForward)
+	m.HandleFunc("GET /v1/instances/{uid}/stats", a.serveStats)
+	if metrics != nil {
+		m.Handle("GET /metrics", metrics)
+	}
+	return m
+}
+
+// container finds an instance's latest container, or with previous the
+// one before it (the agent keeps both, see reconcile).
+func (a *Agent) container(ctx context.Context, uid string, previous bool) (runtime.Status, error) {
+	all, err := a.cfg.Runtime.List(ctx)
+	if err != nil {
+		return runtime.Status{}, err
+	}
+	var mine []runtime.Status
+	for _, c := range all {
+		if c.Labels[labelUID] == uid {
+			mine = append(mine, c)
+		}
+	}
+	slices.SortFunc(mine, func(x, y runtime.Status) int { return attemptOf(y) - attemptOf(x) })
+	switch {
+	case len(mine) == 0:
+		return runtime.Status{}, fmt.Errorf("instance %s: %w: no container on node %q", uid, errdefs.ErrNotFound, a.cfg.Node.Name)
+	case previous && len(mine) < 2:
+		return runtime.Status{}, fmt.Errorf("instance %s: %w: no container before the current one on node %q", uid, errdefs.ErrNotFound, a.cfg.Node.Name)
+	case previous:
+		return mine[1], nil
+	}
+	return mine[0], nil
+}
+
+// running is the instance's latest container, which must be running.
+// The API server passes the container the instance's status names
+// (?container=): when it is the instance's and runs, it is taken without
+// listing every container on the node.
+func (a *Agent) running(r *http.Request) (runtime.Status, error) {
+	ctx, uid := r.Context(), r.PathValue("uid")
+	if hint := r.URL.Query().Get("container"); hint != "" {
+		if c, err := a.cfg.Runtime.State(ctx, hint); err == nil && c.Labels[labelUID] == uid && c.State == runtime.Running {
+			return c, nil
+		}
+	}
+	c, err := a.container(ctx, uid, false)
+	if err != nil {
+		return c, err
+	}
+	if c.State != runtime.Running {
+		return c, fmt.Errorf("instance %s: container %s: %w: it is %s", uid, c.ID, errdefs.ErrFailedPrecondition, c.State)
+	}
+	return c, nil
+}
+
+func writeErr(w http.ResponseWriter, err error) {
+	code := errdefs.HTTPStatus(err)
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	_ = json.NewEncoder(w).Encode(struct {
+		Error  string           `json:"error"`
+		Code   string           `json:"code"`
+		Fields []api.FieldError `json:"fields,omitempty"`
+	}{err.Error(), errdefs.Code(err), api.FieldErrors(err)})
+}

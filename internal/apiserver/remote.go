@@ -1,0 +1,269 @@
+package apiserver
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"net/url"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/yamux"
+
+	"github.com/berth-dev/berth/api"
+	"github.com/berth-dev/berth/api/client"
+	"github.com/berth-dev/berth/internal/errdefs"
+	"github.com/berth-dev/berth/internal/metrics"
+)
+
+// Remote operations: an instance's logs, exec, attach, cp, port-forward
+// and stats are subresources the server authorises and then proxies, as
+// they are, to the agent of the instance's node (internal/agent's
+// RemoteHandler lists its side):
+//
+//	GET  /v1/namespaces/{ns}/instances/{name}/logs         frames; ?follow&tail&since&timestamps&previous
+//	GET  /v1/namespaces/{ns}/instances/{name}/attach       frames until the container exits
+//	GET  /v1/namespaces/{ns}/instances/{name}/exec         WebSocket; ?cmd=..&env=..&tty&stdin&cols&rows
+//	GET  /v1/namespaces/{ns}/instances/{name}/cp?path=P    a tar of P
+//	PUT  /v1/namespaces/{ns}/instances/{name}/cp?path=DIR  unpack the body's tar into DIR
+//	GET  /v1/namespaces/{ns}/instances/{name}/portforward  WebSocket; ?port=
+//	GET  /v1/namespaces/{ns}/instances/{name}/stats        client.InstanceStats
+//	GET  /v1/nodes/{name}/metrics                          the node agent's Prometheus metrics
+//	GET  /v1/tunnel/{node}                                 Upgrade: berth-tunnel (agents only)
+//
+// Every one is for admins: NodeAuthorizer refuses a node any
+// subresource but its own assignments. Each exec and attach is recorded
+// as an event on the instance (who, which command).
+//
+// A node's agent reaches the server, never the other way round: it opens
+// GET /v1/tunnel/{node} with its node certificate (or, in `berth up`, on
+// the root-only socket), the server answers 101 and takes the connection
+// as a yamux session whose streams it opens, one per proxied request.
+// Agents open a tunnel to every server they know, so whichever server a
+// client asks can reach every node.
+//
+// Why these transports: the agent dials out, so a node needs no open
+// port (nor an address the server can reach), and the tunnel is the
+// node's own mTLS connection; yamux (hashicorp/yamux, as Nomad and
+// Consul use) carries many streams over it with keepalives that find a
+// dead peer in seconds, and each stream is plain HTTP/1.1, so the
+// server's side is httputil.ReverseProxy. Exec and port-forward need both
+// directions at once: they are WebSockets (coder/websocket), which pass
+// through that proxy as an Upgrade, work the same on the unix socket and
+// over TLS, frame messages (exec's channels) and are what a browser (the
+// dashboard) speaks. One-way streams (logs, cp, stats) stay plain HTTP
+// bodies.
+
+// tunnels are the nodes' open tunnels to this server.
+type tunnels struct {
+	mu sync.Mutex
+	m  map[string]*tunnel
+}
+
+type tunnel struct {
+	sess  *yamux.Session
+	proxy *httputil.ReverseProxy
+}
+
+func (t *tunnels) get(node string) *tunnel {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.m[node]
+}
+
+// put makes tn the node's tunnel, closing the one it replaces.
+func (t *tunnels) put(node string, tn *tunnel) {
+	t.mu.Lock()
+	old := t.m[node]
+	if t.m == nil {
+		t.m = map[string]*tunnel{}
+	}
+	t.m[node] = tn
+	t.mu.Unlock()
+	if old != nil {
+		old.sess.Close()
+	}
+}
+
+func (t *tunnels) drop(node string, tn *tunnel) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.m[node] == tn {
+		delete(t.m, node)
+	}
+}
+
+// Connected lists the nodes whose agents have a tunnel to this server.
+func (s *Server) Connected() []string {
+	s.tunnels.mu.Lock()
+	defer s.tunnels.mu.Unlock()
+	var out []string
+	for n, t := range s.tunnels.m {
+		if !t.sess.IsClosed() {
+			out = append(out, n)
+		}
+	}
+	return out
+}
+
+const tunnelPrefix = "/v1/tunnel/"
+
+func (s *Server) routeRemote(m *http.ServeMux) {
+	for _, op := range []string{"logs", "attach", "exec", "cp", "portforward", "stats"} {
+		m.HandleFunc("GET /v1/namespaces/{ns}/instances/{name}/"+op, s.instanceOp(op))
+	}
+	m.HandleFunc("PUT /v1/namespaces/{ns}/instances/{name}/cp", s.instanceOp("cp"))
+	m.HandleFunc("GET /v1/nodes/{name}/metrics", s.nodeMetrics)
+	s.Mount(tunnelPrefix, http.HandlerFunc(s.serveTunnel))
+}
+
+// serveTunnel takes an agent's connection as its node's tunnel. Only the
+// node itself (by its certificate) or an admin may open it.
+func (s *Server) serveTunnel(w http.ResponseWriter, r *http.Request) {
+	id, _ := IdentityFrom(r.Context())
+	node := strings.TrimPrefix(r.URL.Path, tunnelPrefix)
+	switch {
+	case r.Method != http.MethodGet:
+		writeError(w, fmt.Errorf("%s %s: %w", r.Method, r.URL.Path, errdefs.ErrNotFound))
+		return
+	case api.ValidateName(node) != nil:
+		writeError(w, fmt.Errorf("tunnel: %w: %q is not a node name", errdefs.ErrInvalidArgument, node))
+		return
+	case !id.Admin && id.Node != node:
+		if id.Node == "" {
+			writeError(w, fmt.Errorf("%s: %w: only a node opens its tunnel", id.Name, errdefs.ErrForbidden))
+			return
+		}
+		writeError(w, fmt.Errorf("node %q: %w: may not open the tunnel of node %q", id.Node, errdefs.ErrForbidden, node))
+		return
+	case !strings.EqualFold(r.Header.Get("Upgrade"), client.TunnelProtocol):
+		writeError(w, fmt.Errorf("tunnel of node %q: %w: want Upgrade: %s", node, errdefs.ErrInvalidArgument, client.TunnelProtocol))
+		return
+	}
+	conn, brw, err := http.NewResponseController(w).Hijack()
+	if err != nil {
+		writeError(w, fmt.Errorf("tunnel of node %q: %w", node, err))
+		return
+	}
+	_ = conn.SetDeadline(time.Time{})
+	if _, err := io.WriteString(conn, "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: "+client.TunnelProtocol+"\r\n\r\n"); err != nil {
+		conn.Close()
+		return
+	}
+	sess, err := yamux.Client(bufferedConn{Conn: conn, r: brw.Reader}, client.TunnelConfig())
+	if err != nil {
+		conn.Close()
+		return
+	}
+	tn := &tunnel{sess: sess}
+	tn.proxy = &httputil.ReverseProxy{
+		Rewrite: func(pr *httputil.ProxyRequest) {
+			pr.Out.Header.Del("Authorization")
+		},
+		Transport: &http.Transport{
+			DialContext:         func(context.Context, string, string) (net.Conn, error) { return sess.Open() },
+			MaxIdleConnsPerHost: 16,
+			IdleConnTimeout:     time.Minute,
+		},
+		// Streams (logs -f) go out as they come.
+		FlushInterval: -1,
+		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
+			writeError(w, fmt.Errorf("node %q: %w: %w", node, errdefs.ErrUnavailable, err))
+		},
+	}
+	s.tunnels.put(node, tn)
+	s.log.Info("node tunnel open", "node", node, "from", conn.RemoteAddr())
+	<-sess.CloseChan()
+	s.tunnels.drop(node, tn)
+	s.log.Info("node tunnel closed", "node", node)
+}
+
+// bufferedConn reads first what the server had read past the request.
+type bufferedConn struct {
+	net.Conn
+	r *bufio.Reader
+}
+
+func (b bufferedConn) Read(p []byte) (int, error) { return b.r.Read(p) }
+
+// forward sends r to node's agent at path, with query.
+func (s *Server) forward(w http.ResponseWriter, r *http.Request, node, path string, query url.Values) {
+	tn := s.tunnels.get(node)
+	if tn == nil || tn.sess.IsClosed() {
+		writeError(w, fmt.Errorf("node %q: %w: its agent has no tunnel to this server", node, errdefs.ErrUnavailable))
+		return
+	}
+	out := r.Clone(r.Context())
+	out.URL = &url.URL{Scheme: "http", Host: "agent", Path: path, RawQuery: query.Encode()}
+	out.Host = "agent"
+	out.RequestURI = ""
+	tn.proxy.ServeHTTP(w, out)
+}
+
+// instanceOp proxies an instance subresource to the agent of its node.
+func (s *Server) instanceOp(op string) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		ns, name := r.PathValue("ns"), r.PathValue("name")
+		var in api.Instance
+		if err := s.store.GetInto(r.Context(), &in, ns, name); err != nil {
+			writeError(w, err)
+			return
+		}
+		if in.Spec.Node == "" {
+			writeError(w, fmt.Errorf("%s: %w: bound to no node yet", api.Ref(api.KindInstance, ns, name), errdefs.ErrFailedPrecondition))
+			return
+		}
+		metrics.RemoteStreams.WithLabelValues(op).Inc()
+		if op == "exec" || op == "attach" || (op == "cp" && r.Method == http.MethodPut) {
+			s.recordRemoteOp(r, &in, op)
+		}
+		// The container the status names saves the agent a search.
+		q := r.URL.Query()
+		q.Del("container")
+		if in.Status.ContainerID != "" {
+			q.Set("container", in.Status.ContainerID)
+		}
+		s.forward(w, r, in.Spec.Node, "/v1/instances/"+url.PathEscape(in.Metadata.UID)+"/"+op, q)
+	}
+}
+
+// recordRemoteOp records who reached into an instance, and how.
+func (s *Server) recordRemoteOp(r *http.Request, in *api.Instance, op string) {
+	id, _ := IdentityFrom(r.Context())
+	who := id.Name
+	if host, _, err := net.SplitHostPort(r.RemoteAddr); err == nil && host != "" {
+		who += " from " + host
+	}
+	q := r.URL.Query()
+	var msg, reason string
+	switch op {
+	case "exec":
+		reason = "Exec"
+		msg = fmt.Sprintf("%s ran %q on node %s", who, q["cmd"], in.Spec.Node)
+		if q.Get("tty") == "1" {
+			msg += " with a terminal"
+		}
+	case "attach":
+		reason, msg = "Attach", fmt.Sprintf("%s attached on node %s", who, in.Spec.Node)
+	case "cp":
+		reason, msg = "CopyIn", fmt.Sprintf("%s copied files into %s on node %s", who, q.Get("path"), in.Spec.Node)
+	}
+	ev := &api.Event{
+		Metadata: api.Metadata{Namespace: in.Metadata.Namespace},
+		Time:     time.Now().UTC(),
+		Object:   api.ObjectRef{Kind: api.KindInstance, Namespace: in.Metadata.Namespace, Name: in.Metadata.Name},
+		Type:     api.EventNormal, Reason: reason, Message: msg, Source: "apiserver",
+	}
+	if err := s.store.RecordEvent(r.Context(), ev); err != nil {
+		s.log.Warn("record event", "instance", in.Metadata.Name, "reason", reason, "err", err)
+	}
+}
+
+func (s *Server) nodeMetrics(w http.ResponseWriter, r *http.Request) {
+	s.forward(w, r, r.PathValue("name"), "/metrics", nil)
+}

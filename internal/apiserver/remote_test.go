@@ -1,0 +1,195 @@
+package apiserver_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/yamux"
+
+	"github.com/berth-dev/berth/api"
+	"github.com/berth-dev/berth/api/client"
+	"github.com/berth-dev/berth/internal/errdefs"
+)
+
+// agentStandIn serves a node's end of its tunnel with h, as the agent's
+// RemoteHandler would, and records the paths asked for.
+type agentStandIn struct {
+	mu   sync.Mutex
+	seen []string
+}
+
+func (a *agentStandIn) paths() []string {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return append([]string(nil), a.seen...)
+}
+
+func (a *agentStandIn) serve(t *testing.T, nc *client.Client, node string) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	conn, err := nc.OpenTunnel(ctx, node)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sess, err := yamux.Server(conn, client.TunnelConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	hs := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		a.mu.Lock()
+		a.seen = append(a.seen, r.URL.Path)
+		a.mu.Unlock()
+		if r.Header.Get("Authorization") != "" {
+			http.Error(w, "the admin's token reached the agent", http.StatusTeapot)
+			return
+		}
+		w.Header().Set("Content-Type", "application/vnd.berth.frames")
+		fw := client.NewFrameWriter(w, nil)
+		_, _ = io.WriteString(fw.Stream(client.StreamStdout), "from "+node+"\n")
+		_ = fw.Close()
+	})}
+	go func() { _ = hs.Serve(sess) }()
+	t.Cleanup(func() {
+		cancel()
+		hs.Close()
+		sess.Close()
+	})
+}
+
+// TestRemoteOperationsAreForAdmins checks who may reach instances
+// through the API: admins reach any node's instances over its tunnel;
+// a node certificate may neither reach another node's instance (nor its
+// own), nor open another node's tunnel, nor scrape metrics.
+func TestRemoteOperationsAreForAdmins(t *testing.T) {
+	c := startCluster(t)
+	ctx := t.Context()
+	n1, n2 := c.join(t, "n1"), c.join(t, "n2")
+	for _, n := range []string{"n1", "n2"} {
+		if _, err := c.admin.Nodes().Apply(ctx, &api.Node{Metadata: api.Metadata{Name: n}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for name, node := range map[string]string{"web-1": "n1", "web-2": "n2"} {
+		in := &api.Instance{
+			Metadata: api.Metadata{Name: name, Namespace: "default"},
+			Spec:     api.InstanceSpec{Template: api.Template{Image: "demo/busybox:1"}, Owner: api.Owner{Kind: api.KindService, Name: "web"}},
+		}
+		if _, err := c.admin.Instances().Apply(ctx, in); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := c.admin.Instances().Bind(ctx, "default", name, node, nil, 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var agent2 agentStandIn
+	agent2.serve(t, n2, "n2")
+
+	// A node may not open another node's tunnel.
+	if _, err := n1.OpenTunnel(ctx, "n2"); !errdefs.IsForbidden(err) || !strings.Contains(err.Error(), `tunnel of node "n2"`) {
+		t.Fatalf("n1 opening n2's tunnel: got %v, want 403 naming the tunnel", err)
+	}
+
+	// The admin reaches web-2 on n2, through n2's tunnel.
+	var out bytes.Buffer
+	eventually(t, 5*time.Second, func() bool {
+		out.Reset()
+		return c.admin.InstanceLogs(ctx, "default", "web-2", client.LogOptions{}, &out, io.Discard) == nil
+	})
+	if out.String() != "from n2\n" {
+		t.Fatalf("admin's logs of web-2: %q, want n2's answer", out.String())
+	}
+	// web-1's node has no tunnel: 503 naming it.
+	err := c.admin.InstanceLogs(ctx, "default", "web-1", client.LogOptions{}, io.Discard, io.Discard)
+	if !errdefs.IsUnavailable(err) || !strings.Contains(err.Error(), `node "n1"`) {
+		t.Fatalf("logs of an instance whose node has no tunnel: %v, want 503 naming n1", err)
+	}
+
+	before := len(agent2.paths())
+	for _, target := range []string{"web-2", "web-1"} {
+		for _, tc := range []struct {
+			name string
+			do   func() error
+		}{
+			{"logs", func() error {
+				return n1.InstanceLogs(ctx, "default", target, client.LogOptions{}, io.Discard, io.Discard)
+			}},
+			{"exec", func() error {
+				_, err := n1.Exec(ctx, "default", target, client.ExecOptions{Command: []string{"id"}})
+				return err
+			}},
+			{"attach", func() error { _, err := n1.Attach(ctx, "default", target, io.Discard, io.Discard); return err }},
+			{"cp from", func() error { _, err := n1.CopyFrom(ctx, "default", target, "/etc/passwd"); return err }},
+			{"cp to", func() error { return n1.CopyTo(ctx, "default", target, "/tmp", strings.NewReader("")) }},
+			{"port-forward", func() error { _, err := n1.PortForward(ctx, "default", target, 80); return err }},
+			{"stats", func() error { _, err := n1.Stats(ctx, "default", target); return err }},
+			{"node metrics", func() error { _, err := n1.NodeMetrics(ctx, "n2"); return err }},
+			{"server metrics", func() error { _, err := n1.Metrics(ctx); return err }},
+		} {
+			t.Run(tc.name+" of "+target, func(t *testing.T) {
+				err := tc.do()
+				var ce *client.Error
+				if !errors.As(err, &ce) || ce.Status != http.StatusForbidden {
+					t.Fatalf("node n1: got %v, want a 403", err)
+				}
+				if !strings.Contains(err.Error(), `node "n1"`) {
+					t.Errorf("message %q does not name the node", err)
+				}
+			})
+		}
+	}
+	if got := agent2.paths(); len(got) != before {
+		t.Fatalf("n2's agent was asked %v for node n1", got[before:])
+	}
+}
+
+// TestExecIsRecordedAsEvent checks that an exec leaves an event naming
+// who ran which command in which instance, even when the node cannot
+// carry it out.
+func TestExecIsRecordedAsEvent(t *testing.T) {
+	c := startCluster(t)
+	ctx := t.Context()
+	n2 := c.join(t, "n2")
+	in := &api.Instance{
+		Metadata: api.Metadata{Name: "web-2", Namespace: "default"},
+		Spec:     api.InstanceSpec{Template: api.Template{Image: "demo/busybox:1"}, Owner: api.Owner{Kind: api.KindService, Name: "web"}},
+	}
+	if _, err := c.admin.Instances().Apply(ctx, in); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.admin.Instances().Bind(ctx, "default", "web-2", "n2", nil, 0); err != nil {
+		t.Fatal(err)
+	}
+	var agent2 agentStandIn
+	agent2.serve(t, n2, "n2")
+	// The stand-in answers no WebSocket: the exec fails, after the event.
+	_, _ = c.admin.Exec(ctx, "default", "web-2", client.ExecOptions{Command: []string{"cat", "/etc/shadow"}})
+	evs, _, err := c.admin.Events().List(ctx, "default")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, ev := range evs {
+		if ev.Reason == "Exec" && ev.Object.Name == "web-2" && strings.Contains(ev.Message, "token from 127.0.0.1") &&
+			strings.Contains(ev.Message, `"cat" "/etc/shadow"`) && strings.Contains(ev.Message, "n2") {
+			return
+		}
+	}
+	t.Fatalf("no Exec event naming the caller, the command and the node in %d events", len(evs))
+}
+
+func eventually(t *testing.T, timeout time.Duration, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatal("condition not met in time")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}

@@ -1,0 +1,68 @@
+package metrics
+
+import (
+	"context"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/berth-dev/berth/api"
+	"github.com/berth-dev/berth/internal/store"
+)
+
+var (
+	instancesDesc = prometheus.NewDesc("berth_instances", "Instances in the store, by phase.", []string{"phase"}, nil)
+	heartbeatDesc = prometheus.NewDesc("berth_node_heartbeat_age_seconds", "Time since each node's last heartbeat.", []string{"node"}, nil)
+	nodeReadyDesc = prometheus.NewDesc("berth_node_ready", "1 when the node is Ready, else 0.", []string{"node"}, nil)
+)
+
+// phases are reported even at zero, so a dashboard's series do not vanish.
+var phases = []api.Phase{api.PhasePending, api.PhaseScheduled, api.PhaseStarting, api.PhaseRunning, api.PhaseSucceeded, api.PhaseFailed, api.PhaseLost}
+
+// clusterCollector reads the cluster's figures from the store at each scrape.
+type clusterCollector struct {
+	st  *store.Store
+	now func() time.Time
+}
+
+// Cluster collects what the store says of the cluster: instances by
+// phase, and each node's heartbeat age and readiness.
+func Cluster(st *store.Store) prometheus.Collector { return clusterCollector{st: st, now: time.Now} }
+
+func (c clusterCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- instancesDesc
+	ch <- heartbeatDesc
+	ch <- nodeReadyDesc
+}
+
+func (c clusterCollector) Collect(ch chan<- prometheus.Metric) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if insts, _, err := store.List[api.Instance](ctx, c.st, ""); err == nil {
+		n := map[api.Phase]int{}
+		for _, in := range insts {
+			n[in.Status.Phase]++
+		}
+		for _, p := range phases {
+			ch <- prometheus.MustNewConstMetric(instancesDesc, prometheus.GaugeValue, float64(n[p]), string(p))
+		}
+	} else {
+		ch <- prometheus.NewInvalidMetric(instancesDesc, err)
+	}
+	nodes, _, err := store.List[api.Node](ctx, c.st, "")
+	if err != nil {
+		ch <- prometheus.NewInvalidMetric(heartbeatDesc, err)
+		return
+	}
+	live, _ := c.st.LiveNodes(ctx)
+	for _, n := range nodes {
+		if !n.Status.LastHeartbeat.IsZero() {
+			ch <- prometheus.MustNewConstMetric(heartbeatDesc, prometheus.GaugeValue, c.now().Sub(n.Status.LastHeartbeat).Seconds(), n.Metadata.Name)
+		}
+		ready := 0.0
+		if n.Status.Condition == api.NodeReady && live[n.Metadata.Name] {
+			ready = 1
+		}
+		ch <- prometheus.MustNewConstMetric(nodeReadyDesc, prometheus.GaugeValue, ready, n.Metadata.Name)
+	}
+}

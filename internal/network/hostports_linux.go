@@ -1,0 +1,153 @@
+package network
+
+import (
+	"fmt"
+	"io"
+	"net"
+	"strings"
+	"sync"
+
+	"github.com/berth-dev/berth/internal/network/netns"
+	"github.com/berth-dev/berth/internal/network/vip"
+)
+
+// hostPort is a port published on the node.
+type hostPort struct {
+	proto vip.Protocol
+	port  uint16
+}
+
+func (h hostPort) String() string {
+	return fmt.Sprintf("%d/%s", h.port, strings.ToLower(h.proto.String()))
+}
+
+type heldPort struct {
+	owner string // the service key
+	sock  io.Closer
+}
+
+// portHolder keeps a socket bound on every host port the node publishes,
+// as Docker's and Kubernetes' port holders do: no other process can take
+// the port while berth publishes it, and a port some other process holds
+// already is not published here, so its traffic stays that process's.
+type portHolder struct {
+	netns string // the namespace the ports are published in; "" is the caller's
+	mu    sync.Mutex
+	held  map[hostPort]heldPort
+}
+
+func newPortHolder(netnsPath string) *portHolder {
+	return &portHolder{netns: netnsPath, held: map[hostPort]heldPort{}}
+}
+
+// bind opens a socket on every local IPv4 address at h (the addresses
+// berth publishes on; an IPv6 client still finds the port closed rather
+// than a listener that never answers). A TCP port is listened on (a
+// merely bound socket would not keep every other process off it); nothing
+// reaches the listener, as the published port's traffic is redirected
+// before it.
+func (p *portHolder) bind(h hostPort) (io.Closer, error) {
+	var sock io.Closer = io.NopCloser(nil)
+	listen := func() (err error) {
+		switch h.proto {
+		case vip.TCP:
+			sock, err = net.ListenTCP("tcp4", &net.TCPAddr{Port: int(h.port)})
+		case vip.UDP:
+			sock, err = net.ListenUDP("udp4", &net.UDPAddr{Port: int(h.port)})
+		}
+		return err
+	}
+	var err error
+	if p.netns == "" {
+		err = listen()
+	} else {
+		// A socket stays in the namespace it was made in.
+		err = netns.Do(p.netns, listen)
+	}
+	return sock, err
+}
+
+// claim holds the host ports of s (named owner) and releases those it
+// held and no longer publishes. A port that cannot be bound (another
+// process holds it) is taken out of s, so it is not published, and named
+// in the error.
+func (p *portHolder) claim(owner string, s *vip.Service) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	want := map[hostPort]bool{}
+	var errs []string
+	for i := range s.Ports {
+		pt := &s.Ports[i]
+		if pt.HostPort == 0 {
+			continue
+		}
+		h := hostPort{pt.Protocol, pt.HostPort}
+		if cur, ok := p.held[h]; ok {
+			if cur.owner == owner {
+				want[h] = true
+			}
+			// Held for another service: the programmer names that conflict.
+			continue
+		}
+		sock, err := p.bind(h)
+		if err != nil {
+			errs = append(errs, fmt.Sprintf("port %s: %v", h, err))
+			pt.HostPort = 0
+			continue
+		}
+		p.held[h] = heldPort{owner: owner, sock: sock}
+		want[h] = true
+	}
+	for h, cur := range p.held {
+		if cur.owner == owner && !want[h] {
+			_ = cur.sock.Close()
+			delete(p.held, h)
+		}
+	}
+	if errs != nil {
+		return fmt.Errorf("service %s: not published on this node: %s", owner, strings.Join(errs, "; "))
+	}
+	return nil
+}
+
+// release lets go of every port owner holds.
+func (p *portHolder) release(owner string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for h, cur := range p.held {
+		if cur.owner == owner {
+			_ = cur.sock.Close()
+			delete(p.held, h)
+		}
+	}
+}
+
+// keep releases the ports of every owner not in owners.
+func (p *portHolder) keep(owners map[string]bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for h, cur := range p.held {
+		if !owners[cur.owner] {
+			_ = cur.sock.Close()
+			delete(p.held, h)
+		}
+	}
+}
+
+// check reports whether an instance of service owner may publish h on
+// this node: the port is held for that service already, or it is free.
+func (p *portHolder) check(owner string, h hostPort) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if cur, ok := p.held[h]; ok {
+		if cur.owner == owner {
+			return nil
+		}
+		return fmt.Errorf("port %s: published by service %s", h, cur.owner)
+	}
+	sock, err := p.bind(h)
+	if err != nil {
+		return fmt.Errorf("port %s: %w", h, err)
+	}
+	return sock.Close()
+}
