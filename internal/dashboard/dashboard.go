@@ -10,6 +10,9 @@
 //	POST /ui/codes            a one-time sign-in code; only callers the
 //	                          listener found to be admins (the CLI), never a cookie
 //	GET  /ui/stream           the cluster as a snapshot, then batches of changes (SSE)
+//	GET  /ui/logs?namespace=NS&name=NAME&tail=N
+//	                          an instance's last N lines (200 unless given), then
+//	                          its new ones as they come (SSE, through the API's logs route)
 //	POST /ui/act              {action, kind, namespace, name, replicas}
 //	GET  /ui/assets/...       the page's script and style
 //
@@ -19,6 +22,8 @@
 package dashboard
 
 import (
+	"bytes"
+	"cmp"
 	"compress/gzip"
 	"context"
 	"crypto/rand"
@@ -33,6 +38,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -108,6 +114,7 @@ func New(opts Options) *Handler {
 	m.HandleFunc("POST "+CodesPath, h.newCode)
 	m.HandleFunc("GET /ui/stream", h.stream)
 	m.HandleFunc("POST /ui/act", h.act)
+	m.HandleFunc("GET /ui/logs", h.logs)
 	m.Handle("GET /ui/assets/", http.StripPrefix("/ui/assets/", http.FileServerFS(sub)))
 	m.HandleFunc("GET /ui", func(w http.ResponseWriter, r *http.Request) { http.Redirect(w, r, Prefix, http.StatusFound) })
 	h.mux = m
@@ -388,6 +395,101 @@ func (h *Handler) stream(w http.ResponseWriter, r *http.Request) {
 			flush()
 		}
 	}
+}
+
+// maxLogTail bounds the lines a log view starts with.
+const maxLogTail = 5000
+
+// logs follows an instance's output through the API's logs route (the
+// node's agent serves it) and sends it as server-sent events: "line" for
+// each line, then "end" when the container is gone, or "failed".
+func (h *Handler) logs(w http.ResponseWriter, r *http.Request) {
+	if _, ok := h.current(r); !ok {
+		writeError(w, fmt.Errorf("%w: sign in first", errdefs.ErrUnauthorized))
+		return
+	}
+	q := r.URL.Query()
+	ns, name := cmp.Or(q.Get("namespace"), "default"), q.Get("name")
+	if name == "" {
+		writeError(w, fmt.Errorf("%w: name: the instance whose logs to show is needed", errdefs.ErrInvalidArgument))
+		return
+	}
+	tail := 200
+	if v := q.Get("tail"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > maxLogTail {
+			writeError(w, fmt.Errorf("%w: tail %q: want a count of lines from 1 to %d", errdefs.ErrInvalidArgument, v, maxLogTail))
+			return
+		}
+		tail = n
+	}
+	fl, ok := w.(http.Flusher)
+	if !ok {
+		writeError(w, fmt.Errorf("%w: streaming unsupported", errdefs.ErrUnavailable))
+		return
+	}
+	w.Header().Set("Content-Type", "text/event-stream")
+	w.Header().Set("Cache-Control", "no-store")
+	fl.Flush()
+	sse := &sseLines{w: w, flush: fl.Flush}
+	err := h.c.InstanceLogs(r.Context(), ns, name, client.LogOptions{Follow: true, Tail: tail},
+		sse.stream("out"), sse.stream("err"))
+	if r.Context().Err() != nil {
+		return
+	}
+	sse.mu.Lock()
+	defer sse.mu.Unlock()
+	if err != nil {
+		b, _ := json.Marshal(map[string]string{"error": err.Error()})
+		fmt.Fprintf(w, "event: failed\ndata: %s\n\n", b)
+	} else {
+		fmt.Fprint(w, "event: end\ndata: {}\n\n")
+	}
+	fl.Flush()
+}
+
+// maxLogLine is where a line without an end is cut into several.
+const maxLogLine = 16 << 10
+
+// sseLines turns an instance's two output streams into one stream of
+// "line" events, a line at a time.
+type sseLines struct {
+	mu    sync.Mutex
+	w     io.Writer
+	flush func()
+}
+
+func (s *sseLines) stream(name string) io.Writer { return &lineWriter{s: s, stream: name} }
+
+type lineWriter struct {
+	s      *sseLines
+	stream string
+	part   []byte
+}
+
+func (l *lineWriter) Write(p []byte) (int, error) {
+	l.s.mu.Lock()
+	defer l.s.mu.Unlock()
+	n := len(p)
+	for len(p) > 0 {
+		var line []byte
+		if i := bytes.IndexByte(p, '\n'); i >= 0 {
+			line, p = append(l.part, p[:i]...), p[i+1:]
+		} else {
+			l.part, p = append(l.part, p...), nil
+			if len(l.part) < maxLogLine {
+				break
+			}
+			line = l.part
+		}
+		l.part = nil
+		b, _ := json.Marshal(map[string]string{"s": l.stream, "t": strings.ToValidUTF8(string(line), "\uFFFD")})
+		if _, err := fmt.Fprintf(l.s.w, "event: line\ndata: %s\n\n", b); err != nil {
+			return 0, err
+		}
+	}
+	l.s.flush()
+	return n, nil
 }
 
 func writeError(w http.ResponseWriter, err error) {

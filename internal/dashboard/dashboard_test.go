@@ -155,6 +155,12 @@ func TestSignInAndCSRF(t *testing.T) {
 		t.Errorf("an unknown action past the checks: %d %s, want 422 naming it", resp.StatusCode, body)
 	}
 
+	for q, want := range map[string]string{"?tail=10": "name", "?name=web-1&tail=0": "tail", "?name=web-1&tail=5001": "tail"} {
+		if resp, body := do("GET", "/ui/logs"+q, "", "", ""); resp.StatusCode != 422 || !strings.Contains(body, want) {
+			t.Errorf("logs%s: %d %s, want 422 naming %s", q, resp.StatusCode, body, want)
+		}
+	}
+
 	// One-time codes: only for callers the listener took for admins, and good once.
 	if resp, _ := do("POST", CodesPath, srv.URL, csrf, ""); resp.StatusCode != 401 {
 		t.Errorf("a code asked for with the cookie alone: %d, want 401", resp.StatusCode)
@@ -174,5 +180,40 @@ func TestSignInAndCSRF(t *testing.T) {
 	hc.Jar, _ = cookiejar.New(nil)
 	if resp, _ := do("GET", code.Path, "", "", ""); resp.StatusCode != 401 {
 		t.Errorf("a code used twice: %d, want 401", resp.StatusCode)
+	}
+}
+
+// Output becomes one event per line, whichever way its writes fall, and a
+// line without an end is cut once it is too long.
+func TestLogLines(t *testing.T) {
+	var out strings.Builder
+	s := &sseLines{w: &out, flush: func() {}}
+	w, e := s.stream("out"), s.stream("err")
+	for _, p := range []string{"one\ntw", "o\n", "three\nfo", strings.Repeat("x", maxLogLine)} {
+		if _, err := w.Write([]byte(p)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_, _ = e.Write([]byte("bad\xff\n"))
+	var got []string
+	for _, ev := range strings.Split(strings.TrimSpace(out.String()), "\n\n") {
+		data, ok := strings.CutPrefix(ev, "event: line\ndata: ")
+		if !ok {
+			t.Fatalf("event %q", ev)
+		}
+		var l struct{ S, T string }
+		if err := json.Unmarshal([]byte(data), &l); err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, l.S+" "+l.T)
+	}
+	want := []string{"out one", "out two", "out three", "out fo" + strings.Repeat("x", maxLogLine), "err bad\uFFFD"}
+	if len(got) != len(want) {
+		t.Fatalf("got %d lines, want %d", len(got), len(want))
+	}
+	for i := range want {
+		if got[i] != want[i] {
+			t.Errorf("line %d: %.40q, want %.40q", i, got[i], want[i])
+		}
 	}
 }

@@ -95,6 +95,15 @@ func (c *cluster) webContainers() map[string]int {
 	return out
 }
 
+const talkerYAML = `kind: Service
+name: talker
+replicas: 1
+template:
+  image: demo/busybox:1
+  command: ["sh", "-c", "echo hello from talker; exec sleep 100000"]
+  resources: {cpu: 0.1, memory: 16Mi}
+`
+
 const tileCount = `document.querySelectorAll('#map .tile[data-key^="default/web-"]').length`
 
 func TestDashboardInBrowser(t *testing.T) {
@@ -250,6 +259,20 @@ new MutationObserver(ms => { for (const m of ms) { const ts = m.type === "attrib
 	if resp.StatusCode != http.StatusUnauthorized {
 		t.Errorf("stream without a session: %d, want 401", resp.StatusCode)
 	}
+
+	// The log view shows an instance's output and follows its new lines.
+	if _, errOut, code := c.applyYAML(talkerYAML); code != 0 {
+		t.Fatalf("apply talker: %s", errOut)
+	}
+	talker := c.waitRunning("talker", 1)[0].Metadata.Name
+	drive(t, ctx, "instance page with logs",
+		chromedp.Navigate(base+"#/instance/default/"+talker),
+		chromedp.WaitVisible("#log", chromedp.ByID),
+	)
+	pageEventually(t, ctx, 20*time.Second, "the talker's first line in the log view", `document.getElementById("log").textContent.includes("hello from talker")`)
+	c.ok("exec", talker, "sh", "-c", "echo a line written while the page follows > /proc/1/fd/1")
+	pageEventually(t, ctx, 20*time.Second, "the new line in the log view", `document.getElementById("log").textContent.includes("a line written while the page follows") && window.__sameLoad === true`)
+	saveScreenshot(t, ctx, "dashboard-instance.png")
 
 	// Keyboard: a tile is a link, Enter opens its instance, and the
 	// instance's Restart button works from the keyboard too.

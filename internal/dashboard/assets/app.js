@@ -83,7 +83,29 @@ let route = [], built = "";
 function parseRoute() { return (location.hash.replace(/^#\/?/, "") || "map").split("/").map(decodeURIComponent); }
 window.addEventListener("hashchange", () => build());
 
+// The log view: one stream per open instance page, closed when the page changes.
+let logStream = null;
+const LOG_LINES = 2000;
+function openLog(v, ns, name) {
+  const pre = v.querySelector("#log"), state = v.querySelector("#log-state"), follow = v.querySelector("#log-follow");
+  const es = new EventSource("/ui/logs?namespace=" + encodeURIComponent(ns) + "&name=" + encodeURIComponent(name));
+  logStream = es;
+  state.textContent = "connecting…";
+  es.onopen = () => { state.textContent = "following"; };
+  es.addEventListener("line", e => {
+    const d = JSON.parse(e.data), line = el("span", {class: d.s === "err" ? "err" : ""}, d.t + "\n");
+    pre.appendChild(line);
+    while (pre.childNodes.length > LOG_LINES) pre.firstChild.remove();
+    if (follow.checked) pre.scrollTop = pre.scrollHeight;
+  });
+  const stop = text => { es.close(); state.textContent = text; };
+  es.addEventListener("end", () => stop("the container has exited"));
+  es.addEventListener("failed", e => stop("logs: " + JSON.parse(e.data).error));
+  es.onerror = () => { if (es.readyState === EventSource.CLOSED) stop("logs unavailable"); };
+}
+
 function build() {
+  if (logStream) { logStream.close(); logStream = null; }
   route = parseRoute();
   for (const a of document.querySelectorAll("header nav a")) {
     const r = a.getAttribute("href").slice(2);
@@ -150,8 +172,11 @@ const builders = {
   },
   instance(v) {
     const [, ns, name] = route;
-    v.innerHTML = `<h1>Instance ${esc(name)} <span class="muted">${esc(ns)}</span></h1><div class="actions"><button type="button" id="restart-btn">Restart</button></div><div id="detail"></div><h2>Events</h2><div class="events" id="evs"></div>`;
+    v.innerHTML = `<h1>Instance ${esc(name)} <span class="muted">${esc(ns)}</span></h1><div class="actions"><button type="button" id="restart-btn">Restart</button></div><div id="detail"></div>
+<h2>Logs</h2><div class="actions"><label><input type="checkbox" id="log-follow" checked> Follow</label><span id="log-state" class="muted" role="status"></span></div>
+<pre id="log" tabindex="0" aria-label="log of ${esc(name)}"></pre><h2>Events</h2><div class="events" id="evs"></div>`;
     v.querySelector("#restart-btn").onclick = () => act({action: "restart", kind: "instance", namespace: ns, name}, "Restart " + name + "?");
+    openLog(v, ns, name);
   },
   nodes(v) {
     v.innerHTML = '<h1>Nodes</h1><div id="nodes"></div>';
