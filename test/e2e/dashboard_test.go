@@ -213,6 +213,8 @@ new MutationObserver(ms => { for (const m of ms) { const ts = m.type === "attrib
 		return code == 0 && json.Unmarshal([]byte(out), &svc) == nil && svc.Spec.Replicas == 2
 	})
 	pageEventually(t, ctx, 30*time.Second, "2 tiles on the service page", `document.querySelectorAll('#tiles .tile').length === 2`)
+	// The rolling restart from the CLI made revision 2; its rollout is done.
+	pageEventually(t, ctx, 30*time.Second, "the rollout complete at revision 2", `document.getElementById("svc-rollout").textContent.startsWith("revision 2 · Complete")`)
 	saveScreenshot(t, ctx, "dashboard-service.png")
 
 	// Actions from another origin, or without the CSRF token, are refused.

@@ -245,12 +245,13 @@ const renderers = {
   service(v) {
     const [, ns, name] = route, s = S.service[ns + "/" + name];
     if (!s) { setHTML(v.querySelector("#detail"), '<p class="muted">No such service (yet).</p>'); return; }
-    const st = s.status || {}, t = s.spec.template, inp = v.querySelector("#replicas");
+    const st = s.status || {}, t = s.spec.template, inp = v.querySelector("#replicas"), ro = st.rollout || {};
     if (inp && inp.value === "") inp.value = s.spec.replicas;
     setHTML(v.querySelector("#detail"), `<dl><dt>Replicas</dt><dd id="svc-counts">${st.readyReplicas || 0} ready / ${st.updatedReplicas || 0} updated / ${s.spec.replicas} wanted</dd>
 <dt>VIP</dt><dd>${esc(st.vip || "—")}</dd><dt>DNS name</dt><dd>${esc(name + "." + ns + ".berth")}</dd><dt>Image</dt><dd>${esc(t.image)}</dd>
 <dt>Ports</dt><dd>${esc((t.ports || []).map(p => (p.name ? p.name + " " : "") + (p.host ? p.host + "→" : "") + p.container).join(", ") || "—")}</dd>
-<dt>Rollout</dt><dd>${st.updatedReplicas || 0} of ${s.spec.replicas} on the current spec${st.message ? " · " + esc(st.message) : ""}</dd></dl>`);
+<dt>Rollout</dt><dd id="svc-rollout">${ro.revision ? "revision " + ro.revision + " · " : ""}${esc(ro.phase || "—")} · ${st.updatedReplicas || 0} of ${s.spec.replicas} on the current template${ro.message ? " · " + esc(ro.message) : ""}${st.message ? " · " + esc(st.message) : ""}</dd>
+<dt>History</dt><dd>${(st.history || []).slice().reverse().map(h => `revision ${h.revision}: ${esc(h.template.image)}${h.createdAt ? " · " + esc(age(h.createdAt)) + " ago" : ""}${h.hash === ro.hash ? " (current)" : ""}`).join("<br>") || "—"}</dd></dl>`);
     syncTiles(v.querySelector("#tiles"), instancesOf("Service", ns, name).sort(sortByName), Date.now());
     setHTML(v.querySelector("#evs"), eventList(e => e.object.namespace === ns && (e.object.name === name || e.object.name.startsWith(name + "-")), 50));
   },
