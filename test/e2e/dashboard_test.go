@@ -112,6 +112,10 @@ func TestDashboardInBrowser(t *testing.T) {
 	addr := freeAddr(t, "127.0.0.1")
 	c := startCluster(t, "--no-network", "--listen", addr)
 	token := readToken(t, filepath.Join(c.dataDir, "tls", "token"))
+	eventually(t, 10*time.Second, "berth up to print the dashboard's address", func() bool {
+		b, _ := os.ReadFile(filepath.Join(c.dataDir, "up.log"))
+		return strings.Contains(string(b), "Dashboard on https://"+addr+"/ui/")
+	})
 	if _, errOut, code := c.applyYAML(webYAML); code != 0 {
 		t.Fatalf("apply: %s", errOut)
 	}
