@@ -104,6 +104,15 @@ template:
   resources: {cpu: 0.1, memory: 16Mi}
 `
 
+const pinnedYAML = `kind: Service
+name: pinned
+replicas: 1
+template:
+  image: demo/busybox:1
+  command: ["sleep", "100000"]
+  resources: {cpu: 1, exclusive: true, memory: 16Mi}
+`
+
 const tileCount = `document.querySelectorAll('#map .tile[data-key^="default/web-"]').length`
 
 func TestDashboardInBrowser(t *testing.T) {
@@ -279,6 +288,15 @@ new MutationObserver(ms => { for (const m of ms) { const ts = m.type === "attrib
 	c.ok("exec", talker, "sh", "-c", "echo a line written while the page follows > /proc/1/fd/1")
 	pageEventually(t, ctx, 20*time.Second, "the new line in the log view", `document.getElementById("log").textContent.includes("a line written while the page follows") && window.__sameLoad === true`)
 	saveScreenshot(t, ctx, "dashboard-instance.png")
+
+	// A whole core pinned to an instance shows on its node's box.
+	if _, errOut, code := c.applyYAML(pinnedYAML); code != 0 {
+		t.Fatalf("apply pinned: %s", errOut)
+	}
+	c.waitRunning("pinned", 1)
+	drive(t, ctx, "map with the pinned core", chromedp.Navigate(base+"#/map"), chromedp.WaitVisible("#map", chromedp.ByID))
+	pageEventually(t, ctx, 20*time.Second, "one pinned core on the map", `document.querySelectorAll("#map .core.pinned").length === 1`)
+	c.ok("rm", "pinned")
 
 	// Keyboard: a tile is a link, Enter opens its instance, and the
 	// instance's Restart button works from the keyboard too.
