@@ -13,7 +13,9 @@
 //	GET  /ui/logs?namespace=NS&name=NAME&tail=N
 //	                          an instance's last N lines (200 unless given), then
 //	                          its new ones as they come (SSE, through the API's logs route)
-//	POST /ui/act              {action, kind, namespace, name, replicas}
+//	POST /ui/act              {action, kind, namespace, name, replicas}: scale or
+//	                          roll back a service, restart a service or instance,
+//	                          remove a service or job, cordon, uncordon or drain a node
 //	GET  /ui/assets/...       the page's script and style
 //
 // A session is a random id in an HttpOnly, SameSite=Strict cookie (Secure
@@ -326,6 +328,8 @@ func (h *Handler) act(w http.ResponseWriter, r *http.Request) {
 		_, err = h.c.Services().Restart(ctx, a.Namespace, a.Name)
 	case "restart instance":
 		_, err = h.c.Instances().Restart(ctx, a.Namespace, a.Name)
+	case "rollback service":
+		err = h.rollback(ctx, a.Namespace, a.Name)
 	case "remove service":
 		err = h.c.Delete(ctx, api.KindService, a.Namespace, a.Name, 0)
 	case "remove job":
@@ -337,7 +341,7 @@ func (h *Handler) act(w http.ResponseWriter, r *http.Request) {
 	case "drain node":
 		_, err = h.c.Nodes().Drain(ctx, a.Name)
 	default:
-		err = fmt.Errorf("%w: action %q on a %q: want scale service, restart service|instance, remove service|job, cordon|uncordon|drain node",
+		err = fmt.Errorf("%w: action %q on a %q: want scale|rollback service, restart service|instance, remove service|job, cordon|uncordon|drain node",
 			errdefs.ErrInvalidArgument, a.Action, a.Kind)
 	}
 	if err != nil {
@@ -346,6 +350,28 @@ func (h *Handler) act(w http.ResponseWriter, r *http.Request) {
 	}
 	w.Header().Set("Content-Type", "application/json")
 	_, _ = w.Write([]byte(`{"ok":true}` + "\n"))
+}
+
+// rollback puts a service's previous template back, as berth rollout
+// undo does: applied at the revision read, so a change meanwhile is not
+// overwritten, and read again on a conflict.
+func (h *Handler) rollback(ctx context.Context, ns, name string) error {
+	for try := 0; ; try++ {
+		svc, err := h.c.Services().Get(ctx, ns, name)
+		if err != nil {
+			return err
+		}
+		target, err := svc.RollbackTarget(0)
+		if err != nil {
+			return err
+		}
+		svc.Spec.Template = target.Template
+		_, err = h.c.Services().Apply(ctx, svc)
+		if errdefs.IsConflict(err) && try < 5 {
+			continue
+		}
+		return err
+	}
 }
 
 // stream sends the browser a snapshot and then the hub's batches, as

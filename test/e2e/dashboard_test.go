@@ -230,6 +230,15 @@ new MutationObserver(ms => { for (const m of ms) { const ts = m.type === "attrib
 	pageEventually(t, ctx, 30*time.Second, "the rollout complete at revision 2", `document.getElementById("svc-rollout").textContent.startsWith("revision 2 · Complete")`)
 	saveScreenshot(t, ctx, "dashboard-service.png")
 
+	// Roll back (confirmed) from the page: the template before the restart is back.
+	drive(t, ctx, "roll back", chromedp.Evaluate(`window.confirm = () => true; true`, nil), chromedp.Click("#rollback-btn", chromedp.ByID))
+	eventually(t, 20*time.Second, "web rolled back from the page", func() bool {
+		var svc api.Service
+		out, _, code := c.run("get", "service", "web", "-o", "json")
+		return code == 0 && json.Unmarshal([]byte(out), &svc) == nil && svc.Spec.Template.RestartedAt.IsZero()
+	})
+	pageEventually(t, ctx, 30*time.Second, "the rollback's rollout complete", `/ · Complete/.test(document.getElementById("svc-rollout").textContent) && document.querySelectorAll('#tiles .tile').length === 2`)
+
 	// Actions from another origin, or without the CSRF token, are refused.
 	var csrf string
 	drive(t, ctx, "csrf token", chromedp.Evaluate(`document.querySelector("meta[name=csrf]").content`, &csrf))

@@ -156,12 +156,13 @@ const builders = {
     const [, ns, name] = route;
     v.innerHTML = `<h1>Service ${esc(name)} <span class="muted">${esc(ns)}</span></h1>
 <form class="actions" id="scale-form"><label for="replicas">Replicas</label><input id="replicas" type="number" min="0" max="10000" required>
-<button type="submit" id="scale-btn">Scale</button><button type="button" id="restart-btn">Rolling restart</button><button type="button" class="danger" id="remove-btn">Remove</button></form>
+<button type="submit" id="scale-btn">Scale</button><button type="button" id="restart-btn">Rolling restart</button><button type="button" id="rollback-btn">Roll back</button><button type="button" class="danger" id="remove-btn">Remove</button></form>
 <div id="detail"></div><h2>Instances</h2><div class="tiles" id="tiles"></div><h2>Events</h2><div class="events" id="evs"></div>`;
     const f = v.querySelector("#scale-form"), inp = v.querySelector("#replicas");
     const s = S.service[ns + "/" + name]; if (s) inp.value = s.spec.replicas;
     f.addEventListener("submit", e => { e.preventDefault(); act({action: "scale", kind: "service", namespace: ns, name, replicas: Number(inp.value)}); });
     v.querySelector("#restart-btn").onclick = () => act({action: "restart", kind: "service", namespace: ns, name}, "Restart every instance of " + name + ", one by one?");
+    v.querySelector("#rollback-btn").onclick = () => act({action: "rollback", kind: "service", namespace: ns, name}, "Put " + name + "'s previous template back?");
     v.querySelector("#remove-btn").onclick = async () => { if (await act({action: "remove", kind: "service", namespace: ns, name}, "Remove service " + name + " and all its instances?")) location.hash = "#/services"; };
   },
   job(v) {
