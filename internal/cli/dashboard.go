@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httputil"
+	"path"
 	"strings"
 	"time"
 
@@ -82,7 +83,12 @@ func serveDashboardProxy(ctx context.Context, l net.Listener, sock string) error
 	hs := &http.Server{
 		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			p := r.URL.Path
-			if (p != "/ui" && !strings.HasPrefix(p, dashboard.Prefix)) || p == dashboard.CodesPath {
+			clean := path.Clean(p)
+			if strings.HasSuffix(p, "/") && clean != "/" {
+				clean += "/"
+			}
+			// A path with dot segments could name the API beyond /ui/.
+			if clean != p || (p != "/ui" && !strings.HasPrefix(p, dashboard.Prefix)) || p == dashboard.CodesPath {
 				http.NotFound(w, r)
 				return
 			}

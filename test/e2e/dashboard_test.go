@@ -414,6 +414,18 @@ new MutationObserver(ms => { for (const m of ms) { const ts = m.type === "attrib
 	if resp.StatusCode != http.StatusUnauthorized {
 		t.Errorf("the one-time link used twice: %d, want 401", resp.StatusCode)
 	}
+	noRedirect := &http.Client{Timeout: 10 * time.Second, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	for _, p := range []string{"/v1/nodes", "/ui/../v1/nodes", "/ui/%2e%2e/v1/nodes"} {
+		resp, err := noRedirect.Get("http://" + dashAddr + p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusNotFound || strings.Contains(string(b), "items") {
+			t.Errorf("GET %s through the loopback listener: %d %.80s, want 404", p, resp.StatusCode, b)
+		}
+	}
 	resp, err = hc.Post("http://"+dashAddr+"/ui/codes", "application/json", nil)
 	if err != nil {
 		t.Fatal(err)
