@@ -142,6 +142,7 @@ func TestValidateService(t *testing.T) {
 			s.Spec.Template.Health = &Health{HTTP: &HTTPCheck{Port: 80}, TCP: &TCPCheck{Port: 80}}
 		}, "template.health"},
 		{"bad restart", func(s *Service) { s.Spec.Template.Restart = "sometimes" }, "template.restart"},
+		{"bad pull policy", func(s *Service) { s.Spec.Template.PullPolicy = "Sometimes" }, "template.pullPolicy"},
 		{"relative volume", func(s *Service) {
 			s.Spec.Template.Volumes = []VolumeMount{{HostPath: "data", Path: "/data"}}
 		}, "template.volumes[0].hostPath"},
@@ -173,6 +174,26 @@ func TestValidateService(t *testing.T) {
 				t.Fatalf("field errors %+v, want one on %s", fe, tc.field)
 			}
 		})
+	}
+}
+
+func TestDefaultPullPolicy(t *testing.T) {
+	for _, c := range []struct {
+		image string
+		set   PullPolicy
+		want  PullPolicy
+	}{
+		{"nginx", "", PullAlways},
+		{"nginx:latest", "", PullAlways},
+		{"localhost:5000/app", "", PullAlways},
+		{"localhost:5000/app:1", "", PullIfNotPresent},
+		{"demo/busybox:1", "", PullIfNotPresent},
+		{"nginx@sha256:" + strings.Repeat("a", 64), "", PullIfNotPresent},
+		{"nginx:latest", PullNever, PullNever},
+	} {
+		if got := DefaultPullPolicy(c.image, c.set); got != c.want {
+			t.Errorf("DefaultPullPolicy(%q, %q) = %q, want %q", c.image, c.set, got, c.want)
+		}
 	}
 }
 

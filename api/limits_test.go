@@ -14,10 +14,10 @@ func TestAdmissionLimits(t *testing.T) {
 		f(&t)
 		return t
 	}
-	vols := func(n int) []Volume {
-		var out []Volume
+	vols := func(n int) []VolumeMount {
+		var out []VolumeMount
 		for i := range n {
-			out = append(out, Volume{HostPath: "/srv", Path: fmt.Sprintf("/v%d", i)})
+			out = append(out, VolumeMount{HostPath: "/srv", Path: fmt.Sprintf("/v%d", i)})
 		}
 		return out
 	}

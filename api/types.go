@@ -208,6 +208,48 @@ type Template struct {
 	// RestartedAt changes to make a rollout (services) or a container
 	// restart (instances) without other change.
 	RestartedAt time.Time `json:"restartedAt,omitzero"`
+	// PullPolicy says when the image is fetched from its registry:
+	// IfNotPresent, Always or Never; empty means Always for a :latest
+	// image (or one without a tag) and IfNotPresent otherwise
+	// (EffectivePullPolicy).
+	PullPolicy PullPolicy `json:"pullPolicy,omitempty"`
+}
+
+// PullPolicy says when an image is fetched from its registry.
+type PullPolicy string
+
+// Pull policies. An image present in the store under the name as written
+// and without a registry host ("demo/app:1", built or imported here) is
+// a local image: no policy fetches it from a registry.
+const (
+	// PullIfNotPresent fetches the image only when the store lacks it.
+	PullIfNotPresent PullPolicy = "IfNotPresent"
+	// PullAlways asks the registry for the tag's current image at every
+	// apply; only what the store lacks is downloaded.
+	PullAlways PullPolicy = "Always"
+	// PullNever uses the store's image or fails.
+	PullNever PullPolicy = "Never"
+)
+
+// EffectivePullPolicy is t's pull policy, the default filled in.
+func (t Template) EffectivePullPolicy() PullPolicy {
+	return DefaultPullPolicy(t.Image, t.PullPolicy)
+}
+
+// DefaultPullPolicy is p, or when empty the default for image: Always
+// for :latest (or no tag, by digest excepted), else IfNotPresent.
+func DefaultPullPolicy(image string, p PullPolicy) PullPolicy {
+	if p != "" {
+		return p
+	}
+	if strings.Contains(image, "@") {
+		return PullIfNotPresent
+	}
+	last := image[strings.LastIndexByte(image, '/')+1:]
+	if _, tag, hasTag := strings.Cut(last, ":"); !hasTag || tag == "latest" {
+		return PullAlways
+	}
+	return PullIfNotPresent
 }
 
 // Resources are what an instance reserves and is limited to.

@@ -168,6 +168,11 @@ func validateTemplate(e *errs, prefix string, t *Template) {
 		e.add(join(prefix, "image"), "%v", err)
 	}
 	validateLimits(e, prefix, t)
+	switch t.PullPolicy {
+	case "", PullIfNotPresent, PullAlways, PullNever:
+	default:
+		e.add(join(prefix, "pullPolicy"), "must be IfNotPresent, Always or Never, got %q", t.PullPolicy)
+	}
 	for k := range t.Env {
 		if !envName().MatchString(k) {
 			e.add(join(prefix, "env"), "invalid variable name %q", k)

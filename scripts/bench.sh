@@ -21,4 +21,5 @@ run network                            # nftables data plane at 250,000 endpoint
 run multinode -berth "$bin"             # 3 servers + 3 agents on network namespaces: scale to 30, node loss
 run remote -berth "$bin" -n "${BENCH_EXEC_RUNS:-100}" # exec local/remote beside podman exec; logs -f throughput
 run idle -berth "$bin"                  # idle CPU of berth up with 200 instances beside Docker Swarm's daemons
+run pull -berth "$bin"                  # image pull from a loopback registry beside podman and skopeo
 run dashboard                          # the web dashboard in Chromium at 1,000 instances: change-to-DOM, page weight, first paint

@@ -3,9 +3,9 @@
 # Idempotent: a second run installs nothing.
 set -euo pipefail
 
-want_pkgs=(gcc libc6-dev make pkg-config libseccomp-dev busybox-static runc crun iproute2 nftables procps chromium)
+want_pkgs=(gcc libc6-dev make pkg-config libseccomp-dev busybox-static runc crun iproute2 nftables procps docker-registry apache2-utils chromium)
 if [ "${1:-}" = "bench" ]; then
-	want_pkgs+=(podman docker.io)
+	want_pkgs+=(podman skopeo docker.io)
 fi
 
 missing=()

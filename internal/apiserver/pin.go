@@ -22,7 +22,9 @@ type ImagePinner interface {
 	// or ref unchanged when it names a digest already. An error wrapping
 	// errdefs.ErrNotFound means the registry has no such tag, one wrapping
 	// errdefs.ErrInvalidArgument that it cannot serve such a reference.
-	PinImage(ctx context.Context, ref string) (string, error)
+	// policy (api.DefaultPullPolicy when empty) says whether the image may,
+	// or must, be fetched from its registry to be pinned.
+	PinImage(ctx context.Context, ref string, policy api.PullPolicy) (string, error)
 }
 
 // pinImage pins the template image of a service or job (see
@@ -40,7 +42,7 @@ func (s *Server) pinImage(ctx context.Context, obj api.Object) error {
 	if t == nil || s.pinner == nil {
 		return nil
 	}
-	pinned, err := s.pinner.PinImage(ctx, t.Image)
+	pinned, err := s.pinner.PinImage(ctx, t.Image, t.PullPolicy)
 	switch {
 	case errdefs.IsNotFound(err) || errdefs.IsInvalidArgument(err):
 		s.log.Debug("image not pinned", "object", api.RefOf(obj), "image", t.Image, "reason", err)

@@ -61,6 +61,8 @@ type runFlags struct {
 	stopGrace                                                       time.Duration
 	extra                                                           runExtras
 	entrypointSet                                                   bool
+	pull                                                            string
+	registry                                                        pullFlags
 }
 
 func newContainerRunCmd(g *globals) *cobra.Command {
@@ -98,6 +100,8 @@ func newContainerRunCmd(g *globals) *cobra.Command {
 	fl.StringVar(&f.rootfs, "rootfs", "", "use this directory as the root filesystem instead of an image (IMAGE is then a label)")
 	fl.DurationVar(&f.stopGrace, "stop-timeout", 10*time.Second, "grace period before SIGKILL when interrupted")
 	f.extra.register(fl)
+	fl.StringVar(&f.pull, "pull", "missing", "fetch the image from its registry: missing (when the store lacks it), always or never")
+	f.registry.add(cmd)
 	return cmd
 }
 
@@ -146,6 +150,14 @@ func runContainer(ctx context.Context, g *globals, f *runFlags, ref string, args
 		}
 	} else {
 		if store, err = g.images(); err != nil {
+			return err
+		}
+		policy, err := pullPolicyFlag(f.pull)
+		if err != nil {
+			return err
+		}
+		// Progress goes to stderr: stdout is the container's.
+		if ref, err = ensureImage(ctx, store, stderr, ref, policy, &f.registry); err != nil {
 			return err
 		}
 		snap, err := store.Prepare(ctx, ref, id)

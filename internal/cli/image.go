@@ -31,15 +31,21 @@ func newImageCmd(g *globals) *cobra.Command {
 		Short:   "Manage images",
 		Long: `Manage the images in the local store (<data-dir>/images).
 
-Images come from OCI layout directories, OCI archives and "docker save"
-tarballs (berth image import), or from a directory used as the root
-filesystem (berth image build). No registry is needed: berth image push
-sends a local image to the berth server, whose nodes pull it from there.`,
+Images come from registries (berth image pull nginx), from OCI layout
+directories, OCI archives and "docker save" tarballs (berth image import),
+or from a directory used as the root filesystem (berth image build).
+berth image push sends a local image to the berth server, whose nodes pull
+it from there, or to the registry its name starts with.`,
 	}
 	cmd.AddCommand(
+		newImagePullCmd(g),
 		newImageImportCmd(g),
 		newImageBuildCmd(g),
 		newImagePushCmd(g),
+		newImageTagCmd(g),
+		newImageSaveCmd(g),
+		newImagePruneCmd(g),
+		newImageHistoryCmd(g),
 		newImageLsCmd(g),
 		newImageInspectCmd(g),
 		newImageRmCmd(g),
@@ -132,6 +138,7 @@ The creation time is the Unix epoch unless SOURCE_DATE_EPOCH is set.
 			}
 			bar := newProgressBar(cmd.OutOrStdout(), "build")
 			opts.Progress = bar.update
+			opts.Warn = func(msg string) { fmt.Fprintf(cmd.ErrOrStderr(), "warning: %s\n", msg) }
 			img, err := store.Build(cmd.Context(), args[0], opts)
 			bar.done()
 			if err != nil {
@@ -170,19 +177,38 @@ func parseCommand(flag, s string) ([]string, error) {
 }
 
 func newImagePushCmd(g *globals) *cobra.Command {
-	return &cobra.Command{
+	var pf pullFlags
+	cmd := &cobra.Command{
 		Use:   "push NAME[:TAG]",
-		Short: "Send a local image to the berth server, where every node can pull it",
+		Short: "Send a local image to the berth server, or to the registry its name starts with",
 		Long: `Send an image from the local store to the registry the berth server serves
-(at /v2/ on the API address: --server, or the local socket). Only the layers
-the server lacks are sent.`,
+(at /v2/ on the API address: --server, or the local socket), where every node
+can pull it. A name whose first component is a registry host (it has a dot
+or a port, or is localhost: registry.example:5000/app:1) goes to that
+registry instead, with the credentials of berth login or docker's config.
+Only the layers the registry lacks are sent.`,
 		Example: `  berth image push demo/busybox:1
-  berth image push web:2 --server https://berth.example:7443 --token "$TOKEN" --ca-file ca.pem`,
+  berth image push web:2 --server https://berth.example:7443 --token "$TOKEN" --ca-file ca.pem
+  berth image tag web:2 registry.example:5000/team/web:2 && berth image push registry.example:5000/team/web:2`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			store, err := g.images()
 			if err != nil {
 				return err
+			}
+			if registry.IsUpstream(args[0]) {
+				opts, err := pf.options()
+				if err != nil {
+					return err
+				}
+				bar := newProgressBar(cmd.OutOrStdout(), "push")
+				img, err := registry.PushUpstream(cmd.Context(), store, args[0], opts, bar.update)
+				bar.done()
+				if err != nil {
+					return err
+				}
+				fmt.Fprintln(cmd.OutOrStdout(), imageLine(img))
+				return nil
 			}
 			base, tr, err := g.registryTransport()
 			if err != nil {
@@ -198,6 +224,9 @@ the server lacks are sent.`,
 			return nil
 		},
 	}
+	cmd.Flags().BoolVar(&pf.insecure, "insecure", false, "allow plain HTTP or an unverified certificate for the image's registry only")
+	cmd.Flags().StringVar(&pf.caFile, "registry-ca", "", "PEM file of CA certificates to trust for the image's registry")
+	return cmd
 }
 
 // registryTransport reaches the registry the server serves at /v2/ the way

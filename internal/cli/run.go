@@ -17,6 +17,7 @@ import (
 func newRunCmd(g *globals) *cobra.Command {
 	var (
 		name, memory, restart string
+		pull                  string
 		replicas              int
 		env, ports, labels    []string
 		cpus                  float64
@@ -51,6 +52,11 @@ func newRunCmd(g *globals) *cobra.Command {
 			svc.Spec.Replicas = replicas
 			t := &svc.Spec.Template
 			t.Restart = api.RestartPolicy(restart)
+			policy, err := pullPolicyFlag(pull)
+			if err != nil {
+				return err
+			}
+			t.PullPolicy = policy
 			t.Resources.CPU, t.Resources.Pids = cpus, pids
 			if memory != "" {
 				q, err := api.ParseQuantity(memory)
@@ -133,6 +139,7 @@ func newRunCmd(g *globals) *cobra.Command {
 	f.Int64Var(&pids, "pids", 0, "process limit per instance")
 	f.StringArrayVarP(&ports, "port", "p", nil, "port to expose: CONTAINER, or HOST:CONTAINER to publish")
 	f.StringVar(&restart, "restart", "", "restart policy: always (default), on-failure or never")
+	f.StringVar(&pull, "pull", "", "fetch the image from its registry: missing (default; always for :latest), always or never")
 	f.BoolVar(&noWait, "no-wait", false, "return once the service is stored, without waiting for it to run")
 	f.DurationVar(&timeout, "timeout", 2*time.Minute, "how long to wait for the instances to run")
 	return cmd

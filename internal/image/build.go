@@ -39,6 +39,8 @@ type BuildOptions struct {
 	Created time.Time
 	// Progress, when set, is told how many file bytes have been archived.
 	Progress Progress
+	// Warn, when set, hears what the build left out (device nodes under /dev).
+	Warn func(msg string)
 }
 
 const defaultPath = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -48,7 +50,8 @@ const defaultPath = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbi
 // data, modes, owners, link targets) and options give the same digest:
 // entries are archived in sorted order with fixed times, so copying the
 // directory or touching its files does not change the image. Device nodes
-// and sockets are refused.
+// under dev/ are left out with a warning (a debootstrap rootfs has them;
+// the runtime provides /dev); elsewhere they are refused, as are sockets.
 func (s *Store) Build(ctx context.Context, dir string, opts BuildOptions) (Image, error) {
 	tag, err := NormalizeName(opts.Tag)
 	if err != nil {
@@ -61,7 +64,7 @@ func (s *Store) Build(ctx context.Context, dir string, opts BuildOptions) (Image
 	if !st.IsDir() {
 		return Image{}, fmt.Errorf("build %s: not a directory: %w", dir, errdefs.ErrInvalidArgument)
 	}
-	layerFile, err := s.archiveDir(ctx, dir, opts.Progress)
+	layerFile, err := s.archiveDir(ctx, dir, opts.Progress, opts.Warn)
 	if err != nil {
 		return Image{}, fmt.Errorf("build %s: %w", dir, err)
 	}
@@ -128,13 +131,14 @@ func (s *Store) Build(ctx context.Context, dir string, opts BuildOptions) (Image
 }
 
 // archiveDir writes dir as a gzipped, reproducible tar to a temp file.
-func (s *Store) archiveDir(ctx context.Context, dir string, progress Progress) (string, error) {
+func (s *Store) archiveDir(ctx context.Context, dir string, progress Progress, warn func(string)) (string, error) {
 	type entry struct {
 		rel string
 		fi  fs.FileInfo
 	}
 	var entries []entry
 	var total int64
+	var skipped []string
 	// WalkDir visits in lexical order, which makes the archive order stable.
 	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
@@ -152,6 +156,9 @@ func (s *Store) archiveDir(ctx context.Context, dir string, progress Progress) (
 			return err
 		}
 		switch m := fi.Mode(); {
+		case m&fs.ModeDevice != 0 && strings.HasPrefix(filepath.ToSlash(rel), "dev/"):
+			skipped = append(skipped, filepath.ToSlash(rel))
+			return nil
 		case m&fs.ModeDevice != 0:
 			return fmt.Errorf("%s is a device node: images may not carry device nodes: %w", p, errdefs.ErrInvalidArgument)
 		case m&fs.ModeSocket != 0:
@@ -164,6 +171,9 @@ func (s *Store) archiveDir(ctx context.Context, dir string, progress Progress) (
 	})
 	if err != nil {
 		return "", err
+	}
+	if len(skipped) > 0 && warn != nil {
+		warn(fmt.Sprintf("left out %d device nodes under /dev (%s): the runtime provides /dev", len(skipped), strings.Join(skipped, ", ")))
 	}
 
 	f, err := os.CreateTemp(filepath.Join(s.root, "tmp"), "build.*.tar.gz")

@@ -66,11 +66,25 @@ func (s *Store) Import(ctx context.Context, path string, opts ImportOptions) ([]
 		}
 		imgs[0].names = []string{opts.Tag}
 	}
+	// A hostile layer is refused now, naming its bad entry, not at the
+	// first container start: nothing of the source is stored until every
+	// layer of every image in it unpacks.
+	for _, f := range imgs {
+		if err := s.unpackAll(ctx, f.img); err != nil {
+			return nil, fmt.Errorf("import %s: %w", path, err)
+		}
+	}
 	var out []Image
 	for _, f := range imgs {
 		img, err := s.put(ctx, f.img, f.names, opts.Progress)
 		if err != nil {
 			return out, fmt.Errorf("import %s: %w", path, err)
+		}
+		if f.index != nil {
+			// Kept so that the index digest names this image here too.
+			if _, err := s.PutIndex(f.index); err != nil {
+				return out, fmt.Errorf("import %s: %w", path, err)
+			}
 		}
 		out = append(out, img)
 	}
@@ -80,6 +94,7 @@ func (s *Store) Import(ctx context.Context, path string, opts ImportOptions) ([]
 type found struct {
 	img   v1.Image
 	names []string
+	index []byte // the multi-arch index img was chosen from, if any
 }
 
 // fromArchive sniffs a tar (maybe gzipped) for docker-save's manifest.json
@@ -261,6 +276,10 @@ func (s *Store) fromLayout(dir string) ([]found, error) {
 			if err != nil {
 				return nil, fmt.Errorf("OCI layout index %s: %w", d.Digest, err)
 			}
+			rawIndex, err := child.RawManifest()
+			if err != nil {
+				return nil, fmt.Errorf("OCI layout index %s: %w", d.Digest, err)
+			}
 			for _, cd := range cm.Manifests {
 				if !cd.MediaType.IsImage() || (cd.Platform != nil && !cd.Platform.Satisfies(want)) {
 					continue
@@ -269,7 +288,7 @@ func (s *Store) fromLayout(dir string) ([]found, error) {
 				if err != nil {
 					return nil, fmt.Errorf("OCI layout image %s: %w", cd.Digest, err)
 				}
-				out = append(out, found{img: img, names: names})
+				out = append(out, found{img: img, names: names, index: rawIndex})
 				break
 			}
 		}

@@ -552,3 +552,21 @@ func (s *Store) PruneStaging(ctx context.Context, olderThan time.Duration) error
 	}
 	return ctx.Err()
 }
+
+// Tag names the image src (as Resolve finds it) dst ("repository[:tag]"),
+// moving dst from the image it named before.
+func (s *Store) Tag(ctx context.Context, src, dst string) (Image, error) {
+	img, err := s.Resolve(ctx, src)
+	if err != nil {
+		return Image{}, err
+	}
+	raw, mt, _, err := s.Manifest(ctx, img.Digest)
+	if err != nil {
+		return Image{}, fmt.Errorf("tag %s: %w", src, err)
+	}
+	out, err := s.CommitManifest(ctx, raw, mt, dst)
+	if err != nil {
+		return Image{}, fmt.Errorf("tag %s as %s: %w", src, dst, err)
+	}
+	return out, nil
+}

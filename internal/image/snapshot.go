@@ -85,7 +85,7 @@ func (s *Store) recordUse(ref, containerID string) (Image, error) {
 	if err != nil {
 		return Image{}, err
 	}
-	digest, name, err := resolveIn(idx, ref)
+	digest, name, err := s.resolveIn(idx, ref)
 	if err != nil {
 		return Image{}, err
 	}

@@ -288,11 +288,23 @@ func (s *Store) Resolve(ctx context.Context, ref string) (Image, error) {
 	if err != nil {
 		return Image{}, err
 	}
-	d, name, err := resolveIn(idx, ref)
+	d, name, err := s.resolveIn(idx, ref)
 	if err != nil {
 		return Image{}, err
 	}
 	return s.load(d, name)
+}
+
+// resolveIn is the package's resolveIn, a digest that names a kept multi-arch index
+// (PutIndex) standing for this node's image of it.
+func (s *Store) resolveIn(idx *v1.IndexManifest, ref string) (v1.Hash, string, error) {
+	d, name, err := resolveIn(idx, ref)
+	if errors.Is(err, ErrNotFound) {
+		if child, cerr := s.indexChild(ref); cerr == nil {
+			return resolveIn(idx, child)
+		}
+	}
+	return d, name, err
 }
 
 // resolveIn finds ref in idx and returns its digest and a name for it.
@@ -497,7 +509,7 @@ func (s *Store) gc(ctx context.Context) error {
 			layers[strings.TrimPrefix(l, "sha256:")] = true
 		}
 	}
-	var errs []error
+	errs := []error{s.gcIndexes(idx)}
 	entries, err := os.ReadDir(filepath.Join(s.root, "blobs", "sha256"))
 	if err != nil {
 		return fmt.Errorf("gc: %w", err)

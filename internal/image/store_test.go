@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -355,8 +356,60 @@ func TestBuildRefusesDevices(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, err := openStore(t).Build(context.Background(), dir, BuildOptions{Tag: "dev:1"})
-	if err == nil || !strings.Contains(err.Error(), "device node") {
+	if err == nil || !strings.Contains(err.Error(), "device node") || !strings.Contains(err.Error(), "null") {
 		t.Fatalf("Build = %v, want a device node error", err)
+	}
+}
+
+// TestBuildDebootstrapDev builds a tree with the /dev a debootstrap
+// --variant=minbase rootfs has (character devices, the fd symlinks, pts
+// and shm dirs): the device nodes are left out with a warning naming them,
+// the rest is kept.
+func TestBuildDebootstrapDev(t *testing.T) {
+	requireRoot(t)
+	ctx := context.Background()
+	dir := t.TempDir()
+	for _, d := range []string{"dev/pts", "dev/shm", "bin"} {
+		if err := os.MkdirAll(filepath.Join(dir, d), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	devs := map[string][2]uint32{"console": {5, 1}, "full": {1, 7}, "null": {1, 3}, "ptmx": {5, 2}, "random": {1, 8}, "tty": {5, 0}, "urandom": {1, 9}, "zero": {1, 5}}
+	for n, mm := range devs {
+		if err := unix.Mknod(filepath.Join(dir, "dev", n), unix.S_IFCHR|0o666, int(unix.Mkdev(mm[0], mm[1]))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for n, target := range map[string]string{"fd": "/proc/self/fd", "stdin": "/proc/self/fd/0", "stdout": "/proc/self/fd/1", "stderr": "/proc/self/fd/2"} {
+		if err := os.Symlink(target, filepath.Join(dir, "dev", n)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.WriteFile(filepath.Join(dir, "bin", "true"), []byte("#!/bin/sh\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	s := openStore(t)
+	var warnings []string
+	img, err := s.Build(ctx, dir, BuildOptions{Tag: "debian:minbase", Warn: func(m string) { warnings = append(warnings, m) }})
+	if err != nil {
+		t.Fatalf("Build of a debootstrap-like tree: %v", err)
+	}
+	if len(warnings) != 1 || !strings.Contains(warnings[0], "dev/console") || !strings.Contains(warnings[0], "8 device nodes") {
+		t.Fatalf("warnings %q, want one naming the 8 device nodes", warnings)
+	}
+	snap, err := s.Prepare(ctx, img.Name, "deb1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.Release(ctx, "deb1") })
+	root := snap.LowerDirs[0]
+	if _, err := os.Lstat(filepath.Join(root, "dev", "console")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("dev/console is in the image: %v", err)
+	}
+	for _, p := range []string{"dev/pts", "dev/shm", "dev/fd", "bin/true"} {
+		if _, err := os.Lstat(filepath.Join(root, p)); err != nil {
+			t.Errorf("%s: %v", p, err)
+		}
 	}
 }
 
@@ -456,6 +509,9 @@ func TestConcurrentPrepareUnpacksOnce(t *testing.T) {
 	}
 }
 
+// TestHostileLayerThroughStore: an image whose layer writes through a
+// symlink out of its root is refused at import, naming the entry, and
+// nothing of it enters the store.
 func TestHostileLayerThroughStore(t *testing.T) {
 	requireRoot(t)
 	ctx := context.Background()
@@ -465,22 +521,20 @@ func TestHostileLayerThroughStore(t *testing.T) {
 		file{name: "etc", typ: tar.TypeSymlink, link: "/etc"},
 		file{name: "etc/berth-pwned", body: "x"}))
 	writeLayout(t, src, img, "evil/app:1")
-	if _, err := s.Import(ctx, src, ImportOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	_, err := s.Prepare(ctx, "evil/app:1", "c1")
-	if !errors.Is(err, unpack.ErrUnsafe) || !strings.Contains(err.Error(), `goes through symlink "etc"`) {
-		t.Fatalf("Prepare = %v", err)
+	_, err := s.Import(ctx, src, ImportOptions{})
+	if !errors.Is(err, unpack.ErrUnsafe) || !strings.Contains(err.Error(), `entry "etc/berth-pwned"`) || !strings.Contains(err.Error(), `goes through symlink "etc"`) {
+		t.Fatalf("Import = %v, want the bad entry named", err)
 	}
 	if _, err := os.Lstat("/etc/berth-pwned"); !errors.Is(err, os.ErrNotExist) {
 		t.Fatal("host /etc written")
 	}
-	layers, _ := os.ReadDir(filepath.Join(s.Root(), "layers"))
-	if len(layers) != 0 {
-		t.Errorf("layers left behind: %v", layers)
+	if _, err := s.Resolve(ctx, "evil/app:1"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("the hostile image is in the store: %v", err)
 	}
-	if users, _ := s.Users(ctx, "evil/app:1"); len(users) != 0 {
-		t.Errorf("failed Prepare left a use: %v", users)
+	for _, dir := range []string{"layers", "blobs/sha256"} {
+		if left, _ := os.ReadDir(filepath.Join(s.Root(), dir)); len(left) != 0 {
+			t.Errorf("%s left behind: %v", dir, left)
+		}
 	}
 }
 
@@ -714,5 +768,44 @@ func gzipFile(t *testing.T, src, dst string) {
 	}
 	if err := os.WriteFile(dst, buf.Bytes(), 0o644); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestImportIndex imports an OCI layout whose image is a two-platform
+// index: this machine's image is stored under the index's name, and the
+// index digest resolves to it.
+func TestImportIndex(t *testing.T) {
+	ctx := context.Background()
+	mine := testImage(t, []string{"/bin/mine"}, tarLayer(t, file{name: "mine", body: "1"}))
+	other := testImage(t, []string{"/bin/other"}, tarLayer(t, file{name: "other", body: "2"}))
+	otherArch := "arm64"
+	if runtime.GOARCH == "arm64" {
+		otherArch = "amd64"
+	}
+	idx := mutate.AppendManifests(mutate.IndexMediaType(empty.Index, types.OCIImageIndex),
+		mutate.IndexAddendum{Add: other, Descriptor: v1.Descriptor{Platform: &v1.Platform{OS: "linux", Architecture: otherArch}}},
+		mutate.IndexAddendum{Add: mine, Descriptor: v1.Descriptor{Platform: &v1.Platform{OS: "linux", Architecture: runtime.GOARCH}}},
+	)
+	dir := t.TempDir()
+	p, err := layout.Write(dir, empty.Index)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.AppendIndex(idx, layout.WithAnnotations(map[string]string{annotationRefName: "multi/app:1"})); err != nil {
+		t.Fatal(err)
+	}
+	s := openStore(t)
+	imgs, err := s.Import(ctx, dir, ImportOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, _ := mine.Digest()
+	if len(imgs) != 1 || imgs[0].Digest != want.String() || imgs[0].Name != "multi/app:1" {
+		t.Fatalf("imported %+v, want this platform's %s as multi/app:1", imgs, want)
+	}
+	idxDigest, _ := idx.Digest()
+	got, err := s.Resolve(ctx, idxDigest.String())
+	if err != nil || got.Digest != want.String() {
+		t.Fatalf("the index digest resolves to %s, %v; want %s", got.Digest, err, want)
 	}
 }

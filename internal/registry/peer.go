@@ -11,6 +11,11 @@ package registry
 //	                                                     ▼
 //	                                                   server 1, 3: own store only
 //
+// A miss by digest that no peer fills, of a repository that names its
+// registry (docker.io/library/nginx), is pulled from that registry, or its
+// mirror (Options.Upstream, upstream.go): the cluster's servers are its
+// pull-through cache, and concurrent misses share one fetch.
+//
 // What it fetches is stored as a Pull would store it (a tag under the same
 // tag, a digest unnamed), and the request is then answered from its own
 // store as if it had had it. The same goes for a blob fetched alone, and
@@ -64,8 +69,10 @@ type Peers struct {
 
 // pullsThrough reports whether a miss of r may be filled from the peers.
 func (h *Handler) pullsThrough(r *http.Request) bool {
-	return h.opts.Peers != nil && h.opts.Peers.List != nil && r.Header.Get(LocalOnlyHeader) == ""
+	return ((h.opts.Peers != nil && h.opts.Peers.List != nil) || h.opts.Upstream != nil) && r.Header.Get(LocalOnlyHeader) == ""
 }
+
+var errNoPeers = fmt.Errorf("no peer to ask: %w", errdefs.ErrNotFound)
 
 // pullManifest pulls the image repo:tag, or repo@digest when digest is
 // set, through from the peers into the store. Errors wrap
@@ -83,10 +90,25 @@ func (h *Handler) pullManifest(ctx context.Context, repo, tag string, digest v1.
 				return nil
 			}
 		}
-		return h.fromPeers(ctx, "image "+ref.String(), func(ctx context.Context, base string, rt http.RoundTripper) error {
-			_, err := Pull(ctx, h.store, base, ref.String(), PullOptions{Transport: rt})
-			return err
-		})
+		err := errNoPeers
+		if h.opts.Peers != nil && h.opts.Peers.List != nil {
+			err = h.fromPeers(ctx, "image "+ref.String(), func(ctx context.Context, base string, rt http.RoundTripper) error {
+				_, err := Pull(ctx, h.store, base, ref.String(), PullOptions{Transport: rt})
+				return err
+			})
+		}
+		if errors.Is(err, errdefs.ErrNotFound) && h.opts.Upstream != nil && IsUpstream(repo) && digest.Hex != "" {
+			// Nobody in the cluster has it: the image's own registry (or its
+			// mirror), every digest checked, the blobs kept for the others.
+			// Only by digest: the cluster pins what it runs at apply time
+			// (PinImage), so a tag asked for here is one the pull policy
+			// (Never) or the registry left unpinned.
+			_, err = PullUpstream(ctx, h.store, ref.String(), *h.opts.Upstream)
+			if err == nil {
+				h.log.Info("registry: pulled through from upstream", "image", ref.String())
+			}
+		}
+		return err
 	})
 }
 
@@ -94,6 +116,9 @@ func (h *Handler) pullManifest(ctx context.Context, repo, tag string, digest v1.
 // until a manifest names it (or PruneStaging finds it stale). Errors wrap
 // errdefs.ErrNotFound when no peer could give it.
 func (h *Handler) pullBlob(ctx context.Context, repo string, d v1.Hash) error {
+	if h.opts.Peers == nil || h.opts.Peers.List == nil {
+		return fmt.Errorf("blob %s: %w", d, errNoPeers)
+	}
 	return h.share(ctx, "blob "+d.String(), func(ctx context.Context) error {
 		return h.fromPeers(ctx, "blob "+d.String(), func(ctx context.Context, base string, rt http.RoundTripper) error {
 			return fetchBlob(ctx, h.store, base, repo, d, rt, h.opts.MaxBlobSize)
@@ -129,7 +154,10 @@ func fetchBlob(ctx context.Context, store *image.Store, base, repo string, d v1.
 // so a caller that gives up does not fail the others; that caller gets
 // its ctx's error.
 func (h *Handler) share(ctx context.Context, key string, fetch func(context.Context) error) error {
-	timeout := h.opts.Peers.Timeout
+	timeout := DefaultPullThroughTimeout
+	if h.opts.Peers != nil && h.opts.Peers.Timeout > 0 {
+		timeout = h.opts.Peers.Timeout
+	}
 	if timeout <= 0 {
 		timeout = DefaultPullThroughTimeout
 	}

@@ -3,44 +3,112 @@ package registry
 import (
 	"context"
 	"errors"
+	"fmt"
+	"strings"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
+	"github.com/berth-dev/berth/api"
 	"github.com/berth-dev/berth/internal/errdefs"
 )
 
-// PinImage returns ref (REPOSITORY[:TAG], ":latest" when no tag is given)
-// pinned to the manifest digest this handler serves for it, as
-// REPOSITORY:TAG@sha256:<hex>: the digest a Pull of the pinned reference
-// verifies. A reference that names a digest already comes back unchanged,
-// whether or not the store has it. A tag the store lacks is pulled
-// through from the peers (Options.Peers) first, so that an apply landing
-// on any server pins an image any server has. Errors wrap
-// errdefs.ErrNotFound when neither the store nor a peer has an image of
-// that name, errdefs.ErrInvalidArgument when ref is not a reference this
-// registry can serve (a host:port prefix, say).
+// PinImage returns ref pinned to the manifest digest this handler serves
+// for it, as REPOSITORY:TAG@sha256:<hex>: the digest a Pull of the pinned
+// reference verifies. A reference that names a digest already comes back
+// unchanged, whether or not the store has it. Where the image comes from
+// follows policy (api.DefaultPullPolicy when empty; see Ensure): the
+// store under the name as written, then the peers (Options.Peers), then
+// the store under the name a pull gives it (docker.io/library/nginx:latest
+// for "nginx"), then the image's own registry (Options.Upstream), whose
+// image is pulled into the store first; Always goes to the registry
+// first, Never never. Errors wrap errdefs.ErrNotFound when no source has
+// it, errdefs.ErrInvalidArgument when ref is not a reference.
 //
 // The API server pins the images of the services and jobs it stores with
 // it (apiserver.ImagePinner), so that every agent runs the same image
 // however the tag moves later.
-func (h *Handler) PinImage(ctx context.Context, ref string) (string, error) {
-	r, err := ParseReference(ref)
-	if err != nil {
-		return "", err
+func (h *Handler) PinImage(ctx context.Context, ref string, policy api.PullPolicy) (string, error) {
+	pinned, err := h.pinImage(ctx, ref, policy)
+	if err != nil || strings.Contains(ref, "@") || !IsUpstream(pinned) {
+		return pinned, err
 	}
-	if r.Digest != "" {
-		return ref, nil
-	}
-	_, _, digest, err := h.store.Manifest(ctx, r.Repository+":"+r.Tag)
-	if errors.Is(err, errdefs.ErrNotFound) && h.opts.Peers != nil && h.opts.Peers.List != nil {
-		// Another server may have it: pull it through, as /v2/ would.
-		if err = h.pullManifest(ctx, r.Repository, r.Tag, v1.Hash{}); err == nil {
-			_, _, digest, err = h.store.Manifest(ctx, r.Repository+":"+r.Tag)
+	// An image pulled from a multi-arch index is pinned to the index, so
+	// that nodes of every architecture run the same release.
+	name, d, _ := strings.Cut(pinned, "@")
+	if dh, err := v1.NewHash(d); err == nil {
+		if idx, ok := h.store.IndexOf(dh); ok {
+			return name + "@" + idx.String(), nil
 		}
 	}
+	return pinned, nil
+}
+
+func (h *Handler) pinImage(ctx context.Context, ref string, policy api.PullPolicy) (string, error) {
+	if strings.Contains(ref, "@") {
+		if _, err := ParseReference(ref); err != nil {
+			if _, nerr := Normalize(ref); nerr != nil {
+				return "", err
+			}
+		}
+		return ref, nil
+	}
+	policy = api.DefaultPullPolicy(ref, policy)
+	if r, err := ParseReference(ref); err == nil {
+		name := r.Repository + ":" + r.Tag
+		_, _, digest, err := h.store.Manifest(ctx, name)
+		if !wantsUpstream(policy, ref, err == nil) {
+			if errors.Is(err, errdefs.ErrNotFound) && h.opts.Peers != nil && h.opts.Peers.List != nil {
+				// Another server may have it: pull it through, as /v2/ would.
+				if err = h.pullManifest(ctx, r.Repository, r.Tag, v1.Hash{}); err == nil {
+					_, _, digest, err = h.store.Manifest(ctx, name)
+				}
+			}
+			if err == nil {
+				return name + "@" + digest.String(), nil
+			}
+			if !errors.Is(err, errdefs.ErrNotFound) {
+				return "", err
+			}
+		}
+	}
+	nr, err := Normalize(ref)
 	if err != nil {
 		return "", err
 	}
-	r.Digest = digest.String()
-	return r.String(), nil
+	name := LocalName(nr)
+	if !wantsUpstream(policy, ref, false) {
+		if _, _, digest, err := h.store.Manifest(ctx, name); err == nil {
+			return name + "@" + digest.String(), nil
+		}
+	}
+	if policy == api.PullNever {
+		return "", fmt.Errorf("image %q is not in the store, and the pull policy is Never: %w", ref, errdefs.ErrNotFound)
+	}
+	if h.opts.Upstream == nil {
+		return "", fmt.Errorf("image %q: %w (and no registry is reached from here)", ref, errdefs.ErrNotFound)
+	}
+	var digest string
+	err = h.share(ctx, "upstream "+nr.String(), func(ctx context.Context) error {
+		p, err := PullUpstream(ctx, h.store, ref, *h.opts.Upstream)
+		digest = p.Digest
+		return err
+	})
+	if err != nil && !IsUpstream(ref) && !errors.Is(err, errdefs.ErrNotFound) {
+		// A short name ("demo/app:1") may be an image a node built or
+		// imported itself: left unpinned, not refused, when Docker Hub
+		// cannot be asked (no network, say).
+		return "", fmt.Errorf("image %q is not on the servers, and pulling it from docker.io failed (%v): %w", ref, err, errdefs.ErrNotFound)
+	}
+	if err != nil {
+		return "", err
+	}
+	if digest == "" {
+		// Another caller's flight pulled it.
+		_, _, d, err := h.store.Manifest(ctx, name)
+		if err != nil {
+			return "", err
+		}
+		digest = d.String()
+	}
+	return name + "@" + digest, nil
 }

@@ -3,10 +3,12 @@ package registry_test
 import (
 	"context"
 	"errors"
+	"net"
 	"net/http"
 	"strings"
 	"testing"
 
+	"github.com/berth-dev/berth/api"
 	"github.com/berth-dev/berth/internal/errdefs"
 	"github.com/berth-dev/berth/internal/registry"
 )
@@ -38,12 +40,34 @@ func TestPinImage(t *testing.T) {
 		{"demo/random@" + other, "demo/random@" + other, nil},
 		{"demo/random", "", errdefs.ErrNotFound},
 		{"demo/random:2", "", errdefs.ErrNotFound},
-		{"localhost:5000/demo/random:1", "", errdefs.ErrInvalidArgument},
+		{"localhost:5000/demo/random:1", "", errdefs.ErrNotFound}, // no upstream configured
 		{"Demo/Random:1", "", errdefs.ErrInvalidArgument},
 	} {
-		got, err := h.PinImage(ctx, c.ref)
+		got, err := h.PinImage(ctx, c.ref, api.PullIfNotPresent)
 		if got != c.want || (c.err == nil && err != nil) || (c.err != nil && !errors.Is(err, c.err)) {
 			t.Errorf("PinImage(%q) = %q, %v; want %q, %v", c.ref, got, err, c.want, c.err)
 		}
+	}
+}
+
+// TestPinShortNameUnreachable: a short name no server has, when docker.io
+// (here its mirror, a closed port) cannot be asked, is left unpinned
+// (NotFound: a node may have built it) rather than failing the apply; an
+// explicit registry's failure is the apply's error.
+func TestPinShortNameUnreachable(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	closed := l.Addr().String()
+	l.Close()
+	cfg := &registry.Config{Registries: map[string]registry.RegistryConfig{"docker.io": {Mirrors: []string{"http://" + closed}}}}
+	h := registry.New(openStore(t), registry.Options{Upstream: &registry.UpstreamOptions{Config: cfg, Keychain: cfg}})
+	ctx := context.Background()
+	if _, err := h.PinImage(ctx, "demo/absent:1", ""); !errors.Is(err, errdefs.ErrNotFound) {
+		t.Fatalf("short name: %v, want not found", err)
+	}
+	if _, err := h.PinImage(ctx, closed+"/demo/absent:1", ""); err == nil || errors.Is(err, errdefs.ErrNotFound) {
+		t.Fatalf("explicit registry: %v, want the connection's error", err)
 	}
 }

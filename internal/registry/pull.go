@@ -92,6 +92,8 @@ type PullOptions struct {
 	Progress func(Progress)
 	// Parallel is how many layers are fetched at once; 3 when zero.
 	Parallel int
+	// Platform picks from a multi-arch index; image.NodePlatform() when nil.
+	Platform *v1.Platform
 }
 
 // progressStep is how many bytes pass between progress reports of a layer.
@@ -118,7 +120,7 @@ func Pull(ctx context.Context, store *image.Store, base, ref string, opts PullOp
 	}
 	if r.Digest != "" {
 		// By digest the content cannot have changed: done if the store has it.
-		if img, err := store.Resolve(ctx, r.Digest); err == nil && img.Digest == r.Digest && (localName == "" || img.Name == localName) {
+		if img, err := store.Resolve(ctx, r.Digest); err == nil && (img.Digest == r.Digest || isIndex(store, r.Digest)) && (localName == "" || img.Name == localName) {
 			return img, nil
 		}
 	}
@@ -140,15 +142,40 @@ func Pull(ctx context.Context, store *image.Store, base, ref string, opts PullOp
 	if digest != desc.Digest || (r.Digest != "" && digest.String() != r.Digest) {
 		return image.Image{}, fmt.Errorf("pull %s from %s: manifest content is %s, want %s: %w", r, base, digest, desc.Digest, errdefs.ErrInvalidArgument)
 	}
-	if !image.IsManifestType(desc.MediaType) {
-		return image.Image{}, fmt.Errorf("pull %s from %s: %s is not a single-platform image manifest: %w", r, base, desc.MediaType, errdefs.ErrInvalidArgument)
+	mt := desc.MediaType
+	var rawIndex []byte
+	if mt.IsIndex() {
+		// A multi-arch index (a cluster pins one): this node's image of it.
+		idx, err := v1.ParseIndexManifest(bytes.NewReader(raw))
+		if err != nil {
+			return image.Image{}, fmt.Errorf("pull %s from %s: index %s: %w: %w", r, base, digest, err, errdefs.ErrInvalidArgument)
+		}
+		want := image.NodePlatform()
+		if opts.Platform != nil {
+			want = *opts.Platform
+		}
+		child, err := image.ChoosePlatform(idx, want)
+		if err != nil {
+			return image.Image{}, fmt.Errorf("pull %s from %s: index %s: %w", r, base, digest, err)
+		}
+		cdesc, err := reg.puller.Get(ctx, repo.Digest(child.Digest.String()))
+		if err != nil {
+			return image.Image{}, fmt.Errorf("pull %s from %s: %w", r, base, classify(err))
+		}
+		if got := image.Digest(cdesc.Manifest); got != child.Digest {
+			return image.Image{}, fmt.Errorf("pull %s from %s: manifest content is %s, the index says %s: %w", r, base, got, child.Digest, errdefs.ErrInvalidArgument)
+		}
+		rawIndex, raw, mt, digest = raw, cdesc.Manifest, cdesc.MediaType, child.Digest
+	}
+	if !image.IsManifestType(mt) {
+		return image.Image{}, fmt.Errorf("pull %s from %s: %s is not a single-platform image manifest: %w", r, base, mt, errdefs.ErrInvalidArgument)
 	}
 	m, err := v1.ParseManifest(bytes.NewReader(raw))
 	if err != nil {
 		return image.Image{}, fmt.Errorf("pull %s from %s: manifest %s: %w: %w", r, base, digest, err, errdefs.ErrInvalidArgument)
 	}
 	p := &pull{ref: r.String(), store: store, puller: reg.puller, repo: repo, report: opts.Progress}
-	img, err := p.run(ctx, m, raw, desc.MediaType, localName, opts.Parallel)
+	img, err := p.run(ctx, m, raw, mt, localName, opts.Parallel)
 	if err != nil {
 		// What this pull staged would only wait for PruneStaging.
 		var errs []error
@@ -157,7 +184,22 @@ func Pull(ctx context.Context, store *image.Store, base, ref string, opts PullOp
 		}
 		return image.Image{}, errors.Join(fmt.Errorf("pull %s from %s: %w", r, base, classify(err)), errors.Join(errs...))
 	}
+	if rawIndex != nil {
+		if _, err := store.PutIndex(rawIndex); err != nil {
+			return image.Image{}, fmt.Errorf("pull %s from %s: %w", r, base, err)
+		}
+	}
 	return img, nil
+}
+
+// isIndex reports whether the store keeps an index of digest d.
+func isIndex(store *image.Store, d string) bool {
+	h, err := v1.NewHash(d)
+	if err != nil {
+		return false
+	}
+	_, err = store.Index(h)
+	return err == nil
 }
 
 func (p *pull) run(ctx context.Context, m *v1.Manifest, raw []byte, mt types.MediaType, localName string, parallel int) (image.Image, error) {

@@ -21,6 +21,12 @@
 // theirs lacks through from the others' (Options.Peers, peer.go), found
 // in a Directory in etcd.
 //
+// PullUpstream (upstream.go) fetches images from the world's registries
+// (Docker Hub, GHCR, private ones) with their auth, TLS and mirror
+// settings (Config, config.go); Ensure applies a pull policy; a Handler
+// with Options.Upstream pins (PinImage) and pulls through such images for
+// the cluster.
+//
 // Repository names are berth image names without the tag ("demo/busybox"
 // for "demo/busybox:1"). The store is one content-addressed pool, so any
 // repository can read any blob it holds.
@@ -74,8 +80,13 @@ type Options struct {
 	// Peers, when set, are the other servers' registries this one pulls
 	// a missing manifest or blob through from (see peer.go); nil answers
 	// a miss with 404 at once.
-	Peers  *Peers
-	Logger *slog.Logger
+	Peers *Peers
+	// Upstream, when set, is how a miss nobody in the cluster can fill is
+	// pulled from the image's own registry (a repository whose first
+	// component names one: docker.io/library/nginx), through the mirrors
+	// its Config names; nil never leaves the cluster.
+	Upstream *UpstreamOptions
+	Logger   *slog.Logger
 }
 
 // Handler serves one image store over the OCI distribution API.
@@ -180,7 +191,8 @@ var (
 	// Repository names as the distribution spec has them (path components
 	// of lowercase alphanumerics joined by single separators), so no
 	// component can be "." or ".." or empty.
-	nameRe = regexp.MustCompile(`^[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*(/[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*)*$`)
+	// The first component may carry a port: it names a registry host.
+	nameRe = regexp.MustCompile(`^[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*(:[0-9]+)?(/[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*)*$`)
 	tagRe  = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$`)
 )
 
@@ -337,10 +349,10 @@ func (h *Handler) getManifest(ctx context.Context, w http.ResponseWriter, r *htt
 		}
 		tag, ref = ref, rt.name+":"+ref
 	}
-	raw, mt, digest, err := h.store.Manifest(ctx, ref)
+	raw, mt, digest, err := h.manifestOrIndex(ctx, ref, byDigest)
 	if errors.Is(err, errdefs.ErrNotFound) && h.pullsThrough(r) {
 		if err = h.pullManifest(ctx, rt.name, tag, byDigest); err == nil {
-			raw, mt, digest, err = h.store.Manifest(ctx, ref)
+			raw, mt, digest, err = h.manifestOrIndex(ctx, ref, byDigest)
 		}
 	}
 	if err != nil {
@@ -355,6 +367,26 @@ func (h *Handler) getManifest(ctx context.Context, w http.ResponseWriter, r *htt
 	}
 	_, _ = w.Write(raw)
 	return nil
+}
+
+// manifestOrIndex is the image manifest ref names, or for a digest the
+// multi-arch index the store keeps under it (image.Store.PutIndex).
+func (h *Handler) manifestOrIndex(ctx context.Context, ref string, byDigest v1.Hash) ([]byte, types.MediaType, v1.Hash, error) {
+	raw, mt, digest, err := h.store.Manifest(ctx, ref)
+	if !errors.Is(err, errdefs.ErrNotFound) || byDigest.Hex == "" {
+		return raw, mt, digest, err
+	}
+	ir, ierr := h.store.Index(byDigest)
+	if ierr != nil {
+		return raw, mt, digest, err
+	}
+	var probe struct {
+		MediaType types.MediaType `json:"mediaType"`
+	}
+	if json.Unmarshal(ir, &probe) != nil || probe.MediaType == "" {
+		probe.MediaType = types.OCIImageIndex
+	}
+	return ir, probe.MediaType, byDigest, nil
 }
 
 func (h *Handler) putManifest(ctx context.Context, w http.ResponseWriter, r *http.Request, rt route) error {

@@ -208,8 +208,14 @@ func Server(ctx context.Context, cfg ServerConfig) error {
 	// each records its URL while it runs: <store prefix>/registries/<name>.
 	regs := registry.NewDirectory(st.Client(), strings.TrimSuffix(st.LeaderKey(""), "leader/")+"registries/", name)
 	regs.Logger = log.With("component", "registry")
+	// What no server has comes from the image's own registry.
+	upstream, err := upstreamOptions()
+	if err != nil {
+		return err
+	}
 	srv.Mount("/v2/", registry.New(imgs, registry.Options{Authorize: apiserver.AuthorizeImages, Logger: log.With("component", "registry"),
-		Peers: &registry.Peers{List: regs.Peers, Transport: registry.PeerTransport(creds.ca.Pool(), creds.token)}}))
+		Peers:    &registry.Peers{List: regs.Peers, Transport: registry.PeerTransport(creds.ca.Pool(), creds.token)},
+		Upstream: upstream}))
 	srv.Mount("/metrics/", apiserver.AdminOnly(metrics.Handler(metrics.Cluster(st))))
 	run("image pruner", func(ctx context.Context) error {
 		return keepPinnedImages(ctx, st, imgs, log.With("component", "images"))

@@ -265,3 +265,17 @@ func (t bearerTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 	}
 	return t.inner.RoundTrip(r)
 }
+
+// upstreamOptions is how this server reaches the world's registries for
+// images nobody in the cluster has: the registry config
+// (registry.DefaultConfigPath: BERTH_REGISTRY_CONFIG, else the server
+// user's ~/.config/berth/config.json) with its credentials, CAs, insecure
+// registries and docker.io mirrors. Give every server of a cluster the
+// same file, so that they pull alike.
+func upstreamOptions() (*registry.UpstreamOptions, error) {
+	cfg, err := registry.LoadConfig(registry.DefaultConfigPath())
+	if err != nil {
+		return nil, err
+	}
+	return &registry.UpstreamOptions{Config: cfg}, nil
+}

@@ -139,7 +139,11 @@ func Up(ctx context.Context, cfg Config) error {
 	defer g.cancel()
 	ctx, run := g.ctx, g.run
 	srv := apiserver.New(apiserver.Config{Store: st, Logger: log.With("component", "apiserver"), AllowedHostPaths: cfg.AllowedHostPaths})
-	srv.Mount("/v2/", registry.New(imgs, registry.Options{Authorize: apiserver.AuthorizeImages, Logger: log.With("component", "registry")}))
+	upstream, err := upstreamOptions()
+	if err != nil {
+		return err
+	}
+	srv.Mount("/v2/", registry.New(imgs, registry.Options{Authorize: apiserver.AuthorizeImages, Logger: log.With("component", "registry"), Upstream: upstream}))
 	srv.Mount("/metrics/", apiserver.AdminOnly(metrics.Handler(metrics.Cluster(st))))
 	var token string
 	if creds != nil {
