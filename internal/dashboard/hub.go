@@ -11,9 +11,9 @@ import (
 	"github.com/berth-dev/berth/api/client"
 )
 
-// FlushInterval is how often the hub sends the changes gathered since the
-// last flush: a thousand instances changing at once reach each browser as
-// one message, not a thousand.
+// FlushInterval is how often, at most, the hub sends the changes gathered
+// since the last flush: a thousand instances changing at once reach each
+// browser as a message or two, not a thousand.
 const FlushInterval = 50 * time.Millisecond
 
 // maxEvents bounds the events the hub keeps for pages that open later.
@@ -37,10 +37,11 @@ type hub struct {
 	events  []json.RawMessage
 	pending map[string]change // kind/key → latest change since the last flush
 	subs    map[chan []byte]struct{}
+	wake    chan struct{} // a change waits to be flushed
 }
 
 func newHub(c *client.Client, log *slog.Logger) *hub {
-	return &hub{c: c, log: log, objs: map[string]map[string]json.RawMessage{}, pending: map[string]change{}, subs: map[chan []byte]struct{}{}}
+	return &hub{c: c, log: log, objs: map[string]map[string]json.RawMessage{}, pending: map[string]change{}, subs: map[chan []byte]struct{}{}, wake: make(chan struct{}, 1)}
 }
 
 // run follows every kind until ctx ends.
@@ -50,15 +51,33 @@ func (h *hub) run(ctx context.Context) {
 	go follow(ctx, h, "job", h.c.Jobs().Resource)
 	go follow(ctx, h, "instance", h.c.Instances().Resource)
 	go follow(ctx, h, "event", h.c.Events().Resource)
-	t := time.NewTicker(FlushInterval)
-	defer t.Stop()
+	// A change after a quiet spell goes out at once; the ones that follow
+	// within FlushInterval wait for the next flush, so a stream carries at
+	// most one message per FlushInterval.
+	var last time.Time
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case <-t.C:
-			h.flush()
+		case <-h.wake:
 		}
+		if wait := FlushInterval - time.Since(last); wait > 0 {
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(wait):
+			}
+		}
+		h.flush()
+		last = time.Now()
+	}
+}
+
+// changed wakes the flusher; the lock is held.
+func (h *hub) changed() {
+	select {
+	case h.wake <- struct{}{}:
+	default:
 	}
 }
 
@@ -138,6 +157,7 @@ func (h *hub) put(kind, k string, obj any) {
 		h.objs[kind][k] = b
 	}
 	h.pending[kind+"\x00"+k] = change{Kind: kind, Key: k, Obj: b}
+	h.changed()
 }
 
 func (h *hub) remove(kind, k string) {
@@ -145,6 +165,7 @@ func (h *hub) remove(kind, k string) {
 	defer h.mu.Unlock()
 	delete(h.objs[kind], k)
 	h.pending[kind+"\x00"+k] = change{Kind: kind, Key: k}
+	h.changed()
 }
 
 // prune forgets the objects of kind a fresh list no longer has.
@@ -155,6 +176,7 @@ func (h *hub) prune(kind string, seen map[string]bool) {
 		if !seen[k] {
 			delete(h.objs[kind], k)
 			h.pending[kind+"\x00"+k] = change{Kind: kind, Key: k}
+			h.changed()
 		}
 	}
 }
