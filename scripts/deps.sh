@@ -3,7 +3,7 @@
 # Idempotent: a second run installs nothing.
 set -euo pipefail
 
-want_pkgs=(gcc libc6-dev make pkg-config libseccomp-dev busybox-static runc crun iproute2 nftables procps docker-registry apache2-utils)
+want_pkgs=(gcc libc6-dev make pkg-config libseccomp-dev busybox-static runc crun iproute2 nftables procps docker-registry apache2-utils chromium)
 if [ "${1:-}" = "bench" ]; then
 	want_pkgs+=(podman podman-compose skopeo docker.io)
 fi

@@ -118,6 +118,10 @@ func (s *Server) Serve(ctx context.Context, l net.Listener, auth Authenticator) 
 			defer func() { s.observe(r2, rec, start) }()
 			id, err := auth(r)
 			if err != nil {
+				if m := s.signInMount(r.URL.Path); m != nil {
+					m.ServeHTTP(rec, r)
+					return
+				}
 				writeError(rec, err)
 				return
 			}

@@ -75,6 +75,7 @@ machine to many.`,
 		newContainerCmd(g),
 		newTokenCmd(g),
 		newNodeCmd(g),
+		newDashboardCmd(g),
 		newVolumeCmd(g),
 	)
 	root.InitDefaultCompletionCmd(args...) // here, not in Execute: its group must refuse unknown shells too

@@ -139,6 +139,7 @@ Clients trust %s and send the admin token in %s
 `, info.API, info.CAPin)
 				}
 				fmt.Fprintf(out, "(or --ca-file %s instead of --ca-pin).\n", info.CAFile)
+				fmt.Fprintf(out, "Dashboard on %s/ui/: sign in with the admin token, or a link from \"berth dashboard\".\n", info.API)
 			}
 			return server.Server(cmd.Context(), cfg)
 		},

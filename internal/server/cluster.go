@@ -15,6 +15,7 @@ import (
 	"github.com/berth-dev/berth/api/client"
 	"github.com/berth-dev/berth/internal/apiserver"
 	"github.com/berth-dev/berth/internal/controller"
+	"github.com/berth-dev/berth/internal/dashboard"
 	"github.com/berth-dev/berth/internal/errdefs"
 	"github.com/berth-dev/berth/internal/image"
 	"github.com/berth-dev/berth/internal/leader"
@@ -227,6 +228,13 @@ func Server(ctx context.Context, cfg ServerConfig) error {
 			return secrets.renewPeer(ctx, name, scfg.Member.PeerURL, log.With("component", "store"))
 		})
 	}
+	uc, err := client.New("unix://" + sock)
+	if err != nil {
+		return err
+	}
+	ui := dashboard.New(dashboard.Options{Client: uc, Token: creds.token, Logger: log.With("component", "dashboard")})
+	srv.MountSignIn(dashboard.Prefix, ui)
+	run("dashboard", ui.Run)
 	run("api server", func(ctx context.Context) error { return srv.Serve(ctx, ul, apiserver.UnixRootOnly) })
 	run("api server (tcp)", func(ctx context.Context) error { return srv.ServeTLS(ctx, tl, creds.tls, creds.token) })
 	key := st.LeaderKey(controllerRole)

@@ -85,12 +85,11 @@ func (c *cluster) inNetns(name string, args ...string) *exec.Cmd {
 func (c *cluster) start() {
 	c.t.Helper()
 	c.up = c.inNetns(berthBin, append([]string{"--data-dir", c.dataDir, "up"}, c.args...)...)
-	c.up.Stdout = nil
 	log, err := os.OpenFile(filepath.Join(c.dataDir, "up.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
 		c.t.Fatal(err)
 	}
-	c.up.Stderr = log
+	c.up.Stdout, c.up.Stderr = log, log
 	c.up.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	if err := c.up.Start(); err != nil {
 		c.t.Fatal(err)
