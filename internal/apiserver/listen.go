@@ -14,7 +14,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/berth-dev/berth/internal/errdefs"
+	"github.com/berth-dev/berth/api/errdefs"
 )
 
 // Identity is who a request comes from.

@@ -9,7 +9,7 @@ import (
 	"sync"
 
 	"github.com/berth-dev/berth/api"
-	"github.com/berth-dev/berth/internal/errdefs"
+	"github.com/berth-dev/berth/api/errdefs"
 )
 
 // Draining a node (spec.draining, set with spec.unschedulable through

@@ -6,9 +6,9 @@ import (
 	"testing"
 
 	"github.com/berth-dev/berth/api"
+	"github.com/berth-dev/berth/api/errdefs"
 	"github.com/berth-dev/berth/internal/apiserver"
 	"github.com/berth-dev/berth/internal/controller"
-	"github.com/berth-dev/berth/internal/errdefs"
 	"github.com/berth-dev/berth/internal/store"
 )
 

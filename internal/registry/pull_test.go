@@ -11,7 +11,7 @@ import (
 	"sync"
 	"testing"
 
-	"github.com/berth-dev/berth/internal/errdefs"
+	"github.com/berth-dev/berth/api/errdefs"
 	"github.com/berth-dev/berth/internal/image"
 	"github.com/berth-dev/berth/internal/image/imagetest"
 	"github.com/berth-dev/berth/internal/registry"

@@ -15,7 +15,8 @@ import (
 	"strings"
 	"time"
 
-	"github.com/berth-dev/berth/internal/errdefs"
+	"github.com/berth-dev/berth/api/errdefs"
+	"github.com/berth-dev/berth/api/nodecert"
 	"github.com/berth-dev/berth/internal/pki"
 	"github.com/berth-dev/berth/internal/seal"
 	"github.com/berth-dev/berth/internal/store"
@@ -224,7 +225,7 @@ func (s *serverSecrets) renewPeer(ctx context.Context, name, peerURL string, log
 func (s *serverSecrets) renewPeerIfDue(name, peerURL string, now time.Time) (bool, error) {
 	b, err := os.ReadFile(filepath.Join(s.dir, peerCertFile))
 	if err == nil {
-		if c, err := pki.ParseCertificate(b); err == nil && c.NotAfter.Sub(now) > peerRenewBefore {
+		if c, err := nodecert.ParseCertificate(b); err == nil && c.NotAfter.Sub(now) > peerRenewBefore {
 			return false, nil
 		}
 	}

@@ -13,7 +13,7 @@ import (
 	"time"
 
 	"github.com/berth-dev/berth/api"
-	"github.com/berth-dev/berth/internal/errdefs"
+	"github.com/berth-dev/berth/api/errdefs"
 )
 
 // testCluster is n embedded etcd members on loopback, each with its store.

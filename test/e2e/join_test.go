@@ -14,8 +14,8 @@ import (
 
 	"github.com/berth-dev/berth/api"
 	"github.com/berth-dev/berth/api/client"
-	"github.com/berth-dev/berth/internal/errdefs"
-	"github.com/berth-dev/berth/internal/pki"
+	"github.com/berth-dev/berth/api/errdefs"
+	"github.com/berth-dev/berth/api/nodecert"
 )
 
 // lockedBuffer collects a process's output while the test reads it.
@@ -164,7 +164,7 @@ func TestAgentJoinsWithTokenThenUsesItsCertificate(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		leaf, err := pki.ParseCertificate(nc.Certificate)
+		leaf, err := nodecert.ParseCertificate(nc.Certificate)
 		if err != nil {
 			t.Fatal(err)
 		}
