@@ -8,6 +8,7 @@ import (
 
 	"github.com/berth-dev/berth/api"
 	"github.com/berth-dev/berth/internal/lan"
+	"github.com/berth-dev/berth/internal/testing/testenv"
 )
 
 // startLAN starts a LAN of network namespaces (internal/lan) with
@@ -21,7 +22,7 @@ func startLAN(t *testing.T) *lan.LAN { return startLANOf(t, 3, 3) }
 
 // startLANOf starts a LAN of servers and agents.
 func startLANOf(t *testing.T, servers, agents int) *lan.LAN {
-	requireRoot(t)
+	testenv.RequireRoot(t)
 	l := lan.New(lan.Config{
 		Berth:   berthBin,
 		Dir:     t.TempDir(),
