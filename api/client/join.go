@@ -19,6 +19,7 @@ import (
 	"github.com/berth-dev/berth/api"
 	"github.com/berth-dev/berth/api/errdefs"
 	"github.com/berth-dev/berth/api/nodecert"
+	"github.com/berth-dev/berth/atomicfile"
 )
 
 // JoinOptions say how a machine joins a cluster.
@@ -250,7 +251,7 @@ func (nc *NodeCredentials) Save(dir string) error {
 		data []byte
 		mode os.FileMode
 	}{{NodeKeyFile, nc.Key, 0o600}, {NodeCertFile, nc.Certificate, 0o644}, {NodeCAFile, nc.CA, 0o644}} {
-		if err := writeFileAtomic(filepath.Join(dir, f.name), f.data, f.mode); err != nil {
+		if err := atomicfile.Write(filepath.Join(dir, f.name), f.data, f.mode); err != nil {
 			return fmt.Errorf("node credentials in %s: %w", dir, err)
 		}
 	}
@@ -275,28 +276,6 @@ func LoadNodeCredentials(dir string) (*NodeCredentials, error) {
 		return nil, fmt.Errorf("node credentials in %s: %w", dir, err)
 	}
 	return &nc, nil
-}
-
-func writeFileAtomic(path string, data []byte, mode os.FileMode) error {
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(f.Name())
-	err = f.Chmod(mode)
-	if err == nil {
-		_, err = f.Write(data)
-	}
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		return err
-	}
-	return os.Rename(f.Name(), path)
 }
 
 // Renew trades the node certificate c authenticates with for a new one

@@ -29,6 +29,7 @@ import (
 
 	"github.com/berth-dev/berth/api/errdefs"
 	"github.com/berth-dev/berth/api/nodecert"
+	"github.com/berth-dev/berth/atomicfile"
 )
 
 // Validity periods.
@@ -79,10 +80,10 @@ func LoadOrCreateCA(dir string) (*CA, error) {
 		// The key goes first: a crash between the two writes leaves a key
 		// without a certificate, which the next start reports rather than
 		// silently replacing a CA that nodes may already trust.
-		if err := writeFile(keyPath, ca.KeyPEM(), 0o600); err != nil {
+		if err := atomicfile.Write(keyPath, ca.KeyPEM(), 0o600); err != nil {
 			return nil, fmt.Errorf("ca key %s: %w", keyPath, err)
 		}
-		if err := writeFile(certPath, ca.CertPEM, 0o644); err != nil {
+		if err := atomicfile.Write(certPath, ca.CertPEM, 0o644); err != nil {
 			return nil, fmt.Errorf("ca certificate %s: %w", certPath, err)
 		}
 		return ca, nil
@@ -240,10 +241,10 @@ func LoadOrIssueServer(dir string, ca *CA, hosts []string) (tls.Certificate, err
 	if err != nil {
 		return tls.Certificate{}, err
 	}
-	if err := writeFile(keyPath, keyPEM, 0o600); err != nil {
+	if err := atomicfile.Write(keyPath, keyPEM, 0o600); err != nil {
 		return tls.Certificate{}, fmt.Errorf("server key %s: %w", keyPath, err)
 	}
-	if err := writeFile(certPath, certPEM, 0o644); err != nil {
+	if err := atomicfile.Write(certPath, certPEM, 0o644); err != nil {
 		return tls.Certificate{}, fmt.Errorf("server certificate %s: %w", certPath, err)
 	}
 	pair, err := tls.X509KeyPair(certPEM, keyPEM)
@@ -358,32 +359,6 @@ func serialNumber() (*big.Int, error) {
 	return n.Add(n, big.NewInt(1)), nil
 }
 
-// writeFile writes data to path with mode perm through a temporary file
-// and a rename, so that a crash never leaves half a key behind.
-func writeFile(path string, data []byte, perm os.FileMode) error {
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(f.Name())
-	if err := f.Chmod(perm); err != nil {
-		f.Close()
-		return err
-	}
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	return os.Rename(f.Name(), path)
-}
-
 // PeerCommonName is the common name of every server's etcd peer
 // certificate: the peer port accepts no other, so that a node's
 // certificate from the same CA does not open it.
@@ -433,7 +408,3 @@ func (ca *CA) IssuePeer(hosts []string, validity time.Duration) (certPEM, keyPEM
 	}
 	return encodeCert(der), pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kb}), nil
 }
-
-// WriteFile writes data to path with mode perm atomically (a temporary
-// file and a rename), for keys kept outside a CA directory.
-func WriteFile(path string, data []byte, perm os.FileMode) error { return writeFile(path, data, perm) }

@@ -14,6 +14,7 @@ import (
 
 	"github.com/berth-dev/berth/api/client"
 	"github.com/berth-dev/berth/api/errdefs"
+	"github.com/berth-dev/berth/atomicfile"
 	"github.com/berth-dev/berth/internal/apiserver"
 	"github.com/berth-dev/berth/internal/controller"
 	"github.com/berth-dev/berth/internal/image"
@@ -315,20 +316,13 @@ func apiHosts(listenHost, name string) []string {
 	return hosts
 }
 
-// writeIfChanged writes data to path through a temporary file unless it
-// holds data already.
+// writeIfChanged writes data to path atomically unless it holds data
+// already.
 func writeIfChanged(path string, data []byte, mode os.FileMode) error {
 	if cur, err := os.ReadFile(path); err == nil && string(cur) == string(data) {
 		return nil
 	} else if err != nil && !errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("%s: %w", path, err)
 	}
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, data, mode); err != nil {
-		return fmt.Errorf("%s: %w", path, err)
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		return fmt.Errorf("%s: %w", path, err)
-	}
-	return nil
+	return atomicfile.Write(path, data, mode)
 }

@@ -19,6 +19,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/berth-dev/berth/api/errdefs"
+	"github.com/berth-dev/berth/atomicfile"
 )
 
 // Join tokens let a machine join the cluster as a node. A token reads
@@ -293,26 +294,10 @@ func (s *Store) EnsureJoinToken(ctx context.Context, path string) (token string,
 	return token, true, nil
 }
 
-// writePrivate writes a root-only file through a temporary file and a
-// rename.
+// writePrivate writes a root-only file, making its directory.
 func writePrivate(path string, data []byte) error {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return err
 	}
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(f.Name())
-	_, err = f.Write(data)
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		return err
-	}
-	return os.Rename(f.Name(), path)
+	return atomicfile.Write(path, data, 0o600)
 }
