@@ -274,3 +274,12 @@ func TestExamplesValidate(t *testing.T) {
 		}
 	}
 }
+
+func TestPhaseTerminal(t *testing.T) {
+	terminal := map[Phase]bool{PhaseSucceeded: true, PhaseFailed: true, PhaseLost: true}
+	for _, p := range Phases {
+		if p.Terminal() != terminal[p] {
+			t.Errorf("%s.Terminal() = %v, want %v", p, p.Terminal(), terminal[p])
+		}
+	}
+}
