@@ -7,11 +7,11 @@ import (
 	"time"
 
 	"github.com/berth-dev/berth/api"
-	"github.com/berth-dev/berth/internal/lan"
+	"github.com/berth-dev/berth/internal/testing/lan"
 	"github.com/berth-dev/berth/internal/testing/testenv"
 )
 
-// startLAN starts a LAN of network namespaces (internal/lan) with
+// startLAN starts a LAN of network namespaces (internal/testing/lan) with
 // `berth server` on three hosts (one embedded etcd cluster) and `berth
 // agent` on three more, joined with the servers' join token, networking
 // on, and the demo image on every server: an agent pulls from the server

@@ -18,8 +18,8 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/static"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 
-	"github.com/berth-dev/berth/internal/lan"
 	"github.com/berth-dev/berth/internal/registry/registrytest"
+	"github.com/berth-dev/berth/internal/testing/lan"
 	"github.com/berth-dev/berth/internal/testing/testenv"
 )
 
