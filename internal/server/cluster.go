@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/berth-dev/berth/api"
 	"github.com/berth-dev/berth/api/client"
 	"github.com/berth-dev/berth/api/errdefs"
 	"github.com/berth-dev/berth/atomicfile"
@@ -155,7 +156,7 @@ func Server(ctx context.Context, cfg ServerConfig) error {
 		return fmt.Errorf("server %q: API address: %w", name, err)
 	}
 	defer tl.Close()
-	sock := apiserver.SocketPath(cfg.DataDir)
+	sock := api.SocketPath(cfg.DataDir)
 	ul, err := apiserver.ListenUnix(sock)
 	if err != nil {
 		return err

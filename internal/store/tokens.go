@@ -18,6 +18,7 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/berth-dev/berth/api"
 	"github.com/berth-dev/berth/api/errdefs"
 	"github.com/berth-dev/berth/atomicfile"
 )
@@ -28,9 +29,6 @@ import (
 // secret's SHA-256 next to what may be shown about the token (JoinToken):
 // a copy of etcd gives nobody a usable token. The secrets are random
 // enough that a plain hash needs no salt nor stretching.
-
-// JoinTokenPrefix starts every join token.
-const JoinTokenPrefix = "berth_"
 
 const (
 	tokenIDLen     = 8  // 5 random bytes in base32
@@ -90,12 +88,12 @@ func (s *Store) tokenKey(id string) string { return s.tokenPrefix() + id }
 // wrong with it (in the Unauthorized category: a malformed token is a
 // wrong credential).
 func ParseJoinToken(token string) (id, secret string, err error) {
-	rest, ok := strings.CutPrefix(strings.TrimSpace(token), JoinTokenPrefix)
+	rest, ok := strings.CutPrefix(strings.TrimSpace(token), api.JoinTokenPrefix)
 	if ok {
 		id, secret, ok = strings.Cut(rest, ".")
 	}
 	if !ok || len(id) != tokenIDLen || len(secret) != tokenSecretLen || !tokenChars(id) || !tokenChars(secret) {
-		return "", "", fmt.Errorf("join token: %w: malformed, want %s<8 characters>.<32 characters>", errdefs.ErrUnauthorized, JoinTokenPrefix)
+		return "", "", fmt.Errorf("join token: %w: malformed, want %s<8 characters>.<32 characters>", errdefs.ErrUnauthorized, api.JoinTokenPrefix)
 	}
 	return id, secret, nil
 }
@@ -145,7 +143,7 @@ func (s *Store) newJoinToken(opts JoinTokenOptions) (string, JoinToken, []client
 		Hash:      hashSecret(secret),
 	}
 	b, _ := json.Marshal(rec)
-	return JoinTokenPrefix + id + "." + secret, rec.JoinToken, []clientv3.Op{clientv3.OpPut(s.tokenKey(id), string(b))}
+	return api.JoinTokenPrefix + id + "." + secret, rec.JoinToken, []clientv3.Op{clientv3.OpPut(s.tokenKey(id), string(b))}
 }
 
 // ListJoinTokens returns what may be shown of every join token, oldest
