@@ -10,7 +10,7 @@ DATA_DIR ?= /var/lib/berth
 GOFLAGS_BUILD := -trimpath $(shell git status --porcelain >/dev/null 2>&1 && echo -buildvcs=auto || echo -buildvcs=false)
 TEST_TIMEOUT ?= 15m
 
-.PHONY: all deps build up test test-unit lint bench demo-image clean fuzz
+.PHONY: all deps build up test lint bench demo-image clean fuzz
 
 all: build
 

@@ -3,7 +3,7 @@ package api
 import (
 	"fmt"
 
-	"github.com/berth-dev/berth/internal/errdefs"
+	"github.com/berth-dev/berth/api/errdefs"
 )
 
 // RollbackTarget is the template of s's history that a rollback puts

@@ -60,7 +60,7 @@ func bench(nInst, nNodes, nChanges int, gap time.Duration) error {
 	if err != nil {
 		return err
 	}
-	sock := apiserver.SocketPath(work)
+	sock := api.SocketPath(work)
 	ul, err := apiserver.ListenUnix(sock)
 	if err != nil {
 		return err

@@ -11,8 +11,8 @@ import (
 
 	"github.com/berth-dev/berth/api"
 	"github.com/berth-dev/berth/api/client"
+	"github.com/berth-dev/berth/api/errdefs"
 	"github.com/berth-dev/berth/internal/agent/reconcile"
-	"github.com/berth-dev/berth/internal/errdefs"
 	"github.com/berth-dev/berth/internal/health"
 	"github.com/berth-dev/berth/internal/hostinfo"
 	"github.com/berth-dev/berth/internal/runtime"
@@ -255,7 +255,7 @@ func (p *APIPlane) ReportStatus(ctx context.Context, namespace, name, uid string
 	in := &api.Instance{
 		Metadata: api.Metadata{Namespace: namespace, Name: name},
 		Status: api.InstanceStatus{
-			Phase: api.Phase(st.Phase), IP: st.IP, ContainerID: st.ContainerID, Pid: st.Pid, ExitCode: st.ExitCode,
+			Phase: st.Phase, IP: st.IP, ContainerID: st.ContainerID, Pid: st.Pid, ExitCode: st.ExitCode,
 			Reason: st.Reason, Message: st.Message, Restarts: st.Restarts, Healthy: st.Healthy,
 			StartedAt: st.StartedAt, FinishedAt: st.FinishedAt, RestartAt: st.RestartAt,
 		},

@@ -6,7 +6,7 @@ import (
 	"net/http"
 	"os"
 
-	"github.com/berth-dev/berth/internal/errdefs"
+	"github.com/berth-dev/berth/api/errdefs"
 	"github.com/berth-dev/berth/internal/runtime"
 )
 

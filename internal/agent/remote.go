@@ -8,7 +8,7 @@ import (
 	"slices"
 
 	"github.com/berth-dev/berth/api"
-	"github.com/berth-dev/berth/internal/errdefs"
+	"github.com/berth-dev/berth/api/errdefs"
 	"github.com/berth-dev/berth/internal/runtime"
 )
 

@@ -5,7 +5,7 @@ import (
 	"net/http"
 	"strings"
 
-	"github.com/berth-dev/berth/internal/errdefs"
+	"github.com/berth-dev/berth/api/errdefs"
 )
 
 // mount is a handler served under a path prefix next to the API.

@@ -12,8 +12,8 @@ import (
 
 	"github.com/berth-dev/berth/api"
 	"github.com/berth-dev/berth/api/client"
+	"github.com/berth-dev/berth/api/errdefs"
 	"github.com/berth-dev/berth/internal/compose"
-	"github.com/berth-dev/berth/internal/errdefs"
 )
 
 func newApplyCmd(g *globals) *cobra.Command {

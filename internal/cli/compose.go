@@ -18,8 +18,8 @@ import (
 
 	"github.com/berth-dev/berth/api"
 	"github.com/berth-dev/berth/api/client"
+	"github.com/berth-dev/berth/api/errdefs"
 	"github.com/berth-dev/berth/internal/compose"
-	"github.com/berth-dev/berth/internal/errdefs"
 )
 
 // composeFlags are the flags every compose subcommand shares.

@@ -41,7 +41,7 @@ func serveCluster(t *testing.T, nodes ...string) (*globals, *store.Store) {
 			t.Fatal(err)
 		}
 	}
-	l, err := apiserver.ListenUnix(apiserver.SocketPath(dir))
+	l, err := apiserver.ListenUnix(api.SocketPath(dir))
 	if err != nil {
 		t.Fatal(err)
 	}

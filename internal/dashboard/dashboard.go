@@ -47,8 +47,8 @@ import (
 
 	"github.com/berth-dev/berth/api"
 	"github.com/berth-dev/berth/api/client"
+	"github.com/berth-dev/berth/api/errdefs"
 	"github.com/berth-dev/berth/internal/apiserver"
-	"github.com/berth-dev/berth/internal/errdefs"
 )
 
 //go:embed assets

@@ -16,6 +16,7 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/berth-dev/berth/api"
 	"github.com/berth-dev/berth/api/client"
 	"github.com/berth-dev/berth/internal/agent"
 	"github.com/berth-dev/berth/internal/apiserver"
@@ -94,7 +95,7 @@ func Up(ctx context.Context, cfg Config) error {
 	}
 	defer st.Close()
 
-	sock := apiserver.SocketPath(cfg.DataDir)
+	sock := api.SocketPath(cfg.DataDir)
 	l, err := apiserver.ListenUnix(sock)
 	if err != nil {
 		return err

@@ -21,6 +21,7 @@ import (
 	"github.com/chromedp/chromedp"
 
 	"github.com/berth-dev/berth/api"
+	"github.com/berth-dev/berth/internal/testing/testenv"
 )
 
 // browser starts headless Chromium and returns a context driving it.
@@ -452,7 +453,7 @@ new MutationObserver(ms => { for (const m of ms) { const ts = m.type === "attrib
 // TestDashboardOnBerthServer signs in to a berth server's dashboard with
 // the admin token, and with the link `berth dashboard --server` prints.
 func TestDashboardOnBerthServer(t *testing.T) {
-	requireRoot(t)
+	testenv.RequireRoot(t)
 	dataDir := t.TempDir()
 	addr := freeAddr(t, "127.0.0.1")
 	srv := startProcess(t, "berth server", "--data-dir", dataDir, "server", "--name", "s1",

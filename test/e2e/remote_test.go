@@ -32,8 +32,8 @@ import (
 
 	"github.com/berth-dev/berth/api"
 	"github.com/berth-dev/berth/api/client"
-	"github.com/berth-dev/berth/internal/errdefs"
-	"github.com/berth-dev/berth/internal/lan"
+	"github.com/berth-dev/berth/api/errdefs"
+	"github.com/berth-dev/berth/internal/testing/lan"
 )
 
 // Three replicas, one per node. Each container says it booted (with a
