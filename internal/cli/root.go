@@ -74,6 +74,7 @@ machine to many.`,
 		newTokenCmd(g),
 		newNodeCmd(g),
 		newVolumeCmd(g),
+		newSimCmd(g),
 	)
 	root.InitDefaultCompletionCmd(args...) // here, not in Execute: its group must refuse unknown shells too
 	refuseUnknownSubcommands(root)
