@@ -15,8 +15,8 @@ import (
 
 // TestHollowFleetScalesReplacesLostNodeAndScalesToZero runs `berth
 // server` with two `berth sim agents` fleets joined to it (real joins, one
-// node certificate and connection each, a simulated runtime): 49 nodes
-// that live and 1 in its own process that dies. Sizes are small for CI;
+// node certificate and connection each, a simulated runtime): 99 nodes
+// that live and 1 (1%) in its own process that dies. Sizes are small for CI;
 // what is asserted is correctness, not time: every replica Running, no
 // instance name twice, the dead node's instances replaced on live nodes,
 // and exactly none left after a scale to 0.
@@ -24,7 +24,7 @@ func TestHollowFleetScalesReplacesLostNodeAndScalesToZero(t *testing.T) {
 	requireRoot(t)
 	const (
 		services = 2
-		replicas = 250
+		replicas = 1000
 		total    = services * replicas
 	)
 	dir := t.TempDir()
@@ -44,9 +44,9 @@ func TestHollowFleetScalesReplacesLostNodeAndScalesToZero(t *testing.T) {
 	fleet := func(prefix string, count int) *process {
 		return startProcess(t, "berth sim agents "+prefix, "--data-dir", filepath.Join(dir, prefix), "--server", url,
 			"--token", join, "--ca-file", ca, "sim", "agents", "--count", fmt.Sprint(count), "--prefix", prefix,
-			"--start-delay", "5ms", "--cpus", "2")
+			"--start-delay", "5ms", "--cpus", "4")
 	}
-	live := fleet("live", 49)
+	live := fleet("live", 99)
 	doomed := fleet("doomed", 1)
 	admin := &env{t: t, dataDir: filepath.Join(dir, "cli")}
 	cli := func(args ...string) string {
@@ -57,7 +57,7 @@ func TestHollowFleetScalesReplacesLostNodeAndScalesToZero(t *testing.T) {
 			return strings.Contains(p.out.String(), "hollow nodes registered")
 		})
 	}
-	eventually(t, 30*time.Second, "50 nodes Ready", func() bool { return strings.Count(cli("get", "nodes"), " Ready ") == 50 })
+	eventually(t, 30*time.Second, "100 nodes Ready", func() bool { return strings.Count(cli("get", "nodes"), " Ready ") == 100 })
 
 	instances := func() []api.Instance {
 		var out []api.Instance
@@ -82,7 +82,11 @@ func TestHollowFleetScalesReplacesLostNodeAndScalesToZero(t *testing.T) {
 					running++
 				}
 			}
-			return len(insts) == want && running == want
+			if len(insts) != want || running != want {
+				t.Logf("%d instances, %d Running, want %d", len(insts), running, want)
+				return false
+			}
+			return true
 		}
 	}
 	specs := filepath.Join(dir, "svc.yaml")
@@ -96,7 +100,7 @@ func TestHollowFleetScalesReplacesLostNodeAndScalesToZero(t *testing.T) {
 	t0 := time.Now()
 	cli("apply", "-f", specs)
 	eventually(t, 90*time.Second, fmt.Sprintf("%d instances Running", total), settled(total, ""))
-	t.Logf("%d instances Running on 50 hollow nodes in %v", total, time.Since(t0))
+	t.Logf("%d instances Running on 100 hollow nodes in %v", total, time.Since(t0))
 	onDoomed := 0
 	for _, in := range instances() {
 		if strings.HasPrefix(in.Spec.Node, "doomed") {
@@ -107,8 +111,8 @@ func TestHollowFleetScalesReplacesLostNodeAndScalesToZero(t *testing.T) {
 		t.Fatal("no instance on the node to lose: the test would show nothing")
 	}
 
-	// Nodes of 2 CPUs hold 20 replicas of 0.1 CPU each: the doomed one is
-	// not left out, and the 49 others can take its share.
+	// Nodes of 4 CPUs hold 40 replicas of 0.1 CPU each: the doomed one
+	// is not left out, and the 99 others can take their share.
 
 	// The doomed node's machine dies: no goodbye, its heartbeats stop.
 	t0 = time.Now()
