@@ -128,3 +128,26 @@ func TestHollowFleetScalesReplacesLostNodeAndScalesToZero(t *testing.T) {
 	eventually(t, 60*time.Second, "no instances after a scale to 0", func() bool { return len(instances()) == 0 })
 	t.Logf("scaled to 0 in %v", time.Since(t0))
 }
+
+// TestSimAgentsRefusesBadFlags: each bad flag is refused before anything
+// joins, naming the flag.
+func TestSimAgentsRefusesBadFlags(t *testing.T) {
+	e := newEnv(t)
+	base := []string{"--server", "https://127.0.0.1:1", "sim", "agents"}
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--token", "berth_x.y", "--fail-rate", "2"}, "--fail-rate"},
+		{[]string{"--token", "berth_x.y", "--start-delay", "-1s"}, "--start-delay"},
+		{[]string{"--token", "berth_x.y", "--cpus", "0"}, "--cpus"},
+		{[]string{"--token", "berth_x.y", "--memory", "lots"}, "--memory"},
+		{[]string{"--token", "admin-token"}, "join token"},
+		{[]string{"--token", "berth_x.y", "--count", "0"}, "count 0"},
+	} {
+		_, errOut, code := e.run(append(append([]string(nil), base...), c.args...)...)
+		if code == 0 || !strings.Contains(errOut, c.want) {
+			t.Errorf("berth sim agents %v: exit %d, stderr %q; want non-zero naming %s", c.args, code, errOut, c.want)
+		}
+	}
+}
