@@ -48,7 +48,8 @@ lint: deps
 # FUZZTIME when given. The budgets count executions (a few seconds each
 # here): Go 1.26 can fail a time-bounded run with a spurious "context
 # deadline exceeded" as it ends (go.dev/issue/75804).
-FUZZ_TARGETS := ./api:FuzzParseSpecs:30000x ./internal/image/unpack:FuzzLayer:600x ./internal/image/unpack:FuzzLayerTar:600x
+FUZZ_TARGETS := ./api:FuzzParseSpecs:30000x ./internal/image/unpack:FuzzLayer:600x ./internal/image/unpack:FuzzLayerTar:600x \
+	./internal/runtime/launch:FuzzPlanRoundTrip:5000x ./internal/runtime/launch:FuzzPlanReadC:5000x
 FUZZTIME ?=
 
 fuzz: deps

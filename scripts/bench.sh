@@ -23,3 +23,4 @@ run remote -berth "$bin" -n "${BENCH_EXEC_RUNS:-100}" # exec local/remote beside
 run idle -berth "$bin"                  # idle CPU of berth up with 200 instances beside Docker Swarm's daemons
 run pull -berth "$bin"                  # image pull from a loopback registry beside podman and skopeo
 run scale -berth "$bin" $([ -n "${BENCH_SCALE_FULL:-}" ] && echo -full) # hollow nodes: apply to Running, 1% node loss, rollout, scale 0 -> N -> 0 (BENCH_SCALE_FULL=1: 15,000 nodes, 300,000 instances)
+run compose -berth "$bin"               # berth compose up -d of 5 services to healthy beside podman-compose up -d

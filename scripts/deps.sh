@@ -5,7 +5,7 @@ set -euo pipefail
 
 want_pkgs=(gcc libc6-dev make pkg-config libseccomp-dev busybox-static runc crun iproute2 nftables procps docker-registry apache2-utils)
 if [ "${1:-}" = "bench" ]; then
-	want_pkgs+=(podman skopeo docker.io)
+	want_pkgs+=(podman podman-compose skopeo docker.io)
 fi
 
 missing=()

@@ -36,7 +36,9 @@ type Instance struct {
 	// Command replaces the image's entrypoint, Args its default command.
 	Command, Args []string
 	Env           []string
-	Resources     runtime.Resources
+	// WorkingDir replaces the image's working directory when set.
+	WorkingDir string
+	Resources  runtime.Resources
 	// DiskBytes bounds the container's writable layer; 0 is no bound.
 	DiskBytes int64
 	Restart   reconcile.Policy

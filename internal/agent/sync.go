@@ -292,6 +292,9 @@ func (a *Agent) start(ctx context.Context, inst *Instance, attempt int) (runtime
 	c.Args = append(append([]string(nil), entry...), args...)
 	c.Env = append(append([]string(nil), rootfs.Env...), inst.Env...)
 	c.Cwd, c.User = rootfs.WorkingDir, rootfs.User
+	if inst.WorkingDir != "" {
+		c.Cwd = inst.WorkingDir
+	}
 	t1 := time.Now()
 	st, err := a.cfg.Runtime.Run(ctx, c)
 	if err != nil {

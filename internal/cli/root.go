@@ -50,6 +50,7 @@ machine to many.`,
 		newAgentCmd(g),
 		newRunCmd(g),
 		newApplyCmd(g),
+		newComposeCmd(g),
 		newDiffCmd(g),
 		newDescribeCmd(g),
 		newDownCmd(g),
@@ -78,7 +79,7 @@ machine to many.`,
 	)
 	root.InitDefaultCompletionCmd(args...) // here, not in Execute: its group must refuse unknown shells too
 	refuseUnknownSubcommands(root)
-	root.SetArgs(args)
+	root.SetArgs(composeArgs(args))
 	err := root.ExecuteContext(ctx)
 	if err == nil {
 		return 0

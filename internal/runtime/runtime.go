@@ -106,9 +106,12 @@ type executor interface {
 // Runtime manages the containers under one state directory.
 type Runtime struct {
 	root string
-	self string
-	cg   *cgroups
-	exec map[string]executor
+	// bin is the berth binary the shims and exec stages run, never by
+	// this path but through the view exeView names (see exe.go), made
+	// when first needed: commands that start nothing pay nothing for it.
+	bin, exeView string
+	cg           *cgroups
+	exec         map[string]executor
 	// cgroupParent holds the containers' cgroups; runtimes with different
 	// state directories get different parents, so equal ids never collide.
 	cgroupParent string
@@ -120,17 +123,24 @@ const DefaultRoot = "/var/lib/berth/containers"
 // New opens (creating if needed) the state directory root, such as
 // /var/lib/berth/containers. Containers already there are adopted: List,
 // State, Wait, Stop and the rest work on them as on new ones.
-func New(root string) (*Runtime, error) {
+func New(root string, opts ...Option) (*Runtime, error) {
+	var o options
+	for _, opt := range opts {
+		opt(&o)
+	}
 	if err := os.MkdirAll(root, 0o711); err != nil {
 		return nil, fmt.Errorf("runtime state dir %s: %w", root, err)
 	}
-	self, err := os.Executable()
+	bin, err := filepath.Abs(o.binary)
+	if o.binary == "" {
+		bin, err = os.Executable()
+	}
 	if err != nil {
 		return nil, fmt.Errorf("runtime: find own binary: %w", err)
 	}
 	cg := detectCgroups()
 	hybrid := !cg.v2 && hasCgroup2Mount()
-	r := &Runtime{root: root, self: self, cg: cg, cgroupParent: cgroupParent(root)}
+	r := &Runtime{root: root, bin: bin, exeView: os.Getenv(ExeViewEnv), cg: cg, cgroupParent: cgroupParent(root)}
 	r.exec = map[string]executor{
 		ExecutorBuiltin: &builtin{cg: cg},
 		"runc":          &external{bin: "runc", state: filepath.Join(root, ".runc"), cg: cg},
@@ -141,6 +151,17 @@ func New(root string) (*Runtime, error) {
 	go warmSeccomp()
 	return r, nil
 }
+
+// Option changes how New sets up a Runtime.
+type Option func(*options)
+
+type options struct {
+	binary string
+}
+
+// WithBinary runs the shims and exec stages from binary (a berth binary,
+// or any that links package launch) instead of the running one.
+func WithBinary(path string) Option { return func(o *options) { o.binary = path } }
 
 func cgroupParent(root string) string {
 	abs, err := filepath.Abs(root)
@@ -338,12 +359,16 @@ func (r *Runtime) start(ctx context.Context, bd *bundle, c *Config, ex executor)
 // (what the container needs: its cgroups, its network) has returned, and
 // gate's error is the start's.
 func (r *Runtime) launchShim(bd *bundle, gate func() error) (int, error) {
+	self, err := selfExe(r.bin, r.exeView)
+	if err != nil {
+		return 0, err
+	}
 	rd, wr, err := os.Pipe()
 	if err != nil {
 		return 0, err
 	}
 	defer rd.Close()
-	cmd := exec.Command(r.self)
+	cmd := exec.Command(self)
 	cmd.Env = []string{launch.StageEnv + "=" + launch.StageShim, launch.PlanEnv + "=" + bd.path("plan")}
 	cmd.Dir = bd.dir
 	cmd.ExtraFiles = []*os.File{wr}
@@ -749,7 +774,11 @@ func (r *Runtime) Exec(ctx context.Context, id string, pr ExecProcess) (int, err
 	if s == nil {
 		return -1, fmt.Errorf("container %q: exec: config.json unreadable", id)
 	}
-	return r.exec[m.Executor].exec(ctx, bd, s, st, pr, r.self)
+	self, err := selfExe(r.bin, r.exeView)
+	if err != nil {
+		return -1, fmt.Errorf("container %q: exec: %w", id, err)
+	}
+	return r.exec[m.Executor].exec(ctx, bd, s, st, pr, self)
 }
 
 // Delete removes a container: its rootfs mount, cgroups, logs and state.

@@ -404,9 +404,10 @@ func TestTCPListenerNeedsTokenAndTLS(t *testing.T) {
 		t.Errorf("token file mode %v, want 0600", fi.Mode())
 	}
 	remote := []string{"--server", "https://" + addr, "--ca-file", filepath.Join(tls, "server.crt")}
-	if out := c.ok(append(remote, "--token", strings.TrimSpace(string(token)), "get", "nodes")...); !strings.Contains(out, "Ready") {
-		t.Errorf("get nodes over TCP: %q", out)
-	}
+	// berth up answers before its node has registered: wait for the node.
+	eventually(t, 30*time.Second, "the node Ready over TCP", func() bool {
+		return strings.Contains(c.ok(append(remote, "--token", strings.TrimSpace(string(token)), "get", "nodes")...), "Ready")
+	})
 	for _, tc := range [][]string{
 		append(remote, "--token", "0123456789abcdef0123", "get", "nodes"),
 		append(remote, "get", "nodes"),

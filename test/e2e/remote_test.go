@@ -665,21 +665,6 @@ func execInPty(t *testing.T, l *lan.LAN, name string) {
 	}
 }
 
-// openPty opens a pseudo-terminal pair.
-func openPty(t *testing.T) (master, slave *os.File) {
-	t.Helper()
-	m, err := os.OpenFile("/dev/ptmx", os.O_RDWR|syscall.O_NOCTTY, 0)
-	check(t, err)
-	if err := unix.IoctlSetPointerInt(int(m.Fd()), unix.TIOCSPTLCK, 0); err != nil {
-		t.Fatal(err)
-	}
-	n, err := unix.IoctlGetInt(int(m.Fd()), unix.TIOCGPTN)
-	check(t, err)
-	s, err := os.OpenFile(fmt.Sprintf("/dev/pts/%d", n), os.O_RDWR|syscall.O_NOCTTY, 0)
-	check(t, err)
-	return m, s
-}
-
 // TestRemoteOperationsInBerthUp checks that in berth up, where the agent
 // and the server are one process, logs and exec still go through the API
 // and the agent's tunnel.
