@@ -15,8 +15,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/berth-dev/berth/api"
@@ -128,11 +130,33 @@ type Images interface {
 	Release(ctx context.Context, containerID string) error
 }
 
+// Runtime is the part of a container runtime the agent drives. The real
+// one is *runtime.Runtime; a simulated one lets many agents share a
+// process (berth sim agents) and tests run without root.
+type Runtime interface {
+	Run(ctx context.Context, c runtime.Config) (runtime.Status, error)
+	State(ctx context.Context, id string) (runtime.Status, error)
+	List(ctx context.Context) ([]runtime.Status, error)
+	Wait(ctx context.Context, id string) (runtime.Status, error)
+	Stop(ctx context.Context, id string, grace time.Duration) (runtime.Status, error)
+	Kill(ctx context.Context, id string, sig syscall.Signal) error
+	Delete(ctx context.Context, id string, force bool) error
+	Exec(ctx context.Context, id string, pr runtime.ExecProcess) (int, error)
+	Logs(ctx context.Context, id string, opts runtime.LogOptions, stdout, stderr io.Writer) error
+	Stats(ctx context.Context, id string) (runtime.Stats, error)
+	// WritableLayer is the directory of a container's writable layer, and
+	// Root the directory whose filesystem holds them (for its free space).
+	WritableLayer(id string) (string, error)
+	Root() string
+}
+
+var _ Runtime = (*runtime.Runtime)(nil)
+
 // Config wires an agent.
 type Config struct {
 	Node              NodeInfo
 	ControlPlane      ControlPlane
-	Runtime           *runtime.Runtime
+	Runtime           Runtime
 	Images            Images
 	Logger            *slog.Logger
 	HeartbeatInterval time.Duration

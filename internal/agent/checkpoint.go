@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net/http"
@@ -9,6 +10,14 @@ import (
 	"github.com/berth-dev/berth/api/errdefs"
 	"github.com/berth-dev/berth/internal/runtime"
 )
+
+// Checkpointer is the optional capability of a Runtime that can dump a
+// running container with CRIU; a runtime without it refuses checkpoints.
+type Checkpointer interface {
+	Checkpoint(ctx context.Context, id string, opts runtime.CheckpointOptions) error
+}
+
+var _ Checkpointer = (*runtime.Runtime)(nil)
 
 // serveCheckpoint dumps the instance's running container with CRIU, leaving
 // it running, and sends the images as a gzipped tar (runtime.ExportCheckpoint).
@@ -24,7 +33,12 @@ func (a *Agent) serveCheckpoint(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer os.RemoveAll(dir)
-	if err := a.cfg.Runtime.Checkpoint(r.Context(), c.ID, runtime.CheckpointOptions{ImageDir: dir, LeaveRunning: true}); err != nil {
+	cp, ok := a.cfg.Runtime.(Checkpointer)
+	if !ok {
+		writeErr(w, fmt.Errorf("instance %s: %w: this node's runtime cannot checkpoint", r.PathValue("uid"), errdefs.ErrFailedPrecondition))
+		return
+	}
+	if err := cp.Checkpoint(r.Context(), c.ID, runtime.CheckpointOptions{ImageDir: dir, LeaveRunning: true}); err != nil {
 		if errors.Is(err, runtime.ErrCannotCheckpoint) {
 			err = fmt.Errorf("%w: %w", errdefs.ErrFailedPrecondition, err)
 		}

@@ -77,6 +77,7 @@ machine to many.`,
 		newNodeCmd(g),
 		newDashboardCmd(g),
 		newVolumeCmd(g),
+		newSimCmd(g),
 	)
 	root.InitDefaultCompletionCmd(args...) // here, not in Execute: its group must refuse unknown shells too
 	refuseUnknownSubcommands(root)

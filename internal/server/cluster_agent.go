@@ -66,6 +66,15 @@ type AgentConfig struct {
 	DiskReserve agent.DiskReserve
 	// Ready is called once the node has registered.
 	Ready func(node string)
+	// Runtime, Images and Info, when set, replace the node's container
+	// runtime, image store and what it reads of its hardware: hollow
+	// agents (berth sim agents) run the rest of the agent as it is.
+	Runtime agent.Runtime
+	Images  agent.Images
+	Info    *hostinfo.Info
+	// NoTunnels leaves out the tunnels servers reach the node by (exec,
+	// logs): one connection per server fewer for each hollow agent.
+	NoTunnels bool
 }
 
 // Credential is how an agent authenticates to the API servers. It adds
@@ -187,17 +196,27 @@ func Agent(ctx context.Context, cfg AgentConfig) error {
 	if cfg.CgroupFavorDynMods {
 		favorDynMods(log)
 	}
-	rt, err := runtime.New(filepath.Join(cfg.DataDir, "containers"))
-	if err != nil {
-		return err
+	rt, imgs, info := cfg.Runtime, cfg.Images, cfg.Info
+	if rt == nil {
+		r, err := runtime.New(filepath.Join(cfg.DataDir, "containers"))
+		if err != nil {
+			return err
+		}
+		rt = r
 	}
-	imgs, err := image.Open(filepath.Join(cfg.DataDir, "images"))
-	if err != nil {
-		return err
+	if imgs == nil {
+		store, err := image.Open(filepath.Join(cfg.DataDir, "images"))
+		if err != nil {
+			return err
+		}
+		imgs = &PullingImages{Images: Images{store}, Base: "https://" + hosts[0], Transport: tr, Events: c, Node: name, Logger: log}
 	}
-	info, err := hostinfo.Read()
-	if err != nil {
-		return fmt.Errorf("read host capacity: %w", err)
+	if info == nil {
+		i, err := hostinfo.Read()
+		if err != nil {
+			return fmt.Errorf("read host capacity: %w", err)
+		}
+		info = &i
 	}
 	// Say at once when the servers refuse us or cannot be trusted; keep
 	// trying while they cannot be reached.
@@ -223,10 +242,10 @@ func Agent(ctx context.Context, cfg AgentConfig) error {
 		}
 	}
 	ag := agent.New(agent.Config{
-		Node:         agent.NodeInfo{Name: name, Address: addr, Labels: cfg.Labels, Info: info},
+		Node:         agent.NodeInfo{Name: name, Address: addr, Labels: cfg.Labels, Info: *info},
 		ControlPlane: agent.NewAPIPlane(c),
 		Runtime:      rt,
-		Images:       &PullingImages{Images: Images{imgs}, Base: "https://" + hosts[0], Transport: tr, Events: c, Node: name, Logger: log},
+		Images:       imgs,
 		Logger:       log,
 		Network:      cfg.Network.agentNetwork(c, name, cfg.DataDir, log),
 		DiskReserve:  cfg.DiskReserve,
@@ -234,6 +253,9 @@ func Agent(ctx context.Context, cfg AgentConfig) error {
 	})
 	// A tunnel to every server: whichever one a client asks reaches this node.
 	remote := ag.RemoteHandler(metrics.Handler(ag.InstanceCollector()))
+	if cfg.NoTunnels {
+		tunnelClients = nil
+	}
 	for _, tc := range tunnelClients {
 		go agent.ServeTunnel(ctx, func(ctx context.Context) (io.ReadWriteCloser, error) { return tc.OpenTunnel(ctx, name) }, remote, log)
 	}

@@ -241,14 +241,17 @@ func (c *NodeCredentialCache) Changed() <-chan struct{} {
 }
 
 // Allows reports whether node's certificate with serial works at now. Until
-// the cache has listed the records once it asks the store.
+// the cache has listed the records once, and when the cache refuses, it
+// asks the store: a node that has just joined (or renewed) uses its new
+// certificate at once, maybe before the cache's watch brings the record
+// (a fleet joining together saw such refusals). Only refusals cost a read.
 func (c *NodeCredentialCache) Allows(ctx context.Context, node, serial string, now time.Time) (bool, error) {
 	c.mu.RLock()
 	nc, ok := c.creds[node]
 	synced := c.synced
 	c.mu.RUnlock()
-	if synced {
-		return ok && nc.Allows(serial, now), nil
+	if synced && ok && nc.Allows(serial, now) {
+		return true, nil
 	}
 	nc, _, err := c.s.GetNodeCredential(ctx, node)
 	if errdefs.IsNotFound(err) {

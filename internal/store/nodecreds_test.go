@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"sync"
 	"testing"
@@ -162,5 +163,37 @@ func TestNodeCredentialCacheFollowsRenewalAndRevocation(t *testing.T) {
 	}
 	if rev, err := s.RevokeNode(ctx, "n1"); err != nil || rev != 0 {
 		t.Fatalf("revoking again: %d %v, want 0 and no error", rev, err)
+	}
+}
+
+func TestNodeCredentialCacheAllowsAJoinAtOnce(t *testing.T) {
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	s := openStore(t)
+	now := time.Now()
+	tok, _, err := s.CreateJoinToken(ctx, JoinTokenOptions{Expires: now.Add(time.Hour)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := s.NewNodeCredentialCache()
+	go c.Run(ctx)
+	wctx, wcancel := context.WithTimeout(ctx, 5*time.Second)
+	defer wcancel()
+	if err := c.WaitFor(wctx, 1); err != nil {
+		t.Fatal(err)
+	}
+	// Each certificate works the moment its join returns, whether or not
+	// the cache's watch has brought it yet.
+	for i := range 30 {
+		node := fmt.Sprintf("n%d", i)
+		if _, err := s.JoinNode(ctx, tok, node, NodeCert{Serial: "01", NotAfter: now.Add(time.Hour)}, now); err != nil {
+			t.Fatal(err)
+		}
+		if ok, err := c.Allows(ctx, node, "01", now); !ok || err != nil {
+			t.Fatalf("%s refused right after its join: %v %v", node, ok, err)
+		}
+		if ok, _ := c.Allows(ctx, node, "02", now); ok {
+			t.Fatalf("%s: a serial never issued is allowed", node)
+		}
 	}
 }

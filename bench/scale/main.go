@@ -1,0 +1,463 @@
+// Command scale measures the control plane with hollow nodes: one `berth
+// server` (embedded etcd) and `berth sim agents` fleets (each node joined
+// with its own certificate and connection, a simulated runtime). It times
+// services totalling -instances to all Running on -nodes, the loss of 1%
+// of the nodes until their instances run elsewhere, a rollout of a new
+// template to a tenth of the services, and a scale 0 -> N -> 0; and
+// records, throughout, a probe client's mutating API latency (p50/p99),
+// the lag of a watch behind the probe's writes, the server's RSS and CPU,
+// and etcd's db size. It prints figures and asserts nothing.
+//
+// -full is the issue's size: 15,000 nodes and 300,000 instances.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/berth-dev/berth/api"
+	"github.com/berth-dev/berth/api/client"
+)
+
+func main() {
+	bin := flag.String("berth", "bin/berth", "the berth binary to measure")
+	nodes := flag.Int("nodes", 200, "hollow nodes")
+	instances := flag.Int("instances", 4000, "instances in all")
+	services := flag.Int("services", 20, "services the instances are spread over")
+	full := flag.Bool("full", false, "the full size: 15,000 nodes, 300,000 instances in 1,000 services")
+	timeout := flag.Duration("timeout", 10*time.Minute, "give up a phase after this long")
+	flag.Parse()
+	if *full {
+		*nodes, *instances, *services = 15000, 300000, 1000
+	}
+	if err := bench(*bin, *nodes, *instances, *services, *timeout); err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(1)
+	}
+}
+
+type proc struct {
+	cmd  *exec.Cmd
+	done chan struct{}
+}
+
+func start(log string, bin string, args ...string) (*proc, error) {
+	f, err := os.Create(log)
+	if err != nil {
+		return nil, err
+	}
+	cmd := exec.Command(bin, args...)
+	cmd.Stdout, cmd.Stderr = f, f
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	p := &proc{cmd: cmd, done: make(chan struct{})}
+	go func() { _ = cmd.Wait(); f.Close(); close(p.done) }()
+	return p, nil
+}
+
+func (p *proc) stop(sig syscall.Signal) {
+	_ = p.cmd.Process.Signal(sig)
+	select {
+	case <-p.done:
+	case <-time.After(20 * time.Second):
+		_ = p.cmd.Process.Kill()
+		<-p.done
+	}
+}
+
+func freeAddr() string {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		panic(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+func waitFile(path string, d time.Duration) error {
+	for deadline := time.Now().Add(d); ; time.Sleep(100 * time.Millisecond) {
+		if _, err := os.Stat(path); err == nil {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%s not there after %v", path, d)
+		}
+	}
+}
+
+func readFile(path string) string {
+	b, _ := os.ReadFile(path)
+	return strings.TrimSpace(string(b))
+}
+
+func bench(bin string, nodes, instances, services int, timeout time.Duration) error {
+	bin, err := filepath.Abs(bin)
+	if err != nil {
+		return err
+	}
+	work, err := os.MkdirTemp("", "berth-bench-scale-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(work)
+	srvDir := filepath.Join(work, "srv")
+	addr := freeAddr()
+	url := "https://" + addr
+	srv, err := start(filepath.Join(work, "server.log"), bin, "--data-dir", srvDir, "server", "--name", "s1",
+		"--listen", addr, "--peer-listen", freeAddr())
+	if err != nil {
+		return err
+	}
+	defer srv.stop(syscall.SIGTERM)
+	if err := waitFile(filepath.Join(srvDir, "join-token"), time.Minute); err != nil {
+		return err
+	}
+	ca := filepath.Join(srvDir, "tls", "ca.crt")
+	c, err := client.New(url, client.WithToken(readFile(filepath.Join(srvDir, "tls", "token"))), client.WithCAFile(ca))
+	if err != nil {
+		return err
+	}
+	ctx := context.Background()
+	for deadline := time.Now().Add(30 * time.Second); c.Healthz(ctx) != nil; time.Sleep(100 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			return errors.New("server not healthy in 30s")
+		}
+	}
+	fmt.Printf("hollow nodes: %d, instances: %d in %d services, 1 server (embedded etcd)\n", nodes, instances, services)
+
+	// 1% of the nodes (at least one) run in their own process, to kill.
+	doomedN := max(1, nodes/100)
+	// Nodes sized for twice the instances (of 0.05 CPU each), so that
+	// bin-packing spreads them and the nodes lost hold their share.
+	cpus := max(1, (instances+nodes*10-1)/(nodes*10))
+	fleet := func(prefix string, n int) (*proc, error) {
+		return start(filepath.Join(work, prefix+".log"), bin, "--data-dir", filepath.Join(work, prefix), "--server", url,
+			"--token", readFile(filepath.Join(srvDir, "join-token")), "--ca-file", ca,
+			"sim", "agents", "--count", strconv.Itoa(n), "--prefix", prefix, "--start-delay", "20ms", "--cpus", strconv.Itoa(cpus), "--memory", "128Gi")
+	}
+	sampler := newSampler(srv.cmd.Process.Pid, filepath.Join(srvDir, "etcd"))
+	go sampler.run()
+	probe := newProbe(c)
+	go probe.run()
+
+	t0 := time.Now()
+	live, err := fleet("live", nodes-doomedN)
+	if err != nil {
+		return err
+	}
+	defer live.stop(syscall.SIGTERM)
+	doomed, err := fleet("doomed", doomedN)
+	if err != nil {
+		return err
+	}
+	defer doomed.stop(syscall.SIGKILL)
+	if err := waitFor(timeout, func() (bool, string) {
+		ns, _, err := c.Nodes().List(ctx, "")
+		ready := 0
+		for _, n := range ns {
+			if n.Status.Condition == api.NodeReady {
+				ready++
+			}
+		}
+		return err == nil && ready == nodes, fmt.Sprintf("%d of %d nodes Ready", ready, nodes)
+	}); err != nil {
+		return err
+	}
+	phase("join", t0, nodes, "nodes", sampler, probe)
+
+	per := instances / services
+	apply := func(replicas int, env string, only int) error {
+		for i := range services {
+			if only > 0 && i >= only {
+				break
+			}
+			s := &api.Service{Metadata: api.Metadata{Namespace: "default", Name: fmt.Sprintf("svc-%04d", i)},
+				Spec: api.ServiceSpec{Replicas: replicas, Template: api.Template{Image: "sim/none:1", Env: map[string]string{"V": env},
+					Resources: api.Resources{CPU: 0.05, Memory: 64 << 20}}}}
+			if _, err := c.Services().Apply(ctx, s); err != nil {
+				return fmt.Errorf("apply %s: %w", s.Metadata.Name, err)
+			}
+		}
+		return nil
+	}
+	running := func(want int, avoid string) func() (bool, string) {
+		return func() (bool, string) {
+			insts, _, err := c.Instances().List(ctx, "default")
+			if err != nil {
+				return false, err.Error()
+			}
+			n, names := 0, map[string]bool{}
+			dup := 0
+			for _, in := range insts {
+				if names[in.Metadata.Name] {
+					dup++
+				}
+				names[in.Metadata.Name] = true
+				if in.Status.Phase == api.PhaseRunning && (avoid == "" || !strings.HasPrefix(in.Spec.Node, avoid)) {
+					n++
+				}
+			}
+			return n == want && len(insts) == want, fmt.Sprintf("%d instances, %d Running, %d duplicate names", len(insts), n, dup)
+		}
+	}
+	t0 = time.Now()
+	if err := apply(per, "1", 0); err != nil {
+		return err
+	}
+	if err := waitFor(timeout, running(per*services, "")); err != nil {
+		return err
+	}
+	phase("apply to all Running", t0, per*services, "instances", sampler, probe)
+
+	idle := sampler.cpuOver(10 * time.Second)
+	fmt.Printf("  idle server CPU at steady state: %.2f cores\n", idle)
+
+	t0 = time.Now()
+	doomed.stop(syscall.SIGKILL)
+	if err := waitFor(timeout, running(per*services, "doomed")); err != nil {
+		return err
+	}
+	phase(fmt.Sprintf("%d nodes lost to all Running elsewhere", doomedN), t0, per*services, "instances", sampler, probe)
+
+	t0 = time.Now()
+	roll := max(1, services/10)
+	if err := apply(per, "2", roll); err != nil {
+		return err
+	}
+	if err := waitFor(timeout, func() (bool, string) {
+		ok, msg := running(per*services, "doomed")()
+		insts, _, _ := c.Instances().List(ctx, "default")
+		old := 0
+		for _, in := range insts {
+			svc, _ := strconv.Atoi(strings.TrimPrefix(in.Metadata.Labels["berth.owner"], "svc-"))
+			if svc < roll && in.Spec.Template.Env["V"] != "2" {
+				old++
+			}
+		}
+		return ok && old == 0, fmt.Sprintf("%s, %d of the old template", msg, old)
+	}); err != nil {
+		return err
+	}
+	phase(fmt.Sprintf("rollout of %d services", roll), t0, roll*per, "instances", sampler, probe)
+
+	for _, step := range []struct {
+		name string
+		n    int
+	}{{"scale to 0", 0}, {"scale 0 -> N", per}, {"scale N -> 0", 0}} {
+		t0 = time.Now()
+		if err := apply(step.n, "2", 0); err != nil {
+			return err
+		}
+		if err := waitFor(timeout, running(step.n*services, "doomed")); err != nil {
+			return err
+		}
+		phase(step.name, t0, per*services, "instances", sampler, probe)
+	}
+	fmt.Printf("server peak RSS %d MiB, etcd db %d MiB\n", sampler.peakRSS()>>20, sampler.dbSize()>>20)
+	return nil
+}
+
+// waitFor polls cond, printing its progress now and then, until it holds.
+func waitFor(timeout time.Duration, cond func() (bool, string)) error {
+	deadline := time.Now().Add(timeout)
+	last := time.Now()
+	for {
+		ok, msg := cond()
+		if ok {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("timed out after %v: %s", timeout, msg)
+		}
+		if time.Since(last) > 10*time.Second {
+			fmt.Printf("  ... %s\n", msg)
+			last = time.Now()
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+}
+
+func phase(name string, t0 time.Time, n int, what string, s *sampler, p *probe) {
+	d := time.Since(t0)
+	p50, p99, lag, count := p.take()
+	fmt.Printf("%-40s %8.1fs  %8.0f %s/s  | probe writes %d: p50 %v p99 %v, watch lag p99 %v | server RSS %d MiB, CPU %.2f cores | etcd db %d MiB\n",
+		name, d.Seconds(), float64(n)/d.Seconds(), what, count, p50, p99, lag, s.rss()>>20, s.cpuSince(t0), s.dbSize()>>20)
+}
+
+// probe applies one small service every 200 ms and times it, and watches
+// services to time when each write comes back.
+type probe struct {
+	c       *client.Client
+	mu      sync.Mutex
+	lat     []time.Duration
+	lag     []time.Duration
+	written map[string]time.Time
+}
+
+func newProbe(c *client.Client) *probe { return &probe{c: c, written: map[string]time.Time{}} }
+
+func (p *probe) run() {
+	ctx := context.Background()
+	go func() {
+		for {
+			ch, err := p.c.Services().Watch(ctx, "default", 0)
+			if err != nil {
+				time.Sleep(time.Second)
+				continue
+			}
+			for ev := range ch {
+				if ev.Err != nil || ev.Object == nil {
+					break
+				}
+				if ev.Object.Metadata.Name != "bench-probe" {
+					continue
+				}
+				v := ev.Object.Spec.Template.Env["P"]
+				now := time.Now()
+				p.mu.Lock()
+				if t, ok := p.written[v]; ok {
+					p.lag = append(p.lag, now.Sub(t))
+					delete(p.written, v)
+				}
+				p.mu.Unlock()
+			}
+		}
+	}()
+	for i := 0; ; i++ {
+		v := strconv.Itoa(i)
+		s := &api.Service{Metadata: api.Metadata{Namespace: "default", Name: "bench-probe"},
+			Spec: api.ServiceSpec{Replicas: 0, Template: api.Template{Image: "sim/none:1", Env: map[string]string{"P": v}}}}
+		t0 := time.Now()
+		p.mu.Lock()
+		p.written[v] = t0
+		p.mu.Unlock()
+		_, err := p.c.Services().Apply(ctx, s)
+		if err == nil {
+			p.mu.Lock()
+			p.lat = append(p.lat, time.Since(t0))
+			p.mu.Unlock()
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// take returns the figures since the last take and starts afresh.
+func (p *probe) take() (p50, p99, lag99 time.Duration, n int) {
+	p.mu.Lock()
+	lat, lag := p.lat, p.lag
+	p.lat, p.lag = nil, nil
+	p.mu.Unlock()
+	q := func(d []time.Duration, f float64) time.Duration {
+		if len(d) == 0 {
+			return 0
+		}
+		slices.Sort(d)
+		return d[min(len(d)-1, int(f*float64(len(d))))].Round(time.Millisecond)
+	}
+	return q(lat, 0.5), q(lat, 0.99), q(lag, 0.99), len(lat)
+}
+
+// sampler reads the server's RSS and CPU time from /proc every second.
+type sampler struct {
+	pid     int
+	etcdDir string
+	mu      sync.Mutex
+	samples []sample
+	peak    int64
+}
+
+type sample struct {
+	at  time.Time
+	cpu float64 // seconds
+	rss int64
+}
+
+func newSampler(pid int, etcdDir string) *sampler { return &sampler{pid: pid, etcdDir: etcdDir} }
+
+func (s *sampler) run() {
+	tick := int64(100) // USER_HZ
+	for {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", s.pid))
+		if err != nil {
+			return
+		}
+		f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+2:]))
+		ut, _ := strconv.ParseInt(f[11], 10, 64)
+		st, _ := strconv.ParseInt(f[12], 10, 64)
+		rss, _ := strconv.ParseInt(f[21], 10, 64)
+		smp := sample{at: time.Now(), cpu: float64(ut+st) / float64(tick), rss: rss * int64(os.Getpagesize())}
+		s.mu.Lock()
+		s.samples = append(s.samples, smp)
+		s.peak = max(s.peak, smp.rss)
+		s.mu.Unlock()
+		time.Sleep(time.Second)
+	}
+}
+
+func (s *sampler) rss() int64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.samples) == 0 {
+		return 0
+	}
+	return s.samples[len(s.samples)-1].rss
+}
+
+func (s *sampler) peakRSS() int64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.peak
+}
+
+// cpuSince is the server's mean CPU use, in cores, since t0.
+func (s *sampler) cpuSince(t0 time.Time) float64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var first, last *sample
+	for i := range s.samples {
+		if s.samples[i].at.Before(t0) {
+			continue
+		}
+		if first == nil {
+			first = &s.samples[i]
+		}
+		last = &s.samples[i]
+	}
+	if first == nil || last == first {
+		return 0
+	}
+	return (last.cpu - first.cpu) / last.at.Sub(first.at).Seconds()
+}
+
+// cpuOver waits d and returns the server's mean CPU use over it.
+func (s *sampler) cpuOver(d time.Duration) float64 {
+	t0 := time.Now()
+	time.Sleep(d)
+	return s.cpuSince(t0)
+}
+
+// dbSize is the size of etcd's backend file(s) under the server's etcd dir.
+func (s *sampler) dbSize() int64 {
+	var n int64
+	_ = filepath.Walk(s.etcdDir, func(path string, fi os.FileInfo, err error) error {
+		if err == nil && fi.Name() == "db" {
+			n += fi.Size()
+		}
+		return nil
+	})
+	return n
+}

@@ -1,0 +1,116 @@
+package cli
+
+import (
+	"fmt"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/berth-dev/berth/api"
+	"github.com/berth-dev/berth/internal/agent/simrt"
+	"github.com/berth-dev/berth/internal/hostinfo"
+	"github.com/berth-dev/berth/internal/sim"
+)
+
+func newSimCmd(g *globals) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "sim",
+		Short: "Simulate parts of a cluster to measure the control plane",
+		Args:  cobra.NoArgs,
+	}
+	cmd.AddCommand(newSimAgentsCmd(g))
+	return cmd
+}
+
+func newSimAgentsCmd(g *globals) *cobra.Command {
+	var (
+		count, joining int
+		prefix, caPin  string
+		startDelay     time.Duration
+		failRate       float64
+		cpus           int
+		memory         string
+		verbose        bool
+	)
+	cmd := &cobra.Command{
+		Use:   "agents --count N --server URL --token JOIN-TOKEN [--ca-pin PIN | --ca-file FILE]",
+		Short: "Run N hollow nodes in this process, in the foreground",
+		Long: `Run N hollow nodes: each is the real agent (it joins with the join token
+and keeps its own node certificate under <data-dir>/NAME, holds its own
+connection to the servers, watches its assigned instances, reconciles,
+heartbeats and reports status) over a simulated runtime that starts
+nothing on this machine. Starts take --start-delay; a share --fail-rate of
+them fails. The nodes are named PREFIX-00000 on and report --cpus and
+--memory. Without tunnels, exec and logs do not reach them.
+
+It prints a line when all have registered, and runs until interrupted.`,
+		Example: `  berth sim agents --count 1000 --server https://127.0.0.1:7443 \
+      --token $(cat /var/lib/berth/join-token) --ca-file /var/lib/berth/tls/ca.crt --data-dir /tmp/hollow`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if g.server == "" {
+				return fmt.Errorf("--server is required: the API servers' https://HOST:PORT URLs, comma separated")
+			}
+			tok := strings.TrimSpace(g.token)
+			if !strings.HasPrefix(tok, api.JoinTokenPrefix) {
+				return fmt.Errorf("--token: want a join token (%s...): every hollow node joins with it", api.JoinTokenPrefix)
+			}
+			if failRate < 0 || failRate > 1 {
+				return fmt.Errorf("--fail-rate %v: want a share between 0 and 1", failRate)
+			}
+			if startDelay < 0 {
+				return fmt.Errorf("--start-delay %v: must not be negative", startDelay)
+			}
+			if cpus <= 0 {
+				return fmt.Errorf("--cpus %d: must be at least 1", cpus)
+			}
+			mem, err := parseBytes(memory)
+			if err != nil || mem <= 0 {
+				return fmt.Errorf("--memory %q: want a size such as 128Gi", memory)
+			}
+			var servers []string
+			for _, s := range strings.Split(g.server, ",") {
+				if s = strings.TrimSpace(s); s != "" {
+					servers = append(servers, s)
+				}
+			}
+			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGINT, syscall.SIGTERM)
+			defer stop()
+			t0 := time.Now()
+			f, err := sim.Start(ctx, sim.Config{
+				Count: count, Prefix: prefix, Servers: servers, CAFile: g.caFile, CAPin: caPin, JoinToken: tok,
+				DataDir: g.dataDir, Runtime: simrt.Config{StartDelay: startDelay, FailRate: failRate},
+				Capacity: hostinfo.Capacity{MilliCPU: int64(cpus) * 1000, MemoryBytes: mem, Pids: 100000},
+				Joining:  joining, Logger: cliLogger(verbose),
+			})
+			if err != nil {
+				return err
+			}
+			if err := f.WaitReady(ctx); err != nil {
+				if ctx.Err() != nil && len(f.Stopped()) == 0 {
+					f.Wait()
+					return nil
+				}
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "berth sim: %d hollow nodes registered in %v\n", count, time.Since(t0).Round(time.Millisecond))
+			<-ctx.Done()
+			f.Wait()
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.IntVar(&count, "count", 1, "how many hollow nodes to run")
+	f.StringVar(&prefix, "prefix", "hollow", "the nodes' names are PREFIX-00000, PREFIX-00001, ...")
+	f.StringVar(&caPin, "ca-pin", "", "the cluster CA's public key pin (sha256:<hex>) to trust the servers by")
+	f.IntVar(&joining, "joining", 32, "how many nodes join at once")
+	f.DurationVar(&startDelay, "start-delay", 50*time.Millisecond, "how long each simulated container start takes")
+	f.Float64Var(&failRate, "fail-rate", 0, "share of simulated starts that fail, 0 to 1")
+	f.IntVar(&cpus, "cpus", 32, "CPUs every hollow node reports")
+	f.StringVar(&memory, "memory", "128Gi", "memory every hollow node reports")
+	f.BoolVarP(&verbose, "verbose", "v", false, "log what the agents do")
+	return cmd
+}
