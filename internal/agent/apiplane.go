@@ -228,3 +228,16 @@ func (p *APIPlane) PodSubnet(ctx context.Context, node string) (string, error) {
 		}
 	}
 }
+
+var _ EventRecorder = (*APIPlane)(nil)
+
+// RecordInstanceEvent records an event about instance namespace/name.
+func (p *APIPlane) RecordInstanceEvent(ctx context.Context, namespace, name string, typ api.EventType, reason, msg string) error {
+	ev := &api.Event{Time: time.Now().UTC(), Object: api.ObjectRef{Kind: api.KindInstance, Namespace: namespace, Name: name},
+		Type: typ, Reason: reason, Message: msg, Source: "agent"}
+	ev.Metadata.Namespace = namespace
+	if _, err := p.c.Events().Record(ctx, ev); err != nil {
+		return fmt.Errorf("%s: event %s: %w", api.Ref(api.KindInstance, namespace, name), reason, err)
+	}
+	return nil
+}

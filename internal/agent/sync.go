@@ -169,6 +169,9 @@ func (a *Agent) refresh(ctx context.Context) error {
 		}
 		a.containers = make(map[string]runtime.Status, len(list))
 		for _, st := range list {
+			if st.State == runtime.Unknown {
+				a.reapLost(ctx, st)
+			}
 			a.containers[st.ID] = st
 		}
 		a.full = false
@@ -184,6 +187,9 @@ func (a *Agent) refresh(ctx context.Context) error {
 		case err != nil:
 			return err
 		default:
+			if st.State == runtime.Unknown {
+				a.reapLost(ctx, st)
+			}
 			a.containers[id] = st
 		}
 		delete(a.dirty, id)
