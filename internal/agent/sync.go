@@ -244,6 +244,7 @@ func (a *Agent) start(ctx context.Context, inst *Instance, attempt int) (runtime
 		Resources: inst.Resources, Executor: inst.Executor,
 		Labels: map[string]string{labelInstance: inst.Key(), labelUID: inst.UID, labelAttempt: strconv.Itoa(attempt),
 			labelGrace: inst.StopGrace.String(), labelTemplate: inst.Template},
+		StopGrace: inst.StopGrace,
 	}
 	// The image and the network do not depend on each other: prepare the
 	// one while attaching the other (a staged network only reserves here,

@@ -9,6 +9,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/berth-dev/berth/api/client"
+	"github.com/berth-dev/berth/internal/runtime"
 	"github.com/berth-dev/berth/internal/server"
 	"github.com/berth-dev/berth/internal/store"
 )
@@ -21,6 +22,7 @@ func newAgentCmd(g *globals) *cobra.Command {
 		labels                   []string
 		noNetwork, verbose       bool
 		favorDynMods             bool
+		cgroupDriver             string
 	)
 	cmd := &cobra.Command{
 		Use:   "agent --server URL --token JOIN-TOKEN [--ca-pin PIN | --ca-file FILE]",
@@ -54,6 +56,9 @@ agent" with the same --data-dir adopts them.`,
   berth agent --server https://10.0.0.1:7443,https://10.0.0.2:7443,https://10.0.0.3:7443`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := runtime.ValidateCgroupDriver(cgroupDriver); err != nil {
+				return fmt.Errorf("--cgroup-driver: %w", err)
+			}
 			if g.server == "" {
 				return fmt.Errorf("--server is required: the API servers' https://HOST:PORT URLs, comma separated")
 			}
@@ -67,7 +72,7 @@ agent" with the same --data-dir adopts them.`,
 				DataDir: g.dataDir, Servers: servers, CAFile: g.caFile, CAPin: caPin,
 				NodeName: name, Address: address, Logger: cliLogger(verbose),
 				Network:            server.Network{Disabled: noNetwork, Bridge: bridge},
-				CgroupFavorDynMods: favorDynMods,
+				CgroupFavorDynMods: favorDynMods, CgroupDriver: cgroupDriver,
 			}
 			joined := false
 			if _, err := os.Stat(filepath.Join(server.NodeCredentialsDir(g.dataDir), client.NodeCertFile)); err == nil {
@@ -115,6 +120,7 @@ agent" with the same --data-dir adopts them.`,
 	f.StringVar(&clusterCIDR, "cluster-cidr", "", "the servers' --cluster-cidr (default 10.244.0.0/16)")
 	f.StringVar(&serviceCIDR, "service-cidr", "", "the servers' --service-cidr (default 10.96.0.0/16)")
 	f.StringVar(&bridge, "bridge", "", "the node's bridge device (default berth0)")
+	f.StringVar(&cgroupDriver, "cgroup-driver", "", cgroupDriverUsage)
 	f.BoolVar(&favorDynMods, "cgroup-favordynmods", true, "remount cgroup2 with favordynmods: container starts no longer wait an RCU grace period per cgroup move (a small cost to fork and exit, host-wide)")
 	f.BoolVarP(&verbose, "verbose", "v", false, "log what the agent does")
 	return cmd

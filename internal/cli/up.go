@@ -11,6 +11,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/berth-dev/berth/internal/dataplane"
+	"github.com/berth-dev/berth/internal/runtime"
 	"github.com/berth-dev/berth/internal/server"
 )
 
@@ -18,7 +19,7 @@ func newUpCmd(g *globals) *cobra.Command {
 	var etcd []string
 	var node, listen string
 	var verbose, noNetwork, favorDynMods bool
-	var clusterCIDR, serviceCIDR, bridge string
+	var clusterCIDR, serviceCIDR, bridge, cgroupDriver string
 	cmd := &cobra.Command{
 		Use:   "up",
 		Short: "Run a whole cluster on this machine, in the foreground",
@@ -35,6 +36,9 @@ service gets a virtual IP from --service-cidr and the DNS name
 <service>.<namespace>.berth, answered by the node's DNS server.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := runtime.ValidateCgroupDriver(cgroupDriver); err != nil {
+				return fmt.Errorf("--cgroup-driver: %w", err)
+			}
 			level := slog.LevelWarn
 			if verbose {
 				level = slog.LevelInfo
@@ -60,7 +64,7 @@ service gets a virtual IP from --service-cidr and the DNS name
 			}
 			return server.Up(cmd.Context(), server.Config{
 				DataDir: g.dataDir, EtcdEndpoints: etcd, NodeName: node, Logger: log, Listen: listen, Network: netw,
-				CgroupFavorDynMods: favorDynMods,
+				CgroupFavorDynMods: favorDynMods, CgroupDriver: cgroupDriver,
 				Ready: func(sock string, tcp *server.Credentials) {
 					var rec upRecord
 					if !noNetwork {
@@ -100,6 +104,11 @@ Ctrl-C or "berth down" stops berth; containers keep running until it is back.
 	cmd.Flags().StringVar(&clusterCIDR, "cluster-cidr", "", "network the nodes' pod subnets come from (default 10.244.0.0/16)")
 	cmd.Flags().StringVar(&serviceCIDR, "service-cidr", "", "network the services' virtual IPs come from (default 10.96.0.0/16)")
 	cmd.Flags().StringVar(&bridge, "bridge", "", "the node's bridge device (default berth0)")
+	cmd.Flags().StringVar(&cgroupDriver, "cgroup-driver", "", cgroupDriverUsage)
 	cmd.Flags().BoolVar(&favorDynMods, "cgroup-favordynmods", true, "remount cgroup2 with favordynmods: container starts no longer wait an RCU grace period per cgroup move (a small cost to fork and exit, host-wide)")
 	return cmd
 }
+
+const cgroupDriverUsage = "who makes containers' cgroups: cgroupfs (berth writes /sys/fs/cgroup itself) or systemd " +
+	"(a transient scope per container in berth.slice, limits as unit properties); the default is systemd " +
+	"when PID 1 is systemd on a pure cgroup v2 host, else cgroupfs"

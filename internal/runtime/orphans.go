@@ -37,15 +37,21 @@ func (r *Runtime) ReapLost(ctx context.Context, id string) (Reaped, error) {
 	if st := r.status(bd, m); st.State != Unknown {
 		return Reaped{}, nil
 	}
-	rp, err := r.cg.killAll(ctx, r.containerCgroup(id))
+	rp, err := r.cg.killAll(ctx, r.containerCgroup(bd))
 	if err != nil {
 		return rp, fmt.Errorf("container %q: reap after its shim was lost: %w", id, err)
 	}
 	return rp, nil
 }
 
-// containerCgroup is the container's cgroup as the driver places it.
-func (r *Runtime) containerCgroup(id string) string { return r.CgroupPath(id) }
+// containerCgroup is the cgroup the container was given when it started
+// (the driver then in use decided it), else where this driver puts it.
+func (r *Runtime) containerCgroup(bd *bundle) string {
+	if s := r.spec(bd); s != nil && s.Linux != nil && s.Linux.CgroupsPath != "" {
+		return s.Linux.CgroupsPath
+	}
+	return r.CgroupPath(bd.id)
+}
 
 // cgroupPids lists the processes in one cgroup directory.
 func cgroupPids(dir string) []int {

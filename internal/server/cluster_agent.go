@@ -60,6 +60,8 @@ type AgentConfig struct {
 	// CgroupFavorDynMods remounts cgroup2 with favordynmods, for faster
 	// container starts (see runtime.FavorDynMods).
 	CgroupFavorDynMods bool
+	// CgroupDriver is runtime.CgroupDriverCgroupfs or CgroupDriverSystemd; "" detects it.
+	CgroupDriver string
 	// Ready is called once the node has registered.
 	Ready func(node string)
 }
@@ -168,7 +170,7 @@ func Agent(ctx context.Context, cfg AgentConfig) error {
 	if cfg.CgroupFavorDynMods {
 		favorDynMods(log)
 	}
-	rt, err := runtime.New(filepath.Join(cfg.DataDir, "containers"))
+	rt, err := runtime.New(filepath.Join(cfg.DataDir, "containers"), runtime.WithCgroupDriver(cfg.CgroupDriver))
 	if err != nil {
 		return err
 	}

@@ -43,6 +43,8 @@ type Config struct {
 	// CgroupFavorDynMods remounts cgroup2 with favordynmods, for faster
 	// container starts (see runtime.FavorDynMods).
 	CgroupFavorDynMods bool
+	// CgroupDriver is runtime.CgroupDriverCgroupfs or CgroupDriverSystemd; "" detects it.
+	CgroupDriver string
 	// Ready is called once the API answers, with the socket's path and,
 	// with Listen, the TCP credentials.
 	Ready func(socket string, tcp *Credentials)
@@ -93,7 +95,7 @@ func Up(ctx context.Context, cfg Config) error {
 	if cfg.CgroupFavorDynMods {
 		favorDynMods(log)
 	}
-	rt, err := runtime.New(filepath.Join(cfg.DataDir, "containers"))
+	rt, err := runtime.New(filepath.Join(cfg.DataDir, "containers"), runtime.WithCgroupDriver(cfg.CgroupDriver))
 	if err != nil {
 		return err
 	}

@@ -3,6 +3,7 @@ package e2e
 import (
 	"fmt"
 	"os"
+	"regexp"
 	"strconv"
 	"strings"
 	"syscall"
@@ -13,12 +14,20 @@ import (
 // A container whose shim is killed keeps running (it is reparented, not
 // killed). Before its replacement starts, berth kills what is left of it
 // in its cgroup, so the service never runs twice, and an event says so.
+// --cgroup-driver cgroupfs (what this host detects anyway) puts the
+// container in berth's own cgroup tree.
 func TestLostShimLeavesNoDuplicate(t *testing.T) {
-	c := startCluster(t)
+	c := startCluster(t, "--cgroup-driver", "cgroupfs")
 	c.ok("run", "--name", "solo", "--port", "80", "demo/busybox:1", "httpd", "-f", "-p", "80", "-h", "/www")
 	waitService(c, "solo", 1)
 	before := runningService(c, "solo")[0]
 	pid := before.Status.Pid
+	cg, err := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", pid))
+	// berth's own tree: /berth for the default data dir, /berth-<hash> for others.
+	inTree := regexp.MustCompile(`:/berth(-[0-9a-f]{8})?/` + regexp.QuoteMeta(before.Status.ContainerID) + `\n`)
+	if err != nil || !inTree.Match(cg) {
+		t.Errorf("container %s (pid %d) is not in berth's cgroup tree: %v\n%s", before.Status.ContainerID, pid, err, cg)
+	}
 	shim := parentPid(t, pid)
 	if exe, _ := os.Readlink(fmt.Sprintf("/proc/%d/exe", shim)); !strings.HasSuffix(exe, "/berth") {
 		t.Fatalf("the parent %d of container pid %d is %q, not berth's shim", shim, pid, exe)
@@ -68,4 +77,25 @@ func alive(pid int) bool {
 	}
 	f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+1:]))
 	return len(f) > 0 && f[0] != "Z"
+}
+
+// --cgroup-driver takes cgroupfs or systemd, and systemd only where
+// systemd is PID 1 with pure cgroup v2.
+func TestCgroupDriverFlag(t *testing.T) {
+	e := newEnv(t)
+	for _, tc := range []struct{ cmd, driver, want string }{
+		{"up", "foo", `--cgroup-driver: cgroup driver "foo": unknown; use cgroupfs or systemd`},
+		{"agent", "foo", `--cgroup-driver: cgroup driver "foo": unknown`},
+	} {
+		_, errOut, code := e.run(tc.cmd, "--cgroup-driver", tc.driver)
+		if code == 0 || !strings.Contains(errOut, tc.want) {
+			t.Errorf("berth %s --cgroup-driver %s: exit %d, stderr %q; want an error with %q", tc.cmd, tc.driver, code, errOut, tc.want)
+		}
+	}
+	if _, err := os.Stat("/run/systemd/system"); err != nil {
+		_, errOut, code := e.run("up", "--cgroup-driver", "systemd")
+		if code == 0 || !strings.Contains(errOut, "PID 1 is not systemd") {
+			t.Errorf("berth up --cgroup-driver systemd without systemd: exit %d, stderr %q", code, errOut)
+		}
+	}
 }
