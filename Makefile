@@ -9,8 +9,10 @@ DATA_DIR ?= /var/lib/berth
 # git can read; elsewhere (a tarball, a checkout git calls unsafe) it is left out.
 GOFLAGS_BUILD := -trimpath $(shell git status --porcelain >/dev/null 2>&1 && echo -buildvcs=auto || echo -buildvcs=false)
 TEST_TIMEOUT ?= 15m
+# The guest test builds a Debian guest from the archive on its first run (cached in build/guest/).
+GUEST_TIMEOUT ?= 40m
 
-.PHONY: all deps build up test test-unit lint bench demo-image clean
+.PHONY: all deps build up test test-unit test-guest lint bench demo-image deb clean
 
 all: build
 
@@ -30,11 +32,23 @@ up: demo-image
 test: build
 	go vet ./...
 	go test -count=1 -timeout $(TEST_TIMEOUT) -p 2 ./...
+	$(MAKE) test-guest
+
+# berth installed from its package on a Debian 12 guest with systemd and
+# pure cgroup v2, under qemu (test/guest).
+test-guest: build
+	go test -tags guest -count=1 -timeout $(GUEST_TIMEOUT) -v ./test/guest/
+
+# A Debian package: berth, its systemd units, /etc/berth/berth.env, bash completion.
+deb: build
+	@bash scripts/deb.sh $(BIN) build/deb
 
 lint: deps
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt: $$out"; exit 1; fi
 	go vet ./...
+	go vet -tags guest ./test/guest/
 	staticcheck ./...
+	staticcheck -tags guest ./test/guest/
 
 bench: build
 	@bash scripts/deps.sh bench
