@@ -62,6 +62,6 @@ fi
 PRERM
 chmod 0755 "$root/DEBIAN/postinst" "$root/DEBIAN/prerm"
 deb=$out/berth_${version}_amd64.deb
-dpkg-deb --root-owner-group -Zxz --build "$root" "$deb" >/dev/null
+dpkg-deb --root-owner-group -Zgzip --build "$root" "$deb" >/dev/null
 rm -rf "$root"
 echo "$deb"
