@@ -112,6 +112,12 @@ func (d *systemdScopes) place(ctx context.Context, id string, pid int, r *specs.
 		prop("CollectMode", "inactive-or-failed"),
 		prop("TimeoutStopUSec", uint64(grace/time.Microsecond)),
 	}
+	if svc := ownService(); svc != "" {
+		// Stopped before the scope when both stop (a host shutdown, systemctl
+		// stop berth.slice): berth must not start a replacement for a
+		// container systemd is stopping, in a scope the shutdown has passed.
+		props = append(props, prop("Before", []string{svc}))
+	}
 	props = append(props, scopeLimits(r)...)
 	conn, err := systemd(ctx)
 	if err != nil {
@@ -164,6 +170,23 @@ func scopeLimits(r *specs.LinuxResources) []sdbus.Property {
 		out = append(out, prop("TasksMax", uint64(*r.Pids.Limit)+1))
 	}
 	return out
+}
+
+// ownService is the systemd service this process runs in ("berth-up.service"), or "".
+func ownService() string {
+	b, err := os.ReadFile("/proc/self/cgroup")
+	if err != nil {
+		return ""
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if path, ok := strings.CutPrefix(line, "0::"); ok {
+			unit := path[strings.LastIndexByte(path, '/')+1:]
+			if strings.HasSuffix(unit, ".service") {
+				return unit
+			}
+		}
+	}
+	return ""
 }
 
 func prop(name string, v any) sdbus.Property {
