@@ -9,8 +9,10 @@ DATA_DIR ?= /var/lib/berth
 # git can read; elsewhere (a tarball, a checkout git calls unsafe) it is left out.
 GOFLAGS_BUILD := -trimpath $(shell git status --porcelain >/dev/null 2>&1 && echo -buildvcs=auto || echo -buildvcs=false)
 TEST_TIMEOUT ?= 15m
+# The guest test builds a Debian guest from the archive on its first run (cached in build/guest/).
+GUEST_TIMEOUT ?= 40m
 
-.PHONY: all deps build up test test-nonroot lint bench demo-image clean fuzz
+.PHONY: all deps build up test test-nonroot test-guest lint bench demo-image deb clean fuzz
 
 all: build
 
@@ -30,6 +32,16 @@ up: demo-image
 test: build test-nonroot
 	go vet ./...
 	go test -count=1 -timeout $(TEST_TIMEOUT) -p 2 ./...
+	$(MAKE) test-guest
+
+# berth installed from its package on a Debian 12 guest with systemd and
+# pure cgroup v2, under qemu (test/guest).
+test-guest: build
+	go test -tags guest -count=1 -timeout $(GUEST_TIMEOUT) -v ./test/guest/
+
+# A Debian package: berth, its systemd units, /etc/berth/berth.env, bash completion.
+deb: build
+	@bash scripts/deb.sh $(BIN) build/deb
 
 # The agent's sync loop over the simulated runtime needs no privilege:
 # run as nobody, proving it (CI runs as root).
@@ -41,7 +53,9 @@ test-nonroot:
 lint: deps
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt: $$out"; exit 1; fi
 	go vet ./...
+	go vet -tags guest ./test/guest/
 	staticcheck ./...
+	staticcheck -tags guest ./test/guest/
 
 # Fuzz targets as package:Target:budget. Plain `go test` runs each one's
 # seed corpus; `make fuzz` (run by CI) fuzzes each for its budget, or for

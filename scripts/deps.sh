@@ -3,7 +3,9 @@
 # Idempotent: a second run installs nothing.
 set -euo pipefail
 
-want_pkgs=(gcc libc6-dev make pkg-config libseccomp-dev busybox-static runc crun iproute2 nftables procps docker-registry apache2-utils chromium)
+# qemu-system-x86, debootstrap and e2fsprogs build and boot the guest of test/guest.
+want_pkgs=(gcc libc6-dev make pkg-config libseccomp-dev busybox-static runc crun iproute2 nftables procps docker-registry apache2-utils chromium
+	qemu-system-x86 debootstrap e2fsprogs)
 if [ "${1:-}" = "bench" ]; then
 	want_pkgs+=(podman podman-compose skopeo docker.io)
 fi

@@ -239,17 +239,6 @@ func InstanceFromAPI(in *api.Instance) *Instance {
 	return out
 }
 
-// RecordInstanceEvent records a warning about an instance.
-func (p *APIPlane) RecordInstanceEvent(ctx context.Context, namespace, name, reason, message string) error {
-	ev := &api.Event{Time: time.Now(), Object: api.ObjectRef{Kind: api.KindInstance, Namespace: namespace, Name: name},
-		Type: api.EventWarning, Reason: reason, Message: message, Source: "agent"}
-	ev.Metadata.Namespace = namespace
-	if _, err := p.c.Events().Record(ctx, ev); err != nil {
-		return fmt.Errorf("%s: event %s: %w", api.Ref(api.KindInstance, namespace, name), reason, err)
-	}
-	return nil
-}
-
 // ReportStatus writes an instance's status.
 func (p *APIPlane) ReportStatus(ctx context.Context, namespace, name, uid string, st Status) error {
 	in := &api.Instance{
@@ -335,4 +324,17 @@ func (p *APIPlane) NodeVolumes(ctx context.Context, node string) (map[string]boo
 		}
 	}
 	return out, nil
+}
+
+var _ EventRecorder = (*APIPlane)(nil)
+
+// RecordInstanceEvent records an event about instance namespace/name.
+func (p *APIPlane) RecordInstanceEvent(ctx context.Context, namespace, name string, typ api.EventType, reason, msg string) error {
+	ev := &api.Event{Time: time.Now().UTC(), Object: api.ObjectRef{Kind: api.KindInstance, Namespace: namespace, Name: name},
+		Type: typ, Reason: reason, Message: msg, Source: "agent"}
+	ev.Metadata.Namespace = namespace
+	if _, err := p.c.Events().Record(ctx, ev); err != nil {
+		return fmt.Errorf("%s: event %s: %w", api.Ref(api.KindInstance, namespace, name), reason, err)
+	}
+	return nil
 }

@@ -80,12 +80,6 @@ type eviction struct {
 	id, reason, message string
 }
 
-// EventRecorder is what a ControlPlane may also do: record a warning
-// about one of this node's instances, for "berth events".
-type EventRecorder interface {
-	RecordInstanceEvent(ctx context.Context, namespace, name, reason, message string) error
-}
-
 // diskJobs lists the running containers of desired instances. Called by
 // the loop, which owns the containers and the evictions.
 func (a *Agent) diskJobs() []diskJob {
@@ -181,7 +175,7 @@ func (a *Agent) evict(ctx context.Context, evs []eviction) {
 			a.wg.Go(func() {
 				rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 				defer cancel()
-				if err := rec.RecordInstanceEvent(rctx, ns, name, ev.reason, msg); err != nil {
+				if err := rec.RecordInstanceEvent(rctx, ns, name, api.EventWarning, ev.reason, msg); err != nil {
 					a.log.Warn("record eviction event", "container", ev.id, "err", err)
 				}
 			})

@@ -172,6 +172,9 @@ func (a *Agent) refresh(ctx context.Context) error {
 		}
 		a.containers = make(map[string]runtime.Status, len(list))
 		for _, st := range list {
+			if st.State == runtime.Unknown {
+				a.reapLost(ctx, st)
+			}
 			a.containers[st.ID] = st
 		}
 		a.full = false
@@ -188,6 +191,9 @@ func (a *Agent) refresh(ctx context.Context) error {
 		case err != nil:
 			return err
 		default:
+			if st.State == runtime.Unknown {
+				a.reapLost(ctx, st)
+			}
 			a.containers[id] = st
 		}
 		delete(a.dirty, id)
@@ -242,6 +248,7 @@ func (a *Agent) start(ctx context.Context, inst *Instance, attempt int) (runtime
 		Resources: inst.Resources, Executor: inst.Executor,
 		Labels: map[string]string{labelInstance: inst.Key(), labelUID: inst.UID, labelAttempt: strconv.Itoa(attempt),
 			labelGrace: inst.StopGrace.String(), labelTemplate: inst.Template},
+		StopGrace: inst.StopGrace,
 	}
 	if err := a.checkHostPorts(inst); err != nil {
 		return runtime.Status{}, fmt.Errorf("start %s: %w", id, err)

@@ -11,6 +11,7 @@ import (
 	"github.com/berth-dev/berth/api"
 	"github.com/berth-dev/berth/api/client"
 	"github.com/berth-dev/berth/internal/agent"
+	"github.com/berth-dev/berth/internal/runtime"
 	"github.com/berth-dev/berth/internal/server"
 )
 
@@ -26,6 +27,7 @@ func newAgentCmd(g *globals) *cobra.Command {
 		noNetwork, verbose       bool
 		favorDynMods             bool
 		diskReserve              string
+		cgroupDriver             string
 	)
 	cmd := &cobra.Command{
 		Use:   "agent --server URL --token JOIN-TOKEN [--ca-pin PIN | --ca-file FILE]",
@@ -67,6 +69,9 @@ agent" with the same --data-dir adopts them.`,
   berth agent --server https://10.0.0.1:7443,https://10.0.0.2:7443,https://10.0.0.3:7443`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := runtime.ValidateCgroupDriver(cgroupDriver); err != nil {
+				return fmt.Errorf("--cgroup-driver: %w", err)
+			}
 			if g.server == "" {
 				return fmt.Errorf("--server is required: the API servers' https://HOST:PORT URLs, comma separated")
 			}
@@ -80,7 +85,7 @@ agent" with the same --data-dir adopts them.`,
 				DataDir: g.dataDir, Servers: servers, CAFile: g.caFile, CAPin: caPin,
 				NodeName: name, Address: address, Logger: cliLogger(verbose),
 				Network:            server.Network{Disabled: noNetwork, Bridge: bridge},
-				CgroupFavorDynMods: favorDynMods,
+				CgroupFavorDynMods: favorDynMods, CgroupDriver: cgroupDriver,
 			}
 			var err error
 			if cfg.DiskReserve, err = agent.ParseDiskReserve(diskReserve); err != nil {
@@ -132,6 +137,7 @@ agent" with the same --data-dir adopts them.`,
 	f.StringVar(&serviceCIDR, "service-cidr", "", "the servers' --service-cidr (default 10.96.0.0/16)")
 	f.StringVar(&bridge, "bridge", "", "the node's bridge device (default berth0)")
 	f.StringVar(&diskReserve, "disk-reserve", "5%", diskReserveUsage)
+	f.StringVar(&cgroupDriver, "cgroup-driver", "", cgroupDriverUsage)
 	f.BoolVar(&favorDynMods, "cgroup-favordynmods", true, "remount cgroup2 with favordynmods: container starts no longer wait an RCU grace period per cgroup move (a small cost to fork and exit, host-wide)")
 	f.BoolVarP(&verbose, "verbose", "v", false, "log what the agent does")
 	return cmd

@@ -12,6 +12,7 @@ import (
 
 	"github.com/berth-dev/berth/internal/agent"
 	"github.com/berth-dev/berth/internal/dataplane"
+	"github.com/berth-dev/berth/internal/runtime"
 	"github.com/berth-dev/berth/internal/server"
 )
 
@@ -20,7 +21,7 @@ func newUpCmd(g *globals) *cobra.Command {
 	var node, listen string
 	var verbose, noNetwork, favorDynMods bool
 	var diskReserve string
-	var clusterCIDR, serviceCIDR, bridge string
+	var clusterCIDR, serviceCIDR, bridge, cgroupDriver string
 	var allowedHostPaths []string
 	cmd := &cobra.Command{
 		Use:   "up",
@@ -38,6 +39,9 @@ service gets a virtual IP from --service-cidr and the DNS name
 <service>.<namespace>.berth, answered by the node's DNS server.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := runtime.ValidateCgroupDriver(cgroupDriver); err != nil {
+				return fmt.Errorf("--cgroup-driver: %w", err)
+			}
 			level := slog.LevelWarn
 			if verbose {
 				level = slog.LevelInfo
@@ -72,7 +76,7 @@ service gets a virtual IP from --service-cidr and the DNS name
 			return server.Up(cmd.Context(), server.Config{
 				AllowedHostPaths: hostPaths,
 				DataDir:          g.dataDir, EtcdEndpoints: etcd, NodeName: node, Logger: log, Listen: listen, Network: netw,
-				CgroupFavorDynMods: favorDynMods, DiskReserve: reserve,
+				CgroupFavorDynMods: favorDynMods, DiskReserve: reserve, CgroupDriver: cgroupDriver,
 				Ready: func(sock string, tcp *server.Credentials) {
 					var rec upRecord
 					if !noNetwork {
@@ -117,6 +121,11 @@ Ctrl-C or "berth down" stops berth; containers keep running until it is back.
 	cmd.Flags().StringVar(&bridge, "bridge", "", "the node's bridge device (default berth0)")
 	cmd.Flags().StringVar(&diskReserve, "disk-reserve", "5%", diskReserveUsage)
 	cmd.Flags().StringSliceVar(&allowedHostPaths, "allowed-host-paths", nil, "host directories hostPath volumes may mount, DIR,...; others are refused at apply (default: any)")
+	cmd.Flags().StringVar(&cgroupDriver, "cgroup-driver", "", cgroupDriverUsage)
 	cmd.Flags().BoolVar(&favorDynMods, "cgroup-favordynmods", true, "remount cgroup2 with favordynmods: container starts no longer wait an RCU grace period per cgroup move (a small cost to fork and exit, host-wide)")
 	return cmd
 }
+
+const cgroupDriverUsage = "who makes containers' cgroups: cgroupfs (berth writes /sys/fs/cgroup itself) or systemd " +
+	"(a transient scope per container in berth.slice, limits as unit properties); the default is systemd " +
+	"when PID 1 is systemd on a pure cgroup v2 host, else cgroupfs"

@@ -343,6 +343,9 @@ func (c *cgroups) oomKills(path string) int {
 
 // remove deletes the cgroup, killing whatever still runs in it.
 func (c *cgroups) remove(path string) error {
+	if unit := scopeUnit(path); unit != "" {
+		return removeScope(unit, c.dirs(path)[0])
+	}
 	var errs []error
 	for _, dir := range c.dirs(path) {
 		if err := removeCgroupDir(dir); err != nil {

@@ -115,6 +115,8 @@ type Runtime struct {
 	// cgroupParent holds the containers' cgroups; runtimes with different
 	// state directories get different parents, so equal ids never collide.
 	cgroupParent string
+	// scopes is the systemd cgroup driver; nil for cgroupfs.
+	scopes *systemdScopes
 }
 
 // DefaultRoot is where `berth` keeps containers when no data dir is given.
@@ -127,6 +129,12 @@ func New(root string, opts ...Option) (*Runtime, error) {
 	var o options
 	for _, opt := range opts {
 		opt(&o)
+	}
+	if o.cgroupDriver == "" {
+		o.cgroupDriver = DetectCgroupDriver()
+	}
+	if err := ValidateCgroupDriver(o.cgroupDriver); err != nil {
+		return nil, err
 	}
 	if err := os.MkdirAll(root, 0o711); err != nil {
 		return nil, fmt.Errorf("runtime state dir %s: %w", root, err)
@@ -141,6 +149,9 @@ func New(root string, opts ...Option) (*Runtime, error) {
 	cg := detectCgroups()
 	hybrid := !cg.v2 && hasCgroup2Mount()
 	r := &Runtime{root: root, bin: bin, exeView: os.Getenv(ExeViewEnv), cg: cg, cgroupParent: cgroupParent(root)}
+	if o.cgroupDriver == CgroupDriverSystemd {
+		r.scopes = &systemdScopes{prefix: strings.TrimPrefix(r.cgroupParent, "/")}
+	}
 	r.exec = map[string]executor{
 		ExecutorBuiltin: &builtin{cg: cg},
 		"runc":          &external{bin: "runc", state: filepath.Join(root, ".runc"), cg: cg},
@@ -156,7 +167,8 @@ func New(root string, opts ...Option) (*Runtime, error) {
 type Option func(*options)
 
 type options struct {
-	binary string
+	binary       string
+	cgroupDriver string
 }
 
 // WithBinary runs the shims and exec stages from binary (a berth binary,
@@ -173,7 +185,20 @@ func cgroupParent(root string) string {
 }
 
 // CgroupPath is the cgroup (relative to each hierarchy's root) of container id.
-func (r *Runtime) CgroupPath(id string) string { return r.cgroupParent + "/" + id }
+func (r *Runtime) CgroupPath(id string) string {
+	if r.scopes != nil {
+		return r.scopes.path(id)
+	}
+	return r.cgroupParent + "/" + id
+}
+
+// CgroupDriver names the driver in use (CgroupDriverCgroupfs or CgroupDriverSystemd).
+func (r *Runtime) CgroupDriver() string {
+	if r.scopes != nil {
+		return CgroupDriverSystemd
+	}
+	return CgroupDriverCgroupfs
+}
 
 func warmSeccomp() {
 	if s, err := Spec(&Config{ID: "warm", Args: []string{"true"}, RootfsPath: "/"}, "/", "/"); err == nil {
@@ -316,7 +341,7 @@ func (r *Runtime) start(ctx context.Context, bd *bundle, c *Config, ex executor)
 	// The built-in executor's cgroups (a millisecond or more of mkdirs
 	// and writes on a v1 host) are made while the shim starts; it waits
 	// for them only when it is about to start the container.
-	if builtin {
+	if builtin && r.scopes == nil {
 		alongside(func() error { return bi.cg.create(s.Linux.CgroupsPath, s.Linux.Resources) })
 	}
 	if err := writeJSON(bd.path("config.json"), s); err != nil {
@@ -401,6 +426,10 @@ func (r *Runtime) launchShim(bd *bundle, gate func() error) (int, error) {
 	wr.Close()
 	// Reap the shim when it ends; an adopted shim is watched through a pidfd instead.
 	go func() { _ = cmd.Wait() }()
+	if err := r.placeShim(bd, cmd.Process.Pid); err != nil {
+		_ = cmd.Process.Kill()
+		return 0, err
+	}
 	if gate != nil {
 		if err := gate(); err != nil {
 			// Closing the gate unsent makes the shim give up; its report is moot.

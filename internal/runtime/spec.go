@@ -2,6 +2,7 @@ package runtime
 
 import (
 	"fmt"
+	"time"
 
 	"strconv"
 	"strings"
@@ -51,6 +52,11 @@ type Config struct {
 	LogMaxFiles int   `json:"logMaxFiles,omitempty"`
 
 	Labels map[string]string `json:"labels,omitempty"`
+
+	// StopGrace is how long the host's service manager waits after
+	// SIGTERM before SIGKILL when it stops the container itself (the
+	// systemd driver's scope at shutdown); DefaultStopGrace when zero.
+	StopGrace time.Duration `json:"stopGrace,omitempty"`
 
 	// Before, when set, runs alongside the start, while the cgroups are
 	// made and the shim starts; the container's process starts only once

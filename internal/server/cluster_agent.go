@@ -64,6 +64,8 @@ type AgentConfig struct {
 	// DiskReserve is the free space the node keeps for itself on the
 	// filesystem of its containers' writable layers (agent.Config).
 	DiskReserve agent.DiskReserve
+	// CgroupDriver is runtime.CgroupDriverCgroupfs or CgroupDriverSystemd; "" detects it.
+	CgroupDriver string
 	// Ready is called once the node has registered.
 	Ready func(node string)
 	// Runtime, Images and Info, when set, replace the node's container
@@ -198,7 +200,7 @@ func Agent(ctx context.Context, cfg AgentConfig) error {
 	}
 	rt, imgs, info := cfg.Runtime, cfg.Images, cfg.Info
 	if rt == nil {
-		r, err := runtime.New(filepath.Join(cfg.DataDir, "containers"))
+		r, err := runtime.New(filepath.Join(cfg.DataDir, "containers"), runtime.WithCgroupDriver(cfg.CgroupDriver))
 		if err != nil {
 			return err
 		}

@@ -53,6 +53,8 @@ type Config struct {
 	// DiskReserve is the free space the node keeps for itself on the
 	// filesystem of its containers' writable layers (agent.Config).
 	DiskReserve agent.DiskReserve
+	// CgroupDriver is runtime.CgroupDriverCgroupfs or CgroupDriverSystemd; "" detects it.
+	CgroupDriver string
 	// Ready is called once the API answers, with the socket's path and,
 	// with Listen, the TCP credentials.
 	Ready func(socket string, tcp *Credentials)
@@ -103,7 +105,7 @@ func Up(ctx context.Context, cfg Config) error {
 	if cfg.CgroupFavorDynMods {
 		favorDynMods(log)
 	}
-	rt, err := runtime.New(filepath.Join(cfg.DataDir, "containers"))
+	rt, err := runtime.New(filepath.Join(cfg.DataDir, "containers"), runtime.WithCgroupDriver(cfg.CgroupDriver))
 	if err != nil {
 		return err
 	}
