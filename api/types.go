@@ -95,6 +95,9 @@ type ServiceSpec struct {
 	Placement Placement      `json:"placement,omitzero"`
 	// Priority orders instances for the scheduler: higher may preempt lower.
 	Priority int `json:"priority,omitempty"`
+	// RollOnChange rolls the service when the data of a config or secret
+	// its template uses changes.
+	RollOnChange bool `json:"rollOnChange,omitempty"`
 }
 
 // UpdateStrategy bounds a rolling update. Zero values mean the defaults
@@ -203,6 +206,10 @@ type Template struct {
 	// for jobs) or never.
 	Restart RestartPolicy `json:"restart,omitempty"`
 	Volumes []VolumeMount `json:"volumes,omitempty"`
+	// Files mounts values of configs and secrets as read-only files.
+	Files []FileMount `json:"files,omitempty"`
+	// EnvFrom sets variables from the keys of configs and secrets.
+	EnvFrom []EnvFromSource `json:"envFrom,omitempty"`
 	// Runtime picks an OCI runtime other than the built-in one ("runc").
 	Runtime string `json:"runtime,omitempty"`
 	// RestartedAt changes to make a rollout (services) or a container

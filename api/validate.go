@@ -168,6 +168,7 @@ func validateTemplate(e *errs, prefix string, t *Template) {
 		e.add(join(prefix, "image"), "%v", err)
 	}
 	validateLimits(e, prefix, t)
+	validateFiles(e, prefix, t)
 	switch t.PullPolicy {
 	case "", PullIfNotPresent, PullAlways, PullNever:
 	default:
@@ -502,7 +503,7 @@ func WireField(kind Kind, field string) string {
 		return field
 	case head == "name" || head == "namespace" || head == "labels":
 		return "metadata." + field
-	case kind == KindEvent:
+	case kind == KindEvent || kind == KindConfig || kind == KindSecret:
 		return field
 	}
 	return "spec." + field

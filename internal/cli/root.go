@@ -74,6 +74,8 @@ machine to many.`,
 		newTokenCmd(g),
 		newNodeCmd(g),
 		newVolumeCmd(g),
+		newSecretCmd(g),
+		newConfigCmd(g),
 	)
 	root.InitDefaultCompletionCmd(args...) // here, not in Execute: its group must refuse unknown shells too
 	refuseUnknownSubcommands(root)
