@@ -89,6 +89,9 @@ type Service struct {
 
 // ServiceSpec is what the user asks of a service.
 type ServiceSpec struct {
+	// Mode is replicated (the default: Replicas instances) or global (one
+	// instance on every eligible node; Replicas is ignored).
+	Mode      ServiceMode    `json:"mode,omitempty"`
 	Replicas  int            `json:"replicas"`
 	Template  Template       `json:"template"`
 	Update    UpdateStrategy `json:"update,omitzero"`
@@ -99,6 +102,15 @@ type ServiceSpec struct {
 	// its template uses changes.
 	RollOnChange bool `json:"rollOnChange,omitempty"`
 }
+
+// ServiceMode says how many instances a service runs.
+type ServiceMode string
+
+// Service modes.
+const (
+	ModeReplicated ServiceMode = "replicated"
+	ModeGlobal     ServiceMode = "global"
+)
 
 // UpdateStrategy bounds a rolling update. Zero values mean the defaults
 // (one extra instance, none unavailable); with MaxUnavailable set, a zero

@@ -356,6 +356,11 @@ func (s *Service) Validate() error {
 		e.add("replicas", "must not be negative, got %d", s.Spec.Replicas)
 	}
 	checkMax(&e, "replicas", s.Spec.Replicas, MaxReplicas)
+	switch s.Spec.Mode {
+	case "", ModeReplicated, ModeGlobal:
+	default:
+		e.add("mode", "must be replicated or global, got %q", s.Spec.Mode)
+	}
 	validateTemplate(&e, "template", &s.Spec.Template)
 	if s.Spec.Update.MaxSurge < 0 {
 		e.add("update.maxSurge", "must not be negative, got %d", s.Spec.Update.MaxSurge)
