@@ -27,10 +27,11 @@ const (
 	KindVolume   Kind = "Volume"
 	KindConfig   Kind = "Config"
 	KindSecret   Kind = "Secret"
+	KindCronJob  Kind = "CronJob"
 )
 
 // Kinds lists every kind, in a stable order.
-var Kinds = []Kind{KindNode, KindService, KindJob, KindInstance, KindEvent, KindVolume, KindConfig, KindSecret}
+var Kinds = []Kind{KindNode, KindService, KindJob, KindInstance, KindEvent, KindVolume, KindConfig, KindSecret, KindCronJob}
 
 // Plural is the kind's name in URLs and etcd keys.
 func (k Kind) Plural() string {
@@ -51,6 +52,8 @@ func (k Kind) Plural() string {
 		return "configs"
 	case KindSecret:
 		return "secrets"
+	case KindCronJob:
+		return "cronjobs"
 	}
 	return ""
 }
@@ -119,6 +122,8 @@ func New(k Kind) (Object, error) {
 		return &Config{}, nil
 	case KindSecret:
 		return &Secret{}, nil
+	case KindCronJob:
+		return &CronJob{}, nil
 	}
 	return nil, fmt.Errorf("unknown kind %q", k)
 }
@@ -163,6 +168,7 @@ func (e *Event) GetMetadata() *Metadata    { return &e.Metadata }
 func (v *Volume) GetMetadata() *Metadata   { return &v.Metadata }
 func (c *Config) GetMetadata() *Metadata   { return &c.Metadata }
 func (s *Secret) GetMetadata() *Metadata   { return &s.Metadata }
+func (c *CronJob) GetMetadata() *Metadata  { return &c.Metadata }
 
 func (*Node) GetKind() Kind     { return KindNode }
 func (*Service) GetKind() Kind  { return KindService }
@@ -172,6 +178,7 @@ func (*Event) GetKind() Kind    { return KindEvent }
 func (*Volume) GetKind() Kind   { return KindVolume }
 func (*Config) GetKind() Kind   { return KindConfig }
 func (*Secret) GetKind() Kind   { return KindSecret }
+func (*CronJob) GetKind() Kind  { return KindCronJob }
 
 var (
 	_ Object = (*Node)(nil)
@@ -182,4 +189,5 @@ var (
 	_ Object = (*Volume)(nil)
 	_ Object = (*Config)(nil)
 	_ Object = (*Secret)(nil)
+	_ Object = (*CronJob)(nil)
 )

@@ -22,6 +22,11 @@ type jobDoc struct {
 	JobSpec
 }
 
+type cronJobDoc struct {
+	docMeta
+	CronJobSpec
+}
+
 // dataDoc is a Config or Secret: data in base64, or stringData as text.
 type dataDoc struct {
 	docMeta
@@ -195,6 +200,12 @@ func parseDoc(doc []byte, namespace string) (Object, error) {
 			return nil, err
 		}
 		obj = &Job{Metadata: d.metadata(), Spec: d.JobSpec}
+	case head.Kind == string(KindCronJob):
+		var d cronJobDoc
+		if err := DecodeStrict(js, &d); err != nil {
+			return nil, err
+		}
+		obj = &CronJob{Metadata: d.metadata(), Spec: d.CronJobSpec}
 	case head.Kind == string(KindConfig) || head.Kind == string(KindSecret):
 		var d dataDoc
 		if err := DecodeStrict(js, &d); err != nil {
@@ -208,7 +219,7 @@ func parseDoc(doc []byte, namespace string) (Object, error) {
 	case head.Kind == nil:
 		return nil, &ValidationError{Fields: []FieldError{{Field: "kind", Reason: "missing: use Service or Job"}}}
 	default:
-		return nil, &ValidationError{Fields: []FieldError{{Field: "kind", Reason: fmt.Sprintf("unknown kind %v: use Service, Job, Config or Secret", head.Kind)}}}
+		return nil, &ValidationError{Fields: []FieldError{{Field: "kind", Reason: fmt.Sprintf("unknown kind %v: use Service, Job, CronJob, Config or Secret", head.Kind)}}}
 	}
 	if m := obj.GetMetadata(); m.Namespace == "" {
 		m.Namespace = namespace
