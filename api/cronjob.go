@@ -62,7 +62,7 @@ type CronJobStatus struct {
 const LabelCronJob = "berth.cronjob"
 
 // MaxCronJobName leaves room for the run's suffix in its job's name.
-const MaxCronJobName = MaxJobName - 9
+const MaxCronJobName = MaxJobName - 10
 
 // ParseSchedule reads a cron job's schedule in its time zone.
 func ParseSchedule(schedule, zone string) (cron.Schedule, error) {

@@ -222,6 +222,25 @@ func (c *Client) Secrets() Resource[api.Secret, *api.Secret] {
 	return Resource[api.Secret, *api.Secret]{c}
 }
 
+// CronJobs reads and writes cron jobs.
+func (c *Client) CronJobs() CronJobClient {
+	return CronJobClient{Resource[api.CronJob, *api.CronJob]{c}}
+}
+
+// CronJobClient is Resource plus trigger.
+type CronJobClient struct {
+	Resource[api.CronJob, *api.CronJob]
+}
+
+// Trigger starts a run of a cron job now and returns its job.
+func (cj CronJobClient) Trigger(ctx context.Context, namespace, name string) (*api.Job, error) {
+	var out api.Job
+	if err := cj.c.do(ctx, http.MethodPost, objectPath(api.KindCronJob, namespace, name)+"/trigger", nil, nil, &out); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
 // Events reads and records events.
 func (c *Client) Events() EventClient { return EventClient{Resource[api.Event, *api.Event]{c}} }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"strconv"
 	"time"
 
 	"github.com/berth-dev/berth/api"
@@ -181,4 +182,29 @@ func (s *Server) resolveData(ctx context.Context, namespace string, tpl *api.Tem
 		}
 	}
 	return out, nil
+}
+
+// triggerCronJob starts a run of a cron job now, whatever its schedule
+// and concurrency say (as a user asked), and answers its job.
+func (s *Server) triggerCronJob(w http.ResponseWriter, r *http.Request) {
+	t, err := parseTarget(r)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	var cj api.CronJob
+	if err := s.store.GetInto(r.Context(), &cj, t.namespace, t.name); err != nil {
+		writeError(w, err)
+		return
+	}
+	job := cj.RunJob("m" + strconv.FormatInt(time.Now().UnixMilli(), 36))
+	if err := s.pinImage(r.Context(), job); err != nil {
+		writeError(w, err)
+		return
+	}
+	if err := s.store.Create(r.Context(), job); err != nil {
+		writeError(w, fmt.Errorf("trigger %s: %w", t.ref(), err))
+		return
+	}
+	writeJSON(w, http.StatusCreated, job)
 }

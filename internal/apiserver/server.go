@@ -20,6 +20,7 @@
 //	POST   /v1/namespaces/{ns}/instances/{name}/bind   {"node": "n1", "cpuset": [2, 3]}
 //	GET    /v1/namespaces/{ns}/instances/{name}/data  the files and env its configs and secrets
 //	                                               give it (its node, or admins)
+//	POST   /v1/namespaces/{ns}/cronjobs/{name}/trigger  start a run now: its job
 //	POST   /v1/namespaces/{ns}/events              record an event
 //	GET|PUT|DELETE /v1/nodes/{name}, PUT /v1/nodes/{name}/status
 //	GET    /v1/nodes/{name}/assignments            instances bound to the node (?watch=1)
@@ -169,6 +170,7 @@ func New(cfg Config) *Server {
 	m.HandleFunc("POST /v1/namespaces/{ns}/{kind}/{name}/restart", s.restart)
 	m.HandleFunc("POST /v1/namespaces/{ns}/instances/{name}/bind", s.bind)
 	m.HandleFunc("GET /v1/namespaces/{ns}/instances/{name}/data", s.instanceData)
+	m.HandleFunc("POST /v1/namespaces/{ns}/cronjobs/{name}/trigger", s.triggerCronJob)
 	m.HandleFunc("POST /v1/namespaces/{ns}/events", s.recordEvent)
 	m.HandleFunc("GET /v1/nodes/{name}", s.get)
 	m.HandleFunc("PUT /v1/nodes/{name}", s.apply)
@@ -259,7 +261,7 @@ func parseTarget(r *http.Request) (target, error) {
 	default:
 		k, ok := api.KindFromPlural(plural)
 		if !ok {
-			return t, fmt.Errorf("kind %q: %w: use one of nodes, services, jobs, instances, events, volumes, configs, secrets", plural, errdefs.ErrNotFound)
+			return t, fmt.Errorf("kind %q: %w: use one of nodes, services, jobs, instances, events, volumes, configs, secrets, cronjobs", plural, errdefs.ErrNotFound)
 		}
 		t.kind = k
 	}

@@ -28,6 +28,7 @@ var kindAliases = map[string]api.Kind{
 	"volume": api.KindVolume, "volumes": api.KindVolume, "vol": api.KindVolume,
 	"config": api.KindConfig, "configs": api.KindConfig, "cfg": api.KindConfig,
 	"secret": api.KindSecret, "secrets": api.KindSecret,
+	"cronjob": api.KindCronJob, "cronjobs": api.KindCronJob, "cj": api.KindCronJob,
 }
 
 // getOptions is what get and ps print.
@@ -361,6 +362,20 @@ func printTable(ctx context.Context, c *client.Client, tw *tabwriter.Writer, o g
 			fmt.Fprintf(tw, "%s\t%s\t%s\t%s", v.Metadata.Namespace, v.Metadata.Name, dash(v.Spec.Node), age(v.Metadata.CreatedAt))
 			labels(obj)
 		}
+	case api.KindCronJob:
+		if header {
+			fmt.Fprintln(tw, "NAMESPACE\tNAME\tSCHEDULE\tLAST RUN\tACTIVE\tAGE"+labelsHead)
+		}
+		for _, obj := range objs {
+			cj := obj.(*api.CronJob)
+			sched := cj.Spec.Schedule
+			if cj.Spec.TimeZone != "" {
+				sched += " " + cj.Spec.TimeZone
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s", cj.Metadata.Namespace, cj.Metadata.Name, sched, dash(cj.Status.LastRun),
+				len(cj.Status.Active), age(cj.Metadata.CreatedAt))
+			labels(obj)
+		}
 	case api.KindConfig, api.KindSecret:
 		if header {
 			fmt.Fprintln(tw, "NAMESPACE\tNAME\tKEYS\tDIGEST\tAGE"+labelsHead)
@@ -532,6 +547,8 @@ func watchKind(ctx context.Context, c *client.Client, kind api.Kind, ns string, 
 		return relay(c.Volumes().Watch(ctx, ns, rev))
 	case api.KindConfig:
 		return relay(c.Configs().Watch(ctx, ns, rev))
+	case api.KindCronJob:
+		return relay(c.CronJobs().Watch(ctx, ns, rev))
 	}
 	return nil, fmt.Errorf("unknown kind %q", kind)
 }
@@ -575,6 +592,8 @@ func listObjectsAt(ctx context.Context, c *client.Client, kind api.Kind, ns stri
 		return list(ctx, c.Configs(), ns)
 	case api.KindSecret:
 		return list(ctx, c.Secrets(), ns)
+	case api.KindCronJob:
+		return list(ctx, c.CronJobs().Resource, ns)
 	}
 	return nil, 0, fmt.Errorf("unknown kind %q", kind)
 }

@@ -180,6 +180,8 @@ func getObject(ctx context.Context, c *client.Client, kind api.Kind, ns, name st
 		obj, err = c.Configs().Get(ctx, ns, name)
 	case api.KindSecret:
 		obj, err = c.Secrets().Get(ctx, ns, name)
+	case api.KindCronJob:
+		obj, err = c.CronJobs().Get(ctx, ns, name)
 	default:
 		return nil, fmt.Errorf("unknown kind %q", kind)
 	}

@@ -76,6 +76,7 @@ machine to many.`,
 		newVolumeCmd(g),
 		newSecretCmd(g),
 		newConfigCmd(g),
+		newCronJobCmd(g),
 	)
 	root.InitDefaultCompletionCmd(args...) // here, not in Execute: its group must refuse unknown shells too
 	refuseUnknownSubcommands(root)

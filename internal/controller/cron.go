@@ -1,11 +1,18 @@
 package controller
 
 import (
+	"cmp"
+	"context"
+	"errors"
 	"fmt"
+	"slices"
 	"sort"
+	"strconv"
 	"time"
 
 	"github.com/berth-dev/berth/api"
+	"github.com/berth-dev/berth/internal/errdefs"
+	"github.com/berth-dev/berth/internal/store"
 )
 
 // Schedule gives the next activation after a time (robfig/cron's).
@@ -121,4 +128,75 @@ func beyond(runs []CronRun, limit int) []string {
 		out = append(out, r.Name)
 	}
 	return out
+}
+
+// cronPass starts the runs of the cron jobs that are due, skips those
+// their rules skip, and trims their history.
+func (m *Manager) cronPass(ctx context.Context, sn *snapshot) error {
+	crons, _, err := store.List[api.CronJob](ctx, m.s, "")
+	if err != nil || len(crons) == 0 {
+		return err
+	}
+	runs := map[string][]*api.Job{}
+	for _, j := range sn.jobs {
+		if c := j.Metadata.Labels[api.LabelCronJob]; c != "" {
+			runs[j.Metadata.Namespace+"/"+c] = append(runs[j.Metadata.Namespace+"/"+c], j)
+		}
+	}
+	now := m.opt.Clock()
+	var errs []error
+	for _, cj := range crons {
+		sched, err := api.ParseSchedule(cj.Spec.Schedule, cj.Spec.TimeZone)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", api.RefOf(cj), err))
+			continue
+		}
+		st := CronState{Now: now, Schedule: sched, Last: cj.Status.LastSchedule, Concurrency: cj.Spec.Concurrency,
+			StartingDeadline: time.Duration(cj.Spec.StartingDeadline), Suspend: cj.Spec.Suspend,
+			SuccessfulLimit: cmp.Or(cj.Spec.SuccessfulHistory, 3), FailedLimit: cmp.Or(cj.Spec.FailedHistory, 1)}
+		if st.Last.IsZero() {
+			st.Last = cj.Metadata.CreatedAt
+		}
+		var active []string
+		for _, j := range runs[cj.Metadata.Namespace+"/"+cj.Metadata.Name] {
+			done := j.Status.Phase == api.JobSucceeded || j.Status.Phase == api.JobFailed
+			st.Runs = append(st.Runs, CronRun{Name: j.Metadata.Name, Done: done, Succeeded: j.Status.Phase == api.JobSucceeded, Ended: j.Status.EndedAt})
+			if !done {
+				active = append(active, j.Metadata.Name)
+			}
+		}
+		d := DecideCron(st)
+		for _, name := range d.Delete {
+			if err := m.s.Delete(ctx, api.KindJob, cj.Metadata.Namespace, name, 0); err != nil && !errdefs.IsNotFound(err) {
+				errs = append(errs, err)
+			}
+			active = slices.DeleteFunc(active, func(a string) bool { return a == name })
+		}
+		want := cj.Status
+		want.Active = active
+		if !d.Acted.IsZero() {
+			want.LastSchedule, want.Message = d.Acted, d.Skipped
+		}
+		if d.Run {
+			job := cj.RunJob(strconv.FormatInt(d.ScheduledFor.Unix()/60, 36))
+			if err := m.s.Create(ctx, job); err != nil && !errdefs.IsAlreadyExists(err) {
+				errs = append(errs, fmt.Errorf("%s: run of %s: %w", api.RefOf(cj), d.ScheduledFor, err))
+				continue // not recorded: the next pass tries again
+			}
+			want.LastRun = job.Metadata.Name
+			want.Active = append(want.Active, job.Metadata.Name)
+			m.event(ctx, cj, api.EventNormal, "Run", fmt.Sprintf("job %s for %s", job.Metadata.Name, d.ScheduledFor.UTC().Format(time.RFC3339)))
+		}
+		if d.Skipped != "" {
+			m.event(ctx, cj, api.EventWarning, "RunSkipped", d.Skipped)
+		}
+		if !slices.Equal(want.Active, cj.Status.Active) || !want.LastSchedule.Equal(cj.Status.LastSchedule) ||
+			want.LastRun != cj.Status.LastRun || want.Message != cj.Status.Message {
+			cj.Status = want
+			if err := m.s.UpdateStatus(ctx, cj, 0); err != nil && !errdefs.IsNotFound(err) {
+				errs = append(errs, err)
+			}
+		}
+	}
+	return errors.Join(errs...)
 }

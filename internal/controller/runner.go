@@ -206,6 +206,7 @@ func (m *Manager) Pass(ctx context.Context) error {
 	errs = append(errs, err)
 	later = append(later, jobStatuses...)
 	errs = append(errs, m.schedulePass(ctx, sn, append(fresh, jf...)))
+	errs = append(errs, m.cronPass(ctx, sn))
 	for _, f := range later {
 		errs = append(errs, f())
 	}
