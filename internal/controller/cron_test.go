@@ -1,12 +1,14 @@
 package controller
 
 import (
+	"log/slog"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/berth-dev/berth/api"
+	"github.com/berth-dev/berth/internal/store"
 )
 
 func TestDecideCron(t *testing.T) {
@@ -83,5 +85,59 @@ func TestDecideCron(t *testing.T) {
 				t.Error("a due time acted on is not recorded")
 			}
 		})
+	}
+}
+
+// The cron pass on a real store with the clock injected: a control
+// plane back after an hour down skips the run past its deadline, runs
+// the next on time, and after another outage runs once, not once per
+// missed minute.
+func TestCronPassAfterOutage(t *testing.T) {
+	s := OpenTestStore(t)
+	ctx := t.Context()
+	cj := &api.CronJob{Metadata: api.Metadata{Name: "tick"}, Spec: api.CronJobSpec{Schedule: "* * * * *",
+		StartingDeadline: api.Duration(30 * time.Second), SuccessfulHistory: 10,
+		Job: api.JobSpec{Completions: 1, Template: api.Template{Image: "demo/busybox:1"}}}}
+	api.Default(cj)
+	if err := s.Create(ctx, cj); err != nil {
+		t.Fatal(err)
+	}
+	created := cj.Metadata.CreatedAt.Truncate(time.Minute)
+	var now time.Time
+	m := NewManager(s, Options{Logger: slog.New(slog.DiscardHandler), Network: DefaultNetwork, Clock: func() time.Time { return now }})
+	runs := func() int {
+		jobs, _, err := store.List[api.Job](ctx, s, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(jobs)
+	}
+	pass := func(at time.Time) {
+		t.Helper()
+		now = at
+		if err := m.Pass(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	pass(created.Add(time.Hour + 45*time.Second))
+	got, err := store.Get[api.CronJob](ctx, s, "default", "tick")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if runs() != 0 || !strings.Contains(got.Status.Message, "starting deadline") {
+		t.Fatalf("after an hour down, past the deadline: %d runs, status %+v; want none, skipped", runs(), got.Status)
+	}
+	pass(created.Add(time.Hour + time.Minute + 2*time.Second))
+	if n := runs(); n != 1 {
+		t.Fatalf("the next minute on time: %d runs, want 1", n)
+	}
+	pass(created.Add(time.Hour + time.Minute + 3*time.Second))
+	if n := runs(); n != 1 {
+		t.Fatalf("a second pass in the same minute: %d runs, want still 1", n)
+	}
+	// Ten minutes down, back within the deadline of the latest: one run.
+	pass(created.Add(time.Hour + 11*time.Minute + 5*time.Second))
+	if n := runs(); n != 2 {
+		t.Fatalf("back after ten minutes: %d runs, want 2 (one more, no burst)", n)
 	}
 }
