@@ -10,7 +10,7 @@ DATA_DIR ?= /var/lib/berth
 GOFLAGS_BUILD := -trimpath $(shell git status --porcelain >/dev/null 2>&1 && echo -buildvcs=auto || echo -buildvcs=false)
 TEST_TIMEOUT ?= 15m
 
-.PHONY: all deps build up test test-unit lint bench demo-image clean fuzz
+.PHONY: all deps build up test lint bench demo-image clean fuzz
 
 all: build
 
@@ -41,7 +41,8 @@ lint: deps
 # FUZZTIME when given. The budgets count executions (a few seconds each
 # here): Go 1.26 can fail a time-bounded run with a spurious "context
 # deadline exceeded" as it ends (go.dev/issue/75804).
-FUZZ_TARGETS := ./api:FuzzParseSpecs:30000x ./internal/image/unpack:FuzzLayer:600x ./internal/image/unpack:FuzzLayerTar:600x
+FUZZ_TARGETS := ./api:FuzzParseSpecs:30000x ./internal/image/unpack:FuzzLayer:600x ./internal/image/unpack:FuzzLayerTar:600x \
+	./internal/runtime/launch:FuzzPlanRoundTrip:5000x ./internal/runtime/launch:FuzzPlanReadC:5000x
 FUZZTIME ?=
 
 fuzz: deps

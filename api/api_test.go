@@ -8,7 +8,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/berth-dev/berth/internal/errdefs"
+	"github.com/berth-dev/berth/api/errdefs"
 )
 
 const goodService = `
@@ -271,6 +271,15 @@ func TestExamplesValidate(t *testing.T) {
 			if err := o.Validate(); err != nil {
 				t.Errorf("%s: %v", f, err)
 			}
+		}
+	}
+}
+
+func TestPhaseTerminal(t *testing.T) {
+	terminal := map[Phase]bool{PhaseSucceeded: true, PhaseFailed: true, PhaseLost: true}
+	for _, p := range Phases {
+		if p.Terminal() != terminal[p] {
+			t.Errorf("%s.Terminal() = %v, want %v", p, p.Terminal(), terminal[p])
 		}
 	}
 }

@@ -5,7 +5,7 @@ import (
 	"errors"
 	"testing"
 
-	"github.com/berth-dev/berth/internal/errdefs"
+	"github.com/berth-dev/berth/api/errdefs"
 )
 
 // Whatever the input, ParseSpecs returns valid objects or an

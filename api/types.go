@@ -513,6 +513,11 @@ const (
 // Phases lists every instance phase.
 var Phases = []Phase{PhasePending, PhaseScheduled, PhaseStarting, PhaseRunning, PhaseSucceeded, PhaseFailed, PhaseLost}
 
+// Terminal reports whether an instance in phase p will never run again.
+func (p Phase) Terminal() bool {
+	return p == PhaseSucceeded || p == PhaseFailed || p == PhaseLost
+}
+
 // InstanceStatus is written by the node's agent.
 type InstanceStatus struct {
 	Phase       Phase  `json:"phase,omitempty"`

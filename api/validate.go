@@ -9,7 +9,7 @@ import (
 	"strings"
 	"sync"
 
-	"github.com/berth-dev/berth/internal/errdefs"
+	"github.com/berth-dev/berth/api/errdefs"
 )
 
 // FieldError is one invalid field: Field is its path in the object's spec

@@ -22,3 +22,6 @@ run multinode -berth "$bin"             # 3 servers + 3 agents on network namesp
 run remote -berth "$bin" -n "${BENCH_EXEC_RUNS:-100}" # exec local/remote beside podman exec; logs -f throughput
 run idle -berth "$bin"                  # idle CPU of berth up with 200 instances beside Docker Swarm's daemons
 run pull -berth "$bin"                  # image pull from a loopback registry beside podman and skopeo
+run compose -berth "$bin"               # berth compose up -d of 5 services to healthy beside podman-compose up -d
+run checkpoint -berth "$bin"            # checkpoint --export + restore --import downtime beside podman
+run dashboard                          # the web dashboard in Chromium at 1,000 instances: change-to-DOM, page weight, first paint

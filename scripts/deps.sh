@@ -3,9 +3,9 @@
 # Idempotent: a second run installs nothing.
 set -euo pipefail
 
-want_pkgs=(gcc libc6-dev make pkg-config libseccomp-dev busybox-static runc crun iproute2 nftables procps docker-registry apache2-utils)
+want_pkgs=(gcc libc6-dev make pkg-config libseccomp-dev busybox-static runc crun iproute2 nftables procps docker-registry apache2-utils chromium)
 if [ "${1:-}" = "bench" ]; then
-	want_pkgs+=(podman skopeo docker.io)
+	want_pkgs+=(podman podman-compose skopeo docker.io)
 fi
 
 missing=()
@@ -30,4 +30,9 @@ gobin="$(go env GOPATH)/bin"
 if [ ! -x "$gobin/staticcheck" ]; then
 	echo "deps: installing staticcheck"
 	go install honnef.co/go/tools/cmd/staticcheck@v0.8.2
+fi
+
+# Checkpoint, restore and migration need a criu that passes `criu check` on this kernel.
+if ! command -v criu >/dev/null 2>&1 || ! criu check >/dev/null 2>&1; then
+	bash "$(dirname "$0")/criu.sh"
 fi

@@ -17,8 +17,9 @@ import (
 	"strings"
 
 	"github.com/berth-dev/berth/api"
-	"github.com/berth-dev/berth/internal/errdefs"
-	"github.com/berth-dev/berth/internal/pki"
+	"github.com/berth-dev/berth/api/errdefs"
+	"github.com/berth-dev/berth/api/nodecert"
+	"github.com/berth-dev/berth/atomicfile"
 )
 
 // JoinOptions say how a machine joins a cluster.
@@ -80,7 +81,7 @@ func Join(ctx context.Context, server string, opts JoinOptions) (*NodeCredential
 	default:
 		return nil, fmt.Errorf("join %s: %w: give the cluster CA or its pin", server, errdefs.ErrInvalidArgument)
 	}
-	csr, key, err := pki.NewNodeKey(opts.Node)
+	csr, key, err := nodecert.NewKey(opts.Node)
 	if err != nil {
 		return nil, fmt.Errorf("join %s: %w", server, err)
 	}
@@ -102,15 +103,15 @@ func Join(ctx context.Context, server string, opts JoinOptions) (*NodeCredential
 // check makes sure the answer is a certificate of our key, for our node,
 // from the CA we trusted the server by.
 func (nc *NodeCredentials) check(opts JoinOptions) error {
-	ca, err := pki.ParseCertificate(nc.CA)
+	ca, err := nodecert.ParseCertificate(nc.CA)
 	if err != nil {
 		return fmt.Errorf("the CA in the answer: %w", err)
 	}
 	switch {
-	case opts.CAPin != "" && len(opts.CA) == 0 && !pki.MatchesPin(ca, opts.CAPin):
+	case opts.CAPin != "" && len(opts.CA) == 0 && !nodecert.MatchesPin(ca, opts.CAPin):
 		return fmt.Errorf("%w: the CA in the answer does not have pin %s", errdefs.ErrFailedPrecondition, opts.CAPin)
 	case len(opts.CA) > 0:
-		want, err := pki.ParseCertificate(opts.CA)
+		want, err := nodecert.ParseCertificate(opts.CA)
 		if err != nil || !want.Equal(ca) {
 			return fmt.Errorf("%w: the CA in the answer is not the CA given", errdefs.ErrFailedPrecondition)
 		}
@@ -124,7 +125,7 @@ func (nc *NodeCredentials) check(opts JoinOptions) error {
 	if _, err := pair.Leaf.Verify(x509.VerifyOptions{Roots: pool, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}); err != nil {
 		return fmt.Errorf("the certificate in the answer: %w", err)
 	}
-	if name, ok := pki.NodeName(pair.Leaf); !ok || name != opts.Node {
+	if name, ok := nodecert.NodeName(pair.Leaf); !ok || name != opts.Node {
 		return fmt.Errorf("%w: the certificate in the answer names %q", errdefs.ErrFailedPrecondition, pair.Leaf.Subject.CommonName)
 	}
 	return nil
@@ -146,12 +147,12 @@ func (e *PinMismatchError) Error() string {
 // CheckPin says whether the CA certificate caPEM has pin, as a
 // PinMismatchError when not.
 func CheckPin(caPEM []byte, pin string) error {
-	ca, err := pki.ParseCertificate(caPEM)
+	ca, err := nodecert.ParseCertificate(caPEM)
 	if err != nil {
 		return fmt.Errorf("cluster CA: %w", err)
 	}
-	if !pki.MatchesPin(ca, pin) {
-		return &PinMismatchError{Want: pin, Got: []string{pki.Pin(ca)}}
+	if !nodecert.MatchesPin(ca, pin) {
+		return &PinMismatchError{Want: pin, Got: []string{nodecert.Pin(ca)}}
 	}
 	return nil
 }
@@ -167,7 +168,7 @@ func verifyPinned(pin, host string) func(tls.ConnectionState) error {
 		roots, inter := x509.NewCertPool(), x509.NewCertPool()
 		found := false
 		for _, c := range cs.PeerCertificates[1:] {
-			if pki.MatchesPin(c, pin) {
+			if nodecert.MatchesPin(c, pin) {
 				roots.AddCert(c)
 				found = true
 			} else {
@@ -177,7 +178,7 @@ func verifyPinned(pin, host string) func(tls.ConnectionState) error {
 		if !found {
 			pe := &PinMismatchError{Want: pin}
 			for _, c := range cs.PeerCertificates {
-				pe.Got = append(pe.Got, pki.Pin(c))
+				pe.Got = append(pe.Got, nodecert.Pin(c))
 			}
 			return pe
 		}
@@ -250,7 +251,7 @@ func (nc *NodeCredentials) Save(dir string) error {
 		data []byte
 		mode os.FileMode
 	}{{NodeKeyFile, nc.Key, 0o600}, {NodeCertFile, nc.Certificate, 0o644}, {NodeCAFile, nc.CA, 0o644}} {
-		if err := writeFileAtomic(filepath.Join(dir, f.name), f.data, f.mode); err != nil {
+		if err := atomicfile.Write(filepath.Join(dir, f.name), f.data, f.mode); err != nil {
 			return fmt.Errorf("node credentials in %s: %w", dir, err)
 		}
 	}
@@ -275,28 +276,6 @@ func LoadNodeCredentials(dir string) (*NodeCredentials, error) {
 		return nil, fmt.Errorf("node credentials in %s: %w", dir, err)
 	}
 	return &nc, nil
-}
-
-func writeFileAtomic(path string, data []byte, mode os.FileMode) error {
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(f.Name())
-	err = f.Chmod(mode)
-	if err == nil {
-		_, err = f.Write(data)
-	}
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		return err
-	}
-	return os.Rename(f.Name(), path)
 }
 
 // Renew trades the node certificate c authenticates with for a new one

@@ -275,6 +275,16 @@ func (c *Client) CopyFrom(ctx context.Context, namespace, name, path string) (io
 	return resp.Body, nil
 }
 
+// Checkpoint dumps an instance's running container with CRIU, leaving it
+// running, and returns the images as a gzipped tar.
+func (c *Client) Checkpoint(ctx context.Context, namespace, name string) (io.ReadCloser, error) {
+	resp, err := c.send(ctx, http.MethodPost, instancePath(namespace, name, "checkpoint"), nil, nil)
+	if err != nil {
+		return nil, err
+	}
+	return resp.Body, nil
+}
+
 // CopyTo unpacks the tar stream tr into directory dir of an instance's container.
 func (c *Client) CopyTo(ctx context.Context, namespace, name, dir string, tr io.Reader) error {
 	path := instancePath(namespace, name, "cp") + "?path=" + url.QueryEscape(dir)

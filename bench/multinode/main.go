@@ -15,8 +15,8 @@ import (
 	"path/filepath"
 	"time"
 
-	"github.com/berth-dev/berth/internal/lan"
 	"github.com/berth-dev/berth/internal/runtime/runtimetest"
+	"github.com/berth-dev/berth/internal/testing/lan"
 )
 
 func main() {

@@ -23,8 +23,8 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/berth-dev/berth/internal/lan"
 	"github.com/berth-dev/berth/internal/runtime/runtimetest"
+	"github.com/berth-dev/berth/internal/testing/lan"
 )
 
 func main() {

@@ -22,6 +22,10 @@ import (
 
 func main() {
 	n := flag.Int("n", 50, "runs per executor")
+	views := flag.String("views", "", "comma-separated views of berth's binary to compare for the built-in executor (direct, overlay, memfd); default: berth's own choice")
+	berth := flag.String("berth", "", "berth binary to run the shims from (default: this benchmark's own binary)")
+	executors := flag.String("executors", "berth,runc,crun", "comma-separated executors to time")
+	peers := flag.Bool("peers", true, "time runc and crun run directly too")
 	loop := flag.String("peer-loop", "", "internal: time runs of this OCI runtime and print them as JSON")
 	bundle := flag.String("bundle", "", "internal: bundle directory for -peer-loop")
 	state := flag.String("state", "", "internal: state directory for -peer-loop")
@@ -35,7 +39,7 @@ func main() {
 		_ = json.NewEncoder(os.Stdout).Encode(d)
 		return
 	}
-	if err := run(*n); err != nil {
+	if err := run(*n, *views, *berth, strings.Split(*executors, ","), *peers); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
 	}
@@ -46,7 +50,7 @@ type result struct {
 	d    []time.Duration
 }
 
-func run(n int) error {
+func run(n int, views, berth string, executors []string, peers bool) error {
 	work, err := os.MkdirTemp("", "berth-bench-runtime-")
 	if err != nil {
 		return err
@@ -56,29 +60,64 @@ func run(n int) error {
 	if err := runtimetest.WriteBusyboxRootfs(rootfs); err != nil {
 		return err
 	}
-	r, err := runtime.New(filepath.Join(work, "state"))
-	if err != nil {
-		return err
+	var opts []runtime.Option
+	if berth != "" {
+		opts = append(opts, runtime.WithBinary(berth))
 	}
 	fmt.Printf("start-to-exit of /bin/true in a fresh container, %d runs each (after 3 warm-up runs)\n\n", n)
 	var results []result
-	for _, ex := range []string{runtime.ExecutorBuiltin, "runc", "crun"} {
-		exit, full, err := berthLoop(r, rootfs, ex, n)
+	for _, ex := range executors {
+		vs := []string{""}
+		if ex == runtime.ExecutorBuiltin && views != "" {
+			vs = strings.Split(views, ",")
+		}
+		var rs []*runtime.Runtime
+		for _, v := range vs {
+			// Each view gets a runtime of its own: the view is chosen when one is made.
+			if err := os.Setenv(runtime.ExeViewEnv, v); err != nil {
+				return err
+			}
+			r, err := runtime.New(filepath.Join(work, "state-"+ex+"-"+v), opts...)
+			if err != nil {
+				return err
+			}
+			rs = append(rs, r)
+		}
+		// The views take turns, run by run, so that the machine's noise falls on each alike.
+		exit, full, first, err := berthLoop(rs, rootfs, ex, n)
 		if err != nil {
 			return fmt.Errorf("berth/%s: %w", ex, err)
 		}
-		results = append(results, result{"berth (" + ex + " executor), to exit", exit}, result{"berth (" + ex + " executor), incl. cleanup", full})
-	}
-	for _, peer := range []string{"runc", "crun"} {
-		d, err := peerRuns(work, rootfs, peer, n)
-		if err != nil {
-			return fmt.Errorf("%s: %w", peer, err)
+		for i, v := range vs {
+			if v != "" {
+				// The view is made in a runtime's first start.
+				fmt.Printf("first start with the %s view of the binary: %s\n", v, ms(first[i]))
+			}
+			name := ex + " executor"
+			if v != "" {
+				name += ", " + v + " exe"
+			}
+			results = append(results, result{"berth (" + name + "), to exit", exit[i]}, result{"berth (" + name + "), incl. cleanup", full[i]})
 		}
-		results = append(results, result{peer + " run (direct)", d})
 	}
-	fmt.Printf("%-44s %9s %9s %9s\n", "", "p50", "p95", "mean")
+	if views != "" {
+		fmt.Println()
+	}
+	if peers {
+		for _, peer := range []string{"runc", "crun"} {
+			d, err := peerRuns(work, rootfs, peer, n)
+			if err != nil {
+				return fmt.Errorf("%s: %w", peer, err)
+			}
+			results = append(results, result{peer + " run (direct)", d})
+		}
+	}
+	fmt.Printf("%-52s %9s %9s %9s\n", "", "p50", "p95", "mean")
 	for _, res := range results {
-		fmt.Printf("%-44s %9s %9s %9s\n", res.name, ms(pct(res.d, 50)), ms(pct(res.d, 95)), ms(mean(res.d)))
+		fmt.Printf("%-52s %9s %9s %9s\n", res.name, ms(pct(res.d, 50)), ms(pct(res.d, 95)), ms(mean(res.d)))
+	}
+	if !peers || len(results) < 4 {
+		return nil
 	}
 	base := results[1].d // berth built-in, including cleanup: what a user waits for
 	fmt.Println()
@@ -89,32 +128,38 @@ func run(n int) error {
 	return nil
 }
 
-func berthLoop(r *runtime.Runtime, rootfs, ex string, n int) (exit, full []time.Duration, err error) {
+func berthLoop(rs []*runtime.Runtime, rootfs, ex string, n int) (exit, full [][]time.Duration, first []time.Duration, err error) {
 	ctx := context.Background()
+	exit, full, first = make([][]time.Duration, len(rs)), make([][]time.Duration, len(rs)), make([]time.Duration, len(rs))
 	for i := range n + 3 {
-		id := fmt.Sprintf("bench-%s-%d", ex, i)
-		t0 := time.Now()
-		if _, err := r.Run(ctx, runtime.Config{ID: id, LowerDirs: []string{rootfs}, Args: []string{"/bin/true"}, Executor: ex}); err != nil {
-			return nil, nil, err
-		}
-		st, err := r.Wait(ctx, id)
-		if err != nil {
-			return nil, nil, err
-		}
-		t1 := time.Now()
-		if err := r.Delete(ctx, id, false); err != nil {
-			return nil, nil, err
-		}
-		t2 := time.Now()
-		if st.ExitCode != 0 {
-			return nil, nil, fmt.Errorf("%s exited %d", id, st.ExitCode)
-		}
-		if i >= 3 {
-			exit = append(exit, t1.Sub(t0))
-			full = append(full, t2.Sub(t0))
+		for k, r := range rs {
+			id := fmt.Sprintf("bench-%s-%d-%d", ex, k, i)
+			t0 := time.Now()
+			if _, err := r.Run(ctx, runtime.Config{ID: id, LowerDirs: []string{rootfs}, Args: []string{"/bin/true"}, Executor: ex}); err != nil {
+				return nil, nil, nil, err
+			}
+			st, err := r.Wait(ctx, id)
+			if err != nil {
+				return nil, nil, nil, err
+			}
+			t1 := time.Now()
+			if err := r.Delete(ctx, id, false); err != nil {
+				return nil, nil, nil, err
+			}
+			t2 := time.Now()
+			if st.ExitCode != 0 {
+				return nil, nil, nil, fmt.Errorf("%s exited %d", id, st.ExitCode)
+			}
+			if i == 0 {
+				first[k] = t1.Sub(t0)
+			}
+			if i >= 3 {
+				exit[k] = append(exit[k], t1.Sub(t0))
+				full[k] = append(full[k], t2.Sub(t0))
+			}
 		}
 	}
-	return exit, full, nil
+	return exit, full, first, nil
 }
 
 // peerRuns times "<peer> run" of the same rootfs with the same OCI spec

@@ -19,6 +19,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/berth-dev/berth/api"
 	"github.com/berth-dev/berth/internal/agent/reconcile"
 	"github.com/berth-dev/berth/internal/health"
 	"github.com/berth-dev/berth/internal/hostinfo"
@@ -34,7 +35,9 @@ type Instance struct {
 	// Command replaces the image's entrypoint, Args its default command.
 	Command, Args []string
 	Env           []string
-	Resources     runtime.Resources
+	// WorkingDir replaces the image's working directory when set.
+	WorkingDir string
+	Resources  runtime.Resources
 	// DiskBytes bounds the container's writable layer; 0 is no bound.
 	DiskBytes int64
 	Restart   reconcile.Policy
@@ -70,19 +73,9 @@ type Instance struct {
 // Key names the instance as "namespace/name".
 func (i *Instance) Key() string { return i.Namespace + "/" + i.Name }
 
-// Phase is where an instance is in its life, as the agent reports it.
-type Phase string
-
-const (
-	PhaseStarting  Phase = "Starting"
-	PhaseRunning   Phase = "Running"
-	PhaseSucceeded Phase = "Succeeded"
-	PhaseFailed    Phase = "Failed"
-)
-
 // Status is what the agent reports for an instance.
 type Status struct {
-	Phase       Phase
+	Phase       api.Phase
 	ContainerID string
 	Pid         int
 	IP          string

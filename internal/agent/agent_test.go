@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/berth-dev/berth/api"
 	"github.com/berth-dev/berth/internal/agent"
 	"github.com/berth-dev/berth/internal/agent/reconcile"
 	"github.com/berth-dev/berth/internal/health"
@@ -155,9 +156,9 @@ func TestAgentRunsHealsAndRemoves(t *testing.T) {
 	f := start(t, rootfs, stateDir, cp)
 
 	t0 := time.Now()
-	run := f.waitStatus("web", "Running", func(s agent.Status) bool { return s.Phase == agent.PhaseRunning })
+	run := f.waitStatus("web", "Running", func(s agent.Status) bool { return s.Phase == api.PhaseRunning })
 	t.Logf("assigned to running: %v", time.Since(t0))
-	failed := f.waitStatus("shard", "Failed", func(s agent.Status) bool { return s.Phase == agent.PhaseFailed })
+	failed := f.waitStatus("shard", "Failed", func(s agent.Status) bool { return s.Phase == api.PhaseFailed })
 	if failed.ExitCode != 3 || failed.Restarts != 0 {
 		t.Errorf("shard: exit %d restarts %d, want exit 3 with no restart", failed.ExitCode, failed.Restarts)
 	}
@@ -167,7 +168,7 @@ func TestAgentRunsHealsAndRemoves(t *testing.T) {
 	if err := syscall.Kill(run.Pid, syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
-	healed := f.waitStatus("web", "a restart", func(s agent.Status) bool { return s.Phase == agent.PhaseRunning && s.Restarts == 1 })
+	healed := f.waitStatus("web", "a restart", func(s agent.Status) bool { return s.Phase == api.PhaseRunning && s.Restarts == 1 })
 	t.Logf("killed to running again: %v", time.Since(t0))
 	if healed.ContainerID == run.ContainerID {
 		t.Error("restart reused the dead container")
@@ -180,7 +181,7 @@ func TestAgentRunsHealsAndRemoves(t *testing.T) {
 	cp.mu.Unlock()
 	t0 = time.Now()
 	f = start(t, rootfs, stateDir, cp)
-	again := f.waitStatus("web", "running after agent restart", func(s agent.Status) bool { return s.Phase == agent.PhaseRunning })
+	again := f.waitStatus("web", "running after agent restart", func(s agent.Status) bool { return s.Phase == api.PhaseRunning })
 	if again.ContainerID != healed.ContainerID || again.Pid != healed.Pid {
 		t.Errorf("after an agent restart web runs as %s pid %d, want the adopted %s pid %d", again.ContainerID, again.Pid, healed.ContainerID, healed.Pid)
 	}
@@ -219,12 +220,12 @@ func TestAgentRestartsUnhealthy(t *testing.T) {
 	cp := newControlPlane(inst)
 	f := start(t, rootfs, stateDir, cp)
 	defer f.stop()
-	f.waitStatus("flaky", "Running", func(s agent.Status) bool { return s.Phase == agent.PhaseRunning && s.Healthy })
-	f.waitStatus("flaky", "a health restart", func(s agent.Status) bool { return s.Restarts >= 1 && s.Phase == agent.PhaseRunning })
+	f.waitStatus("flaky", "Running", func(s agent.Status) bool { return s.Phase == api.PhaseRunning && s.Healthy })
+	f.waitStatus("flaky", "a health restart", func(s agent.Status) bool { return s.Restarts >= 1 && s.Phase == api.PhaseRunning })
 	reported := false
 	f.cp.mu.Lock()
 	for _, s := range f.cp.statuses["flaky"] {
-		if !s.Healthy && s.Phase == agent.PhaseRunning {
+		if !s.Healthy && s.Phase == api.PhaseRunning {
 			reported = true
 		}
 	}

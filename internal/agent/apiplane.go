@@ -11,8 +11,8 @@ import (
 
 	"github.com/berth-dev/berth/api"
 	"github.com/berth-dev/berth/api/client"
+	"github.com/berth-dev/berth/api/errdefs"
 	"github.com/berth-dev/berth/internal/agent/reconcile"
-	"github.com/berth-dev/berth/internal/errdefs"
 	"github.com/berth-dev/berth/internal/health"
 	"github.com/berth-dev/berth/internal/hostinfo"
 	"github.com/berth-dev/berth/internal/runtime"
@@ -184,7 +184,7 @@ func InstanceFromAPI(in *api.Instance) *Instance {
 	t := in.Spec.Template
 	out := &Instance{
 		Namespace: in.Metadata.Namespace, Name: in.Metadata.Name, UID: in.Metadata.UID, Owner: in.Spec.Owner.Name,
-		Image: t.Image, Command: t.Command, Args: t.Args, Executor: t.Runtime, Template: t.Hash(),
+		Image: t.Image, Command: t.Command, Args: t.Args, WorkingDir: t.WorkingDir, Executor: t.Runtime, Template: t.Hash(),
 		Restart:           reconcile.Policy(t.Restart),
 		ReportedContainer: in.Status.ContainerID, ReportedHealthy: in.Status.Healthy,
 		ReportedReason: in.Status.Reason, ReportedMessage: in.Status.Message,
@@ -261,7 +261,7 @@ func (p *APIPlane) ReportStatus(ctx context.Context, namespace, name, uid string
 	in := &api.Instance{
 		Metadata: api.Metadata{Namespace: namespace, Name: name},
 		Status: api.InstanceStatus{
-			Phase: api.Phase(st.Phase), IP: st.IP, ContainerID: st.ContainerID, Pid: st.Pid, ExitCode: st.ExitCode,
+			Phase: st.Phase, IP: st.IP, ContainerID: st.ContainerID, Pid: st.Pid, ExitCode: st.ExitCode,
 			Reason: st.Reason, Message: st.Message, Restarts: st.Restarts, Healthy: st.Healthy,
 			StartedAt: st.StartedAt, FinishedAt: st.FinishedAt, RestartAt: st.RestartAt,
 		},

@@ -8,7 +8,7 @@ import (
 	"slices"
 
 	"github.com/berth-dev/berth/api"
-	"github.com/berth-dev/berth/internal/errdefs"
+	"github.com/berth-dev/berth/api/errdefs"
 	"github.com/berth-dev/berth/internal/runtime"
 )
 
@@ -25,6 +25,7 @@ import (
 //	PUT /v1/instances/{uid}/cp?path=DIR  unpack the tar in the body into DIR
 //	GET /v1/instances/{uid}/portforward  WebSocket to ?port= on the container's loopback
 //	GET /v1/instances/{uid}/stats        client.InstanceStats
+//	POST /v1/instances/{uid}/checkpoint  a CRIU dump (gzipped tar), the container left running
 //	GET /metrics                         the agent's Prometheus metrics
 
 // RemoteHandler serves the instance subresources from this node's runtime.
@@ -38,6 +39,7 @@ func (a *Agent) RemoteHandler(metrics http.Handler) http.Handler {
 	m.HandleFunc("PUT /v1/instances/{uid}/cp", a.serveCopyTo)
 	m.HandleFunc("GET /v1/instances/{uid}/portforward", a.servePortForward)
 	m.HandleFunc("GET /v1/instances/{uid}/stats", a.serveStats)
+	m.HandleFunc("POST /v1/instances/{uid}/checkpoint", a.serveCheckpoint)
 	if metrics != nil {
 		m.Handle("GET /metrics", metrics)
 	}

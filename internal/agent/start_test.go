@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/berth-dev/berth/api"
 	"github.com/berth-dev/berth/internal/agent"
 	"github.com/berth-dev/berth/internal/agent/reconcile"
 	"github.com/berth-dev/berth/internal/runtime"
@@ -106,7 +107,7 @@ func runWithSteps(t *testing.T, steps *startSteps, inst *agent.Instance) agent.S
 	f := &fixture{t: t, cp: cp, rt: rt, cancel: cancel, done: make(chan error, 1)}
 	go func() { f.done <- a.Run(ctx) }()
 	defer f.stop()
-	return f.waitStatus(inst.Name, "Failed", func(s agent.Status) bool { return s.Phase == agent.PhaseFailed })
+	return f.waitStatus(inst.Name, "Failed", func(s agent.Status) bool { return s.Phase == api.PhaseFailed })
 }
 
 func (s *startSteps) check(t *testing.T, st agent.Status, wantMsg string, released, detached bool) {
@@ -197,7 +198,7 @@ func TestStartStagedWireFailure(t *testing.T) {
 	f := &fixture{t: t, cp: cp, rt: rt, cancel: cancel, done: make(chan error, 1)}
 	go func() { f.done <- a.Run(ctx) }()
 	defer f.stop()
-	st := f.waitStatus(inst.Name, "Failed", func(s agent.Status) bool { return s.Phase == agent.PhaseFailed })
+	st := f.waitStatus(inst.Name, "Failed", func(s agent.Status) bool { return s.Phase == api.PhaseFailed })
 	steps.mu.Lock()
 	defer steps.mu.Unlock()
 	if len(steps.attached) != 1 || steps.wired != 1 {

@@ -13,6 +13,7 @@ import (
 
 	"github.com/vishvananda/netlink"
 
+	"github.com/berth-dev/berth/api"
 	"github.com/berth-dev/berth/internal/agent"
 	"github.com/berth-dev/berth/internal/agent/reconcile"
 	"github.com/berth-dev/berth/internal/image"
@@ -140,7 +141,7 @@ func TestAgentStartTimings(t *testing.T) {
 		inst := instance(fmt.Sprintf("timed-%d", i), reconcile.Never, "sleep", "300")
 		inst.Image = imagetest.BusyboxTag
 		cp.assign <- []agent.Assignment{{Instance: inst}}
-		st := f.waitStatus(inst.Name, "Running", func(s agent.Status) bool { return s.Phase == agent.PhaseRunning })
+		st := f.waitStatus(inst.Name, "Running", func(s agent.Status) bool { return s.Phase == api.PhaseRunning })
 		if ip, err := netip.ParseAddr(st.IP); err != nil || !netip.MustParsePrefix("10.244.77.0/24").Contains(ip) {
 			t.Errorf("%s runs with address %q, want one of the pod subnet", inst.Name, st.IP)
 		}

@@ -12,6 +12,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/berth-dev/berth/api"
 	"github.com/berth-dev/berth/internal/agent/reconcile"
 	"github.com/berth-dev/berth/internal/metrics"
 	"github.com/berth-dev/berth/internal/runtime"
@@ -297,6 +298,9 @@ func (a *Agent) start(ctx context.Context, inst *Instance, attempt int) (runtime
 	c.Args = append(append([]string(nil), entry...), args...)
 	c.Env = append(append(append([]string(nil), rootfs.Env...), dataEnv...), inst.Env...)
 	c.Cwd, c.User = rootfs.WorkingDir, rootfs.User
+	if inst.WorkingDir != "" {
+		c.Cwd = inst.WorkingDir
+	}
 	t1 := time.Now()
 	st, err := a.cfg.Runtime.Run(ctx, c)
 	if err != nil {
@@ -419,11 +423,11 @@ func attemptOf(st runtime.Status) int {
 
 func (a *Agent) statusOf(inst *Instance, c runtime.Status, now time.Time) Status {
 	if c.ID == "" {
-		st := Status{Phase: PhaseStarting, Healthy: false}
+		st := Status{Phase: api.PhaseStarting, Healthy: false}
 		if f, ok := a.failures[inst.UID]; ok {
 			st.Reason, st.Message = "StartError", f.err.Error()
 			if inst.Restart == reconcile.Never {
-				st.Phase = PhaseFailed
+				st.Phase = api.PhaseFailed
 			} else {
 				st.RestartAt = f.next
 			}
@@ -433,7 +437,7 @@ func (a *Agent) statusOf(inst *Instance, c runtime.Status, now time.Time) Status
 	st := Status{ContainerID: c.ID, Pid: c.Pid, Restarts: attemptOf(c), StartedAt: c.StartedAt}
 	switch c.State {
 	case runtime.Running:
-		st.Phase, st.Healthy = PhaseRunning, true
+		st.Phase, st.Healthy = api.PhaseRunning, true
 		st.IP = c.Labels[labelIP]
 		a.mu.Lock()
 		if p := a.probes[c.ID]; p != nil {
@@ -472,16 +476,16 @@ func (a *Agent) statusOf(inst *Instance, c runtime.Status, now time.Time) Status
 			(inst.Restart == reconcile.OnFailure && st.ExitCode != 0)
 		switch {
 		case willRestart:
-			st.Phase = PhaseStarting
+			st.Phase = api.PhaseStarting
 			if strings.TrimSpace(st.Reason) == "" || st.Reason == "Completed" || st.Reason == "Error" {
 				st.Reason = "BackOff"
 			}
 			// The reconciler's own rule, so that what ps shows is when it happens.
 			st.RestartAt = c.FinishedAt.Add(reconcile.Backoff(attemptOf(c), c.FinishedAt.Sub(c.StartedAt)))
 		case st.ExitCode == 0:
-			st.Phase = PhaseSucceeded
+			st.Phase = api.PhaseSucceeded
 		default:
-			st.Phase = PhaseFailed
+			st.Phase = api.PhaseFailed
 		}
 	}
 	return st

@@ -25,8 +25,8 @@ import (
 
 	"github.com/berth-dev/berth/api"
 	"github.com/berth-dev/berth/api/client"
+	"github.com/berth-dev/berth/api/errdefs"
 	"github.com/berth-dev/berth/internal/apiserver"
-	"github.com/berth-dev/berth/internal/errdefs"
 	"github.com/berth-dev/berth/internal/store"
 )
 
@@ -52,7 +52,7 @@ func start(t testing.TB, setup ...func(*apiserver.Server)) *env {
 	for _, f := range setup {
 		f(srv)
 	}
-	sock := apiserver.SocketPath(dir)
+	sock := api.SocketPath(dir)
 	done := make(chan error, 1)
 	l, err := apiserver.ListenUnix(sock)
 	if err != nil {

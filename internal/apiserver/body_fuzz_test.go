@@ -9,7 +9,7 @@ import (
 	"testing"
 
 	"github.com/berth-dev/berth/api"
-	"github.com/berth-dev/berth/internal/errdefs"
+	"github.com/berth-dev/berth/api/errdefs"
 )
 
 // FuzzRequestBodies feeds any bytes to what the API does with a request

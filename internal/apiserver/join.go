@@ -9,8 +9,8 @@ import (
 	"time"
 
 	"github.com/berth-dev/berth/api"
-	"github.com/berth-dev/berth/internal/errdefs"
-	"github.com/berth-dev/berth/internal/pki"
+	"github.com/berth-dev/berth/api/errdefs"
+	"github.com/berth-dev/berth/api/nodecert"
 	"github.com/berth-dev/berth/internal/store"
 )
 
@@ -94,7 +94,7 @@ func (s *Server) signNode(csr, node string) ([]byte, store.NodeCert, error) {
 		}
 		return nil, store.NodeCert{}, err
 	}
-	leaf, err := pki.ParseCertificate(certPEM)
+	leaf, err := nodecert.ParseCertificate(certPEM)
 	if err != nil {
 		return nil, store.NodeCert{}, err
 	}

@@ -21,8 +21,9 @@ import (
 
 	"github.com/berth-dev/berth/api"
 	"github.com/berth-dev/berth/api/client"
+	"github.com/berth-dev/berth/api/errdefs"
+	"github.com/berth-dev/berth/api/nodecert"
 	"github.com/berth-dev/berth/internal/apiserver"
-	"github.com/berth-dev/berth/internal/errdefs"
 	"github.com/berth-dev/berth/internal/pki"
 	"github.com/berth-dev/berth/internal/seal"
 	"github.com/berth-dev/berth/internal/store"
@@ -340,7 +341,7 @@ func TestTCPWithoutCredentials(t *testing.T) {
 
 	// A certificate of another CA, even naming a node, gets no handshake.
 	other, _ := pki.NewCA()
-	csr, key, _ := pki.NewNodeKey("n1")
+	csr, key, _ := nodecert.NewKey("n1")
 	certPEM, err := other.SignNode(csr, "n1", 0)
 	if err != nil {
 		t.Fatal(err)
@@ -427,7 +428,7 @@ func TestJoinRefusesBadTokensAndInput(t *testing.T) {
 			t.Log(err)
 		})
 	}
-	csr, _, _ := pki.NewNodeKey("n1")
+	csr, _, _ := nodecert.NewKey("n1")
 	for _, tc := range []struct{ name, node, csr, field string }{
 		{"bad node name", "N1/../n2", string(csr), "node"},
 		{"empty node name", "", string(csr), "node"},

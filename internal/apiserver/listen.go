@@ -14,7 +14,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/berth-dev/berth/internal/errdefs"
+	"github.com/berth-dev/berth/api/errdefs"
 )
 
 // Identity is who a request comes from.
@@ -118,6 +118,10 @@ func (s *Server) Serve(ctx context.Context, l net.Listener, auth Authenticator) 
 			defer func() { s.observe(r2, rec, start) }()
 			id, err := auth(r)
 			if err != nil {
+				if m := s.signInMount(r.URL.Path); m != nil {
+					m.ServeHTTP(rec, r)
+					return
+				}
 				writeError(rec, err)
 				return
 			}
@@ -167,9 +171,6 @@ func connContext(ctx context.Context, c net.Conn) context.Context {
 	}
 	return context.WithValue(ctx, peerUIDKey{}, cred.Uid)
 }
-
-// SocketPath is the API socket's path under a data dir.
-func SocketPath(dataDir string) string { return filepath.Join(dataDir, "berth.sock") }
 
 // ServeUnix serves the API on a root-only unix socket at path until ctx is done.
 func (s *Server) ServeUnix(ctx context.Context, path string) error {

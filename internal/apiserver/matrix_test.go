@@ -12,8 +12,8 @@ import (
 
 	"github.com/berth-dev/berth/api"
 	"github.com/berth-dev/berth/api/client"
-	"github.com/berth-dev/berth/internal/errdefs"
-	"github.com/berth-dev/berth/internal/pki"
+	"github.com/berth-dev/berth/api/errdefs"
+	"github.com/berth-dev/berth/api/nodecert"
 )
 
 // The callers of the authorisation matrix, in the order of each row's
@@ -119,7 +119,7 @@ func TestAuthorizationMatrix(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	csr, _, _ := pki.NewNodeKey("x")
+	csr, _, _ := nodecert.NewKey("x")
 	csrBody, _ := json.Marshal(map[string]string{"csr": string(csr)})
 
 	// Bodies.

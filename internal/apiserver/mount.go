@@ -5,13 +5,16 @@ import (
 	"net/http"
 	"strings"
 
-	"github.com/berth-dev/berth/internal/errdefs"
+	"github.com/berth-dev/berth/api/errdefs"
 )
 
 // mount is a handler served under a path prefix next to the API.
 type mount struct {
 	prefix string
 	h      http.Handler
+	// signsIn: h authenticates callers of its own (a browser's cookie),
+	// so requests the listener refuses reach it too, without an Identity.
+	signsIn bool
 }
 
 // Mount serves h for every path under prefix (which ends in "/", as
@@ -29,6 +32,25 @@ func (s *Server) Mount(prefix string, h http.Handler) {
 	if p, ok := h.(ImagePinner); ok && s.pinner == nil {
 		s.pinner = p
 	}
+}
+
+// MountSignIn is Mount for a handler that also signs callers in itself,
+// as the dashboard does with its cookie: a request the listener's
+// authenticator refuses is still served by h, without an Identity, and h
+// must refuse what such a caller may not do.
+func (s *Server) MountSignIn(prefix string, h http.Handler) {
+	s.Mount(prefix, h)
+	s.mounts[len(s.mounts)-1].signsIn = true
+}
+
+// signInMount is the handler of a MountSignIn prefix over path, or nil.
+func (s *Server) signInMount(path string) http.Handler {
+	for _, m := range s.mounts {
+		if m.signsIn && (strings.HasPrefix(path, m.prefix) || path == strings.TrimSuffix(m.prefix, "/")) {
+			return m.h
+		}
+	}
+	return nil
 }
 
 // mounted is the handler mounted over path, or nil. A prefix's bare form

@@ -9,8 +9,8 @@ import (
 	"strings"
 
 	"github.com/berth-dev/berth/api"
-	"github.com/berth-dev/berth/internal/errdefs"
-	"github.com/berth-dev/berth/internal/pki"
+	"github.com/berth-dev/berth/api/errdefs"
+	"github.com/berth-dev/berth/api/nodecert"
 	"github.com/berth-dev/berth/internal/store"
 )
 
@@ -33,11 +33,11 @@ func NodeCertificate(r *http.Request) (Identity, error) {
 		return Identity{}, fmt.Errorf("client certificate %q: %w: not verified", r.TLS.PeerCertificates[0].Subject.CommonName, errdefs.ErrUnauthorized)
 	}
 	leaf := r.TLS.VerifiedChains[0][0]
-	name, ok := pki.NodeName(leaf)
+	name, ok := nodecert.NodeName(leaf)
 	if !ok || api.ValidateName(name) != nil {
 		return Identity{}, fmt.Errorf("client certificate %q: %w: not a node certificate", leaf.Subject.CommonName, errdefs.ErrUnauthorized)
 	}
-	return Identity{Name: pki.NodePrefix + name, Node: name}, nil
+	return Identity{Name: nodecert.Prefix + name, Node: name}, nil
 }
 
 // ClusterAuthenticator is the TCP authenticator of a server with a

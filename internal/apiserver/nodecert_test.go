@@ -10,8 +10,9 @@ import (
 
 	"github.com/berth-dev/berth/api"
 	"github.com/berth-dev/berth/api/client"
+	"github.com/berth-dev/berth/api/errdefs"
+	"github.com/berth-dev/berth/api/nodecert"
 	"github.com/berth-dev/berth/internal/apiserver"
-	"github.com/berth-dev/berth/internal/errdefs"
 	"github.com/berth-dev/berth/internal/pki"
 )
 
@@ -77,13 +78,13 @@ func TestNodeCertificateRenewedThenRevokedOnEveryServer(t *testing.T) {
 	// A server told to sign short certificates does.
 	s3 := c.another(t, 2*time.Second)
 	short := c.joinCreds(t, s3, "short")
-	leaf, _ := pki.ParseCertificate(short.Certificate)
+	leaf, _ := nodecert.ParseCertificate(short.Certificate)
 	if life := time.Until(leaf.NotAfter); life > 2*time.Second || life < time.Second {
 		t.Fatalf("certificate signed by a server with a 2s lifetime lasts %v", life)
 	}
 	// The default lifetime is a week.
 	week := c.joinCreds(t, c.url, "w1")
-	wl, _ := pki.ParseCertificate(week.Certificate)
+	wl, _ := nodecert.ParseCertificate(week.Certificate)
 	if d := time.Until(wl.NotAfter); d > apiserver.DefaultNodeCertTTL || d < apiserver.DefaultNodeCertTTL-time.Minute {
 		t.Fatalf("default node certificate lasts %v, want %v", d, apiserver.DefaultNodeCertTTL)
 	}

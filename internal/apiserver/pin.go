@@ -5,7 +5,7 @@ import (
 	"fmt"
 
 	"github.com/berth-dev/berth/api"
-	"github.com/berth-dev/berth/internal/errdefs"
+	"github.com/berth-dev/berth/api/errdefs"
 )
 
 // ImagePinner resolves image tags to digests for the server: when a

@@ -17,7 +17,7 @@ import (
 
 	"github.com/berth-dev/berth/api"
 	"github.com/berth-dev/berth/api/client"
-	"github.com/berth-dev/berth/internal/errdefs"
+	"github.com/berth-dev/berth/api/errdefs"
 	"github.com/berth-dev/berth/internal/metrics"
 )
 
@@ -118,6 +118,7 @@ func (s *Server) routeRemote(m *http.ServeMux) {
 		m.HandleFunc("GET /v1/namespaces/{ns}/instances/{name}/"+op, s.instanceOp(op))
 	}
 	m.HandleFunc("PUT /v1/namespaces/{ns}/instances/{name}/cp", s.instanceOp("cp"))
+	m.HandleFunc("POST /v1/namespaces/{ns}/instances/{name}/checkpoint", s.instanceOp("checkpoint"))
 	m.HandleFunc("GET /v1/nodes/{name}/metrics", s.nodeMetrics)
 	s.Mount(tunnelPrefix, http.HandlerFunc(s.serveTunnel))
 }
@@ -219,7 +220,7 @@ func (s *Server) instanceOp(op string) http.HandlerFunc {
 			return
 		}
 		metrics.RemoteStreams.WithLabelValues(op).Inc()
-		if op == "exec" || op == "attach" || (op == "cp" && r.Method == http.MethodPut) {
+		if op == "exec" || op == "attach" || op == "checkpoint" || (op == "cp" && r.Method == http.MethodPut) {
 			s.recordRemoteOp(r, &in, op)
 		}
 		// The container the status names saves the agent a search.
@@ -250,6 +251,8 @@ func (s *Server) recordRemoteOp(r *http.Request, in *api.Instance, op string) {
 		}
 	case "attach":
 		reason, msg = "Attach", fmt.Sprintf("%s attached on node %s", who, in.Spec.Node)
+	case "checkpoint":
+		reason, msg = "Checkpoint", fmt.Sprintf("%s checkpointed the instance on node %s", who, in.Spec.Node)
 	case "cp":
 		reason, msg = "CopyIn", fmt.Sprintf("%s copied files into %s on node %s", who, q.Get("path"), in.Spec.Node)
 	}

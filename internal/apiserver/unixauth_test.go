@@ -11,6 +11,8 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+
+	"github.com/berth-dev/berth/internal/testing/testenv"
 )
 
 // TestMain turns the test binary into the non-root client when asked: it
@@ -38,12 +40,7 @@ func nonRootClient(sock string) {
 }
 
 func TestUnixSocketRefusesOtherUsers(t *testing.T) {
-	if os.Getuid() != 0 {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("needs root to run a client as another user, and CI runs as root")
-		}
-		t.Skip("needs root to run a client as another user")
-	}
+	testenv.RequireRoot(t) // to run a client as another user
 	e := start(t)
 	// Let another user reach the socket's directory, so only the socket's
 	// own mode, then the peer-credential check, stand in the way.

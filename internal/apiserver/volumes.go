@@ -6,7 +6,7 @@ import (
 	"strings"
 
 	"github.com/berth-dev/berth/api"
-	"github.com/berth-dev/berth/internal/errdefs"
+	"github.com/berth-dev/berth/api/errdefs"
 	"github.com/berth-dev/berth/internal/store"
 )
 
@@ -58,8 +58,7 @@ func (s *Server) volumeInUse(ctx context.Context, t target) error {
 		return err
 	}
 	for _, in := range insts {
-		switch in.Status.Phase {
-		case api.PhaseSucceeded, api.PhaseFailed, api.PhaseLost:
+		if in.Status.Phase.Terminal() {
 			continue
 		}
 		if in.Spec.Template.Uses(t.name) {

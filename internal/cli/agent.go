@@ -8,10 +8,10 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/berth-dev/berth/api"
 	"github.com/berth-dev/berth/api/client"
 	"github.com/berth-dev/berth/internal/agent"
 	"github.com/berth-dev/berth/internal/server"
-	"github.com/berth-dev/berth/internal/store"
 )
 
 // diskReserveUsage describes --disk-reserve of berth up and berth agent.
@@ -91,7 +91,7 @@ agent" with the same --data-dir adopts them.`,
 				joined = true
 			}
 			switch {
-			case strings.HasPrefix(strings.TrimSpace(g.token), store.JoinTokenPrefix):
+			case strings.HasPrefix(strings.TrimSpace(g.token), api.JoinTokenPrefix):
 				cfg.JoinToken = strings.TrimSpace(g.token)
 			case g.token != "" && !joined:
 				// The admin token, for agents set up before join tokens.

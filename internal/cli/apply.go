@@ -5,13 +5,15 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"time"
 
 	"github.com/pmezard/go-difflib/difflib"
 	"github.com/spf13/cobra"
 
 	"github.com/berth-dev/berth/api"
 	"github.com/berth-dev/berth/api/client"
-	"github.com/berth-dev/berth/internal/errdefs"
+	"github.com/berth-dev/berth/api/errdefs"
+	"github.com/berth-dev/berth/internal/compose"
 )
 
 func newApplyCmd(g *globals) *cobra.Command {
@@ -24,7 +26,10 @@ func newApplyCmd(g *globals) *cobra.Command {
 
 A file may hold several documents separated by "---". Every document is
 checked before anything is stored: one invalid document stores nothing.
-What 'berth get -o yaml' or '-o json' prints applies again as it is; a
+A Compose file (compose.yaml, docker-compose.yml, or any file with a
+top-level services: and no kind:) is applied as 'berth compose -f FILE up -d'
+does: into its project's namespace, in depends_on order, every key berth
+does not support refused by name first. What 'berth get -o yaml' or '-o json' prints applies again as it is; a
 service or job whose spec and labels are as stored is left unchanged.
 
 Documents that name no namespace go into -n's ("default" unless given);
@@ -42,15 +47,40 @@ stores nothing; what would change is shown as a diff (see berth diff).`,
 		Example: "  berth apply -f examples/web.yaml\n  cat specs.yaml | berth apply -f -\n  berth apply --dry-run -f web.yaml",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			objs, err := g.readSpecs(files)
-			if err != nil {
-				return err
+			composeOnes, specFiles := composeFiles(files)
+			var objs []api.Object
+			if len(specFiles) > 0 || len(composeOnes) == 0 {
+				var err error
+				if objs, err = g.readSpecs(specFiles); err != nil {
+					return err
+				}
+			}
+			var plan *compose.Plan
+			if len(composeOnes) > 0 {
+				var err error
+				if plan, err = g.loadCompose(cmd.Context(), &composeFlags{files: composeOnes}); err != nil {
+					return err
+				}
+				if dryRun {
+					for _, u := range plan.Units {
+						objs = append(objs, u.Object)
+					}
+					if len(plan.Unsupported) > 0 {
+						return &unsupportedError{plan.Unsupported}
+					}
+					plan = nil
+				}
 			}
 			c, err := g.client(cmd.Context())
 			if err != nil {
 				return err
 			}
 			out := cmd.OutOrStdout()
+			if plan != nil {
+				if err := g.composeUp(cmd.Context(), out, cmd.ErrOrStderr(), plan, upOptions{detach: true, timeout: 5 * time.Minute}); err != nil {
+					return err
+				}
+			}
 			for _, o := range objs {
 				ref := objRef{kind: o.GetKind(), name: o.GetMetadata().Name}
 				if dryRun {

@@ -11,8 +11,7 @@ import (
 
 	"github.com/berth-dev/berth/api"
 	"github.com/berth-dev/berth/api/client"
-	"github.com/berth-dev/berth/internal/apiserver"
-	"github.com/berth-dev/berth/internal/errdefs"
+	"github.com/berth-dev/berth/api/errdefs"
 )
 
 // endpoint is where the API is: --server, or the socket in the data dir.
@@ -20,7 +19,7 @@ func (g *globals) endpoint() string {
 	if g.server != "" {
 		return g.server
 	}
-	return "unix://" + apiserver.SocketPath(g.dataDir)
+	return "unix://" + api.SocketPath(g.dataDir)
 }
 
 // client connects to the API, saying plainly when nothing listens there.

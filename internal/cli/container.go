@@ -40,6 +40,8 @@ their output goes to size-bounded log files that "berth container logs" reads.`,
 		newContainerKillCmd(g),
 		newContainerRmCmd(g),
 		newContainerInspectCmd(g),
+		newContainerCheckpointCmd(g),
+		newContainerRestoreCmd(g),
 	)
 	return cmd
 }

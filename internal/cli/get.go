@@ -196,7 +196,7 @@ func fetchObjects(ctx context.Context, c *client.Client, o getOptions) ([]api.Ob
 
 // keep says whether o shows obj.
 func (o getOptions) keep(obj api.Object) bool {
-	if in, ok := obj.(*api.Instance); ok && o.liveOnly && (in.Status.Phase == api.PhaseSucceeded || in.Status.Phase == api.PhaseFailed || in.Status.Phase == api.PhaseLost) {
+	if in, ok := obj.(*api.Instance); ok && o.liveOnly && in.Status.Phase.Terminal() {
 		return false
 	}
 	return o.selector.Matches(obj.GetMetadata().Labels)

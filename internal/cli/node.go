@@ -14,7 +14,7 @@ import (
 
 	"github.com/berth-dev/berth/api"
 	"github.com/berth-dev/berth/api/client"
-	"github.com/berth-dev/berth/internal/errdefs"
+	"github.com/berth-dev/berth/api/errdefs"
 )
 
 func newNodeCmd(g *globals) *cobra.Command {
@@ -89,8 +89,7 @@ func scheduling(n *api.Node) string {
 func liveOn(insts []*api.Instance) map[string][]*api.Instance {
 	out := map[string][]*api.Instance{}
 	for _, in := range insts {
-		switch in.Status.Phase {
-		case api.PhaseSucceeded, api.PhaseFailed, api.PhaseLost:
+		if in.Status.Phase.Terminal() {
 			continue
 		}
 		if in.Spec.Node != "" {

@@ -41,7 +41,7 @@ func serveCluster(t *testing.T, nodes ...string) (*globals, *store.Store) {
 			t.Fatal(err)
 		}
 	}
-	l, err := apiserver.ListenUnix(apiserver.SocketPath(dir))
+	l, err := apiserver.ListenUnix(api.SocketPath(dir))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -155,8 +155,18 @@ func TestNodeCommands(t *testing.T) {
 	if f := row(t, out, "n1"); f[2] != "Cordoned" || f[3] != "0" {
 		t.Errorf("n1 after its drain: %v", f)
 	}
-	if f := row(t, out, "n2"); f[2] != "Ready" || f[3] != "1" {
-		t.Errorf("n2 after n1's drain: %v", f)
+	// The drain ends once n1 is empty; the replacement lands on n2 in the
+	// scheduler's next pass, so wait for it.
+	for deadline := time.Now().Add(20 * time.Second); ; {
+		out, _ = runNode(t, g, "ls")
+		f := row(t, out, "n2")
+		if f[2] == "Ready" && f[3] == "1" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("n2 after n1's drain: %v", f)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 
 	out, err = runNode(t, g, "ls", "-o", "json")

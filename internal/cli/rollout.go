@@ -11,7 +11,7 @@ import (
 
 	"github.com/berth-dev/berth/api"
 	"github.com/berth-dev/berth/api/client"
-	"github.com/berth-dev/berth/internal/errdefs"
+	"github.com/berth-dev/berth/api/errdefs"
 )
 
 func newRolloutCmd(g *globals) *cobra.Command {
@@ -208,23 +208,9 @@ func newRolloutUndoCmd(g *globals) *cobra.Command {
 
 // undoTarget picks the history entry an undo puts back.
 func undoTarget(svc *api.Service, to int) (api.TemplateRevision, error) {
-	cur := svc.Spec.Template.Hash()
-	hist := svc.Status.History
-	if to != 0 {
-		for _, h := range hist {
-			if h.Revision == to {
-				if h.Hash == cur {
-					return h, fmt.Errorf("service %q: revision %d is the current template already", svc.Metadata.Name, to)
-				}
-				return h, nil
-			}
-		}
-		return api.TemplateRevision{}, fmt.Errorf("service %q: --to-revision %d: no such revision in its history (see berth rollout history %s)", svc.Metadata.Name, to, svc.Metadata.Name)
+	t, err := svc.RollbackTarget(to)
+	if err != nil && to != 0 {
+		return t, fmt.Errorf("--to-revision %d: %w (see berth rollout history %s)", to, err, svc.Metadata.Name)
 	}
-	for i := len(hist) - 1; i >= 0; i-- {
-		if hist[i].Hash != cur {
-			return hist[i], nil
-		}
-	}
-	return api.TemplateRevision{}, fmt.Errorf("service %q: no previous template to roll back to", svc.Metadata.Name)
+	return t, err
 }

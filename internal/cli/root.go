@@ -50,6 +50,7 @@ machine to many.`,
 		newAgentCmd(g),
 		newRunCmd(g),
 		newApplyCmd(g),
+		newComposeCmd(g),
 		newDiffCmd(g),
 		newDescribeCmd(g),
 		newDownCmd(g),
@@ -65,6 +66,7 @@ machine to many.`,
 		newCpCmd(g),
 		newPortForwardCmd(g),
 		newStatsCmd(g),
+		newCheckpointCmd(g),
 		newRmCmd(g),
 		newEventsCmd(g),
 		newImageCmd(g),
@@ -73,6 +75,7 @@ machine to many.`,
 		newContainerCmd(g),
 		newTokenCmd(g),
 		newNodeCmd(g),
+		newDashboardCmd(g),
 		newVolumeCmd(g),
 		newSecretCmd(g),
 		newConfigCmd(g),
@@ -80,7 +83,7 @@ machine to many.`,
 	)
 	root.InitDefaultCompletionCmd(args...) // here, not in Execute: its group must refuse unknown shells too
 	refuseUnknownSubcommands(root)
-	root.SetArgs(args)
+	root.SetArgs(composeArgs(args))
 	err := root.ExecuteContext(ctx)
 	if err == nil {
 		return 0

@@ -11,10 +11,10 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/berth-dev/berth/api"
 	"github.com/berth-dev/berth/internal/apiserver"
 	"github.com/berth-dev/berth/internal/pki"
 	"github.com/berth-dev/berth/internal/server"
-	"github.com/berth-dev/berth/internal/store"
 )
 
 func newServerCmd(g *globals) *cobra.Command {
@@ -87,7 +87,7 @@ the cluster CA and accepts only peers that do.`,
 				return fmt.Errorf("--etcd-endpoints uses an external etcd: --peers, --peer-listen, --etcd-client-listen and --join-existing are for embedded members")
 			}
 			if peers != "" {
-				m, err := store.ParseInitialCluster(peers)
+				m, err := api.ParseInitialCluster(peers)
 				if err != nil {
 					return fmt.Errorf("--peers: %w", err)
 				}
@@ -139,6 +139,7 @@ Clients trust %s and send the admin token in %s
 `, info.API, info.CAPin)
 				}
 				fmt.Fprintf(out, "(or --ca-file %s instead of --ca-pin).\n", info.CAFile)
+				fmt.Fprintf(out, "Dashboard on %s/ui/: sign in with the admin token, or a link from \"berth dashboard\".\n", info.API)
 			}
 			return server.Server(cmd.Context(), cfg)
 		},

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/berth-dev/berth/api"
 	"github.com/berth-dev/berth/api/client"
 	"github.com/berth-dev/berth/internal/apiserver"
 	"github.com/berth-dev/berth/internal/store"
@@ -22,7 +23,7 @@ func serveAPI(t *testing.T) *globals {
 	if err != nil {
 		t.Fatal(err)
 	}
-	l, err := apiserver.ListenUnix(apiserver.SocketPath(dir))
+	l, err := apiserver.ListenUnix(api.SocketPath(dir))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -84,8 +84,7 @@ func newVolumeLsCmd(g *globals) *cobra.Command {
 func volumeUsers(insts []*api.Instance, v *api.Volume) []string {
 	var out []string
 	for _, in := range insts {
-		switch in.Status.Phase {
-		case api.PhaseSucceeded, api.PhaseFailed, api.PhaseLost:
+		if in.Status.Phase.Terminal() {
 			continue
 		}
 		if in.Metadata.Namespace == v.Metadata.Namespace && in.Spec.Template.Uses(v.Metadata.Name) {

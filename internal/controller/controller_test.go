@@ -7,12 +7,14 @@ import (
 	"time"
 
 	"pgregory.net/rapid"
+
+	"github.com/berth-dev/berth/api"
 )
 
 var t0 = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 
-func inst(name string, phase Phase, age int) Instance {
-	return Instance{Name: name, Phase: phase, Healthy: phase == Running, CreatedAt: t0.Add(time.Duration(age) * time.Second), SpecHash: "v1"}
+func inst(name string, phase api.Phase, age int) Instance {
+	return Instance{Name: name, Phase: phase, Healthy: phase == api.PhaseRunning, CreatedAt: t0.Add(time.Duration(age) * time.Second), SpecHash: "v1"}
 }
 
 func TestComputeService(t *testing.T) {
@@ -23,17 +25,17 @@ func TestComputeService(t *testing.T) {
 		delete []string
 	}{
 		{"create to replicas", ServiceState{Replicas: 3, SpecHash: "v1"}, 3, nil},
-		{"steady", ServiceState{Replicas: 2, SpecHash: "v1", Instances: []Instance{inst("a", Running, 1), inst("b", Running, 2)}}, 0, nil},
+		{"steady", ServiceState{Replicas: 2, SpecHash: "v1", Instances: []Instance{inst("a", api.PhaseRunning, 1), inst("b", api.PhaseRunning, 2)}}, 0, nil},
 		{"scale down removes newest first", ServiceState{Replicas: 1, SpecHash: "v1",
-			Instances: []Instance{inst("a", Running, 1), inst("c", Running, 3), inst("b", Running, 2)}}, 0, []string{"c", "b"}},
+			Instances: []Instance{inst("a", api.PhaseRunning, 1), inst("c", api.PhaseRunning, 3), inst("b", api.PhaseRunning, 2)}}, 0, []string{"c", "b"}},
 		{"lost are replaced, failed and succeeded stay", ServiceState{Replicas: 4, SpecHash: "v1",
-			Instances: []Instance{inst("a", Running, 1), inst("b", Failed, 2), inst("c", Lost, 3), inst("d", Succeeded, 4)}}, 1, []string{"c"}},
+			Instances: []Instance{inst("a", api.PhaseRunning, 1), inst("b", api.PhaseFailed, 2), inst("c", api.PhaseLost, 3), inst("d", api.PhaseSucceeded, 4)}}, 1, []string{"c"}},
 		{"exited ones go first on a scale down", ServiceState{Replicas: 1, SpecHash: "v1",
-			Instances: []Instance{inst("a", Running, 1), inst("b", Failed, 2), inst("c", Running, 3)}}, 0, []string{"b", "c"}},
+			Instances: []Instance{inst("a", api.PhaseRunning, 1), inst("b", api.PhaseFailed, 2), inst("c", api.PhaseRunning, 3)}}, 0, []string{"b", "c"}},
 		{"exited ones of an old template go at once", ServiceState{Replicas: 1, SpecHash: "v2",
-			Instances: []Instance{{Name: "a", Phase: Failed, SpecHash: "v1"}}}, 1, []string{"a"}},
+			Instances: []Instance{{Name: "a", Phase: api.PhaseFailed, SpecHash: "v1"}}}, 1, []string{"a"}},
 		{"deleting ones are not counted twice", ServiceState{Replicas: 2, SpecHash: "v1",
-			Instances: []Instance{inst("a", Running, 1), {Name: "b", Phase: Running, Deleting: true, SpecHash: "v1"}}}, 1, nil},
+			Instances: []Instance{inst("a", api.PhaseRunning, 1), {Name: "b", Phase: api.PhaseRunning, Deleting: true, SpecHash: "v1"}}}, 1, nil},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -51,8 +53,8 @@ func simulateService(t *rapid.T, s ServiceState, steps int, check func(ServiceSt
 	n := 0
 	for step := range steps {
 		for i := range s.Instances {
-			if s.Instances[i].Phase == Pending {
-				s.Instances[i].Phase, s.Instances[i].Healthy = Running, true
+			if s.Instances[i].Phase == api.PhasePending {
+				s.Instances[i].Phase, s.Instances[i].Healthy = api.PhaseRunning, true
 			}
 		}
 		res := ComputeService(s)
@@ -69,7 +71,7 @@ func simulateService(t *rapid.T, s ServiceState, steps int, check func(ServiceSt
 		s.Instances = kept
 		for range res.Create {
 			n++
-			s.Instances = append(s.Instances, Instance{Name: fmt.Sprintf("new-%d", n), Phase: Pending, SpecHash: s.SpecHash, CreatedAt: t0.Add(time.Duration(1000+step) * time.Second)})
+			s.Instances = append(s.Instances, Instance{Name: fmt.Sprintf("new-%d", n), Phase: api.PhasePending, SpecHash: s.SpecHash, CreatedAt: t0.Add(time.Duration(1000+step) * time.Second)})
 		}
 		check(s)
 	}
@@ -83,10 +85,10 @@ func TestServiceConverges(t *testing.T) {
 		s.SpecHash = rapid.SampledFrom([]string{"v1", "v2"}).Draw(t, "hash")
 		s.Replicas = replicas
 		s.MaxSurge = rapid.IntRange(1, 3).Draw(t, "surge")
-		phases := []Phase{Pending, Running, Failed, Lost, Succeeded}
+		phases := []api.Phase{api.PhasePending, api.PhaseRunning, api.PhaseFailed, api.PhaseLost, api.PhaseSucceeded}
 		for i := range rapid.IntRange(0, 15).Draw(t, "existing") {
 			p := rapid.SampledFrom(phases).Draw(t, "phase")
-			s.Instances = append(s.Instances, Instance{Name: fmt.Sprintf("old-%02d", i), Phase: p, Healthy: p == Running,
+			s.Instances = append(s.Instances, Instance{Name: fmt.Sprintf("old-%02d", i), Phase: p, Healthy: p == api.PhaseRunning,
 				SpecHash: "v1", CreatedAt: t0.Add(time.Duration(i) * time.Second)})
 		}
 		rolling := s.SpecHash == "v2"
@@ -106,15 +108,15 @@ func TestServiceConverges(t *testing.T) {
 		}
 		for _, in := range final.Instances {
 			// Exited ones of the current template stay: their restart policy said so.
-			exited := in.Phase == Failed || in.Phase == Succeeded
-			if in.SpecHash != s.SpecHash || (in.Phase != Running && !exited) {
+			exited := in.Phase == api.PhaseFailed || in.Phase == api.PhaseSucceeded
+			if in.SpecHash != s.SpecHash || (in.Phase != api.PhaseRunning && !exited) {
 				t.Fatalf("instance %s: hash %s phase %s after convergence", in.Name, in.SpecHash, in.Phase)
 			}
 		}
 	})
 }
 
-func shard(name string, index, attempt int, p Phase) Instance {
+func shard(name string, index, attempt int, p api.Phase) Instance {
 	return Instance{Name: name, Index: index, Attempt: attempt, Phase: p}
 }
 
@@ -124,18 +126,18 @@ func TestComputeJob(t *testing.T) {
 		t.Errorf("first round creates %v, want indices 0-3", res.Create)
 	}
 	res = ComputeJob(JobState{Completions: 4, Parallelism: 2, BackoffLimit: 2, Instances: []Instance{
-		shard("a", 0, 0, Succeeded), shard("b", 1, 0, Failed), shard("c", 2, 0, Running),
+		shard("a", 0, 0, api.PhaseSucceeded), shard("b", 1, 0, api.PhaseFailed), shard("c", 2, 0, api.PhaseRunning),
 	}})
 	if !reflect.DeepEqual(res.Create, []NewShard{{1, 1}}) || res.Phase != JobRunning {
 		t.Errorf("retry: %+v", res)
 	}
 	res = ComputeJob(JobState{Completions: 4, Parallelism: 2, BackoffLimit: 2, Instances: []Instance{
-		shard("a", 3, 0, Failed), shard("b", 3, 1, Failed), shard("c", 3, 2, Failed), shard("d", 0, 0, Running),
+		shard("a", 3, 0, api.PhaseFailed), shard("b", 3, 1, api.PhaseFailed), shard("c", 3, 2, api.PhaseFailed), shard("d", 0, 0, api.PhaseRunning),
 	}})
 	if res.Phase != JobFailed || !reflect.DeepEqual(res.Delete, []string{"d"}) || len(res.Create) != 0 {
 		t.Errorf("past the backoff limit: %+v", res)
 	}
-	res = ComputeJob(JobState{Completions: 2, Parallelism: 2, Instances: []Instance{shard("a", 0, 0, Succeeded), shard("b", 1, 3, Succeeded)}})
+	res = ComputeJob(JobState{Completions: 2, Parallelism: 2, Instances: []Instance{shard("a", 0, 0, api.PhaseSucceeded), shard("b", 1, 3, api.PhaseSucceeded)}})
 	if res.Phase != JobSucceeded {
 		t.Errorf("all indices done: phase %s", res.Phase)
 	}
@@ -153,11 +155,11 @@ func TestJobProperties(t *testing.T) {
 		for step := 0; step < 200; step++ {
 			// Each running shard finishes: the failing index fails, others succeed.
 			for i := range j.Instances {
-				if j.Instances[i].Phase == Running {
+				if j.Instances[i].Phase == api.PhaseRunning {
 					if j.Instances[i].Index == alwaysFails {
-						j.Instances[i].Phase = Failed
+						j.Instances[i].Phase = api.PhaseFailed
 					} else {
-						j.Instances[i].Phase = Succeeded
+						j.Instances[i].Phase = api.PhaseSucceeded
 					}
 				}
 			}
@@ -179,7 +181,7 @@ func TestJobProperties(t *testing.T) {
 			}
 			for _, c := range res.Create {
 				n++
-				j.Instances = append(j.Instances, Instance{Name: fmt.Sprintf("s%d", n), Index: c.Index, Attempt: c.Attempt, Phase: Running})
+				j.Instances = append(j.Instances, Instance{Name: fmt.Sprintf("s%d", n), Index: c.Index, Attempt: c.Attempt, Phase: api.PhaseRunning})
 			}
 		}
 		t.Fatal("job never finished")
@@ -189,12 +191,12 @@ func TestJobProperties(t *testing.T) {
 func TestComputeNodes(t *testing.T) {
 	grace := 5 * time.Second
 	nodes := []NodeState{
-		{Name: "up", Alive: true, Ready: true, Instances: []Instance{inst("a", Running, 0)}},
+		{Name: "up", Alive: true, Ready: true, Instances: []Instance{inst("a", api.PhaseRunning, 0)}},
 		{Name: "just-lost", Alive: false, Ready: true},
 		{Name: "back", Alive: true, Ready: false},
 		{Name: "gone", Alive: false, Ready: false, NotReadySince: t0.Add(-10 * time.Second),
-			Instances: []Instance{inst("x", Running, 0), inst("y", Succeeded, 0)}},
-		{Name: "recent", Alive: false, Ready: false, NotReadySince: t0.Add(-time.Second), Instances: []Instance{inst("z", Running, 0)}},
+			Instances: []Instance{inst("x", api.PhaseRunning, 0), inst("y", api.PhaseSucceeded, 0)}},
+		{Name: "recent", Alive: false, Ready: false, NotReadySince: t0.Add(-time.Second), Instances: []Instance{inst("z", api.PhaseRunning, 0)}},
 	}
 	res := ComputeNodes(nodes, t0, grace)
 	want := NodeResult{MarkReady: []string{"back"}, MarkNotReady: []string{"just-lost"}, Lost: []string{"/x"}}
@@ -204,7 +206,7 @@ func TestComputeNodes(t *testing.T) {
 
 	// No grace: the lapsed lease was the wait, so a node's instances are
 	// Lost in the pass that marks it NotReady.
-	nodes[1].Instances = []Instance{inst("w", Running, 0), inst("v", Failed, 0)}
+	nodes[1].Instances = []Instance{inst("w", api.PhaseRunning, 0), inst("v", api.PhaseFailed, 0)}
 	res = ComputeNodes(nodes, t0, 0)
 	want = NodeResult{MarkReady: []string{"back"}, MarkNotReady: []string{"just-lost"}, Lost: []string{"/w", "/x", "/z"}}
 	if !reflect.DeepEqual(res, want) {

@@ -7,29 +7,17 @@
 // re-listing after a crash converges from wherever things were.
 package controller
 
-import "time"
+import (
+	"time"
 
-// Phase is an instance's phase as the control plane sees it.
-type Phase string
-
-const (
-	Pending   Phase = "Pending"
-	Scheduled Phase = "Scheduled"
-	Starting  Phase = "Starting"
-	Running   Phase = "Running"
-	Succeeded Phase = "Succeeded"
-	Failed    Phase = "Failed"
-	Lost      Phase = "Lost"
+	"github.com/berth-dev/berth/api"
 )
-
-// Terminal reports whether an instance in phase p will never run again.
-func (p Phase) Terminal() bool { return p == Succeeded || p == Failed || p == Lost }
 
 // Instance is what a controller needs to know of one instance.
 type Instance struct {
 	Namespace string
 	Name      string
-	Phase     Phase
+	Phase     api.Phase
 	Node      string
 	// Target is the node the instance's placement pins it to
 	// (node.name == N), if any: where a global service's unbound instance goes.

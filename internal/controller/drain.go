@@ -9,7 +9,7 @@ import (
 	"sync"
 
 	"github.com/berth-dev/berth/api"
-	"github.com/berth-dev/berth/internal/errdefs"
+	"github.com/berth-dev/berth/api/errdefs"
 )
 
 // Draining a node (spec.draining, set with spec.unschedulable through
@@ -34,7 +34,7 @@ type DrainInstance struct {
 	Namespace string
 	Name      string
 	Owner     api.Kind
-	Phase     Phase
+	Phase     api.Phase
 }
 
 // Key names the instance as "namespace/name".
@@ -57,7 +57,7 @@ func ComputeDrain(insts []DrainInstance) DrainResult {
 	for _, in := range insts {
 		switch {
 		case in.Phase.Terminal():
-		case in.Owner == api.KindJob && in.Phase != Pending && in.Phase != Scheduled:
+		case in.Owner == api.KindJob && in.Phase != api.PhasePending && in.Phase != api.PhaseScheduled:
 			res.Waiting = append(res.Waiting, in.Key())
 		default:
 			res.Evict = append(res.Evict, in.Key())

@@ -6,14 +6,14 @@ import (
 	"testing"
 
 	"github.com/berth-dev/berth/api"
+	"github.com/berth-dev/berth/api/errdefs"
 	"github.com/berth-dev/berth/internal/apiserver"
 	"github.com/berth-dev/berth/internal/controller"
-	"github.com/berth-dev/berth/internal/errdefs"
 	"github.com/berth-dev/berth/internal/store"
 )
 
 func TestComputeDrain(t *testing.T) {
-	in := func(name string, owner api.Kind, p controller.Phase) controller.DrainInstance {
+	in := func(name string, owner api.Kind, p api.Phase) controller.DrainInstance {
 		return controller.DrainInstance{Namespace: "default", Name: name, Owner: owner, Phase: p}
 	}
 	for _, tc := range []struct {
@@ -22,14 +22,14 @@ func TestComputeDrain(t *testing.T) {
 		want  controller.DrainResult
 	}{
 		{"empty node", nil, controller.DrainResult{Done: true}},
-		{"only finished", []controller.DrainInstance{in("a", api.KindService, controller.Failed),
-			in("b", api.KindJob, controller.Succeeded), in("c", api.KindService, controller.Lost)}, controller.DrainResult{Done: true}},
-		{"services go", []controller.DrainInstance{in("w2", api.KindService, controller.Running), in("w1", api.KindService, controller.Pending)},
+		{"only finished", []controller.DrainInstance{in("a", api.KindService, api.PhaseFailed),
+			in("b", api.KindJob, api.PhaseSucceeded), in("c", api.KindService, api.PhaseLost)}, controller.DrainResult{Done: true}},
+		{"services go", []controller.DrainInstance{in("w2", api.KindService, api.PhaseRunning), in("w1", api.KindService, api.PhasePending)},
 			controller.DrainResult{Evict: []string{"default/w1", "default/w2"}}},
 		{"started jobs finish, others go", []controller.DrainInstance{
-			in("j-0-0", api.KindJob, controller.Running), in("j-1-0", api.KindJob, controller.Starting),
-			in("j-2-0", api.KindJob, controller.Scheduled), in("j-3-0", api.KindJob, controller.Pending),
-			in("j-4-0", api.KindJob, controller.Succeeded)},
+			in("j-0-0", api.KindJob, api.PhaseRunning), in("j-1-0", api.KindJob, api.PhaseStarting),
+			in("j-2-0", api.KindJob, api.PhaseScheduled), in("j-3-0", api.KindJob, api.PhasePending),
+			in("j-4-0", api.KindJob, api.PhaseSucceeded)},
 			controller.DrainResult{Evict: []string{"default/j-2-0", "default/j-3-0"}, Waiting: []string{"default/j-0-0", "default/j-1-0"}}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -53,7 +53,7 @@ func (h *harness) onNode(node string) []string {
 	h.t.Helper()
 	var out []string
 	for _, in := range h.instances() {
-		if in.Spec.Node == node && !controller.Phase(in.Status.Phase).Terminal() {
+		if in.Spec.Node == node && !in.Status.Phase.Terminal() {
 			out = append(out, in.Metadata.Name)
 		}
 	}

@@ -1,6 +1,10 @@
 package controller
 
-import "sort"
+import (
+	"sort"
+
+	"github.com/berth-dev/berth/api"
+)
 
 // JobPhase is where a job is as a whole.
 type JobPhase string
@@ -65,9 +69,9 @@ func ComputeJob(j JobState) JobResult {
 		}
 		attempts[in.Index] = max(attempts[in.Index], in.Attempt+1)
 		switch {
-		case in.Phase == Succeeded:
+		case in.Phase == api.PhaseSucceeded:
 			idx[in.Index].Succeeded = true
-		case in.Phase == Failed || in.Phase == Lost:
+		case in.Phase == api.PhaseFailed || in.Phase == api.PhaseLost:
 			idx[in.Index].Failures++
 			res.Failures++
 		case !in.Deleting:

@@ -10,9 +10,9 @@ import (
 )
 
 func old(name string, ready bool) Instance {
-	in := Instance{Name: name, Phase: Running, Healthy: ready, SpecHash: "v1", CreatedAt: t0}
+	in := Instance{Name: name, Phase: api.PhaseRunning, Healthy: ready, SpecHash: "v1", CreatedAt: t0}
 	if !ready {
-		in.Phase = Starting
+		in.Phase = api.PhaseStarting
 	}
 	return in
 }
@@ -41,12 +41,12 @@ func TestRollingUpdateMaxUnavailable(t *testing.T) {
 		// New ones made last step are ready now.
 		for i := range kept {
 			if kept[i].SpecHash == "v2" {
-				kept[i].Phase, kept[i].Healthy = Running, true
+				kept[i].Phase, kept[i].Healthy = api.PhaseRunning, true
 			}
 		}
 		for range res.Create {
 			n++
-			kept = append(kept, Instance{Name: fmt.Sprintf("new-%d", n), Phase: Pending, SpecHash: "v2", CreatedAt: t0.Add(time.Duration(step+1) * time.Second)})
+			kept = append(kept, Instance{Name: fmt.Sprintf("new-%d", n), Phase: api.PhasePending, SpecHash: "v2", CreatedAt: t0.Add(time.Duration(step+1) * time.Second)})
 		}
 		s.Instances = kept
 		if len(kept) > 3 {
@@ -54,7 +54,7 @@ func TestRollingUpdateMaxUnavailable(t *testing.T) {
 		}
 		ready := 0
 		for _, in := range kept {
-			if in.Phase == Running && in.Healthy {
+			if in.Phase == api.PhaseRunning && in.Healthy {
 				ready++
 			}
 		}
@@ -73,7 +73,7 @@ func TestRollingUpdateMaxUnavailable(t *testing.T) {
 func TestFailedRolloutStalls(t *testing.T) {
 	s := ServiceState{Replicas: 2, SpecHash: "v2", MaxSurge: 1,
 		Instances: []Instance{old("a", true), old("b", true),
-			{Name: "n", Phase: Running, SpecHash: "v2", Restarts: 2, Reason: "Unhealthy", CreatedAt: t0.Add(time.Second)}}}
+			{Name: "n", Phase: api.PhaseRunning, SpecHash: "v2", Restarts: 2, Reason: "Unhealthy", CreatedAt: t0.Add(time.Second)}}}
 	res := ComputeService(s)
 	if res.Create != 0 || len(res.Delete) != 0 || res.Phase != RolloutFailed || res.Ready != 2 || res.Updated != 1 || res.ReadyUpdated != 0 {
 		t.Fatalf("got %+v", res)

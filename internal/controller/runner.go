@@ -15,7 +15,7 @@ import (
 	"time"
 
 	"github.com/berth-dev/berth/api"
-	"github.com/berth-dev/berth/internal/errdefs"
+	"github.com/berth-dev/berth/api/errdefs"
 	"github.com/berth-dev/berth/internal/metrics"
 	"github.com/berth-dev/berth/internal/scheduler"
 	"github.com/berth-dev/berth/internal/store"
@@ -254,11 +254,11 @@ func view(in *api.Instance) Instance {
 	}
 }
 
-func phaseOf(in *api.Instance) Phase {
+func phaseOf(in *api.Instance) api.Phase {
 	if in.Status.Phase == "" {
-		return Pending
+		return api.PhasePending
 	}
-	return Phase(in.Status.Phase)
+	return in.Status.Phase
 }
 
 func suffix() string {
@@ -607,7 +607,7 @@ func jobStatus(job *api.Job, res JobResult, insts []*api.Instance, now time.Time
 			ir.Instance = in.Metadata.Name
 			ir.ExitCode = in.Status.ExitCode
 			ir.Attempts = in.Spec.Attempt + 1
-			ir.Failed = !r.Succeeded && phaseOf(in) == Failed
+			ir.Failed = !r.Succeeded && phaseOf(in) == api.PhaseFailed
 		}
 		if r.Succeeded {
 			st.Succeeded++

@@ -99,7 +99,7 @@ func (h *harness) instances() []*api.Instance {
 func (h *harness) agent(phase func(*api.Instance) api.Phase) {
 	h.t.Helper()
 	for _, in := range h.instances() {
-		if in.Spec.Node == "" || controller.Phase(in.Status.Phase).Terminal() {
+		if in.Spec.Node == "" || in.Status.Phase.Terminal() {
 			continue
 		}
 		p := phase(in)
@@ -219,7 +219,7 @@ func TestServiceScaleAndHeal(t *testing.T) {
 		t.Fatal(err)
 	}
 	h.pass()
-	if n := h.count(func(in *api.Instance) bool { return !controller.Phase(in.Status.Phase).Terminal() }); n != 1 {
+	if n := h.count(func(in *api.Instance) bool { return !in.Status.Phase.Terminal() }); n != 1 {
 		t.Errorf("after a loss: %d live instances, want 1", n)
 	}
 
@@ -243,7 +243,7 @@ func TestJobShards(t *testing.T) {
 	seen := map[string]bool{}
 	for range 20 {
 		h.pass()
-		active := h.count(func(in *api.Instance) bool { return !controller.Phase(in.Status.Phase).Terminal() })
+		active := h.count(func(in *api.Instance) bool { return !in.Status.Phase.Terminal() })
 		if active > 4 {
 			t.Fatalf("%d shards at once, parallelism is 4", active)
 		}
@@ -320,7 +320,7 @@ func TestLostNodeInstancesAreReplaced(t *testing.T) {
 		h.pass()
 	}
 	for _, in := range h.instances() {
-		if in.Spec.Node == "n2" && !controller.Phase(in.Status.Phase).Terminal() {
+		if in.Spec.Node == "n2" && !in.Status.Phase.Terminal() {
 			t.Errorf("instance %s still live on the lost node", in.Metadata.Name)
 		}
 	}
@@ -419,10 +419,10 @@ func TestLapsedLeaseReplacesAtOnce(t *testing.T) {
 	waitFor(t, 5*time.Second, "n2's instance replaced on n1", func() bool {
 		// The lost one is marked Lost and then removed once replaced.
 		live := h.count(func(in *api.Instance) bool {
-			return in.Spec.Node == "n2" && !controller.Phase(in.Status.Phase).Terminal()
+			return in.Spec.Node == "n2" && !in.Status.Phase.Terminal()
 		})
 		onN1 := h.count(func(in *api.Instance) bool {
-			return in.Spec.Node == "n1" && !controller.Phase(in.Status.Phase).Terminal()
+			return in.Spec.Node == "n1" && !in.Status.Phase.Terminal()
 		})
 		return live == 0 && onN1 == 2
 	}, func() string { return dump(h.instances()) })

@@ -5,6 +5,8 @@ import (
 	"slices"
 	"sort"
 	"strings"
+
+	"github.com/berth-dev/berth/api"
 )
 
 // ServiceState is one service and its instances.
@@ -73,14 +75,14 @@ func ComputeService(s ServiceState) (res ServiceResult) {
 		if in.Deleting {
 			continue
 		}
-		if in.Phase == Lost || (in.Phase.Terminal() && in.SpecHash != s.SpecHash) {
+		if in.Phase == api.PhaseLost || (in.Phase.Terminal() && in.SpecHash != s.SpecHash) {
 			res.Delete = append(res.Delete, in.Name)
 			continue
 		}
 		if in.Phase.Terminal() {
 			res.Exited = append(res.Exited, in.Name)
 		}
-		ready := in.Phase == Running && in.Healthy
+		ready := in.Phase == api.PhaseRunning && in.Healthy
 		if ready {
 			res.Ready++
 		}
@@ -156,14 +158,14 @@ func ComputeService(s ServiceState) (res ServiceResult) {
 	minAvailable := max(s.Replicas-s.MaxUnavailable, 0)
 	newUnready := 0
 	for _, in := range current {
-		if !(in.Phase == Running && in.Healthy) {
+		if !(in.Phase == api.PhaseRunning && in.Healthy) {
 			newUnready++
 		}
 	}
 	cleanup := total - minAvailable - newUnready
 	retire := res.Ready - minAvailable
 	for _, in := range old {
-		ready := in.Phase == Running && in.Healthy
+		ready := in.Phase == api.PhaseRunning && in.Healthy
 		switch {
 		case !ready && cleanup > 0:
 			cleanup--
@@ -180,7 +182,7 @@ func ComputeService(s ServiceState) (res ServiceResult) {
 // failure says why an instance of a template being rolled out fails it, if it does.
 func failure(in Instance) string {
 	switch {
-	case in.Phase == Failed:
+	case in.Phase == api.PhaseFailed:
 		return fmt.Sprintf("instance %s exited with code %d", in.Name, in.ExitCode)
 	case in.Reason == "Unhealthy":
 		return fmt.Sprintf("instance %s failed its health check", in.Name)
@@ -212,7 +214,7 @@ func newestFirst(in []Instance) {
 func unreadyFirst(in []Instance) {
 	newestFirst(in)
 	slices.SortStableFunc(in, func(a, b Instance) int {
-		ra, rb := a.Phase == Running && a.Healthy, b.Phase == Running && b.Healthy
+		ra, rb := a.Phase == api.PhaseRunning && a.Healthy, b.Phase == api.PhaseRunning && b.Healthy
 		switch {
 		case ra == rb:
 			return 0

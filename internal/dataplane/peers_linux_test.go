@@ -15,19 +15,8 @@ import (
 
 	"github.com/berth-dev/berth/internal/network"
 	"github.com/berth-dev/berth/internal/network/netns"
+	"github.com/berth-dev/berth/internal/testing/testenv"
 )
-
-// needRoot skips without root, except in CI where a skip would hide a gap.
-func needRoot(t *testing.T) {
-	t.Helper()
-	if os.Geteuid() == 0 {
-		return
-	}
-	if os.Getenv("CI") == "true" {
-		t.Fatal("needs root (CI=true: not skipping)")
-	}
-	t.Skip("needs root")
-}
 
 // testHost makes a namespace that plays a node's host, with lo up.
 func testHost(t *testing.T, name string) string {
@@ -111,7 +100,7 @@ func testNode(t *testing.T, host string, third byte) *network.Node {
 // a container on host 1 connects to one on host 2 by pod IP, unmasqueraded,
 // and the reply comes back.
 func TestPeerRoutesAcrossHosts(t *testing.T) {
-	needRoot(t)
+	testenv.RequireRoot(t)
 	ctx := context.Background()
 	h1, h2 := testHost(t, "h1"), testHost(t, "h2")
 	wire(t, h1, h2)

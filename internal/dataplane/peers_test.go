@@ -72,7 +72,7 @@ func serveAPI(t *testing.T) (*store.Store, *client.Client) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	l, err := apiserver.ListenUnix(apiserver.SocketPath(dir))
+	l, err := apiserver.ListenUnix(api.SocketPath(dir))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -83,7 +83,7 @@ func serveAPI(t *testing.T) (*store.Store, *client.Client) {
 		<-done
 		st.Close()
 	})
-	c, err := client.New("unix://" + apiserver.SocketPath(dir))
+	c, err := client.New("unix://" + api.SocketPath(dir))
 	if err != nil {
 		t.Fatal(err)
 	}

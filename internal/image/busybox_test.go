@@ -9,10 +9,11 @@ import (
 
 	"github.com/berth-dev/berth/internal/image"
 	"github.com/berth-dev/berth/internal/image/imagetest"
+	"github.com/berth-dev/berth/internal/testing/testenv"
 )
 
 func TestBusyboxImage(t *testing.T) {
-	imagetest.SkipUnlessRoot(t)
+	testenv.RequireRoot(t)
 	ctx := context.Background()
 	s, err := image.Open(filepath.Join(t.TempDir(), "images"))
 	if err != nil {
@@ -43,7 +44,7 @@ func TestBusyboxImage(t *testing.T) {
 // BenchmarkUnpackBusybox measures Prepare of the busybox image into a
 // fresh store (so every iteration really unpacks).
 func BenchmarkUnpackBusybox(b *testing.B) {
-	imagetest.SkipUnlessRoot(b)
+	testenv.RequireRoot(b)
 	ctx := context.Background()
 	src, err := image.Open(filepath.Join(b.TempDir(), "images"))
 	if err != nil {

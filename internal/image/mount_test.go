@@ -7,12 +7,14 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+
+	"github.com/berth-dev/berth/internal/testing/testenv"
 )
 
 // TestOverlayWhiteouts stacks layers with a real overlay mount and checks
 // that whiteouts and opaque directories hide what the lower layers have.
 func TestOverlayWhiteouts(t *testing.T) {
-	requireRoot(t)
+	testenv.RequireRoot(t)
 	ctx := context.Background()
 	s := openStore(t)
 	src := t.TempDir()

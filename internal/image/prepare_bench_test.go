@@ -7,15 +7,15 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+
+	"github.com/berth-dev/berth/internal/testing/testenv"
 )
 
 // benchStore is a store holding a few one-layer images, as a node has,
 // with app:1's layer already unpacked: the path a container start takes.
 func benchStore(b *testing.B) *Store {
 	b.Helper()
-	if os.Geteuid() != 0 {
-		b.Skip("needs root")
-	}
+	testenv.RequireRoot(b)
 	ctx := context.Background()
 	s, err := Open(filepath.Join(b.TempDir(), "images"))
 	if err != nil {

@@ -7,13 +7,15 @@ import (
 	"testing"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+
+	"github.com/berth-dev/berth/internal/testing/testenv"
 )
 
 // In a store that retains unnamed images, a moved tag leaves the old image
 // (unnamed, unused) in place, for any process that moves it; Prune then
 // removes it unless kept, with the blobs only it held.
 func TestRetainThenPrune(t *testing.T) {
-	requireRoot(t)
+	testenv.RequireRoot(t)
 	ctx := context.Background()
 	root := filepath.Join(t.TempDir(), "images")
 	s, err := Open(root)

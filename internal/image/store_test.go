@@ -25,18 +25,8 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/berth-dev/berth/internal/image/unpack"
+	"github.com/berth-dev/berth/internal/testing/testenv"
 )
-
-func requireRoot(t *testing.T) {
-	t.Helper()
-	if os.Geteuid() == 0 {
-		return
-	}
-	if os.Getenv("CI") == "true" {
-		t.Fatal("needs root (CI=true: not skipping)")
-	}
-	t.Skip("needs root")
-}
 
 // file is one tar entry of a generated layer.
 type file struct {
@@ -159,7 +149,7 @@ func readLayered(t *testing.T, snap Snapshot, name string) string {
 }
 
 func TestImportFormats(t *testing.T) {
-	requireRoot(t)
+	testenv.RequireRoot(t)
 	ctx := context.Background()
 	img := twoLayerImage(t)
 	src := t.TempDir()
@@ -350,7 +340,7 @@ func TestBuildDeterministic(t *testing.T) {
 }
 
 func TestBuildRefusesDevices(t *testing.T) {
-	requireRoot(t)
+	testenv.RequireRoot(t)
 	dir := t.TempDir()
 	if err := mknodNull(filepath.Join(dir, "null")); err != nil {
 		t.Fatal(err)
@@ -366,7 +356,7 @@ func TestBuildRefusesDevices(t *testing.T) {
 // and shm dirs): the device nodes are left out with a warning naming them,
 // the rest is kept.
 func TestBuildDebootstrapDev(t *testing.T) {
-	requireRoot(t)
+	testenv.RequireRoot(t)
 	ctx := context.Background()
 	dir := t.TempDir()
 	for _, d := range []string{"dev/pts", "dev/shm", "bin"} {
@@ -414,7 +404,7 @@ func TestBuildDebootstrapDev(t *testing.T) {
 }
 
 func TestRemoveInUse(t *testing.T) {
-	requireRoot(t)
+	testenv.RequireRoot(t)
 	ctx := context.Background()
 	s := openStore(t)
 	dir := t.TempDir()
@@ -474,7 +464,7 @@ func TestRemoveInUse(t *testing.T) {
 }
 
 func TestConcurrentPrepareUnpacksOnce(t *testing.T) {
-	requireRoot(t)
+	testenv.RequireRoot(t)
 	ctx := context.Background()
 	s := openStore(t)
 	src := t.TempDir()
@@ -513,7 +503,7 @@ func TestConcurrentPrepareUnpacksOnce(t *testing.T) {
 // symlink out of its root is refused at import, naming the entry, and
 // nothing of it enters the store.
 func TestHostileLayerThroughStore(t *testing.T) {
-	requireRoot(t)
+	testenv.RequireRoot(t)
 	ctx := context.Background()
 	s := openStore(t)
 	src := t.TempDir()
@@ -576,7 +566,7 @@ func writeTar(t *testing.T, dst string, files ...file) {
 // TestImportLegacyDockerSave reads the old docker-save form: uncompressed
 // <id>/layer.tar files named by manifest.json.
 func TestImportLegacyDockerSave(t *testing.T) {
-	requireRoot(t)
+	testenv.RequireRoot(t)
 	ctx := context.Background()
 	var layerBuf bytes.Buffer
 	tw := tar.NewWriter(&layerBuf)
@@ -676,7 +666,7 @@ func TestImportHostileArchive(t *testing.T) {
 // TestRetag moves a name to a new build: the old image stays (unnamed)
 // while a container uses it, and is collected when nothing does.
 func TestRetag(t *testing.T) {
-	requireRoot(t)
+	testenv.RequireRoot(t)
 	ctx := context.Background()
 	s := openStore(t)
 	build := func(content string) Image {

@@ -8,13 +8,15 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/berth-dev/berth/internal/testing/testenv"
 )
 
 // TestTornUseRecord: use records are written unsynced, so a host crash can
 // leave one empty or cut short. Such a record is skipped by whatever reads
 // the records, and released like any other.
 func TestTornUseRecord(t *testing.T) {
-	requireRoot(t)
+	testenv.RequireRoot(t)
 	ctx := context.Background()
 	s := openStore(t)
 	dir := t.TempDir()
@@ -53,7 +55,7 @@ func TestTornUseRecord(t *testing.T) {
 // TestLoadCacheCopies: the images load hands out share nothing with its
 // cache, and the cache forgets images no longer indexed.
 func TestLoadCacheCopies(t *testing.T) {
-	requireRoot(t)
+	testenv.RequireRoot(t)
 	ctx := context.Background()
 	s := openStore(t)
 	dir := t.TempDir()

@@ -16,9 +16,6 @@ var (
 	nodeReadyDesc = prometheus.NewDesc("berth_node_ready", "1 when the node is Ready, else 0.", []string{"node"}, nil)
 )
 
-// phases are reported even at zero, so a dashboard's series do not vanish.
-var phases = []api.Phase{api.PhasePending, api.PhaseScheduled, api.PhaseStarting, api.PhaseRunning, api.PhaseSucceeded, api.PhaseFailed, api.PhaseLost}
-
 // clusterCollector reads the cluster's figures from the store at each scrape.
 type clusterCollector struct {
 	st  *store.Store
@@ -43,7 +40,7 @@ func (c clusterCollector) Collect(ch chan<- prometheus.Metric) {
 		for _, in := range insts {
 			n[in.Status.Phase]++
 		}
-		for _, p := range phases {
+		for _, p := range api.Phases { // every phase, even at zero, so a dashboard's series do not vanish
 			ch <- prometheus.MustNewConstMetric(instancesDesc, prometheus.GaugeValue, float64(n[p]), string(p))
 		}
 	} else {

@@ -25,19 +25,8 @@ import (
 	"github.com/berth-dev/berth/internal/network/dns"
 	"github.com/berth-dev/berth/internal/network/netns"
 	"github.com/berth-dev/berth/internal/network/vip"
+	"github.com/berth-dev/berth/internal/testing/testenv"
 )
-
-// needRoot skips without root, except in CI where a skip would hide a gap.
-func needRoot(t *testing.T) {
-	t.Helper()
-	if os.Geteuid() == 0 {
-		return
-	}
-	if os.Getenv("CI") == "true" {
-		t.Fatal("needs root (CI=true: not skipping)")
-	}
-	t.Skip("needs root")
-}
 
 // hostNS makes the namespace that plays the node's host, with lo up.
 func hostNS(t *testing.T) string {
@@ -179,7 +168,7 @@ func spread(t *testing.T, get func(string) (string, error), url string, max int,
 }
 
 func TestServiceDataPlane(t *testing.T) {
-	needRoot(t)
+	testenv.RequireRoot(t)
 	ctx := context.Background()
 	host := hostNS(t)
 	state := t.TempDir()
@@ -601,7 +590,7 @@ func outsideNS(t *testing.T, host string) string {
 }
 
 func TestParallelAttachDetachLeaksNothing(t *testing.T) {
-	needRoot(t)
+	testenv.RequireRoot(t)
 	ctx := context.Background()
 	host := hostNS(t)
 	state := t.TempDir()
@@ -762,7 +751,7 @@ func linkHosts(t *testing.T, a, b string) {
 }
 
 func TestTwoNodes(t *testing.T) {
-	needRoot(t)
+	testenv.RequireRoot(t)
 	ctx := context.Background()
 	hostA, hostB := hostNS(t), hostNS(t)
 	linkHosts(t, hostA, hostB)
@@ -879,7 +868,7 @@ func TestTwoNodes(t *testing.T) {
 }
 
 func TestAttachRepairsAHalfMadeAttachment(t *testing.T) {
-	needRoot(t)
+	testenv.RequireRoot(t)
 	ctx := context.Background()
 	host := hostNS(t)
 	node := newTestNode(t, host, t.TempDir(), 12)
@@ -928,7 +917,7 @@ func TestAttachRepairsAHalfMadeAttachment(t *testing.T) {
 }
 
 func TestSpareNamespacesAreUsedAndRemoved(t *testing.T) {
-	needRoot(t)
+	testenv.RequireRoot(t)
 	ctx := context.Background()
 	host := hostNS(t)
 	state := t.TempDir()
@@ -1000,7 +989,7 @@ func TestSpareNamespacesAreUsedAndRemoved(t *testing.T) {
 // wire then makes a working attachment. Reserving an attached id again
 // changes nothing and its wire does nothing.
 func TestReserveThenWire(t *testing.T) {
-	needRoot(t)
+	testenv.RequireRoot(t)
 	ctx := context.Background()
 	host := hostNS(t)
 	node := newTestNode(t, host, t.TempDir(), 13)

@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/vishvananda/netlink"
+
+	"github.com/berth-dev/berth/internal/testing/testenv"
 )
 
 // A container address used before answers its first request at once:
@@ -19,7 +21,7 @@ import (
 // small pool wraps and after a restart, the first request to the reused
 // address does not wait for a stale entry to fail.
 func TestReusedAddressAnswersAtOnce(t *testing.T) {
-	needRoot(t)
+	testenv.RequireRoot(t)
 	host := hostNS(t)
 	state := t.TempDir()
 	cfg := Config{

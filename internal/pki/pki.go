@@ -2,11 +2,10 @@
 // the CA (ECDSA P-256) in a directory, issues the API server's
 // certificate, and signs the certificate requests of joining nodes.
 //
-// A node certificate names its node in the subject, CommonName
-// "node:<name>" and Organization "berth:nodes", and is good for client
-// authentication only; NodeName reads the name back. The CA's public key
-// pin (Pin) lets an agent trust the server on first contact before it has
-// the CA certificate.
+// A node certificate names its node as package api/nodecert says, and is
+// good for client authentication only. The CA's public key pin (Pin) lets
+// an agent trust the server on first contact before it has the CA
+// certificate.
 package pki
 
 import (
@@ -16,12 +15,9 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/rsa"
-	"crypto/sha256"
-	"crypto/subtle"
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
-	"encoding/hex"
 	"encoding/pem"
 	"errors"
 	"fmt"
@@ -29,16 +25,11 @@ import (
 	"net"
 	"os"
 	"path/filepath"
-	"strings"
 	"time"
 
-	"github.com/berth-dev/berth/internal/errdefs"
-)
-
-// Subject names of node certificates.
-const (
-	NodeOrganization = "berth:nodes"
-	NodePrefix       = "node:"
+	"github.com/berth-dev/berth/api/errdefs"
+	"github.com/berth-dev/berth/api/nodecert"
+	"github.com/berth-dev/berth/atomicfile"
 )
 
 // Validity periods.
@@ -89,10 +80,10 @@ func LoadOrCreateCA(dir string) (*CA, error) {
 		// The key goes first: a crash between the two writes leaves a key
 		// without a certificate, which the next start reports rather than
 		// silently replacing a CA that nodes may already trust.
-		if err := writeFile(keyPath, ca.KeyPEM(), 0o600); err != nil {
+		if err := atomicfile.Write(keyPath, ca.KeyPEM(), 0o600); err != nil {
 			return nil, fmt.Errorf("ca key %s: %w", keyPath, err)
 		}
-		if err := writeFile(certPath, ca.CertPEM, 0o644); err != nil {
+		if err := atomicfile.Write(certPath, ca.CertPEM, 0o644); err != nil {
 			return nil, fmt.Errorf("ca certificate %s: %w", certPath, err)
 		}
 		return ca, nil
@@ -148,7 +139,7 @@ func NewCA() (*CA, error) {
 
 // ParseCA reads a CA from its PEM certificate and key.
 func ParseCA(certPEM, keyPEM []byte) (*CA, error) {
-	cert, err := ParseCertificate(certPEM)
+	cert, err := nodecert.ParseCertificate(certPEM)
 	if err != nil {
 		return nil, fmt.Errorf("ca certificate: %w", err)
 	}
@@ -185,19 +176,7 @@ func (ca *CA) Pool() *x509.CertPool {
 
 // Pin is the CA's public key pin, "sha256:<hex>" of its
 // SubjectPublicKeyInfo: what an agent checks on first contact.
-func (ca *CA) Pin() string { return Pin(ca.Cert) }
-
-// Pin is a certificate's public key pin, "sha256:<hex>" of its
-// SubjectPublicKeyInfo.
-func Pin(cert *x509.Certificate) string {
-	sum := sha256.Sum256(cert.RawSubjectPublicKeyInfo)
-	return "sha256:" + hex.EncodeToString(sum[:])
-}
-
-// MatchesPin reports whether cert has the public key pin.
-func MatchesPin(cert *x509.Certificate, pin string) bool {
-	return subtle.ConstantTimeCompare([]byte(Pin(cert)), []byte(strings.ToLower(strings.TrimSpace(pin)))) == 1
-}
+func (ca *CA) Pin() string { return nodecert.Pin(ca.Cert) }
 
 // IssueServer makes a key and a server certificate for hosts (DNS names
 // or IP addresses), valid for validity (ServerValidity when zero).
@@ -262,10 +241,10 @@ func LoadOrIssueServer(dir string, ca *CA, hosts []string) (tls.Certificate, err
 	if err != nil {
 		return tls.Certificate{}, err
 	}
-	if err := writeFile(keyPath, keyPEM, 0o600); err != nil {
+	if err := atomicfile.Write(keyPath, keyPEM, 0o600); err != nil {
 		return tls.Certificate{}, fmt.Errorf("server key %s: %w", keyPath, err)
 	}
-	if err := writeFile(certPath, certPEM, 0o644); err != nil {
+	if err := atomicfile.Write(certPath, certPEM, 0o644); err != nil {
 		return tls.Certificate{}, fmt.Errorf("server certificate %s: %w", certPath, err)
 	}
 	pair, err := tls.X509KeyPair(certPEM, keyPEM)
@@ -337,7 +316,7 @@ func (ca *CA) SignNode(csrPEM []byte, node string, validity time.Duration) ([]by
 	skew := min(clockSkew, validity/10)
 	tmpl := &x509.Certificate{
 		SerialNumber: serial,
-		Subject:      pkix.Name{CommonName: NodePrefix + node, Organization: []string{NodeOrganization}},
+		Subject:      nodecert.Subject(node),
 		NotBefore:    now.Add(-skew),
 		NotAfter:     now.Add(validity),
 		KeyUsage:     x509.KeyUsageDigitalSignature,
@@ -368,56 +347,6 @@ func acceptableKey(pub crypto.PublicKey) error {
 	return nil
 }
 
-// NodeName is the node a node certificate names, and whether cert is one.
-func NodeName(cert *x509.Certificate) (string, bool) {
-	name, ok := strings.CutPrefix(cert.Subject.CommonName, NodePrefix)
-	if !ok || name == "" || len(cert.Subject.Organization) != 1 || cert.Subject.Organization[0] != NodeOrganization {
-		return "", false
-	}
-	return name, true
-}
-
-// NewNodeKey makes a private key for node and a certificate request for
-// it, both PEM: what an agent sends to join (the request) and keeps (the
-// key).
-func NewNodeKey(node string) (csrPEM, keyPEM []byte, err error) {
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return nil, nil, fmt.Errorf("key of node %q: %w", node, err)
-	}
-	der, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{
-		Subject: pkix.Name{CommonName: NodePrefix + node, Organization: []string{NodeOrganization}},
-	}, key)
-	if err != nil {
-		return nil, nil, fmt.Errorf("certificate request of node %q: %w", node, err)
-	}
-	kb, err := x509.MarshalECPrivateKey(key)
-	if err != nil {
-		return nil, nil, fmt.Errorf("key of node %q: %w", node, err)
-	}
-	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: der}),
-		pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kb}), nil
-}
-
-// ParseCertificate reads the first certificate of a PEM bundle.
-func ParseCertificate(certPEM []byte) (*x509.Certificate, error) {
-	for rest := certPEM; ; {
-		var b *pem.Block
-		b, rest = pem.Decode(rest)
-		if b == nil {
-			return nil, fmt.Errorf("%w: no PEM CERTIFICATE block", errdefs.ErrInvalidArgument)
-		}
-		if b.Type != "CERTIFICATE" {
-			continue
-		}
-		c, err := x509.ParseCertificate(b.Bytes)
-		if err != nil {
-			return nil, fmt.Errorf("%w: %w", errdefs.ErrInvalidArgument, err)
-		}
-		return c, nil
-	}
-}
-
 func encodeCert(der []byte) []byte {
 	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
 }
@@ -428,32 +357,6 @@ func serialNumber() (*big.Int, error) {
 		return nil, fmt.Errorf("serial number: %w", err)
 	}
 	return n.Add(n, big.NewInt(1)), nil
-}
-
-// writeFile writes data to path with mode perm through a temporary file
-// and a rename, so that a crash never leaves half a key behind.
-func writeFile(path string, data []byte, perm os.FileMode) error {
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(f.Name())
-	if err := f.Chmod(perm); err != nil {
-		f.Close()
-		return err
-	}
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	return os.Rename(f.Name(), path)
 }
 
 // PeerCommonName is the common name of every server's etcd peer
@@ -505,7 +408,3 @@ func (ca *CA) IssuePeer(hosts []string, validity time.Duration) (certPEM, keyPEM
 	}
 	return encodeCert(der), pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kb}), nil
 }
-
-// WriteFile writes data to path with mode perm atomically (a temporary
-// file and a rename), for keys kept outside a CA directory.
-func WriteFile(path string, data []byte, perm os.FileMode) error { return writeFile(path, data, perm) }

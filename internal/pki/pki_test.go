@@ -12,7 +12,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/berth-dev/berth/internal/errdefs"
+	"github.com/berth-dev/berth/api/errdefs"
+	"github.com/berth-dev/berth/api/nodecert"
 )
 
 func TestCAIsMadeOnceAndKeptPrivate(t *testing.T) {
@@ -68,11 +69,11 @@ func TestSignNodeNamesTheNodeWhateverTheRequestAsks(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cert, err := ParseCertificate(certPEM)
+	cert, err := nodecert.ParseCertificate(certPEM)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if name, ok := NodeName(cert); !ok || name != "n1" {
+	if name, ok := nodecert.NodeName(cert); !ok || name != "n1" {
 		t.Fatalf("node name %q %v, want n1", name, ok)
 	}
 	if len(cert.DNSNames) != 0 || len(cert.ExtKeyUsage) != 1 || cert.ExtKeyUsage[0] != x509.ExtKeyUsageClientAuth || cert.IsCA {
@@ -91,7 +92,7 @@ func TestSignNodeNamesTheNodeWhateverTheRequestAsks(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c, _ := ParseCertificate(short); c.NotAfter.After(time.Now().Add(time.Hour + time.Minute)) {
+	if c, _ := nodecert.ParseCertificate(short); c.NotAfter.After(time.Now().Add(time.Hour + time.Minute)) {
 		t.Fatalf("asked for an hour, got until %v", c.NotAfter)
 	}
 }
@@ -101,7 +102,7 @@ func TestSignNodeRefusesBadRequests(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	csrPEM, _, err := NewNodeKey("n1")
+	csrPEM, _, err := nodecert.NewKey("n1")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -173,7 +174,7 @@ func TestServerCertificateIsReusedWhileItCoversTheHosts(t *testing.T) {
 func TestPin(t *testing.T) {
 	ca, _ := NewCA()
 	other, _ := NewCA()
-	if !MatchesPin(ca.Cert, ca.Pin()) || MatchesPin(other.Cert, ca.Pin()) || MatchesPin(ca.Cert, "") {
+	if !nodecert.MatchesPin(ca.Cert, ca.Pin()) || nodecert.MatchesPin(other.Cert, ca.Pin()) || nodecert.MatchesPin(ca.Cert, "") {
 		t.Fatal("pins do not tell CAs apart")
 	}
 }

@@ -11,17 +11,18 @@ import (
 	"sync"
 	"testing"
 
-	"github.com/berth-dev/berth/internal/errdefs"
+	"github.com/berth-dev/berth/api/errdefs"
 	"github.com/berth-dev/berth/internal/image"
 	"github.com/berth-dev/berth/internal/image/imagetest"
 	"github.com/berth-dev/berth/internal/registry"
+	"github.com/berth-dev/berth/internal/testing/testenv"
 )
 
 // TestBusyboxPushPull pushes a busybox image built by the image store with
 // go-containerregistry's client, pulls it into an empty store and runs the
 // result through Prepare: the same digest, and a rootfs that works.
 func TestBusyboxPushPull(t *testing.T) {
-	imagetest.SkipUnlessRoot(t)
+	testenv.RequireRoot(t)
 	ctx := context.Background()
 	src := openStore(t)
 	built := imagetest.BusyboxImage(t, src)

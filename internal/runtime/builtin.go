@@ -2,6 +2,7 @@ package runtime
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -31,6 +32,9 @@ func (b *builtin) name() string { return ExecutorBuiltin }
 // prepare turns the spec into the shim's plan. The cgroups are made
 // alongside, by the caller (see Runtime.start).
 func (b *builtin) prepare(_ context.Context, bd *bundle, s *specs.Spec) (*launch.Plan, error) {
+	if bd.restoreFrom != "" {
+		return nil, errBuiltinCheckpoint
+	}
 	p, err := processPlan(s)
 	if err != nil {
 		return nil, err
@@ -238,16 +242,22 @@ func (b *builtin) oomKilled(s *specs.Spec) bool {
 	return s != nil && s.Linux != nil && b.cg.oomKills(s.Linux.CgroupsPath) > 0
 }
 
-// runExecCmd runs an exec process with the caller's streams, through a
-// pseudo-terminal when asked, and returns its exit code.
+// runExecCmd runs an exec process and returns its exit code. The process
+// never holds a descriptor of the caller's: its stdio are pipes berth
+// relays (or, with Tty, a pseudo-terminal berth owns), and it starts in a
+// session of its own, so it has no controlling terminal of the caller's.
+// An inherited terminal would let the container type into the operator's
+// shell (TIOCSTI), and an inherited file would let it reopen
+// /proc/PID/fd/N and read what the file held before. Relaying ends when
+// the process has exited: what a left-behind child writes later goes nowhere.
 func runExecCmd(ctx context.Context, cmd *exec.Cmd, pr ExecProcess) (int, error) {
-	var master *os.File
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	stopStdin := func() {}
 	if pr.Tty {
-		m, slave, err := openPty()
+		master, slave, err := openPty()
 		if err != nil {
 			return -1, err
 		}
-		master = m
 		defer master.Close()
 		cmd.Stdin, cmd.Stdout, cmd.Stderr = slave, slave, slave
 		if pr.Resize != nil {
@@ -266,19 +276,75 @@ func runExecCmd(ctx context.Context, cmd *exec.Cmd, pr ExecProcess) (int, error)
 			_, _ = io.Copy(pr.Stdout, master)
 		}
 	} else {
-		cmd.Stdin, cmd.Stdout, cmd.Stderr = pr.Stdin, pr.Stdout, pr.Stderr
+		var err error
+		if stopStdin, err = relayStdio(cmd, pr); err != nil {
+			return -1, err
+		}
 		if err := cmd.Start(); err != nil {
+			stopStdin()
 			return -1, fmt.Errorf("exec: %w", err)
 		}
 	}
 	stop := context.AfterFunc(ctx, func() { _ = cmd.Process.Signal(syscall.SIGKILL) })
 	defer stop()
 	err := cmd.Wait()
-	if err == nil {
-		return 0, nil
+	stopStdin()
+	return execExitCode(cmd, err)
+}
+
+// relayStdio gives cmd pipes in place of the caller's streams. The
+// writers are handed to exec.Cmd wrapped, so that a writer that is an
+// *os.File (a terminal, a host file) is copied to rather than passed in.
+// The returned func ends the stdin relay; exec.Cmd ends the others at
+// Wait (after its WaitDelay when a child the process left holds them).
+func relayStdio(cmd *exec.Cmd, pr ExecProcess) (stopStdin func(), err error) {
+	r, w, err := os.Pipe()
+	if err != nil {
+		return nil, fmt.Errorf("exec: stdin pipe: %w", err)
 	}
-	if ee, ok := err.(*exec.ExitError); ok {
+	cmd.Stdin = r
+	if pr.Stdin != nil {
+		// Not exec.Cmd's own copy: Wait would wait for it, and a read of a
+		// terminal does not end when the process does.
+		go func() {
+			_, _ = io.Copy(w, pr.Stdin)
+			w.Close()
+		}()
+	} else {
+		w.Close()
+	}
+	cmd.Stdout, cmd.Stderr = relayed(pr.Stdout), relayed(pr.Stderr)
+	return func() {
+		r.Close()
+		w.Close()
+	}, nil
+}
+
+// writerOnly hides every method but Write, so exec.Cmd relays through a
+// pipe even when the writer is an *os.File. Two wrappers of one writer
+// compare equal, so stdout and stderr given as one writer share a pipe.
+type writerOnly struct{ w io.Writer }
+
+func (o writerOnly) Write(p []byte) (int, error) { return o.w.Write(p) }
+
+func relayed(w io.Writer) io.Writer {
+	if w == nil {
+		return io.Discard
+	}
+	return writerOnly{w}
+}
+
+// execExitCode turns what Wait returned into the process's exit code.
+func execExitCode(cmd *exec.Cmd, err error) (int, error) {
+	var ee *exec.ExitError
+	switch {
+	case err == nil:
+		return 0, nil
+	case errors.As(err, &ee):
 		return ee.ExitCode(), nil
+	case errors.Is(err, exec.ErrWaitDelay) && cmd.ProcessState != nil:
+		// The process exited; a child it left held the output open until cut off.
+		return cmd.ProcessState.ExitCode(), nil
 	}
 	return -1, fmt.Errorf("exec: %w", err)
 }
@@ -293,7 +359,10 @@ func runConsoleExec(ctx context.Context, cmd *exec.Cmd, pr ExecProcess) (int, er
 	ours, theirs := os.NewFile(uintptr(fds[0]), "console"), os.NewFile(uintptr(fds[1]), "console-peer")
 	defer ours.Close()
 	cmd.ExtraFiles = append(cmd.ExtraFiles, theirs)
-	cmd.Stdin, cmd.Stdout, cmd.Stderr = nil, nil, pr.Stderr
+	// The terminal is the process's stdio; the stage's own stderr (its
+	// errors) is relayed too, so no descriptor of the caller's goes in.
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = nil, nil, relayed(pr.Stderr)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	if err := cmd.Start(); err != nil {
 		theirs.Close()
 		return -1, fmt.Errorf("exec: %w", err)
@@ -302,9 +371,8 @@ func runConsoleExec(ctx context.Context, cmd *exec.Cmd, pr ExecProcess) (int, er
 	master, err := recvFD(ours)
 	if err != nil {
 		// The stage printed why on stderr; its exit code says the rest.
-		werr := cmd.Wait()
-		if ee, ok := werr.(*exec.ExitError); ok {
-			return ee.ExitCode(), nil
+		if code, werr := execExitCode(cmd, cmd.Wait()); werr == nil {
+			return code, nil
 		}
 		return -1, fmt.Errorf("exec: receive terminal: %w", err)
 	}
@@ -327,13 +395,7 @@ func runConsoleExec(ctx context.Context, cmd *exec.Cmd, pr ExecProcess) (int, er
 	defer stop()
 	werr := cmd.Wait()
 	<-copied
-	if werr == nil {
-		return 0, nil
-	}
-	if ee, ok := werr.(*exec.ExitError); ok {
-		return ee.ExitCode(), nil
-	}
-	return -1, fmt.Errorf("exec: %w", werr)
+	return execExitCode(cmd, werr)
 }
 
 func recvFD(sock *os.File) (*os.File, error) {

@@ -16,13 +16,19 @@ import (
 )
 
 // cgroups manages per-container cgroups directly through cgroupfs. It
-// works on a pure v2 host and on v1 (including hybrid hosts whose v2 mount
-// has no controllers, which it ignores).
+// works on a pure v2 host and on v1, hybrid hosts included. A container
+// joins every hierarchy the host has, so that no controller (blkio, a
+// named hierarchy, the unified one of a hybrid host) leaves it counted in
+// the launcher's cgroup.
 type cgroups struct {
 	root string // /sys/fs/cgroup
 	v2   bool
-	// v1 hierarchies in use, by controller name.
+	// v1 hierarchies, each by the name of its directory under root: a
+	// controller's name for those berth configures (cpu, memory...), the
+	// mount's own name for the rest (blkio, systemd, net_cls,net_prio...).
 	v1 []string
+	// unified is the cgroup2 mount of a hybrid host ("unified"), if any.
+	unified string
 }
 
 var v1Controllers = []string{"cpu", "cpuacct", "cpuset", "memory", "pids", "devices", "freezer"}
@@ -45,7 +51,38 @@ func detectCgroups() *cgroups {
 		seen[real] = true
 		c.v1 = append(c.v1, ctrl)
 	}
+	mountinfo, _ := os.ReadFile("/proc/self/mountinfo")
+	c.addHierarchies(string(mountinfo), func(p string) string {
+		real, err := filepath.EvalSymlinks(p)
+		if err != nil {
+			return p
+		}
+		return real
+	}, seen)
 	return c
+}
+
+// addHierarchies adds the cgroup mounts directly under root that are not
+// in seen (by their real path, as resolve gives it): further v1
+// hierarchies, and a hybrid host's cgroup2 mount.
+func (c *cgroups) addHierarchies(mountinfo string, resolve func(string) string, seen map[string]bool) {
+	for _, line := range strings.Split(mountinfo, "\n") {
+		pre, post, found := strings.Cut(line, " - ")
+		f, g := strings.Fields(pre), strings.Fields(post)
+		if !found || len(f) < 5 || len(g) < 1 || (g[0] != "cgroup" && g[0] != "cgroup2") {
+			continue
+		}
+		point := unescapeMountinfo(f[4])
+		if filepath.Dir(point) != c.root || seen[resolve(point)] {
+			continue
+		}
+		seen[resolve(point)] = true
+		if g[0] == "cgroup2" {
+			c.unified = filepath.Base(point)
+		} else {
+			c.v1 = append(c.v1, filepath.Base(point))
+		}
+	}
 }
 
 // dirs lists the container's cgroup directories: one on v2, one per hierarchy on v1.
@@ -53,9 +90,12 @@ func (c *cgroups) dirs(path string) []string {
 	if c.v2 {
 		return []string{filepath.Join(c.root, path)}
 	}
-	out := make([]string, 0, len(c.v1))
+	out := make([]string, 0, len(c.v1)+1)
 	for _, ctrl := range c.v1 {
 		out = append(out, filepath.Join(c.root, ctrl, path))
+	}
+	if c.unified != "" {
+		out = append(out, filepath.Join(c.root, c.unified, path))
 	}
 	return out
 }
@@ -79,7 +119,13 @@ func writeCG(dir, file, val string) error {
 // create makes the cgroup for path (such as /berth/web-1) and applies r.
 func (c *cgroups) create(path string, r *specs.LinuxResources) error {
 	if c.v2 {
-		return c.createV2(path, r)
+		return createV2(c.root, path, r)
+	}
+	if c.unified != "" {
+		// Joined for its controllers (hugetlb on some hosts); the limits are set in v1.
+		if err := createV2(filepath.Join(c.root, c.unified), path, nil); err != nil {
+			return err
+		}
 	}
 	for _, ctrl := range c.v1 {
 		base := filepath.Join(c.root, ctrl)
@@ -196,20 +242,12 @@ func deviceRule(d specs.LinuxDeviceCgroup) string {
 	return fmt.Sprintf("%s %s:%s %s", typ, num(d.Major), num(d.Minor), d.Access)
 }
 
-func (c *cgroups) createV2(path string, r *specs.LinuxResources) error {
-	// Controllers must be enabled in every ancestor's subtree_control.
-	parent := c.root
+func createV2(root, path string, r *specs.LinuxResources) error {
+	// Every controller the host offers is enabled in each ancestor's
+	// subtree_control, so the container has them all.
+	parent := root
 	for _, part := range strings.Split(strings.Trim(path, "/"), "/") {
-		avail, _ := os.ReadFile(filepath.Join(parent, "cgroup.controllers"))
-		var enable []string
-		for _, ctrl := range strings.Fields(string(avail)) {
-			if ctrl == "cpu" || ctrl == "memory" || ctrl == "pids" || ctrl == "cpuset" {
-				enable = append(enable, "+"+ctrl)
-			}
-		}
-		if len(enable) > 0 {
-			_ = writeCG(parent, "cgroup.subtree_control", strings.Join(enable, " "))
-		}
+		enableControllers(parent)
 		parent = filepath.Join(parent, part)
 		if err := os.Mkdir(parent, 0o755); err != nil && !errors.Is(err, os.ErrExist) {
 			return fmt.Errorf("cgroup %s: %w", parent, err)
@@ -253,6 +291,30 @@ func (c *cgroups) createV2(path string, r *specs.LinuxResources) error {
 		}
 	}
 	return nil
+}
+
+// enableControllers enables in dir's subtree_control the controllers dir
+// has and does not enable yet: in one write, else (one refused, such as a
+// controller the kernel will not enable here) one by one.
+func enableControllers(dir string) {
+	avail, _ := os.ReadFile(filepath.Join(dir, "cgroup.controllers"))
+	on, _ := os.ReadFile(filepath.Join(dir, "cgroup.subtree_control"))
+	enabled := map[string]bool{}
+	for _, ctrl := range strings.Fields(string(on)) {
+		enabled[strings.TrimPrefix(ctrl, "+")] = true
+	}
+	var enable []string
+	for _, ctrl := range strings.Fields(string(avail)) {
+		if !enabled[ctrl] {
+			enable = append(enable, "+"+ctrl)
+		}
+	}
+	if len(enable) == 0 || writeCG(dir, "cgroup.subtree_control", strings.Join(enable, " ")) == nil {
+		return
+	}
+	for _, e := range enable {
+		_ = writeCG(dir, "cgroup.subtree_control", e)
+	}
 }
 
 // oomKills reports how many processes the kernel OOM-killed in the cgroup.

@@ -44,7 +44,8 @@ func TestCgroupV2Writes(t *testing.T) {
 			t.Errorf("%s = %q, want %q", file, got, want)
 		}
 	}
-	if got := readCG(t, filepath.Join(root, "cgroup.subtree_control")); got != "+cpuset +cpu +memory +pids" {
+	// Every controller the host has, io included though berth sets no io limit.
+	if got := readCG(t, filepath.Join(root, "cgroup.subtree_control")); got != "+cpuset +cpu +io +memory +pids" {
 		t.Errorf("root subtree_control = %q", got)
 	}
 	if got := cg.procsFiles("/berth/c1"); len(got) != 1 || got[0] != filepath.Join(dir, "cgroup.procs") {
@@ -128,5 +129,42 @@ func TestWithFavorDynMods(t *testing.T) {
 		if !slices.Equal(got, tc.want) || already != tc.already {
 			t.Errorf("%q: got %q %v, want %q %v", tc.super, got, already, tc.want, tc.already)
 		}
+	}
+}
+
+// A container joins every hierarchy: on a hybrid host, the v1 ones berth
+// configures, the other v1 ones (named or not) and the unified one.
+func TestCgroupHierarchies(t *testing.T) {
+	const mountinfo = `25 1 0:22 / /sys/fs/cgroup ro,nosuid - tmpfs tmpfs ro,mode=755
+26 25 0:23 / /sys/fs/cgroup/unified rw,nosuid - cgroup2 cgroup2 rw,nsdelegate
+27 25 0:24 / /sys/fs/cgroup/systemd rw,nosuid - cgroup cgroup rw,xattr,name=systemd
+28 25 0:25 / /sys/fs/cgroup/cpu,cpuacct rw,nosuid - cgroup cgroup rw,cpu,cpuacct
+29 25 0:26 / /sys/fs/cgroup/memory rw,nosuid - cgroup cgroup rw,memory
+30 25 0:27 / /sys/fs/cgroup/blkio rw,nosuid - cgroup cgroup rw,blkio
+31 25 0:28 / /sys/fs/cgroup/net_cls,net_prio rw,nosuid - cgroup cgroup rw,net_cls,net_prio
+32 1 0:29 / /mnt/elsewhere rw - cgroup cgroup rw,pids
+`
+	c := &cgroups{root: "/sys/fs/cgroup", v1: []string{"cpu", "memory"}}
+	// cpu is a link to cpu,cpuacct: already listed by that name.
+	seen := map[string]bool{"/sys/fs/cgroup/cpu,cpuacct": true, "/sys/fs/cgroup/memory": true}
+	c.addHierarchies(mountinfo, func(p string) string { return p }, seen)
+	want := []string{"cpu", "memory", "systemd", "blkio", "net_cls,net_prio"}
+	if !slices.Equal(c.v1, want) || c.unified != "unified" {
+		t.Errorf("hierarchies %q unified %q, want %q and unified", c.v1, c.unified, want)
+	}
+	dirs := c.dirs("/berth/c1")
+	if len(dirs) != 6 || dirs[5] != "/sys/fs/cgroup/unified/berth/c1" || dirs[2] != "/sys/fs/cgroup/systemd/berth/c1" {
+		t.Errorf("dirs %q", dirs)
+	}
+}
+
+// Controllers already enabled are left alone; only the missing are written.
+func TestEnableControllers(t *testing.T) {
+	dir := t.TempDir()
+	os.WriteFile(filepath.Join(dir, "cgroup.controllers"), []byte("cpu io memory hugetlb pids rdma misc\n"), 0o644)
+	os.WriteFile(filepath.Join(dir, "cgroup.subtree_control"), []byte("cpu memory pids\n"), 0o644)
+	enableControllers(dir)
+	if got := readCG(t, filepath.Join(dir, "cgroup.subtree_control")); got != "+io +hugetlb +rdma +misc" {
+		t.Errorf("subtree_control written %q, want the four missing", got)
 	}
 }

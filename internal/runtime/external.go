@@ -4,9 +4,14 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"os"
 	"os/exec"
+	"path/filepath"
+	"slices"
 	"strconv"
+	"strings"
 	"syscall"
+	"time"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
@@ -42,6 +47,12 @@ func (e *external) prepare(_ context.Context, bd *bundle, s *specs.Spec) (*launc
 	bin, err := exec.LookPath(e.bin)
 	if err != nil {
 		return nil, fmt.Errorf("executor %s: %w", e.bin, err)
+	}
+	if err := checkMountTargets(s.Root.Path, s.Mounts); err != nil {
+		return nil, err
+	}
+	if bd.restoreFrom != "" {
+		return e.restorePlan(bin, bd)
 	}
 	return &launch.Plan{
 		// create and start rather than run: the container (and its cgroup,
@@ -87,6 +98,7 @@ func (e *external) exec(ctx context.Context, bd *bundle, s *specs.Spec, _ Status
 	}
 	args = append(append(args, bd.id), pr.Args...)
 	cmd := e.command(context.WithoutCancel(ctx), args...)
+	cmd.WaitDelay = 2 * time.Second
 	return runExecCmd(ctx, cmd, pr)
 }
 
@@ -106,4 +118,33 @@ func (e *external) cleanup(ctx context.Context, bd *bundle, s *specs.Spec) error
 
 func (e *external) oomKilled(s *specs.Spec) bool {
 	return s != nil && s.Linux != nil && e.cg.oomKills(s.Linux.CgroupsPath) > 0
+}
+
+// checkMountTargets refuses an image in which a mount destination passes
+// through a symbolic link. An OCI runtime resolves the destination inside
+// the root filesystem, but then makes what it adds there (runc 1.1's
+// /dev/fd, /dev/stdin... links) by host paths that follow the link, out
+// onto the host. The built-in init checks the same inside the container.
+// The last component of a file bind (an image's /etc/resolv.conf link)
+// is the runtime's to replace and is let through.
+func checkMountTargets(rootfs string, mounts []specs.Mount) error {
+	for _, m := range mounts {
+		parts := strings.Split(strings.Trim(filepath.Clean(m.Destination), "/"), "/")
+		last := len(parts)
+		if st, err := os.Stat(m.Source); err == nil && !st.IsDir() && (m.Type == "bind" || slices.Contains(m.Options, "bind") || slices.Contains(m.Options, "rbind")) {
+			last--
+		}
+		p := rootfs
+		for _, part := range parts[:last] {
+			p = filepath.Join(p, part)
+			st, err := os.Lstat(p)
+			if err != nil {
+				break // missing: the runtime makes it a directory
+			}
+			if st.Mode()&os.ModeSymlink != 0 {
+				return fmt.Errorf("mount destination %s: %s in the image is a symbolic link; mounting there could reach the host", m.Destination, strings.TrimPrefix(p, rootfs))
+			}
+		}
+	}
+	return nil
 }

@@ -106,9 +106,12 @@ type executor interface {
 // Runtime manages the containers under one state directory.
 type Runtime struct {
 	root string
-	self string
-	cg   *cgroups
-	exec map[string]executor
+	// bin is the berth binary the shims and exec stages run, never by
+	// this path but through the view exeView names (see exe.go), made
+	// when first needed: commands that start nothing pay nothing for it.
+	bin, exeView string
+	cg           *cgroups
+	exec         map[string]executor
 	// cgroupParent holds the containers' cgroups; runtimes with different
 	// state directories get different parents, so equal ids never collide.
 	cgroupParent string
@@ -120,17 +123,24 @@ const DefaultRoot = "/var/lib/berth/containers"
 // New opens (creating if needed) the state directory root, such as
 // /var/lib/berth/containers. Containers already there are adopted: List,
 // State, Wait, Stop and the rest work on them as on new ones.
-func New(root string) (*Runtime, error) {
+func New(root string, opts ...Option) (*Runtime, error) {
+	var o options
+	for _, opt := range opts {
+		opt(&o)
+	}
 	if err := os.MkdirAll(root, 0o711); err != nil {
 		return nil, fmt.Errorf("runtime state dir %s: %w", root, err)
 	}
-	self, err := os.Executable()
+	bin, err := filepath.Abs(o.binary)
+	if o.binary == "" {
+		bin, err = os.Executable()
+	}
 	if err != nil {
 		return nil, fmt.Errorf("runtime: find own binary: %w", err)
 	}
 	cg := detectCgroups()
 	hybrid := !cg.v2 && hasCgroup2Mount()
-	r := &Runtime{root: root, self: self, cg: cg, cgroupParent: cgroupParent(root)}
+	r := &Runtime{root: root, bin: bin, exeView: os.Getenv(ExeViewEnv), cg: cg, cgroupParent: cgroupParent(root)}
 	r.exec = map[string]executor{
 		ExecutorBuiltin: &builtin{cg: cg},
 		"runc":          &external{bin: "runc", state: filepath.Join(root, ".runc"), cg: cg},
@@ -141,6 +151,17 @@ func New(root string) (*Runtime, error) {
 	go warmSeccomp()
 	return r, nil
 }
+
+// Option changes how New sets up a Runtime.
+type Option func(*options)
+
+type options struct {
+	binary string
+}
+
+// WithBinary runs the shims and exec stages from binary (a berth binary,
+// or any that links package launch) instead of the running one.
+func WithBinary(path string) Option { return func(o *options) { o.binary = path } }
 
 func cgroupParent(root string) string {
 	abs, err := filepath.Abs(root)
@@ -168,6 +189,9 @@ func hasCgroup2Mount() bool {
 // bundle is a container's directory.
 type bundle struct {
 	id, dir string
+	// restoreFrom, when set, is a checkpoint image the executor restores
+	// the container from instead of starting its process anew.
+	restoreFrom string
 }
 
 func (b *bundle) path(name string) string { return filepath.Join(b.dir, name) }
@@ -222,6 +246,10 @@ func readJSON(path string, v any) error {
 // Run creates and starts a container, returning once its process has been
 // exec'd (or has failed to start, with the reason).
 func (r *Runtime) Run(ctx context.Context, c Config) (Status, error) {
+	return r.run(ctx, c, "")
+}
+
+func (r *Runtime) run(ctx context.Context, c Config, restoreFrom string) (Status, error) {
 	if err := c.Validate(); err != nil {
 		return Status{}, err
 	}
@@ -230,6 +258,7 @@ func (r *Runtime) Run(ctx context.Context, c Config) (Status, error) {
 	}
 	ex := r.exec[c.Executor]
 	bd, _ := r.bundle(c.ID)
+	bd.restoreFrom = restoreFrom
 	if err := os.Mkdir(bd.dir, 0o700); err != nil {
 		if errors.Is(err, os.ErrExist) {
 			return Status{}, fmt.Errorf("container %q: %w", c.ID, ErrAlreadyExists)
@@ -338,12 +367,16 @@ func (r *Runtime) start(ctx context.Context, bd *bundle, c *Config, ex executor)
 // (what the container needs: its cgroups, its network) has returned, and
 // gate's error is the start's.
 func (r *Runtime) launchShim(bd *bundle, gate func() error) (int, error) {
+	self, err := selfExe(r.bin, r.exeView)
+	if err != nil {
+		return 0, err
+	}
 	rd, wr, err := os.Pipe()
 	if err != nil {
 		return 0, err
 	}
 	defer rd.Close()
-	cmd := exec.Command(r.self)
+	cmd := exec.Command(self)
 	cmd.Env = []string{launch.StageEnv + "=" + launch.StageShim, launch.PlanEnv + "=" + bd.path("plan")}
 	cmd.Dir = bd.dir
 	cmd.ExtraFiles = []*os.File{wr}
@@ -749,7 +782,11 @@ func (r *Runtime) Exec(ctx context.Context, id string, pr ExecProcess) (int, err
 	if s == nil {
 		return -1, fmt.Errorf("container %q: exec: config.json unreadable", id)
 	}
-	return r.exec[m.Executor].exec(ctx, bd, s, st, pr, r.self)
+	self, err := selfExe(r.bin, r.exeView)
+	if err != nil {
+		return -1, fmt.Errorf("container %q: exec: %w", id, err)
+	}
+	return r.exec[m.Executor].exec(ctx, bd, s, st, pr, self)
 }
 
 // Delete removes a container: its rootfs mount, cgroups, logs and state.

@@ -24,7 +24,7 @@ import (
 
 	"golang.org/x/crypto/chacha20poly1305"
 
-	"github.com/berth-dev/berth/internal/errdefs"
+	"github.com/berth-dev/berth/api/errdefs"
 )
 
 // KeyFile is the seal key's file name in a server's data dir.

@@ -9,7 +9,7 @@ import (
 	"time"
 
 	"github.com/berth-dev/berth/api/client"
-	"github.com/berth-dev/berth/internal/errdefs"
+	"github.com/berth-dev/berth/api/errdefs"
 )
 
 // renewingCertificate is an agent's node certificate kept fresh: the

@@ -12,10 +12,13 @@ import (
 	"strings"
 	"time"
 
+	"github.com/berth-dev/berth/api"
 	"github.com/berth-dev/berth/api/client"
+	"github.com/berth-dev/berth/api/errdefs"
+	"github.com/berth-dev/berth/atomicfile"
 	"github.com/berth-dev/berth/internal/apiserver"
 	"github.com/berth-dev/berth/internal/controller"
-	"github.com/berth-dev/berth/internal/errdefs"
+	"github.com/berth-dev/berth/internal/dashboard"
 	"github.com/berth-dev/berth/internal/image"
 	"github.com/berth-dev/berth/internal/leader"
 	"github.com/berth-dev/berth/internal/metrics"
@@ -154,7 +157,7 @@ func Server(ctx context.Context, cfg ServerConfig) error {
 		return fmt.Errorf("server %q: API address: %w", name, err)
 	}
 	defer tl.Close()
-	sock := apiserver.SocketPath(cfg.DataDir)
+	sock := api.SocketPath(cfg.DataDir)
 	ul, err := apiserver.ListenUnix(sock)
 	if err != nil {
 		return err
@@ -227,6 +230,13 @@ func Server(ctx context.Context, cfg ServerConfig) error {
 			return secrets.renewPeer(ctx, name, scfg.Member.PeerURL, log.With("component", "store"))
 		})
 	}
+	uc, err := client.New("unix://" + sock)
+	if err != nil {
+		return err
+	}
+	ui := dashboard.New(dashboard.Options{Client: uc, Token: creds.token, Logger: log.With("component", "dashboard")})
+	srv.MountSignIn(dashboard.Prefix, ui)
+	run("dashboard", ui.Run)
 	run("api server", func(ctx context.Context) error { return srv.Serve(ctx, ul, apiserver.UnixRootOnly) })
 	run("api server (tcp)", func(ctx context.Context) error { return srv.ServeTLS(ctx, tl, creds.tls, creds.token) })
 	key := st.LeaderKey(controllerRole)
@@ -315,20 +325,13 @@ func apiHosts(listenHost, name string) []string {
 	return hosts
 }
 
-// writeIfChanged writes data to path through a temporary file unless it
-// holds data already.
+// writeIfChanged writes data to path atomically unless it holds data
+// already.
 func writeIfChanged(path string, data []byte, mode os.FileMode) error {
 	if cur, err := os.ReadFile(path); err == nil && string(cur) == string(data) {
 		return nil
 	} else if err != nil && !errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("%s: %w", path, err)
 	}
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, data, mode); err != nil {
-		return fmt.Errorf("%s: %w", path, err)
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		return fmt.Errorf("%s: %w", path, err)
-	}
-	return nil
+	return atomicfile.Write(path, data, mode)
 }

@@ -17,12 +17,12 @@ import (
 	"time"
 
 	"github.com/berth-dev/berth/api/client"
+	"github.com/berth-dev/berth/api/errdefs"
+	"github.com/berth-dev/berth/api/nodecert"
 	"github.com/berth-dev/berth/internal/agent"
-	"github.com/berth-dev/berth/internal/errdefs"
 	"github.com/berth-dev/berth/internal/hostinfo"
 	"github.com/berth-dev/berth/internal/image"
 	"github.com/berth-dev/berth/internal/metrics"
-	"github.com/berth-dev/berth/internal/pki"
 	"github.com/berth-dev/berth/internal/runtime"
 )
 
@@ -263,11 +263,11 @@ func loadNodeCredentials(dataDir string) (*client.NodeCredentials, string, error
 	if err != nil {
 		return nil, "", err
 	}
-	leaf, err := pki.ParseCertificate(nc.Certificate)
+	leaf, err := nodecert.ParseCertificate(nc.Certificate)
 	if err != nil {
 		return nil, "", fmt.Errorf("node certificate in %s: %w", NodeCredentialsDir(dataDir), err)
 	}
-	node, ok := pki.NodeName(leaf)
+	node, ok := nodecert.NodeName(leaf)
 	if !ok {
 		return nil, "", fmt.Errorf("node certificate in %s: %w: not a node certificate (%q)",
 			NodeCredentialsDir(dataDir), errdefs.ErrFailedPrecondition, leaf.Subject.CommonName)

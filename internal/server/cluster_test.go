@@ -21,7 +21,8 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/berth-dev/berth/api/client"
-	"github.com/berth-dev/berth/internal/errdefs"
+	"github.com/berth-dev/berth/api/errdefs"
+	"github.com/berth-dev/berth/api/nodecert"
 	"github.com/berth-dev/berth/internal/pki"
 	"github.com/berth-dev/berth/internal/seal"
 	"github.com/berth-dev/berth/internal/store"
@@ -285,7 +286,7 @@ func TestAgentCredentialsFromItsDataDir(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	csr, key, err := pki.NewNodeKey("n1")
+	csr, key, err := nodecert.NewKey("n1")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -360,7 +361,7 @@ func TestPeerCertificateRenewedBeforeItEnds(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		c, err := pki.ParseCertificate(b)
+		c, err := nodecert.ParseCertificate(b)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -9,12 +9,13 @@ import (
 	"github.com/berth-dev/berth/internal/image"
 	"github.com/berth-dev/berth/internal/image/imagetest"
 	"github.com/berth-dev/berth/internal/store"
+	"github.com/berth-dev/berth/internal/testing/testenv"
 )
 
 // A server keeps the image a moved tag leaves behind while a stored
 // service pins it by digest, and prunes it once nothing does.
 func TestPinnedImagesOutliveTheirTag(t *testing.T) {
-	imagetest.SkipUnlessRoot(t)
+	testenv.RequireRoot(t)
 	ctx := t.Context()
 	st, err := store.Open(ctx, store.Config{DataDir: t.TempDir()})
 	if err != nil {

@@ -16,13 +16,14 @@ import (
 	"github.com/berth-dev/berth/internal/image"
 	"github.com/berth-dev/berth/internal/image/imagetest"
 	"github.com/berth-dev/berth/internal/registry"
+	"github.com/berth-dev/berth/internal/testing/testenv"
 )
 
 // TestPullingImagesPullsOnceForConcurrentStarts starts three containers
 // of an image the node lacks at once: one pull fetches it, all three get
 // its root filesystem, and the copy has the registry's digest.
 func TestPullingImagesPullsOnceForConcurrentStarts(t *testing.T) {
-	imagetest.SkipUnlessRoot(t)
+	testenv.RequireRoot(t)
 	src, err := image.Open(filepath.Join(t.TempDir(), "src"))
 	if err != nil {
 		t.Fatal(err)
@@ -83,7 +84,7 @@ func TestPullingImagesPullsOnceForConcurrentStarts(t *testing.T) {
 // API: the digest is found locally and wins over where the tag points
 // now, so nothing is pulled.
 func TestPreparePinnedLocalImage(t *testing.T) {
-	imagetest.SkipUnlessRoot(t)
+	testenv.RequireRoot(t)
 	st, err := image.Open(filepath.Join(t.TempDir(), "images"))
 	if err != nil {
 		t.Fatal(err)

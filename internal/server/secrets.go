@@ -15,7 +15,9 @@ import (
 	"strings"
 	"time"
 
-	"github.com/berth-dev/berth/internal/errdefs"
+	"github.com/berth-dev/berth/api/errdefs"
+	"github.com/berth-dev/berth/api/nodecert"
+	"github.com/berth-dev/berth/atomicfile"
 	"github.com/berth-dev/berth/internal/pki"
 	"github.com/berth-dev/berth/internal/seal"
 	"github.com/berth-dev/berth/internal/store"
@@ -174,11 +176,11 @@ func saveCA(dir string, key *seal.Key, ca *pki.CA) error {
 		return err
 	}
 	keyPath := filepath.Join(dir, pki.CAKeyFile)
-	if err := pki.WriteFile(keyPath, sealed, 0o600); err != nil {
+	if err := atomicfile.Write(keyPath, sealed, 0o600); err != nil {
 		return fmt.Errorf("cluster CA key %s: %w", keyPath, err)
 	}
 	certPath := filepath.Join(dir, pki.CACertFile)
-	if err := pki.WriteFile(certPath, ca.CertPEM, 0o644); err != nil {
+	if err := atomicfile.Write(certPath, ca.CertPEM, 0o644); err != nil {
 		return fmt.Errorf("cluster CA certificate %s: %w", certPath, err)
 	}
 	return nil
@@ -224,7 +226,7 @@ func (s *serverSecrets) renewPeer(ctx context.Context, name, peerURL string, log
 func (s *serverSecrets) renewPeerIfDue(name, peerURL string, now time.Time) (bool, error) {
 	b, err := os.ReadFile(filepath.Join(s.dir, peerCertFile))
 	if err == nil {
-		if c, err := pki.ParseCertificate(b); err == nil && c.NotAfter.Sub(now) > peerRenewBefore {
+		if c, err := nodecert.ParseCertificate(b); err == nil && c.NotAfter.Sub(now) > peerRenewBefore {
 			return false, nil
 		}
 	}
@@ -247,10 +249,10 @@ func (s *serverSecrets) issuePeer(name, peerURL string, validity time.Duration) 
 		CAFile: filepath.Join(s.dir, pki.CACertFile), CommonName: pki.PeerCommonName}
 	// A handshake between the two writes pairs the new key with the old
 	// certificate and fails; the peer dials again.
-	if err := pki.WriteFile(t.KeyFile, keyPEM, 0o600); err != nil {
+	if err := atomicfile.Write(t.KeyFile, keyPEM, 0o600); err != nil {
 		return nil, fmt.Errorf("peer key %s: %w", t.KeyFile, err)
 	}
-	if err := pki.WriteFile(t.CertFile, certPEM, 0o644); err != nil {
+	if err := atomicfile.Write(t.CertFile, certPEM, 0o644); err != nil {
 		return nil, fmt.Errorf("peer certificate %s: %w", t.CertFile, err)
 	}
 	return t, nil

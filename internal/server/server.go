@@ -16,10 +16,12 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/berth-dev/berth/api"
 	"github.com/berth-dev/berth/api/client"
 	"github.com/berth-dev/berth/internal/agent"
 	"github.com/berth-dev/berth/internal/apiserver"
 	"github.com/berth-dev/berth/internal/controller"
+	"github.com/berth-dev/berth/internal/dashboard"
 	"github.com/berth-dev/berth/internal/hostinfo"
 	"github.com/berth-dev/berth/internal/image"
 	"github.com/berth-dev/berth/internal/metrics"
@@ -99,7 +101,7 @@ func Up(ctx context.Context, cfg Config) error {
 		return err
 	}
 
-	sock := apiserver.SocketPath(cfg.DataDir)
+	sock := api.SocketPath(cfg.DataDir)
 	l, err := apiserver.ListenUnix(sock)
 	if err != nil {
 		return err
@@ -150,6 +152,13 @@ func Up(ctx context.Context, cfg Config) error {
 	}
 	srv.Mount("/v2/", registry.New(imgs, registry.Options{Authorize: apiserver.AuthorizeImages, Logger: log.With("component", "registry"), Upstream: upstream}))
 	srv.Mount("/metrics/", apiserver.AdminOnly(metrics.Handler(metrics.Cluster(st))))
+	var token string
+	if creds != nil {
+		token = creds.Token
+	}
+	ui := dashboard.New(dashboard.Options{Client: c, Token: token, Logger: log.With("component", "dashboard")})
+	srv.MountSignIn(dashboard.Prefix, ui)
+	run("dashboard", ui.Run)
 	run("api server", func(ctx context.Context) error { return srv.Serve(ctx, l, apiserver.UnixRootOnly) })
 	if tl != nil {
 		run("api server (tcp)", func(ctx context.Context) error { return srv.ServeTLS(ctx, tl, creds.TLS, creds.Token) })

@@ -17,6 +17,8 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
+
+	"github.com/berth-dev/berth/atomicfile"
 )
 
 // Credentials are what a TCP client needs: the server's certificate (to
@@ -55,7 +57,7 @@ func LoadOrCreateCredentials(dir string, hosts []string) (*Credentials, error) {
 			return nil, err
 		}
 		tok = []byte(hex.EncodeToString(b))
-		if err := os.WriteFile(c.TokenFile, append(tok, '\n'), 0o600); err != nil {
+		if err := atomicfile.Write(c.TokenFile, append(tok, '\n'), 0o600); err != nil {
 			return nil, fmt.Errorf("api token %s: %w", c.TokenFile, err)
 		}
 	} else if err != nil {
@@ -99,10 +101,10 @@ func writeSelfSigned(certFile, keyFile string, hosts []string) error {
 	if err != nil {
 		return err
 	}
-	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kb}), 0o600); err != nil {
+	if err := atomicfile.Write(keyFile, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kb}), 0o600); err != nil {
 		return fmt.Errorf("api key %s: %w", keyFile, err)
 	}
-	if err := os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644); err != nil {
+	if err := atomicfile.Write(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644); err != nil {
 		return fmt.Errorf("api certificate %s: %w", certFile, err)
 	}
 	return nil

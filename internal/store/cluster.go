@@ -17,7 +17,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/server/v3/embed"
 
-	"github.com/berth-dev/berth/internal/errdefs"
+	"github.com/berth-dev/berth/api/errdefs"
 )
 
 // Member makes the embedded etcd one member of a cluster of servers
@@ -70,30 +70,6 @@ func (m *Member) scheme() string {
 // memberReadyTimeout bounds the wait for a member's cluster to have a
 // quorum: servers of a new cluster start one by one, minutes apart.
 const memberReadyTimeout = 10 * time.Minute
-
-// ParseInitialCluster reads "name=URL,name2=URL" into a map; the URLs are
-// checked when a member is configured.
-func ParseInitialCluster(s string) (map[string]string, error) {
-	out := map[string]string{}
-	for _, part := range strings.Split(s, ",") {
-		part = strings.TrimSpace(part)
-		if part == "" {
-			continue
-		}
-		name, u, ok := strings.Cut(part, "=")
-		if !ok || name == "" || u == "" {
-			return nil, fmt.Errorf("cluster member %q: %w: want NAME=HOST:PORT", part, errdefs.ErrInvalidArgument)
-		}
-		if _, dup := out[name]; dup {
-			return nil, fmt.Errorf("cluster member %q: %w: named twice", name, errdefs.ErrInvalidArgument)
-		}
-		out[name] = u
-	}
-	if len(out) == 0 {
-		return nil, fmt.Errorf("cluster members: %w: none given", errdefs.ErrInvalidArgument)
-	}
-	return out, nil
-}
 
 // validate checks m before etcd sees it, so that mistakes read in
 // berth's terms.

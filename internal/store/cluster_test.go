@@ -13,7 +13,7 @@ import (
 	"time"
 
 	"github.com/berth-dev/berth/api"
-	"github.com/berth-dev/berth/internal/errdefs"
+	"github.com/berth-dev/berth/api/errdefs"
 )
 
 // testCluster is n embedded etcd members on loopback, each with its store.
@@ -227,15 +227,6 @@ func TestMemberConfigErrors(t *testing.T) {
 	tlsOK := map[string]string{"a": "https://127.0.0.1:2380", "b": "https://127.0.0.2:2380"}
 	if err := (&Member{Name: "a", PeerURL: "https://127.0.0.1:2380", InitialCluster: tlsOK, TLS: &PeerTLS{}}).validate(); err != nil {
 		t.Errorf("valid TLS member: %v", err)
-	}
-	for _, bad := range []string{"", "a", "a=", "=http://x:1", "a=http://x:1,a=http://y:1"} {
-		if _, err := ParseInitialCluster(bad); !errdefs.IsInvalidArgument(err) {
-			t.Errorf("ParseInitialCluster(%q): got %v, want an invalid argument", bad, err)
-		}
-	}
-	m, err := ParseInitialCluster("a=http://127.0.0.1:2380, b=http://127.0.0.2:2380")
-	if err != nil || len(m) != 2 || m["b"] != "http://127.0.0.2:2380" {
-		t.Errorf("ParseInitialCluster: %v, %v", m, err)
 	}
 }
 

@@ -5,7 +5,7 @@ import (
 	"fmt"
 
 	"github.com/berth-dev/berth/api"
-	"github.com/berth-dev/berth/internal/errdefs"
+	"github.com/berth-dev/berth/api/errdefs"
 )
 
 // checkHostPorts refuses a service that publishes a host port another

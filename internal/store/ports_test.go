@@ -6,7 +6,7 @@ import (
 	"testing"
 
 	"github.com/berth-dev/berth/api"
-	"github.com/berth-dev/berth/internal/errdefs"
+	"github.com/berth-dev/berth/api/errdefs"
 )
 
 func TestHostPortConflictRefusedAtApply(t *testing.T) {

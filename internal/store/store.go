@@ -46,7 +46,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/berth-dev/berth/api"
-	"github.com/berth-dev/berth/internal/errdefs"
+	"github.com/berth-dev/berth/api/errdefs"
 )
 
 // Config says where the store keeps its data.

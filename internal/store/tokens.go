@@ -18,7 +18,9 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
-	"github.com/berth-dev/berth/internal/errdefs"
+	"github.com/berth-dev/berth/api"
+	"github.com/berth-dev/berth/api/errdefs"
+	"github.com/berth-dev/berth/atomicfile"
 )
 
 // Join tokens let a machine join the cluster as a node. A token reads
@@ -27,9 +29,6 @@ import (
 // secret's SHA-256 next to what may be shown about the token (JoinToken):
 // a copy of etcd gives nobody a usable token. The secrets are random
 // enough that a plain hash needs no salt nor stretching.
-
-// JoinTokenPrefix starts every join token.
-const JoinTokenPrefix = "berth_"
 
 const (
 	tokenIDLen     = 8  // 5 random bytes in base32
@@ -89,12 +88,12 @@ func (s *Store) tokenKey(id string) string { return s.tokenPrefix() + id }
 // wrong with it (in the Unauthorized category: a malformed token is a
 // wrong credential).
 func ParseJoinToken(token string) (id, secret string, err error) {
-	rest, ok := strings.CutPrefix(strings.TrimSpace(token), JoinTokenPrefix)
+	rest, ok := strings.CutPrefix(strings.TrimSpace(token), api.JoinTokenPrefix)
 	if ok {
 		id, secret, ok = strings.Cut(rest, ".")
 	}
 	if !ok || len(id) != tokenIDLen || len(secret) != tokenSecretLen || !tokenChars(id) || !tokenChars(secret) {
-		return "", "", fmt.Errorf("join token: %w: malformed, want %s<8 characters>.<32 characters>", errdefs.ErrUnauthorized, JoinTokenPrefix)
+		return "", "", fmt.Errorf("join token: %w: malformed, want %s<8 characters>.<32 characters>", errdefs.ErrUnauthorized, api.JoinTokenPrefix)
 	}
 	return id, secret, nil
 }
@@ -144,7 +143,7 @@ func (s *Store) newJoinToken(opts JoinTokenOptions) (string, JoinToken, []client
 		Hash:      hashSecret(secret),
 	}
 	b, _ := json.Marshal(rec)
-	return JoinTokenPrefix + id + "." + secret, rec.JoinToken, []clientv3.Op{clientv3.OpPut(s.tokenKey(id), string(b))}
+	return api.JoinTokenPrefix + id + "." + secret, rec.JoinToken, []clientv3.Op{clientv3.OpPut(s.tokenKey(id), string(b))}
 }
 
 // ListJoinTokens returns what may be shown of every join token, oldest
@@ -293,26 +292,10 @@ func (s *Store) EnsureJoinToken(ctx context.Context, path string) (token string,
 	return token, true, nil
 }
 
-// writePrivate writes a root-only file through a temporary file and a
-// rename.
+// writePrivate writes a root-only file, making its directory.
 func writePrivate(path string, data []byte) error {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return err
 	}
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(f.Name())
-	_, err = f.Write(data)
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		return err
-	}
-	return os.Rename(f.Name(), path)
+	return atomicfile.Write(path, data, 0o600)
 }

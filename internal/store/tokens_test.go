@@ -10,7 +10,8 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
-	"github.com/berth-dev/berth/internal/errdefs"
+	"github.com/berth-dev/berth/api"
+	"github.com/berth-dev/berth/api/errdefs"
 )
 
 func TestJoinTokenLifecycle(t *testing.T) {
@@ -40,8 +41,8 @@ func TestJoinTokenLifecycle(t *testing.T) {
 		}
 	}
 
-	wrongSecret := JoinTokenPrefix + id + "." + strings.Repeat("a", 32)
-	unknown := JoinTokenPrefix + "aaaaaaaa." + secret
+	wrongSecret := api.JoinTokenPrefix + id + "." + strings.Repeat("a", 32)
+	unknown := api.JoinTokenPrefix + "aaaaaaaa." + secret
 	for name, tc := range map[string]struct {
 		token string
 		now   time.Time

@@ -85,12 +85,11 @@ func (c *cluster) inNetns(name string, args ...string) *exec.Cmd {
 func (c *cluster) start() {
 	c.t.Helper()
 	c.up = c.inNetns(berthBin, append([]string{"--data-dir", c.dataDir, "up"}, c.args...)...)
-	c.up.Stdout = nil
 	log, err := os.OpenFile(filepath.Join(c.dataDir, "up.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
 		c.t.Fatal(err)
 	}
-	c.up.Stderr = log
+	c.up.Stdout, c.up.Stderr = log, log
 	c.up.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	if err := c.up.Start(); err != nil {
 		c.t.Fatal(err)
@@ -404,9 +403,10 @@ func TestTCPListenerNeedsTokenAndTLS(t *testing.T) {
 		t.Errorf("token file mode %v, want 0600", fi.Mode())
 	}
 	remote := []string{"--server", "https://" + addr, "--ca-file", filepath.Join(tls, "server.crt")}
-	if out := c.ok(append(remote, "--token", strings.TrimSpace(string(token)), "get", "nodes")...); !strings.Contains(out, "Ready") {
-		t.Errorf("get nodes over TCP: %q", out)
-	}
+	// berth up answers before its node has registered: wait for the node.
+	eventually(t, 30*time.Second, "the node Ready over TCP", func() bool {
+		return strings.Contains(c.ok(append(remote, "--token", strings.TrimSpace(string(token)), "get", "nodes")...), "Ready")
+	})
 	for _, tc := range [][]string{
 		append(remote, "--token", "0123456789abcdef0123", "get", "nodes"),
 		append(remote, "get", "nodes"),

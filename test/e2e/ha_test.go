@@ -18,8 +18,8 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/berth-dev/berth/api"
-	"github.com/berth-dev/berth/internal/lan"
 	"github.com/berth-dev/berth/internal/leader"
+	"github.com/berth-dev/berth/internal/testing/lan"
 )
 
 // haServer is one `berth server` process of a test cluster.

@@ -35,11 +35,18 @@ func TestHostPortHeldByAnotherProcess(t *testing.T) {
 	if code == 0 || !strings.Contains(errOut, "18081") || !strings.Contains(errOut, "address already in use") {
 		t.Fatalf("run -p 18081:80 with the port held: exit %d, %s", code, errOut)
 	}
-	insts := c.ownedBy("taken")
-	if len(insts) != 1 || insts[0].Status.Reason != "StartError" ||
-		!strings.Contains(insts[0].Status.Message, "port 18081/tcp") || !strings.Contains(insts[0].Status.Message, "address already in use") {
-		t.Fatalf("the instance does not say why it is not running: %+v", insts)
-	}
+	// A run that failed to start leaves nothing behind; a service applied
+	// without waiting stays, and its instance says why it is not running.
+	eventually(t, 30*time.Second, "the failed run's instances to go", func() bool {
+		return len(c.ownedBy("taken")) == 0
+	})
+	c.ok("run", "--name", "taken", "-p", "18081:80", "--no-wait",
+		"demo/busybox:1", "sh", "-c", "hostname > /www/index.html; exec httpd -f -p 80 -h /www")
+	eventually(t, 30*time.Second, "the instance to say why it is not running", func() bool {
+		insts := c.ownedBy("taken")
+		return len(insts) >= 1 && insts[0].Status.Reason == "StartError" &&
+			strings.Contains(insts[0].Status.Message, "port 18081/tcp") && strings.Contains(insts[0].Status.Message, "address already in use")
+	})
 	if body, err := c.hostGet(addr); err != nil || body != "host-listener" {
 		t.Fatalf("the host listener lost its traffic: %q, %v", body, err)
 	}

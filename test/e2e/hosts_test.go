@@ -7,10 +7,11 @@ import (
 	"time"
 
 	"github.com/berth-dev/berth/api"
-	"github.com/berth-dev/berth/internal/lan"
+	"github.com/berth-dev/berth/internal/testing/lan"
+	"github.com/berth-dev/berth/internal/testing/testenv"
 )
 
-// startLAN starts a LAN of network namespaces (internal/lan) with
+// startLAN starts a LAN of network namespaces (internal/testing/lan) with
 // `berth server` on three hosts (one embedded etcd cluster) and `berth
 // agent` on three more, joined with the servers' join token, networking
 // on, and the demo image on every server: an agent pulls from the server
@@ -21,7 +22,7 @@ func startLAN(t *testing.T) *lan.LAN { return startLANOf(t, 3, 3) }
 
 // startLANOf starts a LAN of servers and agents.
 func startLANOf(t *testing.T, servers, agents int) *lan.LAN {
-	requireRoot(t)
+	testenv.RequireRoot(t)
 	l := lan.New(lan.Config{
 		Berth:   berthBin,
 		Dir:     t.TempDir(),

@@ -14,8 +14,9 @@ import (
 
 	"github.com/berth-dev/berth/api"
 	"github.com/berth-dev/berth/api/client"
-	"github.com/berth-dev/berth/internal/errdefs"
-	"github.com/berth-dev/berth/internal/pki"
+	"github.com/berth-dev/berth/api/errdefs"
+	"github.com/berth-dev/berth/api/nodecert"
+	"github.com/berth-dev/berth/internal/testing/testenv"
 )
 
 // lockedBuffer collects a process's output while the test reads it.
@@ -89,7 +90,7 @@ func startProcess(t *testing.T, what string, args ...string) *process {
 // instance, its saved certificate writes nothing but its own node, a
 // restarted agent needs no token, and a revoked token joins nobody.
 func TestAgentJoinsWithTokenThenUsesItsCertificate(t *testing.T) {
-	requireRoot(t)
+	testenv.RequireRoot(t)
 	// The agent's data dir; its containers outlive the agent by design
 	// and go when the test ends.
 	e := newAgentEnv(t)
@@ -164,7 +165,7 @@ func TestAgentJoinsWithTokenThenUsesItsCertificate(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		leaf, err := pki.ParseCertificate(nc.Certificate)
+		leaf, err := nodecert.ParseCertificate(nc.Certificate)
 		if err != nil {
 			t.Fatal(err)
 		}

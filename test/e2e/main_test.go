@@ -11,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/berth-dev/berth/internal/testing/testenv"
 )
 
 // berthBin is the binary under test, built once by TestMain.
@@ -40,17 +42,6 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-func requireRoot(t *testing.T) {
-	t.Helper()
-	if os.Geteuid() == 0 {
-		return
-	}
-	if os.Getenv("CI") == "true" {
-		t.Fatal("end-to-end tests need root, and CI runs as root")
-	}
-	t.Skip("needs root")
-}
-
 // env is one isolated berth installation: its own data dir.
 type env struct {
 	t       *testing.T
@@ -58,7 +49,7 @@ type env struct {
 }
 
 func newEnv(t *testing.T) *env {
-	requireRoot(t)
+	testenv.RequireRoot(t)
 	return &env{t: t, dataDir: t.TempDir()}
 }
 

@@ -12,9 +12,9 @@ import (
 
 	"github.com/berth-dev/berth/api"
 	"github.com/berth-dev/berth/api/client"
+	"github.com/berth-dev/berth/api/errdefs"
 	"github.com/berth-dev/berth/internal/apiserver"
-	"github.com/berth-dev/berth/internal/errdefs"
-	"github.com/berth-dev/berth/internal/lan"
+	"github.com/berth-dev/berth/internal/testing/lan"
 )
 
 // Six replicas spread over the nodes (the scheduler packs unless told to

@@ -10,6 +10,7 @@ import (
 	"github.com/berth-dev/berth/api"
 	"github.com/berth-dev/berth/internal/registry"
 	"github.com/berth-dev/berth/internal/runtime/runtimetest"
+	"github.com/berth-dev/berth/internal/testing/testenv"
 )
 
 // TestPullThroughFromAnotherServer builds two images on server s1 of a
@@ -21,7 +22,7 @@ import (
 // own answer (404), an unmarked one s3's pull-through; the node's
 // certificate still cannot push.
 func TestPullThroughFromAnotherServer(t *testing.T) {
-	requireRoot(t)
+	testenv.RequireRoot(t)
 	c := startHACluster(t)
 	s1, s2, s3 := c.servers[0], c.servers[1], c.servers[2]
 	e1 := &env{t: t, dataDir: s1.dataDir}

@@ -32,8 +32,8 @@ import (
 
 	"github.com/berth-dev/berth/api"
 	"github.com/berth-dev/berth/api/client"
-	"github.com/berth-dev/berth/internal/errdefs"
-	"github.com/berth-dev/berth/internal/lan"
+	"github.com/berth-dev/berth/api/errdefs"
+	"github.com/berth-dev/berth/internal/testing/lan"
 )
 
 // Three replicas, one per node. Each container says it booted (with a
@@ -663,21 +663,6 @@ func execInPty(t *testing.T, l *lan.LAN, name string) {
 		defer mu.Unlock()
 		t.Fatalf("exec -it exited %v, want 5; screen %q", err, screen.String())
 	}
-}
-
-// openPty opens a pseudo-terminal pair.
-func openPty(t *testing.T) (master, slave *os.File) {
-	t.Helper()
-	m, err := os.OpenFile("/dev/ptmx", os.O_RDWR|syscall.O_NOCTTY, 0)
-	check(t, err)
-	if err := unix.IoctlSetPointerInt(int(m.Fd()), unix.TIOCSPTLCK, 0); err != nil {
-		t.Fatal(err)
-	}
-	n, err := unix.IoctlGetInt(int(m.Fd()), unix.TIOCGPTN)
-	check(t, err)
-	s, err := os.OpenFile(fmt.Sprintf("/dev/pts/%d", n), os.O_RDWR|syscall.O_NOCTTY, 0)
-	check(t, err)
-	return m, s
 }
 
 // TestRemoteOperationsInBerthUp checks that in berth up, where the agent

@@ -17,6 +17,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/berth-dev/berth/api/client"
+	"github.com/berth-dev/berth/api/nodecert"
 	"github.com/berth-dev/berth/internal/pki"
 	"github.com/berth-dev/berth/internal/seal"
 )
@@ -117,7 +118,7 @@ func TestSecretsSealedAndPeersOnTLS(t *testing.T) {
 	if err != nil {
 		t.Fatalf("join after the restart: %v", err)
 	}
-	cert, err := pki.ParseCertificate(nc.Certificate)
+	cert, err := nodecert.ParseCertificate(nc.Certificate)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -202,7 +203,7 @@ func openClusterCA(t *testing.T, dataDir string) *pki.CA {
 
 func nodeCert(t *testing.T, ca *pki.CA, node string) tls.Certificate {
 	t.Helper()
-	csr, key, err := pki.NewNodeKey(node)
+	csr, key, err := nodecert.NewKey(node)
 	if err != nil {
 		t.Fatal(err)
 	}

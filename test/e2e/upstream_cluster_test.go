@@ -18,8 +18,9 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/static"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 
-	"github.com/berth-dev/berth/internal/lan"
 	"github.com/berth-dev/berth/internal/registry/registrytest"
+	"github.com/berth-dev/berth/internal/testing/lan"
+	"github.com/berth-dev/berth/internal/testing/testenv"
 )
 
 // twoLayerImage makes, in e's store, name: the demo busybox image with a
@@ -85,7 +86,7 @@ func twoLayerImage(t *testing.T, e *env, name string) {
 // their servers, which pull through from each other. The mirror's access
 // log shows exactly one download of each blob.
 func TestClusterPullsEachLayerOnce(t *testing.T) {
-	requireRoot(t)
+	testenv.RequireRoot(t)
 	lc := lan.Config{
 		Berth:   berthBin,
 		Dir:     t.TempDir(),

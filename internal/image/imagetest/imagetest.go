@@ -12,6 +12,7 @@ import (
 	"testing"
 
 	"github.com/berth-dev/berth/internal/image"
+	"github.com/berth-dev/berth/internal/testing/testenv"
 )
 
 // BusyboxPath is where busybox-static installs its binary.
@@ -20,23 +21,6 @@ const BusyboxPath = "/bin/busybox"
 // BusyboxTag is the name BusyboxImage stores the image under.
 const BusyboxTag = "demo/busybox:1"
 
-// SkipUnlessRoot skips the test when not running as root, or fails it when
-// CI=true, where every test must run.
-func SkipUnlessRoot(t testing.TB) {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		skipOrFail(t, "needs root")
-	}
-}
-
-func skipOrFail(t testing.TB, why string) {
-	t.Helper()
-	if os.Getenv("CI") == "true" {
-		t.Fatal(why + " (CI=true: not skipping)")
-	}
-	t.Skip(why)
-}
-
 // BusyboxRootfs returns a new directory holding a minimal rootfs: busybox
 // and its applet links in /bin, /etc/passwd and /etc/group with root and
 // nobody, /www/index.html ("hello from berth") and a sticky /tmp. It is the
@@ -44,7 +28,7 @@ func skipOrFail(t testing.TB, why string) {
 func BusyboxRootfs(t testing.TB) string {
 	t.Helper()
 	if _, err := os.Stat(BusyboxPath); err != nil {
-		skipOrFail(t, "busybox-static is not installed: "+err.Error())
+		testenv.SkipOrFail(t, "busybox-static is not installed: "+err.Error())
 	}
 	dir := t.TempDir()
 	if err := WriteBusyboxRootfs(dir); err != nil {

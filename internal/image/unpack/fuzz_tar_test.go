@@ -12,6 +12,8 @@ import (
 	"testing"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/berth-dev/berth/internal/testing/testenv"
 )
 
 // canaryMark stands, in the seeds' names and link targets, for the
@@ -88,12 +90,7 @@ func withCanary(data []byte, canary string) []byte {
 // returns, nothing outside the target changed and no device node other
 // than a whiteout appeared inside it.
 func FuzzLayerTar(f *testing.F) {
-	if os.Geteuid() != 0 {
-		if os.Getenv("CI") == "true" {
-			f.Fatal("needs root (CI=true: not skipping)")
-		}
-		f.Skip("needs root")
-	}
+	testenv.RequireRoot(f)
 	c := canaryMark
 	seeds := [][]ent{
 		{{name: "etc/", typ: tar.TypeDir, mode: 0o755}, {name: "etc/hostname", body: "box\n"}, {name: "bin/sh", typ: tar.TypeSymlink, link: "/bin/busybox"}},

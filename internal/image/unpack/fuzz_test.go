@@ -11,18 +11,15 @@ import (
 	"testing"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/berth-dev/berth/internal/testing/testenv"
 )
 
 // FuzzLayer feeds layers built from random mixes of hostile names, links
 // and whiteouts, and checks that whatever Layer returns, nothing outside the
 // target changed and no real device node appeared inside it.
 func FuzzLayer(f *testing.F) {
-	if os.Geteuid() != 0 {
-		if os.Getenv("CI") == "true" {
-			f.Fatal("needs root (CI=true: not skipping)")
-		}
-		f.Skip("needs root")
-	}
+	testenv.RequireRoot(f)
 	f.Add([]byte{2, 5, 0, 0, 3, 1})
 	f.Add([]byte{2, 4, 1, 0, 5, 7, 3, 4, 2})
 	f.Add([]byte{1, 0, 3, 0, 2, 6, 4, 7, 0, 1})

@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/berth-dev/berth/internal/testing/testenv"
 )
 
 type ent struct {
@@ -55,17 +57,6 @@ func layerTar(t *testing.T, ents ...ent) *bytes.Buffer {
 		t.Fatal(err)
 	}
 	return &buf
-}
-
-func requireRoot(t *testing.T) {
-	t.Helper()
-	if os.Geteuid() == 0 {
-		return
-	}
-	if os.Getenv("CI") == "true" {
-		t.Fatal("needs root (CI=true: not skipping)")
-	}
-	t.Skip("needs root")
 }
 
 // snapshotTree records everything observable about a directory tree.
@@ -111,7 +102,7 @@ func itoa(n uint64) string {
 // next to the target, and checks each is refused with a clear error and
 // the canary is untouched.
 func TestHostileLayers(t *testing.T) {
-	requireRoot(t)
+	testenv.RequireRoot(t)
 	cases := []struct {
 		name string
 		ents func(canary string) []ent
@@ -183,7 +174,7 @@ func TestHostileLayers(t *testing.T) {
 }
 
 func TestLayerContent(t *testing.T) {
-	requireRoot(t)
+	testenv.RequireRoot(t)
 	dir := t.TempDir()
 	err := Layer(context.Background(), layerTar(t,
 		ent{name: "./", typ: tar.TypeDir, mode: 0o755},
@@ -260,9 +251,7 @@ func TestLayerContent(t *testing.T) {
 // BenchmarkLayer unpacks a busybox-shaped layer: a few directories, a
 // few files and hundreds of symlinks.
 func BenchmarkLayer(b *testing.B) {
-	if os.Geteuid() != 0 {
-		b.Skip("needs root")
-	}
+	testenv.RequireRoot(b)
 	var buf bytes.Buffer
 	tw := tar.NewWriter(&buf)
 	for _, d := range []string{"bin/", "etc/", "tmp/", "www/"} {

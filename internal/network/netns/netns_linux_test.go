@@ -7,18 +7,9 @@ import (
 	"testing"
 
 	"golang.org/x/sys/unix"
-)
 
-func needRoot(t *testing.T) {
-	t.Helper()
-	if os.Geteuid() == 0 {
-		return
-	}
-	if os.Getenv("CI") == "true" {
-		t.Fatal("needs root (CI=true: not skipping)")
-	}
-	t.Skip("needs root")
-}
+	"github.com/berth-dev/berth/internal/testing/testenv"
+)
 
 func inode(path string) uint64 {
 	var st unix.Stat_t
@@ -29,7 +20,7 @@ func inode(path string) uint64 {
 }
 
 func TestCreateDoDelete(t *testing.T) {
-	needRoot(t)
+	testenv.RequireRoot(t)
 	path := filepath.Join(t.TempDir(), "ns")
 	var inside uint64
 	if err := Create(path, func() error {
@@ -65,7 +56,7 @@ func TestCreateDoDelete(t *testing.T) {
 }
 
 func TestCreateCleansUpAfterFailedSetup(t *testing.T) {
-	needRoot(t)
+	testenv.RequireRoot(t)
 	path := filepath.Join(t.TempDir(), "ns")
 	boom := errors.New("boom")
 	if err := Create(path, func() error { return boom }); !errors.Is(err, boom) {
@@ -77,7 +68,7 @@ func TestCreateCleansUpAfterFailedSetup(t *testing.T) {
 }
 
 func TestMoveKeepsTheNamespace(t *testing.T) {
-	needRoot(t)
+	testenv.RequireRoot(t)
 	dir := t.TempDir()
 	src, dst := filepath.Join(dir, "a"), filepath.Join(dir, "b")
 	if err := Create(src, nil); err != nil {

@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
@@ -13,19 +12,8 @@ import (
 	"testing"
 
 	"github.com/berth-dev/berth/internal/network/netns"
+	"github.com/berth-dev/berth/internal/testing/testenv"
 )
-
-// needRoot skips without root, except in CI where a skip would hide a gap.
-func needRoot(t *testing.T) {
-	t.Helper()
-	if os.Geteuid() == 0 {
-		return
-	}
-	if os.Getenv("CI") == "true" {
-		t.Fatal("needs root (CI=true: not skipping)")
-	}
-	t.Skip("needs root")
-}
 
 // testNS makes a network namespace for the test and removes it afterwards.
 func testNS(t *testing.T) string {
@@ -83,7 +71,7 @@ func testServices() []Service {
 }
 
 func TestProgrammerRestartLeavesRulesetIdentical(t *testing.T) {
-	needRoot(t)
+	testenv.RequireRoot(t)
 	t.Parallel()
 	ctx := context.Background()
 	ns := testNS(t)
@@ -140,7 +128,7 @@ func TestProgrammerRestartLeavesRulesetIdentical(t *testing.T) {
 }
 
 func TestProgrammerIncrementalMatchesSync(t *testing.T) {
-	needRoot(t)
+	testenv.RequireRoot(t)
 	t.Parallel()
 	ctx := context.Background()
 	ns := testNS(t)
@@ -205,7 +193,7 @@ func served(t *testing.T, p *Programmer) string {
 }
 
 func TestProgrammerRebuildsAForeignTable(t *testing.T) {
-	needRoot(t)
+	testenv.RequireRoot(t)
 	t.Parallel()
 	ctx := context.Background()
 	ns := testNS(t)
@@ -229,7 +217,7 @@ func TestProgrammerRebuildsAForeignTable(t *testing.T) {
 }
 
 func TestSyncProgramsAllButTheBadService(t *testing.T) {
-	needRoot(t)
+	testenv.RequireRoot(t)
 	t.Parallel()
 	ctx := context.Background()
 	ns := testNS(t)

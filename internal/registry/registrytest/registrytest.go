@@ -29,6 +29,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/berth-dev/berth/internal/testing/testenv"
 )
 
 // CA is a CA and a server certificate it signed for 127.0.0.1 (and more
@@ -118,14 +120,7 @@ func (ca *CA) Client() *http.Client {
 // NeedDistribution skips (or in CI fails) when docker-registry is missing.
 func NeedDistribution(t testing.TB) string {
 	t.Helper()
-	p, err := exec.LookPath("docker-registry")
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("docker-registry is not installed (scripts/deps.sh installs it)")
-		}
-		t.Skip("docker-registry is not installed")
-	}
-	return p
+	return testenv.RequireBinary(t, "docker-registry")
 }
 
 // StartDistribution runs docker-registry on a free loopback port with TLS

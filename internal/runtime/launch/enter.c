@@ -137,8 +137,12 @@ int enter_main(void)
 		for (size_t i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++)
 			signal(sigs[i], SIG_DFL);
 		sigprocmask(SIG_SETMASK, &old, NULL);
+		/*
+		 * A session of its own in every case: without a terminal the process
+		 * has no controlling one, so /dev/tty and TIOCSTI reach nothing.
+		 */
+		setsid();
 		if (tty) {
-			setsid();
 			int fd = open(slave, O_RDWR);
 			if (fd < 0 || ioctl(fd, TIOCSCTTY, 0) < 0 || dup2(fd, 0) < 0 || dup2(fd, 1) < 0 || dup2(fd, 2) < 0) {
 				fprintf(stderr, "berth exec: open terminal %s: %s\n", slave, strerror(errno));

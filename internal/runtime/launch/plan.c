@@ -87,7 +87,7 @@ int plan_read(char *buf, size_t len, struct plan *p, char *err, size_t errlen)
 				bad = 1;
 			break;
 		case REC_CGROUP:
-			if (p->ncgroups >= 16 || take_str(pl, n, &p->cgroups[p->ncgroups++]))
+			if (p->ncgroups >= MAX_CGROUPS || take_str(pl, n, &p->cgroups[p->ncgroups++]))
 				bad = 1;
 			break;
 		case REC_MOUNT: {
@@ -112,7 +112,7 @@ int plan_read(char *buf, size_t len, struct plan *p, char *err, size_t errlen)
 			break;
 		}
 		case REC_RLIMIT:
-			if (n != 20 || p->nrlimits >= 32) {
+			if (n != 20 || p->nrlimits >= MAX_RLIMITS) {
 				bad = 1;
 				break;
 			}
@@ -150,7 +150,7 @@ int plan_read(char *buf, size_t len, struct plan *p, char *err, size_t errlen)
 			p->uid = get32(pl);
 			p->gid = get32(pl + 4);
 			p->ngids = get32(pl + 8);
-			if (p->ngids > 64 || n != 12 + 4 * p->ngids) {
+			if (p->ngids > MAX_GIDS || n != 12 + 4 * p->ngids) {
 				bad = 1;
 				break;
 			}

@@ -9,15 +9,15 @@
 package launch
 
 // #cgo CFLAGS: -O2 -Wall -Wno-unused-result
+// #include "plan.h"
 import "C"
 
 import (
 	"bytes"
 	"encoding/binary"
 	"fmt"
+	"math"
 	"strings"
-
-	"github.com/berth-dev/berth/api"
 )
 
 // Environment variables that select a stage and point at its plan.
@@ -31,37 +31,42 @@ const (
 	StageExec = "exec"
 )
 
-// Record types; keep in step with plan.h.
+// Record types and limits, from plan.h: one definition for both sides.
 const (
-	recArg         = 1
-	recEnv         = 2
-	recCwd         = 3
-	recHostname    = 4
-	recRootfs      = 5
-	recRootfsRO    = 6
-	recMount       = 7
-	recMask        = 8
-	recRO          = 9
-	recRlimit      = 10
-	recCgroup      = 11
-	recNetNS       = 12
-	recNSFlags     = 13
-	recSeccomp     = 14
-	recCaps        = 15
-	recUser        = 16
-	recNNP         = 17
-	recOOMScore    = 18
-	recLog         = 19
-	recExtArg      = 20
-	recHideUnified = 21
-	recSysctl      = 22
-	recExit        = 23
-	recState       = 24
-	recCtl         = 25
-	recPID         = 26
-	recExtStart    = 27
-	recPIDFile     = 28
-	recOverlay     = 29
+	recArg         = C.REC_ARG
+	recEnv         = C.REC_ENV
+	recCwd         = C.REC_CWD
+	recHostname    = C.REC_HOSTNAME
+	recRootfs      = C.REC_ROOTFS
+	recRootfsRO    = C.REC_ROOTFS_RO
+	recMount       = C.REC_MOUNT
+	recMask        = C.REC_MASK
+	recRO          = C.REC_RO
+	recRlimit      = C.REC_RLIMIT
+	recCgroup      = C.REC_CGROUP
+	recNetNS       = C.REC_NETNS
+	recNSFlags     = C.REC_NSFLAGS
+	recSeccomp     = C.REC_SECCOMP
+	recCaps        = C.REC_CAPS
+	recUser        = C.REC_USER
+	recNNP         = C.REC_NNP
+	recOOMScore    = C.REC_OOMSCORE
+	recLog         = C.REC_LOG
+	recExtArg      = C.REC_EXTARG
+	recHideUnified = C.REC_HIDE_UNIFIED
+	recSysctl      = C.REC_SYSCTL
+	recExit        = C.REC_EXIT
+	recState       = C.REC_STATE
+	recCtl         = C.REC_CTL
+	recPID         = C.REC_PID
+	recExtStart    = C.REC_EXTSTART
+	recPIDFile     = C.REC_PIDFILE
+	recOverlay     = C.REC_OVERLAY
+
+	maxItems   = C.MAX_ITEMS
+	maxRlimits = C.MAX_RLIMITS
+	maxCgroups = C.MAX_CGROUPS
+	maxGIDs    = C.MAX_GIDS
 )
 
 // MountKind says how the init makes a mount.
@@ -69,11 +74,11 @@ type MountKind uint32
 
 const (
 	// MountFS mounts a filesystem type (proc, tmpfs, sysfs...).
-	MountFS MountKind = 0
+	MountFS MountKind = C.MOUNT_KIND_FS
 	// MountBind binds a host directory, opened before pivot_root.
-	MountBind MountKind = 1
+	MountBind MountKind = C.MOUNT_KIND_BIND
 	// MountBindFile binds a host file; the destination is created as a file.
-	MountBindFile MountKind = 2
+	MountBindFile MountKind = C.MOUNT_KIND_BIND_FILE
 )
 
 // Mount is one mount made inside the container after pivot_root. Target is
@@ -241,8 +246,8 @@ func (p *Plan) MarshalBinary() ([]byte, error) {
 		binary.NativeEndian.PutUint64(v[12:], r.Hard)
 		rec(recRlimit, v[:])
 	}
-	if len(p.Cgroups) > 16 {
-		return nil, fmt.Errorf("launch plan: %d cgroups, at most 16", len(p.Cgroups))
+	if len(p.Cgroups) > maxCgroups {
+		return nil, fmt.Errorf("launch plan: %d cgroups, at most %d", len(p.Cgroups), maxCgroups)
 	}
 	for _, c := range p.Cgroups {
 		str(recCgroup, c)
@@ -263,8 +268,8 @@ func (p *Plan) MarshalBinary() ([]byte, error) {
 		rec(recCaps, v[:])
 	}
 	if u := p.User; u != nil {
-		if len(u.AdditionalGIDs) > 64 {
-			return nil, fmt.Errorf("launch plan: %d additional groups, at most 64", len(u.AdditionalGIDs))
+		if len(u.AdditionalGIDs) > maxGIDs {
+			return nil, fmt.Errorf("launch plan: %d additional groups, at most %d", len(u.AdditionalGIDs), maxGIDs)
 		}
 		v := make([]byte, 12+4*len(u.AdditionalGIDs))
 		binary.NativeEndian.PutUint32(v[0:], u.UID)
@@ -288,18 +293,42 @@ func (p *Plan) MarshalBinary() ([]byte, error) {
 		rec(recLog, v)
 	}
 	if p.PID > 0 {
+		if p.PID > math.MaxInt32 {
+			return nil, fmt.Errorf("launch plan: pid %d out of range", p.PID)
+		}
 		var v [4]byte
 		binary.NativeEndian.PutUint32(v[:], uint32(p.PID))
 		rec(recPID, v[:])
 	}
-	// plan.h's MAX_ITEMS (256) sizes the arrays these fill; admission
-	// checks templates against the same limits.
-	if len(p.Args) > api.LaunchMaxArgs || len(p.Env) > api.LaunchMaxEnv || len(p.Mounts) > api.LaunchMaxMounts {
-		return nil, fmt.Errorf("launch plan: %d args, %d env entries, %d mounts: at most %d, %d, %d",
-			len(p.Args), len(p.Env), len(p.Mounts), api.LaunchMaxArgs, api.LaunchMaxEnv, api.LaunchMaxMounts)
+	if err == nil {
+		err = p.checkLimits()
 	}
 	if err != nil {
 		return nil, err
 	}
 	return b.Bytes(), nil
+}
+
+// checkLimits refuses what the C reader would: its lists are fixed arrays,
+// and argv-like ones keep a slot for the terminating NULL.
+func (p *Plan) checkLimits() error {
+	for _, l := range []struct {
+		what string
+		n    int
+		max  int
+	}{
+		{"args", len(p.Args), maxItems - 1}, {"external runtime args", len(p.ExternalArgs), maxItems - 1},
+		{"external runtime start args", len(p.ExternalStart), maxItems - 1}, {"env entries", len(p.Env), maxItems},
+		{"mounts", len(p.Mounts), maxItems}, {"masked paths", len(p.Masked), maxItems},
+		{"read-only paths", len(p.Readonly), maxItems}, {"sysctls", len(p.Sysctls), maxItems},
+		{"rlimits", len(p.Rlimits), maxRlimits},
+	} {
+		if l.n > l.max {
+			return fmt.Errorf("launch plan: %d %s, at most %d", l.n, l.what, l.max)
+		}
+	}
+	if len(p.Seccomp)%8 != 0 {
+		return fmt.Errorf("launch plan: seccomp program of %d bytes, not whole 8-byte instructions", len(p.Seccomp))
+	}
+	return nil
 }

@@ -1,7 +1,8 @@
 /*
  * The launch plan: a flat list of records the Go side writes and the C
  * stages read. Each record is a 2-byte type, a 4-byte payload length and
- * the payload, all in host byte order. Keep in step with plan.go.
+ * the payload, all in host byte order. plan.go takes the record types and
+ * limits from here.
  */
 #ifndef BERTH_PLAN_H
 #define BERTH_PLAN_H
@@ -46,6 +47,9 @@ enum {
 #define MOUNT_KIND_BIND_FILE 2
 
 #define MAX_ITEMS 256
+#define MAX_RLIMITS 32
+#define MAX_CGROUPS 32
+#define MAX_GIDS 64
 
 struct mountrec {
 	uint64_t flags;
@@ -78,22 +82,25 @@ struct plan {
 	int nros;
 	const char *sysctls[MAX_ITEMS];
 	int nsysctls;
-	struct rlimitrec rlimits[32];
+	struct rlimitrec rlimits[MAX_RLIMITS];
 	int nrlimits;
-	const char *cgroups[16];
+	const char *cgroups[MAX_CGROUPS];
 	int ncgroups;
 	uint64_t nsflags;
 	const unsigned char *seccomp;
 	uint32_t seccomp_len;
 	uint64_t cap_bounding, cap_effective, cap_permitted, cap_inheritable, cap_ambient;
 	uint32_t uid, gid, ngids;
-	uint32_t gids[64];
+	uint32_t gids[MAX_GIDS];
 	int32_t oomscore;
 	uint64_t log_max;
 	uint32_t log_files;
 	const char *log_path, *exit_path, *state_path, *ctl_path;
 	int32_t pid;
 };
+
+/* plan_dump writes p as text, one field a line, for tests to compare with the Go side's view; -1 if out is too small. */
+int plan_dump(const struct plan *p, char *out, size_t outlen);
 
 /* plan_read parses buf into p; strings point into buf (NUL-terminated copies are made in place). */
 int plan_read(char *buf, size_t len, struct plan *p, char *err, size_t errlen);

@@ -9,28 +9,19 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/berth-dev/berth/internal/testing/testenv"
 )
 
-// RequireRoot skips a test that needs root, except under CI where a skip is a failure.
-func RequireRoot(t testing.TB) {
-	t.Helper()
-	if os.Geteuid() == 0 {
-		return
-	}
-	if os.Getenv("CI") == "true" {
-		t.Fatal("this test needs root, and CI runs as root")
-	}
-	t.Skip("needs root")
-}
+// RequireRoot is testenv.RequireRoot, kept under this name for the
+// runtime's tests.
+func RequireRoot(t testing.TB) { t.Helper(); testenv.RequireRoot(t) }
 
 // BusyboxRootfs builds a minimal busybox rootfs in a fresh directory.
 func BusyboxRootfs(t testing.TB) string {
 	t.Helper()
 	if _, err := busyboxPath(); err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("busybox-static is required: %v", err)
-		}
-		t.Skipf("busybox-static is not installed: %v", err)
+		testenv.SkipOrFail(t, fmt.Sprintf("busybox-static is not installed: %v", err))
 	}
 	dir := t.TempDir()
 	if err := WriteBusyboxRootfs(dir); err != nil {

@@ -50,6 +50,12 @@ func Suite(t *testing.T, executor string) {
 	t.Run("LogRotation", h.testLogRotation)
 	t.Run("ExclusiveCPUs", h.testExclusiveCPUs)
 	t.Run("CleanupLeavesNothing", h.testCleanup)
+	t.Run("CgroupsJoined", h.testCgroupsJoined)
+	t.Run("Escape", h.testEscape)
+	t.Run("ExecStdio", h.testExecStdio)
+	t.Run("SymlinkedMountTargets", h.testSymlinkTargets)
+	t.Run("ForkBomb", h.testForkBomb)
+	t.Run("ExeOverwrite", h.testExeOverwrite)
 }
 
 type harness struct {
@@ -145,7 +151,8 @@ func (h *harness) testIsolation(t *testing.T) {
 	}
 }
 
-func probeResults(out string) map[string]string {
+// ProbeResults parses the probe's "name=value" lines.
+func ProbeResults(out string) map[string]string {
 	m := map[string]string{}
 	for _, line := range strings.Split(out, "\n") {
 		if k, v, ok := strings.Cut(line, "="); ok {
@@ -160,7 +167,7 @@ func (h *harness) testPrivileges(t *testing.T) {
 	if st.ExitCode != 0 {
 		t.Fatalf("exit %d: %s", st.ExitCode, out)
 	}
-	res := probeResults(out)
+	res := ProbeResults(out)
 	want := map[string]string{
 		"unshare":     "EPERM", // blocked by seccomp even with flags 0, which needs no privilege
 		"keyctl":      "EPERM", // allowed to any process without seccomp
@@ -186,7 +193,7 @@ func (h *harness) testPrivileges(t *testing.T) {
 	c := h.config(t, "probe")
 	c.NoSeccomp = true
 	_, out = h.runToEnd(t, c)
-	res = probeResults(out)
+	res = ProbeResults(out)
 	if res["unshare"] != "OK" || res["keyctl"] != "OK" {
 		t.Errorf("without seccomp: unshare=%s keyctl=%s, want OK for both\n%s", res["unshare"], res["keyctl"], out)
 	}
@@ -196,7 +203,7 @@ func (h *harness) testRawSocketGranted(t *testing.T) {
 	c := h.config(t, "probe")
 	c.CapAdd = []string{"NET_RAW"}
 	_, out := h.runToEnd(t, c)
-	if res := probeResults(out); res["rawsocket"] != "OK" {
+	if res := ProbeResults(out); res["rawsocket"] != "OK" {
 		t.Errorf("with NET_RAW granted: rawsocket=%s, want OK\n%s", res["rawsocket"], out)
 	}
 }

@@ -1,0 +1,258 @@
+// Command compose measures `berth compose up -d` of a 5-service Compose
+// file to every service healthy, beside `podman-compose up -d` of the same
+// file and image in the same invocation. It prints figures and asserts
+// nothing.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/berth-dev/berth/api/client"
+	"github.com/berth-dev/berth/internal/runtime/runtimetest"
+)
+
+// app is five services, two of them gated on another's health, each with
+// a health check: the shape of a small web stack.
+const app = `name: %s
+services:
+  db:
+    image: %s
+    command: ["httpd", "-f", "-p", "5432", "-h", "/www"]
+    expose: ["5432"]
+    healthcheck: {test: ["CMD-SHELL", "test -e /www/index.html"], interval: 200ms, timeout: 1s, retries: 3}
+  cache:
+    image: %[2]s
+    command: ["httpd", "-f", "-p", "6379", "-h", "/www"]
+    expose: ["6379"]
+    healthcheck: {test: ["CMD-SHELL", "test -e /www/index.html"], interval: 200ms, timeout: 1s, retries: 3}
+  api:
+    image: %[2]s
+    command: ["httpd", "-f", "-p", "8080", "-h", "/www"]
+    expose: ["8080"]
+    depends_on: {db: {condition: service_healthy}, cache: {condition: service_healthy}}
+    healthcheck: {test: ["CMD-SHELL", "test -e /www/index.html"], interval: 200ms, timeout: 1s, retries: 3}
+  worker:
+    image: %[2]s
+    command: ["sleep", "3600"]
+    depends_on: {db: {condition: service_healthy}}
+    healthcheck: {test: ["CMD-SHELL", "test -e /bin/sh"], interval: 200ms, timeout: 1s, retries: 3}
+  web:
+    image: %[2]s
+    command: ["httpd", "-f", "-p", "80", "-h", "/www"]
+    expose: ["80"]
+    depends_on: {api: {condition: service_healthy}}
+    healthcheck: {test: ["CMD-SHELL", "test -e /www/index.html"], interval: 200ms, timeout: 1s, retries: 3}
+`
+
+var services = []string{"db", "cache", "api", "worker", "web"}
+
+func main() {
+	bin := flag.String("berth", "bin/berth", "the berth binary to measure")
+	runs := flag.Int("n", 5, "measurements of each")
+	flag.Parse()
+	if err := bench(*bin, *runs); err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(1)
+	}
+}
+
+func bench(bin string, runs int) error {
+	bin, err := filepath.Abs(bin)
+	if err != nil {
+		return err
+	}
+	work, err := os.MkdirTemp("", "berth-bench-compose-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(work)
+	rootfs := filepath.Join(work, "rootfs")
+	if err := runtimetest.WriteBusyboxRootfs(rootfs); err != nil {
+		return err
+	}
+	ours, err := berthRuns(bin, work, rootfs, runs)
+	if err != nil {
+		return err
+	}
+	fmt.Printf("%-52s %s\n", fmt.Sprintf("berth compose up -d, 5 services to healthy (%d)", len(ours)), summary(ours))
+	peer, peerErr := podmanComposeRuns(work, rootfs, runs)
+	if peerErr != nil {
+		fmt.Printf("%-52s %s\n", "podman-compose up -d", "not measured: "+peerErr.Error())
+		return nil
+	}
+	fmt.Printf("%-52s %s\n", fmt.Sprintf("podman-compose up -d, 5 services to healthy (%d)", len(peer)), summary(peer))
+	fmt.Printf("\nberth / podman-compose: median %.2fx\n", float64(median(ours))/float64(median(peer)))
+	fmt.Println("(podman-compose 1.0 starts services in depends_on order without waiting for health; its time to healthy polls `podman healthcheck run`, as there is no systemd to run the checks)")
+	return nil
+}
+
+func berthRuns(bin, work, rootfs string, runs int) ([]time.Duration, error) {
+	data := filepath.Join(work, "data")
+	berth := func(args ...string) (string, error) {
+		out, err := exec.Command(bin, append([]string{"--data-dir", data}, args...)...).CombinedOutput()
+		if err != nil {
+			return string(out), fmt.Errorf("berth %s: %w: %s", strings.Join(args, " "), err, out)
+		}
+		return string(out), nil
+	}
+	if _, err := berth("image", "build", rootfs, "--tag", "bench/busybox:1"); err != nil {
+		return nil, err
+	}
+	// berth up in a network namespace of its own, so its bridge and
+	// tables stay off the host's network.
+	netns := fmt.Sprintf("berth-bench-compose-%d", os.Getpid())
+	if out, err := exec.Command("ip", "netns", "add", netns).CombinedOutput(); err != nil {
+		return nil, fmt.Errorf("ip netns add: %w: %s", err, out)
+	}
+	defer exec.Command("ip", "netns", "del", netns).Run()
+	_ = exec.Command("ip", "-n", netns, "link", "set", "lo", "up").Run()
+	up := exec.Command("nsenter", "--net=/run/netns/"+netns, bin, "--data-dir", data, "up")
+	up.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if err := up.Start(); err != nil {
+		return nil, err
+	}
+	defer func() {
+		_ = up.Process.Kill()
+		_, _ = up.Process.Wait()
+		out, _ := exec.Command(bin, "--data-dir", data, "container", "ps", "-a", "-q").Output()
+		for _, id := range strings.Fields(string(out)) {
+			_ = exec.Command(bin, "--data-dir", data, "container", "rm", "--force", id).Run()
+		}
+		pins, _ := filepath.Glob(filepath.Join(data, "net", "netns", "*"))
+		for _, p := range pins {
+			_ = syscall.Unmount(p, syscall.MNT_DETACH)
+		}
+	}()
+	ctx := context.Background()
+	c, err := client.New("unix://" + filepath.Join(data, "berth.sock"))
+	if err != nil {
+		return nil, err
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		if _, err := berth("get", "nodes"); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			return nil, errors.New("berth up did not answer")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	var out []time.Duration
+	for i := range runs + 1 {
+		project := fmt.Sprintf("bench%d", i)
+		f := filepath.Join(work, project+".yaml")
+		if err := os.WriteFile(f, fmt.Appendf(nil, app, project, "bench/busybox:1"), 0o644); err != nil {
+			return nil, err
+		}
+		t0 := time.Now()
+		if _, err := berth("compose", "-f", f, "up", "-d"); err != nil {
+			return nil, err
+		}
+		for {
+			healthy := 0
+			for _, s := range services {
+				svc, err := c.Services().Get(ctx, project, s)
+				if err == nil && svc.Status.ReadyReplicas >= 1 {
+					healthy++
+				}
+			}
+			if healthy == len(services) {
+				break
+			}
+			if time.Since(t0) > 2*time.Minute {
+				return nil, fmt.Errorf("%s: %d of 5 services healthy after 2m", project, healthy)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		el := time.Since(t0)
+		if i > 0 { // the first run warms caches
+			out = append(out, el)
+		}
+		if _, err := berth("compose", "-f", f, "down"); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}
+
+func podmanComposeRuns(work, rootfs string, runs int) ([]time.Duration, error) {
+	for _, b := range []string{"podman", "podman-compose"} {
+		if _, err := exec.LookPath(b); err != nil {
+			return nil, fmt.Errorf("%s is not installed", b)
+		}
+	}
+	tarball := filepath.Join(work, "rootfs.tar")
+	if out, err := exec.Command("tar", "-C", rootfs, "-cf", tarball, ".").CombinedOutput(); err != nil {
+		return nil, fmt.Errorf("tar: %w: %s", err, out)
+	}
+	const img = "localhost/berth-bench-compose:1"
+	if out, err := exec.Command("podman", "import", tarball, img).CombinedOutput(); err != nil {
+		return nil, fmt.Errorf("podman import: %w: %s", err, out)
+	}
+	defer exec.Command("podman", "rmi", "-f", img).Run()
+	// runc and ulimits within this machine's hard limits (see FIELD-NOTES).
+	// podman-compose 1.0 names the project by -p, not by the file's name:.
+	pc := func(f, project string, args ...string) *exec.Cmd {
+		return exec.Command("podman-compose", append([]string{"--podman-args=--runtime runc",
+			"--podman-run-args=--ulimit nofile=1024:1024 --ulimit nproc=1024:1024", "-p", project, "-f", f}, args...)...)
+	}
+	var out []time.Duration
+	for i := range runs + 1 {
+		project := fmt.Sprintf("berthbench%d%d", os.Getpid(), i)
+		f := filepath.Join(work, project+".yaml")
+		if err := os.WriteFile(f, fmt.Appendf(nil, app, project, img), 0o644); err != nil {
+			return nil, err
+		}
+		t0 := time.Now()
+		if b, err := pc(f, project, "up", "-d").CombinedOutput(); err != nil {
+			_ = pc(f, project, "down").Run()
+			return nil, fmt.Errorf("podman-compose up -d: %w: %s", err, lastLines(string(b), 5))
+		}
+		for _, s := range services {
+			name := project + "_" + s + "_1"
+			for exec.Command("podman", "healthcheck", "run", name).Run() != nil {
+				if time.Since(t0) > 2*time.Minute {
+					_ = pc(f, project, "down").Run()
+					return nil, fmt.Errorf("%s not healthy after 2m", name)
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
+		}
+		el := time.Since(t0)
+		if i > 0 {
+			out = append(out, el)
+		}
+		if b, err := pc(f, project, "down", "-t", "0").CombinedOutput(); err != nil {
+			return nil, fmt.Errorf("podman-compose down: %w: %s", err, lastLines(string(b), 5))
+		}
+	}
+	return out, nil
+}
+
+func lastLines(s string, n int) string {
+	lines := strings.Split(strings.TrimSpace(s), "\n")
+	return strings.Join(lines[max(0, len(lines)-n):], "\n")
+}
+
+func median(d []time.Duration) time.Duration {
+	s := slices.Clone(d)
+	slices.Sort(s)
+	return s[len(s)/2]
+}
+
+func summary(d []time.Duration) string {
+	s := slices.Clone(d)
+	slices.Sort(s)
+	return fmt.Sprintf("median %v, min %v, max %v", median(d).Round(time.Millisecond), s[0].Round(time.Millisecond), s[len(s)-1].Round(time.Millisecond))
+}

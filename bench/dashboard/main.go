@@ -1,0 +1,286 @@
+// Command dashboard measures the web dashboard in headless Chromium
+// against a real API server on an embedded etcd holding 1,000 instances on
+// 10 nodes: the time from an instance's status write to the API until its
+// tile changes in the page (a MutationObserver's timestamp against the
+// write's start, same clock), the page's weight on first load, and its
+// first paint. It prints figures and asserts nothing.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/chromedp/cdproto/network"
+	"github.com/chromedp/chromedp"
+
+	"github.com/berth-dev/berth/api"
+	"github.com/berth-dev/berth/api/client"
+	"github.com/berth-dev/berth/internal/apiserver"
+	"github.com/berth-dev/berth/internal/dashboard"
+	"github.com/berth-dev/berth/internal/server"
+	"github.com/berth-dev/berth/internal/store"
+)
+
+func main() {
+	instances := flag.Int("instances", 1000, "instances in the cluster")
+	nodes := flag.Int("nodes", 10, "nodes they are spread over")
+	changes := flag.Int("changes", 100, "status changes timed")
+	gap := flag.Duration("gap", 30*time.Millisecond, "pause between two changes")
+	flag.Parse()
+	if err := bench(*instances, *nodes, *changes, *gap); err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(1)
+	}
+}
+
+func bench(nInst, nNodes, nChanges int, gap time.Duration) error {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	work, err := os.MkdirTemp("", "berth-bench-dashboard-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(work)
+	quiet := slog.New(slog.DiscardHandler)
+	st, err := store.Open(ctx, store.Config{DataDir: work, Logger: quiet})
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	creds, err := server.LoadOrCreateCredentials(filepath.Join(work, "tls"), []string{"127.0.0.1"})
+	if err != nil {
+		return err
+	}
+	sock := api.SocketPath(work)
+	ul, err := apiserver.ListenUnix(sock)
+	if err != nil {
+		return err
+	}
+	tl, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return err
+	}
+	c, err := client.New("unix://" + sock)
+	if err != nil {
+		return err
+	}
+	srv := apiserver.New(apiserver.Config{Store: st, Logger: quiet})
+	ui := dashboard.New(dashboard.Options{Client: c, Token: creds.Token, Logger: quiet})
+	srv.MountSignIn(dashboard.Prefix, ui)
+	go func() { _ = srv.Serve(ctx, ul, apiserver.UnixRootOnly) }()
+	go func() { _ = srv.ServeTLS(ctx, tl, creds.TLS, creds.Token) }()
+	go func() { _ = ui.Run(ctx) }()
+
+	// The cluster: nodes, then instances bound to them and running.
+	for n := range nNodes {
+		node := &api.Node{Metadata: api.Metadata{Name: fmt.Sprintf("node-%02d", n)},
+			Spec: api.NodeSpec{Capacity: api.NodeCapacity{MilliCPU: 16000, Memory: 64 << 30}}}
+		if _, err := c.Nodes().Apply(ctx, node); err != nil {
+			return fmt.Errorf("node %s: %w", node.Metadata.Name, err)
+		}
+	}
+	names := make([]string, nInst)
+	start := time.Now()
+	if err := parallel(nInst, 16, func(i int) error {
+		names[i] = fmt.Sprintf("web-%04d", i)
+		in := &api.Instance{Metadata: api.Metadata{Namespace: "default", Name: names[i]},
+			Spec: api.InstanceSpec{Template: api.Template{Image: "demo/busybox:1"}, Owner: api.Owner{Kind: api.KindService, Name: "web"},
+				Node: fmt.Sprintf("node-%02d", i%nNodes)}}
+		stored, err := c.Instances().Apply(ctx, in)
+		if err != nil {
+			return fmt.Errorf("instance %s: %w", names[i], err)
+		}
+		stored.Status = api.InstanceStatus{Phase: api.PhaseRunning, Healthy: true}
+		_, err = c.Instances().UpdateStatus(ctx, stored)
+		return err
+	}); err != nil {
+		return err
+	}
+	fmt.Printf("cluster: %d instances on %d nodes written in %s\n", nInst, nNodes, time.Since(start).Round(time.Millisecond))
+
+	bin, err := exec.LookPath("chromium")
+	if err != nil {
+		return fmt.Errorf("chromium: %w (scripts/deps.sh installs it)", err)
+	}
+	actx, cancelAlloc := chromedp.NewExecAllocator(ctx, append(chromedp.DefaultExecAllocatorOptions[:],
+		chromedp.ExecPath(bin), chromedp.NoSandbox, chromedp.UserDataDir(filepath.Join(work, "chromium")),
+		chromedp.WindowSize(1280, 900), chromedp.Flag("ignore-certificate-errors", true))...)
+	defer cancelAlloc()
+	bctx, cancelB := chromedp.NewContext(actx)
+	defer cancelB()
+	bctx, cancelT := context.WithTimeout(bctx, 5*time.Minute)
+	defer cancelT()
+	base := "https://" + tl.Addr().String() + "/ui/"
+
+	// Sign in first: the first load measured is the signed-in page's.
+	if err := chromedp.Run(bctx, chromedp.Navigate(base), chromedp.WaitVisible("#token", chromedp.ByID),
+		chromedp.SendKeys("#token", creds.Token, chromedp.ByID), chromedp.Click("#signin", chromedp.ByID),
+		chromedp.WaitVisible("#map", chromedp.ByID)); err != nil {
+		return fmt.Errorf("sign in: %w", err)
+	}
+	var mu sync.Mutex
+	bytesBy := map[network.RequestID]float64{}
+	urlOf := map[network.RequestID]string{}
+	chromedp.ListenTarget(bctx, func(ev any) {
+		mu.Lock()
+		defer mu.Unlock()
+		switch e := ev.(type) {
+		case *network.EventRequestWillBeSent:
+			urlOf[e.RequestID] = e.Request.URL
+		case *network.EventDataReceived:
+			bytesBy[e.RequestID] += float64(e.EncodedDataLength)
+		case *network.EventLoadingFinished:
+			bytesBy[e.RequestID] = e.EncodedDataLength
+		}
+	})
+	// A cold load: nothing from the cache.
+	if err := chromedp.Run(bctx, network.Enable(), network.SetCacheDisabled(true), chromedp.Navigate(base)); err != nil {
+		return fmt.Errorf("load: %w", err)
+	}
+	full := fmt.Sprintf(`document.querySelectorAll("#map .tile").length === %d`, nInst)
+	if err := waitJS(bctx, full, time.Minute); err != nil {
+		return fmt.Errorf("the map never showed %d tiles: %w", nInst, err)
+	}
+	var paint struct{ FCP, Drawn float64 }
+	if err := chromedp.Run(bctx, chromedp.Evaluate(`({FCP: (performance.getEntriesByName("first-contentful-paint")[0] || {}).startTime || -1,
+		Drawn: (performance.getEntriesByName("berth:drawn")[0] || {}).startTime || -1})`, &paint)); err != nil {
+		return err
+	}
+	mu.Lock()
+	var page, stream float64
+	for id, b := range bytesBy {
+		if urlOf[id] == "" {
+			continue // the signed-in page's stream, from before this load
+		}
+		if os.Getenv("BENCH_VERBOSE") != "" {
+			fmt.Printf("  %s %.1f KB\n", urlOf[id], b/1024)
+		}
+		if filepath.Base(urlOf[id]) == "stream" {
+			stream += b
+		} else {
+			page += b
+		}
+	}
+	mu.Unlock()
+	snap := "not reported by the browser"
+	if stream > 0 {
+		snap = fmt.Sprintf("%.1f KB", stream/1024)
+	}
+	fmt.Printf("first load: page %.1f KB transferred (goal ≤ 300 KB), plus the stream's gzipped snapshot of %d instances: %s\n", page/1024, nInst, snap)
+	fmt.Printf("first contentful paint %.0f ms (goal ≤ 500 ms); map drawn with %d tiles at %.0f ms\n", paint.FCP, nInst, paint.Drawn)
+
+	// Change-to-DOM: each change flips one instance between Running and
+	// Starting; the page records when each tile's state changes.
+	if err := chromedp.Run(bctx, chromedp.Evaluate(`window.__muts = [];
+new MutationObserver(ms => { const t = performance.timeOrigin + performance.now();
+  for (const m of ms) if (m.target.dataset && m.target.dataset.key) window.__muts.push([m.target.dataset.key, t]); })
+ .observe(document.getElementById("map"), {subtree: true, attributes: true, attributeFilter: ["data-state"]}); true`, nil)); err != nil {
+		return err
+	}
+	type write struct {
+		key string
+		at  float64
+	}
+	writes := make([]write, 0, nChanges)
+	for i := range nChanges {
+		name := names[(i*7919)%nInst]
+		in, err := c.Instances().Get(ctx, "default", name)
+		if err != nil {
+			return err
+		}
+		if in.Status.Phase == api.PhaseRunning {
+			in.Status.Phase = api.PhaseStarting
+		} else {
+			in.Status.Phase = api.PhaseRunning
+		}
+		at := float64(time.Now().UnixNano()) / 1e6
+		if _, err := c.Instances().UpdateStatus(ctx, in); err != nil {
+			return err
+		}
+		writes = append(writes, write{"default/" + name, at})
+		time.Sleep(gap)
+	}
+	time.Sleep(time.Second)
+	var muts [][2]any
+	if err := chromedp.Run(bctx, chromedp.Evaluate(`window.__muts`, &muts)); err != nil {
+		return err
+	}
+	var lat []float64
+	missed := 0
+	for _, w := range writes {
+		found := false
+		for _, m := range muts {
+			k, _ := m[0].(string)
+			t, _ := m[1].(float64)
+			if k == w.key && t >= w.at {
+				lat = append(lat, t-w.at)
+				found = true
+				break
+			}
+		}
+		if !found {
+			missed++
+		}
+	}
+	slices.Sort(lat)
+	if len(lat) == 0 {
+		return fmt.Errorf("no change reached the page")
+	}
+	pct := func(p float64) float64 { return lat[min(len(lat)-1, int(p*float64(len(lat))))] }
+	fmt.Printf("change to DOM over %d changes at %d instances: p50 %.1f ms, p99 %.1f ms, max %.1f ms (goal p99 ≤ 200 ms); %d not seen; stream flushes every %s\n",
+		len(lat), nInst, pct(0.50), pct(0.99), lat[len(lat)-1], missed, dashboard.FlushInterval)
+	return nil
+}
+
+func waitJS(ctx context.Context, js string, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		var ok bool
+		if err := chromedp.Run(ctx, chromedp.Evaluate(js, &ok)); err == nil && ok {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("timed out after %s", timeout)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// parallel runs f(0..n-1) on workers goroutines; the first error wins.
+func parallel(n, workers int, f func(int) error) error {
+	var wg sync.WaitGroup
+	errc := make(chan error, workers)
+	next := make(chan int)
+	for range workers {
+		wg.Go(func() {
+			for i := range next {
+				if err := f(i); err != nil {
+					select {
+					case errc <- err:
+					default:
+					}
+				}
+			}
+		})
+	}
+	for i := range n {
+		next <- i
+	}
+	close(next)
+	wg.Wait()
+	select {
+	case err := <-errc:
+		return err
+	default:
+		return nil
+	}
+}

@@ -1,0 +1,233 @@
+package runtime
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+
+	"github.com/berth-dev/berth/internal/runtime/launch"
+)
+
+// ErrCannotCheckpoint is returned by Checkpoint and Restore for an executor
+// without CRIU support; callers fall back to a restart.
+var ErrCannotCheckpoint = errors.New("executor cannot checkpoint")
+
+// ErrNoDirtyTracking is returned for a pre-dump where the kernel cannot
+// track dirty memory (no soft-dirty bits): callers go straight to the dump.
+var ErrNoDirtyTracking = errors.New("the kernel has no memory dirty tracking for pre-dumps")
+
+var errBuiltinCheckpoint = fmt.Errorf("%w: the built-in executor (berth) has no checkpoint support yet; run the container with --runtime runc or crun", ErrCannotCheckpoint)
+
+// metaFile is the container's Config kept beside the CRIU images, so an
+// image directory carried to another place restores without its bundle.
+const metaFile = "berth-meta.json"
+
+// CheckpointOptions say how a container is checkpointed.
+type CheckpointOptions struct {
+	// ImageDir receives the CRIU images; it is made if missing.
+	ImageDir string
+	// LeaveRunning keeps the container running after the dump.
+	LeaveRunning bool
+	// PreDump dumps memory only and leaves the container running, to be
+	// followed by a dump with ParentDir set: only pages dirtied since
+	// are written then, so the final dump (the downtime) is short.
+	PreDump bool
+	// ParentDir is the image directory of the previous pre-dump.
+	ParentDir string
+}
+
+// Checkpoint dumps a running container's process tree to opts.ImageDir with
+// CRIU. Unless LeaveRunning or PreDump, the container is stopped by the
+// dump, and Restore brings it back from the images.
+func (r *Runtime) Checkpoint(ctx context.Context, id string, opts CheckpointOptions) error {
+	bd, m, err := r.load(id)
+	if err != nil {
+		return err
+	}
+	if st := r.status(bd, m); st.State != Running {
+		return fmt.Errorf("container %q: checkpoint: %w", id, ErrNotRunning)
+	}
+	ext, err := r.checkpointer(m.Executor)
+	if err != nil {
+		return fmt.Errorf("container %q: checkpoint: %w", id, err)
+	}
+	if opts.PreDump && !dirtyTracking() {
+		return fmt.Errorf("container %q: pre-dump: %w", id, ErrNoDirtyTracking)
+	}
+	if opts.ImageDir == "" {
+		return fmt.Errorf("container %q: checkpoint: no image directory given", id)
+	}
+	dir, err := filepath.Abs(opts.ImageDir)
+	if err != nil {
+		return fmt.Errorf("container %q: checkpoint: %w", id, err)
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("container %q: checkpoint: %w", id, err)
+	}
+	if err := writeJSON(filepath.Join(dir, metaFile), m); err != nil {
+		return fmt.Errorf("container %q: checkpoint: %w", id, err)
+	}
+	criu, err := criuPath()
+	if err != nil {
+		return fmt.Errorf("container %q: checkpoint: %w", id, err)
+	}
+	args := append(ext.criuFlag(criu), "checkpoint", "--image-path", dir, "--work-path", dir)
+	if opts.PreDump {
+		args = append(args, "--pre-dump")
+	} else if opts.LeaveRunning {
+		args = append(args, "--leave-running")
+	}
+	if opts.ParentDir != "" {
+		parent, err := filepath.Abs(opts.ParentDir)
+		if err != nil {
+			return fmt.Errorf("container %q: checkpoint: %w", id, err)
+		}
+		// CRIU takes the parent relative to the image directory.
+		rel, err := filepath.Rel(dir, parent)
+		if err != nil {
+			return fmt.Errorf("container %q: checkpoint: parent %s: %w", id, parent, err)
+		}
+		args = append(args, "--parent-path", rel)
+	}
+	if out, err := ext.command(ctx, append(args, id)...).CombinedOutput(); err != nil {
+		return fmt.Errorf("container %q: %s checkpoint: %w: %s%s", id, ext.bin, err, bytes.TrimSpace(out), criuLogTail(dir, "dump.log"))
+	}
+	return nil
+}
+
+// Restore brings container id back from the CRIU images in imageDir, in
+// the same cgroup, namespaces, mounts and stdio as before. A container of
+// that id on this host must not be running; its bundle is replaced. With
+// no container of that id, it is made from the Config saved with the
+// images (its image layers must be on this host).
+func (r *Runtime) Restore(ctx context.Context, id string, imageDir string) (Status, error) {
+	dir, err := filepath.Abs(imageDir)
+	if err != nil {
+		return Status{}, fmt.Errorf("container %q: restore: %w", id, err)
+	}
+	var m meta
+	if err := readJSON(filepath.Join(dir, metaFile), &m); err != nil {
+		return Status{}, fmt.Errorf("container %q: restore: image %s: %w", id, dir, err)
+	}
+	if m.Config.ID != id {
+		return Status{}, fmt.Errorf("container %q: restore: image %s holds container %q", id, dir, m.Config.ID)
+	}
+	if _, err := r.checkpointer(m.Executor); err != nil {
+		return Status{}, fmt.Errorf("container %q: restore: %w", id, err)
+	}
+	if bd, old, err := r.load(id); err == nil {
+		if st := r.status(bd, old); st.State == Running {
+			return st, fmt.Errorf("container %q: restore: %w", id, ErrRunning)
+		}
+		if err := r.remove(ctx, bd, false); err != nil {
+			return Status{}, fmt.Errorf("container %q: restore: %w", id, err)
+		}
+	}
+	c := m.Config
+	c.Executor = m.Executor
+	st, err := r.run(ctx, c, dir)
+	if err != nil {
+		return st, fmt.Errorf("%w%s", err, criuLogTail(dir, "restore.log"))
+	}
+	return st, nil
+}
+
+// criuPath finds criu on PATH or where scripts/criu.sh installs it, which a
+// service manager's PATH may lack.
+func criuPath() (string, error) {
+	if p, err := exec.LookPath("criu"); err == nil {
+		return p, nil
+	}
+	if _, err := os.Stat("/usr/local/sbin/criu"); err == nil {
+		return "/usr/local/sbin/criu", nil
+	}
+	return "", errors.New("criu is not installed (scripts/criu.sh builds it)")
+}
+
+// checkpointer returns the executor if it can checkpoint and restore.
+func (r *Runtime) checkpointer(name string) (*external, error) {
+	ext, ok := r.exec[name].(*external)
+	if !ok {
+		return nil, errBuiltinCheckpoint
+	}
+	if _, err := criuPath(); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrCannotCheckpoint, err)
+	}
+	if !ext.criuBuilt() {
+		return nil, fmt.Errorf("%w: this %s was built without CRIU support; use runc", ErrCannotCheckpoint, ext.bin)
+	}
+	return ext, nil
+}
+
+// criuBuilt tells whether the runtime binary has CRIU support: runc always
+// has it, crun only when its version lists +CRIU.
+func (e *external) criuBuilt() bool {
+	if e.bin != "crun" {
+		return true
+	}
+	out, err := exec.Command(e.bin, "--version").Output()
+	return err == nil && strings.Contains(string(out), "+CRIU")
+}
+
+// dirtyTracking tells whether CRIU can track dirty pages here, which
+// pre-dumps need; the answer does not change while berth runs.
+var dirtyTracking = sync.OnceValue(func() bool {
+	criu, err := criuPath()
+	return err == nil && exec.Command(criu, "check", "--feature", "mem_dirty_track").Run() == nil
+})
+
+// criuFlag tells runc which criu to run (crun links libcriu instead).
+func (e *external) criuFlag(criu string) []string {
+	if e.bin == "runc" {
+		return []string{"--criu", criu}
+	}
+	return nil
+}
+
+// restorePlan has the shim run "<runtime> restore --detach": CRIU rebuilds
+// the process tree, the runtime exits, and the shim (a child subreaper)
+// inherits the restored process as it does a created one. The shim's own
+// stdio pipes stand in for the dumped container's.
+func (e *external) restorePlan(bin string, bd *bundle) (*launch.Plan, error) {
+	// The shim runs with an empty environment, but CRIU runs helpers
+	// (iptables-restore to lock the network) found through PATH.
+	env, err := exec.LookPath("env")
+	if err != nil {
+		return nil, err
+	}
+	criu, err := criuPath()
+	if err != nil {
+		return nil, err
+	}
+	args := append([]string{env, "PATH=" + os.Getenv("PATH") + ":/usr/local/sbin:/usr/sbin:/sbin", bin, "--root", e.state},
+		e.criuFlag(criu)...)
+	args = append(args, "restore", "--detach", "--image-path", bd.restoreFrom, "--work-path", bd.restoreFrom,
+		"--pid-file", bd.path("runtime.pid"), "--bundle", bd.dir, bd.id)
+	return &launch.Plan{
+		ExternalArgs: args,
+		PIDFile:      bd.path("runtime.pid"),
+		HideUnified:  e.hide,
+	}, nil
+}
+
+// criuLogTail returns the last lines of CRIU's logs in dir, which say why
+// a dump or restore failed when the runtime's own message does not.
+func criuLogTail(dir, name string) string {
+	b, err := os.ReadFile(filepath.Join(dir, name))
+	if err != nil {
+		return ""
+	}
+	var errs []string
+	for _, l := range strings.Split(string(b), "\n") {
+		if strings.Contains(l, "Error (") {
+			errs = append(errs, "\n  "+name+": "+l)
+		}
+	}
+	return strings.Join(errs[max(0, len(errs)-3):], "")
+}

@@ -1,0 +1,159 @@
+package runtime_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/berth-dev/berth/internal/runtime"
+	"github.com/berth-dev/berth/internal/runtime/runtimetest"
+)
+
+func TestCheckpointRestoreRunc(t *testing.T) { testCheckpointRestore(t, "runc") }
+func TestCheckpointRestoreCrun(t *testing.T) { testCheckpointRestore(t, "crun") }
+
+// counterArgs print 1, 2, 3... one every 10 ms.
+var counterArgs = []string{"sh", "-c", "i=0; while :; do i=$((i+1)); echo $i; usleep 10000; done"}
+
+// testCheckpointRestore checkpoints a counter (after a pre-dump, as a
+// migration does) and restores it: the count goes on from where it was,
+// and the time between the last number before and the first after is no
+// more than the downtime.
+func testCheckpointRestore(t *testing.T, executor string) {
+	runtimetest.RequireRoot(t)
+	requireBinary(t, executor)
+	requireBinary(t, "criu")
+	rootfs := runtimetest.BusyboxRootfs(t)
+	r, err := runtime.New(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	id := fmt.Sprintf("ckpt-%s", executor)
+	if _, err := r.Run(ctx, runtime.Config{ID: id, LowerDirs: []string{rootfs}, Args: counterArgs, Executor: executor,
+		Resources: runtime.Resources{MemoryBytes: 48 << 20}}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = r.Delete(context.Background(), id, true) })
+	waitCount(t, r, id, 20)
+
+	images := t.TempDir()
+	pre, final := filepath.Join(images, "pre"), filepath.Join(images, "final")
+	switch err := r.Checkpoint(ctx, id, runtime.CheckpointOptions{ImageDir: pre, PreDump: true}); {
+	case errors.Is(err, runtime.ErrNoDirtyTracking):
+		t.Logf("no pre-dump: %v", err)
+		pre = ""
+	case errors.Is(err, runtime.ErrCannotCheckpoint) && executor == "crun":
+		// Debian's crun is built without CRIU: the refusal must say so.
+		if !strings.Contains(err.Error(), "without CRIU support") {
+			t.Fatalf("crun refusal does not say why: %v", err)
+		}
+		return
+	case err != nil:
+		t.Fatal(err)
+	}
+	if st, _ := r.State(ctx, id); st.State != runtime.Running {
+		t.Fatalf("after a pre-dump the container is %s, want running", st.State)
+	}
+	begin := time.Now()
+	if err := r.Checkpoint(ctx, id, runtime.CheckpointOptions{ImageDir: final, ParentDir: pre}); err != nil {
+		t.Fatal(err)
+	}
+	if st, _ := r.State(ctx, id); st.State == runtime.Running {
+		t.Fatalf("after the dump the container still runs")
+	}
+	before := counts(t, r, id)
+	if _, err := r.Restore(ctx, id, final); err != nil {
+		if b, e := os.ReadFile(filepath.Join(final, "restore.log")); e == nil {
+			t.Log(string(b[max(0, len(b)-3000):]))
+		}
+		t.Fatal(err)
+	}
+	downtime := time.Since(begin)
+	t.Logf("%s: dump + restore downtime %v", executor, downtime)
+	waitCount(t, r, id, 5)
+	// The restored container is back in its limits.
+	if st, err := r.Stats(ctx, id); err != nil || st.MemoryLimit != 48<<20 {
+		t.Fatalf("restored container's memory limit %d (%v), want %d", st.MemoryLimit, err, 48<<20)
+	}
+	after := counts(t, r, id)
+	last, first := before[len(before)-1], after[0]
+	if first.n != last.n+1 {
+		t.Fatalf("after restore the count went %d -> %d, want %d", last.n, first.n, last.n+1)
+	}
+	if gap := first.at.Sub(last.at); gap > downtime+50*time.Millisecond {
+		t.Fatalf("gap between %d and %d is %v, longer than the downtime %v", last.n, first.n, gap, downtime)
+	}
+	for i := 1; i < len(after); i++ {
+		if after[i].n != after[i-1].n+1 {
+			t.Fatalf("after restore the count skips %d -> %d", after[i-1].n, after[i].n)
+		}
+	}
+}
+
+type count struct {
+	n  int
+	at time.Time
+}
+
+// counts reads the numbers the counter logged, with their times.
+func counts(t *testing.T, r *runtime.Runtime, id string) []count {
+	t.Helper()
+	var out bytes.Buffer
+	if err := r.Logs(context.Background(), id, runtime.LogOptions{Timestamps: true}, &out, &out); err != nil {
+		t.Fatal(err)
+	}
+	var cs []count
+	for _, line := range strings.Split(strings.TrimSpace(out.String()), "\n") {
+		f := strings.Fields(line)
+		if len(f) != 2 {
+			continue
+		}
+		at, err1 := time.Parse(time.RFC3339Nano, f[0])
+		n, err2 := strconv.Atoi(f[1])
+		if err1 == nil && err2 == nil {
+			cs = append(cs, count{n, at})
+		}
+	}
+	return cs
+}
+
+func waitCount(t *testing.T, r *runtime.Runtime, id string, n int) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for len(counts(t, r, id)) < n {
+		if time.Now().After(deadline) {
+			st, _ := r.State(context.Background(), id)
+			t.Fatalf("%s logged fewer than %d numbers in 10s (state %s)", id, n, st.State)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func TestCheckpointBuiltinRefused(t *testing.T) {
+	runtimetest.RequireRoot(t)
+	rootfs := runtimetest.BusyboxRootfs(t)
+	r, err := runtime.New(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	if _, err := r.Run(ctx, runtime.Config{ID: "ckpt-builtin", LowerDirs: []string{rootfs}, Args: []string{"sleep", "60"}}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = r.Delete(context.Background(), "ckpt-builtin", true) })
+	err = r.Checkpoint(ctx, "ckpt-builtin", runtime.CheckpointOptions{ImageDir: t.TempDir()})
+	if !errors.Is(err, runtime.ErrCannotCheckpoint) || !strings.Contains(err.Error(), "runc or crun") {
+		t.Fatalf("checkpoint of a built-in container: %v, want ErrCannotCheckpoint naming runc or crun", err)
+	}
+	if st, _ := r.State(ctx, "ckpt-builtin"); st.State != runtime.Running {
+		t.Fatalf("the refused checkpoint left the container %s", st.State)
+	}
+}
