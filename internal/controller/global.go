@@ -3,6 +3,8 @@ package controller
 import (
 	"slices"
 	"sort"
+
+	"github.com/berth-dev/berth/api"
 )
 
 // GlobalState is a global service (one instance on every eligible node)
@@ -43,14 +45,14 @@ func ComputeGlobal(s GlobalState) (res ServiceResult, createOn []string) {
 		if node == "" {
 			node = in.Target
 		}
-		if in.Phase == Lost || !eligible[node] || (in.Phase.Terminal() && in.SpecHash != s.SpecHash) {
+		if in.Phase == api.PhaseLost || !eligible[node] || (in.Phase.Terminal() && in.SpecHash != s.SpecHash) {
 			res.Delete = append(res.Delete, in.Name)
 			continue
 		}
 		if in.Phase.Terminal() {
 			res.Exited = append(res.Exited, in.Name)
 		}
-		ready := in.Phase == Running && in.Healthy
+		ready := in.Phase == api.PhaseRunning && in.Healthy
 		if ready {
 			res.Ready++
 		}
@@ -88,7 +90,7 @@ func ComputeGlobal(s GlobalState) (res ServiceResult, createOn []string) {
 		switch {
 		case len(cur) == 1:
 			res.Updated++
-			if cur[0].Phase == Running && cur[0].Healthy {
+			if cur[0].Phase == api.PhaseRunning && cur[0].Healthy {
 				readyNodes++
 			}
 			// The node is done: its old instances go.

@@ -3,15 +3,17 @@ package controller
 import (
 	"slices"
 	"testing"
+
+	"github.com/berth-dev/berth/api"
 )
 
 func TestComputeGlobal(t *testing.T) {
 	run := func(name, node, hash string, ready bool) Instance {
-		in := Instance{Name: name, Node: node, SpecHash: hash, Phase: Running, Healthy: ready}
+		in := Instance{Name: name, Node: node, SpecHash: hash, Phase: api.PhaseRunning, Healthy: ready}
 		return in
 	}
 	pending := func(name, target, hash string) Instance {
-		return Instance{Name: name, Target: target, SpecHash: hash, Phase: Pending}
+		return Instance{Name: name, Target: target, SpecHash: hash, Phase: api.PhasePending}
 	}
 	cases := []struct {
 		name       string
@@ -40,10 +42,10 @@ func TestComputeGlobal(t *testing.T) {
 			Instances: []Instance{run("a2", "n1", "new", true), run("b", "n2", "old", true)}},
 			wantCreate: []string{"n2"}, wantDelete: []string{"b"}, wantPhase: RolloutProgressing},
 		{name: "a failed new instance stops the update", s: GlobalState{SpecHash: "new", Nodes: []string{"n1", "n2"},
-			Instances: []Instance{{Name: "a2", Node: "n1", SpecHash: "new", Phase: Running, Restarts: 2}, run("b", "n2", "old", true)}},
+			Instances: []Instance{{Name: "a2", Node: "n1", SpecHash: "new", Phase: api.PhaseRunning, Restarts: 2}, run("b", "n2", "old", true)}},
 			wantPhase: RolloutFailed},
 		{name: "lost instances are replaced", s: GlobalState{SpecHash: "h", Nodes: []string{"n1"},
-			Instances: []Instance{{Name: "a", Node: "n1", SpecHash: "h", Phase: Lost}}},
+			Instances: []Instance{{Name: "a", Node: "n1", SpecHash: "h", Phase: api.PhaseLost}}},
 			wantCreate: []string{"n1"}, wantDelete: []string{"a"}, wantPhase: RolloutProgressing},
 	}
 	for _, tc := range cases {

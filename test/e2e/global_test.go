@@ -10,6 +10,7 @@ import (
 
 	"github.com/berth-dev/berth/api"
 	"github.com/berth-dev/berth/api/client"
+	"github.com/berth-dev/berth/internal/testing/testenv"
 )
 
 const globalYAML = `kind: Service
@@ -27,7 +28,7 @@ placement:
 // every node; a node that joins gets one, a cordoned node and a drained
 // one lose theirs, and a node the constraints leave out gets none.
 func TestGlobalServiceFollowsNodes(t *testing.T) {
-	requireRoot(t)
+	testenv.RequireRoot(t)
 	srvDir := t.TempDir()
 	host := "127.0.0.47"
 	apiAddr := freeAddr(t, host)
