@@ -91,7 +91,7 @@ func TestParseSpecsErrors(t *testing.T) {
 		{"bad name", "name: web", "name: Web_1",
 			`document 2 (Service "Web_1"): name: "Web_1" is not a DNS label: use lowercase letters, digits and '-', starting and ending with a letter or digit`},
 		{"unknown kind", "kind: Service", "kind: Deployment",
-			`document 2 (Deployment "web"): kind: unknown kind Deployment: use Service or Job`},
+			`document 2 (Deployment "web"): kind: unknown kind Deployment: use Service, Job, CronJob, Config or Secret`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if !strings.Contains(goodService, tc.replace) {

@@ -2,6 +2,7 @@ package api
 
 import (
 	"bytes"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -105,6 +106,15 @@ func checkShape(e *errs, path string, v any, t reflect.Type) {
 			checkShape(e, join(path, k), fv, t.Elem())
 		}
 	case reflect.Slice:
+		if t.Elem().Kind() == reflect.Uint8 { // bytes: base64 in a string
+			str, ok := v.(string)
+			if !ok {
+				e.add(path, "expected base64 in a string, got %s", jsonTypeName(v))
+			} else if _, err := base64.StdEncoding.DecodeString(str); err != nil {
+				e.add(path, "invalid base64: %v", err)
+			}
+			return
+		}
 		a, ok := v.([]any)
 		if !ok {
 			e.add(path, "expected a list, got %s", jsonTypeName(v))

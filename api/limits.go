@@ -50,8 +50,8 @@ func validateLimits(e *errs, prefix string, t *Template) {
 	if n := len(t.Command) + len(t.Args); n > MaxArgs {
 		e.add(join(prefix, "command"), "%d command and args entries together, over the limit of %d", n, MaxArgs)
 	}
-	if n := len(t.Volumes); n > MaxVolumes {
-		e.add(join(prefix, "volumes"), "%d volumes, over the limit of %d", n, MaxVolumes)
+	if n := len(t.Volumes) + len(t.Files); n > MaxVolumes {
+		e.add(join(prefix, "volumes"), "%d volumes and files, over the limit of %d", n, MaxVolumes)
 	}
 	if n := len(t.Ports); n > MaxPorts {
 		e.add(join(prefix, "ports"), "%d ports, over the limit of %d", n, MaxPorts)

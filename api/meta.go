@@ -25,10 +25,13 @@ const (
 	KindInstance Kind = "Instance"
 	KindEvent    Kind = "Event"
 	KindVolume   Kind = "Volume"
+	KindConfig   Kind = "Config"
+	KindSecret   Kind = "Secret"
+	KindCronJob  Kind = "CronJob"
 )
 
 // Kinds lists every kind, in a stable order.
-var Kinds = []Kind{KindNode, KindService, KindJob, KindInstance, KindEvent, KindVolume}
+var Kinds = []Kind{KindNode, KindService, KindJob, KindInstance, KindEvent, KindVolume, KindConfig, KindSecret, KindCronJob}
 
 // Plural is the kind's name in URLs and etcd keys.
 func (k Kind) Plural() string {
@@ -45,6 +48,12 @@ func (k Kind) Plural() string {
 		return "events"
 	case KindVolume:
 		return "volumes"
+	case KindConfig:
+		return "configs"
+	case KindSecret:
+		return "secrets"
+	case KindCronJob:
+		return "cronjobs"
 	}
 	return ""
 }
@@ -54,7 +63,9 @@ func (k Kind) Plural() string {
 func (k Kind) Namespaced() bool { return k != KindNode }
 
 // HasStatus reports whether the kind has a Status written apart from its spec.
-func (k Kind) HasStatus() bool { return k != KindEvent && k != KindVolume }
+func (k Kind) HasStatus() bool {
+	return k != KindEvent && k != KindVolume && k != KindConfig && k != KindSecret
+}
 
 // KindFromPlural returns the kind whose plural is p.
 func KindFromPlural(p string) (Kind, bool) {
@@ -107,6 +118,12 @@ func New(k Kind) (Object, error) {
 		return &Event{}, nil
 	case KindVolume:
 		return &Volume{}, nil
+	case KindConfig:
+		return &Config{}, nil
+	case KindSecret:
+		return &Secret{}, nil
+	case KindCronJob:
+		return &CronJob{}, nil
 	}
 	return nil, fmt.Errorf("unknown kind %q", k)
 }
@@ -149,6 +166,9 @@ func (j *Job) GetMetadata() *Metadata      { return &j.Metadata }
 func (i *Instance) GetMetadata() *Metadata { return &i.Metadata }
 func (e *Event) GetMetadata() *Metadata    { return &e.Metadata }
 func (v *Volume) GetMetadata() *Metadata   { return &v.Metadata }
+func (c *Config) GetMetadata() *Metadata   { return &c.Metadata }
+func (s *Secret) GetMetadata() *Metadata   { return &s.Metadata }
+func (c *CronJob) GetMetadata() *Metadata  { return &c.Metadata }
 
 func (*Node) GetKind() Kind     { return KindNode }
 func (*Service) GetKind() Kind  { return KindService }
@@ -156,6 +176,9 @@ func (*Job) GetKind() Kind      { return KindJob }
 func (*Instance) GetKind() Kind { return KindInstance }
 func (*Event) GetKind() Kind    { return KindEvent }
 func (*Volume) GetKind() Kind   { return KindVolume }
+func (*Config) GetKind() Kind   { return KindConfig }
+func (*Secret) GetKind() Kind   { return KindSecret }
+func (*CronJob) GetKind() Kind  { return KindCronJob }
 
 var (
 	_ Object = (*Node)(nil)
@@ -164,4 +187,7 @@ var (
 	_ Object = (*Instance)(nil)
 	_ Object = (*Event)(nil)
 	_ Object = (*Volume)(nil)
+	_ Object = (*Config)(nil)
+	_ Object = (*Secret)(nil)
+	_ Object = (*CronJob)(nil)
 )

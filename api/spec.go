@@ -22,6 +22,29 @@ type jobDoc struct {
 	JobSpec
 }
 
+type cronJobDoc struct {
+	docMeta
+	CronJobSpec
+}
+
+// dataDoc is a Config or Secret: data in base64, or stringData as text.
+type dataDoc struct {
+	docMeta
+	Data       map[string][]byte `json:"data,omitempty"`
+	StringData map[string]string `json:"stringData,omitempty"`
+}
+
+func (d dataDoc) data() map[string][]byte {
+	out := d.Data
+	for k, v := range d.StringData {
+		if out == nil {
+			out = map[string][]byte{}
+		}
+		out[k] = []byte(v)
+	}
+	return out
+}
+
 type docMeta struct {
 	Kind      Kind              `json:"kind"`
 	Name      string            `json:"name"`
@@ -177,10 +200,26 @@ func parseDoc(doc []byte, namespace string) (Object, error) {
 			return nil, err
 		}
 		obj = &Job{Metadata: d.metadata(), Spec: d.JobSpec}
+	case head.Kind == string(KindCronJob):
+		var d cronJobDoc
+		if err := DecodeStrict(js, &d); err != nil {
+			return nil, err
+		}
+		obj = &CronJob{Metadata: d.metadata(), Spec: d.CronJobSpec}
+	case head.Kind == string(KindConfig) || head.Kind == string(KindSecret):
+		var d dataDoc
+		if err := DecodeStrict(js, &d); err != nil {
+			return nil, err
+		}
+		if head.Kind == string(KindConfig) {
+			obj = &Config{Metadata: d.metadata(), Data: d.data()}
+		} else {
+			obj = &Secret{Metadata: d.metadata(), Data: d.data()}
+		}
 	case head.Kind == nil:
 		return nil, &ValidationError{Fields: []FieldError{{Field: "kind", Reason: "missing: use Service or Job"}}}
 	default:
-		return nil, &ValidationError{Fields: []FieldError{{Field: "kind", Reason: fmt.Sprintf("unknown kind %v: use Service or Job", head.Kind)}}}
+		return nil, &ValidationError{Fields: []FieldError{{Field: "kind", Reason: fmt.Sprintf("unknown kind %v: use Service, Job, CronJob, Config or Secret", head.Kind)}}}
 	}
 	if m := obj.GetMetadata(); m.Namespace == "" {
 		m.Namespace = namespace

@@ -89,13 +89,28 @@ type Service struct {
 
 // ServiceSpec is what the user asks of a service.
 type ServiceSpec struct {
+	// Mode is replicated (the default: Replicas instances) or global (one
+	// instance on every eligible node; Replicas is ignored).
+	Mode      ServiceMode    `json:"mode,omitempty"`
 	Replicas  int            `json:"replicas"`
 	Template  Template       `json:"template"`
 	Update    UpdateStrategy `json:"update,omitzero"`
 	Placement Placement      `json:"placement,omitzero"`
 	// Priority orders instances for the scheduler: higher may preempt lower.
 	Priority int `json:"priority,omitempty"`
+	// RollOnChange rolls the service when the data of a config or secret
+	// its template uses changes.
+	RollOnChange bool `json:"rollOnChange,omitempty"`
 }
+
+// ServiceMode says how many instances a service runs.
+type ServiceMode string
+
+// Service modes.
+const (
+	ModeReplicated ServiceMode = "replicated"
+	ModeGlobal     ServiceMode = "global"
+)
 
 // UpdateStrategy bounds a rolling update. Zero values mean the defaults
 // (one extra instance, none unavailable); with MaxUnavailable set, a zero
@@ -203,6 +218,10 @@ type Template struct {
 	// for jobs) or never.
 	Restart RestartPolicy `json:"restart,omitempty"`
 	Volumes []VolumeMount `json:"volumes,omitempty"`
+	// Files mounts values of configs and secrets as read-only files.
+	Files []FileMount `json:"files,omitempty"`
+	// EnvFrom sets variables from the keys of configs and secrets.
+	EnvFrom []EnvFromSource `json:"envFrom,omitempty"`
 	// Runtime picks an OCI runtime other than the built-in one ("runc").
 	Runtime string `json:"runtime,omitempty"`
 	// RestartedAt changes to make a rollout (services) or a container

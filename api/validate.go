@@ -168,6 +168,7 @@ func validateTemplate(e *errs, prefix string, t *Template) {
 		e.add(join(prefix, "image"), "%v", err)
 	}
 	validateLimits(e, prefix, t)
+	validateFiles(e, prefix, t)
 	switch t.PullPolicy {
 	case "", PullIfNotPresent, PullAlways, PullNever:
 	default:
@@ -355,6 +356,11 @@ func (s *Service) Validate() error {
 		e.add("replicas", "must not be negative, got %d", s.Spec.Replicas)
 	}
 	checkMax(&e, "replicas", s.Spec.Replicas, MaxReplicas)
+	switch s.Spec.Mode {
+	case "", ModeReplicated, ModeGlobal:
+	default:
+		e.add("mode", "must be replicated or global, got %q", s.Spec.Mode)
+	}
 	validateTemplate(&e, "template", &s.Spec.Template)
 	if s.Spec.Update.MaxSurge < 0 {
 		e.add("update.maxSurge", "must not be negative, got %d", s.Spec.Update.MaxSurge)
@@ -502,7 +508,7 @@ func WireField(kind Kind, field string) string {
 		return field
 	case head == "name" || head == "namespace" || head == "labels":
 		return "metadata." + field
-	case kind == KindEvent:
+	case kind == KindEvent || kind == KindConfig || kind == KindSecret:
 		return field
 	}
 	return "spec." + field

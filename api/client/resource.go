@@ -212,6 +212,35 @@ func (c *Client) Volumes() Resource[api.Volume, *api.Volume] {
 	return Resource[api.Volume, *api.Volume]{c}
 }
 
+// Configs reads and writes configs.
+func (c *Client) Configs() Resource[api.Config, *api.Config] {
+	return Resource[api.Config, *api.Config]{c}
+}
+
+// Secrets writes secrets and reads their keys (never their values).
+func (c *Client) Secrets() Resource[api.Secret, *api.Secret] {
+	return Resource[api.Secret, *api.Secret]{c}
+}
+
+// CronJobs reads and writes cron jobs.
+func (c *Client) CronJobs() CronJobClient {
+	return CronJobClient{Resource[api.CronJob, *api.CronJob]{c}}
+}
+
+// CronJobClient is Resource plus trigger.
+type CronJobClient struct {
+	Resource[api.CronJob, *api.CronJob]
+}
+
+// Trigger starts a run of a cron job now and returns its job.
+func (cj CronJobClient) Trigger(ctx context.Context, namespace, name string) (*api.Job, error) {
+	var out api.Job
+	if err := cj.c.do(ctx, http.MethodPost, objectPath(api.KindCronJob, namespace, name)+"/trigger", nil, nil, &out); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
 // Events reads and records events.
 func (c *Client) Events() EventClient { return EventClient{Resource[api.Event, *api.Event]{c}} }
 
@@ -268,6 +297,16 @@ func (i InstanceClient) Bind(ctx context.Context, namespace, name, node string, 
 		body["cpuset"] = cpuset
 	}
 	if err := i.c.do(ctx, http.MethodPost, objectPath(api.KindInstance, namespace, name)+"/bind", ifMatch(revision), body, &out); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
+// Data is what an instance's files and envFrom resolve to; only its
+// node (or an admin) may read it.
+func (i InstanceClient) Data(ctx context.Context, namespace, name string) (*api.InstanceData, error) {
+	var out api.InstanceData
+	if err := i.c.do(ctx, http.MethodGet, objectPath(api.KindInstance, namespace, name)+"/data", nil, nil, &out); err != nil {
 		return nil, err
 	}
 	return &out, nil

@@ -50,6 +50,9 @@ type Instance struct {
 	Executor string
 	// Volumes are mounted in the container, in order.
 	Volumes []Volume
+	// NeedsData says the instance takes files or env from configs or
+	// secrets, read from the control plane (a DataSource) at each start.
+	NeedsData bool
 	// HostPorts are published on the node; Service (namespace/name) is
 	// the service they are published for, empty for a job's instance.
 	HostPorts []HostPort
@@ -183,6 +186,10 @@ type Config struct {
 	// as written; a symlink under an allowed directory could point
 	// anywhere).
 	AllowedHostPaths []string
+	// DataDir is where the files instances take from configs and secrets
+	// are kept while they run: a tmpfs the agent mounts there, so they
+	// never reach the disk.
+	DataDir string
 }
 
 // Agent runs the node's side of the cluster.

@@ -213,6 +213,7 @@ func InstanceFromAPI(in *api.Instance) *Instance {
 		}
 		out.Volumes = append(out.Volumes, av)
 	}
+	out.NeedsData = len(t.Files) > 0 || len(t.EnvFrom) > 0
 	if len(in.Spec.CPUSet) > 0 {
 		out.Resources.CPUSet = hostinfo.FormatList(in.Spec.CPUSet)
 	}
@@ -237,6 +238,11 @@ func InstanceFromAPI(in *api.Instance) *Instance {
 		out.Health = c
 	}
 	return out
+}
+
+// InstanceData reads the files and env an instance takes from configs and secrets.
+func (p *APIPlane) InstanceData(ctx context.Context, namespace, name string) (*api.InstanceData, error) {
+	return p.c.Instances().Data(ctx, namespace, name)
 }
 
 // ReportStatus writes an instance's status.

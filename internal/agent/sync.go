@@ -147,6 +147,7 @@ func (a *Agent) sync(ctx context.Context) time.Time {
 		_, byID = a.observe()
 	}
 	a.track(ctx, byID, insts)
+	a.collectData()
 	tRep := time.Now()
 	a.report(ctx, insts, byID, now)
 	if len(res.Actions) > 0 {
@@ -256,6 +257,10 @@ func (a *Agent) start(ctx context.Context, inst *Instance, attempt int) (runtime
 	if err := a.volumeMounts(ctx, inst, &c); err != nil {
 		return runtime.Status{}, fmt.Errorf("start %s: %w", id, err)
 	}
+	dataEnv, err := a.dataMounts(ctx, inst, id, &c)
+	if err != nil {
+		return runtime.Status{}, fmt.Errorf("start %s: %w", id, err)
+	}
 	// The image and the network do not depend on each other: prepare the
 	// one while attaching the other (a staged network only reserves here,
 	// and wires while the runtime readies the container). A failure of
@@ -298,7 +303,7 @@ func (a *Agent) start(ctx context.Context, inst *Instance, attempt int) (runtime
 	}
 	c.LowerDirs = rootfs.LowerDirs
 	c.Args = append(append([]string(nil), entry...), args...)
-	c.Env = append(append([]string(nil), rootfs.Env...), inst.Env...)
+	c.Env = append(append(append([]string(nil), rootfs.Env...), dataEnv...), inst.Env...)
 	c.Cwd, c.User = rootfs.WorkingDir, rootfs.User
 	if inst.WorkingDir != "" {
 		c.Cwd = inst.WorkingDir

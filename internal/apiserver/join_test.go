@@ -25,6 +25,7 @@ import (
 	"github.com/berth-dev/berth/api/nodecert"
 	"github.com/berth-dev/berth/internal/apiserver"
 	"github.com/berth-dev/berth/internal/pki"
+	"github.com/berth-dev/berth/internal/seal"
 	"github.com/berth-dev/berth/internal/store"
 )
 
@@ -54,7 +55,11 @@ func startCluster(t testing.TB) *cluster {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := apiserver.New(apiserver.Config{Store: st, CA: ca})
+	key, err := seal.Create(dir + "/seal.key")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := apiserver.New(apiserver.Config{Store: st, CA: ca, SealKey: key})
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

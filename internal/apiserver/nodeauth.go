@@ -205,6 +205,16 @@ func authorizeNode(ctx context.Context, st *store.Store, node string, r *http.Re
 				return deny("a node reads only its own assignments")
 			}
 			return nil
+		case q.kind == api.KindInstance && q.sub == "data" && q.name != "":
+			// A node reads the configs and secrets of its own instances only.
+			var in api.Instance
+			if err := st.GetInto(ctx, &in, q.namespace, q.name); err != nil {
+				return err
+			}
+			if in.Spec.Node != node {
+				return deny(fmt.Sprintf("a node reads the data of its own instances only; it is bound to node %q", in.Spec.Node))
+			}
+			return nil
 		case q.sub != "" || !nodeReadable[q.kind]:
 			return deny("")
 		}

@@ -18,6 +18,9 @@
 //	POST   /v1/namespaces/{ns}/services/{name}/scale   {"replicas": N}
 //	POST   /v1/namespaces/{ns}/{kind}/{name}/restart   services, jobs, instances
 //	POST   /v1/namespaces/{ns}/instances/{name}/bind   {"node": "n1", "cpuset": [2, 3]}
+//	GET    /v1/namespaces/{ns}/instances/{name}/data  the files and env its configs and secrets
+//	                                               give it (its node, or admins)
+//	POST   /v1/namespaces/{ns}/cronjobs/{name}/trigger  start a run now: its job
 //	POST   /v1/namespaces/{ns}/events              record an event
 //	GET|PUT|DELETE /v1/nodes/{name}, PUT /v1/nodes/{name}/status
 //	GET    /v1/nodes/{name}/assignments            instances bound to the node (?watch=1)
@@ -58,6 +61,7 @@ import (
 	"github.com/berth-dev/berth/api"
 	"github.com/berth-dev/berth/api/errdefs"
 	"github.com/berth-dev/berth/internal/pki"
+	"github.com/berth-dev/berth/internal/seal"
 	"github.com/berth-dev/berth/internal/store"
 	"github.com/berth-dev/berth/internal/version"
 )
@@ -89,6 +93,8 @@ type Config struct {
 	// AllowedHostPaths, when set, are the only host directories (and
 	// what lies under them) a hostPath volume may mount.
 	AllowedHostPaths []string
+	// SealKey seals secrets at rest; without it, secrets are refused.
+	SealKey *seal.Key
 }
 
 // DefaultNodeCertTTL is how long a node certificate lasts: a week, which
@@ -120,12 +126,13 @@ type Server struct {
 	tunnels     tunnels     // the nodes' agents, see remote.go
 
 	allowedHostPaths []string
+	sealKey          *seal.Key
 }
 
 // New returns a Server on cfg.Store.
 func New(cfg Config) *Server {
 	s := &Server{store: cfg.Store, maxBody: cfg.MaxBodyBytes, log: cfg.Logger, authorize: cfg.Authorize, ca: cfg.CA,
-		allowedHostPaths: cfg.AllowedHostPaths}
+		allowedHostPaths: cfg.AllowedHostPaths, sealKey: cfg.SealKey}
 	if s.authorize == nil {
 		s.authorize = NodeAuthorizer(cfg.Store)
 	}
@@ -162,6 +169,8 @@ func New(cfg Config) *Server {
 	m.HandleFunc("POST /v1/namespaces/{ns}/services/{name}/scale", s.scale)
 	m.HandleFunc("POST /v1/namespaces/{ns}/{kind}/{name}/restart", s.restart)
 	m.HandleFunc("POST /v1/namespaces/{ns}/instances/{name}/bind", s.bind)
+	m.HandleFunc("GET /v1/namespaces/{ns}/instances/{name}/data", s.instanceData)
+	m.HandleFunc("POST /v1/namespaces/{ns}/cronjobs/{name}/trigger", s.triggerCronJob)
 	m.HandleFunc("POST /v1/namespaces/{ns}/events", s.recordEvent)
 	m.HandleFunc("GET /v1/nodes/{name}", s.get)
 	m.HandleFunc("PUT /v1/nodes/{name}", s.apply)
@@ -252,7 +261,7 @@ func parseTarget(r *http.Request) (target, error) {
 	default:
 		k, ok := api.KindFromPlural(plural)
 		if !ok {
-			return t, fmt.Errorf("kind %q: %w: use one of nodes, services, jobs, instances, events, volumes", plural, errdefs.ErrNotFound)
+			return t, fmt.Errorf("kind %q: %w: use one of nodes, services, jobs, instances, events, volumes, configs, secrets, cronjobs", plural, errdefs.ErrNotFound)
 		}
 		t.kind = k
 	}
@@ -288,6 +297,7 @@ func (s *Server) get(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
+	redact(obj)
 	writeJSON(w, http.StatusOK, obj)
 }
 
@@ -314,6 +324,10 @@ func (s *Server) list(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	if isWatch(q.Get("watch")) {
+		if t.kind == api.KindSecret {
+			writeError(w, fmt.Errorf("secrets: %w: secrets are not watched, list them", errdefs.ErrInvalidArgument))
+			return
+		}
 		after, err := watchRevision(r)
 		if err != nil {
 			writeError(w, err)
@@ -330,6 +344,7 @@ func (s *Server) list(w http.ResponseWriter, r *http.Request) {
 		}
 		obj.GetMetadata().Revision = modRev
 		obj.GetMetadata().Kind = t.kind
+		redact(obj)
 		b, err := json.Marshal(obj)
 		out.Items = append(out.Items, b)
 		return err
@@ -371,10 +386,15 @@ func watchRevision(r *http.Request) (int64, error) {
 
 // readBody reads a size-limited body.
 func (s *Server) readBody(w http.ResponseWriter, r *http.Request) ([]byte, error) {
-	b, err := io.ReadAll(http.MaxBytesReader(w, r.Body, s.maxBody))
+	limit := s.maxBody
+	if k := r.PathValue("kind"); k == "configs" || k == "secrets" {
+		// Data up to MaxDataBytes arrives in base64, a third larger.
+		limit = max(limit, 2*api.MaxDataBytes)
+	}
+	b, err := io.ReadAll(http.MaxBytesReader(w, r.Body, limit))
 	var tooBig *http.MaxBytesError
 	if errors.As(err, &tooBig) {
-		return nil, fmt.Errorf("body: %w: over %d bytes", errdefs.ErrTooLarge, s.maxBody)
+		return nil, fmt.Errorf("body: %w: over %d bytes", errdefs.ErrTooLarge, limit)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("body: %w", err)
@@ -457,6 +477,14 @@ func (s *Server) apply(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
+	if err := s.prepareData(obj); err != nil {
+		writeError(w, err)
+		return
+	}
+	var oldDigest string
+	if t.kind == api.KindConfig || t.kind == api.KindSecret {
+		oldDigest = s.dataDigest(r.Context(), t)
+	}
 	if err := s.pinImage(r.Context(), obj); err != nil {
 		writeError(w, err)
 		return
@@ -497,6 +525,15 @@ func (s *Server) apply(w http.ResponseWriter, r *http.Request) {
 		writeError(w, wireError(t, err))
 		return
 	}
+	if (t.kind == api.KindConfig || t.kind == api.KindSecret) && oldDigest != "" {
+		if d := s.dataDigest(r.Context(), t); d != oldDigest {
+			if err := s.rollUsers(r.Context(), t); err != nil {
+				writeError(w, err)
+				return
+			}
+		}
+	}
+	redact(obj)
 	code := http.StatusOK
 	if created {
 		code = http.StatusCreated

@@ -26,6 +26,9 @@ var kindAliases = map[string]api.Kind{
 	"node": api.KindNode, "nodes": api.KindNode, "no": api.KindNode,
 	"event": api.KindEvent, "events": api.KindEvent, "ev": api.KindEvent,
 	"volume": api.KindVolume, "volumes": api.KindVolume, "vol": api.KindVolume,
+	"config": api.KindConfig, "configs": api.KindConfig, "cfg": api.KindConfig,
+	"secret": api.KindSecret, "secrets": api.KindSecret,
+	"cronjob": api.KindCronJob, "cronjobs": api.KindCronJob, "cj": api.KindCronJob,
 }
 
 // getOptions is what get and ps print.
@@ -359,6 +362,40 @@ func printTable(ctx context.Context, c *client.Client, tw *tabwriter.Writer, o g
 			fmt.Fprintf(tw, "%s\t%s\t%s\t%s", v.Metadata.Namespace, v.Metadata.Name, dash(v.Spec.Node), age(v.Metadata.CreatedAt))
 			labels(obj)
 		}
+	case api.KindCronJob:
+		if header {
+			fmt.Fprintln(tw, "NAMESPACE\tNAME\tSCHEDULE\tLAST RUN\tACTIVE\tAGE"+labelsHead)
+		}
+		for _, obj := range objs {
+			cj := obj.(*api.CronJob)
+			sched := cj.Spec.Schedule
+			if cj.Spec.TimeZone != "" {
+				sched += " " + cj.Spec.TimeZone
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s", cj.Metadata.Namespace, cj.Metadata.Name, sched, dash(cj.Status.LastRun),
+				len(cj.Status.Active), age(cj.Metadata.CreatedAt))
+			labels(obj)
+		}
+	case api.KindConfig, api.KindSecret:
+		if header {
+			fmt.Fprintln(tw, "NAMESPACE\tNAME\tKEYS\tDIGEST\tAGE"+labelsHead)
+		}
+		for _, obj := range objs {
+			var keys map[string]int
+			var digest string
+			switch x := obj.(type) {
+			case *api.Config:
+				keys, digest = map[string]int{}, x.Digest
+				for k, v := range x.Data {
+					keys[k] = len(v)
+				}
+			case *api.Secret:
+				keys, digest = x.Keys, x.Digest
+			}
+			m := obj.GetMetadata()
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s", m.Namespace, m.Name, dataKeys(keys), dash(digest), age(m.CreatedAt))
+			labels(obj)
+		}
 	case api.KindEvent:
 		if header {
 			printEvents(tw, objs)
@@ -508,6 +545,10 @@ func watchKind(ctx context.Context, c *client.Client, kind api.Kind, ns string, 
 		return relay(c.Events().Watch(ctx, ns, rev))
 	case api.KindVolume:
 		return relay(c.Volumes().Watch(ctx, ns, rev))
+	case api.KindConfig:
+		return relay(c.Configs().Watch(ctx, ns, rev))
+	case api.KindCronJob:
+		return relay(c.CronJobs().Watch(ctx, ns, rev))
 	}
 	return nil, fmt.Errorf("unknown kind %q", kind)
 }
@@ -547,6 +588,12 @@ func listObjectsAt(ctx context.Context, c *client.Client, kind api.Kind, ns stri
 		return list(ctx, c.Events().Resource, ns)
 	case api.KindVolume:
 		return list(ctx, c.Volumes(), ns)
+	case api.KindConfig:
+		return list(ctx, c.Configs(), ns)
+	case api.KindSecret:
+		return list(ctx, c.Secrets(), ns)
+	case api.KindCronJob:
+		return list(ctx, c.CronJobs().Resource, ns)
 	}
 	return nil, 0, fmt.Errorf("unknown kind %q", kind)
 }

@@ -176,6 +176,12 @@ func getObject(ctx context.Context, c *client.Client, kind api.Kind, ns, name st
 		obj, err = c.Events().Get(ctx, ns, name)
 	case api.KindVolume:
 		obj, err = c.Volumes().Get(ctx, ns, name)
+	case api.KindConfig:
+		obj, err = c.Configs().Get(ctx, ns, name)
+	case api.KindSecret:
+		obj, err = c.Secrets().Get(ctx, ns, name)
+	case api.KindCronJob:
+		obj, err = c.CronJobs().Get(ctx, ns, name)
 	default:
 		return nil, fmt.Errorf("unknown kind %q", kind)
 	}

@@ -78,6 +78,9 @@ machine to many.`,
 		newDashboardCmd(g),
 		newVolumeCmd(g),
 		newSimCmd(g),
+		newSecretCmd(g),
+		newConfigCmd(g),
+		newCronJobCmd(g),
 	)
 	root.InitDefaultCompletionCmd(args...) // here, not in Execute: its group must refuse unknown shells too
 	refuseUnknownSubcommands(root)

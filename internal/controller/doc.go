@@ -19,6 +19,9 @@ type Instance struct {
 	Name      string
 	Phase     api.Phase
 	Node      string
+	// Target is the node the instance's placement pins it to
+	// (node.name == N), if any: where a global service's unbound instance goes.
+	Target    string
 	Healthy   bool
 	CreatedAt time.Time
 	// SpecHash identifies the template the instance was made from.

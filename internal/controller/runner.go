@@ -17,6 +17,7 @@ import (
 	"github.com/berth-dev/berth/api"
 	"github.com/berth-dev/berth/api/errdefs"
 	"github.com/berth-dev/berth/internal/metrics"
+	"github.com/berth-dev/berth/internal/scheduler"
 	"github.com/berth-dev/berth/internal/store"
 )
 
@@ -205,6 +206,7 @@ func (m *Manager) Pass(ctx context.Context) error {
 	errs = append(errs, err)
 	later = append(later, jobStatuses...)
 	errs = append(errs, m.schedulePass(ctx, sn, append(fresh, jf...)))
+	errs = append(errs, m.cronPass(ctx, sn))
 	for _, f := range later {
 		errs = append(errs, f())
 	}
@@ -247,6 +249,7 @@ func view(in *api.Instance) Instance {
 	return Instance{
 		Namespace: in.Metadata.Namespace, Name: in.Metadata.Name, Phase: phaseOf(in), Node: in.Spec.Node, Healthy: in.Status.Healthy,
 		CreatedAt: in.Metadata.CreatedAt, SpecHash: in.Spec.SpecHash, Index: in.Spec.Index, Attempt: in.Spec.Attempt,
+		Target:   pinnedNode(in.Spec.Placement),
 		Restarts: in.Status.Restarts, Reason: in.Status.Reason, ExitCode: in.Status.ExitCode,
 	}
 }
@@ -301,7 +304,14 @@ func (m *Manager) servicesPass(ctx context.Context, sn *snapshot) ([]newInstance
 			st.Instances = append(st.Instances, view(in))
 		}
 		views = st.Instances
-		res := ComputeService(st)
+		var res ServiceResult
+		var createOn []string
+		if svc.Spec.Mode == api.ModeGlobal {
+			res, createOn = ComputeGlobal(GlobalState{SpecHash: hash, Nodes: eligibleNodes(sn.nodes, svc.Spec.Placement),
+				Settled: st.Settled, Instances: st.Instances})
+		} else {
+			res = ComputeService(st)
+		}
 		var insts []*api.Instance
 		var names map[string]bool
 		if res.Create > 0 {
@@ -311,8 +321,13 @@ func (m *Manager) servicesPass(ctx context.Context, sn *snapshot) ([]newInstance
 				names[in.Metadata.Name] = true
 			}
 		}
-		for range res.Create {
-			in := m.newInstance(svc.Metadata, api.KindService, svc.Spec.Template, svc.Spec.Placement, svc.Spec.Priority, hash, 0, 0, nil)
+		for i := range res.Create {
+			p := svc.Spec.Placement
+			if i < len(createOn) {
+				// A global service's instance is pinned to its node.
+				p.Constraints = append(slices.Clip(p.Constraints), api.Constraint{Key: scheduler.NodeNameKey, Op: api.OpEq, Values: []string{createOn[i]}})
+			}
+			in := m.newInstance(svc.Metadata, api.KindService, svc.Spec.Template, p, svc.Spec.Priority, hash, 0, 0, nil)
 			for names[in.Metadata.Name] {
 				in.Metadata.Name = svc.Metadata.Name + "-" + suffix()
 			}

@@ -312,20 +312,59 @@ func schedInstance(in *api.Instance) (scheduler.Instance, error) {
 	// A published port is the service's, forwarded to its VIP by every
 	// node, not bound by each instance: it does not keep replicas apart.
 	for _, c := range in.Spec.Placement.Constraints {
-		sc := scheduler.Constraint{Key: c.Key, Values: c.Values}
-		switch c.Op {
-		case api.OpEq:
-			sc.Op = scheduler.OpEq
-		case api.OpNe:
-			sc.Op = scheduler.OpNe
-		case api.OpIn:
-			sc.Op = scheduler.OpIn
-		case api.OpNotIn:
-			sc.Op = scheduler.OpNotIn
-		default:
-			return si, fmt.Errorf("constraint on %q: unknown operator %q", c.Key, c.Op)
+		sc, err := schedConstraint(c)
+		if err != nil {
+			return si, err
 		}
 		si.Constraints = append(si.Constraints, sc)
 	}
 	return si, nil
+}
+
+// schedConstraint is c as the scheduler reads it.
+func schedConstraint(c api.Constraint) (scheduler.Constraint, error) {
+	sc := scheduler.Constraint{Key: c.Key, Values: c.Values}
+	switch c.Op {
+	case api.OpEq:
+		sc.Op = scheduler.OpEq
+	case api.OpNe:
+		sc.Op = scheduler.OpNe
+	case api.OpIn:
+		sc.Op = scheduler.OpIn
+	case api.OpNotIn:
+		sc.Op = scheduler.OpNotIn
+	default:
+		return sc, fmt.Errorf("constraint on %q: unknown operator %q", c.Key, c.Op)
+	}
+	return sc, nil
+}
+
+// eligibleNodes are the nodes a global service with placement p runs on:
+// ready, schedulable (not cordoned or draining) and matching its constraints.
+func eligibleNodes(nodes []*api.Node, p api.Placement) []string {
+	var out []string
+next:
+	for _, n := range nodes {
+		if n.Status.Condition != api.NodeReady || n.Spec.Unschedulable || n.Spec.Draining {
+			continue
+		}
+		for _, c := range p.Constraints {
+			sc, err := schedConstraint(c)
+			if err != nil || !sc.Matches(n.Metadata.Name, n.Metadata.Labels) {
+				continue next
+			}
+		}
+		out = append(out, n.Metadata.Name)
+	}
+	return out
+}
+
+// pinnedNode is the node a placement pins an instance to (node.name == N).
+func pinnedNode(p api.Placement) string {
+	for _, c := range p.Constraints {
+		if c.Key == scheduler.NodeNameKey && c.Op == api.OpEq && len(c.Values) == 1 {
+			return c.Values[0]
+		}
+	}
+	return ""
 }

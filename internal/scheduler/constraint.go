@@ -57,6 +57,11 @@ func (c Constraint) String() string {
 	return fmt.Sprintf("%s %s %s", key, c.Op, v)
 }
 
+// Matches reports whether the node called name with labels satisfies c.
+func (c Constraint) Matches(name string, labels map[string]string) bool {
+	return c.matches(name, labels)
+}
+
 func (c Constraint) matches(name string, labels map[string]string) bool {
 	var v string
 	var ok bool

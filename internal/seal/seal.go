@@ -11,7 +11,9 @@ package seal
 
 import (
 	"bytes"
+	"crypto/hmac"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/base64"
 	"encoding/hex"
 	"errors"
@@ -38,6 +40,9 @@ var ErrOpen = errors.New("sealed value does not open with this seal key")
 // Key seals and opens values.
 type Key struct {
 	path string
+	// mac keys Digest; derived from the seal key, so that a digest
+	// says nothing of a value to one without the key.
+	mac  []byte
 	aead interface {
 		Seal(dst, nonce, plaintext, additionalData []byte) []byte
 		Open(dst, nonce, ciphertext, additionalData []byte) ([]byte, error)
@@ -119,7 +124,19 @@ func newKey(path string, raw []byte) (*Key, error) {
 	if err != nil {
 		return nil, fmt.Errorf("seal key %s: %w", path, err)
 	}
-	return &Key{path: path, aead: a}, nil
+	mac := sha256.Sum256(append([]byte("berth-digest:v1:"), raw...))
+	return &Key{path: path, aead: a, mac: mac[:]}, nil
+}
+
+// Digest is a keyed hash of the value called name: equal values have
+// equal digests, and without the key a digest cannot be checked against
+// a guess of the value.
+func (k *Key) Digest(name string, plain []byte) string {
+	h := hmac.New(sha256.New, k.mac)
+	h.Write([]byte(name))
+	h.Write([]byte{0})
+	h.Write(plain)
+	return hex.EncodeToString(h.Sum(nil)[:12])
 }
 
 // Seal encrypts the value called name.

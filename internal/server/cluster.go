@@ -202,7 +202,7 @@ func Server(ctx context.Context, cfg ServerConfig) error {
 	// With the CA, nodes authenticate with the certificates it signs on
 	// join, and NodeAuthorizer confines them to their own node.
 	srv := apiserver.New(apiserver.Config{Store: st, CA: creds.ca, NodeCertTTL: cfg.NodeCertTTL, Logger: log.With("component", "apiserver"),
-		AllowedHostPaths: cfg.AllowedHostPaths})
+		AllowedHostPaths: cfg.AllowedHostPaths, SealKey: secrets.key})
 	srv.SetMaxDraining(cfg.MaxDraining)
 	// The registry nodes pull images from, and users push them to. What
 	// this server's store lacks it pulls through from the other servers'

@@ -252,6 +252,7 @@ func Agent(ctx context.Context, cfg AgentConfig) error {
 		Network:      cfg.Network.agentNetwork(c, name, cfg.DataDir, log),
 		DiskReserve:  cfg.DiskReserve,
 		VolumesDir:   filepath.Join(cfg.DataDir, "volumes"),
+		DataDir:      filepath.Join(cfg.DataDir, "data"),
 	})
 	// A tunnel to every server: whichever one a client asks reaches this node.
 	remote := ag.RemoteHandler(metrics.Handler(ag.InstanceCollector()))

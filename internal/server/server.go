@@ -28,6 +28,7 @@ import (
 	"github.com/berth-dev/berth/internal/promdefer"
 	"github.com/berth-dev/berth/internal/registry"
 	"github.com/berth-dev/berth/internal/runtime"
+	"github.com/berth-dev/berth/internal/seal"
 	"github.com/berth-dev/berth/internal/store"
 )
 
@@ -96,6 +97,11 @@ func Up(ctx context.Context, cfg Config) error {
 		return err
 	}
 	defer st.Close()
+	// Secrets are sealed at rest, as on a cluster's servers.
+	sealKey, _, err := seal.LoadOrCreate(filepath.Join(cfg.DataDir, seal.KeyFile))
+	if err != nil {
+		return err
+	}
 
 	sock := api.SocketPath(cfg.DataDir)
 	l, err := apiserver.ListenUnix(sock)
@@ -141,7 +147,7 @@ func Up(ctx context.Context, cfg Config) error {
 	g := newGroup(ctx)
 	defer g.cancel()
 	ctx, run := g.ctx, g.run
-	srv := apiserver.New(apiserver.Config{Store: st, Logger: log.With("component", "apiserver"), AllowedHostPaths: cfg.AllowedHostPaths})
+	srv := apiserver.New(apiserver.Config{Store: st, Logger: log.With("component", "apiserver"), AllowedHostPaths: cfg.AllowedHostPaths, SealKey: sealKey})
 	upstream, err := upstreamOptions()
 	if err != nil {
 		return err
@@ -173,6 +179,7 @@ func Up(ctx context.Context, cfg Config) error {
 		Network:      cfg.Network.agentNetwork(c, name, cfg.DataDir, log),
 		DiskReserve:  cfg.DiskReserve,
 		VolumesDir:   filepath.Join(cfg.DataDir, "volumes"),
+		DataDir:      filepath.Join(cfg.DataDir, "data"),
 		// One process, one setting: the node holds to what the API admits.
 		AllowedHostPaths: cfg.AllowedHostPaths,
 	})

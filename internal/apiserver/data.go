@@ -1,0 +1,210 @@
+package apiserver
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/berth-dev/berth/api"
+	"github.com/berth-dev/berth/api/errdefs"
+	"github.com/berth-dev/berth/internal/store"
+)
+
+// sealName is the associated data a secret's data is sealed under: a
+// sealed value moved to another secret's key does not open.
+func sealName(namespace, name string) string { return "secret/" + namespace + "/" + name }
+
+// prepareData turns a config's or secret's data into what is stored: a
+// config gets its digest; a secret's data is sealed, and only its keys,
+// their sizes and a keyed digest stay readable.
+func (s *Server) prepareData(obj api.Object) error {
+	switch x := obj.(type) {
+	case *api.Config:
+		x.Digest = api.ConfigDigest(x.Data)
+	case *api.Secret:
+		if s.sealKey == nil {
+			return fmt.Errorf("%s: %w: this server has no seal key to keep secrets with", api.RefOf(x), errdefs.ErrFailedPrecondition)
+		}
+		plain := api.EncodeData(x.Data)
+		name := sealName(x.Metadata.Namespace, x.Metadata.Name)
+		sealed, err := s.sealKey.Seal(name, plain)
+		if err != nil {
+			return fmt.Errorf("%s: %w", api.RefOf(x), err)
+		}
+		x.Keys = map[string]int{}
+		for k, v := range x.Data {
+			x.Keys[k] = len(v)
+		}
+		x.Sealed, x.Digest, x.Data = string(sealed), s.sealKey.Digest(name, plain), nil
+	}
+	return nil
+}
+
+// redact drops what a secret must never show through the API.
+func redact(obj api.Object) {
+	if x, ok := obj.(*api.Secret); ok {
+		x.Sealed, x.Data = "", nil
+	}
+}
+
+// dataDigest is the digest of the stored config or secret t names; empty
+// when there is none.
+func (s *Server) dataDigest(ctx context.Context, t target) string {
+	switch t.kind {
+	case api.KindConfig:
+		var c api.Config
+		if s.store.GetInto(ctx, &c, t.namespace, t.name) == nil {
+			return c.Digest
+		}
+	case api.KindSecret:
+		var c api.Secret
+		if s.store.GetInto(ctx, &c, t.namespace, t.name) == nil {
+			return c.Digest
+		}
+	}
+	return ""
+}
+
+// rollUsers rolls the services of the namespace that use the changed
+// config or secret and ask for it (rollOnChange), as a restart does.
+func (s *Server) rollUsers(ctx context.Context, t target) error {
+	svcs, _, err := store.List[api.Service](ctx, s.store, t.namespace)
+	if err != nil {
+		return err
+	}
+	now := time.Now().UTC()
+	for _, svc := range svcs {
+		if !svc.Spec.RollOnChange || !svc.Spec.Template.UsesData(t.kind, t.name) {
+			continue
+		}
+		st := target{kind: api.KindService, namespace: t.namespace, name: svc.Metadata.Name}
+		if _, err := s.modify(ctx, st, 0, func(o api.Object) {
+			o.(*api.Service).Spec.Template.RestartedAt = now
+		}); err != nil && !errdefs.IsNotFound(err) {
+			return fmt.Errorf("roll %s after its %s changed: %w", st.ref(), t.ref(), err)
+		}
+		s.log.Info("rolled for changed data", "service", st.ref(), "data", t.ref())
+	}
+	return nil
+}
+
+// instanceData answers GET .../instances/{name}/data: the files and env
+// the instance's template takes from configs and secrets, for its node.
+func (s *Server) instanceData(w http.ResponseWriter, r *http.Request) {
+	t, err := parseTarget(r)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	var in api.Instance
+	if err := s.store.GetInto(r.Context(), &in, t.namespace, t.name); err != nil {
+		writeError(w, err)
+		return
+	}
+	out, err := s.resolveData(r.Context(), t.namespace, &in.Spec.Template)
+	if err != nil {
+		writeError(w, fmt.Errorf("%s: %w", t.ref(), err))
+		return
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+func (s *Server) resolveData(ctx context.Context, namespace string, tpl *api.Template) (*api.InstanceData, error) {
+	cache := map[string]map[string][]byte{}
+	read := func(config, secret string) (map[string][]byte, string, error) {
+		kind, name := api.KindConfig, config
+		if secret != "" {
+			kind, name = api.KindSecret, secret
+		}
+		ref := api.Ref(kind, namespace, name)
+		if d, ok := cache[ref]; ok {
+			return d, ref, nil
+		}
+		var data map[string][]byte
+		if kind == api.KindConfig {
+			var c api.Config
+			if err := s.store.GetInto(ctx, &c, namespace, name); err != nil {
+				return nil, ref, err
+			}
+			data = c.Data
+		} else {
+			var sec api.Secret
+			if err := s.store.GetInto(ctx, &sec, namespace, name); err != nil {
+				return nil, ref, err
+			}
+			if s.sealKey == nil {
+				return nil, ref, fmt.Errorf("%s: %w: this server has no seal key", ref, errdefs.ErrFailedPrecondition)
+			}
+			plain, err := s.sealKey.Open(sealName(namespace, name), []byte(sec.Sealed))
+			if err != nil {
+				return nil, ref, err
+			}
+			if data, err = api.DecodeData(plain); err != nil {
+				return nil, ref, fmt.Errorf("%s: %w", ref, err)
+			}
+		}
+		cache[ref] = data
+		return data, ref, nil
+	}
+	out := &api.InstanceData{}
+	for i, f := range tpl.Files {
+		data, ref, err := read(f.Config, f.Secret)
+		if err != nil {
+			return nil, fmt.Errorf("files[%d]: %w", i, err)
+		}
+		key := f.Key
+		if key == "" {
+			if len(data) != 1 {
+				return nil, fmt.Errorf("files[%d]: %w: %s holds %d keys: name one with key", i, errdefs.ErrFailedPrecondition, ref, len(data))
+			}
+			for k := range data {
+				key = k
+			}
+		}
+		v, ok := data[key]
+		if !ok {
+			return nil, fmt.Errorf("files[%d]: %w: %s has no key %q", i, errdefs.ErrNotFound, ref, key)
+		}
+		out.Files = append(out.Files, api.FileData{Path: f.Path, Mode: f.FileMode(), Data: v})
+	}
+	for i, e := range tpl.EnvFrom {
+		data, _, err := read(e.Config, e.Secret)
+		if err != nil {
+			return nil, fmt.Errorf("envFrom[%d]: %w", i, err)
+		}
+		if out.Env == nil {
+			out.Env = map[string]string{}
+		}
+		for k, v := range data {
+			out.Env[k] = string(v)
+		}
+	}
+	return out, nil
+}
+
+// triggerCronJob starts a run of a cron job now, whatever its schedule
+// and concurrency say (as a user asked), and answers its job.
+func (s *Server) triggerCronJob(w http.ResponseWriter, r *http.Request) {
+	t, err := parseTarget(r)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	var cj api.CronJob
+	if err := s.store.GetInto(r.Context(), &cj, t.namespace, t.name); err != nil {
+		writeError(w, err)
+		return
+	}
+	job := cj.RunJob("m" + strconv.FormatInt(time.Now().UnixMilli(), 36))
+	if err := s.pinImage(r.Context(), job); err != nil {
+		writeError(w, err)
+		return
+	}
+	if err := s.store.Create(r.Context(), job); err != nil {
+		writeError(w, fmt.Errorf("trigger %s: %w", t.ref(), err))
+		return
+	}
+	writeJSON(w, http.StatusCreated, job)
+}

@@ -1,0 +1,131 @@
+package e2e
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/berth-dev/berth/api"
+	"github.com/berth-dev/berth/api/client"
+	"github.com/berth-dev/berth/internal/testing/testenv"
+)
+
+const globalYAML = `kind: Service
+name: every
+mode: global
+template:
+  image: demo/busybox:1
+  command: ["sleep", "1d"]
+  resources: {cpu: 0.01, memory: 8Mi}
+placement:
+  constraints: [{key: node.berth/zone, op: "!=", values: [none]}]
+`
+
+// A global service on one server and agents on loopback: one instance on
+// every node; a node that joins gets one, a cordoned node and a drained
+// one lose theirs, and a node the constraints leave out gets none.
+func TestGlobalServiceFollowsNodes(t *testing.T) {
+	testenv.RequireRoot(t)
+	srvDir := t.TempDir()
+	host := "127.0.0.47"
+	apiAddr := freeAddr(t, host)
+	apiURL := "https://" + apiAddr
+	srv := startProcess(t, "berth server", "--data-dir", srvDir, "server", "--name", "s1",
+		"--listen", apiAddr, "--peer-listen", freeAddr(t, host))
+	joinFile := filepath.Join(srvDir, "join-token")
+	tokenFile := filepath.Join(srvDir, "tls", "token")
+	eventually(t, 30*time.Second, "the server's join token and admin token", func() bool {
+		_, e1 := os.Stat(joinFile)
+		_, e2 := os.Stat(tokenFile)
+		return e1 == nil && e2 == nil && strings.Contains(srv.out.String(), "--ca-pin")
+	})
+	b, _ := os.ReadFile(joinFile)
+	join := strings.TrimSpace(string(b))
+	b, _ = os.ReadFile(tokenFile)
+	adminToken := strings.TrimSpace(string(b))
+	caFile := filepath.Join(srvDir, "tls", "ca.crt")
+	admin, err := client.New(apiURL, client.WithToken(adminToken), client.WithCAFile(caFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 110*time.Second)
+	defer cancel()
+	cli := newAgentEnv(t)
+	berth := func(args ...string) (string, string, int) {
+		return cli.run(append([]string{"--server", apiURL, "--token", adminToken, "--ca-file", caFile}, args...)...)
+	}
+	agent := func(name, zone string) {
+		e := newAgentEnv(t)
+		e.demoImage()
+		startProcess(t, "berth agent "+name, "--data-dir", e.dataDir, "agent", "--server", apiURL, "--name", name,
+			"--address", "127.0.0.1", "--no-network", "--label", "zone="+zone, "--token", join, "--ca-file", caFile)
+		eventually(t, 30*time.Second, "node "+name+" Ready", func() bool {
+			n, err := admin.Nodes().Get(ctx, "", name)
+			return err == nil && n.Status.Condition == api.NodeReady
+		})
+	}
+	// Which nodes run a running instance of the service.
+	placed := func() map[string]int {
+		out := map[string]int{}
+		list, _, err := admin.Instances().List(ctx, "default")
+		if err != nil {
+			return nil
+		}
+		for _, in := range list {
+			if in.Spec.Owner.Name == "every" && in.Status.Phase == api.PhaseRunning {
+				out[in.Spec.Node]++
+			}
+		}
+		return out
+	}
+	want := func(what string, nodes ...string) {
+		t.Helper()
+		var got map[string]int
+		eventually(t, 40*time.Second, what, func() bool {
+			got = placed()
+			if len(got) != len(nodes) {
+				return false
+			}
+			for _, n := range nodes {
+				if got[n] != 1 {
+					return false
+				}
+			}
+			return true
+		})
+	}
+
+	agent("n1", "a")
+	agent("n2", "b")
+	agent("n0", "none") // left out by the constraint
+	f := filepath.Join(t.TempDir(), "every.yaml")
+	if err := os.WriteFile(f, []byte(globalYAML), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, errOut, code := berth("apply", "-f", f); code != 0 {
+		t.Fatalf("apply: %s", errOut)
+	}
+	want("one instance on n1 and n2", "n1", "n2")
+
+	agent("n3", "c")
+	want("the joining node n3 to get one", "n1", "n2", "n3")
+
+	if _, errOut, code := berth("node", "cordon", "n2"); code != 0 {
+		t.Fatalf("cordon: %s", errOut)
+	}
+	want("the cordoned node n2 to lose its instance", "n1", "n3")
+	if _, errOut, code := berth("node", "drain", "n3"); code != 0 {
+		t.Fatalf("drain: %s", errOut)
+	}
+	want("the drained node n3 to lose its instance", "n1")
+	if _, errOut, code := berth("node", "uncordon", "n2"); code != 0 {
+		t.Fatalf("uncordon: %s", errOut)
+	}
+	want("the uncordoned node n2 to get one again", "n1", "n2")
+	if out := placed(); out["n0"] != 0 {
+		t.Errorf("node n0, outside the constraint, runs %d instances", out["n0"])
+	}
+}
