@@ -38,15 +38,11 @@ func bench(bin string, runs int) error {
 	if err != nil {
 		return err
 	}
-	work, err := os.MkdirTemp("", "berth-bench-checkpoint-")
+	work, rootfs, err := runtimetest.BusyboxWorkdir("berth-bench-checkpoint-")
 	if err != nil {
 		return err
 	}
 	defer os.RemoveAll(work)
-	rootfs := filepath.Join(work, "rootfs")
-	if err := runtimetest.WriteBusyboxRootfs(rootfs); err != nil {
-		return err
-	}
 	data := filepath.Join(work, "data")
 	berth := func(args ...string) error { return run(bin, append([]string{"--data-dir", data}, args...)...) }
 	if err := berth("image", "build", rootfs, "--tag", "bench/busybox:1"); err != nil {

@@ -71,15 +71,11 @@ func bench(bin string, runs int) error {
 	if err != nil {
 		return err
 	}
-	work, err := os.MkdirTemp("", "berth-bench-compose-")
+	work, rootfs, err := runtimetest.BusyboxWorkdir("berth-bench-compose-")
 	if err != nil {
 		return err
 	}
 	defer os.RemoveAll(work)
-	rootfs := filepath.Join(work, "rootfs")
-	if err := runtimetest.WriteBusyboxRootfs(rootfs); err != nil {
-		return err
-	}
 	ours, err := berthRuns(bin, work, rootfs, runs)
 	if err != nil {
 		return err

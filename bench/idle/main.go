@@ -52,15 +52,11 @@ func bench(bin string, n int, window, settle time.Duration, swarm bool) error {
 	if err != nil {
 		return err
 	}
-	work, err := os.MkdirTemp("", "berth-bench-idle-")
+	work, rootfs, err := runtimetest.BusyboxWorkdir("berth-bench-idle-")
 	if err != nil {
 		return err
 	}
 	defer os.RemoveAll(work)
-	rootfs := filepath.Join(work, "rootfs")
-	if err := runtimetest.WriteBusyboxRootfs(rootfs); err != nil {
-		return err
-	}
 	var rows []usage
 	b, err := berthIdle(bin, work, rootfs, n, window, settle)
 	if err != nil {

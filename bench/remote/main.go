@@ -43,15 +43,11 @@ func bench(bin string, runs, lines int) error {
 	if err != nil {
 		return err
 	}
-	work, err := os.MkdirTemp("", "berth-bench-remote-")
+	work, rootfs, err := runtimetest.BusyboxWorkdir("berth-bench-remote-")
 	if err != nil {
 		return err
 	}
 	defer os.RemoveAll(work)
-	rootfs := filepath.Join(work, "rootfs")
-	if err := runtimetest.WriteBusyboxRootfs(rootfs); err != nil {
-		return err
-	}
 
 	local, err := localExec(bin, work, rootfs, runs)
 	if err != nil {

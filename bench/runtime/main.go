@@ -51,15 +51,11 @@ type result struct {
 }
 
 func run(n int, views, berth string, executors []string, peers bool) error {
-	work, err := os.MkdirTemp("", "berth-bench-runtime-")
+	work, rootfs, err := runtimetest.BusyboxWorkdir("berth-bench-runtime-")
 	if err != nil {
 		return err
 	}
 	defer os.RemoveAll(work)
-	rootfs := filepath.Join(work, "rootfs")
-	if err := runtimetest.WriteBusyboxRootfs(rootfs); err != nil {
-		return err
-	}
 	var opts []runtime.Option
 	if berth != "" {
 		opts = append(opts, runtime.WithBinary(berth))

@@ -85,3 +85,18 @@ func WriteBusyboxRootfs(dir string) error {
 	}
 	return nil
 }
+
+// BusyboxWorkdir makes a temporary directory, named with prefix, holding
+// a busybox rootfs (WriteBusyboxRootfs) at rootfs; the caller removes work.
+func BusyboxWorkdir(prefix string) (work, rootfs string, err error) {
+	work, err = os.MkdirTemp("", prefix)
+	if err != nil {
+		return "", "", err
+	}
+	rootfs = filepath.Join(work, "rootfs")
+	if err := WriteBusyboxRootfs(rootfs); err != nil {
+		os.RemoveAll(work)
+		return "", "", err
+	}
+	return work, rootfs, nil
+}
