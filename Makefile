@@ -32,7 +32,6 @@ up: demo-image
 test: build test-nonroot
 	go vet ./...
 	go test -count=1 -timeout $(TEST_TIMEOUT) -p 2 ./...
-	$(MAKE) test-guest
 
 # berth installed from its package on a Debian 12 guest with systemd and
 # pure cgroup v2, under qemu (test/guest).
