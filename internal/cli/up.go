@@ -11,7 +11,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/berth-dev/berth/internal/agent"
-	"github.com/berth-dev/berth/internal/dataplane"
+	"github.com/berth-dev/berth/internal/netsync"
 	"github.com/berth-dev/berth/internal/runtime"
 	"github.com/berth-dev/berth/internal/server"
 )
@@ -80,7 +80,7 @@ service gets a virtual IP from --service-cidr and the DNS name
 				Ready: func(sock string, tcp *server.Credentials) {
 					var rec upRecord
 					if !noNetwork {
-						rec.Bridge = cmp.Or(bridge, dataplane.DefaultBridge)
+						rec.Bridge = cmp.Or(bridge, netsync.DefaultBridge)
 					}
 					if err := writeUpRecord(g.dataDir, rec); err != nil {
 						log.Warn("berth down --purge will not know the bridge", "err", err)
