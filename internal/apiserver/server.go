@@ -187,6 +187,7 @@ func New(cfg Config) *Server {
 	m.HandleFunc("POST /v1/tokens", s.createToken)
 	m.HandleFunc("DELETE /v1/tokens/{id}", s.revokeToken)
 	s.routeRemote(m)
+	s.routeProfiling()
 	s.mux = m
 	return s
 }
