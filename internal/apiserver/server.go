@@ -631,6 +631,10 @@ func (s *Server) putStatus(w http.ResponseWriter, r *http.Request) {
 				writeError(w, err)
 				return
 			}
+			if cur, ok := s.heartbeatOnly(r.Context(), n); ok && rev == 0 {
+				writeJSON(w, http.StatusOK, cur)
+				return
+			}
 		}
 	}
 	if id, _ := IdentityFrom(r.Context()); id.Node != "" && t.kind == api.KindInstance {

@@ -1,0 +1,98 @@
+package agent_test
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/berth-dev/berth/api"
+	"github.com/berth-dev/berth/internal/agent"
+	"github.com/berth-dev/berth/internal/agent/reconcile"
+	"github.com/berth-dev/berth/internal/agent/simrt"
+	"github.com/berth-dev/berth/internal/runtime"
+)
+
+// countingRuntime counts the reads a resync makes: whole lists, single
+// states, and listings of names.
+type countingRuntime struct {
+	*simrt.Runtime
+	lists, states, ids atomic.Int64
+}
+
+func (c *countingRuntime) List(ctx context.Context) ([]runtime.Status, error) {
+	c.lists.Add(1)
+	return c.Runtime.List(ctx)
+}
+
+func (c *countingRuntime) State(ctx context.Context, id string) (runtime.Status, error) {
+	c.states.Add(1)
+	return c.Runtime.State(ctx, id)
+}
+
+func (c *countingRuntime) IDs() ([]string, error) {
+	c.ids.Add(1)
+	list, err := c.Runtime.List(context.Background())
+	out := make([]string, len(list))
+	for i, st := range list {
+		out[i] = st.ID
+	}
+	return out, err
+}
+
+// A resync re-reads only what its watchers do not follow: running
+// containers whose exit watchers wait are taken from the cache, while a
+// container that exits is read again and restarted.
+func TestResyncReadsOnlyUnwatchedContainers(t *testing.T) {
+	rt := &countingRuntime{Runtime: simrt.New(simrt.Config{})}
+	var insts []*agent.Instance
+	for i := range 20 {
+		insts = append(insts, instance(fmt.Sprintf("web-%d", i), reconcile.Always))
+	}
+	cp := newControlPlane(insts...)
+	ctx, cancel := context.WithCancel(context.Background())
+	a := agent.New(agent.Config{
+		Node: agent.NodeInfo{Name: "hollow"}, ControlPlane: cp, Runtime: rt, Images: simrt.Images{},
+		Logger: slog.New(slog.DiscardHandler), Resync: 20 * time.Millisecond,
+	})
+	done := make(chan error, 1)
+	go func() { done <- a.Run(ctx) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("agent run: %v", err)
+		}
+	}()
+	f := &simFixture{t: t, cp: cp, rt: rt.Runtime}
+	var first agent.Status
+	for i := range insts {
+		st := f.waitStatus(insts[i].Name, "Running", func(s agent.Status) bool { return s.Phase == api.PhaseRunning })
+		if i == 0 {
+			first = st
+		}
+	}
+
+	// Ten resyncs with nothing changed read no container's state.
+	states, ids := rt.states.Load(), rt.ids.Load()
+	deadline := time.Now().Add(10 * time.Second)
+	for rt.ids.Load() < ids+10 {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d resyncs in 10 s, want 10", rt.ids.Load()-ids)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if got := rt.states.Load() - states; got != 0 {
+		t.Errorf("%d container states read over 10 idle resyncs, want 0", got)
+	}
+	if rt.lists.Load() > 1 {
+		t.Errorf("%d whole lists, want only the first", rt.lists.Load())
+	}
+
+	// An exit is still seen, read and acted on.
+	if err := rt.Exit(first.ContainerID, 1); err != nil {
+		t.Fatal(err)
+	}
+	f.waitStatus(insts[0].Name, "restarted", func(s agent.Status) bool { return s.Phase == api.PhaseRunning && s.Restarts == 1 })
+}
