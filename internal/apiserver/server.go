@@ -855,7 +855,7 @@ func (s *Server) assignments(w http.ResponseWriter, r *http.Request) {
 		s.serveWatch(w, r, s.store.WatchAssignments(r.Context(), node, startAt(after)))
 		return
 	}
-	items, rev, err := s.store.Assignments(r.Context(), node)
+	items, rev, err := s.store.AssignmentsCurrent(r.Context(), node)
 	if err != nil {
 		writeError(w, err)
 		return
