@@ -96,3 +96,52 @@ func TestResyncReadsOnlyUnwatchedContainers(t *testing.T) {
 	}
 	f.waitStatus(insts[0].Name, "restarted", func(s agent.Status) bool { return s.Phase == api.PhaseRunning && s.Restarts == 1 })
 }
+
+// slowPlane answers each status report only once several are in flight
+// at once (or after a second): reports sent one by one take a second each.
+type slowPlane struct {
+	*controlPlane
+	inflight, most atomic.Int64
+}
+
+func (s *slowPlane) ReportStatus(ctx context.Context, ns, name, uid string, st agent.Status) error {
+	n := s.inflight.Add(1)
+	defer s.inflight.Add(-1)
+	for m := s.most.Load(); n > m && !s.most.CompareAndSwap(m, n); m = s.most.Load() {
+	}
+	deadline := time.Now().Add(time.Second)
+	for s.most.Load() < 4 && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond)
+	}
+	return s.controlPlane.ReportStatus(ctx, ns, name, uid, st)
+}
+
+// An agent starting many instances reports their status several at a
+// time, not one round trip after another with its loop held.
+func TestStatusReportsGoInParallel(t *testing.T) {
+	var insts []*agent.Instance
+	for i := range 16 {
+		insts = append(insts, instance(fmt.Sprintf("web-%d", i), reconcile.Always))
+	}
+	cp := &slowPlane{controlPlane: newControlPlane(insts...)}
+	ctx, cancel := context.WithCancel(context.Background())
+	a := agent.New(agent.Config{
+		Node: agent.NodeInfo{Name: "hollow"}, ControlPlane: cp, Runtime: simrt.New(simrt.Config{}), Images: simrt.Images{},
+		Logger: slog.New(slog.DiscardHandler), Resync: time.Hour,
+	})
+	done := make(chan error, 1)
+	go func() { done <- a.Run(ctx) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("agent run: %v", err)
+		}
+	}()
+	f := &simFixture{t: t, cp: cp.controlPlane}
+	for _, in := range insts {
+		f.waitStatus(in.Name, "Running", func(s agent.Status) bool { return s.Phase == api.PhaseRunning })
+	}
+	if m := cp.most.Load(); m < 4 {
+		t.Fatalf("at most %d status reports in flight at once, want several", m)
+	}
+}

@@ -441,6 +441,11 @@ func (a *Agent) report(ctx context.Context, insts map[string]*Instance, byID map
 		uids = append(uids, uid)
 	}
 	sort.Strings(uids)
+	type pending struct {
+		inst *Instance
+		st   Status
+	}
+	var todo []pending
 	for _, uid := range uids {
 		inst := insts[uid]
 		st := a.statusOf(inst, latest[uid], now)
@@ -450,15 +455,32 @@ func (a *Agent) report(ctx context.Context, insts map[string]*Instance, byID map
 		if sent && prev == st {
 			continue
 		}
-		if err := a.cfg.ControlPlane.ReportStatus(ctx, inst.Namespace, inst.Name, uid, st); err != nil {
-			a.log.Warn("report status", "instance", inst.Key(), "err", err)
-			continue
-		}
-		a.mu.Lock()
-		a.reported[uid] = st
-		a.mu.Unlock()
+		todo = append(todo, pending{inst, st})
 	}
+	// Several reports at once: each is a round trip to a server, and a
+	// node starting a hundred instances would otherwise wait for them one
+	// by one, with its loop held. Each instance still has one report in
+	// flight at most, as the loop waits for these before the next pass.
+	sem := make(chan struct{}, reportParallel)
+	var wg sync.WaitGroup
+	for _, p := range todo {
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			if err := a.cfg.ControlPlane.ReportStatus(ctx, p.inst.Namespace, p.inst.Name, p.inst.UID, p.st); err != nil {
+				a.log.Warn("report status", "instance", p.inst.Key(), "err", err)
+				return
+			}
+			a.mu.Lock()
+			a.reported[p.inst.UID] = p.st
+			a.mu.Unlock()
+		})
+	}
+	wg.Wait()
 }
+
+// reportParallel bounds the status reports an agent has in flight.
+const reportParallel = 16
 
 func attemptOf(st runtime.Status) int {
 	n, _ := strconv.Atoi(st.Labels[labelAttempt])
