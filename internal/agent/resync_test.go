@@ -145,3 +145,60 @@ func TestStatusReportsGoInParallel(t *testing.T) {
 		t.Fatalf("at most %d status reports in flight at once, want several", m)
 	}
 }
+
+// slowFailing fails the starts of the instances named bad, each after a
+// tenth of a second.
+type slowFailing struct {
+	*simrt.Runtime
+	bad      map[string]bool // by UID
+	attempts atomic.Int64    // starts of bad ones
+}
+
+func (s *slowFailing) Run(ctx context.Context, c runtime.Config) (runtime.Status, error) {
+	if s.bad[c.Labels["berth.uid"]] {
+		s.attempts.Add(1)
+		time.Sleep(100 * time.Millisecond)
+		return runtime.Status{}, fmt.Errorf("start %s: no such command", c.ID)
+	}
+	return s.Runtime.Run(ctx, c)
+}
+
+// A burst of removals is taken in one pass: an agent busy failing to
+// start forty instances, told one by one that they are gone, gets to a
+// new instance at once rather than after a slow pass per removal.
+func TestBurstOfChangesTakenInOnePass(t *testing.T) {
+	rt := &slowFailing{Runtime: simrt.New(simrt.Config{}), bad: map[string]bool{}}
+	var bad []*agent.Instance
+	for i := range 40 {
+		in := instance(fmt.Sprintf("bad-%d", i), reconcile.Always)
+		rt.bad[in.UID] = true
+		bad = append(bad, in)
+	}
+	cp := newControlPlane(bad...)
+	f := &simFixture{t: t, cp: cp}
+	ctx, cancel := context.WithCancel(context.Background())
+	a := agent.New(agent.Config{
+		Node: agent.NodeInfo{Name: "hollow"}, ControlPlane: cp, Runtime: rt, Images: simrt.Images{},
+		Logger: slog.New(slog.DiscardHandler), Resync: time.Hour,
+	})
+	done := make(chan error, 1)
+	go func() { done <- a.Run(ctx) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("agent run: %v", err)
+		}
+	}()
+	f.waitStatus("bad-39", "a start error", func(s agent.Status) bool { return s.Reason == "StartError" })
+	for _, in := range bad {
+		cp.assign <- []agent.Assignment{{Deleted: in.UID}}
+	}
+	good := instance("good", reconcile.Always)
+	cp.assign <- []agent.Assignment{{Instance: good}}
+	f.waitStatus("good", "Running", func(s agent.Status) bool { return s.Phase == api.PhaseRunning })
+	// The first pass tried each once; one more pass may have begun before
+	// the removals came. A pass per removal tries them again and again.
+	if n := rt.attempts.Load(); n > 2*int64(len(bad)) {
+		t.Errorf("%d starts of %d removed instances, want at most two passes' worth", n, len(bad))
+	}
+}
