@@ -117,6 +117,19 @@ type ControlPlane interface {
 	ReportStatus(ctx context.Context, namespace, name, uid string, st Status) error
 }
 
+// StatusBatcher is the optional capability of a ControlPlane that takes
+// many instances' status in one call: the error of each report, in order,
+// nil for one written (or about an instance gone since).
+type StatusBatcher interface {
+	ReportStatuses(ctx context.Context, node string, reports []StatusReport) []error
+}
+
+// StatusReport is one instance's status in a batch.
+type StatusReport struct {
+	Namespace, Name, UID string
+	Status               Status
+}
+
 // Rootfs is an image made ready for one container.
 type Rootfs struct {
 	LowerDirs  []string
