@@ -42,6 +42,7 @@ func main() {
 	services := flag.Int("services", 20, "services the instances are spread over")
 	full := flag.Bool("full", false, "the full size: 15,000 nodes, 300,000 instances in 1,000 services")
 	timeout := flag.Duration("timeout", 10*time.Minute, "give up a phase after this long")
+	flag.BoolVar(&keepWork, "keep", false, "keep the servers' and fleets' logs and data dirs")
 	flag.StringVar(&cpuProfile, "cpuprofile", "", "write the server's CPU profile over the first 30 s from the apply to this file (go tool pprof reads it)")
 	flag.Parse()
 	if *full {
@@ -104,6 +105,9 @@ func waitFile(path string, d time.Duration) error {
 	}
 }
 
+// keepWork keeps the work directory, logs included.
+var keepWork bool
+
 // cpuProfile is where the server's CPU profile of the apply goes, if set.
 var cpuProfile string
 
@@ -154,7 +158,13 @@ func bench(bin string, nodes, instances, services int, timeout time.Duration) er
 	if err != nil {
 		return err
 	}
-	defer os.RemoveAll(work)
+	defer func() {
+		if keepWork {
+			fmt.Println("logs and data kept in", work)
+			return
+		}
+		os.RemoveAll(work)
+	}()
 	srvDir := filepath.Join(work, "srv")
 	addr := freeAddr()
 	url := "https://" + addr
