@@ -322,11 +322,24 @@ func (r *Runtime) start(ctx context.Context, bd *bundle, c *Config, ex executor)
 		alongside(c.Before)
 	}
 	m := meta{Config: *c, Executor: ex.name(), CreatedAt: time.Now().UTC()}
-	if err := writeJSON(bd.path("meta.json"), &m); err != nil {
+	var err error
+	if err = writeJSON(bd.path("meta.json"), &m); err != nil {
 		return Status{}, fmt.Errorf("container %q: %w", c.ID, err)
 	}
 	bi, builtin := ex.(*builtin)
-	rootfs, overlay, err := r.mountRootfs(bd, c, builtin)
+	var nsRoot uint32
+	if c.UserNS {
+		if nsRoot, err = r.allocUserNS(bd); err != nil {
+			return Status{}, fmt.Errorf("container %q: %w", c.ID, err)
+		}
+		// An OCI runtime reaches the rootfs and the bind sources as the
+		// container's root, an unprivileged host id: the bundle must let it
+		// pass (not list). Its files stay the host root's, 0600.
+		if err := os.Chmod(bd.dir, 0o711); err != nil {
+			return Status{}, fmt.Errorf("container %q: %w", c.ID, err)
+		}
+	}
+	rootfs, overlay, err := r.mountRootfs(bd, c, builtin, nsRoot)
 	if err != nil {
 		return Status{}, fmt.Errorf("container %q: %w", c.ID, err)
 	}
@@ -338,6 +351,9 @@ func (r *Runtime) start(ctx context.Context, bd *bundle, c *Config, ex executor)
 		return Status{}, err
 	}
 	s.Linux.CgroupsPath = r.CgroupPath(c.ID)
+	if c.UserNS {
+		withUserNS(s, nsRoot, !builtin)
+	}
 	// The built-in executor's cgroups (a millisecond or more of mkdirs
 	// and writes on a v1 host) are made while the shim starts; it waits
 	// for them only when it is about to start the container.
@@ -462,8 +478,12 @@ func (r *Runtime) launchShim(bd *bundle, gate func() error) (int, error) {
 // container's init mounts the overlay in its own mount namespace: the
 // host's mount table then does not grow with every container, and neither
 // does the copy each new container's namespace starts from.
-func (r *Runtime) mountRootfs(bd *bundle, c *Config, inside bool) (target, opts string, err error) {
-	if c.RootfsPath != "" {
+//
+// With a user namespace (nsRoot, the host id its root maps to) the rootfs
+// is mounted here for every executor, from idmapped layers (see userns.go):
+// only a process outside the container's namespace may idmap mounts.
+func (r *Runtime) mountRootfs(bd *bundle, c *Config, inside bool, nsRoot uint32) (target, opts string, err error) {
+	if c.RootfsPath != "" && !c.UserNS {
 		return c.RootfsPath, "", nil
 	}
 	target, upper, work := bd.path("rootfs"), bd.path("upper"), bd.path("work")
@@ -471,6 +491,13 @@ func (r *Runtime) mountRootfs(bd *bundle, c *Config, inside bool) (target, opts 
 		if err := os.Mkdir(d, 0o755); err != nil {
 			return "", "", fmt.Errorf("rootfs: %w", err)
 		}
+	}
+	if c.UserNS {
+		self, err := selfExe(r.bin, r.exeView)
+		if err != nil {
+			return "", "", err
+		}
+		return target, "", mountIDMappedRootfs(self, bd, c, target, nsRoot)
 	}
 	opts = "lowerdir=" + strings.Join(c.LowerDirs, ":") + ",upperdir=" + upper + ",workdir=" + work
 	if len(opts) >= os.Getpagesize() {
@@ -847,6 +874,8 @@ func (r *Runtime) remove(ctx context.Context, bd *bundle, force bool) error {
 		}
 	}
 	if err := unmountAll(bd.path("rootfs")); err != nil {
+		errs = append(errs, err)
+	} else if err := r.releaseUserNS(bd); err != nil {
 		errs = append(errs, err)
 	}
 	if len(errs) > 0 {

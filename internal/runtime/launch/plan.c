@@ -176,6 +176,16 @@ int plan_read(char *buf, size_t len, struct plan *p, char *err, size_t errlen)
 		case REC_PID:
 			if (n != 4) bad = 1; else memcpy(&p->pid, pl, 4);
 			break;
+		case REC_USERNS:
+			if (n != 12) {
+				bad = 1;
+				break;
+			}
+			p->has_userns = 1;
+			p->userns_uid = get32(pl);
+			p->userns_gid = get32(pl + 4);
+			p->userns_size = get32(pl + 8);
+			break;
 		default:
 			snprintf(err, errlen, "plan: unknown record type %u", type);
 			return -1;

@@ -56,6 +56,7 @@ func Suite(t *testing.T, executor string) {
 	t.Run("SymlinkedMountTargets", h.testSymlinkTargets)
 	t.Run("ForkBomb", h.testForkBomb)
 	t.Run("ExeOverwrite", h.testExeOverwrite)
+	t.Run("UserNS", h.testUserNS)
 }
 
 type harness struct {

@@ -1,0 +1,259 @@
+package runtime
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"syscall"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
+
+	"github.com/berth-dev/berth/internal/runtime/launch"
+)
+
+// User namespaces. A container with UserNS runs as root only inside a user
+// namespace of its own: its ids 0..65535 are, on the host, a range of
+// 65536 ids that no other container on this host holds, so a process that
+// breaks out is an unprivileged stranger to the host and to every other
+// container.
+//
+// Ranges are handed out per container under the state directory: range n
+// covers host ids n*65536 .. n*65536+65535, and is held by the directory
+// .userns/<n> (made with mkdir, atomic across processes, holding the
+// owner's id). It survives restarts with the container and is freed when
+// the container is removed. Range 16 (host id 1048576) is the first, above
+// the subordinate ids /etc/subuid gives a host's first users.
+//
+// The image's layers stay owned by host root on disk and are shared: each
+// container sees them through idmapped mounts (mount_setattr with
+// MOUNT_ATTR_IDMAP), which show host id 0 as the container's root, with no
+// copy and no chown. The container's upper layer is its own, owned by its
+// mapped root, so what it writes is owned on the host by its mapped ids.
+const (
+	usernsSize  = 65536
+	usernsFirst = 16
+	usernsLast  = 1<<32/usernsSize - 1
+)
+
+func (r *Runtime) usernsDir() string { return filepath.Join(r.root, ".userns") }
+
+// allocUserNS hands container bd the first free range and records it in
+// the bundle; it returns the host id the container's root maps to.
+func (r *Runtime) allocUserNS(bd *bundle) (uint32, error) {
+	id := bd.id
+	dir := r.usernsDir()
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return 0, fmt.Errorf("user namespace: %w", err)
+	}
+	for n := usernsFirst; n < usernsLast; n++ {
+		p := filepath.Join(dir, strconv.Itoa(n))
+		err := os.Mkdir(p, 0o700)
+		if errors.Is(err, os.ErrExist) {
+			continue
+		}
+		if err != nil {
+			return 0, fmt.Errorf("user namespace: %w", err)
+		}
+		if err := os.WriteFile(filepath.Join(p, "owner"), []byte(id+"\n"), 0o600); err != nil {
+			_ = os.RemoveAll(p)
+			return 0, fmt.Errorf("user namespace: %w", err)
+		}
+		if err := os.WriteFile(bd.path("userns"), []byte(strconv.Itoa(n)), 0o600); err != nil {
+			_ = os.RemoveAll(p)
+			return 0, fmt.Errorf("user namespace: %w", err)
+		}
+		return uint32(n) * usernsSize, nil
+	}
+	return 0, fmt.Errorf("user namespace: all %d id ranges are in use", usernsLast-usernsFirst)
+}
+
+// releaseUserNS frees the range container bd holds, if any: the bundle
+// names it (file "userns"), and the range's owner file must agree.
+func (r *Runtime) releaseUserNS(bd *bundle) error {
+	b, err := os.ReadFile(bd.path("userns"))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("user namespace: %w", err)
+	}
+	dir := filepath.Join(r.usernsDir(), string(b))
+	if owner, err := os.ReadFile(filepath.Join(dir, "owner")); err == nil && string(owner) != bd.id+"\n" {
+		return nil // not ours (any more)
+	}
+	if err := os.RemoveAll(dir); err != nil {
+		return fmt.Errorf("user namespace: free range %s: %w", b, err)
+	}
+	return nil
+}
+
+// withUserNS puts the spec's container in a user namespace whose root is
+// host id base. An OCI runtime (external) makes the standard devices
+// itself, by binding them in a user namespace, and fails on a bind of ours
+// already there: those are left to it.
+func withUserNS(s *specs.Spec, base uint32, external bool) {
+	if external {
+		s.Mounts = slices.DeleteFunc(s.Mounts, func(m specs.Mount) bool {
+			return m.Type == "bind" && slices.Contains(hostDevices, m.Source) && m.Source == m.Destination
+		})
+	}
+	m := []specs.LinuxIDMapping{{ContainerID: 0, HostID: base, Size: usernsSize}}
+	s.Linux.UIDMappings, s.Linux.GIDMappings = m, m
+	s.Linux.Namespaces = append(s.Linux.Namespaces, specs.LinuxNamespace{Type: specs.UserNamespace})
+	if !hostNetNS(s) {
+		return
+	}
+	// sysfs may be mounted only by the owner of the network namespace, and
+	// one the host made (the agent's) is the host's: bind the host's
+	// /sys, read-only, as runc does for rootless containers.
+	for i, mt := range s.Mounts {
+		if mt.Type == "sysfs" {
+			s.Mounts[i] = specs.Mount{Destination: mt.Destination, Type: "bind", Source: "/sys", Options: append([]string{"rbind"}, mt.Options...)}
+		}
+	}
+}
+
+// hostNetNS reports whether the spec joins a network namespace made
+// outside the container (by the host, which owns it).
+func hostNetNS(s *specs.Spec) bool {
+	for _, ns := range s.Linux.Namespaces {
+		if ns.Type == specs.NetworkNamespace && ns.Path != "" {
+			return true
+		}
+	}
+	return false
+}
+
+// userNSOf returns the host id a spec's container root maps to, and whether it has a user namespace.
+func userNSOf(s *specs.Spec) (uint32, bool) {
+	if s == nil || s.Linux == nil || len(s.Linux.UIDMappings) == 0 {
+		return 0, false
+	}
+	return s.Linux.UIDMappings[0].HostID, true
+}
+
+// userNSFD opens a user namespace that maps 0..65535 to base..: what
+// idmapped mounts take. A process holds it while it is opened (the
+// launcher is multi-threaded Go, which cannot unshare one itself).
+func userNSFD(self string, base uint32) (int, error) {
+	cmd := exec.Command(self)
+	cmd.Env = []string{launch.StageEnv + "=" + launch.StageHold}
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		return -1, err
+	}
+	m := []syscall.SysProcIDMap{{ContainerID: 0, HostID: int(base), Size: usernsSize}}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWUSER, UidMappings: m, GidMappings: m}
+	if err := cmd.Start(); err != nil {
+		return -1, fmt.Errorf("user namespace: %w", err)
+	}
+	defer func() {
+		stdin.Close()
+		_ = cmd.Wait()
+	}()
+	fd, err := unix.Open(fmt.Sprintf("/proc/%d/ns/user", cmd.Process.Pid), unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return -1, fmt.Errorf("user namespace: %w", err)
+	}
+	return fd, nil
+}
+
+// idmapped clones the tree at src as a detached mount that shows host
+// ids through the user namespace usernsFD.
+func idmapped(src string, usernsFD int, recursive bool) (int, error) {
+	flags := uint(unix.OPEN_TREE_CLONE | unix.OPEN_TREE_CLOEXEC)
+	if recursive {
+		flags |= unix.AT_RECURSIVE
+	}
+	fd, err := unix.OpenTree(unix.AT_FDCWD, src, flags)
+	if err != nil {
+		return -1, fmt.Errorf("idmapped mount of %s: %w", src, err)
+	}
+	attr := &unix.MountAttr{Attr_set: unix.MOUNT_ATTR_IDMAP, Userns_fd: uint64(usernsFD)}
+	if err := unix.MountSetattr(fd, "", unix.AT_EMPTY_PATH, attr); err != nil {
+		unix.Close(fd)
+		return -1, fmt.Errorf("idmapped mount of %s: %w", src, err)
+	}
+	return fd, nil
+}
+
+// mountIDMappedRootfs mounts the container's rootfs at target for a user
+// namespace rooted at host id base: an overlay of idmapped layers under
+// an upper dir owned by the mapped root, or, for a rootfs directory, an
+// idmapped bind of it.
+func mountIDMappedRootfs(self string, bd *bundle, c *Config, target string, base uint32) error {
+	uns, err := userNSFD(self, base)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(uns)
+	if c.RootfsPath != "" {
+		fd, err := idmapped(c.RootfsPath, uns, true)
+		if err != nil {
+			return err
+		}
+		defer unix.Close(fd)
+		if err := unix.MoveMount(fd, "", unix.AT_FDCWD, target, unix.MOVE_MOUNT_F_EMPTY_PATH); err != nil {
+			return fmt.Errorf("rootfs: attach %s: %w", c.RootfsPath, err)
+		}
+		return nil
+	}
+	upper, work := bd.path("upper"), bd.path("work")
+	if err := os.Chown(upper, int(base), int(base)); err != nil {
+		return fmt.Errorf("rootfs: %w", err)
+	}
+	fs, err := unix.Fsopen("overlay", unix.FSOPEN_CLOEXEC)
+	if err != nil {
+		return fmt.Errorf("rootfs: overlay: %w", err)
+	}
+	defer unix.Close(fs)
+	// overlayfs takes idmapped layers by path, not as detached mounts: each
+	// is attached a moment under the bundle, and detached again once the
+	// overlay holds it.
+	layers := bd.path("layers")
+	if err := os.Mkdir(layers, 0o700); err != nil {
+		return fmt.Errorf("rootfs: %w", err)
+	}
+	defer os.RemoveAll(layers)
+	for i, l := range c.LowerDirs {
+		at := filepath.Join(layers, strconv.Itoa(i))
+		if err := os.Mkdir(at, 0o700); err != nil {
+			return fmt.Errorf("rootfs: %w", err)
+		}
+		fd, err := idmapped(l, uns, false)
+		if err != nil {
+			return fmt.Errorf("rootfs: %w", err)
+		}
+		err = unix.MoveMount(fd, "", unix.AT_FDCWD, at, unix.MOVE_MOUNT_F_EMPTY_PATH)
+		unix.Close(fd)
+		if err != nil {
+			return fmt.Errorf("rootfs: attach layer %s: %w", l, err)
+		}
+		defer unix.Unmount(at, unix.MNT_DETACH)
+		if err := unix.FsconfigSetString(fs, "lowerdir+", at); err != nil {
+			return fmt.Errorf("rootfs: layer %s: %w", l, err)
+		}
+	}
+	for k, v := range map[string]string{"upperdir": upper, "workdir": work} {
+		if err := unix.FsconfigSetString(fs, k, v); err != nil {
+			return fmt.Errorf("rootfs: overlay %s: %w", k, err)
+		}
+	}
+	if err := unix.FsconfigCreate(fs); err != nil {
+		return fmt.Errorf("rootfs: mount overlay of idmapped layers: %w", err)
+	}
+	mnt, err := unix.Fsmount(fs, unix.FSMOUNT_CLOEXEC, unix.MOUNT_ATTR_NODEV)
+	if err != nil {
+		return fmt.Errorf("rootfs: mount overlay: %w", err)
+	}
+	defer unix.Close(mnt)
+	if err := unix.MoveMount(mnt, "", unix.AT_FDCWD, target, unix.MOVE_MOUNT_F_EMPTY_PATH); err != nil {
+		return fmt.Errorf("rootfs: attach overlay: %w", err)
+	}
+	return nil
+}
