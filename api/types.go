@@ -224,6 +224,10 @@ type Template struct {
 	EnvFrom []EnvFromSource `json:"envFrom,omitempty"`
 	// Runtime picks an OCI runtime other than the built-in one ("runc").
 	Runtime string `json:"runtime,omitempty"`
+	// UserNS runs the container in a user namespace of its own: its root
+	// is root only inside, an unprivileged host id outside, from a range
+	// no other container on the node holds (Kubernetes' hostUsers: false).
+	UserNS bool `json:"userns,omitempty"`
 	// RestartedAt changes to make a rollout (services) or a container
 	// restart (instances) without other change.
 	RestartedAt time.Time `json:"restartedAt,omitzero"`

@@ -339,7 +339,20 @@ func (r *Runtime) start(ctx context.Context, bd *bundle, c *Config, ex executor)
 			return Status{}, fmt.Errorf("container %q: %w", c.ID, err)
 		}
 	}
-	rootfs, overlay, err := r.mountRootfs(bd, c, builtin, nsRoot)
+	uns := -1
+	if c.UserNS {
+		self, err := selfExe(r.bin, r.exeView)
+		if err != nil {
+			return Status{}, fmt.Errorf("container %q: %w", c.ID, err)
+		}
+		if uns, err = userNSFD(self, nsRoot); err != nil {
+			return Status{}, fmt.Errorf("container %q: %w", c.ID, err)
+		}
+		defer unix.Close(uns)
+		// By now the container has made its own mounts of the sources.
+		defer func() { _ = detachIdmapped(bd) }()
+	}
+	rootfs, overlay, err := r.mountRootfs(bd, c, builtin, uns, nsRoot)
 	if err != nil {
 		return Status{}, fmt.Errorf("container %q: %w", c.ID, err)
 	}
@@ -353,6 +366,9 @@ func (r *Runtime) start(ctx context.Context, bd *bundle, c *Config, ex executor)
 	s.Linux.CgroupsPath = r.CgroupPath(c.ID)
 	if c.UserNS {
 		withUserNS(s, nsRoot, !builtin)
+	}
+	if err := idmapBinds(bd, s, uns); err != nil {
+		return Status{}, fmt.Errorf("container %q: %w", c.ID, err)
 	}
 	// The built-in executor's cgroups (a millisecond or more of mkdirs
 	// and writes on a v1 host) are made while the shim starts; it waits
@@ -391,7 +407,12 @@ func (r *Runtime) start(ctx context.Context, bd *bundle, c *Config, ex executor)
 		pid, err = r.launchShim(bd, ready)
 	} else if err = ready(); err == nil {
 		// An OCI runtime's shim has no gate: it starts once all is ready.
-		pid, err = r.launchShim(bd, nil)
+		if _, ok := userNSOf(s); ok {
+			err = hostNetSysctls(s)
+		}
+		if err == nil {
+			pid, err = r.launchShim(bd, nil)
+		}
 	}
 	if err == nil {
 		pid, err = ex.started(ctx, bd, pid)
@@ -482,7 +503,7 @@ func (r *Runtime) launchShim(bd *bundle, gate func() error) (int, error) {
 // With a user namespace (nsRoot, the host id its root maps to) the rootfs
 // is mounted here for every executor, from idmapped layers (see userns.go):
 // only a process outside the container's namespace may idmap mounts.
-func (r *Runtime) mountRootfs(bd *bundle, c *Config, inside bool, nsRoot uint32) (target, opts string, err error) {
+func (r *Runtime) mountRootfs(bd *bundle, c *Config, inside bool, uns int, nsRoot uint32) (target, opts string, err error) {
 	if c.RootfsPath != "" && !c.UserNS {
 		return c.RootfsPath, "", nil
 	}
@@ -493,11 +514,7 @@ func (r *Runtime) mountRootfs(bd *bundle, c *Config, inside bool, nsRoot uint32)
 		}
 	}
 	if c.UserNS {
-		self, err := selfExe(r.bin, r.exeView)
-		if err != nil {
-			return "", "", err
-		}
-		return target, "", mountIDMappedRootfs(self, bd, c, target, nsRoot)
+		return target, "", mountIDMappedRootfs(bd, c, target, uns, nsRoot)
 	}
 	opts = "lowerdir=" + strings.Join(c.LowerDirs, ":") + ",upperdir=" + upper + ",workdir=" + work
 	if len(opts) >= os.Getpagesize() {
@@ -872,6 +889,9 @@ func (r *Runtime) remove(ctx context.Context, bd *bundle, force bool) error {
 		if err := ex.cleanup(ctx, bd, r.spec(bd)); err != nil {
 			errs = append(errs, err)
 		}
+	}
+	if err := detachIdmapped(bd); err != nil {
+		errs = append(errs, err)
 	}
 	if err := unmountAll(bd.path("rootfs")); err != nil {
 		errs = append(errs, err)

@@ -13,6 +13,7 @@ import (
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 
+	"github.com/berth-dev/berth/internal/network/netns"
 	"github.com/berth-dev/berth/internal/runtime/launch"
 )
 
@@ -108,6 +109,15 @@ func withUserNS(s *specs.Spec, base uint32, external bool) {
 	if !hostNetNS(s) {
 		return
 	}
+	if !external {
+		// The shim writes net.* sysctls in the network namespace itself
+		// (see launch/shim.c); an OCI runtime would try from inside and
+		// be refused, so for those the launcher writes it (hostNetSysctls).
+		if s.Linux.Sysctl == nil {
+			s.Linux.Sysctl = map[string]string{}
+		}
+		s.Linux.Sysctl[unprivilegedPorts] = "0"
+	}
 	// sysfs may be mounted only by the owner of the network namespace, and
 	// one the host made (the agent's) is the host's: bind the host's
 	// /sys, read-only, as runc does for rootless containers.
@@ -116,6 +126,22 @@ func withUserNS(s *specs.Spec, base uint32, external bool) {
 			s.Mounts[i] = specs.Mount{Destination: mt.Destination, Type: "bind", Source: "/sys", Options: append([]string{"rbind"}, mt.Options...)}
 		}
 	}
+}
+
+// unprivilegedPorts is the sysctl that lets the container's root, which
+// holds no privilege over a network namespace the host made, bind ports
+// below 1024 in it, as Docker lets every container.
+const unprivilegedPorts = "net.ipv4.ip_unprivileged_port_start"
+
+// hostNetSysctls writes what withUserNS leaves to the launcher for an
+// OCI runtime's container in a host-made network namespace.
+func hostNetSysctls(s *specs.Spec) error {
+	for _, ns := range s.Linux.Namespaces {
+		if ns.Type == specs.NetworkNamespace && ns.Path != "" {
+			return netns.Do(ns.Path, func() error { return netns.WriteSysctl(unprivilegedPorts, "0") })
+		}
+	}
+	return nil
 }
 
 // hostNetNS reports whether the spec joins a network namespace made
@@ -186,12 +212,7 @@ func idmapped(src string, usernsFD int, recursive bool) (int, error) {
 // namespace rooted at host id base: an overlay of idmapped layers under
 // an upper dir owned by the mapped root, or, for a rootfs directory, an
 // idmapped bind of it.
-func mountIDMappedRootfs(self string, bd *bundle, c *Config, target string, base uint32) error {
-	uns, err := userNSFD(self, base)
-	if err != nil {
-		return err
-	}
-	defer unix.Close(uns)
+func mountIDMappedRootfs(bd *bundle, c *Config, target string, uns int, base uint32) error {
 	if c.RootfsPath != "" {
 		fd, err := idmapped(c.RootfsPath, uns, true)
 		if err != nil {
@@ -256,4 +277,75 @@ func mountIDMappedRootfs(self string, bd *bundle, c *Config, target string, base
 		return fmt.Errorf("rootfs: attach overlay: %w", err)
 	}
 	return nil
+}
+
+// idmapBinds gives the spec's bind mounts that ask for "idmap" (named
+// volumes, configs and secrets: data the host's root owns, shared by
+// containers of different ranges) an idmapped source, so the container's
+// root sees and writes them as the host's root does. Each source is
+// attached under the bundle only until the container has made its own
+// mounts (see detachIdmapped); a hostPath stays as it is, and what the
+// container writes there is owned by its mapped ids.
+func idmapBinds(bd *bundle, s *specs.Spec, uns int) error {
+	dir := bd.path("idmapped")
+	for i, m := range s.Mounts {
+		if m.Type != "bind" || !slices.Contains(m.Options, "idmap") {
+			continue
+		}
+		if uns < 0 {
+			// Without a user namespace the ids are the host's already.
+			s.Mounts[i].Options = slices.DeleteFunc(slices.Clone(m.Options), func(o string) bool { return o == "idmap" })
+			continue
+		}
+		if err := os.MkdirAll(dir, 0o711); err != nil {
+			return fmt.Errorf("mount %s: %w", m.Destination, err)
+		}
+		st, err := os.Stat(m.Source)
+		if err != nil {
+			return fmt.Errorf("mount %s: source: %w", m.Destination, err)
+		}
+		at := filepath.Join(dir, strconv.Itoa(i))
+		if st.IsDir() {
+			err = os.Mkdir(at, 0o700)
+		} else {
+			err = os.WriteFile(at, nil, 0o600)
+		}
+		if err != nil {
+			return fmt.Errorf("mount %s: %w", m.Destination, err)
+		}
+		fd, err := idmapped(m.Source, uns, slices.Contains(m.Options, "rbind"))
+		if err != nil {
+			return fmt.Errorf("mount %s: %w", m.Destination, err)
+		}
+		err = unix.MoveMount(fd, "", unix.AT_FDCWD, at, unix.MOVE_MOUNT_F_EMPTY_PATH)
+		unix.Close(fd)
+		if err != nil {
+			return fmt.Errorf("mount %s: attach idmapped %s: %w", m.Destination, m.Source, err)
+		}
+		s.Mounts[i].Source = at
+		s.Mounts[i].Options = slices.DeleteFunc(slices.Clone(m.Options), func(o string) bool { return o == "idmap" })
+	}
+	return nil
+}
+
+// detachIdmapped takes the idmapped sources off the host once the
+// container holds its own mounts of them (or failed to start). It must
+// succeed before the bundle is removed: removing the directory with a
+// source still attached would delete the volume's data.
+func detachIdmapped(bd *bundle) error {
+	dir := bd.path("idmapped")
+	ents, err := os.ReadDir(dir)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	for _, e := range ents {
+		p := filepath.Join(dir, e.Name())
+		if err := unix.Unmount(p, unix.MNT_DETACH); err != nil && !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.ENOENT) {
+			return fmt.Errorf("detach %s: %w", p, err)
+		}
+	}
+	return os.RemoveAll(dir)
 }

@@ -32,6 +32,12 @@ func (h *harness) testUserNS(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	// Data the host's root owns (a named volume, a secret) is bound idmapped:
+	// the container's root reads and writes it as the host's root.
+	data := t.TempDir()
+	if err := os.WriteFile(filepath.Join(data, "secret"), []byte("s3cret\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	ns := filepath.Join(t.TempDir(), "ns")
 	if err := netns.Create(ns, nil); err != nil {
 		t.Fatal(err)
@@ -40,14 +46,19 @@ func (h *harness) testUserNS(t *testing.T) {
 	script := `echo uid=$(id -u) gid=$(id -g) image=$(stat -c %u:%g /bin/sh)
 echo uidmap=$(cat /proc/self/uid_map)
 echo gidmap=$(cat /proc/self/gid_map)
-touch /made-in-rootfs /vol/made-in-volume
+touch /made-in-rootfs /vol/made-in-volume /data/made-in-data
+echo data=$(cat /data/secret) dataowner=$(stat -c %u /data/secret)
 echo sysnet=$(ls /sys/class/net | tr '\n' ' ')
+echo lowports=$(cat /proc/sys/net/ipv4/ip_unprivileged_port_start)
 probe escape ` + strconv.Itoa(os.Getpid()) + `
 sleep 60`
 	c := h.config(t, "sh", "-c", script)
 	c.UserNS = true
 	c.NetNS = ns
-	c.Mounts = []specs.Mount{{Destination: "/vol", Source: vol, Type: "bind", Options: []string{"rbind", "rw"}}}
+	c.Mounts = []specs.Mount{
+		{Destination: "/vol", Source: vol, Type: "bind", Options: []string{"rbind", "rw"}},
+		{Destination: "/data", Source: data, Type: "bind", Options: []string{"rbind", "idmap"}},
+	}
 	h.run(t, c)
 	eventually(t, 10*time.Second, "the probe to finish", func() bool { return strings.Contains(h.logs(t, c.ID), "fds=") })
 	out := h.logs(t, c.ID)
@@ -61,6 +72,21 @@ sleep 60`
 	}
 	if res["gidmap"] != res["uidmap"] {
 		t.Errorf("gid_map %q differs from uid_map %q", res["gidmap"], res["uidmap"])
+	}
+	if res["data"] != "s3cret dataowner=0" {
+		t.Errorf("the idmapped bind: %q, want the root-only file readable and root-owned inside\n%s", res["data"], out)
+	}
+	var dst syscall.Stat_t
+	if err := syscall.Stat(filepath.Join(data, "made-in-data"), &dst); err != nil || dst.Uid != 0 {
+		t.Errorf("a file made in the idmapped bind is owned by %d on the host (%v), want 0 as for the host's root", dst.Uid, err)
+	}
+	if ents, _ := os.ReadDir(filepath.Join(h.stateDir(), c.ID, "idmapped")); len(ents) > 0 {
+		t.Errorf("idmapped sources still attached on the host after the start: %v", ents)
+	}
+	// The host owns the network namespace, so the container's root holds
+	// no privilege there: ports below 1024 are opened to it by sysctl.
+	if res["lowports"] != "0" {
+		t.Errorf("ip_unprivileged_port_start = %q in the host-made network namespace, want 0\n%s", res["lowports"], out)
 	}
 	if !strings.Contains(res["sysnet"], "lo") {
 		t.Errorf("/sys/class/net in the container's network namespace: %q, want lo\n%s", res["sysnet"], out)
