@@ -282,8 +282,9 @@ type Resources struct {
 	Memory Quantity `json:"memory,omitempty"`
 	Pids   int64    `json:"pids,omitempty"`
 	// Disk bounds what the instance writes to its writable layer (its
-	// root filesystem's upper dir). The agent measures it and stops an
-	// instance over it with the reason DiskLimitExceeded.
+	// root filesystem's upper dir) and to its named and tmpfs volumes
+	// (not hostPath ones). The agent measures it and stops an instance
+	// over it with the reason DiskLimitExceeded.
 	Disk Quantity `json:"disk,omitempty"`
 	// Exclusive pins CPU whole logical CPUs for the instance alone; CPU
 	// must then be a whole number.
