@@ -279,7 +279,6 @@ func Run(t *testing.T, e Env) {
 		}, want: [Callers]int{ok, ok, ok, who, ok}},
 	}
 
-
 	send := func(caller int, method, path, body string) (int, string) {
 		req, _ := http.NewRequestWithContext(ctx, method, e.URL+path, strings.NewReader(body))
 		if caller == Admin {
