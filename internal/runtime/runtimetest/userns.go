@@ -119,6 +119,10 @@ sleep 60`
 		expect(t, eres, usernsEscapeWant(h.escapeWant()), execOut.String())
 	})
 
+	if err := h.r.Checkpoint(context.Background(), c.ID, runtime.CheckpointOptions{ImageDir: t.TempDir(), LeaveRunning: true}); err == nil || !strings.Contains(err.Error(), "userns") {
+		t.Errorf("checkpoint of a userns container: %v, want a refusal naming userns", err)
+	}
+
 	// A second container holds a range of its own.
 	c2 := h.config(t, "sh", "-c", "echo uidmap=$(cat /proc/self/uid_map)")
 	c2.UserNS = true
