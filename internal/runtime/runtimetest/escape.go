@@ -282,15 +282,17 @@ func pidsFile(path, name string) string {
 // "text file busy" whatever the view). The runtime runs from a copy of
 // the binary, so that the test process is not one that runs it.
 func (h *harness) testExeOverwrite(t *testing.T) {
-	t.Run("Default", func(t *testing.T) { h.exeOverwrite(t, false) })
+	t.Run("Default", func(t *testing.T) { h.exeOverwrite(t, false, false) })
 	if h.executor == runtime.ExecutorBuiltin {
 		// Given CAP_SYS_ADMIN, the container may clone the view's mount
 		// and clear its read-only flag: the view must stay read-only below.
-		t.Run("SysAdmin", func(t *testing.T) { h.exeOverwrite(t, true) })
+		t.Run("SysAdmin", func(t *testing.T) { h.exeOverwrite(t, true, false) })
+		// In a user namespace: held the same, by the same read-only view.
+		t.Run("UserNS", func(t *testing.T) { h.exeOverwrite(t, false, true) })
 	}
 }
 
-func (h *harness) exeOverwrite(t *testing.T, admin bool) {
+func (h *harness) exeOverwrite(t *testing.T, admin, userns bool) {
 	self, err := os.Executable()
 	if err != nil {
 		t.Fatal(err)
@@ -327,6 +329,7 @@ func (h *harness) exeOverwrite(t *testing.T, admin bool) {
 	if admin {
 		c.CapAdd = []string{"SYS_ADMIN"}
 	}
+	c.UserNS = userns
 	st := hc.run(t, c)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
