@@ -20,6 +20,8 @@ template:
   volumes:
   - {hostPath: HOST, path: /host}
   - {name: isodata, path: /data}
+  files:
+  - {secret: iso, path: /run/secrets/iso, mode: 0400}
 `
 
 // hostRoot parses a uid_map line, "0 HOSTID 65536", and checks the range
@@ -50,10 +52,13 @@ func owner(t *testing.T, path string) uint32 {
 // network: inside, the process is root; its uid_map maps root to an
 // unprivileged host range; what it writes to its rootfs and to a hostPath
 // is owned on the host by that range; its named volume is bound idmapped
-// (owned by the host's root on disk, as without userns); it serves on its
+// (owned by the host's root on disk, as without userns), and so is its
+// secret (root-only, 0400, and readable by its root); it serves on its
 // pod address, and berth exec joins its user namespace.
 func TestUserNSService(t *testing.T) {
 	c := startCluster(t)
+	t.Cleanup(func() { _ = syscall.Unmount(filepath.Join(c.dataDir, "data"), syscall.MNT_DETACH) })
+	c.ok("secret", "create", "iso", "--from-literal", "token=s3cret-userns")
 	host := t.TempDir()
 	if err := os.Chmod(host, 0o777); err != nil {
 		t.Fatal(err)
@@ -78,6 +83,9 @@ func TestUserNSService(t *testing.T) {
 	}
 	if u := owner(t, filepath.Join(c.dataDir, "volumes", "default", "isodata", "in-volume")); u != 0 {
 		t.Errorf("named-volume file owned by %d on the host, want 0 (the volume is bound idmapped)", u)
+	}
+	if out := c.ok("exec", "iso", "sh", "-c", "stat -c %u:%a /run/secrets/iso; cat /run/secrets/iso"); out != "0:400\ns3cret-userns" {
+		t.Errorf("the secret inside: %q, want it root's, 0400, and readable", out)
 	}
 	if out := c.ok("exec", "iso", "ls", "/sys/class/net"); !strings.Contains(out, "lo") {
 		t.Errorf("/sys/class/net inside: %q", out)
