@@ -235,15 +235,14 @@ func mountIDMappedRootfs(bd *bundle, c *Config, target string, uns int, base uin
 	}
 	defer unix.Close(fs)
 	// overlayfs takes idmapped layers by path, not as detached mounts: each
-	// is attached a moment under the bundle, and detached again once the
-	// overlay holds it.
-	layers := bd.path("layers")
-	if err := os.Mkdir(layers, 0o700); err != nil {
+	// is attached a moment under the bundle (with the idmapped binds, see
+	// detachIdmapped), and detached again once the overlay holds it.
+	dir := bd.path("idmapped")
+	if err := os.MkdirAll(dir, 0o711); err != nil {
 		return fmt.Errorf("rootfs: %w", err)
 	}
-	defer os.RemoveAll(layers)
 	for i, l := range c.LowerDirs {
-		at := filepath.Join(layers, strconv.Itoa(i))
+		at := filepath.Join(dir, "layer-"+strconv.Itoa(i))
 		if err := os.Mkdir(at, 0o700); err != nil {
 			return fmt.Errorf("rootfs: %w", err)
 		}
@@ -256,7 +255,7 @@ func mountIDMappedRootfs(bd *bundle, c *Config, target string, uns int, base uin
 		if err != nil {
 			return fmt.Errorf("rootfs: attach layer %s: %w", l, err)
 		}
-		defer unix.Unmount(at, unix.MNT_DETACH)
+		defer detach(at)
 		if err := unix.FsconfigSetString(fs, "lowerdir+", at); err != nil {
 			return fmt.Errorf("rootfs: layer %s: %w", l, err)
 		}
@@ -336,10 +335,11 @@ func idmapBinds(bd *bundle, s *specs.Spec, uns int) error {
 	return nil
 }
 
-// detachIdmapped takes the idmapped sources off the host once the
-// container holds its own mounts of them (or failed to start). It must
-// succeed before the bundle is removed: removing the directory with a
-// source still attached would delete the volume's data.
+// detachIdmapped takes the idmapped sources and layers off the host once
+// the container holds its own mounts of them (or failed to start). It
+// must succeed before the bundle is removed: removing the directory with
+// a source still attached would delete a volume's or a layer's data. So
+// nothing here removes more than an empty directory or file.
 func detachIdmapped(bd *bundle) error {
 	dir := bd.path("idmapped")
 	ents, err := os.ReadDir(dir)
@@ -350,10 +350,24 @@ func detachIdmapped(bd *bundle) error {
 		return err
 	}
 	for _, e := range ents {
-		p := filepath.Join(dir, e.Name())
-		if err := unix.Unmount(p, unix.MNT_DETACH); err != nil && !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.ENOENT) {
-			return fmt.Errorf("detach %s: %w", p, err)
+		if err := detach(filepath.Join(dir, e.Name())); err != nil {
+			return err
 		}
 	}
-	return os.RemoveAll(dir)
+	if err := os.Remove(dir); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	return nil
+}
+
+// detach unmounts what is attached at p, if anything, and removes the
+// then empty mount point.
+func detach(p string) error {
+	if err := unix.Unmount(p, unix.MNT_DETACH); err != nil && !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.ENOENT) {
+		return fmt.Errorf("detach %s: %w", p, err)
+	}
+	if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("detach %s: %w", p, err)
+	}
+	return nil
 }
