@@ -370,6 +370,12 @@ func (r *Runtime) start(ctx context.Context, bd *bundle, c *Config, ex executor)
 	if err := idmapBinds(bd, s, uns); err != nil {
 		return Status{}, fmt.Errorf("container %q: %w", c.ID, err)
 	}
+	if c.UserNS && !builtin {
+		// The built-in init resolves them before it takes the mapped ids; an OCI runtime after.
+		if err := reachableMounts(s); err != nil {
+			return Status{}, fmt.Errorf("container %q: %w", c.ID, err)
+		}
+	}
 	// The built-in executor's cgroups (a millisecond or more of mkdirs
 	// and writes on a v1 host) are made while the shim starts; it waits
 	// for them only when it is about to start the container.

@@ -371,3 +371,36 @@ func detach(p string) error {
 	}
 	return nil
 }
+
+// reachable checks that a process of no privilege on the host, as an OCI
+// runtime's container root in a user namespace is when it resolves the
+// rootfs and bind sources, can pass through every directory above path.
+func reachable(path string) error {
+	for dir := filepath.Dir(path); ; dir = filepath.Dir(dir) {
+		st, err := os.Stat(dir)
+		if err != nil {
+			return err
+		}
+		if st.Mode().Perm()&0o001 == 0 {
+			return fmt.Errorf("%s (mode %o) does not let the container's unprivileged root pass to %s: give it o+x", dir, st.Mode().Perm(), path)
+		}
+		if dir == "/" || dir == "." {
+			return nil
+		}
+	}
+}
+
+// reachableMounts is reachable for the rootfs and every bind source of s.
+func reachableMounts(s *specs.Spec) error {
+	if err := reachable(s.Root.Path); err != nil {
+		return fmt.Errorf("userns: rootfs: %w", err)
+	}
+	for _, m := range s.Mounts {
+		if m.Type == "bind" || slices.Contains(m.Options, "bind") || slices.Contains(m.Options, "rbind") {
+			if err := reachable(m.Source); err != nil {
+				return fmt.Errorf("userns: mount %s: %w", m.Destination, err)
+			}
+		}
+	}
+	return nil
+}

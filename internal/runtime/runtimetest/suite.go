@@ -57,6 +57,7 @@ func Suite(t *testing.T, executor string) {
 	t.Run("ForkBomb", h.testForkBomb)
 	t.Run("ExeOverwrite", h.testExeOverwrite)
 	t.Run("UserNS", h.testUserNS)
+	t.Run("UserNSUnreachable", h.testUserNSUnreachable)
 }
 
 type harness struct {

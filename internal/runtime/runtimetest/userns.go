@@ -145,6 +145,31 @@ sleep 60`
 	}
 }
 
+// testUserNSUnreachable: an OCI runtime resolves the rootfs as the
+// container's unprivileged root, so a state directory it cannot pass is
+// refused at the start by name; the built-in executor resolves it before
+// it takes the mapped ids, and runs.
+func (h *harness) testUserNSUnreachable(t *testing.T) {
+	dir := t.TempDir() // 0700
+	r, err := runtime.New(filepath.Join(dir, "state"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := h.config(t, "true")
+	c.UserNS = true
+	_, err = r.Run(context.Background(), c)
+	t.Cleanup(func() { _ = r.Delete(context.Background(), c.ID, true) })
+	if h.executor == runtime.ExecutorBuiltin {
+		if err != nil {
+			t.Fatalf("built-in executor under a 0700 directory: %v", err)
+		}
+		return
+	}
+	if err == nil || !strings.Contains(err.Error(), dir) || !strings.Contains(err.Error(), "o+x") {
+		t.Fatalf("%s under a 0700 directory: %v, want a refusal naming %s and o+x", h.executor, err, dir)
+	}
+}
+
 // usernsEscapeWant is the escape suite's expectation in a user namespace:
 // every case is still refused, some one step earlier.
 func usernsEscapeWant(want map[string]string) map[string]string {
