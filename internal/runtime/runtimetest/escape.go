@@ -92,7 +92,13 @@ func (h *harness) escapeWant() map[string]string {
 // terminal), has no controlling terminal, cannot read back what the
 // caller's output file held, and writes nothing to it after Exec returned.
 func (h *harness) testExecStdio(t *testing.T) {
+	t.Run("Default", func(t *testing.T) { h.execStdio(t, false) })
+	t.Run("UserNS", func(t *testing.T) { h.execStdio(t, true) })
+}
+
+func (h *harness) execStdio(t *testing.T, userns bool) {
 	c := h.config(t, "sleep", "60")
+	c.UserNS = userns
 	h.run(t, c)
 	host := filepath.Join(t.TempDir(), "out")
 	const secret = "HOST-SECRET-4f1c"
