@@ -198,10 +198,16 @@ func (h *harness) testSymlinkTargets(t *testing.T) {
 	if err := os.WriteFile(hostFile, []byte("host\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	for _, tc := range []struct{ name, link, target string }{
-		{"hosts", "etc/hosts", hostFile},
-		{"dev", "dev", hostDir},
-		{"proc", "proc", hostDir},
+	for _, tc := range []struct {
+		name, link, target string
+		userns             bool
+	}{
+		{"hosts", "etc/hosts", hostFile, false},
+		{"dev", "dev", hostDir, false},
+		{"proc", "proc", hostDir, false},
+		{"hosts-userns", "etc/hosts", hostFile, true},
+		{"dev-userns", "dev", hostDir, true},
+		{"proc-userns", "proc", hostDir, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			layer := t.TempDir()
@@ -213,6 +219,7 @@ func (h *harness) testSymlinkTargets(t *testing.T) {
 			}
 			c := h.config(t, "sh", "-c", "echo container > /etc/hosts; echo x > /dev/x; echo x > /proc/x; true")
 			c.LowerDirs = []string{layer, h.rootfs}
+			c.UserNS = tc.userns
 			if _, err := h.r.Run(context.Background(), c); err == nil {
 				t.Cleanup(func() { _ = h.r.Delete(context.Background(), c.ID, true) })
 				h.wait(t, c.ID)
