@@ -349,8 +349,11 @@ func (r *Runtime) start(ctx context.Context, bd *bundle, c *Config, ex executor)
 			return Status{}, fmt.Errorf("container %q: %w", c.ID, err)
 		}
 		defer unix.Close(uns)
-		// By now the container has made its own mounts of the sources.
-		defer func() { _ = detachIdmapped(bd) }()
+		// By now the container has made its own mounts of the sources and
+		// the overlay holds its layers. Each unmount waits out an RCU grace
+		// period, milliseconds the start need not wait for: they are taken
+		// off in the background, and removal takes what is left, first.
+		defer func() { go func() { _ = detachIdmapped(bd) }() }()
 	}
 	rootfs, overlay, err := r.mountRootfs(bd, c, builtin, uns, nsRoot)
 	if err != nil {

@@ -235,8 +235,8 @@ func mountIDMappedRootfs(bd *bundle, c *Config, target string, uns int, base uin
 	}
 	defer unix.Close(fs)
 	// overlayfs takes idmapped layers by path, not as detached mounts: each
-	// is attached a moment under the bundle (with the idmapped binds, see
-	// detachIdmapped), and detached again once the overlay holds it.
+	// is attached under the bundle (with the idmapped binds) until the
+	// overlay holds it, then detached (detachIdmapped).
 	dir := bd.path("idmapped")
 	if err := os.MkdirAll(dir, 0o711); err != nil {
 		return fmt.Errorf("rootfs: %w", err)
@@ -255,7 +255,6 @@ func mountIDMappedRootfs(bd *bundle, c *Config, target string, uns int, base uin
 		if err != nil {
 			return fmt.Errorf("rootfs: attach layer %s: %w", l, err)
 		}
-		defer detach(at)
 		if err := unix.FsconfigSetString(fs, "lowerdir+", at); err != nil {
 			return fmt.Errorf("rootfs: layer %s: %w", l, err)
 		}
