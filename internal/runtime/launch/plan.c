@@ -73,6 +73,7 @@ int plan_read(char *buf, size_t len, struct plan *p, char *err, size_t errlen)
 		case REC_CTL: bad = take_str(pl, n, &p->ctl_path); break;
 		case REC_ROOTFS_RO: p->rootfs_ro = 1; break;
 		case REC_NNP: p->nnp = 1; break;
+		case REC_INIT: p->init = 1; break;
 		case REC_HIDE_UNIFIED: p->hide_unified = 1; break;
 		case REC_MASK:
 			if (p->nmasks >= MAX_ITEMS || take_str(pl, n, &p->masks[p->nmasks++]))

@@ -419,7 +419,7 @@ int shim_main(void)
 			exec_runtime(p, p->extargs, err, sizeof(err));
 			goto childfail;
 		}
-		if (container_init(p, syncp[0], err, sizeof(err)) < 0)
+		if (container_init(p, syncp[0], errpipe[1], err, sizeof(err)) < 0)
 			goto childfail;
 	childfail:
 		write_all(errpipe[1], err, strlen(err));

@@ -56,6 +56,9 @@ func Suite(t *testing.T, executor string) {
 	t.Run("SymlinkedMountTargets", h.testSymlinkTargets)
 	t.Run("ForkBomb", h.testForkBomb)
 	t.Run("ExeOverwrite", h.testExeOverwrite)
+	t.Run("ProcessLimits", h.testProcessLimits)
+	t.Run("StopSignal", h.testStopSignal)
+	t.Run("Init", h.testInit)
 }
 
 type harness struct {
