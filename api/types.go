@@ -210,10 +210,25 @@ type Template struct {
 	Args    []string          `json:"args,omitempty"`
 	Env     map[string]string `json:"env,omitempty"`
 	// WorkingDir overrides the image's working directory.
-	WorkingDir string    `json:"workingDir,omitempty"`
-	Resources  Resources `json:"resources,omitzero"`
-	Ports      []Port    `json:"ports,omitempty"`
-	Health     *Health   `json:"health,omitempty"`
+	WorkingDir string `json:"workingDir,omitempty"`
+	// The process's identity and surroundings (see process.go): user,
+	// hostname, capabilities, read-only root, rlimits, sysctls,
+	// /etc/hosts lines, an init as PID 1, and how it is stopped.
+	User       string            `json:"user,omitempty"`
+	Hostname   string            `json:"hostname,omitempty"`
+	CapAdd     []string          `json:"capAdd,omitempty"`
+	CapDrop    []string          `json:"capDrop,omitempty"`
+	ReadOnly   bool              `json:"readOnly,omitempty"`
+	Ulimits    []Ulimit          `json:"ulimits,omitempty"`
+	Sysctls    map[string]string `json:"sysctls,omitempty"`
+	ExtraHosts []HostAlias       `json:"extraHosts,omitempty"`
+	Init       bool              `json:"init,omitempty"`
+	StopSignal string            `json:"stopSignal,omitempty"`
+	StopGrace  Duration          `json:"stopGrace,omitempty"`
+
+	Resources Resources `json:"resources,omitzero"`
+	Ports     []Port    `json:"ports,omitempty"`
+	Health    *Health   `json:"health,omitempty"`
 	// Restart is always (the default for services), on-failure (the default
 	// for jobs) or never.
 	Restart RestartPolicy `json:"restart,omitempty"`
@@ -315,6 +330,10 @@ type Health struct {
 	Timeout  Duration   `json:"timeout,omitempty"`
 	// Failures is how many failures in a row make the instance unhealthy.
 	Failures int `json:"failures,omitempty"`
+	// StartPeriod is a grace after the start: failures then do not count
+	// (a pass still makes the instance healthy). Unset, an instance that
+	// has never passed may fail for max(10s, 3 x failures x interval).
+	StartPeriod Duration `json:"startPeriod,omitempty"`
 }
 
 // HTTPCheck passes on a 2xx or 3xx answer.

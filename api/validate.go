@@ -169,6 +169,7 @@ func validateTemplate(e *errs, prefix string, t *Template) {
 	}
 	validateLimits(e, prefix, t)
 	validateFiles(e, prefix, t)
+	validateProcess(e, prefix, t)
 	switch t.PullPolicy {
 	case "", PullIfNotPresent, PullAlways, PullNever:
 	default:
