@@ -1,6 +1,7 @@
 package api
 
 import (
+	"errors"
 	"fmt"
 	"net/netip"
 	"slices"
@@ -73,6 +74,32 @@ func NormalizeCapability(name string) (string, error) {
 	return n, nil
 }
 
+// CheckCapAdd says why an instance may not be granted capability name,
+// or nil when it may.
+func CheckCapAdd(name string) error {
+	n, err := NormalizeCapability(name)
+	switch {
+	case err != nil:
+		return err
+	case n == "ALL":
+		return errors.New("ALL would grant capabilities that act on the whole node; name the ones needed")
+	case hostWideCapabilities[n] != "":
+		return fmt.Errorf("%s %s: berth does not grant it to instances", n, hostWideCapabilities[n])
+	}
+	return nil
+}
+
+// ValidateHostname checks a container's host name: dot-separated labels
+// of letters, digits and '-', at most 63 characters (the kernel's bound).
+func ValidateHostname(h string) error {
+	if len(h) > 63 || !hostnameRe().MatchString(h) {
+		return fmt.Errorf("%q is not a host name (labels of letters, digits and '-' joined by '.', at most 63 characters)", h)
+	}
+	return nil
+}
+
+var hostnameRe = lazyRegexp(`^[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*$`)
+
 // signals are Linux's signal numbers by name, without the SIG prefix.
 var signals = map[string]int{
 	"HUP": 1, "INT": 2, "QUIT": 3, "ILL": 4, "TRAP": 5, "ABRT": 6, "BUS": 7, "FPE": 8, "KILL": 9,
@@ -129,20 +156,13 @@ func validateProcess(e *errs, prefix string, t *Template) {
 		e.add(join(prefix, "user"), "want NAME or UID, optionally :GROUP or :GID, got %q", t.User)
 	}
 	if t.Hostname != "" {
-		if err := ValidateName(t.Hostname); err != nil {
+		if err := ValidateHostname(t.Hostname); err != nil {
 			e.add(join(prefix, "hostname"), "%v", err)
 		}
 	}
 	for i, c := range t.CapAdd {
-		f := fmt.Sprintf("%s[%d]", join(prefix, "capAdd"), i)
-		n, err := NormalizeCapability(c)
-		switch {
-		case err != nil:
-			e.add(f, "%v", err)
-		case n == "ALL":
-			e.add(f, "ALL would grant capabilities that act on the whole node; name the ones needed")
-		case hostWideCapabilities[n] != "":
-			e.add(f, "%s %s: berth does not grant it to instances", n, hostWideCapabilities[n])
+		if err := CheckCapAdd(c); err != nil {
+			e.add(fmt.Sprintf("%s[%d]", join(prefix, "capAdd"), i), "%v", err)
 		}
 	}
 	for i, c := range t.CapDrop {

@@ -82,6 +82,7 @@ func TestGolden(t *testing.T) {
 		{dir: "names"},
 		{dir: "cycle"},
 		{dir: "collide"},
+		{dir: "process"},
 	}
 	for _, c := range cases {
 		name := c.dir

@@ -65,6 +65,9 @@ var mapped = map[string]bool{
 	"working_dir": true, "ports": true, "expose": true, "volumes": true, "healthcheck": true,
 	"restart": true, "deploy": true, "depends_on": true, "labels": true, "scale": true,
 	"networks": true, "build": true, "tmpfs": true, "pull_policy": true,
+	"user": true, "hostname": true, "cap_add": true, "cap_drop": true, "read_only": true,
+	"ulimits": true, "sysctls": true, "extra_hosts": true, "init": true, "stop_signal": true,
+	"stop_grace_period": true,
 }
 
 // Translate turns a loaded project into berth objects. It reports every
@@ -164,6 +167,7 @@ func (t *translator) service(s types.ServiceConfig, job bool) (Unit, error) {
 	tpl.Health = t.health(s)
 	tpl.Restart = t.restart(s)
 	tpl.PullPolicy = t.pullPolicy(s)
+	t.process(s, &tpl)
 
 	labels := map[string]string{}
 	for k, v := range s.Labels {
@@ -416,7 +420,7 @@ func (t *translator) health(s types.ServiceConfig) *api.Health {
 		out.Failures = int(min(*h.Retries, math.MaxInt32))
 	}
 	if h.StartPeriod != nil {
-		t.unsupported(s.Name, "healthcheck.start_period", "berth has no grace period before the first check")
+		out.StartPeriod = api.Duration(*h.StartPeriod)
 	}
 	if h.StartInterval != nil {
 		t.unsupported(s.Name, "healthcheck.start_interval", notCarried)
@@ -473,8 +477,12 @@ func (t *translator) restart(s types.ServiceConfig) api.RestartPolicy {
 }
 
 func (t *translator) deploy(s types.ServiceConfig, d *types.DeployConfig, tpl *api.Template, spec *api.ServiceSpec, labels map[string]string) {
-	if d.Mode != "" && d.Mode != "replicated" {
-		t.unsupported(s.Name, "deploy.mode", fmt.Sprintf("%s: berth runs replicated services only", d.Mode))
+	switch d.Mode {
+	case "", "replicated":
+	case "global":
+		spec.Mode = api.ModeGlobal
+	default:
+		t.unsupported(s.Name, "deploy.mode", fmt.Sprintf("%s: berth runs replicated and global services", d.Mode))
 	}
 	if d.EndpointMode != "" && d.EndpointMode != "vip" {
 		t.unsupported(s.Name, "deploy.endpoint_mode", fmt.Sprintf("%s: berth gives every service a virtual IP", d.EndpointMode))
