@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -235,7 +236,7 @@ services:
     image: demo/busybox:1
     command: ["sleep", "3600"]
     privileged: true
-    user: "1000"
+    sysctls: {kernel.pid_max: "65536"}
     ports: ["127.0.0.1:8080:80"]
   ok:
     image: demo/busybox:1
@@ -244,8 +245,8 @@ services:
 	_, errOut, code := c.run("compose", "-f", f, "up", "-d")
 	want := `berth: 3 Compose key(s) berth does not support; nothing was applied (--ignore-unsupported applies the rest):
   ` + f + `: service "app": privileged: not supported by berth
-  ` + f + `: service "app": user: not supported by berth
   ` + f + `: service "app": ports[0].host_ip: 127.0.0.1: berth publishes on every address of the node
+  ` + f + `: service "app": sysctls.kernel.pid_max: kernel.pid_max is not namespaced: it would change the whole node
 `
 	if code != 1 || errOut != want {
 		t.Fatalf("up with unsupported keys: exit %d, stderr:\n%s\nwant:\n%s", code, errOut, want)
@@ -556,4 +557,143 @@ services:
 func (c *cluster) waitRunningIn(ns, owner string) {
 	c.t.Helper()
 	eventually(c.t, 60*time.Second, owner+" to run", func() bool { return runningIn(c, ns, owner) != "" })
+}
+
+// processApp uses the keys that set up a container's process; each
+// service prints what its process sees.
+const processApp = `name: keys
+services:
+  box:
+    image: demo/busybox:1
+    command:
+      - sh
+      - -c
+      - |
+        trap 'echo got-usr1 > /out/stopped; exit 0' USR1
+        echo pid1=$$(cat /proc/1/comm)
+        touch /tmp/f; chown 65534 /tmp/f 2>/dev/null && echo chown-ok || echo chown-denied
+        ping -c1 -W1 127.0.0.1 >/dev/null 2>&1 && echo ping-ok || echo ping-denied
+        touch /rootfile 2>/dev/null && echo rootfs-writable || echo rootfs-readonly
+        grep 'Max open files' /proc/self/limits
+        echo somaxconn=$$(cat /proc/sys/net/core/somaxconn)
+        grep db.legacy /etc/hosts
+        echo ready
+        while :; do sleep 0.1; done
+    cap_drop: [CHOWN]
+    cap_add: [NET_RAW]
+    read_only: true
+    tmpfs: ["/tmp:size=1m"]
+    volumes: ["./out:/out"]
+    ulimits:
+      nofile: {soft: 300, hard: 400}
+    sysctls:
+      net.core.somaxconn: "777"
+    extra_hosts: ["db.legacy=10.1.2.3"]
+    init: true
+    stop_signal: SIGUSR1
+  who:
+    image: demo/busybox:1
+    command: ["sh", "-c", "echo uid=$$(id -u) gid=$$(id -g) host=$$(hostname); exec sleep 3600"]
+    user: nobody
+    hostname: who.internal
+  stubborn:
+    image: demo/busybox:1
+    command: ["sh", "-c", "trap 'echo ignoring TERM' TERM; echo ready; while :; do sleep 0.1; done"]
+    stop_grace_period: 1s
+  sick:
+    image: demo/busybox:1
+    command: ["sleep", "3600"]
+    healthcheck:
+      test: ["CMD", "false"]
+      interval: 200ms
+      retries: 1
+      start_period: 1s
+  everywhere:
+    image: demo/busybox:1
+    command: ["sleep", "3600"]
+    deploy:
+      mode: global
+`
+
+// TestComposeProcessKeys: cap_add/cap_drop, read_only, ulimits, sysctls,
+// extra_hosts, init, stop_signal, user, hostname, stop_grace_period,
+// healthcheck start_period and deploy.mode global, each seen from inside
+// the running container (or in how it is stopped and restarted). A file
+// applied again after a restart changes nothing.
+func TestComposeProcessKeys(t *testing.T) {
+	c := startCluster(t)
+	dir := t.TempDir()
+	out := filepath.Join(dir, "out")
+	if err := os.Mkdir(out, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	f := writeCompose(t, dir, processApp)
+	upAt := time.Now()
+	c.ok("compose", "-f", f, "up", "-d")
+
+	var logs string
+	eventually(t, 60*time.Second, "box and who to report", func() bool {
+		logs = c.ok("compose", "-f", f, "logs", "box", "who")
+		return strings.Contains(logs, "ready") && strings.Contains(logs, "uid=")
+	})
+	for _, want := range []string{
+		"pid1=init",                             // init
+		"chown-denied",                          // cap_drop: CHOWN
+		"ping-ok",                               // cap_add: NET_RAW (berth's default set lacks it)
+		"rootfs-readonly",                       // read_only
+		"somaxconn=777",                         // sysctls
+		"10.1.2.3\tdb.legacy",                   // extra_hosts
+		"uid=65534 gid=65534 host=who.internal", // user by name, hostname
+	} {
+		if !strings.Contains(logs, want) {
+			t.Errorf("want %q in the services' output:\n%s", want, logs)
+		}
+	}
+	if !regexp.MustCompile(`Max open files +300 +400`).MatchString(logs) {
+		t.Errorf("ulimits: nofile 300/400 not in:\n%s", logs)
+	}
+
+	// deploy.mode global: one instance on the one node.
+	var everywhere api.Service
+	if err := json.Unmarshal([]byte(c.ok("get", "service", "everywhere", "-n", "keys", "-o", "json")), &everywhere); err != nil || everywhere.Spec.Mode != api.ModeGlobal {
+		t.Errorf("everywhere's mode: %q %v", everywhere.Spec.Mode, err)
+	}
+	c.waitRunningIn("keys", "everywhere")
+
+	// start_period 1s: a check that never passes restarts the container
+	// after about a second, not after the 10s berth grants by default
+	// (counted here from before up, so from before the container started).
+	eventually(t, time.Until(upAt.Add(9*time.Second)), "sick to be restarted for failing its check", func() bool {
+		for _, in := range c.instancesIn("keys") {
+			if in.Spec.Owner.Name == "sick" && in.Status.Restarts > 0 {
+				return true
+			}
+		}
+		return false
+	})
+
+	// A restart rolls box; applying the file again then changes nothing,
+	// and box's old container got SIGUSR1 (passed on by its init).
+	before := runningIn(c, "keys", "box")
+	c.ok("compose", "-f", f, "restart", "box")
+	eventually(t, 30*time.Second, "box's new instance", func() bool {
+		now := runningIn(c, "keys", "box")
+		return now != "" && now != before
+	})
+	eventually(t, 15*time.Second, "box's stop signal to be handled", func() bool {
+		b, _ := os.ReadFile(filepath.Join(out, "stopped"))
+		return string(b) == "got-usr1\n"
+	})
+	if up := c.ok("compose", "-f", f, "up", "-d"); !strings.Contains(up, "service keys/box unchanged") {
+		t.Fatalf("up after restart: %s", up)
+	}
+
+	// stop_grace_period 1s: a container that handles SIGTERM and carries
+	// on is killed after a second, not after the default 10s.
+	start := time.Now()
+	c.ok("compose", "-f", f, "down")
+	eventually(t, 30*time.Second, "the project's containers to go", func() bool { return c.projectContainers("keys") == 0 })
+	if took := time.Since(start); took > 8*time.Second {
+		t.Errorf("down took %v with stubborn's stop_grace_period of 1s", took)
+	}
 }
