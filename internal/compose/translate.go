@@ -53,6 +53,9 @@ type Plan struct {
 	Unsupported []Issue
 	// Notes say how something was mapped where berth differs from Compose.
 	Notes []string
+	// Data are the project's secrets and configs, applied before the
+	// units that mount them.
+	Data []Data
 	// Volumes are the named volumes the project owns (down --volumes
 	// removes them); External the ones it uses but does not own.
 	Volumes, External []string
@@ -65,6 +68,7 @@ var mapped = map[string]bool{
 	"working_dir": true, "ports": true, "expose": true, "volumes": true, "healthcheck": true,
 	"restart": true, "deploy": true, "depends_on": true, "labels": true, "scale": true,
 	"networks": true, "build": true, "tmpfs": true, "pull_policy": true,
+	"secrets": true, "configs": true,
 	"user": true, "hostname": true, "cap_add": true, "cap_drop": true, "read_only": true,
 	"ulimits": true, "sysctls": true, "extra_hosts": true, "init": true, "stop_signal": true,
 	"stop_grace_period": true,
@@ -100,6 +104,7 @@ func Translate(p *types.Project) (*Plan, error) {
 		}
 	}
 	t.networks = len(networks)
+	t.topData()
 
 	byName := map[string]Unit{}
 	names := map[string]string{}
@@ -168,6 +173,7 @@ func (t *translator) service(s types.ServiceConfig, job bool) (Unit, error) {
 	tpl.Restart = t.restart(s)
 	tpl.PullPolicy = t.pullPolicy(s)
 	t.process(s, &tpl)
+	t.files(s, &tpl)
 
 	labels := map[string]string{}
 	for k, v := range s.Labels {

@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -695,5 +696,93 @@ func TestComposeProcessKeys(t *testing.T) {
 	eventually(t, 30*time.Second, "the project's containers to go", func() bool { return c.projectContainers("keys") == 0 })
 	if took := time.Since(start); took > 8*time.Second {
 		t.Errorf("down took %v with stubborn's stop_grace_period of 1s", took)
+	}
+}
+
+// TestComposeSecretsAndConfigs: the project's secrets (from a file and
+// from the environment) and configs (inline) become berth Secrets and
+// Configs mounted as files where Compose puts them, with the modes asked;
+// an external secret is used as it is; down removes the project's own
+// and leaves the external one.
+func TestComposeSecretsAndConfigs(t *testing.T) {
+	c := startCluster(t)
+	// The agent keeps instances' data on a tmpfs in its data dir.
+	t.Cleanup(func() { _ = syscall.Unmount(filepath.Join(c.dataDir, "data"), syscall.MNT_DETACH) })
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "db_password.txt"), []byte("s3cret-from-file"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c.ok("-n", "vault", "secret", "create", "shared-token", "--from-literal", "token=t-external")
+	f := writeCompose(t, dir, `name: vault
+services:
+  app:
+    image: demo/busybox:1
+    command:
+      - sh
+      - -c
+      - |
+        for f in /run/secrets/db_password /run/secrets/api.key /etc/shared.token /etc/app/banner.txt; do
+          echo "$$f $$(stat -c %a $$f) $$(cat $$f)"
+        done
+        echo done
+        exec sleep 3600
+    secrets:
+      - db_password
+      - source: api_key
+        target: api.key
+        mode: 0440
+      - source: shared
+        target: /etc/shared.token
+    configs:
+      - source: banner
+        target: /etc/app/banner.txt
+secrets:
+  db_password:
+    file: ./db_password.txt
+  api_key:
+    environment: API_KEY
+  shared:
+    external: true
+    name: shared-token
+configs:
+  banner:
+    content: welcome to ${TITLE}
+`)
+	cmd := exec.Command(berthBin, "--data-dir", c.dataDir, "compose", "-f", f, "up", "-d")
+	cmd.Env = append(os.Environ(), "API_KEY=k-from-env", "TITLE=the vault")
+	if out, err := cmd.CombinedOutput(); err != nil || !strings.Contains(string(out), "secret vault/db-password created") ||
+		!strings.Contains(string(out), "config vault/banner created") {
+		t.Fatalf("compose up: %v\n%s", err, out)
+	}
+	var logs string
+	eventually(t, 30*time.Second, "app to print its files", func() bool {
+		logs = c.ok("compose", "-f", f, "logs", "app")
+		return strings.Contains(logs, "done")
+	})
+	for _, want := range []string{
+		"/run/secrets/db_password 400 s3cret-from-file",
+		"/run/secrets/api.key 440 k-from-env",
+		"/etc/shared.token 400 t-external",
+		"/etc/app/banner.txt 444 welcome to the vault",
+	} {
+		if !strings.Contains(logs, want) {
+			t.Errorf("want %q in app's output:\n%s", want, logs)
+		}
+	}
+	if got := c.ok("get", "secrets", "-n", "vault"); strings.Contains(got, "s3cret") {
+		t.Fatalf("a secret's value shows through get: %s", got)
+	}
+
+	out := c.ok("compose", "-f", f, "down")
+	for _, want := range []string{"secret vault/db-password removed", "secret vault/api-key removed", "config vault/banner removed"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("down: want %q in:\n%s", want, out)
+		}
+	}
+	if strings.Contains(out, "shared-token") {
+		t.Errorf("down removed the external secret:\n%s", out)
+	}
+	if got := c.ok("get", "secrets", "-n", "vault"); !strings.Contains(got, "shared-token") || strings.Contains(got, "db-password") {
+		t.Errorf("secrets after down: %s", got)
 	}
 }
