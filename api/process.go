@@ -138,8 +138,25 @@ func NamespacedSysctl(key string) error {
 	return fmt.Errorf("%s is not namespaced: it would change the whole node", key)
 }
 
+// validateAliases checks a service's further DNS names.
+func validateAliases(e *errs, s *Service) {
+	checkMax(e, "aliases", len(s.Spec.Aliases), MaxAliases)
+	seen := map[string]bool{s.Metadata.Name: true}
+	for i, a := range s.Spec.Aliases {
+		f := fmt.Sprintf("aliases[%d]", i)
+		if err := ValidateName(a); err != nil {
+			e.add(f, "%v", err)
+		} else if seen[a] {
+			e.add(f, "%q is the service's name or another alias", a)
+		}
+		seen[a] = true
+	}
+}
+
 // Process limits of a template.
 const (
+	// MaxAliases bounds a service's further DNS names.
+	MaxAliases    = 16
 	MaxSysctls    = 64
 	MaxExtraHosts = 64
 	// MaxHostnames bounds the names of one /etc/hosts line.

@@ -101,6 +101,10 @@ type ServiceSpec struct {
 	// RollOnChange rolls the service when the data of a config or secret
 	// its template uses changes.
 	RollOnChange bool `json:"rollOnChange,omitempty"`
+	// Aliases are further DNS names of the service in its namespace
+	// (<alias>.<namespace>.berth, and <alias> from its namespace's
+	// instances), answered with its VIP.
+	Aliases []string `json:"aliases,omitempty"`
 }
 
 // ServiceMode says how many instances a service runs.

@@ -201,11 +201,14 @@ func (t *translator) service(s types.ServiceConfig, job bool) (Unit, error) {
 		}
 		t.deploy(s, d, &tpl, &spec, labels)
 	}
-	t.networksOf(s)
+	aliases := t.networksOf(s)
 
 	meta := api.Metadata{Name: name, Namespace: t.plan.Namespace, Labels: labels}
 	var obj api.Object
 	if job {
+		if len(aliases) > 0 {
+			t.unsupported(s.Name, "networks", "aliases: a job berth waits on has no address to name")
+		}
 		if tpl.Restart == "" || tpl.Restart == api.RestartNever {
 			tpl.Restart = api.RestartNever
 		}
@@ -213,6 +216,7 @@ func (t *translator) service(s types.ServiceConfig, job bool) (Unit, error) {
 	} else {
 		spec.Replicas = replicas
 		spec.Template = tpl
+		spec.Aliases = aliases
 		obj = &api.Service{Metadata: meta, Spec: spec}
 	}
 	api.Default(obj)
@@ -635,7 +639,10 @@ func constraint(s string) (api.Constraint, error) {
 	return api.Constraint{Key: key, Op: op, Values: []string{m[3]}}, nil
 }
 
-func (t *translator) networksOf(s types.ServiceConfig) {
+// networksOf reports what berth cannot do of a service's networks and
+// returns its aliases, made DNS labels: further names of its VIP.
+func (t *translator) networksOf(s types.ServiceConfig) []string {
+	var aliases []string
 	for _, n := range slices.Sorted(maps.Keys(s.Networks)) {
 		c := s.Networks[n]
 		if t.networks > 1 {
@@ -644,13 +651,21 @@ func (t *translator) networksOf(s types.ServiceConfig) {
 		if c == nil {
 			continue
 		}
-		if len(c.Aliases) > 0 {
-			t.unsupported(s.Name, "networks."+n+".aliases", "berth names a service by its own name only")
+		for i, a := range c.Aliases {
+			l := dnsLabel(a)
+			if err := api.ValidateName(l); err != nil {
+				t.unsupported(s.Name, fmt.Sprintf("networks.%s.aliases[%d]", n, i), err.Error())
+				continue
+			}
+			if l != dnsLabel(s.Name) && !slices.Contains(aliases, l) {
+				aliases = append(aliases, l)
+			}
 		}
 		if c.Ipv4Address != "" || c.Ipv6Address != "" {
 			t.unsupported(s.Name, "networks."+n+".ipv4_address", "berth assigns addresses itself")
 		}
 	}
+	return aliases
 }
 
 // topLevel reports top-level sections that would need what berth lacks.

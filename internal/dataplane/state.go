@@ -131,7 +131,7 @@ func describe(s *api.Service, members map[string]*api.Instance) (network.Service
 	if err != nil {
 		return network.Service{}, false
 	}
-	out := network.Service{Namespace: s.Metadata.Namespace, Name: s.Metadata.Name, VIP: v}
+	out := network.Service{Namespace: s.Metadata.Namespace, Name: s.Metadata.Name, Aliases: s.Spec.Aliases, VIP: v}
 	for _, p := range s.Spec.Template.Ports {
 		proto := vip.TCP
 		if p.Protocol == "udp" {

@@ -614,13 +614,20 @@ services:
     command: ["sleep", "3600"]
     deploy:
       mode: global
+  db:
+    image: demo/busybox:1
+    command: ["httpd", "-f", "-p", "5432", "-h", "/www"]
+    expose: ["5432"]
+    networks:
+      default:
+        aliases: [database]
 `
 
 // TestComposeProcessKeys: cap_add/cap_drop, read_only, ulimits, sysctls,
 // extra_hosts, init, stop_signal, user, hostname, stop_grace_period,
-// healthcheck start_period and deploy.mode global, each seen from inside
-// the running container (or in how it is stopped and restarted). A file
-// applied again after a restart changes nothing.
+// healthcheck start_period, deploy.mode global and network aliases, each
+// seen from inside the running container (or in how it is stopped and
+// restarted). A file applied again after a restart changes nothing.
 func TestComposeProcessKeys(t *testing.T) {
 	c := startCluster(t)
 	dir := t.TempDir()
@@ -653,6 +660,13 @@ func TestComposeProcessKeys(t *testing.T) {
 	if !regexp.MustCompile(`Max open files +300 +400`).MatchString(logs) {
 		t.Errorf("ulimits: nofile 300/400 not in:\n%s", logs)
 	}
+
+	// aliases: another service reaches db by its alias.
+	c.waitRunningIn("keys", "db")
+	eventually(t, 20*time.Second, "who to reach db as database", func() bool {
+		out, _, code := c.run("compose", "-f", f, "exec", "who", "sh", "-c", "timeout 2 wget -qO- http://database:5432/ >/dev/null && echo reached")
+		return code == 0 && strings.Contains(out, "reached")
+	})
 
 	// deploy.mode global: one instance on the one node.
 	var everywhere api.Service
