@@ -20,7 +20,7 @@ func TestValidateProcess(t *testing.T) {
 			CapAdd: []string{"net_raw", "CAP_NET_ADMIN"}, CapDrop: []string{"ALL"}, ReadOnly: true,
 			Ulimits: []Ulimit{{Name: "nofile", Soft: 10, Hard: 20}}, Sysctls: map[string]string{"net.core.somaxconn": "1024", "kernel.shmmax": "1", "fs.mqueue.msg_max": "10"},
 			ExtraHosts: []HostAlias{{IP: "10.0.0.1", Hostnames: []string{"db", "db.local"}}, {IP: "fd00::1", Hostnames: []string{"v6"}}},
-			Init: true, StopSignal: "SIGQUIT", StopGrace: Duration(time.Minute), Health: &Health{TCP: &TCPCheck{Port: 80}, StartPeriod: Duration(time.Second)}}
+			Init:       true, StopSignal: "SIGQUIT", StopGrace: Duration(time.Minute), Health: &Health{TCP: &TCPCheck{Port: 80}, StartPeriod: Duration(time.Second)}}
 	})
 	if err := good.Validate(); err != nil {
 		t.Fatalf("valid process settings: %v", err)
