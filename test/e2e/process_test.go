@@ -32,6 +32,13 @@ func TestHardenedExample(t *testing.T) {
 		}
 	}
 
+	desc := c.ok("describe", "service/hardened")
+	for _, want := range []string{"Aliases:", "www", "start period 10s", "user nobody:nogroup", "cap drop ALL", "read-only root", "sysctl net.core.somaxconn=1024", "init", "stop signal SIGQUIT", "stop grace 30s"} {
+		if !strings.Contains(desc, want) {
+			t.Errorf("describe: want %q in:\n%s", want, desc)
+		}
+	}
+
 	bad := filepath.Join(t.TempDir(), "bad.yaml")
 	if err := os.WriteFile(bad, []byte("kind: Service\nname: bad\ntemplate:\n  image: demo/busybox:1\n  sysctls: {kernel.pid_max: \"9\"}\n"), 0o644); err != nil {
 		t.Fatal(err)
