@@ -156,7 +156,9 @@ func validateAliases(e *errs, s *Service) {
 // Process limits of a template.
 const (
 	// MaxAliases bounds a service's further DNS names.
-	MaxAliases    = 16
+	MaxAliases = 16
+	// MaxNetworks bounds the networks one instance is on.
+	MaxNetworks   = 16
 	MaxSysctls    = 64
 	MaxExtraHosts = 64
 	// MaxHostnames bounds the names of one /etc/hosts line.
@@ -235,6 +237,14 @@ func validateProcess(e *errs, prefix string, t *Template) {
 	}
 	if h := t.Health; h != nil && h.StartPeriod < 0 {
 		e.add(join(prefix, "health.startPeriod"), "must not be negative, got %s", h.StartPeriod)
+	}
+	checkMax(e, join(prefix, "networks"), len(t.Networks), MaxNetworks)
+	for i, n := range t.Networks {
+		if err := ValidateName(n); err != nil {
+			e.add(fmt.Sprintf("%s[%d]", join(prefix, "networks"), i), "%v", err)
+		} else if slices.Index(t.Networks, n) != i {
+			e.add(fmt.Sprintf("%s[%d]", join(prefix, "networks"), i), "%q is listed twice", n)
+		}
 	}
 	if t.Init && t.Runtime != "" && t.Runtime != "berth" {
 		e.add(join(prefix, "init"), "the %s runtime has no init of berth's; use the built-in runtime", t.Runtime)

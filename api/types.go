@@ -229,6 +229,10 @@ type Template struct {
 	Init       bool              `json:"init,omitempty"`
 	StopSignal string            `json:"stopSignal,omitempty"`
 	StopGrace  Duration          `json:"stopGrace,omitempty"`
+	// Networks names networks of the namespace the instance is on: a
+	// service's instances on named networks reach each other only where
+	// they share one (a Compose project's networks). None is no isolation.
+	Networks []string `json:"networks,omitempty"`
 
 	Resources Resources `json:"resources,omitzero"`
 	Ports     []Port    `json:"ports,omitempty"`

@@ -202,6 +202,20 @@ func (t *translator) service(s types.ServiceConfig, job bool) (Unit, error) {
 		t.deploy(s, d, &tpl, &spec, labels)
 	}
 	aliases := t.networksOf(s)
+	if t.networks > 1 {
+		// Several networks: each instance is on its service's, and
+		// reaches only instances that share one with it.
+		tpl.Networks = []string{"default"}
+		if len(s.Networks) > 0 {
+			tpl.Networks = nil
+			for _, n := range slices.Sorted(maps.Keys(s.Networks)) {
+				tpl.Networks = append(tpl.Networks, dnsLabel(n))
+			}
+		}
+		if job {
+			t.note(fmt.Sprintf("service %q: a job's instances are not isolated by network", s.Name))
+		}
+	}
 
 	meta := api.Metadata{Name: name, Namespace: t.plan.Namespace, Labels: labels}
 	var obj api.Object
@@ -645,9 +659,6 @@ func (t *translator) networksOf(s types.ServiceConfig) []string {
 	var aliases []string
 	for _, n := range slices.Sorted(maps.Keys(s.Networks)) {
 		c := s.Networks[n]
-		if t.networks > 1 {
-			t.unsupported(s.Name, "networks."+n, "berth puts a project's services on one network; several networks cannot be isolated from each other")
-		}
 		if c == nil {
 			continue
 		}
@@ -689,6 +700,9 @@ func (t *translator) topLevel() {
 		nw := p.Networks[n]
 		if nw.Driver != "" && nw.Driver != "bridge" {
 			t.plan.Unsupported = append(t.plan.Unsupported, Issue{File: t.raw.firstFile(), Key: "networks." + n + ".driver", Reason: nw.Driver + ": " + notCarried})
+		}
+		if nw.Internal {
+			t.plan.Unsupported = append(t.plan.Unsupported, Issue{File: t.raw.firstFile(), Key: "networks." + n + ".internal", Reason: "berth isolates networks from each other, not from outside the cluster"})
 		}
 	}
 }

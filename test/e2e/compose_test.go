@@ -800,3 +800,54 @@ configs:
 		t.Errorf("secrets after down: %s", got)
 	}
 }
+
+// TestComposeNetworksIsolated: a project's several networks are isolated
+// from each other: proxy (front) reaches app (front and back), app
+// reaches db (back), and proxy does not reach db, by name or address.
+func TestComposeNetworksIsolated(t *testing.T) {
+	c := startCluster(t)
+	f := writeCompose(t, t.TempDir(), `name: tiers
+services:
+  proxy:
+    image: demo/busybox:1
+    command: ["httpd", "-f", "-p", "80", "-h", "/www"]
+    networks: [front]
+  app:
+    image: demo/busybox:1
+    command: ["httpd", "-f", "-p", "80", "-h", "/www"]
+    expose: ["80"]
+    networks: [front, back]
+  db:
+    image: demo/busybox:1
+    command: ["httpd", "-f", "-p", "80", "-h", "/www"]
+    expose: ["80"]
+    networks: [back]
+networks:
+  front: {}
+  back: {}
+`)
+	c.ok("compose", "-f", f, "up", "-d")
+	for _, s := range []string{"proxy", "app", "db"} {
+		c.waitRunningIn("tiers", s)
+	}
+	reaches := func(from, to string) bool {
+		out, _, code := c.run("compose", "-f", f, "exec", from, "sh", "-c", "timeout 2 wget -qO- http://"+to+"/ >/dev/null && echo reached")
+		return code == 0 && strings.Contains(out, "reached")
+	}
+	eventually(t, 30*time.Second, "proxy to reach app", func() bool { return reaches("proxy", "app") })
+	eventually(t, 30*time.Second, "app to reach db", func() bool { return reaches("app", "db") })
+	var dbIP string
+	for _, in := range c.instancesIn("tiers") {
+		if in.Spec.Owner.Name == "db" {
+			dbIP = in.Status.IP
+		}
+	}
+	eventually(t, 30*time.Second, "proxy to be cut off from db", func() bool { return !reaches("proxy", "db") })
+	if reaches("proxy", dbIP) {
+		t.Errorf("proxy reaches db's own address %s", dbIP)
+	}
+	if !reaches("proxy", "app") || !reaches("app", "db") {
+		t.Errorf("isolating proxy from db cut what shares a network")
+	}
+	c.ok("compose", "-f", f, "down")
+}
