@@ -45,6 +45,8 @@ func TestValidateProcess(t *testing.T) {
 		{"template.init", "the runc runtime has no init", func(t *Template) { t.Init, t.Runtime = true, "runc" }},
 		{"template.hostname", "not a host name", func(t *Template) { t.Hostname = "under_score" }},
 		{"template.user", "want NAME or UID", func(t *Template) { t.User = "a:b:c" }},
+		{"template.networks[1]", `"back" is listed twice`, func(t *Template) { t.Networks = []string{"back", "back"} }},
+		{"template.networks[0]", "", func(t *Template) { t.Networks = []string{"Not_A_Label"} }},
 		{"template.health.startPeriod", "must not be negative", func(t *Template) {
 			t.Health = &Health{TCP: &TCPCheck{Port: 80}, StartPeriod: Duration(-time.Second)}
 		}},
