@@ -29,6 +29,8 @@
 //	POST   /v1/nodes/{name}/revoke                 refuse the node's certificates (admins; DELETE does too)
 //	POST   /v1/join                                {"token", "node", "csr"}: a node's certificate
 //	GET|POST /v1/tokens, DELETE /v1/tokens/{id}    join tokens (admins only)
+//	GET|PUT /v1/registry                           the cluster's registry settings (mirrors, CAs,
+//	                                               insecure registries, direct pulls; nodes read)
 //	GET|PUT /v1/namespaces/{ns}/instances/{name}/logs|attach|exec|cp|portforward|stats
 //	                                               proxied to the node's agent, see remote.go
 //	GET    /v1/tunnel/{node}                       an agent's tunnel (remote.go)
@@ -183,6 +185,8 @@ func New(cfg Config) *Server {
 	m.HandleFunc("POST /v1/nodes/{name}/certificate", s.renewCertificate)
 	m.HandleFunc("POST /v1/nodes/{name}/revoke", s.revokeNode)
 	m.HandleFunc("POST /v1/join", s.join)
+	m.HandleFunc("GET /v1/registry", s.getRegistrySettings)
+	m.HandleFunc("PUT /v1/registry", s.putRegistrySettings)
 	m.HandleFunc("GET /v1/tokens", s.listTokens)
 	m.HandleFunc("POST /v1/tokens", s.createToken)
 	m.HandleFunc("DELETE /v1/tokens/{id}", s.revokeToken)

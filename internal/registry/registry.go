@@ -93,6 +93,7 @@ type Options struct {
 type Handler struct {
 	store     *image.Store
 	opts      Options
+	upstream  atomic.Pointer[UpstreamOptions] // Options.Upstream, or what SetUpstream set
 	log       *slog.Logger
 	lastPrune atomic.Int64 // unix nanoseconds
 
@@ -111,11 +112,20 @@ func New(store *image.Store, opts Options) *Handler {
 		opts.UploadTTL = DefaultUploadTTL
 	}
 	h := &Handler{store: store, opts: opts, log: opts.Logger}
+	h.upstream.Store(opts.Upstream)
 	if h.log == nil {
 		h.log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
 	return h
 }
+
+// SetUpstream replaces how misses are pulled from the images' own
+// registries (Options.Upstream): the servers follow the cluster's
+// registry settings with it. nil never leaves the cluster.
+func (h *Handler) SetUpstream(u *UpstreamOptions) { h.upstream.Store(u) }
+
+// Upstream is how misses are pulled from the images' registries now.
+func (h *Handler) Upstream() *UpstreamOptions { return h.upstream.Load() }
 
 // Error codes of the distribution spec.
 const (

@@ -215,9 +215,13 @@ func Server(ctx context.Context, cfg ServerConfig) error {
 	if err != nil {
 		return err
 	}
-	srv.Mount("/v2/", registry.New(imgs, registry.Options{Authorize: apiserver.AuthorizeImages, Logger: log.With("component", "registry"),
+	reg := registry.New(imgs, registry.Options{Authorize: apiserver.AuthorizeImages, Logger: log.With("component", "registry"),
 		Peers:    &registry.Peers{List: regs.Peers, Transport: registry.PeerTransport(creds.ca.Pool(), creds.token)},
-		Upstream: upstream}))
+		Upstream: upstream})
+	srv.Mount("/v2/", reg)
+	run("registry settings", func(ctx context.Context) error {
+		return followRegistrySettings(ctx, st, reg, upstream, log.With("component", "registry"))
+	})
 	srv.Mount("/metrics/", apiserver.AdminOnly(metrics.Handler(metrics.Cluster(st))))
 	run("image pruner", func(ctx context.Context) error {
 		return keepPinnedImages(ctx, st, imgs, log.With("component", "images"))

@@ -211,7 +211,8 @@ func Agent(ctx context.Context, cfg AgentConfig) error {
 		if err != nil {
 			return err
 		}
-		imgs = &PullingImages{Images: Images{store}, Base: "https://" + hosts[0], Transport: tr, Events: c, Node: name, Logger: log}
+		imgs = &PullingImages{Images: Images{store}, Base: "https://" + hosts[0], Transport: tr, Events: c, Node: name, Logger: log,
+			Settings: c.RegistrySettings}
 	}
 	if info == nil {
 		i, err := hostinfo.Read()

@@ -152,7 +152,11 @@ func Up(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return err
 	}
-	srv.Mount("/v2/", registry.New(imgs, registry.Options{Authorize: apiserver.AuthorizeImages, Logger: log.With("component", "registry"), Upstream: upstream}))
+	reg := registry.New(imgs, registry.Options{Authorize: apiserver.AuthorizeImages, Logger: log.With("component", "registry"), Upstream: upstream})
+	srv.Mount("/v2/", reg)
+	run("registry settings", func(ctx context.Context) error {
+		return followRegistrySettings(ctx, st, reg, upstream, log.With("component", "registry"))
+	})
 	srv.Mount("/metrics/", apiserver.AdminOnly(metrics.Handler(metrics.Cluster(st))))
 	var token string
 	if creds != nil {
