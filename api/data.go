@@ -73,7 +73,9 @@ type InstanceData struct {
 	Files []FileData        `json:"files,omitempty"`
 	Env   map[string]string `json:"env,omitempty"`
 	// RegistryAuth merges the credentials of the template's
-	// imagePullSecrets, the first secret naming a registry winning.
+	// imagePullSecrets, the first secret naming a registry winning; only
+	// while the cluster lets agents pull directly
+	// (RegistrySettings.AgentsPullDirect).
 	RegistryAuth *RegistryAuth `json:"registryAuth,omitempty"`
 }
 

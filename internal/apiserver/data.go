@@ -139,11 +139,19 @@ func (s *Server) resolveData(ctx context.Context, namespace string, tpl *api.Tem
 		return data, ref, nil
 	}
 	out := &api.InstanceData{}
-	auth, err := s.registryAuth(ctx, namespace, tpl)
-	if err != nil {
-		return nil, err
+	// Registry credentials go to a node only when it pulls from the
+	// registry itself; through the servers it needs none.
+	if len(tpl.ImagePullSecrets) > 0 {
+		rs, err := s.registrySettings(ctx)
+		if err != nil {
+			return nil, err
+		}
+		if rs.AgentsPullDirect {
+			if out.RegistryAuth, err = s.registryAuth(ctx, namespace, tpl); err != nil {
+				return nil, err
+			}
+		}
 	}
-	out.RegistryAuth = auth
 	for i, f := range tpl.Files {
 		data, ref, err := read(f.Config, f.Secret)
 		if err != nil {

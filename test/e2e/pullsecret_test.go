@@ -31,11 +31,12 @@ func pullSecretSpec(ns, name, image string, policy api.PullPolicy, secret string
 // whose credentials only a namespace's secret of type registry-auth holds:
 // without it the server's pin is refused with the registry's 401; with it
 // (imagePullSecrets) the server pins and the agent pulls through the
-// server. The agent's node certificate reads the credentials of its own
-// instance and of nothing else: not the secret itself, not another
-// namespace's instance's. The secret is sealed on the server's disk and
-// never on the agent's. Once `berth registry pull-direct on`, the agent
-// pulls from the registry itself with the instance's credentials.
+// server, and the node is given no credentials. The secret is sealed on
+// the server's disk and never on the agent's. Once `berth registry
+// pull-direct on`, the agent's node certificate reads the credentials of
+// its own instance and of nothing else (not the secret itself, not
+// another namespace's instance's), and the agent pulls from the registry
+// itself with them.
 // Registry-auth secrets that are not a docker config.json, or too big,
 // are refused naming why.
 func TestRegistryPullSecrets(t *testing.T) {
@@ -116,10 +117,9 @@ func TestRegistryPullSecrets(t *testing.T) {
 		b, _ := io.ReadAll(resp.Body)
 		return resp.StatusCode, string(b)
 	}
-	code, body := get("/v1/namespaces/team-a/instances/" + in.Metadata.Name + "/data")
-	var data api.InstanceData
-	if code != http.StatusOK || json.Unmarshal([]byte(body), &data) != nil || data.RegistryAuth == nil || data.RegistryAuth.Auths[host].Auth != authB64 {
-		t.Errorf("node reads its own instance's data: %d %s; want its registry credentials", code, body)
+	// Through the servers, the node needs no credentials and gets none.
+	if code, body := get("/v1/namespaces/team-a/instances/" + in.Metadata.Name + "/data"); code != http.StatusOK || strings.Contains(body, authB64) {
+		t.Errorf("node reads its own instance's data while pulling through the servers: %d %s; want no credentials", code, body)
 	}
 	if code, body := get("/v1/namespaces/team-b/instances/" + other.Metadata.Name + "/data"); code != http.StatusForbidden || strings.Contains(body, authB64) {
 		t.Errorf("node reads another namespace's instance's data: %d %s; want 403", code, body)
@@ -137,6 +137,14 @@ func TestRegistryPullSecrets(t *testing.T) {
 	}
 
 	sa.ok("registry", "pull-direct", "on")
+	code, body := get("/v1/namespaces/team-a/instances/" + in.Metadata.Name + "/data")
+	var data api.InstanceData
+	if code != http.StatusOK || json.Unmarshal([]byte(body), &data) != nil || data.RegistryAuth == nil || data.RegistryAuth.Auths[host].Auth != authB64 {
+		t.Errorf("node reads its own instance's data once agents pull directly: %d %s; want its registry credentials", code, body)
+	}
+	if code, body := get("/v1/namespaces/team-b/instances/" + other.Metadata.Name + "/data"); code != http.StatusForbidden || strings.Contains(body, authB64) {
+		t.Errorf("node reads another namespace's instance's data once agents pull directly: %d %s; want 403", code, body)
+	}
 	sa.apply(pullSecretSpec("team-a", "direct", ref, api.PullAlways, "regcred", ""))
 	direct := sa.running("team-a", "direct")
 	if evs := sa.pullEvents("team-a", direct.Metadata.Name); !hasEvent(evs, "directly") || !hasEvent(evs, "Pulled: ") {
