@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"maps"
+	"os"
 	"strings"
 
 	"github.com/google/go-containerregistry/pkg/authn"
@@ -104,4 +105,29 @@ type noCredentials struct{}
 
 func (noCredentials) Resolve(authn.Resource) (authn.Authenticator, error) {
 	return authn.Anonymous, nil
+}
+
+// Settings are the per-registry settings of the file as cluster settings
+// (CA files read into PEM), for a first server to seed the cluster's
+// with; nil when the file names no registry.
+func (c *Config) Settings() (*api.RegistrySettings, error) {
+	if c == nil || len(c.Registries) == 0 {
+		return nil, nil
+	}
+	rs := &api.RegistrySettings{Registries: map[string]api.RegistryHost{}}
+	for host, r := range c.Registries {
+		h := api.RegistryHost{Mirrors: r.Mirrors, Insecure: r.Insecure, CA: r.CAPEM}
+		if r.CA != "" {
+			b, err := os.ReadFile(r.CA)
+			if err != nil {
+				return nil, fmt.Errorf("registry config %s: registries[%q].ca: %w", c.path, host, err)
+			}
+			h.CA = string(b) + h.CA
+		}
+		rs.Registries[host] = h
+	}
+	if err := rs.Validate(); err != nil {
+		return nil, fmt.Errorf("registry config %s: %w", c.path, err)
+	}
+	return rs, nil
 }

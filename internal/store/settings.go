@@ -85,3 +85,19 @@ func (s *Store) WatchSetting(ctx context.Context, name string, fn func(v []byte,
 		}
 	}
 }
+
+// SeedSetting writes the setting called name unless it was ever written,
+// reporting whether it did: servers starting together seed it once.
+func (s *Store) SeedSetting(ctx context.Context, name string, v []byte) (bool, error) {
+	key := s.settingKey(name)
+	r, err := s.client.Txn(ctx).
+		If(clientv3.Compare(clientv3.CreateRevision(key), "=", 0)).
+		Then(clientv3.OpPut(key, string(v))).Commit()
+	if err != nil {
+		return false, fmt.Errorf("setting %q: %w", name, wrapEtcd(err))
+	}
+	if r.Succeeded {
+		s.noteWrite(r.Header.Revision)
+	}
+	return r.Succeeded, nil
+}

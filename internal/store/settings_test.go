@@ -48,4 +48,13 @@ func TestSettings(t *testing.T) {
 	if v, _, _ := s.Setting(ctx, "registry"); string(v) != "two" {
 		t.Fatalf("read back %q, want two", v)
 	}
+	if seeded, err := s.SeedSetting(ctx, "registry", []byte("seed")); seeded || err != nil {
+		t.Fatalf("seeding a setting that was written: %t, %v; want nothing done", seeded, err)
+	}
+	if seeded, err := s.SeedSetting(ctx, "other", []byte("seed")); !seeded || err != nil {
+		t.Fatalf("seeding a new setting: %t, %v", seeded, err)
+	}
+	if v, _, _ := s.Setting(ctx, "other"); string(v) != "seed" {
+		t.Fatalf("seeded %q, want seed", v)
+	}
 }

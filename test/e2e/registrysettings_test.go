@@ -98,3 +98,34 @@ func TestRegistrySettingsFollowedLive(t *testing.T) {
 		t.Errorf("settings after the node's PUT: %+v, %v; want unchanged", now, err)
 	}
 }
+
+// TestRegistrySettingsSeededFromFile starts berth up with a registry
+// config naming a docker.io mirror and a registry's CA file: the cluster,
+// which had no registry settings, takes them as its own (the CA read into
+// the settings), so that `berth registry ls` shows them; a change through
+// the CLI is kept over the file's on the next start.
+func TestRegistrySettingsSeededFromFile(t *testing.T) {
+	ca := registrytest.NewCA(t)
+	cfg := filepath.Join(t.TempDir(), "config.json")
+	if err := os.WriteFile(cfg, []byte(`{"registries": {"docker.io": {"mirrors": ["https://mirror.example:5000"]},
+		"lab.example:5000": {"ca": "`+ca.CAFile+`"}}}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("BERTH_REGISTRY_CONFIG", cfg)
+	c := startCluster(t, "--no-network")
+	var out string
+	eventually(t, 10*time.Second, "the seeded settings", func() bool {
+		out, _, _ = c.run("registry", "ls")
+		return strings.Contains(out, "https://mirror.example:5000") && strings.Contains(out, "1 certificate(s)")
+	})
+	c.ok("registry", "rm", "docker.io")
+	c.kill()
+	c.start()
+	eventually(t, 10*time.Second, "the settings after a restart", func() bool {
+		out, _, _ = c.run("registry", "ls")
+		return strings.Contains(out, "lab.example:5000")
+	})
+	if strings.Contains(out, "mirror.example") {
+		t.Errorf("registry ls after removing docker.io and restarting:\n%s\nwant the file not to seed it again", out)
+	}
+}
