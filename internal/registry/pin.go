@@ -32,8 +32,14 @@ import (
 // imagePullSecrets: tried before the server's own for the pull.
 func (h *Handler) PinImage(ctx context.Context, ref string, policy api.PullPolicy, auth *api.RegistryAuth) (string, error) {
 	pinned, err := h.pinImage(ctx, ref, policy, auth)
-	if err != nil || strings.Contains(ref, "@") || !IsUpstream(pinned) {
+	if err != nil {
 		return pinned, err
+	}
+	if err := h.checkPrivate(ctx, pinned, auth); err != nil {
+		return "", err
+	}
+	if strings.Contains(ref, "@") || !IsUpstream(pinned) {
+		return pinned, nil
 	}
 	// An image pulled from a multi-arch index is pinned to the index, so
 	// that nodes of every architecture run the same release.
@@ -98,6 +104,10 @@ func (h *Handler) pinImage(ctx context.Context, ref string, policy api.PullPolic
 	err = h.share(ctx, "upstream "+nr.String()+" "+Fingerprint(auth), func(ctx context.Context) error {
 		p, err := PullUpstream(ctx, h.store, ref, opts)
 		digest = p.Digest
+		if err == nil && auth != nil && h.opts.Private != nil {
+			// Pulled with a namespace's credentials: others must show theirs.
+			err = h.opts.Private.Mark(ctx, nr.Context().Name())
+		}
 		return err
 	})
 	if err != nil && !IsUpstream(ref) && !errors.Is(err, errdefs.ErrNotFound) {

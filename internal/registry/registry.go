@@ -86,7 +86,11 @@ type Options struct {
 	// component names one: docker.io/library/nginx), through the mirrors
 	// its Config names; nil never leaves the cluster.
 	Upstream *UpstreamOptions
-	Logger   *slog.Logger
+	// Private, when set, records the repositories pulled with pull
+	// secrets, whose images PinImage pins only for templates whose own
+	// credentials reach them (private.go).
+	Private *PrivateRepos
+	Logger  *slog.Logger
 }
 
 // Handler serves one image store over the OCI distribution API.

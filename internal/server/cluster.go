@@ -217,7 +217,7 @@ func Server(ctx context.Context, cfg ServerConfig) error {
 	}
 	reg := registry.New(imgs, registry.Options{Authorize: apiserver.AuthorizeImages, Logger: log.With("component", "registry"),
 		Peers:    &registry.Peers{List: regs.Peers, Transport: registry.PeerTransport(creds.ca.Pool(), creds.token)},
-		Upstream: upstream})
+		Upstream: upstream, Private: privateRepos(st)})
 	srv.Mount("/v2/", reg)
 	run("registry settings", func(ctx context.Context) error {
 		return followRegistrySettings(ctx, st, reg, upstream, log.With("component", "registry"))

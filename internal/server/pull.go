@@ -343,6 +343,12 @@ func upstreamOptions() (*registry.UpstreamOptions, error) {
 	return &registry.UpstreamOptions{Config: cfg}, nil
 }
 
+// privateRepos is where the servers record the repositories pulled with
+// pull secrets: <store prefix>/registry-private/<repository>.
+func privateRepos(st *store.Store) *registry.PrivateRepos {
+	return registry.NewPrivateRepos(st.Client(), strings.TrimSuffix(st.LeaderKey(""), "leader/")+"registry-private/")
+}
+
 // seedRegistrySettings writes the registry config's per-registry
 // settings as the cluster's, unless the cluster ever had some.
 func seedRegistrySettings(ctx context.Context, st *store.Store, cfg *registry.Config, log *slog.Logger) error {

@@ -152,7 +152,8 @@ func Up(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return err
 	}
-	reg := registry.New(imgs, registry.Options{Authorize: apiserver.AuthorizeImages, Logger: log.With("component", "registry"), Upstream: upstream})
+	reg := registry.New(imgs, registry.Options{Authorize: apiserver.AuthorizeImages, Logger: log.With("component", "registry"), Upstream: upstream,
+		Private: privateRepos(st)})
 	srv.Mount("/v2/", reg)
 	run("registry settings", func(ctx context.Context) error {
 		return followRegistrySettings(ctx, st, reg, upstream, log.With("component", "registry"))

@@ -31,7 +31,9 @@ func pullSecretSpec(ns, name, image string, policy api.PullPolicy, secret string
 // whose credentials only a namespace's secret of type registry-auth holds:
 // without it the server's pin is refused with the registry's 401; with it
 // (imagePullSecrets) the server pins and the agent pulls through the
-// server, and the node is given no credentials. The secret is sealed on
+// server, and the node is given no credentials. Another namespace whose
+// template names no credentials is refused the image the servers now
+// hold. The secret is sealed on
 // the server's disk and never on the agent's. Once `berth registry
 // pull-direct on`, the agent's node certificate reads the credentials of
 // its own instance and of nothing else (not the secret itself, not
@@ -100,6 +102,20 @@ func TestRegistryPullSecrets(t *testing.T) {
 	}
 	if evs := sa.pullEvents("team-a", in.Metadata.Name); !hasEvent(evs, "from "+sa.apiURL) {
 		t.Errorf("private's pull events %q, want a pull from the server %s", evs, sa.apiURL)
+	}
+
+	// The servers hold the image now, but another namespace's template
+	// that names no credentials for it is still refused, by tag or by
+	// digest, whatever its pull policy.
+	for i, image := range []string{ref, ref + "@" + want} {
+		f := filepath.Join(t.TempDir(), "spec.yaml")
+		spec := pullSecretSpec("team-b", fmt.Sprintf("freeload%d", i), image, api.PullNever, "", "")
+		if err := os.WriteFile(f, []byte(spec), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if _, errOut, code := sa.cli("apply", "-f", f); code == 0 || !strings.Contains(errOut, "is private") {
+			t.Errorf("team-b applies %s without credentials: exit %d, stderr %q; want it refused as private", image, code, errOut)
+		}
 	}
 
 	// team-b's instance waits for a node that does not exist.
