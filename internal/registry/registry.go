@@ -25,7 +25,9 @@
 // (Docker Hub, GHCR, private ones) with their auth, TLS and mirror
 // settings (Config, config.go); Ensure applies a pull policy; a Handler
 // with Options.Upstream pins (PinImage) and pulls through such images for
-// the cluster.
+// the cluster, under the cluster's registry settings (SetUpstream,
+// settings.go) and a template's pull secrets (private.go).
+// SaveAllPlatforms (save.go) writes a multi-arch image's whole index.
 //
 // Repository names are berth image names without the tag ("demo/busybox"
 // for "demo/busybox:1"). The store is one content-addressed pool, so any
