@@ -11,6 +11,8 @@ import (
 	"sync/atomic"
 	"testing"
 
+	"github.com/berth-dev/berth/api"
+	"github.com/berth-dev/berth/api/errdefs"
 	"github.com/berth-dev/berth/internal/agent"
 	"github.com/berth-dev/berth/internal/apiserver"
 	"github.com/berth-dev/berth/internal/image"
@@ -153,6 +155,56 @@ func TestAuthorizeImages(t *testing.T) {
 		}
 		if err := apiserver.AuthorizeImages(r, c.push); (err == nil) != c.pass {
 			t.Errorf("%+v push=%v: %v, want allowed=%v", c.id, c.push, err, c.pass)
+		}
+	}
+}
+
+// TestPullingImagesPolicies: Never fails on a node without the image and
+// asks no registry; IfNotPresent fetches it once; Always asks the
+// registry again though the node has it; IfNotPresent and Never then use
+// the node's copy.
+func TestPullingImagesPolicies(t *testing.T) {
+	testenv.RequireRoot(t)
+	src, err := image.Open(filepath.Join(t.TempDir(), "src"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	imagetest.BusyboxImage(t, src)
+	var manifests atomic.Int32
+	reg := registry.New(src, registry.Options{})
+	ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if strings.Contains(r.URL.Path, "/manifests/") && r.Method == http.MethodGet {
+			manifests.Add(1)
+		}
+		reg.ServeHTTP(w, r)
+	}))
+	defer ts.Close()
+	dst, err := image.Open(filepath.Join(t.TempDir(), "dst"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &PullingImages{Images: Images{dst}, Base: ts.URL, Transport: ts.Client().Transport, Node: "n1"}
+	steps := []struct {
+		policy    api.PullPolicy
+		fetches   int32
+		wantError string
+	}{
+		{api.PullNever, 0, "pull policy is Never"},
+		{api.PullIfNotPresent, 1, ""},
+		{api.PullAlways, 2, ""},
+		{api.PullIfNotPresent, 2, ""},
+		{api.PullNever, 2, ""},
+	}
+	for i, s := range steps {
+		_, err := p.PrepareFor(t.Context(), imagetest.BusyboxTag, fmt.Sprintf("default.web-%d.abcdef01.0", i), agent.Pull{Policy: s.policy})
+		switch {
+		case s.wantError == "" && err != nil:
+			t.Errorf("step %d (%s): %v", i, s.policy, err)
+		case s.wantError != "" && (err == nil || !strings.Contains(err.Error(), s.wantError) || !errdefs.IsNotFound(err)):
+			t.Errorf("step %d (%s): %v, want not found and %q", i, s.policy, err, s.wantError)
+		}
+		if n := manifests.Load(); n != s.fetches {
+			t.Errorf("step %d (%s): %d manifest fetches so far, want %d", i, s.policy, n, s.fetches)
 		}
 	}
 }
