@@ -18,9 +18,10 @@ import (
 // TestRegistrySettingsFollowedLive keeps the registry settings in the
 // cluster (berth registry ...), not in a server's file: a registry whose
 // CA the running server does not trust is refused at apply; once `berth
-// registry set HOST --ca` names it, the same server pins and serves the
-// image, and the agent runs it; `berth registry set docker.io --mirror`
-// then sends docker.io images to the mirror, again without a restart.
+// registry set HOST --insecure`, or --ca naming its CA, the same server
+// pins and serves the image, and the agent runs it; with neither, it is
+// refused again; `berth registry set docker.io --mirror` then sends
+// docker.io images to the mirror, all without a restart.
 // Bad settings are refused naming the field; nodes read the settings but
 // may not write them.
 func TestRegistrySettingsFollowedLive(t *testing.T) {
@@ -46,15 +47,24 @@ func TestRegistrySettingsFollowedLive(t *testing.T) {
 		t.Fatalf("run from a registry of an unknown CA: exit %d, stderr %q; want a certificate error", code, errOut)
 	}
 
-	caPEM := ca.CAFile
-	if out := sa.ok("registry", "set", host, "--ca", caPEM); !strings.Contains(out, "registry "+host+" set") {
+	// Each change is followed at once; --pull always makes every apply ask
+	// the registry, rather than pin from the server's copy.
+	sa.ok("registry", "set", host, "--insecure")
+	sa.ok("run", "--name", "insecure", "--pull", "always", host+"/library/app:1", "sleep", "1d")
+	if out := sa.ok("registry", "set", host, "--ca", ca.CAFile); !strings.Contains(out, "registry "+host+" set") {
 		t.Errorf("registry set printed %q", out)
 	}
-	sa.ok("run", "--name", "trusted", host+"/library/app:1", "sleep", "1d")
+	sa.ok("run", "--name", "trusted", "--pull", "always", host+"/library/app:1", "sleep", "1d")
 	in := sa.running("default", "trusted")
 	if img := in.Spec.Template.Image; img != host+"/library/app:1@"+want {
 		t.Errorf("trusted runs %q, want %s/library/app:1@%s", img, host, want)
 	}
+	sa.ok("registry", "set", host)
+	_, errOut, code = sa.cli("run", "--name", "untrusted-again", "--pull", "always", host+"/library/app:1", "sleep", "1d")
+	if code == 0 || !strings.Contains(errOut, "certificate") {
+		t.Fatalf("run once the registry is neither trusted nor insecure: exit %d, stderr %q; want a certificate error", code, errOut)
+	}
+	sa.ok("registry", "set", host, "--ca", ca.CAFile)
 
 	sa.ok("registry", "set", "docker.io", "--mirror", "https://"+host)
 	sa.ok("run", "--name", "mirrored", "docker.io/library/app:1", "sleep", "1d")
