@@ -39,3 +39,13 @@ func TestRegistrySettingsRoute(t *testing.T) {
 		t.Errorf("after refused writes: %+v, want the settings unchanged", now)
 	}
 }
+
+// A registry-auth secret is checked as the data a client sends: a body
+// posing as a stored secret (sealed, no data) is refused.
+func TestRegistryAuthSecretChecked(t *testing.T) {
+	e := start(t)
+	body := `{"metadata": {"name": "regcred"}, "type": "registry-auth", "sealed": "berth-sealed:abc", "keys": {".dockerconfigjson": 3}}`
+	if status, eb := e.call(t, "PUT", "/v1/namespaces/default/secrets/regcred", body); status != 422 || eb.Field != "data" {
+		t.Errorf("a posing secret: %d %+v, want 422 on data", status, eb)
+	}
+}

@@ -473,6 +473,10 @@ func (s *Server) apply(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
+	if x, ok := obj.(*api.Secret); ok {
+		// Server-set: what a client sends is checked as data, never as stored.
+		x.Sealed, x.Keys, x.Digest = "", nil, ""
+	}
 	if err := obj.Validate(); err != nil {
 		writeError(w, wireError(t, err))
 		return
