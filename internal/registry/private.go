@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 
-	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -52,6 +51,8 @@ func (p *PrivateRepos) Has(ctx context.Context, repo string) (bool, error) {
 
 // checkPrivate refuses pinned (an upstream image, pinned by digest) when
 // its repository is private and auth does not reach it at its registry.
+// The server's own credentials (its registry config) count too: what the
+// operator gave the servers, every namespace may use.
 func (h *Handler) checkPrivate(ctx context.Context, pinned string, auth *api.RegistryAuth) error {
 	if h.opts.Private == nil || !IsUpstream(pinned) {
 		return nil
@@ -79,13 +80,9 @@ func (h *Handler) checkPrivate(ctx context.Context, pinned string, auth *api.Reg
 	host := r.Context().RegistryStr()
 	rc := opts.Config.Registry(host)
 	ep := endpoint{host: host, insecure: opts.Insecure || rc.Insecure, caFile: rc.CA, caPEM: rc.CAPEM}
-	ref := r
-	if d, ok := r.(name.Digest); ok {
-		ref = d
-	}
-	u, err := dial(ctx, ref, ep, opts, transport.PullScope)
+	u, err := dial(ctx, r, ep, opts, transport.PullScope)
 	if err == nil {
-		_, err = remote.Head(ref, u.opts...)
+		_, err = remote.Head(r, u.opts...)
 	}
 	if err != nil {
 		// Forbidden whatever the registry said: a not-found would leave
