@@ -50,7 +50,8 @@ type PullingImages struct {
 	// Settings reads the cluster's registry settings at each pull: when
 	// they let agents pull directly, an image named by its registry
 	// comes from there (through its mirrors) with the instance's pull
-	// secrets, not from the servers. nil always pulls from the servers.
+	// secrets, and from the servers only if that fails. nil always pulls
+	// from the servers.
 	Settings func(ctx context.Context) (*api.RegistrySettings, error)
 
 	pulling singleflight.Group // by reference
@@ -177,6 +178,14 @@ func (p *PullingImages) fetch(ctx context.Context, ref string, obj api.ObjectRef
 		var pulled registry.Pulled
 		pulled, err = registry.PullUpstream(ctx, p.Images.Store, ref, *direct)
 		img = pulled.Image
+		if err != nil && ctx.Err() == nil {
+			// The servers may hold it (pushed there, or the registry is
+			// out of this node's reach): they are the cluster's cache.
+			log.Warn("direct image pull failed; pulling from the servers", "image", ref, "err", err)
+			ev.record(api.EventWarning, "Pulling", fmt.Sprintf("pulling image %s directly failed (%v): pulling from %s", ref, err, p.Base))
+			from = p.Base
+			img, err = registry.Pull(ctx, p.Images.Store, p.Base, ref, registry.PullOptions{Transport: p.Transport, Progress: progress})
+		}
 	} else {
 		img, err = registry.Pull(ctx, p.Images.Store, p.Base, ref, registry.PullOptions{Transport: p.Transport, Progress: progress})
 	}

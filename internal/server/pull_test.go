@@ -208,3 +208,43 @@ func TestPullingImagesPolicies(t *testing.T) {
 		}
 	}
 }
+
+// TestPullingImagesDirectFallsBack lets agents pull directly: an image
+// whose registry cannot be reached comes from the servers instead.
+func TestPullingImagesDirectFallsBack(t *testing.T) {
+	testenv.RequireRoot(t)
+	src, err := image.Open(filepath.Join(t.TempDir(), "src"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	imagetest.BusyboxImage(t, src)
+	const ref = "127.0.0.1:1/demo/busybox:1" // nothing listens on port 1
+	if _, err := src.Tag(t.Context(), imagetest.BusyboxTag, ref); err != nil {
+		t.Fatal(err)
+	}
+	var manifests atomic.Int32
+	reg := registry.New(src, registry.Options{})
+	ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if strings.Contains(r.URL.Path, "/manifests/") && r.Method == http.MethodGet {
+			manifests.Add(1)
+		}
+		reg.ServeHTTP(w, r)
+	}))
+	defer ts.Close()
+	dst, err := image.Open(filepath.Join(t.TempDir(), "dst"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var asked atomic.Int32
+	p := &PullingImages{Images: Images{dst}, Base: ts.URL, Transport: ts.Client().Transport, Node: "n1",
+		Settings: func(context.Context) (*api.RegistrySettings, error) {
+			asked.Add(1)
+			return &api.RegistrySettings{AgentsPullDirect: true}, nil
+		}}
+	if _, err := p.PrepareFor(t.Context(), ref, "default.web-0.abcdef01.0", agent.Pull{Policy: api.PullIfNotPresent}); err != nil {
+		t.Fatalf("prepare: %v", err)
+	}
+	if asked.Load() != 1 || manifests.Load() != 1 {
+		t.Errorf("settings read %d times, %d manifest fetches from the server; want 1 and 1", asked.Load(), manifests.Load())
+	}
+}
