@@ -163,7 +163,7 @@ func TestRegistryPullSecrets(t *testing.T) {
 	}
 	sa.apply(pullSecretSpec("team-a", "direct", ref, api.PullAlways, "regcred", ""))
 	direct := sa.running("team-a", "direct")
-	if evs := sa.pullEvents("team-a", direct.Metadata.Name); !hasEvent(evs, "directly") || !hasEvent(evs, "Pulled: ") {
+	if evs := sa.pullEvents("team-a", direct.Metadata.Name); !hasEvent(evs, "directly") || hasEvent(evs, "directly failed") || !hasEvent(evs, "Pulled: ") {
 		t.Errorf("direct's pull events %q, want a pull straight from the registry", evs)
 	}
 	if treeHolds(t, sa.agent.dataDir, authB64) {
