@@ -137,10 +137,10 @@ type Images interface {
 	Release(ctx context.Context, containerID string) error
 }
 
-// PullingImages are Images that fetch what the node lacks, as an
-// instance's pull policy says; the agent prefers PrepareFor when its
-// Images have it.
-type PullingImages interface {
+// ImagePuller is Images that fetch what the node lacks, as an
+// instance's pull policy says (PullingImages); the agent prefers
+// PrepareFor when its Images have it.
+type ImagePuller interface {
 	PrepareFor(ctx context.Context, ref, containerID string, pull Pull) (Rootfs, error)
 }
 
@@ -309,7 +309,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	defer a.wg.Wait()
 	defer cancel()
 	a.wg.Go(func() { a.heartbeat(ctx) })
-	updates := make(chan []Assignment, 16)
+	updates := make(chan []Assignment, assignmentBacklog)
 	a.wg.Go(func() { a.watch(ctx, updates) })
 
 	resync := time.NewTicker(a.cfg.Resync)
@@ -367,6 +367,18 @@ func (a *Agent) Run(ctx context.Context) error {
 		case <-retryC():
 			retry = nil
 		}
+		// Every pass sees every batch already waiting: a pass may take
+		// seconds (starts), and one per batch would leave a burst of
+		// changes (a service removed, another applied) queued behind
+		// passes over instances that are already gone.
+		for more := true; more; {
+			select {
+			case b := <-updates:
+				a.apply(b)
+			default:
+				more = false
+			}
+		}
 		if !a.synced {
 			// Until the first full list of assignments, everything would look
 			// like an orphan: better to do nothing than to remove it all.
@@ -414,6 +426,11 @@ func (a *Agent) heartbeat(ctx context.Context) {
 		}
 	}
 }
+
+// assignmentBacklog is how many batches of assignment changes wait for the
+// loop: enough that a burst (a service of thousands removed) queues
+// while a pass runs, and the next pass takes it whole.
+const assignmentBacklog = 4096
 
 // watch keeps a watch open, starting over (with a full list) whenever it
 // breaks or heartbeats come back after failing.

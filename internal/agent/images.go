@@ -1,12 +1,12 @@
-package server
+package agent
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
+	"os"
 	"strings"
 	"time"
 
@@ -15,12 +15,9 @@ import (
 	"github.com/berth-dev/berth/api"
 	"github.com/berth-dev/berth/api/client"
 	"github.com/berth-dev/berth/api/errdefs"
-	"github.com/berth-dev/berth/internal/agent"
-	"github.com/berth-dev/berth/internal/apiserver"
 	"github.com/berth-dev/berth/internal/image"
 	"github.com/berth-dev/berth/internal/metrics"
 	"github.com/berth-dev/berth/internal/registry"
-	"github.com/berth-dev/berth/internal/store"
 )
 
 // DefaultPullTimeout bounds one image pull, a stalled connection included.
@@ -34,7 +31,7 @@ const DefaultPullTimeout = 10 * time.Minute
 // missing reference share a single pull. Progress is recorded as events
 // on the instance (start, every quarter, done or failed).
 type PullingImages struct {
-	Images
+	StoreImages
 	// Base is the registry's URL (https://HOST:PORT); Transport carries
 	// the agent's TLS client certificate (or token) to it.
 	Base      string
@@ -54,18 +51,18 @@ type PullingImages struct {
 	// from the servers.
 	Settings func(ctx context.Context) (*api.RegistrySettings, error)
 
-	pulling singleflight.Group // by reference
+	pulling singleflight.Group // by reference, policy and credentials
 }
 
 var (
-	_ agent.Images        = (*PullingImages)(nil)
-	_ agent.PullingImages = (*PullingImages)(nil)
+	_ Images      = (*PullingImages)(nil)
+	_ ImagePuller = (*PullingImages)(nil)
 )
 
 // Prepare unpacks ref for a container, pulling the image first when the
 // node's store does not have it.
-func (p *PullingImages) Prepare(ctx context.Context, ref, containerID string) (agent.Rootfs, error) {
-	return p.PrepareFor(ctx, ref, containerID, agent.Pull{Policy: api.PullIfNotPresent})
+func (p *PullingImages) Prepare(ctx context.Context, ref, containerID string) (Rootfs, error) {
+	return p.PrepareFor(ctx, ref, containerID, Pull{Policy: api.PullIfNotPresent})
 }
 
 // PrepareFor unpacks ref for a container as its pull policy says:
@@ -74,21 +71,21 @@ func (p *PullingImages) Prepare(ctx context.Context, ref, containerID string) (a
 // registry, pulling directly) confirm the image and this node's right to
 // it, downloading only the blobs the store lacks; Never uses the store's
 // copy or fails, naming the policy.
-func (p *PullingImages) PrepareFor(ctx context.Context, ref, containerID string, pull agent.Pull) (agent.Rootfs, error) {
+func (p *PullingImages) PrepareFor(ctx context.Context, ref, containerID string, pull Pull) (Rootfs, error) {
 	local := localRef(ref)
 	if pull.Policy != api.PullAlways || p.Base == "" {
-		rootfs, err := p.Images.Prepare(ctx, local, containerID)
+		rootfs, err := p.StoreImages.Prepare(ctx, local, containerID)
 		if err == nil || !errors.Is(err, errdefs.ErrNotFound) || p.Base == "" {
 			return rootfs, err
 		}
 		if pull.Policy == api.PullNever {
-			return agent.Rootfs{}, fmt.Errorf("image %q is not on node %s, and its pull policy is Never: %w", ref, p.Node, errdefs.ErrNotFound)
+			return Rootfs{}, fmt.Errorf("image %q is not on node %s, and its pull policy is Never: %w", ref, p.Node, errdefs.ErrNotFound)
 		}
 	}
 	if err := p.pull(ctx, ref, containerID, pull); err != nil {
-		return agent.Rootfs{}, err
+		return Rootfs{}, err
 	}
-	return p.Images.Prepare(ctx, local, containerID)
+	return p.StoreImages.Prepare(ctx, local, containerID)
 }
 
 // localRef is how the local store knows ref: by its digest when it has
@@ -102,14 +99,14 @@ func localRef(ref string) string {
 
 // pull fetches ref once however many containers wait for it; a waiter
 // whose ctx ends stops waiting, the pull goes on for the others.
-func (p *PullingImages) pull(ctx context.Context, ref, containerID string, pull agent.Pull) error {
+func (p *PullingImages) pull(ctx context.Context, ref, containerID string, pull Pull) error {
 	// Waiters share a pull only with the same policy and credentials.
 	key := ref + " " + string(pull.Policy) + " " + registry.Fingerprint(pull.Auth)
 	ch := p.pulling.DoChan(key, func() (any, error) {
 		// It outlives this caller: others may wait for it too.
 		ctx := context.WithoutCancel(ctx)
 		// A pull that ended between our miss and now has left the image.
-		if _, err := p.Images.Store.Resolve(ctx, localRef(ref)); err == nil && pull.Policy != api.PullAlways {
+		if _, err := p.StoreImages.Store.Resolve(ctx, localRef(ref)); err == nil && pull.Policy != api.PullAlways {
 			return nil, nil
 		}
 		return nil, p.fetch(ctx, ref, p.object(containerID), pull.Auth)
@@ -176,7 +173,7 @@ func (p *PullingImages) fetch(ctx context.Context, ref string, obj api.ObjectRef
 	if direct != nil {
 		direct.Progress = progress
 		var pulled registry.Pulled
-		pulled, err = registry.PullUpstream(ctx, p.Images.Store, ref, *direct)
+		pulled, err = registry.PullUpstream(ctx, p.StoreImages.Store, ref, *direct)
 		img = pulled.Image
 		if err != nil && ctx.Err() == nil {
 			// The servers may hold it (pushed there, or the registry is
@@ -184,10 +181,10 @@ func (p *PullingImages) fetch(ctx context.Context, ref string, obj api.ObjectRef
 			log.Warn("direct image pull failed; pulling from the servers", "image", ref, "err", err)
 			ev.record(api.EventWarning, "Pulling", fmt.Sprintf("pulling image %s directly failed (%v): pulling from %s", ref, err, p.Base))
 			from = p.Base
-			img, err = registry.Pull(ctx, p.Images.Store, p.Base, ref, registry.PullOptions{Transport: p.Transport, Progress: progress})
+			img, err = registry.Pull(ctx, p.StoreImages.Store, p.Base, ref, registry.PullOptions{Transport: p.Transport, Progress: progress})
 		}
 	} else {
-		img, err = registry.Pull(ctx, p.Images.Store, p.Base, ref, registry.PullOptions{Transport: p.Transport, Progress: progress})
+		img, err = registry.Pull(ctx, p.StoreImages.Store, p.Base, ref, registry.PullOptions{Transport: p.Transport, Progress: progress})
 	}
 	metrics.ImagePullDuration.Observe(time.Since(start).Seconds())
 	metrics.ImagePullBytes.Add(float64(tr.fetched()))
@@ -321,82 +318,29 @@ func (r *eventRecorder) close() {
 	<-r.done
 }
 
-// bearerTransport adds the cluster's API token to every request, for
-// agents that authenticate with it (BearerToken) rather than a node
-// certificate.
-type bearerTransport struct {
-	token string
-	inner http.RoundTripper
-}
+// StoreImages serves a node's image store to the agent.
+type StoreImages struct{ Store *image.Store }
 
-func (t bearerTransport) RoundTrip(r *http.Request) (*http.Response, error) {
-	if r.Header.Get("Authorization") == "" {
-		r = r.Clone(r.Context())
-		r.Header.Set("Authorization", "Bearer "+t.token)
-	}
-	return t.inner.RoundTrip(r)
-}
+var _ Images = StoreImages{}
 
-// upstreamOptions is how this server reaches the world's registries for
-// images nobody in the cluster has: the registry config
-// (registry.DefaultConfigPath: BERTH_REGISTRY_CONFIG, else the server
-// user's ~/.config/berth/config.json) with its credentials, CAs, insecure
-// registries and docker.io mirrors. The cluster's registry settings
-// (followRegistrySettings) override its per-registry settings; the file
-// seeds what they leave out.
-func upstreamOptions() (*registry.UpstreamOptions, error) {
-	cfg, err := registry.LoadConfig(registry.DefaultConfigPath())
+// Prepare unpacks ref for a container and says how to start it. A ref
+// pinned to a digest (REPOSITORY:TAG@sha256:…) is the image of that digest,
+// whatever the tag names now.
+func (i StoreImages) Prepare(ctx context.Context, ref, containerID string) (Rootfs, error) {
+	snap, err := i.Store.Prepare(ctx, localRef(ref), containerID)
 	if err != nil {
-		return nil, err
+		return Rootfs{}, err
 	}
-	return &registry.UpstreamOptions{Config: cfg}, nil
+	c := snap.Image.Config
+	return Rootfs{LowerDirs: snap.LowerDirs, Entrypoint: c.Entrypoint, Cmd: c.Cmd, Env: c.Env,
+		WorkingDir: c.WorkingDir, User: c.User}, nil
 }
 
-// privateRepos is where the servers record the repositories pulled with
-// pull secrets: <store prefix>/registry-private/<repository>.
-func privateRepos(st *store.Store) *registry.PrivateRepos {
-	return registry.NewPrivateRepos(st.Client(), strings.TrimSuffix(st.LeaderKey(""), "leader/")+"registry-private/")
-}
-
-// seedRegistrySettings writes the registry config's per-registry
-// settings as the cluster's, unless the cluster ever had some.
-func seedRegistrySettings(ctx context.Context, st *store.Store, cfg *registry.Config, log *slog.Logger) error {
-	rs, err := cfg.Settings()
-	if err != nil || rs == nil {
-		return err
-	}
-	raw, err := json.Marshal(rs)
-	if err != nil {
-		return err
-	}
-	seeded, err := st.SeedSetting(ctx, apiserver.RegistrySettingName, raw)
-	if seeded {
-		log.Info("seeded the cluster's registry settings from the registry config", "file", cfg.Path(), "registries", len(rs.Registries))
+// Release forgets that a container uses its image.
+func (i StoreImages) Release(ctx context.Context, containerID string) error {
+	err := i.Store.Release(ctx, containerID)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
 	}
 	return err
-}
-
-// followRegistrySettings keeps reg pulling under the cluster's registry
-// settings as they change in the store (berth registry ...), on top of
-// the file's (base), until ctx ends. A cluster that never had settings
-// is seeded with the file's per-registry settings first.
-func followRegistrySettings(ctx context.Context, st *store.Store, reg *registry.Handler, base *registry.UpstreamOptions, log *slog.Logger) error {
-	if err := seedRegistrySettings(ctx, st, base.Config, log); err != nil {
-		// The file still applies to this server; the cluster stays unseeded.
-		log.Warn("registry settings not seeded from the registry config", "err", err)
-	}
-	st.WatchSetting(ctx, apiserver.RegistrySettingName, func(raw []byte, rev int64) {
-		var rs api.RegistrySettings
-		if raw != nil {
-			if err := json.Unmarshal(raw, &rs); err != nil {
-				log.Error("registry settings unreadable; keeping the last", "revision", rev, "err", err)
-				return
-			}
-		}
-		u := *base
-		u.Config = base.Config.WithSettings(&rs)
-		reg.SetUpstream(&u)
-		log.Info("registry settings in use", "revision", rev, "registries", len(rs.Registries))
-	})
-	return nil
 }

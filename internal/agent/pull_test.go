@@ -1,4 +1,4 @@
-package server
+package agent
 
 import (
 	"context"
@@ -13,8 +13,6 @@ import (
 
 	"github.com/berth-dev/berth/api"
 	"github.com/berth-dev/berth/api/errdefs"
-	"github.com/berth-dev/berth/internal/agent"
-	"github.com/berth-dev/berth/internal/apiserver"
 	"github.com/berth-dev/berth/internal/image"
 	"github.com/berth-dev/berth/internal/image/imagetest"
 	"github.com/berth-dev/berth/internal/registry"
@@ -45,7 +43,7 @@ func TestPullingImagesPullsOnceForConcurrentStarts(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := &PullingImages{Images: Images{dst}, Base: ts.URL, Transport: ts.Client().Transport, Node: "n1"}
+	p := &PullingImages{StoreImages: StoreImages{dst}, Base: ts.URL, Transport: ts.Client().Transport, Node: "n1"}
 	var wg sync.WaitGroup
 	errs := make([]error, 3)
 	for i := range errs {
@@ -81,7 +79,7 @@ func TestPullingImagesPullsOnceForConcurrentStarts(t *testing.T) {
 }
 
 // TestPreparePinnedLocalImage prepares images built in the node's own
-// store by pinned reference, as berth up's agent (Images) and a pulling
+// store by pinned reference, as berth up's agent (StoreImages) and a pulling
 // agent (PullingImages, with no registry to reach) get them from the
 // API: the digest is found locally and wins over where the tag points
 // now, so nothing is pulled.
@@ -93,8 +91,8 @@ func TestPreparePinnedLocalImage(t *testing.T) {
 	}
 	built := imagetest.BusyboxImage(t, st)
 	pinned := imagetest.BusyboxTag + "@" + built.Digest
-	unreachable := &PullingImages{Images: Images{st}, Base: "http://127.0.0.1:1", Node: "n1"}
-	for i, p := range []agent.Images{Images{st}, unreachable} {
+	unreachable := &PullingImages{StoreImages: StoreImages{st}, Base: "http://127.0.0.1:1", Node: "n1"}
+	for i, p := range []Images{StoreImages{st}, unreachable} {
 		id := fmt.Sprintf("default.web-%d.abcdef01.0", i)
 		if rootfs, err := p.Prepare(t.Context(), pinned, id); err != nil || len(rootfs.Cmd) != 1 || rootfs.Cmd[0] != "sh" {
 			t.Errorf("%T: prepare %s: %+v, %v", p, pinned, rootfs, err)
@@ -107,10 +105,10 @@ func TestPreparePinnedLocalImage(t *testing.T) {
 	if err != nil || moved.Digest == built.Digest {
 		t.Fatalf("retag: %v, digest %s (was %s)", err, moved.Digest, built.Digest)
 	}
-	if rootfs, err := (Images{st}).Prepare(t.Context(), pinned, "default.web-2.abcdef01.0"); err != nil || len(rootfs.Cmd) != 1 || rootfs.Cmd[0] != "sh" {
+	if rootfs, err := (StoreImages{st}).Prepare(t.Context(), pinned, "default.web-2.abcdef01.0"); err != nil || len(rootfs.Cmd) != 1 || rootfs.Cmd[0] != "sh" {
 		t.Errorf("prepare %s after the tag moved: %+v, %v; want the first image (cmd sh)", pinned, rootfs, err)
 	}
-	if rootfs, err := (Images{st}).Prepare(t.Context(), imagetest.BusyboxTag+"@"+moved.Digest, "default.web-3.abcdef01.0"); err != nil || len(rootfs.Cmd) != 1 || rootfs.Cmd[0] != "true" {
+	if rootfs, err := (StoreImages{st}).Prepare(t.Context(), imagetest.BusyboxTag+"@"+moved.Digest, "default.web-3.abcdef01.0"); err != nil || len(rootfs.Cmd) != 1 || rootfs.Cmd[0] != "true" {
 		t.Errorf("prepare the moved tag by its digest: %+v, %v; want cmd true", rootfs, err)
 	}
 }
@@ -138,27 +136,6 @@ func TestTransferredReportsQuarters(t *testing.T) {
 	}
 }
 
-func TestAuthorizeImages(t *testing.T) {
-	for _, c := range []struct {
-		id         *apiserver.Identity
-		push, pass bool
-	}{
-		{&apiserver.Identity{Name: "token", Admin: true}, true, true},
-		{&apiserver.Identity{Name: "node:n1", Node: "n1"}, false, true},
-		{&apiserver.Identity{Name: "node:n1", Node: "n1"}, true, false},
-		{&apiserver.Anonymous, false, false},
-		{nil, false, false},
-	} {
-		r := httptest.NewRequest(http.MethodGet, "/v2/", nil)
-		if c.id != nil {
-			r = r.WithContext(apiserver.WithIdentity(r.Context(), *c.id))
-		}
-		if err := apiserver.AuthorizeImages(r, c.push); (err == nil) != c.pass {
-			t.Errorf("%+v push=%v: %v, want allowed=%v", c.id, c.push, err, c.pass)
-		}
-	}
-}
-
 // TestPullingImagesPolicies: Never fails on a node without the image and
 // asks no registry; IfNotPresent fetches it once; Always asks the
 // registry again though the node has it; IfNotPresent and Never then use
@@ -183,7 +160,7 @@ func TestPullingImagesPolicies(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := &PullingImages{Images: Images{dst}, Base: ts.URL, Transport: ts.Client().Transport, Node: "n1"}
+	p := &PullingImages{StoreImages: StoreImages{Store: dst}, Base: ts.URL, Transport: ts.Client().Transport, Node: "n1"}
 	steps := []struct {
 		policy    api.PullPolicy
 		fetches   int32
@@ -196,7 +173,7 @@ func TestPullingImagesPolicies(t *testing.T) {
 		{api.PullNever, 2, ""},
 	}
 	for i, s := range steps {
-		_, err := p.PrepareFor(t.Context(), imagetest.BusyboxTag, fmt.Sprintf("default.web-%d.abcdef01.0", i), agent.Pull{Policy: s.policy})
+		_, err := p.PrepareFor(t.Context(), imagetest.BusyboxTag, fmt.Sprintf("default.web-%d.abcdef01.0", i), Pull{Policy: s.policy})
 		switch {
 		case s.wantError == "" && err != nil:
 			t.Errorf("step %d (%s): %v", i, s.policy, err)
@@ -236,12 +213,12 @@ func TestPullingImagesDirectFallsBack(t *testing.T) {
 		t.Fatal(err)
 	}
 	var asked atomic.Int32
-	p := &PullingImages{Images: Images{dst}, Base: ts.URL, Transport: ts.Client().Transport, Node: "n1",
+	p := &PullingImages{StoreImages: StoreImages{Store: dst}, Base: ts.URL, Transport: ts.Client().Transport, Node: "n1",
 		Settings: func(context.Context) (*api.RegistrySettings, error) {
 			asked.Add(1)
 			return &api.RegistrySettings{AgentsPullDirect: true}, nil
 		}}
-	if _, err := p.PrepareFor(t.Context(), ref, "default.web-0.abcdef01.0", agent.Pull{Policy: api.PullIfNotPresent}); err != nil {
+	if _, err := p.PrepareFor(t.Context(), ref, "default.web-0.abcdef01.0", Pull{Policy: api.PullIfNotPresent}); err != nil {
 		t.Fatalf("prepare: %v", err)
 	}
 	if asked.Load() != 1 || manifests.Load() != 1 {
