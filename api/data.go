@@ -2,8 +2,10 @@ package api
 
 import (
 	"crypto/sha256"
+	"encoding/base64"
 	"encoding/binary"
 	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"path"
 	"slices"
@@ -25,6 +27,10 @@ type Config struct {
 // their sizes. Nodes receive a secret only for the instances they run.
 type Secret struct {
 	Metadata Metadata `json:"metadata"`
+	// Type is "" for data mounted as files or env, or
+	// SecretTypeRegistryAuth for registry credentials templates name in
+	// imagePullSecrets.
+	Type string `json:"type,omitempty"`
 	// Data is written by users and never returned.
 	Data map[string][]byte `json:"data,omitempty"`
 	// Keys lists the data's keys and their sizes (server-set).
@@ -66,6 +72,11 @@ type EnvFromSource struct {
 type InstanceData struct {
 	Files []FileData        `json:"files,omitempty"`
 	Env   map[string]string `json:"env,omitempty"`
+	// RegistryAuth merges the credentials of the template's
+	// imagePullSecrets, the first secret naming a registry winning; only
+	// while the cluster lets agents pull directly
+	// (RegistrySettings.AgentsPullDirect).
+	RegistryAuth *RegistryAuth `json:"registryAuth,omitempty"`
 }
 
 // FileData is one file of an instance's data.
@@ -131,11 +142,90 @@ func (c *Config) Validate() error {
 	return e.err()
 }
 
+// SecretTypeRegistryAuth is the type of a secret holding registry
+// credentials, as Kubernetes' kubernetes.io/dockerconfigjson: one key,
+// RegistryAuthKey, whose value is a docker config.json ("auths" by
+// registry host, each with "auth": base64(user:password), or
+// "username" and "password").
+const SecretTypeRegistryAuth = "registry-auth"
+
+// RegistryAuthKey is the one key of a registry-auth secret.
+const RegistryAuthKey = ".dockerconfigjson"
+
+// MaxRegistryAuthBytes bounds a registry-auth secret's data: its
+// credentials travel with every pull that names it.
+const MaxRegistryAuthBytes = 64 << 10
+
+// MaxImagePullSecrets bounds a template's imagePullSecrets.
+const MaxImagePullSecrets = 8
+
+// RegistryAuth is the part of a docker config.json a registry-auth
+// secret holds.
+type RegistryAuth struct {
+	Auths map[string]RegistryAuthEntry `json:"auths"`
+}
+
+// RegistryAuthEntry is one registry's credentials.
+type RegistryAuthEntry struct {
+	Auth          string `json:"auth,omitempty"` // base64("user:password")
+	Username      string `json:"username,omitempty"`
+	Password      string `json:"password,omitempty"`
+	IdentityToken string `json:"identitytoken,omitempty"`
+}
+
+// ParseRegistryAuth reads a registry-auth secret's value, checking it.
+func ParseRegistryAuth(b []byte) (*RegistryAuth, error) {
+	var ra RegistryAuth
+	if err := json.Unmarshal(b, &ra); err != nil {
+		return nil, fmt.Errorf("not a docker config.json: %w", err)
+	}
+	if len(ra.Auths) == 0 {
+		return nil, fmt.Errorf(`no "auths": want {"auths": {"HOST": {"auth": "base64(user:password)"}}}`)
+	}
+	for host, a := range ra.Auths {
+		if host == "" || strings.ContainsAny(host, " \t\n") {
+			return nil, fmt.Errorf("auths: invalid registry %q", host)
+		}
+		if a.Auth == "" && a.Username == "" && a.IdentityToken == "" {
+			return nil, fmt.Errorf("auths[%q]: no credentials: set auth, username and password, or identitytoken", host)
+		}
+		if a.Auth != "" {
+			raw, err := base64.StdEncoding.DecodeString(a.Auth)
+			if err != nil || !strings.Contains(string(raw), ":") {
+				return nil, fmt.Errorf("auths[%q].auth: want base64(user:password)", host)
+			}
+		}
+	}
+	return &ra, nil
+}
+
 // Validate checks a secret.
 func (s *Secret) Validate() error {
 	var e errs
 	validateMetadata(&e, &s.Metadata, true)
 	validateData(&e, s.Data)
+	switch s.Type {
+	case "":
+	case SecretTypeRegistryAuth:
+		// Data is nil on what the store gives back (sealed): only what a
+		// user writes is checked.
+		if s.Data == nil && s.Sealed != "" {
+			break
+		}
+		v, ok := s.Data[RegistryAuthKey]
+		switch {
+		case !ok || len(s.Data) != 1:
+			e.add("data", "a %s secret holds one key, %q", SecretTypeRegistryAuth, RegistryAuthKey)
+		case len(v) > MaxRegistryAuthBytes:
+			e.add("data", "%d bytes, over the limit of %d for a %s secret (MaxRegistryAuthBytes)", len(v), MaxRegistryAuthBytes, SecretTypeRegistryAuth)
+		default:
+			if _, err := ParseRegistryAuth(v); err != nil {
+				e.add("data."+RegistryAuthKey, "%v", err)
+			}
+		}
+	default:
+		e.add("type", "must be empty or %q, got %q", SecretTypeRegistryAuth, s.Type)
+	}
 	return e.err()
 }
 
@@ -170,6 +260,14 @@ func validateFiles(e *errs, prefix string, t *Template) {
 			e.add(fp+".path", "%s is mounted twice", f.Path)
 		} else {
 			paths[path.Clean(f.Path)] = i
+		}
+	}
+	if n := len(t.ImagePullSecrets); n > MaxImagePullSecrets {
+		e.add(join(prefix, "imagePullSecrets"), "%d secrets, over the limit of %d (MaxImagePullSecrets)", n, MaxImagePullSecrets)
+	}
+	for i, name := range t.ImagePullSecrets {
+		if err := ValidateName(name); err != nil {
+			e.add(fmt.Sprintf("%s[%d]", join(prefix, "imagePullSecrets"), i), "%v", err)
 		}
 	}
 	for i, s := range t.EnvFrom {

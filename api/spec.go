@@ -32,6 +32,8 @@ type dataDoc struct {
 	docMeta
 	Data       map[string][]byte `json:"data,omitempty"`
 	StringData map[string]string `json:"stringData,omitempty"`
+	// Type is a secret's (api.SecretTypeRegistryAuth); configs have none.
+	Type string `json:"type,omitempty"`
 }
 
 func (d dataDoc) data() map[string][]byte {
@@ -212,9 +214,12 @@ func parseDoc(doc []byte, namespace string) (Object, error) {
 			return nil, err
 		}
 		if head.Kind == string(KindConfig) {
+			if d.Type != "" {
+				return nil, &ValidationError{Fields: []FieldError{{Field: "type", Reason: "configs have no type: only secrets do"}}}
+			}
 			obj = &Config{Metadata: d.metadata(), Data: d.data()}
 		} else {
-			obj = &Secret{Metadata: d.metadata(), Data: d.data()}
+			obj = &Secret{Metadata: d.metadata(), Data: d.data(), Type: d.Type}
 		}
 	case head.Kind == nil:
 		return nil, &ValidationError{Fields: []FieldError{{Field: "kind", Reason: "missing: use Service or Job"}}}

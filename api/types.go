@@ -259,6 +259,12 @@ type Template struct {
 	// image (or one without a tag) and IfNotPresent otherwise
 	// (EffectivePullPolicy).
 	PullPolicy PullPolicy `json:"pullPolicy,omitempty"`
+	// ImagePullSecrets name secrets of type registry-auth in the
+	// template's namespace whose credentials fetch the image from its
+	// registry: the servers use them to pin and pull it, and a node
+	// that pulls directly (RegistrySettings.AgentsPullDirect) receives
+	// them only while it runs an instance of the template.
+	ImagePullSecrets []string `json:"imagePullSecrets,omitempty"`
 }
 
 // PullPolicy says when an image is fetched from its registry.

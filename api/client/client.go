@@ -331,3 +331,22 @@ func (c *Client) ApplyWith(ctx context.Context, obj api.Object, opts ApplyOption
 func (c *Client) Delete(ctx context.Context, kind api.Kind, namespace, name string, revision int64) error {
 	return c.do(ctx, http.MethodDelete, objectPath(kind, namespace, name), ifMatch(revision), nil, nil)
 }
+
+// RegistrySettings reads the cluster's registry settings (GET /v1/registry).
+func (c *Client) RegistrySettings(ctx context.Context) (*api.RegistrySettings, error) {
+	var rs api.RegistrySettings
+	if err := c.do(ctx, http.MethodGet, "/v1/registry", nil, nil, &rs); err != nil {
+		return nil, err
+	}
+	return &rs, nil
+}
+
+// SetRegistrySettings replaces the cluster's registry settings; a
+// non-zero rs.Revision must be the current one (else a conflict).
+func (c *Client) SetRegistrySettings(ctx context.Context, rs *api.RegistrySettings) (*api.RegistrySettings, error) {
+	var out api.RegistrySettings
+	if err := c.do(ctx, http.MethodPut, "/v1/registry", nil, rs, &out); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}

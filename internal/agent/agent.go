@@ -54,8 +54,12 @@ type Instance struct {
 	// Volumes are mounted in the container, in order.
 	Volumes []Volume
 	// NeedsData says the instance takes files or env from configs or
-	// secrets, read from the control plane (a DataSource) at each start.
+	// secrets, or registry credentials from imagePullSecrets, read from
+	// the control plane (a DataSource) at each start.
 	NeedsData bool
+	// PullPolicy says when the image is fetched (api.DefaultPullPolicy
+	// of the template's image and policy).
+	PullPolicy api.PullPolicy
 	// HostPorts are published on the node; Service (namespace/name) is
 	// the service they are published for, empty for a job's instance.
 	HostPorts []HostPort
@@ -147,6 +151,22 @@ type Rootfs struct {
 type Images interface {
 	Prepare(ctx context.Context, ref, containerID string) (Rootfs, error)
 	Release(ctx context.Context, containerID string) error
+}
+
+// ImagePuller is Images that fetch what the node lacks, as an
+// instance's pull policy says (PullingImages); the agent prefers
+// PrepareFor when its Images have it.
+type ImagePuller interface {
+	PrepareFor(ctx context.Context, ref, containerID string, pull Pull) (Rootfs, error)
+}
+
+// Pull is what an instance says about fetching its image.
+type Pull struct {
+	// Policy is the instance's pull policy, its default filled in.
+	Policy api.PullPolicy
+	// Auth holds the credentials of the instance's imagePullSecrets, for
+	// a node that pulls from the image's registry itself; nil without.
+	Auth *api.RegistryAuth
 }
 
 // Runtime is the part of a container runtime the agent drives. The real

@@ -198,7 +198,8 @@ func InstanceFromAPI(in *api.Instance) *Instance {
 		}
 		out.Volumes = append(out.Volumes, av)
 	}
-	out.NeedsData = len(t.Files) > 0 || len(t.EnvFrom) > 0
+	out.NeedsData = len(t.Files) > 0 || len(t.EnvFrom) > 0 || len(t.ImagePullSecrets) > 0
+	out.PullPolicy = api.DefaultPullPolicy(t.Image, t.PullPolicy)
 	if len(in.Spec.CPUSet) > 0 {
 		out.Resources.CPUSet = hostinfo.FormatList(in.Spec.CPUSet)
 	}

@@ -45,35 +45,39 @@ func (a *Agent) ensureDataTmpfs() error {
 
 // dataMounts reads the instance's configs and secrets, writes its files
 // to the data tmpfs and binds them read-only into the container. It
-// returns the variables of its envFrom.
-func (a *Agent) dataMounts(ctx context.Context, inst *Instance, id string, c *runtime.Config) ([]string, error) {
+// returns the variables of its envFrom, and the registry credentials of
+// its imagePullSecrets (kept in memory only).
+func (a *Agent) dataMounts(ctx context.Context, inst *Instance, id string, c *runtime.Config) ([]string, *api.RegistryAuth, error) {
 	if !inst.NeedsData {
-		return nil, nil
+		return nil, nil, nil
 	}
 	ds, ok := a.cfg.ControlPlane.(DataSource)
-	if !ok || a.cfg.DataDir == "" {
-		return nil, fmt.Errorf("configs and secrets: this node keeps none")
+	if !ok {
+		return nil, nil, fmt.Errorf("configs and secrets: this node keeps none")
 	}
 	data, err := ds.InstanceData(ctx, inst.Namespace, inst.Name)
 	if err != nil {
-		return nil, fmt.Errorf("configs and secrets: %w", err)
+		return nil, nil, fmt.Errorf("configs and secrets: %w", err)
+	}
+	if len(data.Files) > 0 && a.cfg.DataDir == "" {
+		return nil, nil, fmt.Errorf("configs and secrets: this node keeps no files of them")
 	}
 	if len(data.Files) > 0 {
 		if err := a.ensureDataTmpfs(); err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		dir := a.dataDir(id)
 		if err := os.MkdirAll(dir, 0o700); err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		for i, f := range data.Files {
 			src := filepath.Join(dir, fmt.Sprint(i))
 			if err := os.WriteFile(src, f.Data, 0o600); err != nil {
-				return nil, fmt.Errorf("file %s: %w", f.Path, err)
+				return nil, nil, fmt.Errorf("file %s: %w", f.Path, err)
 			}
 			// Chmod, not WriteFile's mode: the umask would take bits off.
 			if err := os.Chmod(src, os.FileMode(f.Mode)); err != nil {
-				return nil, fmt.Errorf("file %s: %w", f.Path, err)
+				return nil, nil, fmt.Errorf("file %s: %w", f.Path, err)
 			}
 			// idmap: in a user namespace the container's root reads the file as the host's root would.
 			c.Mounts = append(c.Mounts, specs.Mount{Destination: f.Path, Type: "bind", Source: src,
@@ -91,7 +95,7 @@ func (a *Agent) dataMounts(ctx context.Context, inst *Instance, id string, c *ru
 			env = append(env, k+"="+v)
 		}
 	}
-	return env, nil
+	return env, data.RegistryAuth, nil
 }
 
 // collectData removes the data files of containers that no longer run:

@@ -44,21 +44,45 @@ type PullingImages struct {
 	// Timeout bounds a pull; DefaultPullTimeout when zero.
 	Timeout time.Duration
 	Logger  *slog.Logger
+	// Settings reads the cluster's registry settings at each pull: when
+	// they let agents pull directly, an image named by its registry
+	// comes from there (through its mirrors) with the instance's pull
+	// secrets, and from the servers only if that fails. nil always pulls
+	// from the servers.
+	Settings func(ctx context.Context) (*api.RegistrySettings, error)
 
-	pulling singleflight.Group // by reference
+	pulling singleflight.Group // by reference, policy and credentials
 }
 
-var _ Images = (*PullingImages)(nil)
+var (
+	_ Images      = (*PullingImages)(nil)
+	_ ImagePuller = (*PullingImages)(nil)
+)
 
 // Prepare unpacks ref for a container, pulling the image first when the
 // node's store does not have it.
 func (p *PullingImages) Prepare(ctx context.Context, ref, containerID string) (Rootfs, error) {
+	return p.PrepareFor(ctx, ref, containerID, Pull{Policy: api.PullIfNotPresent})
+}
+
+// PrepareFor unpacks ref for a container as its pull policy says:
+// IfNotPresent pulls only what the node's store lacks; Always asks the
+// registry again at every start, so that the servers (or the image's
+// registry, pulling directly) confirm the image and this node's right to
+// it, downloading only the blobs the store lacks; Never uses the store's
+// copy or fails, naming the policy.
+func (p *PullingImages) PrepareFor(ctx context.Context, ref, containerID string, pull Pull) (Rootfs, error) {
 	local := localRef(ref)
-	rootfs, err := p.StoreImages.Prepare(ctx, local, containerID)
-	if err == nil || !errors.Is(err, errdefs.ErrNotFound) || p.Base == "" {
-		return rootfs, err
+	if pull.Policy != api.PullAlways || p.Base == "" {
+		rootfs, err := p.StoreImages.Prepare(ctx, local, containerID)
+		if err == nil || !errors.Is(err, errdefs.ErrNotFound) || p.Base == "" {
+			return rootfs, err
+		}
+		if pull.Policy == api.PullNever {
+			return Rootfs{}, fmt.Errorf("image %q is not on node %s, and its pull policy is Never: %w", ref, p.Node, errdefs.ErrNotFound)
+		}
 	}
-	if err := p.pull(ctx, ref, containerID); err != nil {
+	if err := p.pull(ctx, ref, containerID, pull); err != nil {
 		return Rootfs{}, err
 	}
 	return p.StoreImages.Prepare(ctx, local, containerID)
@@ -75,15 +99,17 @@ func localRef(ref string) string {
 
 // pull fetches ref once however many containers wait for it; a waiter
 // whose ctx ends stops waiting, the pull goes on for the others.
-func (p *PullingImages) pull(ctx context.Context, ref, containerID string) error {
-	ch := p.pulling.DoChan(ref, func() (any, error) {
+func (p *PullingImages) pull(ctx context.Context, ref, containerID string, pull Pull) error {
+	// Waiters share a pull only with the same policy and credentials.
+	key := ref + " " + string(pull.Policy) + " " + registry.Fingerprint(pull.Auth)
+	ch := p.pulling.DoChan(key, func() (any, error) {
 		// It outlives this caller: others may wait for it too.
 		ctx := context.WithoutCancel(ctx)
 		// A pull that ended between our miss and now has left the image.
-		if _, err := p.StoreImages.Store.Resolve(ctx, localRef(ref)); err == nil {
+		if _, err := p.StoreImages.Store.Resolve(ctx, localRef(ref)); err == nil && pull.Policy != api.PullAlways {
 			return nil, nil
 		}
-		return nil, p.fetch(ctx, ref, p.object(containerID))
+		return nil, p.fetch(ctx, ref, p.object(containerID), pull.Auth)
 	})
 	select {
 	case r := <-ch:
@@ -93,8 +119,27 @@ func (p *PullingImages) pull(ctx context.Context, ref, containerID string) error
 	}
 }
 
+// direct returns the registry options to pull ref with from its own
+// registry, or nil to pull it from the servers.
+func (p *PullingImages) direct(ctx context.Context, ref string, auth *api.RegistryAuth) (*registry.UpstreamOptions, error) {
+	if p.Settings == nil || !registry.IsUpstream(ref) {
+		return nil, nil
+	}
+	rs, err := p.Settings(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("image %q: the cluster's registry settings: %w", ref, err)
+	}
+	if !rs.AgentsPullDirect {
+		return nil, nil
+	}
+	// Only the cluster's settings and the instance's secrets: nothing of
+	// the node's own user.
+	o := registry.UpstreamOptions{Config: (&registry.Config{}).WithSettings(rs), Keychain: registry.NoCredentials}.WithAuth(auth)
+	return &o, nil
+}
+
 // fetch pulls ref, recording events about obj.
-func (p *PullingImages) fetch(ctx context.Context, ref string, obj api.ObjectRef) error {
+func (p *PullingImages) fetch(ctx context.Context, ref string, obj api.ObjectRef, auth *api.RegistryAuth) error {
 	timeout := p.Timeout
 	if timeout <= 0 {
 		timeout = DefaultPullTimeout
@@ -108,22 +153,44 @@ func (p *PullingImages) fetch(ctx context.Context, ref string, obj api.ObjectRef
 		log = slog.Default()
 	}
 
+	direct, err := p.direct(ctx, ref, auth)
+	if err != nil {
+		return err
+	}
 	start := time.Now()
-	ev.record(api.EventNormal, "Pulling", fmt.Sprintf("pulling image %s from %s", ref, p.Base))
+	from := p.Base
+	if direct != nil {
+		from = "its registry (directly)"
+	}
+	ev.record(api.EventNormal, "Pulling", fmt.Sprintf("pulling image %s from %s", ref, from))
 	var tr transferred
-	img, err := registry.Pull(ctx, p.StoreImages.Store, p.Base, ref, registry.PullOptions{
-		Transport: p.Transport,
-		Progress: func(pr registry.Progress) {
-			if pct, ok := tr.add(pr); ok {
-				ev.record(api.EventNormal, "Pulling", fmt.Sprintf("pulling image %s: %d%% of %s", ref, pct, byteCount(tr.total())))
-			}
-		},
-	})
+	progress := func(pr registry.Progress) {
+		if pct, ok := tr.add(pr); ok {
+			ev.record(api.EventNormal, "Pulling", fmt.Sprintf("pulling image %s: %d%% of %s", ref, pct, byteCount(tr.total())))
+		}
+	}
+	var img image.Image
+	if direct != nil {
+		direct.Progress = progress
+		var pulled registry.Pulled
+		pulled, err = registry.PullUpstream(ctx, p.StoreImages.Store, ref, *direct)
+		img = pulled.Image
+		if err != nil && ctx.Err() == nil {
+			// The servers may hold it (pushed there, or the registry is
+			// out of this node's reach): they are the cluster's cache.
+			log.Warn("direct image pull failed; pulling from the servers", "image", ref, "err", err)
+			ev.record(api.EventWarning, "Pulling", fmt.Sprintf("pulling image %s directly failed (%v): pulling from %s", ref, err, p.Base))
+			from = p.Base
+			img, err = registry.Pull(ctx, p.StoreImages.Store, p.Base, ref, registry.PullOptions{Transport: p.Transport, Progress: progress})
+		}
+	} else {
+		img, err = registry.Pull(ctx, p.StoreImages.Store, p.Base, ref, registry.PullOptions{Transport: p.Transport, Progress: progress})
+	}
 	metrics.ImagePullDuration.Observe(time.Since(start).Seconds())
 	metrics.ImagePullBytes.Add(float64(tr.fetched()))
 	if err != nil {
 		metrics.ImagePulls.WithLabelValues("failed").Inc()
-		log.Warn("image pull failed", "image", ref, "server", p.Base, "err", err)
+		log.Warn("image pull failed", "image", ref, "from", from, "err", err)
 		ev.record(api.EventWarning, "PullFailed", fmt.Sprintf("pulling image %s failed: %v", ref, err))
 		return err
 	}

@@ -11,6 +11,8 @@ import (
 	"sync/atomic"
 	"testing"
 
+	"github.com/berth-dev/berth/api"
+	"github.com/berth-dev/berth/api/errdefs"
 	"github.com/berth-dev/berth/internal/image"
 	"github.com/berth-dev/berth/internal/image/imagetest"
 	"github.com/berth-dev/berth/internal/registry"
@@ -131,5 +133,95 @@ func TestTransferredReportsQuarters(t *testing.T) {
 	}
 	if fmt.Sprint(got) != "[30 50 80]" {
 		t.Errorf("reported %v, want [30 50 80]", got)
+	}
+}
+
+// TestPullingImagesPolicies: Never fails on a node without the image and
+// asks no registry; IfNotPresent fetches it once; Always asks the
+// registry again though the node has it; IfNotPresent and Never then use
+// the node's copy.
+func TestPullingImagesPolicies(t *testing.T) {
+	testenv.RequireRoot(t)
+	src, err := image.Open(filepath.Join(t.TempDir(), "src"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	imagetest.BusyboxImage(t, src)
+	var manifests atomic.Int32
+	reg := registry.New(src, registry.Options{})
+	ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if strings.Contains(r.URL.Path, "/manifests/") && r.Method == http.MethodGet {
+			manifests.Add(1)
+		}
+		reg.ServeHTTP(w, r)
+	}))
+	defer ts.Close()
+	dst, err := image.Open(filepath.Join(t.TempDir(), "dst"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &PullingImages{StoreImages: StoreImages{Store: dst}, Base: ts.URL, Transport: ts.Client().Transport, Node: "n1"}
+	steps := []struct {
+		policy    api.PullPolicy
+		fetches   int32
+		wantError string
+	}{
+		{api.PullNever, 0, "pull policy is Never"},
+		{api.PullIfNotPresent, 1, ""},
+		{api.PullAlways, 2, ""},
+		{api.PullIfNotPresent, 2, ""},
+		{api.PullNever, 2, ""},
+	}
+	for i, s := range steps {
+		_, err := p.PrepareFor(t.Context(), imagetest.BusyboxTag, fmt.Sprintf("default.web-%d.abcdef01.0", i), Pull{Policy: s.policy})
+		switch {
+		case s.wantError == "" && err != nil:
+			t.Errorf("step %d (%s): %v", i, s.policy, err)
+		case s.wantError != "" && (err == nil || !strings.Contains(err.Error(), s.wantError) || !errdefs.IsNotFound(err)):
+			t.Errorf("step %d (%s): %v, want not found and %q", i, s.policy, err, s.wantError)
+		}
+		if n := manifests.Load(); n != s.fetches {
+			t.Errorf("step %d (%s): %d manifest fetches so far, want %d", i, s.policy, n, s.fetches)
+		}
+	}
+}
+
+// TestPullingImagesDirectFallsBack lets agents pull directly: an image
+// whose registry cannot be reached comes from the servers instead.
+func TestPullingImagesDirectFallsBack(t *testing.T) {
+	testenv.RequireRoot(t)
+	src, err := image.Open(filepath.Join(t.TempDir(), "src"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	imagetest.BusyboxImage(t, src)
+	const ref = "127.0.0.1:1/demo/busybox:1" // nothing listens on port 1
+	if _, err := src.Tag(t.Context(), imagetest.BusyboxTag, ref); err != nil {
+		t.Fatal(err)
+	}
+	var manifests atomic.Int32
+	reg := registry.New(src, registry.Options{})
+	ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if strings.Contains(r.URL.Path, "/manifests/") && r.Method == http.MethodGet {
+			manifests.Add(1)
+		}
+		reg.ServeHTTP(w, r)
+	}))
+	defer ts.Close()
+	dst, err := image.Open(filepath.Join(t.TempDir(), "dst"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var asked atomic.Int32
+	p := &PullingImages{StoreImages: StoreImages{Store: dst}, Base: ts.URL, Transport: ts.Client().Transport, Node: "n1",
+		Settings: func(context.Context) (*api.RegistrySettings, error) {
+			asked.Add(1)
+			return &api.RegistrySettings{AgentsPullDirect: true}, nil
+		}}
+	if _, err := p.PrepareFor(t.Context(), ref, "default.web-0.abcdef01.0", Pull{Policy: api.PullIfNotPresent}); err != nil {
+		t.Fatalf("prepare: %v", err)
+	}
+	if asked.Load() != 1 || manifests.Load() != 1 {
+		t.Errorf("settings read %d times, %d manifest fetches from the server; want 1 and 1", asked.Load(), manifests.Load())
 	}
 }

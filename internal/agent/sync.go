@@ -294,7 +294,7 @@ func (a *Agent) start(ctx context.Context, inst *Instance, attempt int) (runtime
 	if err := a.volumeMounts(ctx, inst, &c); err != nil {
 		return runtime.Status{}, fmt.Errorf("start %s: %w", id, err)
 	}
-	dataEnv, err := a.dataMounts(ctx, inst, id, &c)
+	dataEnv, auth, err := a.dataMounts(ctx, inst, id, &c)
 	if err != nil {
 		return runtime.Status{}, fmt.Errorf("start %s: %w", id, err)
 	}
@@ -311,7 +311,11 @@ func (a *Agent) start(ctx context.Context, inst *Instance, attempt int) (runtime
 	prepared := make(chan struct{})
 	go func() {
 		defer close(prepared)
-		rootfs, prepErr = a.cfg.Images.Prepare(ctx, inst.Image, id)
+		if p, ok := a.cfg.Images.(ImagePuller); ok {
+			rootfs, prepErr = p.PrepareFor(ctx, inst.Image, id, Pull{Policy: inst.PullPolicy, Auth: auth})
+		} else {
+			rootfs, prepErr = a.cfg.Images.Prepare(ctx, inst.Image, id)
+		}
 		tPrep = time.Since(t0)
 	}()
 	var tWire time.Duration

@@ -130,25 +130,28 @@ func (s *Server) resolveData(ctx context.Context, namespace string, tpl *api.Tem
 			}
 			data = c.Data
 		} else {
-			var sec api.Secret
-			if err := s.store.GetInto(ctx, &sec, namespace, name); err != nil {
+			var err error
+			if data, err = s.openSecret(ctx, namespace, name, ""); err != nil {
 				return nil, ref, err
-			}
-			if s.sealKey == nil {
-				return nil, ref, fmt.Errorf("%s: %w: this server has no seal key", ref, errdefs.ErrFailedPrecondition)
-			}
-			plain, err := s.sealKey.Open(sealName(namespace, name), []byte(sec.Sealed))
-			if err != nil {
-				return nil, ref, err
-			}
-			if data, err = api.DecodeData(plain); err != nil {
-				return nil, ref, fmt.Errorf("%s: %w", ref, err)
 			}
 		}
 		cache[ref] = data
 		return data, ref, nil
 	}
 	out := &api.InstanceData{}
+	// Registry credentials go to a node only when it pulls from the
+	// registry itself; through the servers it needs none.
+	if len(tpl.ImagePullSecrets) > 0 {
+		rs, err := s.registrySettings(ctx)
+		if err != nil {
+			return nil, err
+		}
+		if rs.AgentsPullDirect {
+			if out.RegistryAuth, err = s.registryAuth(ctx, namespace, tpl); err != nil {
+				return nil, err
+			}
+		}
+	}
 	for i, f := range tpl.Files {
 		data, ref, err := read(f.Config, f.Secret)
 		if err != nil {

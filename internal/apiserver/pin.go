@@ -23,8 +23,9 @@ type ImagePinner interface {
 	// errdefs.ErrNotFound means the registry has no such tag, one wrapping
 	// errdefs.ErrInvalidArgument that it cannot serve such a reference.
 	// policy (api.DefaultPullPolicy when empty) says whether the image may,
-	// or must, be fetched from its registry to be pinned.
-	PinImage(ctx context.Context, ref string, policy api.PullPolicy) (string, error)
+	// or must, be fetched from its registry to be pinned; auth, when not
+	// nil, holds the credentials of the template's imagePullSecrets.
+	PinImage(ctx context.Context, ref string, policy api.PullPolicy, auth *api.RegistryAuth) (string, error)
 }
 
 // pinImage pins the template image of a service or job (see
@@ -42,7 +43,16 @@ func (s *Server) pinImage(ctx context.Context, obj api.Object) error {
 	if t == nil || s.pinner == nil {
 		return nil
 	}
-	pinned, err := s.pinner.PinImage(ctx, t.Image, t.PullPolicy)
+	// A secret applied after the template (later in the same file) is
+	// missing yet: the image is pinned without it, and the instances
+	// read it when they start.
+	auth, err := s.registryAuth(ctx, obj.GetMetadata().Namespace, t)
+	if errdefs.IsNotFound(err) {
+		s.log.Debug("pinning without pull secrets", "object", api.RefOf(obj), "reason", err)
+	} else if err != nil {
+		return fmt.Errorf("%s: %w", api.RefOf(obj), err)
+	}
+	pinned, err := s.pinner.PinImage(ctx, t.Image, t.PullPolicy, auth)
 	switch {
 	case errdefs.IsNotFound(err) || errdefs.IsInvalidArgument(err):
 		s.log.Debug("image not pinned", "object", api.RefOf(obj), "image", t.Image, "reason", err)

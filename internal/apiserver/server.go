@@ -30,6 +30,8 @@
 //	POST   /v1/nodes/{name}/revoke                 refuse the node's certificates (admins; DELETE does too)
 //	POST   /v1/join                                {"token", "node", "csr"}: a node's certificate
 //	GET|POST /v1/tokens, DELETE /v1/tokens/{id}    join tokens (admins only)
+//	GET|PUT /v1/registry                           the cluster's registry settings (mirrors, CAs,
+//	                                               insecure registries, direct pulls; nodes read)
 //	GET|PUT /v1/namespaces/{ns}/instances/{name}/logs|attach|exec|cp|portforward|stats
 //	                                               proxied to the node's agent, see remote.go
 //	GET    /v1/tunnel/{node}                       an agent's tunnel (remote.go)
@@ -185,6 +187,8 @@ func New(cfg Config) *Server {
 	m.HandleFunc("POST /v1/nodes/{name}/certificate", s.renewCertificate)
 	m.HandleFunc("POST /v1/nodes/{name}/revoke", s.revokeNode)
 	m.HandleFunc("POST /v1/join", s.join)
+	m.HandleFunc("GET /v1/registry", s.getRegistrySettings)
+	m.HandleFunc("PUT /v1/registry", s.putRegistrySettings)
 	m.HandleFunc("GET /v1/tokens", s.listTokens)
 	m.HandleFunc("POST /v1/tokens", s.createToken)
 	m.HandleFunc("DELETE /v1/tokens/{id}", s.revokeToken)
@@ -471,6 +475,10 @@ func (s *Server) apply(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		writeError(w, err)
 		return
+	}
+	if x, ok := obj.(*api.Secret); ok {
+		// Server-set: what a client sends is checked as data, never as stored.
+		x.Sealed, x.Keys, x.Digest = "", nil, ""
 	}
 	if err := obj.Validate(); err != nil {
 		writeError(w, wireError(t, err))

@@ -79,6 +79,7 @@ func dataFromFlags(literals, files []string) (map[string][]byte, error) {
 
 func newDataCreateCmd(g *globals, kind api.Kind, word string) *cobra.Command {
 	var literals, files []string
+	var typ string
 	cmd := &cobra.Command{
 		Use:   "create NAME",
 		Short: fmt.Sprintf("Create or replace a %s from literals and files", word),
@@ -99,7 +100,7 @@ func newDataCreateCmd(g *globals, kind api.Kind, word string) *cobra.Command {
 			meta := api.Metadata{Namespace: ns, Name: name}
 			var obj api.Object = &api.Config{Metadata: meta, Data: data}
 			if kind == api.KindSecret {
-				obj = &api.Secret{Metadata: meta, Data: data}
+				obj = &api.Secret{Metadata: meta, Data: data, Type: typ}
 			}
 			_, created, err := c.Apply(cmd.Context(), obj)
 			if err != nil {
@@ -115,6 +116,10 @@ func newDataCreateCmd(g *globals, kind api.Kind, word string) *cobra.Command {
 	}
 	cmd.Flags().StringArrayVar(&literals, "from-literal", nil, "a key and its value, key=value (repeatable)")
 	cmd.Flags().StringArrayVar(&files, "from-file", nil, "a file's content under its base name, or key=path (repeatable)")
+	if kind == api.KindSecret {
+		cmd.Flags().StringVar(&typ, "type", "", `"registry-auth" for registry credentials templates name in imagePullSecrets (one key, `+
+			api.RegistryAuthKey+`: a docker config.json, e.g. --from-file `+api.RegistryAuthKey+`=$HOME/.docker/config.json)`)
+	}
 	return cmd
 }
 

@@ -13,19 +13,30 @@ import (
 
 	"github.com/berth-dev/berth/api/errdefs"
 	"github.com/berth-dev/berth/internal/image"
+	"github.com/berth-dev/berth/internal/registry"
 )
 
 func newImageSaveCmd(g *globals) *cobra.Command {
 	var output, format string
+	var allPlatforms bool
+	var pf pullFlags
 	cmd := &cobra.Command{
 		Use:   "save REF... --output FILE",
 		Short: "Write images to an OCI archive or a docker-save tarball",
 		Long: `Write one or more images to FILE (or stdout with -o -): an OCI archive (a
 tar of an OCI image layout, --format oci, the default) or the tarball
 "docker save" writes (--format docker). berth image import, docker load,
-podman load and skopeo read them back.`,
+podman load and skopeo read them back.
+
+An image pulled from a multi-arch index is saved for this machine's
+platform, the one the store holds, as docker and podman save it. With
+--all-platforms the archive holds the whole index, every platform's image
+(as skopeo copy --all): what the store lacks is fetched from the image's
+registry (its mirrors first, with the credentials and CAs a pull uses),
+checked against its digests, and written to the archive only.`,
 		Example: `  berth image save demo/busybox:1 -o busybox.oci.tar
-  berth image save web:1 web:2 --format docker -o web.tar`,
+  berth image save web:1 web:2 --format docker -o web.tar
+  berth image save --all-platforms docker.io/library/nginx:1.27 -o nginx-all.oci.tar`,
 		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if output == "" {
@@ -36,10 +47,20 @@ podman load and skopeo read them back.`,
 				return err
 			}
 			var save func(w io.Writer) error
-			switch format {
-			case "oci":
+			switch {
+			case allPlatforms && format != "oci":
+				return fmt.Errorf("--all-platforms: a docker-save tarball holds one platform's image; use --format oci")
+			case allPlatforms && len(args) != 1:
+				return fmt.Errorf("--all-platforms: give one image, got %d", len(args))
+			case allPlatforms:
+				opts, err := pf.options()
+				if err != nil {
+					return err
+				}
+				save = func(w io.Writer) error { return registry.SaveAllPlatforms(cmd.Context(), store, w, args[0], opts) }
+			case format == "oci":
 				save = func(w io.Writer) error { return store.SaveOCI(cmd.Context(), w, args) }
-			case "docker":
+			case format == "docker":
 				save = func(w io.Writer) error { return store.SaveDocker(cmd.Context(), w, args) }
 			default:
 				return fmt.Errorf("--format %q: want oci or docker", format)
@@ -68,6 +89,9 @@ podman load and skopeo read them back.`,
 	}
 	cmd.Flags().StringVarP(&output, "output", "o", "", "file to write (- for stdout)")
 	cmd.Flags().StringVar(&format, "format", "oci", "archive format: oci or docker")
+	cmd.Flags().BoolVar(&allPlatforms, "all-platforms", false, "write every platform of a multi-arch image, fetching what the store lacks from its registry")
+	cmd.Flags().BoolVar(&pf.insecure, "insecure", false, "with --all-platforms: allow plain HTTP or an unverified certificate for the image's registry")
+	cmd.Flags().StringVar(&pf.caFile, "registry-ca", "", "with --all-platforms: PEM file of CA certificates to trust for the image's registry")
 	return cmd
 }
 

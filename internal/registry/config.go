@@ -60,6 +60,9 @@ type RegistryConfig struct {
 	// CA is a PEM file of certificates trusted for this registry, on top
 	// of the system's.
 	CA string `json:"ca,omitempty"`
+	// CAPEM is PEM certificates trusted on top of CA's: the cluster's
+	// registry settings carry them inline (WithSettings).
+	CAPEM string `json:"-"`
 	// Mirrors are tried in order before the registry itself
 	// (scheme://host[:port]); used for docker.io.
 	Mirrors []string `json:"mirrors,omitempty"`

@@ -69,7 +69,7 @@ type Peers struct {
 
 // pullsThrough reports whether a miss of r may be filled from the peers.
 func (h *Handler) pullsThrough(r *http.Request) bool {
-	return ((h.opts.Peers != nil && h.opts.Peers.List != nil) || h.opts.Upstream != nil) && r.Header.Get(LocalOnlyHeader) == ""
+	return ((h.opts.Peers != nil && h.opts.Peers.List != nil) || h.Upstream() != nil) && r.Header.Get(LocalOnlyHeader) == ""
 }
 
 var errNoPeers = fmt.Errorf("no peer to ask: %w", errdefs.ErrNotFound)
@@ -97,13 +97,13 @@ func (h *Handler) pullManifest(ctx context.Context, repo, tag string, digest v1.
 				return err
 			})
 		}
-		if errors.Is(err, errdefs.ErrNotFound) && h.opts.Upstream != nil && IsUpstream(repo) && digest.Hex != "" {
+		if up := h.Upstream(); errors.Is(err, errdefs.ErrNotFound) && up != nil && IsUpstream(repo) && digest.Hex != "" {
 			// Nobody in the cluster has it: the image's own registry (or its
 			// mirror), every digest checked, the blobs kept for the others.
 			// Only by digest: the cluster pins what it runs at apply time
 			// (PinImage), so a tag asked for here is one the pull policy
 			// (Never) or the registry left unpinned.
-			_, err = PullUpstream(ctx, h.store, ref.String(), *h.opts.Upstream)
+			_, err = PullUpstream(ctx, h.store, ref.String(), *up)
 			if err == nil {
 				h.log.Info("registry: pulled through from upstream", "image", ref.String())
 			}

@@ -182,7 +182,7 @@ func TestPullThroughFromPeer(t *testing.T) {
 	}
 
 	// PinImage of a tag only A has.
-	pinned, err := hB.PinImage(ctx, "demo/random:4", "")
+	pinned, err := hB.PinImage(ctx, "demo/random:4", "", nil)
 	if want := "demo/random:4@" + digests["demo/random:4"].String(); err != nil || pinned != want {
 		t.Errorf("B: PinImage(demo/random:4) = %q, %v; want %s", pinned, err, want)
 	}
@@ -199,7 +199,7 @@ func TestPullThroughFromPeer(t *testing.T) {
 	if n := logA.count(http.MethodGet, "/manifests/5"); n != 1 {
 		t.Errorf("B asked A %d times for demo/random:5, want once", n)
 	}
-	if _, err := hB.PinImage(ctx, "demo/random:5", ""); !errors.Is(err, errdefs.ErrNotFound) {
+	if _, err := hB.PinImage(ctx, "demo/random:5", "", nil); !errors.Is(err, errdefs.ErrNotFound) {
 		t.Errorf("B: PinImage(demo/random:5): %v, want not found", err)
 	}
 	missing := image.Digest([]byte("nowhere")).String()

@@ -27,10 +27,19 @@ import (
 // The API server pins the images of the services and jobs it stores with
 // it (apiserver.ImagePinner), so that every agent runs the same image
 // however the tag moves later.
-func (h *Handler) PinImage(ctx context.Context, ref string, policy api.PullPolicy) (string, error) {
-	pinned, err := h.pinImage(ctx, ref, policy)
-	if err != nil || strings.Contains(ref, "@") || !IsUpstream(pinned) {
+//
+// auth, when not nil, holds the credentials of the template's
+// imagePullSecrets: tried before the server's own for the pull.
+func (h *Handler) PinImage(ctx context.Context, ref string, policy api.PullPolicy, auth *api.RegistryAuth) (string, error) {
+	pinned, err := h.pinImage(ctx, ref, policy, auth)
+	if err != nil {
 		return pinned, err
+	}
+	if err := h.checkPrivate(ctx, pinned, auth); err != nil {
+		return "", err
+	}
+	if strings.Contains(ref, "@") || !IsUpstream(pinned) {
+		return pinned, nil
 	}
 	// An image pulled from a multi-arch index is pinned to the index, so
 	// that nodes of every architecture run the same release.
@@ -43,7 +52,7 @@ func (h *Handler) PinImage(ctx context.Context, ref string, policy api.PullPolic
 	return pinned, nil
 }
 
-func (h *Handler) pinImage(ctx context.Context, ref string, policy api.PullPolicy) (string, error) {
+func (h *Handler) pinImage(ctx context.Context, ref string, policy api.PullPolicy, auth *api.RegistryAuth) (string, error) {
 	if strings.Contains(ref, "@") {
 		if _, err := ParseReference(ref); err != nil {
 			if _, nerr := Normalize(ref); nerr != nil {
@@ -84,13 +93,21 @@ func (h *Handler) pinImage(ctx context.Context, ref string, policy api.PullPolic
 	if policy == api.PullNever {
 		return "", fmt.Errorf("image %q is not in the store, and the pull policy is Never: %w", ref, errdefs.ErrNotFound)
 	}
-	if h.opts.Upstream == nil {
+	up := h.Upstream()
+	if up == nil {
 		return "", fmt.Errorf("image %q: %w (and no registry is reached from here)", ref, errdefs.ErrNotFound)
 	}
+	opts := up.WithAuth(auth)
 	var digest string
-	err = h.share(ctx, "upstream "+nr.String(), func(ctx context.Context) error {
-		p, err := PullUpstream(ctx, h.store, ref, *h.opts.Upstream)
+	// Pulls with different credentials do not share a flight: one
+	// namespace's may reach what another's may not.
+	err = h.share(ctx, "upstream "+nr.String()+" "+Fingerprint(auth), func(ctx context.Context) error {
+		p, err := PullUpstream(ctx, h.store, ref, opts)
 		digest = p.Digest
+		if err == nil && auth != nil && h.opts.Private != nil {
+			// Pulled with a namespace's credentials: others must show theirs.
+			err = h.opts.Private.Mark(ctx, nr.Context().Name())
+		}
 		return err
 	})
 	if err != nil && !IsUpstream(ref) && !errors.Is(err, errdefs.ErrNotFound) {

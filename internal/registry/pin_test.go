@@ -43,7 +43,7 @@ func TestPinImage(t *testing.T) {
 		{"localhost:5000/demo/random:1", "", errdefs.ErrNotFound}, // no upstream configured
 		{"Demo/Random:1", "", errdefs.ErrInvalidArgument},
 	} {
-		got, err := h.PinImage(ctx, c.ref, api.PullIfNotPresent)
+		got, err := h.PinImage(ctx, c.ref, api.PullIfNotPresent, nil)
 		if got != c.want || (c.err == nil && err != nil) || (c.err != nil && !errors.Is(err, c.err)) {
 			t.Errorf("PinImage(%q) = %q, %v; want %q, %v", c.ref, got, err, c.want, c.err)
 		}
@@ -64,10 +64,10 @@ func TestPinShortNameUnreachable(t *testing.T) {
 	cfg := &registry.Config{Registries: map[string]registry.RegistryConfig{"docker.io": {Mirrors: []string{"http://" + closed}}}}
 	h := registry.New(openStore(t), registry.Options{Upstream: &registry.UpstreamOptions{Config: cfg, Keychain: cfg}})
 	ctx := context.Background()
-	if _, err := h.PinImage(ctx, "demo/absent:1", ""); !errors.Is(err, errdefs.ErrNotFound) {
+	if _, err := h.PinImage(ctx, "demo/absent:1", "", nil); !errors.Is(err, errdefs.ErrNotFound) {
 		t.Fatalf("short name: %v, want not found", err)
 	}
-	if _, err := h.PinImage(ctx, closed+"/demo/absent:1", ""); err == nil || errors.Is(err, errdefs.ErrNotFound) {
+	if _, err := h.PinImage(ctx, closed+"/demo/absent:1", "", nil); err == nil || errors.Is(err, errdefs.ErrNotFound) {
 		t.Fatalf("explicit registry: %v, want the connection's error", err)
 	}
 }

@@ -25,7 +25,9 @@
 // (Docker Hub, GHCR, private ones) with their auth, TLS and mirror
 // settings (Config, config.go); Ensure applies a pull policy; a Handler
 // with Options.Upstream pins (PinImage) and pulls through such images for
-// the cluster.
+// the cluster, under the cluster's registry settings (SetUpstream,
+// settings.go) and a template's pull secrets (private.go).
+// SaveAllPlatforms (save.go) writes a multi-arch image's whole index.
 //
 // Repository names are berth image names without the tag ("demo/busybox"
 // for "demo/busybox:1"). The store is one content-addressed pool, so any
@@ -86,13 +88,18 @@ type Options struct {
 	// component names one: docker.io/library/nginx), through the mirrors
 	// its Config names; nil never leaves the cluster.
 	Upstream *UpstreamOptions
-	Logger   *slog.Logger
+	// Private, when set, records the repositories pulled with pull
+	// secrets, whose images PinImage pins only for templates whose own
+	// credentials reach them (private.go).
+	Private *PrivateRepos
+	Logger  *slog.Logger
 }
 
 // Handler serves one image store over the OCI distribution API.
 type Handler struct {
 	store     *image.Store
 	opts      Options
+	upstream  atomic.Pointer[UpstreamOptions] // Options.Upstream, or what SetUpstream set
 	log       *slog.Logger
 	lastPrune atomic.Int64 // unix nanoseconds
 
@@ -111,11 +118,20 @@ func New(store *image.Store, opts Options) *Handler {
 		opts.UploadTTL = DefaultUploadTTL
 	}
 	h := &Handler{store: store, opts: opts, log: opts.Logger}
+	h.upstream.Store(opts.Upstream)
 	if h.log == nil {
 		h.log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
 	return h
 }
+
+// SetUpstream replaces how misses are pulled from the images' own
+// registries (Options.Upstream): the servers follow the cluster's
+// registry settings with it. nil never leaves the cluster.
+func (h *Handler) SetUpstream(u *UpstreamOptions) { h.upstream.Store(u) }
+
+// Upstream is how misses are pulled from the images' registries now.
+func (h *Handler) Upstream() *UpstreamOptions { return h.upstream.Load() }
 
 // Error codes of the distribution spec.
 const (

@@ -140,7 +140,7 @@ func PullUpstream(ctx context.Context, store *image.Store, ref string, opts Upst
 		}
 		errs = append(errs, fmt.Errorf("mirror %s: %w", m, err))
 	}
-	ep := endpoint{host: host, insecure: opts.Insecure || rc.Insecure, caFile: rc.CA}
+	ep := endpoint{host: host, insecure: opts.Insecure || rc.Insecure, caFile: rc.CA, caPEM: rc.CAPEM}
 	if opts.CAFile != "" {
 		ep.caFile = opts.CAFile
 	}
@@ -166,7 +166,7 @@ func pullFromMirror(ctx context.Context, store *image.Store, r name.Reference, m
 		mr = repo.Digest(d.DigestStr())
 	}
 	rc := opts.Config.Registry(u.Host)
-	ep := endpoint{host: u.Host, insecure: u.Scheme == "http" || rc.Insecure, caFile: rc.CA, scheme: u.Scheme}
+	ep := endpoint{host: u.Host, insecure: u.Scheme == "http" || rc.Insecure, caFile: rc.CA, caPEM: rc.CAPEM, scheme: u.Scheme}
 	return pullFrom(ctx, store, r, mr, ep, opts)
 }
 
@@ -175,6 +175,7 @@ type endpoint struct {
 	host     string
 	insecure bool
 	caFile   string
+	caPEM    string // trusted on top of caFile's
 	scheme   string // "" to find out (https unless insecure and it fails)
 }
 
@@ -190,17 +191,22 @@ func (ep *endpoint) httpTransport(ctx context.Context, base *http.Transport) (ht
 	if tr.TLSClientConfig != nil {
 		tlsConf = tr.TLSClientConfig.Clone()
 	}
-	if ep.caFile != "" {
-		pem, err := os.ReadFile(ep.caFile)
-		if err != nil {
-			return nil, fmt.Errorf("registry %s: CA: %w", ep.host, err)
-		}
+	if ep.caFile != "" || ep.caPEM != "" {
 		pool, err := x509.SystemCertPool()
 		if err != nil || pool == nil {
 			pool = x509.NewCertPool()
 		}
-		if !pool.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("registry %s: CA file %s: no PEM certificate: %w", ep.host, ep.caFile, errdefs.ErrInvalidArgument)
+		if ep.caFile != "" {
+			pem, err := os.ReadFile(ep.caFile)
+			if err != nil {
+				return nil, fmt.Errorf("registry %s: CA: %w", ep.host, err)
+			}
+			if !pool.AppendCertsFromPEM(pem) {
+				return nil, fmt.Errorf("registry %s: CA file %s: no PEM certificate: %w", ep.host, ep.caFile, errdefs.ErrInvalidArgument)
+			}
+		}
+		if ep.caPEM != "" && !pool.AppendCertsFromPEM([]byte(ep.caPEM)) {
+			return nil, fmt.Errorf("registry %s: the cluster's CA for it: no PEM certificate: %w", ep.host, errdefs.ErrInvalidArgument)
 		}
 		tlsConf.RootCAs = pool
 	}
@@ -632,7 +638,7 @@ func CheckLogin(ctx context.Context, host, user, password string, opts UpstreamO
 		return fmt.Errorf("login %s: %w: %w", host, err, errdefs.ErrInvalidArgument)
 	}
 	rc := opts.Config.Registry(host)
-	ep := endpoint{host: host, insecure: opts.Insecure || rc.Insecure, caFile: rc.CA}
+	ep := endpoint{host: host, insecure: opts.Insecure || rc.Insecure, caFile: rc.CA, caPEM: rc.CAPEM}
 	if opts.CAFile != "" {
 		ep.caFile = opts.CAFile
 	}
@@ -697,7 +703,7 @@ func PushUpstream(ctx context.Context, store *image.Store, ref string, opts Upst
 	}
 	host := r.Context().RegistryStr()
 	rc := opts.Config.Registry(host)
-	ep := endpoint{host: host, insecure: opts.Insecure || rc.Insecure, caFile: rc.CA}
+	ep := endpoint{host: host, insecure: opts.Insecure || rc.Insecure, caFile: rc.CA, caPEM: rc.CAPEM}
 	if opts.CAFile != "" {
 		ep.caFile = opts.CAFile
 	}

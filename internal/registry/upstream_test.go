@@ -477,11 +477,11 @@ func TestPinIndexAcrossArchitectures(t *testing.T) {
 	srvStore := openStore(t)
 	h := registry.New(srvStore, registry.Options{Upstream: &up})
 	ref := host + "/library/multi:1"
-	pinned, err := h.PinImage(ctx, ref, api.PullIfNotPresent)
+	pinned, err := h.PinImage(ctx, ref, api.PullIfNotPresent, nil)
 	if err != nil || pinned != ref+"@"+idxDigest.String() {
 		t.Fatalf("PinImage = %q, %v; want the index digest %s", pinned, err, idxDigest)
 	}
-	if again, err := h.PinImage(ctx, ref, api.PullIfNotPresent); again != pinned || err != nil {
+	if again, err := h.PinImage(ctx, ref, api.PullIfNotPresent, nil); again != pinned || err != nil {
 		t.Fatalf("PinImage again (the store has it) = %q, %v; want %q", again, err, pinned)
 	}
 	base, _ := server(t, srvStore, registry.Options{Upstream: &up}, nil)

@@ -193,7 +193,8 @@ func Agent(ctx context.Context, cfg AgentConfig) error {
 		if err != nil {
 			return err
 		}
-		n.Images = &agent.PullingImages{StoreImages: agent.StoreImages{Store: store}, Base: "https://" + hosts[0], Transport: tr, Events: c, Node: name, Logger: log}
+		n.Images = &agent.PullingImages{StoreImages: agent.StoreImages{Store: store}, Base: "https://" + hosts[0], Transport: tr, Events: c, Node: name, Logger: log,
+			Settings: c.RegistrySettings}
 	}
 	if err := n.open(); err != nil {
 		return err

@@ -53,8 +53,12 @@ func (cp controlPlane) start(g *group) error {
 	if err != nil {
 		return err
 	}
-	srv.Mount("/v2/", registry.New(cp.Images, registry.Options{Authorize: apiserver.AuthorizeImages, Logger: log.With("component", "registry"),
-		Peers: cp.Peers, Upstream: upstream}))
+	reg := registry.New(cp.Images, registry.Options{Authorize: apiserver.AuthorizeImages, Logger: log.With("component", "registry"),
+		Peers: cp.Peers, Upstream: upstream, Private: privateRepos(cp.Store)})
+	srv.Mount("/v2/", reg)
+	g.run("registry settings", func(ctx context.Context) error {
+		return followRegistrySettings(ctx, cp.Store, reg, upstream, log.With("component", "registry"))
+	})
 	srv.Mount("/metrics/", apiserver.AdminOnly(metrics.Handler(metrics.Cluster(cp.Store))))
 	uc, err := client.New("unix://" + cp.Socket)
 	if err != nil {

@@ -26,8 +26,9 @@ func (t bearerTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 // images nobody in the cluster has: the registry config
 // (registry.DefaultConfigPath: BERTH_REGISTRY_CONFIG, else the server
 // user's ~/.config/berth/config.json) with its credentials, CAs, insecure
-// registries and docker.io mirrors. Give every server of a cluster the
-// same file, so that they pull alike.
+// registries and docker.io mirrors. The cluster's registry settings
+// (followRegistrySettings) override its per-registry settings; the file
+// seeds what they leave out.
 func upstreamOptions() (*registry.UpstreamOptions, error) {
 	cfg, err := registry.LoadConfig(registry.DefaultConfigPath())
 	if err != nil {
