@@ -479,10 +479,8 @@ func (a *Agent) statusOf(inst *Instance, c runtime.Status, now time.Time) Status
 			st.Reason, st.Message = inst.ReportedReason, inst.ReportedMessage
 			a.evicted[c.ID] = eviction{id: c.ID, reason: st.Reason, message: st.Message}
 		}
-		willRestart := inst.Restart == reconcile.Always || inst.Restart == "" ||
-			(inst.Restart == reconcile.OnFailure && st.ExitCode != 0)
 		switch {
-		case willRestart:
+		case reconcile.Restarts(inst.Restart, st.ExitCode):
 			st.Phase = api.PhaseStarting
 			if strings.TrimSpace(st.Reason) == "" || st.Reason == "Completed" || st.Reason == "Error" {
 				st.Reason = "BackOff"

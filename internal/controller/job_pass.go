@@ -36,7 +36,7 @@ func (m *Manager) jobsPass(ctx context.Context, sn *snapshot) ([]newInstances, [
 		res := ComputeJob(st)
 		t := job.Spec.Template
 		// The job controller retries a failed index itself, as a new instance.
-		t.Restart = api.RestartNever
+		t.Restart = api.InstanceRestart(api.KindJob, t)
 		var fresh []*api.Instance
 		for _, c := range res.Create {
 			env := map[string]string{

@@ -96,7 +96,7 @@ func (m *Manager) servicesPass(ctx context.Context, sn *snapshot) ([]newInstance
 			want.Replicas = 0
 		}
 		var exitFailed bool
-		want.Message, exitFailed = exitedMessage(res.Exited, owned[key], svc.Spec.Template.Restart)
+		want.Message, exitFailed = exitedMessage(res.Exited, owned[key], svc.Spec.Template.WithDefaults(api.KindService).Restart)
 		want.History = nextHistory(svc.Status.History, svc.Spec.Template, hash, m.opt.Clock().UTC())
 		rev := want.History[len(want.History)-1].Revision
 		want.Rollout = nextRollout(prev, rev, hash, res)
@@ -183,9 +183,6 @@ func (m *Manager) servicesPass(ctx context.Context, sn *snapshot) ([]newInstance
 func exitedMessage(exited []string, insts []*api.Instance, policy api.RestartPolicy) (string, bool) {
 	if len(exited) == 0 {
 		return "", false
-	}
-	if policy == "" {
-		policy = api.RestartAlways
 	}
 	byName := make(map[string]*api.Instance, len(insts))
 	for _, in := range insts {
