@@ -25,12 +25,13 @@ import (
 	"strings"
 	"time"
 
+	"github.com/berth-dev/berth/api/errdefs"
 	"golang.org/x/sys/unix"
 )
 
 // ErrUnsafe is wrapped by every error about a layer entry that would write
 // outside the target or create something a layer must not carry.
-var ErrUnsafe = errors.New("unsafe layer entry")
+var ErrUnsafe = errdefs.New("unsafe layer entry", errdefs.ErrInvalidArgument)
 
 const (
 	whiteoutPrefix = ".wh."
