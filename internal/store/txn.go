@@ -99,39 +99,8 @@ func (t *Txn) Commit(ctx context.Context) error {
 	if len(t.ops) > s.maxOps {
 		return fmt.Errorf("transaction of %d writes: %w: at most %d", len(t.ops), errdefs.ErrInvalidArgument, s.maxOps)
 	}
-	seen := make(map[string]bool, len(t.ops))
-	var reads []clientv3.Op
-	for _, op := range t.ops {
-		op.key = s.Key(op.kind, op.ns, op.name)
-		if seen[op.key] {
-			return fmt.Errorf("%s: %w: written twice in one transaction", op.ref(), errdefs.ErrInvalidArgument)
-		}
-		seen[op.key] = true
-		if op.typ != opCreate {
-			reads = append(reads, clientv3.OpGet(op.key))
-		}
-	}
-	// Read what updates, deletes and binds start from, all at one revision.
-	if len(reads) > 0 {
-		r, err := s.client.Txn(ctx).Then(reads...).Commit()
-		if err != nil {
-			return fmt.Errorf("read %s: %w", t.ops[0].ref(), wrapEtcd(err))
-		}
-		i := 0
-		for _, op := range t.ops {
-			if op.typ == opCreate {
-				continue
-			}
-			kvs := r.Responses[i].GetResponseRange().Kvs
-			i++
-			if len(kvs) == 0 {
-				return fmt.Errorf("%s: %w", op.ref(), errdefs.ErrNotFound)
-			}
-			op.cur, op.curRev = kvs[0].Value, kvs[0].ModRevision
-			if op.expect != 0 && op.expect != op.curRev {
-				return fmt.Errorf("%s: %w: revision %d is stale, the object is at %d", op.ref(), errdefs.ErrConflict, op.expect, op.curRev)
-			}
-		}
+	if err := t.readCurrent(ctx); err != nil {
+		return err
 	}
 	now := time.Now().UTC()
 	cmps := append([]clientv3.Cmp(nil), s.fence...)
@@ -185,6 +154,46 @@ func (t *Txn) Commit(ctx context.Context) error {
 			if err := decode(op.obj, op.value, r.Header.Revision); err != nil {
 				return fmt.Errorf("%s: %w", op.ref(), err)
 			}
+		}
+	}
+	return nil
+}
+
+// readCurrent keys the ops and reads what updates, deletes and binds
+// start from, all at one revision.
+func (t *Txn) readCurrent(ctx context.Context) error {
+	seen := make(map[string]bool, len(t.ops))
+	var reads []clientv3.Op
+	for _, op := range t.ops {
+		op.key = t.s.Key(op.kind, op.ns, op.name)
+		if seen[op.key] {
+			return fmt.Errorf("%s: %w: written twice in one transaction", op.ref(), errdefs.ErrInvalidArgument)
+		}
+		seen[op.key] = true
+		if op.typ != opCreate {
+			reads = append(reads, clientv3.OpGet(op.key))
+		}
+	}
+	if len(reads) == 0 {
+		return nil
+	}
+	r, err := t.s.client.Txn(ctx).Then(reads...).Commit()
+	if err != nil {
+		return fmt.Errorf("read %s: %w", t.ops[0].ref(), wrapEtcd(err))
+	}
+	i := 0
+	for _, op := range t.ops {
+		if op.typ == opCreate {
+			continue
+		}
+		kvs := r.Responses[i].GetResponseRange().Kvs
+		i++
+		if len(kvs) == 0 {
+			return fmt.Errorf("%s: %w", op.ref(), errdefs.ErrNotFound)
+		}
+		op.cur, op.curRev = kvs[0].Value, kvs[0].ModRevision
+		if op.expect != 0 && op.expect != op.curRev {
+			return fmt.Errorf("%s: %w: revision %d is stale, the object is at %d", op.ref(), errdefs.ErrConflict, op.expect, op.curRev)
 		}
 	}
 	return nil
