@@ -29,6 +29,9 @@ const (
 	GateEnv   = "_BERTH_GATE"
 	StageShim = "shim"
 	StageExec = "exec"
+	// StageHold waits for stdin to close: a process that holds a user
+	// namespace for the launcher to idmap mounts with.
+	StageHold = "hold"
 )
 
 // Record types and limits, from plan.h: one definition for both sides.
@@ -62,6 +65,7 @@ const (
 	recExtStart    = C.REC_EXTSTART
 	recPIDFile     = C.REC_PIDFILE
 	recOverlay     = C.REC_OVERLAY
+	recUserNS      = C.REC_USERNS
 
 	maxItems   = C.MAX_ITEMS
 	maxRlimits = C.MAX_RLIMITS
@@ -109,6 +113,12 @@ type User struct {
 	AdditionalGIDs []uint32
 }
 
+// UserNS maps the container's ids 0..Size-1 to host ids from UID and GID:
+// the container runs in a user namespace of its own.
+type UserNS struct {
+	UID, GID, Size uint32
+}
+
 // Log configures the shim's log file.
 type Log struct {
 	Path     string
@@ -144,6 +154,9 @@ type Plan struct {
 	User        *User
 	NoNewPrivs  bool
 	OOMScoreAdj *int32
+	// UserNS, when set, puts the container in a user namespace: the shim
+	// writes its id maps (and denies setgroups) before the init goes on.
+	UserNS *UserNS
 
 	// Shim only.
 	Log Log
@@ -219,7 +232,7 @@ func (p *Plan) writeProcess(w *planWriter) {
 
 // writeLimits writes what confines the process: masked and read-only
 // paths, sysctls, rlimits, cgroups, namespaces, seccomp, capabilities,
-// user, OOM score, log and the pid an exec joins.
+// user, OOM score, log, the pid an exec joins and the user namespace.
 func (p *Plan) writeLimits(w *planWriter) {
 	w.strs(recMask, p.Masked)
 	w.strs(recRO, p.Readonly)
@@ -266,6 +279,13 @@ func (p *Plan) writeLimits(w *planWriter) {
 	}
 	if p.PID > 0 {
 		w.rec(recPID, binary.NativeEndian.AppendUint32(nil, uint32(p.PID)))
+	}
+	if u := p.UserNS; u != nil {
+		var v [12]byte
+		binary.NativeEndian.PutUint32(v[0:], u.UID)
+		binary.NativeEndian.PutUint32(v[4:], u.GID)
+		binary.NativeEndian.PutUint32(v[8:], u.Size)
+		w.rec(recUserNS, v[:])
 	}
 }
 
