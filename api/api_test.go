@@ -283,3 +283,29 @@ func TestPhaseTerminal(t *testing.T) {
 		}
 	}
 }
+
+// One rule for restarts: a template's own policy wins; left out, a
+// service's is always and a job's on-failure, which the job controller
+// carries out by retrying an index as a new instance, so that a job's
+// instances themselves never restart in place.
+func TestRestartDefaults(t *testing.T) {
+	for _, c := range []struct {
+		owner         Kind
+		given         RestartPolicy
+		tmpl, inPlace RestartPolicy
+	}{
+		{KindService, "", RestartAlways, RestartAlways},
+		{KindService, RestartNever, RestartNever, RestartNever},
+		{KindService, RestartOnFailure, RestartOnFailure, RestartOnFailure},
+		{KindJob, "", RestartOnFailure, RestartNever},
+		{KindJob, RestartAlways, RestartAlways, RestartNever},
+	} {
+		tmpl := Template{Restart: c.given}
+		if got := tmpl.WithDefaults(c.owner).Restart; got != c.tmpl {
+			t.Errorf("%s template with restart %q: filled %q, want %q", c.owner, c.given, got, c.tmpl)
+		}
+		if got := InstanceRestart(c.owner, tmpl); got != c.inPlace {
+			t.Errorf("%s instance with restart %q: restarts in place %q, want %q", c.owner, c.given, got, c.inPlace)
+		}
+	}
+}

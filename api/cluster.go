@@ -15,6 +15,13 @@ const JoinTokenPrefix = "berth_"
 // SocketPath is the path of a node's API socket under its data dir.
 func SocketPath(dataDir string) string { return filepath.Join(dataDir, "berth.sock") }
 
+// DashboardPrefix is where the API servers serve the web dashboard.
+const DashboardPrefix = "/ui/"
+
+// DashboardCodesPath is where the CLI asks for one-time dashboard
+// sign-in codes.
+const DashboardCodesPath = DashboardPrefix + "codes"
+
 // ParseInitialCluster reads the servers of a cluster, "name=URL,name2=URL",
 // into a map; the URLs are checked when a member is configured.
 func ParseInitialCluster(s string) (map[string]string, error) {

@@ -381,6 +381,37 @@ const (
 	RestartNever     RestartPolicy = "never"
 )
 
+// DefaultRestart is the restart policy of a template that names none,
+// by the kind of its owner: on-failure for a job (the job controller
+// retries a failed index, up to its backoff limit), always otherwise.
+func DefaultRestart(owner Kind) RestartPolicy {
+	if owner == KindJob {
+		return RestartOnFailure
+	}
+	return RestartAlways
+}
+
+// WithDefaults is t with the defaults it leaves out filled in, for a
+// template of an owner of that kind: the one place they are decided, for
+// the controllers and the agent alike.
+func (t Template) WithDefaults(owner Kind) Template {
+	if t.Restart == "" {
+		t.Restart = DefaultRestart(owner)
+	}
+	return t
+}
+
+// InstanceRestart is when the node starts an instance's exited container
+// again, in place. A job's instances never restart: the job controller
+// retries a failed index as a new instance (a new name, a new attempt),
+// which is how a job's on-failure is carried out.
+func InstanceRestart(owner Kind, t Template) RestartPolicy {
+	if owner == KindJob {
+		return RestartNever
+	}
+	return t.WithDefaults(owner).Restart
+}
+
 // VolumeMount puts storage at Path in the container. Exactly one of
 // Name, HostPath and Tmpfs says which:
 //

@@ -131,3 +131,18 @@ var categories = []struct {
 	{"TooLarge", ErrTooLarge},
 	{"Unavailable", ErrUnavailable},
 }
+
+// New makes a package's own sentinel error, with its own message, in a
+// category: errors.Is holds for both the sentinel and the category, so
+// that the API maps it to a status code with no mapping of its own.
+//
+//	var ErrNotRunning = errdefs.New("container is not running", errdefs.ErrFailedPrecondition)
+func New(msg string, category error) error { return &sentinel{msg, category} }
+
+type sentinel struct {
+	msg      string
+	category error
+}
+
+func (e *sentinel) Error() string { return e.msg }
+func (e *sentinel) Unwrap() error { return e.category }

@@ -30,3 +30,22 @@ func TestRoundTrip(t *testing.T) {
 		t.Error("an internal error got a category")
 	}
 }
+
+// A package's own sentinel keeps its message and is in its category,
+// wrapped or not, on this side of the wire and after a round trip.
+func TestNewSentinelIsInItsCategory(t *testing.T) {
+	errGone := New("no such container", ErrNotFound)
+	err := fmt.Errorf("container %s: %w", "c1", errGone)
+	if !errors.Is(err, errGone) || !IsNotFound(err) || IsConflict(err) {
+		t.Fatalf("%v: want both the sentinel and NotFound only", err)
+	}
+	if err.Error() != "container c1: no such container" {
+		t.Errorf("message %q changed", err.Error())
+	}
+	if got := HTTPStatus(err); got != http.StatusNotFound {
+		t.Errorf("status %d, want 404", got)
+	}
+	if !errors.Is(FromCode(Code(err), HTTPStatus(err)), ErrNotFound) {
+		t.Errorf("code %q does not come back as NotFound", Code(err))
+	}
+}

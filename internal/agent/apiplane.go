@@ -169,19 +169,13 @@ func InstanceFromAPI(in *api.Instance) *Instance {
 	out := &Instance{
 		Namespace: in.Metadata.Namespace, Name: in.Metadata.Name, UID: in.Metadata.UID, Owner: in.Spec.Owner.Name,
 		Image: t.Image, Command: t.Command, Args: t.Args, WorkingDir: t.WorkingDir, Executor: t.Runtime, UserNS: t.UserNS, Template: t.Hash(),
-		Restart:           reconcile.Policy(t.Restart),
+		Restart:           reconcile.Policy(api.InstanceRestart(in.Spec.Owner.Kind, t)),
 		ReportedContainer: in.Status.ContainerID, ReportedHealthy: in.Status.Healthy,
 		ReportedReason: in.Status.Reason, ReportedMessage: in.Status.Message,
 		Resources: runtime.Resources{CPUs: t.Resources.CPU, MemoryBytes: int64(t.Resources.Memory),
 			Pids: t.Resources.Pids},
 		DiskBytes: int64(t.Resources.Disk),
 		Process:   processOf(&t), StopGrace: t.StopGrace.D(),
-	}
-	if out.Restart == "" {
-		out.Restart = reconcile.Always
-		if in.Spec.Owner.Kind == api.KindJob {
-			out.Restart = reconcile.OnFailure
-		}
 	}
 	if in.Spec.Owner.Kind == api.KindService {
 		out.Service = in.Metadata.Namespace + "/" + in.Spec.Owner.Name

@@ -2,7 +2,6 @@ package agent
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net/http"
 	"os"
@@ -39,9 +38,6 @@ func (a *Agent) serveCheckpoint(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if err := cp.Checkpoint(r.Context(), c.ID, runtime.CheckpointOptions{ImageDir: dir, LeaveRunning: true}); err != nil {
-		if errors.Is(err, runtime.ErrCannotCheckpoint) {
-			err = fmt.Errorf("%w: %w", errdefs.ErrFailedPrecondition, err)
-		}
 		writeErr(w, fmt.Errorf("instance %s: %w", r.PathValue("uid"), err))
 		return
 	}

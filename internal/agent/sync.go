@@ -98,24 +98,50 @@ func (a *Agent) sync(ctx context.Context) time.Time {
 		case reconcile.Stop:
 			a.stopAsync(ctx, act.ContainerID, byID[act.ContainerID], act.Reason)
 		case reconcile.Remove:
-			if a.stopping[act.ContainerID] {
-				continue
-			}
-			if err := a.cfg.Runtime.Delete(ctx, act.ContainerID, true); err != nil && !errors.Is(err, runtime.ErrNotFound) {
-				a.log.Warn("remove container", "container", act.ContainerID, "err", err)
-				continue
-			}
-			if err := a.cfg.Images.Release(ctx, act.ContainerID); err != nil {
-				a.log.Warn("release image", "container", act.ContainerID, "err", err)
-			}
-			a.detach(ctx, act.ContainerID)
-			a.stopProbe(act.ContainerID)
-			delete(a.containers, act.ContainerID)
-			delete(a.evicted, act.ContainerID)
-			changed = true
+			changed = a.remove(ctx, act.ContainerID) || changed
 		}
 	}
-	// Starts run a few at a time: a scale-up of thirty should not queue behind one container at a time.
+	started, next := a.startAll(ctx, starts, insts, now)
+	changed = changed || started
+	retryAt = earliest(retryAt, next)
+	tActs := time.Now()
+	if changed {
+		_, byID = a.observe()
+	}
+	a.track(ctx, byID, insts)
+	a.collectData()
+	tRep := time.Now()
+	a.report(ctx, insts, byID, now)
+	if len(res.Actions) > 0 {
+		a.log.Debug("sync", "actions", len(res.Actions), "containers", len(a.containers), "act", tActs.Sub(t0), "track", tRep.Sub(tActs), "report", time.Since(tRep))
+	}
+	return retryAt
+}
+
+// remove deletes a container the reconciler is done with and what it
+// held (its image's use, its network, its prober); true once it is gone.
+func (a *Agent) remove(ctx context.Context, id string) bool {
+	if a.stopping[id] {
+		return false
+	}
+	if err := a.cfg.Runtime.Delete(ctx, id, true); err != nil && !errors.Is(err, runtime.ErrNotFound) {
+		a.log.Warn("remove container", "container", id, "err", err)
+		return false
+	}
+	if err := a.cfg.Images.Release(ctx, id); err != nil {
+		a.log.Warn("release image", "container", id, "err", err)
+	}
+	a.detach(ctx, id)
+	a.stopProbe(id)
+	delete(a.containers, id)
+	delete(a.evicted, id)
+	return true
+}
+
+// startAll starts containers a few at a time: a scale-up of thirty should
+// not queue behind one container at a time. It says whether any started,
+// and when the next retry of one that failed is due (zero: none).
+func (a *Agent) startAll(ctx context.Context, starts []reconcile.Action, insts map[string]*Instance, now time.Time) (bool, time.Time) {
 	results := make([]startResult, len(starts))
 	var wg sync.WaitGroup
 	sem := make(chan struct{}, startParallelism)
@@ -127,6 +153,8 @@ func (a *Agent) sync(ctx context.Context) time.Time {
 		})
 	}
 	wg.Wait()
+	var started bool
+	var retryAt time.Time
 	for i, act := range starts {
 		if err := results[i].err; err != nil {
 			f := a.failures[act.UID]
@@ -140,20 +168,9 @@ func (a *Agent) sync(ctx context.Context) time.Time {
 		}
 		delete(a.failures, act.UID)
 		a.containers[results[i].st.ID] = results[i].st
-		changed = true
+		started = true
 	}
-	tActs := time.Now()
-	if changed {
-		_, byID = a.observe()
-	}
-	a.track(ctx, byID, insts)
-	a.collectData()
-	tRep := time.Now()
-	a.report(ctx, insts, byID, now)
-	if len(res.Actions) > 0 {
-		a.log.Debug("sync", "actions", len(res.Actions), "containers", len(a.containers), "act", tActs.Sub(t0), "track", tRep.Sub(tActs), "report", time.Since(tRep))
-	}
-	return retryAt
+	return started, retryAt
 }
 
 func earliest(a, b time.Time) time.Time {
@@ -568,10 +585,8 @@ func (a *Agent) statusOf(inst *Instance, c runtime.Status, now time.Time) Status
 			st.Reason, st.Message = inst.ReportedReason, inst.ReportedMessage
 			a.evicted[c.ID] = eviction{id: c.ID, reason: st.Reason, message: st.Message}
 		}
-		willRestart := inst.Restart == reconcile.Always || inst.Restart == "" ||
-			(inst.Restart == reconcile.OnFailure && st.ExitCode != 0)
 		switch {
-		case willRestart:
+		case reconcile.Restarts(inst.Restart, st.ExitCode):
 			st.Phase = api.PhaseStarting
 			if strings.TrimSpace(st.Reason) == "" || st.Reason == "Completed" || st.Reason == "Error" {
 				st.Reason = "BackOff"

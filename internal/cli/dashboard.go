@@ -11,9 +11,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/berth-dev/berth/api"
 	"github.com/spf13/cobra"
-
-	"github.com/berth-dev/berth/internal/dashboard"
 )
 
 func newDashboardCmd(g *globals) *cobra.Command {
@@ -88,7 +87,7 @@ func serveDashboardProxy(ctx context.Context, l net.Listener, sock string) error
 				clean += "/"
 			}
 			// A path with dot segments could name the API beyond /ui/.
-			if clean != p || (p != "/ui" && !strings.HasPrefix(p, dashboard.Prefix)) || p == dashboard.CodesPath {
+			if clean != p || (p != "/ui" && !strings.HasPrefix(p, api.DashboardPrefix)) || p == api.DashboardCodesPath {
 				http.NotFound(w, r)
 				return
 			}

@@ -280,123 +280,7 @@ func withKind(obj api.Object) (json.RawMessage, error) {
 
 // printTable prints objs as table rows, with the header when asked.
 func printTable(ctx context.Context, c *client.Client, tw *tabwriter.Writer, o getOptions, objs []api.Object, header bool) error {
-	wide := o.format == "wide"
-	labels := func(obj api.Object) {
-		if o.showLabels {
-			fmt.Fprintf(tw, "\t%s", labelsColumn(obj.GetMetadata().Labels))
-		}
-		fmt.Fprintln(tw)
-	}
-	labelsHead := cond(o.showLabels, "\tLABELS", "")
-	switch o.kind {
-	case api.KindService:
-		var eps map[string][]string
-		if wide {
-			var err error
-			if eps, err = endpoints(ctx, c, o.namespace); err != nil {
-				return err
-			}
-		}
-		if header {
-			fmt.Fprintln(tw, "NAMESPACE\tNAME\tREADY\tUPDATED\tIMAGE\tAGE"+cond(wide, "\tROLLOUT\tVIP\tDNS\tPORTS\tENDPOINTS", "")+labelsHead)
-		}
-		for _, obj := range objs {
-			s := obj.(*api.Service)
-			fmt.Fprintf(tw, "%s\t%s\t%d/%d\t%d\t%s\t%s", s.Metadata.Namespace, s.Metadata.Name, s.Status.ReadyReplicas, s.Spec.Replicas,
-				s.Status.UpdatedReplicas, imageColumn(s.Spec.Template.Image, wide), age(s.Metadata.CreatedAt))
-			if wide {
-				fmt.Fprintf(tw, "\t%s", dash(string(s.Status.Rollout.Phase)))
-			}
-			if wide {
-				ep := eps[s.Metadata.Namespace+"/"+s.Metadata.Name+"/"+s.Metadata.UID]
-				fmt.Fprintf(tw, "\t%s\t%s.%s.berth\t%s\t%s", dash(s.Status.VIP), s.Metadata.Name, s.Metadata.Namespace,
-					portsOf(s.Spec.Template.Ports), dash(strings.Join(ep, ",")))
-			}
-			labels(obj)
-		}
-	case api.KindJob:
-		if header {
-			fmt.Fprintln(tw, "NAMESPACE\tNAME\tPHASE\tSUCCEEDED\tFAILED\tACTIVE\tAGE"+labelsHead)
-		}
-		for _, obj := range objs {
-			j := obj.(*api.Job)
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%d/%d\t%d\t%d\t%s", j.Metadata.Namespace, j.Metadata.Name, dash(string(j.Status.Phase)),
-				j.Status.Succeeded, j.Spec.Completions, j.Status.Failed, j.Status.Active, age(j.Metadata.CreatedAt))
-			labels(obj)
-		}
-	case api.KindInstance:
-		if header {
-			fmt.Fprintln(tw, "NAMESPACE\tNAME\tOWNER\tNODE\tPHASE\tHEALTHY\tRESTARTS\tAGE"+cond(wide, "\tIMAGE\tCONTAINER\tPID\tIP\tMESSAGE", "")+labelsHead)
-		}
-		for _, obj := range objs {
-			in := obj.(*api.Instance)
-			fmt.Fprintf(tw, "%s\t%s\t%s/%s\t%s\t%s\t%s\t%d\t%s", in.Metadata.Namespace, in.Metadata.Name,
-				strings.ToLower(string(in.Spec.Owner.Kind)), in.Spec.Owner.Name, dash(in.Spec.Node), dash(phaseColumn(in)), healthyColumn(in),
-				in.Status.Restarts, age(in.Metadata.CreatedAt))
-			if wide {
-				fmt.Fprintf(tw, "\t%s\t%s\t%s\t%s\t%s", imageColumn(in.Spec.Template.Image, true), dash(in.Status.ContainerID),
-					pidColumn(in), dash(in.Status.IP), in.Status.Message)
-			}
-			labels(obj)
-		}
-	case api.KindNode:
-		if header {
-			fmt.Fprintln(tw, "NAME\tSTATUS\tCPUS\tMEMORY\tADDRESS\tAGE"+labelsHead)
-		}
-		for _, obj := range objs {
-			n := obj.(*api.Node)
-			status := string(n.Status.Condition)
-			if n.Spec.Unschedulable {
-				status += ",SchedulingDisabled"
-			}
-			fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%s", n.Metadata.Name, dash(status), n.Spec.Capacity.MilliCPU/1000,
-				n.Spec.Capacity.Memory, dash(n.Spec.Address), age(n.Metadata.CreatedAt))
-			labels(obj)
-		}
-	case api.KindVolume:
-		if header {
-			fmt.Fprintln(tw, "NAMESPACE\tNAME\tNODE\tAGE"+labelsHead)
-		}
-		for _, obj := range objs {
-			v := obj.(*api.Volume)
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s", v.Metadata.Namespace, v.Metadata.Name, dash(v.Spec.Node), age(v.Metadata.CreatedAt))
-			labels(obj)
-		}
-	case api.KindCronJob:
-		if header {
-			fmt.Fprintln(tw, "NAMESPACE\tNAME\tSCHEDULE\tLAST RUN\tACTIVE\tAGE"+labelsHead)
-		}
-		for _, obj := range objs {
-			cj := obj.(*api.CronJob)
-			sched := cj.Spec.Schedule
-			if cj.Spec.TimeZone != "" {
-				sched += " " + cj.Spec.TimeZone
-			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s", cj.Metadata.Namespace, cj.Metadata.Name, sched, dash(cj.Status.LastRun),
-				len(cj.Status.Active), age(cj.Metadata.CreatedAt))
-			labels(obj)
-		}
-	case api.KindConfig, api.KindSecret:
-		if header {
-			fmt.Fprintln(tw, "NAMESPACE\tNAME\tKEYS\tDIGEST\tAGE"+labelsHead)
-		}
-		for _, obj := range objs {
-			var keys map[string]int
-			var digest string
-			switch x := obj.(type) {
-			case *api.Config:
-				keys, digest = map[string]int{}, x.Digest
-				for k, v := range x.Data {
-					keys[k] = len(v)
-				}
-			case *api.Secret:
-				keys, digest = x.Keys, x.Digest
-			}
-			m := obj.GetMetadata()
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s", m.Namespace, m.Name, dataKeys(keys), dash(digest), age(m.CreatedAt))
-			labels(obj)
-		}
-	case api.KindEvent:
+	if o.kind == api.KindEvent {
 		if header {
 			printEvents(tw, objs)
 			return nil
@@ -404,8 +288,102 @@ func printTable(ctx context.Context, c *client.Client, tw *tabwriter.Writer, o g
 		for _, obj := range objs {
 			printEventLine(tw, obj.(*api.Event))
 		}
+		return nil
+	}
+	wide := o.format == "wide"
+	head, ok := tableHeader(o.kind, wide)
+	if !ok {
+		return nil
+	}
+	var eps map[string][]string
+	if o.kind == api.KindService && wide {
+		var err error
+		if eps, err = endpoints(ctx, c, o.namespace); err != nil {
+			return err
+		}
+	}
+	if header {
+		fmt.Fprintln(tw, head+cond(o.showLabels, "\tLABELS", ""))
+	}
+	for _, obj := range objs {
+		printRow(tw, obj, wide, eps)
+		if o.showLabels {
+			fmt.Fprintf(tw, "\t%s", labelsColumn(obj.GetMetadata().Labels))
+		}
+		fmt.Fprintln(tw)
 	}
 	return nil
+}
+
+// tableHeader is the header of a kind's table; false for a kind with none.
+func tableHeader(kind api.Kind, wide bool) (string, bool) {
+	switch kind {
+	case api.KindService:
+		return "NAMESPACE\tNAME\tREADY\tUPDATED\tIMAGE\tAGE" + cond(wide, "\tROLLOUT\tVIP\tDNS\tPORTS\tENDPOINTS", ""), true
+	case api.KindJob:
+		return "NAMESPACE\tNAME\tPHASE\tSUCCEEDED\tFAILED\tACTIVE\tAGE", true
+	case api.KindInstance:
+		return "NAMESPACE\tNAME\tOWNER\tNODE\tPHASE\tHEALTHY\tRESTARTS\tAGE" + cond(wide, "\tIMAGE\tCONTAINER\tPID\tIP\tMESSAGE", ""), true
+	case api.KindNode:
+		return "NAME\tSTATUS\tCPUS\tMEMORY\tADDRESS\tAGE", true
+	case api.KindVolume:
+		return "NAMESPACE\tNAME\tNODE\tAGE", true
+	case api.KindCronJob:
+		return "NAMESPACE\tNAME\tSCHEDULE\tLAST RUN\tACTIVE\tAGE", true
+	case api.KindConfig, api.KindSecret:
+		return "NAMESPACE\tNAME\tKEYS\tDIGEST\tAGE", true
+	}
+	return "", false
+}
+
+// printRow prints obj's columns of its kind's table, without the line's
+// end; eps are the services' endpoints, for the wide table.
+func printRow(tw *tabwriter.Writer, obj api.Object, wide bool, eps map[string][]string) {
+	switch x := obj.(type) {
+	case *api.Service:
+		fmt.Fprintf(tw, "%s\t%s\t%d/%d\t%d\t%s\t%s", x.Metadata.Namespace, x.Metadata.Name, x.Status.ReadyReplicas, x.Spec.Replicas,
+			x.Status.UpdatedReplicas, imageColumn(x.Spec.Template.Image, wide), age(x.Metadata.CreatedAt))
+		if wide {
+			ep := eps[x.Metadata.Namespace+"/"+x.Metadata.Name+"/"+x.Metadata.UID]
+			fmt.Fprintf(tw, "\t%s\t%s\t%s.%s.berth\t%s\t%s", dash(string(x.Status.Rollout.Phase)), dash(x.Status.VIP), x.Metadata.Name, x.Metadata.Namespace,
+				portsOf(x.Spec.Template.Ports), dash(strings.Join(ep, ",")))
+		}
+	case *api.Job:
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d/%d\t%d\t%d\t%s", x.Metadata.Namespace, x.Metadata.Name, dash(string(x.Status.Phase)),
+			x.Status.Succeeded, x.Spec.Completions, x.Status.Failed, x.Status.Active, age(x.Metadata.CreatedAt))
+	case *api.Instance:
+		fmt.Fprintf(tw, "%s\t%s\t%s/%s\t%s\t%s\t%s\t%d\t%s", x.Metadata.Namespace, x.Metadata.Name,
+			strings.ToLower(string(x.Spec.Owner.Kind)), x.Spec.Owner.Name, dash(x.Spec.Node), dash(phaseColumn(x)), healthyColumn(x),
+			x.Status.Restarts, age(x.Metadata.CreatedAt))
+		if wide {
+			fmt.Fprintf(tw, "\t%s\t%s\t%s\t%s\t%s", imageColumn(x.Spec.Template.Image, true), dash(x.Status.ContainerID),
+				pidColumn(x), dash(x.Status.IP), x.Status.Message)
+		}
+	case *api.Node:
+		status := string(x.Status.Condition)
+		if x.Spec.Unschedulable {
+			status += ",SchedulingDisabled"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%s", x.Metadata.Name, dash(status), x.Spec.Capacity.MilliCPU/1000,
+			x.Spec.Capacity.Memory, dash(x.Spec.Address), age(x.Metadata.CreatedAt))
+	case *api.Volume:
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s", x.Metadata.Namespace, x.Metadata.Name, dash(x.Spec.Node), age(x.Metadata.CreatedAt))
+	case *api.CronJob:
+		sched := x.Spec.Schedule
+		if x.Spec.TimeZone != "" {
+			sched += " " + x.Spec.TimeZone
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s", x.Metadata.Namespace, x.Metadata.Name, sched, dash(x.Status.LastRun),
+			len(x.Status.Active), age(x.Metadata.CreatedAt))
+	case *api.Config:
+		keys := map[string]int{}
+		for k, v := range x.Data {
+			keys[k] = len(v)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s", x.Metadata.Namespace, x.Metadata.Name, dataKeys(keys), dash(x.Digest), age(x.Metadata.CreatedAt))
+	case *api.Secret:
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s", x.Metadata.Namespace, x.Metadata.Name, dataKeys(x.Keys), dash(x.Digest), age(x.Metadata.CreatedAt))
+	}
 }
 
 func printJobIndexes(tw *tabwriter.Writer, j *api.Job) {

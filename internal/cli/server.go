@@ -2,6 +2,7 @@ package cli
 
 import (
 	"fmt"
+	"io"
 	"log/slog"
 	"net/netip"
 	"os"
@@ -30,7 +31,69 @@ func newServerCmd(g *globals) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "server",
 		Short: "Run the control plane only, one of several servers, in the foreground",
-		Long: `Run the control plane alone: the API server, the controllers and the
+		Long:  serverLong,
+		Example: `  # once, on 10.0.0.1; then copy seal.key, tls/ca.crt, tls/ca.key to .2 and .3:
+  berth server init
+  # on each of three machines (10.0.0.1, .2, .3), with its own --name and addresses:
+  berth server --name s1 --listen 10.0.0.1:7443 --peer-listen 10.0.0.1:7380 \
+      --peers s1=10.0.0.1:7380,s2=10.0.0.2:7380,s3=10.0.0.3:7380
+
+  # servers sharing an existing etcd cluster:
+  berth server --name s1 --listen 10.0.0.1:7443 --etcd-endpoints http://10.0.0.9:2379`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg := server.ServerConfig{
+				DataDir: g.dataDir, Name: name, Listen: listen, PeerListen: peerListen,
+				EtcdClientListen: etcdListen, JoinExisting: joinExisting, EtcdEndpoints: etcd, SealKeyFile: sealKeyFile,
+				LeaderTTL: leaderTTL, Logger: cliLogger(verbose), MaxDraining: maxDraining, NodeCertTTL: nodeCertTTL,
+			}
+			if nodeCertTTL <= 0 || nodeCertTTL > pki.DefaultNodeValidity {
+				return fmt.Errorf("--node-cert-ttl %v: want more than 0 and at most %v", nodeCertTTL, pki.DefaultNodeValidity)
+			}
+			if len(etcd) > 0 && (peers != "" || peerListen != "" || etcdListen != "" || joinExisting) {
+				return fmt.Errorf("--etcd-endpoints uses an external etcd: --peers, --peer-listen, --etcd-client-listen and --join-existing are for embedded members")
+			}
+			if err := peersFlag(&cfg, peers); err != nil {
+				return err
+			}
+			if len(etcd) == 0 && cfg.PeerListen == "" {
+				return fmt.Errorf("--peer-listen HOST:PORT is required for the embedded etcd member (or give --etcd-endpoints)")
+			}
+			var err error
+			if cfg.AllowedHostPaths, err = hostPathsFlag(allowedHostPaths); err != nil {
+				return err
+			}
+			if cfg.Network.ClusterCIDR, err = cidrFlag("--cluster-cidr", clusterCIDR); err != nil {
+				return err
+			}
+			if cfg.Network.ServiceCIDR, err = cidrFlag("--service-cidr", serviceCIDR); err != nil {
+				return err
+			}
+			cfg.Ready = serverReady(cmd.OutOrStdout(), etcd)
+			return server.Server(cmd.Context(), cfg)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&name, "name", "", "this server's name, unique in the cluster (default: the hostname)")
+	f.StringVar(&listen, "listen", ":7443", "serve the API over TCP at HOST:PORT, with TLS and the cluster's token")
+	f.StringVar(&peerListen, "peer-listen", "", "where this server's etcd member meets the others, HOST:PORT (default: its URL in --peers)")
+	f.StringVar(&peers, "peers", "", "every server of a new cluster as NAME=HOST:PORT,... (this one too; the same on all; TLS, so https:// if a scheme is given)")
+	f.BoolVar(&joinExisting, "join-existing", false, "join a running cluster that already lists this server (etcdctl member add)")
+	f.StringVar(&etcdListen, "etcd-client-listen", "", "also serve etcd's client API at HOST:PORT, unauthenticated (for etcdctl), so on a loopback address only")
+	f.StringSliceVar(&etcd, "etcd-endpoints", nil, "use this etcd cluster instead of embedded members")
+	f.StringVar(&clusterCIDR, "cluster-cidr", "", "network the nodes' pod subnets come from (default 10.244.0.0/16; the same on every server)")
+	f.StringVar(&serviceCIDR, "service-cidr", "", "network the services' virtual IPs come from (default 10.96.0.0/16; the same on every server)")
+	f.DurationVar(&leaderTTL, "leader-ttl", 0, "how long the controllers wait for a dead leader before another server takes over (default 3s)")
+	f.BoolVarP(&verbose, "verbose", "v", false, "log what the components do, and who leads")
+	f.DurationVar(&nodeCertTTL, "node-cert-ttl", apiserver.DefaultNodeCertTTL, "how long the node certificates this server signs last; agents renew them when two thirds are over")
+	f.StringVar(&sealKeyFile, "seal-key-file", "", "the key that seals the cluster's secrets at rest, the same on every server (default <data-dir>/seal.key)")
+	f.StringSliceVar(&allowedHostPaths, "allowed-host-paths", nil, "host directories hostPath volumes may mount, DIR,...; others are refused at apply (default: any; the same on every server)")
+	f.IntVar(&maxDraining, "max-draining", 1, "how many nodes may drain at once, cluster-wide (a reboot lock; the same on every server)")
+	cmd.AddCommand(newServerInitCmd(g))
+	return cmd
+}
+
+const serverLong = `Run the control plane alone: the API server, the controllers and the
 scheduler, with an embedded etcd member, and no node agent (nodes join
 with "berth agent").
 
@@ -64,104 +127,58 @@ node rm" make a node's certificate stop working on every server at
 once. A server restarted with its data dir rejoins its cluster.
 
 Peer traffic is TLS both ways: each member presents a peer certificate of
-the cluster CA and accepts only peers that do.`,
-		Example: `  # once, on 10.0.0.1; then copy seal.key, tls/ca.crt, tls/ca.key to .2 and .3:
-  berth server init
-  # on each of three machines (10.0.0.1, .2, .3), with its own --name and addresses:
-  berth server --name s1 --listen 10.0.0.1:7443 --peer-listen 10.0.0.1:7380 \
-      --peers s1=10.0.0.1:7380,s2=10.0.0.2:7380,s3=10.0.0.3:7380
+the cluster CA and accepts only peers that do.`
 
-  # servers sharing an existing etcd cluster:
-  berth server --name s1 --listen 10.0.0.1:7443 --etcd-endpoints http://10.0.0.9:2379`,
-		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg := server.ServerConfig{
-				DataDir: g.dataDir, Name: name, Listen: listen, PeerListen: peerListen,
-				EtcdClientListen: etcdListen, JoinExisting: joinExisting, EtcdEndpoints: etcd, SealKeyFile: sealKeyFile,
-				LeaderTTL: leaderTTL, Logger: cliLogger(verbose), MaxDraining: maxDraining, NodeCertTTL: nodeCertTTL,
-			}
-			if nodeCertTTL <= 0 || nodeCertTTL > pki.DefaultNodeValidity {
-				return fmt.Errorf("--node-cert-ttl %v: want more than 0 and at most %v", nodeCertTTL, pki.DefaultNodeValidity)
-			}
-			if len(etcd) > 0 && (peers != "" || peerListen != "" || etcdListen != "" || joinExisting) {
-				return fmt.Errorf("--etcd-endpoints uses an external etcd: --peers, --peer-listen, --etcd-client-listen and --join-existing are for embedded members")
-			}
-			if peers != "" {
-				m, err := api.ParseInitialCluster(peers)
-				if err != nil {
-					return fmt.Errorf("--peers: %w", err)
-				}
-				cfg.Peers = m
-				if name == "" {
-					return fmt.Errorf("--name is required with --peers: it says which of the peers this server is")
-				}
-				if _, ok := m[name]; !ok {
-					return fmt.Errorf("--peers does not name %q: list every server, this one too", name)
-				}
-				if peerListen == "" {
-					cfg.PeerListen = m[name]
-				}
-			}
-			if len(etcd) == 0 && cfg.PeerListen == "" {
-				return fmt.Errorf("--peer-listen HOST:PORT is required for the embedded etcd member (or give --etcd-endpoints)")
-			}
-			var err error
-			if cfg.AllowedHostPaths, err = hostPathsFlag(allowedHostPaths); err != nil {
-				return err
-			}
-			if cfg.Network.ClusterCIDR, err = cidrFlag("--cluster-cidr", clusterCIDR); err != nil {
-				return err
-			}
-			if cfg.Network.ServiceCIDR, err = cidrFlag("--service-cidr", serviceCIDR); err != nil {
-				return err
-			}
-			out := cmd.OutOrStdout()
-			cfg.Ready = func(info server.ServerInfo) {
-				where := "etcd member " + info.Name
-				if len(etcd) > 0 {
-					where = "etcd at " + strings.Join(etcd, ",")
-				}
-				fmt.Fprintf(out, `berth server %s is up: API on %s and unix://%s, %s.
+// peersFlag sets the embedded members of a new cluster from --peers; this
+// server must be among them.
+func peersFlag(cfg *server.ServerConfig, peers string) error {
+	if peers == "" {
+		return nil
+	}
+	m, err := api.ParseInitialCluster(peers)
+	if err != nil {
+		return fmt.Errorf("--peers: %w", err)
+	}
+	cfg.Peers = m
+	if cfg.Name == "" {
+		return fmt.Errorf("--name is required with --peers: it says which of the peers this server is")
+	}
+	if _, ok := m[cfg.Name]; !ok {
+		return fmt.Errorf("--peers does not name %q: list every server, this one too", cfg.Name)
+	}
+	if cfg.PeerListen == "" {
+		cfg.PeerListen = m[cfg.Name]
+	}
+	return nil
+}
+
+// serverReady tells the operator how clients and nodes reach the server.
+func serverReady(out io.Writer, etcd []string) func(server.ServerInfo) {
+	return func(info server.ServerInfo) {
+		where := "etcd member " + info.Name
+		if len(etcd) > 0 {
+			where = "etcd at " + strings.Join(etcd, ",")
+		}
+		fmt.Fprintf(out, `berth server %s is up: API on %s and unix://%s, %s.
 The controllers run on whichever server leads (-v logs who).
 Clients trust %s and send the admin token in %s
 (copy both to where you run berth):
   berth --server %s --token $(cat %s) --ca-file %s get nodes
 `, info.Name, info.API, info.Socket, where, info.CAFile, info.TokenFile,
-					info.API, info.TokenFile, info.CAFile)
-				switch {
-				case info.JoinToken != "":
-					fmt.Fprintf(out, `Nodes join with the join token in %s (mode 0600; it %s):
+			info.API, info.TokenFile, info.CAFile)
+		switch {
+		case info.JoinToken != "":
+			fmt.Fprintf(out, `Nodes join with the join token in %s (mode 0600; it %s):
   berth agent --server %s --token $(cat %s) --ca-pin %s
 `, info.JoinTokenFile, expiry(info.JoinTokenExpires), info.API, info.JoinTokenFile, info.CAPin)
-				default:
-					fmt.Fprintf(out, `Nodes join with a join token from "berth token create":
+		default:
+			fmt.Fprintf(out, `Nodes join with a join token from "berth token create":
   berth agent --server %s --token <join token> --ca-pin %s
 `, info.API, info.CAPin)
-				}
-				fmt.Fprintf(out, "(or --ca-file %s instead of --ca-pin).\n", info.CAFile)
-				fmt.Fprintf(out, "Dashboard on %s/ui/: sign in with the admin token, or a link from \"berth dashboard\".\n", info.API)
-			}
-			return server.Server(cmd.Context(), cfg)
-		},
+		}
+		fmt.Fprintf(out, "(or --ca-file %s instead of --ca-pin).\n", info.CAFile)
+		fmt.Fprintf(out, "Dashboard on %s/ui/: sign in with the admin token, or a link from \"berth dashboard\".\n", info.API)
 	}
-	f := cmd.Flags()
-	f.StringVar(&name, "name", "", "this server's name, unique in the cluster (default: the hostname)")
-	f.StringVar(&listen, "listen", ":7443", "serve the API over TCP at HOST:PORT, with TLS and the cluster's token")
-	f.StringVar(&peerListen, "peer-listen", "", "where this server's etcd member meets the others, HOST:PORT (default: its URL in --peers)")
-	f.StringVar(&peers, "peers", "", "every server of a new cluster as NAME=HOST:PORT,... (this one too; the same on all; TLS, so https:// if a scheme is given)")
-	f.BoolVar(&joinExisting, "join-existing", false, "join a running cluster that already lists this server (etcdctl member add)")
-	f.StringVar(&etcdListen, "etcd-client-listen", "", "also serve etcd's client API at HOST:PORT, unauthenticated (for etcdctl), so on a loopback address only")
-	f.StringSliceVar(&etcd, "etcd-endpoints", nil, "use this etcd cluster instead of embedded members")
-	f.StringVar(&clusterCIDR, "cluster-cidr", "", "network the nodes' pod subnets come from (default 10.244.0.0/16; the same on every server)")
-	f.StringVar(&serviceCIDR, "service-cidr", "", "network the services' virtual IPs come from (default 10.96.0.0/16; the same on every server)")
-	f.DurationVar(&leaderTTL, "leader-ttl", 0, "how long the controllers wait for a dead leader before another server takes over (default 3s)")
-	f.BoolVarP(&verbose, "verbose", "v", false, "log what the components do, and who leads")
-	f.DurationVar(&nodeCertTTL, "node-cert-ttl", apiserver.DefaultNodeCertTTL, "how long the node certificates this server signs last; agents renew them when two thirds are over")
-	f.StringVar(&sealKeyFile, "seal-key-file", "", "the key that seals the cluster's secrets at rest, the same on every server (default <data-dir>/seal.key)")
-	f.StringSliceVar(&allowedHostPaths, "allowed-host-paths", nil, "host directories hostPath volumes may mount, DIR,...; others are refused at apply (default: any; the same on every server)")
-	f.IntVar(&maxDraining, "max-draining", 1, "how many nodes may drain at once, cluster-wide (a reboot lock; the same on every server)")
-	cmd.AddCommand(newServerInitCmd(g))
-	return cmd
 }
 
 func newServerInitCmd(g *globals) *cobra.Command {

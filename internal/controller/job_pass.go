@@ -36,7 +36,7 @@ func (m *Manager) jobsPass(ctx context.Context, sn *snapshot) ([]newInstances, [
 		res := ComputeJob(st)
 		t := job.Spec.Template
 		// The job controller retries a failed index itself, as a new instance.
-		t.Restart = api.RestartNever
+		t.Restart = api.InstanceRestart(api.KindJob, t)
 		var fresh []*api.Instance
 		for _, c := range res.Create {
 			env := map[string]string{
@@ -77,16 +77,7 @@ func (m *Manager) jobsPass(ctx context.Context, sn *snapshot) ([]newInstances, [
 			})
 		}
 	}
-	for key, insts := range owned {
-		if live[key] || len(insts) == 0 || insts[0].Spec.Owner.Kind != api.KindJob {
-			continue
-		}
-		for _, in := range insts {
-			if err := m.s.Delete(ctx, api.KindInstance, in.Metadata.Namespace, in.Metadata.Name, 0); err != nil && !errdefs.IsNotFound(err) {
-				errs = append(errs, err)
-			}
-		}
-	}
+	errs = append(errs, m.deleteOrphans(ctx, api.KindJob, owned, live))
 	return made, later, errors.Join(errs...)
 }
 

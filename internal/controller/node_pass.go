@@ -9,6 +9,8 @@ import (
 	"github.com/berth-dev/berth/api/errdefs"
 )
 
+// nodesPass marks nodes Ready or NotReady by their heartbeat leases
+// (live), and their instances lost once the node controller gives them up.
 func (m *Manager) nodesPass(ctx context.Context, sn *snapshot, live map[string]bool) error {
 	now := m.opt.Clock()
 	states := make([]NodeState, 0, len(sn.nodes))
@@ -75,13 +77,21 @@ func (m *Manager) nodesPass(ctx context.Context, sn *snapshot, live map[string]b
 		m.notReady[name] = now
 		set(name, api.NodeNotReady, "its heartbeat lease expired")
 	}
+	errs = append(errs, m.markLost(ctx, sn, index, res.Lost))
+	return errors.Join(errs...)
+}
+
+// markLost marks lost the instances named (namespace/name) and those
+// whose node was removed.
+func (m *Manager) markLost(ctx context.Context, sn *snapshot, index map[string]int, names []string) error {
 	var lost map[string]bool
-	if len(res.Lost) > 0 {
-		lost = make(map[string]bool, len(res.Lost))
-		for _, name := range res.Lost {
+	if len(names) > 0 {
+		lost = make(map[string]bool, len(names))
+		for _, name := range names {
 			lost[name] = true
 		}
 	}
+	var errs []error
 	for i, in := range sn.instances {
 		_, nodeExists := index[in.Spec.Node]
 		gone := in.Spec.Node != "" && !nodeExists && !phaseOf(in).Terminal()

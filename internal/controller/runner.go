@@ -317,3 +317,20 @@ func (m *Manager) event(ctx context.Context, obj api.Object, typ api.EventType, 
 		m.log.Warn("record event", "err", err)
 	}
 }
+
+// deleteOrphans removes the instances of owners of kind that are not
+// live any more (the service or job was removed).
+func (m *Manager) deleteOrphans(ctx context.Context, kind api.Kind, owned map[ownerID][]*api.Instance, live map[ownerID]bool) error {
+	var errs []error
+	for key, insts := range owned {
+		if live[key] || len(insts) == 0 || insts[0].Spec.Owner.Kind != kind {
+			continue
+		}
+		for _, in := range insts {
+			if err := m.s.Delete(ctx, api.KindInstance, in.Metadata.Namespace, in.Metadata.Name, 0); err != nil && !errdefs.IsNotFound(err) {
+				errs = append(errs, err)
+			}
+		}
+	}
+	return errors.Join(errs...)
+}

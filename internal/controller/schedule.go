@@ -21,19 +21,7 @@ import (
 // snapshot built from this pass's read; a binding whose instance changed
 // since fails with a conflict and is retried next pass.
 func (m *Manager) schedulePass(ctx context.Context, sn *snapshot, fresh []newInstances) error {
-	var pending []*api.Instance
-	for _, in := range sn.instances {
-		if in.Spec.Node == "" && !phaseOf(in).Terminal() {
-			pending = append(pending, in)
-		}
-	}
-	isNew := map[*api.Instance]bool{}
-	for _, f := range fresh {
-		for _, in := range f.insts {
-			pending = append(pending, in)
-			isNew[in] = true
-		}
-	}
+	pending, isNew := pendingInstances(sn, fresh)
 	if len(pending) == 0 {
 		return nil
 	}
@@ -104,7 +92,31 @@ func (m *Manager) schedulePass(ctx context.Context, sn *snapshot, fresh []newIns
 	}
 	errs = append(errs, m.createNew(ctx, fresh, waits))
 	errs = append(errs, m.unschedulable(ctx, stale))
-	// As many to a transaction as etcd takes.
+	errs = append(errs, m.bind(ctx, bindings, pending))
+	return errors.Join(errs...)
+}
+
+// pendingInstances are the stored instances still to place and the new
+// ones of this pass (isNew).
+func pendingInstances(sn *snapshot, fresh []newInstances) (pending []*api.Instance, isNew map[*api.Instance]bool) {
+	for _, in := range sn.instances {
+		if in.Spec.Node == "" && !phaseOf(in).Terminal() {
+			pending = append(pending, in)
+		}
+	}
+	isNew = map[*api.Instance]bool{}
+	for _, f := range fresh {
+		for _, in := range f.insts {
+			pending = append(pending, in)
+			isNew[in] = true
+		}
+	}
+	return pending, isNew
+}
+
+// bind stores the bindings, as many to a transaction as etcd takes.
+func (m *Manager) bind(ctx context.Context, bindings []store.Binding, pending []*api.Instance) error {
+	var errs []error
 	insts := byKey(pending)
 	size := func(b store.Binding) int { return 2 * jsonSize(insts[b.Namespace+"/"+b.Name]) }
 	for _, batch := range batches(bindings, m.s.BindBatch(), size) {

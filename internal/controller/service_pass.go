@@ -58,29 +58,7 @@ func (m *Manager) servicesPass(ctx context.Context, sn *snapshot) ([]newInstance
 		} else {
 			res = ComputeService(st)
 		}
-		var insts []*api.Instance
-		var names map[string]bool
-		if res.Create > 0 {
-			// Five random letters collide often among thousands: draw again.
-			names = make(map[string]bool, len(owned[key])+res.Create)
-			for _, in := range owned[key] {
-				names[in.Metadata.Name] = true
-			}
-		}
-		for i := range res.Create {
-			p := svc.Spec.Placement
-			if i < len(createOn) {
-				// A global service's instance is pinned to its node.
-				p.Constraints = append(slices.Clip(p.Constraints), api.Constraint{Key: scheduler.NodeNameKey, Op: api.OpEq, Values: []string{createOn[i]}})
-			}
-			in := m.newInstance(svc.Metadata, api.KindService, svc.Spec.Template, p, svc.Spec.Priority, hash, 0, 0, nil)
-			for names[in.Metadata.Name] {
-				in.Metadata.Name = svc.Metadata.Name + "-" + suffix()
-			}
-			names[in.Metadata.Name] = true
-			insts = append(insts, in)
-		}
-		if len(insts) > 0 {
+		if insts := m.serviceInstances(svc, owned[key], hash, res.Create, createOn); len(insts) > 0 {
 			made = append(made, newInstances{owner: svc, insts: insts})
 		}
 		errs = append(errs, m.deleteInstances(ctx, svc.Metadata.Namespace, res.Delete))
@@ -96,7 +74,7 @@ func (m *Manager) servicesPass(ctx context.Context, sn *snapshot) ([]newInstance
 			want.Replicas = 0
 		}
 		var exitFailed bool
-		want.Message, exitFailed = exitedMessage(res.Exited, owned[key], svc.Spec.Template.Restart)
+		want.Message, exitFailed = exitedMessage(res.Exited, owned[key], svc.Spec.Template.WithDefaults(api.KindService).Restart)
 		want.History = nextHistory(svc.Status.History, svc.Spec.Template, hash, m.opt.Clock().UTC())
 		rev := want.History[len(want.History)-1].Revision
 		want.Rollout = nextRollout(prev, rev, hash, res)
@@ -108,73 +86,13 @@ func (m *Manager) servicesPass(ctx context.Context, sn *snapshot) ([]newInstance
 				Message: fmt.Sprintf("revision %d failed (%s): rolled back to revision %d", rev, res.Reason, to.Revision)}
 		}
 		if !serviceStatusEqual(want, svc.Status) {
-			var events []api.Event
-			if want.Message != "" && want.Message != svc.Status.Message {
-				typ := api.EventNormal // all ended well
-				if exitFailed {
-					typ = api.EventWarning
-				}
-				events = append(events, api.Event{Type: typ, Reason: "InstanceExited", Message: want.Message})
-			}
-			if ro := want.Rollout; ro.Hash != prev.Hash || ro.Phase != prev.Phase {
-				switch ro.Phase {
-				case api.RolloutFailed:
-					events = append(events, api.Event{Type: api.EventWarning, Reason: "RolloutFailed",
-						Message: fmt.Sprintf("revision %d: %s; no more instances are replaced until the template changes", ro.Revision, ro.Message)})
-				case api.RolloutRolledBack:
-					events = append(events, api.Event{Type: api.EventWarning, Reason: "RolledBack", Message: ro.Message})
-				case api.RolloutComplete:
-					events = append(events, api.Event{Type: api.EventNormal, Reason: "RolloutComplete", Message: fmt.Sprintf("revision %d", ro.Revision)})
-				}
-			}
-			svc := own(svc)
-			svc.Status = want
-			later = append(later, func() error {
-				if rollback != nil {
-					// The spec first, naming the revision read: a user's change meanwhile wins.
-					back := own(svc)
-					back.Spec.Template = rollback.Template
-					if err := m.s.Update(ctx, back, svc.Metadata.Revision); err != nil {
-						if errdefs.IsConflict(err) || errdefs.IsNotFound(err) {
-							return nil
-						}
-						return err
-					}
-					svc = back
-					svc.Status = want
-				}
-				if err := m.s.UpdateStatus(ctx, svc, 0); err != nil && !errdefs.IsNotFound(err) {
-					return err
-				}
-				for _, ev := range events {
-					m.event(ctx, svc, ev.Type, ev.Reason, ev.Message)
-				}
-				return nil
-			})
+			events := serviceEvents(want, svc.Status.Message, prev, exitFailed)
+			later = append(later, m.writeServiceStatus(ctx, svc, want, rollback, events))
 		}
 	}
-	if len(m.hashes) > len(sn.services) {
-		liveUID := make(map[string]bool, len(sn.services))
-		for _, svc := range sn.services {
-			liveUID[svc.Metadata.UID] = true
-		}
-		for uid := range m.hashes {
-			if !liveUID[uid] {
-				delete(m.hashes, uid)
-			}
-		}
-	}
+	m.forgetHashes(sn.services)
 	// Instances whose service is gone go too.
-	for key, insts := range owned {
-		if live[key] || len(insts) == 0 || insts[0].Spec.Owner.Kind != api.KindService {
-			continue
-		}
-		for _, in := range insts {
-			if err := m.s.Delete(ctx, api.KindInstance, in.Metadata.Namespace, in.Metadata.Name, 0); err != nil && !errdefs.IsNotFound(err) {
-				errs = append(errs, err)
-			}
-		}
-	}
+	errs = append(errs, m.deleteOrphans(ctx, api.KindService, owned, live))
 	return made, later, errors.Join(errs...)
 }
 
@@ -183,9 +101,6 @@ func (m *Manager) servicesPass(ctx context.Context, sn *snapshot) ([]newInstance
 func exitedMessage(exited []string, insts []*api.Instance, policy api.RestartPolicy) (string, bool) {
 	if len(exited) == 0 {
 		return "", false
-	}
-	if policy == "" {
-		policy = api.RestartAlways
 	}
 	byName := make(map[string]*api.Instance, len(insts))
 	for _, in := range insts {
@@ -208,4 +123,102 @@ func exitedMessage(exited []string, insts []*api.Instance, policy api.RestartPol
 		parts = append(parts, fmt.Sprintf("%d more", more))
 	}
 	return fmt.Sprintf("%s; not restarted (restart: %s): change or restart the service to run it again", strings.Join(parts, ", "), policy), failed
+}
+
+// serviceInstances are the count instances a service needs made,
+// pinned each to a node of createOn while it lasts (a global service's).
+func (m *Manager) serviceInstances(svc *api.Service, owned []*api.Instance, hash string, count int, createOn []string) []*api.Instance {
+	if count == 0 {
+		return nil
+	}
+	// Five random letters collide often among thousands: draw again.
+	names := make(map[string]bool, len(owned)+count)
+	for _, in := range owned {
+		names[in.Metadata.Name] = true
+	}
+	insts := make([]*api.Instance, 0, count)
+	for i := range count {
+		p := svc.Spec.Placement
+		if i < len(createOn) {
+			// A global service's instance is pinned to its node.
+			p.Constraints = append(slices.Clip(p.Constraints), api.Constraint{Key: scheduler.NodeNameKey, Op: api.OpEq, Values: []string{createOn[i]}})
+		}
+		in := m.newInstance(svc.Metadata, api.KindService, svc.Spec.Template, p, svc.Spec.Priority, hash, 0, 0, nil)
+		for names[in.Metadata.Name] {
+			in.Metadata.Name = svc.Metadata.Name + "-" + suffix()
+		}
+		names[in.Metadata.Name] = true
+		insts = append(insts, in)
+	}
+	return insts
+}
+
+// serviceEvents are the events a new status tells of: instances that
+// exited for good (a warning when one failed), and a rollout's end.
+func serviceEvents(want api.ServiceStatus, oldMessage string, prev api.RolloutStatus, exitFailed bool) []api.Event {
+	var events []api.Event
+	if want.Message != "" && want.Message != oldMessage {
+		typ := api.EventNormal // all ended well
+		if exitFailed {
+			typ = api.EventWarning
+		}
+		events = append(events, api.Event{Type: typ, Reason: "InstanceExited", Message: want.Message})
+	}
+	if ro := want.Rollout; ro.Hash != prev.Hash || ro.Phase != prev.Phase {
+		switch ro.Phase {
+		case api.RolloutFailed:
+			events = append(events, api.Event{Type: api.EventWarning, Reason: "RolloutFailed",
+				Message: fmt.Sprintf("revision %d: %s; no more instances are replaced until the template changes", ro.Revision, ro.Message)})
+		case api.RolloutRolledBack:
+			events = append(events, api.Event{Type: api.EventWarning, Reason: "RolledBack", Message: ro.Message})
+		case api.RolloutComplete:
+			events = append(events, api.Event{Type: api.EventNormal, Reason: "RolloutComplete", Message: fmt.Sprintf("revision %d", ro.Revision)})
+		}
+	}
+	return events
+}
+
+// writeServiceStatus is the write of a service's new status, after its
+// rollback when there is one, then its events.
+func (m *Manager) writeServiceStatus(ctx context.Context, read *api.Service, want api.ServiceStatus, rollback *api.TemplateRevision, events []api.Event) func() error {
+	svc := own(read)
+	svc.Status = want
+	return func() error {
+		if rollback != nil {
+			// The spec first, naming the revision read: a user's change meanwhile wins.
+			back := own(svc)
+			back.Spec.Template = rollback.Template
+			if err := m.s.Update(ctx, back, svc.Metadata.Revision); err != nil {
+				if errdefs.IsConflict(err) || errdefs.IsNotFound(err) {
+					return nil
+				}
+				return err
+			}
+			svc = back
+			svc.Status = want
+		}
+		if err := m.s.UpdateStatus(ctx, svc, 0); err != nil && !errdefs.IsNotFound(err) {
+			return err
+		}
+		for _, ev := range events {
+			m.event(ctx, svc, ev.Type, ev.Reason, ev.Message)
+		}
+		return nil
+	}
+}
+
+// forgetHashes drops the template hashes of services gone.
+func (m *Manager) forgetHashes(services []*api.Service) {
+	if len(m.hashes) <= len(services) {
+		return
+	}
+	liveUID := make(map[string]bool, len(services))
+	for _, svc := range services {
+		liveUID[svc.Metadata.UID] = true
+	}
+	for uid := range m.hashes {
+		if !liveUID[uid] {
+			delete(m.hashes, uid)
+		}
+	}
 }

@@ -55,10 +55,10 @@ import (
 var assets embed.FS
 
 // Prefix is where the dashboard is mounted.
-const Prefix = "/ui/"
+const Prefix = api.DashboardPrefix
 
 // CodesPath is where the CLI asks for one-time sign-in codes.
-const CodesPath = Prefix + "codes"
+const CodesPath = api.DashboardCodesPath
 
 const (
 	cookieName = "berth_session"

@@ -132,50 +132,10 @@ func (s *Store) Build(ctx context.Context, dir string, opts BuildOptions) (Image
 
 // archiveDir writes dir as a gzipped, reproducible tar to a temp file.
 func (s *Store) archiveDir(ctx context.Context, dir string, progress Progress, warn func(string)) (string, error) {
-	type entry struct {
-		rel string
-		fi  fs.FileInfo
-	}
-	var entries []entry
-	var total int64
-	var skipped []string
-	// WalkDir visits in lexical order, which makes the archive order stable.
-	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		if p == dir {
-			return nil
-		}
-		fi, err := d.Info()
-		if err != nil {
-			return err
-		}
-		rel, err := filepath.Rel(dir, p)
-		if err != nil {
-			return err
-		}
-		switch m := fi.Mode(); {
-		case m&fs.ModeDevice != 0 && strings.HasPrefix(filepath.ToSlash(rel), "dev/"):
-			skipped = append(skipped, filepath.ToSlash(rel))
-			return nil
-		case m&fs.ModeDevice != 0:
-			return fmt.Errorf("%s is a device node: images may not carry device nodes: %w", p, errdefs.ErrInvalidArgument)
-		case m&fs.ModeSocket != 0:
-			return fmt.Errorf("%s is a socket, which cannot be archived: %w", p, errdefs.ErrInvalidArgument)
-		case m.IsRegular():
-			total += fi.Size()
-		}
-		entries = append(entries, entry{filepath.ToSlash(rel), fi})
-		return nil
-	})
+	entries, total, err := buildEntries(dir, warn)
 	if err != nil {
 		return "", err
 	}
-	if len(skipped) > 0 && warn != nil {
-		warn(fmt.Sprintf("left out %d device nodes under /dev (%s): the runtime provides /dev", len(skipped), strings.Join(skipped, ", ")))
-	}
-
 	f, err := os.CreateTemp(filepath.Join(s.root, "tmp"), "build.*.tar.gz")
 	if err != nil {
 		return "", err
@@ -189,7 +149,6 @@ func (s *Store) archiveDir(ctx context.Context, dir string, progress Progress, w
 	}()
 	zw := gzip.NewWriter(f) // no name or time in the header: reproducible
 	tw := tar.NewWriter(zw)
-	type inode struct{ dev, ino uint64 }
 	seen := map[inode]string{}
 	var done int64
 	for i, e := range entries {
@@ -198,34 +157,9 @@ func (s *Store) archiveDir(ctx context.Context, dir string, progress Progress, w
 				return "", err
 			}
 		}
-		link := ""
-		if e.fi.Mode()&fs.ModeSymlink != 0 {
-			if link, err = os.Readlink(filepath.Join(dir, e.rel)); err != nil {
-				return "", err
-			}
-		}
-		hdr, err := tar.FileInfoHeader(e.fi, link)
+		hdr, err := buildHeader(dir, e, seen)
 		if err != nil {
-			return "", fmt.Errorf("%s: %w", e.rel, err)
-		}
-		hdr.Name = e.rel
-		if e.fi.IsDir() {
-			hdr.Name += "/"
-		}
-		hdr.Uname, hdr.Gname = "", ""
-		hdr.ModTime, hdr.AccessTime, hdr.ChangeTime = time.Unix(0, 0), time.Time{}, time.Time{}
-		hdr.Format = tar.FormatPAX
-		sys, _ := e.fi.Sys().(*syscall.Stat_t)
-		if sys != nil {
-			hdr.Uid, hdr.Gid = int(sys.Uid), int(sys.Gid)
-			if e.fi.Mode().IsRegular() && sys.Nlink > 1 {
-				key := inode{uint64(sys.Dev), sys.Ino}
-				if first, ok := seen[key]; ok {
-					hdr.Typeflag, hdr.Linkname, hdr.Size = tar.TypeLink, first, 0
-				} else {
-					seen[key] = e.rel
-				}
-			}
+			return "", err
 		}
 		if err := tw.WriteHeader(hdr); err != nil {
 			return "", fmt.Errorf("%s: %w", e.rel, err)
@@ -258,4 +192,94 @@ func (s *Store) archiveDir(ctx context.Context, dir string, progress Progress, w
 	}
 	ok = true
 	return f.Name(), nil
+}
+
+// buildEntry is a file of a directory being built into an image.
+type buildEntry struct {
+	rel string
+	fi  fs.FileInfo
+}
+
+type inode struct{ dev, ino uint64 }
+
+// buildEntries lists what an image built from dir holds, in a stable
+// order, and the bytes of its regular files. Device nodes under /dev are
+// left out (warned of): the runtime provides /dev.
+func buildEntries(dir string, warn func(string)) ([]buildEntry, int64, error) {
+	var entries []buildEntry
+	var total int64
+	var skipped []string
+	// WalkDir visits in lexical order, which makes the archive order stable.
+	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if p == dir {
+			return nil
+		}
+		fi, err := d.Info()
+		if err != nil {
+			return err
+		}
+		rel, err := filepath.Rel(dir, p)
+		if err != nil {
+			return err
+		}
+		switch m := fi.Mode(); {
+		case m&fs.ModeDevice != 0 && strings.HasPrefix(filepath.ToSlash(rel), "dev/"):
+			skipped = append(skipped, filepath.ToSlash(rel))
+			return nil
+		case m&fs.ModeDevice != 0:
+			return fmt.Errorf("%s is a device node: images may not carry device nodes: %w", p, errdefs.ErrInvalidArgument)
+		case m&fs.ModeSocket != 0:
+			return fmt.Errorf("%s is a socket, which cannot be archived: %w", p, errdefs.ErrInvalidArgument)
+		case m.IsRegular():
+			total += fi.Size()
+		}
+		entries = append(entries, buildEntry{filepath.ToSlash(rel), fi})
+		return nil
+	})
+	if err != nil {
+		return nil, 0, err
+	}
+	if len(skipped) > 0 && warn != nil {
+		warn(fmt.Sprintf("left out %d device nodes under /dev (%s): the runtime provides /dev", len(skipped), strings.Join(skipped, ", ")))
+	}
+	return entries, total, nil
+}
+
+// buildHeader is e's tar header, reproducible (no times, no owner
+// names); a file seen before by its inode is a hard link to it.
+func buildHeader(dir string, e buildEntry, seen map[inode]string) (*tar.Header, error) {
+	link := ""
+	if e.fi.Mode()&fs.ModeSymlink != 0 {
+		var err error
+		if link, err = os.Readlink(filepath.Join(dir, e.rel)); err != nil {
+			return nil, err
+		}
+	}
+	hdr, err := tar.FileInfoHeader(e.fi, link)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", e.rel, err)
+	}
+	hdr.Name = e.rel
+	if e.fi.IsDir() {
+		hdr.Name += "/"
+	}
+	hdr.Uname, hdr.Gname = "", ""
+	hdr.ModTime, hdr.AccessTime, hdr.ChangeTime = time.Unix(0, 0), time.Time{}, time.Time{}
+	hdr.Format = tar.FormatPAX
+	sys, _ := e.fi.Sys().(*syscall.Stat_t)
+	if sys != nil {
+		hdr.Uid, hdr.Gid = int(sys.Uid), int(sys.Gid)
+		if e.fi.Mode().IsRegular() && sys.Nlink > 1 {
+			key := inode{uint64(sys.Dev), sys.Ino}
+			if first, ok := seen[key]; ok {
+				hdr.Typeflag, hdr.Linkname, hdr.Size = tar.TypeLink, first, 0
+			} else {
+				seen[key] = e.rel
+			}
+		}
+	}
+	return hdr, nil
 }

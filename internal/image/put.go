@@ -48,38 +48,8 @@ func (s *Store) put(ctx context.Context, img v1.Image, names []string, progress 
 	if err != nil {
 		return Image{}, fmt.Errorf("image %s: media type: %w", digest, err)
 	}
-	var total, done int64
-	for _, l := range m.Layers {
-		total += l.Size
-	}
-	report := func(n int64) {
-		done += n
-		if progress != nil {
-			progress(done, total)
-		}
-	}
-	for _, ld := range m.Layers {
-		if err := ctx.Err(); err != nil {
-			return Image{}, err
-		}
-		dst := s.blobPath(ld.Digest)
-		if _, err := os.Stat(dst); err == nil {
-			report(ld.Size)
-			continue
-		}
-		l, err := img.LayerByDigest(ld.Digest)
-		if err != nil {
-			return Image{}, fmt.Errorf("image %s: layer %s: %w", digest, ld.Digest, err)
-		}
-		rc, err := l.Compressed()
-		if err != nil {
-			return Image{}, fmt.Errorf("image %s: layer %s: %w", digest, ld.Digest, err)
-		}
-		err = s.copyVerified(ctxReader{ctx, rc}, ld.Digest, dst, report)
-		rc.Close()
-		if err != nil {
-			return Image{}, fmt.Errorf("image %s: layer %s: %w", digest, ld.Digest, err)
-		}
+	if err := s.putLayers(ctx, img, m.Layers, progress); err != nil {
+		return Image{}, fmt.Errorf("image %s: %w", digest, err)
 	}
 	rawCfg, err := img.RawConfigFile()
 	if err != nil {
@@ -98,15 +68,72 @@ func (s *Store) put(ctx context.Context, img v1.Image, names []string, progress 
 		}
 	}
 
-	idx, err := s.readIndex()
-	if err != nil {
+	desc := v1.Descriptor{MediaType: mt, Digest: digest, Size: int64(len(rawManifest))}
+	if err := s.setNames(desc, names); err != nil {
 		return Image{}, err
 	}
-	desc := v1.Descriptor{MediaType: mt, Digest: digest, Size: int64(len(rawManifest))}
+	// Retagging may have orphaned the image a name pointed at before.
+	if err := s.gc(ctx); err != nil {
+		return Image{}, err
+	}
+	name := ""
+	if len(names) > 0 {
+		name = names[0]
+	}
+	return s.load(digest, name)
+}
+
+// putLayers copies the layers the store lacks, reporting progress over
+// all of them (those it has count as done).
+func (s *Store) putLayers(ctx context.Context, img v1.Image, layers []v1.Descriptor, progress Progress) error {
+	var total, done int64
+	for _, l := range layers {
+		total += l.Size
+	}
+	report := func(n int64) {
+		done += n
+		if progress != nil {
+			progress(done, total)
+		}
+	}
+	for _, ld := range layers {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		dst := s.blobPath(ld.Digest)
+		if _, err := os.Stat(dst); err == nil {
+			report(ld.Size)
+			continue
+		}
+		l, err := img.LayerByDigest(ld.Digest)
+		if err != nil {
+			return fmt.Errorf("layer %s: %w", ld.Digest, err)
+		}
+		rc, err := l.Compressed()
+		if err != nil {
+			return fmt.Errorf("layer %s: %w", ld.Digest, err)
+		}
+		err = s.copyVerified(ctxReader{ctx, rc}, ld.Digest, dst, report)
+		rc.Close()
+		if err != nil {
+			return fmt.Errorf("layer %s: %w", ld.Digest, err)
+		}
+	}
+	return nil
+}
+
+// setNames records desc in index.json under names, moving each from the
+// image it named before; with no names, unnamed unless the digest is
+// there already. Held under the store's lock.
+func (s *Store) setNames(desc v1.Descriptor, names []string) error {
+	idx, err := s.readIndex()
+	if err != nil {
+		return err
+	}
 	if len(names) == 0 {
 		present := false
 		for _, d := range idx.Manifests {
-			present = present || d.Digest == digest
+			present = present || d.Digest == desc.Digest
 		}
 		if !present {
 			idx.Manifests = append(idx.Manifests, desc)
@@ -118,8 +145,8 @@ func (s *Store) put(ctx context.Context, img v1.Image, names []string, progress 
 		for _, d := range idx.Manifests {
 			// A name moves to the new image; an unnamed entry of the same
 			// digest is superseded by the named one.
-			if descName(d) == n || (d.Digest == digest && descName(d) == "") {
-				if d.Digest != digest {
+			if descName(d) == n || (d.Digest == desc.Digest && descName(d) == "") {
+				if d.Digest != desc.Digest {
 					moved = append(moved, d.Digest)
 				}
 				continue
@@ -135,22 +162,11 @@ func (s *Store) put(ctx context.Context, img v1.Image, names []string, progress 
 			// store that retains unnamed images (a server's) it stays
 			// anyway, until Prune.
 			if err := s.keepIfUsed(idx, old); err != nil {
-				return Image{}, err
+				return err
 			}
 		}
 	}
-	if err := s.writeIndex(idx); err != nil {
-		return Image{}, err
-	}
-	// Retagging may have orphaned the image a name pointed at before.
-	if err := s.gc(ctx); err != nil {
-		return Image{}, err
-	}
-	name := ""
-	if len(names) > 0 {
-		name = names[0]
-	}
-	return s.load(digest, name)
+	return s.writeIndex(idx)
 }
 
 func (s *Store) putBytes(data []byte, h v1.Hash) error {

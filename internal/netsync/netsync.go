@@ -237,6 +237,15 @@ func (p *Plane) followOnce(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	st, err := p.syncAll(ctx, svcs, insts)
+	if err != nil {
+		return err
+	}
+	return p.followChanges(ctx, st, mergeWatches(ctx, sw, iw))
+}
+
+// syncAll programs the node's services from a full listing.
+func (p *Plane) syncAll(ctx context.Context, svcs []*api.Service, insts []*api.Instance) (*state, error) {
 	st := newState()
 	for _, s := range svcs {
 		st.putService(s)
@@ -246,7 +255,7 @@ func (p *Plane) followOnce(ctx context.Context) error {
 	}
 	unpublished, err := p.svcs.Sync(ctx, st.all())
 	if err != nil {
-		return fmt.Errorf("sync services: %w", err)
+		return nil, fmt.Errorf("sync services: %w", err)
 	}
 	if unpublished != nil {
 		p.log.Warn("host ports not published", "err", unpublished)
@@ -256,7 +265,12 @@ func (p *Plane) followOnce(ctx context.Context) error {
 	p.synced = true
 	p.mu.Unlock()
 	p.log.Debug("services synced", "services", len(svcs), "instances", len(insts))
+	return st, nil
+}
 
+// mergeWatches is the service and instance watches' events in one
+// channel, until ctx ends.
+func mergeWatches(ctx context.Context, sw <-chan client.WatchEvent[*api.Service], iw <-chan client.WatchEvent[*api.Instance]) <-chan change {
 	changes := make(chan change, 256)
 	pump := func(f func() (change, bool)) {
 		for {
@@ -285,6 +299,12 @@ func (p *Plane) followOnce(ctx context.Context) error {
 		}
 		return change{inst: &ev}, ok
 	})
+	return changes
+}
+
+// followChanges programs each service a change touches, until a change
+// cannot be applied or ctx ends.
+func (p *Plane) followChanges(ctx context.Context, st *state, changes <-chan change) error {
 	dirty := map[string]bool{}
 	// Now and then the tables are compared with the whole state: a change
 	// the kernel refused once, or a table edited by hand, is put right.

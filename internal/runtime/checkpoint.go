@@ -11,16 +11,17 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/berth-dev/berth/api/errdefs"
 	"github.com/berth-dev/berth/internal/runtime/launch"
 )
 
 // ErrCannotCheckpoint is returned by Checkpoint and Restore for an executor
 // without CRIU support; callers fall back to a restart.
-var ErrCannotCheckpoint = errors.New("executor cannot checkpoint")
+var ErrCannotCheckpoint = errdefs.New("executor cannot checkpoint", errdefs.ErrFailedPrecondition)
 
 // ErrNoDirtyTracking is returned for a pre-dump where the kernel cannot
 // track dirty memory (no soft-dirty bits): callers go straight to the dump.
-var ErrNoDirtyTracking = errors.New("the kernel has no memory dirty tracking for pre-dumps")
+var ErrNoDirtyTracking = errdefs.New("the kernel has no memory dirty tracking for pre-dumps", errdefs.ErrFailedPrecondition)
 
 var errBuiltinCheckpoint = fmt.Errorf("%w: the built-in executor (berth) has no checkpoint support yet; run the container with --runtime runc or crun", ErrCannotCheckpoint)
 

@@ -46,12 +46,38 @@ func (r *Runtime) Logs(ctx context.Context, id string, opts LogOptions, stdout, 
 	if err != nil {
 		return err
 	}
-	emit := func(l logLine) error {
+	maxFiles := m.Config.LogMaxFiles
+	if maxFiles == 0 {
+		maxFiles = DefaultLogMaxFiles
+	}
+	lf := &logFile{base: bd.path("container.log"), emit: logEmitter(opts.Timestamps, stdout, stderr)}
+	defer lf.close()
+	lines, err := lf.history(maxFiles, opts.Tail)
+	if err != nil {
+		return fmt.Errorf("container %q: logs: %w", id, err)
+	}
+	for _, l := range lines {
+		if err := lf.emit(l); err != nil {
+			return err
+		}
+	}
+	if !opts.Follow {
+		return nil
+	}
+	return lf.follow(ctx, func() bool {
+		st := r.status(bd, m)
+		return st.State == Running || st.State == Created
+	})
+}
+
+// logEmitter writes a log line to the stream it came from.
+func logEmitter(timestamps bool, stdout, stderr io.Writer) func(logLine) error {
+	return func(l logLine) error {
 		w := stdout
 		if l.stderr {
 			w = stderr
 		}
-		if opts.Timestamps {
+		if timestamps {
 			if _, err := w.Write(append(append([]byte{}, l.ts...), ' ')); err != nil {
 				return err
 			}
@@ -62,98 +88,118 @@ func (r *Runtime) Logs(ctx context.Context, id string, opts LogOptions, stdout, 
 		}
 		return err
 	}
-	maxFiles := m.Config.LogMaxFiles
-	if maxFiles == 0 {
-		maxFiles = DefaultLogMaxFiles
-	}
-	base := bd.path("container.log")
-	// Rotated files first, oldest first, then the live one.
+}
+
+// logFile reads a container's log (base, and base.1... as the shim
+// rotates it) and follows the live file.
+type logFile struct {
+	base    string
+	emit    func(logLine) error
+	f       *os.File
+	rd      *bufio.Reader
+	pending []byte // a line read in part
+}
+
+// history is the complete lines written so far, the last tail of them
+// when tail > 0: rotated files first, oldest first, then the live one,
+// which is left open at the end of its last complete line.
+func (lf *logFile) history(maxFiles, tail int) ([]logLine, error) {
 	var lines []logLine
 	for i := maxFiles - 1; i >= 1; i-- {
-		b, err := os.ReadFile(base + "." + strconv.Itoa(i))
+		b, err := os.ReadFile(lf.base + "." + strconv.Itoa(i))
 		if err != nil {
 			continue
 		}
-		lines = appendLines(lines, b, opts.Tail)
+		lines = appendLines(lines, b, tail)
 	}
-	f, err := os.Open(base)
-	if err != nil && !errors.Is(err, os.ErrNotExist) {
-		return fmt.Errorf("container %q: logs: %w", id, err)
+	f, err := os.Open(lf.base)
+	if errors.Is(err, os.ErrNotExist) {
+		return lines, nil
 	}
-	var rd *bufio.Reader
-	if f != nil {
-		defer func() { f.Close() }()
-		b, err := io.ReadAll(f)
-		if err != nil {
-			return fmt.Errorf("container %q: logs: %w", id, err)
-		}
-		// A trailing line without its newline is still being written: leave it for the follower.
-		complete := bytes.LastIndexByte(b, '\n') + 1
-		lines = appendLines(lines, b[:complete], opts.Tail)
-		if _, err := f.Seek(int64(complete), io.SeekStart); err != nil {
-			return err
-		}
-		rd = bufio.NewReader(f)
+	if err != nil {
+		return nil, err
 	}
-	for _, l := range lines {
-		if err := emit(l); err != nil {
-			return err
-		}
+	lf.f = f
+	b, err := io.ReadAll(f)
+	if err != nil {
+		return nil, err
 	}
-	if !opts.Follow {
-		return nil
+	// A trailing line without its newline is still being written: leave it for the follower.
+	complete := bytes.LastIndexByte(b, '\n') + 1
+	lines = appendLines(lines, b[:complete], tail)
+	if _, err := f.Seek(int64(complete), io.SeekStart); err != nil {
+		return nil, err
 	}
-	var pending []byte
-	drain := func() error {
-		if rd == nil {
-			return nil
-		}
-		for {
-			chunk, err := rd.ReadBytes('\n')
-			pending = append(pending, chunk...)
-			if err != nil {
-				return nil // at the end for now; a partial line waits in pending
-			}
-			if l, ok := parseLogLine(bytes.TrimSuffix(pending, []byte{'\n'})); ok {
-				if err := emit(l); err != nil {
-					return err
-				}
-			}
-			pending = pending[:0]
-		}
-	}
+	lf.rd = bufio.NewReader(f)
+	return lines, nil
+}
+
+// follow emits lines as they are written, across rotations, until the
+// container stops (running says it has not) or ctx ends.
+func (lf *logFile) follow(ctx context.Context, running func() bool) error {
 	for {
-		if err := drain(); err != nil {
+		if err := lf.drain(); err != nil {
 			return err
 		}
-		if rotated(f, base) {
+		if rotated(lf.f, lf.base) {
 			// The shim renamed the file away: finish it, then follow the new one.
-			if err := drain(); err != nil {
+			if err := lf.drain(); err != nil {
 				return err
 			}
-			nf, err := os.Open(base)
-			if err == nil {
-				if f != nil {
-					f.Close()
-				}
-				f, rd, pending = nf, bufio.NewReader(nf), nil
+			if lf.reopen() {
 				continue
 			}
 		}
-		if st := r.status(bd, m); st.State != Running && st.State != Created {
+		if !running() {
 			// The last writes may have rotated the file after the check above.
-			if err := drain(); err != nil || !rotated(f, base) {
+			if err := lf.drain(); err != nil || !rotated(lf.f, lf.base) {
 				return err
 			}
-			if nf, err := os.Open(base); err == nil {
-				f.Close()
-				f, rd, pending = nf, bufio.NewReader(nf), nil
-			}
-			return drain()
+			lf.reopen()
+			return lf.drain()
 		}
 		if err := sleepCtx(ctx, 50*time.Millisecond); err != nil {
 			return nil
 		}
+	}
+}
+
+// drain emits the complete lines written since the last read; a partial
+// line waits in pending.
+func (lf *logFile) drain() error {
+	if lf.rd == nil {
+		return nil
+	}
+	for {
+		chunk, err := lf.rd.ReadBytes('\n')
+		lf.pending = append(lf.pending, chunk...)
+		if err != nil {
+			return nil // at the end for now
+		}
+		if l, ok := parseLogLine(bytes.TrimSuffix(lf.pending, []byte{'\n'})); ok {
+			if err := lf.emit(l); err != nil {
+				return err
+			}
+		}
+		lf.pending = lf.pending[:0]
+	}
+}
+
+// reopen follows the live file again after a rotation; false when there
+// is none yet.
+func (lf *logFile) reopen() bool {
+	nf, err := os.Open(lf.base)
+	if err != nil {
+		return false
+	}
+	lf.close()
+	lf.f, lf.rd, lf.pending = nf, bufio.NewReader(nf), nil
+	return true
+}
+
+func (lf *logFile) close() {
+	if lf.f != nil {
+		lf.f.Close()
 	}
 }
 

@@ -35,15 +35,17 @@ import (
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 
+	"github.com/berth-dev/berth/api/errdefs"
 	"github.com/berth-dev/berth/internal/runtime/launch"
 )
 
-// Errors callers can test with errors.Is; they are wrapped with the container's id.
+// Errors callers can test with errors.Is, each in one of errdefs'
+// categories; they are wrapped with the container's id.
 var (
-	ErrNotFound      = errors.New("no such container")
-	ErrAlreadyExists = errors.New("container already exists")
-	ErrNotRunning    = errors.New("container is not running")
-	ErrRunning       = errors.New("container is running")
+	ErrNotFound      = errdefs.New("no such container", errdefs.ErrNotFound)
+	ErrAlreadyExists = errdefs.New("container already exists", errdefs.ErrAlreadyExists)
+	ErrNotRunning    = errdefs.New("container is not running", errdefs.ErrFailedPrecondition)
+	ErrRunning       = errdefs.New("container is running", errdefs.ErrFailedPrecondition)
 )
 
 // State is where a container is in its life.

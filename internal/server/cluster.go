@@ -104,41 +104,14 @@ const controllerRole = "controller"
 // through the local member.
 func Server(ctx context.Context, cfg ServerConfig) error {
 	promdefer.Release() // etcd serves /metrics
-	log := logger(cfg.Logger)
-	name, err := processName(cfg.Name, "server name")
+	name, listenHost, err := serverAddress(cfg)
 	if err != nil {
 		return err
 	}
-	log = log.With("server", name)
-	if cfg.Listen == "" {
-		return fmt.Errorf("server %q: %w: no API address to listen on", name, errdefs.ErrInvalidArgument)
-	}
-	listenHost, _, err := net.SplitHostPort(cfg.Listen)
+	log := logger(cfg.Logger).With("server", name)
+	scfg, secrets, err := storeConfig(name, cfg, log)
 	if err != nil {
-		return fmt.Errorf("server %q: API address %q: %w: %w", name, cfg.Listen, errdefs.ErrInvalidArgument, err)
-	}
-	scfg := store.Config{DataDir: cfg.DataDir, EtcdEndpoints: cfg.EtcdEndpoints, Logger: log.With("component", "store")}
-	if len(cfg.EtcdEndpoints) == 0 {
-		if scfg.Member, err = memberOf(name, cfg); err != nil {
-			return fmt.Errorf("server %q: %w", name, err)
-		}
-	}
-	if err := os.MkdirAll(cfg.DataDir, 0o711); err != nil {
-		return fmt.Errorf("data dir %s: %w", cfg.DataDir, err)
-	}
-	// The cluster's CA comes before etcd: the members meet over TLS with
-	// its certificates. A server alone makes its cluster's secrets; a
-	// member of several needs copies made by "berth server init".
-	embedded := scfg.Member != nil
-	alone := !embedded || (len(scfg.Member.InitialCluster) == 1 && !scfg.Member.Existing)
-	secrets, err := loadSecrets(cfg.DataDir, cfg.SealKeyFile, alone, embedded)
-	if err != nil {
-		return fmt.Errorf("server %q: %w", name, err)
-	}
-	if embedded {
-		if scfg.Member.TLS, err = secrets.peerTLS(name, scfg.Member.PeerURL); err != nil {
-			return err
-		}
+		return err
 	}
 	// Everything that can fail at once is checked before etcd starts,
 	// which may wait a long time for its peers.
@@ -174,27 +147,13 @@ func Server(ctx context.Context, cfg ServerConfig) error {
 	g := newGroup(ctx)
 	defer g.cancel()
 	ctx, run := g.ctx, g.run
-	joinFile := store.JoinTokenFile(cfg.DataDir)
-	joinToken, joinCreated, err := st.EnsureJoinToken(ctx, joinFile)
-	if err != nil {
+	info := ServerInfo{Name: name, Socket: sock, API: "https://" + cfg.Listen,
+		CAFile: creds.CAFile, TokenFile: creds.TokenFile, Token: creds.Token, CAPin: creds.CA.Pin()}
+	if err := firstJoinToken(ctx, st, cfg.DataDir, &info, log); err != nil {
 		return fmt.Errorf("server %q: %w", name, err)
 	}
-	if joinCreated {
-		log.Info("made the cluster's first join token", "file", joinFile)
-	}
-	var joinExpires time.Time
-	if joinToken != "" {
-		if tok, err := st.VerifyJoinToken(ctx, joinToken, time.Now()); err == nil {
-			joinExpires = tok.Expires
-		}
-	}
 
-	// The registry nodes pull images from, and users push them to. What
-	// this server's store lacks it pulls through from the other servers'
-	// registries (with the cluster's admin token), found in etcd where
-	// each records its URL while it runs.
-	regs := registry.NewDirectory(st.Client(), st.RegistriesPrefix(), name)
-	regs.Logger = log.With("component", "registry")
+	regs := registryDirectory(g, st, name, cfg, log)
 	key := st.LeaderKey(controllerRole)
 	err = controlPlane{Store: st, Images: imgs, Socket: sock, Unix: ul, TCP: tl, Creds: creds, Log: log,
 		// With the CA, nodes authenticate with the certificates it signs
@@ -202,40 +161,17 @@ func Server(ctx context.Context, cfg ServerConfig) error {
 		API:         apiserver.Config{Store: st, CA: creds.CA, NodeCertTTL: cfg.NodeCertTTL, AllowedHostPaths: cfg.AllowedHostPaths, SealKey: secrets.key},
 		MaxDraining: cfg.MaxDraining,
 		Peers:       &registry.Peers{List: regs.Peers, Transport: registry.PeerTransport(creds.CA.Pool(), creds.Token)},
-		Controllers: func(ctx context.Context) error {
-			// A fresh manager per term: nothing a past term remembered (how
-			// long a node has been NotReady) outlives a gap in leadership.
-			return leader.Run(ctx, st.Client(), key, name, func(ctx context.Context) error {
-				// Its writes are fenced on the term: a leader paused past
-				// its term (stopped, partitioned) writes nothing once back.
-				term, ok := leader.TermFrom(ctx)
-				if !ok {
-					return fmt.Errorf("controllers: %w: no leader term in the work's context", errdefs.ErrFailedPrecondition)
-				}
-				return controller.NewManager(st.Fenced(term.Cmp()), controller.Options{Logger: log, Network: cfg.Network.controller()}).Run(ctx)
-			}, leader.WithTTL(cfg.LeaderTTL), leader.WithLogger(log.With("component", "leader")))
-		},
+		Controllers: electedControllers(st, key, name, cfg, log),
 	}.start(g)
 	if err != nil {
 		return err
 	}
-	run("registry directory", func(ctx context.Context) error {
-		return regs.Announce(ctx, registry.AdvertisedURL(cfg.Listen, append([]string{cfg.PeerListen}, cfg.EtcdEndpoints...)))
-	})
 	if scfg.Member != nil {
 		run("peer certificate", func(ctx context.Context) error {
 			return secrets.renewPeer(ctx, name, scfg.Member.PeerURL, log.With("component", "store"))
 		})
 	}
-	g.wg.Go(func() {
-		leader.Watch(ctx, st.Client(), key, func(t leader.Term) {
-			if t.Identity == "" {
-				log.Warn("controllers: no leader")
-				return
-			}
-			log.Info("controllers: leader", "leader", t.Identity, "term", t.Revision, "self", t.Identity == name)
-		})
-	})
+	g.wg.Go(func() { logLeaders(ctx, st, key, name, log) })
 
 	if cfg.Ready != nil {
 		c, err := client.New("unix://" + sock)
@@ -243,12 +179,117 @@ func Server(ctx context.Context, cfg ServerConfig) error {
 			return err
 		}
 		if waitHealthy(ctx, c) {
-			cfg.Ready(ServerInfo{Name: name, Socket: sock, API: "https://" + cfg.Listen,
-				CAFile: creds.CAFile, TokenFile: creds.TokenFile, Token: creds.Token, CAPin: creds.CA.Pin(),
-				JoinTokenFile: joinFile, JoinToken: joinToken, JoinTokenCreated: joinCreated, JoinTokenExpires: joinExpires})
+			cfg.Ready(info)
 		}
 	}
 	return g.wait()
+}
+
+// serverAddress is the server's name and the host its API listens on.
+func serverAddress(cfg ServerConfig) (name, host string, err error) {
+	if name, err = processName(cfg.Name, "server name"); err != nil {
+		return "", "", err
+	}
+	if cfg.Listen == "" {
+		return "", "", fmt.Errorf("server %q: %w: no API address to listen on", name, errdefs.ErrInvalidArgument)
+	}
+	if host, _, err = net.SplitHostPort(cfg.Listen); err != nil {
+		return "", "", fmt.Errorf("server %q: API address %q: %w: %w", name, cfg.Listen, errdefs.ErrInvalidArgument, err)
+	}
+	return name, host, nil
+}
+
+// registryDirectory lists the servers' registries, this one's announced
+// there while g runs. The registry nodes pull images from, and users push
+// them to: what this server's store lacks it pulls through from the other
+// servers' registries (with the cluster's admin token), found in etcd
+// where each records its URL while it runs.
+func registryDirectory(g *group, st *store.Store, name string, cfg ServerConfig, log *slog.Logger) *registry.Directory {
+	regs := registry.NewDirectory(st.Client(), st.RegistriesPrefix(), name)
+	regs.Logger = log.With("component", "registry")
+	g.run("registry directory", func(ctx context.Context) error {
+		return regs.Announce(ctx, registry.AdvertisedURL(cfg.Listen, append([]string{cfg.PeerListen}, cfg.EtcdEndpoints...)))
+	})
+	return regs
+}
+
+// storeConfig is how this server opens the store: its etcd member (none
+// with external etcd) and the secrets it needs first. The cluster's CA
+// comes before etcd: the members meet over TLS with its certificates. A
+// server alone makes its cluster's secrets; a member of several needs
+// copies made by "berth server init".
+func storeConfig(name string, cfg ServerConfig, log *slog.Logger) (store.Config, *serverSecrets, error) {
+	scfg := store.Config{DataDir: cfg.DataDir, EtcdEndpoints: cfg.EtcdEndpoints, Logger: log.With("component", "store")}
+	var err error
+	if len(cfg.EtcdEndpoints) == 0 {
+		if scfg.Member, err = memberOf(name, cfg); err != nil {
+			return scfg, nil, fmt.Errorf("server %q: %w", name, err)
+		}
+	}
+	if err := os.MkdirAll(cfg.DataDir, 0o711); err != nil {
+		return scfg, nil, fmt.Errorf("data dir %s: %w", cfg.DataDir, err)
+	}
+	embedded := scfg.Member != nil
+	alone := !embedded || (len(scfg.Member.InitialCluster) == 1 && !scfg.Member.Existing)
+	secrets, err := loadSecrets(cfg.DataDir, cfg.SealKeyFile, alone, embedded)
+	if err != nil {
+		return scfg, nil, fmt.Errorf("server %q: %w", name, err)
+	}
+	if embedded {
+		if scfg.Member.TLS, err = secrets.peerTLS(name, scfg.Member.PeerURL); err != nil {
+			return scfg, nil, err
+		}
+	}
+	return scfg, secrets, nil
+}
+
+// firstJoinToken makes the cluster's first join token on its first start
+// and tells info about it while it works.
+func firstJoinToken(ctx context.Context, st *store.Store, dataDir string, info *ServerInfo, log *slog.Logger) error {
+	info.JoinTokenFile = store.JoinTokenFile(dataDir)
+	var err error
+	info.JoinToken, info.JoinTokenCreated, err = st.EnsureJoinToken(ctx, info.JoinTokenFile)
+	if err != nil {
+		return err
+	}
+	if info.JoinTokenCreated {
+		log.Info("made the cluster's first join token", "file", info.JoinTokenFile)
+	}
+	if info.JoinToken != "" {
+		if tok, err := st.VerifyJoinToken(ctx, info.JoinToken, time.Now()); err == nil {
+			info.JoinTokenExpires = tok.Expires
+		}
+	}
+	return nil
+}
+
+// electedControllers runs the controllers while this server leads their
+// election (key). A fresh manager per term: nothing a past term
+// remembered (how long a node has been NotReady) outlives a gap in
+// leadership.
+func electedControllers(st *store.Store, key, name string, cfg ServerConfig, log *slog.Logger) func(context.Context) error {
+	return func(ctx context.Context) error {
+		return leader.Run(ctx, st.Client(), key, name, func(ctx context.Context) error {
+			// Its writes are fenced on the term: a leader paused past
+			// its term (stopped, partitioned) writes nothing once back.
+			term, ok := leader.TermFrom(ctx)
+			if !ok {
+				return fmt.Errorf("controllers: %w: no leader term in the work's context", errdefs.ErrFailedPrecondition)
+			}
+			return controller.NewManager(st.Fenced(term.Cmp()), controller.Options{Logger: log, Network: cfg.Network.controller()}).Run(ctx)
+		}, leader.WithTTL(cfg.LeaderTTL), leader.WithLogger(log.With("component", "leader")))
+	}
+}
+
+// logLeaders logs who leads the controllers, as it changes, until ctx ends.
+func logLeaders(ctx context.Context, st *store.Store, key, name string, log *slog.Logger) {
+	leader.Watch(ctx, st.Client(), key, func(t leader.Term) {
+		if t.Identity == "" {
+			log.Warn("controllers: no leader")
+			return
+		}
+		log.Info("controllers: leader", "leader", t.Identity, "term", t.Revision, "self", t.Identity == name)
+	})
 }
 
 // memberOf is this server's etcd member.

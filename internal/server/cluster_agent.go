@@ -133,45 +133,9 @@ func Agent(ctx context.Context, cfg AgentConfig) error {
 	if err := os.MkdirAll(cfg.DataDir, 0o711); err != nil {
 		return fmt.Errorf("data dir %s: %w", cfg.DataDir, err)
 	}
-	name := cfg.NodeName
-	var saved *client.NodeCredentials
-	if cfg.Credential == nil {
-		nc, node, err := loadNodeCredentials(cfg.DataDir)
-		switch {
-		case errors.Is(err, os.ErrNotExist):
-		case err != nil:
-			return err
-		case name != "" && name != node:
-			return fmt.Errorf("node %q: %w: the certificate in %s names node %q; remove that directory to join again under another name",
-				name, errdefs.ErrFailedPrecondition, NodeCredentialsDir(cfg.DataDir), node)
-		case cfg.CAPin != "":
-			// The pin must still match the CA saved at the join: a
-			// mismatch is the wrong cluster, and waiting will not cure it.
-			if err := client.CheckPin(nc.CA, cfg.CAPin); err != nil {
-				return fmt.Errorf("node %q: --ca-pin against the CA saved in %s: %w", node, NodeCredentialsDir(cfg.DataDir), err)
-			}
-			saved, name = nc, node
-		default:
-			saved, name = nc, node
-		}
-	}
-	name, err := processName(name, "node name")
-	if err != nil {
+	name, renewing, err := agentCredential(ctx, &cfg, log)
+	if err != nil || cfg.Credential == nil {
 		return err
-	}
-	var renewing *renewingCertificate
-	if cfg.Credential == nil {
-		if saved == nil {
-			nc, err := joinCluster(ctx, cfg, name, log)
-			if err != nil || nc == nil {
-				return err
-			}
-			saved = nc
-		}
-		if renewing, err = newRenewingCertificate(NodeCredentialsDir(cfg.DataDir), name, saved, log); err != nil {
-			return err
-		}
-		cfg.Credential = renewing
 	}
 	c, hosts, tr, tunnelClients, err := agentClient(cfg)
 	if err != nil {
@@ -199,28 +163,8 @@ func Agent(ctx context.Context, cfg AgentConfig) error {
 	if err := n.open(); err != nil {
 		return err
 	}
-	// Say at once when the servers refuse us or cannot be trusted; keep
-	// trying while they cannot be reached.
-	for warned := false; ; {
-		err := c.Healthz(ctx)
-		if err == nil {
-			break
-		}
-		if ctx.Err() != nil {
-			return nil
-		}
-		if errdefs.IsUnauthorized(err) || errdefs.IsForbidden(err) || isCertError(err) {
-			return fmt.Errorf("node %q: API servers %v: %w", name, cfg.Servers, err)
-		}
-		if !warned {
-			log.Warn("waiting for an API server", "servers", cfg.Servers, "err", err)
-			warned = true
-		}
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-time.After(time.Second):
-		}
+	if ok, err := waitForServers(ctx, c, cfg.Servers, name, log); !ok {
+		return err
 	}
 	ag := n.agent()
 	// A tunnel to every server: whichever one a client asks reaches this node.
@@ -228,20 +172,98 @@ func Agent(ctx context.Context, cfg AgentConfig) error {
 		n.serveTunnels(ag, tunnelClients, func(_ string, f func(context.Context) error) { go f(ctx) })
 	}
 	if cfg.Ready != nil {
-		go func() {
-			for ctx.Err() == nil {
-				if _, err := c.Nodes().Get(ctx, "", name); err == nil {
-					cfg.Ready(name)
-					return
-				}
-				select {
-				case <-ctx.Done():
-				case <-time.After(100 * time.Millisecond):
-				}
-			}
-		}()
+		go reportReady(ctx, c, name, cfg.Ready)
 	}
 	return ag.Run(ctx)
+}
+
+// agentCredential is the node's name and how it proves itself to the
+// servers, set in cfg.Credential: as given, or its node certificate,
+// joining the cluster with cfg.JoinToken first if it has none; renewing
+// keeps that certificate fresh. cfg.Credential stays nil when ctx ended
+// while joining.
+func agentCredential(ctx context.Context, cfg *AgentConfig, log *slog.Logger) (name string, renewing *renewingCertificate, err error) {
+	name = cfg.NodeName
+	var saved *client.NodeCredentials
+	if cfg.Credential == nil {
+		nc, node, err := loadNodeCredentials(cfg.DataDir)
+		switch {
+		case errors.Is(err, os.ErrNotExist):
+		case err != nil:
+			return "", nil, err
+		case name != "" && name != node:
+			return "", nil, fmt.Errorf("node %q: %w: the certificate in %s names node %q; remove that directory to join again under another name",
+				name, errdefs.ErrFailedPrecondition, NodeCredentialsDir(cfg.DataDir), node)
+		case cfg.CAPin != "":
+			// The pin must still match the CA saved at the join: a
+			// mismatch is the wrong cluster, and waiting will not cure it.
+			if err := client.CheckPin(nc.CA, cfg.CAPin); err != nil {
+				return "", nil, fmt.Errorf("node %q: --ca-pin against the CA saved in %s: %w", node, NodeCredentialsDir(cfg.DataDir), err)
+			}
+			saved, name = nc, node
+		default:
+			saved, name = nc, node
+		}
+	}
+	if name, err = processName(name, "node name"); err != nil {
+		return "", nil, err
+	}
+	if cfg.Credential != nil {
+		return name, nil, nil
+	}
+	if saved == nil {
+		nc, err := joinCluster(ctx, *cfg, name, log)
+		if err != nil || nc == nil {
+			return name, nil, err
+		}
+		saved = nc
+	}
+	if renewing, err = newRenewingCertificate(NodeCredentialsDir(cfg.DataDir), name, saved, log); err != nil {
+		return "", nil, err
+	}
+	cfg.Credential = renewing
+	return name, renewing, nil
+}
+
+// waitForServers waits until an API server answers. It fails at once
+// when the servers refuse the node or cannot be trusted, and keeps trying
+// while they cannot be reached; false with no error when ctx ends first.
+func waitForServers(ctx context.Context, c *client.Client, servers []string, name string, log *slog.Logger) (bool, error) {
+	for warned := false; ; {
+		err := c.Healthz(ctx)
+		if err == nil {
+			return true, nil
+		}
+		if ctx.Err() != nil {
+			return false, nil
+		}
+		if errdefs.IsUnauthorized(err) || errdefs.IsForbidden(err) || isCertError(err) {
+			return false, fmt.Errorf("node %q: API servers %v: %w", name, servers, err)
+		}
+		if !warned {
+			log.Warn("waiting for an API server", "servers", servers, "err", err)
+			warned = true
+		}
+		select {
+		case <-ctx.Done():
+			return false, nil
+		case <-time.After(time.Second):
+		}
+	}
+}
+
+// reportReady calls ready once the node has registered.
+func reportReady(ctx context.Context, c *client.Client, name string, ready func(node string)) {
+	for ctx.Err() == nil {
+		if _, err := c.Nodes().Get(ctx, "", name); err == nil {
+			ready(name)
+			return
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
 }
 
 // loadNodeCredentials reads the node credentials saved under dataDir

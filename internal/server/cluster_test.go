@@ -387,3 +387,50 @@ func TestPeerCertificateRenewedBeforeItEnds(t *testing.T) {
 		t.Errorf("a fresh certificate: renewed %v, %v; want it kept", renewed, err)
 	}
 }
+
+// berth up --listen made its own self-signed certificate and token before
+// it shared the servers' credentials: a data dir from then keeps its
+// token, and its certificate is replaced by one the new CA issues.
+func TestUpCredentialsFromBeforeTheCA(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	dd := t.TempDir()
+	st, err := store.Open(ctx, store.Config{DataDir: dd})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	dir := filepath.Join(dd, "tls")
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	const old = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+	if err := os.WriteFile(filepath.Join(dir, "token"), []byte(old+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	other, err := pki.NewCA()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pki.LoadOrIssueServer(dir, other, []string{"127.0.0.1"}); err != nil {
+		t.Fatal(err)
+	}
+	sec, err := loadSecrets(dd, "", true, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := clusterCredentials(ctx, st, sec, []string{"127.0.0.1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Token != old {
+		t.Errorf("token %q, want the one from before %q", c.Token, old)
+	}
+	leaf, err := x509.ParseCertificate(c.TLS.Certificates[0].Certificate[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := leaf.Verify(x509.VerifyOptions{Roots: c.CA.Pool(), DNSName: "127.0.0.1"}); err != nil {
+		t.Errorf("the API certificate is not the cluster CA's: %v", err)
+	}
+}

@@ -99,39 +99,8 @@ func (t *Txn) Commit(ctx context.Context) error {
 	if len(t.ops) > s.maxOps {
 		return fmt.Errorf("transaction of %d writes: %w: at most %d", len(t.ops), errdefs.ErrInvalidArgument, s.maxOps)
 	}
-	seen := make(map[string]bool, len(t.ops))
-	var reads []clientv3.Op
-	for _, op := range t.ops {
-		op.key = s.Key(op.kind, op.ns, op.name)
-		if seen[op.key] {
-			return fmt.Errorf("%s: %w: written twice in one transaction", op.ref(), errdefs.ErrInvalidArgument)
-		}
-		seen[op.key] = true
-		if op.typ != opCreate {
-			reads = append(reads, clientv3.OpGet(op.key))
-		}
-	}
-	// Read what updates, deletes and binds start from, all at one revision.
-	if len(reads) > 0 {
-		r, err := s.client.Txn(ctx).Then(reads...).Commit()
-		if err != nil {
-			return fmt.Errorf("read %s: %w", t.ops[0].ref(), wrapEtcd(err))
-		}
-		i := 0
-		for _, op := range t.ops {
-			if op.typ == opCreate {
-				continue
-			}
-			kvs := r.Responses[i].GetResponseRange().Kvs
-			i++
-			if len(kvs) == 0 {
-				return fmt.Errorf("%s: %w", op.ref(), errdefs.ErrNotFound)
-			}
-			op.cur, op.curRev = kvs[0].Value, kvs[0].ModRevision
-			if op.expect != 0 && op.expect != op.curRev {
-				return fmt.Errorf("%s: %w: revision %d is stale, the object is at %d", op.ref(), errdefs.ErrConflict, op.expect, op.curRev)
-			}
-		}
+	if err := t.readCurrent(ctx); err != nil {
+		return err
 	}
 	now := time.Now().UTC()
 	cmps := append([]clientv3.Cmp(nil), s.fence...)
@@ -190,6 +159,46 @@ func (t *Txn) Commit(ctx context.Context) error {
 	return nil
 }
 
+// readCurrent keys the ops and reads what updates, deletes and binds
+// start from, all at one revision.
+func (t *Txn) readCurrent(ctx context.Context) error {
+	seen := make(map[string]bool, len(t.ops))
+	var reads []clientv3.Op
+	for _, op := range t.ops {
+		op.key = t.s.Key(op.kind, op.ns, op.name)
+		if seen[op.key] {
+			return fmt.Errorf("%s: %w: written twice in one transaction", op.ref(), errdefs.ErrInvalidArgument)
+		}
+		seen[op.key] = true
+		if op.typ != opCreate {
+			reads = append(reads, clientv3.OpGet(op.key))
+		}
+	}
+	if len(reads) == 0 {
+		return nil
+	}
+	r, err := t.s.client.Txn(ctx).Then(reads...).Commit()
+	if err != nil {
+		return fmt.Errorf("read %s: %w", t.ops[0].ref(), wrapEtcd(err))
+	}
+	i := 0
+	for _, op := range t.ops {
+		if op.typ == opCreate {
+			continue
+		}
+		kvs := r.Responses[i].GetResponseRange().Kvs
+		i++
+		if len(kvs) == 0 {
+			return fmt.Errorf("%s: %w", op.ref(), errdefs.ErrNotFound)
+		}
+		op.cur, op.curRev = kvs[0].Value, kvs[0].ModRevision
+		if op.expect != 0 && op.expect != op.curRev {
+			return fmt.Errorf("%s: %w: revision %d is stale, the object is at %d", op.ref(), errdefs.ErrConflict, op.expect, op.curRev)
+		}
+	}
+	return nil
+}
+
 // explainFailure names the first write whose comparison failed, or the
 // fence, which comes first: once the term is over, nothing else matters.
 func (t *Txn) explainFailure(r *clientv3.TxnResponse) error {
@@ -213,113 +222,138 @@ func (t *Txn) explainFailure(r *clientv3.TxnResponse) error {
 // prepareOp computes the value an op writes and the assignment keys it
 // touches.
 func (t *Txn) prepareOp(op *txnOp, now time.Time) error {
-	s := t.s
 	var err error
 	switch op.typ {
 	case opCreate:
-		m := op.obj.GetMetadata()
-		m.UID, m.CreatedAt, m.Revision = newUID(), now, 0
-		if err := prepare(op.obj); err != nil {
-			return err
-		}
-		if op.value, err = encode(op.obj); err != nil {
-			return fmt.Errorf("%s: %w", op.ref(), err)
-		}
+		err = op.prepareCreate(now)
 	case opUpdate:
-		if err := prepare(op.obj); err != nil {
-			return err
-		}
-		stored, err := api.New(op.kind)
-		if err != nil {
-			return err
-		}
-		if err := decode(stored, op.cur, op.curRev); err != nil {
-			return fmt.Errorf("%s: %w", op.ref(), err)
-		}
-		// Identity is the store's, not the writer's.
-		m, sm := op.obj.GetMetadata(), stored.GetMetadata()
-		m.UID, m.CreatedAt = sm.UID, sm.CreatedAt
-		// An instance's node and CPUs are the scheduler's, written by Bind
-		// only: a controller re-applying a template must not unbind it.
-		if in, ok := op.obj.(*api.Instance); ok {
-			si := stored.(*api.Instance)
-			in.Spec.Node, in.Spec.CPUSet = si.Spec.Node, si.Spec.CPUSet
-		}
-		b, err := encode(op.obj)
-		if err != nil {
-			return fmt.Errorf("%s: %w", op.ref(), err)
-		}
-		if op.kind.HasStatus() {
-			b, err = mergeRaw(b, op.cur, "status")
-			if err != nil {
-				return fmt.Errorf("%s: %w", op.ref(), err)
-			}
-		}
-		op.value = b
+		err = op.prepareUpdate()
 	case opUpdateStatus:
-		if !op.kind.HasStatus() {
-			return fmt.Errorf("%s: %w: the kind has no status", op.ref(), errdefs.ErrInvalidArgument)
-		}
-		b, err := encode(op.obj)
+		err = op.prepareStatus()
+	case opBind:
+		err = op.prepareBind(now)
+	}
+	if err != nil || op.kind != api.KindInstance {
+		return err
+	}
+	return t.assignKeys(op)
+}
+
+func (op *txnOp) prepareCreate(now time.Time) error {
+	m := op.obj.GetMetadata()
+	m.UID, m.CreatedAt, m.Revision = newUID(), now, 0
+	if err := prepare(op.obj); err != nil {
+		return err
+	}
+	var err error
+	if op.value, err = encode(op.obj); err != nil {
+		return fmt.Errorf("%s: %w", op.ref(), err)
+	}
+	return nil
+}
+
+func (op *txnOp) prepareUpdate() error {
+	if err := prepare(op.obj); err != nil {
+		return err
+	}
+	stored, err := api.New(op.kind)
+	if err != nil {
+		return err
+	}
+	if err := decode(stored, op.cur, op.curRev); err != nil {
+		return fmt.Errorf("%s: %w", op.ref(), err)
+	}
+	// Identity is the store's, not the writer's.
+	m, sm := op.obj.GetMetadata(), stored.GetMetadata()
+	m.UID, m.CreatedAt = sm.UID, sm.CreatedAt
+	// An instance's node and CPUs are the scheduler's, written by Bind
+	// only: a controller re-applying a template must not unbind it.
+	if in, ok := op.obj.(*api.Instance); ok {
+		si := stored.(*api.Instance)
+		in.Spec.Node, in.Spec.CPUSet = si.Spec.Node, si.Spec.CPUSet
+	}
+	b, err := encode(op.obj)
+	if err != nil {
+		return fmt.Errorf("%s: %w", op.ref(), err)
+	}
+	if op.kind.HasStatus() {
+		b, err = mergeRaw(b, op.cur, "status")
 		if err != nil {
 			return fmt.Errorf("%s: %w", op.ref(), err)
 		}
-		if op.value, err = mergeRaw(op.cur, b, "status"); err != nil {
-			return fmt.Errorf("%s: %w", op.ref(), err)
-		}
-		merged, _ := api.New(op.kind)
-		if err := decode(merged, op.value, 0); err != nil {
-			return fmt.Errorf("%s: %w", op.ref(), err)
-		}
-		if in, ok := merged.(*api.Instance); ok {
-			if err := in.ValidateStatus(); err != nil {
-				return fmt.Errorf("%s: %w", op.ref(), err)
-			}
-		}
-		if err := merged.Validate(); err != nil {
-			return fmt.Errorf("%s: %w", op.ref(), err)
-		}
-	case opDelete:
-	case opBind:
-		var in api.Instance
-		if err := decode(&in, op.cur, op.curRev); err != nil {
-			return fmt.Errorf("%s: %w", op.ref(), err)
-		}
-		b := op.binding
-		if err := api.ValidateName(b.Node); err != nil {
-			return fmt.Errorf("bind %s: %w: node: %w", op.ref(), errdefs.ErrInvalidArgument, err)
-		}
-		if in.Spec.Node != "" && in.Spec.Node != b.Node {
-			return fmt.Errorf("bind %s to node %q: %w: already bound to node %q", op.ref(), b.Node, errdefs.ErrFailedPrecondition, in.Spec.Node)
-		}
-		in.Spec.Node, in.Spec.CPUSet = b.Node, b.CPUSet
-		if in.Status.Phase == "" || in.Status.Phase == api.PhasePending {
-			in.Status.Phase = api.PhaseScheduled
-			in.Status.ScheduledAt = now
-		}
-		if op.value, err = encode(&in); err != nil {
+	}
+	op.value = b
+	return nil
+}
+
+func (op *txnOp) prepareStatus() error {
+	if !op.kind.HasStatus() {
+		return fmt.Errorf("%s: %w: the kind has no status", op.ref(), errdefs.ErrInvalidArgument)
+	}
+	b, err := encode(op.obj)
+	if err != nil {
+		return fmt.Errorf("%s: %w", op.ref(), err)
+	}
+	if op.value, err = mergeRaw(op.cur, b, "status"); err != nil {
+		return fmt.Errorf("%s: %w", op.ref(), err)
+	}
+	merged, _ := api.New(op.kind)
+	if err := decode(merged, op.value, 0); err != nil {
+		return fmt.Errorf("%s: %w", op.ref(), err)
+	}
+	if in, ok := merged.(*api.Instance); ok {
+		if err := in.ValidateStatus(); err != nil {
 			return fmt.Errorf("%s: %w", op.ref(), err)
 		}
 	}
-	if op.kind != api.KindInstance {
-		return nil
+	if err := merged.Validate(); err != nil {
+		return fmt.Errorf("%s: %w", op.ref(), err)
 	}
+	return nil
+}
+
+func (op *txnOp) prepareBind(now time.Time) error {
+	var in api.Instance
+	if err := decode(&in, op.cur, op.curRev); err != nil {
+		return fmt.Errorf("%s: %w", op.ref(), err)
+	}
+	b := op.binding
+	if err := api.ValidateName(b.Node); err != nil {
+		return fmt.Errorf("bind %s: %w: node: %w", op.ref(), errdefs.ErrInvalidArgument, err)
+	}
+	if in.Spec.Node != "" && in.Spec.Node != b.Node {
+		return fmt.Errorf("bind %s to node %q: %w: already bound to node %q", op.ref(), b.Node, errdefs.ErrFailedPrecondition, in.Spec.Node)
+	}
+	in.Spec.Node, in.Spec.CPUSet = b.Node, b.CPUSet
+	if in.Status.Phase == "" || in.Status.Phase == api.PhasePending {
+		in.Status.Phase = api.PhaseScheduled
+		in.Status.ScheduledAt = now
+	}
+	var err error
+	if op.value, err = encode(&in); err != nil {
+		return fmt.Errorf("%s: %w", op.ref(), err)
+	}
+	return nil
+}
+
+// assignKeys keeps the node's assignment key in step with an instance's
+// node.
+func (t *Txn) assignKeys(op *txnOp) error {
 	// Lost is final: the node controller gave the instance up and a
 	// replacement may run; a late report from its old node must not revive it.
 	if op.typ == opUpdateStatus && phaseOfValue(op.cur) == api.PhaseLost && phaseOfValue(op.value) != api.PhaseLost {
 		return fmt.Errorf("%s: %w: it was given up as lost", op.ref(), errdefs.ErrFailedPrecondition)
 	}
-	// Keep the node's assignment key in step with the instance's node; a
-	// lost instance is assigned nowhere, so its old node stops it.
+	// A lost instance is assigned nowhere, so its old node stops it.
 	oldNode, newNode := nodeOf(op.cur), ""
 	if op.typ != opDelete && phaseOfValue(op.value) != api.PhaseLost {
 		newNode = nodeOf(op.value)
 	}
 	if oldNode != "" && oldNode != newNode {
-		op.unassig = s.assignKey(oldNode, op.ns, op.name)
+		op.unassig = t.s.assignKey(oldNode, op.ns, op.name)
 	}
 	if newNode != "" && op.typ != opUpdateStatus {
-		op.assign = s.assignKey(newNode, op.ns, op.name)
+		op.assign = t.s.assignKey(newNode, op.ns, op.name)
 	}
 	return nil
 }

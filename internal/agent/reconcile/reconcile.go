@@ -170,7 +170,7 @@ func Compute(desired []Desired, observed []Container, now time.Time) Result {
 			res.Actions = append(res.Actions, Action{Kind: Start, Key: d.Key, UID: d.UID, Attempt: latest.Attempt + 1, Reason: "template changed"})
 			continue
 		}
-		if !restarts(d.Restart, latest.ExitCode) {
+		if !Restarts(d.Restart, latest.ExitCode) {
 			continue // terminal: the instance succeeded or failed for good
 		}
 		due := latest.FinishedAt.Add(Backoff(latest.Attempt, latest.FinishedAt.Sub(latest.StartedAt)))
@@ -186,7 +186,9 @@ func Compute(desired []Desired, observed []Container, now time.Time) Result {
 	return res
 }
 
-func restarts(p Policy, code int) bool {
+// Restarts says whether a container that exited with code is started
+// again under p; "" is always, as for a service.
+func Restarts(p Policy, code int) bool {
 	switch p {
 	case Always, "":
 		return true

@@ -25,12 +25,13 @@ import (
 	"strings"
 	"time"
 
+	"github.com/berth-dev/berth/api/errdefs"
 	"golang.org/x/sys/unix"
 )
 
 // ErrUnsafe is wrapped by every error about a layer entry that would write
 // outside the target or create something a layer must not carry.
-var ErrUnsafe = errors.New("unsafe layer entry")
+var ErrUnsafe = errdefs.New("unsafe layer entry", errdefs.ErrInvalidArgument)
 
 const (
 	whiteoutPrefix = ".wh."
@@ -122,35 +123,8 @@ func (u *unpacker) entry(hdr *tar.Header, r io.Reader) error {
 		dirName, base = ".", "."
 	}
 
-	switch {
-	case base == opaqueMarker:
-		return u.withParent(name, true, func(fd int, _ string) error {
-			d, err := unix.Openat(fd, ".", unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
-			if err != nil {
-				return err
-			}
-			defer unix.Close(d)
-			if err := unix.Fsetxattr(d, "trusted.overlay.opaque", []byte("y"), 0); err != nil {
-				return fmt.Errorf("mark %q opaque (needs root): %w", dirName, err)
-			}
-			return nil
-		})
-	case strings.HasPrefix(base, whiteoutPrefix+whiteoutPrefix):
-		return nil // other ".wh..wh." names are aufs metadata, meaningless here
-	case strings.HasPrefix(base, whiteoutPrefix):
-		target := strings.TrimPrefix(base, whiteoutPrefix)
-		if target == "" || target == "." || target == ".." {
-			return fmt.Errorf("%w: bad whiteout name", ErrUnsafe)
-		}
-		return u.withParent(path.Join(dirName, target), true, func(fd int, b string) error {
-			if err := removeAt(fd, b); err != nil {
-				return err
-			}
-			if err := unix.Mknodat(fd, b, unix.S_IFCHR, 0); err != nil {
-				return fmt.Errorf("create whiteout for %q (needs root): %w", path.Join(dirName, target), err)
-			}
-			return nil
-		})
+	if done, err := u.whiteout(name, dirName, base); done {
+		return err
 	}
 
 	switch hdr.Typeflag {
@@ -171,23 +145,7 @@ func (u *unpacker) entry(hdr *tar.Header, r io.Reader) error {
 
 	return u.withParent(name, true, func(fd int, b string) error {
 		if hdr.Typeflag == tar.TypeDir {
-			var st unix.Stat_t
-			err := unix.Fstatat(fd, b, &st, unix.AT_SYMLINK_NOFOLLOW)
-			if err == nil && st.Mode&unix.S_IFMT != unix.S_IFDIR {
-				if err := removeAt(fd, b); err != nil {
-					return err
-				}
-				err = unix.ENOENT
-			}
-			if err == unix.ENOENT {
-				if err := unix.Mkdirat(fd, b, uint32(hdr.Mode&0o777)); err != nil {
-					return err
-				}
-			} else if err != nil {
-				return err
-			}
-			u.dirTimes = append(u.dirTimes, dirTime{name, hdr.ModTime})
-			return u.attrs(fd, b, hdr, false)
+			return u.mkdir(fd, b, name, hdr)
 		}
 		if err := removeAt(fd, b); err != nil {
 			return err
@@ -221,6 +179,64 @@ func (u *unpacker) entry(hdr *tar.Header, r io.Reader) error {
 		}
 		return u.attrs(fd, b, hdr, false)
 	})
+}
+
+// whiteout carries out an entry that marks a directory opaque or deletes
+// a lower layer's file; false when the entry is neither.
+func (u *unpacker) whiteout(name, dirName, base string) (bool, error) {
+	switch {
+	case base == opaqueMarker:
+		return true, u.withParent(name, true, func(fd int, _ string) error {
+			d, err := unix.Openat(fd, ".", unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+			if err != nil {
+				return err
+			}
+			defer unix.Close(d)
+			if err := unix.Fsetxattr(d, "trusted.overlay.opaque", []byte("y"), 0); err != nil {
+				return fmt.Errorf("mark %q opaque (needs root): %w", dirName, err)
+			}
+			return nil
+		})
+	case strings.HasPrefix(base, whiteoutPrefix+whiteoutPrefix):
+		return true, nil // other ".wh..wh." names are aufs metadata, meaningless here
+	case strings.HasPrefix(base, whiteoutPrefix):
+		target := strings.TrimPrefix(base, whiteoutPrefix)
+		if target == "" || target == "." || target == ".." {
+			return true, fmt.Errorf("%w: bad whiteout name", ErrUnsafe)
+		}
+		return true, u.withParent(path.Join(dirName, target), true, func(fd int, b string) error {
+			if err := removeAt(fd, b); err != nil {
+				return err
+			}
+			if err := unix.Mknodat(fd, b, unix.S_IFCHR, 0); err != nil {
+				return fmt.Errorf("create whiteout for %q (needs root): %w", path.Join(dirName, target), err)
+			}
+			return nil
+		})
+	}
+	return false, nil
+}
+
+// mkdir makes (or keeps) the directory entry name at fd/b, replacing what
+// else stands there, and records its time for the end.
+func (u *unpacker) mkdir(fd int, b, name string, hdr *tar.Header) error {
+	var st unix.Stat_t
+	err := unix.Fstatat(fd, b, &st, unix.AT_SYMLINK_NOFOLLOW)
+	if err == nil && st.Mode&unix.S_IFMT != unix.S_IFDIR {
+		if err := removeAt(fd, b); err != nil {
+			return err
+		}
+		err = unix.ENOENT
+	}
+	if err == unix.ENOENT {
+		if err := unix.Mkdirat(fd, b, uint32(hdr.Mode&0o777)); err != nil {
+			return err
+		}
+	} else if err != nil {
+		return err
+	}
+	u.dirTimes = append(u.dirTimes, dirTime{name, hdr.ModTime})
+	return u.attrs(fd, b, hdr, false)
 }
 
 // hardlink links fd/base to an earlier entry of this layer. The target is

@@ -180,115 +180,90 @@ type Plan struct {
 
 // MarshalBinary encodes the plan in the record format plan.c reads.
 func (p *Plan) MarshalBinary() ([]byte, error) {
-	var b bytes.Buffer
-	var err error
-	rec := func(t uint16, payload []byte) {
-		if len(payload) > 1<<24 {
-			err = fmt.Errorf("launch plan: record %d too large (%d bytes)", t, len(payload))
-			return
-		}
-		var h [6]byte
-		binary.NativeEndian.PutUint16(h[:2], t)
-		binary.NativeEndian.PutUint32(h[2:], uint32(len(payload)))
-		b.Write(h[:])
-		b.Write(payload)
+	if err := p.checkCounts(); err != nil {
+		return nil, err
 	}
-	str := func(t uint16, s string) {
-		if strings.IndexByte(s, 0) >= 0 {
-			err = fmt.Errorf("launch plan: %q contains a NUL byte", s)
-			return
-		}
-		rec(t, append([]byte(s), 0))
-	}
-	strOpt := func(t uint16, s string) {
-		if s != "" {
-			str(t, s)
-		}
-	}
-	flag := func(t uint16, on bool) {
-		if on {
-			rec(t, nil)
-		}
-	}
-	for _, a := range p.Args {
-		str(recArg, a)
-	}
-	for _, e := range p.Env {
-		str(recEnv, e)
-	}
-	for _, a := range p.ExternalArgs {
-		str(recExtArg, a)
-	}
-	for _, a := range p.ExternalStart {
-		str(recExtStart, a)
-	}
-	strOpt(recPIDFile, p.PIDFile)
-	strOpt(recCwd, p.Cwd)
-	strOpt(recHostname, p.Hostname)
-	strOpt(recRootfs, p.Rootfs)
-	strOpt(recOverlay, p.RootfsOverlay)
-	strOpt(recNetNS, p.NetNS)
-	strOpt(recExit, p.ExitPath)
-	strOpt(recState, p.StatePath)
-	strOpt(recCtl, p.CtlPath)
-	flag(recRootfsRO, p.RootfsReadonly)
-	flag(recNNP, p.NoNewPrivs)
-	flag(recHideUnified, p.HideUnified)
-	flag(recInit, p.Init)
+	var w planWriter
+	p.writeProcess(&w)
 	for _, m := range p.Mounts {
-		var fixed [12]byte
-		binary.NativeEndian.PutUint64(fixed[:8], uint64(m.Flags))
-		binary.NativeEndian.PutUint32(fixed[8:], uint32(m.Kind))
-		payload := fixed[:]
-		for _, s := range []string{m.Source, m.Target, m.FSType, m.Data} {
-			if strings.IndexByte(s, 0) >= 0 {
-				return nil, fmt.Errorf("launch plan: mount %q: field contains a NUL byte", m.Target)
-			}
-			payload = append(append(payload, s...), 0)
-		}
-		rec(recMount, payload)
+		w.mount(m)
 	}
-	for _, s := range p.Masked {
-		str(recMask, s)
+	p.writeLimits(&w)
+	err := w.err
+	if err == nil {
+		err = p.checkLimits()
 	}
-	for _, s := range p.Readonly {
-		str(recRO, s)
+	if err != nil {
+		return nil, err
 	}
-	for _, s := range p.Sysctls {
-		str(recSysctl, s)
+	return w.b.Bytes(), nil
+}
+
+// checkCounts refuses the lists and numbers the records cannot carry.
+func (p *Plan) checkCounts() error {
+	if len(p.Cgroups) > maxCgroups {
+		return fmt.Errorf("launch plan: %d cgroups, at most %d", len(p.Cgroups), maxCgroups)
 	}
+	if u := p.User; u != nil && len(u.AdditionalGIDs) > maxGIDs {
+		return fmt.Errorf("launch plan: %d additional groups, at most %d", len(u.AdditionalGIDs), maxGIDs)
+	}
+	if p.PID > math.MaxInt32 {
+		return fmt.Errorf("launch plan: pid %d out of range", p.PID)
+	}
+	return nil
+}
+
+// writeProcess writes what the process is: its arguments, environment,
+// external runtime, paths and flags.
+func (p *Plan) writeProcess(w *planWriter) {
+	w.strs(recArg, p.Args)
+	w.strs(recEnv, p.Env)
+	w.strs(recExtArg, p.ExternalArgs)
+	w.strs(recExtStart, p.ExternalStart)
+	w.strOpt(recPIDFile, p.PIDFile)
+	w.strOpt(recCwd, p.Cwd)
+	w.strOpt(recHostname, p.Hostname)
+	w.strOpt(recRootfs, p.Rootfs)
+	w.strOpt(recOverlay, p.RootfsOverlay)
+	w.strOpt(recNetNS, p.NetNS)
+	w.strOpt(recExit, p.ExitPath)
+	w.strOpt(recState, p.StatePath)
+	w.strOpt(recCtl, p.CtlPath)
+	w.flag(recRootfsRO, p.RootfsReadonly)
+	w.flag(recNNP, p.NoNewPrivs)
+	w.flag(recHideUnified, p.HideUnified)
+	w.flag(recInit, p.Init)
+}
+
+// writeLimits writes what confines the process: masked and read-only
+// paths, sysctls, rlimits, cgroups, namespaces, seccomp, capabilities,
+// user, OOM score, log, the pid an exec joins and the user namespace.
+func (p *Plan) writeLimits(w *planWriter) {
+	w.strs(recMask, p.Masked)
+	w.strs(recRO, p.Readonly)
+	w.strs(recSysctl, p.Sysctls)
 	for _, r := range p.Rlimits {
 		var v [20]byte
 		binary.NativeEndian.PutUint32(v[:4], r.Resource)
 		binary.NativeEndian.PutUint64(v[4:12], r.Soft)
 		binary.NativeEndian.PutUint64(v[12:], r.Hard)
-		rec(recRlimit, v[:])
+		w.rec(recRlimit, v[:])
 	}
-	if len(p.Cgroups) > maxCgroups {
-		return nil, fmt.Errorf("launch plan: %d cgroups, at most %d", len(p.Cgroups), maxCgroups)
-	}
-	for _, c := range p.Cgroups {
-		str(recCgroup, c)
-	}
+	w.strs(recCgroup, p.Cgroups)
 	if p.NSFlags != 0 {
-		var v [8]byte
-		binary.NativeEndian.PutUint64(v[:], p.NSFlags)
-		rec(recNSFlags, v[:])
+		w.rec(recNSFlags, binary.NativeEndian.AppendUint64(nil, p.NSFlags))
 	}
 	if len(p.Seccomp) > 0 {
-		rec(recSeccomp, p.Seccomp)
+		w.rec(recSeccomp, p.Seccomp)
 	}
 	if c := p.Caps; c != nil {
 		var v [40]byte
 		for i, m := range []uint64{c.Bounding, c.Effective, c.Permitted, c.Inheritable, c.Ambient} {
 			binary.NativeEndian.PutUint64(v[i*8:], m)
 		}
-		rec(recCaps, v[:])
+		w.rec(recCaps, v[:])
 	}
 	if u := p.User; u != nil {
-		if len(u.AdditionalGIDs) > maxGIDs {
-			return nil, fmt.Errorf("launch plan: %d additional groups, at most %d", len(u.AdditionalGIDs), maxGIDs)
-		}
 		v := make([]byte, 12+4*len(u.AdditionalGIDs))
 		binary.NativeEndian.PutUint32(v[0:], u.UID)
 		binary.NativeEndian.PutUint32(v[4:], u.GID)
@@ -296,42 +271,87 @@ func (p *Plan) MarshalBinary() ([]byte, error) {
 		for i, g := range u.AdditionalGIDs {
 			binary.NativeEndian.PutUint32(v[12+4*i:], g)
 		}
-		rec(recUser, v)
+		w.rec(recUser, v)
 	}
 	if p.OOMScoreAdj != nil {
-		var v [4]byte
-		binary.NativeEndian.PutUint32(v[:], uint32(*p.OOMScoreAdj))
-		rec(recOOMScore, v[:])
+		w.rec(recOOMScore, binary.NativeEndian.AppendUint32(nil, uint32(*p.OOMScoreAdj)))
 	}
 	if p.Log.Path != "" {
 		v := make([]byte, 12, 13+len(p.Log.Path))
 		binary.NativeEndian.PutUint64(v[:8], p.Log.MaxSize)
 		binary.NativeEndian.PutUint32(v[8:], p.Log.MaxFiles)
-		v = append(append(v, p.Log.Path...), 0)
-		rec(recLog, v)
+		w.rec(recLog, append(append(v, p.Log.Path...), 0))
 	}
 	if p.PID > 0 {
-		if p.PID > math.MaxInt32 {
-			return nil, fmt.Errorf("launch plan: pid %d out of range", p.PID)
-		}
-		var v [4]byte
-		binary.NativeEndian.PutUint32(v[:], uint32(p.PID))
-		rec(recPID, v[:])
+		w.rec(recPID, binary.NativeEndian.AppendUint32(nil, uint32(p.PID)))
 	}
 	if u := p.UserNS; u != nil {
 		var v [12]byte
 		binary.NativeEndian.PutUint32(v[0:], u.UID)
 		binary.NativeEndian.PutUint32(v[4:], u.GID)
 		binary.NativeEndian.PutUint32(v[8:], u.Size)
-		rec(recUserNS, v[:])
+		w.rec(recUserNS, v[:])
 	}
-	if err == nil {
-		err = p.checkLimits()
+}
+
+// planWriter writes records: a type, a length and a payload each. The
+// last error it met stays in err.
+type planWriter struct {
+	b   bytes.Buffer
+	err error
+}
+
+func (w *planWriter) rec(t uint16, payload []byte) {
+	if len(payload) > 1<<24 {
+		w.err = fmt.Errorf("launch plan: record %d too large (%d bytes)", t, len(payload))
+		return
 	}
-	if err != nil {
-		return nil, err
+	var h [6]byte
+	binary.NativeEndian.PutUint16(h[:2], t)
+	binary.NativeEndian.PutUint32(h[2:], uint32(len(payload)))
+	w.b.Write(h[:])
+	w.b.Write(payload)
+}
+
+func (w *planWriter) str(t uint16, s string) {
+	if strings.IndexByte(s, 0) >= 0 {
+		w.err = fmt.Errorf("launch plan: %q contains a NUL byte", s)
+		return
 	}
-	return b.Bytes(), nil
+	w.rec(t, append([]byte(s), 0))
+}
+
+func (w *planWriter) strs(t uint16, ss []string) {
+	for _, s := range ss {
+		w.str(t, s)
+	}
+}
+
+func (w *planWriter) strOpt(t uint16, s string) {
+	if s != "" {
+		w.str(t, s)
+	}
+}
+
+func (w *planWriter) flag(t uint16, on bool) {
+	if on {
+		w.rec(t, nil)
+	}
+}
+
+func (w *planWriter) mount(m Mount) {
+	var fixed [12]byte
+	binary.NativeEndian.PutUint64(fixed[:8], uint64(m.Flags))
+	binary.NativeEndian.PutUint32(fixed[8:], uint32(m.Kind))
+	payload := fixed[:]
+	for _, s := range []string{m.Source, m.Target, m.FSType, m.Data} {
+		if strings.IndexByte(s, 0) >= 0 {
+			w.err = fmt.Errorf("launch plan: mount %q: field contains a NUL byte", m.Target)
+			return
+		}
+		payload = append(append(payload, s...), 0)
+	}
+	w.rec(recMount, payload)
 }
 
 // checkLimits refuses what the C reader would: its lists are fixed arrays,
