@@ -72,18 +72,18 @@ func (s *Server) observe(r *http.Request, rec *statusRecorder, start time.Time) 
 	metrics.APIRequestDuration.WithLabelValues(r.Method, route, strconv.Itoa(code)).Observe(time.Since(start).Seconds())
 }
 
-// AdminOnly serves h to admins alone (a handler to Mount, such as
-// /metrics): nodes are forbidden, others unauthorized.
-func AdminOnly(h http.Handler) http.Handler {
+// Scrapers serves h (a handler to Mount, such as /metrics) to admins and
+// to the metrics token: nodes are forbidden, others unauthorized.
+func Scrapers(h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		id, ok := IdentityFrom(r.Context())
 		switch {
-		case ok && id.Admin:
+		case ok && (id.Admin || id.Scraper):
 			h.ServeHTTP(w, r)
 		case ok && id.Node != "":
 			writeError(w, fmt.Errorf("node %q: %w: %s is for admins", id.Node, errdefs.ErrForbidden, r.URL.Path))
 		default:
-			writeError(w, fmt.Errorf("%w: %s needs the admin token", errdefs.ErrUnauthorized, r.URL.Path))
+			writeError(w, fmt.Errorf("%w: %s needs the admin or the metrics token", errdefs.ErrUnauthorized, r.URL.Path))
 		}
 	})
 }

@@ -201,7 +201,7 @@ func Server(ctx context.Context, cfg ServerConfig) error {
 
 	// With the CA, nodes authenticate with the certificates it signs on
 	// join, and NodeAuthorizer confines them to their own node.
-	srv := apiserver.New(apiserver.Config{Store: st, CA: creds.ca, NodeCertTTL: cfg.NodeCertTTL, Logger: log.With("component", "apiserver"),
+	srv := apiserver.New(apiserver.Config{Store: st, CA: creds.ca, NodeCertTTL: cfg.NodeCertTTL, Logger: log.With("component", "apiserver"), MetricsToken: creds.metricsToken,
 		AllowedHostPaths: cfg.AllowedHostPaths, SealKey: secrets.key})
 	srv.SetMaxDraining(cfg.MaxDraining)
 	// The registry nodes pull images from, and users push them to. What
@@ -218,7 +218,7 @@ func Server(ctx context.Context, cfg ServerConfig) error {
 	srv.Mount("/v2/", registry.New(imgs, registry.Options{Authorize: apiserver.AuthorizeImages, Logger: log.With("component", "registry"),
 		Peers:    &registry.Peers{List: regs.Peers, Transport: registry.PeerTransport(creds.ca.Pool(), creds.token)},
 		Upstream: upstream}))
-	srv.Mount("/metrics/", apiserver.AdminOnly(metrics.Handler(metrics.Cluster(st))))
+	srv.Mount("/metrics/", apiserver.Scrapers(metrics.Handler(metrics.Cluster(st))))
 	run("image pruner", func(ctx context.Context) error {
 		return keepPinnedImages(ctx, st, imgs, log.With("component", "images"))
 	})

@@ -2,9 +2,7 @@ package server
 
 import (
 	"context"
-	"crypto/rand"
 	"crypto/tls"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -28,7 +26,9 @@ import (
 const (
 	sealedCAName    = "api-ca"
 	sealedTokenName = "api-token"
-	sealedCAKeyName = "ca-key"
+	// sealedMetricsTokenName holds the token that scrapes metrics only.
+	sealedMetricsTokenName = "metrics-token"
+	sealedCAKeyName        = "ca-key"
 )
 
 // Files of a server's peer certificate in its tls dir.
@@ -322,6 +322,7 @@ type clusterCreds struct {
 	ca                *pki.CA
 	tls               *tls.Config
 	token             string
+	metricsToken      string
 	caFile, tokenFile string
 }
 
@@ -371,20 +372,21 @@ func clusterCredentials(ctx context.Context, st *store.Store, sec *serverSecrets
 			return nil, err
 		}
 	}
-	tok, err := sharedSecret(ctx, st, sec.key, sealedTokenName, func() ([]byte, error) {
-		b := make([]byte, 32)
-		if _, err := rand.Read(b); err != nil {
-			return nil, err
-		}
-		return []byte(hex.EncodeToString(b)), nil
-	})
+	tok, err := sharedSecret(ctx, st, sec.key, sealedTokenName, randomToken)
 	if err != nil {
 		return nil, err
 	}
-	c := &clusterCreds{ca: ca, token: string(tok), caFile: filepath.Join(dir, pki.CACertFile), tokenFile: filepath.Join(dir, "token")}
-	// The token file is the operator's copy to hand to clients, root-only
-	// like the data dir; etcd holds it sealed.
+	mtok, err := sharedSecret(ctx, st, sec.key, sealedMetricsTokenName, randomToken)
+	if err != nil {
+		return nil, err
+	}
+	c := &clusterCreds{ca: ca, token: string(tok), metricsToken: string(mtok), caFile: filepath.Join(dir, pki.CACertFile), tokenFile: filepath.Join(dir, "token")}
+	// The token files are the operator's copies to hand to clients (and
+	// to Prometheus), root-only like the data dir; etcd holds them sealed.
 	if err := writeIfChanged(c.tokenFile, append(tok, '\n'), 0o600); err != nil {
+		return nil, err
+	}
+	if err := writeIfChanged(filepath.Join(dir, MetricsTokenFile), append(mtok, '\n'), 0o600); err != nil {
 		return nil, err
 	}
 	cert, err := pki.LoadOrIssueServer(dir, ca, hosts)

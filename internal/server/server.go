@@ -147,13 +147,18 @@ func Up(ctx context.Context, cfg Config) error {
 	g := newGroup(ctx)
 	defer g.cancel()
 	ctx, run := g.ctx, g.run
-	srv := apiserver.New(apiserver.Config{Store: st, Logger: log.With("component", "apiserver"), AllowedHostPaths: cfg.AllowedHostPaths, SealKey: sealKey})
+	var metricsToken string
+	if creds != nil {
+		metricsToken = creds.MetricsToken
+	}
+	srv := apiserver.New(apiserver.Config{Store: st, Logger: log.With("component", "apiserver"), AllowedHostPaths: cfg.AllowedHostPaths, SealKey: sealKey,
+		MetricsToken: metricsToken})
 	upstream, err := upstreamOptions()
 	if err != nil {
 		return err
 	}
 	srv.Mount("/v2/", registry.New(imgs, registry.Options{Authorize: apiserver.AuthorizeImages, Logger: log.With("component", "registry"), Upstream: upstream}))
-	srv.Mount("/metrics/", apiserver.AdminOnly(metrics.Handler(metrics.Cluster(st))))
+	srv.Mount("/metrics/", apiserver.Scrapers(metrics.Handler(metrics.Cluster(st))))
 	var token string
 	if creds != nil {
 		token = creds.Token

@@ -22,11 +22,43 @@ import (
 )
 
 // Credentials are what a TCP client needs: the server's certificate (to
-// trust) and the bearer token. Both live in the data dir, root-only.
+// trust) and the bearer token; and the metrics token, which scrapes
+// /metrics and nothing else. All live in the data dir, root-only.
 type Credentials struct {
 	CertFile, KeyFile, TokenFile string
 	Token                        string
+	MetricsTokenFile             string
+	MetricsToken                 string
 	TLS                          *tls.Config
+}
+
+// MetricsTokenFile is the name of the metrics token's file in the TLS dir.
+const MetricsTokenFile = "metrics-token"
+
+// randomToken is a bearer token: 32 random bytes, in hex.
+func randomToken() ([]byte, error) {
+	b := make([]byte, 32)
+	if _, err := rand.Read(b); err != nil {
+		return nil, err
+	}
+	return []byte(hex.EncodeToString(b)), nil
+}
+
+// loadOrCreateToken reads the token in path, writing a new one first
+// when there is none.
+func loadOrCreateToken(path, what string) (string, error) {
+	tok, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		if tok, err = randomToken(); err != nil {
+			return "", err
+		}
+		if err := atomicfile.Write(path, append(tok, '\n'), 0o600); err != nil {
+			return "", fmt.Errorf("%s %s: %w", what, path, err)
+		}
+	} else if err != nil {
+		return "", fmt.Errorf("%s %s: %w", what, path, err)
+	}
+	return strings.TrimSpace(string(tok)), nil
 }
 
 // LoadOrCreateCredentials reads the API's TLS certificate and token from
@@ -37,9 +69,10 @@ func LoadOrCreateCredentials(dir string, hosts []string) (*Credentials, error) {
 		return nil, fmt.Errorf("tls dir %s: %w", dir, err)
 	}
 	c := &Credentials{
-		CertFile:  filepath.Join(dir, "server.crt"),
-		KeyFile:   filepath.Join(dir, "server.key"),
-		TokenFile: filepath.Join(dir, "token"),
+		CertFile:         filepath.Join(dir, "server.crt"),
+		KeyFile:          filepath.Join(dir, "server.key"),
+		TokenFile:        filepath.Join(dir, "token"),
+		MetricsTokenFile: filepath.Join(dir, MetricsTokenFile),
 	}
 	if _, err := os.Stat(c.CertFile); errors.Is(err, os.ErrNotExist) {
 		if err := writeSelfSigned(c.CertFile, c.KeyFile, hosts); err != nil {
@@ -50,20 +83,12 @@ func LoadOrCreateCredentials(dir string, hosts []string) (*Credentials, error) {
 	if err != nil {
 		return nil, fmt.Errorf("api certificate %s: %w", c.CertFile, err)
 	}
-	tok, err := os.ReadFile(c.TokenFile)
-	if errors.Is(err, os.ErrNotExist) {
-		b := make([]byte, 32)
-		if _, err := rand.Read(b); err != nil {
-			return nil, err
-		}
-		tok = []byte(hex.EncodeToString(b))
-		if err := atomicfile.Write(c.TokenFile, append(tok, '\n'), 0o600); err != nil {
-			return nil, fmt.Errorf("api token %s: %w", c.TokenFile, err)
-		}
-	} else if err != nil {
-		return nil, fmt.Errorf("api token %s: %w", c.TokenFile, err)
+	if c.Token, err = loadOrCreateToken(c.TokenFile, "api token"); err != nil {
+		return nil, err
 	}
-	c.Token = strings.TrimSpace(string(tok))
+	if c.MetricsToken, err = loadOrCreateToken(c.MetricsTokenFile, "metrics token"); err != nil {
+		return nil, err
+	}
 	c.TLS = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
 	return c, nil
 }
