@@ -711,8 +711,10 @@ func TestRemoteOperationsInBerthUp(t *testing.T) {
 	if _, _, code := c.run("exec", in.Metadata.Name, "sh", "-c", "exit 9"); code != 9 {
 		t.Fatalf("exec exit 9: exit %d", code)
 	}
-	out, _, _ := c.run("events")
-	if !strings.Contains(out, "Exec") || !strings.Contains(out, `["sh" "-c" "exit 9"]`) {
-		t.Fatalf("no exec event in:\n%s", out)
-	}
+	// The event is written beside the exec: it lands by the time the exec's stream ends.
+	var out string
+	eventually(t, 10*time.Second, "the exec's event", func() bool {
+		out, _, _ = c.run("events")
+		return strings.Contains(out, "Exec") && strings.Contains(out, `["sh" "-c" "exit 9"]`)
+	})
 }
