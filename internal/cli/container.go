@@ -57,7 +57,7 @@ func (g *globals) images() (*image.Store, error) {
 type runFlags struct {
 	name, user, workdir, hostname, executor, rootfs, cpuset, memory string
 	env, capAdd, capDrop                                            []string
-	detach, rm, readOnly, noSeccomp                                 bool
+	detach, rm, readOnly, noSeccomp, interactive, tty               bool
 	cpus                                                            float64
 	pids                                                            int64
 	stopGrace                                                       time.Duration
@@ -78,13 +78,15 @@ func newContainerRunCmd(g *globals) *cobra.Command {
 		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			f.entrypointSet = entrypointSet(cmd.Flags())
-			return runContainer(cmd.Context(), g, &f, args[0], args[1:], cmd.OutOrStdout(), cmd.ErrOrStderr())
+			return runContainer(cmd.Context(), g, &f, args[0], args[1:], cmd.InOrStdin(), cmd.OutOrStdout(), cmd.ErrOrStderr())
 		},
 	}
 	cmd.Flags().SetInterspersed(false)
 	fl := cmd.Flags()
 	fl.StringVar(&f.name, "name", "", "container name (default: generated)")
 	fl.BoolVarP(&f.detach, "detach", "d", false, "run in the background and print the container name")
+	fl.BoolVarP(&f.interactive, "interactive", "i", false, "pass stdin to the container (through a pipe berth relays)")
+	fl.BoolVarP(&f.tty, "tty", "t", false, "run the container on a terminal berth opens and relays, sized as this one (needs one on stdin)")
 	fl.BoolVar(&f.rm, "rm", false, "remove the container when it exits (foreground only)")
 	fl.StringArrayVarP(&f.env, "env", "e", nil, "set an environment variable (KEY=VALUE)")
 	fl.StringVarP(&f.user, "user", "u", "", "user[:group] to run as, by name (from the image's /etc/passwd and /etc/group) or number")
@@ -107,9 +109,15 @@ func newContainerRunCmd(g *globals) *cobra.Command {
 	return cmd
 }
 
-func runContainer(ctx context.Context, g *globals, f *runFlags, ref string, args []string, stdout, stderr io.Writer) error {
+func runContainer(ctx context.Context, g *globals, f *runFlags, ref string, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	if f.rm && f.detach {
 		return errors.New("--rm and --detach do not go together: a detached container is removed with 'berth container rm'")
+	}
+	if f.detach && (f.interactive || f.tty) {
+		return errStdioDetached
+	}
+	if f.tty && f.executor != "" && f.executor != runtime.ExecutorBuiltin {
+		return fmt.Errorf("--tty: the %s executor cannot take a terminal here; use --runtime berth", f.executor)
 	}
 	mem, err := parseBytes(f.memory)
 	if err != nil {
@@ -189,10 +197,21 @@ func runContainer(ctx context.Context, g *globals, f *runFlags, ref string, args
 			_ = store.Release(context.WithoutCancel(ctx), id)
 		}
 	}
+	stdio, err := openRunStdio(ctx, f.interactive, f.tty)
+	if err != nil {
+		release()
+		return err
+	}
+	defer stdio.close()
+	stdio.config(&c)
+	if f.tty {
+		c.Env = withTerm(c.Env)
+	}
 	if _, err := rt.Run(ctx, c); err != nil {
 		release()
 		return err
 	}
+	stdio.started(stdin, stdout)
 	if f.detach {
 		fmt.Fprintln(stdout, id)
 		return nil

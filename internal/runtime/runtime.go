@@ -372,10 +372,10 @@ func (r *Runtime) start(ctx context.Context, bd *bundle, c *Config, ex executor)
 	}
 	var pid int
 	if builtin {
-		pid, err = r.launchShim(bd, ready)
+		pid, err = r.launchShim(bd, ready, c)
 	} else if err = ready(); err == nil {
 		// An OCI runtime's shim has no gate: it starts once all is ready.
-		pid, err = r.launchShim(bd, nil)
+		pid, err = r.launchShim(bd, nil, c)
 	}
 	if err == nil {
 		pid, err = ex.started(ctx, bd, pid)
@@ -390,8 +390,9 @@ func (r *Runtime) start(ctx context.Context, bd *bundle, c *Config, ex executor)
 // launchShim starts the shim in its own session and waits for its report.
 // With gate set, the shim waits before it starts the container until gate
 // (what the container needs: its cgroups, its network) has returned, and
-// gate's error is the start's.
-func (r *Runtime) launchShim(bd *bundle, gate func() error) (int, error) {
+// gate's error is the start's. The shim hands c's Stdin or Terminal to
+// the container.
+func (r *Runtime) launchShim(bd *bundle, gate func() error, c *Config) (int, error) {
 	self, err := selfExe(r.bin, r.exeView)
 	if err != nil {
 		return 0, err
@@ -417,6 +418,14 @@ func (r *Runtime) launchShim(bd *bundle, gate func() error) (int, error) {
 		defer func() { _ = gateW.Close() }()
 		cmd.ExtraFiles = append(cmd.ExtraFiles, gr) // fd 4
 		cmd.Env = append(cmd.Env, launch.GateEnv+"=1")
+	}
+	switch {
+	case c.Terminal != nil:
+		cmd.ExtraFiles = append(cmd.ExtraFiles, c.Terminal)
+		cmd.Env = append(cmd.Env, fmt.Sprintf("%s=tty %d", launch.StdioEnv, 2+len(cmd.ExtraFiles)))
+	case c.Stdin != nil:
+		cmd.ExtraFiles = append(cmd.ExtraFiles, c.Stdin)
+		cmd.Env = append(cmd.Env, fmt.Sprintf("%s=stdin %d", launch.StdioEnv, 2+len(cmd.ExtraFiles)))
 	}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	if err := cmd.Start(); err != nil {

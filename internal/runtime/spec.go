@@ -2,6 +2,7 @@ package runtime
 
 import (
 	"fmt"
+	"os"
 	"time"
 
 	"strconv"
@@ -57,6 +58,18 @@ type Config struct {
 	// SIGTERM before SIGKILL when it stops the container itself (the
 	// systemd driver's scope at shutdown); DefaultStopGrace when zero.
 	StopGrace time.Duration `json:"stopGrace,omitempty"`
+
+	// Stdin, when set, is the container's standard input: the read end
+	// of a pipe whose write end the caller keeps and writes. Terminal,
+	// when set instead, is the slave end of a pseudo-terminal (OpenPty)
+	// whose master the caller keeps and relays: it becomes the
+	// container's controlling terminal and all of its stdio, so its
+	// output goes to the caller and not to the log. Neither is ever one
+	// of the caller's own descriptors, and neither is kept: a restored or
+	// re-adopted container has neither. The built-in executor takes both;
+	// runc and crun take Stdin only.
+	Stdin    *os.File `json:"-"`
+	Terminal *os.File `json:"-"`
 
 	// Before, when set, runs alongside the start, while the cgroups are
 	// made and the shim starts; the container's process starts only once
@@ -129,6 +142,12 @@ func (c *Config) Validate() error {
 	case "", ExecutorBuiltin, "runc", "crun":
 	default:
 		return fmt.Errorf("container %q: executor %q: want berth, runc or crun", c.ID, c.Executor)
+	}
+	if c.Stdin != nil && c.Terminal != nil {
+		return fmt.Errorf("container %q: stdin and terminal: give one (the terminal is the stdin too)", c.ID)
+	}
+	if c.Terminal != nil && c.Executor != "" && c.Executor != ExecutorBuiltin {
+		return fmt.Errorf("container %q: terminal: executor %s cannot take one; use the built-in executor (berth)", c.ID, c.Executor)
 	}
 	return nil
 }

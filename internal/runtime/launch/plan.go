@@ -26,7 +26,10 @@ const (
 	PlanEnv  = "_BERTH_PLAN"
 	// GateEnv tells the shim to wait for a byte on fd 4 before it starts
 	// the container: the launcher readies its cgroups and network meanwhile.
-	GateEnv   = "_BERTH_GATE"
+	GateEnv = "_BERTH_GATE"
+	// StdioEnv gives the container a stdin or a terminal: "stdin FD" or
+	// "tty FD", FD a descriptor the shim inherits (see launch.h).
+	StdioEnv  = "_BERTH_STDIO"
 	StageShim = "shim"
 	StageExec = "exec"
 )

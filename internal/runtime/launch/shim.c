@@ -20,6 +20,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/signalfd.h>
@@ -340,6 +341,17 @@ int shim_main(void)
 		return 1;
 	}
 	int gated = getenv(GATE_ENV) != NULL;
+	int stdio_fd = -1, stdio_tty = 0;
+	const char *stdio = getenv(STDIO_ENV);
+	if (stdio) {
+		char mode[8];
+		if (sscanf(stdio, "%7s %d", mode, &stdio_fd) != 2 || stdio_fd <= REPORT_FD || (gated && stdio_fd == GATE_FD) ||
+		    (strcmp(mode, "stdin") != 0 && strcmp(mode, "tty") != 0) || fcntl(stdio_fd, F_GETFD) < 0) {
+			report("error %s=%s: want \"stdin FD\" or \"tty FD\" with FD open", STDIO_ENV, stdio);
+			return 1;
+		}
+		stdio_tty = strcmp(mode, "tty") == 0;
+	}
 	fcntl(REPORT_FD, F_SETFD, FD_CLOEXEC);
 	/* Descriptors the launcher inherited without close-on-exec must not reach the container. */
 	syscall(SYS_close_range, REPORT_FD + 1, ~0U, CLOSE_RANGE_CLOEXEC);
@@ -350,6 +362,7 @@ int shim_main(void)
 	unsetenv(STAGE_ENV);
 	unsetenv(PLAN_ENV);
 	unsetenv(GATE_ENV);
+	unsetenv(STDIO_ENV);
 
 	struct logger lg = {.path = p->log_path, .fd = -1, .max = p->log_max, .files = p->log_files};
 	if (lg.path && log_open(&lg) < 0) {
@@ -409,12 +422,21 @@ int shim_main(void)
 		close(REPORT_FD);
 		close(syncp[1]);
 		int devnull = open("/dev/null", O_RDONLY);
-		if (devnull < 0 || dup2(devnull, 0) < 0 || dup2(outp[1], 1) < 0 || dup2(errp[1], 2) < 0) {
+		int in = stdio_fd >= 0 ? stdio_fd : devnull;
+		int out = stdio_tty ? stdio_fd : outp[1], errout = stdio_tty ? stdio_fd : errp[1];
+		/* A session of its own, led by the container, whose terminal this is. */
+		if (stdio_tty && (setsid() < 0 || ioctl(stdio_fd, TIOCSCTTY, 0) < 0)) {
+			fail(err, sizeof(err), "make the terminal the container's");
+			goto childfail;
+		}
+		if (devnull < 0 || dup2(in, 0) < 0 || dup2(out, 1) < 0 || dup2(errout, 2) < 0) {
 			fail(err, sizeof(err), "set up stdio");
 			goto childfail;
 		}
 		if (devnull > 2)
 			close(devnull);
+		if (stdio_fd > 2)
+			close(stdio_fd);
 		if (external) {
 			exec_runtime(p, p->extargs, err, sizeof(err));
 			goto childfail;
@@ -427,6 +449,9 @@ int shim_main(void)
 	}
 	close(syncp[0]);
 	close(errpipe[1]);
+	/* Only the container holds its stdin or terminal: its exit ends them. */
+	if (stdio_fd >= 0)
+		close(stdio_fd);
 
 	char pidstr[32];
 	snprintf(pidstr, sizeof(pidstr), "%d", child);
