@@ -14,7 +14,7 @@ import (
 // FlushInterval is how often, at most, the hub sends the changes gathered
 // since the last flush: a thousand instances changing at once reach each
 // browser as a message or two, not a thousand.
-const FlushInterval = 50 * time.Millisecond
+const FlushInterval = 25 * time.Millisecond
 
 // maxEvents bounds the events the hub keeps for pages that open later.
 const maxEvents = 500

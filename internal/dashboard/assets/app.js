@@ -38,15 +38,19 @@ function apply(kind, k, obj) {
     if (S.events.length > 500) S.eventKeys.delete(key(S.events.shift().metadata));
     return;
   }
+  const old = S[kind][k];
   if (kind === "instance" && obj) {
-    const old = S.instance[k];
     if (old && ((obj.status || {}).restarts || 0) > ((old.status || {}).restarts || 0)) restartedAt[k] = Date.now();
   }
+  // A change to an instance's status alone redraws its tile alone (see
+  // renderers.map); anything that moves, adds or removes tiles redraws all.
+  if (kind === "instance" && obj && old && sameTileSpot(old, obj)) changedTiles.add(k); else layoutChanged = true;
   if (obj) S[kind][k] = obj; else delete S[kind][k];
 }
-
-let pending = false;
-function schedule() { if (!pending) { pending = true; requestAnimationFrame(() => { pending = false; render(); }); } }
+let changedTiles = new Set(), layoutChanged = true;
+function sameTileSpot(a, b) {
+  return a.spec.node === b.spec.node && (a.spec.owner || {}).name === (b.spec.owner || {}).name && String(a.spec.cpuset || "") === String(b.spec.cpuset || "");
+}
 
 function connect() {
   const es = new EventSource("/ui/stream");
@@ -65,7 +69,9 @@ function connect() {
   es.addEventListener("batch", e => {
     const d = JSON.parse(e.data);
     for (const c of d.changes) apply(c.kind, c.key, c.obj);
-    schedule();
+    // Drawn now, not at the next frame: batches come at most one per
+    // flush interval, and most touch a few tiles.
+    render();
   });
   es.onerror = () => { live.textContent = "reconnecting…"; };
 }
@@ -189,6 +195,7 @@ function render() {
   if (!S.connected) return;
   const r = renderers[route[0]] || renderers.map;
   r(view);
+  changedTiles = new Set(); layoutChanged = false;
 }
 
 function instancesOf(kind, ns, name) {
@@ -201,17 +208,20 @@ function tileLabel(i) { const n = i.metadata.name, o = (i.spec.owner || {}).name
 function syncTiles(box, list, now) {
   const have = new Map(); for (const t of box.children) have.set(t.dataset.key, t);
   for (const i of list) {
-    const k = key(i.metadata), st = i.status || {};
+    const k = key(i.metadata);
     let t = have.get(k);
     if (!t) { t = el("a", {class: "tile", "data-key": k, href: "#/instance/" + k}); box.appendChild(t); }
     have.delete(k);
-    const s = state(i, now), label = tileLabel(i);
-    const title = i.metadata.name + ": " + (st.phase || "Pending") + (st.healthy ? ", healthy" : "") + (st.restarts ? ", " + st.restarts + " restarts" : "") + (st.reason ? " (" + st.reason + ")" : "");
-    if (t.dataset.state !== s) t.dataset.state = s;
-    if (t.textContent !== label) t.textContent = label;
-    if (t.title !== title) { t.title = title; t.setAttribute("aria-label", title); }
+    drawTile(t, i, now);
   }
   for (const t of have.values()) t.remove();
+}
+function drawTile(t, i, now) {
+  const st = i.status || {}, s = state(i, now), label = tileLabel(i);
+  const title = i.metadata.name + ": " + (st.phase || "Pending") + (st.healthy ? ", healthy" : "") + (st.restarts ? ", " + st.restarts + " restarts" : "") + (st.reason ? " (" + st.reason + ")" : "");
+  if (t.dataset.state !== s) t.dataset.state = s;
+  if (t.textContent !== label) t.textContent = label;
+  if (t.title !== title) { t.title = title; t.setAttribute("aria-label", title); }
 }
 
 const legend = '<div class="legend" aria-hidden="true"><span class="l-ok">running</span><span class="l-wait">starting</span><span class="l-bad">failed or restarted</span><span class="l-done">done</span></div>';
@@ -280,6 +290,14 @@ function setHTML(node, html) { if (node && node._html !== html) { node._html = h
 const renderers = {
   map(v) {
     const map = v.querySelector("#map"), now = Date.now();
+    // Only statuses changed: redraw those tiles, not the thousand others.
+    if (!layoutChanged && map.children.length) {
+      for (const k of changedTiles) {
+        const t = map.querySelector(`.tile[data-key="${CSS.escape(k)}"]`), i = S.instance[k];
+        if (t && i) drawTile(t, i, now); else { changedTiles.clear(); layoutChanged = true; break; }
+      }
+      if (!layoutChanged) return;
+    }
     const nodes = Object.values(S.node).sort(sortByName);
     const byNode = {}; for (const i of Object.values(S.instance)) (byNode[i.spec.node || ""] ||= []).push(i);
     const maxCPU = Math.max(1, ...nodes.map(n => (n.spec.capacity || {}).milliCPU || 0));
@@ -375,7 +393,7 @@ function indexGrid(j) {
 }
 
 // Restart flashes and heartbeat ages move with the clock, not only with changes.
-setInterval(() => { if (Object.keys(restartedAt).length || route[0] === "nodes") { const now = Date.now(); for (const k in restartedAt) if (now - restartedAt[k] > FLASH_MS + 1000) delete restartedAt[k]; render(); } }, 1000);
+setInterval(() => { if (Object.keys(restartedAt).length || route[0] === "nodes") { const now = Date.now(); for (const k in restartedAt) { changedTiles.add(k); if (now - restartedAt[k] > FLASH_MS + 1000) delete restartedAt[k]; } render(); } }, 1000);
 
 document.getElementById("logout").onclick = async () => { await fetch("/ui/logout", {method: "POST", headers: {"X-CSRF-Token": csrf}}); location.reload(); };
 build();
