@@ -63,7 +63,7 @@ type runFlags struct {
 	stopGrace                                                       time.Duration
 	extra                                                           runExtras
 	entrypointSet                                                   bool
-	pull                                                            string
+	pull, restart                                                   string
 	registry                                                        pullFlags
 }
 
@@ -86,6 +86,7 @@ func newContainerRunCmd(g *globals) *cobra.Command {
 	fl.StringVar(&f.name, "name", "", "container name (default: generated)")
 	fl.BoolVarP(&f.detach, "detach", "d", false, "run in the background and print the container name")
 	fl.BoolVarP(&f.interactive, "interactive", "i", false, "pass stdin to the container (through a pipe berth relays)")
+	fl.StringVar(&f.restart, "restart", "no", "start the container again when it exits: no, on-failure[:N] (N tries at most), always or unless-stopped (the same here: no daemon restarts containers after the host reboots); berth container stop or kill ends it")
 	fl.BoolVarP(&f.tty, "tty", "t", false, "run the container on a terminal berth opens and relays, sized as this one (needs one on stdin)")
 	fl.BoolVar(&f.rm, "rm", false, "remove the container when it exits (foreground only)")
 	fl.StringArrayVarP(&f.env, "env", "e", nil, "set an environment variable (KEY=VALUE)")
@@ -116,6 +117,16 @@ func runContainer(ctx context.Context, g *globals, f *runFlags, ref string, args
 	if f.detach && (f.interactive || f.tty) {
 		return errStdioDetached
 	}
+	restart, err := parseRestart(f.restart)
+	if err != nil {
+		return err
+	}
+	if restart.Name != "" && restart.Name != runtime.RestartNo && f.rm {
+		return errors.New("--restart and --rm do not go together: a container that restarts is not removed when it exits")
+	}
+	if restart.Name != "" && restart.Name != runtime.RestartNo && (f.interactive || f.tty) {
+		return errors.New("--restart does not go with -i or -t: the stdin and terminal end with the first run")
+	}
 	if f.tty && f.executor != "" && f.executor != runtime.ExecutorBuiltin {
 		return fmt.Errorf("--tty: the %s executor cannot take a terminal here; use --runtime berth", f.executor)
 	}
@@ -145,7 +156,7 @@ func runContainer(ctx context.Context, g *globals, f *runFlags, ref string, args
 	}
 	c := runtime.Config{
 		ID: id, Image: ref, Env: env, Labels: labels, Mounts: binds, Cwd: f.workdir, User: f.user, Hostname: f.hostname,
-		ReadonlyRootfs: f.readOnly, CapAdd: f.capAdd, CapDrop: f.capDrop, NoSeccomp: f.noSeccomp,
+		ReadonlyRootfs: f.readOnly, CapAdd: f.capAdd, CapDrop: f.capDrop, NoSeccomp: f.noSeccomp, Restart: restart,
 		Executor:  f.executor,
 		Resources: runtime.Resources{CPUs: f.cpus, CPUSet: f.cpuset, MemoryBytes: mem, Pids: f.pids},
 	}
@@ -350,7 +361,11 @@ func newContainerPsCmd(g *globals) *cobra.Command {
 func describe(st runtime.Status) string {
 	switch st.State {
 	case runtime.Running:
-		return "running " + since(st.StartedAt)
+		s := "running " + since(st.StartedAt)
+		if st.Restarts > 0 {
+			s += fmt.Sprintf(", %d restarts", st.Restarts)
+		}
+		return s
 	case runtime.Exited:
 		s := fmt.Sprintf("exited (%d) %s ago", st.ExitCode, since(st.FinishedAt))
 		if st.Reason != "" && st.Reason != "Completed" && st.Reason != "Error" {

@@ -67,6 +67,7 @@ type Status struct {
 	Pid        int               `json:"pid,omitempty"`
 	ShimPid    int               `json:"shimPid,omitempty"`
 	ExitCode   int               `json:"exitCode"`
+	Restarts   int               `json:"restarts,omitempty"`
 	Signal     int               `json:"signal,omitempty"`
 	OOMKilled  bool              `json:"oomKilled,omitempty"`
 	Reason     string            `json:"reason,omitempty"`
@@ -239,6 +240,8 @@ type shimState struct {
 	ShimPid   int    `json:"shimPid"`
 	Pid       int    `json:"pid"`
 	ShimStart uint64 `json:"shimStart"`
+	// Restarts counts the times the shim started the process again (Config.Restart).
+	Restarts int `json:"restarts"`
 }
 
 type exitRecord struct {
@@ -419,6 +422,13 @@ func (r *Runtime) launchShim(bd *bundle, gate func() error, c *Config) (int, err
 		cmd.ExtraFiles = append(cmd.ExtraFiles, gr) // fd 4
 		cmd.Env = append(cmd.Env, launch.GateEnv+"=1")
 	}
+	if c.Restart.restarts() {
+		policy := "always"
+		if c.Restart.Name == RestartOnFailure {
+			policy = "on-failure"
+		}
+		cmd.Env = append(cmd.Env, fmt.Sprintf("%s=%s %d", launch.RestartEnv, policy, c.Restart.MaxRetries))
+	}
 	switch {
 	case c.Terminal != nil:
 		cmd.ExtraFiles = append(cmd.ExtraFiles, c.Terminal)
@@ -565,7 +575,7 @@ func (r *Runtime) status(bd *bundle, m *meta) Status {
 	var ss shimState
 	hasState := readJSON(bd.path("state.json"), &ss) == nil
 	if hasState {
-		st.Pid, st.ShimPid = ss.Pid, ss.ShimPid
+		st.Pid, st.ShimPid, st.Restarts = ss.Pid, ss.ShimPid, ss.Restarts
 		if fi, err := os.Stat(bd.path("state.json")); err == nil {
 			st.StartedAt = fi.ModTime().UTC()
 		}
@@ -736,7 +746,8 @@ func (bd *bundle) signal(sig syscall.Signal) error {
 		return fmt.Errorf("container %q: signal: %w", bd.id, err)
 	}
 	defer f.Close()
-	if _, err := fmt.Fprintf(f, "kill %d\n", int(sig)); err != nil {
+	// "stop" first: a container berth signals is not restarted (see Config.Restart).
+	if _, err := fmt.Fprintf(f, "stop\nkill %d\n", int(sig)); err != nil {
 		return fmt.Errorf("container %q: signal: %w", bd.id, err)
 	}
 	return nil

@@ -14,6 +14,8 @@
  * to be the container's controlling terminal and all three of its stdio.
  */
 #define STDIO_ENV "_BERTH_STDIO"
+/* "always MAX" or "on-failure MAX": the shim restarts the container (see shim.c). */
+#define RESTART_ENV "_BERTH_RESTART"
 #define ERRBUF 1024
 
 #ifndef SYS_close_range

@@ -29,9 +29,12 @@ const (
 	GateEnv = "_BERTH_GATE"
 	// StdioEnv gives the container a stdin or a terminal: "stdin FD" or
 	// "tty FD", FD a descriptor the shim inherits (see launch.h).
-	StdioEnv  = "_BERTH_STDIO"
-	StageShim = "shim"
-	StageExec = "exec"
+	StdioEnv = "_BERTH_STDIO"
+	// RestartEnv gives the shim a restart policy: "always MAX" or
+	// "on-failure MAX", MAX 0 for no limit (see shim.c).
+	RestartEnv = "_BERTH_RESTART"
+	StageShim  = "shim"
+	StageExec  = "exec"
 )
 
 // Record types and limits, from plan.h: one definition for both sides.

@@ -182,6 +182,16 @@ static void write_exit(const struct plan *p, int code, int sig, const char *star
 	write_atomic(p->exit_path, buf);
 }
 
+static void write_state(const struct plan *p, pid_t child, unsigned long long shim_start, int restarts)
+{
+	if (!p->state_path)
+		return;
+	char st[256];
+	snprintf(st, sizeof(st), "{\"shimPid\":%d,\"pid\":%d,\"shimStart\":%llu,\"restarts\":%d}\n", getpid(), child,
+		 shim_start, restarts);
+	write_atomic(p->state_path, st);
+}
+
 static unsigned long long self_start_time(void)
 {
 	char buf[1024];
@@ -222,7 +232,12 @@ static void report(const char *fmt, ...)
 	close(REPORT_FD);
 }
 
-static void handle_ctl(int ctl, pid_t child)
+/*
+ * handle_ctl reads the launcher's commands: "kill SIG" signals the
+ * container (child, when it runs: 0 between restarts), and "stop" says the
+ * container is being stopped, so its exit is not to be restarted.
+ */
+static void handle_ctl(int ctl, pid_t child, int *stopped)
 {
 	char buf[256];
 	ssize_t n = read(ctl, buf, sizeof(buf) - 1);
@@ -231,7 +246,9 @@ static void handle_ctl(int ctl, pid_t child)
 	buf[n] = '\0';
 	for (char *line = strtok(buf, "\n"); line; line = strtok(NULL, "\n")) {
 		int sig;
-		if (sscanf(line, "kill %d", &sig) == 1 && sig > 0 && sig < 65)
+		if (strcmp(line, "stop") == 0)
+			*stopped = 1;
+		else if (sscanf(line, "kill %d", &sig) == 1 && sig > 0 && sig < 65 && child > 0)
 			kill(child, sig);
 	}
 }
@@ -323,6 +340,107 @@ static void append_runtime_error(int fd, char *err, size_t errlen)
 		err[used] = '\0';
 }
 
+/*
+ * spawn starts the container's process: the built-in init, or the OCI
+ * runtime's create. Its stdin is stdio_fd (or its terminal, with
+ * stdio_tty), or /dev/null when -1; its output goes to new pipes, whose
+ * ends it returns in outp and errp (the caller closes the write ends once
+ * the container holds them). It returns the child's pid, or -1 with the
+ * reason in err. first says this is the shim's first start, which still
+ * holds the report descriptor.
+ */
+static pid_t spawn(const struct plan *p, int first, int stdio_fd, int stdio_tty, const sigset_t *old, int outp[2],
+		   int errp[2], struct logger *lg, char *err, size_t errlen)
+{
+	int external = p->nextargs > 0;
+	int syncp[2], errpipe[2];
+	if (pipe2(outp, O_CLOEXEC) || pipe2(errp, O_CLOEXEC) || pipe2(syncp, O_CLOEXEC) || pipe2(errpipe, O_CLOEXEC))
+		return fail(err, errlen, "pipe");
+	pid_t child;
+	if (external)
+		child = fork();
+	else
+		child = syscall(SYS_clone, (p->nsflags & ~(uint64_t)CLONE_NEWCGROUP) | SIGCHLD, 0, 0, 0, 0);
+	if (child < 0)
+		return fail(err, errlen, "start container");
+	if (child == 0) {
+		sigprocmask(SIG_SETMASK, old, NULL);
+		signal(SIGINT, SIG_DFL);
+		signal(SIGHUP, SIG_DFL);
+		signal(SIGPIPE, SIG_DFL);
+		signal(SIGTERM, SIG_DFL);
+		if (first)
+			close(REPORT_FD);
+		close(syncp[1]);
+		int devnull = open("/dev/null", O_RDONLY);
+		int in = stdio_fd >= 0 ? stdio_fd : devnull;
+		int out = stdio_tty ? stdio_fd : outp[1], errout = stdio_tty ? stdio_fd : errp[1];
+		/* A session of its own, led by the container, whose terminal this is. */
+		if (stdio_tty && (setsid() < 0 || ioctl(stdio_fd, TIOCSCTTY, 0) < 0)) {
+			fail(err, errlen, "make the terminal the container's");
+			goto childfail;
+		}
+		if (devnull < 0 || dup2(in, 0) < 0 || dup2(out, 1) < 0 || dup2(errout, 2) < 0) {
+			fail(err, errlen, "set up stdio");
+			goto childfail;
+		}
+		if (devnull > 2)
+			close(devnull);
+		if (stdio_fd > 2)
+			close(stdio_fd);
+		if (external) {
+			exec_runtime(p, p->extargs, err, errlen);
+			goto childfail;
+		}
+		if (container_init(p, syncp[0], err, errlen) < 0)
+			goto childfail;
+	childfail:
+		write_all(errpipe[1], err, strlen(err));
+		_exit(127);
+	}
+	close(syncp[0]);
+	close(errpipe[1]);
+
+	char pidstr[32];
+	snprintf(pidstr, sizeof(pidstr), "%d", child);
+	for (int i = 0; i < p->ncgroups; i++) {
+		int fd = open(p->cgroups[i], O_WRONLY | O_CLOEXEC);
+		if (fd < 0 || write_all(fd, pidstr, strlen(pidstr)) < 0) {
+			fail(err, errlen, "join cgroup %s", p->cgroups[i]);
+			kill(child, SIGKILL);
+			waitpid(child, NULL, 0);
+			close(syncp[1]);
+			close(errpipe[0]);
+			return -1;
+		}
+		close(fd);
+	}
+	write_all(syncp[1], "g", 1);
+	close(syncp[1]);
+
+	/* The error pipe closes on a successful exec (close-on-exec) or carries the reason it failed. */
+	size_t el = 0;
+	for (;;) {
+		ssize_t n = read(errpipe[0], err + el, errlen - 1 - el);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			break;
+		el += n;
+		if (el >= errlen - 1)
+			break;
+	}
+	err[el] = '\0';
+	close(errpipe[0]);
+	if (el > 0) {
+		int st;
+		waitpid(child, &st, 0);
+		log_record(lg, "stderr", 'F', err, el);
+		return -1;
+	}
+	return child;
+}
+
 int shim_main(void)
 {
 	char err[ERRBUF] = {0};
@@ -352,6 +470,20 @@ int shim_main(void)
 		}
 		stdio_tty = strcmp(mode, "tty") == 0;
 	}
+	/* The restart policy: "always MAX" or "on-failure MAX" (MAX 0: no limit). */
+	int restart_always = 0, restart_failure = 0, restart_max = 0;
+	const char *rp = getenv(RESTART_ENV);
+	if (rp) {
+		char pol[16];
+		if (sscanf(rp, "%15s %d", pol, &restart_max) != 2 || restart_max < 0 ||
+		    (strcmp(pol, "always") != 0 && strcmp(pol, "on-failure") != 0) || p->nextargs > 0 || stdio) {
+			report("error %s=%s: want \"always MAX\" or \"on-failure MAX\", the built-in executor and no stdin",
+			       RESTART_ENV, rp);
+			return 1;
+		}
+		restart_always = strcmp(pol, "always") == 0;
+		restart_failure = !restart_always;
+	}
 	fcntl(REPORT_FD, F_SETFD, FD_CLOEXEC);
 	/* Descriptors the launcher inherited without close-on-exec must not reach the container. */
 	syscall(SYS_close_range, REPORT_FD + 1, ~0U, CLOSE_RANGE_CLOEXEC);
@@ -363,15 +495,11 @@ int shim_main(void)
 	unsetenv(PLAN_ENV);
 	unsetenv(GATE_ENV);
 	unsetenv(STDIO_ENV);
+	unsetenv(RESTART_ENV);
 
 	struct logger lg = {.path = p->log_path, .fd = -1, .max = p->log_max, .files = p->log_files};
 	if (lg.path && log_open(&lg) < 0) {
 		report("error open log %s: %s", lg.path, strerror(errno));
-		return 1;
-	}
-	int outp[2], errp[2], syncp[2], errpipe[2];
-	if (pipe2(outp, O_CLOEXEC) || pipe2(errp, O_CLOEXEC) || pipe2(syncp, O_CLOEXEC) || pipe2(errpipe, O_CLOEXEC)) {
-		report("error pipe: %s", strerror(errno));
 		return 1;
 	}
 	sigset_t mask, old;
@@ -404,90 +532,12 @@ int shim_main(void)
 			return 1;
 		}
 	}
-	pid_t child;
-	if (external)
-		child = fork();
-	else
-		child = syscall(SYS_clone, (p->nsflags & ~(uint64_t)CLONE_NEWCGROUP) | SIGCHLD, 0, 0, 0, 0);
-	if (child < 0) {
-		report("error start container: %s", strerror(errno));
-		return 1;
-	}
-	if (child == 0) {
-		sigprocmask(SIG_SETMASK, &old, NULL);
-		signal(SIGINT, SIG_DFL);
-		signal(SIGHUP, SIG_DFL);
-		signal(SIGPIPE, SIG_DFL);
-		signal(SIGTERM, SIG_DFL);
-		close(REPORT_FD);
-		close(syncp[1]);
-		int devnull = open("/dev/null", O_RDONLY);
-		int in = stdio_fd >= 0 ? stdio_fd : devnull;
-		int out = stdio_tty ? stdio_fd : outp[1], errout = stdio_tty ? stdio_fd : errp[1];
-		/* A session of its own, led by the container, whose terminal this is. */
-		if (stdio_tty && (setsid() < 0 || ioctl(stdio_fd, TIOCSCTTY, 0) < 0)) {
-			fail(err, sizeof(err), "make the terminal the container's");
-			goto childfail;
-		}
-		if (devnull < 0 || dup2(in, 0) < 0 || dup2(out, 1) < 0 || dup2(errout, 2) < 0) {
-			fail(err, sizeof(err), "set up stdio");
-			goto childfail;
-		}
-		if (devnull > 2)
-			close(devnull);
-		if (stdio_fd > 2)
-			close(stdio_fd);
-		if (external) {
-			exec_runtime(p, p->extargs, err, sizeof(err));
-			goto childfail;
-		}
-		if (container_init(p, syncp[0], err, sizeof(err)) < 0)
-			goto childfail;
-	childfail:
-		write_all(errpipe[1], err, strlen(err));
-		_exit(127);
-	}
-	close(syncp[0]);
-	close(errpipe[1]);
+	int outp[2], errp[2];
+	pid_t child = spawn(p, 1, stdio_fd, stdio_tty, &old, outp, errp, &lg, err, sizeof(err));
 	/* Only the container holds its stdin or terminal: its exit ends them. */
 	if (stdio_fd >= 0)
 		close(stdio_fd);
-
-	char pidstr[32];
-	snprintf(pidstr, sizeof(pidstr), "%d", child);
-	for (int i = 0; i < p->ncgroups; i++) {
-		int fd = open(p->cgroups[i], O_WRONLY | O_CLOEXEC);
-		if (fd < 0 || write_all(fd, pidstr, strlen(pidstr)) < 0) {
-			fail(err, sizeof(err), "join cgroup %s", p->cgroups[i]);
-			kill(child, SIGKILL);
-			waitpid(child, NULL, 0);
-			write_exit(p, 127, 0, err);
-			report("error %s", err);
-			return 1;
-		}
-		close(fd);
-	}
-	write_all(syncp[1], "g", 1);
-	close(syncp[1]);
-
-	/* The error pipe closes on a successful exec (close-on-exec) or carries the reason it failed. */
-	size_t el = 0;
-	for (;;) {
-		ssize_t n = read(errpipe[0], err + el, sizeof(err) - 1 - el);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0)
-			break;
-		el += n;
-		if (el >= sizeof(err) - 1)
-			break;
-	}
-	err[el] = '\0';
-	close(errpipe[0]);
-	if (el > 0) {
-		int st;
-		waitpid(child, &st, 0);
-		log_record(&lg, "stderr", 'F', err, el);
+	if (child < 0) {
 		write_exit(p, 127, 0, err);
 		report("error %s", err);
 		return 1;
@@ -505,18 +555,17 @@ int shim_main(void)
 	/* Only the container may hold the write ends now, so its exit closes them. */
 	close(outp[1]);
 	close(errp[1]);
-	if (p->state_path) {
-		char st[256];
-		snprintf(st, sizeof(st), "{\"shimPid\":%d,\"pid\":%d,\"shimStart\":%llu}\n", getpid(), child,
-			 self_start_time());
-		write_atomic(p->state_path, st);
-	}
+	unsigned long long shim_start = self_start_time();
+	int restarts = 0;
+	write_state(p, child, shim_start, restarts);
 	report("ok %d", child);
 
 	struct stream so = {.fd = outp[0], .name = "stdout"}, se = {.fd = errp[0], .name = "stderr"};
-	int exited = 0, status = 0;
-	struct timespec deadline = {0};
+	int exited = 0, status = 0, stopped = 0;
+	struct timespec deadline = {0}, began;
+	clock_gettime(CLOCK_MONOTONIC, &began);
 	char rbuf[65536];
+again:
 	while (!exited || so.fd >= 0 || se.fd >= 0) {
 		struct pollfd fds[4];
 		int nf = 0, iso = -1, ise = -1, isig, ictl = -1;
@@ -580,7 +629,7 @@ int shim_main(void)
 		}
 		/* Once reaped, the pid may belong to someone else: signal no more. */
 		if (ictl >= 0 && !exited && (fds[ictl].revents & POLLIN))
-			handle_ctl(ctl, child);
+			handle_ctl(ctl, child, &stopped);
 	}
 	stream_flush(&lg, &so);
 	stream_flush(&lg, &se);
@@ -590,6 +639,65 @@ int shim_main(void)
 	} else if (WIFSIGNALED(status)) {
 		sig = WTERMSIG(status);
 		code = 128 + sig;
+	}
+	/*
+	 * The restart policy: the shim, which outlives every berth command,
+	 * starts the process again, after a pause that doubles from 100 ms
+	 * to 10 s with each restart in a row (back to 100 ms after a run of
+	 * 10 s), unless the launcher said "stop" (berth container stop, kill).
+	 */
+	if (!stopped && (restart_always || (restart_failure && code != 0)) && (restart_max == 0 || restarts < restart_max)) {
+		for (int k = 0; k < 2; k++) {
+			struct stream *ss = k ? &se : &so;
+			if (ss->fd >= 0) {
+				close(ss->fd);
+				ss->fd = -1;
+			}
+		}
+		struct timespec now;
+		clock_gettime(CLOCK_MONOTONIC, &now);
+		static int streak;
+		if (now.tv_sec - began.tv_sec >= 10)
+			streak = 0;
+		long pause = 100L << (streak < 7 ? streak : 7);
+		if (pause > 10000)
+			pause = 10000;
+		streak++;
+		struct timespec until = now;
+		until.tv_sec += pause / 1000;
+		until.tv_nsec += (pause % 1000) * 1000000;
+		if (until.tv_nsec >= 1000000000) {
+			until.tv_sec++;
+			until.tv_nsec -= 1000000000;
+		}
+		/* The pause listens to the launcher: a stop now means no restart. */
+		while (!stopped) {
+			clock_gettime(CLOCK_MONOTONIC, &now);
+			long ms = (until.tv_sec - now.tv_sec) * 1000 + (until.tv_nsec - now.tv_nsec) / 1000000;
+			if (ms <= 0)
+				break;
+			struct pollfd pf = {.fd = ctl, .events = POLLIN};
+			if (poll(&pf, ctl >= 0 ? 1 : 0, (int)ms) > 0 && (pf.revents & POLLIN))
+				handle_ctl(ctl, 0, &stopped);
+		}
+		if (!stopped) {
+			char rerr[ERRBUF] = {0};
+			pid_t next = spawn(p, 0, -1, 0, &old, outp, errp, &lg, rerr, sizeof(rerr));
+			if (next < 0) {
+				write_exit(p, 127, 0, rerr);
+				return 0;
+			}
+			close(outp[1]);
+			close(errp[1]);
+			child = next;
+			restarts++;
+			write_state(p, child, shim_start, restarts);
+			so = (struct stream){.fd = outp[0], .name = "stdout"};
+			se = (struct stream){.fd = errp[0], .name = "stderr"};
+			exited = status = 0;
+			clock_gettime(CLOCK_MONOTONIC, &began);
+			goto again;
+		}
 	}
 	write_exit(p, code, sig, NULL);
 	return 0;
