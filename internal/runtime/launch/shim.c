@@ -1,14 +1,18 @@
 /*
  * The per-container shim. It starts the container (cloning the built-in
  * init, or running an external OCI runtime), owns its stdio and writes it
- * to size-bounded log files, reaps it and records the exit status in a file.
- * It lives in its own session, so the agent that started it can die and
- * come back without the container noticing.
+ * to size-bounded log files (or hands it a stdin pipe or a terminal the
+ * launcher passes, _BERTH_STDIO), reaps it, starts it again by its restart
+ * policy (_BERTH_RESTART, built-in init only) and records the exit status
+ * in a file. It lives in its own session, so the agent that started it can
+ * die and come back without the container noticing.
  *
  * Protocol with the agent: fd 3 receives one line, "ok PID" or
  * "error MESSAGE", once the workload has been exec'd (or failed to be).
- * The state file then holds the pids; the control FIFO takes "kill SIG"
- * lines; the exit file appears, atomically, when the container is gone.
+ * The state file then holds the pids and the restart count; the control
+ * FIFO takes "kill SIG" lines, and "stop", after which the container is
+ * not restarted; the exit file appears, atomically, when the container is
+ * gone for good.
  */
 #define _GNU_SOURCE
 #include <errno.h>
