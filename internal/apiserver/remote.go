@@ -224,7 +224,8 @@ func (s *Server) instanceOp(op string) http.HandlerFunc {
 			// The event is written beside the operation, not before it:
 			// an etcd write (a disk sync) in front of every exec was the
 			// longest wait of a remote exec's tail. The handler still
-			// returns only once it is written.
+			// returns only once it is written, though a short answer
+			// (an error) may reach the caller first.
 			done := make(chan struct{})
 			go func() {
 				defer close(done)
