@@ -14,28 +14,35 @@ import (
 	"github.com/berth-dev/berth/internal/store"
 )
 
-// Metrics are for admins and the metrics token: a node is forbidden, a
-// caller without credentials unauthorized.
-func TestScrapers(t *testing.T) {
-	h := apiserver.Scrapers(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusTeapot) }))
+// Metrics are for admins and the metrics token, profiles for admins
+// alone: a node is forbidden, a caller without credentials unauthorized.
+func TestScrapersAndAdminOnly(t *testing.T) {
+	teapot := http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusTeapot) })
+	scrape, admin := apiserver.Scrapers(teapot), apiserver.AdminOnly(teapot)
 	for _, tc := range []struct {
-		id   *apiserver.Identity
-		want int
+		id                *apiserver.Identity
+		scrape, adminOnly int
 	}{
-		{&apiserver.Identity{Name: "token", Admin: true}, http.StatusTeapot},
-		{&apiserver.ScraperIdentity, http.StatusTeapot},
-		{&apiserver.Identity{Name: "node:n1", Node: "n1"}, http.StatusForbidden},
-		{&apiserver.Anonymous, http.StatusUnauthorized},
-		{nil, http.StatusUnauthorized},
+		{&apiserver.Identity{Name: "token", Admin: true}, http.StatusTeapot, http.StatusTeapot},
+		{&apiserver.ScraperIdentity, http.StatusTeapot, http.StatusForbidden},
+		{&apiserver.Identity{Name: "node:n1", Node: "n1"}, http.StatusForbidden, http.StatusForbidden},
+		{&apiserver.Anonymous, http.StatusUnauthorized, http.StatusUnauthorized},
+		{nil, http.StatusUnauthorized, http.StatusUnauthorized},
 	} {
-		r := httptest.NewRequest(http.MethodGet, "/metrics", nil)
-		if tc.id != nil {
-			r = r.WithContext(apiserver.WithIdentity(r.Context(), *tc.id))
-		}
-		w := httptest.NewRecorder()
-		h.ServeHTTP(w, r)
-		if w.Code != tc.want {
-			t.Errorf("%+v: %d, want %d", tc.id, w.Code, tc.want)
+		for _, c := range []struct {
+			h    http.Handler
+			want int
+		}{{scrape, tc.scrape}, {admin, tc.adminOnly}} {
+			h, want := c.h, c.want
+			r := httptest.NewRequest(http.MethodGet, "/metrics", nil)
+			if tc.id != nil {
+				r = r.WithContext(apiserver.WithIdentity(r.Context(), *tc.id))
+			}
+			w := httptest.NewRecorder()
+			h.ServeHTTP(w, r)
+			if w.Code != want {
+				t.Errorf("%+v: %d, want %d", tc.id, w.Code, want)
+			}
 		}
 	}
 }

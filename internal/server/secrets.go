@@ -1,8 +1,11 @@
 package server
 
 import (
+	"bytes"
 	"context"
+	"crypto/rand"
 	"crypto/tls"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -26,10 +29,13 @@ import (
 const (
 	sealedCAName    = "api-ca"
 	sealedTokenName = "api-token"
+	sealedCAKeyName = "ca-key"
 	// sealedMetricsTokenName holds the token that scrapes metrics only.
 	sealedMetricsTokenName = "metrics-token"
-	sealedCAKeyName        = "ca-key"
 )
+
+// MetricsTokenFile is the metrics token's file in a server's tls dir.
+const MetricsTokenFile = "metrics-token"
 
 // Files of a server's peer certificate in its tls dir.
 const (
@@ -315,15 +321,27 @@ func sharedSecret(ctx context.Context, st *store.Store, key *seal.Key, name stri
 	return nil, fmt.Errorf("cluster secret %q: %w: kept changing while being sealed", name, errdefs.ErrConflict)
 }
 
-// clusterCreds are the TLS and token credentials every server of a
-// cluster shares, so that a client or agent trusting the cluster CA with
-// the token reaches any of them.
-type clusterCreds struct {
-	ca                *pki.CA
-	tls               *tls.Config
-	token             string
-	metricsToken      string
-	caFile, tokenFile string
+// Credentials are what a TCP client of the API needs, the same on every
+// server of a cluster so that a client or agent trusting the cluster CA
+// with the token reaches any of them: the CA (CAFile, to trust) and the
+// token (in TokenFile, root-only). TLS is the server's side: its
+// certificate, issued by the CA. MetricsToken (in MetricsTokenFile, also
+// root-only) is a second bearer token that scrapes metrics and nothing else.
+type Credentials struct {
+	CA                *pki.CA
+	TLS               *tls.Config
+	Token             string
+	CAFile, TokenFile string
+	MetricsToken      string
+}
+
+// randomToken is a bearer token: 32 random bytes, in hex.
+func randomToken() ([]byte, error) {
+	b := make([]byte, 32)
+	if _, err := rand.Read(b); err != nil {
+		return nil, err
+	}
+	return []byte(hex.EncodeToString(b)), nil
 }
 
 // sharedCA is the cluster CA as the servers keep it in the store (sealed).
@@ -340,7 +358,7 @@ type sharedCA struct {
 // A server that came with its own CA (an embedded member's, needed
 // before etcd) must find the same one in the store: two CAs in one
 // cluster would split its nodes.
-func clusterCredentials(ctx context.Context, st *store.Store, sec *serverSecrets, hosts []string) (*clusterCreds, error) {
+func clusterCredentials(ctx context.Context, st *store.Store, sec *serverSecrets, hosts []string) (*Credentials, error) {
 	raw, err := sharedSecret(ctx, st, sec.key, sealedCAName, func() ([]byte, error) {
 		ca := sec.ca
 		if ca == nil {
@@ -372,7 +390,15 @@ func clusterCredentials(ctx context.Context, st *store.Store, sec *serverSecrets
 			return nil, err
 		}
 	}
-	tok, err := sharedSecret(ctx, st, sec.key, sealedTokenName, randomToken)
+	tokenFile := filepath.Join(dir, "token")
+	tok, err := sharedSecret(ctx, st, sec.key, sealedTokenName, func() ([]byte, error) {
+		// A token handed out before the store held one (berth up's, from
+		// before it shared the servers' credentials) stays good.
+		if b, err := os.ReadFile(tokenFile); err == nil && len(bytes.TrimSpace(b)) > 0 {
+			return bytes.TrimSpace(b), nil
+		}
+		return randomToken()
+	})
 	if err != nil {
 		return nil, err
 	}
@@ -380,10 +406,10 @@ func clusterCredentials(ctx context.Context, st *store.Store, sec *serverSecrets
 	if err != nil {
 		return nil, err
 	}
-	c := &clusterCreds{ca: ca, token: string(tok), metricsToken: string(mtok), caFile: filepath.Join(dir, pki.CACertFile), tokenFile: filepath.Join(dir, "token")}
+	c := &Credentials{CA: ca, Token: string(tok), CAFile: filepath.Join(dir, pki.CACertFile), TokenFile: tokenFile, MetricsToken: string(mtok)}
 	// The token files are the operator's copies to hand to clients (and
 	// to Prometheus), root-only like the data dir; etcd holds them sealed.
-	if err := writeIfChanged(c.tokenFile, append(tok, '\n'), 0o600); err != nil {
+	if err := writeIfChanged(c.TokenFile, append(tok, '\n'), 0o600); err != nil {
 		return nil, err
 	}
 	if err := writeIfChanged(filepath.Join(dir, MetricsTokenFile), append(mtok, '\n'), 0o600); err != nil {
@@ -393,6 +419,6 @@ func clusterCredentials(ctx context.Context, st *store.Store, sec *serverSecrets
 	if err != nil {
 		return nil, err
 	}
-	c.tls = ca.ServerTLSConfig(cert)
+	c.TLS = ca.ServerTLSConfig(cert)
 	return c, nil
 }

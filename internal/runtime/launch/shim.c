@@ -186,16 +186,6 @@ static void write_exit(const struct plan *p, int code, int sig, const char *star
 	write_atomic(p->exit_path, buf);
 }
 
-static void write_state(const struct plan *p, pid_t child, unsigned long long shim_start, int restarts)
-{
-	if (!p->state_path)
-		return;
-	char st[256];
-	snprintf(st, sizeof(st), "{\"shimPid\":%d,\"pid\":%d,\"shimStart\":%llu,\"restarts\":%d}\n", getpid(), child,
-		 shim_start, restarts);
-	write_atomic(p->state_path, st);
-}
-
 static unsigned long long self_start_time(void)
 {
 	char buf[1024];
@@ -344,150 +334,137 @@ static void append_runtime_error(int fd, char *err, size_t errlen)
 		err[used] = '\0';
 }
 
-/*
- * spawn starts the container's process: the built-in init, or the OCI
- * runtime's create. Its stdin is stdio_fd (or its terminal, with
- * stdio_tty), or /dev/null when -1; its output goes to new pipes, whose
- * ends it returns in outp and errp (the caller closes the write ends once
- * the container holds them). It returns the child's pid, or -1 with the
- * reason in err. first says this is the shim's first start, which still
- * holds the report descriptor.
- */
-static pid_t spawn(const struct plan *p, int first, int stdio_fd, int stdio_tty, const sigset_t *old, int outp[2],
-		   int errp[2], struct logger *lg, char *err, size_t errlen)
-{
-	int external = p->nextargs > 0;
-	int syncp[2], errpipe[2];
-	if (pipe2(outp, O_CLOEXEC) || pipe2(errp, O_CLOEXEC) || pipe2(syncp, O_CLOEXEC) || pipe2(errpipe, O_CLOEXEC))
-		return fail(err, errlen, "pipe");
+/* What the shim holds from setup to the container's end. */
+struct shim {
+	struct plan *p;
+	char err[ERRBUF];
+	struct logger lg;
+	/* The container's stdout and stderr; syncp lets it go once in its cgroups; errpipe carries why it failed to start. */
+	int outp[2], errp[2], syncp[2], errpipe[2];
+	sigset_t oldmask;
+	int sigfd, ctl, external;
 	pid_t child;
-	if (external)
-		child = fork();
-	else
-		child = syscall(SYS_clone, (p->nsflags & ~(uint64_t)CLONE_NEWCGROUP) | SIGCHLD, 0, 0, 0, 0);
-	if (child < 0)
-		return fail(err, errlen, "start container");
-	if (child == 0) {
-		sigprocmask(SIG_SETMASK, old, NULL);
-		signal(SIGINT, SIG_DFL);
-		signal(SIGHUP, SIG_DFL);
-		signal(SIGPIPE, SIG_DFL);
-		signal(SIGTERM, SIG_DFL);
-		if (first)
-			close(REPORT_FD);
-		close(syncp[1]);
-		int devnull = open("/dev/null", O_RDONLY);
-		int in = stdio_fd >= 0 ? stdio_fd : devnull;
-		int out = stdio_tty ? stdio_fd : outp[1], errout = stdio_tty ? stdio_fd : errp[1];
-		/* A session of its own, led by the container, whose terminal this is. */
-		if (stdio_tty && (setsid() < 0 || ioctl(stdio_fd, TIOCSCTTY, 0) < 0)) {
-			fail(err, errlen, "make the terminal the container's");
-			goto childfail;
-		}
-		if (devnull < 0 || dup2(in, 0) < 0 || dup2(out, 1) < 0 || dup2(errout, 2) < 0) {
-			fail(err, errlen, "set up stdio");
-			goto childfail;
-		}
-		if (devnull > 2)
-			close(devnull);
-		if (stdio_fd > 2)
-			close(stdio_fd);
-		if (external) {
-			exec_runtime(p, p->extargs, err, errlen);
-			goto childfail;
-		}
-		if (container_init(p, syncp[0], err, errlen) < 0)
-			goto childfail;
-	childfail:
-		write_all(errpipe[1], err, strlen(err));
-		_exit(127);
-	}
-	close(syncp[0]);
-	close(errpipe[1]);
+	/* The container's stdin or terminal from the launcher (-1: none), until the first start hands it over. */
+	int stdio_fd, stdio_tty;
+	/* The restart policy, and how it has gone: see shim_main. */
+	int restart_always, restart_failure, restart_max, restarts, stopped;
+	/* spawned is set once the first start is reported: fd 3 is gone, and later failures are not reported. */
+	int spawned;
+	unsigned long long shim_start;
+};
 
-	char pidstr[32];
-	snprintf(pidstr, sizeof(pidstr), "%d", child);
-	for (int i = 0; i < p->ncgroups; i++) {
-		int fd = open(p->cgroups[i], O_WRONLY | O_CLOEXEC);
-		if (fd < 0 || write_all(fd, pidstr, strlen(pidstr)) < 0) {
-			fail(err, errlen, "join cgroup %s", p->cgroups[i]);
-			kill(child, SIGKILL);
-			waitpid(child, NULL, 0);
-			close(syncp[1]);
-			close(errpipe[0]);
-			return -1;
-		}
-		close(fd);
-	}
-	write_all(syncp[1], "g", 1);
-	close(syncp[1]);
-
-	/* The error pipe closes on a successful exec (close-on-exec) or carries the reason it failed. */
-	size_t el = 0;
-	for (;;) {
-		ssize_t n = read(errpipe[0], err + el, errlen - 1 - el);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0)
-			break;
-		el += n;
-		if (el >= errlen - 1)
-			break;
-	}
-	err[el] = '\0';
-	close(errpipe[0]);
-	if (el > 0) {
-		int st;
-		waitpid(child, &st, 0);
-		log_record(lg, "stderr", 'F', err, el);
-		return -1;
-	}
-	return child;
+/* shim_fail records a start that failed in the exit file and to the launcher. */
+static int shim_fail(struct shim *s)
+{
+	write_exit(s->p, 127, 0, s->err);
+	if (!s->spawned)
+		report("error %s", s->err);
+	return -1;
 }
 
-int shim_main(void)
+/* write_state records the shim's and the container's pids and the restart count. */
+static void write_state(struct shim *s)
 {
-	char err[ERRBUF] = {0};
-	const char *planpath = getenv(PLAN_ENV);
-	struct plan *p = calloc(1, sizeof(*p));
-	char *buf;
-	size_t len;
-	int pfd = planpath ? open(planpath, O_RDONLY | O_CLOEXEC) : -1;
-	if (!p || pfd < 0 || read_all(pfd, &buf, &len) < 0) {
-		report("error read launch plan %s: %s", planpath ? planpath : "(unset)", strerror(errno));
-		return 1;
-	}
-	close(pfd);
-	if (plan_read(buf, len, p, err, sizeof(err)) < 0) {
-		report("error %s", err);
-		return 1;
-	}
-	int gated = getenv(GATE_ENV) != NULL;
-	int stdio_fd = -1, stdio_tty = 0;
+	if (!s->p->state_path)
+		return;
+	char st[256];
+	snprintf(st, sizeof(st), "{\"shimPid\":%d,\"pid\":%d,\"shimStart\":%llu,\"restarts\":%d}\n", getpid(), s->child,
+		 s->shim_start, s->restarts);
+	write_atomic(s->p->state_path, st);
+}
+
+/* open_pipes makes the pipes of one start of the container. */
+static int open_pipes(struct shim *s)
+{
+	if (pipe2(s->outp, O_CLOEXEC) || pipe2(s->errp, O_CLOEXEC) || pipe2(s->syncp, O_CLOEXEC) || pipe2(s->errpipe, O_CLOEXEC))
+		return fail(s->err, sizeof(s->err), "pipe");
+	return 0;
+}
+
+/*
+ * read_launch_env reads what the launcher says beside the plan: the
+ * container's stdin or terminal ("stdin FD" or "tty FD") and its restart
+ * policy ("always MAX" or "on-failure MAX", MAX 0 for no limit).
+ */
+static int read_launch_env(struct shim *s, int gated)
+{
+	s->stdio_fd = -1;
 	const char *stdio = getenv(STDIO_ENV);
 	if (stdio) {
 		char mode[8];
-		if (sscanf(stdio, "%7s %d", mode, &stdio_fd) != 2 || stdio_fd <= REPORT_FD || (gated && stdio_fd == GATE_FD) ||
-		    (strcmp(mode, "stdin") != 0 && strcmp(mode, "tty") != 0) || fcntl(stdio_fd, F_GETFD) < 0) {
+		if (sscanf(stdio, "%7s %d", mode, &s->stdio_fd) != 2 || s->stdio_fd <= REPORT_FD || (gated && s->stdio_fd == GATE_FD) ||
+		    (strcmp(mode, "stdin") != 0 && strcmp(mode, "tty") != 0) || fcntl(s->stdio_fd, F_GETFD) < 0) {
 			report("error %s=%s: want \"stdin FD\" or \"tty FD\" with FD open", STDIO_ENV, stdio);
-			return 1;
+			return -1;
 		}
-		stdio_tty = strcmp(mode, "tty") == 0;
+		s->stdio_tty = strcmp(mode, "tty") == 0;
 	}
-	/* The restart policy: "always MAX" or "on-failure MAX" (MAX 0: no limit). */
-	int restart_always = 0, restart_failure = 0, restart_max = 0;
 	const char *rp = getenv(RESTART_ENV);
 	if (rp) {
 		char pol[16];
-		if (sscanf(rp, "%15s %d", pol, &restart_max) != 2 || restart_max < 0 ||
-		    (strcmp(pol, "always") != 0 && strcmp(pol, "on-failure") != 0) || p->nextargs > 0 || stdio) {
+		if (sscanf(rp, "%15s %d", pol, &s->restart_max) != 2 || s->restart_max < 0 ||
+		    (strcmp(pol, "always") != 0 && strcmp(pol, "on-failure") != 0) || s->p->nextargs > 0 || stdio) {
 			report("error %s=%s: want \"always MAX\" or \"on-failure MAX\", the built-in executor and no stdin",
 			       RESTART_ENV, rp);
-			return 1;
+			return -1;
 		}
-		restart_always = strcmp(pol, "always") == 0;
-		restart_failure = !restart_always;
+		s->restart_always = strcmp(pol, "always") == 0;
+		s->restart_failure = !s->restart_always;
 	}
+	unsetenv(STDIO_ENV);
+	unsetenv(RESTART_ENV);
+	return 0;
+}
+
+/* load_plan reads the launch plan named in the environment into s->p. */
+static int load_plan(struct shim *s)
+{
+	const char *planpath = getenv(PLAN_ENV);
+	char *buf;
+	size_t len;
+	s->p = calloc(1, sizeof(*s->p));
+	int pfd = planpath ? open(planpath, O_RDONLY | O_CLOEXEC) : -1;
+	if (!s->p || pfd < 0 || read_all(pfd, &buf, &len) < 0) {
+		report("error read launch plan %s: %s", planpath ? planpath : "(unset)", strerror(errno));
+		return -1;
+	}
+	close(pfd);
+	if (plan_read(buf, len, s->p, s->err, sizeof(s->err)) < 0) {
+		report("error %s", s->err);
+		return -1;
+	}
+	return 0;
+}
+
+/* wait_gate waits for the launcher's byte saying the cgroups and the network namespace are ready. */
+static int wait_gate(void)
+{
+	char ok;
+	ssize_t n;
+	do
+		n = read(GATE_FD, &ok, 1);
+	while (n < 0 && errno == EINTR);
+	close(GATE_FD);
+	if (n != 1) {
+		report("error the launcher could not ready the container");
+		return -1;
+	}
+	return 0;
+}
+
+/*
+ * shim_setup reads the plan and readies everything the container's start
+ * needs: descriptors, signals, the log, the pipes, the control FIFO and,
+ * when the launcher gates the start, its go-ahead.
+ */
+static int shim_setup(struct shim *s)
+{
+	if (load_plan(s) < 0)
+		return -1;
+	struct plan *p = s->p;
+	int gated = getenv(GATE_ENV) != NULL;
+	if (read_launch_env(s, gated) < 0)
+		return -1;
 	fcntl(REPORT_FD, F_SETFD, FD_CLOEXEC);
 	/* Descriptors the launcher inherited without close-on-exec must not reach the container. */
 	syscall(SYS_close_range, REPORT_FD + 1, ~0U, CLOSE_RANGE_CLOEXEC);
@@ -498,94 +475,233 @@ int shim_main(void)
 	unsetenv(STAGE_ENV);
 	unsetenv(PLAN_ENV);
 	unsetenv(GATE_ENV);
-	unsetenv(STDIO_ENV);
-	unsetenv(RESTART_ENV);
 
-	struct logger lg = {.path = p->log_path, .fd = -1, .max = p->log_max, .files = p->log_files};
-	if (lg.path && log_open(&lg) < 0) {
-		report("error open log %s: %s", lg.path, strerror(errno));
-		return 1;
+	s->lg = (struct logger){.path = p->log_path, .fd = -1, .max = p->log_max, .files = p->log_files};
+	if (s->lg.path && log_open(&s->lg) < 0) {
+		report("error open log %s: %s", s->lg.path, strerror(errno));
+		return -1;
 	}
-	sigset_t mask, old;
+	if (open_pipes(s) < 0) {
+		report("error %s", s->err);
+		return -1;
+	}
+	sigset_t mask;
 	sigemptyset(&mask);
 	sigaddset(&mask, SIGCHLD);
-	sigprocmask(SIG_BLOCK, &mask, &old);
-	int sigfd = signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK);
-	int ctl = p->ctl_path ? open(p->ctl_path, O_RDWR | O_NONBLOCK | O_CLOEXEC) : -1;
+	sigprocmask(SIG_BLOCK, &mask, &s->oldmask);
+	s->sigfd = signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK);
+	s->ctl = p->ctl_path ? open(p->ctl_path, O_RDWR | O_NONBLOCK | O_CLOEXEC) : -1;
 
-	int external = p->nextargs > 0;
-	if (external && prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) < 0) {
+	s->external = p->nextargs > 0;
+	if (s->external && prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) < 0) {
 		report("error become a child subreaper: %s", strerror(errno));
-		return 1;
+		return -1;
 	}
-	if (gated) {
-		/*
-		 * The launcher makes the cgroups and wires the network namespace
-		 * while this process starts: one byte says they are ready. Before
-		 * the clone, so that the container's mount namespace, a copy of
-		 * this one, holds the namespace's bind mount.
-		 */
-		char ok;
-		ssize_t n;
-		do
-			n = read(GATE_FD, &ok, 1);
-		while (n < 0 && errno == EINTR);
-		close(GATE_FD);
-		if (n != 1) {
-			report("error the launcher could not ready the container");
-			return 1;
+	/*
+	 * The launcher makes the cgroups and wires the network namespace
+	 * while this process starts: one byte says they are ready. Before
+	 * the clone, so that the container's mount namespace, a copy of
+	 * this one, holds the namespace's bind mount.
+	 */
+	if (gated && wait_gate() < 0)
+		return -1;
+	return 0;
+}
+
+/* child_main is the container's side of the clone (or the fork that runs an external runtime). */
+static void __attribute__((noreturn)) child_main(struct shim *s)
+{
+	char *err = s->err;
+	size_t errlen = sizeof(s->err);
+	sigprocmask(SIG_SETMASK, &s->oldmask, NULL);
+	signal(SIGINT, SIG_DFL);
+	signal(SIGHUP, SIG_DFL);
+	signal(SIGPIPE, SIG_DFL);
+	signal(SIGTERM, SIG_DFL);
+	/* After the first start fd 3 is closed, and may be one of this start's pipes. */
+	if (!s->spawned)
+		close(REPORT_FD);
+	close(s->syncp[1]);
+	int devnull = open("/dev/null", O_RDONLY);
+	int in = s->stdio_fd >= 0 ? s->stdio_fd : devnull;
+	int out = s->stdio_tty ? s->stdio_fd : s->outp[1], errout = s->stdio_tty ? s->stdio_fd : s->errp[1];
+	if (s->stdio_tty && (setsid() < 0 || ioctl(s->stdio_fd, TIOCSCTTY, 0) < 0)) {
+		/* A session of its own, led by the container, whose terminal this is. */
+		fail(err, errlen, "make the terminal the container's");
+	} else if (devnull < 0 || dup2(in, 0) < 0 || dup2(out, 1) < 0 || dup2(errout, 2) < 0) {
+		fail(err, errlen, "set up stdio");
+	} else {
+		if (devnull > 2)
+			close(devnull);
+		if (s->stdio_fd > 2)
+			close(s->stdio_fd);
+		/* Both return only when they could not exec. */
+		if (s->external)
+			exec_runtime(s->p, s->p->extargs, err, errlen);
+		else
+			container_init(s->p, s->syncp[0], err, errlen);
+	}
+	write_all(s->errpipe[1], err, strlen(err));
+	_exit(127);
+}
+
+/* join_cgroups moves the child into the plan's cgroups. */
+static int join_cgroups(struct shim *s)
+{
+	char pidstr[32];
+	snprintf(pidstr, sizeof(pidstr), "%d", s->child);
+	for (int i = 0; i < s->p->ncgroups; i++) {
+		int fd = open(s->p->cgroups[i], O_WRONLY | O_CLOEXEC);
+		if (fd < 0 || write_all(fd, pidstr, strlen(pidstr)) < 0) {
+			fail(s->err, sizeof(s->err), "join cgroup %s", s->p->cgroups[i]);
+			kill(s->child, SIGKILL);
+			waitpid(s->child, NULL, 0);
+			return -1;
 		}
+		close(fd);
 	}
-	int outp[2], errp[2];
-	pid_t child = spawn(p, 1, stdio_fd, stdio_tty, &old, outp, errp, &lg, err, sizeof(err));
+	return 0;
+}
+
+/* read_start_error reads why the child could not exec: "" when it did (the pipe closed on exec). */
+static size_t read_start_error(struct shim *s)
+{
+	size_t el = 0;
+	for (;;) {
+		ssize_t n = read(s->errpipe[0], s->err + el, sizeof(s->err) - 1 - el);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			break;
+		el += n;
+		if (el >= sizeof(s->err) - 1)
+			break;
+	}
+	s->err[el] = '\0';
+	close(s->errpipe[0]);
+	return el;
+}
+
+/*
+ * shim_spawn starts the container: clones the built-in init (or forks the
+ * external runtime), puts it in its cgroups, lets it go, and reports its
+ * pid once the workload has been exec'd.
+ */
+static int shim_spawn(struct shim *s)
+{
+	struct plan *p = s->p;
+	if (s->external)
+		s->child = fork();
+	else
+		s->child = syscall(SYS_clone, (p->nsflags & ~(uint64_t)CLONE_NEWCGROUP) | SIGCHLD, 0, 0, 0, 0);
+	if (s->child < 0) {
+		fail(s->err, sizeof(s->err), "start container");
+		return shim_fail(s);
+	}
+	if (s->child == 0)
+		child_main(s);
+	close(s->syncp[0]);
+	close(s->errpipe[1]);
 	/* Only the container holds its stdin or terminal: its exit ends them. */
-	if (stdio_fd >= 0)
-		close(stdio_fd);
-	if (child < 0) {
-		write_exit(p, 127, 0, err);
-		report("error %s", err);
-		return 1;
+	if (s->stdio_fd >= 0) {
+		close(s->stdio_fd);
+		s->stdio_fd = -1;
+		s->stdio_tty = 0;
 	}
-	if (external) {
-		pid_t creator = child;
-		child = start_external(p, creator, outp[1], errp[1], err, sizeof(err));
-		if (child < 0) {
-			append_runtime_error(errp[0], err, sizeof(err));
-			write_exit(p, 127, 0, err);
-			report("error %s", err);
-			return 1;
+	if (join_cgroups(s) < 0)
+		return shim_fail(s);
+	write_all(s->syncp[1], "g", 1);
+	close(s->syncp[1]);
+
+	size_t el = read_start_error(s);
+	if (el > 0) {
+		int st;
+		waitpid(s->child, &st, 0);
+		log_record(&s->lg, "stderr", 'F', s->err, el);
+		return shim_fail(s);
+	}
+	if (s->external) {
+		pid_t creator = s->child;
+		s->child = start_external(p, creator, s->outp[1], s->errp[1], s->err, sizeof(s->err));
+		if (s->child < 0) {
+			append_runtime_error(s->errp[0], s->err, sizeof(s->err));
+			return shim_fail(s);
 		}
 	}
 	/* Only the container may hold the write ends now, so its exit closes them. */
-	close(outp[1]);
-	close(errp[1]);
-	unsigned long long shim_start = self_start_time();
-	int restarts = 0;
-	write_state(p, child, shim_start, restarts);
-	report("ok %d", child);
+	close(s->outp[1]);
+	close(s->errp[1]);
+	if (!s->spawned) {
+		s->shim_start = self_start_time();
+		write_state(s);
+		report("ok %d", s->child);
+		s->spawned = 1;
+	} else {
+		write_state(s);
+	}
+	return 0;
+}
 
-	struct stream so = {.fd = outp[0], .name = "stdout"}, se = {.fd = errp[0], .name = "stderr"};
-	int exited = 0, status = 0, stopped = 0;
-	struct timespec deadline = {0}, began;
-	clock_gettime(CLOCK_MONOTONIC, &began);
+/* drain reads what is ready on the container's stdout and stderr into the log, closing each at its end. */
+static void drain(struct shim *s, struct stream *ss[2], const struct pollfd *fds, const int idx[2])
+{
 	char rbuf[65536];
-again:
+	for (int k = 0; k < 2; k++) {
+		if (idx[k] < 0 || !(fds[idx[k]].revents & (POLLIN | POLLHUP | POLLERR)))
+			continue;
+		ssize_t n = read(ss[k]->fd, rbuf, sizeof(rbuf));
+		if (n > 0) {
+			stream_feed(&s->lg, ss[k], rbuf, n);
+		} else if (n == 0 || (errno != EINTR && errno != EAGAIN)) {
+			stream_flush(&s->lg, ss[k]);
+			close(ss[k]->fd);
+			ss[k]->fd = -1;
+		}
+	}
+}
+
+/* reap collects exited children; 1 when the container's was one, with its status. */
+static int reap(struct shim *s, int *status)
+{
+	struct signalfd_siginfo si;
+	while (read(s->sigfd, &si, sizeof(si)) == sizeof(si))
+		;
+	int st, found = 0;
+	pid_t w;
+	while ((w = waitpid(-1, &st, WNOHANG)) > 0) {
+		if (w == s->child) {
+			found = 1;
+			*status = st;
+		}
+	}
+	return found;
+}
+
+/*
+ * shim_supervise logs the container's output, passes on the control
+ * FIFO's signals and reaps it; it returns its wait status once it has
+ * exited and its output is closed (or 2 s later, for a stray descendant).
+ */
+static int shim_supervise(struct shim *s)
+{
+	struct stream so = {.fd = s->outp[0], .name = "stdout"}, se = {.fd = s->errp[0], .name = "stderr"};
+	struct stream *ss[2] = {&so, &se};
+	int exited = 0, status = 0;
+	struct timespec deadline = {0};
 	while (!exited || so.fd >= 0 || se.fd >= 0) {
 		struct pollfd fds[4];
-		int nf = 0, iso = -1, ise = -1, isig, ictl = -1;
-		if (so.fd >= 0) {
-			iso = nf;
-			fds[nf++] = (struct pollfd){.fd = so.fd, .events = POLLIN};
-		}
-		if (se.fd >= 0) {
-			ise = nf;
-			fds[nf++] = (struct pollfd){.fd = se.fd, .events = POLLIN};
+		int nf = 0, idx[2] = {-1, -1}, isig, ictl = -1;
+		for (int k = 0; k < 2; k++) {
+			if (ss[k]->fd >= 0) {
+				idx[k] = nf;
+				fds[nf++] = (struct pollfd){.fd = ss[k]->fd, .events = POLLIN};
+			}
 		}
 		isig = nf;
-		fds[nf++] = (struct pollfd){.fd = sigfd, .events = POLLIN};
-		if (ctl >= 0 && !exited) {
+		fds[nf++] = (struct pollfd){.fd = s->sigfd, .events = POLLIN};
+		if (s->ctl >= 0 && !exited) {
 			ictl = nf;
-			fds[nf++] = (struct pollfd){.fd = ctl, .events = POLLIN};
+			fds[nf++] = (struct pollfd){.fd = s->ctl, .events = POLLIN};
 		}
 		int timeout = -1;
 		if (exited) {
@@ -602,107 +718,94 @@ again:
 			continue;
 		if (r < 0)
 			break;
-		struct stream *ss[2] = {&so, &se};
-		int idx[2] = {iso, ise};
-		for (int k = 0; k < 2; k++) {
-			if (idx[k] < 0 || !(fds[idx[k]].revents & (POLLIN | POLLHUP | POLLERR)))
-				continue;
-			ssize_t n = read(ss[k]->fd, rbuf, sizeof(rbuf));
-			if (n > 0) {
-				stream_feed(&lg, ss[k], rbuf, n);
-			} else if (n == 0 || (errno != EINTR && errno != EAGAIN)) {
-				stream_flush(&lg, ss[k]);
-				close(ss[k]->fd);
-				ss[k]->fd = -1;
-			}
-		}
-		if (fds[isig].revents & POLLIN) {
-			struct signalfd_siginfo si;
-			while (read(sigfd, &si, sizeof(si)) == sizeof(si))
-				;
-			int st;
-			pid_t w;
-			while ((w = waitpid(-1, &st, WNOHANG)) > 0) {
-				if (w == child) {
-					exited = 1;
-					status = st;
-					clock_gettime(CLOCK_MONOTONIC, &deadline);
-					deadline.tv_sec += 2;
-				}
-			}
+		drain(s, ss, fds, idx);
+		if ((fds[isig].revents & POLLIN) && reap(s, &status)) {
+			exited = 1;
+			clock_gettime(CLOCK_MONOTONIC, &deadline);
+			deadline.tv_sec += 2;
 		}
 		/* Once reaped, the pid may belong to someone else: signal no more. */
 		if (ictl >= 0 && !exited && (fds[ictl].revents & POLLIN))
-			handle_ctl(ctl, child, &stopped);
+			handle_ctl(s->ctl, s->child, &s->stopped);
 	}
-	stream_flush(&lg, &so);
-	stream_flush(&lg, &se);
-	int code = 0, sig = 0;
-	if (WIFEXITED(status)) {
-		code = WEXITSTATUS(status);
-	} else if (WIFSIGNALED(status)) {
-		sig = WTERMSIG(status);
-		code = 128 + sig;
+	for (int k = 0; k < 2; k++) {
+		stream_flush(&s->lg, ss[k]);
+		if (ss[k]->fd >= 0)
+			close(ss[k]->fd);
 	}
-	/*
-	 * The restart policy: the shim, which outlives every berth command,
-	 * starts the process again, after a pause that doubles from 100 ms
-	 * to 10 s with each restart in a row (back to 100 ms after a run of
-	 * 10 s), unless the launcher said "stop" (berth container stop, kill).
-	 */
-	if (!stopped && (restart_always || (restart_failure && code != 0)) && (restart_max == 0 || restarts < restart_max)) {
-		for (int k = 0; k < 2; k++) {
-			struct stream *ss = k ? &se : &so;
-			if (ss->fd >= 0) {
-				close(ss->fd);
-				ss->fd = -1;
-			}
-		}
-		struct timespec now;
+	return status;
+}
+
+/*
+ * restart_pause waits before a restart: 100 ms, doubling with each
+ * restart in a row to 10 s, back to 100 ms after a run of 10 s. It
+ * listens to the control FIFO meanwhile, and says whether to go on (no
+ * "stop" came).
+ */
+static int restart_pause(struct shim *s, const struct timespec *began)
+{
+	static int streak;
+	struct timespec now, until;
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	if (now.tv_sec - began->tv_sec >= 10)
+		streak = 0;
+	long pause = 100L << (streak < 7 ? streak : 7);
+	if (pause > 10000)
+		pause = 10000;
+	streak++;
+	until = now;
+	until.tv_sec += pause / 1000;
+	until.tv_nsec += (pause % 1000) * 1000000;
+	if (until.tv_nsec >= 1000000000) {
+		until.tv_sec++;
+		until.tv_nsec -= 1000000000;
+	}
+	while (!s->stopped) {
 		clock_gettime(CLOCK_MONOTONIC, &now);
-		static int streak;
-		if (now.tv_sec - began.tv_sec >= 10)
-			streak = 0;
-		long pause = 100L << (streak < 7 ? streak : 7);
-		if (pause > 10000)
-			pause = 10000;
-		streak++;
-		struct timespec until = now;
-		until.tv_sec += pause / 1000;
-		until.tv_nsec += (pause % 1000) * 1000000;
-		if (until.tv_nsec >= 1000000000) {
-			until.tv_sec++;
-			until.tv_nsec -= 1000000000;
+		long ms = (until.tv_sec - now.tv_sec) * 1000 + (until.tv_nsec - now.tv_nsec) / 1000000;
+		if (ms <= 0)
+			break;
+		struct pollfd pf = {.fd = s->ctl, .events = POLLIN};
+		if (poll(&pf, s->ctl >= 0 ? 1 : 0, (int)ms) > 0 && (pf.revents & POLLIN))
+			handle_ctl(s->ctl, 0, &s->stopped);
+	}
+	return !s->stopped;
+}
+
+/*
+ * shim_main starts the container and supervises it; by the restart
+ * policy it starts it again when it exits (always, or on a non-zero exit
+ * up to the policy's count), unless the launcher said "stop" (berth
+ * container stop and kill do). The shim is what restarts: it outlives
+ * every berth command, and the container keeps its bundle, cgroups,
+ * network and log.
+ */
+int shim_main(void)
+{
+	static struct shim s;
+	if (shim_setup(&s) < 0 || shim_spawn(&s) < 0)
+		return 1;
+	for (;;) {
+		struct timespec began;
+		clock_gettime(CLOCK_MONOTONIC, &began);
+		int status = shim_supervise(&s);
+		int code = 0, sig = 0;
+		if (WIFEXITED(status)) {
+			code = WEXITSTATUS(status);
+		} else if (WIFSIGNALED(status)) {
+			sig = WTERMSIG(status);
+			code = 128 + sig;
 		}
-		/* The pause listens to the launcher: a stop now means no restart. */
-		while (!stopped) {
-			clock_gettime(CLOCK_MONOTONIC, &now);
-			long ms = (until.tv_sec - now.tv_sec) * 1000 + (until.tv_nsec - now.tv_nsec) / 1000000;
-			if (ms <= 0)
-				break;
-			struct pollfd pf = {.fd = ctl, .events = POLLIN};
-			if (poll(&pf, ctl >= 0 ? 1 : 0, (int)ms) > 0 && (pf.revents & POLLIN))
-				handle_ctl(ctl, 0, &stopped);
+		int again = !s.stopped && (s.restart_always || (s.restart_failure && code != 0)) &&
+			    (s.restart_max == 0 || s.restarts < s.restart_max);
+		if (!again || !restart_pause(&s, &began)) {
+			write_exit(s.p, code, sig, NULL);
+			return 0;
 		}
-		if (!stopped) {
-			char rerr[ERRBUF] = {0};
-			pid_t next = spawn(p, 0, -1, 0, &old, outp, errp, &lg, rerr, sizeof(rerr));
-			if (next < 0) {
-				write_exit(p, 127, 0, rerr);
-				return 0;
-			}
-			close(outp[1]);
-			close(errp[1]);
-			child = next;
-			restarts++;
-			write_state(p, child, shim_start, restarts);
-			so = (struct stream){.fd = outp[0], .name = "stdout"};
-			se = (struct stream){.fd = errp[0], .name = "stderr"};
-			exited = status = 0;
-			clock_gettime(CLOCK_MONOTONIC, &began);
-			goto again;
+		s.restarts++;
+		if (open_pipes(&s) < 0 || shim_spawn(&s) < 0) {
+			write_exit(s.p, 127, 0, s.err);
+			return 0;
 		}
 	}
-	write_exit(p, code, sig, NULL);
-	return 0;
 }
