@@ -39,6 +39,7 @@ type Instance struct {
 	Env           []string
 	// WorkingDir replaces the image's working directory when set.
 	WorkingDir string
+	Process    Process
 	Resources  runtime.Resources
 	// DiskBytes bounds the container's writable layer; 0 is no bound.
 	DiskBytes int64
@@ -48,6 +49,8 @@ type Instance struct {
 	StopGrace time.Duration
 	// Executor picks the OCI executor; empty is the built-in one.
 	Executor string
+	// UserNS runs the container in a user namespace of its own.
+	UserNS bool
 	// Volumes are mounted in the container, in order.
 	Volumes []Volume
 	// NeedsData says the instance takes files or env from configs or

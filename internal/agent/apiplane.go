@@ -168,13 +168,14 @@ func InstanceFromAPI(in *api.Instance) *Instance {
 	t := in.Spec.Template
 	out := &Instance{
 		Namespace: in.Metadata.Namespace, Name: in.Metadata.Name, UID: in.Metadata.UID, Owner: in.Spec.Owner.Name,
-		Image: t.Image, Command: t.Command, Args: t.Args, WorkingDir: t.WorkingDir, Executor: t.Runtime, Template: t.Hash(),
+		Image: t.Image, Command: t.Command, Args: t.Args, WorkingDir: t.WorkingDir, Executor: t.Runtime, UserNS: t.UserNS, Template: t.Hash(),
 		Restart:           reconcile.Policy(t.Restart),
 		ReportedContainer: in.Status.ContainerID, ReportedHealthy: in.Status.Healthy,
 		ReportedReason: in.Status.Reason, ReportedMessage: in.Status.Message,
 		Resources: runtime.Resources{CPUs: t.Resources.CPU, MemoryBytes: int64(t.Resources.Memory),
 			Pids: t.Resources.Pids},
 		DiskBytes: int64(t.Resources.Disk),
+		Process:   processOf(&t), StopGrace: t.StopGrace.D(),
 	}
 	if out.Restart == "" {
 		out.Restart = reconcile.Always
@@ -210,7 +211,8 @@ func InstanceFromAPI(in *api.Instance) *Instance {
 		out.Env = append(out.Env, k+"="+t.Env[k])
 	}
 	if h := t.Health; h != nil {
-		c := &health.Check{Interval: time.Duration(h.Interval), Timeout: time.Duration(h.Timeout), Failures: h.Failures}
+		c := &health.Check{Interval: time.Duration(h.Interval), Timeout: time.Duration(h.Timeout), Failures: h.Failures,
+			StartPeriod: h.StartPeriod.D()}
 		switch {
 		case h.HTTP != nil:
 			c.HTTP = &health.HTTPGet{Port: h.HTTP.Port, Path: h.HTTP.Path}

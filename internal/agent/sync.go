@@ -283,7 +283,7 @@ func (a *Agent) start(ctx context.Context, inst *Instance, attempt int) (runtime
 	id := containerID(inst, attempt)
 	c := runtime.Config{
 		ID: id, Image: inst.Image, Hostname: inst.Name,
-		Resources: inst.Resources, Executor: inst.Executor,
+		Resources: inst.Resources, Executor: inst.Executor, UserNS: inst.UserNS,
 		Labels: map[string]string{labelInstance: inst.Key(), labelUID: inst.UID, labelAttempt: strconv.Itoa(attempt),
 			labelGrace: inst.StopGrace.String(), labelTemplate: inst.Template},
 		StopGrace: inst.StopGrace,
@@ -341,9 +341,15 @@ func (a *Agent) start(ctx context.Context, inst *Instance, attempt int) (runtime
 	c.LowerDirs = rootfs.LowerDirs
 	c.Args = append(append([]string(nil), entry...), args...)
 	c.Env = append(append(append([]string(nil), rootfs.Env...), dataEnv...), inst.Env...)
-	c.Cwd, c.User = rootfs.WorkingDir, rootfs.User
+	c.Cwd = rootfs.WorkingDir
 	if inst.WorkingDir != "" {
 		c.Cwd = inst.WorkingDir
+	}
+	if err := inst.Process.apply(&c, rootfs); err != nil {
+		metrics.ContainerStartFailures.Inc()
+		_ = a.cfg.Images.Release(context.WithoutCancel(ctx), id)
+		a.detach(context.WithoutCancel(ctx), id)
+		return runtime.Status{}, fmt.Errorf("start %s: %w", id, err)
 	}
 	t1 := time.Now()
 	st, err := a.cfg.Runtime.Run(ctx, c)

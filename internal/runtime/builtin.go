@@ -42,6 +42,7 @@ func (b *builtin) prepare(_ context.Context, bd *bundle, s *specs.Spec) (*launch
 	p.Hostname = s.Hostname
 	p.Rootfs = s.Root.Path
 	p.RootfsReadonly = s.Root.Readonly
+	p.Init = s.Annotations[initAnnotation] == "true"
 	p.Masked = s.Linux.MaskedPaths
 	p.Readonly = s.Linux.ReadonlyPaths
 	for k, v := range s.Linux.Sysctl {
@@ -58,6 +59,9 @@ func (b *builtin) prepare(_ context.Context, bd *bundle, s *specs.Spec) (*launch
 			return nil, fmt.Errorf("namespace %q is not supported", ns.Type)
 		}
 		p.NSFlags |= flag
+	}
+	if base, ok := userNSOf(s); ok {
+		p.UserNS = &launch.UserNS{UID: base, GID: s.Linux.GIDMappings[0].HostID, Size: s.Linux.UIDMappings[0].Size}
 	}
 	for _, m := range s.Mounts {
 		lm, err := planMount(m)
@@ -76,6 +80,7 @@ var nsFlags = map[specs.LinuxNamespaceType]uint64{
 	specs.IPCNamespace:     unix.CLONE_NEWIPC,
 	specs.NetworkNamespace: unix.CLONE_NEWNET,
 	specs.CgroupNamespace:  unix.CLONE_NEWCGROUP,
+	specs.UserNamespace:    unix.CLONE_NEWUSER,
 }
 
 var mountFlags = map[string]uintptr{

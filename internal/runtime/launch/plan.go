@@ -35,6 +35,9 @@ const (
 	RestartEnv = "_BERTH_RESTART"
 	StageShim  = "shim"
 	StageExec  = "exec"
+	// StageHold waits for stdin to close: a process that holds a user
+	// namespace for the launcher to idmap mounts with.
+	StageHold = "hold"
 )
 
 // Record types and limits, from plan.h: one definition for both sides.
@@ -68,6 +71,8 @@ const (
 	recExtStart    = C.REC_EXTSTART
 	recPIDFile     = C.REC_PIDFILE
 	recOverlay     = C.REC_OVERLAY
+	recUserNS      = C.REC_USERNS
+	recInit        = C.REC_INIT
 
 	maxItems   = C.MAX_ITEMS
 	maxRlimits = C.MAX_RLIMITS
@@ -115,6 +120,12 @@ type User struct {
 	AdditionalGIDs []uint32
 }
 
+// UserNS maps the container's ids 0..Size-1 to host ids from UID and GID:
+// the container runs in a user namespace of its own.
+type UserNS struct {
+	UID, GID, Size uint32
+}
+
 // Log configures the shim's log file.
 type Log struct {
 	Path     string
@@ -144,12 +155,18 @@ type Plan struct {
 	// NetNS, when set, is a network namespace to join instead of making one.
 	NetNS string
 	// NSFlags are the clone flags of the namespaces to create.
-	NSFlags     uint64
-	Seccomp     []byte
-	Caps        *Caps
-	User        *User
-	NoNewPrivs  bool
+	NSFlags    uint64
+	Seccomp    []byte
+	Caps       *Caps
+	User       *User
+	NoNewPrivs bool
+	// Init keeps the container's init as PID 1, reaping orphans and
+	// passing signals on to the workload, which it runs as its child.
+	Init        bool
 	OOMScoreAdj *int32
+	// UserNS, when set, puts the container in a user namespace: the shim
+	// writes its id maps (and denies setgroups) before the init goes on.
+	UserNS *UserNS
 
 	// Shim only.
 	Log Log
@@ -223,6 +240,7 @@ func (p *Plan) MarshalBinary() ([]byte, error) {
 	flag(recRootfsRO, p.RootfsReadonly)
 	flag(recNNP, p.NoNewPrivs)
 	flag(recHideUnified, p.HideUnified)
+	flag(recInit, p.Init)
 	for _, m := range p.Mounts {
 		var fixed [12]byte
 		binary.NativeEndian.PutUint64(fixed[:8], uint64(m.Flags))
@@ -305,6 +323,13 @@ func (p *Plan) MarshalBinary() ([]byte, error) {
 		var v [4]byte
 		binary.NativeEndian.PutUint32(v[:], uint32(p.PID))
 		rec(recPID, v[:])
+	}
+	if u := p.UserNS; u != nil {
+		var v [12]byte
+		binary.NativeEndian.PutUint32(v[0:], u.UID)
+		binary.NativeEndian.PutUint32(v[4:], u.GID)
+		binary.NativeEndian.PutUint32(v[8:], u.Size)
+		rec(recUserNS, v[:])
 	}
 	if err == nil {
 		err = p.checkLimits()

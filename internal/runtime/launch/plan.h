@@ -40,6 +40,8 @@ enum {
 	REC_EXTSTART = 27,
 	REC_PIDFILE = 28,
 	REC_OVERLAY = 29,
+	REC_USERNS = 30,
+	REC_INIT = 31,
 };
 
 #define MOUNT_KIND_FS 0
@@ -73,7 +75,7 @@ struct plan {
 	int nextstart;
 	const char *pidfile;
 	const char *cwd, *hostname, *rootfs, *netns, *overlay;
-	int rootfs_ro, nnp, hide_unified, has_caps, has_user, has_oom;
+	int rootfs_ro, nnp, hide_unified, init, has_caps, has_user, has_oom;
 	struct mountrec mounts[MAX_ITEMS];
 	int nmounts;
 	const char *masks[MAX_ITEMS];
@@ -97,6 +99,11 @@ struct plan {
 	uint32_t log_files;
 	const char *log_path, *exit_path, *state_path, *ctl_path;
 	int32_t pid;
+	/* A user namespace: container ids 0..userns_size-1 are host ids from userns_uid/userns_gid. */
+	int has_userns;
+	uint32_t userns_uid, userns_gid, userns_size;
+	/* Not a record: set by the shim once it has written the net.* sysctls itself. */
+	int net_sysctls_done;
 };
 
 /* plan_dump writes p as text, one field a line, for tests to compare with the Go side's view; -1 if out is too small. */

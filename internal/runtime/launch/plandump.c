@@ -58,6 +58,8 @@ int plan_dump(const struct plan *p, char *buf, size_t cap)
 		put(&o, "nnp\n");
 	if (p->hide_unified)
 		put(&o, "hide_unified\n");
+	if (p->init)
+		put(&o, "init\n");
 	for (int i = 0; i < p->nmounts; i++) {
 		const struct mountrec *m = &p->mounts[i];
 		put(&o, "mount %" PRIu64 " %" PRIu32 " [%s] [%s] [%s] [%s]\n", m->flags, m->kind, m->source, m->target, m->fstype, m->data);
@@ -91,5 +93,7 @@ int plan_dump(const struct plan *p, char *buf, size_t cap)
 		put(&o, "log %" PRIu64 " %" PRIu32 " %s\n", p->log_max, p->log_files, p->log_path);
 	if (p->pid > 0)
 		put(&o, "pid %" PRId32 "\n", p->pid);
+	if (p->has_userns)
+		put(&o, "userns %" PRIu32 " %" PRIu32 " %" PRIu32 "\n", p->userns_uid, p->userns_gid, p->userns_size);
 	return o.over ? -1 : (int)o.len;
 }

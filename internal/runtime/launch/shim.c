@@ -17,6 +17,7 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
+#include <grp.h>
 #include <poll.h>
 #include <sched.h>
 #include <signal.h>
@@ -334,6 +335,63 @@ static void append_runtime_error(int fd, char *err, size_t errlen)
 		err[used] = '\0';
 }
 
+/*
+ * write_idmaps gives the container's user namespace its maps: container
+ * ids 0..size-1 are the host range the plan names. setgroups is denied
+ * first (the container has no supplementary groups to set; see
+ * enter_userns), so no process inside can drop a group to pass a
+ * group-denied permission.
+ */
+static int write_idmaps(pid_t child, const struct plan *p, char *err, size_t errlen)
+{
+	char path[64], map[64];
+	snprintf(path, sizeof(path), "/proc/%d/setgroups", child);
+	int fd = open(path, O_WRONLY | O_CLOEXEC);
+	if (fd < 0 || write_all(fd, "deny", 4) < 0)
+		return fail(err, errlen, "user namespace: write %s", path);
+	close(fd);
+	const char *files[2] = {"uid_map", "gid_map"};
+	uint32_t from[2] = {p->userns_uid, p->userns_gid};
+	for (int i = 0; i < 2; i++) {
+		snprintf(path, sizeof(path), "/proc/%d/%s", child, files[i]);
+		int n = snprintf(map, sizeof(map), "0 %u %u\n", from[i], p->userns_size);
+		fd = open(path, O_WRONLY | O_CLOEXEC);
+		if (fd < 0 || write_all(fd, map, n) < 0)
+			return fail(err, errlen, "user namespace: write %s", path);
+		close(fd);
+	}
+	return 0;
+}
+
+/*
+ * enter_userns readies the shim to clone a container into a user namespace
+ * of its own. Supplementary groups go first: the container would keep the
+ * host's, unable to drop them once setgroups is denied. A network
+ * namespace the host made belongs to the host's user namespace, where the
+ * container's root holds no privilege: the shim joins it for the container
+ * to inherit, and writes its net.* sysctls itself.
+ */
+static int enter_userns(struct plan *p, char *err, size_t errlen)
+{
+	if (!(p->nsflags & CLONE_NEWUSER) || !p->has_userns) {
+		snprintf(err, errlen, "plan: a user namespace needs its id maps");
+		return -1;
+	}
+	if (setgroups(0, NULL) < 0)
+		return fail(err, errlen, "drop supplementary groups");
+	if (!p->netns)
+		return 0;
+	int fd = open(p->netns, O_RDONLY | O_CLOEXEC);
+	if (fd < 0 || setns(fd, CLONE_NEWNET) < 0)
+		return fail(err, errlen, "join network namespace %s", p->netns);
+	close(fd);
+	if (apply_sysctls(p, 1, err, errlen) < 0)
+		return -1;
+	p->netns = NULL;
+	p->net_sysctls_done = 1;
+	return 0;
+}
+
 /* What the shim holds from setup to the container's end. */
 struct shim {
 	struct plan *p;
@@ -403,8 +461,9 @@ static int read_launch_env(struct shim *s, int gated)
 	if (rp) {
 		char pol[16];
 		if (sscanf(rp, "%15s %d", pol, &s->restart_max) != 2 || s->restart_max < 0 ||
-		    (strcmp(pol, "always") != 0 && strcmp(pol, "on-failure") != 0) || s->p->nextargs > 0 || stdio) {
-			report("error %s=%s: want \"always MAX\" or \"on-failure MAX\", the built-in executor and no stdin",
+		    (strcmp(pol, "always") != 0 && strcmp(pol, "on-failure") != 0) || s->p->nextargs > 0 || stdio ||
+		    (s->p->nsflags & CLONE_NEWUSER) || s->p->has_userns) {
+			report("error %s=%s: want \"always MAX\" or \"on-failure MAX\", the built-in executor, no stdin and no user namespace",
 			       RESTART_ENV, rp);
 			return -1;
 		}
@@ -539,7 +598,7 @@ static void __attribute__((noreturn)) child_main(struct shim *s)
 		if (s->external)
 			exec_runtime(s->p, s->p->extargs, err, errlen);
 		else
-			container_init(s->p, s->syncp[0], err, errlen);
+			container_init(s->p, s->syncp[0], s->errpipe[1], err, errlen);
 	}
 	write_all(s->errpipe[1], err, strlen(err));
 	_exit(127);
@@ -590,6 +649,9 @@ static size_t read_start_error(struct shim *s)
 static int shim_spawn(struct shim *s)
 {
 	struct plan *p = s->p;
+	int userns = !s->external && (p->nsflags & CLONE_NEWUSER || p->has_userns);
+	if (userns && enter_userns(p, s->err, sizeof(s->err)) < 0)
+		return shim_fail(s);
 	if (s->external)
 		s->child = fork();
 	else
@@ -602,6 +664,11 @@ static int shim_spawn(struct shim *s)
 		child_main(s);
 	close(s->syncp[0]);
 	close(s->errpipe[1]);
+	if (userns && write_idmaps(s->child, p, s->err, sizeof(s->err)) < 0) {
+		kill(s->child, SIGKILL);
+		waitpid(s->child, NULL, 0);
+		return shim_fail(s);
+	}
 	/* Only the container holds its stdin or terminal: its exit ends them. */
 	if (s->stdio_fd >= 0) {
 		close(s->stdio_fd);
