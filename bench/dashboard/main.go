@@ -186,6 +186,12 @@ func bench(nInst, nNodes, nChanges int, gap time.Duration) error {
 
 	// Change-to-DOM: each change flips one instance between Running and
 	// Starting; the page records when each tile's state changes.
+	// Where the time goes: the page's apply (a global of its script) is
+	// wrapped to note when each instance's first change reaches the page.
+	if err := chromedp.Run(bctx, chromedp.Evaluate(`window.__arr = {}; const __apply = apply;
+apply = function(kind, k, obj) { if (kind === "instance" && !(k in window.__arr)) window.__arr[k] = performance.timeOrigin + performance.now(); return __apply(kind, k, obj); }; true`, nil)); err != nil {
+		return err
+	}
 	if err := chromedp.Run(bctx, chromedp.Evaluate(`window.__muts = [];
 new MutationObserver(ms => { const t = performance.timeOrigin + performance.now();
   for (const m of ms) if (m.target.dataset && m.target.dataset.key) window.__muts.push([m.target.dataset.key, t]); })
@@ -197,6 +203,7 @@ new MutationObserver(ms => { const t = performance.timeOrigin + performance.now(
 		at  float64
 	}
 	writes := make([]write, 0, nChanges)
+	var wdur []float64
 	for i := range nChanges {
 		name := names[(i*7919)%nInst]
 		in, err := c.Instances().Get(ctx, "default", name)
@@ -212,6 +219,7 @@ new MutationObserver(ms => { const t = performance.timeOrigin + performance.now(
 		if _, err := c.Instances().UpdateStatus(ctx, in); err != nil {
 			return err
 		}
+		wdur = append(wdur, float64(time.Now().UnixNano())/1e6-at)
 		writes = append(writes, write{"default/" + name, at})
 		time.Sleep(gap)
 	}
@@ -237,6 +245,34 @@ new MutationObserver(ms => { const t = performance.timeOrigin + performance.now(
 			missed++
 		}
 	}
+	var arr map[string]float64
+	if err := chromedp.Run(bctx, chromedp.Evaluate(`window.__arr`, &arr)); err != nil {
+		return err
+	}
+	var toArr, toDOM []float64
+	for _, w := range writes {
+		a, ok := arr[w.key]
+		if !ok {
+			continue
+		}
+		toArr = append(toArr, a-w.at)
+		for _, m := range muts {
+			k, _ := m[0].(string)
+			t, _ := m[1].(float64)
+			if k == w.key && t >= w.at {
+				toDOM = append(toDOM, t-a)
+				break
+			}
+		}
+	}
+	spread := func(d []float64) string {
+		if len(d) == 0 {
+			return "none"
+		}
+		slices.Sort(d)
+		return fmt.Sprintf("p50 %.1f ms, p99 %.1f ms", d[len(d)/2], d[min(len(d)-1, len(d)*99/100)])
+	}
+	fmt.Printf("  of which: the API write %s; write to the page's stream handler %s; handler to DOM %s\n", spread(wdur), spread(toArr), spread(toDOM))
 	slices.Sort(lat)
 	if len(lat) == 0 {
 		return fmt.Errorf("no change reached the page")

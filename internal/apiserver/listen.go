@@ -25,6 +25,42 @@ type Identity struct {
 	Node string
 	// Admin may do anything.
 	Admin bool
+	// Scraper holds the metrics token: it may read metrics (ScrapeRoute)
+	// and nothing else.
+	Scraper bool
+}
+
+// ScraperIdentity is the identity of a caller with the metrics token.
+var ScraperIdentity = Identity{Name: "metrics", Scraper: true}
+
+// ScrapeRoute says whether r is one the metrics token may take: a GET
+// of the server's /metrics or of a node's through the server.
+func ScrapeRoute(r *http.Request) bool {
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		return false
+	}
+	p := r.URL.Path
+	if p == "/metrics" || p == "/metrics/" {
+		return true
+	}
+	node, ok := strings.CutPrefix(p, "/v1/nodes/")
+	if !ok {
+		return false
+	}
+	name, ok := strings.CutSuffix(node, "/metrics")
+	return ok && name != "" && !strings.Contains(name, "/")
+}
+
+// WithMetricsToken admits TLS requests bearing metricsToken as
+// ScraperIdentity, and passes the others to auth.
+func WithMetricsToken(auth Authenticator, metricsToken string) Authenticator {
+	return func(r *http.Request) (Identity, error) {
+		got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+		if r.TLS != nil && ok && got != "" && subtle.ConstantTimeCompare([]byte(got), []byte(metricsToken)) == 1 {
+			return ScraperIdentity, nil
+		}
+		return auth(r)
+	}
 }
 
 type identityKey struct{}
@@ -205,6 +241,12 @@ func (s *Server) ServeTLS(ctx context.Context, l net.Listener, cfg *tls.Config, 
 		}
 		auth = ClusterAuthenticator(token)
 		s.runCreds(ctx)
+	}
+	if s.metricsToken != "" {
+		if len(s.metricsToken) < 16 || s.metricsToken == token {
+			return fmt.Errorf("api on %s: %w: the metrics token must have at least 16 characters and differ from the admin token", l.Addr(), errdefs.ErrInvalidArgument)
+		}
+		auth = WithMetricsToken(auth, s.metricsToken)
 	}
 	return s.Serve(ctx, tls.NewListener(l, cfg), auth)
 }

@@ -72,18 +72,28 @@ func (s *Server) observe(r *http.Request, rec *statusRecorder, start time.Time) 
 	metrics.APIRequestDuration.WithLabelValues(r.Method, route, strconv.Itoa(code)).Observe(time.Since(start).Seconds())
 }
 
-// AdminOnly serves h to admins alone (a handler to Mount, such as
-// /metrics): nodes are forbidden, others unauthorized.
+// AdminOnly serves h (a handler to Mount, such as the profiles) to admins
+// alone: nodes and the metrics token are forbidden, others unauthorized.
 func AdminOnly(h http.Handler) http.Handler {
+	return only(h, func(id Identity) bool { return id.Admin }, "the admin token")
+}
+
+// Scrapers serves h (a handler to Mount, such as /metrics) to admins and
+// to the metrics token: nodes are forbidden, others unauthorized.
+func Scrapers(h http.Handler) http.Handler {
+	return only(h, func(id Identity) bool { return id.Admin || id.Scraper }, "the admin or the metrics token")
+}
+
+func only(h http.Handler, allowed func(Identity) bool, needs string) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		id, ok := IdentityFrom(r.Context())
 		switch {
-		case ok && id.Admin:
+		case ok && allowed(id):
 			h.ServeHTTP(w, r)
-		case ok && id.Node != "":
-			writeError(w, fmt.Errorf("node %q: %w: %s is for admins", id.Node, errdefs.ErrForbidden, r.URL.Path))
+		case ok && (id.Node != "" || id.Scraper):
+			writeError(w, fmt.Errorf("%s: %w: %s needs %s", id.Name, errdefs.ErrForbidden, r.URL.Path, needs))
 		default:
-			writeError(w, fmt.Errorf("%w: %s needs the admin token", errdefs.ErrUnauthorized, r.URL.Path))
+			writeError(w, fmt.Errorf("%w: %s needs %s", errdefs.ErrUnauthorized, r.URL.Path, needs))
 		}
 	})
 }

@@ -61,7 +61,8 @@ func ClusterAuthenticator(token string) Authenticator {
 }
 
 // NodeAuthorizer is the default Authorize rule (Config.Authorize): admins
-// may do anything, anonymous callers only join, and a node:
+// may do anything, anonymous callers only join, the metrics token only
+// scrapes (ScrapeRoute), and a node:
 //
 //   - reads (list, get, watch) nodes, services, instances and events, and
 //     its own assignments;
@@ -83,6 +84,8 @@ func NodeAuthorizer(st *store.Store) func(ctx context.Context, id Identity, r *h
 			return nil
 		case id.Node != "":
 			return authorizeNode(ctx, st, id.Node, r)
+		case id.Scraper && ScrapeRoute(r):
+			return nil
 		case isJoin(r):
 			return nil
 		}

@@ -221,7 +221,17 @@ func (s *Server) instanceOp(op string) http.HandlerFunc {
 		}
 		metrics.RemoteStreams.WithLabelValues(op).Inc()
 		if op == "exec" || op == "attach" || op == "checkpoint" || (op == "cp" && r.Method == http.MethodPut) {
-			s.recordRemoteOp(r, &in, op)
+			// The event is written beside the operation, not before it:
+			// an etcd write (a disk sync) in front of every exec was the
+			// longest wait of a remote exec's tail. The handler still
+			// returns only once it is written, though a short answer
+			// (an error) may reach the caller first.
+			done := make(chan struct{})
+			go func() {
+				defer close(done)
+				s.recordRemoteOp(r, &in, op)
+			}()
+			defer func() { <-done }()
 		}
 		// The container the status names saves the agent a search.
 		q := r.URL.Query()
@@ -262,7 +272,10 @@ func (s *Server) recordRemoteOp(r *http.Request, in *api.Instance, op string) {
 		Object:   api.ObjectRef{Kind: api.KindInstance, Namespace: in.Metadata.Namespace, Name: in.Metadata.Name},
 		Type:     api.EventNormal, Reason: reason, Message: msg, Source: "apiserver",
 	}
-	if err := s.store.RecordEvent(r.Context(), ev); err != nil {
+	// The operation may end (and its request's context with it) first.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), 10*time.Second)
+	defer cancel()
+	if err := s.store.RecordEvent(ctx, ev); err != nil {
 		s.log.Warn("record event", "instance", in.Metadata.Name, "reason", reason, "err", err)
 	}
 }

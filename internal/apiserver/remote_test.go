@@ -168,19 +168,24 @@ func TestExecIsRecordedAsEvent(t *testing.T) {
 	}
 	var agent2 agentStandIn
 	agent2.serve(t, n2, "n2")
-	// The stand-in answers no WebSocket: the exec fails, after the event.
+	// The stand-in answers no WebSocket: the exec fails. The event is
+	// written beside the exec, so it may land a moment after the answer.
 	_, _ = c.admin.Exec(ctx, "default", "web-2", client.ExecOptions{Command: []string{"cat", "/etc/shadow"}})
-	evs, _, err := c.admin.Events().List(ctx, "default")
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, ev := range evs {
-		if ev.Reason == "Exec" && ev.Object.Name == "web-2" && strings.Contains(ev.Message, "token from 127.0.0.1") &&
-			strings.Contains(ev.Message, `"cat" "/etc/shadow"`) && strings.Contains(ev.Message, "n2") {
-			return
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		evs, _, err := c.admin.Events().List(ctx, "default")
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, ev := range evs {
+			if ev.Reason == "Exec" && ev.Object.Name == "web-2" && strings.Contains(ev.Message, "token from 127.0.0.1") &&
+				strings.Contains(ev.Message, `"cat" "/etc/shadow"`) && strings.Contains(ev.Message, "n2") {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no Exec event naming the caller, the command and the node in %d events", len(evs))
 		}
 	}
-	t.Fatalf("no Exec event naming the caller, the command and the node in %d events", len(evs))
 }
 
 func eventually(t *testing.T, timeout time.Duration, cond func() bool) {

@@ -98,6 +98,9 @@ type Config struct {
 	AllowedHostPaths []string
 	// SealKey seals secrets at rest; without it, secrets are refused.
 	SealKey *seal.Key
+	// MetricsToken, when set, is a second bearer token on TLS listeners
+	// that may scrape metrics (see ScrapeRoute) and nothing else.
+	MetricsToken string
 }
 
 // DefaultNodeCertTTL is how long a node certificate lasts: a week, which
@@ -130,12 +133,13 @@ type Server struct {
 
 	allowedHostPaths []string
 	sealKey          *seal.Key
+	metricsToken     string
 }
 
 // New returns a Server on cfg.Store.
 func New(cfg Config) *Server {
 	s := &Server{store: cfg.Store, maxBody: cfg.MaxBodyBytes, log: cfg.Logger, authorize: cfg.Authorize, ca: cfg.CA,
-		allowedHostPaths: cfg.AllowedHostPaths, sealKey: cfg.SealKey}
+		allowedHostPaths: cfg.AllowedHostPaths, sealKey: cfg.SealKey, metricsToken: cfg.MetricsToken}
 	if s.authorize == nil {
 		s.authorize = NodeAuthorizer(cfg.Store)
 	}
@@ -206,6 +210,12 @@ func (s *Server) Handler() http.Handler {
 		id, ok := IdentityFrom(r.Context())
 		if !ok {
 			writeError(w, fmt.Errorf("%w: no identity", errdefs.ErrUnauthorized))
+			return
+		}
+		// The metrics token reads metrics and nothing else, mounted
+		// handlers (the dashboard's sign-in) included.
+		if id.Scraper && !ScrapeRoute(r) {
+			writeError(w, fmt.Errorf("%w: the metrics token may only GET /metrics and /v1/nodes/NAME/metrics, not %s %s", errdefs.ErrForbidden, r.Method, r.URL.Path))
 			return
 		}
 		// A node's certificate works only while the store lists it, for

@@ -57,13 +57,13 @@ func (g *globals) images() (*image.Store, error) {
 type runFlags struct {
 	name, user, workdir, hostname, executor, rootfs, cpuset, memory string
 	env, capAdd, capDrop                                            []string
-	detach, rm, readOnly, noSeccomp, userns, init                   bool
+	detach, rm, readOnly, noSeccomp, interactive, tty, userns, init bool
 	cpus                                                            float64
 	pids                                                            int64
 	stopGrace                                                       time.Duration
 	extra                                                           runExtras
 	entrypointSet                                                   bool
-	pull                                                            string
+	pull, restart                                                   string
 	registry                                                        pullFlags
 }
 
@@ -78,13 +78,16 @@ func newContainerRunCmd(g *globals) *cobra.Command {
 		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			f.entrypointSet = entrypointSet(cmd.Flags())
-			return runContainer(cmd.Context(), g, &f, args[0], afterDash(args[1:]), cmd.OutOrStdout(), cmd.ErrOrStderr())
+			return runContainer(cmd.Context(), g, &f, args[0], afterDash(args[1:]), cmd.InOrStdin(), cmd.OutOrStdout(), cmd.ErrOrStderr())
 		},
 	}
 	cmd.Flags().SetInterspersed(false)
 	fl := cmd.Flags()
 	fl.StringVar(&f.name, "name", "", "container name (default: generated)")
 	fl.BoolVarP(&f.detach, "detach", "d", false, "run in the background and print the container name")
+	fl.BoolVarP(&f.interactive, "interactive", "i", false, "pass stdin to the container (through a pipe berth relays)")
+	fl.StringVar(&f.restart, "restart", "no", "start the container again when it exits: no, on-failure[:N] (N tries at most), always or unless-stopped (the same here: no daemon restarts containers after the host reboots); berth container stop or kill ends it")
+	fl.BoolVarP(&f.tty, "tty", "t", false, "run the container on a terminal berth opens and relays, sized as this one (needs one on stdin)")
 	fl.BoolVar(&f.rm, "rm", false, "remove the container when it exits (foreground only)")
 	fl.StringArrayVarP(&f.env, "env", "e", nil, "set an environment variable (KEY=VALUE)")
 	fl.StringVarP(&f.user, "user", "u", "", "user[:group] to run as, by name (from the image's /etc/passwd and /etc/group) or number")
@@ -109,9 +112,25 @@ func newContainerRunCmd(g *globals) *cobra.Command {
 	return cmd
 }
 
-func runContainer(ctx context.Context, g *globals, f *runFlags, ref string, args []string, stdout, stderr io.Writer) error {
+func runContainer(ctx context.Context, g *globals, f *runFlags, ref string, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	if f.rm && f.detach {
 		return errors.New("--rm and --detach do not go together: a detached container is removed with 'berth container rm'")
+	}
+	if f.detach && (f.interactive || f.tty) {
+		return errStdioDetached
+	}
+	restart, err := parseRestart(f.restart)
+	if err != nil {
+		return err
+	}
+	if restart.Name != "" && restart.Name != runtime.RestartNo && f.rm {
+		return errors.New("--restart and --rm do not go together: a container that restarts is not removed when it exits")
+	}
+	if restart.Name != "" && restart.Name != runtime.RestartNo && (f.interactive || f.tty) {
+		return errors.New("--restart does not go with -i or -t: the stdin and terminal end with the first run")
+	}
+	if f.tty && f.executor != "" && f.executor != runtime.ExecutorBuiltin {
+		return fmt.Errorf("--tty: the %s executor cannot take a terminal here; use --runtime berth", f.executor)
 	}
 	mem, err := parseBytes(f.memory)
 	if err != nil {
@@ -139,7 +158,7 @@ func runContainer(ctx context.Context, g *globals, f *runFlags, ref string, args
 	}
 	c := runtime.Config{
 		ID: id, Image: ref, Env: env, Labels: labels, Mounts: binds, Cwd: f.workdir, User: f.user, Hostname: f.hostname,
-		ReadonlyRootfs: f.readOnly, CapAdd: f.capAdd, CapDrop: f.capDrop, NoSeccomp: f.noSeccomp, UserNS: f.userns,
+		ReadonlyRootfs: f.readOnly, CapAdd: f.capAdd, CapDrop: f.capDrop, NoSeccomp: f.noSeccomp, UserNS: f.userns, Restart: restart,
 		Executor: f.executor, Init: f.init,
 		Resources: runtime.Resources{CPUs: f.cpus, CPUSet: f.cpuset, MemoryBytes: mem, Pids: f.pids},
 	}
@@ -191,10 +210,21 @@ func runContainer(ctx context.Context, g *globals, f *runFlags, ref string, args
 			_ = store.Release(context.WithoutCancel(ctx), id)
 		}
 	}
+	stdio, err := openRunStdio(ctx, f.interactive, f.tty)
+	if err != nil {
+		release()
+		return err
+	}
+	defer stdio.close()
+	stdio.config(&c)
+	if f.tty {
+		c.Env = withTerm(c.Env)
+	}
 	if _, err := rt.Run(ctx, c); err != nil {
 		release()
 		return err
 	}
+	stdio.started(stdin, stdout)
 	if f.detach {
 		fmt.Fprintln(stdout, id)
 		return nil
@@ -333,7 +363,11 @@ func newContainerPsCmd(g *globals) *cobra.Command {
 func describe(st runtime.Status) string {
 	switch st.State {
 	case runtime.Running:
-		return "running " + since(st.StartedAt)
+		s := "running " + since(st.StartedAt)
+		if st.Restarts > 0 {
+			s += fmt.Sprintf(", %d restarts", st.Restarts)
+		}
+		return s
 	case runtime.Exited:
 		s := fmt.Sprintf("exited (%d) %s ago", st.ExitCode, since(st.FinishedAt))
 		if st.Reason != "" && st.Reason != "Completed" && st.Reason != "Error" {

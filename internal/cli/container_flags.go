@@ -12,6 +12,8 @@ import (
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"github.com/spf13/pflag"
+
+	"github.com/berth-dev/berth/internal/runtime"
 )
 
 // runExtras are container run's flags that docker run users expect and
@@ -193,3 +195,26 @@ func (s seconds) Set(v string) error {
 }
 
 func (s seconds) Type() string { return "seconds" }
+
+// parseRestart reads --restart: no, on-failure[:N], always or unless-stopped.
+func parseRestart(v string) (runtime.RestartPolicy, error) {
+	name, count, hasCount := strings.Cut(v, ":")
+	p := runtime.RestartPolicy{Name: name}
+	switch name {
+	case runtime.RestartNo, runtime.RestartAlways, runtime.RestartUnlessStopped:
+		if hasCount {
+			return p, fmt.Errorf("--restart %q: a retry count goes with on-failure only", v)
+		}
+	case runtime.RestartOnFailure:
+		if hasCount {
+			n, err := strconv.Atoi(count)
+			if err != nil || n < 1 {
+				return p, fmt.Errorf("--restart %q: want on-failure:N with N a count of 1 or more", v)
+			}
+			p.MaxRetries = n
+		}
+	default:
+		return p, fmt.Errorf("--restart %q: want no, on-failure[:N], always or unless-stopped", v)
+	}
+	return p, nil
+}

@@ -113,19 +113,28 @@ func kindList(kinds []api.Kind) string {
 // both named web) is an error naming both, so that no command picks one
 // silently.
 func (g *globals) resolve(ctx context.Context, c *client.Client, arg string, kinds ...api.Kind) (objRef, error) {
+	r, _, err := g.resolveRead(ctx, c, arg, kinds...)
+	return r, err
+}
+
+// resolveRead is resolve that also returns the object it read to find
+// the kind (nil when the argument said its kind): a caller that needs the
+// object saves a second read.
+func (g *globals) resolveRead(ctx context.Context, c *client.Client, arg string, kinds ...api.Kind) (objRef, api.Object, error) {
 	r, err := g.parseRef(arg)
 	if err != nil {
-		return r, err
+		return r, nil, err
 	}
 	if r.kind != "" {
 		for _, k := range kinds {
 			if k == r.kind {
-				return r, nil
+				return r, nil, nil
 			}
 		}
-		return r, fmt.Errorf("%s: this command takes a %s", arg, kindList(kinds))
+		return r, nil, fmt.Errorf("%s: this command takes a %s", arg, kindList(kinds))
 	}
 	var found []objRef
+	var objs []api.Object
 	for _, k := range kinds {
 		ns := r.namespace
 		if !k.Namespaced() {
@@ -135,27 +144,28 @@ func (g *globals) resolve(ctx context.Context, c *client.Client, arg string, kin
 			}
 			ns = ""
 		}
-		_, err := getObject(ctx, c, k, ns, r.name)
+		obj, err := getObject(ctx, c, k, ns, r.name)
 		if errdefs.IsNotFound(err) {
 			continue
 		}
 		if err != nil {
-			return r, describeErr(err)
+			return r, nil, describeErr(err)
 		}
 		found = append(found, objRef{kind: k, namespace: ns, name: r.name})
+		objs = append(objs, obj)
 	}
 	switch len(found) {
 	case 0:
-		return r, fmt.Errorf("no %s named %q in namespace %q: %w", kindList(kinds), r.name, r.namespace, errdefs.ErrNotFound)
+		return r, nil, fmt.Errorf("no %s named %q in namespace %q: %w", kindList(kinds), r.name, r.namespace, errdefs.ErrNotFound)
 	case 1:
-		return found[0], nil
+		return found[0], objs[0], nil
 	}
 	var names []string
 	for _, f := range found {
 		names = append(names, f.String())
 	}
 	sort.Strings(names)
-	return r, fmt.Errorf("%q is ambiguous in namespace %q: it names %s; say which: %s",
+	return r, nil, fmt.Errorf("%q is ambiguous in namespace %q: it names %s; say which: %s",
 		r.name, r.namespace, strings.Join(names, " and "), strings.Join(names, " or "))
 }
 
@@ -201,11 +211,14 @@ func (g *globals) resolveInstances(ctx context.Context, c *client.Client, arg st
 // resolveInstancesAt is resolveInstances with the revision of the listing
 // (0 for one instance named) and the object arg resolved to.
 func (g *globals) resolveInstancesAt(ctx context.Context, c *client.Client, arg string) ([]*api.Instance, int64, objRef, error) {
-	r, err := g.resolve(ctx, c, arg, api.KindInstance, api.KindService, api.KindJob)
+	r, obj, err := g.resolveRead(ctx, c, arg, api.KindInstance, api.KindService, api.KindJob)
 	if err != nil {
 		return nil, 0, r, err
 	}
 	if r.kind == api.KindInstance {
+		if in, ok := obj.(*api.Instance); ok {
+			return []*api.Instance{in}, 0, r, nil
+		}
 		in, err := c.Instances().Get(ctx, r.namespace, r.name)
 		if err != nil {
 			return nil, 0, r, err

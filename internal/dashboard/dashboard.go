@@ -13,6 +13,8 @@
 //	GET  /ui/logs?namespace=NS&name=NAME&tail=N
 //	                          an instance's last N lines (200 unless given), then
 //	                          its new ones as they come (SSE, through the API's logs route)
+//	GET  /ui/metrics?since=MS&top=N&instance=NS/NAME
+//	                          CPU and memory samples for the charts (see stats.go)
 //	POST /ui/act              {action, kind, namespace, name, replicas}: scale or
 //	                          roll back a service, restart a service or instance,
 //	                          remove a service or job, cordon, uncordon or drain a node
@@ -117,6 +119,7 @@ func New(opts Options) *Handler {
 	m.HandleFunc("GET /ui/stream", h.stream)
 	m.HandleFunc("POST /ui/act", h.act)
 	m.HandleFunc("GET /ui/logs", h.logs)
+	m.HandleFunc("GET /ui/metrics", h.metrics)
 	m.Handle("GET /ui/assets/", http.StripPrefix("/ui/assets/", http.FileServerFS(sub)))
 	m.HandleFunc("GET /ui", func(w http.ResponseWriter, r *http.Request) { http.Redirect(w, r, Prefix, http.StatusFound) })
 	h.mux = m

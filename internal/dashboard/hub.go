@@ -14,7 +14,7 @@ import (
 // FlushInterval is how often, at most, the hub sends the changes gathered
 // since the last flush: a thousand instances changing at once reach each
 // browser as a message or two, not a thousand.
-const FlushInterval = 50 * time.Millisecond
+const FlushInterval = 25 * time.Millisecond
 
 // maxEvents bounds the events the hub keeps for pages that open later.
 const maxEvents = 500
@@ -38,10 +38,11 @@ type hub struct {
 	pending map[string]change // kind/key → latest change since the last flush
 	subs    map[chan []byte]struct{}
 	wake    chan struct{} // a change waits to be flushed
+	stats   *stats        // the charts' figures, see stats.go
 }
 
 func newHub(c *client.Client, log *slog.Logger) *hub {
-	return &hub{c: c, log: log, objs: map[string]map[string]json.RawMessage{}, pending: map[string]change{}, subs: map[chan []byte]struct{}{}, wake: make(chan struct{}, 1)}
+	return &hub{c: c, log: log, objs: map[string]map[string]json.RawMessage{}, pending: map[string]change{}, subs: map[chan []byte]struct{}{}, wake: make(chan struct{}, 1), stats: newStats()}
 }
 
 // run follows every kind until ctx ends.
@@ -51,6 +52,7 @@ func (h *hub) run(ctx context.Context) {
 	go follow(ctx, h, "job", h.c.Jobs().Resource)
 	go follow(ctx, h, "instance", h.c.Instances().Resource)
 	go follow(ctx, h, "event", h.c.Events().Resource)
+	go h.pollStats(ctx)
 	// A change after a quiet spell goes out at once; the ones that follow
 	// within FlushInterval wait for the next flush, so a stream carries at
 	// most one message per FlushInterval.

@@ -259,7 +259,7 @@ func runExecCmd(ctx context.Context, cmd *exec.Cmd, pr ExecProcess) (int, error)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	stopStdin := func() {}
 	if pr.Tty {
-		master, slave, err := openPty()
+		master, slave, err := OpenPty()
 		if err != nil {
 			return -1, err
 		}
@@ -422,7 +422,9 @@ func recvFD(sock *os.File) (*os.File, error) {
 	return os.NewFile(uintptr(fds[0]), "/dev/ptmx"), nil
 }
 
-func openPty() (master, slave *os.File, err error) {
+// OpenPty opens a new pseudo-terminal of this host's devpts: the master
+// end stays with berth, which relays it; the slave end goes to a process.
+func OpenPty() (master, slave *os.File, err error) {
 	mfd, err := unix.Open("/dev/ptmx", unix.O_RDWR|unix.O_NOCTTY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return nil, nil, fmt.Errorf("open pty: %w", err)

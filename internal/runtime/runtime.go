@@ -69,6 +69,7 @@ type Status struct {
 	Pid        int               `json:"pid,omitempty"`
 	ShimPid    int               `json:"shimPid,omitempty"`
 	ExitCode   int               `json:"exitCode"`
+	Restarts   int               `json:"restarts,omitempty"`
 	Signal     int               `json:"signal,omitempty"`
 	OOMKilled  bool              `json:"oomKilled,omitempty"`
 	Reason     string            `json:"reason,omitempty"`
@@ -241,6 +242,8 @@ type shimState struct {
 	ShimPid   int    `json:"shimPid"`
 	Pid       int    `json:"pid"`
 	ShimStart uint64 `json:"shimStart"`
+	// Restarts counts the times the shim started the process again (Config.Restart).
+	Restarts int `json:"restarts"`
 }
 
 type exitRecord struct {
@@ -415,14 +418,14 @@ func (r *Runtime) start(ctx context.Context, bd *bundle, c *Config, ex executor)
 	}
 	var pid int
 	if builtin {
-		pid, err = r.launchShim(bd, ready)
+		pid, err = r.launchShim(bd, ready, c)
 	} else if err = ready(); err == nil {
 		// An OCI runtime's shim has no gate: it starts once all is ready.
 		if _, ok := userNSOf(s); ok {
 			err = hostNetSysctls(s)
 		}
 		if err == nil {
-			pid, err = r.launchShim(bd, nil)
+			pid, err = r.launchShim(bd, nil, c)
 		}
 	}
 	if err == nil {
@@ -438,8 +441,9 @@ func (r *Runtime) start(ctx context.Context, bd *bundle, c *Config, ex executor)
 // launchShim starts the shim in its own session and waits for its report.
 // With gate set, the shim waits before it starts the container until gate
 // (what the container needs: its cgroups, its network) has returned, and
-// gate's error is the start's.
-func (r *Runtime) launchShim(bd *bundle, gate func() error) (int, error) {
+// gate's error is the start's. The shim hands c's Stdin or Terminal to
+// the container.
+func (r *Runtime) launchShim(bd *bundle, gate func() error, c *Config) (int, error) {
 	self, err := selfExe(r.bin, r.exeView)
 	if err != nil {
 		return 0, err
@@ -465,6 +469,21 @@ func (r *Runtime) launchShim(bd *bundle, gate func() error) (int, error) {
 		defer func() { _ = gateW.Close() }()
 		cmd.ExtraFiles = append(cmd.ExtraFiles, gr) // fd 4
 		cmd.Env = append(cmd.Env, launch.GateEnv+"=1")
+	}
+	if c.Restart.restarts() {
+		policy := "always"
+		if c.Restart.Name == RestartOnFailure {
+			policy = "on-failure"
+		}
+		cmd.Env = append(cmd.Env, fmt.Sprintf("%s=%s %d", launch.RestartEnv, policy, c.Restart.MaxRetries))
+	}
+	switch {
+	case c.Terminal != nil:
+		cmd.ExtraFiles = append(cmd.ExtraFiles, c.Terminal)
+		cmd.Env = append(cmd.Env, fmt.Sprintf("%s=tty %d", launch.StdioEnv, 2+len(cmd.ExtraFiles)))
+	case c.Stdin != nil:
+		cmd.ExtraFiles = append(cmd.ExtraFiles, c.Stdin)
+		cmd.Env = append(cmd.Env, fmt.Sprintf("%s=stdin %d", launch.StdioEnv, 2+len(cmd.ExtraFiles)))
 	}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	if err := cmd.Start(); err != nil {
@@ -619,7 +638,7 @@ func (r *Runtime) status(bd *bundle, m *meta) Status {
 	var ss shimState
 	hasState := readJSON(bd.path("state.json"), &ss) == nil
 	if hasState {
-		st.Pid, st.ShimPid = ss.Pid, ss.ShimPid
+		st.Pid, st.ShimPid, st.Restarts = ss.Pid, ss.ShimPid, ss.Restarts
 		if fi, err := os.Stat(bd.path("state.json")); err == nil {
 			st.StartedAt = fi.ModTime().UTC()
 		}
@@ -803,7 +822,8 @@ func (bd *bundle) signal(sig syscall.Signal) error {
 		return fmt.Errorf("container %q: signal: %w", bd.id, err)
 	}
 	defer f.Close()
-	if _, err := fmt.Fprintf(f, "kill %d\n", int(sig)); err != nil {
+	// "stop" first: a container berth signals is not restarted (see Config.Restart).
+	if _, err := fmt.Fprintf(f, "stop\nkill %d\n", int(sig)); err != nil {
 		return fmt.Errorf("container %q: signal: %w", bd.id, err)
 	}
 	return nil

@@ -2,6 +2,7 @@ package runtime
 
 import (
 	"fmt"
+	"os"
 	"time"
 
 	"strconv"
@@ -75,12 +76,53 @@ type Config struct {
 	// systemd driver's scope at shutdown); DefaultStopGrace when zero.
 	StopGrace time.Duration `json:"stopGrace,omitempty"`
 
+	// Restart is when the container's process is started again after it
+	// exits. The container's shim does it (it outlives the command that
+	// started the container), in the same bundle, cgroups and network;
+	// Stop and Kill end it for good.
+	Restart RestartPolicy `json:"restart,omitzero"`
+
+	// Stdin, when set, is the container's standard input: the read end
+	// of a pipe whose write end the caller keeps and writes. Terminal,
+	// when set instead, is the slave end of a pseudo-terminal (OpenPty)
+	// whose master the caller keeps and relays: it becomes the
+	// container's controlling terminal and all of its stdio, so its
+	// output goes to the caller and not to the log. Neither is ever one
+	// of the caller's own descriptors, and neither is kept: a restored or
+	// re-adopted container has neither. The built-in executor takes both;
+	// runc and crun take Stdin only.
+	Stdin    *os.File `json:"-"`
+	Terminal *os.File `json:"-"`
+
 	// Before, when set, runs alongside the start, while the cgroups are
 	// made and the shim starts; the container's process starts only once
 	// it has returned nil, and its error is the start's. A network
 	// namespace is wired that way, in time that would otherwise be waited.
 	Before func() error `json:"-"`
 }
+
+// Restart policies, docker run's names.
+const (
+	RestartNo            = "no"
+	RestartOnFailure     = "on-failure"
+	RestartAlways        = "always"
+	RestartUnlessStopped = "unless-stopped"
+)
+
+// RestartPolicy says when a container's process is started again.
+// Always and unless-stopped restart whatever the exit, on-failure on a
+// non-zero one; none does once berth has stopped or killed the container.
+// The two differ in docker only when its daemon starts again; berth has
+// no daemon to bring containers back after the host restarts, so here
+// they are the same.
+type RestartPolicy struct {
+	Name string `json:"name,omitempty"` // "" is RestartNo
+	// MaxRetries bounds on-failure's restarts; 0 is no bound.
+	MaxRetries int `json:"maxRetries,omitempty"`
+}
+
+// restarts says whether p restarts at all.
+func (p RestartPolicy) restarts() bool { return p.Name != "" && p.Name != RestartNo }
 
 // Resources are the container's cgroup limits. Zero means unlimited.
 type Resources struct {
@@ -146,6 +188,30 @@ func (c *Config) Validate() error {
 	case "", ExecutorBuiltin, "runc", "crun":
 	default:
 		return fmt.Errorf("container %q: executor %q: want berth, runc or crun", c.ID, c.Executor)
+	}
+	switch c.Restart.Name {
+	case "", RestartNo, RestartAlways, RestartUnlessStopped:
+		if c.Restart.MaxRetries != 0 {
+			return fmt.Errorf("container %q: restart: a retry count goes with on-failure only", c.ID)
+		}
+	case RestartOnFailure:
+		if c.Restart.MaxRetries < 0 {
+			return fmt.Errorf("container %q: restart: retry count %d: want 0 (no bound) or more", c.ID, c.Restart.MaxRetries)
+		}
+	default:
+		return fmt.Errorf("container %q: restart %q: want no, on-failure[:N], always or unless-stopped", c.ID, c.Restart.Name)
+	}
+	if c.Restart.restarts() && (c.Executor != "" && c.Executor != ExecutorBuiltin) {
+		return fmt.Errorf("container %q: restart: the %s executor cannot restart a container; use the built-in executor (berth)", c.ID, c.Executor)
+	}
+	if c.Restart.restarts() && (c.Stdin != nil || c.Terminal != nil) {
+		return fmt.Errorf("container %q: restart: a container with stdin or a terminal is not restarted (they end with its first run)", c.ID)
+	}
+	if c.Stdin != nil && c.Terminal != nil {
+		return fmt.Errorf("container %q: stdin and terminal: give one (the terminal is the stdin too)", c.ID)
+	}
+	if c.Terminal != nil && c.Executor != "" && c.Executor != ExecutorBuiltin {
+		return fmt.Errorf("container %q: terminal: executor %s cannot take one; use the built-in executor (berth)", c.ID, c.Executor)
 	}
 	if c.Init && c.Executor != "" && c.Executor != ExecutorBuiltin {
 		return fmt.Errorf("container %q: init: the %s executor has no init of berth's; use the built-in one", c.ID, c.Executor)

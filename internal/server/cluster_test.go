@@ -107,6 +107,16 @@ func TestServersShareCredentials(t *testing.T) {
 	if c1.Token != c2.Token || len(c1.Token) < 32 {
 		t.Fatalf("tokens %q and %q, want one cluster token", c1.Token, c2.Token)
 	}
+	// The metrics token too is one per cluster, and not the admin token.
+	if c1.MetricsToken != c2.MetricsToken || len(c1.MetricsToken) < 32 || c1.MetricsToken == c1.Token {
+		t.Fatalf("metrics tokens %q and %q beside admin token %q: want one of their own", c1.MetricsToken, c2.MetricsToken, c1.Token)
+	}
+	if b, err := os.ReadFile(filepath.Join(dd2, "tls", MetricsTokenFile)); err != nil || strings.TrimSpace(string(b)) != c1.MetricsToken {
+		t.Errorf("%s: %q, %v", MetricsTokenFile, b, err)
+	}
+	if fi, err := os.Stat(filepath.Join(dd2, "tls", MetricsTokenFile)); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Errorf("%s: %v, %v; want mode 0600", MetricsTokenFile, fi, err)
+	}
 	ca1, _ := os.ReadFile(c1.CAFile)
 	ca2, _ := os.ReadFile(c2.CAFile)
 	if !bytes.Equal(ca1, ca2) || len(ca1) == 0 {
@@ -136,8 +146,8 @@ func TestServersShareCredentials(t *testing.T) {
 		t.Fatal(err)
 	}
 	again, err := clusterCredentials(ctx, st, sec1, []string{"127.0.0.11", "s1"})
-	if err != nil || again.Token != c1.Token {
-		t.Fatalf("restart: %v, token changed: %v", err, again.Token != c1.Token)
+	if err != nil || again.Token != c1.Token || again.MetricsToken != c1.MetricsToken {
+		t.Fatalf("restart: %v, tokens changed: %v", err, again.Token != c1.Token || again.MetricsToken != c1.MetricsToken)
 	}
 	// A server with a seal key of its own opens nothing, and says why.
 	dd3 := t.TempDir()

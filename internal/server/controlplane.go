@@ -46,6 +46,9 @@ func (cp controlPlane) start(g *group) error {
 	log := cp.Log
 	cfg := cp.API
 	cfg.Logger = log.With("component", "apiserver")
+	if cp.Creds != nil {
+		cfg.MetricsToken = cp.Creds.MetricsToken
+	}
 	srv := apiserver.New(cfg)
 	srv.SetMaxDraining(cp.MaxDraining)
 	// What no server has comes from the image's own registry.
@@ -59,7 +62,7 @@ func (cp controlPlane) start(g *group) error {
 	g.run("registry settings", func(ctx context.Context) error {
 		return followRegistrySettings(ctx, cp.Store, reg, upstream, log.With("component", "registry"))
 	})
-	srv.Mount("/metrics/", apiserver.AdminOnly(metrics.Handler(metrics.Cluster(cp.Store))))
+	srv.Mount("/metrics/", apiserver.Scrapers(metrics.Handler(metrics.Cluster(cp.Store))))
 	uc, err := client.New("unix://" + cp.Socket)
 	if err != nil {
 		return err

@@ -30,7 +30,12 @@ const (
 	sealedCAName    = "api-ca"
 	sealedTokenName = "api-token"
 	sealedCAKeyName = "ca-key"
+	// sealedMetricsTokenName holds the token that scrapes metrics only.
+	sealedMetricsTokenName = "metrics-token"
 )
+
+// MetricsTokenFile is the metrics token's file in a server's tls dir.
+const MetricsTokenFile = "metrics-token"
 
 // Files of a server's peer certificate in its tls dir.
 const (
@@ -320,12 +325,23 @@ func sharedSecret(ctx context.Context, st *store.Store, key *seal.Key, name stri
 // server of a cluster so that a client or agent trusting the cluster CA
 // with the token reaches any of them: the CA (CAFile, to trust) and the
 // token (in TokenFile, root-only). TLS is the server's side: its
-// certificate, issued by the CA.
+// certificate, issued by the CA. MetricsToken (in MetricsTokenFile, also
+// root-only) is a second bearer token that scrapes metrics and nothing else.
 type Credentials struct {
 	CA                *pki.CA
 	TLS               *tls.Config
 	Token             string
 	CAFile, TokenFile string
+	MetricsToken      string
+}
+
+// randomToken is a bearer token: 32 random bytes, in hex.
+func randomToken() ([]byte, error) {
+	b := make([]byte, 32)
+	if _, err := rand.Read(b); err != nil {
+		return nil, err
+	}
+	return []byte(hex.EncodeToString(b)), nil
 }
 
 // sharedCA is the cluster CA as the servers keep it in the store (sealed).
@@ -381,19 +397,22 @@ func clusterCredentials(ctx context.Context, st *store.Store, sec *serverSecrets
 		if b, err := os.ReadFile(tokenFile); err == nil && len(bytes.TrimSpace(b)) > 0 {
 			return bytes.TrimSpace(b), nil
 		}
-		b := make([]byte, 32)
-		if _, err := rand.Read(b); err != nil {
-			return nil, err
-		}
-		return []byte(hex.EncodeToString(b)), nil
+		return randomToken()
 	})
 	if err != nil {
 		return nil, err
 	}
-	c := &Credentials{CA: ca, Token: string(tok), CAFile: filepath.Join(dir, pki.CACertFile), TokenFile: tokenFile}
-	// The token file is the operator's copy to hand to clients, root-only
-	// like the data dir; etcd holds it sealed.
+	mtok, err := sharedSecret(ctx, st, sec.key, sealedMetricsTokenName, randomToken)
+	if err != nil {
+		return nil, err
+	}
+	c := &Credentials{CA: ca, Token: string(tok), CAFile: filepath.Join(dir, pki.CACertFile), TokenFile: tokenFile, MetricsToken: string(mtok)}
+	// The token files are the operator's copies to hand to clients (and
+	// to Prometheus), root-only like the data dir; etcd holds them sealed.
 	if err := writeIfChanged(c.TokenFile, append(tok, '\n'), 0o600); err != nil {
+		return nil, err
+	}
+	if err := writeIfChanged(filepath.Join(dir, MetricsTokenFile), append(mtok, '\n'), 0o600); err != nil {
 		return nil, err
 	}
 	cert, err := pki.LoadOrIssueServer(dir, ca, hosts)

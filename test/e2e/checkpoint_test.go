@@ -125,9 +125,8 @@ func TestInstanceCheckpoint(t *testing.T) {
 	if after := c.containers("counter"); after[id] != before[id] {
 		t.Fatalf("after checkpoint the instance's containers are %v, were %v", after, before)
 	}
-	if out := c.ok("events"); !strings.Contains(out, "Checkpoint") {
-		t.Errorf("no Checkpoint event:\n%s", out)
-	}
+	// The event is written beside the checkpoint's stream.
+	eventually(t, 10*time.Second, "the Checkpoint event", func() bool { return strings.Contains(c.ok("events"), "Checkpoint") })
 
 	if _, errOut, code := c.applyYAML(webYAML); code != 0 {
 		t.Fatalf("apply: %s", errOut)

@@ -299,6 +299,23 @@ new MutationObserver(ms => { for (const m of ms) { const ts = m.type === "attrib
 	pageEventually(t, ctx, 20*time.Second, "the new line in the log view", `document.getElementById("log").textContent.includes("a line written while the page follows") && window.__sameLoad === true`)
 	saveScreenshot(t, ctx, "dashboard-instance.png")
 
+	// Metrics: the node's and the instances' CPU and memory as lines that
+	// grow as the agent's figures come in, without a reload.
+	drive(t, ctx, "metrics page", chromedp.Navigate(base+"#/metrics"), chromedp.WaitVisible("#chart-node-cpu", chromedp.ByID))
+	points := func(sel string) string {
+		return fmt.Sprintf(`Number((document.querySelector(%q) || {dataset: {}}).dataset.points || 0)`, sel)
+	}
+	nodeLine := `#chart-node-cpu polyline[data-series^="node/"]`
+	pageEventually(t, ctx, 30*time.Second, "the node's CPU line", points(nodeLine)+" >= 2")
+	var first int
+	drive(t, ctx, "count the node line's points", chromedp.Evaluate(points(nodeLine), &first))
+	pageEventually(t, ctx, 30*time.Second, "the node's line to grow", fmt.Sprintf("%s > %d && window.__sameLoad === true", points(nodeLine), first))
+	pageEventually(t, ctx, 30*time.Second, "a web instance's memory line", points(`#chart-inst-mem polyline[data-series^="instance/default/web-"]`)+" >= 1")
+	pageEventually(t, ctx, 5*time.Second, "the node's memory figure in the legend", `/\d+[KMG]i/.test(document.querySelector("#chart-node-mem .chart-legend").textContent)`)
+	saveScreenshot(t, ctx, "dashboard-metrics.png")
+	drive(t, ctx, "the talker's page with its charts", chromedp.Navigate(base+"#/instance/default/"+talker), chromedp.WaitVisible("#chart-this-cpu", chromedp.ByID))
+	pageEventually(t, ctx, 30*time.Second, "the talker's own memory line", points(`#chart-this-mem polyline[data-series="instance/default/`+talker+`"]`)+" >= 1")
+
 	// A whole core pinned to an instance shows on its node's box.
 	if _, errOut, code := c.applyYAML(pinnedYAML); code != 0 {
 		t.Fatalf("apply pinned: %s", errOut)

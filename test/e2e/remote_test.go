@@ -112,6 +112,35 @@ func TestRemoteOperationsOnTheLAN(t *testing.T) {
 		}
 	})
 
+	t.Run("the metrics token scrapes and does nothing else", func(t *testing.T) {
+		// Every server holds the one cluster-wide metrics token.
+		raw, err := os.ReadFile(filepath.Join(l.Servers[1].DataDir, "tls", "metrics-token"))
+		check(t, err)
+		scraper := &adminClient{hc: api1.hc, url: api1.url, token: strings.TrimSpace(string(raw))}
+		if scraper.token == "" || scraper.token == api1.token {
+			t.Fatalf("metrics token %q: want one of its own", scraper.token)
+		}
+		if got := metricValue(t, scrape(t, scraper, ""), "berth_instances", "phase", "Running"); got < runningBefore+4 {
+			t.Errorf("berth_instances{phase=Running} through the metrics token: %v", got)
+		}
+		if got := metricValue(t, scrape(t, scraper, "n2"), "container_memory_working_set_bytes", "instance", byNode["n2"].Metadata.Name); got <= 0 {
+			t.Errorf("n2's container memory through the metrics token: %v", got)
+		}
+		for _, rq := range [][2]string{{"GET", "/v1/instances"}, {"GET", "/v1/secrets"}, {"POST", "/v1/instances/default/" + quiet.Metadata.Name + "/exec"}, {"DELETE", "/v1/services/default/quiet"}} {
+			req, _ := http.NewRequestWithContext(t.Context(), rq[0], scraper.url+rq[1], nil)
+			req.Header.Set("Authorization", "Bearer "+scraper.token)
+			resp, err := scraper.hc.Do(req)
+			check(t, err)
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusForbidden {
+				t.Errorf("%s %s with the metrics token: %s, want 403", rq[0], rq[1], resp.Status)
+			}
+		}
+		if _, err := l.Admin("get", "service", "quiet"); err != nil {
+			t.Errorf("quiet after the refused delete: %v", err)
+		}
+	})
+
 	t.Run("logs follow every replica and their replacements", func(t *testing.T) {
 		ctx, cancel := context.WithCancel(t.Context())
 		defer cancel()
@@ -682,8 +711,10 @@ func TestRemoteOperationsInBerthUp(t *testing.T) {
 	if _, _, code := c.run("exec", in.Metadata.Name, "sh", "-c", "exit 9"); code != 9 {
 		t.Fatalf("exec exit 9: exit %d", code)
 	}
-	out, _, _ := c.run("events")
-	if !strings.Contains(out, "Exec") || !strings.Contains(out, `["sh" "-c" "exit 9"]`) {
-		t.Fatalf("no exec event in:\n%s", out)
-	}
+	// The event is written beside the exec: it lands by the time the exec's stream ends.
+	var out string
+	eventually(t, 10*time.Second, "the exec's event", func() bool {
+		out, _, _ = c.run("events")
+		return strings.Contains(out, "Exec") && strings.Contains(out, `["sh" "-c" "exit 9"]`)
+	})
 }

@@ -16,7 +16,7 @@ function mem(q) {
   const u = {k: 1e3, M: 1e6, G: 1e9, T: 1e12, Ki: 1024, Mi: 1048576, Gi: 1073741824, Ti: 1099511627776}[m[2]] || 1;
   return Number(m[1]) * u;
 }
-function fmtMem(b) { return b >= 1073741824 ? (b / 1073741824).toFixed(1) + "Gi" : (b / 1048576).toFixed(0) + "Mi"; }
+function fmtMem(b) { return b >= 1073741824 ? (b / 1073741824).toFixed(1) + "Gi" : b >= 1048576 || !b ? (b / 1048576).toFixed(0) + "Mi" : (b / 1024).toFixed(0) + "Ki"; }
 function age(t) { if (!t) return "—"; const s = Math.max(0, (Date.now() - Date.parse(t)) / 1000); return s < 90 ? s.toFixed(0) + "s" : s < 5400 ? (s / 60).toFixed(0) + "m" : (s / 3600).toFixed(1) + "h"; }
 
 // state says how a tile is colored: ok (running, healthy), wait (on its
@@ -38,15 +38,19 @@ function apply(kind, k, obj) {
     if (S.events.length > 500) S.eventKeys.delete(key(S.events.shift().metadata));
     return;
   }
+  const old = S[kind][k];
   if (kind === "instance" && obj) {
-    const old = S.instance[k];
     if (old && ((obj.status || {}).restarts || 0) > ((old.status || {}).restarts || 0)) restartedAt[k] = Date.now();
   }
+  // A change to an instance's status alone redraws its tile alone (see
+  // renderers.map); anything that moves, adds or removes tiles redraws all.
+  if (kind === "instance" && obj && old && sameTileSpot(old, obj)) changedTiles.add(k); else layoutChanged = true;
   if (obj) S[kind][k] = obj; else delete S[kind][k];
 }
-
-let pending = false;
-function schedule() { if (!pending) { pending = true; requestAnimationFrame(() => { pending = false; render(); }); } }
+let changedTiles = new Set(), layoutChanged = true;
+function sameTileSpot(a, b) {
+  return a.spec.node === b.spec.node && (a.spec.owner || {}).name === (b.spec.owner || {}).name && String(a.spec.cpuset || "") === String(b.spec.cpuset || "");
+}
 
 function connect() {
   const es = new EventSource("/ui/stream");
@@ -65,7 +69,9 @@ function connect() {
   es.addEventListener("batch", e => {
     const d = JSON.parse(e.data);
     for (const c of d.changes) apply(c.kind, c.key, c.obj);
-    schedule();
+    // Drawn now, not at the next frame: batches come at most one per
+    // flush interval, and most touch a few tiles.
+    render();
   });
   es.onerror = () => { live.textContent = "reconnecting…"; };
 }
@@ -104,8 +110,75 @@ function openLog(v, ns, name) {
   es.onerror = () => { if (es.readyState === EventSource.CLOSED) stop("logs unavailable"); };
 }
 
+// ---- charts: CPU and memory over the last minutes, from /ui/metrics ----
+// M holds the series the page has fetched (key → [[t, cpu, mem], ...]);
+// while a view with charts is open it asks for the samples since the
+// last it has, every interval the server names.
+const M = {series: {}, last: 0, timer: null, query: "", window: 10 * 60 * 1000};
+function stopCharts() { if (M.timer) { clearTimeout(M.timer); M.timer = null; } }
+function startCharts(query) {
+  stopCharts();
+  if (M.query !== query) { M.series = {}; M.last = 0; M.query = query; }
+  const tick = async () => {
+    let wait = 2000;
+    try {
+      const r = await fetch("/ui/metrics?since=" + M.last + "&" + query, {credentials: "same-origin"});
+      if (r.ok) {
+        const d = await r.json(); wait = d.interval || wait;
+        const cut = d.now - M.window;
+        for (const [k, l] of Object.entries(d.series)) {
+          const have = (M.series[k] ||= []);
+          for (const x of l) if (x[0] > M.last) have.push(x);
+        }
+        for (const k in M.series) { const l = M.series[k]; let i = 0; while (i < l.length && l[i][0] < cut) i++; if (i) l.splice(0, i); if (!l.length) delete M.series[k]; }
+        for (const l of Object.values(d.series)) if (l.length) M.last = Math.max(M.last, l[l.length - 1][0]);
+        drawCharts();
+      }
+    } catch (e) { /* the next tick tries again */ }
+    if (M.query === query && M.timer !== null) M.timer = setTimeout(tick, wait);
+  };
+  M.timer = setTimeout(tick, 0);
+}
+function fmtCPU(v) { return v >= 10 ? v.toFixed(0) : v >= 1 ? v.toFixed(1) : v >= 0.1 ? v.toFixed(2) : (v * 1000).toFixed(0) + "m"; }
+// chart draws the series named (label → key) of field f (1 CPU, 2 memory) as lines in an SVG.
+function chart(title, lines, f, fmt) {
+  // The time axis runs from the oldest sample (at most the window back) to now, so a new chart fills its width.
+  const W = 600, H = 140, now = Date.now();
+  let max = 0, from = now - 1000;
+  for (const k of Object.values(lines)) for (const x of M.series[k] || []) { max = Math.max(max, x[f]); from = Math.min(from, x[0]); }
+  from = Math.max(from, now - M.window);
+  const span = now - from;
+  max = max > 0 ? max * 1.1 : 1;
+  let i = 0, paths = "", legend = "";
+  for (const [label, k] of Object.entries(lines)) {
+    const l = M.series[k] || [], c = "c" + (i++ % 8);
+    const pts = l.map(x => ((x[0] - from) / span * W).toFixed(1) + "," + (H - x[f] / max * H).toFixed(1)).join(" ");
+    const last = l.length ? fmt(l[l.length - 1][f]) : "—";
+    paths += `<polyline class="${c}" data-series="${esc(k)}" data-points="${l.length}" points="${pts}"><title>${esc(label)}: ${esc(last)}</title></polyline>`;
+    legend += `<li class="${c}">${esc(label)} <b>${esc(last)}</b></li>`;
+  }
+  return `<figure class="chart"><figcaption>${esc(title)} <span class="muted">· max ${esc(fmt(max / 1.1))} · last ${Math.max(1, Math.round(span / 60000))} min</span></figcaption>
+<svg viewBox="0 0 ${W} ${H}" preserveAspectRatio="none" role="img" aria-label="${esc(title)}"><line x1="0" y1="${H}" x2="${W}" y2="${H}"/>${paths}</svg><ul class="chart-legend">${legend}</ul></figure>`;
+}
+function drawCharts() {
+  const byKind = p => Object.keys(M.series).filter(k => k.startsWith(p)).sort();
+  const nodes = {}; for (const k of byKind("node/")) nodes[k.slice(5)] = k;
+  const insts = {}; for (const k of byKind("instance/")) insts[k.slice(9)] = k;
+  const box = id => document.getElementById(id);
+  setHTML(box("chart-node-cpu"), chart("CPU by node (cores)", nodes, 1, fmtCPU));
+  setHTML(box("chart-node-mem"), chart("Memory by node", nodes, 2, fmtMem));
+  setHTML(box("chart-inst-cpu"), chart("CPU of the busiest instances (cores)", insts, 1, fmtCPU));
+  setHTML(box("chart-inst-mem"), chart("Memory of the largest instances", insts, 2, fmtMem));
+  if (route[0] === "instance") {
+    const k = "instance/" + route[1] + "/" + route[2], one = {[route[2]]: k};
+    setHTML(box("chart-this-cpu"), chart("CPU (cores)", one, 1, fmtCPU));
+    setHTML(box("chart-this-mem"), chart("Memory", one, 2, fmtMem));
+  }
+}
+
 function build() {
   if (logStream) { logStream.close(); logStream = null; }
+  stopCharts();
   route = parseRoute();
   for (const a of document.querySelectorAll("header nav a")) {
     const r = a.getAttribute("href").slice(2);
@@ -122,6 +195,7 @@ function render() {
   if (!S.connected) return;
   const r = renderers[route[0]] || renderers.map;
   r(view);
+  changedTiles = new Set(); layoutChanged = false;
 }
 
 function instancesOf(kind, ns, name) {
@@ -134,17 +208,20 @@ function tileLabel(i) { const n = i.metadata.name, o = (i.spec.owner || {}).name
 function syncTiles(box, list, now) {
   const have = new Map(); for (const t of box.children) have.set(t.dataset.key, t);
   for (const i of list) {
-    const k = key(i.metadata), st = i.status || {};
+    const k = key(i.metadata);
     let t = have.get(k);
     if (!t) { t = el("a", {class: "tile", "data-key": k, href: "#/instance/" + k}); box.appendChild(t); }
     have.delete(k);
-    const s = state(i, now), label = tileLabel(i);
-    const title = i.metadata.name + ": " + (st.phase || "Pending") + (st.healthy ? ", healthy" : "") + (st.restarts ? ", " + st.restarts + " restarts" : "") + (st.reason ? " (" + st.reason + ")" : "");
-    if (t.dataset.state !== s) t.dataset.state = s;
-    if (t.textContent !== label) t.textContent = label;
-    if (t.title !== title) { t.title = title; t.setAttribute("aria-label", title); }
+    drawTile(t, i, now);
   }
   for (const t of have.values()) t.remove();
+}
+function drawTile(t, i, now) {
+  const st = i.status || {}, s = state(i, now), label = tileLabel(i);
+  const title = i.metadata.name + ": " + (st.phase || "Pending") + (st.healthy ? ", healthy" : "") + (st.restarts ? ", " + st.restarts + " restarts" : "") + (st.reason ? " (" + st.reason + ")" : "");
+  if (t.dataset.state !== s) t.dataset.state = s;
+  if (t.textContent !== label) t.textContent = label;
+  if (t.title !== title) { t.title = title; t.setAttribute("aria-label", title); }
 }
 
 const legend = '<div class="legend" aria-hidden="true"><span class="l-ok">running</span><span class="l-wait">starting</span><span class="l-bad">failed or restarted</span><span class="l-done">done</span></div>';
@@ -175,9 +252,11 @@ const builders = {
     const [, ns, name] = route;
     v.innerHTML = `<h1>Instance ${esc(name)} <span class="muted">${esc(ns)}</span></h1><div class="actions"><button type="button" id="restart-btn">Restart</button></div><div id="detail"></div>
 <h2>Logs</h2><div class="actions"><label><input type="checkbox" id="log-follow" checked> Follow</label><span id="log-state" class="muted" role="status"></span></div>
-<pre id="log" tabindex="0" aria-label="log of ${esc(name)}"></pre><h2>Events</h2><div class="events" id="evs"></div>`;
+<pre id="log" tabindex="0" aria-label="log of ${esc(name)}"></pre><h2>Metrics</h2><div class="charts"><div id="chart-this-cpu"></div><div id="chart-this-mem"></div></div>
+<h2>Events</h2><div class="events" id="evs"></div>`;
     v.querySelector("#restart-btn").onclick = () => act({action: "restart", kind: "instance", namespace: ns, name}, "Restart " + name + "?");
     openLog(v, ns, name);
+    startCharts("top=0&instance=" + encodeURIComponent(ns + "/" + name));
   },
   nodes(v) {
     v.innerHTML = '<h1>Nodes</h1><div id="nodes"></div>';
@@ -186,6 +265,12 @@ const builders = {
       const a = b.dataset.act, n = b.dataset.node;
       act({action: a, kind: "node", name: n}, a === "drain" ? "Drain " + n + "? Its instances move elsewhere." : null);
     });
+  },
+  metrics(v) {
+    v.innerHTML = `<h1>Metrics</h1><p class="muted">From the nodes' agents, every few seconds while this page is open.</p>
+<h2>Nodes</h2><div class="charts"><div id="chart-node-cpu"></div><div id="chart-node-mem"></div></div>
+<h2>Instances</h2><div class="charts"><div id="chart-inst-cpu"></div><div id="chart-inst-mem"></div></div>`;
+    startCharts("top=8");
   },
   events(v) {
     v.innerHTML = `<h1>Events</h1><div class="actions"><label for="ev-filter">Filter</label><input id="ev-filter" type="search" placeholder="text in object, reason or message">
@@ -205,6 +290,14 @@ function setHTML(node, html) { if (node && node._html !== html) { node._html = h
 const renderers = {
   map(v) {
     const map = v.querySelector("#map"), now = Date.now();
+    // Only statuses changed: redraw those tiles, not the thousand others.
+    if (!layoutChanged && map.children.length) {
+      for (const k of changedTiles) {
+        const t = map.querySelector(`.tile[data-key="${CSS.escape(k)}"]`), i = S.instance[k];
+        if (t && i) drawTile(t, i, now); else { changedTiles.clear(); layoutChanged = true; break; }
+      }
+      if (!layoutChanged) return;
+    }
     const nodes = Object.values(S.node).sort(sortByName);
     const byNode = {}; for (const i of Object.values(S.instance)) (byNode[i.spec.node || ""] ||= []).push(i);
     const maxCPU = Math.max(1, ...nodes.map(n => (n.spec.capacity || {}).milliCPU || 0));
@@ -284,6 +377,7 @@ const renderers = {
 <td class="sched">${n.spec.draining ? "draining" : n.spec.unschedulable ? "cordoned" : "schedulable"}</td>
 <td><button type="button" data-act="cordon" data-node="${esc(m)}">Cordon</button> <button type="button" data-act="uncordon" data-node="${esc(m)}">Uncordon</button> <button type="button" class="danger" data-act="drain" data-node="${esc(m)}">Drain</button></td></tr>`; }).join("") + "</tbody></table>");
   },
+  metrics() { /* drawn as samples arrive (drawCharts) */ },
   events(v) {
     const f = v.querySelector("#ev-filter").value.toLowerCase(), ty = v.querySelector("#ev-type").value;
     setHTML(v.querySelector("#evs"), eventList(e => (!ty || e.type === ty) && (!f || (e.object.kind + " " + e.object.name + " " + e.reason + " " + e.message).toLowerCase().includes(f)), 300));
@@ -299,7 +393,7 @@ function indexGrid(j) {
 }
 
 // Restart flashes and heartbeat ages move with the clock, not only with changes.
-setInterval(() => { if (Object.keys(restartedAt).length || route[0] === "nodes") { const now = Date.now(); for (const k in restartedAt) if (now - restartedAt[k] > FLASH_MS + 1000) delete restartedAt[k]; render(); } }, 1000);
+setInterval(() => { if (Object.keys(restartedAt).length || route[0] === "nodes") { const now = Date.now(); for (const k in restartedAt) { changedTiles.add(k); if (now - restartedAt[k] > FLASH_MS + 1000) delete restartedAt[k]; } render(); } }, 1000);
 
 document.getElementById("logout").onclick = async () => { await fetch("/ui/logout", {method: "POST", headers: {"X-CSRF-Token": csrf}}); location.reload(); };
 build();

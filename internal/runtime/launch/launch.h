@@ -8,6 +8,14 @@
 #define PLAN_ENV "_BERTH_PLAN"
 /* Set when the launcher is still making the cgroups: wait on GATE_FD first. */
 #define GATE_ENV "_BERTH_GATE"
+/*
+ * "stdin FD" or "tty FD": the container's stdin is descriptor FD (a pipe
+ * whose other end the launcher writes), or FD is a terminal's slave end,
+ * to be the container's controlling terminal and all three of its stdio.
+ */
+#define STDIO_ENV "_BERTH_STDIO"
+/* "always MAX" or "on-failure MAX": the shim restarts the container (see shim.c). */
+#define RESTART_ENV "_BERTH_RESTART"
 #define ERRBUF 1024
 
 #ifndef SYS_close_range

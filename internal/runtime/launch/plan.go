@@ -26,9 +26,15 @@ const (
 	PlanEnv  = "_BERTH_PLAN"
 	// GateEnv tells the shim to wait for a byte on fd 4 before it starts
 	// the container: the launcher readies its cgroups and network meanwhile.
-	GateEnv   = "_BERTH_GATE"
-	StageShim = "shim"
-	StageExec = "exec"
+	GateEnv = "_BERTH_GATE"
+	// StdioEnv gives the container a stdin or a terminal: "stdin FD" or
+	// "tty FD", FD a descriptor the shim inherits (see launch.h).
+	StdioEnv = "_BERTH_STDIO"
+	// RestartEnv gives the shim a restart policy: "always MAX" or
+	// "on-failure MAX", MAX 0 for no limit (see shim.c).
+	RestartEnv = "_BERTH_RESTART"
+	StageShim  = "shim"
+	StageExec  = "exec"
 	// StageHold waits for stdin to close: a process that holds a user
 	// namespace for the launcher to idmap mounts with.
 	StageHold = "hold"

@@ -1,14 +1,18 @@
 /*
  * The per-container shim. It starts the container (cloning the built-in
  * init, or running an external OCI runtime), owns its stdio and writes it
- * to size-bounded log files, reaps it and records the exit status in a file.
- * It lives in its own session, so the agent that started it can die and
- * come back without the container noticing.
+ * to size-bounded log files (or hands it a stdin pipe or a terminal the
+ * launcher passes, _BERTH_STDIO), reaps it, starts it again by its restart
+ * policy (_BERTH_RESTART, built-in init only) and records the exit status
+ * in a file. It lives in its own session, so the agent that started it can
+ * die and come back without the container noticing.
  *
  * Protocol with the agent: fd 3 receives one line, "ok PID" or
  * "error MESSAGE", once the workload has been exec'd (or failed to be).
- * The state file then holds the pids; the control FIFO takes "kill SIG"
- * lines; the exit file appears, atomically, when the container is gone.
+ * The state file then holds the pids and the restart count; the control
+ * FIFO takes "kill SIG" lines, and "stop", after which the container is
+ * not restarted; the exit file appears, atomically, when the container is
+ * gone for good.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -21,6 +25,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/signalfd.h>
@@ -222,7 +227,12 @@ static void report(const char *fmt, ...)
 	close(REPORT_FD);
 }
 
-static void handle_ctl(int ctl, pid_t child)
+/*
+ * handle_ctl reads the launcher's commands: "kill SIG" signals the
+ * container (child, when it runs: 0 between restarts), and "stop" says the
+ * container is being stopped, so its exit is not to be restarted.
+ */
+static void handle_ctl(int ctl, pid_t child, int *stopped)
 {
 	char buf[256];
 	ssize_t n = read(ctl, buf, sizeof(buf) - 1);
@@ -231,7 +241,9 @@ static void handle_ctl(int ctl, pid_t child)
 	buf[n] = '\0';
 	for (char *line = strtok(buf, "\n"); line; line = strtok(NULL, "\n")) {
 		int sig;
-		if (sscanf(line, "kill %d", &sig) == 1 && sig > 0 && sig < 65)
+		if (strcmp(line, "stop") == 0)
+			*stopped = 1;
+		else if (sscanf(line, "kill %d", &sig) == 1 && sig > 0 && sig < 65 && child > 0)
 			kill(child, sig);
 	}
 }
@@ -390,14 +402,77 @@ struct shim {
 	sigset_t oldmask;
 	int sigfd, ctl, external;
 	pid_t child;
+	/* The container's stdin or terminal from the launcher (-1: none), until the first start hands it over. */
+	int stdio_fd, stdio_tty;
+	/* The restart policy, and how it has gone: see shim_main. */
+	int restart_always, restart_failure, restart_max, restarts, stopped;
+	/* spawned is set once the first start is reported: fd 3 is gone, and later failures are not reported. */
+	int spawned;
+	unsigned long long shim_start;
 };
 
 /* shim_fail records a start that failed in the exit file and to the launcher. */
 static int shim_fail(struct shim *s)
 {
 	write_exit(s->p, 127, 0, s->err);
-	report("error %s", s->err);
+	if (!s->spawned)
+		report("error %s", s->err);
 	return -1;
+}
+
+/* write_state records the shim's and the container's pids and the restart count. */
+static void write_state(struct shim *s)
+{
+	if (!s->p->state_path)
+		return;
+	char st[256];
+	snprintf(st, sizeof(st), "{\"shimPid\":%d,\"pid\":%d,\"shimStart\":%llu,\"restarts\":%d}\n", getpid(), s->child,
+		 s->shim_start, s->restarts);
+	write_atomic(s->p->state_path, st);
+}
+
+/* open_pipes makes the pipes of one start of the container. */
+static int open_pipes(struct shim *s)
+{
+	if (pipe2(s->outp, O_CLOEXEC) || pipe2(s->errp, O_CLOEXEC) || pipe2(s->syncp, O_CLOEXEC) || pipe2(s->errpipe, O_CLOEXEC))
+		return fail(s->err, sizeof(s->err), "pipe");
+	return 0;
+}
+
+/*
+ * read_launch_env reads what the launcher says beside the plan: the
+ * container's stdin or terminal ("stdin FD" or "tty FD") and its restart
+ * policy ("always MAX" or "on-failure MAX", MAX 0 for no limit).
+ */
+static int read_launch_env(struct shim *s, int gated)
+{
+	s->stdio_fd = -1;
+	const char *stdio = getenv(STDIO_ENV);
+	if (stdio) {
+		char mode[8];
+		if (sscanf(stdio, "%7s %d", mode, &s->stdio_fd) != 2 || s->stdio_fd <= REPORT_FD || (gated && s->stdio_fd == GATE_FD) ||
+		    (strcmp(mode, "stdin") != 0 && strcmp(mode, "tty") != 0) || fcntl(s->stdio_fd, F_GETFD) < 0) {
+			report("error %s=%s: want \"stdin FD\" or \"tty FD\" with FD open", STDIO_ENV, stdio);
+			return -1;
+		}
+		s->stdio_tty = strcmp(mode, "tty") == 0;
+	}
+	const char *rp = getenv(RESTART_ENV);
+	if (rp) {
+		char pol[16];
+		if (sscanf(rp, "%15s %d", pol, &s->restart_max) != 2 || s->restart_max < 0 ||
+		    (strcmp(pol, "always") != 0 && strcmp(pol, "on-failure") != 0) || s->p->nextargs > 0 || stdio ||
+		    (s->p->nsflags & CLONE_NEWUSER) || s->p->has_userns) {
+			report("error %s=%s: want \"always MAX\" or \"on-failure MAX\", the built-in executor, no stdin and no user namespace",
+			       RESTART_ENV, rp);
+			return -1;
+		}
+		s->restart_always = strcmp(pol, "always") == 0;
+		s->restart_failure = !s->restart_always;
+	}
+	unsetenv(STDIO_ENV);
+	unsetenv(RESTART_ENV);
+	return 0;
 }
 
 /* load_plan reads the launch plan named in the environment into s->p. */
@@ -447,6 +522,8 @@ static int shim_setup(struct shim *s)
 		return -1;
 	struct plan *p = s->p;
 	int gated = getenv(GATE_ENV) != NULL;
+	if (read_launch_env(s, gated) < 0)
+		return -1;
 	fcntl(REPORT_FD, F_SETFD, FD_CLOEXEC);
 	/* Descriptors the launcher inherited without close-on-exec must not reach the container. */
 	syscall(SYS_close_range, REPORT_FD + 1, ~0U, CLOSE_RANGE_CLOEXEC);
@@ -463,8 +540,8 @@ static int shim_setup(struct shim *s)
 		report("error open log %s: %s", s->lg.path, strerror(errno));
 		return -1;
 	}
-	if (pipe2(s->outp, O_CLOEXEC) || pipe2(s->errp, O_CLOEXEC) || pipe2(s->syncp, O_CLOEXEC) || pipe2(s->errpipe, O_CLOEXEC)) {
-		report("error pipe: %s", strerror(errno));
+	if (open_pipes(s) < 0) {
+		report("error %s", s->err);
 		return -1;
 	}
 	sigset_t mask;
@@ -500,14 +577,23 @@ static void __attribute__((noreturn)) child_main(struct shim *s)
 	signal(SIGHUP, SIG_DFL);
 	signal(SIGPIPE, SIG_DFL);
 	signal(SIGTERM, SIG_DFL);
-	close(REPORT_FD);
+	/* After the first start fd 3 is closed, and may be one of this start's pipes. */
+	if (!s->spawned)
+		close(REPORT_FD);
 	close(s->syncp[1]);
 	int devnull = open("/dev/null", O_RDONLY);
-	if (devnull < 0 || dup2(devnull, 0) < 0 || dup2(s->outp[1], 1) < 0 || dup2(s->errp[1], 2) < 0) {
+	int in = s->stdio_fd >= 0 ? s->stdio_fd : devnull;
+	int out = s->stdio_tty ? s->stdio_fd : s->outp[1], errout = s->stdio_tty ? s->stdio_fd : s->errp[1];
+	if (s->stdio_tty && (setsid() < 0 || ioctl(s->stdio_fd, TIOCSCTTY, 0) < 0)) {
+		/* A session of its own, led by the container, whose terminal this is. */
+		fail(err, errlen, "make the terminal the container's");
+	} else if (devnull < 0 || dup2(in, 0) < 0 || dup2(out, 1) < 0 || dup2(errout, 2) < 0) {
 		fail(err, errlen, "set up stdio");
 	} else {
 		if (devnull > 2)
 			close(devnull);
+		if (s->stdio_fd > 2)
+			close(s->stdio_fd);
 		/* Both return only when they could not exec. */
 		if (s->external)
 			exec_runtime(s->p, s->p->extargs, err, errlen);
@@ -564,17 +650,15 @@ static int shim_spawn(struct shim *s)
 {
 	struct plan *p = s->p;
 	int userns = !s->external && (p->nsflags & CLONE_NEWUSER || p->has_userns);
-	if (userns && enter_userns(p, s->err, sizeof(s->err)) < 0) {
-		report("error %s", s->err);
-		return -1;
-	}
+	if (userns && enter_userns(p, s->err, sizeof(s->err)) < 0)
+		return shim_fail(s);
 	if (s->external)
 		s->child = fork();
 	else
 		s->child = syscall(SYS_clone, (p->nsflags & ~(uint64_t)CLONE_NEWCGROUP) | SIGCHLD, 0, 0, 0, 0);
 	if (s->child < 0) {
-		report("error start container: %s", strerror(errno));
-		return -1;
+		fail(s->err, sizeof(s->err), "start container");
+		return shim_fail(s);
 	}
 	if (s->child == 0)
 		child_main(s);
@@ -584,6 +668,12 @@ static int shim_spawn(struct shim *s)
 		kill(s->child, SIGKILL);
 		waitpid(s->child, NULL, 0);
 		return shim_fail(s);
+	}
+	/* Only the container holds its stdin or terminal: its exit ends them. */
+	if (s->stdio_fd >= 0) {
+		close(s->stdio_fd);
+		s->stdio_fd = -1;
+		s->stdio_tty = 0;
 	}
 	if (join_cgroups(s) < 0)
 		return shim_fail(s);
@@ -608,13 +698,14 @@ static int shim_spawn(struct shim *s)
 	/* Only the container may hold the write ends now, so its exit closes them. */
 	close(s->outp[1]);
 	close(s->errp[1]);
-	if (p->state_path) {
-		char st[256];
-		snprintf(st, sizeof(st), "{\"shimPid\":%d,\"pid\":%d,\"shimStart\":%llu}\n", getpid(), s->child,
-			 self_start_time());
-		write_atomic(p->state_path, st);
+	if (!s->spawned) {
+		s->shim_start = self_start_time();
+		write_state(s);
+		report("ok %d", s->child);
+		s->spawned = 1;
+	} else {
+		write_state(s);
 	}
-	report("ok %d", s->child);
 	return 0;
 }
 
@@ -702,26 +793,86 @@ static int shim_supervise(struct shim *s)
 		}
 		/* Once reaped, the pid may belong to someone else: signal no more. */
 		if (ictl >= 0 && !exited && (fds[ictl].revents & POLLIN))
-			handle_ctl(s->ctl, s->child);
+			handle_ctl(s->ctl, s->child, &s->stopped);
 	}
-	stream_flush(&s->lg, &so);
-	stream_flush(&s->lg, &se);
+	for (int k = 0; k < 2; k++) {
+		stream_flush(&s->lg, ss[k]);
+		if (ss[k]->fd >= 0)
+			close(ss[k]->fd);
+	}
 	return status;
 }
 
+/*
+ * restart_pause waits before a restart: 100 ms, doubling with each
+ * restart in a row to 10 s, back to 100 ms after a run of 10 s. It
+ * listens to the control FIFO meanwhile, and says whether to go on (no
+ * "stop" came).
+ */
+static int restart_pause(struct shim *s, const struct timespec *began)
+{
+	static int streak;
+	struct timespec now, until;
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	if (now.tv_sec - began->tv_sec >= 10)
+		streak = 0;
+	long pause = 100L << (streak < 7 ? streak : 7);
+	if (pause > 10000)
+		pause = 10000;
+	streak++;
+	until = now;
+	until.tv_sec += pause / 1000;
+	until.tv_nsec += (pause % 1000) * 1000000;
+	if (until.tv_nsec >= 1000000000) {
+		until.tv_sec++;
+		until.tv_nsec -= 1000000000;
+	}
+	while (!s->stopped) {
+		clock_gettime(CLOCK_MONOTONIC, &now);
+		long ms = (until.tv_sec - now.tv_sec) * 1000 + (until.tv_nsec - now.tv_nsec) / 1000000;
+		if (ms <= 0)
+			break;
+		struct pollfd pf = {.fd = s->ctl, .events = POLLIN};
+		if (poll(&pf, s->ctl >= 0 ? 1 : 0, (int)ms) > 0 && (pf.revents & POLLIN))
+			handle_ctl(s->ctl, 0, &s->stopped);
+	}
+	return !s->stopped;
+}
+
+/*
+ * shim_main starts the container and supervises it; by the restart
+ * policy it starts it again when it exits (always, or on a non-zero exit
+ * up to the policy's count), unless the launcher said "stop" (berth
+ * container stop and kill do). The shim is what restarts: it outlives
+ * every berth command, and the container keeps its bundle, cgroups,
+ * network and log.
+ */
 int shim_main(void)
 {
 	static struct shim s;
 	if (shim_setup(&s) < 0 || shim_spawn(&s) < 0)
 		return 1;
-	int status = shim_supervise(&s);
-	int code = 0, sig = 0;
-	if (WIFEXITED(status)) {
-		code = WEXITSTATUS(status);
-	} else if (WIFSIGNALED(status)) {
-		sig = WTERMSIG(status);
-		code = 128 + sig;
+	for (;;) {
+		struct timespec began;
+		clock_gettime(CLOCK_MONOTONIC, &began);
+		int status = shim_supervise(&s);
+		int code = 0, sig = 0;
+		if (WIFEXITED(status)) {
+			code = WEXITSTATUS(status);
+		} else if (WIFSIGNALED(status)) {
+			sig = WTERMSIG(status);
+			code = 128 + sig;
+		}
+		int again = !s.stopped && (s.restart_always || (s.restart_failure && code != 0)) &&
+			    (s.restart_max == 0 || s.restarts < s.restart_max);
+		if (!again || !restart_pause(&s, &began)) {
+			write_exit(s.p, code, sig, NULL);
+			return 0;
+		}
+		s.restarts++;
+		if (open_pipes(&s) < 0 || shim_spawn(&s) < 0) {
+			write_exit(s.p, 127, 0, s.err);
+			return 0;
+		}
 	}
-	write_exit(s.p, code, sig, NULL);
-	return 0;
 }
