@@ -224,6 +224,10 @@ type Template struct {
 	EnvFrom []EnvFromSource `json:"envFrom,omitempty"`
 	// Runtime picks an OCI runtime other than the built-in one ("runc").
 	Runtime string `json:"runtime,omitempty"`
+	// Migration is what a drain with --migrate does with a running
+	// instance: restart (the default) or live (MigrationLive, which needs
+	// runtime: runc). Changing it restarts nothing.
+	Migration string `json:"migration,omitempty"`
 	// RestartedAt changes to make a rollout (services) or a container
 	// restart (instances) without other change.
 	RestartedAt time.Time `json:"restartedAt,omitzero"`
@@ -573,6 +577,7 @@ const (
 // Hash identifies the template: instances made from another are replaced
 // (a rollout, or a restart asked for through RestartedAt).
 func (t Template) Hash() string {
+	t.Migration = "" // a policy for moves, not what runs
 	b, _ := json.Marshal(t)
 	sum := sha256.Sum256(b)
 	return hex.EncodeToString(sum[:6])

@@ -285,6 +285,20 @@ func (c *Client) Checkpoint(ctx context.Context, namespace, name string) (io.Rea
 	return resp.Body, nil
 }
 
+// Migrate moves a running instance to node to (any other Ready,
+// schedulable node when empty) with CRIU, keeping its processes' memory.
+func (c *Client) Migrate(ctx context.Context, namespace, name, to string) (*api.Migration, error) {
+	p := instancePath(namespace, name, "migrate")
+	if to != "" {
+		p += "?to=" + url.QueryEscape(to)
+	}
+	var out api.Migration
+	if err := c.do(ctx, http.MethodPost, p, nil, nil, &out); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
 // CopyTo unpacks the tar stream tr into directory dir of an instance's container.
 func (c *Client) CopyTo(ctx context.Context, namespace, name, dir string, tr io.Reader) error {
 	path := instancePath(namespace, name, "cp") + "?path=" + url.QueryEscape(dir)

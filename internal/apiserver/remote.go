@@ -33,6 +33,7 @@ import (
 //	PUT  /v1/namespaces/{ns}/instances/{name}/cp?path=DIR  unpack the body's tar into DIR
 //	GET  /v1/namespaces/{ns}/instances/{name}/portforward  WebSocket; ?port=
 //	GET  /v1/namespaces/{ns}/instances/{name}/stats        client.InstanceStats
+//	POST /v1/namespaces/{ns}/instances/{name}/migrate      api.Migration; ?to=NODE (migrate.go)
 //	GET  /v1/nodes/{name}/metrics                          the node agent's Prometheus metrics
 //	GET  /v1/tunnel/{node}                                 Upgrade: berth-tunnel (agents only)
 //
@@ -66,9 +67,13 @@ type tunnels struct {
 }
 
 type tunnel struct {
-	sess  *yamux.Session
-	proxy *httputil.ReverseProxy
+	sess      *yamux.Session
+	proxy     *httputil.ReverseProxy
+	transport *http.Transport
 }
+
+// client makes requests of the node's agent (http://agent/...) itself.
+func (t *tunnel) client() *http.Client { return &http.Client{Transport: t.transport} }
 
 func (t *tunnels) get(node string) *tunnel {
 	t.mu.Lock()
@@ -119,6 +124,7 @@ func (s *Server) routeRemote(m *http.ServeMux) {
 	}
 	m.HandleFunc("PUT /v1/namespaces/{ns}/instances/{name}/cp", s.instanceOp("cp"))
 	m.HandleFunc("POST /v1/namespaces/{ns}/instances/{name}/checkpoint", s.instanceOp("checkpoint"))
+	m.HandleFunc("POST /v1/namespaces/{ns}/instances/{name}/migrate", s.migrateInstance)
 	m.HandleFunc("GET /v1/nodes/{name}/metrics", s.nodeMetrics)
 	s.Mount(tunnelPrefix, http.HandlerFunc(s.serveTunnel))
 }
@@ -161,16 +167,16 @@ func (s *Server) serveTunnel(w http.ResponseWriter, r *http.Request) {
 		conn.Close()
 		return
 	}
-	tn := &tunnel{sess: sess}
+	tn := &tunnel{sess: sess, transport: &http.Transport{
+		DialContext:         func(context.Context, string, string) (net.Conn, error) { return sess.Open() },
+		MaxIdleConnsPerHost: 16,
+		IdleConnTimeout:     time.Minute,
+	}}
 	tn.proxy = &httputil.ReverseProxy{
 		Rewrite: func(pr *httputil.ProxyRequest) {
 			pr.Out.Header.Del("Authorization")
 		},
-		Transport: &http.Transport{
-			DialContext:         func(context.Context, string, string) (net.Conn, error) { return sess.Open() },
-			MaxIdleConnsPerHost: 16,
-			IdleConnTimeout:     time.Minute,
-		},
+		Transport: tn.transport,
 		// Streams (logs -f) go out as they come.
 		FlushInterval: -1,
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {

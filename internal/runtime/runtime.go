@@ -338,6 +338,15 @@ func (r *Runtime) start(ctx context.Context, bd *bundle, c *Config, ex executor)
 		return Status{}, err
 	}
 	s.Linux.CgroupsPath = r.CgroupPath(c.ID)
+	if ext, ok := ex.(*external); ok && ext.bin == "runc" {
+		// Read by runc at checkpoint and restore, not before.
+		s.Annotations["org.criu.config"] = r.criuConfigPath()
+		if bd.restoreFrom != "" {
+			if err := r.writeCriuConfig(); err != nil {
+				return Status{}, fmt.Errorf("container %q: %w", c.ID, err)
+			}
+		}
+	}
 	// The built-in executor's cgroups (a millisecond or more of mkdirs
 	// and writes on a v1 host) are made while the shim starts; it waits
 	// for them only when it is about to start the container.
