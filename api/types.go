@@ -36,6 +36,10 @@ type NodeSpec struct {
 	// it clears Draining (leaving Unschedulable) once none are left.
 	// A draining node is always unschedulable.
 	Draining bool `json:"draining,omitempty"`
+	// DrainMigrate, with Draining, moves instances whose template says
+	// migration: live to other nodes with their memory (CRIU) rather
+	// than restarting them there.
+	DrainMigrate bool `json:"drainMigrate,omitempty"`
 }
 
 // NodeReportedLabelPrefix starts the labels a node reports about itself

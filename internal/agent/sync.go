@@ -443,8 +443,9 @@ func (a *Agent) report(ctx context.Context, insts map[string]*Instance, byID map
 		st := a.statusOf(inst, latest[uid], now)
 		a.mu.Lock()
 		prev, sent := a.reported[uid]
+		held := a.holds[uid] != nil // moving since the pass began: its container is out of byID
 		a.mu.Unlock()
-		if sent && prev == st {
+		if held || (sent && prev == st) {
 			continue
 		}
 		if err := a.cfg.ControlPlane.ReportStatus(ctx, inst.Namespace, inst.Name, uid, st); err != nil {

@@ -111,10 +111,10 @@ func TestDrainMovesServiceInstances(t *testing.T) {
 	}
 
 	// A second drain is refused while the first is in progress.
-	if _, err := apiserver.DrainNode(h.ctx, h.s, "n1", 1); err != nil {
+	if _, err := apiserver.DrainNode(h.ctx, h.s, "n1", 1, false); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := apiserver.DrainNode(h.ctx, h.s, "n2", 1); !errdefs.IsConflict(err) {
+	if _, err := apiserver.DrainNode(h.ctx, h.s, "n2", 1, false); !errdefs.IsConflict(err) {
 		t.Fatalf("second drain while n1 drains: got %v, want a conflict", err)
 	}
 
@@ -148,7 +148,7 @@ func TestDrainMovesServiceInstances(t *testing.T) {
 	}
 
 	// Drained, n1 frees its slot: n2 may drain now (to nowhere, so it waits).
-	if _, err := apiserver.DrainNode(h.ctx, h.s, "n2", 1); err != nil {
+	if _, err := apiserver.DrainNode(h.ctx, h.s, "n2", 1, false); err != nil {
 		t.Fatalf("drain n2 after n1 finished: %v", err)
 	}
 	// Uncordon both: instances come back to n1 as the service grows.
@@ -179,7 +179,7 @@ func TestDrainWaitsForRunningJobs(t *testing.T) {
 	}
 	h.passUntil("the job running on n1", func() bool { return len(h.onNode("n1")) == 1 })
 	shard := h.onNode("n1")[0]
-	if _, err := apiserver.DrainNode(h.ctx, h.s, "n1", 1); err != nil {
+	if _, err := apiserver.DrainNode(h.ctx, h.s, "n1", 1, false); err != nil {
 		t.Fatal(err)
 	}
 	for range 3 {

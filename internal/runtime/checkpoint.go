@@ -173,10 +173,11 @@ func CheckpointConfig(dir string) (Config, error) {
 
 // criuConfig is CRIU's configuration for runc's dumps and restores (runc
 // reads the file the org.criu.config annotation names): established TCP
-// connections are closed rather than refused. A container restored on
-// another node has another address, where they could not go on anyway;
-// their peers see a reset and connect again.
-const criuConfig = "tcp-close\n"
+// connections are closed, and connections not yet accepted dropped,
+// rather than failing the dump. A container restored on another node has
+// another address, where they could not go on anyway; their peers see a
+// reset and connect again.
+const criuConfig = "tcp-close\nskip-in-flight\n"
 
 // criuConfigPath is where criuConfig is written, beside the containers
 // (a dot name, which List skips).

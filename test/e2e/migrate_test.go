@@ -1,12 +1,18 @@
 package e2e
 
 import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"strconv"
+	"sync"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/berth-dev/berth/api"
+	"github.com/berth-dev/berth/internal/runtime/runtimetest"
 	"github.com/berth-dev/berth/internal/testing/lan"
 )
 
@@ -92,4 +98,276 @@ func TestMigrateCounter(t *testing.T) {
 		return len(cs) == 0
 	})
 	t.Logf("counter at %d before the move, %d first after it", last, after[0])
+}
+
+var (
+	memserverOnce sync.Once
+	memserverBin  string
+	memserverErr  error
+)
+
+// memImage builds demo/memserver:1 in e's data dir: busybox and
+// internal/testing/memserver as /memserver.
+func (e *env) memImage() {
+	e.t.Helper()
+	memserverOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "berth-memserver-")
+		if err != nil {
+			memserverErr = err
+			return
+		}
+		memserverBin = filepath.Join(dir, "memserver")
+		build := exec.Command("go", "build", "-o", memserverBin, "../../internal/testing/memserver")
+		build.Env = append(os.Environ(), "CGO_ENABLED=0")
+		if out, err := build.CombinedOutput(); err != nil {
+			memserverErr = fmt.Errorf("build memserver: %w: %s", err, out)
+		}
+	})
+	check(e.t, memserverErr)
+	rootfs := runtimetest.BusyboxRootfs(e.t)
+	b, err := os.ReadFile(memserverBin)
+	check(e.t, err)
+	check(e.t, os.WriteFile(filepath.Join(rootfs, "memserver"), b, 0o755))
+	e.ok("image", "build", rootfs, "--tag", "demo/memserver:1")
+}
+
+// memYAML is a memserver holding 100 MiB, migrated live, behind a VIP.
+const memYAML = `kind: Service
+name: mem
+replicas: 1
+template:
+  image: demo/memserver:1
+  runtime: runc
+  migration: live
+  command: ["/memserver", "-mb", "100"]
+  ports: [{name: http, container: 80}]
+  health: {http: {port: 80, path: /}, interval: 300ms, timeout: 1s, failures: 3}
+  resources: {cpu: 0.5, memory: 256Mi}
+`
+
+// memClientYAML polls from a node the tests leave alone.
+const memClientYAML = `kind: Service
+name: client
+replicas: 1
+template:
+  image: demo/busybox:1
+  command: ["sleep", "1d"]
+  resources: {cpu: 0.1, memory: 16Mi}
+`
+
+// memState asks the memserver instance, from inside its own container,
+// for its counter and its memory's sum.
+func memState(t *testing.T, l *lan.LAN, inst string) (count int, sum string) {
+	t.Helper()
+	out, err := l.Admin("exec", inst, "--", "sh", "-c", "wget -qO- http://127.0.0.1/ && wget -qO- http://127.0.0.1/sum")
+	check(t, err)
+	f := strings.Fields(out)
+	if len(f) != 3 {
+		t.Fatalf("memserver answered %q", out)
+	}
+	count, err = strconv.Atoi(f[0])
+	check(t, err)
+	return count, f[2]
+}
+
+// TestMigrateMemoryThroughVIP: a server holding 100 MiB is migrated while
+// a client polls it through its service's VIP. Its memory is the same
+// after (by checksum), its counter goes on, the client's answers never
+// go back, and the pause the client sees is reported.
+func TestMigrateMemoryThroughVIP(t *testing.T) {
+	l := startLANWith(t, 1, 2, (*env).memImage)
+	check(t, l.Apply(memYAML))
+	check(t, l.Apply(memClientYAML))
+	inst := waitHealthy(t, l, "mem", 1, 60*time.Second)[0]
+	client := waitHealthy(t, l, "client", 1, 60*time.Second)[0]
+	name, from := inst.Metadata.Name, inst.Spec.Node
+	to := otherNode(l, from)
+	count0, sum0 := memState(t, l, name)
+
+	// The client polls the VIP until told to stop, one line per request.
+	poll := make(chan string, 1)
+	go func() {
+		out, _ := l.Host(client.Spec.Node).Run("container", "exec", client.Status.ContainerID, "sh", "-c",
+			"while [ ! -e /tmp/stop ]; do timeout 2 wget -qO- http://mem.default.berth/ 2>/dev/null || echo FAIL; usleep 2000; done")
+		poll <- out
+	}()
+	time.Sleep(time.Second) // a baseline of answers before the move
+
+	out, err := l.Admin("migrate", name, "--to", to)
+	check(t, err)
+	t.Logf("%s", strings.TrimSpace(out))
+	moved := waitHealthy(t, l, "mem", 1, 30*time.Second, from)[0]
+	if moved.Metadata.Name != name || moved.Spec.Node != to {
+		t.Fatalf("after migrate: instance %s on %s, want %s on %s", moved.Metadata.Name, moved.Spec.Node, name, to)
+	}
+	time.Sleep(time.Second) // answers after the move
+	_, err = l.Host(client.Spec.Node).Run("container", "exec", client.Status.ContainerID, "touch", "/tmp/stop")
+	check(t, err)
+	var lines []string
+	select {
+	case o := <-poll:
+		lines = strings.Split(strings.TrimSpace(o), "\n")
+	case <-time.After(30 * time.Second):
+		t.Fatal("the client's polling did not stop")
+	}
+
+	count1, sum1 := memState(t, l, name)
+	if sum1 != sum0 {
+		t.Errorf("memory sum %s after the move, %s before", sum1, sum0)
+	}
+	if count1 < count0 {
+		t.Errorf("counter %d after the move, %d before: it started over", count1, count0)
+	}
+	// Through the VIP: the counter never goes back; the longest time
+	// between two answers is the pause clients saw.
+	var prevCount int
+	var prevAt, gap int64
+	answers, fails := 0, 0
+	for _, ln := range lines {
+		f := strings.Fields(ln)
+		if len(f) != 2 {
+			fails++
+			continue
+		}
+		c, _ := strconv.Atoi(f[0])
+		at, _ := strconv.ParseInt(f[1], 10, 64)
+		if c < prevCount {
+			t.Errorf("through the VIP the counter went back from %d to %d", prevCount, c)
+		}
+		if prevAt != 0 {
+			gap = max(gap, at-prevAt)
+		}
+		prevCount, prevAt = c, at
+		answers++
+	}
+	if answers < 10 {
+		t.Fatalf("the client got %d answers (%d failed): %q", answers, fails, lines)
+	}
+	t.Logf("100 MiB memserver %s -> %s: longest pause between answers through the VIP %v (%d answers, %d failed requests)",
+		from, to, time.Duration(gap).Round(time.Millisecond), answers, fails)
+	if runningOf(t, l.Host(from), "mem") != 0 {
+		t.Errorf("the instance still runs on %s", from)
+	}
+}
+
+// TestMigrateTargetDies: the target's agent is killed while the images
+// stream in; the migration fails saying so, and the instance runs on its
+// node with its memory and counter, nowhere else.
+func TestMigrateTargetDies(t *testing.T) {
+	l := startLANWith(t, 1, 2, (*env).memImage)
+	check(t, l.Apply(memYAML))
+	inst := waitHealthy(t, l, "mem", 1, 60*time.Second)[0]
+	name, from := inst.Metadata.Name, inst.Spec.Node
+	to := l.Host(otherNode(l, from))
+	count0, sum0 := memState(t, l, name)
+
+	done := make(chan error, 1)
+	var out string
+	go func() {
+		var err error
+		out, err = l.Admin("migrate", name, "--to", to.Name)
+		done <- err
+	}()
+	incoming := filepath.Join(to.DataDir, "containers", ".migrations", "in-"+inst.Metadata.UID)
+	eventually(t, 30*time.Second, "the images to stream into "+to.Name, func() bool {
+		_, err := os.Stat(incoming)
+		return err == nil
+	})
+	check(t, to.Crash())
+	var err error
+	select {
+	case err = <-done:
+	case <-time.After(time.Minute):
+		t.Fatal("migrate did not return after its target died")
+	}
+	if err == nil || !strings.Contains(err.Error(), "runs on node "+from+" again") {
+		t.Fatalf("migrate to a dying node: %v, %q", err, out)
+	}
+	t.Logf("migrate said: %v", err)
+	back := instanceNamed(t, l, name)
+	if back.Spec.Node != from || back.Status.ContainerID != inst.Status.ContainerID {
+		t.Fatalf("after the failed move the instance is on %q with container %q, want %s and %s", back.Spec.Node, back.Status.ContainerID, from, inst.Status.ContainerID)
+	}
+	eventually(t, 20*time.Second, "the instance to answer on "+from, func() bool {
+		_, err := l.Admin("exec", name, "--", "wget", "-qO-", "http://127.0.0.1/")
+		return err == nil
+	})
+	count1, sum1 := memState(t, l, name)
+	if sum1 != sum0 || count1 < count0 {
+		t.Errorf("after the failed move: count %d sum %s, before: count %d sum %s", count1, sum1, count0, sum0)
+	}
+	if n := runningOf(t, l.Host(from), "mem"); n != 1 {
+		t.Errorf("%d containers of mem run on %s, want 1", n, from)
+	}
+	out, _ = l.Admin("events")
+	if !strings.Contains(out, "MigrationFailed") {
+		t.Errorf("no MigrationFailed event:\n%s", out)
+	}
+}
+
+// liveCountersYAML: five counters that a drain with --migrate moves live.
+const liveCountersYAML = `kind: Service
+name: counter
+replicas: 5
+template:
+  image: demo/busybox:1
+  runtime: runc
+  migration: live
+  command: ["sh", "-c", "i=0; while :; do i=$((i+1)); echo $i; usleep 10000; done"]
+  resources: {cpu: 0.1, memory: 32Mi}
+---
+kind: Service
+name: plain
+replicas: 1
+template:
+  image: demo/busybox:1
+  command: ["sleep", "1d"]
+  resources: {cpu: 0.1, memory: 16Mi}
+`
+
+// TestDrainMigrate: berth node drain --migrate moves the five counters
+// of a node live (same instances, counting on) and restarts the
+// instance of the built-in executor elsewhere, saying so.
+func TestDrainMigrate(t *testing.T) {
+	l := startLANOf(t, 1, 2)
+	_, err := l.Admin("node", "cordon", "n2")
+	check(t, err)
+	check(t, l.Apply(liveCountersYAML))
+	before := waitHealthy(t, l, "counter", 5, 60*time.Second)
+	plain := waitHealthy(t, l, "plain", 1, 60*time.Second)[0]
+	_, err = l.Admin("node", "uncordon", "n2")
+	check(t, err)
+	for _, in := range before {
+		eventually(t, 10*time.Second, in.Metadata.Name+" to count", func() bool { return len(counts(t, l, in.Metadata.Name)) >= 5 })
+	}
+
+	out, err := l.Admin("node", "drain", "n1", "--migrate", "--wait", "--timeout", "2m")
+	check(t, err)
+	t.Logf("%s", strings.TrimSpace(out))
+	after := waitHealthy(t, l, "counter", 5, 30*time.Second, "n1")
+	names := map[string]bool{}
+	for _, in := range before {
+		names[in.Metadata.Name] = true
+	}
+	for _, in := range after {
+		if !names[in.Metadata.Name] {
+			t.Errorf("instance %s on %s is new: the drain restarted a counter instead of moving it", in.Metadata.Name, in.Spec.Node)
+			continue
+		}
+		if c := counts(t, l, in.Metadata.Name); len(c) == 0 || c[0] <= 1 {
+			t.Errorf("moved counter %s logged %v: it started over", in.Metadata.Name, c[:min(len(c), 3)])
+		}
+	}
+	moved := waitHealthy(t, l, "plain", 1, 30*time.Second, "n1")[0]
+	if moved.Metadata.Name == plain.Metadata.Name {
+		t.Errorf("the built-in instance %s was not replaced", plain.Metadata.Name)
+	}
+	if runningOf(t, l.Host("n1"), "counter") != 0 {
+		t.Errorf("counters still run on n1")
+	}
+	ev, err := l.Admin("events")
+	check(t, err)
+	if !strings.Contains(ev, "migrating") || !strings.Contains(ev, "restarted, not migrated live") || strings.Count(ev, "Migrated") < 5 {
+		t.Errorf("events do not tell the moves and the restart:\n%s", ev)
+	}
 }
