@@ -21,7 +21,9 @@ import (
 func startLAN(t *testing.T) *lan.LAN { return startLANOf(t, 3, 3) }
 
 // startLANOf starts a LAN of servers and agents.
-func startLANOf(t *testing.T, servers, agents int) *lan.LAN { return startLANWith(t, servers, agents, nil) }
+func startLANOf(t *testing.T, servers, agents int) *lan.LAN {
+	return startLANWith(t, servers, agents, nil)
+}
 
 // startLANWith starts a LAN of servers and agents, running images on
 // every server (with its data dir) after the demo image is built there.
