@@ -196,19 +196,15 @@ func (s *Server) migrate(ctx context.Context, in *api.Instance, from, to string)
 	// From the final dump on, a failure must put the instance back.
 	abort := func(cause error) error {
 		out.Body.Close() // the source's stream stops here
-		errs := []error{cause}
-		for _, n := range []struct {
-			node string
-			tn   *tunnel
-		}{{to, dst}, {from, src}} {
-			if err := s.agentCall(context.WithoutCancel(ctx), n.tn, base+"/abort"); err != nil && !errdefs.IsNotFound(err) {
-				errs = append(errs, fmt.Errorf("abort on node %s: %w", n.node, err))
-			}
+		// A target that cannot be told (it died) drops what it restored
+		// once its assignment fails to come: see the agent's adoptTimeout.
+		if err := s.agentCall(context.WithoutCancel(ctx), dst, base+"/abort"); err != nil && !errdefs.IsNotFound(err) {
+			s.log.Warn("migration: abort on the target", "instance", in.Metadata.Name, "node", to, "err", err)
 		}
-		if len(errs) == 1 {
-			return fmt.Errorf("%w; the instance runs on node %s again", cause, from)
+		if err := s.agentCall(context.WithoutCancel(ctx), src, base+"/abort"); err != nil && !errdefs.IsNotFound(err) {
+			return errors.Join(cause, fmt.Errorf("abort on node %s: %w", from, err))
 		}
-		return errors.Join(errs...)
+		return fmt.Errorf("%w; the instance runs on node %s again", cause, from)
 	}
 	body := &countingReader{r: out.Body}
 	b, err := json.Marshal(in)

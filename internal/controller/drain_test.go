@@ -26,6 +26,11 @@ func TestComputeDrain(t *testing.T) {
 			in("b", api.KindJob, api.PhaseSucceeded), in("c", api.KindService, api.PhaseLost)}, controller.DrainResult{Done: true}},
 		{"services go", []controller.DrainInstance{in("w2", api.KindService, api.PhaseRunning), in("w1", api.KindService, api.PhasePending)},
 			controller.DrainResult{Evict: []string{"default/w1", "default/w2"}}},
+		{"live ones move, others go", []controller.DrainInstance{
+			{Namespace: "default", Name: "c1", Owner: api.KindService, Phase: api.PhaseRunning, Live: true},
+			{Namespace: "default", Name: "c2", Owner: api.KindService, Phase: api.PhaseStarting, Live: true},
+			in("w1", api.KindService, api.PhaseRunning)},
+			controller.DrainResult{Evict: []string{"default/c2", "default/w1"}, Migrate: []string{"default/c1"}}},
 		{"started jobs finish, others go", []controller.DrainInstance{
 			in("j-0-0", api.KindJob, api.PhaseRunning), in("j-1-0", api.KindJob, api.PhaseStarting),
 			in("j-2-0", api.KindJob, api.PhaseScheduled), in("j-3-0", api.KindJob, api.PhasePending),

@@ -177,7 +177,7 @@ func CheckpointConfig(dir string) (Config, error) {
 // rather than failing the dump. A container restored on another node has
 // another address, where they could not go on anyway; their peers see a
 // reset and connect again.
-const criuConfig = "tcp-close\nskip-in-flight\n"
+const criuConfig = "tcp-close\nskip-in-flight\nnetwork-lock skip\n"
 
 // criuConfigPath is where criuConfig is written, beside the containers
 // (a dot name, which List skips).

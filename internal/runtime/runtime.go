@@ -751,7 +751,18 @@ func (r *Runtime) Kill(ctx context.Context, id string, sig syscall.Signal) error
 	if st := r.status(bd, m); st.State != Running {
 		return fmt.Errorf("container %q: %w", id, ErrNotRunning)
 	}
-	return r.exec[m.Executor].kill(ctx, bd, sig)
+	if err := r.exec[m.Executor].kill(ctx, bd, sig); err != nil {
+		// It may have exited between the look and the signal (an external
+		// runtime then refuses, before the shim has reaped it and said
+		// so): that is not running, not a failure.
+		for deadline := time.Now().Add(time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+			if st := r.status(bd, m); st.State != Running {
+				return fmt.Errorf("container %q: %w", id, ErrNotRunning)
+			}
+		}
+		return err
+	}
+	return nil
 }
 
 // Stop sends SIGTERM, waits up to grace for the container to exit, then

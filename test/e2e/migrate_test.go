@@ -98,6 +98,16 @@ func TestMigrateCounter(t *testing.T) {
 		return len(cs) == 0
 	})
 	t.Logf("counter at %d before the move, %d first after it", last, after[0])
+
+	// What cannot be done is refused, naming why, and moves nothing.
+	for _, tc := range []struct{ to, want string }{{to, "already"}, {"nowhere", "nowhere"}} {
+		if _, err := l.Admin("migrate", name, "--to", tc.to); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("migrate --to %s: %v, want an error saying %q", tc.to, err, tc.want)
+		}
+	}
+	if _, err := l.Admin("migrate"); err == nil {
+		t.Errorf("migrate without an instance succeeded")
+	}
 }
 
 var (
@@ -184,32 +194,45 @@ func TestMigrateMemoryThroughVIP(t *testing.T) {
 	to := otherNode(l, from)
 	count0, sum0 := memState(t, l, name)
 
-	// The client polls the VIP until told to stop, one line per request.
-	poll := make(chan string, 1)
+	// The client polls the VIP until told to stop, one line per request
+	// ("COUNT UNIXNANO", or FAIL) into a file the test reads.
+	cexec := func(args ...string) string {
+		out, err := l.Host(client.Spec.Node).Run(append([]string{"container", "exec", client.Status.ContainerID}, args...)...)
+		check(t, err)
+		return out
+	}
+	polled := make(chan struct{})
 	go func() {
-		out, _ := l.Host(client.Spec.Node).Run("container", "exec", client.Status.ContainerID, "sh", "-c",
-			"while [ ! -e /tmp/stop ]; do timeout 2 wget -qO- http://mem.default.berth/ 2>/dev/null || echo FAIL; usleep 2000; done")
-		poll <- out
+		defer close(polled)
+		_, _ = l.Host(client.Spec.Node).Run("container", "exec", client.Status.ContainerID, "sh", "-c",
+			"while [ ! -e /tmp/stop ]; do timeout 2 wget -qO- http://mem.default.berth/ >>/tmp/poll 2>/dev/null || echo FAIL >>/tmp/poll; usleep 2000; done")
 	}()
-	time.Sleep(time.Second) // a baseline of answers before the move
+	t.Cleanup(func() { <-polled })
+	defer cexec("touch", "/tmp/stop")
+	answersSince := func(since time.Time) int {
+		n := 0
+		for _, ln := range strings.Split(cexec("cat", "/tmp/poll"), "\n") {
+			if f := strings.Fields(ln); len(f) == 2 {
+				if at, _ := strconv.ParseInt(f[1], 10, 64); at > since.UnixNano() {
+					n++
+				}
+			}
+		}
+		return n
+	}
+	eventually(t, 20*time.Second, "answers through the VIP", func() bool { return answersSince(time.Time{}) >= 10 })
 
 	out, err := l.Admin("migrate", name, "--to", to)
 	check(t, err)
+	migrated := time.Now()
 	t.Logf("%s", strings.TrimSpace(out))
-	moved := waitHealthy(t, l, "mem", 1, 30*time.Second, from)[0]
-	if moved.Metadata.Name != name || moved.Spec.Node != to {
-		t.Fatalf("after migrate: instance %s on %s, want %s on %s", moved.Metadata.Name, moved.Spec.Node, name, to)
+	moved := instanceNamed(t, l, name)
+	if moved.Spec.Node != to || moved.Status.Phase != api.PhaseRunning {
+		t.Fatalf("after migrate: instance %s on %s, %s, want it on %s", name, moved.Spec.Node, moved.Status.Phase, to)
 	}
-	time.Sleep(time.Second) // answers after the move
-	_, err = l.Host(client.Spec.Node).Run("container", "exec", client.Status.ContainerID, "touch", "/tmp/stop")
-	check(t, err)
-	var lines []string
-	select {
-	case o := <-poll:
-		lines = strings.Split(strings.TrimSpace(o), "\n")
-	case <-time.After(30 * time.Second):
-		t.Fatal("the client's polling did not stop")
-	}
+	eventually(t, 30*time.Second, "answers through the VIP from the moved instance", func() bool { return answersSince(migrated) >= 10 })
+	cexec("touch", "/tmp/stop")
+	lines := strings.Split(strings.TrimSpace(cexec("cat", "/tmp/poll")), "\n")
 
 	count1, sum1 := memState(t, l, name)
 	if sum1 != sum0 {
