@@ -346,6 +346,13 @@ func (a *Agent) serveMigrateIn(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	h := &hold{kind: holdIn}
+	if old := a.holdOf(uid); old != nil && old.kind == holdMoved {
+		// Coming back to a node it left lately: what it left goes first.
+		if err := a.dropRestored(r.Context(), uid, old); err != nil {
+			writeErr(w, err)
+			return
+		}
+	}
 	if !a.setHold(uid, h, false) {
 		writeErr(w, fmt.Errorf("instance %s: %w: it is moving already", uid, errdefs.ErrConflict))
 		return
@@ -457,7 +464,8 @@ func (a *Agent) settle(w http.ResponseWriter, r *http.Request, commit bool) {
 	w.WriteHeader(http.StatusNoContent)
 }
 
-// dropRestored removes a container restored for a move that did not happen.
+// dropRestored removes a container restored for a move that did not
+// happen, or left behind by one that did (holdMoved), and lifts h.
 func (a *Agent) dropRestored(ctx context.Context, uid string, h *hold) error {
 	defer a.liftHold(uid, h)
 	if h.container == "" {

@@ -2,6 +2,7 @@ package cli
 
 import (
 	"fmt"
+	"io"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -41,10 +42,11 @@ runc). If the move fails, the instance runs on where it was.`,
 			if err != nil {
 				return err
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "%s: migrated from %s to %s in %v (downtime %v, %s of images), address %s\n",
-				args[0], m.From, m.To, m.Duration.Round(time.Millisecond), m.Downtime.Round(time.Millisecond),
-				fmt.Sprintf("%.1f MiB", float64(m.Bytes)/(1<<20)), m.IP)
-			return nil
+			return printOut(cmd.OutOrStdout(), g.output, m, func(w io.Writer) {
+				fmt.Fprintf(w, "%s: migrated from %s to %s in %v (downtime %v, %.1f MiB of images), address %s\n",
+					args[0], m.From, m.To, m.Duration.Round(time.Millisecond), m.Downtime.Round(time.Millisecond),
+					float64(m.Bytes)/(1<<20), m.IP)
+			})
 		},
 	}
 	cmd.Flags().StringVar(&to, "to", "", "the node to move it to")
