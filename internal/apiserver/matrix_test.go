@@ -222,6 +222,9 @@ func TestAuthorizationMatrix(t *testing.T) {
 		// The instance runs the built-in executor: an admin is told it cannot move.
 		{name: "attack: migrate an instance", method: "POST", path: at("/v1/namespaces/default/instances/web-{node}/migrate"),
 			want: [callers]int{http.StatusPreconditionFailed, no, no, who, who}},
+		// No agent has a tunnel here: an admin's restore gets that far.
+		{name: "attack: restore an instance", method: "POST", path: at("/v1/namespaces/default/instances/web-{node}/restore"),
+			want: [callers]int{http.StatusServiceUnavailable, no, no, who, who}},
 		{name: "restart an instance", method: "POST", path: at("/v1/namespaces/default/instances/web-{node}/restart"), want: [callers]int{ok, no, no, who, who}},
 		{name: "delete an instance", method: "DELETE", path: at("/v1/namespaces/default/instances/web-{node}"), want: [callers]int{gon, no, no, who, who}},
 		{name: "event about its node", method: "POST", path: at("/v1/namespaces/default/events"),
