@@ -105,29 +105,13 @@ func (p *APIPlane) Heartbeat(ctx context.Context, node string) error {
 }
 
 // WatchAssigned lists the node's assignments, then follows changes; when
-// the watch breaks it returns, and the agent lists again.
+// the watch breaks it returns, and the agent lists again. The list carries
+// each instance's latest status (the container and health it last
+// reported), which a restarted agent takes over.
 func (p *APIPlane) WatchAssigned(ctx context.Context, node string, ch chan<- []Assignment) error {
 	insts, rev, err := p.c.Nodes().Assignments(ctx, node)
 	if err != nil {
 		return err
-	}
-	// An assignment carries the instance as bound, not its latest status;
-	// a restarted agent needs that (the health it last reported) too.
-	if len(insts) > 0 {
-		current, _, err := p.c.Instances().List(ctx, "")
-		if err != nil {
-			return err
-		}
-		byUID := make(map[string]*api.Instance, len(current))
-		for _, in := range current {
-			byUID[in.Metadata.UID] = in
-		}
-		for _, in := range insts {
-			if cur := byUID[in.Metadata.UID]; cur != nil {
-				in.Status.ContainerID, in.Status.Healthy = cur.Status.ContainerID, cur.Status.Healthy
-				in.Status.Reason, in.Status.Message = cur.Status.Reason, cur.Status.Message
-			}
-		}
 	}
 	batch := make([]Assignment, 0, len(insts)+1)
 	for _, in := range insts {
@@ -248,14 +232,7 @@ func (p *APIPlane) InstanceData(ctx context.Context, namespace, name string) (*a
 
 // ReportStatus writes an instance's status.
 func (p *APIPlane) ReportStatus(ctx context.Context, namespace, name, uid string, st Status) error {
-	in := &api.Instance{
-		Metadata: api.Metadata{Namespace: namespace, Name: name},
-		Status: api.InstanceStatus{
-			Phase: st.Phase, IP: st.IP, ContainerID: st.ContainerID, Pid: st.Pid, ExitCode: st.ExitCode,
-			Reason: st.Reason, Message: st.Message, Restarts: st.Restarts, Healthy: st.Healthy,
-			StartedAt: st.StartedAt, FinishedAt: st.FinishedAt, RestartAt: st.RestartAt,
-		},
-	}
+	in := &api.Instance{Metadata: api.Metadata{Namespace: namespace, Name: name}, Status: st.api()}
 	if _, err := p.c.Instances().UpdateStatus(ctx, in); err != nil {
 		if errdefs.IsNotFound(err) {
 			return nil // deleted meanwhile: its assignment's removal is on its way
@@ -263,6 +240,47 @@ func (p *APIPlane) ReportStatus(ctx context.Context, namespace, name, uid string
 		return fmt.Errorf("%s: status: %w", api.Ref(api.KindInstance, namespace, name), err)
 	}
 	return nil
+}
+
+// api is the status as the API records it.
+func (st Status) api() api.InstanceStatus {
+	return api.InstanceStatus{
+		Phase: st.Phase, IP: st.IP, ContainerID: st.ContainerID, Pid: st.Pid, ExitCode: st.ExitCode,
+		Reason: st.Reason, Message: st.Message, Restarts: st.Restarts, Healthy: st.Healthy,
+		StartedAt: st.StartedAt, FinishedAt: st.FinishedAt, RestartAt: st.RestartAt,
+	}
+}
+
+var _ StatusBatcher = (*APIPlane)(nil)
+
+// ReportStatuses sends reports in batches of api.MaxStatusBatch. An
+// instance gone meanwhile is no error, as with ReportStatus; a server
+// without the batch route gets the reports one by one.
+func (p *APIPlane) ReportStatuses(ctx context.Context, node string, reports []StatusReport) []error {
+	errs := make([]error, len(reports))
+	for lo := 0; lo < len(reports); lo += api.MaxStatusBatch {
+		chunk := reports[lo:min(len(reports), lo+api.MaxStatusBatch)]
+		items := make([]api.StatusReport, len(chunk))
+		for i, r := range chunk {
+			items[i] = api.StatusReport{Namespace: r.Namespace, Name: r.Name, UID: r.UID, Status: r.Status.api()}
+		}
+		results, err := p.c.Nodes().ReportStatuses(ctx, node, items)
+		if errdefs.IsNotFound(err) {
+			for i, r := range chunk {
+				errs[lo+i] = p.ReportStatus(ctx, r.Namespace, r.Name, r.UID, r.Status)
+			}
+			continue
+		}
+		for i := range chunk {
+			switch {
+			case err != nil:
+				errs[lo+i] = err
+			case results[i].Error != "" && !results[i].Gone:
+				errs[lo+i] = errors.New(results[i].Error)
+			}
+		}
+	}
+	return errs
 }
 
 var _ SubnetSource = (*APIPlane)(nil)

@@ -24,6 +24,7 @@
 //	POST   /v1/namespaces/{ns}/events              record an event
 //	GET|PUT|DELETE /v1/nodes/{name}, PUT /v1/nodes/{name}/status
 //	GET    /v1/nodes/{name}/assignments            instances bound to the node (?watch=1)
+//	PUT    /v1/nodes/{name}/instancestatus         a batch of the node's instances' status (api.StatusBatch)
 //	POST   /v1/nodes/{name}/cordon|uncordon|drain  see nodeactions.go
 //	POST   /v1/nodes/{name}/certificate            {"csr"}: the node's renewed certificate (the node itself)
 //	POST   /v1/nodes/{name}/revoke                 refuse the node's certificates (admins; DELETE does too)
@@ -177,6 +178,7 @@ func New(cfg Config) *Server {
 	m.HandleFunc("PUT /v1/nodes/{name}/status", s.putStatus)
 	m.HandleFunc("DELETE /v1/nodes/{name}", s.delete)
 	m.HandleFunc("GET /v1/nodes/{name}/assignments", s.assignments)
+	m.HandleFunc("PUT /v1/nodes/{name}/instancestatus", s.putStatusBatch)
 	m.HandleFunc("POST /v1/nodes/{name}/cordon", s.cordonNode)
 	m.HandleFunc("POST /v1/nodes/{name}/uncordon", s.uncordonNode)
 	m.HandleFunc("POST /v1/nodes/{name}/drain", s.drainNode)
@@ -187,6 +189,7 @@ func New(cfg Config) *Server {
 	m.HandleFunc("POST /v1/tokens", s.createToken)
 	m.HandleFunc("DELETE /v1/tokens/{id}", s.revokeToken)
 	s.routeRemote(m)
+	s.routeProfiling()
 	s.mux = m
 	return s
 }
@@ -630,6 +633,10 @@ func (s *Server) putStatus(w http.ResponseWriter, r *http.Request) {
 				writeError(w, err)
 				return
 			}
+			if cur, ok := s.heartbeatOnly(r.Context(), n); ok && rev == 0 {
+				writeJSON(w, http.StatusOK, cur)
+				return
+			}
 		}
 	}
 	if id, _ := IdentityFrom(r.Context()); id.Node != "" && t.kind == api.KindInstance {
@@ -850,7 +857,7 @@ func (s *Server) assignments(w http.ResponseWriter, r *http.Request) {
 		s.serveWatch(w, r, s.store.WatchAssignments(r.Context(), node, startAt(after)))
 		return
 	}
-	items, rev, err := s.store.Assignments(r.Context(), node)
+	items, rev, err := s.store.AssignmentsCurrent(r.Context(), node)
 	if err != nil {
 		writeError(w, err)
 		return
