@@ -143,6 +143,8 @@ func TestValidateService(t *testing.T) {
 		}, "template.health"},
 		{"bad restart", func(s *Service) { s.Spec.Template.Restart = "sometimes" }, "template.restart"},
 		{"bad pull policy", func(s *Service) { s.Spec.Template.PullPolicy = "Sometimes" }, "template.pullPolicy"},
+		{"bad migration", func(s *Service) { s.Spec.Template.Migration = "teleport" }, "template.migration"},
+		{"live migration of the built-in executor", func(s *Service) { s.Spec.Template.Migration = MigrationLive }, "template.migration"},
 		{"relative volume", func(s *Service) {
 			s.Spec.Template.Volumes = []VolumeMount{{HostPath: "data", Path: "/data"}}
 		}, "template.volumes[0].hostPath"},

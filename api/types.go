@@ -36,6 +36,10 @@ type NodeSpec struct {
 	// it clears Draining (leaving Unschedulable) once none are left.
 	// A draining node is always unschedulable.
 	Draining bool `json:"draining,omitempty"`
+	// DrainMigrate, with Draining, moves instances whose template says
+	// migration: live to other nodes with their memory (CRIU) rather
+	// than restarting them there.
+	DrainMigrate bool `json:"drainMigrate,omitempty"`
 }
 
 // NodeReportedLabelPrefix starts the labels a node reports about itself
@@ -247,6 +251,10 @@ type Template struct {
 	EnvFrom []EnvFromSource `json:"envFrom,omitempty"`
 	// Runtime picks an OCI runtime other than the built-in one ("runc").
 	Runtime string `json:"runtime,omitempty"`
+	// Migration is what a drain with --migrate does with a running
+	// instance: restart (the default) or live (MigrationLive, which needs
+	// runtime: runc). Changing it restarts nothing.
+	Migration string `json:"migration,omitempty"`
 	// UserNS runs the container in a user namespace of its own: its root
 	// is root only inside, an unprivileged host id outside, from a range
 	// no other container on the node holds (Kubernetes' hostUsers: false).
@@ -642,6 +650,7 @@ const (
 // Hash identifies the template: instances made from another are replaced
 // (a rollout, or a restart asked for through RestartedAt).
 func (t Template) Hash() string {
+	t.Migration = "" // a policy for moves, not what runs
 	b, _ := json.Marshal(t)
 	sum := sha256.Sum256(b)
 	return hex.EncodeToString(sum[:6])

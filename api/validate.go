@@ -175,6 +175,15 @@ func validateTemplate(e *errs, prefix string, t *Template) {
 	default:
 		e.add(join(prefix, "pullPolicy"), "must be IfNotPresent, Always or Never, got %q", t.PullPolicy)
 	}
+	switch t.Migration {
+	case "", MigrationRestart:
+	case MigrationLive:
+		if err := t.LiveMigratable(); err != nil {
+			e.add(join(prefix, "migration"), "live: %v", err)
+		}
+	default:
+		e.add(join(prefix, "migration"), "must be live or restart, got %q", t.Migration)
+	}
 	for k := range t.Env {
 		if !envName().MatchString(k) {
 			e.add(join(prefix, "env"), "invalid variable name %q", k)

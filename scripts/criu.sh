@@ -1,17 +1,23 @@
 #!/usr/bin/env bash
-# Builds CRIU 4.1.1 into /usr/local/sbin when no working criu is on PATH.
-# Debian 12's criu 3.17 fails `criu check` on newer kernels (rt vDSO bounds, fixed in 4.1) and
-# trixie's binary needs a newer libc, so the source comes from Debian's archive (trixie deb-src,
-# through a private apt config so the system's lists stay untouched) and is built with bookworm's
-# build dependencies. Idempotent: with a working criu it does nothing.
+# Builds CRIU 4.2.1 into /usr/local/sbin when no working criu of at least that version is on PATH.
+# Debian 12's criu 3.17 fails `criu check` on newer kernels (rt vDSO bounds, fixed in 4.1), and
+# CRIU before 4.2 cannot dump a process with an inet socket on Linux 6.16+ ("Can't get 1:16 opt":
+# the kernel restricted SO_PASSCRED/SO_PASSSEC to unix and netlink sockets). No Debian release
+# ships 4.2 as a binary for bookworm's libc, so the source comes from Debian's archive (unstable's
+# deb-src, through a private apt config so the system's lists stay untouched), checked against the
+# sum its Sources index gives, and is built with bookworm's build dependencies. Idempotent: with a
+# working criu of that version it does nothing.
 set -euo pipefail
 
-if command -v criu >/dev/null 2>&1 && criu check >/dev/null 2>&1; then
+version=4.2.1
+# criu --version prints "Version: X.Y[.Z]"; sort -V finds the older of the two.
+have="$(criu --version 2>/dev/null | sed -n 's/^Version: //p' || true)"
+if [ -n "$have" ] && [ "$(printf '%s\n%s\n' "$version" "$have" | sort -V | head -1)" = "$version" ] &&
+	criu check >/dev/null 2>&1; then
 	exit 0
 fi
 
-version=4.1.1
-sum=f80a66cb3726bb2116266d4759ce3bcbfab7abdb6b6d430bf20dd41911717afe
+sum=29ec0ee09e296479fe7048c80980e8ef1d0684d0b0204c2b101dfea19f6725b9
 build_deps=(libprotobuf-c-dev protobuf-c-compiler libprotobuf-dev protobuf-compiler libnl-3-dev
 	libnet1-dev libcap-dev libbsd-dev libgnutls28-dev libnftables-dev pkgconf uuid-dev
 	python3-protobuf xz-utils gcc make)
@@ -34,7 +40,7 @@ trap 'rm -rf "$work"' EXIT
 # apt fetches as _apt, which must reach the private lists.
 chmod 0755 "$work"
 mkdir -p "$work/lists/partial" "$work/src"
-echo "deb-src http://deb.debian.org/debian trixie main" >"$work/sources.list"
+echo "deb-src http://deb.debian.org/debian unstable main" >"$work/sources.list"
 apt_opts=(-o "Dir::Etc::sourcelist=$work/sources.list" -o "Dir::Etc::sourceparts=-"
 	-o "Dir::State::Lists=$work/lists" -o "APT::Get::List-Cleanup=0")
 

@@ -222,6 +222,10 @@ func (c *Client) send(ctx context.Context, method, path string, header http.Head
 	return nil, errorFrom(method, path, resp)
 }
 
+// ErrorFrom reads the error an answer of the API (or of an agent, which
+// answers the same way) carries.
+func ErrorFrom(method, path string, resp *http.Response) error { return errorFrom(method, path, resp) }
+
 // errorFrom reads the error a server answered.
 func errorFrom(method, path string, resp *http.Response) error {
 	b, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))

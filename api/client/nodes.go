@@ -25,6 +25,12 @@ func (n NodeClient) Drain(ctx context.Context, name string) (*api.Node, error) {
 	return n.action(ctx, name, "drain")
 }
 
+// DrainMigrate is Drain moving the instances whose template says
+// migration: live with their memory (CRIU) rather than restarting them.
+func (n NodeClient) DrainMigrate(ctx context.Context, name string) (*api.Node, error) {
+	return n.action(ctx, name, "drain?migrate=1")
+}
+
 func (n NodeClient) action(ctx context.Context, name, action string) (*api.Node, error) {
 	var out api.Node
 	if err := n.c.do(ctx, http.MethodPost, objectPath(api.KindNode, "", name)+"/"+action, nil, nil, &out); err != nil {

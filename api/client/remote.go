@@ -285,6 +285,41 @@ func (c *Client) Checkpoint(ctx context.Context, namespace, name string) (io.Rea
 	return resp.Body, nil
 }
 
+// Restore puts an instance's running container back to a checkpoint of
+// it (what Checkpoint returned, read from r) on its node.
+func (c *Client) Restore(ctx context.Context, namespace, name string, r io.Reader) (*api.MigrationRestored, error) {
+	p := instancePath(namespace, name, "restore")
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.base+p, r)
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Content-Type", "application/gzip")
+	resp, err := c.doRaw(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	var out api.MigrationRestored
+	if err := json.NewDecoder(resp.Body).Decode(&out); err != nil {
+		return nil, fmt.Errorf("POST %s: %w", p, err)
+	}
+	return &out, nil
+}
+
+// Migrate moves a running instance to node to (any other Ready,
+// schedulable node when empty) with CRIU, keeping its processes' memory.
+func (c *Client) Migrate(ctx context.Context, namespace, name, to string) (*api.Migration, error) {
+	p := instancePath(namespace, name, "migrate")
+	if to != "" {
+		p += "?to=" + url.QueryEscape(to)
+	}
+	var out api.Migration
+	if err := c.do(ctx, http.MethodPost, p, nil, nil, &out); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
 // CopyTo unpacks the tar stream tr into directory dir of an instance's container.
 func (c *Client) CopyTo(ctx context.Context, namespace, name, dir string, tr io.Reader) error {
 	path := instancePath(namespace, name, "cp") + "?path=" + url.QueryEscape(dir)

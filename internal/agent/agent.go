@@ -260,6 +260,10 @@ type Agent struct {
 	desired  map[string]*Instance // by UID
 	reported map[string]Status    // last status sent, by UID
 	probes   map[string]*prober   // by container ID
+	// holds keep moving instances from the reconciler (see migrate.go),
+	// by UID; touched names containers changed outside the loop.
+	holds   map[string]*hold
+	touched map[string]bool
 
 	net         Network // nil without Config.Network
 	netReleased bool    // stale attachments freed since start
@@ -350,8 +354,15 @@ func (a *Agent) Run(ctx context.Context) error {
 		case id := <-a.exits:
 			delete(a.watched, id)
 			a.dirty[id] = true
-			// An exited container keeps its record (for logs) but not its address.
-			a.detach(ctx, id)
+			// An exited container keeps its record (for logs) but not its
+			// address, unless a migration dumped it: an abort restores it
+			// here, in its network namespace.
+			a.mu.Lock()
+			moving := a.frozenLocked(a.containers[id].Labels[labelUID])
+			a.mu.Unlock()
+			if !moving {
+				a.detach(ctx, id)
+			}
 		case id := <-a.done:
 			delete(a.stopping, id)
 			a.dirty[id] = true
@@ -513,6 +524,9 @@ func (a *Agent) apply(batch []Assignment) {
 		case as.Deleted != "":
 			delete(a.desired, as.Deleted)
 			delete(a.reported, as.Deleted)
+			if h := a.holds[as.Deleted]; h != nil && h.kind == holdMoved {
+				delete(a.holds, as.Deleted) // the watch has caught up with the move
+			}
 		}
 	}
 }

@@ -63,6 +63,7 @@ func (p *APIPlane) register(ctx context.Context, n NodeInfo) error {
 	if cur, err := p.c.Nodes().Get(ctx, "", n.Name); err == nil {
 		node.Metadata.Revision = cur.Metadata.Revision
 		node.Spec.PodSubnet, node.Spec.Unschedulable, node.Spec.Draining = cur.Spec.PodSubnet, cur.Spec.Unschedulable, cur.Spec.Draining
+		node.Spec.DrainMigrate = cur.Spec.DrainMigrate
 		node.Spec.CapacityLimit = cur.Spec.CapacityLimit
 		for k, v := range cur.Metadata.Labels {
 			if !strings.HasPrefix(k, api.NodeReportedLabelPrefix) {

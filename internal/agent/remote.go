@@ -26,6 +26,8 @@ import (
 //	GET /v1/instances/{uid}/portforward  WebSocket to ?port= on the container's loopback
 //	GET /v1/instances/{uid}/stats        client.InstanceStats
 //	POST /v1/instances/{uid}/checkpoint  a CRIU dump (gzipped tar), the container left running
+//	POST /v1/instances/{uid}/restore     the container put back to the checkpoint in the body
+//	POST|PUT /v1/instances/{uid}/migrate[/commit|/abort]  live migration (migrate.go)
 //	GET /metrics                         the agent's Prometheus metrics
 
 // RemoteHandler serves the instance subresources from this node's runtime.
@@ -40,6 +42,11 @@ func (a *Agent) RemoteHandler(metrics http.Handler) http.Handler {
 	m.HandleFunc("GET /v1/instances/{uid}/portforward", a.servePortForward)
 	m.HandleFunc("GET /v1/instances/{uid}/stats", a.serveStats)
 	m.HandleFunc("POST /v1/instances/{uid}/checkpoint", a.serveCheckpoint)
+	m.HandleFunc("POST /v1/instances/{uid}/restore", a.serveRestore)
+	m.HandleFunc("POST /v1/instances/{uid}/migrate", a.serveMigrateOut)
+	m.HandleFunc("PUT /v1/instances/{uid}/migrate", a.serveMigrateIn)
+	m.HandleFunc("POST /v1/instances/{uid}/migrate/commit", a.serveMigrateCommit)
+	m.HandleFunc("POST /v1/instances/{uid}/migrate/abort", a.serveMigrateAbort)
 	if metrics != nil {
 		m.Handle("GET /metrics", metrics)
 	}

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/berth-dev/berth/api"
+	"github.com/berth-dev/berth/api/errdefs"
 	"github.com/berth-dev/berth/internal/agent/reconcile"
 	"github.com/berth-dev/berth/internal/metrics"
 	"github.com/berth-dev/berth/internal/runtime"
@@ -64,6 +65,11 @@ type startFailure struct {
 func (a *Agent) sync(ctx context.Context) time.Time {
 	now := a.cfg.Clock()
 	t0 := time.Now()
+	// Before observing: a restored instance now assigned here must be
+	// seen with its container.
+	a.mu.Lock()
+	a.settleHoldsLocked(now)
+	a.mu.Unlock()
 	if err := a.refresh(ctx); err != nil {
 		a.log.Error("list containers", "err", err)
 		return now.Add(time.Second)
@@ -73,6 +79,9 @@ func (a *Agent) sync(ctx context.Context) time.Time {
 	desired := make([]reconcile.Desired, 0, len(a.desired))
 	insts := make(map[string]*Instance, len(a.desired))
 	for uid, inst := range a.desired {
+		if a.holds[uid] != nil {
+			continue // moving to or from this node: see migrate.go
+		}
 		desired = append(desired, reconcile.Desired{Key: inst.Key(), UID: uid, Restart: inst.Restart, Template: inst.Template})
 		insts[uid] = inst
 	}
@@ -149,7 +158,7 @@ func (a *Agent) startAll(ctx context.Context, starts []reconcile.Action, insts m
 		sem <- struct{}{}
 		wg.Go(func() {
 			defer func() { <-sem }()
-			results[i].st, results[i].err = a.start(ctx, insts[act.UID], act.Attempt)
+			results[i].st, results[i].err = a.start(ctx, insts[act.UID], act.Attempt, "")
 		})
 	}
 	wg.Wait()
@@ -183,6 +192,12 @@ func earliest(a, b time.Time) time.Time {
 // refresh brings the container cache up to date: everything after a
 // resync, else only the containers named dirty by exit and stop events.
 func (a *Agent) refresh(ctx context.Context) error {
+	a.mu.Lock()
+	for id := range a.touched {
+		a.dirty[id] = true
+	}
+	clear(a.touched)
+	a.mu.Unlock()
 	if a.full || a.containers == nil {
 		list, err := a.listContainers(ctx)
 		if err != nil {
@@ -265,6 +280,12 @@ func (a *Agent) observe() ([]reconcile.Container, map[string]runtime.Status) {
 		if uid == "" {
 			continue // not one of ours (a "berth container run" container)
 		}
+		a.mu.Lock()
+		moving := a.frozenLocked(uid)
+		a.mu.Unlock()
+		if moving {
+			continue
+		}
 		attempt, _ := strconv.Atoi(st.Labels[labelAttempt])
 		byID[st.ID] = st
 		c := reconcile.Container{
@@ -293,7 +314,10 @@ func (a *Agent) observe() ([]reconcile.Container, map[string]runtime.Status) {
 	return out, byID
 }
 
-func (a *Agent) start(ctx context.Context, inst *Instance, attempt int) (runtime.Status, error) {
+// start runs attempt attempt of inst; with restoreFrom, a directory of
+// CRIU images (a migration), the container is restored from them instead
+// of starting its process anew.
+func (a *Agent) start(ctx context.Context, inst *Instance, attempt int, restoreFrom string) (runtime.Status, error) {
 	if inst.Image == "" {
 		return runtime.Status{}, errNoImage
 	}
@@ -373,7 +397,17 @@ func (a *Agent) start(ctx context.Context, inst *Instance, attempt int) (runtime
 		return runtime.Status{}, fmt.Errorf("start %s: %w", id, err)
 	}
 	t1 := time.Now()
-	st, err := a.cfg.Runtime.Run(ctx, c)
+	var st runtime.Status
+	if restoreFrom != "" {
+		mg, ok := a.cfg.Runtime.(Migrator)
+		if !ok {
+			err = fmt.Errorf("start %s: %w: this node's runtime cannot restore checkpoints", id, errdefs.ErrFailedPrecondition)
+		} else {
+			st, err = mg.RestoreAs(ctx, c, restoreFrom)
+		}
+	} else {
+		st, err = a.cfg.Runtime.Run(ctx, c)
+	}
 	if err != nil {
 		metrics.ContainerStartFailures.Inc()
 		_ = a.cfg.Images.Release(context.WithoutCancel(ctx), id)
@@ -478,8 +512,9 @@ func (a *Agent) report(ctx context.Context, insts map[string]*Instance, byID map
 		st := a.statusOf(inst, latest[uid], now)
 		a.mu.Lock()
 		prev, sent := a.reported[uid]
+		held := a.holds[uid] != nil // moving since the pass began: its container is out of byID
 		a.mu.Unlock()
-		if sent && prev == st {
+		if held || (sent && prev == st) {
 			continue
 		}
 		todo = append(todo, pending{inst, st})

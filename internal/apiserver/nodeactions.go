@@ -3,7 +3,9 @@ package apiserver
 // Node actions:
 //
 //	POST /v1/nodes/{name}/cordon     keep new instances off the node
-//	POST /v1/nodes/{name}/drain      cordon, and move the node's instances off it
+//	POST /v1/nodes/{name}/drain      cordon, and move the node's instances off it;
+//	                                 ?migrate=1 moves those whose template says
+//	                                 migration: live with CRIU (spec.drainMigrate)
 //	POST /v1/nodes/{name}/uncordon   schedulable again; ends a drain in progress
 //
 // A drain is a cluster-wide lock in the spirit of a reboot lock: at most
@@ -59,7 +61,7 @@ func (s *Server) cordonNode(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) uncordonNode(w http.ResponseWriter, r *http.Request) {
-	s.nodeAction(w, r, "uncordon", func(n *api.Node) { n.Spec.Unschedulable, n.Spec.Draining = false, false })
+	s.nodeAction(w, r, "uncordon", func(n *api.Node) { n.Spec.Unschedulable, n.Spec.Draining, n.Spec.DrainMigrate = false, false, false })
 }
 
 // nodeAction changes one node's spec, under the request's revision
@@ -89,7 +91,16 @@ func (s *Server) drainNode(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	n, err := DrainNode(r.Context(), s.store, t.name, s.MaxDraining())
+	var migrate bool
+	switch q := r.URL.Query().Get("migrate"); q {
+	case "", "0", "false":
+	case "1", "true":
+		migrate = true
+	default:
+		writeError(w, &api.ValidationError{Fields: []api.FieldError{{Field: "migrate", Reason: fmt.Sprintf("must be 1 or 0, got %q", q)}}})
+		return
+	}
+	n, err := DrainNode(r.Context(), s.store, t.name, s.MaxDraining(), migrate)
 	if err != nil {
 		writeError(w, err)
 		return
@@ -106,7 +117,11 @@ func (s *Server) drainNode(w http.ResponseWriter, r *http.Request) {
 // lowest name too (unchanged), both at the revisions its check read
 // them at: of two drains, the second to commit finds that node changed
 // and reads again, and then sees the first one's node draining.
-func DrainNode(ctx context.Context, st *store.Store, node string, limit int) (*api.Node, error) {
+//
+// With migrate, instances whose template says migration: live move with
+// their memory (spec.drainMigrate); asked of a node draining already, it
+// turns that on.
+func DrainNode(ctx context.Context, st *store.Store, node string, limit int, migrate bool) (*api.Node, error) {
 	if limit < 1 {
 		limit = DefaultMaxDraining
 	}
@@ -132,15 +147,16 @@ func DrainNode(ctx context.Context, st *store.Store, node string, limit int) (*a
 		if target == nil {
 			return nil, fmt.Errorf("drain %s: %w", ref, errdefs.ErrNotFound)
 		}
-		if target.Spec.Draining {
+		if target.Spec.Draining && (target.Spec.DrainMigrate || !migrate) {
 			return target, nil
 		}
-		if len(draining) >= limit {
+		if len(draining) >= limit && !target.Spec.Draining {
 			slices.Sort(draining)
 			return nil, fmt.Errorf("drain %s: %w: %d of at most %d nodes are draining already (%s); wait until they are drained, or uncordon one",
 				ref, errdefs.ErrConflict, len(draining), limit, strings.Join(draining, ", "))
 		}
 		target.Spec.Unschedulable, target.Spec.Draining = true, true
+		target.Spec.DrainMigrate = target.Spec.DrainMigrate || migrate
 		txn := st.Txn().Update(target, target.Metadata.Revision)
 		if anchor != target {
 			txn.Update(anchor, anchor.Metadata.Revision)

@@ -325,6 +325,8 @@ func admitOwnNode(node string, in, stored *api.Node) (capped []string, err error
 		return nil, deny("spec.unschedulable", fmt.Sprintf("admins cordon and uncordon (it is %t)", cur.Unschedulable))
 	case in.Spec.Draining != cur.Draining:
 		return nil, deny("spec.draining", fmt.Sprintf("admins drain (it is %t)", cur.Draining))
+	case in.Spec.DrainMigrate != cur.DrainMigrate:
+		return nil, deny("spec.drainMigrate", fmt.Sprintf("admins drain (it is %t)", cur.DrainMigrate))
 	}
 	for k, v := range in.Metadata.Labels {
 		if strings.HasPrefix(k, api.NodeReportedLabelPrefix) {

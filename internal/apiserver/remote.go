@@ -33,6 +33,9 @@ import (
 //	PUT  /v1/namespaces/{ns}/instances/{name}/cp?path=DIR  unpack the body's tar into DIR
 //	GET  /v1/namespaces/{ns}/instances/{name}/portforward  WebSocket; ?port=
 //	GET  /v1/namespaces/{ns}/instances/{name}/stats        client.InstanceStats
+//	POST /v1/namespaces/{ns}/instances/{name}/checkpoint   a CRIU dump (gzipped tar), left running
+//	POST /v1/namespaces/{ns}/instances/{name}/restore      the body's checkpoint put back in place
+//	POST /v1/namespaces/{ns}/instances/{name}/migrate      api.Migration; ?to=NODE (migrate.go)
 //	GET  /v1/nodes/{name}/metrics                          the node agent's Prometheus metrics
 //	GET  /v1/tunnel/{node}                                 Upgrade: berth-tunnel (agents only)
 //
@@ -66,9 +69,13 @@ type tunnels struct {
 }
 
 type tunnel struct {
-	sess  *yamux.Session
-	proxy *httputil.ReverseProxy
+	sess      *yamux.Session
+	proxy     *httputil.ReverseProxy
+	transport *http.Transport
 }
+
+// client makes requests of the node's agent (http://agent/...) itself.
+func (t *tunnel) client() *http.Client { return &http.Client{Transport: t.transport} }
 
 func (t *tunnels) get(node string) *tunnel {
 	t.mu.Lock()
@@ -119,6 +126,8 @@ func (s *Server) routeRemote(m *http.ServeMux) {
 	}
 	m.HandleFunc("PUT /v1/namespaces/{ns}/instances/{name}/cp", s.instanceOp("cp"))
 	m.HandleFunc("POST /v1/namespaces/{ns}/instances/{name}/checkpoint", s.instanceOp("checkpoint"))
+	m.HandleFunc("POST /v1/namespaces/{ns}/instances/{name}/restore", s.instanceOp("restore"))
+	m.HandleFunc("POST /v1/namespaces/{ns}/instances/{name}/migrate", s.migrateInstance)
 	m.HandleFunc("GET /v1/nodes/{name}/metrics", s.nodeMetrics)
 	s.Mount(tunnelPrefix, http.HandlerFunc(s.serveTunnel))
 }
@@ -161,16 +170,16 @@ func (s *Server) serveTunnel(w http.ResponseWriter, r *http.Request) {
 		conn.Close()
 		return
 	}
-	tn := &tunnel{sess: sess}
+	tn := &tunnel{sess: sess, transport: &http.Transport{
+		DialContext:         func(context.Context, string, string) (net.Conn, error) { return sess.Open() },
+		MaxIdleConnsPerHost: 16,
+		IdleConnTimeout:     time.Minute,
+	}}
 	tn.proxy = &httputil.ReverseProxy{
 		Rewrite: func(pr *httputil.ProxyRequest) {
 			pr.Out.Header.Del("Authorization")
 		},
-		Transport: &http.Transport{
-			DialContext:         func(context.Context, string, string) (net.Conn, error) { return sess.Open() },
-			MaxIdleConnsPerHost: 16,
-			IdleConnTimeout:     time.Minute,
-		},
+		Transport: tn.transport,
 		// Streams (logs -f) go out as they come.
 		FlushInterval: -1,
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
@@ -220,7 +229,7 @@ func (s *Server) instanceOp(op string) http.HandlerFunc {
 			return
 		}
 		metrics.RemoteStreams.WithLabelValues(op).Inc()
-		if op == "exec" || op == "attach" || op == "checkpoint" || (op == "cp" && r.Method == http.MethodPut) {
+		if op == "exec" || op == "attach" || op == "checkpoint" || op == "restore" || (op == "cp" && r.Method == http.MethodPut) {
 			// The event is written beside the operation, not before it:
 			// an etcd write (a disk sync) in front of every exec was the
 			// longest wait of a remote exec's tail. The handler still
@@ -263,6 +272,8 @@ func (s *Server) recordRemoteOp(r *http.Request, in *api.Instance, op string) {
 		reason, msg = "Attach", fmt.Sprintf("%s attached on node %s", who, in.Spec.Node)
 	case "checkpoint":
 		reason, msg = "Checkpoint", fmt.Sprintf("%s checkpointed the instance on node %s", who, in.Spec.Node)
+	case "restore":
+		reason, msg = "Restore", fmt.Sprintf("%s restored the instance from a checkpoint on node %s", who, in.Spec.Node)
 	case "cp":
 		reason, msg = "CopyIn", fmt.Sprintf("%s copied files into %s on node %s", who, q.Get("path"), in.Spec.Node)
 	}

@@ -160,3 +160,44 @@ The instance's service must use an executor with CRIU support (runtime: runc).`,
 	cmd.Flags().StringVarP(&output, "output", "o", "", "write the checkpoint to FILE")
 	return cmd
 }
+
+func newRestoreCmd(g *globals) *cobra.Command {
+	var input string
+	cmd := &cobra.Command{
+		Use:   "restore INSTANCE --input FILE",
+		Short: "Put a running instance back to a checkpoint of it, on its node",
+		Long: `Put a running instance's processes back to the state "berth checkpoint
+INSTANCE --output FILE" saved: on its node, its container is stopped and
+restored from FILE with CRIU, keeping its name, address and container.
+The checkpoint must be of the container the instance runs now (not of one
+before a restart). To move an instance to another node, use berth migrate.`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if input == "" {
+				return errors.New("restore: --input FILE is required")
+			}
+			ctx := cmd.Context()
+			c, err := g.client(ctx)
+			if err != nil {
+				return err
+			}
+			ns, name, err := g.refOf(args[0], api.KindInstance)
+			if err != nil {
+				return err
+			}
+			f, err := os.Open(input)
+			if err != nil {
+				return fmt.Errorf("--input: %w", err)
+			}
+			defer f.Close()
+			res, err := c.Restore(ctx, ns, name, f)
+			if err != nil {
+				return fmt.Errorf("restore %s from %s: %w", args[0], input, err)
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "%s: restored from %s (pid %d)\n", args[0], input, res.Pid)
+			return nil
+		},
+	}
+	cmd.Flags().StringVarP(&input, "input", "i", "", "the checkpoint FILE (from berth checkpoint --output)")
+	return cmd
+}

@@ -165,7 +165,7 @@ func newNodeCordonCmd(g *globals, cordon bool) *cobra.Command {
 }
 
 func newNodeDrainCmd(g *globals) *cobra.Command {
-	var wait bool
+	var wait, migrate bool
 	var timeout, every time.Duration
 	cmd := &cobra.Command{
 		Use:   "drain NAME",
@@ -175,9 +175,15 @@ func newNodeDrainCmd(g *globals) *cobra.Command {
 Service instances on the node are replaced on other nodes; job instances
 that have started are left to finish. The drain is refused while the
 server's limit of nodes drain already. With --wait, the command follows
-the drain until nothing is left on the node.`,
+the drain until nothing is left on the node.
+
+With --migrate, running service instances whose template says
+"migration: live" (and runtime: runc) move to other nodes with their
+memory, one at a time (see berth migrate); the others are restarted
+elsewhere as without it.`,
 		Example: `  berth node drain n1
-  berth node drain n1 --wait --timeout 10m`,
+  berth node drain n1 --wait --timeout 10m
+  berth node drain n1 --migrate --wait`,
 		Args:              cobra.ExactArgs(1),
 		ValidArgsFunction: g.completeFirst(api.KindNode),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -189,10 +195,11 @@ the drain until nothing is left on the node.`,
 			if err != nil {
 				return err
 			}
-			return drain(cmd.Context(), c, cmd.OutOrStdout(), r.name, wait, timeout, every)
+			return drain(cmd.Context(), c, cmd.OutOrStdout(), r.name, migrate, wait, timeout, every)
 		},
 	}
 	cmd.Flags().BoolVar(&wait, "wait", false, "wait until the node is drained")
+	cmd.Flags().BoolVar(&migrate, "migrate", false, "move instances whose template says migration: live with their memory")
 	cmd.Flags().DurationVar(&timeout, "timeout", 5*time.Minute, "with --wait, how long to wait (0: no limit)")
 	cmd.Flags().DurationVar(&every, "interval", time.Second, "with --wait, how often to check")
 	_ = cmd.Flags().MarkHidden("interval")
@@ -218,8 +225,12 @@ func drainProgress(left []*api.Instance) string {
 	return s
 }
 
-func drain(ctx context.Context, c *client.Client, w io.Writer, name string, wait bool, timeout, every time.Duration) error {
-	if _, err := c.Nodes().Drain(ctx, name); err != nil {
+func drain(ctx context.Context, c *client.Client, w io.Writer, name string, migrate, wait bool, timeout, every time.Duration) error {
+	start := c.Nodes().Drain
+	if migrate {
+		start = c.Nodes().DrainMigrate
+	}
+	if _, err := start(ctx, name); err != nil {
 		if errdefs.IsConflict(err) {
 			return err // the drain limit: the message names the nodes draining
 		}

@@ -25,6 +25,14 @@ import (
 //     batch shard throws its work away. The drain waits for them, and an
 //     event (DrainWaiting) names them.
 //
+// With spec.drainMigrate, running service instances whose template says
+// migration: live (and whose executor can checkpoint) are moved with
+// their memory instead, one at a time per node, through Options.Migrate;
+// one whose move fails is restarted elsewhere like the others (the
+// failure is an event on the instance). Instances that cannot move live
+// (migration: restart, the built-in executor) are restarted, as a drain
+// without --migrate does, and the NodeDraining event says which.
+//
 // When nothing live is left on the node, the drain is finished: spec.draining
 // goes back to false, spec.unschedulable stays, and a NodeDrained event
 // says so. Uncordoning the node makes it schedulable again.
@@ -35,6 +43,10 @@ type DrainInstance struct {
 	Name      string
 	Owner     api.Kind
 	Phase     api.Phase
+	// Live says the instance is to move with its memory: the drain
+	// migrates, its template says migration: live and it can, and no
+	// move of it has failed.
+	Live bool
 }
 
 // Key names the instance as "namespace/name".
@@ -44,6 +56,8 @@ func (i DrainInstance) Key() string { return i.Namespace + "/" + i.Name }
 type DrainResult struct {
 	// Evict names ("namespace/name") the instances to delete now.
 	Evict []string
+	// Migrate names the instances to move live to other nodes.
+	Migrate []string
 	// Waiting names the job instances the drain waits to finish.
 	Waiting []string
 	// Done says nothing is left on the node: the drain is finished.
@@ -57,6 +71,8 @@ func ComputeDrain(insts []DrainInstance) DrainResult {
 	for _, in := range insts {
 		switch {
 		case in.Phase.Terminal():
+		case in.Live && in.Owner == api.KindService && in.Phase == api.PhaseRunning:
+			res.Migrate = append(res.Migrate, in.Key())
 		case in.Owner == api.KindJob && in.Phase != api.PhasePending && in.Phase != api.PhaseScheduled:
 			res.Waiting = append(res.Waiting, in.Key())
 		default:
@@ -64,8 +80,9 @@ func ComputeDrain(insts []DrainInstance) DrainResult {
 		}
 	}
 	sort.Strings(res.Evict)
+	sort.Strings(res.Migrate)
 	sort.Strings(res.Waiting)
-	res.Done = len(res.Evict) == 0 && len(res.Waiting) == 0
+	res.Done = len(res.Evict) == 0 && len(res.Migrate) == 0 && len(res.Waiting) == 0
 	return res
 }
 
@@ -113,11 +130,21 @@ func (m *Manager) drainPass(ctx context.Context, sn *snapshot) error {
 	}
 	sort.Strings(names)
 	on := map[string][]DrainInstance{}
+	var notLive []string
 	for _, in := range sn.instances {
-		if draining[in.Spec.Node] != nil {
-			on[in.Spec.Node] = append(on[in.Spec.Node], DrainInstance{Namespace: in.Metadata.Namespace,
-				Name: in.Metadata.Name, Owner: in.Spec.Owner.Kind, Phase: phaseOf(in)})
+		n := draining[in.Spec.Node]
+		if n == nil {
+			continue
 		}
+		di := DrainInstance{Namespace: in.Metadata.Namespace, Name: in.Metadata.Name, Owner: in.Spec.Owner.Kind, Phase: phaseOf(in)}
+		if n.Spec.DrainMigrate && m.opt.Migrate != nil && in.Spec.Template.Migration == api.MigrationLive {
+			if err := in.Spec.Template.LiveMigratable(); err != nil {
+				notLive = append(notLive, fmt.Sprintf("%s (%v)", di.Key(), err))
+			} else {
+				di.Live = !m.moves.failed(di.Key())
+			}
+		}
+		on[in.Spec.Node] = append(on[in.Spec.Node], di)
 	}
 	var errs []error
 	gone := map[string]bool{}
@@ -135,8 +162,19 @@ func (m *Manager) drainPass(ctx context.Context, sn *snapshot) error {
 			evicted = append(evicted, key)
 		}
 		if len(evicted) > 0 {
+			msg := fmt.Sprintf("evicted %d instances to move them to other nodes: %s", len(evicted), strings.Join(evicted, ", "))
+			if n.Spec.DrainMigrate {
+				msg += "; restarted, not migrated live: their template says migration: restart, or their move failed"
+				if len(notLive) > 0 {
+					sort.Strings(notLive)
+					msg += ", or they cannot move live: " + strings.Join(notLive, ", ")
+				}
+			}
+			m.event(ctx, n, api.EventNormal, "NodeDraining", msg)
+		}
+		if started := m.moves.start(ctx, m, name, res.Migrate); len(started) > 0 {
 			m.event(ctx, n, api.EventNormal, "NodeDraining",
-				fmt.Sprintf("evicted %d instances to move them to other nodes: %s", len(evicted), strings.Join(evicted, ", ")))
+				fmt.Sprintf("migrating %d instances live to other nodes: %s", len(started), strings.Join(started, ", ")))
 		}
 		if len(res.Waiting) > 0 {
 			msg := fmt.Sprintf("waiting for %d job instances to finish: %s", len(res.Waiting), strings.Join(res.Waiting, ", "))
@@ -149,7 +187,7 @@ func (m *Manager) drainPass(ctx context.Context, sn *snapshot) error {
 		}
 		m.noteWaiting(name, "")
 		n = own(n)
-		n.Spec.Draining = false
+		n.Spec.Draining, n.Spec.DrainMigrate = false, false
 		if err := m.s.Update(ctx, n, n.Metadata.Revision); err != nil {
 			// Changed meanwhile (uncordoned, or a heartbeat): the next pass looks again.
 			if !errdefs.IsConflict(err) && !errdefs.IsNotFound(err) {
@@ -169,4 +207,57 @@ func (m *Manager) drainPass(ctx context.Context, sn *snapshot) error {
 		sn.instances = kept
 	}
 	return errors.Join(errs...)
+}
+
+// moves are the live migrations draining nodes have under way: at most
+// one batch per node at a time, each instance moved one after the other.
+type moves struct {
+	mu     sync.Mutex
+	busy   map[string]bool   // nodes with a batch under way
+	broken map[string]string // instances whose move failed: why
+}
+
+func (mv *moves) failed(key string) bool {
+	mv.mu.Lock()
+	defer mv.mu.Unlock()
+	_, ok := mv.broken[key]
+	return ok
+}
+
+// start moves keys off node in the background unless a batch for node is
+// under way, and returns what it started; the manager passes again as
+// each move ends.
+func (mv *moves) start(ctx context.Context, m *Manager, node string, keys []string) []string {
+	if len(keys) == 0 || m.opt.Migrate == nil {
+		return nil
+	}
+	mv.mu.Lock()
+	defer mv.mu.Unlock()
+	if mv.busy[node] {
+		return nil
+	}
+	if mv.busy == nil {
+		mv.busy, mv.broken = map[string]bool{}, map[string]string{}
+	}
+	mv.busy[node] = true
+	go func() {
+		for _, key := range keys {
+			ns, name, _ := strings.Cut(key, "/")
+			res, err := m.opt.Migrate(ctx, ns, name, "")
+			mv.mu.Lock()
+			if err != nil {
+				mv.broken[key] = err.Error()
+				m.log.Warn("drain: live migration failed; the instance will be restarted elsewhere", "node", node, "instance", key, "err", err)
+			} else {
+				m.log.Info("drain: migrated live", "node", node, "instance", key, "to", res.To, "downtime", res.Downtime)
+			}
+			mv.mu.Unlock()
+			m.again()
+		}
+		mv.mu.Lock()
+		delete(mv.busy, node)
+		mv.mu.Unlock()
+		m.again()
+	}()
+	return keys
 }

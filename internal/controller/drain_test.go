@@ -26,6 +26,11 @@ func TestComputeDrain(t *testing.T) {
 			in("b", api.KindJob, api.PhaseSucceeded), in("c", api.KindService, api.PhaseLost)}, controller.DrainResult{Done: true}},
 		{"services go", []controller.DrainInstance{in("w2", api.KindService, api.PhaseRunning), in("w1", api.KindService, api.PhasePending)},
 			controller.DrainResult{Evict: []string{"default/w1", "default/w2"}}},
+		{"live ones move, others go", []controller.DrainInstance{
+			{Namespace: "default", Name: "c1", Owner: api.KindService, Phase: api.PhaseRunning, Live: true},
+			{Namespace: "default", Name: "c2", Owner: api.KindService, Phase: api.PhaseStarting, Live: true},
+			in("w1", api.KindService, api.PhaseRunning)},
+			controller.DrainResult{Evict: []string{"default/c2", "default/w1"}, Migrate: []string{"default/c1"}}},
 		{"started jobs finish, others go", []controller.DrainInstance{
 			in("j-0-0", api.KindJob, api.PhaseRunning), in("j-1-0", api.KindJob, api.PhaseStarting),
 			in("j-2-0", api.KindJob, api.PhaseScheduled), in("j-3-0", api.KindJob, api.PhasePending),
@@ -111,10 +116,10 @@ func TestDrainMovesServiceInstances(t *testing.T) {
 	}
 
 	// A second drain is refused while the first is in progress.
-	if _, err := apiserver.DrainNode(h.ctx, h.s, "n1", 1); err != nil {
+	if _, err := apiserver.DrainNode(h.ctx, h.s, "n1", 1, false); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := apiserver.DrainNode(h.ctx, h.s, "n2", 1); !errdefs.IsConflict(err) {
+	if _, err := apiserver.DrainNode(h.ctx, h.s, "n2", 1, false); !errdefs.IsConflict(err) {
 		t.Fatalf("second drain while n1 drains: got %v, want a conflict", err)
 	}
 
@@ -148,7 +153,7 @@ func TestDrainMovesServiceInstances(t *testing.T) {
 	}
 
 	// Drained, n1 frees its slot: n2 may drain now (to nowhere, so it waits).
-	if _, err := apiserver.DrainNode(h.ctx, h.s, "n2", 1); err != nil {
+	if _, err := apiserver.DrainNode(h.ctx, h.s, "n2", 1, false); err != nil {
 		t.Fatalf("drain n2 after n1 finished: %v", err)
 	}
 	// Uncordon both: instances come back to n1 as the service grows.
@@ -179,7 +184,7 @@ func TestDrainWaitsForRunningJobs(t *testing.T) {
 	}
 	h.passUntil("the job running on n1", func() bool { return len(h.onNode("n1")) == 1 })
 	shard := h.onNode("n1")[0]
-	if _, err := apiserver.DrainNode(h.ctx, h.s, "n1", 1); err != nil {
+	if _, err := apiserver.DrainNode(h.ctx, h.s, "n1", 1, false); err != nil {
 		t.Fatal(err)
 	}
 	for range 3 {

@@ -35,6 +35,8 @@ type Manager struct {
 	cache *cache
 	// hashes holds each service's template hash at a revision, by UID.
 	hashes map[string]revHash
+	// moves tracks the live migrations of draining nodes (drain.go).
+	moves moves
 }
 
 // Options tune the manager.
@@ -55,6 +57,10 @@ type Options struct {
 	// Network is what the control plane hands out: pod subnets and
 	// service VIPs. Zero prefixes hand out nothing.
 	Network Network
+	// Migrate moves a running instance to another node with CRIU (to
+	// empty: any Ready, schedulable one); a drain with spec.drainMigrate
+	// uses it. Without it such drains restart instances as others do.
+	Migrate func(ctx context.Context, namespace, name, to string) (*api.Migration, error)
 }
 
 // DefaultStartGrace is a node heartbeat TTL.

@@ -82,6 +82,9 @@ func (r *Runtime) Checkpoint(ctx context.Context, id string, opts CheckpointOpti
 	if err != nil {
 		return fmt.Errorf("container %q: checkpoint: %w", id, err)
 	}
+	if err := r.writeCriuConfig(); err != nil {
+		return fmt.Errorf("container %q: checkpoint: %w", id, err)
+	}
 	args := append(ext.criuFlag(criu), "checkpoint", "--image-path", dir, "--work-path", dir)
 	if opts.PreDump {
 		args = append(args, "--pre-dump")
@@ -112,16 +115,32 @@ func (r *Runtime) Checkpoint(ctx context.Context, id string, opts CheckpointOpti
 // no container of that id, it is made from the Config saved with the
 // images (its image layers must be on this host).
 func (r *Runtime) Restore(ctx context.Context, id string, imageDir string) (Status, error) {
+	return r.restore(ctx, id, imageDir, nil)
+}
+
+// RestoreAs brings container c.ID back from the CRIU images in imageDir,
+// made from c rather than from the Config saved with the images: this
+// host's image layers, network namespace and mount sources, as a
+// migration to another node needs. The mount destinations and the
+// executor must be those the images were dumped with.
+func (r *Runtime) RestoreAs(ctx context.Context, c Config, imageDir string) (Status, error) {
+	return r.restore(ctx, c.ID, imageDir, &c)
+}
+
+func (r *Runtime) restore(ctx context.Context, id string, imageDir string, with *Config) (Status, error) {
 	dir, err := filepath.Abs(imageDir)
 	if err != nil {
 		return Status{}, fmt.Errorf("container %q: restore: %w", id, err)
 	}
-	var m meta
-	if err := readJSON(filepath.Join(dir, metaFile), &m); err != nil {
-		return Status{}, fmt.Errorf("container %q: restore: image %s: %w", id, dir, err)
+	m, err := CheckpointConfig(dir)
+	if err != nil {
+		return Status{}, fmt.Errorf("container %q: restore: %w", id, err)
 	}
-	if m.Config.ID != id {
-		return Status{}, fmt.Errorf("container %q: restore: image %s holds container %q", id, dir, m.Config.ID)
+	if m.ID != id {
+		return Status{}, fmt.Errorf("container %q: restore: image %s holds container %q", id, dir, m.ID)
+	}
+	if with != nil && with.Executor != m.Executor {
+		return Status{}, fmt.Errorf("container %q: restore: image %s was dumped by executor %q, not %q", id, dir, m.Executor, with.Executor)
 	}
 	if _, err := r.checkpointer(m.Executor); err != nil {
 		return Status{}, fmt.Errorf("container %q: restore: %w", id, err)
@@ -134,13 +153,43 @@ func (r *Runtime) Restore(ctx context.Context, id string, imageDir string) (Stat
 			return Status{}, fmt.Errorf("container %q: restore: %w", id, err)
 		}
 	}
-	c := m.Config
-	c.Executor = m.Executor
+	c := m
+	if with != nil {
+		c = *with
+	}
 	st, err := r.run(ctx, c, dir)
 	if err != nil {
 		return st, fmt.Errorf("%w%s", err, criuLogTail(dir, "restore.log"))
 	}
 	return st, nil
+}
+
+// CheckpointConfig is the Config of the container whose CRIU images are
+// in dir (its Executor set to the one that dumped it).
+func CheckpointConfig(dir string) (Config, error) {
+	var m meta
+	if err := readJSON(filepath.Join(dir, metaFile), &m); err != nil {
+		return Config{}, fmt.Errorf("image %s: %w", dir, err)
+	}
+	c := m.Config
+	c.Executor = m.Executor
+	return c, nil
+}
+
+// criuConfig is CRIU's configuration for runc's dumps and restores (runc
+// reads the file the org.criu.config annotation names): established TCP
+// connections are closed, and connections not yet accepted dropped,
+// rather than failing the dump. A container restored on another node has
+// another address, where they could not go on anyway; their peers see a
+// reset and connect again.
+const criuConfig = "tcp-close\nskip-in-flight\nnetwork-lock skip\n"
+
+// criuConfigPath is where criuConfig is written, beside the containers
+// (a dot name, which List skips).
+func (r *Runtime) criuConfigPath() string { return filepath.Join(r.root, ".criu-runc.conf") }
+
+func (r *Runtime) writeCriuConfig() error {
+	return os.WriteFile(r.criuConfigPath(), []byte(criuConfig), 0o644)
 }
 
 // criuPath finds criu on PATH or where scripts/criu.sh installs it, which a

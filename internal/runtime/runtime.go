@@ -372,6 +372,15 @@ func (r *Runtime) start(ctx context.Context, bd *bundle, c *Config, ex executor)
 		return Status{}, err
 	}
 	s.Linux.CgroupsPath = r.CgroupPath(c.ID)
+	if ext, ok := ex.(*external); ok && ext.bin == "runc" {
+		// Read by runc at checkpoint and restore, not before.
+		s.Annotations["org.criu.config"] = r.criuConfigPath()
+		if bd.restoreFrom != "" {
+			if err := r.writeCriuConfig(); err != nil {
+				return Status{}, fmt.Errorf("container %q: %w", c.ID, err)
+			}
+		}
+	}
 	if c.UserNS {
 		withUserNS(s, nsRoot, !builtin)
 	}
@@ -838,7 +847,18 @@ func (r *Runtime) Kill(ctx context.Context, id string, sig syscall.Signal) error
 	if st := r.status(bd, m); st.State != Running {
 		return fmt.Errorf("container %q: %w", id, ErrNotRunning)
 	}
-	return r.exec[m.Executor].kill(ctx, bd, sig)
+	if err := r.exec[m.Executor].kill(ctx, bd, sig); err != nil {
+		// It may have exited between the look and the signal (an external
+		// runtime then refuses, before the shim has reaped it and said
+		// so): that is not running, not a failure.
+		for deadline := time.Now().Add(time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+			if st := r.status(bd, m); st.State != Running {
+				return fmt.Errorf("container %q: %w", id, ErrNotRunning)
+			}
+		}
+		return err
+	}
+	return nil
 }
 
 // Stop sends the container's stop signal (SIGTERM unless its config

@@ -267,8 +267,8 @@ func firstJoinToken(ctx context.Context, st *store.Store, dataDir string, info *
 // election (key). A fresh manager per term: nothing a past term
 // remembered (how long a node has been NotReady) outlives a gap in
 // leadership.
-func electedControllers(st *store.Store, key, name string, cfg ServerConfig, log *slog.Logger) func(context.Context) error {
-	return func(ctx context.Context) error {
+func electedControllers(st *store.Store, key, name string, cfg ServerConfig, log *slog.Logger) func(context.Context, *apiserver.Server) error {
+	return func(ctx context.Context, srv *apiserver.Server) error {
 		return leader.Run(ctx, st.Client(), key, name, func(ctx context.Context) error {
 			// Its writes are fenced on the term: a leader paused past
 			// its term (stopped, partitioned) writes nothing once back.
@@ -276,7 +276,7 @@ func electedControllers(st *store.Store, key, name string, cfg ServerConfig, log
 			if !ok {
 				return fmt.Errorf("controllers: %w: no leader term in the work's context", errdefs.ErrFailedPrecondition)
 			}
-			return controller.NewManager(st.Fenced(term.Cmp()), controller.Options{Logger: log, Network: cfg.Network.controller()}).Run(ctx)
+			return controller.NewManager(st.Fenced(term.Cmp()), controller.Options{Logger: log, Network: cfg.Network.controller(), Migrate: srv.Migrate}).Run(ctx)
 		}, leader.WithTTL(cfg.LeaderTTL), leader.WithLogger(log.With("component", "leader")))
 	}
 }

@@ -36,8 +36,10 @@ type controlPlane struct {
 	// Peers, when set, are the other servers' registries, which images
 	// this one lacks are pulled through from.
 	Peers *registry.Peers
-	// Controllers runs the controllers and the scheduler.
-	Controllers func(context.Context) error
+	// Controllers runs the controllers and the scheduler; srv is the API
+	// server, whose live migrations (over the nodes' tunnels to it) a
+	// drain with --migrate uses.
+	Controllers func(ctx context.Context, srv *apiserver.Server) error
 	Log         *slog.Logger
 }
 
@@ -81,7 +83,7 @@ func (cp controlPlane) start(g *group) error {
 	if cp.TCP != nil {
 		g.run("api server (tcp)", func(ctx context.Context) error { return srv.ServeTLS(ctx, cp.TCP, cp.Creds.TLS, cp.Creds.Token) })
 	}
-	g.run("controllers", cp.Controllers)
+	g.run("controllers", func(ctx context.Context) error { return cp.Controllers(ctx, srv) })
 	return nil
 }
 

@@ -235,6 +235,10 @@ type Binding struct {
 	// binds whatever is stored, but never an instance already bound
 	// elsewhere.
 	Revision int64
+	// From, for a move (Move), is the node the instance must be bound to
+	// now; Status then replaces its status in the same write.
+	From   string
+	Status *api.InstanceStatus
 }
 
 // BindBatch is how many bindings fit in one Bind: each writes the
@@ -250,6 +254,21 @@ func (s *Store) Bind(ctx context.Context, bindings []Binding) error {
 	for _, b := range bindings {
 		t.bind(b)
 	}
+	return t.Commit(ctx)
+}
+
+// Move rebinds an instance running on node b.From to node b.Node, with
+// b.Status as its status, in one write: the end of a live migration,
+// where the instance's container has been restored on b.Node. Its
+// assignment key moves with it, so the old node's agent lets go of it
+// and the new one's takes it. An instance bound elsewhere, or finished
+// or lost meanwhile, is ErrFailedPrecondition.
+func (s *Store) Move(ctx context.Context, b Binding) error {
+	if b.From == "" || b.Status == nil {
+		return fmt.Errorf("move %s: %w: the node it leaves and its new status are needed", api.Ref(api.KindInstance, b.Namespace, b.Name), errdefs.ErrInvalidArgument)
+	}
+	t := s.Txn()
+	t.bind(b)
 	return t.Commit(ctx)
 }
 

@@ -536,6 +536,50 @@ func TestDataDirInUse(t *testing.T) {
 	}
 }
 
+// TestMove: a move rebinds a running instance from one node to another
+// with its new status, its assignment key going along; a move from a
+// node it is not on, or of a lost instance, is refused.
+func TestMove(t *testing.T) {
+	ctx := t.Context()
+	s := openStore(t)
+	in := instance("db-1")
+	if err := s.Create(ctx, in); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Bind(ctx, []Binding{{Name: "db-1", Node: "n1"}}); err != nil {
+		t.Fatal(err)
+	}
+	st := api.InstanceStatus{Phase: api.PhaseRunning, IP: "10.244.2.5", ContainerID: "c1"}
+	if err := s.Move(ctx, Binding{Name: "db-1", Node: "n2", From: "n3", Status: &st}); !errdefs.IsFailedPrecondition(err) {
+		t.Fatalf("move from a node it is not on: %v, want FailedPrecondition", err)
+	}
+	if err := s.Move(ctx, Binding{Name: "db-1", Node: "n2"}); !errdefs.IsInvalidArgument(err) {
+		t.Fatalf("move without its source: %v, want InvalidArgument", err)
+	}
+	if err := s.Move(ctx, Binding{Name: "db-1", Node: "n2", From: "n1", Status: &st}); err != nil {
+		t.Fatal(err)
+	}
+	got, err := Get[api.Instance](ctx, s, "default", "db-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Spec.Node != "n2" || got.Status.IP != "10.244.2.5" || got.Status.Phase != api.PhaseRunning || got.Metadata.UID != in.Metadata.UID {
+		t.Fatalf("moved instance: node %q status %+v uid %s", got.Spec.Node, got.Status, got.Metadata.UID)
+	}
+	n1, _, _ := s.Assignments(ctx, "n1")
+	n2, _, _ := s.Assignments(ctx, "n2")
+	if len(n1) != 0 || len(n2) != 1 {
+		t.Fatalf("after the move n1 has %d assignments, n2 %d", len(n1), len(n2))
+	}
+	got.Status.Phase = api.PhaseLost
+	if err := s.UpdateStatus(ctx, got, 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Move(ctx, Binding{Name: "db-1", Node: "n1", From: "n2", Status: &st}); !errdefs.IsFailedPrecondition(err) {
+		t.Fatalf("move of a lost instance: %v, want FailedPrecondition", err)
+	}
+}
+
 // An agent that starts over gets its assignments with the status each
 // instance has now, not as it was bound, and only its own node's.
 func TestAssignmentsCurrentCarryLatestStatus(t *testing.T) {

@@ -321,10 +321,18 @@ func (op *txnOp) prepareBind(now time.Time) error {
 	if err := api.ValidateName(b.Node); err != nil {
 		return fmt.Errorf("bind %s: %w: node: %w", op.ref(), errdefs.ErrInvalidArgument, err)
 	}
-	if in.Spec.Node != "" && in.Spec.Node != b.Node {
+	switch {
+	case b.From != "" && in.Spec.Node != b.From:
+		return fmt.Errorf("move %s from node %q: %w: it is bound to node %q", op.ref(), b.From, errdefs.ErrFailedPrecondition, in.Spec.Node)
+	case b.From != "" && in.Status.Phase.Terminal():
+		return fmt.Errorf("move %s from node %q: %w: it is %s", op.ref(), b.From, errdefs.ErrFailedPrecondition, in.Status.Phase)
+	case b.From == "" && in.Spec.Node != "" && in.Spec.Node != b.Node:
 		return fmt.Errorf("bind %s to node %q: %w: already bound to node %q", op.ref(), b.Node, errdefs.ErrFailedPrecondition, in.Spec.Node)
 	}
 	in.Spec.Node, in.Spec.CPUSet = b.Node, b.CPUSet
+	if b.Status != nil {
+		in.Status = *b.Status
+	}
 	if in.Status.Phase == "" || in.Status.Phase == api.PhasePending {
 		in.Status.Phase = api.PhaseScheduled
 		in.Status.ScheduledAt = now

@@ -105,6 +105,20 @@ func TestInstanceCheckpoint(t *testing.T) {
 	}
 	inst := c.waitRunning("counter", 1)[0]
 	before := c.containers("counter")
+	logged := func() []int {
+		var ns []int
+		for _, f := range strings.Fields(c.ok("logs", inst.Metadata.Name)) {
+			n, err := strconv.Atoi(f)
+			if err != nil {
+				t.Fatalf("the counter logged %q", f)
+			}
+			ns = append(ns, n)
+		}
+		return ns
+	}
+	eventually(t, 10*time.Second, "the counter to count", func() bool { return len(logged()) > 0 })
+	counted := logged()
+	atCheckpoint := counted[len(counted)-1]
 	archive := filepath.Join(t.TempDir(), "counter.tar.gz")
 	if out := c.ok("checkpoint", inst.Metadata.Name, "--output", archive); !strings.Contains(out, archive) {
 		t.Fatalf("checkpoint printed %q", out)
@@ -127,6 +141,35 @@ func TestInstanceCheckpoint(t *testing.T) {
 	}
 	// The event is written beside the checkpoint's stream.
 	eventually(t, 10*time.Second, "the Checkpoint event", func() bool { return strings.Contains(c.ok("events"), "Checkpoint") })
+
+	// berth restore puts it back to the checkpoint: the count goes back
+	// to where it was then, and on from there.
+	var later int
+	eventually(t, 10*time.Second, "the counter to go well past the checkpoint", func() bool {
+		n := logged()
+		later = n[len(n)-1]
+		return later > atCheckpoint+100
+	})
+	if out := c.ok("restore", inst.Metadata.Name, "--input", archive); !strings.Contains(out, "restored") {
+		t.Fatalf("restore printed %q", out)
+	}
+	eventually(t, 10*time.Second, "the restored counter to count", func() bool { return len(logged()) > 0 })
+	if first := logged()[0]; first <= atCheckpoint || first >= later {
+		t.Fatalf("after restore the counter began at %d; it was at %d before the checkpoint and %d before the restore", first, atCheckpoint, later)
+	}
+	if out := c.ok("events"); !strings.Contains(out, "Restore") {
+		t.Errorf("no Restore event:\n%s", out)
+	}
+	junk := filepath.Join(t.TempDir(), "junk.tar.gz")
+	if err := os.WriteFile(junk, []byte("not a checkpoint"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, errOut, code := c.run("restore", inst.Metadata.Name, "-i", junk); code == 0 || !strings.Contains(errOut, junk) {
+		t.Errorf("restore from a file that is no checkpoint: exit %d, %q", code, errOut)
+	}
+	if _, errOut, code := c.run("restore", inst.Metadata.Name); code == 0 || !strings.Contains(errOut, "--input") {
+		t.Errorf("restore without --input: exit %d, %q", code, errOut)
+	}
 
 	if _, errOut, code := c.applyYAML(webYAML); code != 0 {
 		t.Fatalf("apply: %s", errOut)

@@ -22,6 +22,12 @@ func startLAN(t *testing.T) *lan.LAN { return startLANOf(t, 3, 3) }
 
 // startLANOf starts a LAN of servers and agents.
 func startLANOf(t *testing.T, servers, agents int) *lan.LAN {
+	return startLANWith(t, servers, agents, nil)
+}
+
+// startLANWith starts a LAN of servers and agents, running images on
+// every server (with its data dir) after the demo image is built there.
+func startLANWith(t *testing.T, servers, agents int, images func(*env)) *lan.LAN {
 	testenv.RequireRoot(t)
 	l := lan.New(lan.Config{
 		Berth:   berthBin,
@@ -31,7 +37,11 @@ func startLANOf(t *testing.T, servers, agents int) *lan.LAN {
 		Agents:  agents,
 		Verbose: true,
 		Before: func(s *lan.Host) error {
-			(&env{t: t, dataDir: s.DataDir}).demoImage()
+			e := &env{t: t, dataDir: s.DataDir}
+			e.demoImage()
+			if images != nil {
+				images(e)
+			}
 			return nil
 		},
 	})

@@ -1,0 +1,484 @@
+package agent
+
+import (
+	"archive/tar"
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/berth-dev/berth/api"
+	"github.com/berth-dev/berth/api/errdefs"
+	"github.com/berth-dev/berth/internal/runtime"
+)
+
+// Live migration, the agent's side. The API server drives it over the
+// nodes' tunnels (internal/apiserver/migrate.go):
+//
+//	POST /v1/instances/{uid}/migrate         source: pre-dump while running, then the final
+//	                                         dump (the container stops); the body is the
+//	                                         migration stream (runtime.WriteImages), the
+//	                                         trailer Berth-Frozen-At when the final dump began
+//	PUT  /v1/instances/{uid}/migrate         target: restore the stream in the body, the
+//	                                         instance (api.Instance, JSON) in the header
+//	                                         Berth-Instance, base64; answers api.MigrationRestored
+//	POST /v1/instances/{uid}/migrate/commit  source: the instance runs on the target now
+//	POST /v1/instances/{uid}/migrate/abort   source: restore it here from the final dump;
+//	                                         target: remove what was restored
+//
+// While an instance moves, a hold keeps this node's reconciler off it:
+// the source must not restart the container the dump stopped, nor the
+// target stop the restored one as an orphan before the control plane
+// assigns it there. The instance is never running twice: the source
+// restores only on abort, or when no word came within verdictTimeout and
+// the control plane still assigns the instance here; the target's
+// restored container goes when its assignment does not come within
+// adoptTimeout, which is shorter.
+
+// Migrator is the optional capability of a Runtime that can move a
+// container: dump it, restore it here from its own dump, or restore it
+// from another node's dump with this node's config.
+type Migrator interface {
+	Checkpointer
+	Restore(ctx context.Context, id, imageDir string) (runtime.Status, error)
+	RestoreAs(ctx context.Context, c runtime.Config, imageDir string) (runtime.Status, error)
+}
+
+var _ Migrator = (*runtime.Runtime)(nil)
+
+// The headers of the migration routes (api.HeaderMigrationInstance,
+// api.HeaderMigrationFrozenAt).
+const (
+	HeaderInstance = api.HeaderMigrationInstance
+	HeaderFrozenAt = api.HeaderMigrationFrozenAt
+)
+
+var (
+	// verdictTimeout is how long a source waits for commit or abort
+	// after sending the final dump.
+	verdictTimeout = time.Minute
+	// adoptTimeout is how long a target keeps a restored container that
+	// the control plane has not assigned to it.
+	adoptTimeout = 20 * time.Second
+	// movedTimeout is how long a source keeps a moved instance off its
+	// reconciler while the assignment watch catches up.
+	movedTimeout = time.Minute
+)
+
+type holdKind int
+
+const (
+	// holdOut: being dumped and sent away; its containers are left as
+	// they are.
+	holdOut holdKind = iota + 1
+	// holdIn: restored here, not assigned here yet: not an orphan.
+	holdIn
+	// holdMoved: gone to another node; its containers here are removed
+	// even while the assignment watch still names this node.
+	holdMoved
+)
+
+// hold is one instance kept from the reconciler.
+type hold struct {
+	kind      holdKind
+	container string
+	until     time.Time // zero: until lifted
+	// For holdOut: the dump, and its outcome, decided once. dumped is
+	// closed once the final dump has ended (dumpErr says how); cancelled
+	// (a.mu) is an abort that came before it began.
+	dir       string
+	dumping   bool
+	cancelled bool
+	dumped    chan struct{}
+	dumpErr   error
+	once      sync.Once
+	err       error
+	commit    bool
+}
+
+// setHold holds uid; unless replace, it fails when uid is held already.
+func (a *Agent) setHold(uid string, h *hold, replace bool) bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if _, ok := a.holds[uid]; ok && !replace {
+		return false
+	}
+	if a.holds == nil {
+		a.holds = map[string]*hold{}
+	}
+	a.holds[uid] = h
+	return true
+}
+
+func (a *Agent) liftHold(uid string, h *hold) {
+	a.mu.Lock()
+	if a.holds[uid] == h {
+		delete(a.holds, uid)
+	}
+	a.mu.Unlock()
+	a.poke()
+}
+
+func (a *Agent) holdOf(uid string) *hold {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.holds[uid]
+}
+
+// frozen reports whether the reconciler must leave uid's containers
+// alone (a.mu held).
+func (a *Agent) frozenLocked(uid string) bool {
+	h := a.holds[uid]
+	return h != nil && (h.kind == holdOut || h.kind == holdIn)
+}
+
+// settleHolds runs at the start of a sync pass (a.mu held): a restored
+// instance now assigned here is the reconciler's again, and holds past
+// their time are lifted (a restored container never assigned here then
+// goes as an orphan).
+func (a *Agent) settleHoldsLocked(now time.Time) {
+	for uid, h := range a.holds {
+		_, assigned := a.desired[uid]
+		switch {
+		case h.kind == holdIn && assigned:
+			delete(a.holds, uid)
+		case !h.until.IsZero() && now.After(h.until):
+			if h.kind == holdIn {
+				a.log.Warn("restored instance never assigned here; removing it", "uid", uid, "container", h.container)
+			}
+			delete(a.holds, uid)
+		}
+	}
+}
+
+// markDirty has the loop read container id again on its next pass.
+func (a *Agent) markDirty(id string) {
+	a.mu.Lock()
+	if a.touched == nil {
+		a.touched = map[string]bool{}
+	}
+	a.touched[id] = true
+	a.mu.Unlock()
+	a.poke()
+}
+
+func (a *Agent) migrationDir(dir, uid string) string {
+	return filepath.Join(a.cfg.Runtime.Root(), ".migrations", dir+"-"+uid)
+}
+
+func (a *Agent) migrator(uid string) (Migrator, error) {
+	mg, ok := a.cfg.Runtime.(Migrator)
+	if !ok {
+		return nil, fmt.Errorf("instance %s: %w: the runtime of node %q cannot checkpoint", uid, errdefs.ErrFailedPrecondition, a.cfg.Node.Name)
+	}
+	return mg, nil
+}
+
+func checkpointErr(uid string, err error) error {
+	if errors.Is(err, runtime.ErrCannotCheckpoint) {
+		err = fmt.Errorf("%w: %w", errdefs.ErrFailedPrecondition, err)
+	}
+	return fmt.Errorf("instance %s: %w", uid, err)
+}
+
+// serveMigrateOut dumps the instance's container for a move and streams
+// the images: a pre-dump while it runs, then the final dump.
+func (a *Agent) serveMigrateOut(w http.ResponseWriter, r *http.Request) {
+	uid := r.PathValue("uid")
+	mg, err := a.migrator(uid)
+	if err != nil {
+		writeErr(w, err)
+		return
+	}
+	c, err := a.running(r)
+	if err != nil {
+		writeErr(w, err)
+		return
+	}
+	h := &hold{kind: holdOut, container: c.ID, dir: a.migrationDir("out", uid), dumped: make(chan struct{})}
+	if !a.setHold(uid, h, false) {
+		writeErr(w, fmt.Errorf("instance %s: %w: it is moving already", uid, errdefs.ErrConflict))
+		return
+	}
+	fail := func(err error) {
+		_ = os.RemoveAll(h.dir)
+		a.liftHold(uid, h)
+		writeErr(w, checkpointErr(uid, err))
+	}
+	if err := os.RemoveAll(h.dir); err != nil {
+		fail(err)
+		return
+	}
+	pre, final := filepath.Join(h.dir, runtime.MigrationPre), filepath.Join(h.dir, runtime.MigrationFinal)
+	w.Header().Set("Trailer", HeaderFrozenAt)
+	sw := &startedWriter{w: w}
+	tw := tar.NewWriter(sw)
+	// A dump cut short by a client gone could leave the container frozen:
+	// dumps run to their end.
+	ctx := context.WithoutCancel(r.Context())
+	parent := ""
+	switch err := mg.Checkpoint(ctx, c.ID, runtime.CheckpointOptions{ImageDir: pre, PreDump: true}); {
+	case err == nil:
+		parent = pre
+		if _, err := runtime.WriteImages(tw, pre, runtime.MigrationPre); err != nil {
+			_ = os.RemoveAll(h.dir)
+			a.liftHold(uid, h)
+			panic(http.ErrAbortHandler) // the target sees a cut stream
+		}
+		http.NewResponseController(w).Flush()
+	case errors.Is(err, runtime.ErrNoDirtyTracking):
+	default:
+		fail(err)
+		return
+	}
+	a.mu.Lock()
+	cancelled := h.cancelled
+	h.dumping = !cancelled
+	a.mu.Unlock()
+	if cancelled {
+		_ = os.RemoveAll(h.dir)
+		a.liftHold(uid, h)
+		panic(http.ErrAbortHandler)
+	}
+	frozen := time.Now()
+	h.dumpErr = mg.Checkpoint(ctx, c.ID, runtime.CheckpointOptions{ImageDir: final, ParentDir: parent})
+	close(h.dumped)
+	if err := h.dumpErr; err != nil {
+		// CRIU lets the processes run on when a dump fails.
+		if sw.started {
+			_ = os.RemoveAll(h.dir)
+			a.liftHold(uid, h)
+			a.log.Warn("migration dump failed", "instance", uid, "err", err)
+			panic(http.ErrAbortHandler)
+		}
+		fail(err)
+		return
+	}
+	// From here the instance runs nowhere until it is restored: on the
+	// target at commit, here on abort or when the server falls silent.
+	a.log.Info("migration: dumped", "instance", uid, "container", c.ID, "dump", time.Since(frozen))
+	time.AfterFunc(verdictTimeout, func() {
+		a.mu.Lock()
+		_, here := a.desired[uid]
+		a.mu.Unlock()
+		if err := a.finishOut(uid, h, !here); err != nil {
+			a.log.Warn("migration without a verdict", "instance", uid, "restored here", here, "err", err)
+		}
+	})
+	_, err = runtime.WriteImages(tw, final, runtime.MigrationFinal)
+	if err == nil {
+		err = tw.Close()
+	}
+	if err != nil {
+		a.log.Warn("migration stream cut; restoring here", "instance", uid, "err", err)
+		if err := a.finishOut(uid, h, false); err != nil {
+			a.log.Error("migration: restore after a cut stream", "instance", uid, "err", err)
+		}
+		panic(http.ErrAbortHandler)
+	}
+	w.Header().Set(HeaderFrozenAt, frozen.UTC().Format(time.RFC3339Nano))
+}
+
+// finishOut settles a source's move once: commit forgets the dump and
+// leaves the stopped container to be removed; otherwise the container is
+// restored here from the dump.
+func (a *Agent) finishOut(uid string, h *hold, commit bool) error {
+	if !commit {
+		a.mu.Lock()
+		early := !h.dumping
+		h.cancelled = h.cancelled || early
+		a.mu.Unlock()
+		if early {
+			return nil // the dump will not begin: the container runs on
+		}
+		if <-h.dumped; h.dumpErr != nil {
+			return nil // the dump failed: the container ran on
+		}
+	}
+	h.once.Do(func() {
+		h.commit = commit
+		defer os.RemoveAll(h.dir)
+		if commit {
+			a.log.Info("migration: committed", "instance", uid, "container", h.container)
+			a.setHold(uid, &hold{kind: holdMoved, container: h.container, until: time.Now().Add(movedTimeout)}, true)
+			a.markDirty(h.container)
+			return
+		}
+		defer a.liftHold(uid, h)
+		defer a.markDirty(h.container)
+		mg, err := a.migrator(uid)
+		if err != nil {
+			h.err = err
+			return
+		}
+		t0 := time.Now()
+		if _, err := mg.Restore(context.Background(), h.container, filepath.Join(h.dir, runtime.MigrationFinal)); err != nil {
+			// The reconciler starts it afresh once the hold is lifted.
+			h.err = fmt.Errorf("instance %s: restore on node %q after an aborted migration: %w", uid, a.cfg.Node.Name, err)
+			return
+		}
+		a.log.Info("migration: aborted, restored here", "instance", uid, "container", h.container, "restore", time.Since(t0))
+	})
+	if h.commit != commit {
+		return fmt.Errorf("instance %s: %w: the migration was settled the other way already", uid, errdefs.ErrConflict)
+	}
+	return h.err
+}
+
+// serveMigrateIn restores a migrating instance from the stream in the body.
+func (a *Agent) serveMigrateIn(w http.ResponseWriter, r *http.Request) {
+	uid := r.PathValue("uid")
+	inst, attempt, err := instanceHeader(r, uid)
+	if err != nil {
+		writeErr(w, err)
+		return
+	}
+	if _, err := a.migrator(uid); err != nil {
+		writeErr(w, err)
+		return
+	}
+	h := &hold{kind: holdIn}
+	if old := a.holdOf(uid); old != nil && old.kind == holdMoved {
+		// Coming back to a node it left lately: what it left goes first.
+		if err := a.dropRestored(r.Context(), uid, old); err != nil {
+			writeErr(w, err)
+			return
+		}
+	}
+	if !a.setHold(uid, h, false) {
+		writeErr(w, fmt.Errorf("instance %s: %w: it is moving already", uid, errdefs.ErrConflict))
+		return
+	}
+	dir := a.migrationDir("in", uid)
+	defer os.RemoveAll(dir)
+	res, err := a.restoreIn(r.Context(), inst, attempt, r.Body, dir)
+	if err != nil {
+		a.liftHold(uid, h)
+		writeErr(w, err)
+		return
+	}
+	h.container = res.ContainerID
+	a.mu.Lock()
+	h.until = time.Now().Add(adoptTimeout)
+	a.mu.Unlock()
+	a.markDirty(res.ContainerID)
+	w.Header().Set("Content-Type", "application/json")
+	_ = json.NewEncoder(w).Encode(res)
+}
+
+// instanceHeader is the migrating instance, and the attempt its
+// container is, from the request's HeaderInstance.
+func instanceHeader(r *http.Request, uid string) (*Instance, int, error) {
+	b, err := base64.StdEncoding.DecodeString(r.Header.Get(HeaderInstance))
+	var in api.Instance
+	if err == nil {
+		err = json.Unmarshal(b, &in)
+	}
+	if err != nil || in.Metadata.UID != uid {
+		return nil, 0, fmt.Errorf("instance %s: %w: header %s must hold the instance", uid, errdefs.ErrInvalidArgument, HeaderInstance)
+	}
+	return InstanceFromAPI(&in), in.Status.Restarts, nil
+}
+
+// restoreIn unpacks the migration stream body into dir and restores the
+// instance's container from it, with this node's image layers, address
+// and mounts.
+func (a *Agent) restoreIn(ctx context.Context, inst *Instance, attempt int, body io.Reader, dir string) (api.MigrationRestored, error) {
+	if err := os.RemoveAll(dir); err != nil {
+		return api.MigrationRestored{}, err
+	}
+	// The image comes (from the servers, if this node lacks it) while the
+	// pre-dump does, not after the final dump.
+	id := containerID(inst, attempt)
+	pulled := make(chan error, 1)
+	go func() {
+		_, err := a.cfg.Images.Prepare(ctx, inst.Image, id)
+		pulled <- err
+	}()
+	final, err := runtime.ReadMigration(body, dir)
+	if perr := <-pulled; perr != nil || err != nil {
+		_ = a.cfg.Images.Release(context.WithoutCancel(ctx), id)
+		if perr != nil {
+			return api.MigrationRestored{}, fmt.Errorf("instance %s: image %s: %w", inst.UID, inst.Image, perr)
+		}
+		return api.MigrationRestored{}, fmt.Errorf("instance %s: %w: %w", inst.UID, errdefs.ErrUnavailable, err)
+	}
+	c, err := runtime.CheckpointConfig(final)
+	if err != nil {
+		_ = a.cfg.Images.Release(context.WithoutCancel(ctx), id)
+		return api.MigrationRestored{}, fmt.Errorf("instance %s: %w: %w", inst.UID, errdefs.ErrInvalidArgument, err)
+	}
+	if n, _ := strconv.Atoi(c.Labels[labelAttempt]); c.Labels[labelUID] != inst.UID || n != attempt || c.ID != id {
+		_ = a.cfg.Images.Release(context.WithoutCancel(ctx), id)
+		return api.MigrationRestored{}, fmt.Errorf("instance %s: %w: the images hold container %q of another instance", inst.UID, errdefs.ErrInvalidArgument, c.ID)
+	}
+	if c.Executor != inst.Executor {
+		_ = a.cfg.Images.Release(context.WithoutCancel(ctx), id)
+		return api.MigrationRestored{}, fmt.Errorf("instance %s: %w: the images were dumped by %q, the instance runs with %q", inst.UID, errdefs.ErrInvalidArgument, c.Executor, inst.Executor)
+	}
+	st, err := a.start(ctx, inst, attempt, final)
+	if err != nil {
+		return api.MigrationRestored{}, checkpointErr(inst.UID, err)
+	}
+	a.log.Info("migration: restored", "instance", inst.Key(), "container", st.ID, "ip", st.Labels[labelIP])
+	return api.MigrationRestored{ContainerID: st.ID, Pid: st.Pid, IP: st.Labels[labelIP], StartedAt: st.StartedAt, RestoredAt: time.Now().UTC()}, nil
+}
+
+// serveMigrateCommit tells a source its instance runs on the target now.
+func (a *Agent) serveMigrateCommit(w http.ResponseWriter, r *http.Request) {
+	a.settle(w, r, true)
+}
+
+// serveMigrateAbort undoes a move on either side: the source restores the
+// instance from its dump, the target removes what it restored.
+func (a *Agent) serveMigrateAbort(w http.ResponseWriter, r *http.Request) {
+	a.settle(w, r, false)
+}
+
+func (a *Agent) settle(w http.ResponseWriter, r *http.Request, commit bool) {
+	uid := r.PathValue("uid")
+	h := a.holdOf(uid)
+	var err error
+	switch {
+	case h == nil || h.kind == holdMoved:
+		err = fmt.Errorf("instance %s: %w: no migration of it under way on node %q", uid, errdefs.ErrNotFound, a.cfg.Node.Name)
+	case h.kind == holdOut:
+		err = a.finishOut(uid, h, commit)
+	case commit:
+		err = fmt.Errorf("instance %s: %w: a target is committed by assigning it the instance", uid, errdefs.ErrInvalidArgument)
+	default:
+		err = a.dropRestored(r.Context(), uid, h)
+	}
+	if err != nil {
+		writeErr(w, err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// dropRestored removes a container restored for a move that did not
+// happen, or left behind by one that did (holdMoved), and lifts h.
+func (a *Agent) dropRestored(ctx context.Context, uid string, h *hold) error {
+	defer a.liftHold(uid, h)
+	if h.container == "" {
+		return nil // still restoring: its failure lifts the hold
+	}
+	defer a.markDirty(h.container)
+	if err := a.cfg.Runtime.Delete(ctx, h.container, true); err != nil && !errors.Is(err, runtime.ErrNotFound) {
+		return fmt.Errorf("instance %s: remove the restored container %s: %w", uid, h.container, err)
+	}
+	if err := a.cfg.Images.Release(ctx, h.container); err != nil {
+		a.log.Warn("release image", "container", h.container, "err", err)
+	}
+	a.detach(ctx, h.container)
+	a.log.Info("migration: aborted, restored container removed", "instance", uid, "container", h.container)
+	return nil
+}

@@ -1,0 +1,299 @@
+package apiserver
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/berth-dev/berth/api"
+	"github.com/berth-dev/berth/api/client"
+	"github.com/berth-dev/berth/api/errdefs"
+	"github.com/berth-dev/berth/internal/store"
+)
+
+// Live migration of an instance (admins only):
+//
+//	POST /v1/namespaces/{ns}/instances/{name}/migrate?to=NODE  api.Migration
+//
+// The server that takes the request drives it, over the tunnels both
+// agents keep to it (internal/agent/migrate.go has their side):
+//
+//  1. the source agent pre-dumps the container while it runs and streams
+//     those images, then dumps it for good (it stops) and streams the
+//     pages dirtied since;
+//  2. the stream is copied, as it comes, into the target agent, which
+//     pulls the image from the servers if it lacks it, gives the
+//     container an address on its own pod subnet and restores it;
+//  3. one store write moves the instance to the target with its new
+//     status (address, container), so the service's VIP sends to it from
+//     then on, and the source's assignment goes;
+//  4. the source forgets its dump and removes the stopped container.
+//
+// The images go through the server rather than agent to agent: agents
+// only ever dial out (to their servers), so no node needs a port open to
+// others, and the stream rides the nodes' own mTLS tunnels.
+//
+// The instance keeps its name, UID and container ID; its address is the
+// target's, since pod subnets are per node. Established TCP connections
+// are closed at the dump (CRIU's tcp-close): their peers see a reset and
+// connect again, through the VIP, to the new address.
+//
+// Failure: until step 3 the source holds the dump. If the stream or the
+// target fails, the source is told to abort and restores the container
+// from its dump (and the target removes whatever it restored), so the
+// instance runs on the source again; the answer is an error saying so,
+// and a MigrationFailed event records it. If the server itself is lost
+// before step 3, the target drops its restored container after a while
+// and the source, still assigned the instance, restores it later (see
+// the agent's timeouts): never on both nodes, and never on none without
+// an event or an error saying why.
+
+// migrateTimeout bounds one migration, transfer included.
+const migrateTimeout = 5 * time.Minute
+
+func (s *Server) migrateInstance(w http.ResponseWriter, r *http.Request) {
+	res, err := s.Migrate(r.Context(), r.PathValue("ns"), r.PathValue("name"), r.URL.Query().Get("to"))
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, res)
+}
+
+// Migrate moves a running instance to node to (any other Ready,
+// schedulable node when empty) with CRIU, and records a Migrated event, or
+// a MigrationFailed one with the error.
+func (s *Server) Migrate(ctx context.Context, ns, name, to string) (*api.Migration, error) {
+	ctx, cancel := context.WithTimeout(ctx, migrateTimeout)
+	defer cancel()
+	start := time.Now()
+	var in api.Instance
+	if err := s.store.GetInto(ctx, &in, ns, name); err != nil {
+		return nil, err
+	}
+	ref := api.Ref(api.KindInstance, ns, name)
+	if err := in.Spec.Template.LiveMigratable(); err != nil {
+		return nil, fmt.Errorf("migrate %s: %w: %w", ref, errdefs.ErrFailedPrecondition, err)
+	}
+	if in.Status.Phase != api.PhaseRunning || in.Spec.Node == "" {
+		return nil, fmt.Errorf("migrate %s: %w: it is %s, not Running", ref, errdefs.ErrFailedPrecondition, cmpPhase(in.Status.Phase))
+	}
+	from := in.Spec.Node
+	to, err := s.migrationTarget(ctx, &in, to)
+	if err != nil {
+		return nil, fmt.Errorf("migrate %s: %w", ref, err)
+	}
+	res, err := s.migrate(ctx, &in, from, to)
+	if err != nil {
+		s.migrationEvent(ctx, &in, api.EventWarning, "MigrationFailed", fmt.Sprintf("from node %s to node %s: %v", from, to, err))
+		return nil, fmt.Errorf("migrate %s to node %s: %w", ref, to, err)
+	}
+	res.Instance, res.From, res.To = name, from, to
+	res.Duration = time.Since(start)
+	s.migrationEvent(ctx, &in, api.EventNormal, "Migrated", fmt.Sprintf("from node %s to node %s in %v (downtime %v, %d bytes of images), address %s",
+		from, to, res.Duration.Round(time.Millisecond), res.Downtime.Round(time.Millisecond), res.Bytes, res.IP))
+	return res, nil
+}
+
+func cmpPhase(p api.Phase) api.Phase {
+	if p == "" {
+		return api.PhasePending
+	}
+	return p
+}
+
+// migrationTarget checks the node asked for, or picks the Ready,
+// schedulable node other than the instance's with the fewest instances.
+func (s *Server) migrationTarget(ctx context.Context, in *api.Instance, to string) (string, error) {
+	nodes, _, err := store.List[api.Node](ctx, s.store, "")
+	if err != nil {
+		return "", err
+	}
+	usable := func(n *api.Node) error {
+		switch {
+		case n.Metadata.Name == in.Spec.Node:
+			return fmt.Errorf("%w: the instance is on node %s already", errdefs.ErrInvalidArgument, n.Metadata.Name)
+		case n.Status.Condition != api.NodeReady:
+			return fmt.Errorf("%w: node %s is not Ready", errdefs.ErrFailedPrecondition, n.Metadata.Name)
+		case n.Spec.Unschedulable:
+			return fmt.Errorf("%w: node %s is cordoned", errdefs.ErrFailedPrecondition, n.Metadata.Name)
+		case s.tunnels.get(n.Metadata.Name) == nil:
+			return fmt.Errorf("%w: node %s has no tunnel to this server", errdefs.ErrUnavailable, n.Metadata.Name)
+		}
+		return nil
+	}
+	if to != "" {
+		for _, n := range nodes {
+			if n.Metadata.Name == to {
+				return to, usable(n)
+			}
+		}
+		return "", fmt.Errorf("node %q: %w", to, errdefs.ErrNotFound)
+	}
+	insts, _, err := store.List[api.Instance](ctx, s.store, "")
+	if err != nil {
+		return "", err
+	}
+	load := map[string]int{}
+	for _, i := range insts {
+		if !i.Status.Phase.Terminal() {
+			load[i.Spec.Node]++
+		}
+	}
+	var names []string
+	for _, n := range nodes {
+		if usable(n) == nil {
+			names = append(names, n.Metadata.Name)
+		}
+	}
+	if len(names) == 0 {
+		return "", fmt.Errorf("%w: no other node is Ready and schedulable", errdefs.ErrFailedPrecondition)
+	}
+	slices.SortFunc(names, func(a, b string) int {
+		if load[a] != load[b] {
+			return load[a] - load[b]
+		}
+		return strings.Compare(a, b)
+	})
+	return names[0], nil
+}
+
+// migrate runs steps 1 to 4 (see above) for an instance checked already.
+func (s *Server) migrate(ctx context.Context, in *api.Instance, from, to string) (*api.Migration, error) {
+	src, dst := s.tunnels.get(from), s.tunnels.get(to)
+	for n, tn := range map[string]*tunnel{from: src, to: dst} {
+		if tn == nil {
+			return nil, fmt.Errorf("node %q: %w: its agent has no tunnel to this server", n, errdefs.ErrUnavailable)
+		}
+	}
+	uid := url.PathEscape(in.Metadata.UID)
+	base := "http://agent/v1/instances/" + uid + "/migrate"
+	q := url.Values{}
+	if in.Status.ContainerID != "" {
+		q.Set("container", in.Status.ContainerID)
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, base+"?"+q.Encode(), nil)
+	if err != nil {
+		return nil, err
+	}
+	out, err := src.client().Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("node %q: %w: %w", from, errdefs.ErrUnavailable, err)
+	}
+	defer out.Body.Close()
+	if out.StatusCode != http.StatusOK {
+		// Refused before anything stopped: the instance runs on.
+		return nil, client.ErrorFrom(http.MethodPost, req.URL.Path, out)
+	}
+	// From the final dump on, a failure must put the instance back.
+	abort := func(cause error) error {
+		out.Body.Close() // the source's stream stops here
+		// A target that cannot be told (it died) drops what it restored
+		// once its assignment fails to come: see the agent's adoptTimeout.
+		if err := s.agentCall(context.WithoutCancel(ctx), dst, base+"/abort"); err != nil && !errdefs.IsNotFound(err) {
+			s.log.Warn("migration: abort on the target", "instance", in.Metadata.Name, "node", to, "err", err)
+		}
+		if err := s.agentCall(context.WithoutCancel(ctx), src, base+"/abort"); err != nil && !errdefs.IsNotFound(err) {
+			return errors.Join(cause, fmt.Errorf("abort on node %s: %w", from, err))
+		}
+		return fmt.Errorf("%w; the instance runs on node %s again", cause, from)
+	}
+	body := &countingReader{r: out.Body}
+	b, err := json.Marshal(in)
+	if err != nil {
+		return nil, abort(err)
+	}
+	put, err := http.NewRequestWithContext(ctx, http.MethodPut, base, body)
+	if err != nil {
+		return nil, abort(err)
+	}
+	put.Header.Set(api.HeaderMigrationInstance, base64.StdEncoding.EncodeToString(b))
+	put.Header.Set("Content-Type", "application/x-tar")
+	resp, err := dst.client().Do(put)
+	if err != nil {
+		return nil, abort(fmt.Errorf("node %q: %w: %w", to, errdefs.ErrUnavailable, err))
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return nil, abort(client.ErrorFrom(http.MethodPut, put.URL.Path, resp))
+	}
+	var restored api.MigrationRestored
+	if err := json.NewDecoder(resp.Body).Decode(&restored); err != nil {
+		return nil, abort(fmt.Errorf("node %q: its answer: %w", to, err))
+	}
+	// The whole stream has come (the target read it to its end); the
+	// trailer says when the source froze the container.
+	_, _ = io.Copy(io.Discard, out.Body)
+	frozen, _ := time.Parse(time.RFC3339Nano, out.Trailer.Get(api.HeaderMigrationFrozenAt))
+
+	st := in.Status
+	st.Phase, st.ContainerID, st.Pid, st.IP = api.PhaseRunning, restored.ContainerID, restored.Pid, restored.IP
+	st.Message, st.Reason = "", ""
+	if err := s.store.Move(ctx, store.Binding{Namespace: in.Metadata.Namespace, Name: in.Metadata.Name,
+		Node: to, From: from, Status: &st}); err != nil {
+		return nil, abort(fmt.Errorf("move the instance to node %s: %w", to, err))
+	}
+	if err := s.agentCall(context.WithoutCancel(ctx), src, base+"/commit"); err != nil {
+		// The source finds the instance gone from its assignments and lets go of it.
+		s.log.Warn("migration: commit on the source", "instance", in.Metadata.Name, "node", from, "err", err)
+	}
+	res := &api.Migration{IP: restored.IP, Bytes: body.n}
+	if !frozen.IsZero() {
+		res.Downtime = restored.RestoredAt.Sub(frozen)
+	}
+	return res, nil
+}
+
+// agentCall POSTs to an agent over its tunnel and wants a 2xx.
+func (s *Server) agentCall(ctx context.Context, tn *tunnel, u string) error {
+	if tn == nil {
+		return fmt.Errorf("%w: no tunnel", errdefs.ErrUnavailable)
+	}
+	ctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := tn.client().Do(req)
+	if err != nil {
+		return fmt.Errorf("%w: %w", errdefs.ErrUnavailable, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode/100 != 2 {
+		return client.ErrorFrom(http.MethodPost, req.URL.Path, resp)
+	}
+	return nil
+}
+
+func (s *Server) migrationEvent(ctx context.Context, in *api.Instance, typ api.EventType, reason, msg string) {
+	ev := &api.Event{
+		Metadata: api.Metadata{Namespace: in.Metadata.Namespace},
+		Time:     time.Now().UTC(),
+		Object:   api.ObjectRef{Kind: api.KindInstance, Namespace: in.Metadata.Namespace, Name: in.Metadata.Name},
+		Type:     typ, Reason: reason, Message: msg, Source: "apiserver",
+	}
+	if err := s.store.RecordEvent(context.WithoutCancel(ctx), ev); err != nil {
+		s.log.Warn("record event", "instance", in.Metadata.Name, "reason", reason, "err", err)
+	}
+}
+
+// countingReader counts the bytes read through it.
+type countingReader struct {
+	r io.Reader
+	n int64
+}
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n += int64(n)
+	return n, err
+}
