@@ -370,13 +370,10 @@ func (r *Runtime) start(ctx context.Context, bd *bundle, c *Config, ex executor)
 	if err := unix.Mkfifo(p.CtlPath, 0o600); err != nil {
 		return Status{}, fmt.Errorf("container %q: control fifo: %w", c.ID, err)
 	}
-	var pid int
-	if builtin {
-		pid, err = r.launchShim(bd, ready)
-	} else if err = ready(); err == nil {
-		// An OCI runtime's shim has no gate: it starts once all is ready.
-		pid, err = r.launchShim(bd, nil)
-	}
+	// Every shim waits at its gate until it sits in its container's cgroup
+	// (the systemd driver's scope) and all is ready: an OCI runtime forked
+	// any sooner would run, and make the container's cgroup, outside it.
+	pid, err := r.launchShim(bd, ready)
 	if err == nil {
 		pid, err = ex.started(ctx, bd, pid)
 	}
