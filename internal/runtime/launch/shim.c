@@ -221,6 +221,42 @@ static void report(const char *fmt, ...)
 	close(REPORT_FD);
 }
 
+/*
+ * catches_term reports whether process pid has a handler for SIGTERM
+ * (SigCgt in /proc/PID/status); when unsure it says yes.
+ */
+static int catches_term(pid_t pid)
+{
+	char path[64], line[256];
+	snprintf(path, sizeof(path), "/proc/%d/status", pid);
+	FILE *f = fopen(path, "re");
+	if (!f)
+		return 1;
+	int yes = 1;
+	while (fgets(line, sizeof(line), f)) {
+		unsigned long long mask;
+		if (sscanf(line, "SigCgt: %llx", &mask) == 1) {
+			yes = (mask >> (SIGTERM - 1)) & 1;
+			break;
+		}
+	}
+	fclose(f);
+	return yes;
+}
+
+/*
+ * stop_on_term is what a SIGTERM to the shim does: the container is asked
+ * to stop. systemd sends it to every process of a container's scope when
+ * the scope stops (a host shutdown, systemctl stop berth.slice), and the
+ * kernel drops SIGTERM for a namespace's PID 1 that has no handler for
+ * it: such a container is killed at once rather than after the scope's
+ * whole stop timeout, as berth's own Stop does.
+ */
+static void stop_on_term(pid_t child)
+{
+	kill(child, catches_term(child) ? SIGTERM : SIGKILL);
+}
+
 static void handle_ctl(int ctl, pid_t child)
 {
 	char buf[256];
@@ -364,7 +400,10 @@ int shim_main(void)
 	sigset_t mask, old;
 	sigemptyset(&mask);
 	sigaddset(&mask, SIGCHLD);
+	sigaddset(&mask, SIGTERM);
 	sigprocmask(SIG_BLOCK, &mask, &old);
+	/* Blocked, SIGTERM waits in the signalfd (an ignored one would be lost). */
+	signal(SIGTERM, SIG_DFL);
 	int sigfd = signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK);
 	int ctl = p->ctl_path ? open(p->ctl_path, O_RDWR | O_NONBLOCK | O_CLOEXEC) : -1;
 
@@ -540,8 +579,12 @@ int shim_main(void)
 		}
 		if (fds[isig].revents & POLLIN) {
 			struct signalfd_siginfo si;
+			int term = 0;
 			while (read(sigfd, &si, sizeof(si)) == sizeof(si))
-				;
+				term |= si.ssi_signo == SIGTERM;
+			/* Before the reap below: a reaped pid may belong to someone else. */
+			if (term && !exited)
+				stop_on_term(child);
 			int st;
 			pid_t w;
 			while ((w = waitpid(-1, &st, WNOHANG)) > 0) {
