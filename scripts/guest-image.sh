@@ -7,7 +7,8 @@
 # Writes OUTDIR/disk.img, OUTDIR/vmlinuz and OUTDIR/initrd.img. The guest
 # mounts a second disk (/dev/vdb) at /payload and runs /payload/run.sh from
 # berth-guest.service with its output on the serial console; the script
-# powers the guest off. Needs root, debootstrap and e2fsprogs.
+# powers the guest off. runc and crun are there for the runtime's tests of
+# its OCI executors. Needs root, debootstrap and e2fsprogs.
 set -eu
 
 if [ $# -ne 1 ]; then
@@ -16,13 +17,15 @@ if [ $# -ne 1 ]; then
 fi
 out=$1
 mirror=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
-work=$out/work
+# A dot directory: go test ./..., run meanwhile, does not walk the
+# chroot (its /proc is mounted while debootstrap runs).
+work=$out/.work
 root=$work/root
 
 rm -rf "$work"
 mkdir -p "$work"
 debootstrap --variant=minbase \
-	--include=systemd,systemd-sysv,dbus,udev,kmod,linux-image-cloud-amd64,nftables,iproute2,busybox-static,procps,libseccomp2,ca-certificates \
+	--include=systemd,systemd-sysv,dbus,udev,kmod,linux-image-cloud-amd64,nftables,iproute2,busybox-static,procps,libseccomp2,ca-certificates,runc,crun \
 	bookworm "$root" "$mirror"
 
 echo guest >"$root/etc/hostname"
