@@ -8,6 +8,7 @@ package runtime_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -67,6 +68,49 @@ func readTrim(t *testing.T, path string) string {
 		t.Fatal(err)
 	}
 	return strings.TrimSpace(string(b))
+}
+
+// Containers started at once under the systemd driver all get their
+// scopes. They share one connection to systemd, made by the first start:
+// it must outlive that start, or the others never hear that their scopes
+// are made (their starts failed after 30 s, and berth run removed the
+// service). This test runs first in the binary, so it makes the connection.
+func TestGuestConcurrentStartsShareSystemd(t *testing.T) {
+	requireGuest(t)
+	rootfs := runtimetest.BusyboxRootfs(t)
+	r, err := runtime.New(t.TempDir(), runtime.WithCgroupDriver(runtime.CgroupDriverSystemd))
+	if err != nil {
+		t.Fatal(err)
+	}
+	const n = 4
+	errs := make(chan error, n)
+	t0 := time.Now()
+	for i := range n {
+		go func() {
+			_, err := r.Run(context.Background(), runtime.Config{
+				ID: fmt.Sprintf("together-%d", i), LowerDirs: []string{rootfs}, Args: []string{"sleep", "100"},
+				Resources: runtime.Resources{MemoryBytes: 32 << 20},
+			})
+			errs <- err
+		}()
+	}
+	for range n {
+		if err := <-errs; err != nil {
+			t.Error(err)
+		}
+	}
+	t.Logf("%d containers started at once in %s", n, time.Since(t0).Round(time.Millisecond))
+	for i := range n {
+		id := fmt.Sprintf("together-%d", i)
+		if st, err := r.State(context.Background(), id); err == nil && st.State == runtime.Running {
+			if got, want := cgroupOf(t, st.Pid), "0::"+r.CgroupPath(id); got != want {
+				t.Errorf("%s: pid %d in %q, want %q", id, st.Pid, got, want)
+			}
+		}
+		if err := r.Delete(context.Background(), id, true); err != nil && !errors.Is(err, runtime.ErrNotFound) {
+			t.Errorf("delete %s: %v", id, err)
+		}
+	}
 }
 
 // Under the systemd driver, every executor's shim is in its container's
