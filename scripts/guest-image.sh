@@ -6,8 +6,8 @@
 #
 # Writes OUTDIR/disk.img, OUTDIR/vmlinuz and OUTDIR/initrd.img. The guest
 # mounts a second disk (/dev/vdb) at /payload and runs /payload/run.sh from
-# berth-guest.service with its output on the serial console; the script
-# powers the guest off. runc and crun are there for the runtime's tests of
+# berth-guest.service with its output on the serial console; the guest
+# powers off when the script ends, cleanly when it succeeds. runc and crun are there for the runtime's tests of
 # its OCI executors. Needs root, debootstrap and e2fsprogs.
 set -eu
 
@@ -40,6 +40,10 @@ cat >"$root/etc/systemd/system/berth-guest.service" <<'UNIT'
 [Unit]
 Description=berth guest test (runs /payload/run.sh from the second disk)
 After=basic.target dbus.service
+# A script that ends well leaves a clean power off to test (units stopped
+# in order); one that fails, or hangs in it, is powered off by force. The
+# script must not power off itself: stopping it would fail this oneshot.
+SuccessAction=poweroff
 FailureAction=poweroff-force
 
 [Service]
