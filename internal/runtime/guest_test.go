@@ -233,10 +233,18 @@ func TestGuestCgroupfsDriverOnPureV2(t *testing.T) {
 		t.Fatalf("a new Runtime sees %+v, %v; want it running with pid %d", adopted, err, st.Pid)
 	}
 
+	// Both of the container's processes run (the shell forks one) before its shim is killed.
+	deadline := time.Now().Add(20 * time.Second)
+	for len(procs(dir)) < 2 {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s holds %v, want the container's 2 processes", dir, procs(dir))
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 	if err := syscall.Kill(st.ShimPid, syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(20 * time.Second)
+	deadline = time.Now().Add(20 * time.Second)
 	for {
 		s, err := r2.State(context.Background(), id)
 		if err == nil && s.State == runtime.Unknown {
