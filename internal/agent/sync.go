@@ -283,7 +283,7 @@ func (a *Agent) start(ctx context.Context, inst *Instance, attempt int) (runtime
 	id := containerID(inst, attempt)
 	c := runtime.Config{
 		ID: id, Image: inst.Image, Hostname: inst.Name,
-		Resources: inst.Resources, Executor: inst.Executor,
+		Resources: inst.Resources, Executor: inst.Executor, UserNS: inst.UserNS,
 		Labels: map[string]string{labelInstance: inst.Key(), labelUID: inst.UID, labelAttempt: strconv.Itoa(attempt),
 			labelGrace: inst.StopGrace.String(), labelTemplate: inst.Template},
 		StopGrace: inst.StopGrace,
