@@ -175,6 +175,7 @@ func InstanceFromAPI(in *api.Instance) *Instance {
 		Resources: runtime.Resources{CPUs: t.Resources.CPU, MemoryBytes: int64(t.Resources.Memory),
 			Pids: t.Resources.Pids},
 		DiskBytes: int64(t.Resources.Disk),
+		Process:   processOf(&t), StopGrace: t.StopGrace.D(),
 	}
 	if out.Restart == "" {
 		out.Restart = reconcile.Always
@@ -210,7 +211,8 @@ func InstanceFromAPI(in *api.Instance) *Instance {
 		out.Env = append(out.Env, k+"="+t.Env[k])
 	}
 	if h := t.Health; h != nil {
-		c := &health.Check{Interval: time.Duration(h.Interval), Timeout: time.Duration(h.Timeout), Failures: h.Failures}
+		c := &health.Check{Interval: time.Duration(h.Interval), Timeout: time.Duration(h.Timeout), Failures: h.Failures,
+			StartPeriod: h.StartPeriod.D()}
 		switch {
 		case h.HTTP != nil:
 			c.HTTP = &health.HTTPGet{Port: h.HTTP.Port, Path: h.HTTP.Path}
