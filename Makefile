@@ -12,7 +12,7 @@ TEST_TIMEOUT ?= 15m
 # The guest test builds a Debian guest from the archive on its first run (cached in build/guest/).
 GUEST_TIMEOUT ?= 40m
 
-.PHONY: all deps build up test test-nonroot test-guest lint bench demo-image deb clean fuzz
+.PHONY: all deps build up test test-nonroot test-guest guest-image lint bench demo-image deb clean fuzz
 
 all: build
 
@@ -29,14 +29,26 @@ demo-image: build
 up: demo-image
 	@bash scripts/up.sh $(BIN) $(DATA_DIR)
 
+# The guest's image (minutes from Debian's archive, the first time) is
+# built while the Go tests run; the guest test boots it once they pass.
 test: build test-nonroot
 	go vet ./...
-	go test -count=1 -timeout $(TEST_TIMEOUT) -p 2 ./...
+	@mkdir -p build; ( $(GUEST_IMAGE_BUILD) ) >build/guest-image.log 2>&1 & img=$$!; \
+	go test -count=1 -timeout $(TEST_TIMEOUT) -p 2 ./...; rc=$$?; \
+	if ! wait $$img; then echo "guest image build failed:"; tail -40 build/guest-image.log; exit 1; fi; exit $$rc
+	$(MAKE) --no-print-directory test-guest
 
 # berth installed from its package on a Debian 12 guest with systemd and
 # pure cgroup v2, under qemu (test/guest).
 test-guest: build
 	go test -tags guest -count=1 -timeout $(GUEST_TIMEOUT) -v ./test/guest/
+
+# The image is named by its script's hash, as test/guest looks it up.
+GUEST_IMAGE = build/guest/$(shell sha256sum scripts/guest-image.sh | cut -c1-12)
+GUEST_IMAGE_BUILD = if [ -e $(GUEST_IMAGE)/disk.img ]; then echo "guest image: cached in $(GUEST_IMAGE)"; \
+	else sh scripts/guest-image.sh $(GUEST_IMAGE); fi
+guest-image: deps
+	@$(GUEST_IMAGE_BUILD)
 
 # A Debian package: berth, its systemd units, /etc/berth/berth.env, bash completion.
 deb: build
@@ -52,9 +64,9 @@ test-nonroot:
 lint: deps
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt: $$out"; exit 1; fi
 	go vet ./...
-	go vet -tags guest ./test/guest/
+	go vet -tags guest ./test/guest/ ./internal/runtime/
 	staticcheck ./...
-	staticcheck -tags guest ./test/guest/
+	staticcheck -tags guest ./test/guest/ ./internal/runtime/
 
 # Fuzz targets as package:Target:budget. Plain `go test` runs each one's
 # seed corpus; `make fuzz` (run by CI) fuzzes each for its budget, or for

@@ -5,7 +5,7 @@ set -euo pipefail
 
 # qemu-system-x86, debootstrap and e2fsprogs build and boot the guest of test/guest.
 want_pkgs=(gcc libc6-dev make pkg-config libseccomp-dev busybox-static runc crun iproute2 nftables procps docker-registry apache2-utils chromium
-	qemu-system-x86 debootstrap e2fsprogs)
+	qemu-system-x86 debootstrap debian-archive-keyring gpgv e2fsprogs)
 if [ "${1:-}" = "bench" ]; then
 	want_pkgs+=(podman podman-compose skopeo docker.io)
 fi

@@ -6,8 +6,9 @@
 #
 # Writes OUTDIR/disk.img, OUTDIR/vmlinuz and OUTDIR/initrd.img. The guest
 # mounts a second disk (/dev/vdb) at /payload and runs /payload/run.sh from
-# berth-guest.service with its output on the serial console; the script
-# powers the guest off. Needs root, debootstrap and e2fsprogs.
+# berth-guest.service with its output on the serial console; the guest
+# powers off when the script ends, cleanly when it succeeds. runc and crun are there for the runtime's tests of
+# its OCI executors. Needs root, debootstrap and e2fsprogs.
 set -eu
 
 if [ $# -ne 1 ]; then
@@ -16,13 +17,15 @@ if [ $# -ne 1 ]; then
 fi
 out=$1
 mirror=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
-work=$out/work
+# A dot directory: go test ./..., run meanwhile, does not walk the
+# chroot (its /proc is mounted while debootstrap runs).
+work=$out/.work
 root=$work/root
 
 rm -rf "$work"
 mkdir -p "$work"
 debootstrap --variant=minbase \
-	--include=systemd,systemd-sysv,dbus,udev,kmod,linux-image-cloud-amd64,nftables,iproute2,busybox-static,procps,libseccomp2,ca-certificates \
+	--include=systemd,systemd-sysv,dbus,udev,kmod,linux-image-cloud-amd64,nftables,iproute2,busybox-static,procps,libseccomp2,ca-certificates,runc,crun \
 	bookworm "$root" "$mirror"
 
 echo guest >"$root/etc/hostname"
@@ -37,6 +40,10 @@ cat >"$root/etc/systemd/system/berth-guest.service" <<'UNIT'
 [Unit]
 Description=berth guest test (runs /payload/run.sh from the second disk)
 After=basic.target dbus.service
+# A script that ends well leaves a clean power off to test (units stopped
+# in order); one that fails, or hangs in it, is powered off by force. The
+# script must not power off itself: stopping it would fail this oneshot.
+SuccessAction=poweroff
 FailureAction=poweroff-force
 
 [Service]

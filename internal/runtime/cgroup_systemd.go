@@ -252,16 +252,44 @@ func systemd(ctx context.Context) (*sdbus.Conn, error) {
 	if sdConn != nil && sdConn.Connected() {
 		return sdConn, nil
 	}
-	c, err := sdbus.NewWithContext(ctx)
-	if err != nil {
-		// No system bus (dbus not running): systemd's own socket, root only.
-		var err2 error
-		if c, err2 = sdbus.NewSystemdConnectionContext(ctx); err2 != nil {
-			return nil, fmt.Errorf("connect to systemd: %w", errors.Join(err, err2))
-		}
+	// The connection is made with a context that never ends: godbus closes
+	// a connection once the context it was made with is done, and this one
+	// is shared, so a caller's context ending (as each start's does when
+	// it returns) would cut off every other caller's wait for its job.
+	// ctx bounds only this caller's wait for the dial.
+	type dialed struct {
+		c   *sdbus.Conn
+		err error
 	}
-	sdConn = c
-	return c, nil
+	ch := make(chan dialed, 1)
+	go func() {
+		c, err := sdbus.NewWithContext(context.Background())
+		if err != nil {
+			// No system bus (dbus not running): systemd's own socket, root only.
+			var err2 error
+			if c, err2 = sdbus.NewSystemdConnectionContext(context.Background()); err2 != nil {
+				err = errors.Join(err, err2)
+			} else {
+				err = nil
+			}
+		}
+		ch <- dialed{c, err}
+	}()
+	select {
+	case d := <-ch:
+		if d.err != nil {
+			return nil, fmt.Errorf("connect to systemd: %w", d.err)
+		}
+		sdConn = d.c
+		return d.c, nil
+	case <-ctx.Done():
+		go func() {
+			if d := <-ch; d.c != nil {
+				d.c.Close()
+			}
+		}()
+		return nil, fmt.Errorf("connect to systemd: %w", ctx.Err())
+	}
 }
 
 func dropSystemd(c *sdbus.Conn) {

@@ -425,18 +425,21 @@ func (r *Runtime) start(ctx context.Context, bd *bundle, c *Config, ex executor)
 	if err := unix.Mkfifo(p.CtlPath, 0o600); err != nil {
 		return Status{}, fmt.Errorf("container %q: control fifo: %w", c.ID, err)
 	}
-	var pid int
-	if builtin {
-		pid, err = r.launchShim(bd, ready, c)
-	} else if err = ready(); err == nil {
-		// An OCI runtime's shim has no gate: it starts once all is ready.
-		if _, ok := userNSOf(s); ok {
-			err = hostNetSysctls(s)
-		}
-		if err == nil {
-			pid, err = r.launchShim(bd, nil, c)
+	// Every shim waits at its gate until it sits in its container's cgroup
+	// (the systemd driver's scope) and all is ready: an OCI runtime forked
+	// any sooner would run, and make the container's cgroup, outside it.
+	gate := ready
+	if _, ok := userNSOf(s); ok && !builtin {
+		// An OCI runtime's container in a user namespace gets its network
+		// sysctls from here, once its namespace is wired.
+		gate = func() error {
+			if err := ready(); err != nil {
+				return err
+			}
+			return hostNetSysctls(s)
 		}
 	}
+	pid, err := r.launchShim(bd, gate, c)
 	if err == nil {
 		pid, err = ex.started(ctx, bd, pid)
 	}

@@ -90,6 +90,9 @@ func payload(t *testing.T, repo string) string {
 		t.Fatalf("build berth: %v\n%s", err, out)
 	}
 	deb := strings.TrimSpace(run(t, repo, "sh", "scripts/deb.sh", bin, filepath.Join(tmp, "deb")))
+	// The runtime's own tests that need systemd and pure cgroup v2 run inside too.
+	rtTest := filepath.Join(tmp, "runtime.test")
+	run(t, repo, "go", "test", "-c", "-tags", "guest", "-o", rtTest, "./internal/runtime/")
 	dir := filepath.Join(tmp, "payload")
 	if err := os.Mkdir(dir, 0o755); err != nil {
 		t.Fatal(err)
@@ -97,6 +100,7 @@ func payload(t *testing.T, repo string) string {
 	for src, dst := range map[string]string{
 		deb: "berth.deb", filepath.Join(repo, "scripts/demo-image.sh"): "demo-image.sh",
 		filepath.Join(repo, "test/guest/run.sh"): "run.sh", filepath.Join(repo, "test/guest/pinned.yaml"): "pinned.yaml",
+		rtTest: "runtime.test",
 	} {
 		b, err := os.ReadFile(src)
 		if err != nil {
@@ -146,7 +150,7 @@ func TestGuestSystemdCgroup2(t *testing.T) {
 	defer cancel()
 	qemu := exec.CommandContext(ctx, "qemu-system-x86_64", "-accel", "tcg", "-m", "2048", "-smp", "2",
 		"-kernel", filepath.Join(img, "vmlinuz"), "-initrd", filepath.Join(img, "initrd.img"),
-		"-append", "root=/dev/vda rw console=ttyS0 quiet",
+		"-append", "root=/dev/vda rw console=ttyS0 quiet systemd.show_status=1",
 		// snapshot=on: the cached disk stays as built; the guest's writes are thrown away.
 		"-drive", "file="+filepath.Join(img, "disk.img")+",format=raw,if=virtio,snapshot=on",
 		"-drive", "file="+pl+",format=raw,if=virtio",
@@ -170,7 +174,8 @@ func TestGuestSystemdCgroup2(t *testing.T) {
 	sc := bufio.NewScanner(out)
 	for sc.Scan() {
 		line := strings.TrimRight(sc.Text(), "\r")
-		console.WriteString(line + "\n")
+		// Each line with the host's time since qemu started, to see where time goes.
+		fmt.Fprintf(&console, "%7.1fs %s\n", time.Since(t0).Seconds(), line)
 		i := strings.Index(line, "@@ ")
 		if i < 0 {
 			continue
@@ -192,7 +197,14 @@ func TestGuestSystemdCgroup2(t *testing.T) {
 	}
 	defer func() {
 		if t.Failed() {
-			t.Logf("console:\n%s", tail([]byte(console.String()), 12000))
+			var diag []string
+			for _, line := range strings.Split(console.String(), "\n") {
+				if strings.Contains(line, "@@ diag") {
+					diag = append(diag, line)
+				}
+			}
+			t.Logf("what the guest saw at the failing step:\n%s", strings.Join(diag, "\n"))
+			t.Logf("console (whole in build/guest/console.log):\n%s", tail([]byte(console.String()), 8000))
 		}
 	}()
 	if started.IsZero() || poweroff.IsZero() {
@@ -205,6 +217,12 @@ func TestGuestSystemdCgroup2(t *testing.T) {
 	// The host is the one users have.
 	if f.one(t, "fs") != "cgroup2fs" || f.one(t, "pid1") != "systemd" || f.one(t, "v1mounts") != "0" {
 		t.Fatalf("not a systemd + pure cgroup v2 guest: fs %v, pid1 %v, v1 mounts %v", f["fs"], f["pid1"], f["v1mounts"])
+	}
+	// The runtime's own tests for this host (internal/runtime/guest_test.go).
+	if f.one(t, "runtime_tests") != "0" {
+		t.Errorf("the runtime's guest tests failed:\n%s", strings.Join(f["rt"], "\n"))
+	} else {
+		t.Logf("the runtime's guest tests passed in %s:\n%s", f.ms(t, "runtime_tests_ms"), strings.Join(f["rt"], "\n"))
 	}
 	for _, k := range []string{"deb_install", "demo_image", "enable", "ready", "run", "apply", "running"} {
 		if v := f.one(t, k); v != "0" {
@@ -258,6 +276,7 @@ func TestGuestSystemdCgroup2(t *testing.T) {
 	if restart > 2*time.Second {
 		t.Errorf("stopping and starting berth-up took %s, want under 2s", restart)
 	}
+	t.Logf("the same %d instances, adopted, shown Running again %s after systemctl restart began", len(f["inst"]), f.ms(t, "adopted_ms"))
 	if f.one(t, "same_after_restart") != "0" {
 		t.Errorf("instances changed over a restart of berth-up: before %v, after %v", f["inst"], f["after_restart"])
 	}
@@ -276,6 +295,12 @@ func TestGuestSystemdCgroup2(t *testing.T) {
 	// daemon-reload changes no limit.
 	if f.one(t, "limits_same_after_reload") != "0" {
 		t.Errorf("limits changed over systemctl daemon-reload: %v", f["limits"])
+	}
+
+	// A service without ports is warned about.
+	want := "warning: service noports has no ports: its virtual IP and DNS name noports.default.berth will not answer"
+	if f.one(t, "noports_run") != "0" || !strings.HasPrefix(f.one(t, "noports_warning"), want) {
+		t.Errorf("berth run without --port: exit %s, warning %q; want %q", f.one(t, "noports_run"), f.one(t, "noports_warning"), want)
 	}
 
 	// Power off with containers running, quickly.

@@ -2,8 +2,8 @@
 # Runs inside the guest that guest_test.go boots (Debian 12, systemd as
 # PID 1, pure cgroup v2), from the payload disk mounted at /payload. It
 # does what a user would and prints what it saw as "@@ key value" lines on
-# the serial console, which the test checks; then it powers the guest off
-# with the containers running.
+# the serial console, which the test checks; when it ends, the guest powers
+# off with the containers running.
 set -u
 P=/payload
 export BERTH_DATA_DIR=/var/lib/berth
@@ -28,10 +28,37 @@ running() { [ "$(insts | wc -l)" -eq "$1" ]; }
 ready() { berth get nodes 2>/dev/null | grep -qw Ready; }
 cgfile() { cat "/sys/fs/cgroup/berth.slice/berth-$1.scope/$2" 2>/dev/null || echo missing; }
 
+# diag WHAT: what berth and systemd saw, on the console, when a step failed.
+diag() {
+	say diag "$1"
+	for f in /tmp/run.log /tmp/apply.log /tmp/enable.log; do
+		[ -s $f ] && sed "s|^|$f: |" $f | while read -r line; do say diag_log "$line"; done
+	done
+	berth ps -o wide 2>&1 | while read -r line; do say diag_ps "$line"; done
+	berth events 2>&1 | tail -40 | while read -r line; do say diag_event "$line"; done
+	systemctl list-units --all --no-legend 'berth*' 'dbus*' | while read -r line; do say diag_unit "$line"; done
+	journalctl -o short-monotonic --no-pager 2>/dev/null | grep -v 'berth-guest\|run.sh' | tail -120 |
+		while read -r line; do say diag_journal "$line"; done
+}
+
 say start "$(cat /proc/uptime)"
 say fs "$(stat -fc %T /sys/fs/cgroup)"
 say pid1 "$(cat /proc/1/comm)"
 say v1mounts "$(grep -c ' cgroup ' /proc/mounts)"
+
+# The runtime's tests that need this host: each executor's shim in its
+# scope before it forks (runc, crun too), and the cgroupfs driver on pure
+# cgroup v2 (limits, adoption, a lost shim's processes reaped).
+t=$(now)
+(cd /tmp && $P/runtime.test -test.run '^TestGuest' -test.v -test.timeout 5m) >/tmp/rt.log 2>&1
+rc=$?
+say runtime_tests "$rc"
+say runtime_tests_ms "$(ms "$t")"
+if [ "$rc" = 0 ]; then
+	grep -E '^\s*(--- |guest_test.go)' /tmp/rt.log
+else
+	tail -80 /tmp/rt.log
+fi | while read -r line; do say rt "$line"; done
 
 t=$(now)
 dpkg -i $P/berth.deb >/tmp/dpkg.log 2>&1
@@ -40,6 +67,7 @@ say deb_ms "$(ms "$t")"
 cd /tmp && BUSYBOX=/bin/busybox sh $P/demo-image.sh /usr/bin/berth $BERTH_DATA_DIR >/tmp/demo.log 2>&1
 say demo_image "$?"
 
+say dbus_before "$(systemctl is-active dbus.service)"
 t=$(now)
 systemctl enable --now berth-up >/tmp/enable.log 2>&1
 say enable "$?"
@@ -54,8 +82,10 @@ say run "$?"
 berth apply -f $P/pinned.yaml >/tmp/apply.log 2>&1
 say apply "$?"
 wait_for 120 running 4
-say running "$?"
+rc=$?
+say running "$rc"
 say run_ms "$(ms "$t")"
+[ "$rc" = 0 ] || diag "not 4 instances running"
 before=$(insts)
 echo "$before" | while read -r name pid restarts ctr; do
 	say inst "$name $pid $restarts $ctr"
@@ -84,12 +114,13 @@ say restart_ms $((($(usec ActiveEnterTimestampMonotonic) - stopping) / 1000))
 # What the stop spent its time on, should it be slow.
 journalctl -u berth-up -o short-monotonic --no-pager 2>/dev/null | grep -E 'Stopp|Stopped|Started|Deactivated|Consumed' | tail -6 |
 	while read -r line; do say journal "$line"; done
-wait_for 60 ready
-wait_for 60 running 4
-after=$(insts)
-[ "$before" = "$after" ]
+same() { [ "$(insts)" = "$before" ]; }
+wait_for 60 same
 say same_after_restart "$?"
+say adopted_ms "$(ms "$t")"
+after=$(insts)
 say after_restart "$(echo "$after" | tr '\n' ';')"
+[ "$after" = "$before" ] || diag "instances changed over a restart"
 
 # A shim killed: no duplicate, and an event.
 victim=$(echo "$after" | grep '^web-' | head -1)
@@ -115,6 +146,14 @@ lim3=$(limits)
 say limits_same_after_reload "$?"
 say limits "$(echo "$lim3" | tr '\n' ';')"
 
+# A service with no ports: berth warns that its VIP and name will not answer.
+berth run --name noports --replicas 0 demo/busybox:1 sleep 1 >/tmp/noports.log 2>&1
+say noports_run "$?"
+say noports_warning "$(grep -m1 '^warning:' /tmp/noports.log)"
+berth rm noports >/dev/null 2>&1
+
 say scopes "$(systemctl list-units --no-legend 'berth-*.scope' | wc -l)"
+# The unit powers the guest off once this script has ended well
+# (SuccessAction=poweroff), with the containers running.
 say poweroff "$(cat /proc/uptime)"
-systemctl poweroff
+exit 0

@@ -228,6 +228,42 @@ static void report(const char *fmt, ...)
 }
 
 /*
+ * catches_term reports whether process pid has a handler for SIGTERM
+ * (SigCgt in /proc/PID/status); when unsure it says yes.
+ */
+static int catches_term(pid_t pid)
+{
+	char path[64], line[256];
+	snprintf(path, sizeof(path), "/proc/%d/status", pid);
+	FILE *f = fopen(path, "re");
+	if (!f)
+		return 1;
+	int yes = 1;
+	while (fgets(line, sizeof(line), f)) {
+		unsigned long long mask;
+		if (sscanf(line, "SigCgt: %llx", &mask) == 1) {
+			yes = (mask >> (SIGTERM - 1)) & 1;
+			break;
+		}
+	}
+	fclose(f);
+	return yes;
+}
+
+/*
+ * stop_on_term is what a SIGTERM to the shim does: the container is asked
+ * to stop. systemd sends it to every process of a container's scope when
+ * the scope stops (a host shutdown, systemctl stop berth.slice), and the
+ * kernel drops SIGTERM for a namespace's PID 1 that has no handler for
+ * it: such a container is killed at once rather than after the scope's
+ * whole stop timeout, as berth's own Stop does.
+ */
+static void stop_on_term(pid_t child)
+{
+	kill(child, catches_term(child) ? SIGTERM : SIGKILL);
+}
+
+/*
  * handle_ctl reads the launcher's commands: "kill SIG" signals the
  * container (child, when it runs: 0 between restarts), and "stop" says the
  * container is being stopped, so its exit is not to be restarted.
@@ -547,7 +583,10 @@ static int shim_setup(struct shim *s)
 	sigset_t mask;
 	sigemptyset(&mask);
 	sigaddset(&mask, SIGCHLD);
+	sigaddset(&mask, SIGTERM);
 	sigprocmask(SIG_BLOCK, &mask, &s->oldmask);
+	/* Blocked, SIGTERM waits in the signalfd (an ignored one would be lost). */
+	signal(SIGTERM, SIG_DFL);
 	s->sigfd = signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK);
 	s->ctl = p->ctl_path ? open(p->ctl_path, O_RDWR | O_NONBLOCK | O_CLOEXEC) : -1;
 
@@ -727,12 +766,22 @@ static void drain(struct shim *s, struct stream *ss[2], const struct pollfd *fds
 	}
 }
 
-/* reap collects exited children; 1 when the container's was one, with its status. */
-static int reap(struct shim *s, int *status)
+/*
+ * reap collects exited children; 1 when the container's was one, with its
+ * status. A SIGTERM among the signals read stops a container still running.
+ */
+static int reap(struct shim *s, int exited, int *status)
 {
 	struct signalfd_siginfo si;
+	int term = 0;
 	while (read(s->sigfd, &si, sizeof(si)) == sizeof(si))
-		;
+		term |= si.ssi_signo == SIGTERM;
+	/* A SIGTERM stops the container for good: no restart after it. */
+	if (term)
+		s->stopped = 1;
+	/* Before the reap below: a reaped pid may belong to someone else. */
+	if (term && !exited && s->child > 0)
+		stop_on_term(s->child);
 	int st, found = 0;
 	pid_t w;
 	while ((w = waitpid(-1, &st, WNOHANG)) > 0) {
@@ -786,7 +835,7 @@ static int shim_supervise(struct shim *s)
 		if (r < 0)
 			break;
 		drain(s, ss, fds, idx);
-		if ((fds[isig].revents & POLLIN) && reap(s, &status)) {
+		if ((fds[isig].revents & POLLIN) && reap(s, exited, &status)) {
 			exited = 1;
 			clock_gettime(CLOCK_MONOTONIC, &deadline);
 			deadline.tv_sec += 2;
