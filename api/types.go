@@ -232,6 +232,10 @@ type Template struct {
 	// image (or one without a tag) and IfNotPresent otherwise
 	// (EffectivePullPolicy).
 	PullPolicy PullPolicy `json:"pullPolicy,omitempty"`
+
+	// Containers are the instance's init and sidecar containers, beside
+	// the main one the fields above describe (see containers.go).
+	Containers []Container `json:"containers,omitempty"`
 }
 
 // PullPolicy says when an image is fetched from its registry.
@@ -538,6 +542,9 @@ type InstanceStatus struct {
 	// RestartAt is when an exited container that is backing off (Reason
 	// BackOff) starts again.
 	RestartAt time.Time `json:"restartAt,omitzero"`
+	// Containers is each container's state, for an instance whose
+	// template lists init or sidecar containers (the main one last).
+	Containers []ContainerStatus `json:"containers,omitempty"`
 }
 
 // Event records what happened to an object. Events expire after a while

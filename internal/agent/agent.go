@@ -70,6 +70,10 @@ type Instance struct {
 	// restarted agent keeps saying why it stopped a container for its disk
 	// use, which the container's exit alone does not tell.
 	ReportedReason, ReportedMessage string
+	// Members are the instance's init containers (in order) and sidecars,
+	// beside the main container the fields above describe. They share its
+	// network namespace, hostname and volumes (see member.go).
+	Members []Member
 }
 
 // Key names the instance as "namespace/name".
@@ -90,6 +94,8 @@ type Status struct {
 	FinishedAt  time.Time
 	// RestartAt is when a backing-off container starts again.
 	RestartAt time.Time
+	// Containers is each container's state, for an instance with Members.
+	Containers []api.ContainerStatus
 }
 
 // NodeInfo is what the agent registers about its node.
@@ -314,8 +320,11 @@ func (a *Agent) Run(ctx context.Context) error {
 		case id := <-a.exits:
 			delete(a.watched, id)
 			a.dirty[id] = true
-			// An exited container keeps its record (for logs) but not its address.
-			a.detach(ctx, id)
+			// An exited container keeps its record (for logs) but not its
+			// address, unless the address is its instance's.
+			if st, ok := a.containers[id]; !ok || st.Labels[labelNet] == "" {
+				a.detach(ctx, id)
+			}
 		case id := <-a.done:
 			delete(a.stopping, id)
 			a.dirty[id] = true

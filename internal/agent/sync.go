@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"reflect"
 	"sort"
 	"strconv"
 	"strings"
@@ -73,7 +74,8 @@ func (a *Agent) sync(ctx context.Context) time.Time {
 	desired := make([]reconcile.Desired, 0, len(a.desired))
 	insts := make(map[string]*Instance, len(a.desired))
 	for uid, inst := range a.desired {
-		desired = append(desired, reconcile.Desired{Key: inst.Key(), UID: uid, Restart: inst.Restart, Template: inst.Template})
+		desired = append(desired, reconcile.Desired{Key: inst.Key(), UID: uid, Restart: inst.Restart, Template: inst.Template,
+			Members: desiredMembers(inst)})
 		insts[uid] = inst
 	}
 	a.mu.Unlock()
@@ -85,7 +87,7 @@ func (a *Agent) sync(ctx context.Context) time.Time {
 	for _, act := range res.Actions {
 		switch act.Kind {
 		case reconcile.Start:
-			if f, ok := a.failures[act.UID]; ok {
+			if f, ok := a.failures[failureKey(act.UID, act.Name)]; ok {
 				if insts[act.UID].Restart == reconcile.Never {
 					continue // reported Failed: the controller decides what comes next
 				}
@@ -108,7 +110,11 @@ func (a *Agent) sync(ctx context.Context) time.Time {
 			if err := a.cfg.Images.Release(ctx, act.ContainerID); err != nil {
 				a.log.Warn("release image", "container", act.ContainerID, "err", err)
 			}
-			a.detach(ctx, act.ContainerID)
+			if net := byID[act.ContainerID].Labels[labelNet]; net != "" {
+				a.releasePod(ctx, net, act.ContainerID)
+			} else {
+				a.detach(ctx, act.ContainerID)
+			}
 			a.stopProbe(act.ContainerID)
 			delete(a.containers, act.ContainerID)
 			delete(a.evicted, act.ContainerID)
@@ -123,22 +129,23 @@ func (a *Agent) sync(ctx context.Context) time.Time {
 		sem <- struct{}{}
 		wg.Go(func() {
 			defer func() { <-sem }()
-			results[i].st, results[i].err = a.start(ctx, insts[act.UID], act.Attempt)
+			results[i].st, results[i].err = a.start(ctx, insts[act.UID], act.Name, act.Attempt)
 		})
 	}
 	wg.Wait()
 	for i, act := range starts {
+		fk := failureKey(act.UID, act.Name)
 		if err := results[i].err; err != nil {
-			f := a.failures[act.UID]
+			f := a.failures[fk]
 			f.count++
 			f.err = err
 			f.next = now.Add(reconcile.Backoff(f.count, 0))
-			a.failures[act.UID] = f
+			a.failures[fk] = f
 			retryAt = earliest(retryAt, f.next)
 			a.log.Warn("start failed", "instance", act.Key, "attempt", act.Attempt, "err", err)
 			continue
 		}
-		delete(a.failures, act.UID)
+		delete(a.failures, fk)
 		a.containers[results[i].st.ID] = results[i].st
 		changed = true
 	}
@@ -217,6 +224,7 @@ func (a *Agent) observe() ([]reconcile.Container, map[string]runtime.Status) {
 			ID: st.ID, Key: st.Labels[labelInstance], UID: uid, Attempt: attempt,
 			Running: st.State == runtime.Running, ExitCode: st.ExitCode,
 			StartedAt: st.StartedAt, FinishedAt: st.FinishedAt, Template: st.Labels[labelTemplate],
+			Name: memberOf(st), Sidecar: st.Labels[labelSidecar] != "",
 		}
 		switch st.State {
 		case runtime.Unknown:
@@ -239,28 +247,52 @@ func (a *Agent) observe() ([]reconcile.Container, map[string]runtime.Status) {
 	return out, byID
 }
 
-func (a *Agent) start(ctx context.Context, inst *Instance, attempt int) (runtime.Status, error) {
-	if inst.Image == "" {
+// start runs attempt attempt of the instance's container name ("" for
+// the main one, else one of its Members).
+func (a *Agent) start(ctx context.Context, inst *Instance, name string, attempt int) (runtime.Status, error) {
+	m, ok := inst.member(name)
+	if !ok {
+		return runtime.Status{}, fmt.Errorf("instance %s: no container %q", inst.Key(), name)
+	}
+	// What runs: the main container's fields, or the member's.
+	image, command, args, env, workDir, res := inst.Image, inst.Command, inst.Args, inst.Env, inst.WorkingDir, inst.Resources
+	if m != nil {
+		image, command, args, env, workDir, res = m.Image, m.Command, m.Args, m.Env, m.WorkingDir, m.Resources
+	}
+	if image == "" {
 		return runtime.Status{}, errNoImage
 	}
-	id := containerID(inst, attempt)
+	id := memberID(inst, name, attempt)
 	c := runtime.Config{
-		ID: id, Image: inst.Image, Hostname: inst.Name,
-		Resources: inst.Resources, Executor: inst.Executor,
+		ID: id, Image: image, Hostname: inst.Name,
+		Resources: res, Executor: inst.Executor,
 		Labels: map[string]string{labelInstance: inst.Key(), labelUID: inst.UID, labelAttempt: strconv.Itoa(attempt),
 			labelGrace: inst.StopGrace.String(), labelTemplate: inst.Template},
 		StopGrace: inst.StopGrace,
 	}
-	if err := a.checkHostPorts(inst); err != nil {
-		return runtime.Status{}, fmt.Errorf("start %s: %w", id, err)
+	if m != nil {
+		c.Labels[labelMember] = name
+		if m.Sidecar {
+			c.Labels[labelSidecar] = "1"
+		}
+	}
+	if m == nil {
+		if err := a.checkHostPorts(inst); err != nil {
+			return runtime.Status{}, fmt.Errorf("start %s: %w", id, err)
+		}
 	}
 	if err := a.volumeMounts(ctx, inst, &c); err != nil {
 		return runtime.Status{}, fmt.Errorf("start %s: %w", id, err)
 	}
-	dataEnv, err := a.dataMounts(ctx, inst, id, &c)
-	if err != nil {
-		return runtime.Status{}, fmt.Errorf("start %s: %w", id, err)
+	// Configs and secrets go to the main container only.
+	var dataEnv []string
+	if m == nil {
+		var err error
+		if dataEnv, err = a.dataMounts(ctx, inst, id, &c); err != nil {
+			return runtime.Status{}, fmt.Errorf("start %s: %w", id, err)
+		}
 	}
+	pod := len(inst.Members) > 0
 	// The image and the network do not depend on each other: prepare the
 	// one while attaching the other (a staged network only reserves here,
 	// and wires while the runtime readies the container). A failure of
@@ -274,11 +306,16 @@ func (a *Agent) start(ctx context.Context, inst *Instance, attempt int) (runtime
 	prepared := make(chan struct{})
 	go func() {
 		defer close(prepared)
-		rootfs, prepErr = a.cfg.Images.Prepare(ctx, inst.Image, id)
+		rootfs, prepErr = a.cfg.Images.Prepare(ctx, image, id)
 		tPrep = time.Since(t0)
 	}()
 	var tWire time.Duration
-	attErr := a.attach(ctx, &c, inst.Namespace, &tWire)
+	var attErr error
+	if pod {
+		attErr = a.attachPod(ctx, &c, inst)
+	} else {
+		attErr = a.attach(ctx, &c, inst.Namespace, &tWire)
+	}
 	tAttach := time.Since(t0)
 	<-prepared
 	if prepErr != nil || attErr != nil {
@@ -287,14 +324,13 @@ func (a *Agent) start(ctx context.Context, inst *Instance, attempt int) (runtime
 		} else {
 			_ = a.cfg.Images.Release(context.WithoutCancel(ctx), id)
 		}
-		if attErr == nil {
+		if attErr == nil && !pod {
 			a.detach(context.WithoutCancel(ctx), id)
 		}
 		metrics.ContainerStartFailures.Inc()
 		return runtime.Status{}, errors.Join(prepErr, attErr)
 	}
-	args := inst.Args
-	entry := inst.Command
+	entry := command
 	if len(entry) == 0 {
 		entry = rootfs.Entrypoint
 		if len(args) == 0 {
@@ -303,10 +339,10 @@ func (a *Agent) start(ctx context.Context, inst *Instance, attempt int) (runtime
 	}
 	c.LowerDirs = rootfs.LowerDirs
 	c.Args = append(append([]string(nil), entry...), args...)
-	c.Env = append(append(append([]string(nil), rootfs.Env...), dataEnv...), inst.Env...)
+	c.Env = append(append(append([]string(nil), rootfs.Env...), dataEnv...), env...)
 	c.Cwd, c.User = rootfs.WorkingDir, rootfs.User
-	if inst.WorkingDir != "" {
-		c.Cwd = inst.WorkingDir
+	if workDir != "" {
+		c.Cwd = workDir
 	}
 	t1 := time.Now()
 	st, err := a.cfg.Runtime.Run(ctx, c)
@@ -315,13 +351,13 @@ func (a *Agent) start(ctx context.Context, inst *Instance, attempt int) (runtime
 		_ = a.cfg.Images.Release(context.WithoutCancel(ctx), id)
 		// A container that never ran holds nothing worth keeping; one
 		// created but failed is removed (and detached) by the next pass.
-		if st.ID == "" {
+		if st.ID == "" && !pod {
 			a.detach(context.WithoutCancel(ctx), id)
 		}
 		return st, err
 	}
 	metrics.ContainerStartDuration.Observe(time.Since(t0).Seconds())
-	a.log.Info("started", "instance", inst.Key(), "container", id, "attempt", attempt, "prepare", tPrep, "attach", tAttach, "wire", tWire, "run", time.Since(t1))
+	a.log.Info("started", "instance", inst.Key(), "container", id, "member", name, "attempt", attempt, "prepare", tPrep, "attach", tAttach, "wire", tWire, "run", time.Since(t1))
 	return st, nil
 }
 
@@ -366,9 +402,14 @@ func (a *Agent) track(ctx context.Context, byID map[string]runtime.Status, insts
 				}
 			})
 		}
-		inst := insts[st.Labels[labelUID]]
-		if inst != nil && inst.Health != nil {
-			a.ensureProbe(ctx, id, st, inst)
+		if inst := insts[st.Labels[labelUID]]; inst != nil {
+			check := inst.Health
+			if m, ok := inst.member(memberOf(st)); ok && m != nil {
+				check = m.Health
+			}
+			if check != nil {
+				a.ensureProbe(ctx, id, st, inst, check)
+			}
 		}
 	}
 	for id := range a.watched {
@@ -391,13 +432,10 @@ func (a *Agent) track(ctx context.Context, byID map[string]runtime.Status, insts
 
 // report sends the status of every desired instance that changed since it was last sent.
 func (a *Agent) report(ctx context.Context, insts map[string]*Instance, byID map[string]runtime.Status, now time.Time) {
-	latest := map[string]runtime.Status{}
+	mine := map[string][]runtime.Status{}
 	for _, st := range byID {
 		uid := st.Labels[labelUID]
-		cur, ok := latest[uid]
-		if !ok || attemptOf(st) > attemptOf(cur) {
-			latest[uid] = st
-		}
+		mine[uid] = append(mine[uid], st)
 	}
 	uids := make([]string, 0, len(insts))
 	for uid := range insts {
@@ -406,11 +444,21 @@ func (a *Agent) report(ctx context.Context, insts map[string]*Instance, byID map
 	sort.Strings(uids)
 	for _, uid := range uids {
 		inst := insts[uid]
-		st := a.statusOf(inst, latest[uid], now)
+		latest := latestByMember(mine[uid])
+		var st Status
 		a.mu.Lock()
 		prev, sent := a.reported[uid]
 		a.mu.Unlock()
-		if sent && prev == st {
+		if len(inst.Members) == 0 {
+			st = a.statusOf(inst, latest[""], now)
+		} else {
+			st = a.podStatus(inst, latest, now)
+			if st.Phase.Terminal() && (!sent || !prev.Phase.Terminal()) {
+				// Finished for good: the instance's address goes, as a lone container's does at its exit.
+				a.releasePod(ctx, podNetID(inst), "")
+			}
+		}
+		if sent && prev.equal(st) {
 			continue
 		}
 		if err := a.cfg.ControlPlane.ReportStatus(ctx, inst.Namespace, inst.Name, uid, st); err != nil {
@@ -421,6 +469,11 @@ func (a *Agent) report(ctx context.Context, insts map[string]*Instance, byID map
 		a.reported[uid] = st
 		a.mu.Unlock()
 	}
+}
+
+// equal reports whether s and o say the same.
+func (s Status) equal(o Status) bool {
+	return reflect.DeepEqual(s, o)
 }
 
 func attemptOf(st runtime.Status) int {

@@ -36,6 +36,9 @@ import (
 //	GET  /v1/nodes/{name}/metrics                          the node agent's Prometheus metrics
 //	GET  /v1/tunnel/{node}                                 Upgrade: berth-tunnel (agents only)
 //
+// The instance operations take ?container=NAME: one of the instance's
+// init or sidecar containers, or "main" (the default).
+//
 // Every one is for admins: NodeAuthorizer refuses a node any
 // subresource but its own assignments. Each exec and attach is recorded
 // as an event on the instance (who, which command).
@@ -223,11 +226,17 @@ func (s *Server) instanceOp(op string) http.HandlerFunc {
 		if op == "exec" || op == "attach" || op == "checkpoint" || (op == "cp" && r.Method == http.MethodPut) {
 			s.recordRemoteOp(r, &in, op)
 		}
-		// The container the status names saves the agent a search.
 		q := r.URL.Query()
-		q.Del("container")
-		if in.Status.ContainerID != "" {
-			q.Set("container", in.Status.ContainerID)
+		cname := q.Get("container")
+		if _, ok := in.Spec.Template.Container(cname); !ok {
+			writeError(w, &api.ValidationError{Fields: []api.FieldError{{Field: "container",
+				Reason: fmt.Sprintf("%s has no container %q (it has %s)", api.Ref(api.KindInstance, ns, name), cname, strings.Join(in.Spec.Template.ContainerNames(), ", "))}}})
+			return
+		}
+		// The container the status names saves the agent a search.
+		q.Del("containerID")
+		if in.Status.ContainerID != "" && (cname == "" || cname == api.MainContainer) {
+			q.Set("containerID", in.Status.ContainerID)
 		}
 		s.forward(w, r, in.Spec.Node, "/v1/instances/"+url.PathEscape(in.Metadata.UID)+"/"+op, q)
 	}

@@ -137,6 +137,14 @@ func describeObject(ctx context.Context, c *client.Client, w io.Writer, r objRef
 		if x.Status.Message != "" {
 			field("Message", "%s", x.Status.Message)
 		}
+		if len(x.Status.Containers) > 0 {
+			fmt.Fprintln(tw, "Containers:")
+			fmt.Fprintln(tw, "  NAME\tROLE\tSTATE\tHEALTHY\tRESTARTS\tEXIT\tREASON")
+			for _, cs := range x.Status.Containers {
+				fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%d\t%s\t%s\n", cs.Name, containerRole(cs.Init, cs.Sidecar), cs.State,
+					cond(cs.Healthy, "yes", "no"), cs.Restarts, cond(cs.State == api.ContainerTerminated, fmt.Sprint(cs.ExitCode), "-"), dash(cs.Reason))
+			}
+		}
 		notReady = instanceProblems(insts, events)
 	case *api.Node:
 		field("Status", "%s", dash(string(x.Status.Condition)))
@@ -214,6 +222,24 @@ func describeTemplate(field func(k, format string, a ...any), t api.Template) {
 		}
 		field("Health", "%s every %s, %d failures", check, h.Interval, h.Failures)
 	}
+	for _, c := range t.Containers {
+		what := t.ContainerImage(&c)
+		if len(c.Command)+len(c.Args) > 0 {
+			what += " " + strings.Join(append(slices.Clone(c.Command), c.Args...), " ")
+		}
+		field("Container "+c.Name, "%s: %s", containerRole(c.Init, c.Sidecar), what)
+	}
+}
+
+// containerRole says what an instance's container is for.
+func containerRole(init, sidecar bool) string {
+	switch {
+	case init:
+		return "init"
+	case sidecar:
+		return "sidecar"
+	}
+	return "main"
 }
 
 func dashNum(f float64) string {
