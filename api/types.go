@@ -101,6 +101,11 @@ type ServiceSpec struct {
 	// RollOnChange rolls the service when the data of a config or secret
 	// its template uses changes.
 	RollOnChange bool `json:"rollOnChange,omitempty"`
+	// DataDigest (server-set, with RollOnChange) is the digest of the
+	// configs and secrets the template uses as of the last roll for them
+	// (Template.DataDigest): the controller rolls the service whenever
+	// they differ, so a change made while it was down still rolls it.
+	DataDigest string `json:"dataDigest,omitempty"`
 }
 
 // ServiceMode says how many instances a service runs.

@@ -207,6 +207,7 @@ func (m *Manager) Pass(ctx context.Context) error {
 	later = append(later, jobStatuses...)
 	errs = append(errs, m.schedulePass(ctx, sn, append(fresh, jf...)))
 	errs = append(errs, m.cronPass(ctx, sn))
+	errs = append(errs, m.dataPass(ctx, sn))
 	for _, f := range later {
 		errs = append(errs, f())
 	}
