@@ -41,4 +41,3 @@ func (m *Manager) dataPass(ctx context.Context, sn *snapshot) error {
 	}
 	return errors.Join(errs...)
 }
-
