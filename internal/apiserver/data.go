@@ -214,6 +214,10 @@ func (s *Server) triggerCronJob(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	job := cj.RunJob("m" + strconv.FormatInt(time.Now().UnixMilli(), 36))
+	if err := s.Admit(r.Context(), job); err != nil {
+		writeError(w, fmt.Errorf("trigger %s: %w", t.ref(), err))
+		return
+	}
 	if err := s.pinImage(r.Context(), job); err != nil {
 		writeError(w, err)
 		return
@@ -223,4 +227,17 @@ func (s *Server) triggerCronJob(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusCreated, job)
+}
+
+// Admit runs on obj the checks a write of it passes at the API: its
+// validation (with the admission limits) and the cluster's rules on
+// volumes. The controller runs it on each job a cron job starts, which
+// reaches the store without a request of its own: the limits and rules
+// in force at the run, not only at the cron job's creation, apply.
+func (s *Server) Admit(ctx context.Context, obj api.Object) error {
+	m := obj.GetMetadata()
+	if err := obj.Validate(); err != nil {
+		return wireError(target{kind: obj.GetKind(), namespace: m.Namespace, name: m.Name}, err)
+	}
+	return s.admitVolumes(ctx, obj)
 }

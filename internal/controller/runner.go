@@ -60,6 +60,10 @@ type Options struct {
 	// Network is what the control plane hands out: pod subnets and
 	// service VIPs. Zero prefixes hand out nothing.
 	Network Network
+	// Admit, when set, checks a job a cron job is about to start as the
+	// API checks a job written to it (the API server's Admit); a job it
+	// refuses is not started, and the cron job says why.
+	Admit func(ctx context.Context, obj api.Object) error
 }
 
 // DefaultStartGrace is a node heartbeat TTL.

@@ -250,7 +250,7 @@ func Server(ctx context.Context, cfg ServerConfig) error {
 			if !ok {
 				return fmt.Errorf("controllers: %w: no leader term in the work's context", errdefs.ErrFailedPrecondition)
 			}
-			return controller.NewManager(st.Fenced(term.Cmp()), controller.Options{Logger: log, Network: cfg.Network.controller()}).Run(ctx)
+			return controller.NewManager(st.Fenced(term.Cmp()), controller.Options{Logger: log, Network: cfg.Network.controller(), Admit: srv.Admit}).Run(ctx)
 		}, leader.WithTTL(cfg.LeaderTTL), leader.WithLogger(log.With("component", "leader")))
 	})
 	g.wg.Go(func() {

@@ -165,7 +165,7 @@ func Up(ctx context.Context, cfg Config) error {
 	if tl != nil {
 		run("api server (tcp)", func(ctx context.Context) error { return srv.ServeTLS(ctx, tl, creds.TLS, creds.Token) })
 	}
-	mgr := controller.NewManager(st, controller.Options{Logger: log, Network: cfg.Network.controller()})
+	mgr := controller.NewManager(st, controller.Options{Logger: log, Network: cfg.Network.controller(), Admit: srv.Admit})
 	run("controllers", mgr.Run)
 	run("image pruner", func(ctx context.Context) error {
 		return keepPinnedImages(ctx, st, imgs, log.With("component", "images"))
