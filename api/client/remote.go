@@ -339,8 +339,18 @@ type InstanceStats struct {
 
 // Stats reads an instance's resource figures.
 func (c *Client) Stats(ctx context.Context, namespace, name string) (InstanceStats, error) {
+	return c.ContainerStats(ctx, namespace, name, "")
+}
+
+// ContainerStats reads the resource figures of one of an instance's
+// init or sidecar containers (container; empty for the main one).
+func (c *Client) ContainerStats(ctx context.Context, namespace, name, container string) (InstanceStats, error) {
+	path := instancePath(namespace, name, "stats")
+	if container != "" {
+		path += "?" + url.Values{"container": {container}}.Encode()
+	}
 	var st InstanceStats
-	err := c.do(ctx, http.MethodGet, instancePath(namespace, name, "stats"), nil, nil, &st)
+	err := c.do(ctx, http.MethodGet, path, nil, nil, &st)
 	return st, err
 }
 

@@ -12,7 +12,9 @@ import (
 
 // An instance of three containers: an init container writes a token into
 // the instance's volume; the main one serves it over HTTP on port 8080;
-// a sidecar fetches it from localhost and prints it.
+// a sidecar fetches it from localhost and prints it. The sidecar has a
+// memory limit of its own, and a health check that passes once
+// /shared/ready exists.
 const podYAML = `kind: Service
 name: pod
 replicas: 1
@@ -28,19 +30,42 @@ template:
   - name: poller
     sidecar: true
     command: ["sh", "-c", "while [ ! -e /tmp/stop ]; do timeout 2 wget -qO- http://127.0.0.1:8080/; sleep 0.3; done; exit 1"]
+    resources: {memory: 16Mi}
+    health: {exec: {command: ["test", "-e", "/shared/ready"]}, interval: 300ms, timeout: 1s, failures: 1}
 `
 
 // Init and sidecar containers from the user's seat: the init container
 // runs first and its file reaches the main container; the sidecar reaches
 // the main container on localhost (one network namespace); logs and exec
-// reach each container with -c; the status and describe show each one.
+// reach each container with -c; the instance is healthy only once its
+// sidecar is too; the status and describe show each container.
 func TestMultiContainerInstance(t *testing.T) {
 	c := startCluster(t)
 	if _, errOut, code := c.applyYAML(podYAML); code != 0 {
 		t.Fatalf("apply: %s", errOut)
 	}
+	// Main container up and passing its check, the sidecar not yet: the
+	// instance is not healthy (not serving).
+	var name string
+	eventually(t, 60*time.Second, "the main container healthy beside an unhealthy sidecar", func() bool {
+		for _, in := range c.ownedBy("pod") {
+			var mainOK, pollerUp bool
+			for _, cs := range in.Status.Containers {
+				mainOK = mainOK || (cs.Name == "main" && cs.State == api.ContainerRunning && cs.Healthy)
+				pollerUp = pollerUp || (cs.Name == "poller" && cs.State == api.ContainerRunning && !cs.Healthy)
+			}
+			if mainOK && pollerUp {
+				if in.Status.Healthy {
+					t.Fatalf("instance healthy while its sidecar is not: %+v", in.Status)
+				}
+				name = in.Metadata.Name
+				return true
+			}
+		}
+		return false
+	})
+	c.ok("exec", name, "touch", "/shared/ready")
 	in := c.healthy("pod", 1)[0]
-	name := in.Metadata.Name
 
 	var states map[string]api.ContainerStatus
 	eventually(t, 30*time.Second, "every container's state in the status", func() bool {
@@ -94,6 +119,14 @@ func TestMultiContainerInstance(t *testing.T) {
 		t.Errorf("logs -c nope: exit %d, %s", code, errOut)
 	}
 
+	// stats -c: the sidecar's own cgroup, with its own limit.
+	if out := c.ok("stats", "-c", "poller", name); !strings.Contains(out, "16.0 MiB") {
+		t.Errorf("stats -c poller shows no 16 MiB limit:\n%s", out)
+	}
+	if out := c.ok("stats", name); strings.Contains(out, "16.0 MiB") {
+		t.Errorf("stats of the main container shows the sidecar's limit:\n%s", out)
+	}
+
 	out := c.ok("describe", name)
 	for _, want := range []string{"Containers:", "setup", "init", "Terminated", "poller", "sidecar", "Running"} {
 		if !strings.Contains(out, want) {
@@ -103,11 +136,17 @@ func TestMultiContainerInstance(t *testing.T) {
 
 	// A sidecar that fails restarts on its own; the main container stays.
 	mainPid := in.Status.Pid
+	before := 0
+	for _, cs := range in.Status.Containers {
+		if cs.Name == "poller" {
+			before = cs.Restarts
+		}
+	}
 	c.ok("exec", "-c", "poller", name, "touch", "/tmp/stop")
 	eventually(t, 30*time.Second, "the sidecar restarted", func() bool {
 		for _, in := range c.ownedBy("pod") {
 			for _, cs := range in.Status.Containers {
-				if cs.Name == "poller" && cs.Restarts > 0 && cs.State == api.ContainerRunning {
+				if cs.Name == "poller" && cs.Restarts > before && cs.State == api.ContainerRunning {
 					return in.Status.Pid == mainPid
 				}
 			}
