@@ -231,6 +231,9 @@ type Agent struct {
 	reported map[string]Status    // last status sent, by UID
 	probes   map[string]*prober   // by container ID
 
+	// podMu orders the making of instances' own network namespaces
+	// (without Config.Network), which members may start at once.
+	podMu       sync.Mutex
 	net         Network // nil without Config.Network
 	netReleased bool    // stale attachments freed since start
 }

@@ -5,12 +5,17 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"path/filepath"
 	"slices"
 	"time"
+
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 
 	"github.com/berth-dev/berth/api"
 	"github.com/berth-dev/berth/internal/agent/reconcile"
 	"github.com/berth-dev/berth/internal/health"
+	"github.com/berth-dev/berth/internal/network/netns"
 	"github.com/berth-dev/berth/internal/runtime"
 )
 
@@ -144,10 +149,10 @@ func membersFromAPI(t *api.Template) []Member {
 // that network the first time. It is wired before it returns (not
 // staged): the instance's other containers may be starting at once.
 func (a *Agent) attachPod(ctx context.Context, c *runtime.Config, inst *Instance) error {
-	if a.net == nil {
-		return nil
-	}
 	id := podNetID(inst)
+	if a.net == nil {
+		return a.podNetns(c, id)
+	}
 	att, err := a.net.Attach(ctx, id, inst.Namespace)
 	if err != nil {
 		return fmt.Errorf("network for %s: %w", inst.Key(), err)
@@ -170,7 +175,49 @@ func (a *Agent) releasePod(ctx context.Context, net, except string) {
 			return
 		}
 	}
+	if a.net == nil {
+		if err := netns.Delete(a.podNetnsPath(net)); err != nil {
+			a.log.Warn("remove instance network namespace", "netns", net, "err", err)
+		}
+		return
+	}
 	a.detach(ctx, net)
+}
+
+// podNetnsPath is where an instance's own network namespace is pinned
+// when the node has no network: beside the runtime's containers, under a
+// name the runtime does not list.
+func (a *Agent) podNetnsPath(id string) string {
+	return filepath.Join(a.cfg.Runtime.Root(), ".pods", id)
+}
+
+// podNetns gives an instance's containers one network namespace (with
+// only loopback) on a node without a network, so they still reach each
+// other on localhost. A simulated runtime runs no namespaces.
+func (a *Agent) podNetns(c *runtime.Config, id string) error {
+	if _, real := a.cfg.Runtime.(*runtime.Runtime); !real {
+		return nil
+	}
+	path := a.podNetnsPath(id)
+	a.podMu.Lock()
+	defer a.podMu.Unlock()
+	var st unix.Statfs_t
+	if err := unix.Statfs(path, &st); err != nil || st.Type != unix.NSFS_MAGIC {
+		_ = netns.Delete(path) // a file left without its namespace
+		err := netns.Create(path, func() error {
+			lo, err := netlink.LinkByName("lo")
+			if err != nil {
+				return err
+			}
+			return netlink.LinkSetUp(lo)
+		})
+		if err != nil {
+			return fmt.Errorf("network namespace of %s: %w", id, err)
+		}
+	}
+	c.NetNS = path
+	c.Labels[labelNet] = id
+	return nil
 }
 
 // podStatus is the status of an instance with members: its init

@@ -2,6 +2,8 @@ package e2e
 
 import (
 	"encoding/json"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -152,6 +154,32 @@ func TestMultiContainerInstance(t *testing.T) {
 			}
 		}
 		return false
+	})
+}
+
+// Without a network (berth up --no-network) an instance's containers
+// still share one network namespace: the sidecar reaches the main
+// container on localhost.
+func TestMultiContainerWithoutNetwork(t *testing.T) {
+	c := startCluster(t, "--no-network")
+	yaml := strings.Replace(podYAML, "  health: {http: {port: 8080, path: /}, interval: 300ms, timeout: 500ms, failures: 1}\n", "", 1)
+	if _, errOut, code := c.applyYAML(yaml); code != 0 {
+		t.Fatalf("apply: %s", errOut)
+	}
+	name := c.waitRunning("pod", 1)[0].Metadata.Name
+	eventually(t, 30*time.Second, "the sidecar to print the token", func() bool {
+		out, _, _ := c.run("logs", "-c", "poller", name)
+		return strings.Contains(out, "token-"+name+"-")
+	})
+	pins := filepath.Join(c.dataDir, "containers", ".pods")
+	if ents, _ := os.ReadDir(pins); len(ents) != 1 {
+		t.Fatalf("%d pinned instance namespaces, want 1", len(ents))
+	}
+	// Once the instance goes, so does its namespace.
+	c.ok("rm", "pod")
+	eventually(t, 30*time.Second, "the instance's namespace removed", func() bool {
+		ents, _ := os.ReadDir(pins)
+		return len(ents) == 0
 	})
 }
 
