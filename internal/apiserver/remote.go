@@ -222,6 +222,12 @@ func (s *Server) instanceOp(op string) http.HandlerFunc {
 			writeError(w, fmt.Errorf("%s: %w: bound to no node yet", api.Ref(api.KindInstance, ns, name), errdefs.ErrFailedPrecondition))
 			return
 		}
+		if op == "checkpoint" && len(in.Spec.Template.Containers) > 0 {
+			// A checkpoint holds one container; restored alone, it would lose the others.
+			writeError(w, fmt.Errorf("%s: %w: it has init or sidecar containers, and a checkpoint holds only one container",
+				api.Ref(api.KindInstance, ns, name), errdefs.ErrFailedPrecondition))
+			return
+		}
 		metrics.RemoteStreams.WithLabelValues(op).Inc()
 		if op == "exec" || op == "attach" || op == "checkpoint" || (op == "cp" && r.Method == http.MethodPut) {
 			s.recordRemoteOp(r, &in, op)

@@ -121,6 +121,10 @@ func TestMultiContainerInstance(t *testing.T) {
 		t.Errorf("logs -c nope: exit %d, %s", code, errOut)
 	}
 
+	if _, errOut, code := c.run("checkpoint", name, "--output", filepath.Join(t.TempDir(), "ck.tar.gz")); code == 0 ||
+		!strings.Contains(errOut, "sidecar containers") {
+		t.Errorf("checkpoint of an instance of several containers: exit %d, %s", code, errOut)
+	}
 	// stats -c: the sidecar's own cgroup, with its own limit.
 	if out := c.ok("stats", "-c", "poller", name); !strings.Contains(out, "16.0 MiB") {
 		t.Errorf("stats -c poller shows no 16 MiB limit:\n%s", out)
