@@ -317,8 +317,8 @@ type NodeClient struct {
 	Resource[api.Node, *api.Node]
 }
 
-// Assignments lists the instances bound to node and the revision to
-// WatchAssignments after.
+// Assignments lists the instances bound to node, each with its latest
+// status, and the revision to WatchAssignments after.
 func (n NodeClient) Assignments(ctx context.Context, node string) ([]*api.Instance, int64, error) {
 	var out struct {
 		Revision int64           `json:"revision"`

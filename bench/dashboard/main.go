@@ -8,6 +8,7 @@ package main
 
 import (
 	"context"
+	"crypto/rand"
 	"flag"
 	"fmt"
 	"log/slog"
@@ -26,7 +27,7 @@ import (
 	"github.com/berth-dev/berth/api/client"
 	"github.com/berth-dev/berth/internal/apiserver"
 	"github.com/berth-dev/berth/internal/dashboard"
-	"github.com/berth-dev/berth/internal/server"
+	"github.com/berth-dev/berth/internal/pki"
 	"github.com/berth-dev/berth/internal/store"
 )
 
@@ -56,10 +57,15 @@ func bench(nInst, nNodes, nChanges int, gap time.Duration) error {
 		return err
 	}
 	defer st.Close()
-	creds, err := server.LoadOrCreateCredentials(filepath.Join(work, "tls"), []string{"127.0.0.1"})
+	ca, err := pki.NewCA()
 	if err != nil {
 		return err
 	}
+	cert, err := pki.LoadOrIssueServer(filepath.Join(work, "tls"), ca, []string{"127.0.0.1"})
+	if err != nil {
+		return err
+	}
+	serverTLS, token := ca.ServerTLSConfig(cert), rand.Text()
 	sock := api.SocketPath(work)
 	ul, err := apiserver.ListenUnix(sock)
 	if err != nil {
@@ -74,10 +80,10 @@ func bench(nInst, nNodes, nChanges int, gap time.Duration) error {
 		return err
 	}
 	srv := apiserver.New(apiserver.Config{Store: st, Logger: quiet})
-	ui := dashboard.New(dashboard.Options{Client: c, Token: creds.Token, Logger: quiet})
+	ui := dashboard.New(dashboard.Options{Client: c, Token: token, Logger: quiet})
 	srv.MountSignIn(dashboard.Prefix, ui)
 	go func() { _ = srv.Serve(ctx, ul, apiserver.UnixRootOnly) }()
-	go func() { _ = srv.ServeTLS(ctx, tl, creds.TLS, creds.Token) }()
+	go func() { _ = srv.ServeTLS(ctx, tl, serverTLS, token) }()
 	go func() { _ = ui.Run(ctx) }()
 
 	// The cluster: nodes, then instances bound to them and running.
@@ -123,7 +129,7 @@ func bench(nInst, nNodes, nChanges int, gap time.Duration) error {
 
 	// Sign in first: the first load measured is the signed-in page's.
 	if err := chromedp.Run(bctx, chromedp.Navigate(base), chromedp.WaitVisible("#token", chromedp.ByID),
-		chromedp.SendKeys("#token", creds.Token, chromedp.ByID), chromedp.Click("#signin", chromedp.ByID),
+		chromedp.SendKeys("#token", token, chromedp.ByID), chromedp.Click("#signin", chromedp.ByID),
 		chromedp.WaitVisible("#map", chromedp.ByID)); err != nil {
 		return fmt.Errorf("sign in: %w", err)
 	}

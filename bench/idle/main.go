@@ -13,6 +13,9 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
+	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -32,6 +35,7 @@ func main() {
 	window := flag.Duration("window", 30*time.Second, "how long idle CPU is measured")
 	settle := flag.Duration("settle", 10*time.Second, "how long to wait once all run, before measuring")
 	swarm := flag.Bool("swarm", true, "measure Docker Swarm too (needs dockerd: scripts/deps.sh bench)")
+	flag.StringVar(&cpuProfile, "cpuprofile", "", "write berth up's CPU profile over the window to this file (go tool pprof reads it)")
 	flag.Parse()
 	if err := bench(*bin, *n, *window, *settle, *swarm); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
@@ -86,6 +90,35 @@ func bench(bin string, n int, window, settle time.Duration, swarm bool) error {
 	}
 	fmt.Println("goal: berth up idles at or below Docker Swarm's daemons")
 	return nil
+}
+
+// cpuProfile is where berth up's CPU profile over the window goes, if set.
+var cpuProfile string
+
+// profile fetches berth up's CPU profile over window from its socket's
+// /debug/pprof into cpuProfile; the profile's own cost is in the window.
+func profile(data string, window time.Duration) error {
+	hc := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		var d net.Dialer
+		return d.DialContext(ctx, "unix", filepath.Join(data, "berth.sock"))
+	}}}
+	resp, err := hc.Get(fmt.Sprintf("http://berth/debug/pprof/profile?seconds=%d", int(window.Seconds())))
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("profile: %s", resp.Status)
+	}
+	f, err := os.Create(cpuProfile)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(f, resp.Body); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
 }
 
 func nonzero(f float64) float64 { return max(f, 0.001) }
@@ -154,7 +187,17 @@ func berthIdle(bin, work, rootfs string, n int, window, settle time.Duration) ([
 	time.Sleep(settle)
 	self := []int{up.Process.Pid}
 	all := append(self, childrenOf(up.Process.Pid)...)
+	profiled := make(chan error, 1)
+	if cpuProfile != "" {
+		go func() { profiled <- profile(data, window) }()
+	}
 	got := measure(window, self, all)
+	if cpuProfile != "" {
+		if err := <-profiled; err != nil {
+			return nil, fmt.Errorf("cpu profile: %w", err)
+		}
+		fmt.Println("berth up's CPU profile:", cpuProfile)
+	}
 	return []usage{
 		{what: "berth up", procs: 1, cpu: got[0], rss: rssMiB(self)},
 		{what: "berth up + its container shims", procs: len(all), cpu: got[1], rss: rssMiB(all)},

@@ -298,7 +298,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	defer a.wg.Wait()
 	defer cancel()
 	a.wg.Go(func() { a.heartbeat(ctx) })
-	updates := make(chan []Assignment, 16)
+	updates := make(chan []Assignment, assignmentBacklog)
 	a.wg.Go(func() { a.watch(ctx, updates) })
 
 	resync := time.NewTicker(a.cfg.Resync)
@@ -359,6 +359,18 @@ func (a *Agent) Run(ctx context.Context) error {
 		case <-retryC():
 			retry = nil
 		}
+		// Every pass sees every batch already waiting: a pass may take
+		// seconds (starts), and one per batch would leave a burst of
+		// changes (a service removed, another applied) queued behind
+		// passes over instances that are already gone.
+		for more := true; more; {
+			select {
+			case b := <-updates:
+				a.apply(b)
+			default:
+				more = false
+			}
+		}
 		if !a.synced {
 			// Until the first full list of assignments, everything would look
 			// like an orphan: better to do nothing than to remove it all.
@@ -406,6 +418,11 @@ func (a *Agent) heartbeat(ctx context.Context) {
 		}
 	}
 }
+
+// assignmentBacklog is how many batches of assignment changes wait for the
+// loop: enough that a burst (a service of thousands removed) queues
+// while a pass runs, and the next pass takes it whole.
+const assignmentBacklog = 4096
 
 // watch keeps a watch open, starting over (with a full list) whenever it
 // breaks or heartbeats come back after failing.

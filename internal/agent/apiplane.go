@@ -104,29 +104,13 @@ func (p *APIPlane) Heartbeat(ctx context.Context, node string) error {
 }
 
 // WatchAssigned lists the node's assignments, then follows changes; when
-// the watch breaks it returns, and the agent lists again.
+// the watch breaks it returns, and the agent lists again. The list carries
+// each instance's latest status (the container and health it last
+// reported), which a restarted agent takes over.
 func (p *APIPlane) WatchAssigned(ctx context.Context, node string, ch chan<- []Assignment) error {
 	insts, rev, err := p.c.Nodes().Assignments(ctx, node)
 	if err != nil {
 		return err
-	}
-	// An assignment carries the instance as bound, not its latest status;
-	// a restarted agent needs that (the health it last reported) too.
-	if len(insts) > 0 {
-		current, _, err := p.c.Instances().List(ctx, "")
-		if err != nil {
-			return err
-		}
-		byUID := make(map[string]*api.Instance, len(current))
-		for _, in := range current {
-			byUID[in.Metadata.UID] = in
-		}
-		for _, in := range insts {
-			if cur := byUID[in.Metadata.UID]; cur != nil {
-				in.Status.ContainerID, in.Status.Healthy = cur.Status.ContainerID, cur.Status.Healthy
-				in.Status.Reason, in.Status.Message = cur.Status.Reason, cur.Status.Message
-			}
-		}
 	}
 	batch := make([]Assignment, 0, len(insts)+1)
 	for _, in := range insts {

@@ -174,7 +174,7 @@ func earliest(a, b time.Time) time.Time {
 // resync, else only the containers named dirty by exit and stop events.
 func (a *Agent) refresh(ctx context.Context) error {
 	if a.full || a.containers == nil {
-		list, err := a.cfg.Runtime.List(ctx)
+		list, err := a.listContainers(ctx)
 		if err != nil {
 			return err
 		}
@@ -207,6 +207,43 @@ func (a *Agent) refresh(ctx context.Context) error {
 		delete(a.dirty, id)
 	}
 	return nil
+}
+
+// IDLister is the optional capability of a Runtime that names its
+// containers without reading their state.
+type IDLister interface {
+	IDs() ([]string, error)
+}
+
+var _ IDLister = (*runtime.Runtime)(nil)
+
+// listContainers is the full list of a resync. A running container whose
+// exit watcher is still waiting has not changed since it was read (its
+// exit would have woken the loop), so its cached state is kept and only
+// the others are read again: on an idle node with hundreds of containers,
+// re-reading every one's files each resync was a quarter of its CPU.
+func (a *Agent) listContainers(ctx context.Context) ([]runtime.Status, error) {
+	l, ok := a.cfg.Runtime.(IDLister)
+	if !ok || a.containers == nil {
+		return a.cfg.Runtime.List(ctx)
+	}
+	ids, err := l.IDs()
+	if err != nil {
+		return nil, err
+	}
+	out := make([]runtime.Status, 0, len(ids))
+	for _, id := range ids {
+		if st, ok := a.containers[id]; ok && st.State == runtime.Running && a.watched[id] && !a.dirty[id] {
+			out = append(out, st)
+			continue
+		}
+		st, err := a.cfg.Runtime.State(ctx, id)
+		if err != nil {
+			continue // being created or removed right now
+		}
+		out = append(out, st)
+	}
+	return out, nil
 }
 
 // observe turns the cached containers into the reconciler's view.
@@ -442,6 +479,11 @@ func (a *Agent) report(ctx context.Context, insts map[string]*Instance, byID map
 		uids = append(uids, uid)
 	}
 	sort.Strings(uids)
+	type pending struct {
+		inst *Instance
+		st   Status
+	}
+	var todo []pending
 	for _, uid := range uids {
 		inst := insts[uid]
 		latest := latestByMember(mine[uid])
@@ -461,20 +503,37 @@ func (a *Agent) report(ctx context.Context, insts map[string]*Instance, byID map
 		if sent && prev.equal(st) {
 			continue
 		}
-		if err := a.cfg.ControlPlane.ReportStatus(ctx, inst.Namespace, inst.Name, uid, st); err != nil {
-			a.log.Warn("report status", "instance", inst.Key(), "err", err)
-			continue
-		}
-		a.mu.Lock()
-		a.reported[uid] = st
-		a.mu.Unlock()
+		todo = append(todo, pending{inst, st})
 	}
+	// Several reports at once: each is a round trip to a server, and a
+	// node starting a hundred instances would otherwise wait for them one
+	// by one, with its loop held. Each instance still has one report in
+	// flight at most, as the loop waits for these before the next pass.
+	sem := make(chan struct{}, reportParallel)
+	var wg sync.WaitGroup
+	for _, p := range todo {
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			if err := a.cfg.ControlPlane.ReportStatus(ctx, p.inst.Namespace, p.inst.Name, p.inst.UID, p.st); err != nil {
+				a.log.Warn("report status", "instance", p.inst.Key(), "err", err)
+				return
+			}
+			a.mu.Lock()
+			a.reported[p.inst.UID] = p.st
+			a.mu.Unlock()
+		})
+	}
+	wg.Wait()
 }
 
 // equal reports whether s and o say the same.
 func (s Status) equal(o Status) bool {
 	return reflect.DeepEqual(s, o)
 }
+
+// reportParallel bounds the status reports an agent has in flight.
+const reportParallel = 16
 
 func attemptOf(st runtime.Status) int {
 	n, _ := strconv.Atoi(st.Labels[labelAttempt])

@@ -187,6 +187,7 @@ func New(cfg Config) *Server {
 	m.HandleFunc("POST /v1/tokens", s.createToken)
 	m.HandleFunc("DELETE /v1/tokens/{id}", s.revokeToken)
 	s.routeRemote(m)
+	s.routeProfiling()
 	s.mux = m
 	return s
 }
@@ -633,6 +634,10 @@ func (s *Server) putStatus(w http.ResponseWriter, r *http.Request) {
 				writeError(w, err)
 				return
 			}
+			if cur, ok := s.heartbeatOnly(r.Context(), n); ok && rev == 0 {
+				writeJSON(w, http.StatusOK, cur)
+				return
+			}
 		}
 	}
 	if id, _ := IdentityFrom(r.Context()); id.Node != "" && t.kind == api.KindInstance {
@@ -853,7 +858,7 @@ func (s *Server) assignments(w http.ResponseWriter, r *http.Request) {
 		s.serveWatch(w, r, s.store.WatchAssignments(r.Context(), node, startAt(after)))
 		return
 	}
-	items, rev, err := s.store.Assignments(r.Context(), node)
+	items, rev, err := s.store.AssignmentsCurrent(r.Context(), node)
 	if err != nil {
 		writeError(w, err)
 		return

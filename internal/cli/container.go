@@ -78,7 +78,7 @@ func newContainerRunCmd(g *globals) *cobra.Command {
 		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			f.entrypointSet = entrypointSet(cmd.Flags())
-			return runContainer(cmd.Context(), g, &f, args[0], args[1:], cmd.OutOrStdout(), cmd.ErrOrStderr())
+			return runContainer(cmd.Context(), g, &f, args[0], afterDash(args[1:]), cmd.OutOrStdout(), cmd.ErrOrStderr())
 		},
 	}
 	cmd.Flags().SetInterspersed(false)
@@ -390,7 +390,7 @@ func newContainerExecCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			pr := runtime.ExecProcess{Args: args[1:], Env: env, User: user, Cwd: workdir,
+			pr := runtime.ExecProcess{Args: afterDash(args[1:]), Env: env, User: user, Cwd: workdir,
 				Stdout: cmd.OutOrStdout(), Stderr: cmd.ErrOrStderr()}
 			if interactive {
 				pr.Stdin = os.Stdin

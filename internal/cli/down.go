@@ -19,8 +19,8 @@ import (
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
-	"github.com/berth-dev/berth/internal/dataplane"
 	"github.com/berth-dev/berth/internal/image"
+	"github.com/berth-dev/berth/internal/netsync"
 	"github.com/berth-dev/berth/internal/runtime"
 )
 
@@ -326,7 +326,7 @@ func removeNetwork(out io.Writer, bridge string) error {
 	if err != nil {
 		return fmt.Errorf("nftables: %w", err)
 	}
-	for _, name := range []string{dataplane.DefaultNodeTable, dataplane.DefaultServiceTable} {
+	for _, name := range []string{netsync.DefaultNodeTable, netsync.DefaultServiceTable} {
 		t, err := conn.ListTableOfFamily(name, nftables.TableFamilyIPv4)
 		if err != nil {
 			continue // not there
@@ -339,7 +339,7 @@ func removeNetwork(out io.Writer, bridge string) error {
 		fmt.Fprintf(out, "removed nft table ip %s\n", name)
 	}
 	if bridge == "" {
-		bridge = dataplane.DefaultBridge
+		bridge = netsync.DefaultBridge
 	}
 	link, err := netlink.LinkByName(bridge)
 	var notFound netlink.LinkNotFoundError

@@ -37,10 +37,7 @@ func newExecCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			command := args[1:]
-			if command[0] == "--" { // flags stop at the instance; a -- after it only separates
-				command = command[1:]
-			}
+			command := afterDash(args[1:])
 			if len(command) == 0 {
 				return errors.New("exec: no command given after --")
 			}
@@ -135,4 +132,14 @@ func rawTerminal(ctx context.Context) (restore func(), sizes <-chan client.TermS
 		signal.Stop(winch)
 		_ = term.Restore(fd, old)
 	}, ch, nil
+}
+
+// afterDash is a command line given after a target (an image, an
+// instance): flags stop at the target, so a "--" right after it, as
+// kubectl users write, only separates and is not the command.
+func afterDash(command []string) []string {
+	if len(command) > 0 && command[0] == "--" {
+		return command[1:]
+	}
+	return command
 }

@@ -33,7 +33,7 @@ func newRunCmd(g *globals) *cobra.Command {
 		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
-			svc := api.RunService(name, args[0], args[1:])
+			svc := api.RunService(name, args[0], afterDash(args[1:]))
 			ns, err := g.ns()
 			if err != nil {
 				return err

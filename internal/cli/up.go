@@ -11,7 +11,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/berth-dev/berth/internal/agent"
-	"github.com/berth-dev/berth/internal/dataplane"
+	"github.com/berth-dev/berth/internal/netsync"
 	"github.com/berth-dev/berth/internal/runtime"
 	"github.com/berth-dev/berth/internal/server"
 )
@@ -80,7 +80,7 @@ service gets a virtual IP from --service-cidr and the DNS name
 				Ready: func(sock string, tcp *server.Credentials) {
 					var rec upRecord
 					if !noNetwork {
-						rec.Bridge = cmp.Or(bridge, dataplane.DefaultBridge)
+						rec.Bridge = cmp.Or(bridge, netsync.DefaultBridge)
 					}
 					if err := writeUpRecord(g.dataDir, rec); err != nil {
 						log.Warn("berth down --purge will not know the bridge", "err", err)
@@ -90,9 +90,9 @@ service gets a virtual IP from --service-cidr and the DNS name
 						store = "etcd at " + strings.Join(etcd, ",")
 					}
 					if tcp != nil {
-						fmt.Fprintf(out, "API also on https://%s: token in %s, certificate in %s\n"+
+						fmt.Fprintf(out, "API also on https://%s: token in %s, CA certificate in %s\n"+
 							"  berth --server https://%s --token $(cat %s) --ca-file %s get nodes\n",
-							listen, tcp.TokenFile, tcp.CertFile, listen, tcp.TokenFile, tcp.CertFile)
+							listen, tcp.TokenFile, tcp.CAFile, listen, tcp.TokenFile, tcp.CAFile)
 						fmt.Fprintf(out, "Dashboard on https://%s/ui/: sign in with the token in %s\n", listen, tcp.TokenFile)
 					} else {
 						fmt.Fprintf(out, "Dashboard: run \"berth dashboard\" for a sign-in link\n")

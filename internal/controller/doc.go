@@ -2,7 +2,8 @@
 // their replica count, jobs run their indices to completion, and nodes
 // that stop heartbeating lose their instances. Each is a pure Compute
 // function over a snapshot (clock passed in) returning the writes to make;
-// thin runners (runner.go) feed them from the store and apply the result.
+// thin runners (runner.go and one *_pass.go file per pass) feed them from
+// the store and apply the result.
 // Run twice on the same snapshot, a Compute returns the same answer, and
 // re-listing after a crash converges from wherever things were.
 package controller

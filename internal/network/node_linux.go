@@ -1,4 +1,5 @@
-// Package network is the node's data plane: a bridge with the node's pod
+// Package network is the kernel side of the node's network, what the
+// agent reconciles through package netsync: a bridge with the node's pod
 // subnet, one network namespace, veth and address per container (Node),
 // service VIPs and published ports in nftables (package vip), and cluster
 // DNS (package dns).

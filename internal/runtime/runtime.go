@@ -624,22 +624,35 @@ func procStartTime(pid int) (uint64, error) {
 
 // List returns every container in the state directory, sorted by id.
 func (r *Runtime) List(ctx context.Context) ([]Status, error) {
-	ents, err := os.ReadDir(r.root)
+	ids, err := r.IDs()
 	if err != nil {
-		return nil, fmt.Errorf("runtime state dir %s: %w", r.root, err)
+		return nil, err
 	}
 	var out []Status
-	for _, e := range ents {
-		if !e.IsDir() || strings.HasPrefix(e.Name(), ".") {
-			continue
-		}
-		st, err := r.State(ctx, e.Name())
+	for _, id := range ids {
+		st, err := r.State(ctx, id)
 		if err != nil {
 			continue // a directory being created or removed right now
 		}
 		out = append(out, st)
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	return out, nil
+}
+
+// IDs names the containers whose state directories exist, without
+// reading their state: one directory read.
+func (r *Runtime) IDs() ([]string, error) {
+	ents, err := os.ReadDir(r.root)
+	if err != nil {
+		return nil, fmt.Errorf("runtime state dir %s: %w", r.root, err)
+	}
+	var out []string
+	for _, e := range ents {
+		if e.IsDir() && !strings.HasPrefix(e.Name(), ".") {
+			out = append(out, e.Name())
+		}
+	}
 	return out, nil
 }
 

@@ -9,7 +9,6 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
-	"strings"
 	"time"
 
 	"github.com/berth-dev/berth/api"
@@ -18,10 +17,8 @@ import (
 	"github.com/berth-dev/berth/atomicfile"
 	"github.com/berth-dev/berth/internal/apiserver"
 	"github.com/berth-dev/berth/internal/controller"
-	"github.com/berth-dev/berth/internal/dashboard"
 	"github.com/berth-dev/berth/internal/image"
 	"github.com/berth-dev/berth/internal/leader"
-	"github.com/berth-dev/berth/internal/metrics"
 	"github.com/berth-dev/berth/internal/promdefer"
 	"github.com/berth-dev/berth/internal/registry"
 	"github.com/berth-dev/berth/internal/store"
@@ -107,17 +104,10 @@ const controllerRole = "controller"
 // through the local member.
 func Server(ctx context.Context, cfg ServerConfig) error {
 	promdefer.Release() // etcd serves /metrics
-	log := cfg.Logger
-	if log == nil {
-		log = slog.Default()
-	}
-	name := cfg.Name
-	if name == "" {
-		h, err := os.Hostname()
-		if err != nil {
-			return fmt.Errorf("server name: %w", err)
-		}
-		name = nodeName(h)
+	log := logger(cfg.Logger)
+	name, err := processName(cfg.Name, "server name")
+	if err != nil {
+		return err
 	}
 	log = log.With("server", name)
 	if cfg.Listen == "" {
@@ -199,29 +189,36 @@ func Server(ctx context.Context, cfg ServerConfig) error {
 		}
 	}
 
-	// With the CA, nodes authenticate with the certificates it signs on
-	// join, and NodeAuthorizer confines them to their own node.
-	srv := apiserver.New(apiserver.Config{Store: st, CA: creds.ca, NodeCertTTL: cfg.NodeCertTTL, Logger: log.With("component", "apiserver"),
-		AllowedHostPaths: cfg.AllowedHostPaths, SealKey: secrets.key})
-	srv.SetMaxDraining(cfg.MaxDraining)
 	// The registry nodes pull images from, and users push them to. What
 	// this server's store lacks it pulls through from the other servers'
 	// registries (with the cluster's admin token), found in etcd where
-	// each records its URL while it runs: <store prefix>/registries/<name>.
-	regs := registry.NewDirectory(st.Client(), strings.TrimSuffix(st.LeaderKey(""), "leader/")+"registries/", name)
+	// each records its URL while it runs.
+	regs := registry.NewDirectory(st.Client(), st.RegistriesPrefix(), name)
 	regs.Logger = log.With("component", "registry")
-	// What no server has comes from the image's own registry.
-	upstream, err := upstreamOptions()
+	key := st.LeaderKey(controllerRole)
+	err = controlPlane{Store: st, Images: imgs, Socket: sock, Unix: ul, TCP: tl, Creds: creds, Log: log,
+		// With the CA, nodes authenticate with the certificates it signs
+		// on join, and NodeAuthorizer confines them to their own node.
+		API:         apiserver.Config{Store: st, CA: creds.CA, NodeCertTTL: cfg.NodeCertTTL, AllowedHostPaths: cfg.AllowedHostPaths, SealKey: secrets.key},
+		MaxDraining: cfg.MaxDraining,
+		Peers:       &registry.Peers{List: regs.Peers, Transport: registry.PeerTransport(creds.CA.Pool(), creds.Token)},
+		Controllers: func(ctx context.Context, admit func(context.Context, api.Object) error) error {
+			// A fresh manager per term: nothing a past term remembered (how
+			// long a node has been NotReady) outlives a gap in leadership.
+			return leader.Run(ctx, st.Client(), key, name, func(ctx context.Context) error {
+				// Its writes are fenced on the term: a leader paused past
+				// its term (stopped, partitioned) writes nothing once back.
+				term, ok := leader.TermFrom(ctx)
+				if !ok {
+					return fmt.Errorf("controllers: %w: no leader term in the work's context", errdefs.ErrFailedPrecondition)
+				}
+				return controller.NewManager(st.Fenced(term.Cmp()), controller.Options{Logger: log, Network: cfg.Network.controller(), Admit: admit}).Run(ctx)
+			}, leader.WithTTL(cfg.LeaderTTL), leader.WithLogger(log.With("component", "leader")))
+		},
+	}.start(g)
 	if err != nil {
 		return err
 	}
-	srv.Mount("/v2/", registry.New(imgs, registry.Options{Authorize: apiserver.AuthorizeImages, Logger: log.With("component", "registry"),
-		Peers:    &registry.Peers{List: regs.Peers, Transport: registry.PeerTransport(creds.ca.Pool(), creds.token)},
-		Upstream: upstream}))
-	srv.Mount("/metrics/", apiserver.AdminOnly(metrics.Handler(metrics.Cluster(st))))
-	run("image pruner", func(ctx context.Context) error {
-		return keepPinnedImages(ctx, st, imgs, log.With("component", "images"))
-	})
 	run("registry directory", func(ctx context.Context) error {
 		return regs.Announce(ctx, registry.AdvertisedURL(cfg.Listen, append([]string{cfg.PeerListen}, cfg.EtcdEndpoints...)))
 	})
@@ -230,29 +227,6 @@ func Server(ctx context.Context, cfg ServerConfig) error {
 			return secrets.renewPeer(ctx, name, scfg.Member.PeerURL, log.With("component", "store"))
 		})
 	}
-	uc, err := client.New("unix://" + sock)
-	if err != nil {
-		return err
-	}
-	ui := dashboard.New(dashboard.Options{Client: uc, Token: creds.token, Logger: log.With("component", "dashboard")})
-	srv.MountSignIn(dashboard.Prefix, ui)
-	run("dashboard", ui.Run)
-	run("api server", func(ctx context.Context) error { return srv.Serve(ctx, ul, apiserver.UnixRootOnly) })
-	run("api server (tcp)", func(ctx context.Context) error { return srv.ServeTLS(ctx, tl, creds.tls, creds.token) })
-	key := st.LeaderKey(controllerRole)
-	run("controllers", func(ctx context.Context) error {
-		// A fresh manager per term: nothing a past term remembered (how
-		// long a node has been NotReady) outlives a gap in leadership.
-		return leader.Run(ctx, st.Client(), key, name, func(ctx context.Context) error {
-			// Its writes are fenced on the term: a leader paused past
-			// its term (stopped, partitioned) writes nothing once back.
-			term, ok := leader.TermFrom(ctx)
-			if !ok {
-				return fmt.Errorf("controllers: %w: no leader term in the work's context", errdefs.ErrFailedPrecondition)
-			}
-			return controller.NewManager(st.Fenced(term.Cmp()), controller.Options{Logger: log, Network: cfg.Network.controller(), Admit: srv.Admit}).Run(ctx)
-		}, leader.WithTTL(cfg.LeaderTTL), leader.WithLogger(log.With("component", "leader")))
-	})
 	g.wg.Go(func() {
 		leader.Watch(ctx, st.Client(), key, func(t leader.Term) {
 			if t.Identity == "" {
@@ -270,7 +244,7 @@ func Server(ctx context.Context, cfg ServerConfig) error {
 		}
 		if waitHealthy(ctx, c) {
 			cfg.Ready(ServerInfo{Name: name, Socket: sock, API: "https://" + cfg.Listen,
-				CAFile: creds.caFile, TokenFile: creds.tokenFile, Token: creds.token, CAPin: creds.ca.Pin(),
+				CAFile: creds.CAFile, TokenFile: creds.TokenFile, Token: creds.Token, CAPin: creds.CA.Pin(),
 				JoinTokenFile: joinFile, JoinToken: joinToken, JoinTokenCreated: joinCreated, JoinTokenExpires: joinExpires})
 		}
 	}

@@ -22,8 +22,6 @@ import (
 	"github.com/berth-dev/berth/internal/agent"
 	"github.com/berth-dev/berth/internal/hostinfo"
 	"github.com/berth-dev/berth/internal/image"
-	"github.com/berth-dev/berth/internal/metrics"
-	"github.com/berth-dev/berth/internal/runtime"
 )
 
 // AgentConfig configures `berth agent`: a node of a cluster whose control
@@ -128,10 +126,7 @@ func NodeCredentialsDir(dataDir string) string { return filepath.Join(dataDir, "
 // Agent runs a node agent against remote API servers until ctx ends.
 // Containers keep running when it returns; the next Agent adopts them.
 func Agent(ctx context.Context, cfg AgentConfig) error {
-	log := cfg.Logger
-	if log == nil {
-		log = slog.Default()
-	}
+	log := logger(cfg.Logger)
 	if len(cfg.Servers) == 0 {
 		return fmt.Errorf("agent: %w: no API server given", errdefs.ErrInvalidArgument)
 	}
@@ -160,12 +155,9 @@ func Agent(ctx context.Context, cfg AgentConfig) error {
 			saved, name = nc, node
 		}
 	}
-	if name == "" {
-		h, err := os.Hostname()
-		if err != nil {
-			return fmt.Errorf("node name: %w", err)
-		}
-		name = nodeName(h)
+	name, err := processName(name, "node name")
+	if err != nil {
+		return err
 	}
 	var renewing *renewingCertificate
 	if cfg.Credential == nil {
@@ -176,7 +168,6 @@ func Agent(ctx context.Context, cfg AgentConfig) error {
 			}
 			saved = nc
 		}
-		var err error
 		if renewing, err = newRenewingCertificate(NodeCredentialsDir(cfg.DataDir), name, saved, log); err != nil {
 			return err
 		}
@@ -195,30 +186,17 @@ func Agent(ctx context.Context, cfg AgentConfig) error {
 			return fmt.Errorf("node %q: address: %w (give one)", name, err)
 		}
 	}
-	if cfg.CgroupFavorDynMods {
-		favorDynMods(log)
-	}
-	rt, imgs, info := cfg.Runtime, cfg.Images, cfg.Info
-	if rt == nil {
-		r, err := runtime.New(filepath.Join(cfg.DataDir, "containers"), runtime.WithCgroupDriver(cfg.CgroupDriver))
-		if err != nil {
-			return err
-		}
-		rt = r
-	}
-	if imgs == nil {
+	n := &node{Name: name, Address: addr, Labels: cfg.Labels, DataDir: cfg.DataDir, Client: c, Network: cfg.Network, DiskReserve: cfg.DiskReserve,
+		Runtime: cfg.Runtime, Images: cfg.Images, Info: cfg.Info, CgroupFavorDynMods: cfg.CgroupFavorDynMods, CgroupDriver: cfg.CgroupDriver, Log: log}
+	if n.Images == nil {
 		store, err := image.Open(filepath.Join(cfg.DataDir, "images"))
 		if err != nil {
 			return err
 		}
-		imgs = &PullingImages{Images: Images{store}, Base: "https://" + hosts[0], Transport: tr, Events: c, Node: name, Logger: log}
+		n.Images = &agent.PullingImages{StoreImages: agent.StoreImages{Store: store}, Base: "https://" + hosts[0], Transport: tr, Events: c, Node: name, Logger: log}
 	}
-	if info == nil {
-		i, err := hostinfo.Read()
-		if err != nil {
-			return fmt.Errorf("read host capacity: %w", err)
-		}
-		info = &i
+	if err := n.open(); err != nil {
+		return err
 	}
 	// Say at once when the servers refuse us or cannot be trusted; keep
 	// trying while they cannot be reached.
@@ -243,24 +221,10 @@ func Agent(ctx context.Context, cfg AgentConfig) error {
 		case <-time.After(time.Second):
 		}
 	}
-	ag := agent.New(agent.Config{
-		Node:         agent.NodeInfo{Name: name, Address: addr, Labels: cfg.Labels, Info: *info},
-		ControlPlane: agent.NewAPIPlane(c),
-		Runtime:      rt,
-		Images:       imgs,
-		Logger:       log,
-		Network:      cfg.Network.agentNetwork(c, name, cfg.DataDir, log),
-		DiskReserve:  cfg.DiskReserve,
-		VolumesDir:   filepath.Join(cfg.DataDir, "volumes"),
-		DataDir:      filepath.Join(cfg.DataDir, "data"),
-	})
+	ag := n.agent()
 	// A tunnel to every server: whichever one a client asks reaches this node.
-	remote := ag.RemoteHandler(metrics.Handler(ag.InstanceCollector()))
-	if cfg.NoTunnels {
-		tunnelClients = nil
-	}
-	for _, tc := range tunnelClients {
-		go agent.ServeTunnel(ctx, func(ctx context.Context) (io.ReadWriteCloser, error) { return tc.OpenTunnel(ctx, name) }, remote, log)
+	if !cfg.NoTunnels {
+		n.serveTunnels(ag, tunnelClients, func(_ string, f func(context.Context) error) { go f(ctx) })
 	}
 	if cfg.Ready != nil {
 		go func() {

@@ -104,11 +104,11 @@ func TestServersShareCredentials(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c1.token != c2.token || len(c1.token) < 32 {
-		t.Fatalf("tokens %q and %q, want one cluster token", c1.token, c2.token)
+	if c1.Token != c2.Token || len(c1.Token) < 32 {
+		t.Fatalf("tokens %q and %q, want one cluster token", c1.Token, c2.Token)
 	}
-	ca1, _ := os.ReadFile(c1.caFile)
-	ca2, _ := os.ReadFile(c2.caFile)
+	ca1, _ := os.ReadFile(c1.CAFile)
+	ca2, _ := os.ReadFile(c2.CAFile)
 	if !bytes.Equal(ca1, ca2) || len(ca1) == 0 {
 		t.Fatal("the servers wrote different CAs")
 	}
@@ -121,8 +121,8 @@ func TestServersShareCredentials(t *testing.T) {
 	// one CA, so a client trusting the CA reaches either.
 	pool := x509.NewCertPool()
 	pool.AppendCertsFromPEM(ca1)
-	for host, c := range map[string]*clusterCreds{"127.0.0.11": c1, "127.0.0.12": c2} {
-		leaf, err := x509.ParseCertificate(c.tls.Certificates[0].Certificate[0])
+	for host, c := range map[string]*Credentials{"127.0.0.11": c1, "127.0.0.12": c2} {
+		leaf, err := x509.ParseCertificate(c.TLS.Certificates[0].Certificate[0])
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -136,8 +136,8 @@ func TestServersShareCredentials(t *testing.T) {
 		t.Fatal(err)
 	}
 	again, err := clusterCredentials(ctx, st, sec1, []string{"127.0.0.11", "s1"})
-	if err != nil || again.token != c1.token {
-		t.Fatalf("restart: %v, token changed: %v", err, again.token != c1.token)
+	if err != nil || again.Token != c1.Token {
+		t.Fatalf("restart: %v, token changed: %v", err, again.Token != c1.Token)
 	}
 	// A server with a seal key of its own opens nothing, and says why.
 	dd3 := t.TempDir()
@@ -199,8 +199,8 @@ func TestPlaintextSecretsAreSealedOnUpgrade(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.token != token || !c.ca.Cert.Equal(ca.Cert) {
-		t.Fatalf("after the upgrade: token %q, same CA %v; want the old ones kept", c.token, c.ca.Cert.Equal(ca.Cert))
+	if c.Token != token || !c.CA.Cert.Equal(ca.Cert) {
+		t.Fatalf("after the upgrade: token %q, same CA %v; want the old ones kept", c.Token, c.CA.Cert.Equal(ca.Cert))
 	}
 	assertSealedAtRest(t, st, c)
 	// Nor does the store's history keep them.
@@ -219,18 +219,18 @@ func TestPlaintextSecretsAreSealedOnUpgrade(t *testing.T) {
 
 // assertSealedAtRest reads every key of the store raw, as etcdctl would,
 // and fails on the CA key PEM or the admin token in the clear.
-func assertSealedAtRest(t *testing.T, st *store.Store, c *clusterCreds) {
+func assertSealedAtRest(t *testing.T, st *store.Store, c *Credentials) {
 	t.Helper()
 	r, err := st.Client().Get(context.Background(), "", clientv3.WithFromKey())
 	if err != nil {
 		t.Fatal(err)
 	}
-	keyPEM := c.ca.KeyPEM()
+	keyPEM := c.CA.KeyPEM()
 	keyBody := bytes.Split(keyPEM, []byte("\n"))[1]
 	n := 0
 	for _, kv := range r.Kvs {
 		v := string(kv.Value)
-		if strings.Contains(v, "PRIVATE KEY") || strings.Contains(v, string(keyBody)) || strings.Contains(v, c.token) {
+		if strings.Contains(v, "PRIVATE KEY") || strings.Contains(v, string(keyBody)) || strings.Contains(v, c.Token) {
 			t.Errorf("etcd key %s holds a cluster secret in the clear", kv.Key)
 		}
 		if strings.Contains(string(kv.Key), "/cluster/api-") {

@@ -9,7 +9,7 @@ import (
 	"github.com/berth-dev/berth/api/client"
 	"github.com/berth-dev/berth/internal/agent"
 	"github.com/berth-dev/berth/internal/controller"
-	"github.com/berth-dev/berth/internal/dataplane"
+	"github.com/berth-dev/berth/internal/netsync"
 )
 
 // Network configures container networking on a node.
@@ -34,7 +34,7 @@ func (n Network) controller() controller.Network {
 	return out
 }
 
-// agentNetwork makes the data plane of the node named node once it has its
+// agentNetwork starts the network (netsync) of the node named node once it has its
 // subnet. The plane stops when ctx ends.
 func (n Network) agentNetwork(c *client.Client, node, dataDir string, log *slog.Logger) agent.NetworkFunc {
 	if n.Disabled {
@@ -42,7 +42,7 @@ func (n Network) agentNetwork(c *client.Client, node, dataDir string, log *slog.
 	}
 	cn := n.controller()
 	return func(ctx context.Context, subnet netip.Prefix) (agent.Network, error) {
-		p, err := dataplane.Start(ctx, dataplane.Config{
+		p, err := netsync.Start(ctx, netsync.Config{
 			Client: c, Node: node, Subnet: subnet, ClusterCIDR: cn.ClusterCIDR, ServiceCIDR: cn.ServiceCIDR,
 			StateDir: filepath.Join(dataDir, "net"), Bridge: n.Bridge, Logger: log,
 		})
@@ -54,8 +54,8 @@ func (n Network) agentNetwork(c *client.Client, node, dataDir string, log *slog.
 	}
 }
 
-// planeAdapter is the data plane as the agent's Network.
-type planeAdapter struct{ p *dataplane.Plane }
+// planeAdapter is the node's network (netsync) as the agent's Network.
+type planeAdapter struct{ p *netsync.Plane }
 
 func (a planeAdapter) Attach(ctx context.Context, id, namespace string) (agent.NetAttachment, error) {
 	att, err := a.p.Attach(ctx, id, namespace)

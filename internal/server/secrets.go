@@ -1,6 +1,7 @@
 package server
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"crypto/tls"
@@ -315,14 +316,16 @@ func sharedSecret(ctx context.Context, st *store.Store, key *seal.Key, name stri
 	return nil, fmt.Errorf("cluster secret %q: %w: kept changing while being sealed", name, errdefs.ErrConflict)
 }
 
-// clusterCreds are the TLS and token credentials every server of a
-// cluster shares, so that a client or agent trusting the cluster CA with
-// the token reaches any of them.
-type clusterCreds struct {
-	ca                *pki.CA
-	tls               *tls.Config
-	token             string
-	caFile, tokenFile string
+// Credentials are what a TCP client of the API needs, the same on every
+// server of a cluster so that a client or agent trusting the cluster CA
+// with the token reaches any of them: the CA (CAFile, to trust) and the
+// token (in TokenFile, root-only). TLS is the server's side: its
+// certificate, issued by the CA.
+type Credentials struct {
+	CA                *pki.CA
+	TLS               *tls.Config
+	Token             string
+	CAFile, TokenFile string
 }
 
 // sharedCA is the cluster CA as the servers keep it in the store (sealed).
@@ -339,7 +342,7 @@ type sharedCA struct {
 // A server that came with its own CA (an embedded member's, needed
 // before etcd) must find the same one in the store: two CAs in one
 // cluster would split its nodes.
-func clusterCredentials(ctx context.Context, st *store.Store, sec *serverSecrets, hosts []string) (*clusterCreds, error) {
+func clusterCredentials(ctx context.Context, st *store.Store, sec *serverSecrets, hosts []string) (*Credentials, error) {
 	raw, err := sharedSecret(ctx, st, sec.key, sealedCAName, func() ([]byte, error) {
 		ca := sec.ca
 		if ca == nil {
@@ -371,7 +374,13 @@ func clusterCredentials(ctx context.Context, st *store.Store, sec *serverSecrets
 			return nil, err
 		}
 	}
+	tokenFile := filepath.Join(dir, "token")
 	tok, err := sharedSecret(ctx, st, sec.key, sealedTokenName, func() ([]byte, error) {
+		// A token handed out before the store held one (berth up's, from
+		// before it shared the servers' credentials) stays good.
+		if b, err := os.ReadFile(tokenFile); err == nil && len(bytes.TrimSpace(b)) > 0 {
+			return bytes.TrimSpace(b), nil
+		}
 		b := make([]byte, 32)
 		if _, err := rand.Read(b); err != nil {
 			return nil, err
@@ -381,16 +390,16 @@ func clusterCredentials(ctx context.Context, st *store.Store, sec *serverSecrets
 	if err != nil {
 		return nil, err
 	}
-	c := &clusterCreds{ca: ca, token: string(tok), caFile: filepath.Join(dir, pki.CACertFile), tokenFile: filepath.Join(dir, "token")}
+	c := &Credentials{CA: ca, Token: string(tok), CAFile: filepath.Join(dir, pki.CACertFile), TokenFile: tokenFile}
 	// The token file is the operator's copy to hand to clients, root-only
 	// like the data dir; etcd holds it sealed.
-	if err := writeIfChanged(c.tokenFile, append(tok, '\n'), 0o600); err != nil {
+	if err := writeIfChanged(c.TokenFile, append(tok, '\n'), 0o600); err != nil {
 		return nil, err
 	}
 	cert, err := pki.LoadOrIssueServer(dir, ca, hosts)
 	if err != nil {
 		return nil, err
 	}
-	c.tls = ca.ServerTLSConfig(cert)
+	c.TLS = ca.ServerTLSConfig(cert)
 	return c, nil
 }

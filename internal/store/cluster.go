@@ -194,6 +194,11 @@ func hasMemberData(dir string) bool {
 // "controller"), under the store's prefix.
 func (s *Store) LeaderKey(role string) string { return s.prefix + "/leader/" + role }
 
+// RegistriesPrefix is the etcd key prefix under which each server records
+// its registry's URL while it runs (registries/<name>), for the others to
+// pull through from.
+func (s *Store) RegistriesPrefix() string { return s.prefix + "/registries/" }
+
 // clusterKey is where the servers share cluster-wide settings.
 func (s *Store) clusterKey(name string) string { return s.prefix + "/cluster/" + name }
 

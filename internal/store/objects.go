@@ -351,6 +351,44 @@ func (s *Store) Assignments(ctx context.Context, node string) ([]*api.Instance, 
 	return out, r.Header.Revision, nil
 }
 
+// AssignmentsCurrent is Assignments, with each instance's status as it is
+// now rather than as it was bound: what an agent that starts over needs
+// (the container and health it last reported), read at the same revision
+// as the assignments. It reads only the node's own instances, in batched
+// transactions, where listing every instance of the cluster would cost
+// each restarting agent O(cluster).
+func (s *Store) AssignmentsCurrent(ctx context.Context, node string) ([]*api.Instance, int64, error) {
+	out, rev, err := s.Assignments(ctx, node)
+	if err != nil {
+		return nil, 0, err
+	}
+	for lo := 0; lo < len(out); lo += s.maxOps {
+		batch := out[lo:min(len(out), lo+s.maxOps)]
+		ops := make([]clientv3.Op, len(batch))
+		for i, in := range batch {
+			ops[i] = clientv3.OpGet(s.Key(api.KindInstance, in.Metadata.Namespace, in.Metadata.Name), clientv3.WithRev(rev))
+		}
+		r, err := s.client.Txn(ctx).Then(ops...).Commit()
+		if err != nil {
+			return nil, 0, fmt.Errorf("assignments of node %q: %w", node, wrapEtcd(err))
+		}
+		for i, resp := range r.Responses {
+			kvs := resp.GetResponseRange().GetKvs()
+			if len(kvs) == 0 {
+				continue // deleted with its assignment still there: as bound
+			}
+			var cur api.Instance
+			if err := decode(&cur, kvs[0].Value, kvs[0].ModRevision); err != nil {
+				return nil, 0, fmt.Errorf("assignments of node %q: %s: %w", node, kvs[0].Key, err)
+			}
+			if cur.Metadata.UID == batch[i].Metadata.UID {
+				batch[i].Status = cur.Status
+			}
+		}
+	}
+	return out, rev, nil
+}
+
 // mergeRaw returns base's JSON object with field replaced by from's.
 func mergeRaw(base, from []byte, fields ...string) ([]byte, error) {
 	var b, f map[string]json.RawMessage

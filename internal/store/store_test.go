@@ -535,3 +535,47 @@ func TestDataDirInUse(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// An agent that starts over gets its assignments with the status each
+// instance has now, not as it was bound, and only its own node's.
+func TestAssignmentsCurrentCarryLatestStatus(t *testing.T) {
+	ctx := t.Context()
+	s := openStore(t)
+	var objs []api.Object
+	for _, n := range []string{"web-1", "web-2", "web-3", "other"} {
+		objs = append(objs, instance(n))
+	}
+	if err := s.CreateMany(ctx, objs); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Bind(ctx, []Binding{{Name: "web-1", Node: "n1"}, {Name: "web-2", Node: "n1"}, {Name: "web-3", Node: "n1"}, {Name: "other", Node: "n2"}}); err != nil {
+		t.Fatal(err)
+	}
+	for i, n := range []string{"web-1", "web-3"} {
+		in, err := Get[api.Instance](ctx, s, "default", n)
+		if err != nil {
+			t.Fatal(err)
+		}
+		in.Status.Phase, in.Status.ContainerID, in.Status.Healthy = api.PhaseRunning, fmt.Sprintf("c%d", i), true
+		if err := s.UpdateStatus(ctx, in, 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s.maxOps = 2 // several read batches from three instances
+	bound, _, err := s.Assignments(ctx, "n1")
+	if err != nil || len(bound) != 3 || bound[0].Status.Phase != api.PhaseScheduled {
+		t.Fatalf("assignments as bound: %d, %v", len(bound), err)
+	}
+	cur, _, err := s.AssignmentsCurrent(ctx, "n1")
+	if err != nil || len(cur) != 3 {
+		t.Fatalf("current assignments of n1: %d, %v", len(cur), err)
+	}
+	got := map[string]string{}
+	for _, in := range cur {
+		got[in.Metadata.Name] = fmt.Sprintf("%s/%s/%v", in.Status.Phase, in.Status.ContainerID, in.Status.Healthy)
+	}
+	want := map[string]string{"web-1": "Running/c0/true", "web-2": "Scheduled//false", "web-3": "Running/c1/true"}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("current assignments %v, want %v", got, want)
+	}
+}

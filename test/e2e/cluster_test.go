@@ -404,7 +404,7 @@ func TestTCPListenerNeedsTokenAndTLS(t *testing.T) {
 	if fi, err := os.Stat(filepath.Join(tls, "token")); err != nil || fi.Mode().Perm() != 0o600 {
 		t.Errorf("token file mode %v, want 0600", fi.Mode())
 	}
-	remote := []string{"--server", "https://" + addr, "--ca-file", filepath.Join(tls, "server.crt")}
+	remote := []string{"--server", "https://" + addr, "--ca-file", filepath.Join(tls, "ca.crt")}
 	// berth up answers before its node has registered: wait for the node.
 	eventually(t, 30*time.Second, "the node Ready over TCP", func() bool {
 		return strings.Contains(c.ok(append(remote, "--token", strings.TrimSpace(string(token)), "get", "nodes")...), "Ready")

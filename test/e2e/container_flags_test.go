@@ -36,6 +36,11 @@ func TestContainerRunDockerFlags(t *testing.T) {
 		t.Errorf("a bad --env-file line: exit %d, %q, want it named by file and line", code, errOut)
 	}
 
+	// A "--" after the image only separates, as kubectl users write it.
+	if out := e.ok("container", "run", "--rm", "demo/busybox:1", "--", "echo", "dashed"); strings.TrimSpace(out) != "dashed" {
+		t.Errorf("run IMAGE -- echo dashed: %q", out)
+	}
+
 	if out := e.ok("container", "run", "--rm", "--entrypoint", "echo", "demo/busybox:1", "from", "entrypoint"); strings.TrimSpace(out) != "from entrypoint" {
 		t.Errorf("--entrypoint echo: %q", out)
 	}

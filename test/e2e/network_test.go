@@ -140,7 +140,7 @@ func TestServiceVIPDNSAndPorts(t *testing.T) {
 	if _, errOut, code := c.applyYAML(netWebYAML); code != 0 {
 		t.Fatalf("apply: %s", errOut)
 	}
-	c.ok("run", "--name", "client", "demo/busybox:1", "sleep", "1d")
+	c.ok("run", "--name", "client", "demo/busybox:1", "--", "sleep", "1d") // "--" only separates, as kubectl users write it
 	web := c.healthy("web", 3)
 
 	var svc api.Service

@@ -322,23 +322,72 @@ static void append_runtime_error(int fd, char *err, size_t errlen)
 		err[used] = '\0';
 }
 
-int shim_main(void)
+/* What the shim holds from setup to the container's end. */
+struct shim {
+	struct plan *p;
+	char err[ERRBUF];
+	struct logger lg;
+	/* The container's stdout and stderr; syncp lets it go once in its cgroups; errpipe carries why it failed to start. */
+	int outp[2], errp[2], syncp[2], errpipe[2];
+	sigset_t oldmask;
+	int sigfd, ctl, external;
+	pid_t child;
+};
+
+/* shim_fail records a start that failed in the exit file and to the launcher. */
+static int shim_fail(struct shim *s)
 {
-	char err[ERRBUF] = {0};
+	write_exit(s->p, 127, 0, s->err);
+	report("error %s", s->err);
+	return -1;
+}
+
+/* load_plan reads the launch plan named in the environment into s->p. */
+static int load_plan(struct shim *s)
+{
 	const char *planpath = getenv(PLAN_ENV);
-	struct plan *p = calloc(1, sizeof(*p));
 	char *buf;
 	size_t len;
+	s->p = calloc(1, sizeof(*s->p));
 	int pfd = planpath ? open(planpath, O_RDONLY | O_CLOEXEC) : -1;
-	if (!p || pfd < 0 || read_all(pfd, &buf, &len) < 0) {
+	if (!s->p || pfd < 0 || read_all(pfd, &buf, &len) < 0) {
 		report("error read launch plan %s: %s", planpath ? planpath : "(unset)", strerror(errno));
-		return 1;
+		return -1;
 	}
 	close(pfd);
-	if (plan_read(buf, len, p, err, sizeof(err)) < 0) {
-		report("error %s", err);
-		return 1;
+	if (plan_read(buf, len, s->p, s->err, sizeof(s->err)) < 0) {
+		report("error %s", s->err);
+		return -1;
 	}
+	return 0;
+}
+
+/* wait_gate waits for the launcher's byte saying the cgroups and the network namespace are ready. */
+static int wait_gate(void)
+{
+	char ok;
+	ssize_t n;
+	do
+		n = read(GATE_FD, &ok, 1);
+	while (n < 0 && errno == EINTR);
+	close(GATE_FD);
+	if (n != 1) {
+		report("error the launcher could not ready the container");
+		return -1;
+	}
+	return 0;
+}
+
+/*
+ * shim_setup reads the plan and readies everything the container's start
+ * needs: descriptors, signals, the log, the pipes, the control FIFO and,
+ * when the launcher gates the start, its go-ahead.
+ */
+static int shim_setup(struct shim *s)
+{
+	if (load_plan(s) < 0)
+		return -1;
+	struct plan *p = s->p;
 	int gated = getenv(GATE_ENV) != NULL;
 	fcntl(REPORT_FD, F_SETFD, FD_CLOEXEC);
 	/* Descriptors the launcher inherited without close-on-exec must not reach the container. */
@@ -351,163 +400,216 @@ int shim_main(void)
 	unsetenv(PLAN_ENV);
 	unsetenv(GATE_ENV);
 
-	struct logger lg = {.path = p->log_path, .fd = -1, .max = p->log_max, .files = p->log_files};
-	if (lg.path && log_open(&lg) < 0) {
-		report("error open log %s: %s", lg.path, strerror(errno));
-		return 1;
+	s->lg = (struct logger){.path = p->log_path, .fd = -1, .max = p->log_max, .files = p->log_files};
+	if (s->lg.path && log_open(&s->lg) < 0) {
+		report("error open log %s: %s", s->lg.path, strerror(errno));
+		return -1;
 	}
-	int outp[2], errp[2], syncp[2], errpipe[2];
-	if (pipe2(outp, O_CLOEXEC) || pipe2(errp, O_CLOEXEC) || pipe2(syncp, O_CLOEXEC) || pipe2(errpipe, O_CLOEXEC)) {
+	if (pipe2(s->outp, O_CLOEXEC) || pipe2(s->errp, O_CLOEXEC) || pipe2(s->syncp, O_CLOEXEC) || pipe2(s->errpipe, O_CLOEXEC)) {
 		report("error pipe: %s", strerror(errno));
-		return 1;
+		return -1;
 	}
-	sigset_t mask, old;
+	sigset_t mask;
 	sigemptyset(&mask);
 	sigaddset(&mask, SIGCHLD);
-	sigprocmask(SIG_BLOCK, &mask, &old);
-	int sigfd = signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK);
-	int ctl = p->ctl_path ? open(p->ctl_path, O_RDWR | O_NONBLOCK | O_CLOEXEC) : -1;
+	sigprocmask(SIG_BLOCK, &mask, &s->oldmask);
+	s->sigfd = signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK);
+	s->ctl = p->ctl_path ? open(p->ctl_path, O_RDWR | O_NONBLOCK | O_CLOEXEC) : -1;
 
-	int external = p->nextargs > 0;
-	if (external && prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) < 0) {
+	s->external = p->nextargs > 0;
+	if (s->external && prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) < 0) {
 		report("error become a child subreaper: %s", strerror(errno));
-		return 1;
+		return -1;
 	}
-	if (gated) {
-		/*
-		 * The launcher makes the cgroups and wires the network namespace
-		 * while this process starts: one byte says they are ready. Before
-		 * the clone, so that the container's mount namespace, a copy of
-		 * this one, holds the namespace's bind mount.
-		 */
-		char ok;
-		ssize_t n;
-		do
-			n = read(GATE_FD, &ok, 1);
-		while (n < 0 && errno == EINTR);
-		close(GATE_FD);
-		if (n != 1) {
-			report("error the launcher could not ready the container");
-			return 1;
-		}
-	}
-	pid_t child;
-	if (external)
-		child = fork();
-	else
-		child = syscall(SYS_clone, (p->nsflags & ~(uint64_t)CLONE_NEWCGROUP) | SIGCHLD, 0, 0, 0, 0);
-	if (child < 0) {
-		report("error start container: %s", strerror(errno));
-		return 1;
-	}
-	if (child == 0) {
-		sigprocmask(SIG_SETMASK, &old, NULL);
-		signal(SIGINT, SIG_DFL);
-		signal(SIGHUP, SIG_DFL);
-		signal(SIGPIPE, SIG_DFL);
-		signal(SIGTERM, SIG_DFL);
-		close(REPORT_FD);
-		close(syncp[1]);
-		int devnull = open("/dev/null", O_RDONLY);
-		if (devnull < 0 || dup2(devnull, 0) < 0 || dup2(outp[1], 1) < 0 || dup2(errp[1], 2) < 0) {
-			fail(err, sizeof(err), "set up stdio");
-			goto childfail;
-		}
+	/*
+	 * The launcher makes the cgroups and wires the network namespace
+	 * while this process starts: one byte says they are ready. Before
+	 * the clone, so that the container's mount namespace, a copy of
+	 * this one, holds the namespace's bind mount.
+	 */
+	if (gated && wait_gate() < 0)
+		return -1;
+	return 0;
+}
+
+/* child_main is the container's side of the clone (or the fork that runs an external runtime). */
+static void __attribute__((noreturn)) child_main(struct shim *s)
+{
+	char *err = s->err;
+	size_t errlen = sizeof(s->err);
+	sigprocmask(SIG_SETMASK, &s->oldmask, NULL);
+	signal(SIGINT, SIG_DFL);
+	signal(SIGHUP, SIG_DFL);
+	signal(SIGPIPE, SIG_DFL);
+	signal(SIGTERM, SIG_DFL);
+	close(REPORT_FD);
+	close(s->syncp[1]);
+	int devnull = open("/dev/null", O_RDONLY);
+	if (devnull < 0 || dup2(devnull, 0) < 0 || dup2(s->outp[1], 1) < 0 || dup2(s->errp[1], 2) < 0) {
+		fail(err, errlen, "set up stdio");
+	} else {
 		if (devnull > 2)
 			close(devnull);
-		if (external) {
-			exec_runtime(p, p->extargs, err, sizeof(err));
-			goto childfail;
-		}
-		if (container_init(p, syncp[0], err, sizeof(err)) < 0)
-			goto childfail;
-	childfail:
-		write_all(errpipe[1], err, strlen(err));
-		_exit(127);
+		/* Both return only when they could not exec. */
+		if (s->external)
+			exec_runtime(s->p, s->p->extargs, err, errlen);
+		else
+			container_init(s->p, s->syncp[0], err, errlen);
 	}
-	close(syncp[0]);
-	close(errpipe[1]);
+	write_all(s->errpipe[1], err, strlen(err));
+	_exit(127);
+}
 
+/* join_cgroups moves the child into the plan's cgroups. */
+static int join_cgroups(struct shim *s)
+{
 	char pidstr[32];
-	snprintf(pidstr, sizeof(pidstr), "%d", child);
-	for (int i = 0; i < p->ncgroups; i++) {
-		int fd = open(p->cgroups[i], O_WRONLY | O_CLOEXEC);
+	snprintf(pidstr, sizeof(pidstr), "%d", s->child);
+	for (int i = 0; i < s->p->ncgroups; i++) {
+		int fd = open(s->p->cgroups[i], O_WRONLY | O_CLOEXEC);
 		if (fd < 0 || write_all(fd, pidstr, strlen(pidstr)) < 0) {
-			fail(err, sizeof(err), "join cgroup %s", p->cgroups[i]);
-			kill(child, SIGKILL);
-			waitpid(child, NULL, 0);
-			write_exit(p, 127, 0, err);
-			report("error %s", err);
-			return 1;
+			fail(s->err, sizeof(s->err), "join cgroup %s", s->p->cgroups[i]);
+			kill(s->child, SIGKILL);
+			waitpid(s->child, NULL, 0);
+			return -1;
 		}
 		close(fd);
 	}
-	write_all(syncp[1], "g", 1);
-	close(syncp[1]);
+	return 0;
+}
 
-	/* The error pipe closes on a successful exec (close-on-exec) or carries the reason it failed. */
+/* read_start_error reads why the child could not exec: "" when it did (the pipe closed on exec). */
+static size_t read_start_error(struct shim *s)
+{
 	size_t el = 0;
 	for (;;) {
-		ssize_t n = read(errpipe[0], err + el, sizeof(err) - 1 - el);
+		ssize_t n = read(s->errpipe[0], s->err + el, sizeof(s->err) - 1 - el);
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n <= 0)
 			break;
 		el += n;
-		if (el >= sizeof(err) - 1)
+		if (el >= sizeof(s->err) - 1)
 			break;
 	}
-	err[el] = '\0';
-	close(errpipe[0]);
+	s->err[el] = '\0';
+	close(s->errpipe[0]);
+	return el;
+}
+
+/*
+ * shim_spawn starts the container: clones the built-in init (or forks the
+ * external runtime), puts it in its cgroups, lets it go, and reports its
+ * pid once the workload has been exec'd.
+ */
+static int shim_spawn(struct shim *s)
+{
+	struct plan *p = s->p;
+	if (s->external)
+		s->child = fork();
+	else
+		s->child = syscall(SYS_clone, (p->nsflags & ~(uint64_t)CLONE_NEWCGROUP) | SIGCHLD, 0, 0, 0, 0);
+	if (s->child < 0) {
+		report("error start container: %s", strerror(errno));
+		return -1;
+	}
+	if (s->child == 0)
+		child_main(s);
+	close(s->syncp[0]);
+	close(s->errpipe[1]);
+	if (join_cgroups(s) < 0)
+		return shim_fail(s);
+	write_all(s->syncp[1], "g", 1);
+	close(s->syncp[1]);
+
+	size_t el = read_start_error(s);
 	if (el > 0) {
 		int st;
-		waitpid(child, &st, 0);
-		log_record(&lg, "stderr", 'F', err, el);
-		write_exit(p, 127, 0, err);
-		report("error %s", err);
-		return 1;
+		waitpid(s->child, &st, 0);
+		log_record(&s->lg, "stderr", 'F', s->err, el);
+		return shim_fail(s);
 	}
-	if (external) {
-		pid_t creator = child;
-		child = start_external(p, creator, outp[1], errp[1], err, sizeof(err));
-		if (child < 0) {
-			append_runtime_error(errp[0], err, sizeof(err));
-			write_exit(p, 127, 0, err);
-			report("error %s", err);
-			return 1;
+	if (s->external) {
+		pid_t creator = s->child;
+		s->child = start_external(p, creator, s->outp[1], s->errp[1], s->err, sizeof(s->err));
+		if (s->child < 0) {
+			append_runtime_error(s->errp[0], s->err, sizeof(s->err));
+			return shim_fail(s);
 		}
 	}
 	/* Only the container may hold the write ends now, so its exit closes them. */
-	close(outp[1]);
-	close(errp[1]);
+	close(s->outp[1]);
+	close(s->errp[1]);
 	if (p->state_path) {
 		char st[256];
-		snprintf(st, sizeof(st), "{\"shimPid\":%d,\"pid\":%d,\"shimStart\":%llu}\n", getpid(), child,
+		snprintf(st, sizeof(st), "{\"shimPid\":%d,\"pid\":%d,\"shimStart\":%llu}\n", getpid(), s->child,
 			 self_start_time());
 		write_atomic(p->state_path, st);
 	}
-	report("ok %d", child);
+	report("ok %d", s->child);
+	return 0;
+}
 
-	struct stream so = {.fd = outp[0], .name = "stdout"}, se = {.fd = errp[0], .name = "stderr"};
+/* drain reads what is ready on the container's stdout and stderr into the log, closing each at its end. */
+static void drain(struct shim *s, struct stream *ss[2], const struct pollfd *fds, const int idx[2])
+{
+	char rbuf[65536];
+	for (int k = 0; k < 2; k++) {
+		if (idx[k] < 0 || !(fds[idx[k]].revents & (POLLIN | POLLHUP | POLLERR)))
+			continue;
+		ssize_t n = read(ss[k]->fd, rbuf, sizeof(rbuf));
+		if (n > 0) {
+			stream_feed(&s->lg, ss[k], rbuf, n);
+		} else if (n == 0 || (errno != EINTR && errno != EAGAIN)) {
+			stream_flush(&s->lg, ss[k]);
+			close(ss[k]->fd);
+			ss[k]->fd = -1;
+		}
+	}
+}
+
+/* reap collects exited children; 1 when the container's was one, with its status. */
+static int reap(struct shim *s, int *status)
+{
+	struct signalfd_siginfo si;
+	while (read(s->sigfd, &si, sizeof(si)) == sizeof(si))
+		;
+	int st, found = 0;
+	pid_t w;
+	while ((w = waitpid(-1, &st, WNOHANG)) > 0) {
+		if (w == s->child) {
+			found = 1;
+			*status = st;
+		}
+	}
+	return found;
+}
+
+/*
+ * shim_supervise logs the container's output, passes on the control
+ * FIFO's signals and reaps it; it returns its wait status once it has
+ * exited and its output is closed (or 2 s later, for a stray descendant).
+ */
+static int shim_supervise(struct shim *s)
+{
+	struct stream so = {.fd = s->outp[0], .name = "stdout"}, se = {.fd = s->errp[0], .name = "stderr"};
+	struct stream *ss[2] = {&so, &se};
 	int exited = 0, status = 0;
 	struct timespec deadline = {0};
-	char rbuf[65536];
 	while (!exited || so.fd >= 0 || se.fd >= 0) {
 		struct pollfd fds[4];
-		int nf = 0, iso = -1, ise = -1, isig, ictl = -1;
-		if (so.fd >= 0) {
-			iso = nf;
-			fds[nf++] = (struct pollfd){.fd = so.fd, .events = POLLIN};
-		}
-		if (se.fd >= 0) {
-			ise = nf;
-			fds[nf++] = (struct pollfd){.fd = se.fd, .events = POLLIN};
+		int nf = 0, idx[2] = {-1, -1}, isig, ictl = -1;
+		for (int k = 0; k < 2; k++) {
+			if (ss[k]->fd >= 0) {
+				idx[k] = nf;
+				fds[nf++] = (struct pollfd){.fd = ss[k]->fd, .events = POLLIN};
+			}
 		}
 		isig = nf;
-		fds[nf++] = (struct pollfd){.fd = sigfd, .events = POLLIN};
-		if (ctl >= 0 && !exited) {
+		fds[nf++] = (struct pollfd){.fd = s->sigfd, .events = POLLIN};
+		if (s->ctl >= 0 && !exited) {
 			ictl = nf;
-			fds[nf++] = (struct pollfd){.fd = ctl, .events = POLLIN};
+			fds[nf++] = (struct pollfd){.fd = s->ctl, .events = POLLIN};
 		}
 		int timeout = -1;
 		if (exited) {
@@ -524,41 +626,27 @@ int shim_main(void)
 			continue;
 		if (r < 0)
 			break;
-		struct stream *ss[2] = {&so, &se};
-		int idx[2] = {iso, ise};
-		for (int k = 0; k < 2; k++) {
-			if (idx[k] < 0 || !(fds[idx[k]].revents & (POLLIN | POLLHUP | POLLERR)))
-				continue;
-			ssize_t n = read(ss[k]->fd, rbuf, sizeof(rbuf));
-			if (n > 0) {
-				stream_feed(&lg, ss[k], rbuf, n);
-			} else if (n == 0 || (errno != EINTR && errno != EAGAIN)) {
-				stream_flush(&lg, ss[k]);
-				close(ss[k]->fd);
-				ss[k]->fd = -1;
-			}
-		}
-		if (fds[isig].revents & POLLIN) {
-			struct signalfd_siginfo si;
-			while (read(sigfd, &si, sizeof(si)) == sizeof(si))
-				;
-			int st;
-			pid_t w;
-			while ((w = waitpid(-1, &st, WNOHANG)) > 0) {
-				if (w == child) {
-					exited = 1;
-					status = st;
-					clock_gettime(CLOCK_MONOTONIC, &deadline);
-					deadline.tv_sec += 2;
-				}
-			}
+		drain(s, ss, fds, idx);
+		if ((fds[isig].revents & POLLIN) && reap(s, &status)) {
+			exited = 1;
+			clock_gettime(CLOCK_MONOTONIC, &deadline);
+			deadline.tv_sec += 2;
 		}
 		/* Once reaped, the pid may belong to someone else: signal no more. */
 		if (ictl >= 0 && !exited && (fds[ictl].revents & POLLIN))
-			handle_ctl(ctl, child);
+			handle_ctl(s->ctl, s->child);
 	}
-	stream_flush(&lg, &so);
-	stream_flush(&lg, &se);
+	stream_flush(&s->lg, &so);
+	stream_flush(&s->lg, &se);
+	return status;
+}
+
+int shim_main(void)
+{
+	static struct shim s;
+	if (shim_setup(&s) < 0 || shim_spawn(&s) < 0)
+		return 1;
+	int status = shim_supervise(&s);
 	int code = 0, sig = 0;
 	if (WIFEXITED(status)) {
 		code = WEXITSTATUS(status);
@@ -566,6 +654,6 @@ int shim_main(void)
 		sig = WTERMSIG(status);
 		code = 128 + sig;
 	}
-	write_exit(p, code, sig, NULL);
+	write_exit(s.p, code, sig, NULL);
 	return 0;
 }

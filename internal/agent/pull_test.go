@@ -1,4 +1,4 @@
-package server
+package agent
 
 import (
 	"context"
@@ -11,8 +11,6 @@ import (
 	"sync/atomic"
 	"testing"
 
-	"github.com/berth-dev/berth/internal/agent"
-	"github.com/berth-dev/berth/internal/apiserver"
 	"github.com/berth-dev/berth/internal/image"
 	"github.com/berth-dev/berth/internal/image/imagetest"
 	"github.com/berth-dev/berth/internal/registry"
@@ -43,7 +41,7 @@ func TestPullingImagesPullsOnceForConcurrentStarts(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := &PullingImages{Images: Images{dst}, Base: ts.URL, Transport: ts.Client().Transport, Node: "n1"}
+	p := &PullingImages{StoreImages: StoreImages{dst}, Base: ts.URL, Transport: ts.Client().Transport, Node: "n1"}
 	var wg sync.WaitGroup
 	errs := make([]error, 3)
 	for i := range errs {
@@ -79,7 +77,7 @@ func TestPullingImagesPullsOnceForConcurrentStarts(t *testing.T) {
 }
 
 // TestPreparePinnedLocalImage prepares images built in the node's own
-// store by pinned reference, as berth up's agent (Images) and a pulling
+// store by pinned reference, as berth up's agent (StoreImages) and a pulling
 // agent (PullingImages, with no registry to reach) get them from the
 // API: the digest is found locally and wins over where the tag points
 // now, so nothing is pulled.
@@ -91,8 +89,8 @@ func TestPreparePinnedLocalImage(t *testing.T) {
 	}
 	built := imagetest.BusyboxImage(t, st)
 	pinned := imagetest.BusyboxTag + "@" + built.Digest
-	unreachable := &PullingImages{Images: Images{st}, Base: "http://127.0.0.1:1", Node: "n1"}
-	for i, p := range []agent.Images{Images{st}, unreachable} {
+	unreachable := &PullingImages{StoreImages: StoreImages{st}, Base: "http://127.0.0.1:1", Node: "n1"}
+	for i, p := range []Images{StoreImages{st}, unreachable} {
 		id := fmt.Sprintf("default.web-%d.abcdef01.0", i)
 		if rootfs, err := p.Prepare(t.Context(), pinned, id); err != nil || len(rootfs.Cmd) != 1 || rootfs.Cmd[0] != "sh" {
 			t.Errorf("%T: prepare %s: %+v, %v", p, pinned, rootfs, err)
@@ -105,10 +103,10 @@ func TestPreparePinnedLocalImage(t *testing.T) {
 	if err != nil || moved.Digest == built.Digest {
 		t.Fatalf("retag: %v, digest %s (was %s)", err, moved.Digest, built.Digest)
 	}
-	if rootfs, err := (Images{st}).Prepare(t.Context(), pinned, "default.web-2.abcdef01.0"); err != nil || len(rootfs.Cmd) != 1 || rootfs.Cmd[0] != "sh" {
+	if rootfs, err := (StoreImages{st}).Prepare(t.Context(), pinned, "default.web-2.abcdef01.0"); err != nil || len(rootfs.Cmd) != 1 || rootfs.Cmd[0] != "sh" {
 		t.Errorf("prepare %s after the tag moved: %+v, %v; want the first image (cmd sh)", pinned, rootfs, err)
 	}
-	if rootfs, err := (Images{st}).Prepare(t.Context(), imagetest.BusyboxTag+"@"+moved.Digest, "default.web-3.abcdef01.0"); err != nil || len(rootfs.Cmd) != 1 || rootfs.Cmd[0] != "true" {
+	if rootfs, err := (StoreImages{st}).Prepare(t.Context(), imagetest.BusyboxTag+"@"+moved.Digest, "default.web-3.abcdef01.0"); err != nil || len(rootfs.Cmd) != 1 || rootfs.Cmd[0] != "true" {
 		t.Errorf("prepare the moved tag by its digest: %+v, %v; want cmd true", rootfs, err)
 	}
 }
@@ -133,26 +131,5 @@ func TestTransferredReportsQuarters(t *testing.T) {
 	}
 	if fmt.Sprint(got) != "[30 50 80]" {
 		t.Errorf("reported %v, want [30 50 80]", got)
-	}
-}
-
-func TestAuthorizeImages(t *testing.T) {
-	for _, c := range []struct {
-		id         *apiserver.Identity
-		push, pass bool
-	}{
-		{&apiserver.Identity{Name: "token", Admin: true}, true, true},
-		{&apiserver.Identity{Name: "node:n1", Node: "n1"}, false, true},
-		{&apiserver.Identity{Name: "node:n1", Node: "n1"}, true, false},
-		{&apiserver.Anonymous, false, false},
-		{nil, false, false},
-	} {
-		r := httptest.NewRequest(http.MethodGet, "/v2/", nil)
-		if c.id != nil {
-			r = r.WithContext(apiserver.WithIdentity(r.Context(), *c.id))
-		}
-		if err := apiserver.AuthorizeImages(r, c.push); (err == nil) != c.pass {
-			t.Errorf("%+v push=%v: %v, want allowed=%v", c.id, c.push, err, c.pass)
-		}
 	}
 }

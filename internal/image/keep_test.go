@@ -1,4 +1,4 @@
-package server
+package image_test
 
 import (
 	"path/filepath"
@@ -12,7 +12,7 @@ import (
 	"github.com/berth-dev/berth/internal/testing/testenv"
 )
 
-// A server keeps the image a moved tag leaves behind while a stored
+// A server's store keeps the image a moved tag leaves behind while a stored
 // service pins it by digest, and prunes it once nothing does.
 func TestPinnedImagesOutliveTheirTag(t *testing.T) {
 	testenv.RequireRoot(t)
@@ -50,7 +50,7 @@ func TestPinnedImagesOutliveTheirTag(t *testing.T) {
 		}
 		return out
 	}
-	if removed, err := pruneImages(ctx, st, imgs); err != nil || len(removed) != 0 {
+	if removed, err := imgs.PruneUnpinned(ctx, st.PinnedImageDigests); err != nil || len(removed) != 0 {
 		t.Fatalf("prune while the service pins the old digest removed %v, %v", removed, err)
 	}
 	if got := digests(); !slices.Contains(got, old.Digest) || !slices.Contains(got, moved.Digest) {
@@ -59,7 +59,7 @@ func TestPinnedImagesOutliveTheirTag(t *testing.T) {
 	if err := st.Delete(ctx, api.KindService, "default", "web", 0); err != nil {
 		t.Fatal(err)
 	}
-	if removed, err := pruneImages(ctx, st, imgs); err != nil || len(removed) != 1 || removed[0] != old.Digest {
+	if removed, err := imgs.PruneUnpinned(ctx, st.PinnedImageDigests); err != nil || len(removed) != 1 || removed[0] != old.Digest {
 		t.Fatalf("prune after the service went removed %v, %v; want %s", removed, err, old.Digest)
 	}
 	if got := digests(); len(got) != 1 || got[0] != moved.Digest {

@@ -1,4 +1,4 @@
-package server
+package agent
 
 import (
 	"context"
@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"os"
 	"strings"
 	"time"
 
@@ -14,7 +15,7 @@ import (
 	"github.com/berth-dev/berth/api"
 	"github.com/berth-dev/berth/api/client"
 	"github.com/berth-dev/berth/api/errdefs"
-	"github.com/berth-dev/berth/internal/agent"
+	"github.com/berth-dev/berth/internal/image"
 	"github.com/berth-dev/berth/internal/metrics"
 	"github.com/berth-dev/berth/internal/registry"
 )
@@ -30,7 +31,7 @@ const DefaultPullTimeout = 10 * time.Minute
 // missing reference share a single pull. Progress is recorded as events
 // on the instance (start, every quarter, done or failed).
 type PullingImages struct {
-	Images
+	StoreImages
 	// Base is the registry's URL (https://HOST:PORT); Transport carries
 	// the agent's TLS client certificate (or token) to it.
 	Base      string
@@ -47,20 +48,20 @@ type PullingImages struct {
 	pulling singleflight.Group // by reference
 }
 
-var _ agent.Images = (*PullingImages)(nil)
+var _ Images = (*PullingImages)(nil)
 
 // Prepare unpacks ref for a container, pulling the image first when the
 // node's store does not have it.
-func (p *PullingImages) Prepare(ctx context.Context, ref, containerID string) (agent.Rootfs, error) {
+func (p *PullingImages) Prepare(ctx context.Context, ref, containerID string) (Rootfs, error) {
 	local := localRef(ref)
-	rootfs, err := p.Images.Prepare(ctx, local, containerID)
+	rootfs, err := p.StoreImages.Prepare(ctx, local, containerID)
 	if err == nil || !errors.Is(err, errdefs.ErrNotFound) || p.Base == "" {
 		return rootfs, err
 	}
 	if err := p.pull(ctx, ref, containerID); err != nil {
-		return agent.Rootfs{}, err
+		return Rootfs{}, err
 	}
-	return p.Images.Prepare(ctx, local, containerID)
+	return p.StoreImages.Prepare(ctx, local, containerID)
 }
 
 // localRef is how the local store knows ref: by its digest when it has
@@ -79,7 +80,7 @@ func (p *PullingImages) pull(ctx context.Context, ref, containerID string) error
 		// It outlives this caller: others may wait for it too.
 		ctx := context.WithoutCancel(ctx)
 		// A pull that ended between our miss and now has left the image.
-		if _, err := p.Images.Store.Resolve(ctx, localRef(ref)); err == nil {
+		if _, err := p.StoreImages.Store.Resolve(ctx, localRef(ref)); err == nil {
 			return nil, nil
 		}
 		return nil, p.fetch(ctx, ref, p.object(containerID))
@@ -110,7 +111,7 @@ func (p *PullingImages) fetch(ctx context.Context, ref string, obj api.ObjectRef
 	start := time.Now()
 	ev.record(api.EventNormal, "Pulling", fmt.Sprintf("pulling image %s from %s", ref, p.Base))
 	var tr transferred
-	img, err := registry.Pull(ctx, p.Images.Store, p.Base, ref, registry.PullOptions{
+	img, err := registry.Pull(ctx, p.StoreImages.Store, p.Base, ref, registry.PullOptions{
 		Transport: p.Transport,
 		Progress: func(pr registry.Progress) {
 			if pct, ok := tr.add(pr); ok {
@@ -250,32 +251,29 @@ func (r *eventRecorder) close() {
 	<-r.done
 }
 
-// bearerTransport adds the cluster's API token to every request, for
-// agents that authenticate with it (BearerToken) rather than a node
-// certificate.
-type bearerTransport struct {
-	token string
-	inner http.RoundTripper
-}
+// StoreImages serves a node's image store to the agent.
+type StoreImages struct{ Store *image.Store }
 
-func (t bearerTransport) RoundTrip(r *http.Request) (*http.Response, error) {
-	if r.Header.Get("Authorization") == "" {
-		r = r.Clone(r.Context())
-		r.Header.Set("Authorization", "Bearer "+t.token)
-	}
-	return t.inner.RoundTrip(r)
-}
+var _ Images = StoreImages{}
 
-// upstreamOptions is how this server reaches the world's registries for
-// images nobody in the cluster has: the registry config
-// (registry.DefaultConfigPath: BERTH_REGISTRY_CONFIG, else the server
-// user's ~/.config/berth/config.json) with its credentials, CAs, insecure
-// registries and docker.io mirrors. Give every server of a cluster the
-// same file, so that they pull alike.
-func upstreamOptions() (*registry.UpstreamOptions, error) {
-	cfg, err := registry.LoadConfig(registry.DefaultConfigPath())
+// Prepare unpacks ref for a container and says how to start it. A ref
+// pinned to a digest (REPOSITORY:TAG@sha256:…) is the image of that digest,
+// whatever the tag names now.
+func (i StoreImages) Prepare(ctx context.Context, ref, containerID string) (Rootfs, error) {
+	snap, err := i.Store.Prepare(ctx, localRef(ref), containerID)
 	if err != nil {
-		return nil, err
+		return Rootfs{}, err
 	}
-	return &registry.UpstreamOptions{Config: cfg}, nil
+	c := snap.Image.Config
+	return Rootfs{LowerDirs: snap.LowerDirs, Entrypoint: c.Entrypoint, Cmd: c.Cmd, Env: c.Env,
+		WorkingDir: c.WorkingDir, User: c.User}, nil
+}
+
+// Release forgets that a container uses its image.
+func (i StoreImages) Release(ctx context.Context, containerID string) error {
+	err := i.Store.Release(ctx, containerID)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	return err
 }

@@ -1,10 +1,12 @@
-// Package dataplane is the node's network as the agent sees it: it sets
-// up the bridge, addresses containers, and keeps the node's service VIPs,
+// Package netsync keeps the node's network in step with the API: package
+// network is the kernel side (bridge, veths, nftables, DNS server); this
+// package is the agent's reconciling of it. It sets up the bridge,
+// addresses containers, and keeps the node's service VIPs,
 // published ports and DNS names equal to what the API says, following
 // services and instances with a list and a watch (as kube-proxy follows
 // endpoints), one service's elements at a time. Following nodes the same
 // way, it routes every other node's pod subnet via that node's address.
-package dataplane
+package netsync
 
 import (
 	"bufio"
@@ -119,7 +121,7 @@ func Start(ctx context.Context, cfg Config) (*Plane, error) {
 		return nil, err
 	}
 	ctx, cancel := context.WithCancel(ctx)
-	p := &Plane{cfg: cfg, log: cfg.Logger.With("component", "dataplane"), node: node, svcs: svcs, cancel: cancel}
+	p := &Plane{cfg: cfg, log: cfg.Logger.With("component", "netsync"), node: node, svcs: svcs, cancel: cancel}
 	p.wg.Go(func() {
 		if err := svcs.DNS().Serve(ctx, pc, l); err != nil && ctx.Err() == nil {
 			p.log.Error("dns server stopped", "err", err)

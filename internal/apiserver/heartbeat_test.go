@@ -1,0 +1,63 @@
+package apiserver_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/berth-dev/berth/api"
+	"github.com/berth-dev/berth/internal/apiserver"
+)
+
+// A heartbeat that only says the node is still there renews its lease and
+// writes nothing; one that says something new, or comes a whole TTL after
+// the recorded one, is written.
+func TestHeartbeatRenewsLeaseWithoutWriting(t *testing.T) {
+	e := start(t)
+	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+	defer cancel()
+	if _, err := e.client.Nodes().Apply(ctx, &api.Node{Metadata: api.Metadata{Name: "n1"}, Spec: api.NodeSpec{Address: "10.0.0.1"}}); err != nil {
+		t.Fatal(err)
+	}
+	t0 := time.Now().UTC().Truncate(time.Second)
+	beat := func(at time.Duration, msg string) int64 {
+		t.Helper()
+		n := &api.Node{Metadata: api.Metadata{Name: "n1"},
+			Status: api.NodeStatus{Condition: api.NodeReady, LastHeartbeat: t0.Add(at), Message: msg}}
+		if _, err := e.client.Nodes().UpdateStatus(ctx, n); err != nil {
+			t.Fatal(err)
+		}
+		got, err := e.client.Nodes().Get(ctx, "", "n1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return got.Metadata.Revision
+	}
+	r0 := beat(0, "")
+	for i := 1; i <= 4; i++ {
+		if r := beat(time.Duration(i)*2*time.Second, ""); r != r0 {
+			t.Fatalf("heartbeat %d with nothing new wrote the node: revision %d, was %d", i, r, r0)
+		}
+	}
+	// The lease is renewed even so: gone, and back with the next beat.
+	if err := e.store.ExpireNode(ctx, "n1"); err != nil {
+		t.Fatal(err)
+	}
+	if r := beat(9*time.Second, ""); r != r0 {
+		t.Fatalf("heartbeat wrote the node: revision %d, was %d", r, r0)
+	}
+	if live, err := e.store.LiveNodes(ctx); err != nil || !live["n1"] {
+		t.Fatalf("lease not renewed by a heartbeat-only write: live %v, %v", live, err)
+	}
+	r1 := beat(apiserver.DefaultNodeTTL, "")
+	if r1 == r0 {
+		t.Fatal("a heartbeat a whole TTL after the recorded one was not written")
+	}
+	got, _ := e.client.Nodes().Get(ctx, "", "n1")
+	if !got.Status.LastHeartbeat.Equal(t0.Add(apiserver.DefaultNodeTTL)) {
+		t.Fatalf("recorded heartbeat %v, want %v", got.Status.LastHeartbeat, t0.Add(apiserver.DefaultNodeTTL))
+	}
+	if r := beat(apiserver.DefaultNodeTTL+time.Second, "disk pressure"); r == r1 {
+		t.Fatal("a heartbeat with a new message was not written")
+	}
+}

@@ -1,0 +1,211 @@
+package controller
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+
+	"github.com/berth-dev/berth/api"
+	"github.com/berth-dev/berth/api/errdefs"
+	"github.com/berth-dev/berth/internal/scheduler"
+)
+
+// templateHash is svc's template hash, worked out once per revision of it.
+func (m *Manager) templateHash(svc *api.Service) string {
+	h, ok := m.hashes[svc.Metadata.UID]
+	if !ok || h.rev != svc.Metadata.Revision {
+		h = revHash{svc.Metadata.Revision, svc.Spec.Template.Hash()}
+		m.hashes[svc.Metadata.UID] = h
+	}
+	return h.hash
+}
+
+type revHash struct {
+	rev  int64
+	hash string
+}
+
+// servicesPass removes service instances and returns those to make and
+// the status writes still to do.
+func (m *Manager) servicesPass(ctx context.Context, sn *snapshot) ([]newInstances, []func() error, error) {
+	owned := sn.byOwner()
+	var made []newInstances
+	var later []func() error
+	var errs []error
+	live := make(map[ownerID]bool, len(sn.services))
+	vips := m.newVIPs(sn)
+	var views []Instance // reused: a pass runs over every service
+	for _, svc := range sn.services {
+		key := ownerID{api.KindService, svc.Metadata.Namespace, svc.Metadata.Name, svc.Metadata.UID}
+		live[key] = true
+		hash := m.templateHash(svc)
+		prev := svc.Status.Rollout
+		u := svc.Spec.Update
+		st := ServiceState{Replicas: svc.Spec.Replicas, SpecHash: hash, MaxSurge: u.MaxSurge, MaxUnavailable: u.MaxUnavailable,
+			Settled:   prev.Hash == hash && (prev.Phase == api.RolloutComplete || prev.Phase == api.RolloutRolledBack),
+			Instances: views[:0]}
+		for _, in := range owned[key] {
+			st.Instances = append(st.Instances, view(in))
+		}
+		views = st.Instances
+		var res ServiceResult
+		var createOn []string
+		if svc.Spec.Mode == api.ModeGlobal {
+			res, createOn = ComputeGlobal(GlobalState{SpecHash: hash, Nodes: eligibleNodes(sn.nodes, svc.Spec.Placement),
+				Settled: st.Settled, Instances: st.Instances})
+		} else {
+			res = ComputeService(st)
+		}
+		var insts []*api.Instance
+		var names map[string]bool
+		if res.Create > 0 {
+			// Five random letters collide often among thousands: draw again.
+			names = make(map[string]bool, len(owned[key])+res.Create)
+			for _, in := range owned[key] {
+				names[in.Metadata.Name] = true
+			}
+		}
+		for i := range res.Create {
+			p := svc.Spec.Placement
+			if i < len(createOn) {
+				// A global service's instance is pinned to its node.
+				p.Constraints = append(slices.Clip(p.Constraints), api.Constraint{Key: scheduler.NodeNameKey, Op: api.OpEq, Values: []string{createOn[i]}})
+			}
+			in := m.newInstance(svc.Metadata, api.KindService, svc.Spec.Template, p, svc.Spec.Priority, hash, 0, 0, nil)
+			for names[in.Metadata.Name] {
+				in.Metadata.Name = svc.Metadata.Name + "-" + suffix()
+			}
+			names[in.Metadata.Name] = true
+			insts = append(insts, in)
+		}
+		if len(insts) > 0 {
+			made = append(made, newInstances{owner: svc, insts: insts})
+		}
+		errs = append(errs, m.deleteInstances(ctx, svc.Metadata.Namespace, res.Delete))
+		vip, err := vips.forService(svc)
+		if err != nil {
+			errs = append(errs, err)
+		}
+		want := api.ServiceStatus{Replicas: len(st.Instances) + res.Create - len(res.Delete), ReadyReplicas: res.Ready,
+			UpdatedReplicas: res.Updated, VIP: vip,
+			// Not the current revision: writing this status makes a new one, which would loop.
+			ObservedRevision: svc.Status.ObservedRevision}
+		if want.Replicas < 0 {
+			want.Replicas = 0
+		}
+		var exitFailed bool
+		want.Message, exitFailed = exitedMessage(res.Exited, owned[key], svc.Spec.Template.Restart)
+		want.History = nextHistory(svc.Status.History, svc.Spec.Template, hash, m.opt.Clock().UTC())
+		rev := want.History[len(want.History)-1].Revision
+		want.Rollout = nextRollout(prev, rev, hash, res)
+		var rollback *api.TemplateRevision
+		if want.Rollout.Phase == api.RolloutFailed && u.AutoRollback && len(want.History) > 1 {
+			to := want.History[len(want.History)-2]
+			rollback = &to
+			want.Rollout = api.RolloutStatus{Revision: to.Revision, Hash: to.Hash, Phase: api.RolloutRolledBack,
+				Message: fmt.Sprintf("revision %d failed (%s): rolled back to revision %d", rev, res.Reason, to.Revision)}
+		}
+		if !serviceStatusEqual(want, svc.Status) {
+			var events []api.Event
+			if want.Message != "" && want.Message != svc.Status.Message {
+				typ := api.EventNormal // all ended well
+				if exitFailed {
+					typ = api.EventWarning
+				}
+				events = append(events, api.Event{Type: typ, Reason: "InstanceExited", Message: want.Message})
+			}
+			if ro := want.Rollout; ro.Hash != prev.Hash || ro.Phase != prev.Phase {
+				switch ro.Phase {
+				case api.RolloutFailed:
+					events = append(events, api.Event{Type: api.EventWarning, Reason: "RolloutFailed",
+						Message: fmt.Sprintf("revision %d: %s; no more instances are replaced until the template changes", ro.Revision, ro.Message)})
+				case api.RolloutRolledBack:
+					events = append(events, api.Event{Type: api.EventWarning, Reason: "RolledBack", Message: ro.Message})
+				case api.RolloutComplete:
+					events = append(events, api.Event{Type: api.EventNormal, Reason: "RolloutComplete", Message: fmt.Sprintf("revision %d", ro.Revision)})
+				}
+			}
+			svc := own(svc)
+			svc.Status = want
+			later = append(later, func() error {
+				if rollback != nil {
+					// The spec first, naming the revision read: a user's change meanwhile wins.
+					back := own(svc)
+					back.Spec.Template = rollback.Template
+					if err := m.s.Update(ctx, back, svc.Metadata.Revision); err != nil {
+						if errdefs.IsConflict(err) || errdefs.IsNotFound(err) {
+							return nil
+						}
+						return err
+					}
+					svc = back
+					svc.Status = want
+				}
+				if err := m.s.UpdateStatus(ctx, svc, 0); err != nil && !errdefs.IsNotFound(err) {
+					return err
+				}
+				for _, ev := range events {
+					m.event(ctx, svc, ev.Type, ev.Reason, ev.Message)
+				}
+				return nil
+			})
+		}
+	}
+	if len(m.hashes) > len(sn.services) {
+		liveUID := make(map[string]bool, len(sn.services))
+		for _, svc := range sn.services {
+			liveUID[svc.Metadata.UID] = true
+		}
+		for uid := range m.hashes {
+			if !liveUID[uid] {
+				delete(m.hashes, uid)
+			}
+		}
+	}
+	// Instances whose service is gone go too.
+	for key, insts := range owned {
+		if live[key] || len(insts) == 0 || insts[0].Spec.Owner.Kind != api.KindService {
+			continue
+		}
+		for _, in := range insts {
+			if err := m.s.Delete(ctx, api.KindInstance, in.Metadata.Namespace, in.Metadata.Name, 0); err != nil && !errdefs.IsNotFound(err) {
+				errs = append(errs, err)
+			}
+		}
+	}
+	return made, later, errors.Join(errs...)
+}
+
+// exitedMessage says which instances ended for good and why they stay
+// so, and whether any of them failed.
+func exitedMessage(exited []string, insts []*api.Instance, policy api.RestartPolicy) (string, bool) {
+	if len(exited) == 0 {
+		return "", false
+	}
+	if policy == "" {
+		policy = api.RestartAlways
+	}
+	byName := make(map[string]*api.Instance, len(insts))
+	for _, in := range insts {
+		byName[in.Metadata.Name] = in
+	}
+	var parts []string
+	failed := false
+	for _, name := range exited {
+		in := byName[name]
+		if in == nil {
+			continue
+		}
+		failed = failed || in.Status.Phase == api.PhaseFailed
+		// A few by name: the message must stay small whatever the replicas.
+		if len(parts) < 3 {
+			parts = append(parts, fmt.Sprintf("%s %s with exit code %d", name, strings.ToLower(string(in.Status.Phase)), in.Status.ExitCode))
+		}
+	}
+	if more := len(exited) - len(parts); more > 0 {
+		parts = append(parts, fmt.Sprintf("%d more", more))
+	}
+	return fmt.Sprintf("%s; not restarted (restart: %s): change or restart the service to run it again", strings.Join(parts, ", "), policy), failed
+}

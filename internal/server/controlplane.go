@@ -1,0 +1,121 @@
+package server
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"strings"
+
+	"github.com/berth-dev/berth/api"
+	"github.com/berth-dev/berth/api/client"
+	"github.com/berth-dev/berth/internal/apiserver"
+	"github.com/berth-dev/berth/internal/dashboard"
+	"github.com/berth-dev/berth/internal/image"
+	"github.com/berth-dev/berth/internal/metrics"
+	"github.com/berth-dev/berth/internal/registry"
+	"github.com/berth-dev/berth/internal/store"
+)
+
+// controlPlane is what `berth up` and `berth server` both serve: the API
+// on the root-only unix socket (and over TCP with TLS and the cluster's
+// token), the image registry at /v2/, the cluster's metrics, the
+// dashboard, the image pruner and the controllers.
+type controlPlane struct {
+	Store  *store.Store
+	Images *image.Store
+	// API configures the API server; its Logger is set here.
+	API         apiserver.Config
+	MaxDraining int
+	// Socket is the unix socket's path, Unix its listener; TCP, when not
+	// nil, is served with Creds.
+	Socket string
+	Unix   net.Listener
+	TCP    net.Listener
+	Creds  *Credentials
+	// Peers, when set, are the other servers' registries, which images
+	// this one lacks are pulled through from.
+	Peers *registry.Peers
+	// Controllers runs the controllers and the scheduler; admit is the
+	// API server's admission, which the jobs cron jobs start go through.
+	Controllers func(ctx context.Context, admit func(context.Context, api.Object) error) error
+	Log         *slog.Logger
+}
+
+// start runs the control plane's components in g.
+func (cp controlPlane) start(g *group) error {
+	log := cp.Log
+	cfg := cp.API
+	cfg.Logger = log.With("component", "apiserver")
+	srv := apiserver.New(cfg)
+	srv.SetMaxDraining(cp.MaxDraining)
+	// What no server has comes from the image's own registry.
+	upstream, err := upstreamOptions()
+	if err != nil {
+		return err
+	}
+	srv.Mount("/v2/", registry.New(cp.Images, registry.Options{Authorize: apiserver.AuthorizeImages, Logger: log.With("component", "registry"),
+		Peers: cp.Peers, Upstream: upstream}))
+	srv.Mount("/metrics/", apiserver.AdminOnly(metrics.Handler(metrics.Cluster(cp.Store))))
+	uc, err := client.New("unix://" + cp.Socket)
+	if err != nil {
+		return err
+	}
+	var token string
+	if cp.Creds != nil {
+		token = cp.Creds.Token
+	}
+	ui := dashboard.New(dashboard.Options{Client: uc, Token: token, Logger: log.With("component", "dashboard")})
+	srv.MountSignIn(dashboard.Prefix, ui)
+	g.run("image pruner", func(ctx context.Context) error {
+		return cp.Images.KeepPinned(ctx, cp.Store.PinnedImageDigests, log.With("component", "images"))
+	})
+	g.run("dashboard", ui.Run)
+	g.run("api server", func(ctx context.Context) error { return srv.Serve(ctx, cp.Unix, apiserver.UnixRootOnly) })
+	if cp.TCP != nil {
+		g.run("api server (tcp)", func(ctx context.Context) error { return srv.ServeTLS(ctx, cp.TCP, cp.Creds.TLS, cp.Creds.Token) })
+	}
+	g.run("controllers", func(ctx context.Context) error { return cp.Controllers(ctx, srv.Admit) })
+	return nil
+}
+
+// processName is given, or else this machine's hostname made a DNS label;
+// what names the process in the error.
+func processName(given, what string) (string, error) {
+	if given != "" {
+		return given, nil
+	}
+	h, err := os.Hostname()
+	if err != nil {
+		return "", fmt.Errorf("%s: %w", what, err)
+	}
+	return nodeName(h), nil
+}
+
+// nodeName makes a DNS label of a hostname: "Build-01.example" → "build-01".
+func nodeName(host string) string {
+	host, _, _ = strings.Cut(strings.ToLower(host), ".")
+	var b strings.Builder
+	for _, r := range host {
+		if r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r == '-' {
+			b.WriteRune(r)
+		}
+	}
+	n := strings.Trim(b.String(), "-")
+	if len(n) > 63 {
+		n = n[:63]
+	}
+	if n == "" {
+		n = "node"
+	}
+	return n
+}
+
+// logger is log, or the default logger when nil.
+func logger(log *slog.Logger) *slog.Logger {
+	if log == nil {
+		return slog.Default()
+	}
+	return log
+}
