@@ -221,8 +221,11 @@ type Agent struct {
 	stopping   map[string]bool         // container IDs
 	watched    map[string]bool         // container IDs with an exit watcher
 	evicted    map[string]eviction     // container IDs stopped for their disk use
-	diskBusy   bool                    // a disk check is under way
-	diskDone   chan []eviction
+	// podsReleased are instances' networks (podNetID) given up because
+	// their instance finished for good.
+	podsReleased map[string]bool
+	diskBusy     bool // a disk check is under way
+	diskDone     chan []eviction
 
 	mu sync.Mutex
 	// synced is set once a full list of assignments has arrived.
@@ -256,22 +259,23 @@ func New(cfg Config) *Agent {
 		cfg.DiskInterval = DefaultDiskInterval
 	}
 	return &Agent{
-		cfg:      cfg,
-		log:      cfg.Logger.With("component", "agent", "node", cfg.Node.Name),
-		wake:     make(chan struct{}, 1),
-		desired:  map[string]*Instance{},
-		reported: map[string]Status{},
-		probes:   map[string]*prober{},
-		watched:  map[string]bool{},
-		failures: map[string]startFailure{},
-		dirty:    map[string]bool{},
-		full:     true,
-		stopping: map[string]bool{},
-		evicted:  map[string]eviction{},
-		diskDone: make(chan []eviction, 1),
-		exits:    make(chan string, 64),
-		done:     make(chan string, 64),
-		rewatch:  make(chan struct{}, 1),
+		cfg:          cfg,
+		log:          cfg.Logger.With("component", "agent", "node", cfg.Node.Name),
+		wake:         make(chan struct{}, 1),
+		desired:      map[string]*Instance{},
+		reported:     map[string]Status{},
+		probes:       map[string]*prober{},
+		watched:      map[string]bool{},
+		failures:     map[string]startFailure{},
+		dirty:        map[string]bool{},
+		full:         true,
+		stopping:     map[string]bool{},
+		evicted:      map[string]eviction{},
+		podsReleased: map[string]bool{},
+		diskDone:     make(chan []eviction, 1),
+		exits:        make(chan string, 64),
+		done:         make(chan string, 64),
+		rewatch:      make(chan struct{}, 1),
 	}
 }
 

@@ -165,23 +165,26 @@ func (a *Agent) attachPod(ctx context.Context, c *runtime.Config, inst *Instance
 }
 
 // releasePod detaches an instance's network once none of the containers
-// that joined it runs; except names a container about to go.
-func (a *Agent) releasePod(ctx context.Context, net, except string) {
+// that joined it runs (except names a container about to go), and
+// reports whether it did.
+func (a *Agent) releasePod(ctx context.Context, net, except string) bool {
 	if net == "" {
-		return
+		return false
 	}
 	for id, st := range a.containers {
 		if id != except && st.Labels[labelNet] == net && (st.State == runtime.Running || a.stopping[id]) {
-			return
+			return false
 		}
 	}
 	if a.net == nil {
 		if err := netns.Delete(a.podNetnsPath(net)); err != nil {
 			a.log.Warn("remove instance network namespace", "netns", net, "err", err)
+			return false
 		}
-		return
+		return true
 	}
 	a.detach(ctx, net)
+	return true
 }
 
 // podNetnsPath is where an instance's own network namespace is pinned

@@ -111,7 +111,9 @@ func (a *Agent) sync(ctx context.Context) time.Time {
 				a.log.Warn("release image", "container", act.ContainerID, "err", err)
 			}
 			if net := byID[act.ContainerID].Labels[labelNet]; net != "" {
-				a.releasePod(ctx, net, act.ContainerID)
+				if a.releasePod(ctx, net, act.ContainerID) {
+					delete(a.podsReleased, net)
+				}
 			} else {
 				a.detach(ctx, act.ContainerID)
 			}
@@ -495,9 +497,11 @@ func (a *Agent) report(ctx context.Context, insts map[string]*Instance, byID map
 			st = a.statusOf(inst, latest[""], now)
 		} else {
 			st = a.podStatus(inst, latest, now)
-			if st.Phase.Terminal() && (!sent || !prev.Phase.Terminal()) {
-				// Finished for good: the instance's address goes, as a lone container's does at its exit.
-				a.releasePod(ctx, podNetID(inst), "")
+			if net := podNetID(inst); st.Phase.Terminal() && !a.podsReleased[net] {
+				// Finished for good: the instance's address goes, as a
+				// lone container's does at its exit (once its sidecars
+				// have stopped).
+				a.podsReleased[net] = a.releasePod(ctx, net, "")
 			}
 		}
 		if sent && prev.equal(st) {

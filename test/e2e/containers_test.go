@@ -231,6 +231,11 @@ func TestInitContainerFailure(t *testing.T) {
 	if _, _, code := c.run("logs", in.Metadata.Name); code == 0 {
 		t.Error("logs of a main container that never ran succeeded")
 	}
+	// Failed for good: its network namespace goes, though the instance stays.
+	eventually(t, 15*time.Second, "the failed instance's namespace removed", func() bool {
+		ents, _ := os.ReadDir(filepath.Join(c.dataDir, "containers", ".pods"))
+		return len(ents) == 0
+	})
 	out := c.ok("get", "instances")
 	if !strings.Contains(out, "Failed (InitFailed)") {
 		t.Errorf("get instances:\n%s", out)
