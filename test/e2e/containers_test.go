@@ -163,28 +163,33 @@ func TestMultiContainerInstance(t *testing.T) {
 
 // Without a network (berth up --no-network) an instance's containers
 // still share one network namespace: the sidecar reaches the main
-// container on localhost.
+// container on localhost; with the built-in executor and with runc.
 func TestMultiContainerWithoutNetwork(t *testing.T) {
 	c := startCluster(t, "--no-network")
-	yaml := strings.Replace(podYAML, "  health: {http: {port: 8080, path: /}, interval: 300ms, timeout: 500ms, failures: 1}\n", "", 1)
-	if _, errOut, code := c.applyYAML(yaml); code != 0 {
-		t.Fatalf("apply: %s", errOut)
-	}
-	name := c.waitRunning("pod", 1)[0].Metadata.Name
-	eventually(t, 30*time.Second, "the sidecar to print the token", func() bool {
-		out, _, _ := c.run("logs", "-c", "poller", name)
-		return strings.Contains(out, "token-"+name+"-")
-	})
 	pins := filepath.Join(c.dataDir, "containers", ".pods")
-	if ents, _ := os.ReadDir(pins); len(ents) != 1 {
-		t.Fatalf("%d pinned instance namespaces, want 1", len(ents))
+	for _, executor := range []string{"", "runc"} {
+		yaml := strings.Replace(podYAML, "  health: {http: {port: 8080, path: /}, interval: 300ms, timeout: 500ms, failures: 1}\n", "", 1)
+		if executor != "" {
+			yaml = strings.Replace(yaml, "template:\n", "template:\n  runtime: "+executor+"\n", 1)
+		}
+		if _, errOut, code := c.applyYAML(yaml); code != 0 {
+			t.Fatalf("apply (executor %q): %s", executor, errOut)
+		}
+		name := c.waitRunning("pod", 1)[0].Metadata.Name
+		eventually(t, 30*time.Second, "the sidecar to print the token (executor "+executor+")", func() bool {
+			out, _, _ := c.run("logs", "-c", "poller", name)
+			return strings.Contains(out, "token-"+name+"-")
+		})
+		if ents, _ := os.ReadDir(pins); len(ents) != 1 {
+			t.Fatalf("%d pinned instance namespaces, want 1", len(ents))
+		}
+		// Once the instance goes, so does its namespace.
+		c.ok("rm", "pod")
+		eventually(t, 30*time.Second, "the instance's namespace removed", func() bool {
+			ents, _ := os.ReadDir(pins)
+			return len(ents) == 0 && len(c.ownedBy("pod")) == 0
+		})
 	}
-	// Once the instance goes, so does its namespace.
-	c.ok("rm", "pod")
-	eventually(t, 30*time.Second, "the instance's namespace removed", func() bool {
-		ents, _ := os.ReadDir(pins)
-		return len(ents) == 0
-	})
 }
 
 const initFailYAML = `kind: Job
