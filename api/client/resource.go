@@ -330,6 +330,20 @@ func (n NodeClient) Assignments(ctx context.Context, node string) ([]*api.Instan
 	return out.Items, out.Revision, nil
 }
 
+// ReportStatuses writes the status of several of node's instances in one
+// request (at most api.MaxStatusBatch); each item's outcome is in the
+// result, in order.
+func (n NodeClient) ReportStatuses(ctx context.Context, node string, items []api.StatusReport) ([]api.StatusResult, error) {
+	var out api.StatusBatchResult
+	if err := n.c.do(ctx, http.MethodPut, objectPath(api.KindNode, "", node)+"/instancestatus", nil, api.StatusBatch{Items: items}, &out); err != nil {
+		return nil, err
+	}
+	if len(out.Results) != len(items) {
+		return nil, fmt.Errorf("status of node %q's instances: %d results for %d reports", node, len(out.Results), len(items))
+	}
+	return out.Results, nil
+}
+
 // WatchAssignments streams changes to the instances bound to node after
 // revision: Added when bound, Modified when the spec changes, Deleted
 // when the instance is deleted or moved away.

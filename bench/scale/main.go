@@ -13,10 +13,14 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -38,6 +42,8 @@ func main() {
 	services := flag.Int("services", 20, "services the instances are spread over")
 	full := flag.Bool("full", false, "the full size: 15,000 nodes, 300,000 instances in 1,000 services")
 	timeout := flag.Duration("timeout", 10*time.Minute, "give up a phase after this long")
+	flag.BoolVar(&keepWork, "keep", false, "keep the servers' and fleets' logs and data dirs")
+	flag.StringVar(&cpuProfile, "cpuprofile", "", "write the server's CPU profile over the first 30 s from the apply to this file (go tool pprof reads it)")
 	flag.Parse()
 	if *full {
 		*nodes, *instances, *services = 15000, 300000, 1000
@@ -99,6 +105,45 @@ func waitFile(path string, d time.Duration) error {
 	}
 }
 
+// keepWork keeps the work directory, logs included.
+var keepWork bool
+
+// cpuProfile is where the server's CPU profile of the apply goes, if set.
+var cpuProfile string
+
+// profile fetches 30 s of the server's CPU profile into cpuProfile.
+func profile(url, caFile, token string) error {
+	pem, err := os.ReadFile(caFile)
+	if err != nil {
+		return err
+	}
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(pem)
+	hc := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}}}
+	req, err := http.NewRequest(http.MethodGet, url+"/debug/pprof/profile?seconds=30", nil)
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Authorization", "Bearer "+token)
+	resp, err := hc.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("profile: %s", resp.Status)
+	}
+	f, err := os.Create(cpuProfile)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(f, resp.Body); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
+
 func readFile(path string) string {
 	b, _ := os.ReadFile(path)
 	return strings.TrimSpace(string(b))
@@ -113,7 +158,13 @@ func bench(bin string, nodes, instances, services int, timeout time.Duration) er
 	if err != nil {
 		return err
 	}
-	defer os.RemoveAll(work)
+	defer func() {
+		if keepWork {
+			fmt.Println("logs and data kept in", work)
+			return
+		}
+		os.RemoveAll(work)
+	}()
 	srvDir := filepath.Join(work, "srv")
 	addr := freeAddr()
 	url := "https://" + addr
@@ -215,6 +266,10 @@ func bench(bin string, nodes, instances, services int, timeout time.Duration) er
 		}
 	}
 	t0 = time.Now()
+	profiled := make(chan error, 1)
+	if cpuProfile != "" {
+		go func() { profiled <- profile(url, ca, readFile(filepath.Join(srvDir, "tls", "token"))) }()
+	}
 	if err := apply(per, "1", 0); err != nil {
 		return err
 	}
@@ -222,6 +277,12 @@ func bench(bin string, nodes, instances, services int, timeout time.Duration) er
 		return err
 	}
 	phase("apply to all Running", t0, per*services, "instances", sampler, probe)
+	if cpuProfile != "" {
+		if err := <-profiled; err != nil {
+			return fmt.Errorf("cpu profile: %w", err)
+		}
+		fmt.Println("  server CPU profile:", cpuProfile)
+	}
 
 	idle := sampler.cpuOver(10 * time.Second)
 	fmt.Printf("  idle server CPU at steady state: %.2f cores\n", idle)

@@ -123,6 +123,19 @@ type ControlPlane interface {
 	ReportStatus(ctx context.Context, namespace, name, uid string, st Status) error
 }
 
+// StatusBatcher is the optional capability of a ControlPlane that takes
+// many instances' status in one call: the error of each report, in order,
+// nil for one written (or about an instance gone since).
+type StatusBatcher interface {
+	ReportStatuses(ctx context.Context, node string, reports []StatusReport) []error
+}
+
+// StatusReport is one instance's status in a batch.
+type StatusReport struct {
+	Namespace, Name, UID string
+	Status               Status
+}
+
 // Rootfs is an image made ready for one container.
 type Rootfs struct {
 	LowerDirs  []string
@@ -390,10 +403,17 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 }
 
+// rewatchAfterFailed is how many heartbeats must fail in a row before
+// the next one that gets through starts the watch over. One slow answer
+// from a busy server is no broken link; restarting every agent's watch
+// for it made each of them list its assignments again, a storm that kept
+// the server busy at scale.
+const rewatchAfterFailed = 2
+
 func (a *Agent) heartbeat(ctx context.Context) {
 	t := time.NewTicker(a.cfg.HeartbeatInterval)
 	defer t.Stop()
-	failing := false
+	failed := 0 // heartbeats failed in a row
 	for {
 		// A heartbeat stuck on a server that is gone without a reset must
 		// not wait for TCP to give up: the next one may reach another server.
@@ -403,17 +423,19 @@ func (a *Agent) heartbeat(ctx context.Context) {
 		switch {
 		case err != nil && ctx.Err() == nil:
 			a.log.Warn("heartbeat failed", "err", err)
-			failing = true
-		case err == nil && failing:
+			failed++
+		case err == nil && failed >= rewatchAfterFailed:
 			// The way to the control plane was broken: the watch may sit on
 			// a connection that died without a word, and would only notice
 			// at its own timeout. Start it over now.
-			failing = false
+			failed = 0
 			select {
 			case a.rewatch <- struct{}{}:
 
 			default:
 			}
+		case err == nil:
+			failed = 0
 		}
 		select {
 		case <-ctx.Done():

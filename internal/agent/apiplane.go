@@ -245,15 +245,7 @@ func (p *APIPlane) InstanceData(ctx context.Context, namespace, name string) (*a
 
 // ReportStatus writes an instance's status.
 func (p *APIPlane) ReportStatus(ctx context.Context, namespace, name, uid string, st Status) error {
-	in := &api.Instance{
-		Metadata: api.Metadata{Namespace: namespace, Name: name},
-		Status: api.InstanceStatus{
-			Phase: st.Phase, IP: st.IP, ContainerID: st.ContainerID, Pid: st.Pid, ExitCode: st.ExitCode,
-			Reason: st.Reason, Message: st.Message, Restarts: st.Restarts, Healthy: st.Healthy,
-			StartedAt: st.StartedAt, FinishedAt: st.FinishedAt, RestartAt: st.RestartAt,
-			Containers: st.Containers,
-		},
-	}
+	in := &api.Instance{Metadata: api.Metadata{Namespace: namespace, Name: name}, Status: st.api()}
 	if _, err := p.c.Instances().UpdateStatus(ctx, in); err != nil {
 		if errdefs.IsNotFound(err) {
 			return nil // deleted meanwhile: its assignment's removal is on its way
@@ -261,6 +253,48 @@ func (p *APIPlane) ReportStatus(ctx context.Context, namespace, name, uid string
 		return fmt.Errorf("%s: status: %w", api.Ref(api.KindInstance, namespace, name), err)
 	}
 	return nil
+}
+
+// api is the status as the API records it.
+func (st Status) api() api.InstanceStatus {
+	return api.InstanceStatus{
+		Phase: st.Phase, IP: st.IP, ContainerID: st.ContainerID, Pid: st.Pid, ExitCode: st.ExitCode,
+		Reason: st.Reason, Message: st.Message, Restarts: st.Restarts, Healthy: st.Healthy,
+		StartedAt: st.StartedAt, FinishedAt: st.FinishedAt, RestartAt: st.RestartAt,
+		Containers: st.Containers,
+	}
+}
+
+var _ StatusBatcher = (*APIPlane)(nil)
+
+// ReportStatuses sends reports in batches of api.MaxStatusBatch. An
+// instance gone meanwhile is no error, as with ReportStatus; a server
+// without the batch route gets the reports one by one.
+func (p *APIPlane) ReportStatuses(ctx context.Context, node string, reports []StatusReport) []error {
+	errs := make([]error, len(reports))
+	for lo := 0; lo < len(reports); lo += api.MaxStatusBatch {
+		chunk := reports[lo:min(len(reports), lo+api.MaxStatusBatch)]
+		items := make([]api.StatusReport, len(chunk))
+		for i, r := range chunk {
+			items[i] = api.StatusReport{Namespace: r.Namespace, Name: r.Name, UID: r.UID, Status: r.Status.api()}
+		}
+		results, err := p.c.Nodes().ReportStatuses(ctx, node, items)
+		if errdefs.IsNotFound(err) {
+			for i, r := range chunk {
+				errs[lo+i] = p.ReportStatus(ctx, r.Namespace, r.Name, r.UID, r.Status)
+			}
+			continue
+		}
+		for i := range chunk {
+			switch {
+			case err != nil:
+				errs[lo+i] = err
+			case results[i].Error != "" && !results[i].Gone:
+				errs[lo+i] = errors.New(results[i].Error)
+			}
+		}
+	}
+	return errs
 }
 
 var _ SubnetSource = (*APIPlane)(nil)

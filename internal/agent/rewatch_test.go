@@ -5,10 +5,12 @@ import (
 	"errors"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/berth-dev/berth/internal/agent"
+	"github.com/berth-dev/berth/internal/agent/simrt"
 	"github.com/berth-dev/berth/internal/runtime"
 	"github.com/berth-dev/berth/internal/runtime/runtimetest"
 )
@@ -104,5 +106,73 @@ func TestWatchStartsOverWhenHeartbeatsReturn(t *testing.T) {
 	cp.set(false)
 	if n := wait("new watch after heartbeats came back"); n != 2 {
 		t.Errorf("watch number %d, want 2", n)
+	}
+}
+
+// flaky fails the heartbeats it is told to, one at a time.
+type flaky struct {
+	cutOff
+	failNext chan struct{}
+	ok       atomic.Int64 // heartbeats that got through
+}
+
+func (f *flaky) Heartbeat(ctx context.Context, node string) error {
+	select {
+	case <-f.failNext:
+		f.mu.Lock()
+		f.failed++
+		f.mu.Unlock()
+		return context.DeadlineExceeded
+	default:
+		f.ok.Add(1)
+		return nil
+	}
+}
+
+// One heartbeat that a busy server answers too late is no broken link:
+// the watch goes on; it starts over only after heartbeats failed in a row.
+func TestOneSlowHeartbeatKeepsTheWatch(t *testing.T) {
+	cp := &flaky{cutOff: cutOff{watching: make(chan int, 8)}, failNext: make(chan struct{}, 4)}
+	ctx, cancel := context.WithCancel(context.Background())
+	a := agent.New(agent.Config{Node: agent.NodeInfo{Name: "n1"}, ControlPlane: cp, Runtime: simrt.New(simrt.Config{}), Images: simrt.Images{},
+		Logger: slog.New(slog.DiscardHandler), HeartbeatInterval: 10 * time.Millisecond, Resync: time.Hour})
+	done := make(chan error, 1)
+	go func() { done <- a.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	if n := <-cp.watching; n != 1 {
+		t.Fatalf("first watch numbered %d", n)
+	}
+	for i := 1; i <= 3; i++ {
+		cp.failNext <- struct{}{}
+		// Wait until it was taken and a good heartbeat followed.
+		deadline := time.Now().Add(5 * time.Second)
+		for len(cp.failNext) > 0 || cp.failures() < i {
+			if time.Now().After(deadline) {
+				t.Fatal("heartbeat not taken")
+			}
+			time.Sleep(time.Millisecond)
+		}
+		for good := cp.ok.Load(); cp.ok.Load() < good+3; { // a few good ones after it
+			if time.Now().After(deadline) {
+				t.Fatal("no good heartbeats after the failed one")
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}
+	select {
+	case n := <-cp.watching:
+		t.Fatalf("watch %d started after single failed heartbeats", n)
+	default:
+	}
+	// Two in a row, then one that gets through: the watch starts over.
+	cp.failNext <- struct{}{}
+	cp.failNext <- struct{}{}
+	select {
+	case n := <-cp.watching:
+		if n != 2 {
+			t.Errorf("watch number %d, want 2", n)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("no new watch after two failed heartbeats in a row")
 	}
 }

@@ -509,6 +509,26 @@ func (a *Agent) report(ctx context.Context, insts map[string]*Instance, byID map
 		}
 		todo = append(todo, pending{inst, st})
 	}
+	if b, ok := a.cfg.ControlPlane.(StatusBatcher); ok {
+		if len(todo) == 0 {
+			return
+		}
+		reports := make([]StatusReport, len(todo))
+		for i, p := range todo {
+			reports[i] = StatusReport{Namespace: p.inst.Namespace, Name: p.inst.Name, UID: p.inst.UID, Status: p.st}
+		}
+		errs := b.ReportStatuses(ctx, a.cfg.Node.Name, reports)
+		a.mu.Lock()
+		defer a.mu.Unlock()
+		for i, p := range todo {
+			if errs[i] != nil {
+				a.log.Warn("report status", "instance", p.inst.Key(), "err", errs[i])
+				continue
+			}
+			a.reported[p.inst.UID] = p.st
+		}
+		return
+	}
 	// Several reports at once: each is a round trip to a server, and a
 	// node starting a hundred instances would otherwise wait for them one
 	// by one, with its loop held. Each instance still has one report in

@@ -194,6 +194,9 @@ func TestAuthorizationMatrix(t *testing.T) {
 		{name: "heartbeat", method: "PUT", path: at("/v1/nodes/{node}/status"), body: func(node string) string {
 			return fmt.Sprintf(`{"metadata":{"name":%q},"status":{"condition":"Ready","lastHeartbeat":%q}}`, node, time.Now().UTC().Format(time.RFC3339))
 		}, want: [callers]int{ok, ok, no, who, who}},
+		{name: "batch instance status", method: "PUT", path: at("/v1/nodes/{node}/instancestatus"), body: func(node string) string {
+			return fmt.Sprintf(`{"items":[{"namespace":"default","name":"web-%s","status":{"phase":"Running","ip":"%s.8"}}]}`, node, subnet(node))
+		}, want: [callers]int{ok, ok, no, who, who}},
 		{name: "delete a node", method: "DELETE", path: at("/v1/nodes/{node}"), want: [callers]int{gon, no, no, who, who}},
 		{name: "revoke a node", method: "POST", path: at("/v1/nodes/{node}/revoke"), want: [callers]int{gon, no, no, who, who}},
 		{name: "renew a certificate", method: "POST", path: at("/v1/nodes/{node}/certificate"), body: fixed(string(csrBody)), want: [callers]int{no, ok, no, who, who}},

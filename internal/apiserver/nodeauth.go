@@ -221,7 +221,7 @@ func authorizeNode(ctx context.Context, st *store.Store, node string, r *http.Re
 		return nil
 	case http.MethodPut:
 		switch {
-		case q.kind == api.KindNode && (q.sub == "" || q.sub == "status"):
+		case q.kind == api.KindNode && (q.sub == "" || q.sub == "status" || q.sub == "instancestatus"):
 			if q.name != node {
 				return deny("a node writes only its own node object")
 			}

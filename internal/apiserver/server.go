@@ -24,6 +24,7 @@
 //	POST   /v1/namespaces/{ns}/events              record an event
 //	GET|PUT|DELETE /v1/nodes/{name}, PUT /v1/nodes/{name}/status
 //	GET    /v1/nodes/{name}/assignments            instances bound to the node (?watch=1)
+//	PUT    /v1/nodes/{name}/instancestatus         a batch of the node's instances' status (api.StatusBatch)
 //	POST   /v1/nodes/{name}/cordon|uncordon|drain  see nodeactions.go
 //	POST   /v1/nodes/{name}/certificate            {"csr"}: the node's renewed certificate (the node itself)
 //	POST   /v1/nodes/{name}/revoke                 refuse the node's certificates (admins; DELETE does too)
@@ -177,6 +178,7 @@ func New(cfg Config) *Server {
 	m.HandleFunc("PUT /v1/nodes/{name}/status", s.putStatus)
 	m.HandleFunc("DELETE /v1/nodes/{name}", s.delete)
 	m.HandleFunc("GET /v1/nodes/{name}/assignments", s.assignments)
+	m.HandleFunc("PUT /v1/nodes/{name}/instancestatus", s.putStatusBatch)
 	m.HandleFunc("POST /v1/nodes/{name}/cordon", s.cordonNode)
 	m.HandleFunc("POST /v1/nodes/{name}/uncordon", s.uncordonNode)
 	m.HandleFunc("POST /v1/nodes/{name}/drain", s.drainNode)

@@ -389,6 +389,36 @@ func (s *Store) AssignmentsCurrent(ctx context.Context, node string) ([]*api.Ins
 	return out, rev, nil
 }
 
+// InstancesNamed reads the instances named by refs ({namespace, name}),
+// in order, nil for one that does not exist; in transactions of reads as
+// large as etcd takes, each at one revision.
+func (s *Store) InstancesNamed(ctx context.Context, refs [][2]string) ([]*api.Instance, error) {
+	out := make([]*api.Instance, len(refs))
+	for lo := 0; lo < len(refs); lo += s.maxOps {
+		hi := min(len(refs), lo+s.maxOps)
+		ops := make([]clientv3.Op, 0, hi-lo)
+		for _, ref := range refs[lo:hi] {
+			ops = append(ops, clientv3.OpGet(s.Key(api.KindInstance, defaultNS(api.KindInstance, ref[0]), ref[1])))
+		}
+		r, err := s.client.Txn(ctx).Then(ops...).Commit()
+		if err != nil {
+			return nil, fmt.Errorf("read %d instances: %w", hi-lo, wrapEtcd(err))
+		}
+		for i, resp := range r.Responses {
+			kvs := resp.GetResponseRange().GetKvs()
+			if len(kvs) == 0 {
+				continue
+			}
+			var in api.Instance
+			if err := decode(&in, kvs[0].Value, kvs[0].ModRevision); err != nil {
+				return nil, fmt.Errorf("read %s: %w", kvs[0].Key, err)
+			}
+			out[lo+i] = &in
+		}
+	}
+	return out, nil
+}
+
 // mergeRaw returns base's JSON object with field replaced by from's.
 func mergeRaw(base, from []byte, fields ...string) ([]byte, error) {
 	var b, f map[string]json.RawMessage
