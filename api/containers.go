@@ -196,3 +196,27 @@ type ContainerStatus struct {
 	Healthy     bool   `json:"healthy,omitempty"`
 	ContainerID string `json:"containerID,omitempty"`
 }
+
+// validateContainerStatuses checks what a node reports of an instance's
+// containers: at most one entry per container of its template, each
+// naming one of them, in a known state.
+func validateContainerStatuses(e *errs, i *Instance) {
+	cs := i.Status.Containers
+	if n := len(cs); n > len(i.Spec.Template.Containers)+1 {
+		e.add("status.containers", "%d entries for %d containers", n, len(i.Spec.Template.Containers)+1)
+	}
+	for k, c := range cs {
+		p := fmt.Sprintf("status.containers[%d]", k)
+		if _, ok := i.Spec.Template.Container(c.Name); !ok || c.Name == "" {
+			e.add(p+".name", "the template has no container %q", c.Name)
+		}
+		switch c.State {
+		case ContainerWaiting, ContainerRunning, ContainerTerminated:
+		default:
+			e.add(p+".state", "unknown state %q", c.State)
+		}
+		if c.Restarts < 0 {
+			e.add(p+".restarts", "must not be negative, got %d", c.Restarts)
+		}
+	}
+}

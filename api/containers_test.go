@@ -68,3 +68,28 @@ func TestTemplateRequests(t *testing.T) {
 		t.Errorf("ContainerNames() = %v", n)
 	}
 }
+
+// What a node reports of an instance's containers must match its template.
+func TestValidateContainerStatuses(t *testing.T) {
+	in := Instance{Spec: InstanceSpec{Template: Template{Image: "demo/busybox:1",
+		Containers: []Container{{Name: "setup", Init: true}}}}}
+	in.Status.Containers = []ContainerStatus{{Name: "setup", State: ContainerTerminated}, {Name: "main", State: ContainerRunning}}
+	if err := in.ValidateStatus(); err != nil {
+		t.Errorf("a matching report: %v", err)
+	}
+	for field, cs := range map[string][]ContainerStatus{
+		"status.containers[0].name":     {{Name: "other", State: ContainerRunning}},
+		"status.containers[0].state":    {{Name: "main", State: "Dancing"}},
+		"status.containers[0].restarts": {{Name: "main", State: ContainerRunning, Restarts: -1}},
+		"status.containers":             {{Name: "main", State: ContainerRunning}, {Name: "main", State: ContainerRunning}, {Name: "setup", State: ContainerRunning}},
+	} {
+		in.Status.Containers = cs
+		found := false
+		for _, fe := range FieldErrors(in.ValidateStatus()) {
+			found = found || fe.Field == field
+		}
+		if !found {
+			t.Errorf("%+v: no error on %s", cs, field)
+		}
+	}
+}

@@ -452,6 +452,7 @@ func (i *Instance) ValidateStatus() error {
 	if i.Status.Restarts < 0 {
 		e.add("status.restarts", "must not be negative, got %d", i.Status.Restarts)
 	}
+	validateContainerStatuses(&e, i)
 	return e.err()
 }
 
