@@ -229,6 +229,10 @@ type Template struct {
 	EnvFrom []EnvFromSource `json:"envFrom,omitempty"`
 	// Runtime picks an OCI runtime other than the built-in one ("runc").
 	Runtime string `json:"runtime,omitempty"`
+	// UserNS runs the container in a user namespace of its own: its root
+	// is root only inside, an unprivileged host id outside, from a range
+	// no other container on the node holds (Kubernetes' hostUsers: false).
+	UserNS bool `json:"userns,omitempty"`
 	// RestartedAt changes to make a rollout (services) or a container
 	// restart (instances) without other change.
 	RestartedAt time.Time `json:"restartedAt,omitzero"`
@@ -287,8 +291,9 @@ type Resources struct {
 	Memory Quantity `json:"memory,omitempty"`
 	Pids   int64    `json:"pids,omitempty"`
 	// Disk bounds what the instance writes to its writable layer (its
-	// root filesystem's upper dir). The agent measures it and stops an
-	// instance over it with the reason DiskLimitExceeded.
+	// root filesystem's upper dir) and to its named and tmpfs volumes
+	// (not hostPath ones). The agent measures it and stops an instance
+	// over it with the reason DiskLimitExceeded.
 	Disk Quantity `json:"disk,omitempty"`
 	// Exclusive pins CPU whole logical CPUs for the instance alone; CPU
 	// must then be a whole number.

@@ -26,6 +26,7 @@ func main() {
 	berth := flag.String("berth", "", "berth binary to run the shims from (default: this benchmark's own binary)")
 	executors := flag.String("executors", "berth,runc,crun", "comma-separated executors to time")
 	peers := flag.Bool("peers", true, "time runc and crun run directly too")
+	userns := flag.Bool("userns", true, "time each executor with userns: true too, run by run beside it without")
 	loop := flag.String("peer-loop", "", "internal: time runs of this OCI runtime and print them as JSON")
 	bundle := flag.String("bundle", "", "internal: bundle directory for -peer-loop")
 	state := flag.String("state", "", "internal: state directory for -peer-loop")
@@ -39,7 +40,7 @@ func main() {
 		_ = json.NewEncoder(os.Stdout).Encode(d)
 		return
 	}
-	if err := run(*n, *views, *berth, strings.Split(*executors, ","), *peers); err != nil {
+	if err := run(*n, *views, *berth, strings.Split(*executors, ","), *peers, *userns); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
 	}
@@ -50,12 +51,24 @@ type result struct {
 	d    []time.Duration
 }
 
-func run(n int, views, berth string, executors []string, peers bool) error {
+// variant is one way berth starts the container: a view of its binary
+// (a runtime each) and with or without a user namespace.
+type variant struct {
+	r      *runtime.Runtime
+	view   string
+	userns bool
+}
+
+func run(n int, views, berth string, executors []string, peers, userns bool) error {
 	work, rootfs, err := runtimetest.BusyboxWorkdir("berth-bench-runtime-")
 	if err != nil {
 		return err
 	}
 	defer os.RemoveAll(work)
+	// With userns an OCI runtime reaches the bundles as an unprivileged id.
+	if err := os.Chmod(work, 0o711); err != nil {
+		return err
+	}
 	var opts []runtime.Option
 	if berth != "" {
 		opts = append(opts, runtime.WithBinary(berth))
@@ -67,7 +80,7 @@ func run(n int, views, berth string, executors []string, peers bool) error {
 		if ex == runtime.ExecutorBuiltin && views != "" {
 			vs = strings.Split(views, ",")
 		}
-		var rs []*runtime.Runtime
+		var vars []variant
 		for _, v := range vs {
 			// Each view gets a runtime of its own: the view is chosen when one is made.
 			if err := os.Setenv(runtime.ExeViewEnv, v); err != nil {
@@ -77,21 +90,27 @@ func run(n int, views, berth string, executors []string, peers bool) error {
 			if err != nil {
 				return err
 			}
-			rs = append(rs, r)
+			vars = append(vars, variant{r: r, view: v})
+			if userns {
+				vars = append(vars, variant{r: r, view: v, userns: true})
+			}
 		}
-		// The views take turns, run by run, so that the machine's noise falls on each alike.
-		exit, full, first, err := berthLoop(rs, rootfs, ex, n)
+		// The variants take turns, run by run, so that the machine's noise falls on each alike.
+		exit, full, first, err := berthLoop(vars, rootfs, ex, n)
 		if err != nil {
 			return fmt.Errorf("berth/%s: %w", ex, err)
 		}
-		for i, v := range vs {
-			if v != "" {
+		for i, v := range vars {
+			if v.view != "" && !v.userns {
 				// The view is made in a runtime's first start.
-				fmt.Printf("first start with the %s view of the binary: %s\n", v, ms(first[i]))
+				fmt.Printf("first start with the %s view of the binary: %s\n", v.view, ms(first[i]))
 			}
 			name := ex + " executor"
-			if v != "" {
-				name += ", " + v + " exe"
+			if v.view != "" {
+				name += ", " + v.view + " exe"
+			}
+			if v.userns {
+				name += ", userns"
 			}
 			results = append(results, result{"berth (" + name + "), to exit", exit[i]}, result{"berth (" + name + "), incl. cleanup", full[i]})
 		}
@@ -116,6 +135,11 @@ func run(n int, views, berth string, executors []string, peers bool) error {
 		return nil
 	}
 	base := results[1].d // berth built-in, including cleanup: what a user waits for
+	if userns && len(results) > 3 {
+		fmt.Println()
+		fmt.Printf("berth built-in with userns / without (to exit):   p50 %.2fx   p95 %.2fx\n",
+			ratio(pct(results[2].d, 50), pct(results[0].d, 50)), ratio(pct(results[2].d, 95), pct(results[0].d, 95)))
+	}
 	fmt.Println()
 	for _, peer := range results[len(results)-2:] {
 		fmt.Printf("berth built-in (incl. cleanup) / %-14s p50 %.2fx   p95 %.2fx\n", peer.name+":",
@@ -124,14 +148,16 @@ func run(n int, views, berth string, executors []string, peers bool) error {
 	return nil
 }
 
-func berthLoop(rs []*runtime.Runtime, rootfs, ex string, n int) (exit, full [][]time.Duration, first []time.Duration, err error) {
+func berthLoop(vars []variant, rootfs, ex string, n int) (exit, full [][]time.Duration, first []time.Duration, err error) {
 	ctx := context.Background()
-	exit, full, first = make([][]time.Duration, len(rs)), make([][]time.Duration, len(rs)), make([]time.Duration, len(rs))
+	exit, full, first = make([][]time.Duration, len(vars)), make([][]time.Duration, len(vars)), make([]time.Duration, len(vars))
 	for i := range n + 3 {
-		for k, r := range rs {
+		for k, v := range vars {
+			r := v.r
 			id := fmt.Sprintf("bench-%s-%d-%d", ex, k, i)
 			t0 := time.Now()
-			if _, err := r.Run(ctx, runtime.Config{ID: id, LowerDirs: []string{rootfs}, Args: []string{"/bin/true"}, Executor: ex}); err != nil {
+			c := runtime.Config{ID: id, LowerDirs: []string{rootfs}, Args: []string{"/bin/true"}, Executor: ex, UserNS: v.userns}
+			if _, err := r.Run(ctx, c); err != nil {
 				return nil, nil, nil, err
 			}
 			st, err := r.Wait(ctx, id)

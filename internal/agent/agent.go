@@ -48,6 +48,8 @@ type Instance struct {
 	StopGrace time.Duration
 	// Executor picks the OCI executor; empty is the built-in one.
 	Executor string
+	// UserNS runs the container in a user namespace of its own.
+	UserNS bool
 	// Volumes are mounted in the container, in order.
 	Volumes []Volume
 	// NeedsData says the instance takes files or env from configs or

@@ -75,8 +75,9 @@ func (a *Agent) dataMounts(ctx context.Context, inst *Instance, id string, c *ru
 			if err := os.Chmod(src, os.FileMode(f.Mode)); err != nil {
 				return nil, fmt.Errorf("file %s: %w", f.Path, err)
 			}
+			// idmap: in a user namespace the container's root reads the file as the host's root would.
 			c.Mounts = append(c.Mounts, specs.Mount{Destination: f.Path, Type: "bind", Source: src,
-				Options: []string{"bind", "ro", "nosuid", "nodev", "noexec"}})
+				Options: []string{"bind", "ro", "nosuid", "nodev", "noexec", "idmap"}})
 		}
 	}
 	set := map[string]bool{}

@@ -69,10 +69,32 @@ func (r DiskReserve) String() string {
 	return api.Quantity(r.Bytes).String()
 }
 
-// diskJob is a running container whose writable layer is to be measured.
+// diskJob is a running container whose disk use is to be measured: its
+// writable layer, and the volumes its instance writes to (volumes).
 type diskJob struct {
 	id, layer string
+	volumes   []string
 	limit     int64 // 0: none of its own
+}
+
+// instanceVolumes are the directories, as the host reaches them, of what
+// an instance writes besides its writable layer: its named volumes and its
+// tmpfs volumes (seen through the container's root, /proc/PID/root, as
+// they are mounted in its mount namespace only). A hostPath is the host's
+// own directory, not the instance's, and is not counted. A named volume
+// shared by several instances counts for each.
+func (a *Agent) instanceVolumes(inst *Instance, pid int) []string {
+	var out []string
+	for _, v := range inst.Volumes {
+		switch {
+		case v.ReadOnly:
+		case v.Name != "" && a.cfg.VolumesDir != "":
+			out = append(out, a.volumeDir(inst.Namespace, v.Name))
+		case v.TmpfsSize > 0 && pid > 0:
+			out = append(out, fmt.Sprintf("/proc/%d/root%s", pid, v.Path))
+		}
+	}
+	return out
 }
 
 // eviction is a container to stop for its disk use, and why.
@@ -102,7 +124,7 @@ func (a *Agent) diskJobs() []diskJob {
 		if err != nil {
 			continue
 		}
-		jobs = append(jobs, diskJob{id: id, layer: layer, limit: inst.DiskBytes})
+		jobs = append(jobs, diskJob{id: id, layer: layer, volumes: a.instanceVolumes(inst, st.Pid), limit: inst.DiskBytes})
 	}
 	sort.Slice(jobs, func(i, j int) bool { return jobs[i].id < jobs[j].id })
 	return jobs
@@ -150,10 +172,23 @@ func (a *Agent) checkDisk(jobs []diskJob) []eviction {
 			a.log.Warn("disk usage", "container", j.id, "err", err)
 			continue
 		}
-		if j.limit > 0 && use > j.limit {
-			out = append(out, eviction{id: j.id, reason: ReasonDiskLimitExceeded,
-				message: fmt.Sprintf("its writable layer uses %s, over its limit of %s", api.Quantity(use), api.Quantity(j.limit))})
-			continue
+		if j.limit > 0 {
+			// The limit covers the volumes too; the node's reserve is about
+			// writable layers, which eviction frees (volumes outlive it).
+			var vols int64
+			for _, v := range j.volumes {
+				n, err := runtime.DiskUsage(v)
+				if err != nil {
+					a.log.Warn("disk usage", "container", j.id, "volume", v, "err", err)
+				}
+				vols += n
+			}
+			if use+vols > j.limit {
+				out = append(out, eviction{id: j.id, reason: ReasonDiskLimitExceeded,
+					message: fmt.Sprintf("its writable layer and volumes use %s (volumes %s), over its limit of %s",
+						api.Quantity(use+vols), api.Quantity(vols), api.Quantity(j.limit))})
+				continue
+			}
 		}
 		if use > largestUse {
 			largest, largestUse = j, use

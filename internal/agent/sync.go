@@ -304,7 +304,7 @@ func (a *Agent) start(ctx context.Context, inst *Instance, name string, attempt 
 	id := memberID(inst, name, attempt)
 	c := runtime.Config{
 		ID: id, Image: image, Hostname: inst.Name,
-		Resources: res, Executor: inst.Executor,
+		Resources: res, Executor: inst.Executor, UserNS: inst.UserNS,
 		Labels: map[string]string{labelInstance: inst.Key(), labelUID: inst.UID, labelAttempt: strconv.Itoa(attempt),
 			labelGrace: inst.StopGrace.String(), labelTemplate: inst.Template},
 		StopGrace: inst.StopGrace,

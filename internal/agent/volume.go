@@ -66,7 +66,9 @@ func (a *Agent) volumeMounts(ctx context.Context, inst *Instance, c *runtime.Con
 				return fmt.Errorf("volume %q: %w", v.Name, err)
 			}
 			named = append(named, v.Name)
-			m.Type, m.Source, m.Options = "bind", dir, []string{"rbind", "nosuid"}
+			// idmap: a named volume outlives containers of different id
+			// ranges; in a user namespace each sees its data as its root's.
+			m.Type, m.Source, m.Options = "bind", dir, []string{"rbind", "nosuid", "idmap"}
 		case v.HostPath != "":
 			src, err := a.hostPathSource(v.HostPath)
 			if err != nil {

@@ -59,6 +59,9 @@ func (b *builtin) prepare(_ context.Context, bd *bundle, s *specs.Spec) (*launch
 		}
 		p.NSFlags |= flag
 	}
+	if base, ok := userNSOf(s); ok {
+		p.UserNS = &launch.UserNS{UID: base, GID: s.Linux.GIDMappings[0].HostID, Size: s.Linux.UIDMappings[0].Size}
+	}
 	for _, m := range s.Mounts {
 		lm, err := planMount(m)
 		if err != nil {
@@ -76,6 +79,7 @@ var nsFlags = map[specs.LinuxNamespaceType]uint64{
 	specs.IPCNamespace:     unix.CLONE_NEWIPC,
 	specs.NetworkNamespace: unix.CLONE_NEWNET,
 	specs.CgroupNamespace:  unix.CLONE_NEWCGROUP,
+	specs.UserNamespace:    unix.CLONE_NEWUSER,
 }
 
 var mountFlags = map[string]uintptr{

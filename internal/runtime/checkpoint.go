@@ -53,6 +53,10 @@ func (r *Runtime) Checkpoint(ctx context.Context, id string, opts CheckpointOpti
 	if st := r.status(bd, m); st.State != Running {
 		return fmt.Errorf("container %q: checkpoint: %w", id, ErrNotRunning)
 	}
+	if m.Config.UserNS {
+		// Its restore would get another id range than the files it wrote.
+		return fmt.Errorf("container %q: checkpoint: not supported for a container with userns", id)
+	}
 	ext, err := r.checkpointer(m.Executor)
 	if err != nil {
 		return fmt.Errorf("container %q: checkpoint: %w", id, err)

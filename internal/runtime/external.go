@@ -82,7 +82,14 @@ func (e *external) kill(ctx context.Context, bd *bundle, sig syscall.Signal) err
 	return e.run(ctx, "kill", bd.id, strconv.Itoa(int(sig)))
 }
 
-func (e *external) exec(ctx context.Context, bd *bundle, s *specs.Spec, _ Status, pr ExecProcess, _ string) (int, error) {
+func (e *external) exec(ctx context.Context, bd *bundle, s *specs.Spec, st Status, pr ExecProcess, self string) (int, error) {
+	if _, ok := userNSOf(s); ok && hostNetNS(s) && e.bin == "runc" {
+		// runc 1.1 joins the container's user namespace first and is then
+		// refused the network namespace, which the host owns: berth's own
+		// exec joins them in the order that works, with the same process
+		// settings from the spec.
+		return (&builtin{cg: e.cg}).exec(ctx, bd, s, st, pr, self)
+	}
 	args := []string{"exec"}
 	if pr.Tty {
 		args = append(args, "--tty")

@@ -322,11 +322,40 @@ func (r *Runtime) start(ctx context.Context, bd *bundle, c *Config, ex executor)
 		alongside(c.Before)
 	}
 	m := meta{Config: *c, Executor: ex.name(), CreatedAt: time.Now().UTC()}
-	if err := writeJSON(bd.path("meta.json"), &m); err != nil {
+	var err error
+	if err = writeJSON(bd.path("meta.json"), &m); err != nil {
 		return Status{}, fmt.Errorf("container %q: %w", c.ID, err)
 	}
 	bi, builtin := ex.(*builtin)
-	rootfs, overlay, err := r.mountRootfs(bd, c, builtin)
+	var nsRoot uint32
+	if c.UserNS {
+		if nsRoot, err = r.allocUserNS(bd); err != nil {
+			return Status{}, fmt.Errorf("container %q: %w", c.ID, err)
+		}
+		// An OCI runtime reaches the rootfs and the bind sources as the
+		// container's root, an unprivileged host id: the bundle must let it
+		// pass (not list). Its files stay the host root's, 0600.
+		if err := os.Chmod(bd.dir, 0o711); err != nil {
+			return Status{}, fmt.Errorf("container %q: %w", c.ID, err)
+		}
+	}
+	uns := -1
+	if c.UserNS {
+		self, err := selfExe(r.bin, r.exeView)
+		if err != nil {
+			return Status{}, fmt.Errorf("container %q: %w", c.ID, err)
+		}
+		if uns, err = userNSFD(self, nsRoot); err != nil {
+			return Status{}, fmt.Errorf("container %q: %w", c.ID, err)
+		}
+		defer unix.Close(uns)
+		// By now the container has made its own mounts of the sources and
+		// the overlay holds its layers. Each unmount waits out an RCU grace
+		// period, milliseconds the start need not wait for: they are taken
+		// off in the background, and removal takes what is left, first.
+		defer func() { go func() { _ = detachIdmapped(bd) }() }()
+	}
+	rootfs, overlay, err := r.mountRootfs(bd, c, builtin, uns, nsRoot)
 	if err != nil {
 		return Status{}, fmt.Errorf("container %q: %w", c.ID, err)
 	}
@@ -338,6 +367,18 @@ func (r *Runtime) start(ctx context.Context, bd *bundle, c *Config, ex executor)
 		return Status{}, err
 	}
 	s.Linux.CgroupsPath = r.CgroupPath(c.ID)
+	if c.UserNS {
+		withUserNS(s, nsRoot, !builtin)
+	}
+	if err := idmapBinds(bd, s, uns); err != nil {
+		return Status{}, fmt.Errorf("container %q: %w", c.ID, err)
+	}
+	if c.UserNS && !builtin {
+		// The built-in init resolves them before it takes the mapped ids; an OCI runtime after.
+		if err := reachableMounts(s); err != nil {
+			return Status{}, fmt.Errorf("container %q: %w", c.ID, err)
+		}
+	}
 	// The built-in executor's cgroups (a millisecond or more of mkdirs
 	// and writes on a v1 host) are made while the shim starts; it waits
 	// for them only when it is about to start the container.
@@ -375,7 +416,12 @@ func (r *Runtime) start(ctx context.Context, bd *bundle, c *Config, ex executor)
 		pid, err = r.launchShim(bd, ready)
 	} else if err = ready(); err == nil {
 		// An OCI runtime's shim has no gate: it starts once all is ready.
-		pid, err = r.launchShim(bd, nil)
+		if _, ok := userNSOf(s); ok {
+			err = hostNetSysctls(s)
+		}
+		if err == nil {
+			pid, err = r.launchShim(bd, nil)
+		}
 	}
 	if err == nil {
 		pid, err = ex.started(ctx, bd, pid)
@@ -462,8 +508,12 @@ func (r *Runtime) launchShim(bd *bundle, gate func() error) (int, error) {
 // container's init mounts the overlay in its own mount namespace: the
 // host's mount table then does not grow with every container, and neither
 // does the copy each new container's namespace starts from.
-func (r *Runtime) mountRootfs(bd *bundle, c *Config, inside bool) (target, opts string, err error) {
-	if c.RootfsPath != "" {
+//
+// With a user namespace (nsRoot, the host id its root maps to) the rootfs
+// is mounted here for every executor, from idmapped layers (see userns.go):
+// only a process outside the container's namespace may idmap mounts.
+func (r *Runtime) mountRootfs(bd *bundle, c *Config, inside bool, uns int, nsRoot uint32) (target, opts string, err error) {
+	if c.RootfsPath != "" && !c.UserNS {
 		return c.RootfsPath, "", nil
 	}
 	target, upper, work := bd.path("rootfs"), bd.path("upper"), bd.path("work")
@@ -471,6 +521,9 @@ func (r *Runtime) mountRootfs(bd *bundle, c *Config, inside bool) (target, opts 
 		if err := os.Mkdir(d, 0o755); err != nil {
 			return "", "", fmt.Errorf("rootfs: %w", err)
 		}
+	}
+	if c.UserNS {
+		return target, "", mountIDMappedRootfs(bd, c, target, uns, nsRoot)
 	}
 	opts = "lowerdir=" + strings.Join(c.LowerDirs, ":") + ",upperdir=" + upper + ",workdir=" + work
 	if len(opts) >= os.Getpagesize() {
@@ -859,7 +912,12 @@ func (r *Runtime) remove(ctx context.Context, bd *bundle, force bool) error {
 			errs = append(errs, err)
 		}
 	}
+	if err := detachIdmapped(bd); err != nil {
+		errs = append(errs, err)
+	}
 	if err := unmountAll(bd.path("rootfs")); err != nil {
+		errs = append(errs, err)
+	} else if err := r.releaseUserNS(bd); err != nil {
 		errs = append(errs, err)
 	}
 	if len(errs) > 0 {

@@ -35,6 +35,10 @@ type Config struct {
 	CapDrop        []string `json:"capDrop,omitempty"`
 	// NoSeccomp disables the default seccomp profile.
 	NoSeccomp bool `json:"noSeccomp,omitempty"`
+	// UserNS runs the container in a user namespace of its own: its root
+	// is an unprivileged host id, from a range no other container holds
+	// (see userns.go).
+	UserNS bool `json:"userns,omitempty"`
 
 	Resources Resources `json:"resources"`
 

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/berth-dev/berth/api"
+	"github.com/berth-dev/berth/internal/agent"
 	"github.com/berth-dev/berth/internal/runtime"
 )
 
@@ -152,5 +153,60 @@ func TestDiskReserveFlagIsChecked(t *testing.T) {
 		if code == 0 || !strings.Contains(errOut, "--disk-reserve") {
 			t.Errorf("berth %s: exit %d, %q; want a refusal naming --disk-reserve", strings.Join(args, " "), code, errOut)
 		}
+	}
+}
+
+// volumeFillerYAML is a job with disk: 8Mi that writes n files of 1 MiB
+// into dir, one every 50 ms, then sleeps; volume is its volumes' YAML.
+func volumeFillerYAML(name, dir, volume string, n int) string {
+	return fmt.Sprintf(`kind: Job
+name: %s
+completions: 1
+backoffLimit: 0
+template:
+  image: demo/busybox:1
+  command: [sh, -c, "i=0; while [ $i -lt %d ]; do dd if=/dev/zero of=%s/fill.$i bs=1048576 count=1 2>/dev/null; i=$((i+1)); sleep 0.05; done; sleep 1d"]
+  resources: {disk: 8Mi}
+  restart: never
+  volumes: [%s]
+`, name, n, dir, volume)
+}
+
+// TestDiskLimitCountsVolumes: resources.disk covers what an instance
+// writes to its named volume and to its tmpfs volume, not only its
+// writable layer; a hostPath, the host's own directory, is not counted.
+func TestDiskLimitCountsVolumes(t *testing.T) {
+	host := t.TempDir()
+	c := startCluster(t, "--no-network")
+	for _, spec := range []string{
+		volumeFillerYAML("named", "/data", "{name: fill, path: /data}", 64),
+		volumeFillerYAML("tmp", "/cache", "{tmpfs: {size: 64Mi}, path: /cache}", 64),
+		volumeFillerYAML("host", "/host", "{hostPath: "+host+", path: /host}", 16),
+	} {
+		if out, errOut, code := c.applyYAML(spec); code != 0 {
+			t.Fatalf("apply: exit %d: %s%s", code, out, errOut)
+		}
+	}
+	for _, owner := range []string{"named", "tmp"} {
+		in := c.stoppedFor(owner, "DiskLimitExceeded", 60*time.Second)
+		if !strings.Contains(in.Status.Message, "volumes") || !strings.Contains(in.Status.Message, "8Mi") {
+			t.Errorf("%s: message %q does not say the volumes count toward the 8Mi limit", owner, in.Status.Message)
+		}
+		if used := c.writableLayer(in); used >= 1<<20 {
+			t.Errorf("%s: the writable layer holds %d bytes: the volume, not the layer, should have filled", owner, used)
+		}
+	}
+	// The hostPath writer wrote twice its limit and keeps running: watched
+	// for three disk passes after its last write.
+	eventually(t, 30*time.Second, "16 MiB written to the hostPath", func() bool {
+		ents, _ := filepath.Glob(filepath.Join(host, "fill.*"))
+		return len(ents) == 16
+	})
+	deadline := time.Now().Add(3 * agent.DefaultDiskInterval)
+	for time.Now().Before(deadline) {
+		if len(c.running("host")) != 1 {
+			t.Fatalf("the hostPath writer was stopped: %+v", c.ownedBy("host"))
+		}
+		time.Sleep(200 * time.Millisecond)
 	}
 }

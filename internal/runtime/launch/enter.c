@@ -6,6 +6,7 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
+#include <grp.h>
 #include <sched.h>
 #include <signal.h>
 #include <stdio.h>
@@ -15,6 +16,7 @@
 #include <sys/prctl.h>
 #include <sys/syscall.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 #include "launch.h"
@@ -82,6 +84,19 @@ int enter_main(void)
 			return 126;
 		}
 	}
+	/* A container in a user namespace of its own: joined last, once the host-owned namespaces are. */
+	char upath[64];
+	snprintf(upath, sizeof(upath), "/proc/%d/ns/user", p->pid);
+	int userfd = open(upath, O_RDONLY | O_CLOEXEC);
+	struct stat ours, theirs;
+	if (userfd < 0 || fstat(userfd, &theirs) < 0 || stat("/proc/self/ns/user", &ours) < 0) {
+		fprintf(stderr, "berth exec: open %s: %s (is the container running?)\n", upath, strerror(errno));
+		return 126;
+	}
+	if (ours.st_ino == theirs.st_ino && ours.st_dev == theirs.st_dev) {
+		close(userfd);
+		userfd = -1;
+	}
 	char self[32];
 	snprintf(self, sizeof(self), "%d", getpid());
 	for (int i = 0; i < p->ncgroups; i++) {
@@ -98,6 +113,14 @@ int enter_main(void)
 			return 126;
 		}
 		close(fds[i]);
+	}
+	if (userfd >= 0) {
+		/* The host's groups could not be dropped inside, where setgroups is denied. */
+		if (setgroups(0, NULL) < 0 || setns(userfd, CLONE_NEWUSER) < 0) {
+			fprintf(stderr, "berth exec: join user namespace: %s\n", strerror(errno));
+			return 126;
+		}
+		close(userfd);
 	}
 	/*
 	 * With a console socket (fd 4) the terminal comes from the container's

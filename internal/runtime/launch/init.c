@@ -42,6 +42,69 @@
 #ifndef SYS_mount_setattr
 #define SYS_mount_setattr 442
 #endif
+#ifndef SYS_fsopen
+#define SYS_fsopen 430
+#endif
+#ifndef SYS_fsconfig
+#define SYS_fsconfig 431
+#endif
+#ifndef SYS_fsmount
+#define SYS_fsmount 432
+#endif
+#define FSOPEN_CLOEXEC_ 0x1
+#define FSCONFIG_SET_FLAG_ 0
+#define FSCONFIG_SET_STRING_ 1
+#define FSCONFIG_CMD_CREATE_ 6
+#define FSMOUNT_CLOEXEC_ 0x1
+
+/* mount_attrs turns mount(2) flags into the new mount API's attributes. */
+static uint64_t mount_attrs(uint64_t f)
+{
+	uint64_t a = 0;
+	if (f & MS_RDONLY)
+		a |= 0x1; /* MOUNT_ATTR_RDONLY */
+	if (f & MS_NOSUID)
+		a |= 0x2; /* MOUNT_ATTR_NOSUID */
+	if (f & MS_NODEV)
+		a |= 0x4; /* MOUNT_ATTR_NODEV */
+	if (f & MS_NOEXEC)
+		a |= 0x8; /* MOUNT_ATTR_NOEXEC */
+	return a;
+}
+
+/*
+ * detached_fs makes a filesystem mount that is not attached anywhere yet.
+ * In a user namespace the kernel lets proc and sysfs be mounted only while
+ * a full view of them is visible in the mount namespace, as the host's are
+ * before pivot_root: so they are made here, and attached after it.
+ */
+static int detached_fs(const struct mountrec *m, char *err, size_t errlen)
+{
+	int fs = syscall(SYS_fsopen, m->fstype, FSOPEN_CLOEXEC_);
+	if (fs < 0)
+		return fail(err, errlen, "mount %s on %s: fsopen", m->fstype, m->target);
+	char data[4096];
+	snprintf(data, sizeof(data), "%s", m->data);
+	char *save = NULL;
+	for (char *tok = strtok_r(data, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+		char *eq = strchr(tok, '=');
+		if (eq)
+			*eq = '\0';
+		int r = eq ? syscall(SYS_fsconfig, fs, FSCONFIG_SET_STRING_, tok, eq + 1, 0)
+			   : syscall(SYS_fsconfig, fs, FSCONFIG_SET_FLAG_, tok, NULL, 0);
+		if (r < 0) {
+			fail(err, errlen, "mount %s on %s: option %s", m->fstype, m->target, tok);
+			close(fs);
+			return -1;
+		}
+	}
+	int mfd = -1;
+	if (syscall(SYS_fsconfig, fs, FSCONFIG_CMD_CREATE_, NULL, NULL, 0) < 0 ||
+	    (mfd = syscall(SYS_fsmount, fs, FSMOUNT_CLOEXEC_, (unsigned)mount_attrs(m->flags))) < 0)
+		fail(err, errlen, "mount %s on %s", m->fstype, m->target);
+	close(fs);
+	return mfd;
+}
 
 /* ensure_path creates path's missing components as directories (the last as a file if want_file), refusing symlinks. */
 static int ensure_path(const char *path, int want_file, char *err, size_t errlen)
@@ -105,14 +168,14 @@ static int do_mount(const struct mountrec *m, int srcfd, char *err, size_t errle
 {
 	if (ensure_path(m->target, m->kind == MOUNT_KIND_BIND_FILE, err, errlen) < 0)
 		return -1;
-	if (m->kind == MOUNT_KIND_FS) {
+	if (m->kind == MOUNT_KIND_FS && srcfd < 0) {
 		if (mount(m->source, m->target, m->fstype, m->flags, m->data[0] ? m->data : NULL) < 0)
 			return fail(err, errlen, "mount %s on %s", m->fstype, m->target);
 		return 0;
 	}
-	/* The source was cloned into a detached tree (options already set) before pivot_root; attach it here. */
+	/* The source was made a detached tree (options already set) before pivot_root; attach it here. */
 	if (syscall(SYS_move_mount, srcfd, "", AT_FDCWD, m->target, MOVE_MOUNT_F_EMPTY_PATH) < 0)
-		return fail(err, errlen, "bind %s on %s", m->source, m->target);
+		return fail(err, errlen, "attach %s on %s", m->source, m->target);
 	return 0;
 }
 
@@ -126,9 +189,12 @@ static int write_file(const char *path, const char *val)
 	return r;
 }
 
-static int apply_sysctls(const struct plan *p, char *err, size_t errlen)
+int apply_sysctls(const struct plan *p, int net_only, char *err, size_t errlen)
 {
 	for (int i = 0; i < p->nsysctls; i++) {
+		int net = strncmp(p->sysctls[i], "net.", 4) == 0;
+		if (net_only ? !net : (net && p->net_sysctls_done))
+			continue;
 		const char *eq = strchr(p->sysctls[i], '=');
 		char path[512];
 		if (!eq || (size_t)(eq - p->sysctls[i]) > 400) {
@@ -244,8 +310,13 @@ int container_init(const struct plan *p, int syncfd, char *err, size_t errlen)
 	int srcfds[MAX_ITEMS];
 	for (int i = 0; i < p->nmounts; i++) {
 		srcfds[i] = -1;
-		if (p->mounts[i].kind == MOUNT_KIND_FS)
+		if (p->mounts[i].kind == MOUNT_KIND_FS) {
+			const char *t = p->mounts[i].fstype;
+			if (p->has_userns && (strcmp(t, "proc") == 0 || strcmp(t, "sysfs") == 0) &&
+			    (srcfds[i] = detached_fs(&p->mounts[i], err, errlen)) < 0)
+				return -1;
 			continue;
+		}
 		/* A detached clone stays usable after the old root is gone, unlike a path or an O_PATH fd. */
 		unsigned rec = (p->mounts[i].flags & MS_REC) ? AT_RECURSIVE : 0;
 		srcfds[i] = syscall(SYS_open_tree, AT_FDCWD, p->mounts[i].source, OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | rec);
@@ -257,22 +328,23 @@ int container_init(const struct plan *p, int syncfd, char *err, size_t errlen)
 		 */
 		struct {
 			uint64_t attr_set, attr_clr, propagation, userns_fd;
-		} attr = {0};
-		uint64_t f = p->mounts[i].flags;
-		if (f & MS_RDONLY)
-			attr.attr_set |= 0x1; /* MOUNT_ATTR_RDONLY */
-		if (f & MS_NOSUID)
-			attr.attr_set |= 0x2; /* MOUNT_ATTR_NOSUID */
-		if (f & MS_NODEV)
-			attr.attr_set |= 0x4; /* MOUNT_ATTR_NODEV */
-		if (f & MS_NOEXEC)
-			attr.attr_set |= 0x8; /* MOUNT_ATTR_NOEXEC */
+		} attr = {.attr_set = mount_attrs(p->mounts[i].flags)};
 		if (attr.attr_set && syscall(SYS_mount_setattr, srcfds[i], "", AT_EMPTY_PATH | rec, &attr, sizeof(attr)) < 0)
 			return fail(err, errlen, "set options of bind %s", p->mounts[i].source);
 	}
 
 	if (chdir(p->rootfs) < 0)
 		return fail(err, errlen, "chdir rootfs %s", p->rootfs);
+	if (p->has_userns) {
+		/*
+		 * Become the user namespace's root (the shim has written the id
+		 * maps). Only now: the host paths above (the bundle, volumes) are
+		 * host root's, reachable by the host ids this process held until
+		 * here; what it creates from here on is owned by the mapped root.
+		 */
+		if (syscall(SYS_setresgid, 0, 0, 0) < 0 || syscall(SYS_setresuid, 0, 0, 0) < 0)
+			return fail(err, errlen, "become root of the user namespace");
+	}
 	if (syscall(SYS_pivot_root, ".", ".") < 0)
 		return fail(err, errlen, "pivot_root %s", p->rootfs);
 	if (umount2(".", MNT_DETACH) < 0)
@@ -287,7 +359,7 @@ int container_init(const struct plan *p, int syncfd, char *err, size_t errlen)
 			close(srcfds[i]);
 	}
 	dev_links();
-	if (apply_sysctls(p, err, errlen) < 0 || mask_paths(p, err, errlen) < 0)
+	if (apply_sysctls(p, 0, err, errlen) < 0 || mask_paths(p, err, errlen) < 0)
 		return -1;
 	if (p->rootfs_ro && mount(NULL, "/", NULL, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NODEV, NULL) < 0)
 		return fail(err, errlen, "make rootfs read-only");

@@ -25,6 +25,8 @@ int write_all(int fd, const void *buf, size_t len);
 int apply_rlimits(const struct plan *p, char *err, size_t errlen);
 int apply_process(const struct plan *p, char *err, size_t errlen);
 int exec_plan(const struct plan *p, char *err, size_t errlen);
+/* apply_sysctls writes the plan's sysctls: only net.* ones with net_only, else all the others unless done. */
+int apply_sysctls(const struct plan *p, int net_only, char *err, size_t errlen);
 int container_init(const struct plan *p, int syncfd, char *err, size_t errlen);
 
 int shim_main(void);

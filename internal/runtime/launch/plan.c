@@ -169,6 +169,14 @@ static int read_record(struct plan *p, uint16_t type, const char *pl, uint32_t n
 			return 1;
 		memcpy(&p->pid, pl, 4);
 		return 0;
+	case REC_USERNS:
+		if (n != 12)
+			return 1;
+		p->has_userns = 1;
+		p->userns_uid = get32(pl);
+		p->userns_gid = get32(pl + 4);
+		p->userns_size = get32(pl + 8);
+		return 0;
 	default:
 		return -1;
 	}

@@ -29,6 +29,9 @@ const (
 	GateEnv   = "_BERTH_GATE"
 	StageShim = "shim"
 	StageExec = "exec"
+	// StageHold waits for stdin to close: a process that holds a user
+	// namespace for the launcher to idmap mounts with.
+	StageHold = "hold"
 )
 
 // Record types and limits, from plan.h: one definition for both sides.
@@ -62,6 +65,7 @@ const (
 	recExtStart    = C.REC_EXTSTART
 	recPIDFile     = C.REC_PIDFILE
 	recOverlay     = C.REC_OVERLAY
+	recUserNS      = C.REC_USERNS
 
 	maxItems   = C.MAX_ITEMS
 	maxRlimits = C.MAX_RLIMITS
@@ -109,6 +113,12 @@ type User struct {
 	AdditionalGIDs []uint32
 }
 
+// UserNS maps the container's ids 0..Size-1 to host ids from UID and GID:
+// the container runs in a user namespace of its own.
+type UserNS struct {
+	UID, GID, Size uint32
+}
+
 // Log configures the shim's log file.
 type Log struct {
 	Path     string
@@ -144,6 +154,9 @@ type Plan struct {
 	User        *User
 	NoNewPrivs  bool
 	OOMScoreAdj *int32
+	// UserNS, when set, puts the container in a user namespace: the shim
+	// writes its id maps (and denies setgroups) before the init goes on.
+	UserNS *UserNS
 
 	// Shim only.
 	Log Log
@@ -299,6 +312,13 @@ func (p *Plan) MarshalBinary() ([]byte, error) {
 		var v [4]byte
 		binary.NativeEndian.PutUint32(v[:], uint32(p.PID))
 		rec(recPID, v[:])
+	}
+	if u := p.UserNS; u != nil {
+		var v [12]byte
+		binary.NativeEndian.PutUint32(v[0:], u.UID)
+		binary.NativeEndian.PutUint32(v[4:], u.GID)
+		binary.NativeEndian.PutUint32(v[8:], u.Size)
+		rec(recUserNS, v[:])
 	}
 	if err == nil {
 		err = p.checkLimits()

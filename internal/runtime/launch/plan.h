@@ -40,6 +40,7 @@ enum {
 	REC_EXTSTART = 27,
 	REC_PIDFILE = 28,
 	REC_OVERLAY = 29,
+	REC_USERNS = 30,
 };
 
 #define MOUNT_KIND_FS 0
@@ -97,6 +98,11 @@ struct plan {
 	uint32_t log_files;
 	const char *log_path, *exit_path, *state_path, *ctl_path;
 	int32_t pid;
+	/* A user namespace: container ids 0..userns_size-1 are host ids from userns_uid/userns_gid. */
+	int has_userns;
+	uint32_t userns_uid, userns_gid, userns_size;
+	/* Not a record: set by the shim once it has written the net.* sysctls itself. */
+	int net_sysctls_done;
 };
 
 /* plan_dump writes p as text, one field a line, for tests to compare with the Go side's view; -1 if out is too small. */

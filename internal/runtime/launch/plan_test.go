@@ -80,6 +80,9 @@ func goDump(p *Plan) string {
 	if p.PID > 0 {
 		fmt.Fprintf(&b, "pid %d\n", p.PID)
 	}
+	if u := p.UserNS; u != nil {
+		fmt.Fprintf(&b, "userns %d %d %d\n", u.UID, u.GID, u.Size)
+	}
 	return b.String()
 }
 
@@ -123,7 +126,7 @@ func fullPlan(r *rand.Rand) *Plan {
 		Log:          Log{Path: s("/log"), MaxSize: r.Uint64(), MaxFiles: r.Uint32()},
 		ExternalArgs: []string{"/usr/sbin/runc", "create", s("id")}, ExternalStart: []string{"/usr/sbin/runc", "start"},
 		PIDFile: s("/pid"), HideUnified: true, ExitPath: s("/exit"), StatePath: s("/state"), CtlPath: s("/ctl"),
-		PID: r.IntN(1 << 22),
+		PID: r.IntN(1 << 22), UserNS: &UserNS{UID: r.Uint32(), GID: r.Uint32(), Size: r.Uint32()},
 	}
 }
 

@@ -91,5 +91,7 @@ int plan_dump(const struct plan *p, char *buf, size_t cap)
 		put(&o, "log %" PRIu64 " %" PRIu32 " %s\n", p->log_max, p->log_files, p->log_path);
 	if (p->pid > 0)
 		put(&o, "pid %" PRId32 "\n", p->pid);
+	if (p->has_userns)
+		put(&o, "userns %" PRIu32 " %" PRIu32 " %" PRIu32 "\n", p->userns_uid, p->userns_gid, p->userns_size);
 	return o.over ? -1 : (int)o.len;
 }

@@ -75,7 +75,8 @@ int apply_process(const struct plan *p, char *err, size_t errlen)
 	if (p->has_user) {
 		if (prctl(PR_SET_KEEPCAPS, 1, 0, 0, 0) < 0)
 			return fail(err, errlen, "keep capabilities");
-		if (setgroups(p->ngids, (gid_t *)p->gids) < 0)
+		/* Where setgroups is denied (a user namespace) a process has no groups left to clear. */
+		if ((p->ngids > 0 || getgroups(0, NULL) != 0) && setgroups(p->ngids, (gid_t *)p->gids) < 0)
 			return fail(err, errlen, "setgroups");
 		if (syscall(SYS_setresgid, p->gid, p->gid, p->gid) < 0)
 			return fail(err, errlen, "setgid %u", p->gid);

@@ -13,6 +13,7 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
+#include <grp.h>
 #include <poll.h>
 #include <sched.h>
 #include <signal.h>
@@ -322,6 +323,63 @@ static void append_runtime_error(int fd, char *err, size_t errlen)
 		err[used] = '\0';
 }
 
+/*
+ * write_idmaps gives the container's user namespace its maps: container
+ * ids 0..size-1 are the host range the plan names. setgroups is denied
+ * first (the container has no supplementary groups to set; see
+ * enter_userns), so no process inside can drop a group to pass a
+ * group-denied permission.
+ */
+static int write_idmaps(pid_t child, const struct plan *p, char *err, size_t errlen)
+{
+	char path[64], map[64];
+	snprintf(path, sizeof(path), "/proc/%d/setgroups", child);
+	int fd = open(path, O_WRONLY | O_CLOEXEC);
+	if (fd < 0 || write_all(fd, "deny", 4) < 0)
+		return fail(err, errlen, "user namespace: write %s", path);
+	close(fd);
+	const char *files[2] = {"uid_map", "gid_map"};
+	uint32_t from[2] = {p->userns_uid, p->userns_gid};
+	for (int i = 0; i < 2; i++) {
+		snprintf(path, sizeof(path), "/proc/%d/%s", child, files[i]);
+		int n = snprintf(map, sizeof(map), "0 %u %u\n", from[i], p->userns_size);
+		fd = open(path, O_WRONLY | O_CLOEXEC);
+		if (fd < 0 || write_all(fd, map, n) < 0)
+			return fail(err, errlen, "user namespace: write %s", path);
+		close(fd);
+	}
+	return 0;
+}
+
+/*
+ * enter_userns readies the shim to clone a container into a user namespace
+ * of its own. Supplementary groups go first: the container would keep the
+ * host's, unable to drop them once setgroups is denied. A network
+ * namespace the host made belongs to the host's user namespace, where the
+ * container's root holds no privilege: the shim joins it for the container
+ * to inherit, and writes its net.* sysctls itself.
+ */
+static int enter_userns(struct plan *p, char *err, size_t errlen)
+{
+	if (!(p->nsflags & CLONE_NEWUSER) || !p->has_userns) {
+		snprintf(err, errlen, "plan: a user namespace needs its id maps");
+		return -1;
+	}
+	if (setgroups(0, NULL) < 0)
+		return fail(err, errlen, "drop supplementary groups");
+	if (!p->netns)
+		return 0;
+	int fd = open(p->netns, O_RDONLY | O_CLOEXEC);
+	if (fd < 0 || setns(fd, CLONE_NEWNET) < 0)
+		return fail(err, errlen, "join network namespace %s", p->netns);
+	close(fd);
+	if (apply_sysctls(p, 1, err, errlen) < 0)
+		return -1;
+	p->netns = NULL;
+	p->net_sysctls_done = 1;
+	return 0;
+}
+
 /* What the shim holds from setup to the container's end. */
 struct shim {
 	struct plan *p;
@@ -505,6 +563,11 @@ static size_t read_start_error(struct shim *s)
 static int shim_spawn(struct shim *s)
 {
 	struct plan *p = s->p;
+	int userns = !s->external && (p->nsflags & CLONE_NEWUSER || p->has_userns);
+	if (userns && enter_userns(p, s->err, sizeof(s->err)) < 0) {
+		report("error %s", s->err);
+		return -1;
+	}
 	if (s->external)
 		s->child = fork();
 	else
@@ -517,6 +580,11 @@ static int shim_spawn(struct shim *s)
 		child_main(s);
 	close(s->syncp[0]);
 	close(s->errpipe[1]);
+	if (userns && write_idmaps(s->child, p, s->err, sizeof(s->err)) < 0) {
+		kill(s->child, SIGKILL);
+		waitpid(s->child, NULL, 0);
+		return shim_fail(s);
+	}
 	if (join_cgroups(s) < 0)
 		return shim_fail(s);
 	write_all(s->syncp[1], "g", 1);

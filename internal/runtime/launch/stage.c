@@ -79,4 +79,11 @@ __attribute__((constructor)) static void berth_stage(void)
 		_exit(shim_main());
 	if (strcmp(stage, "exec") == 0)
 		_exit(enter_main());
+	if (strcmp(stage, "hold") == 0) {
+		/* Keep a namespace alive for the launcher until it closes stdin. */
+		char c;
+		while (read(0, &c, 1) > 0)
+			;
+		_exit(0);
+	}
 }

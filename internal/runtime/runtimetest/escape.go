@@ -49,6 +49,13 @@ func (h *harness) testEscape(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
+	want := h.escapeWant()
+	t.Run("Init", func(t *testing.T) { expect(t, ProbeResults(main), want, main) })
+	t.Run("Exec", func(t *testing.T) { expect(t, ProbeResults(execOut.String()), want, execOut.String()) })
+}
+
+// escapeWant is what the escape probe must find in a container of this executor.
+func (h *harness) escapeWant() map[string]string {
 	want := map[string]string{
 		"mount": "EPERM",
 		// Docker's capability set keeps CAP_MKNOD: the node may be made,
@@ -78,15 +85,20 @@ func (h *harness) testEscape(t *testing.T) {
 		// does runc. crun 1.8 makes one, which berth cannot stop.
 		want["dev_core"] = "ENOENT"
 	}
-	t.Run("Init", func(t *testing.T) { expect(t, ProbeResults(main), want, main) })
-	t.Run("Exec", func(t *testing.T) { expect(t, ProbeResults(execOut.String()), want, execOut.String()) })
+	return want
 }
 
 // testExecStdio: an exec'd process gets pipes (never the caller's file or
 // terminal), has no controlling terminal, cannot read back what the
 // caller's output file held, and writes nothing to it after Exec returned.
 func (h *harness) testExecStdio(t *testing.T) {
+	t.Run("Default", func(t *testing.T) { h.execStdio(t, false) })
+	t.Run("UserNS", func(t *testing.T) { h.execStdio(t, true) })
+}
+
+func (h *harness) execStdio(t *testing.T, userns bool) {
 	c := h.config(t, "sleep", "60")
+	c.UserNS = userns
 	h.run(t, c)
 	host := filepath.Join(t.TempDir(), "out")
 	const secret = "HOST-SECRET-4f1c"
@@ -186,10 +198,16 @@ func (h *harness) testSymlinkTargets(t *testing.T) {
 	if err := os.WriteFile(hostFile, []byte("host\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	for _, tc := range []struct{ name, link, target string }{
-		{"hosts", "etc/hosts", hostFile},
-		{"dev", "dev", hostDir},
-		{"proc", "proc", hostDir},
+	for _, tc := range []struct {
+		name, link, target string
+		userns             bool
+	}{
+		{"hosts", "etc/hosts", hostFile, false},
+		{"dev", "dev", hostDir, false},
+		{"proc", "proc", hostDir, false},
+		{"hosts-userns", "etc/hosts", hostFile, true},
+		{"dev-userns", "dev", hostDir, true},
+		{"proc-userns", "proc", hostDir, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			layer := t.TempDir()
@@ -201,6 +219,7 @@ func (h *harness) testSymlinkTargets(t *testing.T) {
 			}
 			c := h.config(t, "sh", "-c", "echo container > /etc/hosts; echo x > /dev/x; echo x > /proc/x; true")
 			c.LowerDirs = []string{layer, h.rootfs}
+			c.UserNS = tc.userns
 			if _, err := h.r.Run(context.Background(), c); err == nil {
 				t.Cleanup(func() { _ = h.r.Delete(context.Background(), c.ID, true) })
 				h.wait(t, c.ID)
@@ -276,15 +295,17 @@ func pidsFile(path, name string) string {
 // "text file busy" whatever the view). The runtime runs from a copy of
 // the binary, so that the test process is not one that runs it.
 func (h *harness) testExeOverwrite(t *testing.T) {
-	t.Run("Default", func(t *testing.T) { h.exeOverwrite(t, false) })
+	t.Run("Default", func(t *testing.T) { h.exeOverwrite(t, false, false) })
 	if h.executor == runtime.ExecutorBuiltin {
 		// Given CAP_SYS_ADMIN, the container may clone the view's mount
 		// and clear its read-only flag: the view must stay read-only below.
-		t.Run("SysAdmin", func(t *testing.T) { h.exeOverwrite(t, true) })
+		t.Run("SysAdmin", func(t *testing.T) { h.exeOverwrite(t, true, false) })
+		// In a user namespace: held the same, by the same read-only view.
+		t.Run("UserNS", func(t *testing.T) { h.exeOverwrite(t, false, true) })
 	}
 }
 
-func (h *harness) exeOverwrite(t *testing.T, admin bool) {
+func (h *harness) exeOverwrite(t *testing.T, admin, userns bool) {
 	self, err := os.Executable()
 	if err != nil {
 		t.Fatal(err)
@@ -321,6 +342,7 @@ func (h *harness) exeOverwrite(t *testing.T, admin bool) {
 	if admin {
 		c.CapAdd = []string{"SYS_ADMIN"}
 	}
+	c.UserNS = userns
 	st := hc.run(t, c)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()

@@ -24,7 +24,15 @@ func Suite(t *testing.T, executor string) {
 	RequireRoot(t)
 	rootfs := BusyboxRootfs(t)
 	Probe(t, rootfs)
-	r, err := runtime.New(t.TempDir())
+	state := t.TempDir()
+	// With userns an OCI runtime reaches the bundles as an unprivileged
+	// id: the state directory must let it pass, as berth's own does (0711).
+	for _, d := range []string{state, filepath.Dir(state)} {
+		if err := os.Chmod(d, 0o711); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r, err := runtime.New(state)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -56,6 +64,8 @@ func Suite(t *testing.T, executor string) {
 	t.Run("SymlinkedMountTargets", h.testSymlinkTargets)
 	t.Run("ForkBomb", h.testForkBomb)
 	t.Run("ExeOverwrite", h.testExeOverwrite)
+	t.Run("UserNS", h.testUserNS)
+	t.Run("UserNSUnreachable", h.testUserNSUnreachable)
 }
 
 type harness struct {

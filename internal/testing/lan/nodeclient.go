@@ -2,6 +2,7 @@ package lan
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"net"
 	"net/http"
@@ -28,6 +29,12 @@ func (h *Host) NodeClient(server *Host) (*client.Client, error) {
 	}
 	tr := &http.Transport{TLSClientConfig: cfg, DialContext: h.dial, TLSHandshakeTimeout: 5 * time.Second}
 	return client.New(server.url(), client.WithHTTPClient(&http.Client{Transport: tr}))
+}
+
+// HTTPClient is an HTTP client with cfg that connects from the host's
+// network namespace: a request made with it leaves from this machine.
+func (h *Host) HTTPClient(cfg *tls.Config) *http.Client {
+	return &http.Client{Transport: &http.Transport{TLSClientConfig: cfg, DialContext: h.dial, TLSHandshakeTimeout: 5 * time.Second}}
 }
 
 // dial connects from the host's network namespace: the socket is made

@@ -1,0 +1,324 @@
+// Package authmatrix is the authorisation matrix: every route a node
+// certificate can reach, sent as each kind of caller (the admin, node n1
+// on its own objects, n1 on n2's, a joined node since deleted, no
+// credential), each with the code it must get, attacks included: a pod
+// subnet taken, a cordon lifted, 64,000 CPUs, labels, an instance IP
+// outside the node's subnet, another node's instance, an event forged
+// about another node. Run fails on any deviation.
+//
+// It runs against a loopback API server (internal/apiserver) and against
+// a cluster on the network-namespace LAN with its controllers live
+// (test/e2e). Every cell starts from objects made anew, which no
+// controller acts for: the instances belong to a finished job (its
+// instances stay as they are until it is removed), the unbound one asks
+// for more CPUs than any node has (the scheduler leaves it), and the nodes
+// are cordoned and heartbeat by the reset itself (their agents, if any,
+// are stopped). A drain waits on job instances rather than evicting them.
+package authmatrix
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/berth-dev/berth/api"
+	"github.com/berth-dev/berth/api/client"
+	"github.com/berth-dev/berth/api/errdefs"
+	"github.com/berth-dev/berth/api/nodecert"
+)
+
+// The callers, in the order of each row's expected codes.
+const (
+	Admin   = iota // the bearer token
+	Self           // node n1, on its own objects
+	Other          // node n1, on node n2's objects
+	Deleted        // node d1, joined and registered, then removed by an admin
+	None           // TLS, no credentials
+	Callers
+)
+
+var callerNames = [Callers]string{"admin", "n1 on its own", "n1 on n2's", "deleted node", "no credential"}
+
+// Env is the cluster the matrix runs against.
+type Env struct {
+	// URL is the API server's.
+	URL        string
+	AdminToken string
+	Admin      *client.Client
+	// HTTP is each caller's HTTP client: trusting the cluster's CA, with
+	// its node certificate (Self and Other: n1's; Deleted: d1's), and on
+	// a LAN dialling from the node's host. The admin's gets the token.
+	HTTP [Callers]*http.Client
+	// Deleted is the name of the joined node an admin removed.
+	Deleted string
+	// Owner owns the matrix's instances: a finished job.
+	Owner api.Owner
+}
+
+// row is one request and the code each caller gets.
+type row struct {
+	name   string
+	method string
+	// path and body are made for the node the caller acts on: n2 for
+	// the admin (so that deleting or revoking it spares n1), n1 for n1 on
+	// its own, n2 for n1 on n2's, the deleted node for it.
+	path func(node string) string
+	body func(node string) string
+	want [Callers]int
+	// check, when set, looks at what a request that passed did.
+	check func(t *testing.T, caller int)
+}
+
+// Run sends every row as every caller, each from a fresh reset.
+func Run(t *testing.T, e Env) {
+	ctx := t.Context()
+	targets := [Callers]string{"n2", "n1", "n2", e.Deleted, "n1"}
+	// The nodes' own pod subnets (/24s) when they have them, as on a LAN.
+	subnets := map[string]string{"n1": "10.244.1.0/24", "n2": "10.244.2.0/24", e.Deleted: "10.244.9.0/24"}
+	for _, n := range []string{"n1", "n2"} {
+		if node, err := e.Admin.Nodes().Get(ctx, "", n); err == nil && node.Spec.PodSubnet != "" {
+			subnets[n] = node.Spec.PodSubnet
+		}
+	}
+	prefix := func(node string) string { return strings.TrimSuffix(subnets[node], ".0/24") }
+	other := func(node string) string {
+		if node == "n1" {
+			return "n2"
+		}
+		return "n1"
+	}
+	owner := e.Owner
+	reset := func() {
+		t.Helper()
+		for _, n := range []string{"n1", "n2"} {
+			capy := api.NodeCapacity{MilliCPU: 2000, Memory: 1 << 30, Pids: 1000}
+			node := &api.Node{Metadata: api.Metadata{Name: n},
+				Spec: api.NodeSpec{Address: "10.0.0.1", PodSubnet: subnets[n]}}
+			if stored, err := e.Admin.Nodes().Get(ctx, "", n); err == nil {
+				node = stored
+				node.Metadata.Revision = 0
+			}
+			node.Metadata.Labels = map[string]string{"zone": "a"}
+			node.Spec.Unschedulable, node.Spec.Draining = true, false
+			node.Spec.Capacity, node.Spec.CapacityLimit = capy, capy
+			if _, err := e.Admin.Nodes().Apply(ctx, node); err != nil {
+				t.Fatal(err)
+			}
+			// The node's lease, which no agent holds: else its instances would be given up as Lost.
+			hb := &api.Node{Metadata: api.Metadata{Name: n}, Status: api.NodeStatus{Condition: api.NodeReady, LastHeartbeat: time.Now().UTC()}}
+			if _, err := e.Admin.Nodes().UpdateStatus(ctx, hb); err != nil {
+				t.Fatal(err)
+			}
+			in := &api.Instance{Metadata: api.Metadata{Namespace: "default", Name: "web-" + n},
+				Spec: api.InstanceSpec{Template: api.Template{Image: "demo/busybox:1"}, Owner: owner, Node: n}}
+			// Anew each time: a row may have given it up as Lost, for good.
+			if err := e.Admin.Instances().Delete(ctx, "default", in.Metadata.Name, 0); err != nil && !errdefs.IsNotFound(err) {
+				t.Fatal(err)
+			}
+			if _, err := e.Admin.Instances().Apply(ctx, in); err != nil {
+				t.Fatal(err)
+			}
+			in.Status = api.InstanceStatus{Phase: api.PhaseRunning, IP: prefix(n) + ".5"}
+			if _, err := e.Admin.Instances().UpdateStatus(ctx, in); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := e.Admin.Instances().Delete(ctx, "default", "free", 0); err != nil && !errdefs.IsNotFound(err) {
+			t.Fatal(err)
+		}
+		if _, err := e.Admin.Instances().Apply(ctx, &api.Instance{Metadata: api.Metadata{Namespace: "default", Name: "free"},
+			Spec: api.InstanceSpec{Template: api.Template{Image: "demo/busybox:1", Resources: api.Resources{CPU: 1000}}, Owner: owner}}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := e.Admin.Services().Apply(ctx, api.RunService("web", "demo/busybox:1", nil)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	reset()
+	token, err := e.Admin.Tokens().Create(ctx, "matrix", time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	csr, _, _ := nodecert.NewKey("x")
+	csrBody, _ := json.Marshal(map[string]string{"csr": string(csr)})
+
+	// Bodies.
+	stored := func(change func(n *api.Node)) func(string) string {
+		return func(node string) string {
+			n, err := e.Admin.Nodes().Get(ctx, "", node)
+			if err != nil { // the deleted node: gone
+				n = &api.Node{Metadata: api.Metadata{Name: node, Labels: map[string]string{}}}
+			}
+			n.Metadata.Revision = 0
+			change(n)
+			b, _ := json.Marshal(n)
+			return string(b)
+		}
+	}
+	status := func(phase api.Phase, ip func(node string) string) func(string) string {
+		return func(node string) string {
+			b, _ := json.Marshal(api.Instance{Metadata: api.Metadata{Namespace: "default", Name: "web-" + node},
+				Status: api.InstanceStatus{Phase: phase, IP: ip(node)}})
+			return string(b)
+		}
+	}
+	event := func(obj func(node string) api.ObjectRef) func(string) string {
+		return func(node string) string {
+			b, _ := json.Marshal(api.Event{Metadata: api.Metadata{Namespace: "default"}, Object: obj(node),
+				Type: api.EventWarning, Reason: "Forged", Source: "controller", Time: time.Now()})
+			return string(b)
+		}
+	}
+	fixed := func(s string) func(string) string { return func(string) string { return s } }
+	at := func(format string) func(string) string {
+		return func(node string) string { return strings.ReplaceAll(format, "{node}", node) }
+	}
+	svc, _ := json.Marshal(api.RunService("web", "demo/busybox:1", []string{"sleep", "2"}))
+	inst, _ := json.Marshal(api.Instance{Metadata: api.Metadata{Namespace: "default", Name: "web-n1"},
+		Spec: api.InstanceSpec{Template: api.Template{Image: "demo/busybox:1"}, Owner: owner, Node: "n2"}})
+
+	const (
+		ok  = http.StatusOK
+		new = http.StatusCreated
+		gon = http.StatusNoContent
+		no  = http.StatusForbidden
+		who = http.StatusUnauthorized
+	)
+	rows := []row{
+		{name: "health", method: "GET", path: at("/healthz"), want: [Callers]int{ok, ok, ok, who, who}},
+		{name: "version", method: "GET", path: at("/v1/version"), want: [Callers]int{ok, no, no, who, who}},
+		{name: "list nodes", method: "GET", path: at("/v1/nodes"), want: [Callers]int{ok, ok, ok, who, who}},
+		{name: "get node", method: "GET", path: at("/v1/nodes/{node}"), want: [Callers]int{ok, ok, ok, who, who}},
+		{name: "register as read", method: "PUT", path: at("/v1/nodes/{node}"), body: stored(func(*api.Node) {}), want: [Callers]int{ok, ok, no, who, who}},
+		{name: "attack: take a pod subnet", method: "PUT", path: at("/v1/nodes/{node}"), body: stored(func(n *api.Node) { n.Spec.PodSubnet = subnets["n2"] }),
+			want: [Callers]int{ok, no, no, who, who}},
+		{name: "attack: lift a cordon", method: "PUT", path: at("/v1/nodes/{node}"), body: stored(func(n *api.Node) { n.Spec.Unschedulable = false }),
+			want: [Callers]int{ok, no, no, who, who}},
+		{name: "attack: end a drain", method: "PUT", path: at("/v1/nodes/{node}"), body: stored(func(n *api.Node) { n.Spec.Draining, n.Spec.Unschedulable = true, true }),
+			want: [Callers]int{ok, no, no, who, who}},
+		{name: "attack: 64000 CPUs", method: "PUT", path: at("/v1/nodes/{node}"), body: stored(func(n *api.Node) { n.Spec.Capacity.MilliCPU = 64_000_000 }),
+			want: [Callers]int{ok, ok, no, who, who}, check: func(t *testing.T, caller int) {
+				if caller != Self {
+					return
+				}
+				if n, _ := e.Admin.Nodes().Get(ctx, "", "n1"); n.Spec.Capacity.MilliCPU != 2000 {
+					t.Errorf("n1 claimed 64000 CPUs and %dm were stored, want its limit 2000m", n.Spec.Capacity.MilliCPU)
+				}
+			}},
+		{name: "attack: raise the capacity limit", method: "PUT", path: at("/v1/nodes/{node}"), body: stored(func(n *api.Node) { n.Spec.CapacityLimit.MilliCPU = 64_000_000 }),
+			want: [Callers]int{ok, no, no, who, who}},
+		{name: "attack: a label placement trusts", method: "PUT", path: at("/v1/nodes/{node}"), body: stored(func(n *api.Node) { n.Metadata.Labels["gpu"] = "yes" }),
+			want: [Callers]int{ok, no, no, who, who}},
+		{name: "a reported label", method: "PUT", path: at("/v1/nodes/{node}"), body: stored(func(n *api.Node) { n.Metadata.Labels["node.berth/gpu"] = "yes" }),
+			want: [Callers]int{ok, ok, no, who, who}},
+		{name: "heartbeat", method: "PUT", path: at("/v1/nodes/{node}/status"), body: func(node string) string {
+			return fmt.Sprintf(`{"metadata":{"name":%q},"status":{"condition":"Ready","lastHeartbeat":%q}}`, node, time.Now().UTC().Format(time.RFC3339))
+		}, want: [Callers]int{ok, ok, no, who, who}},
+		{name: "batch instance status", method: "PUT", path: at("/v1/nodes/{node}/instancestatus"), body: func(node string) string {
+			return fmt.Sprintf(`{"items":[{"namespace":"default","name":"web-%s","status":{"phase":"Running","ip":"%s.8"}}]}`, node, prefix(node))
+		}, want: [Callers]int{ok, ok, no, who, who}},
+		{name: "delete a node", method: "DELETE", path: at("/v1/nodes/{node}"), want: [Callers]int{gon, no, no, who, who}},
+		{name: "revoke a node", method: "POST", path: at("/v1/nodes/{node}/revoke"), want: [Callers]int{gon, no, no, who, who}},
+		{name: "renew a certificate", method: "POST", path: at("/v1/nodes/{node}/certificate"), body: fixed(string(csrBody)), want: [Callers]int{no, ok, no, who, who}},
+		{name: "assignments", method: "GET", path: at("/v1/nodes/{node}/assignments"), want: [Callers]int{ok, ok, no, who, who}},
+		{name: "cordon", method: "POST", path: at("/v1/nodes/{node}/cordon"), want: [Callers]int{ok, no, no, who, who}},
+		{name: "uncordon", method: "POST", path: at("/v1/nodes/{node}/uncordon"), want: [Callers]int{ok, no, no, who, who}},
+		{name: "drain", method: "POST", path: at("/v1/nodes/{node}/drain"), want: [Callers]int{ok, no, no, who, who}},
+		{name: "list instances", method: "GET", path: at("/v1/instances"), want: [Callers]int{ok, ok, ok, who, who}},
+		{name: "get an instance", method: "GET", path: at("/v1/namespaces/default/instances/web-{node}"), want: [Callers]int{ok, ok, ok, who, who}},
+		{name: "instance status in the subnet", method: "PUT", path: at("/v1/namespaces/default/instances/web-{node}/status"),
+			body: status(api.PhaseRunning, func(n string) string { return prefix(n) + ".7" }), want: [Callers]int{ok, ok, no, who, who}},
+		{name: "attack: instance ip outside the subnet", method: "PUT", path: at("/v1/namespaces/default/instances/web-{node}/status"),
+			body: status(api.PhaseRunning, func(string) string { return "192.0.2.66" }), want: [Callers]int{ok, no, no, who, who}},
+		{name: "attack: instance ip in another node's subnet", method: "PUT", path: at("/v1/namespaces/default/instances/web-{node}/status"),
+			body: status(api.PhaseRunning, func(n string) string { return prefix(other(n)) + ".7" }), want: [Callers]int{ok, no, no, who, who}},
+		{name: "attack: phase Lost", method: "PUT", path: at("/v1/namespaces/default/instances/web-{node}/status"),
+			body: status(api.PhaseLost, func(string) string { return "" }), want: [Callers]int{ok, no, no, who, who}},
+		{name: "attack: status of an unbound instance", method: "PUT", path: at("/v1/namespaces/default/instances/free/status"),
+			body: fixed(`{"metadata":{"namespace":"default","name":"free"},"status":{"phase":"Running"}}`), want: [Callers]int{ok, no, no, who, who}},
+		{name: "attack: rebind by apply", method: "PUT", path: at("/v1/namespaces/default/instances/web-n1"), body: fixed(string(inst)), want: [Callers]int{ok, no, no, who, who}},
+		{name: "bind", method: "POST", path: at("/v1/namespaces/default/instances/free/bind"), body: fixed(`{"node":"n1"}`), want: [Callers]int{ok, no, no, who, who}},
+		{name: "restart an instance", method: "POST", path: at("/v1/namespaces/default/instances/web-{node}/restart"), want: [Callers]int{ok, no, no, who, who}},
+		{name: "delete an instance", method: "DELETE", path: at("/v1/namespaces/default/instances/web-{node}"), want: [Callers]int{gon, no, no, who, who}},
+		{name: "event about its node", method: "POST", path: at("/v1/namespaces/default/events"),
+			body: event(func(n string) api.ObjectRef { return api.ObjectRef{Kind: api.KindNode, Name: n} }), want: [Callers]int{new, new, no, who, who},
+			check: func(t *testing.T, caller int) {
+				if caller != Self {
+					return
+				}
+				evs, _, _ := e.Admin.Events().List(ctx, "default")
+				for _, ev := range evs {
+					if ev.Reason == "Forged" && ev.Object.Name == "n1" && ev.Source != "agent/n1" {
+						t.Errorf("n1's event stored with source %q, want agent/n1", ev.Source)
+					}
+				}
+			}},
+		{name: "event about its instance", method: "POST", path: at("/v1/namespaces/default/events"),
+			body: event(func(n string) api.ObjectRef {
+				return api.ObjectRef{Kind: api.KindInstance, Namespace: "default", Name: "web-" + n}
+			}), want: [Callers]int{new, new, no, who, who}},
+		{name: "attack: event about a service", method: "POST", path: at("/v1/namespaces/default/events"),
+			body: event(func(string) api.ObjectRef {
+				return api.ObjectRef{Kind: api.KindService, Namespace: "default", Name: "web"}
+			}),
+			want: [Callers]int{new, no, no, who, who}},
+		{name: "list events", method: "GET", path: at("/v1/events"), want: [Callers]int{ok, ok, ok, who, who}},
+		{name: "list services", method: "GET", path: at("/v1/services"), want: [Callers]int{ok, ok, ok, who, who}},
+		{name: "apply a service", method: "PUT", path: at("/v1/namespaces/default/services/web"), body: fixed(string(svc)), want: [Callers]int{ok, no, no, who, who}},
+		{name: "scale a service", method: "POST", path: at("/v1/namespaces/default/services/web/scale"), body: fixed(`{"replicas":5}`), want: [Callers]int{ok, no, no, who, who}},
+		{name: "restart a service", method: "POST", path: at("/v1/namespaces/default/services/web/restart"), want: [Callers]int{ok, no, no, who, who}},
+		{name: "delete a service", method: "DELETE", path: at("/v1/namespaces/default/services/web"), want: [Callers]int{gon, no, no, who, who}},
+		{name: "list jobs", method: "GET", path: at("/v1/jobs"), want: [Callers]int{ok, no, no, who, who}},
+		{name: "list tokens", method: "GET", path: at("/v1/tokens"), want: [Callers]int{ok, no, no, who, who}},
+		{name: "create a token", method: "POST", path: at("/v1/tokens"), body: fixed(`{}`), want: [Callers]int{new, no, no, who, who}},
+		{name: "revoke a token", method: "DELETE", path: at("/v1/tokens/aaaaaaaa"), want: [Callers]int{http.StatusNotFound, no, no, who, who}},
+		{name: "join", method: "POST", path: at("/v1/join"), body: func(node string) string {
+			b, _ := json.Marshal(map[string]string{"token": token.Token, "node": "j-" + node + fmt.Sprint(time.Now().UnixNano()), "csr": string(csr)})
+			return string(b)
+		}, want: [Callers]int{ok, ok, ok, who, ok}},
+	}
+
+	send := func(caller int, method, path, body string) (int, string) {
+		req, _ := http.NewRequestWithContext(ctx, method, e.URL+path, strings.NewReader(body))
+		if caller == Admin {
+			req.Header.Set("Authorization", "Bearer "+e.AdminToken)
+		}
+		resp, err := e.HTTP[caller].Do(req)
+		if err != nil {
+			t.Fatalf("%s %s: %v", method, path, err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	var failed []string
+	for _, r := range rows {
+		for caller := range Callers {
+			reset()
+			node := targets[caller]
+			body := ""
+			if r.body != nil {
+				body = r.body(node)
+			}
+			got, msg := send(caller, r.method, r.path(node), body)
+			if got != r.want[caller] {
+				failed = append(failed, fmt.Sprintf("%-45s %-14s %s %s: got %d, want %d: %s", r.name, callerNames[caller], r.method, r.path(node), got, r.want[caller], strings.TrimSpace(msg)))
+				continue
+			}
+			if got == no && !strings.Contains(msg, `"Forbidden"`) {
+				t.Errorf("%s as %s: a 403 without the Forbidden code: %s", r.name, callerNames[caller], msg)
+			}
+			if r.check != nil && got/100 == 2 {
+				r.check(t, caller)
+			}
+		}
+	}
+	if len(failed) > 0 {
+		t.Fatalf("%d of %d cells deviate:\n%s", len(failed), len(rows)*Callers, strings.Join(failed, "\n"))
+	}
+	t.Logf("%d routes × %d callers as expected", len(rows), Callers)
+}
