@@ -35,6 +35,27 @@ func TestAdmissionLimits(t *testing.T) {
 		}
 		return out
 	}
+	sysctls := func(n int) map[string]string {
+		out := map[string]string{}
+		for i := range n {
+			out[fmt.Sprintf("net.ipv4.conf.v%d.forwarding", i)] = "1"
+		}
+		return out
+	}
+	hosts := func(n int) []HostAlias {
+		out := make([]HostAlias, n)
+		for i := range out {
+			out[i] = HostAlias{IP: "10.0.0.1", Hostnames: []string{fmt.Sprintf("h%d", i)}}
+		}
+		return out
+	}
+	aliases := func(n int) []string {
+		out := make([]string, n)
+		for i := range out {
+			out[i] = fmt.Sprintf("a%d", i)
+		}
+		return out
+	}
 	tests := []struct {
 		field   string
 		limit   int
@@ -61,6 +82,18 @@ func TestAdmissionLimits(t *testing.T) {
 		{"template.ports", MaxPorts,
 			&Service{Metadata: Metadata{Name: "s"}, Spec: ServiceSpec{Template: tmpl(func(t *Template) { t.Ports = ports(MaxPorts) })}},
 			&Service{Metadata: Metadata{Name: "s"}, Spec: ServiceSpec{Template: tmpl(func(t *Template) { t.Ports = ports(MaxPorts + 1) })}}},
+		{"template.sysctls", MaxSysctls,
+			&Service{Metadata: Metadata{Name: "s"}, Spec: ServiceSpec{Template: tmpl(func(t *Template) { t.Sysctls = sysctls(MaxSysctls) })}},
+			&Service{Metadata: Metadata{Name: "s"}, Spec: ServiceSpec{Template: tmpl(func(t *Template) { t.Sysctls = sysctls(MaxSysctls + 1) })}}},
+		{"template.extraHosts", MaxExtraHosts,
+			&Service{Metadata: Metadata{Name: "s"}, Spec: ServiceSpec{Template: tmpl(func(t *Template) { t.ExtraHosts = hosts(MaxExtraHosts) })}},
+			&Service{Metadata: Metadata{Name: "s"}, Spec: ServiceSpec{Template: tmpl(func(t *Template) { t.ExtraHosts = hosts(MaxExtraHosts + 1) })}}},
+		{"template.networks", MaxNetworks,
+			&Service{Metadata: Metadata{Name: "s"}, Spec: ServiceSpec{Template: tmpl(func(t *Template) { t.Networks = aliases(MaxNetworks) })}},
+			&Service{Metadata: Metadata{Name: "s"}, Spec: ServiceSpec{Template: tmpl(func(t *Template) { t.Networks = aliases(MaxNetworks + 1) })}}},
+		{"aliases", MaxAliases,
+			&Service{Metadata: Metadata{Name: "s"}, Spec: ServiceSpec{Aliases: aliases(MaxAliases), Template: tmpl(func(*Template) {})}},
+			&Service{Metadata: Metadata{Name: "s"}, Spec: ServiceSpec{Aliases: aliases(MaxAliases + 1), Template: tmpl(func(*Template) {})}}},
 		{"template", MaxTemplateBytes,
 			&Service{Metadata: Metadata{Name: "s"}, Spec: ServiceSpec{Template: tmpl(func(t *Template) { t.Env = map[string]string{"V": strings.Repeat("x", MaxTemplateBytes-100)} })}},
 			&Service{Metadata: Metadata{Name: "s"}, Spec: ServiceSpec{Template: tmpl(func(t *Template) { t.Env = map[string]string{"V": strings.Repeat("x", MaxTemplateBytes)} })}}},

@@ -106,6 +106,10 @@ type ServiceSpec struct {
 	// (Template.DataDigest): the controller rolls the service whenever
 	// they differ, so a change made while it was down still rolls it.
 	DataDigest string `json:"dataDigest,omitempty"`
+	// Aliases are further DNS names of the service in its namespace
+	// (<alias>.<namespace>.berth, and <alias> from its namespace's
+	// instances), answered with its VIP.
+	Aliases []string `json:"aliases,omitempty"`
 }
 
 // ServiceMode says how many instances a service runs.
@@ -215,10 +219,29 @@ type Template struct {
 	Args    []string          `json:"args,omitempty"`
 	Env     map[string]string `json:"env,omitempty"`
 	// WorkingDir overrides the image's working directory.
-	WorkingDir string    `json:"workingDir,omitempty"`
-	Resources  Resources `json:"resources,omitzero"`
-	Ports      []Port    `json:"ports,omitempty"`
-	Health     *Health   `json:"health,omitempty"`
+	WorkingDir string `json:"workingDir,omitempty"`
+	// The process's identity and surroundings (see process.go): user,
+	// hostname, capabilities, read-only root, rlimits, sysctls,
+	// /etc/hosts lines, an init as PID 1, and how it is stopped.
+	User       string            `json:"user,omitempty"`
+	Hostname   string            `json:"hostname,omitempty"`
+	CapAdd     []string          `json:"capAdd,omitempty"`
+	CapDrop    []string          `json:"capDrop,omitempty"`
+	ReadOnly   bool              `json:"readOnly,omitempty"`
+	Ulimits    []Ulimit          `json:"ulimits,omitempty"`
+	Sysctls    map[string]string `json:"sysctls,omitempty"`
+	ExtraHosts []HostAlias       `json:"extraHosts,omitempty"`
+	Init       bool              `json:"init,omitempty"`
+	StopSignal string            `json:"stopSignal,omitempty"`
+	StopGrace  Duration          `json:"stopGrace,omitempty"`
+	// Networks names networks of the namespace the instance is on: a
+	// service's instances on named networks reach each other only where
+	// they share one (a Compose project's networks). None is no isolation.
+	Networks []string `json:"networks,omitempty"`
+
+	Resources Resources `json:"resources,omitzero"`
+	Ports     []Port    `json:"ports,omitempty"`
+	Health    *Health   `json:"health,omitempty"`
 	// Restart is always (the default for services), on-failure (the default
 	// for jobs) or never.
 	Restart RestartPolicy `json:"restart,omitempty"`
@@ -329,6 +352,10 @@ type Health struct {
 	Timeout  Duration   `json:"timeout,omitempty"`
 	// Failures is how many failures in a row make the instance unhealthy.
 	Failures int `json:"failures,omitempty"`
+	// StartPeriod is a grace after the start: failures then do not count
+	// (a pass still makes the instance healthy). Unset, an instance that
+	// has never passed may fail for max(10s, 3 x failures x interval).
+	StartPeriod Duration `json:"startPeriod,omitempty"`
 }
 
 // HTTPCheck passes on a 2xx or 3xx answer.

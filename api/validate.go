@@ -169,6 +169,7 @@ func validateTemplate(e *errs, prefix string, t *Template) {
 	}
 	validateLimits(e, prefix, t)
 	validateFiles(e, prefix, t)
+	validateProcess(e, prefix, t)
 	switch t.PullPolicy {
 	case "", PullIfNotPresent, PullAlways, PullNever:
 	default:
@@ -375,6 +376,7 @@ func (s *Service) Validate() error {
 		e.add("mode", "must be replicated or global, got %q", s.Spec.Mode)
 	}
 	validateTemplate(&e, "template", &s.Spec.Template)
+	validateAliases(&e, s)
 	if s.Spec.Update.MaxSurge < 0 {
 		e.add("update.maxSurge", "must not be negative, got %d", s.Spec.Update.MaxSurge)
 	}

@@ -113,35 +113,37 @@ var cpuProfile string
 
 // profile fetches 30 s of the server's CPU profile into cpuProfile.
 func profile(url, caFile, token string) error {
-	pem, err := os.ReadFile(caFile)
+	b, err := adminGet(url, caFile, token, "/debug/pprof/profile?seconds=30")
 	if err != nil {
 		return err
+	}
+	return os.WriteFile(cpuProfile, b, 0o644)
+}
+
+// adminGet reads path from the server with the admin token.
+func adminGet(url, caFile, token, path string) ([]byte, error) {
+	pem, err := os.ReadFile(caFile)
+	if err != nil {
+		return nil, err
 	}
 	pool := x509.NewCertPool()
 	pool.AppendCertsFromPEM(pem)
 	hc := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}}}
-	req, err := http.NewRequest(http.MethodGet, url+"/debug/pprof/profile?seconds=30", nil)
+	defer hc.CloseIdleConnections()
+	req, err := http.NewRequest(http.MethodGet, url+path, nil)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	req.Header.Set("Authorization", "Bearer "+token)
 	resp, err := hc.Do(req)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("profile: %s", resp.Status)
+		return nil, fmt.Errorf("GET %s: %s", path, resp.Status)
 	}
-	f, err := os.Create(cpuProfile)
-	if err != nil {
-		return err
-	}
-	if _, err := io.Copy(f, resp.Body); err != nil {
-		f.Close()
-		return err
-	}
-	return f.Close()
+	return io.ReadAll(resp.Body)
 }
 
 func readFile(path string) string {
@@ -203,6 +205,9 @@ func bench(bin string, nodes, instances, services int, timeout time.Duration) er
 	sampler := newSampler(srv.cmd.Process.Pid, filepath.Join(srvDir, "etcd"))
 	go sampler.run()
 	probe := newProbe(c)
+	probe.metrics = func() ([]byte, error) {
+		return adminGet(url, ca, readFile(filepath.Join(srvDir, "tls", "token")), "/metrics")
+	}
 	go probe.run()
 
 	t0 := time.Now()
@@ -357,12 +362,63 @@ func phase(name string, t0 time.Time, n int, what string, s *sampler, p *probe) 
 	p50, p99, lag, count := p.take()
 	fmt.Printf("%-40s %8.1fs  %8.0f %s/s  | probe writes %d: p50 %v p99 %v, watch lag p99 %v | server RSS %d MiB, CPU %.2f cores | etcd db %d MiB\n",
 		name, d.Seconds(), float64(n)/d.Seconds(), what, count, p50, p99, lag, s.rss()>>20, s.cpuSince(t0), s.dbSize()>>20)
+	fmt.Printf("%-40s etcd writes %.0f/s, %s, %s\n", "", p.writeRate(), p.watches(), p.events())
+}
+
+// writeRate is the store's revisions per second since the last call: one
+// revision per write transaction.
+func (p *probe) writeRate() float64 {
+	_, rev, err := p.c.Services().List(context.Background(), "default")
+	if err != nil {
+		return 0
+	}
+	now := time.Now()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	r := 0.0
+	if !p.revAt.IsZero() {
+		r = float64(rev-p.rev) / now.Sub(p.revAt).Seconds()
+	}
+	p.rev, p.revAt = rev, now
+	return r
+}
+
+// watches is the server's count of open watch streams, from its metrics.
+func (p *probe) watches() string {
+	if p.metrics == nil {
+		return "watches unknown"
+	}
+	b, err := p.metrics()
+	if err != nil {
+		return "watches unknown: " + err.Error()
+	}
+	n := 0.0
+	for line := range strings.SplitSeq(string(b), "\n") {
+		if strings.HasPrefix(line, "berth_api_watches{") {
+			f := strings.Fields(line)
+			v, _ := strconv.ParseFloat(f[len(f)-1], 64)
+			n += v
+		}
+	}
+	return fmt.Sprintf("%.0f watches open", n)
+}
+
+// events is how many events the store holds.
+func (p *probe) events() string {
+	evs, _, err := p.c.Events().List(context.Background(), "")
+	if err != nil {
+		return "events unknown: " + err.Error()
+	}
+	return fmt.Sprintf("%d events stored", len(evs))
 }
 
 // probe applies one small service every 200 ms and times it, and watches
 // services to time when each write comes back.
 type probe struct {
 	c       *client.Client
+	metrics func() ([]byte, error) // the server's /metrics
+	rev     int64
+	revAt   time.Time
 	mu      sync.Mutex
 	lat     []time.Duration
 	lag     []time.Duration

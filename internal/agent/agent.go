@@ -39,6 +39,7 @@ type Instance struct {
 	Env           []string
 	// WorkingDir replaces the image's working directory when set.
 	WorkingDir string
+	Process    Process
 	Resources  runtime.Resources
 	// DiskBytes bounds the container's writable layer; 0 is no bound.
 	DiskBytes int64

@@ -175,6 +175,7 @@ func InstanceFromAPI(in *api.Instance) *Instance {
 		Resources: runtime.Resources{CPUs: t.Resources.CPU, MemoryBytes: int64(t.Resources.Memory),
 			Pids: t.Resources.Pids},
 		DiskBytes: int64(t.Resources.Disk),
+		Process:   processOf(&t), StopGrace: t.StopGrace.D(),
 	}
 	if out.Restart == "" {
 		out.Restart = reconcile.Always
@@ -226,7 +227,8 @@ func healthCheck(h *api.Health) *health.Check {
 	if h == nil {
 		return nil
 	}
-	c := &health.Check{Interval: time.Duration(h.Interval), Timeout: time.Duration(h.Timeout), Failures: h.Failures}
+	c := &health.Check{Interval: time.Duration(h.Interval), Timeout: time.Duration(h.Timeout), Failures: h.Failures,
+		StartPeriod: h.StartPeriod.D()}
 	switch {
 	case h.HTTP != nil:
 		c.HTTP = &health.HTTPGet{Port: h.HTTP.Port, Path: h.HTTP.Path}

@@ -21,11 +21,17 @@ type prober struct {
 	// a server takes a moment to listen.
 	passed     bool
 	graceUntil time.Time
+	// startPeriod says graceUntil is the check's own start period, in
+	// which failures are not counted at all (Compose's start_period).
+	startPeriod bool
 }
 
 // startupGrace is how long a container that has never passed its check
 // may fail it without being restarted.
 func startupGrace(c health.Check) time.Duration {
+	if c.StartPeriod > 0 {
+		return c.StartPeriod
+	}
 	return max(10*time.Second, 3*time.Duration(c.Failures)*c.Interval)
 }
 
@@ -56,7 +62,7 @@ func (a *Agent) ensureProbe(ctx context.Context, id string, st runtime.Status, i
 	pctx, cancel := context.WithCancel(ctx)
 	p := &prober{cancel: cancel, t: health.NewTracker(check.Failures),
 		passed:     inst.ReportedContainer == id && inst.ReportedHealthy,
-		graceUntil: time.Now().Add(startupGrace(check))}
+		graceUntil: time.Now().Add(startupGrace(check)), startPeriod: check.StartPeriod > 0}
 	a.probes[id] = p
 	target := health.Target{
 		NetNS: fmt.Sprintf("/proc/%d/ns/net", st.Pid),
@@ -82,7 +88,10 @@ func (a *Agent) ensureProbe(ctx context.Context, id string, st runtime.Status, i
 			}
 			wasHealthy := p.healthy()
 			p.mu.Lock()
-			changed := p.t.Observe(err)
+			var changed bool
+			if err == nil || !p.startPeriod || time.Now().After(p.graceUntil) {
+				changed = p.t.Observe(err)
+			}
 			if err == nil && !p.passed {
 				p.passed, changed = true, true
 			}

@@ -379,9 +379,17 @@ func (a *Agent) start(ctx context.Context, inst *Instance, name string, attempt 
 	c.LowerDirs = rootfs.LowerDirs
 	c.Args = append(append([]string(nil), entry...), args...)
 	c.Env = append(append(append([]string(nil), rootfs.Env...), dataEnv...), env...)
-	c.Cwd, c.User = rootfs.WorkingDir, rootfs.User
+	c.Cwd = rootfs.WorkingDir
 	if workDir != "" {
 		c.Cwd = workDir
+	}
+	if err := inst.Process.apply(&c, rootfs); err != nil {
+		metrics.ContainerStartFailures.Inc()
+		_ = a.cfg.Images.Release(context.WithoutCancel(ctx), id)
+		if !pod {
+			a.detach(context.WithoutCancel(ctx), id)
+		}
+		return runtime.Status{}, fmt.Errorf("start %s: %w", id, err)
 	}
 	t1 := time.Now()
 	st, err := a.cfg.Runtime.Run(ctx, c)

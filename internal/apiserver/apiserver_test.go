@@ -230,6 +230,23 @@ func TestApplyConflictAndActions(t *testing.T) {
 	if err != nil || restarted.Spec.Template.RestartedAt.IsZero() {
 		t.Fatalf("restart: %v", err)
 	}
+	// The file applied again after a restart does not name restartedAt:
+	// the restart stands, and nothing rolls again.
+	again := api.Service{Metadata: api.Metadata{Namespace: "default", Name: "web"}, Spec: restarted.Spec}
+	again.Spec.Template.RestartedAt = time.Time{}
+	res, err := e.client.ApplyWith(ctx, &again, client.ApplyOptions{})
+	if err != nil || !res.Unchanged {
+		t.Fatalf("re-apply after restart: %+v %v, want unchanged", res, err)
+	}
+	if got := res.Object.(*api.Service).Spec.Template.RestartedAt; !got.Equal(restarted.Spec.Template.RestartedAt) {
+		t.Fatalf("re-apply after restart: restartedAt %v, want %v kept", got, restarted.Spec.Template.RestartedAt)
+	}
+	again.Spec.Template.Env = map[string]string{"EDITED": "1"}
+	res, err = e.client.ApplyWith(ctx, &again, client.ApplyOptions{})
+	if err != nil || res.Unchanged || !res.Object.(*api.Service).Spec.Template.RestartedAt.Equal(restarted.Spec.Template.RestartedAt) {
+		t.Fatalf("an edit after restart: %+v %v, want applied with restartedAt kept", res, err)
+	}
+	restarted = res.Object.(*api.Service)
 	if _, err := svcs.Scale(ctx, "default", "nope", 1); !errdefs.IsNotFound(err) {
 		t.Fatalf("scale of a missing service: %v", err)
 	}

@@ -512,6 +512,7 @@ func (s *Server) apply(w http.ResponseWriter, r *http.Request) {
 	if svc, ok := obj.(*api.Service); ok {
 		s.keepDataDigest(r.Context(), svc, cur)
 	}
+	keepRestartedAt(cur, obj)
 	if cur != nil && (rev == 0 || rev == cur.GetMetadata().Revision) && (t.kind == api.KindService || t.kind == api.KindJob) && sameSpec(cur, obj) {
 		w.Header().Set(ApplyResultHeader, "unchanged")
 		writeJSON(w, http.StatusOK, cur)
@@ -585,6 +586,27 @@ func (s *Server) dryRunApply(w http.ResponseWriter, r *http.Request, t target, o
 		x.Status = cur.(*api.Node).Status
 	}
 	writeJSON(w, http.StatusOK, obj)
+}
+
+// keepRestartedAt carries the stored template's restartedAt into an
+// applied one that does not set it: the server sets it (POST .../restart),
+// and a file applied again after a restart, which never names it, must
+// neither clear it nor roll the service once more.
+func keepRestartedAt(cur, obj api.Object) {
+	var from, to *api.Template
+	switch x := obj.(type) {
+	case *api.Service:
+		if c, ok := cur.(*api.Service); ok {
+			from, to = &c.Spec.Template, &x.Spec.Template
+		}
+	case *api.Job:
+		if c, ok := cur.(*api.Job); ok {
+			from, to = &c.Spec.Template, &x.Spec.Template
+		}
+	}
+	if from != nil && to.RestartedAt.IsZero() {
+		to.RestartedAt = from.RestartedAt
+	}
 }
 
 // sameSpec reports whether two services or jobs have the same labels and spec.

@@ -62,6 +62,11 @@ stores nothing; what would change is shown as a diff (see berth diff).`,
 					return err
 				}
 				if dryRun {
+					data, err := dataObjects(plan)
+					if err != nil {
+						return err
+					}
+					objs = append(objs, data...)
 					for _, u := range plan.Units {
 						objs = append(objs, u.Object)
 					}

@@ -236,7 +236,16 @@ func (g *globals) composeUp(ctx context.Context, out, errOut io.Writer, plan *co
 	if err != nil {
 		return err
 	}
+	data, err := dataObjects(plan)
+	if err != nil {
+		return err
+	}
 	var errs []error
+	for _, o := range data {
+		if _, err := c.ApplyWith(ctx, o, client.ApplyOptions{DryRun: true}); err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", api.RefOf(o), describeErr(err)))
+		}
+	}
 	for _, u := range plan.Units {
 		res, err := c.ApplyWith(ctx, u.Object, client.ApplyOptions{DryRun: true})
 		if err != nil {
@@ -249,6 +258,18 @@ func (g *globals) composeUp(ctx context.Context, out, errOut io.Writer, plan *co
 	}
 	if len(errs) > 0 {
 		return fmt.Errorf("nothing was applied: %w", errors.Join(errs...))
+	}
+	for _, o := range data {
+		res, err := c.ApplyWith(ctx, o, client.ApplyOptions{})
+		if err != nil {
+			return fmt.Errorf("%s: %w", api.RefOf(o), describeErr(err))
+		}
+		verb := "configured"
+		if res.Created {
+			verb = "created"
+		}
+		m := o.GetMetadata()
+		fmt.Fprintf(out, "%s %s/%s %s\n", strings.ToLower(string(o.GetKind())), m.Namespace, m.Name, verb)
 	}
 	units := map[string]compose.Unit{}
 	for _, u := range plan.Units {
@@ -282,6 +303,27 @@ func (g *globals) composeUp(ctx context.Context, out, errOut io.Writer, plan *co
 	return removeOrphans(ctx, c, out, errOut, plan, o.removeOrphans)
 }
 
+// dataObjects are the project's own secrets and configs with their
+// values, read from their files where the Compose file names one.
+func dataObjects(plan *compose.Plan) ([]api.Object, error) {
+	var out []api.Object
+	for _, d := range plan.Data {
+		if d.External {
+			continue
+		}
+		o := d.Object
+		if d.File != "" {
+			b, err := os.ReadFile(d.File)
+			if err != nil {
+				return nil, fmt.Errorf("%s: %w", api.RefOf(o), err)
+			}
+			o = d.WithValue(b)
+		}
+		out = append(out, o)
+	}
+	return out, nil
+}
+
 // removeOrphans deals with what the project made that its files no longer
 // list: warned about, as Compose does, or removed when asked.
 func removeOrphans(ctx context.Context, c *client.Client, out, errOut io.Writer, plan *compose.Plan, remove bool) error {
@@ -292,6 +334,9 @@ func removeOrphans(ctx context.Context, c *client.Client, out, errOut io.Writer,
 	listed := map[string]bool{}
 	for _, u := range plan.Units {
 		listed[string(u.Object.GetKind())+"/"+u.Object.GetMetadata().Name] = true
+	}
+	for _, d := range plan.Data {
+		listed[string(d.Object.GetKind())+"/"+d.Object.GetMetadata().Name] = true
 	}
 	for _, o := range objs {
 		m := o.GetMetadata()
@@ -444,14 +489,16 @@ func ownedInstances(ctx context.Context, c *client.Client, ns string, owners map
 	return out, nil
 }
 
-// projectObjects lists the services and jobs a project made in ns.
+// projectObjects lists the services, jobs, secrets and configs a project
+// made in ns (its workloads first, so that down removes what uses its
+// data before the data).
 func projectObjects(ctx context.Context, c *client.Client, ns, project string) ([]api.Object, error) {
 	sel, err := api.ParseSelector(compose.ProjectLabel + "=" + composeNamespace(project))
 	if err != nil {
 		return nil, err
 	}
 	var out []api.Object
-	for _, k := range []api.Kind{api.KindService, api.KindJob} {
+	for _, k := range []api.Kind{api.KindService, api.KindJob, api.KindSecret, api.KindConfig} {
 		objs, err := listObjects(ctx, c, k, ns)
 		if err != nil {
 			return nil, err
@@ -470,8 +517,8 @@ func newComposeDownCmd(g *globals, f *composeFlags) *cobra.Command {
 	var timeout time.Duration
 	cmd := &cobra.Command{
 		Use:   "down",
-		Short: "Remove the project's services and jobs, and wait for their containers to go",
-		Long: `Remove every service and job the project made (those labelled
+		Short: "Remove the project's services, jobs, secrets and configs, and wait for their containers to go",
+		Long: `Remove every service, job, secret and config the project made (those labelled
 compose.berth/project=PROJECT in its namespace, whether or not the file
 still lists them), and wait until their instances are gone. With
 --volumes, also the named volumes the file declares (not external ones).
@@ -500,7 +547,9 @@ Bind-mounted host directories are left alone.`,
 				if err := c.Delete(ctx, o.GetKind(), m.Namespace, m.Name, 0); err != nil && !errdefs.IsNotFound(err) {
 					return fmt.Errorf("%s: %w", api.RefOf(o), describeErr(err))
 				}
-				owners[m.Name] = true
+				if k := o.GetKind(); k == api.KindService || k == api.KindJob {
+					owners[m.Name] = true
+				}
 				fmt.Fprintf(cmd.OutOrStdout(), "%s %s/%s removed\n", strings.ToLower(string(o.GetKind())), m.Namespace, m.Name)
 			}
 			wctx, cancel := context.WithTimeout(ctx, timeout)

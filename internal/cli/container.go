@@ -57,7 +57,7 @@ func (g *globals) images() (*image.Store, error) {
 type runFlags struct {
 	name, user, workdir, hostname, executor, rootfs, cpuset, memory string
 	env, capAdd, capDrop                                            []string
-	detach, rm, readOnly, noSeccomp, userns                         bool
+	detach, rm, readOnly, noSeccomp, userns, init                   bool
 	cpus                                                            float64
 	pids                                                            int64
 	stopGrace                                                       time.Duration
@@ -97,6 +97,7 @@ func newContainerRunCmd(g *globals) *cobra.Command {
 	fl.BoolVar(&f.readOnly, "read-only", false, "mount the root filesystem read-only")
 	fl.StringArrayVar(&f.capAdd, "cap-add", nil, "add a capability (e.g. NET_RAW, or ALL)")
 	fl.StringArrayVar(&f.capDrop, "cap-drop", nil, "drop a capability (e.g. CHOWN, or ALL)")
+	fl.BoolVar(&f.init, "init", false, "run an init as PID 1 that reaps orphaned processes and passes signals on (built-in runtime)")
 	fl.BoolVar(&f.noSeccomp, "no-seccomp", false, "run without the default seccomp profile (unsafe)")
 	fl.BoolVar(&f.userns, "userns", false, "run in a user namespace of its own: root inside, an unprivileged host id range outside")
 	fl.StringVar(&f.executor, "runtime", runtime.ExecutorBuiltin, "executor: berth (built in), runc or crun")
@@ -139,7 +140,7 @@ func runContainer(ctx context.Context, g *globals, f *runFlags, ref string, args
 	c := runtime.Config{
 		ID: id, Image: ref, Env: env, Labels: labels, Mounts: binds, Cwd: f.workdir, User: f.user, Hostname: f.hostname,
 		ReadonlyRootfs: f.readOnly, CapAdd: f.capAdd, CapDrop: f.capDrop, NoSeccomp: f.noSeccomp, UserNS: f.userns,
-		Executor:  f.executor,
+		Executor: f.executor, Init: f.init,
 		Resources: runtime.Resources{CPUs: f.cpus, CPUSet: f.cpuset, MemoryBytes: mem, Pids: f.pids},
 	}
 	var store *image.Store

@@ -118,6 +118,9 @@ func describeObject(ctx context.Context, c *client.Client, w io.Writer, r objRef
 			field("Roll on change", "yes (of its configs and secrets)")
 		}
 		field("Address", "%s (%s.%s.berth)", dash(x.Status.VIP), m.Name, m.Namespace)
+		if len(x.Spec.Aliases) > 0 {
+			field("Aliases", "%s", strings.Join(x.Spec.Aliases, ", "))
+		}
 		field("Ports", "%s", portsOf(x.Spec.Template.Ports))
 		if x.Status.Message != "" {
 			field("Message", "%s", x.Status.Message)
@@ -252,7 +255,11 @@ func describeTemplate(field func(k, format string, a ...any), t api.Template) {
 		case h.TCP != nil:
 			check = fmt.Sprintf("tcp :%d", h.TCP.Port)
 		}
-		field("Health", "%s every %s, %d failures", check, h.Interval, h.Failures)
+		line := fmt.Sprintf("%s every %s, %d failures", check, h.Interval, h.Failures)
+		if h.StartPeriod > 0 {
+			line += fmt.Sprintf(", start period %s", h.StartPeriod)
+		}
+		field("Health", "%s", line)
 	}
 	for _, c := range t.Containers {
 		what := t.ContainerImage(&c)
@@ -260,6 +267,9 @@ func describeTemplate(field func(k, format string, a ...any), t api.Template) {
 			what += " " + strings.Join(append(slices.Clone(c.Command), c.Args...), " ")
 		}
 		field("Container "+c.Name, "%s: %s", containerRole(c.Init, c.Sidecar), what)
+	}
+	if p := processSummary(t); p != "" {
+		field("Process", "%s", p)
 	}
 }
 
@@ -272,6 +282,35 @@ func containerRole(init, sidecar bool) string {
 		return "sidecar"
 	}
 	return "main"
+}
+
+// processSummary lists the process settings a template sets, empty when
+// it sets none.
+func processSummary(t api.Template) string {
+	var out []string
+	add := func(on bool, format string, a ...any) {
+		if on {
+			out = append(out, fmt.Sprintf(format, a...))
+		}
+	}
+	add(t.User != "", "user %s", t.User)
+	add(t.Hostname != "", "hostname %s", t.Hostname)
+	add(len(t.CapAdd) > 0, "cap add %s", strings.Join(t.CapAdd, ","))
+	add(len(t.CapDrop) > 0, "cap drop %s", strings.Join(t.CapDrop, ","))
+	add(t.ReadOnly, "read-only root")
+	for _, u := range t.Ulimits {
+		add(true, "ulimit %s=%d:%d", u.Name, u.Soft, u.Hard)
+	}
+	for _, k := range slices.Sorted(maps.Keys(t.Sysctls)) {
+		add(true, "sysctl %s=%s", k, t.Sysctls[k])
+	}
+	for _, h := range t.ExtraHosts {
+		add(true, "host %s %s", h.IP, strings.Join(h.Hostnames, ","))
+	}
+	add(t.Init, "init")
+	add(t.StopSignal != "", "stop signal %s", t.StopSignal)
+	add(t.StopGrace != 0, "stop grace %s", t.StopGrace)
+	return strings.Join(out, "; ")
 }
 
 func dashNum(f float64) string {

@@ -24,6 +24,19 @@ func render(p *Plan, dir string) string {
 	if len(p.Volumes)+len(p.External) > 0 {
 		fmt.Fprintf(&b, "# volumes %v, external %v\n", p.Volumes, p.External)
 	}
+	for _, d := range p.Data {
+		m := d.Object.GetMetadata()
+		fmt.Fprintf(&b, "# %s %s key %s", strings.ToLower(string(d.Object.GetKind())), m.Name, d.Key)
+		switch {
+		case d.External:
+			b.WriteString(", external")
+		case d.File != "":
+			fmt.Fprintf(&b, ", from file %s", d.File)
+		default:
+			b.WriteString(", inline")
+		}
+		fmt.Fprintf(&b, ", labels %v\n", m.Labels)
+	}
 	for _, u := range p.Units {
 		fmt.Fprintf(&b, "---\n# service %s", u.Service)
 		for _, d := range u.DependsOn {
@@ -82,6 +95,8 @@ func TestGolden(t *testing.T) {
 		{dir: "names"},
 		{dir: "cycle"},
 		{dir: "collide"},
+		{dir: "process"},
+		{dir: "data", env: []string{"API_KEY=k-123"}},
 	}
 	for _, c := range cases {
 		name := c.dir

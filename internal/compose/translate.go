@@ -53,6 +53,9 @@ type Plan struct {
 	Unsupported []Issue
 	// Notes say how something was mapped where berth differs from Compose.
 	Notes []string
+	// Data are the project's secrets and configs, applied before the
+	// units that mount them.
+	Data []Data
 	// Volumes are the named volumes the project owns (down --volumes
 	// removes them); External the ones it uses but does not own.
 	Volumes, External []string
@@ -65,6 +68,10 @@ var mapped = map[string]bool{
 	"working_dir": true, "ports": true, "expose": true, "volumes": true, "healthcheck": true,
 	"restart": true, "deploy": true, "depends_on": true, "labels": true, "scale": true,
 	"networks": true, "build": true, "tmpfs": true, "pull_policy": true,
+	"secrets": true, "configs": true,
+	"user": true, "hostname": true, "cap_add": true, "cap_drop": true, "read_only": true,
+	"ulimits": true, "sysctls": true, "extra_hosts": true, "init": true, "stop_signal": true,
+	"stop_grace_period": true,
 }
 
 // Translate turns a loaded project into berth objects. It reports every
@@ -97,6 +104,7 @@ func Translate(p *types.Project) (*Plan, error) {
 		}
 	}
 	t.networks = len(networks)
+	t.topData()
 
 	byName := map[string]Unit{}
 	names := map[string]string{}
@@ -164,6 +172,8 @@ func (t *translator) service(s types.ServiceConfig, job bool) (Unit, error) {
 	tpl.Health = t.health(s)
 	tpl.Restart = t.restart(s)
 	tpl.PullPolicy = t.pullPolicy(s)
+	t.process(s, &tpl)
+	t.files(s, &tpl)
 
 	labels := map[string]string{}
 	for k, v := range s.Labels {
@@ -191,11 +201,28 @@ func (t *translator) service(s types.ServiceConfig, job bool) (Unit, error) {
 		}
 		t.deploy(s, d, &tpl, &spec, labels)
 	}
-	t.networksOf(s)
+	aliases := t.networksOf(s)
+	if t.networks > 1 {
+		// Several networks: each instance is on its service's, and
+		// reaches only instances that share one with it.
+		tpl.Networks = []string{"default"}
+		if len(s.Networks) > 0 {
+			tpl.Networks = nil
+			for _, n := range slices.Sorted(maps.Keys(s.Networks)) {
+				tpl.Networks = append(tpl.Networks, dnsLabel(n))
+			}
+		}
+		if job {
+			t.note(fmt.Sprintf("service %q: a job's instances are not isolated by network", s.Name))
+		}
+	}
 
 	meta := api.Metadata{Name: name, Namespace: t.plan.Namespace, Labels: labels}
 	var obj api.Object
 	if job {
+		if len(aliases) > 0 {
+			t.unsupported(s.Name, "networks", "aliases: a job berth waits on has no address to name")
+		}
 		if tpl.Restart == "" || tpl.Restart == api.RestartNever {
 			tpl.Restart = api.RestartNever
 		}
@@ -203,6 +230,7 @@ func (t *translator) service(s types.ServiceConfig, job bool) (Unit, error) {
 	} else {
 		spec.Replicas = replicas
 		spec.Template = tpl
+		spec.Aliases = aliases
 		obj = &api.Service{Metadata: meta, Spec: spec}
 	}
 	api.Default(obj)
@@ -416,7 +444,7 @@ func (t *translator) health(s types.ServiceConfig) *api.Health {
 		out.Failures = int(min(*h.Retries, math.MaxInt32))
 	}
 	if h.StartPeriod != nil {
-		t.unsupported(s.Name, "healthcheck.start_period", "berth has no grace period before the first check")
+		out.StartPeriod = api.Duration(*h.StartPeriod)
 	}
 	if h.StartInterval != nil {
 		t.unsupported(s.Name, "healthcheck.start_interval", notCarried)
@@ -473,8 +501,12 @@ func (t *translator) restart(s types.ServiceConfig) api.RestartPolicy {
 }
 
 func (t *translator) deploy(s types.ServiceConfig, d *types.DeployConfig, tpl *api.Template, spec *api.ServiceSpec, labels map[string]string) {
-	if d.Mode != "" && d.Mode != "replicated" {
-		t.unsupported(s.Name, "deploy.mode", fmt.Sprintf("%s: berth runs replicated services only", d.Mode))
+	switch d.Mode {
+	case "", "replicated":
+	case "global":
+		spec.Mode = api.ModeGlobal
+	default:
+		t.unsupported(s.Name, "deploy.mode", fmt.Sprintf("%s: berth runs replicated and global services", d.Mode))
 	}
 	if d.EndpointMode != "" && d.EndpointMode != "vip" {
 		t.unsupported(s.Name, "deploy.endpoint_mode", fmt.Sprintf("%s: berth gives every service a virtual IP", d.EndpointMode))
@@ -621,22 +653,30 @@ func constraint(s string) (api.Constraint, error) {
 	return api.Constraint{Key: key, Op: op, Values: []string{m[3]}}, nil
 }
 
-func (t *translator) networksOf(s types.ServiceConfig) {
+// networksOf reports what berth cannot do of a service's networks and
+// returns its aliases, made DNS labels: further names of its VIP.
+func (t *translator) networksOf(s types.ServiceConfig) []string {
+	var aliases []string
 	for _, n := range slices.Sorted(maps.Keys(s.Networks)) {
 		c := s.Networks[n]
-		if t.networks > 1 {
-			t.unsupported(s.Name, "networks."+n, "berth puts a project's services on one network; several networks cannot be isolated from each other")
-		}
 		if c == nil {
 			continue
 		}
-		if len(c.Aliases) > 0 {
-			t.unsupported(s.Name, "networks."+n+".aliases", "berth names a service by its own name only")
+		for i, a := range c.Aliases {
+			l := dnsLabel(a)
+			if err := api.ValidateName(l); err != nil {
+				t.unsupported(s.Name, fmt.Sprintf("networks.%s.aliases[%d]", n, i), err.Error())
+				continue
+			}
+			if l != dnsLabel(s.Name) && !slices.Contains(aliases, l) {
+				aliases = append(aliases, l)
+			}
 		}
 		if c.Ipv4Address != "" || c.Ipv6Address != "" {
 			t.unsupported(s.Name, "networks."+n+".ipv4_address", "berth assigns addresses itself")
 		}
 	}
+	return aliases
 }
 
 // topLevel reports top-level sections that would need what berth lacks.
@@ -660,6 +700,9 @@ func (t *translator) topLevel() {
 		nw := p.Networks[n]
 		if nw.Driver != "" && nw.Driver != "bridge" {
 			t.plan.Unsupported = append(t.plan.Unsupported, Issue{File: t.raw.firstFile(), Key: "networks." + n + ".driver", Reason: nw.Driver + ": " + notCarried})
+		}
+		if nw.Internal {
+			t.plan.Unsupported = append(t.plan.Unsupported, Issue{File: t.raw.firstFile(), Key: "networks." + n + ".internal", Reason: "berth isolates networks from each other, not from outside the cluster"})
 		}
 	}
 }

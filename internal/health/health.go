@@ -27,6 +27,9 @@ type Check struct {
 	Interval time.Duration
 	Timeout  time.Duration
 	Failures int
+	// StartPeriod, when set, is a grace after the start in which failures
+	// do not count (a pass still does).
+	StartPeriod time.Duration
 }
 
 // HTTPGet succeeds on a 2xx or 3xx answer.

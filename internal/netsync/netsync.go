@@ -67,6 +67,9 @@ type Plane struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 
+	// isolated is the isolation last programmed (fmt of network.Isolation).
+	isolated string
+
 	mu     sync.Mutex
 	synced bool           // a full Sync has been done since start
 	peers  []network.Peer // as last set
@@ -248,6 +251,7 @@ func (p *Plane) followOnce(ctx context.Context) error {
 	if unpublished != nil {
 		p.log.Warn("host ports not published", "err", unpublished)
 	}
+	p.isolate(st)
 	p.mu.Lock()
 	p.synced = true
 	p.mu.Unlock()
@@ -296,6 +300,8 @@ func (p *Plane) followOnce(ctx context.Context) error {
 			if err := errors.Join(unpublished, err); err != nil {
 				p.log.Warn("resync services", "err", err)
 			}
+			p.isolated = "" // programmed again, in case the table was changed by hand
+			p.isolate(st)
 			continue
 		case c = <-changes:
 		}
@@ -317,7 +323,23 @@ func (p *Plane) followOnce(ctx context.Context) error {
 			}
 			delete(dirty, key)
 		}
+		p.isolate(st)
 	}
+}
+
+// isolate programs which instances on named networks reach each other,
+// when that changed.
+func (p *Plane) isolate(st *state) {
+	iso := st.isolation()
+	sig := fmt.Sprint(iso)
+	if sig == p.isolated {
+		return
+	}
+	if err := p.node.SetIsolation(iso); err != nil {
+		p.log.Warn("program network isolation", "err", err)
+		return
+	}
+	p.isolated = sig
 }
 
 func (p *Plane) program(ctx context.Context, st *state, key string) error {

@@ -3,6 +3,7 @@ package netsync
 import (
 	"fmt"
 	"net/netip"
+	"slices"
 	"sort"
 	"strings"
 
@@ -131,7 +132,7 @@ func describe(s *api.Service, members map[string]*api.Instance) (network.Service
 	if err != nil {
 		return network.Service{}, false
 	}
-	out := network.Service{Namespace: s.Metadata.Namespace, Name: s.Metadata.Name, VIP: v}
+	out := network.Service{Namespace: s.Metadata.Namespace, Name: s.Metadata.Name, Aliases: s.Spec.Aliases, VIP: v}
 	for _, p := range s.Spec.Template.Ports {
 		proto := vip.TCP
 		if p.Protocol == "udp" {
@@ -162,6 +163,46 @@ func describe(s *api.Service, members map[string]*api.Instance) (network.Service
 }
 
 // String is for logs.
+// isolation is which instances of services on named networks may reach
+// each other: those of one namespace that share a network.
+func (st *state) isolation() network.Isolation {
+	groups := map[string][]netip.Addr{}
+	var iso network.Isolation
+	for _, m := range st.members {
+		for _, in := range m {
+			ip, err := netip.ParseAddr(in.Status.IP)
+			if err != nil || len(in.Spec.Template.Networks) == 0 || in.Status.Phase.Terminal() {
+				continue
+			}
+			iso.Members = append(iso.Members, ip)
+			for _, n := range in.Spec.Template.Networks {
+				k := in.Metadata.Namespace + "/" + n
+				groups[k] = append(groups[k], ip)
+			}
+		}
+	}
+	seen := map[[2]netip.Addr]bool{}
+	for _, ips := range groups {
+		for _, a := range ips {
+			for _, b := range ips {
+				if p := [2]netip.Addr{a, b}; !seen[p] {
+					seen[p] = true
+					iso.Pairs = append(iso.Pairs, p)
+				}
+			}
+		}
+	}
+	slices.SortFunc(iso.Members, func(a, b netip.Addr) int { return a.Compare(b) })
+	iso.Members = slices.Compact(iso.Members)
+	slices.SortFunc(iso.Pairs, func(a, b [2]netip.Addr) int {
+		if c := a[0].Compare(b[0]); c != 0 {
+			return c
+		}
+		return a[1].Compare(b[1])
+	})
+	return iso
+}
+
 func (st *state) String() string {
 	return fmt.Sprintf("%d services, %d instances", len(st.services), len(st.owner))
 }

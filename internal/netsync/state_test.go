@@ -86,3 +86,41 @@ var errTest = errString("watch broke")
 type errString string
 
 func (e errString) Error() string { return string(e) }
+
+// TestIsolationPairs: instances on named networks pair with those of
+// their namespace sharing one; others are not members at all.
+func TestIsolationPairs(t *testing.T) {
+	st := newState()
+	put := func(name, owner, ip string, networks ...string) {
+		in := inst(name, owner, "u-"+owner, ip, api.PhaseRunning, true)
+		in.Spec.Template.Networks = networks
+		st.putInstance(in)
+	}
+	put("proxy-a", "proxy", "10.244.0.2", "front")
+	put("app-a", "app", "10.244.0.3", "front", "back")
+	put("db-a", "db", "10.244.0.4", "back")
+	put("plain-a", "plain", "10.244.0.5")
+	put("gone-a", "gone", "", "back") // no address yet
+	iso := st.isolation()
+	a := func(s string) netip.Addr { return netip.MustParseAddr(s) }
+	if len(iso.Members) != 3 || iso.Members[0] != a("10.244.0.2") || iso.Members[2] != a("10.244.0.4") {
+		t.Fatalf("members %v", iso.Members)
+	}
+	has := func(x, y string) bool {
+		for _, p := range iso.Pairs {
+			if p == [2]netip.Addr{a(x), a(y)} {
+				return true
+			}
+		}
+		return false
+	}
+	for _, c := range []struct {
+		x, y string
+		want bool
+	}{{"10.244.0.2", "10.244.0.3", true}, {"10.244.0.3", "10.244.0.4", true}, {"10.244.0.4", "10.244.0.3", true},
+		{"10.244.0.2", "10.244.0.4", false}, {"10.244.0.4", "10.244.0.2", false}, {"10.244.0.4", "10.244.0.4", true}} {
+		if has(c.x, c.y) != c.want {
+			t.Errorf("pair %s . %s: %v, want %v", c.x, c.y, !c.want, c.want)
+		}
+	}
+}

@@ -15,9 +15,11 @@ import (
 // its ports and its instances. The agent builds it from the store.
 type Service struct {
 	Namespace, Name string
-	VIP             netip.Addr
-	Ports           []ServicePort
-	Instances       []Instance
+	// Aliases are further names of the service in its namespace.
+	Aliases   []string
+	VIP       netip.Addr
+	Ports     []ServicePort
+	Instances []Instance
 }
 
 // ServicePort is one port of a service.
@@ -57,7 +59,7 @@ func (s Service) VIPService() vip.Service {
 
 // DNSService converts s for the DNS server.
 func (s Service) DNSService() dns.Service {
-	out := dns.Service{Namespace: s.Namespace, Name: s.Name, VIP: s.VIP}
+	out := dns.Service{Namespace: s.Namespace, Name: s.Name, Aliases: s.Aliases, VIP: s.VIP}
 	for _, p := range s.Ports {
 		out.Ports = append(out.Ports, dns.Port{Name: p.Name, Protocol: strings.ToLower(p.Protocol.String()), Port: p.Port})
 	}

@@ -42,6 +42,7 @@ func (b *builtin) prepare(_ context.Context, bd *bundle, s *specs.Spec) (*launch
 	p.Hostname = s.Hostname
 	p.Rootfs = s.Root.Path
 	p.RootfsReadonly = s.Root.Readonly
+	p.Init = s.Annotations[initAnnotation] == "true"
 	p.Masked = s.Linux.MaskedPaths
 	p.Readonly = s.Linux.ReadonlyPaths
 	for k, v := range s.Linux.Sysctl {

@@ -2,23 +2,19 @@ package runtime
 
 import (
 	"fmt"
-	"strings"
+
+	"github.com/berth-dev/berth/api"
 )
 
-// capNames maps capability names to their numbers (linux/capability.h).
-var capNames = map[string]uint{
-	"CAP_CHOWN": 0, "CAP_DAC_OVERRIDE": 1, "CAP_DAC_READ_SEARCH": 2, "CAP_FOWNER": 3,
-	"CAP_FSETID": 4, "CAP_KILL": 5, "CAP_SETGID": 6, "CAP_SETUID": 7, "CAP_SETPCAP": 8,
-	"CAP_LINUX_IMMUTABLE": 9, "CAP_NET_BIND_SERVICE": 10, "CAP_NET_BROADCAST": 11,
-	"CAP_NET_ADMIN": 12, "CAP_NET_RAW": 13, "CAP_IPC_LOCK": 14, "CAP_IPC_OWNER": 15,
-	"CAP_SYS_MODULE": 16, "CAP_SYS_RAWIO": 17, "CAP_SYS_CHROOT": 18, "CAP_SYS_PTRACE": 19,
-	"CAP_SYS_PACCT": 20, "CAP_SYS_ADMIN": 21, "CAP_SYS_BOOT": 22, "CAP_SYS_NICE": 23,
-	"CAP_SYS_RESOURCE": 24, "CAP_SYS_TIME": 25, "CAP_SYS_TTY_CONFIG": 26, "CAP_MKNOD": 27,
-	"CAP_LEASE": 28, "CAP_AUDIT_WRITE": 29, "CAP_AUDIT_CONTROL": 30, "CAP_SETFCAP": 31,
-	"CAP_MAC_OVERRIDE": 32, "CAP_MAC_ADMIN": 33, "CAP_SYSLOG": 34, "CAP_WAKE_ALARM": 35,
-	"CAP_BLOCK_SUSPEND": 36, "CAP_AUDIT_READ": 37, "CAP_PERFMON": 38, "CAP_BPF": 39,
-	"CAP_CHECKPOINT_RESTORE": 40,
-}
+// capNames maps capability names to their numbers (linux/capability.h),
+// from the API's one list.
+var capNames = func() map[string]uint {
+	m := make(map[string]uint, len(api.Capabilities))
+	for i, n := range api.Capabilities {
+		m["CAP_"+n] = uint(i)
+	}
+	return m
+}()
 
 // DefaultCapabilities is Docker's default set without CAP_NET_RAW: raw
 // sockets (ping floods, packet spoofing on the bridge) must be granted
@@ -31,14 +27,11 @@ var DefaultCapabilities = []string{
 
 // normalizeCap accepts "net_raw", "NET_RAW" or "CAP_NET_RAW".
 func normalizeCap(name string) (string, error) {
-	n := strings.ToUpper(strings.TrimSpace(name))
-	if !strings.HasPrefix(n, "CAP_") {
-		n = "CAP_" + n
+	n, err := api.NormalizeCapability(name)
+	if err != nil {
+		return "", err
 	}
-	if _, ok := capNames[n]; !ok && n != "CAP_ALL" {
-		return "", fmt.Errorf("unknown capability %q", name)
-	}
-	return n, nil
+	return "CAP_" + n, nil
 }
 
 // capMask turns capability names into a bit mask.

@@ -543,7 +543,7 @@ func writeEtcFiles(bd *bundle, c *Config) error {
 	files := map[string]string{
 		"hostname": host + "\n",
 		"hosts": "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n" +
-			"127.0.1.1\t" + host + "\n",
+			"127.0.1.1\t" + host + "\n" + extraHosts(c.ExtraHosts),
 		"resolv.conf": resolvConf(),
 	}
 	for name, content := range files {
@@ -552,6 +552,14 @@ func writeEtcFiles(bd *bundle, c *Config) error {
 		}
 	}
 	return nil
+}
+
+func extraHosts(lines []string) string {
+	var b strings.Builder
+	for _, l := range lines {
+		b.WriteString(strings.Join(strings.Fields(l), "\t") + "\n")
+	}
+	return b.String()
 }
 
 // resolvConf copies the host's resolver settings less loopback servers,
@@ -811,19 +819,24 @@ func (r *Runtime) Kill(ctx context.Context, id string, sig syscall.Signal) error
 	return r.exec[m.Executor].kill(ctx, bd, sig)
 }
 
-// Stop sends SIGTERM, waits up to grace for the container to exit, then
+// Stop sends the container's stop signal (SIGTERM unless its config
+// names another), waits up to grace for the container to exit, then
 // sends SIGKILL. It returns the final status.
 func (r *Runtime) Stop(ctx context.Context, id string, grace time.Duration) (Status, error) {
 	st, err := r.State(ctx, id)
 	if err != nil || st.State != Running {
 		return st, err
 	}
-	if !catches(st.Pid, syscall.SIGTERM) {
+	sig := syscall.SIGTERM
+	if _, m, err := r.load(id); err == nil && m.Config.StopSignal != 0 {
+		sig = m.Config.StopSignal
+	}
+	if !catches(st.Pid, sig) {
 		// The kernel drops signals that PID 1 of a namespace does not
-		// handle: SIGTERM would change nothing, so waiting for it is waste.
+		// handle: the signal would change nothing, so waiting for it is waste.
 		grace = 0
 	}
-	if err := r.Kill(ctx, id, syscall.SIGTERM); err != nil && !errors.Is(err, ErrNotRunning) {
+	if err := r.Kill(ctx, id, sig); err != nil && !errors.Is(err, ErrNotRunning) {
 		return st, err
 	}
 	wctx, cancel := context.WithTimeout(ctx, grace)

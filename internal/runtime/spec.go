@@ -39,6 +39,19 @@ type Config struct {
 	// is an unprivileged host id, from a range no other container holds
 	// (see userns.go).
 	UserNS bool `json:"userns,omitempty"`
+	// Rlimits are the process's resource limits besides the default
+	// RLIMIT_NOFILE, which one of them may replace.
+	Rlimits []specs.POSIXRlimit `json:"rlimits,omitempty"`
+	// Sysctls are written in the container's own namespaces before its
+	// process runs; the caller keeps host-wide keys out.
+	Sysctls map[string]string `json:"sysctls,omitempty"`
+	// ExtraHosts are lines added to the container's /etc/hosts ("IP NAME...").
+	ExtraHosts []string `json:"extraHosts,omitempty"`
+	// Init keeps berth's init as PID 1, the workload its child: orphans
+	// are reaped and signals passed on. The built-in executor only.
+	Init bool `json:"init,omitempty"`
+	// StopSignal is what Stop sends first; SIGTERM when zero.
+	StopSignal syscall.Signal `json:"stopSignal,omitempty"`
 
 	Resources Resources `json:"resources"`
 
@@ -134,6 +147,22 @@ func (c *Config) Validate() error {
 	default:
 		return fmt.Errorf("container %q: executor %q: want berth, runc or crun", c.ID, c.Executor)
 	}
+	if c.Init && c.Executor != "" && c.Executor != ExecutorBuiltin {
+		return fmt.Errorf("container %q: init: the %s executor has no init of berth's; use the built-in one", c.ID, c.Executor)
+	}
+	for _, r := range c.Rlimits {
+		if _, ok := rlimitNames[r.Type]; !ok {
+			return fmt.Errorf("container %q: rlimits: unknown limit %q", c.ID, r.Type)
+		}
+		if r.Soft > r.Hard {
+			return fmt.Errorf("container %q: rlimits: %s soft limit %d is above the hard limit %d", c.ID, r.Type, r.Soft, r.Hard)
+		}
+	}
+	for _, h := range c.ExtraHosts {
+		if strings.ContainsAny(h, "\n\x00") || len(strings.Fields(h)) < 2 {
+			return fmt.Errorf("container %q: extraHosts: %q is not an /etc/hosts line", c.ID, h)
+		}
+	}
 	return nil
 }
 
@@ -210,7 +239,7 @@ func Spec(c *Config, rootfs, dir string) (*specs.Spec, error) {
 			Capabilities: &specs.LinuxCapabilities{
 				Bounding: caps, Effective: caps, Permitted: caps,
 			},
-			Rlimits:         []specs.POSIXRlimit{{Type: "RLIMIT_NOFILE", Soft: nofileSoft, Hard: nofileHard}},
+			Rlimits:         rlimits(c.Rlimits, nofileSoft, nofileHard),
 			NoNewPrivileges: true,
 		},
 		Hostname: c.hostname(),
@@ -235,6 +264,12 @@ func Spec(c *Config, rootfs, dir string) (*specs.Spec, error) {
 		s.Process.Capabilities.Permitted = nil
 	}
 	s.Mounts = append(s.Mounts, c.Mounts...)
+	if len(c.Sysctls) > 0 {
+		s.Linux.Sysctl = c.Sysctls
+	}
+	if c.Init {
+		s.Annotations[initAnnotation] = "true"
+	}
 	for k, v := range c.Labels {
 		s.Annotations["berth.label."+k] = v
 	}
@@ -246,6 +281,23 @@ func Spec(c *Config, rootfs, dir string) (*specs.Spec, error) {
 		s.Linux.Seccomp = sc
 	}
 	return s, nil
+}
+
+// initAnnotation marks a spec whose container keeps berth's init as PID 1:
+// the OCI spec has no field for it, and only the built-in executor reads it.
+const initAnnotation = "berth.init"
+
+// rlimits are the default RLIMIT_NOFILE and the asked limits, which
+// replace a default of the same type.
+func rlimits(asked []specs.POSIXRlimit, nofileSoft, nofileHard uint64) []specs.POSIXRlimit {
+	out := []specs.POSIXRlimit{{Type: "RLIMIT_NOFILE", Soft: nofileSoft, Hard: nofileHard}}
+	for _, r := range asked {
+		if r.Type == "RLIMIT_NOFILE" {
+			out = out[1:]
+			break
+		}
+	}
+	return append(out, asked...)
 }
 
 func (c *Config) hostname() string {

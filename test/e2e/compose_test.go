@@ -5,7 +5,9 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -235,7 +237,7 @@ services:
     image: demo/busybox:1
     command: ["sleep", "3600"]
     privileged: true
-    user: "1000"
+    sysctls: {kernel.pid_max: "65536"}
     ports: ["127.0.0.1:8080:80"]
   ok:
     image: demo/busybox:1
@@ -244,8 +246,8 @@ services:
 	_, errOut, code := c.run("compose", "-f", f, "up", "-d")
 	want := `berth: 3 Compose key(s) berth does not support; nothing was applied (--ignore-unsupported applies the rest):
   ` + f + `: service "app": privileged: not supported by berth
-  ` + f + `: service "app": user: not supported by berth
   ` + f + `: service "app": ports[0].host_ip: 127.0.0.1: berth publishes on every address of the node
+  ` + f + `: service "app": sysctls.kernel.pid_max: kernel.pid_max is not namespaced: it would change the whole node
 `
 	if code != 1 || errOut != want {
 		t.Fatalf("up with unsupported keys: exit %d, stderr:\n%s\nwant:\n%s", code, errOut, want)
@@ -422,9 +424,8 @@ volumes:
 		vols := c.ok("volume", "ls", "-n", "tools", "-o", "json")
 		return strings.TrimSpace(vols) == "[]"
 	})
-	if n := c.projectContainers("tools"); n != 0 {
-		t.Fatalf("%d containers left after down", n)
-	}
+	// The agent removes a container once its instance is gone: soon after down.
+	eventually(t, 20*time.Second, "the project's containers to go", func() bool { return c.projectContainers("tools") == 0 })
 }
 
 // runningIn names the running instance of owner in ns, or "".
@@ -556,4 +557,296 @@ services:
 func (c *cluster) waitRunningIn(ns, owner string) {
 	c.t.Helper()
 	eventually(c.t, 60*time.Second, owner+" to run", func() bool { return runningIn(c, ns, owner) != "" })
+}
+
+// processApp uses the keys that set up a container's process; each
+// service prints what its process sees.
+const processApp = `name: keys
+services:
+  box:
+    image: demo/busybox:1
+    command:
+      - sh
+      - -c
+      - |
+        trap 'echo got-usr1 > /out/stopped; exit 0' USR1
+        echo pid1=$$(cat /proc/1/comm)
+        touch /tmp/f; chown 65534 /tmp/f 2>/dev/null && echo chown-ok || echo chown-denied
+        ping -c1 -W1 127.0.0.1 >/dev/null 2>&1 && echo ping-ok || echo ping-denied
+        touch /rootfile 2>/dev/null && echo rootfs-writable || echo rootfs-readonly
+        grep 'Max open files' /proc/self/limits
+        echo somaxconn=$$(cat /proc/sys/net/core/somaxconn)
+        grep db.legacy /etc/hosts
+        echo ready
+        while :; do sleep 0.1; done
+    cap_drop: [CHOWN]
+    cap_add: [NET_RAW]
+    read_only: true
+    tmpfs: ["/tmp:size=1m"]
+    volumes: ["./out:/out"]
+    ulimits:
+      nofile: {soft: 300, hard: 400}
+    sysctls:
+      net.core.somaxconn: "777"
+    extra_hosts: ["db.legacy=10.1.2.3"]
+    init: true
+    stop_signal: SIGUSR1
+  who:
+    image: demo/busybox:1
+    command: ["sh", "-c", "echo uid=$$(id -u) gid=$$(id -g) host=$$(hostname); exec sleep 3600"]
+    user: nobody
+    hostname: who.internal
+  stubborn:
+    image: demo/busybox:1
+    command: ["sh", "-c", "trap 'echo ignoring TERM' TERM; echo ready; while :; do sleep 0.1; done"]
+    stop_grace_period: 1s
+  sick:
+    image: demo/busybox:1
+    command: ["sleep", "3600"]
+    healthcheck:
+      test: ["CMD", "false"]
+      interval: 200ms
+      retries: 1
+      start_period: 1s
+  everywhere:
+    image: demo/busybox:1
+    command: ["sleep", "3600"]
+    deploy:
+      mode: global
+  db:
+    image: demo/busybox:1
+    command: ["httpd", "-f", "-p", "5432", "-h", "/www"]
+    expose: ["5432"]
+    networks:
+      default:
+        aliases: [database]
+`
+
+// TestComposeProcessKeys: cap_add/cap_drop, read_only, ulimits, sysctls,
+// extra_hosts, init, stop_signal, user, hostname, stop_grace_period,
+// healthcheck start_period, deploy.mode global and network aliases, each
+// seen from inside the running container (or in how it is stopped and
+// restarted). A file applied again after a restart changes nothing.
+func TestComposeProcessKeys(t *testing.T) {
+	c := startCluster(t)
+	dir := t.TempDir()
+	out := filepath.Join(dir, "out")
+	if err := os.Mkdir(out, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	f := writeCompose(t, dir, processApp)
+	upAt := time.Now()
+	c.ok("compose", "-f", f, "up", "-d")
+
+	var logs string
+	eventually(t, 60*time.Second, "box and who to report", func() bool {
+		logs = c.ok("compose", "-f", f, "logs", "box", "who")
+		return strings.Contains(logs, "ready") && strings.Contains(logs, "uid=")
+	})
+	for _, want := range []string{
+		"pid1=init",                             // init
+		"chown-denied",                          // cap_drop: CHOWN
+		"ping-ok",                               // cap_add: NET_RAW (berth's default set lacks it)
+		"rootfs-readonly",                       // read_only
+		"somaxconn=777",                         // sysctls
+		"10.1.2.3\tdb.legacy",                   // extra_hosts
+		"uid=65534 gid=65534 host=who.internal", // user by name, hostname
+	} {
+		if !strings.Contains(logs, want) {
+			t.Errorf("want %q in the services' output:\n%s", want, logs)
+		}
+	}
+	if !regexp.MustCompile(`Max open files +300 +400`).MatchString(logs) {
+		t.Errorf("ulimits: nofile 300/400 not in:\n%s", logs)
+	}
+
+	// aliases: another service reaches db by its alias.
+	c.waitRunningIn("keys", "db")
+	eventually(t, 20*time.Second, "who to reach db as database", func() bool {
+		out, _, code := c.run("compose", "-f", f, "exec", "who", "sh", "-c", "timeout 2 wget -qO- http://database:5432/ >/dev/null && echo reached")
+		return code == 0 && strings.Contains(out, "reached")
+	})
+
+	// deploy.mode global: one instance on the one node.
+	var everywhere api.Service
+	if err := json.Unmarshal([]byte(c.ok("get", "service", "everywhere", "-n", "keys", "-o", "json")), &everywhere); err != nil || everywhere.Spec.Mode != api.ModeGlobal {
+		t.Errorf("everywhere's mode: %q %v", everywhere.Spec.Mode, err)
+	}
+	c.waitRunningIn("keys", "everywhere")
+
+	// start_period 1s: a check that never passes restarts the container
+	// after about a second, not after the 10s berth grants by default
+	// (counted here from before up, so from before the container started).
+	eventually(t, time.Until(upAt.Add(9*time.Second)), "sick to be restarted for failing its check", func() bool {
+		for _, in := range c.instancesIn("keys") {
+			if in.Spec.Owner.Name == "sick" && in.Status.Restarts > 0 {
+				return true
+			}
+		}
+		return false
+	})
+
+	// A restart rolls box; applying the file again then changes nothing,
+	// and box's old container got SIGUSR1 (passed on by its init).
+	before := runningIn(c, "keys", "box")
+	c.ok("compose", "-f", f, "restart", "box")
+	eventually(t, 30*time.Second, "box's new instance", func() bool {
+		now := runningIn(c, "keys", "box")
+		return now != "" && now != before
+	})
+	eventually(t, 15*time.Second, "box's stop signal to be handled", func() bool {
+		b, _ := os.ReadFile(filepath.Join(out, "stopped"))
+		return string(b) == "got-usr1\n"
+	})
+	if up := c.ok("compose", "-f", f, "up", "-d"); !strings.Contains(up, "service keys/box unchanged") {
+		t.Fatalf("up after restart: %s", up)
+	}
+
+	// stop_grace_period 1s: a container that handles SIGTERM and carries
+	// on is killed after a second, not after the default 10s.
+	start := time.Now()
+	c.ok("compose", "-f", f, "down")
+	eventually(t, 30*time.Second, "the project's containers to go", func() bool { return c.projectContainers("keys") == 0 })
+	if took := time.Since(start); took > 8*time.Second {
+		t.Errorf("down took %v with stubborn's stop_grace_period of 1s", took)
+	}
+}
+
+// TestComposeSecretsAndConfigs: the project's secrets (from a file and
+// from the environment) and configs (inline) become berth Secrets and
+// Configs mounted as files where Compose puts them, with the modes asked;
+// an external secret is used as it is; down removes the project's own
+// and leaves the external one.
+func TestComposeSecretsAndConfigs(t *testing.T) {
+	c := startCluster(t)
+	// The agent keeps instances' data on a tmpfs in its data dir.
+	t.Cleanup(func() { _ = syscall.Unmount(filepath.Join(c.dataDir, "data"), syscall.MNT_DETACH) })
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "db_password.txt"), []byte("s3cret-from-file"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c.ok("-n", "vault", "secret", "create", "shared-token", "--from-literal", "token=t-external")
+	f := writeCompose(t, dir, `name: vault
+services:
+  app:
+    image: demo/busybox:1
+    command:
+      - sh
+      - -c
+      - |
+        for f in /run/secrets/db_password /run/secrets/api.key /etc/shared.token /etc/app/banner.txt; do
+          echo "$$f $$(stat -c %a $$f) $$(cat $$f)"
+        done
+        echo done
+        exec sleep 3600
+    secrets:
+      - db_password
+      - source: api_key
+        target: api.key
+        mode: 0440
+      - source: shared
+        target: /etc/shared.token
+    configs:
+      - source: banner
+        target: /etc/app/banner.txt
+secrets:
+  db_password:
+    file: ./db_password.txt
+  api_key:
+    environment: API_KEY
+  shared:
+    external: true
+    name: shared-token
+configs:
+  banner:
+    content: welcome to ${TITLE}
+`)
+	cmd := exec.Command(berthBin, "--data-dir", c.dataDir, "compose", "-f", f, "up", "-d")
+	cmd.Env = append(os.Environ(), "API_KEY=k-from-env", "TITLE=the vault")
+	if out, err := cmd.CombinedOutput(); err != nil || !strings.Contains(string(out), "secret vault/db-password created") ||
+		!strings.Contains(string(out), "config vault/banner created") {
+		t.Fatalf("compose up: %v\n%s", err, out)
+	}
+	var logs string
+	eventually(t, 30*time.Second, "app to print its files", func() bool {
+		logs = c.ok("compose", "-f", f, "logs", "app")
+		return strings.Contains(logs, "done")
+	})
+	for _, want := range []string{
+		"/run/secrets/db_password 400 s3cret-from-file",
+		"/run/secrets/api.key 440 k-from-env",
+		"/etc/shared.token 400 t-external",
+		"/etc/app/banner.txt 444 welcome to the vault",
+	} {
+		if !strings.Contains(logs, want) {
+			t.Errorf("want %q in app's output:\n%s", want, logs)
+		}
+	}
+	if got := c.ok("get", "secrets", "-n", "vault"); strings.Contains(got, "s3cret") {
+		t.Fatalf("a secret's value shows through get: %s", got)
+	}
+
+	out := c.ok("compose", "-f", f, "down")
+	for _, want := range []string{"secret vault/db-password removed", "secret vault/api-key removed", "config vault/banner removed"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("down: want %q in:\n%s", want, out)
+		}
+	}
+	if strings.Contains(out, "shared-token") {
+		t.Errorf("down removed the external secret:\n%s", out)
+	}
+	if got := c.ok("get", "secrets", "-n", "vault"); !strings.Contains(got, "shared-token") || strings.Contains(got, "db-password") {
+		t.Errorf("secrets after down: %s", got)
+	}
+}
+
+// TestComposeNetworksIsolated: a project's several networks are isolated
+// from each other: proxy (front) reaches app (front and back), app
+// reaches db (back), and proxy does not reach db, by name or address.
+func TestComposeNetworksIsolated(t *testing.T) {
+	c := startCluster(t)
+	f := writeCompose(t, t.TempDir(), `name: tiers
+services:
+  proxy:
+    image: demo/busybox:1
+    command: ["httpd", "-f", "-p", "80", "-h", "/www"]
+    networks: [front]
+  app:
+    image: demo/busybox:1
+    command: ["httpd", "-f", "-p", "80", "-h", "/www"]
+    expose: ["80"]
+    networks: [front, back]
+  db:
+    image: demo/busybox:1
+    command: ["httpd", "-f", "-p", "80", "-h", "/www"]
+    expose: ["80"]
+    networks: [back]
+networks:
+  front: {}
+  back: {}
+`)
+	c.ok("compose", "-f", f, "up", "-d")
+	for _, s := range []string{"proxy", "app", "db"} {
+		c.waitRunningIn("tiers", s)
+	}
+	reaches := func(from, to string) bool {
+		out, _, code := c.run("compose", "-f", f, "exec", from, "sh", "-c", "timeout 2 wget -qO- http://"+to+"/ >/dev/null && echo reached")
+		return code == 0 && strings.Contains(out, "reached")
+	}
+	eventually(t, 30*time.Second, "proxy to reach app", func() bool { return reaches("proxy", "app") })
+	eventually(t, 30*time.Second, "app to reach db", func() bool { return reaches("app", "db") })
+	var dbIP string
+	for _, in := range c.instancesIn("tiers") {
+		if in.Spec.Owner.Name == "db" {
+			dbIP = in.Status.IP
+		}
+	}
+	eventually(t, 30*time.Second, "proxy to be cut off from db", func() bool { return !reaches("proxy", "db") })
+	if reaches("proxy", dbIP) {
+		t.Errorf("proxy reaches db's own address %s", dbIP)
+	}
+	if !reaches("proxy", "app") || !reaches("app", "db") {
+		t.Errorf("isolating proxy from db cut what shares a network")
+	}
+	c.ok("compose", "-f", f, "down")
 }

@@ -1,6 +1,7 @@
 // Package dns answers the cluster's names on each node:
 //
 //	<service>.<namespace>.<domain>               A    the service's VIP
+//	<alias>.<namespace>.<domain>                 A    the VIP of the service it aliases
 //	_<port>._<proto>.<service>.<namespace>.<domain> SRV  0 0 <port> <service>.<namespace>.<domain>
 //	<instance>.<service>.<namespace>.<domain>    A    the instance's address
 //
@@ -40,9 +41,11 @@ type Instance struct {
 // Service is what DNS knows of one service.
 type Service struct {
 	Namespace, Name string
-	VIP             netip.Addr
-	Ports           []Port
-	Instances       []Instance
+	// Aliases are further names of the service: <alias>.<namespace>.<domain> A its VIP.
+	Aliases   []string
+	VIP       netip.Addr
+	Ports     []Port
+	Instances []Instance
 }
 
 func (s Service) key() string { return s.Namespace + "/" + s.Name }
@@ -150,6 +153,18 @@ func (s *Server) index(svc Service, dir int) {
 			r.a = removeAddr(r.a, svc.VIP)
 		}
 	})
+	for _, a := range svc.Aliases {
+		if !svc.VIP.IsValid() {
+			break
+		}
+		s.touch(strings.ToLower(a+"."+svc.Namespace+"."+s.zone), dir, func(r *rrset) {
+			if dir > 0 {
+				r.a = append(r.a, svc.VIP)
+			} else {
+				r.a = removeAddr(r.a, svc.VIP)
+			}
+		})
+	}
 	for _, p := range svc.Ports {
 		if p.Name == "" {
 			continue

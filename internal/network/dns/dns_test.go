@@ -170,3 +170,30 @@ func TestServiceWithoutVIP(t *testing.T) {
 		}
 	}
 }
+
+// TestAliases: a service's aliases answer its VIP in its namespace, and
+// go when the service drops them or goes.
+func TestAliases(t *testing.T) {
+	s := NewServer(Config{})
+	svc := web()
+	svc.Aliases = []string{"www", "frontend"}
+	s.SetServices([]Service{svc})
+	addr := serve(t, s)
+	for _, name := range []string{"www.default.berth.", "frontend.default.berth."} {
+		if r, _ := query(t, addr, name, mdns.TypeA); len(r.Answer) != 1 || r.Answer[0].(*mdns.A).A.String() != "10.96.0.10" {
+			t.Fatalf("A %s: %v", name, r)
+		}
+	}
+	if r, _ := query(t, addr, "www.other.berth.", mdns.TypeA); r.Rcode != mdns.RcodeNameError {
+		t.Fatalf("an alias answered outside its namespace: %v", r)
+	}
+	svc.Aliases = []string{"frontend"}
+	s.UpsertService(svc)
+	if r, _ := query(t, addr, "www.default.berth.", mdns.TypeA); r.Rcode != mdns.RcodeNameError {
+		t.Fatalf("a dropped alias still answers: %v", r)
+	}
+	s.RemoveService("default", "web")
+	if r, _ := query(t, addr, "frontend.default.berth.", mdns.TypeA); r.Rcode != mdns.RcodeNameError {
+		t.Fatalf("an alias of a removed service still answers: %v", r)
+	}
+}

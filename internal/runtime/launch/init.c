@@ -15,6 +15,9 @@
 #include <net/if.h>
 #include <sys/ioctl.h>
 #include <sys/mount.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <signal.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -271,7 +274,65 @@ static int loopback_up(void)
 	return r;
 }
 
-int container_init(const struct plan *p, int syncfd, char *err, size_t errlen)
+/*
+ * run_init stays as the container's PID 1 and runs the workload as its
+ * child: it reaps every process that ends up orphaned on it, passes every
+ * signal it gets on to the workload, and exits as the workload did (128 +
+ * the signal's number when a signal ended it). The kernel drops a signal
+ * sent to a namespace's init that has no handler for it, and a stop checks
+ * for one (SigCgt) before it waits: so every signal gets a handler, which
+ * never runs, since all are blocked and taken with sigwaitinfo. The
+ * workload's exec resets the handlers.
+ * PID 1 is this binary as the shim ran it: a read-only view, which a
+ * process of the container cannot reopen for writing.
+ */
+static void on_signal(int sig) { (void)sig; }
+
+static int run_init(const struct plan *p, int errfd, char *err, size_t errlen)
+{
+	sigset_t all, old;
+	sigfillset(&all);
+	struct sigaction sa;
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = on_signal;
+	for (int s = 1; s < NSIG; s++)
+		sigaction(s, &sa, NULL); /* SIGKILL and SIGSTOP refuse, as they should */
+	if (sigprocmask(SIG_BLOCK, &all, &old) < 0)
+		return fail(err, errlen, "init: block signals");
+	pid_t child = fork();
+	if (child < 0)
+		return fail(err, errlen, "init: fork the workload");
+	if (child == 0) {
+		/* The workload starts with the signal mask the container would have had. */
+		if (sigprocmask(SIG_SETMASK, &old, NULL) < 0)
+			return fail(err, errlen, "init: restore the signal mask");
+		return exec_plan(p, err, errlen);
+	}
+	/* The workload's exec closes the error pipe, or its failure is written there. */
+	close(errfd);
+	prctl(PR_SET_NAME, "init", 0, 0, 0);
+	for (;;) {
+		siginfo_t si;
+		int sig = sigwaitinfo(&all, &si);
+		if (sig < 0)
+			continue;
+		if (sig != SIGCHLD) {
+			kill(child, sig);
+			continue;
+		}
+		int st;
+		pid_t pid;
+		while ((pid = waitpid(-1, &st, WNOHANG)) > 0) {
+			if (pid != child)
+				continue;
+			if (WIFSIGNALED(st))
+				_exit(128 + WTERMSIG(st));
+			_exit(WEXITSTATUS(st));
+		}
+	}
+}
+
+int container_init(const struct plan *p, int syncfd, int errfd, char *err, size_t errlen)
 {
 	char go;
 	/* Wait until the shim has put us in our cgroups. */
@@ -376,5 +437,7 @@ int container_init(const struct plan *p, int syncfd, char *err, size_t errlen)
 		return fail(err, errlen, "chdir %s", cwd);
 	if (apply_process(p, err, errlen) < 0)
 		return -1;
+	if (p->init)
+		return run_init(p, errfd, err, errlen);
 	return exec_plan(p, err, errlen);
 }

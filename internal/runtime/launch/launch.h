@@ -27,7 +27,8 @@ int apply_process(const struct plan *p, char *err, size_t errlen);
 int exec_plan(const struct plan *p, char *err, size_t errlen);
 /* apply_sysctls writes the plan's sysctls: only net.* ones with net_only, else all the others unless done. */
 int apply_sysctls(const struct plan *p, int net_only, char *err, size_t errlen);
-int container_init(const struct plan *p, int syncfd, char *err, size_t errlen);
+/* container_init sets the container up and execs its workload; errfd is the close-on-exec pipe its failure is reported on. */
+int container_init(const struct plan *p, int syncfd, int errfd, char *err, size_t errlen);
 
 int shim_main(void);
 int enter_main(void);

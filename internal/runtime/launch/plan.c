@@ -143,6 +143,7 @@ static int read_record(struct plan *p, uint16_t type, const char *pl, uint32_t n
 	switch (type) {
 	case REC_ROOTFS_RO: p->rootfs_ro = 1; return 0;
 	case REC_NNP: p->nnp = 1; return 0;
+	case REC_INIT: p->init = 1; return 0;
 	case REC_HIDE_UNIFIED: p->hide_unified = 1; return 0;
 	case REC_MOUNT: return read_mount(p, pl, n);
 	case REC_RLIMIT: return read_rlimit(p, pl, n);

@@ -66,6 +66,7 @@ const (
 	recPIDFile     = C.REC_PIDFILE
 	recOverlay     = C.REC_OVERLAY
 	recUserNS      = C.REC_USERNS
+	recInit        = C.REC_INIT
 
 	maxItems   = C.MAX_ITEMS
 	maxRlimits = C.MAX_RLIMITS
@@ -148,11 +149,14 @@ type Plan struct {
 	// NetNS, when set, is a network namespace to join instead of making one.
 	NetNS string
 	// NSFlags are the clone flags of the namespaces to create.
-	NSFlags     uint64
-	Seccomp     []byte
-	Caps        *Caps
-	User        *User
-	NoNewPrivs  bool
+	NSFlags    uint64
+	Seccomp    []byte
+	Caps       *Caps
+	User       *User
+	NoNewPrivs bool
+	// Init keeps the container's init as PID 1, reaping orphans and
+	// passing signals on to the workload, which it runs as its child.
+	Init        bool
 	OOMScoreAdj *int32
 	// UserNS, when set, puts the container in a user namespace: the shim
 	// writes its id maps (and denies setgroups) before the init goes on.
@@ -230,6 +234,7 @@ func (p *Plan) MarshalBinary() ([]byte, error) {
 	flag(recRootfsRO, p.RootfsReadonly)
 	flag(recNNP, p.NoNewPrivs)
 	flag(recHideUnified, p.HideUnified)
+	flag(recInit, p.Init)
 	for _, m := range p.Mounts {
 		var fixed [12]byte
 		binary.NativeEndian.PutUint64(fixed[:8], uint64(m.Flags))

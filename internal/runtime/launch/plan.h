@@ -41,6 +41,7 @@ enum {
 	REC_PIDFILE = 28,
 	REC_OVERLAY = 29,
 	REC_USERNS = 30,
+	REC_INIT = 31,
 };
 
 #define MOUNT_KIND_FS 0
@@ -74,7 +75,7 @@ struct plan {
 	int nextstart;
 	const char *pidfile;
 	const char *cwd, *hostname, *rootfs, *netns, *overlay;
-	int rootfs_ro, nnp, hide_unified, has_caps, has_user, has_oom;
+	int rootfs_ro, nnp, hide_unified, init, has_caps, has_user, has_oom;
 	struct mountrec mounts[MAX_ITEMS];
 	int nmounts;
 	const char *masks[MAX_ITEMS];

@@ -45,6 +45,7 @@ func goDump(p *Plan) string {
 	flag("rootfs_ro", p.RootfsReadonly)
 	flag("nnp", p.NoNewPrivs)
 	flag("hide_unified", p.HideUnified)
+	flag("init", p.Init)
 	for _, m := range p.Mounts {
 		fmt.Fprintf(&b, "mount %d %d [%s] [%s] [%s] [%s]\n", uint64(m.Flags), uint32(m.Kind), m.Source, m.Target, m.FSType, m.Data)
 	}
@@ -122,7 +123,7 @@ func fullPlan(r *rand.Rand) *Plan {
 		NSFlags: r.Uint64() | 1, Seccomp: []byte{1, 2, 3, 4, 5, 6, 7, 8, 0xff, 0, 0, 0, 0, 0, 0, 0x7f},
 		Caps:       &Caps{Bounding: r.Uint64(), Effective: r.Uint64(), Permitted: r.Uint64(), Inheritable: r.Uint64(), Ambient: r.Uint64()},
 		User:       &User{UID: r.Uint32(), GID: r.Uint32(), AdditionalGIDs: []uint32{r.Uint32(), 0, 65534}},
-		NoNewPrivs: true, OOMScoreAdj: &oom,
+		NoNewPrivs: true, OOMScoreAdj: &oom, Init: true,
 		Log:          Log{Path: s("/log"), MaxSize: r.Uint64(), MaxFiles: r.Uint32()},
 		ExternalArgs: []string{"/usr/sbin/runc", "create", s("id")}, ExternalStart: []string{"/usr/sbin/runc", "start"},
 		PIDFile: s("/pid"), HideUnified: true, ExitPath: s("/exit"), StatePath: s("/state"), CtlPath: s("/ctl"),

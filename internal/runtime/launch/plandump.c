@@ -58,6 +58,8 @@ int plan_dump(const struct plan *p, char *buf, size_t cap)
 		put(&o, "nnp\n");
 	if (p->hide_unified)
 		put(&o, "hide_unified\n");
+	if (p->init)
+		put(&o, "init\n");
 	for (int i = 0; i < p->nmounts; i++) {
 		const struct mountrec *m = &p->mounts[i];
 		put(&o, "mount %" PRIu64 " %" PRIu32 " [%s] [%s] [%s] [%s]\n", m->flags, m->kind, m->source, m->target, m->fstype, m->data);

@@ -512,7 +512,7 @@ static void __attribute__((noreturn)) child_main(struct shim *s)
 		if (s->external)
 			exec_runtime(s->p, s->p->extargs, err, errlen);
 		else
-			container_init(s->p, s->syncp[0], err, errlen);
+			container_init(s->p, s->syncp[0], s->errpipe[1], err, errlen);
 	}
 	write_all(s->errpipe[1], err, strlen(err));
 	_exit(127);

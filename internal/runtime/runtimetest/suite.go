@@ -66,6 +66,9 @@ func Suite(t *testing.T, executor string) {
 	t.Run("ExeOverwrite", h.testExeOverwrite)
 	t.Run("UserNS", h.testUserNS)
 	t.Run("UserNSUnreachable", h.testUserNSUnreachable)
+	t.Run("ProcessLimits", h.testProcessLimits)
+	t.Run("StopSignal", h.testStopSignal)
+	t.Run("Init", h.testInit)
 }
 
 type harness struct {
