@@ -10,6 +10,7 @@ import (
 	"path"
 	"slices"
 	"strings"
+	"time"
 )
 
 // Config is named data that instances mount as files or read as env.
@@ -332,4 +333,61 @@ func DecodeData(b []byte) (map[string][]byte, error) {
 		data[string(k)] = v
 	}
 	return data, nil
+}
+
+// DataRefs lists the configs and secrets t reads, each once, in order.
+func (t *Template) DataRefs() []ObjectRef {
+	seen := map[ObjectRef]bool{}
+	var out []ObjectRef
+	add := func(config, secret string) {
+		r := ObjectRef{Kind: KindConfig, Name: config}
+		if secret != "" {
+			r = ObjectRef{Kind: KindSecret, Name: secret}
+		}
+		if !seen[r] {
+			seen[r] = true
+			out = append(out, r)
+		}
+	}
+	for _, f := range t.Files {
+		add(f.Config, f.Secret)
+	}
+	for _, e := range t.EnvFrom {
+		add(e.Config, e.Secret)
+	}
+	slices.SortFunc(out, func(a, b ObjectRef) int { return strings.Compare(string(a.Kind)+"/"+a.Name, string(b.Kind)+"/"+b.Name) })
+	return out
+}
+
+// DataDigest combines the digests of the configs and secrets t reads
+// (digest gives one's, "" when it is missing) into one; "" when t reads
+// none.
+func (t *Template) DataDigest(digest func(ObjectRef) string) string {
+	refs := t.DataRefs()
+	if len(refs) == 0 {
+		return ""
+	}
+	h := sha256.New()
+	for _, r := range refs {
+		fmt.Fprintf(h, "%s/%s=%s\n", r.Kind, r.Name, digest(r))
+	}
+	return hex.EncodeToString(h.Sum(nil)[:12])
+}
+
+// RollForData brings s up to the data its template uses, whose digest
+// is now digest (Template.DataDigest): with RollOnChange, a digest other
+// than the one recorded is recorded and the template restarted at now (a
+// rollout), in the one write the caller makes, so a roll happens once
+// per change however often, and by whom, this is called. A service
+// without a recorded digest (or whose template reads no data any more)
+// only records it. It reports whether s changed.
+func (s *ServiceSpec) RollForData(digest string, now time.Time) bool {
+	if !s.RollOnChange || s.DataDigest == digest {
+		return false
+	}
+	if s.DataDigest != "" && digest != "" {
+		s.Template.RestartedAt = now
+	}
+	s.DataDigest = digest
+	return true
 }

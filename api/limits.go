@@ -40,6 +40,9 @@ const (
 	// copy, and a service's status keeps MaxHistory of them, which must
 	// fit in one etcd request (1.5 MiB) with the spec's own.
 	MaxTemplateBytes = 64 << 10
+	// MaxContainers bounds a template's init and sidecar containers:
+	// each is a container, with its own shim, on the node.
+	MaxContainers = 16
 )
 
 // validateLimits checks a template against the admission limits.

@@ -105,6 +105,11 @@ type ServiceSpec struct {
 	// RollOnChange rolls the service when the data of a config or secret
 	// its template uses changes.
 	RollOnChange bool `json:"rollOnChange,omitempty"`
+	// DataDigest (server-set, with RollOnChange) is the digest of the
+	// configs and secrets the template uses as of the last roll for them
+	// (Template.DataDigest): the controller rolls the service whenever
+	// they differ, so a change made while it was down still rolls it.
+	DataDigest string `json:"dataDigest,omitempty"`
 	// Aliases are further DNS names of the service in its namespace
 	// (<alias>.<namespace>.berth, and <alias> from its namespace's
 	// instances), answered with its VIP.
@@ -273,6 +278,10 @@ type Template struct {
 	// that pulls directly (RegistrySettings.AgentsPullDirect) receives
 	// them only while it runs an instance of the template.
 	ImagePullSecrets []string `json:"imagePullSecrets,omitempty"`
+
+	// Containers are the instance's init and sidecar containers, beside
+	// the main one the fields above describe (see containers.go).
+	Containers []Container `json:"containers,omitempty"`
 }
 
 // PullPolicy says when an image is fetched from its registry.
@@ -615,6 +624,9 @@ type InstanceStatus struct {
 	// RestartAt is when an exited container that is backing off (Reason
 	// BackOff) starts again.
 	RestartAt time.Time `json:"restartAt,omitzero"`
+	// Containers is each container's state, for an instance whose
+	// template lists init or sidecar containers (the main one last).
+	Containers []ContainerStatus `json:"containers,omitempty"`
 }
 
 // Event records what happened to an object. Events expire after a while

@@ -189,27 +189,7 @@ func validateTemplate(e *errs, prefix string, t *Template) {
 			e.add(join(prefix, "env"), "invalid variable name %q", k)
 		}
 	}
-	r := t.Resources
-	rp := join(prefix, "resources")
-	if r.CPU < 0 || math.IsNaN(r.CPU) || math.IsInf(r.CPU, 0) {
-		e.add(rp+".cpu", "must not be negative, got %v", r.CPU)
-	}
-	if r.Exclusive && (r.CPU < 1 || r.CPU != math.Trunc(r.CPU)) {
-		e.add(rp+".cpu", "exclusive CPUs must be a whole number of at least 1, got %v", r.CPU)
-	}
-	if r.Memory < 0 {
-		e.add(rp+".memory", "must not be negative, got %d", r.Memory)
-	} else if r.Memory > 0 && r.Memory < 4<<20 {
-		e.add(rp+".memory", "%s is below the minimum of 4Mi", r.Memory)
-	}
-	if r.Pids < 0 {
-		e.add(rp+".pids", "must not be negative, got %d", r.Pids)
-	}
-	if r.Disk < 0 {
-		e.add(rp+".disk", "must not be negative, got %d", r.Disk)
-	} else if r.Disk > 0 && r.Disk < MinDisk {
-		e.add(rp+".disk", "%s is below the minimum of 1Mi", r.Disk)
-	}
+	validateResources(e, join(prefix, "resources"), t.Resources)
 	names := map[string]bool{}
 	hosts := map[string]bool{}
 	for i, p := range t.Ports {
@@ -237,44 +217,11 @@ func validateTemplate(e *errs, prefix string, t *Template) {
 			hosts[key] = true
 		}
 	}
-	if h := t.Health; h != nil {
-		hp := join(prefix, "health")
-		n := 0
-		if h.HTTP != nil {
-			n++
-			validatePort(e, hp+".http.port", h.HTTP.Port, false)
-			if h.HTTP.Path != "" && !strings.HasPrefix(h.HTTP.Path, "/") {
-				e.add(hp+".http.path", "must start with '/', got %q", h.HTTP.Path)
-			}
-		}
-		if h.TCP != nil {
-			n++
-			validatePort(e, hp+".tcp.port", h.TCP.Port, false)
-		}
-		if h.Exec != nil {
-			n++
-			if len(h.Exec.Command) == 0 {
-				e.add(hp+".exec.command", "must not be empty")
-			}
-		}
-		if n != 1 {
-			e.add(hp, "set exactly one of http, tcp and exec (got %d)", n)
-		}
-		if h.Interval < 0 {
-			e.add(hp+".interval", "must not be negative, got %s", h.Interval)
-		}
-		if h.Timeout < 0 {
-			e.add(hp+".timeout", "must not be negative, got %s", h.Timeout)
-		}
-		if h.Failures < 0 {
-			e.add(hp+".failures", "must not be negative, got %d", h.Failures)
-		}
+	if t.Health != nil {
+		validateHealth(e, join(prefix, "health"), t.Health)
 	}
-	switch t.Restart {
-	case "", RestartAlways, RestartOnFailure, RestartNever:
-	default:
-		e.add(join(prefix, "restart"), "must be always, on-failure or never, got %q", t.Restart)
-	}
+	validateRestart(e, join(prefix, "restart"), t.Restart)
+	validateContainers(e, prefix, t)
 	paths := map[string]int{}
 	for i, v := range t.Volumes {
 		vp := fmt.Sprintf("%s[%d]", join(prefix, "volumes"), i)
@@ -307,6 +254,72 @@ func validateTemplate(e *errs, prefix string, t *Template) {
 		} else {
 			paths[path.Clean(v.Path)] = i
 		}
+	}
+}
+
+// validateResources checks r; rp is its field path.
+func validateResources(e *errs, rp string, r Resources) {
+	if r.CPU < 0 || math.IsNaN(r.CPU) || math.IsInf(r.CPU, 0) {
+		e.add(rp+".cpu", "must not be negative, got %v", r.CPU)
+	}
+	if r.Exclusive && (r.CPU < 1 || r.CPU != math.Trunc(r.CPU)) {
+		e.add(rp+".cpu", "exclusive CPUs must be a whole number of at least 1, got %v", r.CPU)
+	}
+	if r.Memory < 0 {
+		e.add(rp+".memory", "must not be negative, got %d", r.Memory)
+	} else if r.Memory > 0 && r.Memory < 4<<20 {
+		e.add(rp+".memory", "%s is below the minimum of 4Mi", r.Memory)
+	}
+	if r.Pids < 0 {
+		e.add(rp+".pids", "must not be negative, got %d", r.Pids)
+	}
+	if r.Disk < 0 {
+		e.add(rp+".disk", "must not be negative, got %d", r.Disk)
+	} else if r.Disk > 0 && r.Disk < MinDisk {
+		e.add(rp+".disk", "%s is below the minimum of 1Mi", r.Disk)
+	}
+}
+
+// validateHealth checks h; hp is its field path.
+func validateHealth(e *errs, hp string, h *Health) {
+	n := 0
+	if h.HTTP != nil {
+		n++
+		validatePort(e, hp+".http.port", h.HTTP.Port, false)
+		if h.HTTP.Path != "" && !strings.HasPrefix(h.HTTP.Path, "/") {
+			e.add(hp+".http.path", "must start with '/', got %q", h.HTTP.Path)
+		}
+	}
+	if h.TCP != nil {
+		n++
+		validatePort(e, hp+".tcp.port", h.TCP.Port, false)
+	}
+	if h.Exec != nil {
+		n++
+		if len(h.Exec.Command) == 0 {
+			e.add(hp+".exec.command", "must not be empty")
+		}
+	}
+	if n != 1 {
+		e.add(hp, "set exactly one of http, tcp and exec (got %d)", n)
+	}
+	if h.Interval < 0 {
+		e.add(hp+".interval", "must not be negative, got %s", h.Interval)
+	}
+	if h.Timeout < 0 {
+		e.add(hp+".timeout", "must not be negative, got %s", h.Timeout)
+	}
+	if h.Failures < 0 {
+		e.add(hp+".failures", "must not be negative, got %d", h.Failures)
+	}
+}
+
+// validateRestart checks a restart policy; field is its path.
+func validateRestart(e *errs, field string, p RestartPolicy) {
+	switch p {
+	case "", RestartAlways, RestartOnFailure, RestartNever:
+	default:
+		e.add(field, "must be always, on-failure or never, got %q", p)
 	}
 }
 
@@ -450,6 +463,7 @@ func (i *Instance) ValidateStatus() error {
 	if i.Status.Restarts < 0 {
 		e.add("status.restarts", "must not be negative, got %d", i.Status.Restarts)
 	}
+	validateContainerStatuses(&e, i)
 	return e.err()
 }
 

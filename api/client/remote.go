@@ -32,6 +32,9 @@ type LogOptions struct {
 	Timestamps bool
 	// Previous reads the container the instance ran before its last restart.
 	Previous bool
+	// Container names one of the instance's init or sidecar containers;
+	// empty (or api.MainContainer) is the main one.
+	Container string
 }
 
 // Query is the options as the route's query parameters.
@@ -52,13 +55,17 @@ func (o LogOptions) Query() url.Values {
 	if o.Previous {
 		q.Set("previous", "1")
 	}
+	if o.Container != "" {
+		q.Set("container", o.Container)
+	}
 	return q
 }
 
 // ParseLogOptions reads LogOptions from a query; an unreadable value is
 // an error naming the parameter.
 func ParseLogOptions(q url.Values) (LogOptions, error) {
-	o := LogOptions{Follow: q.Get("follow") == "1", Timestamps: q.Get("timestamps") == "1", Previous: q.Get("previous") == "1"}
+	o := LogOptions{Follow: q.Get("follow") == "1", Timestamps: q.Get("timestamps") == "1", Previous: q.Get("previous") == "1",
+		Container: q.Get("container")}
 	if v := q.Get("tail"); v != "" {
 		n, err := strconv.Atoi(v)
 		if err != nil || n < 0 {
@@ -145,6 +152,9 @@ type ExecOptions struct {
 	// Resize, with TTY, sets the terminal's size: the first value before
 	// the command starts, later ones as they come.
 	Resize <-chan TermSize
+	// Container names one of the instance's init or sidecar containers;
+	// empty (or api.MainContainer) is the main one.
+	Container string
 }
 
 // Exec runs a command in a running instance and returns its exit code.
@@ -161,6 +171,9 @@ func (c *Client) Exec(ctx context.Context, namespace, name string, o ExecOptions
 	}
 	if o.Stdin != nil {
 		q.Set("stdin", "1")
+	}
+	if o.Container != "" {
+		q.Set("container", o.Container)
 	}
 	var first *TermSize
 	if o.TTY && o.Resize != nil {
@@ -361,8 +374,18 @@ type InstanceStats struct {
 
 // Stats reads an instance's resource figures.
 func (c *Client) Stats(ctx context.Context, namespace, name string) (InstanceStats, error) {
+	return c.ContainerStats(ctx, namespace, name, "")
+}
+
+// ContainerStats reads the resource figures of one of an instance's
+// init or sidecar containers (container; empty for the main one).
+func (c *Client) ContainerStats(ctx context.Context, namespace, name, container string) (InstanceStats, error) {
+	path := instancePath(namespace, name, "stats")
+	if container != "" {
+		path += "?" + url.Values{"container": {container}}.Encode()
+	}
 	var st InstanceStats
-	err := c.do(ctx, http.MethodGet, instancePath(namespace, name, "stats"), nil, nil, &st)
+	err := c.do(ctx, http.MethodGet, path, nil, nil, &st)
 	return st, err
 }
 

@@ -77,6 +77,10 @@ type Instance struct {
 	// restarted agent keeps saying why it stopped a container for its disk
 	// use, which the container's exit alone does not tell.
 	ReportedReason, ReportedMessage string
+	// Members are the instance's init containers (in order) and sidecars,
+	// beside the main container the fields above describe. They share its
+	// network namespace, hostname and volumes (see member.go).
+	Members []Member
 }
 
 // Key names the instance as "namespace/name".
@@ -97,6 +101,8 @@ type Status struct {
 	FinishedAt  time.Time
 	// RestartAt is when a backing-off container starts again.
 	RestartAt time.Time
+	// Containers is each container's state, for an instance with Members.
+	Containers []api.ContainerStatus
 }
 
 // NodeInfo is what the agent registers about its node.
@@ -251,8 +257,11 @@ type Agent struct {
 	stopping   map[string]bool         // container IDs
 	watched    map[string]bool         // container IDs with an exit watcher
 	evicted    map[string]eviction     // container IDs stopped for their disk use
-	diskBusy   bool                    // a disk check is under way
-	diskDone   chan []eviction
+	// podsReleased are instances' networks (podNetID) given up because
+	// their instance finished for good.
+	podsReleased map[string]bool
+	diskBusy     bool // a disk check is under way
+	diskDone     chan []eviction
 
 	mu sync.Mutex
 	// synced is set once a full list of assignments has arrived.
@@ -265,6 +274,9 @@ type Agent struct {
 	holds   map[string]*hold
 	touched map[string]bool
 
+	// podMu orders the making of instances' own network namespaces
+	// (without Config.Network), which members may start at once.
+	podMu       sync.Mutex
 	net         Network // nil without Config.Network
 	netReleased bool    // stale attachments freed since start
 }
@@ -287,22 +299,23 @@ func New(cfg Config) *Agent {
 		cfg.DiskInterval = DefaultDiskInterval
 	}
 	return &Agent{
-		cfg:      cfg,
-		log:      cfg.Logger.With("component", "agent", "node", cfg.Node.Name),
-		wake:     make(chan struct{}, 1),
-		desired:  map[string]*Instance{},
-		reported: map[string]Status{},
-		probes:   map[string]*prober{},
-		watched:  map[string]bool{},
-		failures: map[string]startFailure{},
-		dirty:    map[string]bool{},
-		full:     true,
-		stopping: map[string]bool{},
-		evicted:  map[string]eviction{},
-		diskDone: make(chan []eviction, 1),
-		exits:    make(chan string, 64),
-		done:     make(chan string, 64),
-		rewatch:  make(chan struct{}, 1),
+		cfg:          cfg,
+		log:          cfg.Logger.With("component", "agent", "node", cfg.Node.Name),
+		wake:         make(chan struct{}, 1),
+		desired:      map[string]*Instance{},
+		reported:     map[string]Status{},
+		probes:       map[string]*prober{},
+		watched:      map[string]bool{},
+		failures:     map[string]startFailure{},
+		dirty:        map[string]bool{},
+		full:         true,
+		stopping:     map[string]bool{},
+		evicted:      map[string]eviction{},
+		podsReleased: map[string]bool{},
+		diskDone:     make(chan []eviction, 1),
+		exits:        make(chan string, 64),
+		done:         make(chan string, 64),
+		rewatch:      make(chan struct{}, 1),
 	}
 }
 
@@ -355,12 +368,13 @@ func (a *Agent) Run(ctx context.Context) error {
 			delete(a.watched, id)
 			a.dirty[id] = true
 			// An exited container keeps its record (for logs) but not its
-			// address, unless a migration dumped it: an abort restores it
-			// here, in its network namespace.
+			// address, unless a migration dumped it (an abort restores it
+			// here, in its network namespace) or the address is its
+			// instance's, shared by its containers.
 			a.mu.Lock()
 			moving := a.frozenLocked(a.containers[id].Labels[labelUID])
 			a.mu.Unlock()
-			if !moving {
+			if st, ok := a.containers[id]; !moving && (!ok || st.Labels[labelNet] == "") {
 				a.detach(ctx, id)
 			}
 		case id := <-a.done:

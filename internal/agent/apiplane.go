@@ -198,28 +198,42 @@ func InstanceFromAPI(in *api.Instance) *Instance {
 	if len(in.Spec.CPUSet) > 0 {
 		out.Resources.CPUSet = hostinfo.FormatList(in.Spec.CPUSet)
 	}
-	keys := make([]string, 0, len(t.Env))
-	for k := range t.Env {
+	out.Env = envList(t.Env)
+	out.Health = healthCheck(t.Health)
+	out.Members = membersFromAPI(&t)
+	return out
+}
+
+// envList is env as KEY=VALUE entries, sorted by key.
+func envList(env map[string]string) []string {
+	keys := make([]string, 0, len(env))
+	for k := range env {
 		keys = append(keys, k)
 	}
 	sort.Strings(keys)
+	var out []string
 	for _, k := range keys {
-		out.Env = append(out.Env, k+"="+t.Env[k])
-	}
-	if h := t.Health; h != nil {
-		c := &health.Check{Interval: time.Duration(h.Interval), Timeout: time.Duration(h.Timeout), Failures: h.Failures,
-			StartPeriod: h.StartPeriod.D()}
-		switch {
-		case h.HTTP != nil:
-			c.HTTP = &health.HTTPGet{Port: h.HTTP.Port, Path: h.HTTP.Path}
-		case h.TCP != nil:
-			c.TCP = &health.TCPConnect{Port: h.TCP.Port}
-		case h.Exec != nil:
-			c.Exec = h.Exec.Command
-		}
-		out.Health = c
+		out = append(out, k+"="+env[k])
 	}
 	return out
+}
+
+// healthCheck is the agent's form of a health check; nil for none.
+func healthCheck(h *api.Health) *health.Check {
+	if h == nil {
+		return nil
+	}
+	c := &health.Check{Interval: time.Duration(h.Interval), Timeout: time.Duration(h.Timeout), Failures: h.Failures,
+		StartPeriod: h.StartPeriod.D()}
+	switch {
+	case h.HTTP != nil:
+		c.HTTP = &health.HTTPGet{Port: h.HTTP.Port, Path: h.HTTP.Path}
+	case h.TCP != nil:
+		c.TCP = &health.TCPConnect{Port: h.TCP.Port}
+	case h.Exec != nil:
+		c.Exec = h.Exec.Command
+	}
+	return c
 }
 
 // InstanceData reads the files and env an instance takes from configs and secrets.
@@ -245,6 +259,7 @@ func (st Status) api() api.InstanceStatus {
 		Phase: st.Phase, IP: st.IP, ContainerID: st.ContainerID, Pid: st.Pid, ExitCode: st.ExitCode,
 		Reason: st.Reason, Message: st.Message, Restarts: st.Restarts, Healthy: st.Healthy,
 		StartedAt: st.StartedAt, FinishedAt: st.FinishedAt, RestartAt: st.RestartAt,
+		Containers: st.Containers,
 	}
 }
 

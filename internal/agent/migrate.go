@@ -424,7 +424,7 @@ func (a *Agent) restoreIn(ctx context.Context, inst *Instance, attempt int, body
 		_ = a.cfg.Images.Release(context.WithoutCancel(ctx), id)
 		return api.MigrationRestored{}, fmt.Errorf("instance %s: %w: the images were dumped by %q, the instance runs with %q", inst.UID, errdefs.ErrInvalidArgument, c.Executor, inst.Executor)
 	}
-	st, err := a.start(ctx, inst, attempt, final)
+	st, err := a.start(ctx, inst, "", attempt, final)
 	if err != nil {
 		return api.MigrationRestored{}, checkpointErr(inst.UID, err)
 	}

@@ -140,12 +140,17 @@ func (a *Agent) attach(ctx context.Context, c *runtime.Config, namespace string,
 		return fmt.Errorf("network for %s: %w", c.ID, err)
 	}
 	c.NetNS = att.NetNS
+	a.mountResolvConf(c, att)
+	c.Labels[labelIP] = att.IP.String()
+	return nil
+}
+
+// mountResolvConf binds the attachment's resolv.conf into the container.
+func (a *Agent) mountResolvConf(c *runtime.Config, att NetAttachment) {
 	if att.ResolvConf != "" {
 		c.Mounts = append(c.Mounts, specs.Mount{Destination: "/etc/resolv.conf", Source: att.ResolvConf, Type: "bind",
 			Options: []string{"rbind", "ro", "nosuid", "nodev", "noexec"}})
 	}
-	c.Labels[labelIP] = att.IP.String()
-	return nil
 }
 
 func (a *Agent) detach(ctx context.Context, id string) {
@@ -168,6 +173,9 @@ func (a *Agent) releaseStale(ctx context.Context) {
 	for id, st := range a.containers {
 		if st.State == runtime.Running {
 			live = append(live, id)
+			if net := st.Labels[labelNet]; net != "" {
+				live = append(live, net)
+			}
 		}
 	}
 	if err := a.net.ReleaseStale(ctx, live); err != nil {

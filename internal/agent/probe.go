@@ -52,13 +52,13 @@ func (p *prober) ready() bool {
 	return p.passed && p.t.Healthy()
 }
 
-func (a *Agent) ensureProbe(ctx context.Context, id string, st runtime.Status, inst *Instance) {
+func (a *Agent) ensureProbe(ctx context.Context, id string, st runtime.Status, inst *Instance, c *health.Check) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if a.probes[id] != nil {
 		return
 	}
-	check := inst.Health.WithDefaults()
+	check := c.WithDefaults()
 	pctx, cancel := context.WithCancel(ctx)
 	p := &prober{cancel: cancel, t: health.NewTracker(check.Failures),
 		passed:     inst.ReportedContainer == id && inst.ReportedHealthy,

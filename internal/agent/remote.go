@@ -16,7 +16,9 @@ import (
 // these routes over the node's tunnel (see ServeTunnel), after it has
 // authorised the caller; they name an instance by its UID, whose latest
 // container (or the one before, for previous logs) they serve from the
-// runtime (?container= may name the latest, saving a search):
+// runtime. ?container=NAME picks one of the instance's init or sidecar
+// containers (the main one otherwise); ?containerID= may name the latest,
+// saving a search:
 //
 //	GET /v1/instances/{uid}/logs         frames (client.ReadFrames); ?follow, tail, since, timestamps, previous
 //	GET /v1/instances/{uid}/attach       frames from now until the container exits, then its status
@@ -53,25 +55,40 @@ func (a *Agent) RemoteHandler(metrics http.Handler) http.Handler {
 	return m
 }
 
-// container finds an instance's latest container, or with previous the
-// one before it (the agent keeps both, see reconcile).
-func (a *Agent) container(ctx context.Context, uid string, previous bool) (runtime.Status, error) {
+// memberParam is the container a request names (?container=), "" for
+// the main one.
+func memberParam(r *http.Request) string {
+	name := r.URL.Query().Get("container")
+	if name == api.MainContainer {
+		return ""
+	}
+	return name
+}
+
+// container finds the latest container of an instance's member name (""
+// for the main one), or with previous the one before it (the agent keeps
+// both, see reconcile).
+func (a *Agent) container(ctx context.Context, uid, name string, previous bool) (runtime.Status, error) {
 	all, err := a.cfg.Runtime.List(ctx)
 	if err != nil {
 		return runtime.Status{}, err
 	}
 	var mine []runtime.Status
 	for _, c := range all {
-		if c.Labels[labelUID] == uid {
+		if c.Labels[labelUID] == uid && memberOf(c) == name {
 			mine = append(mine, c)
 		}
 	}
 	slices.SortFunc(mine, func(x, y runtime.Status) int { return attemptOf(y) - attemptOf(x) })
+	what := "no container"
+	if name != "" {
+		what = fmt.Sprintf("no container %q", name)
+	}
 	switch {
 	case len(mine) == 0:
-		return runtime.Status{}, fmt.Errorf("instance %s: %w: no container on node %q", uid, errdefs.ErrNotFound, a.cfg.Node.Name)
+		return runtime.Status{}, fmt.Errorf("instance %s: %w: %s on node %q", uid, errdefs.ErrNotFound, what, a.cfg.Node.Name)
 	case previous && len(mine) < 2:
-		return runtime.Status{}, fmt.Errorf("instance %s: %w: no container before the current one on node %q", uid, errdefs.ErrNotFound, a.cfg.Node.Name)
+		return runtime.Status{}, fmt.Errorf("instance %s: %w: %s before the current one on node %q", uid, errdefs.ErrNotFound, what, a.cfg.Node.Name)
 	case previous:
 		return mine[1], nil
 	}
@@ -80,16 +97,16 @@ func (a *Agent) container(ctx context.Context, uid string, previous bool) (runti
 
 // running is the instance's latest container, which must be running.
 // The API server passes the container the instance's status names
-// (?container=): when it is the instance's and runs, it is taken without
-// listing every container on the node.
+// (?containerID=): when it is the instance's and runs, it is taken
+// without listing every container on the node.
 func (a *Agent) running(r *http.Request) (runtime.Status, error) {
-	ctx, uid := r.Context(), r.PathValue("uid")
-	if hint := r.URL.Query().Get("container"); hint != "" {
-		if c, err := a.cfg.Runtime.State(ctx, hint); err == nil && c.Labels[labelUID] == uid && c.State == runtime.Running {
+	ctx, uid, name := r.Context(), r.PathValue("uid"), memberParam(r)
+	if hint := r.URL.Query().Get("containerID"); hint != "" {
+		if c, err := a.cfg.Runtime.State(ctx, hint); err == nil && c.Labels[labelUID] == uid && memberOf(c) == name && c.State == runtime.Running {
 			return c, nil
 		}
 	}
-	c, err := a.container(ctx, uid, false)
+	c, err := a.container(ctx, uid, name, false)
 	if err != nil {
 		return c, err
 	}

@@ -23,7 +23,7 @@ func (a *Agent) serveLogs(w http.ResponseWriter, r *http.Request) {
 		writeErr(w, err)
 		return
 	}
-	c, err := a.container(r.Context(), r.PathValue("uid"), o.Previous)
+	c, err := a.container(r.Context(), r.PathValue("uid"), memberParam(r), o.Previous)
 	if err != nil {
 		writeErr(w, err)
 		return

@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"reflect"
 	"sort"
 	"strconv"
 	"strings"
@@ -82,7 +83,8 @@ func (a *Agent) sync(ctx context.Context) time.Time {
 		if a.holds[uid] != nil {
 			continue // moving to or from this node: see migrate.go
 		}
-		desired = append(desired, reconcile.Desired{Key: inst.Key(), UID: uid, Restart: inst.Restart, Template: inst.Template})
+		desired = append(desired, reconcile.Desired{Key: inst.Key(), UID: uid, Restart: inst.Restart, Template: inst.Template,
+			Members: desiredMembers(inst)})
 		insts[uid] = inst
 	}
 	a.mu.Unlock()
@@ -94,7 +96,7 @@ func (a *Agent) sync(ctx context.Context) time.Time {
 	for _, act := range res.Actions {
 		switch act.Kind {
 		case reconcile.Start:
-			if f, ok := a.failures[act.UID]; ok {
+			if f, ok := a.failures[failureKey(act.UID, act.Name)]; ok {
 				if insts[act.UID].Restart == reconcile.Never {
 					continue // reported Failed: the controller decides what comes next
 				}
@@ -140,7 +142,13 @@ func (a *Agent) remove(ctx context.Context, id string) bool {
 	if err := a.cfg.Images.Release(ctx, id); err != nil {
 		a.log.Warn("release image", "container", id, "err", err)
 	}
-	a.detach(ctx, id)
+	if net := a.containers[id].Labels[labelNet]; net != "" {
+		if a.releasePod(ctx, net, id) {
+			delete(a.podsReleased, net)
+		}
+	} else {
+		a.detach(ctx, id)
+	}
 	a.stopProbe(id)
 	delete(a.containers, id)
 	delete(a.evicted, id)
@@ -158,24 +166,25 @@ func (a *Agent) startAll(ctx context.Context, starts []reconcile.Action, insts m
 		sem <- struct{}{}
 		wg.Go(func() {
 			defer func() { <-sem }()
-			results[i].st, results[i].err = a.start(ctx, insts[act.UID], act.Attempt, "")
+			results[i].st, results[i].err = a.start(ctx, insts[act.UID], act.Name, act.Attempt, "")
 		})
 	}
 	wg.Wait()
 	var started bool
 	var retryAt time.Time
 	for i, act := range starts {
+		fk := failureKey(act.UID, act.Name)
 		if err := results[i].err; err != nil {
-			f := a.failures[act.UID]
+			f := a.failures[fk]
 			f.count++
 			f.err = err
 			f.next = now.Add(reconcile.Backoff(f.count, 0))
-			a.failures[act.UID] = f
+			a.failures[fk] = f
 			retryAt = earliest(retryAt, f.next)
 			a.log.Warn("start failed", "instance", act.Key, "attempt", act.Attempt, "err", err)
 			continue
 		}
-		delete(a.failures, act.UID)
+		delete(a.failures, fk)
 		a.containers[results[i].st.ID] = results[i].st
 		started = true
 	}
@@ -292,6 +301,7 @@ func (a *Agent) observe() ([]reconcile.Container, map[string]runtime.Status) {
 			ID: st.ID, Key: st.Labels[labelInstance], UID: uid, Attempt: attempt,
 			Running: st.State == runtime.Running, ExitCode: st.ExitCode,
 			StartedAt: st.StartedAt, FinishedAt: st.FinishedAt, Template: st.Labels[labelTemplate],
+			Name: memberOf(st), Sidecar: st.Labels[labelSidecar] != "",
 		}
 		switch st.State {
 		case runtime.Unknown:
@@ -314,31 +324,55 @@ func (a *Agent) observe() ([]reconcile.Container, map[string]runtime.Status) {
 	return out, byID
 }
 
-// start runs attempt attempt of inst; with restoreFrom, a directory of
+// start runs attempt attempt of the instance's container name ("" for
+// the main one, else one of its Members); with restoreFrom, a directory of
 // CRIU images (a migration), the container is restored from them instead
 // of starting its process anew.
-func (a *Agent) start(ctx context.Context, inst *Instance, attempt int, restoreFrom string) (runtime.Status, error) {
-	if inst.Image == "" {
+func (a *Agent) start(ctx context.Context, inst *Instance, name string, attempt int, restoreFrom string) (runtime.Status, error) {
+	m, ok := inst.member(name)
+	if !ok {
+		return runtime.Status{}, fmt.Errorf("instance %s: no container %q", inst.Key(), name)
+	}
+	// What runs: the main container's fields, or the member's.
+	image, command, args, env, workDir, res := inst.Image, inst.Command, inst.Args, inst.Env, inst.WorkingDir, inst.Resources
+	if m != nil {
+		image, command, args, env, workDir, res = m.Image, m.Command, m.Args, m.Env, m.WorkingDir, m.Resources
+	}
+	if image == "" {
 		return runtime.Status{}, errNoImage
 	}
-	id := containerID(inst, attempt)
+	id := memberID(inst, name, attempt)
 	c := runtime.Config{
-		ID: id, Image: inst.Image, Hostname: inst.Name,
-		Resources: inst.Resources, Executor: inst.Executor, UserNS: inst.UserNS,
+		ID: id, Image: image, Hostname: inst.Name,
+		Resources: res, Executor: inst.Executor, UserNS: inst.UserNS,
 		Labels: map[string]string{labelInstance: inst.Key(), labelUID: inst.UID, labelAttempt: strconv.Itoa(attempt),
 			labelGrace: inst.StopGrace.String(), labelTemplate: inst.Template},
 		StopGrace: inst.StopGrace,
 	}
-	if err := a.checkHostPorts(inst); err != nil {
-		return runtime.Status{}, fmt.Errorf("start %s: %w", id, err)
+	if m != nil {
+		c.Labels[labelMember] = name
+		if m.Sidecar {
+			c.Labels[labelSidecar] = "1"
+		}
+	}
+	if m == nil {
+		if err := a.checkHostPorts(inst); err != nil {
+			return runtime.Status{}, fmt.Errorf("start %s: %w", id, err)
+		}
 	}
 	if err := a.volumeMounts(ctx, inst, &c); err != nil {
 		return runtime.Status{}, fmt.Errorf("start %s: %w", id, err)
 	}
-	dataEnv, auth, err := a.dataMounts(ctx, inst, id, &c)
-	if err != nil {
-		return runtime.Status{}, fmt.Errorf("start %s: %w", id, err)
+	// Configs and secrets go to the main container only.
+	var dataEnv []string
+	var auth *api.RegistryAuth
+	if m == nil {
+		var err error
+		if dataEnv, auth, err = a.dataMounts(ctx, inst, id, &c); err != nil {
+			return runtime.Status{}, fmt.Errorf("start %s: %w", id, err)
+		}
 	}
+	pod := len(inst.Members) > 0
 	// The image and the network do not depend on each other: prepare the
 	// one while attaching the other (a staged network only reserves here,
 	// and wires while the runtime readies the container). A failure of
@@ -353,14 +387,19 @@ func (a *Agent) start(ctx context.Context, inst *Instance, attempt int, restoreF
 	go func() {
 		defer close(prepared)
 		if p, ok := a.cfg.Images.(ImagePuller); ok {
-			rootfs, prepErr = p.PrepareFor(ctx, inst.Image, id, Pull{Policy: inst.PullPolicy, Auth: auth})
+			rootfs, prepErr = p.PrepareFor(ctx, image, id, Pull{Policy: inst.PullPolicy, Auth: auth})
 		} else {
-			rootfs, prepErr = a.cfg.Images.Prepare(ctx, inst.Image, id)
+			rootfs, prepErr = a.cfg.Images.Prepare(ctx, image, id)
 		}
 		tPrep = time.Since(t0)
 	}()
 	var tWire time.Duration
-	attErr := a.attach(ctx, &c, inst.Namespace, &tWire)
+	var attErr error
+	if pod {
+		attErr = a.attachPod(ctx, &c, inst)
+	} else {
+		attErr = a.attach(ctx, &c, inst.Namespace, &tWire)
+	}
 	tAttach := time.Since(t0)
 	<-prepared
 	if prepErr != nil || attErr != nil {
@@ -369,14 +408,13 @@ func (a *Agent) start(ctx context.Context, inst *Instance, attempt int, restoreF
 		} else {
 			_ = a.cfg.Images.Release(context.WithoutCancel(ctx), id)
 		}
-		if attErr == nil {
+		if attErr == nil && !pod {
 			a.detach(context.WithoutCancel(ctx), id)
 		}
 		metrics.ContainerStartFailures.Inc()
 		return runtime.Status{}, errors.Join(prepErr, attErr)
 	}
-	args := inst.Args
-	entry := inst.Command
+	entry := command
 	if len(entry) == 0 {
 		entry = rootfs.Entrypoint
 		if len(args) == 0 {
@@ -385,19 +423,22 @@ func (a *Agent) start(ctx context.Context, inst *Instance, attempt int, restoreF
 	}
 	c.LowerDirs = rootfs.LowerDirs
 	c.Args = append(append([]string(nil), entry...), args...)
-	c.Env = append(append(append([]string(nil), rootfs.Env...), dataEnv...), inst.Env...)
+	c.Env = append(append(append([]string(nil), rootfs.Env...), dataEnv...), env...)
 	c.Cwd = rootfs.WorkingDir
-	if inst.WorkingDir != "" {
-		c.Cwd = inst.WorkingDir
+	if workDir != "" {
+		c.Cwd = workDir
 	}
 	if err := inst.Process.apply(&c, rootfs); err != nil {
 		metrics.ContainerStartFailures.Inc()
 		_ = a.cfg.Images.Release(context.WithoutCancel(ctx), id)
-		a.detach(context.WithoutCancel(ctx), id)
+		if !pod {
+			a.detach(context.WithoutCancel(ctx), id)
+		}
 		return runtime.Status{}, fmt.Errorf("start %s: %w", id, err)
 	}
 	t1 := time.Now()
 	var st runtime.Status
+	var err error
 	if restoreFrom != "" {
 		mg, ok := a.cfg.Runtime.(Migrator)
 		if !ok {
@@ -413,13 +454,13 @@ func (a *Agent) start(ctx context.Context, inst *Instance, attempt int, restoreF
 		_ = a.cfg.Images.Release(context.WithoutCancel(ctx), id)
 		// A container that never ran holds nothing worth keeping; one
 		// created but failed is removed (and detached) by the next pass.
-		if st.ID == "" {
+		if st.ID == "" && !pod {
 			a.detach(context.WithoutCancel(ctx), id)
 		}
 		return st, err
 	}
 	metrics.ContainerStartDuration.Observe(time.Since(t0).Seconds())
-	a.log.Info("started", "instance", inst.Key(), "container", id, "attempt", attempt, "prepare", tPrep, "attach", tAttach, "wire", tWire, "run", time.Since(t1))
+	a.log.Info("started", "instance", inst.Key(), "container", id, "member", name, "attempt", attempt, "prepare", tPrep, "attach", tAttach, "wire", tWire, "run", time.Since(t1))
 	return st, nil
 }
 
@@ -464,9 +505,14 @@ func (a *Agent) track(ctx context.Context, byID map[string]runtime.Status, insts
 				}
 			})
 		}
-		inst := insts[st.Labels[labelUID]]
-		if inst != nil && inst.Health != nil {
-			a.ensureProbe(ctx, id, st, inst)
+		if inst := insts[st.Labels[labelUID]]; inst != nil {
+			check := inst.Health
+			if m, ok := inst.member(memberOf(st)); ok && m != nil {
+				check = m.Health
+			}
+			if check != nil {
+				a.ensureProbe(ctx, id, st, inst, check)
+			}
 		}
 	}
 	for id := range a.watched {
@@ -489,13 +535,10 @@ func (a *Agent) track(ctx context.Context, byID map[string]runtime.Status, insts
 
 // report sends the status of every desired instance that changed since it was last sent.
 func (a *Agent) report(ctx context.Context, insts map[string]*Instance, byID map[string]runtime.Status, now time.Time) {
-	latest := map[string]runtime.Status{}
+	mine := map[string][]runtime.Status{}
 	for _, st := range byID {
 		uid := st.Labels[labelUID]
-		cur, ok := latest[uid]
-		if !ok || attemptOf(st) > attemptOf(cur) {
-			latest[uid] = st
-		}
+		mine[uid] = append(mine[uid], st)
 	}
 	uids := make([]string, 0, len(insts))
 	for uid := range insts {
@@ -509,12 +552,27 @@ func (a *Agent) report(ctx context.Context, insts map[string]*Instance, byID map
 	var todo []pending
 	for _, uid := range uids {
 		inst := insts[uid]
-		st := a.statusOf(inst, latest[uid], now)
+		latest := latestByMember(mine[uid])
+		var st Status
 		a.mu.Lock()
 		prev, sent := a.reported[uid]
 		held := a.holds[uid] != nil // moving since the pass began: its container is out of byID
 		a.mu.Unlock()
-		if held || (sent && prev == st) {
+		if held {
+			continue
+		}
+		if len(inst.Members) == 0 {
+			st = a.statusOf(inst, latest[""], now)
+		} else {
+			st = a.podStatus(inst, latest, now)
+			if net := podNetID(inst); st.Phase.Terminal() && !a.podsReleased[net] {
+				// Finished for good: the instance's address goes, as a
+				// lone container's does at its exit (once its sidecars
+				// have stopped).
+				a.podsReleased[net] = a.releasePod(ctx, net, "")
+			}
+		}
+		if sent && prev.equal(st) {
 			continue
 		}
 		todo = append(todo, pending{inst, st})
@@ -559,6 +617,11 @@ func (a *Agent) report(ctx context.Context, insts map[string]*Instance, byID map
 		})
 	}
 	wg.Wait()
+}
+
+// equal reports whether s and o say the same.
+func (s Status) equal(o Status) bool {
+	return reflect.DeepEqual(s, o)
 }
 
 // reportParallel bounds the status reports an agent has in flight.

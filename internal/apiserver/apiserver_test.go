@@ -581,3 +581,27 @@ func TestQuietWatchGetsHeartbeats(t *testing.T) {
 		}
 	}
 }
+
+// A cron job is admitted as a job is: over a limit, the API refuses it
+// naming the field and the cap, and stores nothing.
+func TestCronJobOverLimitRefused(t *testing.T) {
+	e := start(t)
+	env := map[string]string{}
+	for i := range api.MaxEnv + 1 {
+		env[fmt.Sprintf("V%d", i)] = "x"
+	}
+	cj := api.CronJob{Metadata: api.Metadata{Name: "nightly", Namespace: "default"}, Spec: api.CronJobSpec{Schedule: "0 3 * * *",
+		Job: api.JobSpec{Completions: 1, Template: api.Template{Image: "demo/busybox:1", Env: env}}}}
+	b, err := json.Marshal(cj)
+	if err != nil {
+		t.Fatal(err)
+	}
+	status, eb := e.call(t, "PUT", "/v1/namespaces/default/cronjobs/nightly", string(b))
+	if status != 422 || eb.Field != "spec.job.template.env" || !strings.Contains(eb.Reason, fmt.Sprintf("over the limit of %d", api.MaxEnv)) {
+		t.Fatalf("got %d %+v, want 422 on spec.job.template.env naming the limit", status, eb)
+	}
+	status, _ = e.call(t, "GET", "/v1/namespaces/default/cronjobs/nightly", "")
+	if status != 404 {
+		t.Fatalf("get after the refused apply: %d, want 404", status)
+	}
+}

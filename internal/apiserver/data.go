@@ -52,23 +52,35 @@ func redact(obj api.Object) {
 // dataDigest is the digest of the stored config or secret t names; empty
 // when there is none.
 func (s *Server) dataDigest(ctx context.Context, t target) string {
-	switch t.kind {
-	case api.KindConfig:
-		var c api.Config
-		if s.store.GetInto(ctx, &c, t.namespace, t.name) == nil {
-			return c.Digest
-		}
-	case api.KindSecret:
-		var c api.Secret
-		if s.store.GetInto(ctx, &c, t.namespace, t.name) == nil {
-			return c.Digest
-		}
+	return s.store.DataDigest(ctx, t.namespace, api.ObjectRef{Kind: t.kind, Name: t.name})
+}
+
+// templateDataDigest is the digest of the configs and secrets tpl reads
+// in namespace, as stored now (api.Template.DataDigest).
+func (s *Server) templateDataDigest(ctx context.Context, namespace string, tpl *api.Template) string {
+	return tpl.DataDigest(func(r api.ObjectRef) string {
+		return s.dataDigest(ctx, target{kind: r.Kind, namespace: namespace, name: r.Name})
+	})
+}
+
+// keepDataDigest gives an applied service the data digest it was last
+// rolled for (a new one: the data's now), so an apply neither rolls it
+// nor swallows a roll the controller has yet to make.
+func (s *Server) keepDataDigest(ctx context.Context, svc *api.Service, cur api.Object) {
+	if c, ok := cur.(*api.Service); ok && c != nil {
+		svc.Spec.DataDigest = c.Spec.DataDigest
+		return
 	}
-	return ""
+	svc.Spec.DataDigest = ""
+	if svc.Spec.RollOnChange {
+		svc.Spec.DataDigest = s.templateDataDigest(ctx, svc.Metadata.Namespace, &svc.Spec.Template)
+	}
 }
 
 // rollUsers rolls the services of the namespace that use the changed
-// config or secret and ask for it (rollOnChange), as a restart does.
+// config or secret and ask for it (rollOnChange), as a restart does. The
+// controller makes the same roll (api.ServiceSpec.RollForData) when this
+// one is missed; whichever comes first, the service rolls once.
 func (s *Server) rollUsers(ctx context.Context, t target) error {
 	svcs, _, err := store.List[api.Service](ctx, s.store, t.namespace)
 	if err != nil {
@@ -80,12 +92,16 @@ func (s *Server) rollUsers(ctx context.Context, t target) error {
 			continue
 		}
 		st := target{kind: api.KindService, namespace: t.namespace, name: svc.Metadata.Name}
+		rolled := false
 		if _, err := s.modify(ctx, st, 0, func(o api.Object) {
-			o.(*api.Service).Spec.Template.RestartedAt = now
+			spec := &o.(*api.Service).Spec
+			rolled = spec.RollForData(s.templateDataDigest(ctx, t.namespace, &spec.Template), now)
 		}); err != nil && !errdefs.IsNotFound(err) {
 			return fmt.Errorf("roll %s after its %s changed: %w", st.ref(), t.ref(), err)
 		}
-		s.log.Info("rolled for changed data", "service", st.ref(), "data", t.ref())
+		if rolled {
+			s.log.Info("rolled for changed data", "service", st.ref(), "data", t.ref())
+		}
 	}
 	return nil
 }
@@ -201,6 +217,10 @@ func (s *Server) triggerCronJob(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	job := cj.RunJob("m" + strconv.FormatInt(time.Now().UnixMilli(), 36))
+	if err := s.Admit(r.Context(), job); err != nil {
+		writeError(w, fmt.Errorf("trigger %s: %w", t.ref(), err))
+		return
+	}
 	if err := s.pinImage(r.Context(), job); err != nil {
 		writeError(w, err)
 		return
@@ -210,4 +230,17 @@ func (s *Server) triggerCronJob(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusCreated, job)
+}
+
+// Admit runs on obj the checks a write of it passes at the API: its
+// validation (with the admission limits) and the cluster's rules on
+// volumes. The controller runs it on each job a cron job starts, which
+// reaches the store without a request of its own: the limits and rules
+// in force at the run, not only at the cron job's creation, apply.
+func (s *Server) Admit(ctx context.Context, obj api.Object) error {
+	m := obj.GetMetadata()
+	if err := obj.Validate(); err != nil {
+		return wireError(target{kind: obj.GetKind(), namespace: m.Namespace, name: m.Name}, err)
+	}
+	return s.admitVolumes(ctx, obj)
 }

@@ -39,6 +39,9 @@ import (
 //	GET  /v1/nodes/{name}/metrics                          the node agent's Prometheus metrics
 //	GET  /v1/tunnel/{node}                                 Upgrade: berth-tunnel (agents only)
 //
+// The instance operations take ?container=NAME: one of the instance's
+// init or sidecar containers, or "main" (the default).
+//
 // Every one is for admins: NodeAuthorizer refuses a node any
 // subresource but its own assignments. Each exec and attach is recorded
 // as an event on the instance (who, which command).
@@ -228,6 +231,12 @@ func (s *Server) instanceOp(op string) http.HandlerFunc {
 			writeError(w, fmt.Errorf("%s: %w: bound to no node yet", api.Ref(api.KindInstance, ns, name), errdefs.ErrFailedPrecondition))
 			return
 		}
+		if op == "checkpoint" && len(in.Spec.Template.Containers) > 0 {
+			// A checkpoint holds one container; restored alone, it would lose the others.
+			writeError(w, fmt.Errorf("%s: %w: it has init or sidecar containers, and a checkpoint holds only one container",
+				api.Ref(api.KindInstance, ns, name), errdefs.ErrFailedPrecondition))
+			return
+		}
 		metrics.RemoteStreams.WithLabelValues(op).Inc()
 		if op == "exec" || op == "attach" || op == "checkpoint" || op == "restore" || (op == "cp" && r.Method == http.MethodPut) {
 			// The event is written beside the operation, not before it:
@@ -242,11 +251,17 @@ func (s *Server) instanceOp(op string) http.HandlerFunc {
 			}()
 			defer func() { <-done }()
 		}
-		// The container the status names saves the agent a search.
 		q := r.URL.Query()
-		q.Del("container")
-		if in.Status.ContainerID != "" {
-			q.Set("container", in.Status.ContainerID)
+		cname := q.Get("container")
+		if _, ok := in.Spec.Template.Container(cname); !ok {
+			writeError(w, &api.ValidationError{Fields: []api.FieldError{{Field: "container",
+				Reason: fmt.Sprintf("%s has no container %q (it has %s)", api.Ref(api.KindInstance, ns, name), cname, strings.Join(in.Spec.Template.ContainerNames(), ", "))}}})
+			return
+		}
+		// The container the status names saves the agent a search.
+		q.Del("containerID")
+		if in.Status.ContainerID != "" && (cname == "" || cname == api.MainContainer) {
+			q.Set("containerID", in.Status.ContainerID)
 		}
 		s.forward(w, r, in.Spec.Node, "/v1/instances/"+url.PathEscape(in.Metadata.UID)+"/"+op, q)
 	}

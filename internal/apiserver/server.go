@@ -527,6 +527,9 @@ func (s *Server) apply(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
+	if svc, ok := obj.(*api.Service); ok {
+		s.keepDataDigest(r.Context(), svc, cur)
+	}
 	keepRestartedAt(cur, obj)
 	if cur != nil && (rev == 0 || rev == cur.GetMetadata().Revision) && (t.kind == api.KindService || t.kind == api.KindJob) && sameSpec(cur, obj) {
 		w.Header().Set(ApplyResultHeader, "unchanged")

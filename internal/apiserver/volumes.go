@@ -19,6 +19,8 @@ func templateOf(obj api.Object) (*api.Template, string) {
 		return &o.Spec.Template, "spec.template"
 	case *api.Instance:
 		return &o.Spec.Template, "spec.template"
+	case *api.CronJob:
+		return &o.Spec.Job.Template, "spec.job.template"
 	}
 	return nil, ""
 }

@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"io"
@@ -21,15 +22,19 @@ import (
 const describeEvents = 20
 
 func newDescribeCmd(g *globals) *cobra.Command {
-	kinds := []api.Kind{api.KindService, api.KindJob, api.KindInstance, api.KindNode}
+	kinds := []api.Kind{api.KindService, api.KindJob, api.KindInstance, api.KindNode, api.KindCronJob, api.KindConfig, api.KindSecret}
 	return &cobra.Command{
 		Use:   "describe [KIND/]NAME...",
-		Short: "Show a service, job, instance or node: its instances, recent events, and why it is not ready",
+		Short: "Show a service, job, instance, node, cron job, config or secret: its instances, recent events, and why it is not ready",
 		Long: `Show a service, job, instance or node in full: its spec, its instances
 (with each one's node, phase, restarts and PID), its recent events, and,
 when it is not ready, why: an instance unhealthy, pending because no node
-fits, or crashing and waiting to be started again.`,
-		Example:           "  berth describe web\n  berth describe job/tests\n  berth describe node/n1",
+fits, or crashing and waiting to be started again.
+
+A cron job shows its schedule, when it last ran and runs next, and its
+runs; a config or secret its keys and sizes (never a secret's values) and
+the services and jobs that use it.`,
+		Example:           "  berth describe web\n  berth describe job/tests\n  berth describe node/n1\n  berth describe cronjob/nightly\n  berth describe secret/db",
 		Args:              cobra.MinimumNArgs(1),
 		ValidArgsFunction: g.completeNames(kinds...),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -100,7 +105,18 @@ func describeObject(ctx context.Context, c *client.Client, w io.Writer, r objRef
 	switch x := obj.(type) {
 	case *api.Service:
 		describeTemplate(field, x.Spec.Template)
-		field("Replicas", "%d desired, %d ready, %d updated", x.Spec.Replicas, x.Status.ReadyReplicas, x.Status.UpdatedReplicas)
+		want := x.Spec.Replicas
+		if x.Spec.Mode == api.ModeGlobal {
+			// One per eligible node: the controller's count is the desired one.
+			want = x.Status.Replicas
+			field("Mode", "global (one instance on every eligible node)")
+			field("Replicas", "%d eligible nodes, %d ready, %d updated", want, x.Status.ReadyReplicas, x.Status.UpdatedReplicas)
+		} else {
+			field("Replicas", "%d desired, %d ready, %d updated", x.Spec.Replicas, x.Status.ReadyReplicas, x.Status.UpdatedReplicas)
+		}
+		if x.Spec.RollOnChange {
+			field("Roll on change", "yes (of its configs and secrets)")
+		}
 		field("Address", "%s (%s.%s.berth)", dash(x.Status.VIP), m.Name, m.Namespace)
 		if len(x.Spec.Aliases) > 0 {
 			field("Aliases", "%s", strings.Join(x.Spec.Aliases, ", "))
@@ -109,8 +125,8 @@ func describeObject(ctx context.Context, c *client.Client, w io.Writer, r objRef
 		if x.Status.Message != "" {
 			field("Message", "%s", x.Status.Message)
 		}
-		if x.Status.ReadyReplicas < x.Spec.Replicas {
-			notReady = append(notReady, fmt.Sprintf("%d of %d replicas ready", x.Status.ReadyReplicas, x.Spec.Replicas))
+		if x.Status.ReadyReplicas < want {
+			notReady = append(notReady, fmt.Sprintf("%d of %d replicas ready", x.Status.ReadyReplicas, want))
 		}
 		notReady = append(notReady, instanceProblems(insts, events)...)
 	case *api.Job:
@@ -140,7 +156,31 @@ func describeObject(ctx context.Context, c *client.Client, w io.Writer, r objRef
 		if x.Status.Message != "" {
 			field("Message", "%s", x.Status.Message)
 		}
+		if len(x.Status.Containers) > 0 {
+			fmt.Fprintln(tw, "Containers:")
+			fmt.Fprintln(tw, "  NAME\tROLE\tSTATE\tHEALTHY\tRESTARTS\tEXIT\tREASON")
+			for _, cs := range x.Status.Containers {
+				fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%d\t%s\t%s\n", cs.Name, containerRole(cs.Init, cs.Sidecar), cs.State,
+					cond(cs.Healthy, "yes", "no"), cs.Restarts, cond(cs.State == api.ContainerTerminated, fmt.Sprint(cs.ExitCode), "-"), dash(cs.Reason))
+			}
+		}
 		notReady = instanceProblems(insts, events)
+	case *api.CronJob:
+		if err := describeCronJob(ctx, c, tw, field, x); err != nil {
+			return err
+		}
+	case *api.Config:
+		keys := map[string]int{}
+		for k, v := range x.Data {
+			keys[k] = len(v)
+		}
+		if err := describeData(ctx, c, tw, field, api.KindConfig, m, keys, x.Digest); err != nil {
+			return err
+		}
+	case *api.Secret:
+		if err := describeData(ctx, c, tw, field, api.KindSecret, m, x.Keys, x.Digest); err != nil {
+			return err
+		}
 	case *api.Node:
 		field("Status", "%s", dash(string(x.Status.Condition)))
 		field("Scheduling", "%s", scheduling(x))
@@ -158,7 +198,7 @@ func describeObject(ctx context.Context, c *client.Client, w io.Writer, r objRef
 			fmt.Fprintf(tw, "  %s\n", s)
 		}
 	}
-	if r.kind != api.KindInstance {
+	if r.kind == api.KindService || r.kind == api.KindJob || r.kind == api.KindNode {
 		fmt.Fprintln(tw, "\nInstances:")
 		if len(insts) == 0 {
 			fmt.Fprintln(tw, "  none")
@@ -221,9 +261,27 @@ func describeTemplate(field func(k, format string, a ...any), t api.Template) {
 		}
 		field("Health", "%s", line)
 	}
+	for _, c := range t.Containers {
+		what := t.ContainerImage(&c)
+		if len(c.Command)+len(c.Args) > 0 {
+			what += " " + strings.Join(append(slices.Clone(c.Command), c.Args...), " ")
+		}
+		field("Container "+c.Name, "%s: %s", containerRole(c.Init, c.Sidecar), what)
+	}
 	if p := processSummary(t); p != "" {
 		field("Process", "%s", p)
 	}
+}
+
+// containerRole says what an instance's container is for.
+func containerRole(init, sidecar bool) string {
+	switch {
+	case init:
+		return "init"
+	case sidecar:
+		return "sidecar"
+	}
+	return "main"
 }
 
 // processSummary lists the process settings a template sets, empty when
@@ -331,4 +389,98 @@ func eventsAbout(ctx context.Context, c *client.Client, r objRef, insts []*api.I
 		out = out[len(out)-describeEvents:]
 	}
 	return out, nil
+}
+
+// describeCronJob shows a cron job's schedule, its last and next times,
+// and its runs (the jobs it made).
+func describeCronJob(ctx context.Context, c *client.Client, tw io.Writer, field func(k, format string, a ...any), x *api.CronJob) error {
+	sched := x.Spec.Schedule
+	if x.Spec.TimeZone != "" {
+		sched += " (" + x.Spec.TimeZone + ")"
+	}
+	field("Schedule", "%s", sched)
+	field("Concurrency", "%s", cmp.Or(x.Spec.Concurrency, api.ConcurrencyAllow))
+	if x.Spec.StartingDeadline > 0 {
+		field("Starting deadline", "%s", x.Spec.StartingDeadline)
+	}
+	field("History", "%d succeeded, %d failed kept", cmp.Or(x.Spec.SuccessfulHistory, 3), cmp.Or(x.Spec.FailedHistory, 1))
+	if x.Spec.Suspend {
+		field("Suspended", "yes")
+	}
+	if t := x.Status.LastSchedule; !t.IsZero() {
+		field("Last schedule", "%s (%s ago)", t.Local().Format(time.RFC3339), age(t))
+	} else {
+		field("Last schedule", "-")
+	}
+	if s, err := api.ParseSchedule(x.Spec.Schedule, x.Spec.TimeZone); err == nil && !x.Spec.Suspend {
+		if next := s.Next(time.Now()); !next.IsZero() {
+			field("Next schedule", "%s (in %s)", next.Local().Format(time.RFC3339), time.Until(next).Round(time.Second))
+		}
+	}
+	field("Last run", "%s", dash(x.Status.LastRun))
+	if x.Status.Message != "" {
+		field("Message", "%s", x.Status.Message)
+	}
+	describeTemplate(field, x.Spec.Job.Template)
+	jobs, _, err := c.Jobs().List(ctx, x.Metadata.Namespace)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintln(tw, "\nRuns:")
+	var runs []*api.Job
+	for _, j := range jobs {
+		if j.Metadata.Labels[api.LabelCronJob] == x.Metadata.Name {
+			runs = append(runs, j)
+		}
+	}
+	if len(runs) == 0 {
+		fmt.Fprintln(tw, "  none")
+		return nil
+	}
+	sort.Slice(runs, func(i, j int) bool { return runs[i].Metadata.CreatedAt.Before(runs[j].Metadata.CreatedAt) })
+	fmt.Fprintln(tw, "  JOB\tPHASE\tSUCCEEDED\tFAILED\tAGE")
+	for _, j := range runs {
+		fmt.Fprintf(tw, "  %s\t%s\t%d\t%d\t%s\n", j.Metadata.Name, dash(string(j.Status.Phase)), j.Status.Succeeded, j.Status.Failed, age(j.Metadata.CreatedAt))
+	}
+	return nil
+}
+
+// describeData shows a config's or secret's keys with their sizes (never
+// their values) and the services and jobs of its namespace that use it.
+func describeData(ctx context.Context, c *client.Client, tw io.Writer, field func(k, format string, a ...any), kind api.Kind, m *api.Metadata, keys map[string]int, digest string) error {
+	field("Digest", "%s", dash(digest))
+	fmt.Fprintln(tw, "Keys:")
+	if len(keys) == 0 {
+		fmt.Fprintln(tw, "  none")
+	}
+	for _, k := range slices.Sorted(maps.Keys(keys)) {
+		fmt.Fprintf(tw, "  %s\t%d bytes\n", k, keys[k])
+	}
+	svcs, _, err := c.Services().List(ctx, m.Namespace)
+	if err != nil {
+		return err
+	}
+	jobs, _, err := c.Jobs().List(ctx, m.Namespace)
+	if err != nil {
+		return err
+	}
+	var users []string
+	for _, s := range svcs {
+		if s.Spec.Template.UsesData(kind, m.Name) {
+			users = append(users, "service/"+s.Metadata.Name+cond(s.Spec.RollOnChange, " (rolls on change)", ""))
+		}
+	}
+	for _, j := range jobs {
+		if j.Spec.Template.UsesData(kind, m.Name) {
+			users = append(users, "job/"+j.Metadata.Name)
+		}
+	}
+	fmt.Fprintln(tw, "Used by:")
+	if len(users) == 0 {
+		fmt.Fprintln(tw, "  none")
+	}
+	for _, u := range users {
+		fmt.Fprintf(tw, "  %s\n", u)
+	}
+	return nil
 }

@@ -18,11 +18,13 @@ import (
 func newExecCmd(g *globals) *cobra.Command {
 	var interactive, tty bool
 	var env []string
+	var container string
 	cmd := &cobra.Command{
-		Use:   "exec [-i] [-t] INSTANCE|SERVICE [--] COMMAND [ARG...]",
+		Use:   "exec [-i] [-t] [-c CONTAINER] INSTANCE|SERVICE [--] COMMAND [ARG...]",
 		Short: "Run a command in a running instance (or in a service's first running one), on any node",
 		Example: `  berth exec -it web sh
-  berth exec web-k2x9p cat /etc/hostname`,
+  berth exec web-k2x9p cat /etc/hostname
+  berth exec -c proxy web-k2x9p ps   # in the instance's sidecar named proxy`,
 		Args:              cobra.MinimumNArgs(2),
 		ValidArgsFunction: g.completeFirst(api.KindInstance, api.KindService, api.KindJob),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -39,7 +41,8 @@ func newExecCmd(g *globals) *cobra.Command {
 			if len(command) == 0 {
 				return errors.New("exec: no command given after --")
 			}
-			o := client.ExecOptions{Command: command, Env: env, TTY: tty, Stdout: cmd.OutOrStdout(), Stderr: cmd.ErrOrStderr()}
+			o := client.ExecOptions{Command: command, Env: env, TTY: tty, Stdout: cmd.OutOrStdout(), Stderr: cmd.ErrOrStderr(),
+				Container: container}
 			if interactive {
 				o.Stdin = cmd.InOrStdin()
 			}
@@ -68,6 +71,7 @@ func newExecCmd(g *globals) *cobra.Command {
 	cmd.Flags().BoolVarP(&interactive, "interactive", "i", false, "pass stdin to the command")
 	cmd.Flags().BoolVarP(&tty, "tty", "t", false, "run the command on a terminal (sized as this one, and resized with it)")
 	cmd.Flags().StringArrayVarP(&env, "env", "e", nil, "environment variable KEY=VALUE")
+	cmd.Flags().StringVarP(&container, "container", "c", "", "run in this init or sidecar container of the instance (default: main)")
 	return cmd
 }
 

@@ -22,12 +22,13 @@ func newLogsCmd(g *globals) *cobra.Command {
 	var opts client.LogOptions
 	var since string
 	cmd := &cobra.Command{
-		Use:   "logs [-f] [--tail N] [--since 10m|RFC3339] [--timestamps] [--previous] INSTANCE|SERVICE|JOB",
+		Use:   "logs [-f] [--tail N] [--since 10m|RFC3339] [--timestamps] [--previous] [-c CONTAINER] INSTANCE|SERVICE|JOB",
 		Short: "Print the output of an instance, or of every instance of a service or job, on any node",
 		Example: `  berth logs web              # every instance of service web, each line prefixed
   berth logs -f web           # ... and follow them, and the replicas that replace them
   berth logs --since 10m --tail 20 web-k2x9p
-  berth logs --previous web-k2x9p   # the container before the last restart`,
+  berth logs --previous web-k2x9p   # the container before the last restart
+  berth logs -c setup web-k2x9p     # the instance's init or sidecar container named setup`,
 		Args:              cobra.ExactArgs(1),
 		ValidArgsFunction: g.completeFirst(api.KindInstance, api.KindService, api.KindJob),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -76,6 +77,7 @@ func newLogsCmd(g *globals) *cobra.Command {
 	cmd.Flags().StringVar(&since, "since", "", "only lines written since a time (RFC 3339) or for a duration (10m, 1h30m)")
 	cmd.Flags().BoolVarP(&opts.Timestamps, "timestamps", "t", false, "prefix each line with its time")
 	cmd.Flags().BoolVarP(&opts.Previous, "previous", "p", false, "print the output of the container before the last restart")
+	cmd.Flags().StringVarP(&opts.Container, "container", "c", "", "print the output of this init or sidecar container (default: main)")
 	return cmd
 }
 

@@ -18,8 +18,9 @@ import (
 func newStatsCmd(g *globals) *cobra.Command {
 	var watch bool
 	var interval time.Duration
+	var container string
 	cmd := &cobra.Command{
-		Use:     "stats [-w] [INSTANCE|SERVICE|JOB...]",
+		Use:     "stats [-w] [-c CONTAINER] [INSTANCE|SERVICE|JOB...]",
 		Aliases: []string{"top"},
 		Short:   "Show CPU, memory, pids and network of running instances, on every node",
 		Long: `Show CPU, memory, pids and network of running instances (all of the namespace's, or
@@ -43,14 +44,14 @@ every interval until interrupted.`,
 				}
 				if prev == nil {
 					// CPU is a rate: the first table needs a reading before.
-					prev = readStats(ctx, c, insts)
+					prev = readStats(ctx, c, insts, container)
 					select {
 					case <-ctx.Done():
 						return nil
 					case <-time.After(min(interval, time.Second)):
 					}
 				}
-				cur := readStats(ctx, c, insts)
+				cur := readStats(ctx, c, insts, container)
 				printStats(cmd.OutOrStdout(), insts, prev, cur)
 				prev = cur
 				if !watch {
@@ -68,6 +69,7 @@ every interval until interrupted.`,
 	addListFlags(cmd, g)
 	cmd.Flags().BoolVarP(&watch, "watch", "w", false, "keep printing the table every interval")
 	cmd.Flags().DurationVar(&interval, "interval", 2*time.Second, "how often -w prints")
+	cmd.Flags().StringVarP(&container, "container", "c", "", "show this init or sidecar container of each instance (default: main)")
 	return cmd
 }
 
@@ -107,13 +109,13 @@ func (g *globals) statsTargets(ctx context.Context, c *client.Client, args []str
 
 // readStats reads every instance's figures at once; an instance that
 // cannot answer (it just stopped) is left out.
-func readStats(ctx context.Context, c *client.Client, insts []*api.Instance) map[string]client.InstanceStats {
+func readStats(ctx context.Context, c *client.Client, insts []*api.Instance, container string) map[string]client.InstanceStats {
 	out := map[string]client.InstanceStats{}
 	var mu sync.Mutex
 	var wg sync.WaitGroup
 	for _, in := range insts {
 		wg.Go(func() {
-			st, err := c.Stats(ctx, in.Metadata.Namespace, in.Metadata.Name)
+			st, err := c.ContainerStats(ctx, in.Metadata.Namespace, in.Metadata.Name, container)
 			if err != nil {
 				return
 			}

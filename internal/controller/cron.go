@@ -179,6 +179,17 @@ func (m *Manager) cronPass(ctx context.Context, sn *snapshot) error {
 		}
 		if d.Run {
 			job := cj.RunJob(strconv.FormatInt(d.ScheduledFor.Unix()/60, 36))
+			if m.opt.Admit != nil {
+				if err := m.opt.Admit(ctx, job); err != nil {
+					// Refused for good (a retry would be refused again): the
+					// scheduled time counts as acted on, and the cron job says why.
+					d.Run, d.Skipped = false, fmt.Sprintf("run for %s refused: %v", d.ScheduledFor.UTC().Format(time.RFC3339), err)
+					want.LastSchedule, want.Message = d.ScheduledFor, d.Skipped
+				}
+			}
+		}
+		if d.Run {
+			job := cj.RunJob(strconv.FormatInt(d.ScheduledFor.Unix()/60, 36))
 			if err := m.s.Create(ctx, job); err != nil && !errdefs.IsAlreadyExists(err) {
 				errs = append(errs, fmt.Errorf("%s: run of %s: %w", api.RefOf(cj), d.ScheduledFor, err))
 				continue // not recorded: the next pass tries again

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/berth-dev/berth/api"
+	"github.com/berth-dev/berth/internal/apiserver"
 	"github.com/berth-dev/berth/internal/store"
 )
 
@@ -139,5 +140,48 @@ func TestCronPassAfterOutage(t *testing.T) {
 	pass(created.Add(time.Hour + 11*time.Minute + 5*time.Second))
 	if n := runs(); n != 2 {
 		t.Fatalf("back after ten minutes: %d runs, want 2 (one more, no burst)", n)
+	}
+}
+
+// A cron job's run passes the API's admission when it starts, not only
+// at the cron job's creation: a run whose job the rules in force refuse
+// (here a hostPath outside the allowed ones, allowed when the cron job
+// was made) is not started, and the cron job says why, naming the field.
+func TestCronPassAdmitsRuns(t *testing.T) {
+	s := OpenTestStore(t)
+	ctx := t.Context()
+	cj := &api.CronJob{Metadata: api.Metadata{Name: "tick"}, Spec: api.CronJobSpec{Schedule: "* * * * *",
+		Job: api.JobSpec{Completions: 1, Template: api.Template{Image: "demo/busybox:1",
+			Volumes: []api.VolumeMount{{HostPath: "/etc", Path: "/host"}}}}}}
+	api.Default(cj)
+	if err := s.Create(ctx, cj); err != nil {
+		t.Fatal(err)
+	}
+	srv := apiserver.New(apiserver.Config{Store: s, Logger: slog.New(slog.DiscardHandler), AllowedHostPaths: []string{"/srv"}})
+	now := cj.Metadata.CreatedAt.Truncate(time.Minute).Add(time.Minute + time.Second)
+	m := NewManager(s, Options{Logger: slog.New(slog.DiscardHandler), Network: DefaultNetwork, Clock: func() time.Time { return now },
+		Admit: srv.Admit})
+	if err := m.Pass(ctx); err != nil {
+		t.Fatal(err)
+	}
+	jobs, _, err := store.List[api.Job](ctx, s, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(jobs) != 0 {
+		t.Fatalf("%d jobs started, want none", len(jobs))
+	}
+	got, err := store.Get[api.CronJob](ctx, s, "default", "tick")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"refused", "spec.template.volumes[0].hostPath", "outside the allowed host paths"} {
+		if !strings.Contains(got.Status.Message, want) {
+			t.Errorf("status message %q lacks %q", got.Status.Message, want)
+		}
+	}
+	// Acted on: the next pass in the same minute does not try again.
+	if got.Status.LastSchedule.IsZero() {
+		t.Error("the refused run's time is not recorded: every pass would try it again")
 	}
 }

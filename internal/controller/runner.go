@@ -61,6 +61,10 @@ type Options struct {
 	// empty: any Ready, schedulable one); a drain with spec.drainMigrate
 	// uses it. Without it such drains restart instances as others do.
 	Migrate func(ctx context.Context, namespace, name, to string) (*api.Migration, error)
+	// Admit, when set, checks a job a cron job is about to start as the
+	// API checks a job written to it (the API server's Admit); a job it
+	// refuses is not started, and the cron job says why.
+	Admit func(ctx context.Context, obj api.Object) error
 }
 
 // DefaultStartGrace is a node heartbeat TTL.
@@ -208,6 +212,7 @@ func (m *Manager) Pass(ctx context.Context) error {
 	later = append(later, jobStatuses...)
 	errs = append(errs, m.schedulePass(ctx, sn, append(fresh, jf...)))
 	errs = append(errs, m.cronPass(ctx, sn))
+	errs = append(errs, m.dataPass(ctx, sn))
 	for _, f := range later {
 		errs = append(errs, f())
 	}

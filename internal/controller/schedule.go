@@ -309,12 +309,14 @@ func schedulerState(sn *snapshot) (*scheduler.State, error) {
 // schedInstance is the scheduler's view of an instance.
 func schedInstance(in *api.Instance) (scheduler.Instance, error) {
 	t := in.Spec.Template
+	// Init and sidecar containers count too (Template.Requests).
+	req := t.Requests()
 	si := scheduler.Instance{
 		ID:       in.Metadata.Namespace + "/" + in.Metadata.Name,
 		Group:    in.Metadata.Namespace + "/" + string(in.Spec.Owner.Kind) + "/" + in.Spec.Owner.Name,
 		Priority: in.Spec.Priority,
-		Resources: scheduler.Resources{MilliCPU: t.Resources.MilliCPU(), MemoryBytes: int64(t.Resources.Memory),
-			Pids: t.Resources.Pids},
+		Resources: scheduler.Resources{MilliCPU: req.MilliCPU(), MemoryBytes: int64(req.Memory),
+			Pids: req.Pids},
 		Spread:       in.Spec.Placement.Spread,
 		AntiAffinity: in.Spec.Placement.AntiAffinity,
 	}

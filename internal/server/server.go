@@ -121,7 +121,7 @@ func Up(ctx context.Context, cfg Config) error {
 	err = controlPlane{Store: st, Images: imgs, Socket: sock, Unix: l, TCP: tl, Creds: creds, Log: log,
 		API: apiserver.Config{Store: st, AllowedHostPaths: cfg.AllowedHostPaths, SealKey: secrets.key},
 		Controllers: func(ctx context.Context, srv *apiserver.Server) error {
-			return controller.NewManager(st, controller.Options{Logger: log, Network: cfg.Network.controller(), Migrate: srv.Migrate}).Run(ctx)
+			return controller.NewManager(st, controller.Options{Logger: log, Network: cfg.Network.controller(), Migrate: srv.Migrate, Admit: srv.Admit}).Run(ctx)
 		},
 	}.start(g)
 	if err != nil {

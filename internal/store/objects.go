@@ -456,3 +456,22 @@ func mergeRaw(base, from []byte, fields ...string) ([]byte, error) {
 	}
 	return json.Marshal(b)
 }
+
+// DataDigest is the digest of the stored config or secret r names in
+// namespace ns (api.Config.Digest, api.Secret.Digest); "" when there is
+// none.
+func (s *Store) DataDigest(ctx context.Context, ns string, r api.ObjectRef) string {
+	switch r.Kind {
+	case api.KindConfig:
+		var c api.Config
+		if s.GetInto(ctx, &c, ns, r.Name) == nil {
+			return c.Digest
+		}
+	case api.KindSecret:
+		var c api.Secret
+		if s.GetInto(ctx, &c, ns, r.Name) == nil {
+			return c.Digest
+		}
+	}
+	return ""
+}

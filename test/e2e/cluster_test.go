@@ -52,7 +52,9 @@ func startClusterIn(t *testing.T, e *env, upArgs ...string) *cluster {
 		// The containers' pinned namespaces are mounts in the data dir.
 		pins, _ := filepath.Glob(filepath.Join(e.dataDir, "net", "netns", "*"))
 		spares, _ := filepath.Glob(filepath.Join(e.dataDir, "net", "netns", ".spare", "*"))
-		for _, p := range append(pins, spares...) {
+		// Without a network, an instance of several containers pins its own.
+		pods, _ := filepath.Glob(filepath.Join(e.dataDir, "containers", ".pods", "*"))
+		for _, p := range append(append(pins, spares...), pods...) {
 			_ = syscall.Unmount(p, syscall.MNT_DETACH)
 		}
 	})

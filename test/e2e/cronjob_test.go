@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"encoding/json"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -66,4 +67,30 @@ func TestCronJobTrigger(t *testing.T) {
 		_, hasFirst := r[first]
 		return len(r) == 1 && !hasFirst && r[second] == api.JobSucceeded
 	})
+}
+
+// A cron job passes the same admission as a job: an over-limit template
+// or a hostPath outside the allowed ones is refused at apply, naming the
+// field and the limit.
+func TestCronJobAdmission(t *testing.T) {
+	c := startCluster(t, "--no-network", "--allowed-host-paths", "/srv")
+	var env strings.Builder
+	for i := range api.MaxEnv + 1 {
+		fmt.Fprintf(&env, "      V%d: x\n", i)
+	}
+	over := strings.Replace(cronYAML, "    command: [\"sh\", \"-c\", \"echo ran\"]\n",
+		"    command: [\"sh\", \"-c\", \"echo ran\"]\n    env:\n"+env.String(), 1)
+	_, errOut, code := c.applyYAML(over)
+	if code == 0 || !strings.Contains(errOut, "job.template.env") || !strings.Contains(errOut, fmt.Sprintf("over the limit of %d", api.MaxEnv)) {
+		t.Errorf("apply of a cron job over the env limit: exit %d, %s", code, errOut)
+	}
+	host := strings.Replace(cronYAML, "    command: [\"sh\", \"-c\", \"echo ran\"]\n",
+		"    command: [\"sh\", \"-c\", \"echo ran\"]\n    volumes: [{hostPath: /etc, path: /host}]\n", 1)
+	_, errOut, code = c.applyYAML(host)
+	if code == 0 || !strings.Contains(errOut, "spec.job.template.volumes[0].hostPath") || !strings.Contains(errOut, "outside the allowed host paths") {
+		t.Errorf("apply of a cron job with a hostPath outside the allowed ones: exit %d, %s", code, errOut)
+	}
+	if _, _, code := c.run("get", "cronjob", "nightly"); code == 0 {
+		t.Error("a refused cron job was stored")
+	}
 }

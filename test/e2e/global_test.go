@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/berth-dev/berth/api"
 	"github.com/berth-dev/berth/api/client"
 	"github.com/berth-dev/berth/internal/testing/testenv"
@@ -20,13 +22,16 @@ template:
   image: demo/busybox:1
   command: ["sleep", "1d"]
   resources: {cpu: 0.01, memory: 8Mi}
+  files: [{secret: db, path: /run/secrets/db}]
 placement:
   constraints: [{key: node.berth/zone, op: "!=", values: [none]}]
 `
 
 // A global service on one server and agents on loopback: one instance on
 // every node; a node that joins gets one, a cordoned node and a drained
-// one lose theirs, and a node the constraints leave out gets none.
+// one lose theirs, and a node the constraints leave out gets none. The
+// secret the instances mount is on the nodes that run one, and on no
+// other: never on the node left out, and gone from a drained one.
 func TestGlobalServiceFollowsNodes(t *testing.T) {
 	testenv.RequireRoot(t)
 	srvDir := t.TempDir()
@@ -57,8 +62,12 @@ func TestGlobalServiceFollowsNodes(t *testing.T) {
 	berth := func(args ...string) (string, string, int) {
 		return cli.run(append([]string{"--server", apiURL, "--token", adminToken, "--ca-file", caFile}, args...)...)
 	}
+	dataDirs := map[string]string{}
 	agent := func(name, zone string) {
 		e := newAgentEnv(t)
+		dataDirs[name] = filepath.Join(e.dataDir, "data")
+		// The agent keeps its instances' data on a tmpfs there.
+		t.Cleanup(func() { _ = unix.Unmount(dataDirs[name], unix.MNT_DETACH) })
 		e.demoImage()
 		startProcess(t, "berth agent "+name, "--data-dir", e.dataDir, "agent", "--server", apiURL, "--name", name,
 			"--address", "127.0.0.1", "--no-network", "--label", "zone="+zone, "--token", join, "--ca-file", caFile)
@@ -98,6 +107,10 @@ func TestGlobalServiceFollowsNodes(t *testing.T) {
 		})
 	}
 
+	const plain = "global-s3cret-5d2a"
+	if _, errOut, code := berth("secret", "create", "db", "--from-literal", "password="+plain); code != 0 {
+		t.Fatalf("secret create: %s", errOut)
+	}
 	agent("n1", "a")
 	agent("n2", "b")
 	agent("n0", "none") // left out by the constraint
@@ -109,6 +122,14 @@ func TestGlobalServiceFollowsNodes(t *testing.T) {
 		t.Fatalf("apply: %s", errOut)
 	}
 	want("one instance on n1 and n2", "n1", "n2")
+	for _, n := range []string{"n1", "n2"} {
+		if !treeHolds(t, dataDirs[n], plain) {
+			t.Errorf("node %s runs a user of the secret but does not hold it", n)
+		}
+	}
+	if treeHolds(t, dataDirs["n0"], plain) {
+		t.Error("node n0 runs no user of the secret but holds it")
+	}
 
 	agent("n3", "c")
 	want("the joining node n3 to get one", "n1", "n2", "n3")
@@ -121,6 +142,7 @@ func TestGlobalServiceFollowsNodes(t *testing.T) {
 		t.Fatalf("drain: %s", errOut)
 	}
 	want("the drained node n3 to lose its instance", "n1")
+	eventually(t, 30*time.Second, "the secret gone from drained n3", func() bool { return !treeHolds(t, dataDirs["n3"], plain) })
 	if _, errOut, code := berth("node", "uncordon", "n2"); code != 0 {
 		t.Fatalf("uncordon: %s", errOut)
 	}

@@ -11,6 +11,7 @@
 package reconcile
 
 import (
+	"cmp"
 	"fmt"
 	"sort"
 	"time"
@@ -35,6 +36,26 @@ type Desired struct {
 	// Template identifies what the instance should run; a container made
 	// from another one (a restart was asked for) is replaced.
 	Template string
+	// Members are the instance's init containers (in the order they run)
+	// and sidecars, beside its main container; none for most instances.
+	Members []Member
+}
+
+// Member is one container of an instance other than its main one.
+//
+// Init members run first, one at a time, each to exit 0; a failing one
+// is retried as the instance's policy says (never: the instance has
+// failed). Sidecars then start, and the main container once they all
+// run. Sidecars restart by their own policy, and are stopped when the
+// main container has finished for good; when the instance goes, its
+// main container is stopped first and its sidecars after it.
+type Member struct {
+	// Name tells the instance's containers apart; the main one's is "".
+	Name    string
+	Init    bool
+	Sidecar bool
+	// Restart is a sidecar's policy (Always when empty).
+	Restart Policy
 }
 
 // Container is what exists on the node for some instance.
@@ -51,6 +72,11 @@ type Container struct {
 	Unhealthy bool
 	// Template is the Desired.Template the container was made from.
 	Template string
+	// Name is the Member the container runs ("" for the main one);
+	// Sidecar says it is a sidecar, which an instance no longer assigned
+	// stops last.
+	Name    string
+	Sidecar bool
 }
 
 // Kind is what an action does.
@@ -83,8 +109,10 @@ type Action struct {
 	Key         string
 	UID         string
 	ContainerID string
-	Attempt     int
-	Reason      string
+	// Name is the member a Start runs ("" for the main container).
+	Name    string
+	Attempt int
+	Reason  string
 }
 
 // Result is what Compute decided.
@@ -122,15 +150,23 @@ func Compute(desired []Desired, observed []Container, now time.Time) Result {
 	for _, d := range desired {
 		want[d.UID] = true
 	}
-	// Containers of instances no longer assigned here go, running or not.
+	// Containers of instances no longer assigned here go, running or not;
+	// an instance's sidecars only once its other containers have stopped.
 	var orphans []Container
+	otherRunning := map[string]bool{}
 	for uid, cs := range byUID {
 		if !want[uid] {
 			orphans = append(orphans, cs...)
+			for _, c := range cs {
+				otherRunning[uid] = otherRunning[uid] || (c.Running && !c.Sidecar)
+			}
 		}
 	}
 	sort.Slice(orphans, func(i, j int) bool { return orphans[i].ID < orphans[j].ID })
 	for _, c := range orphans {
+		if c.Running && c.Sidecar && otherRunning[c.UID] {
+			continue
+		}
 		if c.Running {
 			res.Actions = append(res.Actions, Action{Kind: Stop, Key: c.Key, UID: c.UID, ContainerID: c.ID, Reason: "instance no longer assigned to this node"})
 		}
@@ -140,50 +176,122 @@ func Compute(desired []Desired, observed []Container, now time.Time) Result {
 	ds := append([]Desired(nil), desired...)
 	sort.Slice(ds, func(i, j int) bool { return ds[i].Key < ds[j].Key })
 	for _, d := range ds {
-		cs := byUID[d.UID]
-		sort.Slice(cs, func(i, j int) bool { return cs[i].Attempt < cs[j].Attempt })
-		if len(cs) == 0 {
-			res.Actions = append(res.Actions, Action{Kind: Start, Key: d.Key, UID: d.UID, Attempt: 0, Reason: "new instance"})
-			continue
-		}
-		latest := cs[len(cs)-1]
+		res.instance(d, byUID[d.UID], now)
+	}
+	return res
+}
+
+// instance adds the actions for one desired instance, given its containers.
+func (res *Result) instance(d Desired, cs []Container, now time.Time) {
+	byName := map[string][]Container{}
+	for _, c := range cs {
+		byName[c.Name] = append(byName[c.Name], c)
+	}
+	names := make([]string, 0, len(byName))
+	for n := range byName {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	latest := map[string]*Container{}
+	for _, n := range names {
+		g := byName[n]
+		sort.Slice(g, func(i, j int) bool { return g[i].Attempt < g[j].Attempt })
+		l := g[len(g)-1]
+		latest[n] = &l
 		// Only the latest attempt and the one before it (for its logs) are kept.
-		for _, c := range cs[:len(cs)-1] {
+		for _, c := range g[:len(g)-1] {
 			if c.Running {
 				res.Actions = append(res.Actions, Action{Kind: Stop, Key: d.Key, UID: d.UID, ContainerID: c.ID, Reason: "superseded by a newer attempt"})
 			}
-			if c.Attempt < latest.Attempt-1 || c.Running {
+			if c.Attempt < l.Attempt-1 || c.Running {
 				res.Actions = append(res.Actions, Action{Kind: Remove, Key: d.Key, UID: d.UID, ContainerID: c.ID, Reason: "superseded by a newer attempt"})
 			}
 		}
-		stale := d.Template != "" && latest.Template != d.Template
-		if latest.Running {
-			switch {
-			case stale:
-				res.Actions = append(res.Actions, Action{Kind: Stop, Key: d.Key, UID: d.UID, ContainerID: latest.ID, Reason: "template changed (restart asked for)"})
-			case latest.Unhealthy:
-				res.Actions = append(res.Actions, Action{Kind: Stop, Key: d.Key, UID: d.UID, ContainerID: latest.ID, Reason: "health check failed"})
+	}
+	stale := func(c *Container) bool { return d.Template != "" && c.Template != d.Template }
+	// A restart asked for (a new template) stops every container first,
+	// then runs the instance from its first init container again.
+	stopping := false
+	for _, n := range names {
+		if l := latest[n]; l.Running && stale(l) {
+			res.Actions = append(res.Actions, Action{Kind: Stop, Key: d.Key, UID: d.UID, ContainerID: l.ID, Reason: "template changed (restart asked for)"})
+			stopping = true
+		}
+	}
+	if stopping {
+		return
+	}
+	cur := func(name string) *Container {
+		if l := latest[name]; l != nil && !stale(l) {
+			return l
+		}
+		return nil
+	}
+	// step starts, restarts or stops the named container by policy p, and
+	// reports whether it runs.
+	step := func(name string, p Policy) bool {
+		c := cur(name)
+		if c == nil {
+			a := Action{Kind: Start, Key: d.Key, UID: d.UID, Name: name, Reason: "new instance"}
+			if l := latest[name]; l != nil {
+				a.Attempt, a.Reason = l.Attempt+1, "template changed"
+			} else if name != "" {
+				a.Reason = "new container " + name
 			}
-			continue
+			res.Actions = append(res.Actions, a)
+			return false
 		}
-		if stale {
-			res.Actions = append(res.Actions, Action{Kind: Start, Key: d.Key, UID: d.UID, Attempt: latest.Attempt + 1, Reason: "template changed"})
-			continue
+		if c.Running {
+			if c.Unhealthy {
+				res.Actions = append(res.Actions, Action{Kind: Stop, Key: d.Key, UID: d.UID, ContainerID: c.ID, Reason: "health check failed"})
+			}
+			return true
 		}
-		if !Restarts(d.Restart, latest.ExitCode) {
-			continue // terminal: the instance succeeded or failed for good
+		if !Restarts(p, c.ExitCode) {
+			return false // terminal: it succeeded or failed for good
 		}
-		due := latest.FinishedAt.Add(Backoff(latest.Attempt, latest.FinishedAt.Sub(latest.StartedAt)))
+		due := c.FinishedAt.Add(Backoff(c.Attempt, c.FinishedAt.Sub(c.StartedAt)))
 		if now.Before(due) {
 			if res.RetryAt.IsZero() || due.Before(res.RetryAt) {
 				res.RetryAt = due
 			}
+			return false
+		}
+		res.Actions = append(res.Actions, Action{Kind: Start, Key: d.Key, UID: d.UID, Name: name, Attempt: c.Attempt + 1,
+			Reason: fmt.Sprintf("restart after exit code %d", c.ExitCode)})
+		return false
+	}
+	for _, m := range d.Members {
+		if !m.Init {
 			continue
 		}
-		res.Actions = append(res.Actions, Action{Kind: Start, Key: d.Key, UID: d.UID, Attempt: latest.Attempt + 1,
-			Reason: fmt.Sprintf("restart after exit code %d", latest.ExitCode)})
+		if c := cur(m.Name); c != nil && !c.Running && c.ExitCode == 0 {
+			continue // done: the next one may run
+		}
+		step(m.Name, d.Restart)
+		return // running, starting, backing off, or failed for good
 	}
-	return res
+	main := cur("")
+	mainDone := main != nil && !main.Running && !Restarts(d.Restart, main.ExitCode)
+	sidecarsUp := true
+	for _, m := range d.Members {
+		if !m.Sidecar {
+			continue
+		}
+		if mainDone {
+			if c := cur(m.Name); c != nil && c.Running {
+				res.Actions = append(res.Actions, Action{Kind: Stop, Key: d.Key, UID: d.UID, ContainerID: c.ID, Reason: "main container finished"})
+			}
+			continue
+		}
+		if !step(m.Name, cmp.Or(m.Restart, Always)) {
+			sidecarsUp = false
+		}
+	}
+	if main == nil && !sidecarsUp {
+		return // the main container starts once its sidecars run
+	}
+	step("", d.Restart)
 }
 
 // Restarts says whether a container that exited with code is started

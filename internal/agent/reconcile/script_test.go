@@ -15,8 +15,8 @@ import (
 // -rewrite regenerates the expected output.
 //
 //	compute [now=DURATION]
-//	want KEY [restart=always|on-failure|never] [template=T] [uid=U]
-//	have ID KEY [attempt=N] [running] [exit=N] [started=D] [finished=D] [unhealthy] [template=T] [uid=U]
+//	want KEY [restart=always|on-failure|never] [template=T] [uid=U] [init=A,B] [sidecar=S[:POLICY],...]
+//	have ID KEY [attempt=N] [running] [exit=N] [started=D] [finished=D] [unhealthy] [template=T] [uid=U] [name=C] [sidecar]
 //
 // Times are offsets from t0 (Go durations); a UID defaults to "u-KEY".
 func TestScripts(t *testing.T) {
@@ -64,6 +64,15 @@ func parseScript(input string) ([]Desired, []Container, error) {
 					w.Template = v
 				case "uid":
 					w.UID = v
+				case "init":
+					for n := range strings.SplitSeq(v, ",") {
+						w.Members = append(w.Members, Member{Name: n, Init: true})
+					}
+				case "sidecar":
+					for n := range strings.SplitSeq(v, ",") {
+						n, p, _ := strings.Cut(n, ":")
+						w.Members = append(w.Members, Member{Name: n, Sidecar: true, Restart: Policy(p)})
+					}
 				default:
 					return nil, nil, fmt.Errorf("want %s: unknown field %q", w.Key, k)
 				}
@@ -94,6 +103,10 @@ func parseScript(input string) ([]Desired, []Container, error) {
 					c.Template = v
 				case "uid":
 					c.UID = v
+				case "name":
+					c.Name = v
+				case "sidecar":
+					c.Sidecar = true
 				default:
 					return nil, nil, fmt.Errorf("have %s: unknown field %q", c.ID, k)
 				}
@@ -117,6 +130,9 @@ func formatResult(r Result) string {
 			fmt.Fprintf(&b, " %s", a.ContainerID)
 		}
 		if a.Kind == Start {
+			if a.Name != "" {
+				fmt.Fprintf(&b, " %s", a.Name)
+			}
 			fmt.Fprintf(&b, " #%d", a.Attempt)
 		}
 		if a.Reason != "" {
