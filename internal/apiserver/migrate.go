@@ -178,7 +178,7 @@ func (s *Server) migrate(ctx context.Context, in *api.Instance, from, to string)
 	base := "http://agent/v1/instances/" + uid + "/migrate"
 	q := url.Values{}
 	if in.Status.ContainerID != "" {
-		q.Set("container", in.Status.ContainerID)
+		q.Set("containerID", in.Status.ContainerID)
 	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, base+"?"+q.Encode(), nil)
 	if err != nil {

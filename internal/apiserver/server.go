@@ -530,7 +530,11 @@ func (s *Server) apply(w http.ResponseWriter, r *http.Request) {
 	if svc, ok := obj.(*api.Service); ok {
 		s.keepDataDigest(r.Context(), svc, cur)
 	}
-	keepRestartedAt(cur, obj)
+	if rev == 0 {
+		// A write that names the revision it read (a rollback, a read-modify-write)
+		// says what it wants; only a file applied blind keeps what the server set.
+		keepRestartedAt(cur, obj)
+	}
 	if cur != nil && (rev == 0 || rev == cur.GetMetadata().Revision) && (t.kind == api.KindService || t.kind == api.KindJob) && sameSpec(cur, obj) {
 		w.Header().Set(ApplyResultHeader, "unchanged")
 		writeJSON(w, http.StatusOK, cur)
