@@ -17,6 +17,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/berth-dev/berth/internal/runtime/runtimetest"
+	"github.com/berth-dev/berth/internal/testing/testenv"
 )
 
 // An operator runs "berth container exec NAME CMD > file" from a terminal.
@@ -28,11 +29,8 @@ func TestContainerExecKeepsTheCallersStreams(t *testing.T) {
 	e := newEnv(t)
 	for _, ex := range []string{"berth", "runc", "crun"} {
 		t.Run(ex, func(t *testing.T) {
-			if _, err := exec.LookPath(ex); ex != "berth" && err != nil {
-				if os.Getenv("CI") == "true" {
-					t.Fatalf("%s is required in CI: %v", ex, err)
-				}
-				t.Skipf("%s is not installed", ex)
+			if ex != "berth" {
+				testenv.RequireBinary(t, ex)
 			}
 			rootfs := runtimetest.BusyboxRootfs(t)
 			runtimetest.Probe(t, rootfs)
@@ -205,11 +203,8 @@ func TestContainerRunKeepsTheCallersStreams(t *testing.T) {
 	e := newEnv(t)
 	for _, ex := range []string{"berth", "runc", "crun"} {
 		t.Run(ex, func(t *testing.T) {
-			if _, err := exec.LookPath(ex); ex != "berth" && err != nil {
-				if os.Getenv("CI") == "true" {
-					t.Fatalf("%s is required in CI: %v", ex, err)
-				}
-				t.Skipf("%s is not installed", ex)
+			if ex != "berth" {
+				testenv.RequireBinary(t, ex)
 			}
 			rootfs := runtimetest.BusyboxRootfs(t)
 			runtimetest.Probe(t, rootfs)

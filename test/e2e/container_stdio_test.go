@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/berth-dev/berth/internal/testing/testenv"
 )
 
 // TestContainerRunInteractive checks container run -i: the container
@@ -152,10 +154,5 @@ func requireExecutor(t *testing.T, ex string) {
 	if ex == "berth" {
 		return
 	}
-	if _, err := exec.LookPath(ex); err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("%s is required in CI: %v", ex, err)
-		}
-		t.Skipf("%s is not installed", ex)
-	}
+	testenv.RequireBinary(t, ex)
 }
