@@ -23,6 +23,7 @@ const (
 const (
 	HeaderMigrationInstance = "Berth-Instance"
 	HeaderMigrationFrozenAt = "Berth-Frozen-At"
+	HeaderMigrationDumpTook = "Berth-Dump-Took"
 )
 
 // Migration is the answer to POST
@@ -41,6 +42,21 @@ type Migration struct {
 	// Downtime from the final dump's start to the end of the restore.
 	Duration time.Duration `json:"duration"`
 	Downtime time.Duration `json:"downtime"`
+	// Stages is where the time went: prepare (the target, before the
+	// freeze), dump (the source's final dump), transfer (from the dump's
+	// end to the last image received), restore (on the target) and
+	// switch (the instance's record moved to the target, so the
+	// service's VIP sends to it).
+	Stages MigrationStages `json:"stages"`
+}
+
+// MigrationStages are the parts of a migration's time (Migration.Stages).
+type MigrationStages struct {
+	Prepare  time.Duration `json:"prepare"`
+	Dump     time.Duration `json:"dump"`
+	Transfer time.Duration `json:"transfer"`
+	Restore  time.Duration `json:"restore"`
+	Switch   time.Duration `json:"switch"`
 }
 
 // MigrationRestored is what a target node's agent answers once it has
@@ -50,7 +66,10 @@ type MigrationRestored struct {
 	Pid         int       `json:"pid"`
 	IP          string    `json:"ip,omitempty"`
 	StartedAt   time.Time `json:"startedAt"`
-	RestoredAt  time.Time `json:"restoredAt"`
+	// ReceivedAt is when the last of the images came, RestoredAt when
+	// the container ran again.
+	ReceivedAt time.Time `json:"receivedAt"`
+	RestoredAt time.Time `json:"restoredAt"`
 }
 
 // LiveMigratable says why instances of t cannot be migrated live, or nil

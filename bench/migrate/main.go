@@ -80,7 +80,7 @@ func bench(bin string, runs int) error {
 	}
 	l := lan.New(lan.Config{
 		Berth: bin, Dir: work, Name: fmt.Sprintf("berth-bench-mig-%d", os.Getpid()),
-		Servers: 1, Agents: 2,
+		Servers: 1, Agents: 2, Verbose: os.Getenv("BENCH_LOGS") != "",
 		Before: func(s *lan.Host) error {
 			_, err := s.Run("image", "build", rootfs, "--tag", "bench/busybox:1")
 			return err
@@ -106,6 +106,7 @@ func bench(bin string, runs int) error {
 	fmt.Println("1 server and 2 agents, each in its own network namespace; images stream through the server")
 	for _, owner := range []string{"counter", "mem"} {
 		var total, down, pause []time.Duration
+		stages := map[string][]time.Duration{}
 		var bytes int64
 		for range runs {
 			insts, err := l.WaitHealthy(owner, 1, time.Minute)
@@ -121,6 +122,9 @@ func bench(bin string, runs int) error {
 			out, err := l.Admin("migrate", in.Metadata.Name, "--to", to, "-o", "json")
 			stop()
 			if err != nil {
+				if os.Getenv("BENCH_LOGS") != "" {
+					l.Logs(func(f string, args ...any) { fmt.Fprintf(os.Stderr, f+"\n", args...) })
+				}
 				return err
 			}
 			var m api.Migration
@@ -128,6 +132,11 @@ func bench(bin string, runs int) error {
 				return fmt.Errorf("migrate -o json: %w: %s", err, out)
 			}
 			total, down, bytes = append(total, m.Duration), append(down, m.Downtime), m.Bytes
+			st := m.Stages
+			for k, d := range map[string]time.Duration{"prepare (before the freeze)": st.Prepare, "dump": st.Dump,
+				"transfer": st.Transfer, "restore": st.Restore, "switch (store move)": st.Switch} {
+				stages[k] = append(stages[k], d)
+			}
 			if owner == "mem" {
 				pause = append(pause, longestPause(lines()))
 			}
@@ -135,6 +144,9 @@ func bench(bin string, runs int) error {
 		what := map[string]string{"counter": "busybox counter", "mem": "100 MiB memserver"}[owner]
 		row(what+": migration time", total)
 		row(what+": downtime (final dump to restored)", down)
+		for _, k := range []string{"prepare (before the freeze)", "dump", "transfer", "restore", "switch (store move)"} {
+			row(what+":   "+k, stages[k])
+		}
 		if len(pause) > 0 {
 			row(what+": longest pause seen through the VIP", pause)
 		}

@@ -166,7 +166,7 @@ func (a *Agent) startAll(ctx context.Context, starts []reconcile.Action, insts m
 		sem <- struct{}{}
 		wg.Go(func() {
 			defer func() { <-sem }()
-			results[i].st, results[i].err = a.start(ctx, insts[act.UID], act.Name, act.Attempt, "")
+			results[i].st, results[i].err = a.start(ctx, insts[act.UID], act.Name, act.Attempt)
 		})
 	}
 	wg.Wait()
@@ -325,13 +325,40 @@ func (a *Agent) observe() ([]reconcile.Container, map[string]runtime.Status) {
 }
 
 // start runs attempt attempt of the instance's container name ("" for
-// the main one, else one of its Members); with restoreFrom, a directory of
-// CRIU images (a migration), the container is restored from them instead
-// of starting its process anew.
-func (a *Agent) start(ctx context.Context, inst *Instance, name string, attempt int, restoreFrom string) (runtime.Status, error) {
+// the main one, else one of its Members).
+func (a *Agent) start(ctx context.Context, inst *Instance, name string, attempt int) (runtime.Status, error) {
+	p, err := a.prepare(ctx, inst, name, attempt)
+	if err != nil {
+		return runtime.Status{}, err
+	}
+	return a.launch(ctx, p, "")
+}
+
+// prepared is a container ready to run: its image prepared, its network
+// attached, its config made. launch runs it, or undo lets it go.
+type prepared struct {
+	inst                  *Instance
+	name                  string
+	pod                   bool
+	c                     runtime.Config
+	t0                    time.Time
+	tPrep, tAttach, tWire time.Duration
+}
+
+// undo releases what prepare took (the image's layers, the address).
+func (a *Agent) undo(ctx context.Context, p *prepared) {
+	_ = a.cfg.Images.Release(context.WithoutCancel(ctx), p.c.ID)
+	if !p.pod {
+		a.detach(context.WithoutCancel(ctx), p.c.ID)
+	}
+}
+
+// prepare does all of a start but the run itself: a migration's target
+// does it before the source freezes the container.
+func (a *Agent) prepare(ctx context.Context, inst *Instance, name string, attempt int) (*prepared, error) {
 	m, ok := inst.member(name)
 	if !ok {
-		return runtime.Status{}, fmt.Errorf("instance %s: no container %q", inst.Key(), name)
+		return nil, fmt.Errorf("instance %s: no container %q", inst.Key(), name)
 	}
 	// What runs: the main container's fields, or the member's.
 	image, command, args, env, workDir, res := inst.Image, inst.Command, inst.Args, inst.Env, inst.WorkingDir, inst.Resources
@@ -339,7 +366,7 @@ func (a *Agent) start(ctx context.Context, inst *Instance, name string, attempt 
 		image, command, args, env, workDir, res = m.Image, m.Command, m.Args, m.Env, m.WorkingDir, m.Resources
 	}
 	if image == "" {
-		return runtime.Status{}, errNoImage
+		return nil, errNoImage
 	}
 	id := memberID(inst, name, attempt)
 	c := runtime.Config{
@@ -357,11 +384,11 @@ func (a *Agent) start(ctx context.Context, inst *Instance, name string, attempt 
 	}
 	if m == nil {
 		if err := a.checkHostPorts(inst); err != nil {
-			return runtime.Status{}, fmt.Errorf("start %s: %w", id, err)
+			return nil, fmt.Errorf("start %s: %w", id, err)
 		}
 	}
 	if err := a.volumeMounts(ctx, inst, &c); err != nil {
-		return runtime.Status{}, fmt.Errorf("start %s: %w", id, err)
+		return nil, fmt.Errorf("start %s: %w", id, err)
 	}
 	// Configs and secrets go to the main container only.
 	var dataEnv []string
@@ -369,7 +396,7 @@ func (a *Agent) start(ctx context.Context, inst *Instance, name string, attempt 
 	if m == nil {
 		var err error
 		if dataEnv, auth, err = a.dataMounts(ctx, inst, id, &c); err != nil {
-			return runtime.Status{}, fmt.Errorf("start %s: %w", id, err)
+			return nil, fmt.Errorf("start %s: %w", id, err)
 		}
 	}
 	pod := len(inst.Members) > 0
@@ -383,9 +410,9 @@ func (a *Agent) start(ctx context.Context, inst *Instance, name string, attempt 
 		prepErr error
 		tPrep   time.Duration
 	)
-	prepared := make(chan struct{})
+	imaged := make(chan struct{})
 	go func() {
-		defer close(prepared)
+		defer close(imaged)
 		if p, ok := a.cfg.Images.(ImagePuller); ok {
 			rootfs, prepErr = p.PrepareFor(ctx, image, id, Pull{Policy: inst.PullPolicy, Auth: auth})
 		} else {
@@ -401,7 +428,7 @@ func (a *Agent) start(ctx context.Context, inst *Instance, name string, attempt 
 		attErr = a.attach(ctx, &c, inst.Namespace, &tWire)
 	}
 	tAttach := time.Since(t0)
-	<-prepared
+	<-imaged
 	if prepErr != nil || attErr != nil {
 		if prepErr != nil {
 			prepErr = fmt.Errorf("image for %s: %w", id, prepErr)
@@ -412,7 +439,7 @@ func (a *Agent) start(ctx context.Context, inst *Instance, name string, attempt 
 			a.detach(context.WithoutCancel(ctx), id)
 		}
 		metrics.ContainerStartFailures.Inc()
-		return runtime.Status{}, errors.Join(prepErr, attErr)
+		return nil, errors.Join(prepErr, attErr)
 	}
 	entry := command
 	if len(entry) == 0 {
@@ -434,8 +461,16 @@ func (a *Agent) start(ctx context.Context, inst *Instance, name string, attempt 
 		if !pod {
 			a.detach(context.WithoutCancel(ctx), id)
 		}
-		return runtime.Status{}, fmt.Errorf("start %s: %w", id, err)
+		return nil, fmt.Errorf("start %s: %w", id, err)
 	}
+	return &prepared{inst: inst, name: name, pod: pod, c: c, t0: t0, tPrep: tPrep, tAttach: tAttach, tWire: tWire}, nil
+}
+
+// launch runs a prepared container; with restoreFrom, a directory of
+// CRIU images (a migration), it is restored from them instead of starting
+// its process anew. A failure releases what prepare took.
+func (a *Agent) launch(ctx context.Context, p *prepared, restoreFrom string) (runtime.Status, error) {
+	c, id := p.c, p.c.ID
 	t1 := time.Now()
 	var st runtime.Status
 	var err error
@@ -454,13 +489,14 @@ func (a *Agent) start(ctx context.Context, inst *Instance, name string, attempt 
 		_ = a.cfg.Images.Release(context.WithoutCancel(ctx), id)
 		// A container that never ran holds nothing worth keeping; one
 		// created but failed is removed (and detached) by the next pass.
-		if st.ID == "" && !pod {
+		if st.ID == "" && !p.pod {
 			a.detach(context.WithoutCancel(ctx), id)
 		}
 		return st, err
 	}
-	metrics.ContainerStartDuration.Observe(time.Since(t0).Seconds())
-	a.log.Info("started", "instance", inst.Key(), "container", id, "member", name, "attempt", attempt, "prepare", tPrep, "attach", tAttach, "wire", tWire, "run", time.Since(t1))
+	metrics.ContainerStartDuration.Observe(time.Since(p.t0).Seconds())
+	a.log.Info("started", "instance", p.inst.Key(), "container", id, "member", p.name, "attempt", c.Labels[labelAttempt],
+		"prepare", p.tPrep, "attach", p.tAttach, "wire", p.tWire, "run", time.Since(t1), "restored", restoreFrom != "")
 	return st, nil
 }
 

@@ -46,6 +46,10 @@ runc). If the move fails, the instance runs on where it was.`,
 				fmt.Fprintf(w, "%s: migrated from %s to %s in %v (downtime %v, %.1f MiB of images), address %s\n",
 					args[0], m.From, m.To, m.Duration.Round(time.Millisecond), m.Downtime.Round(time.Millisecond),
 					float64(m.Bytes)/(1<<20), m.IP)
+				st := m.Stages
+				fmt.Fprintf(w, "  prepare %v (before the freeze), dump %v, transfer %v, restore %v, switch %v\n",
+					st.Prepare.Round(time.Millisecond), st.Dump.Round(time.Millisecond), st.Transfer.Round(time.Millisecond),
+					st.Restore.Round(time.Millisecond), st.Switch.Round(time.Millisecond))
 			})
 		},
 	}
