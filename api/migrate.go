@@ -73,9 +73,19 @@ type MigrationRestored struct {
 }
 
 // LiveMigratable says why instances of t cannot be migrated live, or nil
-// when they can: their executor must dump with CRIU, and exclusive CPUs
-// stay with the node that granted them.
+// when they can: their executor must dump with CRIU, exclusive CPUs stay
+// with the node that granted them, and so does the data of named volumes
+// and host paths (node-local: the processes would come back to other
+// files, or none). The container's own writable layer moves with it.
 func (t *Template) LiveMigratable() error {
+	for _, v := range t.Volumes {
+		switch {
+		case v.Name != "":
+			return fmt.Errorf("named volume %s is node-local: its data cannot move with the instance; use migration: restart", v.Name)
+		case v.HostPath != "":
+			return fmt.Errorf("host path %s is node-local: its data cannot move with the instance; use migration: restart", v.HostPath)
+		}
+	}
 	switch {
 	case t.Runtime != "runc" && t.Runtime != "crun":
 		rt := t.Runtime

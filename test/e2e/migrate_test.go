@@ -108,7 +108,33 @@ func TestMigrateCounter(t *testing.T) {
 	if _, err := l.Admin("migrate"); err == nil {
 		t.Errorf("migrate without an instance succeeded")
 	}
+	// A named volume's data stays on its node: such an instance is not
+	// moved live (a drain restarts it instead), and its service cannot
+	// ask for live migration.
+	check(t, l.Apply(volumeYAML))
+	vol := waitHealthy(t, l, "vol", 1, 60*time.Second)[0]
+	if _, err := l.Admin("migrate", vol.Metadata.Name); err == nil || !strings.Contains(err.Error(), "named volume data is node-local") {
+		t.Errorf("migrate of an instance with a named volume: %v, want a refusal naming the volume", err)
+	}
+	if err := l.Apply(strings.Replace(volumeYAML, "runtime: runc", "runtime: runc\n  migration: live", 1)); err == nil || !strings.Contains(err.Error(), "named volume data") {
+		t.Errorf("migration: live with a named volume: %v, want a refusal naming the volume", err)
+	}
+	if got := instanceNamed(t, l, vol.Metadata.Name); got.Spec.Node != vol.Spec.Node {
+		t.Errorf("the instance with a volume moved to %s", got.Spec.Node)
+	}
 }
+
+// volumeYAML: a runc service keeping data in a named volume.
+const volumeYAML = `kind: Service
+name: vol
+replicas: 1
+template:
+  image: demo/busybox:1
+  runtime: runc
+  command: ["sh", "-c", "date >> /data/log; exec sleep 1d"]
+  volumes: [{name: data, path: /data}]
+  resources: {cpu: 0.1, memory: 16Mi}
+`
 
 var (
 	memserverOnce sync.Once
