@@ -54,6 +54,8 @@ type Migrator interface {
 	Checkpointer
 	Restore(ctx context.Context, id, imageDir string) (runtime.Status, error)
 	RestoreAs(ctx context.Context, c runtime.Config, imageDir string) (runtime.Status, error)
+	// UpperDir is the container's writable layer, which moves with it.
+	UpperDir(id string) (string, error)
 }
 
 var _ Migrator = (*runtime.Runtime)(nil)
@@ -288,6 +290,13 @@ func (a *Agent) serveMigrateOut(w http.ResponseWriter, r *http.Request) {
 		}
 	})
 	_, err = runtime.WriteImages(tw, final, runtime.MigrationFinal)
+	if err == nil {
+		// The files the processes had open come back with them.
+		var upper string
+		if upper, err = mg.UpperDir(c.ID); err == nil && upper != "" {
+			_, err = runtime.WriteUpper(tw, upper)
+		}
+	}
 	if err == nil {
 		err = tw.Close()
 	}

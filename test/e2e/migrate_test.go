@@ -56,12 +56,25 @@ func instanceNamed(t *testing.T, l *lan.LAN, name string) api.Instance {
 	return api.Instance{}
 }
 
+// fileCounterYAML is a counter that also appends to a file of its
+// writable layer, which it keeps open.
+const fileCounterYAML = `kind: Service
+name: counter
+replicas: 1
+template:
+  image: demo/busybox:1
+  runtime: runc
+  command: ["sh", "-c", "exec 3>>/root/count; i=0; while :; do i=$((i+1)); echo $i; echo $i >&3; usleep 10000; done"]
+  resources: {cpu: 0.1, memory: 32Mi}
+`
+
 // TestMigrateCounter: berth migrate moves a counter (runc) to the other
 // node; it counts on from where it was, under the same instance name,
-// and runs on the target alone.
+// and runs on the target alone. The file it keeps open in its writable
+// layer moves with it and goes on growing.
 func TestMigrateCounter(t *testing.T) {
 	l := startLANOf(t, 1, 2)
-	check(t, l.Apply(counterYAML))
+	check(t, l.Apply(fileCounterYAML))
 	inst := waitHealthy(t, l, "counter", 1, 60*time.Second)[0]
 	name, from := inst.Metadata.Name, inst.Spec.Node
 	to := otherNode(l, from)
@@ -98,6 +111,17 @@ func TestMigrateCounter(t *testing.T) {
 		return len(cs) == 0
 	})
 	t.Logf("counter at %d before the move, %d first after it", last, after[0])
+	out, err = l.Admin("exec", name, "--", "cat", "/root/count")
+	check(t, err)
+	file := strings.Fields(out)
+	if len(file) < len(before)+len(after) || file[0] != "1" {
+		t.Fatalf("after the move /root/count holds %d numbers from %q, want every one since 1", len(file), file[:min(3, len(file))])
+	}
+	for i, f := range file {
+		if f != strconv.Itoa(i+1) {
+			t.Fatalf("after the move /root/count has %q where %d belongs", f, i+1)
+		}
+	}
 
 	// What cannot be done is refused, naming why, and moves nothing.
 	for _, tc := range []struct{ to, want string }{{to, "already"}, {"nowhere", "nowhere"}} {
