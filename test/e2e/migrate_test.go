@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -84,8 +85,8 @@ func TestMigrateCounter(t *testing.T) {
 	out, err := l.Admin("migrate", name, "--to", to)
 	check(t, err)
 	t.Logf("%s", strings.TrimSpace(out))
-	if !strings.Contains(out, "migrated from "+from+" to "+to) {
-		t.Fatalf("migrate printed %q", out)
+	if !strings.Contains(out, "migrated from "+from+" to "+to) || !regexp.MustCompile(`prepare \S+ \(before the freeze\), dump [1-9]\S*, transfer \S+, restore [1-9]\S*, switch \S+`).MatchString(out) {
+		t.Fatalf("migrate printed %q, want where it went and its stages", out)
 	}
 	moved := instanceNamed(t, l, name)
 	if moved.Spec.Node != to || moved.Status.Phase != api.PhaseRunning || moved.Metadata.UID != inst.Metadata.UID {
