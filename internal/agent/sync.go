@@ -337,12 +337,13 @@ func (a *Agent) start(ctx context.Context, inst *Instance, name string, attempt 
 // prepared is a container ready to run: its image prepared, its network
 // attached, its config made. launch runs it, or undo lets it go.
 type prepared struct {
-	inst                  *Instance
-	name                  string
-	pod                   bool
-	c                     runtime.Config
-	t0                    time.Time
-	tPrep, tAttach, tWire time.Duration
+	inst           *Instance
+	name           string
+	pod            bool
+	c              runtime.Config
+	t0             time.Time
+	tPrep, tAttach time.Duration
+	tWire          *time.Duration // set by the wiring, which the run does
 }
 
 // undo releases what prepare took (the image's layers, the address).
@@ -463,7 +464,7 @@ func (a *Agent) prepare(ctx context.Context, inst *Instance, name string, attemp
 		}
 		return nil, fmt.Errorf("start %s: %w", id, err)
 	}
-	return &prepared{inst: inst, name: name, pod: pod, c: c, t0: t0, tPrep: tPrep, tAttach: tAttach, tWire: tWire}, nil
+	return &prepared{inst: inst, name: name, pod: pod, c: c, t0: t0, tPrep: tPrep, tAttach: tAttach, tWire: &tWire}, nil
 }
 
 // launch runs a prepared container; with restoreFrom, a directory of
@@ -496,7 +497,7 @@ func (a *Agent) launch(ctx context.Context, p *prepared, restoreFrom string) (ru
 	}
 	metrics.ContainerStartDuration.Observe(time.Since(p.t0).Seconds())
 	a.log.Info("started", "instance", p.inst.Key(), "container", id, "member", p.name, "attempt", c.Labels[labelAttempt],
-		"prepare", p.tPrep, "attach", p.tAttach, "wire", p.tWire, "run", time.Since(t1), "restored", restoreFrom != "")
+		"prepare", p.tPrep, "attach", p.tAttach, "wire", *p.tWire, "run", time.Since(t1), "restored", restoreFrom != "")
 	return st, nil
 }
 
