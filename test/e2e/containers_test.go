@@ -125,6 +125,17 @@ func TestMultiContainerInstance(t *testing.T) {
 		!strings.Contains(errOut, "sidecar containers") {
 		t.Errorf("checkpoint of an instance of several containers: exit %d, %s", code, errOut)
 	}
+	// Nor is it migrated: the refusal says why, and a template that asks
+	// for live migration beside its sidecars is refused at apply.
+	if _, errOut, code := c.run("migrate", name); code == 0 || !strings.Contains(errOut, "init or sidecar containers") ||
+		!strings.Contains(errOut, "a checkpoint holds one container") {
+		t.Errorf("migrate of an instance of several containers: exit %d, %s", code, errOut)
+	}
+	live := strings.Replace(strings.Replace(podYAML, "name: pod\n", "name: pod-live\n", 1), "template:\n", "template:\n  runtime: runc\n  migration: live\n", 1)
+	if _, errOut, code := c.applyYAML(live); code == 0 || !strings.Contains(errOut, "template.migration: live") ||
+		!strings.Contains(errOut, "init or sidecar containers") {
+		t.Errorf("apply of migration: live with sidecars: exit %d, %s", code, errOut)
+	}
 	// stats -c: the sidecar's own cgroup, with its own limit.
 	if out := c.ok("stats", "-c", "poller", name); !strings.Contains(out, "16.0 MiB") {
 		t.Errorf("stats -c poller shows no 16 MiB limit:\n%s", out)
