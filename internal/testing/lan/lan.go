@@ -470,7 +470,9 @@ func (l *LAN) Close() {
 		}
 		pins, _ := filepath.Glob(filepath.Join(a.DataDir, "net", "netns", "*"))
 		spares, _ := filepath.Glob(filepath.Join(a.DataDir, "net", "netns", ".spare", "*"))
-		for _, p := range append(pins, spares...) {
+		// The tmpfs volumes an instance's containers share.
+		tmpfs, _ := filepath.Glob(filepath.Join(a.DataDir, "containers", ".pod-volumes", "*", "*"))
+		for _, p := range append(append(pins, spares...), tmpfs...) {
 			_ = syscall.Unmount(p, syscall.MNT_DETACH)
 		}
 		// The tmpfs that holds the agent's configs and secrets.
