@@ -260,8 +260,10 @@ func TestGlobalServiceOnLAN(t *testing.T) {
 	if bound > heartbeatInterval || bound < 0 {
 		t.Errorf("n4's instance bound %v after its join, want within the heartbeat interval %v", bound, heartbeatInterval)
 	}
-	if started > heartbeatInterval {
-		t.Errorf("n4's instance running %v after its join, want within the heartbeat interval %v", started, heartbeatInterval)
+	// Running also takes the node's pull and start, which a loaded CI
+	// machine can stretch: held to a looser bound than the placement.
+	if started > 5*heartbeatInterval {
+		t.Errorf("n4's instance running %v after its join, want within 5 heartbeat intervals (%v)", started, 5*heartbeatInterval)
 	}
 	if treeHolds(t, n4.DataDir, plain) {
 		t.Error("n4 runs no user of the secret but holds it")
