@@ -525,6 +525,8 @@ func (s *Server) apply(w http.ResponseWriter, r *http.Request) {
 		} else if err != nil {
 			writeError(w, err)
 			return
+		} else {
+			api.Default(cur) // stored before defaults were: compared as stored now
 		}
 	}
 	if svc, ok := obj.(*api.Service); ok {
