@@ -19,7 +19,6 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/name"
@@ -30,7 +29,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 
-	"github.com/berth-dev/berth/api/client"
+	"github.com/berth-dev/berth/bench/internal/harness"
 	"github.com/berth-dev/berth/internal/runtime/runtimetest"
 )
 
@@ -285,33 +284,12 @@ func readJSON(p string, v any) error {
 // coldRun starts berth up on an empty data dir and times berth run of 10
 // replicas of ref (the image pulled on demand) until all run.
 func coldRun(bin, work, ref string) (time.Duration, error) {
-	data := filepath.Join(work, "up")
-	up := exec.Command(bin, "--data-dir", data, "up", "--no-network")
-	up.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
-	if err := up.Start(); err != nil {
-		return 0, err
-	}
-	defer func() {
-		_ = up.Process.Kill()
-		_, _ = up.Process.Wait()
-		out, _ := exec.Command(bin, "--data-dir", data, "container", "ps", "-a", "-q").Output()
-		for _, id := range strings.Fields(string(out)) {
-			_ = exec.Command(bin, "--data-dir", data, "container", "rm", "-f", id).Run()
-		}
-	}()
-	c, err := client.New("unix://" + filepath.Join(data, "berth.sock"))
+	up, err := harness.Start(bin, filepath.Join(work, "up"), harness.Options{Args: []string{"--no-network"}})
 	if err != nil {
 		return 0, err
 	}
-	deadline := time.Now().Add(30 * time.Second)
-	for c.Healthz(context.Background()) != nil {
-		if time.Now().After(deadline) {
-			return 0, errors.New("berth up did not answer")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	time.Sleep(time.Second) // let the node register
-	return timed(bin, "--data-dir", data, "run", "--name", "big", "--replicas", "10", "--timeout", "5m", ref, "sleep", "3600")
+	defer up.Stop()
+	return timed(up.Bin, "--data-dir", up.Data, "run", "--name", "big", "--replicas", "10", "--timeout", "5m", ref, "sleep", "3600")
 }
 
 func p50(ds []time.Duration) time.Duration {
