@@ -93,12 +93,17 @@ template:
 	fmt.Printf("berth scale web=%d: %d Running and healthy over 3 agents in %v (per node %v)\n",
 		replicas, replicas, time.Since(t0).Round(time.Millisecond), lan.PerNode(web))
 
-	victim := l.Agents[2]
-	lost := lan.PerNode(web)[victim.Name]
+	return loseNode(l, l.Agents[2], lan.PerNode(web), replicas)
+}
+
+// loseNode crashes victim (its agent and containers) and times until it
+// is NotReady and until the replicas it held are healthy elsewhere.
+func loseNode(l *lan.LAN, victim *lan.Host, perNode map[string]int, replicas int) error {
+	lost := perNode[victim.Name]
 	if err := victim.Crash(); err != nil {
 		return err
 	}
-	t0 = time.Now()
+	t0 := time.Now()
 	var down time.Duration
 	for deadline := time.Now().Add(time.Minute); ; time.Sleep(100 * time.Millisecond) {
 		if time.Now().After(deadline) {
@@ -113,7 +118,7 @@ template:
 			break
 		}
 	}
-	web, err = l.WaitHealthy("web", replicas, 2*time.Minute, victim.Name)
+	web, err := l.WaitHealthy("web", replicas, 2*time.Minute, victim.Name)
 	if err != nil {
 		return err
 	}
