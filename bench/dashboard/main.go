@@ -239,10 +239,6 @@ new MutationObserver(ms => { const t = performance.timeOrigin + performance.now(
  .observe(document.getElementById("map"), {subtree: true, attributes: true, attributeFilter: ["data-state"]}); true`, nil)); err != nil {
 		return err
 	}
-	type write struct {
-		key string
-		at  float64
-	}
 	writes := make([]write, 0, nChanges)
 	var wdur []float64
 	for i := range nChanges {
@@ -269,6 +265,22 @@ new MutationObserver(ms => { const t = performance.timeOrigin + performance.now(
 	if err := chromedp.Run(bctx, chromedp.Evaluate(`window.__muts`, &muts)); err != nil {
 		return err
 	}
+	var arr map[string]float64
+	if err := chromedp.Run(bctx, chromedp.Evaluate(`window.__arr`, &arr)); err != nil {
+		return err
+	}
+	return reportChanges(writes, muts, arr, wdur, nInst)
+}
+
+// write is a status write: the instance's key and when it began (ms).
+type write struct {
+	key string
+	at  float64
+}
+
+// reportChanges matches the writes with the tile changes (muts) and the
+// page's first sight of each (arr), and prints the latencies.
+func reportChanges(writes []write, muts [][2]any, arr map[string]float64, wdur []float64, nInst int) error {
 	var lat []float64
 	missed := 0
 	for _, w := range writes {
@@ -285,10 +297,6 @@ new MutationObserver(ms => { const t = performance.timeOrigin + performance.now(
 		if !found {
 			missed++
 		}
-	}
-	var arr map[string]float64
-	if err := chromedp.Run(bctx, chromedp.Evaluate(`window.__arr`, &arr)); err != nil {
-		return err
 	}
 	var toArr, toDOM []float64
 	for _, w := range writes {
