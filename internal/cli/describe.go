@@ -98,7 +98,7 @@ func describeObject(ctx context.Context, c *client.Client, w io.Writer, r objRef
 			field("Message", "%s", x.Status.Message)
 		}
 		if x.Status.Phase != api.JobSucceeded {
-			notReady = append(notReady, instanceProblems(insts, events)...)
+			notReady = instanceProblems(insts, events)
 		}
 	case *api.Instance:
 		describeInstance(tw, field, x)
@@ -120,15 +120,7 @@ func describeObject(ctx context.Context, c *client.Client, w io.Writer, r objRef
 			return err
 		}
 	case *api.Node:
-		field("Status", "%s", dash(string(x.Status.Condition)))
-		field("Scheduling", "%s", scheduling(x))
-		field("Address", "%s", dash(x.Spec.Address))
-		field("Capacity", "%d CPUs, %s memory, %d pids", x.Spec.Capacity.MilliCPU/1000, x.Spec.Capacity.Memory, x.Spec.Capacity.Pids)
-		field("Pod subnet", "%s", dash(x.Spec.PodSubnet))
-		field("Heartbeat", "%s ago", age(x.Status.LastHeartbeat))
-		if x.Status.Condition != api.NodeReady {
-			notReady = append(notReady, "node is "+dash(string(x.Status.Condition))+cond(x.Status.Message != "", ": "+x.Status.Message, ""))
-		}
+		notReady = describeNode(field, x)
 	}
 	if len(notReady) > 0 {
 		fmt.Fprintln(tw, "Not ready:")
@@ -233,6 +225,20 @@ func describeInstance(tw io.Writer, field func(k, format string, a ...any), x *a
 				cond(cs.Healthy, "yes", "no"), cs.Restarts, cond(cs.State == api.ContainerTerminated, fmt.Sprint(cs.ExitCode), "-"), dash(cs.Reason))
 		}
 	}
+}
+
+// describeNode writes a node's fields and returns why it is not ready.
+func describeNode(field func(k, format string, a ...any), x *api.Node) (notReady []string) {
+	field("Status", "%s", dash(string(x.Status.Condition)))
+	field("Scheduling", "%s", scheduling(x))
+	field("Address", "%s", dash(x.Spec.Address))
+	field("Capacity", "%d CPUs, %s memory, %d pids", x.Spec.Capacity.MilliCPU/1000, x.Spec.Capacity.Memory, x.Spec.Capacity.Pids)
+	field("Pod subnet", "%s", dash(x.Spec.PodSubnet))
+	field("Heartbeat", "%s ago", age(x.Status.LastHeartbeat))
+	if x.Status.Condition != api.NodeReady {
+		notReady = append(notReady, "node is "+dash(string(x.Status.Condition))+cond(x.Status.Message != "", ": "+x.Status.Message, ""))
+	}
+	return notReady
 }
 
 // printInstances writes the table of a service's, job's or node's instances.
