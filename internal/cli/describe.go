@@ -122,26 +122,32 @@ func describeObject(ctx context.Context, c *client.Client, w io.Writer, r objRef
 	case *api.Node:
 		notReady = describeNode(field, x)
 	}
+	describeState(tw, r.kind, notReady, insts, events)
+	return nil
+}
+
+// describeState writes why the object is not ready, its instances (of a
+// service, job or node) and the events about it.
+func describeState(tw *tabwriter.Writer, kind api.Kind, notReady []string, insts []*api.Instance, events []*api.Event) {
 	if len(notReady) > 0 {
 		fmt.Fprintln(tw, "Not ready:")
 		for _, s := range notReady {
 			fmt.Fprintf(tw, "  %s\n", s)
 		}
 	}
-	if r.kind == api.KindService || r.kind == api.KindJob || r.kind == api.KindNode {
+	if kind == api.KindService || kind == api.KindJob || kind == api.KindNode {
 		printInstances(tw, insts)
 	}
 	fmt.Fprintln(tw, "\nEvents:")
 	if len(events) == 0 {
 		fmt.Fprintln(tw, "  none")
-		return nil
+		return
 	}
 	fmt.Fprintln(tw, "  TIME\tTYPE\tOBJECT\tREASON\tMESSAGE")
 	for _, e := range events {
 		fmt.Fprint(tw, "  ")
 		printEventLine(tw, e)
 	}
-	return nil
 }
 
 // instancesOf lists the instances that belong to obj, by name: a
