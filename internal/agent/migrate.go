@@ -191,6 +191,9 @@ func checkpointErr(uid string, err error) error {
 
 // serveMigrateOut dumps the instance's container for a move and streams
 // the images: a pre-dump while it runs, then the final dump.
+//
+// Long because the source's dumps and the stream they go out on are one
+// sequence whose every failure must leave the container running here.
 func (a *Agent) serveMigrateOut(w http.ResponseWriter, r *http.Request) {
 	uid := r.PathValue("uid")
 	mg, c, ok := a.checkpointTarget(w, r)
