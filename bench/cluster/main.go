@@ -32,15 +32,12 @@ var (
 )
 
 func main() {
-	bin := flag.String("berth", "bin/berth", "the berth binary to measure")
+	bin := harness.BerthFlag()
 	runs := flag.Int("n", 100, "berth run measurements")
 	heals := flag.Int("heals", 30, "self-heal measurements")
 	peerRuns := flag.Int("podman", 20, "podman run measurements (0 to skip)")
 	flag.Parse()
-	if err := bench(*bin, *runs, *heals, *peerRuns); err != nil {
-		fmt.Fprintln(os.Stderr, "bench:", err)
-		os.Exit(1)
-	}
+	harness.Exit(bench(*bin, *runs, *heals, *peerRuns))
 }
 
 // figures are what one invocation measures.

@@ -55,13 +55,10 @@ services:
 var services = []string{"db", "cache", "api", "worker", "web"}
 
 func main() {
-	bin := flag.String("berth", "bin/berth", "the berth binary to measure")
+	bin := harness.BerthFlag()
 	runs := flag.Int("n", 5, "measurements of each")
 	flag.Parse()
-	if err := bench(*bin, *runs); err != nil {
-		fmt.Fprintln(os.Stderr, "bench:", err)
-		os.Exit(1)
-	}
+	harness.Exit(bench(*bin, *runs))
 }
 
 func bench(bin string, runs int) error {

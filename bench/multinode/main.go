@@ -15,18 +15,16 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/berth-dev/berth/bench/internal/harness"
 	"github.com/berth-dev/berth/internal/runtime/runtimetest"
 	"github.com/berth-dev/berth/internal/testing/lan"
 )
 
 func main() {
-	bin := flag.String("berth", "bin/berth", "the berth binary to measure")
+	bin := harness.BerthFlag()
 	replicas := flag.Int("replicas", 30, "replicas to scale the service to")
 	flag.Parse()
-	if err := bench(*bin, *replicas); err != nil {
-		fmt.Fprintln(os.Stderr, "bench:", err)
-		os.Exit(1)
-	}
+	harness.Exit(bench(*bin, *replicas))
 }
 
 func bench(bin string, replicas int) error {

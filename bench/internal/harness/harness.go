@@ -6,8 +6,10 @@ package harness
 import (
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
@@ -139,3 +141,15 @@ func MS(d time.Duration) string { return fmt.Sprintf("%.1fms", float64(d)/float6
 
 // Ratio is a over b, for figures measured side by side.
 func Ratio(a, b time.Duration) float64 { return float64(a) / float64(b) }
+
+// BerthFlag declares the -berth flag of a benchmark that measures the
+// built binary.
+func BerthFlag() *string { return flag.String("berth", "bin/berth", "the berth binary to measure") }
+
+// Exit ends a benchmark's main: an error is printed, with status 1.
+func Exit(err error) {
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(1)
+	}
+}
