@@ -653,7 +653,9 @@ const (
 // made from another are replaced (a rollout, or a restart asked for
 // through RestartedAt). Defaults, written out or left out, hash alike
 // (see withoutDefaults), so a spec stored before the API filled them in
-// hashes as it did then.
+// hashes as it did then. One stored before that spelled a default out
+// (restart: always on a service) hashes as if it had not: its instances
+// are replaced once.
 func (t Template) Hash() string {
 	// The service's defaults: a job's own template is never hashed, and
 	// the job controller settles its instances' restart policy to never.
