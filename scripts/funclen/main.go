@@ -1,6 +1,7 @@
 // Command funclen lists the non-test Go functions longer than a limit
 // whose doc comment does not say why ("Long because ..."), and exits 1
-// when there are any: `make lint-funclen`.
+// when there are any: `make lint-funclen`. Its arguments are files and
+// directories (walked); none is the current directory.
 package main
 
 import (
@@ -19,25 +20,13 @@ func main() {
 	limit := flag.Int("n", 80, "most lines a function may have without a stated reason")
 	all := flag.Bool("all", false, "list the long functions that state a reason too")
 	flag.Parse()
-	root := flag.Arg(0)
-	if root == "" {
-		root = "."
+	roots := flag.Args()
+	if len(roots) == 0 {
+		roots = []string{"."}
 	}
 	fset := token.NewFileSet()
 	long, unexplained := 0, 0
-	err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		if d.IsDir() {
-			if n := d.Name(); n == "testdata" || n == "vendor" || (n != "." && strings.HasPrefix(n, ".")) {
-				return filepath.SkipDir
-			}
-			return nil
-		}
-		if !strings.HasSuffix(p, ".go") || strings.HasSuffix(p, "_test.go") {
-			return nil
-		}
+	check := func(p string) error {
 		f, err := parser.ParseFile(fset, p, nil, parser.ParseComments)
 		if err != nil {
 			return err
@@ -63,7 +52,28 @@ func main() {
 			}
 		}
 		return nil
-	})
+	}
+	var err error
+	for _, root := range roots {
+		err = filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+			if err != nil {
+				return err
+			}
+			if d.IsDir() {
+				if n := d.Name(); p != root && (n == "testdata" || n == "vendor" || strings.HasPrefix(n, ".")) {
+					return filepath.SkipDir
+				}
+				return nil
+			}
+			if !strings.HasSuffix(p, ".go") || strings.HasSuffix(p, "_test.go") {
+				return nil
+			}
+			return check(p)
+		})
+		if err != nil {
+			break
+		}
+	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "funclen:", err)
 		os.Exit(2)
