@@ -162,6 +162,37 @@ func (c *Client) Exec(ctx context.Context, namespace, name string, o ExecOptions
 	if len(o.Command) == 0 {
 		return -1, &api.ValidationError{Fields: []api.FieldError{{Field: "command", Reason: "no command given"}}}
 	}
+	q, first := execQuery(o)
+	ws, err := c.dialWS(ctx, instancePath(namespace, name, "exec")+"?"+q.Encode())
+	if err != nil {
+		return -1, err
+	}
+	defer ws.CloseNow()
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var wmu sync.Mutex
+	send := func(ch byte, p []byte) error {
+		wmu.Lock()
+		defer wmu.Unlock()
+		return ws.Write(ctx, websocket.MessageBinary, append([]byte{ch}, p...))
+	}
+	if o.Stdin != nil {
+		go sendStdin(o.Stdin, send)
+	}
+	if o.TTY && o.Resize != nil {
+		go sendResizes(ctx, o.Resize, first, send)
+	}
+	code, err := readExec(ctx, ws, o)
+	if err != nil {
+		return -1, fmt.Errorf("exec in instance %s/%s: %w", namespace, name, err)
+	}
+	return code, nil
+}
+
+// execQuery is the exec route's query for o. With a TTY, the first size
+// waiting on o.Resize travels with it, so the command starts on a
+// terminal of the right size; it is returned, to be sent only once.
+func execQuery(o ExecOptions) (url.Values, *TermSize) {
 	q := url.Values{"cmd": o.Command}
 	for _, e := range o.Env {
 		q.Add("env", e)
@@ -177,8 +208,6 @@ func (c *Client) Exec(ctx context.Context, namespace, name string, o ExecOptions
 	}
 	var first *TermSize
 	if o.TTY && o.Resize != nil {
-		// The first size travels with the request, so the command starts
-		// on a terminal of the right size.
 		select {
 		case ts := <-o.Resize:
 			first = &ts
@@ -187,57 +216,50 @@ func (c *Client) Exec(ctx context.Context, namespace, name string, o ExecOptions
 		default:
 		}
 	}
-	path := instancePath(namespace, name, "exec") + "?" + q.Encode()
-	ws, err := c.dialWS(ctx, path)
-	if err != nil {
-		return -1, err
+	return q, first
+}
+
+// sendStdin copies stdin to the exec stream, then says it has ended.
+func sendStdin(stdin io.Reader, send func(byte, []byte) error) {
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := stdin.Read(buf)
+		if n > 0 && send(ChanStdin, buf[:n]) != nil {
+			return
+		}
+		if err != nil {
+			_ = send(ChanStdinEOF, nil)
+			return
+		}
 	}
-	defer ws.CloseNow()
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	var wmu sync.Mutex
-	send := func(ch byte, p []byte) error {
-		wmu.Lock()
-		defer wmu.Unlock()
-		return ws.Write(ctx, websocket.MessageBinary, append([]byte{ch}, p...))
-	}
-	if o.Stdin != nil {
-		go func() {
-			buf := make([]byte, 32<<10)
-			for {
-				n, err := o.Stdin.Read(buf)
-				if n > 0 && send(ChanStdin, buf[:n]) != nil {
-					return
-				}
-				if err != nil {
-					_ = send(ChanStdinEOF, nil)
-					return
-				}
+}
+
+// sendResizes sends the terminal's sizes until ctx ends; first went with
+// the request.
+func sendResizes(ctx context.Context, sizes <-chan TermSize, first *TermSize, send func(byte, []byte) error) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case ts := <-sizes:
+			if first != nil && ts == *first {
+				continue
 			}
-		}()
-	}
-	if o.TTY && o.Resize != nil {
-		go func() {
-			for {
-				select {
-				case <-ctx.Done():
-					return
-				case ts := <-o.Resize:
-					if first != nil && ts == *first {
-						continue
-					}
-					b, _ := json.Marshal(ts)
-					if send(ChanResize, b) != nil {
-						return
-					}
-				}
+			b, _ := json.Marshal(ts)
+			if send(ChanResize, b) != nil {
+				return
 			}
-		}()
+		}
 	}
+}
+
+// readExec copies the command's output to o's writers until its exit
+// status comes, and returns its code.
+func readExec(ctx context.Context, ws *websocket.Conn, o ExecOptions) (int, error) {
 	for {
 		_, msg, err := ws.Read(ctx)
 		if err != nil {
-			return -1, fmt.Errorf("exec in instance %s/%s: the stream ended before the command: %w", namespace, name, err)
+			return -1, fmt.Errorf("the stream ended before the command: %w", err)
 		}
 		if len(msg) == 0 {
 			continue
@@ -255,11 +277,11 @@ func (c *Client) Exec(ctx context.Context, namespace, name string, o ExecOptions
 		case ChanExit:
 			var st ExitStatus
 			if err := json.Unmarshal(p, &st); err != nil {
-				return -1, fmt.Errorf("exec in instance %s/%s: exit status: %w", namespace, name, err)
+				return -1, fmt.Errorf("exit status: %w", err)
 			}
 			ws.Close(websocket.StatusNormalClosure, "")
 			if st.Error != "" {
-				return -1, fmt.Errorf("exec in instance %s/%s: %s", namespace, name, st.Error)
+				return -1, errors.New(st.Error)
 			}
 			return st.Code, nil
 		}

@@ -112,6 +112,9 @@ func newContainerRunCmd(g *globals) *cobra.Command {
 	return cmd
 }
 
+// runContainer is `berth container run`.
+// Long because it maps `container run`'s flags onto one runtime.Config
+// field by field, then runs, attaches and waits in the order docker does.
 func runContainer(ctx context.Context, g *globals, f *runFlags, ref string, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	if f.rm && f.detach {
 		return errors.New("--rm and --detach do not go together: a detached container is removed with 'berth container rm'")

@@ -242,6 +242,17 @@ func (g *globals) resolveInstancesAt(ctx context.Context, c *client.Client, arg 
 	return out, rev, r, nil
 }
 
+// clientFor is the cluster's client and refOf(arg, kind).
+func (g *globals) clientFor(ctx context.Context, arg string, kind api.Kind) (c *client.Client, ns, name string, err error) {
+	if c, err = g.client(ctx); err != nil {
+		return nil, "", "", err
+	}
+	if ns, name, err = g.refOf(arg, kind); err != nil {
+		return nil, "", "", err
+	}
+	return c, ns, name, nil
+}
+
 // refOf reads an argument that names one object of kind: NAME,
 // NAMESPACE/NAME or KIND/NAME, in -n's namespace.
 func (g *globals) refOf(arg string, kind api.Kind) (ns, name string, err error) {

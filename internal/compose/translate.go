@@ -142,6 +142,9 @@ func (t *translator) unsupported(svc, key, reason string) {
 
 const notCarried = "not supported by berth"
 
+// service translates one Compose service.
+// Long because it is a field-by-field table from a Compose service to a
+// berth template: one short branch per supported key.
 func (t *translator) service(s types.ServiceConfig, job bool) (Unit, error) {
 	name := dnsLabel(s.Name)
 	if err := api.ValidateName(name); err != nil {
@@ -500,6 +503,9 @@ func (t *translator) restart(s types.ServiceConfig) api.RestartPolicy {
 	return ""
 }
 
+// deploy translates a Compose service's deploy section.
+// Long because it is a field-by-field table of Compose's deploy section:
+// one short branch per supported key.
 func (t *translator) deploy(s types.ServiceConfig, d *types.DeployConfig, tpl *api.Template, spec *api.ServiceSpec, labels map[string]string) {
 	switch d.Mode {
 	case "", "replicated":

@@ -109,6 +109,9 @@ const progressStep = 1 << 20
 // Errors carry the registry's answer as an errdefs category (ErrNotFound,
 // ErrUnauthorized, ErrForbidden, ...); ctx bounds the whole pull, a stalled
 // connection included.
+//
+// Long because a pull's steps (resolve, manifest, config, layers, store)
+// share one staging directory that every failure removes.
 func Pull(ctx context.Context, store *image.Store, base, ref string, opts PullOptions) (image.Image, error) {
 	r, err := ParseReference(ref)
 	if err != nil {

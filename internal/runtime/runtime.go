@@ -304,6 +304,9 @@ func (r *Runtime) run(ctx context.Context, c Config, restoreFrom string) (Status
 	return st, nil
 }
 
+// Long because its steps share one rule: nothing returns, and nothing is
+// cleaned up, while the cgroups made alongside are still under way; split,
+// each step would carry the same wait and unwinding.
 func (r *Runtime) start(ctx context.Context, bd *bundle, c *Config, ex executor) (Status, error) {
 	// What the container waits for before its process starts: the
 	// caller's Before and (built-in executor) its cgroups, each made

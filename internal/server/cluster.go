@@ -102,6 +102,9 @@ const controllerRole = "controller"
 // TCP, and the controllers and scheduler whenever this server wins their
 // election. Any server answers the API; writes reach etcd's leader
 // through the local member.
+//
+// Long because it is wiring: the control plane's parts built and started in
+// order, nothing more.
 func Server(ctx context.Context, cfg ServerConfig) error {
 	promdefer.Release() // etcd serves /metrics
 	name, listenHost, err := serverAddress(cfg)

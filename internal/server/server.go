@@ -57,6 +57,9 @@ type Config struct {
 
 // Up runs a single-node cluster until ctx ends: the control plane and a
 // node. Containers keep running when it returns; the next Up adopts them.
+//
+// Long because it is wiring: the control plane and the node built and
+// started in order, nothing more.
 func Up(ctx context.Context, cfg Config) error {
 	promdefer.Release() // etcd serves /metrics
 	log := logger(cfg.Logger)
