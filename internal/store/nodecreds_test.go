@@ -217,6 +217,14 @@ func TestNodeCredentialCacheChangedIsPerNode(t *testing.T) {
 	}
 	wctx, wcancel := context.WithTimeout(ctx, 5*time.Second)
 	defer wcancel()
+	// Once the cache has listed (a list wakes everyone).
+	joined, err := s.Revision(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.WaitFor(wctx, joined); err != nil {
+		t.Fatal(err)
+	}
 	n1 := c.Changed("n1")
 	for i := range 20 {
 		if _, err := s.JoinNode(ctx, tok, fmt.Sprintf("other%d", i), NodeCert{Serial: "01", NotAfter: now.Add(time.Hour)}, now); err != nil {
