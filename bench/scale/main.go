@@ -262,8 +262,12 @@ func bench(bin string, nodes, instances, services int, timeout time.Duration) er
 				break
 			}
 			s := &api.Service{Metadata: api.Metadata{Namespace: "default", Name: fmt.Sprintf("svc-%04d", i)},
-				Spec: api.ServiceSpec{Replicas: replicas, Template: api.Template{Image: "sim/none:1", Env: map[string]string{"V": env},
-					Resources: api.Resources{CPU: 0.05, Memory: 64 << 20}}}}
+				// A quarter of the replicas new at once, Kubernetes' default
+				// surge: one at a time, berth's default, rolls 1,000 replicas
+				// in as many steps.
+				Spec: api.ServiceSpec{Replicas: replicas, Update: api.UpdateStrategy{MaxSurge: max(1, replicas/4)},
+					Template: api.Template{Image: "sim/none:1", Env: map[string]string{"V": env},
+						Resources: api.Resources{CPU: 0.05, Memory: 64 << 20}}}}
 			if _, err := c.Services().Apply(ctx, s); err != nil {
 				return fmt.Errorf("apply %s: %w", s.Metadata.Name, err)
 			}
