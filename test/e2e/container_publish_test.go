@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/berth-dev/berth/internal/netsync"
 	"github.com/berth-dev/berth/internal/network"
 	"github.com/berth-dev/berth/internal/network/netns"
 )
@@ -202,6 +203,15 @@ func TestContainerPublish(t *testing.T) {
 		}
 	}
 
+	// A stopped container publishes nothing: its port is free again, its rule gone.
+	c.berthInOK("container", "stop", "-t", "2", "local")
+	if err := c.listenErr(r); err != nil {
+		t.Errorf("port %d after stop: %v", r, err)
+	}
+	if out, err := c.inNetns("nft", "list", "table", "ip", names.PortTable).CombinedOutput(); err != nil || strings.Contains(string(out), fmt.Sprint(r)) {
+		t.Errorf("the stopped container's rule is left (%v):\n%s", err, out)
+	}
+
 	// rm gives everything back: the port, its rule, the veth.
 	c.berthInOK("container", "rm", "-f", "web", "local", "udp")
 	for _, port := range []int{p, r} {
@@ -279,4 +289,44 @@ int main(int argc, char **argv) {
 		t.Fatalf("build the udp echo program: %v: %s", err, out)
 	}
 	return bin
+}
+
+// A container's published port and berth up's services share the host
+// fairly: each is refused the port the other holds, by name, and their
+// bridges and tables are apart, so removing the container leaves the
+// node's network alone.
+func TestContainerPublishBesideBerthUp(t *testing.T) {
+	c := startCluster(t)
+	const web = "echo hello-$HOSTNAME > /www/index.html; exec httpd -f -p 80 -h /www"
+	p, q := c.freePort(), c.freePort()
+	c.berthInOK("container", "run", "-d", "--name", "solo", "-p", fmt.Sprintf("%d:80", p), "demo/busybox:1", "sh", "-c", web)
+	t.Cleanup(func() { c.berthIn("container", "rm", "-f", "solo") })
+	eventually(t, 10*time.Second, "the container's port to answer", func() bool {
+		body, err := c.hostGet(fmt.Sprintf("127.0.0.1:%d", p))
+		return err == nil && body == "hello-solo"
+	})
+	_, errOut, code := c.run("run", "--name", "svc", "-p", fmt.Sprintf("%d:80", p), "--timeout", "30s", "demo/busybox:1", "sh", "-c", web)
+	if code == 0 || !strings.Contains(errOut, "address already in use") || !strings.Contains(errOut, fmt.Sprint(p)) {
+		t.Errorf("a service on the container's port %d: exit %d: %s", p, code, errOut)
+	}
+	c.ok("run", "--name", "svc2", "-p", fmt.Sprintf("%d:80", q), "demo/busybox:1", "sh", "-c", web)
+	eventually(t, 20*time.Second, "the service's port to answer", func() bool {
+		body, err := c.hostGet(fmt.Sprintf("127.0.0.1:%d", q))
+		return err == nil && strings.HasPrefix(body, "hello-svc2")
+	})
+	_, errOut, code = c.berthIn("container", "run", "-d", "--name", "solo2", "-p", fmt.Sprintf("%d:80", q), "demo/busybox:1", "sh", "-c", web)
+	if code == 0 || !strings.Contains(errOut, "address already in use") || !strings.Contains(errOut, fmt.Sprint(q)) {
+		t.Errorf("a container on the service's port %d: exit %d: %s", q, code, errOut)
+	}
+	names := network.LocalNamesOf(filepath.Join(c.dataDir, "container-net"))
+	if names.Bridge == netsync.DefaultBridge || names.Table == netsync.DefaultNodeTable || names.PortTable == netsync.DefaultServiceTable {
+		t.Fatalf("the container network's names meet berth up's: %+v", names)
+	}
+	c.berthInOK("container", "rm", "-f", "solo")
+	if body, err := c.hostGet(fmt.Sprintf("127.0.0.1:%d", q)); err != nil || !strings.HasPrefix(body, "hello-svc2") {
+		t.Errorf("the service's port after the container went: %q, %v", body, err)
+	}
+	if out, err := c.inNetns("ip", "link", "show", netsync.DefaultBridge).CombinedOutput(); err != nil {
+		t.Errorf("berth up's bridge after the container went: %v: %s", err, out)
+	}
 }
