@@ -229,7 +229,7 @@ func runContainer(ctx context.Context, g *globals, f *runFlags, ref string, args
 	}
 	var pub *publishing
 	if len(ports) > 0 {
-		if pub, err = publishPorts(ctx, g, &c, ports); err != nil {
+		if pub, err = publishPorts(ctx, g, rt, &c, ports); err != nil {
 			release()
 			return err
 		}

@@ -121,10 +121,16 @@ type publishing struct {
 // publishPorts holds c's host ports (a port already taken on this host
 // fails, naming it) and gives c an address and a namespace on the data
 // dir's bridge, wired as it starts. Call finish once the start is over.
-func publishPorts(ctx context.Context, g *globals, c *runtime.Config, ports []runtime.Port) (*publishing, error) {
+func publishPorts(ctx context.Context, g *globals, rt *runtime.Runtime, c *runtime.Config, ports []runtime.Port) (*publishing, error) {
 	ln, err := network.OpenLocal(ctx, g.containerNetDir())
 	if err != nil {
 		return nil, err
+	}
+	// Under the lock: the name's container, if one exists, keeps its
+	// address, and this start, which would fail, takes none.
+	if _, err := rt.State(ctx, c.ID); err == nil {
+		ln.Close()
+		return nil, fmt.Errorf("container %q: %w", c.ID, runtime.ErrAlreadyExists)
 	}
 	pub := &publishing{net: ln}
 	for i, p := range ports {

@@ -136,8 +136,18 @@ func TestContainerPublish(t *testing.T) {
 		t.Errorf("inspect ports: %+v, %v", st.Ports, err)
 	}
 
+	// A name in use is refused before anything is published for it; the
+	// container of that name keeps its address and port.
+	_, errOut, code := c.berthIn("container", "run", "-d", "--name", "web", "-p", fmt.Sprintf("%d:80", c.freePort()), "demo/busybox:1", "true")
+	if code == 0 || !strings.Contains(errOut, "already exists") {
+		t.Errorf("a second container named web: exit %d: %s", code, errOut)
+	}
+	if body, err := c.hostGet(fmt.Sprintf("127.0.0.1:%d", p)); err != nil || body != "hello-web" {
+		t.Errorf("web after a run under its name: %q, %v", body, err)
+	}
+
 	// The port is held: another container cannot have it, nor can a host process.
-	_, errOut, code := c.berthIn("container", "run", "-d", "--name", "web2", "-p", fmt.Sprintf("%d:80", p), "demo/busybox:1", "sh", "-c", web)
+	_, errOut, code = c.berthIn("container", "run", "-d", "--name", "web2", "-p", fmt.Sprintf("%d:80", p), "demo/busybox:1", "sh", "-c", web)
 	if code == 0 || !strings.Contains(errOut, "address already in use") || !strings.Contains(errOut, fmt.Sprint(p)) {
 		t.Errorf("a second container on port %d: exit %d: %s", p, code, errOut)
 	}
