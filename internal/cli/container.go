@@ -536,8 +536,23 @@ func newContainerKillCmd(g *globals) *cobra.Command {
 				return err
 			}
 			var errs []error
+			var killed []string
 			for _, id := range args {
-				errs = append(errs, rt.Kill(cmd.Context(), id, s))
+				err := rt.Kill(cmd.Context(), id, s)
+				if err == nil && s == syscall.SIGKILL {
+					killed = append(killed, id)
+				}
+				errs = append(errs, err)
+			}
+			if len(killed) > 0 {
+				// A killed container ends at once: its published ports are
+				// free once it has, as after stop.
+				ctx, cancel := context.WithTimeout(context.WithoutCancel(cmd.Context()), 5*time.Second)
+				defer cancel()
+				for _, id := range killed {
+					_, _ = rt.Wait(ctx, id)
+				}
+				errs = append(errs, syncContainerNet(context.WithoutCancel(cmd.Context()), g, rt))
 			}
 			return errors.Join(errs...)
 		},

@@ -222,6 +222,12 @@ func TestContainerPublish(t *testing.T) {
 		t.Errorf("the stopped container's rule is left (%v):\n%s", err, out)
 	}
 
+	// So does a killed one.
+	c.berthInOK("container", "kill", "udp")
+	if out, err := c.inNetns("nft", "list", "table", "ip", names.PortTable).CombinedOutput(); err != nil || strings.Contains(string(out), fmt.Sprint(u)) {
+		t.Errorf("the killed container's rule is left (%v):\n%s", err, out)
+	}
+
 	// rm gives everything back: the port, its rule, the veth.
 	c.berthInOK("container", "rm", "-f", "web", "local", "udp")
 	for _, port := range []int{p, r} {
