@@ -78,6 +78,7 @@ type Status struct {
 	StartedAt  time.Time         `json:"startedAt,omitzero"`
 	FinishedAt time.Time         `json:"finishedAt,omitzero"`
 	Labels     map[string]string `json:"labels,omitempty"`
+	Ports      []Port            `json:"ports,omitempty"`
 }
 
 // ExecProcess is a further process to run in a running container.
@@ -453,7 +454,7 @@ func (r *Runtime) start(ctx context.Context, bd *bundle, c *Config, ex executor)
 		return Status{}, fmt.Errorf("container %q: start: %w", c.ID, err)
 	}
 	return Status{ID: c.ID, State: Running, Executor: ex.name(), Image: c.Image, Args: c.Args, Pid: pid,
-		CreatedAt: m.CreatedAt, StartedAt: time.Now().UTC(), Labels: c.Labels}, nil
+		CreatedAt: m.CreatedAt, StartedAt: time.Now().UTC(), Labels: c.Labels, Ports: c.Ports}, nil
 }
 
 // launchShim starts the shim in its own session and waits for its report.
@@ -502,6 +503,12 @@ func (r *Runtime) launchShim(bd *bundle, gate func() error, c *Config) (int, err
 	case c.Stdin != nil:
 		cmd.ExtraFiles = append(cmd.ExtraFiles, c.Stdin)
 		cmd.Env = append(cmd.Env, fmt.Sprintf("%s=stdin %d", launch.StdioEnv, 2+len(cmd.ExtraFiles)))
+	}
+	if len(c.KeepOpen) > 0 {
+		// The last descriptors; the shim keeps them and closes them in the container.
+		first := 3 + len(cmd.ExtraFiles)
+		cmd.ExtraFiles = append(cmd.ExtraFiles, c.KeepOpen...)
+		cmd.Env = append(cmd.Env, fmt.Sprintf("%s=%d %d", launch.KeepEnv, first, 2+len(cmd.ExtraFiles)))
 	}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	if err := cmd.Start(); err != nil {
@@ -696,7 +703,7 @@ func (r *Runtime) State(ctx context.Context, id string) (Status, error) {
 
 func (r *Runtime) status(bd *bundle, m *meta) Status {
 	st := Status{ID: bd.id, State: Created, Executor: m.Executor, Image: m.Config.Image, Args: m.Config.Args,
-		CreatedAt: m.CreatedAt, Labels: m.Config.Labels}
+		CreatedAt: m.CreatedAt, Labels: m.Config.Labels, Ports: m.Config.Ports}
 	var ss shimState
 	hasState := readJSON(bd.path("state.json"), &ss) == nil
 	if hasState {
