@@ -12,6 +12,7 @@ import (
 
 	"github.com/berth-dev/berth/internal/network/netns"
 	"github.com/berth-dev/berth/internal/network/vip"
+	"github.com/berth-dev/berth/internal/testing/netnstest"
 	"github.com/berth-dev/berth/internal/testing/testenv"
 )
 
@@ -22,7 +23,7 @@ import (
 // the bridge and the tables.
 func TestLocalsOfTwoDataDirsStayApart(t *testing.T) {
 	testenv.RequireRoot(t)
-	host := hostNS(t)
+	host := netnstest.Host(t, "host")
 	ctx := context.Background()
 	dirs := []string{t.TempDir(), t.TempDir()}
 	err := netns.Do(host, func() error {
