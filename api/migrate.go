@@ -73,10 +73,11 @@ type MigrationRestored struct {
 }
 
 // LiveMigratable says why instances of t cannot be migrated live, or nil
-// when they can: their executor must dump with CRIU, exclusive CPUs stay
-// with the node that granted them, and so does the data of named volumes
-// and host paths (node-local: the processes would come back to other
-// files, or none). The container's own writable layer moves with it.
+// when they can: a checkpoint holds one container, their executor must
+// dump with CRIU, exclusive CPUs stay with the node that granted them, and
+// so does the data of named volumes and host paths (node-local: the
+// processes would come back to other files, or none). The container's
+// own writable layer moves with it.
 func (t *Template) LiveMigratable() error {
 	for _, v := range t.Volumes {
 		switch {
@@ -87,6 +88,8 @@ func (t *Template) LiveMigratable() error {
 		}
 	}
 	switch {
+	case len(t.Containers) > 0:
+		return fmt.Errorf("an instance with init or sidecar containers is not migrated: a checkpoint holds one container, and restored alone it would lose the others")
 	case t.Runtime != "runc" && t.Runtime != "crun":
 		rt := t.Runtime
 		if rt == "" {

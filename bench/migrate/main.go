@@ -25,18 +25,16 @@ import (
 	"time"
 
 	"github.com/berth-dev/berth/api"
+	"github.com/berth-dev/berth/bench/internal/harness"
 	"github.com/berth-dev/berth/internal/runtime/runtimetest"
 	"github.com/berth-dev/berth/internal/testing/lan"
 )
 
 func main() {
-	bin := flag.String("berth", "bin/berth", "the berth binary to measure")
+	bin := harness.BerthFlag()
 	runs := flag.Int("n", 3, "moves per workload")
 	flag.Parse()
-	if err := bench(*bin, *runs); err != nil {
-		fmt.Fprintln(os.Stderr, "bench:", err)
-		os.Exit(1)
-	}
+	harness.Exit(bench(*bin, *runs))
 }
 
 const (
@@ -139,57 +137,67 @@ func berthMoves(bin, work, rootfs string, runs int) error {
 		return err
 	}
 	fmt.Println("berth migrate: 1 server and 2 agents, each in its own network namespace; images stream through the server")
-	stageNames := []string{"prepare (before the freeze)", "dump", "transfer", "restore", "switch (store move)"}
 	for _, owner := range []string{"counter", "redis"} {
-		var total, down, pause []time.Duration
-		stages := map[string][]time.Duration{}
-		var bytes int64
-		for range runs {
-			insts, err := l.WaitHealthy(owner, 1, time.Minute)
-			if err != nil {
-				return err
-			}
-			in := insts[0]
-			to := "n1"
-			if in.Spec.Node == "n1" {
-				to = "n2"
-			}
-			t0 := time.Now()
-			out, err := l.Admin("migrate", in.Metadata.Name, "--to", to, "-o", "json")
-			if err != nil {
-				if os.Getenv("BENCH_LOGS") != "" {
-					l.Logs(func(f string, args ...any) { fmt.Fprintf(os.Stderr, f+"\n", args...) })
-				}
-				return err
-			}
-			var m api.Migration
-			if err := json.Unmarshal([]byte(out), &m); err != nil {
-				return fmt.Errorf("migrate -o json: %w: %s", err, out)
-			}
-			total, down, bytes = append(total, m.Duration), append(down, m.Downtime), m.Bytes
-			st := m.Stages
-			for i, d := range []time.Duration{st.Prepare, st.Dump, st.Transfer, st.Restore, st.Switch} {
-				stages[stageNames[i]] = append(stages[stageNames[i]], d)
-			}
-			if owner == "redis" {
-				p, err := clientPause(l, clients[0], t0)
-				if err != nil {
-					return err
-				}
-				pause = append(pause, p)
-			}
+		if err := moves(l, owner, clients[0], runs); err != nil {
+			return err
 		}
-		what := map[string]string{"counter": "busybox counter", "redis": "100 MB Redis"}[owner]
-		row(what+": migration time", total)
-		row(what+": downtime (final dump to restored)", down)
-		for _, k := range stageNames {
-			row(what+":   "+k, stages[k])
-		}
-		if len(pause) > 0 {
-			row(what+": longest pause seen through the VIP", pause)
-		}
-		fmt.Printf("%-62s %.1f MiB\n", what+": images sent", float64(bytes)/(1<<20))
 	}
+	return nil
+}
+
+var stageNames = []string{"prepare (before the freeze)", "dump", "transfer", "restore", "switch (store move)"}
+
+// moves moves owner's instance back and forth runs times and prints the
+// figures; for Redis, with the pause client saw.
+func moves(l *lan.LAN, owner string, client api.Instance, runs int) error {
+	var total, down, pause []time.Duration
+	stages := map[string][]time.Duration{}
+	var bytes int64
+	for range runs {
+		insts, err := l.WaitHealthy(owner, 1, time.Minute)
+		if err != nil {
+			return err
+		}
+		in := insts[0]
+		to := "n1"
+		if in.Spec.Node == "n1" {
+			to = "n2"
+		}
+		t0 := time.Now()
+		out, err := l.Admin("migrate", in.Metadata.Name, "--to", to, "-o", "json")
+		if err != nil {
+			if os.Getenv("BENCH_LOGS") != "" {
+				l.Logs(func(f string, args ...any) { fmt.Fprintf(os.Stderr, f+"\n", args...) })
+			}
+			return err
+		}
+		var m api.Migration
+		if err := json.Unmarshal([]byte(out), &m); err != nil {
+			return fmt.Errorf("migrate -o json: %w: %s", err, out)
+		}
+		total, down, bytes = append(total, m.Duration), append(down, m.Downtime), m.Bytes
+		st := m.Stages
+		for i, d := range []time.Duration{st.Prepare, st.Dump, st.Transfer, st.Restore, st.Switch} {
+			stages[stageNames[i]] = append(stages[stageNames[i]], d)
+		}
+		if owner == "redis" {
+			p, err := clientPause(l, client, t0)
+			if err != nil {
+				return err
+			}
+			pause = append(pause, p)
+		}
+	}
+	what := map[string]string{"counter": "busybox counter", "redis": "100 MB Redis"}[owner]
+	row(what+": migration time", total)
+	row(what+": downtime (final dump to restored)", down)
+	for _, k := range stageNames {
+		row(what+":   "+k, stages[k])
+	}
+	if len(pause) > 0 {
+		row(what+": longest pause seen through the VIP", pause)
+	}
+	fmt.Printf("%-62s %.1f MiB\n", what+": images sent", float64(bytes)/(1<<20))
 	return nil
 }
 

@@ -35,11 +35,7 @@ restore, and the switch of the service's VIP.`,
 		Args:    cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
-			c, err := g.client(ctx)
-			if err != nil {
-				return err
-			}
-			ns, name, err := g.refOf(args[0], api.KindInstance)
+			c, ns, name, err := g.clientFor(ctx, args[0], api.KindInstance)
 			if err != nil {
 				return err
 			}
