@@ -127,9 +127,10 @@ type Server struct {
 	heartbeat   time.Duration
 	nodeTTL     time.Duration
 	mux         *http.ServeMux
-	mounts      []mount     // see Mount
-	pinner      ImagePinner // the first mounted handler that is one
-	tunnels     tunnels     // the nodes' agents, see remote.go
+	mounts      []mount        // see Mount
+	pinner      ImagePinner    // the first mounted handler that is one
+	tunnels     tunnels        // the nodes' agents, see remote.go
+	migrating   imagesInFlight // images live migrations restore, by target node
 
 	allowedHostPaths []string
 	sealKey          *seal.Key
