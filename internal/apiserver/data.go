@@ -221,7 +221,8 @@ func (s *Server) triggerCronJob(w http.ResponseWriter, r *http.Request) {
 		writeError(w, fmt.Errorf("trigger %s: %w", t.ref(), err))
 		return
 	}
-	if err := s.pinImage(r.Context(), job); err != nil {
+	pinWarning, err := s.pinImage(r.Context(), job)
+	if err != nil {
 		writeError(w, err)
 		return
 	}
@@ -229,6 +230,7 @@ func (s *Server) triggerCronJob(w http.ResponseWriter, r *http.Request) {
 		writeError(w, fmt.Errorf("trigger %s: %w", t.ref(), err))
 		return
 	}
+	s.pullSecretMissing(r.Context(), w, job, pinWarning)
 	writeJSON(w, http.StatusCreated, job)
 }
 

@@ -3,9 +3,15 @@ package apiserver
 import (
 	"context"
 	"fmt"
+	"net/http"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
 
 	"github.com/berth-dev/berth/api"
 	"github.com/berth-dev/berth/api/errdefs"
+	"github.com/berth-dev/berth/internal/store"
 )
 
 // ImagePinner resolves image tags to digests for the server: when a
@@ -32,37 +38,148 @@ type ImagePinner interface {
 // ImagePinner). An image the registry does not have is left as given:
 // an agent may have it in its own store (built there, say), and only
 // fails the instance if it does not.
-func (s *Server) pinImage(ctx context.Context, obj api.Object) error {
-	var t *api.Template
-	switch o := obj.(type) {
-	case *api.Service:
-		t = &o.Spec.Template
-	case *api.Job:
-		t = &o.Spec.Template
-	}
+//
+// A pull secret the template names that does not exist yet (applied
+// later, or in the same file after the template) leaves the image as
+// the stored object has it pinned, or else unpinned, rather than pinned
+// without the credentials it is meant to be fetched with; warning says
+// so, naming the secret, for the caller to record once the object is
+// stored (pullSecretMissing). Creating the secret pins it then (repinFor), as Kubernetes retries an
+// image pull once its secret appears.
+func (s *Server) pinImage(ctx context.Context, obj api.Object) (warning string, err error) {
+	t := pinnedTemplate(obj)
 	if t == nil || s.pinner == nil {
-		return nil
+		return "", nil
 	}
-	// A secret applied after the template (later in the same file) is
-	// missing yet: the image is pinned without it, and the instances
-	// read it when they start.
+	ref := api.RefOf(obj)
 	auth, err := s.registryAuth(ctx, obj.GetMetadata().Namespace, t)
 	if errdefs.IsNotFound(err) {
-		s.log.Debug("pinning without pull secrets", "object", api.RefOf(obj), "reason", err)
+		image := t.Image
+		if stored := s.storedPin(ctx, obj, t.Image); stored != "" {
+			t.Image = stored
+		}
+		return fmt.Sprintf("%s: %v: image %s is not pulled until the secret exists; creating it pins the image", ref, err, image), nil
 	} else if err != nil {
-		return fmt.Errorf("%s: %w", api.RefOf(obj), err)
+		return "", fmt.Errorf("%s: %w", ref, err)
 	}
 	pinned, err := s.pinner.PinImage(ctx, t.Image, t.PullPolicy, auth)
 	switch {
 	case errdefs.IsNotFound(err) || errdefs.IsInvalidArgument(err):
-		s.log.Debug("image not pinned", "object", api.RefOf(obj), "image", t.Image, "reason", err)
-		return nil
+		s.log.Debug("image not pinned", "object", ref, "image", t.Image, "reason", err)
+		return "", nil
 	case err != nil:
-		return fmt.Errorf("%s: pin image %q: %w", api.RefOf(obj), t.Image, err)
+		return "", fmt.Errorf("%s: pin image %q: %w", ref, t.Image, err)
 	}
 	if pinned != t.Image {
-		s.log.Debug("image pinned", "object", api.RefOf(obj), "image", t.Image, "pinned", pinned)
+		s.log.Debug("image pinned", "object", ref, "image", t.Image, "pinned", pinned)
 		t.Image = pinned
 	}
+	return "", nil
+}
+
+// pinnedTemplate is the template of obj whose image is pinned, or nil.
+func pinnedTemplate(obj api.Object) *api.Template {
+	switch o := obj.(type) {
+	case *api.Service:
+		return &o.Spec.Template
+	case *api.Job:
+		return &o.Spec.Template
+	}
 	return nil
+}
+
+// storedPin is the stored object's template image when it is image
+// pinned (image@digest); "" otherwise.
+func (s *Server) storedPin(ctx context.Context, obj api.Object, image string) string {
+	cur, _ := api.New(obj.GetKind())
+	m := obj.GetMetadata()
+	if cur == nil || s.store.GetInto(ctx, cur, m.Namespace, m.Name) != nil {
+		return ""
+	}
+	if t := pinnedTemplate(cur); t != nil && strings.HasPrefix(t.Image, image+"@") {
+		return t.Image
+	}
+	return ""
+}
+
+// repinFor pins the images of the services and jobs of namespace that
+// name the pull secret name and run an image by tag alone: those applied
+// before the secret existed (see pinImage). A pinned image rolls a
+// service out to it. What fails is recorded as an event on the object,
+// not answered: the secret itself was stored.
+func (s *Server) repinFor(ctx context.Context, namespace, name string) {
+	if s.pinner == nil {
+		return
+	}
+	var objs []api.Object
+	svcs, _, err := store.List[api.Service](ctx, s.store, namespace)
+	if err != nil {
+		s.log.Warn("pin images after a pull secret", "secret", name, "err", err)
+		return
+	}
+	for _, o := range svcs {
+		objs = append(objs, o)
+	}
+	jobs, _, err := store.List[api.Job](ctx, s.store, namespace)
+	if err != nil {
+		s.log.Warn("pin images after a pull secret", "secret", name, "err", err)
+		return
+	}
+	for _, o := range jobs {
+		objs = append(objs, o)
+	}
+	for _, o := range objs {
+		t := pinnedTemplate(o)
+		if strings.Contains(t.Image, "@") || !slices.Contains(t.ImagePullSecrets, name) {
+			continue
+		}
+		m := o.GetMetadata()
+		tg := target{kind: o.GetKind(), namespace: m.Namespace, name: m.Name}
+		var pinErr error
+		var pinned, warning string
+		_, err := s.modify(ctx, tg, 0, func(o api.Object) {
+			if warning, pinErr = s.pinImage(ctx, o); pinErr == nil {
+				pinned = pinnedTemplate(o).Image
+			}
+		})
+		if err == nil {
+			err = pinErr
+		}
+		switch {
+		case errdefs.IsNotFound(err):
+		case warning != "":
+			// Another of its pull secrets is missing still.
+			s.objectEvent(ctx, o, api.EventWarning, "PullSecretMissing", warning)
+		case err != nil:
+			s.objectEvent(ctx, o, api.EventWarning, "PinFailed", fmt.Sprintf("pull secret %s exists now, but pinning image %s failed: %v", name, t.Image, err))
+		case strings.Contains(pinned, "@"):
+			s.objectEvent(ctx, o, api.EventNormal, "ImagePinned", fmt.Sprintf("image %s pinned to %s with pull secret %s", t.Image, pinned, name))
+		}
+	}
+}
+
+// objectEvent records an event about obj from the API server; a failure
+// is only logged.
+func (s *Server) objectEvent(ctx context.Context, obj api.Object, typ api.EventType, reason, msg string) {
+	m := obj.GetMetadata()
+	ev := &api.Event{
+		Metadata: api.Metadata{Namespace: m.Namespace},
+		Time:     time.Now().UTC(),
+		Object:   api.ObjectRef{Kind: obj.GetKind(), Namespace: m.Namespace, Name: m.Name},
+		Type:     typ, Reason: reason, Message: msg, Source: "apiserver",
+	}
+	if err := s.store.RecordEvent(context.WithoutCancel(ctx), ev); err != nil {
+		s.log.Warn("record event", "object", api.RefOf(obj), "reason", reason, "err", err)
+	}
+}
+
+// pullSecretMissing records pinImage's warning about obj, stored now, and
+// sets it as the answer's Warning header (RFC 9111's form, as Kubernetes
+// sends its warnings), for the CLI to print.
+func (s *Server) pullSecretMissing(ctx context.Context, w http.ResponseWriter, obj api.Object, warning string) {
+	if warning == "" {
+		return
+	}
+	s.objectEvent(ctx, obj, api.EventWarning, "PullSecretMissing", warning)
+	w.Header().Add("Warning", "299 - "+strconv.Quote(warning))
 }

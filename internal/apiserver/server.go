@@ -507,7 +507,8 @@ func (s *Server) apply(w http.ResponseWriter, r *http.Request) {
 	if t.kind == api.KindConfig || t.kind == api.KindSecret {
 		oldDigest = s.dataDigest(r.Context(), t)
 	}
-	if err := s.pinImage(r.Context(), obj); err != nil {
+	pinWarning, err := s.pinImage(r.Context(), obj)
+	if err != nil {
 		writeError(w, err)
 		return
 	}
@@ -538,10 +539,16 @@ func (s *Server) apply(w http.ResponseWriter, r *http.Request) {
 	}
 	if cur != nil && (rev == 0 || rev == cur.GetMetadata().Revision) && (t.kind == api.KindService || t.kind == api.KindJob) && sameSpec(cur, obj) {
 		w.Header().Set(ApplyResultHeader, "unchanged")
+		if pinWarning != "" {
+			w.Header().Add("Warning", "299 - "+strconv.Quote(pinWarning))
+		}
 		writeJSON(w, http.StatusOK, cur)
 		return
 	}
 	if isWatch(r.URL.Query().Get("dryRun")) {
+		if pinWarning != "" {
+			w.Header().Add("Warning", "299 - "+strconv.Quote(pinWarning))
+		}
 		s.dryRunApply(w, r, t, obj, cur, rev)
 		return
 	}
@@ -554,6 +561,10 @@ func (s *Server) apply(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		writeError(w, wireError(t, err))
 		return
+	}
+	s.pullSecretMissing(r.Context(), w, obj, pinWarning)
+	if x, ok := obj.(*api.Secret); ok && x.Type == api.SecretTypeRegistryAuth {
+		s.repinFor(r.Context(), t.namespace, t.name)
 	}
 	if (t.kind == api.KindConfig || t.kind == api.KindSecret) && oldDigest != "" {
 		if d := s.dataDigest(r.Context(), t); d != oldDigest {

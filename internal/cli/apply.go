@@ -110,6 +110,9 @@ stores nothing; what would change is shown as a diff (see berth diff).`,
 				}
 				fmt.Fprintf(out, "%s %s\n", ref, verb)
 				printWarnings(cmd.ErrOrStderr(), res.Object)
+				for _, w := range res.Warnings {
+					fmt.Fprintln(cmd.ErrOrStderr(), "warning:", w)
+				}
 			}
 			return nil
 		},

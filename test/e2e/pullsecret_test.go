@@ -34,7 +34,9 @@ func pullSecretSpec(ns, name, image string, policy api.PullPolicy, secret string
 // (imagePullSecrets) the server pins and the agent pulls through the
 // server, and the node is given no credentials, and from the servers'
 // registry only the image it runs: another namespace's private image is
-// refused it (403), by digest, under either name. Another namespace whose
+// refused it (403), by digest, under either name. A service applied
+// before its pull secret is stored unpinned with a warning naming the
+// secret, and runs once the secret is created. Another namespace whose
 // template names no credentials is refused the image the servers now
 // hold. The secret is sealed on
 // the server's disk and never on the agent's. Once `berth registry
@@ -102,8 +104,32 @@ func TestRegistryPullSecrets(t *testing.T) {
 	if _, errOut, code := sa.cli("-n", "team-a", "secret", "create", "bad", "--type", "registry-auth", "--from-file", ".dockerconfigjson="+big); code == 0 || !strings.Contains(errOut, "MaxRegistryAuthBytes") {
 		t.Errorf("a registry-auth secret over the limit: exit %d, stderr %q", code, errOut)
 	}
+	// A service applied before its pull secret exists is stored unpinned,
+	// with a warning and an event naming the secret; creating the secret
+	// pins its image, and it runs.
+	early := filepath.Join(t.TempDir(), "early.yaml")
+	if err := os.WriteFile(early, []byte(pullSecretSpec("team-a", "early", ref, api.PullIfNotPresent, "regcred", "")), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if out, errOut, code := sa.cli("apply", "-f", early); code != 0 || !strings.Contains(out, "created") ||
+		!strings.Contains(errOut, "warning:") || !strings.Contains(errOut, "regcred") {
+		t.Errorf("apply before the pull secret exists: exit %d, stdout %q, stderr %q; want it created with a warning naming regcred", code, out, errOut)
+	}
+	if svc, err := sa.admin.Services().Get(context.Background(), "team-a", "early"); err != nil || svc.Spec.Template.Image != ref {
+		t.Errorf("service early before its pull secret: %v, image %q; want %s unpinned", err, svc.Spec.Template.Image, ref)
+	}
+	if out := sa.ok("-n", "team-a", "describe", "early"); !strings.Contains(out, "PullSecretMissing") {
+		t.Errorf("describe service early: no PullSecretMissing event:\n%s", out)
+	}
 	for _, ns := range []string{"team-a", "team-b"} {
 		sa.ok("-n", ns, "secret", "create", "regcred", "--type", "registry-auth", "--from-file", ".dockerconfigjson="+dockerCfg)
+	}
+	// (Its first instance may run the tag, once the pin brought the image to the servers.)
+	sa.instanceOf("team-a", "early", "running "+ref+"@"+want, func(in *api.Instance) bool {
+		return in.Status.Phase == api.PhaseRunning && in.Spec.Template.Image == ref+"@"+want
+	})
+	if svc, err := sa.admin.Services().Get(context.Background(), "team-a", "early"); err != nil || svc.Spec.Template.Image != ref+"@"+want {
+		t.Errorf("service early once its pull secret exists: %v, image %q; want %s@%s", err, svc.Spec.Template.Image, ref, want)
 	}
 
 	sa.apply(pullSecretSpec("team-a", "private", ref, api.PullIfNotPresent, "regcred", ""))
@@ -111,8 +137,19 @@ func TestRegistryPullSecrets(t *testing.T) {
 	if in.Spec.Template.Image != ref+"@"+want {
 		t.Errorf("private runs %q, want %s@%s", in.Spec.Template.Image, ref, want)
 	}
-	if evs := sa.pullEvents("team-a", in.Metadata.Name); !hasEvent(evs, "from "+sa.apiURL) {
-		t.Errorf("private's pull events %q, want a pull from the server %s", evs, sa.apiURL)
+	// early pulled the image (private found it on the node).
+	var pulls []string
+	evs, _, err := sa.admin.Events().List(context.Background(), "team-a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, ev := range evs {
+		if ev.Object.Kind == api.KindInstance && strings.HasPrefix(ev.Object.Name, "early-") && strings.HasPrefix(ev.Reason, "Pull") {
+			pulls = append(pulls, ev.Reason+": "+ev.Message)
+		}
+	}
+	if !hasEvent(pulls, "from "+sa.apiURL) {
+		t.Errorf("early's pull events %q, want a pull from the server %s", pulls, sa.apiURL)
 	}
 
 	// The servers hold the image now, but another namespace's template
