@@ -2,6 +2,7 @@ package cli
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sort"
 	"strings"
@@ -236,11 +237,14 @@ func (g *globals) resolveInstancesAt(ctx context.Context, c *client.Client, arg 
 		}
 	}
 	if len(out) == 0 {
-		return nil, 0, r, fmt.Errorf("%s in namespace %q has no instances", r, r.namespace)
+		return nil, rev, r, fmt.Errorf("%s in namespace %q has %w", r, r.namespace, errNoInstances)
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Metadata.Name < out[j].Metadata.Name })
 	return out, rev, r, nil
 }
+
+// errNoInstances says a service or job has no instances (yet).
+var errNoInstances = errors.New("no instances")
 
 // refOf reads an argument that names one object of kind: NAME,
 // NAMESPACE/NAME or KIND/NAME, in -n's namespace.
