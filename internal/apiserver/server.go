@@ -50,6 +50,7 @@
 package apiserver
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -851,7 +852,9 @@ func (s *Server) restart(w http.ResponseWriter, r *http.Request) {
 }
 
 // modify reads an object, changes its spec and writes it back, again on a
-// conflict unless the caller named a revision.
+// conflict unless the caller named a revision. A change that changes
+// nothing writes nothing: no new revision, no watch event for every
+// watcher to act on (a scale to the replicas it has, say).
 func (s *Server) modify(ctx context.Context, t target, expect int64, change func(api.Object)) (api.Object, error) {
 	for {
 		obj, _ := api.New(t.kind)
@@ -861,11 +864,18 @@ func (s *Server) modify(ctx context.Context, t target, expect int64, change func
 		if expect != 0 && obj.GetMetadata().Revision != expect {
 			return nil, fmt.Errorf("%s: %w: revision %d is stale, the object is at %d", t.ref(), errdefs.ErrConflict, expect, obj.GetMetadata().Revision)
 		}
+		before, err := json.Marshal(obj)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", t.ref(), err)
+		}
 		change(obj)
+		if after, err := json.Marshal(obj); err == nil && bytes.Equal(before, after) {
+			return obj, nil
+		}
 		if err := obj.Validate(); err != nil {
 			return nil, wireError(t, err)
 		}
-		err := s.store.Update(ctx, obj, obj.GetMetadata().Revision)
+		err = s.store.Update(ctx, obj, obj.GetMetadata().Revision)
 		if err == nil || expect != 0 || !errdefs.IsConflict(err) || ctx.Err() != nil {
 			return obj, err
 		}
