@@ -34,50 +34,71 @@ type ImagePinner interface {
 	PinImage(ctx context.Context, ref string, policy api.PullPolicy, auth *api.RegistryAuth) (string, error)
 }
 
-// pinImage pins the template image of a service or job (see
-// ImagePinner). An image the registry does not have is left as given:
-// an agent may have it in its own store (built there, say), and only
-// fails the instance if it does not.
+
+// pinImage pins the images of a service's or job's template (see
+// ImagePinner): the main container's and every init and sidecar
+// container's that names one of its own (the others run the main one's).
+// An image the registry does not have is left as given: an agent may
+// have it in its own store (built there, say), and only fails the
+// instance if it does not.
 //
 // A pull secret the template names that does not exist yet (applied
-// later, or in the same file after the template) leaves the image as
-// the stored object has it pinned, or else unpinned, rather than pinned
-// without the credentials it is meant to be fetched with; warning says
-// so, naming the secret, for the caller to record once the object is
-// stored (pullSecretMissing). Creating the secret pins it then (repinFor), as Kubernetes retries an
-// image pull once its secret appears.
+// later, or in the same file after the template) leaves the images as
+// the stored object has them pinned, or else unpinned, rather than
+// pinned without the credentials they are meant to be fetched with;
+// warning says so, naming the secret, for the caller to record once the
+// object is stored (pullSecretMissing). Creating the secret pins them
+// then (repinFor), as Kubernetes retries a pull once its secret appears.
 func (s *Server) pinImage(ctx context.Context, obj api.Object) (warning string, err error) {
 	t := pinnedTemplate(obj)
 	if t == nil || s.pinner == nil {
 		return "", nil
 	}
 	ref := api.RefOf(obj)
+	// A copy: the template may share its containers with another object
+	// (a cron job's run shares its cron job's).
+	t.Containers = slices.Clone(t.Containers)
 	auth, err := s.registryAuth(ctx, obj.GetMetadata().Namespace, t)
 	if errdefs.IsNotFound(err) {
 		image := t.Image
-		if stored := s.storedPin(ctx, obj, t.Image); stored != "" {
-			t.Image = stored
-		}
+		s.keepStoredPins(ctx, obj, t)
 		return fmt.Sprintf("%s: %v: image %s is not pulled until the secret exists; creating it pins the image", ref, err, image), nil
 	} else if err != nil {
 		return "", fmt.Errorf("%s: %w", ref, err)
 	}
-	pinned, err := s.pinner.PinImage(ctx, t.Image, t.PullPolicy, auth)
-	switch {
-	case errdefs.IsNotFound(err) || errdefs.IsInvalidArgument(err):
-		s.log.Debug("image not pinned", "object", ref, "image", t.Image, "reason", err)
-		return "", nil
-	case err != nil:
-		return "", fmt.Errorf("%s: pin image %q: %w", ref, t.Image, err)
+	if t.Image, err = s.pinRef(ctx, obj, t.Image, t.PullPolicy, auth); err != nil {
+		return "", err
 	}
-	if pinned != t.Image {
-		s.log.Debug("image pinned", "object", ref, "image", t.Image, "pinned", pinned)
-		t.Image = pinned
+	for i := range t.Containers {
+		c := &t.Containers[i]
+		if c.Image == "" {
+			continue
+		}
+		if c.Image, err = s.pinRef(ctx, obj, c.Image, t.PullPolicy, auth); err != nil {
+			return "", fmt.Errorf("container %s: %w", c.Name, err)
+		}
 	}
 	return "", nil
 }
 
-// pinnedTemplate is the template of obj whose image is pinned, or nil.
+// pinRef is ref pinned to its digest, or ref as given when the registry
+// does not have it.
+func (s *Server) pinRef(ctx context.Context, obj api.Object, ref string, policy api.PullPolicy, auth *api.RegistryAuth) (string, error) {
+	pinned, err := s.pinner.PinImage(ctx, ref, policy, auth)
+	switch {
+	case errdefs.IsNotFound(err) || errdefs.IsInvalidArgument(err):
+		s.log.Debug("image not pinned", "object", api.RefOf(obj), "image", ref, "reason", err)
+		return ref, nil
+	case err != nil:
+		return ref, fmt.Errorf("%s: pin image %q: %w", api.RefOf(obj), ref, err)
+	}
+	if pinned != ref {
+		s.log.Debug("image pinned", "object", api.RefOf(obj), "image", ref, "pinned", pinned)
+	}
+	return pinned, nil
+}
+
+// pinnedTemplate is the template of obj whose images are pinned, or nil.
 func pinnedTemplate(obj api.Object) *api.Template {
 	switch o := obj.(type) {
 	case *api.Service:
@@ -88,18 +109,43 @@ func pinnedTemplate(obj api.Object) *api.Template {
 	return nil
 }
 
-// storedPin is the stored object's template image when it is image
-// pinned (image@digest); "" otherwise.
-func (s *Server) storedPin(ctx context.Context, obj api.Object, image string) string {
+// keepStoredPins gives t's images the digests the stored object has them
+// pinned to (IMAGE@DIGEST), where it has.
+func (s *Server) keepStoredPins(ctx context.Context, obj api.Object, t *api.Template) {
 	cur, _ := api.New(obj.GetKind())
 	m := obj.GetMetadata()
 	if cur == nil || s.store.GetInto(ctx, cur, m.Namespace, m.Name) != nil {
-		return ""
+		return
 	}
-	if t := pinnedTemplate(cur); t != nil && strings.HasPrefix(t.Image, image+"@") {
-		return t.Image
+	st := pinnedTemplate(cur)
+	if st == nil {
+		return
 	}
-	return ""
+	keep := func(image, stored string) string {
+		if image != "" && strings.HasPrefix(stored, image+"@") {
+			return stored
+		}
+		return image
+	}
+	t.Image = keep(t.Image, st.Image)
+	for i := range t.Containers {
+		if sc, ok := st.Container(t.Containers[i].Name); ok && sc != nil {
+			t.Containers[i].Image = keep(t.Containers[i].Image, sc.Image)
+		}
+	}
+}
+
+// unpinned reports whether one of t's images is named by tag alone.
+func unpinned(t *api.Template) bool {
+	if !strings.Contains(t.Image, "@") {
+		return true
+	}
+	for _, c := range t.Containers {
+		if c.Image != "" && !strings.Contains(c.Image, "@") {
+			return true
+		}
+	}
+	return false
 }
 
 // repinFor pins the images of the services and jobs of namespace that
@@ -130,7 +176,7 @@ func (s *Server) repinFor(ctx context.Context, namespace, name string) {
 	}
 	for _, o := range objs {
 		t := pinnedTemplate(o)
-		if strings.Contains(t.Image, "@") || !slices.Contains(t.ImagePullSecrets, name) {
+		if !unpinned(t) || !slices.Contains(t.ImagePullSecrets, name) {
 			continue
 		}
 		m := o.GetMetadata()
