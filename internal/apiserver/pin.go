@@ -34,7 +34,6 @@ type ImagePinner interface {
 	PinImage(ctx context.Context, ref string, policy api.PullPolicy, auth *api.RegistryAuth) (string, error)
 }
 
-
 // pinImage pins the images of a service's or job's template (see
 // ImagePinner): the main container's and every init and sidecar
 // container's that names one of its own (the others run the main one's).
