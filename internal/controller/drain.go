@@ -117,6 +117,9 @@ func (m *Manager) noteWaiting(node, msg string) bool {
 
 // drainPass works on draining nodes. Instances it deletes leave sn, so
 // that the service and job controllers replace them in the same pass.
+//
+// Long because it is one pass over the draining nodes whose steps share the
+// snapshot it changes as it goes.
 func (m *Manager) drainPass(ctx context.Context, sn *snapshot) error {
 	draining := map[string]*api.Node{}
 	var names []string

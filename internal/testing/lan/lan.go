@@ -119,6 +119,9 @@ var joinHint = regexp.MustCompile(`berth agent --server (\S+) --token \$\(cat (\
 // starts `berth server` on every server and, once their APIs answer,
 // `berth agent` on every agent, and returns once every agent's node is
 // Ready. Call Close afterwards even if it fails.
+//
+// Long because it brings the LAN up in order: switch, hosts, servers, the
+// join, then agents, each waited for before the next.
 func (l *LAN) Start() error {
 	c := l.cfg
 	if c.Berth == "" || c.Dir == "" || c.Name == "" || c.Servers < 1 || c.Agents < 0 || c.Servers+c.Agents > 200 {
