@@ -189,6 +189,9 @@ func (s *Server) migrate(ctx context.Context, in *api.Instance, from, to string)
 	}
 	instHeader := base64.StdEncoding.EncodeToString(b)
 	var stages api.MigrationStages
+	// The target pulls the image, as it prepares, before the instance is
+	// bound to it.
+	defer s.migrating.add(to, instanceImages(in))()
 	t0 := time.Now()
 	if err := s.agentCall(ctx, dst, base+"/prepare", instHeader); err != nil {
 		return nil, fmt.Errorf("prepare node %s: %w", to, err)
