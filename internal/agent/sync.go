@@ -6,12 +6,17 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"net"
+	"net/http"
 	"reflect"
 	"sort"
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
+
+	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
 
 	"github.com/berth-dev/berth/api"
 	"github.com/berth-dev/berth/api/errdefs"
@@ -60,6 +65,26 @@ type startFailure struct {
 	count int
 	next  time.Time
 	err   error
+}
+
+// transientStart reports whether a start failed for a cause that may
+// pass by itself: the servers or a registry out of reach, a pull that
+// timed out, a registry's server error. Either is retried; clients tell
+// the user apart (berth run keeps a service whose start may yet work).
+func transientStart(err error) bool {
+	var ne net.Error
+	var te *transport.Error
+	switch {
+	case errdefs.IsNotFound(err), errdefs.IsInvalidArgument(err):
+		return false
+	case errdefs.IsUnavailable(err), errors.Is(err, context.DeadlineExceeded), errors.As(err, &ne) && ne.Timeout(),
+		errors.Is(err, syscall.ECONNREFUSED), errors.Is(err, syscall.ECONNRESET),
+		errors.Is(err, syscall.EHOSTUNREACH), errors.Is(err, syscall.ENETUNREACH):
+		return true
+	case errors.As(err, &te):
+		return te.StatusCode >= http.StatusInternalServerError || te.StatusCode == http.StatusTooManyRequests
+	}
+	return false
 }
 
 // sync runs one reconcile pass and returns when a delayed restart is next due.
@@ -645,11 +670,14 @@ func (a *Agent) statusOf(inst *Instance, c runtime.Status, now time.Time) Status
 	if c.ID == "" {
 		st := Status{Phase: api.PhaseStarting, Healthy: false}
 		if f, ok := a.failures[inst.UID]; ok {
-			st.Reason, st.Message = "StartError", f.err.Error()
+			st.Reason, st.Message = api.ReasonStartError, f.err.Error()
 			if inst.Restart == reconcile.Never {
 				st.Phase = api.PhaseFailed
 			} else {
 				st.RestartAt = f.next
+				if transientStart(f.err) {
+					st.Reason = api.ReasonStartBackOff
+				}
 			}
 		}
 		return st

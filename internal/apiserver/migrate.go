@@ -218,6 +218,8 @@ func (s *Server) migrate(ctx context.Context, in *api.Instance, from, to string)
 	if err != nil {
 		return nil, abort(err)
 	}
+	// The target pulls the image before the instance is bound to it.
+	defer s.migrating.add(to, instanceImages(in))()
 	put.Header.Set(api.HeaderMigrationInstance, base64.StdEncoding.EncodeToString(b))
 	put.Header.Set("Content-Type", "application/x-tar")
 	resp, err := dst.client().Do(put)
