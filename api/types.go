@@ -649,9 +649,10 @@ const (
 	EventWarning EventType = "Warning"
 )
 
-// Hash identifies the template of a service or of an instance: instances
-// made from another are replaced (a rollout, or a restart asked for
-// through RestartedAt). Defaults, written out or left out, hash alike
+// Hash identifies a service's template: instances made from another are
+// replaced (a rollout, or a restart asked for through RestartedAt); ask
+// Service.TemplateHash for a stored service's. Defaults, written out or
+// left out, hash alike
 // (see withoutDefaults), so a spec stored before the API filled them in
 // hashes as it did then. One stored before that spelled a default out
 // (restart: always on a service) hashes otherwise than it did: see
