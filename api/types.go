@@ -426,7 +426,10 @@ func InstanceRestart(owner Kind, t Template) RestartPolicy {
 //     use (and records as a Volume object); it outlives the instance, its
 //     restarts and its rollouts, until `berth volume rm`;
 //   - HostPath: a directory (or file) of the node, bound as it is;
-//   - Tmpfs: memory-backed storage of a bounded size, empty at each start.
+//   - Tmpfs: memory-backed storage of a bounded size, empty at each start;
+//     an instance with init or sidecar containers has one such tmpfs that
+//     all of them share, empty when the instance starts, kept across its
+//     containers' restarts.
 type VolumeMount struct {
 	Name     string       `json:"name,omitempty"`
 	HostPath string       `json:"hostPath,omitempty"`

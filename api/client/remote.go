@@ -155,6 +155,11 @@ type ExecOptions struct {
 	// Container names one of the instance's init or sidecar containers;
 	// empty (or api.MainContainer) is the main one.
 	Container string
+	// Resolve lets the name be a service's or job's as well as an
+	// instance's: the server runs the command in the first running
+	// instance of what it names (api.FirstRunning), and refuses a name
+	// that is two of them.
+	Resolve bool
 }
 
 // Exec runs a command in a running instance and returns its exit code.
@@ -205,6 +210,9 @@ func execQuery(o ExecOptions) (url.Values, *TermSize) {
 	}
 	if o.Container != "" {
 		q.Set("container", o.Container)
+	}
+	if o.Resolve {
+		q.Set("resolve", "1")
 	}
 	var first *TermSize
 	if o.TTY && o.Resize != nil {
@@ -505,7 +513,7 @@ func (c *Client) doRaw101(req *http.Request) (*http.Response, error) {
 	if c.token != "" {
 		req.Header.Set("Authorization", "Bearer "+c.token)
 	}
-	resp, err := c.hc.Do(req)
+	resp, err := c.upgradeClient().Do(req)
 	if err != nil {
 		return nil, fmt.Errorf("%s %s: %w", req.Method, req.URL.Path, err)
 	}

@@ -146,6 +146,7 @@ func (a *Agent) remove(ctx context.Context, id string) bool {
 		if a.releasePod(ctx, net, id) {
 			delete(a.podsReleased, net)
 		}
+		a.releasePodVolumes(net, id)
 	} else {
 		a.detach(ctx, id)
 	}
@@ -223,6 +224,7 @@ func (a *Agent) refresh(ctx context.Context) error {
 		clear(a.dirty)
 		a.releaseStale(ctx)
 		a.collectVolumes(ctx)
+		a.collectPodVolumes()
 		return nil
 	}
 	for id := range a.dirty {

@@ -29,7 +29,7 @@ import (
 	"github.com/berth-dev/berth/internal/testing/testenv"
 )
 
-// hostNS makes the namespace that plays the node's host, with lo up.
+// newTestNode starts a Node in host whose bridge and table are numbered by third.
 func newTestNode(t *testing.T, host, stateDir string, third byte) *Node {
 	t.Helper()
 	n, err := NewNode(context.Background(), Config{
