@@ -40,7 +40,7 @@ type WatchEvent struct {
 // starting at fromRevision (0: from now). The channel closes when ctx is
 // done or after an event with Err.
 func (s *Store) Watch(ctx context.Context, kind api.Kind, namespace string, fromRevision int64) <-chan WatchEvent {
-	return s.watchPrefix(watchStream(ctx, "api"), s.prefixOf(kind, namespace), kind, fromRevision)
+	return s.watchPrefix(watchStream(ctx, kind.Plural()), s.prefixOf(kind, namespace), kind, fromRevision)
 }
 
 // WatchAssignments streams changes to the instances bound to node: Added
@@ -63,8 +63,9 @@ const assignmentStreams = 8
 // agents watching again queued the controllers' own watches (their
 // leader's, which must renew its lease meanwhile) for minutes. The
 // controllers, the node credentials and the leader elections keep the
-// default stream; clients' watches and the nodes' assignments have their
-// own.
+// default stream; clients' watches (a stream for each kind: a watch of
+// services does not wait behind a flood of instances' events) and the
+// nodes' assignments have their own.
 func watchStream(ctx context.Context, name string) context.Context {
 	return metadata.AppendToOutgoingContext(ctx, "berth-watch-stream", name)
 }
