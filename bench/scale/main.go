@@ -166,6 +166,9 @@ func readFile(path string) string {
 	return strings.TrimSpace(string(b))
 }
 
+// bench measures a cluster of nodes and instances at scale.
+// Long because it is the benchmark's script: start the servers and the hollow
+// agents, then one timed phase after another, each printed as it ends.
 func bench(bin string, nodes, instances, services int, timeout time.Duration) error {
 	bin, err := filepath.Abs(bin)
 	if err != nil {

@@ -27,6 +27,8 @@ func newSimCmd(g *globals) *cobra.Command {
 	return cmd
 }
 
+// newSimAgentsCmd is `berth sim agents`.
+// Long because most of it is the command's help text and flag declarations.
 func newSimAgentsCmd(g *globals) *cobra.Command {
 	var (
 		count, joining int
