@@ -563,7 +563,17 @@ func (r *Runtime) mountRootfs(bd *bundle, c *Config, inside bool, uns int, nsRoo
 		return c.RootfsPath, "", nil
 	}
 	target, upper, work := bd.path("rootfs"), bd.path("upper"), bd.path("work")
-	for _, d := range []string{target, upper, work} {
+	dirs := []string{target, upper, work}
+	if bd.restoreFrom != "" && !c.UserNS {
+		// A restore gets back the writable layer it was dumped with.
+		switch err := os.Rename(filepath.Join(bd.restoreFrom, RootfsDiff), upper); {
+		case err == nil:
+			dirs = []string{target, work}
+		case !errors.Is(err, os.ErrNotExist):
+			return "", "", fmt.Errorf("rootfs: writable layer of the checkpoint: %w", err)
+		}
+	}
+	for _, d := range dirs {
 		if err := os.Mkdir(d, 0o755); err != nil {
 			return "", "", fmt.Errorf("rootfs: %w", err)
 		}
