@@ -489,27 +489,7 @@ func (r *Runtime) launchShim(bd *bundle, gate func() error, c *Config) (int, err
 		cmd.ExtraFiles = append(cmd.ExtraFiles, gr) // fd 4
 		cmd.Env = append(cmd.Env, launch.GateEnv+"=1")
 	}
-	if c.Restart.restarts() {
-		policy := "always"
-		if c.Restart.Name == RestartOnFailure {
-			policy = "on-failure"
-		}
-		cmd.Env = append(cmd.Env, fmt.Sprintf("%s=%s %d", launch.RestartEnv, policy, c.Restart.MaxRetries))
-	}
-	switch {
-	case c.Terminal != nil:
-		cmd.ExtraFiles = append(cmd.ExtraFiles, c.Terminal)
-		cmd.Env = append(cmd.Env, fmt.Sprintf("%s=tty %d", launch.StdioEnv, 2+len(cmd.ExtraFiles)))
-	case c.Stdin != nil:
-		cmd.ExtraFiles = append(cmd.ExtraFiles, c.Stdin)
-		cmd.Env = append(cmd.Env, fmt.Sprintf("%s=stdin %d", launch.StdioEnv, 2+len(cmd.ExtraFiles)))
-	}
-	if len(c.KeepOpen) > 0 {
-		// The last descriptors; the shim keeps them and closes them in the container.
-		first := 3 + len(cmd.ExtraFiles)
-		cmd.ExtraFiles = append(cmd.ExtraFiles, c.KeepOpen...)
-		cmd.Env = append(cmd.Env, fmt.Sprintf("%s=%d %d", launch.KeepEnv, first, 2+len(cmd.ExtraFiles)))
-	}
+	shimOptions(cmd, c)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	if err := cmd.Start(); err != nil {
 		wr.Close()
@@ -547,6 +527,33 @@ func (r *Runtime) launchShim(bd *bundle, gate func() error, c *Config) (int, err
 		return 0, fmt.Errorf("shim report %q", line)
 	}
 	return pid, nil
+}
+
+// shimOptions tells the shim c's restart policy, and passes it c's stdin
+// or terminal and the descriptors it keeps, after those cmd has already.
+func shimOptions(cmd *exec.Cmd, c *Config) {
+	if c.Restart.restarts() {
+		policy := "always"
+		if c.Restart.Name == RestartOnFailure {
+			policy = "on-failure"
+		}
+		cmd.Env = append(cmd.Env, fmt.Sprintf("%s=%s %d", launch.RestartEnv, policy, c.Restart.MaxRetries))
+	}
+	// ExtraFiles[i] is the shim's descriptor 3+i.
+	switch {
+	case c.Terminal != nil:
+		cmd.ExtraFiles = append(cmd.ExtraFiles, c.Terminal)
+		cmd.Env = append(cmd.Env, fmt.Sprintf("%s=tty %d", launch.StdioEnv, 2+len(cmd.ExtraFiles)))
+	case c.Stdin != nil:
+		cmd.ExtraFiles = append(cmd.ExtraFiles, c.Stdin)
+		cmd.Env = append(cmd.Env, fmt.Sprintf("%s=stdin %d", launch.StdioEnv, 2+len(cmd.ExtraFiles)))
+	}
+	if len(c.KeepOpen) > 0 {
+		// The last descriptors; the shim keeps them and closes them in the container.
+		first := 3 + len(cmd.ExtraFiles)
+		cmd.ExtraFiles = append(cmd.ExtraFiles, c.KeepOpen...)
+		cmd.Env = append(cmd.Env, fmt.Sprintf("%s=%d %d", launch.KeepEnv, first, 2+len(cmd.ExtraFiles)))
+	}
 }
 
 // mountRootfs prepares the container's root filesystem. With inside set
