@@ -213,3 +213,23 @@ func TestComputeNodes(t *testing.T) {
 		t.Errorf("no grace: got %+v, want %+v", res, want)
 	}
 }
+
+// A failed rollout stays failed while its instance, between a restart and
+// its next report, shows no failure: no more new instances, no old one goes.
+func TestFailedRolloutStaysFailed(t *testing.T) {
+	old := []Instance{inst("a", api.PhaseRunning, 1), inst("b", api.PhaseRunning, 2)}
+	restarting := Instance{Name: "c", Phase: api.PhasePending, SpecHash: "v2", CreatedAt: t0.Add(3 * time.Second)}
+	s := ServiceState{Replicas: 2, SpecHash: "v2", MaxSurge: 1, Instances: append(old, restarting)}
+	if res := ComputeService(s); res.Phase != RolloutProgressing {
+		t.Fatalf("before any failure: phase %s, want Progressing", res.Phase)
+	}
+	s.FailedBefore = "instance c failed its health check"
+	res := ComputeService(s)
+	if res.Phase != RolloutFailed || res.Reason != s.FailedBefore || res.Create != 0 || len(res.Delete) != 0 {
+		t.Fatalf("after a failure: %+v, want Failed with its reason, nothing made or removed", res)
+	}
+	if res, _ := ComputeGlobal(GlobalState{SpecHash: "v2", Nodes: []string{"n1"}, FailedBefore: s.FailedBefore,
+		Instances: []Instance{restarting}}); res.Phase != RolloutFailed {
+		t.Fatalf("a global service after a failure: phase %s, want Failed", res.Phase)
+	}
+}

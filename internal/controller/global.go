@@ -11,9 +11,11 @@ type GlobalState struct {
 	SpecHash string
 	// Nodes are the eligible nodes: ready, schedulable, not draining,
 	// matching the service's constraints.
-	Nodes     []string
-	Settled   bool
-	Instances []Instance
+	Nodes   []string
+	Settled bool
+	// FailedBefore is as in ServiceState.
+	FailedBefore string
+	Instances    []Instance
 }
 
 // ComputeGlobal keeps one instance of the current template on every
@@ -31,7 +33,7 @@ func ComputeGlobal(s GlobalState) (res ServiceResult, createOn []string) {
 	for _, n := range s.Nodes {
 		eligible[n] = true
 	}
-	cur, old := part(&res, s.Instances, s.SpecHash, s.Settled, func(in Instance) bool { return !eligible[in.node()] })
+	cur, old := part(&res, s.Instances, s.SpecHash, s.Settled, s.FailedBefore, func(in Instance) bool { return !eligible[in.node()] })
 	current, oldOn := byNode(cur), byNode(old)
 	unreadyCurrent := 0
 	for _, in := range cur {

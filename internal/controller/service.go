@@ -21,8 +21,13 @@ type ServiceState struct {
 	MaxUnavailable int
 	// Settled says the current template's rollout is over (complete or
 	// rolled back): its instances' later troubles fail no rollout.
-	Settled   bool
-	Instances []Instance
+	Settled bool
+	// FailedBefore is why the current template's rollout failed at an
+	// earlier pass, if it did. A failed rollout stays failed until the
+	// template changes: an instance between its restart and its next
+	// report shows no failure, and must not let the rollout resume.
+	FailedBefore string
+	Instances    []Instance
 }
 
 // RolloutPhase is where the current template's rollout is.
@@ -68,7 +73,7 @@ type ServiceResult struct {
 // instance that fails (its health check, a restart, an exit) fails the
 // rollout: no more new ones are made, so no more old ones go.
 func ComputeService(s ServiceState) (res ServiceResult) {
-	current, old := part(&res, s.Instances, s.SpecHash, s.Settled, func(Instance) bool { return false })
+	current, old := part(&res, s.Instances, s.SpecHash, s.Settled, s.FailedBefore, func(Instance) bool { return false })
 	newestFirst(current)
 	unreadyFirst(old)
 	if len(old) == 0 {
@@ -84,7 +89,7 @@ func ComputeService(s ServiceState) (res ServiceResult) {
 // by gone, or ended under an old template), those exited, the ready
 // counts and the first failure of the rollout. It returns the live ones
 // of the current template and of older ones.
-func part(res *ServiceResult, instances []Instance, hash string, settled bool, gone func(Instance) bool) (current, old []Instance) {
+func part(res *ServiceResult, instances []Instance, hash string, settled bool, failedBefore string, gone func(Instance) bool) (current, old []Instance) {
 	res.Phase = RolloutProgressing
 	for _, in := range instances {
 		if in.Deleting {
@@ -114,6 +119,9 @@ func part(res *ServiceResult, instances []Instance, hash string, settled bool, g
 	}
 	sort.Strings(res.Delete)
 	sort.Strings(res.Exited)
+	if res.Reason == "" && !settled {
+		res.Reason = failedBefore
+	}
 	if res.Reason != "" {
 		res.Phase = RolloutFailed
 	}

@@ -46,6 +46,9 @@ func (m *Manager) servicesPass(ctx context.Context, sn *snapshot) ([]newInstance
 		st := ServiceState{Replicas: svc.Spec.Replicas, SpecHash: hash, MaxSurge: u.MaxSurge, MaxUnavailable: u.MaxUnavailable,
 			Settled:   prev.Hash == hash && (prev.Phase == api.RolloutComplete || prev.Phase == api.RolloutRolledBack),
 			Instances: views[:0]}
+		if prev.Hash == hash && prev.Phase == api.RolloutFailed {
+			st.FailedBefore = prev.Message
+		}
 		for _, in := range owned[key] {
 			st.Instances = append(st.Instances, view(in))
 		}
@@ -57,7 +60,7 @@ func (m *Manager) servicesPass(ctx context.Context, sn *snapshot) ([]newInstance
 			nodes := eligibleNodes(sn.nodes, svc.Spec.Placement)
 			noNodes = len(nodes) == 0
 			res, createOn = ComputeGlobal(GlobalState{SpecHash: hash, Nodes: nodes,
-				Settled: st.Settled, Instances: st.Instances})
+				Settled: st.Settled, FailedBefore: st.FailedBefore, Instances: st.Instances})
 		} else {
 			res = ComputeService(st)
 		}
