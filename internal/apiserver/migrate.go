@@ -219,7 +219,7 @@ func (s *Server) migrate(ctx context.Context, in *api.Instance, from, to string)
 		return nil, abort(err)
 	}
 	// The target pulls the image before the instance is bound to it.
-	defer s.migrating.add(to, instanceImages(in))()
+	defer s.migrating.add(to, in.Spec.Template.Images())()
 	put.Header.Set(api.HeaderMigrationInstance, base64.StdEncoding.EncodeToString(b))
 	put.Header.Set("Content-Type", "application/x-tar")
 	resp, err := dst.client().Do(put)
