@@ -3,6 +3,7 @@ package api
 import (
 	"fmt"
 	"math"
+	"slices"
 )
 
 // An instance runs its template's main container (the template's own
@@ -57,6 +58,18 @@ func (t *Template) ContainerImage(c *Container) string {
 		return c.Image
 	}
 	return t.Image
+}
+
+// Images lists the images an instance of t runs, each once: the main
+// container's, then its init and sidecar containers' own.
+func (t *Template) Images() []string {
+	out := []string{t.Image}
+	for i := range t.Containers {
+		if img := t.ContainerImage(&t.Containers[i]); !slices.Contains(out, img) {
+			out = append(out, img)
+		}
+	}
+	return out
 }
 
 // Container finds the container named name in t; MainContainer (or "")

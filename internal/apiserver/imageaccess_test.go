@@ -100,6 +100,10 @@ func TestNodeReadsOnlyImagesItRuns(t *testing.T) {
 		{"a private image's config", "/v2/team/private/blobs/" + private.config, 403},
 		{"a private layer under its own image's name", "/v2/demo/app/blobs/" + private.layer, 403},
 		{"a private manifest under its own image's name", "/v2/demo/app/manifests/" + private.manifest, 403},
+		{"its image's tags", "/v2/demo/app/tags/list", 200},
+		{"its sidecar's tags", "/v2/demo/side/tags/list", 200},
+		{"a private repository's tags", "/v2/team/private/tags/list", 403},
+		{"the catalog, naming private repositories", "/v2/_catalog", 403},
 	} {
 		if got := get(n1TLS, r.path, false); got != r.node {
 			t.Errorf("n1: %s (%s): %d, want %d", r.name, r.path, got, r.node)

@@ -191,7 +191,7 @@ func (s *Server) migrate(ctx context.Context, in *api.Instance, from, to string)
 	var stages api.MigrationStages
 	// The target pulls the image, as it prepares, before the instance is
 	// bound to it.
-	defer s.migrating.add(to, instanceImages(in))()
+	defer s.migrating.add(to, in.Spec.Template.Images())()
 	t0 := time.Now()
 	if err := s.agentCall(ctx, dst, base+"/prepare", instHeader); err != nil {
 		return nil, fmt.Errorf("prepare node %s: %w", to, err)

@@ -6,7 +6,6 @@ import (
 	"strings"
 	"sync"
 
-	"github.com/berth-dev/berth/api"
 	"github.com/berth-dev/berth/api/errdefs"
 )
 
@@ -103,22 +102,9 @@ func (s *Server) ReadableImages(r *http.Request) (refs []string, all bool, who s
 		return nil, false, who, err
 	}
 	for _, in := range insts {
-		refs = append(refs, instanceImages(in)...)
+		refs = append(refs, in.Spec.Template.Images()...)
 	}
 	return append(refs, s.migrating.of(id.Node)...), false, who, nil
-}
-
-// instanceImages lists the images in runs: its template's and its
-// containers'.
-func instanceImages(in *api.Instance) []string {
-	t := &in.Spec.Template
-	out := []string{t.Image}
-	for i := range t.Containers {
-		if img := t.ContainerImage(&t.Containers[i]); img != t.Image {
-			out = append(out, img)
-		}
-	}
-	return out
 }
 
 // imagesInFlight are images nodes may read before an instance that runs

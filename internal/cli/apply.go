@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"time"
 
 	"github.com/pmezard/go-difflib/difflib"
@@ -26,6 +27,8 @@ func newApplyCmd(g *globals) *cobra.Command {
 
 A file may hold several documents separated by "---". Every document is
 checked before anything is stored: one invalid document stores nothing.
+Secrets, then configs, are applied before the services, jobs and cron
+jobs that may use them, whatever their order in the files.
 A Compose file (compose.yaml, docker-compose.yml, or any file with a
 top-level services: and no kind:) is applied as 'berth compose -f FILE up -d'
 does: into its project's namespace, in depends_on order, every key berth
@@ -142,6 +145,26 @@ func (g *globals) readSpecs(files []string) ([]api.Object, error) {
 	return objs, nil
 }
 
+// applyOrder is objs with what workloads use applied first, as kubectl
+// and helm order by kind: secrets, then configs, then the rest, each
+// group in file order. A service listed before the secret it pulls with
+// (or mounts) is then stored after the secret, and gets no warning that
+// the secret is missing.
+func applyOrder(objs []api.Object) []api.Object {
+	rank := func(o api.Object) int {
+		switch o.GetKind() {
+		case api.KindSecret:
+			return 0
+		case api.KindConfig:
+			return 1
+		}
+		return 2
+	}
+	out := slices.Clone(objs)
+	slices.SortStableFunc(out, func(a, b api.Object) int { return rank(a) - rank(b) })
+	return out
+}
+
 // diffObject prints what applying o would change, as a unified diff of
 // the spec file shapes, and says "created", "configured" or "unchanged".
 func diffObject(ctx context.Context, c *client.Client, w io.Writer, o api.Object) (string, error) {
@@ -233,11 +256,11 @@ func (g *globals) applyInputs(ctx context.Context, files []string, dryRun bool) 
 	return objs, nil, nil
 }
 
-// applyObjects applies objs in order, or with dryRun shows what each
-// would change, and says what became of each.
+// applyObjects applies objs in applyOrder, or with dryRun shows what
+// each would change, and says what became of each.
 func applyObjects(cmd *cobra.Command, c *client.Client, objs []api.Object, dryRun bool) error {
 	out := cmd.OutOrStdout()
-	for _, o := range objs {
+	for _, o := range applyOrder(objs) {
 		ref := objRef{kind: o.GetKind(), name: o.GetMetadata().Name}
 		if dryRun {
 			changed, err := diffObject(cmd.Context(), c, out, o)

@@ -22,18 +22,23 @@ import (
 //
 //	image ref ─▶ manifest (or index ─▶ its manifests) ─▶ config, layers
 //
-// whatever repository name the request uses.
+// whatever repository name the request uses. Listings would name the
+// private repositories and tags the caller does not run, so such a caller
+// lists no catalog, and the tags only of repositories it runs an image of.
 
 // ReadableFunc returns the image references (REPOSITORY[:TAG][@DIGEST])
 // whose manifests and blobs the caller of r may read, or all=true when it
 // may read everything. who names the caller in errors.
 type ReadableFunc func(r *http.Request) (refs []string, all bool, who string, err error)
 
-// checkRead refuses a manifest or blob read of rt that Options.Readable
-// does not allow. A pinned image this store lacks yet is pulled through
+// checkRead refuses a manifest, blob, tag list or catalog read of rt that
+// Options.Readable does not allow. A pinned image this store lacks yet is pulled through
 // first, so that what it references is known.
 func (h *Handler) checkRead(r *http.Request, rt route) error {
-	if h.opts.Readable == nil || (rt.kind != "manifest" && rt.kind != "blob") {
+	switch {
+	case h.opts.Readable == nil:
+		return nil
+	case rt.kind != "manifest" && rt.kind != "blob" && rt.kind != "tags" && rt.kind != "catalog":
 		return nil
 	}
 	refs, all, who, err := h.opts.Readable(r)
@@ -42,6 +47,15 @@ func (h *Handler) checkRead(r *http.Request, rt route) error {
 	}
 	if all {
 		return nil
+	}
+	switch rt.kind {
+	case "catalog":
+		return fail(http.StatusForbidden, codeDenied, "%s: %v: the catalog lists repositories it runs no image of", who, errdefs.ErrForbidden)
+	case "tags":
+		if readsRepo(refs, rt.name) {
+			return nil
+		}
+		return fail(http.StatusForbidden, codeDenied, "%s: %v: repository %s holds no image it runs", who, errdefs.ErrForbidden, rt.name)
 	}
 	ctx := r.Context()
 	var want v1.Hash
@@ -72,6 +86,20 @@ func (h *Handler) checkRead(r *http.Request, rt route) error {
 func readsTag(refs []string, repo, tag string) bool {
 	for _, s := range refs {
 		if r, err := ParseReference(s); err == nil && r.Digest == "" && r.Tag == tag && r.Repository == repo {
+			return true
+		}
+	}
+	return false
+}
+
+// readsRepo reports whether refs name an image of repo, as written or
+// under the name a pull gives it in the store (LocalName).
+func readsRepo(refs []string, repo string) bool {
+	for _, s := range refs {
+		if r, err := ParseReference(s); err == nil && r.Repository == repo {
+			return true
+		}
+		if nr, err := Normalize(s); err == nil && strings.HasPrefix(LocalName(nr), repo+":") {
 			return true
 		}
 	}

@@ -36,7 +36,8 @@ func pullSecretSpec(ns, name, image string, policy api.PullPolicy, secret string
 // registry only the image it runs: another namespace's private image is
 // refused it (403), by digest, under either name. A service applied
 // before its pull secret is stored unpinned with a warning naming the
-// secret, and runs once the secret is created. Another namespace whose
+// secret, and runs once the secret is created; one listed before its
+// pull secret in a single file is applied after it, pinned. Another namespace whose
 // template names no credentials is refused the image the servers now
 // hold. The secret is sealed on
 // the server's disk and never on the agent's. Once `berth registry
@@ -164,6 +165,28 @@ func TestRegistryPullSecrets(t *testing.T) {
 		if _, errOut, code := sa.cli("apply", "-f", f); code == 0 || !strings.Contains(errOut, "is private") {
 			t.Errorf("team-b applies %s without credentials: exit %d, stderr %q; want it refused as private", image, code, errOut)
 		}
+	}
+
+	// One file listing a service before the pull secret it names: apply
+	// stores the secret first, so the service is pinned, with no warning.
+	cfgJSON, err := os.ReadFile(dockerCfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	both := filepath.Join(t.TempDir(), "both.yaml")
+	spec := pullSecretSpec("team-c", "together", ref, api.PullIfNotPresent, "regcred",
+		"placement:\n  constraints: [{key: node.name, op: \"==\", values: [nowhere]}]\n") +
+		"---\nkind: Secret\nname: regcred\nnamespace: team-c\ntype: " + api.SecretTypeRegistryAuth +
+		"\ndata:\n  .dockerconfigjson: " + base64.StdEncoding.EncodeToString(cfgJSON) + "\n"
+	if err := os.WriteFile(both, []byte(spec), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if out, errOut, code := sa.cli("apply", "-f", both); code != 0 || strings.Contains(errOut, "regcred") ||
+		!strings.Contains(out, "secret/regcred created\nservice/together created") {
+		t.Errorf("apply of a service listed before its pull secret: exit %d, stdout %q, stderr %q; want the secret stored first, no warning naming it", code, out, errOut)
+	}
+	if svc, err := sa.admin.Services().Get(context.Background(), "team-c", "together"); err != nil || svc.Spec.Template.Image != ref+"@"+want {
+		t.Errorf("service together, listed before its pull secret: %v, image %q; want %s@%s", err, svc.Spec.Template.Image, ref, want)
 	}
 
 	// team-b's instance waits for a node that does not exist.

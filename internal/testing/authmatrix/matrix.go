@@ -334,6 +334,10 @@ func Run(t *testing.T, e Env) {
 			row{name: "attack: another image's layer under its own image's name", method: "GET", path: func(node string) string {
 				return "/v2/" + image(other(node)).Repository + "/blobs/" + image(node).Layer
 			}, want: [Callers]int{ok, ok, no, who, who}},
+			row{name: "list its repository's tags", method: "GET", path: reg(func(i Image) string { return "/v2/" + i.Repository + "/tags/list" }),
+				want: [Callers]int{ok, ok, no, who, who}},
+			row{name: "attack: list the registry's repositories", method: "GET", path: at("/v2/_catalog"),
+				want: [Callers]int{ok, no, no, who, who}},
 			row{name: "attack: push to the registry", method: "POST", path: reg(func(i Image) string { return "/v2/" + i.Repository + "/blobs/uploads/" }),
 				want: [Callers]int{http.StatusAccepted, no, no, who, who}},
 		)
