@@ -495,9 +495,12 @@ func (c *Client) doRaw101(req *http.Request) (*http.Response, error) {
 }
 
 // TunnelConfig is the yamux configuration of both ends of a tunnel: a
-// keepalive finds a dead peer within seconds.
-func TunnelConfig() *yamux.Config {
+// keepalive finds a dead peer within seconds. Over a unix socket (local)
+// there is none: a peer that goes away closes the socket at once, and
+// the pings only woke both ends every few seconds.
+func TunnelConfig(local bool) *yamux.Config {
 	c := yamux.DefaultConfig()
+	c.EnableKeepAlive = !local
 	c.KeepAliveInterval = 5 * time.Second
 	c.ConnectionWriteTimeout = 10 * time.Second
 	c.MaxStreamWindowSize = 1 << 20
