@@ -12,7 +12,7 @@ TEST_TIMEOUT ?= 15m
 # The guest test builds a Debian guest from the archive on its first run (cached in build/guest/).
 GUEST_TIMEOUT ?= 40m
 
-.PHONY: all deps build up test test-nonroot test-guest guest-image lint bench demo-image deb clean fuzz
+.PHONY: all deps build up test test-nonroot test-guest guest-image lint lint-funclen bench demo-image deb clean fuzz
 
 all: build
 
@@ -67,6 +67,10 @@ lint: deps
 	go vet -tags guest ./test/guest/ ./internal/runtime/
 	staticcheck ./...
 	staticcheck -tags guest ./test/guest/ ./internal/runtime/
+
+# No function over 80 lines without a reason in its comment ("Long because ...").
+lint-funclen:
+	go run ./scripts/funclen $$(git ls-files '*.go')
 
 # Fuzz targets as package:Target:budget. Plain `go test` runs each one's
 # seed corpus; `make fuzz` (run by CI) fuzzes each for its budget, or for

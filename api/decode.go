@@ -58,26 +58,7 @@ func checkShape(e *errs, path string, v any, t reflect.Type) {
 	if v == nil {
 		return // null leaves the zero value, as encoding/json does
 	}
-	switch t {
-	case quantityType:
-		b, _ := json.Marshal(v)
-		if _, err := quantityFromJSON(b); err != nil {
-			e.add(path, "%v", err)
-		}
-		return
-	case durationType:
-		b, _ := json.Marshal(v)
-		if _, err := durationFromJSON(b); err != nil {
-			e.add(path, "%v", err)
-		}
-		return
-	case timeType:
-		s, ok := v.(string)
-		if !ok {
-			e.add(path, "expected a time string (RFC 3339), got %s", jsonTypeName(v))
-		} else if _, err := time.Parse(time.RFC3339Nano, s); err != nil {
-			e.add(path, "invalid time %q: use RFC 3339", s)
-		}
+	if checkTextValue(e, path, v, t) {
 		return
 	}
 	switch t.Kind() {
@@ -106,23 +87,63 @@ func checkShape(e *errs, path string, v any, t reflect.Type) {
 			checkShape(e, join(path, k), fv, t.Elem())
 		}
 	case reflect.Slice:
-		if t.Elem().Kind() == reflect.Uint8 { // bytes: base64 in a string
-			str, ok := v.(string)
-			if !ok {
-				e.add(path, "expected base64 in a string, got %s", jsonTypeName(v))
-			} else if _, err := base64.StdEncoding.DecodeString(str); err != nil {
-				e.add(path, "invalid base64: %v", err)
-			}
-			return
+		checkList(e, path, v, t)
+	default:
+		checkScalar(e, path, v, t.Kind())
+	}
+}
+
+// checkTextValue checks a value of a type written as text (a quantity, a
+// duration, a time) and reports whether t is one.
+func checkTextValue(e *errs, path string, v any, t reflect.Type) bool {
+	switch t {
+	case quantityType:
+		b, _ := json.Marshal(v)
+		if _, err := quantityFromJSON(b); err != nil {
+			e.add(path, "%v", err)
 		}
-		a, ok := v.([]any)
+	case durationType:
+		b, _ := json.Marshal(v)
+		if _, err := durationFromJSON(b); err != nil {
+			e.add(path, "%v", err)
+		}
+	case timeType:
+		s, ok := v.(string)
 		if !ok {
-			e.add(path, "expected a list, got %s", jsonTypeName(v))
-			return
+			e.add(path, "expected a time string (RFC 3339), got %s", jsonTypeName(v))
+		} else if _, err := time.Parse(time.RFC3339Nano, s); err != nil {
+			e.add(path, "invalid time %q: use RFC 3339", s)
 		}
-		for i, ev := range a {
-			checkShape(e, fmt.Sprintf("%s[%d]", path, i), ev, t.Elem())
+	default:
+		return false
+	}
+	return true
+}
+
+// checkList checks a list, or bytes (base64 in a string), of slice type t.
+func checkList(e *errs, path string, v any, t reflect.Type) {
+	if t.Elem().Kind() == reflect.Uint8 {
+		str, ok := v.(string)
+		if !ok {
+			e.add(path, "expected base64 in a string, got %s", jsonTypeName(v))
+		} else if _, err := base64.StdEncoding.DecodeString(str); err != nil {
+			e.add(path, "invalid base64: %v", err)
 		}
+		return
+	}
+	a, ok := v.([]any)
+	if !ok {
+		e.add(path, "expected a list, got %s", jsonTypeName(v))
+		return
+	}
+	for i, ev := range a {
+		checkShape(e, fmt.Sprintf("%s[%d]", path, i), ev, t.Elem())
+	}
+}
+
+// checkScalar checks a string, boolean or number of kind k.
+func checkScalar(e *errs, path string, v any, k reflect.Kind) {
+	switch k {
 	case reflect.String:
 		switch v.(type) {
 		case string:

@@ -148,7 +148,9 @@ func RefOf(o Object) string {
 	return Ref(o.GetKind(), m.Namespace, m.Name)
 }
 
-// Default fills the namespace and kind of an object that leaves them out.
+// Default fills the namespace and kind of an object that leaves them out,
+// and the defaults of the template of a service, job or cron job, so that
+// a stored spec shows them.
 func Default(o Object) {
 	m := o.GetMetadata()
 	m.Kind = o.GetKind()
@@ -157,6 +159,14 @@ func Default(o Object) {
 	}
 	if !o.GetKind().Namespaced() {
 		m.Namespace = ""
+	}
+	switch x := o.(type) {
+	case *Service:
+		x.Spec.Template = x.Spec.Template.WithDefaults(KindService)
+	case *Job:
+		x.Spec.Template = x.Spec.Template.WithDefaults(KindJob)
+	case *CronJob:
+		x.Spec.Job.Template = x.Spec.Job.Template.WithDefaults(KindJob)
 	}
 }
 

@@ -54,10 +54,12 @@ type MigrationRestored struct {
 }
 
 // LiveMigratable says why instances of t cannot be migrated live, or nil
-// when they can: their executor must dump with CRIU, and exclusive CPUs
-// stay with the node that granted them.
+// when they can: a checkpoint holds one container, their executor must
+// dump with CRIU, and exclusive CPUs stay with the node that granted them.
 func (t *Template) LiveMigratable() error {
 	switch {
+	case len(t.Containers) > 0:
+		return fmt.Errorf("an instance with init or sidecar containers is not migrated: a checkpoint holds one container, and restored alone it would lose the others")
 	case t.Runtime != "runc" && t.Runtime != "crun":
 		rt := t.Runtime
 		if rt == "" {

@@ -408,16 +408,6 @@ func DefaultRestart(owner Kind) RestartPolicy {
 	return RestartAlways
 }
 
-// WithDefaults is t with the defaults it leaves out filled in, for a
-// template of an owner of that kind: the one place they are decided, for
-// the controllers and the agent alike.
-func (t Template) WithDefaults(owner Kind) Template {
-	if t.Restart == "" {
-		t.Restart = DefaultRestart(owner)
-	}
-	return t
-}
-
 // InstanceRestart is when the node starts an instance's exited container
 // again, in place. A job's instances never restart: the job controller
 // retries a failed index as a new instance (a new name, a new attempt),
@@ -436,7 +426,10 @@ func InstanceRestart(owner Kind, t Template) RestartPolicy {
 //     use (and records as a Volume object); it outlives the instance, its
 //     restarts and its rollouts, until `berth volume rm`;
 //   - HostPath: a directory (or file) of the node, bound as it is;
-//   - Tmpfs: memory-backed storage of a bounded size, empty at each start.
+//   - Tmpfs: memory-backed storage of a bounded size, empty at each start;
+//     an instance with init or sidecar containers has one such tmpfs that
+//     all of them share, empty when the instance starts, kept across its
+//     containers' restarts.
 type VolumeMount struct {
 	Name     string       `json:"name,omitempty"`
 	HostPath string       `json:"hostPath,omitempty"`
@@ -659,9 +652,17 @@ const (
 	EventWarning EventType = "Warning"
 )
 
-// Hash identifies the template: instances made from another are replaced
-// (a rollout, or a restart asked for through RestartedAt).
+// Hash identifies the template of a service or of an instance: instances
+// made from another are replaced (a rollout, or a restart asked for
+// through RestartedAt). Defaults, written out or left out, hash alike
+// (see withoutDefaults), so a spec stored before the API filled them in
+// hashes as it did then. One stored before that spelled a default out
+// (restart: always on a service) hashes as if it had not: its instances
+// are replaced once.
 func (t Template) Hash() string {
+	// The service's defaults: a job's own template is never hashed, and
+	// the job controller settles its instances' restart policy to never.
+	t = t.withoutDefaults(KindService)
 	t.Migration = "" // a policy for moves, not what runs
 	b, _ := json.Marshal(t)
 	sum := sha256.Sum256(b)

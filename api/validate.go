@@ -158,11 +158,11 @@ func validatePort(e *errs, field string, p int, allowZero bool) {
 	}
 }
 
-// validateTemplate checks t; prefix is the template's field path.
 // MinDisk is the smallest disk limit: below it a container could not
 // write its own first files.
 const MinDisk Quantity = 1 << 20
 
+// validateTemplate checks t; prefix is the template's field path.
 func validateTemplate(e *errs, prefix string, t *Template) {
 	if err := ValidateImage(t.Image); err != nil {
 		e.add(join(prefix, "image"), "%v", err)
@@ -190,9 +190,20 @@ func validateTemplate(e *errs, prefix string, t *Template) {
 		}
 	}
 	validateResources(e, join(prefix, "resources"), t.Resources)
+	validatePorts(e, prefix, t.Ports)
+	if t.Health != nil {
+		validateHealth(e, join(prefix, "health"), t.Health)
+	}
+	validateRestart(e, join(prefix, "restart"), t.Restart)
+	validateContainers(e, prefix, t)
+	validateVolumes(e, prefix, t.Volumes)
+}
+
+// validatePorts checks a template's ports; prefix is the template's path.
+func validatePorts(e *errs, prefix string, ports []Port) {
 	names := map[string]bool{}
 	hosts := map[string]bool{}
-	for i, p := range t.Ports {
+	for i, p := range ports {
 		pp := fmt.Sprintf("%s[%d]", join(prefix, "ports"), i)
 		if p.Name != "" {
 			if err := ValidateName(p.Name); err != nil {
@@ -210,20 +221,19 @@ func validateTemplate(e *errs, prefix string, t *Template) {
 			e.add(pp+".protocol", "must be tcp or udp, got %q", p.Protocol)
 		}
 		if p.Host != 0 {
-			key := fmt.Sprintf("%d/%s", p.Host, cmpOr(p.Protocol, "tcp"))
+			key := fmt.Sprintf("%d/%s", p.Host, cmpOr(p.Protocol, DefaultProtocol))
 			if hosts[key] {
 				e.add(pp+".host", "host port %s published twice", key)
 			}
 			hosts[key] = true
 		}
 	}
-	if t.Health != nil {
-		validateHealth(e, join(prefix, "health"), t.Health)
-	}
-	validateRestart(e, join(prefix, "restart"), t.Restart)
-	validateContainers(e, prefix, t)
+}
+
+// validateVolumes checks a template's volumes; prefix is the template's path.
+func validateVolumes(e *errs, prefix string, volumes []VolumeMount) {
 	paths := map[string]int{}
-	for i, v := range t.Volumes {
+	for i, v := range volumes {
 		vp := fmt.Sprintf("%s[%d]", join(prefix, "volumes"), i)
 		n := 0
 		if v.Name != "" {

@@ -26,6 +26,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/berth-dev/berth/api"
@@ -39,6 +40,9 @@ type Client struct {
 	token        string
 	watchTimeout time.Duration
 	local        bool // over a unix socket
+
+	h1Once sync.Once
+	h1     *http.Client // see upgradeClient
 }
 
 // Local reports whether c reaches its server over a unix socket, on this
@@ -148,6 +152,34 @@ func New(endpoint string, opts ...Option) (*Client, error) {
 		c.hc = &http.Client{Transport: tr}
 	}
 	return c, nil
+}
+
+// upgradeClient sends the requests that switch protocols (a node's
+// tunnel): HTTP/2 cannot carry them, so they go over HTTP/1.1, on a
+// connection of their own, where the client's other requests share one
+// HTTP/2 connection. Go's transport does so by itself for WebSockets only.
+func (c *Client) upgradeClient() *http.Client {
+	c.h1Once.Do(func() {
+		c.h1 = c.hc
+		tr, ok := c.hc.Transport.(*http.Transport)
+		if !ok {
+			return
+		}
+		h1 := tr.Clone()
+		var p http.Protocols
+		p.SetHTTP1(true)
+		h1.Protocols = &p
+		if h1.TLSClientConfig != nil {
+			// A transport that has spoken HTTP/2 offers it in its TLS
+			// configuration: offer HTTP/1.1 alone.
+			h1.TLSClientConfig = h1.TLSClientConfig.Clone()
+			h1.TLSClientConfig.NextProtos = []string{"http/1.1"}
+		}
+		hc := *c.hc
+		hc.Transport = h1
+		c.h1 = &hc
+	})
+	return c.h1
 }
 
 // Error is an error answer from the server. errors.Is matches its

@@ -155,6 +155,11 @@ type ExecOptions struct {
 	// Container names one of the instance's init or sidecar containers;
 	// empty (or api.MainContainer) is the main one.
 	Container string
+	// Resolve lets the name be a service's or job's as well as an
+	// instance's: the server runs the command in the first running
+	// instance of what it names (api.FirstRunning), and refuses a name
+	// that is two of them.
+	Resolve bool
 }
 
 // Exec runs a command in a running instance and returns its exit code.
@@ -162,33 +167,8 @@ func (c *Client) Exec(ctx context.Context, namespace, name string, o ExecOptions
 	if len(o.Command) == 0 {
 		return -1, &api.ValidationError{Fields: []api.FieldError{{Field: "command", Reason: "no command given"}}}
 	}
-	q := url.Values{"cmd": o.Command}
-	for _, e := range o.Env {
-		q.Add("env", e)
-	}
-	if o.TTY {
-		q.Set("tty", "1")
-	}
-	if o.Stdin != nil {
-		q.Set("stdin", "1")
-	}
-	if o.Container != "" {
-		q.Set("container", o.Container)
-	}
-	var first *TermSize
-	if o.TTY && o.Resize != nil {
-		// The first size travels with the request, so the command starts
-		// on a terminal of the right size.
-		select {
-		case ts := <-o.Resize:
-			first = &ts
-			q.Set("cols", strconv.Itoa(int(ts.Cols)))
-			q.Set("rows", strconv.Itoa(int(ts.Rows)))
-		default:
-		}
-	}
-	path := instancePath(namespace, name, "exec") + "?" + q.Encode()
-	ws, err := c.dialWS(ctx, path)
+	q, first := execQuery(o)
+	ws, err := c.dialWS(ctx, instancePath(namespace, name, "exec")+"?"+q.Encode())
 	if err != nil {
 		return -1, err
 	}
@@ -202,42 +182,92 @@ func (c *Client) Exec(ctx context.Context, namespace, name string, o ExecOptions
 		return ws.Write(ctx, websocket.MessageBinary, append([]byte{ch}, p...))
 	}
 	if o.Stdin != nil {
-		go func() {
-			buf := make([]byte, 32<<10)
-			for {
-				n, err := o.Stdin.Read(buf)
-				if n > 0 && send(ChanStdin, buf[:n]) != nil {
-					return
-				}
-				if err != nil {
-					_ = send(ChanStdinEOF, nil)
-					return
-				}
-			}
-		}()
+		go sendStdin(o.Stdin, send)
 	}
 	if o.TTY && o.Resize != nil {
-		go func() {
-			for {
-				select {
-				case <-ctx.Done():
-					return
-				case ts := <-o.Resize:
-					if first != nil && ts == *first {
-						continue
-					}
-					b, _ := json.Marshal(ts)
-					if send(ChanResize, b) != nil {
-						return
-					}
-				}
-			}
-		}()
+		go sendResizes(ctx, o.Resize, first, send)
 	}
+	code, err := readExec(ctx, ws, o)
+	if err != nil {
+		return -1, fmt.Errorf("exec in instance %s/%s: %w", namespace, name, err)
+	}
+	return code, nil
+}
+
+// execQuery is the exec route's query for o. With a TTY, the first size
+// waiting on o.Resize travels with it, so the command starts on a
+// terminal of the right size; it is returned, to be sent only once.
+func execQuery(o ExecOptions) (url.Values, *TermSize) {
+	q := url.Values{"cmd": o.Command}
+	for _, e := range o.Env {
+		q.Add("env", e)
+	}
+	if o.TTY {
+		q.Set("tty", "1")
+	}
+	if o.Stdin != nil {
+		q.Set("stdin", "1")
+	}
+	if o.Container != "" {
+		q.Set("container", o.Container)
+	}
+	if o.Resolve {
+		q.Set("resolve", "1")
+	}
+	var first *TermSize
+	if o.TTY && o.Resize != nil {
+		select {
+		case ts := <-o.Resize:
+			first = &ts
+			q.Set("cols", strconv.Itoa(int(ts.Cols)))
+			q.Set("rows", strconv.Itoa(int(ts.Rows)))
+		default:
+		}
+	}
+	return q, first
+}
+
+// sendStdin copies stdin to the exec stream, then says it has ended.
+func sendStdin(stdin io.Reader, send func(byte, []byte) error) {
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := stdin.Read(buf)
+		if n > 0 && send(ChanStdin, buf[:n]) != nil {
+			return
+		}
+		if err != nil {
+			_ = send(ChanStdinEOF, nil)
+			return
+		}
+	}
+}
+
+// sendResizes sends the terminal's sizes until ctx ends; first went with
+// the request.
+func sendResizes(ctx context.Context, sizes <-chan TermSize, first *TermSize, send func(byte, []byte) error) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case ts := <-sizes:
+			if first != nil && ts == *first {
+				continue
+			}
+			b, _ := json.Marshal(ts)
+			if send(ChanResize, b) != nil {
+				return
+			}
+		}
+	}
+}
+
+// readExec copies the command's output to o's writers until its exit
+// status comes, and returns its code.
+func readExec(ctx context.Context, ws *websocket.Conn, o ExecOptions) (int, error) {
 	for {
 		_, msg, err := ws.Read(ctx)
 		if err != nil {
-			return -1, fmt.Errorf("exec in instance %s/%s: the stream ended before the command: %w", namespace, name, err)
+			return -1, fmt.Errorf("the stream ended before the command: %w", err)
 		}
 		if len(msg) == 0 {
 			continue
@@ -255,11 +285,11 @@ func (c *Client) Exec(ctx context.Context, namespace, name string, o ExecOptions
 		case ChanExit:
 			var st ExitStatus
 			if err := json.Unmarshal(p, &st); err != nil {
-				return -1, fmt.Errorf("exec in instance %s/%s: exit status: %w", namespace, name, err)
+				return -1, fmt.Errorf("exit status: %w", err)
 			}
 			ws.Close(websocket.StatusNormalClosure, "")
 			if st.Error != "" {
-				return -1, fmt.Errorf("exec in instance %s/%s: %s", namespace, name, st.Error)
+				return -1, errors.New(st.Error)
 			}
 			return st.Code, nil
 		}
@@ -483,7 +513,7 @@ func (c *Client) doRaw101(req *http.Request) (*http.Response, error) {
 	if c.token != "" {
 		req.Header.Set("Authorization", "Bearer "+c.token)
 	}
-	resp, err := c.hc.Do(req)
+	resp, err := c.upgradeClient().Do(req)
 	if err != nil {
 		return nil, fmt.Errorf("%s %s: %w", req.Method, req.URL.Path, err)
 	}

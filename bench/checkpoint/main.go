@@ -17,19 +17,17 @@ import (
 	"strings"
 	"time"
 
+	"github.com/berth-dev/berth/bench/internal/harness"
 	"github.com/berth-dev/berth/internal/runtime/runtimetest"
 )
 
 const counter = "i=0; while :; do i=$((i+1)); echo $i; usleep 10000; done"
 
 func main() {
-	bin := flag.String("berth", "bin/berth", "the berth binary to measure")
+	bin := harness.BerthFlag()
 	runs := flag.Int("n", 5, "checkpoint/restore rounds per tool")
 	flag.Parse()
-	if err := bench(*bin, *runs); err != nil {
-		fmt.Fprintln(os.Stderr, "bench:", err)
-		os.Exit(1)
-	}
+	harness.Exit(bench(*bin, *runs))
 }
 
 func bench(bin string, runs int) error {

@@ -20,6 +20,7 @@ import (
 
 	"github.com/berth-dev/berth/api"
 	"github.com/berth-dev/berth/api/client"
+	"github.com/berth-dev/berth/bench/internal/harness"
 	"github.com/berth-dev/berth/internal/runtime/runtimetest"
 )
 
@@ -31,22 +32,24 @@ var (
 )
 
 func main() {
-	bin := flag.String("berth", "bin/berth", "the berth binary to measure")
+	bin := harness.BerthFlag()
 	runs := flag.Int("n", 100, "berth run measurements")
 	heals := flag.Int("heals", 30, "self-heal measurements")
 	peerRuns := flag.Int("podman", 20, "podman run measurements (0 to skip)")
 	flag.Parse()
-	if err := bench(*bin, *runs, *heals, *peerRuns); err != nil {
-		fmt.Fprintln(os.Stderr, "bench:", err)
-		os.Exit(1)
-	}
+	harness.Exit(bench(*bin, *runs, *heals, *peerRuns))
+}
+
+// figures are what one invocation measures.
+type figures struct {
+	runs                         int
+	cli, viaAPI, viaAPIUserNS    []time.Duration
+	heal, pod                    []time.Duration
+	podErr                       error
+	idleRSS, busyRSS, idleRSSEnd float64
 }
 
 func bench(bin string, runs, heals, peerRuns int) error {
-	bin, err := filepath.Abs(bin)
-	if err != nil {
-		return err
-	}
 	work, err := os.MkdirTemp("", "berth-bench-cluster-")
 	if err != nil {
 		return err
@@ -57,120 +60,104 @@ func bench(bin string, runs, heals, peerRuns int) error {
 	if err := runtimetest.WriteBusyboxRootfs(rootfs); err != nil {
 		return err
 	}
-	berth := func(args ...string) (string, error) {
-		out, err := exec.Command(bin, append([]string{"--data-dir", data}, args...)...).CombinedOutput()
-		if err != nil {
-			return string(out), fmt.Errorf("berth %s: %w: %s", strings.Join(args, " "), err, out)
-		}
-		return string(out), nil
-	}
-	if _, err := berth("image", "build", rootfs, "--tag", "bench/busybox:1"); err != nil {
+	if _, err := harness.Berth(bin, data, "image", "build", rootfs, "--tag", "bench/busybox:1"); err != nil {
 		return err
 	}
-	up := exec.Command(bin, append([]string{"--data-dir", data, "up"}, strings.Fields(*upArgs)...)...)
-	up.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	o := harness.Options{Args: strings.Fields(*upArgs)}
 	if *upLog != "" {
 		f, err := os.Create(*upLog)
 		if err != nil {
 			return err
 		}
 		defer f.Close()
-		up.Stdout, up.Stderr = f, f
+		o.Log = f
 	}
-	if err := up.Start(); err != nil {
-		return err
-	}
-	defer func() {
-		_ = up.Process.Kill()
-		_, _ = up.Process.Wait()
-		cleanupContainers(bin, data)
-	}()
-	ctx := context.Background()
-	c, err := client.New("unix://" + filepath.Join(data, "berth.sock"))
+	up, err := harness.Start(bin, data, o)
 	if err != nil {
 		return err
 	}
-	deadline := time.Now().Add(30 * time.Second)
-	for c.Healthz(ctx) != nil {
-		if time.Now().After(deadline) {
-			return errors.New("berth up did not answer")
-		}
-		time.Sleep(20 * time.Millisecond)
+	defer up.Stop()
+	time.Sleep(time.Second) // let the node settle before its idle memory is read
+	f := figures{runs: runs, idleRSS: rssMiB(up.Cmd.Process.Pid)}
+	if err := measure(up, &f, heals); err != nil {
+		return err
 	}
-	time.Sleep(time.Second) // let the node register and settle
-	idle0 := rssMiB(up.Process.Pid)
+	if peerRuns > 0 {
+		f.pod, f.podErr = podmanRuns(work, rootfs, peerRuns)
+	}
+	report(&f)
+	return nil
+}
 
-	// berth run, through the CLI as a user types it, waiting for Running.
-	var cli []time.Duration
-	for i := range runs {
+// measure times berth run through the CLI and service applies through
+// the API (with userns, one of each in turn, so the machine's noise falls
+// on both alike) to Running, then self-heals, reading berth up's memory
+// busy and idle again.
+func measure(up *harness.Up, f *figures, heals int) error {
+	ctx, c := context.Background(), up.Client
+	for i := range f.runs {
 		t0 := time.Now()
-		if _, err := berth("run", "--name", fmt.Sprintf("cli-%d", i), "bench/busybox:1", "sleep", "3600"); err != nil {
+		if _, err := up.Berth("run", "--name", fmt.Sprintf("cli-%d", i), "bench/busybox:1", "sleep", "3600"); err != nil {
 			return err
 		}
-		cli = append(cli, time.Since(t0))
+		f.cli = append(f.cli, time.Since(t0))
 	}
-	// The same through the API: apply, then watch until Running; with
-	// userns, one of each in turn, so the machine's noise falls on both alike.
-	var viaAPI, viaAPIUserNS []time.Duration
-	for i := range runs {
+	for i := range f.runs {
 		d, err := apiRun(ctx, c, fmt.Sprintf("api-%d", i), false)
 		if err != nil {
 			return err
 		}
-		viaAPI = append(viaAPI, d)
+		f.viaAPI = append(f.viaAPI, d)
 		if !*userns {
 			continue
 		}
 		if d, err = apiRun(ctx, c, fmt.Sprintf("uns-%d", i), true); err != nil {
 			return err
 		}
-		viaAPIUserNS = append(viaAPIUserNS, d)
+		f.viaAPIUserNS = append(f.viaAPIUserNS, d)
 	}
-	busy := rssMiB(up.Process.Pid)
+	f.busyRSS = rssMiB(up.Cmd.Process.Pid)
 
 	// Self-heal: kill -9 a container's main process, time until its instance runs again.
-	var heal []time.Duration
 	for i := range heals {
-		d, err := selfHeal(ctx, c, fmt.Sprintf("api-%d", i%runs))
+		d, err := selfHeal(ctx, c, fmt.Sprintf("api-%d", i%f.runs))
 		if err != nil {
 			return err
 		}
-		heal = append(heal, d)
+		f.heal = append(f.heal, d)
 	}
-	for i := range runs {
+	for i := range f.runs {
 		_ = c.Delete(ctx, api.KindService, "default", fmt.Sprintf("cli-%d", i), 0)
 		_ = c.Delete(ctx, api.KindService, "default", fmt.Sprintf("api-%d", i), 0)
 		_ = c.Delete(ctx, api.KindService, "default", fmt.Sprintf("uns-%d", i), 0)
 	}
 	time.Sleep(3 * time.Second)
-	idleAfter := rssMiB(up.Process.Pid)
+	f.idleRSSEnd = rssMiB(up.Cmd.Process.Pid)
+	return nil
+}
 
-	var pod []time.Duration
-	var podErr error
-	if peerRuns > 0 {
-		pod, podErr = podmanRuns(work, rootfs, peerRuns)
-	}
-
-	fmt.Printf("one node, %d runs of each; every figure from this invocation\n\n", runs)
+// report prints the figures.
+func report(f *figures) {
+	fmt.Printf("one node, %d runs of each; every figure from this invocation\n\n", f.runs)
 	fmt.Printf("%-46s %9s %9s %9s\n", "", "p50", "p99", "max")
 	row := func(name string, d []time.Duration) {
-		fmt.Printf("%-46s %9s %9s %9s\n", name, ms(pct(d, 50)), ms(pct(d, 99)), ms(slices.Max(d)))
+		fmt.Printf("%-46s %9s %9s %9s\n", name, harness.MS(harness.Pct(d, 50)), harness.MS(harness.Pct(d, 99)), harness.MS(slices.Max(d)))
 	}
-	row("berth run (CLI) to Running", cli)
-	row("service apply (API) to Running", viaAPI)
-	if len(viaAPIUserNS) > 0 {
-		row("service apply (API), userns: true, to Running", viaAPIUserNS)
+	row("berth run (CLI) to Running", f.cli)
+	row("service apply (API) to Running", f.viaAPI)
+	if len(f.viaAPIUserNS) > 0 {
+		row("service apply (API), userns: true, to Running", f.viaAPIUserNS)
 	}
-	row(fmt.Sprintf("self-heal: kill -9 to Running again (%d)", len(heal)), heal)
-	if podErr != nil {
-		fmt.Printf("%-46s %s\n", "podman run -d", "not measured: "+podErr.Error())
-	} else if len(pod) > 0 {
-		row(fmt.Sprintf("podman run -d --runtime runc (%d)", len(pod)), pod)
-		fmt.Printf("\nberth run (CLI) / podman run -d: p50 %.2fx, p99 %.2fx\n", ratio(pct(cli, 50), pct(pod, 50)), ratio(pct(cli, 99), pct(pod, 99)))
+	row(fmt.Sprintf("self-heal: kill -9 to Running again (%d)", len(f.heal)), f.heal)
+	if f.podErr != nil {
+		fmt.Printf("%-46s %s\n", "podman run -d", "not measured: "+f.podErr.Error())
+	} else if len(f.pod) > 0 {
+		row(fmt.Sprintf("podman run -d --runtime runc (%d)", len(f.pod)), f.pod)
+		fmt.Printf("\nberth run (CLI) / podman run -d: p50 %.2fx, p99 %.2fx\n",
+			harness.Ratio(harness.Pct(f.cli, 50), harness.Pct(f.pod, 50)), harness.Ratio(harness.Pct(f.cli, 99), harness.Pct(f.pod, 99)))
 	}
-	fmt.Printf("\nberth up RSS: idle %.1f MiB; with %d services running %.1f MiB; idle again %.1f MiB\n", idle0, 2*runs, busy, idleAfter)
+	fmt.Printf("\nberth up RSS: idle %.1f MiB; with %d services running %.1f MiB; idle again %.1f MiB\n", f.idleRSS, 2*f.runs, f.busyRSS, f.idleRSSEnd)
 	fmt.Println("goals: run to Running p99 <= 50 ms, self-heal <= 100 ms, idle RSS <= 80 MB")
-	return nil
 }
 
 func apiRun(ctx context.Context, c *client.Client, name string, userns bool) (time.Duration, error) {
@@ -205,7 +192,7 @@ func apiRun(ctx context.Context, c *client.Client, name string, userns bool) (ti
 		if ev.Object.Status.Phase == api.PhaseRunning {
 			d := time.Since(t0)
 			if *stages {
-				fmt.Printf("%s: seen %s bound %s running %s\n", name, ms(made), ms(bound), ms(d))
+				fmt.Printf("%s: seen %s bound %s running %s\n", name, harness.MS(made), harness.MS(bound), harness.MS(d))
 			}
 			return d, nil
 		}
@@ -310,13 +297,6 @@ func podmanRuns(work, rootfs string, n int) ([]time.Duration, error) {
 	return d, nil
 }
 
-func cleanupContainers(bin, data string) {
-	out, _ := exec.Command(bin, "--data-dir", data, "container", "ps", "-a", "-q").Output()
-	for _, id := range strings.Fields(string(out)) {
-		_ = exec.Command(bin, "--data-dir", data, "container", "rm", "-f", id).Run()
-	}
-}
-
 func rssMiB(pid int) float64 {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
@@ -330,14 +310,3 @@ func rssMiB(pid int) float64 {
 	}
 	return 0
 }
-
-func pct(d []time.Duration, p int) time.Duration {
-	s := slices.Clone(d)
-	slices.Sort(s)
-	i := (len(s)*p + 99) / 100
-	return s[max(0, min(len(s)-1, i-1))]
-}
-
-func ms(d time.Duration) string { return fmt.Sprintf("%.1fms", float64(d)/float64(time.Millisecond)) }
-
-func ratio(a, b time.Duration) float64 { return float64(a) / float64(b) }

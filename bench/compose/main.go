@@ -6,7 +6,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"os"
@@ -14,10 +13,9 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"syscall"
 	"time"
 
-	"github.com/berth-dev/berth/api/client"
+	"github.com/berth-dev/berth/bench/internal/harness"
 	"github.com/berth-dev/berth/internal/runtime/runtimetest"
 )
 
@@ -57,13 +55,10 @@ services:
 var services = []string{"db", "cache", "api", "worker", "web"}
 
 func main() {
-	bin := flag.String("berth", "bin/berth", "the berth binary to measure")
+	bin := harness.BerthFlag()
 	runs := flag.Int("n", 5, "measurements of each")
 	flag.Parse()
-	if err := bench(*bin, *runs); err != nil {
-		fmt.Fprintln(os.Stderr, "bench:", err)
-		os.Exit(1)
-	}
+	harness.Exit(bench(*bin, *runs))
 }
 
 func bench(bin string, runs int) error {
@@ -94,56 +89,15 @@ func bench(bin string, runs int) error {
 
 func berthRuns(bin, work, rootfs string, runs int) ([]time.Duration, error) {
 	data := filepath.Join(work, "data")
-	berth := func(args ...string) (string, error) {
-		out, err := exec.Command(bin, append([]string{"--data-dir", data}, args...)...).CombinedOutput()
-		if err != nil {
-			return string(out), fmt.Errorf("berth %s: %w: %s", strings.Join(args, " "), err, out)
-		}
-		return string(out), nil
-	}
-	if _, err := berth("image", "build", rootfs, "--tag", "bench/busybox:1"); err != nil {
+	if _, err := harness.Berth(bin, data, "image", "build", rootfs, "--tag", "bench/busybox:1"); err != nil {
 		return nil, err
 	}
-	// berth up in a network namespace of its own, so its bridge and
-	// tables stay off the host's network.
-	netns := fmt.Sprintf("berth-bench-compose-%d", os.Getpid())
-	if out, err := exec.Command("ip", "netns", "add", netns).CombinedOutput(); err != nil {
-		return nil, fmt.Errorf("ip netns add: %w: %s", err, out)
-	}
-	defer exec.Command("ip", "netns", "del", netns).Run()
-	_ = exec.Command("ip", "-n", netns, "link", "set", "lo", "up").Run()
-	up := exec.Command("nsenter", "--net=/run/netns/"+netns, bin, "--data-dir", data, "up")
-	up.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
-	if err := up.Start(); err != nil {
-		return nil, err
-	}
-	defer func() {
-		_ = up.Process.Kill()
-		_, _ = up.Process.Wait()
-		out, _ := exec.Command(bin, "--data-dir", data, "container", "ps", "-a", "-q").Output()
-		for _, id := range strings.Fields(string(out)) {
-			_ = exec.Command(bin, "--data-dir", data, "container", "rm", "--force", id).Run()
-		}
-		pins, _ := filepath.Glob(filepath.Join(data, "net", "netns", "*"))
-		for _, p := range pins {
-			_ = syscall.Unmount(p, syscall.MNT_DETACH)
-		}
-	}()
-	ctx := context.Background()
-	c, err := client.New("unix://" + filepath.Join(data, "berth.sock"))
+	up, err := harness.Start(bin, data, harness.Options{Netns: fmt.Sprintf("berth-bench-compose-%d", os.Getpid())})
 	if err != nil {
 		return nil, err
 	}
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		if _, err := berth("get", "nodes"); err == nil {
-			break
-		}
-		if time.Now().After(deadline) {
-			return nil, errors.New("berth up did not answer")
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	defer up.Stop()
+	ctx, c, berth := context.Background(), up.Client, up.Berth
 	var out []time.Duration
 	for i := range runs + 1 {
 		project := fmt.Sprintf("bench%d", i)

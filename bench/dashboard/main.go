@@ -51,33 +51,57 @@ func bench(nInst, nNodes, nChanges int, gap time.Duration) error {
 		return err
 	}
 	defer os.RemoveAll(work)
+	c, addr, token, closeStore, err := serve(ctx, work)
+	if err != nil {
+		return err
+	}
+	defer closeStore()
+	names, err := seed(ctx, c, nInst, nNodes)
+	if err != nil {
+		return err
+	}
+	base := "https://" + addr + "/ui/"
+	bctx, closeBrowser, err := signIn(ctx, work, base, token)
+	if err != nil {
+		return err
+	}
+	defer closeBrowser()
+	if err := firstLoad(bctx, base, nInst); err != nil {
+		return err
+	}
+	return changeToDOM(ctx, bctx, c, names, nChanges, gap)
+}
+
+// serve runs an API server and the dashboard on a store in work until ctx
+// ends: on a unix socket (its client returned) and on TLS at addr, which
+// takes token.
+func serve(ctx context.Context, work string) (c *client.Client, addr, token string, closeStore func(), err error) {
 	quiet := slog.New(slog.DiscardHandler)
 	st, err := store.Open(ctx, store.Config{DataDir: work, Logger: quiet})
 	if err != nil {
-		return err
+		return nil, "", "", nil, err
 	}
-	defer st.Close()
 	ca, err := pki.NewCA()
 	if err != nil {
-		return err
+		return nil, "", "", nil, err
 	}
 	cert, err := pki.LoadOrIssueServer(filepath.Join(work, "tls"), ca, []string{"127.0.0.1"})
 	if err != nil {
-		return err
+		return nil, "", "", nil, err
 	}
 	serverTLS, token := ca.ServerTLSConfig(cert), rand.Text()
 	sock := api.SocketPath(work)
 	ul, err := apiserver.ListenUnix(sock)
 	if err != nil {
-		return err
+		return nil, "", "", nil, err
 	}
 	tl, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		return err
+		return nil, "", "", nil, err
 	}
-	c, err := client.New("unix://" + sock)
+	c, err = client.New("unix://" + sock)
 	if err != nil {
-		return err
+		return nil, "", "", nil, err
 	}
 	srv := apiserver.New(apiserver.Config{Store: st, Logger: quiet})
 	ui := dashboard.New(dashboard.Options{Client: c, Token: token, Logger: quiet})
@@ -85,13 +109,16 @@ func bench(nInst, nNodes, nChanges int, gap time.Duration) error {
 	go func() { _ = srv.Serve(ctx, ul, apiserver.UnixRootOnly) }()
 	go func() { _ = srv.ServeTLS(ctx, tl, serverTLS, token) }()
 	go func() { _ = ui.Run(ctx) }()
+	return c, tl.Addr().String(), token, func() { st.Close() }, nil
+}
 
-	// The cluster: nodes, then instances bound to them and running.
+// seed writes nNodes nodes and nInst instances bound to them, running.
+func seed(ctx context.Context, c *client.Client, nInst, nNodes int) ([]string, error) {
 	for n := range nNodes {
 		node := &api.Node{Metadata: api.Metadata{Name: fmt.Sprintf("node-%02d", n)},
 			Spec: api.NodeSpec{Capacity: api.NodeCapacity{MilliCPU: 16000, Memory: 64 << 30}}}
 		if _, err := c.Nodes().Apply(ctx, node); err != nil {
-			return fmt.Errorf("node %s: %w", node.Metadata.Name, err)
+			return nil, fmt.Errorf("node %s: %w", node.Metadata.Name, err)
 		}
 	}
 	names := make([]string, nInst)
@@ -109,30 +136,37 @@ func bench(nInst, nNodes, nChanges int, gap time.Duration) error {
 		_, err = c.Instances().UpdateStatus(ctx, stored)
 		return err
 	}); err != nil {
-		return err
+		return nil, err
 	}
 	fmt.Printf("cluster: %d instances on %d nodes written in %s\n", nInst, nNodes, time.Since(start).Round(time.Millisecond))
+	return names, nil
+}
 
+// signIn opens headless Chromium on the dashboard at base and signs in
+// with token; the first load measured is then the signed-in page's.
+func signIn(ctx context.Context, work, base, token string) (context.Context, func(), error) {
 	bin, err := exec.LookPath("chromium")
 	if err != nil {
-		return fmt.Errorf("chromium: %w (scripts/deps.sh installs it)", err)
+		return nil, nil, fmt.Errorf("chromium: %w (scripts/deps.sh installs it)", err)
 	}
 	actx, cancelAlloc := chromedp.NewExecAllocator(ctx, append(chromedp.DefaultExecAllocatorOptions[:],
 		chromedp.ExecPath(bin), chromedp.NoSandbox, chromedp.UserDataDir(filepath.Join(work, "chromium")),
 		chromedp.WindowSize(1280, 900), chromedp.Flag("ignore-certificate-errors", true))...)
-	defer cancelAlloc()
 	bctx, cancelB := chromedp.NewContext(actx)
-	defer cancelB()
 	bctx, cancelT := context.WithTimeout(bctx, 5*time.Minute)
-	defer cancelT()
-	base := "https://" + tl.Addr().String() + "/ui/"
-
-	// Sign in first: the first load measured is the signed-in page's.
+	closeBrowser := func() { cancelT(); cancelB(); cancelAlloc() }
 	if err := chromedp.Run(bctx, chromedp.Navigate(base), chromedp.WaitVisible("#token", chromedp.ByID),
 		chromedp.SendKeys("#token", token, chromedp.ByID), chromedp.Click("#signin", chromedp.ByID),
 		chromedp.WaitVisible("#map", chromedp.ByID)); err != nil {
-		return fmt.Errorf("sign in: %w", err)
+		closeBrowser()
+		return nil, nil, fmt.Errorf("sign in: %w", err)
 	}
+	return bctx, closeBrowser, nil
+}
+
+// firstLoad loads the page cold (nothing from the cache) and prints its
+// weight and first paint.
+func firstLoad(bctx context.Context, base string, nInst int) error {
 	var mu sync.Mutex
 	bytesBy := map[network.RequestID]float64{}
 	urlOf := map[network.RequestID]string{}
@@ -184,6 +218,13 @@ func bench(nInst, nNodes, nChanges int, gap time.Duration) error {
 	fmt.Printf("first load: page %.1f KB transferred (goal ≤ 300 KB), plus the stream's gzipped snapshot of %d instances: %s\n", page/1024, nInst, snap)
 	fmt.Printf("first contentful paint %.0f ms (goal ≤ 500 ms); map drawn with %d tiles at %.0f ms\n", paint.FCP, nInst, paint.Drawn)
 
+	return nil
+}
+
+// changeToDOM times status writes to the API until the page's tiles
+// change, with where the time goes.
+func changeToDOM(ctx, bctx context.Context, c *client.Client, names []string, nChanges int, gap time.Duration) error {
+	nInst := len(names)
 	// Change-to-DOM: each change flips one instance between Running and
 	// Starting; the page records when each tile's state changes.
 	// Where the time goes: the page's apply (a global of its script) is
@@ -197,10 +238,6 @@ new MutationObserver(ms => { const t = performance.timeOrigin + performance.now(
   for (const m of ms) if (m.target.dataset && m.target.dataset.key) window.__muts.push([m.target.dataset.key, t]); })
  .observe(document.getElementById("map"), {subtree: true, attributes: true, attributeFilter: ["data-state"]}); true`, nil)); err != nil {
 		return err
-	}
-	type write struct {
-		key string
-		at  float64
 	}
 	writes := make([]write, 0, nChanges)
 	var wdur []float64
@@ -228,6 +265,22 @@ new MutationObserver(ms => { const t = performance.timeOrigin + performance.now(
 	if err := chromedp.Run(bctx, chromedp.Evaluate(`window.__muts`, &muts)); err != nil {
 		return err
 	}
+	var arr map[string]float64
+	if err := chromedp.Run(bctx, chromedp.Evaluate(`window.__arr`, &arr)); err != nil {
+		return err
+	}
+	return reportChanges(writes, muts, arr, wdur, nInst)
+}
+
+// write is a status write: the instance's key and when it began (ms).
+type write struct {
+	key string
+	at  float64
+}
+
+// reportChanges matches the writes with the tile changes (muts) and the
+// page's first sight of each (arr), and prints the latencies.
+func reportChanges(writes []write, muts [][2]any, arr map[string]float64, wdur []float64, nInst int) error {
 	var lat []float64
 	missed := 0
 	for _, w := range writes {
@@ -244,10 +297,6 @@ new MutationObserver(ms => { const t = performance.timeOrigin + performance.now(
 		if !found {
 			missed++
 		}
-	}
-	var arr map[string]float64
-	if err := chromedp.Run(bctx, chromedp.Evaluate(`window.__arr`, &arr)); err != nil {
-		return err
 	}
 	var toArr, toDOM []float64
 	for _, w := range writes {

@@ -208,6 +208,10 @@ func berthIdle(bin, work, rootfs string, n int, window, settle time.Duration) ([
 
 // swarmIdle runs a one-node Swarm with n replicas and measures dockerd
 // and containerd, and them with their shims.
+//
+// Long because it is the peer's whole setup and measurement (dockerd in a
+// namespace of its own, swarm, the services, the idle window), kept beside
+// berthIdle so the two read alike.
 func swarmIdle(work, rootfs string, n int, window, settle time.Duration) ([]usage, error) {
 	for _, b := range []string{"dockerd", "docker", "containerd"} {
 		if _, err := exec.LookPath(b); err != nil {

@@ -15,18 +15,16 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/berth-dev/berth/bench/internal/harness"
 	"github.com/berth-dev/berth/internal/runtime/runtimetest"
 	"github.com/berth-dev/berth/internal/testing/lan"
 )
 
 func main() {
-	bin := flag.String("berth", "bin/berth", "the berth binary to measure")
+	bin := harness.BerthFlag()
 	replicas := flag.Int("replicas", 30, "replicas to scale the service to")
 	flag.Parse()
-	if err := bench(*bin, *replicas); err != nil {
-		fmt.Fprintln(os.Stderr, "bench:", err)
-		os.Exit(1)
-	}
+	harness.Exit(bench(*bin, *replicas))
 }
 
 func bench(bin string, replicas int) error {
@@ -93,12 +91,17 @@ template:
 	fmt.Printf("berth scale web=%d: %d Running and healthy over 3 agents in %v (per node %v)\n",
 		replicas, replicas, time.Since(t0).Round(time.Millisecond), lan.PerNode(web))
 
-	victim := l.Agents[2]
-	lost := lan.PerNode(web)[victim.Name]
+	return loseNode(l, l.Agents[2], lan.PerNode(web), replicas)
+}
+
+// loseNode crashes victim (its agent and containers) and times until it
+// is NotReady and until the replicas it held are healthy elsewhere.
+func loseNode(l *lan.LAN, victim *lan.Host, perNode map[string]int, replicas int) error {
+	lost := perNode[victim.Name]
 	if err := victim.Crash(); err != nil {
 		return err
 	}
-	t0 = time.Now()
+	t0 := time.Now()
 	var down time.Duration
 	for deadline := time.Now().Add(time.Minute); ; time.Sleep(100 * time.Millisecond) {
 		if time.Now().After(deadline) {
@@ -113,7 +116,7 @@ template:
 			break
 		}
 	}
-	web, err = l.WaitHealthy("web", replicas, 2*time.Minute, victim.Name)
+	web, err := l.WaitHealthy("web", replicas, 2*time.Minute, victim.Name)
 	if err != nil {
 		return err
 	}

@@ -19,7 +19,6 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/name"
@@ -30,7 +29,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 
-	"github.com/berth-dev/berth/api/client"
+	"github.com/berth-dev/berth/bench/internal/harness"
 	"github.com/berth-dev/berth/internal/runtime/runtimetest"
 )
 
@@ -59,79 +58,29 @@ func bench() error {
 		return err
 	}
 	defer os.RemoveAll(work)
-
-	img, size, err := buildImage(work)
-	if err != nil {
-		return err
-	}
-	addr, stop, err := startRegistry(work)
+	ref, stop, err := serveImage(work)
 	if err != nil {
 		return err
 	}
 	defer stop()
-	ref := addr + "/bench/debian:1"
-	r, err := name.ParseReference(ref, name.Insecure)
-	if err != nil {
-		return err
-	}
-	if err := remote.Write(r, img, remote.WithContext(context.Background())); err != nil {
-		return fmt.Errorf("push: %w", err)
-	}
-	layers, _ := img.Layers()
-	fmt.Printf("image %s: %d layers, %.0f MB compressed, registry on loopback\n", ref, len(layers), float64(size)/1e6)
-	cfg := filepath.Join(work, "registry.json")
-	if err := os.WriteFile(cfg, fmt.Appendf(nil, `{"registries": {%q: {"insecure": true}}}`, addr), 0o600); err != nil {
-		return err
-	}
-	os.Setenv("BERTH_REGISTRY_CONFIG", cfg)
 
 	results := map[string][]time.Duration{}
 	order := []string{"berth image pull"}
-	for i := range *runs {
-		data := filepath.Join(work, fmt.Sprintf("berth-%d", i))
-		d, err := timed(bin, "--data-dir", data, "image", "pull", ref)
-		if err != nil {
+	if results[order[0]], err = berthPulls(bin, work, ref); err != nil {
+		return err
+	}
+	for _, peer := range []struct {
+		name, bin string
+		pulls     func(work, ref string) ([]time.Duration, error)
+	}{{"podman pull", "podman", podmanPulls}, {"skopeo copy + unpack", "skopeo", skopeoPulls}} {
+		if _, err := exec.LookPath(peer.bin); err != nil {
+			fmt.Printf("%s: not installed (make bench installs it)\n", peer.bin)
+			continue
+		}
+		order = append(order, peer.name)
+		if results[peer.name], err = peer.pulls(work, ref); err != nil {
 			return err
 		}
-		results["berth image pull"] = append(results["berth image pull"], d)
-		os.RemoveAll(data)
-	}
-	if _, err := exec.LookPath("podman"); err == nil {
-		order = append(order, "podman pull")
-		for i := range *runs {
-			root := filepath.Join(work, fmt.Sprintf("podman-%d", i))
-			d, err := timed("podman", "--root", filepath.Join(root, "root"), "--runroot", filepath.Join(root, "run"),
-				"--storage-driver", "overlay", "pull", "--tls-verify=false", "-q", ref)
-			if err != nil {
-				return err
-			}
-			results["podman pull"] = append(results["podman pull"], d)
-			_ = exec.Command("podman", "--root", filepath.Join(root, "root"), "--runroot", filepath.Join(root, "run"), "--storage-driver", "overlay", "system", "reset", "-f").Run()
-			_ = exec.Command("umount", "-R", filepath.Join(root, "root", "overlay")).Run()
-			os.RemoveAll(root)
-		}
-	} else {
-		fmt.Println("podman: not installed (make bench installs it)")
-	}
-	if _, err := exec.LookPath("skopeo"); err == nil {
-		order = append(order, "skopeo copy + unpack")
-		for i := range *runs {
-			dir := filepath.Join(work, fmt.Sprintf("skopeo-%d", i))
-			if err := os.MkdirAll(dir, 0o755); err != nil {
-				return err
-			}
-			t0 := time.Now()
-			if _, err := timed("skopeo", "copy", "-q", "--src-tls-verify=false", "docker://"+ref, "oci:"+filepath.Join(dir, "oci")+":1"); err != nil {
-				return err
-			}
-			if err := unpackLayout(filepath.Join(dir, "oci"), filepath.Join(dir, "rootfs")); err != nil {
-				return err
-			}
-			results["skopeo copy + unpack"] = append(results["skopeo copy + unpack"], time.Since(t0))
-			os.RemoveAll(dir)
-		}
-	} else {
-		fmt.Println("skopeo: not installed (make bench installs it)")
 	}
 
 	fmt.Printf("\nfrom an empty store to a runnable image, %d runs:\n", *runs)
@@ -146,6 +95,92 @@ func bench() error {
 	}
 	fmt.Printf("\ncold berth run --replicas 10 (pull included, until all Running): %.2fs\n", cold.Seconds())
 	return nil
+}
+
+// serveImage builds the image, pushes it to a registry started on
+// loopback, and points berth at that registry (insecure); it returns
+// the image's reference and how to stop the registry.
+func serveImage(work string) (ref string, stop func(), err error) {
+	img, size, err := buildImage(work)
+	if err != nil {
+		return "", nil, err
+	}
+	addr, stop, err := startRegistry(work)
+	if err != nil {
+		return "", nil, err
+	}
+	ref = addr + "/bench/debian:1"
+	r, err := name.ParseReference(ref, name.Insecure)
+	if err == nil {
+		err = remote.Write(r, img, remote.WithContext(context.Background()))
+	}
+	if err != nil {
+		stop()
+		return "", nil, fmt.Errorf("push: %w", err)
+	}
+	layers, _ := img.Layers()
+	fmt.Printf("image %s: %d layers, %.0f MB compressed, registry on loopback\n", ref, len(layers), float64(size)/1e6)
+	cfg := filepath.Join(work, "registry.json")
+	if err := os.WriteFile(cfg, fmt.Appendf(nil, `{"registries": {%q: {"insecure": true}}}`, addr), 0o600); err != nil {
+		stop()
+		return "", nil, err
+	}
+	os.Setenv("BERTH_REGISTRY_CONFIG", cfg)
+	return ref, stop, nil
+}
+
+// berthPulls times berth image pull of ref into empty stores.
+func berthPulls(bin, work, ref string) ([]time.Duration, error) {
+	var out []time.Duration
+	for i := range *runs {
+		data := filepath.Join(work, fmt.Sprintf("berth-%d", i))
+		d, err := timed(bin, "--data-dir", data, "image", "pull", ref)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, d)
+		os.RemoveAll(data)
+	}
+	return out, nil
+}
+
+// podmanPulls times podman pull of ref into empty stores.
+func podmanPulls(work, ref string) ([]time.Duration, error) {
+	var out []time.Duration
+	for i := range *runs {
+		root := filepath.Join(work, fmt.Sprintf("podman-%d", i))
+		d, err := timed("podman", "--root", filepath.Join(root, "root"), "--runroot", filepath.Join(root, "run"),
+			"--storage-driver", "overlay", "pull", "--tls-verify=false", "-q", ref)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, d)
+		_ = exec.Command("podman", "--root", filepath.Join(root, "root"), "--runroot", filepath.Join(root, "run"), "--storage-driver", "overlay", "system", "reset", "-f").Run()
+		_ = exec.Command("umount", "-R", filepath.Join(root, "root", "overlay")).Run()
+		os.RemoveAll(root)
+	}
+	return out, nil
+}
+
+// skopeoPulls times skopeo copy of ref to an OCI layout, unpacked.
+func skopeoPulls(work, ref string) ([]time.Duration, error) {
+	var out []time.Duration
+	for i := range *runs {
+		dir := filepath.Join(work, fmt.Sprintf("skopeo-%d", i))
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return nil, err
+		}
+		t0 := time.Now()
+		if _, err := timed("skopeo", "copy", "-q", "--src-tls-verify=false", "docker://"+ref, "oci:"+filepath.Join(dir, "oci")+":1"); err != nil {
+			return nil, err
+		}
+		if err := unpackLayout(filepath.Join(dir, "oci"), filepath.Join(dir, "rootfs")); err != nil {
+			return nil, err
+		}
+		out = append(out, time.Since(t0))
+		os.RemoveAll(dir)
+	}
+	return out, nil
 }
 
 // buildImage downloads the packages (once, into the cache) and makes the
@@ -285,33 +320,12 @@ func readJSON(p string, v any) error {
 // coldRun starts berth up on an empty data dir and times berth run of 10
 // replicas of ref (the image pulled on demand) until all run.
 func coldRun(bin, work, ref string) (time.Duration, error) {
-	data := filepath.Join(work, "up")
-	up := exec.Command(bin, "--data-dir", data, "up", "--no-network")
-	up.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
-	if err := up.Start(); err != nil {
-		return 0, err
-	}
-	defer func() {
-		_ = up.Process.Kill()
-		_, _ = up.Process.Wait()
-		out, _ := exec.Command(bin, "--data-dir", data, "container", "ps", "-a", "-q").Output()
-		for _, id := range strings.Fields(string(out)) {
-			_ = exec.Command(bin, "--data-dir", data, "container", "rm", "-f", id).Run()
-		}
-	}()
-	c, err := client.New("unix://" + filepath.Join(data, "berth.sock"))
+	up, err := harness.Start(bin, filepath.Join(work, "up"), harness.Options{Args: []string{"--no-network"}})
 	if err != nil {
 		return 0, err
 	}
-	deadline := time.Now().Add(30 * time.Second)
-	for c.Healthz(context.Background()) != nil {
-		if time.Now().After(deadline) {
-			return 0, errors.New("berth up did not answer")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	time.Sleep(time.Second) // let the node register
-	return timed(bin, "--data-dir", data, "run", "--name", "big", "--replicas", "10", "--timeout", "5m", ref, "sleep", "3600")
+	defer up.Stop()
+	return timed(up.Bin, "--data-dir", up.Data, "run", "--name", "big", "--replicas", "10", "--timeout", "5m", ref, "sleep", "3600")
 }
 
 func p50(ds []time.Duration) time.Duration {

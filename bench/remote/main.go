@@ -53,7 +53,8 @@ func bench(bin string, runs, lines int) error {
 	if err != nil {
 		return fmt.Errorf("local: %w", err)
 	}
-	row(fmt.Sprintf("berth exec true, local node (berth up) (%d)", runs), local)
+	row(fmt.Sprintf("berth exec true, local node (berth up) (%d)", runs), local.wall)
+	cpuRow("  CPU time", local)
 
 	l := lan.New(lan.Config{
 		Berth: bin, Dir: filepath.Join(work, "lan"), Name: fmt.Sprintf("berth-bench-remote-%d", os.Getpid()),
@@ -74,21 +75,22 @@ func bench(bin string, runs, lines int) error {
 	if err != nil {
 		return fmt.Errorf("remote: %w", err)
 	}
-	row(fmt.Sprintf("berth exec true, remote node (TLS, tunnel) (%d)", runs), remote)
+	row(fmt.Sprintf("berth exec true, remote node (TLS, tunnel) (%d)", runs), remote.wall)
+	cpuRow("  CPU time", remote)
 
 	pod, err := podmanExec(work, rootfs, runs)
 	if err != nil {
 		fmt.Printf("%-52s not measured: %v\n", "podman exec true", err)
 	} else {
 		row(fmt.Sprintf("podman exec --runtime runc true (%d)", runs), pod)
-		fmt.Printf("berth exec remote / podman exec: p50 %.2fx, p99 %.2fx\n\n", ratio(pct(remote, 50), pct(pod, 50)), ratio(pct(remote, 99), pct(pod, 99)))
+		fmt.Printf("berth exec remote / podman exec: p50 %.2fx, p99 %.2fx\n\n", ratio(pct(remote.wall, 50), pct(pod, 50)), ratio(pct(remote.wall, 99), pct(pod, 99)))
 	}
 
 	return logsThroughput(l, lines)
 }
 
 // localExec times berth exec through berth up's socket.
-func localExec(bin, work, rootfs string, runs int) ([]time.Duration, error) {
+func localExec(bin, work, rootfs string, runs int) (execFigures, error) {
 	data := filepath.Join(work, "up")
 	berth := func(args ...string) error {
 		out, err := exec.Command(bin, append([]string{"--data-dir", data}, args...)...).CombinedOutput()
@@ -98,12 +100,12 @@ func localExec(bin, work, rootfs string, runs int) ([]time.Duration, error) {
 		return nil
 	}
 	if err := berth("image", "build", rootfs, "--tag", "bench/busybox:1"); err != nil {
-		return nil, err
+		return execFigures{}, err
 	}
 	up := exec.Command(bin, "--data-dir", data, "up", "--no-network")
 	up.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	if err := up.Start(); err != nil {
-		return nil, err
+		return execFigures{}, err
 	}
 	defer func() {
 		_ = up.Process.Kill()
@@ -114,34 +116,59 @@ func localExec(bin, work, rootfs string, runs int) ([]time.Duration, error) {
 		}
 	}()
 	if err := waitFor(30*time.Second, func() bool { return berth("get", "nodes") == nil }); err != nil {
-		return nil, err
+		return execFigures{}, err
 	}
 	if err := berth("run", "--name", "sleeper", "bench/busybox:1", "sleep", "1d"); err != nil {
-		return nil, err
+		return execFigures{}, err
 	}
 	if err := waitFor(30*time.Second, func() bool { return berth("exec", "sleeper", "true") == nil }); err != nil {
-		return nil, err
+		return execFigures{}, err
 	}
-	return timeRuns(runs, func() error { return berth("exec", "sleeper", "true") })
+	pids := []int{up.Process.Pid}
+	return measureExec(runs, pids, func() (time.Duration, error) {
+		cmd := exec.Command(bin, "--data-dir", data, "exec", "sleeper", "true")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			return 0, fmt.Errorf("berth exec: %w: %s", err, out)
+		}
+		return cmdCPU(cmd), nil
+	})
 }
 
-func remoteExec(l *lan.LAN, runs int) ([]time.Duration, error) {
+// measureExec times exec runs and takes the CPU time of the processes
+// pids (servers, agents) over them.
+func measureExec(runs int, pids []int, f func() (time.Duration, error)) (execFigures, error) {
+	var before time.Duration
+	for _, p := range pids {
+		before += procCPU(p)
+	}
+	wall, cpu, err := timeCPU(runs, f)
+	if err != nil {
+		return execFigures{}, err
+	}
+	var after time.Duration
+	for _, p := range pids {
+		after += procCPU(p)
+	}
+	return execFigures{wall: wall, cliCPU: cpu, nodeCPU: (after - before) / time.Duration(runs+2)}, nil
+}
+
+func remoteExec(l *lan.LAN, runs int) (execFigures, error) {
 	if err := l.Apply("kind: Service\nname: sleeper\nreplicas: 1\ntemplate:\n  image: bench/busybox:1\n  command: [sleep, 1d]\n  resources: {cpu: 0.05, memory: 16Mi}\n"); err != nil {
-		return nil, err
+		return execFigures{}, err
 	}
 	insts, err := l.WaitHealthy("sleeper", 1, time.Minute)
 	if err != nil {
-		return nil, err
+		return execFigures{}, err
 	}
 	name := insts[0].Metadata.Name
-	berth := func(args ...string) error {
-		out, err := l.AdminCommand(context.Background(), args...).CombinedOutput()
-		if err != nil {
-			return fmt.Errorf("berth %s: %w: %s", strings.Join(args, " "), err, out)
+	pids := []int{l.Servers[0].Pid(), l.Agents[0].Pid()}
+	return measureExec(runs, pids, func() (time.Duration, error) {
+		cmd := l.AdminCommand(context.Background(), "exec", name, "true")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			return 0, fmt.Errorf("berth exec %s true: %w: %s", name, err, out)
 		}
-		return nil
-	}
-	return timeRuns(runs, func() error { return berth("exec", name, "true") })
+		return cmdCPU(cmd), nil
+	})
 }
 
 func podmanExec(work, rootfs string, runs int) ([]time.Duration, error) {
@@ -174,17 +201,59 @@ func podmanExec(work, rootfs string, runs int) ([]time.Duration, error) {
 
 // timeRuns times f runs times, after two warm-up runs.
 func timeRuns(runs int, f func() error) ([]time.Duration, error) {
-	var d []time.Duration
+	d, _, err := timeCPU(runs, func() (time.Duration, error) { return 0, f() })
+	return d, err
+}
+
+// timeCPU is timeRuns for an f that also returns the CPU time its
+// command took: each run's wall time, and each run's CPU time.
+func timeCPU(runs int, f func() (time.Duration, error)) (wall, cpu []time.Duration, err error) {
 	for i := range runs + 2 {
 		t0 := time.Now()
-		if err := f(); err != nil {
-			return nil, err
+		c, err := f()
+		if err != nil {
+			return nil, nil, err
 		}
 		if i >= 2 {
-			d = append(d, time.Since(t0))
+			wall = append(wall, time.Since(t0))
+			cpu = append(cpu, c)
 		}
 	}
-	return d, nil
+	return wall, cpu, nil
+}
+
+// cmdCPU is the CPU time (user and system) a finished command took.
+func cmdCPU(cmd *exec.Cmd) time.Duration {
+	if cmd.ProcessState == nil {
+		return 0
+	}
+	return cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()
+}
+
+// procCPU is the CPU time process pid and its reaped children (the exec
+// stages) have taken so far, from /proc/PID/stat.
+func procCPU(pid int) time.Duration {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	s := string(b)
+	f := strings.Fields(s[strings.LastIndexByte(s, ')')+2:]) // after "pid (comm) ": state is f[0]
+	var ticks int64
+	for _, i := range []int{11, 12, 13, 14} { // utime stime cutime cstime
+		var n int64
+		fmt.Sscan(f[i], &n)
+		ticks += n
+	}
+	return time.Duration(ticks) * time.Second / 100 // USER_HZ
+}
+
+// execFigures are one setup's exec measurements.
+type execFigures struct {
+	wall, cliCPU []time.Duration
+	// nodeCPU is the CPU time the server(s) and agent took per exec,
+	// with the exec stages they ran.
+	nodeCPU time.Duration
 }
 
 // logsThroughput has a container print lines as fast as it can, twice:
@@ -302,6 +371,13 @@ func waitFor(timeout time.Duration, cond func() bool) error {
 		time.Sleep(100 * time.Millisecond)
 	}
 	return nil
+}
+
+// cpuRow prints the CPU time a run took: the CLI's own (p50, p99) and the
+// server's and agent's per exec. On a shared machine wall times wander
+// with the load; CPU times much less.
+func cpuRow(what string, f execFigures) {
+	fmt.Printf("%-52s CLI p50 %s  p99 %s; server and agent %s per exec\n", what, ms(pct(f.cliCPU, 50)), ms(pct(f.cliCPU, 99)), ms(f.nodeCPU))
 }
 
 func row(what string, d []time.Duration) {

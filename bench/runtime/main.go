@@ -76,44 +76,11 @@ func run(n int, views, berth string, executors []string, peers, userns bool) err
 	fmt.Printf("start-to-exit of /bin/true in a fresh container, %d runs each (after 3 warm-up runs)\n\n", n)
 	var results []result
 	for _, ex := range executors {
-		vs := []string{""}
-		if ex == runtime.ExecutorBuiltin && views != "" {
-			vs = strings.Split(views, ",")
-		}
-		var vars []variant
-		for _, v := range vs {
-			// Each view gets a runtime of its own: the view is chosen when one is made.
-			if err := os.Setenv(runtime.ExeViewEnv, v); err != nil {
-				return err
-			}
-			r, err := runtime.New(filepath.Join(work, "state-"+ex+"-"+v), opts...)
-			if err != nil {
-				return err
-			}
-			vars = append(vars, variant{r: r, view: v})
-			if userns {
-				vars = append(vars, variant{r: r, view: v, userns: true})
-			}
-		}
-		// The variants take turns, run by run, so that the machine's noise falls on each alike.
-		exit, full, first, err := berthLoop(vars, rootfs, ex, n)
+		res, err := executorRuns(ex, views, userns, work, rootfs, n, opts)
 		if err != nil {
-			return fmt.Errorf("berth/%s: %w", ex, err)
+			return err
 		}
-		for i, v := range vars {
-			if v.view != "" && !v.userns {
-				// The view is made in a runtime's first start.
-				fmt.Printf("first start with the %s view of the binary: %s\n", v.view, ms(first[i]))
-			}
-			name := ex + " executor"
-			if v.view != "" {
-				name += ", " + v.view + " exe"
-			}
-			if v.userns {
-				name += ", userns"
-			}
-			results = append(results, result{"berth (" + name + "), to exit", exit[i]}, result{"berth (" + name + "), incl. cleanup", full[i]})
-		}
+		results = append(results, res...)
 	}
 	if views != "" {
 		fmt.Println()
@@ -127,12 +94,64 @@ func run(n int, views, berth string, executors []string, peers, userns bool) err
 			results = append(results, result{peer + " run (direct)", d})
 		}
 	}
+	report(results, peers, userns)
+	return nil
+}
+
+// executorRuns times berth's starts with executor ex: with each view of
+// the binary (the built-in executor's), and with a user namespace too.
+func executorRuns(ex, views string, userns bool, work, rootfs string, n int, opts []runtime.Option) ([]result, error) {
+	vs := []string{""}
+	if ex == runtime.ExecutorBuiltin && views != "" {
+		vs = strings.Split(views, ",")
+	}
+	var vars []variant
+	for _, v := range vs {
+		// Each view gets a runtime of its own: the view is chosen when one is made.
+		if err := os.Setenv(runtime.ExeViewEnv, v); err != nil {
+			return nil, err
+		}
+		r, err := runtime.New(filepath.Join(work, "state-"+ex+"-"+v), opts...)
+		if err != nil {
+			return nil, err
+		}
+		vars = append(vars, variant{r: r, view: v})
+		if userns {
+			vars = append(vars, variant{r: r, view: v, userns: true})
+		}
+	}
+	// The variants take turns, run by run, so that the machine's noise falls on each alike.
+	exit, full, first, err := berthLoop(vars, rootfs, ex, n)
+	if err != nil {
+		return nil, fmt.Errorf("berth/%s: %w", ex, err)
+	}
+	var results []result
+	for i, v := range vars {
+		if v.view != "" && !v.userns {
+			// The view is made in a runtime's first start.
+			fmt.Printf("first start with the %s view of the binary: %s\n", v.view, ms(first[i]))
+		}
+		name := ex + " executor"
+		if v.view != "" {
+			name += ", " + v.view + " exe"
+		}
+		if v.userns {
+			name += ", userns"
+		}
+		results = append(results, result{"berth (" + name + "), to exit", exit[i]}, result{"berth (" + name + "), incl. cleanup", full[i]})
+	}
+	return results, nil
+}
+
+// report prints the percentiles, and with the peers measured, berth's
+// ratios to them.
+func report(results []result, peers, userns bool) {
 	fmt.Printf("%-52s %9s %9s %9s\n", "", "p50", "p95", "mean")
 	for _, res := range results {
 		fmt.Printf("%-52s %9s %9s %9s\n", res.name, ms(pct(res.d, 50)), ms(pct(res.d, 95)), ms(mean(res.d)))
 	}
 	if !peers || len(results) < 4 {
-		return nil
+		return
 	}
 	base := results[1].d // berth built-in, including cleanup: what a user waits for
 	if userns && len(results) > 3 {
@@ -145,7 +164,6 @@ func run(n int, views, berth string, executors []string, peers, userns bool) err
 		fmt.Printf("berth built-in (incl. cleanup) / %-14s p50 %.2fx   p95 %.2fx\n", peer.name+":",
 			ratio(pct(base, 50), pct(peer.d, 50)), ratio(pct(base, 95), pct(peer.d, 95)))
 	}
-	return nil
 }
 
 func berthLoop(vars []variant, rootfs, ex string, n int) (exit, full [][]time.Duration, first []time.Duration, err error) {

@@ -44,6 +44,8 @@ func main() {
 	timeout := flag.Duration("timeout", 10*time.Minute, "give up a phase after this long")
 	flag.BoolVar(&keepWork, "keep", false, "keep the servers' and fleets' logs and data dirs")
 	flag.StringVar(&cpuProfile, "cpuprofile", "", "write the server's CPU profile over the first 30 s from the apply to this file (go tool pprof reads it)")
+	flag.StringVar(&idleProfile, "idleprofile", "", "write the server's CPU profile over the 10 s of steady state after the apply to this file")
+	flag.StringVar(&simProfile, "simprofile", "", "write the live fleet's (berth sim agents) CPU profile, over its whole run, to this file")
 	flag.Parse()
 	if *full {
 		*nodes, *instances, *services = 15000, 300000, 1000
@@ -105,19 +107,28 @@ func waitFile(path string, d time.Duration) error {
 	}
 }
 
+// fleetSampler samples the live fleet's process.
+var fleetSampler *sampler
+
 // keepWork keeps the work directory, logs included.
 var keepWork bool
 
 // cpuProfile is where the server's CPU profile of the apply goes, if set.
 var cpuProfile string
 
+// idleProfile is where the server's CPU profile at steady state goes, if set.
+var idleProfile string
+
+// simProfile is where the live fleet's CPU profile goes, if set.
+var simProfile string
+
 // profile fetches 30 s of the server's CPU profile into cpuProfile.
-func profile(url, caFile, token string) error {
-	b, err := adminGet(url, caFile, token, "/debug/pprof/profile?seconds=30")
+func profile(url, caFile, token, file string, secs int) error {
+	b, err := adminGet(url, caFile, token, fmt.Sprintf("/debug/pprof/profile?seconds=%d", secs))
 	if err != nil {
 		return err
 	}
-	return os.WriteFile(cpuProfile, b, 0o644)
+	return os.WriteFile(file, b, 0o644)
 }
 
 // adminGet reads path from the server with the admin token.
@@ -151,6 +162,9 @@ func readFile(path string) string {
 	return strings.TrimSpace(string(b))
 }
 
+// bench measures a cluster of nodes and instances at scale.
+// Long because it is the benchmark's script: start the servers and the hollow
+// agents, then one timed phase after another, each printed as it ends.
 func bench(bin string, nodes, instances, services int, timeout time.Duration) error {
 	bin, err := filepath.Abs(bin)
 	if err != nil {
@@ -170,8 +184,10 @@ func bench(bin string, nodes, instances, services int, timeout time.Duration) er
 	srvDir := filepath.Join(work, "srv")
 	addr := freeAddr()
 	url := "https://" + addr
+	// A cluster network with a /24 for each of up to 65,536 nodes, as a
+	// cluster this size is set up (the default /16 holds 256).
 	srv, err := start(filepath.Join(work, "server.log"), bin, "--data-dir", srvDir, "server", "--name", "s1",
-		"--listen", addr, "--peer-listen", freeAddr())
+		"--listen", addr, "--peer-listen", freeAddr(), "--cluster-cidr", "10.0.0.0/8")
 	if err != nil {
 		return err
 	}
@@ -197,10 +213,11 @@ func bench(bin string, nodes, instances, services int, timeout time.Duration) er
 	// Nodes sized for twice the instances (of 0.05 CPU each), so that
 	// bin-packing spreads them and the nodes lost hold their share.
 	cpus := max(1, (instances+nodes*10-1)/(nodes*10))
-	fleet := func(prefix string, n int) (*proc, error) {
-		return start(filepath.Join(work, prefix+".log"), bin, "--data-dir", filepath.Join(work, prefix), "--server", url,
+	fleet := func(prefix string, n int, extra ...string) (*proc, error) {
+		return start(filepath.Join(work, prefix+".log"), bin, append([]string{"--data-dir", filepath.Join(work, prefix), "--server", url,
 			"--token", readFile(filepath.Join(srvDir, "join-token")), "--ca-file", ca,
-			"sim", "agents", "--count", strconv.Itoa(n), "--prefix", prefix, "--start-delay", "20ms", "--cpus", strconv.Itoa(cpus), "--memory", "128Gi")
+			"sim", "agents", "--count", strconv.Itoa(n), "--prefix", prefix, "--start-delay", "20ms", "--cpus", strconv.Itoa(cpus), "--memory", "128Gi"},
+			extra...)...)
 	}
 	sampler := newSampler(srv.cmd.Process.Pid, filepath.Join(srvDir, "etcd"))
 	go sampler.run()
@@ -211,11 +228,17 @@ func bench(bin string, nodes, instances, services int, timeout time.Duration) er
 	go probe.run()
 
 	t0 := time.Now()
-	live, err := fleet("live", nodes-doomedN)
+	var liveExtra []string
+	if simProfile != "" {
+		liveExtra = []string{"--cpuprofile", simProfile}
+	}
+	live, err := fleet("live", nodes-doomedN, liveExtra...)
 	if err != nil {
 		return err
 	}
 	defer live.stop(syscall.SIGTERM)
+	fleetSampler = newSampler(live.cmd.Process.Pid, "")
+	go fleetSampler.run()
 	doomed, err := fleet("doomed", doomedN)
 	if err != nil {
 		return err
@@ -242,38 +265,35 @@ func bench(bin string, nodes, instances, services int, timeout time.Duration) er
 				break
 			}
 			s := &api.Service{Metadata: api.Metadata{Namespace: "default", Name: fmt.Sprintf("svc-%04d", i)},
-				Spec: api.ServiceSpec{Replicas: replicas, Template: api.Template{Image: "sim/none:1", Env: map[string]string{"V": env},
-					Resources: api.Resources{CPU: 0.05, Memory: 64 << 20}}}}
+				// A quarter of the replicas new at once, Kubernetes' default
+				// surge: one at a time, berth's default, rolls 1,000 replicas
+				// in as many steps.
+				Spec: api.ServiceSpec{Replicas: replicas, Update: api.UpdateStrategy{MaxSurge: max(1, replicas/4)},
+					Template: api.Template{Image: "sim/none:1", Env: map[string]string{"V": env},
+						Resources: api.Resources{CPU: 0.05, Memory: 64 << 20}}}}
 			if _, err := c.Services().Apply(ctx, s); err != nil {
 				return fmt.Errorf("apply %s: %w", s.Metadata.Name, err)
 			}
 		}
 		return nil
 	}
+	// Instances are counted from one watch, not listed on every poll: a
+	// list of 300,000 instances twice a second would be most of what the
+	// server does.
+	tr := newTracker(c)
+	go tr.run(ctx)
 	running := func(want int, avoid string) func() (bool, string) {
 		return func() (bool, string) {
-			insts, _, err := c.Instances().List(ctx, "default")
-			if err != nil {
-				return false, err.Error()
-			}
-			n, names := 0, map[string]bool{}
-			dup := 0
-			for _, in := range insts {
-				if names[in.Metadata.Name] {
-					dup++
-				}
-				names[in.Metadata.Name] = true
-				if in.Status.Phase == api.PhaseRunning && (avoid == "" || !strings.HasPrefix(in.Spec.Node, avoid)) {
-					n++
-				}
-			}
-			return n == want && len(insts) == want, fmt.Sprintf("%d instances, %d Running, %d duplicate names", len(insts), n, dup)
+			n, total := tr.count(func(in inst) bool {
+				return in.phase == api.PhaseRunning && (avoid == "" || !strings.HasPrefix(in.node, avoid))
+			})
+			return n == want && total == want, fmt.Sprintf("%d instances, %d Running", total, n)
 		}
 	}
 	t0 = time.Now()
 	profiled := make(chan error, 1)
 	if cpuProfile != "" {
-		go func() { profiled <- profile(url, ca, readFile(filepath.Join(srvDir, "tls", "token"))) }()
+		go func() { profiled <- profile(url, ca, readFile(filepath.Join(srvDir, "tls", "token")), cpuProfile, 30) }()
 	}
 	if err := apply(per, "1", 0); err != nil {
 		return err
@@ -289,8 +309,20 @@ func bench(bin string, nodes, instances, services int, timeout time.Duration) er
 		fmt.Println("  server CPU profile:", cpuProfile)
 	}
 
+	idleProfiled := make(chan error, 1)
+	if idleProfile != "" {
+		go func() {
+			idleProfiled <- profile(url, ca, readFile(filepath.Join(srvDir, "tls", "token")), idleProfile, 10)
+		}()
+	}
 	idle := sampler.cpuOver(10 * time.Second)
 	fmt.Printf("  idle server CPU at steady state: %.2f cores\n", idle)
+	if idleProfile != "" {
+		if err := <-idleProfiled; err != nil {
+			return fmt.Errorf("idle cpu profile: %w", err)
+		}
+		fmt.Println("  server CPU profile at steady state:", idleProfile)
+	}
 
 	t0 = time.Now()
 	doomed.stop(syscall.SIGKILL)
@@ -306,14 +338,10 @@ func bench(bin string, nodes, instances, services int, timeout time.Duration) er
 	}
 	if err := waitFor(timeout, func() (bool, string) {
 		ok, msg := running(per*services, "doomed")()
-		insts, _, _ := c.Instances().List(ctx, "default")
-		old := 0
-		for _, in := range insts {
-			svc, _ := strconv.Atoi(strings.TrimPrefix(in.Metadata.Labels["berth.owner"], "svc-"))
-			if svc < roll && in.Spec.Template.Env["V"] != "2" {
-				old++
-			}
-		}
+		old, _ := tr.count(func(in inst) bool {
+			svc, _ := strconv.Atoi(strings.TrimPrefix(in.owner, "svc-"))
+			return svc < roll && in.v != "2"
+		})
 		return ok && old == 0, fmt.Sprintf("%s, %d of the old template", msg, old)
 	}); err != nil {
 		return err
@@ -334,6 +362,10 @@ func bench(bin string, nodes, instances, services int, timeout time.Duration) er
 		phase(step.name, t0, per*services, "instances", sampler, probe)
 	}
 	fmt.Printf("server peak RSS %d MiB, etcd db %d MiB\n", sampler.peakRSS()>>20, sampler.dbSize()>>20)
+	if simProfile != "" {
+		live.stop(syscall.SIGTERM) // it writes its profile as it ends
+		fmt.Println("fleet CPU profile:", simProfile)
+	}
 	return nil
 }
 
@@ -360,9 +392,10 @@ func waitFor(timeout time.Duration, cond func() (bool, string)) error {
 func phase(name string, t0 time.Time, n int, what string, s *sampler, p *probe) {
 	d := time.Since(t0)
 	p50, p99, lag, count := p.take()
-	fmt.Printf("%-40s %8.1fs  %8.0f %s/s  | probe writes %d: p50 %v p99 %v, watch lag p99 %v | server RSS %d MiB, CPU %.2f cores | etcd db %d MiB\n",
-		name, d.Seconds(), float64(n)/d.Seconds(), what, count, p50, p99, lag, s.rss()>>20, s.cpuSince(t0), s.dbSize()>>20)
-	fmt.Printf("%-40s etcd writes %.0f/s, %s, %s\n", "", p.writeRate(), p.watches(), p.events())
+	fmt.Printf("%-40s %8.1fs  %8.0f %s/s  | probe writes %d: p50 %v p99 %v, watch lag p99 %v | server RSS %d MiB, CPU %.2f cores (%.1f s) | etcd db %d MiB\n",
+		name, d.Seconds(), float64(n)/d.Seconds(), what, count, p50, p99, lag, s.rss()>>20, s.cpuSince(t0), s.cpuSecondsSince(t0), s.dbSize()>>20)
+	fmt.Printf("%-40s etcd writes %.0f/s, %s, %s | live fleet RSS %d MiB, CPU %.2f cores (%.1f s)\n", "", p.writeRate(), p.watches(), p.events(),
+		fleetSampler.rss()>>20, fleetSampler.cpuSince(t0), fleetSampler.cpuSecondsSince(t0))
 }
 
 // writeRate is the store's revisions per second since the last call: one
@@ -560,6 +593,27 @@ func (s *sampler) cpuSince(t0 time.Time) float64 {
 	return (last.cpu - first.cpu) / last.at.Sub(first.at).Seconds()
 }
 
+// cpuSecondsSince is the CPU time, in seconds, the process used since t0:
+// what a phase cost it, however long a busy machine made the phase last.
+func (s *sampler) cpuSecondsSince(t0 time.Time) float64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var first, last *sample
+	for i := range s.samples {
+		if s.samples[i].at.Before(t0) {
+			continue
+		}
+		if first == nil {
+			first = &s.samples[i]
+		}
+		last = &s.samples[i]
+	}
+	if first == nil {
+		return 0
+	}
+	return last.cpu - first.cpu
+}
+
 // cpuOver waits d and returns the server's mean CPU use over it.
 func (s *sampler) cpuOver(d time.Duration) float64 {
 	t0 := time.Now()
@@ -577,4 +631,71 @@ func (s *sampler) dbSize() int64 {
 		return nil
 	})
 	return n
+}
+
+// inst is what the bench keeps of an instance.
+type inst struct {
+	phase       api.Phase
+	node, owner string
+	v           string // the template's env V: which rollout it is of
+}
+
+// tracker follows the instances through a list and then a watch, listing
+// again when the watch breaks.
+type tracker struct {
+	c     *client.Client
+	mu    sync.Mutex
+	insts map[string]inst
+}
+
+func newTracker(c *client.Client) *tracker { return &tracker{c: c, insts: map[string]inst{}} }
+
+func instOf(in *api.Instance) inst {
+	return inst{phase: in.Status.Phase, node: in.Spec.Node, owner: in.Metadata.Labels["berth.owner"], v: in.Spec.Template.Env["V"]}
+}
+
+func (t *tracker) run(ctx context.Context) {
+	for ctx.Err() == nil {
+		list, rev, err := t.c.Instances().List(ctx, "default")
+		if err != nil {
+			time.Sleep(time.Second)
+			continue
+		}
+		m := make(map[string]inst, len(list))
+		for _, in := range list {
+			m[in.Metadata.Name] = instOf(in)
+		}
+		t.mu.Lock()
+		t.insts = m
+		t.mu.Unlock()
+		ch, err := t.c.Instances().Watch(ctx, "default", rev)
+		if err != nil {
+			time.Sleep(time.Second)
+			continue
+		}
+		for ev := range ch {
+			if ev.Err != nil {
+				break
+			}
+			t.mu.Lock()
+			if ev.Type == "Deleted" {
+				delete(t.insts, ev.Object.Metadata.Name)
+			} else {
+				t.insts[ev.Object.Metadata.Name] = instOf(ev.Object)
+			}
+			t.mu.Unlock()
+		}
+	}
+}
+
+// count is how many instances match, and how many there are.
+func (t *tracker) count(match func(inst) bool) (n, total int) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for _, in := range t.insts {
+		if match(in) {
+			n++
+		}
+	}
+	return n, len(t.insts)
 }

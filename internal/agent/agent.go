@@ -348,7 +348,13 @@ func (a *Agent) Run(ctx context.Context) error {
 	a.wg.Go(func() { a.heartbeat(ctx) })
 	updates := make(chan []Assignment, assignmentBacklog)
 	a.wg.Go(func() { a.watch(ctx, updates) })
+	a.loop(ctx, updates)
+	return nil
+}
 
+// loop syncs the node after each change (assignments, exits, stops,
+// disk evictions, a resync or a retry falling due) until ctx ends.
+func (a *Agent) loop(ctx context.Context, updates <-chan []Assignment) {
 	resync := time.NewTicker(a.cfg.Resync)
 	defer resync.Stop()
 	diskTick := time.NewTicker(a.cfg.DiskInterval)
@@ -364,44 +370,19 @@ func (a *Agent) Run(ctx context.Context) error {
 		select {
 		case <-ctx.Done():
 			a.stopProbes()
-			return nil
+			return
 		case batch := <-updates:
 			a.apply(batch)
 		case <-a.wake:
 		case id := <-a.exits:
-			delete(a.watched, id)
-			a.dirty[id] = true
-			// An exited container keeps its record (for logs) but not its
-			// address, unless a migration dumped it (an abort restores it
-			// here, in its network namespace) or the address is its
-			// instance's, shared by its containers.
-			a.mu.Lock()
-			moving := a.frozenLocked(a.containers[id].Labels[labelUID])
-			a.mu.Unlock()
-			if st, ok := a.containers[id]; !moving && (!ok || st.Labels[labelNet] == "") {
-				a.detach(ctx, id)
-			}
+			a.exited(ctx, id)
 		case id := <-a.done:
 			delete(a.stopping, id)
 			a.dirty[id] = true
 		case <-resync.C:
 			a.full = true
 		case <-diskTick.C:
-			// Measuring walks the writable layers: off the loop, one
-			// check at a time.
-			if a.diskBusy || !a.synced {
-				continue
-			}
-			if jobs := a.diskJobs(); len(jobs) > 0 {
-				a.diskBusy = true
-				a.wg.Go(func() {
-					evs := a.checkDisk(jobs)
-					select {
-					case a.diskDone <- evs:
-					case <-ctx.Done():
-					}
-				})
-			}
+			a.measureDisk(ctx)
 			continue
 		case evs := <-a.diskDone:
 			a.diskBusy = false
@@ -436,6 +417,40 @@ func (a *Agent) Run(ctx context.Context) error {
 			}
 			retry = time.NewTimer(max(0, retryAt.Sub(a.cfg.Clock())))
 		}
+	}
+}
+
+// exited marks container id's exit for the next pass. An exited container
+// keeps its record (for logs) but not its address, unless a migration
+// dumped it (an abort restores it here, in its network namespace) or the
+// address is its instance's, shared by its containers.
+func (a *Agent) exited(ctx context.Context, id string) {
+	delete(a.watched, id)
+	a.dirty[id] = true
+	a.mu.Lock()
+	moving := a.frozenLocked(a.containers[id].Labels[labelUID])
+	a.mu.Unlock()
+	if st, ok := a.containers[id]; !moving && (!ok || st.Labels[labelNet] == "") {
+		a.detach(ctx, id)
+	}
+}
+
+// measureDisk starts a check of the instances' disk use, off the loop (it
+// walks the writable layers) and one at a time; its evictions come back
+// on a.diskDone.
+func (a *Agent) measureDisk(ctx context.Context) {
+	if a.diskBusy || !a.synced {
+		return
+	}
+	if jobs := a.diskJobs(); len(jobs) > 0 {
+		a.diskBusy = true
+		a.wg.Go(func() {
+			evs := a.checkDisk(jobs)
+			select {
+			case a.diskDone <- evs:
+			case <-ctx.Done():
+			}
+		})
 	}
 }
 

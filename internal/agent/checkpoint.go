@@ -62,14 +62,8 @@ func (a *Agent) serveCheckpoint(w http.ResponseWriter, r *http.Request) {
 // the instance runs now.
 func (a *Agent) serveRestore(w http.ResponseWriter, r *http.Request) {
 	uid := r.PathValue("uid")
-	mg, err := a.migrator(uid)
-	if err != nil {
-		writeErr(w, err)
-		return
-	}
-	c, err := a.running(r)
-	if err != nil {
-		writeErr(w, err)
+	mg, c, ok := a.checkpointTarget(w, r)
+	if !ok {
 		return
 	}
 	// Held like a migration's source: the stop must not look like a crash.

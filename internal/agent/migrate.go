@@ -191,16 +191,13 @@ func checkpointErr(uid string, err error) error {
 
 // serveMigrateOut dumps the instance's container for a move and streams
 // the images: a pre-dump while it runs, then the final dump.
+//
+// Long because the source's dumps and the stream they go out on are one
+// sequence whose every failure must leave the container running here.
 func (a *Agent) serveMigrateOut(w http.ResponseWriter, r *http.Request) {
 	uid := r.PathValue("uid")
-	mg, err := a.migrator(uid)
-	if err != nil {
-		writeErr(w, err)
-		return
-	}
-	c, err := a.running(r)
-	if err != nil {
-		writeErr(w, err)
+	mg, c, ok := a.checkpointTarget(w, r)
+	if !ok {
 		return
 	}
 	h := &hold{kind: holdOut, container: c.ID, dir: a.migrationDir("out", uid), dumped: make(chan struct{})}
@@ -212,6 +209,13 @@ func (a *Agent) serveMigrateOut(w http.ResponseWriter, r *http.Request) {
 		_ = os.RemoveAll(h.dir)
 		a.liftHold(uid, h)
 		writeErr(w, checkpointErr(uid, err))
+	}
+	// Once the stream has begun, a failure can only cut it: the target
+	// sees it fail.
+	abort := func() {
+		_ = os.RemoveAll(h.dir)
+		a.liftHold(uid, h)
+		panic(http.ErrAbortHandler)
 	}
 	if err := os.RemoveAll(h.dir); err != nil {
 		fail(err)
@@ -229,9 +233,7 @@ func (a *Agent) serveMigrateOut(w http.ResponseWriter, r *http.Request) {
 	case err == nil:
 		parent = pre
 		if _, err := runtime.WriteImages(tw, pre, runtime.MigrationPre); err != nil {
-			_ = os.RemoveAll(h.dir)
-			a.liftHold(uid, h)
-			panic(http.ErrAbortHandler) // the target sees a cut stream
+			abort()
 		}
 		http.NewResponseController(w).Flush()
 	case errors.Is(err, runtime.ErrNoDirtyTracking):
@@ -244,9 +246,7 @@ func (a *Agent) serveMigrateOut(w http.ResponseWriter, r *http.Request) {
 	h.dumping = !cancelled
 	a.mu.Unlock()
 	if cancelled {
-		_ = os.RemoveAll(h.dir)
-		a.liftHold(uid, h)
-		panic(http.ErrAbortHandler)
+		abort()
 	}
 	frozen := time.Now()
 	h.dumpErr = mg.Checkpoint(ctx, c.ID, runtime.CheckpointOptions{ImageDir: final, ParentDir: parent})
@@ -254,10 +254,8 @@ func (a *Agent) serveMigrateOut(w http.ResponseWriter, r *http.Request) {
 	if err := h.dumpErr; err != nil {
 		// CRIU lets the processes run on when a dump fails.
 		if sw.started {
-			_ = os.RemoveAll(h.dir)
-			a.liftHold(uid, h)
 			a.log.Warn("migration dump failed", "instance", uid, "err", err)
-			panic(http.ErrAbortHandler)
+			abort()
 		}
 		fail(err)
 		return
@@ -265,15 +263,8 @@ func (a *Agent) serveMigrateOut(w http.ResponseWriter, r *http.Request) {
 	// From here the instance runs nowhere until it is restored: on the
 	// target at commit, here on abort or when the server falls silent.
 	a.log.Info("migration: dumped", "instance", uid, "container", c.ID, "dump", time.Since(frozen))
-	time.AfterFunc(verdictTimeout, func() {
-		a.mu.Lock()
-		_, here := a.desired[uid]
-		a.mu.Unlock()
-		if err := a.finishOut(uid, h, !here); err != nil {
-			a.log.Warn("migration without a verdict", "instance", uid, "restored here", here, "err", err)
-		}
-	})
-	_, err = runtime.WriteImages(tw, final, runtime.MigrationFinal)
+	a.settleWithoutVerdict(uid, h)
+	_, err := runtime.WriteImages(tw, final, runtime.MigrationFinal)
 	if err == nil {
 		err = tw.Close()
 	}
@@ -285,6 +276,34 @@ func (a *Agent) serveMigrateOut(w http.ResponseWriter, r *http.Request) {
 		panic(http.ErrAbortHandler)
 	}
 	w.Header().Set(HeaderFrozenAt, frozen.UTC().Format(time.RFC3339Nano))
+}
+
+// settleWithoutVerdict settles a dumped source's move by itself when no
+// verdict has come within verdictTimeout: the instance assigned here
+// still is restored here, one assigned away is committed.
+func (a *Agent) settleWithoutVerdict(uid string, h *hold) {
+	time.AfterFunc(verdictTimeout, func() {
+		a.mu.Lock()
+		_, here := a.desired[uid]
+		a.mu.Unlock()
+		if err := a.finishOut(uid, h, !here); err != nil {
+			a.log.Warn("migration without a verdict", "instance", uid, "restored here", here, "err", err)
+		}
+	})
+}
+
+// checkpointTarget is the running container request r names and the
+// migrator of this node's runtime; on failure it writes the error to w.
+func (a *Agent) checkpointTarget(w http.ResponseWriter, r *http.Request) (Migrator, runtime.Status, bool) {
+	mg, err := a.migrator(r.PathValue("uid"))
+	if err == nil {
+		var c runtime.Status
+		if c, err = a.running(r); err == nil {
+			return mg, c, true
+		}
+	}
+	writeErr(w, err)
+	return nil, runtime.Status{}, false
 }
 
 // finishOut settles a source's move once: commit forgets the dump and

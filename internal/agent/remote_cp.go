@@ -66,23 +66,25 @@ func (s *startedWriter) Write(p []byte) (int, error) {
 	return s.w.Write(p)
 }
 
-func cpPath(r *http.Request) (string, error) {
+// cpTarget is the path and the running container request r names; on
+// failure it writes the error to w.
+func (a *Agent) cpTarget(w http.ResponseWriter, r *http.Request) (string, runtime.Status, bool) {
 	p := r.URL.Query().Get("path")
 	if p == "" || !path.IsAbs(p) {
-		return "", &api.ValidationError{Fields: []api.FieldError{{Field: "path", Reason: fmt.Sprintf("%q is not an absolute path in the container", p)}}}
-	}
-	return path.Clean(p), nil
-}
-
-func (a *Agent) serveCopyFrom(w http.ResponseWriter, r *http.Request) {
-	p, err := cpPath(r)
-	if err != nil {
-		writeErr(w, err)
-		return
+		writeErr(w, &api.ValidationError{Fields: []api.FieldError{{Field: "path", Reason: fmt.Sprintf("%q is not an absolute path in the container", p)}}})
+		return "", runtime.Status{}, false
 	}
 	c, err := a.running(r)
 	if err != nil {
 		writeErr(w, err)
+		return "", runtime.Status{}, false
+	}
+	return path.Clean(p), c, true
+}
+
+func (a *Agent) serveCopyFrom(w http.ResponseWriter, r *http.Request) {
+	p, c, ok := a.cpTarget(w, r)
+	if !ok {
 		return
 	}
 	// tar writes its end-of-archive blocks even when it finds nothing, so
@@ -111,14 +113,8 @@ func (a *Agent) serveCopyFrom(w http.ResponseWriter, r *http.Request) {
 }
 
 func (a *Agent) serveCopyTo(w http.ResponseWriter, r *http.Request) {
-	p, err := cpPath(r)
-	if err != nil {
-		writeErr(w, err)
-		return
-	}
-	c, err := a.running(r)
-	if err != nil {
-		writeErr(w, err)
+	p, c, ok := a.cpTarget(w, r)
+	if !ok {
 		return
 	}
 	code, msg, err := a.runTar(r.Context(), c.ID, []string{"xf", "-", "-C", p}, r.Body, io.Discard)

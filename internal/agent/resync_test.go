@@ -3,7 +3,6 @@ package agent_test
 import (
 	"context"
 	"fmt"
-	"log/slog"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -51,21 +50,7 @@ func TestResyncReadsOnlyUnwatchedContainers(t *testing.T) {
 	for i := range 20 {
 		insts = append(insts, instance(fmt.Sprintf("web-%d", i), reconcile.Always))
 	}
-	cp := newControlPlane(insts...)
-	ctx, cancel := context.WithCancel(context.Background())
-	a := agent.New(agent.Config{
-		Node: agent.NodeInfo{Name: "hollow"}, ControlPlane: cp, Runtime: rt, Images: simrt.Images{},
-		Logger: slog.New(slog.DiscardHandler), Resync: 20 * time.Millisecond,
-	})
-	done := make(chan error, 1)
-	go func() { done <- a.Run(ctx) }()
-	defer func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("agent run: %v", err)
-		}
-	}()
-	f := &simFixture{t: t, cp: cp, rt: rt.Runtime}
+	f := startSim(t, agent.Config{Runtime: rt, Resync: 20 * time.Millisecond}, rt.Runtime, newControlPlane(insts...))
 	var first agent.Status
 	for i := range insts {
 		st := f.waitStatus(insts[i].Name, "Running", func(s agent.Status) bool { return s.Phase == api.PhaseRunning })
@@ -124,20 +109,7 @@ func TestStatusReportsGoInParallel(t *testing.T) {
 		insts = append(insts, instance(fmt.Sprintf("web-%d", i), reconcile.Always))
 	}
 	cp := &slowPlane{controlPlane: newControlPlane(insts...)}
-	ctx, cancel := context.WithCancel(context.Background())
-	a := agent.New(agent.Config{
-		Node: agent.NodeInfo{Name: "hollow"}, ControlPlane: cp, Runtime: simrt.New(simrt.Config{}), Images: simrt.Images{},
-		Logger: slog.New(slog.DiscardHandler), Resync: time.Hour,
-	})
-	done := make(chan error, 1)
-	go func() { done <- a.Run(ctx) }()
-	defer func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("agent run: %v", err)
-		}
-	}()
-	f := &simFixture{t: t, cp: cp.controlPlane}
+	f := startSim(t, agent.Config{ControlPlane: cp, Resync: time.Hour}, simrt.New(simrt.Config{}), cp.controlPlane)
 	for _, in := range insts {
 		f.waitStatus(in.Name, "Running", func(s agent.Status) bool { return s.Phase == api.PhaseRunning })
 	}
@@ -175,20 +147,7 @@ func TestBurstOfChangesTakenInOnePass(t *testing.T) {
 		bad = append(bad, in)
 	}
 	cp := newControlPlane(bad...)
-	f := &simFixture{t: t, cp: cp}
-	ctx, cancel := context.WithCancel(context.Background())
-	a := agent.New(agent.Config{
-		Node: agent.NodeInfo{Name: "hollow"}, ControlPlane: cp, Runtime: rt, Images: simrt.Images{},
-		Logger: slog.New(slog.DiscardHandler), Resync: time.Hour,
-	})
-	done := make(chan error, 1)
-	go func() { done <- a.Run(ctx) }()
-	defer func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("agent run: %v", err)
-		}
-	}()
+	f := startSim(t, agent.Config{Runtime: rt, Resync: time.Hour}, rt.Runtime, cp)
 	f.waitStatus("bad-39", "a start error", func(s agent.Status) bool { return s.Reason == "StartError" })
 	for _, in := range bad {
 		cp.assign <- []agent.Assignment{{Deleted: in.UID}}

@@ -25,12 +25,23 @@ type simFixture struct {
 	once   sync.Once
 }
 
-func startSim(t *testing.T, rt *simrt.Runtime, cp *controlPlane) *simFixture {
+// startSim runs agent "hollow" over rt and cp until the test ends. cfg
+// may set another runtime or control plane (one wrapping rt or cp) and
+// the resync interval (a second when unset); the fixture reads statuses
+// from cp and containers from rt.
+func startSim(t *testing.T, cfg agent.Config, rt *simrt.Runtime, cp *controlPlane) *simFixture {
+	cfg.Node, cfg.Images, cfg.Logger = agent.NodeInfo{Name: "hollow"}, simrt.Images{}, slog.New(slog.DiscardHandler)
+	if cfg.Runtime == nil {
+		cfg.Runtime = rt
+	}
+	if cfg.ControlPlane == nil {
+		cfg.ControlPlane = cp
+	}
+	if cfg.Resync == 0 {
+		cfg.Resync = time.Second
+	}
 	ctx, cancel := context.WithCancel(context.Background())
-	a := agent.New(agent.Config{
-		Node: agent.NodeInfo{Name: "hollow"}, ControlPlane: cp, Runtime: rt, Images: simrt.Images{},
-		Logger: slog.New(slog.DiscardHandler), Resync: time.Second,
-	})
+	a := agent.New(cfg)
 	f := &simFixture{t: t, cp: cp, rt: rt, cancel: cancel, done: make(chan error, 1)}
 	go func() { f.done <- a.Run(ctx) }()
 	t.Cleanup(f.stop)
@@ -85,7 +96,7 @@ func TestSimAgentStartsRestartsAdoptsAndRemoves(t *testing.T) {
 	web := instance("web", reconcile.Always)
 	batch := instance("batch", reconcile.Never)
 	cp := newControlPlane(web, batch)
-	f := startSim(t, rt, cp)
+	f := startSim(t, agent.Config{}, rt, cp)
 
 	run := f.waitStatus("web", "Running", func(s agent.Status) bool { return s.Phase == api.PhaseRunning })
 	f.waitStatus("batch", "Running", func(s agent.Status) bool { return s.Phase == api.PhaseRunning })
@@ -113,7 +124,7 @@ func TestSimAgentStartsRestartsAdoptsAndRemoves(t *testing.T) {
 	cp.mu.Lock()
 	clear(cp.statuses)
 	cp.mu.Unlock()
-	f = startSim(t, rt, cp)
+	f = startSim(t, agent.Config{}, rt, cp)
 	again := f.waitStatus("web", "Running after the agent restarted", func(s agent.Status) bool { return s.Phase == api.PhaseRunning })
 	if again.ContainerID != healed.ContainerID {
 		t.Errorf("after an agent restart web runs as %s, want the adopted %s", again.ContainerID, healed.ContainerID)
@@ -137,7 +148,7 @@ func TestSimAgentReportsStartFailures(t *testing.T) {
 	rt := simrt.New(simrt.Config{FailRate: 1})
 	once := instance("once", reconcile.Never)
 	always := instance("always", reconcile.Always)
-	f := startSim(t, rt, newControlPlane(once, always))
+	f := startSim(t, agent.Config{}, rt, newControlPlane(once, always))
 
 	st := f.waitStatus("once", "Failed", func(s agent.Status) bool { return s.Phase == api.PhaseFailed })
 	if st.Reason != "StartError" {

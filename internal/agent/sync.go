@@ -146,6 +146,7 @@ func (a *Agent) remove(ctx context.Context, id string) bool {
 		if a.releasePod(ctx, net, id) {
 			delete(a.podsReleased, net)
 		}
+		a.releasePodVolumes(net, id)
 	} else {
 		a.detach(ctx, id)
 	}
@@ -223,6 +224,7 @@ func (a *Agent) refresh(ctx context.Context) error {
 		clear(a.dirty)
 		a.releaseStale(ctx)
 		a.collectVolumes(ctx)
+		a.collectPodVolumes()
 		return nil
 	}
 	for id := range a.dirty {
@@ -328,6 +330,10 @@ func (a *Agent) observe() ([]reconcile.Container, map[string]runtime.Status) {
 // the main one, else one of its Members); with restoreFrom, a directory of
 // CRIU images (a migration), the container is restored from them instead
 // of starting its process anew.
+//
+// Long because a container's start is one ordered sequence (image, volumes,
+// network, data files, config, run or restore) whose every failure must undo
+// the steps before it, in reverse.
 func (a *Agent) start(ctx context.Context, inst *Instance, name string, attempt int, restoreFrom string) (runtime.Status, error) {
 	m, ok := inst.member(name)
 	if !ok {
@@ -534,6 +540,9 @@ func (a *Agent) track(ctx context.Context, byID map[string]runtime.Status, insts
 }
 
 // report sends the status of every desired instance that changed since it was last sent.
+//
+// Long because the status of an instance is built from each of its
+// containers in one pass, init, sidecars and main alike.
 func (a *Agent) report(ctx context.Context, insts map[string]*Instance, byID map[string]runtime.Status, now time.Time) {
 	mine := map[string][]runtime.Status{}
 	for _, st := range byID {

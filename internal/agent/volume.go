@@ -48,9 +48,14 @@ func (a *Agent) volumeDir(namespace, name string) string {
 // making (and recording) its named volumes first.
 func (a *Agent) volumeMounts(ctx context.Context, inst *Instance, c *runtime.Config) error {
 	var named []string
-	for _, v := range inst.Volumes {
+	for i, v := range inst.Volumes {
 		m := specs.Mount{Destination: v.Path}
 		switch {
+		case v.TmpfsSize > 0 && a.sharedTmpfs(inst):
+			var err error
+			if m, err = a.podTmpfsMount(inst, i, v.TmpfsSize, v.Path); err != nil {
+				return err
+			}
 		case v.Name != "":
 			vs, ok := a.cfg.ControlPlane.(VolumeStore)
 			if !ok || a.cfg.VolumesDir == "" {

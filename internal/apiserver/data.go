@@ -221,10 +221,6 @@ func (s *Server) triggerCronJob(w http.ResponseWriter, r *http.Request) {
 		writeError(w, fmt.Errorf("trigger %s: %w", t.ref(), err))
 		return
 	}
-	if err := s.pinImage(r.Context(), job); err != nil {
-		writeError(w, err)
-		return
-	}
 	if err := s.store.Create(r.Context(), job); err != nil {
 		writeError(w, fmt.Errorf("trigger %s: %w", t.ref(), err))
 		return
@@ -232,15 +228,20 @@ func (s *Server) triggerCronJob(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusCreated, job)
 }
 
-// Admit runs on obj the checks a write of it passes at the API: its
-// validation (with the admission limits) and the cluster's rules on
-// volumes. The controller runs it on each job a cron job starts, which
-// reaches the store without a request of its own: the limits and rules
-// in force at the run, not only at the cron job's creation, apply.
+// Admit runs on obj the checks a write of it passes at the API, and
+// what the write then does to it: its validation (with the admission
+// limits), the cluster's rules on volumes, and its images pinned to
+// digests (pinImage). The controller runs it on each job a cron job
+// starts, which reaches the store without a request of its own: the
+// limits and rules in force at the run, not only at the cron job's
+// creation, apply, and each run runs the images its tags name then.
 func (s *Server) Admit(ctx context.Context, obj api.Object) error {
 	m := obj.GetMetadata()
 	if err := obj.Validate(); err != nil {
 		return wireError(target{kind: obj.GetKind(), namespace: m.Namespace, name: m.Name}, err)
 	}
-	return s.admitVolumes(ctx, obj)
+	if err := s.admitVolumes(ctx, obj); err != nil {
+		return err
+	}
+	return s.pinImage(ctx, obj)
 }

@@ -16,6 +16,8 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -488,3 +490,103 @@ func TestTokensShowNoSecrets(t *testing.T) {
 		t.Fatalf("after revoke: %+v %v", list, err)
 	}
 }
+
+// A node's watch and its other requests share one HTTP/2 connection: one
+// TLS handshake for the node, however many heartbeats it sends, and a
+// heartbeat given up on does not close the connection the watch is on.
+func TestNodeRequestsShareOneHTTP2Connection(t *testing.T) {
+	c := startCluster(t)
+	ctx := t.Context()
+	tok, err := c.admin.Tokens().Create(ctx, "for n1", time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	creds, err := client.Join(ctx, c.url, client.JoinOptions{Token: tok.Token, Node: "n1", CA: c.ca.CertPEM})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := creds.TLSConfig()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var dials atomic.Int32
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.TLSClientConfig = cfg
+	tr.DialContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
+		dials.Add(1)
+		var d net.Dialer
+		return d.DialContext(ctx, network, addr)
+	}
+	defer tr.CloseIdleConnections()
+	var mu sync.Mutex
+	var protos []int
+	hc := &http.Client{Transport: roundTripFunc(func(r *http.Request) (*http.Response, error) {
+		resp, err := tr.RoundTrip(r)
+		if err == nil {
+			mu.Lock()
+			protos = append(protos, resp.ProtoMajor)
+			mu.Unlock()
+		}
+		return resp, err
+	})}
+	n1, err := client.New(c.url, client.WithHTTPClient(hc))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := n1.Nodes().Apply(ctx, &api.Node{Metadata: api.Metadata{Name: "n1"}, Spec: api.NodeSpec{Address: "10.0.0.1"}}); err != nil {
+		t.Fatal(err)
+	}
+	w, err := n1.Nodes().WatchAssignments(ctx, "n1", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	beat := func() error {
+		_, err := n1.Nodes().UpdateStatus(ctx, &api.Node{Metadata: api.Metadata{Name: "n1"},
+			Status: api.NodeStatus{Condition: api.NodeReady, LastHeartbeat: time.Now().UTC()}})
+		return err
+	}
+	for range 5 {
+		if err := beat(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// A heartbeat given up on before its answer.
+	gone, cancel := context.WithCancel(ctx)
+	cancel()
+	if _, err := n1.Nodes().UpdateStatus(gone, &api.Node{Metadata: api.Metadata{Name: "n1"}}); err == nil {
+		t.Fatal("a cancelled request succeeded")
+	}
+	if err := beat(); err != nil {
+		t.Fatal(err)
+	}
+	in := &api.Instance{Metadata: api.Metadata{Name: "web-1", Namespace: "default"},
+		Spec: api.InstanceSpec{Template: api.Template{Image: "demo/busybox:1"}, Owner: api.Owner{Kind: api.KindService, Name: "web"}}}
+	if _, err := c.admin.Instances().Apply(ctx, in); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.admin.Instances().Bind(ctx, "default", "web-1", "n1", nil, 0); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case ev := <-w:
+		if ev.Err != nil || ev.Object.Metadata.Name != "web-1" {
+			t.Fatalf("assignment watch: %+v", ev)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the watch saw no assignment in 10s")
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	for i, p := range protos {
+		if p != 2 {
+			t.Fatalf("request %d answered over HTTP/%d, want 2", i, p)
+		}
+	}
+	if n := dials.Load(); n != 1 {
+		t.Fatalf("%d connections for a watch and %d requests, want 1", n, len(protos))
+	}
+}
+
+type roundTripFunc func(*http.Request) (*http.Response, error)
+
+func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }

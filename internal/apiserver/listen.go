@@ -232,6 +232,16 @@ func (s *Server) ServeTLS(ctx context.Context, l net.Listener, cfg *tls.Config, 
 	if cfg.MinVersion < tls.VersionTLS12 {
 		cfg.MinVersion = tls.VersionTLS12
 	}
+	if len(cfg.NextProtos) == 0 {
+		// HTTP/2 first: a node's watch, heartbeats and status reports share
+		// one connection. Over HTTP/1.1 each took a connection of its own,
+		// and a heartbeat given up on a busy server closed its connection,
+		// so the next one paid a new TLS handshake (a client certificate
+		// to verify), which made the server busier: at a thousand nodes
+		// they flapped NotReady. Upgrades (tunnels, WebSockets) still go
+		// over HTTP/1.1: clients ask for it on those requests alone.
+		cfg.NextProtos = []string{"h2", "http/1.1"}
+	}
 	auth := BearerToken(token)
 	if s.ca != nil {
 		// Nodes present the cluster CA's certificates; a joining node has

@@ -167,6 +167,9 @@ func (s *Server) migrationTarget(ctx context.Context, in *api.Instance, to strin
 }
 
 // migrate runs steps 1 to 4 (see above) for an instance checked already.
+//
+// Long because a migration's steps (pick, dump, transfer, restore, commit)
+// run in one order and each failure decides how the others are undone.
 func (s *Server) migrate(ctx context.Context, in *api.Instance, from, to string) (*api.Migration, error) {
 	src, dst := s.tunnels.get(from), s.tunnels.get(to)
 	for n, tn := range map[string]*tunnel{from: src, to: dst} {

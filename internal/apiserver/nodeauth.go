@@ -189,6 +189,9 @@ func parseRequest(r *http.Request) request {
 	return q
 }
 
+// authorizeNode decides what a node's certificate may do.
+// Long because it is the table of what a node's certificate may reach: one
+// short case per route.
 func authorizeNode(ctx context.Context, st *store.Store, node string, r *http.Request) error {
 	if r.URL.Path == "/healthz" || isJoin(r) {
 		return nil

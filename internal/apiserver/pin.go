@@ -3,6 +3,7 @@ package apiserver
 import (
 	"context"
 	"fmt"
+	"slices"
 
 	"github.com/berth-dev/berth/api"
 	"github.com/berth-dev/berth/api/errdefs"
@@ -28,10 +29,12 @@ type ImagePinner interface {
 	PinImage(ctx context.Context, ref string, policy api.PullPolicy, auth *api.RegistryAuth) (string, error)
 }
 
-// pinImage pins the template image of a service or job (see
-// ImagePinner). An image the registry does not have is left as given:
-// an agent may have it in its own store (built there, say), and only
-// fails the instance if it does not.
+// pinImage pins the images of a service's or job's template (see
+// ImagePinner): the main container's and every init and sidecar
+// container's that names one of its own (the others run the main one's).
+// An image the registry does not have is left as given: an agent may
+// have it in its own store (built there, say), and only fails the
+// instance if it does not.
 func (s *Server) pinImage(ctx context.Context, obj api.Object) error {
 	var t *api.Template
 	switch o := obj.(type) {
@@ -52,17 +55,37 @@ func (s *Server) pinImage(ctx context.Context, obj api.Object) error {
 	} else if err != nil {
 		return fmt.Errorf("%s: %w", api.RefOf(obj), err)
 	}
-	pinned, err := s.pinner.PinImage(ctx, t.Image, t.PullPolicy, auth)
-	switch {
-	case errdefs.IsNotFound(err) || errdefs.IsInvalidArgument(err):
-		s.log.Debug("image not pinned", "object", api.RefOf(obj), "image", t.Image, "reason", err)
-		return nil
-	case err != nil:
-		return fmt.Errorf("%s: pin image %q: %w", api.RefOf(obj), t.Image, err)
+	if t.Image, err = s.pinRef(ctx, obj, t.Image, t.PullPolicy, auth); err != nil {
+		return err
 	}
-	if pinned != t.Image {
-		s.log.Debug("image pinned", "object", api.RefOf(obj), "image", t.Image, "pinned", pinned)
-		t.Image = pinned
+	// A copy: the template may share its containers with another object
+	// (a cron job's run shares its cron job's).
+	t.Containers = slices.Clone(t.Containers)
+	for i := range t.Containers {
+		c := &t.Containers[i]
+		if c.Image == "" {
+			continue
+		}
+		if c.Image, err = s.pinRef(ctx, obj, c.Image, t.PullPolicy, auth); err != nil {
+			return fmt.Errorf("container %s: %w", c.Name, err)
+		}
 	}
 	return nil
+}
+
+// pinRef is ref pinned to its digest, or ref as given when the registry
+// does not have it.
+func (s *Server) pinRef(ctx context.Context, obj api.Object, ref string, policy api.PullPolicy, auth *api.RegistryAuth) (string, error) {
+	pinned, err := s.pinner.PinImage(ctx, ref, policy, auth)
+	switch {
+	case errdefs.IsNotFound(err) || errdefs.IsInvalidArgument(err):
+		s.log.Debug("image not pinned", "object", api.RefOf(obj), "image", ref, "reason", err)
+		return ref, nil
+	case err != nil:
+		return ref, fmt.Errorf("%s: pin image %q: %w", api.RefOf(obj), ref, err)
+	}
+	if pinned != ref {
+		s.log.Debug("image pinned", "object", api.RefOf(obj), "image", ref, "pinned", pinned)
+	}
+	return pinned, nil
 }

@@ -82,6 +82,29 @@ func TestApplyPinsImageTags(t *testing.T) {
 		t.Errorf("berth run's service: %v, image %q, want it pinned to %s", err, got.Spec.Template.Image, first)
 	}
 
+	// Every container's image is pinned: a sidecar's and an init
+	// container's own; one that names none runs the main one's.
+	side := buildImage(t, imgs, "demo/side:1", "side")
+	pod := service("pod", "demo/app:1")
+	pod.Spec.Template.Containers = []api.Container{
+		{Name: "setup", Init: true, Image: "demo/side:1", Command: []string{"true"}},
+		{Name: "log", Sidecar: true, Command: []string{"sleep", "1d"}},
+		{Name: "away", Sidecar: true, Image: "demo/elsewhere:2", Command: []string{"sleep", "1d"}},
+	}
+	if _, err := e.client.Services().Apply(ctx, pod); err != nil {
+		t.Fatal(err)
+	}
+	stored, err := e.client.Services().Get(ctx, "default", "pod")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tpl := stored.Spec.Template
+	if cs := tpl.Containers; tpl.Image != "demo/app:1@"+first || cs[0].Image != "demo/side:1@"+side || cs[1].Image != "" ||
+		cs[2].Image != "demo/elsewhere:2" || tpl.ContainerImage(&cs[1]) != "demo/app:1@"+first {
+		t.Errorf("containers' images stored as %q, %q, %q, %q; want the main and init ones pinned, the sidecar without one running the main's, one not in the registry as given",
+			tpl.Image, cs[0].Image, cs[1].Image, cs[2].Image)
+	}
+
 	// A malformed digest is refused, not passed over.
 	if code, eb := e.call(t, "PUT", "/v1/namespaces/default/services/bad",
 		`{"spec":{"replicas":1,"template":{"image":"demo/app:1@sha256:abc"}}}`); code != 422 || eb.Field != "spec.template.image" {

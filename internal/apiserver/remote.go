@@ -19,6 +19,7 @@ import (
 	"github.com/berth-dev/berth/api/client"
 	"github.com/berth-dev/berth/api/errdefs"
 	"github.com/berth-dev/berth/internal/metrics"
+	"github.com/berth-dev/berth/internal/store"
 )
 
 // Remote operations: an instance's logs, exec, attach, cp, port-forward
@@ -28,7 +29,8 @@ import (
 //
 //	GET  /v1/namespaces/{ns}/instances/{name}/logs         frames; ?follow&tail&since&timestamps&previous
 //	GET  /v1/namespaces/{ns}/instances/{name}/attach       frames until the container exits
-//	GET  /v1/namespaces/{ns}/instances/{name}/exec         WebSocket; ?cmd=..&env=..&tty&stdin&cols&rows
+//	GET  /v1/namespaces/{ns}/instances/{name}/exec         WebSocket; ?cmd=..&env=..&tty&stdin&cols&rows;
+//	                                                       &resolve: {name} may be a service's or job's (execTarget)
 //	GET  /v1/namespaces/{ns}/instances/{name}/cp?path=P    a tar of P
 //	PUT  /v1/namespaces/{ns}/instances/{name}/cp?path=DIR  unpack the body's tar into DIR
 //	GET  /v1/namespaces/{ns}/instances/{name}/portforward  WebSocket; ?port=
@@ -223,11 +225,19 @@ func (s *Server) forward(w http.ResponseWriter, r *http.Request, node, path stri
 func (s *Server) instanceOp(op string) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		ns, name := r.PathValue("ns"), r.PathValue("name")
-		var in api.Instance
-		if err := s.store.GetInto(r.Context(), &in, ns, name); err != nil {
+		var in *api.Instance
+		var err error
+		if op == "exec" && r.URL.Query().Get("resolve") == "1" {
+			in, err = s.execTarget(r.Context(), ns, name)
+		} else {
+			in = &api.Instance{}
+			err = s.store.GetInto(r.Context(), in, ns, name)
+		}
+		if err != nil {
 			writeError(w, err)
 			return
 		}
+		name = in.Metadata.Name
 		if in.Spec.Node == "" {
 			writeError(w, fmt.Errorf("%s: %w: bound to no node yet", api.Ref(api.KindInstance, ns, name), errdefs.ErrFailedPrecondition))
 			return
@@ -248,7 +258,7 @@ func (s *Server) instanceOp(op string) http.HandlerFunc {
 			done := make(chan struct{})
 			go func() {
 				defer close(done)
-				s.recordRemoteOp(r, &in, op)
+				s.recordRemoteOp(r, in, op)
 			}()
 			defer func() { <-done }()
 		}
@@ -261,11 +271,57 @@ func (s *Server) instanceOp(op string) http.HandlerFunc {
 		}
 		// The container the status names saves the agent a search.
 		q.Del("containerID")
+		q.Del("resolve")
 		if in.Status.ContainerID != "" && (cname == "" || cname == api.MainContainer) {
 			q.Set("containerID", in.Status.ContainerID)
 		}
 		s.forward(w, r, in.Spec.Node, "/v1/instances/"+url.PathEscape(in.Metadata.UID)+"/"+op, q)
 	}
+}
+
+// execTarget is the instance an exec with ?resolve=1 runs in: name is an
+// instance's, or a service's or job's, whose first running instance
+// (api.FirstRunning) it is, as `berth exec` picks. A name that is two of
+// these is refused, so that no command picks one silently. The CLI used
+// to read each kind itself, a round trip apiece before the exec.
+func (s *Server) execTarget(ctx context.Context, ns, name string) (*api.Instance, error) {
+	var found []api.Object
+	for _, k := range []api.Kind{api.KindInstance, api.KindService, api.KindJob} {
+		obj, _ := api.New(k)
+		err := s.store.GetInto(ctx, obj, ns, name)
+		switch {
+		case errdefs.IsNotFound(err):
+			continue
+		case err != nil:
+			return nil, err
+		}
+		found = append(found, obj)
+	}
+	switch len(found) {
+	case 0:
+		return nil, fmt.Errorf("no instance, service or job named %q in namespace %q: %w", name, ns, errdefs.ErrNotFound)
+	case 1:
+	default:
+		var refs []string
+		for _, o := range found {
+			refs = append(refs, strings.ToLower(string(o.GetKind()))+"/"+name)
+		}
+		return nil, fmt.Errorf("%q is ambiguous in namespace %q: %w: it names %s; say which: %s",
+			name, ns, errdefs.ErrInvalidArgument, strings.Join(refs, " and "), strings.Join(refs, " or "))
+	}
+	if in, ok := found[0].(*api.Instance); ok {
+		return in, nil
+	}
+	owner := found[0].GetKind()
+	insts, _, err := store.List[api.Instance](ctx, s.store, ns)
+	if err != nil {
+		return nil, err
+	}
+	in := api.FirstRunning(api.OwnedBy(insts, owner, name))
+	if in == nil {
+		return nil, fmt.Errorf("%s: %w: it has no running instance", api.Ref(owner, ns, name), errdefs.ErrFailedPrecondition)
+	}
+	return in, nil
 }
 
 // recordRemoteOp records who reached into an instance, and how.

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -250,5 +251,108 @@ func TestLocalTunnelIsQuietWhenIdle(t *testing.T) {
 	}
 	if _, err := sess.Ping(); err != nil {
 		t.Fatalf("the quiet tunnel does not answer: %v", err)
+	}
+}
+
+// TestExecResolvesItsTarget checks exec's ?resolve=1: the server takes
+// the name as an instance's, or as a service's or job's, whose first
+// running instance the command goes to, in the one request; a name that
+// is both a service and a job is refused, as is one that names nothing or
+// a service with nothing running, and the agent is not asked.
+func TestExecResolvesItsTarget(t *testing.T) {
+	c := startCluster(t)
+	ctx := t.Context()
+	n2 := c.join(t, "n2")
+	tmpl := api.Template{Image: "demo/busybox:1"}
+	for _, svc := range []string{"web", "idle", "both"} {
+		if _, err := c.admin.Services().Apply(ctx, &api.Service{Metadata: api.Metadata{Name: svc, Namespace: "default"},
+			Spec: api.ServiceSpec{Replicas: 1, Template: tmpl}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := c.admin.Jobs().Apply(ctx, &api.Job{Metadata: api.Metadata{Name: "both", Namespace: "default"},
+		Spec: api.JobSpec{Completions: 1, Parallelism: 1, Template: tmpl}}); err != nil {
+		t.Fatal(err)
+	}
+	// web-b runs, web-a (first by name) does not, idle-a does not.
+	uids := map[string]string{}
+	for _, tc := range []struct {
+		name, owner string
+		running     bool
+	}{{"web-a", "web", false}, {"web-b", "web", true}, {"web-c", "web", true}, {"idle-a", "idle", false}} {
+		in, err := c.admin.Instances().Apply(ctx, &api.Instance{Metadata: api.Metadata{Name: tc.name, Namespace: "default"},
+			Spec: api.InstanceSpec{Template: tmpl, Owner: api.Owner{Kind: api.KindService, Name: tc.owner}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		uids[tc.name] = in.Metadata.UID
+		if in, err = c.admin.Instances().Bind(ctx, "default", tc.name, "n2", nil, 0); err != nil {
+			t.Fatal(err)
+		}
+		if tc.running {
+			in.Status.Phase, in.Status.ContainerID = api.PhaseRunning, "ctr-"+tc.name
+			if _, err := c.admin.Instances().UpdateStatus(ctx, in); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	var agent2 agentStandIn
+	agent2.serve(t, n2, "n2")
+
+	// The stand-in answers no WebSocket, so each exec fails after the
+	// agent was asked: the path it was asked for names the instance.
+	asked := func(target string) string {
+		t.Helper()
+		before := len(agent2.paths())
+		_, err := c.admin.Exec(ctx, "default", target, client.ExecOptions{Command: []string{"true"}, Resolve: true})
+		if got := agent2.paths(); len(got) > before {
+			return got[len(got)-1]
+		}
+		if err == nil {
+			t.Fatalf("exec in %s: no error, and the agent was not asked", target)
+		}
+		return err.Error()
+	}
+	for target, want := range map[string]string{
+		"web":   "/v1/instances/" + uids["web-b"] + "/exec",
+		"web-a": "/v1/instances/" + uids["web-a"] + "/exec", // an instance is taken as named
+	} {
+		if got := asked(target); got != want {
+			t.Errorf("exec in %s reached %q, want %q", target, got, want)
+		}
+	}
+	for target, want := range map[string]func(error) bool{
+		"both":    errdefs.IsInvalidArgument,
+		"nothing": errdefs.IsNotFound,
+		"idle":    errdefs.IsFailedPrecondition,
+	} {
+		before := len(agent2.paths())
+		_, err := c.admin.Exec(ctx, "default", target, client.ExecOptions{Command: []string{"true"}, Resolve: true})
+		if !want(err) {
+			t.Errorf("exec in %s: %v", target, err)
+		}
+		if got := agent2.paths(); len(got) != before {
+			t.Errorf("exec in %s asked the agent %v", target, got[before:])
+		}
+		if target == "both" && (err == nil || !strings.Contains(err.Error(), "service/both or job/both")) {
+			t.Errorf("exec in both: %v, want the two it names", err)
+		}
+	}
+	// Without resolve a service's name is no instance's.
+	if _, err := c.admin.Exec(ctx, "default", "web", client.ExecOptions{Command: []string{"true"}}); !errdefs.IsNotFound(err) {
+		t.Errorf("exec in web without resolve: %v, want not found", err)
+	}
+	// The event names the instance the command ran in.
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		evs, _, err := c.admin.Events().List(ctx, "default")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if slices.ContainsFunc(evs, func(ev *api.Event) bool { return ev.Reason == "Exec" && ev.Object.Name == "web-b" }) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no Exec event on web-b, the instance the service's name led to")
+		}
 	}
 }

@@ -475,6 +475,9 @@ func precondition(r *http.Request, obj api.Object) (int64, error) {
 	return 0, nil
 }
 
+// apply stores an object as a client applies it.
+// Long because an apply's checks run in one order (decode, validate, admit,
+// pin, compare, store) and each answers the request itself when it fails.
 func (s *Server) apply(w http.ResponseWriter, r *http.Request) {
 	t, err := parseTarget(r)
 	if err != nil {
@@ -525,6 +528,8 @@ func (s *Server) apply(w http.ResponseWriter, r *http.Request) {
 		} else if err != nil {
 			writeError(w, err)
 			return
+		} else {
+			api.Default(cur) // stored before defaults were: compared as stored now
 		}
 	}
 	if svc, ok := obj.(*api.Service); ok {

@@ -64,7 +64,7 @@ func (s *Server) writeStatusBatch(ctx context.Context, n *api.Node, items []api.
 		refs[i] = [2]string{it.Namespace, it.Name}
 	}
 	for attempt := 0; ; attempt++ {
-		stored, err := s.store.InstancesNamed(ctx, refs)
+		stored, raw, err := s.store.InstancesNamed(ctx, refs)
 		if err != nil {
 			return nil, err
 		}
@@ -99,7 +99,7 @@ func (s *Server) writeStatusBatch(ctx context.Context, n *api.Node, items []api.
 				results[i].Error = fmt.Sprintf("%s: %v", api.RefOf(&obj), err)
 				continue
 			}
-			txn.UpdateStatus(&obj, cur.Metadata.Revision)
+			txn.SetStatus(cur, raw[i], obj.Status)
 		}
 		err = txn.Commit(ctx)
 		switch {

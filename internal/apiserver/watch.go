@@ -71,14 +71,14 @@ func (s *Server) serveWatch(w http.ResponseWriter, r *http.Request, events <-cha
 	id, _ := IdentityFrom(r.Context())
 	var creds <-chan struct{}
 	if id.Node != "" && s.creds != nil {
-		creds = s.creds.Changed()
+		creds = s.creds.Changed(id.Node)
 	}
 	for {
 		var ev store.WatchEvent
 		var ok bool
 		select {
 		case <-creds:
-			creds = s.creds.Changed()
+			creds = s.creds.Changed(id.Node)
 			if err := s.checkNodeCert(r, id); err != nil {
 				write(WatchEvent{Type: "Error", Error: err.Error(), Code: errdefs.Code(err)})
 				return

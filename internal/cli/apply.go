@@ -47,71 +47,20 @@ stores nothing; what would change is shown as a diff (see berth diff).`,
 		Example: "  berth apply -f examples/web.yaml\n  cat specs.yaml | berth apply -f -\n  berth apply --dry-run -f web.yaml",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			composeOnes, specFiles := composeFiles(files)
-			var objs []api.Object
-			if len(specFiles) > 0 || len(composeOnes) == 0 {
-				var err error
-				if objs, err = g.readSpecs(specFiles); err != nil {
-					return err
-				}
-			}
-			var plan *compose.Plan
-			if len(composeOnes) > 0 {
-				var err error
-				if plan, err = g.loadCompose(cmd.Context(), &composeFlags{files: composeOnes}); err != nil {
-					return err
-				}
-				if dryRun {
-					data, err := dataObjects(plan)
-					if err != nil {
-						return err
-					}
-					objs = append(objs, data...)
-					for _, u := range plan.Units {
-						objs = append(objs, u.Object)
-					}
-					if len(plan.Unsupported) > 0 {
-						return &unsupportedError{plan.Unsupported}
-					}
-					plan = nil
-				}
+			objs, plan, err := g.applyInputs(cmd.Context(), files, dryRun)
+			if err != nil {
+				return err
 			}
 			c, err := g.client(cmd.Context())
 			if err != nil {
 				return err
 			}
-			out := cmd.OutOrStdout()
 			if plan != nil {
-				if err := g.composeUp(cmd.Context(), out, cmd.ErrOrStderr(), plan, upOptions{detach: true, timeout: 5 * time.Minute}); err != nil {
+				if err := g.composeUp(cmd.Context(), cmd.OutOrStdout(), cmd.ErrOrStderr(), plan, upOptions{detach: true, timeout: 5 * time.Minute}); err != nil {
 					return err
 				}
 			}
-			for _, o := range objs {
-				ref := objRef{kind: o.GetKind(), name: o.GetMetadata().Name}
-				if dryRun {
-					changed, err := diffObject(cmd.Context(), c, out, o)
-					if err != nil {
-						return err
-					}
-					fmt.Fprintf(out, "%s %s (dry run)\n", ref, changed)
-					printWarnings(cmd.ErrOrStderr(), o)
-					continue
-				}
-				res, err := c.ApplyWith(cmd.Context(), o, client.ApplyOptions{})
-				if err != nil {
-					return describeErr(err)
-				}
-				verb := "configured"
-				switch {
-				case res.Created:
-					verb = "created"
-				case res.Unchanged:
-					verb = "unchanged"
-				}
-				fmt.Fprintf(out, "%s %s\n", ref, verb)
-				printWarnings(cmd.ErrOrStderr(), res.Object)
-			}
-			return nil
+			return applyObjects(cmd, c, objs, dryRun)
 		},
 	}
 	cmd.Flags().StringArrayVarP(&files, "file", "f", nil, "spec file (repeatable; - for standard input)")
@@ -250,3 +199,68 @@ type codedError struct {
 
 func (e *codedError) Error() string { return e.err.Error() }
 func (e *codedError) Unwrap() error { return e.err }
+
+// applyInputs reads the spec files and the Compose files among files:
+// the objects to apply, and the Compose plan to bring up (with dryRun,
+// its objects join the others instead, to be diffed).
+func (g *globals) applyInputs(ctx context.Context, files []string, dryRun bool) ([]api.Object, *compose.Plan, error) {
+	composeOnes, specFiles := composeFiles(files)
+	var objs []api.Object
+	if len(specFiles) > 0 || len(composeOnes) == 0 {
+		var err error
+		if objs, err = g.readSpecs(specFiles); err != nil {
+			return nil, nil, err
+		}
+	}
+	if len(composeOnes) == 0 {
+		return objs, nil, nil
+	}
+	plan, err := g.loadCompose(ctx, &composeFlags{files: composeOnes})
+	if err != nil || !dryRun {
+		return objs, plan, err
+	}
+	data, err := dataObjects(plan)
+	if err != nil {
+		return nil, nil, err
+	}
+	objs = append(objs, data...)
+	for _, u := range plan.Units {
+		objs = append(objs, u.Object)
+	}
+	if len(plan.Unsupported) > 0 {
+		return nil, nil, &unsupportedError{plan.Unsupported}
+	}
+	return objs, nil, nil
+}
+
+// applyObjects applies objs in order, or with dryRun shows what each
+// would change, and says what became of each.
+func applyObjects(cmd *cobra.Command, c *client.Client, objs []api.Object, dryRun bool) error {
+	out := cmd.OutOrStdout()
+	for _, o := range objs {
+		ref := objRef{kind: o.GetKind(), name: o.GetMetadata().Name}
+		if dryRun {
+			changed, err := diffObject(cmd.Context(), c, out, o)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(out, "%s %s (dry run)\n", ref, changed)
+			printWarnings(cmd.ErrOrStderr(), o)
+			continue
+		}
+		res, err := c.ApplyWith(cmd.Context(), o, client.ApplyOptions{})
+		if err != nil {
+			return describeErr(err)
+		}
+		verb := "configured"
+		switch {
+		case res.Created:
+			verb = "created"
+		case res.Unchanged:
+			verb = "unchanged"
+		}
+		fmt.Fprintf(out, "%s %s\n", ref, verb)
+		printWarnings(cmd.ErrOrStderr(), res.Object)
+	}
+	return nil
+}

@@ -16,11 +16,7 @@ to type into one, use berth exec -it.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
-			c, err := g.client(ctx)
-			if err != nil {
-				return err
-			}
-			ns, name, err := g.refOf(args[0], api.KindInstance)
+			c, ns, name, err := g.clientFor(ctx, args[0], api.KindInstance)
 			if err != nil {
 				return err
 			}

@@ -128,11 +128,7 @@ The instance's service must use an executor with CRIU support (runtime: runc).`,
 				return errors.New("checkpoint: --output FILE is required")
 			}
 			ctx := cmd.Context()
-			c, err := g.client(ctx)
-			if err != nil {
-				return err
-			}
-			ns, name, err := g.refOf(args[0], api.KindInstance)
+			c, ns, name, err := g.clientFor(ctx, args[0], api.KindInstance)
 			if err != nil {
 				return err
 			}
@@ -177,11 +173,7 @@ before a restart). To move an instance to another node, use berth migrate.`,
 				return errors.New("restore: --input FILE is required")
 			}
 			ctx := cmd.Context()
-			c, err := g.client(ctx)
-			if err != nil {
-				return err
-			}
-			ns, name, err := g.refOf(args[0], api.KindInstance)
+			c, ns, name, err := g.clientFor(ctx, args[0], api.KindInstance)
 			if err != nil {
 				return err
 			}

@@ -220,6 +220,9 @@ func (e *unsupportedError) Unwrap() error { return errdefs.ErrInvalidArgument }
 // composeUp applies a plan: every object checked by the server first
 // (a dry run), so that one refusal applies nothing; then each in order,
 // after waiting for what it depends on.
+//
+// Long because it brings units up in depends_on order, waiting on each
+// condition and reporting as it goes, one loop.
 func (g *globals) composeUp(ctx context.Context, out, errOut io.Writer, plan *compose.Plan, o upOptions) error {
 	for _, n := range plan.Notes {
 		fmt.Fprintln(errOut, "note:", n)

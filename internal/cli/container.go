@@ -56,7 +56,7 @@ func (g *globals) images() (*image.Store, error) {
 
 type runFlags struct {
 	name, user, workdir, hostname, executor, rootfs, cpuset, memory string
-	env, capAdd, capDrop                                            []string
+	env, capAdd, capDrop, publish                                   []string
 	detach, rm, readOnly, noSeccomp, interactive, tty, userns, init bool
 	cpus                                                            float64
 	pids                                                            int64
@@ -74,6 +74,7 @@ func newContainerRunCmd(g *globals) *cobra.Command {
 		Short: "Run a command in a new container",
 		Example: `  berth container run demo/busybox:1 echo hello
   berth container run -d --name web --memory 64Mi demo/busybox:1 httpd -f -p 8080 -h /www
+  berth container run -d --name site -p 8080:80 -p 127.0.0.1:5353:53/udp demo/busybox:1 httpd -f -p 80 -h /www
   berth container run --rm --cpus 0.5 --pids 64 demo/busybox:1 sh -c 'echo $HOSTNAME'`,
 		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -90,6 +91,8 @@ func newContainerRunCmd(g *globals) *cobra.Command {
 	fl.BoolVarP(&f.tty, "tty", "t", false, "run the container on a terminal berth opens and relays, sized as this one (needs one on stdin)")
 	fl.BoolVar(&f.rm, "rm", false, "remove the container when it exits (foreground only)")
 	fl.StringArrayVarP(&f.env, "env", "e", nil, "set an environment variable (KEY=VALUE)")
+	fl.StringArrayVarP(&f.publish, "publish", "p", nil, "publish a container port on the host: [IP:][HOSTPORT:]CONTAINERPORT[/tcp|/udp] (no HOSTPORT: a free one); "+
+		"the container then gets an address on this data dir's bridge, and the host port is held while it runs")
 	fl.StringVarP(&f.user, "user", "u", "", "user[:group] to run as, by name (from the image's /etc/passwd and /etc/group) or number")
 	fl.StringVarP(&f.workdir, "workdir", "w", "", "working directory inside the container")
 	fl.StringVar(&f.hostname, "hostname", "", "hostname (default: the container name)")
@@ -112,6 +115,9 @@ func newContainerRunCmd(g *globals) *cobra.Command {
 	return cmd
 }
 
+// runContainer is `berth container run`.
+// Long because it maps `container run`'s flags onto one runtime.Config
+// field by field, then runs, attaches and waits in the order docker does.
 func runContainer(ctx context.Context, g *globals, f *runFlags, ref string, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	if f.rm && f.detach {
 		return errors.New("--rm and --detach do not go together: a detached container is removed with 'berth container rm'")
@@ -145,6 +151,10 @@ func runContainer(ctx context.Context, g *globals, f *runFlags, ref string, args
 		return err
 	}
 	binds, err := f.extra.binds()
+	if err != nil {
+		return err
+	}
+	ports, err := parsePublishes(f.publish)
 	if err != nil {
 		return err
 	}
@@ -220,7 +230,23 @@ func runContainer(ctx context.Context, g *globals, f *runFlags, ref string, args
 	if f.tty {
 		c.Env = withTerm(c.Env)
 	}
-	if _, err := rt.Run(ctx, c); err != nil {
+	var pub *publishing
+	if len(ports) > 0 {
+		if pub, err = publishPorts(ctx, g, rt, &c, ports); err != nil {
+			release()
+			return err
+		}
+	}
+	_, err = rt.Run(ctx, c)
+	if pub != nil {
+		// Whether or not it started: a failed start's address is released.
+		if perr := pub.finish(context.WithoutCancel(ctx), rt); perr != nil && err == nil {
+			// Not running as asked: no container rather than one without its ports.
+			_ = rt.Delete(context.WithoutCancel(ctx), id, true)
+			err = perr
+		}
+	}
+	if err != nil {
 		release()
 		return err
 	}
@@ -251,6 +277,12 @@ func runContainer(ctx context.Context, g *globals, f *runFlags, ref string, args
 			return err
 		}
 		release()
+	}
+	if pub != nil {
+		// Its ports go at once, and with --rm its address too.
+		if err := syncContainerNet(context.WithoutCancel(ctx), g, rt); err != nil {
+			return err
+		}
 	}
 	if st.OOMKilled {
 		fmt.Fprintf(stderr, "berth: container %s was killed for exceeding its memory limit\n", id)
@@ -347,9 +379,13 @@ func newContainerPsCmd(g *globals) *cobra.Command {
 			}
 			return printOut(cmd.OutOrStdout(), g.output, shown, func(w io.Writer) {
 				tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-				fmt.Fprintln(tw, "NAME\tIMAGE\tCOMMAND\tSTATUS\tPID\tEXECUTOR")
+				fmt.Fprintln(tw, "NAME\tIMAGE\tCOMMAND\tSTATUS\tPID\tEXECUTOR\tPORTS")
 				for _, st := range shown {
-					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\n", st.ID, st.Image, shorten(strings.Join(st.Args, " "), 30), describe(st), st.Pid, st.Executor)
+					ports := "-"
+					if st.State == runtime.Running {
+						ports = portsColumn(st.Ports) // a stopped container publishes nothing
+					}
+					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%s\n", st.ID, st.Image, shorten(strings.Join(st.Args, " "), 30), describe(st), st.Pid, st.Executor, ports)
 				}
 				tw.Flush()
 			})
@@ -477,6 +513,8 @@ func newContainerStopCmd(g *globals) *cobra.Command {
 				}
 				fmt.Fprintf(cmd.OutOrStdout(), "%s: %s\n", id, describe(st))
 			}
+			// A stopped container's ports are free again.
+			errs = append(errs, syncContainerNet(context.WithoutCancel(cmd.Context()), g, rt))
 			return errors.Join(errs...)
 		},
 	}
@@ -501,8 +539,23 @@ func newContainerKillCmd(g *globals) *cobra.Command {
 				return err
 			}
 			var errs []error
+			var killed []string
 			for _, id := range args {
-				errs = append(errs, rt.Kill(cmd.Context(), id, s))
+				err := rt.Kill(cmd.Context(), id, s)
+				if err == nil && s == syscall.SIGKILL {
+					killed = append(killed, id)
+				}
+				errs = append(errs, err)
+			}
+			if len(killed) > 0 {
+				// A killed container ends at once: its published ports are
+				// free once it has, as after stop.
+				ctx, cancel := context.WithTimeout(context.WithoutCancel(cmd.Context()), 5*time.Second)
+				defer cancel()
+				for _, id := range killed {
+					_, _ = rt.Wait(ctx, id)
+				}
+				errs = append(errs, syncContainerNet(context.WithoutCancel(cmd.Context()), g, rt))
 			}
 			return errors.Join(errs...)
 		},
@@ -530,7 +583,7 @@ func newContainerRmCmd(g *globals) *cobra.Command {
 	var force bool
 	cmd := &cobra.Command{
 		Use:   "rm [-f] NAME...",
-		Short: "Remove containers (their rootfs, cgroups, logs and state)",
+		Short: "Remove containers (their rootfs, cgroups, logs, state and published ports)",
 		Args:  cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			rt, err := g.runtime()
@@ -555,6 +608,8 @@ func newContainerRmCmd(g *globals) *cobra.Command {
 				}
 				fmt.Fprintln(cmd.OutOrStdout(), id)
 			}
+			// Their published ports, addresses, namespaces and veths go too.
+			errs = append(errs, syncContainerNet(context.WithoutCancel(cmd.Context()), g, rt))
 			return errors.Join(errs...)
 		},
 	}

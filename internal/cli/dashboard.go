@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/berth-dev/berth/api"
+	"github.com/berth-dev/berth/internal/initgc"
 	"github.com/spf13/cobra"
 )
 
@@ -28,6 +29,7 @@ passes the dashboard's pages, and only them, to the socket, and serves it
 in the foreground until Ctrl-C. The link works once, within five minutes.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			initgc.Restore() // it serves until stopped
 			ctx := cmd.Context()
 			c, err := g.client(ctx)
 			if err != nil {

@@ -76,26 +76,10 @@ func describeObject(ctx context.Context, c *client.Client, w io.Writer, r objRef
 	}
 	field("Labels", "%s", labelsColumn(m.Labels))
 	field("Created", "%s (%s ago)", m.CreatedAt.Local().Format(time.RFC3339), age(m.CreatedAt))
-
-	// The instances that belong to the object.
-	var insts []*api.Instance
-	switch r.kind {
-	case api.KindService, api.KindJob, api.KindNode:
-		list, _, err := c.Instances().List(ctx, cond(r.kind == api.KindNode, "", r.namespace))
-		if err != nil {
-			return err
-		}
-		for _, in := range list {
-			if r.kind == api.KindNode && in.Spec.Node == r.name ||
-				r.kind != api.KindNode && in.Spec.Owner.Kind == r.kind && in.Spec.Owner.Name == r.name && in.Spec.Owner.UID == m.UID {
-				insts = append(insts, in)
-			}
-		}
-	case api.KindInstance:
-		insts = []*api.Instance{obj.(*api.Instance)}
+	insts, err := instancesOf(ctx, c, r, obj)
+	if err != nil {
+		return err
 	}
-	sort.Slice(insts, func(i, j int) bool { return insts[i].Metadata.Name < insts[j].Metadata.Name })
-
 	events, err := eventsAbout(ctx, c, r, insts)
 	if err != nil {
 		return err
@@ -104,31 +88,7 @@ func describeObject(ctx context.Context, c *client.Client, w io.Writer, r objRef
 	var notReady []string
 	switch x := obj.(type) {
 	case *api.Service:
-		describeTemplate(field, x.Spec.Template)
-		want := x.Spec.Replicas
-		if x.Spec.Mode == api.ModeGlobal {
-			// One per eligible node: the controller's count is the desired one.
-			want = x.Status.Replicas
-			field("Mode", "global (one instance on every eligible node)")
-			field("Replicas", "%d eligible nodes, %d ready, %d updated", want, x.Status.ReadyReplicas, x.Status.UpdatedReplicas)
-		} else {
-			field("Replicas", "%d desired, %d ready, %d updated", x.Spec.Replicas, x.Status.ReadyReplicas, x.Status.UpdatedReplicas)
-		}
-		if x.Spec.RollOnChange {
-			field("Roll on change", "yes (of its configs and secrets)")
-		}
-		field("Address", "%s (%s.%s.berth)", dash(x.Status.VIP), m.Name, m.Namespace)
-		if len(x.Spec.Aliases) > 0 {
-			field("Aliases", "%s", strings.Join(x.Spec.Aliases, ", "))
-		}
-		field("Ports", "%s", portsOf(x.Spec.Template.Ports))
-		if x.Status.Message != "" {
-			field("Message", "%s", x.Status.Message)
-		}
-		if x.Status.ReadyReplicas < want {
-			notReady = append(notReady, fmt.Sprintf("%d of %d replicas ready", x.Status.ReadyReplicas, want))
-		}
-		notReady = append(notReady, instanceProblems(insts, events)...)
+		notReady = describeService(field, x, insts, events)
 	case *api.Job:
 		describeTemplate(field, x.Spec.Template)
 		field("Phase", "%s", dash(string(x.Status.Phase)))
@@ -138,32 +98,10 @@ func describeObject(ctx context.Context, c *client.Client, w io.Writer, r objRef
 			field("Message", "%s", x.Status.Message)
 		}
 		if x.Status.Phase != api.JobSucceeded {
-			notReady = append(notReady, instanceProblems(insts, events)...)
+			notReady = instanceProblems(insts, events)
 		}
 	case *api.Instance:
-		describeTemplate(field, x.Spec.Template)
-		field("Owner", "%s/%s", strings.ToLower(string(x.Spec.Owner.Kind)), x.Spec.Owner.Name)
-		field("Node", "%s", dash(x.Spec.Node))
-		field("Phase", "%s", dash(phaseColumn(x)))
-		field("Healthy", "%s", healthyColumn(x))
-		field("Restarts", "%d", x.Status.Restarts)
-		field("Container", "%s", dash(x.Status.ContainerID))
-		field("PID", "%s", pidColumn(x))
-		field("IP", "%s", dash(x.Status.IP))
-		if x.Status.Phase == api.PhaseFailed || x.Status.Phase == api.PhaseSucceeded {
-			field("Exit code", "%d", x.Status.ExitCode)
-		}
-		if x.Status.Message != "" {
-			field("Message", "%s", x.Status.Message)
-		}
-		if len(x.Status.Containers) > 0 {
-			fmt.Fprintln(tw, "Containers:")
-			fmt.Fprintln(tw, "  NAME\tROLE\tSTATE\tHEALTHY\tRESTARTS\tEXIT\tREASON")
-			for _, cs := range x.Status.Containers {
-				fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%d\t%s\t%s\n", cs.Name, containerRole(cs.Init, cs.Sidecar), cs.State,
-					cond(cs.Healthy, "yes", "no"), cs.Restarts, cond(cs.State == api.ContainerTerminated, fmt.Sprint(cs.ExitCode), "-"), dash(cs.Reason))
-			}
-		}
+		describeInstance(tw, field, x)
 		notReady = instanceProblems(insts, events)
 	case *api.CronJob:
 		if err := describeCronJob(ctx, c, tw, field, x); err != nil {
@@ -182,45 +120,145 @@ func describeObject(ctx context.Context, c *client.Client, w io.Writer, r objRef
 			return err
 		}
 	case *api.Node:
-		field("Status", "%s", dash(string(x.Status.Condition)))
-		field("Scheduling", "%s", scheduling(x))
-		field("Address", "%s", dash(x.Spec.Address))
-		field("Capacity", "%d CPUs, %s memory, %d pids", x.Spec.Capacity.MilliCPU/1000, x.Spec.Capacity.Memory, x.Spec.Capacity.Pids)
-		field("Pod subnet", "%s", dash(x.Spec.PodSubnet))
-		field("Heartbeat", "%s ago", age(x.Status.LastHeartbeat))
-		if x.Status.Condition != api.NodeReady {
-			notReady = append(notReady, "node is "+dash(string(x.Status.Condition))+cond(x.Status.Message != "", ": "+x.Status.Message, ""))
-		}
+		notReady = describeNode(field, x)
 	}
+	describeState(tw, r.kind, notReady, insts, events)
+	return nil
+}
+
+// describeState writes why the object is not ready, its instances (of a
+// service, job or node) and the events about it.
+func describeState(tw *tabwriter.Writer, kind api.Kind, notReady []string, insts []*api.Instance, events []*api.Event) {
 	if len(notReady) > 0 {
 		fmt.Fprintln(tw, "Not ready:")
 		for _, s := range notReady {
 			fmt.Fprintf(tw, "  %s\n", s)
 		}
 	}
-	if r.kind == api.KindService || r.kind == api.KindJob || r.kind == api.KindNode {
-		fmt.Fprintln(tw, "\nInstances:")
-		if len(insts) == 0 {
-			fmt.Fprintln(tw, "  none")
-		} else {
-			fmt.Fprintln(tw, "  NAME\tNODE\tPHASE\tHEALTHY\tRESTARTS\tPID\tIP\tAGE\tMESSAGE")
-			for _, in := range insts {
-				fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%d\t%s\t%s\t%s\t%s\n", in.Metadata.Name, dash(in.Spec.Node), dash(phaseColumn(in)),
-					healthyColumn(in), in.Status.Restarts, pidColumn(in), dash(in.Status.IP), age(in.Metadata.CreatedAt), in.Status.Message)
-			}
-		}
+	if kind == api.KindService || kind == api.KindJob || kind == api.KindNode {
+		printInstances(tw, insts)
 	}
 	fmt.Fprintln(tw, "\nEvents:")
 	if len(events) == 0 {
 		fmt.Fprintln(tw, "  none")
-		return nil
+		return
 	}
 	fmt.Fprintln(tw, "  TIME\tTYPE\tOBJECT\tREASON\tMESSAGE")
 	for _, e := range events {
 		fmt.Fprint(tw, "  ")
 		printEventLine(tw, e)
 	}
-	return nil
+}
+
+// instancesOf lists the instances that belong to obj, by name: a
+// service's or job's (of this object, by UID), a node's, or the
+// instance itself.
+func instancesOf(ctx context.Context, c *client.Client, r objRef, obj api.Object) ([]*api.Instance, error) {
+	var insts []*api.Instance
+	switch r.kind {
+	case api.KindService, api.KindJob, api.KindNode:
+		list, _, err := c.Instances().List(ctx, cond(r.kind == api.KindNode, "", r.namespace))
+		if err != nil {
+			return nil, err
+		}
+		uid := obj.GetMetadata().UID
+		for _, in := range list {
+			if r.kind == api.KindNode && in.Spec.Node == r.name ||
+				r.kind != api.KindNode && in.Spec.Owner.Kind == r.kind && in.Spec.Owner.Name == r.name && in.Spec.Owner.UID == uid {
+				insts = append(insts, in)
+			}
+		}
+	case api.KindInstance:
+		insts = []*api.Instance{obj.(*api.Instance)}
+	}
+	sort.Slice(insts, func(i, j int) bool { return insts[i].Metadata.Name < insts[j].Metadata.Name })
+	return insts, nil
+}
+
+// describeService writes a service's fields and returns why it is not
+// ready, if it is not.
+func describeService(field func(k, format string, a ...any), x *api.Service, insts []*api.Instance, events []*api.Event) (notReady []string) {
+	m := &x.Metadata
+	describeTemplate(field, x.Spec.Template)
+	want := x.Spec.Replicas
+	if x.Spec.Mode == api.ModeGlobal {
+		// One per eligible node: the controller's count is the desired one.
+		want = x.Status.Replicas
+		field("Mode", "global (one instance on every eligible node)")
+		field("Replicas", "%d eligible nodes, %d ready, %d updated", want, x.Status.ReadyReplicas, x.Status.UpdatedReplicas)
+	} else {
+		field("Replicas", "%d desired, %d ready, %d updated", x.Spec.Replicas, x.Status.ReadyReplicas, x.Status.UpdatedReplicas)
+	}
+	if x.Spec.RollOnChange {
+		field("Roll on change", "yes (of its configs and secrets)")
+	}
+	field("Address", "%s (%s.%s.berth)", dash(x.Status.VIP), m.Name, m.Namespace)
+	if len(x.Spec.Aliases) > 0 {
+		field("Aliases", "%s", strings.Join(x.Spec.Aliases, ", "))
+	}
+	field("Ports", "%s", portsOf(x.Spec.Template.Ports))
+	if x.Status.Message != "" {
+		field("Message", "%s", x.Status.Message)
+	}
+	if x.Status.ReadyReplicas < want {
+		notReady = append(notReady, fmt.Sprintf("%d of %d replicas ready", x.Status.ReadyReplicas, want))
+	}
+	return append(notReady, instanceProblems(insts, events)...)
+}
+
+// describeInstance writes an instance's fields and its containers'.
+func describeInstance(tw io.Writer, field func(k, format string, a ...any), x *api.Instance) {
+	describeTemplate(field, x.Spec.Template)
+	field("Owner", "%s/%s", strings.ToLower(string(x.Spec.Owner.Kind)), x.Spec.Owner.Name)
+	field("Node", "%s", dash(x.Spec.Node))
+	field("Phase", "%s", dash(phaseColumn(x)))
+	field("Healthy", "%s", healthyColumn(x))
+	field("Restarts", "%d", x.Status.Restarts)
+	field("Container", "%s", dash(x.Status.ContainerID))
+	field("PID", "%s", pidColumn(x))
+	field("IP", "%s", dash(x.Status.IP))
+	if x.Status.Phase == api.PhaseFailed || x.Status.Phase == api.PhaseSucceeded {
+		field("Exit code", "%d", x.Status.ExitCode)
+	}
+	if x.Status.Message != "" {
+		field("Message", "%s", x.Status.Message)
+	}
+	if len(x.Status.Containers) > 0 {
+		fmt.Fprintln(tw, "Containers:")
+		fmt.Fprintln(tw, "  NAME\tROLE\tSTATE\tHEALTHY\tRESTARTS\tEXIT\tREASON")
+		for _, cs := range x.Status.Containers {
+			fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%d\t%s\t%s\n", cs.Name, containerRole(cs.Init, cs.Sidecar), cs.State,
+				cond(cs.Healthy, "yes", "no"), cs.Restarts, cond(cs.State == api.ContainerTerminated, fmt.Sprint(cs.ExitCode), "-"), dash(cs.Reason))
+		}
+	}
+}
+
+// describeNode writes a node's fields and returns why it is not ready.
+func describeNode(field func(k, format string, a ...any), x *api.Node) (notReady []string) {
+	field("Status", "%s", dash(string(x.Status.Condition)))
+	field("Scheduling", "%s", scheduling(x))
+	field("Address", "%s", dash(x.Spec.Address))
+	field("Capacity", "%d CPUs, %s memory, %d pids", x.Spec.Capacity.MilliCPU/1000, x.Spec.Capacity.Memory, x.Spec.Capacity.Pids)
+	field("Pod subnet", "%s", dash(x.Spec.PodSubnet))
+	field("Heartbeat", "%s ago", age(x.Status.LastHeartbeat))
+	if x.Status.Condition != api.NodeReady {
+		notReady = append(notReady, "node is "+dash(string(x.Status.Condition))+cond(x.Status.Message != "", ": "+x.Status.Message, ""))
+	}
+	return notReady
+}
+
+// printInstances writes the table of a service's, job's or node's instances.
+func printInstances(tw io.Writer, insts []*api.Instance) {
+	fmt.Fprintln(tw, "\nInstances:")
+	if len(insts) == 0 {
+		fmt.Fprintln(tw, "  none")
+		return
+	}
+	fmt.Fprintln(tw, "  NAME\tNODE\tPHASE\tHEALTHY\tRESTARTS\tPID\tIP\tAGE\tMESSAGE")
+	for _, in := range insts {
+		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%d\t%s\t%s\t%s\t%s\n", in.Metadata.Name, dash(in.Spec.Node), dash(phaseColumn(in)),
+			healthyColumn(in), in.Status.Restarts, pidColumn(in), dash(in.Status.IP), age(in.Metadata.CreatedAt), in.Status.Message)
+	}
 }
 
 func describeTemplate(field func(k, format string, a ...any), t api.Template) {

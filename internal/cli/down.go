@@ -21,6 +21,7 @@ import (
 
 	"github.com/berth-dev/berth/internal/image"
 	"github.com/berth-dev/berth/internal/netsync"
+	"github.com/berth-dev/berth/internal/network"
 	"github.com/berth-dev/berth/internal/runtime"
 )
 
@@ -62,7 +63,8 @@ wait until it has exited. Its containers keep running, and the next
 With --purge, also remove what berth made on this host: every container
 of the data dir (and so their mounts and cgroups), the node's bridge
 (berth0, or the one berth up was given), berth's nftables tables, the
-network namespaces pinned in the data dir and any mount left under it.
+network namespaces pinned in the data dir and any mount left under it,
+and the bridge and tables of the containers run with -p.
 The data dir itself, with the cluster's state and images, is kept.`,
 		Example: "  berth down\n  berth down --purge",
 		Args:    cobra.NoArgs,
@@ -230,7 +232,27 @@ func purgeHost(ctx context.Context, out io.Writer, dataDir, bridge string, netwo
 			errs = append(errs, err)
 		}
 	}
+	if err := removeContainerNet(out, filepath.Join(dataDir, "container-net")); err != nil {
+		errs = append(errs, err)
+	}
 	return errors.Join(errs...)
+}
+
+// removeContainerNet deletes the network of the containers run with -p
+// (network.Local): its bridge and tables, then its state, the pinned
+// namespaces among it being unmounted by now.
+func removeContainerNet(out io.Writer, dir string) error {
+	if _, err := os.Stat(dir); errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	done, err := network.RemoveLocal(dir)
+	for _, d := range done {
+		fmt.Fprintf(out, "removed %s\n", d)
+	}
+	if err != nil {
+		return err
+	}
+	return os.RemoveAll(dir)
 }
 
 // mountsUnder lists the mount points under dir, deepest first.

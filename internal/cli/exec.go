@@ -29,20 +29,20 @@ func newExecCmd(g *globals) *cobra.Command {
 		ValidArgsFunction: g.completeFirst(api.KindInstance, api.KindService, api.KindJob),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
-			c, err := g.client(ctx)
-			if err != nil {
-				return err
-			}
-			target, err := g.runningInstance(ctx, c, args[0])
-			if err != nil {
-				return err
-			}
 			command := afterDash(args[1:])
 			if len(command) == 0 {
 				return errors.New("exec: no command given after --")
 			}
+			c, err := g.client(ctx)
+			if err != nil {
+				return err
+			}
+			ns, name, resolve, err := g.execTarget(ctx, c, args[0])
+			if err != nil {
+				return err
+			}
 			o := client.ExecOptions{Command: command, Env: env, TTY: tty, Stdout: cmd.OutOrStdout(), Stderr: cmd.ErrOrStderr(),
-				Container: container}
+				Container: container, Resolve: resolve}
 			if interactive {
 				o.Stdin = cmd.InOrStdin()
 			}
@@ -57,7 +57,7 @@ func newExecCmd(g *globals) *cobra.Command {
 					o.Env = append([]string{"TERM=" + t}, o.Env...)
 				}
 			}
-			code, err := c.Exec(ctx, target.Metadata.Namespace, target.Metadata.Name, o)
+			code, err := c.Exec(ctx, ns, name, o)
 			if err != nil {
 				return err
 			}
@@ -75,6 +75,29 @@ func newExecCmd(g *globals) *cobra.Command {
 	return cmd
 }
 
+// execTarget is what exec runs in. A bare name goes to the server as it
+// is (resolve): the server finds the instance, service or job it names
+// and runs the command in one request, where reading each kind from here
+// took a round trip apiece. Instance/NAME needs no resolving; a service
+// or job named with its kind is resolved here.
+func (g *globals) execTarget(ctx context.Context, c *client.Client, arg string) (ns, name string, resolve bool, err error) {
+	r, err := g.parseRef(arg)
+	if err != nil {
+		return "", "", false, err
+	}
+	switch r.kind {
+	case "":
+		return r.namespace, r.name, true, nil
+	case api.KindInstance:
+		return r.namespace, r.name, false, nil
+	}
+	in, err := g.runningInstance(ctx, c, arg)
+	if err != nil {
+		return "", "", false, err
+	}
+	return in.Metadata.Namespace, in.Metadata.Name, false, nil
+}
+
 // runningInstance is the instance ref names, or the first running
 // instance of the service or job it names.
 func (g *globals) runningInstance(ctx context.Context, c *client.Client, ref string) (*api.Instance, error) {
@@ -82,10 +105,8 @@ func (g *globals) runningInstance(ctx context.Context, c *client.Client, ref str
 	if err != nil {
 		return nil, err
 	}
-	for _, in := range insts {
-		if in.Status.Phase == api.PhaseRunning && in.Status.ContainerID != "" {
-			return in, nil
-		}
+	if in := api.FirstRunning(insts); in != nil {
+		return in, nil
 	}
 	return nil, fmt.Errorf("%s has no running instance", ref)
 }

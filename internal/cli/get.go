@@ -77,42 +77,8 @@ takes back as they are.`,
 			if o.selector, err = api.ParseSelector(selector); err != nil {
 				return fmt.Errorf("--selector: %w", err)
 			}
-			if strings.Contains(args[0], "/") {
-				// get service/web job/tests: one kind at a time.
-				for _, a := range args {
-					r, err := g.parseRef(a)
-					if err != nil {
-						return err
-					}
-					if r.kind == "" {
-						return fmt.Errorf("%q: want KIND/NAME, e.g. service/web", a)
-					}
-					if o.kind != "" && (r.kind != o.kind || r.namespace != o.namespace) {
-						return fmt.Errorf("%q: give names of one kind and namespace at a time", a)
-					}
-					o.kind, o.namespace = r.kind, r.namespace
-					o.names = append(o.names, r.name)
-				}
-			} else {
-				kind, ok := kindAliases[strings.ToLower(args[0])]
-				if !ok {
-					return fmt.Errorf("unknown kind %q: want services, jobs, instances, nodes or events", args[0])
-				}
-				o.kind = kind
-				if o.namespace, err = g.listNamespace(); err != nil {
-					return err
-				}
-				for _, a := range args[1:] {
-					r, err := g.parseRef(strings.ToLower(string(kind)) + "/" + a)
-					if err != nil {
-						return err
-					}
-					if len(o.names) > 0 && r.namespace != o.namespace {
-						return fmt.Errorf("%q: give names of one namespace at a time", a)
-					}
-					o.namespace = r.namespace
-					o.names = append(o.names, r.name)
-				}
+			if err := g.getTargets(&o, args); err != nil {
+				return err
 			}
 			if !o.kind.Namespaced() {
 				o.namespace = ""
@@ -132,6 +98,50 @@ takes back as they are.`,
 	cmd.Flags().BoolVarP(&watch, "watch", "w", false, "after the list, keep printing objects as they change")
 	cmd.Flags().BoolVar(&showLabels, "show-labels", false, "add a LABELS column")
 	return cmd
+}
+
+// getTargets fills o's kind, namespace and names from get's arguments:
+// KIND/NAME..., of one kind and namespace, or KIND [NAME...].
+func (g *globals) getTargets(o *getOptions, args []string) error {
+	var err error
+	if strings.Contains(args[0], "/") {
+		// get service/web job/tests: one kind at a time.
+		for _, a := range args {
+			r, err := g.parseRef(a)
+			if err != nil {
+				return err
+			}
+			if r.kind == "" {
+				return fmt.Errorf("%q: want KIND/NAME, e.g. service/web", a)
+			}
+			if o.kind != "" && (r.kind != o.kind || r.namespace != o.namespace) {
+				return fmt.Errorf("%q: give names of one kind and namespace at a time", a)
+			}
+			o.kind, o.namespace = r.kind, r.namespace
+			o.names = append(o.names, r.name)
+		}
+	} else {
+		kind, ok := kindAliases[strings.ToLower(args[0])]
+		if !ok {
+			return fmt.Errorf("unknown kind %q: want services, jobs, instances, nodes or events", args[0])
+		}
+		o.kind = kind
+		if o.namespace, err = g.listNamespace(); err != nil {
+			return err
+		}
+		for _, a := range args[1:] {
+			r, err := g.parseRef(strings.ToLower(string(kind)) + "/" + a)
+			if err != nil {
+				return err
+			}
+			if len(o.names) > 0 && r.namespace != o.namespace {
+				return fmt.Errorf("%q: give names of one namespace at a time", a)
+			}
+			o.namespace = r.namespace
+			o.names = append(o.names, r.name)
+		}
+	}
+	return nil
 }
 
 func newPsCmd(g *globals) *cobra.Command {

@@ -30,11 +30,7 @@ runc). If the move fails, the instance runs on where it was.`,
 		Args:    cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
-			c, err := g.client(ctx)
-			if err != nil {
-				return err
-			}
-			ns, name, err := g.refOf(args[0], api.KindInstance)
+			c, ns, name, err := g.clientFor(ctx, args[0], api.KindInstance)
 			if err != nil {
 				return err
 			}

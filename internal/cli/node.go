@@ -301,30 +301,23 @@ func drain(ctx context.Context, c *client.Client, w io.Writer, name string, migr
 }
 
 func newNodeRevokeCmd(g *globals) *cobra.Command {
-	return &cobra.Command{
-		Use:   "revoke NAME...",
-		Short: "Make nodes' certificates stop working on every server at once",
-		Args:  cobra.MinimumNArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := g.client(cmd.Context())
-			if err != nil {
-				return err
-			}
-			for _, name := range args {
-				if err := c.Nodes().Revoke(cmd.Context(), name); err != nil {
-					return describeErr(err)
-				}
-				fmt.Fprintf(cmd.OutOrStdout(), "node/%s revoked\n", name)
-			}
-			return nil
-		},
-	}
+	return newNodeEachCmd(g, "revoke", "Make nodes' certificates stop working on every server at once", "revoked",
+		func(ctx context.Context, c *client.Client, name string) error { return c.Nodes().Revoke(ctx, name) })
 }
 
 func newNodeRmCmd(g *globals) *cobra.Command {
+	return newNodeEachCmd(g, "rm", "Remove nodes: their certificates stop working and their names are free to join", "removed",
+		func(ctx context.Context, c *client.Client, name string) error {
+			return c.Nodes().Delete(ctx, "", name, 0)
+		})
+}
+
+// newNodeEachCmd is a node subcommand that does op to each node it names,
+// in order, and says it is done with each.
+func newNodeEachCmd(g *globals, verb, short, done string, op func(context.Context, *client.Client, string) error) *cobra.Command {
 	return &cobra.Command{
-		Use:   "rm NAME...",
-		Short: "Remove nodes: their certificates stop working and their names are free to join",
+		Use:   verb + " NAME...",
+		Short: short,
 		Args:  cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, err := g.client(cmd.Context())
@@ -332,10 +325,10 @@ func newNodeRmCmd(g *globals) *cobra.Command {
 				return err
 			}
 			for _, name := range args {
-				if err := c.Nodes().Delete(cmd.Context(), "", name, 0); err != nil {
+				if err := op(cmd.Context(), c, name); err != nil {
 					return describeErr(err)
 				}
-				fmt.Fprintf(cmd.OutOrStdout(), "node/%s removed\n", name)
+				fmt.Fprintf(cmd.OutOrStdout(), "node/%s %s\n", name, done)
 			}
 			return nil
 		},

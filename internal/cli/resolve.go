@@ -229,17 +229,22 @@ func (g *globals) resolveInstancesAt(ctx context.Context, c *client.Client, arg 
 	if err != nil {
 		return nil, 0, r, err
 	}
-	var out []*api.Instance
-	for _, in := range list {
-		if in.Spec.Owner.Kind == r.kind && in.Spec.Owner.Name == r.name {
-			out = append(out, in)
-		}
-	}
+	out := api.OwnedBy(list, r.kind, r.name)
 	if len(out) == 0 {
 		return nil, 0, r, fmt.Errorf("%s in namespace %q has no instances", r, r.namespace)
 	}
-	sort.Slice(out, func(i, j int) bool { return out[i].Metadata.Name < out[j].Metadata.Name })
 	return out, rev, r, nil
+}
+
+// clientFor is the cluster's client and refOf(arg, kind).
+func (g *globals) clientFor(ctx context.Context, arg string, kind api.Kind) (c *client.Client, ns, name string, err error) {
+	if c, err = g.client(ctx); err != nil {
+		return nil, "", "", err
+	}
+	if ns, name, err = g.refOf(arg, kind); err != nil {
+		return nil, "", "", err
+	}
+	return c, ns, name, nil
 }
 
 // refOf reads an argument that names one object of kind: NAME,

@@ -36,11 +36,7 @@ func newRolloutStatusCmd(g *globals) *cobra.Command {
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx, cancel := context.WithTimeout(cmd.Context(), timeout)
 			defer cancel()
-			c, err := g.client(ctx)
-			if err != nil {
-				return err
-			}
-			ns, name, err := g.refOf(args[0], api.KindService)
+			c, ns, name, err := g.clientFor(ctx, args[0], api.KindService)
 			if err != nil {
 				return err
 			}
@@ -169,11 +165,7 @@ func newRolloutUndoCmd(g *globals) *cobra.Command {
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
-			c, err := g.client(ctx)
-			if err != nil {
-				return err
-			}
-			ns, name, err := g.refOf(args[0], api.KindService)
+			c, ns, name, err := g.clientFor(ctx, args[0], api.KindService)
 			if err != nil {
 				return err
 			}

@@ -2,7 +2,9 @@ package cli
 
 import (
 	"fmt"
+	"os"
 	"os/signal"
+	"runtime/pprof"
 	"strings"
 	"syscall"
 	"time"
@@ -25,6 +27,8 @@ func newSimCmd(g *globals) *cobra.Command {
 	return cmd
 }
 
+// newSimAgentsCmd is `berth sim agents`.
+// Long because most of it is the command's help text and flag declarations.
 func newSimAgentsCmd(g *globals) *cobra.Command {
 	var (
 		count, joining int
@@ -34,6 +38,7 @@ func newSimAgentsCmd(g *globals) *cobra.Command {
 		cpus           int
 		memory         string
 		verbose        bool
+		cpuProfile     string
 	)
 	cmd := &cobra.Command{
 		Use:   "agents --count N --server URL --token JOIN-TOKEN [--ca-pin PIN | --ca-file FILE]",
@@ -77,6 +82,22 @@ It prints a line when all have registered, and runs until interrupted.`,
 					servers = append(servers, s)
 				}
 			}
+			if cpuProfile != "" {
+				// The agents' own cost (TLS, JSON, reconcile passes) is half of
+				// what a fleet measures; the server has /debug/pprof for its half.
+				pf, err := os.Create(cpuProfile)
+				if err != nil {
+					return fmt.Errorf("--cpuprofile: %w", err)
+				}
+				if err := pprof.StartCPUProfile(pf); err != nil {
+					pf.Close()
+					return fmt.Errorf("--cpuprofile %s: %w", cpuProfile, err)
+				}
+				defer func() {
+					pprof.StopCPUProfile()
+					pf.Close()
+				}()
+			}
 			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGINT, syscall.SIGTERM)
 			defer stop()
 			t0 := time.Now()
@@ -112,5 +133,6 @@ It prints a line when all have registered, and runs until interrupted.`,
 	f.IntVar(&cpus, "cpus", 32, "CPUs every hollow node reports")
 	f.StringVar(&memory, "memory", "128Gi", "memory every hollow node reports")
 	f.BoolVarP(&verbose, "verbose", "v", false, "log what the agents do")
+	f.StringVar(&cpuProfile, "cpuprofile", "", "write this process's CPU profile, from its start until it is stopped, to this file (go tool pprof reads it)")
 	return cmd
 }

@@ -3,9 +3,8 @@ package cli
 import (
 	"cmp"
 	"fmt"
+	"io"
 	"log/slog"
-	"net/netip"
-	"os"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -42,28 +41,14 @@ service gets a virtual IP from --service-cidr and the DNS name
 			if err := runtime.ValidateCgroupDriver(cgroupDriver); err != nil {
 				return fmt.Errorf("--cgroup-driver: %w", err)
 			}
-			level := slog.LevelWarn
-			if verbose {
-				level = slog.LevelInfo
-			}
-			if os.Getenv("BERTH_DEBUG") != "" {
-				level = slog.LevelDebug
-			}
-			log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
-			out := cmd.OutOrStdout()
+			log := cliLogger(verbose)
 			netw := server.Network{Disabled: noNetwork, Bridge: bridge}
-			for _, f := range []struct {
-				flag, value string
-				into        *netip.Prefix
-			}{{"--cluster-cidr", clusterCIDR, &netw.ClusterCIDR}, {"--service-cidr", serviceCIDR, &netw.ServiceCIDR}} {
-				if f.value == "" {
-					continue
-				}
-				p, err := netip.ParsePrefix(f.value)
-				if err != nil || !p.Addr().Is4() || p != p.Masked() {
-					return fmt.Errorf("%s %q: want an IPv4 network such as 10.244.0.0/16", f.flag, f.value)
-				}
-				*f.into = p
+			var err error
+			if netw.ClusterCIDR, err = cidrFlag("--cluster-cidr", clusterCIDR); err != nil {
+				return err
+			}
+			if netw.ServiceCIDR, err = cidrFlag("--service-cidr", serviceCIDR); err != nil {
+				return err
 			}
 			reserve, err := agent.ParseDiskReserve(diskReserve)
 			if err != nil {
@@ -73,41 +58,15 @@ service gets a virtual IP from --service-cidr and the DNS name
 			if err != nil {
 				return err
 			}
+			a := upAnnouncement{out: cmd.OutOrStdout(), log: log, dataDir: g.dataDir, listen: listen, etcd: etcd}
+			if !noNetwork {
+				a.bridge = cmp.Or(bridge, netsync.DefaultBridge)
+			}
 			return server.Up(cmd.Context(), server.Config{
 				AllowedHostPaths: hostPaths,
 				DataDir:          g.dataDir, EtcdEndpoints: etcd, NodeName: node, Logger: log, Listen: listen, Network: netw,
 				CgroupFavorDynMods: favorDynMods, DiskReserve: reserve, CgroupDriver: cgroupDriver,
-				Ready: func(sock string, tcp *server.Credentials) {
-					var rec upRecord
-					if !noNetwork {
-						rec.Bridge = cmp.Or(bridge, netsync.DefaultBridge)
-					}
-					if err := writeUpRecord(g.dataDir, rec); err != nil {
-						log.Warn("berth down --purge will not know the bridge", "err", err)
-					}
-					store := "embedded etcd in " + g.dataDir
-					if len(etcd) > 0 {
-						store = "etcd at " + strings.Join(etcd, ",")
-					}
-					if tcp != nil {
-						fmt.Fprintf(out, "API also on https://%s: token in %s, CA certificate in %s\n"+
-							"  berth --server https://%s --token $(cat %s) --ca-file %s get nodes\n",
-							listen, tcp.TokenFile, tcp.CAFile, listen, tcp.TokenFile, tcp.CAFile)
-						fmt.Fprintf(out, "Dashboard on https://%s/ui/: sign in with the token in %s\n", listen, tcp.TokenFile)
-					} else {
-						fmt.Fprintf(out, "Dashboard: run \"berth dashboard\" for a sign-in link\n")
-					}
-					fmt.Fprintf(out, `berth is up: API on unix://%s, %s.
-
-From another terminal:
-  berth run --name web --replicas 3 --port 80 demo/busybox:1 httpd -f -p 80 -h /www
-  berth ps
-  berth exec web wget -qO- http://web.default.berth/
-  berth scale web=5
-  berth apply -f examples/web.yaml
-Ctrl-C or "berth down" stops berth; containers keep running until it is back.
-`, sock, store)
-				},
+				Ready: a.ready,
 			})
 		},
 	}
@@ -124,6 +83,46 @@ Ctrl-C or "berth down" stops berth; containers keep running until it is back.
 	cmd.Flags().StringVar(&cgroupDriver, "cgroup-driver", "", cgroupDriverUsage)
 	cmd.Flags().BoolVar(&favorDynMods, "cgroup-favordynmods", true, "remount cgroup2 with favordynmods: container starts no longer wait an RCU grace period per cgroup move (a small cost to fork and exit, host-wide)")
 	return cmd
+}
+
+// upAnnouncement is what berth up says once it is up.
+type upAnnouncement struct {
+	out     io.Writer
+	log     *slog.Logger
+	dataDir string
+	listen  string
+	bridge  string // the node's bridge; none without a network
+	etcd    []string
+}
+
+// ready records the bridge for berth down --purge and tells the user
+// where the API and the dashboard are and what to try.
+func (a upAnnouncement) ready(sock string, tcp *server.Credentials) {
+	if err := writeUpRecord(a.dataDir, upRecord{Bridge: a.bridge}); err != nil {
+		a.log.Warn("berth down --purge will not know the bridge", "err", err)
+	}
+	store := "embedded etcd in " + a.dataDir
+	if len(a.etcd) > 0 {
+		store = "etcd at " + strings.Join(a.etcd, ",")
+	}
+	if tcp != nil {
+		fmt.Fprintf(a.out, "API also on https://%s: token in %s, CA certificate in %s\n"+
+			"  berth --server https://%s --token $(cat %s) --ca-file %s get nodes\n",
+			a.listen, tcp.TokenFile, tcp.CAFile, a.listen, tcp.TokenFile, tcp.CAFile)
+		fmt.Fprintf(a.out, "Dashboard on https://%s/ui/: sign in with the token in %s\n", a.listen, tcp.TokenFile)
+	} else {
+		fmt.Fprintf(a.out, "Dashboard: run \"berth dashboard\" for a sign-in link\n")
+	}
+	fmt.Fprintf(a.out, `berth is up: API on unix://%s, %s.
+
+From another terminal:
+  berth run --name web --replicas 3 --port 80 demo/busybox:1 httpd -f -p 80 -h /www
+  berth ps
+  berth exec web wget -qO- http://web.default.berth/
+  berth scale web=5
+  berth apply -f examples/web.yaml
+Ctrl-C or "berth down" stops berth; containers keep running until it is back.
+`, sock, store)
 }
 
 const cgroupDriverUsage = "who makes containers' cgroups: cgroupfs (berth writes /sys/fs/cgroup itself) or systemd " +

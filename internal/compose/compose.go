@@ -13,6 +13,7 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"sync"
 
 	"github.com/compose-spec/compose-go/v2/cli"
 	"github.com/compose-spec/compose-go/v2/types"
@@ -72,7 +73,7 @@ func Load(ctx context.Context, o Options) (*types.Project, error) {
 // kind:.
 func LooksLikeCompose(name string, data []byte) bool {
 	base := filepath.Base(name)
-	if composeName.MatchString(base) {
+	if composeName().MatchString(base) {
 		return true
 	}
 	var head map[string]any
@@ -84,7 +85,9 @@ func LooksLikeCompose(name string, data []byte) bool {
 	return hasServices && !hasKind
 }
 
-var composeName = regexp.MustCompile(`^(docker-)?compose(\.[\w-]+)*\.ya?ml$`)
+// The package's expressions are compiled on first use: every command of
+// the one binary (berth exec too) would otherwise compile them at start.
+var composeName = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`^(docker-)?compose(\.[\w-]+)*\.ya?ml$`) })
 
 func firstDocument(data []byte) []byte {
 	s := string(data)

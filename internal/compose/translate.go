@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 
 	"github.com/compose-spec/compose-go/v2/types"
 	"github.com/docker/go-units"
@@ -142,6 +143,9 @@ func (t *translator) unsupported(svc, key, reason string) {
 
 const notCarried = "not supported by berth"
 
+// service translates one Compose service.
+// Long because it is a field-by-field table from a Compose service to a
+// berth template: one short branch per supported key.
 func (t *translator) service(s types.ServiceConfig, job bool) (Unit, error) {
 	name := dnsLabel(s.Name)
 	if err := api.ValidateName(name); err != nil {
@@ -500,6 +504,9 @@ func (t *translator) restart(s types.ServiceConfig) api.RestartPolicy {
 	return ""
 }
 
+// deploy translates a Compose service's deploy section.
+// Long because it is a field-by-field table of Compose's deploy section:
+// one short branch per supported key.
 func (t *translator) deploy(s types.ServiceConfig, d *types.DeployConfig, tpl *api.Template, spec *api.ServiceSpec, labels map[string]string) {
 	switch d.Mode {
 	case "", "replicated":
@@ -628,12 +635,12 @@ func (t *translator) resources(s types.ServiceConfig, r types.Resources, tpl *ap
 	}
 }
 
-var constraintRe = regexp.MustCompile(`^\s*([\w.\-/]+)\s*(==|!=)\s*(\S+)\s*$`)
+var constraintRe = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`^\s*([\w.\-/]+)\s*(==|!=)\s*(\S+)\s*$`) })
 
 // constraint reads a Swarm placement constraint: node.labels.KEY==V and
 // node.hostname==NAME are what berth can match.
 func constraint(s string) (api.Constraint, error) {
-	m := constraintRe.FindStringSubmatch(s)
+	m := constraintRe().FindStringSubmatch(s)
 	if m == nil {
 		return api.Constraint{}, fmt.Errorf("%q: not of the form ATTR==VALUE or ATTR!=VALUE", s)
 	}
@@ -748,9 +755,9 @@ func topoOrder(p *types.Project, units map[string]Unit) ([]Unit, error) {
 	return out, nil
 }
 
-var nonLabel = regexp.MustCompile(`[^a-z0-9-]+`)
+var nonLabel = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`[^a-z0-9-]+`) })
 
 // dnsLabel makes a Compose name (letters, digits, '.', '_', '-') a DNS label.
 func dnsLabel(s string) string {
-	return strings.Trim(nonLabel.ReplaceAllString(strings.ToLower(s), "-"), "-")
+	return strings.Trim(nonLabel().ReplaceAllString(strings.ToLower(s), "-"), "-")
 }

@@ -25,10 +25,16 @@ import (
 type cache struct {
 	s *store.Store
 
-	mu      sync.Mutex
-	rev     int64 // every change up to here is applied
-	ready   bool
-	objs    map[api.Kind]map[string]api.Object
+	mu    sync.Mutex
+	rev   int64 // every change up to here is applied
+	ready bool
+	objs  map[api.Kind]map[string]api.Object
+	// order holds, by kind, the keys of the cached objects in the order a
+	// pass reads them (namespace, then name); a kind's is dropped when a
+	// key comes or goes. Most changes are statuses: a snapshot then walks
+	// the keys instead of sorting every object again, which at 20,000
+	// instances was a fifth of an idle server's CPU.
+	order   map[api.Kind][]string
 	leases  map[string]bool
 	advance chan struct{} // closed and replaced whenever rev moves
 }
@@ -82,6 +88,7 @@ func (c *cache) fill(ctx context.Context) (int64, error) {
 	}
 	c.mu.Lock()
 	c.objs, c.leases, c.rev, c.ready = objs, leases, rev, true
+	c.order = map[api.Kind][]string{}
 	c.bump()
 	c.mu.Unlock()
 	return rev, nil
@@ -115,9 +122,16 @@ func (c *cache) apply(b store.ChangeBatch) bool {
 			md := ch.Object.GetMetadata()
 			k = objKey(md.Namespace, md.Name)
 		}
+		_, had := m[k]
 		if ch.Type == store.Deleted {
-			delete(m, k)
+			if had {
+				delete(m, k)
+				delete(c.order, ch.Kind)
+			}
 			continue
+		}
+		if !had {
+			delete(c.order, ch.Kind)
 		}
 		m[k] = ch.Object
 	}
@@ -154,11 +168,11 @@ func (c *cache) snapshot() (*snapshot, map[string]bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	var sn snapshot
-	sn.nodes = copyOut[api.Node](c.objs[api.KindNode])
-	sn.services = copyOut[api.Service](c.objs[api.KindService])
-	sn.jobs = copyOut[api.Job](c.objs[api.KindJob])
-	sn.instances = copyOut[api.Instance](c.objs[api.KindInstance])
-	sn.crons = copyOut[api.CronJob](c.objs[api.KindCronJob])
+	sn.nodes = copyOut[api.Node](c, api.KindNode)
+	sn.services = copyOut[api.Service](c, api.KindService)
+	sn.jobs = copyOut[api.Job](c, api.KindJob)
+	sn.instances = copyOut[api.Instance](c, api.KindInstance)
+	sn.crons = copyOut[api.CronJob](c, api.KindCronJob)
 	live := make(map[string]bool, len(c.leases))
 	for n := range c.leases {
 		live[n] = true
@@ -169,7 +183,15 @@ func (c *cache) snapshot() (*snapshot, map[string]bool) {
 func copyOut[T any, P interface {
 	*T
 	api.Object
-}](m map[string]api.Object) []P {
+}](c *cache, k api.Kind) []P {
+	m := c.objs[k]
+	if keys, ok := c.order[k]; ok {
+		out := make([]P, len(keys))
+		for i, key := range keys {
+			out[i] = m[key].(P)
+		}
+		return out
+	}
 	out := make([]P, 0, len(m))
 	for _, o := range m {
 		out = append(out, o.(P))
@@ -178,6 +200,12 @@ func copyOut[T any, P interface {
 		ma, mb := a.GetMetadata(), b.GetMetadata()
 		return cmp.Or(strings.Compare(ma.Namespace, mb.Namespace), strings.Compare(ma.Name, mb.Name))
 	})
+	keys := make([]string, len(out))
+	for i, o := range out {
+		md := o.GetMetadata()
+		keys[i] = objKey(md.Namespace, md.Name)
+	}
+	c.order[k] = keys
 	return out
 }
 

@@ -73,6 +73,8 @@ func TestCacheMatchesStore(t *testing.T) {
 			}
 		case 2:
 			_ = s.Delete(ctx, api.KindService, "default", fmt.Sprintf("svc-%d", rng.IntN(i)), 0)
+			// An instance gone too: the snapshot's order must drop it.
+			_ = s.Delete(ctx, api.KindInstance, "default", fmt.Sprintf("in-%d", rng.IntN(i)), 0)
 		case 3:
 			if rng.IntN(2) == 0 {
 				if err := s.ExpireNode(ctx, "n1"); err != nil {

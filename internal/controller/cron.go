@@ -175,8 +175,11 @@ func (m *Manager) cronPass(ctx context.Context, sn *snapshot) error {
 		if !d.Acted.IsZero() {
 			want.LastSchedule, want.Message = d.Acted, d.Skipped
 		}
+		var job *api.Job
 		if d.Run {
-			job := cj.RunJob(strconv.FormatInt(d.ScheduledFor.Unix()/60, 36))
+			job = cj.RunJob(strconv.FormatInt(d.ScheduledFor.Unix()/60, 36))
+			// Admitted as a job written to the API is, the job stored is
+			// the one admission returns (its images pinned).
 			if m.opt.Admit != nil {
 				if err := m.opt.Admit(ctx, job); err != nil {
 					// Refused for good (a retry would be refused again): the
@@ -187,7 +190,6 @@ func (m *Manager) cronPass(ctx context.Context, sn *snapshot) error {
 			}
 		}
 		if d.Run {
-			job := cj.RunJob(strconv.FormatInt(d.ScheduledFor.Unix()/60, 36))
 			if err := m.s.Create(ctx, job); err != nil && !errdefs.IsAlreadyExists(err) {
 				errs = append(errs, fmt.Errorf("%s: run of %s: %w", api.RefOf(cj), d.ScheduledFor, err))
 				continue // not recorded: the next pass tries again

@@ -2,6 +2,8 @@ package controller
 
 import (
 	"log/slog"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -9,6 +11,8 @@ import (
 
 	"github.com/berth-dev/berth/api"
 	"github.com/berth-dev/berth/internal/apiserver"
+	"github.com/berth-dev/berth/internal/image"
+	"github.com/berth-dev/berth/internal/registry"
 	"github.com/berth-dev/berth/internal/store"
 	"github.com/berth-dev/berth/internal/store/storetest"
 )
@@ -184,6 +188,72 @@ func TestCronPassAdmitsRuns(t *testing.T) {
 	// Acted on: the next pass in the same minute does not try again.
 	if got.Status.LastSchedule.IsZero() {
 		t.Error("the refused run's time is not recorded: every pass would try it again")
+	}
+}
+
+// A cron job's run has its images pinned when it starts, as a job
+// applied to the API has: the main container's and a sidecar's of its
+// own, to the digests their tags name at the run.
+func TestCronPassPinsRunImages(t *testing.T) {
+	s := OpenTestStore(t)
+	ctx := t.Context()
+	imgs, err := image.Open(filepath.Join(t.TempDir(), "images"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	build := func(tag, content string) string {
+		dir := t.TempDir()
+		if err := os.WriteFile(filepath.Join(dir, "f"), []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		img, err := imgs.Build(ctx, dir, image.BuildOptions{Tag: tag})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return img.Digest
+	}
+	app, side := build("demo/app:1", "app"), build("demo/side:1", "side")
+	cj := &api.CronJob{Metadata: api.Metadata{Name: "tick"}, Spec: api.CronJobSpec{Schedule: "* * * * *",
+		Job: api.JobSpec{Completions: 1, Template: api.Template{Image: "demo/app:1", Command: []string{"true"},
+			Containers: []api.Container{{Name: "log", Sidecar: true, Image: "demo/side:1", Command: []string{"sleep", "1d"}}}}}}}
+	api.Default(cj)
+	if err := s.Create(ctx, cj); err != nil {
+		t.Fatal(err)
+	}
+	srv := apiserver.New(apiserver.Config{Store: s, Logger: slog.New(slog.DiscardHandler)})
+	srv.Mount("/v2/", registry.New(imgs, registry.Options{Authorize: apiserver.AuthorizeImages}))
+	now := cj.Metadata.CreatedAt.Truncate(time.Minute).Add(time.Minute + time.Second)
+	m := NewManager(s, Options{Logger: slog.New(slog.DiscardHandler), Network: DefaultNetwork, Clock: func() time.Time { return now },
+		Admit: srv.Admit})
+	if err := m.Pass(ctx); err != nil {
+		t.Fatal(err)
+	}
+	jobs, _, err := store.List[api.Job](ctx, s, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(jobs) != 1 {
+		t.Fatalf("%d jobs started, want 1", len(jobs))
+	}
+	tpl := jobs[0].Spec.Template
+	if tpl.Image != "demo/app:1@"+app || tpl.Containers[0].Image != "demo/side:1@"+side {
+		t.Errorf("the run's images are %q and %q, want demo/app:1@%s and demo/side:1@%s", tpl.Image, tpl.Containers[0].Image, app, side)
+	}
+	// The cron job itself keeps the tags, in the store and in what the
+	// pass read: each run pins them afresh.
+	got, err := store.Get[api.CronJob](ctx, s, "default", "tick")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Spec.Job.Template.Image != "demo/app:1" || got.Spec.Job.Template.Containers[0].Image != "demo/side:1" {
+		t.Errorf("the cron job's images became %q and %q", got.Spec.Job.Template.Image, got.Spec.Job.Template.Containers[0].Image)
+	}
+	run := cj.RunJob("x")
+	if err := srv.Admit(ctx, run); err != nil {
+		t.Fatal(err)
+	}
+	if cj.Spec.Job.Template.Containers[0].Image != "demo/side:1" {
+		t.Errorf("admitting a run changed its cron job's sidecar image to %q", cj.Spec.Job.Template.Containers[0].Image)
 	}
 }
 

@@ -30,8 +30,9 @@ import (
 // their memory instead, one at a time per node, through Options.Migrate;
 // one whose move fails is restarted elsewhere like the others (the
 // failure is an event on the instance). Instances that cannot move live
-// (migration: restart, the built-in executor) are restarted, as a drain
-// without --migrate does, and the NodeDraining event says which.
+// (migration: restart, the built-in executor, init or sidecar containers)
+// are restarted, as a drain without --migrate does, and the NodeDraining
+// event says which.
 //
 // When nothing live is left on the node, the drain is finished: spec.draining
 // goes back to false, spec.unschedulable stays, and a NodeDrained event
@@ -116,6 +117,9 @@ func (m *Manager) noteWaiting(node, msg string) bool {
 
 // drainPass works on draining nodes. Instances it deletes leave sn, so
 // that the service and job controllers replace them in the same pass.
+//
+// Long because it is one pass over the draining nodes whose steps share the
+// snapshot it changes as it goes.
 func (m *Manager) drainPass(ctx context.Context, sn *snapshot) error {
 	draining := map[string]*api.Node{}
 	var names []string
@@ -137,7 +141,9 @@ func (m *Manager) drainPass(ctx context.Context, sn *snapshot) error {
 			continue
 		}
 		di := DrainInstance{Namespace: in.Metadata.Namespace, Name: in.Metadata.Name, Owner: in.Spec.Owner.Kind, Phase: phaseOf(in)}
-		if n.Spec.DrainMigrate && m.opt.Migrate != nil && in.Spec.Template.Migration == api.MigrationLive {
+		// An instance of several containers cannot move live whatever its
+		// template says: the drain names it among those it restarts.
+		if n.Spec.DrainMigrate && m.opt.Migrate != nil && (in.Spec.Template.Migration == api.MigrationLive || len(in.Spec.Template.Containers) > 0) {
 			if err := in.Spec.Template.LiveMigratable(); err != nil {
 				notLive = append(notLive, fmt.Sprintf("%s (%v)", di.Key(), err))
 			} else {

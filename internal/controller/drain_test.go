@@ -1,8 +1,12 @@
 package controller_test
 
 import (
+	"context"
+	"errors"
+	"log/slog"
 	"reflect"
 	"sort"
+	"strings"
 	"testing"
 
 	"github.com/berth-dev/berth/api"
@@ -207,5 +211,57 @@ func TestDrainWaitsForRunningJobs(t *testing.T) {
 	j, _ := store.Get[api.Job](h.ctx, h.s, "default", "batch")
 	if j.Status.Phase != api.JobSucceeded {
 		t.Errorf("job %s, want Succeeded", j.Status.Phase)
+	}
+}
+
+// A drain with --migrate restarts an instance of several containers on
+// another node rather than moving it live (a checkpoint holds one
+// container), and its NodeDraining event names the instance and why.
+func TestDrainMigrateRestartsMultiContainerInstances(t *testing.T) {
+	h := newHarness(t, "n1", "n2")
+	var asked []string
+	h.m = controller.NewManager(h.s, controller.Options{Logger: slog.New(slog.DiscardHandler), Clock: h.clk.now,
+		Migrate: func(_ context.Context, ns, name, _ string) (*api.Migration, error) {
+			asked = append(asked, ns+"/"+name)
+			return nil, errors.New("not expected")
+		}})
+	svc := &api.Service{Metadata: api.Metadata{Name: "pod"}, Spec: api.ServiceSpec{Replicas: 1,
+		Template: api.Template{Image: "demo/busybox:1", Runtime: "runc",
+			Containers: []api.Container{{Name: "log", Sidecar: true, Command: []string{"sleep", "1d"}}}},
+		Placement: api.Placement{Constraints: []api.Constraint{{Key: "node.name", Op: api.OpIn, Values: []string{"n1", "n2"}}}}}}
+	if err := h.s.Create(h.ctx, svc); err != nil {
+		t.Fatal(err)
+	}
+	n2 := h.node("n2")
+	n2.Spec.Unschedulable = true
+	if err := h.s.Update(h.ctx, n2, 0); err != nil {
+		t.Fatal(err)
+	}
+	h.passUntil("the instance running on n1", func() bool { return len(h.onNode("n1")) == 1 })
+	first := h.onNode("n1")[0]
+	n2 = h.node("n2")
+	n2.Spec.Unschedulable = false
+	if err := h.s.Update(h.ctx, n2, 0); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := apiserver.DrainNode(h.ctx, h.s, "n1", 1, true); err != nil {
+		t.Fatal(err)
+	}
+	h.passUntil("n1 drained", func() bool { return !h.node("n1").Spec.Draining })
+	if got := h.onNode("n2"); len(got) != 1 || got[0] == first {
+		t.Errorf("on n2 after the drain: %v, want a new instance in place of %s", got, first)
+	}
+	if len(asked) > 0 {
+		t.Errorf("the drain tried to migrate %v live", asked)
+	}
+	var msgs []string
+	for _, ev := range h.events("NodeDraining") {
+		msgs = append(msgs, ev.Message)
+	}
+	all := strings.Join(msgs, "\n")
+	for _, want := range []string{"restarted, not migrated live", "default/" + first, "init or sidecar containers"} {
+		if !strings.Contains(all, want) {
+			t.Errorf("NodeDraining events lack %q:\n%s", want, all)
+		}
 	}
 }

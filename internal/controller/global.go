@@ -3,8 +3,6 @@ package controller
 import (
 	"slices"
 	"sort"
-
-	"github.com/berth-dev/berth/api"
 )
 
 // GlobalState is a global service (one instance on every eligible node)
@@ -29,54 +27,61 @@ type GlobalState struct {
 // running and healthy; a failed new instance stops it. CreateOn names the
 // nodes to make a current instance on.
 func ComputeGlobal(s GlobalState) (res ServiceResult, createOn []string) {
-	res.Phase = RolloutProgressing
 	eligible := make(map[string]bool, len(s.Nodes))
 	for _, n := range s.Nodes {
 		eligible[n] = true
 	}
-	current := map[string][]Instance{}
-	old := map[string][]Instance{}
+	cur, old := part(&res, s.Instances, s.SpecHash, s.Settled, func(in Instance) bool { return !eligible[in.node()] })
+	current, oldOn := byNode(cur), byNode(old)
 	unreadyCurrent := 0
-	for _, in := range s.Instances {
-		if in.Deleting {
-			continue
-		}
-		node := in.Node
-		if node == "" {
-			node = in.Target
-		}
-		if in.Phase == api.PhaseLost || !eligible[node] || (in.Phase.Terminal() && in.SpecHash != s.SpecHash) {
-			res.Delete = append(res.Delete, in.Name)
-			continue
-		}
-		if in.Phase.Terminal() {
-			res.Exited = append(res.Exited, in.Name)
-		}
-		ready := in.Phase == api.PhaseRunning && in.Healthy
-		if ready {
-			res.Ready++
-		}
-		if in.SpecHash != s.SpecHash {
-			old[node] = append(old[node], in)
-			continue
-		}
-		current[node] = append(current[node], in)
-		if ready {
-			res.ReadyUpdated++
-		} else {
+	for _, in := range cur {
+		if !in.serving() {
 			unreadyCurrent++
 		}
-		if why := failure(in); why != "" && !s.Settled && res.Reason == "" {
-			res.Reason = why
-		}
-	}
-	if res.Reason != "" {
-		res.Phase = RolloutFailed
 	}
 	nodes := slices.Clone(s.Nodes)
 	sort.Strings(nodes)
+	createOn, readyNodes := rollNodes(&res, nodes, current, oldOn, unreadyCurrent)
+	sort.Strings(res.Delete)
+	res.Create = len(createOn)
+	oldLeft := false
+	for n, ins := range oldOn {
+		if len(current[n]) == 0 && !slices.Contains(createOn, n) && len(ins) > 0 && eligible[n] {
+			oldLeft = true
+		}
+	}
+	if res.Phase == RolloutProgressing && !oldLeft && len(createOn) == 0 && readyNodes == len(nodes) {
+		res.Phase = RolloutComplete
+	}
+	return res, createOn
+}
+
+// node is the node an instance is bound to, or else the one its
+// placement pins it to.
+func (in Instance) node() string {
+	if in.Node != "" {
+		return in.Node
+	}
+	return in.Target
+}
+
+// byNode groups instances by their node.
+func byNode(ins []Instance) map[string][]Instance {
+	out := map[string][]Instance{}
+	for _, in := range ins {
+		out[in.node()] = append(out[in.node()], in)
+	}
+	return out
+}
+
+// rollNodes walks the eligible nodes in order: each keeps one current
+// instance, and a node done with the current template loses its old
+// ones; a node without any gets one; and, while every current instance
+// is ready and the rollout has not failed, one node has its old
+// instance replaced. It returns the nodes to make an instance on, and
+// how many nodes have a ready current one.
+func rollNodes(res *ServiceResult, nodes []string, current, old map[string][]Instance, unreadyCurrent int) (createOn []string, readyNodes int) {
 	replacing := false
-	readyNodes := 0
 	for _, n := range nodes {
 		cur := current[n]
 		// More than one current instance on a node: the newest go.
@@ -90,7 +95,7 @@ func ComputeGlobal(s GlobalState) (res ServiceResult, createOn []string) {
 		switch {
 		case len(cur) == 1:
 			res.Updated++
-			if cur[0].Phase == api.PhaseRunning && cur[0].Healthy {
+			if cur[0].serving() {
 				readyNodes++
 			}
 			// The node is done: its old instances go.
@@ -112,17 +117,5 @@ func ComputeGlobal(s GlobalState) (res ServiceResult, createOn []string) {
 			res.Updated++
 		}
 	}
-	sort.Strings(res.Delete)
-	sort.Strings(res.Exited)
-	res.Create = len(createOn)
-	oldLeft := false
-	for n, ins := range old {
-		if len(current[n]) == 0 && !slices.Contains(createOn, n) && len(ins) > 0 && eligible[n] {
-			oldLeft = true
-		}
-	}
-	if res.Phase == RolloutProgressing && !oldLeft && len(createOn) == 0 && readyNodes == len(nodes) {
-		res.Phase = RolloutComplete
-	}
-	return res, createOn
+	return createOn, readyNodes
 }

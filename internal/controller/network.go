@@ -55,9 +55,22 @@ func (m *Manager) assignSubnets(ctx context.Context, sn *snapshot) error {
 		seen[p] = node.Metadata.Name
 		taken = append(taken, p)
 	}
+	if len(want) == 0 {
+		return nil
+	}
+	subnets, err := ipam.NewSubnets(n.ClusterCIDR, bits, taken)
+	if err != nil {
+		return fmt.Errorf("pod subnets: %w", err)
+	}
 	var errs []error
-	for _, node := range want {
-		p, err := ipam.NextSubnet(n.ClusterCIDR, bits, taken)
+	for i, node := range want {
+		p, err := subnets.Next()
+		if errors.Is(err, ipam.ErrExhausted) {
+			// One error for all the nodes left: the pass after a thousand
+			// nodes joined a full network must not log a thousand.
+			errs = append(errs, fmt.Errorf("%d nodes (%s first) without a pod subnet: %w", len(want)-i, node.Metadata.Name, err))
+			break
+		}
 		if err != nil {
 			errs = append(errs, fmt.Errorf("node %s: pod subnet: %w", node.Metadata.Name, err))
 			continue
@@ -71,7 +84,6 @@ func (m *Manager) assignSubnets(ctx context.Context, sn *snapshot) error {
 			m.again()
 			continue
 		}
-		taken = append(taken, p)
 		m.event(ctx, node, api.EventNormal, "PodSubnet", "pod subnet "+p.String())
 	}
 	return errors.Join(errs...)

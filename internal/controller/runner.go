@@ -61,9 +61,11 @@ type Options struct {
 	// empty: any Ready, schedulable one); a drain with spec.drainMigrate
 	// uses it. Without it such drains restart instances as others do.
 	Migrate func(ctx context.Context, namespace, name, to string) (*api.Migration, error)
-	// Admit, when set, checks a job a cron job is about to start as the
-	// API checks a job written to it (the API server's Admit); a job it
-	// refuses is not started, and the cron job says why.
+	// Admit, when set, admits a job a cron job is about to start as the
+	// API admits a job written to it (the API server's Admit): it checks
+	// the job and may change it (pin its images to digests), and the job
+	// is stored as it leaves it. A job it refuses is not started, and the
+	// cron job says why.
 	Admit func(ctx context.Context, obj api.Object) error
 }
 

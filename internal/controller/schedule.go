@@ -373,6 +373,35 @@ next:
 	return out
 }
 
+// noEligibleMessage says why a global service with placement p has no
+// node to run on, naming a constraint that left out nodes whose own
+// report of its label would have matched it.
+func noEligibleMessage(nodes []*api.Node, p api.Placement) string {
+	usable := 0
+	reported := make([]int, len(p.Constraints))
+	for _, n := range nodes {
+		if n.Status.Condition != api.NodeReady || n.Spec.Unschedulable || n.Spec.Draining {
+			continue
+		}
+		usable++
+		for i, c := range p.Constraints {
+			sc, err := schedConstraint(c)
+			if err == nil && !sc.Matches(n.Metadata.Name, n.Metadata.Labels) && scheduler.ReportedMatch(sc, n.Metadata.Name, n.Metadata.Labels) {
+				reported[i]++
+			}
+		}
+	}
+	msg := fmt.Sprintf("no node to run on: none of the %d Ready, schedulable nodes matches the placement", usable)
+	for i, c := range p.Constraints {
+		if reported[i] > 0 {
+			sc, _ := schedConstraint(c)
+			msg += fmt.Sprintf("; %s: %s", sc, scheduler.ReportedLabelHint(reported[i], c.Key))
+			break
+		}
+	}
+	return msg
+}
+
 // pinnedNode is the node a placement pins an instance to (node.name == N).
 func pinnedNode(p api.Placement) string {
 	for _, c := range p.Constraints {

@@ -68,76 +68,76 @@ type ServiceResult struct {
 // instance that fails (its health check, a restart, an exit) fails the
 // rollout: no more new ones are made, so no more old ones go.
 func ComputeService(s ServiceState) (res ServiceResult) {
+	current, old := part(&res, s.Instances, s.SpecHash, s.Settled, func(Instance) bool { return false })
+	newestFirst(current)
+	unreadyFirst(old)
+	if len(old) == 0 {
+		scale(&res, s.Replicas, current)
+	} else {
+		current = roll(&res, s, current, old)
+	}
+	settle(&res, s.Replicas, current, len(old))
+	return res
+}
+
+// part sorts a service's instances for res: those to delete (lost, gone
+// by gone, or ended under an old template), those exited, the ready
+// counts and the first failure of the rollout. It returns the live ones
+// of the current template and of older ones.
+func part(res *ServiceResult, instances []Instance, hash string, settled bool, gone func(Instance) bool) (current, old []Instance) {
 	res.Phase = RolloutProgressing
-	var current, old []Instance
-	readyOld := 0
-	for _, in := range s.Instances {
+	for _, in := range instances {
 		if in.Deleting {
 			continue
 		}
-		if in.Phase == api.PhaseLost || (in.Phase.Terminal() && in.SpecHash != s.SpecHash) {
+		if in.Phase == api.PhaseLost || gone(in) || (in.Phase.Terminal() && in.SpecHash != hash) {
 			res.Delete = append(res.Delete, in.Name)
 			continue
 		}
 		if in.Phase.Terminal() {
 			res.Exited = append(res.Exited, in.Name)
 		}
-		ready := in.Phase == api.PhaseRunning && in.Healthy
-		if ready {
+		if in.serving() {
 			res.Ready++
 		}
-		if in.SpecHash == s.SpecHash {
-			current = append(current, in)
-			if ready {
-				res.ReadyUpdated++
-			}
-			if why := failure(in); why != "" && !s.Settled && res.Reason == "" {
-				res.Reason = why
-			}
-		} else {
+		if in.SpecHash != hash {
 			old = append(old, in)
-			if ready {
-				readyOld++
-			}
+			continue
+		}
+		current = append(current, in)
+		if in.serving() {
+			res.ReadyUpdated++
+		}
+		if why := failure(in); why != "" && !settled && res.Reason == "" {
+			res.Reason = why
 		}
 	}
 	sort.Strings(res.Delete)
 	sort.Strings(res.Exited)
-	newestFirst(current)
-	unreadyFirst(old)
 	if res.Reason != "" {
 		res.Phase = RolloutFailed
 	}
-	defer func() {
-		res.Updated = len(current) + res.Create
-		if len(res.Delete) > 0 {
-			gone := make(map[string]bool, len(res.Delete))
-			for _, name := range res.Delete {
-				gone[name] = true
-			}
-			for _, in := range current {
-				if gone[in.Name] {
-					res.Updated--
-				}
-			}
-		}
-		if res.Phase == RolloutProgressing && len(old) == 0 && res.ReadyUpdated == s.Replicas && len(current) == s.Replicas {
-			res.Phase = RolloutComplete
-		}
-	}()
+	return current, old
+}
 
-	if len(old) == 0 {
-		switch {
-		case len(current) < s.Replicas:
-			res.Create = s.Replicas - len(current)
-		case len(current) > s.Replicas:
-			for _, in := range current[:len(current)-s.Replicas] {
-				res.Delete = append(res.Delete, in.Name)
-			}
+// scale makes or removes instances of the current template (newest
+// first) to have replicas of them, when no old ones are left.
+func scale(res *ServiceResult, replicas int, current []Instance) {
+	switch {
+	case len(current) < replicas:
+		res.Create = replicas - len(current)
+	case len(current) > replicas:
+		for _, in := range current[:len(current)-replicas] {
+			res.Delete = append(res.Delete, in.Name)
 		}
-		return res
 	}
+}
 
+// roll is a step of a rolling update: the current template's instances
+// beyond the replicas go, new ones come within the surge unless the
+// rollout failed, and old ones go while enough stay ready. It returns the
+// current instances that stay.
+func roll(res *ServiceResult, s ServiceState, current, old []Instance) []Instance {
 	surge := s.MaxSurge
 	if s.MaxUnavailable == 0 {
 		surge = max(surge, 1)
@@ -158,14 +158,14 @@ func ComputeService(s ServiceState) (res ServiceResult) {
 	minAvailable := max(s.Replicas-s.MaxUnavailable, 0)
 	newUnready := 0
 	for _, in := range current {
-		if !(in.Phase == api.PhaseRunning && in.Healthy) {
+		if !in.serving() {
 			newUnready++
 		}
 	}
 	cleanup := total - minAvailable - newUnready
 	retire := res.Ready - minAvailable
 	for _, in := range old {
-		ready := in.Phase == api.PhaseRunning && in.Healthy
+		ready := in.serving()
 		switch {
 		case !ready && cleanup > 0:
 			cleanup--
@@ -176,8 +176,32 @@ func ComputeService(s ServiceState) (res ServiceResult) {
 		}
 		res.Delete = append(res.Delete, in.Name)
 	}
-	return res
+	return current
 }
+
+// settle counts the current template's live instances once the pass has
+// decided, and completes the rollout when exactly replicas of them are
+// ready and no old one is left.
+func settle(res *ServiceResult, replicas int, current []Instance, old int) {
+	res.Updated = len(current) + res.Create
+	if len(res.Delete) > 0 {
+		gone := make(map[string]bool, len(res.Delete))
+		for _, name := range res.Delete {
+			gone[name] = true
+		}
+		for _, in := range current {
+			if gone[in.Name] {
+				res.Updated--
+			}
+		}
+	}
+	if res.Phase == RolloutProgressing && old == 0 && res.ReadyUpdated == replicas && len(current) == replicas {
+		res.Phase = RolloutComplete
+	}
+}
+
+// serving reports whether in is running and healthy: ready to serve.
+func (in Instance) serving() bool { return in.Phase == api.PhaseRunning && in.Healthy }
 
 // failure says why an instance of a template being rolled out fails it, if it does.
 func failure(in Instance) string {
@@ -214,7 +238,7 @@ func newestFirst(in []Instance) {
 func unreadyFirst(in []Instance) {
 	newestFirst(in)
 	slices.SortStableFunc(in, func(a, b Instance) int {
-		ra, rb := a.Phase == api.PhaseRunning && a.Healthy, b.Phase == api.PhaseRunning && b.Healthy
+		ra, rb := a.serving(), b.serving()
 		switch {
 		case ra == rb:
 			return 0

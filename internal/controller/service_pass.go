@@ -52,8 +52,11 @@ func (m *Manager) servicesPass(ctx context.Context, sn *snapshot) ([]newInstance
 		views = st.Instances
 		var res ServiceResult
 		var createOn []string
+		noNodes := false
 		if svc.Spec.Mode == api.ModeGlobal {
-			res, createOn = ComputeGlobal(GlobalState{SpecHash: hash, Nodes: eligibleNodes(sn.nodes, svc.Spec.Placement),
+			nodes := eligibleNodes(sn.nodes, svc.Spec.Placement)
+			noNodes = len(nodes) == 0
+			res, createOn = ComputeGlobal(GlobalState{SpecHash: hash, Nodes: nodes,
 				Settled: st.Settled, Instances: st.Instances})
 		} else {
 			res = ComputeService(st)
@@ -75,6 +78,9 @@ func (m *Manager) servicesPass(ctx context.Context, sn *snapshot) ([]newInstance
 		}
 		var exitFailed bool
 		want.Message, exitFailed = exitedMessage(res.Exited, owned[key], svc.Spec.Template.WithDefaults(api.KindService).Restart)
+		if noNodes && want.Message == "" {
+			want.Message = noEligibleMessage(sn.nodes, svc.Spec.Placement)
+		}
 		want.History = nextHistory(svc.Status.History, svc.Spec.Template, hash, m.opt.Clock().UTC())
 		rev := want.History[len(want.History)-1].Revision
 		want.Rollout = nextRollout(prev, rev, hash, res)
@@ -86,7 +92,7 @@ func (m *Manager) servicesPass(ctx context.Context, sn *snapshot) ([]newInstance
 				Message: fmt.Sprintf("revision %d failed (%s): rolled back to revision %d", rev, res.Reason, to.Revision)}
 		}
 		if !serviceStatusEqual(want, svc.Status) {
-			events := serviceEvents(want, svc.Status.Message, prev, exitFailed)
+			events := serviceEvents(want, svc.Status.Message, prev, exitFailed, noNodes)
 			later = append(later, m.writeServiceStatus(ctx, svc, want, rollback, events))
 		}
 	}
@@ -154,10 +160,15 @@ func (m *Manager) serviceInstances(svc *api.Service, owned []*api.Instance, hash
 }
 
 // serviceEvents are the events a new status tells of: instances that
-// exited for good (a warning when one failed), and a rollout's end.
-func serviceEvents(want api.ServiceStatus, oldMessage string, prev api.RolloutStatus, exitFailed bool) []api.Event {
+// exited for good (a warning when one failed), a global service with no
+// node to run on, and a rollout's end.
+func serviceEvents(want api.ServiceStatus, oldMessage string, prev api.RolloutStatus, exitFailed, noNodes bool) []api.Event {
 	var events []api.Event
-	if want.Message != "" && want.Message != oldMessage {
+	switch {
+	case want.Message == "" || want.Message == oldMessage:
+	case noNodes:
+		events = append(events, api.Event{Type: api.EventWarning, Reason: "NoEligibleNodes", Message: want.Message})
+	default:
 		typ := api.EventNormal // all ended well
 		if exitFailed {
 			typ = api.EventWarning

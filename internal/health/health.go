@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/berth-dev/berth/api"
 )
 
 // Check says how and how often to probe.
@@ -43,11 +45,12 @@ type TCPConnect struct {
 	Port int
 }
 
-// Defaults applied by WithDefaults.
+// Defaults applied by WithDefaults: a template's (api), for a check
+// whose spec was stored before the API wrote them in.
 const (
-	DefaultInterval = 5 * time.Second
-	DefaultTimeout  = time.Second
-	DefaultFailures = 3
+	DefaultInterval = time.Duration(api.DefaultHealthInterval)
+	DefaultTimeout  = time.Duration(api.DefaultHealthTimeout)
+	DefaultFailures = api.DefaultHealthFailures
 )
 
 // WithDefaults fills unset timing fields.

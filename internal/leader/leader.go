@@ -121,6 +121,9 @@ func Run(ctx context.Context, c *clientv3.Client, key, identity string, work fun
 }
 
 // runTerm makes a session, campaigns, and runs work while leading.
+//
+// Long because a term's steps (grant, campaign, lead, resign) share the lease
+// and its keep-alive, which every exit must release.
 func runTerm(ctx context.Context, c *clientv3.Client, key, identity string, work func(context.Context) error, o options) error {
 	secs := int64(math.Ceil(o.ttl.Seconds()))
 	gctx, cancel := context.WithTimeout(ctx, o.ttl)

@@ -6,8 +6,6 @@ import (
 	"io"
 	"net"
 	"net/netip"
-	"os"
-	"path/filepath"
 	"testing"
 	"time"
 
@@ -15,67 +13,9 @@ import (
 
 	"github.com/berth-dev/berth/internal/network"
 	"github.com/berth-dev/berth/internal/network/netns"
+	"github.com/berth-dev/berth/internal/testing/netnstest"
 	"github.com/berth-dev/berth/internal/testing/testenv"
 )
-
-// testHost makes a namespace that plays a node's host, with lo up.
-func testHost(t *testing.T, name string) string {
-	t.Helper()
-	path := filepath.Join(t.TempDir(), name)
-	err := netns.Create(path, func() error {
-		lo, err := netlink.LinkByName("lo")
-		if err != nil {
-			return err
-		}
-		return netlink.LinkSetUp(lo)
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := netns.Delete(path); err != nil {
-			t.Error(err)
-		}
-	})
-	return path
-}
-
-// wire joins hosts a and b with a veth pair: a gets 192.168.250.1/24,
-// b 192.168.250.2/24.
-func wire(t *testing.T, a, b string) {
-	t.Helper()
-	fb, err := os.Open(b)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer fb.Close()
-	err = netns.Do(a, func() error {
-		v := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: "wa", Flags: net.FlagUp},
-			PeerName: "wb", PeerNamespace: netlink.NsFd(int(fb.Fd()))}
-		if err := netlink.LinkAdd(v); err != nil {
-			return err
-		}
-		addr, _ := netlink.ParseAddr("192.168.250.1/24")
-		return netlink.AddrAdd(v, addr)
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	err = netns.Do(b, func() error {
-		l, err := netlink.LinkByName("wb")
-		if err != nil {
-			return err
-		}
-		addr, _ := netlink.ParseAddr("192.168.250.2/24")
-		if err := netlink.AddrAdd(l, addr); err != nil {
-			return err
-		}
-		return netlink.LinkSetUp(l)
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-}
 
 func testNode(t *testing.T, host string, third byte) *network.Node {
 	t.Helper()
@@ -102,8 +42,8 @@ func testNode(t *testing.T, host string, third byte) *network.Node {
 func TestPeerRoutesAcrossHosts(t *testing.T) {
 	testenv.RequireRoot(t)
 	ctx := context.Background()
-	h1, h2 := testHost(t, "h1"), testHost(t, "h2")
-	wire(t, h1, h2)
+	h1, h2 := netnstest.Host(t, "h1"), netnstest.Host(t, "h2")
+	netnstest.Link(t, h1, "wa", "192.168.250.1/24", h2, "wb", "192.168.250.2/24")
 	n1, n2 := testNode(t, h1, 31), testNode(t, h2, 32)
 	nodes := nodeMap(
 		node("h1", "192.168.250.1", "10.244.31.0/24"),

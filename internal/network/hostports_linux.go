@@ -4,8 +4,12 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/netip"
+	"os"
 	"strings"
 	"sync"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/berth-dev/berth/internal/network/netns"
 	"github.com/berth-dev/berth/internal/network/vip"
@@ -42,19 +46,14 @@ func newPortHolder(netnsPath string) *portHolder {
 
 // bind opens a socket on every local IPv4 address at h (the addresses
 // berth publishes on; an IPv6 client still finds the port closed rather
-// than a listener that never answers). A TCP port is listened on (a
-// merely bound socket would not keep every other process off it); nothing
-// reaches the listener, as the published port's traffic is redirected
-// before it.
+// than a listener that never answers).
 func (p *portHolder) bind(h hostPort) (io.Closer, error) {
-	var sock io.Closer = io.NopCloser(nil)
+	if h.proto != vip.TCP && h.proto != vip.UDP {
+		return io.NopCloser(nil), nil // sctp: published, not held
+	}
+	var sock io.Closer
 	listen := func() (err error) {
-		switch h.proto {
-		case vip.TCP:
-			sock, err = net.ListenTCP("tcp4", &net.TCPAddr{Port: int(h.port)})
-		case vip.UDP:
-			sock, err = net.ListenUDP("udp4", &net.UDPAddr{Port: int(h.port)})
-		}
+		sock, err = listenPort(h.proto, netip.Addr{}, h.port)
 		return err
 	}
 	var err error
@@ -65,6 +64,59 @@ func (p *portHolder) bind(h hostPort) (io.Closer, error) {
 		err = netns.Do(p.netns, listen)
 	}
 	return sock, err
+}
+
+// portSocket is a socket that holds a host port.
+type portSocket interface {
+	io.Closer
+	File() (*os.File, error)
+}
+
+// listenPort binds a socket to addr:port in the calling thread's
+// namespace, every local IPv4 address when addr is zero, the kernel's
+// pick when port is 0. A TCP port is listened on (a merely bound socket
+// would not keep every other process off it); nothing reaches the
+// listener, as the published port's traffic is redirected before it. A
+// port some other socket holds fails with syscall.EADDRINUSE.
+func listenPort(proto vip.Protocol, addr netip.Addr, port uint16) (portSocket, error) {
+	ip := net.IPv4zero
+	if addr.IsValid() {
+		ip = addr.AsSlice()
+	}
+	switch proto {
+	case vip.TCP:
+		return net.ListenTCP("tcp4", &net.TCPAddr{IP: ip, Port: int(port)})
+	case vip.UDP:
+		return net.ListenUDP("udp4", &net.UDPAddr{IP: ip, Port: int(port)})
+	}
+	return nil, fmt.Errorf("port %d/%v: only tcp and udp ports can be held: %w", port, proto, ErrInvalid)
+}
+
+// HoldHostPort reserves port/proto on addr (every local IPv4 address when
+// zero; a free port of the kernel's pick when port is 0) in the caller's
+// network namespace, as a published port of the services is held: the
+// socket, as a file, keeps any other process off the port for as long as
+// some process keeps it open. It returns the port held. A port another
+// socket holds gives an error naming it that wraps syscall.EADDRINUSE
+// ("address already in use").
+func HoldHostPort(proto vip.Protocol, addr netip.Addr, port uint16) (*os.File, uint16, error) {
+	h := hostPort{proto, port}
+	sock, err := listenPort(proto, addr, port)
+	if err != nil {
+		return nil, 0, fmt.Errorf("port %s: %w", h, err)
+	}
+	defer sock.Close()
+	f, err := sock.File()
+	if err != nil {
+		return nil, 0, fmt.Errorf("port %s: %w", h, err)
+	}
+	if port == 0 {
+		sa, err := unix.Getsockname(int(f.Fd()))
+		if in4, ok := sa.(*unix.SockaddrInet4); err == nil && ok {
+			port = uint16(in4.Port)
+		}
+	}
+	return f, port, nil
 }
 
 // claim holds the host ports of s (named owner) and releases those it

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/berth-dev/berth/internal/testing/netnstest"
 	"github.com/berth-dev/berth/internal/testing/testenv"
 )
 
@@ -15,7 +16,7 @@ import (
 func TestIsolation(t *testing.T) {
 	testenv.RequireRoot(t)
 	ctx := context.Background()
-	node := newTestNode(t, hostNS(t), t.TempDir(), 43)
+	node := newTestNode(t, netnstest.Host(t, "host"), t.TempDir(), 43)
 	pods := map[string]Attachment{}
 	for _, id := range []string{"front", "app", "db"} {
 		a, err := node.Attach(ctx, id, "shop")

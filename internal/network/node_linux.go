@@ -87,6 +87,11 @@ type Config struct {
 	// that Attach skips creating one (≈ 2 ms of a container's start); a
 	// background goroutine refills them. 0 makes each in Attach.
 	SpareNetNS int
+	// VethSeed goes into the hash that names the host-side veths, so that
+	// two nodes in one namespace (the container commands' networks of two
+	// data dirs) never pick the same name for the same id. Empty for the
+	// agent, whose names stay as they were.
+	VethSeed string
 }
 
 // Attachment is a container's place on the network.
@@ -382,6 +387,14 @@ func vethName(id string) string {
 	return "vb" + hex.EncodeToString(h[:])[:11]
 }
 
+// vethName is the host-side name of id's veth on this node.
+func (n *Node) vethName(id string) string {
+	if n.cfg.VethSeed == "" {
+		return vethName(id)
+	}
+	return vethName(n.cfg.VethSeed + "/" + id)
+}
+
 func (n *Node) nsPath(id string) string { return filepath.Join(n.cfg.StateDir, "netns", id) }
 func (n *Node) resolvPath(id string) string {
 	return filepath.Join(n.cfg.StateDir, "resolv", id+".conf")
@@ -440,7 +453,7 @@ func (n *Node) reserve(ctx context.Context, id, namespace string) (a Attachment,
 	if err := n.usable(ctx); err != nil {
 		return Attachment{}, false, err
 	}
-	a = Attachment{ID: id, NetNS: n.nsPath(id), Gateway: n.gw, ResolvConf: n.resolvPath(id), HostVeth: vethName(id)}
+	a = Attachment{ID: id, NetNS: n.nsPath(id), Gateway: n.gw, ResolvConf: n.resolvPath(id), HostVeth: n.vethName(id)}
 	if ip, ok := n.ips.Lookup(id); ok && n.complete(a) {
 		a.IP = ip
 		return a, true, nil
@@ -665,7 +678,7 @@ func (n *Node) Detach(ctx context.Context, id string) error {
 // namespace dies, off the caller's path.
 func (n *Node) teardown(id string, wait bool) error {
 	var errs []error
-	if l, err := n.host.LinkByName(vethName(id)); err == nil {
+	if l, err := n.host.LinkByName(n.vethName(id)); err == nil {
 		if wait {
 			err = n.host.LinkDel(l)
 		} else {
@@ -706,7 +719,7 @@ func (n *Node) Attachments() []Attachment {
 	var out []Attachment
 	for id, ip := range n.ips.Assigned() {
 		out = append(out, Attachment{ID: id, NetNS: n.nsPath(id), IP: ip, Gateway: n.gw,
-			ResolvConf: n.resolvPath(id), HostVeth: vethName(id)})
+			ResolvConf: n.resolvPath(id), HostVeth: n.vethName(id)})
 	}
 	slices.SortFunc(out, func(a, b Attachment) int { return strings.Compare(a.ID, b.ID) })
 	return out
@@ -724,7 +737,7 @@ func (n *Node) ReleaseStale(ctx context.Context, live []string) ([]string, error
 	keepVeth := map[string]bool{}
 	for _, id := range live {
 		keep[id] = true
-		keepVeth[vethName(id)] = true
+		keepVeth[n.vethName(id)] = true
 	}
 	stale := map[string]bool{}
 	for id := range n.ips.Assigned() {

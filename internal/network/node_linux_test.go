@@ -25,31 +25,11 @@ import (
 	"github.com/berth-dev/berth/internal/network/dns"
 	"github.com/berth-dev/berth/internal/network/netns"
 	"github.com/berth-dev/berth/internal/network/vip"
+	"github.com/berth-dev/berth/internal/testing/netnstest"
 	"github.com/berth-dev/berth/internal/testing/testenv"
 )
 
-// hostNS makes the namespace that plays the node's host, with lo up.
-func hostNS(t *testing.T) string {
-	t.Helper()
-	path := filepath.Join(t.TempDir(), "host")
-	err := netns.Create(path, func() error {
-		lo, err := netlink.LinkByName("lo")
-		if err != nil {
-			return err
-		}
-		return netlink.LinkSetUp(lo)
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := netns.Delete(path); err != nil {
-			t.Error(err)
-		}
-	})
-	return path
-}
-
+// newTestNode starts a Node in host whose bridge and table are numbered by third.
 func newTestNode(t *testing.T, host, stateDir string, third byte) *Node {
 	t.Helper()
 	n, err := NewNode(context.Background(), Config{
@@ -170,7 +150,7 @@ func spread(t *testing.T, get func(string) (string, error), url string, max int,
 func TestServiceDataPlane(t *testing.T) {
 	testenv.RequireRoot(t)
 	ctx := context.Background()
-	host := hostNS(t)
+	host := netnstest.Host(t, "host")
 	state := t.TempDir()
 	node := newTestNode(t, host, state, 7)
 	t.Cleanup(func() {
@@ -543,56 +523,15 @@ func nftList(t *testing.T, ns, table string) string {
 // outside 192.168.77.2, and the outside has no route to the pods.
 func outsideNS(t *testing.T, host string) string {
 	t.Helper()
-	path := filepath.Join(t.TempDir(), "outside")
-	err := netns.Create(path, func() error {
-		lo, err := netlink.LinkByName("lo")
-		if err != nil {
-			return err
-		}
-		return netlink.LinkSetUp(lo)
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = netns.Delete(path) })
-	fd, err := os.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer fd.Close()
-	err = netns.Do(host, func() error {
-		v := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: "up0", Flags: net.FlagUp},
-			PeerName: "eth0", PeerNamespace: netlink.NsFd(int(fd.Fd()))}
-		if err := netlink.LinkAdd(v); err != nil {
-			return err
-		}
-		addr, _ := netlink.ParseAddr("192.168.77.1/24")
-		return netlink.AddrAdd(v, addr)
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	err = netns.Do(path, func() error {
-		eth, err := netlink.LinkByName("eth0")
-		if err != nil {
-			return err
-		}
-		addr, _ := netlink.ParseAddr("192.168.77.2/24")
-		if err := netlink.AddrAdd(eth, addr); err != nil {
-			return err
-		}
-		return netlink.LinkSetUp(eth)
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	path := netnstest.Host(t, "outside")
+	netnstest.Link(t, host, "up0", "192.168.77.1/24", path, "eth0", "192.168.77.2/24")
 	return path
 }
 
 func TestParallelAttachDetachLeaksNothing(t *testing.T) {
 	testenv.RequireRoot(t)
 	ctx := context.Background()
-	host := hostNS(t)
+	host := netnstest.Host(t, "host")
 	state := t.TempDir()
 	node := newTestNode(t, host, state, 8)
 	t.Cleanup(func() {
@@ -717,43 +656,13 @@ func peerAddr(body string) string {
 // b 192.168.50.2.
 func linkHosts(t *testing.T, a, b string) {
 	t.Helper()
-	fb, err := os.Open(b)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer fb.Close()
-	err = netns.Do(a, func() error {
-		v := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: "na", Flags: net.FlagUp},
-			PeerName: "nb", PeerNamespace: netlink.NsFd(int(fb.Fd()))}
-		if err := netlink.LinkAdd(v); err != nil {
-			return err
-		}
-		addr, _ := netlink.ParseAddr("192.168.50.1/24")
-		return netlink.AddrAdd(v, addr)
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	err = netns.Do(b, func() error {
-		l, err := netlink.LinkByName("nb")
-		if err != nil {
-			return err
-		}
-		addr, _ := netlink.ParseAddr("192.168.50.2/24")
-		if err := netlink.AddrAdd(l, addr); err != nil {
-			return err
-		}
-		return netlink.LinkSetUp(l)
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	netnstest.Link(t, a, "na", "192.168.50.1/24", b, "nb", "192.168.50.2/24")
 }
 
 func TestTwoNodes(t *testing.T) {
 	testenv.RequireRoot(t)
 	ctx := context.Background()
-	hostA, hostB := hostNS(t), hostNS(t)
+	hostA, hostB := netnstest.Host(t, "a"), netnstest.Host(t, "b")
 	linkHosts(t, hostA, hostB)
 	nodeA := newTestNode(t, hostA, t.TempDir(), 10)
 	nodeB := newTestNode(t, hostB, t.TempDir(), 11)
@@ -870,7 +779,7 @@ func TestTwoNodes(t *testing.T) {
 func TestAttachRepairsAHalfMadeAttachment(t *testing.T) {
 	testenv.RequireRoot(t)
 	ctx := context.Background()
-	host := hostNS(t)
+	host := netnstest.Host(t, "host")
 	node := newTestNode(t, host, t.TempDir(), 12)
 	a, err := node.Attach(ctx, "c1", "")
 	if err != nil {
@@ -919,7 +828,7 @@ func TestAttachRepairsAHalfMadeAttachment(t *testing.T) {
 func TestSpareNamespacesAreUsedAndRemoved(t *testing.T) {
 	testenv.RequireRoot(t)
 	ctx := context.Background()
-	host := hostNS(t)
+	host := netnstest.Host(t, "host")
 	state := t.TempDir()
 	node := newTestNode(t, host, state, 14)
 	eventually(t, "spares made", func() error {
@@ -991,7 +900,7 @@ func TestSpareNamespacesAreUsedAndRemoved(t *testing.T) {
 func TestReserveThenWire(t *testing.T) {
 	testenv.RequireRoot(t)
 	ctx := context.Background()
-	host := hostNS(t)
+	host := netnstest.Host(t, "host")
 	node := newTestNode(t, host, t.TempDir(), 13)
 	a, wire, err := node.Reserve(ctx, "c1", "default")
 	if err != nil {

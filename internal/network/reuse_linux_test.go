@@ -12,6 +12,7 @@ import (
 
 	"github.com/vishvananda/netlink"
 
+	"github.com/berth-dev/berth/internal/testing/netnstest"
 	"github.com/berth-dev/berth/internal/testing/testenv"
 )
 
@@ -22,7 +23,7 @@ import (
 // address does not wait for a stale entry to fail.
 func TestReusedAddressAnswersAtOnce(t *testing.T) {
 	testenv.RequireRoot(t)
-	host := hostNS(t)
+	host := netnstest.Host(t, "host")
 	state := t.TempDir()
 	cfg := Config{
 		Bridge:      "br-reuse", // in the test's own host namespace

@@ -181,45 +181,7 @@ func (ca *CA) Pin() string { return nodecert.Pin(ca.Cert) }
 // IssueServer makes a key and a server certificate for hosts (DNS names
 // or IP addresses), valid for validity (ServerValidity when zero).
 func (ca *CA) IssueServer(hosts []string, validity time.Duration) (certPEM, keyPEM []byte, err error) {
-	if validity <= 0 {
-		validity = ServerValidity
-	}
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return nil, nil, fmt.Errorf("server key: %w", err)
-	}
-	serial, err := serialNumber()
-	if err != nil {
-		return nil, nil, err
-	}
-	now := time.Now()
-	tmpl := &x509.Certificate{
-		SerialNumber: serial,
-		Subject:      pkix.Name{CommonName: "berth api", Organization: []string{"berth"}},
-		NotBefore:    now.Add(-clockSkew),
-		NotAfter:     now.Add(validity),
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-	}
-	for _, h := range hosts {
-		if ip := net.ParseIP(h); ip != nil {
-			tmpl.IPAddresses = append(tmpl.IPAddresses, ip)
-		} else if h != "" {
-			tmpl.DNSNames = append(tmpl.DNSNames, h)
-		}
-	}
-	if len(tmpl.IPAddresses) == 0 && len(tmpl.DNSNames) == 0 {
-		return nil, nil, fmt.Errorf("server certificate: %w: no host names or addresses", errdefs.ErrInvalidArgument)
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.Cert, &key.PublicKey, ca.key)
-	if err != nil {
-		return nil, nil, fmt.Errorf("server certificate for %v: %w", hosts, err)
-	}
-	kb, err := x509.MarshalECPrivateKey(key)
-	if err != nil {
-		return nil, nil, fmt.Errorf("server key: %w", err)
-	}
-	return encodeCert(der), pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kb}), nil
+	return ca.issueHost("server", "berth api", hosts, validity, x509.ExtKeyUsageServerAuth)
 }
 
 // LoadOrIssueServer returns the API server's certificate kept in dir
@@ -368,12 +330,19 @@ const PeerCommonName = "berth etcd peer"
 // at hosts: good for both ends of a peer connection (server and client
 // authentication), valid for validity (ServerValidity when zero).
 func (ca *CA) IssuePeer(hosts []string, validity time.Duration) (certPEM, keyPEM []byte, err error) {
+	return ca.issueHost("peer", PeerCommonName, hosts, validity, x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth)
+}
+
+// issueHost makes a key and a certificate named cn for hosts (DNS names
+// or IP addresses), for usages, valid for validity (ServerValidity when
+// zero); what names the kind of certificate in errors.
+func (ca *CA) issueHost(what, cn string, hosts []string, validity time.Duration, usages ...x509.ExtKeyUsage) (certPEM, keyPEM []byte, err error) {
 	if validity <= 0 {
 		validity = ServerValidity
 	}
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
-		return nil, nil, fmt.Errorf("peer key: %w", err)
+		return nil, nil, fmt.Errorf("%s key: %w", what, err)
 	}
 	serial, err := serialNumber()
 	if err != nil {
@@ -382,11 +351,11 @@ func (ca *CA) IssuePeer(hosts []string, validity time.Duration) (certPEM, keyPEM
 	now := time.Now()
 	tmpl := &x509.Certificate{
 		SerialNumber: serial,
-		Subject:      pkix.Name{CommonName: PeerCommonName, Organization: []string{"berth"}},
+		Subject:      pkix.Name{CommonName: cn, Organization: []string{"berth"}},
 		NotBefore:    now.Add(-clockSkew),
 		NotAfter:     now.Add(validity),
 		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
+		ExtKeyUsage:  usages,
 	}
 	for _, h := range hosts {
 		if ip := net.ParseIP(h); ip != nil {
@@ -396,15 +365,15 @@ func (ca *CA) IssuePeer(hosts []string, validity time.Duration) (certPEM, keyPEM
 		}
 	}
 	if len(tmpl.IPAddresses) == 0 && len(tmpl.DNSNames) == 0 {
-		return nil, nil, fmt.Errorf("peer certificate: %w: no host names or addresses", errdefs.ErrInvalidArgument)
+		return nil, nil, fmt.Errorf("%s certificate: %w: no host names or addresses", what, errdefs.ErrInvalidArgument)
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.Cert, &key.PublicKey, ca.key)
 	if err != nil {
-		return nil, nil, fmt.Errorf("peer certificate for %v: %w", hosts, err)
+		return nil, nil, fmt.Errorf("%s certificate for %v: %w", what, hosts, err)
 	}
 	kb, err := x509.MarshalECPrivateKey(key)
 	if err != nil {
-		return nil, nil, fmt.Errorf("peer key: %w", err)
+		return nil, nil, fmt.Errorf("%s key: %w", what, err)
 	}
 	return encodeCert(der), pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kb}), nil
 }

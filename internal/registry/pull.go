@@ -47,11 +47,11 @@ func ParseReference(ref string) (Reference, error) {
 	r.Repository = rest
 	if i := strings.LastIndexByte(rest, ':'); i >= 0 && !strings.Contains(rest[i:], "/") {
 		r.Repository, r.Tag = rest[:i], rest[i+1:]
-		if !tagRe.MatchString(r.Tag) {
+		if !tagRe().MatchString(r.Tag) {
 			return Reference{}, fmt.Errorf("image reference %q: tag %q: %w", ref, r.Tag, errdefs.ErrInvalidArgument)
 		}
 	}
-	if len(r.Repository) > maxNameLen || !nameRe.MatchString(r.Repository) {
+	if len(r.Repository) > maxNameLen || !nameRe().MatchString(r.Repository) {
 		return Reference{}, fmt.Errorf("image reference %q: repository %q: want lowercase path components [a-z0-9] joined by . _ __ - and /: %w", ref, r.Repository, errdefs.ErrInvalidArgument)
 	}
 	if r.Tag == "" && r.Digest == "" {
@@ -109,6 +109,9 @@ const progressStep = 1 << 20
 // Errors carry the registry's answer as an errdefs category (ErrNotFound,
 // ErrUnauthorized, ErrForbidden, ...); ctx bounds the whole pull, a stalled
 // connection included.
+//
+// Long because a pull's steps (resolve, manifest, config, layers, store)
+// share one staging directory that every failure removes.
 func Pull(ctx context.Context, store *image.Store, base, ref string, opts PullOptions) (image.Image, error) {
 	r, err := ParseReference(ref)
 	if err != nil {

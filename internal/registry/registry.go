@@ -47,6 +47,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -208,15 +209,19 @@ var (
 	// of lowercase alphanumerics joined by single separators), so no
 	// component can be "." or ".." or empty.
 	// The first component may carry a port: it names a registry host.
-	nameRe = regexp.MustCompile(`^[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*(:[0-9]+)?(/[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*)*$`)
-	tagRe  = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$`)
+	// Compiled on first use: every command of the one binary (berth exec
+	// too) would otherwise compile them at start, tagRe's {0,127} above all.
+	nameRe = sync.OnceValue(func() *regexp.Regexp {
+		return regexp.MustCompile(`^[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*(:[0-9]+)?(/[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*)*$`)
+	})
+	tagRe = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$`) })
 )
 
 const maxNameLen = 255
 
 // checkName validates a repository name.
 func checkName(name string) error {
-	if len(name) > maxNameLen || !nameRe.MatchString(name) {
+	if len(name) > maxNameLen || !nameRe().MatchString(name) {
 		return fail(http.StatusBadRequest, codeNameInvalid, "repository name %q: want lowercase path components [a-z0-9] joined by . _ __ - and /, at most %d characters", truncate(name), maxNameLen)
 	}
 	return nil
@@ -360,7 +365,7 @@ func (h *Handler) getManifest(ctx context.Context, w http.ResponseWriter, r *htt
 		}
 		byDigest = d
 	} else {
-		if !tagRe.MatchString(ref) {
+		if !tagRe().MatchString(ref) {
 			return fail(http.StatusBadRequest, codeManifestInvalid, "tag %q: want [A-Za-z0-9_][A-Za-z0-9._-]{0,127}", truncate(ref))
 		}
 		tag, ref = ref, rt.name+":"+ref
@@ -415,7 +420,7 @@ func (h *Handler) putManifest(ctx context.Context, w http.ResponseWriter, r *htt
 		}
 		byDigest = d
 	} else {
-		if !tagRe.MatchString(rt.ref) {
+		if !tagRe().MatchString(rt.ref) {
 			return fail(http.StatusBadRequest, codeManifestInvalid, "tag %q: want [A-Za-z0-9_][A-Za-z0-9._-]{0,127}", truncate(rt.ref))
 		}
 		name = rt.name + ":" + rt.ref
@@ -684,7 +689,7 @@ func (h *Handler) catalog(ctx context.Context, w http.ResponseWriter, r *http.Re
 	}
 	var repos []string
 	for _, n := range names {
-		if repo, _, ok := cutTag(n); ok && nameRe.MatchString(repo) {
+		if repo, _, ok := cutTag(n); ok && nameRe().MatchString(repo) {
 			if len(repos) == 0 || repos[len(repos)-1] != repo {
 				repos = append(repos, repo)
 			}

@@ -78,6 +78,7 @@ type Status struct {
 	StartedAt  time.Time         `json:"startedAt,omitzero"`
 	FinishedAt time.Time         `json:"finishedAt,omitzero"`
 	Labels     map[string]string `json:"labels,omitempty"`
+	Ports      []Port            `json:"ports,omitempty"`
 }
 
 // ExecProcess is a further process to run in a running container.
@@ -120,6 +121,9 @@ type Runtime struct {
 	cgroupParent string
 	// scopes is the systemd cgroup driver; nil for cgroupfs.
 	scopes *systemdScopes
+	// specs caches parsed config.json files by bundle (see spec).
+	specMu sync.Mutex
+	specs  map[string]specEntry
 }
 
 // DefaultRoot is where `berth` keeps containers when no data dir is given.
@@ -304,6 +308,9 @@ func (r *Runtime) run(ctx context.Context, c Config, restoreFrom string) (Status
 	return st, nil
 }
 
+// Long because its steps share one rule: nothing returns, and nothing is
+// cleaned up, while the cgroups made alongside are still under way; split,
+// each step would carry the same wait and unwinding.
 func (r *Runtime) start(ctx context.Context, bd *bundle, c *Config, ex executor) (Status, error) {
 	// What the container waits for before its process starts: the
 	// caller's Before and (built-in executor) its cgroups, each made
@@ -447,7 +454,7 @@ func (r *Runtime) start(ctx context.Context, bd *bundle, c *Config, ex executor)
 		return Status{}, fmt.Errorf("container %q: start: %w", c.ID, err)
 	}
 	return Status{ID: c.ID, State: Running, Executor: ex.name(), Image: c.Image, Args: c.Args, Pid: pid,
-		CreatedAt: m.CreatedAt, StartedAt: time.Now().UTC(), Labels: c.Labels}, nil
+		CreatedAt: m.CreatedAt, StartedAt: time.Now().UTC(), Labels: c.Labels, Ports: c.Ports}, nil
 }
 
 // launchShim starts the shim in its own session and waits for its report.
@@ -496,6 +503,12 @@ func (r *Runtime) launchShim(bd *bundle, gate func() error, c *Config) (int, err
 	case c.Stdin != nil:
 		cmd.ExtraFiles = append(cmd.ExtraFiles, c.Stdin)
 		cmd.Env = append(cmd.Env, fmt.Sprintf("%s=stdin %d", launch.StdioEnv, 2+len(cmd.ExtraFiles)))
+	}
+	if len(c.KeepOpen) > 0 {
+		// The last descriptors; the shim keeps them and closes them in the container.
+		first := 3 + len(cmd.ExtraFiles)
+		cmd.ExtraFiles = append(cmd.ExtraFiles, c.KeepOpen...)
+		cmd.Env = append(cmd.Env, fmt.Sprintf("%s=%d %d", launch.KeepEnv, first, 2+len(cmd.ExtraFiles)))
 	}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	if err := cmd.Start(); err != nil {
@@ -627,12 +640,56 @@ func (r *Runtime) load(id string) (*bundle, *meta, error) {
 	return bd, &m, nil
 }
 
+// spec is the container's OCI spec, as its config.json holds it, shared
+// and read-only. Exec, stats and status read it on every call, and
+// parsing it (Docker's seccomp profile is most of it) cost more than the
+// rest of an exec's preparation: it is parsed once per file. The file is
+// written once, when the container is made; the cache knows a file by
+// its inode, size and time, so a container made again under the same id
+// is read afresh.
 func (r *Runtime) spec(bd *bundle) *specs.Spec {
-	var s specs.Spec
-	if readJSON(bd.path("config.json"), &s) != nil {
+	path := bd.path("config.json")
+	var st unix.Stat_t
+	if unix.Stat(path, &st) != nil {
 		return nil
 	}
+	id := fileID{ino: st.Ino, size: st.Size, mtime: st.Mtim}
+	r.specMu.Lock()
+	e, ok := r.specs[bd.dir]
+	r.specMu.Unlock()
+	if ok && e.id == id {
+		return e.spec
+	}
+	var s specs.Spec
+	if readJSON(path, &s) != nil {
+		return nil
+	}
+	r.specMu.Lock()
+	if r.specs == nil {
+		r.specs = map[string]specEntry{}
+	}
+	r.specs[bd.dir] = specEntry{id: id, spec: &s}
+	r.specMu.Unlock()
 	return &s
+}
+
+// fileID tells one version of a file from another.
+type fileID struct {
+	ino   uint64
+	size  int64
+	mtime unix.Timespec
+}
+
+type specEntry struct {
+	id   fileID
+	spec *specs.Spec
+}
+
+// forgetSpec drops a removed container's cached spec.
+func (r *Runtime) forgetSpec(bd *bundle) {
+	r.specMu.Lock()
+	delete(r.specs, bd.dir)
+	r.specMu.Unlock()
 }
 
 // State reports a container's status, reading what its shim recorded.
@@ -646,7 +703,7 @@ func (r *Runtime) State(ctx context.Context, id string) (Status, error) {
 
 func (r *Runtime) status(bd *bundle, m *meta) Status {
 	st := Status{ID: bd.id, State: Created, Executor: m.Executor, Image: m.Config.Image, Args: m.Config.Args,
-		CreatedAt: m.CreatedAt, Labels: m.Config.Labels}
+		CreatedAt: m.CreatedAt, Labels: m.Config.Labels, Ports: m.Config.Ports}
 	var ss shimState
 	hasState := readJSON(bd.path("state.json"), &ss) == nil
 	if hasState {
@@ -985,6 +1042,7 @@ func (r *Runtime) remove(ctx context.Context, bd *bundle, force bool) error {
 	if err := os.RemoveAll(bd.dir); err != nil {
 		return fmt.Errorf("container %q: remove: %w", bd.id, err)
 	}
+	r.forgetSpec(bd)
 	return nil
 }
 

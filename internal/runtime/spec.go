@@ -59,6 +59,15 @@ type Config struct {
 	// NetNS is the path of a network namespace to join; empty means a
 	// fresh namespace with only loopback.
 	NetNS string `json:"netns,omitempty"`
+	// Ports are the host ports published to the container. The runtime
+	// only records them (Status shows them); the caller's network
+	// publishes them, and KeepOpen holds them.
+	Ports []Port `json:"ports,omitempty"`
+	// KeepOpen are descriptors the container's shim keeps open for as long as
+	// it lives and never hands to the container: the sockets that reserve
+	// its published host ports. The caller may close its own copies once
+	// Run returns.
+	KeepOpen []*os.File `json:"-"`
 	// Mounts are extra mounts (volumes), added after the defaults.
 	Mounts []specs.Mount `json:"mounts,omitempty"`
 
@@ -99,6 +108,25 @@ type Config struct {
 	// it has returned nil, and its error is the start's. A network
 	// namespace is wired that way, in time that would otherwise be waited.
 	Before func() error `json:"-"`
+}
+
+// Port is a host port published to a container, as docker run -p says it.
+type Port struct {
+	// HostIP is the host address it is published on; empty for every one.
+	HostIP        string `json:"hostIP,omitempty"`
+	HostPort      uint16 `json:"hostPort"`
+	ContainerPort uint16 `json:"containerPort"`
+	// Protocol is tcp or udp.
+	Protocol string `json:"protocol"`
+}
+
+// String is docker's form: 0.0.0.0:8080->80/tcp.
+func (p Port) String() string {
+	ip := p.HostIP
+	if ip == "" {
+		ip = "0.0.0.0"
+	}
+	return fmt.Sprintf("%s:%d->%d/%s", ip, p.HostPort, p.ContainerPort, p.Protocol)
 }
 
 // Restart policies, docker run's names.

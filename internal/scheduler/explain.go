@@ -6,6 +6,8 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+
+	"github.com/berth-dev/berth/api"
 )
 
 type reasonKey struct {
@@ -21,6 +23,10 @@ func (s *State) explain(r *req) string {
 	// node. Only ports need a map.
 	var plain [rWholeCores + 1]int
 	cons := make([]int, len(r.inst.Constraints))
+	// Of the nodes a constraint leaves out, those whose own report
+	// (under api.NodeReportedLabelPrefix; a constraint on a label without
+	// it matches only labels an admin set) would have matched it.
+	reported := make([]int, len(r.inst.Constraints))
 	ports := make(map[uint32]int)
 	for i := range s.nodes {
 		n := &s.nodes[i]
@@ -48,6 +54,9 @@ func (s *State) explain(r *req) string {
 		switch key.code {
 		case rConstraint:
 			cons[key.param]++
+			if ReportedMatch(r.inst.Constraints[key.param], n.name, n.labels) {
+				reported[key.param]++
+			}
 		case rPort:
 			ports[key.param]++
 		default:
@@ -77,7 +86,11 @@ func (s *State) explain(r *req) string {
 		if k.code == fitOK {
 			continue
 		}
-		parts = append(parts, part{reasonText(k, r), c})
+		text := reasonText(k, r)
+		if k.code == rConstraint && reported[k.param] > 0 {
+			text += " (" + ReportedLabelHint(reported[k.param], r.inst.Constraints[k.param].Key) + ")"
+		}
+		parts = append(parts, part{text, c})
 	}
 	slices.SortFunc(parts, func(a, b part) int {
 		return cmp.Or(cmp.Compare(b.count, a.count), strings.Compare(a.text, b.text))
@@ -95,6 +108,24 @@ func (s *State) explain(r *req) string {
 		b.WriteString(p.text)
 	}
 	return b.String()
+}
+
+// ReportedMatch says whether the node called name with labels, which c
+// leaves out, would match c had c named the node's own report of its
+// label: a user who wrote zone == a for nodes started with --label zone=a.
+func ReportedMatch(c Constraint, name string, labels map[string]string) bool {
+	if c.Key == NodeNameKey || strings.HasPrefix(c.Key, api.NodeReportedLabelPrefix) || (c.Op != OpEq && c.Op != OpIn) {
+		return false
+	}
+	c.Key = api.NodeReportedLabelPrefix + c.Key
+	return c.matches(name, labels)
+}
+
+// ReportedLabelHint is what explains a constraint on key that leaves out
+// count nodes whose own report of the label matches it.
+func ReportedLabelHint(count int, key string) string {
+	return fmt.Sprintf("%s of them report %s%s themselves: a constraint trusts a node's own label only under that name",
+		thousands(count), api.NodeReportedLabelPrefix, key)
 }
 
 func reasonText(k reasonKey, r *req) string {

@@ -87,6 +87,9 @@ func (r *req) shape(buf []byte) []byte {
 //
 // The state keeps the instances as given, slices included: do not modify
 // them after the call.
+//
+// Long because it is the pipeline described above, kept in one loop on the
+// scheduler's hot path.
 func (s *State) Place(batch []Instance, opts Options) *Plan {
 	s.seq++
 	k := opts.Candidates

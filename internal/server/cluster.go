@@ -18,6 +18,7 @@ import (
 	"github.com/berth-dev/berth/internal/apiserver"
 	"github.com/berth-dev/berth/internal/controller"
 	"github.com/berth-dev/berth/internal/image"
+	"github.com/berth-dev/berth/internal/initgc"
 	"github.com/berth-dev/berth/internal/leader"
 	"github.com/berth-dev/berth/internal/promdefer"
 	"github.com/berth-dev/berth/internal/registry"
@@ -102,8 +103,12 @@ const controllerRole = "controller"
 // TCP, and the controllers and scheduler whenever this server wins their
 // election. Any server answers the API; writes reach etcd's leader
 // through the local member.
+//
+// Long because it is wiring: the control plane's parts built and started in
+// order, nothing more.
 func Server(ctx context.Context, cfg ServerConfig) error {
 	promdefer.Release() // etcd serves /metrics
+	initgc.Restore()    // a long-lived heap, collected at Go's pace
 	name, listenHost, err := serverAddress(cfg)
 	if err != nil {
 		return err

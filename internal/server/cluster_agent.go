@@ -22,6 +22,7 @@ import (
 	"github.com/berth-dev/berth/internal/agent"
 	"github.com/berth-dev/berth/internal/hostinfo"
 	"github.com/berth-dev/berth/internal/image"
+	"github.com/berth-dev/berth/internal/initgc"
 )
 
 // AgentConfig configures `berth agent`: a node of a cluster whose control
@@ -126,6 +127,7 @@ func NodeCredentialsDir(dataDir string) string { return filepath.Join(dataDir, "
 // Agent runs a node agent against remote API servers until ctx ends.
 // Containers keep running when it returns; the next Agent adopts them.
 func Agent(ctx context.Context, cfg AgentConfig) error {
+	initgc.Restore() // a long-lived heap, collected at Go's pace
 	log := logger(cfg.Logger)
 	if len(cfg.Servers) == 0 {
 		return fmt.Errorf("agent: %w: no API server given", errdefs.ErrInvalidArgument)

@@ -19,6 +19,7 @@ import (
 	"github.com/berth-dev/berth/internal/apiserver"
 	"github.com/berth-dev/berth/internal/controller"
 	"github.com/berth-dev/berth/internal/image"
+	"github.com/berth-dev/berth/internal/initgc"
 	"github.com/berth-dev/berth/internal/promdefer"
 	"github.com/berth-dev/berth/internal/store"
 )
@@ -57,8 +58,12 @@ type Config struct {
 
 // Up runs a single-node cluster until ctx ends: the control plane and a
 // node. Containers keep running when it returns; the next Up adopts them.
+//
+// Long because it is wiring: the control plane and the node built and
+// started in order, nothing more.
 func Up(ctx context.Context, cfg Config) error {
 	promdefer.Release() // etcd serves /metrics
+	initgc.Restore()    // a long-lived heap, collected at Go's pace
 	log := logger(cfg.Logger)
 	if err := os.MkdirAll(cfg.DataDir, 0o711); err != nil {
 		return fmt.Errorf("data dir %s: %w", cfg.DataDir, err)

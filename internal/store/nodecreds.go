@@ -160,14 +160,17 @@ type NodeCredentialCache struct {
 	rev    int64 // the store revision the cache reflects
 	synced bool
 	cond   *sync.Cond
-	// changed is closed, and replaced, on every change the cache sees.
-	changed chan struct{}
+	// changed holds, by node, a channel closed at the next change to that
+	// node's record (or a list of them all): a long request of the node
+	// waits on its own. One channel for every change woke each node's
+	// watch at each other node's join, N² wake-ups for a fleet of N.
+	changed map[string]chan struct{}
 }
 
 // NewNodeCredentialCache returns a cache of s's node credentials; it
 // follows them once Run runs.
 func (s *Store) NewNodeCredentialCache() *NodeCredentialCache {
-	c := &NodeCredentialCache{s: s, creds: map[string]NodeCredential{}, changed: make(chan struct{})}
+	c := &NodeCredentialCache{s: s, creds: map[string]NodeCredential{}, changed: map[string]chan struct{}{}}
 	c.cond = sync.NewCond(c.mu.RLocker())
 	return c
 }
@@ -200,14 +203,18 @@ func (c *NodeCredentialCache) follow(ctx context.Context) error {
 			m[string(kv.Key[len(prefix):])] = nc
 		}
 	}
-	c.set(func() { c.creds, c.rev, c.synced = m, r.Header.Revision, true })
+	c.set(nil, func() { c.creds, c.rev, c.synced = m, r.Header.Revision, true })
 	wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
 	defer cancel()
 	for wr := range c.s.client.Watch(wctx, prefix, clientv3.WithPrefix(), clientv3.WithRev(r.Header.Revision+1), clientv3.WithProgressNotify()) {
 		if err := wr.Err(); err != nil {
 			return wrapEtcd(err)
 		}
-		c.set(func() {
+		nodes := make([]string, 0, len(wr.Events))
+		for _, e := range wr.Events {
+			nodes = append(nodes, string(e.Kv.Key[len(prefix):]))
+		}
+		c.set(nodes, func() {
 			for _, e := range wr.Events {
 				node := string(e.Kv.Key[len(prefix):])
 				var nc NodeCredential
@@ -223,21 +230,39 @@ func (c *NodeCredentialCache) follow(ctx context.Context) error {
 	return ctx.Err()
 }
 
-func (c *NodeCredentialCache) set(f func()) {
+// set applies f under the lock and wakes those waiting on the records of
+// nodes, or on any record when nodes is nil (a fresh list).
+func (c *NodeCredentialCache) set(nodes []string, f func()) {
 	c.mu.Lock()
 	f()
-	close(c.changed)
-	c.changed = make(chan struct{})
+	if nodes == nil {
+		for node, ch := range c.changed {
+			close(ch)
+			delete(c.changed, node)
+		}
+	}
+	for _, node := range nodes {
+		if ch, ok := c.changed[node]; ok {
+			close(ch)
+			delete(c.changed, node)
+		}
+	}
 	c.mu.Unlock()
 	c.cond.Broadcast()
 }
 
-// Changed is closed at the next change the cache sees: a long request
-// (a watch) waits on it to check its certificate again.
-func (c *NodeCredentialCache) Changed() <-chan struct{} {
-	c.mu.RLock()
-	defer c.mu.RUnlock()
-	return c.changed
+// Changed is closed at the next change to node's record that the cache
+// sees: a long request of the node (a watch) waits on it to check its
+// certificate again.
+func (c *NodeCredentialCache) Changed(node string) <-chan struct{} {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	ch, ok := c.changed[node]
+	if !ok {
+		ch = make(chan struct{})
+		c.changed[node] = ch
+	}
+	return ch
 }
 
 // Allows reports whether node's certificate with serial works at now. Until

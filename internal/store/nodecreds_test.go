@@ -197,3 +197,61 @@ func TestNodeCredentialCacheAllowsAJoinAtOnce(t *testing.T) {
 		}
 	}
 }
+
+// A node's long request waits on its own record only: other nodes
+// joining do not wake it (a fleet joining would wake every node's watch
+// at every join), and its own revocation does.
+func TestNodeCredentialCacheChangedIsPerNode(t *testing.T) {
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	s := openStore(t)
+	now := time.Now()
+	tok, _, err := s.CreateJoinToken(ctx, JoinTokenOptions{Expires: now.Add(time.Hour)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := s.NewNodeCredentialCache()
+	go c.Run(ctx)
+	if _, err := s.JoinNode(ctx, tok, "n1", NodeCert{Serial: "01", NotAfter: now.Add(time.Hour)}, now); err != nil {
+		t.Fatal(err)
+	}
+	wctx, wcancel := context.WithTimeout(ctx, 5*time.Second)
+	defer wcancel()
+	// Once the cache has listed (a list wakes everyone).
+	joined, err := s.Revision(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.WaitFor(wctx, joined); err != nil {
+		t.Fatal(err)
+	}
+	n1 := c.Changed("n1")
+	for i := range 20 {
+		if _, err := s.JoinNode(ctx, tok, fmt.Sprintf("other%d", i), NodeCert{Serial: "01", NotAfter: now.Add(time.Hour)}, now); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rev, err := s.Revision(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.WaitFor(wctx, rev); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-n1:
+		t.Fatal("n1's channel closed by other nodes' joins")
+	default:
+	}
+	if _, err := s.RevokeNode(ctx, "n1"); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-n1:
+	case <-wctx.Done():
+		t.Fatal("n1's revocation did not close its channel in 5s")
+	}
+	if ok, err := c.Allows(ctx, "n1", "01", now); ok || err != nil {
+		t.Fatalf("after its revocation n1 is allowed: %v %v", ok, err)
+	}
+}

@@ -421,10 +421,12 @@ func (s *Store) AssignmentsCurrent(ctx context.Context, node string) ([]*api.Ins
 }
 
 // InstancesNamed reads the instances named by refs ({namespace, name}),
-// in order, nil for one that does not exist; in transactions of reads as
-// large as etcd takes, each at one revision.
-func (s *Store) InstancesNamed(ctx context.Context, refs [][2]string) ([]*api.Instance, error) {
+// in order, nil for one that does not exist, and their stored values (for
+// Txn.SetStatus); in transactions of reads as large as etcd takes, each at
+// one revision.
+func (s *Store) InstancesNamed(ctx context.Context, refs [][2]string) ([]*api.Instance, [][]byte, error) {
 	out := make([]*api.Instance, len(refs))
+	raw := make([][]byte, len(refs))
 	for lo := 0; lo < len(refs); lo += s.maxOps {
 		hi := min(len(refs), lo+s.maxOps)
 		ops := make([]clientv3.Op, 0, hi-lo)
@@ -433,7 +435,7 @@ func (s *Store) InstancesNamed(ctx context.Context, refs [][2]string) ([]*api.In
 		}
 		r, err := s.client.Txn(ctx).Then(ops...).Commit()
 		if err != nil {
-			return nil, fmt.Errorf("read %d instances: %w", hi-lo, wrapEtcd(err))
+			return nil, nil, fmt.Errorf("read %d instances: %w", hi-lo, wrapEtcd(err))
 		}
 		for i, resp := range r.Responses {
 			kvs := resp.GetResponseRange().GetKvs()
@@ -442,12 +444,12 @@ func (s *Store) InstancesNamed(ctx context.Context, refs [][2]string) ([]*api.In
 			}
 			var in api.Instance
 			if err := decode(&in, kvs[0].Value, kvs[0].ModRevision); err != nil {
-				return nil, fmt.Errorf("read %s: %w", kvs[0].Key, err)
+				return nil, nil, fmt.Errorf("read %s: %w", kvs[0].Key, err)
 			}
-			out[lo+i] = &in
+			out[lo+i], raw[lo+i] = &in, kvs[0].Value
 		}
 	}
-	return out, nil
+	return out, raw, nil
 }
 
 // mergeRaw returns base's JSON object with field replaced by from's.

@@ -89,13 +89,16 @@ type Store struct {
 // conn is what every handle on one store shares: the client, the
 // embedded etcd, and the state that must not be copied.
 type conn struct {
-	client   *clientv3.Client
-	etcd     *embed.Etcd // nil with an external cluster
-	lock     *os.File    // held while the embedded etcd runs
-	prefix   string
-	eventTTL time.Duration
-	maxEvent int
-	log      *slog.Logger
+	client *clientv3.Client
+	etcd   *embed.Etcd // nil with an external cluster
+	// watchConn carries the embedded member's watches (see Open); nil
+	// with an external cluster, whose client does it all.
+	watchConn *clientv3.Client
+	lock      *os.File // held while the embedded etcd runs
+	prefix    string
+	eventTTL  time.Duration
+	maxEvent  int
+	log       *slog.Logger
 
 	eventCount atomic.Int64 // events recorded, to prune every pruneEvery
 	// lastWrite is the revision of this handle's latest object or
@@ -165,9 +168,34 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	}
 	s.etcd, s.lock = e, lock
 	s.client = v3client.New(e.Server)
+	// Watches go over gRPC on the member's unix socket; reads, writes and
+	// leases stay in-process. The in-process watch stream is Go channels
+	// with no flow control: under a storm of watches opened and cancelled
+	// (a thousand agents' watches restarting) its client and server loops
+	// each wait to send to the other, and every watch of the process
+	// stops for good (etcd-io/etcd#20716, #18879). Over gRPC, HTTP/2 flow
+	// control keeps them apart.
+	wc, err := clientv3.New(clientv3.Config{
+		Endpoints:   []string{"unix://" + filepath.Join(cfg.DataDir, "etcd", clientSocket)},
+		DialTimeout: 5 * time.Second,
+		// It lives as long as the store, not as Open's ctx.
+		Context: context.WithoutCancel(ctx),
+		Logger:  zap.NewNop(),
+	})
+	if err != nil {
+		s.client.Close()
+		e.Close()
+		lock.Close()
+		return nil, fmt.Errorf("embedded etcd's watch client: %w", err)
+	}
+	s.watchConn = wc
+	s.client.Watcher = clientv3.NewWatcher(wc)
 	s.maxOps = embeddedMaxTxnOps
 	return s, nil
 }
+
+// clientSocket is the embedded member's client listener, in its data dir.
+const clientSocket = "client.sock"
 
 const embeddedMaxTxnOps = 1024
 
@@ -192,7 +220,7 @@ func startEmbedded(ctx context.Context, dataDir string, member *Member) (*embed.
 	// them off the network: a member alone has no peers to meet, and a
 	// TCP peer port would answer anyone on the machine in the clear
 	// (a member of several listens where Member says, over TLS).
-	sock := filepath.Join(dir, "client.sock")
+	sock := filepath.Join(dir, clientSocket)
 	_ = os.Remove(sock)
 	cu, _ := url.Parse("unix://" + sock)
 	psock := filepath.Join(dir, "peer.sock")
@@ -266,6 +294,9 @@ func lockDir(dir string) (*os.File, error) {
 // handles Fenced made from s share them: close only the one Open returned.
 func (s *Store) Close() error {
 	err := s.client.Close()
+	if s.watchConn != nil {
+		s.watchConn.Close()
+	}
 	if s.etcd != nil {
 		s.etcd.Close()
 		s.lock.Close()

@@ -623,3 +623,77 @@ func TestAssignmentsCurrentCarryLatestStatus(t *testing.T) {
 		t.Fatalf("current assignments %v, want %v", got, want)
 	}
 }
+
+// SetStatus writes the status of instances read with InstancesNamed in
+// one transaction, leaving spec and assignment as they are; an instance
+// changed since the read makes the whole transaction a conflict, and a
+// Lost one is not revived.
+func TestSetStatusOfInstancesRead(t *testing.T) {
+	ctx := t.Context()
+	s := openStore(t)
+	a, b := instance("web-1"), instance("web-2")
+	if err := s.CreateMany(ctx, []api.Object{a, b}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Bind(ctx, []Binding{{Name: "web-1", Node: "n1", CPUSet: []int{1}}, {Name: "web-2", Node: "n1"}}); err != nil {
+		t.Fatal(err)
+	}
+	refs := [][2]string{{"default", "web-1"}, {"default", "web-2"}}
+	cur, raw, err := s.InstancesNamed(ctx, refs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	running := api.InstanceStatus{Phase: api.PhaseRunning, ContainerID: "c1", Healthy: true}
+	if err := s.Txn().SetStatus(cur[0], raw[0], running).SetStatus(cur[1], raw[1], running).Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"web-1", "web-2"} {
+		got, err := Get[api.Instance](ctx, s, "default", name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got.Status.Phase != api.PhaseRunning || got.Status.ContainerID != "c1" || got.Spec.Node != "n1" || got.Spec.Template.Image == "" {
+			t.Fatalf("%s after SetStatus: node %q image %q status %+v", name, got.Spec.Node, got.Spec.Template.Image, got.Status)
+		}
+	}
+	if got, _ := Get[api.Instance](ctx, s, "default", "web-1"); fmt.Sprint(got.Spec.CPUSet) != "[1]" {
+		t.Fatalf("SetStatus changed the spec: cpuset %v", got.Spec.CPUSet)
+	}
+	assigned, _, err := s.Assignments(ctx, "n1")
+	if err != nil || len(assigned) != 2 {
+		t.Fatalf("assignments of n1 after SetStatus: %d, %v", len(assigned), err)
+	}
+
+	// What was read is stale now: nothing of the transaction is written.
+	stale := api.InstanceStatus{Phase: api.PhaseFailed, ExitCode: 1}
+	fresh, freshRaw, err := s.InstancesNamed(ctx, refs[1:])
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = s.Txn().SetStatus(fresh[0], freshRaw[0], stale).SetStatus(cur[0], raw[0], stale).Commit(ctx)
+	if !errdefs.IsConflict(err) || !strings.Contains(err.Error(), "web-1") {
+		t.Fatalf("SetStatus on a stale read: %v, want a conflict naming web-1", err)
+	}
+	if got, _ := Get[api.Instance](ctx, s, "default", "web-2"); got.Status.Phase != api.PhaseRunning {
+		t.Fatalf("a failed transaction wrote web-2: %s", got.Status.Phase)
+	}
+
+	// Lost is final.
+	lost, lostRaw, err := s.InstancesNamed(ctx, refs[:1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Txn().SetStatus(lost[0], lostRaw[0], api.InstanceStatus{Phase: api.PhaseLost}).Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	lost, lostRaw, err = s.InstancesNamed(ctx, refs[:1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Txn().SetStatus(lost[0], lostRaw[0], running).Commit(ctx); !errdefs.IsFailedPrecondition(err) {
+		t.Fatalf("reviving a Lost instance: %v, want FailedPrecondition", err)
+	}
+	if n1, _, _ := s.Assignments(ctx, "n1"); len(n1) != 1 {
+		t.Fatalf("a Lost instance stays assigned: %d assignments of n1", len(n1))
+	}
+}

@@ -54,6 +54,9 @@ func startClusterIn(t *testing.T, e *env, upArgs ...string) *cluster {
 		spares, _ := filepath.Glob(filepath.Join(e.dataDir, "net", "netns", ".spare", "*"))
 		// Without a network, an instance of several containers pins its own.
 		pods, _ := filepath.Glob(filepath.Join(e.dataDir, "containers", ".pods", "*"))
+		// Its tmpfs volumes are mounts there too.
+		tmpfs, _ := filepath.Glob(filepath.Join(e.dataDir, "containers", ".pod-volumes", "*", "*"))
+		pods = append(pods, tmpfs...)
 		for _, p := range append(append(pins, spares...), pods...) {
 			_ = syscall.Unmount(p, syscall.MNT_DETACH)
 		}

@@ -125,6 +125,17 @@ func TestMultiContainerInstance(t *testing.T) {
 		!strings.Contains(errOut, "sidecar containers") {
 		t.Errorf("checkpoint of an instance of several containers: exit %d, %s", code, errOut)
 	}
+	// Nor is it migrated: the refusal says why, and a template that asks
+	// for live migration beside its sidecars is refused at apply.
+	if _, errOut, code := c.run("migrate", name); code == 0 || !strings.Contains(errOut, "init or sidecar containers") ||
+		!strings.Contains(errOut, "a checkpoint holds one container") {
+		t.Errorf("migrate of an instance of several containers: exit %d, %s", code, errOut)
+	}
+	live := strings.Replace(strings.Replace(podYAML, "name: pod\n", "name: pod-live\n", 1), "template:\n", "template:\n  runtime: runc\n  migration: live\n", 1)
+	if _, errOut, code := c.applyYAML(live); code == 0 || !strings.Contains(errOut, "template.migration: live") ||
+		!strings.Contains(errOut, "init or sidecar containers") {
+		t.Errorf("apply of migration: live with sidecars: exit %d, %s", code, errOut)
+	}
 	// stats -c: the sidecar's own cgroup, with its own limit.
 	if out := c.ok("stats", "-c", "poller", name); !strings.Contains(out, "16.0 MiB") {
 		t.Errorf("stats -c poller shows no 16 MiB limit:\n%s", out)
@@ -251,5 +262,60 @@ func TestInitContainerFailure(t *testing.T) {
 			t.Fatal(err)
 		}
 		return j.Status.Phase == api.JobFailed
+	})
+}
+
+// An instance whose tmpfs volume its init and sidecar containers write
+// and its main container reads.
+const sharedTmpfsYAML = `kind: Service
+name: scratch
+replicas: 1
+template:
+  image: demo/busybox:1
+  command: ["sh", "-c", "until [ -e /scratch/sidecar ]; do sleep 0.1; done; cat /scratch/init /scratch/sidecar; exec sleep 1d"]
+  volumes: [{tmpfs: {size: 1Mi}, path: /scratch}]
+  containers:
+  - name: setup
+    init: true
+    command: ["sh", "-c", "echo init-wrote-$$ > /scratch/init"]
+  - name: writer
+    sidecar: true
+    command: ["sh", "-c", "echo sidecar-wrote-$$ > /scratch/sidecar; exec sleep 1d"]
+`
+
+// The containers of an instance share its tmpfs volumes as they share
+// its named ones: what the init container and the sidecar write there,
+// the main container reads. It is one tmpfs of the size asked, on the
+// node while the instance lasts, and gone with it.
+func TestMultiContainerSharesTmpfs(t *testing.T) {
+	c := startCluster(t)
+	if _, errOut, code := c.applyYAML(sharedTmpfsYAML); code != 0 {
+		t.Fatalf("apply: %s", errOut)
+	}
+	name := c.waitRunning("scratch", 1)[0].Metadata.Name
+	var out string
+	eventually(t, 30*time.Second, "the main container to print what the others wrote", func() bool {
+		out, _, _ = c.run("logs", name)
+		return strings.Contains(out, "init-wrote-") && strings.Contains(out, "sidecar-wrote-")
+	})
+	// One mount, bounded as asked, seen alike from main and sidecar.
+	for _, cn := range []string{"main", "writer"} {
+		df := c.ok("exec", "-c", cn, name, "df", "-k", "/scratch")
+		if !strings.Contains(df, "tmpfs") || !strings.Contains(df, " 1024 ") {
+			t.Errorf("df /scratch in %s: want a tmpfs of 1024 KiB:\n%s", cn, df)
+		}
+	}
+	c.ok("exec", name, "touch", "/scratch/from-main")
+	if out := c.ok("exec", "-c", "writer", name, "ls", "/scratch"); !strings.Contains(out, "from-main") {
+		t.Errorf("the sidecar does not see the main container's file:\n%s", out)
+	}
+	vols := filepath.Join(c.dataDir, "containers", ".pod-volumes")
+	if ents, _ := os.ReadDir(vols); len(ents) != 1 {
+		t.Errorf("%d instances' tmpfs volumes on the node, want 1", len(ents))
+	}
+	c.ok("rm", "scratch")
+	eventually(t, 30*time.Second, "the instance's tmpfs gone with it", func() bool {
+		ents, _ := os.ReadDir(vols)
+		return len(ents) == 0 && len(c.ownedBy("scratch")) == 0
 	})
 }

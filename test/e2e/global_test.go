@@ -151,3 +151,135 @@ func TestGlobalServiceFollowsNodes(t *testing.T) {
 		t.Errorf("node n0, outside the constraint, runs %d instances", out["n0"])
 	}
 }
+
+// heartbeatInterval is the agents' heartbeat interval (the agent's
+// default, which the LAN's agents keep).
+const heartbeatInterval = 2 * time.Second
+
+const globalLANYAML = `kind: Service
+name: every
+mode: global
+template:
+  image: demo/busybox:1
+  command: ["sleep", "1d"]
+  resources: {cpu: 0.01, memory: 8Mi}
+---
+kind: Service
+name: solo
+replicas: 1
+template:
+  image: demo/busybox:1
+  command: ["sleep", "1d"]
+  resources: {cpu: 0.01, memory: 8Mi}
+  files: [{secret: solo, path: /run/secrets/solo, mode: 0400}]
+placement:
+  constraints: [{key: node.name, op: "==", values: [n2]}]
+`
+
+// A global service on the LAN of network namespaces (a server and three
+// agents, each a machine of its own): one instance on each of the three
+// nodes; a fourth node that joins gets one, bound to it and running
+// within the agents' heartbeat interval of its join; a drained node
+// loses its instance. Beside it, a service of one replica pinned to n2 mounts a
+// secret: the secret's value is on n2 (its data tmpfs) and nowhere on the
+// other nodes, and leaves n2 once the service is scaled to 0.
+func TestGlobalServiceOnLAN(t *testing.T) {
+	start := time.Now()
+	l := startLANOf(t, 1, 3)
+	t.Logf("LAN of 1 server and 3 agents ready after %v", time.Since(start).Round(time.Millisecond))
+	const plain = "lan-s3cret-8c1f"
+	_, err := l.Admin("secret", "create", "solo", "--from-literal", "password="+plain)
+	check(t, err)
+	check(t, l.Apply(globalLANYAML))
+
+	// running lists owner's running instances by node.
+	running := func(owner string) map[string][]api.Instance {
+		list, err := l.Instances()
+		check(t, err)
+		out := map[string][]api.Instance{}
+		for _, in := range list {
+			if in.Spec.Owner.Name == owner && in.Status.Phase == api.PhaseRunning {
+				out[in.Spec.Node] = append(out[in.Spec.Node], in)
+			}
+		}
+		return out
+	}
+	want := func(what, owner string, nodes ...string) map[string][]api.Instance {
+		t.Helper()
+		var got map[string][]api.Instance
+		eventually(t, 60*time.Second, what, func() bool {
+			got = running(owner)
+			if len(got) != len(nodes) {
+				return false
+			}
+			for _, n := range nodes {
+				if len(got[n]) != 1 {
+					return false
+				}
+			}
+			return true
+		})
+		return got
+	}
+	want("one instance of every on each of n1, n2, n3", "every", "n1", "n2", "n3")
+	want("solo on n2", "solo", "n2")
+
+	// The secret is on the node that runs its user, in the data tmpfs,
+	// and nowhere in the data dirs of the others.
+	if !treeHolds(t, filepath.Join(l.Host("n2").DataDir, "data"), plain) {
+		t.Error("n2 runs the secret's user but its data tmpfs does not hold it")
+	}
+	for _, n := range []string{"n1", "n3"} {
+		if treeHolds(t, l.Host(n).DataDir, plain) {
+			t.Errorf("node %s runs no user of the secret but holds it", n)
+		}
+	}
+
+	n4, err := l.AddAgent()
+	check(t, err)
+	var node api.Node
+	eventually(t, 60*time.Second, "n4 Ready", func() bool {
+		nodes, err := l.Nodes()
+		check(t, err)
+		for _, n := range nodes {
+			if n.Metadata.Name == n4.Name && n.Status.Condition == api.NodeReady {
+				node = n
+				return true
+			}
+		}
+		return false
+	})
+	got := want("n4 to get an instance of every", "every", "n1", "n2", "n3", "n4")
+	in := got["n4"][0]
+	// From the node's registration (before its first heartbeat made it
+	// Ready) to its instance stored bound to it, and to that running.
+	bound := in.Metadata.CreatedAt.Sub(node.Metadata.CreatedAt)
+	started := in.Status.StartedAt.Sub(node.Metadata.CreatedAt)
+	t.Logf("n4 joined: its instance bound after %v, running after %v (heartbeat interval %v)",
+		bound.Round(time.Millisecond), started.Round(time.Millisecond), heartbeatInterval)
+	if bound > heartbeatInterval || bound < 0 {
+		t.Errorf("n4's instance bound %v after its join, want within the heartbeat interval %v", bound, heartbeatInterval)
+	}
+	// Running also takes the node's pull and start, which a loaded CI
+	// machine can stretch: held to a looser bound than the placement.
+	if started > 5*heartbeatInterval {
+		t.Errorf("n4's instance running %v after its join, want within 5 heartbeat intervals (%v)", started, 5*heartbeatInterval)
+	}
+	if treeHolds(t, n4.DataDir, plain) {
+		t.Error("n4 runs no user of the secret but holds it")
+	}
+
+	_, err = l.Admin("node", "drain", "n1", "--wait", "--timeout", "1m")
+	check(t, err)
+	want("the drained n1 to lose its instance", "every", "n2", "n3", "n4")
+	eventually(t, 30*time.Second, "no container of every left running on n1", func() bool {
+		return runningOf(t, l.Host("n1"), "every") == 0
+	})
+
+	_, err = l.Admin("scale", "solo=0")
+	check(t, err)
+	eventually(t, 30*time.Second, "the secret gone from n2 once its last user stopped", func() bool {
+		return len(running("solo")) == 0 && !treeHolds(t, l.Host("n2").DataDir, plain)
+	})
+	t.Logf("whole test %v", time.Since(start).Round(time.Millisecond))
+}

@@ -136,6 +136,10 @@ template:
 			if !strings.HasPrefix(y, "kind: ") {
 				t.Errorf("get %s -o yaml does not start with its kind:\n%s", ref, y)
 			}
+			// The stored spec shows the defaults its file left out.
+			if want := map[string]string{"service/web": "restart: always", "job/web": "restart: on-failure"}[ref]; !strings.Contains(y, want) {
+				t.Errorf("get %s -o yaml does not show the default %q:\n%s", ref, want, y)
+			}
 			out := c.ok("apply", "-f", write("obj.yaml", y))
 			if want := ref + " unchanged"; strings.TrimSpace(out) != want {
 				t.Errorf("apply of get %s -o yaml: %q, want %q", ref, out, want)

@@ -705,8 +705,14 @@ func TestRemoteOperationsInBerthUp(t *testing.T) {
 		out, _, code := c.run("logs", "echoer")
 		return code == 0 && out == "["+in.Metadata.Name+"] ready\n"
 	})
-	if out := c.ok("exec", "echoer", "--", "hostname"); strings.TrimSpace(out) != in.Metadata.Name {
-		t.Fatalf("exec hostname: %q, want %s", out, in.Metadata.Name)
+	// A bare name is resolved by the server; one with its kind, by the CLI.
+	for _, target := range []string{"echoer", "service/echoer", "instance/" + in.Metadata.Name} {
+		if out := c.ok("exec", target, "--", "hostname"); strings.TrimSpace(out) != in.Metadata.Name {
+			t.Fatalf("exec %s hostname: %q, want %s", target, out, in.Metadata.Name)
+		}
+	}
+	if _, errOut, code := c.run("exec", "nosuch", "true"); code == 0 || !strings.Contains(errOut, `no instance, service or job named "nosuch"`) {
+		t.Fatalf("exec in nosuch: exit %d, %q; want an error naming what was looked for", code, errOut)
 	}
 	if _, _, code := c.run("exec", in.Metadata.Name, "sh", "-c", "exit 9"); code != 9 {
 		t.Fatalf("exec exit 9: exit %d", code)

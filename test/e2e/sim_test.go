@@ -1,8 +1,10 @@
 package e2e
 
 import (
+	"compress/gzip"
 	"encoding/json"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -42,12 +44,13 @@ func TestHollowFleetScalesReplacesLostNodeAndScalesToZero(t *testing.T) {
 	})
 	join := readToken(t, filepath.Join(srvDir, "join-token"))
 	ca := filepath.Join(srvDir, "tls", "ca.crt")
-	fleet := func(prefix string, count int) *process {
-		return startProcess(t, "berth sim agents "+prefix, "--data-dir", filepath.Join(dir, prefix), "--server", url,
+	fleet := func(prefix string, count int, extra ...string) *process {
+		return startProcess(t, "berth sim agents "+prefix, append([]string{"--data-dir", filepath.Join(dir, prefix), "--server", url,
 			"--token", join, "--ca-file", ca, "sim", "agents", "--count", fmt.Sprint(count), "--prefix", prefix,
-			"--start-delay", "5ms", "--cpus", "4")
+			"--start-delay", "5ms", "--cpus", "4"}, extra...)...)
 	}
-	live := fleet("live", 99)
+	profile := filepath.Join(dir, "fleet.pprof")
+	live := fleet("live", 99, "--cpuprofile", profile)
 	doomed := fleet("doomed", 1)
 	admin := &env{t: t, dataDir: filepath.Join(dir, "cli")}
 	cli := func(args ...string) string {
@@ -128,6 +131,31 @@ func TestHollowFleetScalesReplacesLostNodeAndScalesToZero(t *testing.T) {
 	}
 	eventually(t, 60*time.Second, "no instances after a scale to 0", func() bool { return len(instances()) == 0 })
 	t.Logf("scaled to 0 in %v", time.Since(t0))
+
+	// Stopped, the fleet leaves its CPU profile: gzipped, naming the
+	// agent's functions.
+	_ = live.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-live.done:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the fleet did not stop in 30s")
+	}
+	f, err := os.Open(profile)
+	if err != nil {
+		t.Fatalf("--cpuprofile: %v", err)
+	}
+	defer f.Close()
+	zr, err := gzip.NewReader(f)
+	if err != nil {
+		t.Fatalf("--cpuprofile: not a gzipped profile: %v", err)
+	}
+	pb, err := io.ReadAll(zr)
+	if err != nil {
+		t.Fatalf("--cpuprofile: %v", err)
+	}
+	if !strings.Contains(string(pb), "internal/agent.") {
+		t.Fatalf("--cpuprofile: the profile (%d bytes) names no function of the agent", len(pb))
+	}
 }
 
 // TestSimAgentsRefusesBadFlags: each bad flag is refused before anything

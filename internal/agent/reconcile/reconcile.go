@@ -182,6 +182,10 @@ func Compute(desired []Desired, observed []Container, now time.Time) Result {
 }
 
 // instance adds the actions for one desired instance, given its containers.
+//
+// Long because it is the decision for one instance's containers in the
+// order they run (init, sidecars, main); the order is the rule, and the
+// branches read best together.
 func (res *Result) instance(d Desired, cs []Container, now time.Time) {
 	byName := map[string][]Container{}
 	for _, c := range cs {

@@ -219,37 +219,67 @@ func lastAddr(p netip.Prefix) netip.Addr {
 // overlaps none of taken. The control plane calls it when a node joins and
 // stores the result on the Node, so that nodes never overlap.
 func NextSubnet(cluster netip.Prefix, bits int, taken []netip.Prefix) (netip.Prefix, error) {
+	s, err := NewSubnets(cluster, bits, taken)
+	if err != nil {
+		return netip.Prefix{}, err
+	}
+	return s.Next()
+}
+
+// Subnets hands out, in order, the subnets of one length inside a
+// cluster network that overlap none of those taken. Handing out many at
+// once (a thousand nodes joining) reads the taken ones once: NextSubnet
+// per node read them all for each, and searched again from the start.
+type Subnets struct {
+	cluster netip.Prefix
+	bits    int
+	same    map[netip.Prefix]bool
+	other   []netip.Prefix
+	cand    netip.Prefix // where the search goes on: all before it are taken
+	left    int          // candidates not yet looked at
+}
+
+// NewSubnets starts handing out subnets of length bits inside cluster,
+// none overlapping taken.
+func NewSubnets(cluster netip.Prefix, bits int, taken []netip.Prefix) (*Subnets, error) {
 	cluster = cluster.Masked()
 	if !cluster.IsValid() || bits < cluster.Bits() || bits > cluster.Addr().BitLen() {
-		return netip.Prefix{}, fmt.Errorf("subnet /%d of %v: %w", bits, cluster, ErrInvalid)
+		return nil, fmt.Errorf("subnet /%d of %v: %w", bits, cluster, ErrInvalid)
 	}
-	same := map[netip.Prefix]bool{}
-	var other []netip.Prefix
+	s := &Subnets{cluster: cluster, bits: bits, same: make(map[netip.Prefix]bool, len(taken)),
+		cand: netip.PrefixFrom(cluster.Addr(), bits), left: 1 << min(bits-cluster.Bits(), 24)}
 	for _, t := range taken {
 		switch {
 		case t.Bits() == bits:
-			same[t.Masked()] = true
+			s.same[t.Masked()] = true
 		case t.Overlaps(cluster):
-			other = append(other, t.Masked())
+			s.other = append(s.other, t.Masked())
 		}
 	}
-	count := 1 << min(bits-cluster.Bits(), 24)
-	cand := netip.PrefixFrom(cluster.Addr(), bits)
-	for range count {
-		free := !same[cand]
-		for _, t := range other {
+	return s, nil
+}
+
+// Next returns the first free subnet and counts it as taken from then on;
+// ErrExhausted once none is left.
+func (s *Subnets) Next() (netip.Prefix, error) {
+	for s.left > 0 {
+		cand := s.cand
+		s.left--
+		if next := lastAddr(cand).Next(); next.IsValid() && s.cluster.Contains(next) {
+			s.cand = netip.PrefixFrom(next, s.bits)
+		} else {
+			s.left = 0
+		}
+		free := !s.same[cand]
+		for _, t := range s.other {
 			if free && t.Overlaps(cand) {
 				free = false
 			}
 		}
 		if free {
+			s.same[cand] = true
 			return cand, nil
 		}
-		next := lastAddr(cand).Next()
-		if !next.IsValid() || !cluster.Contains(next) {
-			break
-		}
-		cand = netip.PrefixFrom(next, bits)
 	}
-	return netip.Prefix{}, fmt.Errorf("subnet /%d of %v: %w", bits, cluster, ErrExhausted)
+	return netip.Prefix{}, fmt.Errorf("subnet /%d of %v: %w", s.bits, s.cluster, ErrExhausted)
 }

@@ -180,6 +180,34 @@ func TestNextSubnet(t *testing.T) {
 	}
 }
 
+// Subnets hands out every free subnet once, in order, skipping those
+// taken (and a larger block taken), and then says the cluster is full.
+func TestSubnetsHandsOutEachFreeOnceThenExhausts(t *testing.T) {
+	s, err := NewSubnets(netip.MustParsePrefix("10.1.0.0/21"), 24, []netip.Prefix{
+		netip.MustParsePrefix("10.1.1.0/24"), netip.MustParsePrefix("10.1.4.0/23"), netip.MustParsePrefix("192.168.0.0/24"),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for {
+		p, err := s.Next()
+		if errors.Is(err, ErrExhausted) {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, p.String())
+	}
+	if want := "[10.1.0.0/24 10.1.2.0/24 10.1.3.0/24 10.1.6.0/24 10.1.7.0/24]"; fmt.Sprint(got) != want {
+		t.Fatalf("handed out %v, want %s", got, want)
+	}
+	if _, err := NewSubnets(netip.MustParsePrefix("10.1.0.0/21"), 20, nil); !errors.Is(err, ErrInvalid) {
+		t.Fatalf("a /20 out of a /21: %v, want ErrInvalid", err)
+	}
+}
+
 // A small pool that has wrapped hands out the address released longest
 // ago, not the one just freed, while another is free.
 func TestPoolWrapReusesLongestReleasedFirst(t *testing.T) {

@@ -214,6 +214,9 @@ func (p *Programmer) load(ctx context.Context) error {
 	return nil
 }
 
+// readModel reads the table back as the kernel holds it.
+// Long because it reads the kernel's table back in one pass over its chains
+// and maps, each kind decoded where it is met.
 func (p *Programmer) readModel() (*model, error) {
 	m := newModel(p.cfg.LocalSubnet)
 	chains, err := p.conn.ListChainsOfTableFamily(nftables.TableFamilyIPv4)
@@ -351,6 +354,9 @@ func verdictCount(b []byte) (int, error) {
 }
 
 // create programs the fixed part: table, maps, chains and rules.
+//
+// Long because it lays out the fixed table (maps, chains, rules) in the order
+// nftables needs them, one declaration after another.
 func (p *Programmer) create() error {
 	c := p.conn
 	c.AddTable(p.table)

@@ -79,6 +79,10 @@ type Port struct {
 	HostPort uint16
 }
 
+// A Service without a VIP has no frontend: only its host ports take
+// traffic (a single container's published ports). Each of its ports then
+// needs a HostPort; Port is the endpoints' port unless TargetPort is set.
+
 // Endpoint is one instance of a service. Only Ready endpoints (running and
 // healthy) receive traffic.
 type Endpoint struct {
@@ -157,12 +161,15 @@ func validate(s Service) error {
 	if s.Name == "" {
 		return fmt.Errorf("service with VIP %v: empty name: %w", s.VIP, ErrInvalid)
 	}
-	if !s.VIP.Unmap().Is4() {
+	if s.VIP.IsValid() && !s.VIP.Unmap().Is4() {
 		return fmt.Errorf("service %q: VIP %v is not IPv4: %w", s.Name, s.VIP, ErrInvalid)
 	}
 	for _, p := range s.Ports {
 		if p.Port == 0 || (p.Protocol != TCP && p.Protocol != UDP && p.Protocol != SCTP) {
 			return fmt.Errorf("service %q: port %d/%v: %w", s.Name, p.Port, p.Protocol, ErrInvalid)
+		}
+		if !s.VIP.IsValid() && p.HostPort == 0 {
+			return fmt.Errorf("service %q: port %d/%v: no VIP and no host port: %w", s.Name, p.Port, p.Protocol, ErrInvalid)
 		}
 	}
 	for _, e := range s.Endpoints {
@@ -177,10 +184,20 @@ func validate(s Service) error {
 func groupsOf(s Service) []group {
 	var gs []group
 	for _, p := range s.Ports {
+		gs = append(gs, portGroups(s, p)...)
+	}
+	return gs
+}
+
+// portGroups are the groups of one port: its frontend on the VIP, if the
+// service has one, and its host port, if published.
+func portGroups(s Service, p Port) []group {
+	var gs []group
+	if s.VIP.IsValid() {
 		gs = append(gs, group{vip: s.VIP.Unmap(), proto: p.Protocol, port: p.Port})
-		if p.HostPort != 0 {
-			gs = append(gs, group{host: true, proto: p.Protocol, port: p.HostPort})
-		}
+	}
+	if p.HostPort != 0 {
+		gs = append(gs, group{host: true, proto: p.Protocol, port: p.HostPort})
 	}
 	return gs
 }
@@ -203,11 +220,7 @@ func add(want map[group][]backend, s Service, owner map[group]string) error {
 		}
 		slices.SortFunc(bs, func(a, b backend) int { return a.addr.Compare(b.addr) })
 		bs = slices.Compact(bs)
-		gs := []group{{vip: s.VIP.Unmap(), proto: p.Protocol, port: p.Port}}
-		if p.HostPort != 0 {
-			gs = append(gs, group{host: true, proto: p.Protocol, port: p.HostPort})
-		}
-		for _, g := range gs {
+		for _, g := range portGroups(s, p) {
 			if o, ok := owner[g]; ok && o != s.Name {
 				return fmt.Errorf("service %q: %v held by %q: %w", s.Name, g, o, ErrConflict)
 			}

@@ -194,3 +194,34 @@ func TestFlattenRejectsConflicts(t *testing.T) {
 		t.Fatalf("same service twice: %v", err)
 	}
 }
+
+// A service without a VIP (one container's published ports) claims only
+// its host ports: one container port may be published on two host ports,
+// and a port without a host port is refused.
+func TestPlanServiceWithoutVIP(t *testing.T) {
+	m := newModel(netip.MustParsePrefix("10.89.3.0/24"))
+	ctr := Service{Name: "container/web", Endpoints: eps("10.89.3.2"),
+		Ports: []Port{{Protocol: TCP, Port: 80, HostPort: 8080}, {Protocol: TCP, Port: 80, HostPort: 8081}, {Protocol: UDP, Port: 53, HostPort: 5353}}}
+	syncModel(t, m, []Service{ctr})
+	want := map[group][]backend{
+		{host: true, proto: TCP, port: 8080}: {{addr("10.89.3.2"), 80}},
+		{host: true, proto: TCP, port: 8081}: {{addr("10.89.3.2"), 80}},
+		{host: true, proto: UDP, port: 5353}: {{addr("10.89.3.2"), 53}},
+	}
+	checkModel(t, m, want)
+	if !m.hairpin[addr("10.89.3.2")] {
+		t.Fatal("a local endpoint of a published port is not in the hairpin set")
+	}
+	// Another service asking for one of its host ports is refused, by name.
+	other := Service{Name: "container/db", Endpoints: eps("10.89.3.3"), Ports: []Port{{Protocol: TCP, Port: 5432, HostPort: 8081}}}
+	if _, _, err := flatten([]Service{ctr, other}); !errors.Is(err, ErrConflict) {
+		t.Fatalf("two services on host port 8081: %v", err)
+	}
+	bad := Service{Name: "container/bad", Endpoints: eps("10.89.3.4"), Ports: []Port{{Protocol: TCP, Port: 80}}}
+	if _, _, err := flatten([]Service{bad}); !errors.Is(err, ErrInvalid) {
+		t.Fatalf("a port with neither VIP nor host port: %v", err)
+	}
+	// Removing it leaves nothing.
+	syncModel(t, m, nil)
+	checkModel(t, m, map[group][]backend{})
+}

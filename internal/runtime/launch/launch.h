@@ -16,6 +16,8 @@
 #define STDIO_ENV "_BERTH_STDIO"
 /* "always MAX" or "on-failure MAX": the shim restarts the container (see shim.c). */
 #define RESTART_ENV "_BERTH_RESTART"
+/* "FIRST LAST": descriptors the shim keeps while it lives (sockets holding host ports) and closes in the container. */
+#define KEEP_ENV "_BERTH_KEEP"
 #define ERRBUF 1024
 
 #ifndef SYS_close_range

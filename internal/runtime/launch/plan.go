@@ -33,8 +33,11 @@ const (
 	// RestartEnv gives the shim a restart policy: "always MAX" or
 	// "on-failure MAX", MAX 0 for no limit (see shim.c).
 	RestartEnv = "_BERTH_RESTART"
-	StageShim  = "shim"
-	StageExec  = "exec"
+	// KeepEnv names descriptors the shim keeps open while it lives and
+	// closes in the container: "FIRST LAST", a range.
+	KeepEnv   = "_BERTH_KEEP"
+	StageShim = "shim"
+	StageExec = "exec"
 	// StageHold waits for stdin to close: a process that holds a user
 	// namespace for the launcher to idmap mounts with.
 	StageHold = "hold"

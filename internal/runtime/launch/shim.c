@@ -442,6 +442,8 @@ struct shim {
 	int stdio_fd, stdio_tty;
 	/* The restart policy, and how it has gone: see shim_main. */
 	int restart_always, restart_failure, restart_max, restarts, stopped;
+	/* Descriptors held for the launcher (its published ports' sockets), keep_first..keep_last; 0 0 for none. */
+	int keep_first, keep_last;
 	/* spawned is set once the first start is reported: fd 3 is gone, and later failures are not reported. */
 	int spawned;
 	unsigned long long shim_start;
@@ -506,8 +508,15 @@ static int read_launch_env(struct shim *s, int gated)
 		s->restart_always = strcmp(pol, "always") == 0;
 		s->restart_failure = !s->restart_always;
 	}
+	const char *keep = getenv(KEEP_ENV);
+	if (keep && (sscanf(keep, "%d %d", &s->keep_first, &s->keep_last) != 2 || s->keep_first <= REPORT_FD ||
+		     s->keep_last < s->keep_first)) {
+		report("error %s=%s: want \"FIRST LAST\", descriptors above %d", KEEP_ENV, keep, REPORT_FD);
+		return -1;
+	}
 	unsetenv(STDIO_ENV);
 	unsetenv(RESTART_ENV);
+	unsetenv(KEEP_ENV);
 	return 0;
 }
 
@@ -620,6 +629,9 @@ static void __attribute__((noreturn)) child_main(struct shim *s)
 	if (!s->spawned)
 		close(REPORT_FD);
 	close(s->syncp[1]);
+	/* The held sockets are the host's: not even berth's init keeps them in the container. */
+	if (s->keep_first > 0)
+		syscall(SYS_close_range, s->keep_first, s->keep_last, 0);
 	int devnull = open("/dev/null", O_RDONLY);
 	int in = s->stdio_fd >= 0 ? s->stdio_fd : devnull;
 	int out = s->stdio_tty ? s->stdio_fd : s->outp[1], errout = s->stdio_tty ? s->stdio_fd : s->errp[1];

@@ -305,6 +305,8 @@ func (h *harness) testExeOverwrite(t *testing.T) {
 	}
 }
 
+// Long because it is one escape attempt told step by step, each step
+// asserting what the one before left behind.
 func (h *harness) exeOverwrite(t *testing.T, admin, userns bool) {
 	self, err := os.Executable()
 	if err != nil {

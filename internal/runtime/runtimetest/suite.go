@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -45,6 +46,7 @@ func Suite(t *testing.T, executor string) {
 	t.Run("StartError", h.testStartError)
 	t.Run("CgroupError", h.testCgroupError)
 	t.Run("Before", h.testBefore)
+	t.Run("KeepOpen", h.testKeepOpen)
 	t.Run("ProcessSettings", h.testProcessSettings)
 	t.Run("ReadonlyRootfs", h.testReadonlyRootfs)
 	t.Run("MaskedPaths", h.testMaskedPaths)
@@ -556,6 +558,45 @@ func (h *harness) testBefore(t *testing.T) {
 	}
 	if _, err := h.r.State(context.Background(), c.ID); !errors.Is(err, runtime.ErrNotFound) {
 		t.Errorf("a failed start left the container behind: %v", err)
+	}
+}
+
+// testKeepOpen: descriptors given in KeepOpen stay open, in the shim, for
+// as long as the container runs, though the caller closed its copies;
+// the container never has them; they close when it ends.
+func (h *harness) testKeepOpen(t *testing.T) {
+	rd, wr, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rd.Close()
+	var st syscall.Stat_t
+	if err := syscall.Fstat(int(wr.Fd()), &st); err != nil {
+		t.Fatal(err)
+	}
+	c := h.config(t, "sh", "-c", "ls -l /proc/self/fd /proc/1/fd; echo listed; sleep 60")
+	c.KeepOpen = []*os.File{wr}
+	// berth's init, PID 1 there, is the shim's clone and never execs.
+	c.Init = h.executor == runtime.ExecutorBuiltin
+	h.run(t, c)
+	wr.Close()
+	eventually(t, 10*time.Second, "the container to list its descriptors", func() bool {
+		return strings.Contains(h.logs(t, c.ID), "listed")
+	})
+	if out := h.logs(t, c.ID); strings.Contains(out, fmt.Sprintf("pipe:[%d]", st.Ino)) {
+		t.Errorf("the container has a descriptor kept for the caller:\n%s", out)
+	}
+	buf := make([]byte, 1)
+	_ = rd.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
+	if _, err := rd.Read(buf); !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Errorf("the kept descriptor closed while the container runs: %v", err)
+	}
+	if _, err := h.r.Stop(context.Background(), c.ID, time.Second); err != nil {
+		t.Fatal(err)
+	}
+	_ = rd.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := rd.Read(buf); !errors.Is(err, io.EOF) {
+		t.Errorf("the kept descriptor is still open after the container ended: %v", err)
 	}
 }
 

@@ -23,6 +23,9 @@ import (
 // that range, the image still looks root-owned inside, /sys works in a
 // network namespace the host made (as the agent's are), exec joins the
 // namespace too, and every escape case stays blocked. Removal frees the range.
+//
+// Long because it is one scenario whose steps build on each other: the ids
+// seen inside, then outside, then the files written with them.
 func (h *harness) testUserNS(t *testing.T) {
 	// A container's root is a stranger to the host: the volume must let it in.
 	vol := t.TempDir()

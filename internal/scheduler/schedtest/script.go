@@ -56,6 +56,8 @@ func (r *Runner) Handle(t *testing.T, d *datadriven.TestData) string {
 	return out
 }
 
+// handle runs one script command.
+// Long because it is the scripts' command table: one short case per command.
 func (r *Runner) handle(d *datadriven.TestData) (string, error) {
 	switch d.Cmd {
 	case "add-nodes":

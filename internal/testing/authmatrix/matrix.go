@@ -74,6 +74,9 @@ type row struct {
 }
 
 // Run sends every row as every caller, each from a fresh reset.
+//
+// Long because it is the table itself: each row is a route, its callers and the
+// answers it expects, read top to bottom like the matrix it checks.
 func Run(t *testing.T, e Env) {
 	ctx := t.Context()
 	targets := [Callers]string{"n2", "n1", "n2", e.Deleted, "n1"}

@@ -31,6 +31,15 @@ type Host struct {
 	logs []string      // the output file of every process it ran, oldest first
 }
 
+// Pid is the id of the host's berth process (nsenter executes berth in
+// its own place), 0 when none runs.
+func (h *Host) Pid() int {
+	if h.proc == nil || h.proc.Process == nil {
+		return 0
+	}
+	return h.proc.Process.Pid
+}
+
 // url is the server's API.
 func (h *Host) url() string { return "https://" + h.Addr + ":" + apiPort }
 

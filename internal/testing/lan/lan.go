@@ -74,6 +74,9 @@ type LAN struct {
 	made   []string // the namespaces made so far, for Close
 	token  string   // the admin API token
 	caFile string
+	// agentArgs are an agent's flags after its name and address: the
+	// servers, the join token and the CA pin (AddAgent uses them too).
+	agentArgs []string
 }
 
 // New describes the LAN cfg asks for, without making anything yet.
@@ -116,6 +119,9 @@ var joinHint = regexp.MustCompile(`berth agent --server (\S+) --token \$\(cat (\
 // starts `berth server` on every server and, once their APIs answer,
 // `berth agent` on every agent, and returns once every agent's node is
 // Ready. Call Close afterwards even if it fails.
+//
+// Long because it brings the LAN up in order: switch, hosts, servers, the
+// join, then agents, each waited for before the next.
 func (l *LAN) Start() error {
 	c := l.cfg
 	if c.Berth == "" || c.Dir == "" || c.Name == "" || c.Servers < 1 || c.Agents < 0 || c.Servers+c.Agents > 200 {
@@ -192,10 +198,10 @@ func (l *LAN) Start() error {
 		}
 	}
 
+	l.agentArgs = []string{"--server", strings.Join(urls, ","), "--token", joinToken, "--ca-pin", m[3]}
 	var names []string
 	for _, a := range l.Agents {
-		a.args = l.command("agent", "--name", a.Name, "--address", a.Addr,
-			"--server", strings.Join(urls, ","), "--token", joinToken, "--ca-pin", m[3])
+		a.args = l.command("agent", append([]string{"--name", a.Name, "--address", a.Addr}, l.agentArgs...)...)
 		if err := a.Start(); err != nil {
 			return err
 		}
@@ -209,6 +215,30 @@ func (l *LAN) Start() error {
 		}
 		return true, nil
 	})
+}
+
+// AddAgent adds a host to the started LAN and starts `berth agent` on it,
+// named after the agents before it (n4 after n1 to n3), joined as they
+// were; it returns once the agent runs, without waiting for its node to
+// be Ready, so that a caller can time what follows the join.
+func (l *LAN) AddAgent() (*Host, error) {
+	if l.agentArgs == nil {
+		return nil, errors.New("lan: add an agent: the LAN is not started")
+	}
+	i := len(l.Servers) + len(l.Agents)
+	if i >= 200 {
+		return nil, errors.New("lan: add an agent: 200 hosts already")
+	}
+	h := &Host{lan: l, ns: fmt.Sprintf("%s-h%d", l.cfg.Name, i+1), Addr: fmt.Sprintf("%s.%d", prefix, 11+i),
+		Name: fmt.Sprintf("n%d", len(l.Agents)+1)}
+	h.Netns = "/run/netns/" + h.ns
+	h.DataDir = filepath.Join(l.cfg.Dir, h.Name)
+	l.Agents = append(l.Agents, h)
+	if err := l.wireHost(i, h); err != nil {
+		return h, err
+	}
+	h.args = l.command("agent", append([]string{"--name", h.Name, "--address", h.Addr}, l.agentArgs...)...)
+	return h, h.Start()
 }
 
 // ShareSecrets copies the cluster's secrets that "berth server init" made
@@ -251,22 +281,31 @@ func (l *LAN) wire() error {
 		return err
 	}
 	for i, h := range l.hosts() {
-		if err := os.MkdirAll(h.DataDir, 0o755); err != nil {
+		if err := l.wireHost(i, h); err != nil {
 			return err
 		}
-		if err := l.netns(h.ns); err != nil {
+	}
+	return nil
+}
+
+// wireHost makes the i-th host's data dir and namespace, with one end of
+// a veth pair (eth0) on the switch's bridge.
+func (l *LAN) wireHost(i int, h *Host) error {
+	if err := os.MkdirAll(h.DataDir, 0o755); err != nil {
+		return err
+	}
+	if err := l.netns(h.ns); err != nil {
+		return err
+	}
+	port := fmt.Sprintf("lan%d", i+1)
+	for _, args := range [][]string{
+		{l.sw, "link", "add", port, "type", "veth", "peer", "name", "eth0", "netns", h.ns},
+		{l.sw, "link", "set", port, "master", "lan", "up"},
+		{h.ns, "addr", "add", h.Addr + "/24", "dev", "eth0"},
+		{h.ns, "link", "set", "eth0", "up"},
+	} {
+		if err := ip(args[0], args[1:]...); err != nil {
 			return err
-		}
-		port := fmt.Sprintf("lan%d", i+1)
-		for _, args := range [][]string{
-			{l.sw, "link", "add", port, "type", "veth", "peer", "name", "eth0", "netns", h.ns},
-			{l.sw, "link", "set", port, "master", "lan", "up"},
-			{h.ns, "addr", "add", h.Addr + "/24", "dev", "eth0"},
-			{h.ns, "link", "set", "eth0", "up"},
-		} {
-			if err := ip(args[0], args[1:]...); err != nil {
-				return err
-			}
 		}
 	}
 	return nil
@@ -421,8 +460,8 @@ func (l *LAN) Logs(logf func(format string, args ...any)) {
 }
 
 // Close kills every host's berth process, removes the agents'
-// containers and their namespaces' pins (mounts in the data dirs), and
-// deletes the namespaces Start made. The data dirs stay, for the caller.
+// containers, their namespaces' pins and their data tmpfs (mounts in the data
+// dirs), and deletes the namespaces Start made. The data dirs stay, for the caller.
 func (l *LAN) Close() {
 	for _, h := range append(slices.Clone(l.Agents), l.Servers...) {
 		h.Kill()
@@ -434,9 +473,13 @@ func (l *LAN) Close() {
 		}
 		pins, _ := filepath.Glob(filepath.Join(a.DataDir, "net", "netns", "*"))
 		spares, _ := filepath.Glob(filepath.Join(a.DataDir, "net", "netns", ".spare", "*"))
-		for _, p := range append(pins, spares...) {
+		// The tmpfs volumes an instance's containers share.
+		tmpfs, _ := filepath.Glob(filepath.Join(a.DataDir, "containers", ".pod-volumes", "*", "*"))
+		for _, p := range append(append(pins, spares...), tmpfs...) {
 			_ = syscall.Unmount(p, syscall.MNT_DETACH)
 		}
+		// The tmpfs that holds the agent's configs and secrets.
+		_ = syscall.Unmount(filepath.Join(a.DataDir, "data"), syscall.MNT_DETACH)
 	}
 	for _, ns := range slices.Backward(l.made) {
 		_ = exec.Command("ip", "netns", "del", ns).Run()

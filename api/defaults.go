@@ -1,0 +1,78 @@
+package api
+
+import (
+	"slices"
+	"time"
+)
+
+// Defaults of a template's fields that a spec may leave out; the restart
+// policy's depends on the owner (DefaultRestart). The pull policy's
+// depends on the image's tag, which pinning rewrites, so it is left to
+// EffectivePullPolicy and never written into a spec.
+const (
+	DefaultProtocol       = "tcp"
+	DefaultHealthInterval = Duration(5 * time.Second)
+	DefaultHealthTimeout  = Duration(time.Second)
+	DefaultHealthFailures = 3
+)
+
+// WithDefaults is t with the defaults it leaves out filled in, for a
+// template of an owner of that kind: the one place they are decided, for
+// the API (which stores specs with them), the controllers and the agent.
+func (t Template) WithDefaults(owner Kind) Template {
+	return t.defaults(owner, true)
+}
+
+// withoutDefaults is t with every field that holds its default cleared,
+// the inverse of WithDefaults: Hash hashes it, so that a template stored
+// with its defaults written out (as the API stores them) and the same
+// template stored without them (as before it did) make the same hash and
+// an upgrade rolls nothing.
+func (t Template) withoutDefaults(owner Kind) Template {
+	return t.defaults(owner, false)
+}
+
+// defaults fills (fill) or clears (!fill) t's defaulted fields: one list
+// of them for both directions. Slices and pointers are copied before they
+// change, so t's caller sees no change.
+func (t Template) defaults(owner Kind, fill bool) Template {
+	setDefault(&t.Restart, DefaultRestart(owner), fill)
+	setDefault(&t.Migration, MigrationRestart, fill)
+	t.Ports = slices.Clone(t.Ports)
+	for i := range t.Ports {
+		setDefault(&t.Ports[i].Protocol, DefaultProtocol, fill)
+	}
+	t.Health = t.Health.defaults(fill)
+	t.Containers = slices.Clone(t.Containers)
+	for i := range t.Containers {
+		c := &t.Containers[i]
+		c.Health = c.Health.defaults(fill)
+		if c.Sidecar {
+			setDefault(&c.Restart, RestartAlways, fill)
+		}
+	}
+	return t
+}
+
+// defaults is a copy of h with its timing defaults filled or cleared.
+func (h *Health) defaults(fill bool) *Health {
+	if h == nil {
+		return nil
+	}
+	c := *h
+	setDefault(&c.Interval, DefaultHealthInterval, fill)
+	setDefault(&c.Timeout, DefaultHealthTimeout, fill)
+	setDefault(&c.Failures, DefaultHealthFailures, fill)
+	return &c
+}
+
+// setDefault sets an empty *v to def (fill), or empties a *v equal to def.
+func setDefault[T comparable](v *T, def T, fill bool) {
+	var zero T
+	switch {
+	case fill && *v == zero:
+		*v = def
+	case !fill && *v == def:
+		*v = zero
+	}
+}
