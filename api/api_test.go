@@ -145,6 +145,10 @@ func TestValidateService(t *testing.T) {
 		{"bad pull policy", func(s *Service) { s.Spec.Template.PullPolicy = "Sometimes" }, "template.pullPolicy"},
 		{"bad migration", func(s *Service) { s.Spec.Template.Migration = "teleport" }, "template.migration"},
 		{"live migration of the built-in executor", func(s *Service) { s.Spec.Template.Migration = MigrationLive }, "template.migration"},
+		{"live migration with a named volume", func(s *Service) {
+			s.Spec.Template.Migration, s.Spec.Template.Runtime = MigrationLive, "runc"
+			s.Spec.Template.Volumes = []VolumeMount{{Name: "data", Path: "/data"}}
+		}, "template.migration"},
 		{"relative volume", func(s *Service) {
 			s.Spec.Template.Volumes = []VolumeMount{{HostPath: "data", Path: "/data"}}
 		}, "template.volumes[0].hostPath"},

@@ -23,6 +23,7 @@ const (
 const (
 	HeaderMigrationInstance = "Berth-Instance"
 	HeaderMigrationFrozenAt = "Berth-Frozen-At"
+	HeaderMigrationDumpTook = "Berth-Dump-Took"
 )
 
 // Migration is the answer to POST
@@ -41,6 +42,21 @@ type Migration struct {
 	// Downtime from the final dump's start to the end of the restore.
 	Duration time.Duration `json:"duration"`
 	Downtime time.Duration `json:"downtime"`
+	// Stages is where the time went: prepare (the target, before the
+	// freeze), dump (the source's final dump), transfer (from the dump's
+	// end to the last image received), restore (on the target) and
+	// switch (the instance's record moved to the target, so the
+	// service's VIP sends to it).
+	Stages MigrationStages `json:"stages"`
+}
+
+// MigrationStages are the parts of a migration's time (Migration.Stages).
+type MigrationStages struct {
+	Prepare  time.Duration `json:"prepare"`
+	Dump     time.Duration `json:"dump"`
+	Transfer time.Duration `json:"transfer"`
+	Restore  time.Duration `json:"restore"`
+	Switch   time.Duration `json:"switch"`
 }
 
 // MigrationRestored is what a target node's agent answers once it has
@@ -50,13 +66,27 @@ type MigrationRestored struct {
 	Pid         int       `json:"pid"`
 	IP          string    `json:"ip,omitempty"`
 	StartedAt   time.Time `json:"startedAt"`
-	RestoredAt  time.Time `json:"restoredAt"`
+	// ReceivedAt is when the last of the images came, RestoredAt when
+	// the container ran again.
+	ReceivedAt time.Time `json:"receivedAt"`
+	RestoredAt time.Time `json:"restoredAt"`
 }
 
 // LiveMigratable says why instances of t cannot be migrated live, or nil
 // when they can: a checkpoint holds one container, their executor must
-// dump with CRIU, and exclusive CPUs stay with the node that granted them.
+// dump with CRIU, exclusive CPUs stay with the node that granted them, and
+// so does the data of named volumes and host paths (node-local: the
+// processes would come back to other files, or none). The container's
+// own writable layer moves with it.
 func (t *Template) LiveMigratable() error {
+	for _, v := range t.Volumes {
+		switch {
+		case v.Name != "":
+			return fmt.Errorf("named volume %s is node-local: its data cannot move with the instance; use migration: restart", v.Name)
+		case v.HostPath != "":
+			return fmt.Errorf("host path %s is node-local: its data cannot move with the instance; use migration: restart", v.HostPath)
+		}
+	}
 	switch {
 	case len(t.Containers) > 0:
 		return fmt.Errorf("an instance with init or sidecar containers is not migrated: a checkpoint holds one container, and restored alone it would lose the others")

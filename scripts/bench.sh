@@ -25,5 +25,5 @@ run pull -berth "$bin"                  # image pull from a loopback registry be
 run scale -berth "$bin" $([ -n "${BENCH_SCALE_FULL:-}" ] && echo -full) # hollow nodes: apply to Running, 1% node loss, rollout, scale 0 -> N -> 0 (BENCH_SCALE_FULL=1: 15,000 nodes, 300,000 instances)
 run compose -berth "$bin"               # berth compose up -d of 5 services to healthy beside podman-compose up -d
 run checkpoint -berth "$bin"            # checkpoint --export + restore --import downtime beside podman
-run migrate -berth "$bin"               # live migration between 2 agents: busybox counter, 100 MiB server polled through its VIP
+run migrate -berth "$bin"               # live migration between 2 agents: busybox counter, 100 MB Redis GET through its VIP; podman export/import beside
 run dashboard                          # the web dashboard in Chromium at 1,000 instances: change-to-DOM, page weight, first paint

@@ -3,9 +3,11 @@
 # Idempotent: a second run installs nothing.
 set -euo pipefail
 
-# qemu-system-x86, debootstrap and e2fsprogs build and boot the guest of test/guest.
+# qemu-system-x86, debootstrap and e2fsprogs build and boot the guest of test/guest. redis-tools
+# holds Redis's server binary (redis-check-rdb) and redis-cli, which the migration test and benchmark
+# put in an image: not redis-server, whose package would start a server on the host.
 want_pkgs=(gcc libc6-dev make pkg-config libseccomp-dev busybox-static runc crun iproute2 nftables procps docker-registry apache2-utils chromium
-	qemu-system-x86 debootstrap debian-archive-keyring gpgv e2fsprogs)
+	qemu-system-x86 debootstrap debian-archive-keyring gpgv e2fsprogs redis-tools)
 if [ "${1:-}" = "bench" ]; then
 	want_pkgs+=(podman podman-compose skopeo docker.io)
 fi

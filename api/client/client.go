@@ -346,6 +346,9 @@ type ApplyResult struct {
 	// Created: there was no such object; Unchanged: its spec and labels
 	// were as applied, and nothing was written.
 	Created, Unchanged bool
+	// Warnings are what the server warned of (Warning headers): stored,
+	// but not as it will run yet (a pull secret that does not exist).
+	Warnings []string
 }
 
 // ApplyWith is Apply with options, saying whether anything changed.
@@ -365,7 +368,23 @@ func (c *Client) ApplyWith(ctx context.Context, obj api.Object, opts ApplyOption
 		return ApplyResult{}, fmt.Errorf("PUT %s: decoding the answer: %w", path, err)
 	}
 	return ApplyResult{Object: out, Created: resp.StatusCode == http.StatusCreated,
-		Unchanged: resp.Header.Get("Berth-Apply") == "unchanged"}, nil
+		Unchanged: resp.Header.Get("Berth-Apply") == "unchanged", Warnings: warnings(resp.Header)}, nil
+}
+
+// warnings are the texts of h's Warning headers (299 - "text").
+func warnings(h http.Header) []string {
+	var out []string
+	for _, v := range h.Values("Warning") {
+		_, text, ok := strings.Cut(v, " - ")
+		if !ok {
+			continue
+		}
+		if u, err := strconv.Unquote(text); err == nil {
+			text = u
+		}
+		out = append(out, text)
+	}
+	return out
 }
 
 // Delete removes an object of any kind; a non-zero revision is a

@@ -1,10 +1,14 @@
 // Command migrate measures live migration (berth migrate) between two
-// agents on a LAN of network namespaces: a busybox counter and a server
-// holding 100 MiB (internal/testing/memserver), each moved back and forth
-// -n times. It prints the total migration time, the downtime berth
-// reports (final dump to restored) and the bytes of images sent, and for
-// the memory server the longest pause between answers seen by a client
-// polling it through its service's VIP every 1 ms. It asserts nothing.
+// agents on a LAN of network namespaces: a busybox counter and Redis
+// holding 100 MB of keys, each moved back and forth -n times. It prints
+// the total migration time, the downtime berth reports (final dump to
+// restored) and its stages, the bytes of images sent, and for Redis the
+// longest pause between answers seen by a client GETting through its
+// service's VIP every 1 ms. Beside it, in the same invocation, podman
+// moves the same containers through a checkpoint file (`podman container
+// checkpoint --export`, then `restore --import`, runc, the same CRIU):
+// downtime from the start of the checkpoint to the end of the restore,
+// the container's removal between them excluded. It asserts nothing.
 // Run it as root.
 package main
 
@@ -21,46 +25,55 @@ import (
 	"time"
 
 	"github.com/berth-dev/berth/api"
+	"github.com/berth-dev/berth/bench/internal/harness"
 	"github.com/berth-dev/berth/internal/runtime/runtimetest"
 	"github.com/berth-dev/berth/internal/testing/lan"
 )
 
 func main() {
-	bin := flag.String("berth", "bin/berth", "the berth binary to measure")
+	bin := harness.BerthFlag()
 	runs := flag.Int("n", 3, "moves per workload")
 	flag.Parse()
-	if err := bench(*bin, *runs); err != nil {
-		fmt.Fprintln(os.Stderr, "bench:", err)
-		os.Exit(1)
-	}
+	harness.Exit(bench(*bin, *runs))
 }
 
-const services = `kind: Service
+const (
+	counter = "i=0; while :; do i=$((i+1)); echo $i; usleep 10000; done"
+	// 100,000 keys of 1,000 bytes, made by the server itself.
+	populate = "DEBUG POPULATE 100000 key 1000"
+)
+
+var redisArgs = []string{"/usr/bin/redis-server", "--bind", "0.0.0.0", "--protected-mode", "no", "--save", "", "--appendonly", "no", "--enable-debug-command", "local"}
+
+var services = `kind: Service
 name: counter
 replicas: 1
 template:
-  image: bench/busybox:1
+  image: bench/redis:1
   runtime: runc
-  command: ["sh", "-c", "i=0; while :; do i=$((i+1)); echo $i; usleep 10000; done"]
+  command: ["sh", "-c", "` + counter + `"]
   resources: {cpu: 0.1, memory: 32Mi}
 ---
 kind: Service
-name: mem
+name: redis
 replicas: 1
 template:
-  image: bench/busybox:1
+  image: bench/redis:1
   runtime: runc
-  command: ["/memserver", "-mb", "100"]
-  ports: [{name: http, container: 80}]
-  resources: {cpu: 0.5, memory: 256Mi}
----
-kind: Service
+  command: ["` + strings.Join(redisArgs, `", "`) + `"]
+  ports: [{name: redis, container: 6379}]
+  health: {tcp: {port: 6379}, interval: 300ms, timeout: 1s, failures: 3}
+  resources: {cpu: 0.5, memory: 384Mi}
+`
+
+// client GETs a key through the VIP every 1 ms (internal/testing/redisclient).
+const client = `kind: Service
 name: client
 replicas: 1
 template:
-  image: bench/busybox:1
-  command: ["sleep", "1d"]
-  resources: {cpu: 0.1, memory: 16Mi}
+  image: bench/redis:1
+  command: ["/redisclient", "-addr", "redis.default.berth:6379", "-key", "key:4242"]
+  resources: {cpu: 0.2, memory: 32Mi}
 `
 
 func bench(bin string, runs int) error {
@@ -68,21 +81,32 @@ func bench(bin string, runs int) error {
 	if err != nil {
 		return err
 	}
-	work, rootfs, err := runtimetest.BusyboxWorkdir("berth-bench-migrate-")
+	work, err := os.MkdirTemp("", "berth-bench-migrate-")
 	if err != nil {
 		return err
 	}
 	defer os.RemoveAll(work)
-	build := exec.Command("go", "build", "-o", filepath.Join(rootfs, "memserver"), "./internal/testing/memserver")
+	rootfs := filepath.Join(work, "rootfs")
+	if err := runtimetest.WriteRedisRootfs(rootfs); err != nil {
+		return err
+	}
+	build := exec.Command("go", "build", "-o", filepath.Join(rootfs, "redisclient"), "./internal/testing/redisclient")
 	build.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if out, err := build.CombinedOutput(); err != nil {
-		return fmt.Errorf("build memserver: %w: %s", err, out)
+		return fmt.Errorf("build redisclient: %w: %s", err, out)
 	}
+	if err := berthMoves(bin, work, rootfs, runs); err != nil {
+		return err
+	}
+	return podmanMoves(work, rootfs, runs)
+}
+
+func berthMoves(bin, work, rootfs string, runs int) error {
 	l := lan.New(lan.Config{
 		Berth: bin, Dir: work, Name: fmt.Sprintf("berth-bench-mig-%d", os.Getpid()),
-		Servers: 1, Agents: 2,
+		Servers: 1, Agents: 2, Verbose: os.Getenv("BENCH_LOGS") != "",
 		Before: func(s *lan.Host) error {
-			_, err := s.Run("image", "build", rootfs, "--tag", "bench/busybox:1")
+			_, err := s.Run("image", "build", rootfs, "--tag", "bench/redis:1")
 			return err
 		},
 	})
@@ -93,101 +117,217 @@ func bench(bin string, runs int) error {
 	if err := l.Apply(services); err != nil {
 		return err
 	}
-	var client api.Instance
-	for _, owner := range []string{"counter", "mem", "client"} {
-		got, err := l.WaitHealthy(owner, 1, 2*time.Minute)
-		if err != nil {
+	for _, owner := range []string{"counter", "redis"} {
+		if _, err := l.WaitHealthy(owner, 1, 2*time.Minute); err != nil {
 			return err
 		}
-		if owner == "client" {
-			client = got[0]
-		}
 	}
-	fmt.Println("1 server and 2 agents, each in its own network namespace; images stream through the server")
-	for _, owner := range []string{"counter", "mem"} {
-		var total, down, pause []time.Duration
-		var bytes int64
-		for range runs {
-			insts, err := l.WaitHealthy(owner, 1, time.Minute)
-			if err != nil {
-				return err
-			}
-			in := insts[0]
-			to := "n1"
-			if in.Spec.Node == "n1" {
-				to = "n2"
-			}
-			stop, lines := poll(l, client, owner == "mem")
-			out, err := l.Admin("migrate", in.Metadata.Name, "--to", to, "-o", "json")
-			stop()
-			if err != nil {
-				return err
-			}
-			var m api.Migration
-			if err := json.Unmarshal([]byte(out), &m); err != nil {
-				return fmt.Errorf("migrate -o json: %w: %s", err, out)
-			}
-			total, down, bytes = append(total, m.Duration), append(down, m.Downtime), m.Bytes
-			if owner == "mem" {
-				pause = append(pause, longestPause(lines()))
-			}
+	insts, err := l.WaitHealthy("redis", 1, time.Minute)
+	if err != nil {
+		return err
+	}
+	if out, err := l.Admin(append([]string{"exec", insts[0].Metadata.Name, "--", "redis-cli"}, strings.Fields(populate)...)...); err != nil || strings.TrimSpace(out) != "OK" {
+		return fmt.Errorf("redis-cli %s: %q %v", populate, out, err)
+	}
+	if err := l.Apply(client); err != nil {
+		return err
+	}
+	clients, err := l.WaitHealthy("client", 1, time.Minute)
+	if err != nil {
+		return err
+	}
+	fmt.Println("berth migrate: 1 server and 2 agents, each in its own network namespace; images stream through the server")
+	for _, owner := range []string{"counter", "redis"} {
+		if err := moves(l, owner, clients[0], runs); err != nil {
+			return err
 		}
-		what := map[string]string{"counter": "busybox counter", "mem": "100 MiB memserver"}[owner]
-		row(what+": migration time", total)
-		row(what+": downtime (final dump to restored)", down)
-		if len(pause) > 0 {
-			row(what+": longest pause seen through the VIP", pause)
-		}
-		fmt.Printf("%-62s %.1f MiB\n", what+": images sent", float64(bytes)/(1<<20))
 	}
 	return nil
 }
 
-// poll has the client poll the memory server through its VIP every 1 ms
-// (when on) until stop; lines then reads what it got.
-func poll(l *lan.LAN, client api.Instance, on bool) (stop func(), lines func() []string) {
-	if !on {
-		return func() {}, func() []string { return nil }
-	}
-	host := l.Host(client.Spec.Node)
-	id := client.Status.ContainerID
-	_, _ = host.Run("container", "exec", id, "rm", "-f", "/tmp/stop", "/tmp/poll")
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		_, _ = host.Run("container", "exec", id, "sh", "-c",
-			"while [ ! -e /tmp/stop ]; do timeout 2 wget -qO- http://mem.default.berth/ >>/tmp/poll 2>/dev/null; usleep 1000; done")
-	}()
-	time.Sleep(500 * time.Millisecond)
-	return func() {
-			// Answers after the move, then stop.
-			time.Sleep(2 * time.Second)
-			_, _ = host.Run("container", "exec", id, "touch", "/tmp/stop")
-			<-done
-		}, func() []string {
-			out, _ := host.Run("container", "exec", id, "cat", "/tmp/poll")
-			return strings.Split(out, "\n")
+var stageNames = []string{"prepare (before the freeze)", "dump", "transfer", "restore", "switch (store move)"}
+
+// moves moves owner's instance back and forth runs times and prints the
+// figures; for Redis, with the pause client saw.
+func moves(l *lan.LAN, owner string, client api.Instance, runs int) error {
+	var total, down, pause []time.Duration
+	stages := map[string][]time.Duration{}
+	var bytes int64
+	for range runs {
+		insts, err := l.WaitHealthy(owner, 1, time.Minute)
+		if err != nil {
+			return err
 		}
+		in := insts[0]
+		to := "n1"
+		if in.Spec.Node == "n1" {
+			to = "n2"
+		}
+		t0 := time.Now()
+		out, err := l.Admin("migrate", in.Metadata.Name, "--to", to, "-o", "json")
+		if err != nil {
+			if os.Getenv("BENCH_LOGS") != "" {
+				l.Logs(func(f string, args ...any) { fmt.Fprintf(os.Stderr, f+"\n", args...) })
+			}
+			return err
+		}
+		var m api.Migration
+		if err := json.Unmarshal([]byte(out), &m); err != nil {
+			return fmt.Errorf("migrate -o json: %w: %s", err, out)
+		}
+		total, down, bytes = append(total, m.Duration), append(down, m.Downtime), m.Bytes
+		st := m.Stages
+		for i, d := range []time.Duration{st.Prepare, st.Dump, st.Transfer, st.Restore, st.Switch} {
+			stages[stageNames[i]] = append(stages[stageNames[i]], d)
+		}
+		if owner == "redis" {
+			p, err := clientPause(l, client, t0)
+			if err != nil {
+				return err
+			}
+			pause = append(pause, p)
+		}
+	}
+	what := map[string]string{"counter": "busybox counter", "redis": "100 MB Redis"}[owner]
+	row(what+": migration time", total)
+	row(what+": downtime (final dump to restored)", down)
+	for _, k := range stageNames {
+		row(what+":   "+k, stages[k])
+	}
+	if len(pause) > 0 {
+		row(what+": longest pause seen through the VIP", pause)
+	}
+	fmt.Printf("%-62s %.1f MiB\n", what+": images sent", float64(bytes)/(1<<20))
+	return nil
 }
 
-// longestPause is the longest time between two answers ("COUNT UNIXNANO").
-func longestPause(lines []string) time.Duration {
-	var prev, gap int64
-	for _, ln := range lines {
-		f := strings.Fields(ln)
-		if len(f) != 2 {
-			continue
-		}
-		at, err := strconv.ParseInt(f[1], 10, 64)
+// clientPause waits for the client's answers to come back after a move
+// begun at since, and returns the longest time between two answers since.
+func clientPause(l *lan.LAN, client api.Instance, since time.Time) (time.Duration, error) {
+	host := l.Host(client.Spec.Node)
+	deadline := time.Now().Add(time.Minute)
+	for {
+		out, err := host.Run("container", "exec", client.Status.ContainerID, "cat", "/tmp/poll")
 		if err != nil {
-			continue
+			return 0, err
 		}
-		if prev != 0 {
-			gap = max(gap, at-prev)
+		var prev, gap int64
+		after := 0
+		for _, ln := range strings.Split(out, "\n") {
+			f := strings.Fields(ln)
+			if len(f) < 2 || f[0] != "OK" {
+				continue
+			}
+			at, err := strconv.ParseInt(f[1], 10, 64)
+			if err != nil || at < since.UnixNano() {
+				prev = at
+				continue
+			}
+			if prev != 0 {
+				gap = max(gap, at-prev)
+			}
+			prev = at
+			after++
 		}
-		prev = at
+		if after >= 100 {
+			return time.Duration(gap), nil
+		}
+		if time.Now().After(deadline) {
+			return 0, fmt.Errorf("the client got %d answers in the minute after the move", after)
+		}
+		time.Sleep(200 * time.Millisecond)
 	}
-	return time.Duration(gap)
+}
+
+// podmanMoves moves the same two containers with podman's checkpoint
+// export and import.
+func podmanMoves(work, rootfs string, runs int) error {
+	if _, err := exec.LookPath("podman"); err != nil {
+		fmt.Println("podman: not installed, skipped")
+		return nil
+	}
+	name := fmt.Sprintf("bench-mig-%d", os.Getpid())
+	img := "localhost/" + name + ":1"
+	if err := run("sh", "-c", fmt.Sprintf("tar -C %s -c . | podman import -q - %s >/dev/null", rootfs, img)); err != nil {
+		return err
+	}
+	defer func() { _ = run("podman", "rmi", "-f", img) }()
+	file := filepath.Join(work, "podman-ckpt.tar")
+	fmt.Println("podman container checkpoint --export + restore --import (runc), the same containers")
+	for _, w := range []struct {
+		what string
+		args []string
+		fill bool
+	}{
+		{"busybox counter", []string{"sh", "-c", counter}, false},
+		{"100 MB Redis", redisArgs, true},
+	} {
+		var down []time.Duration
+		var bytes int64
+		for range runs {
+			// podman's default rlimits can exceed what this process may
+			// grant: ask for small ones, below any hard limit.
+			if err := run("podman", append([]string{"--runtime", "runc", "run", "-d", "--network", "none",
+				"--ulimit", "nofile=1024:1024", "--ulimit", "nproc=1024:1024", "--name", name, img}, w.args...)...); err != nil {
+				return err
+			}
+			if w.fill {
+				if err := waitRun(30*time.Second, "podman", "exec", name, "redis-cli", "PING"); err != nil {
+					return err
+				}
+				if err := run("podman", append([]string{"exec", name, "redis-cli"}, strings.Fields(populate)...)...); err != nil {
+					return err
+				}
+			}
+			// Let it run, as berth's instances do before their moves; a
+			// checkpoint right after the start took podman seconds more.
+			time.Sleep(time.Second)
+			t0 := time.Now()
+			err := run("podman", "--runtime", "runc", "container", "checkpoint", "--export", file, name)
+			dump := time.Since(t0)
+			if err == nil {
+				err = run("podman", "rm", name)
+			}
+			var t1 time.Time
+			if err == nil {
+				t1 = time.Now()
+				err = run("podman", "--runtime", "runc", "container", "restore", "--import", file)
+			}
+			if fi, serr := os.Stat(file); serr == nil {
+				bytes = fi.Size()
+			}
+			_ = run("podman", "rm", "-f", name)
+			if err != nil {
+				// A figure for berth is still a figure: say why podman has none.
+				fmt.Println("podman: no figure:", err)
+				return nil
+			}
+			down = append(down, dump+time.Since(t1))
+		}
+		row(w.what+": podman downtime (checkpoint to restored)", down)
+		fmt.Printf("%-62s %.1f MiB\n", w.what+": podman checkpoint file", float64(bytes)/(1<<20))
+	}
+	return nil
+}
+
+// waitRun runs the command until it succeeds, for up to timeout.
+func waitRun(timeout time.Duration, name string, args ...string) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		err := run(name, args...)
+		if err == nil || time.Now().After(deadline) {
+			return err
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+func run(name string, args ...string) error {
+	out, err := exec.Command(name, args...).CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("%s %s: %w: %s", name, strings.Join(args, " "), err, strings.TrimSpace(string(out)))
+	}
+	return nil
 }
 
 func row(what string, ds []time.Duration) {

@@ -23,10 +23,14 @@ import (
 // Live migration, the agent's side. The API server drives it over the
 // nodes' tunnels (internal/apiserver/migrate.go):
 //
+//	POST /v1/instances/{uid}/migrate/prepare target: make ready what a restore needs (image,
+//	                                         address) while the source still runs; the
+//	                                         instance in Berth-Instance
 //	POST /v1/instances/{uid}/migrate         source: pre-dump while running, then the final
 //	                                         dump (the container stops); the body is the
 //	                                         migration stream (runtime.WriteImages), the
-//	                                         trailer Berth-Frozen-At when the final dump began
+//	                                         trailers Berth-Frozen-At when the final dump began
+//	                                         and Berth-Dump-Took how long it took
 //	PUT  /v1/instances/{uid}/migrate         target: restore the stream in the body, the
 //	                                         instance (api.Instance, JSON) in the header
 //	                                         Berth-Instance, base64; answers api.MigrationRestored
@@ -50,6 +54,8 @@ type Migrator interface {
 	Checkpointer
 	Restore(ctx context.Context, id, imageDir string) (runtime.Status, error)
 	RestoreAs(ctx context.Context, c runtime.Config, imageDir string) (runtime.Status, error)
+	// UpperDir is the container's writable layer, which moves with it.
+	UpperDir(id string) (string, error)
 }
 
 var _ Migrator = (*runtime.Runtime)(nil)
@@ -59,6 +65,7 @@ var _ Migrator = (*runtime.Runtime)(nil)
 const (
 	HeaderInstance = api.HeaderMigrationInstance
 	HeaderFrozenAt = api.HeaderMigrationFrozenAt
+	HeaderDumpTook = api.HeaderMigrationDumpTook
 )
 
 var (
@@ -99,9 +106,13 @@ type hold struct {
 	cancelled bool
 	dumped    chan struct{}
 	dumpErr   error
-	once      sync.Once
-	err       error
-	commit    bool
+	// For holdIn: what the target prepared before the source froze the
+	// container, until the restore takes it (or it is let go).
+	prep     *prepared
+	reserved string // the container whose address prep holds
+	once     sync.Once
+	err      error
+	commit   bool
 }
 
 // setHold holds uid; unless replace, it fails when uid is held already.
@@ -151,7 +162,11 @@ func (a *Agent) settleHoldsLocked(now time.Time) {
 		case h.kind == holdIn && assigned:
 			delete(a.holds, uid)
 		case !h.until.IsZero() && now.After(h.until):
-			if h.kind == holdIn {
+			if h.kind == holdIn && h.prep != nil {
+				a.log.Warn("prepared for a migration that never came; letting it go", "uid", uid)
+				go a.undo(context.Background(), h.prep)
+				h.prep = nil
+			} else if h.kind == holdIn {
 				a.log.Warn("restored instance never assigned here; removing it", "uid", uid, "container", h.container)
 			}
 			delete(a.holds, uid)
@@ -222,7 +237,7 @@ func (a *Agent) serveMigrateOut(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	pre, final := filepath.Join(h.dir, runtime.MigrationPre), filepath.Join(h.dir, runtime.MigrationFinal)
-	w.Header().Set("Trailer", HeaderFrozenAt)
+	w.Header().Set("Trailer", HeaderFrozenAt+", "+HeaderDumpTook)
 	sw := &startedWriter{w: w}
 	tw := tar.NewWriter(sw)
 	// A dump cut short by a client gone could leave the container frozen:
@@ -262,9 +277,17 @@ func (a *Agent) serveMigrateOut(w http.ResponseWriter, r *http.Request) {
 	}
 	// From here the instance runs nowhere until it is restored: on the
 	// target at commit, here on abort or when the server falls silent.
-	a.log.Info("migration: dumped", "instance", uid, "container", c.ID, "dump", time.Since(frozen))
+	dumpTook := time.Since(frozen)
+	a.log.Info("migration: dumped", "instance", uid, "container", c.ID, "dump", dumpTook)
 	a.settleWithoutVerdict(uid, h)
 	_, err := runtime.WriteImages(tw, final, runtime.MigrationFinal)
+	if err == nil {
+		// The files the processes had open come back with them.
+		var upper string
+		if upper, err = mg.UpperDir(c.ID); err == nil && upper != "" {
+			_, err = runtime.WriteUpper(tw, upper)
+		}
+	}
 	if err == nil {
 		err = tw.Close()
 	}
@@ -276,6 +299,7 @@ func (a *Agent) serveMigrateOut(w http.ResponseWriter, r *http.Request) {
 		panic(http.ErrAbortHandler)
 	}
 	w.Header().Set(HeaderFrozenAt, frozen.UTC().Format(time.RFC3339Nano))
+	w.Header().Set(HeaderDumpTook, dumpTook.String())
 }
 
 // settleWithoutVerdict settles a dumped source's move by itself when no
@@ -352,7 +376,61 @@ func (a *Agent) finishOut(uid string, h *hold, commit bool) error {
 	return h.err
 }
 
-// serveMigrateIn restores a migrating instance from the stream in the body.
+// serveMigratePrepare readies this node, the target, for a migrating
+// instance while it still runs on its source: its image (pulled if need
+// be) and address, which would otherwise be had while it runs nowhere.
+func (a *Agent) serveMigratePrepare(w http.ResponseWriter, r *http.Request) {
+	uid := r.PathValue("uid")
+	inst, attempt, err := instanceHeader(r, uid)
+	if err != nil {
+		writeErr(w, err)
+		return
+	}
+	if _, err := a.migrator(uid); err != nil {
+		writeErr(w, err)
+		return
+	}
+	if old := a.holdOf(uid); old != nil && old.kind == holdMoved {
+		// Coming back to a node it left lately: what it left goes first.
+		if err := a.dropRestored(r.Context(), uid, old); err != nil {
+			writeErr(w, err)
+			return
+		}
+	}
+	h := &hold{kind: holdIn}
+	if !a.setHold(uid, h, false) {
+		writeErr(w, fmt.Errorf("instance %s: %w: it is moving already", uid, errdefs.ErrConflict))
+		return
+	}
+	p, err := a.prepareIn(context.WithoutCancel(r.Context()), inst, attempt)
+	if err != nil {
+		a.liftHold(uid, h)
+		writeErr(w, err)
+		return
+	}
+	a.mu.Lock()
+	h.prep, h.reserved = p, p.c.ID
+	// Let go of it if the stream never comes (settleHoldsLocked).
+	h.until = time.Now().Add(adoptTimeout)
+	a.mu.Unlock()
+	a.log.Info("migration: prepared", "instance", inst.Key(), "container", p.c.ID, "ip", p.c.Labels[labelIP], "took", time.Since(p.t0))
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// prepareIn prepares the instance's container for a restore: all of a
+// start but the run. The network namespace is wired (milliseconds) as the
+// restore begins, as for any start.
+func (a *Agent) prepareIn(ctx context.Context, inst *Instance, attempt int) (*prepared, error) {
+	p, err := a.prepare(ctx, inst, "", attempt)
+	if err != nil {
+		return nil, checkpointErr(inst.UID, err)
+	}
+	return p, nil
+}
+
+// serveMigrateIn restores a migrating instance from the stream in the
+// body, with what serveMigratePrepare made ready (or, when it was not
+// called, preparing it while the stream comes).
 func (a *Agent) serveMigrateIn(w http.ResponseWriter, r *http.Request) {
 	uid := r.PathValue("uid")
 	inst, attempt, err := instanceHeader(r, uid)
@@ -364,28 +442,38 @@ func (a *Agent) serveMigrateIn(w http.ResponseWriter, r *http.Request) {
 		writeErr(w, err)
 		return
 	}
-	h := &hold{kind: holdIn}
-	if old := a.holdOf(uid); old != nil && old.kind == holdMoved {
-		// Coming back to a node it left lately: what it left goes first.
-		if err := a.dropRestored(r.Context(), uid, old); err != nil {
-			writeErr(w, err)
+	a.mu.Lock()
+	h := a.holds[uid]
+	var p *prepared
+	if h != nil && h.kind == holdIn && h.prep != nil && h.container == "" {
+		p, h.prep, h.until = h.prep, nil, time.Time{} // this restore's now
+	} else {
+		h = nil
+	}
+	a.mu.Unlock()
+	if h == nil {
+		if old := a.holdOf(uid); old != nil && old.kind == holdMoved {
+			if err := a.dropRestored(r.Context(), uid, old); err != nil {
+				writeErr(w, err)
+				return
+			}
+		}
+		h = &hold{kind: holdIn}
+		if !a.setHold(uid, h, false) {
+			writeErr(w, fmt.Errorf("instance %s: %w: it is moving already", uid, errdefs.ErrConflict))
 			return
 		}
 	}
-	if !a.setHold(uid, h, false) {
-		writeErr(w, fmt.Errorf("instance %s: %w: it is moving already", uid, errdefs.ErrConflict))
-		return
-	}
 	dir := a.migrationDir("in", uid)
 	defer os.RemoveAll(dir)
-	res, err := a.restoreIn(r.Context(), inst, attempt, r.Body, dir)
+	res, err := a.restoreIn(r.Context(), inst, attempt, p, r.Body, dir)
 	if err != nil {
 		a.liftHold(uid, h)
 		writeErr(w, err)
 		return
 	}
-	h.container = res.ContainerID
 	a.mu.Lock()
+	h.container = res.ContainerID
 	h.until = time.Now().Add(adoptTimeout)
 	a.mu.Unlock()
 	a.markDirty(res.ContainerID)
@@ -409,46 +497,55 @@ func instanceHeader(r *http.Request, uid string) (*Instance, int, error) {
 
 // restoreIn unpacks the migration stream body into dir and restores the
 // instance's container from it, with this node's image layers, address
-// and mounts.
-func (a *Agent) restoreIn(ctx context.Context, inst *Instance, attempt int, body io.Reader, dir string) (api.MigrationRestored, error) {
+// and mounts: those of p, or prepared while the stream comes.
+func (a *Agent) restoreIn(ctx context.Context, inst *Instance, attempt int, p *prepared, body io.Reader, dir string) (api.MigrationRestored, error) {
 	if err := os.RemoveAll(dir); err != nil {
+		if p != nil {
+			a.undo(ctx, p)
+		}
 		return api.MigrationRestored{}, err
 	}
-	// The image comes (from the servers, if this node lacks it) while the
-	// pre-dump does, not after the final dump.
-	id := containerID(inst, attempt)
-	pulled := make(chan error, 1)
-	go func() {
-		_, err := a.cfg.Images.Prepare(ctx, inst.Image, id)
-		pulled <- err
-	}()
+	ready := make(chan error, 1)
+	if p != nil {
+		ready <- nil
+	} else {
+		go func() {
+			var err error
+			p, err = a.prepareIn(ctx, inst, attempt)
+			ready <- err
+		}()
+	}
 	final, err := runtime.ReadMigration(body, dir)
-	if perr := <-pulled; perr != nil || err != nil {
-		_ = a.cfg.Images.Release(context.WithoutCancel(ctx), id)
+	received := time.Now()
+	if perr := <-ready; perr != nil || err != nil {
 		if perr != nil {
-			return api.MigrationRestored{}, fmt.Errorf("instance %s: image %s: %w", inst.UID, inst.Image, perr)
+			return api.MigrationRestored{}, perr
 		}
+		a.undo(ctx, p)
 		return api.MigrationRestored{}, fmt.Errorf("instance %s: %w: %w", inst.UID, errdefs.ErrUnavailable, err)
 	}
+	id := containerID(inst, attempt)
 	c, err := runtime.CheckpointConfig(final)
 	if err != nil {
-		_ = a.cfg.Images.Release(context.WithoutCancel(ctx), id)
+		a.undo(ctx, p)
 		return api.MigrationRestored{}, fmt.Errorf("instance %s: %w: %w", inst.UID, errdefs.ErrInvalidArgument, err)
 	}
 	if n, _ := strconv.Atoi(c.Labels[labelAttempt]); c.Labels[labelUID] != inst.UID || n != attempt || c.ID != id {
-		_ = a.cfg.Images.Release(context.WithoutCancel(ctx), id)
+		a.undo(ctx, p)
 		return api.MigrationRestored{}, fmt.Errorf("instance %s: %w: the images hold container %q of another instance", inst.UID, errdefs.ErrInvalidArgument, c.ID)
 	}
 	if c.Executor != inst.Executor {
-		_ = a.cfg.Images.Release(context.WithoutCancel(ctx), id)
+		a.undo(ctx, p)
 		return api.MigrationRestored{}, fmt.Errorf("instance %s: %w: the images were dumped by %q, the instance runs with %q", inst.UID, errdefs.ErrInvalidArgument, c.Executor, inst.Executor)
 	}
-	st, err := a.start(ctx, inst, "", attempt, final)
+	st, err := a.launch(ctx, p, final)
 	if err != nil {
 		return api.MigrationRestored{}, checkpointErr(inst.UID, err)
 	}
-	a.log.Info("migration: restored", "instance", inst.Key(), "container", st.ID, "ip", st.Labels[labelIP])
-	return api.MigrationRestored{ContainerID: st.ID, Pid: st.Pid, IP: st.Labels[labelIP], StartedAt: st.StartedAt, RestoredAt: time.Now().UTC()}, nil
+	restored := time.Now()
+	a.log.Info("migration: restored", "instance", inst.Key(), "container", st.ID, "ip", st.Labels[labelIP], "restore", restored.Sub(received))
+	return api.MigrationRestored{ContainerID: st.ID, Pid: st.Pid, IP: st.Labels[labelIP], StartedAt: st.StartedAt,
+		ReceivedAt: received.UTC(), RestoredAt: restored.UTC()}, nil
 }
 
 // serveMigrateCommit tells a source its instance runs on the target now.
@@ -488,7 +585,14 @@ func (a *Agent) settle(w http.ResponseWriter, r *http.Request, commit bool) {
 func (a *Agent) dropRestored(ctx context.Context, uid string, h *hold) error {
 	defer a.liftHold(uid, h)
 	if h.container == "" {
-		return nil // still restoring: its failure lifts the hold
+		a.mu.Lock()
+		p := h.prep
+		h.prep = nil
+		a.mu.Unlock()
+		if p != nil {
+			a.undo(ctx, p) // prepared, never restored
+		}
+		return nil // else still restoring: its failure lifts the hold
 	}
 	defer a.markDirty(h.container)
 	if err := a.cfg.Runtime.Delete(ctx, h.container, true); err != nil && !errors.Is(err, runtime.ErrNotFound) {

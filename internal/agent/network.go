@@ -178,6 +178,14 @@ func (a *Agent) releaseStale(ctx context.Context) {
 			}
 		}
 	}
+	// A migration's target holds an address for a container not made yet.
+	a.mu.Lock()
+	for _, h := range a.holds {
+		if h.kind == holdIn && h.reserved != "" {
+			live = append(live, h.reserved)
+		}
+	}
+	a.mu.Unlock()
 	if err := a.net.ReleaseStale(ctx, live); err != nil {
 		a.log.Warn("release stale container networks", "err", err)
 		return

@@ -46,6 +46,7 @@ func (a *Agent) RemoteHandler(metrics http.Handler) http.Handler {
 	m.HandleFunc("POST /v1/instances/{uid}/checkpoint", a.serveCheckpoint)
 	m.HandleFunc("POST /v1/instances/{uid}/restore", a.serveRestore)
 	m.HandleFunc("POST /v1/instances/{uid}/migrate", a.serveMigrateOut)
+	m.HandleFunc("POST /v1/instances/{uid}/migrate/prepare", a.serveMigratePrepare)
 	m.HandleFunc("PUT /v1/instances/{uid}/migrate", a.serveMigrateIn)
 	m.HandleFunc("POST /v1/instances/{uid}/migrate/commit", a.serveMigrateCommit)
 	m.HandleFunc("POST /v1/instances/{uid}/migrate/abort", a.serveMigrateAbort)

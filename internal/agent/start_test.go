@@ -3,15 +3,19 @@ package agent_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
+	"net"
 	"net/netip"
 	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/berth-dev/berth/api"
+	"github.com/berth-dev/berth/api/errdefs"
 	"github.com/berth-dev/berth/internal/agent"
 	"github.com/berth-dev/berth/internal/agent/reconcile"
 	"github.com/berth-dev/berth/internal/runtime"
@@ -210,5 +214,43 @@ func TestStartStagedWireFailure(t *testing.T) {
 	}
 	if !slices.Contains(steps.released, id) || !slices.Contains(steps.detached, id) {
 		t.Errorf("released %v, detached %v; want %s in both", steps.released, steps.detached, id)
+	}
+}
+
+// A start whose image cannot be had for a while (the servers out of
+// reach) says it backs off, StartBackOff, and one whose image does not
+// exist says StartError: berth run keeps a service in the first case and
+// removes it in the second.
+func TestStartFailureReasons(t *testing.T) {
+	for _, c := range []struct {
+		err  error
+		want string
+	}{
+		{fmt.Errorf("pull demo/app:1 from https://s1:7443: %w: %w", &net.OpError{Op: "dial", Err: syscall.ECONNREFUSED}, errdefs.ErrUnavailable), api.ReasonStartBackOff},
+		{fmt.Errorf("pull demo/app:1: %w", context.DeadlineExceeded), api.ReasonStartBackOff},
+		{fmt.Errorf("pull demo/app:1 from https://s1:7443: %w", errdefs.ErrNotFound), api.ReasonStartError},
+		{errors.New("no such image"), api.ReasonStartError},
+	} {
+		steps := newStartSteps()
+		steps.prepErr = c.err
+		rt, err := runtime.New(t.TempDir())
+		if err != nil {
+			t.Fatal(err)
+		}
+		inst := instance("web", reconcile.Always, "true")
+		cp := newControlPlane(inst)
+		ctx, cancel := context.WithCancel(context.Background())
+		a := agent.New(agent.Config{
+			Node: agent.NodeInfo{Name: "n1"}, ControlPlane: subnetPlane{cp}, Runtime: rt, Images: steps,
+			Logger: slog.New(slog.DiscardHandler), Resync: time.Hour,
+			Network: func(context.Context, netip.Prefix) (agent.Network, error) { return steps, nil },
+		})
+		f := &fixture{t: t, cp: cp, rt: rt, cancel: cancel, done: make(chan error, 1)}
+		go func() { f.done <- a.Run(ctx) }()
+		st := f.waitStatus(inst.Name, "a failed start", func(s agent.Status) bool { return s.Reason != "" })
+		f.stop()
+		if st.Reason != c.want || st.Phase != api.PhaseStarting || st.RestartAt.IsZero() {
+			t.Errorf("start failing with %q: %s %s (retry at %v), want %s, Starting, a retry", c.err, st.Phase, st.Reason, st.RestartAt, c.want)
+		}
 	}
 }

@@ -6,12 +6,17 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"net"
+	"net/http"
 	"reflect"
 	"sort"
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
+
+	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
 
 	"github.com/berth-dev/berth/api"
 	"github.com/berth-dev/berth/api/errdefs"
@@ -60,6 +65,26 @@ type startFailure struct {
 	count int
 	next  time.Time
 	err   error
+}
+
+// transientStart reports whether a start failed for a cause that may
+// pass by itself: the servers or a registry out of reach, a pull that
+// timed out, a registry's server error. Either is retried; clients tell
+// the user apart (berth run keeps a service whose start may yet work).
+func transientStart(err error) bool {
+	var ne net.Error
+	var te *transport.Error
+	switch {
+	case errdefs.IsNotFound(err), errdefs.IsInvalidArgument(err):
+		return false
+	case errdefs.IsUnavailable(err), errors.Is(err, context.DeadlineExceeded), errors.As(err, &ne) && ne.Timeout(),
+		errors.Is(err, syscall.ECONNREFUSED), errors.Is(err, syscall.ECONNRESET),
+		errors.Is(err, syscall.EHOSTUNREACH), errors.Is(err, syscall.ENETUNREACH):
+		return true
+	case errors.As(err, &te):
+		return te.StatusCode >= http.StatusInternalServerError || te.StatusCode == http.StatusTooManyRequests
+	}
+	return false
 }
 
 // sync runs one reconcile pass and returns when a delayed restart is next due.
@@ -167,7 +192,7 @@ func (a *Agent) startAll(ctx context.Context, starts []reconcile.Action, insts m
 		sem <- struct{}{}
 		wg.Go(func() {
 			defer func() { <-sem }()
-			results[i].st, results[i].err = a.start(ctx, insts[act.UID], act.Name, act.Attempt, "")
+			results[i].st, results[i].err = a.start(ctx, insts[act.UID], act.Name, act.Attempt)
 		})
 	}
 	wg.Wait()
@@ -327,17 +352,45 @@ func (a *Agent) observe() ([]reconcile.Container, map[string]runtime.Status) {
 }
 
 // start runs attempt attempt of the instance's container name ("" for
-// the main one, else one of its Members); with restoreFrom, a directory of
-// CRIU images (a migration), the container is restored from them instead
-// of starting its process anew.
+// the main one, else one of its Members).
+func (a *Agent) start(ctx context.Context, inst *Instance, name string, attempt int) (runtime.Status, error) {
+	p, err := a.prepare(ctx, inst, name, attempt)
+	if err != nil {
+		return runtime.Status{}, err
+	}
+	return a.launch(ctx, p, "")
+}
+
+// prepared is a container ready to run: its image prepared, its network
+// attached, its config made. launch runs it, or undo lets it go.
+type prepared struct {
+	inst           *Instance
+	name           string
+	pod            bool
+	c              runtime.Config
+	t0             time.Time
+	tPrep, tAttach time.Duration
+	tWire          *time.Duration // set by the wiring, which the run does
+}
+
+// undo releases what prepare took (the image's layers, the address).
+func (a *Agent) undo(ctx context.Context, p *prepared) {
+	_ = a.cfg.Images.Release(context.WithoutCancel(ctx), p.c.ID)
+	if !p.pod {
+		a.detach(context.WithoutCancel(ctx), p.c.ID)
+	}
+}
+
+// prepare does all of a start but the run itself: a migration's target
+// does it before the source freezes the container.
 //
 // Long because a container's start is one ordered sequence (image, volumes,
-// network, data files, config, run or restore) whose every failure must undo
-// the steps before it, in reverse.
-func (a *Agent) start(ctx context.Context, inst *Instance, name string, attempt int, restoreFrom string) (runtime.Status, error) {
+// network, data files, config) whose every failure must undo the steps
+// before it, in reverse.
+func (a *Agent) prepare(ctx context.Context, inst *Instance, name string, attempt int) (*prepared, error) {
 	m, ok := inst.member(name)
 	if !ok {
-		return runtime.Status{}, fmt.Errorf("instance %s: no container %q", inst.Key(), name)
+		return nil, fmt.Errorf("instance %s: no container %q", inst.Key(), name)
 	}
 	// What runs: the main container's fields, or the member's.
 	image, command, args, env, workDir, res := inst.Image, inst.Command, inst.Args, inst.Env, inst.WorkingDir, inst.Resources
@@ -345,7 +398,7 @@ func (a *Agent) start(ctx context.Context, inst *Instance, name string, attempt 
 		image, command, args, env, workDir, res = m.Image, m.Command, m.Args, m.Env, m.WorkingDir, m.Resources
 	}
 	if image == "" {
-		return runtime.Status{}, errNoImage
+		return nil, errNoImage
 	}
 	id := memberID(inst, name, attempt)
 	c := runtime.Config{
@@ -363,11 +416,11 @@ func (a *Agent) start(ctx context.Context, inst *Instance, name string, attempt 
 	}
 	if m == nil {
 		if err := a.checkHostPorts(inst); err != nil {
-			return runtime.Status{}, fmt.Errorf("start %s: %w", id, err)
+			return nil, fmt.Errorf("start %s: %w", id, err)
 		}
 	}
 	if err := a.volumeMounts(ctx, inst, &c); err != nil {
-		return runtime.Status{}, fmt.Errorf("start %s: %w", id, err)
+		return nil, fmt.Errorf("start %s: %w", id, err)
 	}
 	// Configs and secrets go to the main container only.
 	var dataEnv []string
@@ -375,7 +428,7 @@ func (a *Agent) start(ctx context.Context, inst *Instance, name string, attempt 
 	if m == nil {
 		var err error
 		if dataEnv, auth, err = a.dataMounts(ctx, inst, id, &c); err != nil {
-			return runtime.Status{}, fmt.Errorf("start %s: %w", id, err)
+			return nil, fmt.Errorf("start %s: %w", id, err)
 		}
 	}
 	pod := len(inst.Members) > 0
@@ -389,9 +442,9 @@ func (a *Agent) start(ctx context.Context, inst *Instance, name string, attempt 
 		prepErr error
 		tPrep   time.Duration
 	)
-	prepared := make(chan struct{})
+	imaged := make(chan struct{})
 	go func() {
-		defer close(prepared)
+		defer close(imaged)
 		if p, ok := a.cfg.Images.(ImagePuller); ok {
 			rootfs, prepErr = p.PrepareFor(ctx, image, id, Pull{Policy: inst.PullPolicy, Auth: auth})
 		} else {
@@ -407,7 +460,7 @@ func (a *Agent) start(ctx context.Context, inst *Instance, name string, attempt 
 		attErr = a.attach(ctx, &c, inst.Namespace, &tWire)
 	}
 	tAttach := time.Since(t0)
-	<-prepared
+	<-imaged
 	if prepErr != nil || attErr != nil {
 		if prepErr != nil {
 			prepErr = fmt.Errorf("image for %s: %w", id, prepErr)
@@ -418,7 +471,7 @@ func (a *Agent) start(ctx context.Context, inst *Instance, name string, attempt 
 			a.detach(context.WithoutCancel(ctx), id)
 		}
 		metrics.ContainerStartFailures.Inc()
-		return runtime.Status{}, errors.Join(prepErr, attErr)
+		return nil, errors.Join(prepErr, attErr)
 	}
 	entry := command
 	if len(entry) == 0 {
@@ -440,8 +493,16 @@ func (a *Agent) start(ctx context.Context, inst *Instance, name string, attempt 
 		if !pod {
 			a.detach(context.WithoutCancel(ctx), id)
 		}
-		return runtime.Status{}, fmt.Errorf("start %s: %w", id, err)
+		return nil, fmt.Errorf("start %s: %w", id, err)
 	}
+	return &prepared{inst: inst, name: name, pod: pod, c: c, t0: t0, tPrep: tPrep, tAttach: tAttach, tWire: &tWire}, nil
+}
+
+// launch runs a prepared container; with restoreFrom, a directory of
+// CRIU images (a migration), it is restored from them instead of starting
+// its process anew. A failure releases what prepare took.
+func (a *Agent) launch(ctx context.Context, p *prepared, restoreFrom string) (runtime.Status, error) {
+	c, id := p.c, p.c.ID
 	t1 := time.Now()
 	var st runtime.Status
 	var err error
@@ -460,13 +521,14 @@ func (a *Agent) start(ctx context.Context, inst *Instance, name string, attempt 
 		_ = a.cfg.Images.Release(context.WithoutCancel(ctx), id)
 		// A container that never ran holds nothing worth keeping; one
 		// created but failed is removed (and detached) by the next pass.
-		if st.ID == "" && !pod {
+		if st.ID == "" && !p.pod {
 			a.detach(context.WithoutCancel(ctx), id)
 		}
 		return st, err
 	}
-	metrics.ContainerStartDuration.Observe(time.Since(t0).Seconds())
-	a.log.Info("started", "instance", inst.Key(), "container", id, "member", name, "attempt", attempt, "prepare", tPrep, "attach", tAttach, "wire", tWire, "run", time.Since(t1))
+	metrics.ContainerStartDuration.Observe(time.Since(p.t0).Seconds())
+	a.log.Info("started", "instance", p.inst.Key(), "container", id, "member", p.name, "attempt", c.Labels[labelAttempt],
+		"prepare", p.tPrep, "attach", p.tAttach, "wire", *p.tWire, "run", time.Since(t1), "restored", restoreFrom != "")
 	return st, nil
 }
 
@@ -645,11 +707,14 @@ func (a *Agent) statusOf(inst *Instance, c runtime.Status, now time.Time) Status
 	if c.ID == "" {
 		st := Status{Phase: api.PhaseStarting, Healthy: false}
 		if f, ok := a.failures[inst.UID]; ok {
-			st.Reason, st.Message = "StartError", f.err.Error()
+			st.Reason, st.Message = api.ReasonStartError, f.err.Error()
 			if inst.Restart == reconcile.Never {
 				st.Phase = api.PhaseFailed
 			} else {
 				st.RestartAt = f.next
+				if transientStart(f.err) {
+					st.Reason = api.ReasonStartBackOff
+				}
 			}
 		}
 		return st

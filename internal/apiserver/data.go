@@ -243,5 +243,10 @@ func (s *Server) Admit(ctx context.Context, obj api.Object) error {
 	if err := s.admitVolumes(ctx, obj); err != nil {
 		return err
 	}
-	return s.pinImage(ctx, obj)
+	warning, err := s.pinImage(ctx, obj)
+	if warning != "" {
+		// A run whose pull secret is missing still runs, unpinned.
+		s.objectEvent(ctx, obj, api.EventWarning, "PullSecretMissing", warning)
+	}
+	return err
 }

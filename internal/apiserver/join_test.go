@@ -41,7 +41,7 @@ type cluster struct {
 	admin *client.Client
 }
 
-func startCluster(t testing.TB) *cluster {
+func startCluster(t testing.TB, setup ...func(*apiserver.Server)) *cluster {
 	t.Helper()
 	dir := t.TempDir()
 	ctx, cancel := context.WithCancel(context.Background())
@@ -62,6 +62,9 @@ func startCluster(t testing.TB) *cluster {
 		t.Fatal(err)
 	}
 	srv := apiserver.New(apiserver.Config{Store: st, CA: ca, SealKey: key})
+	for _, f := range setup {
+		f(srv)
+	}
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

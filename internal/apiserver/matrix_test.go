@@ -3,18 +3,35 @@ package apiserver_test
 import (
 	"crypto/tls"
 	"net/http"
+	"path/filepath"
 	"testing"
 
 	"github.com/berth-dev/berth/api"
 	"github.com/berth-dev/berth/api/client"
+	"github.com/berth-dev/berth/internal/apiserver"
+	"github.com/berth-dev/berth/internal/image"
+	"github.com/berth-dev/berth/internal/registry"
 	"github.com/berth-dev/berth/internal/testing/authmatrix"
 )
 
 // TestAuthorizationMatrix runs the authorisation matrix (package
 // authmatrix) on one loopback cluster: a real API server over TLS with a
-// real embedded etcd, and no controllers. test/e2e runs it on the LAN.
+// real embedded etcd and the image registry at /v2/, and no controllers. test/e2e runs it on the LAN.
 func TestAuthorizationMatrix(t *testing.T) {
-	c := startCluster(t)
+	imgs, err := image.Open(filepath.Join(t.TempDir(), "images"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	images := map[string]authmatrix.Image{}
+	for _, n := range []string{"n1", "n2"} {
+		repo := "demo/" + n
+		buildImage(t, imgs, repo+":1", n)
+		p := partsOf(t, imgs, repo+":1")
+		images[n] = authmatrix.Image{Repository: repo, Manifest: p.manifest, Layer: p.layer}
+	}
+	c := startCluster(t, func(s *apiserver.Server) {
+		s.Mount("/v2/", registry.New(imgs, registry.Options{Authorize: apiserver.AuthorizeImages, Readable: s.ReadableImages}))
+	})
 	ctx := t.Context()
 
 	n1 := c.joinCreds(t, c.url, "n1")
@@ -48,6 +65,7 @@ func TestAuthorizationMatrix(t *testing.T) {
 		HTTP: [authmatrix.Callers]*http.Client{
 			httpOf(c.trustOnly()), httpOf(tlsOf(n1)), httpOf(tlsOf(n1)), httpOf(tlsOf(d1)), httpOf(c.trustOnly()),
 		},
-		Owner: api.Owner{Kind: api.KindJob, Name: job.Metadata.Name, UID: job.Metadata.UID},
+		Owner:  api.Owner{Kind: api.KindJob, Name: job.Metadata.Name, UID: job.Metadata.UID},
+		Images: images,
 	})
 }

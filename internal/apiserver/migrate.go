@@ -26,12 +26,14 @@ import (
 // The server that takes the request drives it, over the tunnels both
 // agents keep to it (internal/agent/migrate.go has their side):
 //
+//  0. the target agent prepares what the restore needs (the image, pulled
+//     from the servers if it lacks it, and an address) while the
+//     container still runs on the source;
 //  1. the source agent pre-dumps the container while it runs and streams
 //     those images, then dumps it for good (it stops) and streams the
 //     pages dirtied since;
 //  2. the stream is copied, as it comes, into the target agent, which
-//     pulls the image from the servers if it lacks it, gives the
-//     container an address on its own pod subnet and restores it;
+//     restores the container in what it prepared;
 //  3. one store write moves the instance to the target with its new
 //     status (address, container), so the service's VIP sends to it from
 //     then on, and the source's assignment goes;
@@ -98,8 +100,10 @@ func (s *Server) Migrate(ctx context.Context, ns, name, to string) (*api.Migrati
 	}
 	res.Instance, res.From, res.To = name, from, to
 	res.Duration = time.Since(start)
-	s.migrationEvent(ctx, &in, api.EventNormal, "Migrated", fmt.Sprintf("from node %s to node %s in %v (downtime %v, %d bytes of images), address %s",
-		from, to, res.Duration.Round(time.Millisecond), res.Downtime.Round(time.Millisecond), res.Bytes, res.IP))
+	st := res.Stages
+	s.migrationEvent(ctx, &in, api.EventNormal, "Migrated", fmt.Sprintf("from node %s to node %s in %v (downtime %v: dump %v, transfer %v, restore %v; %d bytes of images), address %s",
+		from, to, res.Duration.Round(time.Millisecond), res.Downtime.Round(time.Millisecond), st.Dump.Round(time.Millisecond),
+		st.Transfer.Round(time.Millisecond), st.Restore.Round(time.Millisecond), res.Bytes, res.IP))
 	return res, nil
 }
 
@@ -179,21 +183,45 @@ func (s *Server) migrate(ctx context.Context, in *api.Instance, from, to string)
 	}
 	uid := url.PathEscape(in.Metadata.UID)
 	base := "http://agent/v1/instances/" + uid + "/migrate"
+	b, err := json.Marshal(in)
+	if err != nil {
+		return nil, err
+	}
+	instHeader := base64.StdEncoding.EncodeToString(b)
+	var stages api.MigrationStages
+	// The target pulls the image, as it prepares, before the instance is
+	// bound to it.
+	defer s.migrating.add(to, instanceImages(in))()
+	t0 := time.Now()
+	if err := s.agentCall(ctx, dst, base+"/prepare", instHeader); err != nil {
+		return nil, fmt.Errorf("prepare node %s: %w", to, err)
+	}
+	stages.Prepare = time.Since(t0)
+	// Until the source answers, the target is told to let go of what it
+	// prepared should anything fail.
+	unprepare := func() {
+		if err := s.agentCall(context.WithoutCancel(ctx), dst, base+"/abort", ""); err != nil && !errdefs.IsNotFound(err) {
+			s.log.Warn("migration: abort on the target", "instance", in.Metadata.Name, "node", to, "err", err)
+		}
+	}
 	q := url.Values{}
 	if in.Status.ContainerID != "" {
 		q.Set("containerID", in.Status.ContainerID)
 	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, base+"?"+q.Encode(), nil)
 	if err != nil {
+		unprepare()
 		return nil, err
 	}
 	out, err := src.client().Do(req)
 	if err != nil {
+		unprepare()
 		return nil, fmt.Errorf("node %q: %w: %w", from, errdefs.ErrUnavailable, err)
 	}
 	defer out.Body.Close()
 	if out.StatusCode != http.StatusOK {
 		// Refused before anything stopped: the instance runs on.
+		unprepare()
 		return nil, client.ErrorFrom(http.MethodPost, req.URL.Path, out)
 	}
 	// From the final dump on, a failure must put the instance back.
@@ -201,24 +229,18 @@ func (s *Server) migrate(ctx context.Context, in *api.Instance, from, to string)
 		out.Body.Close() // the source's stream stops here
 		// A target that cannot be told (it died) drops what it restored
 		// once its assignment fails to come: see the agent's adoptTimeout.
-		if err := s.agentCall(context.WithoutCancel(ctx), dst, base+"/abort"); err != nil && !errdefs.IsNotFound(err) {
-			s.log.Warn("migration: abort on the target", "instance", in.Metadata.Name, "node", to, "err", err)
-		}
-		if err := s.agentCall(context.WithoutCancel(ctx), src, base+"/abort"); err != nil && !errdefs.IsNotFound(err) {
+		unprepare()
+		if err := s.agentCall(context.WithoutCancel(ctx), src, base+"/abort", ""); err != nil && !errdefs.IsNotFound(err) {
 			return errors.Join(cause, fmt.Errorf("abort on node %s: %w", from, err))
 		}
 		return fmt.Errorf("%w; the instance runs on node %s again", cause, from)
 	}
 	body := &countingReader{r: out.Body}
-	b, err := json.Marshal(in)
-	if err != nil {
-		return nil, abort(err)
-	}
 	put, err := http.NewRequestWithContext(ctx, http.MethodPut, base, body)
 	if err != nil {
 		return nil, abort(err)
 	}
-	put.Header.Set(api.HeaderMigrationInstance, base64.StdEncoding.EncodeToString(b))
+	put.Header.Set(api.HeaderMigrationInstance, instHeader)
 	put.Header.Set("Content-Type", "application/x-tar")
 	resp, err := dst.client().Do(put)
 	if err != nil {
@@ -236,27 +258,34 @@ func (s *Server) migrate(ctx context.Context, in *api.Instance, from, to string)
 	// trailer says when the source froze the container.
 	_, _ = io.Copy(io.Discard, out.Body)
 	frozen, _ := time.Parse(time.RFC3339Nano, out.Trailer.Get(api.HeaderMigrationFrozenAt))
+	stages.Dump, _ = time.ParseDuration(out.Trailer.Get(api.HeaderMigrationDumpTook))
 
 	st := in.Status
 	st.Phase, st.ContainerID, st.Pid, st.IP = api.PhaseRunning, restored.ContainerID, restored.Pid, restored.IP
 	st.Message, st.Reason = "", ""
+	t1 := time.Now()
 	if err := s.store.Move(ctx, store.Binding{Namespace: in.Metadata.Namespace, Name: in.Metadata.Name,
 		Node: to, From: from, Status: &st}); err != nil {
 		return nil, abort(fmt.Errorf("move the instance to node %s: %w", to, err))
 	}
-	if err := s.agentCall(context.WithoutCancel(ctx), src, base+"/commit"); err != nil {
+	stages.Switch = time.Since(t1)
+	if err := s.agentCall(context.WithoutCancel(ctx), src, base+"/commit", ""); err != nil {
 		// The source finds the instance gone from its assignments and lets go of it.
 		s.log.Warn("migration: commit on the source", "instance", in.Metadata.Name, "node", from, "err", err)
 	}
-	res := &api.Migration{IP: restored.IP, Bytes: body.n}
+	stages.Restore = restored.RestoredAt.Sub(restored.ReceivedAt)
+	res := &api.Migration{IP: restored.IP, Bytes: body.n, Stages: stages}
 	if !frozen.IsZero() {
+		// Source and target clocks both: close enough on one LAN.
 		res.Downtime = restored.RestoredAt.Sub(frozen)
+		res.Stages.Transfer = max(0, restored.ReceivedAt.Sub(frozen)-stages.Dump)
 	}
 	return res, nil
 }
 
-// agentCall POSTs to an agent over its tunnel and wants a 2xx.
-func (s *Server) agentCall(ctx context.Context, tn *tunnel, u string) error {
+// agentCall POSTs to an agent over its tunnel and wants a 2xx; inst,
+// when set, is the instance header (api.HeaderMigrationInstance).
+func (s *Server) agentCall(ctx context.Context, tn *tunnel, u, inst string) error {
 	if tn == nil {
 		return fmt.Errorf("%w: no tunnel", errdefs.ErrUnavailable)
 	}
@@ -265,6 +294,9 @@ func (s *Server) agentCall(ctx context.Context, tn *tunnel, u string) error {
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u, nil)
 	if err != nil {
 		return err
+	}
+	if inst != "" {
+		req.Header.Set(api.HeaderMigrationInstance, inst)
 	}
 	resp, err := tn.client().Do(req)
 	if err != nil {

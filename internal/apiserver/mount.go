@@ -4,7 +4,9 @@ import (
 	"fmt"
 	"net/http"
 	"strings"
+	"sync"
 
+	"github.com/berth-dev/berth/api"
 	"github.com/berth-dev/berth/api/errdefs"
 )
 
@@ -66,7 +68,8 @@ func (s *Server) mounted(path string) http.Handler {
 
 // AuthorizeImages is the rule for the image registry the servers mount at
 // /v2/ (registry.Options.Authorize): admins push and pull, nodes only
-// pull, and anyone else is unauthorized.
+// pull, and anyone else is unauthorized. Which images a node may pull is
+// ReadableImages'.
 func AuthorizeImages(r *http.Request, push bool) error {
 	id, ok := IdentityFrom(r.Context())
 	switch {
@@ -78,4 +81,87 @@ func AuthorizeImages(r *http.Request, push bool) error {
 		return fmt.Errorf("node %q: %w: nodes may pull images, not push them", id.Node, errdefs.ErrForbidden)
 	}
 	return nil
+}
+
+// ReadableImages is what a caller of the servers' image registry may read
+// (registry.Options.Readable): an admin everything; a node the images of
+// the instances bound to it (their init and sidecar containers' too) and
+// of those a live migration driven here is restoring on it, and nothing
+// of the images only other nodes run: a private image's layers stay with
+// the nodes that run it, whatever digests another node learns.
+func (s *Server) ReadableImages(r *http.Request) (refs []string, all bool, who string, err error) {
+	id, ok := IdentityFrom(r.Context())
+	switch {
+	case ok && id.Admin:
+		return nil, true, id.Name, nil
+	case !ok || id.Node == "":
+		return nil, false, "anonymous", nil
+	}
+	who = fmt.Sprintf("node %q", id.Node)
+	insts, _, err := s.store.Assignments(r.Context(), id.Node)
+	if err != nil {
+		return nil, false, who, err
+	}
+	for _, in := range insts {
+		refs = append(refs, instanceImages(in)...)
+	}
+	return append(refs, s.migrating.of(id.Node)...), false, who, nil
+}
+
+// instanceImages lists the images in runs: its template's and its
+// containers'.
+func instanceImages(in *api.Instance) []string {
+	t := &in.Spec.Template
+	out := []string{t.Image}
+	for i := range t.Containers {
+		if img := t.ContainerImage(&t.Containers[i]); img != t.Image {
+			out = append(out, img)
+		}
+	}
+	return out
+}
+
+// imagesInFlight are images nodes may read before an instance that runs
+// them is bound there: the target of a live migration pulls the image
+// while the dump streams, and is bound the instance only after.
+type imagesInFlight struct {
+	mu sync.Mutex
+	m  map[string]map[string]int // node → image → how many migrations
+}
+
+// add lets node read imgs until done is called.
+func (f *imagesInFlight) add(node string, imgs []string) (done func()) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.m == nil {
+		f.m = map[string]map[string]int{}
+	}
+	if f.m[node] == nil {
+		f.m[node] = map[string]int{}
+	}
+	for _, img := range imgs {
+		f.m[node][img]++
+	}
+	return func() {
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		for _, img := range imgs {
+			if f.m[node][img]--; f.m[node][img] <= 0 {
+				delete(f.m[node], img)
+			}
+		}
+		if len(f.m[node]) == 0 {
+			delete(f.m, node)
+		}
+	}
+}
+
+func (f *imagesInFlight) of(node string) []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var out []string
+	for img := range f.m[node] {
+		out = append(out, img)
+	}
+	return out
 }

@@ -50,6 +50,7 @@
 package apiserver
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -127,9 +128,10 @@ type Server struct {
 	heartbeat   time.Duration
 	nodeTTL     time.Duration
 	mux         *http.ServeMux
-	mounts      []mount     // see Mount
-	pinner      ImagePinner // the first mounted handler that is one
-	tunnels     tunnels     // the nodes' agents, see remote.go
+	mounts      []mount        // see Mount
+	pinner      ImagePinner    // the first mounted handler that is one
+	tunnels     tunnels        // the nodes' agents, see remote.go
+	migrating   imagesInFlight // images live migrations restore, by target node
 
 	allowedHostPaths []string
 	sealKey          *seal.Key
@@ -509,7 +511,8 @@ func (s *Server) apply(w http.ResponseWriter, r *http.Request) {
 	if t.kind == api.KindConfig || t.kind == api.KindSecret {
 		oldDigest = s.dataDigest(r.Context(), t)
 	}
-	if err := s.pinImage(r.Context(), obj); err != nil {
+	pinWarning, err := s.pinImage(r.Context(), obj)
+	if err != nil {
 		writeError(w, err)
 		return
 	}
@@ -542,10 +545,16 @@ func (s *Server) apply(w http.ResponseWriter, r *http.Request) {
 	}
 	if cur != nil && (rev == 0 || rev == cur.GetMetadata().Revision) && (t.kind == api.KindService || t.kind == api.KindJob) && sameSpec(cur, obj) {
 		w.Header().Set(ApplyResultHeader, "unchanged")
+		if pinWarning != "" {
+			w.Header().Add("Warning", "299 - "+strconv.Quote(pinWarning))
+		}
 		writeJSON(w, http.StatusOK, cur)
 		return
 	}
 	if isWatch(r.URL.Query().Get("dryRun")) {
+		if pinWarning != "" {
+			w.Header().Add("Warning", "299 - "+strconv.Quote(pinWarning))
+		}
 		s.dryRunApply(w, r, t, obj, cur, rev)
 		return
 	}
@@ -558,6 +567,10 @@ func (s *Server) apply(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		writeError(w, wireError(t, err))
 		return
+	}
+	s.pullSecretMissing(r.Context(), w, obj, pinWarning)
+	if x, ok := obj.(*api.Secret); ok && x.Type == api.SecretTypeRegistryAuth {
+		s.repinFor(r.Context(), t.namespace, t.name)
 	}
 	if (t.kind == api.KindConfig || t.kind == api.KindSecret) && oldDigest != "" {
 		if d := s.dataDigest(r.Context(), t); d != oldDigest {
@@ -844,7 +857,9 @@ func (s *Server) restart(w http.ResponseWriter, r *http.Request) {
 }
 
 // modify reads an object, changes its spec and writes it back, again on a
-// conflict unless the caller named a revision.
+// conflict unless the caller named a revision. A change that changes
+// nothing writes nothing: no new revision, no watch event for every
+// watcher to act on (a scale to the replicas it has, say).
 func (s *Server) modify(ctx context.Context, t target, expect int64, change func(api.Object)) (api.Object, error) {
 	for {
 		obj, _ := api.New(t.kind)
@@ -854,11 +869,18 @@ func (s *Server) modify(ctx context.Context, t target, expect int64, change func
 		if expect != 0 && obj.GetMetadata().Revision != expect {
 			return nil, fmt.Errorf("%s: %w: revision %d is stale, the object is at %d", t.ref(), errdefs.ErrConflict, expect, obj.GetMetadata().Revision)
 		}
+		before, err := json.Marshal(obj)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", t.ref(), err)
+		}
 		change(obj)
+		if after, err := json.Marshal(obj); err == nil && bytes.Equal(before, after) {
+			return obj, nil
+		}
 		if err := obj.Validate(); err != nil {
 			return nil, wireError(t, err)
 		}
-		err := s.store.Update(ctx, obj, obj.GetMetadata().Revision)
+		err = s.store.Update(ctx, obj, obj.GetMetadata().Revision)
 		if err == nil || expect != 0 || !errdefs.IsConflict(err) || ctx.Err() != nil {
 			return obj, err
 		}

@@ -261,6 +261,9 @@ func applyObjects(cmd *cobra.Command, c *client.Client, objs []api.Object, dryRu
 		}
 		fmt.Fprintf(out, "%s %s\n", ref, verb)
 		printWarnings(cmd.ErrOrStderr(), res.Object)
+		for _, w := range res.Warnings {
+			fmt.Fprintln(cmd.ErrOrStderr(), "warning:", w)
+		}
 	}
 	return nil
 }

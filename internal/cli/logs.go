@@ -48,10 +48,14 @@ func newLogsCmd(g *globals) *cobra.Command {
 				return err
 			}
 			insts, rev, ref, err := g.resolveInstancesAt(ctx, c, args[0])
-			if err != nil {
+			out, errOut := cmd.OutOrStdout(), cmd.ErrOrStderr()
+			if errors.Is(err, errNoInstances) && opts.Follow {
+				// Followed, a service or job that has none yet is waited on
+				// (a replica or shard about to come, or scaled up later).
+				fmt.Fprintf(errOut, "%s has no instances yet: waiting for them\n", ref)
+			} else if err != nil {
 				return err
 			}
-			out, errOut := cmd.OutOrStdout(), cmd.ErrOrStderr()
 			if ref.kind == api.KindInstance {
 				in := insts[0]
 				return c.InstanceLogs(ctx, in.Metadata.Namespace, in.Metadata.Name, opts, out, errOut)

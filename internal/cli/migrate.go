@@ -15,17 +15,22 @@ func newMigrateCmd(g *globals) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "migrate INSTANCE [--to NODE]",
 		Short: "Move a running instance to another node with its memory (CRIU live migration)",
-		Long: `Move a running instance to another node without restarting it: its
+		Long: `Move a running instance to another node without restarting it: the
+target node readies the image and an address while the instance runs, its
 processes are checkpointed with CRIU on their node (a pre-dump while they
-run, then a short final dump), the images are streamed through the server
-to the target node, and the processes are restored there. The instance
+run, where the kernel allows, then the final dump), the images and the
+container's writable layer are streamed through the server to the target
+node, and the processes are restored there. The instance
 keeps its name and its service's VIP answers from the new node; its own
 address is the target node's, and TCP connections to the old one are
 closed (clients connect again). Without --to, the Ready, schedulable node
 with the fewest instances is chosen.
 
 The instance's service must use an executor with CRIU support (runtime:
-runc). If the move fails, the instance runs on where it was.`,
+runc) and no named volume or host path (their data stays on the node). If
+the move fails, the instance runs on where it was. The second line printed
+says where the time went: prepare (before the freeze), dump, transfer,
+restore, and the switch of the service's VIP.`,
 		Example: `  berth migrate counter-7f3k2 --to n2`,
 		Args:    cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -42,6 +47,10 @@ runc). If the move fails, the instance runs on where it was.`,
 				fmt.Fprintf(w, "%s: migrated from %s to %s in %v (downtime %v, %.1f MiB of images), address %s\n",
 					args[0], m.From, m.To, m.Duration.Round(time.Millisecond), m.Downtime.Round(time.Millisecond),
 					float64(m.Bytes)/(1<<20), m.IP)
+				st := m.Stages
+				fmt.Fprintf(w, "  prepare %v (before the freeze), dump %v, transfer %v, restore %v, switch %v\n",
+					st.Prepare.Round(time.Millisecond), st.Dump.Round(time.Millisecond), st.Transfer.Round(time.Millisecond),
+					st.Restore.Round(time.Millisecond), st.Switch.Round(time.Millisecond))
 			})
 		},
 	}

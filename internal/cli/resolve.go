@@ -2,6 +2,7 @@ package cli
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sort"
 	"strings"
@@ -231,10 +232,13 @@ func (g *globals) resolveInstancesAt(ctx context.Context, c *client.Client, arg 
 	}
 	out := api.OwnedBy(list, r.kind, r.name)
 	if len(out) == 0 {
-		return nil, 0, r, fmt.Errorf("%s in namespace %q has no instances", r, r.namespace)
+		return nil, rev, r, fmt.Errorf("%s in namespace %q has %w", r, r.namespace, errNoInstances)
 	}
 	return out, rev, r, nil
 }
+
+// errNoInstances says a service or job has no instances (yet).
+var errNoInstances = errors.New("no instances")
 
 // clientFor is the cluster's client and refOf(arg, kind).
 func (g *globals) clientFor(ctx context.Context, arg string, kind api.Kind) (c *client.Client, ns, name string, err error) {

@@ -158,7 +158,10 @@ func runService(cmd *cobra.Command, c *client.Client, svc *api.Service, o *runOp
 				}
 				return fmt.Errorf("service %q: %w; the service was removed", stored.Metadata.Name, err)
 			}
-			return fmt.Errorf("service %q: %w", stored.Metadata.Name, err)
+			// Anything else may pass (a node or registry briefly out of
+			// reach): the service stays, its instances trying again.
+			return fmt.Errorf("service %q: %w; the service is kept (see 'berth describe %s'; 'berth rm %s' removes it)",
+				stored.Metadata.Name, err, stored.Metadata.Name, stored.Metadata.Name)
 		}
 	}
 	fmt.Fprintln(cmd.OutOrStdout(), stored.Metadata.Name)
@@ -226,8 +229,10 @@ func waitRunning(ctx context.Context, events <-chan client.WatchEvent[*api.Insta
 			}
 			return fmt.Errorf("instance %s failed: %s", failed.Metadata.Name, why)
 		}
-		// A start error is a problem with the image or the command: retries will not mend it.
-		if in.Status.Reason == "StartError" {
+		// A start error is a problem with the image or the command: retries
+		// will not mend it. A start backing off (api.ReasonStartBackOff)
+		// failed for a cause that may pass: waited on.
+		if in.Status.Reason == api.ReasonStartError {
 			return fmt.Errorf("instance %s %w: %s", in.Metadata.Name, errCannotStart, in.Status.Message)
 		}
 	}

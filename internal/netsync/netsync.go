@@ -194,13 +194,18 @@ func (p *Plane) Synced() bool {
 // changes as they come; a broken watch starts it over (Sync then sends
 // only the difference).
 func (p *Plane) follow(ctx context.Context) {
-	backoff := 100 * time.Millisecond
+	const first = 100 * time.Millisecond
+	backoff := first
 	for ctx.Err() == nil {
+		began := time.Now()
 		err := p.followOnce(ctx)
 		if ctx.Err() != nil {
 			return
 		}
-		p.log.Warn("following services; starting over", "err", err)
+		if time.Since(began) > resyncEvery {
+			backoff = first // it followed a good while: a break of its own
+		}
+		p.log.Warn("following services; starting over", "err", err, "in", backoff)
 		select {
 		case <-ctx.Done():
 			return
@@ -269,18 +274,20 @@ func (p *Plane) syncAll(ctx context.Context, svcs []*api.Service, insts []*api.I
 }
 
 // mergeWatches is the service and instance watches' events in one
-// channel, until ctx ends.
+// channel, until ctx ends. A watch that closes is a change too, with an
+// error (the last one it sent may have said why): the follower must hear
+// of it and start over, or it would wait on a watch that is gone.
 func mergeWatches(ctx context.Context, sw <-chan client.WatchEvent[*api.Service], iw <-chan client.WatchEvent[*api.Instance]) <-chan change {
 	changes := make(chan change, 256)
 	pump := func(f func() (change, bool)) {
 		for {
-			c, ok := f()
-			if !ok {
-				return
-			}
+			c, open := f()
 			select {
 			case changes <- c:
 			case <-ctx.Done():
+				return
+			}
+			if !open {
 				return
 			}
 		}

@@ -31,7 +31,8 @@
 //
 // Repository names are berth image names without the tag ("demo/busybox"
 // for "demo/busybox:1"). The store is one content-addressed pool, so any
-// repository can read any blob it holds.
+// repository can read any blob it holds, unless Options.Readable narrows
+// a caller's reads to the images it names (access.go).
 package registry
 
 import (
@@ -93,7 +94,13 @@ type Options struct {
 	// secrets, whose images PinImage pins only for templates whose own
 	// credentials reach them (private.go).
 	Private *PrivateRepos
-	Logger  *slog.Logger
+	// Readable, when set, narrows which manifests and blobs a caller may
+	// read (after Authorize let it in): those of the images it names,
+	// whatever repository name the request uses (access.go). An error
+	// wrapping errdefs.ErrForbidden is answered 403 DENIED. nil allows
+	// every read Authorize allows.
+	Readable ReadableFunc
+	Logger   *slog.Logger
 }
 
 // Handler serves one image store over the OCI distribution API.
@@ -324,6 +331,11 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request) error {
 				return fail(http.StatusForbidden, codeDenied, "%v", err)
 			}
 			return fail(http.StatusUnauthorized, codeUnauthorized, "%v", err)
+		}
+	}
+	if !push {
+		if err := h.checkRead(r, rt); err != nil {
+			return err
 		}
 	}
 	ctx := r.Context()

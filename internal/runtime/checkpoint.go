@@ -29,6 +29,24 @@ var errBuiltinCheckpoint = fmt.Errorf("%w: the built-in executor (berth) has no 
 // image directory carried to another place restores without its bundle.
 const metaFile = "berth-meta.json"
 
+// RootfsDiff, in a directory of CRIU images, is the container's writable
+// layer (overlay upper directory) as it was dumped: a restore from the
+// images takes it as its own.
+const RootfsDiff = "rootfs-diff"
+
+// UpperDir is container id's writable layer (its overlay upper directory),
+// or "" when it has none (its own rootfs, or a user namespace).
+func (r *Runtime) UpperDir(id string) (string, error) {
+	bd, m, err := r.load(id)
+	if err != nil {
+		return "", err
+	}
+	if m.Config.RootfsPath != "" || m.Config.UserNS {
+		return "", nil
+	}
+	return bd.path("upper"), nil
+}
+
 // CheckpointOptions say how a container is checkpointed.
 type CheckpointOptions struct {
 	// ImageDir receives the CRIU images; it is made if missing.
@@ -148,6 +166,14 @@ func (r *Runtime) restore(ctx context.Context, id string, imageDir string, with 
 	if bd, old, err := r.load(id); err == nil {
 		if st := r.status(bd, old); st.State == Running {
 			return st, fmt.Errorf("container %q: restore: %w", id, ErrRunning)
+		}
+		// The files the dumped processes had open are in the stopped
+		// container's writable layer: it goes with the images (unless
+		// they bring their own), to be the restored one's.
+		if _, err := os.Stat(filepath.Join(dir, RootfsDiff)); errors.Is(err, os.ErrNotExist) && old.Config.RootfsPath == "" && !old.Config.UserNS {
+			if err := os.Rename(bd.path("upper"), filepath.Join(dir, RootfsDiff)); err != nil && !errors.Is(err, os.ErrNotExist) {
+				return Status{}, fmt.Errorf("container %q: restore: keep its writable layer: %w", id, err)
+			}
 		}
 		if err := r.remove(ctx, bd, false); err != nil {
 			return Status{}, fmt.Errorf("container %q: restore: %w", id, err)

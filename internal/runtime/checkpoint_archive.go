@@ -6,9 +6,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
+	"path"
 	"path/filepath"
 	"strings"
+
+	"golang.org/x/sys/unix"
 )
 
 // ExportCheckpoint writes the image directory dir (a full dump, with the
@@ -54,11 +58,150 @@ func addFile(tw *tar.Writer, dir, name, as string) (int64, error) {
 // A migration stream carries a container's CRIU images from one node to
 // another: a plain tar (the pages compress slowly and poorly, and it
 // crosses a LAN) of the pre-dump's images under pre/, sent while the
-// container still runs, then the final dump's under final/.
+// container still runs, then the final dump's under final/, then its
+// writable layer under upper/ (WriteUpper).
 const (
 	MigrationPre   = "pre"
 	MigrationFinal = "final"
+	MigrationUpper = "upper"
 )
+
+// opaqueXattr marks an overlay upper directory that hides the lower
+// layers' (a directory removed, then made again).
+const opaqueXattr = "trusted.overlay.opaque"
+
+// WriteUpper adds the writable layer upper (a stopped container's) to a
+// migration stream under upper/: directories, files, symbolic links and
+// overlay whiteouts, with their owners, modes and opaque marks; hard
+// links go as copies. It returns the bytes of file data sent.
+func WriteUpper(tw *tar.Writer, upper string) (int64, error) {
+	var n int64
+	err := filepath.WalkDir(upper, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, err := filepath.Rel(upper, p)
+		if err != nil || rel == "." {
+			return err
+		}
+		fi, err := d.Info()
+		if err != nil {
+			return err
+		}
+		link := ""
+		if fi.Mode()&fs.ModeSymlink != 0 {
+			if link, err = os.Readlink(p); err != nil {
+				return err
+			}
+		}
+		h, err := tar.FileInfoHeader(fi, link)
+		if err != nil {
+			return fmt.Errorf("%s: %w", p, err)
+		}
+		h.Name = MigrationUpper + "/" + filepath.ToSlash(rel)
+		h.Uname, h.Gname = "", ""
+		if d.IsDir() {
+			h.Name += "/"
+			buf := make([]byte, 8)
+			if m, err := unix.Lgetxattr(p, opaqueXattr, buf); err == nil {
+				h.PAXRecords = map[string]string{"SCHILY.xattr." + opaqueXattr: string(buf[:m])}
+			}
+		}
+		if err := tw.WriteHeader(h); err != nil {
+			return err
+		}
+		if !fi.Mode().IsRegular() {
+			return nil
+		}
+		f, err := os.Open(p)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		m, err := io.Copy(tw, f)
+		n += m
+		return err
+	})
+	if err != nil {
+		return n, fmt.Errorf("writable layer %s: %w", upper, err)
+	}
+	return n, tw.Flush()
+}
+
+// readUpper makes one upper/ entry of a migration stream under dir. Its
+// parent must be a directory the stream made (made holds them), so no
+// entry reaches through a link out of dir.
+func readUpper(h *tar.Header, r io.Reader, dir string, made map[string]bool) error {
+	rel := strings.TrimSuffix(strings.TrimPrefix(h.Name, MigrationUpper+"/"), "/")
+	if rel == "" || rel != path.Clean(rel) || path.IsAbs(rel) || rel == ".." || strings.HasPrefix(rel, "../") {
+		return fmt.Errorf("entry %q is not a plain path", h.Name)
+	}
+	if parent := path.Dir(rel); parent != "." && !made[parent] {
+		return fmt.Errorf("entry %q comes before its directory", h.Name)
+	}
+	p := filepath.Join(dir, filepath.FromSlash(rel))
+	mode := uint32(h.Mode) & 0o7777
+	switch h.Typeflag {
+	case tar.TypeDir:
+		if err := os.Mkdir(p, 0o700); err != nil {
+			return err
+		}
+		made[rel] = true
+		if v, ok := h.PAXRecords["SCHILY.xattr."+opaqueXattr]; ok {
+			if err := unix.Lsetxattr(p, opaqueXattr, []byte(v), 0); err != nil {
+				return fmt.Errorf("%s: %w", h.Name, err)
+			}
+		}
+	case tar.TypeReg:
+		f, err := os.OpenFile(p, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
+		if err != nil {
+			return err
+		}
+		_, err = io.Copy(f, r)
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+		if err != nil {
+			return err
+		}
+	case tar.TypeSymlink:
+		if err := os.Symlink(h.Linkname, p); err != nil {
+			return err
+		}
+		return os.Lchown(p, h.Uid, h.Gid)
+	case tar.TypeChar:
+		if h.Devmajor != 0 || h.Devminor != 0 {
+			return fmt.Errorf("entry %q: a device other than a whiteout (0:0)", h.Name)
+		}
+		if err := unix.Mknod(p, unix.S_IFCHR|mode, 0); err != nil {
+			return fmt.Errorf("%s: %w", h.Name, err)
+		}
+	default:
+		return fmt.Errorf("entry %q: type %q is not a directory, file, link or whiteout", h.Name, h.Typeflag)
+	}
+	if err := os.Lchown(p, h.Uid, h.Gid); err != nil {
+		return err
+	}
+	if err := os.Chmod(p, fs.FileMode(mode&0o777)|modeBits(mode)); err != nil {
+		return err
+	}
+	return os.Chtimes(p, h.ModTime, h.ModTime)
+}
+
+// modeBits turns setuid, setgid and sticky bits into fs.FileMode's.
+func modeBits(m uint32) fs.FileMode {
+	var f fs.FileMode
+	if m&unix.S_ISUID != 0 {
+		f |= fs.ModeSetuid
+	}
+	if m&unix.S_ISGID != 0 {
+		f |= fs.ModeSetgid
+	}
+	if m&unix.S_ISVTX != 0 {
+		f |= fs.ModeSticky
+	}
+	return f
+}
 
 // WriteImages adds the image directory dir to a migration stream under
 // part (MigrationPre or MigrationFinal) and returns the bytes it held. The
@@ -87,6 +230,7 @@ func WriteImages(tw *tar.Writer, dir, part string) (int64, error) {
 func ReadMigration(r io.Reader, dir string) (string, error) {
 	tr := tar.NewReader(r)
 	parts := map[string]bool{}
+	upper, made := filepath.Join(dir, MigrationUpper), map[string]bool{}
 	for {
 		h, err := tr.Next()
 		if errors.Is(err, io.EOF) {
@@ -96,6 +240,18 @@ func ReadMigration(r io.Reader, dir string) (string, error) {
 			return "", fmt.Errorf("migration stream: %w", err)
 		}
 		part, name, _ := strings.Cut(h.Name, "/")
+		if part == MigrationUpper {
+			if !parts[part] {
+				if err := os.MkdirAll(upper, 0o755); err != nil {
+					return "", err
+				}
+				parts[part] = true
+			}
+			if err := readUpper(h, tr, upper, made); err != nil {
+				return "", fmt.Errorf("migration stream: %w", err)
+			}
+			continue
+		}
 		if h.Typeflag != tar.TypeReg || (part != MigrationPre && part != MigrationFinal) ||
 			name == "" || name != filepath.Base(name) || name == ".." {
 			return "", fmt.Errorf("migration stream: entry %q is not pre/FILE or final/FILE", h.Name)
@@ -122,6 +278,11 @@ func ReadMigration(r io.Reader, dir string) (string, error) {
 		return "", errors.New("migration stream: it ended before the final dump")
 	}
 	final := filepath.Join(dir, MigrationFinal)
+	if parts[MigrationUpper] {
+		if err := os.Rename(upper, filepath.Join(final, RootfsDiff)); err != nil {
+			return "", err
+		}
+	}
 	if parts[MigrationPre] {
 		// CRIU finds the pages the final dump left out in its parent.
 		if err := os.Symlink("../"+MigrationPre, filepath.Join(final, "parent")); err != nil {

@@ -19,8 +19,10 @@ import (
 func TestCheckpointRestoreRunc(t *testing.T) { testCheckpointRestore(t, "runc") }
 func TestCheckpointRestoreCrun(t *testing.T) { testCheckpointRestore(t, "crun") }
 
-// counterArgs print 1, 2, 3... one every 10 ms.
-var counterArgs = []string{"sh", "-c", "i=0; while :; do i=$((i+1)); echo $i; usleep 10000; done"}
+// counterArgs print 1, 2, 3... one every 10 ms, and append them to a
+// file of the container's writable layer, which they keep open: a restore
+// must bring that layer back.
+var counterArgs = []string{"sh", "-c", "exec 3>>/root/count; i=0; while :; do i=$((i+1)); echo $i; echo $i >&3; usleep 10000; done"}
 
 // testCheckpointRestore checkpoints a counter (after a pre-dump, as a
 // migration does) and restores it: the count goes on from where it was,
@@ -95,6 +97,10 @@ func testCheckpointRestore(t *testing.T, executor string) {
 		if after[i].n != after[i-1].n+1 {
 			t.Fatalf("after restore the count skips %d -> %d", after[i-1].n, after[i].n)
 		}
+	}
+	var file bytes.Buffer
+	if _, err := r.Exec(ctx, id, runtime.ExecProcess{Args: []string{"head", "-n", "1", "/root/count"}, Stdout: &file}); err != nil || strings.TrimSpace(file.String()) != "1" {
+		t.Fatalf("after restore /root/count begins %q (%v), want the 1 written before the dump", file.String(), err)
 	}
 }
 

@@ -489,27 +489,7 @@ func (r *Runtime) launchShim(bd *bundle, gate func() error, c *Config) (int, err
 		cmd.ExtraFiles = append(cmd.ExtraFiles, gr) // fd 4
 		cmd.Env = append(cmd.Env, launch.GateEnv+"=1")
 	}
-	if c.Restart.restarts() {
-		policy := "always"
-		if c.Restart.Name == RestartOnFailure {
-			policy = "on-failure"
-		}
-		cmd.Env = append(cmd.Env, fmt.Sprintf("%s=%s %d", launch.RestartEnv, policy, c.Restart.MaxRetries))
-	}
-	switch {
-	case c.Terminal != nil:
-		cmd.ExtraFiles = append(cmd.ExtraFiles, c.Terminal)
-		cmd.Env = append(cmd.Env, fmt.Sprintf("%s=tty %d", launch.StdioEnv, 2+len(cmd.ExtraFiles)))
-	case c.Stdin != nil:
-		cmd.ExtraFiles = append(cmd.ExtraFiles, c.Stdin)
-		cmd.Env = append(cmd.Env, fmt.Sprintf("%s=stdin %d", launch.StdioEnv, 2+len(cmd.ExtraFiles)))
-	}
-	if len(c.KeepOpen) > 0 {
-		// The last descriptors; the shim keeps them and closes them in the container.
-		first := 3 + len(cmd.ExtraFiles)
-		cmd.ExtraFiles = append(cmd.ExtraFiles, c.KeepOpen...)
-		cmd.Env = append(cmd.Env, fmt.Sprintf("%s=%d %d", launch.KeepEnv, first, 2+len(cmd.ExtraFiles)))
-	}
+	shimOptions(cmd, c)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	if err := cmd.Start(); err != nil {
 		wr.Close()
@@ -549,6 +529,33 @@ func (r *Runtime) launchShim(bd *bundle, gate func() error, c *Config) (int, err
 	return pid, nil
 }
 
+// shimOptions tells the shim c's restart policy, and passes it c's stdin
+// or terminal and the descriptors it keeps, after those cmd has already.
+func shimOptions(cmd *exec.Cmd, c *Config) {
+	if c.Restart.restarts() {
+		policy := "always"
+		if c.Restart.Name == RestartOnFailure {
+			policy = "on-failure"
+		}
+		cmd.Env = append(cmd.Env, fmt.Sprintf("%s=%s %d", launch.RestartEnv, policy, c.Restart.MaxRetries))
+	}
+	// ExtraFiles[i] is the shim's descriptor 3+i.
+	switch {
+	case c.Terminal != nil:
+		cmd.ExtraFiles = append(cmd.ExtraFiles, c.Terminal)
+		cmd.Env = append(cmd.Env, fmt.Sprintf("%s=tty %d", launch.StdioEnv, 2+len(cmd.ExtraFiles)))
+	case c.Stdin != nil:
+		cmd.ExtraFiles = append(cmd.ExtraFiles, c.Stdin)
+		cmd.Env = append(cmd.Env, fmt.Sprintf("%s=stdin %d", launch.StdioEnv, 2+len(cmd.ExtraFiles)))
+	}
+	if len(c.KeepOpen) > 0 {
+		// The last descriptors; the shim keeps them and closes them in the container.
+		first := 3 + len(cmd.ExtraFiles)
+		cmd.ExtraFiles = append(cmd.ExtraFiles, c.KeepOpen...)
+		cmd.Env = append(cmd.Env, fmt.Sprintf("%s=%d %d", launch.KeepEnv, first, 2+len(cmd.ExtraFiles)))
+	}
+}
+
 // mountRootfs prepares the container's root filesystem. With inside set
 // (the built-in executor) it only returns the overlay options, and the
 // container's init mounts the overlay in its own mount namespace: the
@@ -563,7 +570,17 @@ func (r *Runtime) mountRootfs(bd *bundle, c *Config, inside bool, uns int, nsRoo
 		return c.RootfsPath, "", nil
 	}
 	target, upper, work := bd.path("rootfs"), bd.path("upper"), bd.path("work")
-	for _, d := range []string{target, upper, work} {
+	dirs := []string{target, upper, work}
+	if bd.restoreFrom != "" && !c.UserNS {
+		// A restore gets back the writable layer it was dumped with.
+		switch err := os.Rename(filepath.Join(bd.restoreFrom, RootfsDiff), upper); {
+		case err == nil:
+			dirs = []string{target, work}
+		case !errors.Is(err, os.ErrNotExist):
+			return "", "", fmt.Errorf("rootfs: writable layer of the checkpoint: %w", err)
+		}
+	}
+	for _, d := range dirs {
 		if err := os.Mkdir(d, 0o755); err != nil {
 			return "", "", fmt.Errorf("rootfs: %w", err)
 		}

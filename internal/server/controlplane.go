@@ -58,7 +58,7 @@ func (cp controlPlane) start(g *group) error {
 	if err != nil {
 		return err
 	}
-	reg := registry.New(cp.Images, registry.Options{Authorize: apiserver.AuthorizeImages, Logger: log.With("component", "registry"),
+	reg := registry.New(cp.Images, registry.Options{Authorize: apiserver.AuthorizeImages, Readable: srv.ReadableImages, Logger: log.With("component", "registry"),
 		Peers: cp.Peers, Upstream: upstream, Private: privateRepos(cp.Store)})
 	srv.Mount("/v2/", reg)
 	g.run("registry settings", func(ctx context.Context) error {

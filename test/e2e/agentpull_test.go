@@ -29,9 +29,27 @@ type serverAgent struct {
 // Ready. The server's store holds demo/busybox:1; the agent's is empty.
 func startServerAgent(t *testing.T, host, node string) *serverAgent {
 	t.Helper()
+	sa, joinToken, caPin := startServer(t, host, true)
+	sa.agent = newAgentEnv(t)
+	startProcess(t, "berth agent", "--data-dir", sa.agent.dataDir, "agent", "-v", "--server", sa.apiURL, "--name", node,
+		"--address", "127.0.0.1", "--no-network", "--token", joinToken, "--ca-pin", caPin)
+	eventually(t, 20*time.Second, "node "+node+" Ready", func() bool {
+		n, err := sa.admin.Nodes().Get(context.Background(), "", node)
+		return err == nil && n.Status.Condition == api.NodeReady
+	})
+	return sa
+}
+
+// startServer starts a server on host, without agents (with
+// demo/busybox:1 in its store when demo), and returns it with a join
+// token and the CA pin an agent joins with.
+func startServer(t *testing.T, host string, demo bool) (sa *serverAgent, joinToken, caPin string) {
+	t.Helper()
 	testenv.RequireRoot(t)
-	sa := &serverAgent{t: t, srv: newEnv(t), agent: newAgentEnv(t)}
-	sa.srv.demoImage()
+	sa = &serverAgent{t: t, srv: newEnv(t)}
+	if demo {
+		sa.srv.demoImage()
+	}
 	apiAddr := freeAddr(t, host)
 	sa.apiURL = "https://" + apiAddr
 	srv := startProcess(t, "berth server", "--data-dir", sa.srv.dataDir, "server", "-v", "--name", "s1",
@@ -51,13 +69,7 @@ func startServerAgent(t *testing.T, host, node string) *serverAgent {
 	if sa.admin, err = client.New(sa.apiURL, client.WithToken(sa.tok), client.WithCAFile(sa.caFile)); err != nil {
 		t.Fatal(err)
 	}
-	startProcess(t, "berth agent", "--data-dir", sa.agent.dataDir, "agent", "-v", "--server", sa.apiURL, "--name", node,
-		"--address", "127.0.0.1", "--no-network", "--token", readToken(t, m[2]), "--ca-pin", m[3])
-	eventually(t, 20*time.Second, "node "+node+" Ready", func() bool {
-		n, err := sa.admin.Nodes().Get(context.Background(), "", node)
-		return err == nil && n.Status.Condition == api.NodeReady
-	})
-	return sa
+	return sa, readToken(t, m[2]), m[3]
 }
 
 // cli runs berth against the server as an admin.

@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -56,12 +57,25 @@ func instanceNamed(t *testing.T, l *lan.LAN, name string) api.Instance {
 	return api.Instance{}
 }
 
+// fileCounterYAML is a counter that also appends to a file of its
+// writable layer, which it keeps open.
+const fileCounterYAML = `kind: Service
+name: counter
+replicas: 1
+template:
+  image: demo/busybox:1
+  runtime: runc
+  command: ["sh", "-c", "exec 3>>/root/count; i=0; while :; do i=$((i+1)); echo $i; echo $i >&3; usleep 10000; done"]
+  resources: {cpu: 0.1, memory: 32Mi}
+`
+
 // TestMigrateCounter: berth migrate moves a counter (runc) to the other
 // node; it counts on from where it was, under the same instance name,
-// and runs on the target alone.
+// and runs on the target alone. The file it keeps open in its writable
+// layer moves with it and goes on growing.
 func TestMigrateCounter(t *testing.T) {
 	l := startLANOf(t, 1, 2)
-	check(t, l.Apply(counterYAML))
+	check(t, l.Apply(fileCounterYAML))
 	inst := waitHealthy(t, l, "counter", 1, 60*time.Second)[0]
 	name, from := inst.Metadata.Name, inst.Spec.Node
 	to := otherNode(l, from)
@@ -71,8 +85,8 @@ func TestMigrateCounter(t *testing.T) {
 	out, err := l.Admin("migrate", name, "--to", to)
 	check(t, err)
 	t.Logf("%s", strings.TrimSpace(out))
-	if !strings.Contains(out, "migrated from "+from+" to "+to) {
-		t.Fatalf("migrate printed %q", out)
+	if !strings.Contains(out, "migrated from "+from+" to "+to) || !regexp.MustCompile(`prepare \S+ \(before the freeze\), dump [1-9]\S*, transfer \S+, restore [1-9]\S*, switch \S+`).MatchString(out) {
+		t.Fatalf("migrate printed %q, want where it went and its stages", out)
 	}
 	moved := instanceNamed(t, l, name)
 	if moved.Spec.Node != to || moved.Status.Phase != api.PhaseRunning || moved.Metadata.UID != inst.Metadata.UID {
@@ -98,6 +112,17 @@ func TestMigrateCounter(t *testing.T) {
 		return len(cs) == 0
 	})
 	t.Logf("counter at %d before the move, %d first after it", last, after[0])
+	out, err = l.Admin("exec", name, "--", "cat", "/root/count")
+	check(t, err)
+	file := strings.Fields(out)
+	if len(file) < len(before)+len(after) || file[0] != "1" {
+		t.Fatalf("after the move /root/count holds %d numbers from %q, want every one since 1", len(file), file[:min(3, len(file))])
+	}
+	for i, f := range file {
+		if f != strconv.Itoa(i+1) {
+			t.Fatalf("after the move /root/count has %q where %d belongs", f, i+1)
+		}
+	}
 
 	// What cannot be done is refused, naming why, and moves nothing.
 	for _, tc := range []struct{ to, want string }{{to, "already"}, {"nowhere", "nowhere"}} {
@@ -108,7 +133,33 @@ func TestMigrateCounter(t *testing.T) {
 	if _, err := l.Admin("migrate"); err == nil {
 		t.Errorf("migrate without an instance succeeded")
 	}
+	// A named volume's data stays on its node: such an instance is not
+	// moved live (a drain restarts it instead), and its service cannot
+	// ask for live migration.
+	check(t, l.Apply(volumeYAML))
+	vol := waitHealthy(t, l, "vol", 1, 60*time.Second)[0]
+	if _, err := l.Admin("migrate", vol.Metadata.Name); err == nil || !strings.Contains(err.Error(), "named volume data is node-local") {
+		t.Errorf("migrate of an instance with a named volume: %v, want a refusal naming the volume", err)
+	}
+	if err := l.Apply(strings.Replace(volumeYAML, "runtime: runc", "runtime: runc\n  migration: live", 1)); err == nil || !strings.Contains(err.Error(), "named volume data") {
+		t.Errorf("migration: live with a named volume: %v, want a refusal naming the volume", err)
+	}
+	if got := instanceNamed(t, l, vol.Metadata.Name); got.Spec.Node != vol.Spec.Node {
+		t.Errorf("the instance with a volume moved to %s", got.Spec.Node)
+	}
 }
+
+// volumeYAML: a runc service keeping data in a named volume.
+const volumeYAML = `kind: Service
+name: vol
+replicas: 1
+template:
+  image: demo/busybox:1
+  runtime: runc
+  command: ["sh", "-c", "date >> /data/log; exec sleep 1d"]
+  volumes: [{name: data, path: /data}]
+  resources: {cpu: 0.1, memory: 16Mi}
+`
 
 var (
 	memserverOnce sync.Once

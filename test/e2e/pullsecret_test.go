@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/berth-dev/berth/api"
+	"github.com/berth-dev/berth/internal/image"
 	"github.com/berth-dev/berth/internal/registry/registrytest"
 )
 
@@ -31,7 +32,11 @@ func pullSecretSpec(ns, name, image string, policy api.PullPolicy, secret string
 // whose credentials only a namespace's secret of type registry-auth holds:
 // without it the server's pin is refused with the registry's 401; with it
 // (imagePullSecrets) the server pins and the agent pulls through the
-// server, and the node is given no credentials. Another namespace whose
+// server, and the node is given no credentials, and from the servers'
+// registry only the image it runs: another namespace's private image is
+// refused it (403), by digest, under either name. A service applied
+// before its pull secret is stored unpinned with a warning naming the
+// secret, and runs once the secret is created. Another namespace whose
 // template names no credentials is refused the image the servers now
 // hold. The secret is sealed on
 // the server's disk and never on the agent's. Once `berth registry
@@ -56,6 +61,14 @@ func TestRegistryPullSecrets(t *testing.T) {
 	pusher.ok("image", "tag", "demo/busybox:1", ref)
 	pusher.ok("image", "push", ref)
 	want := imageDigests(t, pusher)[ref]
+	// Another private image, of team-b's only.
+	otherDir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(otherDir, "secret"), []byte("team-b only"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	otherRef := host + "/private/other:1"
+	pusher.ok("image", "build", otherDir, "--tag", otherRef)
+	pusher.ok("image", "push", otherRef)
 
 	empty := filepath.Join(t.TempDir(), "config.json")
 	if err := os.WriteFile(empty, []byte("{}"), 0o600); err != nil {
@@ -91,8 +104,32 @@ func TestRegistryPullSecrets(t *testing.T) {
 	if _, errOut, code := sa.cli("-n", "team-a", "secret", "create", "bad", "--type", "registry-auth", "--from-file", ".dockerconfigjson="+big); code == 0 || !strings.Contains(errOut, "MaxRegistryAuthBytes") {
 		t.Errorf("a registry-auth secret over the limit: exit %d, stderr %q", code, errOut)
 	}
+	// A service applied before its pull secret exists is stored unpinned,
+	// with a warning and an event naming the secret; creating the secret
+	// pins its image, and it runs.
+	early := filepath.Join(t.TempDir(), "early.yaml")
+	if err := os.WriteFile(early, []byte(pullSecretSpec("team-a", "early", ref, api.PullIfNotPresent, "regcred", "")), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if out, errOut, code := sa.cli("apply", "-f", early); code != 0 || !strings.Contains(out, "created") ||
+		!strings.Contains(errOut, "warning:") || !strings.Contains(errOut, "regcred") {
+		t.Errorf("apply before the pull secret exists: exit %d, stdout %q, stderr %q; want it created with a warning naming regcred", code, out, errOut)
+	}
+	if svc, err := sa.admin.Services().Get(context.Background(), "team-a", "early"); err != nil || svc.Spec.Template.Image != ref {
+		t.Errorf("service early before its pull secret: %v, image %q; want %s unpinned", err, svc.Spec.Template.Image, ref)
+	}
+	if out := sa.ok("-n", "team-a", "describe", "early"); !strings.Contains(out, "PullSecretMissing") {
+		t.Errorf("describe service early: no PullSecretMissing event:\n%s", out)
+	}
 	for _, ns := range []string{"team-a", "team-b"} {
 		sa.ok("-n", ns, "secret", "create", "regcred", "--type", "registry-auth", "--from-file", ".dockerconfigjson="+dockerCfg)
+	}
+	// (Its first instance may run the tag, once the pin brought the image to the servers.)
+	sa.instanceOf("team-a", "early", "running "+ref+"@"+want, func(in *api.Instance) bool {
+		return in.Status.Phase == api.PhaseRunning && in.Spec.Template.Image == ref+"@"+want
+	})
+	if svc, err := sa.admin.Services().Get(context.Background(), "team-a", "early"); err != nil || svc.Spec.Template.Image != ref+"@"+want {
+		t.Errorf("service early once its pull secret exists: %v, image %q; want %s@%s", err, svc.Spec.Template.Image, ref, want)
 	}
 
 	sa.apply(pullSecretSpec("team-a", "private", ref, api.PullIfNotPresent, "regcred", ""))
@@ -100,8 +137,19 @@ func TestRegistryPullSecrets(t *testing.T) {
 	if in.Spec.Template.Image != ref+"@"+want {
 		t.Errorf("private runs %q, want %s@%s", in.Spec.Template.Image, ref, want)
 	}
-	if evs := sa.pullEvents("team-a", in.Metadata.Name); !hasEvent(evs, "from "+sa.apiURL) {
-		t.Errorf("private's pull events %q, want a pull from the server %s", evs, sa.apiURL)
+	// early pulled the image (private found it on the node).
+	var pulls []string
+	evs, _, err := sa.admin.Events().List(context.Background(), "team-a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, ev := range evs {
+		if ev.Object.Kind == api.KindInstance && strings.HasPrefix(ev.Object.Name, "early-") && strings.HasPrefix(ev.Reason, "Pull") {
+			pulls = append(pulls, ev.Reason+": "+ev.Message)
+		}
+	}
+	if !hasEvent(pulls, "from "+sa.apiURL) {
+		t.Errorf("early's pull events %q, want a pull from the server %s", pulls, sa.apiURL)
 	}
 
 	// The servers hold the image now, but another namespace's template
@@ -133,6 +181,45 @@ func TestRegistryPullSecrets(t *testing.T) {
 		b, _ := io.ReadAll(resp.Body)
 		return resp.StatusCode, string(b)
 	}
+	// The registry at /v2/ gives the node its own instance's image, not
+	// another private image it runs nothing of, whatever name it asks under.
+	sa.apply(pullSecretSpec("team-b", "secretwork", otherRef, api.PullIfNotPresent, "regcred",
+		"placement:\n  constraints: [{key: node.name, op: \"==\", values: [nowhere]}]\n"))
+	pushed, err := image.Open(filepath.Join(pusher.dataDir, "images"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	partsOf := func(ref string) (manifest, layer string) {
+		raw, _, d, err := pushed.Manifest(context.Background(), ref)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var m struct {
+			Layers []struct{ Digest string } `json:"layers"`
+		}
+		if err := json.Unmarshal(raw, &m); err != nil || len(m.Layers) == 0 {
+			t.Fatalf("manifest of %s: %v %s", ref, err, raw)
+		}
+		return d.String(), m.Layers[len(m.Layers)-1].Digest
+	}
+	repoOf := func(ref string) string { return strings.TrimSuffix(strings.TrimPrefix(ref, host+"/"), ":1") }
+	ownManifest, ownLayer := partsOf(ref)
+	otherManifest, otherLayer := partsOf(otherRef)
+	for _, c := range []struct {
+		what, path string
+		want       int
+	}{
+		{"its instance's manifest", "/v2/" + host + "/" + repoOf(ref) + "/manifests/" + ownManifest, http.StatusOK},
+		{"its instance's layer", "/v2/" + host + "/" + repoOf(ref) + "/blobs/" + ownLayer, http.StatusOK},
+		{"another private image's manifest", "/v2/" + host + "/" + repoOf(otherRef) + "/manifests/" + otherManifest, http.StatusForbidden},
+		{"another private image's layer", "/v2/" + host + "/" + repoOf(otherRef) + "/blobs/" + otherLayer, http.StatusForbidden},
+		{"another private image's layer under its own image's name", "/v2/" + host + "/" + repoOf(ref) + "/blobs/" + otherLayer, http.StatusForbidden},
+	} {
+		if code, body := get(c.path); code != c.want {
+			t.Errorf("node pulls %s: %d %.200s; want %d", c.what, code, body, c.want)
+		}
+	}
+
 	// Through the servers, the node needs no credentials and gets none.
 	if code, body := get("/v1/namespaces/team-a/instances/" + in.Metadata.Name + "/data"); code != http.StatusOK || strings.Contains(body, authB64) {
 		t.Errorf("node reads its own instance's data while pulling through the servers: %d %s; want no credentials", code, body)

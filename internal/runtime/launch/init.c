@@ -310,6 +310,13 @@ static int run_init(const struct plan *p, int errfd, char *err, size_t errlen)
 	}
 	/* The workload's exec closes the error pipe, or its failure is written there. */
 	close(errfd);
+	/*
+	 * This process never execs, so the shim's descriptors it was cloned
+	 * with (the host-side log, the control FIFO) would stay open here, in
+	 * reach of the container's root through /proc/1/fd. Init needs only
+	 * the container's stdio.
+	 */
+	syscall(SYS_close_range, 3, ~0U, 0);
 	prctl(PR_SET_NAME, "init", 0, 0, 0);
 	for (;;) {
 		siginfo_t si;

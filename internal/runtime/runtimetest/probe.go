@@ -2,6 +2,7 @@ package runtimetest
 
 import (
 	"bufio"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -281,9 +282,15 @@ func Probe(t testing.TB, rootfs string) {
 // them) into rootfs, so the binary can run inside a container of it.
 func CopyLibraries(t testing.TB, rootfs, binary string) {
 	t.Helper()
+	if err := copyLibraries(rootfs, binary); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func copyLibraries(rootfs, binary string) error {
 	out, err := exec.Command("ldd", binary).Output()
 	if err != nil {
-		return // a static binary: nothing to copy
+		return nil // a static binary: nothing to copy
 	}
 	sc := bufio.NewScanner(strings.NewReader(string(out)))
 	for sc.Scan() {
@@ -291,17 +298,21 @@ func CopyLibraries(t testing.TB, rootfs, binary string) {
 			if !strings.HasPrefix(f, "/") {
 				continue
 			}
-			data, err := os.ReadFile(f)
-			if err != nil {
-				t.Fatalf("copy library %s: %v", f, err)
-			}
-			dst := filepath.Join(rootfs, f)
-			if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
-				t.Fatal(err)
-			}
-			if err := os.WriteFile(dst, data, 0o755); err != nil {
-				t.Fatal(err)
+			if err := copyFile(f, filepath.Join(rootfs, f)); err != nil {
+				return fmt.Errorf("copy library %s: %w", f, err)
 			}
 		}
 	}
+	return nil
+}
+
+func copyFile(src, dst string) error {
+	data, err := os.ReadFile(src)
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
+		return err
+	}
+	return os.WriteFile(dst, data, 0o755)
 }

@@ -98,6 +98,14 @@ func (h *harness) testInit(t *testing.T) {
 		t.Fatalf("PID 1 is not berth's init:\n%s", out)
 	}
 
+	var fds bytes.Buffer
+	if _, err := h.r.Exec(context.Background(), c.ID, runtime.ExecProcess{Args: []string{"ls", "/proc/1/fd"}, Stdout: &fds, Stderr: &fds}); err != nil {
+		t.Fatalf("exec in %s: %v", c.ID, err)
+	}
+	if got := strings.Fields(fds.String()); strings.Join(got, " ") != "0 1 2" {
+		t.Errorf("berth's init holds descriptors beyond its stdio: %q, want 0 1 2", fds.String())
+	}
+
 	var w bytes.Buffer
 	code, err := h.r.Exec(context.Background(), c.ID, runtime.ExecProcess{Args: []string{"sh", "-c", "echo x >> /proc/1/exe"}, Stdout: &w, Stderr: &w})
 	if err != nil || code == 0 || !regexpMatch("Read-only file system|Text file busy", w.String()) {

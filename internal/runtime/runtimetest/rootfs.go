@@ -100,3 +100,35 @@ func BusyboxWorkdir(prefix string) (work, rootfs string, err error) {
 	}
 	return work, rootfs, nil
 }
+
+// redisServer is Debian's Redis server binary: redis-tools ships it
+// under this name, and it serves when called by any other.
+const redisServer = "/usr/bin/redis-check-rdb"
+
+// RequireRedis skips (fails in CI) when Redis (redis-tools) is not installed.
+func RequireRedis(t testing.TB) {
+	t.Helper()
+	for _, f := range []string{redisServer, "/usr/bin/redis-cli"} {
+		if _, err := os.Stat(f); err != nil {
+			testenv.SkipOrFail(t, fmt.Sprintf("redis-tools is not installed (scripts/deps.sh installs it): %v", err))
+		}
+	}
+}
+
+// WriteRedisRootfs fills dir with a busybox rootfs (WriteBusyboxRootfs)
+// plus the host's Redis: /usr/bin/redis-server and redis-cli, with the
+// shared libraries they need.
+func WriteRedisRootfs(dir string) error {
+	if err := WriteBusyboxRootfs(dir); err != nil {
+		return err
+	}
+	for src, dst := range map[string]string{redisServer: "usr/bin/redis-server", "/usr/bin/redis-cli": "usr/bin/redis-cli"} {
+		if err := copyFile(src, filepath.Join(dir, dst)); err != nil {
+			return fmt.Errorf("redis rootfs: %w", err)
+		}
+		if err := copyLibraries(dir, src); err != nil {
+			return fmt.Errorf("redis rootfs: %w", err)
+		}
+	}
+	return nil
+}

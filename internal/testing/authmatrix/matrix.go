@@ -4,7 +4,8 @@
 // credential), each with the code it must get, attacks included: a pod
 // subnet taken, a cordon lifted, 64,000 CPUs, labels, an instance IP
 // outside the node's subnet, another node's instance, an event forged
-// about another node. Run fails on any deviation.
+// about another node, another node's image pulled from the registry.
+// Run fails on any deviation.
 //
 // It runs against a loopback API server (internal/apiserver) and against
 // a cluster on the network-namespace LAN with its controllers live
@@ -57,6 +58,17 @@ type Env struct {
 	Deleted string
 	// Owner owns the matrix's instances: a finished job.
 	Owner api.Owner
+	// Images, when set, are the images of n1's and n2's instances (by
+	// node name), which the registry the server mounts at /v2/ holds:
+	// rows then pull them, each node its own only.
+	Images map[string]Image
+}
+
+// Image is an image of the registry at /v2/, and digests of its parts.
+type Image struct {
+	Repository string // "demo/app"
+	Manifest   string // its manifest's digest
+	Layer      string // one of its layers' digest
 }
 
 // row is one request and the code each caller gets.
@@ -116,8 +128,12 @@ func Run(t *testing.T, e Env) {
 			if _, err := e.Admin.Nodes().UpdateStatus(ctx, hb); err != nil {
 				t.Fatal(err)
 			}
+			img := "demo/busybox:1"
+			if i, ok := e.Images[n]; ok {
+				img = i.Repository + "@" + i.Manifest
+			}
 			in := &api.Instance{Metadata: api.Metadata{Namespace: "default", Name: "web-" + n},
-				Spec: api.InstanceSpec{Template: api.Template{Image: "demo/busybox:1"}, Owner: owner, Node: n}}
+				Spec: api.InstanceSpec{Template: api.Template{Image: img}, Owner: owner, Node: n}}
 			// Anew each time: a row may have given it up as Lost, for good.
 			if err := e.Admin.Instances().Delete(ctx, "default", in.Metadata.Name, 0); err != nil && !errdefs.IsNotFound(err) {
 				t.Fatal(err)
@@ -299,6 +315,29 @@ func Run(t *testing.T, e Env) {
 			return string(b)
 		}, want: [Callers]int{ok, ok, ok, who, ok}},
 	}
+	if e.Images != nil {
+		// The node's image, or n1's for a node without one (the deleted).
+		image := func(node string) Image {
+			if i, ok := e.Images[node]; ok {
+				return i
+			}
+			return e.Images["n1"]
+		}
+		reg := func(f func(i Image) string) func(string) string {
+			return func(node string) string { return f(image(node)) }
+		}
+		rows = append(rows,
+			row{name: "pull its image's manifest", method: "GET", path: reg(func(i Image) string { return "/v2/" + i.Repository + "/manifests/" + i.Manifest }),
+				want: [Callers]int{ok, ok, no, who, who}},
+			row{name: "pull its image's layer", method: "GET", path: reg(func(i Image) string { return "/v2/" + i.Repository + "/blobs/" + i.Layer }),
+				want: [Callers]int{ok, ok, no, who, who}},
+			row{name: "attack: another image's layer under its own image's name", method: "GET", path: func(node string) string {
+				return "/v2/" + image(other(node)).Repository + "/blobs/" + image(node).Layer
+			}, want: [Callers]int{ok, ok, no, who, who}},
+			row{name: "attack: push to the registry", method: "POST", path: reg(func(i Image) string { return "/v2/" + i.Repository + "/blobs/uploads/" }),
+				want: [Callers]int{http.StatusAccepted, no, no, who, who}},
+		)
+	}
 
 	send := func(caller int, method, path, body string) (int, string) {
 		req, _ := http.NewRequestWithContext(ctx, method, e.URL+path, strings.NewReader(body))
@@ -327,7 +366,8 @@ func Run(t *testing.T, e Env) {
 				failed = append(failed, fmt.Sprintf("%-45s %-14s %s %s: got %d, want %d: %s", r.name, callerNames[caller], r.method, r.path(node), got, r.want[caller], strings.TrimSpace(msg)))
 				continue
 			}
-			if got == no && !strings.Contains(msg, `"Forbidden"`) {
+			// The registry at /v2/ answers in the distribution spec's shape.
+			if got == no && !strings.Contains(msg, `"Forbidden"`) && !(strings.HasPrefix(r.path(node), "/v2/") && strings.Contains(msg, `"DENIED"`)) {
 				t.Errorf("%s as %s: a 403 without the Forbidden code: %s", r.name, callerNames[caller], msg)
 			}
 			if r.check != nil && got/100 == 2 {
