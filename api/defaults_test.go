@@ -87,6 +87,25 @@ func TestHashIgnoresDefaults(t *testing.T) {
 			t.Errorf("a change of %s leaves the hash as it was", name)
 		}
 	}
+	// A template that spelled its defaults out keeps, as StoredHash, the
+	// hash it had: what its instances' containers are labelled with, and
+	// what its service keeps while its status records it.
+	spelled := bare.WithDefaults(KindService)
+	spelled.Migration = ""
+	b, _ = json.Marshal(spelled)
+	sum = sha256.Sum256(b)
+	was := hex.EncodeToString(sum[:6])
+	if spelled.StoredHash() != was || spelled.Hash() == was {
+		t.Errorf("spelled-out template: StoredHash %s, Hash %s; was %s", spelled.StoredHash(), spelled.Hash(), was)
+	}
+	svc := &Service{Spec: ServiceSpec{Template: spelled}, Status: ServiceStatus{Rollout: RolloutStatus{Hash: was}}}
+	if svc.TemplateHash() != was {
+		t.Errorf("a service whose status records the old hash of its template: TemplateHash %s, want %s", svc.TemplateHash(), was)
+	}
+	svc.Spec.Template.Image = "demo/app:2"
+	if svc.TemplateHash() != svc.Spec.Template.Hash() {
+		t.Error("a changed template keeps the old hash")
+	}
 	// Migration is a policy for moves, not what runs.
 	live := bare
 	live.Migration = MigrationLive

@@ -198,7 +198,7 @@ const (
 
 // RolloutStatus is the rollout of one template.
 type RolloutStatus struct {
-	// Revision numbers the template in History; Hash is its Template.Hash().
+	// Revision numbers the template in History; Hash is Service.TemplateHash().
 	Revision int          `json:"revision,omitempty"`
 	Hash     string       `json:"hash,omitempty"`
 	Phase    RolloutPhase `json:"phase,omitempty"`
@@ -652,17 +652,28 @@ const (
 	EventWarning EventType = "Warning"
 )
 
-// Hash identifies the template of a service or of an instance: instances
-// made from another are replaced (a rollout, or a restart asked for
-// through RestartedAt). Defaults, written out or left out, hash alike
+// Hash identifies a service's template: instances made from another are
+// replaced (a rollout, or a restart asked for through RestartedAt); ask
+// Service.TemplateHash for a stored service's. Defaults, written out or
+// left out, hash alike
 // (see withoutDefaults), so a spec stored before the API filled them in
 // hashes as it did then. One stored before that spelled a default out
-// (restart: always on a service) hashes as if it had not: its instances
-// are replaced once.
+// (restart: always on a service) hashes otherwise than it did: see
+// StoredHash.
 func (t Template) Hash() string {
 	// The service's defaults: a job's own template is never hashed, and
 	// the job controller settles its instances' restart policy to never.
-	t = t.withoutDefaults(KindService)
+	return t.withoutDefaults(KindService).StoredHash()
+}
+
+// StoredHash identifies the template as it is stored, its defaults as
+// written or left out: what Hash was before the API wrote defaults in.
+// A node labels an instance's containers with it (the instance's
+// template is written once, so it changes only with what runs), and
+// Service.TemplateHash keeps the hash a service's status records while
+// its template's StoredHash is that hash: so no upgrade replaces an
+// instance.
+func (t Template) StoredHash() string {
 	t.Migration = "" // a policy for moves, not what runs
 	b, _ := json.Marshal(t)
 	sum := sha256.Sum256(b)

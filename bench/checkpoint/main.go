@@ -18,7 +18,6 @@ import (
 	"time"
 
 	"github.com/berth-dev/berth/bench/internal/harness"
-	"github.com/berth-dev/berth/internal/runtime/runtimetest"
 )
 
 const counter = "i=0; while :; do i=$((i+1)); echo $i; usleep 10000; done"
@@ -31,15 +30,12 @@ func main() {
 }
 
 func bench(bin string, runs int) error {
-	bin, err := filepath.Abs(bin)
+	ws, err := harness.NewWorkspace(bin, "berth-bench-checkpoint-")
 	if err != nil {
 		return err
 	}
-	work, rootfs, err := runtimetest.BusyboxWorkdir("berth-bench-checkpoint-")
-	if err != nil {
-		return err
-	}
-	defer os.RemoveAll(work)
+	defer ws.Close()
+	bin, work, rootfs := ws.Bin, ws.Work, ws.Rootfs
 	data := filepath.Join(work, "data")
 	berth := func(args ...string) error { return run(bin, append([]string{"--data-dir", data}, args...)...) }
 	if err := berth("image", "build", rootfs, "--tag", "bench/busybox:1"); err != nil {

@@ -16,7 +16,6 @@ import (
 	"time"
 
 	"github.com/berth-dev/berth/bench/internal/harness"
-	"github.com/berth-dev/berth/internal/runtime/runtimetest"
 )
 
 // app is five services, two of them gated on another's health, each with
@@ -62,15 +61,12 @@ func main() {
 }
 
 func bench(bin string, runs int) error {
-	bin, err := filepath.Abs(bin)
+	ws, err := harness.NewWorkspace(bin, "berth-bench-compose-")
 	if err != nil {
 		return err
 	}
-	work, rootfs, err := runtimetest.BusyboxWorkdir("berth-bench-compose-")
-	if err != nil {
-		return err
-	}
-	defer os.RemoveAll(work)
+	defer ws.Close()
+	bin, work, rootfs := ws.Bin, ws.Work, ws.Rootfs
 	ours, err := berthRuns(bin, work, rootfs, runs)
 	if err != nil {
 		return err

@@ -169,7 +169,7 @@ func InstanceFromAPI(in *api.Instance) *Instance {
 	t := in.Spec.Template
 	out := &Instance{
 		Namespace: in.Metadata.Namespace, Name: in.Metadata.Name, UID: in.Metadata.UID, Owner: in.Spec.Owner.Name,
-		Image: t.Image, Command: t.Command, Args: t.Args, WorkingDir: t.WorkingDir, Executor: t.Runtime, UserNS: t.UserNS, Template: t.Hash(),
+		Image: t.Image, Command: t.Command, Args: t.Args, WorkingDir: t.WorkingDir, Executor: t.Runtime, UserNS: t.UserNS, Template: t.StoredHash(),
 		Restart:           reconcile.Policy(api.InstanceRestart(in.Spec.Owner.Kind, t)),
 		ReportedContainer: in.Status.ContainerID, ReportedHealthy: in.Status.Healthy,
 		ReportedReason: in.Status.Reason, ReportedMessage: in.Status.Message,

@@ -100,7 +100,7 @@ func rolloutDone(svc *api.Service) (bool, error) {
 	switch {
 	case ro.Phase == api.RolloutRolledBack:
 		return true, fmt.Errorf("service %q: rollout failed and was rolled back: %s", svc.Metadata.Name, ro.Message)
-	case ro.Hash != svc.Spec.Template.Hash():
+	case ro.Hash != svc.TemplateHash():
 		return false, nil // the controller has not seen this template yet
 	case ro.Phase == api.RolloutFailed:
 		return true, fmt.Errorf("service %q: rollout of revision %d failed: %s", svc.Metadata.Name, ro.Revision, ro.Message)
@@ -113,7 +113,7 @@ func rolloutDone(svc *api.Service) (bool, error) {
 func rolloutLine(svc *api.Service) string {
 	st := svc.Status
 	phase := st.Rollout.Phase
-	if phase == "" || st.Rollout.Hash != svc.Spec.Template.Hash() && phase != api.RolloutRolledBack {
+	if phase == "" || st.Rollout.Hash != svc.TemplateHash() && phase != api.RolloutRolledBack {
 		phase = api.RolloutProgressing
 	}
 	return fmt.Sprintf("service %s revision %d: %s, %d updated, %d ready of %d", svc.Metadata.Name, st.Rollout.Revision,
@@ -146,7 +146,7 @@ func newRolloutHistoryCmd(g *globals) *cobra.Command {
 			fmt.Fprintln(tw, "REVISION\tHASH\tIMAGE\tCOMMAND\tCREATED")
 			for _, h := range svc.Status.History {
 				rev := fmt.Sprint(h.Revision)
-				if h.Hash == svc.Spec.Template.Hash() {
+				if h.Hash == svc.TemplateHash() {
 					rev += " (current)"
 				}
 				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", rev, h.Hash, imageColumn(h.Template.Image, false),

@@ -129,6 +129,26 @@ func beyond(runs []CronRun, limit int) []string {
 	return out
 }
 
+// cronState is what DecideCron looks at for cj, whose runs are runs, and
+// the names of those runs still active.
+func cronState(cj *api.CronJob, sched Schedule, runs []*api.Job, now time.Time) (CronState, []string) {
+	st := CronState{Now: now, Schedule: sched, Last: cj.Status.LastSchedule, Concurrency: cj.Spec.Concurrency,
+		StartingDeadline: time.Duration(cj.Spec.StartingDeadline), Suspend: cj.Spec.Suspend,
+		SuccessfulLimit: cmp.Or(cj.Spec.SuccessfulHistory, 3), FailedLimit: cmp.Or(cj.Spec.FailedHistory, 1)}
+	if st.Last.IsZero() {
+		st.Last = cj.Metadata.CreatedAt
+	}
+	var active []string
+	for _, j := range runs {
+		done := j.Status.Phase == api.JobSucceeded || j.Status.Phase == api.JobFailed
+		st.Runs = append(st.Runs, CronRun{Name: j.Metadata.Name, Done: done, Succeeded: j.Status.Phase == api.JobSucceeded, Ended: j.Status.EndedAt})
+		if !done {
+			active = append(active, j.Metadata.Name)
+		}
+	}
+	return st, active
+}
+
 // cronPass starts the runs of the cron jobs that are due, skips those
 // their rules skip, and trims their history.
 func (m *Manager) cronPass(ctx context.Context, sn *snapshot) error {
@@ -149,20 +169,7 @@ func (m *Manager) cronPass(ctx context.Context, sn *snapshot) error {
 			errs = append(errs, fmt.Errorf("%s: %w", api.RefOf(cj), err))
 			continue
 		}
-		st := CronState{Now: now, Schedule: sched, Last: cj.Status.LastSchedule, Concurrency: cj.Spec.Concurrency,
-			StartingDeadline: time.Duration(cj.Spec.StartingDeadline), Suspend: cj.Spec.Suspend,
-			SuccessfulLimit: cmp.Or(cj.Spec.SuccessfulHistory, 3), FailedLimit: cmp.Or(cj.Spec.FailedHistory, 1)}
-		if st.Last.IsZero() {
-			st.Last = cj.Metadata.CreatedAt
-		}
-		var active []string
-		for _, j := range runs[cj.Metadata.Namespace+"/"+cj.Metadata.Name] {
-			done := j.Status.Phase == api.JobSucceeded || j.Status.Phase == api.JobFailed
-			st.Runs = append(st.Runs, CronRun{Name: j.Metadata.Name, Done: done, Succeeded: j.Status.Phase == api.JobSucceeded, Ended: j.Status.EndedAt})
-			if !done {
-				active = append(active, j.Metadata.Name)
-			}
-		}
+		st, active := cronState(cj, sched, runs[cj.Metadata.Namespace+"/"+cj.Metadata.Name], now)
 		d := DecideCron(st)
 		for _, name := range d.Delete {
 			if err := m.s.Delete(ctx, api.KindJob, cj.Metadata.Namespace, name, 0); err != nil && !errdefs.IsNotFound(err) {

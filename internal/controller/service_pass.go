@@ -16,7 +16,7 @@ import (
 func (m *Manager) templateHash(svc *api.Service) string {
 	h, ok := m.hashes[svc.Metadata.UID]
 	if !ok || h.rev != svc.Metadata.Revision {
-		h = revHash{svc.Metadata.Revision, svc.Spec.Template.Hash()}
+		h = revHash{svc.Metadata.Revision, svc.TemplateHash()}
 		m.hashes[svc.Metadata.UID] = h
 	}
 	return h.hash

@@ -462,6 +462,9 @@ func (r *Runtime) start(ctx context.Context, bd *bundle, c *Config, ex executor)
 // (what the container needs: its cgroups, its network) has returned, and
 // gate's error is the start's. The shim hands c's Stdin or Terminal to
 // the container.
+//
+// Long because the pipes it makes (the report, the gate, the container's
+// stdio) are each closed on every path, which one function keeps in view.
 func (r *Runtime) launchShim(bd *bundle, gate func() error, c *Config) (int, error) {
 	self, err := selfExe(r.bin, r.exeView)
 	if err != nil {

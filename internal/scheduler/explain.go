@@ -18,6 +18,9 @@ type reasonKey struct {
 // explain says why no node fits r, one reason per node (the first check it
 // fails), counted: "0/10,000 nodes: 9,120 insufficient memory, 880 port
 // 8080 in use". It scans every node, so it only runs on failure.
+//
+// Long because it is one loop over every node, counting each node's first
+// failed check in arrays, then one line per count.
 func (s *State) explain(r *req) string {
 	// Count in arrays, not a map keyed per node: this loop runs over every
 	// node. Only ports need a map.

@@ -61,8 +61,8 @@ func renewAt(cert *tls.Certificate) time.Time {
 }
 
 // run renews the certificate whenever it is due, until ctx ends. New
-// connections present the new certificate; idle ones made with the old
-// are closed so that they are not reused.
+// connections present the new certificate; those made with the old carry
+// no new requests (failover.Renewed).
 func (r *renewingCertificate) run(ctx context.Context, c *client.Client, rt http.RoundTripper) {
 	for {
 		cur := r.cert.Load()
@@ -97,8 +97,11 @@ func (r *renewingCertificate) run(ctx context.Context, c *client.Client, rt http
 			continue
 		}
 		r.log.Info("renewed the node certificate", "node", r.node, "expires", r.cert.Load().Leaf.NotAfter)
-		if ci, ok := rt.(interface{ CloseIdleConnections() }); ok {
-			ci.CloseIdleConnections()
+		switch t := rt.(type) {
+		case interface{ Renewed() }:
+			t.Renewed()
+		case interface{ CloseIdleConnections() }:
+			t.CloseIdleConnections()
 		}
 	}
 }

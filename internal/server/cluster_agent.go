@@ -389,7 +389,9 @@ func agentClient(cfg AgentConfig) (*client.Client, []string, http.RoundTripper, 
 	// A dead server must not hold a request for long: fail the dial fast
 	// and move on to the next.
 	tr.DialContext = (&net.Dialer{Timeout: 2 * time.Second, KeepAlive: 15 * time.Second}).DialContext
-	var rt http.RoundTripper = &failover{base: tr, hosts: hosts}
+	fo := &failover{hosts: hosts}
+	fo.base.Store(tr)
+	var rt http.RoundTripper = fo
 	c, err := client.New(cfg.Servers[0], append(opts, client.WithHTTPClient(&http.Client{Transport: rt}))...)
 	if err != nil {
 		return nil, nil, nil, nil, err
@@ -412,7 +414,7 @@ func agentClient(cfg AgentConfig) (*client.Client, []string, http.RoundTripper, 
 // the others in turn when it cannot be reached or says it is unavailable
 // (its etcd member has no quorum).
 type failover struct {
-	base  http.RoundTripper
+	base  atomic.Pointer[http.Transport]
 	hosts []string
 	cur   atomic.Int32
 }
@@ -434,7 +436,7 @@ func (f *failover) RoundTrip(req *http.Request) (*http.Response, error) {
 			}
 			r.Body = b
 		}
-		resp, err := f.base.RoundTrip(r)
+		resp, err := f.base.Load().RoundTrip(r)
 		last := i == len(f.hosts)-1
 		if err == nil && (resp.StatusCode != http.StatusServiceUnavailable || last) {
 			f.cur.Store(int32(n))
@@ -462,12 +464,19 @@ func (f *failover) RoundTrip(req *http.Request) (*http.Response, error) {
 	return nil, lastErr
 }
 
-// CloseIdleConnections closes the idle connections to every server, so
-// that the next requests dial again (with a renewed certificate).
-func (f *failover) CloseIdleConnections() {
-	if ci, ok := f.base.(interface{ CloseIdleConnections() }); ok {
-		ci.CloseIdleConnections()
-	}
+// CloseIdleConnections closes the idle connections to every server.
+func (f *failover) CloseIdleConnections() { f.base.Load().CloseIdleConnections() }
+
+// Renewed makes the next requests dial again, presenting a renewed
+// certificate. Closing the idle connections is not enough over HTTP/2:
+// the node's one connection is never idle while its watch is open, and
+// every request would go on presenting the old certificate until the
+// servers refuse it. Requests under way (the watch) finish on the old
+// transport; the servers end the watch once the old certificate stops
+// working, and the agent watches again on the new one.
+func (f *failover) Renewed() {
+	old := f.base.Swap(f.base.Load().Clone())
+	old.CloseIdleConnections()
 }
 
 // isCertError reports a server the agent cannot trust: trying it again

@@ -9,12 +9,14 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -46,7 +48,8 @@ func TestFailoverMovesToTheNextServer(t *testing.T) {
 	defer good.Close()
 	host := func(s *httptest.Server) string { u, _ := url.Parse(s.URL); return u.Host }
 
-	f := &failover{base: good.Client().Transport, hosts: []string{host(dead), host(unavailable), host(good)}}
+	f := &failover{hosts: []string{host(dead), host(unavailable), host(good)}}
+	f.base.Store(good.Client().Transport.(*http.Transport))
 	hc := &http.Client{Transport: f}
 	for i := range 2 {
 		resp, err := hc.Post(dead.URL+"/v1/x", "application/json", bytes.NewReader([]byte(`{"n":1}`)))
@@ -64,7 +67,8 @@ func TestFailoverMovesToTheNextServer(t *testing.T) {
 		t.Errorf("hits %v, want the unavailable server tried once and the good one twice", hits)
 	}
 	// With every server unavailable, the last answer comes back as is.
-	all := &failover{base: good.Client().Transport, hosts: []string{host(unavailable)}}
+	all := &failover{hosts: []string{host(unavailable)}}
+	all.base.Store(good.Client().Transport.(*http.Transport))
 	resp, err := (&http.Client{Transport: all}).Get(unavailable.URL)
 	if err != nil {
 		t.Fatal(err)
@@ -442,5 +446,66 @@ func TestUpCredentialsFromBeforeTheCA(t *testing.T) {
 	}
 	if _, err := leaf.Verify(x509.VerifyOptions{Roots: c.CA.Pool(), DNSName: "127.0.0.1"}); err != nil {
 		t.Errorf("the API certificate is not the cluster CA's: %v", err)
+	}
+}
+
+// After a renewal the agent's requests go on a new connection, presenting
+// the new certificate, even while its one HTTP/2 connection is busy with a
+// watch that never lets it go idle.
+func TestFailoverRenewedDialsAgainPastABusyConnection(t *testing.T) {
+	release := make(chan struct{})
+	var mu sync.Mutex
+	conns := 0
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/watch" {
+			w.WriteHeader(http.StatusOK)
+			http.NewResponseController(w).Flush()
+			<-release
+		}
+	}))
+	srv.EnableHTTP2 = true
+	srv.Config.ConnState = func(_ net.Conn, s http.ConnState) {
+		if s == http.StateNew {
+			mu.Lock()
+			conns++
+			mu.Unlock()
+		}
+	}
+	srv.StartTLS()
+	defer srv.Close()
+	defer close(release)
+	u, _ := url.Parse(srv.URL)
+	f := &failover{hosts: []string{u.Host}}
+	f.base.Store(srv.Client().Transport.(*http.Transport))
+	hc := &http.Client{Transport: f}
+	watch, err := hc.Get(srv.URL + "/watch")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer watch.Body.Close()
+	get := func() int {
+		t.Helper()
+		resp, err := hc.Get(srv.URL + "/beat")
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.ProtoMajor != 2 {
+			t.Fatalf("HTTP/%d, want 2", resp.ProtoMajor)
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		return conns
+	}
+	if n := get(); n != 1 {
+		t.Fatalf("%d connections before the renewal, want the watch's one", n)
+	}
+	f.CloseIdleConnections() // what sufficed over HTTP/1.1: the connection is busy
+	if n := get(); n != 1 {
+		t.Fatalf("%d connections, want 1", n)
+	}
+	f.Renewed()
+	if n := get(); n != 2 {
+		t.Fatalf("%d connections after the renewal, want a new one", n)
 	}
 }

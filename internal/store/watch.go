@@ -4,9 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"hash/fnv"
 
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"google.golang.org/grpc/metadata"
 
 	"github.com/berth-dev/berth/api"
 	"github.com/berth-dev/berth/api/errdefs"
@@ -38,14 +40,34 @@ type WatchEvent struct {
 // starting at fromRevision (0: from now). The channel closes when ctx is
 // done or after an event with Err.
 func (s *Store) Watch(ctx context.Context, kind api.Kind, namespace string, fromRevision int64) <-chan WatchEvent {
-	return s.watchPrefix(ctx, s.prefixOf(kind, namespace), kind, fromRevision)
+	return s.watchPrefix(watchStream(ctx, kind.Plural()), s.prefixOf(kind, namespace), kind, fromRevision)
 }
 
 // WatchAssignments streams changes to the instances bound to node: Added
 // when one is bound, Modified when its spec changes, Deleted when it is
 // deleted or moved elsewhere.
 func (s *Store) WatchAssignments(ctx context.Context, node string, fromRevision int64) <-chan WatchEvent {
-	return s.watchPrefix(ctx, s.assignPrefix(node), api.KindInstance, fromRevision)
+	h := fnv.New32a()
+	h.Write([]byte(node))
+	return s.watchPrefix(watchStream(ctx, fmt.Sprintf("assignments-%d", h.Sum32()%assignmentStreams)), s.assignPrefix(node), api.KindInstance, fromRevision)
+}
+
+// assignmentStreams is how many etcd watch streams the nodes' assignment
+// watches are spread over.
+const assignmentStreams = 8
+
+// watchStream puts a watch on etcd watch stream name. The client makes
+// one stream for all watches whose contexts carry the same metadata, and
+// a stream opens its watches one at a time, each waiting for the server's
+// answer behind the events the stream carries. All on one, a thousand
+// agents watching again queued the controllers' own watches (their
+// leader's, which must renew its lease meanwhile) for minutes. The
+// controllers, the node credentials and the leader elections keep the
+// default stream; clients' watches (a stream for each kind: a watch of
+// services does not wait behind a flood of instances' events) and the
+// nodes' assignments have their own.
+func watchStream(ctx context.Context, name string) context.Context {
+	return metadata.AppendToOutgoingContext(ctx, "berth-watch-stream", name)
 }
 
 // WatchOf is Watch with typed objects.

@@ -19,6 +19,7 @@ import (
 
 	"github.com/berth-dev/berth/api"
 	"github.com/berth-dev/berth/api/client"
+	"github.com/berth-dev/berth/internal/runtime/runtimetest"
 )
 
 // Up is a running `berth up`.
@@ -153,3 +154,26 @@ func Exit(err error) {
 		os.Exit(1)
 	}
 }
+
+// Workspace is what a benchmark of the built binary starts from: the
+// binary's absolute path and a work directory holding a busybox rootfs.
+type Workspace struct {
+	Bin, Work, Rootfs string
+}
+
+// NewWorkspace makes a workspace for bin in a new directory named by
+// prefix; Close removes it.
+func NewWorkspace(bin, prefix string) (*Workspace, error) {
+	bin, err := filepath.Abs(bin)
+	if err != nil {
+		return nil, err
+	}
+	work, rootfs, err := runtimetest.BusyboxWorkdir(prefix)
+	if err != nil {
+		return nil, err
+	}
+	return &Workspace{Bin: bin, Work: work, Rootfs: rootfs}, nil
+}
+
+// Close removes the work directory.
+func (w *Workspace) Close() { _ = os.RemoveAll(w.Work) }
