@@ -39,10 +39,15 @@ type Client struct {
 	hc           *http.Client
 	token        string
 	watchTimeout time.Duration
+	local        bool // over a unix socket
 
 	h1Once sync.Once
 	h1     *http.Client // see upgradeClient
 }
+
+// Local reports whether c reaches its server over a unix socket, on this
+// machine.
+func (c *Client) Local() bool { return c.local }
 
 type options struct {
 	token        string
@@ -136,6 +141,7 @@ func New(endpoint string, opts ...Option) (*Client, error) {
 			return d.DialContext(ctx, "unix", path)
 		}
 		c.base = "http://berth"
+		c.local = true
 	case "https":
 		tr.TLSClientConfig = o.tls
 		c.base = "https://" + u.Host

@@ -525,13 +525,16 @@ func (c *Client) doRaw101(req *http.Request) (*http.Response, error) {
 }
 
 // TunnelConfig is the yamux configuration of both ends of a tunnel: a
-// keepalive finds a dead peer within seconds. A stream's window bounds
-// its throughput to window/round trip: a migration's images cross two
-// tunnels while the instance runs nowhere, and on a busy node a round
+// keepalive finds a dead peer within seconds. Over a unix socket (local)
+// there is none: a peer that goes away closes the socket at once, and
+// the pings only woke both ends every few seconds. A stream's window
+// bounds its throughput to window/round trip: a migration's images cross
+// two tunnels while the instance runs nowhere, and on a busy node a round
 // trip takes tens of milliseconds. The window is only filled (memory
 // held) for a reader slower than its writer.
-func TunnelConfig() *yamux.Config {
+func TunnelConfig(local bool) *yamux.Config {
 	c := yamux.DefaultConfig()
+	c.EnableKeepAlive = !local
 	c.KeepAliveInterval = 5 * time.Second
 	c.ConnectionWriteTimeout = 10 * time.Second
 	c.MaxStreamWindowSize = 16 << 20

@@ -75,9 +75,11 @@ func bench(bin string, n int, window, settle time.Duration, swarm bool) error {
 	}
 
 	fmt.Printf("idle CPU with %d instances running sleep, no probes; %v window after %v settled\n\n", n, window, settle)
-	fmt.Printf("%-44s %6s %10s %10s\n", "", "procs", "CPU %core", "RSS MiB")
+	// CPU seconds over the window too: on a shared machine the share of a
+	// core moves with the load, the seconds are what each side spent.
+	fmt.Printf("%-44s %6s %10s %10s %10s\n", "", "procs", "CPU %core", "CPU s", "RSS MiB")
 	for _, r := range rows {
-		fmt.Printf("%-44s %6d %10.2f %10.1f\n", r.what, r.procs, r.cpu, r.rss)
+		fmt.Printf("%-44s %6d %10.2f %10.2f %10.1f\n", r.what, r.procs, r.cpu, r.cpu/100*window.Seconds(), r.rss)
 	}
 	switch {
 	case !swarm:

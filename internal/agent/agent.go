@@ -265,10 +265,14 @@ type Agent struct {
 
 	mu sync.Mutex
 	// synced is set once a full list of assignments has arrived.
-	synced   bool
-	desired  map[string]*Instance // by UID
-	reported map[string]Status    // last status sent, by UID
-	probes   map[string]*prober   // by container ID
+	synced  bool
+	desired map[string]*Instance // by UID
+	// diskLimited counts the desired instances with a disk limit: with
+	// none, and free space above the reserve, a disk check has nothing
+	// to look at.
+	diskLimited int
+	reported    map[string]Status  // last status sent, by UID
+	probes      map[string]*prober // by container ID
 	// holds keep moving instances from the reconciler (see migrate.go),
 	// by UID; touched names containers changed outside the loop.
 	holds   map[string]*hold
@@ -544,13 +548,22 @@ func (a *Agent) apply(batch []Assignment) {
 	full := len(batch) > 0 && batch[len(batch)-1] == Resync
 	if full {
 		a.desired = map[string]*Instance{}
+		a.diskLimited = 0
 		a.synced = true
+	}
+	limited := func(in *Instance) int {
+		if in != nil && in.DiskBytes > 0 {
+			return 1
+		}
+		return 0
 	}
 	for _, as := range batch {
 		switch {
 		case as.Instance != nil:
+			a.diskLimited += limited(as.Instance) - limited(a.desired[as.Instance.UID])
 			a.desired[as.Instance.UID] = as.Instance
 		case as.Deleted != "":
+			a.diskLimited -= limited(a.desired[as.Deleted])
 			delete(a.desired, as.Deleted)
 			delete(a.reported, as.Deleted)
 			if h := a.holds[as.Deleted]; h != nil && h.kind == holdMoved {

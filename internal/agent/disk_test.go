@@ -1,6 +1,11 @@
 package agent
 
-import "testing"
+import (
+	"slices"
+	"testing"
+
+	"github.com/berth-dev/berth/internal/runtime"
+)
 
 func TestParseDiskReserve(t *testing.T) {
 	for in, want := range map[string]DiskReserve{
@@ -19,4 +24,59 @@ func TestParseDiskReserve(t *testing.T) {
 	if got := (DiskReserve{Percent: 5}).of(1000 << 20); got != 50<<20 {
 		t.Errorf("5%% of 1000Mi = %d, want 50Mi", got)
 	}
+}
+
+// layerRuntime hands out a writable layer for any container and counts
+// the asks: the disk check's choice of containers is pure logic.
+type layerRuntime struct {
+	Runtime
+	asked *int
+}
+
+func (r layerRuntime) WritableLayer(id string) (string, error) {
+	*r.asked++
+	return "/layers/" + id, nil
+}
+func (r layerRuntime) Root() string { return "/" }
+
+// The disk check measures the running containers of the assigned
+// instances with a disk limit, following the assignments as they come
+// and go, and when none has a limit it asks the runtime nothing.
+func TestDiskJobsFollowLimitedAssignments(t *testing.T) {
+	asked := 0
+	a := New(Config{Node: NodeInfo{Name: "n1"}, Runtime: layerRuntime{asked: &asked}})
+	a.containers = map[string]runtime.Status{}
+	for _, uid := range []string{"u1", "u2", "u3"} {
+		a.containers["c-"+uid] = runtime.Status{ID: "c-" + uid, State: runtime.Running, Labels: map[string]string{labelUID: uid}}
+	}
+	step := func(what string, batch []Assignment, want ...string) {
+		t.Helper()
+		a.apply(batch)
+		asked = 0
+		var got []string
+		for _, j := range a.diskJobs() {
+			got = append(got, j.id)
+		}
+		if !slices.Equal(got, want) {
+			t.Errorf("%s: measured %v, want %v", what, got, want)
+		}
+		if len(want) == 0 && asked != 0 {
+			t.Errorf("%s: asked the runtime for %d layers with no limit assigned", what, asked)
+		}
+		// Every container here runs: the count the check skips by is theirs.
+		if a.diskLimited != len(want) {
+			t.Errorf("%s: %d instances counted as limited, want %d", what, a.diskLimited, len(want))
+		}
+	}
+	limit := func(uid string, bytes int64) Assignment {
+		return Assignment{Instance: &Instance{UID: uid, DiskBytes: bytes}}
+	}
+	step("none limited", []Assignment{limit("u1", 0), limit("u2", 0), Resync})
+	step("u1 limited", []Assignment{limit("u1", 1<<20)}, "c-u1")
+	step("u1 and u3 limited", []Assignment{limit("u3", 1<<20), limit("u1", 2<<20)}, "c-u1", "c-u3")
+	step("u1's limit lifted", []Assignment{limit("u1", 0)}, "c-u3")
+	step("u3 removed", []Assignment{{Deleted: "u3"}})
+	step("u3 removed twice", []Assignment{{Deleted: "u3"}})
+	step("a full list with u2 limited", []Assignment{limit("u1", 0), limit("u2", 1<<20), Resync}, "c-u2")
+	step("a full list with none", []Assignment{limit("u2", 0), Resync})
 }

@@ -25,11 +25,13 @@ type TunnelOpener func(ctx context.Context) (io.ReadWriteCloser, error)
 // reaches it over the node's own mTLS connection: the tunnel is that
 // connection, upgraded, carrying yamux streams the server opens, each an
 // HTTP/1.1 connection to h (which can upgrade again, to WebSockets).
-func ServeTunnel(ctx context.Context, open TunnelOpener, h http.Handler, log *slog.Logger) {
+//
+// local says the tunnel runs over a unix socket (client.TunnelConfig).
+func ServeTunnel(ctx context.Context, open TunnelOpener, local bool, h http.Handler, log *slog.Logger) {
 	backoff := 500 * time.Millisecond
 	for ctx.Err() == nil {
 		began := time.Now()
-		err := serveTunnelOnce(ctx, open, h)
+		err := serveTunnelOnce(ctx, open, local, h)
 		if ctx.Err() != nil {
 			return
 		}
@@ -46,12 +48,12 @@ func ServeTunnel(ctx context.Context, open TunnelOpener, h http.Handler, log *sl
 	}
 }
 
-func serveTunnelOnce(ctx context.Context, open TunnelOpener, h http.Handler) error {
+func serveTunnelOnce(ctx context.Context, open TunnelOpener, local bool, h http.Handler) error {
 	conn, err := open(ctx)
 	if err != nil {
 		return err
 	}
-	sess, err := yamux.Server(conn, client.TunnelConfig())
+	sess, err := yamux.Server(conn, client.TunnelConfig(local))
 	if err != nil {
 		conn.Close()
 		return err

@@ -15,9 +15,14 @@ import (
 // watcher of nodes as often. The recorded time stays within a TTL of the
 // last beat, which is what `node ls` and the heartbeat-age metric show.
 // The stored node is returned when the write is skipped.
+//
+// The stored node is read from the etcd member's own state, with no raft
+// round. With several servers it may be one apply old: a node the
+// controller has just marked NotReady may look Ready still, and its
+// Ready is then written by the next beat instead, a heartbeat later.
 func (s *Server) heartbeatOnly(ctx context.Context, n *api.Node) (*api.Node, bool) {
 	cur := &api.Node{}
-	if err := s.store.GetInto(ctx, cur, "", n.Metadata.Name); err != nil {
+	if err := s.store.GetIntoLocal(ctx, cur, "", n.Metadata.Name); err != nil {
 		return nil, false
 	}
 	was, now := cur.Status, n.Status

@@ -170,7 +170,8 @@ func (s *Server) serveTunnel(w http.ResponseWriter, r *http.Request) {
 		conn.Close()
 		return
 	}
-	sess, err := yamux.Client(bufferedConn{Conn: conn, r: brw.Reader}, client.TunnelConfig())
+	local := conn.LocalAddr().Network() == "unix"
+	sess, err := yamux.Client(bufferedConn{Conn: conn, r: brw.Reader}, client.TunnelConfig(local))
 	if err != nil {
 		conn.Close()
 		return

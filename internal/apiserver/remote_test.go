@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -39,7 +40,7 @@ func (a *agentStandIn) serve(t *testing.T, nc *client.Client, node string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	sess, err := yamux.Server(conn, client.TunnelConfig())
+	sess, err := yamux.Server(conn, client.TunnelConfig(nc.Local()))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -197,6 +198,59 @@ func eventually(t *testing.T, timeout time.Duration, cond func() bool) {
 			t.Fatal("condition not met in time")
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// countingConn counts the bytes that cross a connection either way.
+type countingConn struct {
+	io.ReadWriteCloser
+	n atomic.Int64
+}
+
+func (c *countingConn) Read(p []byte) (int, error) {
+	n, err := c.ReadWriteCloser.Read(p)
+	c.n.Add(int64(n))
+	return n, err
+}
+
+func (c *countingConn) Write(p []byte) (int, error) {
+	n, err := c.ReadWriteCloser.Write(p)
+	c.n.Add(int64(n))
+	return n, err
+}
+
+// A tunnel over the unix socket (berth up's agent) is silent while
+// nothing uses it: neither end pings, since a peer that goes away closes
+// the socket at once; the pings woke both ends every five seconds. It
+// still carries what is sent through it.
+func TestLocalTunnelIsQuietWhenIdle(t *testing.T) {
+	e := start(t)
+	ctx := t.Context()
+	if !e.client.Local() {
+		t.Fatal("a client of the unix socket does not call itself local")
+	}
+	if _, err := e.client.Nodes().Apply(ctx, &api.Node{Metadata: api.Metadata{Name: "n1"}}); err != nil {
+		t.Fatal(err)
+	}
+	rwc, err := e.client.OpenTunnel(ctx, "n1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn := &countingConn{ReadWriteCloser: rwc}
+	sess, err := yamux.Server(conn, client.TunnelConfig(e.client.Local()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sess.Close()
+	// Longer than a keepalive interval: there is no event to wait for
+	// when the point is that nothing happens.
+	quiet := client.TunnelConfig(false).KeepAliveInterval + time.Second
+	time.Sleep(quiet)
+	if n := conn.n.Load(); n != 0 {
+		t.Fatalf("an idle local tunnel carried %d bytes in %v, want none", n, quiet)
+	}
+	if _, err := sess.Ping(); err != nil {
+		t.Fatalf("the quiet tunnel does not answer: %v", err)
 	}
 }
 

@@ -14,8 +14,8 @@ import (
 	"github.com/berth-dev/berth/internal/store"
 )
 
-// cache mirrors what a pass reads (nodes, services, jobs, instances and
-// the held heartbeat leases): listed once, then kept current by a single
+// cache mirrors what a pass reads (nodes, services, jobs, instances, cron
+// jobs and the held heartbeat leases): listed once, then kept current by a single
 // watch on the whole store. A pass then costs no reads, which matters
 // when it runs for every change among thousands of objects.
 //
@@ -39,7 +39,7 @@ type cache struct {
 	advance chan struct{} // closed and replaced whenever rev moves
 }
 
-var cachedKinds = []api.Kind{api.KindNode, api.KindService, api.KindJob, api.KindInstance}
+var cachedKinds = []api.Kind{api.KindNode, api.KindService, api.KindJob, api.KindInstance, api.KindCronJob}
 
 func newCache(s *store.Store) *cache {
 	return &cache{s: s, advance: make(chan struct{})}
@@ -172,6 +172,7 @@ func (c *cache) snapshot() (*snapshot, map[string]bool) {
 	sn.services = copyOut[api.Service](c, api.KindService)
 	sn.jobs = copyOut[api.Job](c, api.KindJob)
 	sn.instances = copyOut[api.Instance](c, api.KindInstance)
+	sn.crons = copyOut[api.CronJob](c, api.KindCronJob)
 	live := make(map[string]bool, len(c.leases))
 	for n := range c.leases {
 		live[n] = true

@@ -12,7 +12,6 @@ import (
 
 	"github.com/berth-dev/berth/api"
 	"github.com/berth-dev/berth/api/errdefs"
-	"github.com/berth-dev/berth/internal/store"
 )
 
 // Schedule gives the next activation after a time (robfig/cron's).
@@ -153,9 +152,8 @@ func cronState(cj *api.CronJob, sched Schedule, runs []*api.Job, now time.Time) 
 // cronPass starts the runs of the cron jobs that are due, skips those
 // their rules skip, and trims their history.
 func (m *Manager) cronPass(ctx context.Context, sn *snapshot) error {
-	crons, _, err := store.List[api.CronJob](ctx, m.s, "")
-	if err != nil || len(crons) == 0 {
-		return err
+	if len(sn.crons) == 0 {
+		return nil
 	}
 	runs := map[string][]*api.Job{}
 	for _, j := range sn.jobs {
@@ -165,7 +163,7 @@ func (m *Manager) cronPass(ctx context.Context, sn *snapshot) error {
 	}
 	now := m.opt.Clock()
 	var errs []error
-	for _, cj := range crons {
+	for _, cj := range sn.crons {
 		sched, err := api.ParseSchedule(cj.Spec.Schedule, cj.Spec.TimeZone)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("%s: %w", api.RefOf(cj), err))
@@ -212,6 +210,7 @@ func (m *Manager) cronPass(ctx context.Context, sn *snapshot) error {
 		}
 		if !slices.Equal(want.Active, cj.Status.Active) || !want.LastSchedule.Equal(cj.Status.LastSchedule) ||
 			want.LastRun != cj.Status.LastRun || want.Message != cj.Status.Message {
+			cj = own(cj) // the cache's own
 			cj.Status = want
 			if err := m.s.UpdateStatus(ctx, cj, 0); err != nil && !errdefs.IsNotFound(err) {
 				errs = append(errs, err)

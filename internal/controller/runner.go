@@ -138,6 +138,7 @@ type snapshot struct {
 	services  []*api.Service
 	jobs      []*api.Job
 	instances []*api.Instance
+	crons     []*api.CronJob
 
 	owned map[ownerID][]*api.Instance
 }
@@ -178,13 +179,14 @@ func (m *Manager) read(ctx context.Context) (*snapshot, map[string]bool, error) 
 
 func (m *Manager) list(ctx context.Context) (*snapshot, error) {
 	var sn snapshot
-	// Four lists at once: each is a round trip to etcd, and a pass waits for all.
+	// Five lists at once: each is a round trip to etcd, and a pass waits for all.
 	var wg sync.WaitGroup
-	errs := make([]error, 4)
+	errs := make([]error, 5)
 	wg.Go(func() { sn.nodes, _, errs[0] = store.List[api.Node](ctx, m.s, "") })
 	wg.Go(func() { sn.services, _, errs[1] = store.List[api.Service](ctx, m.s, "") })
 	wg.Go(func() { sn.jobs, _, errs[2] = store.List[api.Job](ctx, m.s, "") })
 	wg.Go(func() { sn.instances, _, errs[3] = store.List[api.Instance](ctx, m.s, "") })
+	wg.Go(func() { sn.crons, _, errs[4] = store.List[api.CronJob](ctx, m.s, "") })
 	wg.Wait()
 	if err := errors.Join(errs...); err != nil {
 		return nil, err

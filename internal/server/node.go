@@ -83,7 +83,7 @@ func (n *node) serveTunnels(ag *agent.Agent, servers []*client.Client, run func(
 	remote := ag.RemoteHandler(metrics.Handler(ag.InstanceCollector()))
 	for _, c := range servers {
 		run("agent tunnel", func(ctx context.Context) error {
-			agent.ServeTunnel(ctx, func(ctx context.Context) (io.ReadWriteCloser, error) { return c.OpenTunnel(ctx, n.Name) }, remote, n.Log)
+			agent.ServeTunnel(ctx, func(ctx context.Context) (io.ReadWriteCloser, error) { return c.OpenTunnel(ctx, n.Name) }, c.Local(), remote, n.Log)
 			return nil
 		})
 	}

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.etcd.io/etcd/server/v3/lease"
 )
 
 // Node heartbeats are etcd leases: each node has a key under
@@ -19,6 +20,14 @@ import (
 // server keeps a lease alive on its own, so a node whose heartbeats stop
 // lapses even while the server that made its lease runs on, and a dead
 // server takes no lease with it.
+//
+// A heartbeat reads the key serializably: from the member's own applied
+// state, with no raft round (a linearizable read was half of an idle
+// node's etcd wakeups). On a lone member that state holds every
+// acknowledged write. On a member of several it may trail the leader by
+// an apply: a key rebound meanwhile gets its new lease renewed by the
+// next beat, well within a TTL, and a key not seen yet is bound again by
+// a write, which is linearizable.
 
 func (s *Store) leaseKey(node string) string { return s.prefix + "/leases/" + node }
 
@@ -26,12 +35,12 @@ func (s *Store) leaseKey(node string) string { return s.prefix + "/leases/" + no
 // it has none or it has lapsed.
 func (s *Store) KeepNodeAlive(ctx context.Context, node string, ttl time.Duration) error {
 	key := s.leaseKey(node)
-	r, err := s.client.Get(ctx, key)
+	r, err := s.client.Get(ctx, key, clientv3.WithSerializable())
 	if err != nil {
 		return fmt.Errorf("node %q: heartbeat lease: %w", node, wrapEtcd(err))
 	}
 	if len(r.Kvs) > 0 && r.Kvs[0].Lease != 0 {
-		if ka, err := s.client.KeepAliveOnce(ctx, clientv3.LeaseID(r.Kvs[0].Lease)); err == nil && ka.TTL > 0 {
+		if left, err := s.renew(ctx, clientv3.LeaseID(r.Kvs[0].Lease)); err == nil && left > 0 {
 			return nil
 		}
 		// Lapsed between the read and the renewal: make a new one.
@@ -53,6 +62,22 @@ func (s *Store) KeepNodeAlive(ctx context.Context, node string, ttl time.Duratio
 	}
 	s.noteWrite(p.Header.Revision)
 	return nil
+}
+
+// renew keeps lease id alive once and returns its TTL in seconds (0 or
+// an error when it has lapsed). The embedded server renews it with a
+// call: through the client, each renewal opened a keep-alive stream, and
+// its goroutines, for one message. The server forwards the renewal to
+// the leader when it is not the leader itself, as it would the stream's.
+func (s *Store) renew(ctx context.Context, id clientv3.LeaseID) (int64, error) {
+	if s.etcd != nil {
+		return s.etcd.Server.LeaseRenew(ctx, lease.LeaseID(id))
+	}
+	ka, err := s.client.KeepAliveOnce(ctx, id)
+	if err != nil {
+		return 0, err
+	}
+	return ka.TTL, nil
 }
 
 // ExpireNode ends node's heartbeat lease at once, as if it had stopped beating.

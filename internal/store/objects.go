@@ -30,9 +30,21 @@ func Get[T any, P ptr[T]](ctx context.Context, s *Store, namespace, name string)
 
 // GetInto reads the object of obj's kind named namespace/name into obj.
 func (s *Store) GetInto(ctx context.Context, obj api.Object, namespace, name string) error {
+	return s.getInto(ctx, obj, namespace, name)
+}
+
+// GetIntoLocal is GetInto served from the etcd member's own applied
+// state, with no raft round. On a lone member that holds every
+// acknowledged write; a member of several may trail the leader by an
+// apply, so use it only where a value one apply old does no harm.
+func (s *Store) GetIntoLocal(ctx context.Context, obj api.Object, namespace, name string) error {
+	return s.getInto(ctx, obj, namespace, name, clientv3.WithSerializable())
+}
+
+func (s *Store) getInto(ctx context.Context, obj api.Object, namespace, name string, opts ...clientv3.OpOption) error {
 	kind := obj.GetKind()
 	namespace = defaultNS(kind, namespace)
-	r, err := s.client.Get(ctx, s.Key(kind, namespace, name))
+	r, err := s.client.Get(ctx, s.Key(kind, namespace, name), opts...)
 	if err != nil {
 		return fmt.Errorf("get %s: %w", api.Ref(kind, namespace, name), wrapEtcd(err))
 	}

@@ -345,6 +345,10 @@ func (s *Server) forward(req *mdns.Msg, from net.Addr) *mdns.Msg {
 	return m.SetRcode(req, mdns.RcodeNameError)
 }
 
+// udpReadTimeout is how long the UDP loop waits for a packet before it
+// looks again.
+const udpReadTimeout = time.Hour
+
 // Serve answers on pc (UDP) and l (TCP), either of which may be nil,
 // until ctx is done. The caller creates the sockets, e.g. in a chosen
 // network namespace.
@@ -353,7 +357,10 @@ func (s *Server) Serve(ctx context.Context, pc net.PacketConn, l net.Listener) e
 	started := make(chan struct{}, 2)
 	notify := func() { started <- struct{}{} }
 	if pc != nil {
-		servers = append(servers, &mdns.Server{PacketConn: pc, Handler: s, NotifyStartedFunc: notify})
+		// The read timeout only paces the UDP read loop (a shutdown
+		// unblocks the read itself): at the library's 2s it woke an idle
+		// server every two seconds, for nothing.
+		servers = append(servers, &mdns.Server{PacketConn: pc, Handler: s, NotifyStartedFunc: notify, ReadTimeout: udpReadTimeout})
 	}
 	if l != nil {
 		servers = append(servers, &mdns.Server{Listener: l, Handler: s, NotifyStartedFunc: notify})

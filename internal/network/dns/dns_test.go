@@ -4,6 +4,7 @@ import (
 	"context"
 	"net"
 	"net/netip"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -195,5 +196,50 @@ func TestAliases(t *testing.T) {
 	s.RemoveService("default", "web")
 	if r, _ := query(t, addr, "frontend.default.berth.", mdns.TypeA); r.Rcode != mdns.RcodeNameError {
 		t.Fatalf("an alias of a removed service still answers: %v", r)
+	}
+}
+
+// readCounter counts the reads of a packet socket.
+type readCounter struct {
+	net.PacketConn
+	reads atomic.Int64
+}
+
+func (c *readCounter) ReadFrom(p []byte) (int, net.Addr, error) {
+	c.reads.Add(1)
+	return c.PacketConn.ReadFrom(p)
+}
+
+// An idle server waits for its next packet without waking up (the
+// library's read timeout woke it every two seconds), and still stops at
+// once when asked.
+func TestIdleServerWaitsWithoutWaking(t *testing.T) {
+	s := NewServer(Config{})
+	s.SetServices([]Service{web()})
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rc := &readCounter{PacketConn: pc}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Serve(ctx, rc, nil) }()
+	if r, _ := query(t, pc.LocalAddr().String(), "web.default.berth.", mdns.TypeA); len(r.Answer) == 0 {
+		t.Fatal("no answer")
+	}
+	// Past the library's own timeout: nothing to wait for, since the
+	// point is that nothing happens.
+	time.Sleep(2500 * time.Millisecond)
+	if n := rc.reads.Load(); n > 2 {
+		t.Errorf("%d reads for one query, want 2 (the query, then the wait for the next)", n)
+	}
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the server did not stop")
 	}
 }

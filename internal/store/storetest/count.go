@@ -1,0 +1,90 @@
+// Package storetest counts what a store asks of etcd, for tests that
+// bound what a path costs: a read that needs a raft round, or a write.
+package storetest
+
+import (
+	"context"
+	"sync"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/berth-dev/berth/internal/store"
+)
+
+// Counts are the requests a store made through its client since Count.
+type Counts struct {
+	// Linearizable reads each cost a raft round (a read index) on etcd.
+	Linearizable int
+	// Serializable reads are served from the member's own state.
+	Serializable int
+	// Writes are puts and deletes.
+	Writes int
+	// Txns are transactions, whatever they hold: each takes a raft round.
+	Txns int
+}
+
+// Counter counts the key-value requests of one store.
+type Counter struct {
+	clientv3.KV
+	mu sync.Mutex
+	c  Counts
+}
+
+// Count starts counting s's key-value requests. Call it before the store
+// is used concurrently: it replaces the KV of s's client.
+func Count(s *store.Store) *Counter {
+	c := &Counter{KV: s.Client().KV}
+	s.Client().KV = c
+	return c
+}
+
+// Take returns the counts so far and starts again from zero.
+func (c *Counter) Take() Counts {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := c.c
+	c.c = Counts{}
+	return out
+}
+
+func (c *Counter) note(op clientv3.Op) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	switch {
+	case op.IsGet() && op.IsSerializable():
+		c.c.Serializable++
+	case op.IsGet():
+		c.c.Linearizable++
+	case op.IsTxn():
+		c.c.Txns++
+	default:
+		c.c.Writes++
+	}
+}
+
+func (c *Counter) Get(ctx context.Context, key string, opts ...clientv3.OpOption) (*clientv3.GetResponse, error) {
+	c.note(clientv3.OpGet(key, opts...))
+	return c.KV.Get(ctx, key, opts...)
+}
+
+func (c *Counter) Put(ctx context.Context, key, val string, opts ...clientv3.OpOption) (*clientv3.PutResponse, error) {
+	c.note(clientv3.OpPut(key, val, opts...))
+	return c.KV.Put(ctx, key, val, opts...)
+}
+
+func (c *Counter) Delete(ctx context.Context, key string, opts ...clientv3.OpOption) (*clientv3.DeleteResponse, error) {
+	c.note(clientv3.OpDelete(key, opts...))
+	return c.KV.Delete(ctx, key, opts...)
+}
+
+func (c *Counter) Do(ctx context.Context, op clientv3.Op) (clientv3.OpResponse, error) {
+	c.note(op)
+	return c.KV.Do(ctx, op)
+}
+
+func (c *Counter) Txn(ctx context.Context) clientv3.Txn {
+	c.mu.Lock()
+	c.c.Txns++
+	c.mu.Unlock()
+	return c.KV.Txn(ctx)
+}
