@@ -67,6 +67,7 @@ lint: deps
 	go vet -tags guest ./test/guest/ ./internal/runtime/
 	staticcheck ./...
 	staticcheck -tags guest ./test/guest/ ./internal/runtime/
+	go run ./scripts/funclen $$(git ls-files '*.go')
 
 # No function over 80 lines without a reason in its comment ("Long because ...").
 lint-funclen:
