@@ -27,6 +27,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/authn"
 
 	"github.com/berth-dev/berth/api/errdefs"
+	"github.com/berth-dev/berth/atomicfile"
 )
 
 // ConfigEnv names the registry config file when set.
@@ -119,25 +120,7 @@ func (c *Config) write(data []byte) error {
 	if err := os.MkdirAll(filepath.Dir(c.path), 0o700); err != nil {
 		return err
 	}
-	f, err := os.CreateTemp(filepath.Dir(c.path), ".config-*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(f.Name())
-	err = f.Chmod(0o600)
-	if err == nil {
-		_, err = f.Write(data)
-	}
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		return err
-	}
-	return os.Rename(f.Name(), c.path)
+	return atomicfile.Write(c.path, data, 0o600)
 }
 
 // Path is the file the config was loaded from.

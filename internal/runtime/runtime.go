@@ -257,6 +257,10 @@ type exitRecord struct {
 	StartError string    `json:"startError"`
 }
 
+// writeJSON replaces a container's state or exit record by a rename, with
+// no fsync (not atomicfile's rule): these records are written on every
+// start and exit, and after a power cut the containers they describe are
+// gone too, so a record lost with them costs nothing.
 func writeJSON(path string, v any) error {
 	b, err := json.Marshal(v)
 	if err != nil {

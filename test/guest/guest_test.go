@@ -22,18 +22,9 @@ import (
 	"strings"
 	"testing"
 	"time"
-)
 
-func requireRoot(t *testing.T) {
-	t.Helper()
-	if os.Geteuid() == 0 {
-		return
-	}
-	if os.Getenv("CI") == "true" {
-		t.Fatal("the guest test needs root, and CI runs as root")
-	}
-	t.Skip("needs root")
-}
+	"github.com/berth-dev/berth/internal/testing/testenv"
+)
 
 func run(t *testing.T, dir string, name string, args ...string) string {
 	t.Helper()
@@ -138,7 +129,7 @@ func (f facts) ms(t *testing.T, key string) time.Duration {
 }
 
 func TestGuestSystemdCgroup2(t *testing.T) {
-	requireRoot(t)
+	testenv.RequireRoot(t)
 	repo, err := filepath.Abs("../..")
 	if err != nil {
 		t.Fatal(err)
