@@ -31,6 +31,27 @@ import (
 type upRecord struct {
 	// Bridge is the node's bridge; "" when berth up ran with --no-network.
 	Bridge string `json:"bridge"`
+	// NetNS names the network namespace berth up ran in ("net:[inode]"):
+	// its bridge and tables are there, not in whichever namespace runs
+	// berth down.
+	NetNS string `json:"netns,omitempty"`
+}
+
+// netNS names the caller's network namespace as the kernel does.
+func netNS() string {
+	ns, _ := os.Readlink("/proc/self/ns/net")
+	return ns
+}
+
+// checkPurgeNetNS refuses a purge from another network namespace than
+// berth up's: there it would remove that namespace's bridge and tables of
+// the same names, which may belong to another berth, and leave its own.
+func checkPurgeNetNS(rec upRecord, here string) error {
+	if rec.Bridge == "" || rec.NetNS == "" || here == "" || rec.NetNS == here {
+		return nil
+	}
+	return fmt.Errorf("down --purge: berth up ran in network namespace %s, this is %s: its bridge %s and nftables tables are there; "+
+		"run berth down --purge in that namespace, or give --bridge to purge this one's", rec.NetNS, here, rec.Bridge)
 }
 
 func upRecordPath(dataDir string) string { return filepath.Join(dataDir, "up.json") }
@@ -65,6 +86,7 @@ of the data dir (and so their mounts and cgroups), the node's bridge
 (berth0, or the one berth up was given), berth's nftables tables, the
 network namespaces pinned in the data dir and any mount left under it,
 and the bridge and tables of the containers run with -p.
+Run it in the network namespace berth up ran in (it refuses another).
 The data dir itself, with the cluster's state and images, is kept.`,
 		Example: "  berth down\n  berth down --purge",
 		Args:    cobra.NoArgs,
@@ -72,6 +94,12 @@ The data dir itself, with the cluster's state and images, is kept.`,
 			out := cmd.OutOrStdout()
 			if g.server != "" && !strings.HasPrefix(g.server, "unix://") {
 				return fmt.Errorf("down stops a berth on this machine: --server %s is not a unix socket", g.server)
+			}
+			rec, haveRec := readUpRecord(g.dataDir)
+			if purge && haveRec && bridge == "" {
+				if err := checkPurgeNetNS(rec, netNS()); err != nil {
+					return err
+				}
 			}
 			sock := strings.TrimPrefix(g.endpoint(), "unix://")
 			pid, err := socketOwner(sock)
@@ -91,17 +119,15 @@ The data dir itself, with the cluster's state and images, is kept.`,
 				return nil
 			}
 			network := true
-			if bridge == "" {
-				if rec, ok := readUpRecord(g.dataDir); ok {
-					bridge, network = rec.Bridge, rec.Bridge != ""
-				}
+			if bridge == "" && haveRec {
+				bridge, network = rec.Bridge, rec.Bridge != ""
 			}
 			return purgeHost(cmd.Context(), out, g.dataDir, bridge, network)
 		},
 	}
 	cmd.Flags().BoolVar(&purge, "purge", false, "also remove containers, the bridge, nftables tables, mounts and cgroups of berth's")
 	cmd.Flags().DurationVar(&timeout, "timeout", 30*time.Second, "how long to wait for berth to stop")
-	cmd.Flags().StringVar(&bridge, "bridge", "", "with --purge, the bridge to remove (default: the one berth up used)")
+	cmd.Flags().StringVar(&bridge, "bridge", "", "with --purge, the bridge to remove in this network namespace (default: the one berth up used, refused from another namespace than berth up's)")
 	return cmd
 }
 

@@ -75,3 +75,21 @@ func TestStopProcess(t *testing.T) {
 		t.Errorf("gave up after %v, want about the 300ms deadline", d)
 	}
 }
+
+func TestPurgeOnlyFromUpsNetNS(t *testing.T) {
+	rec := upRecord{Bridge: "berth0", NetNS: "net:[4026532001]"}
+	if err := checkPurgeNetNS(rec, "net:[4026532001]"); err != nil {
+		t.Errorf("same namespace: %v", err)
+	}
+	err := checkPurgeNetNS(rec, "net:[4026531840]")
+	if err == nil || !strings.Contains(err.Error(), "net:[4026532001]") || !strings.Contains(err.Error(), "berth0") {
+		t.Errorf("another namespace: %v, want refused naming berth up's namespace and bridge", err)
+	}
+	// Without a network, or from a record older than the namespace field,
+	// there is nothing to compare.
+	for _, r := range []upRecord{{NetNS: rec.NetNS}, {Bridge: "berth0"}} {
+		if err := checkPurgeNetNS(r, "net:[4026531840]"); err != nil {
+			t.Errorf("%+v: %v", r, err)
+		}
+	}
+}

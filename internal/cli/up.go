@@ -98,7 +98,7 @@ type upAnnouncement struct {
 // ready records the bridge for berth down --purge and tells the user
 // where the API and the dashboard are and what to try.
 func (a upAnnouncement) ready(sock string, tcp *server.Credentials) {
-	if err := writeUpRecord(a.dataDir, upRecord{Bridge: a.bridge}); err != nil {
+	if err := writeUpRecord(a.dataDir, upRecord{Bridge: a.bridge, NetNS: netNS()}); err != nil {
 		a.log.Warn("berth down --purge will not know the bridge", "err", err)
 	}
 	store := "embedded etcd in " + a.dataDir

@@ -3,6 +3,7 @@ package e2e
 import (
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -82,6 +83,19 @@ func TestDown(t *testing.T) {
 	}
 	if out, err := c.inNetns("nft", "list", "tables").CombinedOutput(); err != nil || !strings.Contains(string(out), "berth-node") {
 		t.Fatalf("nft tables before down --purge: %v\n%s", err, out)
+	}
+	// From another network namespace (the test's own) a purge is refused
+	// before it touches anything: there it would remove that namespace's
+	// bridge and tables, not berth up's.
+	if out, err := exec.Command(berthBin, "--data-dir", c.dataDir, "down", "--purge").CombinedOutput(); err == nil ||
+		!strings.Contains(string(out), "network namespace") {
+		t.Fatalf("down --purge from another network namespace: %v\n%s, want refused naming the namespace", err, out)
+	}
+	if c.up.ProcessState != nil {
+		t.Fatal("berth up stopped by a refused purge")
+	}
+	if out, err := c.inNetns("ip", "link", "show", bridge).CombinedOutput(); err != nil {
+		t.Fatalf("bridge %s gone after a refused purge: %v %s", bridge, err, out)
 	}
 	down("--purge")
 	if c.up != nil {
