@@ -14,9 +14,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/google/nftables"
 	"github.com/spf13/cobra"
-	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
 	"github.com/berth-dev/berth/internal/image"
@@ -369,40 +367,12 @@ func removeCgroups(parent string) (int, error) {
 // removeNetwork deletes berth's nftables tables and the bridge in the
 // caller's network namespace.
 func removeNetwork(out io.Writer, bridge string) error {
-	var errs []error
-	conn, err := nftables.New()
-	if err != nil {
-		return fmt.Errorf("nftables: %w", err)
-	}
-	for _, name := range []string{netsync.DefaultNodeTable, netsync.DefaultServiceTable} {
-		t, err := conn.ListTableOfFamily(name, nftables.TableFamilyIPv4)
-		if err != nil {
-			continue // not there
-		}
-		conn.DelTable(t)
-		if err := conn.Flush(); err != nil {
-			errs = append(errs, fmt.Errorf("delete nft table %s: %w", name, err))
-			continue
-		}
-		fmt.Fprintf(out, "removed nft table ip %s\n", name)
-	}
 	if bridge == "" {
 		bridge = netsync.DefaultBridge
 	}
-	link, err := netlink.LinkByName(bridge)
-	var notFound netlink.LinkNotFoundError
-	switch {
-	case errors.As(err, &notFound):
-	case err != nil:
-		errs = append(errs, fmt.Errorf("bridge %s: %w", bridge, err))
-	case link.Type() != "bridge":
-		errs = append(errs, fmt.Errorf("%s is a %s, not a bridge: left alone", bridge, link.Type()))
-	default:
-		if err := netlink.LinkDel(link); err != nil {
-			errs = append(errs, fmt.Errorf("delete bridge %s: %w", bridge, err))
-			break
-		}
-		fmt.Fprintf(out, "removed bridge %s\n", bridge)
+	done, err := network.RemoveHostNetwork(bridge, netsync.DefaultNodeTable, netsync.DefaultServiceTable)
+	for _, d := range done {
+		fmt.Fprintf(out, "removed %s\n", d)
 	}
-	return errors.Join(errs...)
+	return err
 }

@@ -273,13 +273,20 @@ func (l *Local) Sync(ctx context.Context, publish []LocalContainer, live []strin
 // is no error.
 func RemoveLocal(stateDir string) ([]string, error) {
 	names := LocalNamesOf(stateDir)
+	return RemoveHostNetwork(names.Bridge, names.PortTable, names.Table)
+}
+
+// RemoveHostNetwork deletes the ip nftables tables named and the bridge
+// from the caller's namespace, and returns what it removed. What is not
+// there is no error; a link of that name that is no bridge is left alone.
+func RemoveHostNetwork(bridge string, tables ...string) ([]string, error) {
 	var done []string
 	var errs []error
 	conn, err := nftables.New()
 	if err != nil {
 		return nil, fmt.Errorf("nftables: %w", err)
 	}
-	for _, name := range []string{names.PortTable, names.Table} {
+	for _, name := range tables {
 		t, err := conn.ListTableOfFamily(name, nftables.TableFamilyIPv4)
 		if err != nil {
 			continue // not there
@@ -291,20 +298,20 @@ func RemoveLocal(stateDir string) ([]string, error) {
 		}
 		done = append(done, "nft table ip "+name)
 	}
-	link, err := netlink.LinkByName(names.Bridge)
+	link, err := netlink.LinkByName(bridge)
 	var nf netlink.LinkNotFoundError
 	switch {
 	case errors.As(err, &nf):
 	case err != nil:
-		errs = append(errs, fmt.Errorf("bridge %s: %w", names.Bridge, err))
+		errs = append(errs, fmt.Errorf("bridge %s: %w", bridge, err))
 	case link.Type() != "bridge":
-		errs = append(errs, fmt.Errorf("%s is a %s, not a bridge: left alone", names.Bridge, link.Type()))
+		errs = append(errs, fmt.Errorf("%s is a %s, not a bridge: left alone", bridge, link.Type()))
 	default:
 		if err := netlink.LinkDel(link); err != nil {
-			errs = append(errs, fmt.Errorf("delete bridge %s: %w", names.Bridge, err))
+			errs = append(errs, fmt.Errorf("delete bridge %s: %w", bridge, err))
 			break
 		}
-		done = append(done, "bridge "+names.Bridge)
+		done = append(done, "bridge "+bridge)
 	}
 	return done, errors.Join(errs...)
 }
