@@ -381,12 +381,8 @@ func (a *Agent) finishOut(uid string, h *hold, commit bool) error {
 // be) and address, which would otherwise be had while it runs nowhere.
 func (a *Agent) serveMigratePrepare(w http.ResponseWriter, r *http.Request) {
 	uid := r.PathValue("uid")
-	inst, attempt, err := instanceHeader(r, uid)
+	inst, attempt, err := a.incoming(r, uid)
 	if err != nil {
-		writeErr(w, err)
-		return
-	}
-	if _, err := a.migrator(uid); err != nil {
 		writeErr(w, err)
 		return
 	}
@@ -433,12 +429,8 @@ func (a *Agent) prepareIn(ctx context.Context, inst *Instance, attempt int) (*pr
 // called, preparing it while the stream comes).
 func (a *Agent) serveMigrateIn(w http.ResponseWriter, r *http.Request) {
 	uid := r.PathValue("uid")
-	inst, attempt, err := instanceHeader(r, uid)
+	inst, attempt, err := a.incoming(r, uid)
 	if err != nil {
-		writeErr(w, err)
-		return
-	}
-	if _, err := a.migrator(uid); err != nil {
 		writeErr(w, err)
 		return
 	}
@@ -479,6 +471,15 @@ func (a *Agent) serveMigrateIn(w http.ResponseWriter, r *http.Request) {
 	a.markDirty(res.ContainerID)
 	w.Header().Set("Content-Type", "application/json")
 	_ = json.NewEncoder(w).Encode(res)
+}
+
+// incoming is the instance migrating to this node and its attempt, from
+// the request, once this node's runtime is known to restore checkpoints.
+func (a *Agent) incoming(r *http.Request, uid string) (*Instance, int, error) {
+	if _, err := a.migrator(uid); err != nil {
+		return nil, 0, err
+	}
+	return instanceHeader(r, uid)
 }
 
 // instanceHeader is the migrating instance, and the attempt its
