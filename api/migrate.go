@@ -79,6 +79,9 @@ type MigrationRestored struct {
 // processes would come back to other files, or none). The container's
 // own writable layer moves with it.
 func (t *Template) LiveMigratable() error {
+	if len(t.Containers) > 0 {
+		return fmt.Errorf("an instance with init or sidecar containers is not migrated: a checkpoint holds one container, and restored alone it would lose the others")
+	}
 	for _, v := range t.Volumes {
 		switch {
 		case v.Name != "":
@@ -88,8 +91,6 @@ func (t *Template) LiveMigratable() error {
 		}
 	}
 	switch {
-	case len(t.Containers) > 0:
-		return fmt.Errorf("an instance with init or sidecar containers is not migrated: a checkpoint holds one container, and restored alone it would lose the others")
 	case t.Runtime != "runc" && t.Runtime != "crun":
 		rt := t.Runtime
 		if rt == "" {

@@ -63,8 +63,17 @@ func (h *Handler) checkRead(r *http.Request, rt route) error {
 		if want, err = parseDigest(rt.ref); err != nil {
 			return err
 		}
-	} else if rt.kind == "manifest" && readsTag(refs, rt.name, rt.ref) {
-		return nil
+	} else if rt.kind == "manifest" {
+		if readsTag(refs, rt.name, rt.ref) {
+			return nil
+		}
+		// A tag is read as the manifest it names here now.
+		if _, d, err := h.manifestBytes(ctx, rt.name+":"+rt.ref); err == nil {
+			want = d
+		}
+	}
+	if rt.kind == "manifest" && namesDigest(refs, want) {
+		return nil // itself a readable image's, whether or not the store holds it yet
 	}
 	if want.Hex != "" {
 		ok, missing := h.reaches(ctx, refs, want, rt.kind == "blob")
@@ -86,6 +95,19 @@ func (h *Handler) checkRead(r *http.Request, rt route) error {
 func readsTag(refs []string, repo, tag string) bool {
 	for _, s := range refs {
 		if r, err := ParseReference(s); err == nil && r.Digest == "" && r.Tag == tag && r.Repository == repo {
+			return true
+		}
+	}
+	return false
+}
+
+// namesDigest reports whether refs pin an image to the manifest want.
+func namesDigest(refs []string, want v1.Hash) bool {
+	if want.Hex == "" {
+		return false
+	}
+	for _, s := range refs {
+		if r, err := ParseReference(s); err == nil && r.Digest == want.String() {
 			return true
 		}
 	}
