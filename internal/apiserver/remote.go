@@ -166,18 +166,22 @@ func (s *Server) serveTunnel(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	_ = conn.SetDeadline(time.Time{})
-	if _, err := io.WriteString(conn, "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: "+client.TunnelProtocol+"\r\n\r\n"); err != nil {
-		conn.Close()
-		return
-	}
 	local := conn.LocalAddr().Network() == "unix"
 	sess, err := yamux.Client(bufferedConn{Conn: conn, r: brw.Reader}, client.TunnelConfig(local))
 	if err != nil {
 		conn.Close()
 		return
 	}
+	answered := make(chan struct{}) // a stream opened before the 101 would precede it on the wire
 	tn := &tunnel{sess: sess, transport: &http.Transport{
-		DialContext:         func(context.Context, string, string) (net.Conn, error) { return sess.Open() },
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			select {
+			case <-answered:
+				return sess.Open()
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			}
+		},
 		MaxIdleConnsPerHost: 16,
 		IdleConnTimeout:     time.Minute,
 	}}
@@ -192,8 +196,15 @@ func (s *Server) serveTunnel(w http.ResponseWriter, r *http.Request) {
 			writeError(w, fmt.Errorf("node %q: %w: %w", node, errdefs.ErrUnavailable, err))
 		},
 	}
+	// The tunnel is listed before the answer, so that whoever saw the
+	// agent's upgrade succeed finds it; streams wait for the answer.
 	s.tunnels.put(node, tn)
-	s.log.Info("node tunnel open", "node", node, "from", conn.RemoteAddr())
+	if _, err := io.WriteString(conn, "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: "+client.TunnelProtocol+"\r\n\r\n"); err != nil {
+		sess.Close()
+	} else {
+		s.log.Info("node tunnel open", "node", node, "from", conn.RemoteAddr())
+	}
+	close(answered)
 	<-sess.CloseChan()
 	s.tunnels.drop(node, tn)
 	s.log.Info("node tunnel closed", "node", node)
