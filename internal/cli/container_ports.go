@@ -10,6 +10,8 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/spf13/cobra"
+
 	"github.com/berth-dev/berth/internal/network"
 	"github.com/berth-dev/berth/internal/network/vip"
 	"github.com/berth-dev/berth/internal/runtime"
@@ -132,6 +134,26 @@ func publishPorts(ctx context.Context, g *globals, rt *runtime.Runtime, c *runti
 		ln.Close()
 		return nil, fmt.Errorf("container %q: %w", c.ID, runtime.ErrAlreadyExists)
 	}
+	return attachPorts(ctx, g, ln, c, ports)
+}
+
+// republishPorts is publishPorts for a container restored from a
+// checkpoint (c as it was dumped): its host ports are held again, the
+// same numbers, and its address and namespace are kept, or made again
+// where they are gone (a checkpoint imported after the container was
+// removed).
+func republishPorts(ctx context.Context, g *globals, c *runtime.Config) (*publishing, error) {
+	ln, err := network.OpenLocal(ctx, g.containerNetDir())
+	if err != nil {
+		return nil, err
+	}
+	return attachPorts(ctx, g, ln, c, c.Ports)
+}
+
+// attachPorts holds ports, reserves c's address on ln, and sets c up to
+// join them; ports with no host port get one of the kernel's pick. ln is
+// the publishing's from here on.
+func attachPorts(ctx context.Context, g *globals, ln *network.Local, c *runtime.Config, ports []runtime.Port) (*publishing, error) {
 	pub := &publishing{net: ln}
 	for i, p := range ports {
 		proto := vip.TCP
@@ -140,7 +162,10 @@ func publishPorts(ctx context.Context, g *globals, rt *runtime.Runtime, c *runti
 		}
 		var ip netip.Addr
 		if p.HostIP != "" {
-			ip = netip.MustParseAddr(p.HostIP) // parsePublish checked it
+			if ip, _ = netip.ParseAddr(p.HostIP); !ip.IsValid() {
+				pub.close()
+				return nil, fmt.Errorf("container %q: port %s: host address %q", c.ID, publishSpec(p), p.HostIP)
+			}
 		}
 		f, port, err := network.HoldHostPort(proto, ip, p.HostPort)
 		if err != nil {
@@ -155,7 +180,16 @@ func publishPorts(ctx context.Context, g *globals, rt *runtime.Runtime, c *runti
 		pub.close()
 		return nil, err
 	}
+	dataDir, err := filepath.Abs(g.dataDir)
+	if err != nil {
+		pub.close()
+		return nil, fmt.Errorf("--data-dir: %w", err)
+	}
 	c.NetNS, c.Before, c.KeepOpen, c.Ports = att.NetNS, wire, pub.hold, ports
+	// Whatever ends the container (its own exit, a kill, the OOM killer),
+	// its shim then lets go of the ports and runs this, which takes its
+	// rules out; no later command has to come first.
+	c.OnExit = []string{"berth", "--data-dir", dataDir, "container", netSyncCmd}
 	return pub, nil
 }
 
@@ -181,6 +215,26 @@ func (pub *publishing) close() {
 	}
 	pub.hold = nil
 	pub.net.Close()
+}
+
+// netSyncCmd is the container subcommand a -p container's shim runs when
+// the container ends.
+const netSyncCmd = "network-sync"
+
+func newContainerNetSyncCmd(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:    netSyncCmd,
+		Short:  "Bring the published ports of the data dir's containers in step with them (run when one ends)",
+		Hidden: true,
+		Args:   cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			rt, err := g.runtime()
+			if err != nil {
+				return err
+			}
+			return syncContainerNet(cmd.Context(), g, rt)
+		},
+	}
 }
 
 // syncContainerNet brings the data dir's container network, if it has

@@ -18,6 +18,8 @@
 #define RESTART_ENV "_BERTH_RESTART"
 /* "FIRST LAST": descriptors the shim keeps while it lives (sockets holding host ports) and closes in the container. */
 #define KEEP_ENV "_BERTH_KEEP"
+/* A file of NUL-ended arguments: the shim runs this binary with them once the container has ended for good. */
+#define ONEXIT_ENV "_BERTH_ONEXIT"
 #define ERRBUF 1024
 
 #ifndef SYS_close_range

@@ -35,7 +35,12 @@ const (
 	RestartEnv = "_BERTH_RESTART"
 	// KeepEnv names descriptors the shim keeps open while it lives and
 	// closes in the container: "FIRST LAST", a range.
-	KeepEnv   = "_BERTH_KEEP"
+	KeepEnv = "_BERTH_KEEP"
+	// OnExitEnv names a file of NUL-ended arguments (the first is the
+	// process's name): once the container has ended for good, and its
+	// kept descriptors are closed, the shim starts this binary with them,
+	// detached (see shim.c).
+	OnExitEnv = "_BERTH_ONEXIT"
 	StageShim = "shim"
 	StageExec = "exec"
 	// StageHold waits for stdin to close: a process that holds a user

@@ -1,0 +1,162 @@
+package e2e
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/berth-dev/berth/internal/network"
+	"github.com/berth-dev/berth/internal/network/netns"
+)
+
+// containerNet is a data dir's `container run -p` network in a namespace
+// of the test's own, removed with its containers at the end.
+func containerNet(t *testing.T) (*cluster, network.LocalNames) {
+	e := newEnv(t)
+	e.demoImage()
+	c := &cluster{env: e, netns: makeNetns(t)}
+	t.Cleanup(func() {
+		if out, errOut, code := c.berthIn("down", "--purge"); code != 0 {
+			t.Errorf("down --purge: exit %d: %s %s", code, out, errOut)
+		}
+	})
+	return c, network.LocalNamesOf(filepath.Join(e.dataDir, "container-net"))
+}
+
+// serveHost answers every request on port of the namespace's loopback
+// with body, as a host process would, until the test ends.
+func (c *cluster) serveHost(port int, body string) error {
+	var l net.Listener
+	if err := netns.Do(c.netns, func() (err error) { l, err = net.Listen("tcp4", fmt.Sprintf(":%d", port)); return err }); err != nil {
+		return err
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, body) })}
+	go func() { _ = srv.Serve(l) }()
+	c.t.Cleanup(func() { _ = srv.Close() })
+	return nil
+}
+
+// portRule reports whether the data dir's port table still names port.
+func (c *cluster) portRule(names network.LocalNames, port int) bool {
+	c.t.Helper()
+	out, err := c.inNetns("nft", "list", "table", "ip", names.PortTable).CombinedOutput()
+	if err != nil {
+		c.t.Fatalf("nft list table %s: %v: %s", names.PortTable, err, out)
+	}
+	return strings.Contains(string(out), fmt.Sprint(port))
+}
+
+// A -p container whose process ends by itself gives back its port and its
+// rule at once, with no berth command run after it: a host process then
+// gets the port's loopback traffic, and a new container the port.
+func TestContainerPublishEndsWithItsContainer(t *testing.T) {
+	c, names := containerNet(t)
+	ctl := t.TempDir()
+	p := c.freePort()
+	// It serves until the test makes ctl/stop, then exits on its own.
+	script := "echo hello-$HOSTNAME > /www/index.html; httpd -p 80 -h /www; while [ ! -e /ctl/stop ]; do usleep 20000; done"
+	c.berthInOK("container", "run", "-d", "--name", "once", "-v", ctl+":/ctl", "-p", fmt.Sprintf("%d:80", p), "demo/busybox:1", "sh", "-c", script)
+	t.Cleanup(func() { c.berthIn("container", "rm", "-f", "once", "next") })
+	addr := fmt.Sprintf("127.0.0.1:%d", p)
+	eventually(t, 10*time.Second, "the published port to answer", func() bool {
+		body, err := c.hostGet(addr)
+		return err == nil && body == "hello-once"
+	})
+
+	if err := os.WriteFile(filepath.Join(ctl, "stop"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	// No berth command from here until the port has gone to a host process.
+	eventually(t, 5*time.Second, "the ended container's rule to go", func() bool { return !c.portRule(names, p) })
+	var hostErr error
+	eventually(t, 5*time.Second, "the port to be free for a host process", func() bool {
+		hostErr = c.serveHost(p, "host-process")
+		return hostErr == nil
+	})
+	if body, err := c.hostGet(addr); err != nil || body != "host-process" {
+		t.Fatalf("loopback traffic to port %d after its container ended: %q, %v (want the host process's)", p, body, err)
+	}
+	if out := c.berthInOK("container", "ps", "-a"); !strings.Contains(out, "exited") {
+		t.Errorf("the container did not end by itself:\n%s", out)
+	}
+}
+
+// A -p container whose port was given back (it ended) hands it to the
+// next container at once, and one OOM-killed gives it back as well.
+func TestContainerPublishFreedForNextContainer(t *testing.T) {
+	c, names := containerNet(t)
+	p := c.freePort()
+	// More memory than its limit: the OOM killer ends it.
+	c.berthInOK("container", "run", "-d", "--name", "hog", "--memory", "8Mi", "-p", fmt.Sprintf("%d:80", p),
+		"demo/busybox:1", "sh", "-c", "httpd -p 80 -h /www; usleep 300000; head -c 64m /dev/zero | tail > /dev/null")
+	t.Cleanup(func() { c.berthIn("container", "rm", "-f", "hog", "next") })
+	eventually(t, 10*time.Second, "the OOM-killed container's rule to go", func() bool { return !c.portRule(names, p) })
+	eventually(t, 5*time.Second, "its port to be free", func() bool { return c.listenErr(p) == nil })
+
+	c.berthInOK("container", "run", "-d", "--name", "next", "-p", fmt.Sprintf("%d:80", p), "demo/busybox:1",
+		"sh", "-c", "echo hello-$HOSTNAME > /www/index.html; exec httpd -f -p 80 -h /www")
+	eventually(t, 10*time.Second, "the next container to answer on the port", func() bool {
+		body, err := c.hostGet(fmt.Sprintf("127.0.0.1:%d", p))
+		return err == nil && body == "hello-next"
+	})
+	var st struct{ OOMKilled bool }
+	if err := json.Unmarshal([]byte(c.berthInOK("container", "inspect", "hog")), &st); err != nil || !st.OOMKilled {
+		t.Errorf("hog was not OOM-killed: %+v, %v", st, err)
+	}
+}
+
+// A -p container checkpointed and restored holds its port again and
+// answers on it; while it is checkpointed the port is free.
+func TestContainerPublishRestored(t *testing.T) {
+	c, names := containerNet(t)
+	p := c.freePort()
+	c.berthInOK("container", "run", "-d", "--runtime", "runc", "--name", "ck", "-p", fmt.Sprintf("%d:80", p), "demo/busybox:1",
+		"sh", "-c", "echo hello-$HOSTNAME > /www/index.html; exec httpd -f -p 80 -h /www")
+	t.Cleanup(func() { c.berthIn("container", "rm", "-f", "ck", "thief") })
+	addr := fmt.Sprintf("127.0.0.1:%d", p)
+	eventually(t, 10*time.Second, "the published port to answer", func() bool {
+		body, err := c.hostGet(addr)
+		return err == nil && body == "hello-ck"
+	})
+
+	c.berthInOK("container", "checkpoint", "ck")
+	eventually(t, 5*time.Second, "the checkpointed container's rule to go", func() bool { return !c.portRule(names, p) })
+
+	out := c.berthInOK("container", "restore", "ck")
+	if !strings.Contains(out, "restored") {
+		t.Fatalf("restore printed %q", out)
+	}
+	eventually(t, 10*time.Second, "the restored container to answer on its port", func() bool {
+		body, err := c.hostGet(addr)
+		return err == nil && body == "hello-ck"
+	})
+	if err := c.listenErr(p); !errors.Is(err, syscall.EADDRINUSE) {
+		t.Errorf("a host process could listen on the restored container's port %d: %v", p, err)
+	}
+	_, errOut, code := c.berthIn("container", "run", "-d", "--name", "thief", "-p", fmt.Sprintf("%d:80", p), "demo/busybox:1", "sleep", "9")
+	if code == 0 || !strings.Contains(errOut, "address already in use") {
+		t.Errorf("another container on the restored container's port %d: exit %d: %s", p, code, errOut)
+	}
+
+	// A checkpoint of it restored while another process holds its port is refused, naming the port.
+	c.berthInOK("container", "checkpoint", "ck")
+	eventually(t, 5*time.Second, "the port to be free", func() bool { return c.listenErr(p) == nil })
+	if err := c.serveHost(p, "host-process"); err != nil {
+		t.Fatal(err)
+	}
+	_, errOut, code = c.berthIn("container", "restore", "ck")
+	if code == 0 || !strings.Contains(errOut, fmt.Sprint(p)) || !strings.Contains(errOut, "address already in use") {
+		t.Errorf("restore onto a port a host process holds: exit %d: %s", code, errOut)
+	}
+	if body, err := c.hostGet(addr); err != nil || body != "host-process" {
+		t.Errorf("the host process lost its traffic to the refused restore: %q, %v", body, err)
+	}
+}
