@@ -7,7 +7,6 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -26,75 +25,12 @@ import (
 // (syncContainerNet): a container that is no longer running publishes
 // nothing, and one that is removed gives back its address.
 
-const publishUsage = "want [IP:][HOSTPORT:]CONTAINERPORT[/tcp|/udp], e.g. 8080:80, 127.0.0.1:8080:80 or 5353:53/udp"
-
-// parsePublish reads one -p in docker run's forms: CONTAINERPORT (a free
-// host port of the kernel's pick), HOSTPORT:CONTAINERPORT, IP:HOSTPORT:
-// CONTAINERPORT and IP::CONTAINERPORT, each with an optional /tcp or /udp.
-func parsePublish(spec string) (runtime.Port, error) {
-	bad := func(why string) (runtime.Port, error) {
-		return runtime.Port{}, fmt.Errorf("-p %q: %s", spec, why)
-	}
-	rest, proto, hasProto := strings.Cut(spec, "/")
-	if !hasProto {
-		proto = "tcp"
-	}
-	switch proto {
-	case "tcp", "udp":
-	case "sctp":
-		return bad("sctp is not supported; " + publishUsage)
-	default:
-		return bad(fmt.Sprintf("protocol %q: %s", proto, publishUsage))
-	}
-	if strings.HasPrefix(rest, "[") || strings.Count(rest, ":") > 2 {
-		return bad("host addresses are IPv4 only; " + publishUsage)
-	}
-	parts := strings.Split(rest, ":")
-	p := runtime.Port{Protocol: proto}
-	var host, ctr string
-	switch len(parts) {
-	case 1:
-		ctr = parts[0]
-	case 2:
-		host, ctr = parts[0], parts[1]
-	case 3:
-		ip, err := netip.ParseAddr(parts[0])
-		if err != nil || !ip.Is4() {
-			return bad(fmt.Sprintf("host address %q is not an IPv4 address; %s", parts[0], publishUsage))
-		}
-		if !ip.IsUnspecified() {
-			p.HostIP = ip.String()
-		}
-		host, ctr = parts[1], parts[2]
-	}
-	port := func(s, what string, zero bool) (uint16, error) {
-		if strings.Contains(s, "-") {
-			return 0, fmt.Errorf("%s %q: port ranges are not supported", what, s)
-		}
-		n, err := strconv.ParseUint(s, 10, 16)
-		if err != nil || (n == 0 && !zero) {
-			return 0, fmt.Errorf("%s %q: want a number from 1 to 65535", what, s)
-		}
-		return uint16(n), nil
-	}
-	var err error
-	if p.ContainerPort, err = port(ctr, "container port", false); err != nil {
-		return bad(err.Error())
-	}
-	if host != "" {
-		if p.HostPort, err = port(host, "host port", false); err != nil {
-			return bad(err.Error())
-		}
-	}
-	return p, nil
-}
-
 // parsePublishes reads every -p; the same host port twice is refused.
 func parsePublishes(specs []string) ([]runtime.Port, error) {
 	var out []runtime.Port
 	seen := map[string]string{}
 	for _, s := range specs {
-		p, err := parsePublish(s)
+		p, err := containerPort(s)
 		if err != nil {
 			return nil, err
 		}

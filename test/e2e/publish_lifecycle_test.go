@@ -160,3 +160,85 @@ func TestContainerPublishRestored(t *testing.T) {
 		t.Errorf("the host process lost its traffic to the refused restore: %q, %v", body, err)
 	}
 }
+
+// berth run and berth container run read -p alike (one parser: the same
+// forms, the same errors naming the flag and value); what `-p 80` means is
+// each command's: a host port of the kernel's pick for a container, the
+// service's address only for a service. A service instance that ends by
+// itself leaves its port's backends, and a removed service gives the port
+// back at once.
+func TestPortFlagAcrossCommands(t *testing.T) {
+	c := startCluster(t)
+	const web = "echo hello-$HOSTNAME > /www/index.html; exec httpd -f -p 80 -h /www"
+
+	// Bad forms: refused by both, alike, naming the flag and value; nothing is made.
+	for _, bad := range []string{"8000-8001:80", "80:abc", "8080:80/sctp"} {
+		_, svcErr, code := c.run("run", "--name", "bad", "-p", bad, "demo/busybox:1", "true")
+		if code == 0 || !strings.Contains(svcErr, fmt.Sprintf("-p %q", bad)) {
+			t.Errorf("run -p %s: exit %d: %s", bad, code, svcErr)
+		}
+		_, ctrErr, code := c.berthIn("container", "run", "-p", bad, "demo/busybox:1", "true")
+		if code == 0 || strings.TrimSpace(ctrErr) != strings.TrimSpace(svcErr) {
+			t.Errorf("container run -p %s: exit %d: %q; run said %q", bad, code, ctrErr, svcErr)
+		}
+	}
+	// A service has no single host address nor a picked host port.
+	for spec, why := range map[string]string{"127.0.0.1:8080:80": "every address", "127.0.0.1::80": "every address", ":80": "not picked"} {
+		_, errOut, code := c.run("run", "--name", "bad", "-p", spec, "demo/busybox:1", "true")
+		if code == 0 || !strings.Contains(errOut, fmt.Sprintf("-p %q", spec)) || !strings.Contains(errOut, why) {
+			t.Errorf("run -p %s: exit %d: %s", spec, code, errOut)
+		}
+	}
+	if _, _, code := c.run("get", "service", "bad"); code == 0 {
+		t.Error("a refused run left a service")
+	}
+	if help := c.ok("run", "--help"); !strings.Contains(help, "not a random host port") {
+		t.Errorf("run --help does not say what -p CONTAINERPORT means for a service:\n%s", help)
+	}
+
+	// -p 80: the service's address only; a container's port of the kernel's pick.
+	c.ok("run", "--name", "exp", "-p", "80", "demo/busybox:1", "sh", "-c", web)
+	svc := c.service("exp")
+	if len(svc.Spec.Template.Ports) != 1 || svc.Spec.Template.Ports[0].Container != 80 || svc.Spec.Template.Ports[0].Host != 0 {
+		t.Errorf("run -p 80 stored ports %+v, want container 80 with no host port", svc.Spec.Template.Ports)
+	}
+	eventually(t, 20*time.Second, "the service's address to answer on 80", func() bool {
+		body, err := c.hostGet(svc.Status.VIP + ":80")
+		return err == nil && strings.HasPrefix(body, "hello-exp")
+	})
+	c.berthInOK("container", "run", "-d", "--name", "pick", "-p", "80", "demo/busybox:1", "sh", "-c", web)
+	t.Cleanup(func() { c.berthIn("container", "rm", "-f", "pick") })
+	var st struct {
+		Ports []struct{ HostPort, ContainerPort int }
+	}
+	if err := json.Unmarshal([]byte(c.berthInOK("container", "inspect", "pick")), &st); err != nil || len(st.Ports) != 1 || st.Ports[0].HostPort == 0 {
+		t.Fatalf("container run -p 80: ports %+v, %v; want a host port picked", st.Ports, err)
+	}
+	eventually(t, 10*time.Second, "the picked host port to answer", func() bool {
+		body, err := c.hostGet(fmt.Sprintf("127.0.0.1:%d", st.Ports[0].HostPort))
+		return err == nil && body == "hello-pick"
+	})
+
+	// A published service instance that ends by itself leaves the backends.
+	q := c.freePort()
+	c.ok("run", "--name", "brief", "--restart", "never", "-p", fmt.Sprintf("%d:80", q), "demo/busybox:1", "sh", "-c",
+		"echo hello-$HOSTNAME > /www/index.html; httpd -p 80 -h /www; while [ ! -e /tmp/stop ]; do usleep 20000; done")
+	in := c.waitRunning("brief", 1)[0]
+	eventually(t, 20*time.Second, "the published service port to answer", func() bool {
+		body, err := c.hostGet(fmt.Sprintf("127.0.0.1:%d", q))
+		return err == nil && strings.HasPrefix(body, "hello-brief")
+	})
+	if !strings.Contains(c.backends(), in.Status.IP) {
+		t.Fatalf("the instance's address %s is not a backend:\n%s", in.Status.IP, c.backends())
+	}
+	c.ok("exec", in.Metadata.Name, "touch", "/tmp/stop")
+	eventually(t, 20*time.Second, "the ended instance to leave the backends", func() bool {
+		return !strings.Contains(c.backends(), in.Status.IP)
+	})
+	// Removed, the service gives its port back at once: a host process has its loopback traffic.
+	c.ok("rm", "brief")
+	eventually(t, 10*time.Second, "the removed service's port to be free", func() bool { return c.serveHost(q, "host-process") == nil })
+	if body, err := c.hostGet(fmt.Sprintf("127.0.0.1:%d", q)); err != nil || body != "host-process" {
+		t.Errorf("loopback traffic to port %d after its service went: %q, %v (want the host process's)", q, body, err)
+	}
+}
