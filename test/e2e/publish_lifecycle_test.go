@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/berth-dev/berth/api"
 	"github.com/berth-dev/berth/internal/network"
 	"github.com/berth-dev/berth/internal/network/netns"
 )
@@ -240,5 +241,51 @@ func TestPortFlagAcrossCommands(t *testing.T) {
 	eventually(t, 10*time.Second, "the removed service's port to be free", func() bool { return c.serveHost(q, "host-process") == nil })
 	if body, err := c.hostGet(fmt.Sprintf("127.0.0.1:%d", q)); err != nil || body != "host-process" {
 		t.Errorf("loopback traffic to port %d after its service went: %q, %v (want the host process's)", q, body, err)
+	}
+}
+
+// A published service instance migrated to another node is reached
+// there through the port, which that node holds: the port's traffic on
+// the target's loopback reaches the moved instance, and no host process
+// there can take the port.
+func TestMigratePublishedPort(t *testing.T) {
+	l := startLANOf(t, 1, 2)
+	const port = 18093
+	check(t, l.Apply(fmt.Sprintf(`kind: Service
+name: pub
+replicas: 1
+template:
+  image: demo/busybox:1
+  runtime: runc
+  command: ["sh", "-c", "echo hello-$HOSTNAME > /www/index.html; exec httpd -f -p 80 -h /www"]
+  ports: [{container: 80, host: %d}]
+`, port)))
+	inst := waitHealthy(t, l, "pub", 1, 60*time.Second)[0]
+	from := inst.Spec.Node
+	to := otherNode(l, from)
+	source, target := &cluster{env: &env{t: t}, netns: l.Host(from).Netns}, &cluster{env: &env{t: t}, netns: l.Host(to).Netns}
+	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	eventually(t, 20*time.Second, "the port to answer on the source before the move", func() bool {
+		body, err := source.hostGet(addr)
+		return err == nil && body == "hello-"+inst.Metadata.Name
+	})
+
+	_, err := l.Admin("migrate", inst.Metadata.Name, "--to", to)
+	check(t, err)
+	moved := instanceNamed(t, l, inst.Metadata.Name)
+	if moved.Spec.Node != to || moved.Status.Phase != api.PhaseRunning {
+		t.Fatalf("after migrate: on %s, %s; want running on %s", moved.Spec.Node, moved.Status.Phase, to)
+	}
+	// The moved instance's address on the target is the port's backend, and answers.
+	eventually(t, 20*time.Second, "the target's port to lead to the moved instance", func() bool {
+		out, err := target.inNetns("nft", "list", "map", "ip", "berth-svc", "backends").CombinedOutput()
+		return err == nil && strings.Contains(string(out), moved.Status.IP+" ")
+	})
+	eventually(t, 10*time.Second, "the port to answer on the target after the move", func() bool {
+		body, err := target.hostGet(addr)
+		return err == nil && body == "hello-"+inst.Metadata.Name
+	})
+	if err := target.listenErr(port); !errors.Is(err, syscall.EADDRINUSE) {
+		t.Errorf("a host process on the target could listen on the moved instance's port %d: %v", port, err)
 	}
 }
