@@ -508,6 +508,10 @@ func (r *Runtime) launchShim(bd *bundle, gate func() error, c *Config) (int, err
 			return 0, fmt.Errorf("on-exit arguments: %w", err)
 		}
 		cmd.Env = append(cmd.Env, launch.OnExitEnv+"="+bd.path("onexit"))
+		// In the container's scope the command would count against its limits.
+		if procs := ownCgroupProcs(); r.scopes != nil && procs != "" {
+			cmd.Env = append(cmd.Env, launch.OnExitCgroupEnv+"="+procs)
+		}
 	}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	if err := cmd.Start(); err != nil {

@@ -41,8 +41,11 @@ const (
 	// kept descriptors are closed, the shim starts this binary with them,
 	// detached (see shim.c).
 	OnExitEnv = "_BERTH_ONEXIT"
-	StageShim = "shim"
-	StageExec = "exec"
+	// OnExitCgroupEnv names a cgroup.procs file the OnExit command joins
+	// before it runs (the launcher's cgroup, out of the container's scope).
+	OnExitCgroupEnv = "_BERTH_ONEXIT_CGROUP"
+	StageShim       = "shim"
+	StageExec       = "exec"
 	// StageHold waits for stdin to close: a process that holds a user
 	// namespace for the launcher to idmap mounts with.
 	StageHold = "hold"

@@ -447,6 +447,8 @@ struct shim {
 	/* The arguments (NUL-ended, onexit_n of them) this binary runs with once the container has ended; NULL for none. */
 	char *onexit;
 	size_t onexit_len;
+	/* The cgroup.procs file the on-exit command joins first; NULL to stay in the shim's cgroup. */
+	char *onexit_cgroup;
 	/* spawned is set once the first start is reported: fd 3 is gone, and later failures are not reported. */
 	int spawned;
 	unsigned long long shim_start;
@@ -526,11 +528,14 @@ static int read_launch_env(struct shim *s, int gated)
 			return -1;
 		}
 		close(fd);
+		const char *cg = getenv(ONEXIT_CGROUP_ENV);
+		s->onexit_cgroup = cg ? strdup(cg) : NULL;
 	}
 	unsetenv(STDIO_ENV);
 	unsetenv(RESTART_ENV);
 	unsetenv(KEEP_ENV);
 	unsetenv(ONEXIT_ENV);
+	unsetenv(ONEXIT_CGROUP_ENV);
 	return 0;
 }
 
@@ -944,6 +949,16 @@ static void on_exit_run(struct shim *s)
 	signal(SIGINT, SIG_DFL);
 	signal(SIGHUP, SIG_DFL);
 	signal(SIGPIPE, SIG_DFL);
+	if (s->onexit_cgroup) {
+		/* Out of the container's scope, where its limits would count it; staying is no failure. */
+		int cfd = open(s->onexit_cgroup, O_WRONLY | O_CLOEXEC);
+		if (cfd >= 0) {
+			char pid[24];
+			int n = snprintf(pid, sizeof(pid), "%d\n", getpid());
+			write_all(cfd, pid, n);
+			close(cfd);
+		}
+	}
 	/* Out of the bundle, which may be removed meanwhile. */
 	if (chdir("/") < 0)
 		_exit(127);
