@@ -123,8 +123,8 @@ func attachPorts(ctx context.Context, g *globals, ln *network.Local, c *runtime.
 	}
 	c.NetNS, c.Before, c.KeepOpen, c.Ports = att.NetNS, wire, pub.hold, ports
 	// Whatever ends the container (its own exit, a kill, the OOM killer),
-	// its shim then lets go of the ports and runs this, which takes its
-	// rules out; no later command has to come first.
+	// its shim then runs this, which takes its rules out, and only then
+	// lets go of its ports; no later command has to come first.
 	c.OnExit = []string{"berth", "--data-dir", dataDir, "container", netSyncCmd}
 	return pub, nil
 }
