@@ -22,8 +22,10 @@ import (
 // services' ports, and held by sockets its shim keeps for as long as the
 // container runs, so that nothing else on the host takes them. Every
 // command that changes containers brings the network in step with them
-// (syncContainerNet): a container that is no longer running publishes
-// nothing, and one that is removed gives back its address.
+// (syncContainerNet), and so does a -p container's shim when the
+// container ends by itself (`container network-sync`, its OnExit): a
+// container that is no longer running publishes nothing, and one that is
+// removed gives back its address.
 
 // parsePublishes reads every -p; the same host port twice is refused.
 func parsePublishes(specs []string) ([]runtime.Port, error) {
