@@ -38,11 +38,13 @@ type hub struct {
 	pending map[string]change // kind/key → latest change since the last flush
 	subs    map[chan []byte]struct{}
 	wake    chan struct{} // a change waits to be flushed
+	opened  chan struct{} // a page subscribed
 	stats   *stats        // the charts' figures, see stats.go
 }
 
 func newHub(c *client.Client, log *slog.Logger) *hub {
-	return &hub{c: c, log: log, objs: map[string]map[string]json.RawMessage{}, pending: map[string]change{}, subs: map[chan []byte]struct{}{}, wake: make(chan struct{}, 1), stats: newStats()}
+	return &hub{c: c, log: log, objs: map[string]map[string]json.RawMessage{}, pending: map[string]change{}, subs: map[chan []byte]struct{}{},
+		wake: make(chan struct{}, 1), opened: make(chan struct{}, 1), stats: newStats()}
 }
 
 // run follows every kind until ctx ends.
@@ -220,6 +222,10 @@ func (h *hub) subscribe() ([]byte, chan []byte) {
 	b, _ := json.Marshal(snap)
 	ch := make(chan []byte, 64)
 	h.subs[ch] = struct{}{}
+	select {
+	case h.opened <- struct{}{}:
+	default:
+	}
 	return b, ch
 }
 
