@@ -194,6 +194,12 @@ func (h *hub) flush() {
 	if len(h.pending) == 0 {
 		return
 	}
+	if len(h.subs) == 0 {
+		// No browser watches: rendering the batch (every exec's event
+		// makes one) would be for nobody. A new one starts from a snapshot.
+		clear(h.pending)
+		return
+	}
 	batch := make([]change, 0, len(h.pending))
 	for _, c := range h.pending {
 		batch = append(batch, c)
