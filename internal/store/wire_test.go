@@ -81,3 +81,29 @@ func sameJSON(t *testing.T, a, b []byte) bool {
 	yb, _ := json.Marshal(y)
 	return bytes.Equal(xb, yb)
 }
+
+// A status write splices the status into the stored JSON: the same
+// object as merging the two whole, whether the stored one had a status
+// or not, and still in the shape Wire reads without decoding.
+func TestSetStatusSplicesTheStatus(t *testing.T) {
+	st := api.InstanceStatus{Phase: api.PhaseRunning, ContainerID: "c1", Message: `"quoted" {braces} \ status`}
+	for _, stored := range []string{
+		`{"metadata":{"kind":"Instance","namespace":"default","name":"a","uid":"u"},"spec":{"template":{"image":"x","env":{"status":"{\"}"}},"owner":{"kind":"Service","name":"web"},"node":"n1"}}`,
+		`{"metadata":{"kind":"Instance","namespace":"default","name":"a","uid":"u"},"spec":{"template":{"image":"x"},"owner":{"kind":"Service","name":"web"},"node":"n1"},"status":{"phase":"Scheduled","message":"}"}}`,
+	} {
+		op := &txnOp{cur: []byte(stored), status: &st}
+		if err := op.prepareSetStatus(); err != nil {
+			t.Fatal(err)
+		}
+		b, _ := json.Marshal(struct {
+			Status *api.InstanceStatus `json:"status"`
+		}{&st})
+		want, err := mergeRaw([]byte(stored), b, "status")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !sameJSON(t, op.value, want) || !bytes.HasPrefix(op.value, []byte(`{"metadata":{`)) {
+			t.Errorf("status spliced into %s:\n%s\nwant\n%s", stored, op.value, want)
+		}
+	}
+}
