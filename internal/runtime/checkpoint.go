@@ -103,6 +103,7 @@ func (r *Runtime) Checkpoint(ctx context.Context, id string, opts CheckpointOpti
 	if err := r.writeCriuConfig(); err != nil {
 		return fmt.Errorf("container %q: checkpoint: %w", id, err)
 	}
+	primeCRIU()
 	args := append(ext.criuFlag(criu), "checkpoint", "--image-path", dir, "--work-path", dir)
 	if opts.PreDump {
 		args = append(args, "--pre-dump")
@@ -285,6 +286,7 @@ func (e *external) restorePlan(bin string, bd *bundle) (*launch.Plan, error) {
 	if err != nil {
 		return nil, err
 	}
+	primeCRIU()
 	args := append([]string{env, "PATH=" + os.Getenv("PATH") + ":/usr/local/sbin:/usr/sbin:/sbin", bin, "--root", e.state},
 		e.criuFlag(criu)...)
 	args = append(args, "restore", "--detach", "--image-path", bd.restoreFrom, "--work-path", bd.restoreFrom,
