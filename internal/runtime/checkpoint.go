@@ -122,6 +122,13 @@ func (r *Runtime) Checkpoint(ctx context.Context, id string, opts CheckpointOpti
 		}
 		args = append(args, "--parent-path", rel)
 	}
+	// Frozen here, CRIU need not wait for the freeze (cgroups.freeze).
+	// A systemd scope holds the shim too: CRIU freezes it as before.
+	if r.scopes == nil {
+		if thaw, err := r.cg.freeze(r.CgroupPath(id)); err == nil {
+			defer thaw()
+		}
+	}
 	if out, err := ext.command(ctx, append(args, id)...).CombinedOutput(); err != nil {
 		return fmt.Errorf("container %q: %s checkpoint: %w: %s%s", id, ext.bin, err, bytes.TrimSpace(out), criuLogTail(dir, "dump.log"))
 	}
