@@ -170,6 +170,9 @@ func New(root string, opts ...Option) (*Runtime, error) {
 	// Compiling the default seccomp profile takes tens of milliseconds:
 	// do it now rather than in the first container's start.
 	go warmSeccomp()
+	// CRIU's kernel cache, if it must be made, is made before the first
+	// checkpoint or restore needs it (see primeCRIU).
+	go primeCRIU()
 	return r, nil
 }
 
