@@ -503,6 +503,22 @@ func (r *Runtime) launchShim(bd *bundle, gate func() error, c *Config) (int, err
 		cmd.Env = append(cmd.Env, launch.GateEnv+"=1")
 	}
 	shimOptions(cmd, c)
+	if len(c.OnExit) > 0 {
+		var b strings.Builder
+		for _, a := range c.OnExit {
+			b.WriteString(a)
+			b.WriteByte(0)
+		}
+		if err := os.WriteFile(bd.path("onexit"), []byte(b.String()), 0o600); err != nil {
+			wr.Close()
+			return 0, fmt.Errorf("on-exit arguments: %w", err)
+		}
+		cmd.Env = append(cmd.Env, launch.OnExitEnv+"="+bd.path("onexit"))
+		// In the container's scope the command would count against its limits.
+		if procs := ownCgroupProcs(); r.scopes != nil && procs != "" {
+			cmd.Env = append(cmd.Env, launch.OnExitCgroupEnv+"="+procs)
+		}
+	}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	if err := cmd.Start(); err != nil {
 		wr.Close()
