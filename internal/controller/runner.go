@@ -70,7 +70,7 @@ type Options struct {
 }
 
 // DefaultStartGrace is a node heartbeat TTL.
-const DefaultStartGrace = 10 * time.Second
+const DefaultStartGrace = api.NodeTTL
 
 // NewManager builds a manager; nothing runs until Run.
 func NewManager(s *store.Store, opt Options) *Manager {
