@@ -93,6 +93,9 @@ type ExecProcess struct {
 	Stderr io.Writer
 	// Resize, when set with Tty, is called with the pty master to size it.
 	Resize func(pty *os.File)
+	// State, when set, is the container's state as the caller has just
+	// read it (State, List): Exec does not read it again.
+	State *Status
 }
 
 // executor is how the shim starts a container and how it is reached afterwards.
@@ -167,6 +170,9 @@ func New(root string, opts ...Option) (*Runtime, error) {
 	// Compiling the default seccomp profile takes tens of milliseconds:
 	// do it now rather than in the first container's start.
 	go warmSeccomp()
+	// CRIU's kernel cache, if it must be made, is made before the first
+	// checkpoint or restore needs it (see primeCRIU).
+	go primeCRIU()
 	return r, nil
 }
 
@@ -1027,11 +1033,21 @@ func catches(pid int, sig syscall.Signal) bool {
 
 // Exec runs a further process in a running container and returns its exit code.
 func (r *Runtime) Exec(ctx context.Context, id string, pr ExecProcess) (int, error) {
-	bd, m, err := r.load(id)
-	if err != nil {
-		return -1, err
+	var bd *bundle
+	var st Status
+	if pr.State != nil && pr.State.ID == id {
+		b, err := r.bundle(id)
+		if err != nil {
+			return -1, err
+		}
+		bd, st = b, *pr.State
+	} else {
+		b, m, err := r.load(id)
+		if err != nil {
+			return -1, err
+		}
+		bd, st = b, r.status(b, m)
 	}
-	st := r.status(bd, m)
 	if st.State != Running {
 		return -1, fmt.Errorf("container %q: %w", id, ErrNotRunning)
 	}
@@ -1046,7 +1062,11 @@ func (r *Runtime) Exec(ctx context.Context, id string, pr ExecProcess) (int, err
 	if err != nil {
 		return -1, fmt.Errorf("container %q: exec: %w", id, err)
 	}
-	return r.exec[m.Executor].exec(ctx, bd, s, st, pr, self)
+	ex, ok := r.exec[st.Executor]
+	if !ok {
+		return -1, fmt.Errorf("container %q: exec: unknown executor %q", id, st.Executor)
+	}
+	return ex.exec(ctx, bd, s, st, pr, self)
 }
 
 // Delete removes a container: its rootfs mount, cgroups, logs and state.
