@@ -102,7 +102,7 @@ func attachPorts(ctx context.Context, g *globals, ln *network.Local, c *runtime.
 		if p.HostIP != "" {
 			if ip, _ = netip.ParseAddr(p.HostIP); !ip.IsValid() {
 				pub.close()
-				return nil, fmt.Errorf("container %q: port %s: host address %q", c.ID, publishSpec(p), p.HostIP)
+				return nil, fmt.Errorf("container %q: port %s: host address %q is not an IP address", c.ID, publishSpec(p), p.HostIP)
 			}
 		}
 		f, port, err := network.HoldHostPort(proto, ip, p.HostPort)
