@@ -700,6 +700,9 @@ func (s *Server) putStatus(w http.ResponseWriter, r *http.Request) {
 	// without its lease and marks it NotReady in between.
 	if t.kind == api.KindNode {
 		if n := obj.(*api.Node); n.Status.Condition == api.NodeReady {
+			// The beats' pace follows this server's TTL: an agent learns
+			// it here, whatever its own default.
+			w.Header().Set(api.HeartbeatIntervalHeader, api.HeartbeatInterval(s.nodeTTL).String())
 			held, err := s.store.RenewNode(r.Context(), t.name, s.nodeTTL)
 			if err != nil {
 				writeError(w, err)
