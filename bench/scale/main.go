@@ -270,15 +270,13 @@ func bench(bin string, nodes, instances, services int, timeout time.Duration) er
 		return err
 	}
 	defer doomed.stop(syscall.SIGKILL)
+	// Nodes are counted from one watch too: a list of 15,000 nodes twice
+	// a second was more of the server's work than their heartbeats.
+	nt := newNodeTracker(c)
+	go nt.run(ctx)
 	if err := waitFor(timeout, func() (bool, string) {
-		ns, _, err := c.Nodes().List(ctx, "")
-		ready := 0
-		for _, n := range ns {
-			if n.Status.Condition == api.NodeReady {
-				ready++
-			}
-		}
-		return err == nil && ready == nodes, fmt.Sprintf("%d of %d nodes Ready", ready, nodes)
+		ready := nt.ready()
+		return ready == nodes, fmt.Sprintf("%d of %d nodes Ready", ready, nodes)
 	}); err != nil {
 		return err
 	}
@@ -724,4 +722,63 @@ func (t *tracker) count(match func(inst) bool) (n, total int) {
 		}
 	}
 	return n, len(t.insts)
+}
+
+// nodeTracker follows the nodes' conditions through a list and then a
+// watch, listing again when the watch breaks.
+type nodeTracker struct {
+	c     *client.Client
+	mu    sync.Mutex
+	conds map[string]api.NodeCondition
+}
+
+func newNodeTracker(c *client.Client) *nodeTracker {
+	return &nodeTracker{c: c, conds: map[string]api.NodeCondition{}}
+}
+
+func (t *nodeTracker) run(ctx context.Context) {
+	for ctx.Err() == nil {
+		list, rev, err := t.c.Nodes().List(ctx, "")
+		if err != nil {
+			time.Sleep(time.Second)
+			continue
+		}
+		m := make(map[string]api.NodeCondition, len(list))
+		for _, n := range list {
+			m[n.Metadata.Name] = n.Status.Condition
+		}
+		t.mu.Lock()
+		t.conds = m
+		t.mu.Unlock()
+		ch, err := t.c.Nodes().Watch(ctx, "", rev)
+		if err != nil {
+			time.Sleep(time.Second)
+			continue
+		}
+		for ev := range ch {
+			if ev.Err != nil {
+				break
+			}
+			t.mu.Lock()
+			if ev.Type == "Deleted" {
+				delete(t.conds, ev.Object.Metadata.Name)
+			} else {
+				t.conds[ev.Object.Metadata.Name] = ev.Object.Status.Condition
+			}
+			t.mu.Unlock()
+		}
+	}
+}
+
+// ready is how many nodes are Ready.
+func (t *nodeTracker) ready() int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	n := 0
+	for _, c := range t.conds {
+		if c == api.NodeReady {
+			n++
+		}
+	}
+	return n
 }
