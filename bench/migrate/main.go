@@ -33,6 +33,7 @@ import (
 func main() {
 	bin := harness.BerthFlag()
 	runs := flag.Int("n", 3, "moves per workload")
+	flag.BoolVar(&postCopy, "post-copy", false, "move with berth migrate --post-copy (the memory follows the restore)")
 	flag.Parse()
 	harness.Exit(bench(*bin, *runs))
 }
@@ -75,6 +76,9 @@ template:
   command: ["/redisclient", "-addr", "redis.default.berth:6379", "-key", "key:4242"]
   resources: {cpu: 0.2, memory: 32Mi}
 `
+
+// postCopy moves the instances with --post-copy.
+var postCopy bool
 
 func bench(bin string, runs int) error {
 	bin, err := filepath.Abs(bin)
@@ -137,6 +141,9 @@ func berthMoves(bin, work, rootfs string, runs int) error {
 		return err
 	}
 	fmt.Println("berth migrate: 1 server and 2 agents, each in its own network namespace; images stream through the server")
+	if postCopy {
+		fmt.Println("berth migrate --post-copy: the memory follows the restore, relayed through the server")
+	}
 	for _, owner := range []string{"counter", "redis"} {
 		if err := moves(l, owner, clients[0], runs); err != nil {
 			return err
@@ -145,7 +152,7 @@ func berthMoves(bin, work, rootfs string, runs int) error {
 	return nil
 }
 
-var stageNames = []string{"prepare (before the freeze)", "dump", "transfer", "restore", "switch (store move)"}
+var stageNames = []string{"prepare (before the freeze)", "dump", "transfer", "restore", "switch (store move)", "post-copy (after the restore)"}
 
 // moves moves owner's instance back and forth runs times and prints the
 // figures; for Redis, with the pause client saw.
@@ -164,7 +171,11 @@ func moves(l *lan.LAN, owner string, client api.Instance, runs int) error {
 			to = "n2"
 		}
 		t0 := time.Now()
-		out, err := l.Admin("migrate", in.Metadata.Name, "--to", to, "-o", "json")
+		args := []string{"migrate", in.Metadata.Name, "--to", to, "-o", "json"}
+		if postCopy {
+			args = append(args, "--post-copy")
+		}
+		out, err := l.Admin(args...)
 		if err != nil {
 			if os.Getenv("BENCH_LOGS") != "" {
 				l.Logs(func(f string, args ...any) { fmt.Fprintf(os.Stderr, f+"\n", args...) })
@@ -177,7 +188,7 @@ func moves(l *lan.LAN, owner string, client api.Instance, runs int) error {
 		}
 		total, down, bytes = append(total, m.Duration), append(down, m.Downtime), m.Bytes
 		st := m.Stages
-		for i, d := range []time.Duration{st.Prepare, st.Dump, st.Transfer, st.Restore, st.Switch} {
+		for i, d := range []time.Duration{st.Prepare, st.Dump, st.Transfer, st.Restore, st.Switch, st.PostCopy} {
 			stages[stageNames[i]] = append(stages[stageNames[i]], d)
 		}
 		if owner == "redis" {
