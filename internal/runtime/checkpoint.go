@@ -107,6 +107,7 @@ func (r *Runtime) Checkpoint(ctx context.Context, id string, opts CheckpointOpti
 	if err := r.writeCriuConfig(); err != nil {
 		return fmt.Errorf("container %q: checkpoint: %w", id, err)
 	}
+	primeCRIU()
 	args := append(ext.criuFlag(criu), "checkpoint", "--image-path", dir, "--work-path", dir)
 	if opts.PreDump {
 		args = append(args, "--pre-dump")
@@ -127,9 +128,20 @@ func (r *Runtime) Checkpoint(ctx context.Context, id string, opts CheckpointOpti
 		}
 		args = append(args, "--parent-path", rel)
 	}
-	if opts.Lazy != nil {
-		return opts.Lazy.start(ext.command(ctx, append(args, id)...), id, ext.bin, dir)
+	// Frozen here, CRIU need not wait for the freeze (cgroups.freeze).
+	// A systemd scope holds the shim too: CRIU freezes it as before.
+	thaw := func() {}
+	if r.scopes == nil {
+		if t, err := r.cg.freeze(r.CgroupPath(id)); err == nil {
+			thaw = t
+		}
 	}
+	if opts.Lazy != nil {
+		// CRIU serves the memory after this returns: thawed once it is
+		// over (after a failed transfer the processes run on).
+		return opts.Lazy.start(ext.command(ctx, append(args, id)...), id, ext.bin, dir, thaw)
+	}
+	defer thaw()
 	if out, err := ext.command(ctx, append(args, id)...).CombinedOutput(); err != nil {
 		return fmt.Errorf("container %q: %s checkpoint: %w: %s%s", id, ext.bin, err, bytes.TrimSpace(out), criuLogTail(dir, "dump.log"))
 	}
@@ -296,6 +308,7 @@ func (e *external) restorePlan(bin string, bd *bundle) (*launch.Plan, error) {
 	if err != nil {
 		return nil, err
 	}
+	primeCRIU()
 	args := append([]string{env, "PATH=" + os.Getenv("PATH") + ":/usr/local/sbin:/usr/sbin:/sbin", bin, "--root", e.state},
 		e.criuFlag(criu)...)
 	args = append(args, "restore", "--detach", "--image-path", bd.restoreFrom, "--work-path", bd.restoreFrom,

@@ -92,9 +92,10 @@ func (d *LazyDump) lazyArgs() []string {
 }
 
 // start runs cmd, the dump, and returns once its images are written and
-// the page server listens, or the dump failed.
-func (d *LazyDump) start(cmd *exec.Cmd, id, bin, dir string) error {
+// the page server listens, or the dump failed; thaw runs once it ends.
+func (d *LazyDump) start(cmd *exec.Cmd, id, bin, dir string, thaw func()) error {
 	fail := func(err error) error {
+		thaw()
 		d.err = err
 		close(d.done)
 		return err
@@ -124,6 +125,7 @@ func (d *LazyDump) start(cmd *exec.Cmd, id, bin, dir string) error {
 	// that ended first (it failed).
 	if _, err := io.ReadFull(pr, make([]byte, 1)); err != nil {
 		ended.Wait()
+		thaw()
 		if d.err == nil {
 			d.err = fmt.Errorf("container %q: %s checkpoint (lazy): it ended before its page server listened", id, bin)
 		}
@@ -132,6 +134,7 @@ func (d *LazyDump) start(cmd *exec.Cmd, id, bin, dir string) error {
 	}
 	go func() {
 		ended.Wait()
+		thaw()
 		close(d.done)
 	}()
 	return nil
