@@ -36,7 +36,9 @@ import (
 // Once the target runs the processes, the source's are killed at commit:
 // CRIU holds their memory in its pipes, and a failure later cannot let
 // them run on beside the target's. Before that, an abort makes the page
-// server fail (poison), and CRIU lets the processes run on here.
+// server fail (poison), and CRIU lets the processes run on here; the
+// daemon's request that ends the transfer waits for the commit, since a
+// transfer ended well makes CRIU kill them.
 
 // lazyIn is the hook of restoreIn that starts a post-copy restore's
 // lazy-pages daemon, handing h's pages route its socket; nil when !lazy.
@@ -88,43 +90,72 @@ func (a *Agent) watchLazyPages(inst *Instance, id string, lp *runtime.LazyPages,
 
 // pageServer is a source's connection to CRIU's page server. The
 // daemon's requests go on whole (pageserver.Forward), so a poison never
-// lands inside one, and its close request is seen: only after it may the
-// connection close (see package pageserver).
+// lands inside one. Its close request is held until the commit: CRIU
+// kills the processes once the transfer ends well, and a target whose
+// restore failed may still end it well (its daemon sees the restored
+// processes go, and closes). Only after the close has gone through may
+// the connection close (see package pageserver).
 type pageServer struct {
-	conn     net.Conn
-	mu       sync.Mutex
-	poisoned bool
-	closed   bool // the daemon's close request has gone through
-	// cut closes when the daemon's side ended without that request.
+	conn      net.Conn
+	mu        sync.Mutex
+	poisoned  bool
+	committed bool
+	held      []byte // the daemon's close request, until the commit
+	closed    bool   // the close request has gone through
+	ended     bool   // the daemon's side has ended
+	// cut closes when the daemon's side ended without a close request.
 	cut chan struct{}
 }
 
-// Write sends one whole request, unless the transfer was poisoned.
+// Write sends one whole request, unless the transfer was poisoned; a
+// close request waits for the commit.
 func (p *pageServer) Write(b []byte) (int, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.poisoned {
 		return 0, errors.New("page server: the transfer was failed on purpose")
 	}
+	if pageserver.Ends(b) && !p.committed {
+		p.held = append([]byte(nil), b...)
+		return len(b), nil
+	}
 	p.closed = p.closed || pageserver.Ends(b)
 	return p.conn.Write(b)
 }
 
 // forward sends the daemon's requests from r until r ends; once the
-// daemon has asked to close, its end closes the page server's too.
+// close request has gone through, the page server's end closes too.
 func (p *pageServer) forward(r io.Reader) {
 	_, _ = pageserver.Forward(p, r)
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.closed {
+	p.ended = true
+	switch {
+	case p.closed:
 		p.conn.Close()
-	} else {
+	case p.held == nil:
 		close(p.cut)
 	}
 }
 
-// poison makes CRIU's page server fail the transfer, unless the daemon
-// has closed it already.
+// commit lets the daemon's close request through, now or when it comes:
+// the instance runs on the target.
+func (p *pageServer) commit() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.committed = true
+	if p.held == nil || p.poisoned {
+		return
+	}
+	_, _ = p.conn.Write(p.held)
+	p.held, p.closed = nil, true
+	if p.ended {
+		p.conn.Close()
+	}
+}
+
+// poison makes CRIU's page server fail the transfer, unless the close
+// request has gone through already.
 func (p *pageServer) poison() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -161,6 +192,9 @@ func (a *Agent) settleLazy(uid string, h *hold, commit bool) error {
 		a.setHold(uid, &hold{kind: holdMoved, container: h.container, until: time.Now().Add(movedTimeout)}, true)
 		if err := a.cfg.Runtime.Kill(context.Background(), h.container, syscall.SIGKILL); err != nil && !errors.Is(err, runtime.ErrNotRunning) {
 			a.log.Warn("migration: kill the moved processes", "instance", uid, "err", err)
+		}
+		if ps != nil {
+			ps.commit()
 		}
 		go func() {
 			// The daemon's close ends the dump; without it (the target
