@@ -59,6 +59,10 @@ type CheckpointOptions struct {
 	PreDump bool
 	// ParentDir is the image directory of the previous pre-dump.
 	ParentDir string
+	// Lazy makes a post-copy dump (checkpoint_lazy.go): the images
+	// without the private memory, which CRIU then serves from Lazy.Addr;
+	// Checkpoint returns once it does, and Lazy says when it is over.
+	Lazy *LazyDump
 }
 
 // Checkpoint dumps a running container's process tree to opts.ImageDir with
@@ -107,6 +111,8 @@ func (r *Runtime) Checkpoint(ctx context.Context, id string, opts CheckpointOpti
 	args := append(ext.criuFlag(criu), "checkpoint", "--image-path", dir, "--work-path", dir)
 	if opts.PreDump {
 		args = append(args, "--pre-dump")
+	} else if opts.Lazy != nil {
+		args = append(args, opts.Lazy.lazyArgs()...)
 	} else if opts.LeaveRunning {
 		args = append(args, "--leave-running")
 	}
@@ -124,11 +130,18 @@ func (r *Runtime) Checkpoint(ctx context.Context, id string, opts CheckpointOpti
 	}
 	// Frozen here, CRIU need not wait for the freeze (cgroups.freeze).
 	// A systemd scope holds the shim too: CRIU freezes it as before.
+	thaw := func() {}
 	if r.scopes == nil {
-		if thaw, err := r.cg.freeze(r.CgroupPath(id)); err == nil {
-			defer thaw()
+		if t, err := r.cg.freeze(r.CgroupPath(id)); err == nil {
+			thaw = t
 		}
 	}
+	if opts.Lazy != nil {
+		// CRIU serves the memory after this returns: thawed once it is
+		// over (after a failed transfer the processes run on).
+		return opts.Lazy.start(ext.command(ctx, append(args, id)...), id, ext.bin, dir, thaw)
+	}
+	defer thaw()
 	if out, err := ext.command(ctx, append(args, id)...).CombinedOutput(); err != nil {
 		return fmt.Errorf("container %q: %s checkpoint: %w: %s%s", id, ext.bin, err, bytes.TrimSpace(out), criuLogTail(dir, "dump.log"))
 	}
@@ -215,8 +228,10 @@ func CheckpointConfig(dir string) (Config, error) {
 // connections are closed, and connections not yet accepted dropped,
 // rather than failing the dump. A container restored on another node has
 // another address, where they could not go on anyway; their peers see a
-// reset and connect again.
-const criuConfig = "tcp-close\nskip-in-flight\nnetwork-lock skip\n"
+// reset and connect again. A post-copy dump's page server listens on
+// loopback only (runc's --page-server address does not reach CRIU for
+// lazy pages): the agent relays it, and no other host can read the pages.
+const criuConfig = "tcp-close\nskip-in-flight\nnetwork-lock skip\naddress 127.0.0.1\n"
 
 // criuConfigPath is where criuConfig is written, beside the containers
 // (a dot name, which List skips).
@@ -297,7 +312,11 @@ func (e *external) restorePlan(bin string, bd *bundle) (*launch.Plan, error) {
 	args := append([]string{env, "PATH=" + os.Getenv("PATH") + ":/usr/local/sbin:/usr/sbin:/sbin", bin, "--root", e.state},
 		e.criuFlag(criu)...)
 	args = append(args, "restore", "--detach", "--image-path", bd.restoreFrom, "--work-path", bd.restoreFrom,
-		"--pid-file", bd.path("runtime.pid"), "--bundle", bd.dir, bd.id)
+		"--pid-file", bd.path("runtime.pid"), "--bundle", bd.dir)
+	if _, err := os.Stat(filepath.Join(bd.restoreFrom, LazyPagesSocket)); err == nil {
+		args = append(args, "--lazy-pages") // post-copy: see StartLazyPages
+	}
+	args = append(args, bd.id)
 	return &launch.Plan{
 		ExternalArgs: args,
 		PIDFile:      bd.path("runtime.pid"),
