@@ -2,14 +2,17 @@
 // agents on a LAN of network namespaces: a busybox counter and Redis
 // holding 100 MB of keys, each moved back and forth -n times. It prints
 // the total migration time, the downtime berth reports (final dump to
-// restored) and its stages, the bytes of images sent, and for Redis the
-// longest pause between answers seen by a client GETting through its
-// service's VIP every 1 ms. Beside it, in the same invocation, podman
-// moves the same containers through a checkpoint file (`podman container
-// checkpoint --export`, then `restore --import`, runc, the same CRIU):
-// downtime from the start of the checkpoint to the end of the restore,
-// the container's removal between them excluded. It asserts nothing.
-// Run it as root.
+// restored) and its stages, the bytes of images sent; for the counter
+// the downtime its output shows (from the last number logged before the
+// freeze to the next, logged by the restored container, which must be
+// one more), and for Redis the longest pause between answers seen by a
+// client GETting through its service's VIP every 1 ms. Beside it, in the
+// same invocation, podman moves the same containers through a checkpoint
+// file (`podman container checkpoint --export`, then `restore --import`,
+// runc, the same CRIU): downtime from the start of the checkpoint to the
+// end of the restore and, for the counter, as its output shows it, the
+// container's removal between them excluded. It asserts nothing. Run it
+// as root.
 package main
 
 import (

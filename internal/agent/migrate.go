@@ -441,12 +441,22 @@ func (a *Agent) serveMigratePrepare(w http.ResponseWriter, r *http.Request) {
 }
 
 // prepareIn prepares the instance's container for a restore: all of a
-// start but the run. The network namespace is wired (milliseconds) as the
-// restore begins, as for any start.
+// start but the run, its network namespace wired too.
 func (a *Agent) prepareIn(ctx context.Context, inst *Instance, attempt int) (*prepared, error) {
 	p, err := a.prepare(ctx, inst, "", attempt)
 	if err != nil {
 		return nil, checkpointErr(inst.UID, err)
+	}
+	// A start wires its network while the runtime readies the container;
+	// a restore's would be inside the downtime: it is wired now, while
+	// the source still runs.
+	if wire := p.c.Before; wire != nil {
+		t0 := time.Now()
+		if err := wire(); err != nil {
+			a.undo(ctx, p)
+			return nil, checkpointErr(inst.UID, err)
+		}
+		*p.tWire, p.c.Before = time.Since(t0), nil
 	}
 	return p, nil
 }
