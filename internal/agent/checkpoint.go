@@ -34,7 +34,7 @@ func (a *Agent) serveCheckpoint(w http.ResponseWriter, r *http.Request) {
 		writeErr(w, err)
 		return
 	}
-	defer os.RemoveAll(dir)
+	defer func() { _ = runtime.RemoveTree(dir) }()
 	cp, ok := a.cfg.Runtime.(Checkpointer)
 	if !ok {
 		writeErr(w, fmt.Errorf("instance %s: %w: this node's runtime cannot checkpoint", r.PathValue("uid"), errdefs.ErrFailedPrecondition))
@@ -84,7 +84,7 @@ func (a *Agent) serveRestore(w http.ResponseWriter, r *http.Request) {
 		writeErr(w, err)
 		return
 	}
-	defer os.RemoveAll(dir)
+	defer func() { _ = runtime.RemoveTree(dir) }()
 	id, _, err := runtime.ImportCheckpoint(r.Body, dir)
 	if err != nil {
 		writeErr(w, fmt.Errorf("instance %s: %w: %w", uid, errdefs.ErrInvalidArgument, err))

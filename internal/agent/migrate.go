@@ -10,7 +10,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"os"
 	"path/filepath"
 	"strconv"
 	"sync"
@@ -228,18 +227,18 @@ func (a *Agent) serveMigrateOut(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	fail := func(err error) {
-		_ = os.RemoveAll(h.dir)
+		_ = runtime.RemoveTree(h.dir)
 		a.liftHold(uid, h)
 		writeErr(w, checkpointErr(uid, err))
 	}
 	// Once the stream has begun, a failure can only cut it: the target
 	// sees it fail.
 	abort := func() {
-		_ = os.RemoveAll(h.dir)
+		_ = runtime.RemoveTree(h.dir)
 		a.liftHold(uid, h)
 		panic(http.ErrAbortHandler)
 	}
-	if err := os.RemoveAll(h.dir); err != nil {
+	if err := runtime.RemoveTree(h.dir); err != nil {
 		fail(err)
 		return
 	}
@@ -375,7 +374,7 @@ func (a *Agent) finishOut(uid string, h *hold, commit bool) error {
 			h.err = a.settleLazy(uid, h, commit)
 			return
 		}
-		defer os.RemoveAll(h.dir)
+		defer func() { _ = runtime.RemoveTree(h.dir) }()
 		if commit {
 			a.log.Info("migration: committed", "instance", uid, "container", h.container)
 			a.setHold(uid, &hold{kind: holdMoved, container: h.container, until: time.Now().Add(movedTimeout)}, true)
@@ -496,12 +495,12 @@ func (a *Agent) serveMigrateIn(w http.ResponseWriter, r *http.Request) {
 	dir := a.migrationDir("in", uid)
 	lazy := r.URL.Query().Get("lazy") == "1"
 	if !lazy {
-		defer os.RemoveAll(dir)
+		defer func() { _ = runtime.RemoveTree(dir) }()
 	}
 	res, err := a.restoreIn(r.Context(), inst, attempt, p, r.Body, dir, lazyIn(lazy, h))
 	if err != nil {
 		if lazy {
-			_ = os.RemoveAll(dir)
+			_ = runtime.RemoveTree(dir)
 		}
 		a.liftHold(uid, h)
 		writeErr(w, err)
@@ -547,7 +546,7 @@ func instanceHeader(r *http.Request, uid string) (*Instance, int, error) {
 // it from a lazy-pages daemon which lazy starts (lazyIn).
 func (a *Agent) restoreIn(ctx context.Context, inst *Instance, attempt int, p *prepared, body io.Reader, dir string,
 	lazy func(ctx context.Context, final, dir string) (*runtime.LazyPages, error)) (api.MigrationRestored, error) {
-	if err := os.RemoveAll(dir); err != nil {
+	if err := runtime.RemoveTree(dir); err != nil {
 		if p != nil {
 			a.undo(ctx, p)
 		}

@@ -85,7 +85,7 @@ func (a *Agent) watchLazyPages(inst *Instance, id string, lp *runtime.LazyPages,
 	} else {
 		a.log.Info("migration: post-copy done", "instance", inst.Key(), "container", id, "took", time.Since(t0))
 	}
-	_ = os.RemoveAll(dir)
+	_ = runtime.RemoveTree(dir)
 }
 
 // pageServer is a source's connection to CRIU's page server. The
@@ -218,14 +218,14 @@ func (a *Agent) settleLazy(uid string, h *hold, commit bool) error {
 			if ps != nil {
 				ps.conn.Close()
 			}
-			_ = os.RemoveAll(h.dir)
+			_ = runtime.RemoveTree(h.dir)
 			a.markDirty(h.container)
 		}()
 		return nil
 	}
 	defer a.liftHold(uid, h)
 	defer a.markDirty(h.container)
-	defer os.RemoveAll(h.dir)
+	defer func() { _ = runtime.RemoveTree(h.dir) }()
 	if err != nil {
 		// No page server to tell: the dump has ended already.
 		<-h.lazy.Done()

@@ -1,7 +1,6 @@
 package cli
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
@@ -221,7 +220,7 @@ func purgeHost(ctx context.Context, out io.Writer, dataDir, bridge string, netwo
 	}
 	fmt.Fprintf(out, "removed %d containers\n", len(list))
 
-	mounts, err := mountsUnder(dataDir)
+	mounts, err := runtime.MountsUnder(dataDir)
 	if err != nil {
 		errs = append(errs, err)
 	}
@@ -277,53 +276,6 @@ func removeContainerNet(out io.Writer, dir string) error {
 		return err
 	}
 	return os.RemoveAll(dir)
-}
-
-// mountsUnder lists the mount points under dir, deepest first.
-func mountsUnder(dir string) ([]string, error) {
-	abs, err := filepath.Abs(dir)
-	if err != nil {
-		return nil, err
-	}
-	f, err := os.Open("/proc/self/mountinfo")
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	var out []string
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		fields := strings.Fields(sc.Text())
-		if len(fields) < 5 {
-			continue
-		}
-		mp := unescapeMount(fields[4])
-		if strings.HasPrefix(mp, abs+"/") {
-			out = append(out, mp)
-		}
-	}
-	slices.SortFunc(out, func(a, b string) int { return strings.Count(b, "/") - strings.Count(a, "/") })
-	return slices.Compact(out), sc.Err()
-}
-
-// unescapeMount undoes mountinfo's octal escapes (\040 for a space).
-func unescapeMount(s string) string {
-	if !strings.Contains(s, `\`) {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+3 < len(s) {
-			var c byte
-			if _, err := fmt.Sscanf(s[i+1:i+4], "%03o", &c); err == nil {
-				b.WriteByte(c)
-				i += 3
-				continue
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
 }
 
 // removeCgroups removes the cgroup parent of the data dir's containers,

@@ -59,9 +59,3 @@ func TestListNamespace(t *testing.T) {
 		}
 	}
 }
-
-func TestUnescapeMount(t *testing.T) {
-	if got := unescapeMount(`/var/lib/my\040dir/x`); got != "/var/lib/my dir/x" {
-		t.Errorf("unescapeMount: %q", got)
-	}
-}
