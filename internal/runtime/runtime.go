@@ -170,6 +170,9 @@ func New(root string, opts ...Option) (*Runtime, error) {
 	// Compiling the default seccomp profile takes tens of milliseconds:
 	// do it now rather than in the first container's start.
 	go warmSeccomp()
+	// CRIU's kernel cache, if it must be made, is made before the first
+	// checkpoint or restore needs it (see primeCRIU).
+	go primeCRIU()
 	return r, nil
 }
 
@@ -500,6 +503,22 @@ func (r *Runtime) launchShim(bd *bundle, gate func() error, c *Config) (int, err
 		cmd.Env = append(cmd.Env, launch.GateEnv+"=1")
 	}
 	shimOptions(cmd, c)
+	if len(c.OnExit) > 0 {
+		var b strings.Builder
+		for _, a := range c.OnExit {
+			b.WriteString(a)
+			b.WriteByte(0)
+		}
+		if err := os.WriteFile(bd.path("onexit"), []byte(b.String()), 0o600); err != nil {
+			wr.Close()
+			return 0, fmt.Errorf("on-exit arguments: %w", err)
+		}
+		cmd.Env = append(cmd.Env, launch.OnExitEnv+"="+bd.path("onexit"))
+		// In the container's scope the command would count against its limits.
+		if procs := ownCgroupProcs(); r.scopes != nil && procs != "" {
+			cmd.Env = append(cmd.Env, launch.OnExitCgroupEnv+"="+procs)
+		}
+	}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	if err := cmd.Start(); err != nil {
 		wr.Close()

@@ -158,33 +158,41 @@ func (s *Store) Create(ctx context.Context, obj api.Object) error {
 // transaction is all-or-nothing, but objects beyond the first
 // transaction's limits (128 writes on an external etcd, 1024 embedded;
 // 1 MiB) go in later ones, which the failure of an earlier one leaves
-// unwritten.
+// unwritten. An object that does not validate fails them all, unwritten.
 func (s *Store) CreateMany(ctx context.Context, objs []api.Object) error {
-	for len(objs) > 0 {
-		t := s.Txn()
-		size, n, writes := 0, 0, 0
-		for _, o := range objs {
-			b, err := json.Marshal(o)
-			if err != nil {
-				return fmt.Errorf("%s: %w", api.RefOf(o), err)
-			}
-			w := 1
-			if in, ok := o.(*api.Instance); ok && in.Spec.Node != "" {
-				size += len(b) // its assignment key holds a copy
-				w++
-			}
-			size += len(b)
-			writes += w
-			if n > 0 && (writes > s.maxOps || size > MaxTxnBytes) {
-				break
-			}
-			t.Create(o)
-			n++
-		}
-		if err := t.Commit(ctx); err != nil {
+	all := s.Txn()
+	for _, o := range objs {
+		all.Create(o)
+	}
+	// Each encoded once, before any is written: its size says where the
+	// transactions split, and one that does not validate writes none.
+	now := time.Now().UTC()
+	for _, op := range all.ops {
+		op.key = s.Key(op.kind, op.ns, op.name)
+		if err := all.prepareOp(op, now); err != nil {
 			return err
 		}
-		objs = objs[n:]
+	}
+	for ops := all.ops; len(ops) > 0; {
+		size, n, writes := 0, 0, 0
+		for _, op := range ops {
+			w, sz := 1, len(op.value)
+			if op.assign != "" {
+				w, sz = 2, 2*sz // its assignment key holds a copy
+			}
+			if n > 0 && (writes+w > s.maxOps || size+sz > MaxTxnBytes) {
+				break
+			}
+			size, writes, n = size+sz, writes+w, n+1
+		}
+		t := &Txn{s: s, ops: ops[:n]}
+		if err := t.readCurrent(ctx); err != nil { // keys only: a name twice is refused
+			return err
+		}
+		if err := t.send(ctx); err != nil {
+			return err
+		}
+		ops = ops[n:]
 	}
 	return nil
 }

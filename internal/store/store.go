@@ -21,6 +21,7 @@
 package store
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"crypto/tls"
@@ -34,6 +35,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -105,6 +107,11 @@ type conn struct {
 	// heartbeat write: a reader fed by a watch has seen everything this
 	// process wrote once it has seen that revision.
 	lastWrite atomic.Int64
+
+	// bound holds the nodes whose heartbeat lease key this store has
+	// seen bound to their lease (see RenewNode), each with the time of
+	// its last renewal here (*atomic.Int64, Unix nanoseconds).
+	bound sync.Map
 
 	leaseMu      sync.Mutex
 	eventLease   clientv3.LeaseID
@@ -376,6 +383,39 @@ func decode(obj api.Object, value []byte, rev int64) error {
 	obj.GetMetadata().Revision = rev
 	obj.GetMetadata().Kind = obj.GetKind()
 	return nil
+}
+
+// Wire is a stored value of kind, modified at revision rev, as the API
+// gives the object: its JSON with its kind and revision in its metadata.
+// It splices them into the stored JSON (which encode starts with the
+// metadata, and writes without the revision) rather than decoding and
+// encoding the whole object, which for every event of every watch was
+// most of what a busy server spent on JSON. A value of another shape
+// goes the long way.
+func Wire(kind api.Kind, value []byte, rev int64) ([]byte, error) {
+	const open = `{"metadata":{`
+	rest, ok := bytes.CutPrefix(value, []byte(open))
+	if !ok || len(rest) == 0 || rest[0] != '"' {
+		obj, err := api.New(kind)
+		if err != nil {
+			return nil, err
+		}
+		if err := decode(obj, value, rev); err != nil {
+			return nil, err
+		}
+		return json.Marshal(obj)
+	}
+	out := make([]byte, 0, len(value)+len(kind)+40)
+	out = append(out, open...)
+	if !bytes.HasPrefix(rest, []byte(`"kind":`)) {
+		out = append(out, `"kind":"`...)
+		out = append(out, kind...)
+		out = append(out, `",`...)
+	}
+	out = append(out, `"revision":`...)
+	out = strconv.AppendInt(out, rev, 10)
+	out = append(out, ',')
+	return append(out, rest...), nil
 }
 
 // encode renders obj for storage: without its revision, which etcd keeps.
