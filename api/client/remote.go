@@ -287,7 +287,10 @@ func readExec(ctx context.Context, ws *websocket.Conn, o ExecOptions) (int, erro
 			if err := json.Unmarshal(p, &st); err != nil {
 				return -1, fmt.Errorf("exit status: %w", err)
 			}
-			ws.Close(websocket.StatusNormalClosure, "")
+			// The status is all there is to read: the close handshake
+			// would only wait for the agent's close frame, sent after it,
+			// and the agent takes the connection's end for one.
+			ws.CloseNow()
 			if st.Error != "" {
 				return -1, errors.New(st.Error)
 			}

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -331,6 +332,17 @@ func relayStdio(cmd *exec.Cmd, pr ExecProcess) (stopStdin func(), err error) {
 type writerOnly struct{ w io.Writer }
 
 func (o writerOnly) Write(p []byte) (int, error) { return o.w.Write(p) }
+
+// ReadFrom copies through a pooled buffer: exec.Cmd's copy from the pipe
+// otherwise took a new 32 KiB one per stream of every exec.
+func (o writerOnly) ReadFrom(r io.Reader) (int64, error) {
+	buf := relayBufs.Get().(*[]byte)
+	defer relayBufs.Put(buf)
+	// Wrapped so that neither side's own copy method takes over again.
+	return io.CopyBuffer(struct{ io.Writer }{o.w}, struct{ io.Reader }{r}, *buf)
+}
+
+var relayBufs = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
 
 func relayed(w io.Writer) io.Writer {
 	if w == nil {
