@@ -43,13 +43,21 @@ type env struct {
 // server before it serves (to mount handlers, say).
 func start(t testing.TB, setup ...func(*apiserver.Server)) *env {
 	t.Helper()
+	return startWith(t, apiserver.Config{}, setup...)
+}
+
+// startWith is start with a server configured as cfg (its store, body
+// limit and watch heartbeat are the test's).
+func startWith(t testing.TB, cfg apiserver.Config, setup ...func(*apiserver.Server)) *env {
+	t.Helper()
 	dir := t.TempDir()
 	ctx, cancel := context.WithCancel(context.Background())
 	st, err := store.Open(ctx, store.Config{DataDir: dir})
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := apiserver.New(apiserver.Config{Store: st, MaxBodyBytes: 64 << 10, WatchHeartbeat: 100 * time.Millisecond})
+	cfg.Store, cfg.MaxBodyBytes, cfg.WatchHeartbeat = st, 64<<10, 100*time.Millisecond
+	srv := apiserver.New(cfg)
 	for _, f := range setup {
 		f(srv)
 	}

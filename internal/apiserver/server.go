@@ -109,7 +109,7 @@ type Config struct {
 const DefaultNodeCertTTL = 7 * 24 * time.Hour
 
 // DefaultNodeTTL is how long a node stays alive after its last heartbeat.
-const DefaultNodeTTL = 10 * time.Second
+const DefaultNodeTTL = api.NodeTTL
 
 // DefaultWatchHeartbeat is the heartbeat interval of quiet watch streams.
 const DefaultWatchHeartbeat = 15 * time.Second
@@ -132,6 +132,7 @@ type Server struct {
 	pinner      ImagePinner    // the first mounted handler that is one
 	tunnels     tunnels        // the nodes' agents, see remote.go
 	migrating   imagesInFlight // images live migrations restore, by target node
+	ready       readyNodes     // nodes seen stored Ready, see heartbeatOnly
 
 	allowedHostPaths []string
 	sealKey          *seal.Key
@@ -317,6 +318,7 @@ func (s *Server) get(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	redact(obj)
+	s.freshen(obj)
 	writeJSON(w, http.StatusOK, obj)
 }
 
@@ -370,6 +372,7 @@ func (s *Server) list(w http.ResponseWriter, r *http.Request) {
 		obj.GetMetadata().Revision = modRev
 		obj.GetMetadata().Kind = t.kind
 		redact(obj)
+		s.freshen(obj)
 		b, err := json.Marshal(obj)
 		out.Items = append(out.Items, b)
 		return err
@@ -521,6 +524,9 @@ func (s *Server) apply(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		writeError(w, err)
 		return
+	}
+	if t.kind == api.KindNode {
+		s.ready.forget(t.name) // made anew, its status may be empty: the next beat looks
 	}
 	if x, ok := obj.(*api.Secret); ok {
 		// Server-set: what a client sends is checked as data, never as stored.
@@ -725,15 +731,18 @@ func (s *Server) putStatus(w http.ResponseWriter, r *http.Request) {
 	// without its lease and marks it NotReady in between.
 	if t.kind == api.KindNode {
 		if n := obj.(*api.Node); n.Status.Condition == api.NodeReady {
-			if err := s.store.KeepNodeAlive(r.Context(), t.name, s.nodeTTL); err != nil {
+			held, err := s.store.RenewNode(r.Context(), t.name, s.nodeTTL)
+			if err != nil {
 				writeError(w, err)
 				return
 			}
-			if cur, ok := s.heartbeatOnly(r.Context(), n); ok && rev == 0 {
-				writeJSON(w, http.StatusOK, cur)
+			if rev == 0 && s.heartbeatOnly(r.Context(), n, held) {
+				// Nothing stored changed: the answer is the beat itself.
+				writeJSON(w, http.StatusOK, n)
 				return
 			}
 		}
+		s.ready.forget(t.name)
 	}
 	if id, _ := IdentityFrom(r.Context()); id.Node != "" && t.kind == api.KindInstance {
 		err = s.updateOwnInstanceStatus(r.Context(), id.Node, obj.(*api.Instance), rev)
@@ -743,6 +752,9 @@ func (s *Server) putStatus(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		writeError(w, wireError(t, err))
 		return
+	}
+	if n, ok := obj.(*api.Node); ok && n.Status.Condition == api.NodeReady {
+		s.ready.note(t.name, n.Status.Message)
 	}
 	writeJSON(w, http.StatusOK, obj)
 }
@@ -765,6 +777,7 @@ func (s *Server) delete(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	if t.kind == api.KindNode {
+		s.ready.forget(t.name)
 		// A removed node's certificates stop working with it, and its
 		// name is free for a new join.
 		if err := s.revoke(r.Context(), t.name); err != nil {

@@ -29,6 +29,8 @@ type WatchEvent struct {
 // events when the client accepts text/event-stream, until the client goes
 // away or the watch fails. SSE events carry the revision as their id, so
 // a reconnecting EventSource resumes where it was (Last-Event-ID).
+// Long because one loop serves both encodings, the heartbeat, a node's
+// credential changes and the batching of bursts, which share its buffer.
 func (s *Server) serveWatch(w http.ResponseWriter, r *http.Request, events <-chan store.WatchEvent) {
 	sse := strings.Contains(r.Header.Get("Accept"), "text/event-stream")
 	if sse {

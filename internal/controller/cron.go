@@ -171,6 +171,9 @@ func (m *Manager) cronPass(ctx context.Context, sn *snapshot) error {
 		}
 		st, active := cronState(cj, sched, runs[cj.Metadata.Namespace+"/"+cj.Metadata.Name], now)
 		d := DecideCron(st)
+		if !d.Next.IsZero() {
+			m.dueAt(d.Next)
+		}
 		for _, name := range d.Delete {
 			if err := m.s.Delete(ctx, api.KindJob, cj.Metadata.Namespace, name, 0); err != nil && !errdefs.IsNotFound(err) {
 				errs = append(errs, err)

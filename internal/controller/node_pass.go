@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
+	"time"
 
 	"github.com/berth-dev/berth/api"
 	"github.com/berth-dev/berth/api/errdefs"
@@ -48,7 +50,9 @@ func (m *Manager) nodesPass(ctx context.Context, sn *snapshot, live map[string]b
 	if !m.started.IsZero() && now.Sub(m.started) < m.opt.StartGrace && len(res.Lost) > 0 {
 		m.log.Debug("not marking instances lost yet: the nodes have not had a heartbeat TTL to reach this manager", "instances", len(res.Lost))
 		res.Lost = nil
+		m.dueAt(m.started.Add(m.opt.StartGrace))
 	}
+	m.dueLost(states, now)
 	var errs []error
 	set := func(name string, cond api.NodeCondition, msg string) {
 		i := index[name]
@@ -79,6 +83,21 @@ func (m *Manager) nodesPass(ctx context.Context, sn *snapshot, live map[string]b
 	}
 	errs = append(errs, m.markLost(ctx, sn, index, res.Lost))
 	return errors.Join(errs...)
+}
+
+// dueLost asks for a pass when the instances of a stopped node are to be
+// marked lost: no write to the store comes to start it, only time.
+func (m *Manager) dueLost(states []NodeState, now time.Time) {
+	for _, st := range states {
+		if st.Alive || !slices.ContainsFunc(st.Instances, func(in Instance) bool { return !in.Phase.Terminal() && !in.Deleting }) {
+			continue
+		}
+		since := st.NotReadySince
+		if since.IsZero() || st.Ready {
+			since = now
+		}
+		m.dueAt(since.Add(m.opt.LostGrace))
+	}
 }
 
 // markLost marks lost the instances named (namespace/name) and those

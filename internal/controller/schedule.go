@@ -25,6 +25,8 @@ func (m *Manager) schedulePass(ctx context.Context, sn *snapshot, fresh []newIns
 	if len(pending) == 0 {
 		return nil
 	}
+	// What cannot be placed now is tried again at the usual pace.
+	m.dueSoon()
 	var errs []error
 	// waits collects why new instances could not be placed, to record
 	// once they are stored.

@@ -42,6 +42,7 @@ type hub struct {
 	pending map[string]change // kind/key → latest change since the last flush
 	subs    map[chan []byte]struct{}
 	wake    chan struct{} // a change waits to be flushed
+	opened  chan struct{} // a page subscribed
 	stats   *stats        // the charts' figures, see stats.go
 
 	// ctx is run's; nil until it starts (then pages get what is put).
@@ -64,7 +65,8 @@ const idleLinger = 30 * time.Second
 var hubKinds = []string{"node", "service", "job", "instance", "event"}
 
 func newHub(c *client.Client, log *slog.Logger) *hub {
-	return &hub{c: c, log: log, objs: map[string]map[string]json.RawMessage{}, pending: map[string]change{}, subs: map[chan []byte]struct{}{}, wake: make(chan struct{}, 1), stats: newStats(), linger: idleLinger}
+	return &hub{c: c, log: log, objs: map[string]map[string]json.RawMessage{}, pending: map[string]change{}, subs: map[chan []byte]struct{}{},
+		wake: make(chan struct{}, 1), opened: make(chan struct{}, 1), stats: newStats(), linger: idleLinger}
 }
 
 // run serves pages until ctx ends, following the cluster while any is open.
@@ -276,7 +278,9 @@ func (h *hub) flush() {
 		return
 	}
 	if len(h.subs) == 0 {
-		clear(h.pending) // lingering: no page to tell
+		// No browser watches: rendering the batch (every exec's event
+		// makes one) would be for nobody. A new one starts from a snapshot.
+		clear(h.pending)
 		return
 	}
 	batch := make([]change, 0, len(h.pending))
@@ -321,6 +325,10 @@ func (h *hub) subscribe() ([]byte, chan []byte) {
 	b, _ := json.Marshal(snap)
 	ch := make(chan []byte, 64)
 	h.subs[ch] = struct{}{}
+	select {
+	case h.opened <- struct{}{}:
+	default:
+	}
 	return b, ch
 }
 

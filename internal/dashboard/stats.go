@@ -219,18 +219,30 @@ func (s *stats) top(n int) map[string]bool {
 }
 
 // pollStats reads the nodes' figures every StatsInterval while a page is
-// open, until ctx ends.
+// open, until ctx ends. With no page open it waits for one, with no timer:
+// ticking for nobody woke an idle server every StatsInterval.
 func (h *hub) pollStats(ctx context.Context) {
 	tick := time.NewTicker(StatsInterval)
 	defer tick.Stop()
 	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-tick.C:
-		}
 		if !h.watched() {
-			continue
+			tick.Stop()
+			select {
+			case <-ctx.Done():
+				return
+			case <-h.opened:
+			}
+			if !h.watched() {
+				continue // it closed already
+			}
+			// The page's first figures now, not a tick later.
+			tick.Reset(StatsInterval)
+		} else {
+			select {
+			case <-ctx.Done():
+				return
+			case <-tick.C:
+			}
 		}
 		h.readStats(ctx, time.Now())
 	}

@@ -1,9 +1,18 @@
 package dashboard
 
 import (
+	"context"
 	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/berth-dev/berth/api"
+	"github.com/berth-dev/berth/api/client"
 )
 
 // nodeText is a node's metrics as an agent writes them: two instances'
@@ -73,5 +82,69 @@ func TestStatsFromNodeMetrics(t *testing.T) {
 	}
 	if _, err := parseNodeMetrics([]byte("not metrics {")); err == nil {
 		t.Error("a broken text parsed")
+	}
+}
+
+// The charts' figures are read only while a page is open, the first
+// reading as soon as one opens (not a StatsInterval later), and none
+// once it closes.
+func TestStatsReadWhilePageOpen(t *testing.T) {
+	reads := make(chan time.Time, 16)
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/v1/nodes/n1/metrics" {
+			http.NotFound(w, r)
+			return
+		}
+		reads <- time.Now()
+		_, _ = w.Write(nodeText(1, 2))
+	}))
+	sock := filepath.Join(t.TempDir(), "api.sock")
+	l, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv.Listener = l
+	srv.Start()
+	defer srv.Close()
+	c, err := client.New("unix://" + sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := newHub(c, slog.New(slog.DiscardHandler))
+	h.put("node", "n1", &api.Node{Metadata: api.Metadata{Name: "n1"}})
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan struct{})
+	go func() { defer close(done); h.pollStats(ctx) }()
+	defer func() { cancel(); <-done }()
+
+	select {
+	case <-reads:
+		t.Fatal("node metrics read with no page open")
+	case <-time.After(StatsInterval + 500*time.Millisecond):
+	}
+	opened := time.Now()
+	_, ch := h.subscribe()
+	select {
+	case at := <-reads:
+		if d := at.Sub(opened); d > StatsInterval/2 {
+			t.Fatalf("first reading %v after the page opened, want at once", d)
+		}
+	case <-time.After(StatsInterval / 2):
+		t.Fatalf("no reading within %v of the page opening", StatsInterval/2)
+	}
+	select {
+	case <-reads:
+	case <-time.After(2 * StatsInterval):
+		t.Fatal("no second reading while the page stays open")
+	}
+	h.unsubscribe(ch)
+	time.Sleep(StatsInterval / 10) // a reading under way when it closed may land
+	for len(reads) > 0 {
+		<-reads
+	}
+	select {
+	case <-reads:
+		t.Fatal("node metrics read after the page closed")
+	case <-time.After(StatsInterval + 500*time.Millisecond):
 	}
 }

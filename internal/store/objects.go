@@ -41,6 +41,33 @@ func (s *Store) GetIntoLocal(ctx context.Context, obj api.Object, namespace, nam
 	return s.getInto(ctx, obj, namespace, name, clientv3.WithSerializable())
 }
 
+// GetEachLocal reads, into each of objs, the object of its kind named
+// namespace/name, all in one transaction served as GetIntoLocal's are;
+// found[i] says whether objs[i] was there. One read where a name may be
+// of several kinds (berth exec NAME) took a round trip per kind.
+func (s *Store) GetEachLocal(ctx context.Context, namespace, name string, objs ...api.Object) (found []bool, err error) {
+	ops := make([]clientv3.Op, len(objs))
+	for i, o := range objs {
+		ops[i] = clientv3.OpGet(s.Key(o.GetKind(), defaultNS(o.GetKind(), namespace), name), clientv3.WithSerializable())
+	}
+	r, err := s.client.Txn(ctx).Then(ops...).Commit()
+	if err != nil {
+		return nil, fmt.Errorf("get %q in namespace %q: %w", name, namespace, wrapEtcd(err))
+	}
+	found = make([]bool, len(objs))
+	for i, resp := range r.Responses {
+		kvs := resp.GetResponseRange().GetKvs()
+		if len(kvs) == 0 {
+			continue
+		}
+		if err := decode(objs[i], kvs[0].Value, kvs[0].ModRevision); err != nil {
+			return nil, fmt.Errorf("get %s: %w", kvs[0].Key, err)
+		}
+		found[i] = true
+	}
+	return found, nil
+}
+
 func (s *Store) getInto(ctx context.Context, obj api.Object, namespace, name string, opts ...clientv3.OpOption) error {
 	kind := obj.GetKind()
 	namespace = defaultNS(kind, namespace)

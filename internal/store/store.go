@@ -108,6 +108,11 @@ type conn struct {
 	// process wrote once it has seen that revision.
 	lastWrite atomic.Int64
 
+	// bound holds the nodes whose heartbeat lease key this store has
+	// seen bound to their lease (see RenewNode), each with the time of
+	// its last renewal here (*atomic.Int64, Unix nanoseconds).
+	bound sync.Map
+
 	leaseMu      sync.Mutex
 	eventLease   clientv3.LeaseID
 	eventLeaseTo time.Time
