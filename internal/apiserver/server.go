@@ -359,8 +359,8 @@ func (s *Server) list(w http.ResponseWriter, r *http.Request) {
 	}
 	out := List{Items: []json.RawMessage{}}
 	out.Revision, err = s.store.ListFunc(r.Context(), t.kind, t.namespace, func(value []byte, modRev int64) error {
-		if t.kind != api.KindSecret && t.kind != api.KindNode {
-			// Nothing to redact or freshen: the stored JSON, as the API gives it.
+		if t.kind != api.KindSecret {
+			// Nothing to redact: the stored JSON, as the API gives it.
 			b, err := store.Wire(t.kind, value, modRev)
 			if err == nil && t.kind == api.KindNode {
 				b = s.freshenWire(b)
