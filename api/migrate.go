@@ -24,7 +24,25 @@ const (
 	HeaderMigrationInstance = "Berth-Instance"
 	HeaderMigrationFrozenAt = "Berth-Frozen-At"
 	HeaderMigrationDumpTook = "Berth-Dump-Took"
+	// MigrationPagesProtocol is the Upgrade of the agents' page streams
+	// of a post-copy migration.
+	MigrationPagesProtocol = "berth-pages"
 )
+
+// MigrateOptions are the choices of a migration (POST .../migrate?to=&postCopy=).
+type MigrateOptions struct {
+	// To is the target node; empty: the Ready, schedulable node with the
+	// fewest instances.
+	To string
+	// PostCopy restores the instance on the target before its memory has
+	// come: only its few MiB of other state cross while it runs nowhere,
+	// and its pages follow, each fetched from the source when first
+	// touched, the rest in the background. Downtime no longer grows with
+	// memory; the price is that, from the restore until the last page has
+	// come, losing either node or the link between them loses the
+	// instance's memory (it restarts afresh, and an event says so).
+	PostCopy bool
+}
 
 // Migration is the answer to POST
 // /v1/namespaces/{ns}/instances/{name}/migrate: where the instance went,
@@ -33,10 +51,13 @@ type Migration struct {
 	Instance string `json:"instance"`
 	From     string `json:"from"`
 	To       string `json:"to"`
+	// PostCopy says the memory followed the restore (MigrateOptions).
+	PostCopy bool `json:"postCopy,omitempty"`
 	// IP is the instance's address on its new node (connections to the
 	// old one were closed: their peers connect again).
 	IP string `json:"ip,omitempty"`
-	// Bytes is the size of the CRIU images sent.
+	// Bytes is the size of the CRIU images sent, and with PostCopy the
+	// memory that followed.
 	Bytes int64 `json:"bytes"`
 	// Duration runs from the request to the instance running on To;
 	// Downtime from the final dump's start to the end of the restore.
@@ -57,6 +78,9 @@ type MigrationStages struct {
 	Transfer time.Duration `json:"transfer"`
 	Restore  time.Duration `json:"restore"`
 	Switch   time.Duration `json:"switch"`
+	// PostCopy runs from the restore to the last page received
+	// (MigrateOptions.PostCopy); the instance runs meanwhile.
+	PostCopy time.Duration `json:"postCopy,omitempty"`
 }
 
 // MigrationRestored is what a target node's agent answers once it has

@@ -352,9 +352,21 @@ func (c *Client) Restore(ctx context.Context, namespace, name string, r io.Reade
 // Migrate moves a running instance to node to (any other Ready,
 // schedulable node when empty) with CRIU, keeping its processes' memory.
 func (c *Client) Migrate(ctx context.Context, namespace, name, to string) (*api.Migration, error) {
+	return c.MigrateWith(ctx, namespace, name, api.MigrateOptions{To: to})
+}
+
+// MigrateWith is Migrate with the choices of opts (post-copy).
+func (c *Client) MigrateWith(ctx context.Context, namespace, name string, opts api.MigrateOptions) (*api.Migration, error) {
+	q := url.Values{}
+	if opts.To != "" {
+		q.Set("to", opts.To)
+	}
+	if opts.PostCopy {
+		q.Set("postCopy", "true")
+	}
 	p := instancePath(namespace, name, "migrate")
-	if to != "" {
-		p += "?to=" + url.QueryEscape(to)
+	if len(q) > 0 {
+		p += "?" + q.Encode()
 	}
 	var out api.Migration
 	if err := c.do(ctx, http.MethodPost, p, nil, nil, &out); err != nil {

@@ -2,14 +2,17 @@
 // agents on a LAN of network namespaces: a busybox counter and Redis
 // holding 100 MB of keys, each moved back and forth -n times. It prints
 // the total migration time, the downtime berth reports (final dump to
-// restored) and its stages, the bytes of images sent, and for Redis the
-// longest pause between answers seen by a client GETting through its
-// service's VIP every 1 ms. Beside it, in the same invocation, podman
-// moves the same containers through a checkpoint file (`podman container
-// checkpoint --export`, then `restore --import`, runc, the same CRIU):
-// downtime from the start of the checkpoint to the end of the restore,
-// the container's removal between them excluded. It asserts nothing.
-// Run it as root.
+// restored) and its stages, the bytes of images sent; for the counter
+// the downtime its output shows (from the last number logged before the
+// freeze to the next, logged by the restored container, which must be
+// one more), and for Redis the longest pause between answers seen by a
+// client GETting through its service's VIP every 1 ms. Beside it, in the
+// same invocation, podman moves the same containers through a checkpoint
+// file (`podman container checkpoint --export`, then `restore --import`,
+// runc, the same CRIU): downtime from the start of the checkpoint to the
+// end of the restore and, for the counter, as its output shows it, the
+// container's removal between them excluded. It asserts nothing. Run it
+// as root.
 package main
 
 import (
@@ -33,6 +36,7 @@ import (
 func main() {
 	bin := harness.BerthFlag()
 	runs := flag.Int("n", 3, "moves per workload")
+	flag.BoolVar(&postCopy, "post-copy", false, "move with berth migrate --post-copy (the memory follows the restore)")
 	only := flag.String("only", "", "move only this workload (counter or redis)")
 	peers := flag.Bool("podman", true, "also move the same containers with podman")
 	flag.Parse()
@@ -77,6 +81,9 @@ template:
   command: ["/redisclient", "-addr", "redis.default.berth:6379", "-key", "key:4242"]
   resources: {cpu: 0.2, memory: 32Mi}
 `
+
+// postCopy moves the instances with --post-copy.
+var postCopy bool
 
 // workloads are the containers moved, in order; only names one.
 func workloads(only string) []string {
@@ -148,6 +155,9 @@ func berthMoves(bin, work, rootfs string, runs int, owners []string) error {
 		}
 	}
 	fmt.Println("berth migrate: 1 server and 2 agents, each in its own network namespace; images stream through the server")
+	if postCopy {
+		fmt.Println("berth migrate --post-copy: the memory follows the restore, relayed through the server")
+	}
 	for _, owner := range owners {
 		if err := moves(l, owner, client, runs); err != nil {
 			return err
@@ -176,7 +186,7 @@ func redisClient(l *lan.LAN) (api.Instance, error) {
 	return clients[0], nil
 }
 
-var stageNames = []string{"prepare (before the freeze)", "dump", "transfer", "restore", "switch (store move)"}
+var stageNames = []string{"prepare (before the freeze)", "dump", "transfer", "restore", "switch (store move)", "post-copy (after the restore)"}
 
 // moves moves owner's instance back and forth runs times and prints the
 // figures; for Redis, with the pause client saw.
@@ -201,7 +211,11 @@ func moves(l *lan.LAN, owner string, client api.Instance, runs int) error {
 			before = follow(l.Host(in.Spec.Node), in.Status.ContainerID)
 		}
 		t0 := time.Now()
-		out, err := l.Admin("migrate", in.Metadata.Name, "--to", to, "-o", "json")
+		args := []string{"migrate", in.Metadata.Name, "--to", to, "-o", "json"}
+		if postCopy {
+			args = append(args, "--post-copy")
+		}
+		out, err := l.Admin(args...)
 		if err != nil {
 			if os.Getenv("BENCH_LOGS") != "" {
 				l.Logs(func(f string, args ...any) { fmt.Fprintf(os.Stderr, f+"\n", args...) })
@@ -214,7 +228,7 @@ func moves(l *lan.LAN, owner string, client api.Instance, runs int) error {
 		}
 		total, down, bytes = append(total, m.Duration), append(down, m.Downtime), m.Bytes
 		st := m.Stages
-		for i, d := range []time.Duration{st.Prepare, st.Dump, st.Transfer, st.Restore, st.Switch} {
+		for i, d := range []time.Duration{st.Prepare, st.Dump, st.Transfer, st.Restore, st.Switch, st.PostCopy} {
 			stages[stageNames[i]] = append(stages[stageNames[i]], d)
 		}
 		if before != nil {

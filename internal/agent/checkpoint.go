@@ -46,7 +46,12 @@ func (a *Agent) serveCheckpoint(w http.ResponseWriter, r *http.Request) {
 	}
 	w.Header().Set("Content-Type", "application/gzip")
 	sw := &startedWriter{w: w}
-	if err := runtime.ExportCheckpoint(dir, sw); err != nil {
+	upper := ""
+	if mg, ok := cp.(Migrator); ok {
+		// Its writable layer as it is now: the files its processes have open.
+		upper, _ = mg.UpperDir(c.ID)
+	}
+	if err := runtime.ExportCheckpoint(dir, upper, sw); err != nil {
 		if sw.started {
 			// Half an archive has gone out: cut the stream so the client sees it fail.
 			panic(http.ErrAbortHandler)

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -110,9 +111,15 @@ type hold struct {
 	// container, until the restore takes it (or it is let go).
 	prep     *prepared
 	reserved string // the container whose address prep holds
-	once     sync.Once
-	err      error
-	commit   bool
+	// Post-copy (migrate_lazy.go). lazy: the source's dump serving the
+	// memory; pages: the target's end of the socket its lazy-pages
+	// daemon reads the memory from, sent once the restore waits for it.
+	lazy   *runtime.LazyDump
+	ps     *pageServer
+	pages  chan net.Conn
+	once   sync.Once
+	err    error
+	commit bool
 }
 
 // setHold holds uid; unless replace, it fails when uid is held already.
@@ -244,17 +251,32 @@ func (a *Agent) serveMigrateOut(w http.ResponseWriter, r *http.Request) {
 	// dumps run to their end.
 	ctx := context.WithoutCancel(r.Context())
 	parent := ""
-	switch err := mg.Checkpoint(ctx, c.ID, runtime.CheckpointOptions{ImageDir: pre, PreDump: true}); {
-	case err == nil:
-		parent = pre
-		if _, err := runtime.WriteImages(tw, pre, runtime.MigrationPre); err != nil {
-			abort()
+	opts := runtime.CheckpointOptions{ImageDir: final}
+	if r.URL.Query().Get("lazy") == "1" {
+		// Post-copy: the memory goes after the restore, so no pre-dump.
+		ld, err := runtime.NewLazyDump()
+		if err != nil {
+			fail(err)
+			return
 		}
-		http.NewResponseController(w).Flush()
-	case errors.Is(err, runtime.ErrNoDirtyTracking):
-	default:
-		fail(err)
-		return
+		opts.Lazy = ld
+		a.mu.Lock()
+		h.lazy = ld
+		a.mu.Unlock()
+	}
+	if opts.Lazy == nil {
+		switch err := mg.Checkpoint(ctx, c.ID, runtime.CheckpointOptions{ImageDir: pre, PreDump: true}); {
+		case err == nil:
+			parent = pre
+			if _, err := runtime.WriteImages(tw, pre, runtime.MigrationPre); err != nil {
+				abort()
+			}
+			http.NewResponseController(w).Flush()
+		case errors.Is(err, runtime.ErrNoDirtyTracking):
+		default:
+			fail(err)
+			return
+		}
 	}
 	a.mu.Lock()
 	cancelled := h.cancelled
@@ -264,7 +286,8 @@ func (a *Agent) serveMigrateOut(w http.ResponseWriter, r *http.Request) {
 		abort()
 	}
 	frozen := time.Now()
-	h.dumpErr = mg.Checkpoint(ctx, c.ID, runtime.CheckpointOptions{ImageDir: final, ParentDir: parent})
+	opts.ParentDir = parent
+	h.dumpErr = mg.Checkpoint(ctx, c.ID, opts)
 	close(h.dumped)
 	if err := h.dumpErr; err != nil {
 		// CRIU lets the processes run on when a dump fails.
@@ -348,6 +371,10 @@ func (a *Agent) finishOut(uid string, h *hold, commit bool) error {
 	}
 	h.once.Do(func() {
 		h.commit = commit
+		if h.lazy != nil {
+			h.err = a.settleLazy(uid, h, commit)
+			return
+		}
 		defer os.RemoveAll(h.dir)
 		if commit {
 			a.log.Info("migration: committed", "instance", uid, "container", h.container)
@@ -393,7 +420,7 @@ func (a *Agent) serveMigratePrepare(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	h := &hold{kind: holdIn}
+	h := &hold{kind: holdIn, pages: make(chan net.Conn, 1)}
 	if !a.setHold(uid, h, false) {
 		writeErr(w, fmt.Errorf("instance %s: %w: it is moving already", uid, errdefs.ErrConflict))
 		return
@@ -414,12 +441,22 @@ func (a *Agent) serveMigratePrepare(w http.ResponseWriter, r *http.Request) {
 }
 
 // prepareIn prepares the instance's container for a restore: all of a
-// start but the run. The network namespace is wired (milliseconds) as the
-// restore begins, as for any start.
+// start but the run, its network namespace wired too.
 func (a *Agent) prepareIn(ctx context.Context, inst *Instance, attempt int) (*prepared, error) {
 	p, err := a.prepare(ctx, inst, "", attempt)
 	if err != nil {
 		return nil, checkpointErr(inst.UID, err)
+	}
+	// A start wires its network while the runtime readies the container;
+	// a restore's would be inside the downtime: it is wired now, while
+	// the source still runs.
+	if wire := p.c.Before; wire != nil {
+		t0 := time.Now()
+		if err := wire(); err != nil {
+			a.undo(ctx, p)
+			return nil, checkpointErr(inst.UID, err)
+		}
+		*p.tWire, p.c.Before = time.Since(t0), nil
 	}
 	return p, nil
 }
@@ -450,16 +487,22 @@ func (a *Agent) serveMigrateIn(w http.ResponseWriter, r *http.Request) {
 				return
 			}
 		}
-		h = &hold{kind: holdIn}
+		h = &hold{kind: holdIn, pages: make(chan net.Conn, 1)}
 		if !a.setHold(uid, h, false) {
 			writeErr(w, fmt.Errorf("instance %s: %w: it is moving already", uid, errdefs.ErrConflict))
 			return
 		}
 	}
 	dir := a.migrationDir("in", uid)
-	defer os.RemoveAll(dir)
-	res, err := a.restoreIn(r.Context(), inst, attempt, p, r.Body, dir)
+	lazy := r.URL.Query().Get("lazy") == "1"
+	if !lazy {
+		defer os.RemoveAll(dir)
+	}
+	res, err := a.restoreIn(r.Context(), inst, attempt, p, r.Body, dir, lazyIn(lazy, h))
 	if err != nil {
+		if lazy {
+			_ = os.RemoveAll(dir)
+		}
 		a.liftHold(uid, h)
 		writeErr(w, err)
 		return
@@ -499,7 +542,11 @@ func instanceHeader(r *http.Request, uid string) (*Instance, int, error) {
 // restoreIn unpacks the migration stream body into dir and restores the
 // instance's container from it, with this node's image layers, address
 // and mounts: those of p, or prepared while the stream comes.
-func (a *Agent) restoreIn(ctx context.Context, inst *Instance, attempt int, p *prepared, body io.Reader, dir string) (api.MigrationRestored, error) {
+//
+// With lazy set (post-copy), the stream holds no memory: the restore takes
+// it from a lazy-pages daemon which lazy starts (lazyIn).
+func (a *Agent) restoreIn(ctx context.Context, inst *Instance, attempt int, p *prepared, body io.Reader, dir string,
+	lazy func(ctx context.Context, final, dir string) (*runtime.LazyPages, error)) (api.MigrationRestored, error) {
 	if err := os.RemoveAll(dir); err != nil {
 		if p != nil {
 			a.undo(ctx, p)
@@ -539,9 +586,22 @@ func (a *Agent) restoreIn(ctx context.Context, inst *Instance, attempt int, p *p
 		a.undo(ctx, p)
 		return api.MigrationRestored{}, fmt.Errorf("instance %s: %w: the images were dumped by %q, the instance runs with %q", inst.UID, errdefs.ErrInvalidArgument, c.Executor, inst.Executor)
 	}
+	var lp *runtime.LazyPages
+	if lazy != nil {
+		if lp, err = lazy(ctx, final, dir); err != nil {
+			a.undo(ctx, p)
+			return api.MigrationRestored{}, checkpointErr(inst.UID, err)
+		}
+	}
 	st, err := a.launch(ctx, p, final)
 	if err != nil {
+		if lp != nil {
+			lp.Stop()
+		}
 		return api.MigrationRestored{}, checkpointErr(inst.UID, err)
+	}
+	if lp != nil {
+		go a.watchLazyPages(inst, st.ID, lp, dir)
 	}
 	restored := time.Now()
 	a.log.Info("migration: restored", "instance", inst.Key(), "container", st.ID, "ip", st.Labels[labelIP], "restore", restored.Sub(received))

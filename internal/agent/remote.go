@@ -29,7 +29,7 @@ import (
 //	GET /v1/instances/{uid}/stats        client.InstanceStats
 //	POST /v1/instances/{uid}/checkpoint  a CRIU dump (gzipped tar), the container left running
 //	POST /v1/instances/{uid}/restore     the container put back to the checkpoint in the body
-//	POST|PUT /v1/instances/{uid}/migrate[/commit|/abort]  live migration (migrate.go)
+//	POST|PUT /v1/instances/{uid}/migrate[/commit|/abort|/pages]  live migration (migrate.go, migrate_lazy.go)
 //	GET /metrics                         the agent's Prometheus metrics
 
 // RemoteHandler serves the instance subresources from this node's runtime.
@@ -50,6 +50,7 @@ func (a *Agent) RemoteHandler(metrics http.Handler) http.Handler {
 	m.HandleFunc("PUT /v1/instances/{uid}/migrate", a.serveMigrateIn)
 	m.HandleFunc("POST /v1/instances/{uid}/migrate/commit", a.serveMigrateCommit)
 	m.HandleFunc("POST /v1/instances/{uid}/migrate/abort", a.serveMigrateAbort)
+	m.HandleFunc("POST /v1/instances/{uid}/migrate/pages", a.serveMigratePages)
 	if metrics != nil {
 		m.Handle("GET /metrics", metrics)
 	}

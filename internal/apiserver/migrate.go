@@ -10,12 +10,14 @@ import (
 	"net/http"
 	"net/url"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
 	"github.com/berth-dev/berth/api"
 	"github.com/berth-dev/berth/api/client"
 	"github.com/berth-dev/berth/api/errdefs"
+	"github.com/berth-dev/berth/internal/runtime/pageserver"
 	"github.com/berth-dev/berth/internal/store"
 )
 
@@ -62,7 +64,16 @@ import (
 const migrateTimeout = 5 * time.Minute
 
 func (s *Server) migrateInstance(w http.ResponseWriter, r *http.Request) {
-	res, err := s.Migrate(r.Context(), r.PathValue("ns"), r.PathValue("name"), r.URL.Query().Get("to"))
+	q := r.URL.Query()
+	opts := api.MigrateOptions{To: q.Get("to")}
+	if v := q.Get("postCopy"); v != "" {
+		var err error
+		if opts.PostCopy, err = strconv.ParseBool(v); err != nil {
+			writeError(w, fmt.Errorf("postCopy %q: %w: want true or false", v, errdefs.ErrInvalidArgument))
+			return
+		}
+	}
+	res, err := s.MigrateWith(r.Context(), r.PathValue("ns"), r.PathValue("name"), opts)
 	if err != nil {
 		writeError(w, err)
 		return
@@ -74,6 +85,12 @@ func (s *Server) migrateInstance(w http.ResponseWriter, r *http.Request) {
 // schedulable node when empty) with CRIU, and records a Migrated event, or
 // a MigrationFailed one with the error.
 func (s *Server) Migrate(ctx context.Context, ns, name, to string) (*api.Migration, error) {
+	return s.MigrateWith(ctx, ns, name, api.MigrateOptions{To: to})
+}
+
+// MigrateWith is Migrate with the choices of opts (post-copy).
+func (s *Server) MigrateWith(ctx context.Context, ns, name string, opts api.MigrateOptions) (*api.Migration, error) {
+	to := opts.To
 	ctx, cancel := context.WithTimeout(ctx, migrateTimeout)
 	defer cancel()
 	start := time.Now()
@@ -93,7 +110,7 @@ func (s *Server) Migrate(ctx context.Context, ns, name, to string) (*api.Migrati
 	if err != nil {
 		return nil, fmt.Errorf("migrate %s: %w", ref, err)
 	}
-	res, err := s.migrate(ctx, &in, from, to)
+	res, err := s.migrate(ctx, &in, from, to, opts.PostCopy)
 	if err != nil {
 		s.migrationEvent(ctx, &in, api.EventWarning, "MigrationFailed", fmt.Sprintf("from node %s to node %s: %v", from, to, err))
 		return nil, fmt.Errorf("migrate %s to node %s: %w", ref, to, err)
@@ -101,9 +118,13 @@ func (s *Server) Migrate(ctx context.Context, ns, name, to string) (*api.Migrati
 	res.Instance, res.From, res.To = name, from, to
 	res.Duration = time.Since(start)
 	st := res.Stages
-	s.migrationEvent(ctx, &in, api.EventNormal, "Migrated", fmt.Sprintf("from node %s to node %s in %v (downtime %v: dump %v, transfer %v, restore %v; %d bytes of images), address %s",
+	post := ""
+	if res.PostCopy {
+		post = fmt.Sprintf("; the memory followed in %v", st.PostCopy.Round(time.Millisecond))
+	}
+	s.migrationEvent(ctx, &in, api.EventNormal, "Migrated", fmt.Sprintf("from node %s to node %s in %v (downtime %v: dump %v, transfer %v, restore %v; %d bytes of images%s), address %s",
 		from, to, res.Duration.Round(time.Millisecond), res.Downtime.Round(time.Millisecond), st.Dump.Round(time.Millisecond),
-		st.Transfer.Round(time.Millisecond), st.Restore.Round(time.Millisecond), res.Bytes, res.IP))
+		st.Transfer.Round(time.Millisecond), st.Restore.Round(time.Millisecond), res.Bytes, post, res.IP))
 	return res, nil
 }
 
@@ -174,7 +195,7 @@ func (s *Server) migrationTarget(ctx context.Context, in *api.Instance, to strin
 //
 // Long because a migration's steps (pick, dump, transfer, restore, commit)
 // run in one order and each failure decides how the others are undone.
-func (s *Server) migrate(ctx context.Context, in *api.Instance, from, to string) (*api.Migration, error) {
+func (s *Server) migrate(ctx context.Context, in *api.Instance, from, to string, postCopy bool) (*api.Migration, error) {
 	src, dst := s.tunnels.get(from), s.tunnels.get(to)
 	for n, tn := range map[string]*tunnel{from: src, to: dst} {
 		if tn == nil {
@@ -208,6 +229,11 @@ func (s *Server) migrate(ctx context.Context, in *api.Instance, from, to string)
 	if in.Status.ContainerID != "" {
 		q.Set("containerID", in.Status.ContainerID)
 	}
+	lazy := ""
+	if postCopy {
+		q.Set("lazy", "1")
+		lazy = "?lazy=1"
+	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, base+"?"+q.Encode(), nil)
 	if err != nil {
 		unprepare()
@@ -224,8 +250,17 @@ func (s *Server) migrate(ctx context.Context, in *api.Instance, from, to string)
 		unprepare()
 		return nil, client.ErrorFrom(http.MethodPost, req.URL.Path, out)
 	}
+	// Post-copy: the memory crosses from the source's page server to the
+	// target's lazy-pages daemon, joined here, while the target restores.
+	pages := make(chan relayed, 1)
+	pagesCtx, stopPages := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopPages()
+	if postCopy {
+		go func() { pages <- s.relayPages(pagesCtx, src, dst, base+"/pages") }()
+	}
 	// From the final dump on, a failure must put the instance back.
 	abort := func(cause error) error {
+		stopPages()
 		out.Body.Close() // the source's stream stops here
 		// A target that cannot be told (it died) drops what it restored
 		// once its assignment fails to come: see the agent's adoptTimeout.
@@ -236,7 +271,7 @@ func (s *Server) migrate(ctx context.Context, in *api.Instance, from, to string)
 		return fmt.Errorf("%w; the instance runs on node %s again", cause, from)
 	}
 	body := &countingReader{r: out.Body}
-	put, err := http.NewRequestWithContext(ctx, http.MethodPut, base, body)
+	put, err := http.NewRequestWithContext(ctx, http.MethodPut, base+lazy, body)
 	if err != nil {
 		return nil, abort(err)
 	}
@@ -274,7 +309,23 @@ func (s *Server) migrate(ctx context.Context, in *api.Instance, from, to string)
 		s.log.Warn("migration: commit on the source", "instance", in.Metadata.Name, "node", from, "err", err)
 	}
 	stages.Restore = restored.RestoredAt.Sub(restored.ReceivedAt)
-	res := &api.Migration{IP: restored.IP, Bytes: body.n, Stages: stages}
+	res := &api.Migration{IP: restored.IP, Bytes: body.n, Stages: stages, PostCopy: postCopy}
+	if postCopy {
+		var p relayed
+		select {
+		case p = <-pages:
+		case <-ctx.Done():
+			stopPages()
+			p = <-pages
+		}
+		res.Bytes += p.n
+		res.Stages.PostCopy = time.Since(restored.RestoredAt)
+		if p.err != nil {
+			// The target kills what it restored (it lacks memory), and
+			// its reconciler starts the instance afresh there.
+			return nil, fmt.Errorf("%w: %w after the restore on node %s: the instance starts afresh there", errdefs.ErrUnavailable, p.err, to)
+		}
+	}
 	if !frozen.IsZero() {
 		// Source and target clocks both: close enough on one LAN.
 		res.Downtime = restored.RestoredAt.Sub(frozen)
@@ -331,4 +382,75 @@ func (c *countingReader) Read(p []byte) (int, error) {
 	n, err := c.r.Read(p)
 	c.n += int64(n)
 	return n, err
+}
+
+// relayed is how a post-copy's page stream ended and the bytes it carried.
+type relayed struct {
+	n   int64
+	err error
+}
+
+// relayPages joins the source agent's page server to the target agent's
+// lazy-pages daemon (POST u, upgraded, on each), both ways, until the
+// daemon has every page and closes, or ctx ends.
+func (s *Server) relayPages(ctx context.Context, src, dst *tunnel, u string) relayed {
+	open := func(tn *tunnel) (io.ReadWriteCloser, error) {
+		req, err := http.NewRequestWithContext(ctx, http.MethodPost, u, nil)
+		if err != nil {
+			return nil, err
+		}
+		req.Header.Set("Connection", "Upgrade")
+		req.Header.Set("Upgrade", api.MigrationPagesProtocol)
+		resp, err := tn.client().Do(req)
+		if err != nil {
+			return nil, fmt.Errorf("%w: %w", errdefs.ErrUnavailable, err)
+		}
+		if resp.StatusCode != http.StatusSwitchingProtocols {
+			defer resp.Body.Close()
+			return nil, client.ErrorFrom(http.MethodPost, req.URL.Path, resp)
+		}
+		rwc, ok := resp.Body.(io.ReadWriteCloser)
+		if !ok {
+			resp.Body.Close()
+			return nil, errors.New("the page stream is not writable")
+		}
+		return rwc, nil
+	}
+	from, err := open(src)
+	if err != nil {
+		return relayed{err: fmt.Errorf("page stream of the source: %w", err)}
+	}
+	defer from.Close()
+	to, err := open(dst)
+	if err != nil {
+		return relayed{err: fmt.Errorf("page stream of the target: %w", err)}
+	}
+	defer to.Close()
+	stop := context.AfterFunc(ctx, func() {
+		from.Close()
+		to.Close()
+	})
+	defer stop()
+	// The daemon's requests go to the source, the pages come back. The
+	// transfer is over when the daemon, having asked the page server to
+	// end it, closes its side; a side closed before that is a failure.
+	var n int64
+	copied := make(chan struct{})
+	go func() {
+		defer close(copied)
+		n, _ = io.Copy(to, from)
+	}()
+	ended, err := pageserver.Forward(from, to)
+	from.Close() // the source closes the page server after the daemon's close
+	<-copied
+	switch {
+	case ctx.Err() != nil:
+		err = ctx.Err()
+	case err == nil && !ended:
+		err = errors.New("the target's lazy-pages daemon closed it before it had every page")
+	}
+	if err != nil {
+		return relayed{n: n, err: fmt.Errorf("page stream: %w", err)}
+	}
+	return relayed{n: n}
 }

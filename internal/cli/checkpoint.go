@@ -43,7 +43,12 @@ func newContainerCheckpointCmd(g *globals) *cobra.Command {
 				if err != nil {
 					return fmt.Errorf("--export: %w", err)
 				}
-				err = runtime.ExportCheckpoint(dir, f)
+				// The stopped container's writable layer goes too: the
+				// files its processes had open.
+				upper, err := rt.UpperDir(id)
+				if err == nil {
+					err = runtime.ExportCheckpoint(dir, upper, f)
+				}
 				if cerr := f.Close(); err == nil {
 					err = cerr
 				}

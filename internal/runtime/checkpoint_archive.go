@@ -16,8 +16,10 @@ import (
 )
 
 // ExportCheckpoint writes the image directory dir (a full dump, with the
-// container's Config) to w as a gzipped tar, to be restored elsewhere.
-func ExportCheckpoint(dir string, w io.Writer) error {
+// container's Config) to w as a gzipped tar, to be restored elsewhere;
+// with upper, the container's writable layer (UpperDir) goes too, under
+// upper/, for the files the processes had open.
+func ExportCheckpoint(dir, upper string, w io.Writer) error {
 	ents, err := os.ReadDir(dir)
 	if err != nil {
 		return fmt.Errorf("checkpoint %s: %w", dir, err)
@@ -30,6 +32,11 @@ func ExportCheckpoint(dir string, w io.Writer) error {
 			return fmt.Errorf("checkpoint %s: %s is not a regular file: only a full dump (no pre-dump parent) can be exported", dir, e.Name())
 		}
 		if _, err := addFile(tw, dir, e.Name(), e.Name()); err != nil {
+			return fmt.Errorf("checkpoint %s: %w", dir, err)
+		}
+	}
+	if upper != "" {
+		if _, err := WriteUpper(tw, upper); err != nil {
 			return fmt.Errorf("checkpoint %s: %w", dir, err)
 		}
 	}
@@ -303,6 +310,7 @@ func ImportCheckpoint(r io.Reader, dir string) (id, image string, err error) {
 		return "", "", err
 	}
 	tr := tar.NewReader(zr)
+	upper, made, hasUpper := filepath.Join(dir, MigrationUpper), map[string]bool{}, false
 	for {
 		h, err := tr.Next()
 		if errors.Is(err, io.EOF) {
@@ -310,6 +318,21 @@ func ImportCheckpoint(r io.Reader, dir string) (id, image string, err error) {
 		}
 		if err != nil {
 			return "", "", fmt.Errorf("checkpoint archive: %w", err)
+		}
+		if strings.HasPrefix(h.Name, MigrationUpper+"/") {
+			if !hasUpper {
+				hasUpper = true
+				if err := os.RemoveAll(upper); err != nil {
+					return "", "", err
+				}
+				if err := os.Mkdir(upper, 0o755); err != nil {
+					return "", "", err
+				}
+			}
+			if err := readUpper(h, tr, upper, made); err != nil {
+				return "", "", fmt.Errorf("checkpoint archive: %w", err)
+			}
+			continue
 		}
 		if h.Typeflag != tar.TypeReg || h.Name != filepath.Base(h.Name) || h.Name == ".." {
 			return "", "", fmt.Errorf("checkpoint archive: entry %q is not a plain file name", h.Name)
@@ -324,6 +347,15 @@ func ImportCheckpoint(r io.Reader, dir string) (id, image string, err error) {
 		}
 		if err != nil {
 			return "", "", fmt.Errorf("checkpoint archive: %s: %w", h.Name, err)
+		}
+	}
+	if hasUpper {
+		// The restore takes it as the container's writable layer.
+		if err := os.RemoveAll(filepath.Join(dir, RootfsDiff)); err != nil {
+			return "", "", err
+		}
+		if err := os.Rename(upper, filepath.Join(dir, RootfsDiff)); err != nil {
+			return "", "", err
 		}
 	}
 	var m meta

@@ -113,6 +113,15 @@ func testCheckpointRestore(t *testing.T, executor string) {
 			t.Fatalf("after restore the count skips %d -> %d", after[i-1].n, after[i].n)
 		}
 	}
+	// The masked directories were left out of the images, not archived,
+	// and are masked again: empty and read-only.
+	if b, _ := os.ReadFile(filepath.Join(final, "dump.log")); !bytes.Contains(b, []byte("berth-masked mapping for ./proc/acpi")) {
+		t.Errorf("the dump did not leave /proc/acpi out as a masked directory")
+	}
+	var masked bytes.Buffer
+	if code, err := r.Exec(ctx, id, runtime.ExecProcess{Args: []string{"sh", "-c", "ls -A /proc/acpi; touch /proc/acpi/x"}, Stdout: &masked, Stderr: &masked}); err != nil || code == 0 || !strings.Contains(masked.String(), "Read-only") {
+		t.Errorf("after restore /proc/acpi is not an empty read-only directory: exit %d, %v: %q", code, err, masked.String())
+	}
 	var file bytes.Buffer
 	if _, err := r.Exec(ctx, id, runtime.ExecProcess{Args: []string{"head", "-n", "1", "/root/count"}, Stdout: &file}); err != nil || strings.TrimSpace(file.String()) != "1" {
 		t.Fatalf("after restore /root/count begins %q (%v), want the 1 written before the dump", file.String(), err)

@@ -391,9 +391,9 @@ func (r *Runtime) start(ctx context.Context, bd *bundle, c *Config, ex executor)
 	s.Linux.CgroupsPath = r.CgroupPath(c.ID)
 	if ext, ok := ex.(*external); ok && ext.bin == "runc" {
 		// Read by runc at checkpoint and restore, not before.
-		s.Annotations["org.criu.config"] = r.criuConfigPath()
+		s.Annotations[criuConfigAnnotation] = bd.path(criuConfigFile)
 		if bd.restoreFrom != "" {
-			if err := r.writeCriuConfig(); err != nil {
+			if err := r.writeCriuConfig(bd.path(criuConfigFile), nil); err != nil {
 				return Status{}, fmt.Errorf("container %q: %w", c.ID, err)
 			}
 		}

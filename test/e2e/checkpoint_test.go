@@ -26,7 +26,8 @@ func (e *env) lastCount(name string) int {
 }
 
 // TestContainerCheckpointRestore: a counter checkpointed with --export,
-// removed, and restored with --import counts on from where it was.
+// removed, and restored with --import counts on from where it was, with
+// the files of its writable layer.
 func TestContainerCheckpointRestore(t *testing.T) {
 	e := newEnv(t)
 	e.demoImage()
@@ -43,6 +44,8 @@ func TestContainerCheckpointRestore(t *testing.T) {
 	n := e.lastCount("ctr")
 	eventually(t, 10*time.Second, "the counter to go on", func() bool { return e.lastCount("ctr") > n })
 
+	// A file of its writable layer goes with the export.
+	e.ok("container", "exec", "ctr", "sh", "-c", "echo kept > /root/kept")
 	archive := filepath.Join(t.TempDir(), "ctr.tar.gz")
 	if out := e.ok("container", "checkpoint", "--export", archive, "ctr"); !strings.Contains(out, archive) {
 		t.Fatalf("checkpoint --export printed %q", out)
@@ -57,6 +60,10 @@ func TestContainerCheckpointRestore(t *testing.T) {
 	first := strings.Fields(e.ok("container", "logs", "ctr"))[0]
 	if first != strconv.Itoa(last+1) {
 		t.Fatalf("restored counter began at %s, want %d (it was at %d)", first, last+1, last)
+	}
+
+	if out := e.ok("container", "exec", "ctr", "cat", "/root/kept"); strings.TrimSpace(out) != "kept" {
+		t.Errorf("after restore --import /root/kept holds %q, want the kept written before the export", out)
 	}
 
 	// The restored container holds its image as a run one does.

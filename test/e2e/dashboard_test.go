@@ -56,6 +56,30 @@ func drive(t *testing.T, ctx context.Context, what string, actions ...chromedp.A
 	}
 }
 
+// click clicks the first element sel matches once it is shown. A live
+// update can render the page again between finding a button and clicking
+// it, so the element is looked up and clicked in one step, again until it
+// is there.
+func click(sel string) chromedp.Action {
+	js := fmt.Sprintf(`(() => { const e = document.querySelector(%q); if (!e || e.offsetParent === null) return false; e.click(); return true })()`, sel)
+	return chromedp.ActionFunc(func(ctx context.Context) error {
+		for {
+			var ok bool
+			if err := chromedp.Evaluate(js, &ok).Do(ctx); err != nil {
+				return err
+			}
+			if ok {
+				return nil
+			}
+			select {
+			case <-ctx.Done():
+				return fmt.Errorf("click %s: %w", sel, ctx.Err())
+			case <-time.After(20 * time.Millisecond):
+			}
+		}
+	})
+}
+
 // pageEventually evaluates js in the page until it is true.
 func pageEventually(t *testing.T, ctx context.Context, timeout time.Duration, what, js string) {
 	t.Helper()
@@ -139,7 +163,7 @@ func TestDashboardInBrowser(t *testing.T) {
 		chromedp.Navigate(base),
 		chromedp.WaitVisible("#token", chromedp.ByID),
 		chromedp.SendKeys("#token", "not-the-token-at-all", chromedp.ByID),
-		chromedp.Click("#signin", chromedp.ByID),
+		click("#signin"),
 		chromedp.WaitVisible("#login-error", chromedp.ByID),
 		chromedp.Text("#login-error", &msg, chromedp.ByID),
 	)
@@ -148,7 +172,7 @@ func TestDashboardInBrowser(t *testing.T) {
 	}
 	drive(t, ctx, "sign in",
 		chromedp.SendKeys("#token", token, chromedp.ByID),
-		chromedp.Click("#signin", chromedp.ByID),
+		click("#signin"),
 		chromedp.WaitVisible("#map", chromedp.ByID),
 	)
 	var cookies []*network.Cookie
@@ -219,7 +243,7 @@ new MutationObserver(ms => { for (const m of ms) { const ts = m.type === "attrib
 	pageEventually(t, ctx, 10*time.Second, "the service's details", `document.getElementById("svc-counts") !== null`)
 	drive(t, ctx, "scale from the page",
 		chromedp.SetValue("#replicas", "2", chromedp.ByID),
-		chromedp.Click("#scale-btn", chromedp.ByID),
+		click("#scale-btn"),
 	)
 	eventually(t, 20*time.Second, "the service scaled to 2 in the API", func() bool {
 		var svc api.Service
@@ -232,7 +256,7 @@ new MutationObserver(ms => { for (const m of ms) { const ts = m.type === "attrib
 	saveScreenshot(t, ctx, "dashboard-service.png")
 
 	// Roll back (confirmed) from the page: the template before the restart is back.
-	drive(t, ctx, "roll back", chromedp.Evaluate(`window.confirm = () => true; true`, nil), chromedp.Click("#rollback-btn", chromedp.ByID))
+	drive(t, ctx, "roll back", chromedp.Evaluate(`window.confirm = () => true; true`, nil), click("#rollback-btn"))
 	eventually(t, 20*time.Second, "web rolled back from the page", func() bool {
 		var svc api.Service
 		out, _, code := c.run("get", "service", "web", "-o", "json")
@@ -374,7 +398,7 @@ new MutationObserver(ms => { for (const m of ms) { const ts = m.type === "attrib
 		{"cordon", func(s api.NodeSpec) bool { return s.Unschedulable }, "cordoned"},
 		{"uncordon", func(s api.NodeSpec) bool { return !s.Unschedulable }, "schedulable"},
 	} {
-		drive(t, ctx, step.act, chromedp.Click(fmt.Sprintf(`#nodes button[data-act=%q]`, step.act), chromedp.ByQuery))
+		drive(t, ctx, step.act, click(fmt.Sprintf(`#nodes button[data-act=%q]`, step.act)))
 		eventually(t, 20*time.Second, "node "+step.act+"ed from the page", func() bool { return step.want(nodeSpec()) })
 		pageEventually(t, ctx, 10*time.Second, "the nodes page to say "+step.cell, fmt.Sprintf(`document.querySelector("#nodes td.sched").textContent === %q`, step.cell))
 	}
@@ -385,12 +409,12 @@ new MutationObserver(ms => { for (const m of ms) { const ts = m.type === "attrib
 		chromedp.Navigate(base+"#/nodes"),
 		chromedp.WaitVisible(`#nodes button[data-act=drain]`, chromedp.ByQuery),
 		chromedp.Evaluate(`window.confirm = () => true; true`, nil),
-		chromedp.Click(`#nodes button[data-act=drain]`, chromedp.ByQuery),
+		click(`#nodes button[data-act=drain]`),
 	)
 	eventually(t, 30*time.Second, "node drained from the page", func() bool {
 		return nodeSpec().Unschedulable && len(c.running("web")) == 0
 	})
-	drive(t, ctx, "uncordon after drain", chromedp.Click(`#nodes button[data-act=uncordon]`, chromedp.ByQuery))
+	drive(t, ctx, "uncordon after drain", click(`#nodes button[data-act=uncordon]`))
 	eventually(t, 20*time.Second, "node uncordoned after the drain", func() bool { s := nodeSpec(); return !s.Draining && !s.Unschedulable })
 	c.waitRunning("web", 2)
 
@@ -458,7 +482,7 @@ new MutationObserver(ms => { for (const m of ms) { const ts = m.type === "attrib
 		chromedp.Navigate(base+"#/service/default/web"),
 		chromedp.WaitVisible("#remove-btn", chromedp.ByID),
 		chromedp.Evaluate(`window.confirm = () => true; true`, nil),
-		chromedp.Click("#remove-btn", chromedp.ByID),
+		click("#remove-btn"),
 	)
 	eventually(t, 20*time.Second, "web removed from the page", func() bool {
 		_, _, code := c.run("get", "service", "web")
@@ -487,7 +511,7 @@ func TestDashboardOnBerthServer(t *testing.T) {
 		chromedp.Navigate(base),
 		chromedp.WaitVisible("#token", chromedp.ByID),
 		chromedp.SendKeys("#token", token, chromedp.ByID),
-		chromedp.Click("#signin", chromedp.ByID),
+		click("#signin"),
 		chromedp.WaitVisible("#map", chromedp.ByID),
 	)
 	pageEventually(t, ctx, 10*time.Second, "the page live", `document.getElementById("live").textContent === "live"`)

@@ -328,7 +328,14 @@ func TestMigrateMemoryThroughVIP(t *testing.T) {
 // TestMigrateTargetDies: the target's agent is killed while the images
 // stream in; the migration fails saying so, and the instance runs on its
 // node with its memory and counter, nowhere else.
-func TestMigrateTargetDies(t *testing.T) {
+func TestMigrateTargetDies(t *testing.T) { migrateTargetDies(t) }
+
+// TestMigrateTargetDiesPostCopy: the same with --post-copy, the target
+// killed as its lazy-pages daemon waits for the restore: the source's
+// page server is made to fail, and CRIU lets the processes run on there.
+func TestMigrateTargetDiesPostCopy(t *testing.T) { migrateTargetDies(t, "--post-copy") }
+
+func migrateTargetDies(t *testing.T, flags ...string) {
 	l := startLANWith(t, 1, 2, (*env).memImage)
 	check(t, l.Apply(memYAML))
 	inst := waitHealthy(t, l, "mem", 1, 60*time.Second)[0]
@@ -340,10 +347,15 @@ func TestMigrateTargetDies(t *testing.T) {
 	var out string
 	go func() {
 		var err error
-		out, err = l.Admin("migrate", name, "--to", to.Name)
+		out, err = l.Admin(append([]string{"migrate", name, "--to", to.Name}, flags...)...)
 		done <- err
 	}()
 	incoming := filepath.Join(to.DataDir, "containers", ".migrations", "in-"+inst.Metadata.UID)
+	if len(flags) > 0 {
+		// Post-copy: the few images come at once; the daemon's socket
+		// says the restore is about to begin.
+		incoming = filepath.Join(incoming, "final", "lazy-pages.socket")
+	}
 	eventually(t, 30*time.Second, "the images to stream into "+to.Name, func() bool {
 		_, err := os.Stat(incoming)
 		return err == nil

@@ -268,6 +268,10 @@ func Run(t *testing.T, e Env) {
 		// The instance runs the built-in executor: an admin is told it cannot move.
 		{name: "attack: migrate an instance", method: "POST", path: at("/v1/namespaces/default/instances/web-{node}/migrate"),
 			want: [Callers]int{http.StatusPreconditionFailed, no, no, who, who}},
+		{name: "attack: migrate an instance after the restore (post-copy)", method: "POST", path: at("/v1/namespaces/default/instances/web-{node}/migrate?postCopy=true"),
+			want: [Callers]int{http.StatusPreconditionFailed, no, no, who, who}},
+		{name: "migrate by a bad postCopy flag", method: "POST", path: at("/v1/namespaces/default/instances/web-{node}/migrate?postCopy=maybe"),
+			want: [Callers]int{http.StatusUnprocessableEntity, no, no, who, who}},
 		// No agent has a tunnel here: an admin's restore gets that far.
 		{name: "attack: restore an instance", method: "POST", path: at("/v1/namespaces/default/instances/web-{node}/restore"),
 			want: [Callers]int{http.StatusServiceUnavailable, no, no, who, who}},
