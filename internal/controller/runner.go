@@ -265,6 +265,11 @@ func (m *Manager) Pass(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	return m.pass(ctx, sn, live)
+}
+
+// pass runs every controller over one snapshot and the live nodes.
+func (m *Manager) pass(ctx context.Context, sn *snapshot, live map[string]bool) error {
 	var errs []error
 	errs = append(errs, m.nodesPass(ctx, sn, live))
 	errs = append(errs, m.drainPass(ctx, sn))

@@ -2,6 +2,7 @@ package controller
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
@@ -33,6 +34,7 @@ func (m *Manager) servicesPass(ctx context.Context, sn *snapshot) ([]newInstance
 	owned := sn.byOwner()
 	var made []newInstances
 	var later []func() error
+	var statuses []serviceStatus
 	var errs []error
 	live := make(map[ownerID]bool, len(sn.services))
 	vips := m.newVIPs(sn)
@@ -96,8 +98,17 @@ func (m *Manager) servicesPass(ctx context.Context, sn *snapshot) ([]newInstance
 		}
 		if !serviceStatusEqual(want, svc.Status) {
 			events := serviceEvents(want, svc.Status.Message, prev, exitFailed, noNodes)
-			later = append(later, m.writeServiceStatus(ctx, svc, want, rollback, events))
+			if rollback != nil {
+				later = append(later, m.writeServiceStatus(ctx, svc, want, rollback, events))
+				continue
+			}
+			next := own(svc)
+			next.Status = want
+			statuses = append(statuses, serviceStatus{next, events})
 		}
+	}
+	if len(statuses) > 0 {
+		later = append(later, func() error { return m.writeServiceStatuses(ctx, statuses) })
 	}
 	m.forgetHashes(sn.services)
 	// Instances whose service is gone go too.
@@ -219,6 +230,51 @@ func (m *Manager) writeServiceStatus(ctx context.Context, read *api.Service, wan
 		}
 		return nil
 	}
+}
+
+// serviceStatus is a service with the status to write, and the events
+// that tell of it.
+type serviceStatus struct {
+	svc    *api.Service
+	events []api.Event
+}
+
+// writeServiceStatuses writes services' new statuses, as many to a
+// transaction as etcd takes, then their events: an apply of a thousand
+// services changed each one's status in every pass, a thousand writes
+// one after another. A batch that fails (one changed meanwhile) goes one
+// by one.
+func (m *Manager) writeServiceStatuses(ctx context.Context, sts []serviceStatus) error {
+	var errs []error
+	var done []serviceStatus
+	size := func(st serviceStatus) int { b, _ := json.Marshal(st.svc); return len(b) }
+	for _, batch := range batches(sts, m.s.BindBatch(), size) {
+		if len(batch) > 1 {
+			t := m.s.Txn()
+			for _, st := range batch {
+				t.UpdateStatus(st.svc, 0)
+			}
+			if t.Commit(ctx) == nil {
+				done = append(done, batch...)
+				continue
+			}
+		}
+		for _, st := range batch {
+			err := m.s.UpdateStatus(ctx, st.svc, 0)
+			switch {
+			case err == nil:
+				done = append(done, st)
+			case !errdefs.IsNotFound(err):
+				errs = append(errs, err)
+			}
+		}
+	}
+	for _, st := range done {
+		for _, ev := range st.events {
+			m.event(ctx, st.svc, ev.Type, ev.Reason, ev.Message)
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // forgetHashes drops the template hashes of services gone.
