@@ -694,11 +694,12 @@ func (s *Server) putStatus(w http.ResponseWriter, r *http.Request) {
 	// without its lease and marks it NotReady in between.
 	if t.kind == api.KindNode {
 		if n := obj.(*api.Node); n.Status.Condition == api.NodeReady {
-			if err := s.store.KeepNodeAlive(r.Context(), t.name, s.nodeTTL); err != nil {
+			cur, done, err := s.beat(r.Context(), n, rev)
+			if err != nil {
 				writeError(w, err)
 				return
 			}
-			if cur, ok := s.heartbeatOnly(r.Context(), n); ok && rev == 0 {
+			if done {
 				writeJSON(w, http.StatusOK, cur)
 				return
 			}
