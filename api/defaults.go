@@ -76,3 +76,13 @@ func setDefault[T comparable](v *T, def T, fill bool) {
 		*v = zero
 	}
 }
+
+// NodeTTL is how long a node stays alive after its last heartbeat (a
+// server's default), and NodeHeartbeatInterval how often its agent beats:
+// a third of it, so that a node outlives two beats lost in a row (each
+// gives up after an interval). Each beat costs the server a request and
+// etcd's leader a lease renewal: more often would buy nothing but load.
+const (
+	NodeTTL               = 10 * time.Second
+	NodeHeartbeatInterval = NodeTTL / 3
+)

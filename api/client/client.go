@@ -54,6 +54,8 @@ type options struct {
 	tls          *tls.Config
 	hc           *http.Client
 	watchTimeout time.Duration
+	first        net.Conn
+	firstAt      time.Time
 }
 
 // DefaultWatchTimeout is how long a watch stream may stay silent (the
@@ -105,6 +107,18 @@ func WithTLSConfig(cfg *tls.Config) Option {
 	return func(o *options) error { o.tls = cfg.Clone(); return nil }
 }
 
+// WithConn has the client send its first request over conn, a
+// connection to its unix socket the caller has just made (to tell
+// plainly that nothing listens there); later ones dial as usual. A
+// short command then connects once. A conn that waited longer than
+// firstConnFresh is closed and a new one dialled: the server gives a
+// connection only so long to send its first request.
+func WithConn(conn net.Conn) Option {
+	return func(o *options) error { o.first, o.firstAt = conn, time.Now(); return nil }
+}
+
+const firstConnFresh = 2 * time.Second
+
 // WithHTTPClient uses hc as is, ignoring the endpoint's transport needs.
 func WithHTTPClient(hc *http.Client) Option {
 	return func(o *options) error { o.hc = hc; return nil }
@@ -136,7 +150,19 @@ func New(endpoint string, opts ...Option) (*Client, error) {
 			return nil, fmt.Errorf("client for %s: %w: no socket path", endpoint, errdefs.ErrInvalidArgument)
 		}
 		tr.Proxy = nil
+		var firstMu sync.Mutex
+		first := o.first
 		tr.DialContext = func(ctx context.Context, _, _ string) (net.Conn, error) {
+			firstMu.Lock()
+			c := first
+			first = nil
+			firstMu.Unlock()
+			if c != nil && time.Since(o.firstAt) < firstConnFresh {
+				return c, nil
+			}
+			if c != nil {
+				c.Close()
+			}
 			var d net.Dialer
 			return d.DialContext(ctx, "unix", path)
 		}

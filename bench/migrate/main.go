@@ -33,8 +33,10 @@ import (
 func main() {
 	bin := harness.BerthFlag()
 	runs := flag.Int("n", 3, "moves per workload")
+	only := flag.String("only", "", "move only this workload (counter or redis)")
+	peers := flag.Bool("podman", true, "also move the same containers with podman")
 	flag.Parse()
-	harness.Exit(bench(*bin, *runs))
+	harness.Exit(bench(*bin, *runs, *only, *peers))
 }
 
 const (
@@ -45,7 +47,8 @@ const (
 
 var redisArgs = []string{"/usr/bin/redis-server", "--bind", "0.0.0.0", "--protected-mode", "no", "--save", "", "--appendonly", "no", "--enable-debug-command", "local"}
 
-var services = `kind: Service
+// services are the workloads' services, by name.
+var services = map[string]string{"counter": `kind: Service
 name: counter
 replicas: 1
 template:
@@ -53,8 +56,7 @@ template:
   runtime: runc
   command: ["sh", "-c", "` + counter + `"]
   resources: {cpu: 0.1, memory: 32Mi}
----
-kind: Service
+`, "redis": `kind: Service
 name: redis
 replicas: 1
 template:
@@ -64,7 +66,7 @@ template:
   ports: [{name: redis, container: 6379}]
   health: {tcp: {port: 6379}, interval: 300ms, timeout: 1s, failures: 3}
   resources: {cpu: 0.5, memory: 384Mi}
-`
+`}
 
 // client GETs a key through the VIP every 1 ms (internal/testing/redisclient).
 const client = `kind: Service
@@ -76,7 +78,18 @@ template:
   resources: {cpu: 0.2, memory: 32Mi}
 `
 
-func bench(bin string, runs int) error {
+// workloads are the containers moved, in order; only names one.
+func workloads(only string) []string {
+	if only != "" {
+		return []string{only}
+	}
+	return []string{"counter", "redis"}
+}
+
+func bench(bin string, runs int, only string, peers bool) error {
+	if only != "" && only != "counter" && only != "redis" {
+		return fmt.Errorf("-only %q: want counter or redis", only)
+	}
 	bin, err := filepath.Abs(bin)
 	if err != nil {
 		return err
@@ -95,13 +108,16 @@ func bench(bin string, runs int) error {
 	if out, err := build.CombinedOutput(); err != nil {
 		return fmt.Errorf("build redisclient: %w: %s", err, out)
 	}
-	if err := berthMoves(bin, work, rootfs, runs); err != nil {
+	if err := berthMoves(bin, work, rootfs, runs, workloads(only)); err != nil {
 		return err
 	}
-	return podmanMoves(work, rootfs, runs)
+	if !peers {
+		return nil
+	}
+	return podmanMoves(work, rootfs, runs, workloads(only))
 }
 
-func berthMoves(bin, work, rootfs string, runs int) error {
+func berthMoves(bin, work, rootfs string, runs int, owners []string) error {
 	l := lan.New(lan.Config{
 		Berth: bin, Dir: work, Name: fmt.Sprintf("berth-bench-mig-%d", os.Getpid()),
 		Servers: 1, Agents: 2, Verbose: os.Getenv("BENCH_LOGS") != "",
@@ -114,35 +130,50 @@ func berthMoves(bin, work, rootfs string, runs int) error {
 	if err := l.Start(); err != nil {
 		return err
 	}
-	if err := l.Apply(services); err != nil {
-		return err
+	for _, owner := range owners {
+		if err := l.Apply(services[owner]); err != nil {
+			return err
+		}
 	}
-	for _, owner := range []string{"counter", "redis"} {
+	for _, owner := range owners {
 		if _, err := l.WaitHealthy(owner, 1, 2*time.Minute); err != nil {
 			return err
 		}
 	}
-	insts, err := l.WaitHealthy("redis", 1, time.Minute)
-	if err != nil {
-		return err
-	}
-	if out, err := l.Admin(append([]string{"exec", insts[0].Metadata.Name, "--", "redis-cli"}, strings.Fields(populate)...)...); err != nil || strings.TrimSpace(out) != "OK" {
-		return fmt.Errorf("redis-cli %s: %q %v", populate, out, err)
-	}
-	if err := l.Apply(client); err != nil {
-		return err
-	}
-	clients, err := l.WaitHealthy("client", 1, time.Minute)
-	if err != nil {
-		return err
+	var client api.Instance
+	if slices.Contains(owners, "redis") {
+		var err error
+		if client, err = redisClient(l); err != nil {
+			return err
+		}
 	}
 	fmt.Println("berth migrate: 1 server and 2 agents, each in its own network namespace; images stream through the server")
-	for _, owner := range []string{"counter", "redis"} {
-		if err := moves(l, owner, clients[0], runs); err != nil {
+	for _, owner := range owners {
+		if err := moves(l, owner, client, runs); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// redisClient fills Redis with its keys and starts the client that GETs
+// one through the VIP every 1 ms.
+func redisClient(l *lan.LAN) (api.Instance, error) {
+	insts, err := l.WaitHealthy("redis", 1, time.Minute)
+	if err != nil {
+		return api.Instance{}, err
+	}
+	if out, err := l.Admin(append([]string{"exec", insts[0].Metadata.Name, "--", "redis-cli"}, strings.Fields(populate)...)...); err != nil || strings.TrimSpace(out) != "OK" {
+		return api.Instance{}, fmt.Errorf("redis-cli %s: %q %v", populate, out, err)
+	}
+	if err := l.Apply(client); err != nil {
+		return api.Instance{}, err
+	}
+	clients, err := l.WaitHealthy("client", 1, time.Minute)
+	if err != nil {
+		return api.Instance{}, err
+	}
+	return clients[0], nil
 }
 
 var stageNames = []string{"prepare (before the freeze)", "dump", "transfer", "restore", "switch (store move)"}
@@ -150,7 +181,7 @@ var stageNames = []string{"prepare (before the freeze)", "dump", "transfer", "re
 // moves moves owner's instance back and forth runs times and prints the
 // figures; for Redis, with the pause client saw.
 func moves(l *lan.LAN, owner string, client api.Instance, runs int) error {
-	var total, down, pause []time.Duration
+	var total, down, pause, seen []time.Duration
 	stages := map[string][]time.Duration{}
 	var bytes int64
 	for range runs {
@@ -162,6 +193,12 @@ func moves(l *lan.LAN, owner string, client api.Instance, runs int) error {
 		to := "n1"
 		if in.Spec.Node == "n1" {
 			to = "n2"
+		}
+		// The counter's output before the freeze, read until the dump
+		// stops it.
+		var before <-chan logLines
+		if owner == "counter" {
+			before = follow(l.Host(in.Spec.Node), in.Status.ContainerID)
 		}
 		t0 := time.Now()
 		out, err := l.Admin("migrate", in.Metadata.Name, "--to", to, "-o", "json")
@@ -180,6 +217,13 @@ func moves(l *lan.LAN, owner string, client api.Instance, runs int) error {
 		for i, d := range []time.Duration{st.Prepare, st.Dump, st.Transfer, st.Restore, st.Switch} {
 			stages[stageNames[i]] = append(stages[stageNames[i]], d)
 		}
+		if before != nil {
+			gap, err := counterGap(<-before, l.Host(to), in.Status.ContainerID)
+			if err != nil {
+				return err
+			}
+			seen = append(seen, gap)
+		}
 		if owner == "redis" {
 			p, err := clientPause(l, client, t0)
 			if err != nil {
@@ -190,6 +234,9 @@ func moves(l *lan.LAN, owner string, client api.Instance, runs int) error {
 	}
 	what := map[string]string{"counter": "busybox counter", "redis": "100 MB Redis"}[owner]
 	row(what+": migration time", total)
+	if len(seen) > 0 {
+		row(what+": downtime seen (last line before, first after)", seen)
+	}
 	row(what+": downtime (final dump to restored)", down)
 	for _, k := range stageNames {
 		row(what+":   "+k, stages[k])
@@ -199,6 +246,81 @@ func moves(l *lan.LAN, owner string, client api.Instance, runs int) error {
 	}
 	fmt.Printf("%-62s %.1f MiB\n", what+": images sent", float64(bytes)/(1<<20))
 	return nil
+}
+
+// line is one number the counter printed, at the time its log took it.
+type line struct {
+	n  int
+	at time.Time
+}
+
+type logLines struct {
+	lines []line
+	err   error
+}
+
+// follow reads container id's log on h, with times, until the container
+// stops.
+func follow(h *lan.Host, id string) <-chan logLines {
+	ch := make(chan logLines, 1)
+	go func() {
+		out, err := h.Run("container", "logs", "-f", "-t", id)
+		ch <- logLines{parseLines(out), err}
+	}()
+	return ch
+}
+
+// parseLines reads "TIME N" lines (berth logs -t, podman logs -t).
+func parseLines(out string) []line {
+	var ls []line
+	for _, l := range strings.Split(out, "\n") {
+		f := strings.Fields(l)
+		if len(f) != 2 {
+			continue
+		}
+		at, err1 := time.Parse(time.RFC3339Nano, f[0])
+		n, err2 := strconv.Atoi(f[1])
+		if err1 == nil && err2 == nil {
+			ls = append(ls, line{n, at})
+		}
+	}
+	return ls
+}
+
+// counterGap is the downtime the counter's output shows: from the last
+// number printed before the move (before) to the next one, printed by the
+// container restored on h. That the next is one more than the last says
+// the count went on where it was.
+func counterGap(before logLines, h *lan.Host, id string) (time.Duration, error) {
+	if len(before.lines) == 0 {
+		return 0, fmt.Errorf("counter %s: no output before the move (%v)", id, before.err)
+	}
+	last := before.lines[len(before.lines)-1]
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		out, err := h.Run("container", "logs", "-t", id)
+		if err != nil {
+			return 0, err
+		}
+		if after := parseLines(out); len(after) > 0 {
+			return nextGap(last, after)
+		}
+		if time.Now().After(deadline) {
+			return 0, fmt.Errorf("counter %s: no output on %s in 30 s after the move", id, h.Name)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// nextGap is the time from last to the number after it in after, which
+// must be there: a count that went back to 1 was not restored.
+func nextGap(last line, after []line) (time.Duration, error) {
+	for _, l := range after {
+		if l.n == last.n+1 {
+			return l.at.Sub(last.at), nil
+		}
+	}
+	return 0, fmt.Errorf("counter: after the move it printed %d.., not %d: the count did not go on", after[0].n, last.n+1)
 }
 
 // clientPause waits for the client's answers to come back after a move
@@ -241,7 +363,7 @@ func clientPause(l *lan.LAN, client api.Instance, since time.Time) (time.Duratio
 
 // podmanMoves moves the same two containers with podman's checkpoint
 // export and import.
-func podmanMoves(work, rootfs string, runs int) error {
+func podmanMoves(work, rootfs string, runs int, owners []string) error {
 	if _, err := exec.LookPath("podman"); err != nil {
 		fmt.Println("podman: not installed, skipped")
 		return nil
@@ -254,60 +376,104 @@ func podmanMoves(work, rootfs string, runs int) error {
 	defer func() { _ = run("podman", "rmi", "-f", img) }()
 	file := filepath.Join(work, "podman-ckpt.tar")
 	fmt.Println("podman container checkpoint --export + restore --import (runc), the same containers")
-	for _, w := range []struct {
-		what string
-		args []string
-		fill bool
-	}{
-		{"busybox counter", []string{"sh", "-c", counter}, false},
-		{"100 MB Redis", redisArgs, true},
-	} {
-		var down []time.Duration
+	for _, owner := range owners {
+		w := map[string]struct {
+			what string
+			args []string
+		}{
+			"counter": {"busybox counter", []string{"sh", "-c", counter}},
+			"redis":   {"100 MB Redis", redisArgs},
+		}[owner]
+		var down, seen []time.Duration
 		var bytes int64
 		for range runs {
-			// podman's default rlimits can exceed what this process may
-			// grant: ask for small ones, below any hard limit.
-			if err := run("podman", append([]string{"--runtime", "runc", "run", "-d", "--network", "none",
-				"--ulimit", "nofile=1024:1024", "--ulimit", "nproc=1024:1024", "--name", name, img}, w.args...)...); err != nil {
-				return err
-			}
-			if w.fill {
-				if err := waitRun(30*time.Second, "podman", "exec", name, "redis-cli", "PING"); err != nil {
-					return err
-				}
-				if err := run("podman", append([]string{"exec", name, "redis-cli"}, strings.Fields(populate)...)...); err != nil {
-					return err
-				}
-			}
-			// Let it run, as berth's instances do before their moves; a
-			// checkpoint right after the start took podman seconds more.
-			time.Sleep(time.Second)
-			t0 := time.Now()
-			err := run("podman", "--runtime", "runc", "container", "checkpoint", "--export", file, name)
-			dump := time.Since(t0)
-			if err == nil {
-				err = run("podman", "rm", name)
-			}
-			var t1 time.Time
-			if err == nil {
-				t1 = time.Now()
-				err = run("podman", "--runtime", "runc", "container", "restore", "--import", file)
-			}
+			d, gap, err := podmanMove(name, img, file, w.args, owner == "redis")
 			if fi, serr := os.Stat(file); serr == nil {
 				bytes = fi.Size()
 			}
-			_ = run("podman", "rm", "-f", name)
+			_ = run("podman", "rm", "-f", "-t", "0", name)
 			if err != nil {
 				// A figure for berth is still a figure: say why podman has none.
 				fmt.Println("podman: no figure:", err)
 				return nil
 			}
-			down = append(down, dump+time.Since(t1))
+			down = append(down, d)
+			if owner == "counter" {
+				seen = append(seen, gap)
+			}
+		}
+		if len(seen) > 0 {
+			row(w.what+": podman downtime seen (last line before, first after)", seen)
 		}
 		row(w.what+": podman downtime (checkpoint to restored)", down)
 		fmt.Printf("%-62s %.1f MiB\n", w.what+": podman checkpoint file", float64(bytes)/(1<<20))
 	}
 	return nil
+}
+
+// podmanMove runs a container, checkpoints it to file and restores it
+// from there. It returns the downtime from the start of the checkpoint
+// to the end of the restore and, for the counter, the time from its last
+// line before to the next after; both less the container's removal
+// between them, which a move to another host would not need.
+func podmanMove(name, img, file string, args []string, fill bool) (down, gap time.Duration, err error) {
+	// podman's default rlimits can exceed what this process may
+	// grant: ask for small ones, below any hard limit.
+	if err := run("podman", append([]string{"--runtime", "runc", "run", "-d", "--network", "none",
+		"--ulimit", "nofile=1024:1024", "--ulimit", "nproc=1024:1024", "--name", name, img}, args...)...); err != nil {
+		return 0, 0, err
+	}
+	if fill {
+		if err := waitRun(30*time.Second, "podman", "exec", name, "redis-cli", "PING"); err != nil {
+			return 0, 0, err
+		}
+		if err := run("podman", append([]string{"exec", name, "redis-cli"}, strings.Fields(populate)...)...); err != nil {
+			return 0, 0, err
+		}
+	}
+	// Let it run, as berth's instances do before their moves; a
+	// checkpoint right after the start took podman seconds more.
+	time.Sleep(time.Second)
+	t0 := time.Now()
+	if err := run("podman", "--runtime", "runc", "container", "checkpoint", "--export", file, name); err != nil {
+		return 0, 0, err
+	}
+	dump := time.Since(t0)
+	var last line
+	if !fill {
+		out, err := output("podman", "logs", "-t", name)
+		ls := parseLines(out)
+		if err != nil || len(ls) == 0 {
+			return 0, 0, fmt.Errorf("podman logs %s before the restore: no lines (%v)", name, err)
+		}
+		last = ls[len(ls)-1]
+	}
+	t1 := time.Now()
+	if err := run("podman", "rm", name); err != nil {
+		return 0, 0, err
+	}
+	removal := time.Since(t1)
+	t2 := time.Now()
+	if err := run("podman", "--runtime", "runc", "container", "restore", "--import", file); err != nil {
+		return 0, 0, err
+	}
+	down = dump + time.Since(t2)
+	if fill {
+		return down, 0, nil
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		out, err := output("podman", "logs", "-t", name)
+		if err != nil {
+			return 0, 0, err
+		}
+		if g, err := nextGap(last, parseLines(out)); err == nil {
+			return down, g - removal, nil
+		} else if time.Now().After(deadline) {
+			return 0, 0, err
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
 
 // waitRun runs the command until it succeeds, for up to timeout.
@@ -320,6 +486,15 @@ func waitRun(timeout time.Duration, name string, args ...string) error {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+}
+
+// output runs the command and returns its stdout.
+func output(name string, args ...string) (string, error) {
+	out, err := exec.Command(name, args...).Output()
+	if err != nil {
+		return "", fmt.Errorf("%s %s: %w", name, strings.Join(args, " "), err)
+	}
+	return string(out), nil
 }
 
 func run(name string, args ...string) error {

@@ -291,7 +291,7 @@ func New(cfg Config) *Agent {
 		cfg.Logger = slog.Default()
 	}
 	if cfg.HeartbeatInterval <= 0 {
-		cfg.HeartbeatInterval = 2 * time.Second
+		cfg.HeartbeatInterval = api.NodeHeartbeatInterval
 	}
 	if cfg.Resync <= 0 {
 		cfg.Resync = 10 * time.Second

@@ -7,7 +7,6 @@ import (
 	"os"
 	"strconv"
 	"sync"
-	"time"
 
 	"github.com/coder/websocket"
 	"golang.org/x/sys/unix"
@@ -68,7 +67,7 @@ func (a *Agent) serveExec(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithCancel(r.Context())
 	defer cancel()
 	var wmu sync.Mutex
-	pr := runtime.ExecProcess{Args: q["cmd"], Env: q["env"], Tty: q.Get("tty") == "1",
+	pr := runtime.ExecProcess{Args: q["cmd"], Env: q["env"], Tty: q.Get("tty") == "1", State: &c,
 		Stdout: wsWriter{ctx, ws, &wmu, client.ChanStdout}, Stderr: wsWriter{ctx, ws, &wmu, client.ChanStderr}}
 	// The command's stdin is a pipe the agent owns: the exec process gets
 	// its read end as a file, so nothing waits on a copy once it exits.
@@ -105,12 +104,11 @@ func (a *Agent) sendExit(ctx context.Context, ws *websocket.Conn, mu *sync.Mutex
 	mu.Lock()
 	_ = ws.Write(ctx, websocket.MessageBinary, append([]byte{client.ChanExit}, b...))
 	mu.Unlock()
-	// Wait (briefly) for the client to close, so the status is not lost
-	// to a reset connection.
-	cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-	defer cancel()
+	// The close handshake waits (5s at most) for the client's close, so
+	// the status is not lost to a reset connection; once it is done,
+	// nothing is left to wait for (a hijacked connection's request never
+	// ends by itself: waiting for it held every exec's stream 2s longer).
 	_ = ws.Close(websocket.StatusNormalClosure, "")
-	<-cctx.Done()
 }
 
 // execInput passes the client's stdin and terminal sizes to the command.

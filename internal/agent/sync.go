@@ -160,6 +160,15 @@ func (a *Agent) remove(ctx context.Context, id string) bool {
 	if a.stopping[id] {
 		return false
 	}
+	// An instance moving back here since the pass began has this
+	// container's id, image use and address prepared anew for its
+	// restore: they are the move's now.
+	a.mu.Lock()
+	moving := a.frozenLocked(a.containers[id].Labels[labelUID])
+	a.mu.Unlock()
+	if moving {
+		return false
+	}
 	if err := a.cfg.Runtime.Delete(ctx, id, true); err != nil && !errors.Is(err, runtime.ErrNotFound) {
 		a.log.Warn("remove container", "container", id, "err", err)
 		return false

@@ -18,6 +18,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"reflect"
 	"strings"
 	"sync"
 	"testing"
@@ -42,13 +43,23 @@ type env struct {
 // server before it serves (to mount handlers, say).
 func start(t testing.TB, setup ...func(*apiserver.Server)) *env {
 	t.Helper()
+	return startWith(t, apiserver.Config{}, setup...)
+}
+
+// startWith is start with a server configured as cfg (its store, body
+// limit and watch heartbeat are the test's).
+func startWith(t testing.TB, cfg apiserver.Config, setup ...func(*apiserver.Server)) *env {
+	t.Helper()
 	dir := t.TempDir()
 	ctx, cancel := context.WithCancel(context.Background())
-	st, err := store.Open(ctx, store.Config{DataDir: dir})
+	// A short node TTL is granted as asked, not raised to a lone store's
+	// shortest lease.
+	st, err := store.Open(ctx, store.Config{DataDir: dir, MinLeaseTTL: cfg.NodeTTL})
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := apiserver.New(apiserver.Config{Store: st, MaxBodyBytes: 64 << 10, WatchHeartbeat: 100 * time.Millisecond})
+	cfg.Store, cfg.MaxBodyBytes, cfg.WatchHeartbeat = st, 64<<10, 100*time.Millisecond
+	srv := apiserver.New(cfg)
 	for _, f := range setup {
 		f(srv)
 	}
@@ -339,6 +350,61 @@ func TestWatchStream(t *testing.T) {
 	}
 	if fmt.Sprint(events) != "[Added Modified Deleted]" {
 		t.Fatalf("SSE events %v", events)
+	}
+}
+
+// A burst of changes in one transaction reaches a watch whole and in
+// order, each object as a get would give it (its kind and revision), and
+// a list gives the same objects.
+func TestWatchBurst(t *testing.T) {
+	e := start(t)
+	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+	defer cancel()
+	_, rev, err := e.client.Instances().List(ctx, "default")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ch, err := e.client.Instances().Watch(ctx, "default", rev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const n = 700
+	objs := make([]api.Object, n)
+	for i := range objs {
+		objs[i] = &api.Instance{Metadata: api.Metadata{Namespace: "default", Name: fmt.Sprintf("web-%03d", i)},
+			Spec: api.InstanceSpec{Template: api.Template{Image: "demo/busybox:1", Env: map[string]string{"I": fmt.Sprint(i)}},
+				Owner: api.Owner{Kind: api.KindService, Name: "web"}}}
+	}
+	if err := e.store.CreateMany(ctx, objs); err != nil {
+		t.Fatal(err)
+	}
+	for i := range n {
+		select {
+		case ev, ok := <-ch:
+			if !ok || ev.Err != nil {
+				t.Fatalf("watch ended after %d events: %v", i, ev.Err)
+			}
+			in := ev.Object
+			if want := fmt.Sprintf("web-%03d", i); ev.Type != "Added" || in.Metadata.Name != want || in.Spec.Template.Env["I"] != fmt.Sprint(i) {
+				t.Fatalf("event %d: %s %s (env %v), want Added %s", i, ev.Type, in.Metadata.Name, in.Spec.Template.Env, want)
+			}
+			if in.Metadata.Kind != api.KindInstance || in.Metadata.Revision != ev.Revision || in.Metadata.Revision <= rev || in.Metadata.UID == "" {
+				t.Fatalf("event %d: metadata %+v at revision %d", i, in.Metadata, ev.Revision)
+			}
+		case <-ctx.Done():
+			t.Fatalf("%d of %d events", i, n)
+		}
+	}
+	list, _, err := e.client.Instances().List(ctx, "default")
+	if err != nil || len(list) != n {
+		t.Fatalf("list: %d instances, %v", len(list), err)
+	}
+	got, err := e.client.Instances().Get(ctx, "default", "web-042")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(list[42], got) {
+		t.Errorf("listed\n%+v\nwant as got\n%+v", list[42], got)
 	}
 }
 

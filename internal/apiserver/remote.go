@@ -238,9 +238,14 @@ func (s *Server) instanceOp(op string) http.HandlerFunc {
 		ns, name := r.PathValue("ns"), r.PathValue("name")
 		var in *api.Instance
 		var err error
-		if op == "exec" && r.URL.Query().Get("resolve") == "1" {
+		switch {
+		case op == "exec" && r.URL.Query().Get("resolve") == "1":
 			in, err = s.execTarget(r.Context(), ns, name)
-		} else {
+		case op == "exec":
+			// Read as execTarget reads, without a raft round.
+			in = &api.Instance{}
+			err = s.store.GetIntoLocal(r.Context(), in, ns, name)
+		default:
 			in = &api.Instance{}
 			err = s.store.GetInto(r.Context(), in, ns, name)
 		}
@@ -294,19 +299,22 @@ func (s *Server) instanceOp(op string) http.HandlerFunc {
 // instance's, or a service's or job's, whose first running instance
 // (api.FirstRunning) it is, as `berth exec` picks. A name that is two of
 // these is refused, so that no command picks one silently. The CLI used
-// to read each kind itself, a round trip apiece before the exec.
+// to read each kind itself, a round trip apiece before the exec; the
+// three kinds are read in one transaction from this server's etcd member,
+// with no raft round: on a member of several, a value may trail the
+// leader by an apply, which at worst sends the exec to a container that
+// has just stopped, and the agent refuses it.
 func (s *Server) execTarget(ctx context.Context, ns, name string) (*api.Instance, error) {
+	objs := []api.Object{&api.Instance{}, &api.Service{}, &api.Job{}}
+	there, err := s.store.GetEachLocal(ctx, ns, name, objs...)
+	if err != nil {
+		return nil, err
+	}
 	var found []api.Object
-	for _, k := range []api.Kind{api.KindInstance, api.KindService, api.KindJob} {
-		obj, _ := api.New(k)
-		err := s.store.GetInto(ctx, obj, ns, name)
-		switch {
-		case errdefs.IsNotFound(err):
-			continue
-		case err != nil:
-			return nil, err
+	for i, o := range objs {
+		if there[i] {
+			found = append(found, o)
 		}
-		found = append(found, obj)
 	}
 	switch len(found) {
 	case 0:

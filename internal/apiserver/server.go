@@ -109,7 +109,7 @@ type Config struct {
 const DefaultNodeCertTTL = 7 * 24 * time.Hour
 
 // DefaultNodeTTL is how long a node stays alive after its last heartbeat.
-const DefaultNodeTTL = 10 * time.Second
+const DefaultNodeTTL = api.NodeTTL
 
 // DefaultWatchHeartbeat is the heartbeat interval of quiet watch streams.
 const DefaultWatchHeartbeat = 15 * time.Second
@@ -132,6 +132,7 @@ type Server struct {
 	pinner      ImagePinner    // the first mounted handler that is one
 	tunnels     tunnels        // the nodes' agents, see remote.go
 	migrating   imagesInFlight // images live migrations restore, by target node
+	ready       readyNodes     // nodes seen stored Ready, see heartbeatOnly
 
 	allowedHostPaths []string
 	sealKey          *seal.Key
@@ -317,6 +318,7 @@ func (s *Server) get(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	redact(obj)
+	s.freshen(obj)
 	writeJSON(w, http.StatusOK, obj)
 }
 
@@ -352,11 +354,17 @@ func (s *Server) list(w http.ResponseWriter, r *http.Request) {
 			writeError(w, err)
 			return
 		}
-		s.serveWatch(w, r, s.store.Watch(r.Context(), t.kind, t.namespace, startAt(after)))
+		s.serveWatch(w, r, s.store.WatchRaw(r.Context(), t.kind, t.namespace, startAt(after)))
 		return
 	}
 	out := List{Items: []json.RawMessage{}}
 	out.Revision, err = s.store.ListFunc(r.Context(), t.kind, t.namespace, func(value []byte, modRev int64) error {
+		if t.kind != api.KindSecret {
+			// Nothing to redact: the stored JSON, as the API gives it.
+			b, err := store.Wire(t.kind, value, modRev)
+			out.Items = append(out.Items, b)
+			return err
+		}
 		obj, _ := api.New(t.kind)
 		if err := json.Unmarshal(value, obj); err != nil {
 			return err
@@ -364,6 +372,7 @@ func (s *Server) list(w http.ResponseWriter, r *http.Request) {
 		obj.GetMetadata().Revision = modRev
 		obj.GetMetadata().Kind = t.kind
 		redact(obj)
+		s.freshen(obj)
 		b, err := json.Marshal(obj)
 		out.Items = append(out.Items, b)
 		return err
@@ -372,7 +381,32 @@ func (s *Server) list(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, out)
+	out.write(w)
+}
+
+// write sends the list as writeJSON would, without scanning each item's
+// JSON again: a list of 300,000 instances is 150 MB of them.
+func (l List) write(w http.ResponseWriter) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(http.StatusOK)
+	b := make([]byte, 0, 64<<10)
+	b = append(b, `{"revision":`...)
+	b = strconv.AppendInt(b, l.Revision, 10)
+	b = append(b, `,"items":[`...)
+	for i, it := range l.Items {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = append(b, it...)
+		if len(b) >= 64<<10 {
+			if _, err := w.Write(b); err != nil {
+				return
+			}
+			b = b[:0]
+		}
+	}
+	b = append(b, "]}\n"...)
+	_, _ = w.Write(b)
 }
 
 func isWatch(v string) bool { return v == "1" || v == "true" }
@@ -490,6 +524,9 @@ func (s *Server) apply(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		writeError(w, err)
 		return
+	}
+	if t.kind == api.KindNode {
+		s.ready.forget(t.name) // made anew, its status may be empty: the next beat looks
 	}
 	if x, ok := obj.(*api.Secret); ok {
 		// Server-set: what a client sends is checked as data, never as stored.
@@ -694,16 +731,18 @@ func (s *Server) putStatus(w http.ResponseWriter, r *http.Request) {
 	// without its lease and marks it NotReady in between.
 	if t.kind == api.KindNode {
 		if n := obj.(*api.Node); n.Status.Condition == api.NodeReady {
-			cur, done, err := s.beat(r.Context(), n, rev)
+			done, err := s.beat(r.Context(), n, rev)
 			if err != nil {
 				writeError(w, err)
 				return
 			}
 			if done {
-				writeJSON(w, http.StatusOK, cur)
+				// Nothing stored changed: the answer is the beat itself.
+				writeJSON(w, http.StatusOK, n)
 				return
 			}
 		}
+		s.ready.forget(t.name)
 	}
 	if id, _ := IdentityFrom(r.Context()); id.Node != "" && t.kind == api.KindInstance {
 		err = s.updateOwnInstanceStatus(r.Context(), id.Node, obj.(*api.Instance), rev)
@@ -713,6 +752,9 @@ func (s *Server) putStatus(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		writeError(w, wireError(t, err))
 		return
+	}
+	if n, ok := obj.(*api.Node); ok && n.Status.Condition == api.NodeReady {
+		s.ready.note(t.name, n.Status.Message)
 	}
 	writeJSON(w, http.StatusOK, obj)
 }
@@ -735,6 +777,7 @@ func (s *Server) delete(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	if t.kind == api.KindNode {
+		s.ready.forget(t.name)
 		// A removed node's certificates stop working with it, and its
 		// name is free for a new join.
 		if err := s.revoke(r.Context(), t.name); err != nil {
@@ -929,7 +972,7 @@ func (s *Server) assignments(w http.ResponseWriter, r *http.Request) {
 			writeError(w, err)
 			return
 		}
-		s.serveWatch(w, r, s.store.WatchAssignments(r.Context(), node, startAt(after)))
+		s.serveWatch(w, r, s.store.WatchAssignmentsRaw(r.Context(), node, startAt(after)))
 		return
 	}
 	items, rev, err := s.store.AssignmentsCurrent(r.Context(), node)
@@ -942,7 +985,7 @@ func (s *Server) assignments(w http.ResponseWriter, r *http.Request) {
 		b, _ := json.Marshal(in)
 		out.Items = append(out.Items, b)
 	}
-	writeJSON(w, http.StatusOK, out)
+	out.write(w)
 }
 
 // wireError gives the field paths of a validation error in the API's

@@ -3,6 +3,7 @@ package apiserver
 import (
 	"encoding/json"
 	"net/http"
+	"strconv"
 	"strings"
 	"time"
 
@@ -28,6 +29,8 @@ type WatchEvent struct {
 // events when the client accepts text/event-stream, until the client goes
 // away or the watch fails. SSE events carry the revision as their id, so
 // a reconnecting EventSource resumes where it was (Last-Event-ID).
+// Long because one loop serves both encodings, the heartbeat, a node's
+// credential changes and the batching of bursts, which share its buffer.
 func (s *Server) serveWatch(w http.ResponseWriter, r *http.Request, events <-chan store.WatchEvent) {
 	sse := strings.Contains(r.Header.Get("Accept"), "text/event-stream")
 	if sse {
@@ -45,24 +48,31 @@ func (s *Server) serveWatch(w http.ResponseWriter, r *http.Request, events <-cha
 	defer metrics.APIWatches.WithLabelValues(kind).Dec()
 	rc := http.NewResponseController(w)
 	_ = rc.Flush()
-	write := func(ev WatchEvent) bool {
-		b, _ := json.Marshal(ev)
-		var err error
+	var buf []byte
+	// put adds ev to what the next flush sends.
+	put := func(ev WatchEvent) {
 		if sse {
-			_, err = w.Write([]byte("event: " + ev.Type + "\n"))
-			if err == nil && ev.Revision != 0 {
-				_, err = w.Write([]byte("id: " + jsonInt(ev.Revision) + "\n"))
+			buf = append(buf, "event: "+ev.Type+"\n"...)
+			if ev.Revision != 0 {
+				buf = append(append(append(buf, "id: "...), jsonInt(ev.Revision)...), '\n')
 			}
-			if err == nil {
-				_, err = w.Write(append(append([]byte("data: "), b...), '\n', '\n'))
-			}
+			buf = appendEvent(append(buf, "data: "...), ev)
+			buf = append(buf, '\n', '\n')
 		} else {
-			_, err = w.Write(append(b, '\n'))
+			buf = append(appendEvent(buf, ev), '\n')
 		}
+	}
+	flush := func() bool {
+		_, err := w.Write(buf)
+		buf = buf[:0]
 		if err == nil {
 			err = rc.Flush()
 		}
 		return err == nil
+	}
+	write := func(ev WatchEvent) bool {
+		put(ev)
+		return flush()
 	}
 	beat := time.NewTicker(s.heartbeat)
 	defer beat.Stop()
@@ -101,14 +111,59 @@ func (s *Server) serveWatch(w http.ResponseWriter, r *http.Request, events <-cha
 			write(WatchEvent{Type: "Error", Error: ev.Err.Error(), Code: errdefs.Code(ev.Err)})
 			return
 		}
-		if !write(toWire(ev)) {
+		put(toWire(ev))
+		// A burst (a thousand instances bound at once) goes out in a few
+		// writes, not a frame, a TLS record and a flush for each event.
+		for more := len(buf) < maxWatchWrite; more; {
+			select {
+			case ev, ok = <-events:
+				switch {
+				case !ok:
+					flush()
+					return
+				case ev.Err != nil:
+					put(WatchEvent{Type: "Error", Error: ev.Err.Error(), Code: errdefs.Code(ev.Err)})
+					flush()
+					return
+				}
+				put(toWire(ev))
+				more = len(buf) < maxWatchWrite
+			default:
+				more = false
+			}
+		}
+		if !flush() {
 			return
 		}
 	}
 }
 
+// maxWatchWrite is about the most a watch stream writes at once.
+const maxWatchWrite = 256 << 10
+
+// appendEvent appends ev's JSON. Its object is already JSON, as the
+// store gives it (store.Wire): json.Marshal would scan and copy it again.
+func appendEvent(b []byte, ev WatchEvent) []byte {
+	if ev.Object == nil {
+		e, _ := json.Marshal(ev)
+		return append(b, e...)
+	}
+	b = append(b, `{"type":`...)
+	b = strconv.AppendQuote(b, ev.Type)
+	if ev.Revision != 0 {
+		b = append(b, `,"revision":`...)
+		b = strconv.AppendInt(b, ev.Revision, 10)
+	}
+	b = append(b, `,"object":`...)
+	b = append(b, ev.Object...)
+	return append(b, '}')
+}
+
 func toWire(ev store.WatchEvent) WatchEvent {
-	b, _ := json.Marshal(ev.Object)
+	b := ev.Raw
+	if b == nil {
+		b, _ = json.Marshal(ev.Object)
+	}
 	return WatchEvent{Type: string(ev.Type), Revision: ev.Revision, Object: b}
 }
 

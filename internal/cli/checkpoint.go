@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -102,7 +103,7 @@ func newContainerRestoreCmd(g *globals) *cobra.Command {
 			} else if _, err := os.Stat(dir); err != nil {
 				return fmt.Errorf("container %s: no checkpoint to restore (run berth container checkpoint %s first, or give --import FILE)", id, id)
 			}
-			st, err := rt.Restore(cmd.Context(), id, dir)
+			st, err := restoreContainer(cmd.Context(), g, rt, id, dir)
 			if err != nil {
 				return err
 			}
@@ -192,4 +193,28 @@ before a restart). To move an instance to another node, use berth migrate.`,
 	}
 	cmd.Flags().StringVarP(&input, "input", "i", "", "the checkpoint FILE (from berth checkpoint --output)")
 	return cmd
+}
+
+// restoreContainer brings container id back from the images in dir; one
+// that published ports holds them again and has them published once it
+// runs, as when it was started.
+func restoreContainer(ctx context.Context, g *globals, rt *runtime.Runtime, id, dir string) (runtime.Status, error) {
+	c, err := runtime.CheckpointConfig(dir)
+	if err != nil {
+		return runtime.Status{}, fmt.Errorf("container %q: restore: %w", id, err)
+	}
+	if len(c.Ports) == 0 || c.ID != id {
+		return rt.Restore(ctx, id, dir) // which names a mismatch
+	}
+	pub, err := republishPorts(ctx, g, &c)
+	if err != nil {
+		return runtime.Status{}, fmt.Errorf("container %q: restore: %w", id, err)
+	}
+	st, err := rt.RestoreAs(ctx, c, dir)
+	// Whether or not it came back: a failed restore's address is released.
+	if perr := pub.finish(context.WithoutCancel(ctx), rt); perr != nil && err == nil {
+		_ = rt.Delete(context.WithoutCancel(ctx), id, true)
+		err = perr
+	}
+	return st, err
 }

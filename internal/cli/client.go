@@ -33,8 +33,7 @@ func (g *globals) client(ctx context.Context) (*client.Client, error) {
 			}
 			return nil, fmt.Errorf("cannot reach berth at %s: %w", ep, err)
 		}
-		c.Close()
-		return client.New(ep)
+		return client.New(ep, client.WithConn(c))
 	}
 	var opts []client.Option
 	if g.token != "" {

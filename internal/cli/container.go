@@ -42,6 +42,7 @@ their output goes to size-bounded log files that "berth container logs" reads.`,
 		newContainerInspectCmd(g),
 		newContainerCheckpointCmd(g),
 		newContainerRestoreCmd(g),
+		newContainerNetSyncCmd(g),
 	)
 	return cmd
 }

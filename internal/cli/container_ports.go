@@ -7,8 +7,9 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
+
+	"github.com/spf13/cobra"
 
 	"github.com/berth-dev/berth/internal/network"
 	"github.com/berth-dev/berth/internal/network/vip"
@@ -24,75 +25,12 @@ import (
 // (syncContainerNet): a container that is no longer running publishes
 // nothing, and one that is removed gives back its address.
 
-const publishUsage = "want [IP:][HOSTPORT:]CONTAINERPORT[/tcp|/udp], e.g. 8080:80, 127.0.0.1:8080:80 or 5353:53/udp"
-
-// parsePublish reads one -p in docker run's forms: CONTAINERPORT (a free
-// host port of the kernel's pick), HOSTPORT:CONTAINERPORT, IP:HOSTPORT:
-// CONTAINERPORT and IP::CONTAINERPORT, each with an optional /tcp or /udp.
-func parsePublish(spec string) (runtime.Port, error) {
-	bad := func(why string) (runtime.Port, error) {
-		return runtime.Port{}, fmt.Errorf("-p %q: %s", spec, why)
-	}
-	rest, proto, hasProto := strings.Cut(spec, "/")
-	if !hasProto {
-		proto = "tcp"
-	}
-	switch proto {
-	case "tcp", "udp":
-	case "sctp":
-		return bad("sctp is not supported; " + publishUsage)
-	default:
-		return bad(fmt.Sprintf("protocol %q: %s", proto, publishUsage))
-	}
-	if strings.HasPrefix(rest, "[") || strings.Count(rest, ":") > 2 {
-		return bad("host addresses are IPv4 only; " + publishUsage)
-	}
-	parts := strings.Split(rest, ":")
-	p := runtime.Port{Protocol: proto}
-	var host, ctr string
-	switch len(parts) {
-	case 1:
-		ctr = parts[0]
-	case 2:
-		host, ctr = parts[0], parts[1]
-	case 3:
-		ip, err := netip.ParseAddr(parts[0])
-		if err != nil || !ip.Is4() {
-			return bad(fmt.Sprintf("host address %q is not an IPv4 address; %s", parts[0], publishUsage))
-		}
-		if !ip.IsUnspecified() {
-			p.HostIP = ip.String()
-		}
-		host, ctr = parts[1], parts[2]
-	}
-	port := func(s, what string, zero bool) (uint16, error) {
-		if strings.Contains(s, "-") {
-			return 0, fmt.Errorf("%s %q: port ranges are not supported", what, s)
-		}
-		n, err := strconv.ParseUint(s, 10, 16)
-		if err != nil || (n == 0 && !zero) {
-			return 0, fmt.Errorf("%s %q: want a number from 1 to 65535", what, s)
-		}
-		return uint16(n), nil
-	}
-	var err error
-	if p.ContainerPort, err = port(ctr, "container port", false); err != nil {
-		return bad(err.Error())
-	}
-	if host != "" {
-		if p.HostPort, err = port(host, "host port", false); err != nil {
-			return bad(err.Error())
-		}
-	}
-	return p, nil
-}
-
 // parsePublishes reads every -p; the same host port twice is refused.
 func parsePublishes(specs []string) ([]runtime.Port, error) {
 	var out []runtime.Port
 	seen := map[string]string{}
 	for _, s := range specs {
-		p, err := parsePublish(s)
+		p, err := containerPort(s)
 		if err != nil {
 			return nil, err
 		}
@@ -132,6 +70,26 @@ func publishPorts(ctx context.Context, g *globals, rt *runtime.Runtime, c *runti
 		ln.Close()
 		return nil, fmt.Errorf("container %q: %w", c.ID, runtime.ErrAlreadyExists)
 	}
+	return attachPorts(ctx, g, ln, c, ports)
+}
+
+// republishPorts is publishPorts for a container restored from a
+// checkpoint (c as it was dumped): its host ports are held again, the
+// same numbers, and its address and namespace are kept, or made again
+// where they are gone (a checkpoint imported after the container was
+// removed).
+func republishPorts(ctx context.Context, g *globals, c *runtime.Config) (*publishing, error) {
+	ln, err := network.OpenLocal(ctx, g.containerNetDir())
+	if err != nil {
+		return nil, err
+	}
+	return attachPorts(ctx, g, ln, c, c.Ports)
+}
+
+// attachPorts holds ports, reserves c's address on ln, and sets c up to
+// join them; ports with no host port get one of the kernel's pick. ln is
+// the publishing's from here on.
+func attachPorts(ctx context.Context, g *globals, ln *network.Local, c *runtime.Config, ports []runtime.Port) (*publishing, error) {
 	pub := &publishing{net: ln}
 	for i, p := range ports {
 		proto := vip.TCP
@@ -140,7 +98,10 @@ func publishPorts(ctx context.Context, g *globals, rt *runtime.Runtime, c *runti
 		}
 		var ip netip.Addr
 		if p.HostIP != "" {
-			ip = netip.MustParseAddr(p.HostIP) // parsePublish checked it
+			if ip, _ = netip.ParseAddr(p.HostIP); !ip.IsValid() {
+				pub.close()
+				return nil, fmt.Errorf("container %q: port %s: host address %q", c.ID, publishSpec(p), p.HostIP)
+			}
 		}
 		f, port, err := network.HoldHostPort(proto, ip, p.HostPort)
 		if err != nil {
@@ -155,7 +116,16 @@ func publishPorts(ctx context.Context, g *globals, rt *runtime.Runtime, c *runti
 		pub.close()
 		return nil, err
 	}
+	dataDir, err := filepath.Abs(g.dataDir)
+	if err != nil {
+		pub.close()
+		return nil, fmt.Errorf("--data-dir: %w", err)
+	}
 	c.NetNS, c.Before, c.KeepOpen, c.Ports = att.NetNS, wire, pub.hold, ports
+	// Whatever ends the container (its own exit, a kill, the OOM killer),
+	// its shim then lets go of the ports and runs this, which takes its
+	// rules out; no later command has to come first.
+	c.OnExit = []string{"berth", "--data-dir", dataDir, "container", netSyncCmd}
 	return pub, nil
 }
 
@@ -181,6 +151,26 @@ func (pub *publishing) close() {
 	}
 	pub.hold = nil
 	pub.net.Close()
+}
+
+// netSyncCmd is the container subcommand a -p container's shim runs when
+// the container ends.
+const netSyncCmd = "network-sync"
+
+func newContainerNetSyncCmd(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:    netSyncCmd,
+		Short:  "Bring the published ports of the data dir's containers in step with them (run when one ends)",
+		Hidden: true,
+		Args:   cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			rt, err := g.runtime()
+			if err != nil {
+				return err
+			}
+			return syncContainerNet(cmd.Context(), g, rt)
+		},
+	}
 }
 
 // syncContainerNet brings the data dir's container network, if it has

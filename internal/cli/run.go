@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strconv"
 	"strings"
 	"time"
 
@@ -59,7 +58,8 @@ func newRunCmd(g *globals) *cobra.Command {
 	f.Float64Var(&o.cpus, "cpus", 0, "CPU cores per instance, e.g. 0.5")
 	f.StringVarP(&o.memory, "memory", "m", "", "memory per instance, e.g. 64Mi")
 	f.Int64Var(&o.pids, "pids", 0, "process limit per instance")
-	f.StringArrayVarP(&o.ports, "port", "p", nil, "port to expose: CONTAINER, or HOST:CONTAINER to publish")
+	f.StringArrayVarP(&o.ports, "port", "p", nil, "port of the service: CONTAINERPORT exposes it on the service's address only (not a random host port, as container run -p);\n"+
+		"HOSTPORT:CONTAINERPORT also publishes it on every address of its nodes; /tcp (default) or /udp")
 	f.StringVar(&o.restart, "restart", "", "restart policy: always (default), on-failure or never")
 	f.StringVar(&o.pull, "pull", "", "fetch the image from its registry: missing (default; always for :latest), always or never")
 	f.BoolVar(&o.noWait, "no-wait", false, "return once the service is stored, without waiting for it to run")
@@ -108,7 +108,7 @@ func (o *runOptions) service(ns, image string, command []string) (*api.Service, 
 		t.Env[k] = v
 	}
 	for _, p := range o.ports {
-		port, err := parsePort(p)
+		port, err := servicePort(p)
 		if err != nil {
 			return nil, err
 		}
@@ -166,25 +166,6 @@ func runService(cmd *cobra.Command, c *client.Client, svc *api.Service, o *runOp
 	}
 	fmt.Fprintln(cmd.OutOrStdout(), stored.Metadata.Name)
 	return nil
-}
-
-func parsePort(s string) (api.Port, error) {
-	spec, proto, _ := strings.Cut(s, "/")
-	host, ctr, published := strings.Cut(spec, ":")
-	if !published {
-		ctr, host = host, ""
-	}
-	p := api.Port{Protocol: proto}
-	var err error
-	if p.Container, err = strconv.Atoi(ctr); err != nil {
-		return p, fmt.Errorf("--port %q: want CONTAINER or HOST:CONTAINER[/udp]", s)
-	}
-	if host != "" {
-		if p.Host, err = strconv.Atoi(host); err != nil {
-			return p, fmt.Errorf("--port %q: want CONTAINER or HOST:CONTAINER[/udp]", s)
-		}
-	}
-	return p, nil
 }
 
 // errCannotStart says an instance failed to start at all.

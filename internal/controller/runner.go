@@ -79,7 +79,7 @@ type Options struct {
 }
 
 // DefaultStartGrace is a node heartbeat TTL.
-const DefaultStartGrace = 10 * time.Second
+const DefaultStartGrace = api.NodeTTL
 
 // DefaultIdleResync is the longest a settled control plane goes without a
 // pass: every change comes through the watch at once, so the passes of a

@@ -53,8 +53,14 @@ func (c clusterCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	live, _ := c.st.LiveNodes(ctx)
 	for _, n := range nodes {
-		if !n.Status.LastHeartbeat.IsZero() {
-			ch <- prometheus.MustNewConstMetric(heartbeatDesc, prometheus.GaugeValue, c.now().Sub(n.Status.LastHeartbeat).Seconds(), n.Metadata.Name)
+		// A heartbeat writes nothing: this server's store knows the
+		// latest it took, the stored node the one of its last status write.
+		beat := n.Status.LastHeartbeat
+		if at := c.st.LastRenewal(n.Metadata.Name); at.After(beat) {
+			beat = at
+		}
+		if !beat.IsZero() {
+			ch <- prometheus.MustNewConstMetric(heartbeatDesc, prometheus.GaugeValue, c.now().Sub(beat).Seconds(), n.Metadata.Name)
 		}
 		ready := 0.0
 		if n.Status.Condition == api.NodeReady && live[n.Metadata.Name] {

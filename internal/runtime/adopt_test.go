@@ -21,6 +21,7 @@ import (
 const launcherEnv = "BERTH_TEST_LAUNCHER"
 
 func TestMain(m *testing.M) {
+	runtimetest.OnExitMain()
 	if dir := os.Getenv(launcherEnv); dir != "" {
 		os.Exit(launcher(dir, os.Getenv("BERTH_TEST_ROOTFS")))
 	}

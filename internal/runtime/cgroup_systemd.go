@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -177,6 +178,26 @@ func ownService() string {
 			if strings.HasSuffix(unit, ".service") {
 				return unit
 			}
+		}
+	}
+	return ""
+}
+
+// ownCgroupProcs is the cgroup.procs file of this process's own cgroup
+// on a cgroup v2 host, or "" (elsewhere, or unknown). A -p container's
+// OnExit command, which its shim starts inside the container's scope,
+// moves there first: out of the container's memory and task limits.
+func ownCgroupProcs() string {
+	if !cgroup2Only() {
+		return ""
+	}
+	b, err := os.ReadFile("/proc/self/cgroup")
+	if err != nil {
+		return ""
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if path, ok := strings.CutPrefix(line, "0::"); ok && strings.HasPrefix(path, "/") {
+			return filepath.Join("/sys/fs/cgroup", path, "cgroup.procs")
 		}
 	}
 	return ""

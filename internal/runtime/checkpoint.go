@@ -103,6 +103,7 @@ func (r *Runtime) Checkpoint(ctx context.Context, id string, opts CheckpointOpti
 	if err := r.writeCriuConfig(); err != nil {
 		return fmt.Errorf("container %q: checkpoint: %w", id, err)
 	}
+	primeCRIU()
 	args := append(ext.criuFlag(criu), "checkpoint", "--image-path", dir, "--work-path", dir)
 	if opts.PreDump {
 		args = append(args, "--pre-dump")
@@ -120,6 +121,13 @@ func (r *Runtime) Checkpoint(ctx context.Context, id string, opts CheckpointOpti
 			return fmt.Errorf("container %q: checkpoint: parent %s: %w", id, parent, err)
 		}
 		args = append(args, "--parent-path", rel)
+	}
+	// Frozen here, CRIU need not wait for the freeze (cgroups.freeze).
+	// A systemd scope holds the shim too: CRIU freezes it as before.
+	if r.scopes == nil {
+		if thaw, err := r.cg.freeze(r.CgroupPath(id)); err == nil {
+			defer thaw()
+		}
 	}
 	if out, err := ext.command(ctx, append(args, id)...).CombinedOutput(); err != nil {
 		return fmt.Errorf("container %q: %s checkpoint: %w: %s%s", id, ext.bin, err, bytes.TrimSpace(out), criuLogTail(dir, "dump.log"))
@@ -285,6 +293,7 @@ func (e *external) restorePlan(bin string, bd *bundle) (*launch.Plan, error) {
 	if err != nil {
 		return nil, err
 	}
+	primeCRIU()
 	args := append([]string{env, "PATH=" + os.Getenv("PATH") + ":/usr/local/sbin:/usr/sbin:/sbin", bin, "--root", e.state},
 		e.criuFlag(criu)...)
 	args = append(args, "restore", "--detach", "--image-path", bd.restoreFrom, "--work-path", bd.restoreFrom,

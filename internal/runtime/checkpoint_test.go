@@ -7,10 +7,13 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/berth-dev/berth/internal/runtime"
 	"github.com/berth-dev/berth/internal/runtime/runtimetest"
@@ -80,6 +83,18 @@ func testCheckpointRestore(t *testing.T, executor string) {
 	}
 	downtime := time.Since(begin)
 	t.Logf("%s: dump + restore downtime %v", executor, downtime)
+	// CRIU read what it knows of the kernel from its cache rather than
+	// probing it again (up to 1.5 s of each on a host whose /run is on disk).
+	for _, name := range []string{"dump.log", "restore.log"} {
+		if b, err := os.ReadFile(filepath.Join(final, name)); err != nil || !bytes.Contains(b, []byte("Loaded kdat cache")) {
+			t.Errorf("CRIU's %s does not say it loaded its kernel cache (%v)", name, err)
+		}
+	}
+	// The container came to CRIU frozen: CRIU did not sleep 100 ms
+	// waiting for its freeze ("freezing processes: N attempts done").
+	if b, _ := os.ReadFile(filepath.Join(final, "dump.log")); freezeWaits.Match(b) {
+		t.Errorf("CRIU waited for the container's freeze: %s", freezeWaits.Find(b))
+	}
 	waitCount(t, r, id, 5)
 	// The restored container is back in its limits.
 	if st, err := r.Stats(ctx, id); err != nil || st.MemoryLimit != 48<<20 {
@@ -102,6 +117,41 @@ func testCheckpointRestore(t *testing.T, executor string) {
 	if _, err := r.Exec(ctx, id, runtime.ExecProcess{Args: []string{"head", "-n", "1", "/root/count"}, Stdout: &file}); err != nil || strings.TrimSpace(file.String()) != "1" {
 		t.Fatalf("after restore /root/count begins %q (%v), want the 1 written before the dump", file.String(), err)
 	}
+}
+
+var freezeWaits = regexp.MustCompile(`freezing processes: [1-9][0-9]* attempts done`)
+
+// TestCheckpointFailureThaws: a dump that fails once the container is
+// frozen (its images do not fit where they go) leaves it running.
+func TestCheckpointFailureThaws(t *testing.T) {
+	runtimetest.RequireRoot(t)
+	requireBinary(t, "runc")
+	requireBinary(t, "criu")
+	rootfs := runtimetest.BusyboxRootfs(t)
+	r, err := runtime.New(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	id := "ckpt-full"
+	if _, err := r.Run(ctx, runtime.Config{ID: id, LowerDirs: []string{rootfs}, Args: counterArgs, Executor: "runc"}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = r.Delete(context.Background(), id, true) })
+	waitCount(t, r, id, 5)
+	full := t.TempDir()
+	if err := unix.Mount("tmpfs", full, "tmpfs", 0, "size=16k"); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = unix.Unmount(full, unix.MNT_DETACH) })
+	if err := r.Checkpoint(ctx, id, runtime.CheckpointOptions{ImageDir: full}); err == nil {
+		t.Fatal("a dump into 16 KiB succeeded")
+	}
+	if st, _ := r.State(ctx, id); st.State != runtime.Running {
+		t.Fatalf("after a failed dump the container is %s, want running", st.State)
+	}
+	n := len(counts(t, r, id))
+	waitCount(t, r, id, n+5)
 }
 
 type count struct {

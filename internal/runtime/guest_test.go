@@ -267,3 +267,37 @@ func TestGuestCgroupfsDriverOnPureV2(t *testing.T) {
 	}
 	t.Logf("cgroupfs on pure v2: container in %s, adopted, %d processes reaped by %s", path, rp.Killed, rp.How)
 }
+
+// A container's OnExit command runs out of its systemd scope (which its
+// shim shares): the container's task limit, which the command's threads
+// alone would exceed, does not stop it.
+func TestGuestOnExitLeavesTheScope(t *testing.T) {
+	requireGuest(t)
+	rootfs := runtimetest.BusyboxRootfs(t)
+	r, err := runtime.New(t.TempDir(), runtime.WithCgroupDriver(runtime.CgroupDriverSystemd))
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(t.TempDir(), "onexit")
+	c := runtime.Config{ID: "guest-onexit", LowerDirs: []string{rootfs}, Args: []string{"sh", "-c", "sleep 1"},
+		Resources: runtime.Resources{Pids: 2}}
+	c.OnExit = runtimetest.OnExitArgs(out, r.Root(), c.ID)
+	st, err := r.Run(context.Background(), c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = r.Delete(context.Background(), c.ID, true) })
+	scope := cgroupOf(t, st.Pid)
+	deadline := time.Now().Add(20 * time.Second)
+	var b []byte
+	for b, err = os.ReadFile(out); err != nil || len(b) == 0; b, err = os.ReadFile(out) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the OnExit command did not run: %v", err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	seen, cg, _ := strings.Cut(string(b), "\n")
+	if seen != "exited 0 <nil>" || cg == scope {
+		t.Errorf("the OnExit command saw %q from cgroup %q; the container's scope is %q", seen, cg, scope)
+	}
+}

@@ -93,6 +93,9 @@ type ExecProcess struct {
 	Stderr io.Writer
 	// Resize, when set with Tty, is called with the pty master to size it.
 	Resize func(pty *os.File)
+	// State, when set, is the container's state as the caller has just
+	// read it (State, List): Exec does not read it again.
+	State *Status
 }
 
 // executor is how the shim starts a container and how it is reached afterwards.
@@ -167,6 +170,9 @@ func New(root string, opts ...Option) (*Runtime, error) {
 	// Compiling the default seccomp profile takes tens of milliseconds:
 	// do it now rather than in the first container's start.
 	go warmSeccomp()
+	// CRIU's kernel cache, if it must be made, is made before the first
+	// checkpoint or restore needs it (see primeCRIU).
+	go primeCRIU()
 	return r, nil
 }
 
@@ -497,6 +503,22 @@ func (r *Runtime) launchShim(bd *bundle, gate func() error, c *Config) (int, err
 		cmd.Env = append(cmd.Env, launch.GateEnv+"=1")
 	}
 	shimOptions(cmd, c)
+	if len(c.OnExit) > 0 {
+		var b strings.Builder
+		for _, a := range c.OnExit {
+			b.WriteString(a)
+			b.WriteByte(0)
+		}
+		if err := os.WriteFile(bd.path("onexit"), []byte(b.String()), 0o600); err != nil {
+			wr.Close()
+			return 0, fmt.Errorf("on-exit arguments: %w", err)
+		}
+		cmd.Env = append(cmd.Env, launch.OnExitEnv+"="+bd.path("onexit"))
+		// In the container's scope the command would count against its limits.
+		if procs := ownCgroupProcs(); r.scopes != nil && procs != "" {
+			cmd.Env = append(cmd.Env, launch.OnExitCgroupEnv+"="+procs)
+		}
+	}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	if err := cmd.Start(); err != nil {
 		wr.Close()
@@ -1001,11 +1023,21 @@ func catches(pid int, sig syscall.Signal) bool {
 
 // Exec runs a further process in a running container and returns its exit code.
 func (r *Runtime) Exec(ctx context.Context, id string, pr ExecProcess) (int, error) {
-	bd, m, err := r.load(id)
-	if err != nil {
-		return -1, err
+	var bd *bundle
+	var st Status
+	if pr.State != nil && pr.State.ID == id {
+		b, err := r.bundle(id)
+		if err != nil {
+			return -1, err
+		}
+		bd, st = b, *pr.State
+	} else {
+		b, m, err := r.load(id)
+		if err != nil {
+			return -1, err
+		}
+		bd, st = b, r.status(b, m)
 	}
-	st := r.status(bd, m)
 	if st.State != Running {
 		return -1, fmt.Errorf("container %q: %w", id, ErrNotRunning)
 	}
@@ -1020,7 +1052,11 @@ func (r *Runtime) Exec(ctx context.Context, id string, pr ExecProcess) (int, err
 	if err != nil {
 		return -1, fmt.Errorf("container %q: exec: %w", id, err)
 	}
-	return r.exec[m.Executor].exec(ctx, bd, s, st, pr, self)
+	ex, ok := r.exec[st.Executor]
+	if !ok {
+		return -1, fmt.Errorf("container %q: exec: unknown executor %q", id, st.Executor)
+	}
+	return ex.exec(ctx, bd, s, st, pr, self)
 }
 
 // Delete removes a container: its rootfs mount, cgroups, logs and state.

@@ -5,7 +5,9 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"runtime"
 	"sync"
+	"weak"
 
 	"github.com/moby/profiles/seccomp"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
@@ -26,12 +28,35 @@ func DefaultSeccomp(s *specs.Spec) (*specs.LinuxSeccomp, error) {
 // profile takes milliseconds, and most containers share one profile.
 var bpfCache sync.Map
 
+// bpfByProfile holds them by the profile itself as well. A container's
+// spec is parsed once (Runtime.spec), so every exec in it passes the same
+// profile, which needs no rendering and hashing again (rendering Docker's
+// profile to hash it was the most of an exec's preparation). An entry
+// goes with its profile.
+var bpfByProfile sync.Map // weak.Pointer[specs.LinuxSeccomp] → []byte
+
 // compileSeccomp turns an OCI seccomp profile into a classic BPF program
-// for the native architecture, in the layout the kernel's sock_fprog expects.
+// for the native architecture, in the layout the kernel's sock_fprog
+// expects. The profile must not change once compiled.
 func compileSeccomp(p *specs.LinuxSeccomp) ([]byte, error) {
 	if p == nil {
 		return nil, nil
 	}
+	wp := weak.Make(p)
+	if v, ok := bpfByProfile.Load(wp); ok {
+		return v.([]byte), nil
+	}
+	prog, err := compileSeccompByHash(p)
+	if err != nil {
+		return nil, err
+	}
+	if _, loaded := bpfByProfile.LoadOrStore(wp, prog); !loaded {
+		runtime.AddCleanup(p, func(wp weak.Pointer[specs.LinuxSeccomp]) { bpfByProfile.Delete(wp) }, wp)
+	}
+	return prog, nil
+}
+
+func compileSeccompByHash(p *specs.LinuxSeccomp) ([]byte, error) {
 	raw, err := json.Marshal(p)
 	if err != nil {
 		return nil, fmt.Errorf("seccomp profile: %w", err)

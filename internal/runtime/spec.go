@@ -68,6 +68,13 @@ type Config struct {
 	// its published host ports. The caller may close its own copies once
 	// Run returns.
 	KeepOpen []*os.File `json:"-"`
+	// OnExit, when set, are the arguments (the first is the process's
+	// name) this binary is run with once the container has ended for
+	// good (its process exited, was killed or failed to restart) and
+	// KeepOpen is closed: the watcher of the container's exit, its shim,
+	// starts it and does not wait for it. Kept, so a restored container
+	// has it too.
+	OnExit []string `json:"onExit,omitempty"`
 	// Mounts are extra mounts (volumes), added after the defaults.
 	Mounts []specs.Mount `json:"mounts,omitempty"`
 
@@ -211,6 +218,11 @@ func (c *Config) Validate() error {
 	}
 	if _, _, err := parseUser(c.User); err != nil {
 		return fmt.Errorf("container %q: user: %w", c.ID, err)
+	}
+	for _, a := range c.OnExit {
+		if strings.IndexByte(a, 0) >= 0 {
+			return fmt.Errorf("container %q: onExit: argument %q holds a NUL byte", c.ID, a)
+		}
 	}
 	switch c.Executor {
 	case "", ExecutorBuiltin, "runc", "crun":

@@ -99,3 +99,46 @@ func BenchmarkUpdate(b *testing.B) {
 	}
 	b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "puts/s")
 }
+
+// An instance's writes on its way to Running, per instance: created
+// bound to a node (with its assignment key) in batches as the controller
+// makes them, then its status reported in a node's batches of 100 (read,
+// then written with SetStatus), as the API's status batch does.
+func BenchmarkInstanceLifecycle(b *testing.B) {
+	s := openStore(b)
+	ctx := b.Context()
+	const perOwner = 1000
+	start := time.Now()
+	n := 0
+	for round := 0; n < b.N; round++ {
+		objs := make([]api.Object, 0, perOwner)
+		refs := make([][2]string, 0, perOwner)
+		for i := range perOwner {
+			in := instance(fmt.Sprintf("web-%d-%d", round, i))
+			in.Spec.Template.Env = map[string]string{"V": "1"}
+			in.Spec.Node = fmt.Sprintf("n%d", i%50)
+			in.Status.Phase = api.PhaseScheduled
+			objs = append(objs, in)
+			refs = append(refs, [2]string{"default", in.Metadata.Name})
+		}
+		if err := s.CreateMany(ctx, objs); err != nil {
+			b.Fatal(err)
+		}
+		for lo := 0; lo < len(refs); lo += 100 {
+			batch := refs[lo:min(len(refs), lo+100)]
+			cur, raw, err := s.InstancesNamed(ctx, batch)
+			if err != nil {
+				b.Fatal(err)
+			}
+			t := s.Txn()
+			for i, in := range cur {
+				t.SetStatus(in, raw[i], api.InstanceStatus{Phase: api.PhaseRunning, ContainerID: "c" + in.Metadata.UID, Pid: 42})
+			}
+			if err := t.Commit(ctx); err != nil {
+				b.Fatal(err)
+			}
+		}
+		n += perOwner
+	}
+	b.ReportMetric(float64(n)/time.Since(start).Seconds(), "instances/s")
+}

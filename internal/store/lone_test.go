@@ -7,7 +7,7 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
-	"github.com/berth-dev/berth/internal/apiserver"
+	"github.com/berth-dev/berth/api"
 	"github.com/berth-dev/berth/internal/store"
 )
 
@@ -31,7 +31,7 @@ func TestLoneStoreLeadsAtOnce(t *testing.T) {
 			s.Close()
 			t.Fatalf("%s store ready in %v, want its leader at once (under 0.9 s, a tick)", what, took)
 		}
-		if err := s.KeepNodeAlive(ctx, "n1", apiserver.DefaultNodeTTL); err != nil {
+		if err := s.KeepNodeAlive(ctx, "n1", api.NodeTTL); err != nil {
 			s.Close()
 			t.Fatal(err)
 		}
@@ -45,8 +45,33 @@ func TestLoneStoreLeadsAtOnce(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if want := int64(apiserver.DefaultNodeTTL / time.Second); l.GrantedTTL != want {
+		if want := int64(api.NodeTTL / time.Second); l.GrantedTTL != want {
 			t.Fatalf("%s: node lease granted for %ds, want the heartbeat TTL, %ds", what, l.GrantedTTL, want)
+		}
+	}
+}
+
+// A store of its own asked for shorter leases (a short node TTL) ticks
+// finer and grants them as asked; the default one raises them to its
+// shortest lease.
+func TestLoneStoreMinLeaseTTL(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	for _, tc := range []struct {
+		min  time.Duration
+		want int64 // seconds granted for a 2 s lease
+	}{{0, 7}, {2 * time.Second, 2}} {
+		s, err := store.Open(ctx, store.Config{DataDir: t.TempDir(), MinLeaseTTL: tc.min})
+		if err != nil {
+			t.Fatal(err)
+		}
+		g, err := s.Client().Grant(ctx, 2)
+		s.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if g.TTL != tc.want {
+			t.Errorf("MinLeaseTTL %v: a 2 s lease granted for %ds, want %ds", tc.min, g.TTL, tc.want)
 		}
 	}
 }

@@ -41,6 +41,33 @@ func (s *Store) GetIntoLocal(ctx context.Context, obj api.Object, namespace, nam
 	return s.getInto(ctx, obj, namespace, name, clientv3.WithSerializable())
 }
 
+// GetEachLocal reads, into each of objs, the object of its kind named
+// namespace/name, all in one transaction served as GetIntoLocal's are;
+// found[i] says whether objs[i] was there. One read where a name may be
+// of several kinds (berth exec NAME) took a round trip per kind.
+func (s *Store) GetEachLocal(ctx context.Context, namespace, name string, objs ...api.Object) (found []bool, err error) {
+	ops := make([]clientv3.Op, len(objs))
+	for i, o := range objs {
+		ops[i] = clientv3.OpGet(s.Key(o.GetKind(), defaultNS(o.GetKind(), namespace), name), clientv3.WithSerializable())
+	}
+	r, err := s.client.Txn(ctx).Then(ops...).Commit()
+	if err != nil {
+		return nil, fmt.Errorf("get %q in namespace %q: %w", name, namespace, wrapEtcd(err))
+	}
+	found = make([]bool, len(objs))
+	for i, resp := range r.Responses {
+		kvs := resp.GetResponseRange().GetKvs()
+		if len(kvs) == 0 {
+			continue
+		}
+		if err := decode(objs[i], kvs[0].Value, kvs[0].ModRevision); err != nil {
+			return nil, fmt.Errorf("get %s: %w", kvs[0].Key, err)
+		}
+		found[i] = true
+	}
+	return found, nil
+}
+
 func (s *Store) getInto(ctx context.Context, obj api.Object, namespace, name string, opts ...clientv3.OpOption) error {
 	kind := obj.GetKind()
 	namespace = defaultNS(kind, namespace)
@@ -131,33 +158,41 @@ func (s *Store) Create(ctx context.Context, obj api.Object) error {
 // transaction is all-or-nothing, but objects beyond the first
 // transaction's limits (128 writes on an external etcd, 1024 embedded;
 // 1 MiB) go in later ones, which the failure of an earlier one leaves
-// unwritten.
+// unwritten. An object that does not validate fails them all, unwritten.
 func (s *Store) CreateMany(ctx context.Context, objs []api.Object) error {
-	for len(objs) > 0 {
-		t := s.Txn()
-		size, n, writes := 0, 0, 0
-		for _, o := range objs {
-			b, err := json.Marshal(o)
-			if err != nil {
-				return fmt.Errorf("%s: %w", api.RefOf(o), err)
-			}
-			w := 1
-			if in, ok := o.(*api.Instance); ok && in.Spec.Node != "" {
-				size += len(b) // its assignment key holds a copy
-				w++
-			}
-			size += len(b)
-			writes += w
-			if n > 0 && (writes > s.maxOps || size > MaxTxnBytes) {
-				break
-			}
-			t.Create(o)
-			n++
-		}
-		if err := t.Commit(ctx); err != nil {
+	all := s.Txn()
+	for _, o := range objs {
+		all.Create(o)
+	}
+	// Each encoded once, before any is written: its size says where the
+	// transactions split, and one that does not validate writes none.
+	now := time.Now().UTC()
+	for _, op := range all.ops {
+		op.key = s.Key(op.kind, op.ns, op.name)
+		if err := all.prepareOp(op, now); err != nil {
 			return err
 		}
-		objs = objs[n:]
+	}
+	for ops := all.ops; len(ops) > 0; {
+		size, n, writes := 0, 0, 0
+		for _, op := range ops {
+			w, sz := 1, len(op.value)
+			if op.assign != "" {
+				w, sz = 2, 2*sz // its assignment key holds a copy
+			}
+			if n > 0 && (writes+w > s.maxOps || size+sz > MaxTxnBytes) {
+				break
+			}
+			size, writes, n = size+sz, writes+w, n+1
+		}
+		t := &Txn{s: s, ops: ops[:n]}
+		if err := t.readCurrent(ctx); err != nil { // keys only: a name twice is refused
+			return err
+		}
+		if err := t.send(ctx); err != nil {
+			return err
+		}
+		ops = ops[n:]
 	}
 	return nil
 }

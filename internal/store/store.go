@@ -21,6 +21,7 @@
 package store
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"crypto/tls"
@@ -34,6 +35,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -74,6 +76,11 @@ type Config struct {
 	// Logger gets the store's own messages; etcd's are dropped unless they
 	// are errors.
 	Logger *slog.Logger
+	// MinLeaseTTL, when set, is the shortest lease an embedded etcd
+	// without peers must grant as asked (a node heartbeat TTL shorter than
+	// api.NodeTTL): its raft ticks are made as fine as that needs. Its
+	// slow ticks grant no lease under loneMinLease otherwise.
+	MinLeaseTTL time.Duration
 }
 
 // Store is a handle on the objects in etcd. It is safe for concurrent use.
@@ -106,6 +113,11 @@ type conn struct {
 	// heartbeat write: a reader fed by a watch has seen everything this
 	// process wrote once it has seen that revision.
 	lastWrite atomic.Int64
+
+	// bound holds the nodes whose heartbeat lease key this store has
+	// seen bound to their lease (see RenewNode), each with the time of
+	// its last renewal here (*atomic.Int64, Unix nanoseconds).
+	bound sync.Map
 
 	leaseMu      sync.Mutex
 	eventLease   clientv3.LeaseID
@@ -162,7 +174,7 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	if err != nil {
 		return nil, err
 	}
-	e, err := startEmbedded(ctx, cfg.DataDir, cfg.Member)
+	e, err := startEmbedded(ctx, cfg.DataDir, cfg.Member, cfg.MinLeaseTTL)
 	if err != nil {
 		lock.Close()
 		return nil, err
@@ -200,12 +212,24 @@ const clientSocket = "client.sock"
 
 const embeddedMaxTxnOps = 1024
 
-// loneTickMs is the raft tick of a member without peers: its election
-// timeout is five ticks, and its shortest lease 1.5 election timeouts
-// (7 s), under the node heartbeat TTL (apiserver.DefaultNodeTTL, 10 s).
-const loneTickMs = 1000
+// loneTickMs is the raft tick of a member without peers. Its election
+// timeout is five ticks, and etcd grants no lease under 1.5 of those,
+// seven ticks: loneMinLease, under the node heartbeat TTL (api.NodeTTL).
+const (
+	loneTickMs   = 1000
+	loneMinLease = 7 * loneTickMs * time.Millisecond
+)
 
-func startEmbedded(ctx context.Context, dataDir string, member *Member) (*embed.Etcd, error) {
+// loneTick is the raft tick of a member without peers that must grant
+// leases as short as minLease (none when zero).
+func loneTick(minLease time.Duration) uint {
+	if minLease <= 0 || minLease >= loneMinLease {
+		return loneTickMs
+	}
+	return uint(max(minLease/7, 10*time.Millisecond).Milliseconds())
+}
+
+func startEmbedded(ctx context.Context, dataDir string, member *Member, minLease time.Duration) (*embed.Etcd, error) {
 	dir := filepath.Join(dataDir, "etcd")
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("etcd data dir %s: %w", dir, err)
@@ -248,7 +272,8 @@ func startEmbedded(ctx context.Context, dataDir string, member *Member) (*embed.
 		// and the shortest lease stays under any heartbeat TTL berth
 		// grants. Its first election does not wait for the ticks
 		// (campaignAlone).
-		ec.TickMs, ec.ElectionMs = loneTickMs, 5*loneTickMs
+		tick := loneTick(minLease)
+		ec.TickMs, ec.ElectionMs = tick, 5*tick
 		ec.BackendBatchInterval = 5 * time.Second
 		ec.DowngradeCheckTime = 0 // none: berth never downgrades its etcd
 	}
@@ -406,6 +431,39 @@ func decode(obj api.Object, value []byte, rev int64) error {
 	obj.GetMetadata().Revision = rev
 	obj.GetMetadata().Kind = obj.GetKind()
 	return nil
+}
+
+// Wire is a stored value of kind, modified at revision rev, as the API
+// gives the object: its JSON with its kind and revision in its metadata.
+// It splices them into the stored JSON (which encode starts with the
+// metadata, and writes without the revision) rather than decoding and
+// encoding the whole object, which for every event of every watch was
+// most of what a busy server spent on JSON. A value of another shape
+// goes the long way.
+func Wire(kind api.Kind, value []byte, rev int64) ([]byte, error) {
+	const open = `{"metadata":{`
+	rest, ok := bytes.CutPrefix(value, []byte(open))
+	if !ok || len(rest) == 0 || rest[0] != '"' {
+		obj, err := api.New(kind)
+		if err != nil {
+			return nil, err
+		}
+		if err := decode(obj, value, rev); err != nil {
+			return nil, err
+		}
+		return json.Marshal(obj)
+	}
+	out := make([]byte, 0, len(value)+len(kind)+40)
+	out = append(out, open...)
+	if !bytes.HasPrefix(rest, []byte(`"kind":`)) {
+		out = append(out, `"kind":"`...)
+		out = append(out, kind...)
+		out = append(out, `",`...)
+	}
+	out = append(out, `"revision":`...)
+	out = strconv.AppendInt(out, rev, 10)
+	out = append(out, ',')
+	return append(out, rest...), nil
 }
 
 // encode renders obj for storage: without its revision, which etcd keeps.

@@ -33,23 +33,42 @@ type WatchEvent struct {
 	Type     EventType
 	Revision int64
 	Object   api.Object
-	Err      error
+	// Raw, from WatchRaw and WatchAssignmentsRaw, is the object as the API
+	// gives it (Wire), and Object is nil: a stream that only passes
+	// objects on need not decode them.
+	Raw []byte
+	Err error
 }
 
 // Watch streams changes to objects of kind in namespace (all when empty),
 // starting at fromRevision (0: from now). The channel closes when ctx is
 // done or after an event with Err.
 func (s *Store) Watch(ctx context.Context, kind api.Kind, namespace string, fromRevision int64) <-chan WatchEvent {
-	return s.watchPrefix(watchStream(ctx, kind.Plural()), s.prefixOf(kind, namespace), kind, fromRevision)
+	return s.watchPrefix(watchStream(ctx, kind.Plural()), s.prefixOf(kind, namespace), kind, fromRevision, false)
+}
+
+// WatchRaw is Watch with each object as the API gives it, in Raw.
+func (s *Store) WatchRaw(ctx context.Context, kind api.Kind, namespace string, fromRevision int64) <-chan WatchEvent {
+	return s.watchPrefix(watchStream(ctx, kind.Plural()), s.prefixOf(kind, namespace), kind, fromRevision, true)
 }
 
 // WatchAssignments streams changes to the instances bound to node: Added
 // when one is bound, Modified when its spec changes, Deleted when it is
 // deleted or moved elsewhere.
 func (s *Store) WatchAssignments(ctx context.Context, node string, fromRevision int64) <-chan WatchEvent {
+	return s.watchAssignments(ctx, node, fromRevision, false)
+}
+
+// WatchAssignmentsRaw is WatchAssignments with each instance as the API
+// gives it, in Raw.
+func (s *Store) WatchAssignmentsRaw(ctx context.Context, node string, fromRevision int64) <-chan WatchEvent {
+	return s.watchAssignments(ctx, node, fromRevision, true)
+}
+
+func (s *Store) watchAssignments(ctx context.Context, node string, fromRevision int64, raw bool) <-chan WatchEvent {
 	h := fnv.New32a()
 	h.Write([]byte(node))
-	return s.watchPrefix(watchStream(ctx, fmt.Sprintf("assignments-%d", h.Sum32()%assignmentStreams)), s.assignPrefix(node), api.KindInstance, fromRevision)
+	return s.watchPrefix(watchStream(ctx, fmt.Sprintf("assignments-%d", h.Sum32()%assignmentStreams)), s.assignPrefix(node), api.KindInstance, fromRevision, raw)
 }
 
 // assignmentStreams is how many etcd watch streams the nodes' assignment
@@ -99,7 +118,7 @@ type TypedEvent[P api.Object] struct {
 	Err      error
 }
 
-func (s *Store) watchPrefix(ctx context.Context, prefix string, kind api.Kind, fromRevision int64) <-chan WatchEvent {
+func (s *Store) watchPrefix(ctx context.Context, prefix string, kind api.Kind, fromRevision int64, raw bool) <-chan WatchEvent {
 	out := make(chan WatchEvent, 64)
 	go func() {
 		defer close(out)
@@ -142,12 +161,21 @@ func (s *Store) watchPrefix(ctx context.Context, prefix string, kind api.Kind, f
 				if kv == nil {
 					continue // a delete whose previous value was compacted
 				}
-				obj, _ := api.New(kind)
-				if err := decode(obj, kv.Value, kv.ModRevision); err != nil {
-					send(WatchEvent{Err: fmt.Errorf("watch %s: %s: %w", kind.Plural(), kv.Key, err)})
-					return
+				if raw {
+					b, err := Wire(kind, kv.Value, kv.ModRevision)
+					if err != nil {
+						send(WatchEvent{Err: fmt.Errorf("watch %s: %s: %w", kind.Plural(), kv.Key, err)})
+						return
+					}
+					ev.Raw = b
+				} else {
+					ev.Object, _ = api.New(kind)
+					if err := decode(ev.Object, kv.Value, kv.ModRevision); err != nil {
+						send(WatchEvent{Err: fmt.Errorf("watch %s: %s: %w", kind.Plural(), kv.Key, err)})
+						return
+					}
 				}
-				if !send(WatchEvent{Type: ev.Type, Revision: ev.Revision, Object: obj}) {
+				if !send(ev) {
 					return
 				}
 			}

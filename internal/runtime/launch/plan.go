@@ -35,9 +35,17 @@ const (
 	RestartEnv = "_BERTH_RESTART"
 	// KeepEnv names descriptors the shim keeps open while it lives and
 	// closes in the container: "FIRST LAST", a range.
-	KeepEnv   = "_BERTH_KEEP"
-	StageShim = "shim"
-	StageExec = "exec"
+	KeepEnv = "_BERTH_KEEP"
+	// OnExitEnv names a file of NUL-ended arguments (the first is the
+	// process's name): once the container has ended for good, and its
+	// kept descriptors are closed, the shim starts this binary with them,
+	// detached (see shim.c).
+	OnExitEnv = "_BERTH_ONEXIT"
+	// OnExitCgroupEnv names a cgroup.procs file the OnExit command joins
+	// before it runs (the launcher's cgroup, out of the container's scope).
+	OnExitCgroupEnv = "_BERTH_ONEXIT_CGROUP"
+	StageShim       = "shim"
+	StageExec       = "exec"
 	// StageHold waits for stdin to close: a process that holds a user
 	// namespace for the launcher to idmap mounts with.
 	StageHold = "hold"

@@ -444,6 +444,11 @@ struct shim {
 	int restart_always, restart_failure, restart_max, restarts, stopped;
 	/* Descriptors held for the launcher (its published ports' sockets), keep_first..keep_last; 0 0 for none. */
 	int keep_first, keep_last;
+	/* The arguments (NUL-ended, onexit_n of them) this binary runs with once the container has ended; NULL for none. */
+	char *onexit;
+	size_t onexit_len;
+	/* The cgroup.procs file the on-exit command joins first; NULL to stay in the shim's cgroup. */
+	char *onexit_cgroup;
 	/* spawned is set once the first start is reported: fd 3 is gone, and later failures are not reported. */
 	int spawned;
 	unsigned long long shim_start;
@@ -514,9 +519,23 @@ static int read_launch_env(struct shim *s, int gated)
 		report("error %s=%s: want \"FIRST LAST\", descriptors above %d", KEEP_ENV, keep, REPORT_FD);
 		return -1;
 	}
+	const char *onexit = getenv(ONEXIT_ENV);
+	if (onexit) {
+		int fd = open(onexit, O_RDONLY | O_CLOEXEC);
+		if (fd < 0 || read_all(fd, &s->onexit, &s->onexit_len) < 0 || s->onexit_len == 0 ||
+		    s->onexit[s->onexit_len - 1] != '\0') {
+			report("error %s=%s: want a file of NUL-ended arguments: %s", ONEXIT_ENV, onexit, strerror(errno));
+			return -1;
+		}
+		close(fd);
+		const char *cg = getenv(ONEXIT_CGROUP_ENV);
+		s->onexit_cgroup = cg ? strdup(cg) : NULL;
+	}
 	unsetenv(STDIO_ENV);
 	unsetenv(RESTART_ENV);
 	unsetenv(KEEP_ENV);
+	unsetenv(ONEXIT_ENV);
+	unsetenv(ONEXIT_CGROUP_ENV);
 	return 0;
 }
 
@@ -901,6 +920,54 @@ static int restart_pause(struct shim *s, const struct timespec *began)
 }
 
 /*
+ * on_exit runs once the container has ended for good and its exit file
+ * is written: it closes the kept descriptors (the host ports are free at
+ * once) and starts this binary with the launcher's arguments, in a
+ * process of its own that outlives the shim (a -p container's network is
+ * brought in step with it so). Its outcome is not the container's.
+ */
+static void on_exit_run(struct shim *s)
+{
+	if (s->keep_first > 0)
+		syscall(SYS_close_range, s->keep_first, s->keep_last, 0);
+	if (!s->onexit)
+		return;
+	size_t n = 0;
+	for (size_t i = 0; i < s->onexit_len; i++)
+		n += s->onexit[i] == '\0';
+	char **argv = calloc(n + 1, sizeof(char *));
+	if (!argv)
+		return;
+	char *a = s->onexit;
+	for (size_t i = 0; i < n; i++, a += strlen(a) + 1)
+		argv[i] = a;
+	pid_t pid = fork();
+	if (pid != 0)
+		return; /* the child is nobody's to wait for: the shim ends now */
+	sigprocmask(SIG_SETMASK, &s->oldmask, NULL);
+	signal(SIGTERM, SIG_DFL);
+	signal(SIGINT, SIG_DFL);
+	signal(SIGHUP, SIG_DFL);
+	signal(SIGPIPE, SIG_DFL);
+	if (s->onexit_cgroup) {
+		/* Out of the container's scope, where its limits would count it; staying is no failure. */
+		int cfd = open(s->onexit_cgroup, O_WRONLY | O_CLOEXEC);
+		if (cfd >= 0) {
+			char pid[24];
+			int n = snprintf(pid, sizeof(pid), "%d\n", getpid());
+			write_all(cfd, pid, n);
+			close(cfd);
+		}
+	}
+	/* Out of the bundle, which may be removed meanwhile. */
+	if (chdir("/") < 0)
+		_exit(127);
+	char *envp[] = {"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", NULL};
+	execve("/proc/self/exe", argv, envp);
+	_exit(127);
+}
+
+/*
  * shim_main starts the container and supervises it; by the restart
  * policy it starts it again when it exits (always, or on a non-zero exit
  * up to the policy's count), unless the launcher said "stop" (berth
@@ -928,11 +995,13 @@ int shim_main(void)
 			    (s.restart_max == 0 || s.restarts < s.restart_max);
 		if (!again || !restart_pause(&s, &began)) {
 			write_exit(s.p, code, sig, NULL);
+			on_exit_run(&s);
 			return 0;
 		}
 		s.restarts++;
 		if (open_pipes(&s) < 0 || shim_spawn(&s) < 0) {
 			write_exit(s.p, 127, 0, s.err);
+			on_exit_run(&s);
 			return 0;
 		}
 	}

@@ -47,6 +47,7 @@ func Suite(t *testing.T, executor string) {
 	t.Run("CgroupError", h.testCgroupError)
 	t.Run("Before", h.testBefore)
 	t.Run("KeepOpen", h.testKeepOpen)
+	t.Run("OnExit", h.testOnExit)
 	t.Run("ProcessSettings", h.testProcessSettings)
 	t.Run("ReadonlyRootfs", h.testReadonlyRootfs)
 	t.Run("MaskedPaths", h.testMaskedPaths)

@@ -1,0 +1,109 @@
+package store
+
+import (
+	"bytes"
+	"encoding/json"
+	"testing"
+
+	"github.com/berth-dev/berth/api"
+)
+
+// Wire gives what decoding a stored value and encoding the object gives,
+// for values stored with their kind and without, and for a value of
+// another shape.
+func TestWireIsTheDecodedObject(t *testing.T) {
+	ctx := t.Context()
+	s := openStore(t)
+	in := instance("web-1")
+	in.Metadata.Labels = map[string]string{"a": "b"}
+	in.Spec.Template.Command = []string{"sh", "-c", "echo <b> && true"}
+	in.Spec.Template.Env = map[string]string{"Z": "1", "A": "2"}
+	if err := s.Create(ctx, in); err != nil {
+		t.Fatal(err)
+	}
+	svc := service("web", 3)
+	svc.Metadata.Kind = api.KindService // written with its kind in the metadata
+	if err := s.Create(ctx, svc); err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range []api.Kind{api.KindInstance, api.KindService} {
+		n := 0
+		if _, err := s.ListFunc(ctx, k, "", func(value []byte, rev int64) error {
+			n++
+			got, err := Wire(k, value, rev)
+			if err != nil {
+				return err
+			}
+			obj, _ := api.New(k)
+			if err := decode(obj, value, rev); err != nil {
+				return err
+			}
+			want, _ := json.Marshal(obj)
+			if !sameJSON(t, got, want) {
+				t.Errorf("%s: Wire gives\n%s\nwant\n%s", k, got, want)
+			}
+			if !json.Valid(got) || bytes.Contains(got, []byte("\n")) {
+				t.Errorf("%s: %s is not one line of JSON", k, got)
+			}
+			return nil
+		}); err != nil || n != 1 {
+			t.Fatalf("%s: %d listed, %v", k, n, err)
+		}
+	}
+	// Stored without its kind (as written before objects carried it).
+	value := []byte(`{"metadata":{"namespace":"default","name":"x","uid":"u1"},"spec":{"template":{"image":"demo/busybox:1"},"owner":{"kind":"Service","name":"web"}}}`)
+	got, err := Wire(api.KindInstance, value, 9)
+	var obj api.Instance
+	if derr := decode(&obj, value, 9); err != nil || derr != nil {
+		t.Fatal(err, derr)
+	}
+	if want, _ := json.Marshal(&obj); !sameJSON(t, got, want) {
+		t.Errorf("a value stored without its kind: Wire gives\n%s\nwant\n%s", got, want)
+	}
+	// Not the shape encode writes: decoded and encoded.
+	got, err = Wire(api.KindInstance, []byte(`{"spec":{"node":"n1"},"metadata":{"name":"x"}}`), 7)
+	if err != nil || !sameJSON(t, got, []byte(`{"metadata":{"kind":"Instance","name":"x","revision":7},"spec":{"template":{"image":""},"owner":{"kind":"","name":""},"node":"n1"}}`)) {
+		t.Errorf("a value of another shape: %s, %v", got, err)
+	}
+}
+
+// sameJSON says whether a and b hold the same JSON value, key order aside.
+func sameJSON(t *testing.T, a, b []byte) bool {
+	t.Helper()
+	var x, y any
+	if err := json.Unmarshal(a, &x); err != nil {
+		t.Fatalf("%s: %v", a, err)
+	}
+	if err := json.Unmarshal(b, &y); err != nil {
+		t.Fatalf("%s: %v", b, err)
+	}
+	xb, _ := json.Marshal(x)
+	yb, _ := json.Marshal(y)
+	return bytes.Equal(xb, yb)
+}
+
+// A status write splices the status into the stored JSON: the same
+// object as merging the two whole, whether the stored one had a status
+// or not, and still in the shape Wire reads without decoding.
+func TestSetStatusSplicesTheStatus(t *testing.T) {
+	st := api.InstanceStatus{Phase: api.PhaseRunning, ContainerID: "c1", Message: `"quoted" {braces} \ status`}
+	for _, stored := range []string{
+		`{"metadata":{"kind":"Instance","namespace":"default","name":"a","uid":"u"},"spec":{"template":{"image":"x","env":{"status":"{\"}"}},"owner":{"kind":"Service","name":"web"},"node":"n1"}}`,
+		`{"metadata":{"kind":"Instance","namespace":"default","name":"a","uid":"u"},"spec":{"template":{"image":"x"},"owner":{"kind":"Service","name":"web"},"node":"n1"},"status":{"phase":"Scheduled","message":"}"}}`,
+	} {
+		op := &txnOp{cur: []byte(stored), status: &st}
+		if err := op.prepareSetStatus(); err != nil {
+			t.Fatal(err)
+		}
+		b, _ := json.Marshal(struct {
+			Status *api.InstanceStatus `json:"status"`
+		}{&st})
+		want, err := mergeRaw([]byte(stored), b, "status")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !sameJSON(t, op.value, want) || !bytes.HasPrefix(op.value, []byte(`{"metadata":{`)) {
+			t.Errorf("status spliced into %s:\n%s\nwant\n%s", stored, op.value, want)
+		}
+	}
+}
