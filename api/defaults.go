@@ -78,11 +78,20 @@ func setDefault[T comparable](v *T, def T, fill bool) {
 }
 
 // NodeTTL is how long a node stays alive after its last heartbeat (a
-// server's default), and NodeHeartbeatInterval how often its agent beats:
-// a third of it, so that a node outlives two beats lost in a row (each
-// gives up after an interval). Each beat costs the server a request and
-// etcd's leader a lease renewal: more often would buy nothing but load.
+// server's default), and NodeHeartbeatInterval how often its agent beats
+// until the server says otherwise (see HeartbeatInterval).
 const (
 	NodeTTL               = 10 * time.Second
 	NodeHeartbeatInterval = NodeTTL / 3
 )
+
+// HeartbeatIntervalHeader carries, on the answer to a node's heartbeat,
+// how long its agent waits before the next: HeartbeatInterval of the
+// server's node TTL, as a Go duration.
+const HeartbeatIntervalHeader = "Berth-Heartbeat-Interval"
+
+// HeartbeatInterval is how often a node beats to stay alive for ttl: a
+// third of it, so that a node outlives two beats lost in a row (each
+// gives up after an interval). Each beat costs the server a request and
+// etcd's leader a lease renewal: more often would buy nothing but load.
+func HeartbeatInterval(ttl time.Duration) time.Duration { return ttl / 3 }

@@ -2,7 +2,9 @@ package client
 
 import (
 	"context"
+	"io"
 	"net/http"
+	"time"
 
 	"github.com/berth-dev/berth/api"
 )
@@ -44,4 +46,19 @@ func (n NodeClient) action(ctx context.Context, name, action string) (*api.Node,
 // deleted; deleting a node revokes it too.
 func (n NodeClient) Revoke(ctx context.Context, name string) error {
 	return n.c.do(ctx, http.MethodPost, objectPath(api.KindNode, "", name)+"/revoke", nil, nil, nil)
+}
+
+// Heartbeat writes node name's status, Ready as of at, as its agent does
+// to stay alive, and returns how long the server asks it to wait before
+// the next beat (zero when it does not say).
+func (n NodeClient) Heartbeat(ctx context.Context, name string, at time.Time) (time.Duration, error) {
+	node := &api.Node{Metadata: api.Metadata{Name: name}, Status: api.NodeStatus{Condition: api.NodeReady, LastHeartbeat: at}}
+	resp, err := n.c.send(ctx, http.MethodPut, objectPath(api.KindNode, "", name)+"/status", nil, node)
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	_, _ = io.Copy(io.Discard, resp.Body)
+	next, _ := time.ParseDuration(resp.Header.Get(api.HeartbeatIntervalHeader))
+	return max(next, 0), nil
 }

@@ -12,6 +12,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -47,6 +48,8 @@ func main() {
 	flag.StringVar(&idleProfile, "idleprofile", "", "write the server's CPU profile over the 10 s of steady state after the apply to this file")
 	flag.StringVar(&simProfile, "simprofile", "", "write the live fleet's (berth sim agents) CPU profile, over its whole run, to this file")
 	flag.DurationVar(&leaderTTL, "leader-ttl", 10*time.Second, "the server's --leader-ttl")
+	flag.DurationVar(&nodeTTL, "node-ttl", 0, "the server's --node-ttl (its default when 0): agents beat at a third of it")
+	flag.IntVar(&joining, "joining", 0, "how many nodes each fleet joins at once (berth sim agents --joining; its default when 0)")
 	flag.Parse()
 	if *full {
 		*nodes, *instances, *services = 15000, 300000, 1000
@@ -110,6 +113,12 @@ func waitFile(path string, d time.Duration) error {
 
 // leaderTTL is the server's controller leader TTL.
 var leaderTTL time.Duration
+
+// nodeTTL is the server's node TTL; its default when zero.
+var nodeTTL time.Duration
+
+// joining is how many nodes a fleet joins at once; its default when zero.
+var joining int
 
 // fleetSampler samples the live fleet's process.
 var fleetSampler *sampler
@@ -194,8 +203,12 @@ func bench(bin string, nodes, instances, services int, timeout time.Duration) er
 	// lease renewals late: at the default 3 s leader TTL its controllers
 	// lost their term again and again, each new term listing everything
 	// afresh; -leader-ttl sets it.
-	srv, err := start(filepath.Join(work, "server.log"), bin, "--data-dir", srvDir, "server", "--name", "s1",
-		"--listen", addr, "--peer-listen", freeAddr(), "--cluster-cidr", "10.0.0.0/8", "--leader-ttl", leaderTTL.String())
+	srvArgs := []string{"--data-dir", srvDir, "server", "--name", "s1",
+		"--listen", addr, "--peer-listen", freeAddr(), "--cluster-cidr", "10.0.0.0/8", "--leader-ttl", leaderTTL.String()}
+	if nodeTTL > 0 {
+		srvArgs = append(srvArgs, "--node-ttl", nodeTTL.String())
+	}
+	srv, err := start(filepath.Join(work, "server.log"), bin, srvArgs...)
 	if err != nil {
 		return err
 	}
@@ -214,18 +227,23 @@ func bench(bin string, nodes, instances, services int, timeout time.Duration) er
 			return errors.New("server not healthy in 30s")
 		}
 	}
-	fmt.Printf("hollow nodes: %d, instances: %d in %d services, 1 server (embedded etcd)\n", nodes, instances, services)
+	fmt.Printf("hollow nodes: %d, instances: %d in %d services, 1 server (embedded etcd), node TTL %v\n", nodes, instances, services, cmp.Or(nodeTTL, api.NodeTTL))
 
+	var fleetExtra []string
 	// 1% of the nodes (at least one) run in their own process, to kill.
 	doomedN := max(1, nodes/100)
 	// Nodes sized for twice the instances (of 0.05 CPU each), so that
 	// bin-packing spreads them and the nodes lost hold their share.
 	cpus := max(1, (instances+nodes*10-1)/(nodes*10))
+	if joining > 0 {
+		// Joins wait on the server's writes: more at once keep it busy.
+		fleetExtra = append(fleetExtra, "--joining", strconv.Itoa(joining))
+	}
 	fleet := func(prefix string, n int, extra ...string) (*proc, error) {
 		return start(filepath.Join(work, prefix+".log"), bin, append([]string{"--data-dir", filepath.Join(work, prefix), "--server", url,
 			"--token", readFile(filepath.Join(srvDir, "join-token")), "--ca-file", ca,
 			"sim", "agents", "--count", strconv.Itoa(n), "--prefix", prefix, "--start-delay", "20ms", "--cpus", strconv.Itoa(cpus), "--memory", "128Gi"},
-			extra...)...)
+			append(extra, fleetExtra...)...)...)
 	}
 	sampler := newSampler(srv.cmd.Process.Pid, filepath.Join(srvDir, "etcd"))
 	go sampler.run()
@@ -252,15 +270,13 @@ func bench(bin string, nodes, instances, services int, timeout time.Duration) er
 		return err
 	}
 	defer doomed.stop(syscall.SIGKILL)
+	// Nodes are counted from one watch too: a list of 15,000 nodes twice
+	// a second was more of the server's work than their heartbeats.
+	nt := newNodeTracker(c)
+	go nt.run(ctx)
 	if err := waitFor(timeout, func() (bool, string) {
-		ns, _, err := c.Nodes().List(ctx, "")
-		ready := 0
-		for _, n := range ns {
-			if n.Status.Condition == api.NodeReady {
-				ready++
-			}
-		}
-		return err == nil && ready == nodes, fmt.Sprintf("%d of %d nodes Ready", ready, nodes)
+		ready := nt.ready()
+		return ready == nodes, fmt.Sprintf("%d of %d nodes Ready", ready, nodes)
 	}); err != nil {
 		return err
 	}
@@ -706,4 +722,63 @@ func (t *tracker) count(match func(inst) bool) (n, total int) {
 		}
 	}
 	return n, len(t.insts)
+}
+
+// nodeTracker follows the nodes' conditions through a list and then a
+// watch, listing again when the watch breaks.
+type nodeTracker struct {
+	c     *client.Client
+	mu    sync.Mutex
+	conds map[string]api.NodeCondition
+}
+
+func newNodeTracker(c *client.Client) *nodeTracker {
+	return &nodeTracker{c: c, conds: map[string]api.NodeCondition{}}
+}
+
+func (t *nodeTracker) run(ctx context.Context) {
+	for ctx.Err() == nil {
+		list, rev, err := t.c.Nodes().List(ctx, "")
+		if err != nil {
+			time.Sleep(time.Second)
+			continue
+		}
+		m := make(map[string]api.NodeCondition, len(list))
+		for _, n := range list {
+			m[n.Metadata.Name] = n.Status.Condition
+		}
+		t.mu.Lock()
+		t.conds = m
+		t.mu.Unlock()
+		ch, err := t.c.Nodes().Watch(ctx, "", rev)
+		if err != nil {
+			time.Sleep(time.Second)
+			continue
+		}
+		for ev := range ch {
+			if ev.Err != nil {
+				break
+			}
+			t.mu.Lock()
+			if ev.Type == "Deleted" {
+				delete(t.conds, ev.Object.Metadata.Name)
+			} else {
+				t.conds[ev.Object.Metadata.Name] = ev.Object.Status.Condition
+			}
+			t.mu.Unlock()
+		}
+	}
+}
+
+// ready is how many nodes are Ready.
+func (t *nodeTracker) ready() int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	n := 0
+	for _, c := range t.conds {
+		if c == api.NodeReady {
+			n++
+		}
+	}
+	return n
 }

@@ -120,6 +120,15 @@ type Assignment struct {
 	Deleted  string
 }
 
+// HeartbeatPacer is a ControlPlane that says how often the node must beat
+// (the server's node TTL decides it); zero while it has not said.
+type HeartbeatPacer interface {
+	HeartbeatInterval() time.Duration
+}
+
+// minHeartbeatInterval bounds how fast a server can ask beats to come.
+const minHeartbeatInterval = 500 * time.Millisecond
+
 // ControlPlane is the part of the API the agent uses.
 type ControlPlane interface {
 	RegisterNode(ctx context.Context, n NodeInfo) error
@@ -462,15 +471,24 @@ func (a *Agent) measureDisk(ctx context.Context) {
 const rewatchAfterFailed = 2
 
 func (a *Agent) heartbeat(ctx context.Context) {
-	t := time.NewTicker(a.cfg.HeartbeatInterval)
+	interval := a.cfg.HeartbeatInterval
+	t := time.NewTicker(interval)
 	defer t.Stop()
+	pacer, _ := a.cfg.ControlPlane.(HeartbeatPacer)
 	failed := 0 // heartbeats failed in a row
 	for {
 		// A heartbeat stuck on a server that is gone without a reset must
 		// not wait for TCP to give up: the next one may reach another server.
-		hctx, cancel := context.WithTimeout(ctx, a.cfg.HeartbeatInterval)
+		hctx, cancel := context.WithTimeout(ctx, interval)
 		err := a.cfg.ControlPlane.Heartbeat(hctx, a.cfg.Node.Name)
 		cancel()
+		if pacer != nil {
+			if d := pacer.HeartbeatInterval(); d > 0 && max(d, minHeartbeatInterval) != interval {
+				interval = max(d, minHeartbeatInterval)
+				a.log.Debug("heartbeat interval set by the server", "interval", interval)
+				t.Reset(interval)
+			}
+		}
 		switch {
 		case err != nil && ctx.Err() == nil:
 			a.log.Warn("heartbeat failed", "err", err)

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"sort"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/berth-dev/berth/api"
@@ -21,6 +22,9 @@ import (
 // APIPlane is the ControlPlane of a berth API server, reached with its Go client.
 type APIPlane struct {
 	c *client.Client
+	// interval is the heartbeat interval the server last gave (a
+	// time.Duration).
+	interval atomic.Int64
 }
 
 var _ ControlPlane = (*APIPlane)(nil)
@@ -98,11 +102,18 @@ func reportedLabels(labels map[string]string) map[string]string {
 
 // Heartbeat writes the node's status: Ready, as of now.
 func (p *APIPlane) Heartbeat(ctx context.Context, node string) error {
-	n := &api.Node{Metadata: api.Metadata{Name: node},
-		Status: api.NodeStatus{Condition: api.NodeReady, LastHeartbeat: time.Now().UTC()}}
-	_, err := p.c.Nodes().UpdateStatus(ctx, n)
+	next, err := p.c.Nodes().Heartbeat(ctx, node, time.Now().UTC())
+	if err == nil && next > 0 {
+		p.interval.Store(int64(next))
+	}
 	return err
 }
+
+var _ HeartbeatPacer = (*APIPlane)(nil)
+
+// HeartbeatInterval is the pace the server last asked of the node's
+// heartbeats; zero before it has said.
+func (p *APIPlane) HeartbeatInterval() time.Duration { return time.Duration(p.interval.Load()) }
 
 // WatchAssigned lists the node's assignments, then follows changes; when
 // the watch breaks it returns, and the agent lists again. The list carries

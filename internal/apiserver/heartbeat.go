@@ -6,6 +6,9 @@ import (
 	"sync"
 	"time"
 
+	"github.com/tidwall/gjson"
+	"github.com/tidwall/sjson"
+
 	"github.com/berth-dev/berth/api"
 )
 
@@ -111,4 +114,21 @@ func (s *Server) freshen(obj api.Object) {
 	if at := s.store.LastRenewal(n.Metadata.Name); at.After(n.Status.LastHeartbeat) {
 		n.Status.LastHeartbeat = at.UTC().Truncate(time.Millisecond)
 	}
+}
+
+// freshenWire is freshen for a node as the API gives it (see store.Wire):
+// the time spliced into its JSON, the rest left as stored.
+func (s *Server) freshenWire(b []byte) []byte {
+	at := s.store.LastRenewal(gjson.GetBytes(b, "metadata.name").String())
+	if at.IsZero() {
+		return b
+	}
+	if was, err := time.Parse(time.RFC3339Nano, gjson.GetBytes(b, "status.lastHeartbeat").String()); err == nil && !at.After(was) {
+		return b
+	}
+	out, err := sjson.SetBytes(b, "status.lastHeartbeat", at.UTC().Truncate(time.Millisecond).Format(time.RFC3339Nano))
+	if err != nil {
+		return b
+	}
+	return out
 }

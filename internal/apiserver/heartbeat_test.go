@@ -149,9 +149,13 @@ func TestNodeLossFoundWithinTTLThoughBeatsWriteNothing(t *testing.T) {
 		defer stop()
 		wg.Go(func() {
 			for bctx.Err() == nil {
-				hb := &api.Node{Metadata: api.Metadata{Name: name}, Status: api.NodeStatus{Condition: api.NodeReady, LastHeartbeat: time.Now().UTC()}}
-				if _, err := e.client.Nodes().UpdateStatus(bctx, hb); err != nil && bctx.Err() == nil {
+				// At the pace the server asks: a third of its TTL.
+				next, err := e.client.Nodes().Heartbeat(bctx, name, time.Now().UTC())
+				if err != nil && bctx.Err() == nil {
 					t.Errorf("%s: heartbeat: %v", name, err)
+				}
+				if err == nil && next != ttl/3 {
+					t.Errorf("%s: the server asks for the next beat in %v; want a third of its TTL, %v", name, next, ttl/3)
 				}
 				select {
 				case <-bctx.Done():

@@ -362,6 +362,9 @@ func (s *Server) list(w http.ResponseWriter, r *http.Request) {
 		if t.kind != api.KindSecret {
 			// Nothing to redact: the stored JSON, as the API gives it.
 			b, err := store.Wire(t.kind, value, modRev)
+			if err == nil && t.kind == api.KindNode {
+				b = s.freshenWire(b)
+			}
 			out.Items = append(out.Items, b)
 			return err
 		}
@@ -372,7 +375,6 @@ func (s *Server) list(w http.ResponseWriter, r *http.Request) {
 		obj.GetMetadata().Revision = modRev
 		obj.GetMetadata().Kind = t.kind
 		redact(obj)
-		s.freshen(obj)
 		b, err := json.Marshal(obj)
 		out.Items = append(out.Items, b)
 		return err
@@ -731,6 +733,9 @@ func (s *Server) putStatus(w http.ResponseWriter, r *http.Request) {
 	// without its lease and marks it NotReady in between.
 	if t.kind == api.KindNode {
 		if n := obj.(*api.Node); n.Status.Condition == api.NodeReady {
+			// The beats' pace follows this server's TTL: an agent learns
+			// it here, whatever its own default.
+			w.Header().Set(api.HeartbeatIntervalHeader, api.HeartbeatInterval(s.nodeTTL).String())
 			done, err := s.beat(r.Context(), n, rev)
 			if err != nil {
 				writeError(w, err)

@@ -67,7 +67,12 @@ func newContainerRestoreCmd(g *globals) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "restore [--import FILE] NAME",
 		Short: "Bring a checkpointed container back where its processes were",
-		Args:  cobra.ExactArgs(1),
+		Long: `Bring a checkpointed container back where its processes were.
+
+A container that published ports (-p) holds the same host ports again and
+is reached through them; the restore is refused, naming the port, while
+something else holds one.`,
+		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			rt, err := g.runtime()
 			if err != nil {

@@ -22,8 +22,10 @@ import (
 // services' ports, and held by sockets its shim keeps for as long as the
 // container runs, so that nothing else on the host takes them. Every
 // command that changes containers brings the network in step with them
-// (syncContainerNet): a container that is no longer running publishes
-// nothing, and one that is removed gives back its address.
+// (syncContainerNet), and so does a -p container's shim when the
+// container ends by itself (`container network-sync`, its OnExit): a
+// container that is no longer running publishes nothing, and one that is
+// removed gives back its address.
 
 // parsePublishes reads every -p; the same host port twice is refused.
 func parsePublishes(specs []string) ([]runtime.Port, error) {
@@ -100,7 +102,7 @@ func attachPorts(ctx context.Context, g *globals, ln *network.Local, c *runtime.
 		if p.HostIP != "" {
 			if ip, _ = netip.ParseAddr(p.HostIP); !ip.IsValid() {
 				pub.close()
-				return nil, fmt.Errorf("container %q: port %s: host address %q", c.ID, publishSpec(p), p.HostIP)
+				return nil, fmt.Errorf("container %q: port %s: host address %q is not an IP address", c.ID, publishSpec(p), p.HostIP)
 			}
 		}
 		f, port, err := network.HoldHostPort(proto, ip, p.HostPort)
@@ -123,8 +125,8 @@ func attachPorts(ctx context.Context, g *globals, ln *network.Local, c *runtime.
 	}
 	c.NetNS, c.Before, c.KeepOpen, c.Ports = att.NetNS, wire, pub.hold, ports
 	// Whatever ends the container (its own exit, a kill, the OOM killer),
-	// its shim then lets go of the ports and runs this, which takes its
-	// rules out; no later command has to come first.
+	// its shim then runs this, which takes its rules out, and only then
+	// lets go of its ports; no later command has to come first.
 	c.OnExit = []string{"berth", "--data-dir", dataDir, "container", netSyncCmd}
 	return pub, nil
 }

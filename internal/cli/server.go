@@ -25,7 +25,7 @@ func newServerCmd(g *globals) *cobra.Command {
 		clusterCIDR, serviceCIDR                    string
 		etcd, allowedHostPaths                      []string
 		joinExisting, verbose                       bool
-		leaderTTL, nodeCertTTL                      time.Duration
+		leaderTTL, nodeCertTTL, nodeTTL             time.Duration
 		maxDraining                                 int
 	)
 	cmd := &cobra.Command{
@@ -46,6 +46,10 @@ func newServerCmd(g *globals) *cobra.Command {
 				DataDir: g.dataDir, Name: name, Listen: listen, PeerListen: peerListen,
 				EtcdClientListen: etcdListen, JoinExisting: joinExisting, EtcdEndpoints: etcd, SealKeyFile: sealKeyFile,
 				LeaderTTL: leaderTTL, Logger: cliLogger(verbose), MaxDraining: maxDraining, NodeCertTTL: nodeCertTTL,
+				NodeTTL: nodeTTL,
+			}
+			if nodeTTL < minNodeTTL || nodeTTL > maxNodeTTL {
+				return fmt.Errorf("--node-ttl %v: want at least %v and at most %v", nodeTTL, minNodeTTL, maxNodeTTL)
 			}
 			if nodeCertTTL <= 0 || nodeCertTTL > pki.DefaultNodeValidity {
 				return fmt.Errorf("--node-cert-ttl %v: want more than 0 and at most %v", nodeCertTTL, pki.DefaultNodeValidity)
@@ -85,6 +89,7 @@ func newServerCmd(g *globals) *cobra.Command {
 	f.StringVar(&serviceCIDR, "service-cidr", "", "network the services' virtual IPs come from (default 10.96.0.0/16; the same on every server)")
 	f.DurationVar(&leaderTTL, "leader-ttl", 0, "how long the controllers wait for a dead leader before another server takes over (default 3s)")
 	f.BoolVarP(&verbose, "verbose", "v", false, "log what the components do, and who leads")
+	f.DurationVar(&nodeTTL, "node-ttl", api.NodeTTL, "how long a node stays Ready after its last heartbeat; agents beat at a third of it (a longer one beats less often: fewer requests for many nodes, slower to find a lost one; the same on every server)")
 	f.DurationVar(&nodeCertTTL, "node-cert-ttl", apiserver.DefaultNodeCertTTL, "how long the node certificates this server signs last; agents renew them when two thirds are over")
 	f.StringVar(&sealKeyFile, "seal-key-file", "", "the key that seals the cluster's secrets at rest, the same on every server (default <data-dir>/seal.key)")
 	f.StringSliceVar(&allowedHostPaths, "allowed-host-paths", nil, "host directories hostPath volumes may mount, DIR,...; others are refused at apply (default: any; the same on every server)")
@@ -92,6 +97,14 @@ func newServerCmd(g *globals) *cobra.Command {
 	cmd.AddCommand(newServerInitCmd(g))
 	return cmd
 }
+
+// minNodeTTL and maxNodeTTL bound --node-ttl: etcd keeps a lease at
+// least about two seconds (1.5 election timeouts of a lone member), and a
+// node unheard of for longer than ten minutes is not worth waiting for.
+const (
+	minNodeTTL = 2 * time.Second
+	maxNodeTTL = 10 * time.Minute
+)
 
 const serverLong = `Run the control plane alone: the API server, the controllers and the
 scheduler, with an embedded etcd member, and no node agent (nodes join

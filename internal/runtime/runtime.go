@@ -861,6 +861,16 @@ func (r *Runtime) Wait(ctx context.Context, id string) (Status, error) {
 	}
 	for {
 		st := r.status(bd, m)
+		if st.State == Exited && len(m.Config.OnExit) > 0 {
+			// Its shim runs the OnExit command after the exit and then
+			// lets go of KeepOpen: the exit is over once the shim is.
+			var ss shimState
+			if readJSON(bd.path("state.json"), &ss) == nil && shimAlive(ss) {
+				if err := waitPid(ctx, ss.ShimPid); err != nil {
+					return st, fmt.Errorf("container %q: wait: %w", id, err)
+				}
+			}
+		}
 		if st.State == Exited || st.State == Unknown {
 			return st, nil
 		}

@@ -70,10 +70,11 @@ type Config struct {
 	KeepOpen []*os.File `json:"-"`
 	// OnExit, when set, are the arguments (the first is the process's
 	// name) this binary is run with once the container has ended for
-	// good (its process exited, was killed or failed to restart) and
-	// KeepOpen is closed: the watcher of the container's exit, its shim,
-	// starts it and does not wait for it. Kept, so a restored container
-	// has it too.
+	// good (its process exited, was killed or failed to restart): the
+	// watcher of the container's exit, its shim, runs it, out of the
+	// container's cgroups, and waits for it (up to 30 s) before it closes
+	// KeepOpen and ends; Wait returns once it has. Kept, so a restored
+	// container has it too.
 	OnExit []string `json:"onExit,omitempty"`
 	// Mounts are extra mounts (volumes), added after the defaults.
 	Mounts []specs.Mount `json:"mounts,omitempty"`

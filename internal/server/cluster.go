@@ -34,6 +34,10 @@ type ServerConfig struct {
 	// NodeCertTTL is how long the node certificates this server signs
 	// last (agents renew them); apiserver.DefaultNodeCertTTL when zero.
 	NodeCertTTL time.Duration
+	// NodeTTL is how long a node stays alive after its last heartbeat,
+	// and how long a new controller leader waits before it gives up on
+	// nodes; api.NodeTTL when zero. Agents beat at a third of it.
+	NodeTTL time.Duration
 	// Name names this server: its etcd member and its identity in the
 	// controllers' election. The hostname when empty.
 	Name string
@@ -163,7 +167,7 @@ func Server(ctx context.Context, cfg ServerConfig) error {
 	_, err = controlPlane{Store: st, Images: imgs, Socket: sock, Unix: ul, TCP: tl, Creds: creds, Log: log,
 		// With the CA, nodes authenticate with the certificates it signs
 		// on join, and NodeAuthorizer confines them to their own node.
-		API:         apiserver.Config{Store: st, CA: creds.CA, NodeCertTTL: cfg.NodeCertTTL, AllowedHostPaths: cfg.AllowedHostPaths, SealKey: secrets.key},
+		API:         apiserver.Config{Store: st, CA: creds.CA, NodeCertTTL: cfg.NodeCertTTL, NodeTTL: cfg.NodeTTL, AllowedHostPaths: cfg.AllowedHostPaths, SealKey: secrets.key},
 		MaxDraining: cfg.MaxDraining,
 		Peers:       &registry.Peers{List: regs.Peers, Transport: registry.PeerTransport(creds.CA.Pool(), creds.Token)},
 		Controllers: electedControllers(st, key, name, cfg, log),
@@ -281,7 +285,8 @@ func electedControllers(st *store.Store, key, name string, cfg ServerConfig, log
 			if !ok {
 				return fmt.Errorf("controllers: %w: no leader term in the work's context", errdefs.ErrFailedPrecondition)
 			}
-			return controller.NewManager(st.Fenced(term.Cmp()), controller.Options{Logger: log, Network: cfg.Network.controller(), Migrate: srv.Migrate, Admit: srv.Admit}).Run(ctx)
+			return controller.NewManager(st.Fenced(term.Cmp()), controller.Options{Logger: log, Network: cfg.Network.controller(), Migrate: srv.Migrate, Admit: srv.Admit,
+				StartGrace: cfg.NodeTTL}).Run(ctx)
 		}, leader.WithTTL(cfg.LeaderTTL), leader.WithLogger(log.With("component", "leader")))
 	}
 }

@@ -50,7 +50,8 @@ func freeAddr(t *testing.T, host string) string {
 	return l.Addr().String()
 }
 
-func startHACluster(t *testing.T) *haCluster {
+// startHACluster starts the three servers, each with the extra flags given.
+func startHACluster(t *testing.T, extra ...string) *haCluster {
 	c := &haCluster{t: t}
 	var peers []string
 	for i := range 3 {
@@ -73,6 +74,7 @@ func startHACluster(t *testing.T) *haCluster {
 		s.args = []string{"--data-dir", s.dataDir, "server", "-v", "--name", s.name,
 			"--listen", s.api, "--peer-listen", s.peer, "--etcd-client-listen", s.etcd,
 			"--peers", strings.Join(peers, ",")}
+		s.args = append(s.args, extra...)
 		c.start(s)
 	}
 	t.Cleanup(func() {
@@ -171,6 +173,35 @@ func (c *haCluster) etcdLeader(cl *clientv3.Client) (*haServer, uint64) {
 	return nil, 0
 }
 
+// leadBoth makes the controllers' leader the etcd leader too, so that one
+// kill takes both, and returns it with its term.
+func (c *haCluster) leadBoth() (*haServer, leader.Term) {
+	c.t.Helper()
+	cl := c.etcd()
+	ctx := context.Background()
+	term, err := leader.Leader(ctx, cl, "/berth/leader/controller")
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	victim := c.server(term.Identity)
+	eventually(c.t, 15*time.Second, "etcd leadership on "+victim.name, func() bool {
+		s, _ := c.etcdLeader(cl)
+		if s == nil || s == victim {
+			return s == victim
+		}
+		st, err := cl.Status(ctx, "http://"+victim.etcd)
+		if err != nil {
+			return false
+		}
+		lc := c.etcd("http://" + s.etcd)
+		mctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
+		_, err = lc.MoveLeader(mctx, st.Header.MemberId)
+		return err == nil
+	})
+	return victim, term
+}
+
 func (c *haCluster) server(name string) *haServer {
 	for _, s := range c.servers {
 		if s.name == name {
@@ -217,30 +248,8 @@ func TestKillTheLeadingServer(t *testing.T) {
 		eventually(t, 15*time.Second, "web's instance through "+s.name, func() bool { return c.instancesOf(s, "web") == 1 })
 	}
 
-	// Make the controllers' leader the etcd leader too, so that one kill
-	// takes both.
-	cl := c.etcd()
+	victim, term := c.leadBoth()
 	ctx := context.Background()
-	term, err := leader.Leader(ctx, cl, "/berth/leader/controller")
-	if err != nil {
-		t.Fatal(err)
-	}
-	victim := c.server(term.Identity)
-	eventually(t, 15*time.Second, "etcd leadership on "+victim.name, func() bool {
-		s, _ := c.etcdLeader(cl)
-		if s == nil || s == victim {
-			return s == victim
-		}
-		st, err := cl.Status(ctx, "http://"+victim.etcd)
-		if err != nil {
-			return false
-		}
-		lc := c.etcd("http://" + s.etcd)
-		mctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		defer cancel()
-		_, err = lc.MoveLeader(mctx, st.Header.MemberId)
-		return err == nil
-	})
 
 	if err := victim.cmd.Process.Kill(); err != nil {
 		t.Fatal(err)

@@ -32,17 +32,17 @@ func containerNet(t *testing.T) (*cluster, network.LocalNames) {
 	return c, network.LocalNamesOf(filepath.Join(e.dataDir, "container-net"))
 }
 
-// serveHost answers every request on port of the namespace's loopback
-// with body, as a host process would, until the test ends.
-func (c *cluster) serveHost(port int, body string) error {
+// serveHost answers every request on port of the namespace's addresses
+// with body, as a host process would, until stop or the test's end.
+func (c *cluster) serveHost(port int, body string) (stop func(), err error) {
 	var l net.Listener
 	if err := netns.Do(c.netns, func() (err error) { l, err = net.Listen("tcp4", fmt.Sprintf(":%d", port)); return err }); err != nil {
-		return err
+		return nil, err
 	}
 	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, body) })}
 	go func() { _ = srv.Serve(l) }()
 	c.t.Cleanup(func() { _ = srv.Close() })
-	return nil
+	return func() { _ = srv.Close() }, nil
 }
 
 // portRule reports whether the data dir's port table still names port.
@@ -75,13 +75,16 @@ func TestContainerPublishEndsWithItsContainer(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(ctl, "stop"), nil, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	// No berth command from here until the port has gone to a host process.
-	eventually(t, 5*time.Second, "the ended container's rule to go", func() bool { return !c.portRule(names, p) })
-	var hostErr error
+	// No berth command from here until the port has gone to a host process;
+	// the rule goes first, so the port is never free while traffic to it
+	// would still go to the ended container.
 	eventually(t, 5*time.Second, "the port to be free for a host process", func() bool {
-		hostErr = c.serveHost(p, "host-process")
-		return hostErr == nil
+		_, err := c.serveHost(p, "host-process")
+		return err == nil
 	})
+	if c.portRule(names, p) {
+		t.Fatalf("port %d is free while its rule to the ended container stays", p)
+	}
 	if body, err := c.hostGet(addr); err != nil || body != "host-process" {
 		t.Fatalf("loopback traffic to port %d after its container ended: %q, %v (want the host process's)", p, body, err)
 	}
@@ -99,8 +102,10 @@ func TestContainerPublishFreedForNextContainer(t *testing.T) {
 	c.berthInOK("container", "run", "-d", "--name", "hog", "--memory", "8Mi", "-p", fmt.Sprintf("%d:80", p),
 		"demo/busybox:1", "sh", "-c", "httpd -p 80 -h /www; usleep 300000; head -c 64m /dev/zero | tail > /dev/null")
 	t.Cleanup(func() { c.berthIn("container", "rm", "-f", "hog", "next") })
-	eventually(t, 10*time.Second, "the OOM-killed container's rule to go", func() bool { return !c.portRule(names, p) })
-	eventually(t, 5*time.Second, "its port to be free", func() bool { return c.listenErr(p) == nil })
+	eventually(t, 10*time.Second, "the OOM-killed container's port to be free", func() bool { return c.listenErr(p) == nil })
+	if c.portRule(names, p) {
+		t.Fatalf("port %d is free while its rule to the OOM-killed container stays", p)
+	}
 
 	c.berthInOK("container", "run", "-d", "--name", "next", "-p", fmt.Sprintf("%d:80", p), "demo/busybox:1",
 		"sh", "-c", "echo hello-$HOSTNAME > /www/index.html; exec httpd -f -p 80 -h /www")
@@ -119,8 +124,13 @@ func TestContainerPublishFreedForNextContainer(t *testing.T) {
 func TestContainerPublishRestored(t *testing.T) {
 	c, names := containerNet(t)
 	p := c.freePort()
-	c.berthInOK("container", "run", "-d", "--runtime", "runc", "--name", "ck", "-p", fmt.Sprintf("%d:80", p), "demo/busybox:1",
-		"sh", "-c", "echo hello-$HOSTNAME > /www/index.html; exec httpd -f -p 80 -h /www")
+	// Its page is the host's: a checkpoint's export does not carry the writable layer.
+	www := t.TempDir()
+	if err := os.WriteFile(filepath.Join(www, "index.html"), []byte("hello-ck\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	c.berthInOK("container", "run", "-d", "--runtime", "runc", "--name", "ck", "-v", www+":/www:ro", "-p", fmt.Sprintf("%d:80", p), "demo/busybox:1",
+		"httpd", "-f", "-p", "80", "-h", "/www")
 	t.Cleanup(func() { c.berthIn("container", "rm", "-f", "ck", "thief") })
 	addr := fmt.Sprintf("127.0.0.1:%d", p)
 	eventually(t, 10*time.Second, "the published port to answer", func() bool {
@@ -129,7 +139,10 @@ func TestContainerPublishRestored(t *testing.T) {
 	})
 
 	c.berthInOK("container", "checkpoint", "ck")
-	eventually(t, 5*time.Second, "the checkpointed container's rule to go", func() bool { return !c.portRule(names, p) })
+	eventually(t, 5*time.Second, "the checkpointed container's port to be free", func() bool { return c.listenErr(p) == nil })
+	if c.portRule(names, p) {
+		t.Fatalf("port %d is free while its rule to the checkpointed container stays", p)
+	}
 
 	out := c.berthInOK("container", "restore", "ck")
 	if !strings.Contains(out, "restored") {
@@ -148,9 +161,11 @@ func TestContainerPublishRestored(t *testing.T) {
 	}
 
 	// A checkpoint of it restored while another process holds its port is refused, naming the port.
-	c.berthInOK("container", "checkpoint", "ck")
+	archive := filepath.Join(t.TempDir(), "ck.tar.gz")
+	c.berthInOK("container", "checkpoint", "--export", archive, "ck")
 	eventually(t, 5*time.Second, "the port to be free", func() bool { return c.listenErr(p) == nil })
-	if err := c.serveHost(p, "host-process"); err != nil {
+	stop, err := c.serveHost(p, "host-process")
+	if err != nil {
 		t.Fatal(err)
 	}
 	_, errOut, code = c.berthIn("container", "restore", "ck")
@@ -159,6 +174,18 @@ func TestContainerPublishRestored(t *testing.T) {
 	}
 	if body, err := c.hostGet(addr); err != nil || body != "host-process" {
 		t.Errorf("the host process lost its traffic to the refused restore: %q, %v", body, err)
+	}
+	stop()
+
+	// Removed (its address too) and restored from the export: a new address, the same port.
+	c.berthInOK("container", "rm", "ck")
+	c.berthInOK("container", "restore", "--import", archive, "ck")
+	eventually(t, 10*time.Second, "the imported container to answer on its port", func() bool {
+		body, err := c.hostGet(addr)
+		return err == nil && body == "hello-ck"
+	})
+	if err := c.listenErr(p); !errors.Is(err, syscall.EADDRINUSE) {
+		t.Errorf("a host process could listen on the imported container's port %d: %v", p, err)
 	}
 }
 
@@ -238,7 +265,10 @@ func TestPortFlagAcrossCommands(t *testing.T) {
 	})
 	// Removed, the service gives its port back at once: a host process has its loopback traffic.
 	c.ok("rm", "brief")
-	eventually(t, 10*time.Second, "the removed service's port to be free", func() bool { return c.serveHost(q, "host-process") == nil })
+	eventually(t, 10*time.Second, "the removed service's port to be free", func() bool {
+		_, err := c.serveHost(q, "host-process")
+		return err == nil
+	})
 	if body, err := c.hostGet(fmt.Sprintf("127.0.0.1:%d", q)); err != nil || body != "host-process" {
 		t.Errorf("loopback traffic to port %d after its service went: %q, %v (want the host process's)", q, body, err)
 	}

@@ -37,9 +37,9 @@ const (
 	// closes in the container: "FIRST LAST", a range.
 	KeepEnv = "_BERTH_KEEP"
 	// OnExitEnv names a file of NUL-ended arguments (the first is the
-	// process's name): once the container has ended for good, and its
-	// kept descriptors are closed, the shim starts this binary with them,
-	// detached (see shim.c).
+	// process's name): once the container has ended for good, the shim
+	// runs this binary with them and waits for it before it closes its
+	// kept descriptors (see shim.c).
 	OnExitEnv = "_BERTH_ONEXIT"
 	// OnExitCgroupEnv names a cgroup.procs file the OnExit command joins
 	// before it runs (the launcher's cgroup, out of the container's scope).

@@ -919,31 +919,24 @@ static int restart_pause(struct shim *s, const struct timespec *began)
 	return !s->stopped;
 }
 
-/*
- * on_exit runs once the container has ended for good and its exit file
- * is written: it closes the kept descriptors (the host ports are free at
- * once) and starts this binary with the launcher's arguments, in a
- * process of its own that outlives the shim (a -p container's network is
- * brought in step with it so). Its outcome is not the container's.
- */
-static void on_exit_run(struct shim *s)
+/* How long the shim waits for the on-exit command before it ends anyway. */
+#define ONEXIT_WAIT_MS 30000
+
+/* on_exit_spawn starts this binary with the launcher's on-exit arguments; the pid, or -1. */
+static pid_t on_exit_spawn(struct shim *s)
 {
-	if (s->keep_first > 0)
-		syscall(SYS_close_range, s->keep_first, s->keep_last, 0);
-	if (!s->onexit)
-		return;
 	size_t n = 0;
 	for (size_t i = 0; i < s->onexit_len; i++)
 		n += s->onexit[i] == '\0';
 	char **argv = calloc(n + 1, sizeof(char *));
 	if (!argv)
-		return;
+		return -1;
 	char *a = s->onexit;
 	for (size_t i = 0; i < n; i++, a += strlen(a) + 1)
 		argv[i] = a;
 	pid_t pid = fork();
 	if (pid != 0)
-		return; /* the child is nobody's to wait for: the shim ends now */
+		return pid;
 	sigprocmask(SIG_SETMASK, &s->oldmask, NULL);
 	signal(SIGTERM, SIG_DFL);
 	signal(SIGINT, SIG_DFL);
@@ -954,17 +947,39 @@ static void on_exit_run(struct shim *s)
 		int cfd = open(s->onexit_cgroup, O_WRONLY | O_CLOEXEC);
 		if (cfd >= 0) {
 			char pid[24];
-			int n = snprintf(pid, sizeof(pid), "%d\n", getpid());
-			write_all(cfd, pid, n);
+			int k = snprintf(pid, sizeof(pid), "%d\n", getpid());
+			write_all(cfd, pid, k);
 			close(cfd);
 		}
 	}
-	/* Out of the bundle, which may be removed meanwhile. */
+	/* Out of the bundle, which may be removed meanwhile. The kept descriptors close on exec. */
 	if (chdir("/") < 0)
 		_exit(127);
 	char *envp[] = {"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", NULL};
 	execve("/proc/self/exe", argv, envp);
 	_exit(127);
+}
+
+/*
+ * on_exit_run runs once the container has ended for good and its exit
+ * file is written. It runs the launcher's on-exit command (a -p
+ * container's takes its port rules out) and waits for it, up to
+ * ONEXIT_WAIT_MS, and only then closes the kept descriptors: a host port
+ * is never free while a rule still sends its traffic to the ended
+ * container. The command's outcome is not the container's.
+ */
+static void on_exit_run(struct shim *s)
+{
+	pid_t pid = s->onexit ? on_exit_spawn(s) : -1;
+	for (int waited = 0; pid > 0 && waited < ONEXIT_WAIT_MS; waited += 5) {
+		pid_t r = waitpid(pid, NULL, WNOHANG);
+		if (r == pid || (r < 0 && errno != EINTR))
+			break;
+		struct timespec pause = {.tv_nsec = 5000000};
+		nanosleep(&pause, NULL);
+	}
+	if (s->keep_first > 0)
+		syscall(SYS_close_range, s->keep_first, s->keep_last, 0);
 }
 
 /*
