@@ -52,7 +52,9 @@ func startWith(t testing.TB, cfg apiserver.Config, setup ...func(*apiserver.Serv
 	t.Helper()
 	dir := t.TempDir()
 	ctx, cancel := context.WithCancel(context.Background())
-	st, err := store.Open(ctx, store.Config{DataDir: dir})
+	// A short node TTL is granted as asked, not raised to a lone store's
+	// shortest lease.
+	st, err := store.Open(ctx, store.Config{DataDir: dir, MinLeaseTTL: cfg.NodeTTL})
 	if err != nil {
 		t.Fatal(err)
 	}

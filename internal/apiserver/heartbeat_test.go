@@ -209,3 +209,55 @@ func TestNodeLossFoundWithinTTLThoughBeatsWriteNothing(t *testing.T) {
 		t.Errorf("n2, still beating: %v, %v; want Ready", n2, err)
 	}
 }
+
+// A heartbeat made in process (berth up's own node) does what the
+// agent's status write over the API does: it renews the lease, writes
+// nothing when only the time moved, and writes the node Ready again once
+// it was marked otherwise.
+func TestInProcessHeartbeat(t *testing.T) {
+	e := start(t)
+	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+	defer cancel()
+	if _, err := e.client.Nodes().Apply(ctx, &api.Node{Metadata: api.Metadata{Name: "n1"}, Spec: api.NodeSpec{Address: "10.0.0.1"}}); err != nil {
+		t.Fatal(err)
+	}
+	t0 := time.Now().UTC()
+	beat := func(at time.Duration) *api.Node {
+		t.Helper()
+		if err := e.srv.Heartbeat(ctx, "n1", t0.Add(at)); err != nil {
+			t.Fatal(err)
+		}
+		got, err := e.client.Nodes().Get(ctx, "", "n1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return got
+	}
+	first := beat(0)
+	if first.Status.Condition != api.NodeReady {
+		t.Fatalf("after the first beat: %s, want Ready", first.Status.Condition)
+	}
+	if live, err := e.store.LiveNodes(ctx); err != nil || !live["n1"] {
+		t.Fatalf("n1 not alive after a heartbeat: %v, %v", live, err)
+	}
+	counts := storetest.Count(e.store)
+	if n := beat(2 * time.Second); n.Metadata.Revision != first.Metadata.Revision {
+		t.Fatalf("a beat with nothing new wrote the node: revision %d, was %d", n.Metadata.Revision, first.Metadata.Revision)
+	}
+	if got := counts.Take(); got.Writes != 0 || got.Txns != 0 {
+		t.Errorf("a beat with nothing new made %d writes and %d transactions; want none", got.Writes, got.Txns)
+	}
+	if err := e.store.ExpireNode(ctx, "n1"); err != nil {
+		t.Fatal(err)
+	}
+	first.Status.Condition, first.Status.Message = api.NodeNotReady, "its heartbeat lease expired"
+	if _, err := e.client.Nodes().UpdateStatus(ctx, first); err != nil {
+		t.Fatal(err)
+	}
+	if n := beat(4 * time.Second); n.Status.Condition != api.NodeReady || n.Status.Message != "" {
+		t.Fatalf("after a beat past a lapse: %s (%q), want Ready", n.Status.Condition, n.Status.Message)
+	}
+	if live, err := e.store.LiveNodes(ctx); err != nil || !live["n1"] {
+		t.Fatalf("n1 not alive after beating past a lapse: %v, %v", live, err)
+	}
+}

@@ -736,12 +736,12 @@ func (s *Server) putStatus(w http.ResponseWriter, r *http.Request) {
 			// The beats' pace follows this server's TTL: an agent learns
 			// it here, whatever its own default.
 			w.Header().Set(api.HeartbeatIntervalHeader, api.HeartbeatInterval(s.nodeTTL).String())
-			held, err := s.store.RenewNode(r.Context(), t.name, s.nodeTTL)
+			done, err := s.beat(r.Context(), n, rev)
 			if err != nil {
 				writeError(w, err)
 				return
 			}
-			if rev == 0 && s.heartbeatOnly(r.Context(), n, held) {
+			if done {
 				// Nothing stored changed: the answer is the beat itself.
 				writeJSON(w, http.StatusOK, n)
 				return

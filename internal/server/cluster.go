@@ -164,7 +164,7 @@ func Server(ctx context.Context, cfg ServerConfig) error {
 
 	regs := registryDirectory(g, st, name, cfg, log)
 	key := st.LeaderKey(controllerRole)
-	err = controlPlane{Store: st, Images: imgs, Socket: sock, Unix: ul, TCP: tl, Creds: creds, Log: log,
+	_, err = controlPlane{Store: st, Images: imgs, Socket: sock, Unix: ul, TCP: tl, Creds: creds, Log: log,
 		// With the CA, nodes authenticate with the certificates it signs
 		// on join, and NodeAuthorizer confines them to their own node.
 		API:         apiserver.Config{Store: st, CA: creds.CA, NodeCertTTL: cfg.NodeCertTTL, NodeTTL: cfg.NodeTTL, AllowedHostPaths: cfg.AllowedHostPaths, SealKey: secrets.key},

@@ -43,8 +43,8 @@ type controlPlane struct {
 	Log         *slog.Logger
 }
 
-// start runs the control plane's components in g.
-func (cp controlPlane) start(g *group) error {
+// start runs the control plane's components in g and returns its API server.
+func (cp controlPlane) start(g *group) (*apiserver.Server, error) {
 	log := cp.Log
 	cfg := cp.API
 	cfg.Logger = log.With("component", "apiserver")
@@ -56,7 +56,7 @@ func (cp controlPlane) start(g *group) error {
 	// What no server has comes from the image's own registry.
 	upstream, err := upstreamOptions()
 	if err != nil {
-		return err
+		return nil, err
 	}
 	reg := registry.New(cp.Images, registry.Options{Authorize: apiserver.AuthorizeImages, Readable: srv.ReadableImages, Logger: log.With("component", "registry"),
 		Peers: cp.Peers, Upstream: upstream, Private: privateRepos(cp.Store)})
@@ -67,7 +67,7 @@ func (cp controlPlane) start(g *group) error {
 	srv.Mount("/metrics/", apiserver.Scrapers(metrics.Handler(metrics.Cluster(cp.Store))))
 	uc, err := client.New("unix://" + cp.Socket)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	var token string
 	if cp.Creds != nil {
@@ -84,7 +84,7 @@ func (cp controlPlane) start(g *group) error {
 		g.run("api server (tcp)", func(ctx context.Context) error { return srv.ServeTLS(ctx, cp.TCP, cp.Creds.TLS, cp.Creds.Token) })
 	}
 	g.run("controllers", func(ctx context.Context) error { return cp.Controllers(ctx, srv) })
-	return nil
+	return srv, nil
 }
 
 // processName is given, or else this machine's hostname made a DNS label;

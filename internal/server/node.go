@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"path/filepath"
+	"time"
 
 	"github.com/berth-dev/berth/api/client"
 	"github.com/berth-dev/berth/internal/agent"
@@ -35,6 +36,9 @@ type node struct {
 	CgroupFavorDynMods bool
 	CgroupDriver       string
 	Log                *slog.Logger
+	// Beat, when set, is how the agent heartbeats instead of a request
+	// to the API: berth up's node beats in its own API server's process.
+	Beat func(ctx context.Context, node string, now time.Time) error
 }
 
 // open makes what the node was not given: the container runtime (after
@@ -64,7 +68,7 @@ func (n *node) open() error {
 func (n *node) agent() *agent.Agent {
 	return agent.New(agent.Config{
 		Node:             agent.NodeInfo{Name: n.Name, Address: n.Address, Labels: n.Labels, Info: *n.Info},
-		ControlPlane:     agent.NewAPIPlane(n.Client),
+		ControlPlane:     n.controlPlane(),
 		Runtime:          n.Runtime,
 		Images:           n.Images,
 		Logger:           n.Log,
@@ -74,6 +78,26 @@ func (n *node) agent() *agent.Agent {
 		DataDir:          filepath.Join(n.DataDir, "data"),
 		AllowedHostPaths: n.AllowedHostPaths,
 	})
+}
+
+// controlPlane is the agent's way to the API, its heartbeats through
+// Beat when set.
+func (n *node) controlPlane() agent.ControlPlane {
+	p := agent.NewAPIPlane(n.Client)
+	if n.Beat == nil {
+		return p
+	}
+	return beatInProcess{APIPlane: p, beat: n.Beat}
+}
+
+// beatInProcess is the API plane with heartbeats made by a function.
+type beatInProcess struct {
+	*agent.APIPlane
+	beat func(ctx context.Context, node string, now time.Time) error
+}
+
+func (p beatInProcess) Heartbeat(ctx context.Context, node string) error {
+	return p.beat(ctx, node, time.Now())
 }
 
 // serveTunnels serves ag's remote operations through a tunnel to each of

@@ -123,7 +123,7 @@ func Up(ctx context.Context, cfg Config) error {
 
 	g := newGroup(ctx)
 	defer g.cancel()
-	err = controlPlane{Store: st, Images: imgs, Socket: sock, Unix: l, TCP: tl, Creds: creds, Log: log,
+	srv, err := controlPlane{Store: st, Images: imgs, Socket: sock, Unix: l, TCP: tl, Creds: creds, Log: log,
 		API: apiserver.Config{Store: st, AllowedHostPaths: cfg.AllowedHostPaths, SealKey: secrets.key},
 		Controllers: func(ctx context.Context, srv *apiserver.Server) error {
 			return controller.NewManager(st, controller.Options{Logger: log, Network: cfg.Network.controller(), Migrate: srv.Migrate, Admit: srv.Admit}).Run(ctx)
@@ -132,6 +132,8 @@ func Up(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return err
 	}
+	// The node is this process's own: its heartbeats need no request.
+	n.Beat = srv.Heartbeat
 	ag := n.agent()
 	g.run("agent", ag.Run)
 	// The agent serves remote operations through the API, as on any node.

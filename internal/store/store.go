@@ -45,6 +45,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/server/v3/embed"
 	"go.etcd.io/etcd/server/v3/etcdserver/api/v3client"
+	"go.etcd.io/raft/v3/raftpb"
 	"go.uber.org/zap"
 
 	"github.com/berth-dev/berth/api"
@@ -75,6 +76,11 @@ type Config struct {
 	// Logger gets the store's own messages; etcd's are dropped unless they
 	// are errors.
 	Logger *slog.Logger
+	// MinLeaseTTL, when set, is the shortest lease an embedded etcd
+	// without peers must grant as asked (a node heartbeat TTL shorter than
+	// api.NodeTTL): its raft ticks are made as fine as that needs. Its
+	// slow ticks grant no lease under loneMinLease otherwise.
+	MinLeaseTTL time.Duration
 }
 
 // Store is a handle on the objects in etcd. It is safe for concurrent use.
@@ -168,7 +174,7 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	if err != nil {
 		return nil, err
 	}
-	e, err := startEmbedded(ctx, cfg.DataDir, cfg.Member)
+	e, err := startEmbedded(ctx, cfg.DataDir, cfg.Member, cfg.MinLeaseTTL)
 	if err != nil {
 		lock.Close()
 		return nil, err
@@ -206,10 +212,24 @@ const clientSocket = "client.sock"
 
 const embeddedMaxTxnOps = 1024
 
-// loneTickMs is the raft tick of a member without peers.
-const loneTickMs = 250
+// loneTickMs is the raft tick of a member without peers. Its election
+// timeout is five ticks, and etcd grants no lease under 1.5 of those,
+// seven ticks: loneMinLease, under the node heartbeat TTL (api.NodeTTL).
+const (
+	loneTickMs   = 1000
+	loneMinLease = 7 * loneTickMs * time.Millisecond
+)
 
-func startEmbedded(ctx context.Context, dataDir string, member *Member) (*embed.Etcd, error) {
+// loneTick is the raft tick of a member without peers that must grant
+// leases as short as minLease (none when zero).
+func loneTick(minLease time.Duration) uint {
+	if minLease <= 0 || minLease >= loneMinLease {
+		return loneTickMs
+	}
+	return uint(max(minLease/7, 10*time.Millisecond).Milliseconds())
+}
+
+func startEmbedded(ctx context.Context, dataDir string, member *Member, minLease time.Duration) (*embed.Etcd, error) {
 	dir := filepath.Join(dataDir, "etcd")
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("etcd data dir %s: %w", dir, err)
@@ -236,30 +256,33 @@ func startEmbedded(ctx context.Context, dataDir string, member *Member) (*embed.
 	ec.ListenClientUrls, ec.AdvertiseClientUrls = []url.URL{*cu}, []url.URL{*cu}
 	ec.ListenPeerUrls, ec.AdvertisePeerUrls = []url.URL{*pu}, []url.URL{*pu}
 	ec.InitialCluster = ec.InitialClusterFromName(ec.Name)
-	// A lone member has no peers to heartbeat or elect with: its raft
-	// ticks and its database's batch commits are what wake an idle node
-	// most (about twenty times a second at etcd's 100 ms defaults; a
-	// quarter of an idle node's CPU). Slower ones cost nothing a lone
-	// member needs: every write is still in the fsynced WAL before it is
-	// acknowledged, the backend commits what the WAL already holds, and
-	// the shortest lease (1.5 election timeouts, 1.9 s) stays under any
-	// heartbeat TTL berth grants. Its first election takes up to an
-	// election timeout longer: a quarter second on average.
-	ec.TickMs, ec.ElectionMs = loneTickMs, 5*loneTickMs
-	ec.BackendBatchInterval = time.Second
 	readyTimeout := 60 * time.Second
 	if member != nil {
 		ec.TickMs, ec.ElectionMs = 100, 1000 // etcd's defaults: peers heartbeat and elect
-		ec.BackendBatchInterval = 0
-
 		if err := member.configure(ec); err != nil {
 			return nil, err
 		}
 		readyTimeout = memberReadyTimeout
+	} else {
+		// A lone member has no peers to heartbeat or elect with: its raft
+		// ticks, its database's batch commits and its downgrade checks are
+		// timers that wake an idle node for nothing it needs. Slower ones
+		// cost nothing: every write is still in the fsynced WAL before it
+		// is acknowledged, the backend commits what the WAL already holds,
+		// and the shortest lease stays under any heartbeat TTL berth
+		// grants. Its first election does not wait for the ticks
+		// (campaignAlone).
+		tick := loneTick(minLease)
+		ec.TickMs, ec.ElectionMs = tick, 5*tick
+		ec.BackendBatchInterval = 5 * time.Second
+		ec.DowngradeCheckTime = 0 // none: berth never downgrades its etcd
 	}
 	e, err := embed.StartEtcd(ec)
 	if err != nil {
 		return nil, fmt.Errorf("embedded etcd in %s: %w", dir, err)
+	}
+	if member == nil {
+		go campaignAlone(e)
 	}
 	select {
 	case <-e.Server.ReadyNotify():
@@ -273,6 +296,31 @@ func startEmbedded(ctx context.Context, dataDir string, member *Member) (*embed.
 	case <-time.After(readyTimeout):
 		e.Close()
 		return nil, fmt.Errorf("embedded etcd in %s: not ready after %v: %w", dir, readyTimeout, errdefs.ErrUnavailable)
+	}
+}
+
+// campaignAlone makes a member without peers its own leader at once
+// instead of after its election timeout: the ticks etcd fast-forwards at
+// start leave one to five ticks to wait (0.8 s on average at a 250 ms
+// tick, 3 s at a lone member's). The message is the one a leader handing
+// over sends its successor: it starts an election with no pre-vote, which
+// a member alone wins outright. It is sent again until a leader is known,
+// as the member ignores it while its initial configuration is not
+// applied yet; never to a member of several.
+func campaignAlone(e *embed.Etcd) {
+	id := uint64(e.Server.MemberID())
+	t := time.NewTicker(10 * time.Millisecond)
+	defer t.Stop()
+	for e.Server.Leader() == 0 && len(e.Server.Cluster().Members()) == 1 {
+		m := &raftpb.Message{Type: raftpb.MsgTimeoutNow.Enum(), To: &id, From: &id}
+		if err := e.Server.Process(context.Background(), m); err != nil {
+			return
+		}
+		select {
+		case <-t.C:
+		case <-e.Server.StoppingNotify():
+			return
+		}
 	}
 }
 
