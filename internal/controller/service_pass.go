@@ -29,7 +29,8 @@ type revHash struct {
 }
 
 // servicesPass removes service instances and returns those to make and
-// the status writes still to do.
+// the status writes still to do. Long because each service's status is
+// worked out from the same view its instances were counted in, in one loop.
 func (m *Manager) servicesPass(ctx context.Context, sn *snapshot) ([]newInstances, []func() error, error) {
 	owned := sn.byOwner()
 	var made []newInstances

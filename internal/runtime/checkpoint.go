@@ -69,7 +69,9 @@ type CheckpointOptions struct {
 
 // Checkpoint dumps a running container's process tree to opts.ImageDir with
 // CRIU. Unless LeaveRunning or PreDump, the container is stopped by the
-// dump, and Restore brings it back from the images.
+// dump, and Restore brings it back from the images. Long because the
+// checks, CRIU's arguments for each kind of dump and the freeze around it
+// read best in the order CRIU sees them.
 func (r *Runtime) Checkpoint(ctx context.Context, id string, opts CheckpointOptions) error {
 	bd, m, err := r.load(id)
 	if err != nil {
