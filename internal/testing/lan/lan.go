@@ -29,6 +29,7 @@ import (
 	"time"
 
 	"github.com/berth-dev/berth/api"
+	"github.com/berth-dev/berth/internal/runtime"
 )
 
 // Subnet holds the hosts' addresses: the i-th host, counting from 0 with
@@ -471,15 +472,14 @@ func (l *LAN) Close() {
 		for _, c := range list {
 			_, _ = a.Run("container", "rm", "--force", c.ID)
 		}
-		pins, _ := filepath.Glob(filepath.Join(a.DataDir, "net", "netns", "*"))
-		spares, _ := filepath.Glob(filepath.Join(a.DataDir, "net", "netns", ".spare", "*"))
-		// The tmpfs volumes an instance's containers share.
-		tmpfs, _ := filepath.Glob(filepath.Join(a.DataDir, "containers", ".pod-volumes", "*", "*"))
-		for _, p := range append(append(pins, spares...), tmpfs...) {
+		// Whatever is still mounted in its data dir, deepest first: pinned
+		// network namespaces, the tmpfs volumes an instance's containers
+		// share, the tmpfs of its configs and secrets, and what a restore
+		// cut short by a crash left in its work directory.
+		mounts, _ := runtime.MountsUnder(a.DataDir)
+		for _, p := range mounts {
 			_ = syscall.Unmount(p, syscall.MNT_DETACH)
 		}
-		// The tmpfs that holds the agent's configs and secrets.
-		_ = syscall.Unmount(filepath.Join(a.DataDir, "data"), syscall.MNT_DETACH)
 	}
 	for _, ns := range slices.Backward(l.made) {
 		_ = exec.Command("ip", "netns", "del", ns).Run()
