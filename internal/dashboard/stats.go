@@ -243,6 +243,9 @@ func (h *hub) pollStats(ctx context.Context) {
 				return
 			case <-tick.C:
 			}
+			if !h.watched() {
+				continue // the last page closed while this tick was due
+			}
 		}
 		h.readStats(ctx, time.Now())
 	}
