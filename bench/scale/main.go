@@ -24,6 +24,7 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"os/signal"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -54,10 +55,53 @@ func main() {
 	if *full {
 		*nodes, *instances, *services = 15000, 300000, 1000
 	}
-	if err := bench(*bin, *nodes, *instances, *services, *timeout); err != nil {
+	// Interrupted, the bench stops what it started before it goes, as it
+	// does when a phase fails: a server and fleets left behind would hold
+	// their cores, ports and data dirs, and weigh on the next run.
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
+	go func() {
+		s := <-sigs
+		fmt.Fprintf(os.Stderr, "bench: %v: stopping the servers and fleets\n", s)
+		cleanup()
+		os.Exit(1)
+	}()
+	err := bench(*bin, *nodes, *instances, *services, *timeout)
+	cleanup()
+	if err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
 	}
+}
+
+// started is every process the bench started, and its work directory:
+// cleanup stops the one and removes the other on every way out.
+var started struct {
+	mu    sync.Mutex
+	procs []*proc
+	work  string
+}
+
+// cleanup stops every process the bench started, all at once, and removes
+// its work directory unless -keep. It may run twice (a signal during the
+// cleanup at the end): stopping a stopped process is a no-op.
+func cleanup() {
+	started.mu.Lock()
+	procs, work := started.procs, started.work
+	started.mu.Unlock()
+	var wg sync.WaitGroup
+	for _, p := range procs {
+		wg.Go(func() { p.stop(syscall.SIGTERM) })
+	}
+	wg.Wait()
+	if work == "" {
+		return
+	}
+	if keepWork {
+		fmt.Println("logs and data kept in", work)
+		return
+	}
+	os.RemoveAll(work)
 }
 
 type proc struct {
@@ -72,16 +116,28 @@ func start(log string, bin string, args ...string) (*proc, error) {
 	}
 	cmd := exec.Command(bin, args...)
 	cmd.Stdout, cmd.Stderr = f, f
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	// Its own session, so that a terminal's Ctrl-C reaches the bench
+	// alone, which stops it in order; killed outright, the bench takes it
+	// along (Pdeathsig).
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
+		f.Close()
 		return nil, err
 	}
 	p := &proc{cmd: cmd, done: make(chan struct{})}
 	go func() { _ = cmd.Wait(); f.Close(); close(p.done) }()
+	started.mu.Lock()
+	started.procs = append(started.procs, p)
+	started.mu.Unlock()
 	return p, nil
 }
 
 func (p *proc) stop(sig syscall.Signal) {
+	select {
+	case <-p.done:
+		return
+	default:
+	}
 	_ = p.cmd.Process.Signal(sig)
 	select {
 	case <-p.done:
@@ -187,13 +243,9 @@ func bench(bin string, nodes, instances, services int, timeout time.Duration) er
 	if err != nil {
 		return err
 	}
-	defer func() {
-		if keepWork {
-			fmt.Println("logs and data kept in", work)
-			return
-		}
-		os.RemoveAll(work)
-	}()
+	started.mu.Lock()
+	started.work = work
+	started.mu.Unlock()
 	srvDir := filepath.Join(work, "srv")
 	addr := freeAddr()
 	url := "https://" + addr
@@ -212,7 +264,6 @@ func bench(bin string, nodes, instances, services int, timeout time.Duration) er
 	if err != nil {
 		return err
 	}
-	defer srv.stop(syscall.SIGTERM)
 	if err := waitFile(filepath.Join(srvDir, "join-token"), time.Minute); err != nil {
 		return err
 	}
@@ -262,20 +313,18 @@ func bench(bin string, nodes, instances, services int, timeout time.Duration) er
 	if err != nil {
 		return err
 	}
-	defer live.stop(syscall.SIGTERM)
 	fleetSampler = newSampler(live.cmd.Process.Pid, "")
 	go fleetSampler.run()
 	doomed, err := fleet("doomed", doomedN)
 	if err != nil {
 		return err
 	}
-	defer doomed.stop(syscall.SIGKILL)
 	// Nodes are counted from one watch too: a list of 15,000 nodes twice
 	// a second was more of the server's work than their heartbeats.
 	nt := newNodeTracker(c)
 	go nt.run(ctx)
 	if err := waitFor(timeout, func() (bool, string) {
-		ready := nt.ready()
+		ready, _ := nt.count(func(c api.NodeCondition) bool { return c == api.NodeReady })
 		return ready == nodes, fmt.Sprintf("%d of %d nodes Ready", ready, nodes)
 	}); err != nil {
 		return err
@@ -664,121 +713,83 @@ type inst struct {
 	v           string // the template's env V: which rollout it is of
 }
 
-// tracker follows the instances through a list and then a watch, listing
-// again when the watch breaks.
-type tracker struct {
-	c     *client.Client
-	mu    sync.Mutex
-	insts map[string]inst
+// mirror follows one kind of object in namespace ns (all when empty)
+// through a list and then a watch, listing again when the watch breaks,
+// and keeps what of says of each, by name.
+type mirror[T any, P interface {
+	*T
+	api.Object
+}, V any] struct {
+	r  client.Resource[T, P]
+	ns string
+	of func(P) V
+	mu sync.Mutex
+	m  map[string]V
 }
 
-func newTracker(c *client.Client) *tracker { return &tracker{c: c, insts: map[string]inst{}} }
+func newMirror[T any, P interface {
+	*T
+	api.Object
+}, V any](r client.Resource[T, P], ns string, of func(P) V) *mirror[T, P, V] {
+	return &mirror[T, P, V]{r: r, ns: ns, of: of, m: map[string]V{}}
+}
+
+func (t *mirror[T, P, V]) run(ctx context.Context) {
+	for ctx.Err() == nil {
+		list, rev, err := t.r.List(ctx, t.ns)
+		if err != nil {
+			time.Sleep(time.Second)
+			continue
+		}
+		m := make(map[string]V, len(list))
+		for _, o := range list {
+			m[o.GetMetadata().Name] = t.of(o)
+		}
+		t.mu.Lock()
+		t.m = m
+		t.mu.Unlock()
+		ch, err := t.r.Watch(ctx, t.ns, rev)
+		if err != nil {
+			time.Sleep(time.Second)
+			continue
+		}
+		for ev := range ch {
+			if ev.Err != nil {
+				break
+			}
+			t.mu.Lock()
+			if ev.Type == "Deleted" {
+				delete(t.m, ev.Object.GetMetadata().Name)
+			} else {
+				t.m[ev.Object.GetMetadata().Name] = t.of(ev.Object)
+			}
+			t.mu.Unlock()
+		}
+	}
+}
+
+// count is how many objects match, and how many there are.
+func (t *mirror[T, P, V]) count(match func(V) bool) (n, total int) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for _, v := range t.m {
+		if match(v) {
+			n++
+		}
+	}
+	return n, len(t.m)
+}
+
+// newTracker follows the instances.
+func newTracker(c *client.Client) *mirror[api.Instance, *api.Instance, inst] {
+	return newMirror(c.Instances().Resource, "default", instOf)
+}
 
 func instOf(in *api.Instance) inst {
 	return inst{phase: in.Status.Phase, node: in.Spec.Node, owner: in.Metadata.Labels["berth.owner"], v: in.Spec.Template.Env["V"]}
 }
 
-func (t *tracker) run(ctx context.Context) {
-	for ctx.Err() == nil {
-		list, rev, err := t.c.Instances().List(ctx, "default")
-		if err != nil {
-			time.Sleep(time.Second)
-			continue
-		}
-		m := make(map[string]inst, len(list))
-		for _, in := range list {
-			m[in.Metadata.Name] = instOf(in)
-		}
-		t.mu.Lock()
-		t.insts = m
-		t.mu.Unlock()
-		ch, err := t.c.Instances().Watch(ctx, "default", rev)
-		if err != nil {
-			time.Sleep(time.Second)
-			continue
-		}
-		for ev := range ch {
-			if ev.Err != nil {
-				break
-			}
-			t.mu.Lock()
-			if ev.Type == "Deleted" {
-				delete(t.insts, ev.Object.Metadata.Name)
-			} else {
-				t.insts[ev.Object.Metadata.Name] = instOf(ev.Object)
-			}
-			t.mu.Unlock()
-		}
-	}
-}
-
-// count is how many instances match, and how many there are.
-func (t *tracker) count(match func(inst) bool) (n, total int) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	for _, in := range t.insts {
-		if match(in) {
-			n++
-		}
-	}
-	return n, len(t.insts)
-}
-
-// nodeTracker follows the nodes' conditions through a list and then a
-// watch, listing again when the watch breaks.
-type nodeTracker struct {
-	c     *client.Client
-	mu    sync.Mutex
-	conds map[string]api.NodeCondition
-}
-
-func newNodeTracker(c *client.Client) *nodeTracker {
-	return &nodeTracker{c: c, conds: map[string]api.NodeCondition{}}
-}
-
-func (t *nodeTracker) run(ctx context.Context) {
-	for ctx.Err() == nil {
-		list, rev, err := t.c.Nodes().List(ctx, "")
-		if err != nil {
-			time.Sleep(time.Second)
-			continue
-		}
-		m := make(map[string]api.NodeCondition, len(list))
-		for _, n := range list {
-			m[n.Metadata.Name] = n.Status.Condition
-		}
-		t.mu.Lock()
-		t.conds = m
-		t.mu.Unlock()
-		ch, err := t.c.Nodes().Watch(ctx, "", rev)
-		if err != nil {
-			time.Sleep(time.Second)
-			continue
-		}
-		for ev := range ch {
-			if ev.Err != nil {
-				break
-			}
-			t.mu.Lock()
-			if ev.Type == "Deleted" {
-				delete(t.conds, ev.Object.Metadata.Name)
-			} else {
-				t.conds[ev.Object.Metadata.Name] = ev.Object.Status.Condition
-			}
-			t.mu.Unlock()
-		}
-	}
-}
-
-// ready is how many nodes are Ready.
-func (t *nodeTracker) ready() int {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	n := 0
-	for _, c := range t.conds {
-		if c == api.NodeReady {
-			n++
-		}
-	}
-	return n
+// newNodeTracker follows the nodes' conditions.
+func newNodeTracker(c *client.Client) *mirror[api.Node, *api.Node, api.NodeCondition] {
+	return newMirror(c.Nodes().Resource, "", func(n *api.Node) api.NodeCondition { return n.Status.Condition })
 }
