@@ -59,22 +59,34 @@ func (s *Store) nodeCredKey(node string) string { return s.nodeCredPrefix() + no
 // object nor credentials under it, even those of a node long NotReady.
 // Only an admin's removal of the node frees its name. Token errors are
 // in the Unauthorized category, a taken name in AlreadyExists.
+//
+// A token with a bounded number of uses counts them in its record, so
+// its joins take turns: each rewrites the record the next one checks. A
+// token of any number of uses, the kind a fleet joins with, is left as it
+// is and each join adds a key of its own under it (tokenUseKey): joins at
+// once do not undo each other, and etcd commits them together. Either
+// way the token's record must be as read, so a revocation meanwhile
+// stops the join.
 func (s *Store) JoinNode(ctx context.Context, token, node string, cert NodeCert, now time.Time) (JoinToken, error) {
 	for {
 		rec, rev, err := s.verifyJoinToken(ctx, token, now)
 		if err != nil {
 			return JoinToken{}, err
 		}
-		rec.Used++
-		tb, _ := json.Marshal(rec)
 		cred := NodeCredential{Node: node, Certs: []NodeCert{cert}, Token: rec.ID, Joined: now.UTC()}
 		cb, _ := json.Marshal(cred)
 		tk, ck, nk := s.tokenKey(rec.ID), s.nodeCredKey(node), s.Key(api.KindNode, "", node)
+		use := clientv3.OpPut(s.tokenUseKey(rec.ID, node), "")
+		if rec.Uses > 0 {
+			rec.Used++
+			tb, _ := json.Marshal(rec)
+			use = clientv3.OpPut(tk, string(tb))
+		}
 		r, err := s.client.Txn(ctx).
 			If(clientv3.Compare(clientv3.ModRevision(tk), "=", rev),
 				clientv3.Compare(clientv3.CreateRevision(ck), "=", 0),
 				clientv3.Compare(clientv3.CreateRevision(nk), "=", 0)).
-			Then(clientv3.OpPut(tk, string(tb)), clientv3.OpPut(ck, string(cb))).
+			Then(use, clientv3.OpPut(ck, string(cb))).
 			Else(clientv3.OpGet(ck, clientv3.WithCountOnly()), clientv3.OpGet(nk, clientv3.WithCountOnly())).
 			Commit()
 		if err != nil {

@@ -255,3 +255,47 @@ func TestNodeCredentialCacheChangedIsPerNode(t *testing.T) {
 		t.Fatalf("after its revocation n1 is allowed: %v %v", ok, err)
 	}
 }
+
+// A token of any number of uses takes a fleet's joins at once: none
+// rewrites its record (which every other join checks), and a listing
+// still counts them all.
+func TestJoinTokenOfAnyUsesJoinsAtOnce(t *testing.T) {
+	ctx := t.Context()
+	s := openStore(t)
+	now := time.Now()
+	tok, rec, err := s.CreateJoinToken(ctx, JoinTokenOptions{Expires: now.Add(time.Hour)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, rev0, err := s.getToken(ctx, rec.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const n = 64
+	var wg sync.WaitGroup
+	errs := make([]error, n)
+	for i := range n {
+		name := fmt.Sprintf("n%02d", i)
+		wg.Go(func() { _, errs[i] = s.JoinNode(ctx, tok, name, NodeCert{Serial: name, NotAfter: now.Add(time.Hour)}, now) })
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			t.Fatalf("join of n%02d: %v", i, err)
+		}
+	}
+	if _, rev, err := s.getToken(ctx, rec.ID); err != nil || rev != rev0 {
+		t.Fatalf("the token's record was rewritten by the joins (revision %d, was %d): %v", rev, rev0, err)
+	}
+	toks, err := s.ListJoinTokens(ctx)
+	if err != nil || len(toks) != 1 || toks[0].Used != n {
+		t.Fatalf("tokens listed: %+v, %v; want one used %d times", toks, err, n)
+	}
+	// Revoked, it stops the next join, though no join rewrote it.
+	if err := s.RevokeJoinToken(ctx, rec.ID); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.JoinNode(ctx, tok, "late", NodeCert{Serial: "late", NotAfter: now.Add(time.Hour)}, now); !errdefs.IsUnauthorized(err) || !strings.Contains(err.Error(), "revoked") {
+		t.Fatalf("join with a revoked token: %v, want refused as revoked", err)
+	}
+}

@@ -84,6 +84,11 @@ type JoinTokenOptions struct {
 func (s *Store) tokenPrefix() string       { return s.prefix + "/tokens/" }
 func (s *Store) tokenKey(id string) string { return s.tokenPrefix() + id }
 
+// tokenUsePrefix holds a key for each join made with a token of any
+// number of uses (see JoinNode), <prefix>/tokenuses/<id>/<node>.
+func (s *Store) tokenUsePrefix() string             { return s.prefix + "/tokenuses/" }
+func (s *Store) tokenUseKey(id, node string) string { return s.tokenUsePrefix() + id + "/" + node }
+
 // ParseJoinToken splits a token into its id and secret, or says what is
 // wrong with it (in the Unauthorized category: a malformed token is a
 // wrong credential).
@@ -153,12 +158,22 @@ func (s *Store) ListJoinTokens(ctx context.Context) ([]JoinToken, error) {
 	if err != nil {
 		return nil, fmt.Errorf("list join tokens: %w", wrapEtcd(err))
 	}
+	uses, err := s.client.Get(ctx, s.tokenUsePrefix(), clientv3.WithPrefix(), clientv3.WithKeysOnly(), clientv3.WithRev(r.Header.Revision))
+	if err != nil {
+		return nil, fmt.Errorf("list join tokens: %w", wrapEtcd(err))
+	}
+	used := map[string]int{}
+	for _, kv := range uses.Kvs {
+		id, _, _ := strings.Cut(strings.TrimPrefix(string(kv.Key), s.tokenUsePrefix()), "/")
+		used[id]++
+	}
 	out := make([]JoinToken, 0, len(r.Kvs))
 	for _, kv := range r.Kvs {
 		var rec storedToken
 		if err := json.Unmarshal(kv.Value, &rec); err != nil {
 			return nil, fmt.Errorf("stored join token %s: %w", kv.Key, err)
 		}
+		rec.Used += used[rec.ID]
 		out = append(out, rec.JoinToken)
 	}
 	sort.SliceStable(out, func(i, j int) bool { return out[i].Created.Before(out[j].Created) })
