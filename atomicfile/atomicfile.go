@@ -16,13 +16,25 @@ import (
 
 // Write replaces path with data, mode perm, by the rule above.
 func Write(path string, data []byte, perm os.FileMode) error {
-	if err := write(path, data, perm); err != nil {
+	if err := write(path, data, perm, true); err != nil {
 		return fmt.Errorf("write %s: %w", path, err)
 	}
 	return nil
 }
 
-func write(path string, data []byte, perm os.FileMode) error {
+// WriteUnsynced is Write without its fsyncs: readers still see the file
+// whole, before or after, and so does the machine after a crash of the
+// writing process, but not after a power cut. It is for files whose loss
+// costs nothing, such as a simulated node's credentials (thousands of
+// them, whose fsyncs were a tenth of a fleet's work).
+func WriteUnsynced(path string, data []byte, perm os.FileMode) error {
+	if err := write(path, data, perm, false); err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	return nil
+}
+
+func write(path string, data []byte, perm os.FileMode, sync bool) error {
 	dir := filepath.Dir(path)
 	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".*")
 	if err != nil {
@@ -35,7 +47,7 @@ func write(path string, data []byte, perm os.FileMode) error {
 	if err == nil {
 		_, err = f.Write(data)
 	}
-	if err == nil {
+	if err == nil && sync {
 		err = f.Sync()
 	}
 	if cerr := f.Close(); err == nil {
@@ -44,7 +56,7 @@ func write(path string, data []byte, perm os.FileMode) error {
 	if err != nil {
 		return err
 	}
-	if err := os.Rename(f.Name(), path); err != nil {
+	if err := os.Rename(f.Name(), path); err != nil || !sync {
 		return err
 	}
 	d, err := os.Open(dir)

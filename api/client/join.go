@@ -241,8 +241,17 @@ const (
 	NodeCAFile   = "ca.crt"
 )
 
-// Save writes the credentials into dir (0700), the key 0600.
-func (nc *NodeCredentials) Save(dir string) error {
+// Save writes the credentials into dir (0700), the key 0600, each file
+// synced to disk.
+func (nc *NodeCredentials) Save(dir string) error { return nc.save(dir, atomicfile.Write) }
+
+// SaveUnsynced is Save without syncing to disk (atomicfile.WriteUnsynced):
+// for simulated nodes, whose credentials need not outlive the machine.
+func (nc *NodeCredentials) SaveUnsynced(dir string) error {
+	return nc.save(dir, atomicfile.WriteUnsynced)
+}
+
+func (nc *NodeCredentials) save(dir string, write func(string, []byte, os.FileMode) error) error {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return fmt.Errorf("node credentials in %s: %w", dir, err)
 	}
@@ -251,7 +260,7 @@ func (nc *NodeCredentials) Save(dir string) error {
 		data []byte
 		mode os.FileMode
 	}{{NodeKeyFile, nc.Key, 0o600}, {NodeCertFile, nc.Certificate, 0o644}, {NodeCAFile, nc.CA, 0o644}} {
-		if err := atomicfile.Write(filepath.Join(dir, f.name), f.data, f.mode); err != nil {
+		if err := write(filepath.Join(dir, f.name), f.data, f.mode); err != nil {
 			return fmt.Errorf("node credentials in %s: %w", dir, err)
 		}
 	}

@@ -19,6 +19,7 @@ import (
 type renewingCertificate struct {
 	dir   string
 	node  string
+	save  func(nc *client.NodeCredentials, dir string) error
 	log   *slog.Logger
 	creds atomic.Pointer[client.NodeCredentials]
 	cert  atomic.Pointer[tls.Certificate]
@@ -26,8 +27,8 @@ type renewingCertificate struct {
 
 var _ Credential = (*renewingCertificate)(nil)
 
-func newRenewingCertificate(dir, node string, nc *client.NodeCredentials, log *slog.Logger) (*renewingCertificate, error) {
-	r := &renewingCertificate{dir: dir, node: node, log: log}
+func newRenewingCertificate(dir, node string, nc *client.NodeCredentials, save func(*client.NodeCredentials, string) error, log *slog.Logger) (*renewingCertificate, error) {
+	r := &renewingCertificate{dir: dir, node: node, save: save, log: log}
 	return r, r.set(nc)
 }
 
@@ -74,7 +75,7 @@ func (r *renewingCertificate) run(ctx context.Context, c *client.Client, rt http
 		}
 		nc, err := c.Renew(ctx, r.node, r.creds.Load())
 		if err == nil {
-			if err = nc.Save(r.dir); err == nil {
+			if err = r.save(nc, r.dir); err == nil {
 				err = r.set(nc)
 			}
 		}

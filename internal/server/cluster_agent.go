@@ -76,6 +76,11 @@ type AgentConfig struct {
 	// NoTunnels leaves out the tunnels servers reach the node by (exec,
 	// logs): one connection per server fewer for each hollow agent.
 	NoTunnels bool
+	// UnsyncedCredentials saves the node's credentials without syncing
+	// them to disk (client.NodeCredentials.SaveUnsynced): a hollow node's
+	// need not survive a power cut, and thousands of joins each waited on
+	// six fsyncs.
+	UnsyncedCredentials bool
 }
 
 // Credential is how an agent authenticates to the API servers. It adds
@@ -220,7 +225,7 @@ func agentCredential(ctx context.Context, cfg *AgentConfig, log *slog.Logger) (n
 		}
 		saved = nc
 	}
-	if renewing, err = newRenewingCertificate(NodeCredentialsDir(cfg.DataDir), name, saved, log); err != nil {
+	if renewing, err = newRenewingCertificate(NodeCredentialsDir(cfg.DataDir), name, saved, cfg.saveCredentials, log); err != nil {
 		return "", nil, err
 	}
 	cfg.Credential = renewing
@@ -318,7 +323,7 @@ func joinCluster(ctx context.Context, cfg AgentConfig, node string, log *slog.Lo
 		for _, s := range cfg.Servers {
 			var nc *client.NodeCredentials
 			if nc, err = client.Join(ctx, s, opts); err == nil {
-				if err := nc.Save(dir); err != nil {
+				if err := cfg.saveCredentials(nc, dir); err != nil {
 					return nil, err
 				}
 				log.Info("joined the cluster", "node", node, "server", s, "credentials", dir)
@@ -341,6 +346,15 @@ func joinCluster(ctx context.Context, cfg AgentConfig, node string, log *slog.Lo
 		case <-time.After(time.Second):
 		}
 	}
+}
+
+// saveCredentials writes the node's credentials into dir, synced to disk
+// unless cfg.UnsyncedCredentials.
+func (cfg AgentConfig) saveCredentials(nc *client.NodeCredentials, dir string) error {
+	if cfg.UnsyncedCredentials {
+		return nc.SaveUnsynced(dir)
+	}
+	return nc.Save(dir)
 }
 
 // unreachable reports an error that asking again later, or another

@@ -327,7 +327,7 @@ func TestAgentCredentialsFromItsDataDir(t *testing.T) {
 		t.Fatalf("NodeCertificate.Apply: %v, %d certificates", err, len(tc.Certificates))
 	}
 	// The renewing credential presents whichever certificate is newest.
-	rc, err := newRenewingCertificate(NodeCredentialsDir(dir), "n1", got, slog.Default())
+	rc, err := newRenewingCertificate(NodeCredentialsDir(dir), "n1", got, (*client.NodeCredentials).Save, slog.Default())
 	if err != nil {
 		t.Fatal(err)
 	}

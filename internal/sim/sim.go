@@ -119,7 +119,7 @@ func (f *Fleet) agentConfig(name string, ready func(string)) server.AgentConfig 
 		DataDir: filepath.Join(f.cfg.DataDir, name), Servers: f.cfg.Servers, CAFile: f.cfg.CAFile, CAPin: f.cfg.CAPin,
 		JoinToken: f.cfg.JoinToken, NodeName: name, Address: "127.0.0.1",
 		Network: server.Network{Disabled: true}, Logger: f.cfg.Logger, Ready: ready,
-		Runtime: simrt.New(f.cfg.Runtime), Images: simrt.Images{}, Info: &info, NoTunnels: true,
+		Runtime: simrt.New(f.cfg.Runtime), Images: simrt.Images{}, Info: &info, NoTunnels: true, UnsyncedCredentials: true,
 	}
 }
 
