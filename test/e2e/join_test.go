@@ -349,6 +349,12 @@ func TestAgentJoinsWithTokenThenUsesItsCertificate(t *testing.T) {
 	if !strings.Contains(out, "1/1") || !strings.Contains(out, "used up") {
 		t.Errorf("berth token ls does not show the token used up:\n%s", out)
 	}
+	// The first token, of any number of uses, counts its one join (a use
+	// key of its own, not a rewrite of the token's record).
+	firstID, _, _ := strings.Cut(strings.TrimPrefix(token, "berth_"), ".")
+	if !regexp.MustCompile(`(?m)^` + firstID + `\s+revoked\s+\S+(\s+\S+)?\s+1\s`).MatchString(out) {
+		t.Errorf("berth token ls does not show the first token (%s) revoked after 1 join:\n%s", firstID, out)
+	}
 }
 
 // readToken reads the join token a server keeps in path.
