@@ -276,7 +276,9 @@ func TestJoinTokenOfAnyUsesJoinsAtOnce(t *testing.T) {
 	errs := make([]error, n)
 	for i := range n {
 		name := fmt.Sprintf("n%02d", i)
-		wg.Go(func() { _, errs[i] = s.JoinNode(ctx, tok, name, NodeCert{Serial: name, NotAfter: now.Add(time.Hour)}, now) })
+		wg.Go(func() {
+			_, errs[i] = s.JoinNode(ctx, tok, name, NodeCert{Serial: name, NotAfter: now.Add(time.Hour)}, now)
+		})
 	}
 	wg.Wait()
 	for i, err := range errs {
