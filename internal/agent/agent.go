@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"github.com/berth-dev/berth/api"
+	"github.com/berth-dev/berth/api/errdefs"
 	"github.com/berth-dev/berth/internal/agent/reconcile"
 	"github.com/berth-dev/berth/internal/health"
 	"github.com/berth-dev/berth/internal/hostinfo"
@@ -339,10 +340,40 @@ func (a *Agent) poke() {
 	}
 }
 
+// register registers the node, again and again, waiting longer each
+// time (up to registerBackoffMax), while the control plane is
+// unavailable: a server whose etcd is slow (thousands of nodes joining
+// at once) or has no leader turns the node away for a while, and an agent
+// that gave up there would stay out until restarted. Other errors (a
+// refused certificate, a bad node) end it at once.
+func (a *Agent) register(ctx context.Context) error {
+	wait := registerBackoff
+	for {
+		err := a.cfg.ControlPlane.RegisterNode(ctx, a.cfg.Node)
+		if err == nil || !errdefs.IsUnavailable(err) || ctx.Err() != nil {
+			return err
+		}
+		a.log.Warn("registering the node failed; trying again", "in", wait, "err", err)
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, registerBackoffMax)
+	}
+}
+
+// registerBackoff and registerBackoffMax bound the wait between attempts
+// to register while the control plane is unavailable.
+const (
+	registerBackoff    = 100 * time.Millisecond
+	registerBackoffMax = 5 * time.Second
+)
+
 // Run registers the node and works until ctx ends. Containers keep running
 // after it returns: a restarted agent adopts them.
 func (a *Agent) Run(ctx context.Context) error {
-	if err := a.cfg.ControlPlane.RegisterNode(ctx, a.cfg.Node); err != nil {
+	if err := a.register(ctx); err != nil {
 		return fmt.Errorf("register node %q: %w", a.cfg.Node.Name, err)
 	}
 	a.log.Info("node registered", "cpus", a.cfg.Node.Topology.CPUs(), "memory", a.cfg.Node.Capacity.MemoryBytes)
