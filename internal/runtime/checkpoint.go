@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"time"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
@@ -77,7 +78,8 @@ func (r *Runtime) Checkpoint(ctx context.Context, id string, opts CheckpointOpti
 	if err != nil {
 		return err
 	}
-	if st := r.status(bd, m); st.State != Running {
+	st := r.status(bd, m)
+	if st.State != Running {
 		return fmt.Errorf("container %q: checkpoint: %w", id, ErrNotRunning)
 	}
 	if m.Config.UserNS {
@@ -108,13 +110,6 @@ func (r *Runtime) Checkpoint(ctx context.Context, id string, opts CheckpointOpti
 	if err != nil {
 		return fmt.Errorf("container %q: checkpoint: %w", id, err)
 	}
-	spec, conf := r.spec(bd), r.criuConfigPath()
-	if spec != nil && spec.Annotations[criuConfigAnnotation] != "" {
-		conf = spec.Annotations[criuConfigAnnotation]
-	}
-	if err := r.writeCriuConfig(conf, spec); err != nil {
-		return fmt.Errorf("container %q: checkpoint: %w", id, err)
-	}
 	primeCRIU()
 	args := append(ext.criuFlag(criu), "checkpoint", "--image-path", dir, "--work-path", dir)
 	if opts.PreDump {
@@ -138,11 +133,24 @@ func (r *Runtime) Checkpoint(ctx context.Context, id string, opts CheckpointOpti
 	}
 	// Frozen here, CRIU need not wait for the freeze (cgroups.freeze).
 	// A systemd scope holds the shim too: CRIU freezes it as before.
-	thaw := func() {}
+	spec, conf := r.spec(bd), r.criuConfigPath()
+	if spec != nil && spec.Annotations[criuConfigAnnotation] != "" {
+		conf = spec.Annotations[criuConfigAnnotation]
+	}
+	thaw, frozen := func() {}, false
 	if r.scopes == nil {
 		if t, err := r.cg.freeze(r.CgroupPath(id)); err == nil {
-			thaw = t
+			thaw, frozen = t, true
 		}
+	}
+	// Only a frozen container's /dev stays as it is seen here.
+	var left criuExternals
+	if frozen && !opts.PreDump && conf != r.criuConfigPath() {
+		left = dumpExternals(st.Pid, dir)
+	}
+	if err := r.writeCriuConfig(conf, spec, left); err != nil {
+		thaw()
+		return fmt.Errorf("container %q: checkpoint: %w", id, err)
 	}
 	if opts.Lazy != nil {
 		// CRIU serves the memory after this returns: thawed once it is
@@ -194,7 +202,14 @@ func (r *Runtime) restore(ctx context.Context, id string, imageDir string, with 
 	}
 	if bd, old, err := r.load(id); err == nil {
 		if st := r.status(bd, old); st.State == Running {
-			return st, fmt.Errorf("container %q: restore: %w", id, ErrRunning)
+			// Just dumped, its shim may not have seen the processes go:
+			// a moment is given for that, no more.
+			wctx, cancel := context.WithTimeout(ctx, dumpedExitWait)
+			st, err = r.Wait(wctx, id)
+			cancel()
+			if err != nil || st.State == Running {
+				return st, fmt.Errorf("container %q: restore: %w", id, ErrRunning)
+			}
 		}
 		// The files the dumped processes had open are in the stopped
 		// container's writable layer: it goes with the images (unless
@@ -218,6 +233,10 @@ func (r *Runtime) restore(ctx context.Context, id string, imageDir string, with 
 	}
 	return st, nil
 }
+
+// dumpedExitWait is how long a restore waits for the exit of a container
+// found running, which a dump has just stopped.
+const dumpedExitWait = 2 * time.Second
 
 // CheckpointConfig is the Config of the container whose CRIU images are
 // in dir (its Executor set to the one that dumped it).
@@ -257,33 +276,29 @@ const criuConfigFile = "criu.conf"
 // criuMaskedKey names the container's masked directories (read-only
 // empty tmpfs mounts, /proc/acpi, /sys/firmware...) in its images: a dump
 // leaves them out as external mounts, and a restore binds an empty
-// read-only directory, criuMaskedDir, in their place. CRIU would
+// read-only tmpfs (criuRestoreConfig) in their place. CRIU would
 // otherwise archive each with tar and gzip, and unpack it, processes
 // forked while the container is frozen, 10 to 30 ms each.
 const criuMaskedKey = "berth-masked"
 
-func (r *Runtime) criuMaskedDir() string { return filepath.Join(r.root, ".criu-masked") }
-
-// writeCriuConfig writes CRIU's configuration to path: for a dump of
-// the container whose spec is dump, or for a restore when dump is nil.
+// writeCriuConfig writes CRIU's configuration for a dump of the
+// container whose spec is dump to path, with the mounts ext leaves out.
 // The shared file of older containers gets criuConfig alone.
-func (r *Runtime) writeCriuConfig(path string, dump *specs.Spec) error {
+func (r *Runtime) writeCriuConfig(path string, dump *specs.Spec, ext criuExternals) error {
 	conf := criuConfig
-	switch {
-	case path == r.criuConfigPath():
-	case dump != nil && dump.Linux != nil:
+	if path != r.criuConfigPath() && dump != nil && dump.Linux != nil {
 		for _, p := range dump.Linux.MaskedPaths {
 			// runc masks a directory with a tmpfs, a file with /dev/null.
 			if fi, err := os.Stat(p); err == nil && fi.IsDir() {
 				conf += "external mnt[" + p + "]:" + criuMaskedKey + "\n"
 			}
 		}
-	case dump == nil:
-		dir := r.criuMaskedDir()
-		if err := os.Mkdir(dir, 0o555); err != nil && !errors.Is(err, os.ErrExist) {
-			return err
+		if ext.Dev {
+			conf += "external mnt[/dev]:" + criuDevKey + "\n"
 		}
-		conf += "external mnt[" + criuMaskedKey + "]:" + dir + "\n"
+		if ext.Shm {
+			conf += "external mnt[/dev/shm]:" + criuShmKey + "\n"
+		}
 	}
 	return os.WriteFile(path, []byte(conf), 0o644)
 }

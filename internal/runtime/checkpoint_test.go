@@ -49,6 +49,8 @@ func testCheckpointRestore(t *testing.T, executor string) {
 	t.Cleanup(func() { _ = r.Delete(context.Background(), id, true) })
 	waitCount(t, r, id, 20)
 
+	mountsBefore, devBefore := inContainer(t, r, id, mountsCmd), inContainer(t, r, id, devCmd)
+
 	images := t.TempDir()
 	pre, final := filepath.Join(images, "pre"), filepath.Join(images, "final")
 	switch err := r.Checkpoint(ctx, id, runtime.CheckpointOptions{ImageDir: pre, PreDump: true}); {
@@ -71,7 +73,7 @@ func testCheckpointRestore(t *testing.T, executor string) {
 	if err := r.Checkpoint(ctx, id, runtime.CheckpointOptions{ImageDir: final, ParentDir: pre}); err != nil {
 		t.Fatal(err)
 	}
-	if st, _ := r.State(ctx, id); st.State == runtime.Running {
+	if st, _ := r.Wait(ctx, id); st.State == runtime.Running {
 		t.Fatalf("after the dump the container still runs")
 	}
 	before := counts(t, r, id)
@@ -125,6 +127,76 @@ func testCheckpointRestore(t *testing.T, executor string) {
 	var file bytes.Buffer
 	if _, err := r.Exec(ctx, id, runtime.ExecProcess{Args: []string{"head", "-n", "1", "/root/count"}, Stdout: &file}); err != nil || strings.TrimSpace(file.String()) != "1" {
 		t.Fatalf("after restore /root/count begins %q (%v), want the 1 written before the dump", file.String(), err)
+	}
+	// /dev and an empty /dev/shm were left out too, not archived
+	// (tmpfs-dev-*.img), and came back as they were; the masked
+	// directories, /dev and /dev/shm are the tmpfs mounts they were, not
+	// binds of a host directory.
+	if tars, _ := filepath.Glob(filepath.Join(final, "tmpfs-dev-*")); len(tars) != 0 {
+		t.Errorf("the dump archived tmpfs mounts: %v", tars)
+	}
+	if dev := inContainer(t, r, id, devCmd); dev != devBefore {
+		t.Errorf("after restore /dev holds\n%s\nbefore the dump\n%s", dev, devBefore)
+	}
+	if m := inContainer(t, r, id, mountsCmd); m != mountsBefore {
+		t.Errorf("after restore the tmpfs mounts are\n%s\nbefore the dump\n%s", m, mountsBefore)
+	}
+}
+
+// mountsCmd prints the container's tmpfs mounts as mountinfo shows them
+// (root, mount point, flags, type, source, options), less the ids.
+const mountsCmd = "grep ' - tmpfs ' /proc/self/mountinfo | cut -d' ' -f4- | sort"
+
+// devCmd prints what /dev and /dev/shm hold: names, types, modes, owners.
+const devCmd = "ls -lnA /dev /dev/shm | sed -E 's/ [A-Z][a-z]{2} +[0-9]+ +[0-9:]+ / /; s/^([^ ]+) +[0-9]+ /\\1 /'"
+
+// inContainer runs sh -c cmd in container id and returns its output.
+func inContainer(t *testing.T, r *runtime.Runtime, id, cmd string) string {
+	t.Helper()
+	var out bytes.Buffer
+	if code, err := r.Exec(context.Background(), id, runtime.ExecProcess{Args: []string{"sh", "-c", cmd}, Stdout: &out, Stderr: &out}); err != nil || code != 0 {
+		t.Fatalf("%s in %s: exit %d, %v: %s", cmd, id, code, err, out.String())
+	}
+	return out.String()
+}
+
+// TestCheckpointDevContents: what a container put in its /dev (a
+// directory, a link) and /dev/shm (a file) comes back after a restore.
+// /dev is still left out of the images (its entries carried beside
+// them); the /dev/shm that holds data is archived by CRIU.
+func TestCheckpointDevContents(t *testing.T) {
+	runtimetest.RequireRoot(t)
+	requireBinary(t, "runc")
+	requireBinary(t, "criu")
+	rootfs := runtimetest.BusyboxRootfs(t)
+	r, err := runtime.New(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	id := "ckpt-dev"
+	args := []string{"sh", "-c", "mkdir /dev/mine && ln -s /proc/self/fd/9 /dev/nine && echo kept >/dev/shm/a && " + counterArgs[2]}
+	if _, err := r.Run(ctx, runtime.Config{ID: id, LowerDirs: []string{rootfs}, Args: args, Executor: "runc"}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = r.Delete(context.Background(), id, true) })
+	waitCount(t, r, id, 5)
+	devBefore := inContainer(t, r, id, devCmd)
+	images := t.TempDir()
+	if err := r.Checkpoint(ctx, id, runtime.CheckpointOptions{ImageDir: images}); err != nil {
+		t.Fatal(err)
+	}
+	if tars, _ := filepath.Glob(filepath.Join(images, "tmpfs-dev-*")); len(tars) != 1 {
+		t.Errorf("the dump archived %d tmpfs mounts (%v), want 1: /dev/shm", len(tars), tars)
+	}
+	if _, err := r.Restore(ctx, id, images); err != nil {
+		t.Fatal(err)
+	}
+	if dev := inContainer(t, r, id, devCmd); dev != devBefore {
+		t.Errorf("after restore /dev holds\n%s\nbefore the dump\n%s", dev, devBefore)
+	}
+	if got := inContainer(t, r, id, "cat /dev/shm/a"); got != "kept\n" {
+		t.Errorf("after restore /dev/shm/a holds %q, want %q", got, "kept\n")
 	}
 }
 

@@ -393,8 +393,14 @@ func (r *Runtime) start(ctx context.Context, bd *bundle, c *Config, ex executor)
 		// Read by runc at checkpoint and restore, not before.
 		s.Annotations[criuConfigAnnotation] = bd.path(criuConfigFile)
 		if bd.restoreFrom != "" {
-			if err := r.writeCriuConfig(bd.path(criuConfigFile), nil); err != nil {
-				return Status{}, fmt.Errorf("container %q: %w", c.ID, err)
+			conf, undo, err := criuRestoreConfig(bd, s)
+			// Once the restore has ended the container holds its own binds.
+			defer undo()
+			if err == nil {
+				err = os.WriteFile(bd.path(criuConfigFile), []byte(conf), 0o644)
+			}
+			if err != nil {
+				return Status{}, fmt.Errorf("container %q: restore: %w", c.ID, err)
 			}
 		}
 	}
