@@ -342,6 +342,7 @@ func (a *Agent) poke() {
 // Run registers the node and works until ctx ends. Containers keep running
 // after it returns: a restarted agent adopts them.
 func (a *Agent) Run(ctx context.Context) error {
+	a.sweepMigrations()
 	if err := a.cfg.ControlPlane.RegisterNode(ctx, a.cfg.Node); err != nil {
 		return fmt.Errorf("register node %q: %w", a.cfg.Node.Name, err)
 	}

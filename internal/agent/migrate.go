@@ -195,6 +195,20 @@ func (a *Agent) migrationDir(dir, uid string) string {
 	return filepath.Join(a.cfg.Runtime.Root(), ".migrations", dir+"-"+uid)
 }
 
+// sweepMigrations removes the work directories of migrations that the
+// agent's last run left (killed mid-dump or mid-restore): no migration is
+// under way before the node registers. A restore cut short can leave a
+// mount inside, which RemoveTree takes off rather than reaching through.
+func (a *Agent) sweepMigrations() {
+	if _, ok := a.cfg.Runtime.(Migrator); !ok {
+		return
+	}
+	dir := filepath.Join(a.cfg.Runtime.Root(), ".migrations")
+	if err := runtime.RemoveTree(dir); err != nil {
+		a.log.Warn("stale migration directories left", "dir", dir, "err", err)
+	}
+}
+
 func (a *Agent) migrator(uid string) (Migrator, error) {
 	mg, ok := a.cfg.Runtime.(Migrator)
 	if !ok {
