@@ -140,7 +140,10 @@ func (r *Runtime) Checkpoint(ctx context.Context, id string, opts CheckpointOpti
 	thaw, frozen := func() {}, false
 	if r.scopes == nil {
 		if t, err := r.cg.freeze(r.CgroupPath(id)); err == nil {
-			thaw, frozen = t, true
+			// Frozen, its processes cannot use the quota lifted for
+			// CRIU's parasite; it is back before they run again.
+			put := r.cg.liftCPUQuota(r.CgroupPath(id))
+			thaw, frozen = func() { put(); t() }, true
 		}
 	}
 	// Only a frozen container's /dev stays as it is seen here.

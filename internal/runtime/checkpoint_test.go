@@ -43,7 +43,7 @@ func testCheckpointRestore(t *testing.T, executor string) {
 	ctx := context.Background()
 	id := fmt.Sprintf("ckpt-%s", executor)
 	if _, err := r.Run(ctx, runtime.Config{ID: id, LowerDirs: []string{rootfs}, Args: counterArgs, Executor: executor,
-		Resources: runtime.Resources{MemoryBytes: 48 << 20}}); err != nil {
+		Resources: runtime.Resources{MemoryBytes: 48 << 20, CPUs: 0.1}}); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = r.Delete(context.Background(), id, true) })
@@ -102,6 +102,10 @@ func testCheckpointRestore(t *testing.T, executor string) {
 	if st, err := r.Stats(ctx, id); err != nil || st.MemoryLimit != 48<<20 {
 		t.Fatalf("restored container's memory limit %d (%v), want %d", st.MemoryLimit, err, 48<<20)
 	}
+	// CRIU restored it unthrottled, and its CPU quota is back after.
+	if q := cpuQuota(t, r.CgroupPath(id)); q != "10000" && q != "10000 100000" {
+		t.Errorf("restored container's CPU quota is %q, want 10000 µs per 100 ms", q)
+	}
 	after := counts(t, r, id)
 	last, first := before[len(before)-1], after[0]
 	if first.n != last.n+1 {
@@ -141,6 +145,18 @@ func testCheckpointRestore(t *testing.T, executor string) {
 	if m := inContainer(t, r, id, mountsCmd); m != mountsBefore {
 		t.Errorf("after restore the tmpfs mounts are\n%s\nbefore the dump\n%s", m, mountsBefore)
 	}
+}
+
+// cpuQuota reads the CPU quota of the cgroup at path (v1 or v2).
+func cpuQuota(t *testing.T, path string) string {
+	t.Helper()
+	for _, f := range []string{"/sys/fs/cgroup/cpu" + path + "/cpu.cfs_quota_us", "/sys/fs/cgroup" + path + "/cpu.max"} {
+		if b, err := os.ReadFile(f); err == nil {
+			return strings.TrimSpace(string(b))
+		}
+	}
+	t.Fatalf("no CPU quota file for cgroup %s", path)
+	return ""
 }
 
 // mountsCmd prints the container's tmpfs mounts as mountinfo shows them
@@ -215,7 +231,8 @@ func TestCheckpointFailureThaws(t *testing.T) {
 	}
 	ctx := context.Background()
 	id := "ckpt-full"
-	if _, err := r.Run(ctx, runtime.Config{ID: id, LowerDirs: []string{rootfs}, Args: counterArgs, Executor: "runc"}); err != nil {
+	if _, err := r.Run(ctx, runtime.Config{ID: id, LowerDirs: []string{rootfs}, Args: counterArgs, Executor: "runc",
+		Resources: runtime.Resources{CPUs: 0.5}}); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = r.Delete(context.Background(), id, true) })
@@ -230,6 +247,10 @@ func TestCheckpointFailureThaws(t *testing.T) {
 	}
 	if st, _ := r.State(ctx, id); st.State != runtime.Running {
 		t.Fatalf("after a failed dump the container is %s, want running", st.State)
+	}
+	// The quota lifted for the dump is back.
+	if q := cpuQuota(t, r.CgroupPath(id)); q != "50000" && q != "50000 100000" {
+		t.Errorf("after a failed dump the CPU quota is %q, want 50000 µs per 100 ms", q)
 	}
 	n := len(counts(t, r, id))
 	waitCount(t, r, id, n+5)

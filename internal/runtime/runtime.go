@@ -422,6 +422,9 @@ func (r *Runtime) start(ctx context.Context, bd *bundle, c *Config, ex executor)
 	if builtin && r.scopes == nil {
 		alongside(func() error { return bi.cg.create(s.Linux.CgroupsPath, s.Linux.Resources) })
 	}
+	// A restore runs CRIU in the container's cgroup: the CPU quota is
+	// set once it is over (cgroup_quota.go).
+	quota := restoreWithoutQuota(bd, s, builtin || r.scopes != nil)
 	if err := writeJSON(bd.path("config.json"), s); err != nil {
 		return Status{}, fmt.Errorf("container %q: %w", c.ID, err)
 	}
@@ -465,6 +468,13 @@ func (r *Runtime) start(ctx context.Context, bd *bundle, c *Config, ex executor)
 	pid, err := r.launchShim(bd, gate, c)
 	if err == nil {
 		pid, err = ex.started(ctx, bd, pid)
+	}
+	if err == nil && quota != nil {
+		err = r.cg.setCPUQuota(s.Linux.CgroupsPath, *quota.Quota, *quota.Period)
+		s.Linux.Resources.CPU = quota
+		if err == nil {
+			err = writeJSON(bd.path("config.json"), s)
+		}
 	}
 	if err != nil {
 		return Status{}, fmt.Errorf("container %q: start: %w", c.ID, err)
