@@ -541,6 +541,12 @@ func (r *Runtime) launchShim(bd *bundle, gate func() error, c *Config) (int, err
 		return 0, err
 	}
 	wr.Close()
+	if bd.restoreFrom != "" {
+		// The container is down until the runtime the shim runs has
+		// restored it (criuNice); the shim lives on as before.
+		urgent(cmd.Process.Pid)
+		defer normal(cmd.Process.Pid)
+	}
 	// Reap the shim when it ends; an adopted shim is watched through a pidfd instead.
 	go func() { _ = cmd.Wait() }()
 	if err := r.placeShim(bd, cmd.Process.Pid); err != nil {
