@@ -102,6 +102,10 @@ func testCheckpointRestore(t *testing.T, executor string) {
 	if st, err := r.Stats(ctx, id); err != nil || st.MemoryLimit != 48<<20 {
 		t.Fatalf("restored container's memory limit %d (%v), want %d", st.MemoryLimit, err, 48<<20)
 	}
+	// CRIU, run at a raised priority, gave the restored process its own.
+	if st, err := r.State(ctx, id); err != nil || niceOf(t, st.Pid) != "0" {
+		t.Errorf("restored process %d runs at nice %s (%v), want 0", st.Pid, niceOf(t, st.Pid), err)
+	}
 	// CRIU restored it unthrottled, and its CPU quota is back after.
 	if q := cpuQuota(t, r.CgroupPath(id)); q != "10000" && q != "10000 100000" {
 		t.Errorf("restored container's CPU quota is %q, want 10000 µs per 100 ms", q)
@@ -145,6 +149,18 @@ func testCheckpointRestore(t *testing.T, executor string) {
 	if m := inContainer(t, r, id, mountsCmd); m != mountsBefore {
 		t.Errorf("after restore the tmpfs mounts are\n%s\nbefore the dump\n%s", m, mountsBefore)
 	}
+}
+
+// niceOf is the nice value of process pid.
+func niceOf(t *testing.T, pid int) string {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// After "(comm)", the 17th field is the nice value.
+	f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+1:]))
+	return f[16]
 }
 
 // cpuQuota reads the CPU quota of the cgroup at path (v1 or v2).
