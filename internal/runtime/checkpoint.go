@@ -364,19 +364,13 @@ func (e *external) criuFlag(criu string) []string {
 // inherits the restored process as it does a created one. The shim's own
 // stdio pipes stand in for the dumped container's.
 func (e *external) restorePlan(bin string, bd *bundle) (*launch.Plan, error) {
-	// The shim runs with an empty environment, but CRIU runs helpers
-	// (iptables-restore to lock the network) found through PATH.
-	env, err := exec.LookPath("env")
-	if err != nil {
-		return nil, err
-	}
 	criu, err := criuPath()
 	if err != nil {
 		return nil, err
 	}
 	primeCRIU()
-	args := append([]string{env, "PATH=" + os.Getenv("PATH") + ":/usr/local/sbin:/usr/sbin:/sbin", bin, "--root", e.state},
-		e.criuFlag(criu)...)
+	// The runtime takes the shim's environment, which has restorePath.
+	args := append([]string{bin, "--root", e.state}, e.criuFlag(criu)...)
 	args = append(args, "restore", "--detach", "--image-path", bd.restoreFrom, "--work-path", bd.restoreFrom,
 		"--pid-file", bd.path("runtime.pid"), "--bundle", bd.dir)
 	if _, err := os.Stat(filepath.Join(bd.restoreFrom, LazyPagesSocket)); err == nil {
@@ -413,6 +407,13 @@ func runUrgent(cmd *exec.Cmd) ([]byte, error) {
 	urgent(cmd.Process.Pid)
 	err := cmd.Wait()
 	return out.Bytes(), err
+}
+
+// restorePath is the PATH of a restoring shim, whose environment is
+// otherwise berth's own few variables: CRIU runs helpers
+// (iptables-restore to lock the network) found through it.
+func restorePath() string {
+	return "PATH=" + os.Getenv("PATH") + ":/usr/local/sbin:/usr/sbin:/sbin"
 }
 
 // criuLogTail returns the last lines of CRIU's logs in dir, which say why

@@ -503,6 +503,9 @@ func (r *Runtime) launchShim(bd *bundle, gate func() error, c *Config) (int, err
 	defer rd.Close()
 	cmd := exec.Command(self)
 	cmd.Env = []string{launch.StageEnv + "=" + launch.StageShim, launch.PlanEnv + "=" + bd.path("plan")}
+	if bd.restoreFrom != "" {
+		cmd.Env = append(cmd.Env, restorePath())
+	}
 	cmd.Dir = bd.dir
 	cmd.ExtraFiles = []*os.File{wr}
 	var gateW *os.File
