@@ -286,6 +286,9 @@ type Agent struct {
 	// by UID; touched names containers changed outside the loop.
 	holds   map[string]*hold
 	touched map[string]bool
+	// removing: the reconciler's removals under way, by container ID,
+	// each closed once over (a.mu); a move back here waits for one.
+	removing map[string]chan struct{}
 
 	// podMu orders the making of instances' own network namespaces
 	// (without Config.Network), which members may start at once.

@@ -456,6 +456,12 @@ func (a *Agent) serveMigratePrepare(w http.ResponseWriter, r *http.Request) {
 // prepareIn prepares the instance's container for a restore: all of a
 // start but the run, its network namespace wired too.
 func (a *Agent) prepareIn(ctx context.Context, inst *Instance, attempt int) (*prepared, error) {
+	// Held already: no removal of this container begins now, but one
+	// begun before (of the container this instance left here, its id
+	// the same) would take down what is prepared.
+	if err := a.waitRemoval(ctx, containerID(inst, attempt)); err != nil {
+		return nil, checkpointErr(inst.UID, err)
+	}
 	p, err := a.prepare(ctx, inst, "", attempt)
 	if err != nil {
 		return nil, checkpointErr(inst.UID, err)
@@ -472,6 +478,23 @@ func (a *Agent) prepareIn(ctx context.Context, inst *Instance, attempt int) (*pr
 		*p.tWire, p.c.Before = time.Since(t0), nil
 	}
 	return p, nil
+}
+
+// waitRemoval waits for the reconciler's removal of container id to end,
+// if one is under way.
+func (a *Agent) waitRemoval(ctx context.Context, id string) error {
+	a.mu.Lock()
+	done := a.removing[id]
+	a.mu.Unlock()
+	if done == nil {
+		return nil
+	}
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 // serveMigrateIn restores a migrating instance from the stream in the
