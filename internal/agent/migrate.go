@@ -314,7 +314,7 @@ func (a *Agent) serveMigrateOut(w http.ResponseWriter, r *http.Request) {
 	// From here the instance runs nowhere until it is restored: on the
 	// target at commit, here on abort or when the server falls silent.
 	dumpTook := time.Since(frozen)
-	a.log.Info("migration: dumped", "instance", uid, "container", c.ID, "dump", dumpTook)
+	a.log.Info("migration: dumped", "instance", uid, "container", c.ID, "dump", dumpTook, "criu", runtime.CRIUTook(final, "dump.log"))
 	a.settleWithoutVerdict(uid, h)
 	_, err := runtime.WriteImages(tw, final, runtime.MigrationFinal)
 	if err == nil {
@@ -640,7 +640,8 @@ func (a *Agent) restoreIn(ctx context.Context, inst *Instance, attempt int, p *p
 		go a.watchLazyPages(inst, st.ID, lp, dir)
 	}
 	restored := time.Now()
-	a.log.Info("migration: restored", "instance", inst.Key(), "container", st.ID, "ip", st.Labels[labelIP], "restore", restored.Sub(received))
+	a.log.Info("migration: restored", "instance", inst.Key(), "container", st.ID, "ip", st.Labels[labelIP], "restore", restored.Sub(received),
+		"criu", runtime.CRIUTook(final, "restore.log"))
 	return api.MigrationRestored{ContainerID: st.ID, Pid: st.Pid, IP: st.Labels[labelIP], StartedAt: st.StartedAt,
 		ReceivedAt: received.UTC(), RestoredAt: restored.UTC()}, nil
 }

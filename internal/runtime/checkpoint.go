@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -414,6 +415,30 @@ func runUrgent(cmd *exec.Cmd) ([]byte, error) {
 // (iptables-restore to lock the network) found through it.
 func restorePath() string {
 	return "PATH=" + os.Getenv("PATH") + ":/usr/local/sbin:/usr/sbin:/sbin"
+}
+
+// CRIUTook is how long CRIU itself took for the dump or restore whose
+// images are in dir (name: "dump.log" or "restore.log"), as the last
+// line of its log counts it; 0 when the log cannot be read. Beside the
+// whole step's time it tells CRIU's share from the runtime's.
+func CRIUTook(dir, name string) time.Duration {
+	b, err := os.ReadFile(filepath.Join(dir, name))
+	if err != nil {
+		return 0
+	}
+	for end := len(b); end > 0; {
+		start := bytes.LastIndexByte(b[:end], '\n') + 1
+		// Lines run "(SS.ffffff) text"; helpers' lines have no time.
+		if l := b[start:end]; len(l) > 2 && l[0] == '(' {
+			if stamp, _, ok := bytes.Cut(l[1:], []byte(")")); ok {
+				if sec, err := strconv.ParseFloat(string(stamp), 64); err == nil {
+					return time.Duration(sec * float64(time.Second))
+				}
+			}
+		}
+		end = max(start-1, 0)
+	}
+	return 0
 }
 
 // criuLogTail returns the last lines of CRIU's logs in dir, which say why

@@ -84,7 +84,11 @@ func testCheckpointRestore(t *testing.T, executor string) {
 		t.Fatal(err)
 	}
 	downtime := time.Since(begin)
-	t.Logf("%s: dump + restore downtime %v", executor, downtime)
+	dumpCRIU, restoreCRIU := runtime.CRIUTook(final, "dump.log"), runtime.CRIUTook(final, "restore.log")
+	t.Logf("%s: dump + restore downtime %v, of which CRIU %v + %v", executor, downtime, dumpCRIU, restoreCRIU)
+	if dumpCRIU <= 0 || restoreCRIU <= 0 || dumpCRIU+restoreCRIU > downtime {
+		t.Errorf("CRIU's own times %v + %v do not fit in the downtime %v", dumpCRIU, restoreCRIU, downtime)
+	}
 	// CRIU read what it knows of the kernel from its cache rather than
 	// probing it again (up to 1.5 s of each on a host whose /run is on disk).
 	for _, name := range []string{"dump.log", "restore.log"} {
