@@ -1,6 +1,8 @@
 package cli
 
 import (
+	"context"
+	"os"
 	"slices"
 	"testing"
 )
@@ -59,5 +61,32 @@ func TestCommandOf(t *testing.T) {
 		if got != tc.want {
 			t.Errorf("commandOf(%q) builds %q, want %q", tc.args, got, tc.want)
 		}
+	}
+}
+
+// A short command builds itself alone: with every command built (their
+// flags above all) berth exec allocated ten times as much before it ran.
+func TestShortCommandBuildsOnlyItself(t *testing.T) {
+	null, err := os.Open(os.DevNull)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer null.Close()
+	stderr := os.Stderr
+	os.Stderr = null // the usage error each run prints
+	defer func() { os.Stderr = stderr }()
+	dir := t.TempDir()
+	allocs := func(args ...string) float64 {
+		return testing.AllocsPerRun(5, func() {
+			if code := Run(context.Background(), append([]string{"--data-dir", dir}, args...)); code == 0 {
+				t.Fatalf("berth %q without its arguments succeeded", args)
+			}
+		})
+	}
+	// exec with no instance fails in its argument check, before any I/O.
+	one, all := allocs("exec"), allocs("no-such-command")
+	t.Logf("allocations: berth exec %.0f, every command built %.0f", one, all)
+	if one*4 > all {
+		t.Errorf("berth exec allocates %.0f times before running, every command built %.0f: more than a quarter", one, all)
 	}
 }
