@@ -242,6 +242,8 @@ type Config struct {
 	// are kept while they run: a tmpfs the agent mounts there, so they
 	// never reach the disk.
 	DataDir string
+	// Registered, when set, is called once the node has registered.
+	Registered func(node string)
 }
 
 // Agent runs the node's side of the cluster.
@@ -381,6 +383,9 @@ func (a *Agent) Run(ctx context.Context) error {
 		return fmt.Errorf("register node %q: %w", a.cfg.Node.Name, err)
 	}
 	a.log.Info("node registered", "cpus", a.cfg.Node.Topology.CPUs(), "memory", a.cfg.Node.Capacity.MemoryBytes)
+	if a.cfg.Registered != nil {
+		a.cfg.Registered(a.cfg.Node.Name)
+	}
 	if a.cfg.Network != nil {
 		if err := a.setupNetwork(ctx); err != nil {
 			return err

@@ -50,10 +50,12 @@ func (c *turnedAway) ReportStatus(context.Context, string, string, string, agent
 // under a fleet's joins) has the agent try again until it can; a refusal
 // of another kind ends the agent at once.
 func TestAgentRegistersAgainWhileTheControlPlaneIsUnavailable(t *testing.T) {
+	registered := make(chan string, 2)
 	run := func(cp *turnedAway) (chan error, context.CancelFunc) {
 		ctx, cancel := context.WithCancel(t.Context())
 		a := agent.New(agent.Config{Node: agent.NodeInfo{Name: "hollow"}, ControlPlane: cp, Runtime: simrt.New(simrt.Config{}),
-			Images: simrt.Images{}, Logger: slog.New(slog.DiscardHandler), HeartbeatInterval: time.Hour, Resync: time.Hour})
+			Images: simrt.Images{}, Logger: slog.New(slog.DiscardHandler), HeartbeatInterval: time.Hour, Resync: time.Hour,
+			Registered: func(node string) { registered <- node }})
 		done := make(chan error, 1)
 		go func() { done <- a.Run(ctx) }()
 		return done, cancel
@@ -75,6 +77,10 @@ func TestAgentRegistersAgainWhileTheControlPlaneIsUnavailable(t *testing.T) {
 	if tries != 4 {
 		t.Errorf("%d registrations, want 4 (3 turned away, then one taken)", tries)
 	}
+	// Registered says so once, when the registration is taken.
+	if got := <-registered; got != "hollow" || len(registered) != 0 {
+		t.Errorf("Registered called for %q (and %d more times), want once for hollow", got, len(registered))
+	}
 	cancel()
 	<-done
 
@@ -93,5 +99,8 @@ func TestAgentRegistersAgainWhileTheControlPlaneIsUnavailable(t *testing.T) {
 	defer refused.mu.Unlock()
 	if refused.tries != 1 {
 		t.Errorf("%d registrations after a refusal, want 1", refused.tries)
+	}
+	if len(registered) != 0 {
+		t.Error("Registered called for a node whose registration was refused")
 	}
 }

@@ -167,6 +167,9 @@ func Agent(ctx context.Context, cfg AgentConfig) error {
 		n.Images = &agent.PullingImages{StoreImages: agent.StoreImages{Store: store}, Base: "https://" + hosts[0], Transport: tr, Events: c, Node: name, Logger: log,
 			Settings: c.RegistrySettings}
 	}
+	// The agent says when it has registered: polling the node for it, ten
+	// times a second, was a fleet's joins' largest share of reads.
+	n.Registered = cfg.Ready
 	if err := n.open(); err != nil {
 		return err
 	}
@@ -177,9 +180,6 @@ func Agent(ctx context.Context, cfg AgentConfig) error {
 	// A tunnel to every server: whichever one a client asks reaches this node.
 	if !cfg.NoTunnels {
 		n.serveTunnels(ag, tunnelClients, func(_ string, f func(context.Context) error) { go f(ctx) })
-	}
-	if cfg.Ready != nil {
-		go reportReady(ctx, c, name, cfg.Ready)
 	}
 	return ag.Run(ctx)
 }
@@ -255,20 +255,6 @@ func waitForServers(ctx context.Context, c *client.Client, servers []string, nam
 		case <-ctx.Done():
 			return false, nil
 		case <-time.After(time.Second):
-		}
-	}
-}
-
-// reportReady calls ready once the node has registered.
-func reportReady(ctx context.Context, c *client.Client, name string, ready func(node string)) {
-	for ctx.Err() == nil {
-		if _, err := c.Nodes().Get(ctx, "", name); err == nil {
-			ready(name)
-			return
-		}
-		select {
-		case <-ctx.Done():
-		case <-time.After(100 * time.Millisecond):
 		}
 	}
 }

@@ -39,6 +39,8 @@ type node struct {
 	// Beat, when set, is how the agent heartbeats instead of a request
 	// to the API: berth up's node beats in its own API server's process.
 	Beat func(ctx context.Context, node string, now time.Time) error
+	// Registered, when set, is called once the node has registered.
+	Registered func(node string)
 }
 
 // open makes what the node was not given: the container runtime (after
@@ -77,6 +79,7 @@ func (n *node) agent() *agent.Agent {
 		VolumesDir:       filepath.Join(n.DataDir, "volumes"),
 		DataDir:          filepath.Join(n.DataDir, "data"),
 		AllowedHostPaths: n.AllowedHostPaths,
+		Registered:       n.Registered,
 	})
 }
 
