@@ -17,6 +17,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"os/signal"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -32,13 +33,31 @@ func main() {
 	runs := flag.Int("n", 100, "exec runs per setup")
 	lines := flag.Int("lines", 300000, "lines the logs container prints")
 	flag.Parse()
-	if err := bench(*bin, *runs, *lines); err != nil {
+	// An interrupt (Ctrl-C), a SIGTERM or a hangup ends the runs, and the
+	// deferred cleanup still takes down the LAN, the servers, berth up
+	// and the containers; a second one ends the bench at once.
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
+	go func() {
+		<-ctx.Done()
+		stop()
+	}()
+	err := bench(ctx, *bin, *runs, *lines)
+	interrupted := ctx.Err() != nil
+	stop()
+	switch {
+	case interrupted:
+		fmt.Fprintln(os.Stderr, "bench: interrupted; everything it made is taken down")
+		os.Exit(130)
+	case err != nil:
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
 	}
 }
 
-func bench(bin string, runs, lines int) error {
+// bench runs every measurement. Whatever it made (berth up, the LAN, the
+// podman container, the work dir) is taken down by its defers on every
+// way out: an error, ctx ending, or a panic.
+func bench(ctx context.Context, bin string, runs, lines int) error {
 	bin, err := filepath.Abs(bin)
 	if err != nil {
 		return err
@@ -49,7 +68,7 @@ func bench(bin string, runs, lines int) error {
 	}
 	defer os.RemoveAll(work)
 
-	local, err := localExec(bin, work, rootfs, runs)
+	local, err := localExec(ctx, bin, work, rootfs, runs)
 	if err != nil {
 		return fmt.Errorf("local: %w", err)
 	}
@@ -58,7 +77,7 @@ func bench(bin string, runs, lines int) error {
 
 	l := lan.New(lan.Config{
 		Berth: bin, Dir: filepath.Join(work, "lan"), Name: fmt.Sprintf("berth-bench-remote-%d", os.Getpid()),
-		Servers: 1, Agents: 1,
+		Servers: 1, Agents: 1, Context: ctx,
 		Before: func(s *lan.Host) error {
 			_, err := s.Run("image", "build", rootfs, "--tag", "bench/busybox:1")
 			return err
@@ -71,14 +90,17 @@ func bench(bin string, runs, lines int) error {
 	if err := l.Start(); err != nil {
 		return err
 	}
-	remote, err := remoteExec(l, runs)
+	remote, err := remoteExec(ctx, l, runs)
 	if err != nil {
 		return fmt.Errorf("remote: %w", err)
 	}
 	row(fmt.Sprintf("berth exec true, remote node (TLS, tunnel) (%d)", runs), remote.wall)
 	cpuRow("  CPU time", remote)
 
-	pod, err := podmanExec(work, rootfs, runs)
+	pod, err := podmanExec(ctx, work, rootfs, runs)
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
 	if err != nil {
 		fmt.Printf("%-52s not measured: %v\n", "podman exec true", err)
 	} else {
@@ -86,14 +108,14 @@ func bench(bin string, runs, lines int) error {
 		fmt.Printf("berth exec remote / podman exec: p50 %.2fx, p99 %.2fx\n\n", ratio(pct(remote.wall, 50), pct(pod, 50)), ratio(pct(remote.wall, 99), pct(pod, 99)))
 	}
 
-	return logsThroughput(l, lines)
+	return logsThroughput(ctx, l, lines)
 }
 
 // localExec times berth exec through berth up's socket.
-func localExec(bin, work, rootfs string, runs int) (execFigures, error) {
+func localExec(ctx context.Context, bin, work, rootfs string, runs int) (execFigures, error) {
 	data := filepath.Join(work, "up")
 	berth := func(args ...string) error {
-		out, err := exec.Command(bin, append([]string{"--data-dir", data}, args...)...).CombinedOutput()
+		out, err := exec.CommandContext(ctx, bin, append([]string{"--data-dir", data}, args...)...).CombinedOutput()
 		if err != nil {
 			return fmt.Errorf("berth %s: %w: %s", strings.Join(args, " "), err, out)
 		}
@@ -115,18 +137,18 @@ func localExec(bin, work, rootfs string, runs int) (execFigures, error) {
 			_ = exec.Command(bin, "--data-dir", data, "container", "rm", "-f", id).Run()
 		}
 	}()
-	if err := waitFor(30*time.Second, func() bool { return berth("get", "nodes") == nil }); err != nil {
+	if err := waitFor(ctx, 30*time.Second, func() bool { return berth("get", "nodes") == nil }); err != nil {
 		return execFigures{}, err
 	}
 	if err := berth("run", "--name", "sleeper", "bench/busybox:1", "sleep", "1d"); err != nil {
 		return execFigures{}, err
 	}
-	if err := waitFor(30*time.Second, func() bool { return berth("exec", "sleeper", "true") == nil }); err != nil {
+	if err := waitFor(ctx, 30*time.Second, func() bool { return berth("exec", "sleeper", "true") == nil }); err != nil {
 		return execFigures{}, err
 	}
 	pids := []int{up.Process.Pid}
-	return measureExec(runs, pids, func() (time.Duration, error) {
-		cmd := exec.Command(bin, "--data-dir", data, "exec", "sleeper", "true")
+	return measureExec(ctx, runs, pids, func() (time.Duration, error) {
+		cmd := exec.CommandContext(ctx, bin, "--data-dir", data, "exec", "sleeper", "true")
 		if out, err := cmd.CombinedOutput(); err != nil {
 			return 0, fmt.Errorf("berth exec: %w: %s", err, out)
 		}
@@ -136,12 +158,12 @@ func localExec(bin, work, rootfs string, runs int) (execFigures, error) {
 
 // measureExec times exec runs and takes the CPU time of the processes
 // pids (servers, agents) over them.
-func measureExec(runs int, pids []int, f func() (time.Duration, error)) (execFigures, error) {
+func measureExec(ctx context.Context, runs int, pids []int, f func() (time.Duration, error)) (execFigures, error) {
 	var before time.Duration
 	for _, p := range pids {
 		before += procCPU(p)
 	}
-	wall, cpu, err := timeCPU(runs, f)
+	wall, cpu, err := timeCPU(ctx, runs, f)
 	if err != nil {
 		return execFigures{}, err
 	}
@@ -152,7 +174,7 @@ func measureExec(runs int, pids []int, f func() (time.Duration, error)) (execFig
 	return execFigures{wall: wall, cliCPU: cpu, nodeCPU: (after - before) / time.Duration(runs+2)}, nil
 }
 
-func remoteExec(l *lan.LAN, runs int) (execFigures, error) {
+func remoteExec(ctx context.Context, l *lan.LAN, runs int) (execFigures, error) {
 	if err := l.Apply("kind: Service\nname: sleeper\nreplicas: 1\ntemplate:\n  image: bench/busybox:1\n  command: [sleep, 1d]\n  resources: {cpu: 0.05, memory: 16Mi}\n"); err != nil {
 		return execFigures{}, err
 	}
@@ -162,8 +184,8 @@ func remoteExec(l *lan.LAN, runs int) (execFigures, error) {
 	}
 	name := insts[0].Metadata.Name
 	pids := []int{l.Servers[0].Pid(), l.Agents[0].Pid()}
-	return measureExec(runs, pids, func() (time.Duration, error) {
-		cmd := l.AdminCommand(context.Background(), "exec", name, "true")
+	return measureExec(ctx, runs, pids, func() (time.Duration, error) {
+		cmd := l.AdminCommand(ctx, "exec", name, "true")
 		if out, err := cmd.CombinedOutput(); err != nil {
 			return 0, fmt.Errorf("berth exec %s true: %w: %s", name, err, out)
 		}
@@ -171,44 +193,47 @@ func remoteExec(l *lan.LAN, runs int) (execFigures, error) {
 	})
 }
 
-func podmanExec(work, rootfs string, runs int) ([]time.Duration, error) {
+func podmanExec(ctx context.Context, work, rootfs string, runs int) ([]time.Duration, error) {
 	if _, err := exec.LookPath("podman"); err != nil {
 		return nil, errors.New("podman is not installed")
 	}
 	tarball := filepath.Join(work, "rootfs.tar")
-	if out, err := exec.Command("tar", "-C", rootfs, "-cf", tarball, ".").CombinedOutput(); err != nil {
+	if out, err := exec.CommandContext(ctx, "tar", "-C", rootfs, "-cf", tarball, ".").CombinedOutput(); err != nil {
 		return nil, fmt.Errorf("tar: %w: %s", err, out)
 	}
 	const image = "localhost/berth-bench-remote:1"
-	if out, err := exec.Command("podman", "import", tarball, image).CombinedOutput(); err != nil {
+	if out, err := exec.CommandContext(ctx, "podman", "import", tarball, image).CombinedOutput(); err != nil {
 		return nil, fmt.Errorf("podman import: %w: %s", err, out)
 	}
 	defer func() { _ = exec.Command("podman", "rmi", "-f", image).Run() }()
-	out, err := exec.Command("podman", "run", "-d", "--runtime", "runc", "--network", "none",
+	out, err := exec.CommandContext(ctx, "podman", "run", "-d", "--runtime", "runc", "--network", "none",
 		"--ulimit", "nofile=1024:1024", "--ulimit", "nproc=1024:1024", image, "sleep", "1d").CombinedOutput()
 	if err != nil {
 		return nil, fmt.Errorf("podman run: %w: %s", err, out)
 	}
 	id := strings.TrimSpace(string(out))
 	defer func() { _ = exec.Command("podman", "rm", "-f", "-t", "0", id).Run() }()
-	return timeRuns(runs, func() error {
-		if out, err := exec.Command("podman", "exec", id, "true").CombinedOutput(); err != nil {
+	return timeRuns(ctx, runs, func() error {
+		if out, err := exec.CommandContext(ctx, "podman", "exec", id, "true").CombinedOutput(); err != nil {
 			return fmt.Errorf("podman exec: %w: %s", err, out)
 		}
 		return nil
 	})
 }
 
-// timeRuns times f runs times, after two warm-up runs.
-func timeRuns(runs int, f func() error) ([]time.Duration, error) {
-	d, _, err := timeCPU(runs, func() (time.Duration, error) { return 0, f() })
+// timeRuns times f runs times, after two warm-up runs, until ctx ends.
+func timeRuns(ctx context.Context, runs int, f func() error) ([]time.Duration, error) {
+	d, _, err := timeCPU(ctx, runs, func() (time.Duration, error) { return 0, f() })
 	return d, err
 }
 
 // timeCPU is timeRuns for an f that also returns the CPU time its
 // command took: each run's wall time, and each run's CPU time.
-func timeCPU(runs int, f func() (time.Duration, error)) (wall, cpu []time.Duration, err error) {
+func timeCPU(ctx context.Context, runs int, f func() (time.Duration, error)) (wall, cpu []time.Duration, err error) {
 	for i := range runs + 2 {
+		if err := ctx.Err(); err != nil {
+			return nil, nil, err
+		}
 		t0 := time.Now()
 		c, err := f()
 		if err != nil {
@@ -261,7 +286,7 @@ type execFigures struct {
 // that never reads. It prints the rate the client got the lines at, and
 // the container's own write rate (from the times the node stamped on
 // its first and last lines) in each case.
-func logsThroughput(l *lan.LAN, lines int) error {
+func logsThroughput(parent context.Context, l *lan.LAN, lines int) error {
 	spec := func(name string) string {
 		return fmt.Sprintf(`kind: Service
 name: %s
@@ -284,7 +309,7 @@ template:
 			return err
 		}
 		name := insts[0].Metadata.Name
-		ctx, cancel := context.WithCancel(context.Background())
+		ctx, cancel := context.WithCancel(parent)
 		if run.stalled {
 			// Its stdout is a pipe nobody reads: it fills, and then the
 			// stream stalls all the way back to the agent.
@@ -315,7 +340,7 @@ template:
 		}
 		// The writer above is slower than the stream: read its lines again,
 		// all written already, for what the stream itself carries.
-		ctx, cancel = context.WithCancel(context.Background())
+		ctx, cancel = context.WithCancel(parent)
 		got, _, _, took, err = follow(ctx, l, name)
 		cancel()
 		if err != nil {
@@ -362,9 +387,12 @@ func follow(ctx context.Context, l *lan.LAN, name string) (n int, first, last ti
 	return n, first, last, time.Since(t0), fmt.Errorf("logs -f of %s ended after %d lines without END", name, n)
 }
 
-func waitFor(timeout time.Duration, cond func() bool) error {
+func waitFor(ctx context.Context, timeout time.Duration, cond func() bool) error {
 	deadline := time.Now().Add(timeout)
 	for !cond() {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
 		if time.Now().After(deadline) {
 			return fmt.Errorf("not ready after %v", timeout)
 		}
