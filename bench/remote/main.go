@@ -33,17 +33,11 @@ func main() {
 	runs := flag.Int("n", 100, "exec runs per setup")
 	lines := flag.Int("lines", 300000, "lines the logs container prints")
 	flag.Parse()
-	// An interrupt (Ctrl-C), a SIGTERM or a hangup ends the runs, and the
-	// deferred cleanup still takes down the LAN, the servers, berth up
-	// and the containers; a second one ends the bench at once.
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
-	go func() {
-		<-ctx.Done()
-		stop()
-	}()
+	ctx, cancel := context.WithCancel(context.Background())
+	go endOnSignals(cancel)
 	err := bench(ctx, *bin, *runs, *lines)
 	interrupted := ctx.Err() != nil
-	stop()
+	cancel()
 	switch {
 	case interrupted:
 		fmt.Fprintln(os.Stderr, "bench: interrupted; everything it made is taken down")
@@ -51,6 +45,26 @@ func main() {
 	case err != nil:
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
+	}
+}
+
+// endOnSignals calls cancel on an interrupt (Ctrl-C), a SIGTERM, a hangup,
+// or output piped to a reader that went away (| head: SIGPIPE, which
+// would otherwise kill the bench at its next line, and again at every
+// line after), so that the runs end and the deferred cleanup takes down
+// the LAN, the servers, berth up and the containers. A second interrupt,
+// SIGTERM or hangup ends the bench at once.
+func endOnSignals(cancel func()) {
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGPIPE)
+	ended := false
+	for s := range sigs {
+		if ended && s != syscall.SIGPIPE {
+			fmt.Fprintln(os.Stderr, "bench: interrupted again; leaving without cleaning up")
+			os.Exit(130)
+		}
+		ended = true
+		cancel()
 	}
 }
 
