@@ -20,6 +20,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -110,6 +111,7 @@ func bench(ctx context.Context, bin string, runs, lines int) error {
 	}
 	row(fmt.Sprintf("berth exec true, remote node (TLS, tunnel) (%d)", runs), remote.wall)
 	cpuRow("  CPU time", remote)
+	quotaRow("  the container's CPU (quota 0.05 CPU)", remote, runs)
 
 	pod, err := podmanExec(ctx, work, rootfs, runs)
 	if ctx.Err() != nil {
@@ -198,13 +200,113 @@ func remoteExec(ctx context.Context, l *lan.LAN, runs int) (execFigures, error) 
 	}
 	name := insts[0].Metadata.Name
 	pids := []int{l.Servers[0].Pid(), l.Agents[0].Pid()}
-	return measureExec(ctx, runs, pids, func() (time.Duration, error) {
+	cpid, cerr := containerPid(l.Agents[0], name)
+	before, berr := readQuota(cpid)
+	f, err := measureExec(ctx, runs, pids, func() (time.Duration, error) {
 		cmd := l.AdminCommand(ctx, "exec", name, "true")
 		if out, err := cmd.CombinedOutput(); err != nil {
 			return 0, fmt.Errorf("berth exec %s true: %w: %s", name, err, out)
 		}
 		return cmdCPU(cmd), nil
 	})
+	after, aerr := readQuota(cpid)
+	if err := errors.Join(cerr, berr, aerr); err != nil {
+		f.quotaErr = err
+	} else {
+		f.quota = after.sub(before)
+	}
+	return f, err
+}
+
+// containerPid is the host pid of the main container of the agent's
+// instance name.
+func containerPid(agent *lan.Host, name string) (int, error) {
+	list, err := agent.Containers()
+	if err != nil {
+		return 0, err
+	}
+	for _, c := range list {
+		if c.State == "running" && c.Labels["berth.instance"] == "default/"+name {
+			return c.Pid, nil
+		}
+	}
+	return 0, fmt.Errorf("no running container of instance %s on %s", name, agent.Name)
+}
+
+// quotaFigures are what a container's CPU cgroup counted: the CPU time
+// charged to it, and the quota periods it was throttled in. An exec's
+// process joins the container's cgroups, so what it costs there comes
+// out of the container's CPU quota: a 0.05-CPU container gets 5 ms in
+// every 100 ms period, and once they are spent an exec waits for the
+// next period.
+type quotaFigures struct {
+	usage, throttledTime time.Duration
+	periods, throttled   int64
+}
+
+func (a quotaFigures) sub(b quotaFigures) quotaFigures {
+	return quotaFigures{usage: a.usage - b.usage, throttledTime: a.throttledTime - b.throttledTime,
+		periods: a.periods - b.periods, throttled: a.throttled - b.throttled}
+}
+
+// readQuota reads the CPU cgroup of process pid from /proc/PID/cgroup:
+// the v1 cpu and cpuacct hierarchies where they are, else cgroup v2's.
+func readQuota(pid int) (quotaFigures, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", pid))
+	if err != nil {
+		return quotaFigures{}, err
+	}
+	var cpuDir, acctDir, v2Dir string
+	for _, line := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+		f := strings.SplitN(line, ":", 3)
+		if len(f) != 3 {
+			continue
+		}
+		ctrls := strings.Split(f[1], ",")
+		switch {
+		case f[1] == "":
+			v2Dir = filepath.Join("/sys/fs/cgroup", f[2])
+		case slices.Contains(ctrls, "cpu"):
+			cpuDir = filepath.Join("/sys/fs/cgroup", f[1], f[2])
+			if slices.Contains(ctrls, "cpuacct") {
+				acctDir = cpuDir
+			}
+		case slices.Contains(ctrls, "cpuacct"):
+			acctDir = filepath.Join("/sys/fs/cgroup", f[1], f[2])
+		}
+	}
+	if cpuDir == "" {
+		// cgroup v2: usage and throttling both in cpu.stat, in microseconds.
+		st, err := cpuStat(v2Dir)
+		return quotaFigures{usage: time.Duration(st["usage_usec"]) * time.Microsecond, periods: st["nr_periods"],
+			throttled: st["nr_throttled"], throttledTime: time.Duration(st["throttled_usec"]) * time.Microsecond}, err
+	}
+	st, err := cpuStat(cpuDir)
+	if err != nil {
+		return quotaFigures{}, err
+	}
+	u, err := os.ReadFile(filepath.Join(acctDir, "cpuacct.usage"))
+	if err != nil {
+		return quotaFigures{}, err
+	}
+	usage, err := strconv.ParseInt(strings.TrimSpace(string(u)), 10, 64)
+	return quotaFigures{usage: time.Duration(usage), periods: st["nr_periods"], throttled: st["nr_throttled"],
+		throttledTime: time.Duration(st["throttled_time"])}, err
+}
+
+// cpuStat reads the "key value" lines of dir/cpu.stat.
+func cpuStat(dir string) (map[string]int64, error) {
+	b, err := os.ReadFile(filepath.Join(dir, "cpu.stat"))
+	if err != nil {
+		return nil, err
+	}
+	m := map[string]int64{}
+	for _, line := range strings.Split(string(b), "\n") {
+		if k, v, ok := strings.Cut(line, " "); ok {
+			m[k], _ = strconv.ParseInt(v, 10, 64)
+		}
+	}
+	return m, nil
 }
 
 func podmanExec(ctx context.Context, work, rootfs string, runs int) ([]time.Duration, error) {
@@ -293,6 +395,10 @@ type execFigures struct {
 	// nodeCPU is the CPU time the server(s) and agent took per exec,
 	// with the exec stages they ran.
 	nodeCPU time.Duration
+	// quota is what the container's CPU cgroup counted over the runs
+	// (remote only), or quotaErr why it could not be read.
+	quota    quotaFigures
+	quotaErr error
 }
 
 // logsThroughput has a container print lines as fast as it can, twice:
@@ -420,6 +526,17 @@ func waitFor(ctx context.Context, timeout time.Duration, cond func() bool) error
 // with the load; CPU times much less.
 func cpuRow(what string, f execFigures) {
 	fmt.Printf("%-52s CLI p50 %s  p99 %s; server and agent %s per exec\n", what, ms(pct(f.cliCPU, 50)), ms(pct(f.cliCPU, 99)), ms(f.nodeCPU))
+}
+
+// quotaRow prints what the execs cost the container's own CPU quota, and
+// how often it throttled them.
+func quotaRow(what string, f execFigures, runs int) {
+	if f.quotaErr != nil {
+		fmt.Printf("%-52s not read: %v\n", what, f.quotaErr)
+		return
+	}
+	fmt.Printf("%-52s %s charged per exec; throttled in %d of %d periods, %s in all\n", what,
+		ms(f.quota.usage/time.Duration(runs+2)), f.quota.throttled, f.quota.periods, ms(f.quota.throttledTime))
 }
 
 func row(what string, d []time.Duration) {
