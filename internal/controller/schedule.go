@@ -214,16 +214,15 @@ func (m *Manager) createNew(ctx context.Context, fresh []newInstances, waits map
 	return errors.Join(errs...)
 }
 
-// eventsPerOwner bounds the per-instance events of one owner in one pass.
-const eventsPerOwner = 10
-
-// unschedulable records why stored instances wait, once per distinct
-// reason: their status in batches, events for the first few of each
-// owner and one on the owner for the rest.
-func (m *Manager) unschedulable(ctx context.Context, stale []*api.Instance) error {
+// updateInstanceStatuses writes the instances' statuses, each naming the
+// revision it was read at, as many to a transaction as etcd takes, and
+// returns those written. A batch that fails (one changed meanwhile: its
+// agent wrote, it was deleted) goes one by one, so that the rest still
+// land; one that changed is left out, not an error.
+func (m *Manager) updateInstanceStatuses(ctx context.Context, insts []*api.Instance) ([]*api.Instance, error) {
 	var errs []error
 	var done []*api.Instance
-	for _, batch := range batches(stale, m.s.BindBatch(), jsonSize) {
+	for _, batch := range batches(insts, m.s.BindBatch(), jsonSize) {
 		t := m.s.Txn()
 		for _, in := range batch {
 			t.UpdateStatus(in, in.Metadata.Revision)
@@ -232,7 +231,6 @@ func (m *Manager) unschedulable(ctx context.Context, stale []*api.Instance) erro
 			done = append(done, batch...)
 			continue
 		}
-		// One changed meanwhile (its agent, a delete): the rest still land.
 		for _, in := range batch {
 			err := m.s.UpdateStatus(ctx, in, in.Metadata.Revision)
 			switch {
@@ -243,6 +241,18 @@ func (m *Manager) unschedulable(ctx context.Context, stale []*api.Instance) erro
 			}
 		}
 	}
+	return done, errors.Join(errs...)
+}
+
+// eventsPerOwner bounds the per-instance events of one owner in one pass.
+const eventsPerOwner = 10
+
+// unschedulable records why stored instances wait, once per distinct
+// reason: their status in batches, events for the first few of each
+// owner and one on the owner for the rest.
+func (m *Manager) unschedulable(ctx context.Context, stale []*api.Instance) error {
+	done, err := m.updateInstanceStatuses(ctx, stale)
+	errs := []error{err}
 	type key struct {
 		owner  api.Owner
 		ns     string
