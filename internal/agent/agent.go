@@ -286,6 +286,9 @@ type Agent struct {
 	// by UID; touched names containers changed outside the loop.
 	holds   map[string]*hold
 	touched map[string]bool
+	// removing are the containers the loop is removing, by ID, each
+	// closed once its removal is over (awaitRemoval).
+	removing map[string]chan struct{}
 
 	// podMu orders the making of instances' own network namespaces
 	// (without Config.Network), which members may start at once.

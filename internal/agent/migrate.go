@@ -442,6 +442,9 @@ func (a *Agent) serveMigratePrepare(w http.ResponseWriter, r *http.Request) {
 // prepareIn prepares the instance's container for a restore: all of a
 // start but the run, its network namespace wired too.
 func (a *Agent) prepareIn(ctx context.Context, inst *Instance, attempt int) (*prepared, error) {
+	if err := a.awaitRemoval(ctx, containerID(inst, attempt)); err != nil {
+		return nil, checkpointErr(inst.UID, err)
+	}
 	p, err := a.prepare(ctx, inst, "", attempt)
 	if err != nil {
 		return nil, checkpointErr(inst.UID, err)
@@ -458,6 +461,26 @@ func (a *Agent) prepareIn(ctx context.Context, inst *Instance, attempt int) (*pr
 		*p.tWire, p.c.Before = time.Since(t0), nil
 	}
 	return p, nil
+}
+
+// awaitRemoval waits until the loop has done removing container id, left
+// here by an earlier move of the instance now coming back: its image use,
+// address and namespace go with that removal, and must not take those
+// prepared anew under the same id. The caller holds the instance (its
+// hold is set), so no removal of it begins after this look.
+func (a *Agent) awaitRemoval(ctx context.Context, id string) error {
+	a.mu.Lock()
+	removed := a.removing[id]
+	a.mu.Unlock()
+	if removed == nil {
+		return nil
+	}
+	select {
+	case <-removed:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("container %s: waiting for its earlier removal: %w", id, ctx.Err())
+	}
 }
 
 // serveMigrateIn restores a migrating instance from the stream in the

@@ -165,10 +165,27 @@ func (a *Agent) remove(ctx context.Context, id string) bool {
 	// restore: they are the move's now.
 	a.mu.Lock()
 	moving := a.frozenLocked(a.containers[id].Labels[labelUID])
+	var removed chan struct{}
+	if !moving {
+		// A move back here that begins from now on waits for this
+		// removal (awaitRemoval): its detach would take the namespace
+		// prepared anew under the same id.
+		removed = make(chan struct{})
+		if a.removing == nil {
+			a.removing = map[string]chan struct{}{}
+		}
+		a.removing[id] = removed
+	}
 	a.mu.Unlock()
 	if moving {
 		return false
 	}
+	defer func() {
+		a.mu.Lock()
+		delete(a.removing, id)
+		a.mu.Unlock()
+		close(removed)
+	}()
 	if err := a.cfg.Runtime.Delete(ctx, id, true); err != nil && !errors.Is(err, runtime.ErrNotFound) {
 		a.log.Warn("remove container", "container", id, "err", err)
 		return false
