@@ -193,6 +193,8 @@ var stageNames = []string{"prepare (before the freeze)", "dump", "transfer", "re
 func moves(l *lan.LAN, owner string, client api.Instance, runs int) error {
 	var total, down, pause, seen []time.Duration
 	stages := map[string][]time.Duration{}
+	marks := make([][]time.Duration, len(timelineRows))
+	why := ""
 	var bytes int64
 	for range runs {
 		insts, err := l.WaitHealthy(owner, 1, time.Minute)
@@ -243,7 +245,13 @@ func moves(l *lan.LAN, owner string, client api.Instance, runs int) error {
 			if err != nil {
 				return err
 			}
-			pause = append(pause, p)
+			pause = append(pause, p.length())
+			if !m.FrozenAt.IsZero() {
+				for i, d := range timeline(m, p) {
+					marks[i] = append(marks[i], d)
+				}
+				why = p.why
+			}
 		}
 	}
 	what := map[string]string{"counter": "busybox counter", "redis": "100 MB Redis"}[owner]
@@ -257,6 +265,15 @@ func moves(l *lan.LAN, owner string, client api.Instance, runs int) error {
 	}
 	if len(pause) > 0 {
 		row(what+": longest pause seen through the VIP", pause)
+	}
+	if len(marks[0]) > 0 {
+		fmt.Println(what + ": timeline of that pause, from the freeze:")
+		for i, k := range timelineRows {
+			signedRow(what+":   "+k, marks[i])
+		}
+		if why != "" {
+			fmt.Printf("%-62s %s\n", what+":   (last move's first failure)", why)
+		}
 	}
 	fmt.Printf("%-62s %.1f MiB\n", what+": images sent", float64(bytes)/(1<<20))
 	return nil
@@ -337,42 +354,84 @@ func nextGap(last line, after []line) (time.Duration, error) {
 	return 0, fmt.Errorf("counter: after the move it printed %d.., not %d: the count did not go on", after[0].n, last.n+1)
 }
 
+// pauseSeen is the longest pause between two answers the client saw
+// after a move began: the answers before and after it, and the first
+// failed request between them (zero when none failed) and why.
+type pauseSeen struct {
+	last, next, failed time.Time
+	why                string
+}
+
+func (p pauseSeen) length() time.Duration { return p.next.Sub(p.last) }
+
 // clientPause waits for the client's answers to come back after a move
-// begun at since, and returns the longest time between two answers since.
-func clientPause(l *lan.LAN, client api.Instance, since time.Time) (time.Duration, error) {
+// begun at since, and returns the longest pause between two answers since.
+func clientPause(l *lan.LAN, client api.Instance, since time.Time) (pauseSeen, error) {
 	host := l.Host(client.Spec.Node)
 	deadline := time.Now().Add(time.Minute)
 	for {
 		out, err := host.Run("container", "exec", client.Status.ContainerID, "cat", "/tmp/poll")
 		if err != nil {
-			return 0, err
+			return pauseSeen{}, err
 		}
-		var prev, gap int64
+		var p, cur pauseSeen
 		after := 0
 		for _, ln := range strings.Split(out, "\n") {
-			f := strings.Fields(ln)
-			if len(f) < 2 || f[0] != "OK" {
+			f := strings.SplitN(ln, " ", 3)
+			if len(f) < 2 {
 				continue
 			}
-			at, err := strconv.ParseInt(f[1], 10, 64)
-			if err != nil || at < since.UnixNano() {
-				prev = at
+			ns, err := strconv.ParseInt(f[1], 10, 64)
+			if err != nil {
 				continue
 			}
-			if prev != 0 {
-				gap = max(gap, at-prev)
+			at := time.Unix(0, ns)
+			if f[0] != "OK" {
+				if cur.failed.IsZero() && len(f) == 3 {
+					cur.failed, cur.why = at, f[2]
+				}
+				continue
 			}
-			prev = at
-			after++
+			if !at.Before(since) && !cur.last.IsZero() {
+				if cur.next = at; cur.length() > p.length() {
+					p = cur
+				}
+				after++
+			}
+			cur = pauseSeen{last: at}
 		}
 		if after >= 100 {
-			return time.Duration(gap), nil
+			return p, nil
 		}
 		if time.Now().After(deadline) {
-			return 0, fmt.Errorf("the client got %d answers in the minute after the move", after)
+			return pauseSeen{}, fmt.Errorf("the client got %d answers in the minute after the move", after)
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
+}
+
+// timeline is one move as the client saw it beside berth's own marks,
+// each from the freeze (negative: before it).
+var timelineRows = []string{
+	"client's last answer",
+	"frozen (final dump begins)",
+	"dump ended",
+	"images received",
+	"restored on the target",
+	"switched (the VIP sends to the target)",
+	"client's first failed request",
+	"client's first answer after",
+}
+
+// timeline places the marks of move m and pause p in timelineRows' order.
+func timeline(m api.Migration, p pauseSeen) []time.Duration {
+	f := m.FrozenAt
+	failed := time.Duration(0)
+	if !p.failed.IsZero() {
+		failed = p.failed.Sub(f)
+	}
+	return []time.Duration{p.last.Sub(f), 0, m.Stages.Dump, m.Stages.Dump + m.Stages.Transfer,
+		m.RestoredAt.Sub(f), m.SwitchedAt.Sub(f), failed, p.next.Sub(f)}
 }
 
 // podmanMoves moves the same two containers with podman's checkpoint
@@ -523,6 +582,12 @@ func row(what string, ds []time.Duration) {
 	slices.Sort(ds)
 	fmt.Printf("%-62s median %6.0f ms  min %6.0f ms  max %6.0f ms  (%d runs)\n", what,
 		ms(ds[len(ds)/2]), ms(ds[0]), ms(ds[len(ds)-1]), len(ds))
+}
+
+// signedRow is row for times that may fall before zero.
+func signedRow(what string, ds []time.Duration) {
+	slices.Sort(ds)
+	fmt.Printf("%-62s median %+6.0f ms  min %+6.0f ms  max %+6.0f ms\n", what, ms(ds[len(ds)/2]), ms(ds[0]), ms(ds[len(ds)-1]))
 }
 
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
