@@ -13,8 +13,10 @@ import (
 // the pages of its first request does so a hundred times in a row, the
 // client waiting. A Pacer shortens the background reads (the daemon takes
 // a short answer as it is and asks for the rest later): while faults
-// come, to one page, so each waits for one page at most; otherwise to
-// BackgroundPages.
+// come, to one page, so each waits for one page at most; for a while
+// after, to BackgroundPages, so that the next fault waits little; once the
+// process has stopped faulting, not at all, so the rest of the memory
+// comes at full speed and the time both nodes are needed stays short.
 
 const (
 	cmdGet = 7 // CRIU's PS_IOV_GET
@@ -23,13 +25,18 @@ const (
 )
 
 // BackgroundPages is the most a background read asks for at once (256
-// KiB): a fault after a quiet spell waits for that much at most, while
-// the transfer still moves far more per round trip than it waits.
+// KiB) within quietWindow of a fault: a fault then waits for that much at
+// most, while the transfer still moves far more per round trip than it
+// waits.
 const BackgroundPages = 64
 
 // faultWindow is how long after a fault reads stay one page: a restored
 // process faults again within a round trip or two while it runs.
-const faultWindow = 10 * time.Millisecond
+// quietWindow is how long after one they stay BackgroundPages.
+const (
+	faultWindow = 10 * time.Millisecond
+	quietWindow = 100 * time.Millisecond
+)
 
 // Pacer shortens the page reads of one transfer (see above). Its zero
 // value is ready; it is not safe for concurrent use.
@@ -39,8 +46,8 @@ type Pacer struct {
 
 // Pace shortens request b in place, as it passes at now: a read of more
 // than one page gets one page while a fault came within faultWindow, and
-// BackgroundPages at most otherwise. A read of one page is taken for a
-// fault. Other requests pass as they are.
+// BackgroundPages at most while one came within quietWindow. A read of
+// one page is taken for a fault. Other requests pass as they are.
 func (p *Pacer) Pace(b []byte, now time.Time) {
 	if len(b) < RequestSize || binary.LittleEndian.Uint32(b)&cmdMask != cmdGet {
 		return
@@ -50,9 +57,15 @@ func (p *Pacer) Pace(b []byte, now time.Time) {
 		p.lastFault = now
 		return
 	}
+	if p.lastFault.IsZero() {
+		return
+	}
 	limit := uint64(BackgroundPages)
-	if !p.lastFault.IsZero() && now.Sub(p.lastFault) < faultWindow {
+	switch since := now.Sub(p.lastFault); {
+	case since < faultWindow:
 		limit = 1
+	case since >= quietWindow:
+		return
 	}
 	if n > limit {
 		binary.LittleEndian.PutUint64(b[nrOffset:], limit)

@@ -16,8 +16,9 @@ func get(nr uint64) []byte {
 func pages(b []byte) uint64 { return binary.LittleEndian.Uint64(b[nrOffset:]) }
 
 // TestPacer: background reads are capped, to one page right after a fault
-// and to BackgroundPages once faults stop; the address and other requests
-// stay as they are.
+// and to BackgroundPages for a while after, and go whole before any fault
+// and once faults have stopped; the address and other requests stay as
+// they are.
 func TestPacer(t *testing.T) {
 	var p Pacer
 	t0 := time.Unix(1000, 0)
@@ -25,8 +26,8 @@ func TestPacer(t *testing.T) {
 		p.Pace(b, t0.Add(at))
 		return b
 	}
-	if b := step(get(1024), 0); pages(b) != BackgroundPages {
-		t.Errorf("a 1024-page read before any fault: %d pages, want %d", pages(b), BackgroundPages)
+	if b := step(get(1024), 0); pages(b) != 1024 {
+		t.Errorf("a 1024-page read before any fault: %d pages, want it whole", pages(b))
 	}
 	if b := step(get(16), 0); pages(b) != 16 {
 		t.Errorf("a 16-page read: %d pages, want it whole", pages(b))
@@ -43,6 +44,9 @@ func TestPacer(t *testing.T) {
 	}
 	if b := step(get(1024), 12*time.Millisecond); pages(b) != BackgroundPages {
 		t.Errorf("a read 11 ms after the fault: %d pages, want %d", pages(b), BackgroundPages)
+	}
+	if b := step(get(1024), 101*time.Millisecond); pages(b) != 1024 {
+		t.Errorf("a read 100 ms after the fault: %d pages, want it whole", pages(b))
 	}
 	for _, cmd := range []uint32{cmdClose, cmdForceClose, 1} {
 		b := request(cmd)
