@@ -6,7 +6,10 @@
 // the downtime its output shows (from the last number logged before the
 // freeze to the next, logged by the restored container, which must be
 // one more), and for Redis the longest pause between answers seen by a
-// client GETting through its service's VIP every 1 ms. Beside it, in the
+// client GETting through its service's VIP every 1 ms, as a timeline from
+// the freeze (the client's last answer, berth's own marks from the
+// migration's answer, the client's first failure and first answer after),
+// which says which part of the pause is whose. Beside it, in the
 // same invocation, podman moves the same containers through a checkpoint
 // file (`podman container checkpoint --export`, then `restore --import`,
 // runc, the same CRIU): downtime from the start of the checkpoint to the
