@@ -251,7 +251,9 @@ func moves(l *lan.LAN, owner string, client api.Instance, runs int) error {
 			pause = append(pause, p.length())
 			if !m.FrozenAt.IsZero() {
 				for i, d := range timeline(m, p) {
-					marks[i] = append(marks[i], d)
+					if d != nil {
+						marks[i] = append(marks[i], *d)
+					}
 				}
 				why = p.why
 			}
@@ -272,7 +274,9 @@ func moves(l *lan.LAN, owner string, client api.Instance, runs int) error {
 	if len(marks[0]) > 0 {
 		fmt.Println(what + ": timeline of that pause, from the freeze:")
 		for i, k := range timelineRows {
-			signedRow(what+":   "+k, marks[i])
+			if len(marks[i]) > 0 {
+				signedRow(what+":   "+k, marks[i])
+			}
 		}
 		if why != "" {
 			fmt.Printf("%-62s %s\n", what+":   (last move's first failure)", why)
@@ -426,15 +430,17 @@ var timelineRows = []string{
 	"client's first answer after",
 }
 
-// timeline places the marks of move m and pause p in timelineRows' order.
-func timeline(m api.Migration, p pauseSeen) []time.Duration {
+// timeline places the marks of move m and pause p in timelineRows' order;
+// a mark that did not happen (no request failed) is nil.
+func timeline(m api.Migration, p pauseSeen) []*time.Duration {
 	f := m.FrozenAt
-	failed := time.Duration(0)
+	at := func(d time.Duration) *time.Duration { return &d }
+	var failed *time.Duration
 	if !p.failed.IsZero() {
-		failed = p.failed.Sub(f)
+		failed = at(p.failed.Sub(f))
 	}
-	return []time.Duration{p.last.Sub(f), 0, m.Stages.Dump, m.Stages.Dump + m.Stages.Transfer,
-		m.RestoredAt.Sub(f), m.SwitchedAt.Sub(f), failed, p.next.Sub(f)}
+	return []*time.Duration{at(p.last.Sub(f)), at(0), at(m.Stages.Dump), at(m.Stages.Dump + m.Stages.Transfer),
+		at(m.RestoredAt.Sub(f)), at(m.SwitchedAt.Sub(f)), failed, at(p.next.Sub(f))}
 }
 
 // podmanMoves moves the same two containers with podman's checkpoint
@@ -590,7 +596,7 @@ func row(what string, ds []time.Duration) {
 // signedRow is row for times that may fall before zero.
 func signedRow(what string, ds []time.Duration) {
 	slices.Sort(ds)
-	fmt.Printf("%-62s median %+6.0f ms  min %+6.0f ms  max %+6.0f ms\n", what, ms(ds[len(ds)/2]), ms(ds[0]), ms(ds[len(ds)-1]))
+	fmt.Printf("%-62s median %+6.0f ms  min %+6.0f ms  max %+6.0f ms  (%d runs)\n", what, ms(ds[len(ds)/2]), ms(ds[0]), ms(ds[len(ds)-1]), len(ds))
 }
 
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
