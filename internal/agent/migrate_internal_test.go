@@ -71,18 +71,18 @@ func TestMoveBackWaitsForTheEarlierRemoval(t *testing.T) {
 	a.setHold(uid, &hold{kind: holdIn}, false)
 	done, cancel := context.WithCancel(context.Background())
 	cancel()
-	if err := a.awaitRemoval(done, id); err == nil {
-		t.Fatal("awaitRemoval returned while the removal was under way")
+	if err := a.waitRemoval(done, id); err == nil {
+		t.Fatal("waitRemoval returned while the removal was under way")
 	}
 	awaited := make(chan error, 1)
 	go func() {
-		err := a.awaitRemoval(context.Background(), id)
+		err := a.waitRemoval(context.Background(), id)
 		net.note("prepare")
 		awaited <- err
 	}()
 	close(rt.release)
 	if err := <-awaited; err != nil {
-		t.Fatalf("awaitRemoval: %v", err)
+		t.Fatalf("waitRemoval: %v", err)
 	}
 	if !<-removed {
 		t.Fatal("the removal did not finish")
@@ -99,7 +99,7 @@ func TestMoveBackWaitsForTheEarlierRemoval(t *testing.T) {
 	if a.remove(context.Background(), id) {
 		t.Fatal("a container of an instance moving in was removed")
 	}
-	if err := a.awaitRemoval(done, id); err != nil {
-		t.Fatalf("awaitRemoval with no removal under way: %v", err)
+	if err := a.waitRemoval(done, id); err != nil {
+		t.Fatalf("waitRemoval with no removal under way: %v", err)
 	}
 }

@@ -165,16 +165,15 @@ func (a *Agent) remove(ctx context.Context, id string) bool {
 	// restore: they are the move's now.
 	a.mu.Lock()
 	moving := a.frozenLocked(a.containers[id].Labels[labelUID])
-	var removed chan struct{}
+	done := make(chan struct{})
 	if !moving {
-		// A move back here that begins from now on waits for this
-		// removal (awaitRemoval): its detach would take the namespace
-		// prepared anew under the same id.
-		removed = make(chan struct{})
+		// A move back that begins from here on waits for this removal
+		// (waitRemoval): it must not wire its network for a removal
+		// already under way to take down.
 		if a.removing == nil {
 			a.removing = map[string]chan struct{}{}
 		}
-		a.removing[id] = removed
+		a.removing[id] = done
 	}
 	a.mu.Unlock()
 	if moving {
@@ -184,7 +183,7 @@ func (a *Agent) remove(ctx context.Context, id string) bool {
 		a.mu.Lock()
 		delete(a.removing, id)
 		a.mu.Unlock()
-		close(removed)
+		close(done)
 	}()
 	if err := a.cfg.Runtime.Delete(ctx, id, true); err != nil && !errors.Is(err, runtime.ErrNotFound) {
 		a.log.Warn("remove container", "container", id, "err", err)
