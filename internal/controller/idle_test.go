@@ -39,14 +39,7 @@ func TestQuietManagerBacksOff(t *testing.T) {
 	if err := h.s.Create(h.ctx, svc); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 5*time.Second, "web's instance bound", func() bool {
-		return h.count(func(in *api.Instance) bool { return in.Spec.Node != "" }) == 1
-	}, func() string { return dump(h.instances()) })
-	h.agent(running)
-	waitFor(t, 5*time.Second, "web's status to count 1 ready", func() bool {
-		s, err := store.Get[api.Service](h.ctx, h.s, "default", "web")
-		return err == nil && s.Status.ReadyReplicas == 1
-	}, nil)
+	h.settle("web", 1)
 	// Settled. At Resync's pace 3 s would be 60 passes; backing off from
 	// 50 ms (50, 100, 200, 400, 800, 1600 ms) it is a handful.
 	from := passes.n.Load()

@@ -71,6 +71,18 @@ func (h *harness) heartbeat(node string) {
 	}
 }
 
+// outlive stops lost's heartbeat and lets 24 s pass, alive heartbeating
+// and the manager passing every 4 s.
+func (h *harness) outlive(lost, alive string) {
+	h.t.Helper()
+	h.stopHeartbeat(lost)
+	for range 6 {
+		h.clk.add(4 * time.Second)
+		h.heartbeat(alive)
+		h.pass()
+	}
+}
+
 // stopHeartbeat ends a node's lease, as its agent dying would after the TTL.
 func (h *harness) stopHeartbeat(node string) {
 	h.t.Helper()
@@ -304,12 +316,7 @@ func TestLostNodeInstancesAreReplaced(t *testing.T) {
 	h.pass()
 	h.agent(running)
 	// n2 stops heartbeating; n1 keeps on.
-	h.stopHeartbeat("n2")
-	for range 6 {
-		h.clk.add(4 * time.Second)
-		h.heartbeat("n1")
-		h.pass()
-	}
+	h.outlive("n2", "n1")
 	n2, _ := store.Get[api.Node](h.ctx, h.s, "", "n2")
 	if n2.Status.Condition != api.NodeNotReady {
 		t.Fatalf("n2 is %s after 24s without heartbeat", n2.Status.Condition)
@@ -351,12 +358,7 @@ func TestLostIsPerNamespace(t *testing.T) {
 	}
 	h.pass()
 	h.agent(running)
-	h.stopHeartbeat("n2")
-	for range 6 {
-		h.clk.add(4 * time.Second)
-		h.heartbeat("n1")
-		h.pass()
-	}
+	h.outlive("n2", "n1")
 	for _, in := range h.instances() {
 		lost := in.Status.Phase == api.PhaseLost
 		if want := in.Spec.Node == "n2"; lost != want {
@@ -391,6 +393,21 @@ func waitFor(t *testing.T, d time.Duration, what string, cond func() bool, state
 	}
 }
 
+// settle waits, with a manager running, until service name has replicas
+// instances bound, plays the agents running them and waits until the
+// pass that saw them running wrote the service's status.
+func (h *harness) settle(name string, replicas int) {
+	h.t.Helper()
+	waitFor(h.t, 5*time.Second, fmt.Sprintf("%d instances of %s bound", replicas, name), func() bool {
+		return h.count(func(in *api.Instance) bool { return in.Spec.Owner.Name == name && in.Spec.Node != "" }) == replicas
+	}, func() string { return dump(h.instances()) })
+	h.agent(running)
+	waitFor(h.t, 5*time.Second, fmt.Sprintf("%s's status to count %d ready", name, replicas), func() bool {
+		s, err := store.Get[api.Service](h.ctx, h.s, "default", name)
+		return err == nil && s.Status.ReadyReplicas == replicas
+	}, nil)
+}
+
 // A lapsed heartbeat lease is the whole wait: the running manager hears
 // of it through the lease's key (not its resync) and marks the node
 // NotReady, its instances Lost and their replacements bound elsewhere
@@ -403,15 +420,7 @@ func TestLapsedLeaseReplacesAtOnce(t *testing.T) {
 	if err := h.s.Create(h.ctx, svc); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 5*time.Second, "2 instances bound", func() bool {
-		return h.count(func(in *api.Instance) bool { return in.Spec.Node != "" }) == 2
-	}, func() string { return dump(h.instances()) })
-	h.agent(running)
-	// Settled: the pass that saw both running wrote the service's status.
-	waitFor(t, 5*time.Second, "web's status to count 2 ready", func() bool {
-		s, err := store.Get[api.Service](h.ctx, h.s, "default", "web")
-		return err == nil && s.Status.ReadyReplicas == 2
-	}, nil)
+	h.settle("web", 2)
 	if n := h.count(func(in *api.Instance) bool { return in.Spec.Node == "n2" }); n != 1 {
 		t.Fatalf("%d instances on n2 before it goes, want 1", n)
 	}
