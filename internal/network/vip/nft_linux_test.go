@@ -30,6 +30,17 @@ func testNS(t *testing.T) string {
 	return path
 }
 
+// newProgrammer programs table in namespace ns until the test ends.
+func newProgrammer(t *testing.T, ns, table string) *Programmer {
+	t.Helper()
+	p, err := New(context.Background(), Config{Table: table, NetNS: ns})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = p.Close() })
+	return p
+}
+
 func nftList(t *testing.T, ns, table string) string {
 	t.Helper()
 	out, err := exec.Command("nsenter", "--net="+ns, "nft", "list", "table", "ip", table).CombinedOutput()
@@ -76,11 +87,7 @@ func TestProgrammerRestartLeavesRulesetIdentical(t *testing.T) {
 	ctx := context.Background()
 	ns := testNS(t)
 	table := "berth-vip-restart"
-	p, err := New(ctx, Config{Table: table, NetNS: ns})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = p.Close() })
+	p := newProgrammer(t, ns, table)
 	if err := p.Sync(ctx, testServices()); err != nil {
 		t.Fatal(err)
 	}
@@ -90,11 +97,7 @@ func TestProgrammerRestartLeavesRulesetIdentical(t *testing.T) {
 	}
 
 	// A new programmer over the same kernel state: Sync must change nothing.
-	p2, err := New(ctx, Config{Table: table, NetNS: ns})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = p2.Close() })
+	p2 := newProgrammer(t, ns, table)
 	if err := p2.Sync(ctx, testServices()); err != nil {
 		t.Fatal(err)
 	}
@@ -132,16 +135,8 @@ func TestProgrammerIncrementalMatchesSync(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	ns := testNS(t)
-	inc, err := New(ctx, Config{Table: "berth-vip-inc", NetNS: ns})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = inc.Close() })
-	full, err := New(ctx, Config{Table: "berth-vip-full", NetNS: ns})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = full.Close() })
+	inc := newProgrammer(t, ns, "berth-vip-inc")
+	full := newProgrammer(t, ns, "berth-vip-full")
 
 	svcs := testServices()
 	for _, s := range svcs {
@@ -202,11 +197,7 @@ func TestProgrammerRebuildsAForeignTable(t *testing.T) {
 	if err != nil {
 		t.Fatalf("nft: %v\n%s", err, out)
 	}
-	p, err := New(ctx, Config{Table: table, NetNS: ns})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = p.Close() })
+	p := newProgrammer(t, ns, table)
 	if err := p.Sync(ctx, testServices()); err != nil {
 		t.Fatal(err)
 	}
@@ -221,14 +212,10 @@ func TestSyncProgramsAllButTheBadService(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	ns := testNS(t)
-	p, err := New(ctx, Config{Table: "berth-vip-bad", NetNS: ns})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = p.Close() })
+	p := newProgrammer(t, ns, "berth-vip-bad")
 	svcs := testServices()
 	thief := Service{Name: "default/thief", VIP: svcs[0].VIP, Ports: []Port{{Protocol: TCP, Port: 80}}}
-	err = p.Sync(ctx, append(svcs, thief))
+	err := p.Sync(ctx, append(svcs, thief))
 	if !errors.Is(err, ErrConflict) || !strings.Contains(err.Error(), "default/thief") {
 		t.Fatalf("Sync: %v, want a conflict naming default/thief", err)
 	}
