@@ -20,7 +20,6 @@ import (
 	"os"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/authn"
@@ -296,11 +295,7 @@ func pullFrom(ctx context.Context, store *image.Store, r, src name.Reference, ep
 		if err != nil {
 			return fail(fmt.Errorf("index %s: %w: %w", desc.Digest, err, errdefs.ErrInvalidArgument))
 		}
-		want := image.NodePlatform()
-		if opts.Platform != nil {
-			want = *opts.Platform
-		}
-		child, err := image.ChoosePlatform(idx, want)
+		child, err := choosePlatform(idx, opts.Platform)
 		if err != nil {
 			return fail(fmt.Errorf("index %s: %w", desc.Digest, err))
 		}
@@ -328,14 +323,10 @@ func pullFrom(ctx context.Context, store *image.Store, r, src name.Reference, ep
 			return fail(fmt.Errorf("layer %d (%s, %s): %w", i, l.Digest, l.MediaType, ErrForeignLayer))
 		}
 	}
-	p := &upstreamPull{up: up, store: store, ref: r.String(), report: opts.Progress}
-	img, err := p.run(ctx, m, raw, mt, LocalName(r))
+	p := &upstreamPull{staging: staging{ref: r.String(), store: store, report: opts.Progress}, up: up}
+	img, err := p.commit(ctx, func(ctx context.Context) error { return p.fetchAll(ctx, m) }, raw, mt, LocalName(r))
 	if err != nil {
-		var errs []error
-		for _, h := range p.staged {
-			errs = append(errs, store.Unstage(h))
-		}
-		return Pulled{}, errors.Join(fmt.Errorf("pull %s from %s: %w", r, out.Source, classify(err)), errors.Join(errs...))
+		return Pulled{}, errors.Join(fmt.Errorf("pull %s from %s: %w", r, out.Source, classify(err)), p.unstage())
 	}
 	if rawIndex != nil {
 		// Kept so that the index digest resolves here (a cluster pins it).
@@ -361,34 +352,8 @@ func checkManifest(desc *remote.Descriptor, r name.Reference) error {
 }
 
 type upstreamPull struct {
-	up     *upstream
-	store  *image.Store
-	ref    string
-	mu     sync.Mutex // serializes report calls; guards staged
-	report func(Progress)
-	staged []v1.Hash
-}
-
-func (p *upstreamPull) progress(pr Progress) {
-	if p.report == nil {
-		return
-	}
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	pr.Image = p.ref
-	p.report(pr)
-}
-
-func (p *upstreamPull) run(ctx context.Context, m *v1.Manifest, raw []byte, mt types.MediaType, localName string) (image.Image, error) {
-	for attempt := 0; ; attempt++ {
-		if err := p.fetchAll(ctx, m); err != nil {
-			return image.Image{}, err
-		}
-		img, err := p.store.CommitManifest(ctx, raw, mt, localName)
-		if err == nil || attempt > 0 || !errors.Is(err, errdefs.ErrNotFound) {
-			return img, err
-		}
-	}
+	staging
+	up *upstream
 }
 
 // fetchAll fetches the config, then every layer at once.
@@ -408,65 +373,33 @@ func (p *upstreamPull) fetchAll(ctx context.Context, m *v1.Manifest) error {
 	if len(cf.RootFS.DiffIDs) != len(m.Layers) {
 		return fmt.Errorf("config %s: %d diff IDs for %d layers: %w", m.Config.Digest, len(cf.RootFS.DiffIDs), len(m.Layers), errdefs.ErrInvalidArgument)
 	}
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	errs := make([]error, len(m.Layers))
-	var wg sync.WaitGroup
-	for i, l := range m.Layers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			diffID := cf.RootFS.DiffIDs[i]
-			if errs[i] = p.fetch(ctx, l, &diffID); errs[i] != nil {
-				errs[i] = fmt.Errorf("layer %s: %w", l.Digest, errs[i])
-				cancel()
-			}
-		}()
-	}
-	wg.Wait()
-	for _, err := range errs {
-		if err != nil && !errors.Is(err, context.Canceled) {
-			return err
+	return fetchLayers(ctx, m.Layers, 0, func(ctx context.Context, i int, l v1.Descriptor) error {
+		if err := p.fetch(ctx, l, &cf.RootFS.DiffIDs[i]); err != nil {
+			return fmt.Errorf("layer %s: %w", l.Digest, err)
 		}
-	}
-	return errors.Join(errs...)
+		return nil
+	})
 }
 
 // fetch stores blob d, a layer unpacked on the way when diffID is set.
 func (p *upstreamPull) fetch(ctx context.Context, d v1.Descriptor, diffID *v1.Hash) error {
 	layer := diffID != nil
-	report := func(done int64, cached bool) {
-		if layer {
-			p.progress(Progress{Layer: d.Digest.String(), Done: done, Total: d.Size, Cached: cached})
-		}
-	}
-	var last int64
-	onBytes := func(done int64) {
-		if done-last >= progressStep/4 && done < d.Size {
-			last = done
-			report(done, false)
-		}
-	}
+	f := p.startFetch(d, layer, progressStep/4)
 	open := func(ctx context.Context) (io.ReadCloser, error) {
-		report(0, false)
+		f.report(0, false)
 		return p.up.openBlob(ctx, d)
 	}
 	var fetched bool
 	var err error
 	if layer {
-		fetched, err = p.store.FetchLayer(ctx, d, *diffID, open, onBytes)
+		fetched, err = p.store.FetchLayer(ctx, d, *diffID, open, f.onBytes)
 	} else {
-		fetched, err = p.store.FetchBlob(ctx, d, open, onBytes)
+		fetched, err = p.store.FetchBlob(ctx, d, open, f.onBytes)
 	}
 	if err != nil {
 		return err
 	}
-	if fetched {
-		p.mu.Lock()
-		p.staged = append(p.staged, d.Digest)
-		p.mu.Unlock()
-	}
-	report(d.Size, !fetched)
+	f.done(fetched)
 	return nil
 }
 
