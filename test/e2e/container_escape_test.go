@@ -7,13 +7,10 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
-
-	"golang.org/x/sys/unix"
 
 	"github.com/berth-dev/berth/internal/runtime/runtimetest"
 	"github.com/berth-dev/berth/internal/testing/testenv"
@@ -37,17 +34,9 @@ func TestContainerExecKeepsTheCallersStreams(t *testing.T) {
 			e.ok("container", "run", "-d", "--name", name, "--runtime", ex, "--rootfs", rootfs, "probe", "sleep", "60")
 			t.Cleanup(func() { e.run("container", "rm", "--force", name) })
 
-			host := filepath.Join(t.TempDir(), "out")
 			const secret = "OPERATOR-SECRET-77e2"
-			if err := os.WriteFile(host, []byte(secret+"\n"), 0o600); err != nil {
-				t.Fatal(err)
-			}
-			out, err := os.OpenFile(host, os.O_WRONLY|os.O_APPEND, 0)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer out.Close()
-			ptm, pts := openPty(t)
+			host, out := runtimetest.CallerFile(t, secret)
+			_, pts := runtimetest.OpenPty(t)
 			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 			defer cancel()
 			cmd := exec.CommandContext(ctx, berthBin, "--data-dir", e.dataDir, "container", "exec", name, "probe", "stdio")
@@ -65,39 +54,16 @@ func TestContainerExecKeepsTheCallersStreams(t *testing.T) {
 			atExit := fi.Size()
 			b, _ := os.ReadFile(host)
 			res := runtimetest.ProbeResults(string(b))
-			for k, v := range map[string]string{
-				"tiocsti0": "ENOTTY", "tiocsti1": "ENOTTY", "tiocsti2": "ENOTTY",
-				"devtty": "ENXIO", "tty_nr": "0", "fds": "0,1,2",
-			} {
-				if res[k] != v {
-					t.Errorf("%s = %q, want %s\n%s", k, res[k], v, b)
-				}
-			}
+			runtimetest.ExpectCallerKept(t, res, string(b), secret, pts)
 			for _, fd := range []string{"fd0", "fd1", "fd2"} {
 				if !strings.HasPrefix(res[fd], "pipe:") {
 					t.Errorf("%s is %q, want a pipe berth relays", fd, res[fd])
 				}
 			}
-			if strings.Contains(res["reread"], secret) {
-				t.Errorf("the container read back the operator's file: %q", res["reread"])
-			}
-			if n, err := unix.IoctlGetInt(int(pts.Fd()), unix.TIOCINQ); err != nil || n != 0 {
-				t.Errorf("%d bytes were typed into the operator's terminal (%v)", n, err)
-			}
-			_ = ptm
 
 			// The child the probe left keeps writing: once it has tried
 			// again after the command exited, the file must not have grown.
-			count := func() int {
-				b, _ := os.ReadFile(filepath.Join(rootfs, "tmp", "late"))
-				n, _ := strconv.Atoi(strings.TrimSpace(string(b)))
-				return n
-			}
-			first := count()
-			eventually(t, 15*time.Second, "the left-behind writer to try again", func() bool { return count() >= min(first+5, 60) })
-			if fi, err := os.Stat(host); err != nil || fi.Size() != atExit {
-				t.Errorf("the operator's file grew after berth container exec exited (%d bytes then)", atExit)
-			}
+			runtimetest.ExpectNoLateWrites(t, filepath.Join(rootfs, "tmp", "late"), host, atExit, 15*time.Second)
 		})
 	}
 }
@@ -185,17 +151,9 @@ func TestContainerRunKeepsTheCallersStreams(t *testing.T) {
 			}
 			rootfs := runtimetest.BusyboxRootfs(t)
 			runtimetest.Probe(t, rootfs)
-			host := filepath.Join(t.TempDir(), "out")
 			const secret = "OPERATOR-SECRET-0b5d"
-			if err := os.WriteFile(host, []byte(secret+"\n"), 0o600); err != nil {
-				t.Fatal(err)
-			}
-			out, err := os.OpenFile(host, os.O_WRONLY|os.O_APPEND, 0)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer out.Close()
-			_, pts := openPty(t)
+			host, out := runtimetest.CallerFile(t, secret)
+			_, pts := runtimetest.OpenPty(t)
 			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 			defer cancel()
 			cmd := exec.CommandContext(ctx, berthBin, "--data-dir", e.dataDir, "container", "run", "--rm",
@@ -208,22 +166,9 @@ func TestContainerRunKeepsTheCallersStreams(t *testing.T) {
 			}
 			b, _ := os.ReadFile(host)
 			res := runtimetest.ProbeResults(string(b))
-			for k, v := range map[string]string{
-				"tiocsti0": "ENOTTY", "tiocsti1": "ENOTTY", "tiocsti2": "ENOTTY",
-				"devtty": "ENXIO", "tty_nr": "0", "fds": "0,1,2",
-			} {
-				if res[k] != v {
-					t.Errorf("%s = %q, want %s\n%s", k, res[k], v, b)
-				}
-			}
+			runtimetest.ExpectCallerKept(t, res, string(b), secret, pts)
 			if !strings.HasPrefix(res["fd1"], "pipe:") || !strings.HasPrefix(res["fd2"], "pipe:") {
 				t.Errorf("stdout %q, stderr %q: want the shim's pipes", res["fd1"], res["fd2"])
-			}
-			if strings.Contains(res["reread"], secret) {
-				t.Errorf("the container read back the operator's file: %q", res["reread"])
-			}
-			if n, err := unix.IoctlGetInt(int(pts.Fd()), unix.TIOCINQ); err != nil || n != 0 {
-				t.Errorf("%d bytes were typed into the operator's terminal (%v)", n, err)
 			}
 		})
 	}

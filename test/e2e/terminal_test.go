@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"bytes"
-	"fmt"
 	"os"
 	"os/exec"
 	"regexp"
@@ -11,6 +10,8 @@ import (
 	"testing"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/berth-dev/berth/internal/runtime/runtimetest"
 )
 
 // terminal is a pseudo-terminal of the test's making with a command
@@ -26,7 +27,7 @@ type terminal struct {
 // TERM=xterm-test, as the session leader whose controlling terminal it is.
 func startTerminal(t *testing.T, cmd *exec.Cmd, rows, cols uint16) *terminal {
 	t.Helper()
-	master, slave := openPty(t)
+	master, slave := runtimetest.OpenPty(t)
 	term := &terminal{t: t, master: master}
 	term.resize(rows, cols)
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = slave, slave, slave
@@ -72,27 +73,4 @@ func (term *terminal) String() string {
 	term.mu.Lock()
 	defer term.mu.Unlock()
 	return term.screen.String()
-}
-
-// openPty opens a new pseudo-terminal pair, closed when the test ends.
-func openPty(t *testing.T) (master, slave *os.File) {
-	t.Helper()
-	m, err := os.OpenFile("/dev/ptmx", os.O_RDWR|unix.O_NOCTTY, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { m.Close() })
-	if err := unix.IoctlSetPointerInt(int(m.Fd()), unix.TIOCSPTLCK, 0); err != nil {
-		t.Fatal(err)
-	}
-	n, err := unix.IoctlGetInt(int(m.Fd()), unix.TIOCGPTN)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s, err := os.OpenFile(fmt.Sprintf("/dev/pts/%d", n), os.O_RDWR|unix.O_NOCTTY, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { s.Close() })
-	return m, s
 }
