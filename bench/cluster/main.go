@@ -265,12 +265,8 @@ func podmanRuns(work, rootfs string, n int) ([]time.Duration, error) {
 	if _, err := exec.LookPath("podman"); err != nil {
 		return nil, errors.New("podman is not installed")
 	}
-	tarball := filepath.Join(work, "rootfs.tar")
-	if out, err := exec.Command("tar", "-C", rootfs, "-cf", tarball, ".").CombinedOutput(); err != nil {
-		return nil, fmt.Errorf("tar: %w: %s", err, out)
-	}
-	if out, err := exec.Command("podman", "import", tarball, "localhost/berth-bench:1").CombinedOutput(); err != nil {
-		return nil, fmt.Errorf("podman import: %w: %s", err, out)
+	if err := harness.PodmanImport(rootfs, "localhost/berth-bench:1"); err != nil {
+		return nil, err
 	}
 	var d []time.Duration
 	var ids []string
@@ -282,9 +278,8 @@ func podmanRuns(work, rootfs string, n int) ([]time.Duration, error) {
 	}()
 	for i := range n + 2 {
 		t0 := time.Now()
-		out, err := exec.Command("podman", "run", "-d", "--runtime", "runc", "--network", "none",
-			"--ulimit", "nofile=1024:1024", "--ulimit", "nproc=1024:1024",
-			"localhost/berth-bench:1", "sleep", "3600").CombinedOutput()
+		out, err := exec.Command("podman", slices.Concat([]string{"run", "-d", "--network", "none"}, harness.PodmanRunArgs,
+			[]string{"localhost/berth-bench:1", "sleep", "3600"})...).CombinedOutput()
 		el := time.Since(t0)
 		if err != nil {
 			return nil, fmt.Errorf("podman run: %w: %s", err, strings.TrimSpace(string(out)))
