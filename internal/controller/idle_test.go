@@ -34,11 +34,7 @@ func TestQuietManagerBacksOff(t *testing.T) {
 	passes := &passCounter{}
 	runManager(t, h, controller.Options{Logger: slog.New(passes), Resync: 50 * time.Millisecond,
 		IdleResync: time.Hour, StartGrace: -1})
-	svc := &api.Service{Metadata: api.Metadata{Name: "web"}, Spec: api.ServiceSpec{Replicas: 1,
-		Template: api.Template{Image: "demo/busybox:1"}}}
-	if err := h.s.Create(h.ctx, svc); err != nil {
-		t.Fatal(err)
-	}
+	h.service("web", 1, api.Placement{})
 	h.settle("web", 1)
 	// Settled. At Resync's pace 3 s would be 60 passes; backing off from
 	// 50 ms (50, 100, 200, 400, 800, 1600 ms) it is a handful.
@@ -93,11 +89,7 @@ func TestCronRunsOnTimeWhileIdle(t *testing.T) {
 // though no write comes then to start a pass.
 func TestLostGraceEndsWhileIdle(t *testing.T) {
 	h := newHarness(t, "n1", "n2")
-	svc := &api.Service{Metadata: api.Metadata{Name: "web"}, Spec: api.ServiceSpec{Replicas: 2,
-		Template: api.Template{Image: "demo/busybox:1"}, Placement: api.Placement{Spread: []string{"node"}}}}
-	if err := h.s.Create(h.ctx, svc); err != nil {
-		t.Fatal(err)
-	}
+	h.service("web", 2, api.Placement{Spread: []string{"node"}})
 	h.pass()
 	h.agent(running)
 	runManager(t, h, controller.Options{Logger: slog.New(slog.DiscardHandler), Resync: 1500 * time.Millisecond,

@@ -71,6 +71,17 @@ func (h *harness) heartbeat(node string) {
 	}
 }
 
+// service creates service name of replicas busybox instances placed as
+// p says.
+func (h *harness) service(name string, replicas int, p api.Placement) {
+	h.t.Helper()
+	svc := &api.Service{Metadata: api.Metadata{Name: name}, Spec: api.ServiceSpec{Replicas: replicas,
+		Template: api.Template{Image: "demo/busybox:1"}, Placement: p}}
+	if err := h.s.Create(h.ctx, svc); err != nil {
+		h.t.Fatal(err)
+	}
+}
+
 // outlive stops lost's heartbeat and lets 24 s pass, alive heartbeating
 // and the manager passing every 4 s.
 func (h *harness) outlive(lost, alive string) {
@@ -308,11 +319,7 @@ func TestJobFailsAfterBackoffLimit(t *testing.T) {
 
 func TestLostNodeInstancesAreReplaced(t *testing.T) {
 	h := newHarness(t, "n1", "n2")
-	svc := &api.Service{Metadata: api.Metadata{Name: "web"}, Spec: api.ServiceSpec{Replicas: 2,
-		Template: api.Template{Image: "demo/busybox:1"}, Placement: api.Placement{AntiAffinity: true}}}
-	if err := h.s.Create(h.ctx, svc); err != nil {
-		t.Fatal(err)
-	}
+	h.service("web", 2, api.Placement{AntiAffinity: true})
 	h.pass()
 	h.agent(running)
 	// n2 stops heartbeating; n1 keeps on.
@@ -415,11 +422,7 @@ func (h *harness) settle(name string, replicas int) {
 func TestLapsedLeaseReplacesAtOnce(t *testing.T) {
 	h := newHarness(t, "n1", "n2")
 	runManager(t, h, controller.Options{Logger: slog.New(slog.DiscardHandler), Resync: time.Hour, StartGrace: -1})
-	svc := &api.Service{Metadata: api.Metadata{Name: "web"}, Spec: api.ServiceSpec{Replicas: 2,
-		Template: api.Template{Image: "demo/busybox:1"}, Placement: api.Placement{Spread: []string{"node"}}}}
-	if err := h.s.Create(h.ctx, svc); err != nil {
-		t.Fatal(err)
-	}
+	h.service("web", 2, api.Placement{Spread: []string{"node"}})
 	h.settle("web", 2)
 	if n := h.count(func(in *api.Instance) bool { return in.Spec.Node == "n2" }); n != 1 {
 		t.Fatalf("%d instances on n2 before it goes, want 1", n)
@@ -444,11 +447,7 @@ func TestLapsedLeaseReplacesAtOnce(t *testing.T) {
 // leaves its instances alone until the nodes had a TTL to reach it.
 func TestStartGraceKeepsInstances(t *testing.T) {
 	h := newHarness(t, "n1", "n2")
-	svc := &api.Service{Metadata: api.Metadata{Name: "web"}, Spec: api.ServiceSpec{Replicas: 2,
-		Template: api.Template{Image: "demo/busybox:1"}, Placement: api.Placement{Spread: []string{"node"}}}}
-	if err := h.s.Create(h.ctx, svc); err != nil {
-		t.Fatal(err)
-	}
+	h.service("web", 2, api.Placement{Spread: []string{"node"}})
 	h.pass()
 	h.agent(running)
 	h.stopHeartbeat("n2")
@@ -459,11 +458,7 @@ func TestStartGraceKeepsInstances(t *testing.T) {
 	}, nil)
 	// A pass after that one must not mark it Lost either: a service made
 	// now and bound shows that passes went on.
-	other := &api.Service{Metadata: api.Metadata{Name: "later"}, Spec: api.ServiceSpec{Replicas: 1,
-		Template: api.Template{Image: "demo/busybox:1"}}}
-	if err := h.s.Create(h.ctx, other); err != nil {
-		t.Fatal(err)
-	}
+	h.service("later", 1, api.Placement{})
 	waitFor(t, 5*time.Second, "a later service's instance bound", func() bool {
 		return h.count(func(in *api.Instance) bool { return in.Spec.Owner.Name == "later" && in.Spec.Node != "" }) == 1
 	}, nil)
@@ -484,11 +479,7 @@ func dump(insts []*api.Instance) string {
 // write makes each, already bound and in its node's assignments.
 func TestNewInstancesAreStoredBound(t *testing.T) {
 	h := newHarness(t, "n1")
-	svc := &api.Service{Metadata: api.Metadata{Name: "web"}, Spec: api.ServiceSpec{Replicas: 2,
-		Template: api.Template{Image: "demo/busybox:1"}}}
-	if err := h.s.Create(h.ctx, svc); err != nil {
-		t.Fatal(err)
-	}
+	h.service("web", 2, api.Placement{})
 	before, err := h.s.Revision(h.ctx)
 	if err != nil {
 		t.Fatal(err)
