@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"github.com/berth-dev/berth/internal/runtime/runtimetest"
-	"github.com/berth-dev/berth/internal/testing/testenv"
 )
 
 // An operator runs "berth container exec NAME CMD > file" from a terminal.
@@ -25,9 +24,7 @@ func TestContainerExecKeepsTheCallersStreams(t *testing.T) {
 	e := newEnv(t)
 	for _, ex := range []string{"berth", "runc", "crun"} {
 		t.Run(ex, func(t *testing.T) {
-			if ex != "berth" {
-				testenv.RequireBinary(t, ex)
-			}
+			requireExecutor(t, ex)
 			rootfs := runtimetest.BusyboxRootfs(t)
 			runtimetest.Probe(t, rootfs)
 			name := "streams-" + ex
@@ -146,9 +143,7 @@ func TestContainerRunKeepsTheCallersStreams(t *testing.T) {
 	e := newEnv(t)
 	for _, ex := range []string{"berth", "runc", "crun"} {
 		t.Run(ex, func(t *testing.T) {
-			if ex != "berth" {
-				testenv.RequireBinary(t, ex)
-			}
+			requireExecutor(t, ex)
 			rootfs := runtimetest.BusyboxRootfs(t)
 			runtimetest.Probe(t, rootfs)
 			const secret = "OPERATOR-SECRET-0b5d"
