@@ -123,12 +123,7 @@ func PullUpstream(ctx context.Context, store *image.Store, ref string, opts Upst
 	if err != nil {
 		return Pulled{}, err
 	}
-	if opts.Config == nil {
-		opts.Config = &Config{}
-	}
-	if opts.Keychain == nil {
-		opts.Keychain = opts.Config.Keychain()
-	}
+	opts = opts.withDefaults()
 	host := r.Context().RegistryStr()
 	rc := opts.Config.Registry(host)
 	var errs []error
@@ -139,7 +134,7 @@ func PullUpstream(ctx context.Context, store *image.Store, ref string, opts Upst
 		}
 		errs = append(errs, fmt.Errorf("mirror %s: %w", m, err))
 	}
-	ep := endpoint{host: host, insecure: opts.Insecure || rc.Insecure, caFile: rc.CA, caPEM: rc.CAPEM}
+	ep := opts.registryEndpoint(host)
 	if opts.CAFile != "" {
 		ep.caFile = opts.CAFile
 	}
@@ -164,9 +159,33 @@ func pullFromMirror(ctx context.Context, store *image.Store, r name.Reference, m
 	if d, ok := r.(name.Digest); ok {
 		mr = repo.Digest(d.DigestStr())
 	}
-	rc := opts.Config.Registry(u.Host)
-	ep := endpoint{host: u.Host, insecure: u.Scheme == "http" || rc.Insecure, caFile: rc.CA, caPEM: rc.CAPEM, scheme: u.Scheme}
-	return pullFrom(ctx, store, r, mr, ep, opts)
+	return pullFrom(ctx, store, r, mr, opts.mirrorEndpoint(u), opts)
+}
+
+// withDefaults is o with an empty Config when it has none, and that
+// config's keychain when it names none.
+func (o UpstreamOptions) withDefaults() UpstreamOptions {
+	if o.Config == nil {
+		o.Config = &Config{}
+	}
+	if o.Keychain == nil {
+		o.Keychain = o.Config.Keychain()
+	}
+	return o
+}
+
+// registryEndpoint is how o reaches registry host: insecurely when o or
+// the config says so, trusting the CA the config names for it.
+func (o UpstreamOptions) registryEndpoint(host string) endpoint {
+	rc := o.Config.Registry(host)
+	return endpoint{host: host, insecure: o.Insecure || rc.Insecure, caFile: rc.CA, caPEM: rc.CAPEM}
+}
+
+// mirrorEndpoint is how o reaches the mirror at u (http(s)://host[:port]):
+// by u's scheme, insecurely when that is http or the config says so.
+func (o UpstreamOptions) mirrorEndpoint(u *url.URL) endpoint {
+	rc := o.Config.Registry(u.Host)
+	return endpoint{host: u.Host, insecure: u.Scheme == "http" || rc.Insecure, caFile: rc.CA, caPEM: rc.CAPEM, scheme: u.Scheme}
 }
 
 // endpoint is how to reach one registry.
@@ -570,8 +589,7 @@ func CheckLogin(ctx context.Context, host, user, password string, opts UpstreamO
 	if err != nil {
 		return fmt.Errorf("login %s: %w: %w", host, err, errdefs.ErrInvalidArgument)
 	}
-	rc := opts.Config.Registry(host)
-	ep := endpoint{host: host, insecure: opts.Insecure || rc.Insecure, caFile: rc.CA, caPEM: rc.CAPEM}
+	ep := opts.registryEndpoint(host)
 	if opts.CAFile != "" {
 		ep.caFile = opts.CAFile
 	}
@@ -628,15 +646,9 @@ func PushUpstream(ctx context.Context, store *image.Store, ref string, opts Upst
 	if err != nil {
 		return image.Image{}, fmt.Errorf("push %s: %w", localName, err)
 	}
-	if opts.Config == nil {
-		opts.Config = &Config{}
-	}
-	if opts.Keychain == nil {
-		opts.Keychain = opts.Config.Keychain()
-	}
+	opts = opts.withDefaults()
 	host := r.Context().RegistryStr()
-	rc := opts.Config.Registry(host)
-	ep := endpoint{host: host, insecure: opts.Insecure || rc.Insecure, caFile: rc.CA, caPEM: rc.CAPEM}
+	ep := opts.registryEndpoint(host)
 	if opts.CAFile != "" {
 		ep.caFile = opts.CAFile
 	}
