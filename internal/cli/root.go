@@ -6,8 +6,11 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
+	"strings"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 )
 
 // globals holds the flags every command shares.
@@ -26,65 +29,8 @@ type globals struct {
 // Run executes the command line and returns the process exit code.
 func Run(ctx context.Context, args []string) int {
 	g := &globals{}
-	root := &cobra.Command{
-		Use:   "berth",
-		Short: "berth runs containers, services and jobs on one machine or many",
-		Long: `berth is a container orchestrator in one binary.
-
-It runs real Linux containers from OCI images, keeps services at their
-replica count, runs batch jobs in parallel shards, and scales from one
-machine to many.`,
-		SilenceUsage:  true,
-		SilenceErrors: true,
-	}
-	root.PersistentFlags().StringVar(&g.dataDir, "data-dir", envOr("BERTH_DATA_DIR", "/var/lib/berth"), "directory for images, containers and state (env BERTH_DATA_DIR)")
-	root.PersistentFlags().StringVarP(&g.output, "output", "o", "", "output format: table (default), wide, json or yaml")
-	root.PersistentFlags().StringVar(&g.server, "server", os.Getenv("BERTH_SERVER"), "API endpoint (default unix://<data-dir>/berth.sock; env BERTH_SERVER)")
-	root.PersistentFlags().StringVar(&g.token, "token", os.Getenv("BERTH_TOKEN"), "bearer token for an https:// server (env BERTH_TOKEN)")
-	root.PersistentFlags().StringVarP(&g.namespace, "namespace", "n", os.Getenv("BERTH_NAMESPACE"), "namespace of the objects named (default \"default\"; env BERTH_NAMESPACE)")
-	root.PersistentFlags().StringVar(&g.caFile, "ca-file", os.Getenv("BERTH_CA_FILE"), "certificate to trust for an https:// server (env BERTH_CA_FILE)")
-
-	root.AddCommand(
-		newUpCmd(g),
-		newServerCmd(g),
-		newAgentCmd(g),
-		newRunCmd(g),
-		newApplyCmd(g),
-		newComposeCmd(g),
-		newDiffCmd(g),
-		newDescribeCmd(g),
-		newDownCmd(g),
-		newGetCmd(g),
-		newVersionCmd(g),
-		newPsCmd(g),
-		newScaleCmd(g),
-		newRestartCmd(g),
-		newRolloutCmd(g),
-		newLogsCmd(g),
-		newExecCmd(g),
-		newAttachCmd(g),
-		newCpCmd(g),
-		newPortForwardCmd(g),
-		newStatsCmd(g),
-		newCheckpointCmd(g),
-		newMigrateCmd(g),
-		newRestoreCmd(g),
-		newRmCmd(g),
-		newEventsCmd(g),
-		newImageCmd(g),
-		newLoginCmd(g),
-		newLogoutCmd(g),
-		newContainerCmd(g),
-		newTokenCmd(g),
-		newNodeCmd(g),
-		newDashboardCmd(g),
-		newVolumeCmd(g),
-		newRegistryCmd(g),
-		newSimCmd(g),
-		newSecretCmd(g),
-		newConfigCmd(g),
-		newCronJobCmd(g),
-	)
+	root := newRoot(g)
+	addCommands(root, g, args)
 	root.InitDefaultCompletionCmd(args...) // here, not in Execute: its group must refuse unknown shells too
 	refuseUnknownSubcommands(root)
 	root.SetArgs(composeArgs(args))
@@ -102,6 +48,122 @@ machine to many.`,
 		return ce.code
 	}
 	return 1
+}
+
+// newRoot is the root command with the flags every command shares.
+func newRoot(g *globals) *cobra.Command {
+	root := &cobra.Command{
+		Use:   "berth",
+		Short: "berth runs containers, services and jobs on one machine or many",
+		Long: `berth is a container orchestrator in one binary.
+
+It runs real Linux containers from OCI images, keeps services at their
+replica count, runs batch jobs in parallel shards, and scales from one
+machine to many.`,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.PersistentFlags().StringVar(&g.dataDir, "data-dir", envOr("BERTH_DATA_DIR", "/var/lib/berth"), "directory for images, containers and state (env BERTH_DATA_DIR)")
+	root.PersistentFlags().StringVarP(&g.output, "output", "o", "", "output format: table (default), wide, json or yaml")
+	root.PersistentFlags().StringVar(&g.server, "server", os.Getenv("BERTH_SERVER"), "API endpoint (default unix://<data-dir>/berth.sock; env BERTH_SERVER)")
+	root.PersistentFlags().StringVar(&g.token, "token", os.Getenv("BERTH_TOKEN"), "bearer token for an https:// server (env BERTH_TOKEN)")
+	root.PersistentFlags().StringVarP(&g.namespace, "namespace", "n", os.Getenv("BERTH_NAMESPACE"), "namespace of the objects named (default \"default\"; env BERTH_NAMESPACE)")
+	root.PersistentFlags().StringVar(&g.caFile, "ca-file", os.Getenv("BERTH_CA_FILE"), "certificate to trust for an https:// server (env BERTH_CA_FILE)")
+	return root
+}
+
+// topCommands are berth's commands, by the names and aliases they answer
+// to (TestTopCommandNames holds these to each command's Use and Aliases).
+var topCommands = []struct {
+	names []string
+	build func(*globals) *cobra.Command
+}{
+	{[]string{"up"}, newUpCmd},
+	{[]string{"server"}, newServerCmd},
+	{[]string{"agent"}, newAgentCmd},
+	{[]string{"run"}, newRunCmd},
+	{[]string{"apply"}, newApplyCmd},
+	{[]string{"compose"}, newComposeCmd},
+	{[]string{"diff"}, newDiffCmd},
+	{[]string{"describe"}, newDescribeCmd},
+	{[]string{"down"}, newDownCmd},
+	{[]string{"get"}, newGetCmd},
+	{[]string{"version"}, newVersionCmd},
+	{[]string{"ps"}, newPsCmd},
+	{[]string{"scale"}, newScaleCmd},
+	{[]string{"restart"}, newRestartCmd},
+	{[]string{"rollout"}, newRolloutCmd},
+	{[]string{"logs"}, newLogsCmd},
+	{[]string{"exec"}, newExecCmd},
+	{[]string{"attach"}, newAttachCmd},
+	{[]string{"cp"}, newCpCmd},
+	{[]string{"port-forward"}, newPortForwardCmd},
+	{[]string{"stats", "top"}, newStatsCmd},
+	{[]string{"checkpoint"}, newCheckpointCmd},
+	{[]string{"migrate"}, newMigrateCmd},
+	{[]string{"restore"}, newRestoreCmd},
+	{[]string{"rm"}, newRmCmd},
+	{[]string{"events"}, newEventsCmd},
+	{[]string{"image", "images", "img"}, newImageCmd},
+	{[]string{"login"}, newLoginCmd},
+	{[]string{"logout"}, newLogoutCmd},
+	{[]string{"container", "c"}, newContainerCmd},
+	{[]string{"token"}, newTokenCmd},
+	{[]string{"node"}, newNodeCmd},
+	{[]string{"dashboard"}, newDashboardCmd},
+	{[]string{"volume", "volumes", "vol"}, newVolumeCmd},
+	{[]string{"registry"}, newRegistryCmd},
+	{[]string{"sim"}, newSimCmd},
+	{[]string{"secret"}, newSecretCmd},
+	{[]string{"config"}, newConfigCmd},
+	{[]string{"cronjob", "cronjobs", "cj"}, newCronJobCmd},
+}
+
+// addCommands gives root the command args run, and only that one when
+// args name it past the global flags: building every command, their
+// flags above all, took a millisecond of each short command's start
+// (berth exec in a loop). Help, completion and unknown names get them all.
+func addCommands(root *cobra.Command, g *globals, args []string) {
+	if build := commandOf(root, args); build != nil {
+		root.AddCommand(build(g))
+		return
+	}
+	for _, c := range topCommands {
+		root.AddCommand(c.build(g))
+	}
+}
+
+// commandOf finds the constructor of the command args name, skipping
+// root's own flags and their values; nil when args start otherwise.
+func commandOf(root *cobra.Command, args []string) func(*globals) *cobra.Command {
+	for i := 0; i < len(args); i++ {
+		a := args[i]
+		if !strings.HasPrefix(a, "-") {
+			for _, c := range topCommands {
+				if slices.Contains(c.names, a) {
+					return c.build
+				}
+			}
+			return nil
+		}
+		name, _, inline := strings.Cut(strings.TrimLeft(a, "-"), "=")
+		var f *pflag.Flag
+		switch {
+		case strings.HasPrefix(a, "--"):
+			f = root.PersistentFlags().Lookup(name)
+		case len(name) >= 1:
+			// -n NS, -nNS or -n=NS
+			f = root.PersistentFlags().ShorthandLookup(name[:1])
+			inline = inline || len(name) > 1
+		}
+		if f == nil {
+			return nil // --help, --, or a flag only a command knows
+		}
+		if f.NoOptDefVal == "" && !inline {
+			i++ // its value
+		}
+	}
+	return nil
 }
 
 // refuseUnknownSubcommands makes every command group (image, container,
