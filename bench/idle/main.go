@@ -344,38 +344,33 @@ func statFields(pid int) []string {
 	return strings.Fields(s[i+1:])
 }
 
-// childrenOf lists the processes whose parent is pid.
-func childrenOf(pid int) []int {
+// processes lists the processes for which match holds.
+func processes(match func(pid int) bool) []int {
 	var out []int
 	ents, _ := os.ReadDir("/proc")
 	for _, e := range ents {
-		p, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		if f := statFields(p); len(f) > 1 && f[1] == strconv.Itoa(pid) {
+		if p, err := strconv.Atoi(e.Name()); err == nil && match(p) {
 			out = append(out, p)
 		}
 	}
 	return out
 }
 
+// childrenOf lists the processes whose parent is pid.
+func childrenOf(pid int) []int {
+	return processes(func(p int) bool {
+		f := statFields(p)
+		return len(f) > 1 && f[1] == strconv.Itoa(pid)
+	})
+}
+
 // shimsOf lists the containerd shims of the containerd whose state is under execRoot.
 func shimsOf(execRoot string) []int {
-	var out []int
-	ents, _ := os.ReadDir("/proc")
-	for _, e := range ents {
-		p, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
+	return processes(func(p int) bool {
 		b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", p))
 		cmd := strings.ReplaceAll(string(b), "\x00", " ")
-		if strings.Contains(cmd, "containerd-shim") && strings.Contains(cmd, execRoot) {
-			out = append(out, p)
-		}
-	}
-	return out
+		return strings.Contains(cmd, "containerd-shim") && strings.Contains(cmd, execRoot)
+	})
 }
 
 func rssMiB(pids []int) float64 {
