@@ -286,6 +286,9 @@ type Agent struct {
 	// by UID; touched names containers changed outside the loop.
 	holds   map[string]*hold
 	touched map[string]bool
+	// removing: the reconciler's removals under way, by container ID,
+	// each closed once over (a.mu); a move back here waits for one.
+	removing map[string]chan struct{}
 
 	// podMu orders the making of instances' own network namespaces
 	// (without Config.Network), which members may start at once.
@@ -342,6 +345,7 @@ func (a *Agent) poke() {
 // Run registers the node and works until ctx ends. Containers keep running
 // after it returns: a restarted agent adopts them.
 func (a *Agent) Run(ctx context.Context) error {
+	a.sweepMigrations()
 	if err := a.cfg.ControlPlane.RegisterNode(ctx, a.cfg.Node); err != nil {
 		return fmt.Errorf("register node %q: %w", a.cfg.Node.Name, err)
 	}

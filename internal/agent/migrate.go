@@ -195,6 +195,20 @@ func (a *Agent) migrationDir(dir, uid string) string {
 	return filepath.Join(a.cfg.Runtime.Root(), ".migrations", dir+"-"+uid)
 }
 
+// sweepMigrations removes the work directories of migrations that the
+// agent's last run left (killed mid-dump or mid-restore): no migration is
+// under way before the node registers. A restore cut short can leave a
+// mount inside, which RemoveTree takes off rather than reaching through.
+func (a *Agent) sweepMigrations() {
+	if _, ok := a.cfg.Runtime.(Migrator); !ok {
+		return
+	}
+	dir := filepath.Join(a.cfg.Runtime.Root(), ".migrations")
+	if err := runtime.RemoveTree(dir); err != nil {
+		a.log.Warn("stale migration directories left", "dir", dir, "err", err)
+	}
+}
+
 func (a *Agent) migrator(uid string) (Migrator, error) {
 	mg, ok := a.cfg.Runtime.(Migrator)
 	if !ok {
@@ -300,7 +314,7 @@ func (a *Agent) serveMigrateOut(w http.ResponseWriter, r *http.Request) {
 	// From here the instance runs nowhere until it is restored: on the
 	// target at commit, here on abort or when the server falls silent.
 	dumpTook := time.Since(frozen)
-	a.log.Info("migration: dumped", "instance", uid, "container", c.ID, "dump", dumpTook)
+	a.log.Info("migration: dumped", "instance", uid, "container", c.ID, "dump", dumpTook, "criu", runtime.CRIUTook(final, "dump.log"))
 	a.settleWithoutVerdict(uid, h)
 	_, err := runtime.WriteImages(tw, final, runtime.MigrationFinal)
 	if err == nil {
@@ -442,6 +456,12 @@ func (a *Agent) serveMigratePrepare(w http.ResponseWriter, r *http.Request) {
 // prepareIn prepares the instance's container for a restore: all of a
 // start but the run, its network namespace wired too.
 func (a *Agent) prepareIn(ctx context.Context, inst *Instance, attempt int) (*prepared, error) {
+	// Held already: no removal of this container begins now, but one
+	// begun before (of the container this instance left here, its id
+	// the same) would take down what is prepared.
+	if err := a.waitRemoval(ctx, containerID(inst, attempt)); err != nil {
+		return nil, checkpointErr(inst.UID, err)
+	}
 	p, err := a.prepare(ctx, inst, "", attempt)
 	if err != nil {
 		return nil, checkpointErr(inst.UID, err)
@@ -458,6 +478,23 @@ func (a *Agent) prepareIn(ctx context.Context, inst *Instance, attempt int) (*pr
 		*p.tWire, p.c.Before = time.Since(t0), nil
 	}
 	return p, nil
+}
+
+// waitRemoval waits for the reconciler's removal of container id to end,
+// if one is under way.
+func (a *Agent) waitRemoval(ctx context.Context, id string) error {
+	a.mu.Lock()
+	done := a.removing[id]
+	a.mu.Unlock()
+	if done == nil {
+		return nil
+	}
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 // serveMigrateIn restores a migrating instance from the stream in the
@@ -603,7 +640,8 @@ func (a *Agent) restoreIn(ctx context.Context, inst *Instance, attempt int, p *p
 		go a.watchLazyPages(inst, st.ID, lp, dir)
 	}
 	restored := time.Now()
-	a.log.Info("migration: restored", "instance", inst.Key(), "container", st.ID, "ip", st.Labels[labelIP], "restore", restored.Sub(received))
+	a.log.Info("migration: restored", "instance", inst.Key(), "container", st.ID, "ip", st.Labels[labelIP], "restore", restored.Sub(received),
+		"criu", runtime.CRIUTook(final, "restore.log"))
 	return api.MigrationRestored{ContainerID: st.ID, Pid: st.Pid, IP: st.Labels[labelIP], StartedAt: st.StartedAt,
 		ReceivedAt: received.UTC(), RestoredAt: restored.UTC()}, nil
 }

@@ -165,10 +165,26 @@ func (a *Agent) remove(ctx context.Context, id string) bool {
 	// restore: they are the move's now.
 	a.mu.Lock()
 	moving := a.frozenLocked(a.containers[id].Labels[labelUID])
+	done := make(chan struct{})
+	if !moving {
+		// A move back that begins from here on waits for this removal
+		// (waitRemoval): it must not wire its network for a removal
+		// already under way to take down.
+		if a.removing == nil {
+			a.removing = map[string]chan struct{}{}
+		}
+		a.removing[id] = done
+	}
 	a.mu.Unlock()
 	if moving {
 		return false
 	}
+	defer func() {
+		a.mu.Lock()
+		delete(a.removing, id)
+		a.mu.Unlock()
+		close(done)
+	}()
 	if err := a.cfg.Runtime.Delete(ctx, id, true); err != nil && !errors.Is(err, runtime.ErrNotFound) {
 		a.log.Warn("remove container", "container", id, "err", err)
 		return false

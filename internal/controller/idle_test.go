@@ -13,13 +13,19 @@ import (
 )
 
 // passCounter is a log handler counting the manager's passes (its
-// "pass" debug line) and dropping the rest.
-type passCounter struct{ n atomic.Int64 }
+// "pass" debug line) and the time they took, and dropping the rest.
+type passCounter struct{ n, took atomic.Int64 }
 
 func (c *passCounter) Enabled(context.Context, slog.Level) bool { return true }
 func (c *passCounter) Handle(_ context.Context, r slog.Record) error {
 	if r.Message == "pass" {
 		c.n.Add(1)
+		r.Attrs(func(a slog.Attr) bool {
+			if a.Key == "took" {
+				c.took.Add(int64(a.Value.Duration()))
+			}
+			return true
+		})
 	}
 	return nil
 }
@@ -105,5 +111,36 @@ func TestLostGraceEndsWhileIdle(t *testing.T) {
 		t.Fatalf("n2's instance Lost after %v, within the 2 s grace", took)
 	} else {
 		t.Logf("Lost after %v", took)
+	}
+}
+
+// While changes stream in, the manager rests after each pass as long as
+// it took, taking the changes of its rest together, rather than passing
+// back to back; and it still follows them.
+func TestStreamingChangesLeaveTheManagerResting(t *testing.T) {
+	h := newHarness(t, "n1")
+	const replicas = 2000 // enough for a pass to take a while
+	svc := &api.Service{Metadata: api.Metadata{Name: "web"}, Spec: api.ServiceSpec{Replicas: replicas,
+		Template: api.Template{Image: "demo/busybox:1", Resources: api.Resources{CPU: 0.001, Memory: 4 << 20, Pids: 1}}}}
+	if err := h.s.Create(h.ctx, svc); err != nil {
+		t.Fatal(err)
+	}
+	passes := &passCounter{}
+	runManager(t, h, controller.Options{Logger: slog.New(passes), StartGrace: -1})
+	waitFor(t, 30*time.Second, "every instance bound", func() bool {
+		return h.count(func(in *api.Instance) bool { return in.Spec.Node != "" }) == replicas
+	}, nil)
+	n0, took0, t0 := passes.n.Load(), passes.took.Load(), time.Now()
+	for time.Since(t0) < 2*time.Second {
+		h.heartbeat("n1") // a change to the node: a watch batch, a poke
+	}
+	elapsed := time.Since(t0)
+	n, busy := passes.n.Load()-n0, time.Duration(passes.took.Load()-took0)
+	t.Logf("%d passes, %v of %v passing", n, busy, elapsed)
+	if n < 2 {
+		t.Fatalf("%d passes in %v of changes: the manager stopped following them", n, elapsed)
+	}
+	if busy > elapsed*7/10 {
+		t.Fatalf("passing %v of %v while changes streamed: want at most about half, resting between passes", busy, elapsed)
 	}
 }

@@ -101,7 +101,8 @@ func (m *Manager) dueLost(states []NodeState, now time.Time) {
 }
 
 // markLost marks lost the instances named (namespace/name) and those
-// whose node was removed.
+// whose node was removed, as many to a transaction as etcd takes: a node
+// lost with hundreds of instances cost as many writes one after another.
 func (m *Manager) markLost(ctx context.Context, sn *snapshot, index map[string]int, names []string) error {
 	var lost map[string]bool
 	if len(names) > 0 {
@@ -110,7 +111,8 @@ func (m *Manager) markLost(ctx context.Context, sn *snapshot, index map[string]i
 			lost[name] = true
 		}
 	}
-	var errs []error
+	var marked []*api.Instance
+	at := map[*api.Instance]int{} // into sn.instances
 	for i, in := range sn.instances {
 		_, nodeExists := index[in.Spec.Node]
 		gone := in.Spec.Node != "" && !nodeExists && !phaseOf(in).Terminal()
@@ -124,14 +126,16 @@ func (m *Manager) markLost(ctx context.Context, sn *snapshot, index map[string]i
 		if gone {
 			in.Status.Message = fmt.Sprintf("node %s was removed", in.Spec.Node)
 		}
-		if err := m.s.UpdateStatus(ctx, in, in.Metadata.Revision); err != nil {
-			// Not marked after all (the agent wrote meanwhile): this pass must not act on it.
-			if !errdefs.IsConflict(err) && !errdefs.IsNotFound(err) {
-				errs = append(errs, err)
-			}
-			continue
-		}
-		sn.instances[i] = in // so that the service and job controllers replace it this pass
+		marked = append(marked, in)
+		at[in] = i
 	}
-	return errors.Join(errs...)
+	if len(marked) == 0 {
+		return nil
+	}
+	// One the agent wrote meanwhile is not marked after all: this pass must not act on it.
+	done, err := m.updateInstanceStatuses(ctx, marked)
+	for _, in := range done {
+		sn.instances[at[in]] = in // so that the service and job controllers replace it this pass
+	}
+	return err
 }

@@ -351,6 +351,41 @@ func TestLostNodeInstancesAreReplaced(t *testing.T) {
 	t.Logf("waiting: %s", waiting.Status.Message)
 }
 
+// A node lost with more instances than one transaction takes has every
+// one marked lost (in batches) and replaced on the node left.
+func TestLostNodeManyInstancesReplaced(t *testing.T) {
+	h := newHarness(t, "n1")
+	const replicas = 400 // over the store's BindBatch (341): two transactions
+	svc := &api.Service{Metadata: api.Metadata{Name: "web"}, Spec: api.ServiceSpec{Replicas: replicas,
+		Template: api.Template{Image: "demo/busybox:1", Resources: api.Resources{CPU: 0.01, Memory: 4 << 20, Pids: 1}}}}
+	if err := h.s.Create(h.ctx, svc); err != nil {
+		t.Fatal(err)
+	}
+	h.pass()
+	h.agent(running)
+	if n := h.count(func(in *api.Instance) bool { return in.Spec.Node == "n1" }); n != replicas {
+		t.Fatalf("%d instances on n1, want %d", n, replicas)
+	}
+	n2 := &api.Node{Metadata: api.Metadata{Name: "n2"}, Spec: api.NodeSpec{
+		Capacity: api.NodeCapacity{MilliCPU: 4000, Memory: 8 << 30, Pids: 10000}}}
+	if err := h.s.Create(h.ctx, n2); err != nil {
+		t.Fatal(err)
+	}
+	h.heartbeat("n2")
+	h.stopHeartbeat("n1")
+	h.passUntil("every instance of n1 replaced on n2", func() bool {
+		h.clk.add(4 * time.Second)
+		h.heartbeat("n2")
+		return h.count(func(in *api.Instance) bool { return in.Spec.Node == "n2" && !in.Status.Phase.Terminal() }) == replicas
+	})
+	if live := h.count(func(in *api.Instance) bool { return in.Spec.Node == "n1" && !in.Status.Phase.Terminal() }); live != 0 {
+		t.Fatalf("%d instances still live on the lost node", live)
+	}
+	if total := len(h.instances()); total > 2*replicas {
+		t.Fatalf("%d instances for %d replicas", total, replicas)
+	}
+}
+
 // Instances are named per namespace: losing a node must not touch a
 // same-named instance of another namespace on a healthy node.
 func TestLostIsPerNamespace(t *testing.T) {

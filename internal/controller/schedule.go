@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/berth-dev/berth/api"
@@ -178,52 +179,79 @@ func jsonSize(in *api.Instance) int {
 }
 
 // createNew stores each owner's new instances in one transaction, and
-// records why those that wait do.
+// records why those that wait do. Owners are written a few at once:
+// one after another, an apply of many services waited on each
+// transaction's round trip in turn, while etcd commits writes that
+// arrive together in one go.
 func (m *Manager) createNew(ctx context.Context, fresh []newInstances, waits map[*api.Instance]string) error {
-	var errs []error
-	for _, f := range fresh {
-		objs := make([]api.Object, len(f.insts))
-		for i, in := range f.insts {
-			objs[i] = in
+	return inFlight(len(fresh), func(i int) error { return m.createOwned(ctx, fresh[i], waits) })
+}
+
+// writesInFlight bounds the transactions a pass has in flight at once.
+const writesInFlight = 4
+
+// inFlight runs write(i) for each i below n, writesInFlight at once, and
+// joins their errors.
+func inFlight(n int, write func(i int) error) error {
+	errs := make([]error, n)
+	sem := make(chan struct{}, writesInFlight)
+	var wg sync.WaitGroup
+	for i := range n {
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			errs[i] = write(i)
+		})
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}
+
+// createOwned stores one owner's new instances and records why those
+// that wait do: events for the first few, one on the owner for the rest
+// (a scale to thousands must not write thousands of events).
+func (m *Manager) createOwned(ctx context.Context, f newInstances, waits map[*api.Instance]string) error {
+	objs := make([]api.Object, len(f.insts))
+	for i, in := range f.insts {
+		objs[i] = in
+	}
+	if err := m.s.CreateMany(ctx, objs); err != nil {
+		if f.taken && errdefs.IsAlreadyExists(err) {
+			return nil
 		}
-		if err := m.s.CreateMany(ctx, objs); err != nil {
-			if !(f.taken && errdefs.IsAlreadyExists(err)) {
-				errs = append(errs, fmt.Errorf("%s: create instances: %w", api.RefOf(f.owner), err))
-			}
-			continue
-		}
-		// An event for each of the first few; the rest in one on the
-		// owner: a scale to thousands must not write thousands of events.
-		more := map[string]int{}
-		shown := 0
-		for _, in := range f.insts {
-			reason, ok := waits[in]
-			switch {
-			case !ok:
-			case shown < eventsPerOwner:
-				m.event(ctx, in, api.EventWarning, "Unschedulable", reason)
-				shown++
-			default:
-				more[reason]++
-			}
-		}
-		for reason, n := range more {
-			m.event(ctx, f.owner, api.EventWarning, "Unschedulable", fmt.Sprintf("%d more instances: %s", n, reason))
+		return fmt.Errorf("%s: create instances: %w", api.RefOf(f.owner), err)
+	}
+	more := map[string]int{}
+	shown := 0
+	for _, in := range f.insts {
+		reason, ok := waits[in]
+		switch {
+		case !ok:
+		case shown < eventsPerOwner:
+			m.event(ctx, in, api.EventWarning, "Unschedulable", reason)
+			shown++
+		default:
+			more[reason]++
 		}
 	}
-	return errors.Join(errs...)
+	for reason, n := range more {
+		m.event(ctx, f.owner, api.EventWarning, "Unschedulable", fmt.Sprintf("%d more instances: %s", n, reason))
+	}
+	return nil
 }
 
 // eventsPerOwner bounds the per-instance events of one owner in one pass.
 const eventsPerOwner = 10
 
-// unschedulable records why stored instances wait, once per distinct
-// reason: their status in batches, events for the first few of each
-// owner and one on the owner for the rest.
-func (m *Manager) unschedulable(ctx context.Context, stale []*api.Instance) error {
+// updateInstanceStatuses writes the instances' statuses, each naming the
+// revision it was read at, as many to a transaction as etcd takes, and
+// returns those written. A batch that fails (one changed meanwhile: its
+// agent wrote, it was deleted) goes one by one, so that the rest still
+// land; one that changed is left out, not an error.
+func (m *Manager) updateInstanceStatuses(ctx context.Context, insts []*api.Instance) ([]*api.Instance, error) {
 	var errs []error
 	var done []*api.Instance
-	for _, batch := range batches(stale, m.s.BindBatch(), jsonSize) {
+	for _, batch := range batches(insts, m.s.BindBatch(), jsonSize) {
 		t := m.s.Txn()
 		for _, in := range batch {
 			t.UpdateStatus(in, in.Metadata.Revision)
@@ -232,7 +260,6 @@ func (m *Manager) unschedulable(ctx context.Context, stale []*api.Instance) erro
 			done = append(done, batch...)
 			continue
 		}
-		// One changed meanwhile (its agent, a delete): the rest still land.
 		for _, in := range batch {
 			err := m.s.UpdateStatus(ctx, in, in.Metadata.Revision)
 			switch {
@@ -243,6 +270,15 @@ func (m *Manager) unschedulable(ctx context.Context, stale []*api.Instance) erro
 			}
 		}
 	}
+	return done, errors.Join(errs...)
+}
+
+// unschedulable records why stored instances wait, once per distinct
+// reason: their status in batches, events for the first few of each
+// owner and one on the owner for the rest.
+func (m *Manager) unschedulable(ctx context.Context, stale []*api.Instance) error {
+	done, err := m.updateInstanceStatuses(ctx, stale)
+	errs := []error{err}
 	type key struct {
 		owner  api.Owner
 		ns     string

@@ -40,6 +40,12 @@ func (m *Manager) servicesPass(ctx context.Context, sn *snapshot) ([]newInstance
 	live := make(map[ownerID]bool, len(sn.services))
 	vips := m.newVIPs(sn)
 	var views []Instance // reused: a pass runs over every service
+	// Deletions are written after the loop, several services' at once.
+	type deletion struct {
+		ns    string
+		names []string
+	}
+	var deletes []deletion
 	for _, svc := range sn.services {
 		key := ownerID{api.KindService, svc.Metadata.Namespace, svc.Metadata.Name, svc.Metadata.UID}
 		live[key] = true
@@ -70,7 +76,9 @@ func (m *Manager) servicesPass(ctx context.Context, sn *snapshot) ([]newInstance
 		if insts := m.serviceInstances(svc, owned[key], hash, res.Create, createOn); len(insts) > 0 {
 			made = append(made, newInstances{owner: svc, insts: insts})
 		}
-		errs = append(errs, m.deleteInstances(ctx, svc.Metadata.Namespace, res.Delete))
+		if len(res.Delete) > 0 {
+			deletes = append(deletes, deletion{svc.Metadata.Namespace, res.Delete})
+		}
 		vip, err := vips.forService(svc)
 		if err != nil {
 			errs = append(errs, err)
@@ -108,6 +116,7 @@ func (m *Manager) servicesPass(ctx context.Context, sn *snapshot) ([]newInstance
 			statuses = append(statuses, serviceStatus{next, events})
 		}
 	}
+	errs = append(errs, inFlight(len(deletes), func(i int) error { return m.deleteInstances(ctx, deletes[i].ns, deletes[i].names) }))
 	if len(statuses) > 0 {
 		later = append(later, func() error { return m.writeServiceStatuses(ctx, statuses) })
 	}

@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/tidwall/gjson"
 
 	"github.com/berth-dev/berth/api"
 	"github.com/berth-dev/berth/internal/store"
@@ -35,11 +36,7 @@ func (c clusterCollector) Describe(ch chan<- *prometheus.Desc) {
 func (c clusterCollector) Collect(ch chan<- prometheus.Metric) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	if insts, _, err := store.List[api.Instance](ctx, c.st, ""); err == nil {
-		n := map[api.Phase]int{}
-		for _, in := range insts {
-			n[in.Status.Phase]++
-		}
+	if n, err := instancePhases(ctx, c.st); err == nil {
 		for _, p := range api.Phases { // every phase, even at zero, so a dashboard's series do not vanish
 			ch <- prometheus.MustNewConstMetric(instancesDesc, prometheus.GaugeValue, float64(n[p]), string(p))
 		}
@@ -68,4 +65,16 @@ func (c clusterCollector) Collect(ch chan<- prometheus.Metric) {
 		}
 		ch <- prometheus.MustNewConstMetric(nodeReadyDesc, prometheus.GaugeValue, ready, n.Metadata.Name)
 	}
+}
+
+// instancePhases counts the stored instances by phase, reading only each
+// one's phase: a scrape decoded every instance of the cluster whole, its
+// template and all, to count them.
+func instancePhases(ctx context.Context, st *store.Store) (map[api.Phase]int, error) {
+	n := map[api.Phase]int{}
+	_, err := st.ListFunc(ctx, api.KindInstance, "", func(value []byte, _ int64) error {
+		n[api.Phase(gjson.GetBytes(value, "status.phase").String())]++
+		return nil
+	})
+	return n, err
 }

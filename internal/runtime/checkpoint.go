@@ -8,10 +8,13 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
 
 	"github.com/berth-dev/berth/api/errdefs"
 	"github.com/berth-dev/berth/internal/runtime/launch"
@@ -77,7 +80,8 @@ func (r *Runtime) Checkpoint(ctx context.Context, id string, opts CheckpointOpti
 	if err != nil {
 		return err
 	}
-	if st := r.status(bd, m); st.State != Running {
+	st := r.status(bd, m)
+	if st.State != Running {
 		return fmt.Errorf("container %q: checkpoint: %w", id, ErrNotRunning)
 	}
 	if m.Config.UserNS {
@@ -108,13 +112,6 @@ func (r *Runtime) Checkpoint(ctx context.Context, id string, opts CheckpointOpti
 	if err != nil {
 		return fmt.Errorf("container %q: checkpoint: %w", id, err)
 	}
-	spec, conf := r.spec(bd), r.criuConfigPath()
-	if spec != nil && spec.Annotations[criuConfigAnnotation] != "" {
-		conf = spec.Annotations[criuConfigAnnotation]
-	}
-	if err := r.writeCriuConfig(conf, spec); err != nil {
-		return fmt.Errorf("container %q: checkpoint: %w", id, err)
-	}
 	primeCRIU()
 	args := append(ext.criuFlag(criu), "checkpoint", "--image-path", dir, "--work-path", dir)
 	if opts.PreDump {
@@ -138,11 +135,27 @@ func (r *Runtime) Checkpoint(ctx context.Context, id string, opts CheckpointOpti
 	}
 	// Frozen here, CRIU need not wait for the freeze (cgroups.freeze).
 	// A systemd scope holds the shim too: CRIU freezes it as before.
-	thaw := func() {}
+	spec, conf := r.spec(bd), r.criuConfigPath()
+	if spec != nil && spec.Annotations[criuConfigAnnotation] != "" {
+		conf = spec.Annotations[criuConfigAnnotation]
+	}
+	thaw, frozen := func() {}, false
 	if r.scopes == nil {
 		if t, err := r.cg.freeze(r.CgroupPath(id)); err == nil {
-			thaw = t
+			// Frozen, its processes cannot use the quota lifted for
+			// CRIU's parasite; it is back before they run again.
+			put := r.cg.liftCPUQuota(r.CgroupPath(id))
+			thaw, frozen = func() { put(); t() }, true
 		}
+	}
+	// Only a frozen container's /dev stays as it is seen here.
+	var left criuExternals
+	if frozen && !opts.PreDump && conf != r.criuConfigPath() {
+		left = dumpExternals(st.Pid, dir)
+	}
+	if err := r.writeCriuConfig(conf, spec, left); err != nil {
+		thaw()
+		return fmt.Errorf("container %q: checkpoint: %w", id, err)
 	}
 	if opts.Lazy != nil {
 		// CRIU serves the memory after this returns: thawed once it is
@@ -150,7 +163,7 @@ func (r *Runtime) Checkpoint(ctx context.Context, id string, opts CheckpointOpti
 		return opts.Lazy.start(ext.command(ctx, append(args, id)...), id, ext.bin, dir, thaw)
 	}
 	defer thaw()
-	if out, err := ext.command(ctx, append(args, id)...).CombinedOutput(); err != nil {
+	if out, err := runUrgent(ext.command(ctx, append(args, id)...)); err != nil {
 		return fmt.Errorf("container %q: %s checkpoint: %w: %s%s", id, ext.bin, err, bytes.TrimSpace(out), criuLogTail(dir, "dump.log"))
 	}
 	return nil
@@ -194,7 +207,14 @@ func (r *Runtime) restore(ctx context.Context, id string, imageDir string, with 
 	}
 	if bd, old, err := r.load(id); err == nil {
 		if st := r.status(bd, old); st.State == Running {
-			return st, fmt.Errorf("container %q: restore: %w", id, ErrRunning)
+			// Just dumped, its shim may not have seen the processes go:
+			// a moment is given for that, no more.
+			wctx, cancel := context.WithTimeout(ctx, dumpedExitWait)
+			st, err = r.Wait(wctx, id)
+			cancel()
+			if err != nil || st.State == Running {
+				return st, fmt.Errorf("container %q: restore: %w", id, ErrRunning)
+			}
 		}
 		// The files the dumped processes had open are in the stopped
 		// container's writable layer: it goes with the images (unless
@@ -218,6 +238,10 @@ func (r *Runtime) restore(ctx context.Context, id string, imageDir string, with 
 	}
 	return st, nil
 }
+
+// dumpedExitWait is how long a restore waits for the exit of a container
+// found running, which a dump has just stopped.
+const dumpedExitWait = 2 * time.Second
 
 // CheckpointConfig is the Config of the container whose CRIU images are
 // in dir (its Executor set to the one that dumped it).
@@ -257,33 +281,29 @@ const criuConfigFile = "criu.conf"
 // criuMaskedKey names the container's masked directories (read-only
 // empty tmpfs mounts, /proc/acpi, /sys/firmware...) in its images: a dump
 // leaves them out as external mounts, and a restore binds an empty
-// read-only directory, criuMaskedDir, in their place. CRIU would
+// read-only tmpfs (criuRestoreConfig) in their place. CRIU would
 // otherwise archive each with tar and gzip, and unpack it, processes
 // forked while the container is frozen, 10 to 30 ms each.
 const criuMaskedKey = "berth-masked"
 
-func (r *Runtime) criuMaskedDir() string { return filepath.Join(r.root, ".criu-masked") }
-
-// writeCriuConfig writes CRIU's configuration to path: for a dump of
-// the container whose spec is dump, or for a restore when dump is nil.
+// writeCriuConfig writes CRIU's configuration for a dump of the
+// container whose spec is dump to path, with the mounts ext leaves out.
 // The shared file of older containers gets criuConfig alone.
-func (r *Runtime) writeCriuConfig(path string, dump *specs.Spec) error {
+func (r *Runtime) writeCriuConfig(path string, dump *specs.Spec, ext criuExternals) error {
 	conf := criuConfig
-	switch {
-	case path == r.criuConfigPath():
-	case dump != nil && dump.Linux != nil:
+	if path != r.criuConfigPath() && dump != nil && dump.Linux != nil {
 		for _, p := range dump.Linux.MaskedPaths {
 			// runc masks a directory with a tmpfs, a file with /dev/null.
 			if fi, err := os.Stat(p); err == nil && fi.IsDir() {
 				conf += "external mnt[" + p + "]:" + criuMaskedKey + "\n"
 			}
 		}
-	case dump == nil:
-		dir := r.criuMaskedDir()
-		if err := os.Mkdir(dir, 0o555); err != nil && !errors.Is(err, os.ErrExist) {
-			return err
+		if ext.Dev {
+			conf += "external mnt[/dev]:" + criuDevKey + "\n"
 		}
-		conf += "external mnt[" + criuMaskedKey + "]:" + dir + "\n"
+		if ext.Shm {
+			conf += "external mnt[/dev/shm]:" + criuShmKey + "\n"
+		}
 	}
 	return os.WriteFile(path, []byte(conf), 0o644)
 }
@@ -345,19 +365,13 @@ func (e *external) criuFlag(criu string) []string {
 // inherits the restored process as it does a created one. The shim's own
 // stdio pipes stand in for the dumped container's.
 func (e *external) restorePlan(bin string, bd *bundle) (*launch.Plan, error) {
-	// The shim runs with an empty environment, but CRIU runs helpers
-	// (iptables-restore to lock the network) found through PATH.
-	env, err := exec.LookPath("env")
-	if err != nil {
-		return nil, err
-	}
 	criu, err := criuPath()
 	if err != nil {
 		return nil, err
 	}
 	primeCRIU()
-	args := append([]string{env, "PATH=" + os.Getenv("PATH") + ":/usr/local/sbin:/usr/sbin:/sbin", bin, "--root", e.state},
-		e.criuFlag(criu)...)
+	// The runtime takes the shim's environment, which has restorePath.
+	args := append([]string{bin, "--root", e.state}, e.criuFlag(criu)...)
 	args = append(args, "restore", "--detach", "--image-path", bd.restoreFrom, "--work-path", bd.restoreFrom,
 		"--pid-file", bd.path("runtime.pid"), "--bundle", bd.dir)
 	if _, err := os.Stat(filepath.Join(bd.restoreFrom, LazyPagesSocket)); err == nil {
@@ -369,6 +383,62 @@ func (e *external) restorePlan(bin string, bd *bundle) (*launch.Plan, error) {
 		PIDFile:      bd.path("runtime.pid"),
 		HideUnified:  e.hide,
 	}, nil
+}
+
+// criuNice is the nice value the runtime and CRIU run at while a
+// container is down for them (a dump, a restore): on a busy host each of
+// the many hand-offs between the runtime, CRIU and its helpers otherwise
+// waits its turn behind other work, 10 to 30 ms at a time. CRIU gives
+// the restored processes back their own nice values.
+const criuNice = -10
+
+// urgent raises process pid (and the children it forks after) to
+// criuNice; normal puts it back. Where the host refuses, nothing changes.
+func urgent(pid int) { _ = unix.Setpriority(unix.PRIO_PROCESS, pid, criuNice) }
+func normal(pid int) { _ = unix.Setpriority(unix.PRIO_PROCESS, pid, 0) }
+
+// runUrgent runs cmd at criuNice and returns its combined output.
+func runUrgent(cmd *exec.Cmd) ([]byte, error) {
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	// Before it forks CRIU, a few milliseconds on.
+	urgent(cmd.Process.Pid)
+	err := cmd.Wait()
+	return out.Bytes(), err
+}
+
+// restorePath is the PATH of a restoring shim, whose environment is
+// otherwise berth's own few variables: CRIU runs helpers
+// (iptables-restore to lock the network) found through it.
+func restorePath() string {
+	return "PATH=" + os.Getenv("PATH") + ":/usr/local/sbin:/usr/sbin:/sbin"
+}
+
+// CRIUTook is how long CRIU itself took for the dump or restore whose
+// images are in dir (name: "dump.log" or "restore.log"), as the last
+// line of its log counts it; 0 when the log cannot be read. Beside the
+// whole step's time it tells CRIU's share from the runtime's.
+func CRIUTook(dir, name string) time.Duration {
+	b, err := os.ReadFile(filepath.Join(dir, name))
+	if err != nil {
+		return 0
+	}
+	for end := len(b); end > 0; {
+		start := bytes.LastIndexByte(b[:end], '\n') + 1
+		// Lines run "(SS.ffffff) text"; helpers' lines have no time.
+		if l := b[start:end]; len(l) > 2 && l[0] == '(' {
+			if stamp, _, ok := bytes.Cut(l[1:], []byte(")")); ok {
+				if sec, err := strconv.ParseFloat(string(stamp), 64); err == nil {
+					return time.Duration(sec * float64(time.Second))
+				}
+			}
+		}
+		end = max(start-1, 0)
+	}
+	return 0
 }
 
 // criuLogTail returns the last lines of CRIU's logs in dir, which say why

@@ -43,11 +43,13 @@ func testCheckpointRestore(t *testing.T, executor string) {
 	ctx := context.Background()
 	id := fmt.Sprintf("ckpt-%s", executor)
 	if _, err := r.Run(ctx, runtime.Config{ID: id, LowerDirs: []string{rootfs}, Args: counterArgs, Executor: executor,
-		Resources: runtime.Resources{MemoryBytes: 48 << 20}}); err != nil {
+		Resources: runtime.Resources{MemoryBytes: 48 << 20, CPUs: 0.1}}); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = r.Delete(context.Background(), id, true) })
 	waitCount(t, r, id, 20)
+
+	mountsBefore, devBefore := inContainer(t, r, id, mountsCmd), inContainer(t, r, id, devCmd)
 
 	images := t.TempDir()
 	pre, final := filepath.Join(images, "pre"), filepath.Join(images, "final")
@@ -71,7 +73,7 @@ func testCheckpointRestore(t *testing.T, executor string) {
 	if err := r.Checkpoint(ctx, id, runtime.CheckpointOptions{ImageDir: final, ParentDir: pre}); err != nil {
 		t.Fatal(err)
 	}
-	if st, _ := r.State(ctx, id); st.State == runtime.Running {
+	if st, _ := r.Wait(ctx, id); st.State == runtime.Running {
 		t.Fatalf("after the dump the container still runs")
 	}
 	before := counts(t, r, id)
@@ -82,7 +84,11 @@ func testCheckpointRestore(t *testing.T, executor string) {
 		t.Fatal(err)
 	}
 	downtime := time.Since(begin)
-	t.Logf("%s: dump + restore downtime %v", executor, downtime)
+	dumpCRIU, restoreCRIU := runtime.CRIUTook(final, "dump.log"), runtime.CRIUTook(final, "restore.log")
+	t.Logf("%s: dump + restore downtime %v, of which CRIU %v + %v", executor, downtime, dumpCRIU, restoreCRIU)
+	if dumpCRIU <= 0 || restoreCRIU <= 0 || dumpCRIU+restoreCRIU > downtime {
+		t.Errorf("CRIU's own times %v + %v do not fit in the downtime %v", dumpCRIU, restoreCRIU, downtime)
+	}
 	// CRIU read what it knows of the kernel from its cache rather than
 	// probing it again (up to 1.5 s of each on a host whose /run is on disk).
 	for _, name := range []string{"dump.log", "restore.log"} {
@@ -99,6 +105,14 @@ func testCheckpointRestore(t *testing.T, executor string) {
 	// The restored container is back in its limits.
 	if st, err := r.Stats(ctx, id); err != nil || st.MemoryLimit != 48<<20 {
 		t.Fatalf("restored container's memory limit %d (%v), want %d", st.MemoryLimit, err, 48<<20)
+	}
+	// CRIU, run at a raised priority, gave the restored process its own.
+	if st, err := r.State(ctx, id); err != nil || niceOf(t, st.Pid) != "0" {
+		t.Errorf("restored process %d runs at nice %s (%v), want 0", st.Pid, niceOf(t, st.Pid), err)
+	}
+	// CRIU restored it unthrottled, and its CPU quota is back after.
+	if q := cpuQuota(t, r.CgroupPath(id)); q != "10000" && q != "10000 100000" {
+		t.Errorf("restored container's CPU quota is %q, want 10000 µs per 100 ms", q)
 	}
 	after := counts(t, r, id)
 	last, first := before[len(before)-1], after[0]
@@ -126,6 +140,100 @@ func testCheckpointRestore(t *testing.T, executor string) {
 	if _, err := r.Exec(ctx, id, runtime.ExecProcess{Args: []string{"head", "-n", "1", "/root/count"}, Stdout: &file}); err != nil || strings.TrimSpace(file.String()) != "1" {
 		t.Fatalf("after restore /root/count begins %q (%v), want the 1 written before the dump", file.String(), err)
 	}
+	// /dev and an empty /dev/shm were left out too, not archived
+	// (tmpfs-dev-*.img), and came back as they were; the masked
+	// directories, /dev and /dev/shm are the tmpfs mounts they were, not
+	// binds of a host directory.
+	if tars, _ := filepath.Glob(filepath.Join(final, "tmpfs-dev-*")); len(tars) != 0 {
+		t.Errorf("the dump archived tmpfs mounts: %v", tars)
+	}
+	if dev := inContainer(t, r, id, devCmd); dev != devBefore {
+		t.Errorf("after restore /dev holds\n%s\nbefore the dump\n%s", dev, devBefore)
+	}
+	if m := inContainer(t, r, id, mountsCmd); m != mountsBefore {
+		t.Errorf("after restore the tmpfs mounts are\n%s\nbefore the dump\n%s", m, mountsBefore)
+	}
+}
+
+// niceOf is the nice value of process pid.
+func niceOf(t *testing.T, pid int) string {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// After "(comm)", the 17th field is the nice value.
+	f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+1:]))
+	return f[16]
+}
+
+// cpuQuota reads the CPU quota of the cgroup at path (v1 or v2).
+func cpuQuota(t *testing.T, path string) string {
+	t.Helper()
+	for _, f := range []string{"/sys/fs/cgroup/cpu" + path + "/cpu.cfs_quota_us", "/sys/fs/cgroup" + path + "/cpu.max"} {
+		if b, err := os.ReadFile(f); err == nil {
+			return strings.TrimSpace(string(b))
+		}
+	}
+	t.Fatalf("no CPU quota file for cgroup %s", path)
+	return ""
+}
+
+// mountsCmd prints the container's tmpfs mounts as mountinfo shows them
+// (root, mount point, flags, type, source, options), less the ids.
+const mountsCmd = "grep ' - tmpfs ' /proc/self/mountinfo | cut -d' ' -f4- | sort"
+
+// devCmd prints what /dev and /dev/shm hold: names, types, modes, owners.
+const devCmd = "ls -lnA /dev /dev/shm | sed -E 's/ [A-Z][a-z]{2} +[0-9]+ +[0-9:]+ / /; s/^([^ ]+) +[0-9]+ /\\1 /'"
+
+// inContainer runs sh -c cmd in container id and returns its output.
+func inContainer(t *testing.T, r *runtime.Runtime, id, cmd string) string {
+	t.Helper()
+	var out bytes.Buffer
+	if code, err := r.Exec(context.Background(), id, runtime.ExecProcess{Args: []string{"sh", "-c", cmd}, Stdout: &out, Stderr: &out}); err != nil || code != 0 {
+		t.Fatalf("%s in %s: exit %d, %v: %s", cmd, id, code, err, out.String())
+	}
+	return out.String()
+}
+
+// TestCheckpointDevContents: what a container put in its /dev (a
+// directory, a link) and /dev/shm (a file) comes back after a restore.
+// /dev is still left out of the images (its entries carried beside
+// them); the /dev/shm that holds data is archived by CRIU.
+func TestCheckpointDevContents(t *testing.T) {
+	runtimetest.RequireRoot(t)
+	requireBinary(t, "runc")
+	requireBinary(t, "criu")
+	rootfs := runtimetest.BusyboxRootfs(t)
+	r, err := runtime.New(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	id := "ckpt-dev"
+	args := []string{"sh", "-c", "mkdir /dev/mine && ln -s /proc/self/fd/9 /dev/nine && echo kept >/dev/shm/a && " + counterArgs[2]}
+	if _, err := r.Run(ctx, runtime.Config{ID: id, LowerDirs: []string{rootfs}, Args: args, Executor: "runc"}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = r.Delete(context.Background(), id, true) })
+	waitCount(t, r, id, 5)
+	devBefore := inContainer(t, r, id, devCmd)
+	images := t.TempDir()
+	if err := r.Checkpoint(ctx, id, runtime.CheckpointOptions{ImageDir: images}); err != nil {
+		t.Fatal(err)
+	}
+	if tars, _ := filepath.Glob(filepath.Join(images, "tmpfs-dev-*")); len(tars) != 1 {
+		t.Errorf("the dump archived %d tmpfs mounts (%v), want 1: /dev/shm", len(tars), tars)
+	}
+	if _, err := r.Restore(ctx, id, images); err != nil {
+		t.Fatal(err)
+	}
+	if dev := inContainer(t, r, id, devCmd); dev != devBefore {
+		t.Errorf("after restore /dev holds\n%s\nbefore the dump\n%s", dev, devBefore)
+	}
+	if got := inContainer(t, r, id, "cat /dev/shm/a"); got != "kept\n" {
+		t.Errorf("after restore /dev/shm/a holds %q, want %q", got, "kept\n")
+	}
 }
 
 var freezeWaits = regexp.MustCompile(`freezing processes: [1-9][0-9]* attempts done`)
@@ -143,7 +251,8 @@ func TestCheckpointFailureThaws(t *testing.T) {
 	}
 	ctx := context.Background()
 	id := "ckpt-full"
-	if _, err := r.Run(ctx, runtime.Config{ID: id, LowerDirs: []string{rootfs}, Args: counterArgs, Executor: "runc"}); err != nil {
+	if _, err := r.Run(ctx, runtime.Config{ID: id, LowerDirs: []string{rootfs}, Args: counterArgs, Executor: "runc",
+		Resources: runtime.Resources{CPUs: 0.5}}); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = r.Delete(context.Background(), id, true) })
@@ -158,6 +267,10 @@ func TestCheckpointFailureThaws(t *testing.T) {
 	}
 	if st, _ := r.State(ctx, id); st.State != runtime.Running {
 		t.Fatalf("after a failed dump the container is %s, want running", st.State)
+	}
+	// The quota lifted for the dump is back.
+	if q := cpuQuota(t, r.CgroupPath(id)); q != "50000" && q != "50000 100000" {
+		t.Errorf("after a failed dump the CPU quota is %q, want 50000 µs per 100 ms", q)
 	}
 	n := len(counts(t, r, id))
 	waitCount(t, r, id, n+5)

@@ -393,8 +393,14 @@ func (r *Runtime) start(ctx context.Context, bd *bundle, c *Config, ex executor)
 		// Read by runc at checkpoint and restore, not before.
 		s.Annotations[criuConfigAnnotation] = bd.path(criuConfigFile)
 		if bd.restoreFrom != "" {
-			if err := r.writeCriuConfig(bd.path(criuConfigFile), nil); err != nil {
-				return Status{}, fmt.Errorf("container %q: %w", c.ID, err)
+			conf, undo, err := criuRestoreConfig(bd, s)
+			// Once the restore has ended the container holds its own binds.
+			defer undo()
+			if err == nil {
+				err = os.WriteFile(bd.path(criuConfigFile), []byte(conf), 0o644)
+			}
+			if err != nil {
+				return Status{}, fmt.Errorf("container %q: restore: %w", c.ID, err)
 			}
 		}
 	}
@@ -416,6 +422,9 @@ func (r *Runtime) start(ctx context.Context, bd *bundle, c *Config, ex executor)
 	if builtin && r.scopes == nil {
 		alongside(func() error { return bi.cg.create(s.Linux.CgroupsPath, s.Linux.Resources) })
 	}
+	// A restore runs CRIU in the container's cgroup: the CPU quota is
+	// set once it is over (cgroup_quota.go).
+	quota := restoreWithoutQuota(bd, s, builtin || r.scopes != nil)
 	if err := writeJSON(bd.path("config.json"), s); err != nil {
 		return Status{}, fmt.Errorf("container %q: %w", c.ID, err)
 	}
@@ -460,6 +469,13 @@ func (r *Runtime) start(ctx context.Context, bd *bundle, c *Config, ex executor)
 	if err == nil {
 		pid, err = ex.started(ctx, bd, pid)
 	}
+	if err == nil && quota != nil {
+		err = r.cg.setCPUQuota(s.Linux.CgroupsPath, *quota.Quota, *quota.Period)
+		s.Linux.Resources.CPU = quota
+		if err == nil {
+			err = writeJSON(bd.path("config.json"), s)
+		}
+	}
 	if err != nil {
 		return Status{}, fmt.Errorf("container %q: start: %w", c.ID, err)
 	}
@@ -487,6 +503,9 @@ func (r *Runtime) launchShim(bd *bundle, gate func() error, c *Config) (int, err
 	defer rd.Close()
 	cmd := exec.Command(self)
 	cmd.Env = []string{launch.StageEnv + "=" + launch.StageShim, launch.PlanEnv + "=" + bd.path("plan")}
+	if bd.restoreFrom != "" {
+		cmd.Env = append(cmd.Env, restorePath())
+	}
 	cmd.Dir = bd.dir
 	cmd.ExtraFiles = []*os.File{wr}
 	var gateW *os.File
@@ -525,6 +544,12 @@ func (r *Runtime) launchShim(bd *bundle, gate func() error, c *Config) (int, err
 		return 0, err
 	}
 	wr.Close()
+	if bd.restoreFrom != "" {
+		// The container is down until the runtime the shim runs has
+		// restored it (criuNice); the shim lives on as before.
+		urgent(cmd.Process.Pid)
+		defer normal(cmd.Process.Pid)
+	}
 	// Reap the shim when it ends; an adopted shim is watched through a pidfd instead.
 	go func() { _ = cmd.Wait() }()
 	if err := r.placeShim(bd, cmd.Process.Pid); err != nil {

@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"strings"
 
@@ -42,12 +43,26 @@ func (s *Store) PinnedImageDigests(ctx context.Context) (map[string]bool, error)
 	for _, c := range crons {
 		add(&c.Spec.Job.Template)
 	}
-	insts, _, err := List[api.Instance](ctx, s, "")
+	// Instances are many: each is read for its images alone, where
+	// decoding every one whole (environment, placement, status) cost the
+	// server a list of the cluster's instances in full at each prune.
+	_, err = s.ListFunc(ctx, api.KindInstance, "", func(value []byte, _ int64) error {
+		var in struct {
+			Spec struct {
+				Template struct {
+					Image      string          `json:"image"`
+					Containers []api.Container `json:"containers"`
+				} `json:"template"`
+			} `json:"spec"`
+		}
+		if err := json.Unmarshal(value, &in); err != nil {
+			return err
+		}
+		add(&api.Template{Image: in.Spec.Template.Image, Containers: in.Spec.Template.Containers})
+		return nil
+	})
 	if err != nil {
 		return nil, fmt.Errorf("images pinned: %w", err)
-	}
-	for _, in := range insts {
-		add(&in.Spec.Template)
 	}
 	return pinned, nil
 }

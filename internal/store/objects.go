@@ -458,7 +458,9 @@ func (s *Store) AssignmentsCurrent(ctx context.Context, node string) ([]*api.Ins
 // InstancesNamed reads the instances named by refs ({namespace, name}),
 // in order, nil for one that does not exist, and their stored values (for
 // Txn.SetStatus); in transactions of reads as large as etcd takes, each at
-// one revision.
+// one revision. Each instance holds only what a status report is checked
+// against (see instanceHead): its metadata, node, template containers and
+// status; the stored value has the rest.
 func (s *Store) InstancesNamed(ctx context.Context, refs [][2]string) ([]*api.Instance, [][]byte, error) {
 	out := make([]*api.Instance, len(refs))
 	raw := make([][]byte, len(refs))
@@ -477,14 +479,32 @@ func (s *Store) InstancesNamed(ctx context.Context, refs [][2]string) ([]*api.In
 			if len(kvs) == 0 {
 				continue
 			}
-			var in api.Instance
-			if err := decode(&in, kvs[0].Value, kvs[0].ModRevision); err != nil {
+			var h instanceHead
+			if err := json.Unmarshal(kvs[0].Value, &h); err != nil {
 				return nil, nil, fmt.Errorf("read %s: %w", kvs[0].Key, err)
 			}
-			out[lo+i], raw[lo+i] = &in, kvs[0].Value
+			in := &api.Instance{Metadata: h.Metadata, Status: h.Status,
+				Spec: api.InstanceSpec{Node: h.Spec.Node, Template: api.Template{Containers: h.Spec.Template.Containers}}}
+			in.Metadata.Revision, in.Metadata.Kind = kvs[0].ModRevision, api.KindInstance
+			out[lo+i], raw[lo+i] = in, kvs[0].Value
 		}
 	}
 	return out, raw, nil
+}
+
+// instanceHead is the part of a stored instance a node's status report is
+// checked against: decoding the whole of each instance of a node's batch
+// (template, environment, placement, labels) was most of what the batch
+// cost the server.
+type instanceHead struct {
+	Metadata api.Metadata `json:"metadata"`
+	Spec     struct {
+		Node     string `json:"node"`
+		Template struct {
+			Containers []api.Container `json:"containers"`
+		} `json:"template"`
+	} `json:"spec"`
+	Status api.InstanceStatus `json:"status"`
 }
 
 // mergeRaw returns base's JSON object with field replaced by from's.

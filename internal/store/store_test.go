@@ -643,6 +643,11 @@ func TestSetStatusOfInstancesRead(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// What a report is checked against is there, though not the whole instance.
+	if h := cur[0]; h.Spec.Node != "n1" || h.Metadata.UID != a.Metadata.UID || h.Metadata.Revision == 0 ||
+		h.Metadata.Name != "web-1" || h.Status.Phase != api.PhaseScheduled || h.Status.ScheduledAt.IsZero() {
+		t.Fatalf("InstancesNamed read web-1 as %+v", h)
+	}
 	running := api.InstanceStatus{Phase: api.PhaseRunning, ContainerID: "c1", Healthy: true}
 	if err := s.Txn().SetStatus(cur[0], raw[0], running).SetStatus(cur[1], raw[1], running).Commit(ctx); err != nil {
 		t.Fatal(err)
