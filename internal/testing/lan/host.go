@@ -178,7 +178,7 @@ func (h *Host) Crash() error {
 			}
 		}
 	}
-	err = wait(10*time.Second, "every process of "+h.Name+" to die", func() (bool, error) {
+	err = wait(context.Background(), 10*time.Second, "every process of "+h.Name+" to die", func() (bool, error) {
 		left := h.pids(parent)
 		for _, p := range left {
 			_ = syscall.Kill(p, syscall.SIGKILL)

@@ -61,6 +61,10 @@ type Config struct {
 	// Before, when set, runs on every server's host before any server
 	// starts: the place to build the images the agents pull from it.
 	Before func(server *Host) error
+	// Context, when set, cuts Start's and WaitHealthy's waits short once
+	// it is done (an interrupted benchmark), so that the caller gets to
+	// Close sooner. Close itself never depends on it.
+	Context context.Context
 }
 
 // LAN is a switch and its hosts: servers forming one embedded etcd
@@ -164,7 +168,7 @@ func (l *LAN) Start() error {
 	// One server makes the cluster's secrets and prints the join hint;
 	// every server writes the token and CA to its data dir.
 	var m []string
-	if err := wait(time.Minute, "a server's join hint", func() (bool, error) {
+	if err := wait(l.ctx(), time.Minute, "a server's join hint", func() (bool, error) {
 		for _, s := range l.Servers {
 			if m = joinHint.FindStringSubmatch(s.output()); m != nil {
 				return true, nil
@@ -182,7 +186,7 @@ func (l *LAN) Start() error {
 	joinToken := strings.TrimSpace(string(b))
 	s1 := l.Servers[0]
 	tls := filepath.Join(s1.DataDir, "tls")
-	if err := wait(30*time.Second, "the cluster's token on "+s1.Name, func() (bool, error) {
+	if err := wait(l.ctx(), 30*time.Second, "the cluster's token on "+s1.Name, func() (bool, error) {
 		b, err := os.ReadFile(filepath.Join(tls, "token"))
 		l.token = strings.TrimSpace(string(b))
 		return err == nil && l.token != "", nil
@@ -191,7 +195,7 @@ func (l *LAN) Start() error {
 	}
 	l.caFile = filepath.Join(tls, "ca.crt")
 	for _, s := range l.Servers {
-		if err := wait(30*time.Second, "the API of "+s.Name, func() (bool, error) {
+		if err := wait(l.ctx(), 30*time.Second, "the API of "+s.Name, func() (bool, error) {
 			_, err := l.via(s, "get", "nodes")
 			return err == nil, nil
 		}); err != nil {
@@ -208,7 +212,7 @@ func (l *LAN) Start() error {
 		}
 		names = append(names, a.Name)
 	}
-	return wait(time.Minute, "nodes "+strings.Join(names, ", ")+" Ready", func() (bool, error) {
+	return wait(l.ctx(), time.Minute, "nodes "+strings.Join(names, ", ")+" Ready", func() (bool, error) {
 		for _, a := range l.Agents {
 			if ok, err := l.Ready(a.Name); !ok || err != nil {
 				return false, err
@@ -427,7 +431,7 @@ func (l *LAN) Healthy(owner string) (healthy []api.Instance, all int, err error)
 // on nodes other than those in avoid, and returns them.
 func (l *LAN) WaitHealthy(owner string, n int, timeout time.Duration, avoid ...string) ([]api.Instance, error) {
 	var got []api.Instance
-	err := wait(timeout, fmt.Sprintf("%d healthy instances of %s off %v", n, owner, avoid), func() (bool, error) {
+	err := wait(l.ctx(), timeout, fmt.Sprintf("%d healthy instances of %s off %v", n, owner, avoid), func() (bool, error) {
 		healthy, _, err := l.Healthy(owner)
 		got = got[:0]
 		for _, in := range healthy {
@@ -487,10 +491,22 @@ func (l *LAN) Close() {
 	l.made = nil
 }
 
-// wait polls cond until it holds, returns an error, or timeout passes.
-func wait(timeout time.Duration, what string, cond func() (bool, error)) error {
+// ctx is the LAN's Config.Context, or one never done.
+func (l *LAN) ctx() context.Context {
+	if l.cfg.Context != nil {
+		return l.cfg.Context
+	}
+	return context.Background()
+}
+
+// wait polls cond until it holds, returns an error, or timeout passes or
+// ctx ends.
+func wait(ctx context.Context, timeout time.Duration, what string, cond func() (bool, error)) error {
 	deadline := time.Now().Add(timeout)
 	for {
+		if err := ctx.Err(); err != nil {
+			return fmt.Errorf("waiting for %s: %w", what, err)
+		}
 		ok, err := cond()
 		if err != nil {
 			return fmt.Errorf("waiting for %s: %w", what, err)
