@@ -135,9 +135,6 @@ func PullUpstream(ctx context.Context, store *image.Store, ref string, opts Upst
 		errs = append(errs, fmt.Errorf("mirror %s: %w", m, err))
 	}
 	ep := opts.registryEndpoint(host)
-	if opts.CAFile != "" {
-		ep.caFile = opts.CAFile
-	}
 	p, err := pullFrom(ctx, store, r, r, ep, opts)
 	if err != nil {
 		// A mirror's failure matters only when the registry fails too.
@@ -175,10 +172,15 @@ func (o UpstreamOptions) withDefaults() UpstreamOptions {
 }
 
 // registryEndpoint is how o reaches registry host: insecurely when o or
-// the config says so, trusting the CA the config names for it.
+// the config says so, trusting o.CAFile, else the CA the config names for
+// it.
 func (o UpstreamOptions) registryEndpoint(host string) endpoint {
 	rc := o.Config.Registry(host)
-	return endpoint{host: host, insecure: o.Insecure || rc.Insecure, caFile: rc.CA, caPEM: rc.CAPEM}
+	ep := endpoint{host: host, insecure: o.Insecure || rc.Insecure, caFile: rc.CA, caPEM: rc.CAPEM}
+	if o.CAFile != "" {
+		ep.caFile = o.CAFile
+	}
+	return ep
 }
 
 // mirrorEndpoint is how o reaches the mirror at u (http(s)://host[:port]):
@@ -590,9 +592,6 @@ func CheckLogin(ctx context.Context, host, user, password string, opts UpstreamO
 		return fmt.Errorf("login %s: %w: %w", host, err, errdefs.ErrInvalidArgument)
 	}
 	ep := opts.registryEndpoint(host)
-	if opts.CAFile != "" {
-		ep.caFile = opts.CAFile
-	}
 	rt, err := ep.httpTransport(ctx, opts.Transport)
 	if err != nil {
 		return fmt.Errorf("login %s: %w", host, err)
@@ -649,9 +648,6 @@ func PushUpstream(ctx context.Context, store *image.Store, ref string, opts Upst
 	opts = opts.withDefaults()
 	host := r.Context().RegistryStr()
 	ep := opts.registryEndpoint(host)
-	if opts.CAFile != "" {
-		ep.caFile = opts.CAFile
-	}
 	up, err := dial(ctx, r, ep, opts, transport.PushScope)
 	if err != nil {
 		return image.Image{}, fmt.Errorf("push %s: %w", localName, err)
