@@ -192,7 +192,9 @@ func redisClient(l *lan.LAN) (api.Instance, error) {
 var stageNames = []string{"prepare (before the freeze)", "dump", "transfer", "restore", "switch (store move)", "post-copy (after the restore)"}
 
 // moves moves owner's instance back and forth runs times and prints the
-// figures; for Redis, with the pause client saw.
+// figures; for Redis, with the pause client saw. Long because each move
+// gathers its stages, the client's pause and its timeline marks, and
+// the figures are printed together once all moves are done.
 func moves(l *lan.LAN, owner string, client api.Instance, runs int) error {
 	var total, down, pause, seen []time.Duration
 	stages := map[string][]time.Duration{}
