@@ -69,6 +69,13 @@ type Migration struct {
 	// switch (the instance's record moved to the target, so the
 	// service's VIP sends to it).
 	Stages MigrationStages `json:"stages"`
+	// FrozenAt is when the source froze the instance for its final dump,
+	// RestoredAt when it ran again on To (each node's clock), SwitchedAt
+	// when its record moved to To, so that the service's VIP sends there
+	// (the server's): the downtime's ends, for a client's timeline.
+	FrozenAt   time.Time `json:"frozenAt,omitzero"`
+	RestoredAt time.Time `json:"restoredAt,omitzero"`
+	SwitchedAt time.Time `json:"switchedAt,omitzero"`
 }
 
 // MigrationStages are the parts of a migration's time (Migration.Stages).

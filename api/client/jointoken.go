@@ -5,26 +5,16 @@ import (
 	"net/http"
 	"net/url"
 	"time"
+
+	"github.com/berth-dev/berth/api"
 )
 
 // JoinToken is what the server shows of a join token. Token, the whole
 // token with its secret, is set only in the answer to Create.
 type JoinToken struct {
-	ID          string    `json:"id"`
-	Description string    `json:"description,omitempty"`
-	Created     time.Time `json:"created"`
-	// Expires is zero for a token that never expires.
-	Expires time.Time `json:"expires,omitzero"`
-	Revoked bool      `json:"revoked,omitempty"`
-	// Uses is how many joins the token allows (0: any number); Used how
-	// many it made.
-	Uses  int    `json:"uses,omitempty"`
-	Used  int    `json:"used,omitempty"`
+	api.JoinToken
 	Token string `json:"token,omitempty"`
 }
-
-// UsedUp reports whether the token has no join left.
-func (t JoinToken) UsedUp() bool { return t.Uses > 0 && t.Used >= t.Uses }
 
 // TokenOptions describe a new join token.
 type TokenOptions struct {
@@ -35,11 +25,6 @@ type TokenOptions struct {
 	NoExpiry bool
 	// Uses is how many joins the token allows; any number when 0.
 	Uses int
-}
-
-// Expired reports whether the token has expired at now.
-func (t JoinToken) Expired(now time.Time) bool {
-	return !t.Expires.IsZero() && !now.Before(t.Expires)
 }
 
 // TokenClient manages join tokens (admins only).

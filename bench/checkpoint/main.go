@@ -14,7 +14,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
-	"strings"
 	"time"
 
 	"github.com/berth-dev/berth/bench/internal/harness"
@@ -37,7 +36,7 @@ func bench(bin string, runs int) error {
 	defer ws.Close()
 	bin, work, rootfs := ws.Bin, ws.Work, ws.Rootfs
 	data := filepath.Join(work, "data")
-	berth := func(args ...string) error { return run(bin, append([]string{"--data-dir", data}, args...)...) }
+	berth := func(args ...string) error { return harness.Run(bin, append([]string{"--data-dir", data}, args...)...) }
 	if err := berth("image", "build", rootfs, "--tag", "bench/busybox:1"); err != nil {
 		return err
 	}
@@ -65,29 +64,26 @@ func bench(bin string, runs int) error {
 		fmt.Println("podman: not installed, skipped")
 		return nil
 	}
-	// podman's default rlimits can exceed what this process may grant,
-	// and so can this process's own hard limits once conmon has lowered
-	// its (runc's init then fails with EPERM setting RLIMIT_NPROC): ask
-	// for small ones, below any hard limit.
-	nofile, nproc := "1024:1024", "1024:1024"
 	img := "localhost/" + name + ":1"
-	if err := run("sh", "-c", fmt.Sprintf("tar -C %s -c . | podman import -q - %s >/dev/null", rootfs, img)); err != nil {
+	if err := harness.PodmanImport(rootfs, img); err != nil {
 		return err
 	}
-	defer func() { _ = run("podman", "rmi", "-f", img) }()
+	defer func() { _ = harness.Run("podman", "rmi", "-f", img) }()
 	var p []time.Duration
 	for range runs {
 		d, err := round(
 			func() error {
-				return run("podman", "--runtime", "runc", "run", "-d", "--network", "none", "--ulimit", "nofile="+nofile, "--ulimit", "nproc="+nproc, "--name", name, img, "sh", "-c", counter)
+				return harness.Run("podman", slices.Concat([]string{"run", "-d", "--network", "none"}, harness.PodmanRunArgs, []string{"--name", name, img, "sh", "-c", counter})...)
 			},
 			func() error {
-				return run("podman", "--runtime", "runc", "container", "checkpoint", "--export", file, name)
+				return harness.Run("podman", "--runtime", "runc", "container", "checkpoint", "--export", file, name)
 			},
-			func() error { return run("podman", "rm", name) },
-			func() error { return run("podman", "--runtime", "runc", "container", "restore", "--import", file) },
+			func() error { return harness.Run("podman", "rm", name) },
+			func() error {
+				return harness.Run("podman", "--runtime", "runc", "container", "restore", "--import", file)
+			},
 		)
-		_ = run("podman", "rm", "-f", name)
+		_ = harness.Run("podman", "rm", "-f", name)
 		if err != nil {
 			// A figure for berth is still a figure: say why podman has none.
 			fmt.Println("podman: no figure:", err)
@@ -118,14 +114,6 @@ func round(start, checkpoint, remove, restore func() error) (time.Duration, erro
 		return 0, err
 	}
 	return dump + time.Since(t1), nil
-}
-
-func run(name string, args ...string) error {
-	out, err := exec.Command(name, args...).CombinedOutput()
-	if err != nil {
-		return fmt.Errorf("%s %s: %w: %s", name, strings.Join(args, " "), err, strings.TrimSpace(string(out)))
-	}
-	return nil
 }
 
 func row(what string, ds []time.Duration) {

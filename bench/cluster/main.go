@@ -21,7 +21,6 @@ import (
 	"github.com/berth-dev/berth/api"
 	"github.com/berth-dev/berth/api/client"
 	"github.com/berth-dev/berth/bench/internal/harness"
-	"github.com/berth-dev/berth/internal/runtime/runtimetest"
 )
 
 var (
@@ -50,16 +49,13 @@ type figures struct {
 }
 
 func bench(bin string, runs, heals, peerRuns int) error {
-	work, err := os.MkdirTemp("", "berth-bench-cluster-")
+	ws, err := harness.NewWorkspace(bin, "berth-bench-cluster-")
 	if err != nil {
 		return err
 	}
-	defer os.RemoveAll(work)
-	data := filepath.Join(work, "data")
-	rootfs := filepath.Join(work, "rootfs")
-	if err := runtimetest.WriteBusyboxRootfs(rootfs); err != nil {
-		return err
-	}
+	defer ws.Close()
+	bin, rootfs := ws.Bin, ws.Rootfs
+	data := filepath.Join(ws.Work, "data")
 	if _, err := harness.Berth(bin, data, "image", "build", rootfs, "--tag", "bench/busybox:1"); err != nil {
 		return err
 	}
@@ -83,7 +79,7 @@ func bench(bin string, runs, heals, peerRuns int) error {
 		return err
 	}
 	if peerRuns > 0 {
-		f.pod, f.podErr = podmanRuns(work, rootfs, peerRuns)
+		f.pod, f.podErr = podmanRuns(rootfs, peerRuns)
 	}
 	report(&f)
 	return nil
@@ -261,16 +257,12 @@ func containerPid(id string) (int, error) {
 	return strconv.Atoi(strings.TrimSpace(rest[:end]))
 }
 
-func podmanRuns(work, rootfs string, n int) ([]time.Duration, error) {
+func podmanRuns(rootfs string, n int) ([]time.Duration, error) {
 	if _, err := exec.LookPath("podman"); err != nil {
 		return nil, errors.New("podman is not installed")
 	}
-	tarball := filepath.Join(work, "rootfs.tar")
-	if out, err := exec.Command("tar", "-C", rootfs, "-cf", tarball, ".").CombinedOutput(); err != nil {
-		return nil, fmt.Errorf("tar: %w: %s", err, out)
-	}
-	if out, err := exec.Command("podman", "import", tarball, "localhost/berth-bench:1").CombinedOutput(); err != nil {
-		return nil, fmt.Errorf("podman import: %w: %s", err, out)
+	if err := harness.PodmanImport(rootfs, "localhost/berth-bench:1"); err != nil {
+		return nil, err
 	}
 	var d []time.Duration
 	var ids []string
@@ -282,9 +274,8 @@ func podmanRuns(work, rootfs string, n int) ([]time.Duration, error) {
 	}()
 	for i := range n + 2 {
 		t0 := time.Now()
-		out, err := exec.Command("podman", "run", "-d", "--runtime", "runc", "--network", "none",
-			"--ulimit", "nofile=1024:1024", "--ulimit", "nproc=1024:1024",
-			"localhost/berth-bench:1", "sleep", "3600").CombinedOutput()
+		out, err := exec.Command("podman", slices.Concat([]string{"run", "-d", "--network", "none"}, harness.PodmanRunArgs,
+			[]string{"localhost/berth-bench:1", "sleep", "3600"})...).CombinedOutput()
 		el := time.Since(t0)
 		if err != nil {
 			return nil, fmt.Errorf("podman run: %w: %s", err, strings.TrimSpace(string(out)))

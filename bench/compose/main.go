@@ -138,13 +138,9 @@ func podmanComposeRuns(work, rootfs string, runs int) ([]time.Duration, error) {
 			return nil, fmt.Errorf("%s is not installed", b)
 		}
 	}
-	tarball := filepath.Join(work, "rootfs.tar")
-	if out, err := exec.Command("tar", "-C", rootfs, "-cf", tarball, ".").CombinedOutput(); err != nil {
-		return nil, fmt.Errorf("tar: %w: %s", err, out)
-	}
 	const img = "localhost/berth-bench-compose:1"
-	if out, err := exec.Command("podman", "import", tarball, img).CombinedOutput(); err != nil {
-		return nil, fmt.Errorf("podman import: %w: %s", err, out)
+	if err := harness.PodmanImport(rootfs, img); err != nil {
+		return nil, err
 	}
 	defer exec.Command("podman", "rmi", "-f", img).Run()
 	// runc and ulimits within this machine's hard limits (see FIELD-NOTES).

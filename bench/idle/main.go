@@ -25,22 +25,18 @@ import (
 	"time"
 
 	"github.com/berth-dev/berth/api"
-	"github.com/berth-dev/berth/api/client"
-	"github.com/berth-dev/berth/internal/runtime/runtimetest"
+	"github.com/berth-dev/berth/bench/internal/harness"
 )
 
 func main() {
-	bin := flag.String("berth", "bin/berth", "the berth binary to measure")
+	bin := harness.BerthFlag()
 	n := flag.Int("n", 200, "instances (and Swarm replicas) to run")
 	window := flag.Duration("window", 30*time.Second, "how long idle CPU is measured")
 	settle := flag.Duration("settle", 10*time.Second, "how long to wait once all run, before measuring")
 	swarm := flag.Bool("swarm", true, "measure Docker Swarm too (needs dockerd: scripts/deps.sh bench)")
 	flag.StringVar(&cpuProfile, "cpuprofile", "", "write berth up's CPU profile over the window to this file (go tool pprof reads it)")
 	flag.Parse()
-	if err := bench(*bin, *n, *window, *settle, *swarm); err != nil {
-		fmt.Fprintln(os.Stderr, "bench:", err)
-		os.Exit(1)
-	}
+	harness.Exit(bench(*bin, *n, *window, *settle, *swarm))
 }
 
 // usage is the CPU a set of processes used over a window.
@@ -52,15 +48,12 @@ type usage struct {
 }
 
 func bench(bin string, n int, window, settle time.Duration, swarm bool) error {
-	bin, err := filepath.Abs(bin)
+	ws, err := harness.NewWorkspace(bin, "berth-bench-idle-")
 	if err != nil {
 		return err
 	}
-	work, rootfs, err := runtimetest.BusyboxWorkdir("berth-bench-idle-")
-	if err != nil {
-		return err
-	}
-	defer os.RemoveAll(work)
+	defer ws.Close()
+	bin, work, rootfs := ws.Bin, ws.Work, ws.Rootfs
 	var rows []usage
 	b, err := berthIdle(bin, work, rootfs, n, window, settle)
 	if err != nil {
@@ -128,44 +121,18 @@ func nonzero(f float64) float64 { return max(f, 0.001) }
 // berthIdle runs berth up with n instances and measures it, and it with its shims.
 func berthIdle(bin, work, rootfs string, n int, window, settle time.Duration) ([]usage, error) {
 	data := filepath.Join(work, "berth")
-	berth := func(args ...string) error {
-		out, err := exec.Command(bin, append([]string{"--data-dir", data}, args...)...).CombinedOutput()
-		if err != nil {
-			return fmt.Errorf("berth %s: %w: %s", strings.Join(args, " "), err, out)
-		}
-		return nil
-	}
-	if err := berth("image", "build", rootfs, "--tag", "bench/busybox:1"); err != nil {
+	if _, err := harness.Berth(bin, data, "image", "build", rootfs, "--tag", "bench/busybox:1"); err != nil {
 		return nil, err
 	}
-	ns, err := makeNetns("berth")
+	up, err := harness.Start(bin, data, harness.Options{Netns: netnsName("berth")})
 	if err != nil {
-		return nil, err
-	}
-	defer deleteNetns(ns)
-	up := exec.Command("nsenter", "--net=/run/netns/"+ns, bin, "--data-dir", data, "up")
-	up.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
-	if err := up.Start(); err != nil {
 		return nil, err
 	}
 	defer func() {
-		_ = up.Process.Kill()
-		_, _ = up.Process.Wait()
-		out, _ := exec.Command(bin, "--data-dir", data, "container", "ps", "-a", "-q").Output()
-		for _, id := range strings.Fields(string(out)) {
-			_ = exec.Command(bin, "--data-dir", data, "container", "rm", "-f", id).Run()
-		}
+		up.Stop()
 		unmountUnder(data)
 	}()
-	ctx := context.Background()
-	c, err := client.New("unix://" + filepath.Join(data, "berth.sock"))
-	if err != nil {
-		return nil, err
-	}
-	if err := until(30*time.Second, "berth up to answer", func() bool { return c.Healthz(ctx) == nil }); err != nil {
-		return nil, err
-	}
-	// nsenter execs berth up: the pid is berth up's own.
+	ctx, c := context.Background(), up.Client
 	svc := api.RunService("idle", "bench/busybox:1", []string{"sleep", "1d"})
 	svc.Spec.Replicas = n
 	if _, _, err := c.Apply(ctx, svc); err != nil {
@@ -187,8 +154,8 @@ func berthIdle(bin, work, rootfs string, n int, window, settle time.Duration) ([
 	}
 	fmt.Printf("berth: %d instances Running in %v\n", n, time.Since(t0).Round(time.Millisecond))
 	time.Sleep(settle)
-	self := []int{up.Process.Pid}
-	all := append(self, childrenOf(up.Process.Pid)...)
+	self := []int{up.Cmd.Process.Pid}
+	all := append(self, childrenOf(up.Cmd.Process.Pid)...)
 	profiled := make(chan error, 1)
 	if cpuProfile != "" {
 		go func() { profiled <- profile(data, window) }()
@@ -377,38 +344,33 @@ func statFields(pid int) []string {
 	return strings.Fields(s[i+1:])
 }
 
-// childrenOf lists the processes whose parent is pid.
-func childrenOf(pid int) []int {
+// processes lists the processes for which match holds.
+func processes(match func(pid int) bool) []int {
 	var out []int
 	ents, _ := os.ReadDir("/proc")
 	for _, e := range ents {
-		p, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		if f := statFields(p); len(f) > 1 && f[1] == strconv.Itoa(pid) {
+		if p, err := strconv.Atoi(e.Name()); err == nil && match(p) {
 			out = append(out, p)
 		}
 	}
 	return out
 }
 
+// childrenOf lists the processes whose parent is pid.
+func childrenOf(pid int) []int {
+	return processes(func(p int) bool {
+		f := statFields(p)
+		return len(f) > 1 && f[1] == strconv.Itoa(pid)
+	})
+}
+
 // shimsOf lists the containerd shims of the containerd whose state is under execRoot.
 func shimsOf(execRoot string) []int {
-	var out []int
-	ents, _ := os.ReadDir("/proc")
-	for _, e := range ents {
-		p, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
+	return processes(func(p int) bool {
 		b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", p))
 		cmd := strings.ReplaceAll(string(b), "\x00", " ")
-		if strings.Contains(cmd, "containerd-shim") && strings.Contains(cmd, execRoot) {
-			out = append(out, p)
-		}
-	}
-	return out
+		return strings.Contains(cmd, "containerd-shim") && strings.Contains(cmd, execRoot)
+	})
 }
 
 func rssMiB(pids []int) float64 {
@@ -439,8 +401,11 @@ func until(timeout time.Duration, what string, cond func() bool) error {
 	return nil
 }
 
+// netnsName names the network namespace of one side of the bench.
+func netnsName(side string) string { return fmt.Sprintf("berth-bench-idle-%s-%d", side, os.Getpid()) }
+
 func makeNetns(side string) (string, error) {
-	name := fmt.Sprintf("berth-bench-idle-%s-%d", side, os.Getpid())
+	name := netnsName(side)
 	if out, err := exec.Command("ip", "netns", "add", name).CombinedOutput(); err != nil {
 		return "", fmt.Errorf("ip netns add %s: %w: %s", name, err, out)
 	}

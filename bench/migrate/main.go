@@ -6,7 +6,10 @@
 // the downtime its output shows (from the last number logged before the
 // freeze to the next, logged by the restored container, which must be
 // one more), and for Redis the longest pause between answers seen by a
-// client GETting through its service's VIP every 1 ms. Beside it, in the
+// client GETting through its service's VIP every 1 ms, as a timeline from
+// the freeze (the client's last answer, berth's own marks from the
+// migration's answer, the client's first failure and first answer after),
+// which says which part of the pause is whose. Beside it, in the
 // same invocation, podman moves the same containers through a checkpoint
 // file (`podman container checkpoint --export`, then `restore --import`,
 // runc, the same CRIU): downtime from the start of the checkpoint to the
@@ -189,10 +192,14 @@ func redisClient(l *lan.LAN) (api.Instance, error) {
 var stageNames = []string{"prepare (before the freeze)", "dump", "transfer", "restore", "switch (store move)", "post-copy (after the restore)"}
 
 // moves moves owner's instance back and forth runs times and prints the
-// figures; for Redis, with the pause client saw.
+// figures; for Redis, with the pause client saw. Long because each move
+// gathers its stages, the client's pause and its timeline marks, and
+// the figures are printed together once all moves are done.
 func moves(l *lan.LAN, owner string, client api.Instance, runs int) error {
 	var total, down, pause, seen []time.Duration
 	stages := map[string][]time.Duration{}
+	marks := make([][]time.Duration, len(timelineRows))
+	why := ""
 	var bytes int64
 	for range runs {
 		insts, err := l.WaitHealthy(owner, 1, time.Minute)
@@ -243,7 +250,15 @@ func moves(l *lan.LAN, owner string, client api.Instance, runs int) error {
 			if err != nil {
 				return err
 			}
-			pause = append(pause, p)
+			pause = append(pause, p.length())
+			if !m.FrozenAt.IsZero() {
+				for i, d := range timeline(m, p) {
+					if d != nil {
+						marks[i] = append(marks[i], *d)
+					}
+				}
+				why = p.why
+			}
 		}
 	}
 	what := map[string]string{"counter": "busybox counter", "redis": "100 MB Redis"}[owner]
@@ -257,6 +272,17 @@ func moves(l *lan.LAN, owner string, client api.Instance, runs int) error {
 	}
 	if len(pause) > 0 {
 		row(what+": longest pause seen through the VIP", pause)
+	}
+	if len(marks[0]) > 0 {
+		fmt.Println(what + ": timeline of that pause, from the freeze:")
+		for i, k := range timelineRows {
+			if len(marks[i]) > 0 {
+				signedRow(what+":   "+k, marks[i])
+			}
+		}
+		if why != "" {
+			fmt.Printf("%-62s %s\n", what+":   (last move's first failure)", why)
+		}
 	}
 	fmt.Printf("%-62s %.1f MiB\n", what+": images sent", float64(bytes)/(1<<20))
 	return nil
@@ -337,42 +363,86 @@ func nextGap(last line, after []line) (time.Duration, error) {
 	return 0, fmt.Errorf("counter: after the move it printed %d.., not %d: the count did not go on", after[0].n, last.n+1)
 }
 
+// pauseSeen is the longest pause between two answers the client saw
+// after a move began: the answers before and after it, and the first
+// failed request between them (zero when none failed) and why.
+type pauseSeen struct {
+	last, next, failed time.Time
+	why                string
+}
+
+func (p pauseSeen) length() time.Duration { return p.next.Sub(p.last) }
+
 // clientPause waits for the client's answers to come back after a move
-// begun at since, and returns the longest time between two answers since.
-func clientPause(l *lan.LAN, client api.Instance, since time.Time) (time.Duration, error) {
+// begun at since, and returns the longest pause between two answers since.
+func clientPause(l *lan.LAN, client api.Instance, since time.Time) (pauseSeen, error) {
 	host := l.Host(client.Spec.Node)
 	deadline := time.Now().Add(time.Minute)
 	for {
 		out, err := host.Run("container", "exec", client.Status.ContainerID, "cat", "/tmp/poll")
 		if err != nil {
-			return 0, err
+			return pauseSeen{}, err
 		}
-		var prev, gap int64
+		var p, cur pauseSeen
 		after := 0
 		for _, ln := range strings.Split(out, "\n") {
-			f := strings.Fields(ln)
-			if len(f) < 2 || f[0] != "OK" {
+			f := strings.SplitN(ln, " ", 3)
+			if len(f) < 2 {
 				continue
 			}
-			at, err := strconv.ParseInt(f[1], 10, 64)
-			if err != nil || at < since.UnixNano() {
-				prev = at
+			ns, err := strconv.ParseInt(f[1], 10, 64)
+			if err != nil {
 				continue
 			}
-			if prev != 0 {
-				gap = max(gap, at-prev)
+			at := time.Unix(0, ns)
+			if f[0] != "OK" {
+				if cur.failed.IsZero() && len(f) == 3 {
+					cur.failed, cur.why = at, f[2]
+				}
+				continue
 			}
-			prev = at
-			after++
+			if !at.Before(since) && !cur.last.IsZero() {
+				if cur.next = at; cur.length() > p.length() {
+					p = cur
+				}
+				after++
+			}
+			cur = pauseSeen{last: at}
 		}
 		if after >= 100 {
-			return time.Duration(gap), nil
+			return p, nil
 		}
 		if time.Now().After(deadline) {
-			return 0, fmt.Errorf("the client got %d answers in the minute after the move", after)
+			return pauseSeen{}, fmt.Errorf("the client got %d answers in the minute after the move", after)
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
+}
+
+// timeline is one move as the client saw it beside berth's own marks,
+// each from the freeze (negative: before it).
+var timelineRows = []string{
+	"client's last answer",
+	"frozen (final dump begins)",
+	"dump ended",
+	"images received",
+	"restored on the target",
+	"switched (the VIP sends to the target)",
+	"client's first failed request",
+	"client's first answer after",
+}
+
+// timeline places the marks of move m and pause p in timelineRows' order;
+// a mark that did not happen (no request failed) is nil.
+func timeline(m api.Migration, p pauseSeen) []*time.Duration {
+	f := m.FrozenAt
+	at := func(d time.Duration) *time.Duration { return &d }
+	var failed *time.Duration
+	if !p.failed.IsZero() {
+		failed = at(p.failed.Sub(f))
+	}
+	return []*time.Duration{at(p.last.Sub(f)), at(0), at(m.Stages.Dump), at(m.Stages.Dump + m.Stages.Transfer),
+		at(m.RestoredAt.Sub(f)), at(m.SwitchedAt.Sub(f)), failed, at(p.next.Sub(f))}
 }
 
 // podmanMoves moves the same two containers with podman's checkpoint
@@ -523,6 +593,12 @@ func row(what string, ds []time.Duration) {
 	slices.Sort(ds)
 	fmt.Printf("%-62s median %6.0f ms  min %6.0f ms  max %6.0f ms  (%d runs)\n", what,
 		ms(ds[len(ds)/2]), ms(ds[0]), ms(ds[len(ds)-1]), len(ds))
+}
+
+// signedRow is row for times that may fall before zero.
+func signedRow(what string, ds []time.Duration) {
+	slices.Sort(ds)
+	fmt.Printf("%-62s median %+6.0f ms  min %+6.0f ms  max %+6.0f ms  (%d runs)\n", what, ms(ds[len(ds)/2]), ms(ds[0]), ms(ds[len(ds)-1]), len(ds))
 }
 
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }

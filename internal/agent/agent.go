@@ -215,8 +215,11 @@ type Config struct {
 	Images            Images
 	Logger            *slog.Logger
 	HeartbeatInterval time.Duration
-	// Resync re-reads everything now and then: watches speed things up, they are not the truth.
-	Resync time.Duration
+	// Resync re-reads everything now and then: watches speed things up,
+	// they are not the truth. It is the pace after a change; quiet
+	// resyncs wait ever longer, up to IdleResync (DefaultIdleResync when
+	// zero).
+	Resync, IdleResync time.Duration
 	// Clock is time.Now unless a test needs another.
 	Clock func() time.Time
 	// Network, when set, gives containers addresses on the node's pod
@@ -227,8 +230,11 @@ type Config struct {
 	// largest writable layer is stopped (DiskPressure).
 	DiskReserve DiskReserve
 	// DiskInterval is how often writable layers are measured against
-	// their limits and the reserve; DefaultDiskInterval when zero.
-	DiskInterval time.Duration
+	// their limits and the reserve; DefaultDiskInterval when zero. With
+	// no instance limited and free space far above the reserve, checks
+	// wait ever longer, up to DiskIdleInterval (DefaultDiskIdleInterval
+	// when zero).
+	DiskInterval, DiskIdleInterval time.Duration
 	// VolumesDir holds the node's named volumes (namespace/name); without
 	// it an instance with a named volume fails to start. The ControlPlane
 	// must then be a VolumeStore too.
@@ -311,11 +317,17 @@ func New(cfg Config) *Agent {
 	if cfg.Resync <= 0 {
 		cfg.Resync = 10 * time.Second
 	}
+	if cfg.IdleResync <= 0 {
+		cfg.IdleResync = DefaultIdleResync
+	}
 	if cfg.Clock == nil {
 		cfg.Clock = time.Now
 	}
 	if cfg.DiskInterval <= 0 {
 		cfg.DiskInterval = DefaultDiskInterval
+	}
+	if cfg.DiskIdleInterval <= 0 {
+		cfg.DiskIdleInterval = DefaultDiskIdleInterval
 	}
 	return &Agent{
 		cfg:          cfg,
@@ -404,9 +416,11 @@ func (a *Agent) Run(ctx context.Context) error {
 // loop syncs the node after each change (assignments, exits, stops,
 // disk evictions, a resync or a retry falling due) until ctx ends.
 func (a *Agent) loop(ctx context.Context, updates <-chan []Assignment) {
-	resync := time.NewTicker(a.cfg.Resync)
+	// Both timers slow down while nothing changes: a quiet node woke each
+	// second for them, for nothing.
+	resync := newIdleTimer(a.cfg.Resync, a.cfg.IdleResync)
 	defer resync.Stop()
-	diskTick := time.NewTicker(a.cfg.DiskInterval)
+	diskTick := newIdleTimer(a.cfg.DiskInterval, a.cfg.DiskIdleInterval)
 	defer diskTick.Stop()
 	var retry *time.Timer
 	retryC := func() <-chan time.Time {
@@ -422,16 +436,19 @@ func (a *Agent) loop(ctx context.Context, updates <-chan []Assignment) {
 			return
 		case batch := <-updates:
 			a.apply(batch)
+			resync.changed()
 		case <-a.wake:
 		case id := <-a.exits:
 			a.exited(ctx, id)
+			resync.changed()
 		case id := <-a.done:
 			delete(a.stopping, id)
 			a.dirty[id] = true
-		case <-resync.C:
+		case <-resync.C():
 			a.full = true
-		case <-diskTick.C:
-			a.measureDisk(ctx)
+			resync.fired(true)
+		case <-diskTick.C():
+			diskTick.fired(a.measureDisk(ctx))
 			continue
 		case evs := <-a.diskDone:
 			a.diskBusy = false
@@ -453,6 +470,9 @@ func (a *Agent) loop(ctx context.Context, updates <-chan []Assignment) {
 			default:
 				more = false
 			}
+		}
+		if a.diskLimitedAny() {
+			diskTick.changed() // a new limit is enforced at once
 		}
 		if !a.synced {
 			// Until the first full list of assignments, everything would look
@@ -486,12 +506,14 @@ func (a *Agent) exited(ctx context.Context, id string) {
 
 // measureDisk starts a check of the instances' disk use, off the loop (it
 // walks the writable layers) and one at a time; its evictions come back
-// on a.diskDone.
-func (a *Agent) measureDisk(ctx context.Context) {
+// on a.diskDone. It reports whether the checks may slow down: no instance
+// has a limit and the free space is far above the reserve.
+func (a *Agent) measureDisk(ctx context.Context) (quiet bool) {
 	if a.diskBusy || !a.synced {
-		return
+		return false
 	}
-	if jobs := a.diskJobs(); len(jobs) > 0 {
+	jobs, quiet := a.diskJobs()
+	if len(jobs) > 0 {
 		a.diskBusy = true
 		a.wg.Go(func() {
 			evs := a.checkDisk(jobs)
@@ -501,6 +523,7 @@ func (a *Agent) measureDisk(ctx context.Context) {
 			}
 		})
 	}
+	return quiet
 }
 
 // rewatchAfterFailed is how many heartbeats must fail in a row before
@@ -599,6 +622,13 @@ func (a *Agent) watch(ctx context.Context, updates chan<- []Assignment) {
 // Resync is the marker batch: an Assignment with neither field set means
 // "what came before in this batch is the complete set".
 var Resync = Assignment{}
+
+// diskLimitedAny reports whether an assigned instance has a disk limit.
+func (a *Agent) diskLimitedAny() bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.diskLimited > 0
+}
 
 func (a *Agent) apply(batch []Assignment) {
 	a.mu.Lock()

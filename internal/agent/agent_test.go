@@ -75,12 +75,27 @@ func (d dirImages) Prepare(context.Context, string, string) (agent.Rootfs, error
 }
 func (d dirImages) Release(context.Context, string) error { return nil }
 
+// fixture is an agent a test runs: the control plane it reports to and
+// the runtime whose containers the test reads.
 type fixture struct {
 	t      *testing.T
 	cp     *controlPlane
-	rt     *runtime.Runtime
+	rt     agent.Runtime
 	cancel context.CancelFunc
 	done   chan error
+	once   sync.Once
+}
+
+// runAgent runs an agent with cfg until stop or the end of the test; the
+// fixture reads statuses from cp and containers from rt, which cfg may
+// wrap.
+func runAgent(t *testing.T, cfg agent.Config, cp *controlPlane, rt agent.Runtime) *fixture {
+	ctx, cancel := context.WithCancel(context.Background())
+	a := agent.New(cfg)
+	f := &fixture{t: t, cp: cp, rt: rt, cancel: cancel, done: make(chan error, 1)}
+	go func() { f.done <- a.Run(ctx) }()
+	t.Cleanup(f.stop)
+	return f
 }
 
 func start(t *testing.T, rootfs, stateDir string, cp *controlPlane) *fixture {
@@ -88,17 +103,15 @@ func start(t *testing.T, rootfs, stateDir string, cp *controlPlane) *fixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	a := agent.New(agent.Config{
+	return runAgent(t, agent.Config{
 		Node: agent.NodeInfo{Name: "n1"}, ControlPlane: cp, Runtime: rt, Images: dirImages{rootfs},
 		Logger: slog.New(slog.DiscardHandler), Resync: time.Second,
-	})
-	f := &fixture{t: t, cp: cp, rt: rt, cancel: cancel, done: make(chan error, 1)}
-	go func() { f.done <- a.Run(ctx) }()
-	return f
+	}, cp, rt)
 }
 
-func (f *fixture) stop() {
+func (f *fixture) stop() { f.once.Do(f.stopOnce) }
+
+func (f *fixture) stopOnce() {
 	t0 := time.Now()
 	defer func() { f.t.Logf("agent stopped in %v", time.Since(t0)) }()
 	f.cancel()
@@ -125,6 +138,21 @@ func (f *fixture) waitStatus(name string, what string, cond func(agent.Status) b
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
+}
+
+// containersOf counts the containers of instance uid in the runtime.
+func (f *fixture) containersOf(uid string) int {
+	list, err := f.rt.List(context.Background())
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	n := 0
+	for _, st := range list {
+		if st.Labels["berth.uid"] == uid {
+			n++
+		}
+	}
+	return n
 }
 
 func instance(name string, policy reconcile.Policy, cmd ...string) *agent.Instance {
@@ -190,17 +218,7 @@ func TestAgentRunsHealsAndRemoves(t *testing.T) {
 	// Unassigning the instance stops and removes its containers.
 	cp.assign <- []agent.Assignment{{Deleted: web.UID}}
 	deadline := time.Now().Add(20 * time.Second)
-	for {
-		list, _ := f.rt.List(context.Background())
-		left := 0
-		for _, st := range list {
-			if st.Labels["berth.uid"] == web.UID {
-				left++
-			}
-		}
-		if left == 0 {
-			break
-		}
+	for left := f.containersOf(web.UID); left > 0; left = f.containersOf(web.UID) {
 		if time.Now().After(deadline) {
 			t.Fatalf("%d containers of an unassigned instance remain", left)
 		}

@@ -106,17 +106,18 @@ type eviction struct {
 // disk limit, and all of them when the node's free space is under its
 // reserve (the only time the largest writer matters). Called by the loop,
 // which owns the containers and the evictions. Listing every container
-// each second, limit or not, was a fifth of an idle node's CPU.
-func (a *Agent) diskJobs() []diskJob {
-	pressure := a.underReserve()
+// each second, limit or not, was a fifth of an idle node's CPU. quiet
+// says the next check may wait longer: no limit to enforce, and room
+// above the reserve.
+func (a *Agent) diskJobs() (jobs []diskJob, quiet bool) {
+	pressure, roomy := a.reserveRoom()
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if !pressure && a.diskLimited == 0 {
 		// Nothing to measure, so no walk over the containers: with 200
 		// of them it was a sixth of an idle berth up's CPU.
-		return nil
+		return nil, roomy
 	}
-	var jobs []diskJob
 	for id, st := range a.containers {
 		if st.State != runtime.Running || a.evicted[id].reason != "" {
 			continue
@@ -132,21 +133,30 @@ func (a *Agent) diskJobs() []diskJob {
 		jobs = append(jobs, diskJob{id: id, layer: layer, volumes: a.instanceVolumes(inst, st.Pid), limit: inst.DiskBytes})
 	}
 	sort.Slice(jobs, func(i, j int) bool { return jobs[i].id < jobs[j].id })
-	return jobs
+	return jobs, false
 }
 
-// underReserve reports whether the free space of the writable layers'
+// diskFillRate is the fastest the agent counts on the node's writers to
+// fill its disk, in bytes a second (a fast disk's sequential writes):
+// the free space above the reserve must last that long at this rate
+// for checks to slow down to it.
+const diskFillRate = 1 << 30
+
+// reserveRoom reports whether the free space of the writable layers'
 // filesystem is under the node's reserve (a statfs: cheap enough for the
-// loop). Unknown counts as under, so that the check does its whole work.
-func (a *Agent) underReserve() bool {
+// loop), and whether what is above it would last the longest wait
+// between checks at diskFillRate. Unknown counts as under, so that the
+// check does its whole work.
+func (a *Agent) reserveRoom() (under, roomy bool) {
 	if a.cfg.DiskReserve == (DiskReserve{}) {
-		return false
+		return false, true
 	}
 	var st syscall.Statfs_t
 	if err := syscall.Statfs(a.cfg.Runtime.Root(), &st); err != nil {
-		return true
+		return true, false
 	}
-	return int64(st.Bavail)*st.Bsize < a.cfg.DiskReserve.of(int64(st.Blocks)*st.Bsize)
+	above := int64(st.Bavail)*st.Bsize - a.cfg.DiskReserve.of(int64(st.Blocks)*st.Bsize)
+	return above < 0, float64(above) >= diskFillRate*a.cfg.DiskIdleInterval.Seconds()
 }
 
 // checkDisk measures what the loop handed over, off the loop: the

@@ -54,7 +54,8 @@ func TestDiskJobsFollowLimitedAssignments(t *testing.T) {
 		a.apply(batch)
 		asked = 0
 		var got []string
-		for _, j := range a.diskJobs() {
+		jobs, _ := a.diskJobs()
+		for _, j := range jobs {
 			got = append(got, j.id)
 		}
 		if !slices.Equal(got, want) {

@@ -105,16 +105,19 @@ type pageServer struct {
 	ended     bool   // the daemon's side has ended
 	// cut closes when the daemon's side ended without a close request.
 	cut chan struct{}
+	// pace keeps faults from waiting behind large background reads.
+	pace pageserver.Pacer
 }
 
-// Write sends one whole request, unless the transfer was poisoned; a
-// close request waits for the commit.
+// Write sends one whole request (paced: its page count may shrink),
+// unless the transfer was poisoned; a close request waits for the commit.
 func (p *pageServer) Write(b []byte) (int, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.poisoned {
 		return 0, errors.New("page server: the transfer was failed on purpose")
 	}
+	p.pace.Pace(b, time.Now())
 	if pageserver.Ends(b) && !p.committed {
 		p.held = append([]byte(nil), b...)
 		return len(b), nil

@@ -19,30 +19,37 @@ import (
 	"github.com/berth-dev/berth/internal/testing/testenv"
 )
 
-// TestPullingImagesPullsOnceForConcurrentStarts starts three containers
-// of an image the node lacks at once: one pull fetches it, all three get
-// its root filesystem, and the copy has the registry's digest.
-func TestPullingImagesPullsOnceForConcurrentStarts(t *testing.T) {
-	testenv.RequireRoot(t)
+// pullSetup opens an image store, src, served by a registry that counts
+// the manifests fetched from it, and an empty store, dst, to pull into.
+func pullSetup(t *testing.T) (src, dst *image.Store, ts *httptest.Server, manifests *atomic.Int32) {
+	t.Helper()
 	src, err := image.Open(filepath.Join(t.TempDir(), "src"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := imagetest.BusyboxImage(t, src)
-	var manifests atomic.Int32
+	dst, err = image.Open(filepath.Join(t.TempDir(), "dst"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	manifests = new(atomic.Int32)
 	reg := registry.New(src, registry.Options{})
-	ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	ts = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if strings.Contains(r.URL.Path, "/manifests/") && r.Method == http.MethodGet {
 			manifests.Add(1)
 		}
 		reg.ServeHTTP(w, r)
 	}))
-	defer ts.Close()
+	t.Cleanup(ts.Close)
+	return src, dst, ts, manifests
+}
 
-	dst, err := image.Open(filepath.Join(t.TempDir(), "dst"))
-	if err != nil {
-		t.Fatal(err)
-	}
+// TestPullingImagesPullsOnceForConcurrentStarts starts three containers
+// of an image the node lacks at once: one pull fetches it, all three get
+// its root filesystem, and the copy has the registry's digest.
+func TestPullingImagesPullsOnceForConcurrentStarts(t *testing.T) {
+	testenv.RequireRoot(t)
+	src, dst, ts, manifests := pullSetup(t)
+	want := imagetest.BusyboxImage(t, src)
 	p := &PullingImages{StoreImages: StoreImages{dst}, Base: ts.URL, Transport: ts.Client().Transport, Node: "n1"}
 	var wg sync.WaitGroup
 	errs := make([]error, 3)
@@ -142,24 +149,8 @@ func TestTransferredReportsQuarters(t *testing.T) {
 // the node's copy.
 func TestPullingImagesPolicies(t *testing.T) {
 	testenv.RequireRoot(t)
-	src, err := image.Open(filepath.Join(t.TempDir(), "src"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	src, dst, ts, manifests := pullSetup(t)
 	imagetest.BusyboxImage(t, src)
-	var manifests atomic.Int32
-	reg := registry.New(src, registry.Options{})
-	ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if strings.Contains(r.URL.Path, "/manifests/") && r.Method == http.MethodGet {
-			manifests.Add(1)
-		}
-		reg.ServeHTTP(w, r)
-	}))
-	defer ts.Close()
-	dst, err := image.Open(filepath.Join(t.TempDir(), "dst"))
-	if err != nil {
-		t.Fatal(err)
-	}
 	p := &PullingImages{StoreImages: StoreImages{Store: dst}, Base: ts.URL, Transport: ts.Client().Transport, Node: "n1"}
 	steps := []struct {
 		policy    api.PullPolicy
@@ -190,26 +181,10 @@ func TestPullingImagesPolicies(t *testing.T) {
 // whose registry cannot be reached comes from the servers instead.
 func TestPullingImagesDirectFallsBack(t *testing.T) {
 	testenv.RequireRoot(t)
-	src, err := image.Open(filepath.Join(t.TempDir(), "src"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	src, dst, ts, manifests := pullSetup(t)
 	imagetest.BusyboxImage(t, src)
 	const ref = "127.0.0.1:1/demo/busybox:1" // nothing listens on port 1
 	if _, err := src.Tag(t.Context(), imagetest.BusyboxTag, ref); err != nil {
-		t.Fatal(err)
-	}
-	var manifests atomic.Int32
-	reg := registry.New(src, registry.Options{})
-	ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if strings.Contains(r.URL.Path, "/manifests/") && r.Method == http.MethodGet {
-			manifests.Add(1)
-		}
-		reg.ServeHTTP(w, r)
-	}))
-	defer ts.Close()
-	dst, err := image.Open(filepath.Join(t.TempDir(), "dst"))
-	if err != nil {
 		t.Fatal(err)
 	}
 	var asked atomic.Int32

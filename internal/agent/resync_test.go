@@ -50,7 +50,7 @@ func TestResyncReadsOnlyUnwatchedContainers(t *testing.T) {
 	for i := range 20 {
 		insts = append(insts, instance(fmt.Sprintf("web-%d", i), reconcile.Always))
 	}
-	f := startSim(t, agent.Config{Runtime: rt, Resync: 20 * time.Millisecond}, rt.Runtime, newControlPlane(insts...))
+	f := startSim(t, agent.Config{Runtime: rt, Resync: 20 * time.Millisecond, IdleResync: 20 * time.Millisecond}, rt.Runtime, newControlPlane(insts...))
 	var first agent.Status
 	for i := range insts {
 		st := f.waitStatus(insts[i].Name, "Running", func(s agent.Status) bool { return s.Phase == api.PhaseRunning })
@@ -80,6 +80,54 @@ func TestResyncReadsOnlyUnwatchedContainers(t *testing.T) {
 		t.Fatal(err)
 	}
 	f.waitStatus(insts[0].Name, "restarted", func(s agent.Status) bool { return s.Phase == api.PhaseRunning && s.Restarts == 1 })
+}
+
+// A quiet node resyncs ever less often, down to once an IdleResync,
+// and a container the runtime has without the agent having been told
+// (an event missed) is still found by a resync and removed in that time.
+func TestResyncBacksOffWhileQuiet(t *testing.T) {
+	const base, most = 20 * time.Millisecond, 200 * time.Millisecond
+	rt := &countingRuntime{Runtime: simrt.New(simrt.Config{})}
+	var insts []*agent.Instance
+	for i := range 5 {
+		insts = append(insts, instance(fmt.Sprintf("web-%d", i), reconcile.Always))
+	}
+	f := startSim(t, agent.Config{Runtime: rt, Resync: base, IdleResync: most}, rt.Runtime, newControlPlane(insts...))
+	for _, in := range insts {
+		f.waitStatus(in.Name, "Running", func(s agent.Status) bool { return s.Phase == api.PhaseRunning })
+	}
+
+	// At the pace of a change, 2 s would hold 100 resyncs; settled, one
+	// each 200 ms at most, a dozen at most (timers only run late).
+	time.Sleep(time.Second) // the back-off reaches most
+	ids := rt.ids.Load()
+	time.Sleep(2 * time.Second)
+	n := rt.ids.Load() - ids
+	t.Logf("%d resyncs in 2 s while quiet", n)
+	if n > 12 {
+		t.Errorf("%d resyncs in 2 s while quiet, want at most 12 (one each %v)", n, most)
+	}
+	if n == 0 {
+		t.Errorf("no resync in 2 s while quiet, want one each %v", most)
+	}
+
+	// A container of an instance the node does not have, made behind the
+	// agent's back: no event says so, the next resync finds it.
+	if _, err := rt.Run(context.Background(), runtime.Config{ID: "stray", Labels: map[string]string{"berth.uid": "gone", "berth.instance": "default/gone"}}); err != nil {
+		t.Fatal(err)
+	}
+	made := time.Now()
+	deadline := made.Add(5 * time.Second)
+	for {
+		if _, err := rt.State(context.Background(), "stray"); err != nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the stray container is still there after 5 s of resyncs each %v at most", most)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	t.Logf("the stray container removed %v after it was made", time.Since(made).Round(time.Millisecond))
 }
 
 // slowPlane answers each status report only once several are in flight

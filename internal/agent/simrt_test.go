@@ -1,9 +1,7 @@
 package agent_test
 
 import (
-	"context"
 	"log/slog"
-	"sync"
 	"testing"
 	"time"
 
@@ -16,20 +14,11 @@ import (
 // These run the agent's sync loop over the simulated runtime: no root, no
 // containers, so they run for every user (make test runs them as nobody).
 
-type simFixture struct {
-	t      *testing.T
-	cp     *controlPlane
-	rt     *simrt.Runtime
-	cancel context.CancelFunc
-	done   chan error
-	once   sync.Once
-}
-
 // startSim runs agent "hollow" over rt and cp until the test ends. cfg
 // may set another runtime or control plane (one wrapping rt or cp) and
 // the resync interval (a second when unset); the fixture reads statuses
 // from cp and containers from rt.
-func startSim(t *testing.T, cfg agent.Config, rt *simrt.Runtime, cp *controlPlane) *simFixture {
+func startSim(t *testing.T, cfg agent.Config, rt *simrt.Runtime, cp *controlPlane) *fixture {
 	cfg.Node, cfg.Images, cfg.Logger = agent.NodeInfo{Name: "hollow"}, simrt.Images{}, slog.New(slog.DiscardHandler)
 	if cfg.Runtime == nil {
 		cfg.Runtime = rt
@@ -40,55 +29,7 @@ func startSim(t *testing.T, cfg agent.Config, rt *simrt.Runtime, cp *controlPlan
 	if cfg.Resync == 0 {
 		cfg.Resync = time.Second
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	a := agent.New(cfg)
-	f := &simFixture{t: t, cp: cp, rt: rt, cancel: cancel, done: make(chan error, 1)}
-	go func() { f.done <- a.Run(ctx) }()
-	t.Cleanup(f.stop)
-	return f
-}
-
-func (f *simFixture) stop() { f.once.Do(f.stopOnce) }
-
-func (f *simFixture) stopOnce() {
-	f.cancel()
-	select {
-	case err := <-f.done:
-		if err != nil {
-			f.t.Errorf("agent run: %v", err)
-		}
-	case <-time.After(10 * time.Second):
-		f.t.Error("agent did not stop")
-	}
-}
-
-func (f *simFixture) waitStatus(name, what string, cond func(agent.Status) bool) agent.Status {
-	f.t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		if st, ok := f.cp.last(name); ok && cond(st) {
-			return st
-		}
-		if time.Now().After(deadline) {
-			st, _ := f.cp.last(name)
-			f.t.Fatalf("%s: timed out waiting for %s; last status %+v", name, what, st)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
-func (f *simFixture) containersOf(uid string) int {
-	list, err := f.rt.List(context.Background())
-	if err != nil {
-		f.t.Fatal(err)
-	}
-	n := 0
-	for _, st := range list {
-		if st.Labels["berth.uid"] == uid {
-			n++
-		}
-	}
-	return n
+	return runAgent(t, cfg, cp, rt)
 }
 
 func TestSimAgentStartsRestartsAdoptsAndRemoves(t *testing.T) {

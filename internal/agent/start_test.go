@@ -93,23 +93,33 @@ func (s *startSteps) Detach(_ context.Context, id string) error {
 
 func (s *startSteps) ReleaseStale(context.Context, []string) error { return nil }
 
-// runWithSteps runs an agent whose images and network are steps, with
-// inst assigned, until inst is reported Failed; it returns that status.
-func runWithSteps(t *testing.T, steps *startSteps, inst *agent.Instance) agent.Status {
+// stepsAgent runs an agent whose images and network are steps, with inst
+// assigned, until the test ends.
+func stepsAgent(t *testing.T, steps interface {
+	agent.Images
+	agent.Network
+}, inst *agent.Instance) *fixture {
 	t.Helper()
 	rt, err := runtime.New(t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}
 	cp := newControlPlane(inst)
-	ctx, cancel := context.WithCancel(context.Background())
-	a := agent.New(agent.Config{
+	return runAgent(t, agent.Config{
 		Node: agent.NodeInfo{Name: "n1"}, ControlPlane: subnetPlane{cp}, Runtime: rt, Images: steps,
 		Logger: slog.New(slog.DiscardHandler), Resync: time.Hour,
 		Network: func(context.Context, netip.Prefix) (agent.Network, error) { return steps, nil },
-	})
-	f := &fixture{t: t, cp: cp, rt: rt, cancel: cancel, done: make(chan error, 1)}
-	go func() { f.done <- a.Run(ctx) }()
+	}, cp, rt)
+}
+
+// runWithSteps runs stepsAgent until inst is reported Failed and returns
+// that status.
+func runWithSteps(t *testing.T, steps interface {
+	agent.Images
+	agent.Network
+}, inst *agent.Instance) agent.Status {
+	t.Helper()
+	f := stepsAgent(t, steps, inst)
 	defer f.stop()
 	return f.waitStatus(inst.Name, "Failed", func(s agent.Status) bool { return s.Phase == api.PhaseFailed })
 }
@@ -187,22 +197,7 @@ func (s *stagedSteps) Reserve(_ context.Context, id, _ string) (agent.NetAttachm
 func TestStartStagedWireFailure(t *testing.T) {
 	steps := &stagedSteps{startSteps: newStartSteps(), wireErr: errors.New("veth refused")}
 	close(steps.attBegan) // Reserve does not wait for Prepare
-	rt, err := runtime.New(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	inst := instance("web", reconcile.Never, "true")
-	cp := newControlPlane(inst)
-	ctx, cancel := context.WithCancel(context.Background())
-	a := agent.New(agent.Config{
-		Node: agent.NodeInfo{Name: "n1"}, ControlPlane: subnetPlane{cp}, Runtime: rt, Images: steps,
-		Logger: slog.New(slog.DiscardHandler), Resync: time.Hour,
-		Network: func(context.Context, netip.Prefix) (agent.Network, error) { return steps, nil },
-	})
-	f := &fixture{t: t, cp: cp, rt: rt, cancel: cancel, done: make(chan error, 1)}
-	go func() { f.done <- a.Run(ctx) }()
-	defer f.stop()
-	st := f.waitStatus(inst.Name, "Failed", func(s agent.Status) bool { return s.Phase == api.PhaseFailed })
+	st := runWithSteps(t, steps, instance("web", reconcile.Never, "true"))
 	steps.mu.Lock()
 	defer steps.mu.Unlock()
 	if len(steps.attached) != 1 || steps.wired != 1 {
@@ -233,20 +228,8 @@ func TestStartFailureReasons(t *testing.T) {
 	} {
 		steps := newStartSteps()
 		steps.prepErr = c.err
-		rt, err := runtime.New(t.TempDir())
-		if err != nil {
-			t.Fatal(err)
-		}
 		inst := instance("web", reconcile.Always, "true")
-		cp := newControlPlane(inst)
-		ctx, cancel := context.WithCancel(context.Background())
-		a := agent.New(agent.Config{
-			Node: agent.NodeInfo{Name: "n1"}, ControlPlane: subnetPlane{cp}, Runtime: rt, Images: steps,
-			Logger: slog.New(slog.DiscardHandler), Resync: time.Hour,
-			Network: func(context.Context, netip.Prefix) (agent.Network, error) { return steps, nil },
-		})
-		f := &fixture{t: t, cp: cp, rt: rt, cancel: cancel, done: make(chan error, 1)}
-		go func() { f.done <- a.Run(ctx) }()
+		f := stepsAgent(t, steps, inst)
 		st := f.waitStatus(inst.Name, "a failed start", func(s agent.Status) bool { return s.Reason != "" })
 		f.stop()
 		if st.Reason != c.want || st.Phase != api.PhaseStarting || st.RestartAt.IsZero() {

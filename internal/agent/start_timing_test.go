@@ -126,14 +126,11 @@ func TestAgentStartTimings(t *testing.T) {
 	images := &storeImages{s: store, began: map[string]time.Time{}}
 	logs := &startedLog{}
 	cp := newControlPlane()
-	actx, cancel := context.WithCancel(ctx)
-	a := agent.New(agent.Config{
+	f := runAgent(t, agent.Config{
 		Node: agent.NodeInfo{Name: "n1"}, ControlPlane: subnetPlane{cp}, Runtime: rt, Images: images,
 		Logger: slog.New(logs), Resync: time.Hour,
 		Network: func(context.Context, netip.Prefix) (agent.Network, error) { return nodeNetwork{node}, nil },
-	})
-	f := &fixture{t: t, cp: cp, rt: rt, cancel: cancel, done: make(chan error, 1)}
-	go func() { f.done <- a.Run(actx) }()
+	}, cp, rt)
 	defer f.stop()
 
 	const n = 12

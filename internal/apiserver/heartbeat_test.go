@@ -18,13 +18,21 @@ import (
 // writes nothing, however long it goes on: etcd's revision stays where it
 // was. Node reads show the time of the latest beat all the same. One that
 // says something new is written.
-func TestHeartbeatRenewsLeaseWithoutWriting(t *testing.T) {
+// startWithNode serves a new store holding node n1, and gives a context
+// the test's requests end by, 20 s on.
+func startWithNode(t *testing.T) (*env, context.Context) {
+	t.Helper()
 	e := start(t)
 	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
-	defer cancel()
+	t.Cleanup(cancel)
 	if _, err := e.client.Nodes().Apply(ctx, &api.Node{Metadata: api.Metadata{Name: "n1"}, Spec: api.NodeSpec{Address: "10.0.0.1"}}); err != nil {
 		t.Fatal(err)
 	}
+	return e, ctx
+}
+
+func TestHeartbeatRenewsLeaseWithoutWriting(t *testing.T) {
+	e, ctx := startWithNode(t)
 	t0 := time.Now().UTC().Truncate(time.Second)
 	beat := func(at time.Duration, msg string) {
 		t.Helper()
@@ -92,12 +100,7 @@ func TestHeartbeatRenewsLeaseWithoutWriting(t *testing.T) {
 // while the lease is held. At 200 instances on one machine, the reads of
 // heartbeats were a third of an idle berth up's etcd work.
 func TestHeartbeatReadsWithoutRaftRound(t *testing.T) {
-	e := start(t)
-	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
-	defer cancel()
-	if _, err := e.client.Nodes().Apply(ctx, &api.Node{Metadata: api.Metadata{Name: "n1"}, Spec: api.NodeSpec{Address: "10.0.0.1"}}); err != nil {
-		t.Fatal(err)
-	}
+	e, ctx := startWithNode(t)
 	t0 := time.Now().UTC()
 	beat := func(at time.Duration) {
 		t.Helper()
@@ -215,12 +218,7 @@ func TestNodeLossFoundWithinTTLThoughBeatsWriteNothing(t *testing.T) {
 // nothing when only the time moved, and writes the node Ready again once
 // it was marked otherwise.
 func TestInProcessHeartbeat(t *testing.T) {
-	e := start(t)
-	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
-	defer cancel()
-	if _, err := e.client.Nodes().Apply(ctx, &api.Node{Metadata: api.Metadata{Name: "n1"}, Spec: api.NodeSpec{Address: "10.0.0.1"}}); err != nil {
-		t.Fatal(err)
-	}
+	e, ctx := startWithNode(t)
 	t0 := time.Now().UTC()
 	beat := func(at time.Duration) *api.Node {
 		t.Helper()

@@ -41,6 +41,28 @@ type cluster struct {
 	admin *client.Client
 }
 
+// assignAndSee binds a new instance, web-1, to node n1 as the admin and
+// wants n1's assignment watch w to bring it within 10 s.
+func (c *cluster) assignAndSee(t *testing.T, ctx context.Context, w <-chan client.WatchEvent[*api.Instance]) {
+	t.Helper()
+	in := &api.Instance{Metadata: api.Metadata{Name: "web-1", Namespace: "default"},
+		Spec: api.InstanceSpec{Template: api.Template{Image: "demo/busybox:1"}, Owner: api.Owner{Kind: api.KindService, Name: "web"}}}
+	if _, err := c.admin.Instances().Apply(ctx, in); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.admin.Instances().Bind(ctx, "default", "web-1", "n1", nil, 0); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case ev := <-w:
+		if ev.Err != nil || ev.Object.Metadata.Name != "web-1" {
+			t.Fatalf("assignment watch: %+v", ev)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("assignment watch saw no assignment in 10s")
+	}
+}
+
 func startCluster(t testing.TB, setup ...func(*apiserver.Server)) *cluster {
 	t.Helper()
 	dir := t.TempDir()
@@ -157,24 +179,7 @@ func TestJoinGivesAWorkingNodeCertificate(t *testing.T) {
 	if err != nil {
 		t.Fatalf("node watches its assignments: %v", err)
 	}
-	in := &api.Instance{
-		Metadata: api.Metadata{Name: "web-1", Namespace: "default"},
-		Spec:     api.InstanceSpec{Template: api.Template{Image: "demo/busybox:1"}, Owner: api.Owner{Kind: api.KindService, Name: "web"}},
-	}
-	if _, err := c.admin.Instances().Apply(ctx, in); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := c.admin.Instances().Bind(ctx, "default", "web-1", "n1", nil, 0); err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case ev := <-w:
-		if ev.Err != nil || ev.Object.Metadata.Name != "web-1" {
-			t.Fatalf("assignment watch: %+v", ev)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("assignment watch saw no assignment in 10s")
-	}
+	c.assignAndSee(t, ctx, w)
 	if _, err := n1.Events().Record(ctx, &api.Event{Metadata: api.Metadata{Namespace: "default"}, Object: api.ObjectRef{Kind: api.KindNode, Name: "n1"}, Type: api.EventNormal, Reason: "Joined"}); err != nil {
 		t.Fatalf("node records an event: %v", err)
 	}
@@ -562,22 +567,7 @@ func TestNodeRequestsShareOneHTTP2Connection(t *testing.T) {
 	if err := beat(); err != nil {
 		t.Fatal(err)
 	}
-	in := &api.Instance{Metadata: api.Metadata{Name: "web-1", Namespace: "default"},
-		Spec: api.InstanceSpec{Template: api.Template{Image: "demo/busybox:1"}, Owner: api.Owner{Kind: api.KindService, Name: "web"}}}
-	if _, err := c.admin.Instances().Apply(ctx, in); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := c.admin.Instances().Bind(ctx, "default", "web-1", "n1", nil, 0); err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case ev := <-w:
-		if ev.Err != nil || ev.Object.Metadata.Name != "web-1" {
-			t.Fatalf("assignment watch: %+v", ev)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("the watch saw no assignment in 10s")
-	}
+	c.assignAndSee(t, ctx, w)
 	mu.Lock()
 	defer mu.Unlock()
 	for i, p := range protos {

@@ -77,16 +77,7 @@ func TestMetricsTokenScrapesOnly(t *testing.T) {
 	t.Cleanup(func() { cancel(); <-done; st.Close() })
 	hc := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}}
 	do := func(method, path, bearer string) int {
-		req, _ := http.NewRequest(method, "https://"+ln.Addr().String()+path, strings.NewReader("{}"))
-		if bearer != "" {
-			req.Header.Set("Authorization", "Bearer "+bearer)
-		}
-		resp, err := hc.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		resp.Body.Close()
-		return resp.StatusCode
+		return bearerStatus(t, hc, method, "https://"+ln.Addr().String()+path, bearer)
 	}
 	for _, c := range []struct {
 		method, path, bearer string
@@ -116,4 +107,20 @@ func TestMetricsTokenScrapesOnly(t *testing.T) {
 	if got := do("GET", "/v1/nodes/n1/metrics", scrape); got == 401 || got == 403 {
 		t.Errorf("GET /v1/nodes/n1/metrics with the metrics token: %d, want it let through", got)
 	}
+}
+
+// bearerStatus is the status code hc gets for a method request to url,
+// with bearer's token (none when empty) and a body of "{}".
+func bearerStatus(t *testing.T, hc *http.Client, method, url, bearer string) int {
+	t.Helper()
+	req, _ := http.NewRequest(method, url, strings.NewReader("{}"))
+	if bearer != "" {
+		req.Header.Set("Authorization", "Bearer "+bearer)
+	}
+	resp, err := hc.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	return resp.StatusCode
 }

@@ -303,13 +303,15 @@ func (s *Server) migrate(ctx context.Context, in *api.Instance, from, to string,
 		Node: to, From: from, Status: &st}); err != nil {
 		return nil, abort(fmt.Errorf("move the instance to node %s: %w", to, err))
 	}
-	stages.Switch = time.Since(t1)
+	switched := time.Now()
+	stages.Switch = switched.Sub(t1)
 	if err := s.agentCall(context.WithoutCancel(ctx), src, base+"/commit", ""); err != nil {
 		// The source finds the instance gone from its assignments and lets go of it.
 		s.log.Warn("migration: commit on the source", "instance", in.Metadata.Name, "node", from, "err", err)
 	}
 	stages.Restore = restored.RestoredAt.Sub(restored.ReceivedAt)
-	res := &api.Migration{IP: restored.IP, Bytes: body.n, Stages: stages, PostCopy: postCopy}
+	res := &api.Migration{IP: restored.IP, Bytes: body.n, Stages: stages, PostCopy: postCopy,
+		FrozenAt: frozen.UTC(), RestoredAt: restored.RestoredAt, SwitchedAt: switched.UTC()}
 	if postCopy {
 		var p relayed
 		select {

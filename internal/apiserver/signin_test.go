@@ -33,16 +33,7 @@ func TestMountSignInTakesRefusedCallers(t *testing.T) {
 	go func() { _ = s.ServeTLS(ctx, ln, &tls.Config{Certificates: []tls.Certificate{cert}}, token) }()
 	hc := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}}
 	get := func(path, bearer string) int {
-		req, _ := http.NewRequest(http.MethodGet, "https://"+ln.Addr().String()+path, nil)
-		if bearer != "" {
-			req.Header.Set("Authorization", "Bearer "+bearer)
-		}
-		resp, err := hc.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		resp.Body.Close()
-		return resp.StatusCode
+		return bearerStatus(t, hc, http.MethodGet, "https://"+ln.Addr().String()+path, bearer)
 	}
 	for _, c := range []struct {
 		path, bearer string

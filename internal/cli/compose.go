@@ -904,21 +904,12 @@ func composeFiles(files []string) (composeOnes, specs []string) {
 // subcommand (berth compose -f a.yaml -p shop logs -f) into their long
 // forms after it, so that a subcommand's own -f (logs --follow) cannot
 // take a file's flag, as with Compose. Other arguments stay as they are.
-func composeArgs(args []string) []string {
-	i := slices.Index(args, "compose")
-	if i < 0 {
+func composeArgs(root *cobra.Command, args []string) []string {
+	i := commandAt(root, args)
+	if i < 0 || args[i] != "compose" {
 		return args
 	}
-	// Only when compose is the command: everything before it is a global
-	// flag or a flag's value.
-	for k := range i {
-		if !strings.HasPrefix(args[k], "-") && (k == 0 || !strings.HasPrefix(args[k-1], "-") || strings.Contains(args[k-1], "=")) {
-			return args
-		}
-	}
 	long := map[string]string{"-f": "--file", "--file": "--file", "-p": "--project-name", "--project-name": "--project-name", "--profile": "--profile"}
-	// berth's global flags that take a value stay where they are.
-	global := map[string]bool{"-n": true, "--namespace": true, "-o": true, "--output": true, "--data-dir": true, "--server": true, "--token": true, "--ca-file": true}
 	var moved, kept []string
 	j := i + 1
 	for ; j < len(args); j++ {
@@ -932,7 +923,8 @@ func composeArgs(args []string) []string {
 			j++
 			continue
 		}
-		if global[a] && j+1 < len(args) {
+		// berth's global flags, and their values, stay where they are.
+		if global, value := rootFlag(root, a); global && value && j+1 < len(args) {
 			kept = append(kept, a, args[j+1])
 			j++
 			continue

@@ -16,6 +16,7 @@ import (
 
 	"github.com/berth-dev/berth/api"
 	"github.com/berth-dev/berth/api/client"
+	"github.com/berth-dev/berth/internal/runtime"
 )
 
 func newCpCmd(g *globals) *cobra.Command {
@@ -156,8 +157,7 @@ func copyIn(ctx context.Context, c *client.Client, ns, name, src, dst string) er
 	if err != nil {
 		return err
 	}
-	fi, err := os.Stat(src)
-	if err != nil {
+	if _, err := os.Stat(src); err != nil {
 		return fmt.Errorf("cp: %w", err)
 	}
 	// Into dst when it is a directory there; else as dst.
@@ -172,7 +172,7 @@ func copyIn(ctx context.Context, c *client.Client, ns, name, src, dst string) er
 		}
 	}
 	pr, pw := io.Pipe()
-	go func() { pw.CloseWithError(writeTar(pw, src, as, fi)) }()
+	go func() { pw.CloseWithError(writeTar(pw, src, as)) }()
 	err = c.CopyTo(ctx, ns, name, dir, pr)
 	pr.Close()
 	return err
@@ -180,56 +180,9 @@ func copyIn(ctx context.Context, c *client.Client, ns, name, src, dst string) er
 
 // writeTar writes src (a file or a directory tree) as a tar whose top
 // entry is named as.
-func writeTar(w io.Writer, src, as string, top fs.FileInfo) error {
+func writeTar(w io.Writer, src, as string) error {
 	tw := tar.NewWriter(w)
-	walk := func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		fi, err := d.Info()
-		if err != nil {
-			return err
-		}
-		rel, err := filepath.Rel(src, p)
-		if err != nil {
-			return err
-		}
-		var link string
-		if fi.Mode()&fs.ModeSymlink != 0 {
-			if link, err = os.Readlink(p); err != nil {
-				return err
-			}
-		}
-		h, err := tar.FileInfoHeader(fi, link)
-		if err != nil {
-			return err
-		}
-		h.Name = path.Join(as, filepath.ToSlash(rel))
-		if fi.IsDir() {
-			h.Name += "/"
-		}
-		h.Uname, h.Gname = "", ""
-		if err := tw.WriteHeader(h); err != nil {
-			return err
-		}
-		if !fi.Mode().IsRegular() {
-			return nil
-		}
-		f, err := os.Open(p)
-		if err != nil {
-			return err
-		}
-		defer f.Close()
-		_, err = io.Copy(tw, f)
-		return err
-	}
-	var err error
-	if top.IsDir() {
-		err = filepath.WalkDir(src, walk)
-	} else {
-		err = walk(src, fs.FileInfoToDirEntry(top), nil)
-	}
-	if err != nil {
+	if _, err := runtime.WriteTree(tw, src, as, runtime.TreeOptions{}); err != nil {
 		return fmt.Errorf("cp: %w", err)
 	}
 	return tw.Close()

@@ -15,18 +15,16 @@ import (
 	"github.com/berth-dev/berth/internal/apiserver"
 	"github.com/berth-dev/berth/internal/controller"
 	"github.com/berth-dev/berth/internal/store"
+	"github.com/berth-dev/berth/internal/testing/unixapi"
 )
 
 // serveCluster runs an API server and the controller on a fresh data dir,
 // with ready nodes named as given.
 func serveCluster(t *testing.T, nodes ...string) (*globals, *store.Store) {
 	t.Helper()
-	dir := t.TempDir()
+	srv := unixapi.Serve(t, apiserver.Config{})
+	st := srv.Store
 	ctx, cancel := context.WithCancel(context.Background())
-	st, err := store.Open(ctx, store.Config{DataDir: dir})
-	if err != nil {
-		t.Fatal(err)
-	}
 	for _, name := range nodes {
 		n := &api.Node{Metadata: api.Metadata{Name: name}, Spec: api.NodeSpec{
 			Capacity: api.NodeCapacity{MilliCPU: 4000, Memory: 8 << 30, Pids: 10000}}}
@@ -41,21 +39,14 @@ func serveCluster(t *testing.T, nodes ...string) (*globals, *store.Store) {
 			t.Fatal(err)
 		}
 	}
-	l, err := apiserver.ListenUnix(api.SocketPath(dir))
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 2)
-	go func() { done <- apiserver.New(apiserver.Config{Store: st}).Serve(ctx, l, apiserver.UnixRootOnly) }()
+	done := make(chan error, 1)
 	m := controller.NewManager(st, controller.Options{Logger: slog.New(slog.DiscardHandler), Resync: 50 * time.Millisecond})
 	go func() { done <- m.Run(ctx) }()
 	t.Cleanup(func() {
 		cancel()
 		<-done
-		<-done
-		st.Close()
 	})
-	return &globals{dataDir: dir}, st
+	return &globals{dataDir: srv.Dir}, st
 }
 
 func runNode(t *testing.T, g *globals, args ...string) (string, error) {

@@ -33,7 +33,7 @@ func Run(ctx context.Context, args []string) int {
 	addCommands(root, g, args)
 	root.InitDefaultCompletionCmd(args...) // here, not in Execute: its group must refuse unknown shells too
 	refuseUnknownSubcommands(root)
-	root.SetArgs(composeArgs(args))
+	root.SetArgs(composeArgs(root, args))
 	err := root.ExecuteContext(ctx)
 	if err == nil {
 		return 0
@@ -136,34 +136,56 @@ func addCommands(root *cobra.Command, g *globals, args []string) {
 // commandOf finds the constructor of the command args name, skipping
 // root's own flags and their values; nil when args start otherwise.
 func commandOf(root *cobra.Command, args []string) func(*globals) *cobra.Command {
-	for i := 0; i < len(args); i++ {
-		a := args[i]
-		if !strings.HasPrefix(a, "-") {
-			for _, c := range topCommands {
-				if slices.Contains(c.names, a) {
-					return c.build
-				}
-			}
-			return nil
-		}
-		name, _, inline := strings.Cut(strings.TrimLeft(a, "-"), "=")
-		var f *pflag.Flag
-		switch {
-		case strings.HasPrefix(a, "--"):
-			f = root.PersistentFlags().Lookup(name)
-		case len(name) >= 1:
-			// -n NS, -nNS or -n=NS
-			f = root.PersistentFlags().ShorthandLookup(name[:1])
-			inline = inline || len(name) > 1
-		}
-		if f == nil {
-			return nil // --help, --, or a flag only a command knows
-		}
-		if f.NoOptDefVal == "" && !inline {
-			i++ // its value
+	i := commandAt(root, args)
+	if i < 0 {
+		return nil
+	}
+	for _, c := range topCommands {
+		if slices.Contains(c.names, args[i]) {
+			return c.build
 		}
 	}
 	return nil
+}
+
+// commandAt is the index of the first argument past root's own flags and
+// their values; -1 when args hold none or another flag comes first
+// (--help, --, or a flag only a command knows).
+func commandAt(root *cobra.Command, args []string) int {
+	for i := 0; i < len(args); i++ {
+		if !strings.HasPrefix(args[i], "-") {
+			return i
+		}
+		global, value := rootFlag(root, args[i])
+		if !global {
+			return -1
+		}
+		if value {
+			i++
+		}
+	}
+	return -1
+}
+
+// rootFlag reports whether a is one of root's own flags (--name,
+// --name=v, -n, -nv or -n=v), and whether the argument after it is its
+// value. Root's flag set is the one list of them, so that a global flag
+// added there is skipped rightly wherever arguments are read ahead of
+// cobra.
+func rootFlag(root *cobra.Command, a string) (global, value bool) {
+	name, _, inline := strings.Cut(strings.TrimLeft(a, "-"), "=")
+	var f *pflag.Flag
+	switch {
+	case strings.HasPrefix(a, "--"):
+		f = root.PersistentFlags().Lookup(name)
+	case strings.HasPrefix(a, "-") && len(name) >= 1:
+		f = root.PersistentFlags().ShorthandLookup(name[:1])
+		inline = inline || len(name) > 1
+	}
+	if f == nil {
+		return false, false
+	}
+	return true, f.NoOptDefVal == "" && !inline
 }
 
 // refuseUnknownSubcommands makes every command group (image, container,

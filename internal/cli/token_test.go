@@ -2,39 +2,21 @@ package cli
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/berth-dev/berth/api"
 	"github.com/berth-dev/berth/api/client"
 	"github.com/berth-dev/berth/internal/apiserver"
 	"github.com/berth-dev/berth/internal/store"
+	"github.com/berth-dev/berth/internal/testing/unixapi"
 )
 
 // serveAPI runs an API server on the socket of a fresh data dir.
 func serveAPI(t *testing.T) *globals {
 	t.Helper()
-	dir := t.TempDir()
-	ctx, cancel := context.WithCancel(context.Background())
-	st, err := store.Open(ctx, store.Config{DataDir: dir})
-	if err != nil {
-		t.Fatal(err)
-	}
-	l, err := apiserver.ListenUnix(api.SocketPath(dir))
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- apiserver.New(apiserver.Config{Store: st}).Serve(ctx, l, apiserver.UnixRootOnly) }()
-	t.Cleanup(func() {
-		cancel()
-		<-done
-		st.Close()
-	})
-	return &globals{dataDir: dir}
+	return &globals{dataDir: unixapi.Serve(t, apiserver.Config{}).Dir}
 }
 
 func runToken(t *testing.T, g *globals, args ...string) (string, error) {

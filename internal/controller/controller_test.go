@@ -58,17 +58,7 @@ func simulateService(t *rapid.T, s ServiceState, steps int, check func(ServiceSt
 			}
 		}
 		res := ComputeService(s)
-		del := map[string]bool{}
-		for _, d := range res.Delete {
-			del[d] = true
-		}
-		var kept []Instance
-		for _, in := range s.Instances {
-			if !del[in.Name] {
-				kept = append(kept, in)
-			}
-		}
-		s.Instances = kept
+		s.Instances = without(s.Instances, res.Delete)
 		for range res.Create {
 			n++
 			s.Instances = append(s.Instances, Instance{Name: fmt.Sprintf("new-%d", n), Phase: api.PhasePending, SpecHash: s.SpecHash, CreatedAt: t0.Add(time.Duration(1000+step) * time.Second)})

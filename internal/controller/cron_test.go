@@ -152,17 +152,16 @@ func TestCronPassAfterOutage(t *testing.T) {
 // at the cron job's creation: a run whose job the rules in force refuse
 // (here a hostPath outside the allowed ones, allowed when the cron job
 // was made) is not started, and the cron job says why, naming the field.
-func TestCronPassAdmitsRuns(t *testing.T) {
-	s := OpenTestStore(t)
+// cronPass stores cj and runs one manager pass, admitting runs through
+// srv, a second into the minute after cj's creation; it returns the jobs
+// there are then.
+func cronPass(t *testing.T, s *store.Store, srv *apiserver.Server, cj *api.CronJob) []*api.Job {
+	t.Helper()
 	ctx := t.Context()
-	cj := &api.CronJob{Metadata: api.Metadata{Name: "tick"}, Spec: api.CronJobSpec{Schedule: "* * * * *",
-		Job: api.JobSpec{Completions: 1, Template: api.Template{Image: "demo/busybox:1",
-			Volumes: []api.VolumeMount{{HostPath: "/etc", Path: "/host"}}}}}}
 	api.Default(cj)
 	if err := s.Create(ctx, cj); err != nil {
 		t.Fatal(err)
 	}
-	srv := apiserver.New(apiserver.Config{Store: s, Logger: slog.New(slog.DiscardHandler), AllowedHostPaths: []string{"/srv"}})
 	now := cj.Metadata.CreatedAt.Truncate(time.Minute).Add(time.Minute + time.Second)
 	m := NewManager(s, Options{Logger: slog.New(slog.DiscardHandler), Network: DefaultNetwork, Clock: func() time.Time { return now },
 		Admit: srv.Admit})
@@ -173,6 +172,17 @@ func TestCronPassAdmitsRuns(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return jobs
+}
+
+func TestCronPassAdmitsRuns(t *testing.T) {
+	s := OpenTestStore(t)
+	ctx := t.Context()
+	cj := &api.CronJob{Metadata: api.Metadata{Name: "tick"}, Spec: api.CronJobSpec{Schedule: "* * * * *",
+		Job: api.JobSpec{Completions: 1, Template: api.Template{Image: "demo/busybox:1",
+			Volumes: []api.VolumeMount{{HostPath: "/etc", Path: "/host"}}}}}}
+	srv := apiserver.New(apiserver.Config{Store: s, Logger: slog.New(slog.DiscardHandler), AllowedHostPaths: []string{"/srv"}})
+	jobs := cronPass(t, s, srv, cj)
 	if len(jobs) != 0 {
 		t.Fatalf("%d jobs started, want none", len(jobs))
 	}
@@ -216,22 +226,9 @@ func TestCronPassPinsRunImages(t *testing.T) {
 	cj := &api.CronJob{Metadata: api.Metadata{Name: "tick"}, Spec: api.CronJobSpec{Schedule: "* * * * *",
 		Job: api.JobSpec{Completions: 1, Template: api.Template{Image: "demo/app:1", Command: []string{"true"},
 			Containers: []api.Container{{Name: "log", Sidecar: true, Image: "demo/side:1", Command: []string{"sleep", "1d"}}}}}}}
-	api.Default(cj)
-	if err := s.Create(ctx, cj); err != nil {
-		t.Fatal(err)
-	}
 	srv := apiserver.New(apiserver.Config{Store: s, Logger: slog.New(slog.DiscardHandler)})
 	srv.Mount("/v2/", registry.New(imgs, registry.Options{Authorize: apiserver.AuthorizeImages}))
-	now := cj.Metadata.CreatedAt.Truncate(time.Minute).Add(time.Minute + time.Second)
-	m := NewManager(s, Options{Logger: slog.New(slog.DiscardHandler), Network: DefaultNetwork, Clock: func() time.Time { return now },
-		Admit: srv.Admit})
-	if err := m.Pass(ctx); err != nil {
-		t.Fatal(err)
-	}
-	jobs, _, err := store.List[api.Job](ctx, s, "")
-	if err != nil {
-		t.Fatal(err)
-	}
+	jobs := cronPass(t, s, srv, cj)
 	if len(jobs) != 1 {
 		t.Fatalf("%d jobs started, want 1", len(jobs))
 	}

@@ -40,19 +40,8 @@ func TestQuietManagerBacksOff(t *testing.T) {
 	passes := &passCounter{}
 	runManager(t, h, controller.Options{Logger: slog.New(passes), Resync: 50 * time.Millisecond,
 		IdleResync: time.Hour, StartGrace: -1})
-	svc := &api.Service{Metadata: api.Metadata{Name: "web"}, Spec: api.ServiceSpec{Replicas: 1,
-		Template: api.Template{Image: "demo/busybox:1"}}}
-	if err := h.s.Create(h.ctx, svc); err != nil {
-		t.Fatal(err)
-	}
-	waitFor(t, 5*time.Second, "web's instance bound", func() bool {
-		return h.count(func(in *api.Instance) bool { return in.Spec.Node != "" }) == 1
-	}, func() string { return dump(h.instances()) })
-	h.agent(running)
-	waitFor(t, 5*time.Second, "web's status to count 1 ready", func() bool {
-		s, err := store.Get[api.Service](h.ctx, h.s, "default", "web")
-		return err == nil && s.Status.ReadyReplicas == 1
-	}, nil)
+	h.service("web", 1, api.Placement{})
+	h.settle("web", 1)
 	// Settled. At Resync's pace 3 s would be 60 passes; backing off from
 	// 50 ms (50, 100, 200, 400, 800, 1600 ms) it is a handful.
 	from := passes.n.Load()
@@ -106,11 +95,7 @@ func TestCronRunsOnTimeWhileIdle(t *testing.T) {
 // though no write comes then to start a pass.
 func TestLostGraceEndsWhileIdle(t *testing.T) {
 	h := newHarness(t, "n1", "n2")
-	svc := &api.Service{Metadata: api.Metadata{Name: "web"}, Spec: api.ServiceSpec{Replicas: 2,
-		Template: api.Template{Image: "demo/busybox:1"}, Placement: api.Placement{Spread: []string{"node"}}}}
-	if err := h.s.Create(h.ctx, svc); err != nil {
-		t.Fatal(err)
-	}
+	h.service("web", 2, api.Placement{Spread: []string{"node"}})
 	h.pass()
 	h.agent(running)
 	runManager(t, h, controller.Options{Logger: slog.New(slog.DiscardHandler), Resync: 1500 * time.Millisecond,

@@ -3,6 +3,7 @@ package controller
 import (
 	"fmt"
 	"reflect"
+	"slices"
 	"testing"
 	"time"
 
@@ -19,22 +20,24 @@ func old(name string, ready bool) Instance {
 
 // With maxSurge 0 and maxUnavailable 1, an old instance goes before each
 // new one comes, and never more than one is missing.
+// without is insts less those named in deleted.
+func without(insts []Instance, deleted []string) []Instance {
+	var kept []Instance
+	for _, in := range insts {
+		if !slices.Contains(deleted, in.Name) {
+			kept = append(kept, in)
+		}
+	}
+	return kept
+}
+
 func TestRollingUpdateMaxUnavailable(t *testing.T) {
 	s := ServiceState{Replicas: 3, SpecHash: "v2", MaxUnavailable: 1,
 		Instances: []Instance{old("a", true), old("b", true), old("c", true)}}
 	n := 0
 	for step := range 20 {
 		res := ComputeService(s)
-		del := map[string]bool{}
-		for _, d := range res.Delete {
-			del[d] = true
-		}
-		var kept []Instance
-		for _, in := range s.Instances {
-			if !del[in.Name] {
-				kept = append(kept, in)
-			}
-		}
+		kept := without(s.Instances, res.Delete)
 		if step == 0 && (res.Create != 0 || len(res.Delete) != 1) {
 			t.Fatalf("first step: create %d delete %v, want an old one to go first", res.Create, res.Delete)
 		}

@@ -191,7 +191,7 @@ func (m *Manager) nextWait(failed bool, idle time.Duration) (wait, nextIdle time
 			wait = min(wait, until)
 		}
 	}
-	return wait, min(2*idle, m.opt.IdleResync)
+	return wait, NextIdle(idle, m.opt.IdleResync)
 }
 
 // dueAt asks for a pass by t at the latest though nothing watched changes.

@@ -71,6 +71,29 @@ func (h *harness) heartbeat(node string) {
 	}
 }
 
+// service creates service name of replicas busybox instances placed as
+// p says.
+func (h *harness) service(name string, replicas int, p api.Placement) {
+	h.t.Helper()
+	svc := &api.Service{Metadata: api.Metadata{Name: name}, Spec: api.ServiceSpec{Replicas: replicas,
+		Template: api.Template{Image: "demo/busybox:1"}, Placement: p}}
+	if err := h.s.Create(h.ctx, svc); err != nil {
+		h.t.Fatal(err)
+	}
+}
+
+// outlive stops lost's heartbeat and lets 24 s pass, alive heartbeating
+// and the manager passing every 4 s.
+func (h *harness) outlive(lost, alive string) {
+	h.t.Helper()
+	h.stopHeartbeat(lost)
+	for range 6 {
+		h.clk.add(4 * time.Second)
+		h.heartbeat(alive)
+		h.pass()
+	}
+}
+
 // stopHeartbeat ends a node's lease, as its agent dying would after the TTL.
 func (h *harness) stopHeartbeat(node string) {
 	h.t.Helper()
@@ -296,20 +319,11 @@ func TestJobFailsAfterBackoffLimit(t *testing.T) {
 
 func TestLostNodeInstancesAreReplaced(t *testing.T) {
 	h := newHarness(t, "n1", "n2")
-	svc := &api.Service{Metadata: api.Metadata{Name: "web"}, Spec: api.ServiceSpec{Replicas: 2,
-		Template: api.Template{Image: "demo/busybox:1"}, Placement: api.Placement{AntiAffinity: true}}}
-	if err := h.s.Create(h.ctx, svc); err != nil {
-		t.Fatal(err)
-	}
+	h.service("web", 2, api.Placement{AntiAffinity: true})
 	h.pass()
 	h.agent(running)
 	// n2 stops heartbeating; n1 keeps on.
-	h.stopHeartbeat("n2")
-	for range 6 {
-		h.clk.add(4 * time.Second)
-		h.heartbeat("n1")
-		h.pass()
-	}
+	h.outlive("n2", "n1")
 	n2, _ := store.Get[api.Node](h.ctx, h.s, "", "n2")
 	if n2.Status.Condition != api.NodeNotReady {
 		t.Fatalf("n2 is %s after 24s without heartbeat", n2.Status.Condition)
@@ -386,12 +400,7 @@ func TestLostIsPerNamespace(t *testing.T) {
 	}
 	h.pass()
 	h.agent(running)
-	h.stopHeartbeat("n2")
-	for range 6 {
-		h.clk.add(4 * time.Second)
-		h.heartbeat("n1")
-		h.pass()
-	}
+	h.outlive("n2", "n1")
 	for _, in := range h.instances() {
 		lost := in.Status.Phase == api.PhaseLost
 		if want := in.Spec.Node == "n2"; lost != want {
@@ -426,6 +435,21 @@ func waitFor(t *testing.T, d time.Duration, what string, cond func() bool, state
 	}
 }
 
+// settle waits, with a manager running, until service name has replicas
+// instances bound, plays the agents running them and waits until the
+// pass that saw them running wrote the service's status.
+func (h *harness) settle(name string, replicas int) {
+	h.t.Helper()
+	waitFor(h.t, 5*time.Second, fmt.Sprintf("%d instances of %s bound", replicas, name), func() bool {
+		return h.count(func(in *api.Instance) bool { return in.Spec.Owner.Name == name && in.Spec.Node != "" }) == replicas
+	}, func() string { return dump(h.instances()) })
+	h.agent(running)
+	waitFor(h.t, 5*time.Second, fmt.Sprintf("%s's status to count %d ready", name, replicas), func() bool {
+		s, err := store.Get[api.Service](h.ctx, h.s, "default", name)
+		return err == nil && s.Status.ReadyReplicas == replicas
+	}, nil)
+}
+
 // A lapsed heartbeat lease is the whole wait: the running manager hears
 // of it through the lease's key (not its resync) and marks the node
 // NotReady, its instances Lost and their replacements bound elsewhere
@@ -433,20 +457,8 @@ func waitFor(t *testing.T, d time.Duration, what string, cond func() bool, state
 func TestLapsedLeaseReplacesAtOnce(t *testing.T) {
 	h := newHarness(t, "n1", "n2")
 	runManager(t, h, controller.Options{Logger: slog.New(slog.DiscardHandler), Resync: time.Hour, StartGrace: -1})
-	svc := &api.Service{Metadata: api.Metadata{Name: "web"}, Spec: api.ServiceSpec{Replicas: 2,
-		Template: api.Template{Image: "demo/busybox:1"}, Placement: api.Placement{Spread: []string{"node"}}}}
-	if err := h.s.Create(h.ctx, svc); err != nil {
-		t.Fatal(err)
-	}
-	waitFor(t, 5*time.Second, "2 instances bound", func() bool {
-		return h.count(func(in *api.Instance) bool { return in.Spec.Node != "" }) == 2
-	}, func() string { return dump(h.instances()) })
-	h.agent(running)
-	// Settled: the pass that saw both running wrote the service's status.
-	waitFor(t, 5*time.Second, "web's status to count 2 ready", func() bool {
-		s, err := store.Get[api.Service](h.ctx, h.s, "default", "web")
-		return err == nil && s.Status.ReadyReplicas == 2
-	}, nil)
+	h.service("web", 2, api.Placement{Spread: []string{"node"}})
+	h.settle("web", 2)
 	if n := h.count(func(in *api.Instance) bool { return in.Spec.Node == "n2" }); n != 1 {
 		t.Fatalf("%d instances on n2 before it goes, want 1", n)
 	}
@@ -470,11 +482,7 @@ func TestLapsedLeaseReplacesAtOnce(t *testing.T) {
 // leaves its instances alone until the nodes had a TTL to reach it.
 func TestStartGraceKeepsInstances(t *testing.T) {
 	h := newHarness(t, "n1", "n2")
-	svc := &api.Service{Metadata: api.Metadata{Name: "web"}, Spec: api.ServiceSpec{Replicas: 2,
-		Template: api.Template{Image: "demo/busybox:1"}, Placement: api.Placement{Spread: []string{"node"}}}}
-	if err := h.s.Create(h.ctx, svc); err != nil {
-		t.Fatal(err)
-	}
+	h.service("web", 2, api.Placement{Spread: []string{"node"}})
 	h.pass()
 	h.agent(running)
 	h.stopHeartbeat("n2")
@@ -485,11 +493,7 @@ func TestStartGraceKeepsInstances(t *testing.T) {
 	}, nil)
 	// A pass after that one must not mark it Lost either: a service made
 	// now and bound shows that passes went on.
-	other := &api.Service{Metadata: api.Metadata{Name: "later"}, Spec: api.ServiceSpec{Replicas: 1,
-		Template: api.Template{Image: "demo/busybox:1"}}}
-	if err := h.s.Create(h.ctx, other); err != nil {
-		t.Fatal(err)
-	}
+	h.service("later", 1, api.Placement{})
 	waitFor(t, 5*time.Second, "a later service's instance bound", func() bool {
 		return h.count(func(in *api.Instance) bool { return in.Spec.Owner.Name == "later" && in.Spec.Node != "" }) == 1
 	}, nil)
@@ -510,11 +514,7 @@ func dump(insts []*api.Instance) string {
 // write makes each, already bound and in its node's assignments.
 func TestNewInstancesAreStoredBound(t *testing.T) {
 	h := newHarness(t, "n1")
-	svc := &api.Service{Metadata: api.Metadata{Name: "web"}, Spec: api.ServiceSpec{Replicas: 2,
-		Template: api.Template{Image: "demo/busybox:1"}}}
-	if err := h.s.Create(h.ctx, svc); err != nil {
-		t.Fatal(err)
-	}
+	h.service("web", 2, api.Placement{})
 	before, err := h.s.Revision(h.ctx)
 	if err != nil {
 		t.Fatal(err)

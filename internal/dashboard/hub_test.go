@@ -11,11 +11,10 @@ import (
 	dto "github.com/prometheus/client_model/go"
 
 	"github.com/berth-dev/berth/api"
-	"github.com/berth-dev/berth/api/client"
 	"github.com/berth-dev/berth/internal/apiserver"
 	"github.com/berth-dev/berth/internal/metrics"
-	"github.com/berth-dev/berth/internal/store"
 	"github.com/berth-dev/berth/internal/testing/testenv"
+	"github.com/berth-dev/berth/internal/testing/unixapi"
 )
 
 // The hub watches the cluster only while a page is open, and a little
@@ -24,26 +23,9 @@ import (
 // everything, and then the changes.
 func TestHubFollowsOnlyWhilePagesAreOpen(t *testing.T) {
 	testenv.RequireRoot(t) // the API's unix socket is root's
-	dir := t.TempDir()
+	c := unixapi.Serve(t, apiserver.Config{WatchHeartbeat: 100 * time.Millisecond}).Client
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	st, err := store.Open(ctx, store.Config{DataDir: dir})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
-	srv := apiserver.New(apiserver.Config{Store: st, WatchHeartbeat: 100 * time.Millisecond})
-	l, err := apiserver.ListenUnix(api.SocketPath(dir))
-	if err != nil {
-		t.Fatal(err)
-	}
-	served := make(chan error, 1)
-	go func() { served <- srv.Serve(ctx, l, apiserver.UnixRootOnly) }()
-	defer func() { cancel(); <-served }()
-	c, err := client.New("unix://" + api.SocketPath(dir))
-	if err != nil {
-		t.Fatal(err)
-	}
 	svc := func(name string) *api.Service {
 		return &api.Service{Metadata: api.Metadata{Namespace: "default", Name: name},
 			Spec: api.ServiceSpec{Template: api.Template{Image: "demo/busybox:1"}}}

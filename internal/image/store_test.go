@@ -137,6 +137,20 @@ func openStore(t *testing.T) *Store {
 	return s
 }
 
+// buildTiny builds, in s, an image of one small file as opts say.
+func buildTiny(t *testing.T, s *Store, opts BuildOptions) Image {
+	t.Helper()
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "f"), []byte("x"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	img, err := s.Build(context.Background(), dir, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return img
+}
+
 func readLayered(t *testing.T, snap Snapshot, name string) string {
 	t.Helper()
 	for _, d := range snap.LowerDirs { // top first
@@ -246,14 +260,7 @@ func TestImportFormats(t *testing.T) {
 func TestResolve(t *testing.T) {
 	ctx := context.Background()
 	s := openStore(t)
-	dir := t.TempDir()
-	if err := os.WriteFile(filepath.Join(dir, "f"), []byte("x"), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	img, err := s.Build(ctx, dir, BuildOptions{Tag: "app"})
-	if err != nil {
-		t.Fatal(err)
-	}
+	img := buildTiny(t, s, BuildOptions{Tag: "app"})
 	if img.Name != "app:latest" {
 		t.Errorf("name %q", img.Name)
 	}
@@ -407,14 +414,7 @@ func TestRemoveInUse(t *testing.T) {
 	testenv.RequireRoot(t)
 	ctx := context.Background()
 	s := openStore(t)
-	dir := t.TempDir()
-	if err := os.WriteFile(filepath.Join(dir, "f"), []byte("x"), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	img, err := s.Build(ctx, dir, BuildOptions{Tag: "app:1"})
-	if err != nil {
-		t.Fatal(err)
-	}
+	img := buildTiny(t, s, BuildOptions{Tag: "app:1"})
 	snap, err := s.Prepare(ctx, "app:1", "web-1")
 	if err != nil {
 		t.Fatal(err)
@@ -432,8 +432,8 @@ func TestRemoveInUse(t *testing.T) {
 		t.Fatalf("refused Remove still removed the image: %v", err)
 	}
 	// A second name can go: the image stays.
-	if _, err := s.Build(ctx, dir, BuildOptions{Tag: "app:2"}); err != nil {
-		t.Fatal(err)
+	if again := buildTiny(t, s, BuildOptions{Tag: "app:2"}); again.Digest != img.Digest {
+		t.Fatalf("the same file built again is %s, want %s", again.Digest, img.Digest)
 	}
 	if err := s.Remove(ctx, "app:2", false); err != nil {
 		t.Fatalf("untag while another name remains: %v", err)

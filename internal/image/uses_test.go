@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -19,13 +18,7 @@ func TestTornUseRecord(t *testing.T) {
 	testenv.RequireRoot(t)
 	ctx := context.Background()
 	s := openStore(t)
-	dir := t.TempDir()
-	if err := os.WriteFile(filepath.Join(dir, "f"), []byte("x"), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := s.Build(ctx, dir, BuildOptions{Tag: "app:1"}); err != nil {
-		t.Fatal(err)
-	}
+	buildTiny(t, s, BuildOptions{Tag: "app:1"})
 	if _, err := s.Prepare(ctx, "app:1", "live"); err != nil {
 		t.Fatal(err)
 	}
@@ -58,13 +51,7 @@ func TestLoadCacheCopies(t *testing.T) {
 	testenv.RequireRoot(t)
 	ctx := context.Background()
 	s := openStore(t)
-	dir := t.TempDir()
-	if err := os.WriteFile(filepath.Join(dir, "f"), []byte("x"), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := s.Build(ctx, dir, BuildOptions{Tag: "app:1", Cmd: []string{"sh"}, Env: []string{"A=1"}, Labels: map[string]string{"k": "v"}}); err != nil {
-		t.Fatal(err)
-	}
+	buildTiny(t, s, BuildOptions{Tag: "app:1", Cmd: []string{"sh"}, Env: []string{"A=1"}, Labels: map[string]string{"k": "v"}})
 	img, err := s.Resolve(ctx, "app:1")
 	if err != nil {
 		t.Fatal(err)

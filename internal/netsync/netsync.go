@@ -381,7 +381,9 @@ func (p *Plane) program(ctx context.Context, st *state, key string) error {
 	if err := p.svcs.Upsert(ctx, svc); err != nil {
 		// One service the kernel refuses must not stop the others.
 		p.log.Warn("program service", "service", key, "err", err)
+		return nil
 	}
+	p.log.Debug("service programmed", "service", key, "instances", svc.Instances)
 	return nil
 }
 

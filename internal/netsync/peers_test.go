@@ -14,6 +14,7 @@ import (
 	"github.com/berth-dev/berth/internal/apiserver"
 	"github.com/berth-dev/berth/internal/network"
 	"github.com/berth-dev/berth/internal/store"
+	"github.com/berth-dev/berth/internal/testing/unixapi"
 )
 
 func node(name, addr, subnet string) *api.Node {
@@ -66,28 +67,8 @@ func TestPeersOf(t *testing.T) {
 // serveAPI runs an API server on a fresh store and returns a client.
 func serveAPI(t *testing.T) (*store.Store, *client.Client) {
 	t.Helper()
-	dir := t.TempDir()
-	ctx, cancel := context.WithCancel(context.Background())
-	st, err := store.Open(ctx, store.Config{DataDir: dir})
-	if err != nil {
-		t.Fatal(err)
-	}
-	l, err := apiserver.ListenUnix(api.SocketPath(dir))
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- apiserver.New(apiserver.Config{Store: st}).Serve(ctx, l, apiserver.UnixRootOnly) }()
-	t.Cleanup(func() {
-		cancel()
-		<-done
-		st.Close()
-	})
-	c, err := client.New("unix://" + api.SocketPath(dir))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return st, c
+	srv := unixapi.Serve(t, apiserver.Config{})
+	return srv.Store, srv.Client
 }
 
 func TestPeerFollowerFollowsNodes(t *testing.T) {

@@ -424,7 +424,7 @@ func TestServiceDataPlane(t *testing.T) {
 	})
 
 	t.Run("restart resyncs to an identical ruleset", func(t *testing.T) {
-		before := nftList(t, host, "berth-svc-7")
+		before := netnstest.NftTable(t, host, "berth-svc-7")
 		p2, err := vip.New(ctx, vip.Config{Table: "berth-svc-7", NetNS: host, LocalSubnet: node.cfg.Subnet})
 		if err != nil {
 			t.Fatal(err)
@@ -433,7 +433,7 @@ func TestServiceDataPlane(t *testing.T) {
 		if err := p2.Sync(ctx, []vip.Service{web}); err != nil {
 			t.Fatal(err)
 		}
-		if after := nftList(t, host, "berth-svc-7"); after != before {
+		if after := netnstest.NftTable(t, host, "berth-svc-7"); after != before {
 			t.Fatalf("ruleset changed:\n%s\nvs\n%s", before, after)
 		}
 		n2 := newTestNode(t, host, state, 7)
@@ -508,15 +508,6 @@ func ids(as []Attachment) []string {
 		out = append(out, a.ID)
 	}
 	return out
-}
-
-func nftList(t *testing.T, ns, table string) string {
-	t.Helper()
-	out, err := exec.Command("nsenter", "--net="+ns, "nft", "list", "table", "ip", table).CombinedOutput()
-	if err != nil {
-		t.Fatalf("nft list table %s: %v\n%s", table, err, out)
-	}
-	return string(out)
 }
 
 // outsideNS links a new namespace to host over a veth: host 192.168.77.1,

@@ -18,18 +18,23 @@ import (
 	"github.com/berth-dev/berth/internal/registry"
 )
 
-// TestCLIPush runs `berth image push` against a registry on a unix socket,
-// as the server's socket will serve it.
-func TestCLIPush(t *testing.T) {
-	ctx := context.Background()
-	dataDir := t.TempDir()
+// pushSetup makes a data dir whose image store holds busybox (built), and
+// an empty store for the registry to push to.
+func pushSetup(t *testing.T) (dataDir string, built image.Image, srvStore *image.Store) {
+	t.Helper()
+	dataDir = t.TempDir()
 	local, err := image.Open(filepath.Join(dataDir, "images"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	built := imagetest.BusyboxImage(t, local)
+	return dataDir, imagetest.BusyboxImage(t, local), openStore(t)
+}
 
-	srvStore := openStore(t)
+// TestCLIPush runs `berth image push` against a registry on a unix socket,
+// as the server's socket will serve it.
+func TestCLIPush(t *testing.T) {
+	ctx := context.Background()
+	dataDir, built, srvStore := pushSetup(t)
 	sock := filepath.Join(t.TempDir(), "berth.sock")
 	l, err := net.Listen("unix", sock)
 	if err != nil {
@@ -61,13 +66,7 @@ func TestCLIPush(t *testing.T) {
 // TestCLIPushTLS pushes over https with the API's token and CA flags.
 func TestCLIPushTLS(t *testing.T) {
 	ctx := context.Background()
-	dataDir := t.TempDir()
-	local, err := image.Open(filepath.Join(dataDir, "images"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	built := imagetest.BusyboxImage(t, local)
-	srvStore := openStore(t)
+	dataDir, built, srvStore := pushSetup(t)
 	authorize := func(r *http.Request, push bool) error {
 		if r.Header.Get("Authorization") != "Bearer s3cret" {
 			return errdefs.ErrUnauthorized

@@ -71,15 +71,9 @@ func (h *Handler) checkPrivate(ctx context.Context, pinned string, auth *api.Reg
 		return fmt.Errorf("image %q is private, and no registry is reached from here to check credentials: %w", pinned, errdefs.ErrForbidden)
 	}
 	opts := up.WithAuth(auth)
-	if opts.Config == nil {
-		opts.Config = &Config{}
-	}
-	if opts.Keychain == nil {
-		opts.Keychain = opts.Config.Keychain()
-	}
+	opts = opts.withDefaults()
 	host := r.Context().RegistryStr()
-	rc := opts.Config.Registry(host)
-	ep := endpoint{host: host, insecure: opts.Insecure || rc.Insecure, caFile: rc.CA, caPEM: rc.CAPEM}
+	ep := opts.registryEndpoint(host)
 	u, err := dial(ctx, r, ep, opts, transport.PullScope)
 	if err == nil {
 		_, err = remote.Head(r, u.opts...)

@@ -153,11 +153,7 @@ func Pull(ctx context.Context, store *image.Store, base, ref string, opts PullOp
 		if err != nil {
 			return image.Image{}, fmt.Errorf("pull %s from %s: index %s: %w: %w", r, base, digest, err, errdefs.ErrInvalidArgument)
 		}
-		want := image.NodePlatform()
-		if opts.Platform != nil {
-			want = *opts.Platform
-		}
-		child, err := image.ChoosePlatform(idx, want)
+		child, err := choosePlatform(idx, opts.Platform)
 		if err != nil {
 			return image.Image{}, fmt.Errorf("pull %s from %s: index %s: %w", r, base, digest, err)
 		}
@@ -177,15 +173,10 @@ func Pull(ctx context.Context, store *image.Store, base, ref string, opts PullOp
 	if err != nil {
 		return image.Image{}, fmt.Errorf("pull %s from %s: manifest %s: %w: %w", r, base, digest, err, errdefs.ErrInvalidArgument)
 	}
-	p := &pull{ref: r.String(), store: store, puller: reg.puller, repo: repo, report: opts.Progress}
-	img, err := p.run(ctx, m, raw, mt, localName, opts.Parallel)
+	p := &pull{staging: staging{ref: r.String(), store: store, report: opts.Progress}, puller: reg.puller, repo: repo}
+	img, err := p.commit(ctx, func(ctx context.Context) error { return p.fetchAll(ctx, m, opts.Parallel) }, raw, mt, localName)
 	if err != nil {
-		// What this pull staged would only wait for PruneStaging.
-		var errs []error
-		for _, h := range p.staged {
-			errs = append(errs, store.Unstage(h))
-		}
-		return image.Image{}, errors.Join(fmt.Errorf("pull %s from %s: %w", r, base, classify(err)), errors.Join(errs...))
+		return image.Image{}, errors.Join(fmt.Errorf("pull %s from %s: %w", r, base, classify(err)), p.unstage())
 	}
 	if rawIndex != nil {
 		if _, err := store.PutIndex(rawIndex); err != nil {
@@ -205,71 +196,129 @@ func isIndex(store *image.Store, d string) bool {
 	return err == nil
 }
 
-func (p *pull) run(ctx context.Context, m *v1.Manifest, raw []byte, mt types.MediaType, localName string, parallel int) (image.Image, error) {
-	// A blob committed for another image can vanish with that image between
-	// the fetch and the commit; a second round fetches it again.
+// choosePlatform picks the image of idx for platform, this node's when
+// platform is nil.
+func choosePlatform(idx *v1.IndexManifest, platform *v1.Platform) (v1.Descriptor, error) {
+	want := image.NodePlatform()
+	if platform != nil {
+		want = *platform
+	}
+	return image.ChoosePlatform(idx, want)
+}
+
+// staging is what the fetches of one pull share: the blobs they staged,
+// which a failed pull removes, and the progress reports.
+type staging struct {
+	ref    string
+	store  *image.Store
+	mu     sync.Mutex // serializes report calls; guards staged
+	report func(Progress)
+	staged []v1.Hash // blobs this pull fetched
+}
+
+func (s *staging) progress(pr Progress) {
+	if s.report == nil {
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	pr.Image = s.ref
+	s.report(pr)
+}
+
+// commit runs fetchAll and commits the manifest. A blob committed for
+// another image can vanish with that image between the fetch and the
+// commit; a second round fetches it again.
+func (s *staging) commit(ctx context.Context, fetchAll func(context.Context) error, raw []byte, mt types.MediaType, localName string) (image.Image, error) {
 	for attempt := 0; ; attempt++ {
-		if err := p.fetchAll(ctx, m, parallel); err != nil {
+		if err := fetchAll(ctx); err != nil {
 			return image.Image{}, err
 		}
-		img, err := p.store.CommitManifest(ctx, raw, mt, localName)
+		img, err := s.store.CommitManifest(ctx, raw, mt, localName)
 		if err == nil || attempt > 0 || !errors.Is(err, errdefs.ErrNotFound) {
 			return img, err
 		}
 	}
 }
 
-type pull struct {
-	ref    string
-	store  *image.Store
-	puller *remote.Puller
-	repo   name.Repository
-	mu     sync.Mutex // serializes report calls; guards staged
-	report func(Progress)
-	staged []v1.Hash // blobs this pull fetched
+// unstage removes what a failed pull staged, which would otherwise only
+// wait for PruneStaging.
+func (s *staging) unstage() error {
+	var errs []error
+	for _, h := range s.staged {
+		errs = append(errs, s.store.Unstage(h))
+	}
+	return errors.Join(errs...)
 }
 
-func (p *pull) progress(pr Progress) {
-	if p.report == nil {
-		return
-	}
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	pr.Image = p.ref
-	p.report(pr)
+// blobFetch follows the fetch of one blob of a pull; a layer's is
+// reported.
+type blobFetch struct {
+	s     *staging
+	d     v1.Descriptor
+	layer bool
+	step  int64 // bytes between reports
+	last  int64
 }
 
-// fetchAll fetches the config and the layers, parallel at a time.
-func (p *pull) fetchAll(ctx context.Context, m *v1.Manifest, parallel int) error {
-	if parallel <= 0 {
-		parallel = 3
+func (s *staging) startFetch(d v1.Descriptor, layer bool, step int64) *blobFetch {
+	return &blobFetch{s: s, d: d, layer: layer, step: step}
+}
+
+func (f *blobFetch) report(done int64, cached bool) {
+	if f.layer {
+		f.s.progress(Progress{Layer: f.d.Digest.String(), Done: done, Total: f.d.Size, Cached: cached})
 	}
+}
+
+// onBytes hears of the bytes received so far.
+func (f *blobFetch) onBytes(done int64) {
+	if done-f.last >= f.step && done < f.d.Size {
+		f.last = done
+		f.report(done, false)
+	}
+}
+
+// done records the blob as staged by this pull if it was fetched (the
+// store may have had it), and reports it complete.
+func (f *blobFetch) done(fetched bool) {
+	if fetched {
+		f.s.mu.Lock()
+		f.s.staged = append(f.s.staged, f.d.Digest)
+		f.s.mu.Unlock()
+	}
+	f.report(f.d.Size, !fetched)
+}
+
+// fetchLayers runs fetch for every layer, at most limit at once (all at
+// once when limit is 0). The first failure cancels the others and is
+// what it returns, not the cancellations it caused.
+func fetchLayers(ctx context.Context, layers []v1.Descriptor, limit int, fetch func(ctx context.Context, i int, l v1.Descriptor) error) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	if err := p.fetch(ctx, m.Config, false); err != nil {
-		return err
+	var sem chan struct{}
+	if limit > 0 {
+		sem = make(chan struct{}, limit)
 	}
-	sem := make(chan struct{}, parallel)
-	errs := make([]error, len(m.Layers))
+	errs := make([]error, len(layers))
 	var wg sync.WaitGroup
-	for i, l := range m.Layers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			select {
-			case sem <- struct{}{}:
-				defer func() { <-sem }()
-			case <-ctx.Done():
-				errs[i] = ctx.Err()
-				return
+	for i, l := range layers {
+		wg.Go(func() {
+			if sem != nil {
+				select {
+				case sem <- struct{}{}:
+					defer func() { <-sem }()
+				case <-ctx.Done():
+					errs[i] = ctx.Err()
+					return
+				}
 			}
-			if errs[i] = p.fetch(ctx, l, true); errs[i] != nil {
-				cancel() // one failure ends the pull
+			if errs[i] = fetch(ctx, i, l); errs[i] != nil {
+				cancel()
 			}
-		}()
+		})
 	}
 	wg.Wait()
-	// The first failure, not the cancellations it caused.
 	for _, err := range errs {
 		if err != nil && !errors.Is(err, context.Canceled) {
 			return err
@@ -278,38 +327,41 @@ func (p *pull) fetchAll(ctx context.Context, m *v1.Manifest, parallel int) error
 	return errors.Join(errs...)
 }
 
+type pull struct {
+	staging
+	puller *remote.Puller
+	repo   name.Repository
+}
+
+// fetchAll fetches the config and the layers, parallel at a time.
+func (p *pull) fetchAll(ctx context.Context, m *v1.Manifest, parallel int) error {
+	if parallel <= 0 {
+		parallel = 3
+	}
+	if err := p.fetch(ctx, m.Config, false); err != nil {
+		return err
+	}
+	return fetchLayers(ctx, m.Layers, parallel, func(ctx context.Context, _ int, l v1.Descriptor) error {
+		return p.fetch(ctx, l, true)
+	})
+}
+
 // fetch stores blob d unless the store has it; layers are reported.
 func (p *pull) fetch(ctx context.Context, d v1.Descriptor, layer bool) error {
-	report := func(done int64, cached bool) {
-		if layer {
-			p.progress(Progress{Layer: d.Digest.String(), Done: done, Total: d.Size, Cached: cached})
-		}
-	}
-	var last int64
-	onBytes := func(done int64) {
-		if done-last >= progressStep && done < d.Size {
-			last = done
-			report(done, false)
-		}
-	}
+	f := p.startFetch(d, layer, progressStep)
 	open := func(ctx context.Context) (io.ReadCloser, error) {
-		report(0, false)
+		f.report(0, false)
 		l, err := p.puller.Layer(ctx, p.repo.Digest(d.Digest.String()))
 		if err != nil {
 			return nil, err
 		}
 		return l.Compressed()
 	}
-	fetched, err := p.store.FetchBlob(ctx, d, open, onBytes)
+	fetched, err := p.store.FetchBlob(ctx, d, open, f.onBytes)
 	if err != nil {
 		return err
 	}
-	if fetched {
-		p.mu.Lock()
-		p.staged = append(p.staged, d.Digest)
-		p.mu.Unlock()
-	}
-	report(d.Size, !fetched)
+	f.done(fetched)
 	return nil
 }
 

@@ -70,12 +70,7 @@ func (r *indexRemote) connect(ctx context.Context) (*upstream, error) {
 		return nil, err
 	}
 	opts := r.opts
-	if opts.Config == nil {
-		opts.Config = &Config{}
-	}
-	if opts.Keychain == nil {
-		opts.Keychain = opts.Config.Keychain()
-	}
+	opts = opts.withDefaults()
 	host := ref.Context().RegistryStr()
 	rc := opts.Config.Registry(host)
 	type candidate struct {
@@ -92,10 +87,9 @@ func (r *indexRemote) connect(ctx context.Context) (*upstream, error) {
 		if err != nil {
 			continue
 		}
-		mc := opts.Config.Registry(u.Host)
-		cands = append(cands, candidate{repo, endpoint{host: u.Host, insecure: u.Scheme == "http" || mc.Insecure, caFile: mc.CA, caPEM: mc.CAPEM, scheme: u.Scheme}})
+		cands = append(cands, candidate{repo, opts.mirrorEndpoint(u)})
 	}
-	cands = append(cands, candidate{ref.Context(), endpoint{host: host, insecure: opts.Insecure || rc.Insecure, caFile: rc.CA, caPEM: rc.CAPEM}})
+	cands = append(cands, candidate{ref.Context(), opts.registryEndpoint(host)})
 	var errs []error
 	for _, c := range cands {
 		dref := c.repo.Digest(r.index.String())

@@ -72,3 +72,46 @@ func TestSaveAllPlatformsChecksWhatItFetches(t *testing.T) {
 		t.Errorf("the arm64 layer is in the store after the save: %v", err)
 	}
 }
+
+// TestSaveAllPlatformsTrustsTheGivenCA saves the other platform of a
+// two-arch image from a registry whose CA only the caller's CA file
+// (berth image save --registry-ca) names: without it the fetch fails on
+// the unknown certificate, with it the archive holds the other platform.
+func TestSaveAllPlatformsTrustsTheGivenCA(t *testing.T) {
+	ctx := context.Background()
+	ca := registrytest.NewCA(t)
+	host := registrytest.StartDistribution(t, ca, "")
+	amd := randomImage(t, 7, 1, 16<<10)
+	arm := randomImage(t, 8, 1, 16<<10)
+	idx := mutate.AppendManifests(mutate.IndexMediaType(empty.Index, types.OCIImageIndex),
+		mutate.IndexAddendum{Add: amd, Descriptor: v1.Descriptor{Platform: &v1.Platform{OS: "linux", Architecture: "amd64"}}},
+		mutate.IndexAddendum{Add: arm, Descriptor: v1.Descriptor{Platform: &v1.Platform{OS: "linux", Architecture: "arm64"}}},
+	)
+	ref := host + "/test/multi:1"
+	remotePush(t, ca, ref, authn.Anonymous, idx)
+	store := openStore(t)
+	pull := options(configFor(ca, host, "", ""))
+	pull.Platform = &v1.Platform{OS: "linux", Architecture: "amd64"}
+	if _, err := registry.PullUpstream(ctx, store, ref, pull); err != nil {
+		t.Fatal(err)
+	}
+	m, err := arm.Manifest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	layer := m.Layers[0].Digest
+
+	bare := options(&registry.Config{})
+	var buf bytes.Buffer
+	if err := registry.SaveAllPlatforms(ctx, store, &buf, ref, bare); err == nil {
+		t.Fatal("save from a registry whose CA nothing names: no error")
+	}
+	bare.CAFile = ca.CAFile
+	buf.Reset()
+	if err := registry.SaveAllPlatforms(ctx, store, &buf, ref, bare); err != nil {
+		t.Fatalf("save with the registry's CA file: %v", err)
+	}
+	if !bytes.Contains(buf.Bytes(), []byte("blobs/sha256/"+layer.Hex)) {
+		t.Errorf("the archive has no arm64 layer %s", layer)
+	}
+}

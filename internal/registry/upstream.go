@@ -20,7 +20,6 @@ import (
 	"os"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/authn"
@@ -124,12 +123,7 @@ func PullUpstream(ctx context.Context, store *image.Store, ref string, opts Upst
 	if err != nil {
 		return Pulled{}, err
 	}
-	if opts.Config == nil {
-		opts.Config = &Config{}
-	}
-	if opts.Keychain == nil {
-		opts.Keychain = opts.Config.Keychain()
-	}
+	opts = opts.withDefaults()
 	host := r.Context().RegistryStr()
 	rc := opts.Config.Registry(host)
 	var errs []error
@@ -140,10 +134,7 @@ func PullUpstream(ctx context.Context, store *image.Store, ref string, opts Upst
 		}
 		errs = append(errs, fmt.Errorf("mirror %s: %w", m, err))
 	}
-	ep := endpoint{host: host, insecure: opts.Insecure || rc.Insecure, caFile: rc.CA, caPEM: rc.CAPEM}
-	if opts.CAFile != "" {
-		ep.caFile = opts.CAFile
-	}
+	ep := opts.registryEndpoint(host)
 	p, err := pullFrom(ctx, store, r, r, ep, opts)
 	if err != nil {
 		// A mirror's failure matters only when the registry fails too.
@@ -165,9 +156,38 @@ func pullFromMirror(ctx context.Context, store *image.Store, r name.Reference, m
 	if d, ok := r.(name.Digest); ok {
 		mr = repo.Digest(d.DigestStr())
 	}
-	rc := opts.Config.Registry(u.Host)
-	ep := endpoint{host: u.Host, insecure: u.Scheme == "http" || rc.Insecure, caFile: rc.CA, caPEM: rc.CAPEM, scheme: u.Scheme}
-	return pullFrom(ctx, store, r, mr, ep, opts)
+	return pullFrom(ctx, store, r, mr, opts.mirrorEndpoint(u), opts)
+}
+
+// withDefaults is o with an empty Config when it has none, and that
+// config's keychain when it names none.
+func (o UpstreamOptions) withDefaults() UpstreamOptions {
+	if o.Config == nil {
+		o.Config = &Config{}
+	}
+	if o.Keychain == nil {
+		o.Keychain = o.Config.Keychain()
+	}
+	return o
+}
+
+// registryEndpoint is how o reaches registry host: insecurely when o or
+// the config says so, trusting o.CAFile, else the CA the config names for
+// it.
+func (o UpstreamOptions) registryEndpoint(host string) endpoint {
+	rc := o.Config.Registry(host)
+	ep := endpoint{host: host, insecure: o.Insecure || rc.Insecure, caFile: rc.CA, caPEM: rc.CAPEM}
+	if o.CAFile != "" {
+		ep.caFile = o.CAFile
+	}
+	return ep
+}
+
+// mirrorEndpoint is how o reaches the mirror at u (http(s)://host[:port]):
+// by u's scheme, insecurely when that is http or the config says so.
+func (o UpstreamOptions) mirrorEndpoint(u *url.URL) endpoint {
+	rc := o.Config.Registry(u.Host)
+	return endpoint{host: u.Host, insecure: u.Scheme == "http" || rc.Insecure, caFile: rc.CA, caPEM: rc.CAPEM, scheme: u.Scheme}
 }
 
 // endpoint is how to reach one registry.
@@ -296,11 +316,7 @@ func pullFrom(ctx context.Context, store *image.Store, r, src name.Reference, ep
 		if err != nil {
 			return fail(fmt.Errorf("index %s: %w: %w", desc.Digest, err, errdefs.ErrInvalidArgument))
 		}
-		want := image.NodePlatform()
-		if opts.Platform != nil {
-			want = *opts.Platform
-		}
-		child, err := image.ChoosePlatform(idx, want)
+		child, err := choosePlatform(idx, opts.Platform)
 		if err != nil {
 			return fail(fmt.Errorf("index %s: %w", desc.Digest, err))
 		}
@@ -328,14 +344,10 @@ func pullFrom(ctx context.Context, store *image.Store, r, src name.Reference, ep
 			return fail(fmt.Errorf("layer %d (%s, %s): %w", i, l.Digest, l.MediaType, ErrForeignLayer))
 		}
 	}
-	p := &upstreamPull{up: up, store: store, ref: r.String(), report: opts.Progress}
-	img, err := p.run(ctx, m, raw, mt, LocalName(r))
+	p := &upstreamPull{staging: staging{ref: r.String(), store: store, report: opts.Progress}, up: up}
+	img, err := p.commit(ctx, func(ctx context.Context) error { return p.fetchAll(ctx, m) }, raw, mt, LocalName(r))
 	if err != nil {
-		var errs []error
-		for _, h := range p.staged {
-			errs = append(errs, store.Unstage(h))
-		}
-		return Pulled{}, errors.Join(fmt.Errorf("pull %s from %s: %w", r, out.Source, classify(err)), errors.Join(errs...))
+		return Pulled{}, errors.Join(fmt.Errorf("pull %s from %s: %w", r, out.Source, classify(err)), p.unstage())
 	}
 	if rawIndex != nil {
 		// Kept so that the index digest resolves here (a cluster pins it).
@@ -361,34 +373,8 @@ func checkManifest(desc *remote.Descriptor, r name.Reference) error {
 }
 
 type upstreamPull struct {
-	up     *upstream
-	store  *image.Store
-	ref    string
-	mu     sync.Mutex // serializes report calls; guards staged
-	report func(Progress)
-	staged []v1.Hash
-}
-
-func (p *upstreamPull) progress(pr Progress) {
-	if p.report == nil {
-		return
-	}
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	pr.Image = p.ref
-	p.report(pr)
-}
-
-func (p *upstreamPull) run(ctx context.Context, m *v1.Manifest, raw []byte, mt types.MediaType, localName string) (image.Image, error) {
-	for attempt := 0; ; attempt++ {
-		if err := p.fetchAll(ctx, m); err != nil {
-			return image.Image{}, err
-		}
-		img, err := p.store.CommitManifest(ctx, raw, mt, localName)
-		if err == nil || attempt > 0 || !errors.Is(err, errdefs.ErrNotFound) {
-			return img, err
-		}
-	}
+	staging
+	up *upstream
 }
 
 // fetchAll fetches the config, then every layer at once.
@@ -408,65 +394,33 @@ func (p *upstreamPull) fetchAll(ctx context.Context, m *v1.Manifest) error {
 	if len(cf.RootFS.DiffIDs) != len(m.Layers) {
 		return fmt.Errorf("config %s: %d diff IDs for %d layers: %w", m.Config.Digest, len(cf.RootFS.DiffIDs), len(m.Layers), errdefs.ErrInvalidArgument)
 	}
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	errs := make([]error, len(m.Layers))
-	var wg sync.WaitGroup
-	for i, l := range m.Layers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			diffID := cf.RootFS.DiffIDs[i]
-			if errs[i] = p.fetch(ctx, l, &diffID); errs[i] != nil {
-				errs[i] = fmt.Errorf("layer %s: %w", l.Digest, errs[i])
-				cancel()
-			}
-		}()
-	}
-	wg.Wait()
-	for _, err := range errs {
-		if err != nil && !errors.Is(err, context.Canceled) {
-			return err
+	return fetchLayers(ctx, m.Layers, 0, func(ctx context.Context, i int, l v1.Descriptor) error {
+		if err := p.fetch(ctx, l, &cf.RootFS.DiffIDs[i]); err != nil {
+			return fmt.Errorf("layer %s: %w", l.Digest, err)
 		}
-	}
-	return errors.Join(errs...)
+		return nil
+	})
 }
 
 // fetch stores blob d, a layer unpacked on the way when diffID is set.
 func (p *upstreamPull) fetch(ctx context.Context, d v1.Descriptor, diffID *v1.Hash) error {
 	layer := diffID != nil
-	report := func(done int64, cached bool) {
-		if layer {
-			p.progress(Progress{Layer: d.Digest.String(), Done: done, Total: d.Size, Cached: cached})
-		}
-	}
-	var last int64
-	onBytes := func(done int64) {
-		if done-last >= progressStep/4 && done < d.Size {
-			last = done
-			report(done, false)
-		}
-	}
+	f := p.startFetch(d, layer, progressStep/4)
 	open := func(ctx context.Context) (io.ReadCloser, error) {
-		report(0, false)
+		f.report(0, false)
 		return p.up.openBlob(ctx, d)
 	}
 	var fetched bool
 	var err error
 	if layer {
-		fetched, err = p.store.FetchLayer(ctx, d, *diffID, open, onBytes)
+		fetched, err = p.store.FetchLayer(ctx, d, *diffID, open, f.onBytes)
 	} else {
-		fetched, err = p.store.FetchBlob(ctx, d, open, onBytes)
+		fetched, err = p.store.FetchBlob(ctx, d, open, f.onBytes)
 	}
 	if err != nil {
 		return err
 	}
-	if fetched {
-		p.mu.Lock()
-		p.staged = append(p.staged, d.Digest)
-		p.mu.Unlock()
-	}
-	report(d.Size, !fetched)
+	f.done(fetched)
 	return nil
 }
 
@@ -637,11 +591,7 @@ func CheckLogin(ctx context.Context, host, user, password string, opts UpstreamO
 	if err != nil {
 		return fmt.Errorf("login %s: %w: %w", host, err, errdefs.ErrInvalidArgument)
 	}
-	rc := opts.Config.Registry(host)
-	ep := endpoint{host: host, insecure: opts.Insecure || rc.Insecure, caFile: rc.CA, caPEM: rc.CAPEM}
-	if opts.CAFile != "" {
-		ep.caFile = opts.CAFile
-	}
+	ep := opts.registryEndpoint(host)
 	rt, err := ep.httpTransport(ctx, opts.Transport)
 	if err != nil {
 		return fmt.Errorf("login %s: %w", host, err)
@@ -695,18 +645,9 @@ func PushUpstream(ctx context.Context, store *image.Store, ref string, opts Upst
 	if err != nil {
 		return image.Image{}, fmt.Errorf("push %s: %w", localName, err)
 	}
-	if opts.Config == nil {
-		opts.Config = &Config{}
-	}
-	if opts.Keychain == nil {
-		opts.Keychain = opts.Config.Keychain()
-	}
+	opts = opts.withDefaults()
 	host := r.Context().RegistryStr()
-	rc := opts.Config.Registry(host)
-	ep := endpoint{host: host, insecure: opts.Insecure || rc.Insecure, caFile: rc.CA, caPEM: rc.CAPEM}
-	if opts.CAFile != "" {
-		ep.caFile = opts.CAFile
-	}
+	ep := opts.registryEndpoint(host)
 	up, err := dial(ctx, r, ep, opts, transport.PushScope)
 	if err != nil {
 		return image.Image{}, fmt.Errorf("push %s: %w", localName, err)

@@ -82,53 +82,7 @@ const opaqueXattr = "trusted.overlay.opaque"
 // overlay whiteouts, with their owners, modes and opaque marks; hard
 // links go as copies. It returns the bytes of file data sent.
 func WriteUpper(tw *tar.Writer, upper string) (int64, error) {
-	var n int64
-	err := filepath.WalkDir(upper, func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		rel, err := filepath.Rel(upper, p)
-		if err != nil || rel == "." {
-			return err
-		}
-		fi, err := d.Info()
-		if err != nil {
-			return err
-		}
-		link := ""
-		if fi.Mode()&fs.ModeSymlink != 0 {
-			if link, err = os.Readlink(p); err != nil {
-				return err
-			}
-		}
-		h, err := tar.FileInfoHeader(fi, link)
-		if err != nil {
-			return fmt.Errorf("%s: %w", p, err)
-		}
-		h.Name = MigrationUpper + "/" + filepath.ToSlash(rel)
-		h.Uname, h.Gname = "", ""
-		if d.IsDir() {
-			h.Name += "/"
-			buf := make([]byte, 8)
-			if m, err := unix.Lgetxattr(p, opaqueXattr, buf); err == nil {
-				h.PAXRecords = map[string]string{"SCHILY.xattr." + opaqueXattr: string(buf[:m])}
-			}
-		}
-		if err := tw.WriteHeader(h); err != nil {
-			return err
-		}
-		if !fi.Mode().IsRegular() {
-			return nil
-		}
-		f, err := os.Open(p)
-		if err != nil {
-			return err
-		}
-		defer f.Close()
-		m, err := io.Copy(tw, f)
-		n += m
-		return err
-	})
+	n, err := WriteTree(tw, upper, MigrationUpper, TreeOptions{NoTop: true, Opaque: true})
 	if err != nil {
 		return n, fmt.Errorf("writable layer %s: %w", upper, err)
 	}

@@ -90,24 +90,10 @@ func TestServersShareCredentials(t *testing.T) {
 	// Two servers of one external etcd: the first makes the seal key, the
 	// second gets a copy of it.
 	dd1, dd2 := t.TempDir(), t.TempDir()
-	sec1, err := loadSecrets(dd1, "", true, false)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c1, err := clusterCredentials(ctx, st, sec1, []string{"127.0.0.11", "s1"})
-	if err != nil {
-		t.Fatal(err)
-	}
+	c1 := credentials(t, ctx, st, dd1, "", true, false, []string{"127.0.0.11", "s1"})
 	keyFile2 := filepath.Join(t.TempDir(), "seal.key")
 	copyFile(t, SealKeyPath(dd1, ""), keyFile2, 0o600)
-	sec2, err := loadSecrets(dd2, keyFile2, false, false)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c2, err := clusterCredentials(ctx, st, sec2, []string{"127.0.0.12", "s2"})
-	if err != nil {
-		t.Fatal(err)
-	}
+	c2 := credentials(t, ctx, st, dd2, keyFile2, false, false, []string{"127.0.0.12", "s2"})
 	if c1.Token != c2.Token || len(c1.Token) < 32 {
 		t.Fatalf("tokens %q and %q, want one cluster token", c1.Token, c2.Token)
 	}
@@ -145,13 +131,9 @@ func TestServersShareCredentials(t *testing.T) {
 		}
 	}
 	// A restart finds the same credentials.
-	sec1, err = loadSecrets(dd1, "", false, true)
-	if err != nil {
-		t.Fatal(err)
-	}
-	again, err := clusterCredentials(ctx, st, sec1, []string{"127.0.0.11", "s1"})
-	if err != nil || again.Token != c1.Token || again.MetricsToken != c1.MetricsToken {
-		t.Fatalf("restart: %v, tokens changed: %v", err, again.Token != c1.Token || again.MetricsToken != c1.MetricsToken)
+	again := credentials(t, ctx, st, dd1, "", false, true, []string{"127.0.0.11", "s1"})
+	if again.Token != c1.Token || again.MetricsToken != c1.MetricsToken {
+		t.Fatalf("restart: tokens changed")
 	}
 	// A server with a seal key of its own opens nothing, and says why.
 	dd3 := t.TempDir()
@@ -205,14 +187,7 @@ func TestPlaintextSecretsAreSealedOnUpgrade(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(tlsDir, pki.CAKeyFile), ca.KeyPEM(), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	sec, err := loadSecrets(dd, "", true, true)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, err := clusterCredentials(ctx, st, sec, []string{"127.0.0.1"})
-	if err != nil {
-		t.Fatal(err)
-	}
+	c := credentials(t, ctx, st, dd, "", true, true, []string{"127.0.0.1"})
 	if c.Token != token || !c.CA.Cert.Equal(ca.Cert) {
 		t.Fatalf("after the upgrade: token %q, same CA %v; want the old ones kept", c.Token, c.CA.Cert.Equal(ca.Cert))
 	}
@@ -233,6 +208,22 @@ func TestPlaintextSecretsAreSealedOnUpgrade(t *testing.T) {
 
 // assertSealedAtRest reads every key of the store raw, as etcdctl would,
 // and fails on the CA key PEM or the admin token in the clear.
+// credentials loads the secrets of the server of data dir dd, as
+// loadSecrets(dd, sealKeyFile, mayCreate, needCA) does, and takes the
+// cluster's credentials from st with them, its certificate for hosts.
+func credentials(t *testing.T, ctx context.Context, st *store.Store, dd, sealKeyFile string, mayCreate, needCA bool, hosts []string) *Credentials {
+	t.Helper()
+	sec, err := loadSecrets(dd, sealKeyFile, mayCreate, needCA)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := clusterCredentials(ctx, st, sec, hosts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
 func assertSealedAtRest(t *testing.T, st *store.Store, c *Credentials) {
 	t.Helper()
 	r, err := st.Client().Get(context.Background(), "", clientv3.WithFromKey())
@@ -429,14 +420,7 @@ func TestUpCredentialsFromBeforeTheCA(t *testing.T) {
 	if _, err := pki.LoadOrIssueServer(dir, other, []string{"127.0.0.1"}); err != nil {
 		t.Fatal(err)
 	}
-	sec, err := loadSecrets(dd, "", true, false)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, err := clusterCredentials(ctx, st, sec, []string{"127.0.0.1"})
-	if err != nil {
-		t.Fatal(err)
-	}
+	c := credentials(t, ctx, st, dd, "", true, false, []string{"127.0.0.1"})
 	if c.Token != old {
 		t.Errorf("token %q, want the one from before %q", c.Token, old)
 	}

@@ -2,12 +2,11 @@ package store
 
 import (
 	"fmt"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/berth-dev/berth/api"
+	"github.com/berth-dev/berth/internal/testing/throughput"
 )
 
 // Puts per second through the store, each a full Create (validation,
@@ -31,36 +30,7 @@ func BenchmarkCreate(b *testing.B) {
 
 func benchCreates(b *testing.B, s *Store) {
 	ctx := b.Context()
-	b.Run("sequential", func(b *testing.B) {
-		start := time.Now()
-		for i := range b.N {
-			if err := s.Create(ctx, instance(fmt.Sprintf("seq-%d-%d", b.N, i))); err != nil {
-				b.Fatal(err)
-			}
-		}
-		b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "puts/s")
-	})
-	b.Run("32-goroutines", func(b *testing.B) {
-		var next atomic.Int64
-		var wg sync.WaitGroup
-		start := time.Now()
-		for range 32 {
-			wg.Go(func() {
-				for {
-					i := next.Add(1)
-					if i > int64(b.N) {
-						return
-					}
-					if err := s.Create(ctx, instance(fmt.Sprintf("par-%d-%d", b.N, i))); err != nil {
-						b.Error(err)
-						return
-					}
-				}
-			})
-		}
-		wg.Wait()
-		b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "puts/s")
-	})
+	throughput.Run(b, "puts/s", func(name string) error { return s.Create(ctx, instance(name)) })
 	b.Run("batched-256", func(b *testing.B) {
 		start := time.Now()
 		objs := make([]api.Object, 0, 256)

@@ -12,21 +12,31 @@ import (
 	"github.com/berth-dev/berth/api/errdefs"
 )
 
-func TestJoinTokenUsesAndFirstStartExpiry(t *testing.T) {
-	ctx := t.Context()
-	s := openStore(t)
-	now := time.Now()
-	cert := func(serial string) NodeCert { return NodeCert{Serial: serial, NotAfter: now.Add(time.Hour)} }
-
-	// Two joins allowed, three machines racing for them: two win.
-	tok, _, err := s.CreateJoinToken(ctx, JoinTokenOptions{Uses: 2, Expires: now.Add(time.Hour)})
+// storeWithToken opens a store with a join token that allows uses joins
+// (0 for any number) for the next hour.
+func storeWithToken(t *testing.T, uses int) (s *Store, tok string, now time.Time) {
+	t.Helper()
+	s, now = openStore(t), time.Now()
+	tok, _, err := s.CreateJoinToken(t.Context(), JoinTokenOptions{Uses: uses, Expires: now.Add(time.Hour)})
 	if err != nil {
 		t.Fatal(err)
 	}
+	return s, tok, now
+}
+
+// hourCert is a certificate with serial that is good for an hour from now.
+func hourCert(serial string, now time.Time) NodeCert {
+	return NodeCert{Serial: serial, NotAfter: now.Add(time.Hour)}
+}
+
+func TestJoinTokenUsesAndFirstStartExpiry(t *testing.T) {
+	ctx := t.Context()
+	// Two joins allowed, three machines racing for them: two win.
+	s, tok, now := storeWithToken(t, 2)
 	var wg sync.WaitGroup
 	errs := make([]error, 3)
 	for i, n := range []string{"a", "b", "c"} {
-		wg.Go(func() { _, errs[i] = s.JoinNode(ctx, tok, n, cert(n), now) })
+		wg.Go(func() { _, errs[i] = s.JoinNode(ctx, tok, n, hourCert(n, now), now) })
 	}
 	wg.Wait()
 	var ok, usedUp int
@@ -61,25 +71,20 @@ func TestJoinTokenUsesAndFirstStartExpiry(t *testing.T) {
 	if d := time.Until(rec.Expires); d <= DefaultJoinTokenTTL-time.Minute || d > DefaultJoinTokenTTL {
 		t.Fatalf("first-start token expires in %v, want %v", d, DefaultJoinTokenTTL)
 	}
-	if _, err := s2.JoinNode(ctx, first, "n1", cert("1"), rec.Expires.Add(time.Second)); !errdefs.IsUnauthorized(err) || !strings.Contains(err.Error(), "expired") {
+	if _, err := s2.JoinNode(ctx, first, "n1", hourCert("1", now), rec.Expires.Add(time.Second)); !errdefs.IsUnauthorized(err) || !strings.Contains(err.Error(), "expired") {
 		t.Fatalf("join with the first token after a day: %v, want expired", err)
 	}
 }
 
 func TestJoinNodeNameHeldUntilRemoved(t *testing.T) {
 	ctx := t.Context()
-	s := openStore(t)
-	now := time.Now()
-	tok, _, err := s.CreateJoinToken(ctx, JoinTokenOptions{Expires: now.Add(time.Hour)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert := NodeCert{Serial: "aa", NotAfter: now.Add(time.Hour)}
+	s, tok, now := storeWithToken(t, 0)
+	cert := hourCert("aa", now)
 	if _, err := s.JoinNode(ctx, tok, "n1", cert, now); err != nil {
 		t.Fatal(err)
 	}
 	// Joined, not registered: the credentials hold the name.
-	if _, err := s.JoinNode(ctx, tok, "n1", NodeCert{Serial: "bb", NotAfter: now.Add(time.Hour)}, now); !errdefs.IsAlreadyExists(err) {
+	if _, err := s.JoinNode(ctx, tok, "n1", hourCert("bb", now), now); !errdefs.IsAlreadyExists(err) {
 		t.Fatalf("second join as n1: %v, want AlreadyExists", err)
 	}
 	// Revoked, but the node (NotReady, no lease) still holds it.
@@ -89,14 +94,14 @@ func TestJoinNodeNameHeldUntilRemoved(t *testing.T) {
 	if _, err := s.RevokeNode(ctx, "n1"); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.JoinNode(ctx, tok, "n1", NodeCert{Serial: "cc", NotAfter: now.Add(time.Hour)}, now); !errdefs.IsAlreadyExists(err) || !strings.Contains(err.Error(), "remove it first") {
+	if _, err := s.JoinNode(ctx, tok, "n1", hourCert("cc", now), now); !errdefs.IsAlreadyExists(err) || !strings.Contains(err.Error(), "remove it first") {
 		t.Fatalf("join as a NotReady node's name: %v, want AlreadyExists saying to remove it", err)
 	}
 	// Once an admin removes it, the name is free.
 	if err := s.Delete(ctx, api.KindNode, "", "n1", 0); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.JoinNode(ctx, tok, "n1", NodeCert{Serial: "dd", NotAfter: now.Add(time.Hour)}, now); err != nil {
+	if _, err := s.JoinNode(ctx, tok, "n1", hourCert("dd", now), now); err != nil {
 		t.Fatalf("join after removal: %v", err)
 	}
 }
@@ -104,19 +109,14 @@ func TestJoinNodeNameHeldUntilRemoved(t *testing.T) {
 func TestNodeCredentialCacheFollowsRenewalAndRevocation(t *testing.T) {
 	ctx, cancel := context.WithCancel(t.Context())
 	defer cancel()
-	s := openStore(t)
-	now := time.Now()
-	tok, _, err := s.CreateJoinToken(ctx, JoinTokenOptions{Expires: now.Add(time.Hour)})
-	if err != nil {
-		t.Fatal(err)
-	}
+	s, tok, now := storeWithToken(t, 0)
 	c := s.NewNodeCredentialCache()
 	// Before its first list the cache asks the store.
 	if ok, err := c.Allows(ctx, "n1", "01", now); ok || err != nil {
 		t.Fatalf("unsynced cache allows an unknown node: %v %v", ok, err)
 	}
 	go c.Run(ctx)
-	if _, err := s.JoinNode(ctx, tok, "n1", NodeCert{Serial: "01", NotAfter: now.Add(time.Hour)}, now); err != nil {
+	if _, err := s.JoinNode(ctx, tok, "n1", hourCert("01", now), now); err != nil {
 		t.Fatal(err)
 	}
 	allows := func(serial string, at time.Time) bool {
@@ -139,14 +139,14 @@ func TestNodeCredentialCacheFollowsRenewalAndRevocation(t *testing.T) {
 		t.Fatal("an expired certificate is allowed")
 	}
 	// Renewed twice: the newest and the one it replaced work, not the first.
-	if err := s.RenewNodeCert(ctx, "n1", "01", NodeCert{Serial: "02", NotAfter: now.Add(time.Hour)}, now); err != nil {
+	if err := s.RenewNodeCert(ctx, "n1", "01", hourCert("02", now), now); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.RenewNodeCert(ctx, "n1", "02", NodeCert{Serial: "03", NotAfter: now.Add(time.Hour)}, now); err != nil {
+	if err := s.RenewNodeCert(ctx, "n1", "02", hourCert("03", now), now); err != nil {
 		t.Fatal(err)
 	}
 	waitFor("the renewals", func() bool { return allows("03", now) && allows("02", now) && !allows("01", now) })
-	if err := s.RenewNodeCert(ctx, "n1", "01", NodeCert{Serial: "04", NotAfter: now.Add(time.Hour)}, now); !errdefs.IsUnauthorized(err) {
+	if err := s.RenewNodeCert(ctx, "n1", "01", hourCert("04", now), now); !errdefs.IsUnauthorized(err) {
 		t.Fatalf("renewal with a replaced certificate: %v, want Unauthorized", err)
 	}
 	rev, err := s.RevokeNode(ctx, "n1")
@@ -169,12 +169,7 @@ func TestNodeCredentialCacheFollowsRenewalAndRevocation(t *testing.T) {
 func TestNodeCredentialCacheAllowsAJoinAtOnce(t *testing.T) {
 	ctx, cancel := context.WithCancel(t.Context())
 	defer cancel()
-	s := openStore(t)
-	now := time.Now()
-	tok, _, err := s.CreateJoinToken(ctx, JoinTokenOptions{Expires: now.Add(time.Hour)})
-	if err != nil {
-		t.Fatal(err)
-	}
+	s, tok, now := storeWithToken(t, 0)
 	c := s.NewNodeCredentialCache()
 	go c.Run(ctx)
 	wctx, wcancel := context.WithTimeout(ctx, 5*time.Second)
@@ -186,7 +181,7 @@ func TestNodeCredentialCacheAllowsAJoinAtOnce(t *testing.T) {
 	// the cache's watch has brought it yet.
 	for i := range 30 {
 		node := fmt.Sprintf("n%d", i)
-		if _, err := s.JoinNode(ctx, tok, node, NodeCert{Serial: "01", NotAfter: now.Add(time.Hour)}, now); err != nil {
+		if _, err := s.JoinNode(ctx, tok, node, hourCert("01", now), now); err != nil {
 			t.Fatal(err)
 		}
 		if ok, err := c.Allows(ctx, node, "01", now); !ok || err != nil {
@@ -204,15 +199,10 @@ func TestNodeCredentialCacheAllowsAJoinAtOnce(t *testing.T) {
 func TestNodeCredentialCacheChangedIsPerNode(t *testing.T) {
 	ctx, cancel := context.WithCancel(t.Context())
 	defer cancel()
-	s := openStore(t)
-	now := time.Now()
-	tok, _, err := s.CreateJoinToken(ctx, JoinTokenOptions{Expires: now.Add(time.Hour)})
-	if err != nil {
-		t.Fatal(err)
-	}
+	s, tok, now := storeWithToken(t, 0)
 	c := s.NewNodeCredentialCache()
 	go c.Run(ctx)
-	if _, err := s.JoinNode(ctx, tok, "n1", NodeCert{Serial: "01", NotAfter: now.Add(time.Hour)}, now); err != nil {
+	if _, err := s.JoinNode(ctx, tok, "n1", hourCert("01", now), now); err != nil {
 		t.Fatal(err)
 	}
 	wctx, wcancel := context.WithTimeout(ctx, 5*time.Second)
@@ -227,7 +217,7 @@ func TestNodeCredentialCacheChangedIsPerNode(t *testing.T) {
 	}
 	n1 := c.Changed("n1")
 	for i := range 20 {
-		if _, err := s.JoinNode(ctx, tok, fmt.Sprintf("other%d", i), NodeCert{Serial: "01", NotAfter: now.Add(time.Hour)}, now); err != nil {
+		if _, err := s.JoinNode(ctx, tok, fmt.Sprintf("other%d", i), hourCert("01", now), now); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -39,31 +39,12 @@ const (
 // only, so a token survives shells, URLs and YAML unquoted.
 var tokenEncoding = base32.NewEncoding("abcdefghijklmnopqrstuvwxyz234567").WithPadding(base32.NoPadding)
 
-// JoinToken is what may be shown about a join token: never its secret.
-type JoinToken struct {
-	ID          string    `json:"id"`
-	Description string    `json:"description,omitempty"`
-	Created     time.Time `json:"created"`
-	// Expires is when the token stops working; zero for never.
-	Expires time.Time `json:"expires,omitzero"`
-	Revoked bool      `json:"revoked,omitempty"`
-	// Uses is how many joins the token allows; 0 for any number. Used
-	// counts the joins made with it.
-	Uses int `json:"uses,omitempty"`
-	Used int `json:"used,omitempty"`
-}
+// JoinToken is what may be shown about a join token.
+type JoinToken = api.JoinToken
 
 // DefaultJoinTokenTTL is how long a join token works unless its maker
 // says otherwise; the first-start token works this long too.
 const DefaultJoinTokenTTL = 24 * time.Hour
-
-// UsedUp reports whether the token has no join left.
-func (t JoinToken) UsedUp() bool { return t.Uses > 0 && t.Used >= t.Uses }
-
-// Expired reports whether the token has expired at now.
-func (t JoinToken) Expired(now time.Time) bool {
-	return !t.Expires.IsZero() && !now.Before(t.Expires)
-}
 
 // storedToken is a token's record in etcd.
 type storedToken struct {

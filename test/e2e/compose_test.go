@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"github.com/berth-dev/berth/api"
-	"github.com/berth-dev/berth/internal/registry/registrytest"
 )
 
 // writeCompose writes a Compose file into a directory of its own.
@@ -497,18 +496,7 @@ services:
 // leaves a service's image unfetched; compose pull has the server fetch
 // it; and a build: service whose image the registry has goes up.
 func TestComposePullPolicy(t *testing.T) {
-	c := startCluster(t, "--no-network")
-	ca := registrytest.NewCA(t)
-	host := registrytest.StartDistribution(t, ca, registrytest.HtpasswdAuth(t, "alice", "s3cret"))
-	registryConfig(t, ca, host)
-	c.ok("login", host, "-u", "alice", "-p", "s3cret")
-	c.kill()
-	c.start()
-	ref := host + "/team/app:1"
-	builder := newEnv(t)
-	builder.demoImage()
-	builder.ok("image", "tag", "demo/busybox:1", ref)
-	builder.ok("image", "push", ref)
+	c, builder, ref := clusterWithPushedImage(t)
 	digest := imageDigests(t, builder)[ref]
 
 	dir := t.TempDir()

@@ -4,20 +4,15 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/berth-dev/berth/internal/runtime/runtimetest"
-	"github.com/berth-dev/berth/internal/testing/testenv"
 )
 
 // An operator runs "berth container exec NAME CMD > file" from a terminal.
@@ -29,26 +24,16 @@ func TestContainerExecKeepsTheCallersStreams(t *testing.T) {
 	e := newEnv(t)
 	for _, ex := range []string{"berth", "runc", "crun"} {
 		t.Run(ex, func(t *testing.T) {
-			if ex != "berth" {
-				testenv.RequireBinary(t, ex)
-			}
+			requireExecutor(t, ex)
 			rootfs := runtimetest.BusyboxRootfs(t)
 			runtimetest.Probe(t, rootfs)
 			name := "streams-" + ex
 			e.ok("container", "run", "-d", "--name", name, "--runtime", ex, "--rootfs", rootfs, "probe", "sleep", "60")
 			t.Cleanup(func() { e.run("container", "rm", "--force", name) })
 
-			host := filepath.Join(t.TempDir(), "out")
 			const secret = "OPERATOR-SECRET-77e2"
-			if err := os.WriteFile(host, []byte(secret+"\n"), 0o600); err != nil {
-				t.Fatal(err)
-			}
-			out, err := os.OpenFile(host, os.O_WRONLY|os.O_APPEND, 0)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer out.Close()
-			ptm, pts := openPty(t)
+			host, out := runtimetest.CallerFile(t, secret)
+			_, pts := runtimetest.OpenPty(t)
 			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 			defer cancel()
 			cmd := exec.CommandContext(ctx, berthBin, "--data-dir", e.dataDir, "container", "exec", name, "probe", "stdio")
@@ -66,63 +51,18 @@ func TestContainerExecKeepsTheCallersStreams(t *testing.T) {
 			atExit := fi.Size()
 			b, _ := os.ReadFile(host)
 			res := runtimetest.ProbeResults(string(b))
-			for k, v := range map[string]string{
-				"tiocsti0": "ENOTTY", "tiocsti1": "ENOTTY", "tiocsti2": "ENOTTY",
-				"devtty": "ENXIO", "tty_nr": "0", "fds": "0,1,2",
-			} {
-				if res[k] != v {
-					t.Errorf("%s = %q, want %s\n%s", k, res[k], v, b)
-				}
-			}
+			runtimetest.ExpectCallerKept(t, res, string(b), secret, pts)
 			for _, fd := range []string{"fd0", "fd1", "fd2"} {
 				if !strings.HasPrefix(res[fd], "pipe:") {
 					t.Errorf("%s is %q, want a pipe berth relays", fd, res[fd])
 				}
 			}
-			if strings.Contains(res["reread"], secret) {
-				t.Errorf("the container read back the operator's file: %q", res["reread"])
-			}
-			if n, err := unix.IoctlGetInt(int(pts.Fd()), unix.TIOCINQ); err != nil || n != 0 {
-				t.Errorf("%d bytes were typed into the operator's terminal (%v)", n, err)
-			}
-			_ = ptm
 
 			// The child the probe left keeps writing: once it has tried
 			// again after the command exited, the file must not have grown.
-			count := func() int {
-				b, _ := os.ReadFile(filepath.Join(rootfs, "tmp", "late"))
-				n, _ := strconv.Atoi(strings.TrimSpace(string(b)))
-				return n
-			}
-			first := count()
-			eventually(t, 15*time.Second, "the left-behind writer to try again", func() bool { return count() >= min(first+5, 60) })
-			if fi, err := os.Stat(host); err != nil || fi.Size() != atExit {
-				t.Errorf("the operator's file grew after berth container exec exited (%d bytes then)", atExit)
-			}
+			runtimetest.ExpectNoLateWrites(t, filepath.Join(rootfs, "tmp", "late"), host, atExit, 15*time.Second)
 		})
 	}
-}
-
-func openPty(t *testing.T) (master, slave *os.File) {
-	t.Helper()
-	m, err := os.OpenFile("/dev/ptmx", os.O_RDWR|unix.O_NOCTTY, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { m.Close() })
-	if err := unix.IoctlSetPointerInt(int(m.Fd()), unix.TIOCSPTLCK, 0); err != nil {
-		t.Fatal(err)
-	}
-	n, err := unix.IoctlGetInt(int(m.Fd()), unix.TIOCGPTN)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s, err := os.OpenFile(fmt.Sprintf("/dev/pts/%d", n), os.O_RDWR|unix.O_NOCTTY, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { s.Close() })
-	return m, s
 }
 
 // CVE-2019-5736 through the CLI: a script with "#!/proc/self/exe", run by
@@ -203,22 +143,12 @@ func TestContainerRunKeepsTheCallersStreams(t *testing.T) {
 	e := newEnv(t)
 	for _, ex := range []string{"berth", "runc", "crun"} {
 		t.Run(ex, func(t *testing.T) {
-			if ex != "berth" {
-				testenv.RequireBinary(t, ex)
-			}
+			requireExecutor(t, ex)
 			rootfs := runtimetest.BusyboxRootfs(t)
 			runtimetest.Probe(t, rootfs)
-			host := filepath.Join(t.TempDir(), "out")
 			const secret = "OPERATOR-SECRET-0b5d"
-			if err := os.WriteFile(host, []byte(secret+"\n"), 0o600); err != nil {
-				t.Fatal(err)
-			}
-			out, err := os.OpenFile(host, os.O_WRONLY|os.O_APPEND, 0)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer out.Close()
-			_, pts := openPty(t)
+			host, out := runtimetest.CallerFile(t, secret)
+			_, pts := runtimetest.OpenPty(t)
 			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 			defer cancel()
 			cmd := exec.CommandContext(ctx, berthBin, "--data-dir", e.dataDir, "container", "run", "--rm",
@@ -231,22 +161,9 @@ func TestContainerRunKeepsTheCallersStreams(t *testing.T) {
 			}
 			b, _ := os.ReadFile(host)
 			res := runtimetest.ProbeResults(string(b))
-			for k, v := range map[string]string{
-				"tiocsti0": "ENOTTY", "tiocsti1": "ENOTTY", "tiocsti2": "ENOTTY",
-				"devtty": "ENXIO", "tty_nr": "0", "fds": "0,1,2",
-			} {
-				if res[k] != v {
-					t.Errorf("%s = %q, want %s\n%s", k, res[k], v, b)
-				}
-			}
+			runtimetest.ExpectCallerKept(t, res, string(b), secret, pts)
 			if !strings.HasPrefix(res["fd1"], "pipe:") || !strings.HasPrefix(res["fd2"], "pipe:") {
 				t.Errorf("stdout %q, stderr %q: want the shim's pipes", res["fd1"], res["fd2"])
-			}
-			if strings.Contains(res["reread"], secret) {
-				t.Errorf("the container read back the operator's file: %q", res["reread"])
-			}
-			if n, err := unix.IoctlGetInt(int(pts.Fd()), unix.TIOCINQ); err != nil || n != 0 {
-				t.Errorf("%d bytes were typed into the operator's terminal (%v)", n, err)
 			}
 		})
 	}

@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"os"
@@ -9,12 +8,8 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
-	"syscall"
 	"testing"
 	"time"
-
-	"golang.org/x/sys/unix"
 
 	"github.com/berth-dev/berth/internal/testing/testenv"
 )
@@ -80,43 +75,11 @@ func TestContainerRunTerminal(t *testing.T) {
 	e := newEnv(t)
 	e.demoImage()
 	t.Cleanup(func() { removeContainers(e) })
-	master, slave := openPty(t)
-	defer master.Close()
-	setSize := func(rows, cols uint16) {
-		check(t, unix.IoctlSetWinsize(int(master.Fd()), unix.TIOCSWINSZ, &unix.Winsize{Row: rows, Col: cols}))
-	}
-	setSize(30, 100)
 	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, berthBin, "--data-dir", e.dataDir, "container", "run", "-it", "--rm", "--name", "tty1", "demo/busybox:1", "sh")
-	cmd.Stdin, cmd.Stdout, cmd.Stderr = slave, slave, slave
-	cmd.Env = append(os.Environ(), "TERM=xterm-test")
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Setctty: true, Ctty: 0}
-	check(t, cmd.Start())
-	slave.Close()
-	var mu sync.Mutex
-	var screen bytes.Buffer
-	go func() {
-		buf := make([]byte, 4096)
-		for {
-			n, err := master.Read(buf)
-			mu.Lock()
-			screen.Write(buf[:n])
-			mu.Unlock()
-			if err != nil {
-				return
-			}
-		}
-	}()
-	shown := func(re *regexp.Regexp) bool {
-		mu.Lock()
-		defer mu.Unlock()
-		return re.Match(screen.Bytes())
-	}
-	type_ := func(s string) {
-		_, err := master.Write([]byte(s))
-		check(t, err)
-	}
+	term := startTerminal(t, cmd, 30, 100)
+	shown, type_ := term.shows, term.type_
 	// The shell's first prompt may come before or after the first line typed: ask until it answers.
 	eventually(t, 30*time.Second, "the shell to answer with the first size", func() bool {
 		type_("echo T=$TERM; stty size | sed 's/^/SIZE=/'; [ -t 0 ] && echo IS=tty\r")
@@ -128,7 +91,7 @@ func TestContainerRunTerminal(t *testing.T) {
 			t.Errorf("no %s on the screen", want)
 		}
 	}
-	setSize(40, 120) // the kernel sends berth SIGWINCH
+	term.resize(40, 120) // the kernel sends berth SIGWINCH
 	eventually(t, 20*time.Second, "the new size", func() bool {
 		type_("stty size | sed 's/^/SIZE=/'\r")
 		time.Sleep(200 * time.Millisecond)
@@ -138,9 +101,7 @@ func TestContainerRunTerminal(t *testing.T) {
 	err := cmd.Wait()
 	var ee *exec.ExitError
 	if !errors.As(err, &ee) || ee.ExitCode() != 4 {
-		mu.Lock()
-		defer mu.Unlock()
-		t.Fatalf("container run -it exited %v, want 4; screen %q", err, screen.String())
+		t.Fatalf("container run -it exited %v, want 4; screen %q", err, term)
 	}
 	// --rm removed it.
 	if out, _, _ := e.run("container", "ps", "-a", "-q"); strings.Contains(out, "tty1") {

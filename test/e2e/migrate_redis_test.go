@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
@@ -12,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/berth-dev/berth/api"
 	"github.com/berth-dev/berth/internal/runtime/runtimetest"
 	"github.com/berth-dev/berth/internal/testing/lan"
 )
@@ -99,11 +101,11 @@ func TestMigrateRedis(t *testing.T) { migrateRedis(t) }
 
 // TestMigrateRedisPostCopy: the same move with --post-copy: Redis runs on
 // the target before its 100 MB have come, and every key is there after,
-// the client only paused; the memory followed (the third line says so).
+// the client only paused; the memory followed (the answer says so).
 func TestMigrateRedisPostCopy(t *testing.T) {
-	out := migrateRedis(t, "--post-copy")
-	if !strings.Contains(out, "post-copy: the memory followed the restore in") {
-		t.Errorf("migrate --post-copy said nothing of the memory following:\n%s", out)
+	m := migrateRedis(t, "--post-copy")
+	if !m.PostCopy || m.Stages.PostCopy <= 0 {
+		t.Errorf("migrate --post-copy: postCopy %v, the memory followed in %v", m.PostCopy, m.Stages.PostCopy)
 	}
 }
 
@@ -138,10 +140,11 @@ func executingOf(h *lan.Host, owner string) (int, error) {
 	return n, err
 }
 
-// migrateRedis moves Redis with 100 MB of keys (berth migrate with
-// flags) and checks what TestMigrateRedis says; it returns what migrate
-// printed.
-func migrateRedis(t *testing.T, flags ...string) string {
+// migrateRedis moves Redis with 100 MB of keys (berth migrate -o json
+// with flags) and checks what TestMigrateRedis says, and that the marks
+// of the answer place the client's pause: it was answered again only
+// after the restore; it returns the answer.
+func migrateRedis(t *testing.T, flags ...string) api.Migration {
 	l := startLANWith(t, 1, 2, (*env).redisImage)
 	check(t, l.Apply(redisYAML))
 	inst := waitHealthy(t, l, "redis", 1, 60*time.Second)[0]
@@ -196,12 +199,17 @@ func migrateRedis(t *testing.T, flags ...string) string {
 			}
 		}
 	}()
-	out, err := l.Admin(append([]string{"migrate", name, "--to", to}, flags...)...)
+	out, err := l.Admin(append([]string{"migrate", name, "--to", to, "-o", "json"}, flags...)...)
 	migrated := time.Now()
 	close(stopWatch)
 	<-watched
 	check(t, err)
 	t.Logf("%s", strings.TrimSpace(out))
+	var m api.Migration
+	check(t, json.Unmarshal([]byte(out), &m))
+	if m.FrozenAt.IsZero() || !m.FrozenAt.Before(m.RestoredAt) || m.SwitchedAt.Before(m.RestoredAt) {
+		t.Errorf("migrate -o json: frozen at %v, restored at %v, switched at %v: want them in that order", m.FrozenAt, m.RestoredAt, m.SwitchedAt)
+	}
 	if n := both.Load(); n > 0 {
 		t.Errorf("redis ran on %s and %s at once (%d times seen)", from, to, n)
 	}
@@ -214,7 +222,7 @@ func migrateRedis(t *testing.T, flags ...string) string {
 	eventually(t, 30*time.Second, "GETs through the VIP from the moved instance", func() bool { return oksSince(migrated) >= 50 })
 	// The client is its container's process: it runs on while its lines are read.
 
-	var prevOK, gap int64
+	var prevOK, gap, gapEnd int64
 	oks, errs := 0, 0
 	for _, ln := range strings.Split(strings.TrimSpace(cexec("cat", "/tmp/poll")), "\n") {
 		f := strings.Fields(ln)
@@ -224,8 +232,8 @@ func migrateRedis(t *testing.T, flags ...string) string {
 		at, _ := strconv.ParseInt(f[1], 10, 64)
 		switch f[0] {
 		case "OK":
-			if prevOK != 0 {
-				gap = max(gap, at-prevOK)
+			if prevOK != 0 && at-prevOK > gap {
+				gap, gapEnd = at-prevOK, at
 			}
 			prevOK = at
 			oks++
@@ -244,8 +252,13 @@ func migrateRedis(t *testing.T, flags ...string) string {
 	if pause > 30*time.Second {
 		t.Errorf("the client waited %v between answers", pause)
 	}
+	if end := time.Unix(0, gapEnd); end.Before(m.RestoredAt) {
+		t.Errorf("the client's longest pause ended at %v, before the restore at %v: the answer's marks do not place the downtime", end, m.RestoredAt)
+	} else {
+		t.Logf("the client answered again %v after the freeze, %v after the restore", end.Sub(m.FrozenAt).Round(time.Millisecond), end.Sub(m.RestoredAt).Round(time.Millisecond))
+	}
 	if n := runningOf(t, l.Host(from), "redis"); n != 0 {
 		t.Errorf("%d redis containers still run on %s", n, from)
 	}
-	return out
+	return m
 }

@@ -95,12 +95,12 @@ func TestImageLoginPushPull(t *testing.T) {
 	}
 }
 
-// TestPullPolicy runs services of an image only a registry has on berth
-// up: Never leaves it unpulled and unpinned, IfNotPresent pulls and pins
-// it, and after the tag moves in the registry IfNotPresent keeps the
-// stored image while Always pins the new one.
-func TestPullPolicy(t *testing.T) {
-	c := startCluster(t, "--no-network")
+// clusterWithPushedImage starts berth up logged in to a registry of its
+// own, and pushes the demo image to it, from another data dir (builder),
+// as ref; the server has not pulled it.
+func clusterWithPushedImage(t *testing.T) (c *cluster, builder *env, ref string) {
+	t.Helper()
+	c = startCluster(t, "--no-network")
 	ca := registrytest.NewCA(t)
 	host := registrytest.StartDistribution(t, ca, registrytest.HtpasswdAuth(t, "alice", "s3cret"))
 	registryConfig(t, ca, host)
@@ -109,11 +109,20 @@ func TestPullPolicy(t *testing.T) {
 	// that there is one (it inherits BERTH_REGISTRY_CONFIG).
 	c.kill()
 	c.start()
-	ref := host + "/team/app:1"
-	builder := newEnv(t)
+	ref = host + "/team/app:1"
+	builder = newEnv(t)
 	builder.demoImage()
 	builder.ok("image", "tag", "demo/busybox:1", ref)
 	builder.ok("image", "push", ref)
+	return c, builder, ref
+}
+
+// TestPullPolicy runs services of an image only a registry has on berth
+// up: Never leaves it unpulled and unpinned, IfNotPresent pulls and pins
+// it, and after the tag moves in the registry IfNotPresent keeps the
+// stored image while Always pins the new one.
+func TestPullPolicy(t *testing.T) {
+	c, builder, ref := clusterWithPushedImage(t)
 	first := imageDigests(t, builder)[ref]
 
 	spec := func(name string, policy api.PullPolicy) string {

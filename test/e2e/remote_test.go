@@ -20,8 +20,6 @@ import (
 	"regexp"
 	goruntime "runtime"
 	"strings"
-	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -632,65 +630,30 @@ func labelOf(m *dto.Metric, name string) string {
 // exit code as berth's.
 func execInPty(t *testing.T, l *lan.LAN, name string) {
 	t.Helper()
-	master, slave := openPty(t)
-	defer master.Close()
-	setSize := func(rows, cols uint16) {
-		check(t, unix.IoctlSetWinsize(int(master.Fd()), unix.TIOCSWINSZ, &unix.Winsize{Row: rows, Col: cols}))
-	}
-	setSize(30, 100)
 	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
 	defer cancel()
 	cmd := l.AdminCommand(ctx, "exec", "-it", name, "sh")
-	cmd.Stdin, cmd.Stdout, cmd.Stderr = slave, slave, slave
-	cmd.Env = append(os.Environ(), "TERM=xterm-test")
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Setctty: true, Ctty: 0}
-	check(t, cmd.Start())
-	slave.Close()
-	var mu sync.Mutex
-	var screen bytes.Buffer
-	go func() {
-		buf := make([]byte, 4096)
-		for {
-			n, err := master.Read(buf)
-			mu.Lock()
-			screen.Write(buf[:n])
-			mu.Unlock()
-			if err != nil {
-				return
-			}
-		}
-	}()
+	term := startTerminal(t, cmd, 30, 100)
 	waitScreen := func(what string, re *regexp.Regexp) {
 		t.Helper()
-		eventually(t, 20*time.Second, what, func() bool {
-			mu.Lock()
-			defer mu.Unlock()
-			return re.Match(screen.Bytes())
-		})
+		eventually(t, 20*time.Second, what, func() bool { return term.shows(re) })
 	}
-	type_ := func(s string) {
-		_, err := master.Write([]byte(s))
-		check(t, err)
-	}
+	type_ := term.type_
 	type_("echo T=$TERM; stty size | sed 's/^/SIZE=/'\r")
 	waitScreen("the first size", regexp.MustCompile(`SIZE=30 100`))
 	waitScreen("TERM passed", regexp.MustCompile(`T=xterm-test`))
-	setSize(40, 120) // the kernel sends berth SIGWINCH
+	term.resize(40, 120) // the kernel sends berth SIGWINCH
 	// The resize travels while the shell waits; ask until it shows.
 	eventually(t, 20*time.Second, "the new size", func() bool {
 		type_("stty size | sed 's/^/SIZE=/'\r")
 		time.Sleep(200 * time.Millisecond)
-		mu.Lock()
-		defer mu.Unlock()
-		return regexp.MustCompile(`SIZE=40 120`).Match(screen.Bytes())
+		return term.shows(regexp.MustCompile(`SIZE=40 120`))
 	})
 	type_("exit 5\r")
 	err := cmd.Wait()
 	var ee *exec.ExitError
 	if !errors.As(err, &ee) || ee.ExitCode() != 5 {
-		mu.Lock()
-		defer mu.Unlock()
-		t.Fatalf("exec -it exited %v, want 5; screen %q", err, screen.String())
+		t.Fatalf("exec -it exited %v, want 5; screen %q", err, term)
 	}
 }
 

@@ -5,13 +5,8 @@ import (
 	"bytes"
 	"context"
 	"io"
-	"io/fs"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
-
-	"golang.org/x/sys/unix"
 
 	"github.com/berth-dev/berth/internal/testing/testenv"
 )
@@ -20,35 +15,6 @@ import (
 // absolute path of the canary directory a run makes next to its target:
 // the path differs per run, the archive bytes cannot.
 const canaryMark = "/CANARY"
-
-// tarOf writes entries as a tar archive.
-func tarOf(f *testing.F, ents ...ent) []byte {
-	f.Helper()
-	var buf bytes.Buffer
-	tw := tar.NewWriter(&buf)
-	for _, e := range ents {
-		h := &tar.Header{Name: e.name, Linkname: e.link, Typeflag: e.typ, Mode: e.mode, Devmajor: e.major, Devminor: e.minor, PAXRecords: e.pax}
-		if h.Typeflag == 0 {
-			h.Typeflag = tar.TypeReg
-		}
-		if h.Mode == 0 {
-			h.Mode = 0o644
-		}
-		if h.Typeflag == tar.TypeReg {
-			h.Size = int64(len(e.body))
-		}
-		if err := tw.WriteHeader(h); err != nil {
-			f.Fatal(err)
-		}
-		if _, err := io.WriteString(tw, e.body); err != nil {
-			f.Fatal(err)
-		}
-	}
-	if err := tw.Close(); err != nil {
-		f.Fatal(err)
-	}
-	return buf.Bytes()
-}
 
 // withCanary rewrites the canary mark in a well-formed archive into the
 // run's canary path; an archive tar cannot read is returned as is, for
@@ -115,44 +81,14 @@ func FuzzLayerTar(f *testing.F) {
 		{{name: "x", body: "x", pax: map[string]string{"SCHILY.xattr.trusted.overlay.opaque": "y"}}},
 	}
 	for _, s := range seeds {
-		f.Add(tarOf(f, s...))
+		f.Add(layerTar(f, s...).Bytes())
 	}
-	benign := tarOf(f, seeds[0]...)
+	benign := layerTar(f, seeds[0]...).Bytes()
 	f.Add(benign[:700]) // cut inside an entry
 	f.Add([]byte{})
 	f.Fuzz(func(t *testing.T, data []byte) {
-		base := t.TempDir()
-		canary := filepath.Join(base, "canary")
-		if err := os.MkdirAll(filepath.Join(canary, "d"), 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(filepath.Join(canary, "secret"), []byte("s"), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		target := filepath.Join(base, "target")
-		if err := os.Mkdir(target, 0o755); err != nil {
-			t.Fatal(err)
-		}
-		before := snapshotTree(t, canary)
-		_ = Layer(context.Background(), bytes.NewReader(withCanary(data, canary)), target)
-		if after := snapshotTree(t, canary); after != before {
-			t.Fatalf("canary changed:\n%s\n---\n%s", before, after)
-		}
-		if entries, _ := os.ReadDir(base); len(entries) != 2 {
-			t.Fatalf("something appeared next to the target: %v", entries)
-		}
-		filepath.WalkDir(target, func(p string, d fs.DirEntry, err error) error {
-			if err != nil {
-				return nil
-			}
-			var st unix.Stat_t
-			if unix.Lstat(p, &st) == nil {
-				kind := st.Mode & unix.S_IFMT
-				if kind == unix.S_IFBLK || (kind == unix.S_IFCHR && st.Rdev != 0) {
-					t.Fatalf("device node %s in the layer", p)
-				}
-			}
-			return nil
-		})
+		c := newCanaryTarget(t)
+		_ = Layer(context.Background(), bytes.NewReader(withCanary(data, c.canary)), c.target)
+		c.checkNoDevices(t)
 	})
 }

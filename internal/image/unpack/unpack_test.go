@@ -28,7 +28,7 @@ type ent struct {
 	pax              map[string]string
 }
 
-func layerTar(t *testing.T, ents ...ent) *bytes.Buffer {
+func layerTar(t testing.TB, ents ...ent) *bytes.Buffer {
 	t.Helper()
 	var buf bytes.Buffer
 	tw := tar.NewWriter(&buf)
@@ -87,6 +87,43 @@ func snapshotTree(t *testing.T, dir string) string {
 	return strings.Join(lines, "\n")
 }
 
+// canaryTarget is an empty target directory with, next to it, a canary
+// directory that nothing unpacked into the target may change.
+type canaryTarget struct {
+	base, canary, target string
+	before               string // the canary's snapshot
+}
+
+func newCanaryTarget(t *testing.T) canaryTarget {
+	t.Helper()
+	c := canaryTarget{base: t.TempDir()}
+	c.canary = filepath.Join(c.base, "canary")
+	if err := os.MkdirAll(filepath.Join(c.canary, "d"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(c.canary, "secret"), []byte("secret"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c.target = filepath.Join(c.base, "target")
+	if err := os.Mkdir(c.target, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	c.before = snapshotTree(t, c.canary)
+	return c
+}
+
+// check fails the test if the canary changed or anything appeared next
+// to the target.
+func (c canaryTarget) check(t *testing.T) {
+	t.Helper()
+	if after := snapshotTree(t, c.canary); after != c.before {
+		t.Fatalf("canary changed:\nbefore:\n%s\nafter:\n%s", c.before, after)
+	}
+	if entries, _ := os.ReadDir(c.base); len(entries) != 2 {
+		t.Fatalf("something appeared next to the target: %v", entries)
+	}
+}
+
 func itoa(n uint64) string {
 	if n == 0 {
 		return "0"
@@ -142,33 +179,15 @@ func TestHostileLayers(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			base := t.TempDir()
-			canary := filepath.Join(base, "canary")
-			if err := os.Mkdir(canary, 0o755); err != nil {
-				t.Fatal(err)
-			}
-			if err := os.WriteFile(filepath.Join(canary, "secret"), []byte("secret"), 0o600); err != nil {
-				t.Fatal(err)
-			}
-			target := filepath.Join(base, "target")
-			if err := os.Mkdir(target, 0o755); err != nil {
-				t.Fatal(err)
-			}
-			before := snapshotTree(t, canary)
-			err := Layer(context.Background(), layerTar(t, tc.ents(canary)...), target)
+			c := newCanaryTarget(t)
+			err := Layer(context.Background(), layerTar(t, tc.ents(c.canary)...), c.target)
 			if !errors.Is(err, ErrUnsafe) {
 				t.Fatalf("Layer = %v, want an ErrUnsafe error", err)
 			}
 			if !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("error %q does not say %q", err, tc.want)
 			}
-			if after := snapshotTree(t, canary); after != before {
-				t.Fatalf("canary changed:\nbefore:\n%s\nafter:\n%s", before, after)
-			}
-			entries, _ := os.ReadDir(base)
-			if len(entries) != 2 {
-				t.Fatalf("something appeared next to the target: %v", entries)
-			}
+			c.check(t)
 		})
 	}
 }

@@ -6,37 +6,23 @@ import (
 	"errors"
 	"fmt"
 	"os/exec"
-	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
 
-	"github.com/berth-dev/berth/internal/network/netns"
+	"github.com/berth-dev/berth/internal/testing/netnstest"
 	"github.com/berth-dev/berth/internal/testing/testenv"
 )
 
-// testNS makes a network namespace for the test and removes it afterwards.
-func testNS(t *testing.T) string {
+// newProgrammer programs table in namespace ns until the test ends.
+func newProgrammer(t *testing.T, ns, table string) *Programmer {
 	t.Helper()
-	path := filepath.Join(t.TempDir(), "ns")
-	if err := netns.Create(path, nil); err != nil {
+	p, err := New(context.Background(), Config{Table: table, NetNS: ns})
+	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() {
-		if err := netns.Delete(path); err != nil {
-			t.Error(err)
-		}
-	})
-	return path
-}
-
-func nftList(t *testing.T, ns, table string) string {
-	t.Helper()
-	out, err := exec.Command("nsenter", "--net="+ns, "nft", "list", "table", "ip", table).CombinedOutput()
-	if err != nil {
-		t.Fatalf("nft list table %s: %v\n%s", table, err, out)
-	}
-	return string(out)
+	t.Cleanup(func() { _ = p.Close() })
+	return p
 }
 
 // elements reads every map back through netlink, sorted, as one string.
@@ -74,34 +60,26 @@ func TestProgrammerRestartLeavesRulesetIdentical(t *testing.T) {
 	testenv.RequireRoot(t)
 	t.Parallel()
 	ctx := context.Background()
-	ns := testNS(t)
+	ns := netnstest.Host(t, "ns")
 	table := "berth-vip-restart"
-	p, err := New(ctx, Config{Table: table, NetNS: ns})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = p.Close() })
+	p := newProgrammer(t, ns, table)
 	if err := p.Sync(ctx, testServices()); err != nil {
 		t.Fatal(err)
 	}
-	before, beforeElems := nftList(t, ns, table), elements(t, p)
+	before, beforeElems := netnstest.NftTable(t, ns, table), elements(t, p)
 	if !strings.Contains(before, "lb_3") || !strings.Contains(before, "numgen random mod 3") {
 		t.Fatalf("ruleset lacks lb_3:\n%s", before)
 	}
 
 	// A new programmer over the same kernel state: Sync must change nothing.
-	p2, err := New(ctx, Config{Table: table, NetNS: ns})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = p2.Close() })
+	p2 := newProgrammer(t, ns, table)
 	if err := p2.Sync(ctx, testServices()); err != nil {
 		t.Fatal(err)
 	}
 	if p2.lastOps != 0 {
 		t.Fatalf("resync after restart sent %d operations, want 0", p2.lastOps)
 	}
-	if after := nftList(t, ns, table); after != before {
+	if after := netnstest.NftTable(t, ns, table); after != before {
 		t.Fatalf("ruleset changed across restart:\nbefore:\n%s\nafter:\n%s", before, after)
 	}
 	if after := elements(t, p2); after != beforeElems {
@@ -114,7 +92,7 @@ func TestProgrammerRestartLeavesRulesetIdentical(t *testing.T) {
 	if err := p2.Sync(ctx, svcs); err != nil {
 		t.Fatal(err)
 	}
-	if out := nftList(t, ns, table); strings.Contains(out, "10.96.0.11") {
+	if out := netnstest.NftTable(t, ns, table); strings.Contains(out, "10.96.0.11") {
 		t.Fatalf("removed service still programmed:\n%s", out)
 	}
 
@@ -131,17 +109,9 @@ func TestProgrammerIncrementalMatchesSync(t *testing.T) {
 	testenv.RequireRoot(t)
 	t.Parallel()
 	ctx := context.Background()
-	ns := testNS(t)
-	inc, err := New(ctx, Config{Table: "berth-vip-inc", NetNS: ns})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = inc.Close() })
-	full, err := New(ctx, Config{Table: "berth-vip-full", NetNS: ns})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = full.Close() })
+	ns := netnstest.Host(t, "ns")
+	inc := newProgrammer(t, ns, "berth-vip-inc")
+	full := newProgrammer(t, ns, "berth-vip-full")
 
 	svcs := testServices()
 	for _, s := range svcs {
@@ -196,21 +166,17 @@ func TestProgrammerRebuildsAForeignTable(t *testing.T) {
 	testenv.RequireRoot(t)
 	t.Parallel()
 	ctx := context.Background()
-	ns := testNS(t)
+	ns := netnstest.Host(t, "ns")
 	table := "berth-vip-foreign"
 	out, err := exec.Command("nsenter", "--net="+ns, "nft", "add table ip "+table+"; add chain ip "+table+" stray").CombinedOutput()
 	if err != nil {
 		t.Fatalf("nft: %v\n%s", err, out)
 	}
-	p, err := New(ctx, Config{Table: table, NetNS: ns})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = p.Close() })
+	p := newProgrammer(t, ns, table)
 	if err := p.Sync(ctx, testServices()); err != nil {
 		t.Fatal(err)
 	}
-	got := nftList(t, ns, table)
+	got := netnstest.NftTable(t, ns, table)
 	if strings.Contains(got, "stray") || !strings.Contains(got, chainLayout) {
 		t.Fatalf("foreign table not rebuilt:\n%s", got)
 	}
@@ -220,15 +186,11 @@ func TestSyncProgramsAllButTheBadService(t *testing.T) {
 	testenv.RequireRoot(t)
 	t.Parallel()
 	ctx := context.Background()
-	ns := testNS(t)
-	p, err := New(ctx, Config{Table: "berth-vip-bad", NetNS: ns})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = p.Close() })
+	ns := netnstest.Host(t, "ns")
+	p := newProgrammer(t, ns, "berth-vip-bad")
 	svcs := testServices()
 	thief := Service{Name: "default/thief", VIP: svcs[0].VIP, Ports: []Port{{Protocol: TCP, Port: 80}}}
-	err = p.Sync(ctx, append(svcs, thief))
+	err := p.Sync(ctx, append(svcs, thief))
 	if !errors.Is(err, ErrConflict) || !strings.Contains(err.Error(), "default/thief") {
 		t.Fatalf("Sync: %v, want a conflict naming default/thief", err)
 	}

@@ -5,11 +5,10 @@ package runtimetest
 import (
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"strings"
 	"testing"
 
+	"github.com/berth-dev/berth/internal/image/imagetest"
 	"github.com/berth-dev/berth/internal/testing/testenv"
 )
 
@@ -17,74 +16,13 @@ import (
 // runtime's tests.
 func RequireRoot(t testing.TB) { t.Helper(); testenv.RequireRoot(t) }
 
-// BusyboxRootfs builds a minimal busybox rootfs in a fresh directory.
-func BusyboxRootfs(t testing.TB) string {
-	t.Helper()
-	if _, err := busyboxPath(); err != nil {
-		testenv.SkipOrFail(t, fmt.Sprintf("busybox-static is not installed: %v", err))
-	}
-	dir := t.TempDir()
-	if err := WriteBusyboxRootfs(dir); err != nil {
-		t.Fatal(err)
-	}
-	return dir
-}
+// BusyboxRootfs is imagetest.BusyboxRootfs, kept under this name for the
+// runtime's tests: a minimal busybox rootfs in a fresh directory.
+func BusyboxRootfs(t testing.TB) string { t.Helper(); return imagetest.BusyboxRootfs(t) }
 
-func busyboxPath() (string, error) {
-	bb, err := exec.LookPath("busybox")
-	if err != nil {
-		bb = "/bin/busybox"
-	}
-	_, err = os.Stat(bb)
-	return bb, err
-}
-
-// WriteBusyboxRootfs fills dir with a rootfs made from the host's static
-// busybox: /bin with every applet, /etc/passwd and group, /tmp, /www.
-func WriteBusyboxRootfs(dir string) error {
-	bb, err := busyboxPath()
-	if err != nil {
-		return fmt.Errorf("busybox rootfs: %w", err)
-	}
-	for _, d := range []string{"bin", "etc", "tmp", "proc", "sys", "dev", "root", "www"} {
-		if err := os.MkdirAll(filepath.Join(dir, d), 0o755); err != nil {
-			return err
-		}
-	}
-	if err := os.Chmod(filepath.Join(dir, "tmp"), 0o1777); err != nil {
-		return err
-	}
-	data, err := os.ReadFile(bb)
-	if err != nil {
-		return err
-	}
-	if err := os.WriteFile(filepath.Join(dir, "bin", "busybox"), data, 0o755); err != nil {
-		return err
-	}
-	out, err := exec.Command(bb, "--list").Output()
-	if err != nil {
-		return fmt.Errorf("busybox --list: %w", err)
-	}
-	for _, applet := range strings.Fields(string(out)) {
-		if applet == "busybox" {
-			continue
-		}
-		if err := os.Symlink("busybox", filepath.Join(dir, "bin", applet)); err != nil && !os.IsExist(err) {
-			return err
-		}
-	}
-	files := map[string]string{
-		"etc/passwd":     "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n",
-		"etc/group":      "root:x:0:\nnogroup:x:65534:\n",
-		"www/index.html": "hello from berth\n",
-	}
-	for name, content := range files {
-		if err := os.WriteFile(filepath.Join(dir, name), []byte(content), 0o644); err != nil {
-			return err
-		}
-	}
-	return nil
-}
+// WriteBusyboxRootfs is imagetest.WriteBusyboxRootfs: it fills dir with
+// the busybox rootfs.
+func WriteBusyboxRootfs(dir string) error { return imagetest.WriteBusyboxRootfs(dir) }
 
 // BusyboxWorkdir makes a temporary directory, named with prefix, holding
 // a busybox rootfs (WriteBusyboxRootfs) at rootfs; the caller removes work.

@@ -6,6 +6,7 @@ package netnstest
 import (
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"testing"
 
@@ -77,4 +78,15 @@ func Link(t testing.TB, a, linkA, addrA, b, linkB, addrB string) {
 	if err != nil {
 		t.Fatalf("link %s in %s: %v", linkB, b, err)
 	}
+}
+
+// NftTable is `nft list table ip TABLE` run in namespace ns: the table's
+// ruleset as nft prints it.
+func NftTable(t testing.TB, ns, table string) string {
+	t.Helper()
+	out, err := exec.Command("nsenter", "--net="+ns, "nft", "list", "table", "ip", table).CombinedOutput()
+	if err != nil {
+		t.Fatalf("nft list table %s: %v\n%s", table, err, out)
+	}
+	return string(out)
 }
