@@ -859,7 +859,7 @@ func (s *Server) bind(w http.ResponseWriter, r *http.Request) {
 		writeError(w, fmt.Errorf("bind %s: %w", t.ref(), &api.ValidationError{Fields: []api.FieldError{{Field: "node", Reason: err.Error()}}}))
 		return
 	}
-	err = s.store.Bind(r.Context(), []store.Binding{{Namespace: t.namespace, Name: t.name, Node: req.Node, CPUSet: req.CPUSet, Revision: rev}})
+	err = s.store.BindOne(r.Context(), store.Binding{Namespace: t.namespace, Name: t.name, Node: req.Node, CPUSet: req.CPUSet, Revision: rev})
 	if err != nil {
 		writeError(w, err)
 		return

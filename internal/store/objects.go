@@ -304,6 +304,13 @@ func (s *Store) Bind(ctx context.Context, bindings []Binding) error {
 	return t.Commit(ctx)
 }
 
+// BindOne binds one instance as Bind does. When b names no revision, a
+// write that got in between (a status the controller or the instance's
+// node wrote) does not fail it: the instance is read and checked again.
+func (s *Store) BindOne(ctx context.Context, b Binding) error {
+	return s.retryUnconditional(ctx, b.Revision, func() error { return s.Bind(ctx, []Binding{b}) })
+}
+
 // Move rebinds an instance running on node b.From to node b.Node, with
 // b.Status as its status, in one write: the end of a live migration,
 // where the instance's container has been restored on b.Node. Its

@@ -702,3 +702,72 @@ func TestSetStatusOfInstancesRead(t *testing.T) {
 		t.Fatalf("a Lost instance stays assigned: %d assignments of n1", len(n1))
 	}
 }
+
+// TestBindOneOutlastsStatusWrites binds instances while their statuses
+// are written over and over, as the controller writes an unplaceable
+// instance's reason: a bind that names no revision binds each one, and a
+// bind that names a revision the status write passed is a conflict.
+func TestBindOneOutlastsStatusWrites(t *testing.T) {
+	ctx := t.Context()
+	s := openStore(t)
+	const n = 20
+	var objs []api.Object
+	for i := range n {
+		objs = append(objs, instance(fmt.Sprintf("free-%d", i)))
+	}
+	if err := s.CreateMany(ctx, objs); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	wrote := make(chan int)
+	go func() {
+		writes := 0
+		defer func() { wrote <- writes }()
+		for i := 0; ; i++ {
+			select {
+			case <-done:
+				return
+			default:
+			}
+			in := instance(fmt.Sprintf("free-%d", i%n))
+			in.Status = api.InstanceStatus{Phase: api.PhasePending, Reason: "Unschedulable", Message: fmt.Sprint(i)}
+			if err := s.UpdateStatus(ctx, in, 0); err != nil {
+				t.Errorf("status of %s: %v", in.Metadata.Name, err)
+				return
+			}
+			writes++
+		}
+	}()
+	var errs []error
+	for i := range n {
+		if err := s.BindOne(ctx, Binding{Name: fmt.Sprintf("free-%d", i), Node: "n1"}); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	close(done)
+	if writes := <-wrote; writes == 0 {
+		t.Fatal("no status was written while binding")
+	}
+	if len(errs) > 0 {
+		t.Fatalf("%d of %d binds without a revision failed, first: %v", len(errs), n, errs[0])
+	}
+	got, err := Get[api.Instance](ctx, s, "default", "free-7")
+	if err != nil || got.Spec.Node != "n1" {
+		t.Fatalf("free-7 after the binds: node %q, %v", got.Spec.Node, err)
+	}
+	c := instance("stale")
+	if err := s.Create(ctx, c); err != nil {
+		t.Fatal(err)
+	}
+	stale := c.Metadata.Revision
+	if stale == 0 {
+		t.Fatal("create gave stale no revision")
+	}
+	c.Status.Reason = "Unschedulable"
+	if err := s.UpdateStatus(ctx, c, 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.BindOne(ctx, Binding{Name: "stale", Node: "n1", Revision: stale}); !errdefs.IsConflict(err) {
+		t.Fatalf("bind at a revision a status write passed: %v, want a conflict", err)
+	}
+}
