@@ -32,22 +32,9 @@ var counterArgs = []string{"sh", "-c", "exec 3>>/root/count; i=0; while :; do i=
 // and the time between the last number before and the first after is no
 // more than the downtime.
 func testCheckpointRestore(t *testing.T, executor string) {
-	runtimetest.RequireRoot(t)
-	requireBinary(t, executor)
-	requireBinary(t, "criu")
-	rootfs := runtimetest.BusyboxRootfs(t)
-	r, err := runtime.New(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
 	ctx := context.Background()
 	id := fmt.Sprintf("ckpt-%s", executor)
-	if _, err := r.Run(ctx, runtime.Config{ID: id, LowerDirs: []string{rootfs}, Args: counterArgs, Executor: executor,
-		Resources: runtime.Resources{MemoryBytes: 48 << 20, CPUs: 0.1}}); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = r.Delete(context.Background(), id, true) })
-	waitCount(t, r, id, 20)
+	r := startCounter(t, executor, id, counterArgs, runtime.Resources{MemoryBytes: 48 << 20, CPUs: 0.1}, 20)
 
 	mountsBefore, devBefore := inContainer(t, r, id, mountsCmd), inContainer(t, r, id, devCmd)
 
@@ -201,22 +188,10 @@ func inContainer(t *testing.T, r *runtime.Runtime, id, cmd string) string {
 // /dev is still left out of the images (its entries carried beside
 // them); the /dev/shm that holds data is archived by CRIU.
 func TestCheckpointDevContents(t *testing.T) {
-	runtimetest.RequireRoot(t)
-	requireBinary(t, "runc")
-	requireBinary(t, "criu")
-	rootfs := runtimetest.BusyboxRootfs(t)
-	r, err := runtime.New(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
 	ctx := context.Background()
 	id := "ckpt-dev"
 	args := []string{"sh", "-c", "mkdir /dev/mine && ln -s /proc/self/fd/9 /dev/nine && echo kept >/dev/shm/a && " + counterArgs[2]}
-	if _, err := r.Run(ctx, runtime.Config{ID: id, LowerDirs: []string{rootfs}, Args: args, Executor: "runc"}); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = r.Delete(context.Background(), id, true) })
-	waitCount(t, r, id, 5)
+	r := startCounter(t, "runc", id, args, runtime.Resources{}, 5)
 	devBefore := inContainer(t, r, id, devCmd)
 	images := t.TempDir()
 	if err := r.Checkpoint(ctx, id, runtime.CheckpointOptions{ImageDir: images}); err != nil {
@@ -241,22 +216,9 @@ var freezeWaits = regexp.MustCompile(`freezing processes: [1-9][0-9]* attempts d
 // TestCheckpointFailureThaws: a dump that fails once the container is
 // frozen (its images do not fit where they go) leaves it running.
 func TestCheckpointFailureThaws(t *testing.T) {
-	runtimetest.RequireRoot(t)
-	requireBinary(t, "runc")
-	requireBinary(t, "criu")
-	rootfs := runtimetest.BusyboxRootfs(t)
-	r, err := runtime.New(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
 	ctx := context.Background()
 	id := "ckpt-full"
-	if _, err := r.Run(ctx, runtime.Config{ID: id, LowerDirs: []string{rootfs}, Args: counterArgs, Executor: "runc",
-		Resources: runtime.Resources{CPUs: 0.5}}); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = r.Delete(context.Background(), id, true) })
-	waitCount(t, r, id, 5)
+	r := startCounter(t, "runc", id, counterArgs, runtime.Resources{CPUs: 0.5}, 5)
 	full := t.TempDir()
 	if err := unix.Mount("tmpfs", full, "tmpfs", 0, "size=16k"); err != nil {
 		t.Fatal(err)
@@ -301,6 +263,27 @@ func counts(t *testing.T, r *runtime.Runtime, id string) []count {
 		}
 	}
 	return cs
+}
+
+// startCounter runs the counter (or args) as container id with executor
+// and resources, once root, the executor and criu are at hand, and waits
+// until it has logged n numbers.
+func startCounter(t *testing.T, executor, id string, args []string, res runtime.Resources, n int) *runtime.Runtime {
+	t.Helper()
+	runtimetest.RequireRoot(t)
+	requireBinary(t, executor)
+	requireBinary(t, "criu")
+	rootfs := runtimetest.BusyboxRootfs(t)
+	r, err := runtime.New(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.Run(context.Background(), runtime.Config{ID: id, LowerDirs: []string{rootfs}, Args: args, Executor: executor, Resources: res}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = r.Delete(context.Background(), id, true) })
+	waitCount(t, r, id, n)
+	return r
 }
 
 func waitCount(t *testing.T, r *runtime.Runtime, id string, n int) {
