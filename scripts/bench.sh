@@ -26,4 +26,5 @@ run scale -berth "$bin" $([ -n "${BENCH_SCALE_FULL:-}" ] && echo -full) # hollow
 run compose -berth "$bin"               # berth compose up -d of 5 services to healthy beside podman-compose up -d
 run checkpoint -berth "$bin"            # checkpoint --export + restore --import downtime beside podman
 run migrate -berth "$bin"               # live migration between 2 agents: busybox counter, 100 MB Redis GET through its VIP; podman export/import beside
+run migrate -berth "$bin" -only redis -post-copy # the same Redis moved with berth migrate --post-copy (its memory follows the restore)
 run dashboard                          # the web dashboard in Chromium at 1,000 instances: change-to-DOM, page weight, first paint
