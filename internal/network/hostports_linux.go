@@ -119,14 +119,15 @@ func HoldHostPort(proto vip.Protocol, addr netip.Addr, port uint16) (*os.File, u
 	return f, port, nil
 }
 
-// claim holds the host ports of s (named owner) and releases those it
-// held and no longer publishes. A port that cannot be bound (another
-// process holds it) is taken out of s, so it is not published, and named
-// in the error.
+// claim holds the host ports of s (named owner). A port that cannot be
+// bound (another process holds it) is taken out of s, so it is not
+// published, and named in the error. Ports owner held and s no longer
+// publishes stay held: keep lets them go once the rules no longer
+// redirect them, or a host process that bound one in between would find
+// its loopback traffic still sent to the service.
 func (p *portHolder) claim(owner string, s *vip.Service) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	want := map[hostPort]bool{}
 	var errs []string
 	for i := range s.Ports {
 		pt := &s.Ports[i]
@@ -134,11 +135,9 @@ func (p *portHolder) claim(owner string, s *vip.Service) error {
 			continue
 		}
 		h := hostPort{pt.Protocol, pt.HostPort}
-		if cur, ok := p.held[h]; ok {
-			if cur.owner == owner {
-				want[h] = true
-			}
-			// Held for another service: the programmer names that conflict.
+		if _, ok := p.held[h]; ok {
+			// Held for this service, or for another: the programmer
+			// names that conflict.
 			continue
 		}
 		sock, err := p.bind(h)
@@ -148,7 +147,23 @@ func (p *portHolder) claim(owner string, s *vip.Service) error {
 			continue
 		}
 		p.held[h] = heldPort{owner: owner, sock: sock}
-		want[h] = true
+	}
+	if errs != nil {
+		return fmt.Errorf("service %s: not published on this node: %s", owner, strings.Join(errs, "; "))
+	}
+	return nil
+}
+
+// settle releases the ports owner holds that s, as programmed, does not
+// publish.
+func (p *portHolder) settle(owner string, s vip.Service) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	want := map[hostPort]bool{}
+	for _, pt := range s.Ports {
+		if pt.HostPort != 0 {
+			want[hostPort{pt.Protocol, pt.HostPort}] = true
+		}
 	}
 	for h, cur := range p.held {
 		if cur.owner == owner && !want[h] {
@@ -156,10 +171,6 @@ func (p *portHolder) claim(owner string, s *vip.Service) error {
 			delete(p.held, h)
 		}
 	}
-	if errs != nil {
-		return fmt.Errorf("service %s: not published on this node: %s", owner, strings.Join(errs, "; "))
-	}
-	return nil
 }
 
 // release lets go of every port owner holds.
@@ -174,12 +185,25 @@ func (p *portHolder) release(owner string) {
 	}
 }
 
-// keep releases the ports of every owner not in owners.
-func (p *portHolder) keep(owners map[string]bool) {
+// keep releases the ports of every owner not in owners, and those of
+// owners their service in owners no longer publishes.
+func (p *portHolder) keep(owners map[string]vip.Service) {
+	type ownedPort struct {
+		owner string
+		h     hostPort
+	}
+	want := map[ownedPort]bool{}
+	for owner, s := range owners {
+		for _, pt := range s.Ports {
+			if pt.HostPort != 0 {
+				want[ownedPort{owner, hostPort{pt.Protocol, pt.HostPort}}] = true
+			}
+		}
+	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	for h, cur := range p.held {
-		if !owners[cur.owner] {
+		if !want[ownedPort{cur.owner, h}] {
 			_ = cur.sock.Close()
 			delete(p.held, h)
 		}

@@ -103,18 +103,20 @@ func (s *Services) VIP() *vip.Programmer { return s.vip }
 // port again.
 func (s *Services) Sync(ctx context.Context, svcs []Service) (unpublished, err error) {
 	vs := make([]vip.Service, 0, len(svcs))
-	owners := map[string]bool{}
+	owners := map[string]vip.Service{}
 	var portErrs []error
 	for _, svc := range svcs {
 		v := svc.VIPService()
 		if err := s.ports.claim(svc.Key(), &v); err != nil {
 			portErrs = append(portErrs, err)
 		}
-		owners[svc.Key()] = true
+		owners[svc.Key()] = v
 		vs = append(vs, v)
 	}
-	s.ports.keep(owners)
 	err = s.vip.Sync(ctx, vs)
+	// Only once the rules are gone: a port let go before would be free to
+	// bind while its traffic still went to the service.
+	s.ports.keep(owners)
 	programmed := s.vip.Services()
 	ds := make([]dns.Service, 0, len(svcs))
 	for _, svc := range svcs {
@@ -134,6 +136,7 @@ func (s *Services) Upsert(ctx context.Context, svc Service) error {
 	if err := s.vip.UpsertService(ctx, v); err != nil {
 		return errors.Join(portErr, err)
 	}
+	s.ports.settle(svc.Key(), v)
 	s.dns.UpsertService(svc.DNSService())
 	return portErr
 }
@@ -149,10 +152,11 @@ func (s *Services) CheckHostPort(service string, protocol vip.Protocol, port uin
 // Remove deletes one service's VIP, ports and names.
 func (s *Services) Remove(ctx context.Context, namespace, name string) error {
 	s.dns.RemoveService(namespace, name)
-	s.ports.release(namespace + "/" + name)
 	if err := s.vip.RemoveService(ctx, namespace+"/"+name); err != nil {
 		return fmt.Errorf("remove service %s/%s: %w", namespace, name, err)
 	}
+	// After the rules: the port is free only once nothing redirects it.
+	s.ports.release(namespace + "/" + name)
 	return nil
 }
 
