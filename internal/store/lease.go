@@ -2,133 +2,368 @@ package store
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
-	"hash/fnv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
-	"go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/server/v3/lease"
 )
 
-// Node heartbeats are etcd leases: each node has a key under
-// <prefix>/leases/ bound to a lease that its heartbeats keep alive. When
-// they stop, etcd removes the key after the TTL, whoever's clock says what.
-// A renewal is no raft write: etcd's leader keeps every lease's deadline
-// in its memory, and only a lapse (the key's removal) or a new lease is
-// written. A new etcd leader gives every lease a whole TTL afresh before
-// it lets any lapse, so a failover never passes for the loss of nodes.
+// A node is alive while its key under <prefix>/leases/ exists: the
+// controller judges liveness by that alone. The key is written when a
+// server takes the node's first heartbeat, and deleted when that server has
+// taken none for the node's TTL: a heartbeat itself touches etcd not at
+// all, not even a lease renewal. The servers keep the time of each node's
+// last beat in their memory, as Nomad's leader does, and write only the
+// changes of state (alive, lapsed). With one lease renewal per node per
+// beat, a server too starved to renew them in time let thousands lapse at
+// once, and their re-grants (two raft writes each) drove etcd past its
+// pending-proposal limit, which failed more renewals.
 //
-// A node's lease has an ID of its own, made from its name: every server
-// renews the same lease for it, with nothing to read first. With several
-// servers a node's heartbeats land on any of them; each renews the one
-// lease the key is bound to, no server keeps a lease alive on its own,
-// and a dead server takes no lease with it. (Leases made at random, and
-// found by reading the key, cost a read per heartbeat, and two servers
-// making one at once bound the key to one and renewed the other.)
+// With several servers a node beats to one of them at a time (its agent
+// moves on only when that one stops answering). The server taking its beats
+// owns the key: the key's value is the server's owner ID (one per process)
+// and it is bound to the server's own lease. A server given a beat for a
+// node whose key it does not own writes the key as its own (one write per
+// move), so the node is seen alive by every server and by the controller
+// wherever it beats. Each server follows the keys in a watch and forgets
+// owning those another server took or someone deleted; its sweep deletes
+// only a key still at the revision it wrote, so it never removes another
+// server's.
 //
-// Each store remembers which nodes' keys it has seen bound to their lease;
-// a heartbeat of such a node is the renewal alone. The first heartbeat a
-// store takes for a node, and any after a lapse, reads the key from the
-// member's own applied state (no raft round) and binds it when it is not.
+// A server that dies takes its lease with it: its keys go a lease TTL (the
+// node TTL) later, unless their nodes have moved to another server, which
+// rebinds them first. A restarted server owns nothing: each node's next
+// beat rebinds its key to the new lease, within the heartbeat interval,
+// before the old lease lapses. A sweep that runs late (the process starved
+// of CPU, or stopped) moves every deadline on by its delay: a server that
+// could not run could not take beats either, and must not blame the nodes.
+// A server whose lease lapses (etcd too slow to take its renewals) grants
+// another and rebinds the keys of its live nodes in batched transactions.
 
 func (s *Store) leaseKey(node string) string { return s.prefix + "/leases/" + node }
 
-// nodeLease is node's heartbeat lease ID: a hash of its key, the same on
-// every server. etcd's own IDs for other leases are made of the member's
-// ID and a counter; a 63-bit hash meets one of them, or another node's,
-// with odds of about n²/2⁶⁴.
-func (s *Store) nodeLease(node string) clientv3.LeaseID {
-	h := fnv.New64a()
-	h.Write([]byte(s.leaseKey(node)))
-	if id := clientv3.LeaseID(h.Sum64() >> 1); id != 0 {
-		return id
-	}
-	return 1
+// liveness is this store's side of the nodes' heartbeats.
+type liveness struct {
+	owner string   // this process's owner ID, each owned key's value
+	nodes sync.Map // node name -> *beat
+
+	mu      sync.Mutex // guards the fields below
+	lease   clientv3.LeaseID
+	ttl     time.Duration // of the lease, the first node TTL asked
+	started bool
+	stop    context.CancelFunc
+	wg      sync.WaitGroup
 }
 
-// KeepNodeAlive renews node's heartbeat lease, making one (with ttl) when
-// it has none or it has lapsed.
+// beat is what a store remembers of one node's heartbeats.
+type beat struct {
+	at  atomic.Int64 // Unix nanoseconds of the last beat taken here
+	due atomic.Int64 // Unix nanoseconds when the node lapses without another
+	// rev is the revision at which this store wrote the node's key, 0
+	// when it does not own it (never wrote it, lapsed, or taken over).
+	rev atomic.Int64
+}
+
+// KeepNodeAlive takes a heartbeat of node, which lapses ttl after its
+// last one.
 func (s *Store) KeepNodeAlive(ctx context.Context, node string, ttl time.Duration) error {
 	_, err := s.RenewNode(ctx, node, ttl)
 	return err
 }
 
 // RenewNode is KeepNodeAlive, and reports whether the node was alive
-// already: its lease held and its key known to be bound to it. False
-// means the node's lease was made or bound anew by this call: it had
-// lapsed (and the node may have been marked NotReady meanwhile), or this
-// store had not seen the node before.
+// already: its key known to be this store's and its last beat within the
+// TTL. Such a beat costs no etcd request. False means the key was written
+// by this call: the node had lapsed (and may have been marked NotReady
+// meanwhile), or this store had not taken its beats before.
 func (s *Store) RenewNode(ctx context.Context, node string, ttl time.Duration) (bool, error) {
-	id := s.nodeLease(node)
-	left, err := s.renew(ctx, id)
-	if err == nil && left > 0 {
-		if at, ok := s.bound.Load(node); ok {
-			at.(*atomic.Int64).Store(time.Now().UnixNano())
-			return true, nil
-		}
-		// Held, but this store has not seen its key: read it.
-		r, err := s.client.Get(ctx, s.leaseKey(node), clientv3.WithSerializable())
-		if err != nil {
-			return false, fmt.Errorf("node %q: heartbeat lease: %w", node, wrapEtcd(err))
-		}
-		if len(r.Kvs) > 0 && clientv3.LeaseID(r.Kvs[0].Lease) == id {
-			s.noteRenewal(node)
-			return false, nil
-		}
-	} else {
-		s.bound.Delete(node)
-		if err := s.grant(ctx, id, ttl); err != nil {
-			return false, fmt.Errorf("node %q: heartbeat lease: %w", node, wrapEtcd(err))
-		}
+	v, _ := s.live.nodes.LoadOrStore(node, new(beat))
+	b := v.(*beat)
+	now := time.Now().UnixNano()
+	b.at.Store(now)
+	was := b.due.Swap(now + int64(ttl))
+	if b.rev.Load() != 0 && now <= was {
+		return true, nil
 	}
-	// Two servers beating for the same node at once both bind the key to
-	// the same lease.
-	p, err := s.client.Put(ctx, s.leaseKey(node), "", clientv3.WithLease(id))
+	if err := s.startLiveness(ctx, ttl); err != nil {
+		return false, fmt.Errorf("node %q: heartbeat: %w", node, err)
+	}
+	lease := s.live.leaseID()
+	p, err := s.client.Put(ctx, s.leaseKey(node), s.live.owner, clientv3.WithLease(lease))
 	if err != nil {
-		return false, fmt.Errorf("node %q: heartbeat lease: %w", node, wrapEtcd(err))
+		return false, fmt.Errorf("node %q: heartbeat: %w", node, wrapEtcd(err))
 	}
+	b.rev.Store(p.Header.Revision)
 	s.noteWrite(p.Header.Revision)
-	s.noteRenewal(node)
 	return false, nil
 }
 
-// noteRenewal records that node's key is bound to its lease, renewed now.
-func (s *Store) noteRenewal(node string) {
-	at := new(atomic.Int64)
-	at.Store(time.Now().UnixNano())
-	s.bound.Store(node, at)
-}
-
-// LastRenewal is when this store last renewed node's heartbeat lease
-// (zero when it has not since the lease was last made): the time of the
+// LastRenewal is when this store last took a heartbeat of node (zero
+// when it has taken none, or the node was expired since): the time of the
 // node's latest heartbeat through this server, which the stored node does
 // not carry, since a heartbeat writes nothing.
 func (s *Store) LastRenewal(node string) time.Time {
-	if at, ok := s.bound.Load(node); ok {
-		return time.Unix(0, at.(*atomic.Int64).Load())
+	if v, ok := s.live.nodes.Load(node); ok {
+		return time.Unix(0, v.(*beat).at.Load())
 	}
 	return time.Time{}
 }
 
-// grant makes lease id with ttl (at least 2 s); one that exists already
-// (another server made it meanwhile) is no error.
-func (s *Store) grant(ctx context.Context, id clientv3.LeaseID, ttl time.Duration) error {
-	req := &etcdserverpb.LeaseGrantRequest{ID: int64(id), TTL: max(int64(ttl/time.Second), 2)}
-	var err error
-	if s.etcd != nil {
-		_, err = s.etcd.Server.LeaseGrant(ctx, req)
-	} else {
-		_, err = clientv3.RetryLeaseClient(s.client).LeaseGrant(ctx, req)
-	}
-	if errors.Is(err, lease.ErrLeaseExists) || rpctypes.Error(err) == rpctypes.ErrLeaseExist {
+func (l *liveness) leaseID() clientv3.LeaseID {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.lease
+}
+
+// startLiveness grants this store's lease, with ttl, and starts following
+// the keys and sweeping lapsed nodes, once.
+func (s *Store) startLiveness(ctx context.Context, ttl time.Duration) error {
+	l := &s.live
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.started {
 		return nil
 	}
-	return err
+	if l.owner == "" {
+		var b [8]byte
+		_, _ = rand.Read(b[:])
+		l.owner = hex.EncodeToString(b[:])
+	}
+	g, err := s.client.Grant(ctx, max(int64(ttl/time.Second), 2))
+	if err != nil {
+		return fmt.Errorf("server lease: %w", wrapEtcd(err))
+	}
+	// Follow the keys from the grant on: no key is this store's before.
+	rev := g.Revision
+	l.lease, l.ttl, l.started = g.ID, ttl, true
+	bg, stop := context.WithCancel(context.Background())
+	l.stop = stop
+	l.wg.Go(func() { s.followKeys(bg, rev+1) })
+	l.wg.Go(func() { s.sweep(bg) })
+	l.wg.Go(func() { s.keepLease(bg) })
+	return nil
+}
+
+// stopLiveness ends what startLiveness started.
+func (l *liveness) stopLiveness() {
+	l.mu.Lock()
+	stop := l.stop
+	l.mu.Unlock()
+	if stop != nil {
+		stop()
+		l.wg.Wait()
+	}
+}
+
+// followKeys forgets owning the keys another server wrote, or anyone
+// deleted, after this store wrote them.
+func (s *Store) followKeys(ctx context.Context, from int64) {
+	prefix := s.prefix + "/leases/"
+	for ctx.Err() == nil {
+		wc := s.client.Watch(clientv3.WithRequireLeader(ctx), prefix, clientv3.WithPrefix(), clientv3.WithRev(from))
+		for resp := range wc {
+			if resp.Err() != nil {
+				break
+			}
+			for _, e := range resp.Events {
+				if e.Type == clientv3.EventTypePut && string(e.Kv.Value) == s.live.owner {
+					continue
+				}
+				v, ok := s.live.nodes.Load(strings.TrimPrefix(string(e.Kv.Key), prefix))
+				if !ok {
+					continue
+				}
+				b := v.(*beat)
+				if r := b.rev.Load(); r != 0 && r < e.Kv.ModRevision {
+					b.rev.CompareAndSwap(r, 0)
+				}
+			}
+			from = resp.Header.Revision + 1
+		}
+		if ctx.Err() != nil {
+			return
+		}
+		// The watch broke (compaction, a lost leader): what it missed is
+		// read whole, and the watch starts again after it.
+		r, err := s.client.Get(ctx, prefix, clientv3.WithPrefix())
+		if err != nil {
+			time.Sleep(time.Second)
+			continue
+		}
+		mine := map[string]int64{}
+		for _, kv := range r.Kvs {
+			if string(kv.Value) == s.live.owner {
+				mine[strings.TrimPrefix(string(kv.Key), prefix)] = kv.ModRevision
+			}
+		}
+		s.live.nodes.Range(func(k, v any) bool {
+			b := v.(*beat)
+			if r := b.rev.Load(); r != 0 && mine[k.(string)] != r {
+				b.rev.CompareAndSwap(r, 0)
+			}
+			return true
+		})
+		from = r.Header.Revision + 1
+	}
+}
+
+// sweepTick is how often lapses are looked for with a node TTL of ttl:
+// a tenth of it, within 100 ms and 1 s, so that a lapse is seen at most
+// a second late.
+func sweepTick(ttl time.Duration) time.Duration {
+	return min(max(ttl/10, 100*time.Millisecond), time.Second)
+}
+
+// sweep deletes the keys of nodes whose beats stopped.
+func (s *Store) sweep(ctx context.Context) {
+	tick := sweepTick(s.live.ttl)
+	t := time.NewTicker(tick)
+	defer t.Stop()
+	last := time.Now()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-t.C:
+			if late := now.Sub(last) - tick; late > tick+250*time.Millisecond {
+				// This process could not run: neither could it take beats.
+				s.live.nodes.Range(func(_, v any) bool {
+					v.(*beat).due.Add(int64(late))
+					return true
+				})
+				s.log.Warn("node heartbeat sweep ran late; deadlines moved on", "late", late)
+			}
+			last = now
+			s.sweepOnce(ctx, now)
+		}
+	}
+}
+
+// sweepOnce deletes the keys this store owns of nodes lapsed by now, in
+// batched transactions, each key only at the revision this store wrote.
+func (s *Store) sweepOnce(ctx context.Context, now time.Time) {
+	type lapse struct {
+		node string
+		b    *beat
+		rev  int64
+	}
+	var lapsed []lapse
+	s.live.nodes.Range(func(k, v any) bool {
+		b := v.(*beat)
+		r := b.rev.Load()
+		if r == 0 || now.UnixNano() <= b.due.Load() || !b.rev.CompareAndSwap(r, 0) {
+			return true
+		}
+		// A beat that came in meanwhile saw the key still owned.
+		if now.UnixNano() <= b.due.Load() {
+			b.rev.CompareAndSwap(0, r)
+			return true
+		}
+		lapsed = append(lapsed, lapse{k.(string), b, r})
+		return true
+	})
+	for len(lapsed) > 0 {
+		n := min(len(lapsed), s.maxOps)
+		batch := lapsed[:n]
+		lapsed = lapsed[n:]
+		cmps := make([]clientv3.Cmp, 0, n)
+		ops := make([]clientv3.Op, 0, n)
+		for _, l := range batch {
+			cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(s.leaseKey(l.node)), "=", l.rev))
+			ops = append(ops, clientv3.OpDelete(s.leaseKey(l.node)))
+		}
+		r, err := s.client.Txn(ctx).If(cmps...).Then(ops...).Commit()
+		if err == nil && r.Succeeded {
+			s.noteWrite(r.Header.Revision)
+			continue
+		}
+		// Some key moved on (another server took it): one at a time.
+		for i, l := range batch {
+			r, err := s.client.Txn(ctx).If(cmps[i]).Then(ops[i]).Commit()
+			if err != nil {
+				// Not deleted: owned again, for the next sweep to try.
+				l.b.rev.CompareAndSwap(0, l.rev)
+				continue
+			}
+			if r.Succeeded {
+				s.noteWrite(r.Header.Revision)
+			}
+		}
+	}
+}
+
+// keepLease renews this store's lease a few times a TTL, and grants
+// another when it has lapsed all the same, binding to it the keys of the
+// nodes still beating here.
+func (s *Store) keepLease(ctx context.Context) {
+	every := max(s.live.ttl/4, 500*time.Millisecond)
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		id := s.live.leaseID()
+		left, err := s.renew(ctx, id)
+		if err == nil && left > 0 {
+			continue
+		}
+		if err != nil && !errors.Is(err, lease.ErrLeaseNotFound) && rpctypes.Error(err) != rpctypes.ErrLeaseNotFound {
+			continue // try again at the next tick
+		}
+		if err := s.regrant(ctx); err != nil {
+			s.log.Warn("node heartbeats: server lease lapsed and could not be granted again", "err", err)
+		}
+	}
+}
+
+// regrant replaces this store's lapsed lease and binds to it the keys of
+// the nodes whose beats it takes, maxOps to a transaction.
+func (s *Store) regrant(ctx context.Context) error {
+	g, err := s.client.Grant(ctx, max(int64(s.live.ttl/time.Second), 2))
+	if err != nil {
+		return wrapEtcd(err)
+	}
+	s.live.mu.Lock()
+	s.live.lease = g.ID
+	s.live.mu.Unlock()
+	s.log.Warn("node heartbeats: server lease lapsed; keys bound to a new one")
+	now := time.Now().UnixNano()
+	var nodes []string
+	var beats []*beat
+	s.live.nodes.Range(func(k, v any) bool {
+		if b := v.(*beat); now <= b.due.Load() {
+			nodes, beats = append(nodes, k.(string)), append(beats, b)
+		}
+		return true
+	})
+	for len(nodes) > 0 {
+		n := min(len(nodes), s.maxOps)
+		ops := make([]clientv3.Op, 0, n)
+		for _, node := range nodes[:n] {
+			ops = append(ops, clientv3.OpPut(s.leaseKey(node), s.live.owner, clientv3.WithLease(g.ID)))
+		}
+		r, err := s.client.Txn(ctx).Then(ops...).Commit()
+		if err != nil {
+			return wrapEtcd(err)
+		}
+		s.noteWrite(r.Header.Revision)
+		for _, b := range beats[:n] {
+			b.rev.Store(r.Header.Revision)
+		}
+		nodes, beats = nodes[n:], beats[n:]
+	}
+	return nil
 }
 
 // renew keeps lease id alive once and returns its TTL in seconds (0 or
@@ -147,30 +382,30 @@ func (s *Store) renew(ctx context.Context, id clientv3.LeaseID) (int64, error) {
 	return ka.TTL, nil
 }
 
-// ExpireNode ends node's heartbeat lease at once, as if it had stopped beating.
+// ExpireNode ends node's liveness at once, as if it had stopped beating:
+// its next heartbeat, through any server, makes it alive again.
 func (s *Store) ExpireNode(ctx context.Context, node string) error {
 	key := s.leaseKey(node)
 	r, err := s.client.Get(ctx, key)
 	if err != nil {
-		return fmt.Errorf("node %q: heartbeat lease: %w", node, wrapEtcd(err))
+		return fmt.Errorf("node %q: heartbeat: %w", node, wrapEtcd(err))
 	}
-	// Revoking deletes the key too; a lease that lapsed meanwhile is no
-	// error. The key may be bound to another lease than the node's own
-	// (made by an earlier version): both end.
-	if len(r.Kvs) > 0 && r.Kvs[0].Lease != 0 && clientv3.LeaseID(r.Kvs[0].Lease) != s.nodeLease(node) {
+	// A key with no owner was bound by an earlier version to a lease of
+	// the node's own: it ends too. A server's lease holds other nodes'
+	// keys and stays.
+	if len(r.Kvs) > 0 && len(r.Kvs[0].Value) == 0 && r.Kvs[0].Lease != 0 {
 		_, _ = s.client.Revoke(ctx, clientv3.LeaseID(r.Kvs[0].Lease))
 	}
-	_, _ = s.client.Revoke(ctx, s.nodeLease(node))
-	s.bound.Delete(node)
+	s.live.nodes.Delete(node)
 	d, err := s.client.Delete(ctx, key)
 	if err != nil {
-		return fmt.Errorf("node %q: heartbeat lease: %w", node, wrapEtcd(err))
+		return fmt.Errorf("node %q: heartbeat: %w", node, wrapEtcd(err))
 	}
 	s.noteWrite(d.Header.Revision)
 	return nil
 }
 
-// LiveNodes names the nodes whose heartbeat lease is held.
+// LiveNodes names the nodes alive: their key exists.
 func (s *Store) LiveNodes(ctx context.Context) (map[string]bool, error) {
 	live, _, err := s.LiveNodesAt(ctx, 0)
 	return live, err

@@ -44,3 +44,120 @@ func TestNodeLeaseLapsesWithoutHeartbeats(t *testing.T) {
 		t.Error("n2 is not alive after beating again")
 	}
 }
+
+// A restarted server remembers no beats, yet its nodes stay alive: the
+// keys its last run wrote outlive it by their lease's TTL, and each node's
+// next beat binds its key to the new run's lease. A node that stops
+// beating still lapses within its TTL of its last beat.
+func TestNodesStayAliveAcrossServerRestart(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	dir := t.TempDir()
+	const ttl = 2 * time.Second
+	open := func() *Store {
+		t.Helper()
+		s, err := Open(ctx, Config{DataDir: dir, MinLeaseTTL: ttl})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	s := open()
+	for _, n := range []string{"n1", "n2"} {
+		if err := s.KeepNodeAlive(ctx, n, ttl); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s.Close()
+	s = open()
+	defer s.Close()
+	// n1 beats on past the old run's lease; n2 never beats again.
+	lastN1 := time.Now()
+	deadline := time.Now().Add(3 * ttl)
+	n2Gone := time.Time{}
+	for time.Now().Before(deadline) {
+		if err := s.KeepNodeAlive(ctx, "n1", ttl); err != nil {
+			t.Fatal(err)
+		}
+		lastN1 = time.Now()
+		live, err := s.LiveNodes(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !live["n1"] {
+			t.Fatal("n1 lapsed across the restart while beating")
+		}
+		if !live["n2"] && n2Gone.IsZero() {
+			n2Gone = time.Now()
+		}
+		time.Sleep(ttl / 5)
+	}
+	if n2Gone.IsZero() {
+		t.Fatal("n2 outlived its beats by three TTLs")
+	}
+	// Without beats n1 lapses too, within its TTL and a sweep.
+	for {
+		live, err := s.LiveNodes(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !live["n1"] {
+			break
+		}
+		if time.Since(lastN1) > ttl+2*time.Second {
+			t.Fatalf("n1 alive %v after its last beat, TTL %v", time.Since(lastN1), ttl)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if gone := time.Since(lastN1); gone < ttl {
+		t.Errorf("n1 lapsed %v after its last beat, under its TTL %v", gone, ttl)
+	}
+}
+
+// A server whose own lease lapses (etcd too slow to take its renewals)
+// loses its nodes' keys with it; it grants another lease and binds to it,
+// at once and in batches, the keys of the nodes still beating here.
+func TestServerLeaseLapseRebindsLiveNodes(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	s, err := Open(ctx, Config{DataDir: t.TempDir(), MinLeaseTTL: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	const ttl = 4 * time.Second
+	nodes := []string{"n1", "n2", "n3"}
+	for _, n := range nodes {
+		if err := s.KeepNodeAlive(ctx, n, ttl); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := s.Client().Revoke(ctx, s.live.leaseID()); err != nil {
+		t.Fatal(err)
+	}
+	// No beat comes in meanwhile: the server rebinds them itself.
+	for {
+		live, err := s.LiveNodes(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if live["n1"] && live["n2"] && live["n3"] {
+			break
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("nodes not rebound after the server's lease lapsed: %v", live)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	// And the new lease is the one renewed: they stay past its TTL.
+	for end := time.Now().Add(ttl + time.Second); time.Now().Before(end); time.Sleep(ttl / 4) {
+		for _, n := range nodes {
+			if err := s.KeepNodeAlive(ctx, n, ttl); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if live, err := s.LiveNodes(ctx); err != nil || len(live) != 3 {
+		t.Fatalf("live after the new lease's TTL: %v, %v", live, err)
+	}
+}

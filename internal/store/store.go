@@ -114,10 +114,8 @@ type conn struct {
 	// process wrote once it has seen that revision.
 	lastWrite atomic.Int64
 
-	// bound holds the nodes whose heartbeat lease key this store has
-	// seen bound to their lease (see RenewNode), each with the time of
-	// its last renewal here (*atomic.Int64, Unix nanoseconds).
-	bound sync.Map
+	// live is this store's side of the nodes' heartbeats (see lease.go).
+	live liveness
 
 	leaseMu      sync.Mutex
 	eventLease   clientv3.LeaseID
@@ -348,6 +346,7 @@ func lockDir(dir string) (*os.File, error) {
 // Close releases the client and stops the embedded etcd, if any. The
 // handles Fenced made from s share them: close only the one Open returned.
 func (s *Store) Close() error {
+	s.live.stopLiveness()
 	err := s.client.Close()
 	if s.watchConn != nil {
 		s.watchConn.Close()
