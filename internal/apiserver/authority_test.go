@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/berth-dev/berth/api"
 	"github.com/berth-dev/berth/api/client"
@@ -154,6 +155,13 @@ func TestNodeWritesOnlyWhatItObserves(t *testing.T) {
 		t.Fatal(err)
 	}
 	mine, theirs := bind("web-1", "n1"), bind("web-2", "n2")
+	// A node's heartbeat speaks for itself alone: one for another node is
+	// refused and keeps that node no more alive.
+	_, err = n1.Nodes().Heartbeat(ctx, "n2", time.Now())
+	wantForbidden(t, "heartbeat of another node", err, `"n2"`)
+	if live, err := c.store.LiveNodes(ctx); err != nil || live["n2"] {
+		t.Errorf("n2 alive after n1 beat for it: %v, %v", live, err)
+	}
 	report := func(st api.InstanceStatus, spec *api.InstanceSpec) error {
 		in := &api.Instance{Metadata: api.Metadata{Name: "web-1", Namespace: "default"}, Status: st}
 		if spec != nil {

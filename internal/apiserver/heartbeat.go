@@ -14,8 +14,8 @@ import (
 
 // A node's heartbeat is a status write saying Ready. One that says
 // nothing the store does not hold already, but the time of the beat,
-// writes nothing: the lease renewal before it is what keeps the node
-// alive, and that costs etcd's leader a deadline moved in its memory.
+// writes nothing: the beat taken in this server's memory before it is
+// what keeps the node alive (store.RenewNode), and that costs etcd nothing.
 // Writing the node on each beat, or once a TTL to refresh its recorded
 // time, made every node an object write (and a wakeup of every watcher of
 // nodes) every few seconds: 1,500 writes a second at 15,000 nodes. The
@@ -64,7 +64,7 @@ func (s *Server) Heartbeat(ctx context.Context, node string, now time.Time) erro
 	return nil
 }
 
-// beat renews the lease of node n, whose own status write (at revision
+// beat takes the heartbeat of node n, whose own status write (at revision
 // rev, 0 for any) says it is Ready, first, so that the controller never
 // sees a node Ready without its lease. It is done when the write has
 // nothing more to say (heartbeatOnly).
