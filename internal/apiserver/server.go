@@ -600,6 +600,8 @@ func (s *Server) apply(w http.ResponseWriter, r *http.Request) {
 	var created bool
 	if id, _ := IdentityFrom(r.Context()); id.Node != "" && t.kind == api.KindNode {
 		created, err = s.applyOwnNode(r.Context(), id.Node, obj.(*api.Node), rev)
+	} else if cur != nil && rev == 0 {
+		created, err = s.applyOver(r.Context(), obj)
 	} else {
 		created, err = s.store.Apply(r.Context(), obj, rev)
 	}
@@ -625,6 +627,21 @@ func (s *Server) apply(w http.ResponseWriter, r *http.Request) {
 		code = http.StatusCreated
 	}
 	writeJSON(w, code, obj)
+}
+
+// applyOver applies obj over the object just read as stored: an update,
+// without first trying the create that store.Apply tries, which would
+// fail, a raft round spent queued behind whatever etcd has to apply (the
+// controller's instance batches, under load). Deleted meanwhile, it is
+// applied afresh.
+func (s *Server) applyOver(ctx context.Context, obj api.Object) (created bool, err error) {
+	if err := s.store.CheckApply(ctx, obj); err != nil {
+		return false, err
+	}
+	if err := s.store.Update(ctx, obj, 0); !errdefs.IsNotFound(err) {
+		return false, err
+	}
+	return s.store.Apply(ctx, obj, 0)
 }
 
 // ApplyResultHeader says what an apply did when it wrote nothing:
