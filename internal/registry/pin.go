@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
+	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
@@ -101,7 +103,12 @@ func (h *Handler) pinImage(ctx context.Context, ref string, policy api.PullPolic
 	var digest string
 	// Pulls with different credentials do not share a flight: one
 	// namespace's may reach what another's may not.
-	err = h.share(ctx, "upstream "+nr.String()+" "+Fingerprint(auth), func(ctx context.Context) error {
+	flight := "upstream " + nr.String() + " " + Fingerprint(auth)
+	short := !IsUpstream(ref) && policy != api.PullAlways
+	if short && h.misses.recent(flight) {
+		return "", fmt.Errorf("image %q is not on the servers, and docker.io had it not %v ago: %w", ref, pinMissTTL, errdefs.ErrNotFound)
+	}
+	err = h.share(ctx, flight, func(ctx context.Context) error {
 		p, err := PullUpstream(ctx, h.store, ref, opts)
 		digest = p.Digest
 		if err == nil && auth != nil && h.opts.Private != nil {
@@ -110,6 +117,9 @@ func (h *Handler) pinImage(ctx context.Context, ref string, policy api.PullPolic
 		}
 		return err
 	})
+	if err != nil && short {
+		h.misses.note(flight)
+	}
 	if err != nil && !IsUpstream(ref) && !errors.Is(err, errdefs.ErrNotFound) {
 		// A short name ("demo/app:1") may be an image a node built or
 		// imported itself: left unpinned, not refused, when Docker Hub
@@ -128,4 +138,48 @@ func (h *Handler) pinImage(ctx context.Context, ref string, policy api.PullPolic
 		digest = d.String()
 	}
 	return name + "@" + digest, nil
+}
+
+// pinMissTTL is how long a short name docker.io failed to pin is left
+// unpinned without asking again.
+const pinMissTTL = 30 * time.Second
+
+// pinMisses remembers the short names (as "demo/app:1", the image's own
+// registry being docker.io) that could not be pinned from docker.io: not
+// there, or docker.io not reached. Every apply of a service running such
+// an image (one a node built or imported itself, or a simulated one) asked
+// docker.io again on the apply's own path, a TLS handshake and a token
+// round trip where it answers, for an answer that leaves the image
+// unpinned anyway. Images found are in the store and pinned from it;
+// images named with their registry are asked each time, their failure
+// being the apply's error; so is any image pulled Always.
+type pinMisses struct {
+	mu sync.Mutex
+	m  map[string]time.Time // flight key -> until when it is not asked again
+}
+
+func (p *pinMisses) recent(key string) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	until, ok := p.m[key]
+	return ok && time.Now().Before(until)
+}
+
+func (p *pinMisses) note(key string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	now := time.Now()
+	if p.m == nil {
+		p.m = map[string]time.Time{}
+	}
+	if len(p.m) >= 1024 {
+		for k, until := range p.m {
+			if now.After(until) {
+				delete(p.m, k)
+			}
+		}
+	}
+	if len(p.m) < 4096 {
+		p.m[key] = now.Add(pinMissTTL)
+	}
 }

@@ -5,7 +5,9 @@ import (
 	"errors"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"strings"
+	"sync/atomic"
 	"testing"
 
 	"github.com/berth-dev/berth/api"
@@ -69,5 +71,49 @@ func TestPinShortNameUnreachable(t *testing.T) {
 	}
 	if _, err := h.PinImage(ctx, closed+"/demo/absent:1", "", nil); err == nil || errors.Is(err, errdefs.ErrNotFound) {
 		t.Fatalf("explicit registry: %v, want the connection's error", err)
+	}
+}
+
+// TestPinShortNameMissIsRemembered: a short name docker.io (here its
+// mirror) does not have is asked for once, not on every apply that names
+// it, for a while; one found there is pinned; a name with its registry,
+// and any image pulled Always, are asked each time.
+func TestPinShortNameMissIsRemembered(t *testing.T) {
+	var asked atomic.Int64
+	mirror := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		asked.Add(1)
+		http.NotFound(w, r)
+	}))
+	defer mirror.Close()
+	host := strings.TrimPrefix(mirror.URL, "http://")
+	cfg := &registry.Config{Registries: map[string]registry.RegistryConfig{
+		"docker.io": {Mirrors: []string{mirror.URL}},
+		host:        {Insecure: true},
+	}}
+	h := registry.New(openStore(t), registry.Options{Upstream: &registry.UpstreamOptions{Config: cfg, Keychain: cfg}})
+	ctx := context.Background()
+	pin := func(ref string, policy api.PullPolicy) int64 {
+		t.Helper()
+		before := asked.Load()
+		if _, err := h.PinImage(ctx, ref, policy, nil); err == nil {
+			t.Fatalf("%s pinned, want an error", ref)
+		}
+		return asked.Load() - before
+	}
+	if n := pin("sim/none:1", ""); n == 0 {
+		t.Fatal("the first pin of sim/none:1 did not ask docker.io's mirror")
+	}
+	for range 3 {
+		if n := pin("sim/none:1", ""); n != 0 {
+			t.Fatalf("a pin of sim/none:1 just missed asked the mirror %d times, want none", n)
+		}
+	}
+	if n := pin("sim/none:1", api.PullAlways); n == 0 {
+		t.Error("a pin pulled Always did not ask the mirror")
+	}
+	for range 2 {
+		if n := pin(host+"/sim/none:1", ""); n == 0 {
+			t.Error("a pin of an image named with its registry did not ask it")
+		}
 	}
 }

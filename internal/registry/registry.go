@@ -112,6 +112,7 @@ type Handler struct {
 	lastPrune atomic.Int64 // unix nanoseconds
 
 	flights singleflight.Group // pull-throughs under way, by what they fetch
+	misses  pinMisses          // short names docker.io just failed to pin
 }
 
 // New returns the handler serving store. It has no side effects.
