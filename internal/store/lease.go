@@ -232,7 +232,10 @@ func (s *Store) sweep(ctx context.Context) {
 		select {
 		case <-ctx.Done():
 			return
-		case now := <-t.C:
+		case <-t.C:
+			// The time it runs, not the tick's: a starved process gets
+			// the tick late.
+			now := time.Now()
 			if late := now.Sub(last) - tick; late > tick+250*time.Millisecond {
 				// This process could not run: neither could it take beats.
 				s.live.nodes.Range(func(_, v any) bool {
@@ -241,8 +244,9 @@ func (s *Store) sweep(ctx context.Context) {
 				})
 				s.log.Warn("node heartbeat sweep ran late; deadlines moved on", "late", late)
 			}
-			last = now
 			s.sweepOnce(ctx, now)
+			// From the sweep's end: a slow etcd is not a stalled process.
+			last = time.Now()
 		}
 	}
 }
@@ -300,12 +304,14 @@ func (s *Store) sweepOnce(ctx context.Context, now time.Time) {
 	}
 }
 
-// keepLease renews this store's lease a few times a TTL, and grants
-// another when it has lapsed all the same, binding to it the keys of the
-// nodes still beating here.
+// keepLease renews this store's lease four times a TTL, and again a
+// quarter second after a renewal fails; it grants another when the lease
+// has lapsed all the same, binding to it the keys of the nodes still
+// beating here. All of this server's nodes lapse with its lease: it gets
+// every chance to keep it.
 func (s *Store) keepLease(ctx context.Context) {
 	every := max(s.live.ttl/4, 500*time.Millisecond)
-	t := time.NewTicker(every)
+	t := time.NewTimer(every)
 	defer t.Stop()
 	for {
 		select {
@@ -313,16 +319,20 @@ func (s *Store) keepLease(ctx context.Context) {
 			return
 		case <-t.C:
 		}
-		id := s.live.leaseID()
-		left, err := s.renew(ctx, id)
+		t.Reset(every)
+		rctx, cancel := context.WithTimeout(ctx, every)
+		left, err := s.renew(rctx, s.live.leaseID())
+		cancel()
 		if err == nil && left > 0 {
 			continue
 		}
 		if err != nil && !errors.Is(err, lease.ErrLeaseNotFound) && rpctypes.Error(err) != rpctypes.ErrLeaseNotFound {
-			continue // try again at the next tick
+			t.Reset(250 * time.Millisecond)
+			continue
 		}
 		if err := s.regrant(ctx); err != nil {
 			s.log.Warn("node heartbeats: server lease lapsed and could not be granted again", "err", err)
+			t.Reset(250 * time.Millisecond)
 		}
 	}
 }
