@@ -43,9 +43,13 @@ func NewDirectory(c *clientv3.Client, prefix, self string) *Directory {
 }
 
 // Peers returns the base URLs of the other servers' registries, sorted by
-// the servers' names.
+// the servers' names, as this server's etcd member has them: read with no
+// raft round, since every apply of a service asks (to pin its image), and
+// a linearizable read waits until etcd has applied everything committed
+// before it, the controller's instance batches included. A list a moment
+// old names a peer just gone, passed over, or misses one just come.
 func (d *Directory) Peers(ctx context.Context) ([]string, error) {
-	r, err := d.client.Get(ctx, d.prefix, clientv3.WithPrefix())
+	r, err := d.client.Get(ctx, d.prefix, clientv3.WithPrefix(), clientv3.WithSerializable())
 	if err != nil {
 		return nil, fmt.Errorf("registry directory: %w", err)
 	}

@@ -11,6 +11,7 @@ import (
 
 	"github.com/berth-dev/berth/internal/registry"
 	"github.com/berth-dev/berth/internal/store"
+	"github.com/berth-dev/berth/internal/store/storetest"
 )
 
 // TestDirectory: servers announcing themselves list each other, never
@@ -60,11 +61,17 @@ func TestDirectory(t *testing.T) {
 		}
 		t.Fatalf("%s's peers: %v, %v; want %v", name, got, err, want)
 	}
+	counts := storetest.Count(st)
 	announce("s1", "https://10.0.0.1:7443")
 	announce("s2", "https://10.0.0.2:7443")
 	announce("s3", "https://10.0.0.3:7443")
 	wait("s1", "https://10.0.0.2:7443", "https://10.0.0.3:7443")
 	wait("s2", "https://10.0.0.1:7443", "https://10.0.0.3:7443")
+	// Each service apply lists the peers (to pin its image): from the
+	// member's own state, never queued behind etcd's apply backlog.
+	if got := counts.Take(); got.Linearizable != 0 || got.Serializable == 0 {
+		t.Errorf("listing peers made %d linearizable and %d serializable reads; want serializable only", got.Linearizable, got.Serializable)
+	}
 
 	stops["s2"]()
 	wait("s1", "https://10.0.0.3:7443")
