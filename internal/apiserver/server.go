@@ -601,7 +601,7 @@ func (s *Server) apply(w http.ResponseWriter, r *http.Request) {
 	if id, _ := IdentityFrom(r.Context()); id.Node != "" && t.kind == api.KindNode {
 		created, err = s.applyOwnNode(r.Context(), id.Node, obj.(*api.Node), rev)
 	} else if cur != nil && rev == 0 {
-		created, err = s.applyOver(r.Context(), obj)
+		created, err = s.applyOver(r.Context(), obj, cur.GetMetadata().Revision)
 	} else {
 		created, err = s.store.Apply(r.Context(), obj, rev)
 	}
@@ -629,16 +629,22 @@ func (s *Server) apply(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, code, obj)
 }
 
-// applyOver applies obj over the object just read as stored: an update,
-// without first trying the create that store.Apply tries, which would
-// fail, a raft round spent queued behind whatever etcd has to apply (the
-// controller's instance batches, under load). Deleted meanwhile, it is
-// applied afresh.
-func (s *Server) applyOver(ctx context.Context, obj api.Object) (created bool, err error) {
+// applyOver applies obj over the object just read as stored, at revision
+// read: an update at that revision, whose read is the etcd member's own
+// state (see store.Txn), without first trying the create that store.Apply
+// tries, which would fail. Each is a raft round queued behind whatever
+// etcd has to apply (the controller's instance batches, under load).
+// Changed since the read, obj is applied over the change, as store.Apply
+// would; deleted, it is applied afresh.
+func (s *Server) applyOver(ctx context.Context, obj api.Object, read int64) (created bool, err error) {
 	if err := s.store.CheckApply(ctx, obj); err != nil {
 		return false, err
 	}
-	if err := s.store.Update(ctx, obj, 0); !errdefs.IsNotFound(err) {
+	err = s.store.Update(ctx, obj, read)
+	if errdefs.IsConflict(err) {
+		err = s.store.Update(ctx, obj, 0)
+	}
+	if !errdefs.IsNotFound(err) {
 		return false, err
 	}
 	return s.store.Apply(ctx, obj, 0)

@@ -197,9 +197,18 @@ func (t *Txn) send(ctx context.Context) error {
 
 // readCurrent keys the ops and reads what updates, deletes and binds
 // start from, all at one revision.
+//
+// When every read names the revision it expects, the member's own state
+// is read first, with no raft round: a linearizable read waits until etcd
+// has applied all that was committed before it (under load, the
+// controller's instance batches: seconds). What it finds at the expected
+// revisions is safe to start from, since the write compares each key's
+// revision; anything else (a member behind, or a real conflict) is read
+// again linearizably, so a stale member never answers a conflict.
 func (t *Txn) readCurrent(ctx context.Context) error {
 	seen := make(map[string]bool, len(t.ops))
-	var reads []clientv3.Op
+	var reads []*txnOp
+	local := true
 	for _, op := range t.ops {
 		op.key = t.s.Key(op.kind, op.ns, op.name)
 		if seen[op.key] {
@@ -207,32 +216,53 @@ func (t *Txn) readCurrent(ctx context.Context) error {
 		}
 		seen[op.key] = true
 		if op.typ != opCreate && op.typ != opSetStatus {
-			reads = append(reads, clientv3.OpGet(op.key))
+			reads = append(reads, op)
+			local = local && op.expect != 0
 		}
 	}
 	if len(reads) == 0 {
 		return nil
 	}
+	if local {
+		if ok, err := t.readAt(ctx, reads, true); err != nil || ok {
+			return err
+		}
+	}
+	_, err := t.readAt(ctx, reads, false)
+	return err
+}
+
+// readAt reads ops' keys in one transaction, from the member's own state
+// when local, and reports whether each is at the revision its op expects
+// (any when 0). Read linearizably, an op's missing key or other revision
+// is the error; read locally, it is only false.
+func (t *Txn) readAt(ctx context.Context, ops []*txnOp, local bool) (bool, error) {
+	reads := make([]clientv3.Op, len(ops))
+	for i, op := range ops {
+		if local {
+			reads[i] = clientv3.OpGet(op.key, clientv3.WithSerializable())
+		} else {
+			reads[i] = clientv3.OpGet(op.key)
+		}
+	}
 	r, err := t.s.client.Txn(ctx).Then(reads...).Commit()
 	if err != nil {
-		return fmt.Errorf("read %s: %w", t.ops[0].ref(), wrapEtcd(err))
+		return false, fmt.Errorf("read %s: %w", ops[0].ref(), wrapEtcd(err))
 	}
-	i := 0
-	for _, op := range t.ops {
-		if op.typ == opCreate || op.typ == opSetStatus {
-			continue
-		}
+	for i, op := range ops {
 		kvs := r.Responses[i].GetResponseRange().Kvs
-		i++
+		if local && (len(kvs) == 0 || kvs[0].ModRevision != op.expect) {
+			return false, nil
+		}
 		if len(kvs) == 0 {
-			return fmt.Errorf("%s: %w", op.ref(), errdefs.ErrNotFound)
+			return false, fmt.Errorf("%s: %w", op.ref(), errdefs.ErrNotFound)
 		}
 		op.cur, op.curRev = kvs[0].Value, kvs[0].ModRevision
 		if op.expect != 0 && op.expect != op.curRev {
-			return fmt.Errorf("%s: %w: revision %d is stale, the object is at %d", op.ref(), errdefs.ErrConflict, op.expect, op.curRev)
+			return false, fmt.Errorf("%s: %w: revision %d is stale, the object is at %d", op.ref(), errdefs.ErrConflict, op.expect, op.curRev)
 		}
 	}
-	return nil
+	return true, nil
 }
 
 // explainFailure names the first write whose comparison failed, or the

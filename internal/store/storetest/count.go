@@ -21,6 +21,9 @@ type Counts struct {
 	Writes int
 	// Txns are transactions, whatever they hold: each takes a raft round.
 	Txns int
+	// TxnLinearizable and TxnSerializable are the reads inside
+	// transactions (counted in Txns, not above), by kind.
+	TxnLinearizable, TxnSerializable int
 }
 
 // Counter counts the key-value requests of one store.
@@ -86,5 +89,33 @@ func (c *Counter) Txn(ctx context.Context) clientv3.Txn {
 	c.mu.Lock()
 	c.c.Txns++
 	c.mu.Unlock()
-	return c.KV.Txn(ctx)
+	return countedTxn{Txn: c.KV.Txn(ctx), c: c}
+}
+
+// countedTxn counts the reads a transaction does when it succeeds.
+type countedTxn struct {
+	clientv3.Txn
+	c *Counter
+}
+
+func (t countedTxn) If(cs ...clientv3.Cmp) clientv3.Txn {
+	return countedTxn{Txn: t.Txn.If(cs...), c: t.c}
+}
+
+func (t countedTxn) Then(ops ...clientv3.Op) clientv3.Txn {
+	t.c.mu.Lock()
+	for _, op := range ops {
+		switch {
+		case op.IsGet() && op.IsSerializable():
+			t.c.c.TxnSerializable++
+		case op.IsGet():
+			t.c.c.TxnLinearizable++
+		}
+	}
+	t.c.mu.Unlock()
+	return countedTxn{Txn: t.Txn.Then(ops...), c: t.c}
+}
+
+func (t countedTxn) Else(ops ...clientv3.Op) clientv3.Txn {
+	return countedTxn{Txn: t.Txn.Else(ops...), c: t.c}
 }
