@@ -166,6 +166,16 @@ func berthMoves(bin, work, rootfs string, runs int, owners []string) error {
 			return err
 		}
 	}
+	if os.Getenv("BENCH_LOGS") != "" {
+		// The agents' own account of each move's steps.
+		l.Logs(func(f string, args ...any) {
+			for _, ln := range strings.Split(fmt.Sprintf(f, args...), "\n") {
+				if strings.Contains(ln, "migration") {
+					fmt.Fprintln(os.Stderr, ln)
+				}
+			}
+		})
+	}
 	return nil
 }
 
@@ -197,6 +207,7 @@ var stageNames = []string{"prepare (before the freeze)", "dump", "transfer", "re
 // the figures are printed together once all moves are done.
 func moves(l *lan.LAN, owner string, client api.Instance, runs int) error {
 	var total, down, pause, seen []time.Duration
+	cpus := make([][]time.Duration, 3) // source agent, server, target agent
 	stages := map[string][]time.Duration{}
 	marks := make([][]time.Duration, len(timelineRows))
 	why := ""
@@ -217,6 +228,8 @@ func moves(l *lan.LAN, owner string, client api.Instance, runs int) error {
 		if owner == "counter" {
 			before = follow(l.Host(in.Spec.Node), in.Status.ContainerID)
 		}
+		from := in.Spec.Node
+		cpu0 := []time.Duration{cpuTime(l.Host(from).Pid()), cpuTime(l.Servers[0].Pid()), cpuTime(l.Host(to).Pid())}
 		t0 := time.Now()
 		args := []string{"migrate", in.Metadata.Name, "--to", to, "-o", "json"}
 		if postCopy {
@@ -228,6 +241,9 @@ func moves(l *lan.LAN, owner string, client api.Instance, runs int) error {
 				l.Logs(func(f string, args ...any) { fmt.Fprintf(os.Stderr, f+"\n", args...) })
 			}
 			return err
+		}
+		for i, pid := range []int{l.Host(from).Pid(), l.Servers[0].Pid(), l.Host(to).Pid()} {
+			cpus[i] = append(cpus[i], cpuTime(pid)-cpu0[i])
 		}
 		var m api.Migration
 		if err := json.Unmarshal([]byte(out), &m); err != nil {
@@ -269,6 +285,9 @@ func moves(l *lan.LAN, owner string, client api.Instance, runs int) error {
 	row(what+": downtime (final dump to restored)", down)
 	for _, k := range stageNames {
 		row(what+":   "+k, stages[k])
+	}
+	for i, who := range []string{"source agent", "server", "target agent"} {
+		row(what+": CPU time of the "+who+" (and the children it waited for)", cpus[i])
 	}
 	if len(pause) > 0 {
 		row(what+": longest pause seen through the VIP", pause)
@@ -599,6 +618,27 @@ func row(what string, ds []time.Duration) {
 func signedRow(what string, ds []time.Duration) {
 	slices.Sort(ds)
 	fmt.Printf("%-62s median %+6.0f ms  min %+6.0f ms  max %+6.0f ms  (%d runs)\n", what, ms(ds[len(ds)/2]), ms(ds[0]), ms(ds[len(ds)-1]), len(ds))
+}
+
+// cpuTime is the CPU time process pid and the children it waited for
+// have used, user and system (/proc/PID/stat), 0 when it cannot be read.
+func cpuTime(pid int) time.Duration {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	// The fields after the command's closing parenthesis, from the state (3rd).
+	_, rest, _ := strings.Cut(string(b), ") ")
+	f := strings.Fields(rest)
+	if len(f) < 15 {
+		return 0
+	}
+	var ticks int64
+	for _, v := range f[11:15] { // utime, stime, cutime, cstime
+		n, _ := strconv.ParseInt(v, 10, 64)
+		ticks += n
+	}
+	return time.Duration(ticks) * time.Second / 100 // USER_HZ
 }
 
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
