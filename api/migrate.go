@@ -24,6 +24,9 @@ const (
 	HeaderMigrationInstance = "Berth-Instance"
 	HeaderMigrationFrozenAt = "Berth-Frozen-At"
 	HeaderMigrationDumpTook = "Berth-Dump-Took"
+	// HeaderMigrationSent, the source's trailer of a direct stream
+	// (MigrationDirect), is the bytes it sent to the target.
+	HeaderMigrationSent = "Berth-Sent"
 	// MigrationPagesProtocol is the Upgrade of the agents' page streams
 	// of a post-copy migration.
 	MigrationPagesProtocol = "berth-pages"
@@ -88,6 +91,16 @@ type MigrationStages struct {
 	// PostCopy runs from the restore to the last page received
 	// (MigrateOptions.PostCopy); the instance runs meanwhile.
 	PostCopy time.Duration `json:"postCopy,omitempty"`
+}
+
+// MigrationDirect is a target agent's offer, as it prepares, to receive
+// a migration's images straight from the source's agent: where it
+// listens, the SHA-256 (hex) of the certificate it answers with there,
+// and the token (hex) the source sends first.
+type MigrationDirect struct {
+	Addr  string `json:"addr"`
+	Cert  string `json:"cert"`
+	Token string `json:"token"`
 }
 
 // MigrationRestored is what a target node's agent answers once it has
