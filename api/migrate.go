@@ -62,6 +62,9 @@ type Migration struct {
 	// Bytes is the size of the CRIU images sent, and with PostCopy the
 	// memory that followed.
 	Bytes int64 `json:"bytes"`
+	// Direct says the images went straight from From's agent to To's
+	// (MigrationDirect), not relayed through the server.
+	Direct bool `json:"direct,omitempty"`
 	// Duration runs from the request to the instance running on To;
 	// Downtime from the final dump's start to the end of the restore.
 	Duration time.Duration `json:"duration"`

@@ -25,15 +25,21 @@ import (
 //
 //	POST /v1/instances/{uid}/migrate/prepare target: make ready what a restore needs (image,
 //	                                         address) while the source still runs; the
-//	                                         instance in Berth-Instance
+//	                                         instance in Berth-Instance; with ?from=NODE it
+//	                                         may answer an api.MigrationDirect offer
+//	                                         (migrate_direct.go)
 //	POST /v1/instances/{uid}/migrate         source: pre-dump while running, then the final
 //	                                         dump (the container stops); the body is the
 //	                                         migration stream (runtime.WriteImages), the
 //	                                         trailers Berth-Frozen-At when the final dump began
-//	                                         and Berth-Dump-Took how long it took
+//	                                         and Berth-Dump-Took how long it took; with
+//	                                         ?direct=ADDR&cert=&token= the stream goes to
+//	                                         the target's offer instead, and the trailer
+//	                                         Berth-Sent counts it
 //	PUT  /v1/instances/{uid}/migrate         target: restore the stream in the body, the
 //	                                         instance (api.Instance, JSON) in the header
-//	                                         Berth-Instance, base64; answers api.MigrationRestored
+//	                                         Berth-Instance, base64; answers api.MigrationRestored;
+//	                                         with ?direct=1 the stream is the one offered
 //	POST /v1/instances/{uid}/migrate/commit  source: the instance runs on the target now
 //	POST /v1/instances/{uid}/migrate/abort   source: restore it here from the final dump;
 //	                                         target: remove what was restored
