@@ -27,6 +27,9 @@ const (
 	// HeaderMigrationSent, the source's trailer of a direct stream
 	// (MigrationDirect), is the bytes it sent to the target.
 	HeaderMigrationSent = "Berth-Sent"
+	// HeaderMigrationDirect, "1" in the source's answer, says its stream
+	// goes to the target's offer: the answer's body is empty.
+	HeaderMigrationDirect = "Berth-Direct"
 	// MigrationPagesProtocol is the Upgrade of the agents' page streams
 	// of a post-copy migration.
 	MigrationPagesProtocol = "berth-pages"

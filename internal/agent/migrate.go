@@ -283,6 +283,7 @@ func (a *Agent) serveMigrateOut(w http.ResponseWriter, r *http.Request) {
 		// stops: its writes would otherwise wait on a dead target.
 		defer context.AfterFunc(r.Context(), direct.close)()
 		out = direct.w
+		w.Header().Set(api.HeaderMigrationDirect, "1")
 		_, _ = sw.Write(nil) // the answer begins: the stream is under way
 		http.NewResponseController(w).Flush()
 	}

@@ -289,6 +289,8 @@ func (s *Server) migrate(ctx context.Context, in *api.Instance, from, to string,
 		return nil, err
 	}
 	defer out.Body.Close()
+	// An agent that does not know the offer streams its answer's body.
+	direct = direct && out.Header.Get(api.HeaderMigrationDirect) == "1"
 	// Post-copy: the memory crosses from the source's page server to the
 	// target's lazy-pages daemon, joined here, while the target restores.
 	pages := make(chan relayed, 1)
