@@ -157,7 +157,7 @@ func berthMoves(bin, work, rootfs string, runs int, owners []string) error {
 			return err
 		}
 	}
-	fmt.Println("berth migrate: 1 server and 2 agents, each in its own network namespace; images stream through the server")
+	fmt.Println("berth migrate: 1 server and 2 agents, each in its own network namespace; images stream node to node (through the server where they cannot)")
 	if postCopy {
 		fmt.Println("berth migrate --post-copy: the memory follows the restore, relayed through the server")
 	}
@@ -208,6 +208,7 @@ var stageNames = []string{"prepare (before the freeze)", "dump", "transfer", "re
 func moves(l *lan.LAN, owner string, client api.Instance, runs int) error {
 	var total, down, pause, seen []time.Duration
 	cpus := make([][]time.Duration, 3) // source agent, server, target agent
+	direct := 0
 	stages := map[string][]time.Duration{}
 	marks := make([][]time.Duration, len(timelineRows))
 	why := ""
@@ -250,6 +251,9 @@ func moves(l *lan.LAN, owner string, client api.Instance, runs int) error {
 			return fmt.Errorf("migrate -o json: %w: %s", err, out)
 		}
 		total, down, bytes = append(total, m.Duration), append(down, m.Downtime), m.Bytes
+		if m.Direct {
+			direct++
+		}
 		st := m.Stages
 		for i, d := range []time.Duration{st.Prepare, st.Dump, st.Transfer, st.Restore, st.Switch, st.PostCopy} {
 			stages[stageNames[i]] = append(stages[stageNames[i]], d)
@@ -303,7 +307,7 @@ func moves(l *lan.LAN, owner string, client api.Instance, runs int) error {
 			fmt.Printf("%-62s %s\n", what+":   (last move's first failure)", why)
 		}
 	}
-	fmt.Printf("%-62s %.1f MiB\n", what+": images sent", float64(bytes)/(1<<20))
+	fmt.Printf("%-62s %.1f MiB (%d of %d moves node to node)\n", what+": images sent", float64(bytes)/(1<<20), direct, runs)
 	return nil
 }
 
