@@ -331,6 +331,8 @@ func (a *Agent) serveMigrateOut(w http.ResponseWriter, r *http.Request) {
 	if cancelled {
 		abort()
 	}
+	// From the freeze, the stream is the downtime.
+	defer runtime.Urgent()()
 	frozen := time.Now()
 	opts.ParentDir = parent
 	var dumpTook time.Duration
@@ -717,7 +719,10 @@ func (a *Agent) restoreIn(ctx context.Context, inst *Instance, attempt int, p *p
 		}()
 	}
 	fb := &firstByte{r: body}
+	// The source freezes the container as it begins to send.
+	normal := runtime.Urgent()
 	final, err := runtime.ReadMigration(fb, dir)
+	normal()
 	received := time.Now()
 	if perr := <-ready; perr != nil || err != nil {
 		if perr != nil {

@@ -178,3 +178,17 @@ func TestDumpStreamGrowing(t *testing.T) {
 		t.Fatalf("ReadMigration of a piece at a gap: %v, want a refusal naming the offset", err)
 	}
 }
+
+// TestUrgent: the goroutine that streams a migration runs at a raised
+// priority (nice -10) until it is done, then at the one it had.
+func TestUrgent(t *testing.T) {
+	runtimetest.RequireRoot(t) // raising a priority takes CAP_SYS_NICE
+	done := runtime.Urgent()
+	tid := unix.Gettid()
+	during, err := unix.Getpriority(unix.PRIO_PROCESS, tid)
+	done()
+	after, err2 := unix.Getpriority(unix.PRIO_PROCESS, tid)
+	if err != nil || err2 != nil || 20-during != -10 || 20-after != 0 {
+		t.Fatalf("nice %d while urgent, %d after (%v %v); want -10, then 0", 20-during, 20-after, err, err2)
+	}
+}
