@@ -266,7 +266,7 @@ func moves(l *lan.LAN, owner string, client api.Instance, runs int) error {
 			seen = append(seen, gap)
 		}
 		if owner == "redis" {
-			p, err := clientPause(l, client, t0)
+			p, err := clientPause(l, client, t0, m.SwitchedAt)
 			if err != nil {
 				return err
 			}
@@ -397,8 +397,11 @@ type pauseSeen struct {
 func (p pauseSeen) length() time.Duration { return p.next.Sub(p.last) }
 
 // clientPause waits for the client's answers to come back after a move
-// begun at since, and returns the longest pause between two answers since.
-func clientPause(l *lan.LAN, client api.Instance, since time.Time) (pauseSeen, error) {
+// begun at since and over at settled (the switch), and returns the
+// longest pause between two answers since. The answers counted are those
+// after settled: a client slow to come back (a loaded host) would
+// otherwise be read before its pause has ended.
+func clientPause(l *lan.LAN, client api.Instance, since, settled time.Time) (pauseSeen, error) {
 	host := l.Host(client.Spec.Node)
 	deadline := time.Now().Add(time.Minute)
 	for {
@@ -428,7 +431,9 @@ func clientPause(l *lan.LAN, client api.Instance, since time.Time) (pauseSeen, e
 				if cur.next = at; cur.length() > p.length() {
 					p = cur
 				}
-				after++
+				if at.After(settled) {
+					after++
+				}
 			}
 			cur = pauseSeen{last: at}
 		}
