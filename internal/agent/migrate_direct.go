@@ -49,6 +49,10 @@ import (
 const (
 	directAcceptTimeout = 20 * time.Second
 	directHandshake     = 10 * time.Second
+	// directDial bounds the source's dial and handshake: a target whose
+	// port a firewall drops is relayed to soon, the container still
+	// running meanwhile.
+	directDial = 3 * time.Second
 	// directWriteTimeout bounds one write of the stream: a target that
 	// stopped reading (its node gone) must not hold the source frozen.
 	directWriteTimeout = 30 * time.Second
@@ -209,7 +213,7 @@ func dialDirect(ctx context.Context, offer api.MigrationDirect, peer *tls.Config
 		}
 		return nil
 	}
-	ctx, cancel := context.WithTimeout(ctx, directHandshake)
+	ctx, cancel := context.WithTimeout(ctx, directDial)
 	defer cancel()
 	c, err := (&tls.Dialer{Config: cfg}).DialContext(ctx, "tcp", offer.Addr)
 	if err != nil {
