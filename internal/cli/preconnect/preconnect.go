@@ -27,6 +27,7 @@ import (
 	"net"
 	"net/url"
 	"os"
+	"slices"
 	"sync"
 	"time"
 
@@ -93,6 +94,11 @@ func init() {
 // name) when they name a WebSocket command to an https:// server, with
 // no proxy in the way, and returns the dial under way; otherwise nil.
 func start(args []string) *dial {
+	// Most commands name none: they skip the flag set (every process of
+	// the binary, container stages too, runs this).
+	if !slices.ContainsFunc(args, func(a string) bool { return websocketCommands[a] }) {
+		return nil
+	}
 	var dataDir, output, server, token, namespace, caFile string
 	fs := pflag.NewFlagSet("berth", pflag.ContinueOnError)
 	fs.SetOutput(io.Discard)
