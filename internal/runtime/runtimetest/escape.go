@@ -76,6 +76,13 @@ func (h *harness) escapeWant() map[string]string {
 		"proc_sys_write": "EROFS",
 		"sysrq_write":    "EROFS|ENOENT", // absent without CONFIG_MAGIC_SYSRQ
 		"sys_write":      "EROFS",
+		// The cgroup tree is read-only (or not there at all).
+		"cgroup_procs_v2":      "EROFS|ENOENT",
+		"cgroup_procs_v1":      "EROFS|ENOENT",
+		"cgroup_procs_unified": "EROFS|ENOENT",
+		"cgroup_mkdir":         "EROFS|ENOENT",
+		"cgroup_release_agent": "EROFS|ENOENT",
+		"open_by_handle":       "EPERM",
 		// No descriptor but stdio reaches the container.
 		"fds": "0,1,2",
 	}
