@@ -125,7 +125,7 @@ func (s *Server) Connected() []string {
 
 const tunnelPrefix = "/v1/tunnel/"
 
-func (s *Server) routeRemote(m *http.ServeMux) {
+func (s *Server) routeRemote(m *routeMux) {
 	for _, op := range []string{"logs", "attach", "exec", "cp", "portforward", "stats"} {
 		m.HandleFunc("GET /v1/namespaces/{ns}/instances/{name}/"+op, s.instanceOp(op))
 	}

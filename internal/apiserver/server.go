@@ -58,6 +58,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -127,7 +128,7 @@ type Server struct {
 	nodeCertTTL time.Duration
 	heartbeat   time.Duration
 	nodeTTL     time.Duration
-	mux         *http.ServeMux
+	mux         *routeMux
 	mounts      []mount        // see Mount
 	pinner      ImagePinner    // the first mounted handler that is one
 	tunnels     tunnels        // the nodes' agents, see remote.go
@@ -167,7 +168,7 @@ func New(cfg Config) *Server {
 	if s.log == nil {
 		s.log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
-	m := http.NewServeMux()
+	m := &routeMux{ServeMux: http.NewServeMux()}
 	m.HandleFunc("GET /healthz", s.healthz)
 	m.HandleFunc("GET /v1/version", s.version)
 	m.HandleFunc("GET /v1/{kind}", s.list)
@@ -203,6 +204,43 @@ func New(cfg Config) *Server {
 	s.routeProfiling()
 	s.mux = m
 	return s
+}
+
+// routeMux is the API's router, which also remembers its patterns (see
+// Routes).
+type routeMux struct {
+	*http.ServeMux
+	patterns []string
+}
+
+func (m *routeMux) HandleFunc(pattern string, h func(http.ResponseWriter, *http.Request)) {
+	m.patterns = append(m.patterns, pattern)
+	m.ServeMux.HandleFunc(pattern, h)
+}
+
+// Routes lists the API's routes as its router knows them ("GET
+// /v1/{kind}"), then the prefixes mounted next to it ("/v2/"): what an
+// authorisation test must cover, each one.
+func (s *Server) Routes() []string {
+	out := slices.Clone(s.mux.patterns)
+	for _, m := range s.mounts {
+		out = append(out, m.prefix)
+	}
+	return out
+}
+
+// RouteOf is the entry of Routes that serves a request for method and
+// path, "" when none does.
+func (s *Server) RouteOf(method, path string) string {
+	if m := s.mountOf(path); m != nil {
+		return m.prefix
+	}
+	r, err := http.NewRequest(method, path, nil)
+	if err != nil {
+		return ""
+	}
+	_, pattern := s.mux.Handler(r)
+	return pattern
 }
 
 // Handler serves the API to callers already authenticated: each request's
