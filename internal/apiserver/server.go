@@ -134,6 +134,7 @@ type Server struct {
 	tunnels     tunnels        // the nodes' agents, see remote.go
 	migrating   imagesInFlight // images live migrations restore, by target node
 	ready       readyNodes     // nodes seen stored Ready, see heartbeatOnly
+	watches     nodeWatches    // each node's open watches, held to api.MaxNodeWatches
 
 	allowedHostPaths []string
 	sealKey          *seal.Key
@@ -276,6 +277,14 @@ func (s *Server) Handler() http.Handler {
 				writeError(w, err)
 				return
 			}
+		}
+		if id.Node != "" && isWatch(r.URL.Query().Get("watch")) {
+			release, err := s.watches.take(id.Node)
+			if err != nil {
+				writeError(w, err)
+				return
+			}
+			defer release()
 		}
 		s.mux.ServeHTTP(w, r)
 	})
