@@ -775,6 +775,12 @@ func (s *Server) putStatus(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
+	switch x := obj.(type) {
+	case *api.Instance:
+		x.Status.TrimText()
+	case *api.Node:
+		x.Status.TrimText()
+	}
 	// A node's own status write is its heartbeat: it renews the node's
 	// lease, first, so that the controller never sees a node Ready
 	// without its lease and marks it NotReady in between.

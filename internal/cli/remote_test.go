@@ -82,8 +82,8 @@ func TestUntarDoesNotFollowItsSymlinksOut(t *testing.T) {
 		typ        byte
 	}
 	cases := map[string][]ent{
-		"absolute link to a directory": {{name: "d/", typ: tar.TypeDir}, {name: "d/l", link: "{outside}", typ: tar.TypeSymlink}, {name: "d/l/pwned", typ: tar.TypeReg}},
-		"relative link to a directory": {{name: "d/", typ: tar.TypeDir}, {name: "d/l", link: "../../../outside", typ: tar.TypeSymlink}, {name: "d/l/pwned", typ: tar.TypeReg}},
+		"absolute link to a directory":  {{name: "d/", typ: tar.TypeDir}, {name: "d/l", link: "{outside}", typ: tar.TypeSymlink}, {name: "d/l/pwned", typ: tar.TypeReg}},
+		"relative link to a directory":  {{name: "d/", typ: tar.TypeDir}, {name: "d/l", link: "../../../outside", typ: tar.TypeSymlink}, {name: "d/l/pwned", typ: tar.TypeReg}},
 		"link to a file, then the file": {{name: "d/", typ: tar.TypeDir}, {name: "d/f", link: "{outside}/pwned", typ: tar.TypeSymlink}, {name: "d/f", typ: tar.TypeReg}},
 		"mkdir through a link":          {{name: "d/", typ: tar.TypeDir}, {name: "d/l", link: "{outside}", typ: tar.TypeSymlink}, {name: "d/l/pwned/", typ: tar.TypeDir}},
 	}

@@ -426,6 +426,36 @@ func Run(t *testing.T, e Env) {
 					t.Errorf("n1 brought its lost instance back as %s in a batch", in.Status.Phase)
 				}
 			}},
+		row{name: "attack: half a megabyte of status message", method: "PUT", path: at("/v1/namespaces/default/instances/web-{node}/status"),
+			body: func(node string) string {
+				b, _ := json.Marshal(api.Instance{Metadata: api.Metadata{Namespace: "default", Name: "web-" + node},
+					Status: api.InstanceStatus{Phase: api.PhaseFailed, Message: strings.Repeat("x", 512<<10), Reason: strings.Repeat("r", 4096)}})
+				return string(b)
+			}, want: [Callers]int{ok, ok, no, who, who}, check: func(t *testing.T, caller int) {
+				in, err := e.Admin.Instances().Get(ctx, "default", "web-"+targets[caller])
+				if err == nil && (len(in.Status.Message) > api.MaxStatusMessage || len(in.Status.Reason) > api.MaxStatusWord) {
+					t.Errorf("%s stored a status message of %d bytes and a reason of %d, want at most %d and %d", callerNames[caller],
+						len(in.Status.Message), len(in.Status.Reason), api.MaxStatusMessage, api.MaxStatusWord)
+				}
+			}},
+		row{name: "attack: half a megabyte of status message in a batch", method: "PUT", path: at("/v1/nodes/{node}/instancestatus"), body: func(node string) string {
+			return fmt.Sprintf(`{"items":[{"namespace":"default","name":"web-%s","status":{"phase":"Failed","message":%q}}]}`, node, strings.Repeat("x", 512<<10))
+		}, want: [Callers]int{ok, ok, no, who, who}, check: func(t *testing.T, caller int) {
+			in, err := e.Admin.Instances().Get(ctx, "default", "web-"+targets[caller])
+			if err == nil && len(in.Status.Message) > api.MaxStatusMessage {
+				t.Errorf("%s stored a status message of %d bytes in a batch, want at most %d", callerNames[caller], len(in.Status.Message), api.MaxStatusMessage)
+			}
+		}},
+		row{name: "attack: half a megabyte of heartbeat message", method: "PUT", path: at("/v1/nodes/{node}/status"), body: func(node string) string {
+			return fmt.Sprintf(`{"metadata":{"name":%q},"status":{"condition":"Ready","lastHeartbeat":%q,"message":%q}}`, node, time.Now().UTC().Format(time.RFC3339), strings.Repeat("x", 512<<10))
+		}, want: [Callers]int{ok, ok, no, who, who}, check: func(t *testing.T, caller int) {
+			n, err := e.Admin.Nodes().Get(ctx, "", targets[caller])
+			if err == nil && len(n.Status.Message) > api.MaxStatusMessage {
+				t.Errorf("%s stored a node status message of %d bytes, want at most %d", callerNames[caller], len(n.Status.Message), api.MaxStatusMessage)
+			}
+		}},
+		row{name: "attack: an address of a kilobyte", method: "PUT", path: at("/v1/nodes/{node}"), body: stored(func(n *api.Node) { n.Spec.Address = strings.Repeat("a", 1024) }),
+			want: [Callers]int{http.StatusUnprocessableEntity, http.StatusUnprocessableEntity, no, who, who}},
 		row{name: "trigger a cron job", method: "POST", path: at("/v1/namespaces/default/cronjobs/nightly/trigger"), want: [Callers]int{any, no, no, who, who}},
 		row{name: "node metrics", method: "GET", path: at("/v1/nodes/{node}/metrics"), want: [Callers]int{any, no, no, who, who}},
 		row{name: "open a tunnel (no upgrade)", method: "GET", path: at("/v1/tunnel/{node}"), want: [Callers]int{any, any, no, who, who}},
