@@ -627,6 +627,12 @@ func (s *InstanceStatus) TrimText() {
 // TrimText cuts the status's message to MaxStatusMessage.
 func (s *NodeStatus) TrimText() { s.Message = trimText(s.Message, MaxStatusMessage) }
 
+// TrimText cuts the event's message to MaxStatusMessage and its reason
+// and source to MaxStatusWord, as a status's: nodes record events too.
+func (ev *Event) TrimText() {
+	ev.Message, ev.Reason, ev.Source = trimText(ev.Message, MaxStatusMessage), trimText(ev.Reason, MaxStatusWord), trimText(ev.Source, MaxStatusWord)
+}
+
 // InstanceStatus is written by the node's agent.
 type InstanceStatus struct {
 	Phase       Phase  `json:"phase,omitempty"`

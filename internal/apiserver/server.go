@@ -1008,6 +1008,7 @@ func (s *Server) recordEvent(w http.ResponseWriter, r *http.Request) {
 		writeError(w, &api.ValidationError{Fields: []api.FieldError{{Field: "metadata.namespace", Reason: fmt.Sprintf("%q differs from %q in the path", ev.Metadata.Namespace, ns)}}})
 		return
 	}
+	ev.TrimText()
 	if id, _ := IdentityFrom(r.Context()); id.Node != "" {
 		if err := s.admitNodeEvent(r.Context(), id.Node, &ev); err != nil {
 			writeError(w, err)

@@ -454,6 +454,18 @@ func Run(t *testing.T, e Env) {
 				t.Errorf("%s stored a node status message of %d bytes, want at most %d", callerNames[caller], len(n.Status.Message), api.MaxStatusMessage)
 			}
 		}},
+		row{name: "attack: an event of half a megabyte", method: "POST", path: at("/v1/namespaces/default/events"), body: func(node string) string {
+			b, _ := json.Marshal(api.Event{Metadata: api.Metadata{Namespace: "default"}, Object: api.ObjectRef{Kind: api.KindNode, Name: node},
+				Type: api.EventWarning, Reason: "Big", Message: strings.Repeat("x", 512<<10), Time: time.Now()})
+			return string(b)
+		}, want: [Callers]int{new, new, no, who, who}, check: func(t *testing.T, caller int) {
+			evs, _, _ := e.Admin.Events().List(ctx, "default")
+			for _, ev := range evs {
+				if ev.Reason == "Big" && len(ev.Message) > api.MaxStatusMessage {
+					t.Errorf("%s recorded an event message of %d bytes, want at most %d", callerNames[caller], len(ev.Message), api.MaxStatusMessage)
+				}
+			}
+		}},
 		row{name: "attack: an address of a kilobyte", method: "PUT", path: at("/v1/nodes/{node}"), body: stored(func(n *api.Node) { n.Spec.Address = strings.Repeat("a", 1024) }),
 			want: [Callers]int{http.StatusUnprocessableEntity, http.StatusUnprocessableEntity, no, who, who}},
 		row{name: "trigger a cron job", method: "POST", path: at("/v1/namespaces/default/cronjobs/nightly/trigger"), want: [Callers]int{any, no, no, who, who}},
