@@ -47,6 +47,7 @@ func main() {
 	flag.BoolVar(&keepWork, "keep", false, "keep the servers' and fleets' logs and data dirs")
 	flag.StringVar(&cpuProfile, "cpuprofile", "", "write the server's CPU profile over the first 30 s from the apply to this file (go tool pprof reads it)")
 	flag.StringVar(&idleProfile, "idleprofile", "", "write the server's CPU profile over the 10 s of steady state after the apply to this file")
+	flag.StringVar(&heapProfile, "heapprofile", "", "write the server's heap profile, taken once all are Running after the apply, to this file")
 	flag.StringVar(&simProfile, "simprofile", "", "write the live fleet's (berth sim agents) CPU profile, over its whole run, to this file")
 	flag.DurationVar(&leaderTTL, "leader-ttl", 10*time.Second, "the server's --leader-ttl")
 	flag.DurationVar(&nodeTTL, "node-ttl", 0, "the server's --node-ttl (its default when 0): agents beat at a third of it")
@@ -187,6 +188,9 @@ var cpuProfile string
 
 // idleProfile is where the server's CPU profile at steady state goes, if set.
 var idleProfile string
+
+// heapProfile is where the server's heap profile after the apply goes, if set.
+var heapProfile string
 
 // simProfile is where the live fleet's CPU profile goes, if set.
 var simProfile string
@@ -380,6 +384,17 @@ func bench(bin string, nodes, instances, services int, timeout time.Duration) er
 			return fmt.Errorf("cpu profile: %w", err)
 		}
 		fmt.Println("  server CPU profile:", cpuProfile)
+	}
+
+	if heapProfile != "" {
+		b, err := adminGet(url, ca, readFile(filepath.Join(srvDir, "tls", "token")), "/debug/pprof/heap")
+		if err != nil {
+			return fmt.Errorf("heap profile: %w", err)
+		}
+		if err := os.WriteFile(heapProfile, b, 0o644); err != nil {
+			return err
+		}
+		fmt.Println("  server heap profile:", heapProfile)
 	}
 
 	idleProfiled := make(chan error, 1)
