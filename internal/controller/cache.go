@@ -9,6 +9,9 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unique"
+
+	"github.com/tidwall/gjson"
 
 	"github.com/berth-dev/berth/api"
 	"github.com/berth-dev/berth/internal/store"
@@ -37,6 +40,12 @@ type cache struct {
 	order   map[api.Kind][]string
 	leases  map[string]bool
 	advance chan struct{} // closed and replaced whenever rev moves
+	shared  *shared
+	// changed holds the owners whose instances came, went or changed
+	// since the last snapshot; all says every owner is to be looked at
+	// (after a list).
+	changed map[ownerID]bool
+	all     bool
 }
 
 var cachedKinds = []api.Kind{api.KindNode, api.KindService, api.KindJob, api.KindInstance, api.KindCronJob}
@@ -55,6 +64,8 @@ func (c *cache) fill(ctx context.Context) (int64, error) {
 	}
 	errs := make([]error, len(cachedKinds)+1)
 	lists := make([][]api.Object, len(cachedKinds))
+	// Afresh with each list: what no instance holds any more goes.
+	sh := newShared()
 	var wg sync.WaitGroup
 	for i, k := range cachedKinds {
 		wg.Go(func() {
@@ -65,6 +76,9 @@ func (c *cache) fill(ctx context.Context) (int64, error) {
 				}
 				if err := store.Decode(obj, value, modRev); err != nil {
 					return err
+				}
+				if in, ok := obj.(*api.Instance); ok {
+					sh.share(in, value) // one kind per goroutine: instances' alone
 				}
 				lists[i] = append(lists[i], obj)
 				return nil
@@ -87,7 +101,8 @@ func (c *cache) fill(ctx context.Context) (int64, error) {
 		objs[k] = m
 	}
 	c.mu.Lock()
-	c.objs, c.leases, c.rev, c.ready = objs, leases, rev, true
+	c.objs, c.leases, c.rev, c.ready, c.shared = objs, leases, rev, true, sh
+	c.changed, c.all = map[ownerID]bool{}, true
 	c.order = map[api.Kind][]string{}
 	c.bump()
 	c.mu.Unlock()
@@ -122,7 +137,10 @@ func (c *cache) apply(b store.ChangeBatch) bool {
 			md := ch.Object.GetMetadata()
 			k = objKey(md.Namespace, md.Name)
 		}
-		_, had := m[k]
+		old, had := m[k]
+		if in, ok := old.(*api.Instance); ok {
+			c.changed[instanceOwner(in)] = true
+		}
 		if ch.Type == store.Deleted {
 			if had {
 				delete(m, k)
@@ -132,6 +150,10 @@ func (c *cache) apply(b store.ChangeBatch) bool {
 		}
 		if !had {
 			delete(c.order, ch.Kind)
+		}
+		if in, ok := ch.Object.(*api.Instance); ok {
+			c.shared.share(in, ch.Value)
+			c.changed[instanceOwner(in)] = true
 		}
 		m[k] = ch.Object
 	}
@@ -173,6 +195,10 @@ func (c *cache) snapshot() (*snapshot, map[string]bool) {
 	sn.jobs = copyOut[api.Job](c, api.KindJob)
 	sn.instances = copyOut[api.Instance](c, api.KindInstance)
 	sn.crons = copyOut[api.CronJob](c, api.KindCronJob)
+	if !c.all {
+		sn.changed = c.changed
+	}
+	c.changed, c.all = map[ownerID]bool{}, false
 	live := make(map[string]bool, len(c.leases))
 	for n := range c.leases {
 		live[n] = true
@@ -247,4 +273,60 @@ func (c *cache) follow(ctx context.Context, log interface{ Warn(string, ...any) 
 		}
 		cancel()
 	}
+}
+
+// shared holds one copy of what many cached instances have alike: a
+// service's instances carry its template, and every instance of an owner
+// the same labels. Each decoded instance had its own copy of every map,
+// slice and string of them, most of what the cache held per instance;
+// sharing is safe as passes change no cached object's maps and slices
+// (see own). Entries are told apart by their stored JSON, so only what
+// is equal to the byte is shared.
+type shared struct {
+	templates map[string]api.Template
+	labels    map[string]map[string]string
+}
+
+// maxShared bounds each table of shared: they start afresh with every
+// list of the store, and sooner when templates come and go faster.
+const maxShared = 1 << 14
+
+func newShared() *shared {
+	return &shared{templates: map[string]api.Template{}, labels: map[string]map[string]string{}}
+}
+
+// share makes in, decoded from value, use the shared copies of its
+// template and labels, and the one copy of its common strings.
+func (sh *shared) share(in *api.Instance, value []byte) {
+	if sh == nil || value == nil {
+		return
+	}
+	r := gjson.GetManyBytes(value, "metadata.labels", "spec.template")
+	if raw := r[0].Raw; raw != "" {
+		if l, ok := sh.labels[raw]; ok {
+			in.Metadata.Labels = l
+		} else {
+			if len(sh.labels) >= maxShared {
+				clear(sh.labels)
+			}
+			sh.labels[raw] = in.Metadata.Labels
+		}
+	}
+	// A job's instances differ by their index in the environment: their
+	// templates are alike to no other, and would only fill the table.
+	if raw := r[1].Raw; raw != "" && in.Spec.Owner.Kind == api.KindService {
+		if t, ok := sh.templates[raw]; ok {
+			in.Spec.Template = t
+		} else {
+			if len(sh.templates) >= maxShared {
+				clear(sh.templates)
+			}
+			sh.templates[raw] = in.Spec.Template
+		}
+	}
+	md, sp := &in.Metadata, &in.Spec
+	md.Namespace = unique.Make(md.Namespace).Value()
+	sp.Owner.Name, sp.Owner.UID = unique.Make(sp.Owner.Name).Value(), unique.Make(sp.Owner.UID).Value()
+	sp.Node, sp.SpecHash = unique.Make(sp.Node).Value(), unique.Make(sp.SpecHash).Value()
+	in.Status.Phase = api.Phase(unique.Make(string(in.Status.Phase)).Value())
 }
