@@ -57,7 +57,7 @@ func (m *Manager) servicesPass(ctx context.Context, sn *snapshot) ([]newInstance
 	// instances, looking at every service took most of a pass, and
 	// passes ran for every batch of status reports.
 	now := m.opt.Clock()
-	full := sn.changed == nil || (vips != nil && vips.pool != nil) || now.Sub(m.lastFull) >= fullServicesEvery
+	full := m.settled == nil || sn.changed == nil || (vips != nil && vips.pool != nil) || now.Sub(m.lastFull) >= fullServicesEvery
 	if full {
 		m.settled, m.lastFull = map[ownerID]int64{}, now
 	}
