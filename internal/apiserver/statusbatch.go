@@ -93,6 +93,7 @@ func (s *Server) writeStatusBatch(ctx context.Context, n *api.Node, items []api.
 			}
 			obj := *cur
 			obj.Status = it.Status
+			obj.Status.TrimText()
 			if err := admitInstanceStatus(n, &obj, cur); err != nil {
 				results[i].Error = err.Error()
 				continue
