@@ -24,6 +24,12 @@ const (
 	HeaderMigrationInstance = "Berth-Instance"
 	HeaderMigrationFrozenAt = "Berth-Frozen-At"
 	HeaderMigrationDumpTook = "Berth-Dump-Took"
+	// HeaderMigrationSent, the source's trailer of a direct stream
+	// (MigrationDirect), is the bytes it sent to the target.
+	HeaderMigrationSent = "Berth-Sent"
+	// HeaderMigrationDirect, "1" in the source's answer, says its stream
+	// goes to the target's offer: the answer's body is empty.
+	HeaderMigrationDirect = "Berth-Direct"
 	// MigrationPagesProtocol is the Upgrade of the agents' page streams
 	// of a post-copy migration.
 	MigrationPagesProtocol = "berth-pages"
@@ -59,6 +65,9 @@ type Migration struct {
 	// Bytes is the size of the CRIU images sent, and with PostCopy the
 	// memory that followed.
 	Bytes int64 `json:"bytes"`
+	// Direct says the images went straight from From's agent to To's
+	// (MigrationDirect), not relayed through the server.
+	Direct bool `json:"direct,omitempty"`
 	// Duration runs from the request to the instance running on To;
 	// Downtime from the final dump's start to the end of the restore.
 	Duration time.Duration `json:"duration"`
@@ -88,6 +97,16 @@ type MigrationStages struct {
 	// PostCopy runs from the restore to the last page received
 	// (MigrateOptions.PostCopy); the instance runs meanwhile.
 	PostCopy time.Duration `json:"postCopy,omitempty"`
+}
+
+// MigrationDirect is a target agent's offer, as it prepares, to receive
+// a migration's images straight from the source's agent: where it
+// listens, the SHA-256 (hex) of the certificate it answers with there,
+// and the token (hex) the source sends first.
+type MigrationDirect struct {
+	Addr  string `json:"addr"`
+	Cert  string `json:"cert"`
+	Token string `json:"token"`
 }
 
 // MigrationRestored is what a target node's agent answers once it has

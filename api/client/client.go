@@ -43,6 +43,9 @@ type Client struct {
 
 	h1Once sync.Once
 	h1     *http.Client // see upgradeClient
+
+	wsMu    sync.Mutex
+	wsFirst net.Conn // see WithWebSocketConn
 }
 
 // Local reports whether c reaches its server over a unix socket, on this
@@ -56,6 +59,7 @@ type options struct {
 	watchTimeout time.Duration
 	first        net.Conn
 	firstAt      time.Time
+	wsFirst      net.Conn
 }
 
 // DefaultWatchTimeout is how long a watch stream may stay silent (the
@@ -119,6 +123,15 @@ func WithConn(conn net.Conn) Option {
 
 const firstConnFresh = 2 * time.Second
 
+// WithWebSocketConn has the client's first WebSocket (exec,
+// port-forward) go over conn: a TLS connection to its https:// server
+// that the caller has just made, verified as the client would have (its
+// CA, the server's name), with no protocol negotiated (HTTP/1.1). Later
+// ones dial as usual.
+func WithWebSocketConn(conn net.Conn) Option {
+	return func(o *options) error { o.wsFirst = conn; return nil }
+}
+
 // WithHTTPClient uses hc as is, ignoring the endpoint's transport needs.
 func WithHTTPClient(hc *http.Client) Option {
 	return func(o *options) error { o.hc = hc; return nil }
@@ -137,7 +150,7 @@ func New(endpoint string, opts ...Option) (*Client, error) {
 	if err != nil {
 		return nil, fmt.Errorf("client for %s: %w", endpoint, err)
 	}
-	c := &Client{token: o.token, hc: o.hc, watchTimeout: o.watchTimeout}
+	c := &Client{token: o.token, hc: o.hc, watchTimeout: o.watchTimeout, wsFirst: o.wsFirst}
 	if c.watchTimeout <= 0 {
 		c.watchTimeout = DefaultWatchTimeout
 	}

@@ -482,7 +482,7 @@ func (c *Client) dialWS(ctx context.Context, path string) (*websocket.Conn, erro
 	if c.token != "" {
 		h.Set("Authorization", "Bearer "+c.token)
 	}
-	ws, resp, err := websocket.Dial(ctx, c.base+path, &websocket.DialOptions{HTTPClient: c.hc, HTTPHeader: h})
+	ws, resp, err := websocket.Dial(ctx, c.base+path, &websocket.DialOptions{HTTPClient: c.wsClient(), HTTPHeader: h})
 	if err != nil {
 		if resp != nil && resp.StatusCode != http.StatusSwitchingProtocols {
 			p, _, _ := strings.Cut(path, "?")
@@ -495,6 +495,39 @@ func (c *Client) dialWS(ctx context.Context, path string) (*websocket.Conn, erro
 	}
 	ws.SetReadLimit(MaxFrame + 1)
 	return ws, nil
+}
+
+// wsClient is the client a WebSocket dials with: the one of every
+// request, or, for the first WebSocket of a client given one, one whose
+// only connection is the one WithWebSocketConn gave.
+func (c *Client) wsClient() *http.Client {
+	c.wsMu.Lock()
+	conn := c.wsFirst
+	c.wsFirst = nil
+	c.wsMu.Unlock()
+	if conn == nil {
+		return c.hc
+	}
+	tr, ok := c.hc.Transport.(*http.Transport)
+	if !ok || c.local {
+		conn.Close()
+		return c.hc
+	}
+	tr = tr.Clone()
+	var once sync.Once
+	tr.DialTLSContext = func(context.Context, string, string) (net.Conn, error) {
+		var got net.Conn
+		once.Do(func() { got = conn })
+		if got == nil {
+			// One WebSocket is one connection: a transport that dials
+			// again has lost it, and the request fails as it would have.
+			return nil, errors.New("the connection made ahead is gone")
+		}
+		return got, nil
+	}
+	hc := *c.hc
+	hc.Transport = tr
+	return &hc
 }
 
 // OpenTunnel opens node's tunnel to this server (see the apiserver's

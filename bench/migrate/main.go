@@ -157,7 +157,7 @@ func berthMoves(bin, work, rootfs string, runs int, owners []string) error {
 			return err
 		}
 	}
-	fmt.Println("berth migrate: 1 server and 2 agents, each in its own network namespace; images stream through the server")
+	fmt.Println("berth migrate: 1 server and 2 agents, each in its own network namespace; images stream node to node (through the server where they cannot)")
 	if postCopy {
 		fmt.Println("berth migrate --post-copy: the memory follows the restore, relayed through the server")
 	}
@@ -165,6 +165,16 @@ func berthMoves(bin, work, rootfs string, runs int, owners []string) error {
 		if err := moves(l, owner, client, runs); err != nil {
 			return err
 		}
+	}
+	if os.Getenv("BENCH_LOGS") != "" {
+		// The agents' own account of each move's steps.
+		l.Logs(func(f string, args ...any) {
+			for _, ln := range strings.Split(fmt.Sprintf(f, args...), "\n") {
+				if strings.Contains(ln, "migration") {
+					fmt.Fprintln(os.Stderr, ln)
+				}
+			}
+		})
 	}
 	return nil
 }
@@ -197,6 +207,8 @@ var stageNames = []string{"prepare (before the freeze)", "dump", "transfer", "re
 // the figures are printed together once all moves are done.
 func moves(l *lan.LAN, owner string, client api.Instance, runs int) error {
 	var total, down, pause, seen []time.Duration
+	cpus := make([][]time.Duration, 3) // source agent, server, target agent
+	direct := 0
 	stages := map[string][]time.Duration{}
 	marks := make([][]time.Duration, len(timelineRows))
 	why := ""
@@ -217,6 +229,8 @@ func moves(l *lan.LAN, owner string, client api.Instance, runs int) error {
 		if owner == "counter" {
 			before = follow(l.Host(in.Spec.Node), in.Status.ContainerID)
 		}
+		from := in.Spec.Node
+		cpu0 := []time.Duration{cpuTime(l.Host(from).Pid()), cpuTime(l.Servers[0].Pid()), cpuTime(l.Host(to).Pid())}
 		t0 := time.Now()
 		args := []string{"migrate", in.Metadata.Name, "--to", to, "-o", "json"}
 		if postCopy {
@@ -229,11 +243,17 @@ func moves(l *lan.LAN, owner string, client api.Instance, runs int) error {
 			}
 			return err
 		}
+		for i, pid := range []int{l.Host(from).Pid(), l.Servers[0].Pid(), l.Host(to).Pid()} {
+			cpus[i] = append(cpus[i], cpuTime(pid)-cpu0[i])
+		}
 		var m api.Migration
 		if err := json.Unmarshal([]byte(out), &m); err != nil {
 			return fmt.Errorf("migrate -o json: %w: %s", err, out)
 		}
 		total, down, bytes = append(total, m.Duration), append(down, m.Downtime), m.Bytes
+		if m.Direct {
+			direct++
+		}
 		st := m.Stages
 		for i, d := range []time.Duration{st.Prepare, st.Dump, st.Transfer, st.Restore, st.Switch, st.PostCopy} {
 			stages[stageNames[i]] = append(stages[stageNames[i]], d)
@@ -246,7 +266,7 @@ func moves(l *lan.LAN, owner string, client api.Instance, runs int) error {
 			seen = append(seen, gap)
 		}
 		if owner == "redis" {
-			p, err := clientPause(l, client, t0)
+			p, err := clientPause(l, client, t0, m.SwitchedAt)
 			if err != nil {
 				return err
 			}
@@ -270,6 +290,9 @@ func moves(l *lan.LAN, owner string, client api.Instance, runs int) error {
 	for _, k := range stageNames {
 		row(what+":   "+k, stages[k])
 	}
+	for i, who := range []string{"source agent", "server", "target agent"} {
+		row(what+": CPU time of the "+who+" (and the children it waited for)", cpus[i])
+	}
 	if len(pause) > 0 {
 		row(what+": longest pause seen through the VIP", pause)
 	}
@@ -284,7 +307,7 @@ func moves(l *lan.LAN, owner string, client api.Instance, runs int) error {
 			fmt.Printf("%-62s %s\n", what+":   (last move's first failure)", why)
 		}
 	}
-	fmt.Printf("%-62s %.1f MiB\n", what+": images sent", float64(bytes)/(1<<20))
+	fmt.Printf("%-62s %.1f MiB (%d of %d moves node to node)\n", what+": images sent", float64(bytes)/(1<<20), direct, runs)
 	return nil
 }
 
@@ -374,8 +397,11 @@ type pauseSeen struct {
 func (p pauseSeen) length() time.Duration { return p.next.Sub(p.last) }
 
 // clientPause waits for the client's answers to come back after a move
-// begun at since, and returns the longest pause between two answers since.
-func clientPause(l *lan.LAN, client api.Instance, since time.Time) (pauseSeen, error) {
+// begun at since and over at settled (the switch), and returns the
+// longest pause between two answers since. The answers counted are those
+// after settled: a client slow to come back (a loaded host) would
+// otherwise be read before its pause has ended.
+func clientPause(l *lan.LAN, client api.Instance, since, settled time.Time) (pauseSeen, error) {
 	host := l.Host(client.Spec.Node)
 	deadline := time.Now().Add(time.Minute)
 	for {
@@ -405,7 +431,9 @@ func clientPause(l *lan.LAN, client api.Instance, since time.Time) (pauseSeen, e
 				if cur.next = at; cur.length() > p.length() {
 					p = cur
 				}
-				after++
+				if at.After(settled) {
+					after++
+				}
 			}
 			cur = pauseSeen{last: at}
 		}
@@ -599,6 +627,27 @@ func row(what string, ds []time.Duration) {
 func signedRow(what string, ds []time.Duration) {
 	slices.Sort(ds)
 	fmt.Printf("%-62s median %+6.0f ms  min %+6.0f ms  max %+6.0f ms  (%d runs)\n", what, ms(ds[len(ds)/2]), ms(ds[0]), ms(ds[len(ds)-1]), len(ds))
+}
+
+// cpuTime is the CPU time process pid and the children it waited for
+// have used, user and system (/proc/PID/stat), 0 when it cannot be read.
+func cpuTime(pid int) time.Duration {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	// The fields after the command's closing parenthesis, from the state (3rd).
+	_, rest, _ := strings.Cut(string(b), ") ")
+	f := strings.Fields(rest)
+	if len(f) < 15 {
+		return 0
+	}
+	var ticks int64
+	for _, v := range f[11:15] { // utime, stime, cutime, cstime
+		n, _ := strconv.ParseInt(v, 10, 64)
+		ticks += n
+	}
+	return time.Duration(ticks) * time.Second / 100 // USER_HZ
 }
 
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }

@@ -13,6 +13,7 @@ package agent
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -250,6 +251,11 @@ type Config struct {
 	DataDir string
 	// Registered, when set, is called once the node has registered.
 	Registered func(node string)
+	// PeerTLS, when set, is the node's TLS to the cluster (its node
+	// certificate, the cluster CA): with it a migration's images go
+	// straight from the source's agent to the target's
+	// (migrate_direct.go) rather than through a server.
+	PeerTLS *tls.Config
 }
 
 // Agent runs the node's side of the cluster.

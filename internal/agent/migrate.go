@@ -25,15 +25,21 @@ import (
 //
 //	POST /v1/instances/{uid}/migrate/prepare target: make ready what a restore needs (image,
 //	                                         address) while the source still runs; the
-//	                                         instance in Berth-Instance
+//	                                         instance in Berth-Instance; with ?from=NODE it
+//	                                         may answer an api.MigrationDirect offer
+//	                                         (migrate_direct.go)
 //	POST /v1/instances/{uid}/migrate         source: pre-dump while running, then the final
 //	                                         dump (the container stops); the body is the
 //	                                         migration stream (runtime.WriteImages), the
 //	                                         trailers Berth-Frozen-At when the final dump began
-//	                                         and Berth-Dump-Took how long it took
+//	                                         and Berth-Dump-Took how long it took; with
+//	                                         ?direct=ADDR&cert=&token= the stream goes to
+//	                                         the target's offer instead, and the trailer
+//	                                         Berth-Sent counts it
 //	PUT  /v1/instances/{uid}/migrate         target: restore the stream in the body, the
 //	                                         instance (api.Instance, JSON) in the header
-//	                                         Berth-Instance, base64; answers api.MigrationRestored
+//	                                         Berth-Instance, base64; answers api.MigrationRestored;
+//	                                         with ?direct=1 the stream is the one offered
 //	POST /v1/instances/{uid}/migrate/commit  source: the instance runs on the target now
 //	POST /v1/instances/{uid}/migrate/abort   source: restore it here from the final dump;
 //	                                         target: remove what was restored
@@ -110,6 +116,9 @@ type hold struct {
 	// container, until the restore takes it (or it is let go).
 	prep     *prepared
 	reserved string // the container whose address prep holds
+	// direct: the target's listener for the source's stream, when it
+	// offered one as it prepared.
+	direct *directIn
 	// Post-copy (migrate_lazy.go). lazy: the source's dump serving the
 	// memory; pages: the target's end of the socket its lazy-pages
 	// daemon reads the memory from, sent once the restore waits for it.
@@ -257,9 +266,28 @@ func (a *Agent) serveMigrateOut(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	pre, final := filepath.Join(h.dir, runtime.MigrationPre), filepath.Join(h.dir, runtime.MigrationFinal)
-	w.Header().Set("Trailer", HeaderFrozenAt+", "+HeaderDumpTook)
+	w.Header().Set("Trailer", HeaderFrozenAt+", "+HeaderDumpTook+", "+api.HeaderMigrationSent)
 	sw := &startedWriter{w: w}
-	tw := tar.NewWriter(sw)
+	var out io.Writer = sw
+	var direct *directOut
+	if q := r.URL.Query(); q.Get("direct") != "" {
+		// Dialled before anything stops: where the target cannot be
+		// reached, the server relays the stream instead.
+		var err error
+		if direct, err = a.dialDirectOut(r.Context(), q); err != nil {
+			fail(err)
+			return
+		}
+		defer direct.close()
+		// The server's side gone (it gave up on this move), the stream
+		// stops: its writes would otherwise wait on a dead target.
+		defer context.AfterFunc(r.Context(), direct.close)()
+		out = direct.w
+		w.Header().Set(api.HeaderMigrationDirect, "1")
+		_, _ = sw.Write(nil) // the answer begins: the stream is under way
+		http.NewResponseController(w).Flush()
+	}
+	tw := tar.NewWriter(out)
 	// A dump cut short by a client gone could leave the container frozen:
 	// dumps run to their end.
 	ctx := context.WithoutCancel(r.Context())
@@ -284,6 +312,11 @@ func (a *Agent) serveMigrateOut(w http.ResponseWriter, r *http.Request) {
 			if _, err := runtime.WriteImages(tw, pre, runtime.MigrationPre); err != nil {
 				abort()
 			}
+			if direct != nil {
+				if err := direct.w.Flush(); err != nil {
+					abort()
+				}
+			}
 			http.NewResponseController(w).Flush()
 		case errors.Is(err, runtime.ErrNoDirtyTracking):
 		default:
@@ -298,10 +331,24 @@ func (a *Agent) serveMigrateOut(w http.ResponseWriter, r *http.Request) {
 	if cancelled {
 		abort()
 	}
+	// From the freeze, the stream is the downtime.
+	defer runtime.Urgent()()
 	frozen := time.Now()
 	opts.ParentDir = parent
-	h.dumpErr = mg.Checkpoint(ctx, c.ID, opts)
-	close(h.dumped)
+	var dumpTook time.Duration
+	go func() {
+		h.dumpErr = mg.Checkpoint(ctx, c.ID, opts)
+		dumpTook = time.Since(frozen)
+		close(h.dumped)
+	}()
+	ds := runtime.NewDumpStream(final, runtime.MigrationFinal)
+	defer ds.Close()
+	var sendErr error
+	if opts.Lazy == nil {
+		// The memory goes while CRIU still writes it.
+		sendErr = streamDump(ds, tw, h.dumped)
+	}
+	<-h.dumped
 	if err := h.dumpErr; err != nil {
 		// CRIU lets the processes run on when a dump fails.
 		if sw.started {
@@ -313,10 +360,12 @@ func (a *Agent) serveMigrateOut(w http.ResponseWriter, r *http.Request) {
 	}
 	// From here the instance runs nowhere until it is restored: on the
 	// target at commit, here on abort or when the server falls silent.
-	dumpTook := time.Since(frozen)
 	a.log.Info("migration: dumped", "instance", uid, "container", c.ID, "dump", dumpTook, "criu", runtime.CRIUTook(final, "dump.log"))
 	a.settleWithoutVerdict(uid, h)
-	_, err := runtime.WriteImages(tw, final, runtime.MigrationFinal)
+	err := sendErr
+	if err == nil {
+		_, err = ds.Finish(tw)
+	}
 	if err == nil {
 		// The files the processes had open come back with them.
 		var upper string
@@ -327,6 +376,12 @@ func (a *Agent) serveMigrateOut(w http.ResponseWriter, r *http.Request) {
 	if err == nil {
 		err = tw.Close()
 	}
+	if err == nil && direct != nil {
+		err = direct.finish()
+	}
+	if err == nil {
+		a.log.Info("migration: sent", "instance", uid, "after the dump", time.Since(frozen)-dumpTook)
+	}
 	if err != nil {
 		a.log.Warn("migration stream cut; restoring here", "instance", uid, "err", err)
 		if err := a.finishOut(uid, h, false); err != nil {
@@ -336,6 +391,29 @@ func (a *Agent) serveMigrateOut(w http.ResponseWriter, r *http.Request) {
 	}
 	w.Header().Set(HeaderFrozenAt, frozen.UTC().Format(time.RFC3339Nano))
 	w.Header().Set(HeaderDumpTook, dumpTook.String())
+	if direct != nil {
+		w.Header().Set(api.HeaderMigrationSent, strconv.FormatInt(direct.sent(), 10))
+	}
+}
+
+// dumpPoll is how often a dump's growing memory images are looked at.
+const dumpPoll = 2 * time.Millisecond
+
+// streamDump sends what ds's images gain until dumped closes; an error is
+// the stream cut.
+func streamDump(ds *runtime.DumpStream, tw *tar.Writer, dumped <-chan struct{}) error {
+	tick := time.NewTicker(dumpPoll)
+	defer tick.Stop()
+	for {
+		select {
+		case <-dumped:
+			return nil
+		case <-tick.C:
+			if _, err := ds.SendGrown(tw); err != nil {
+				return err
+			}
+		}
+	}
 }
 
 // settleWithoutVerdict settles a dumped source's move by itself when no
@@ -444,13 +522,26 @@ func (a *Agent) serveMigratePrepare(w http.ResponseWriter, r *http.Request) {
 		writeErr(w, err)
 		return
 	}
+	var direct *directIn
+	if from := r.URL.Query().Get("from"); from != "" && a.cfg.PeerTLS != nil && a.cfg.Node.Address != "" {
+		// The source may send the images here itself.
+		if direct, err = listenDirect(a.cfg.Node.Address, from, a.cfg.PeerTLS); err != nil {
+			a.log.Warn("migration: no direct stream; the server relays it", "instance", inst.Key(), "err", err)
+		}
+	}
 	a.mu.Lock()
-	h.prep, h.reserved = p, p.c.ID
+	h.prep, h.reserved, h.direct = p, p.c.ID, direct
 	// Let go of it if the stream never comes (settleHoldsLocked).
 	h.until = time.Now().Add(adoptTimeout)
 	a.mu.Unlock()
-	a.log.Info("migration: prepared", "instance", inst.Key(), "container", p.c.ID, "ip", p.c.Labels[labelIP], "took", time.Since(p.t0))
-	w.WriteHeader(http.StatusNoContent)
+	a.log.Info("migration: prepared", "instance", inst.Key(), "container", p.c.ID, "ip", p.c.Labels[labelIP], "took", time.Since(p.t0),
+		"direct", direct != nil)
+	if direct == nil {
+		w.WriteHeader(http.StatusNoContent)
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	_ = json.NewEncoder(w).Encode(direct.offer)
 }
 
 // prepareIn prepares the instance's container for a restore: all of a
@@ -510,12 +601,40 @@ func (a *Agent) serveMigrateIn(w http.ResponseWriter, r *http.Request) {
 	a.mu.Lock()
 	h := a.holds[uid]
 	var p *prepared
+	var direct *directIn
 	if h != nil && h.kind == holdIn && h.prep != nil && h.container == "" {
 		p, h.prep, h.until = h.prep, nil, time.Time{} // this restore's now
+		direct, h.direct = h.direct, nil
 	} else {
 		h = nil
 	}
 	a.mu.Unlock()
+	body := io.Reader(r.Body)
+	switch {
+	case r.URL.Query().Get("direct") == "1" && direct == nil:
+		if p != nil {
+			a.undo(r.Context(), p)
+		}
+		if h != nil {
+			a.liftHold(uid, h)
+		}
+		writeErr(w, fmt.Errorf("instance %s: %w: no direct stream was offered for it", uid, errdefs.ErrFailedPrecondition))
+		return
+	case r.URL.Query().Get("direct") == "1":
+		c, err := direct.take(r.Context())
+		if err != nil {
+			a.undo(r.Context(), p)
+			a.liftHold(uid, h)
+			writeErr(w, fmt.Errorf("instance %s: %w", uid, err))
+			return
+		}
+		defer c.Close()
+		// The server's side gone, the stream stops.
+		defer context.AfterFunc(r.Context(), func() { c.Close() })()
+		body = c
+	case direct != nil:
+		direct.close() // relayed after all
+	}
 	if h == nil {
 		if old := a.holdOf(uid); old != nil && old.kind == holdMoved {
 			if err := a.dropRestored(r.Context(), uid, old); err != nil {
@@ -534,7 +653,7 @@ func (a *Agent) serveMigrateIn(w http.ResponseWriter, r *http.Request) {
 	if !lazy {
 		defer func() { _ = runtime.RemoveTree(dir) }()
 	}
-	res, err := a.restoreIn(r.Context(), inst, attempt, p, r.Body, dir, lazyIn(lazy, h))
+	res, err := a.restoreIn(r.Context(), inst, attempt, p, body, dir, lazyIn(lazy, h))
 	if err != nil {
 		if lazy {
 			_ = runtime.RemoveTree(dir)
@@ -599,7 +718,11 @@ func (a *Agent) restoreIn(ctx context.Context, inst *Instance, attempt int, p *p
 			ready <- err
 		}()
 	}
-	final, err := runtime.ReadMigration(body, dir)
+	fb := &firstByte{r: body}
+	// The source freezes the container as it begins to send.
+	normal := runtime.Urgent()
+	final, err := runtime.ReadMigration(fb, dir)
+	normal()
 	received := time.Now()
 	if perr := <-ready; perr != nil || err != nil {
 		if perr != nil {
@@ -641,7 +764,7 @@ func (a *Agent) restoreIn(ctx context.Context, inst *Instance, attempt int, p *p
 	}
 	restored := time.Now()
 	a.log.Info("migration: restored", "instance", inst.Key(), "container", st.ID, "ip", st.Labels[labelIP], "restore", restored.Sub(received),
-		"criu", runtime.CRIUTook(final, "restore.log"))
+		"stream", received.Sub(fb.at), "criu", runtime.CRIUTook(final, "restore.log"))
 	return api.MigrationRestored{ContainerID: st.ID, Pid: st.Pid, IP: st.Labels[labelIP], StartedAt: st.StartedAt,
 		ReceivedAt: received.UTC(), RestoredAt: restored.UTC()}, nil
 }
@@ -686,6 +809,10 @@ func (a *Agent) dropRestored(ctx context.Context, uid string, h *hold) error {
 		a.mu.Lock()
 		p := h.prep
 		h.prep = nil
+		if h.direct != nil {
+			h.direct.close()
+			h.direct = nil
+		}
 		a.mu.Unlock()
 		if p != nil {
 			a.undo(ctx, p) // prepared, never restored
@@ -702,4 +829,18 @@ func (a *Agent) dropRestored(ctx context.Context, uid string, h *hold) error {
 	a.detach(ctx, h.container)
 	a.log.Info("migration: aborted, restored container removed", "instance", uid, "container", h.container)
 	return nil
+}
+
+// firstByte notes when the first byte was read through it.
+type firstByte struct {
+	r  io.Reader
+	at time.Time
+}
+
+func (f *firstByte) Read(p []byte) (int, error) {
+	n, err := f.r.Read(p)
+	if n > 0 && f.at.IsZero() {
+		f.at = time.Now()
+	}
+	return n, err
 }

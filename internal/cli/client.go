@@ -12,6 +12,7 @@ import (
 	"github.com/berth-dev/berth/api"
 	"github.com/berth-dev/berth/api/client"
 	"github.com/berth-dev/berth/api/errdefs"
+	"github.com/berth-dev/berth/internal/cli/preconnect"
 )
 
 // endpoint is where the API is: --server, or the socket in the data dir.
@@ -41,6 +42,9 @@ func (g *globals) client(ctx context.Context) (*client.Client, error) {
 	}
 	if g.caFile != "" {
 		opts = append(opts, client.WithCAFile(g.caFile))
+	}
+	if conn := preconnect.Conn(ctx, ep, g.caFile); conn != nil {
+		opts = append(opts, client.WithWebSocketConn(conn))
 	}
 	return client.New(ep, opts...)
 }

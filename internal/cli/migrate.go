@@ -53,9 +53,13 @@ A third line says how long the memory took to follow.`,
 				return err
 			}
 			return printOut(cmd.OutOrStdout(), g.output, m, func(w io.Writer) {
-				fmt.Fprintf(w, "%s: migrated from %s to %s in %v (downtime %v, %.1f MiB of images), address %s\n",
+				via := "through the server"
+				if m.Direct {
+					via = "node to node"
+				}
+				fmt.Fprintf(w, "%s: migrated from %s to %s in %v (downtime %v, %.1f MiB of images sent %s), address %s\n",
 					args[0], m.From, m.To, m.Duration.Round(time.Millisecond), m.Downtime.Round(time.Millisecond),
-					float64(m.Bytes)/(1<<20), m.IP)
+					float64(m.Bytes)/(1<<20), via, m.IP)
 				st := m.Stages
 				fmt.Fprintf(w, "  prepare %v (before the freeze), dump %v, transfer %v, restore %v, switch %v\n",
 					st.Prepare.Round(time.Millisecond), st.Dump.Round(time.Millisecond), st.Transfer.Round(time.Millisecond),

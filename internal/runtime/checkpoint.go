@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	goruntime "runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -396,6 +397,26 @@ const criuNice = -10
 // criuNice; normal puts it back. Where the host refuses, nothing changes.
 func urgent(pid int) { _ = unix.Setpriority(unix.PRIO_PROCESS, pid, criuNice) }
 func normal(pid int) { _ = unix.Setpriority(unix.PRIO_PROCESS, pid, 0) }
+
+// Urgent runs the calling goroutine, on a thread of its own, at
+// criuNice until the returned func puts it back: for the part of a
+// migration that runs in berth itself while the container is down (the
+// images streamed out and in), as CRIU's part runs.
+func Urgent() (done func()) {
+	goruntime.LockOSThread()
+	tid := unix.Gettid()
+	// getpriority answers 20 - nice.
+	prio, err := unix.Getpriority(unix.PRIO_PROCESS, tid)
+	if err != nil {
+		goruntime.UnlockOSThread()
+		return func() {}
+	}
+	urgent(tid)
+	return func() {
+		_ = unix.Setpriority(unix.PRIO_PROCESS, tid, 20-prio)
+		goruntime.UnlockOSThread()
+	}
+}
 
 // runUrgent runs cmd at criuNice and returns its combined output.
 func runUrgent(cmd *exec.Cmd) ([]byte, error) {

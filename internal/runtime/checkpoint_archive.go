@@ -10,6 +10,7 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"strconv"
 	"strings"
 
 	"golang.org/x/sys/unix"
@@ -168,29 +169,142 @@ func modeBits(m uint32) fs.FileMode {
 // part (MigrationPre or MigrationFinal) and returns the bytes it held. The
 // final dump's link to its pre-dump is left out: ReadMigration makes it.
 func WriteImages(tw *tar.Writer, dir, part string) (int64, error) {
-	ents, err := os.ReadDir(dir)
+	return NewDumpStream(dir, part).Finish(tw)
+}
+
+// DumpStream sends an image directory into a migration stream while CRIU
+// still writes it: the memory (pages-*.img, nearly all of a dump, which
+// CRIU only ever appends to) goes as it grows, in pieces that each name
+// the offset they start at (paxOffset), so the transfer runs beside the
+// dump rather than after it; the rest goes once the dump has ended.
+type DumpStream struct {
+	dir, part string
+	files     map[string]*os.File
+	sent      map[string]int64
+}
+
+// paxOffset, on a migration stream's image entry, is where in the file its
+// bytes go: the file's length so far, as the pieces come in order. An
+// entry without it is the whole file.
+const paxOffset = "BERTH.offset"
+
+// dumpPieceMax bounds one piece of a growing image in the stream.
+const dumpPieceMax = 8 << 20
+
+// NewDumpStream streams the image directory dir under part.
+func NewDumpStream(dir, part string) *DumpStream {
+	return &DumpStream{dir: dir, part: part, files: map[string]*os.File{}, sent: map[string]int64{}}
+}
+
+// growing tells the images CRIU writes by appending, as it dumps.
+func growing(name string) bool {
+	return strings.HasPrefix(name, "pages-") && strings.HasSuffix(name, ".img")
+}
+
+// SendGrown sends what the memory images gained since the last call and
+// returns the bytes it sent. The dump is under way: what it has written
+// stays as it is.
+func (d *DumpStream) SendGrown(tw *tar.Writer) (int64, error) {
+	ents, err := os.ReadDir(d.dir)
 	if err != nil {
-		return 0, fmt.Errorf("checkpoint %s: %w", dir, err)
+		if errors.Is(err, os.ErrNotExist) {
+			return 0, nil // not made yet
+		}
+		return 0, fmt.Errorf("checkpoint %s: %w", d.dir, err)
+	}
+	var n int64
+	for _, e := range ents {
+		if !e.Type().IsRegular() || !growing(e.Name()) {
+			continue
+		}
+		m, err := d.sendPiece(tw, e.Name())
+		n += m
+		if err != nil {
+			return n, err
+		}
+	}
+	return n, tw.Flush()
+}
+
+// sendPiece sends what image name holds past what was sent of it.
+func (d *DumpStream) sendPiece(tw *tar.Writer, name string) (int64, error) {
+	f := d.files[name]
+	if f == nil {
+		var err error
+		if f, err = os.Open(filepath.Join(d.dir, name)); err != nil {
+			return 0, fmt.Errorf("checkpoint %s: %w", d.dir, err)
+		}
+		d.files[name] = f
+	}
+	var n int64
+	for {
+		fi, err := f.Stat()
+		if err != nil {
+			return n, fmt.Errorf("checkpoint %s: %w", d.dir, err)
+		}
+		off := d.sent[name]
+		size := fi.Size() - off
+		switch {
+		case size < 0:
+			return n, fmt.Errorf("checkpoint %s: %s shrank while it was sent", d.dir, name)
+		case size == 0:
+			return n, nil
+		}
+		size = min(size, dumpPieceMax)
+		hdr := &tar.Header{Name: d.part + "/" + name, Mode: 0o600, Size: size, Typeflag: tar.TypeReg,
+			PAXRecords: map[string]string{paxOffset: strconv.FormatInt(off, 10)}}
+		if err := tw.WriteHeader(hdr); err != nil {
+			return n, err
+		}
+		m, err := io.Copy(tw, io.NewSectionReader(f, off, size))
+		n += m
+		if err != nil {
+			return n, fmt.Errorf("checkpoint %s: %s: %w", d.dir, name, err)
+		}
+		d.sent[name] = off + size
+	}
+}
+
+// Finish, once the dump has ended, sends the rest of the memory images
+// and every other image, and returns the bytes it sent.
+func (d *DumpStream) Finish(tw *tar.Writer) (int64, error) {
+	defer d.Close()
+	ents, err := os.ReadDir(d.dir)
+	if err != nil {
+		return 0, fmt.Errorf("checkpoint %s: %w", d.dir, err)
 	}
 	var n int64
 	for _, e := range ents {
 		if !e.Type().IsRegular() || strings.HasSuffix(e.Name(), ".log") {
 			continue
 		}
-		m, err := addFile(tw, dir, e.Name(), part+"/"+e.Name())
+		var m int64
+		if _, begun := d.files[e.Name()]; begun {
+			m, err = d.sendPiece(tw, e.Name())
+		} else {
+			m, err = addFile(tw, d.dir, e.Name(), d.part+"/"+e.Name())
+		}
 		n += m
 		if err != nil {
-			return n, fmt.Errorf("checkpoint %s: %w", dir, err)
+			return n, fmt.Errorf("checkpoint %s: %w", d.dir, err)
 		}
 	}
 	return n, tw.Flush()
+}
+
+// Close lets go of the images it had open.
+func (d *DumpStream) Close() {
+	for name, f := range d.files {
+		f.Close()
+		d.files[name] = nil
+	}
 }
 
 // ReadMigration unpacks a migration stream into dir (made if missing) and
 // returns the directory of the final dump, ready for Restore.
 func ReadMigration(r io.Reader, dir string) (string, error) {
 	tr := tar.NewReader(r)
-	parts := map[string]bool{}
+	parts, sizes := map[string]bool{}, map[string]int64{}
 	upper, made := filepath.Join(dir, MigrationUpper), map[string]bool{}
 	for {
 		h, err := tr.Next()
@@ -223,16 +337,8 @@ func ReadMigration(r io.Reader, dir string) (string, error) {
 			}
 			parts[part] = true
 		}
-		f, err := os.OpenFile(filepath.Join(dir, part, name), os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o600)
-		if err != nil {
-			return "", err
-		}
-		_, err = io.Copy(f, tr)
-		if cerr := f.Close(); err == nil {
-			err = cerr
-		}
-		if err != nil {
-			return "", fmt.Errorf("migration stream: %s: %w", h.Name, err)
+		if err := readImage(h, tr, filepath.Join(dir, part, name), sizes); err != nil {
+			return "", fmt.Errorf("migration stream: %w", err)
 		}
 	}
 	if !parts[MigrationFinal] {
@@ -251,6 +357,39 @@ func ReadMigration(r io.Reader, dir string) (string, error) {
 		}
 	}
 	return final, nil
+}
+
+// readImage writes one image entry of a migration stream to p: the whole
+// file, or a piece of it (paxOffset) that must start where the file, as
+// the stream has made it so far (sizes), ends.
+func readImage(h *tar.Header, r io.Reader, p string, sizes map[string]int64) error {
+	flag := os.O_CREATE | os.O_TRUNC | os.O_WRONLY
+	if v, ok := h.PAXRecords[paxOffset]; ok {
+		off, err := strconv.ParseInt(v, 10, 64)
+		if have, begun := sizes[p]; err != nil || off != have || (off > 0 && !begun) {
+			return fmt.Errorf("%s: a piece at offset %q, but the file holds %d bytes", h.Name, v, have)
+		}
+		if off > 0 {
+			flag = os.O_WRONLY | os.O_APPEND
+		}
+	}
+	f, err := os.OpenFile(p, flag, 0o600)
+	if err != nil {
+		return err
+	}
+	n, err := io.Copy(f, r)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("%s: %w", h.Name, err)
+	}
+	if flag&os.O_APPEND != 0 {
+		sizes[p] += n
+	} else {
+		sizes[p] = n
+	}
+	return nil
 }
 
 // ImportCheckpoint unpacks what ExportCheckpoint wrote into dir (made if

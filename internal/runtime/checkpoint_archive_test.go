@@ -110,3 +110,85 @@ func TestMigrationStreamUpperEscape(t *testing.T) {
 		})
 	}
 }
+
+// TestDumpStreamGrowing: a memory image sent in pieces while it grows,
+// then finished with the other images, comes out of ReadMigration whole;
+// a piece that does not start where the file ends is refused.
+func TestDumpStreamGrowing(t *testing.T) {
+	dir := t.TempDir()
+	pages := filepath.Join(dir, "pages-1.img")
+	f, err := os.Create(pages)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	ds := runtime.NewDumpStream(dir, runtime.MigrationFinal)
+	var want []byte
+	for i := range 3 {
+		chunk := bytes.Repeat([]byte{byte('a' + i)}, 5000+i)
+		if _, err := f.Write(chunk); err != nil {
+			t.Fatal(err)
+		}
+		want = append(want, chunk...)
+		if n, err := ds.SendGrown(tw); err != nil || n != int64(len(chunk)) {
+			t.Fatalf("piece %d: sent %d, %v; want %d", i, n, err, len(chunk))
+		}
+	}
+	if _, err := f.Write([]byte("tail")); err != nil {
+		t.Fatal(err)
+	}
+	want = append(want, "tail"...)
+	if err := os.WriteFile(filepath.Join(dir, "core-1.img"), []byte("core"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := ds.Finish(tw); err != nil || n != 8 {
+		t.Fatalf("finish: sent %d, %v; want 8 (the tail and core-1.img)", n, err)
+	}
+	if err := tw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	stream := buf.Bytes()
+	final, err := runtime.ReadMigration(bytes.NewReader(stream), t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := os.ReadFile(filepath.Join(final, "pages-1.img")); err != nil || !bytes.Equal(got, want) {
+		t.Fatalf("pages-1.img: %d bytes, %v; want %d bytes as written", len(got), err, len(want))
+	}
+	if got, err := os.ReadFile(filepath.Join(final, "core-1.img")); err != nil || string(got) != "core" {
+		t.Fatalf("core-1.img: %q %v", got, err)
+	}
+
+	// A piece skipping ahead of what has come is refused.
+	var bad bytes.Buffer
+	tw = tar.NewWriter(&bad)
+	if err := tw.WriteHeader(&tar.Header{Name: "final/pages-1.img", Mode: 0o600, Size: 1, Typeflag: tar.TypeReg,
+		PAXRecords: map[string]string{"BERTH.offset": "4096"}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tw.Write([]byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	if err := tw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := runtime.ReadMigration(&bad, t.TempDir()); err == nil || !strings.Contains(err.Error(), "offset") {
+		t.Fatalf("ReadMigration of a piece at a gap: %v, want a refusal naming the offset", err)
+	}
+}
+
+// TestUrgent: the goroutine that streams a migration runs at a raised
+// priority (nice -10) until it is done, then at the one it had.
+func TestUrgent(t *testing.T) {
+	runtimetest.RequireRoot(t) // raising a priority takes CAP_SYS_NICE
+	done := runtime.Urgent()
+	tid := unix.Gettid()
+	during, err := unix.Getpriority(unix.PRIO_PROCESS, tid)
+	done()
+	after, err2 := unix.Getpriority(unix.PRIO_PROCESS, tid)
+	if err != nil || err2 != nil || 20-during != -10 || 20-after != 0 {
+		t.Fatalf("nice %d while urgent, %d after (%v %v); want -10, then 0", 20-during, 20-after, err, err2)
+	}
+}

@@ -186,6 +186,15 @@ func criuRestoreConfig(bd *bundle, s *specs.Spec) (conf string, undo func(), err
 		return "", undo, err
 	}
 	conf = criuConfig + "external mnt[" + criuMaskedKey + "]:" + masked + "\n"
+	// The runtime has CRIU bind the host's /dev/null, as it is, where the
+	// container had it and over the files it masks: those binds came back
+	// without the nosuid and noexec they had. A bind of a bind that has
+	// them keeps them.
+	null := filepath.Join(dir, "null")
+	if err := bindNull(null); err != nil {
+		return "", undo, err
+	}
+	conf += "external mnt[/dev/null]:" + null + "\n"
 	var ext criuExternals
 	if err := readJSON(filepath.Join(bd.restoreFrom, criuMounts), &ext); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return "", undo, fmt.Errorf("image %s: %w", bd.restoreFrom, err)
@@ -214,6 +223,23 @@ func criuRestoreConfig(bd *bundle, s *specs.Spec) (conf string, undo func(), err
 		conf += "external mnt[" + m.key + "]:" + at + "\n"
 	}
 	return conf, undo, nil
+}
+
+// bindNull binds the host's /dev/null at path (made), nosuid and noexec,
+// as the runtime binds it into a container.
+func bindNull(path string) error {
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY, 0o600)
+	if err != nil {
+		return err
+	}
+	f.Close()
+	if err := unix.Mount("/dev/null", path, "", unix.MS_BIND, ""); err != nil {
+		return fmt.Errorf("bind /dev/null on %s: %w", path, err)
+	}
+	if err := unix.Mount("", path, "", unix.MS_BIND|unix.MS_REMOUNT|unix.MS_NOSUID|unix.MS_NOEXEC, ""); err != nil {
+		return fmt.Errorf("bind /dev/null on %s nosuid, noexec: %w", path, err)
+	}
+	return nil
 }
 
 // specMount is the mount of s at dest.

@@ -37,6 +37,7 @@ func testCheckpointRestore(t *testing.T, executor string) {
 	r := startCounter(t, executor, id, counterArgs, runtime.Resources{MemoryBytes: 48 << 20, CPUs: 0.1}, 20)
 
 	mountsBefore, devBefore := inContainer(t, r, id, mountsCmd), inContainer(t, r, id, devCmd)
+	flagsBefore := inContainer(t, r, id, mountFlagsCmd)
 
 	images := t.TempDir()
 	pre, final := filepath.Join(images, "pre"), filepath.Join(images, "final")
@@ -140,7 +141,16 @@ func testCheckpointRestore(t *testing.T, executor string) {
 	if m := inContainer(t, r, id, mountsCmd); m != mountsBefore {
 		t.Errorf("after restore the tmpfs mounts are\n%s\nbefore the dump\n%s", m, mountsBefore)
 	}
+	// No mount came back with weaker flags than it had (/dev/null and
+	// the files masked with it lost nosuid and noexec).
+	if m := inContainer(t, r, id, mountFlagsCmd); m != flagsBefore {
+		t.Errorf("after restore the mounts' flags are\n%s\nbefore the dump\n%s", m, flagsBefore)
+	}
 }
+
+// mountFlagsCmd prints each of the container's mount points with its
+// per-mount flags (rw/ro, nosuid, nodev, noexec...).
+const mountFlagsCmd = "cut -d' ' -f5,6 /proc/self/mountinfo | sort"
 
 // niceOf is the nice value of process pid.
 func niceOf(t *testing.T, pid int) string {

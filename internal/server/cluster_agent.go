@@ -158,7 +158,8 @@ func Agent(ctx context.Context, cfg AgentConfig) error {
 		}
 	}
 	n := &node{Name: name, Address: addr, Labels: cfg.Labels, DataDir: cfg.DataDir, Client: c, Network: cfg.Network, DiskReserve: cfg.DiskReserve,
-		Runtime: cfg.Runtime, Images: cfg.Images, Info: cfg.Info, CgroupFavorDynMods: cfg.CgroupFavorDynMods, CgroupDriver: cfg.CgroupDriver, Log: log}
+		Runtime: cfg.Runtime, Images: cfg.Images, Info: cfg.Info, CgroupFavorDynMods: cfg.CgroupFavorDynMods, CgroupDriver: cfg.CgroupDriver, Log: log,
+		PeerTLS: peerTLS(cfg)}
 	if n.Images == nil {
 		store, err := image.Open(filepath.Join(cfg.DataDir, "images"))
 		if err != nil {
@@ -408,6 +409,17 @@ func agentClient(cfg AgentConfig) (*client.Client, []string, http.RoundTripper, 
 		rt = bearerTransport{token: string(tok), inner: rt}
 	}
 	return c, hosts, rt, each, nil
+}
+
+// peerTLS is the node's TLS towards other nodes' agents (a migration's
+// direct stream): its node certificate and the cluster CA; nil without a
+// node certificate.
+func peerTLS(cfg AgentConfig) *tls.Config {
+	tc := &tls.Config{MinVersion: tls.VersionTLS13}
+	if _, err := cfg.Credential.Apply(tc); err != nil || tc.RootCAs == nil || (len(tc.Certificates) == 0 && tc.GetClientCertificate == nil) {
+		return nil
+	}
+	return tc
 }
 
 // failover sends each request to the server that answered last, and on to

@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"io"
 	"log/slog"
@@ -41,6 +42,8 @@ type node struct {
 	Beat func(ctx context.Context, node string, now time.Time) error
 	// Registered, when set, is called once the node has registered.
 	Registered func(node string)
+	// PeerTLS is the node's TLS towards other nodes' agents (agent.Config).
+	PeerTLS *tls.Config
 }
 
 // open makes what the node was not given: the container runtime (after
@@ -80,6 +83,7 @@ func (n *node) agent() *agent.Agent {
 		DataDir:          filepath.Join(n.DataDir, "data"),
 		AllowedHostPaths: n.AllowedHostPaths,
 		Registered:       n.Registered,
+		PeerTLS:          n.PeerTLS,
 	})
 }
 

@@ -210,6 +210,9 @@ func migrateRedis(t *testing.T, flags ...string) api.Migration {
 	if m.FrozenAt.IsZero() || !m.FrozenAt.Before(m.RestoredAt) || m.SwitchedAt.Before(m.RestoredAt) {
 		t.Errorf("migrate -o json: frozen at %v, restored at %v, switched at %v: want them in that order", m.FrozenAt, m.RestoredAt, m.SwitchedAt)
 	}
+	if eager := len(flags) == 0; m.Direct != eager || (eager && m.Bytes < redisKeys*redisValueSize) {
+		t.Errorf("migrate -o json: direct %v, %d bytes sent; want direct %v, and every key's bytes for an eager move", m.Direct, m.Bytes, eager)
+	}
 	if n := both.Load(); n > 0 {
 		t.Errorf("redis ran on %s and %s at once (%d times seen)", from, to, n)
 	}

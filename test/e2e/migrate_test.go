@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
@@ -85,7 +86,7 @@ func TestMigrateCounter(t *testing.T) {
 	out, err := l.Admin("migrate", name, "--to", to)
 	check(t, err)
 	t.Logf("%s", strings.TrimSpace(out))
-	if !strings.Contains(out, "migrated from "+from+" to "+to) || !regexp.MustCompile(`prepare \S+ \(before the freeze\), dump [1-9]\S*, transfer \S+, restore [1-9]\S*, switch \S+`).MatchString(out) {
+	if !strings.Contains(out, "migrated from "+from+" to "+to) || !strings.Contains(out, "sent node to node") || !regexp.MustCompile(`prepare \S+ \(before the freeze\), dump [1-9]\S*, transfer \S+, restore [1-9]\S*, switch \S+`).MatchString(out) {
 		t.Fatalf("migrate printed %q, want where it went and its stages", out)
 	}
 	moved := instanceNamed(t, l, name)
@@ -322,6 +323,41 @@ func TestMigrateMemoryThroughVIP(t *testing.T) {
 		from, to, time.Duration(gap).Round(time.Millisecond), answers, fails)
 	if runningOf(t, l.Host(from), "mem") != 0 {
 		t.Errorf("the instance still runs on %s", from)
+	}
+}
+
+// TestMigrateRelayed: where the source's agent cannot reach the port the
+// target offered (a firewall on the target refuses new connections from
+// the source), the images go through the server instead, and the
+// counter moves all the same, counting on.
+func TestMigrateRelayed(t *testing.T) {
+	l := startLANOf(t, 1, 2)
+	check(t, l.Apply(fileCounterYAML))
+	inst := waitHealthy(t, l, "counter", 1, 60*time.Second)[0]
+	name, from := inst.Metadata.Name, inst.Spec.Node
+	to := l.Host(otherNode(l, from))
+	table := fmt.Sprintf("berth-e2e-relay-%d", os.Getpid())
+	rules := fmt.Sprintf("table inet %s {\n chain in {\n  type filter hook input priority 0;\n  ip saddr %s ct state new tcp flags syn reject with tcp reset\n }\n}\n",
+		table, l.Host(from).Addr)
+	nft := exec.Command("nsenter", "--net="+to.Netns, "nft", "-f", "-")
+	nft.Stdin = strings.NewReader(rules)
+	if out, err := nft.CombinedOutput(); err != nil {
+		t.Fatalf("nft: %v: %s", err, out)
+	}
+	t.Cleanup(func() { _ = exec.Command("nsenter", "--net="+to.Netns, "nft", "delete", "table", "inet", table).Run() })
+	eventually(t, 10*time.Second, "the counter to count", func() bool { return len(counts(t, l, name)) >= 20 })
+	before := counts(t, l, name)
+
+	out, err := l.Admin("migrate", name, "--to", to.Name, "-o", "json")
+	check(t, err)
+	var m api.Migration
+	check(t, json.Unmarshal([]byte(out), &m))
+	if m.Direct || m.To != to.Name || m.Bytes == 0 {
+		t.Fatalf("migrate with the target's port closed to the source: %s; want it relayed (direct false) to %s", out, to.Name)
+	}
+	eventually(t, 10*time.Second, "the moved counter to count", func() bool { return len(counts(t, l, name)) >= 10 })
+	if after, last := counts(t, l, name), before[len(before)-1]; after[0] <= last {
+		t.Fatalf("the moved counter began at %d, at or below %d which it had reached before: it was reset", after[0], last)
 	}
 }
 

@@ -1,0 +1,196 @@
+// Package preconnect holds the flags every berth command shares, and
+// with them connects a WebSocket command (exec, port-forward) to its
+// https:// API server while the rest of the binary is still starting.
+//
+// berth is one binary, so a CLI command pays every package initialiser
+// of the server and the agent too: some 15 ms before main, on one core,
+// most of it compose-go's JSON schema compiler and etcd's protobuf
+// tables. Packages initialise in import path order once their imports
+// are done, and this one needs only net, crypto/tls and pflag, so its
+// initialiser runs about half way through: the TCP connect and the TLS
+// handshake it starts then run on another core while the rest
+// initialises, where they used to come after main (2 ms of a remote
+// exec's 28).
+//
+// The connection is only ever used for the server and CA file the
+// command line settles on (Conn compares them), and only for what
+// dialling it would have made anyway; a command that wants another
+// server, or none, leaves it unused. Only the flags before the command
+// name are read here, with the same definitions as the command line's.
+package preconnect
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"io"
+	"net"
+	"net/url"
+	"os"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/spf13/pflag"
+)
+
+// Flags are where the flags every berth command shares are parsed to.
+type Flags struct {
+	DataDir, Output, Server, Token, Namespace, CAFile *string
+}
+
+// Define defines the shared flags on fs, with their defaults from the
+// environment: the one definition of them, for the command line and for
+// the look ahead here.
+func (f Flags) Define(fs *pflag.FlagSet) {
+	fs.StringVar(f.DataDir, "data-dir", envOr("BERTH_DATA_DIR", "/var/lib/berth"), "directory for images, containers and state (env BERTH_DATA_DIR)")
+	fs.StringVarP(f.Output, "output", "o", "", "output format: table (default), wide, json or yaml")
+	fs.StringVar(f.Server, "server", os.Getenv("BERTH_SERVER"), "API endpoint (default unix://<data-dir>/berth.sock; env BERTH_SERVER)")
+	fs.StringVar(f.Token, "token", os.Getenv("BERTH_TOKEN"), "bearer token for an https:// server (env BERTH_TOKEN)")
+	fs.StringVarP(f.Namespace, "namespace", "n", os.Getenv("BERTH_NAMESPACE"), "namespace of the objects named (default \"default\"; env BERTH_NAMESPACE)")
+	fs.StringVar(f.CAFile, "ca-file", os.Getenv("BERTH_CA_FILE"), "certificate to trust for an https:// server (env BERTH_CA_FILE)")
+}
+
+func envOr(key, def string) string {
+	if v := os.Getenv(key); v != "" {
+		return v
+	}
+	return def
+}
+
+// websocketCommands are the commands whose first request is a WebSocket
+// (api/client's dialWS): the connection made ahead is for it.
+var websocketCommands = map[string]bool{"exec": true, "port-forward": true}
+
+// fresh is how long a connection made ahead stays worth taking: the
+// server gives a connection 10 s to send its request.
+const fresh = 2 * time.Second
+
+// patience is how long Conn waits for a handshake still under way (it
+// takes 2 ms on a LAN): a server that answers slower than that is
+// dialled again as usual, so that a dead one costs what it did before,
+// and its error is the usual one.
+const patience = 100 * time.Millisecond
+
+// ahead is the connection started for this process's command line, nil
+// when it names no WebSocket command to an https:// server.
+var ahead *dial
+
+type dial struct {
+	server, caFile string
+	done           chan struct{} // closed once the handshake has ended
+
+	mu      sync.Mutex
+	conn    *tls.Conn // nil once taken, or when it failed
+	at      time.Time
+	settled bool // Conn was called: a connection made later is closed
+}
+
+func init() {
+	ahead = start(os.Args[1:])
+}
+
+// start connects ahead for args (the command line after the program's
+// name) when they name a WebSocket command to an https:// server, with
+// no proxy in the way, and returns the dial under way; otherwise nil.
+func start(args []string) *dial {
+	// Most commands name none: they skip the flag set (every process of
+	// the binary, container stages too, runs this).
+	if !slices.ContainsFunc(args, func(a string) bool { return websocketCommands[a] }) {
+		return nil
+	}
+	var dataDir, output, server, token, namespace, caFile string
+	fs := pflag.NewFlagSet("berth", pflag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	fs.SetInterspersed(false) // stop at the command's name
+	Flags{&dataDir, &output, &server, &token, &namespace, &caFile}.Define(fs)
+	if fs.Parse(args) != nil || !websocketCommands[fs.Arg(0)] {
+		return nil
+	}
+	u, err := url.Parse(server)
+	if err != nil || u.Scheme != "https" || u.Hostname() == "" || proxied() {
+		return nil
+	}
+	d := &dial{server: server, caFile: caFile, done: make(chan struct{})}
+	go d.run(u)
+	return d
+}
+
+// proxied says whether the environment names a proxy for https, which
+// the client's transport would go through.
+func proxied() bool {
+	for _, k := range []string{"HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"} {
+		if os.Getenv(k) != "" {
+			return true
+		}
+	}
+	return false
+}
+
+// run dials as the client's transport does for a WebSocket: TLS 1.2 at
+// least, the CA file's certificates as the roots when one is given, the
+// URL's host as the server name, and no protocol negotiation (HTTP/1.1).
+func (d *dial) run(u *url.URL) {
+	defer close(d.done)
+	cfg := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: u.Hostname()}
+	if d.caFile != "" {
+		pem, err := os.ReadFile(d.caFile)
+		if err != nil {
+			return
+		}
+		cfg.RootCAs = x509.NewCertPool()
+		if !cfg.RootCAs.AppendCertsFromPEM(pem) {
+			return
+		}
+	}
+	addr := u.Host
+	if u.Port() == "" {
+		addr = net.JoinHostPort(u.Hostname(), "443")
+	}
+	dialer := &tls.Dialer{NetDialer: &net.Dialer{Timeout: 10 * time.Second}, Config: cfg}
+	c, err := dialer.Dial("tcp", addr)
+	if err != nil {
+		return
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.settled {
+		c.Close()
+		return
+	}
+	d.conn, d.at = c.(*tls.Conn), time.Now()
+}
+
+// Conn returns the connection made ahead to server, trusting the
+// certificates in caFile, once its handshake is done, and hands it over
+// to the caller; nil when none was made for these, it failed or is
+// still under way after patience, or it was taken already. Whatever went
+// wrong, dialling again says so plainly.
+func Conn(ctx context.Context, server, caFile string) *tls.Conn {
+	return ahead.take(ctx, server, caFile, patience)
+}
+
+func (d *dial) take(ctx context.Context, server, caFile string, wait time.Duration) *tls.Conn {
+	if d == nil {
+		return nil
+	}
+	ok := d.server == server && d.caFile == caFile
+	if ok {
+		t := time.NewTimer(wait)
+		select {
+		case <-d.done:
+		case <-t.C:
+		case <-ctx.Done():
+		}
+		t.Stop()
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	c := d.conn
+	d.conn, d.settled = nil, true
+	if c != nil && (!ok || time.Since(d.at) > fresh) {
+		c.Close()
+		return nil
+	}
+	return c
+}

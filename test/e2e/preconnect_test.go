@@ -1,0 +1,85 @@
+package e2e
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"encoding/pem"
+	"errors"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync/atomic"
+	"testing"
+
+	"github.com/coder/websocket"
+
+	"github.com/berth-dev/berth/api/client"
+)
+
+// TestExecConnectsWhileTheBinaryStarts runs `berth exec` against an
+// https:// server and checks that the connection it uses is started by
+// internal/cli/preconnect, whose initialiser runs before the heaviest
+// one of the binary (compose-go's JSON schema compiler), so that the
+// TCP connect and TLS handshake overlap the start instead of following
+// it: the exec gets one connection, and its exit code comes back.
+func TestExecConnectsWhileTheBinaryStarts(t *testing.T) {
+	var conns atomic.Int32
+	var query atomic.Value
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Authorization") != "Bearer tok" {
+			http.Error(w, `{"error":"wrong token","code":"Unauthorized"}`, http.StatusUnauthorized)
+			return
+		}
+		query.Store(r.URL.Path + "?" + r.URL.RawQuery)
+		ws, err := websocket.Accept(w, r, nil)
+		if err != nil {
+			return
+		}
+		defer ws.CloseNow()
+		b, _ := json.Marshal(client.ExitStatus{Code: 3})
+		_ = ws.Write(r.Context(), websocket.MessageBinary, append([]byte{client.ChanStdout}, "hi\n"...))
+		_ = ws.Write(r.Context(), websocket.MessageBinary, append([]byte{client.ChanExit}, b...))
+	}))
+	srv.Config.ConnState = func(_ net.Conn, s http.ConnState) {
+		if s == http.StateNew {
+			conns.Add(1)
+		}
+	}
+	srv.StartTLS()
+	defer srv.Close()
+	ca := filepath.Join(t.TempDir(), "ca.crt")
+	check(t, os.WriteFile(ca, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw}), 0o600))
+
+	cmd := exec.Command(berthBin, "--server", srv.URL, "--token", "tok", "--ca-file", ca, "exec", "web", "true")
+	cmd.Env = append(os.Environ(), "GODEBUG=inittrace=1", "HTTPS_PROXY=", "https_proxy=", "ALL_PROXY=", "all_proxy=")
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err := cmd.Run()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 3 || stdout.String() != "hi\n" {
+		t.Fatalf("berth exec: %v, stdout %q, want exit code 3 and hi\nstderr: %s", err, stdout.String(), stderr.String())
+	}
+	if got, _ := query.Load().(string); got != "/v1/namespaces/default/instances/web/exec?cmd=true&resolve=1" {
+		t.Errorf("the server got %q", got)
+	}
+	if n := conns.Load(); n != 1 {
+		t.Errorf("berth exec made %d connections, want 1", n)
+	}
+	var order []string
+	sc := bufio.NewScanner(&stderr)
+	for sc.Scan() {
+		if f := strings.Fields(sc.Text()); len(f) > 2 && f[0] == "init" {
+			order = append(order, f[1])
+		}
+	}
+	pre, schema := slices.Index(order, "github.com/berth-dev/berth/internal/cli/preconnect"), slices.Index(order, "github.com/santhosh-tekuri/jsonschema/v6")
+	if pre < 0 || schema < 0 || pre > schema {
+		t.Errorf("preconnect initialises %dth, the JSON schema compiler %dth of %d: want preconnect first", pre+1, schema+1, len(order))
+	}
+}
