@@ -43,6 +43,11 @@ const (
 	// MaxContainers bounds a template's init and sidecar containers:
 	// each is a container, with its own shim, on the node.
 	MaxContainers = 16
+	// MaxNodeWatches bounds the watches one node's certificate holds
+	// open at once on a server: its agent needs a handful (assignments,
+	// nodes, services, instances), and each holds an etcd watcher and a
+	// stream on the server, so a node's key cannot exhaust it.
+	MaxNodeWatches = 64
 )
 
 // validateLimits checks a template against the admission limits.

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+	"unicode/utf8"
 )
 
 // Each admission limit refuses one over it, naming the field and the cap,
@@ -109,5 +110,26 @@ func TestAdmissionLimits(t *testing.T) {
 				t.Fatalf("over the limit: %v, want one error on %s naming %d", err, tc.field, tc.limit)
 			}
 		})
+	}
+}
+
+// A status's text is cut to its limits, never in the middle of a rune.
+func TestStatusTextIsTrimmed(t *testing.T) {
+	s := InstanceStatus{Message: strings.Repeat("é", MaxStatusMessage), Reason: strings.Repeat("r", MaxStatusWord+1),
+		Containers: []ContainerStatus{{Reason: strings.Repeat("c", 2*MaxStatusWord)}}}
+	s.TrimText()
+	if len(s.Message) > MaxStatusMessage || len(s.Message) < MaxStatusMessage-1 || !utf8.ValidString(s.Message) {
+		t.Errorf("message cut to %d bytes (valid UTF-8: %v), want %d or one less, whole runes", len(s.Message), utf8.ValidString(s.Message), MaxStatusMessage)
+	}
+	if len(s.Reason) != MaxStatusWord || len(s.Containers[0].Reason) != MaxStatusWord {
+		t.Errorf("reasons cut to %d and %d bytes, want %d", len(s.Reason), len(s.Containers[0].Reason), MaxStatusWord)
+	}
+	short := InstanceStatus{Message: "exit 1", Reason: "Error"}
+	short.TrimText()
+	if short.Message != "exit 1" || short.Reason != "Error" {
+		t.Errorf("short text changed: %+v", short)
+	}
+	if err := (&Node{Metadata: Metadata{Name: "n1"}, Spec: NodeSpec{Address: strings.Repeat("a", 254)}}).Validate(); err == nil || !strings.Contains(err.Error(), "spec.address") {
+		t.Errorf("a 254-character address: %v, want an error naming spec.address", err)
 	}
 }

@@ -597,6 +597,42 @@ func (p Phase) Terminal() bool {
 	return p == PhaseSucceeded || p == PhaseFailed || p == PhaseLost
 }
 
+// The most text a status holds: a node writes its instances' and its
+// own, and every watcher of them gets each write, so a node cannot make
+// them megabytes. The API cuts longer text to these (see TrimText).
+const (
+	// MaxStatusMessage bounds a status's message, in bytes.
+	MaxStatusMessage = 4 << 10
+	// MaxStatusWord bounds its short strings (reason, container id).
+	MaxStatusWord = 256
+)
+
+// trimText cuts s to at most n bytes, at a rune boundary.
+func trimText(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return strings.ToValidUTF8(s[:n], "") // a rune cut in two goes
+}
+
+// TrimText cuts the status's text to MaxStatusMessage and MaxStatusWord.
+func (s *InstanceStatus) TrimText() {
+	s.Message, s.Reason, s.ContainerID = trimText(s.Message, MaxStatusMessage), trimText(s.Reason, MaxStatusWord), trimText(s.ContainerID, MaxStatusWord)
+	for i := range s.Containers {
+		c := &s.Containers[i]
+		c.Reason, c.ContainerID = trimText(c.Reason, MaxStatusWord), trimText(c.ContainerID, MaxStatusWord)
+	}
+}
+
+// TrimText cuts the status's message to MaxStatusMessage.
+func (s *NodeStatus) TrimText() { s.Message = trimText(s.Message, MaxStatusMessage) }
+
+// TrimText cuts the event's message to MaxStatusMessage and its reason
+// and source to MaxStatusWord, as a status's: nodes record events too.
+func (ev *Event) TrimText() {
+	ev.Message, ev.Reason, ev.Source = trimText(ev.Message, MaxStatusMessage), trimText(ev.Reason, MaxStatusWord), trimText(ev.Source, MaxStatusWord)
+}
+
 // InstanceStatus is written by the node's agent.
 type InstanceStatus struct {
 	Phase       Phase  `json:"phase,omitempty"`

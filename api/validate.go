@@ -477,6 +477,9 @@ func (i *Instance) ValidateStatus() error {
 	return e.err()
 }
 
+// maxNodeAddress bounds a node's address: an IP address, or a DNS name.
+const maxNodeAddress = 253
+
 // Validate checks a node.
 func (n *Node) Validate() error {
 	var e errs
@@ -505,6 +508,9 @@ func (n *Node) Validate() error {
 			}
 			seen[t] = true
 		}
+	}
+	if l := len(n.Spec.Address); l > maxNodeAddress {
+		e.add("spec.address", "%d characters, over the limit of %d (a DNS name's)", l, maxNodeAddress)
 	}
 	switch n.Status.Condition {
 	case "", NodeReady, NodeNotReady:

@@ -25,6 +25,9 @@ var (
 	ErrForbidden          = errors.New("forbidden")
 	ErrTooLarge           = errors.New("request too large")
 	ErrUnavailable        = errors.New("unavailable")
+	// ErrTooManyRequests: the caller holds as many of something (streams)
+	// as it may at once.
+	ErrTooManyRequests = errors.New("too many requests")
 )
 
 // IsNotFound reports whether err is in the NotFound category.
@@ -73,6 +76,8 @@ func HTTPStatus(err error) int {
 		return http.StatusRequestEntityTooLarge
 	case errors.Is(err, ErrUnavailable):
 		return http.StatusServiceUnavailable
+	case errors.Is(err, ErrTooManyRequests):
+		return http.StatusTooManyRequests
 	}
 	return http.StatusInternalServerError
 }
@@ -113,6 +118,8 @@ func FromCode(code string, status int) error {
 		return ErrTooLarge
 	case http.StatusServiceUnavailable:
 		return ErrUnavailable
+	case http.StatusTooManyRequests:
+		return ErrTooManyRequests
 	}
 	return nil
 }
@@ -130,6 +137,7 @@ var categories = []struct {
 	{"Forbidden", ErrForbidden},
 	{"TooLarge", ErrTooLarge},
 	{"Unavailable", ErrUnavailable},
+	{"TooManyRequests", ErrTooManyRequests},
 }
 
 // New makes a package's own sentinel error, with its own message, in a

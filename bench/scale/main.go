@@ -47,6 +47,8 @@ func main() {
 	flag.BoolVar(&keepWork, "keep", false, "keep the servers' and fleets' logs and data dirs")
 	flag.StringVar(&cpuProfile, "cpuprofile", "", "write the server's CPU profile over the first 30 s from the apply to this file (go tool pprof reads it)")
 	flag.StringVar(&idleProfile, "idleprofile", "", "write the server's CPU profile over the 10 s of steady state after the apply to this file")
+	flag.StringVar(&scaleProfile, "scaleprofile", "", "write the server's CPU profile over the first 30 s of the scale 0 -> N to this file")
+	flag.StringVar(&heapProfile, "heapprofile", "", "write the server's heap profile, taken once all are Running after the apply, to this file")
 	flag.StringVar(&simProfile, "simprofile", "", "write the live fleet's (berth sim agents) CPU profile, over its whole run, to this file")
 	flag.DurationVar(&leaderTTL, "leader-ttl", 10*time.Second, "the server's --leader-ttl")
 	flag.DurationVar(&nodeTTL, "node-ttl", 0, "the server's --node-ttl (its default when 0): agents beat at a third of it")
@@ -187,6 +189,12 @@ var cpuProfile string
 
 // idleProfile is where the server's CPU profile at steady state goes, if set.
 var idleProfile string
+
+// scaleProfile is where the server's CPU profile of the scale 0 -> N goes, if set.
+var scaleProfile string
+
+// heapProfile is where the server's heap profile after the apply goes, if set.
+var heapProfile string
 
 // simProfile is where the live fleet's CPU profile goes, if set.
 var simProfile string
@@ -382,6 +390,17 @@ func bench(bin string, nodes, instances, services int, timeout time.Duration) er
 		fmt.Println("  server CPU profile:", cpuProfile)
 	}
 
+	if heapProfile != "" {
+		b, err := adminGet(url, ca, readFile(filepath.Join(srvDir, "tls", "token")), "/debug/pprof/heap")
+		if err != nil {
+			return fmt.Errorf("heap profile: %w", err)
+		}
+		if err := os.WriteFile(heapProfile, b, 0o644); err != nil {
+			return err
+		}
+		fmt.Println("  server heap profile:", heapProfile)
+	}
+
 	idleProfiled := make(chan error, 1)
 	if idleProfile != "" {
 		go func() {
@@ -426,6 +445,13 @@ func bench(bin string, nodes, instances, services int, timeout time.Duration) er
 		n    int
 	}{{"scale to 0", 0}, {"scale 0 -> N", per}, {"scale N -> 0", 0}} {
 		t0 = time.Now()
+		scaleProfiled := make(chan error, 1)
+		profiling := scaleProfile != "" && step.n > 0
+		if profiling {
+			go func() {
+				scaleProfiled <- profile(url, ca, readFile(filepath.Join(srvDir, "tls", "token")), scaleProfile, 30)
+			}()
+		}
 		if err := apply(step.n, "2", 0); err != nil {
 			return err
 		}
@@ -433,6 +459,12 @@ func bench(bin string, nodes, instances, services int, timeout time.Duration) er
 			return err
 		}
 		phase(step.name, t0, per*services, "instances", sampler, probe)
+		if profiling {
+			if err := <-scaleProfiled; err != nil {
+				return fmt.Errorf("cpu profile of the scale: %w", err)
+			}
+			fmt.Println("  server CPU profile of the scale:", scaleProfile)
+		}
 	}
 	fmt.Printf("server peak RSS %d MiB, etcd db %d MiB\n", sampler.peakRSS()>>20, sampler.dbSize()>>20)
 	if simProfile != "" {

@@ -233,6 +233,10 @@ func TestNodeCertificateIsConfinedToItsNode(t *testing.T) {
 			Metadata: api.Metadata{Name: name, Namespace: "default"},
 			Spec:     api.InstanceSpec{Template: api.Template{Image: "demo/busybox:1"}, Owner: api.Owner{Kind: api.KindService, Name: "web"}},
 		}
+		if node == "n1" {
+			// What lets n1 record volumes: an instance of its mounts them.
+			in.Spec.Template.Volumes = []api.VolumeMount{{Name: "data", Path: "/data"}, {Name: "other", Path: "/other"}}
+		}
 		if _, err := c.admin.Instances().Apply(ctx, in); err != nil {
 			t.Fatal(err)
 		}
@@ -251,7 +255,7 @@ func TestNodeCertificateIsConfinedToItsNode(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	// A node records its own named volumes, and only those.
+	// A node records its own named volumes, those its instances mount, and only those.
 	if _, err := n1.Volumes().Apply(ctx, &api.Volume{Metadata: api.Metadata{Namespace: "default", Name: "data"},
 		Spec: api.VolumeSpec{Node: "n1", Path: "/var/lib/berth/volumes/default/data"}}); err != nil {
 		t.Fatalf("node records its own volume: %v", err)

@@ -29,8 +29,10 @@ func TestAuthorizationMatrix(t *testing.T) {
 		p := partsOf(t, imgs, repo+":1")
 		images[n] = authmatrix.Image{Repository: repo, Manifest: p.manifest, Layer: p.layer}
 	}
+	var srv *apiserver.Server
 	c := startCluster(t, func(s *apiserver.Server) {
 		s.Mount("/v2/", registry.New(imgs, registry.Options{Authorize: apiserver.AuthorizeImages, Readable: s.ReadableImages}))
+		srv = s
 	})
 	ctx := t.Context()
 
@@ -67,5 +69,6 @@ func TestAuthorizationMatrix(t *testing.T) {
 		},
 		Owner:  api.Owner{Kind: api.KindJob, Name: job.Metadata.Name, UID: job.Metadata.UID},
 		Images: images,
+		Routes: srv.Routes(), RouteOf: srv.RouteOf,
 	})
 }

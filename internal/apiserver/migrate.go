@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"slices"
@@ -265,6 +266,13 @@ func (s *Server) migrate(ctx context.Context, in *api.Instance, from, to string,
 		return out, nil
 	}
 	direct := offer.Addr != ""
+	if direct {
+		if err := s.checkOffer(ctx, to, offer.Addr); err != nil {
+			// The source is sent nowhere the target's node does not live.
+			s.log.Warn("migration: the target's offer is refused; relaying it", "instance", in.Metadata.Name, "to", to, "err", err)
+			direct = false
+		}
+	}
 	var out *http.Response
 	if direct {
 		dq := url.Values{}
@@ -517,4 +525,22 @@ func (s *Server) relayPages(ctx context.Context, src, dst *tunnel, u string) rel
 		return relayed{n: n, err: fmt.Errorf("page stream: %w", err)}
 	}
 	return relayed{n: n}
+}
+
+// checkOffer refuses a direct stream's address that is not on the
+// target's own node address: a node's agent must not make a source dial
+// anywhere else in its name.
+func (s *Server) checkOffer(ctx context.Context, to, addr string) error {
+	n, err := store.Get[api.Node](ctx, s.store, "", to)
+	if err != nil {
+		return fmt.Errorf("node %s: %w", to, err)
+	}
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("node %s offered %q: %w", to, addr, err)
+	}
+	if host == "" || host != n.Spec.Address {
+		return fmt.Errorf("node %s offered %s, not on its address %q: %w", to, addr, n.Spec.Address, errdefs.ErrForbidden)
+	}
+	return nil
 }

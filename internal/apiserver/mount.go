@@ -57,9 +57,17 @@ func (s *Server) signInMount(path string) http.Handler {
 // mounted is the handler mounted over path, or nil. A prefix's bare form
 // ("/v2" for "/v2/") is its too.
 func (s *Server) mounted(path string) http.Handler {
-	for _, m := range s.mounts {
+	if m := s.mountOf(path); m != nil {
+		return m.h
+	}
+	return nil
+}
+
+// mountOf is the mount over path, or nil.
+func (s *Server) mountOf(path string) *mount {
+	for i, m := range s.mounts {
 		if strings.HasPrefix(path, m.prefix) || path == strings.TrimSuffix(m.prefix, "/") {
-			return m.h
+			return &s.mounts[i]
 		}
 	}
 	return nil

@@ -254,7 +254,7 @@ func authorizeNode(ctx context.Context, st *store.Store, node string, r *http.Re
 			err := st.GetInto(ctx, &v, q.namespace, q.name)
 			switch {
 			case errdefs.IsNotFound(err):
-				return nil
+				return nodeUsesVolume(ctx, st, node, q.namespace, q.name, deny)
 			case err != nil:
 				return err
 			case v.Spec.Node != node:
@@ -274,6 +274,23 @@ func authorizeNode(ctx context.Context, st *store.Store, node string, r *http.Re
 		}
 	}
 	return deny("")
+}
+
+// nodeUsesVolume lets a node record a new named volume only when an
+// instance bound to it mounts one by that name, as its agent does on the
+// instance's first start: else a node could claim names other nodes'
+// instances will ask for, and hold them off those nodes.
+func nodeUsesVolume(ctx context.Context, st *store.Store, node, namespace, name string, deny func(string) error) error {
+	insts, _, err := store.List[api.Instance](ctx, st, namespace)
+	if err != nil {
+		return err
+	}
+	for _, in := range insts {
+		if in.Spec.Node == node && in.Spec.Template.Uses(name) {
+			return nil
+		}
+	}
+	return deny(fmt.Sprintf("no instance bound to node %q uses it", node))
 }
 
 // forbiddenField is a node's write refused because of one field: a 403

@@ -125,7 +125,7 @@ func (s *Server) Connected() []string {
 
 const tunnelPrefix = "/v1/tunnel/"
 
-func (s *Server) routeRemote(m *http.ServeMux) {
+func (s *Server) routeRemote(m *routeMux) {
 	for _, op := range []string{"logs", "attach", "exec", "cp", "portforward", "stats"} {
 		m.HandleFunc("GET /v1/namespaces/{ns}/instances/{name}/"+op, s.instanceOp(op))
 	}
@@ -205,9 +205,35 @@ func (s *Server) serveTunnel(w http.ResponseWriter, r *http.Request) {
 		s.log.Info("node tunnel open", "node", node, "from", conn.RemoteAddr())
 	}
 	close(answered)
-	<-sess.CloseChan()
+	s.holdTunnel(r, id, sess)
 	s.tunnels.drop(node, tn)
 	s.log.Info("node tunnel closed", "node", node)
+}
+
+// holdTunnel returns when the tunnel's session closes; a node's is
+// closed once its certificate stops working (revoked, or the node
+// removed), as its watches end, so that no admin's request goes on to a
+// node the cluster no longer trusts.
+func (s *Server) holdTunnel(r *http.Request, id Identity, sess *yamux.Session) {
+	var creds <-chan struct{}
+	if id.Node != "" && s.creds != nil {
+		creds = s.creds.Changed(id.Node)
+	}
+	// The connection is hijacked: its request's context is no measure of it.
+	r = r.WithContext(context.WithoutCancel(r.Context()))
+	for {
+		select {
+		case <-sess.CloseChan():
+			return
+		case <-creds:
+			creds = s.creds.Changed(id.Node)
+			if err := s.checkNodeCert(r, id); err != nil {
+				s.log.Info("node tunnel closed: its certificate stopped working", "node", id.Node, "err", err)
+				sess.Close()
+				return
+			}
+		}
+	}
 }
 
 // bufferedConn reads first what the server had read past the request.

@@ -58,6 +58,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -127,12 +128,13 @@ type Server struct {
 	nodeCertTTL time.Duration
 	heartbeat   time.Duration
 	nodeTTL     time.Duration
-	mux         *http.ServeMux
+	mux         *routeMux
 	mounts      []mount        // see Mount
 	pinner      ImagePinner    // the first mounted handler that is one
 	tunnels     tunnels        // the nodes' agents, see remote.go
 	migrating   imagesInFlight // images live migrations restore, by target node
 	ready       readyNodes     // nodes seen stored Ready, see heartbeatOnly
+	watches     nodeWatches    // each node's open watches, held to api.MaxNodeWatches
 
 	allowedHostPaths []string
 	sealKey          *seal.Key
@@ -167,7 +169,7 @@ func New(cfg Config) *Server {
 	if s.log == nil {
 		s.log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
-	m := http.NewServeMux()
+	m := &routeMux{ServeMux: http.NewServeMux()}
 	m.HandleFunc("GET /healthz", s.healthz)
 	m.HandleFunc("GET /v1/version", s.version)
 	m.HandleFunc("GET /v1/{kind}", s.list)
@@ -205,6 +207,43 @@ func New(cfg Config) *Server {
 	return s
 }
 
+// routeMux is the API's router, which also remembers its patterns (see
+// Routes).
+type routeMux struct {
+	*http.ServeMux
+	patterns []string
+}
+
+func (m *routeMux) HandleFunc(pattern string, h func(http.ResponseWriter, *http.Request)) {
+	m.patterns = append(m.patterns, pattern)
+	m.ServeMux.HandleFunc(pattern, h)
+}
+
+// Routes lists the API's routes as its router knows them ("GET
+// /v1/{kind}"), then the prefixes mounted next to it ("/v2/"): what an
+// authorisation test must cover, each one.
+func (s *Server) Routes() []string {
+	out := slices.Clone(s.mux.patterns)
+	for _, m := range s.mounts {
+		out = append(out, m.prefix)
+	}
+	return out
+}
+
+// RouteOf is the entry of Routes that serves a request for method and
+// path, "" when none does.
+func (s *Server) RouteOf(method, path string) string {
+	if m := s.mountOf(path); m != nil {
+		return m.prefix
+	}
+	r, err := http.NewRequest(method, path, nil)
+	if err != nil {
+		return ""
+	}
+	_, pattern := s.mux.Handler(r)
+	return pattern
+}
+
 // Handler serves the API to callers already authenticated: each request's
 // context must carry an Identity (see WithIdentity), as the listeners'
 // authenticators arrange. Requests without one are refused.
@@ -238,6 +277,14 @@ func (s *Server) Handler() http.Handler {
 				writeError(w, err)
 				return
 			}
+		}
+		if id.Node != "" && isWatch(r.URL.Query().Get("watch")) {
+			release, err := s.watches.take(id.Node)
+			if err != nil {
+				writeError(w, err)
+				return
+			}
+			defer release()
 		}
 		s.mux.ServeHTTP(w, r)
 	})
@@ -728,6 +775,12 @@ func (s *Server) putStatus(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
+	switch x := obj.(type) {
+	case *api.Instance:
+		x.Status.TrimText()
+	case *api.Node:
+		x.Status.TrimText()
+	}
 	// A node's own status write is its heartbeat: it renews the node's
 	// lease, first, so that the controller never sees a node Ready
 	// without its lease and marks it NotReady in between.
@@ -955,6 +1008,7 @@ func (s *Server) recordEvent(w http.ResponseWriter, r *http.Request) {
 		writeError(w, &api.ValidationError{Fields: []api.FieldError{{Field: "metadata.namespace", Reason: fmt.Sprintf("%q differs from %q in the path", ev.Metadata.Namespace, ns)}}})
 		return
 	}
+	ev.TrimText()
 	if id, _ := IdentityFrom(r.Context()); id.Node != "" {
 		if err := s.admitNodeEvent(r.Context(), id.Node, &ev); err != nil {
 			writeError(w, err)

@@ -2,11 +2,14 @@ package apiserver
 
 import (
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
+	"github.com/berth-dev/berth/api"
 	"github.com/berth-dev/berth/api/errdefs"
 	"github.com/berth-dev/berth/internal/metrics"
 	"github.com/berth-dev/berth/internal/store"
@@ -170,4 +173,33 @@ func toWire(ev store.WatchEvent) WatchEvent {
 func jsonInt(n int64) string {
 	b, _ := json.Marshal(n)
 	return string(b)
+}
+
+// nodeWatches counts the watches each node holds open on this server,
+// to hold each to api.MaxNodeWatches.
+type nodeWatches struct {
+	mu sync.Mutex
+	n  map[string]int
+}
+
+// take counts one more watch of node's, or refuses it at the limit; the
+// caller calls release when the watch ends.
+func (c *nodeWatches) take(node string) (release func(), err error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.n[node] >= api.MaxNodeWatches {
+		return nil, fmt.Errorf("node %q: %w: it holds %d watches open, the most a node may (api.MaxNodeWatches); close one first",
+			node, errdefs.ErrTooManyRequests, c.n[node])
+	}
+	if c.n == nil {
+		c.n = map[string]int{}
+	}
+	c.n[node]++
+	return func() {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		if c.n[node]--; c.n[node] <= 0 {
+			delete(c.n, node)
+		}
+	}, nil
 }

@@ -102,8 +102,18 @@ func copyOut(ctx context.Context, c *client.Client, ns, name, src, dst string, o
 }
 
 // untar unpacks a tar into dir, renaming its top entry to rename (when
-// set). Entries may not leave dir.
+// set). Entries may not leave dir, by name or through a symbolic link the
+// tar brought (the instance's files are not to be trusted): every entry is
+// made through an os.Root at dir, which follows no link out of it.
 func untar(r io.Reader, dir, rename string) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return fmt.Errorf("cp: %w", err)
+	}
+	root, err := os.OpenRoot(dir)
+	if err != nil {
+		return fmt.Errorf("cp: %w", err)
+	}
+	defer root.Close()
 	tr := tar.NewReader(r)
 	for {
 		h, err := tr.Next()
@@ -121,29 +131,39 @@ func untar(r io.Reader, dir, rename string) error {
 			_, rest, _ := strings.Cut(name, "/")
 			name = path.Join(rename, rest)
 		}
-		target := filepath.Join(dir, filepath.FromSlash(name))
+		target := filepath.FromSlash(name)
 		mode := fs.FileMode(h.Mode) & fs.ModePerm
+		fail := func(err error) error {
+			return fmt.Errorf("cp: tar entry %q into %s: %w", h.Name, dir, err)
+		}
 		switch h.Typeflag {
 		case tar.TypeDir:
-			if err := os.MkdirAll(target, mode|0o700); err != nil {
-				return fmt.Errorf("cp: %w", err)
+			if err := root.MkdirAll(target, mode|0o700); err != nil {
+				return fail(err)
 			}
 		case tar.TypeReg:
-			f, err := os.OpenFile(target, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, mode)
+			// What is there goes first, a symbolic link above all: the
+			// file replaces it rather than writing where it points.
+			if err := root.Remove(target); err != nil && !errors.Is(err, fs.ErrNotExist) {
+				return fail(err)
+			}
+			f, err := root.OpenFile(target, os.O_CREATE|os.O_EXCL|os.O_WRONLY, mode)
 			if err != nil {
-				return fmt.Errorf("cp: %w", err)
+				return fail(err)
 			}
 			_, err = io.Copy(f, tr)
 			if cerr := f.Close(); err == nil {
 				err = cerr
 			}
 			if err != nil {
-				return fmt.Errorf("cp: %s: %w", target, err)
+				return fail(err)
 			}
 		case tar.TypeSymlink:
-			_ = os.Remove(target)
-			if err := os.Symlink(h.Linkname, target); err != nil {
-				return fmt.Errorf("cp: %w", err)
+			if err := root.Remove(target); err != nil && !errors.Is(err, fs.ErrNotExist) {
+				return fail(err)
+			}
+			if err := root.Symlink(h.Linkname, target); err != nil {
+				return fail(err)
 			}
 		default:
 			// Devices, fifos and hard links are left out, as a user's copy would.

@@ -72,6 +72,65 @@ func TestUntarStaysInDestination(t *testing.T) {
 	}
 }
 
+// A tar from an instance may not reach outside the destination through a
+// symbolic link it brings, to a directory or to a file, whether the link
+// points outside by an absolute path or by "..": the instance's files are
+// its own, the operator's machine is not.
+func TestUntarDoesNotFollowItsSymlinksOut(t *testing.T) {
+	type ent struct {
+		name, link string
+		typ        byte
+	}
+	cases := map[string][]ent{
+		"absolute link to a directory":  {{name: "d/", typ: tar.TypeDir}, {name: "d/l", link: "{outside}", typ: tar.TypeSymlink}, {name: "d/l/pwned", typ: tar.TypeReg}},
+		"relative link to a directory":  {{name: "d/", typ: tar.TypeDir}, {name: "d/l", link: "../../../outside", typ: tar.TypeSymlink}, {name: "d/l/pwned", typ: tar.TypeReg}},
+		"link to a file, then the file": {{name: "d/", typ: tar.TypeDir}, {name: "d/f", link: "{outside}/pwned", typ: tar.TypeSymlink}, {name: "d/f", typ: tar.TypeReg}},
+		"mkdir through a link":          {{name: "d/", typ: tar.TypeDir}, {name: "d/l", link: "{outside}", typ: tar.TypeSymlink}, {name: "d/l/pwned/", typ: tar.TypeDir}},
+	}
+	for name, ents := range cases {
+		t.Run(name, func(t *testing.T) {
+			base := t.TempDir()
+			outside := filepath.Join(base, "outside")
+			if err := os.Mkdir(outside, 0o755); err != nil {
+				t.Fatal(err)
+			}
+			dst := filepath.Join(base, "in", "dst")
+			if err := os.MkdirAll(dst, 0o755); err != nil {
+				t.Fatal(err)
+			}
+			var b bytes.Buffer
+			tw := tar.NewWriter(&b)
+			for _, e := range ents {
+				h := &tar.Header{Name: e.name, Typeflag: e.typ, Mode: 0o755, Linkname: strings.ReplaceAll(e.link, "{outside}", outside)}
+				if e.typ == tar.TypeReg {
+					h.Size, h.Mode = 1, 0o644
+				}
+				if err := tw.WriteHeader(h); err != nil {
+					t.Fatal(err)
+				}
+				if e.typ == tar.TypeReg {
+					_, _ = tw.Write([]byte("x"))
+				}
+			}
+			_ = tw.Close()
+			err := untar(&b, dst, "")
+			if _, serr := os.Lstat(filepath.Join(outside, "pwned")); serr == nil {
+				t.Fatalf("the tar wrote %s, outside the destination (untar: %v)", filepath.Join(outside, "pwned"), err)
+			}
+			if name == "link to a file, then the file" {
+				// The file replaces the link, as tar does.
+				if fi, err2 := os.Lstat(filepath.Join(dst, "d", "f")); err != nil || err2 != nil || !fi.Mode().IsRegular() {
+					t.Fatalf("untar = %v; d/f: %v, %v; want d/f a regular file in the destination", err, fi, err2)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), "d/l") {
+				t.Fatalf("untar = %v, want an error naming the entry that goes through d/l", err)
+			}
+		})
+	}
+}
+
 // Lines split over writes come out whole; a last line without its
 // newline comes out on flush.
 func TestLineWriter(t *testing.T) {

@@ -81,6 +81,7 @@ func TestGolden(t *testing.T) {
 		{dir: "dotenv", env: []string{"TAG=2"}},
 		{dir: "healthgate"},
 		{dir: "volumes"},
+		{dir: "hostroot"},
 		{dir: "external"},
 		{dir: "deploy"},
 		{dir: "unsupported"},

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"maps"
 	"math"
+	"path"
 	"regexp"
 	"slices"
 	"strconv"
@@ -335,6 +336,22 @@ func portRange(s string) (int, int, error) {
 	return lo, hi, nil
 }
 
+// nodeWide says what a bind mount of host path p gives away when it is
+// the node's root or one of its kernel interfaces; "" for other paths.
+func nodeWide(p string) string {
+	switch path.Clean(p) {
+	case "/":
+		return "root filesystem"
+	case "/proc":
+		return "processes"
+	case "/sys":
+		return "kernel settings and devices"
+	case "/dev":
+		return "devices"
+	}
+	return ""
+}
+
 // defaultTmpfsSize bounds a tmpfs mount that names no size: berth charges
 // tmpfs to memory and wants a bound.
 const defaultTmpfsSize = api.Quantity(64 << 20)
@@ -347,6 +364,12 @@ func (t *translator) volumes(s types.ServiceConfig) []api.VolumeMount {
 		case types.VolumeTypeBind:
 			if v.Bind != nil && (v.Bind.Propagation != "" || v.Bind.SELinux != "") {
 				t.unsupported(s.Name, key+".bind", "propagation and SELinux labels: "+notCarried)
+			}
+			if whole := nodeWide(v.Source); whole != "" {
+				// Honoured, as Compose does, but said aloud: the servers'
+				// --allowed-host-paths is what refuses it.
+				t.note(fmt.Sprintf("service %q: %s binds the node's %s (%s): the instance reaches the whole node; servers started with --allowed-host-paths refuse it",
+					s.Name, key, v.Source, whole))
 			}
 			out = append(out, api.VolumeMount{HostPath: v.Source, Path: v.Target, ReadOnly: v.ReadOnly})
 		case types.VolumeTypeVolume:

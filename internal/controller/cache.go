@@ -9,6 +9,9 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unique"
+
+	"github.com/tidwall/gjson"
 
 	"github.com/berth-dev/berth/api"
 	"github.com/berth-dev/berth/internal/store"
@@ -29,14 +32,22 @@ type cache struct {
 	rev   int64 // every change up to here is applied
 	ready bool
 	objs  map[api.Kind]map[string]api.Object
-	// order holds, by kind, the keys of the cached objects in the order a
-	// pass reads them (namespace, then name); a kind's is dropped when a
-	// key comes or goes. Most changes are statuses: a snapshot then walks
-	// the keys instead of sorting every object again, which at 20,000
-	// instances was a fifth of an idle server's CPU.
-	order   map[api.Kind][]string
+	// order holds, by kind, the cached objects in the order a pass reads
+	// them (namespace, then name); a kind's is dropped when a key comes
+	// or goes, and a changed object takes its place. Most changes are
+	// statuses: a snapshot then copies the list instead of sorting every
+	// object again, which at 20,000 instances was a fifth of an idle
+	// server's CPU, or looking each one up by its key, which was most of
+	// what was left of a snapshot.
+	order   map[api.Kind]*ordered
 	leases  map[string]bool
 	advance chan struct{} // closed and replaced whenever rev moves
+	shared  *shared
+	// changed holds the owners whose instances came, went or changed
+	// since the last snapshot; all says every owner is to be looked at
+	// (after a list).
+	changed map[ownerID]bool
+	all     bool
 }
 
 var cachedKinds = []api.Kind{api.KindNode, api.KindService, api.KindJob, api.KindInstance, api.KindCronJob}
@@ -55,6 +66,8 @@ func (c *cache) fill(ctx context.Context) (int64, error) {
 	}
 	errs := make([]error, len(cachedKinds)+1)
 	lists := make([][]api.Object, len(cachedKinds))
+	// Afresh with each list: what no instance holds any more goes.
+	sh := newShared()
 	var wg sync.WaitGroup
 	for i, k := range cachedKinds {
 		wg.Go(func() {
@@ -65,6 +78,9 @@ func (c *cache) fill(ctx context.Context) (int64, error) {
 				}
 				if err := store.Decode(obj, value, modRev); err != nil {
 					return err
+				}
+				if in, ok := obj.(*api.Instance); ok {
+					sh.share(in, value) // one kind per goroutine: instances' alone
 				}
 				lists[i] = append(lists[i], obj)
 				return nil
@@ -87,8 +103,9 @@ func (c *cache) fill(ctx context.Context) (int64, error) {
 		objs[k] = m
 	}
 	c.mu.Lock()
-	c.objs, c.leases, c.rev, c.ready = objs, leases, rev, true
-	c.order = map[api.Kind][]string{}
+	c.objs, c.leases, c.rev, c.ready, c.shared = objs, leases, rev, true, sh
+	c.changed, c.all = map[ownerID]bool{}, true
+	c.order = map[api.Kind]*ordered{}
 	c.bump()
 	c.mu.Unlock()
 	return rev, nil
@@ -122,7 +139,10 @@ func (c *cache) apply(b store.ChangeBatch) bool {
 			md := ch.Object.GetMetadata()
 			k = objKey(md.Namespace, md.Name)
 		}
-		_, had := m[k]
+		old, had := m[k]
+		if in, ok := old.(*api.Instance); ok {
+			c.changed[instanceOwner(in)] = true
+		}
 		if ch.Type == store.Deleted {
 			if had {
 				delete(m, k)
@@ -132,6 +152,12 @@ func (c *cache) apply(b store.ChangeBatch) bool {
 		}
 		if !had {
 			delete(c.order, ch.Kind)
+		} else if o := c.order[ch.Kind]; o != nil {
+			o.objs[o.at[k]] = ch.Object
+		}
+		if in, ok := ch.Object.(*api.Instance); ok {
+			c.shared.share(in, ch.Value)
+			c.changed[instanceOwner(in)] = true
 		}
 		m[k] = ch.Object
 	}
@@ -173,6 +199,10 @@ func (c *cache) snapshot() (*snapshot, map[string]bool) {
 	sn.jobs = copyOut[api.Job](c, api.KindJob)
 	sn.instances = copyOut[api.Instance](c, api.KindInstance)
 	sn.crons = copyOut[api.CronJob](c, api.KindCronJob)
+	if !c.all {
+		sn.changed = c.changed
+	}
+	c.changed, c.all = map[ownerID]bool{}, false
 	live := make(map[string]bool, len(c.leases))
 	for n := range c.leases {
 		live[n] = true
@@ -184,14 +214,14 @@ func copyOut[T any, P interface {
 	*T
 	api.Object
 }](c *cache, k api.Kind) []P {
-	m := c.objs[k]
-	if keys, ok := c.order[k]; ok {
-		out := make([]P, len(keys))
-		for i, key := range keys {
-			out[i] = m[key].(P)
+	if o, ok := c.order[k]; ok {
+		out := make([]P, len(o.objs))
+		for i, obj := range o.objs {
+			out[i] = obj.(P)
 		}
 		return out
 	}
+	m := c.objs[k]
 	out := make([]P, 0, len(m))
 	for _, o := range m {
 		out = append(out, o.(P))
@@ -200,13 +230,20 @@ func copyOut[T any, P interface {
 		ma, mb := a.GetMetadata(), b.GetMetadata()
 		return cmp.Or(strings.Compare(ma.Namespace, mb.Namespace), strings.Compare(ma.Name, mb.Name))
 	})
-	keys := make([]string, len(out))
-	for i, o := range out {
-		md := o.GetMetadata()
-		keys[i] = objKey(md.Namespace, md.Name)
+	o := &ordered{objs: make([]api.Object, len(out)), at: make(map[string]int, len(out))}
+	for i, obj := range out {
+		md := obj.GetMetadata()
+		o.objs[i], o.at[objKey(md.Namespace, md.Name)] = obj, i
 	}
-	c.order[k] = keys
+	c.order[k] = o
 	return out
+}
+
+// ordered is one kind's cached objects in a pass's order, and where each
+// key is in it.
+type ordered struct {
+	objs []api.Object
+	at   map[string]int
 }
 
 // own returns a copy of obj for a pass to change: snapshot objects may
@@ -247,4 +284,60 @@ func (c *cache) follow(ctx context.Context, log interface{ Warn(string, ...any) 
 		}
 		cancel()
 	}
+}
+
+// shared holds one copy of what many cached instances have alike: a
+// service's instances carry its template, and every instance of an owner
+// the same labels. Each decoded instance had its own copy of every map,
+// slice and string of them, most of what the cache held per instance;
+// sharing is safe as passes change no cached object's maps and slices
+// (see own). Entries are told apart by their stored JSON, so only what
+// is equal to the byte is shared.
+type shared struct {
+	templates map[string]api.Template
+	labels    map[string]map[string]string
+}
+
+// maxShared bounds each table of shared: they start afresh with every
+// list of the store, and sooner when templates come and go faster.
+const maxShared = 1 << 14
+
+func newShared() *shared {
+	return &shared{templates: map[string]api.Template{}, labels: map[string]map[string]string{}}
+}
+
+// share makes in, decoded from value, use the shared copies of its
+// template and labels, and the one copy of its common strings.
+func (sh *shared) share(in *api.Instance, value []byte) {
+	if sh == nil || value == nil {
+		return
+	}
+	r := gjson.GetManyBytes(value, "metadata.labels", "spec.template")
+	if raw := r[0].Raw; raw != "" {
+		if l, ok := sh.labels[raw]; ok {
+			in.Metadata.Labels = l
+		} else {
+			if len(sh.labels) >= maxShared {
+				clear(sh.labels)
+			}
+			sh.labels[raw] = in.Metadata.Labels
+		}
+	}
+	// A job's instances differ by their index in the environment: their
+	// templates are alike to no other, and would only fill the table.
+	if raw := r[1].Raw; raw != "" && in.Spec.Owner.Kind == api.KindService {
+		if t, ok := sh.templates[raw]; ok {
+			in.Spec.Template = t
+		} else {
+			if len(sh.templates) >= maxShared {
+				clear(sh.templates)
+			}
+			sh.templates[raw] = in.Spec.Template
+		}
+	}
+	md, sp := &in.Metadata, &in.Spec
+	md.Namespace = unique.Make(md.Namespace).Value()
+	sp.Owner.Name, sp.Owner.UID = unique.Make(sp.Owner.Name).Value(), unique.Make(sp.Owner.UID).Value()
+	sp.Node, sp.SpecHash = unique.Make(sp.Node).Value(), unique.Make(sp.SpecHash).Value()
+	in.Status.Phase = api.Phase(unique.Make(string(in.Status.Phase)).Value())
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -221,5 +222,51 @@ func TestPassLeavesCachedObjectsAlone(t *testing.T) {
 	}
 	if !replaced {
 		t.Error("web-old was not replaced on n1")
+	}
+}
+
+// Instances of a service made from the same template hold one copy of it
+// in the cache, listed or watched alike; an instance whose template
+// differs keeps its own, whatever its owner says.
+func TestCacheSharesTemplates(t *testing.T) {
+	s := OpenTestStore(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	mk := func(name, v string) {
+		in := &api.Instance{Metadata: api.Metadata{Name: name, Labels: map[string]string{"berth.owner": "web"}}, Spec: api.InstanceSpec{
+			Template: api.Template{Image: "demo/busybox:1", Env: map[string]string{"V": v}}, Owner: api.Owner{Kind: api.KindService, Name: "web", UID: "u1"}}}
+		if err := s.Create(ctx, in); err != nil {
+			t.Fatal(err)
+		}
+	}
+	mk("web-1", "1")
+	mk("web-2", "1")
+	c := newCache(s)
+	go c.follow(ctx, slog.New(slog.DiscardHandler), time.Hour, func() {})
+	mk("web-3", "1") // through the watch, maybe
+	mk("web-4", "2")
+	if err := c.waitFor(ctx, s.LastWrite(), 5*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	sn, _ := c.snapshot()
+	if len(sn.instances) != 4 {
+		t.Fatalf("%d instances cached, want 4", len(sn.instances))
+	}
+	same := func(a, b map[string]string) bool {
+		return reflect.ValueOf(a).UnsafePointer() == reflect.ValueOf(b).UnsafePointer()
+	}
+	in := sn.instances
+	for _, i := range []int{1, 2} {
+		if !same(in[0].Spec.Template.Env, in[i].Spec.Template.Env) || !same(in[0].Metadata.Labels, in[i].Metadata.Labels) {
+			t.Errorf("%s holds a template or labels of its own, not web-1's", in[i].Metadata.Name)
+		}
+	}
+	if same(in[0].Spec.Template.Env, in[3].Spec.Template.Env) {
+		t.Errorf("web-4 shares web-1's template, though its environment differs")
+	}
+	for i, want := range []string{"1", "1", "1", "2"} {
+		if got := in[i].Spec.Template.Env["V"]; got != want {
+			t.Errorf("%s: V=%q, want %q", in[i].Metadata.Name, got, want)
+		}
 	}
 }

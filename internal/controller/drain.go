@@ -208,6 +208,8 @@ func (m *Manager) drainPass(ctx context.Context, sn *snapshot) error {
 		for _, in := range sn.instances {
 			if !gone[in.Metadata.Namespace+"/"+in.Metadata.Name] {
 				kept = append(kept, in)
+			} else {
+				sn.touch(in)
 			}
 		}
 		sn.instances = kept

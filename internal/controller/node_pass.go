@@ -136,6 +136,7 @@ func (m *Manager) markLost(ctx context.Context, sn *snapshot, index map[string]i
 	done, err := m.updateInstanceStatuses(ctx, marked)
 	for _, in := range done {
 		sn.instances[at[in]] = in // so that the service and job controllers replace it this pass
+		sn.touch(in)
 	}
 	return err
 }

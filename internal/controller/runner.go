@@ -35,6 +35,11 @@ type Manager struct {
 	cache *cache
 	// hashes holds each service's template hash at a revision, by UID.
 	hashes map[string]revHash
+	// settled holds, by service, the revision at which a pass found it
+	// with nothing to do (see servicesPass); lastFull is when a pass last
+	// looked at every service.
+	settled  map[ownerID]int64
+	lastFull time.Time
 	// moves tracks the live migrations of draining nodes (drain.go).
 	moves moves
 	// due is when the pass under way wants the next one though the store
@@ -210,8 +215,13 @@ func (m *Manager) dueSoon() { m.dueAt(m.opt.Clock().Add(m.opt.Resync)) }
 const cacheRelist = 5 * time.Minute
 
 // cacheLag bounds how long a pass waits for the cache to show this
-// process's own last write before it reads the store instead.
-const cacheLag = 2 * time.Second
+// process's own last write before it reads the store instead. A cache
+// behind is one whose watch is busy: with status reports streaming in,
+// it was often 2 s behind, and each pass then listed and decoded the
+// whole store (hundreds of megabytes at 300,000 instances), which made
+// the watch fall further behind. The watch catches up by itself, and
+// follow lists again when it breaks; the list is for a watch stuck.
+const cacheLag = 30 * time.Second
 
 // snapshot is one consistent-enough read of everything a pass needs.
 type snapshot struct {
@@ -222,6 +232,17 @@ type snapshot struct {
 	crons     []*api.CronJob
 
 	owned map[ownerID][]*api.Instance
+	// changed holds the owners whose instances changed since the
+	// snapshot before (the cache's); nil when any may have.
+	changed map[ownerID]bool
+}
+
+// touch notes that a controller changed in in this snapshot, for the
+// controllers after it.
+func (sn *snapshot) touch(in *api.Instance) {
+	if sn.changed != nil {
+		sn.changed[instanceOwner(in)] = true
+	}
 }
 
 // byOwner groups the instances by owner, once the node and drain
@@ -319,13 +340,33 @@ type ownerID struct {
 }
 
 func byOwner(insts []*api.Instance) map[ownerID][]*api.Instance {
-	out := make(map[ownerID][]*api.Instance, len(insts))
+	out := make(map[ownerID][]*api.Instance)
+	// Instances come by name, so an owner's mostly follow one another:
+	// each run of them is looked up once, not each instance (hashing an
+	// owner's four strings for each of 300,000 instances was a good part
+	// of a pass).
+	var cur []*api.Instance
+	var at ownerID
+	started := false
 	for _, in := range insts {
-		o := in.Spec.Owner
-		k := ownerID{o.Kind, in.Metadata.Namespace, o.Name, o.UID}
-		out[k] = append(out[k], in)
+		k := instanceOwner(in)
+		if !started || k != at {
+			if started {
+				out[at] = cur
+			}
+			at, cur, started = k, out[k], true
+		}
+		cur = append(cur, in)
+	}
+	if started {
+		out[at] = cur
 	}
 	return out
+}
+
+func instanceOwner(in *api.Instance) ownerID {
+	o := in.Spec.Owner
+	return ownerID{o.Kind, in.Metadata.Namespace, o.Name, o.UID}
 }
 
 func view(in *api.Instance) Instance {

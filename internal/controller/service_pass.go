@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/berth-dev/berth/api"
 	"github.com/berth-dev/berth/api/errdefs"
@@ -22,6 +23,10 @@ func (m *Manager) templateHash(svc *api.Service) string {
 	}
 	return h.hash
 }
+
+// fullServicesEvery is how often a pass looks at every service, settled
+// or not, though none of its instances changed: a safety net.
+const fullServicesEvery = 30 * time.Second
 
 type revHash struct {
 	rev  int64
@@ -46,9 +51,23 @@ func (m *Manager) servicesPass(ctx context.Context, sn *snapshot) ([]newInstance
 		names []string
 	}
 	var deletes []deletion
+	// A service found settled (nothing to make, remove or write) at its
+	// revision stays so while none of its instances changes: only the
+	// others are looked at, but all of them now and then. At 300,000
+	// instances, looking at every service took most of a pass, and
+	// passes ran for every batch of status reports.
+	now := m.opt.Clock()
+	full := m.settled == nil || sn.changed == nil || (vips != nil && vips.pool != nil) || now.Sub(m.lastFull) >= fullServicesEvery
+	if full {
+		m.settled, m.lastFull = map[ownerID]int64{}, now
+	}
 	for _, svc := range sn.services {
 		key := ownerID{api.KindService, svc.Metadata.Namespace, svc.Metadata.Name, svc.Metadata.UID}
 		live[key] = true
+		if rev, ok := m.settled[key]; ok && !full && rev == svc.Metadata.Revision && !sn.changed[key] {
+			continue
+		}
+		delete(m.settled, key)
 		hash := m.templateHash(svc)
 		prev := svc.Status.Rollout
 		u := svc.Spec.Update
@@ -105,7 +124,11 @@ func (m *Manager) servicesPass(ctx context.Context, sn *snapshot) ([]newInstance
 			want.Rollout = api.RolloutStatus{Revision: to.Revision, Hash: to.Hash, Phase: api.RolloutRolledBack,
 				Message: fmt.Sprintf("revision %d failed (%s): rolled back to revision %d", rev, res.Reason, to.Revision)}
 		}
-		if !serviceStatusEqual(want, svc.Status) {
+		same := serviceStatusEqual(want, svc.Status)
+		if same && err == nil && svc.Spec.Mode != api.ModeGlobal && res.Create == 0 && len(res.Delete) == 0 {
+			m.settled[key] = svc.Metadata.Revision
+		}
+		if !same {
 			events := serviceEvents(want, svc.Status.Message, prev, exitFailed, noNodes)
 			if rollback != nil {
 				later = append(later, m.writeServiceStatus(ctx, svc, want, rollback, events))

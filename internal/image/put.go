@@ -48,6 +48,9 @@ func (s *Store) put(ctx context.Context, img v1.Image, names []string, progress 
 	if err != nil {
 		return Image{}, fmt.Errorf("image %s: media type: %w", digest, err)
 	}
+	if err := CheckLayers(m); err != nil {
+		return Image{}, fmt.Errorf("image %s: %w", digest, err)
+	}
 	if err := s.putLayers(ctx, img, m.Layers, progress); err != nil {
 		return Image{}, fmt.Errorf("image %s: %w", digest, err)
 	}

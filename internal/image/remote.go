@@ -373,6 +373,19 @@ func checkConfig(path string, m *v1.Manifest) error {
 	return nil
 }
 
+// MaxLayers bounds an image's layers, as Docker's does (127): each costs
+// a fetch, a directory and an overlay lower layer, so a hostile manifest
+// of thousands of layers is refused before any is fetched.
+const MaxLayers = 127
+
+// CheckLayers refuses a manifest of more than MaxLayers layers.
+func CheckLayers(m *v1.Manifest) error {
+	if n := len(m.Layers); n > MaxLayers {
+		return fmt.Errorf("%d layers, more than %d (image.MaxLayers): %w", n, MaxLayers, errdefs.ErrInvalidArgument)
+	}
+	return nil
+}
+
 // parseImageManifest checks that raw is an image manifest berth can store
 // and returns it with its media type.
 func parseImageManifest(raw []byte, mt types.MediaType) (*v1.Manifest, types.MediaType, error) {
@@ -404,6 +417,9 @@ func parseImageManifest(raw []byte, mt types.MediaType) (*v1.Manifest, types.Med
 	}
 	if m.Config.Size > maxConfigSize {
 		return nil, "", fmt.Errorf("config is %d bytes, more than %d: %w", m.Config.Size, maxConfigSize, errdefs.ErrInvalidArgument)
+	}
+	if err := CheckLayers(m); err != nil {
+		return nil, "", err
 	}
 	for i, d := range append([]v1.Descriptor{m.Config}, m.Layers...) {
 		what := "config"

@@ -173,6 +173,9 @@ func Pull(ctx context.Context, store *image.Store, base, ref string, opts PullOp
 	if err != nil {
 		return image.Image{}, fmt.Errorf("pull %s from %s: manifest %s: %w: %w", r, base, digest, err, errdefs.ErrInvalidArgument)
 	}
+	if err := image.CheckLayers(m); err != nil {
+		return image.Image{}, fmt.Errorf("pull %s from %s: manifest %s: %w", r, base, digest, err)
+	}
 	p := &pull{staging: staging{ref: r.String(), store: store, report: opts.Progress}, puller: reg.puller, repo: repo}
 	img, err := p.commit(ctx, func(ctx context.Context) error { return p.fetchAll(ctx, m, opts.Parallel) }, raw, mt, localName)
 	if err != nil {

@@ -339,6 +339,9 @@ func pullFrom(ctx context.Context, store *image.Store, r, src name.Reference, ep
 	if err != nil {
 		return fail(fmt.Errorf("manifest: %w: %w", err, errdefs.ErrInvalidArgument))
 	}
+	if err := image.CheckLayers(m); err != nil {
+		return fail(fmt.Errorf("manifest: %w", err))
+	}
 	for i, l := range m.Layers {
 		if l.MediaType == types.DockerForeignLayer || l.MediaType == types.OCIRestrictedLayer || l.MediaType == types.OCIUncompressedRestrictedLayer {
 			return fail(fmt.Errorf("layer %d (%s, %s): %w", i, l.Digest, l.MediaType, ErrForeignLayer))

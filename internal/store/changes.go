@@ -16,11 +16,12 @@ import (
 // Change is one key of the store changing, as WatchChanges sees it.
 type Change struct {
 	Type EventType
-	// Object is the object made, changed or (as last stored) removed, for
-	// the kinds asked for; nil for every other key.
+	// Object is the object made or changed, for the kinds asked for; nil
+	// for a removal and for every other key.
 	Object api.Object
-	// Kind, Namespace and Name say which object a Deleted change removed
-	// when its last value is no longer known.
+	// Value is the stored JSON Object was decoded from.
+	Value []byte
+	// Kind, Namespace and Name say which object changed.
 	Kind            api.Kind
 	Namespace, Name string
 	// Lease names the node whose heartbeat lease key was made (Added) or
@@ -60,7 +61,11 @@ func (s *Store) WatchChanges(ctx context.Context, fromRevision int64, kinds ...a
 				return false
 			}
 		}
-		opts := []clientv3.OpOption{clientv3.WithPrefix(), clientv3.WithPrevKV(), clientv3.WithRev(fromRevision)}
+		// No previous values: a removal names its key, which is all a
+		// follower needs, and etcd reads each change's previous value
+		// from its backend and sends it along, for every write of the
+		// whole store (assignment keys and events included).
+		opts := []clientv3.OpOption{clientv3.WithPrefix(), clientv3.WithRev(fromRevision)}
 		for resp := range s.client.Watch(clientv3.WithRequireLeader(ctx), root, opts...) {
 			if err := resp.Err(); err != nil {
 				if resp.CompactRevision != 0 || errors.Is(err, rpctypes.ErrCompacted) {
@@ -120,13 +125,10 @@ func (s *Store) change(e *clientv3.Event, root string, kinds map[string]api.Kind
 	if kind.Namespaced() {
 		c.Namespace, c.Name, _ = strings.Cut(name, "/")
 	}
-	kv := e.Kv
 	if typ == Deleted {
-		kv = e.PrevKv
-		if kv == nil {
-			return c, true, nil // its last value was compacted away: the name says enough
-		}
+		return c, true, nil // the name says enough
 	}
+	kv := e.Kv
 	obj, err := api.New(kind)
 	if err != nil {
 		return Change{}, false, err
@@ -134,6 +136,6 @@ func (s *Store) change(e *clientv3.Event, root string, kinds map[string]api.Kind
 	if err := decode(obj, kv.Value, kv.ModRevision); err != nil {
 		return Change{}, false, fmt.Errorf("watch the store: %s: %w", kv.Key, err)
 	}
-	c.Object = obj
+	c.Object, c.Value = obj, kv.Value
 	return c, true, nil
 }

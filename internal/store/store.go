@@ -229,6 +229,13 @@ func loneTick(minLease time.Duration) uint {
 	return uint(max(minLease/7, 10*time.Millisecond).Milliseconds())
 }
 
+// catchUpEntries and loneCatchUpEntries are the raft entries an embedded
+// member keeps in memory for its followers (see startEmbedded).
+const (
+	catchUpEntries     = 1000
+	loneCatchUpEntries = 100
+)
+
 func startEmbedded(ctx context.Context, dataDir string, member *Member, minLease time.Duration) (*embed.Etcd, error) {
 	dir := filepath.Join(dataDir, "etcd")
 	if err := os.MkdirAll(dir, 0o700); err != nil {
@@ -242,6 +249,16 @@ func startEmbedded(ctx context.Context, dataDir string, member *Member, minLease
 	ec.MaxTxnOps = embeddedMaxTxnOps
 	ec.AutoCompactionMode = embed.CompactorModePeriodic
 	ec.AutoCompactionRetention = "1h"
+	// etcd keeps this many applied raft entries in memory for a follower
+	// that falls behind, 5,000 by default: whole transactions, each a
+	// batch of up to MaxTxnBytes (a node's status reports, a service's
+	// new instances), which held tens of megabytes at 20,000 instances
+	// and grows with them. A follower further behind gets a snapshot; a
+	// lone member has none.
+	ec.SnapshotCatchUpEntries = catchUpEntries
+	if member == nil {
+		ec.SnapshotCatchUpEntries = loneCatchUpEntries
+	}
 	// The store talks to the embedded server in-process; the listeners
 	// only have to exist. Unix sockets in the root-only etcd dir keep
 	// them off the network: a member alone has no peers to meet, and a

@@ -48,6 +48,7 @@ func Layer(ctx context.Context, r io.Reader, dir string) error {
 	}
 	defer unix.Close(root)
 	u := &unpacker{root: root, dir: dir, chown: os.Geteuid() == 0}
+	u.space.start(root)
 	tr := tar.NewReader(r)
 	for n := 0; ; n++ {
 		if n%64 == 0 {
@@ -89,6 +90,56 @@ type unpacker struct {
 	dir      string
 	chown    bool
 	dirTimes []dirTime
+	space    spaceGuard
+}
+
+// spaceGuard keeps a layer from filling its filesystem: a layer is
+// untrusted, and a few kilobytes of gzip can unpack to gigabytes of
+// zeros, while the filesystem is shared with the node's other writers
+// (the store's WAL in `berth up`, the containers' writable layers). The
+// unpack stops once it would leave less free than the reserve: 5% of the
+// filesystem, at most 1 GiB. It looks at the free space again after
+// every quarter of the reserve written (at least 1 MiB), so it never
+// overshoots by more.
+type spaceGuard struct {
+	fd        int
+	reserve   int64
+	every     int64
+	unchecked int64
+}
+
+// maxReserve caps the reserve on large filesystems.
+const maxReserve = 1 << 30
+
+func (g *spaceGuard) start(fd int) {
+	var st unix.Statfs_t
+	if unix.Fstatfs(fd, &st) != nil || st.Blocks == 0 {
+		return // no figures (a pseudo filesystem): no guard
+	}
+	g.fd = fd
+	g.reserve = min(int64(st.Blocks)*st.Bsize/20, maxReserve)
+	g.every = max(g.reserve/4, 1<<20)
+}
+
+// room refuses size more bytes when writing them would leave the
+// filesystem under its reserve.
+func (g *spaceGuard) room(size int64) error {
+	if g.reserve == 0 {
+		return nil
+	}
+	if g.unchecked += size; g.unchecked < g.every {
+		return nil
+	}
+	g.unchecked = 0
+	var st unix.Statfs_t
+	if err := unix.Fstatfs(g.fd, &st); err != nil {
+		return nil
+	}
+	if free := int64(st.Bavail) * st.Bsize; free-size < g.reserve {
+		return fmt.Errorf("%w: %d more bytes would leave %d free on the layer store's filesystem, under its reserve of %d bytes (5%%, at most 1 GiB)",
+			errdefs.ErrTooLarge, size, max(free-size, 0), g.reserve)
+	}
+	return nil
 }
 
 // clean checks a tar path and returns it relative to the layer root, or ""
@@ -152,6 +203,9 @@ func (u *unpacker) entry(hdr *tar.Header, r io.Reader) error {
 		}
 		switch hdr.Typeflag {
 		case tar.TypeReg:
+			if err := u.space.room(hdr.Size); err != nil {
+				return err
+			}
 			f, err := unix.Openat(fd, b, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, uint32(hdr.Mode&0o777))
 			if err != nil {
 				return err

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -16,6 +17,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/berth-dev/berth/api/errdefs"
 	"github.com/berth-dev/berth/internal/testing/testenv"
 )
 
@@ -293,5 +295,64 @@ func BenchmarkLayer(b *testing.B) {
 		if err := Layer(context.Background(), bytes.NewReader(data), dir); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// A layer that unpacks to more than its filesystem can spare (a
+// decompression bomb: a few kilobytes of gzip, gigabytes of zeros) stops
+// before the filesystem falls under its reserve, with an error saying so,
+// rather than filling it: the node's other writers (the store's WAL, the
+// containers' layers) share it.
+func TestLayerKeepsTheDiskReserve(t *testing.T) {
+	testenv.RequireRoot(t)
+	const fsSize = 32 << 20
+	for _, tc := range []struct {
+		name        string
+		files, size int64
+	}{
+		{"one huge file", 1, 64 << 20},
+		{"many files", 64, 1 << 20},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			mnt := t.TempDir()
+			if err := unix.Mount("tmpfs", mnt, "tmpfs", 0, "size="+itoa(fsSize)); err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { _ = unix.Unmount(mnt, unix.MNT_DETACH) })
+			target := filepath.Join(mnt, "layer")
+			if err := os.Mkdir(target, 0o755); err != nil {
+				t.Fatal(err)
+			}
+			pr, pw := io.Pipe()
+			go func() {
+				tw := tar.NewWriter(pw)
+				zeros := make([]byte, 1<<20)
+				for i := range tc.files {
+					if err := tw.WriteHeader(&tar.Header{Name: "f" + itoa(uint64(i)), Typeflag: tar.TypeReg, Mode: 0o644, Size: tc.size}); err != nil {
+						pw.CloseWithError(err)
+						return
+					}
+					for left := tc.size; left > 0; left -= int64(len(zeros)) {
+						if _, err := tw.Write(zeros[:min(left, int64(len(zeros)))]); err != nil {
+							pw.CloseWithError(err)
+							return
+						}
+					}
+				}
+				pw.CloseWithError(tw.Close())
+			}()
+			err := Layer(context.Background(), pr, target)
+			pr.Close()
+			if !errors.Is(err, errdefs.ErrTooLarge) || !strings.Contains(err.Error(), "reserve") {
+				t.Fatalf("Layer = %v, want an error saying the layer would eat into the disk's reserve", err)
+			}
+			var st unix.Statfs_t
+			if err := unix.Statfs(mnt, &st); err != nil {
+				t.Fatal(err)
+			}
+			if free := int64(st.Bavail) * st.Bsize; free < fsSize/20/2 {
+				t.Errorf("%d bytes left free of %d, want the unpack to have stopped short of the reserve", free, fsSize)
+			}
+		})
 	}
 }

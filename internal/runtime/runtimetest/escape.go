@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 
 	"github.com/berth-dev/berth/internal/runtime"
@@ -76,6 +77,13 @@ func (h *harness) escapeWant() map[string]string {
 		"proc_sys_write": "EROFS",
 		"sysrq_write":    "EROFS|ENOENT", // absent without CONFIG_MAGIC_SYSRQ
 		"sys_write":      "EROFS",
+		// The cgroup tree is read-only (or not there at all).
+		"cgroup_procs_v2":      "EROFS|ENOENT",
+		"cgroup_procs_v1":      "EROFS|ENOENT",
+		"cgroup_procs_unified": "EROFS|ENOENT",
+		"cgroup_mkdir":         "EROFS|ENOENT",
+		"cgroup_release_agent": "EROFS|ENOENT",
+		"open_by_handle":       "EPERM",
 		// No descriptor but stdio reaches the container.
 		"fds": "0,1,2",
 	}
@@ -141,16 +149,28 @@ func (h *harness) testSymlinkTargets(t *testing.T) {
 	if err := os.WriteFile(hostFile, []byte("host\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	// A volume's destination too: a tmpfs or a bind mount of a directory
+	// of the node at /data, which the image makes a link to the host's
+	// directory, must land in the container's own tree.
+	volumeSrc := t.TempDir()
+	mounts := map[string][]specs.Mount{
+		"tmpfs": {{Destination: "/data/sub", Type: "tmpfs", Source: "tmpfs", Options: []string{"nosuid", "nodev"}}},
+		"bind":  {{Destination: "/data/sub", Type: "bind", Source: volumeSrc, Options: []string{"rbind", "nosuid"}}},
+	}
 	for _, tc := range []struct {
 		name, link, target string
 		userns             bool
+		mounts             string
 	}{
-		{"hosts", "etc/hosts", hostFile, false},
-		{"dev", "dev", hostDir, false},
-		{"proc", "proc", hostDir, false},
-		{"hosts-userns", "etc/hosts", hostFile, true},
-		{"dev-userns", "dev", hostDir, true},
-		{"proc-userns", "proc", hostDir, true},
+		{"hosts", "etc/hosts", hostFile, false, ""},
+		{"dev", "dev", hostDir, false, ""},
+		{"proc", "proc", hostDir, false, ""},
+		{"hosts-userns", "etc/hosts", hostFile, true, ""},
+		{"dev-userns", "dev", hostDir, true, ""},
+		{"proc-userns", "proc", hostDir, true, ""},
+		{"volume-tmpfs", "data", hostDir, false, "tmpfs"},
+		{"volume-bind", "data", hostDir, false, "bind"},
+		{"volume-bind-userns", "data", hostDir, true, "bind"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			layer := t.TempDir()
@@ -160,8 +180,9 @@ func (h *harness) testSymlinkTargets(t *testing.T) {
 			if err := os.Symlink(tc.target, filepath.Join(layer, tc.link)); err != nil {
 				t.Fatal(err)
 			}
-			c := h.config(t, "sh", "-c", "echo container > /etc/hosts; echo x > /dev/x; echo x > /proc/x; true")
+			c := h.config(t, "sh", "-c", "echo container > /etc/hosts; echo x > /dev/x; echo x > /proc/x; echo x > /data/sub/x; true")
 			c.LowerDirs = []string{layer, h.rootfs}
+			c.Mounts = mounts[tc.mounts]
 			c.UserNS = tc.userns
 			if _, err := h.r.Run(context.Background(), c); err == nil {
 				t.Cleanup(func() { _ = h.r.Delete(context.Background(), c.ID, true) })

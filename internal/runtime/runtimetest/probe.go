@@ -98,6 +98,18 @@ static void escape(int hostpid) {
 	report("proc_sys_write", open("/proc/sys/kernel/domainname", O_WRONLY));
 	report("sysrq_write", open("/proc/sysrq-trigger", O_WRONLY));
 	report("sys_write", mkdir("/sys/kernel/berth-escape", 0755));
+	/*
+	 * Out of its cgroup: moving itself to a parent's (v2 or v1) or making
+	 * a cgroup of its own, or setting a release agent the host would run.
+	 */
+	report("cgroup_procs_v2", open("/sys/fs/cgroup/cgroup.procs", O_WRONLY));
+	report("cgroup_procs_v1", open("/sys/fs/cgroup/pids/cgroup.procs", O_WRONLY));
+	report("cgroup_procs_unified", open("/sys/fs/cgroup/unified/cgroup.procs", O_WRONLY));
+	report("cgroup_mkdir", mkdir("/sys/fs/cgroup/berth-escape", 0755));
+	report("cgroup_release_agent", open("/sys/fs/cgroup/pids/release_agent", O_WRONLY));
+	/* Shocker: a handle opened outside the mount, then the host's files. */
+	struct { unsigned int bytes; int type; unsigned char f[8]; } fh = {8, 1, {2, 0, 0, 0, 0, 0, 0, 0}};
+	report("open_by_handle", syscall(SYS_open_by_handle_at, AT_FDCWD, &fh, O_RDONLY));
 	struct stat st;
 	report("dev_core", lstat("/dev/core", &st));
 	fds("fds");

@@ -62,6 +62,68 @@ type Env struct {
 	// node name), which the registry the server mounts at /v2/ holds:
 	// rows then pull them, each node its own only.
 	Images map[string]Image
+	// Routes and RouteOf, when set, are the server's (apiserver.Server's
+	// Routes and RouteOf): Run then fails unless its rows reach every
+	// route, and every kind of a route that takes {kind}, so that a route
+	// added without rows here is found.
+	Routes  []string
+	RouteOf func(method, path string) string
+}
+
+// routeKeys are what covering route means: the route itself, or one per
+// kind it serves when its pattern takes {kind} (every kind under /v1/,
+// the namespaced ones under /v1/namespaces/).
+func routeKeys(route string) []string {
+	if !strings.Contains(route, "{kind}") {
+		return []string{route}
+	}
+	var out []string
+	for _, k := range api.Kinds {
+		if strings.Contains(route, "/namespaces/") && !k.Namespaced() {
+			continue
+		}
+		out = append(out, route+" kind="+k.Plural())
+	}
+	return out
+}
+
+// routeKey is the key of routeKeys a request for path that route serves
+// counts for.
+func routeKey(route, path string) string {
+	_, pattern, _ := strings.Cut(route, " ")
+	if !strings.Contains(pattern, "{kind}") {
+		return route
+	}
+	p, _, _ := strings.Cut(path, "?")
+	ps, seg := strings.Split(pattern, "/"), strings.Split(p, "/")
+	for i, s := range ps {
+		if s == "{kind}" && i < len(seg) {
+			return route + " kind=" + seg[i]
+		}
+	}
+	return route
+}
+
+// uncovered lists the keys of routes no row reaches.
+func uncovered(routes []string, routeOf func(method, path string) string, rows []row, nodes []string) []string {
+	seen := map[string]bool{}
+	for _, r := range rows {
+		for _, n := range nodes {
+			p := r.path(n)
+			if route := routeOf(r.method, p); route != "" {
+				seen[routeKey(route, p)] = true
+			}
+		}
+	}
+	var out []string
+	for _, route := range routes {
+		for _, k := range routeKeys(route) {
+			if !seen[k] {
+				out = append(out, k)
+			}
+		}
+	}
+	return out
 }
 
 // Image is an image of the registry at /v2/, and digests of its parts.
@@ -81,6 +143,8 @@ type row struct {
 	path func(node string) string
 	body func(node string) string
 	want [Callers]int
+	// setup, when set, prepares the node's objects after the reset.
+	setup func(t *testing.T, node string)
 	// check, when set, looks at what a request that passed did.
 	check func(t *testing.T, caller int)
 }
@@ -156,6 +220,11 @@ func Run(t *testing.T, e Env) {
 		if _, err := e.Admin.Services().Apply(ctx, api.RunService("web", "demo/busybox:1", nil)); err != nil {
 			t.Fatal(err)
 		}
+		for _, v := range []string{"vol-n1", "vol-n2", "vol-" + e.Deleted} {
+			if err := e.Admin.Volumes().Delete(ctx, "default", v, 0); err != nil && !errdefs.IsNotFound(err) {
+				t.Fatal(err)
+			}
+		}
 	}
 	reset()
 	token, err := e.Admin.Tokens().Create(ctx, "matrix", time.Hour)
@@ -206,6 +275,9 @@ func Run(t *testing.T, e Env) {
 		gon = http.StatusNoContent
 		no  = http.StatusForbidden
 		who = http.StatusUnauthorized
+		// any is the answer of a caller authorised: the route's own,
+		// whatever it is, so neither 401 nor 403.
+		any = -1
 	)
 	rows := []row{
 		{name: "health", method: "GET", path: at("/healthz"), want: [Callers]int{ok, ok, ok, who, who}},
@@ -319,6 +391,125 @@ func Run(t *testing.T, e Env) {
 			return string(b)
 		}, want: [Callers]int{ok, ok, ok, who, ok}},
 	}
+	// A named volume: a node records those its instances use, on itself.
+	volume := func(on func(node string) string) func(string) string {
+		return func(node string) string {
+			return fmt.Sprintf(`{"spec":{"node":%q,"path":"/var/lib/berth/volumes/default/data"}}`, on(node))
+		}
+	}
+	usesVolume := func(t *testing.T, node string) {
+		in, err := e.Admin.Instances().Get(ctx, "default", "web-"+node)
+		if err != nil {
+			return // the deleted node has none
+		}
+		in.Metadata.Revision = 0
+		in.Spec.Template.Volumes = []api.VolumeMount{{Name: "vol-" + node, Path: "/data"}}
+		if _, err := e.Admin.Instances().Apply(ctx, in); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rows = append(rows,
+		row{name: "record its instance's volume", method: "PUT", path: at("/v1/namespaces/default/volumes/vol-{node}"), body: volume(func(n string) string { return n }),
+			setup: usesVolume, want: [Callers]int{new, new, no, who, who}},
+		row{name: "attack: a volume on another node", method: "PUT", path: at("/v1/namespaces/default/volumes/vol-{node}"), body: volume(other),
+			setup: usesVolume, want: [Callers]int{new, no, no, who, who}},
+		row{name: "attack: squat a volume no instance of it uses", method: "PUT", path: at("/v1/namespaces/default/volumes/vol-{node}"), body: volume(func(n string) string { return n }),
+			want: [Callers]int{new, no, no, who, who}},
+		row{name: "attack: bring back a lost instance", method: "PUT", path: at("/v1/namespaces/default/instances/web-{node}/status"),
+			body:  status(api.PhaseRunning, func(n string) string { return prefix(n) + ".7" }),
+			setup: func(t *testing.T, node string) { setPhase(t, e, node, api.PhaseLost) }, want: [Callers]int{any, http.StatusPreconditionFailed, no, who, who}},
+		row{name: "attack: bring back a lost instance in a batch", method: "PUT", path: at("/v1/nodes/{node}/instancestatus"), body: func(node string) string {
+			return fmt.Sprintf(`{"items":[{"namespace":"default","name":"web-%s","status":{"phase":"Running","ip":"%s.8"}}]}`, node, prefix(node))
+		}, setup: func(t *testing.T, node string) { setPhase(t, e, node, api.PhaseLost) }, want: [Callers]int{ok, ok, no, who, who},
+			check: func(t *testing.T, caller int) {
+				if in, _ := e.Admin.Instances().Get(ctx, "default", "web-n1"); caller == Self && in.Status.Phase != api.PhaseLost {
+					t.Errorf("n1 brought its lost instance back as %s in a batch", in.Status.Phase)
+				}
+			}},
+		row{name: "attack: half a megabyte of status message", method: "PUT", path: at("/v1/namespaces/default/instances/web-{node}/status"),
+			body: func(node string) string {
+				b, _ := json.Marshal(api.Instance{Metadata: api.Metadata{Namespace: "default", Name: "web-" + node},
+					Status: api.InstanceStatus{Phase: api.PhaseFailed, Message: strings.Repeat("x", 512<<10), Reason: strings.Repeat("r", 4096)}})
+				return string(b)
+			}, want: [Callers]int{ok, ok, no, who, who}, check: func(t *testing.T, caller int) {
+				in, err := e.Admin.Instances().Get(ctx, "default", "web-"+targets[caller])
+				if err == nil && (len(in.Status.Message) > api.MaxStatusMessage || len(in.Status.Reason) > api.MaxStatusWord) {
+					t.Errorf("%s stored a status message of %d bytes and a reason of %d, want at most %d and %d", callerNames[caller],
+						len(in.Status.Message), len(in.Status.Reason), api.MaxStatusMessage, api.MaxStatusWord)
+				}
+			}},
+		row{name: "attack: half a megabyte of status message in a batch", method: "PUT", path: at("/v1/nodes/{node}/instancestatus"), body: func(node string) string {
+			return fmt.Sprintf(`{"items":[{"namespace":"default","name":"web-%s","status":{"phase":"Failed","message":%q}}]}`, node, strings.Repeat("x", 512<<10))
+		}, want: [Callers]int{ok, ok, no, who, who}, check: func(t *testing.T, caller int) {
+			in, err := e.Admin.Instances().Get(ctx, "default", "web-"+targets[caller])
+			if err == nil && len(in.Status.Message) > api.MaxStatusMessage {
+				t.Errorf("%s stored a status message of %d bytes in a batch, want at most %d", callerNames[caller], len(in.Status.Message), api.MaxStatusMessage)
+			}
+		}},
+		row{name: "attack: half a megabyte of heartbeat message", method: "PUT", path: at("/v1/nodes/{node}/status"), body: func(node string) string {
+			return fmt.Sprintf(`{"metadata":{"name":%q},"status":{"condition":"Ready","lastHeartbeat":%q,"message":%q}}`, node, time.Now().UTC().Format(time.RFC3339), strings.Repeat("x", 512<<10))
+		}, want: [Callers]int{ok, ok, no, who, who}, check: func(t *testing.T, caller int) {
+			n, err := e.Admin.Nodes().Get(ctx, "", targets[caller])
+			if err == nil && len(n.Status.Message) > api.MaxStatusMessage {
+				t.Errorf("%s stored a node status message of %d bytes, want at most %d", callerNames[caller], len(n.Status.Message), api.MaxStatusMessage)
+			}
+		}},
+		row{name: "attack: an event of half a megabyte", method: "POST", path: at("/v1/namespaces/default/events"), body: func(node string) string {
+			b, _ := json.Marshal(api.Event{Metadata: api.Metadata{Namespace: "default"}, Object: api.ObjectRef{Kind: api.KindNode, Name: node},
+				Type: api.EventWarning, Reason: "Big", Message: strings.Repeat("x", 512<<10), Time: time.Now()})
+			return string(b)
+		}, want: [Callers]int{new, new, no, who, who}, check: func(t *testing.T, caller int) {
+			evs, _, _ := e.Admin.Events().List(ctx, "default")
+			for _, ev := range evs {
+				if ev.Reason == "Big" && len(ev.Message) > api.MaxStatusMessage {
+					t.Errorf("%s recorded an event message of %d bytes, want at most %d", callerNames[caller], len(ev.Message), api.MaxStatusMessage)
+				}
+			}
+		}},
+		row{name: "attack: an address of a kilobyte", method: "PUT", path: at("/v1/nodes/{node}"), body: stored(func(n *api.Node) { n.Spec.Address = strings.Repeat("a", 1024) }),
+			want: [Callers]int{http.StatusUnprocessableEntity, http.StatusUnprocessableEntity, no, who, who}},
+		row{name: "trigger a cron job", method: "POST", path: at("/v1/namespaces/default/cronjobs/nightly/trigger"), want: [Callers]int{any, no, no, who, who}},
+		row{name: "node metrics", method: "GET", path: at("/v1/nodes/{node}/metrics"), want: [Callers]int{any, no, no, who, who}},
+		row{name: "open a tunnel (no upgrade)", method: "GET", path: at("/v1/tunnel/{node}"), want: [Callers]int{any, any, no, who, who}},
+		row{name: "profiles", method: "GET", path: at("/debug/pprof/"), want: [Callers]int{ok, no, no, who, who}},
+		row{name: "attack: copy into another's instance", method: "PUT", path: at("/v1/namespaces/default/instances/web-{node}/cp?path=/tmp"), want: [Callers]int{any, no, no, who, who}},
+		row{name: "attack: checkpoint an instance", method: "POST", path: at("/v1/namespaces/default/instances/web-{node}/checkpoint"), want: [Callers]int{any, no, no, who, who}},
+	)
+	for _, op := range []string{"logs", "attach", "exec?cmd=true", "cp?path=/etc", "portforward?port=80", "stats"} {
+		rows = append(rows, row{name: "attack: an instance's " + op, method: "GET", path: at("/v1/namespaces/default/instances/web-{node}/" + op),
+			want: [Callers]int{any, no, no, who, who}})
+	}
+	// Every kind through the routes that take any: a node reads the kinds
+	// it needs (not secrets, configs, jobs or cron jobs) and writes none
+	// of them there (its own writes are the rows above).
+	for _, k := range api.Kinds {
+		p := k.Plural()
+		read := no
+		if k == api.KindNode || k == api.KindService || k == api.KindInstance || k == api.KindEvent || k == api.KindVolume {
+			read = any
+		}
+		rows = append(rows, row{name: "list all " + p, method: "GET", path: at("/v1/" + p), want: [Callers]int{ok, read, read, who, who}})
+		if !k.Namespaced() {
+			continue
+		}
+		obj := "/v1/namespaces/default/" + p + "/x"
+		// What a node writes of these (its instances' status, its
+		// volumes) is the rows above: here x does not exist, and the
+		// status of an instance that does not exist is not found.
+		write, status := no, no
+		if k == api.KindInstance {
+			status = http.StatusNotFound
+		}
+		rows = append(rows,
+			row{name: "list " + p + " in a namespace", method: "GET", path: at("/v1/namespaces/default/" + p), want: [Callers]int{ok, read, read, who, who}},
+			row{name: "get one of the " + p, method: "GET", path: at(obj), want: [Callers]int{any, read, read, who, who}},
+			row{name: "watch " + p, method: "GET", path: at("/v1/namespaces/default/" + p + "?watch=1&revision=999999999"), want: [Callers]int{any, read, read, who, who}},
+			row{name: "attack: write one of the " + p, method: "PUT", path: at(obj), body: fixed(`{}`), want: [Callers]int{any, write, write, who, who}},
+			row{name: "attack: write the status of one of the " + p, method: "PUT", path: at(obj + "/status"), body: fixed(`{}`), want: [Callers]int{any, status, status, who, who}},
+			row{name: "attack: delete one of the " + p, method: "DELETE", path: at(obj), want: [Callers]int{any, no, no, who, who}},
+			row{name: "attack: restart one of the " + p, method: "POST", path: at(obj + "/restart"), want: [Callers]int{any, no, no, who, who}},
+		)
+	}
 	if e.Images != nil {
 		// The node's image, or n1's for a node without one (the deleted).
 		image := func(node string) Image {
@@ -347,6 +538,11 @@ func Run(t *testing.T, e Env) {
 		)
 	}
 
+	if e.Routes != nil {
+		if left := uncovered(e.Routes, e.RouteOf, rows, targets[:]); len(left) > 0 {
+			t.Fatalf("the matrix has no row for %d routes of the server; add them, with what each caller gets:\n%s", len(left), strings.Join(left, "\n"))
+		}
+	}
 	send := func(caller int, method, path, body string) (int, string) {
 		req, _ := http.NewRequestWithContext(ctx, method, e.URL+path, strings.NewReader(body))
 		if caller == Admin {
@@ -357,20 +553,34 @@ func Run(t *testing.T, e Env) {
 			t.Fatalf("%s %s: %v", method, path, err)
 		}
 		defer resp.Body.Close()
+		if resp.StatusCode == http.StatusOK && strings.Contains(path, "watch=1") {
+			return resp.StatusCode, "" // a stream, which stays open
+		}
 		b, _ := io.ReadAll(resp.Body)
 		return resp.StatusCode, string(b)
 	}
 	var failed []string
+	// A cell that wrote nothing (a read, or a write refused) leaves the
+	// objects as the reset made them: the next cell starts from them as
+	// they are, unless the last reset is a while ago (the nodes' leases).
+	dirty, lastReset := true, time.Time{}
 	for _, r := range rows {
 		for caller := range Callers {
-			reset()
+			if dirty || r.setup != nil || time.Since(lastReset) > 2*time.Second {
+				reset()
+				dirty, lastReset = false, time.Now()
+			}
 			node := targets[caller]
 			body := ""
 			if r.body != nil {
 				body = r.body(node)
 			}
+			if r.setup != nil {
+				r.setup(t, node)
+			}
 			got, msg := send(caller, r.method, r.path(node), body)
-			if got != r.want[caller] {
+			dirty = r.setup != nil || (r.method != http.MethodGet && got/100 != 4)
+			if want := r.want[caller]; got != want && (want != any || got == who || got == no) {
 				failed = append(failed, fmt.Sprintf("%-45s %-14s %s %s: got %d, want %d: %s", r.name, callerNames[caller], r.method, r.path(node), got, r.want[caller], strings.TrimSpace(msg)))
 				continue
 			}
@@ -387,4 +597,18 @@ func Run(t *testing.T, e Env) {
 		t.Fatalf("%d of %d cells deviate:\n%s", len(failed), len(rows)*Callers, strings.Join(failed, "\n"))
 	}
 	t.Logf("%d routes × %d callers as expected", len(rows), Callers)
+}
+
+// setPhase gives the node's instance web-NODE the phase, as the control
+// plane would (Lost when it gives the node up).
+func setPhase(t *testing.T, e Env, node string, phase api.Phase) {
+	t.Helper()
+	in, err := e.Admin.Instances().Get(t.Context(), "default", "web-"+node)
+	if err != nil {
+		return // the deleted node has none
+	}
+	in.Status.Phase = phase
+	if _, err := e.Admin.Instances().UpdateStatus(t.Context(), in); err != nil {
+		t.Fatal(err)
+	}
 }
