@@ -1,7 +1,6 @@
 package agent_test
 
 import (
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -11,15 +10,15 @@ import (
 	"github.com/berth-dev/berth/internal/agent/simrt"
 )
 
-// rootCounting counts the disk checks: each reads the free space of the
+// rootCounting times the disk checks: each reads the free space of the
 // runtime's root once.
 type rootCounting struct {
 	*simrt.Runtime
-	roots atomic.Int64
+	roots calls
 }
 
 func (r *rootCounting) Root() string {
-	r.roots.Add(1)
+	r.roots.add()
 	return r.Runtime.Root()
 }
 
@@ -35,21 +34,17 @@ func TestDiskChecksSlowDownWhileQuiet(t *testing.T) {
 	f := startSim(t, agent.Config{Runtime: rt, Resync: time.Hour, DiskReserve: agent.DiskReserve{Bytes: 1},
 		DiskInterval: base, DiskIdleInterval: most}, rt.Runtime, cp)
 	f.waitStatus("web", "Running", func(s agent.Status) bool { return s.Phase == api.PhaseRunning })
-	checks := func(over time.Duration) int64 {
-		n := rt.roots.Load()
-		time.Sleep(over)
-		return rt.roots.Load() - n
-	}
-	time.Sleep(time.Second) // the back-off reaches most
-	if n := checks(2 * time.Second); n > 12 || n == 0 {
-		t.Errorf("%d disk checks in 2 s with no limit, want 1 to 12 (one each %v)", n, most)
-	}
+	// Five quiet checks take the wait up to most (20, 40, 80, 160, 200 ms).
+	settled := rt.roots.n() + 5
+	rt.roots.spacedAtLeast(t, settled, 10, most, "disk checks with no limit")
 
 	limited := instance("capped", reconcile.Always)
 	limited.DiskBytes = 1 << 20
 	cp.assign <- []agent.Assignment{{Instance: limited}}
 	f.waitStatus("capped", "Running", func(s agent.Status) bool { return s.Phase == api.PhaseRunning })
-	if n := checks(time.Second); n < 20 {
-		t.Errorf("%d disk checks in 1 s with a limit assigned, want one each %v (50)", n, base)
+	// Over 50 of the test's own ticks of base, the idle pace would check
+	// 6 times at most; the pace of a limit, about once a tick.
+	if n := rt.roots.countOverTicks(50, base); n < 15 {
+		t.Errorf("%d disk checks over 50 ticks of %v with a limit assigned, want about one a tick (15 at least)", n, base)
 	}
 }

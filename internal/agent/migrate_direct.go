@@ -144,9 +144,11 @@ func (d *directIn) accept() {
 			taken := false
 			if d.authenticate(c) {
 				won.Do(func() {
+					// Closed before it is handed over: once take has
+					// the stream, no other connection gets in.
+					d.close()
 					d.stream <- c
 					taken = true
-					d.close()
 				})
 			}
 			if !taken {

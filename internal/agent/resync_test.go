@@ -15,10 +15,11 @@ import (
 )
 
 // countingRuntime counts the reads a resync makes: whole lists, single
-// states, and listings of names.
+// states, and listings of names (one each resync, timed).
 type countingRuntime struct {
 	*simrt.Runtime
-	lists, states, ids atomic.Int64
+	lists, states atomic.Int64
+	ids           calls
 }
 
 func (c *countingRuntime) List(ctx context.Context) ([]runtime.Status, error) {
@@ -32,7 +33,7 @@ func (c *countingRuntime) State(ctx context.Context, id string) (runtime.Status,
 }
 
 func (c *countingRuntime) IDs() ([]string, error) {
-	c.ids.Add(1)
+	c.ids.add()
 	list, err := c.Runtime.List(context.Background())
 	out := make([]string, len(list))
 	for i, st := range list {
@@ -60,14 +61,8 @@ func TestResyncReadsOnlyUnwatchedContainers(t *testing.T) {
 	}
 
 	// Ten resyncs with nothing changed read no container's state.
-	states, ids := rt.states.Load(), rt.ids.Load()
-	deadline := time.Now().Add(10 * time.Second)
-	for rt.ids.Load() < ids+10 {
-		if time.Now().After(deadline) {
-			t.Fatalf("%d resyncs in 10 s, want 10", rt.ids.Load()-ids)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	states := rt.states.Load()
+	rt.ids.wait(t, rt.ids.n()+10, 10*time.Second, "idle resyncs")
 	if got := rt.states.Load() - states; got != 0 {
 		t.Errorf("%d container states read over 10 idle resyncs, want 0", got)
 	}
@@ -97,19 +92,11 @@ func TestResyncBacksOffWhileQuiet(t *testing.T) {
 		f.waitStatus(in.Name, "Running", func(s agent.Status) bool { return s.Phase == api.PhaseRunning })
 	}
 
-	// At the pace of a change, 2 s would hold 100 resyncs; settled, one
-	// each 200 ms at most, a dozen at most (timers only run late).
-	time.Sleep(time.Second) // the back-off reaches most
-	ids := rt.ids.Load()
-	time.Sleep(2 * time.Second)
-	n := rt.ids.Load() - ids
-	t.Logf("%d resyncs in 2 s while quiet", n)
-	if n > 12 {
-		t.Errorf("%d resyncs in 2 s while quiet, want at most 12 (one each %v)", n, most)
-	}
-	if n == 0 {
-		t.Errorf("no resync in 2 s while quiet, want one each %v", most)
-	}
+	// Five quiet resyncs take the wait from base up to most (20, 40, 80,
+	// 160, 200 ms); from then on they come one each 200 ms at most, where
+	// the pace of a change would be ten times that.
+	settled := rt.ids.n() + 5
+	rt.ids.spacedAtLeast(t, settled, 10, most, "resyncs while quiet")
 
 	// A container of an instance the node does not have, made behind the
 	// agent's back: no event says so, the next resync finds it.

@@ -3,6 +3,7 @@ package initgc
 import (
 	"os"
 	"runtime/debug"
+	"sync"
 	"testing"
 )
 
@@ -18,6 +19,12 @@ func TestRestore(t *testing.T) {
 	if got := debug.SetGCPercent(startPercent); got != startPercent {
 		t.Fatalf("pace at start %d, want %d", got, startPercent)
 	}
+	// Back to the state the process started in, for the next run of this
+	// test in the same process (-count).
+	t.Cleanup(func() {
+		once = sync.Once{}
+		debug.SetGCPercent(startPercent)
+	})
 	Restore()
 	Restore()
 	if got := debug.SetGCPercent(100); got != 100 {

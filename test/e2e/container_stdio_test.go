@@ -81,8 +81,9 @@ func TestContainerRunTerminal(t *testing.T) {
 	term := startTerminal(t, cmd, 30, 100)
 	shown, type_ := term.shows, term.type_
 	// The shell's first prompt may come before or after the first line typed: ask until it answers.
+	// The size comes last, so that once it shows, the lines before it have too.
 	eventually(t, 30*time.Second, "the shell to answer with the first size", func() bool {
-		type_("echo T=$TERM; stty size | sed 's/^/SIZE=/'; [ -t 0 ] && echo IS=tty\r")
+		type_("echo T=$TERM; [ -t 0 ] && echo IS=tty; stty size | sed 's/^/SIZE=/'\r")
 		time.Sleep(200 * time.Millisecond)
 		return shown(regexp.MustCompile(`SIZE=30 100`))
 	})
