@@ -54,6 +54,11 @@ func (h *Handler) PinImage(ctx context.Context, ref string, policy api.PullPolic
 	return pinned, nil
 }
 
+// pinImage resolves ref to name@digest: from the store, then the peers,
+// then upstream, as policy says.
+//
+// Long because each source is tried in the order a pull would use, and a
+// short name's upstream miss has its own rules (remembered, not refused).
 func (h *Handler) pinImage(ctx context.Context, ref string, policy api.PullPolicy, auth *api.RegistryAuth) (string, error) {
 	if strings.Contains(ref, "@") {
 		if _, err := ParseReference(ref); err != nil {
