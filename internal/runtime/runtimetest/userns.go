@@ -185,6 +185,11 @@ func usernsEscapeWant(want map[string]string) map[string]string {
 	// here: refused before the read-only mount is reached.
 	want["proc_sys_write"] = "EROFS|EACCES"
 	want["sys_write"] = "EROFS|EACCES"
+	// So are the cgroup files and directories: a write or mkdir there is
+	// refused for want of permission, or by the read-only mount.
+	for _, k := range []string{"cgroup_procs_v2", "cgroup_procs_v1", "cgroup_procs_unified", "cgroup_mkdir", "cgroup_release_agent"} {
+		want[k] = "EROFS|ENOENT|EACCES"
+	}
 	return want
 }
 
