@@ -42,6 +42,9 @@ func TestCacheMatchesStore(t *testing.T) {
 			Template: api.Template{Image: "demo/busybox:1"}}}
 		in := &api.Instance{Metadata: api.Metadata{Name: fmt.Sprintf("in-%d", i)}, Spec: api.InstanceSpec{
 			Template: api.Template{Image: "demo/busybox:1"}, Owner: api.Owner{Kind: api.KindService, Name: svc.Metadata.Name}}}
+		if i%3 != 0 { // some bound, to a node stored or not
+			in.Spec.Node = fmt.Sprintf("n%d", i%3)
+		}
 		if err := s.CreateMany(ctx, []api.Object{svc, in}); err != nil {
 			t.Fatal(err)
 		}
@@ -66,7 +69,7 @@ func TestCacheMatchesStore(t *testing.T) {
 		case 1:
 			name := fmt.Sprintf("in-%d", rng.IntN(i))
 			if in, err := store.Get[api.Instance](ctx, s, "default", name); err == nil {
-				in.Status.Phase = api.PhaseRunning
+				in.Status.Phase = []api.Phase{api.PhaseRunning, api.PhaseFailed, api.PhasePending}[rng.IntN(3)]
 				in.Status.Message = fmt.Sprint("write ", i)
 				if err := s.UpdateStatus(ctx, in, 0); err != nil {
 					t.Fatal(err)
@@ -105,6 +108,17 @@ func TestCacheMatchesStore(t *testing.T) {
 		}
 		if fmt.Sprint(live) != fmt.Sprint(wantLive) {
 			t.Fatalf("after write %d the cache has leases %v, the store %v", i, live, wantLive)
+		}
+		// Its tally counts what the store holds.
+		counted := newTally()
+		for _, in := range want.instances {
+			counted.add(in, 1)
+		}
+		phases, ok := c.instancePhases()
+		if !got.counted || fmt.Sprint(got.onNode, got.unbound) != fmt.Sprint(counted.onNode, counted.unbound) ||
+			!ok || fmt.Sprint(phases) != fmt.Sprint(counted.phases) {
+			t.Fatalf("after write %d the cache counts %v and %d unbound, phases %v; the store holds %v, %d, %v",
+				i, got.onNode, got.unbound, phases, counted.onNode, counted.unbound, counted.phases)
 		}
 	}
 }
@@ -268,5 +282,61 @@ func TestCacheSharesTemplates(t *testing.T) {
 		if got := in[i].Spec.Template.Env["V"]; got != want {
 			t.Errorf("%s: V=%q, want %q", in[i].Metadata.Name, got, want)
 		}
+	}
+}
+
+// A pass read from the cache, which counts the instances on each node
+// instead of looking at each, still finds the one bound to a node since
+// removed, and the one left to place.
+func TestCachedPassFindsInstancesOfRemovedNodesAndUnbound(t *testing.T) {
+	s := OpenTestStore(t)
+	ctx := context.Background()
+	tmpl := api.Template{Image: "demo/busybox:1"}
+	n1 := &api.Node{Metadata: api.Metadata{Name: "n1"}, Spec: api.NodeSpec{Capacity: api.NodeCapacity{MilliCPU: 1000, Memory: 1 << 30, Pids: 1000}},
+		Status: api.NodeStatus{Condition: api.NodeReady}}
+	web := &api.Service{Metadata: api.Metadata{Name: "web"}, Spec: api.ServiceSpec{Replicas: 1, Template: tmpl}}
+	db := &api.Service{Metadata: api.Metadata{Name: "db"}, Spec: api.ServiceSpec{Replicas: 1, Template: tmpl}}
+	for _, o := range []api.Object{n1, web, db} {
+		if err := s.Create(ctx, o); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.KeepNodeAlive(ctx, "n1", 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	in := func(name, node string, svc *api.Service, phase api.Phase) *api.Instance {
+		return &api.Instance{Metadata: api.Metadata{Name: name}, Spec: api.InstanceSpec{Template: tmpl, Node: node, SpecHash: tmpl.Hash(),
+			Owner: api.Owner{Kind: api.KindService, Name: svc.Metadata.Name, UID: svc.Metadata.UID}},
+			Status: api.InstanceStatus{Phase: phase}}
+	}
+	if err := s.CreateMany(ctx, []api.Object{in("db-old", "gone", db, api.PhaseRunning), in("web-1", "", web, api.PhasePending)}); err != nil {
+		t.Fatal(err)
+	}
+	m := NewManager(s, Options{Logger: slog.New(slog.DiscardHandler), Network: DefaultNetwork, StartGrace: -1})
+	m.cache = newCache(s)
+	if _, err := m.cache.fill(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Pass(ctx); err != nil {
+		t.Fatal(err)
+	}
+	old, err := store.Get[api.Instance](ctx, s, "default", "db-old")
+	if err == nil && (old.Status.Phase != api.PhaseLost || !strings.Contains(old.Status.Message, "node gone was removed")) {
+		t.Errorf("db-old, on a node removed, is %s (%q), want Lost saying its node was removed", old.Status.Phase, old.Status.Message)
+	}
+	insts, _, err := store.List[api.Instance](ctx, s, "default")
+	if err != nil {
+		t.Fatal(err)
+	}
+	bound, replaced := map[string]string{}, false
+	for _, in := range insts {
+		bound[in.Metadata.Name] = in.Spec.Node
+		replaced = replaced || in.Spec.Owner.Name == "db" && in.Spec.Node == "n1"
+	}
+	if bound["web-1"] != "n1" {
+		t.Errorf("web-1 is bound to %q, want n1 (instances: %v)", bound["web-1"], bound)
+	}
+	if !replaced {
+		t.Errorf("db-old was not replaced on n1 (instances: %v)", bound)
 	}
 }

@@ -38,7 +38,7 @@ func (m *Manager) nodesPass(ctx context.Context, sn *snapshot, live map[string]b
 		states = append(states, NodeState{Name: name, Alive: alive, Ready: ready, NotReadySince: m.notReady[name]})
 	}
 	// Only a node that stopped can lose its instances.
-	if dead != nil {
+	if dead != nil && sn.mayHaveOn(func(n string) bool { return dead[n] }) {
 		for _, in := range sn.instances {
 			if dead[in.Spec.Node] {
 				st := &states[index[in.Spec.Node]]
@@ -110,6 +110,11 @@ func (m *Manager) markLost(ctx context.Context, sn *snapshot, index map[string]i
 		for _, name := range names {
 			lost[name] = true
 		}
+	}
+	// An instance is lost with its node removed: unless one is bound to
+	// a node not stored, only those named need looking for.
+	if lost == nil && !sn.mayHaveOn(func(n string) bool { _, ok := index[n]; return !ok }) {
+		return nil
 	}
 	var marked []*api.Instance
 	at := map[*api.Instance]int{} // into sn.instances

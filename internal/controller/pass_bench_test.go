@@ -124,6 +124,12 @@ func scaleSnapshot(ctx context.Context, m *Manager, nodes, services, perService 
 			k++
 		}
 	}
+	// Counted as the cache counts them, which Run's passes read.
+	t := newTally()
+	for _, in := range sn.instances {
+		t.add(in, 1)
+	}
+	sn.counted, sn.onNode, sn.unbound = true, t.onNode, t.unbound
 	return sn, live, nil
 }
 

@@ -235,6 +235,28 @@ type snapshot struct {
 	// changed holds the owners whose instances changed since the
 	// snapshot before (the cache's); nil when any may have.
 	changed map[ownerID]bool
+	// counted says onNode and unbound count the instances (the cache's
+	// tally): how many are bound to each node, and to none, not ended.
+	// Controllers that change instances in the pass leave them as they
+	// were, so they may count more than there are, never fewer: they
+	// only say when a look at every instance would find nothing.
+	counted bool
+	onNode  map[string]int
+	unbound int
+}
+
+// mayHaveOn says whether any instance may be bound to a node for which
+// nodes says true.
+func (sn *snapshot) mayHaveOn(nodes func(string) bool) bool {
+	if !sn.counted {
+		return true
+	}
+	for n := range sn.onNode {
+		if nodes(n) {
+			return true
+		}
+	}
+	return false
 }
 
 // touch notes that a controller changed in in this snapshot, for the

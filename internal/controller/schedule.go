@@ -103,6 +103,9 @@ func (m *Manager) schedulePass(ctx context.Context, sn *snapshot, fresh []newIns
 // ones of this pass (isNew).
 func pendingInstances(sn *snapshot, fresh []newInstances) (pending []*api.Instance, isNew map[*api.Instance]bool) {
 	for _, in := range sn.instances {
+		if sn.counted && len(pending) == sn.unbound {
+			break // the rest are all bound or ended
+		}
 		if in.Spec.Node == "" && !phaseOf(in).Terminal() {
 			pending = append(pending, in)
 		}
