@@ -2,6 +2,7 @@ package metrics
 
 import (
 	"context"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -19,13 +20,60 @@ var (
 
 // clusterCollector reads the cluster's figures from the store at each scrape.
 type clusterCollector struct {
-	st  *store.Store
-	now func() time.Time
+	st     *store.Store
+	phases *Phases
+	now    func() time.Time
 }
 
 // Cluster collects what the store says of the cluster: instances by
-// phase, and each node's heartbeat age and readiness.
-func Cluster(st *store.Store) prometheus.Collector { return clusterCollector{st: st, now: time.Now} }
+// phase (from phases while it has a source, else from the store), and
+// each node's heartbeat age and readiness.
+func Cluster(st *store.Store, phases *Phases) prometheus.Collector {
+	return clusterCollector{st: st, phases: phases, now: time.Now}
+}
+
+// Phases is where a scrape counts the instances by phase without reading
+// the store: the controller's cache, which follows every instance
+// already, while this server runs the controllers. Listing them was a
+// read of the whole store at each scrape, 300,000 instances at the
+// issue's scale; a server not running the controllers still lists them.
+type Phases struct {
+	mu  sync.Mutex
+	src func() (map[api.Phase]int, bool)
+	gen int // of src, so that a stop undoes its own Follow only
+}
+
+// Follow counts with src, which says false while it cannot, until stop
+// is called (or another Follow).
+func (p *Phases) Follow(src func() (map[api.Phase]int, bool)) (stop func()) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.gen++
+	p.src = src
+	gen := p.gen
+	return func() {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		if p.gen == gen {
+			p.src = nil
+		}
+	}
+}
+
+// Count is the source's count by phase; false without a source, or
+// while it cannot count.
+func (p *Phases) Count() (map[api.Phase]int, bool) {
+	if p == nil {
+		return nil, false
+	}
+	p.mu.Lock()
+	src := p.src
+	p.mu.Unlock()
+	if src == nil {
+		return nil, false
+	}
+	return src()
+}
 
 func (c clusterCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- instancesDesc
@@ -36,7 +84,12 @@ func (c clusterCollector) Describe(ch chan<- *prometheus.Desc) {
 func (c clusterCollector) Collect(ch chan<- prometheus.Metric) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	if n, err := instancePhases(ctx, c.st); err == nil {
+	n, ok := c.phases.Count()
+	var err error
+	if !ok {
+		n, err = instancePhases(ctx, c.st)
+	}
+	if err == nil {
 		for _, p := range api.Phases { // every phase, even at zero, so a dashboard's series do not vanish
 			ch <- prometheus.MustNewConstMetric(instancesDesc, prometheus.GaugeValue, float64(n[p]), string(p))
 		}

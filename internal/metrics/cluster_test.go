@@ -35,7 +35,7 @@ func TestClusterCountsInstancesByPhase(t *testing.T) {
 		t.Fatal(err)
 	}
 	reg := prometheus.NewPedanticRegistry()
-	reg.MustRegister(Cluster(st))
+	reg.MustRegister(Cluster(st, nil))
 	mfs, err := reg.Gather()
 	if err != nil {
 		t.Fatal(err)
@@ -56,5 +56,97 @@ func TestClusterCountsInstancesByPhase(t *testing.T) {
 		if got[string(p)] != float64(phases[p]) {
 			t.Errorf("berth_instances{phase=%q} = %v, want %d", p, got[string(p)], phases[p])
 		}
+	}
+}
+
+// With a source of its own (the controller's cache), a scrape counts
+// instances by phase from it, not from the store; once the source stops,
+// from the store again.
+func TestClusterCountsPhasesFromItsSource(t *testing.T) {
+	ctx := t.Context()
+	st, err := store.Open(ctx, store.Config{DataDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	in := &api.Instance{Metadata: api.Metadata{Namespace: "default", Name: "web-1"},
+		Spec:   api.InstanceSpec{Template: api.Template{Image: "demo/busybox:1"}, Owner: api.Owner{Kind: api.KindService, Name: "web", UID: "u1"}},
+		Status: api.InstanceStatus{Phase: api.PhaseRunning}}
+	if err := st.Create(ctx, in); err != nil {
+		t.Fatal(err)
+	}
+	var phases Phases
+	reg := prometheus.NewPedanticRegistry()
+	reg.MustRegister(Cluster(st, &phases))
+	running := func() float64 {
+		t.Helper()
+		mfs, err := reg.Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, mf := range mfs {
+			for _, m := range mf.GetMetric() {
+				if mf.GetName() == "berth_instances" && m.GetLabel()[0].GetValue() == string(api.PhaseRunning) {
+					return m.GetGauge().GetValue()
+				}
+			}
+		}
+		t.Fatal("no berth_instances{phase=\"Running\"}")
+		return 0
+	}
+	if got := running(); got != 1 {
+		t.Fatalf("with no source, %v Running, want the store's 1", got)
+	}
+	ready := false
+	stop := phases.Follow(func() (map[api.Phase]int, bool) { return map[api.Phase]int{api.PhaseRunning: 7}, ready })
+	if got := running(); got != 1 {
+		t.Errorf("with a source not ready, %v Running, want the store's 1", got)
+	}
+	ready = true
+	if got := running(); got != 7 {
+		t.Errorf("with a source, %v Running, want its 7", got)
+	}
+	stop()
+	if got := running(); got != 1 {
+		t.Errorf("with the source stopped, %v Running, want the store's 1", got)
+	}
+}
+
+// A scrape at 20,000 instances, counting them by listing the store, and
+// from a source (the controller's cache, here a fixed count).
+func BenchmarkClusterScrape(b *testing.B) {
+	st, err := store.Open(b.Context(), store.Config{DataDir: b.TempDir()})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer st.Close()
+	var objs []api.Object
+	for i := range 20000 {
+		objs = append(objs, &api.Instance{Metadata: api.Metadata{Namespace: "default", Name: fmt.Sprintf("web-%05d", i)},
+			Spec: api.InstanceSpec{Template: api.Template{Image: "sim/none:1", Env: map[string]string{"V": "1"}, Resources: api.Resources{CPU: 0.05, Memory: 64 << 20}},
+				Owner: api.Owner{Kind: api.KindService, Name: "web", UID: "u1"}, Node: fmt.Sprintf("n%04d", i%1000)},
+			Status: api.InstanceStatus{Phase: api.PhaseRunning, Healthy: true}})
+	}
+	for len(objs) > 0 {
+		n := min(len(objs), st.BindBatch())
+		if err := st.CreateMany(b.Context(), objs[:n]); err != nil {
+			b.Fatal(err)
+		}
+		objs = objs[n:]
+	}
+	for _, from := range []string{"store", "source"} {
+		b.Run(from, func(b *testing.B) {
+			var phases Phases
+			if from == "source" {
+				defer phases.Follow(func() (map[api.Phase]int, bool) { return map[api.Phase]int{api.PhaseRunning: 20000}, true })()
+			}
+			reg := prometheus.NewRegistry()
+			reg.MustRegister(Cluster(st, &phases))
+			for b.Loop() {
+				if _, err := reg.Gather(); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
 	}
 }

@@ -20,6 +20,7 @@ import (
 	"github.com/berth-dev/berth/internal/image"
 	"github.com/berth-dev/berth/internal/initgc"
 	"github.com/berth-dev/berth/internal/leader"
+	"github.com/berth-dev/berth/internal/metrics"
 	"github.com/berth-dev/berth/internal/promdefer"
 	"github.com/berth-dev/berth/internal/registry"
 	"github.com/berth-dev/berth/internal/store"
@@ -164,13 +165,14 @@ func Server(ctx context.Context, cfg ServerConfig) error {
 
 	regs := registryDirectory(g, st, name, cfg, log)
 	key := st.LeaderKey(controllerRole)
-	_, err = controlPlane{Store: st, Images: imgs, Socket: sock, Unix: ul, TCP: tl, Creds: creds, Log: log,
+	phases := new(metrics.Phases)
+	_, err = controlPlane{Store: st, Images: imgs, Socket: sock, Unix: ul, TCP: tl, Creds: creds, Log: log, Phases: phases,
 		// With the CA, nodes authenticate with the certificates it signs
 		// on join, and NodeAuthorizer confines them to their own node.
 		API:         apiserver.Config{Store: st, CA: creds.CA, NodeCertTTL: cfg.NodeCertTTL, NodeTTL: cfg.NodeTTL, AllowedHostPaths: cfg.AllowedHostPaths, SealKey: secrets.key},
 		MaxDraining: cfg.MaxDraining,
 		Peers:       &registry.Peers{List: regs.Peers, Transport: registry.PeerTransport(creds.CA.Pool(), creds.Token)},
-		Controllers: electedControllers(st, key, name, cfg, log),
+		Controllers: electedControllers(st, key, name, cfg, phases, log),
 	}.start(g)
 	if err != nil {
 		return err
@@ -276,7 +278,7 @@ func firstJoinToken(ctx context.Context, st *store.Store, dataDir string, info *
 // election (key). A fresh manager per term: nothing a past term
 // remembered (how long a node has been NotReady) outlives a gap in
 // leadership.
-func electedControllers(st *store.Store, key, name string, cfg ServerConfig, log *slog.Logger) func(context.Context, *apiserver.Server) error {
+func electedControllers(st *store.Store, key, name string, cfg ServerConfig, phases *metrics.Phases, log *slog.Logger) func(context.Context, *apiserver.Server) error {
 	return func(ctx context.Context, srv *apiserver.Server) error {
 		return leader.Run(ctx, st.Client(), key, name, func(ctx context.Context) error {
 			// Its writes are fenced on the term: a leader paused past
@@ -286,7 +288,7 @@ func electedControllers(st *store.Store, key, name string, cfg ServerConfig, log
 				return fmt.Errorf("controllers: %w: no leader term in the work's context", errdefs.ErrFailedPrecondition)
 			}
 			return controller.NewManager(st.Fenced(term.Cmp()), controller.Options{Logger: log, Network: cfg.Network.controller(), Migrate: srv.Migrate, Admit: srv.Admit,
-				StartGrace: cfg.NodeTTL}).Run(ctx)
+				StartGrace: cfg.NodeTTL, Phases: phases}).Run(ctx)
 		}, leader.WithTTL(cfg.LeaderTTL), leader.WithLogger(log.With("component", "leader")))
 	}
 }

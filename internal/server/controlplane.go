@@ -40,7 +40,10 @@ type controlPlane struct {
 	// server, whose live migrations (over the nodes' tunnels to it) a
 	// drain with --migrate uses.
 	Controllers func(ctx context.Context, srv *apiserver.Server) error
-	Log         *slog.Logger
+	// Phases is the controllers' count of instances by phase, which
+	// /metrics reads while they run here (controller.Options).
+	Phases *metrics.Phases
+	Log    *slog.Logger
 }
 
 // start runs the control plane's components in g and returns its API server.
@@ -64,7 +67,7 @@ func (cp controlPlane) start(g *group) (*apiserver.Server, error) {
 	g.run("registry settings", func(ctx context.Context) error {
 		return followRegistrySettings(ctx, cp.Store, reg, upstream, log.With("component", "registry"))
 	})
-	srv.Mount("/metrics/", apiserver.Scrapers(metrics.Handler(metrics.Cluster(cp.Store))))
+	srv.Mount("/metrics/", apiserver.Scrapers(metrics.Handler(metrics.Cluster(cp.Store, cp.Phases))))
 	uc, err := client.New("unix://" + cp.Socket)
 	if err != nil {
 		return nil, err

@@ -20,6 +20,7 @@ import (
 	"github.com/berth-dev/berth/internal/controller"
 	"github.com/berth-dev/berth/internal/image"
 	"github.com/berth-dev/berth/internal/initgc"
+	"github.com/berth-dev/berth/internal/metrics"
 	"github.com/berth-dev/berth/internal/promdefer"
 	"github.com/berth-dev/berth/internal/store"
 )
@@ -123,10 +124,12 @@ func Up(ctx context.Context, cfg Config) error {
 
 	g := newGroup(ctx)
 	defer g.cancel()
-	srv, err := controlPlane{Store: st, Images: imgs, Socket: sock, Unix: l, TCP: tl, Creds: creds, Log: log,
+	phases := new(metrics.Phases)
+	srv, err := controlPlane{Store: st, Images: imgs, Socket: sock, Unix: l, TCP: tl, Creds: creds, Log: log, Phases: phases,
 		API: apiserver.Config{Store: st, AllowedHostPaths: cfg.AllowedHostPaths, SealKey: secrets.key},
 		Controllers: func(ctx context.Context, srv *apiserver.Server) error {
-			return controller.NewManager(st, controller.Options{Logger: log, Network: cfg.Network.controller(), Migrate: srv.Migrate, Admit: srv.Admit}).Run(ctx)
+			return controller.NewManager(st, controller.Options{Logger: log, Network: cfg.Network.controller(), Migrate: srv.Migrate, Admit: srv.Admit,
+				Phases: phases}).Run(ctx)
 		},
 	}.start(g)
 	if err != nil {
