@@ -50,6 +50,11 @@ type cache struct {
 	changed map[ownerID]bool
 	all     bool
 	tally   tally
+	// owners numbers the instances' owners for the order's ownerOf
+	// (see snapshot.ownerOf): only ever appended to, so that the
+	// snapshots already out keep their view; afresh with each list.
+	owners   []ownerID
+	ownerNum map[ownerID]int32
 }
 
 // tally counts the cached instances by node and by phase, kept as they
@@ -140,6 +145,7 @@ func (c *cache) fill(ctx context.Context) (int64, error) {
 	c.objs, c.leases, c.rev, c.ready, c.shared, c.tally = objs, leases, rev, true, sh, t
 	c.changed, c.all = map[ownerID]bool{}, true
 	c.order = map[api.Kind]*ordered{}
+	c.owners, c.ownerNum = nil, map[ownerID]int32{}
 	c.bump()
 	c.mu.Unlock()
 	return rev, nil
@@ -188,7 +194,13 @@ func (c *cache) apply(b store.ChangeBatch) bool {
 		if !had {
 			delete(c.order, ch.Kind)
 		} else if o := c.order[ch.Kind]; o != nil {
-			o.objs[o.at[k]] = ch.Object
+			i := o.at[k]
+			o.objs[i] = ch.Object
+			// An owner changed (never, as the API goes) numbers the
+			// order afresh: a snapshot's ownerOf is never written.
+			if in, ok := ch.Object.(*api.Instance); ok && c.ownerNumber(in) != o.ownerOf[i] {
+				delete(c.order, ch.Kind)
+			}
 		}
 		if in, ok := ch.Object.(*api.Instance); ok {
 			c.shared.share(in, ch.Value)
@@ -234,6 +246,7 @@ func (c *cache) snapshot() (*snapshot, map[string]bool) {
 	sn.services = copyOut[api.Service](c, api.KindService)
 	sn.jobs = copyOut[api.Job](c, api.KindJob)
 	sn.instances = copyOut[api.Instance](c, api.KindInstance)
+	sn.ownerOf, sn.owners = c.order[api.KindInstance].ownerOf, c.owners
 	sn.crons = copyOut[api.CronJob](c, api.KindCronJob)
 	if !c.all {
 		sn.changed = c.changed
@@ -271,16 +284,37 @@ func copyOut[T any, P interface {
 	for i, obj := range out {
 		md := obj.GetMetadata()
 		o.objs[i], o.at[objKey(md.Namespace, md.Name)] = obj, i
+		if in, ok := any(obj).(*api.Instance); ok {
+			if o.ownerOf == nil {
+				o.ownerOf = make([]int32, len(out))
+			}
+			o.ownerOf[i] = c.ownerNumber(in)
+		}
 	}
 	c.order[k] = o
 	return out
 }
 
 // ordered is one kind's cached objects in a pass's order, and where each
-// key is in it.
+// key is in it; for instances, the number of each one's owner (see
+// cache.owners).
 type ordered struct {
-	objs []api.Object
-	at   map[string]int
+	objs    []api.Object
+	at      map[string]int
+	ownerOf []int32
+}
+
+// ownerNumber is in's owner's number in c.owners, given now if it has
+// none; c.mu is held.
+func (c *cache) ownerNumber(in *api.Instance) int32 {
+	k := instanceOwner(in)
+	n, ok := c.ownerNum[k]
+	if !ok {
+		n = int32(len(c.owners))
+		c.owners = append(c.owners, k)
+		c.ownerNum[k] = n
+	}
+	return n
 }
 
 // instancePhases counts the cached instances by phase, as stored; false

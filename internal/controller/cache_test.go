@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -109,6 +110,13 @@ func TestCacheMatchesStore(t *testing.T) {
 		if fmt.Sprint(live) != fmt.Sprint(wantLive) {
 			t.Fatalf("after write %d the cache has leases %v, the store %v", i, live, wantLive)
 		}
+		// It numbers the owners as they are.
+		if got.ownerOf == nil {
+			t.Fatalf("after write %d the snapshot numbers no owners", i)
+		}
+		if g, w := renderOwned(got.byOwner()), renderOwned(byOwner(want.instances)); g != w {
+			t.Fatalf("after write %d the cache groups the instances by owner as\n%s\nand the store's are\n%s", i, g, w)
+		}
 		// Its tally counts what the store holds.
 		counted := newTally()
 		for _, in := range want.instances {
@@ -121,6 +129,19 @@ func TestCacheMatchesStore(t *testing.T) {
 				i, got.onNode, got.unbound, phases, counted.onNode, counted.unbound, counted.phases)
 		}
 	}
+}
+
+func renderOwned(owned map[ownerID][]*api.Instance) string {
+	var lines []string
+	for k, insts := range owned {
+		line := fmt.Sprint(k, ":")
+		for _, in := range insts {
+			line += " " + in.Metadata.Name
+		}
+		lines = append(lines, line)
+	}
+	slices.Sort(lines)
+	return strings.Join(lines, "\n")
 }
 
 func render(sn *snapshot) string {

@@ -131,6 +131,18 @@ func scaleSnapshot(ctx context.Context, m *Manager, nodes, services, perService 
 		t.add(in, 1)
 	}
 	sn.counted, sn.onNode, sn.unbound = true, t.onNode, t.unbound
+	// And their owners numbered as the cache numbers them.
+	num := map[ownerID]int32{}
+	for _, in := range sn.instances {
+		k := instanceOwner(in)
+		n, ok := num[k]
+		if !ok {
+			n = int32(len(sn.owners))
+			sn.owners = append(sn.owners, k)
+			num[k] = n
+		}
+		sn.ownerOf = append(sn.ownerOf, n)
+	}
 	return sn, live, nil
 }
 
