@@ -55,6 +55,9 @@ type cache struct {
 	// snapshots already out keep their view; afresh with each list.
 	owners   []ownerID
 	ownerNum map[ownerID]int32
+	// nodeGen moves whenever a node comes, goes or changes (see
+	// snapshot.nodeGen).
+	nodeGen int64
 }
 
 // tally counts the cached instances by node and by phase, kept as they
@@ -146,6 +149,7 @@ func (c *cache) fill(ctx context.Context) (int64, error) {
 	c.changed, c.all = map[ownerID]bool{}, true
 	c.order = map[api.Kind]*ordered{}
 	c.owners, c.ownerNum = nil, map[ownerID]int32{}
+	c.nodeGen++
 	c.bump()
 	c.mu.Unlock()
 	return rev, nil
@@ -172,6 +176,9 @@ func (c *cache) apply(b store.ChangeBatch) bool {
 				c.leases[ch.Lease] = true
 			}
 			continue
+		}
+		if ch.Kind == api.KindNode {
+			c.nodeGen++
 		}
 		m := c.objs[ch.Kind]
 		k := objKey(ch.Namespace, ch.Name)
@@ -252,6 +259,7 @@ func (c *cache) snapshot() (*snapshot, map[string]bool) {
 		sn.changed = c.changed
 	}
 	sn.counted, sn.onNode, sn.unbound = true, maps.Clone(c.tally.onNode), c.tally.unbound
+	sn.nodeGen = c.nodeGen
 	c.changed, c.all = map[ownerID]bool{}, false
 	live := make(map[string]bool, len(c.leases))
 	for n := range c.leases {

@@ -361,3 +361,51 @@ func TestCachedPassFindsInstancesOfRemovedNodesAndUnbound(t *testing.T) {
 		t.Errorf("db-old was not replaced on n1 (instances: %v)", bound)
 	}
 }
+
+// Passes from the cache skip looking at every node's pod subnet while
+// the nodes are as they were when all had one; a node that joins
+// still gets its own.
+func TestCachedPassesGiveAJoiningNodeItsSubnet(t *testing.T) {
+	s := OpenTestStore(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	node := func(name string) *api.Node {
+		return &api.Node{Metadata: api.Metadata{Name: name}, Spec: api.NodeSpec{Capacity: api.NodeCapacity{MilliCPU: 1000, Memory: 1 << 30, Pids: 1000}},
+			Status: api.NodeStatus{Condition: api.NodeReady}}
+	}
+	subnet := func(name string) string {
+		t.Helper()
+		n, err := store.Get[api.Node](ctx, s, "", name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return n.Spec.PodSubnet
+	}
+	if err := s.Create(ctx, node("n1")); err != nil {
+		t.Fatal(err)
+	}
+	m := NewManager(s, Options{Logger: slog.New(slog.DiscardHandler), Network: DefaultNetwork, StartGrace: -1})
+	m.cache = newCache(s)
+	go m.cache.follow(ctx, slog.New(slog.DiscardHandler), time.Hour, func() {})
+	pass := func() {
+		t.Helper()
+		if err := m.Pass(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	pass()
+	pass() // n1's subnet seen: the nodes are settled
+	if subnet("n1") == "" {
+		t.Fatal("n1 got no pod subnet")
+	}
+	if m.subnetsDone == 0 {
+		t.Fatal("the passes never found every node with its subnet")
+	}
+	if err := s.Create(ctx, node("n2")); err != nil {
+		t.Fatal(err)
+	}
+	pass()
+	if got, other := subnet("n2"), subnet("n1"); got == "" || got == other {
+		t.Errorf("n2 joined and got pod subnet %q (n1 has %q), want one of its own", got, other)
+	}
+}

@@ -130,7 +130,7 @@ func scaleSnapshot(ctx context.Context, m *Manager, nodes, services, perService 
 	for _, in := range sn.instances {
 		t.add(in, 1)
 	}
-	sn.counted, sn.onNode, sn.unbound = true, t.onNode, t.unbound
+	sn.counted, sn.onNode, sn.unbound, sn.nodeGen = true, t.onNode, t.unbound, 1
 	// And their owners numbered as the cache numbers them.
 	num := map[ownerID]int32{}
 	for _, in := range sn.instances {

@@ -40,6 +40,9 @@ type Manager struct {
 	// looked at every service.
 	settled  map[ownerID]int64
 	lastFull time.Time
+	// subnetsDone is the snapshot.nodeGen at which every node was found
+	// with a pod subnet (see assignSubnets).
+	subnetsDone int64
 	// moves tracks the live migrations of draining nodes (drain.go).
 	moves moves
 	// due is when the pass under way wants the next one though the store
@@ -274,6 +277,9 @@ type snapshot struct {
 	ownerOf []int32
 	owners  []ownerID
 	touched bool
+	// nodeGen names the nodes as the cache held them: two snapshots of
+	// one nodeGen hold the same nodes, unchanged. Zero when not known.
+	nodeGen int64
 }
 
 // mayHaveOn says whether any instance may be bound to a node for which
