@@ -44,7 +44,7 @@ func resolveMounts(bd *bundle, c *Config, rootfs string, inside bool) ([]specs.M
 		if !slices.ContainsFunc(out, func(m specs.Mount) bool { return linkOnPath(layers, destToResolve(m)) }) {
 			return out, nil
 		}
-		view := bd.path("resolve")
+		view := bd.path(resolveView)
 		unmount, err := mountView(view, layers)
 		if err != nil {
 			return nil, err
@@ -151,6 +151,8 @@ func linkOnPath(layers []string, dest string) bool {
 // mountView mounts at dir a read-only overlay of layers (the writable
 // one first, as a lower): the view the container will have, with its
 // whiteouts and opaque directories, and nothing for its unmount to sync.
+// The empty directory stays, for a later start of the bundle (a restore);
+// removing the container detaches what a crash may have left on it.
 func mountView(dir string, layers []string) (unmount func(), err error) {
 	opts := "lowerdir=" + strings.Join(layers, ":")
 	if len(opts) >= os.Getpagesize() {
@@ -162,11 +164,11 @@ func mountView(dir string, layers []string) (unmount func(), err error) {
 	if err := unix.Mount("overlay", dir, "overlay", unix.MS_RDONLY|unix.MS_NODEV|unix.MS_NOSUID|unix.MS_NOEXEC, opts); err != nil {
 		return nil, fmt.Errorf("rootfs: view to resolve mount destinations in: mount overlay: %w", err)
 	}
-	return func() {
-		_ = unix.Unmount(dir, unix.MNT_DETACH)
-		_ = os.Remove(dir)
-	}, nil
+	return func() { _ = unix.Unmount(dir, unix.MNT_DETACH) }, nil
 }
+
+// resolveView, in a bundle, is where mountView mounts the container's view.
+const resolveView = "resolve"
 
 func depth(p string) int {
 	return strings.Count(path.Clean(p), "/")

@@ -1131,6 +1131,9 @@ func (r *Runtime) remove(ctx context.Context, bd *bundle, force bool) error {
 	if err := detachIdmapped(bd); err != nil {
 		errs = append(errs, err)
 	}
+	if err := detach(bd.path(resolveView)); err != nil {
+		errs = append(errs, err)
+	}
 	if err := unmountAll(bd.path("rootfs")); err != nil {
 		errs = append(errs, err)
 	} else if err := r.releaseUserNS(bd); err != nil {
