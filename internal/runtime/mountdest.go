@@ -38,31 +38,38 @@ func resolveMounts(bd *bundle, c *Config, rootfs string, inside bool) ([]specs.M
 		return nil, nil
 	}
 	out := slices.Clone(c.Mounts)
-	var layers []string
-	if inside {
-		layers = append([]string{bd.path("upper")}, c.LowerDirs...)
-		if !slices.ContainsFunc(out, func(m specs.Mount) bool { return linkOnPath(layers, destToResolve(m)) }) {
-			return out, nil
-		}
-		view := bd.path(resolveView)
-		unmount, err := mountView(view, layers)
-		if err != nil {
-			return nil, err
-		}
-		defer unmount()
-		rootfs = view
-	}
-	for i := range out {
-		d, err := resolveDest(rootfs, out[i])
-		if err != nil {
-			return nil, err
-		}
-		out[i].Destination = d
+	if err := resolveDests(bd, c, filepath.Clean(rootfs), inside, out); err != nil {
+		return nil, err
 	}
 	// As Docker orders them: a mount on /run/app after one on /run, so the
 	// first does not hide the second, whatever path each was asked at.
 	slices.SortStableFunc(out, func(a, b specs.Mount) int { return depth(a.Destination) - depth(b.Destination) })
 	return out, nil
+}
+
+// resolveDests sets the destination of each of mounts to its resolved path.
+func resolveDests(bd *bundle, c *Config, rootfs string, inside bool, mounts []specs.Mount) error {
+	if inside {
+		layers := append([]string{bd.path("upper")}, c.LowerDirs...)
+		if !slices.ContainsFunc(mounts, func(m specs.Mount) bool { return linkOnPath(layers, destToResolve(m)) }) {
+			return nil
+		}
+		view := bd.path(resolveView)
+		unmount, err := mountView(view, layers)
+		if err != nil {
+			return err
+		}
+		defer unmount()
+		rootfs = view
+	}
+	for i := range mounts {
+		d, err := resolveDest(rootfs, mounts[i])
+		if err != nil {
+			return err
+		}
+		mounts[i].Destination = d
+	}
+	return nil
 }
 
 // resolveDest is m's destination resolved inside root, as a path in the

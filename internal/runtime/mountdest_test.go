@@ -76,9 +76,16 @@ func TestResolveMountsInLayers(t *testing.T) {
 	if ents, err := os.ReadDir(bd.path(resolveView)); err != nil || len(ents) != 0 {
 		t.Errorf("the view's directory holds %v (%v), want it empty", ents, err)
 	}
-	// Where no layer has a link on the way, nothing is mounted to look.
-	c.Mounts = []specs.Mount{{Destination: "/plain/x", Type: "tmpfs"}}
-	if got, err := resolveMounts(bd, c, bd.path("rootfs"), true); err != nil || got[0].Destination != "/plain/x" {
-		t.Errorf("plain destination: %v, %v", got, err)
+	// Where no layer has a link on the way, nothing is mounted to look;
+	// the order is by depth all the same.
+	if err := os.Remove(bd.path(resolveView)); err != nil {
+		t.Fatal(err)
+	}
+	c.Mounts = []specs.Mount{{Destination: "/plain/x/y", Type: "tmpfs"}, {Destination: "/plain", Type: "tmpfs"}}
+	if got, err := resolveMounts(bd, c, bd.path("rootfs"), true); err != nil || len(got) != 2 || got[0].Destination != "/plain" || got[1].Destination != "/plain/x/y" {
+		t.Errorf("plain destinations: %v, %v; want /plain then /plain/x/y", got, err)
+	}
+	if _, err := os.Stat(bd.path(resolveView)); !os.IsNotExist(err) {
+		t.Errorf("a view was made for destinations with no link on the way: %v", err)
 	}
 }
