@@ -214,8 +214,11 @@ func (d *dial) take(ctx context.Context, server, caFile string, wait time.Durati
 	if d == nil {
 		return nil
 	}
+	d.mu.Lock()
+	settled := d.settled // by TakeSent, which waited already
+	d.mu.Unlock()
 	ok := d.server == server && d.caFile == caFile
-	if ok {
+	if ok && !settled {
 		t := time.NewTimer(wait)
 		select {
 		case <-d.done:

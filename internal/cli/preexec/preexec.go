@@ -75,7 +75,9 @@ func take(ctx context.Context, s *preconnect.Sent, want *preconnect.Plan) (strea
 	}
 	p := s.Plan
 	rt := &sentTrip{sent: s, br: bufio.NewReader(s.Conn)}
-	c, err := client.New(p.Server, append(Options(p.Token, p.CAFile), client.WithHTTPClient(&http.Client{Transport: rt}))...)
+	// No CA file: the connection was verified against it when it was made,
+	// and the client makes no other.
+	c, err := client.New(p.Server, append(Options(p.Token, ""), client.WithHTTPClient(&http.Client{Transport: rt}))...)
 	if err != nil {
 		s.Conn.Close()
 		return nil, true, err
