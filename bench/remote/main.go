@@ -241,19 +241,34 @@ func remoteExec(ctx context.Context, l *lan.LAN, runs int) (execFigures, error) 
 		}
 		return cmdCPU(cmd), nil
 	}
-	var againstWall, againstCPU []time.Duration
+	// With -against, each run of the closure below is two execs, each
+	// timed on its own.
+	var ownWall, ownCPU, againstWall, againstCPU []time.Duration
+	timed := func(cli string, wall, cpu *[]time.Duration) error {
+		t0 := time.Now()
+		c, err := run(cli)
+		*wall, *cpu = append(*wall, time.Since(t0)), append(*cpu, c)
+		return err
+	}
+	i := 0
 	f, err := measureExec(ctx, runs, pids, func() (time.Duration, error) {
-		if against != "" {
-			t0 := time.Now()
-			c, err := run(against)
-			if err != nil {
-				return 0, err
-			}
-			againstWall, againstCPU = append(againstWall, time.Since(t0)), append(againstCPU, c)
+		i++
+		if against == "" {
+			return run("")
 		}
-		return run("")
+		// Each goes first in every other pair: a run pays for what the
+		// one before it left the server and agent to do.
+		first, second := func() error { return timed("", &ownWall, &ownCPU) }, func() error { return timed(against, &againstWall, &againstCPU) }
+		if i%2 == 0 {
+			first, second = second, first
+		}
+		if err := first(); err != nil {
+			return 0, err
+		}
+		return 0, second()
 	})
 	if len(againstWall) > 2 { // as timeCPU, without the two warm-up runs
+		f.wall, f.cliCPU = ownWall[2:], ownCPU[2:]
 		f.againstWall, f.againstCPU = againstWall[2:], againstCPU[2:]
 		f.nodeCPU /= 2 // two execs a run
 	}
