@@ -100,6 +100,10 @@ func Join(ctx context.Context, server string, opts JoinOptions) (*NodeCredential
 	if err != nil {
 		return nil, err
 	}
+	// The node talks with its certificate from now on, on a connection
+	// of its own: this one would idle on both ends for a minute and a
+	// half, thousands of them while a fleet joins.
+	defer c.hc.CloseIdleConnections()
 	var resp joinResponse
 	if err := c.do(ctx, http.MethodPost, "/v1/join", nil, joinRequest{Token: opts.Token, Node: opts.Node, CSR: string(csr)}, &resp); err != nil {
 		return nil, fmt.Errorf("join %s: %w", server, err) // the server's answer names the node

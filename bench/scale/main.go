@@ -30,11 +30,13 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
 	"github.com/berth-dev/berth/api"
 	"github.com/berth-dev/berth/api/client"
+	"github.com/berth-dev/berth/api/errdefs"
 )
 
 func main() {
@@ -50,6 +52,7 @@ func main() {
 	flag.StringVar(&scaleProfile, "scaleprofile", "", "write the server's CPU profile over the first 30 s of the scale 0 -> N to this file")
 	flag.StringVar(&heapProfile, "heapprofile", "", "write the server's heap profile, taken once all are Running after the apply, to this file")
 	flag.StringVar(&simProfile, "simprofile", "", "write the live fleet's (berth sim agents) CPU profile, over its whole run, to this file")
+	flag.StringVar(&simHeapProfile, "simheapprofile", "", "write the live fleet's (berth sim agents) heap profile, as it is at the end of the run, to this file")
 	flag.DurationVar(&leaderTTL, "leader-ttl", 10*time.Second, "the server's --leader-ttl")
 	flag.DurationVar(&nodeTTL, "node-ttl", 0, "the server's --node-ttl (its default when 0): agents beat at a third of it")
 	flag.IntVar(&joining, "joining", 0, "how many nodes each fleet joins at once (berth sim agents --joining; its default when 0)")
@@ -199,6 +202,9 @@ var heapProfile string
 // simProfile is where the live fleet's CPU profile goes, if set.
 var simProfile string
 
+// simHeapProfile is where the live fleet's heap profile goes, if set.
+var simHeapProfile string
+
 // profile fetches 30 s of the server's CPU profile into cpuProfile.
 func profile(url, caFile, token, file string, secs int) error {
 	b, err := adminGet(url, caFile, token, fmt.Sprintf("/debug/pprof/profile?seconds=%d", secs))
@@ -315,7 +321,10 @@ func bench(bin string, nodes, instances, services int, timeout time.Duration) er
 	t0 := time.Now()
 	var liveExtra []string
 	if simProfile != "" {
-		liveExtra = []string{"--cpuprofile", simProfile}
+		liveExtra = append(liveExtra, "--cpuprofile", simProfile)
+	}
+	if simHeapProfile != "" {
+		liveExtra = append(liveExtra, "--heapprofile", simHeapProfile)
 	}
 	live, err := fleet("live", nodes-doomedN, liveExtra...)
 	if err != nil {
@@ -352,7 +361,7 @@ func bench(bin string, nodes, instances, services int, timeout time.Duration) er
 				Spec: api.ServiceSpec{Replicas: replicas, Update: api.UpdateStrategy{MaxSurge: max(1, replicas/4)},
 					Template: api.Template{Image: "sim/none:1", Env: map[string]string{"V": env},
 						Resources: api.Resources{CPU: 0.05, Memory: 64 << 20}}}}
-			if _, err := c.Services().Apply(ctx, s); err != nil {
+			if err := applyRetrying(ctx, c, s); err != nil {
 				return fmt.Errorf("apply %s: %w", s.Metadata.Name, err)
 			}
 		}
@@ -467,11 +476,31 @@ func bench(bin string, nodes, instances, services int, timeout time.Duration) er
 		}
 	}
 	fmt.Printf("server peak RSS %d MiB, etcd db %d MiB\n", sampler.peakRSS()>>20, sampler.dbSize()>>20)
-	if simProfile != "" {
-		live.stop(syscall.SIGTERM) // it writes its profile as it ends
-		fmt.Println("fleet CPU profile:", simProfile)
+	if simProfile != "" || simHeapProfile != "" {
+		live.stop(syscall.SIGTERM) // it writes its profiles as it ends
+		fmt.Println("fleet profiles:", simProfile, simHeapProfile)
 	}
 	return nil
+}
+
+// applyRetries counts the applies the server answered Unavailable (etcd
+// timing out under load) and that were sent again, as an operator would:
+// an apply is idempotent. Each phase prints them.
+var applyRetries atomic.Int64
+
+// applyRetrying applies s, again after a pause while the server answers
+// Unavailable, up to a minute: a run of many minutes must not end at one
+// timed-out write, but the retries are counted and shown.
+func applyRetrying(ctx context.Context, c *client.Client, s *api.Service) error {
+	deadline := time.Now().Add(time.Minute)
+	for {
+		_, err := c.Services().Apply(ctx, s)
+		if err == nil || !errdefs.IsUnavailable(err) || time.Now().After(deadline) {
+			return err
+		}
+		applyRetries.Add(1)
+		time.Sleep(time.Second)
+	}
 }
 
 // waitFor polls cond, printing its progress now and then, until it holds.
@@ -499,8 +528,8 @@ func phase(name string, t0 time.Time, n int, what string, s *sampler, p *probe) 
 	p50, p99, lag, count := p.take()
 	fmt.Printf("%-40s %8.1fs  %8.0f %s/s  | probe writes %d: p50 %v p99 %v, watch lag p99 %v | server RSS %d MiB, CPU %.2f cores (%.1f s) | etcd db %d MiB\n",
 		name, d.Seconds(), float64(n)/d.Seconds(), what, count, p50, p99, lag, s.rss()>>20, s.cpuSince(t0), s.cpuSecondsSince(t0), s.dbSize()>>20)
-	fmt.Printf("%-40s etcd writes %.0f/s, %s, %s | live fleet RSS %d MiB, CPU %.2f cores (%.1f s)\n", "", p.writeRate(), p.watches(), p.events(),
-		fleetSampler.rss()>>20, fleetSampler.cpuSince(t0), fleetSampler.cpuSecondsSince(t0))
+	fmt.Printf("%-40s etcd writes %.0f/s, %s, %s | live fleet RSS %d MiB, CPU %.2f cores (%.1f s) | applies retried %d, probe writes failed %d\n", "", p.writeRate(), p.watches(), p.events(),
+		fleetSampler.rss()>>20, fleetSampler.cpuSince(t0), fleetSampler.cpuSecondsSince(t0), applyRetries.Swap(0), p.failed.Swap(0))
 }
 
 // writeRate is the store's revisions per second since the last call: one
@@ -561,6 +590,7 @@ type probe struct {
 	lat     []time.Duration
 	lag     []time.Duration
 	written map[string]time.Time
+	failed  atomic.Int64 // probe writes refused, timed out included
 }
 
 func newProbe(c *client.Client) *probe { return &probe{c: c, written: map[string]time.Time{}} }
@@ -605,6 +635,8 @@ func (p *probe) run() {
 			p.mu.Lock()
 			p.lat = append(p.lat, time.Since(t0))
 			p.mu.Unlock()
+		} else {
+			p.failed.Add(1)
 		}
 		time.Sleep(200 * time.Millisecond)
 	}

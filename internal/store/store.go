@@ -210,6 +210,9 @@ const clientSocket = "client.sock"
 
 const embeddedMaxTxnOps = 1024
 
+// quotaBackendBytes is the embedded member's database quota.
+const quotaBackendBytes = 8 << 30
+
 // loneTickMs is the raft tick of a member without peers. Its election
 // timeout is five ticks, and etcd grants no lease under 1.5 of those,
 // seven ticks: loneMinLease, under the node heartbeat TTL (api.NodeTTL).
@@ -247,6 +250,11 @@ func startEmbedded(ctx context.Context, dataDir string, member *Member, minLease
 	ec.MaxTxnOps = embeddedMaxTxnOps
 	ec.AutoCompactionMode = embed.CompactorModePeriodic
 	ec.AutoCompactionRetention = "1h"
+	// etcd's default quota, 2 GiB, is an hour of history of 300,000
+	// instances scaled down and up: past it etcd raises its NOSPACE alarm
+	// and takes no write until an operator defragments and disarms it.
+	// 8 GiB is the most etcd advises.
+	ec.QuotaBackendBytes = quotaBackendBytes
 	// etcd keeps this many applied raft entries in memory for a follower
 	// that falls behind, 5,000 by default: whole transactions, each a
 	// batch of up to MaxTxnBytes (a node's status reports, a service's
