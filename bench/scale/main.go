@@ -54,11 +54,14 @@ func main() {
 	flag.StringVar(&simProfile, "simprofile", "", "write the live fleet's (berth sim agents) CPU profile, over its whole run, to this file")
 	flag.StringVar(&simHeapProfile, "simheapprofile", "", "write the live fleet's (berth sim agents) heap profile, as it is at the end of the run, to this file")
 	flag.DurationVar(&leaderTTL, "leader-ttl", 10*time.Second, "the server's --leader-ttl")
-	flag.DurationVar(&nodeTTL, "node-ttl", 0, "the server's --node-ttl (its default when 0): agents beat at a third of it")
+	flag.DurationVar(&nodeTTL, "node-ttl", 0, "the server's --node-ttl: agents beat at a third of it (when 0, its default, or longer for a fleet whose beats would pass 500/s)")
 	flag.IntVar(&joining, "joining", 0, "how many nodes each fleet joins at once (berth sim agents --joining; its default when 0)")
 	flag.Parse()
 	if *full {
 		*nodes, *instances, *services = 15000, 300000, 1000
+	}
+	if nodeTTL == 0 {
+		nodeTTL = fleetNodeTTL(*nodes)
 	}
 	// Interrupted, the bench stops what it started before it goes, as it
 	// does when a phase fails: a server and fleets left behind would hold
@@ -177,6 +180,24 @@ var leaderTTL time.Duration
 
 // nodeTTL is the server's node TTL; its default when zero.
 var nodeTTL time.Duration
+
+// maxBeatsPerSecond is the heartbeat rate the bench holds a fleet to, by
+// its node TTL (fleetNodeTTL), as Nomad paces its clients' heartbeats by
+// the cluster's size (50/s by default). At berth's default 10 s TTL a
+// node beats every 3.3 s: 15,000 nodes would send 4,500 beats a second,
+// each a TLS request, more than two cores serve, and nodes lapsed by the
+// thousand for want of CPU, not of life.
+const maxBeatsPerSecond = 500
+
+// fleetNodeTTL is the node TTL for a fleet of n: the server's default
+// unless its beats (three per TTL) would pass maxBeatsPerSecond.
+func fleetNodeTTL(n int) time.Duration {
+	ttl := time.Duration(3*n/maxBeatsPerSecond) * time.Second
+	if ttl <= api.NodeTTL {
+		return 0
+	}
+	return ttl.Round(10 * time.Second)
+}
 
 // joining is how many nodes a fleet joins at once; its default when zero.
 var joining int
