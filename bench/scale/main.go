@@ -370,23 +370,51 @@ func bench(bin string, nodes, instances, services int, timeout time.Duration) er
 	phase("join", t0, nodes, "nodes", sampler, probe)
 
 	per := instances / services
+	// The services go in appliers at a time, as several operators or a
+	// deploy tool would send them: one after another, 1,000 applies at a
+	// loaded server's p50 took minutes before the controllers saw the last.
 	apply := func(replicas int, env string, only int) error {
-		for i := range services {
-			if only > 0 && i >= only {
-				break
-			}
-			s := &api.Service{Metadata: api.Metadata{Namespace: "default", Name: fmt.Sprintf("svc-%04d", i)},
-				// A quarter of the replicas new at once, Kubernetes' default
-				// surge: one at a time, berth's default, rolls 1,000 replicas
-				// in as many steps.
-				Spec: api.ServiceSpec{Replicas: replicas, Update: api.UpdateStrategy{MaxSurge: max(1, replicas/4)},
-					Template: api.Template{Image: "sim/none:1", Env: map[string]string{"V": env},
-						Resources: api.Resources{CPU: 0.05, Memory: 64 << 20}}}}
-			if err := applyRetrying(ctx, c, s); err != nil {
-				return fmt.Errorf("apply %s: %w", s.Metadata.Name, err)
+		n := services
+		if only > 0 {
+			n = min(only, services)
+		}
+		next := make(chan int)
+		errs := make(chan error, appliers)
+		var wg sync.WaitGroup
+		for range appliers {
+			wg.Go(func() {
+				for i := range next {
+					s := &api.Service{Metadata: api.Metadata{Namespace: "default", Name: fmt.Sprintf("svc-%04d", i)},
+						// A quarter of the replicas new at once, Kubernetes' default
+						// surge: one at a time, berth's default, rolls 1,000 replicas
+						// in as many steps.
+						Spec: api.ServiceSpec{Replicas: replicas, Update: api.UpdateStrategy{MaxSurge: max(1, replicas/4)},
+							Template: api.Template{Image: "sim/none:1", Env: map[string]string{"V": env},
+								Resources: api.Resources{CPU: 0.05, Memory: 64 << 20}}}}
+					if err := applyRetrying(ctx, c, s); err != nil {
+						errs <- fmt.Errorf("apply %s: %w", s.Metadata.Name, err)
+						return
+					}
+				}
+			})
+		}
+	send:
+		for i := range n {
+			select {
+			case next <- i:
+			case err := <-errs:
+				errs <- err
+				break send
 			}
 		}
-		return nil
+		close(next)
+		wg.Wait()
+		select {
+		case err := <-errs:
+			return err
+		default:
+			return nil
+		}
 	}
 	// Instances are counted from one watch, not listed on every poll: a
 	// list of 300,000 instances twice a second would be most of what the
@@ -503,6 +531,9 @@ func bench(bin string, nodes, instances, services int, timeout time.Duration) er
 	}
 	return nil
 }
+
+// appliers is how many services the bench applies at once.
+const appliers = 8
 
 // applyRetries counts the applies the server answered Unavailable (etcd
 // timing out under load) and that were sent again, as an operator would:
