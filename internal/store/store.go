@@ -114,6 +114,10 @@ type conn struct {
 	// process wrote once it has seen that revision.
 	lastWrite atomic.Int64
 
+	// bulk holds back many-object transactions while others are in
+	// flight (see bulkBudget).
+	bulk *bulkLane
+
 	// live is this store's side of the nodes' heartbeats (see lease.go).
 	live liveness
 
@@ -130,6 +134,7 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 		eventTTL: cfg.EventTTL,
 		maxEvent: cfg.MaxEvents,
 		log:      cfg.Logger,
+		bulk:     newBulkLane(bulkBudget),
 	}}
 	if s.prefix == "" {
 		s.prefix = "/berth"
