@@ -22,6 +22,7 @@ package store
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/rand"
 	"crypto/tls"
@@ -81,6 +82,15 @@ type Config struct {
 	// api.NodeTTL): its raft ticks are made as fine as that needs. Its
 	// slow ticks grant no lease under loneMinLease otherwise.
 	MinLeaseTTL time.Duration
+	// CompactionRetention is the history an embedded member keeps, older
+	// revisions compacted away; five minutes when zero (maintain.go).
+	CompactionRetention time.Duration
+	// DefragInterval is how often an embedded member's free space is
+	// looked at, one minute when zero; its database is defragmented once
+	// more than DefragMinFree (64 MiB when zero) and more than the pages
+	// in use are free.
+	DefragInterval time.Duration
+	DefragMinFree  int64
 }
 
 // Store is a handle on the objects in etcd. It is safe for concurrent use.
@@ -103,10 +113,14 @@ type conn struct {
 	// with an external cluster, whose client does it all.
 	watchConn *clientv3.Client
 	lock      *os.File // held while the embedded etcd runs
-	prefix    string
-	eventTTL  time.Duration
-	maxEvent  int
-	log       *slog.Logger
+	// stopMaintain ends the embedded member's maintenance, and
+	// maintained is closed once it has.
+	stopMaintain context.CancelFunc
+	maintained   chan struct{}
+	prefix       string
+	eventTTL     time.Duration
+	maxEvent     int
+	log          *slog.Logger
 
 	eventCount atomic.Int64 // events recorded, to prune every pruneEvery
 	// lastWrite is the revision of this handle's latest object or
@@ -177,7 +191,7 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	if err != nil {
 		return nil, err
 	}
-	e, err := startEmbedded(ctx, cfg.DataDir, cfg.Member, cfg.MinLeaseTTL)
+	e, err := startEmbedded(ctx, cfg.DataDir, cfg.Member, cfg.MinLeaseTTL, cmp.Or(cfg.CompactionRetention, compactionRetention))
 	if err != nil {
 		lock.Close()
 		return nil, err
@@ -207,6 +221,12 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	s.watchConn = wc
 	s.client.Watcher = clientv3.NewWatcher(wc)
 	s.maxOps = embeddedMaxTxnOps
+	mctx, stop := context.WithCancel(context.WithoutCancel(ctx))
+	s.stopMaintain, s.maintained = stop, make(chan struct{})
+	go func() {
+		defer close(s.maintained)
+		s.maintain(mctx, cmp.Or(cfg.DefragInterval, defragInterval), cmp.Or(cfg.DefragMinFree, defragMinFree))
+	}()
 	return s, nil
 }
 
@@ -239,7 +259,7 @@ const (
 	loneCatchUpEntries = 100
 )
 
-func startEmbedded(ctx context.Context, dataDir string, member *Member, minLease time.Duration) (*embed.Etcd, error) {
+func startEmbedded(ctx context.Context, dataDir string, member *Member, minLease, retention time.Duration) (*embed.Etcd, error) {
 	dir := filepath.Join(dataDir, "etcd")
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("etcd data dir %s: %w", dir, err)
@@ -251,7 +271,7 @@ func startEmbedded(ctx context.Context, dataDir string, member *Member, minLease
 	ec.EnableGRPCGateway = false
 	ec.MaxTxnOps = embeddedMaxTxnOps
 	ec.AutoCompactionMode = embed.CompactorModePeriodic
-	ec.AutoCompactionRetention = "1h"
+	ec.AutoCompactionRetention = retention.String()
 	// etcd keeps this many applied raft entries in memory for a follower
 	// that falls behind, 5,000 by default: whole transactions, each a
 	// batch of up to MaxTxnBytes (a node's status reports, a service's
@@ -369,6 +389,10 @@ func lockDir(dir string) (*os.File, error) {
 // handles Fenced made from s share them: close only the one Open returned.
 func (s *Store) Close() error {
 	s.live.stopLiveness()
+	if s.stopMaintain != nil {
+		s.stopMaintain()
+		<-s.maintained
+	}
 	err := s.client.Close()
 	if s.watchConn != nil {
 		s.watchConn.Close()
