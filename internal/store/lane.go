@@ -20,6 +20,22 @@ import (
 // etcd busy (one applied while the next is written).
 const bulkBudget = 2 * MaxTxnBytes
 
+// bulkMinWeight is what any transaction in the lane counts for at least:
+// etcd's cost is per transaction as well as per byte, and a thousand
+// nodes' small status batches, a hundred at once under the byte budget
+// alone, kept an API client's write waiting for seconds. At most 16 are
+// in flight.
+const bulkMinWeight = bulkBudget / 16
+
+type bulkKey struct{}
+
+// Bulk marks ctx's writes as background work that waits in the bulk
+// lane whatever their size: a node's status reports, which its agent
+// sends again when they fail, and whose latency no client waits on.
+func Bulk(ctx context.Context) context.Context { return context.WithValue(ctx, bulkKey{}, true) }
+
+func isBulk(ctx context.Context) bool { b, _ := ctx.Value(bulkKey{}).(bool); return b }
+
 // bulkLane admits many-object transactions to etcd, up to a budget of
 // bytes in flight, in the order they came (semaphore.Weighted is FIFO,
 // so a large batch is not passed over for ever by small ones).
@@ -35,9 +51,10 @@ func newBulkLane(budget int64) *bulkLane {
 
 // enter waits until a transaction of weight bytes may go to etcd and
 // returns what lets the next one in once it is answered. A transaction
-// larger than the budget goes alone.
+// larger than the budget goes alone; a small one counts as
+// bulkMinWeight.
 func (l *bulkLane) enter(ctx context.Context, weight int64) (release func(), err error) {
-	weight = min(max(weight, 1), l.budget)
+	weight = min(max(weight, bulkMinWeight), l.budget)
 	if !l.sem.TryAcquire(weight) {
 		l.waiting.Add(1)
 		err = l.sem.Acquire(ctx, weight)

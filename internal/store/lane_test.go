@@ -72,6 +72,53 @@ func TestBulkLaneLetsSingleWritesPass(t *testing.T) {
 	}
 }
 
+// A node's status reports wait in the lane however few they are
+// (store.Bulk), and however small, at most 16 transactions are in it at
+// once: etcd's cost is per transaction too.
+func TestBulkLaneBoundsTransactions(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	s, err := store.Open(ctx, store.Config{DataDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	var releases []func()
+	defer func() {
+		for _, r := range releases {
+			r()
+		}
+	}()
+	for range 15 {
+		r, err := s.HoldBulk(ctx, 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		releases = append(releases, r)
+	}
+	// The sixteenth small batch goes in.
+	if err := s.CreateMany(ctx, []api.Object{api.RunService("c1", "demo/busybox:1", nil), api.RunService("c2", "demo/busybox:1", nil)}); err != nil {
+		t.Fatal(err)
+	}
+	r, err := s.HoldBulk(ctx, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	releases = append(releases, r)
+	// Then a single write marked as background work waits.
+	done := make(chan error, 1)
+	go func() { done <- s.Create(store.Bulk(ctx), api.RunService("d1", "demo/busybox:1", nil)) }()
+	waitFor(t, func() bool { return s.BulkWaiting() == 1 })
+	if _, err := store.Get[api.Service](ctx, s, "default", "d1"); !errdefs.IsNotFound(err) {
+		t.Fatalf("a background write waiting in the lane wrote d1 already: %v", err)
+	}
+	releases[0]()
+	releases = releases[1:]
+	if err := <-done; err != nil {
+		t.Fatalf("the background write once let in: %v", err)
+	}
+}
+
 // waitFor polls cond until it holds, failing the test after 10 s.
 func waitFor(t *testing.T, cond func() bool) {
 	t.Helper()

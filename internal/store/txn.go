@@ -174,7 +174,7 @@ func (t *Txn) send(ctx context.Context) error {
 		elses = append(elses, clientv3.OpGet(op.key, clientv3.WithKeysOnly()))
 	}
 	elses = append(elses, s.fenceReads()...)
-	if len(t.ops) > 1 {
+	if len(t.ops) > 1 || isBulk(ctx) {
 		// A batch waits its turn in the bulk lane; a single object's
 		// write goes straight to etcd (see bulkBudget).
 		release, err := s.bulk.enter(ctx, int64(weight))
