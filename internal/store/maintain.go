@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"fmt"
+	"math/rand/v2"
 	"time"
 )
 
@@ -29,15 +30,16 @@ const (
 // pages in use. A defragmentation stops the member's reads and writes
 // while it copies the pages in use to a new file, so it waits until
 // they are the smaller part (after a scale down, a compaction of a busy
-// hour): its pause is short then and gives back most of the file.
+// hour): its pause is short then and gives back most of the file. Each
+// look comes after interval and up to as long again at random: the
+// members of a cluster see the same free space at about the same time,
+// and defragmented at once they would stop the cluster.
 func (s *Store) maintain(ctx context.Context, interval time.Duration, minFree int64) {
-	t := time.NewTicker(interval)
-	defer t.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case <-t.C:
+		case <-time.After(interval + rand.N(interval)):
 		}
 		if _, err := s.defragIfFree(ctx, minFree); err != nil && ctx.Err() == nil {
 			s.log.Warn("etcd defragmentation", "err", err)
