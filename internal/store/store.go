@@ -143,6 +143,7 @@ type conn struct {
 
 // Open starts an embedded etcd under cfg.DataDir, or connects to
 // cfg.EtcdEndpoints, and returns a Store on it.
+// Long because each Config field gets its default here, in one place.
 func Open(ctx context.Context, cfg Config) (*Store, error) {
 	s := &Store{conn: &conn{
 		prefix:   strings.TrimSuffix(cfg.Prefix, "/"),
