@@ -39,8 +39,13 @@ type cache struct {
 	// object again, which at 20,000 instances was a fifth of an idle
 	// server's CPU, or looking each one up by its key, which was most of
 	// what was left of a snapshot.
-	order   map[api.Kind]*ordered
-	leases  map[string]bool
+	order  map[api.Kind]*ordered
+	leases map[string]bool
+	lapsed map[string]bool // store.LapsedNodesAt
+	// byNode holds the keys of the instances bound to each node, so that
+	// a snapshot finds those of the nodes without a lease, or gone, without
+	// looking through every instance.
+	byNode  map[string]map[string]struct{}
 	advance chan struct{} // closed and replaced whenever rev moves
 	shared  *shared
 	// changed holds the owners whose instances came, went or changed
@@ -64,7 +69,7 @@ func (c *cache) fill(ctx context.Context) (int64, error) {
 	if err != nil {
 		return 0, err
 	}
-	errs := make([]error, len(cachedKinds)+1)
+	errs := make([]error, len(cachedKinds)+2)
 	lists := make([][]api.Object, len(cachedKinds))
 	// Afresh with each list: what no instance holds any more goes.
 	sh := newShared()
@@ -87,23 +92,29 @@ func (c *cache) fill(ctx context.Context) (int64, error) {
 			})
 		})
 	}
-	var leases map[string]bool
+	var leases, lapsed map[string]bool
 	wg.Go(func() { leases, _, errs[len(cachedKinds)] = c.s.LiveNodesAt(ctx, rev) })
+	wg.Go(func() { lapsed, errs[len(cachedKinds)+1] = c.s.LapsedNodesAt(ctx, rev) })
 	wg.Wait()
 	if err := errors.Join(errs...); err != nil {
 		return 0, err
 	}
 	objs := map[api.Kind]map[string]api.Object{}
+	byNode := map[string]map[string]struct{}{}
 	for i, k := range cachedKinds {
 		m := make(map[string]api.Object, len(lists[i]))
 		for _, o := range lists[i] {
 			md := o.GetMetadata()
-			m[objKey(md.Namespace, md.Name)] = o
+			key := objKey(md.Namespace, md.Name)
+			m[key] = o
+			if in, ok := o.(*api.Instance); ok {
+				bind(byNode, in.Spec.Node, key)
+			}
 		}
 		objs[k] = m
 	}
 	c.mu.Lock()
-	c.objs, c.leases, c.rev, c.ready, c.shared = objs, leases, rev, true, sh
+	c.objs, c.leases, c.lapsed, c.byNode, c.rev, c.ready, c.shared = objs, leases, lapsed, byNode, rev, true, sh
 	c.changed, c.all = map[ownerID]bool{}, true
 	c.order = map[api.Kind]*ordered{}
 	c.bump()
@@ -133,6 +144,14 @@ func (c *cache) apply(b store.ChangeBatch) bool {
 			}
 			continue
 		}
+		if ch.Lapsed != "" {
+			if ch.Type == store.Deleted {
+				delete(c.lapsed, ch.Lapsed)
+			} else {
+				c.lapsed[ch.Lapsed] = true
+			}
+			continue
+		}
 		m := c.objs[ch.Kind]
 		k := objKey(ch.Namespace, ch.Name)
 		if ch.Object != nil {
@@ -142,6 +161,7 @@ func (c *cache) apply(b store.ChangeBatch) bool {
 		old, had := m[k]
 		if in, ok := old.(*api.Instance); ok {
 			c.changed[instanceOwner(in)] = true
+			unbind(c.byNode, in.Spec.Node, k)
 		}
 		if ch.Type == store.Deleted {
 			if had {
@@ -158,6 +178,7 @@ func (c *cache) apply(b store.ChangeBatch) bool {
 		if in, ok := ch.Object.(*api.Instance); ok {
 			c.shared.share(in, ch.Value)
 			c.changed[instanceOwner(in)] = true
+			bind(c.byNode, in.Spec.Node, k)
 		}
 		m[k] = ch.Object
 	}
@@ -189,6 +210,29 @@ func (c *cache) waitFor(ctx context.Context, rev int64, timeout time.Duration) e
 	}
 }
 
+// bind notes instance key as bound to node in byNode.
+func bind(byNode map[string]map[string]struct{}, node, key string) {
+	if node == "" {
+		return
+	}
+	keys := byNode[node]
+	if keys == nil {
+		keys = map[string]struct{}{}
+		byNode[node] = keys
+	}
+	keys[key] = struct{}{}
+}
+
+// unbind undoes bind.
+func unbind(byNode map[string]map[string]struct{}, node, key string) {
+	if keys := byNode[node]; keys != nil {
+		delete(keys, key)
+		if len(keys) == 0 {
+			delete(byNode, node)
+		}
+	}
+}
+
 // snapshot copies out what a pass reads, in key order as a list would give.
 func (c *cache) snapshot() (*snapshot, map[string]bool) {
 	c.mu.Lock()
@@ -206,6 +250,26 @@ func (c *cache) snapshot() (*snapshot, map[string]bool) {
 	live := make(map[string]bool, len(c.leases))
 	for n := range c.leases {
 		live[n] = true
+	}
+	sn.lapsed = make(map[string]bool, len(c.lapsed))
+	for n := range c.lapsed {
+		sn.lapsed[n] = true
+	}
+	// The instances of the nodes without a lease or gone, by their place
+	// in sn.instances, which copyOut took in the order's.
+	at := c.order[api.KindInstance].at
+	nodes := c.objs[api.KindNode]
+	sn.onDead = map[string][]int{}
+	for node, keys := range c.byNode {
+		if _, ok := nodes[objKey("", node)]; ok && c.leases[node] {
+			continue
+		}
+		idx := make([]int, 0, len(keys))
+		for k := range keys {
+			idx = append(idx, at[k])
+		}
+		slices.Sort(idx)
+		sn.onDead[node] = idx
 	}
 	return &sn, live
 }

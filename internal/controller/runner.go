@@ -232,6 +232,13 @@ type snapshot struct {
 	crons     []*api.CronJob
 
 	owned map[ownerID][]*api.Instance
+	// lapsed names the nodes a server saw miss a TTL of beats
+	// (store.LapsedNodesAt).
+	lapsed map[string]bool
+	// onDead holds, by node, where in instances those of the nodes without
+	// a heartbeat lease, or without a node object, are; nil when not
+	// known (see deadNodes).
+	onDead map[string][]int
 	// changed holds the owners whose instances changed since the
 	// snapshot before (the cache's); nil when any may have.
 	changed map[ownerID]bool
@@ -275,6 +282,9 @@ func (m *Manager) read(ctx context.Context) (*snapshot, map[string]bool, error) 
 	}
 	live, err := m.s.LiveNodes(ctx)
 	if err != nil {
+		return nil, nil, err
+	}
+	if sn.lapsed, err = m.s.LapsedNodesAt(ctx, 0); err != nil {
 		return nil, nil, err
 	}
 	return sn, live, nil
