@@ -287,7 +287,7 @@ func electedControllers(st *store.Store, key, name string, cfg ServerConfig, log
 			}
 			return controller.NewManager(st.Fenced(term.Cmp()), controller.Options{Logger: log, Network: cfg.Network.controller(), Migrate: srv.Migrate, Admit: srv.Admit,
 				StartGrace: cfg.NodeTTL}).Run(ctx)
-		}, leader.WithTTL(cfg.LeaderTTL), leader.WithLogger(log.With("component", "leader")))
+		}, leader.WithTTL(cfg.LeaderTTL), leader.WithLogger(log.With("component", "leader")), leader.WithRenew(st.RenewLease))
 	}
 }
 
