@@ -16,15 +16,16 @@ import (
 // It looks only at the instances of the nodes without a lease, or gone
 // (sn.deadNodes): a pass over a cluster whose nodes all beat reads none.
 //
-// A manager that just started may not know why a lease key is missing:
-// the node may have stopped, or the server holding its beats may have
-// gone, when the node only needs a moment to beat to another. Within its
-// start grace it gives up only the nodes a server saw miss a whole TTL of
-// beats (sn.lapsed); the others get the grace to come back.
+// A lease key goes for one of two reasons: a server saw the node miss a
+// whole TTL of beats (sn.lapsed says so), or the server holding its beats
+// lost its lease (it died, or was too starved to renew it), when the node
+// may only need a moment to beat to another server, or the server to bind
+// its keys to a new lease. A running manager (Run) gives up the first at
+// once, and the second only once it has been without a lease for the
+// start grace: a manager that just took over cannot tell how long it has.
 func (m *Manager) nodesPass(ctx context.Context, sn *snapshot, live map[string]bool) error {
 	now := m.opt.Clock()
 	onDead := sn.deadNodes(live)
-	inGrace := !m.started.IsZero() && now.Sub(m.started) < m.opt.StartGrace
 	states := make([]NodeState, 0, len(sn.nodes))
 	index := make(map[string]int, len(sn.nodes)) // into sn.nodes and states
 	waiting := 0
@@ -41,8 +42,11 @@ func (m *Manager) nodesPass(ctx context.Context, sn *snapshot, live map[string]b
 		}
 		st := NodeState{Name: name, Alive: alive, Ready: ready, NotReadySince: m.notReady[name]}
 		// Only a node that stopped can lose its instances.
+		if alive || sn.lapsed[name] {
+			delete(m.unexplained, name)
+		}
 		if !alive {
-			if inGrace && !sn.lapsed[name] {
+			if m.spare(name, now, sn.lapsed[name]) {
 				waiting += len(onDead[name])
 			} else {
 				for _, j := range onDead[name] {
@@ -53,8 +57,12 @@ func (m *Manager) nodesPass(ctx context.Context, sn *snapshot, live map[string]b
 		states = append(states, st)
 	}
 	if waiting > 0 {
-		m.log.Debug("not marking instances lost yet: their nodes have not had a heartbeat TTL to reach this manager", "instances", waiting)
-		m.dueAt(m.started.Add(m.opt.StartGrace))
+		m.log.Debug("not marking instances lost yet: their nodes' leases went with a server's, and they have not had a heartbeat TTL to come back", "instances", waiting)
+	}
+	for name := range m.unexplained {
+		if _, ok := index[name]; !ok {
+			delete(m.unexplained, name) // removed
+		}
 	}
 	res := ComputeNodes(states, now, m.opt.LostGrace)
 	m.dueLost(states, now)
@@ -88,6 +96,25 @@ func (m *Manager) nodesPass(ctx context.Context, sn *snapshot, live map[string]b
 	}
 	errs = append(errs, m.markLost(ctx, sn, index, onDead, res.Lost))
 	return errors.Join(errs...)
+}
+
+// spare says whether the instances of node, without a lease, are kept for
+// now: a running manager keeps those of a node not lapsed (see nodesPass)
+// until it has been so for the start grace, and asks for a pass then.
+func (m *Manager) spare(node string, now time.Time, lapsed bool) bool {
+	if m.started.IsZero() || lapsed {
+		return false
+	}
+	since, ok := m.unexplained[node]
+	if !ok {
+		since = now
+		m.unexplained[node] = now
+	}
+	if now.Sub(since) >= m.opt.StartGrace {
+		return false
+	}
+	m.dueAt(since.Add(m.opt.StartGrace))
+	return true
 }
 
 // deadNodes returns, by node, where in sn.instances the instances of the

@@ -28,7 +28,10 @@ type Manager struct {
 	poke chan struct{}
 	// notReady remembers since when (local time) each NotReady node has been so.
 	notReady map[string]time.Time
-	seed     uint64
+	// unexplained remembers since when (local time) each node has been
+	// without a lease that no server saw lapse (see nodesPass).
+	unexplained map[string]time.Time
+	seed        uint64
 	// started is when Run began; zero for passes run by hand.
 	started time.Time
 	// cache holds what passes read while Run runs; nil for passes run by hand.
@@ -54,10 +57,12 @@ type Options struct {
 	// are Lost; none by default, since the heartbeat lease's TTL already
 	// was the wait.
 	LostGrace time.Duration
-	// StartGrace is how long after Run starts no instance is marked Lost:
-	// a manager that just took over (or a cluster whose servers were all
-	// down) gives the nodes one heartbeat TTL to reach it first.
-	// DefaultStartGrace when zero; negative for none.
+	// StartGrace is how long a node whose lease went with its server's
+	// (not lapsed for missed beats: store.LapsedNodesAt) keeps its
+	// instances, from when Run first saw it so: a manager that just took
+	// over (or a cluster whose servers were all down) gives such nodes one
+	// heartbeat TTL to reach it. DefaultStartGrace when zero; negative
+	// for none.
 	StartGrace time.Duration
 	// Resync bounds the time between passes while work is pending
 	// (instances to place, nodes to give up, a pass that failed).
@@ -111,7 +116,7 @@ func NewManager(s *store.Store, opt Options) *Manager {
 		opt.Clock = time.Now
 	}
 	return &Manager{s: s, opt: opt, log: opt.Logger.With("component", "controller"),
-		poke: make(chan struct{}, 1), notReady: map[string]time.Time{}, hashes: map[string]revHash{}}
+		poke: make(chan struct{}, 1), notReady: map[string]time.Time{}, unexplained: map[string]time.Time{}, hashes: map[string]revHash{}}
 }
 
 // Run works until ctx ends.

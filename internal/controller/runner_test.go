@@ -558,6 +558,31 @@ func TestStartGraceSparesOnlyNodesNotSeenToLapse(t *testing.T) {
 	}
 }
 
+// A running manager too gives up at once only a node whose key lapsed:
+// one whose key went with its server's lease (ExpireNode) keeps its
+// instance for the grace, as the server may bind it again, or the node
+// beat to another, within moments.
+func TestRunningManagerSparesNodesNotSeenToLapse(t *testing.T) {
+	h := newHarness(t, "n1", "n2", "n3")
+	runManager(t, h, controller.Options{Logger: slog.New(slog.DiscardHandler), Resync: 20 * time.Millisecond, StartGrace: time.Hour})
+	h.service("web", 3, api.Placement{Spread: []string{"node"}})
+	h.settle("web", 3)
+	h.stopHeartbeat("n3")
+	if err := h.s.KeepNodeAlive(h.ctx, "n2", time.Millisecond); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 5*time.Second, "n2's instance given up", func() bool {
+		return h.count(func(in *api.Instance) bool { return in.Spec.Node == "n2" && !in.Status.Phase.Terminal() }) == 0
+	}, func() string { return dump(h.instances()) })
+	waitFor(t, 5*time.Second, "n3 NotReady", func() bool {
+		n, err := store.Get[api.Node](h.ctx, h.s, "", "n3")
+		return err == nil && n.Status.Condition == api.NodeNotReady
+	}, nil)
+	if n := h.count(func(in *api.Instance) bool { return in.Spec.Node == "n3" && in.Status.Phase == api.PhaseRunning }); n != 1 {
+		t.Errorf("%d instances Running on n3 within the grace, want 1\n%s", n, dump(h.instances()))
+	}
+}
+
 func dump(insts []*api.Instance) string {
 	var b strings.Builder
 	for _, in := range insts {
