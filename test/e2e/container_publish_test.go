@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -46,21 +47,37 @@ func (c *cluster) berthInOK(args ...string) string {
 	return out
 }
 
+// nextPort is where freePort looks next. The ports it hands out lie
+// below the kernel's ephemeral range (32768 and up by default), so that
+// no outgoing connection of a berth process can take one between
+// freePort and the test's use of it, and a test process never hands the
+// same port out twice.
+var nextPort atomic.Int32
+
+func init() { nextPort.Store(int32(20000 + os.Getpid()%1000*10)) }
+
 // freePort is a TCP port nothing listens on in the namespace right now.
 func (c *cluster) freePort() int {
 	c.t.Helper()
-	var port int
-	if err := netns.Do(c.netns, func() error {
-		l, err := net.Listen("tcp4", "127.0.0.1:0")
-		if err != nil {
-			return err
+	for range 1000 {
+		port := int(nextPort.Add(1))
+		if port >= 32768 {
+			nextPort.Store(20000)
+			continue
 		}
-		port = l.Addr().(*net.TCPAddr).Port
-		return l.Close()
-	}); err != nil {
-		c.t.Fatal(err)
+		err := netns.Do(c.netns, func() error {
+			l, err := net.Listen("tcp4", fmt.Sprintf(":%d", port))
+			if err != nil {
+				return err
+			}
+			return l.Close()
+		})
+		if err == nil {
+			return port
+		}
 	}
-	return port
+	c.t.Fatal("no free TCP port below 32768")
+	return 0
 }
 
 // listenErr is what a host process gets when it listens on port.
