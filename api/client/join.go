@@ -35,6 +35,12 @@ type JoinOptions struct {
 	// trusted when its certificate chain holds a CA with that key and
 	// verifies against it.
 	CAPin string
+	// Key is the node's private key (PEM, as nodecert.NewKey makes it);
+	// Join makes one when it is empty. A join asked again after an answer
+	// that never came (a timeout) must use the same key: the server then
+	// answers with the certificate the first one was given, where a new
+	// key would find the name taken by the first.
+	Key []byte
 }
 
 // NodeCredentials are what a node keeps once joined, all PEM: its client
@@ -81,7 +87,12 @@ func Join(ctx context.Context, server string, opts JoinOptions) (*NodeCredential
 	default:
 		return nil, fmt.Errorf("join %s: %w: give the cluster CA or its pin", server, errdefs.ErrInvalidArgument)
 	}
-	csr, key, err := nodecert.NewKey(opts.Node)
+	key, csr := opts.Key, []byte(nil)
+	if key == nil {
+		csr, key, err = nodecert.NewKey(opts.Node)
+	} else {
+		csr, err = nodecert.Request(opts.Node, key)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("join %s: %w", server, err)
 	}
@@ -89,6 +100,10 @@ func Join(ctx context.Context, server string, opts JoinOptions) (*NodeCredential
 	if err != nil {
 		return nil, err
 	}
+	// The node talks with its certificate from now on, on a connection
+	// of its own: this one would idle on both ends for a minute and a
+	// half, thousands of them while a fleet joins.
+	defer c.hc.CloseIdleConnections()
 	var resp joinResponse
 	if err := c.do(ctx, http.MethodPost, "/v1/join", nil, joinRequest{Token: opts.Token, Node: opts.Node, CSR: string(csr)}, &resp); err != nil {
 		return nil, fmt.Errorf("join %s: %w", server, err) // the server's answer names the node

@@ -164,14 +164,45 @@ type ExecOptions struct {
 
 // Exec runs a command in a running instance and returns its exit code.
 func (c *Client) Exec(ctx context.Context, namespace, name string, o ExecOptions) (int, error) {
+	s, err := c.StartExec(ctx, namespace, name, o)
+	if err != nil {
+		return -1, err
+	}
+	return s.Wait(ctx, o)
+}
+
+// ExecStream is a command StartExec has sent: it runs (or is refused)
+// whether or not Wait is called, and its output waits on the connection
+// until Wait reads it.
+type ExecStream struct {
+	ws              *websocket.Conn
+	namespace, name string
+	first           *TermSize // the size that went with the request
+}
+
+// StartExec sends the request to run o's command in a running instance,
+// and returns once the server has taken it. Wait, with the same o,
+// relays its stdio and returns its exit code; Close drops it.
+func (c *Client) StartExec(ctx context.Context, namespace, name string, o ExecOptions) (*ExecStream, error) {
 	if len(o.Command) == 0 {
-		return -1, &api.ValidationError{Fields: []api.FieldError{{Field: "command", Reason: "no command given"}}}
+		return nil, &api.ValidationError{Fields: []api.FieldError{{Field: "command", Reason: "no command given"}}}
 	}
 	q, first := execQuery(o)
 	ws, err := c.dialWS(ctx, instancePath(namespace, name, "exec")+"?"+q.Encode())
 	if err != nil {
-		return -1, err
+		return nil, err
 	}
+	return &ExecStream{ws: ws, namespace: namespace, name: name, first: first}, nil
+}
+
+// Close drops the stream; the server ends the command.
+func (s *ExecStream) Close() { s.ws.CloseNow() }
+
+// Wait passes o's stdin and terminal sizes to the command and its output
+// to o's writers, in the order it came, until it exits, and returns its
+// exit code.
+func (s *ExecStream) Wait(ctx context.Context, o ExecOptions) (int, error) {
+	ws := s.ws
 	defer ws.CloseNow()
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -185,11 +216,11 @@ func (c *Client) Exec(ctx context.Context, namespace, name string, o ExecOptions
 		go sendStdin(o.Stdin, send)
 	}
 	if o.TTY && o.Resize != nil {
-		go sendResizes(ctx, o.Resize, first, send)
+		go sendResizes(ctx, o.Resize, s.first, send)
 	}
 	code, err := readExec(ctx, ws, o)
 	if err != nil {
-		return -1, fmt.Errorf("exec in instance %s/%s: %w", namespace, name, err)
+		return -1, fmt.Errorf("exec in instance %s/%s: %w", s.namespace, s.name, err)
 	}
 	return code, nil
 }

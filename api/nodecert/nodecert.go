@@ -60,16 +60,31 @@ func NewKey(node string) (csrPEM, keyPEM []byte, err error) {
 	if err != nil {
 		return nil, nil, fmt.Errorf("key of node %q: %w", node, err)
 	}
-	der, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{Subject: Subject(node)}, key)
-	if err != nil {
-		return nil, nil, fmt.Errorf("certificate request of node %q: %w", node, err)
-	}
 	kb, err := x509.MarshalECPrivateKey(key)
 	if err != nil {
 		return nil, nil, fmt.Errorf("key of node %q: %w", node, err)
 	}
-	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: der}),
-		pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kb}), nil
+	keyPEM = pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kb})
+	csrPEM, err = Request(node, keyPEM)
+	return csrPEM, keyPEM, err
+}
+
+// Request makes a certificate request for node with the key keyPEM (as
+// NewKey makes it): a join asked again asks with the same key.
+func Request(node string, keyPEM []byte) ([]byte, error) {
+	b, _ := pem.Decode(keyPEM)
+	if b == nil || b.Type != "EC PRIVATE KEY" {
+		return nil, fmt.Errorf("key of node %q: %w: no PEM EC PRIVATE KEY block", node, errdefs.ErrInvalidArgument)
+	}
+	key, err := x509.ParseECPrivateKey(b.Bytes)
+	if err != nil {
+		return nil, fmt.Errorf("key of node %q: %w: %w", node, errdefs.ErrInvalidArgument, err)
+	}
+	der, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{Subject: Subject(node)}, key)
+	if err != nil {
+		return nil, fmt.Errorf("certificate request of node %q: %w", node, err)
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: der}), nil
 }
 
 // ParseCertificate reads the first certificate of a PEM bundle.

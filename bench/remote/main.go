@@ -6,7 +6,10 @@
 // -f` throughput to the remote client from a container printing as fast
 // as it can, with the container's own write rate alone and while a
 // reader that never reads follows it. It prints figures and asserts
-// nothing. Run it as root.
+// nothing. Run it as root. -against BIN runs the remote execs of another
+// binary's CLI alternately with -berth's, against the same servers and
+// agent, for an A/B in one invocation on a busy machine; -remote-only
+// measures the remote exec alone.
 package main
 
 import (
@@ -29,10 +32,18 @@ import (
 	"github.com/berth-dev/berth/internal/testing/lan"
 )
 
+// against and remoteOnly are the -against and -remote-only flags.
+var (
+	against    string
+	remoteOnly bool
+)
+
 func main() {
 	bin := flag.String("berth", "bin/berth", "the berth binary to measure")
 	runs := flag.Int("n", 100, "exec runs per setup")
 	lines := flag.Int("lines", 300000, "lines the logs container prints")
+	flag.StringVar(&against, "against", "", "another berth binary whose CLI the remote exec runs alternate with -berth's, against the same servers and agent (an A/B in one invocation)")
+	flag.BoolVar(&remoteOnly, "remote-only", false, "measure the remote exec only")
 	flag.Parse()
 	ctx, cancel := context.WithCancel(context.Background())
 	go endOnSignals(cancel)
@@ -83,12 +94,14 @@ func bench(ctx context.Context, bin string, runs, lines int) error {
 	}
 	defer os.RemoveAll(work)
 
-	local, err := localExec(ctx, bin, work, rootfs, runs)
-	if err != nil {
-		return fmt.Errorf("local: %w", err)
+	if !remoteOnly {
+		local, err := localExec(ctx, bin, work, rootfs, runs)
+		if err != nil {
+			return fmt.Errorf("local: %w", err)
+		}
+		row(fmt.Sprintf("berth exec true, local node (berth up) (%d)", runs), local.wall)
+		cpuRow("  CPU time", local)
 	}
-	row(fmt.Sprintf("berth exec true, local node (berth up) (%d)", runs), local.wall)
-	cpuRow("  CPU time", local)
 
 	l := lan.New(lan.Config{
 		Berth: bin, Dir: filepath.Join(work, "lan"), Name: fmt.Sprintf("berth-bench-remote-%d", os.Getpid()),
@@ -112,6 +125,14 @@ func bench(ctx context.Context, bin string, runs, lines int) error {
 	row(fmt.Sprintf("berth exec true, remote node (TLS, tunnel) (%d)", runs), remote.wall)
 	cpuRow("  CPU time", remote)
 	quotaRow(fmt.Sprintf("  the container's CPU (quota %s CPU)", sleeperCPU), remote, runs)
+	if against != "" {
+		row(fmt.Sprintf("  the same, CLI of %s (%d, alternating)", filepath.Base(against), runs), remote.againstWall)
+		fmt.Printf("%-52s CLI p50 %s  p99 %s\n", "  CPU time", ms(pct(remote.againstCPU, 50)), ms(pct(remote.againstCPU, 99)))
+		fmt.Printf("%-52s p50 %.2fx, p99 %.2fx\n", "  -berth / -against", ratio(pct(remote.wall, 50), pct(remote.againstWall, 50)), ratio(pct(remote.wall, 99), pct(remote.againstWall, 99)))
+	}
+	if remoteOnly {
+		return nil
+	}
 
 	pod, err := podmanExec(ctx, work, rootfs, runs)
 	if ctx.Err() != nil {
@@ -209,13 +230,48 @@ func remoteExec(ctx context.Context, l *lan.LAN, runs int) (execFigures, error) 
 	pids := []int{l.Servers[0].Pid(), l.Agents[0].Pid()}
 	cpid, cerr := containerPid(l.Agents[0], name)
 	before, berr := readQuota(cpid)
-	f, err := measureExec(ctx, runs, pids, func() (time.Duration, error) {
+	run := func(cli string) (time.Duration, error) {
 		cmd := l.AdminCommand(ctx, "exec", name, "true")
+		if cli != "" {
+			// nsenter --net=NETNS BERTH ...: the same command line, another CLI.
+			cmd.Args[2] = cli
+		}
 		if out, err := cmd.CombinedOutput(); err != nil {
 			return 0, fmt.Errorf("berth exec %s true: %w: %s", name, err, out)
 		}
 		return cmdCPU(cmd), nil
+	}
+	// With -against, each run of the closure below is two execs, each
+	// timed on its own.
+	var ownWall, ownCPU, againstWall, againstCPU []time.Duration
+	timed := func(cli string, wall, cpu *[]time.Duration) error {
+		t0 := time.Now()
+		c, err := run(cli)
+		*wall, *cpu = append(*wall, time.Since(t0)), append(*cpu, c)
+		return err
+	}
+	i := 0
+	f, err := measureExec(ctx, runs, pids, func() (time.Duration, error) {
+		i++
+		if against == "" {
+			return run("")
+		}
+		// Each goes first in every other pair: a run pays for what the
+		// one before it left the server and agent to do.
+		first, second := func() error { return timed("", &ownWall, &ownCPU) }, func() error { return timed(against, &againstWall, &againstCPU) }
+		if i%2 == 0 {
+			first, second = second, first
+		}
+		if err := first(); err != nil {
+			return 0, err
+		}
+		return 0, second()
 	})
+	if len(againstWall) > 2 { // as timeCPU, without the two warm-up runs
+		f.wall, f.cliCPU = ownWall[2:], ownCPU[2:]
+		f.againstWall, f.againstCPU = againstWall[2:], againstCPU[2:]
+		f.nodeCPU /= 2 // two execs a run
+	}
 	after, aerr := readQuota(cpid)
 	if err := errors.Join(cerr, berr, aerr); err != nil {
 		f.quotaErr = err
@@ -406,6 +462,9 @@ type execFigures struct {
 	// (remote only), or quotaErr why it could not be read.
 	quota    quotaFigures
 	quotaErr error
+	// againstWall and againstCPU are the runs of -against's CLI (remote
+	// only), each just before one of -berth's.
+	againstWall, againstCPU []time.Duration
 }
 
 // logsThroughput has a container print lines as fast as it can, twice:

@@ -30,11 +30,13 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
 	"github.com/berth-dev/berth/api"
 	"github.com/berth-dev/berth/api/client"
+	"github.com/berth-dev/berth/api/errdefs"
 )
 
 func main() {
@@ -50,12 +52,26 @@ func main() {
 	flag.StringVar(&scaleProfile, "scaleprofile", "", "write the server's CPU profile over the first 30 s of the scale 0 -> N to this file")
 	flag.StringVar(&heapProfile, "heapprofile", "", "write the server's heap profile, taken once all are Running after the apply, to this file")
 	flag.StringVar(&simProfile, "simprofile", "", "write the live fleet's (berth sim agents) CPU profile, over its whole run, to this file")
-	flag.DurationVar(&leaderTTL, "leader-ttl", 10*time.Second, "the server's --leader-ttl")
-	flag.DurationVar(&nodeTTL, "node-ttl", 0, "the server's --node-ttl (its default when 0): agents beat at a third of it")
+	flag.StringVar(&simHeapProfile, "simheapprofile", "", "write the live fleet's (berth sim agents) heap profile, as it is at the end of the run, to this file")
+	flag.DurationVar(&leaderTTL, "leader-ttl", 0, "the server's --leader-ttl (when 0, 10 s, or 30 s for 2,000 nodes or more)")
+	flag.DurationVar(&nodeTTL, "node-ttl", 0, "the server's --node-ttl: agents beat at a third of it (when 0, its default, or longer for a fleet whose beats would pass 500/s)")
 	flag.IntVar(&joining, "joining", 0, "how many nodes each fleet joins at once (berth sim agents --joining; its default when 0)")
 	flag.Parse()
 	if *full {
 		*nodes, *instances, *services = 15000, 300000, 1000
+	}
+	if nodeTTL == 0 {
+		nodeTTL = fleetNodeTTL(*nodes)
+	}
+	if leaderTTL == 0 {
+		// At 5,000 nodes on a loaded machine the server renewed its
+		// controllers' lease late 14 times in 20 minutes at 10 s, and
+		// each new term started from a full list of 100,000 instances,
+		// which stalled a rollout for minutes.
+		leaderTTL = 10 * time.Second
+		if *nodes >= 2000 {
+			leaderTTL = 30 * time.Second
+		}
 	}
 	// Interrupted, the bench stops what it started before it goes, as it
 	// does when a phase fails: a server and fleets left behind would hold
@@ -175,6 +191,24 @@ var leaderTTL time.Duration
 // nodeTTL is the server's node TTL; its default when zero.
 var nodeTTL time.Duration
 
+// maxBeatsPerSecond is the heartbeat rate the bench holds a fleet to, by
+// its node TTL (fleetNodeTTL), as Nomad paces its clients' heartbeats by
+// the cluster's size (50/s by default). At berth's default 10 s TTL a
+// node beats every 3.3 s: 15,000 nodes would send 4,500 beats a second,
+// each a TLS request, more than two cores serve, and nodes lapsed by the
+// thousand for want of CPU, not of life.
+const maxBeatsPerSecond = 500
+
+// fleetNodeTTL is the node TTL for a fleet of n: the server's default
+// unless its beats (three per TTL) would pass maxBeatsPerSecond.
+func fleetNodeTTL(n int) time.Duration {
+	ttl := time.Duration(3*n/maxBeatsPerSecond) * time.Second
+	if ttl <= api.NodeTTL {
+		return 0
+	}
+	return ttl.Round(10 * time.Second)
+}
+
 // joining is how many nodes a fleet joins at once; its default when zero.
 var joining int
 
@@ -198,6 +232,9 @@ var heapProfile string
 
 // simProfile is where the live fleet's CPU profile goes, if set.
 var simProfile string
+
+// simHeapProfile is where the live fleet's heap profile goes, if set.
+var simHeapProfile string
 
 // profile fetches 30 s of the server's CPU profile into cpuProfile.
 func profile(url, caFile, token, file string, secs int) error {
@@ -286,7 +323,7 @@ func bench(bin string, nodes, instances, services int, timeout time.Duration) er
 			return errors.New("server not healthy in 30s")
 		}
 	}
-	fmt.Printf("hollow nodes: %d, instances: %d in %d services, 1 server (embedded etcd), node TTL %v\n", nodes, instances, services, cmp.Or(nodeTTL, api.NodeTTL))
+	fmt.Printf("hollow nodes: %d, instances: %d in %d services, 1 server (embedded etcd), node TTL %v, leader TTL %v\n", nodes, instances, services, cmp.Or(nodeTTL, api.NodeTTL), leaderTTL)
 
 	var fleetExtra []string
 	// 1% of the nodes (at least one) run in their own process, to kill.
@@ -315,7 +352,10 @@ func bench(bin string, nodes, instances, services int, timeout time.Duration) er
 	t0 := time.Now()
 	var liveExtra []string
 	if simProfile != "" {
-		liveExtra = []string{"--cpuprofile", simProfile}
+		liveExtra = append(liveExtra, "--cpuprofile", simProfile)
+	}
+	if simHeapProfile != "" {
+		liveExtra = append(liveExtra, "--heapprofile", simHeapProfile)
 	}
 	live, err := fleet("live", nodes-doomedN, liveExtra...)
 	if err != nil {
@@ -340,23 +380,51 @@ func bench(bin string, nodes, instances, services int, timeout time.Duration) er
 	phase("join", t0, nodes, "nodes", sampler, probe)
 
 	per := instances / services
+	// The services go in appliers at a time, as several operators or a
+	// deploy tool would send them: one after another, 1,000 applies at a
+	// loaded server's p50 took minutes before the controllers saw the last.
 	apply := func(replicas int, env string, only int) error {
-		for i := range services {
-			if only > 0 && i >= only {
-				break
-			}
-			s := &api.Service{Metadata: api.Metadata{Namespace: "default", Name: fmt.Sprintf("svc-%04d", i)},
-				// A quarter of the replicas new at once, Kubernetes' default
-				// surge: one at a time, berth's default, rolls 1,000 replicas
-				// in as many steps.
-				Spec: api.ServiceSpec{Replicas: replicas, Update: api.UpdateStrategy{MaxSurge: max(1, replicas/4)},
-					Template: api.Template{Image: "sim/none:1", Env: map[string]string{"V": env},
-						Resources: api.Resources{CPU: 0.05, Memory: 64 << 20}}}}
-			if _, err := c.Services().Apply(ctx, s); err != nil {
-				return fmt.Errorf("apply %s: %w", s.Metadata.Name, err)
+		n := services
+		if only > 0 {
+			n = min(only, services)
+		}
+		next := make(chan int)
+		errs := make(chan error, appliers)
+		var wg sync.WaitGroup
+		for range appliers {
+			wg.Go(func() {
+				for i := range next {
+					s := &api.Service{Metadata: api.Metadata{Namespace: "default", Name: fmt.Sprintf("svc-%04d", i)},
+						// A quarter of the replicas new at once, Kubernetes' default
+						// surge: one at a time, berth's default, rolls 1,000 replicas
+						// in as many steps.
+						Spec: api.ServiceSpec{Replicas: replicas, Update: api.UpdateStrategy{MaxSurge: max(1, replicas/4)},
+							Template: api.Template{Image: "sim/none:1", Env: map[string]string{"V": env},
+								Resources: api.Resources{CPU: 0.05, Memory: 64 << 20}}}}
+					if err := applyRetrying(ctx, c, s); err != nil {
+						errs <- fmt.Errorf("apply %s: %w", s.Metadata.Name, err)
+						return
+					}
+				}
+			})
+		}
+	send:
+		for i := range n {
+			select {
+			case next <- i:
+			case err := <-errs:
+				errs <- err
+				break send
 			}
 		}
-		return nil
+		close(next)
+		wg.Wait()
+		select {
+		case err := <-errs:
+			return err
+		default:
+			return nil
+		}
 	}
 	// Instances are counted from one watch, not listed on every poll: a
 	// list of 300,000 instances twice a second would be most of what the
@@ -467,11 +535,34 @@ func bench(bin string, nodes, instances, services int, timeout time.Duration) er
 		}
 	}
 	fmt.Printf("server peak RSS %d MiB, etcd db %d MiB\n", sampler.peakRSS()>>20, sampler.dbSize()>>20)
-	if simProfile != "" {
-		live.stop(syscall.SIGTERM) // it writes its profile as it ends
-		fmt.Println("fleet CPU profile:", simProfile)
+	if simProfile != "" || simHeapProfile != "" {
+		live.stop(syscall.SIGTERM) // it writes its profiles as it ends
+		fmt.Println("fleet profiles:", simProfile, simHeapProfile)
 	}
 	return nil
+}
+
+// appliers is how many services the bench applies at once.
+const appliers = 8
+
+// applyRetries counts the applies the server answered Unavailable (etcd
+// timing out under load) and that were sent again, as an operator would:
+// an apply is idempotent. Each phase prints them.
+var applyRetries atomic.Int64
+
+// applyRetrying applies s, again after a pause while the server answers
+// Unavailable, up to a minute: a run of many minutes must not end at one
+// timed-out write, but the retries are counted and shown.
+func applyRetrying(ctx context.Context, c *client.Client, s *api.Service) error {
+	deadline := time.Now().Add(time.Minute)
+	for {
+		_, err := c.Services().Apply(ctx, s)
+		if err == nil || !errdefs.IsUnavailable(err) || time.Now().After(deadline) {
+			return err
+		}
+		applyRetries.Add(1)
+		time.Sleep(time.Second)
+	}
 }
 
 // waitFor polls cond, printing its progress now and then, until it holds.
@@ -499,8 +590,8 @@ func phase(name string, t0 time.Time, n int, what string, s *sampler, p *probe) 
 	p50, p99, lag, count := p.take()
 	fmt.Printf("%-40s %8.1fs  %8.0f %s/s  | probe writes %d: p50 %v p99 %v, watch lag p99 %v | server RSS %d MiB, CPU %.2f cores (%.1f s) | etcd db %d MiB\n",
 		name, d.Seconds(), float64(n)/d.Seconds(), what, count, p50, p99, lag, s.rss()>>20, s.cpuSince(t0), s.cpuSecondsSince(t0), s.dbSize()>>20)
-	fmt.Printf("%-40s etcd writes %.0f/s, %s, %s | live fleet RSS %d MiB, CPU %.2f cores (%.1f s)\n", "", p.writeRate(), p.watches(), p.events(),
-		fleetSampler.rss()>>20, fleetSampler.cpuSince(t0), fleetSampler.cpuSecondsSince(t0))
+	fmt.Printf("%-40s etcd writes %.0f/s, %s, %s | live fleet RSS %d MiB, CPU %.2f cores (%.1f s) | applies retried %d, probe writes failed %d\n", "", p.writeRate(), p.watches(), p.events(),
+		fleetSampler.rss()>>20, fleetSampler.cpuSince(t0), fleetSampler.cpuSecondsSince(t0), applyRetries.Swap(0), p.failed.Swap(0))
 }
 
 // writeRate is the store's revisions per second since the last call: one
@@ -561,6 +652,7 @@ type probe struct {
 	lat     []time.Duration
 	lag     []time.Duration
 	written map[string]time.Time
+	failed  atomic.Int64 // probe writes refused, timed out included
 }
 
 func newProbe(c *client.Client) *probe { return &probe{c: c, written: map[string]time.Time{}} }
@@ -605,6 +697,8 @@ func (p *probe) run() {
 			p.mu.Lock()
 			p.lat = append(p.lat, time.Since(t0))
 			p.mu.Unlock()
+		} else {
+			p.failed.Add(1)
 		}
 		time.Sleep(200 * time.Millisecond)
 	}

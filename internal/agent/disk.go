@@ -9,6 +9,8 @@ import (
 	"syscall"
 	"time"
 
+	securejoin "github.com/cyphar/filepath-securejoin"
+
 	"github.com/berth-dev/berth/api"
 	"github.com/berth-dev/berth/internal/runtime"
 )
@@ -91,7 +93,12 @@ func (a *Agent) instanceVolumes(inst *Instance, pid int) []string {
 		case v.Name != "" && a.cfg.VolumesDir != "":
 			out = append(out, a.volumeDir(inst.Namespace, v.Name))
 		case v.TmpfsSize > 0 && pid > 0:
-			out = append(out, fmt.Sprintf("/proc/%d/root%s", pid, v.Path))
+			// Followed inside the container's root, where the runtime
+			// mounted it: an image's absolute link on the way (/var/run ->
+			// /run) walked from here would lead to the host's directory.
+			if p, err := securejoin.SecureJoin(fmt.Sprintf("/proc/%d/root", pid), v.Path); err == nil {
+				out = append(out, p)
+			}
 		}
 	}
 	return out

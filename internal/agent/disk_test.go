@@ -1,10 +1,17 @@
 package agent
 
 import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"slices"
 	"testing"
+	"time"
 
+	"github.com/berth-dev/berth/internal/image/imagetest"
 	"github.com/berth-dev/berth/internal/runtime"
+	"github.com/berth-dev/berth/internal/testing/testenv"
 )
 
 func TestParseDiskReserve(t *testing.T) {
@@ -80,4 +87,43 @@ func TestDiskJobsFollowLimitedAssignments(t *testing.T) {
 	step("u3 removed twice", []Assignment{{Deleted: "u3"}})
 	step("a full list with u2 limited", []Assignment{limit("u1", 0), limit("u2", 1<<20), Resync}, "c-u2")
 	step("a full list with none", []Assignment{limit("u2", 0), Resync})
+}
+
+// A tmpfs volume asked at a path the image links elsewhere (/var/run ->
+// /run) is measured where the container has it, in its root, never at the
+// host's directory the absolute link would name from outside.
+func TestInstanceVolumesFollowLinksInContainerRoot(t *testing.T) {
+	testenv.RequireRoot(t)
+	root := imagetest.BusyboxRootfs(t)
+	if err := os.MkdirAll(filepath.Join(root, "run", "app"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(filepath.Join(root, "var"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink("/run", filepath.Join(root, "var", "run")); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command("chroot", root, "/bin/busybox", "sleep", "30")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	pid := cmd.Process.Pid
+	want := fmt.Sprintf("/proc/%d/root/run/app", pid)
+	// chroot has run its command once the process's root is the rootfs.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if r, _ := os.Readlink(fmt.Sprintf("/proc/%d/root", pid)); r == root {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the chrooted process never got its root")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	inst := &Instance{Volumes: []Volume{{TmpfsSize: 1 << 20, Path: "/var/run/app"}}}
+	if got := (&Agent{}).instanceVolumes(inst, pid); !slices.Equal(got, []string{want}) {
+		t.Errorf("instanceVolumes = %q, want %q", got, want)
+	}
 }

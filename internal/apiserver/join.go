@@ -11,6 +11,7 @@ import (
 	"github.com/berth-dev/berth/api"
 	"github.com/berth-dev/berth/api/errdefs"
 	"github.com/berth-dev/berth/api/nodecert"
+	"github.com/berth-dev/berth/internal/pki"
 	"github.com/berth-dev/berth/internal/store"
 )
 
@@ -62,11 +63,14 @@ func (s *Server) join(w http.ResponseWriter, r *http.Request) {
 	// Refuse a bad token before signing anything; JoinNode checks it
 	// again, in the transaction that uses it.
 	if _, err := s.store.VerifyJoinToken(r.Context(), req.Token, time.Now()); err != nil {
+		if s.rejoin(w, r, req, "") {
+			return
+		}
 		s.log.Warn("join refused", "node", req.Node, "remote", r.RemoteAddr, "err", err)
 		writeError(w, fmt.Errorf("join as node %q: %w", req.Node, err))
 		return
 	}
-	certPEM, cert, err := s.signNode(req.CSR, req.Node)
+	j, err := s.signNode(req.CSR, req.Node)
 	if err != nil {
 		writeError(w, fmt.Errorf("join as node %q: %w", req.Node, err))
 		return
@@ -74,31 +78,62 @@ func (s *Server) join(w http.ResponseWriter, r *http.Request) {
 	// The certificate works only once the store lists it, in the same
 	// transaction that takes the name and uses the token: a name held by
 	// a node, even one long NotReady, stays its own.
-	tok, err := s.store.JoinNode(r.Context(), req.Token, req.Node, cert, time.Now())
+	tok, err := s.store.JoinNode(r.Context(), req.Token, req.Node, j, time.Now())
 	if err != nil {
+		if errdefs.IsAlreadyExists(err) && s.rejoin(w, r, req, j.Key) {
+			return
+		}
 		s.log.Warn("join refused", "node", req.Node, "remote", r.RemoteAddr, "err", err)
 		writeError(w, fmt.Errorf("join as node %q: %w", req.Node, err))
 		return
 	}
-	s.log.Info("node joined", "node", req.Node, "token", tok.ID, "remote", r.RemoteAddr, "expires", cert.NotAfter)
-	writeJSON(w, http.StatusOK, JoinResponse{Certificate: string(certPEM), CA: string(s.ca.CertPEM)})
+	s.log.Info("node joined", "node", req.Node, "token", tok.ID, "remote", r.RemoteAddr, "expires", j.Cert.NotAfter)
+	writeJSON(w, http.StatusOK, JoinResponse{Certificate: j.PEM, CA: string(s.ca.CertPEM)})
+}
+
+// rejoin answers, and reports true for, a join asked again by the
+// machine that made it (the same key, the same token) whose first answer
+// was lost, say to a timeout after its transaction committed: it gets
+// the certificate it was given then. Anyone else, even with the token,
+// is refused as before. key is the request's key fingerprint, or ""
+// to read it from its certificate request.
+func (s *Server) rejoin(w http.ResponseWriter, r *http.Request, req JoinRequest, key string) bool {
+	if key == "" {
+		csr, err := pki.ParseNodeRequest([]byte(req.CSR), req.Node)
+		if err != nil {
+			return false
+		}
+		key = store.KeyFingerprint(csr.RawSubjectPublicKeyInfo)
+	}
+	certPEM, ok, err := s.store.RejoinNode(r.Context(), req.Token, req.Node, key)
+	if err != nil {
+		writeError(w, fmt.Errorf("join as node %q: %w", req.Node, err))
+		return true
+	}
+	if !ok {
+		return false
+	}
+	s.log.Info("node join answered again", "node", req.Node, "remote", r.RemoteAddr)
+	writeJSON(w, http.StatusOK, JoinResponse{Certificate: certPEM, CA: string(s.ca.CertPEM)})
+	return true
 }
 
 // signNode signs a node's certificate request for the server's node
 // certificate lifetime; a bad request is a 422 naming the csr field.
-func (s *Server) signNode(csr, node string) ([]byte, store.NodeCert, error) {
+func (s *Server) signNode(csr, node string) (store.NodeJoin, error) {
 	certPEM, err := s.ca.SignNode([]byte(csr), node, s.nodeCertTTL)
 	if err != nil {
 		if errdefs.IsInvalidArgument(err) {
 			err = &api.ValidationError{Fields: []api.FieldError{{Field: "csr", Reason: err.Error()}}}
 		}
-		return nil, store.NodeCert{}, err
+		return store.NodeJoin{}, err
 	}
 	leaf, err := nodecert.ParseCertificate(certPEM)
 	if err != nil {
-		return nil, store.NodeCert{}, err
+		return store.NodeJoin{}, err
 	}
-	return certPEM, store.NodeCert{Serial: serialOf(leaf), NotAfter: leaf.NotAfter}, nil
+	return store.NodeJoin{Cert: store.NodeCert{Serial: serialOf(leaf), NotAfter: leaf.NotAfter}, PEM: string(certPEM),
+		Key: store.KeyFingerprint(leaf.RawSubjectPublicKeyInfo)}, nil
 }
 
 func serialOf(cert *x509.Certificate) string { return cert.SerialNumber.Text(16) }
@@ -126,18 +161,18 @@ func (s *Server) renewCertificate(w http.ResponseWriter, r *http.Request) {
 		writeError(w, fmt.Errorf("renew the certificate of node %q: %w", node, &api.ValidationError{Fields: []api.FieldError{{Field: "csr", Reason: "must not be empty"}}}))
 		return
 	}
-	certPEM, cert, err := s.signNode(req.CSR, node)
+	j, err := s.signNode(req.CSR, node)
 	if err != nil {
 		writeError(w, fmt.Errorf("renew the certificate of node %q: %w", node, err))
 		return
 	}
 	old := serialOf(r.TLS.VerifiedChains[0][0])
-	if err := s.store.RenewNodeCert(r.Context(), node, old, cert, time.Now()); err != nil {
+	if err := s.store.RenewNodeCert(r.Context(), node, old, j.Cert, time.Now()); err != nil {
 		writeError(w, err)
 		return
 	}
-	s.log.Info("node certificate renewed", "node", node, "expires", cert.NotAfter)
-	writeJSON(w, http.StatusOK, JoinResponse{Certificate: string(certPEM), CA: string(s.ca.CertPEM)})
+	s.log.Info("node certificate renewed", "node", node, "expires", j.Cert.NotAfter)
+	writeJSON(w, http.StatusOK, JoinResponse{Certificate: j.PEM, CA: string(s.ca.CertPEM)})
 }
 
 // revokeNode stops every certificate of a node from working on every

@@ -291,7 +291,7 @@ func (s *Server) instanceOp(op string) http.HandlerFunc {
 			return
 		}
 		metrics.RemoteStreams.WithLabelValues(op).Inc()
-		if op == "exec" || op == "attach" || op == "checkpoint" || op == "restore" || (op == "cp" && r.Method == http.MethodPut) {
+		if op == "exec" || op == "attach" || op == "portforward" || op == "checkpoint" || op == "restore" || (op == "cp" && r.Method == http.MethodPut) {
 			// The event is written beside the operation, not before it:
 			// an etcd write (a disk sync) in front of every exec was the
 			// longest wait of a remote exec's tail. The handler still
@@ -393,6 +393,8 @@ func (s *Server) recordRemoteOp(r *http.Request, in *api.Instance, op string) {
 		reason, msg = "Restore", fmt.Sprintf("%s restored the instance from a checkpoint on node %s", who, in.Spec.Node)
 	case "cp":
 		reason, msg = "CopyIn", fmt.Sprintf("%s copied files into %s on node %s", who, q.Get("path"), in.Spec.Node)
+	case "portforward":
+		reason, msg = "PortForward", fmt.Sprintf("%s forwarded a connection to port %s on node %s", who, q.Get("port"), in.Spec.Node)
 	}
 	ev := &api.Event{
 		Metadata: api.Metadata{Namespace: in.Metadata.Namespace},
@@ -403,7 +405,8 @@ func (s *Server) recordRemoteOp(r *http.Request, in *api.Instance, op string) {
 	// The operation may end (and its request's context with it) first.
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), 10*time.Second)
 	defer cancel()
-	if err := s.store.RecordEvent(ctx, ev); err != nil {
+	// An audit event: no flood of other events pushes it out.
+	if err := s.store.RecordAuditEvent(ctx, ev); err != nil {
 		s.log.Warn("record event", "instance", in.Metadata.Name, "reason", reason, "err", err)
 	}
 }

@@ -152,8 +152,8 @@ func TestRemoteOperationsAreForAdmins(t *testing.T) {
 }
 
 // TestExecIsRecordedAsEvent checks that an exec leaves an event naming
-// who ran which command in which instance, even when the node cannot
-// carry it out.
+// who ran which command in which instance, and a port-forward one naming
+// the port, even when the node cannot carry them out.
 func TestExecIsRecordedAsEvent(t *testing.T) {
 	c := startCluster(t)
 	ctx := t.Context()
@@ -173,19 +173,27 @@ func TestExecIsRecordedAsEvent(t *testing.T) {
 	// The stand-in answers no WebSocket: the exec fails. The event is
 	// written beside the exec, so it may land a moment after the answer.
 	_, _ = c.admin.Exec(ctx, "default", "web-2", client.ExecOptions{Command: []string{"cat", "/etc/shadow"}})
+	_, _ = c.admin.PortForward(ctx, "default", "web-2", 6379)
+	// Both are audit events, with a quota of their own in the store.
+	found := map[string]bool{}
 	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
 		evs, _, err := c.admin.Events().List(ctx, "default")
 		if err != nil {
 			t.Fatal(err)
 		}
 		for _, ev := range evs {
-			if ev.Reason == "Exec" && ev.Object.Name == "web-2" && strings.Contains(ev.Message, "token from 127.0.0.1") &&
-				strings.Contains(ev.Message, `"cat" "/etc/shadow"`) && strings.Contains(ev.Message, "n2") {
-				return
+			if ev.Object.Name != "web-2" || !strings.HasSuffix(ev.Metadata.Name, "-audit") ||
+				!strings.Contains(ev.Message, "token from 127.0.0.1") || !strings.Contains(ev.Message, "n2") {
+				continue
 			}
+			found[ev.Reason] = found[ev.Reason] || ev.Reason == "Exec" && strings.Contains(ev.Message, `"cat" "/etc/shadow"`) ||
+				ev.Reason == "PortForward" && strings.Contains(ev.Message, "port 6379")
+		}
+		if found["Exec"] && found["PortForward"] {
+			return
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("no Exec event naming the caller, the command and the node in %d events", len(evs))
+			t.Fatalf("audit events found %v in %d events; want an Exec and a PortForward event naming the caller, the command or port and the node", found, len(evs))
 		}
 	}
 }

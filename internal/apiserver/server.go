@@ -609,48 +609,74 @@ func (s *Server) apply(w http.ResponseWriter, r *http.Request) {
 	}
 	// A service or job whose labels and spec are as stored is left
 	// alone: re-applying what `berth get -o yaml` printed writes nothing.
+	// What is stored is read first from the etcd member's own state: a
+	// linearizable read waits for etcd to apply all it has queued (under
+	// load, the controller's batches: seconds). That read is only a guess,
+	// confirmed by the update at its revision, which fails if the object
+	// moved on; then, and for any answer given without a write (unchanged,
+	// dry run, a create), it is read again linearizably.
+	sent := sentByClient(obj)
 	var cur api.Object
-	if t.kind == api.KindService || t.kind == api.KindJob || isWatch(r.URL.Query().Get("dryRun")) {
-		cur, _ = api.New(t.kind)
-		if err := s.store.GetInto(r.Context(), cur, t.namespace, t.name); errdefs.IsNotFound(err) {
-			cur = nil
-		} else if err != nil {
-			writeError(w, err)
-			return
-		} else {
-			api.Default(cur) // stored before defaults were: compared as stored now
-		}
-	}
-	if svc, ok := obj.(*api.Service); ok {
-		s.keepDataDigest(r.Context(), svc, cur)
-	}
-	if rev == 0 {
-		// A write that names the revision it read (a rollback, a read-modify-write)
-		// says what it wants; only a file applied blind keeps what the server set.
-		keepRestartedAt(cur, obj)
-	}
-	if cur != nil && (rev == 0 || rev == cur.GetMetadata().Revision) && (t.kind == api.KindService || t.kind == api.KindJob) && sameSpec(cur, obj) {
-		w.Header().Set(ApplyResultHeader, "unchanged")
-		if pinWarning != "" {
-			w.Header().Add("Warning", "299 - "+strconv.Quote(pinWarning))
-		}
-		writeJSON(w, http.StatusOK, cur)
-		return
-	}
-	if isWatch(r.URL.Query().Get("dryRun")) {
-		if pinWarning != "" {
-			w.Header().Add("Warning", "299 - "+strconv.Quote(pinWarning))
-		}
-		s.dryRunApply(w, r, t, obj, cur, rev)
-		return
-	}
 	var created bool
-	if id, _ := IdentityFrom(r.Context()); id.Node != "" && t.kind == api.KindNode {
-		created, err = s.applyOwnNode(r.Context(), id.Node, obj.(*api.Node), rev)
-	} else if cur != nil && rev == 0 {
-		created, err = s.applyOver(r.Context(), obj, cur.GetMetadata().Revision)
-	} else {
-		created, err = s.store.Apply(r.Context(), obj, rev)
+	for local := rev == 0 && (t.kind == api.KindService || t.kind == api.KindJob) && !isWatch(r.URL.Query().Get("dryRun")); ; local = false {
+		sent.restore()
+		cur = nil
+		if t.kind == api.KindService || t.kind == api.KindJob || isWatch(r.URL.Query().Get("dryRun")) {
+			cur, _ = api.New(t.kind)
+			get := s.store.GetInto
+			if local {
+				get = s.store.GetIntoLocal
+			}
+			if err := get(r.Context(), cur, t.namespace, t.name); errdefs.IsNotFound(err) {
+				cur = nil
+			} else if err != nil {
+				writeError(w, err)
+				return
+			} else {
+				api.Default(cur) // stored before defaults were: compared as stored now
+			}
+		}
+		if svc, ok := obj.(*api.Service); ok {
+			s.keepDataDigest(r.Context(), svc, cur)
+		}
+		if rev == 0 {
+			// A write that names the revision it read (a rollback, a read-modify-write)
+			// says what it wants; only a file applied blind keeps what the server set.
+			keepRestartedAt(cur, obj)
+		}
+		if local && (cur == nil || sameSpec(cur, obj)) {
+			continue
+		}
+		if cur != nil && (rev == 0 || rev == cur.GetMetadata().Revision) && (t.kind == api.KindService || t.kind == api.KindJob) && sameSpec(cur, obj) {
+			w.Header().Set(ApplyResultHeader, "unchanged")
+			if pinWarning != "" {
+				w.Header().Add("Warning", "299 - "+strconv.Quote(pinWarning))
+			}
+			writeJSON(w, http.StatusOK, cur)
+			return
+		}
+		if isWatch(r.URL.Query().Get("dryRun")) {
+			if pinWarning != "" {
+				w.Header().Add("Warning", "299 - "+strconv.Quote(pinWarning))
+			}
+			s.dryRunApply(w, r, t, obj, cur, rev)
+			return
+		}
+		if local {
+			err = s.updateAt(r.Context(), obj, cur.GetMetadata().Revision)
+			if errdefs.IsConflict(err) || errdefs.IsNotFound(err) {
+				continue // the member was behind, or the object moved on: read again
+			}
+			break
+		}
+		if id, _ := IdentityFrom(r.Context()); id.Node != "" && t.kind == api.KindNode {
+			created, err = s.applyOwnNode(r.Context(), id.Node, obj.(*api.Node), rev)
+		} else if cur != nil && rev == 0 {
+			created, err = s.applyOver(r.Context(), obj, cur.GetMetadata().Revision)
+		} else {
+			created, err = s.store.Apply(r.Context(), obj, rev)
+		}
+		break
 	}
 	if err != nil {
 		writeError(w, wireError(t, err))
@@ -695,6 +721,50 @@ func (s *Server) applyOver(ctx context.Context, obj api.Object, read int64) (cre
 		return false, err
 	}
 	return s.store.Apply(ctx, obj, 0)
+}
+
+// updateAt updates obj over the object stored at revision read, as
+// applyOver does, but fails with a conflict or not found rather than
+// applying over whatever is stored now: read is the member's own state,
+// possibly behind, and what the apply kept from it must be taken again.
+func (s *Server) updateAt(ctx context.Context, obj api.Object, read int64) error {
+	if err := s.store.CheckApply(ctx, obj); err != nil {
+		return err
+	}
+	return s.store.Update(ctx, obj, read)
+}
+
+// sent is what an apply takes from the stored object instead of the
+// client, as the client sent it, to take again from a later read.
+type sent struct {
+	tmpl        *api.Template
+	restartedAt time.Time
+	svc         *api.Service
+	dataDigest  string
+}
+
+func sentByClient(obj api.Object) sent {
+	var x sent
+	switch o := obj.(type) {
+	case *api.Service:
+		x.svc, x.dataDigest = o, o.Spec.DataDigest
+		x.tmpl = &o.Spec.Template
+	case *api.Job:
+		x.tmpl = &o.Spec.Template
+	}
+	if x.tmpl != nil {
+		x.restartedAt = x.tmpl.RestartedAt
+	}
+	return x
+}
+
+func (x sent) restore() {
+	if x.tmpl != nil {
+		x.tmpl.RestartedAt = x.restartedAt
+	}
+	if x.svc != nil {
+		x.svc.Spec.DataDigest = x.dataDigest
+	}
 }
 
 // ApplyResultHeader says what an apply did when it wrote nothing:

@@ -9,6 +9,7 @@ import (
 
 	"github.com/berth-dev/berth/api"
 	"github.com/berth-dev/berth/api/errdefs"
+	"github.com/berth-dev/berth/internal/store"
 )
 
 // putStatusBatch takes a node's report of many of its instances' status
@@ -104,7 +105,9 @@ func (s *Server) writeStatusBatch(ctx context.Context, n *api.Node, items []api.
 			}
 			txn.SetStatus(cur, raw[i], obj.Status)
 		}
-		err = txn.Commit(ctx)
+		// Background work: it waits behind other batches, not an API
+		// client's write (see store.Bulk).
+		err = txn.Commit(store.Bulk(ctx))
 		switch {
 		case err == nil:
 			return results, nil

@@ -13,6 +13,7 @@ import (
 	"github.com/berth-dev/berth/api/client"
 	"github.com/berth-dev/berth/api/errdefs"
 	"github.com/berth-dev/berth/internal/cli/preconnect"
+	"github.com/berth-dev/berth/internal/cli/preexec"
 )
 
 // endpoint is where the API is: --server, or the socket in the data dir.
@@ -36,13 +37,7 @@ func (g *globals) client(ctx context.Context) (*client.Client, error) {
 		}
 		return client.New(ep, client.WithConn(c))
 	}
-	var opts []client.Option
-	if g.token != "" {
-		opts = append(opts, client.WithToken(g.token))
-	}
-	if g.caFile != "" {
-		opts = append(opts, client.WithCAFile(g.caFile))
-	}
+	opts := preexec.Options(g.token, g.caFile)
 	if conn := preconnect.Conn(ctx, ep, g.caFile); conn != nil {
 		opts = append(opts, client.WithWebSocketConn(conn))
 	}

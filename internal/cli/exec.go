@@ -13,6 +13,8 @@ import (
 
 	"github.com/berth-dev/berth/api"
 	"github.com/berth-dev/berth/api/client"
+	"github.com/berth-dev/berth/internal/cli/preconnect"
+	"github.com/berth-dev/berth/internal/cli/preexec"
 )
 
 func newExecCmd(g *globals) *cobra.Command {
@@ -33,6 +35,16 @@ func newExecCmd(g *globals) *cobra.Command {
 			if len(command) == 0 {
 				return errors.New("exec: no command given after --")
 			}
+			stdout, stderr := cmd.OutOrStdout(), cmd.ErrOrStderr()
+			// A plain exec may have gone ahead while the binary started
+			// (internal/cli/preexec): then its output is only relayed.
+			s, ok, err := takeAhead(ctx, g.execPlan(args[0], command, env, container, interactive || tty))
+			if ok {
+				if err != nil {
+					return err
+				}
+				return execExit(s.Wait(ctx, client.ExecOptions{Stdout: stdout, Stderr: stderr}))
+			}
 			c, err := g.client(ctx)
 			if err != nil {
 				return err
@@ -41,7 +53,7 @@ func newExecCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			o := client.ExecOptions{Command: command, Env: env, TTY: tty, Stdout: cmd.OutOrStdout(), Stderr: cmd.ErrOrStderr(),
+			o := client.ExecOptions{Command: command, Env: env, TTY: tty, Stdout: stdout, Stderr: stderr,
 				Container: container, Resolve: resolve}
 			if interactive {
 				o.Stdin = cmd.InOrStdin()
@@ -57,22 +69,43 @@ func newExecCmd(g *globals) *cobra.Command {
 					o.Env = append([]string{"TERM=" + t}, o.Env...)
 				}
 			}
-			code, err := c.Exec(ctx, ns, name, o)
-			if err != nil {
-				return err
-			}
-			if code != 0 {
-				return &exitError{code: code}
-			}
-			return nil
+			return execExit(c.Exec(ctx, ns, name, o))
 		},
 	}
 	cmd.Flags().SetInterspersed(false)
-	cmd.Flags().BoolVarP(&interactive, "interactive", "i", false, "pass stdin to the command")
-	cmd.Flags().BoolVarP(&tty, "tty", "t", false, "run the command on a terminal (sized as this one, and resized with it)")
-	cmd.Flags().StringArrayVarP(&env, "env", "e", nil, "environment variable KEY=VALUE")
-	cmd.Flags().StringVarP(&container, "container", "c", "", "run in this init or sidecar container of the instance (default: main)")
+	preconnect.ExecFlags{Interactive: &interactive, TTY: &tty, Env: &env, Container: &container}.Define(cmd.Flags())
 	return cmd
+}
+
+// takeAhead is preexec.Take; a test sees through it what the command
+// line means.
+var takeAhead = preexec.Take
+
+// execExit is the command's error for an exec's outcome: its exit code
+// when not 0.
+func execExit(code int, err error) error {
+	if err != nil {
+		return err
+	}
+	if code != 0 {
+		return &exitError{code: code}
+	}
+	return nil
+}
+
+// execPlan is the exec this command line asks for, as preconnect sends one
+// ahead: nil when it wants stdin or a terminal (terminal), or names what
+// it runs in with a kind, or a namespace in the name is not valid.
+func (g *globals) execPlan(target string, command, env []string, container string, terminal bool) *preconnect.Plan {
+	if terminal {
+		return nil
+	}
+	r, err := g.parseRef(target)
+	if err != nil || r.kind != "" {
+		return nil
+	}
+	return &preconnect.Plan{Server: g.server, CAFile: g.caFile, Token: g.token, Namespace: r.namespace, Name: r.name,
+		Command: command, Env: env, Container: container}
 }
 
 // execTarget is what exec runs in. A bare name goes to the server as it

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"runtime"
 	"runtime/pprof"
 	"strings"
 	"syscall"
@@ -39,6 +40,7 @@ func newSimAgentsCmd(g *globals) *cobra.Command {
 		memory         string
 		verbose        bool
 		cpuProfile     string
+		heapProfile    string
 	)
 	cmd := &cobra.Command{
 		Use:   "agents --count N --server URL --token JOIN-TOKEN [--ca-pin PIN | --ca-file FILE]",
@@ -119,6 +121,12 @@ It prints a line when all have registered, and runs until interrupted.`,
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "berth sim: %d hollow nodes registered in %v\n", count, time.Since(t0).Round(time.Millisecond))
 			<-ctx.Done()
+			if heapProfile != "" {
+				// Taken before the nodes stop: what a fleet holds while it runs.
+				if err := writeHeapProfile(heapProfile); err != nil {
+					return err
+				}
+			}
 			f.Wait()
 			return nil
 		},
@@ -133,6 +141,22 @@ It prints a line when all have registered, and runs until interrupted.`,
 	f.IntVar(&cpus, "cpus", 32, "CPUs every hollow node reports")
 	f.StringVar(&memory, "memory", "128Gi", "memory every hollow node reports")
 	f.BoolVarP(&verbose, "verbose", "v", false, "log what the agents do")
+	f.StringVar(&heapProfile, "heapprofile", "", "write this process's heap profile, as it is when the process is stopped (before its nodes stop), to this file")
 	f.StringVar(&cpuProfile, "cpuprofile", "", "write this process's CPU profile, from its start until it is stopped, to this file (go tool pprof reads it)")
 	return cmd
+}
+
+// writeHeapProfile writes the heap profile, after a collection so that
+// it is up to date, to path.
+func writeHeapProfile(path string) error {
+	pf, err := os.Create(path)
+	if err != nil {
+		return fmt.Errorf("--heapprofile: %w", err)
+	}
+	defer pf.Close()
+	runtime.GC()
+	if err := pprof.WriteHeapProfile(pf); err != nil {
+		return fmt.Errorf("--heapprofile %s: %w", path, err)
+	}
+	return pf.Close()
 }

@@ -254,19 +254,9 @@ func (ca *CA) SignNode(csrPEM []byte, node string, validity time.Duration) ([]by
 	if validity <= 0 || validity > DefaultNodeValidity {
 		validity = DefaultNodeValidity
 	}
-	b, _ := pem.Decode(csrPEM)
-	if b == nil || b.Type != "CERTIFICATE REQUEST" {
-		return nil, fmt.Errorf("certificate request of node %q: %w: no PEM CERTIFICATE REQUEST block", node, errdefs.ErrInvalidArgument)
-	}
-	csr, err := x509.ParseCertificateRequest(b.Bytes)
+	csr, err := ParseNodeRequest(csrPEM, node)
 	if err != nil {
-		return nil, fmt.Errorf("certificate request of node %q: %w: %w", node, errdefs.ErrInvalidArgument, err)
-	}
-	if err := csr.CheckSignature(); err != nil {
-		return nil, fmt.Errorf("certificate request of node %q: %w: bad signature: %w", node, errdefs.ErrInvalidArgument, err)
-	}
-	if err := acceptableKey(csr.PublicKey); err != nil {
-		return nil, fmt.Errorf("certificate request of node %q: %w", node, err)
+		return nil, err
 	}
 	serial, err := serialNumber()
 	if err != nil {
@@ -289,6 +279,26 @@ func (ca *CA) SignNode(csrPEM []byte, node string, validity time.Duration) ([]by
 		return nil, fmt.Errorf("certificate of node %q: %w", node, err)
 	}
 	return encodeCert(der), nil
+}
+
+// ParseNodeRequest reads node's certificate request (PEM) and checks its
+// signature (its maker holds the key) and its key's strength.
+func ParseNodeRequest(csrPEM []byte, node string) (*x509.CertificateRequest, error) {
+	b, _ := pem.Decode(csrPEM)
+	if b == nil || b.Type != "CERTIFICATE REQUEST" {
+		return nil, fmt.Errorf("certificate request of node %q: %w: no PEM CERTIFICATE REQUEST block", node, errdefs.ErrInvalidArgument)
+	}
+	csr, err := x509.ParseCertificateRequest(b.Bytes)
+	if err != nil {
+		return nil, fmt.Errorf("certificate request of node %q: %w: %w", node, errdefs.ErrInvalidArgument, err)
+	}
+	if err := csr.CheckSignature(); err != nil {
+		return nil, fmt.Errorf("certificate request of node %q: %w: bad signature: %w", node, errdefs.ErrInvalidArgument, err)
+	}
+	if err := acceptableKey(csr.PublicKey); err != nil {
+		return nil, fmt.Errorf("certificate request of node %q: %w", node, err)
+	}
+	return csr, nil
 }
 
 // acceptableKey refuses keys too weak to stand for a node.

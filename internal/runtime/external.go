@@ -7,7 +7,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -132,13 +131,15 @@ func (e *external) oomKilled(s *specs.Spec) bool {
 // the root filesystem, but then makes what it adds there (runc 1.1's
 // /dev/fd, /dev/stdin... links) by host paths that follow the link, out
 // onto the host. The built-in init checks the same inside the container.
+// The caller's mounts were resolved before (mountdest.go) and pass; the
+// defaults (/dev, /proc...) are never redirected by an image.
 // The last component of a file bind (an image's /etc/resolv.conf link)
 // is the runtime's to replace and is let through.
 func checkMountTargets(rootfs string, mounts []specs.Mount) error {
 	for _, m := range mounts {
 		parts := strings.Split(strings.Trim(filepath.Clean(m.Destination), "/"), "/")
 		last := len(parts)
-		if st, err := os.Stat(m.Source); err == nil && !st.IsDir() && (m.Type == "bind" || slices.Contains(m.Options, "bind") || slices.Contains(m.Options, "rbind")) {
+		if isFileBind(m) {
 			last--
 		}
 		p := rootfs

@@ -384,7 +384,13 @@ func (r *Runtime) start(ctx context.Context, bd *bundle, c *Config, ex executor)
 	if err := writeEtcFiles(bd, c); err != nil {
 		return Status{}, fmt.Errorf("container %q: %w", c.ID, err)
 	}
-	s, err := Spec(c, rootfs, bd.dir)
+	mounts, err := resolveMounts(bd, c, rootfs, overlay != "")
+	if err != nil {
+		return Status{}, fmt.Errorf("container %q: %w", c.ID, err)
+	}
+	resolved := *c
+	resolved.Mounts = mounts
+	s, err := Spec(&resolved, rootfs, bd.dir)
 	if err != nil {
 		return Status{}, err
 	}
@@ -1123,6 +1129,9 @@ func (r *Runtime) remove(ctx context.Context, bd *bundle, force bool) error {
 		}
 	}
 	if err := detachIdmapped(bd); err != nil {
+		errs = append(errs, err)
+	}
+	if err := detach(bd.path(resolveView)); err != nil {
 		errs = append(errs, err)
 	}
 	if err := unmountAll(bd.path("rootfs")); err != nil {

@@ -305,8 +305,13 @@ func joinCluster(ctx context.Context, cfg AgentConfig, node string, log *slog.Lo
 	if len(opts.CA) == 0 && opts.CAPin == "" {
 		return nil, fmt.Errorf("node %q: %w: joining needs the cluster CA (a file) or its pin to trust the servers by", node, errdefs.ErrInvalidArgument)
 	}
+	// One key for every attempt: a join whose answer timed out may have
+	// gone through, and only its key gets its certificate back.
+	var err error
+	if _, opts.Key, err = nodecert.NewKey(node); err != nil {
+		return nil, err
+	}
 	for warned := false; ; {
-		var err error
 		for _, s := range cfg.Servers {
 			var nc *client.NodeCredentials
 			if nc, err = client.Join(ctx, s, opts); err == nil {

@@ -2,7 +2,9 @@ package store
 
 import (
 	"context"
+	"crypto/sha256"
 	"crypto/subtle"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"slices"
@@ -38,6 +40,29 @@ type NodeCredential struct {
 	// Token is the id of the join token the node joined with.
 	Token  string    `json:"token,omitempty"`
 	Joined time.Time `json:"joined"`
+	// JoinKey is the fingerprint of the key the node joined with (see
+	// NodeJoin) and JoinCert the certificate it was given then (PEM),
+	// until its first renewal: a join whose answer was lost is asked
+	// again with the same key, and gets that certificate back
+	// (RejoinNode). The cache drops JoinCert.
+	JoinKey  string `json:"joinKey,omitempty"`
+	JoinCert string `json:"joinCert,omitempty"`
+}
+
+// NodeJoin is what a join hands the store: the certificate signed for
+// the joining machine, as listed and as PEM, and the fingerprint of the
+// machine's public key (KeyFingerprint).
+type NodeJoin struct {
+	Cert NodeCert
+	PEM  string
+	Key  string
+}
+
+// KeyFingerprint is the hex SHA-256 of a public key's DER
+// SubjectPublicKeyInfo: what a join's record remembers of the key.
+func KeyFingerprint(spki []byte) string {
+	sum := sha256.Sum256(spki)
+	return hex.EncodeToString(sum[:])
 }
 
 // Allows reports whether the certificate with serial works at now.
@@ -67,13 +92,13 @@ func (s *Store) nodeCredKey(node string) string { return s.nodeCredPrefix() + no
 // once do not undo each other, and etcd commits them together. Either
 // way the token's record must be as read, so a revocation meanwhile
 // stops the join.
-func (s *Store) JoinNode(ctx context.Context, token, node string, cert NodeCert, now time.Time) (JoinToken, error) {
+func (s *Store) JoinNode(ctx context.Context, token, node string, j NodeJoin, now time.Time) (JoinToken, error) {
 	for {
 		rec, rev, err := s.verifyJoinToken(ctx, token, now)
 		if err != nil {
 			return JoinToken{}, err
 		}
-		cred := NodeCredential{Node: node, Certs: []NodeCert{cert}, Token: rec.ID, Joined: now.UTC()}
+		cred := NodeCredential{Node: node, Certs: []NodeCert{j.Cert}, Token: rec.ID, Joined: now.UTC(), JoinKey: j.Key, JoinCert: j.PEM}
 		cb, _ := json.Marshal(cred)
 		tk, ck, nk := s.tokenKey(rec.ID), s.nodeCredKey(node), s.Key(api.KindNode, "", node)
 		use := clientv3.OpPut(s.tokenUseKey(rec.ID, node), "")
@@ -103,6 +128,44 @@ func (s *Store) JoinNode(ctx context.Context, token, node string, cert NodeCert,
 		}
 		// The token was used or changed meanwhile: check it again.
 	}
+}
+
+// RejoinNode answers a join asked again, its first answer lost (a
+// timeout after the transaction committed): when node's record says it
+// joined with the key of fingerprint key, with the token given (its
+// secret right, not revoked), and still holds the certificate it was
+// given, it returns that certificate (PEM); ok is false otherwise. The
+// token need not have a use left nor be unexpired: the join it repeats
+// used it while it could. Someone who knows the token but not the
+// node's key gets nothing; with its key's public half alone, only a
+// certificate useless without the private half.
+func (s *Store) RejoinNode(ctx context.Context, token, node, key string) (certPEM string, ok bool, err error) {
+	id, secret, err := ParseJoinToken(token)
+	if err != nil || key == "" {
+		return "", false, nil
+	}
+	c, _, err := s.GetNodeCredential(ctx, node)
+	if errdefs.IsNotFound(err) {
+		return "", false, nil
+	}
+	if err != nil {
+		return "", false, err
+	}
+	if c.JoinCert == "" || len(c.Certs) == 0 || c.Token != id ||
+		subtle.ConstantTimeCompare([]byte(c.JoinKey), []byte(key)) != 1 || !c.Allows(c.Certs[0].Serial, time.Now()) {
+		return "", false, nil
+	}
+	rec, _, err := s.getToken(ctx, id)
+	if errdefs.IsNotFound(err) {
+		return "", false, nil
+	}
+	if err != nil {
+		return "", false, err
+	}
+	if subtle.ConstantTimeCompare([]byte(hashSecret(secret)), []byte(rec.Hash)) != 1 || rec.Revoked {
+		return "", false, nil
+	}
+	return c.JoinCert, true, nil
 }
 
 // GetNodeCredential reads a node's credentials record; ErrNotFound when it
@@ -136,6 +199,9 @@ func (s *Store) RenewNodeCert(ctx context.Context, node, old string, cert NodeCe
 			return fmt.Errorf("certificate %s of node %q: %w: revoked or replaced", old, node, errdefs.ErrUnauthorized)
 		}
 		c.Certs = []NodeCert{cert, c.Certs[i]}
+		// A node that renews has its first certificate: no join of its
+		// is left to answer again.
+		c.JoinKey, c.JoinCert = "", ""
 		b, _ := json.Marshal(c)
 		key := s.nodeCredKey(node)
 		r, err := s.client.Txn(ctx).If(clientv3.Compare(clientv3.ModRevision(key), "=", rev)).Then(clientv3.OpPut(key, string(b))).Commit()
@@ -212,6 +278,7 @@ func (c *NodeCredentialCache) follow(ctx context.Context) error {
 	for _, kv := range r.Kvs {
 		var nc NodeCredential
 		if json.Unmarshal(kv.Value, &nc) == nil {
+			nc.JoinCert = ""
 			m[string(kv.Key[len(prefix):])] = nc
 		}
 	}
@@ -233,6 +300,7 @@ func (c *NodeCredentialCache) follow(ctx context.Context) error {
 				if e.Type == clientv3.EventTypeDelete || json.Unmarshal(e.Kv.Value, &nc) != nil {
 					delete(c.creds, node)
 				} else {
+					nc.JoinCert = ""
 					c.creds[node] = nc
 				}
 			}

@@ -36,7 +36,7 @@ func TestJoinTokenUsesAndFirstStartExpiry(t *testing.T) {
 	var wg sync.WaitGroup
 	errs := make([]error, 3)
 	for i, n := range []string{"a", "b", "c"} {
-		wg.Go(func() { _, errs[i] = s.JoinNode(ctx, tok, n, hourCert(n, now), now) })
+		wg.Go(func() { _, errs[i] = s.JoinNode(ctx, tok, n, NodeJoin{Cert: hourCert(n, now)}, now) })
 	}
 	wg.Wait()
 	var ok, usedUp int
@@ -71,7 +71,7 @@ func TestJoinTokenUsesAndFirstStartExpiry(t *testing.T) {
 	if d := time.Until(rec.Expires); d <= DefaultJoinTokenTTL-time.Minute || d > DefaultJoinTokenTTL {
 		t.Fatalf("first-start token expires in %v, want %v", d, DefaultJoinTokenTTL)
 	}
-	if _, err := s2.JoinNode(ctx, first, "n1", hourCert("1", now), rec.Expires.Add(time.Second)); !errdefs.IsUnauthorized(err) || !strings.Contains(err.Error(), "expired") {
+	if _, err := s2.JoinNode(ctx, first, "n1", NodeJoin{Cert: hourCert("1", now)}, rec.Expires.Add(time.Second)); !errdefs.IsUnauthorized(err) || !strings.Contains(err.Error(), "expired") {
 		t.Fatalf("join with the first token after a day: %v, want expired", err)
 	}
 }
@@ -80,11 +80,11 @@ func TestJoinNodeNameHeldUntilRemoved(t *testing.T) {
 	ctx := t.Context()
 	s, tok, now := storeWithToken(t, 0)
 	cert := hourCert("aa", now)
-	if _, err := s.JoinNode(ctx, tok, "n1", cert, now); err != nil {
+	if _, err := s.JoinNode(ctx, tok, "n1", NodeJoin{Cert: cert}, now); err != nil {
 		t.Fatal(err)
 	}
 	// Joined, not registered: the credentials hold the name.
-	if _, err := s.JoinNode(ctx, tok, "n1", hourCert("bb", now), now); !errdefs.IsAlreadyExists(err) {
+	if _, err := s.JoinNode(ctx, tok, "n1", NodeJoin{Cert: hourCert("bb", now)}, now); !errdefs.IsAlreadyExists(err) {
 		t.Fatalf("second join as n1: %v, want AlreadyExists", err)
 	}
 	// Revoked, but the node (NotReady, no lease) still holds it.
@@ -94,14 +94,14 @@ func TestJoinNodeNameHeldUntilRemoved(t *testing.T) {
 	if _, err := s.RevokeNode(ctx, "n1"); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.JoinNode(ctx, tok, "n1", hourCert("cc", now), now); !errdefs.IsAlreadyExists(err) || !strings.Contains(err.Error(), "remove it first") {
+	if _, err := s.JoinNode(ctx, tok, "n1", NodeJoin{Cert: hourCert("cc", now)}, now); !errdefs.IsAlreadyExists(err) || !strings.Contains(err.Error(), "remove it first") {
 		t.Fatalf("join as a NotReady node's name: %v, want AlreadyExists saying to remove it", err)
 	}
 	// Once an admin removes it, the name is free.
 	if err := s.Delete(ctx, api.KindNode, "", "n1", 0); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.JoinNode(ctx, tok, "n1", hourCert("dd", now), now); err != nil {
+	if _, err := s.JoinNode(ctx, tok, "n1", NodeJoin{Cert: hourCert("dd", now)}, now); err != nil {
 		t.Fatalf("join after removal: %v", err)
 	}
 }
@@ -116,7 +116,7 @@ func TestNodeCredentialCacheFollowsRenewalAndRevocation(t *testing.T) {
 		t.Fatalf("unsynced cache allows an unknown node: %v %v", ok, err)
 	}
 	go c.Run(ctx)
-	if _, err := s.JoinNode(ctx, tok, "n1", hourCert("01", now), now); err != nil {
+	if _, err := s.JoinNode(ctx, tok, "n1", NodeJoin{Cert: hourCert("01", now)}, now); err != nil {
 		t.Fatal(err)
 	}
 	allows := func(serial string, at time.Time) bool {
@@ -181,7 +181,7 @@ func TestNodeCredentialCacheAllowsAJoinAtOnce(t *testing.T) {
 	// the cache's watch has brought it yet.
 	for i := range 30 {
 		node := fmt.Sprintf("n%d", i)
-		if _, err := s.JoinNode(ctx, tok, node, hourCert("01", now), now); err != nil {
+		if _, err := s.JoinNode(ctx, tok, node, NodeJoin{Cert: hourCert("01", now)}, now); err != nil {
 			t.Fatal(err)
 		}
 		if ok, err := c.Allows(ctx, node, "01", now); !ok || err != nil {
@@ -202,7 +202,7 @@ func TestNodeCredentialCacheChangedIsPerNode(t *testing.T) {
 	s, tok, now := storeWithToken(t, 0)
 	c := s.NewNodeCredentialCache()
 	go c.Run(ctx)
-	if _, err := s.JoinNode(ctx, tok, "n1", hourCert("01", now), now); err != nil {
+	if _, err := s.JoinNode(ctx, tok, "n1", NodeJoin{Cert: hourCert("01", now)}, now); err != nil {
 		t.Fatal(err)
 	}
 	wctx, wcancel := context.WithTimeout(ctx, 5*time.Second)
@@ -217,7 +217,7 @@ func TestNodeCredentialCacheChangedIsPerNode(t *testing.T) {
 	}
 	n1 := c.Changed("n1")
 	for i := range 20 {
-		if _, err := s.JoinNode(ctx, tok, fmt.Sprintf("other%d", i), hourCert("01", now), now); err != nil {
+		if _, err := s.JoinNode(ctx, tok, fmt.Sprintf("other%d", i), NodeJoin{Cert: hourCert("01", now)}, now); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -267,7 +267,7 @@ func TestJoinTokenOfAnyUsesJoinsAtOnce(t *testing.T) {
 	for i := range n {
 		name := fmt.Sprintf("n%02d", i)
 		wg.Go(func() {
-			_, errs[i] = s.JoinNode(ctx, tok, name, NodeCert{Serial: name, NotAfter: now.Add(time.Hour)}, now)
+			_, errs[i] = s.JoinNode(ctx, tok, name, NodeJoin{Cert: NodeCert{Serial: name, NotAfter: now.Add(time.Hour)}}, now)
 		})
 	}
 	wg.Wait()
@@ -287,7 +287,58 @@ func TestJoinTokenOfAnyUsesJoinsAtOnce(t *testing.T) {
 	if err := s.RevokeJoinToken(ctx, rec.ID); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.JoinNode(ctx, tok, "late", NodeCert{Serial: "late", NotAfter: now.Add(time.Hour)}, now); !errdefs.IsUnauthorized(err) || !strings.Contains(err.Error(), "revoked") {
+	if _, err := s.JoinNode(ctx, tok, "late", NodeJoin{Cert: NodeCert{Serial: "late", NotAfter: now.Add(time.Hour)}}, now); !errdefs.IsUnauthorized(err) || !strings.Contains(err.Error(), "revoked") {
 		t.Fatalf("join with a revoked token: %v, want refused as revoked", err)
+	}
+}
+
+// A join asked again with the key it was made with gets its certificate
+// back until the node renews it; no other key, token or name does.
+func TestRejoinNodeOnlyForItsKeyUntilRenewed(t *testing.T) {
+	ctx := t.Context()
+	s, tok, now := storeWithToken(t, 1)
+	j := NodeJoin{Cert: hourCert("01", now), PEM: "the first certificate", Key: "k1"}
+	if _, err := s.JoinNode(ctx, tok, "n1", j, now); err != nil {
+		t.Fatal(err)
+	}
+	other, _, err := s.CreateJoinToken(ctx, JoinTokenOptions{Expires: now.Add(time.Hour)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name, token, node, key string
+		ok                     bool
+	}{
+		{"its key and token, used up", tok, "n1", "k1", true},
+		{"another key", tok, "n1", "k2", false},
+		{"no key", tok, "n1", "", false},
+		{"another token", other, "n1", "k1", false},
+		{"another name", tok, "n2", "k1", false},
+		{"a malformed token", "berth_x", "n1", "k1", false},
+	} {
+		pem, ok, err := s.RejoinNode(ctx, tc.token, tc.node, tc.key)
+		if err != nil || ok != tc.ok || ok && pem != j.PEM {
+			t.Errorf("%s: %q %v %v, want ok %v", tc.name, pem, ok, err, tc.ok)
+		}
+	}
+	// The cache keeps no certificate.
+	c := s.NewNodeCredentialCache()
+	cctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go c.Run(cctx)
+	if err := c.WaitFor(ctx, 1); err != nil {
+		t.Fatal(err)
+	}
+	c.mu.RLock()
+	cached := c.creds["n1"]
+	c.mu.RUnlock()
+	if cached.JoinCert != "" || cached.JoinKey != "k1" {
+		t.Errorf("cached record %+v, want its key without the certificate", cached)
+	}
+	if err := s.RenewNodeCert(ctx, "n1", "01", hourCert("02", now), now); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok, err := s.RejoinNode(ctx, tok, "n1", "k1"); ok || err != nil {
+		t.Errorf("after a renewal: %v %v, want no certificate given again", ok, err)
 	}
 }

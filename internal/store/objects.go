@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"strings"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -330,20 +331,41 @@ func (s *Store) Move(ctx context.Context, b Binding) error {
 // name and timing it now when it has no time. Events expire after the
 // store's EventTTL, and the oldest are dropped beyond MaxEvents.
 func (s *Store) RecordEvent(ctx context.Context, ev *api.Event) error {
+	if strings.HasSuffix(ev.Metadata.Name, auditSuffix) {
+		return fmt.Errorf("%s: %w: metadata.name: the suffix %s is kept for the server's audit events", api.RefOf(ev), errdefs.ErrInvalidArgument, auditSuffix)
+	}
+	return s.recordEvent(ctx, ev, "")
+}
+
+// RecordAuditEvent stores an event as RecordEvent does, as an audit event
+// (who reached into an instance: exec, attach, cp, port-forward): audit
+// events have a quota of MaxEvents of their own, so no flood of other
+// events pushes them out. Only the server records them: no name a
+// client may give an event has the audit form.
+func (s *Store) RecordAuditEvent(ctx context.Context, ev *api.Event) error {
+	return s.recordEvent(ctx, ev, auditSuffix)
+}
+
+// auditSuffix ends the names of audit events, which their keys then tell
+// apart for pruning. Other generated names end in hex digits, and
+// RecordEvent refuses a name given with it.
+const auditSuffix = "-audit"
+
+func (s *Store) recordEvent(ctx context.Context, ev *api.Event, suffix string) error {
 	if ev.Time.IsZero() {
 		ev.Time = time.Now().UTC()
 	}
 	if ev.Metadata.Namespace == "" {
 		ev.Metadata.Namespace = ev.Object.Namespace
 	}
-	if ev.Metadata.Name == "" {
+	if ev.Metadata.Name == "" || suffix != "" {
 		base := ev.Object.Name
-		if len(base) > 40 {
-			base = base[:40]
+		if len(base) > 40-len(suffix) {
+			base = base[:40-len(suffix)]
 		}
 		// The time orders names; the random tail keeps two events of one
 		// nanosecond apart.
-		ev.Metadata.Name = fmt.Sprintf("%s-%x%s", base, ev.Time.UnixNano(), newUID()[:4])
+		ev.Metadata.Name = fmt.Sprintf("%s-%x%s%s", base, ev.Time.UnixNano(), newUID()[:4], suffix)
 	}
 	lease, err := s.eventLeaseID(ctx)
 	if err != nil {
@@ -366,7 +388,8 @@ func (s *Store) RecordEvent(ctx context.Context, ev *api.Event) error {
 // overshoots MaxEvents by at most that many.
 const pruneEvery = 64
 
-// PruneEvents deletes the oldest events beyond MaxEvents.
+// PruneEvents deletes the oldest events beyond MaxEvents, and the oldest
+// audit events beyond MaxEvents of their own.
 func (s *Store) PruneEvents(ctx context.Context) error {
 	prefix := s.prefixOf(api.KindEvent, "")
 	r, err := s.client.Get(ctx, prefix, clientv3.WithPrefix(), clientv3.WithKeysOnly(),
@@ -374,17 +397,26 @@ func (s *Store) PruneEvents(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("prune events: %w", wrapEtcd(err))
 	}
-	extra := len(r.Kvs) - s.maxEvent
-	for extra > 0 {
-		n := min(extra, s.maxOps)
-		ops := make([]clientv3.Op, 0, n)
-		for _, kv := range r.Kvs[:n] {
-			ops = append(ops, clientv3.OpDelete(string(kv.Key)))
+	var keys, audit []string
+	for _, kv := range r.Kvs {
+		if k := string(kv.Key); strings.HasSuffix(k, auditSuffix) {
+			audit = append(audit, k)
+		} else {
+			keys = append(keys, k)
 		}
-		if _, err := s.client.Txn(ctx).Then(ops...).Commit(); err != nil {
-			return fmt.Errorf("prune events: %w", wrapEtcd(err))
+	}
+	for _, ks := range [][]string{keys, audit} {
+		for extra := len(ks) - s.maxEvent; extra > 0; {
+			n := min(extra, s.maxOps)
+			ops := make([]clientv3.Op, 0, n)
+			for _, k := range ks[:n] {
+				ops = append(ops, clientv3.OpDelete(k))
+			}
+			if _, err := s.client.Txn(ctx).Then(ops...).Commit(); err != nil {
+				return fmt.Errorf("prune events: %w", wrapEtcd(err))
+			}
+			ks, extra = ks[n:], extra-n
 		}
-		r.Kvs, extra = r.Kvs[n:], extra-n
 	}
 	return nil
 }

@@ -22,6 +22,7 @@ package store
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/rand"
 	"crypto/tls"
@@ -71,7 +72,8 @@ type Config struct {
 	// EventTTL is how long events are kept; one hour when zero.
 	EventTTL time.Duration
 	// MaxEvents bounds how many events are kept, oldest dropped first;
-	// 1000 when zero.
+	// 1000 when zero. Audit events (RecordAuditEvent) have as many of
+	// their own.
 	MaxEvents int
 	// Logger gets the store's own messages; etcd's are dropped unless they
 	// are errors.
@@ -81,6 +83,15 @@ type Config struct {
 	// api.NodeTTL): its raft ticks are made as fine as that needs. Its
 	// slow ticks grant no lease under loneMinLease otherwise.
 	MinLeaseTTL time.Duration
+	// CompactionRetention is the history an embedded member keeps, older
+	// revisions compacted away; five minutes when zero (maintain.go).
+	CompactionRetention time.Duration
+	// DefragInterval is how often an embedded member's free space is
+	// looked at, one minute when zero; its database is defragmented once
+	// more than DefragMinFree (64 MiB when zero) and more than the pages
+	// in use are free.
+	DefragInterval time.Duration
+	DefragMinFree  int64
 }
 
 // Store is a handle on the objects in etcd. It is safe for concurrent use.
@@ -103,16 +114,24 @@ type conn struct {
 	// with an external cluster, whose client does it all.
 	watchConn *clientv3.Client
 	lock      *os.File // held while the embedded etcd runs
-	prefix    string
-	eventTTL  time.Duration
-	maxEvent  int
-	log       *slog.Logger
+	// stopMaintain ends the embedded member's maintenance, and
+	// maintained is closed once it has.
+	stopMaintain context.CancelFunc
+	maintained   chan struct{}
+	prefix       string
+	eventTTL     time.Duration
+	maxEvent     int
+	log          *slog.Logger
 
 	eventCount atomic.Int64 // events recorded, to prune every pruneEvery
 	// lastWrite is the revision of this handle's latest object or
 	// heartbeat write: a reader fed by a watch has seen everything this
 	// process wrote once it has seen that revision.
 	lastWrite atomic.Int64
+
+	// bulk holds back many-object transactions while others are in
+	// flight (see bulkBudget).
+	bulk *bulkLane
 
 	// live is this store's side of the nodes' heartbeats (see lease.go).
 	live liveness
@@ -124,12 +143,14 @@ type conn struct {
 
 // Open starts an embedded etcd under cfg.DataDir, or connects to
 // cfg.EtcdEndpoints, and returns a Store on it.
+// Long because each Config field gets its default here, in one place.
 func Open(ctx context.Context, cfg Config) (*Store, error) {
 	s := &Store{conn: &conn{
 		prefix:   strings.TrimSuffix(cfg.Prefix, "/"),
 		eventTTL: cfg.EventTTL,
 		maxEvent: cfg.MaxEvents,
 		log:      cfg.Logger,
+		bulk:     newBulkLane(bulkBudget),
 	}}
 	if s.prefix == "" {
 		s.prefix = "/berth"
@@ -172,7 +193,7 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	if err != nil {
 		return nil, err
 	}
-	e, err := startEmbedded(ctx, cfg.DataDir, cfg.Member, cfg.MinLeaseTTL)
+	e, err := startEmbedded(ctx, cfg.DataDir, cfg.Member, cfg.MinLeaseTTL, cmp.Or(cfg.CompactionRetention, compactionRetention))
 	if err != nil {
 		lock.Close()
 		return nil, err
@@ -202,6 +223,12 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	s.watchConn = wc
 	s.client.Watcher = clientv3.NewWatcher(wc)
 	s.maxOps = embeddedMaxTxnOps
+	mctx, stop := context.WithCancel(context.WithoutCancel(ctx))
+	s.stopMaintain, s.maintained = stop, make(chan struct{})
+	go func() {
+		defer close(s.maintained)
+		s.maintain(mctx, cmp.Or(cfg.DefragInterval, defragInterval), cmp.Or(cfg.DefragMinFree, defragMinFree))
+	}()
 	return s, nil
 }
 
@@ -209,6 +236,9 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 const clientSocket = "client.sock"
 
 const embeddedMaxTxnOps = 1024
+
+// quotaBackendBytes is the embedded member's database quota.
+const quotaBackendBytes = 8 << 30
 
 // loneTickMs is the raft tick of a member without peers. Its election
 // timeout is five ticks, and etcd grants no lease under 1.5 of those,
@@ -234,7 +264,9 @@ const (
 	loneCatchUpEntries = 100
 )
 
-func startEmbedded(ctx context.Context, dataDir string, member *Member, minLease time.Duration) (*embed.Etcd, error) {
+// startEmbedded starts this server's etcd member in dataDir/etcd.
+// Long because it is etcd's configuration, each setting with its reason.
+func startEmbedded(ctx context.Context, dataDir string, member *Member, minLease, retention time.Duration) (*embed.Etcd, error) {
 	dir := filepath.Join(dataDir, "etcd")
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("etcd data dir %s: %w", dir, err)
@@ -246,7 +278,12 @@ func startEmbedded(ctx context.Context, dataDir string, member *Member, minLease
 	ec.EnableGRPCGateway = false
 	ec.MaxTxnOps = embeddedMaxTxnOps
 	ec.AutoCompactionMode = embed.CompactorModePeriodic
-	ec.AutoCompactionRetention = "1h"
+	ec.AutoCompactionRetention = retention.String()
+	// etcd's default quota, 2 GiB, is reached by 300,000 instances
+	// scaled down and up within the compaction window: past it etcd raises its NOSPACE alarm
+	// and takes no write until an operator defragments and disarms it.
+	// 8 GiB is the most etcd advises.
+	ec.QuotaBackendBytes = quotaBackendBytes
 	// etcd keeps this many applied raft entries in memory for a follower
 	// that falls behind, 5,000 by default: whole transactions, each a
 	// batch of up to MaxTxnBytes (a node's status reports, a service's
@@ -364,6 +401,10 @@ func lockDir(dir string) (*os.File, error) {
 // handles Fenced made from s share them: close only the one Open returned.
 func (s *Store) Close() error {
 	s.live.stopLiveness()
+	if s.stopMaintain != nil {
+		s.stopMaintain()
+		<-s.maintained
+	}
 	err := s.client.Close()
 	if s.watchConn != nil {
 		s.watchConn.Close()

@@ -446,6 +446,75 @@ func TestEventsBounded(t *testing.T) {
 	}
 }
 
+// Audit events (who ran what in which instance) have their own quota: a
+// flood of other events does not push them out, they are pruned only
+// among themselves, and no event a client records can pass for one.
+func TestAuditEventsKeptThroughFlood(t *testing.T) {
+	ctx := t.Context()
+	s, err := Open(ctx, Config{DataDir: t.TempDir(), MaxEvents: 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	exec := func(i int) *api.Event {
+		ev := &api.Event{Object: api.ObjectRef{Kind: api.KindInstance, Namespace: "default", Name: "web-1"}, Type: api.EventNormal,
+			Reason: "Exec", Message: fmt.Sprintf("admin ran [\"sh\" \"-c\" \"%d\"] on node n1", i), Source: "apiserver"}
+		if err := s.RecordAuditEvent(ctx, ev); err != nil {
+			t.Fatal(err)
+		}
+		return ev
+	}
+	count := func() (audit, other map[string]bool) {
+		list, _, err := List[api.Event](ctx, s, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		audit, other = map[string]bool{}, map[string]bool{}
+		for _, ev := range list {
+			if ev.Reason == "Exec" {
+				audit[ev.Message] = true
+			} else {
+				other[ev.Metadata.Name] = true
+			}
+		}
+		return audit, other
+	}
+	for i := range 3 {
+		exec(i)
+	}
+	for i := range 3 * pruneEvery {
+		ev := &api.Event{Object: api.ObjectRef{Kind: api.KindInstance, Namespace: "default", Name: "web-1"}, Type: api.EventNormal, Reason: fmt.Sprint("Flood", i)}
+		if err := s.RecordEvent(ctx, ev); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.PruneEvents(ctx); err != nil {
+		t.Fatal(err)
+	}
+	audit, other := count()
+	if len(audit) != 3 || len(other) != 10 {
+		t.Fatalf("after a flood: %d exec events and %d others kept, want the 3 and 10", len(audit), len(other))
+	}
+	// Beyond their own quota, the oldest audit events go, and only they.
+	for i := 3; i < 15; i++ {
+		exec(i)
+	}
+	if err := s.PruneEvents(ctx); err != nil {
+		t.Fatal(err)
+	}
+	audit, other2 := count()
+	if len(audit) != 10 || !audit["admin ran [\"sh\" \"-c\" \"14\"] on node n1"] || audit["admin ran [\"sh\" \"-c\" \"4\"] on node n1"] {
+		t.Errorf("audit events kept: %v, want the newest 10 (5 to 14)", audit)
+	}
+	if len(other2) != len(other) {
+		t.Errorf("pruning audit events removed others: %d left of %d", len(other2), len(other))
+	}
+	forged := &api.Event{Metadata: api.Metadata{Name: "web-1-1-audit"}, Object: api.ObjectRef{Kind: api.KindInstance, Namespace: "default", Name: "web-1"}, Type: api.EventNormal, Reason: "Exec"}
+	if err := s.RecordEvent(ctx, forged); !errors.Is(err, errdefs.ErrInvalidArgument) || !strings.Contains(err.Error(), "metadata.name") {
+		t.Errorf("an event named as an audit one: %v, want it refused naming metadata.name", err)
+	}
+}
+
 func TestWatchFromCompactedRevision(t *testing.T) {
 	ctx := t.Context()
 	s := openStore(t)

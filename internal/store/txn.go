@@ -136,7 +136,12 @@ func (t *Txn) send(ctx context.Context) error {
 	s := t.s
 	cmps := append(make([]clientv3.Cmp, 0, len(s.fence)+len(t.ops)), s.fence...)
 	writes := make([]clientv3.Op, 0, len(t.ops)+len(t.ops)/2)
+	weight := 0 // bytes written, for the bulk lane
 	for _, op := range t.ops {
+		weight += len(op.key) + len(op.value) + len(op.assign) + len(op.unassig)
+		if op.assign != "" {
+			weight += len(op.value)
+		}
 		if op.typ == opCreate {
 			cmps = append(cmps, clientv3.Compare(clientv3.CreateRevision(op.key), "=", 0))
 		} else {
@@ -169,6 +174,15 @@ func (t *Txn) send(ctx context.Context) error {
 		elses = append(elses, clientv3.OpGet(op.key, clientv3.WithKeysOnly()))
 	}
 	elses = append(elses, s.fenceReads()...)
+	if len(t.ops) > 1 || isBulk(ctx) {
+		// A batch waits its turn in the bulk lane; a single object's
+		// write goes straight to etcd (see bulkBudget).
+		release, err := s.bulk.enter(ctx, int64(weight))
+		if err != nil {
+			return fmt.Errorf("write %s and %d more: waiting for the transactions ahead: %w", t.ops[0].ref(), len(t.ops)-1, err)
+		}
+		defer release()
+	}
 	r, err := s.client.Txn(ctx).If(cmps...).Then(writes...).Else(elses...).Commit()
 	if err != nil {
 		return fmt.Errorf("write %s: %w", t.ops[0].ref(), wrapEtcd(err))

@@ -56,20 +56,38 @@ func TestExecConnectsWhileTheBinaryStarts(t *testing.T) {
 	ca := filepath.Join(t.TempDir(), "ca.crt")
 	check(t, os.WriteFile(ca, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw}), 0o600))
 
-	cmd := exec.Command(berthBin, "--server", srv.URL, "--token", "tok", "--ca-file", ca, "exec", "web", "true")
-	cmd.Env = append(os.Environ(), "GODEBUG=inittrace=1", "HTTPS_PROXY=", "https_proxy=", "ALL_PROXY=", "all_proxy=")
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	err := cmd.Run()
-	var ee *exec.ExitError
-	if !errors.As(err, &ee) || ee.ExitCode() != 3 || stdout.String() != "hi\n" {
-		t.Fatalf("berth exec: %v, stdout %q, want exit code 3 and hi\nstderr: %s", err, stdout.String(), stderr.String())
-	}
-	if got, _ := query.Load().(string); got != "/v1/namespaces/default/instances/web/exec?cmd=true&resolve=1" {
-		t.Errorf("the server got %q", got)
-	}
-	if n := conns.Load(); n != 1 {
-		t.Errorf("berth exec made %d connections, want 1", n)
+	var stderr bytes.Buffer
+	// A plain exec is sent while the binary starts (internal/cli/preexec);
+	// with stdin or a kind in the name main sends it. Either way it is
+	// sent once, as the command line says.
+	for _, tc := range []struct {
+		args  []string
+		query string
+	}{
+		{[]string{"exec", "web", "true"}, "/v1/namespaces/default/instances/web/exec?cmd=true&resolve=1"},
+		{[]string{"-n", "prod", "exec", "-e", "A=1", "-c", "side", "web", "--", "sh", "-c", "exit 3"},
+			"/v1/namespaces/prod/instances/web/exec?cmd=sh&cmd=-c&cmd=exit+3&container=side&env=A%3D1&resolve=1"},
+		{[]string{"exec", "-i", "web", "cat"}, "/v1/namespaces/default/instances/web/exec?cmd=cat&resolve=1&stdin=1"},
+		{[]string{"exec", "instance/web", "true"}, "/v1/namespaces/default/instances/web/exec?cmd=true"},
+	} {
+		conns.Store(0)
+		query.Store("")
+		cmd := exec.Command(berthBin, append([]string{"--server", srv.URL, "--token", "tok", "--ca-file", ca}, tc.args...)...)
+		cmd.Env = append(os.Environ(), "GODEBUG=inittrace=1", "HTTPS_PROXY=", "https_proxy=", "ALL_PROXY=", "all_proxy=")
+		var stdout bytes.Buffer
+		stderr.Reset()
+		cmd.Stdout, cmd.Stderr = &stdout, &stderr
+		err := cmd.Run()
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) || ee.ExitCode() != 3 || stdout.String() != "hi\n" {
+			t.Fatalf("berth %s: %v, stdout %q, want exit code 3 and hi\nstderr: %s", tc.args, err, stdout.String(), stderr.String())
+		}
+		if got, _ := query.Load().(string); got != tc.query {
+			t.Errorf("berth %s: the server got %q, want %q", tc.args, got, tc.query)
+		}
+		if n := conns.Load(); n != 1 {
+			t.Errorf("berth %s made %d connections, want 1", tc.args, n)
+		}
 	}
 	var order []string
 	sc := bufio.NewScanner(&stderr)

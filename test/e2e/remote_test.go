@@ -294,6 +294,19 @@ template:
 		if got := admin(t, l, "exec", name, "hostname"); strings.TrimSpace(got) != name {
 			t.Errorf("exec hostname on n2: %q, want %s", got, name)
 		}
+		// A plain exec goes out while the CLI starts (internal/cli/preexec):
+		// it runs once, and its event says who ran what.
+		if out, code := adminCode(t, l, "exec", name, "--", "sh", "-c", "echo once >> /tmp/ran; exit 6"); code != 6 {
+			t.Errorf("exec echo once: exit %d (%s), want 6", code, out)
+		}
+		if got := admin(t, l, "exec", name, "cat", "/tmp/ran"); got != "once\n" {
+			t.Errorf("the exec ran %d times: /tmp/ran holds %q", strings.Count(got, "once"), got)
+		}
+		ranOnce := regexp.MustCompile(`\S+ from [0-9.]+ ran \["sh" "-c" "echo once >> /tmp/ran; exit 6"\] on node n2`)
+		eventually(t, 10*time.Second, "the exec's event, saying who ran what", func() bool {
+			out, _ := l.AdminCommand(t.Context(), "events").Output()
+			return len(ranOnce.FindAll(out, -1)) == 1
+		})
 		// -i: stdin goes to the command, and its end closes the command's.
 		in := l.AdminCommand(t.Context(), "exec", "-i", name, "--", "tr", "a-z", "A-Z")
 		in.Stdin = strings.NewReader(strings.Repeat("hello\n", 10000))

@@ -53,7 +53,8 @@ func TestHollowFleetScalesReplacesLostNodeAndScalesToZero(t *testing.T) {
 			"--start-delay", "5ms", "--cpus", "4"}, extra...)...)
 	}
 	profile := filepath.Join(dir, "fleet.pprof")
-	live := fleet("live", 99, "--cpuprofile", profile)
+	heap := filepath.Join(dir, "fleet-heap.pprof")
+	live := fleet("live", 99, "--cpuprofile", profile, "--heapprofile", heap)
 	doomed := fleet("doomed", 1)
 	admin := &env{t: t, dataDir: filepath.Join(dir, "cli")}
 	cli := func(args ...string) string {
@@ -135,29 +136,31 @@ func TestHollowFleetScalesReplacesLostNodeAndScalesToZero(t *testing.T) {
 	eventually(t, 60*time.Second, "no instances after a scale to 0", func() bool { return len(instances()) == 0 })
 	t.Logf("scaled to 0 in %v", time.Since(t0))
 
-	// Stopped, the fleet leaves its CPU profile: gzipped, naming the
-	// agent's functions.
+	// Stopped, the fleet leaves its CPU and heap profiles: gzipped,
+	// naming the agent's functions.
 	_ = live.cmd.Process.Signal(syscall.SIGTERM)
 	select {
 	case <-live.done:
 	case <-time.After(30 * time.Second):
 		t.Fatal("the fleet did not stop in 30s")
 	}
-	f, err := os.Open(profile)
-	if err != nil {
-		t.Fatalf("--cpuprofile: %v", err)
-	}
-	defer f.Close()
-	zr, err := gzip.NewReader(f)
-	if err != nil {
-		t.Fatalf("--cpuprofile: not a gzipped profile: %v", err)
-	}
-	pb, err := io.ReadAll(zr)
-	if err != nil {
-		t.Fatalf("--cpuprofile: %v", err)
-	}
-	if !strings.Contains(string(pb), "internal/agent.") {
-		t.Fatalf("--cpuprofile: the profile (%d bytes) names no function of the agent", len(pb))
+	for flag, path := range map[string]string{"--cpuprofile": profile, "--heapprofile": heap} {
+		f, err := os.Open(path)
+		if err != nil {
+			t.Fatalf("%s: %v", flag, err)
+		}
+		defer f.Close()
+		zr, err := gzip.NewReader(f)
+		if err != nil {
+			t.Fatalf("%s: not a gzipped profile: %v", flag, err)
+		}
+		pb, err := io.ReadAll(zr)
+		if err != nil {
+			t.Fatalf("%s: %v", flag, err)
+		}
+		if !strings.Contains(string(pb), "internal/agent.") {
+			t.Fatalf("%s: the profile (%d bytes) names no function of the agent", flag, len(pb))
+		}
 	}
 }
 

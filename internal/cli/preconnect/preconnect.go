@@ -16,7 +16,14 @@
 // command line settles on (Conn compares them), and only for what
 // dialling it would have made anyway; a command that wants another
 // server, or none, leaves it unused. Only the flags before the command
-// name are read here, with the same definitions as the command line's.
+// name are read for it, with the same definitions as the command line's.
+//
+// A plain exec (PlanOf: no stdin, no terminal, a bare name) goes further:
+// its WebSocket upgrade request is written on the connection as soon as
+// the handshake ends, so that the command runs on its node while the
+// binary finishes starting; internal/cli/preexec takes the answer over
+// once main has read the command line the usual way and found it the
+// same (see there).
 package preconnect
 
 import (
@@ -78,12 +85,14 @@ var ahead *dial
 
 type dial struct {
 	server, caFile string
+	plan           *Plan         // the exec to send on the connection, if any
 	done           chan struct{} // closed once the handshake has ended
 
 	mu      sync.Mutex
 	conn    *tls.Conn // nil once taken, or when it failed
 	at      time.Time
-	settled bool // Conn was called: a connection made later is closed
+	sent    *Sent // the exec sent on the connection, until taken
+	settled bool  // Conn or TakeSent was called: a connection made later is closed
 }
 
 func init() {
@@ -112,6 +121,9 @@ func start(args []string) *dial {
 		return nil
 	}
 	d := &dial{server: server, caFile: caFile, done: make(chan struct{})}
+	if p := PlanOf(args); p != nil && p.Server == server && p.CAFile == caFile {
+		d.plan = p
+	}
 	go d.run(u)
 	return d
 }
@@ -158,7 +170,35 @@ func (d *dial) run(u *url.URL) {
 		c.Close()
 		return
 	}
+	if d.plan != nil {
+		// Sent under the lock: once main has settled it is not sent.
+		d.sent = d.plan.Send(c.(*tls.Conn), u.Host)
+		return
+	}
 	d.conn, d.at = c.(*tls.Conn), time.Now()
+}
+
+// TakeSent returns the exec request sent ahead on the connection made
+// ahead, once; nil when none was sent, or the handshake is still under
+// way after patience (then none will be). The caller reads the answer,
+// and must not send the request again.
+func TakeSent(ctx context.Context) *Sent {
+	d := ahead
+	if d == nil || d.plan == nil {
+		return nil
+	}
+	t := time.NewTimer(patience)
+	select {
+	case <-d.done:
+	case <-t.C:
+	case <-ctx.Done():
+	}
+	t.Stop()
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	s := d.sent
+	d.sent, d.settled = nil, true
+	return s
 }
 
 // Conn returns the connection made ahead to server, trusting the
@@ -174,8 +214,11 @@ func (d *dial) take(ctx context.Context, server, caFile string, wait time.Durati
 	if d == nil {
 		return nil
 	}
+	d.mu.Lock()
+	settled := d.settled // by TakeSent, which waited already
+	d.mu.Unlock()
 	ok := d.server == server && d.caFile == caFile
-	if ok {
+	if ok && !settled {
 		t := time.NewTimer(wait)
 		select {
 		case <-d.done:

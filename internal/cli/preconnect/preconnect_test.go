@@ -79,7 +79,9 @@ func TestStartOnlyForAWebSocketCommandToAnHTTPSServer(t *testing.T) {
 func TestConnHandsOverTheHandshakeOnce(t *testing.T) {
 	clearEnv(t)
 	url, ca, conns := server(t)
-	d := start([]string{"--server", url, "--ca-file", ca, "exec", "web", "true"})
+	// A plain exec is sent ahead on the connection (see exec_test.go);
+	// port-forward's is handed over.
+	d := start([]string{"--server", url, "--ca-file", ca, "port-forward", "web", "8080:80"})
 	c := d.take(t.Context(), url, ca, 10*time.Second)
 	if c == nil {
 		t.Fatal("no connection made ahead")

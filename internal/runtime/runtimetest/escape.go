@@ -190,6 +190,13 @@ func (h *harness) testSymlinkTargets(t *testing.T) {
 			} else {
 				t.Logf("refused: %v", err)
 			}
+			if tc.mounts == "bind" && !tc.userns {
+				// Followed inside the container's tree, the link leads the
+				// volume to the container's own copy of that path.
+				if b, _ := os.ReadFile(filepath.Join(volumeSrc, "x")); string(b) != "x\n" {
+					t.Errorf("the volume at /data/sub holds %q, want the container's x", b)
+				}
+			}
 			if b, _ := os.ReadFile(hostFile); string(b) != "host\n" {
 				t.Errorf("the host file was written through the image's link: %q", b)
 			}

@@ -65,6 +65,7 @@ func Suite(t *testing.T, executor string) {
 	t.Run("Escape", h.testEscape)
 	t.Run("ExecStdio", h.testExecStdio)
 	t.Run("SymlinkedMountTargets", h.testSymlinkTargets)
+	t.Run("MountsThroughLinks", h.testMountsThroughLinks)
 	t.Run("ForkBomb", h.testForkBomb)
 	t.Run("ExeOverwrite", h.testExeOverwrite)
 	t.Run("UserNS", h.testUserNS)

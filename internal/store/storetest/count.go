@@ -4,6 +4,7 @@ package storetest
 
 import (
 	"context"
+	"slices"
 	"sync"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -31,6 +32,31 @@ type Counter struct {
 	clientv3.KV
 	mu sync.Mutex
 	c  Counts
+	// behind, when set, is the revision serializable reads are served
+	// at (see Behind).
+	behind int64
+}
+
+// Behind makes the store's serializable reads, which the etcd member
+// serves from its own state, answer as of revision rev: what a member
+// that has applied no more than rev holds. Zero serves them current.
+func (c *Counter) Behind(rev int64) {
+	c.mu.Lock()
+	c.behind = rev
+	c.mu.Unlock()
+}
+
+// staleRead is op, read at the revision Behind set when it is a
+// serializable read.
+func (c *Counter) staleRead(op clientv3.Op) clientv3.Op {
+	if !op.IsGet() || !op.IsSerializable() || c.behind == 0 {
+		return op
+	}
+	opts := []clientv3.OpOption{clientv3.WithSerializable(), clientv3.WithRev(c.behind)}
+	if end := op.RangeBytes(); len(end) > 0 {
+		opts = append(opts, clientv3.WithRange(string(end)))
+	}
+	return clientv3.OpGet(string(op.KeyBytes()), opts...)
 }
 
 // Count starts counting s's key-value requests. Call it before the store
@@ -66,8 +92,13 @@ func (c *Counter) note(op clientv3.Op) {
 }
 
 func (c *Counter) Get(ctx context.Context, key string, opts ...clientv3.OpOption) (*clientv3.GetResponse, error) {
-	c.note(clientv3.OpGet(key, opts...))
-	return c.KV.Get(ctx, key, opts...)
+	op := clientv3.OpGet(key, opts...)
+	c.note(op)
+	c.mu.Lock()
+	op = c.staleRead(op)
+	c.mu.Unlock()
+	r, err := c.KV.Do(ctx, op)
+	return r.Get(), err
 }
 
 func (c *Counter) Put(ctx context.Context, key, val string, opts ...clientv3.OpOption) (*clientv3.PutResponse, error) {
@@ -104,7 +135,9 @@ func (t countedTxn) If(cs ...clientv3.Cmp) clientv3.Txn {
 
 func (t countedTxn) Then(ops ...clientv3.Op) clientv3.Txn {
 	t.c.mu.Lock()
-	for _, op := range ops {
+	ops = slices.Clone(ops)
+	for i, op := range ops {
+		ops[i] = t.c.staleRead(op)
 		switch {
 		case op.IsGet() && op.IsSerializable():
 			t.c.c.TxnSerializable++

@@ -1,0 +1,132 @@
+package store_test
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/berth-dev/berth/api"
+	"github.com/berth-dev/berth/api/errdefs"
+	"github.com/berth-dev/berth/internal/store"
+)
+
+// While batches fill the bulk lane, a single object's write still goes
+// straight to etcd, and the next batch waits for the lane, writing
+// nothing until it is let in; one whose caller gives up meanwhile writes
+// nothing at all.
+func TestBulkLaneLetsSingleWritesPass(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	s, err := store.Open(ctx, store.Config{DataDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	release, err := s.HoldBulk(ctx, 1<<40)
+	if err != nil {
+		t.Fatal(err)
+	}
+	released := false
+	defer func() {
+		if !released {
+			release()
+		}
+	}()
+
+	if err := s.Create(ctx, api.RunService("single", "demo/busybox:1", nil)); err != nil {
+		t.Fatalf("a single write while the lane is full: %v", err)
+	}
+
+	// A batch given up while it waits writes nothing.
+	gaveUp, giveUp := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() {
+		done <- s.CreateMany(gaveUp, []api.Object{api.RunService("a1", "demo/busybox:1", nil), api.RunService("a2", "demo/busybox:1", nil)})
+	}()
+	waitFor(t, func() bool { return s.BulkWaiting() == 1 })
+	giveUp()
+	if err := <-done; !errors.Is(err, context.Canceled) {
+		t.Fatalf("a batch given up in the lane: %v, want context.Canceled", err)
+	}
+	if _, err := store.Get[api.Service](ctx, s, "default", "a1"); !errdefs.IsNotFound(err) {
+		t.Fatalf("a batch given up in the lane wrote a1: %v", err)
+	}
+
+	go func() {
+		done <- s.CreateMany(ctx, []api.Object{api.RunService("b1", "demo/busybox:1", nil), api.RunService("b2", "demo/busybox:1", nil)})
+	}()
+	waitFor(t, func() bool { return s.BulkWaiting() == 1 })
+	if _, err := store.Get[api.Service](ctx, s, "default", "b1"); !errdefs.IsNotFound(err) {
+		t.Fatalf("a batch waiting in the lane wrote b1 already: %v", err)
+	}
+	released = true
+	release()
+	if err := <-done; err != nil {
+		t.Fatalf("the batch once let in: %v", err)
+	}
+	for _, name := range []string{"b1", "b2"} {
+		if _, err := store.Get[api.Service](ctx, s, "default", name); err != nil {
+			t.Errorf("%s after the batch was let in: %v", name, err)
+		}
+	}
+}
+
+// A node's status reports wait in the lane however few they are
+// (store.Bulk), and however small, at most 16 transactions are in it at
+// once: etcd's cost is per transaction too.
+func TestBulkLaneBoundsTransactions(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	s, err := store.Open(ctx, store.Config{DataDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	var releases []func()
+	defer func() {
+		for _, r := range releases {
+			r()
+		}
+	}()
+	for range 15 {
+		r, err := s.HoldBulk(ctx, 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		releases = append(releases, r)
+	}
+	// The sixteenth small batch goes in.
+	if err := s.CreateMany(ctx, []api.Object{api.RunService("c1", "demo/busybox:1", nil), api.RunService("c2", "demo/busybox:1", nil)}); err != nil {
+		t.Fatal(err)
+	}
+	r, err := s.HoldBulk(ctx, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	releases = append(releases, r)
+	// Then a single write marked as background work waits.
+	done := make(chan error, 1)
+	go func() { done <- s.Create(store.Bulk(ctx), api.RunService("d1", "demo/busybox:1", nil)) }()
+	waitFor(t, func() bool { return s.BulkWaiting() == 1 })
+	if _, err := store.Get[api.Service](ctx, s, "default", "d1"); !errdefs.IsNotFound(err) {
+		t.Fatalf("a background write waiting in the lane wrote d1 already: %v", err)
+	}
+	releases[0]()
+	releases = releases[1:]
+	if err := <-done; err != nil {
+		t.Fatalf("the background write once let in: %v", err)
+	}
+}
+
+// waitFor polls cond until it holds, failing the test after 10 s.
+func waitFor(t *testing.T, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatal("condition not met in 10 s")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
