@@ -40,8 +40,13 @@ type cache struct {
 	// object again, which at 20,000 instances was a fifth of an idle
 	// server's CPU, or looking each one up by its key, which was most of
 	// what was left of a snapshot.
-	order   map[api.Kind]*ordered
-	leases  map[string]bool
+	order  map[api.Kind]*ordered
+	leases map[string]bool
+	lapsed map[string]bool // store.LapsedNodesAt
+	// byNode holds the keys of the instances bound to each node, so that
+	// a snapshot finds those of the nodes without a lease, or gone, without
+	// looking through every instance.
+	byNode  map[string]map[string]struct{}
 	advance chan struct{} // closed and replaced whenever rev moves
 	shared  *shared
 	// changed holds the owners whose instances came, went or changed
@@ -66,21 +71,15 @@ type cache struct {
 // going over every instance (at 300,000 of them, the node controller's
 // look at each was most of a pass that had a few services to see to).
 type tally struct {
-	onNode  map[string]int    // instances bound to each node
 	unbound int               // instances to place: bound to no node, not ended
 	phases  map[api.Phase]int // by status.phase as stored
 }
 
-func newTally() tally { return tally{onNode: map[string]int{}, phases: map[api.Phase]int{}} }
+func newTally() tally { return tally{phases: map[api.Phase]int{}} }
 
 // add counts in once more (d 1) or once less (d -1).
 func (t *tally) add(in *api.Instance, d int) {
-	switch node := in.Spec.Node; {
-	case node != "":
-		if t.onNode[node] += d; t.onNode[node] <= 0 {
-			delete(t.onNode, node)
-		}
-	case !phaseOf(in).Terminal():
+	if in.Spec.Node == "" && !phaseOf(in).Terminal() {
 		t.unbound += d
 	}
 	if t.phases[in.Status.Phase] += d; t.phases[in.Status.Phase] <= 0 {
@@ -102,7 +101,7 @@ func (c *cache) fill(ctx context.Context) (int64, error) {
 	if err != nil {
 		return 0, err
 	}
-	errs := make([]error, len(cachedKinds)+1)
+	errs := make([]error, len(cachedKinds)+2)
 	lists := make([][]api.Object, len(cachedKinds))
 	// Afresh with each list: what no instance holds any more goes.
 	sh := newShared()
@@ -125,27 +124,31 @@ func (c *cache) fill(ctx context.Context) (int64, error) {
 			})
 		})
 	}
-	var leases map[string]bool
+	var leases, lapsed map[string]bool
 	wg.Go(func() { leases, _, errs[len(cachedKinds)] = c.s.LiveNodesAt(ctx, rev) })
+	wg.Go(func() { lapsed, errs[len(cachedKinds)+1] = c.s.LapsedNodesAt(ctx, rev) })
 	wg.Wait()
 	if err := errors.Join(errs...); err != nil {
 		return 0, err
 	}
 	objs := map[api.Kind]map[string]api.Object{}
 	t := newTally()
+	byNode := map[string]map[string]struct{}{}
 	for i, k := range cachedKinds {
 		m := make(map[string]api.Object, len(lists[i]))
 		for _, o := range lists[i] {
 			md := o.GetMetadata()
-			m[objKey(md.Namespace, md.Name)] = o
+			key := objKey(md.Namespace, md.Name)
+			m[key] = o
 			if in, ok := o.(*api.Instance); ok {
 				t.add(in, 1)
+				bind(byNode, in.Spec.Node, key)
 			}
 		}
 		objs[k] = m
 	}
 	c.mu.Lock()
-	c.objs, c.leases, c.rev, c.ready, c.shared, c.tally = objs, leases, rev, true, sh, t
+	c.objs, c.leases, c.lapsed, c.byNode, c.rev, c.ready, c.shared, c.tally = objs, leases, lapsed, byNode, rev, true, sh, t
 	c.changed, c.all = map[ownerID]bool{}, true
 	c.order = map[api.Kind]*ordered{}
 	c.owners, c.ownerNum = nil, map[ownerID]int32{}
@@ -177,6 +180,14 @@ func (c *cache) apply(b store.ChangeBatch) bool {
 			}
 			continue
 		}
+		if ch.Lapsed != "" {
+			if ch.Type == store.Deleted {
+				delete(c.lapsed, ch.Lapsed)
+			} else {
+				c.lapsed[ch.Lapsed] = true
+			}
+			continue
+		}
 		if ch.Kind == api.KindNode {
 			c.nodeGen++
 		}
@@ -190,6 +201,7 @@ func (c *cache) apply(b store.ChangeBatch) bool {
 		if in, ok := old.(*api.Instance); ok {
 			c.changed[instanceOwner(in)] = true
 			c.tally.add(in, -1)
+			unbind(c.byNode, in.Spec.Node, k)
 		}
 		if ch.Type == store.Deleted {
 			if had {
@@ -213,6 +225,7 @@ func (c *cache) apply(b store.ChangeBatch) bool {
 			c.shared.share(in, ch.Value)
 			c.changed[instanceOwner(in)] = true
 			c.tally.add(in, 1)
+			bind(c.byNode, in.Spec.Node, k)
 		}
 		m[k] = ch.Object
 	}
@@ -244,6 +257,29 @@ func (c *cache) waitFor(ctx context.Context, rev int64, timeout time.Duration) e
 	}
 }
 
+// bind notes instance key as bound to node in byNode.
+func bind(byNode map[string]map[string]struct{}, node, key string) {
+	if node == "" {
+		return
+	}
+	keys := byNode[node]
+	if keys == nil {
+		keys = map[string]struct{}{}
+		byNode[node] = keys
+	}
+	keys[key] = struct{}{}
+}
+
+// unbind undoes bind.
+func unbind(byNode map[string]map[string]struct{}, node, key string) {
+	if keys := byNode[node]; keys != nil {
+		delete(keys, key)
+		if len(keys) == 0 {
+			delete(byNode, node)
+		}
+	}
+}
+
 // snapshot copies out what a pass reads, in key order as a list would give.
 func (c *cache) snapshot() (*snapshot, map[string]bool) {
 	c.mu.Lock()
@@ -258,12 +294,32 @@ func (c *cache) snapshot() (*snapshot, map[string]bool) {
 	if !c.all {
 		sn.changed = c.changed
 	}
-	sn.counted, sn.onNode, sn.unbound = true, maps.Clone(c.tally.onNode), c.tally.unbound
+	sn.counted, sn.unbound = true, c.tally.unbound
 	sn.nodeGen = c.nodeGen
 	c.changed, c.all = map[ownerID]bool{}, false
 	live := make(map[string]bool, len(c.leases))
 	for n := range c.leases {
 		live[n] = true
+	}
+	sn.lapsed = make(map[string]bool, len(c.lapsed))
+	for n := range c.lapsed {
+		sn.lapsed[n] = true
+	}
+	// The instances of the nodes without a lease or gone, by their place
+	// in sn.instances, which copyOut took in the order's.
+	at := c.order[api.KindInstance].at
+	nodes := c.objs[api.KindNode]
+	sn.onDead = map[string][]int{}
+	for node, keys := range c.byNode {
+		if _, ok := nodes[objKey("", node)]; ok && c.leases[node] {
+			continue
+		}
+		idx := make([]int, 0, len(keys))
+		for k := range keys {
+			idx = append(idx, at[k])
+		}
+		slices.Sort(idx)
+		sn.onDead[node] = idx
 	}
 	return &sn, live
 }

@@ -13,11 +13,22 @@ import (
 
 // nodesPass marks nodes Ready or NotReady by their heartbeat leases
 // (live), and their instances lost once the node controller gives them up.
+// It looks only at the instances of the nodes without a lease, or gone
+// (sn.deadNodes): a pass over a cluster whose nodes all beat reads none.
+//
+// A lease key goes for one of two reasons: a server saw the node miss a
+// whole TTL of beats (sn.lapsed says so), or the server holding its beats
+// lost its lease (it died, or was too starved to renew it), when the node
+// may only need a moment to beat to another server, or the server to bind
+// its keys to a new lease. A running manager (Run) gives up the first at
+// once, and the second only once it has been without a lease for the
+// start grace: a manager that just took over cannot tell how long it has.
 func (m *Manager) nodesPass(ctx context.Context, sn *snapshot, live map[string]bool) error {
 	now := m.opt.Clock()
+	onDead := sn.deadNodes(live)
 	states := make([]NodeState, 0, len(sn.nodes))
 	index := make(map[string]int, len(sn.nodes)) // into sn.nodes and states
-	var dead map[string]bool
+	waiting := 0
 	for i, n := range sn.nodes {
 		name := n.Metadata.Name
 		index[name] = i
@@ -29,29 +40,31 @@ func (m *Manager) nodesPass(ctx context.Context, sn *snapshot, live map[string]b
 		} else if _, ok := m.notReady[name]; !ok {
 			m.notReady[name] = now
 		}
-		if !alive {
-			if dead == nil {
-				dead = map[string]bool{}
-			}
-			dead[name] = true
+		st := NodeState{Name: name, Alive: alive, Ready: ready, NotReadySince: m.notReady[name]}
+		// Only a node that stopped can lose its instances.
+		if alive || sn.lapsed[name] {
+			delete(m.unexplained, name)
 		}
-		states = append(states, NodeState{Name: name, Alive: alive, Ready: ready, NotReadySince: m.notReady[name]})
-	}
-	// Only a node that stopped can lose its instances.
-	if dead != nil && sn.mayHaveOn(func(n string) bool { return dead[n] }) {
-		for _, in := range sn.instances {
-			if dead[in.Spec.Node] {
-				st := &states[index[in.Spec.Node]]
-				st.Instances = append(st.Instances, view(in))
+		if !alive {
+			if m.spare(name, now, sn.lapsed[name]) {
+				waiting += len(onDead[name])
+			} else {
+				for _, j := range onDead[name] {
+					st.Instances = append(st.Instances, view(sn.instances[j]))
+				}
 			}
+		}
+		states = append(states, st)
+	}
+	if waiting > 0 {
+		m.log.Debug("not marking instances lost yet: their nodes' leases went with a server's, and they have not had a heartbeat TTL to come back", "instances", waiting)
+	}
+	for name := range m.unexplained {
+		if _, ok := index[name]; !ok {
+			delete(m.unexplained, name) // removed
 		}
 	}
 	res := ComputeNodes(states, now, m.opt.LostGrace)
-	if !m.started.IsZero() && now.Sub(m.started) < m.opt.StartGrace && len(res.Lost) > 0 {
-		m.log.Debug("not marking instances lost yet: the nodes have not had a heartbeat TTL to reach this manager", "instances", len(res.Lost))
-		res.Lost = nil
-		m.dueAt(m.started.Add(m.opt.StartGrace))
-	}
 	m.dueLost(states, now)
 	var errs []error
 	set := func(name string, cond api.NodeCondition, msg string) {
@@ -81,8 +94,47 @@ func (m *Manager) nodesPass(ctx context.Context, sn *snapshot, live map[string]b
 		m.notReady[name] = now
 		set(name, api.NodeNotReady, "its heartbeat lease expired")
 	}
-	errs = append(errs, m.markLost(ctx, sn, index, res.Lost))
+	errs = append(errs, m.markLost(ctx, sn, index, onDead, res.Lost))
 	return errors.Join(errs...)
+}
+
+// spare says whether the instances of node, without a lease, are kept for
+// now: a running manager keeps those of a node not lapsed (see nodesPass)
+// until it has been so for the start grace, and asks for a pass then.
+func (m *Manager) spare(node string, now time.Time, lapsed bool) bool {
+	if m.started.IsZero() || lapsed {
+		return false
+	}
+	since, ok := m.unexplained[node]
+	if !ok {
+		since = now
+		m.unexplained[node] = now
+	}
+	if now.Sub(since) >= m.opt.StartGrace {
+		return false
+	}
+	m.dueAt(since.Add(m.opt.StartGrace))
+	return true
+}
+
+// deadNodes returns, by node, where in sn.instances the instances of the
+// nodes without a lease (not in live) or without a node object are: the
+// cache's index when the snapshot came from it, else a look through all.
+func (sn *snapshot) deadNodes(live map[string]bool) map[string][]int {
+	if sn.onDead != nil {
+		return sn.onDead
+	}
+	exists := make(map[string]bool, len(sn.nodes))
+	for _, n := range sn.nodes {
+		exists[n.Metadata.Name] = true
+	}
+	out := map[string][]int{}
+	for i, in := range sn.instances {
+		if node := in.Spec.Node; node != "" && (!live[node] || !exists[node]) {
+			out[node] = append(out[node], i)
+		}
+	}
+	return out
 }
 
 // dueLost asks for a pass when the instances of a stopped node are to be
@@ -103,7 +155,9 @@ func (m *Manager) dueLost(states []NodeState, now time.Time) {
 // markLost marks lost the instances named (namespace/name) and those
 // whose node was removed, as many to a transaction as etcd takes: a node
 // lost with hundreds of instances cost as many writes one after another.
-func (m *Manager) markLost(ctx context.Context, sn *snapshot, index map[string]int, names []string) error {
+// Both are among the instances of onDead (see deadNodes), which are all
+// it looks at.
+func (m *Manager) markLost(ctx context.Context, sn *snapshot, index map[string]int, onDead map[string][]int, names []string) error {
 	var lost map[string]bool
 	if len(names) > 0 {
 		lost = make(map[string]bool, len(names))
@@ -111,14 +165,15 @@ func (m *Manager) markLost(ctx context.Context, sn *snapshot, index map[string]i
 			lost[name] = true
 		}
 	}
-	// An instance is lost with its node removed: unless one is bound to
-	// a node not stored, only those named need looking for.
-	if lost == nil && !sn.mayHaveOn(func(n string) bool { _, ok := index[n]; return !ok }) {
-		return nil
+	var positions []int
+	for _, idx := range onDead {
+		positions = append(positions, idx...)
 	}
+	slices.Sort(positions) // the instances' order, as a list gives them
 	var marked []*api.Instance
 	at := map[*api.Instance]int{} // into sn.instances
-	for i, in := range sn.instances {
+	for _, i := range positions {
+		in := sn.instances[i]
 		_, nodeExists := index[in.Spec.Node]
 		gone := in.Spec.Node != "" && !nodeExists && !phaseOf(in).Terminal()
 		if !gone && (lost == nil || !lost[in.Metadata.Namespace+"/"+in.Metadata.Name]) {

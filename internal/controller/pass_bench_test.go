@@ -130,7 +130,7 @@ func scaleSnapshot(ctx context.Context, m *Manager, nodes, services, perService 
 	for _, in := range sn.instances {
 		t.add(in, 1)
 	}
-	sn.counted, sn.onNode, sn.unbound, sn.nodeGen = true, t.onNode, t.unbound, 1
+	sn.counted, sn.unbound, sn.nodeGen = true, t.unbound, 1
 	// And their owners numbered as the cache numbers them.
 	num := map[ownerID]int32{}
 	for _, in := range sn.instances {
@@ -151,4 +151,44 @@ func cpuTime() time.Duration {
 	var ru syscall.Rusage
 	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// BenchmarkNodesPass is the node lifecycle's share of a pass at 15,000
+// nodes and 300,000 instances: every node beating, then 1% of them gone
+// with their instances Lost long since. The instances of the nodes gone
+// are indexed as the cache hands them to a pass.
+func BenchmarkNodesPass(b *testing.B) {
+	s, err := store.Open(b.Context(), store.Config{DataDir: b.TempDir()})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	m := NewManager(s, Options{Logger: slog.New(slog.DiscardHandler), Network: DefaultNetwork, StartGrace: -1})
+	ctx := b.Context()
+	sn, live, err := scaleSnapshot(ctx, m, 15000, 1000, 300)
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, dead := range []int{0, 150} {
+		b.Run(fmt.Sprintf("%d-gone", dead), func(b *testing.B) {
+			for _, n := range sn.nodes[:dead] {
+				live[n.Metadata.Name] = false
+				n.Status.Condition = api.NodeNotReady
+			}
+			for _, in := range sn.instances {
+				if !live[in.Spec.Node] {
+					in.Status.Phase = api.PhaseLost
+				}
+			}
+			sn.onDead = nil
+			sn.onDead = sn.deadNodes(live)
+			cpu0 := cpuTime()
+			for b.Loop() {
+				if err := m.nodesPass(ctx, sn, live); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportMetric(float64(cpuTime()-cpu0)/float64(b.N)/1e6, "cpu-ms/op")
+		})
+	}
 }

@@ -28,7 +28,10 @@ type Manager struct {
 	poke chan struct{}
 	// notReady remembers since when (local time) each NotReady node has been so.
 	notReady map[string]time.Time
-	seed     uint64
+	// unexplained remembers since when (local time) each node has been
+	// without a lease that no server saw lapse (see nodesPass).
+	unexplained map[string]time.Time
+	seed        uint64
 	// started is when Run began; zero for passes run by hand.
 	started time.Time
 	// cache holds what passes read while Run runs; nil for passes run by hand.
@@ -57,10 +60,12 @@ type Options struct {
 	// are Lost; none by default, since the heartbeat lease's TTL already
 	// was the wait.
 	LostGrace time.Duration
-	// StartGrace is how long after Run starts no instance is marked Lost:
-	// a manager that just took over (or a cluster whose servers were all
-	// down) gives the nodes one heartbeat TTL to reach it first.
-	// DefaultStartGrace when zero; negative for none.
+	// StartGrace is how long a node whose lease went with its server's
+	// (not lapsed for missed beats: store.LapsedNodesAt) keeps its
+	// instances, from when Run first saw it so: a manager that just took
+	// over (or a cluster whose servers were all down) gives such nodes one
+	// heartbeat TTL to reach it. DefaultStartGrace when zero; negative
+	// for none.
 	StartGrace time.Duration
 	// Resync bounds the time between passes while work is pending
 	// (instances to place, nodes to give up, a pass that failed).
@@ -117,7 +122,7 @@ func NewManager(s *store.Store, opt Options) *Manager {
 		opt.Clock = time.Now
 	}
 	return &Manager{s: s, opt: opt, log: opt.Logger.With("component", "controller"),
-		poke: make(chan struct{}, 1), notReady: map[string]time.Time{}, hashes: map[string]revHash{}}
+		poke: make(chan struct{}, 1), notReady: map[string]time.Time{}, unexplained: map[string]time.Time{}, hashes: map[string]revHash{}}
 }
 
 // Run works until ctx ends.
@@ -259,16 +264,22 @@ type snapshot struct {
 	crons     []*api.CronJob
 
 	owned map[ownerID][]*api.Instance
+	// lapsed names the nodes a server saw miss a TTL of beats
+	// (store.LapsedNodesAt).
+	lapsed map[string]bool
+	// onDead holds, by node, where in instances those of the nodes without
+	// a heartbeat lease, or without a node object, are; nil when not
+	// known (see deadNodes).
+	onDead map[string][]int
 	// changed holds the owners whose instances changed since the
 	// snapshot before (the cache's); nil when any may have.
 	changed map[ownerID]bool
-	// counted says onNode and unbound count the instances (the cache's
-	// tally): how many are bound to each node, and to none, not ended.
-	// Controllers that change instances in the pass leave them as they
-	// were, so they may count more than there are, never fewer: they
-	// only say when a look at every instance would find nothing.
+	// counted says unbound counts the instances (the cache's tally)
+	// bound to no node, not ended. Controllers that change instances in
+	// the pass leave it as it was, so it may count more than there are,
+	// never fewer: it only says when a look at every instance would find
+	// nothing.
 	counted bool
-	onNode  map[string]int
 	unbound int
 	// ownerOf numbers each instance's owner, in owners, as the cache
 	// numbered them: grouping by a number from a dense list spares a look
@@ -280,20 +291,6 @@ type snapshot struct {
 	// nodeGen names the nodes as the cache held them: two snapshots of
 	// one nodeGen hold the same nodes, unchanged. Zero when not known.
 	nodeGen int64
-}
-
-// mayHaveOn says whether any instance may be bound to a node for which
-// nodes says true.
-func (sn *snapshot) mayHaveOn(nodes func(string) bool) bool {
-	if !sn.counted {
-		return true
-	}
-	for n := range sn.onNode {
-		if nodes(n) {
-			return true
-		}
-	}
-	return false
 }
 
 // touch notes that a controller changed in in this snapshot, for the
@@ -339,6 +336,9 @@ func (m *Manager) read(ctx context.Context) (*snapshot, map[string]bool, error) 
 	}
 	live, err := m.s.LiveNodes(ctx)
 	if err != nil {
+		return nil, nil, err
+	}
+	if sn.lapsed, err = m.s.LapsedNodesAt(ctx, 0); err != nil {
 		return nil, nil, err
 	}
 	return sn, live, nil

@@ -478,6 +478,28 @@ func TestLapsedLeaseReplacesAtOnce(t *testing.T) {
 	}
 }
 
+// A node removed while its instances run there has them marked lost and
+// replaced, though its lease is still held: the running manager finds
+// them through its cache's index of instances by node.
+func TestRemovedNodeInstancesAreReplaced(t *testing.T) {
+	h := newHarness(t, "n1", "n2")
+	runManager(t, h, controller.Options{Logger: slog.New(slog.DiscardHandler), Resync: time.Hour, StartGrace: -1})
+	h.service("web", 2, api.Placement{Spread: []string{"node"}})
+	h.settle("web", 2)
+	on := func(node string) int {
+		return h.count(func(in *api.Instance) bool { return in.Spec.Node == node && !in.Status.Phase.Terminal() })
+	}
+	if on("n2") == 0 {
+		t.Fatalf("no instance on n2 before it goes\n%s", dump(h.instances()))
+	}
+	if err := h.s.Delete(h.ctx, api.KindNode, "", "n2", 0); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 5*time.Second, "n2's instances replaced on n1", func() bool {
+		return on("n2") == 0 && on("n1") == 2
+	}, func() string { return dump(h.instances()) })
+}
+
 // A manager that just started marks a node without a lease NotReady but
 // leaves its instances alone until the nodes had a TTL to reach it.
 func TestStartGraceKeepsInstances(t *testing.T) {
@@ -499,6 +521,65 @@ func TestStartGraceKeepsInstances(t *testing.T) {
 	}, nil)
 	if n := h.count(func(in *api.Instance) bool { return in.Status.Phase == api.PhaseLost }); n != 0 {
 		t.Errorf("%d instances Lost within the start grace, want none", n)
+	}
+}
+
+// A manager that just started gives up at once the instances of a node
+// that a server saw miss its beats (its key lapsed): only one whose key
+// went without that (its server's lease ended; ExpireNode) may be beating
+// on its way to another server, and keeps its instances through the start
+// grace.
+func TestStartGraceSparesOnlyNodesNotSeenToLapse(t *testing.T) {
+	h := newHarness(t, "n1", "n2", "n3")
+	h.service("web", 3, api.Placement{Spread: []string{"node"}})
+	h.pass()
+	h.agent(running)
+	// n2's last beat gives it a millisecond: the sweep deletes its key as lapsed.
+	if err := h.s.KeepNodeAlive(h.ctx, "n2", time.Millisecond); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 5*time.Second, "n2's key lapsed", func() bool {
+		lapsed, err := h.s.LapsedNodesAt(h.ctx, 0)
+		return err == nil && lapsed["n2"]
+	}, nil)
+	h.stopHeartbeat("n3")
+	runManager(t, h, controller.Options{Logger: slog.New(slog.DiscardHandler), Resync: 20 * time.Millisecond, StartGrace: time.Hour})
+	waitFor(t, 5*time.Second, "n2's instance given up", func() bool {
+		return h.count(func(in *api.Instance) bool { return in.Spec.Node == "n2" && !in.Status.Phase.Terminal() }) == 0
+	}, func() string { return dump(h.instances()) })
+	// A pass after that one must not give up n3's either: a service made
+	// now and bound shows that passes went on.
+	h.service("later", 1, api.Placement{})
+	waitFor(t, 5*time.Second, "a later service's instance bound", func() bool {
+		return h.count(func(in *api.Instance) bool { return in.Spec.Owner.Name == "later" && in.Spec.Node != "" }) == 1
+	}, nil)
+	if n := h.count(func(in *api.Instance) bool { return in.Spec.Node == "n3" && in.Status.Phase == api.PhaseRunning }); n != 1 {
+		t.Errorf("%d instances Running on n3 within the start grace, want 1\n%s", n, dump(h.instances()))
+	}
+}
+
+// A running manager too gives up at once only a node whose key lapsed:
+// one whose key went with its server's lease (ExpireNode) keeps its
+// instance for the grace, as the server may bind it again, or the node
+// beat to another, within moments.
+func TestRunningManagerSparesNodesNotSeenToLapse(t *testing.T) {
+	h := newHarness(t, "n1", "n2", "n3")
+	runManager(t, h, controller.Options{Logger: slog.New(slog.DiscardHandler), Resync: 20 * time.Millisecond, StartGrace: time.Hour})
+	h.service("web", 3, api.Placement{Spread: []string{"node"}})
+	h.settle("web", 3)
+	h.stopHeartbeat("n3")
+	if err := h.s.KeepNodeAlive(h.ctx, "n2", time.Millisecond); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 5*time.Second, "n2's instance given up", func() bool {
+		return h.count(func(in *api.Instance) bool { return in.Spec.Node == "n2" && !in.Status.Phase.Terminal() }) == 0
+	}, func() string { return dump(h.instances()) })
+	waitFor(t, 5*time.Second, "n3 NotReady", func() bool {
+		n, err := store.Get[api.Node](h.ctx, h.s, "", "n3")
+		return err == nil && n.Status.Condition == api.NodeNotReady
+	}, nil)
+	if n := h.count(func(in *api.Instance) bool { return in.Spec.Node == "n3" && in.Status.Phase == api.PhaseRunning }); n != 1 {
+		t.Errorf("%d instances Running on n3 within the grace, want 1\n%s", n, dump(h.instances()))
 	}
 }
 

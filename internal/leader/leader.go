@@ -29,6 +29,7 @@ import (
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/client/v3/concurrency"
+	"go.etcd.io/etcd/server/v3/lease"
 
 	"github.com/berth-dev/berth/api/errdefs"
 )
@@ -67,9 +68,14 @@ func TermFrom(ctx context.Context) (Term, bool) {
 type Option func(*options)
 
 type options struct {
-	ttl time.Duration
-	log *slog.Logger
+	ttl   time.Duration
+	log   *slog.Logger
+	renew RenewFunc
 }
+
+// RenewFunc renews lease once and returns its TTL in seconds (0 or an
+// error in etcd's lease-not-found when it has lapsed).
+type RenewFunc func(ctx context.Context, lease clientv3.LeaseID) (int64, error)
 
 // WithTTL sets the session TTL (whole seconds, rounded up); DefaultTTL
 // unless set. etcd raises TTLs below its minimum (about 2s by default).
@@ -77,6 +83,13 @@ func WithTTL(d time.Duration) Option { return func(o *options) { o.ttl = d } }
 
 // WithLogger logs terms beginning and ending.
 func WithLogger(l *slog.Logger) Option { return func(o *options) { o.log = l } }
+
+// WithRenew sets how the leader renews its lease: the client's
+// KeepAliveOnce unless set. An embedded member renews it with a call, in
+// microseconds however busy etcd is with writes, where a renewal through
+// the in-process client opened a keep-alive stream each time and took
+// up to a second (store.Store.RenewLease).
+func WithRenew(f RenewFunc) Option { return func(o *options) { o.renew = f } }
 
 // Run campaigns under key as identity and runs work while it leads, until
 // ctx ends: when leadership is lost it cancels work's context, waits for
@@ -97,6 +110,15 @@ func Run(ctx context.Context, c *clientv3.Client, key, identity string, work fun
 	}
 	if o.log == nil {
 		o.log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	if o.renew == nil {
+		o.renew = func(ctx context.Context, id clientv3.LeaseID) (int64, error) {
+			r, err := c.KeepAliveOnce(ctx, id)
+			if err != nil {
+				return 0, err
+			}
+			return r.TTL, nil
+		}
 	}
 	o.log = o.log.With("election", key, "identity", identity)
 	retry := 100 * time.Millisecond
@@ -179,7 +201,7 @@ func runTerm(ctx context.Context, c *clientv3.Client, key, identity string, work
 	guarded := make(chan struct{})
 	go func() {
 		defer close(guarded)
-		guard(lctx, lose, c, sess, g.ID, term.Key, ttl)
+		guard(lctx, lose, c, o.renew, g.ID, term.Key, ttl)
 	}()
 	o.log.Info("leading", "term", term.Revision)
 	done := make(chan error, 1)
@@ -212,10 +234,16 @@ func runTerm(ctx context.Context, c *clientv3.Client, key, identity string, work
 	}
 }
 
-// guard renews the lease every third of the TTL and ends the term (lose)
-// when the lease was not renewed by its deadline, when the session ends,
-// or when the leader key is deleted.
-func guard(ctx context.Context, lose context.CancelCauseFunc, c *clientv3.Client, sess *concurrency.Session, lease clientv3.LeaseID, key string, ttl time.Duration) {
+// guard renews the lease every third of the TTL, and a quarter second
+// after a renewal fails, and ends the term (lose) when the lease was not
+// renewed by its deadline, when etcd says it has lapsed, or when the
+// leader key is deleted.
+//
+// The session's own keep-alive also renews the lease, but the term does
+// not rest on it: it ended terms when its replies came late, a TTL with
+// none, though renewals of the guard's own had kept the lease all along.
+// The deadline alone says how long etcd keeps the lease.
+func guard(ctx context.Context, lose context.CancelCauseFunc, c *clientv3.Client, renewLease RenewFunc, lease clientv3.LeaseID, key string, ttl time.Duration) {
 	// The term ends a little before the lease could: the work needs a
 	// moment to stop once its context ends.
 	margin := ttl / 10
@@ -224,23 +252,27 @@ func guard(ctx context.Context, lose context.CancelCauseFunc, c *clientv3.Client
 	deadline := time.Now().Add(ttl - margin)
 	expiry := time.NewTimer(time.Until(deadline))
 	defer expiry.Stop()
-	tick := time.NewTicker(ttl / 3)
+	tick := time.NewTimer(ttl / 3)
 	defer tick.Stop()
 	wch := c.Watch(clientv3.WithRequireLeader(ctx), key)
 	renew := func() {
 		t0 := time.Now()
 		kctx, cancel := context.WithTimeout(ctx, min(ttl/3, time.Until(deadline)))
-		r, err := c.KeepAliveOnce(kctx, lease)
+		left, err := renewLease(kctx, lease)
 		cancel()
 		switch {
-		case err == nil && r.TTL > 0:
+		case err == nil && left > 0:
 			// etcd counts the TTL from when it got the renewal, which
 			// is after t0.
-			deadline = t0.Add(time.Duration(r.TTL)*time.Second - margin)
+			deadline = t0.Add(time.Duration(left)*time.Second - margin)
 			expiry.Reset(time.Until(deadline))
+			tick.Reset(ttl / 3)
 		case errors.Is(err, context.Canceled) || ctx.Err() != nil:
 		case err == nil || isLeaseNotFound(err):
 			lose(fmt.Errorf("%w: lease expired", ErrLost))
+		default:
+			// Slow or failed: try again soon, while the deadline holds.
+			tick.Reset(250 * time.Millisecond)
 		}
 	}
 	renew()
@@ -254,9 +286,6 @@ func guard(ctx context.Context, lose context.CancelCauseFunc, c *clientv3.Client
 			return
 		case <-expiry.C:
 			lose(fmt.Errorf("%w: lease not renewed within %v", ErrLost, ttl))
-			return
-		case <-sess.Done():
-			lose(fmt.Errorf("%w: session ended", ErrLost))
 			return
 		case wr, ok := <-wch:
 			if !ok {
@@ -278,8 +307,9 @@ func guard(ctx context.Context, lose context.CancelCauseFunc, c *clientv3.Client
 }
 
 func isLeaseNotFound(err error) bool {
-	// The client's typed error for an unknown lease.
-	return errors.Is(err, rpctypes.ErrLeaseNotFound)
+	// The client's typed error for an unknown lease, or the server's own
+	// when renewed by a call to it.
+	return errors.Is(err, rpctypes.ErrLeaseNotFound) || errors.Is(err, lease.ErrLeaseNotFound) || rpctypes.Error(err) == rpctypes.ErrLeaseNotFound
 }
 
 // Leader returns the current term under key: the candidate leading, or an

@@ -275,3 +275,54 @@ func TestWorkEndingResignsAndLeaderReports(t *testing.T) {
 		t.Errorf("Run without a key: %v, want invalid argument", err)
 	}
 }
+
+// A term rests on the leader's own renewals (WithRenew), not on its
+// session's keep-alive stream, whose replies came late under load and
+// ended terms whose lease was renewed all along: with the stream gone, the
+// term goes on while the renewals succeed, and ends within the TTL once
+// they fail.
+func TestTermRestsOnItsOwnRenewals(t *testing.T) {
+	url := etcdURL(t)
+	r := newReferee(t)
+	c, renewer := newClient(t, url), newClient(t, url)
+	var failing atomic.Bool
+	renew := func(ctx context.Context, id clientv3.LeaseID) (int64, error) {
+		if failing.Load() {
+			return 0, errors.New("etcd too slow")
+		}
+		ka, err := renewer.KeepAliveOnce(ctx, id)
+		if err != nil {
+			return 0, err
+		}
+		return ka.TTL, nil
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- leader.Run(ctx, c, key, "a", r.work("a"), leader.WithTTL(ttl), leader.WithRenew(renew))
+	}()
+	t.Cleanup(func() { cancel(); <-done })
+	r.leader("", 10*time.Second)
+	// The session's keep-alive ends (its client's leases closed).
+	if err := c.Lease.Close(); err != nil {
+		t.Fatal(err)
+	}
+	for end := time.Now().Add(3 * ttl); time.Now().Before(end); time.Sleep(50 * time.Millisecond) {
+		if !r.isRunning("a") {
+			t.Fatal("the term ended with its session's keep-alive, though its renewals held")
+		}
+	}
+	failing.Store(true)
+	failed := time.Now()
+	for r.isRunning("a") {
+		if time.Since(failed) > ttl {
+			t.Fatalf("the term outlived its lease's TTL (%v) without a renewal", ttl)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if n := len(r.terms); n != 1 {
+		t.Errorf("%d terms, want 1", n)
+	}
+}

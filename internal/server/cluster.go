@@ -36,8 +36,10 @@ type ServerConfig struct {
 	// last (agents renew them); apiserver.DefaultNodeCertTTL when zero.
 	NodeCertTTL time.Duration
 	// NodeTTL is how long a node stays alive after its last heartbeat,
-	// and how long a new controller leader waits before it gives up on
-	// nodes; api.NodeTTL when zero. Agents beat at a third of it.
+	// and how long the controllers wait before they give up on a node
+	// whose lease went with its server's rather than for missed beats
+	// (controller.Options.StartGrace); api.NodeTTL when zero. Agents beat
+	// at a third of it.
 	NodeTTL time.Duration
 	// Name names this server: its etcd member and its identity in the
 	// controllers' election. The hostname when empty.
@@ -289,7 +291,7 @@ func electedControllers(st *store.Store, key, name string, cfg ServerConfig, pha
 			}
 			return controller.NewManager(st.Fenced(term.Cmp()), controller.Options{Logger: log, Network: cfg.Network.controller(), Migrate: srv.Migrate, Admit: srv.Admit,
 				StartGrace: cfg.NodeTTL, Phases: phases}).Run(ctx)
-		}, leader.WithTTL(cfg.LeaderTTL), leader.WithLogger(log.With("component", "leader")))
+		}, leader.WithTTL(cfg.LeaderTTL), leader.WithLogger(log.With("component", "leader")), leader.WithRenew(st.RenewLease))
 	}
 }
 

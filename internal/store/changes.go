@@ -27,6 +27,9 @@ type Change struct {
 	// Lease names the node whose heartbeat lease key was made (Added) or
 	// removed (Deleted).
 	Lease string
+	// Lapsed names the node whose lapsed key (LapsedNodesAt) was made
+	// (Added or Modified) or removed (Deleted).
+	Lapsed string
 }
 
 // ChangeBatch is what one watch response brought: its changes, and the
@@ -116,6 +119,9 @@ func (s *Store) change(e *clientv3.Event, root string, kinds map[string]api.Kind
 			return Change{}, false, nil // rebound to another lease: still held
 		}
 		return Change{Type: typ, Lease: name}, true, nil
+	}
+	if plural == "lapsed" {
+		return Change{Type: typ, Lapsed: name}, true, nil
 	}
 	kind, ok := kinds[plural]
 	if !ok {

@@ -155,6 +155,58 @@ func TestNodeLeaseFollowsHeartbeatsAcrossServers(t *testing.T) {
 	}
 }
 
+// A node's key is marked lapsed only when the server holding its beats
+// saw it miss a whole TTL of them: not when it moved to another server,
+// nor when its server went away, and never while it beats anywhere.
+func TestLapsedOnlyWhenNoServerTakesBeats(t *testing.T) {
+	c := openCluster(t, 3)
+	ctx := context.Background()
+	const ttl = 2 * time.Second
+	beat := func(i int, node string) {
+		t.Helper()
+		if err := c.stores[i].KeepNodeAlive(ctx, node, ttl); err != nil {
+			t.Fatal(err)
+		}
+	}
+	state := func() (live, lapsed map[string]bool) {
+		t.Helper()
+		live, err := c.stores[1].LiveNodes(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if lapsed, err = c.stores[1].LapsedNodesAt(ctx, 0); err != nil {
+			t.Fatal(err)
+		}
+		return live, lapsed
+	}
+	// moved beats to server 0, then to server 1; stopped beats to server
+	// 0 and stops; orphan beats to server 2 alone, which goes away.
+	beat(0, "moved")
+	beat(0, "stopped")
+	beat(2, "orphan")
+	c.stop(2)
+	for end := time.Now().Add(2*ttl + 2*time.Second); time.Now().Before(end); {
+		beat(1, "moved")
+		live, lapsed := state()
+		if !live["moved"] || lapsed["moved"] {
+			t.Fatalf("a node beating to another server: alive %v, lapsed %v", live["moved"], lapsed["moved"])
+		}
+		time.Sleep(300 * time.Millisecond) // the heartbeat interval
+	}
+	live, lapsed := state()
+	if live["stopped"] || !lapsed["stopped"] {
+		t.Errorf("a node that stopped beating: alive %v, lapsed %v; want lapsed", live["stopped"], lapsed["stopped"])
+	}
+	if live["orphan"] || lapsed["orphan"] {
+		t.Errorf("a node whose server went away: alive %v, lapsed %v; want neither", live["orphan"], lapsed["orphan"])
+	}
+	// Back through any server, it is alive and lapsed no more.
+	beat(1, "stopped")
+	if live, lapsed := state(); !live["stopped"] || lapsed["stopped"] {
+		t.Errorf("a node beating again: alive %v, lapsed %v", live["stopped"], lapsed["stopped"])
+	}
+}
+
 func TestSharedValueAndExpireAcrossServers(t *testing.T) {
 	c := openCluster(t, 3)
 	ctx := context.Background()

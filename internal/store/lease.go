@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -47,8 +48,22 @@ import (
 // could not run could not take beats either, and must not blame the nodes.
 // A server whose lease lapses (etcd too slow to take its renewals) grants
 // another and rebinds the keys of its live nodes in batched transactions.
+//
+// A key goes for one of two reasons: a sweep saw its node miss a whole
+// TTL of beats, or its server's lease ended (the server died, or was too
+// starved to renew it), when its nodes may be beating still and only need
+// a moment to reach another server. A controller that was leading all
+// along acts on either. One that just took over cannot tell them apart by
+// the key, and would wait a node TTL for every missing node; so the sweep
+// leaves a key of its own under <prefix>/lapsed/ in the same transaction,
+// holding the time of the node's last beat, and whichever server writes the
+// node's lease key again deletes it in the same transaction too. A node
+// with a lapsed key and no lease key stopped beating a TTL ago to the
+// server that held its beats, and beats to no other since.
 
 func (s *Store) leaseKey(node string) string { return s.prefix + "/leases/" + node }
+
+func (s *Store) lapsedKey(node string) string { return s.prefix + "/lapsed/" + node }
 
 // liveness is this store's side of the nodes' heartbeats.
 type liveness struct {
@@ -97,7 +112,9 @@ func (s *Store) RenewNode(ctx context.Context, node string, ttl time.Duration) (
 		return false, fmt.Errorf("node %q: heartbeat: %w", node, err)
 	}
 	lease := s.live.leaseID()
-	p, err := s.client.Put(ctx, s.leaseKey(node), s.live.owner, clientv3.WithLease(lease))
+	p, err := s.client.Txn(ctx).Then(
+		clientv3.OpPut(s.leaseKey(node), s.live.owner, clientv3.WithLease(lease)),
+		clientv3.OpDelete(s.lapsedKey(node))).Commit()
 	if err != nil {
 		return false, fmt.Errorf("node %q: heartbeat: %w", node, wrapEtcd(err))
 	}
@@ -275,23 +292,25 @@ func (s *Store) sweepOnce(ctx context.Context, now time.Time) {
 		return true
 	})
 	for len(lapsed) > 0 {
-		n := min(len(lapsed), s.maxOps)
+		// Two operations a node: its key goes, its lapsed key comes.
+		n := min(len(lapsed), max(s.maxOps/2, 1))
 		batch := lapsed[:n]
 		lapsed = lapsed[n:]
 		cmps := make([]clientv3.Cmp, 0, n)
-		ops := make([]clientv3.Op, 0, n)
+		ops := make([][]clientv3.Op, 0, n)
 		for _, l := range batch {
+			at := time.Unix(0, l.b.at.Load()).UTC().Format(time.RFC3339Nano)
 			cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(s.leaseKey(l.node)), "=", l.rev))
-			ops = append(ops, clientv3.OpDelete(s.leaseKey(l.node)))
+			ops = append(ops, []clientv3.Op{clientv3.OpDelete(s.leaseKey(l.node)), clientv3.OpPut(s.lapsedKey(l.node), at)})
 		}
-		r, err := s.client.Txn(ctx).If(cmps...).Then(ops...).Commit()
+		r, err := s.client.Txn(ctx).If(cmps...).Then(slices.Concat(ops...)...).Commit()
 		if err == nil && r.Succeeded {
 			s.noteWrite(r.Header.Revision)
 			continue
 		}
 		// Some key moved on (another server took it): one at a time.
 		for i, l := range batch {
-			r, err := s.client.Txn(ctx).If(cmps[i]).Then(ops[i]).Commit()
+			r, err := s.client.Txn(ctx).If(cmps[i]).Then(ops[i]...).Commit()
 			if err != nil {
 				// Not deleted: owned again, for the next sweep to try.
 				l.b.rev.CompareAndSwap(0, l.rev)
@@ -321,7 +340,7 @@ func (s *Store) keepLease(ctx context.Context) {
 		}
 		t.Reset(every)
 		rctx, cancel := context.WithTimeout(ctx, every)
-		left, err := s.renew(rctx, s.live.leaseID())
+		left, err := s.RenewLease(rctx, s.live.leaseID())
 		cancel()
 		if err == nil && left > 0 {
 			continue
@@ -376,12 +395,14 @@ func (s *Store) regrant(ctx context.Context) error {
 	return nil
 }
 
-// renew keeps lease id alive once and returns its TTL in seconds (0 or
-// an error when it has lapsed). The embedded server renews it with a
+// RenewLease keeps lease id alive once and returns its TTL in seconds (0
+// or an error when it has lapsed). The embedded server renews it with a
 // call: through the client, each renewal opened a keep-alive stream, and
-// its goroutines, for one message. The server forwards the renewal to
-// the leader when it is not the leader itself, as it would the stream's.
-func (s *Store) renew(ctx context.Context, id clientv3.LeaseID) (int64, error) {
+// its goroutines, for one message, and took up to a second while etcd
+// committed large transactions (120 µs by the call). The server forwards
+// the renewal to the leader when it is not the leader itself, as it would
+// the stream's.
+func (s *Store) RenewLease(ctx context.Context, id clientv3.LeaseID) (int64, error) {
 	if s.etcd != nil {
 		return s.etcd.Server.LeaseRenew(ctx, lease.LeaseID(id))
 	}
@@ -393,7 +414,9 @@ func (s *Store) renew(ctx context.Context, id clientv3.LeaseID) (int64, error) {
 }
 
 // ExpireNode ends node's liveness at once, as if it had stopped beating:
-// its next heartbeat, through any server, makes it alive again.
+// its next heartbeat, through any server, makes it alive again. It leaves
+// no lapsed key: no server saw the node miss its beats, as when a server's
+// lease ends, and a controller that just took over waits for it as long.
 func (s *Store) ExpireNode(ctx context.Context, node string) error {
 	key := s.leaseKey(node)
 	r, err := s.client.Get(ctx, key)
@@ -441,4 +464,24 @@ func (s *Store) LiveNodesAt(ctx context.Context, rev int64) (map[string]bool, in
 		rev = r.Header.Revision
 	}
 	return out, rev, nil
+}
+
+// LapsedNodesAt names the nodes a server saw miss a whole TTL of beats,
+// and that have beaten to no server since (see the top of this file), as
+// of revision rev (the current one when 0).
+func (s *Store) LapsedNodesAt(ctx context.Context, rev int64) (map[string]bool, error) {
+	prefix := s.prefix + "/lapsed/"
+	opts := []clientv3.OpOption{clientv3.WithPrefix(), clientv3.WithKeysOnly()}
+	if rev != 0 {
+		opts = append(opts, clientv3.WithRev(rev))
+	}
+	r, err := s.client.Get(ctx, prefix, opts...)
+	if err != nil {
+		return nil, fmt.Errorf("lapsed nodes: %w", wrapEtcd(err))
+	}
+	out := make(map[string]bool, len(r.Kvs))
+	for _, kv := range r.Kvs {
+		out[strings.TrimPrefix(string(kv.Key), prefix)] = true
+	}
+	return out, nil
 }

@@ -36,12 +36,24 @@ func TestNodeLeaseLapsesWithoutHeartbeats(t *testing.T) {
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
-	// A heartbeat after the lapse makes the node alive again.
+	// The sweep said why n2's key went: it missed its beats here.
+	lapsed, err := s.LapsedNodesAt(ctx, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !lapsed["n2"] || lapsed["n1"] {
+		t.Errorf("lapsed nodes %v, want n2 alone", lapsed)
+	}
+	// A heartbeat after the lapse makes the node alive again, and no
+	// longer lapsed.
 	if err := s.KeepNodeAlive(ctx, "n2", 2*time.Second); err != nil {
 		t.Fatal(err)
 	}
 	if live, _ := s.LiveNodes(ctx); !live["n2"] {
 		t.Error("n2 is not alive after beating again")
+	}
+	if lapsed, _ := s.LapsedNodesAt(ctx, 0); lapsed["n2"] {
+		t.Error("n2 is still lapsed after beating again")
 	}
 }
 

@@ -159,3 +159,123 @@ func TestNodeLossFoundAfterLeaderFailover(t *testing.T) {
 		t.Errorf("the live node is %s, want Ready", conds["live-00000"])
 	}
 }
+
+// TestNodeLostWithTheLeaderGivenUpWithinTTL: a hollow node dies with the
+// server that leads etcd and the controllers. Its heartbeats went through
+// another server, which sees them stop for a TTL and says so (its lapsed
+// key): the new controllers give up its instance as soon as they lead,
+// where they waited a node TTL of their own first. The node beating on
+// keeps its instance.
+func TestNodeLostWithTheLeaderGivenUpWithinTTL(t *testing.T) {
+	testenv.RequireRoot(t)
+	// As long a leader TTL as a node TTL: the new term begins about when
+	// the node lapses (a new etcd leader gives the old term's lease a
+	// whole TTL afresh), and a wait of a node TTL from then is plain.
+	const ttl = 8 * time.Second
+	c := startHACluster(t, "--node-ttl", ttl.String(), "--leader-ttl", ttl.String())
+	victim, term := c.leadBoth()
+	var via *haServer // leads nothing
+	var joinToken string
+	for _, s := range c.servers {
+		if s != victim && via == nil {
+			via = s
+		}
+		if b, err := os.ReadFile(filepath.Join(s.dataDir, "join-token")); err == nil {
+			joinToken = strings.TrimSpace(string(b))
+		}
+	}
+	if joinToken == "" {
+		t.Fatal("no server wrote the cluster's first join token")
+	}
+	dir := t.TempDir()
+	fleet := func(prefix string) *process {
+		return startProcess(t, "berth sim agents "+prefix, "--data-dir", filepath.Join(dir, prefix), "--server", "https://"+via.api,
+			"--token", joinToken, "--ca-file", c.caFile, "sim", "agents", "--count", "1", "--prefix", prefix)
+	}
+	fleet("live")
+	doomed := fleet("doomed")
+	eventually(t, 60*time.Second, "both hollow nodes Ready", func() bool {
+		out, _, code := c.run(via, "get", "nodes", "-o", "json")
+		var nodes []api.Node
+		if code != 0 || json.Unmarshal([]byte(out), &nodes) != nil {
+			return false
+		}
+		ready := 0
+		for _, n := range nodes {
+			if n.Status.Condition == api.NodeReady {
+				ready++
+			}
+		}
+		return ready == 2
+	})
+	spec := filepath.Join(dir, "web.yaml")
+	if err := os.WriteFile(spec, []byte("kind: Service\nname: web\nreplicas: 2\nplacement:\n  spread: [node]\ntemplate:\n  image: sim/none:1\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if out, errOut, code := c.run(via, "apply", "-f", spec); code != 0 {
+		t.Fatalf("apply: exit %d: %s%s", code, out, errOut)
+	}
+	// Through a survivor, once the victim is gone.
+	instances := func() []api.Instance {
+		out, errOut, code := c.run(via, "get", "instances", "-o", "json")
+		if code != 0 {
+			t.Logf("get instances through %s: exit %d: %s", via.name, code, errOut)
+			return nil
+		}
+		var list []api.Instance
+		if err := json.Unmarshal([]byte(out), &list); err != nil {
+			t.Fatalf("get instances -o json: %v: %s", err, out)
+		}
+		return list
+	}
+	running := func(node string) (names []string) {
+		for _, in := range instances() {
+			if in.Spec.Node == node && in.Status.Phase == api.PhaseRunning {
+				names = append(names, in.Metadata.Name)
+			}
+		}
+		return names
+	}
+	eventually(t, 60*time.Second, "web Running on both hollow nodes", func() bool {
+		return len(running("live-00000")) == 1 && len(running("doomed-00000")) == 1
+	})
+	kept := running("live-00000")[0]
+
+	// The leading server and the node die together.
+	_ = victim.cmd.Process.Kill()
+	_ = doomed.cmd.Process.Signal(syscall.SIGKILL)
+	stopped := time.Now()
+	_ = victim.cmd.Wait()
+	victim.killed = true
+	<-doomed.done
+	cl := c.etcd("http://" + via.etcd)
+	eventually(t, 60*time.Second, "a new controller leader", func() bool {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		t2, err := leader.Leader(ctx, cl, "/berth/leader/controller")
+		return err == nil && t2.Identity != victim.name && t2.Revision > term.Revision
+	})
+	led := time.Now()
+	eventually(t, 60*time.Second, "the dead node's instance given up", func() bool {
+		list := instances()
+		for _, in := range list {
+			if in.Spec.Node == "doomed-00000" && !in.Status.Phase.Terminal() {
+				return false
+			}
+		}
+		return list != nil
+	})
+	t.Logf("the dead node's instance given up %v after it and the leader died, %v after the new term began (node and leader TTL %v)",
+		time.Since(stopped).Round(time.Millisecond), time.Since(led).Round(time.Millisecond), ttl)
+	// Its node lapsed about when the term began: at most the term's
+	// first passes, and the polls, after it.
+	if took, limit := time.Since(led), ttl/2; took > limit {
+		t.Errorf("the dead node's instance given up %v after the new term began; want within %v, not a node TTL (%v) later", took, limit, ttl)
+	}
+	eventually(t, 30*time.Second, "web's replacement Running on the live node", func() bool { return len(running("live-00000")) == 2 })
+	for _, in := range instances() {
+		if in.Metadata.Name == kept && in.Status.Phase != api.PhaseRunning {
+			t.Errorf("the live node's instance %s is %s, want Running throughout", kept, in.Status.Phase)
+		}
+	}
+}
