@@ -79,25 +79,7 @@ func TestNodeLossFoundAfterLeaderFailover(t *testing.T) {
 	testenv.RequireRoot(t)
 	const ttl = 4 * time.Second
 	c := startHACluster(t, "--node-ttl", ttl.String())
-	victim, term := c.leadBoth()
-	var via *haServer // leads nothing
-	var joinToken string
-	for _, s := range c.servers {
-		if s != victim && via == nil {
-			via = s
-		}
-		if b, err := os.ReadFile(filepath.Join(s.dataDir, "join-token")); err == nil {
-			joinToken = strings.TrimSpace(string(b))
-		}
-	}
-	if joinToken == "" {
-		t.Fatal("no server wrote the cluster's first join token")
-	}
-	dir := t.TempDir()
-	fleet := func(prefix string) *process {
-		return startProcess(t, "berth sim agents "+prefix, "--data-dir", filepath.Join(dir, prefix), "--server", "https://"+via.api,
-			"--token", joinToken, "--ca-file", c.caFile, "sim", "agents", "--count", "1", "--prefix", prefix)
-	}
+	victim, term, via, fleet := c.fleetBesideTheLeader(t)
 	fleet("live")
 	doomed := fleet("doomed")
 	conditions := func() map[string]api.NodeCondition {
@@ -173,25 +155,7 @@ func TestNodeLostWithTheLeaderGivenUpWithinTTL(t *testing.T) {
 	// whole TTL afresh), and a wait of a node TTL from then is plain.
 	const ttl = 8 * time.Second
 	c := startHACluster(t, "--node-ttl", ttl.String(), "--leader-ttl", ttl.String())
-	victim, term := c.leadBoth()
-	var via *haServer // leads nothing
-	var joinToken string
-	for _, s := range c.servers {
-		if s != victim && via == nil {
-			via = s
-		}
-		if b, err := os.ReadFile(filepath.Join(s.dataDir, "join-token")); err == nil {
-			joinToken = strings.TrimSpace(string(b))
-		}
-	}
-	if joinToken == "" {
-		t.Fatal("no server wrote the cluster's first join token")
-	}
-	dir := t.TempDir()
-	fleet := func(prefix string) *process {
-		return startProcess(t, "berth sim agents "+prefix, "--data-dir", filepath.Join(dir, prefix), "--server", "https://"+via.api,
-			"--token", joinToken, "--ca-file", c.caFile, "sim", "agents", "--count", "1", "--prefix", prefix)
-	}
+	victim, term, via, fleet := c.fleetBesideTheLeader(t)
 	fleet("live")
 	doomed := fleet("doomed")
 	eventually(t, 60*time.Second, "both hollow nodes Ready", func() bool {
@@ -208,7 +172,7 @@ func TestNodeLostWithTheLeaderGivenUpWithinTTL(t *testing.T) {
 		}
 		return ready == 2
 	})
-	spec := filepath.Join(dir, "web.yaml")
+	spec := filepath.Join(t.TempDir(), "web.yaml")
 	if err := os.WriteFile(spec, []byte("kind: Service\nname: web\nreplicas: 2\nplacement:\n  spread: [node]\ntemplate:\n  image: sim/none:1\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -278,4 +242,30 @@ func TestNodeLostWithTheLeaderGivenUpWithinTTL(t *testing.T) {
 			t.Errorf("the live node's instance %s is %s, want Running throughout", kept, in.Status.Phase)
 		}
 	}
+}
+
+// fleetBesideTheLeader finds the server that leads both etcd and the
+// controllers, with its term, and another that leads nothing, through
+// which fleet starts one hollow node under prefix in a process of its own.
+func (c *haCluster) fleetBesideTheLeader(t *testing.T) (victim *haServer, term leader.Term, via *haServer, fleet func(prefix string) *process) {
+	t.Helper()
+	victim, term = c.leadBoth()
+	var joinToken string
+	for _, s := range c.servers {
+		if s != victim && via == nil {
+			via = s
+		}
+		if b, err := os.ReadFile(filepath.Join(s.dataDir, "join-token")); err == nil {
+			joinToken = strings.TrimSpace(string(b))
+		}
+	}
+	if joinToken == "" {
+		t.Fatal("no server wrote the cluster's first join token")
+	}
+	dir := t.TempDir()
+	fleet = func(prefix string) *process {
+		return startProcess(t, "berth sim agents "+prefix, "--data-dir", filepath.Join(dir, prefix), "--server", "https://"+via.api,
+			"--token", joinToken, "--ca-file", c.caFile, "sim", "agents", "--count", "1", "--prefix", prefix)
+	}
+	return victim, term, via, fleet
 }
