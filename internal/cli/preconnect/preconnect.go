@@ -187,13 +187,7 @@ func TakeSent(ctx context.Context) *Sent {
 	if d == nil || d.plan == nil {
 		return nil
 	}
-	t := time.NewTimer(patience)
-	select {
-	case <-d.done:
-	case <-t.C:
-	case <-ctx.Done():
-	}
-	t.Stop()
+	d.await(ctx, patience)
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	s := d.sent
@@ -210,6 +204,17 @@ func Conn(ctx context.Context, server, caFile string) *tls.Conn {
 	return ahead.take(ctx, server, caFile, patience)
 }
 
+// await waits for the dial to end, for at most wait.
+func (d *dial) await(ctx context.Context, wait time.Duration) {
+	t := time.NewTimer(wait)
+	defer t.Stop()
+	select {
+	case <-d.done:
+	case <-t.C:
+	case <-ctx.Done():
+	}
+}
+
 func (d *dial) take(ctx context.Context, server, caFile string, wait time.Duration) *tls.Conn {
 	if d == nil {
 		return nil
@@ -219,13 +224,7 @@ func (d *dial) take(ctx context.Context, server, caFile string, wait time.Durati
 	d.mu.Unlock()
 	ok := d.server == server && d.caFile == caFile
 	if ok && !settled {
-		t := time.NewTimer(wait)
-		select {
-		case <-d.done:
-		case <-t.C:
-		case <-ctx.Done():
-		}
-		t.Stop()
+		d.await(ctx, wait)
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
