@@ -10,11 +10,13 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"runtime/trace"
 	"strings"
 	"syscall"
 	"time"
 
 	"github.com/berth-dev/berth/api/errdefs"
+	"github.com/berth-dev/berth/internal/store"
 )
 
 // Identity is who a request comes from.
@@ -150,8 +152,13 @@ func (s *Server) Serve(ctx context.Context, l net.Listener, auth Authenticator) 
 		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			start := time.Now()
 			rec := &statusRecorder{ResponseWriter: w}
+			var tm *store.Timing
+			if isWrite(r.Method) {
+				tm = new(store.Timing)
+				r = r.WithContext(store.WithTiming(r.Context(), tm))
+			}
 			r2 := r
-			defer func() { s.observe(r2, rec, start) }()
+			defer func() { s.observe(r2, rec, start, tm) }()
 			id, err := auth(r)
 			if err != nil {
 				if m := s.signInMount(r.URL.Path); m != nil {
@@ -162,6 +169,12 @@ func (s *Server) Serve(ctx context.Context, l net.Listener, auth Authenticator) 
 				return
 			}
 			r2 = r.WithContext(WithIdentity(r.Context(), id))
+			if tm != nil {
+				// A runtime trace (/debug/pprof/trace) shows each write as a
+				// region, by caller: where its goroutine ran, waited for a
+				// CPU, or blocked.
+				defer trace.StartRegion(r2.Context(), "api write "+callerOf(id)).End()
+			}
 			h.ServeHTTP(rec, r2)
 		}),
 		// No ReadTimeout: it would cut watch streams short.

@@ -11,6 +11,7 @@ import (
 
 	"github.com/berth-dev/berth/api/errdefs"
 	"github.com/berth-dev/berth/internal/metrics"
+	"github.com/berth-dev/berth/internal/store"
 )
 
 // statusRecorder notes the status a handler answered; it passes flushes
@@ -48,8 +49,9 @@ func (s *statusRecorder) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 func (s *statusRecorder) Unwrap() http.ResponseWriter { return s.ResponseWriter }
 
 // observe records a request's latency under its route: the pattern the
-// router matched, the prefix of a mounted handler, or "other".
-func (s *Server) observe(r *http.Request, rec *statusRecorder, start time.Time) {
+// router matched, the prefix of a mounted handler, or "other"; and a
+// write's, timed by tm, by phase (see observePhases).
+func (s *Server) observe(r *http.Request, rec *statusRecorder, start time.Time, tm *store.Timing) {
 	route := r.Pattern
 	if route != "" {
 		// "GET /v1/..." → "/v1/...": the method is a label of its own.
@@ -69,7 +71,58 @@ func (s *Server) observe(r *http.Request, rec *statusRecorder, start time.Time) 
 	if code == 0 {
 		code = http.StatusOK
 	}
-	metrics.APIRequestDuration.WithLabelValues(r.Method, route, strconv.Itoa(code)).Observe(time.Since(start).Seconds())
+	took := time.Since(start)
+	metrics.APIRequestDuration.WithLabelValues(r.Method, route, strconv.Itoa(code)).Observe(took.Seconds())
+	if tm != nil {
+		s.observePhases(r, route, code, took, tm)
+	}
+}
+
+// isWrite says whether a request of method changes something: those are
+// what the API's latency goal (a mutating call's p99) is about.
+func isWrite(method string) bool {
+	return method == http.MethodPut || method == http.MethodPost || method == http.MethodDelete || method == http.MethodPatch
+}
+
+// DefaultSlowWrite is the time over which an API write by anyone but a
+// node is logged with its phases: the mutating API's latency goal, 1 s
+// at the 99th percentile. Nodes' writes (status reports, heartbeats)
+// wait behind each other by design, and no one waits on them.
+const DefaultSlowWrite = time.Second
+
+// callerOf is the caller label of a request from id: admin, node or
+// other (the metrics token, a joining node, a caller refused).
+func callerOf(id Identity) string {
+	switch {
+	case id.Node != "":
+		return "node"
+	case id.Admin:
+		return "admin"
+	}
+	return "other"
+}
+
+// observePhases records where a write's time went: in etcd reads, in
+// the bulk lane, in etcd write transactions, and the rest ("server":
+// decoding, checks, encoding, and waiting for a CPU). A write by anyone
+// but a node that took over the slow-write threshold is logged with the
+// same figures, so that the slowest ones can be told apart.
+func (s *Server) observePhases(r *http.Request, route string, code int, took time.Duration, tm *store.Timing) {
+	id, _ := IdentityFrom(r.Context())
+	caller := callerOf(id)
+	read, lane, write := tm.Read(), tm.Lane(), tm.Write()
+	rest := max(0, took-read-lane-write)
+	for _, p := range []struct {
+		phase string
+		d     time.Duration
+	}{{"read", read}, {"lane", lane}, {"write", write}, {"server", rest}} {
+		metrics.APIWritePhaseDuration.WithLabelValues(caller, p.phase).Observe(p.d.Seconds())
+	}
+	if caller != "node" && took >= s.slowWrite {
+		s.log.Info("slow write", "method", r.Method, "route", route, "path", r.URL.Path, "code", code, "caller", caller,
+			"took", took.Round(time.Microsecond), "read", read.Round(time.Microsecond), "lane", lane.Round(time.Microsecond),
+			"write", write.Round(time.Microsecond), "server", rest.Round(time.Microsecond))
+	}
 }
 
 // AdminOnly serves h (a handler to Mount, such as the profiles) to admins

@@ -103,6 +103,9 @@ type Config struct {
 	// MetricsToken, when set, is a second bearer token on TLS listeners
 	// that may scrape metrics (see ScrapeRoute) and nothing else.
 	MetricsToken string
+	// SlowWrite is the time over which an API write by anyone but a node
+	// is logged, with where its time went; DefaultSlowWrite when zero.
+	SlowWrite time.Duration
 }
 
 // DefaultNodeCertTTL is how long a node certificate lasts: a week, which
@@ -139,6 +142,7 @@ type Server struct {
 	allowedHostPaths []string
 	sealKey          *seal.Key
 	metricsToken     string
+	slowWrite        time.Duration
 }
 
 // New returns a Server on cfg.Store.
@@ -168,6 +172,10 @@ func New(cfg Config) *Server {
 	}
 	if s.log == nil {
 		s.log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	s.slowWrite = cfg.SlowWrite
+	if s.slowWrite <= 0 {
+		s.slowWrite = DefaultSlowWrite
 	}
 	m := &routeMux{ServeMux: http.NewServeMux()}
 	m.HandleFunc("GET /healthz", s.healthz)

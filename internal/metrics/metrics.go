@@ -30,6 +30,11 @@ var (
 		Help:    "Time to answer API requests (streams count until they end), by method, route and status code.",
 		Buckets: latencyBuckets,
 	}, []string{"method", "route", "code"})
+	APIWritePhaseDuration = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "berth_api_write_phase_seconds",
+		Help:    "Where API writes (PUT, POST, DELETE) spend their time, by caller (admin, node, other) and phase: read and write (etcd reads and write transactions), lane (waiting behind many-object transactions), server (the rest of the handler).",
+		Buckets: latencyBuckets,
+	}, []string{"caller", "phase"})
 	APIWatches = prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "berth_api_watches",
 		Help: "Watch streams open now, by kind.",
@@ -81,7 +86,7 @@ var (
 )
 
 var own = []prometheus.Collector{
-	APIRequestDuration, APIWatches, ControllerPassDuration, SchedulerPlacements, SchedulerDuration, RemoteStreams,
+	APIRequestDuration, APIWritePhaseDuration, APIWatches, ControllerPassDuration, SchedulerPlacements, SchedulerDuration, RemoteStreams,
 	ContainerStartDuration, ContainerStartFailures, ImagePulls, ImagePullBytes, ImagePullDuration,
 }
 

@@ -51,7 +51,9 @@ func (s *Store) GetEachLocal(ctx context.Context, namespace, name string, objs .
 	for i, o := range objs {
 		ops[i] = clientv3.OpGet(s.Key(o.GetKind(), defaultNS(o.GetKind(), namespace), name), clientv3.WithSerializable())
 	}
+	start := time.Now()
 	r, err := s.client.Txn(ctx).Then(ops...).Commit()
+	timingFrom(ctx).readSince(start)
 	if err != nil {
 		return nil, fmt.Errorf("get %q in namespace %q: %w", name, namespace, wrapEtcd(err))
 	}
@@ -72,7 +74,9 @@ func (s *Store) GetEachLocal(ctx context.Context, namespace, name string, objs .
 func (s *Store) getInto(ctx context.Context, obj api.Object, namespace, name string, opts ...clientv3.OpOption) error {
 	kind := obj.GetKind()
 	namespace = defaultNS(kind, namespace)
+	start := time.Now()
 	r, err := s.client.Get(ctx, s.Key(kind, namespace, name), opts...)
+	timingFrom(ctx).readSince(start)
 	if err != nil {
 		return fmt.Errorf("get %s: %w", api.Ref(kind, namespace, name), wrapEtcd(err))
 	}

@@ -177,13 +177,17 @@ func (t *Txn) send(ctx context.Context) error {
 	if len(t.ops) > 1 || isBulk(ctx) {
 		// A batch waits its turn in the bulk lane; a single object's
 		// write goes straight to etcd (see bulkBudget).
+		start := time.Now()
 		release, err := s.bulk.enter(ctx, int64(weight))
+		timingFrom(ctx).laneSince(start)
 		if err != nil {
 			return fmt.Errorf("write %s and %d more: waiting for the transactions ahead: %w", t.ops[0].ref(), len(t.ops)-1, err)
 		}
 		defer release()
 	}
+	start := time.Now()
 	r, err := s.client.Txn(ctx).If(cmps...).Then(writes...).Else(elses...).Commit()
+	timingFrom(ctx).writeSince(start)
 	if err != nil {
 		return fmt.Errorf("write %s: %w", t.ops[0].ref(), wrapEtcd(err))
 	}
@@ -259,7 +263,9 @@ func (t *Txn) readAt(ctx context.Context, ops []*txnOp, local bool) (bool, error
 			reads[i] = clientv3.OpGet(op.key)
 		}
 	}
+	start := time.Now()
 	r, err := t.s.client.Txn(ctx).Then(reads...).Commit()
+	timingFrom(ctx).readSince(start)
 	if err != nil {
 		return false, fmt.Errorf("read %s: %w", ops[0].ref(), wrapEtcd(err))
 	}

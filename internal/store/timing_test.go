@@ -1,0 +1,64 @@
+package store_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/berth-dev/berth/api"
+	"github.com/berth-dev/berth/internal/store"
+)
+
+// A request's Timing adds up its store calls' reads, waits in the bulk
+// lane and write transactions, each where it happened: a single write
+// never waits in the lane, a batch held back does, for as long as it is.
+func TestTimingAddsUpWhereTheTimeWent(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	s, err := store.Open(ctx, store.Config{DataDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+
+	var single store.Timing
+	sctx := store.WithTiming(ctx, &single)
+	if err := s.Create(sctx, api.RunService("one", "demo/busybox:1", nil)); err != nil {
+		t.Fatal(err)
+	}
+	if single.Write() <= 0 || single.Lane() != 0 || single.Read() != 0 {
+		t.Fatalf("a create: read %v, lane %v, write %v; want only a write", single.Read(), single.Lane(), single.Write())
+	}
+	svc, err := store.Get[api.Service](sctx, s, "default", "one")
+	if err != nil {
+		t.Fatal(err)
+	}
+	svc.Spec.Replicas = 3
+	if err := s.Update(sctx, svc, svc.Metadata.Revision); err != nil {
+		t.Fatal(err)
+	}
+	if single.Read() <= 0 || single.Lane() != 0 {
+		t.Fatalf("a get and an update: read %v, lane %v; want reads and no lane", single.Read(), single.Lane())
+	}
+
+	const held = 100 * time.Millisecond
+	release, err := s.HoldBulk(ctx, 1<<40)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		defer release()
+		for s.BulkWaiting() == 0 && ctx.Err() == nil {
+			time.Sleep(time.Millisecond)
+		}
+		time.Sleep(held) // the lane stays full this long after the batch came
+	}()
+	var batch store.Timing
+	err = s.CreateMany(store.WithTiming(ctx, &batch), []api.Object{api.RunService("b1", "demo/busybox:1", nil), api.RunService("b2", "demo/busybox:1", nil)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if batch.Lane() < held || batch.Write() <= 0 {
+		t.Fatalf("a batch held in the lane %v: lane %v, write %v", held, batch.Lane(), batch.Write())
+	}
+}
