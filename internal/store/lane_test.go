@@ -3,6 +3,7 @@ package store_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"testing"
 	"time"
 
@@ -128,5 +129,68 @@ func waitFor(t *testing.T, cond func() bool) {
 			t.Fatal("condition not met in 10 s")
 		}
 		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// While etcd takes longer than the lane's target, the lane lets fewer
+// transactions in at once, down to two, so that a single object's write
+// (an API client's) finds little ahead of it in etcd: a third batch
+// waits while a single write goes through. Once etcd is quick again, it
+// lets sixteen in again.
+func TestBulkLaneFollowsEtcdPace(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	s, err := store.Open(ctx, store.Config{DataDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	batch := func(name string) error {
+		return s.CreateMany(ctx, []api.Object{api.RunService(name+"-a", "demo/busybox:1", nil), api.RunService(name+"-b", "demo/busybox:1", nil)})
+	}
+	if s.BulkLimit() != 16 {
+		t.Fatalf("a new lane lets %d in, want 16", s.BulkLimit())
+	}
+	s.SetBulkTarget(time.Nanosecond) // every transaction is slow
+	for i := range 4 {
+		if err := batch(fmt.Sprintf("slow%d", i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if s.BulkLimit() != 2 {
+		t.Fatalf("after 4 slow batches the lane lets %d in, want 2", s.BulkLimit())
+	}
+	var releases []func()
+	for range 2 {
+		r, err := s.HoldBulk(ctx, 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		releases = append(releases, r)
+	}
+	done := make(chan error, 1)
+	go func() { done <- batch("third") }()
+	waitFor(t, func() bool { return s.BulkWaiting() == 1 })
+	if err := s.Create(ctx, api.RunService("single", "demo/busybox:1", nil)); err != nil {
+		t.Fatalf("a single write while two batches fill the lane: %v", err)
+	}
+	if _, err := store.Get[api.Service](ctx, s, "default", "third-a"); !errdefs.IsNotFound(err) {
+		t.Fatalf("the third batch went in with two in flight: %v", err)
+	}
+	for _, r := range releases {
+		r()
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+
+	s.SetBulkTarget(time.Minute) // every transaction is quick
+	for i := 0; s.BulkLimit() < 16; i++ {
+		if i == 300 {
+			t.Fatalf("after %d quick batches the lane lets %d in, want 16", i, s.BulkLimit())
+		}
+		if err := batch(fmt.Sprintf("quick%d", i)); err != nil {
+			t.Fatal(err)
+		}
 	}
 }
