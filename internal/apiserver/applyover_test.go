@@ -30,24 +30,30 @@ func TestApplyOverStoredWritesOnce(t *testing.T) {
 	if err != nil || res.Created || res.Unchanged {
 		t.Fatalf("apply over: %+v, %v; want an update", res, err)
 	}
-	// The stored service read for the unchanged check, then the update at
-	// its revision: both reads from the member's own state, none waiting
-	// for etcd to apply what it has queued.
-	if got := counts.Take(); got.Txns != 2 || got.Writes != 0 || got.TxnLinearizable != 0 || got.Linearizable != 0 || got.Serializable != 1 {
-		t.Errorf("apply over a stored service: %+v; want one local read, then a local read and the update in 2 transactions, and no linearizable read nor other write", got)
+	// The stored service read for the unchanged check, from the member's
+	// own state (not waiting for etcd to apply what it has queued), then
+	// the update at its revision, from that read with no second one.
+	if got := counts.Take(); got.Txns != 1 || got.Writes != 0 || got.TxnLinearizable != 0 || got.TxnSerializable != 0 || got.Linearizable != 0 || got.Serializable != 1 {
+		t.Errorf("apply over a stored service: %+v; want one local read, then the update in 1 transaction, and no other read nor write", got)
 	}
 	got, err := e.client.Services().Get(ctx, "default", "web")
 	if err != nil || got.Spec.Replicas != 3 || got.Metadata.UID != uid {
 		t.Fatalf("stored after apply over: %+v, %v; want 3 replicas and UID %s kept", got, err, uid)
 	}
 
-	// Once deleted, an apply creates it again.
+	// Once deleted, an apply creates it again: the local read finds
+	// nothing, and the create, which would fail were the name taken, is
+	// the only other round, with no linearizable read before it.
 	if err := e.client.Services().Delete(ctx, "default", "web", 0); err != nil {
 		t.Fatal(err)
 	}
+	counts.Take()
 	res, err = e.client.ApplyWith(ctx, svc, client.ApplyOptions{})
 	if err != nil || !res.Created {
 		t.Fatalf("apply after delete: %+v, %v", res, err)
+	}
+	if got := counts.Take(); got.Txns != 1 || got.Writes != 0 || got.TxnLinearizable != 0 || got.Linearizable != 0 || got.Serializable != 1 {
+		t.Errorf("apply of a new service: %+v; want one local read, then the create in 1 transaction, and no linearizable read", got)
 	}
 }
 
@@ -114,5 +120,40 @@ func TestApplyOverFromMemberBehind(t *testing.T) {
 	res, err = e.client.ApplyWith(ctx, changed, client.ApplyOptions{})
 	if err != nil || !res.Unchanged {
 		t.Fatalf("apply of what is stored: %+v, %v; want unchanged", res, err)
+	}
+}
+
+// A member behind that has not applied a service's creation yet finds no
+// service: the apply's create then fails on the name taken, and the apply
+// reads the service again linearizably and updates it, keeping what an
+// update keeps (a restart), rather than failing or losing it.
+func TestApplyCreateOverMemberBehind(t *testing.T) {
+	e := start(t)
+	ctx := context.Background()
+	counts := storetest.Count(e.store)
+	rev, err := e.store.Revision(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	restarted := time.Now().UTC().Truncate(time.Second)
+	other := api.RunService("web", "demo/busybox:1", nil)
+	other.Spec.Template.RestartedAt = restarted
+	if err := e.store.Create(ctx, other); err != nil {
+		t.Fatal(err)
+	}
+	counts.Behind(rev)
+	counts.Take()
+	svc := api.RunService("web", "demo/busybox:1", nil)
+	svc.Spec.Replicas = 3
+	res, err := e.client.ApplyWith(ctx, svc, client.ApplyOptions{})
+	if err != nil || res.Created || res.Unchanged {
+		t.Fatalf("apply of a service a member behind lacks: %+v, %v; want an update", res, err)
+	}
+	got, err := e.client.Services().Get(ctx, "default", "web")
+	if err != nil || got.Spec.Replicas != 3 || !got.Spec.Template.RestartedAt.Equal(restarted) || got.Metadata.UID != other.Metadata.UID {
+		t.Fatalf("stored: %+v, %v; want 3 replicas, the restart at %v and UID %s kept", got, err, restarted, other.Metadata.UID)
+	}
+	if c := counts.Take(); c.Linearizable == 0 {
+		t.Errorf("apply over a member behind: %+v; want the service read again linearizably", c)
 	}
 }

@@ -625,17 +625,20 @@ func (s *Server) apply(w http.ResponseWriter, r *http.Request) {
 	// dry run, a create), it is read again linearizably.
 	sent := sentByClient(obj)
 	var cur api.Object
+	var curRaw []byte // cur as stored, when read from the member's own state
 	var created bool
 	for local := rev == 0 && (t.kind == api.KindService || t.kind == api.KindJob) && !isWatch(r.URL.Query().Get("dryRun")); ; local = false {
 		sent.restore()
 		cur = nil
 		if t.kind == api.KindService || t.kind == api.KindJob || isWatch(r.URL.Query().Get("dryRun")) {
 			cur, _ = api.New(t.kind)
-			get := s.store.GetInto
+			var err error
 			if local {
-				get = s.store.GetIntoLocal
+				curRaw, err = s.store.GetIntoLocalRaw(r.Context(), cur, t.namespace, t.name)
+			} else {
+				err = s.store.GetInto(r.Context(), cur, t.namespace, t.name)
 			}
-			if err := get(r.Context(), cur, t.namespace, t.name); errdefs.IsNotFound(err) {
+			if errdefs.IsNotFound(err) {
 				cur = nil
 			} else if err != nil {
 				writeError(w, err)
@@ -652,7 +655,18 @@ func (s *Server) apply(w http.ResponseWriter, r *http.Request) {
 			// says what it wants; only a file applied blind keeps what the server set.
 			keepRestartedAt(cur, obj)
 		}
-		if local && (cur == nil || sameSpec(cur, obj)) {
+		if local && cur == nil {
+			// Not on this member, so most likely new: the create itself
+			// tells, failing if the name is taken, with no linearizable
+			// read first (which waits for all etcd has queued). Taken, it
+			// is read again as stored.
+			created, err = s.createNew(r.Context(), obj)
+			if errdefs.IsAlreadyExists(err) {
+				continue
+			}
+			break
+		}
+		if local && sameSpec(cur, obj) {
 			continue
 		}
 		if cur != nil && (rev == 0 || rev == cur.GetMetadata().Revision) && (t.kind == api.KindService || t.kind == api.KindJob) && sameSpec(cur, obj) {
@@ -671,7 +685,7 @@ func (s *Server) apply(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		if local {
-			err = s.updateAt(r.Context(), obj, cur.GetMetadata().Revision)
+			err = s.updateAt(r.Context(), obj, curRaw, cur.GetMetadata().Revision)
 			if errdefs.IsConflict(err) || errdefs.IsNotFound(err) {
 				continue // the member was behind, or the object moved on: read again
 			}
@@ -731,15 +745,28 @@ func (s *Server) applyOver(ctx context.Context, obj api.Object, read int64) (cre
 	return s.store.Apply(ctx, obj, 0)
 }
 
-// updateAt updates obj over the object stored at revision read, as
+// updateAt updates obj over the object stored as raw at revision read, as
 // applyOver does, but fails with a conflict or not found rather than
 // applying over whatever is stored now: read is the member's own state,
 // possibly behind, and what the apply kept from it must be taken again.
-func (s *Server) updateAt(ctx context.Context, obj api.Object, read int64) error {
+// The write starts from raw, with no second read (store.UpdateRead).
+func (s *Server) updateAt(ctx context.Context, obj api.Object, raw []byte, read int64) error {
 	if err := s.store.CheckApply(ctx, obj); err != nil {
 		return err
 	}
-	return s.store.Update(ctx, obj, read)
+	return s.store.UpdateRead(ctx, obj, raw, read)
+}
+
+// createNew creates obj, which the member's own state does not have;
+// errdefs.ErrAlreadyExists if it is there after all.
+func (s *Server) createNew(ctx context.Context, obj api.Object) (created bool, err error) {
+	if err := s.store.CheckApply(ctx, obj); err != nil {
+		return false, err
+	}
+	if err := s.store.Create(ctx, obj); err != nil {
+		return false, err
+	}
+	return true, nil
 }
 
 // sent is what an apply takes from the stored object instead of the

@@ -42,6 +42,12 @@ func (s *Store) GetIntoLocal(ctx context.Context, obj api.Object, namespace, nam
 	return s.getInto(ctx, obj, namespace, name, clientv3.WithSerializable())
 }
 
+// GetIntoLocalRaw is GetIntoLocal that also returns the value as stored,
+// for UpdateRead.
+func (s *Store) GetIntoLocalRaw(ctx context.Context, obj api.Object, namespace, name string) ([]byte, error) {
+	return s.getRaw(ctx, obj, namespace, name, clientv3.WithSerializable())
+}
+
 // GetEachLocal reads, into each of objs, the object of its kind named
 // namespace/name, all in one transaction served as GetIntoLocal's are;
 // found[i] says whether objs[i] was there. One read where a name may be
@@ -72,18 +78,23 @@ func (s *Store) GetEachLocal(ctx context.Context, namespace, name string, objs .
 }
 
 func (s *Store) getInto(ctx context.Context, obj api.Object, namespace, name string, opts ...clientv3.OpOption) error {
+	_, err := s.getRaw(ctx, obj, namespace, name, opts...)
+	return err
+}
+
+func (s *Store) getRaw(ctx context.Context, obj api.Object, namespace, name string, opts ...clientv3.OpOption) ([]byte, error) {
 	kind := obj.GetKind()
 	namespace = defaultNS(kind, namespace)
 	start := time.Now()
 	r, err := s.client.Get(ctx, s.Key(kind, namespace, name), opts...)
 	timingFrom(ctx).readSince(start)
 	if err != nil {
-		return fmt.Errorf("get %s: %w", api.Ref(kind, namespace, name), wrapEtcd(err))
+		return nil, fmt.Errorf("get %s: %w", api.Ref(kind, namespace, name), wrapEtcd(err))
 	}
 	if len(r.Kvs) == 0 {
-		return fmt.Errorf("%s: %w", api.Ref(kind, namespace, name), errdefs.ErrNotFound)
+		return nil, fmt.Errorf("%s: %w", api.Ref(kind, namespace, name), errdefs.ErrNotFound)
 	}
-	return decode(obj, r.Kvs[0].Value, r.Kvs[0].ModRevision)
+	return r.Kvs[0].Value, decode(obj, r.Kvs[0].Value, r.Kvs[0].ModRevision)
 }
 
 func defaultNS(kind api.Kind, namespace string) string {
@@ -213,6 +224,20 @@ func (s *Store) Update(ctx context.Context, obj api.Object, expectRevision int64
 	return s.retryUnconditional(ctx, expectRevision, func() error {
 		return s.Txn().Update(obj, expectRevision).Commit(ctx)
 	})
+}
+
+// UpdateRead is Update at revision rev of an object the caller has just
+// read as raw (GetIntoLocalRaw), without reading it again: the write
+// fails with ErrConflict unless the object is still at rev, as Update's
+// does.
+func (s *Store) UpdateRead(ctx context.Context, obj api.Object, raw []byte, rev int64) error {
+	if rev == 0 || raw == nil {
+		return fmt.Errorf("update %s: %w: the revision and value read are needed", api.RefOf(obj), errdefs.ErrInvalidArgument)
+	}
+	t := s.Txn().Update(obj, rev)
+	op := t.ops[0]
+	op.cur, op.curRev = raw, rev
+	return t.Commit(ctx)
 }
 
 // UpdateStatus writes obj's status, keeping everything else stored. The

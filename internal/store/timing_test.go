@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/berth-dev/berth/api"
+	"github.com/berth-dev/berth/api/errdefs"
 	"github.com/berth-dev/berth/internal/store"
 )
 
@@ -60,5 +61,47 @@ func TestTimingAddsUpWhereTheTimeWent(t *testing.T) {
 	}
 	if batch.Lane() < held || batch.Write() <= 0 {
 		t.Fatalf("a batch held in the lane %v: lane %v, write %v", held, batch.Lane(), batch.Write())
+	}
+}
+
+// UpdateRead writes over the value the caller read, with no read of its
+// own, and only while the object is still at the revision read.
+func TestUpdateReadComparesTheRevisionRead(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	s, err := store.Open(ctx, store.Config{DataDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if err := s.Create(ctx, api.RunService("web", "demo/busybox:1", nil)); err != nil {
+		t.Fatal(err)
+	}
+	var cur api.Service
+	raw, err := s.GetIntoLocalRaw(ctx, &cur, "default", "web")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var tm store.Timing
+	upd := cur
+	upd.Spec.Replicas = 3
+	if err := s.UpdateRead(store.WithTiming(ctx, &tm), &upd, raw, cur.Metadata.Revision); err != nil {
+		t.Fatal(err)
+	}
+	if tm.Read() != 0 {
+		t.Errorf("UpdateRead read the object again (%v)", tm.Read())
+	}
+	got, err := store.Get[api.Service](ctx, s, "default", "web")
+	if err != nil || got.Spec.Replicas != 3 || got.Metadata.UID != cur.Metadata.UID {
+		t.Fatalf("after UpdateRead: %+v, %v", got, err)
+	}
+	// The value read is stale now: its revision no longer matches.
+	upd = cur
+	upd.Spec.Replicas = 5
+	if err := s.UpdateRead(ctx, &upd, raw, cur.Metadata.Revision); !errdefs.IsConflict(err) {
+		t.Fatalf("UpdateRead of a stale read: %v, want a conflict", err)
+	}
+	if err := s.UpdateRead(ctx, &upd, nil, got.Metadata.Revision); !errdefs.IsInvalidArgument(err) {
+		t.Fatalf("UpdateRead without the value read: %v, want invalid", err)
 	}
 }
