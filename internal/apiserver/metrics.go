@@ -119,7 +119,7 @@ func (s *Server) observePhases(r *http.Request, route string, code int, took tim
 		metrics.APIWritePhaseDuration.WithLabelValues(caller, p.phase).Observe(p.d.Seconds())
 	}
 	if caller != "node" && took >= s.slowWrite {
-		s.log.Info("slow write", "method", r.Method, "route", route, "path", r.URL.Path, "code", code, "caller", caller,
+		s.log.Warn("slow write", "method", r.Method, "route", route, "path", r.URL.Path, "code", code, "caller", caller,
 			"took", took.Round(time.Microsecond), "read", read.Round(time.Microsecond), "lane", lane.Round(time.Microsecond),
 			"write", write.Round(time.Microsecond), "server", rest.Round(time.Microsecond))
 	}
