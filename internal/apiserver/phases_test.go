@@ -99,3 +99,28 @@ func TestWritePhasesMeasuredAndSlowWritesLogged(t *testing.T) {
 		}
 	}
 }
+
+// A node's writes are background work: they go through the store's bulk
+// lane (time counted in its lane phase), so that they queue in the
+// server, not in etcd ahead of an API client's write; an admin's single
+// write never enters the lane.
+func TestNodeWritesWaitInTheLaneAdminsDoNot(t *testing.T) {
+	c := startCluster(t)
+	nc := c.join(t, "n1")
+	_, adminLane := phaseFigures(t, "admin", "lane")
+	nodeN, nodeLane := phaseFigures(t, "node", "lane")
+	ev := &api.Event{Object: api.ObjectRef{Kind: api.KindNode, Name: "n1"}, Type: api.EventNormal, Reason: "Probe", Message: "a node's own event"}
+	ev.Metadata.Namespace = "default"
+	if _, err := nc.Events().Record(t.Context(), ev); err != nil {
+		t.Fatal(err)
+	}
+	if n, sum := phaseFigures(t, "node", "lane"); n != nodeN+1 || sum <= nodeLane {
+		t.Errorf("a node's event: node lane phase count %d -> %d, sum %v -> %v; want one more write, and time in the lane", nodeN, n, nodeLane, sum)
+	}
+	if _, err := c.admin.Services().Apply(t.Context(), api.RunService("web", "demo/busybox:1", nil)); err != nil {
+		t.Fatal(err)
+	}
+	if _, sum := phaseFigures(t, "admin", "lane"); sum != adminLane {
+		t.Errorf("an admin's apply spent %v in the lane, want none", sum-adminLane)
+	}
+}

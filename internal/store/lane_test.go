@@ -194,3 +194,42 @@ func TestBulkLaneFollowsEtcdPace(t *testing.T) {
 		}
 	}
 }
+
+// A heartbeat that writes the node's lease key, sent as the node's own
+// background work (Bulk), waits in the lane; one that is not goes
+// straight to etcd.
+func TestBulkHeartbeatWaitsInTheLane(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	s, err := store.Open(ctx, store.Config{DataDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if _, err := s.RenewNode(ctx, "warm", 10*time.Second); err != nil { // the store's lease, granted once
+		t.Fatal(err)
+	}
+	release, err := s.HoldBulk(ctx, 1<<40)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { _, err := s.RenewNode(store.Bulk(ctx), "n1", 10*time.Second); done <- err }()
+	waitFor(t, func() bool { return s.BulkWaiting() == 1 })
+	if _, err := s.RenewNode(ctx, "n2", 10*time.Second); err != nil {
+		t.Fatalf("a heartbeat not marked Bulk while the lane is full: %v", err)
+	}
+	select {
+	case err := <-done:
+		t.Fatalf("a Bulk heartbeat went past the full lane: %v", err)
+	default:
+	}
+	release()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	live, err := s.LiveNodes(ctx)
+	if err != nil || !live["n1"] || !live["n2"] {
+		t.Fatalf("live nodes %v, %v; want n1 and n2", live, err)
+	}
+}
