@@ -296,6 +296,57 @@ func TestExecAuditOutlastsForwards(t *testing.T) {
 	}
 }
 
+// TestNodeMayNotForgeAuditEvents: a node's certificate records events
+// about itself and its instances, but none that passes for the server's
+// audit record of who reached into an instance (by its reason or its
+// name), nor any about another node's instance; nothing it was refused
+// is written.
+func TestNodeMayNotForgeAuditEvents(t *testing.T) {
+	c := startCluster(t)
+	ctx := t.Context()
+	n1 := c.join(t, "n1")
+	bindTo(t, c, "web-1", "n1")
+	bindTo(t, c, "web-2", "n2")
+	record := func(name, reason, obj, msg string) (*api.Event, error) {
+		return n1.Events().Record(ctx, &api.Event{Metadata: api.Metadata{Namespace: "default", Name: name},
+			Object: api.ObjectRef{Kind: api.KindInstance, Namespace: "default", Name: obj},
+			Type:   api.EventNormal, Reason: reason, Message: msg, Source: "apiserver"})
+	}
+	const forged = `forged: token from 127.0.0.1 ran ["rm" "-rf" "/"] on node n1`
+	for _, tc := range []struct{ what, name, reason, obj, field string }{
+		{"an Exec event about its own instance", "", "Exec", "web-1", "reason"},
+		{"an exec event, in lower case", "", "exec", "web-1", "reason"},
+		{"a Port-Forward event", "", "Port-Forward", "web-1", "reason"},
+		{"an event named as an audit one", "web-1-1-exec-audit", "Started", "web-1", "metadata.name"},
+		{"an Exec event about another node's instance", "", "Exec", "web-2", "reason"},
+		{"an event about another node's instance", "", "Started", "web-2", "object"},
+	} {
+		_, err := record(tc.name, tc.reason, tc.obj, forged)
+		wantForbidden(t, "node n1 recording "+tc.what, err, `node "n1"`, tc.field)
+	}
+	_, err := n1.Events().Record(ctx, &api.Event{Metadata: api.Metadata{Namespace: "prod"},
+		Object: api.ObjectRef{Kind: api.KindInstance, Namespace: "default", Name: "web-1"}, Type: api.EventNormal, Reason: "Started", Message: forged})
+	wantForbidden(t, "node n1 recording an event about its instance in another namespace", err, `node "n1"`, "metadata.namespace")
+	ev, err := record("", "Started", "web-1", "started")
+	if err != nil || ev.Source != "agent/n1" {
+		t.Fatalf("n1's event about its own instance: %+v, %v; want it recorded with source agent/n1", ev, err)
+	}
+	evs, _, err := c.admin.Events().List(ctx, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var seen bool
+	for _, ev := range evs {
+		seen = seen || ev.Message == "started"
+		if ev.Message == forged {
+			t.Errorf("a refused event was written: %+v", ev)
+		}
+	}
+	if !seen {
+		t.Errorf("n1's event about web-1 is not listed among %d events", len(evs))
+	}
+}
+
 func eventually(t *testing.T, timeout time.Duration, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(timeout)
