@@ -56,6 +56,7 @@ func main() {
 	flag.StringVar(&simHeapProfile, "simheapprofile", "", "write the live fleet's (berth sim agents) heap profile, as it is at the end of the run, to this file")
 	flag.DurationVar(&leaderTTL, "leader-ttl", 0, "the server's --leader-ttl (when 0, 10 s, or 30 s for 2,000 nodes or more)")
 	flag.DurationVar(&nodeTTL, "node-ttl", 0, "the server's --node-ttl: agents beat at a third of it (when 0, its default, or longer for a fleet whose beats would pass 500/s)")
+	flag.StringVar(&memoryLimit, "memory-limit", "", "the server's --memory-limit (its default when empty)")
 	flag.IntVar(&joining, "joining", 0, "how many nodes each fleet joins at once (berth sim agents --joining; its default when 0)")
 	flag.Parse()
 	if *full {
@@ -192,6 +193,9 @@ var leaderTTL time.Duration
 // nodeTTL is the server's node TTL; its default when zero.
 var nodeTTL time.Duration
 
+// memoryLimit is the server's --memory-limit; its default when empty.
+var memoryLimit string
+
 // maxBeatsPerSecond is the heartbeat rate the bench holds a fleet to, by
 // its node TTL (fleetNodeTTL), as Nomad paces its clients' heartbeats by
 // the cluster's size (50/s by default). At berth's default 10 s TTL a
@@ -308,6 +312,9 @@ func bench(bin string, nodes, instances, services int, timeout time.Duration) er
 		"--listen", addr, "--peer-listen", freeAddr(), "--cluster-cidr", "10.0.0.0/8", "--leader-ttl", leaderTTL.String()}
 	if nodeTTL > 0 {
 		srvArgs = append(srvArgs, "--node-ttl", nodeTTL.String())
+	}
+	if memoryLimit != "" {
+		srvArgs = append(srvArgs, "--memory-limit", memoryLimit)
 	}
 	srv, err := start(filepath.Join(work, "server.log"), bin, srvArgs...)
 	if err != nil {

@@ -519,7 +519,15 @@ func (m *Manager) deleteInstances(ctx context.Context, ns string, names []string
 	return errors.Join(errs...)
 }
 
-func (m *Manager) newInstance(owner api.Metadata, kind api.Kind, t api.Template, p api.Placement, prio int, hash string, index, attempt int, env map[string]string) *api.Instance {
+// ownerLabels are the labels of owner's instances, which may share one
+// map: nothing changes an instance's labels in place.
+func ownerLabels(owner api.Metadata, kind api.Kind) map[string]string {
+	return map[string]string{"berth.owner": owner.Name, "berth.owner-kind": string(kind)}
+}
+
+// newInstance is an instance of owner, labelled with labels (its
+// ownerLabels; made afresh when nil).
+func (m *Manager) newInstance(owner api.Metadata, kind api.Kind, labels map[string]string, t api.Template, p api.Placement, prio int, hash string, index, attempt int, env map[string]string) *api.Instance {
 	name := owner.Name + "-" + suffix()
 	if kind == api.KindJob {
 		name = fmt.Sprintf("%s-%d-%d", owner.Name, index, attempt)
@@ -534,9 +542,11 @@ func (m *Manager) newInstance(owner api.Metadata, kind api.Kind, t api.Template,
 		}
 		t.Env = merged
 	}
+	if labels == nil {
+		labels = ownerLabels(owner, kind)
+	}
 	return &api.Instance{
-		Metadata: api.Metadata{Namespace: owner.Namespace, Name: name,
-			Labels: map[string]string{"berth.owner": owner.Name, "berth.owner-kind": string(kind)}},
+		Metadata: api.Metadata{Namespace: owner.Namespace, Name: name, Labels: labels},
 		Spec: api.InstanceSpec{Template: t, Owner: api.Owner{Kind: kind, Name: owner.Name, UID: owner.UID},
 			Placement: p, Index: index, Attempt: attempt, SpecHash: hash, Priority: prio},
 		Status: api.InstanceStatus{Phase: api.PhasePending},

@@ -633,17 +633,21 @@ func (s *Store) InstancesNamed(ctx context.Context, refs [][2]string) ([]*api.In
 		if err != nil {
 			return nil, nil, fmt.Errorf("read %d instances: %w", hi-lo, wrapEtcd(err))
 		}
+		// One allocation for the read's instances, each decoded in place:
+		// an instance and a head apiece were most of what a batch of
+		// status reports allocated apart from etcd's own.
+		insts := make([]api.Instance, len(r.Responses))
 		for i, resp := range r.Responses {
 			kvs := resp.GetResponseRange().GetKvs()
 			if len(kvs) == 0 {
 				continue
 			}
-			var h instanceHead
+			in := &insts[i]
+			h := instanceHead{Metadata: &in.Metadata, Status: &in.Status}
+			h.Spec.Node, h.Spec.Template.Containers = &in.Spec.Node, &in.Spec.Template.Containers
 			if err := json.Unmarshal(kvs[0].Value, &h); err != nil {
 				return nil, nil, fmt.Errorf("read %s: %w", kvs[0].Key, err)
 			}
-			in := &api.Instance{Metadata: h.Metadata, Status: h.Status,
-				Spec: api.InstanceSpec{Node: h.Spec.Node, Template: api.Template{Containers: h.Spec.Template.Containers}}}
 			in.Metadata.Revision, in.Metadata.Kind = kvs[0].ModRevision, api.KindInstance
 			out[lo+i], raw[lo+i] = in, kvs[0].Value
 		}
@@ -654,16 +658,16 @@ func (s *Store) InstancesNamed(ctx context.Context, refs [][2]string) ([]*api.In
 // instanceHead is the part of a stored instance a node's status report is
 // checked against: decoding the whole of each instance of a node's batch
 // (template, environment, placement, labels) was most of what the batch
-// cost the server.
+// cost the server. Its fields point into the instance it fills.
 type instanceHead struct {
-	Metadata api.Metadata `json:"metadata"`
+	Metadata *api.Metadata `json:"metadata"`
 	Spec     struct {
-		Node     string `json:"node"`
+		Node     *string `json:"node"`
 		Template struct {
-			Containers []api.Container `json:"containers"`
+			Containers *[]api.Container `json:"containers"`
 		} `json:"template"`
 	} `json:"spec"`
-	Status api.InstanceStatus `json:"status"`
+	Status *api.InstanceStatus `json:"status"`
 }
 
 // mergeRaw returns base's JSON object with field replaced by from's.
