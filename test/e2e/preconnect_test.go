@@ -101,3 +101,73 @@ func TestExecConnectsWhileTheBinaryStarts(t *testing.T) {
 		t.Errorf("preconnect initialises %dth, the JSON schema compiler %dth of %d: want preconnect first", pre+1, schema+1, len(order))
 	}
 }
+
+// TestPlainExecEndsWithItsAnswer runs a plain `berth exec` against an
+// https:// server that answers at once, with the Go runtime's init
+// trace, and checks that it can end before the binary has finished
+// starting: the answer of the request sent ahead is read while the
+// initialisers run, and once it is whole the process relays it and
+// exits with the command's code (internal/cli/preconnect), where main
+// used to wait for every initialiser first. Its output and code are the
+// command's either way; a run whose answer came after the start is
+// relayed by main, so one early end in a few runs is asked for.
+func TestPlainExecEndsWithItsAnswer(t *testing.T) {
+	srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		ws, err := websocket.Accept(w, r, nil)
+		if err != nil {
+			return
+		}
+		defer ws.CloseNow()
+		b, _ := json.Marshal(client.ExitStatus{Code: 5})
+		_ = ws.Write(r.Context(), websocket.MessageBinary, append([]byte{client.ChanStdout}, "out\n"...))
+		_ = ws.Write(r.Context(), websocket.MessageBinary, append([]byte{client.ChanStderr}, "err\n"...))
+		_ = ws.Write(r.Context(), websocket.MessageBinary, append([]byte{client.ChanExit}, b...))
+	}))
+	defer srv.Close()
+	ca := filepath.Join(t.TempDir(), "ca.crt")
+	check(t, os.WriteFile(ca, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw}), 0o600))
+	env := append(os.Environ(), "GODEBUG=inittrace=1", "HTTPS_PROXY=", "https_proxy=", "ALL_PROXY=", "all_proxy=")
+	inits := func(stderr string) (n int) {
+		for _, l := range strings.Split(stderr, "\n") {
+			if strings.HasPrefix(l, "init ") {
+				n++
+			}
+		}
+		return n
+	}
+	// Every initialiser runs in an exec main relays (-i is never sent ahead).
+	full := exec.Command(berthBin, "--server", srv.URL, "--ca-file", ca, "exec", "-i", "web", "true")
+	full.Env = env
+	var fullErr bytes.Buffer
+	full.Stderr = &fullErr
+	if err := full.Run(); err == nil {
+		t.Fatal("exec -i: exit 0, want the command's 5")
+	}
+	all := inits(fullErr.String())
+	if all < 100 {
+		t.Fatalf("only %d init trace lines from exec -i:\n%s", all, fullErr.String())
+	}
+	for run := range 5 {
+		cmd := exec.Command(berthBin, "--server", srv.URL, "--ca-file", ca, "exec", "web", "true")
+		cmd.Env = env
+		var stdout, stderr bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &stdout, &stderr
+		err := cmd.Run()
+		var ee *exec.ExitError
+		// The trace's lines come before, between or after the output's.
+		var errOut []string
+		for _, l := range strings.Split(stderr.String(), "\n") {
+			if !strings.HasPrefix(l, "init ") && l != "" {
+				errOut = append(errOut, l)
+			}
+		}
+		if !errors.As(err, &ee) || ee.ExitCode() != 5 || stdout.String() != "out\n" || !slices.Equal(errOut, []string{"err"}) {
+			t.Fatalf("berth exec web true: %v, stdout %q, stderr %q; want exit code 5, out and err", err, stdout.String(), stderr.String())
+		}
+		if n := inits(stderr.String()); n < all {
+			t.Logf("run %d ended after %d of the %d initialisers", run+1, n, all)
+			return
+		}
+	}
+	t.Errorf("5 plain execs whose answer came at once all waited for the %d initialisers", all)
+}
