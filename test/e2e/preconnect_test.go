@@ -24,10 +24,10 @@ import (
 
 // TestExecConnectsWhileTheBinaryStarts runs `berth exec` against an
 // https:// server and checks that the connection it uses is started by
-// internal/cli/preconnect, whose initialiser runs before the heaviest
-// one of the binary (compose-go's JSON schema compiler), so that the
-// TCP connect and TLS handshake overlap the start instead of following
-// it: the exec gets one connection, and its exit code comes back.
+// internal/cli/preconnect, whose initialiser runs before those of etcd's
+// server and the compose-go loader, so that the TCP connect and TLS
+// handshake overlap the start instead of following it: the exec gets
+// one connection, and its exit code comes back.
 func TestExecConnectsWhileTheBinaryStarts(t *testing.T) {
 	var conns atomic.Int32
 	var query atomic.Value
@@ -96,9 +96,11 @@ func TestExecConnectsWhileTheBinaryStarts(t *testing.T) {
 			order = append(order, f[1])
 		}
 	}
-	pre, schema := slices.Index(order, "github.com/berth-dev/berth/internal/cli/preconnect"), slices.Index(order, "github.com/santhosh-tekuri/jsonschema/v6")
-	if pre < 0 || schema < 0 || pre > schema {
-		t.Errorf("preconnect initialises %dth, the JSON schema compiler %dth of %d: want preconnect first", pre+1, schema+1, len(order))
+	pre := slices.Index(order, "github.com/berth-dev/berth/internal/cli/preconnect")
+	for _, later := range []string{"go.etcd.io/etcd/server/v3/embed", "github.com/compose-spec/compose-go/v2/loader"} {
+		if i := slices.Index(order, later); pre < 0 || i < 0 || pre > i {
+			t.Errorf("preconnect initialises %dth, %s %dth of %d: want preconnect first", pre+1, later, i+1, len(order))
+		}
 	}
 }
 

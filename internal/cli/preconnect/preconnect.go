@@ -3,9 +3,9 @@
 // https:// API server while the rest of the binary is still starting.
 //
 // berth is one binary, so a CLI command pays every package initialiser
-// of the server and the agent too: some 15 ms before main, on one core,
-// most of it compose-go's JSON schema compiler and etcd's protobuf
-// tables. Packages initialise in import path order once their imports
+// of the server and the agent too: some 10 ms before main, on one core,
+// much of it protobuf tables and regular expressions of etcd, gRPC and
+// the image libraries. Packages initialise in import path order once their imports
 // are done, and this one needs only net, crypto/tls and pflag, so its
 // initialiser runs about half way through: the TCP connect and the TLS
 // handshake it starts then run on another core while the rest

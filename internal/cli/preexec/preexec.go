@@ -5,9 +5,8 @@
 // The package initialisers take some 15 ms of a remote exec's 30, and
 // the request's way to the node and back (the server, the node's tunnel,
 // the agent, the command's start and exit) some 6 ms. preconnect's
-// initialiser runs half way through the start, before compose-go's JSON
-// schema compiler (the heaviest), but before net/http and api/client
-// too: it writes the upgrade request of a plain exec itself right after
+// initialiser runs half way through the start, before etcd's server
+// packages, but before net/http and api/client too: it writes the upgrade request of a plain exec itself right after
 // its TLS handshake (preconnect.Plan), so that the command runs on its
 // node while the rest of the binary initialises. Here, with net/http
 // ready, api/client's own WebSocket dial reads the server's answer from
