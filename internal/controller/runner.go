@@ -140,7 +140,7 @@ func (m *Manager) Run(ctx context.Context) error {
 		default:
 		}
 	}
-	go m.cache.follow(ctx, m.log, cacheRelist, poke)
+	go m.cache.follow(ctx, m.log, cacheCheck, poke)
 	if m.opt.Phases != nil {
 		defer m.opt.Phases.Follow(m.instancePhases)()
 	}
@@ -242,9 +242,10 @@ func (m *Manager) dueAt(t time.Time) {
 // later pass may finish without a change to the store.
 func (m *Manager) dueSoon() { m.dueAt(m.opt.Clock().Add(m.opt.Resync)) }
 
-// cacheRelist is how often the cache lists everything again: the watch
-// makes it current, the lists make sure of it.
-const cacheRelist = 5 * time.Minute
+// cacheCheck is how often the cache is compared with the store (keys and
+// revisions only, see cache.check): the watch makes it current, the
+// check makes sure of it, and a difference lists everything again.
+const cacheCheck = time.Minute
 
 // cacheLag bounds how long a pass waits for the cache to show this
 // process's own last write before it reads the store instead. A cache
