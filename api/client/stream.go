@@ -9,6 +9,8 @@ import (
 	"slices"
 	"sync"
 	"time"
+
+	"github.com/berth-dev/berth/api/client/execwire"
 )
 
 // The wire format of the streams the instance subresources carry. The
@@ -34,25 +36,18 @@ const (
 	StreamStatus byte = 3
 )
 
-// Exec channels: the first byte of each WebSocket message.
+// Exec channels: the first byte of each WebSocket message (execwire's).
 const (
-	ChanStdin  byte = 0 // client → agent
-	ChanStdout byte = 1 // agent → client; with a terminal, all output
-	ChanStderr byte = 2 // agent → client
-	// ChanExit carries one JSON ExitStatus, the agent's last message.
-	ChanExit byte = 3
-	// ChanResize carries a JSON TermSize, client → agent.
-	ChanResize byte = 4
-	// ChanStdinEOF says stdin ended, client → agent.
-	ChanStdinEOF byte = 5
+	ChanStdin    = execwire.ChanStdin
+	ChanStdout   = execwire.ChanStdout
+	ChanStderr   = execwire.ChanStderr
+	ChanExit     = execwire.ChanExit
+	ChanResize   = execwire.ChanResize
+	ChanStdinEOF = execwire.ChanStdinEOF
 )
 
 // ExitStatus is how a command or container ended.
-type ExitStatus struct {
-	Code int `json:"code"`
-	// Error is why it could not run, when it could not.
-	Error string `json:"error,omitempty"`
-}
+type ExitStatus = execwire.ExitStatus
 
 // TermSize is a terminal's size in characters.
 type TermSize struct {
@@ -61,7 +56,7 @@ type TermSize struct {
 }
 
 // MaxFrame bounds a frame's payload; a longer write is split.
-const MaxFrame = 1 << 20
+const MaxFrame = execwire.MaxFrame
 
 // FrameWriter writes frames to w, from several goroutines. Writes are
 // buffered, and consecutive writes to one stream share a frame, until the

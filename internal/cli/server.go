@@ -19,6 +19,8 @@ import (
 	"github.com/berth-dev/berth/internal/server"
 )
 
+// newServerCmd is `berth server`. Long because its flags, their checks
+// and the server's configuration from them read best in one place.
 func newServerCmd(g *globals) *cobra.Command {
 	var (
 		name, listen, peerListen, etcdListen, peers string

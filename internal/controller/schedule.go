@@ -20,7 +20,8 @@ import (
 // stored ones are bound in one transaction per plan, the new ones (fresh,
 // made this pass) are stored already placed. The engine works on a
 // snapshot built from this pass's read; a binding whose instance changed
-// since fails with a conflict and is retried next pass.
+// since fails with a conflict and is retried next pass. Long because the
+// stored and the new instances share the engine's one plan.
 func (m *Manager) schedulePass(ctx context.Context, sn *snapshot, fresh []newInstances) error {
 	pending, isNew := pendingInstances(sn, fresh)
 	if len(pending) == 0 {

@@ -2,9 +2,8 @@
 // package initialisers run, and for the short commands that follow.
 //
 // Every command of the one binary runs every package's initialiser
-// before main: a few megabytes of allocations (compose-go's JSON schema
-// library compiling its meta-schemas is most of them), which at Go's
-// default pace set off a collection before `berth exec` or `berth ps`
+// before main: megabytes of allocations (protobuf descriptors, regular
+// expressions, registries), which at Go's default pace set off a collection before `berth exec` or `berth ps`
 // has done anything. That collection, and the memory it touches, was a
 // fifth of such a command's CPU time. This package's initialiser runs
 // before those of the libraries (initialisers go in import path order once

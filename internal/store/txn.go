@@ -132,7 +132,8 @@ func (t *Txn) Commit(ctx context.Context) error {
 	return t.send(ctx)
 }
 
-// send writes the prepared ops in one etcd transaction.
+// send writes the prepared ops in one etcd transaction. Long because the
+// ops' conditions, their writes and the answer's checks share one walk.
 func (t *Txn) send(ctx context.Context) error {
 	s := t.s
 	cmps := append(make([]clientv3.Cmp, 0, len(s.fence)+len(t.ops)), s.fence...)

@@ -189,6 +189,9 @@ type Sent struct {
 	// Err is why writing the request failed: it may have gone out in
 	// part, or whole, so it is not sent again.
 	Err error
+	// Answer is what was read of the server's answer while the binary
+	// started: it comes before what is still to be read on Conn.
+	Answer []byte
 }
 
 // Send writes p's WebSocket upgrade request, as a WebSocket client of

@@ -3,9 +3,9 @@
 // https:// API server while the rest of the binary is still starting.
 //
 // berth is one binary, so a CLI command pays every package initialiser
-// of the server and the agent too: some 15 ms before main, on one core,
-// most of it compose-go's JSON schema compiler and etcd's protobuf
-// tables. Packages initialise in import path order once their imports
+// of the server and the agent too: some 10 ms before main, on one core,
+// much of it protobuf tables and regular expressions of etcd, gRPC and
+// the image libraries. Packages initialise in import path order once their imports
 // are done, and this one needs only net, crypto/tls and pflag, so its
 // initialiser runs about half way through: the TCP connect and the TLS
 // handshake it starts then run on another core while the rest
@@ -21,7 +21,12 @@
 // A plain exec (PlanOf: no stdin, no terminal, a bare name) goes further:
 // its WebSocket upgrade request is written on the connection as soon as
 // the handshake ends, so that the command runs on its node while the
-// binary finishes starting; internal/cli/preexec takes the answer over
+// binary finishes starting, and its answer is read here as it comes.
+// When all of it is in (the command's output and exit status) before main
+// has taken the exec over, the process relays it and exits with the
+// command's code there and then (follow, answer.go): the initialisers
+// still to run would only have delayed it. Otherwise
+// internal/cli/preexec takes the answer over, with what was read of it,
 // once main has read the command line the usual way and found it the
 // same (see there).
 package preconnect
@@ -92,7 +97,11 @@ type dial struct {
 	conn    *tls.Conn // nil once taken, or when it failed
 	at      time.Time
 	sent    *Sent // the exec sent on the connection, until taken
-	settled bool  // Conn or TakeSent was called: a connection made later is closed
+	settled bool  // Conn or TakeSent was called: a connection made later is closed, an answer is main's
+	// reading is closed once the sent exec's answer is no longer read
+	// here (follow); answer is what was read of it.
+	reading chan struct{}
+	answer  []byte
 }
 
 func init() {
@@ -173,6 +182,10 @@ func (d *dial) run(u *url.URL) {
 	if d.plan != nil {
 		// Sent under the lock: once main has settled it is not sent.
 		d.sent = d.plan.Send(c.(*tls.Conn), u.Host)
+		if d.sent.Err == nil {
+			d.reading = make(chan struct{})
+			go d.follow(d.sent)
+		}
 		return
 	}
 	d.conn, d.at = c.(*tls.Conn), time.Now()
@@ -189,11 +202,67 @@ func TakeSent(ctx context.Context) *Sent {
 	}
 	d.await(ctx, patience)
 	d.mu.Lock()
-	defer d.mu.Unlock()
 	s := d.sent
 	d.sent, d.settled = nil, true
+	reading := d.reading
+	d.mu.Unlock()
+	if s != nil && reading != nil {
+		// The reader stops at its next read, or now if it waits in one.
+		_ = s.Conn.SetReadDeadline(time.Now())
+		<-reading
+		_ = s.Conn.SetReadDeadline(time.Time{})
+		s.Answer = d.answer
+	}
 	return s
 }
+
+// follow reads the answer of the exec s sent ahead until main takes it
+// over (TakeSent) or it is something main must read (readEarly); when it
+// is whole first, the process relays the command's output and exits
+// with its code, as main would once the binary had started.
+func (d *dial) follow(s *Sent) {
+	defer close(d.reading)
+	var b []byte
+	buf := make([]byte, 16<<10)
+	for len(b) < maxEarly {
+		n, err := s.Conn.Read(buf)
+		b = append(b, buf[:n]...)
+		d.mu.Lock()
+		d.answer = b
+		if d.settled {
+			d.mu.Unlock()
+			return
+		}
+		st, outs, code := readEarly(b, s.Key)
+		if st != earlyDone {
+			d.mu.Unlock()
+			if st == earlyPartial && err == nil {
+				continue
+			}
+			return
+		}
+		// Under the lock for good: main cannot take the exec over now.
+		for _, o := range outs {
+			w := stdout
+			if o.stderr {
+				w = stderr
+			}
+			_, _ = w.Write(o.p)
+		}
+		s.Conn.Close()
+		exit(code)
+		d.sent = nil // exit returns in tests only
+		d.mu.Unlock()
+		return
+	}
+}
+
+// Where an exec whose answer is whole before main takes it over ends;
+// tests replace them.
+var (
+	stdout, stderr io.Writer = os.Stdout, os.Stderr
+	exit                     = os.Exit
+)
 
 // Conn returns the connection made ahead to server, trusting the
 // certificates in caFile, once its handshake is done, and hands it over

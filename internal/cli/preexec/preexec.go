@@ -5,9 +5,8 @@
 // The package initialisers take some 15 ms of a remote exec's 30, and
 // the request's way to the node and back (the server, the node's tunnel,
 // the agent, the command's start and exit) some 6 ms. preconnect's
-// initialiser runs half way through the start, before compose-go's JSON
-// schema compiler (the heaviest), but before net/http and api/client
-// too: it writes the upgrade request of a plain exec itself right after
+// initialiser runs half way through the start, before etcd's server
+// packages, but before net/http and api/client too: it writes the upgrade request of a plain exec itself right after
 // its TLS handshake (preconnect.Plan), so that the command runs on its
 // node while the rest of the binary initialises. Here, with net/http
 // ready, api/client's own WebSocket dial reads the server's answer from
@@ -16,19 +15,22 @@
 //
 // A command must never run that the command line would not have run,
 // nor twice. preconnect reads only a strict subset of exec's grammar
-// with the command line's own flag definitions; main reads the command
-// line as it always did and gives Take what it means. Take hands over
-// the stream only when that is what was sent, and otherwise fails the
-// command, which may have run: it is never sent again.
+// with the command line's own flag definitions (internal/cli's
+// TestExecAheadIsWhatTheCommandLineSays holds the two together); main
+// reads the command line as it always did and gives Take what it means.
+// Take hands over the stream only when that is what was sent, and
+// otherwise fails the command, which may have run: it is never sent
+// again. An answer that is whole before main gets here (a short
+// command) is relayed by preconnect itself, which then ends the process.
 package preexec
 
 import (
 	"bufio"
+	"bytes"
 	"context"
-	"crypto/sha1"
-	"encoding/base64"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"net/url"
 
@@ -74,7 +76,7 @@ func take(ctx context.Context, s *preconnect.Sent, want *preconnect.Plan) (strea
 		return nil, true, fmt.Errorf("exec: the request sent while starting (%s) is not what the command line says (%s); not sent again", s.Plan, want)
 	}
 	p := s.Plan
-	rt := &sentTrip{sent: s, br: bufio.NewReader(s.Conn)}
+	rt := &sentTrip{sent: s, br: bufio.NewReader(io.MultiReader(bytes.NewReader(s.Answer), s.Conn))}
 	// No CA file: the connection was verified against it when it was made,
 	// and the client makes no other.
 	c, err := client.New(p.Server, append(Options(p.Token, ""), client.WithHTTPClient(&http.Client{Transport: rt}))...)
@@ -130,19 +132,13 @@ func (t *sentTrip) RoundTrip(req *http.Request) (*http.Response, error) {
 	}
 	// The server accepted the key that was sent; the client checks the
 	// answer against its own.
-	if resp.Header.Get("Sec-WebSocket-Accept") != accept(s.Key) {
+	if resp.Header.Get("Sec-WebSocket-Accept") != preconnect.AcceptKey(s.Key) {
 		s.Conn.Close()
 		return nil, fmt.Errorf("WebSocket handshake: the server's Sec-WebSocket-Accept %q is not the key's", resp.Header.Get("Sec-WebSocket-Accept"))
 	}
-	resp.Header.Set("Sec-WebSocket-Accept", accept(req.Header.Get("Sec-WebSocket-Key")))
+	resp.Header.Set("Sec-WebSocket-Accept", preconnect.AcceptKey(req.Header.Get("Sec-WebSocket-Key")))
 	resp.Body = conn{t.br, s.Conn}
 	return resp, nil
-}
-
-// accept is RFC 6455's Sec-WebSocket-Accept of key.
-func accept(key string) string {
-	h := sha1.Sum([]byte(key + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"))
-	return base64.StdEncoding.EncodeToString(h[:])
 }
 
 // conn is the upgraded connection: what the answer's reader holds, then
