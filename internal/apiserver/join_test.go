@@ -65,9 +65,17 @@ func (c *cluster) assignAndSee(t *testing.T, ctx context.Context, w <-chan clien
 
 func startCluster(t testing.TB, setup ...func(*apiserver.Server)) *cluster {
 	t.Helper()
+	return startClusterWith(t, store.Config{}, setup...)
+}
+
+// startClusterWith is startCluster on a store configured as cfg (its data
+// dir is the test's).
+func startClusterWith(t testing.TB, cfg store.Config, setup ...func(*apiserver.Server)) *cluster {
+	t.Helper()
 	dir := t.TempDir()
 	ctx, cancel := context.WithCancel(context.Background())
-	st, err := store.Open(ctx, store.Config{DataDir: dir})
+	cfg.DataDir = dir
+	st, err := store.Open(ctx, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -451,8 +451,17 @@ func admitInstanceStatus(node *api.Node, in, stored *api.Instance) error {
 func nodeEventSource(node string) string { return "agent/" + node }
 
 // admitNodeEvent checks an event a node records: about itself or an
-// instance bound to it, and with the server's word for its source.
+// instance bound to it (in the instance's namespace), with the server's
+// word for its source, and not passing for an audit event (who reached
+// into an instance), which only the server records: neither by its name
+// nor by its reason.
 func (s *Server) admitNodeEvent(ctx context.Context, node string, ev *api.Event) error {
+	switch {
+	case store.IsAuditName(ev.Metadata.Name):
+		return &forbiddenField{node: node, ref: "event", field: "metadata.name", reason: fmt.Sprintf("%q has the form of the server's audit events", ev.Metadata.Name)}
+	case isAuditReason(ev.Reason):
+		return &forbiddenField{node: node, ref: "event", field: "reason", reason: fmt.Sprintf("%s is the reason of the server's audit events", ev.Reason)}
+	}
 	deny := func(reason string) error {
 		return &forbiddenField{node: node, ref: "event", field: "object", reason: reason}
 	}
@@ -472,6 +481,12 @@ func (s *Server) admitNodeEvent(ctx context.Context, node string, ev *api.Event)
 		}
 		if in.Spec.Node != node {
 			return deny(fmt.Sprintf("instance %s/%s is bound to %q, not to node %q", ev.Object.Namespace, ev.Object.Name, in.Spec.Node, node))
+		}
+		if ev.Metadata.Namespace != ev.Object.Namespace {
+			// Listed in another namespace, it would pass for one about
+			// that namespace's instance of the name.
+			return &forbiddenField{node: node, ref: "event", field: "metadata.namespace",
+				reason: fmt.Sprintf("an event about instance %s/%s is recorded in namespace %q, not %q", ev.Object.Namespace, ev.Object.Name, ev.Object.Namespace, ev.Metadata.Namespace)}
 		}
 	default:
 		return deny(fmt.Sprintf("a node records events about itself and its instances, not about %s", ev.Object.Kind.Plural()))

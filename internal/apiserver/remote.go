@@ -45,8 +45,10 @@ import (
 // init or sidecar containers, or "main" (the default).
 //
 // Every one is for admins: NodeAuthorizer refuses a node any
-// subresource but its own assignments. Each exec and attach is recorded
-// as an event on the instance (who, which command).
+// subresource but its own assignments. Each exec, attach, cp (either
+// way), checkpoint and restore, and each port-forward session, is
+// recorded as an audit event on the instance (who, what: the command,
+// the path, the port).
 //
 // A node's agent reaches the server, never the other way round: it opens
 // GET /v1/tunnel/{node} with its node certificate (or, in `berth up`, on
@@ -291,18 +293,33 @@ func (s *Server) instanceOp(op string) http.HandlerFunc {
 			return
 		}
 		metrics.RemoteStreams.WithLabelValues(op).Inc()
-		if op == "exec" || op == "attach" || op == "portforward" || op == "checkpoint" || op == "restore" || (op == "cp" && r.Method == http.MethodPut) {
-			// The event is written beside the operation, not before it:
-			// an etcd write (a disk sync) in front of every exec was the
-			// longest wait of a remote exec's tail. The handler still
-			// returns only once it is written, though a short answer
-			// (an error) may reach the caller first.
-			done := make(chan struct{})
-			go func() {
-				defer close(done)
-				s.recordRemoteOp(r, in, op)
-			}()
-			defer func() { <-done }()
+		if reason := auditReason(op, r.Method); reason != "" {
+			who, q := caller(r), r.URL.Query()
+			msg, record := auditMessage(q, in, who, reason), true
+			if reason == reasonPortForward {
+				// Once per session, not per connection (forwardSessions).
+				var n int
+				var last time.Time
+				var end func(time.Time)
+				record, n, last, end = s.forwards.begin(forwardKey{who: who, uid: in.Metadata.UID, container: q.Get("container"), port: q.Get("port")}, time.Now())
+				defer func() { end(time.Now()) }()
+				if n > 0 {
+					msg = fmt.Sprintf("%s forwarded %d more connections to port %s on node %s since %s", who, n, q.Get("port"), in.Spec.Node, last.UTC().Format(time.RFC3339))
+				}
+			}
+			if record {
+				// The event is written beside the operation, not before it:
+				// an etcd write (a disk sync) in front of every exec was the
+				// longest wait of a remote exec's tail. The handler still
+				// returns only once it is written, though a short answer
+				// (an error) may reach the caller first.
+				done := make(chan struct{})
+				go func() {
+					defer close(done)
+					s.recordRemoteOp(r, in, reason, msg)
+				}()
+				defer func() { <-done }()
+			}
 		}
 		q := r.URL.Query()
 		cname := q.Get("container")
@@ -369,33 +386,45 @@ func (s *Server) execTarget(ctx context.Context, ns, name string) (*api.Instance
 	return in, nil
 }
 
-// recordRemoteOp records who reached into an instance, and how.
-func (s *Server) recordRemoteOp(r *http.Request, in *api.Instance, op string) {
+// caller says who sent r, and from where, for audit events.
+func caller(r *http.Request) string {
 	id, _ := IdentityFrom(r.Context())
 	who := id.Name
 	if host, _, err := net.SplitHostPort(r.RemoteAddr); err == nil && host != "" {
 		who += " from " + host
 	}
-	q := r.URL.Query()
-	var msg, reason string
-	switch op {
-	case "exec":
-		reason = "Exec"
-		msg = fmt.Sprintf("%s ran %q on node %s", who, q["cmd"], in.Spec.Node)
+	return who
+}
+
+// auditMessage says what who did to an instance with an operation whose
+// audit event has reason, as its query q asked.
+func auditMessage(q url.Values, in *api.Instance, who, reason string) string {
+	switch reason {
+	case reasonExec:
+		msg := fmt.Sprintf("%s ran %q on node %s", who, q["cmd"], in.Spec.Node)
 		if q.Get("tty") == "1" {
 			msg += " with a terminal"
 		}
-	case "attach":
-		reason, msg = "Attach", fmt.Sprintf("%s attached on node %s", who, in.Spec.Node)
-	case "checkpoint":
-		reason, msg = "Checkpoint", fmt.Sprintf("%s checkpointed the instance on node %s", who, in.Spec.Node)
-	case "restore":
-		reason, msg = "Restore", fmt.Sprintf("%s restored the instance from a checkpoint on node %s", who, in.Spec.Node)
-	case "cp":
-		reason, msg = "CopyIn", fmt.Sprintf("%s copied files into %s on node %s", who, q.Get("path"), in.Spec.Node)
-	case "portforward":
-		reason, msg = "PortForward", fmt.Sprintf("%s forwarded a connection to port %s on node %s", who, q.Get("port"), in.Spec.Node)
+		return msg
+	case reasonAttach:
+		return fmt.Sprintf("%s attached on node %s", who, in.Spec.Node)
+	case reasonCheckpoint:
+		return fmt.Sprintf("%s checkpointed the instance on node %s", who, in.Spec.Node)
+	case reasonRestore:
+		return fmt.Sprintf("%s restored the instance from a checkpoint on node %s", who, in.Spec.Node)
+	case reasonCopyIn:
+		return fmt.Sprintf("%s copied files into %s on node %s", who, q.Get("path"), in.Spec.Node)
+	case reasonCopyOut:
+		return fmt.Sprintf("%s copied %s out of the instance on node %s", who, q.Get("path"), in.Spec.Node)
+	case reasonPortForward:
+		return fmt.Sprintf("%s began forwarding to port %s on node %s", who, q.Get("port"), in.Spec.Node)
 	}
+	return fmt.Sprintf("%s: %s on node %s", who, reason, in.Spec.Node)
+}
+
+// recordRemoteOp records who reached into an instance, and how, as an
+// audit event.
+func (s *Server) recordRemoteOp(r *http.Request, in *api.Instance, reason, msg string) {
 	ev := &api.Event{
 		Metadata: api.Metadata{Namespace: in.Metadata.Namespace},
 		Time:     time.Now().UTC(),
@@ -405,7 +434,8 @@ func (s *Server) recordRemoteOp(r *http.Request, in *api.Instance, op string) {
 	// The operation may end (and its request's context with it) first.
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), 10*time.Second)
 	defer cancel()
-	// An audit event: no flood of other events pushes it out.
+	// An audit event: no flood of other events, nor of other kinds of
+	// audit events, pushes it out.
 	if err := s.store.RecordAuditEvent(ctx, ev); err != nil {
 		s.log.Warn("record event", "instance", in.Metadata.Name, "reason", reason, "err", err)
 	}

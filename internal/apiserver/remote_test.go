@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"regexp"
 	"slices"
 	"strings"
 	"sync"
@@ -18,6 +19,7 @@ import (
 	"github.com/berth-dev/berth/api"
 	"github.com/berth-dev/berth/api/client"
 	"github.com/berth-dev/berth/api/errdefs"
+	"github.com/berth-dev/berth/internal/store"
 )
 
 // agentStandIn serves a node's end of its tunnel with h, as the agent's
@@ -151,50 +153,197 @@ func TestRemoteOperationsAreForAdmins(t *testing.T) {
 	}
 }
 
-// TestExecIsRecordedAsEvent checks that an exec leaves an event naming
-// who ran which command in which instance, and a port-forward one naming
-// the port, even when the node cannot carry them out.
-func TestExecIsRecordedAsEvent(t *testing.T) {
-	c := startCluster(t)
+// bindTo makes instance name of service web in namespace default, bound
+// to node (made first, when it is not there).
+func bindTo(t *testing.T, c *cluster, name, node string) {
+	t.Helper()
 	ctx := t.Context()
-	n2 := c.join(t, "n2")
+	if _, err := c.admin.Nodes().Get(ctx, "", node); errdefs.IsNotFound(err) {
+		if _, err := c.admin.Nodes().Apply(ctx, &api.Node{Metadata: api.Metadata{Name: node}}); err != nil {
+			t.Fatal(err)
+		}
+	}
 	in := &api.Instance{
-		Metadata: api.Metadata{Name: "web-2", Namespace: "default"},
+		Metadata: api.Metadata{Name: name, Namespace: "default"},
 		Spec:     api.InstanceSpec{Template: api.Template{Image: "demo/busybox:1"}, Owner: api.Owner{Kind: api.KindService, Name: "web"}},
 	}
 	if _, err := c.admin.Instances().Apply(ctx, in); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := c.admin.Instances().Bind(ctx, "default", "web-2", "n2", nil, 0); err != nil {
+	if _, err := c.admin.Instances().Bind(ctx, "default", name, node, nil, 0); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// auditEvents lists the audit events about instance name, by reason
+// (and port, for a port-forward's: "PortForward 80").
+func auditEvents(t *testing.T, c *cluster, name string) map[string][]*api.Event {
+	t.Helper()
+	evs, _, err := c.admin.Events().List(t.Context(), "default")
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string][]*api.Event{}
+	for _, ev := range evs {
+		if ev.Object.Name != name || !store.IsAuditName(ev.Metadata.Name) || ev.Source != "apiserver" {
+			continue
+		}
+		key := ev.Reason
+		if m := forwardedPort.FindStringSubmatch(ev.Message); ev.Reason == "PortForward" && m != nil {
+			key += " " + m[1]
+		}
+		out[key] = append(out[key], ev)
+	}
+	return out
+}
+
+var forwardedPort = regexp.MustCompile(`port (\d+)`)
+
+// TestRemoteOperationsAreAudited checks that each way into an instance
+// leaves an audit event naming who (and from where), which instance and
+// what, even when the node cannot carry it out: exec (the command),
+// attach, cp either way (the path), and port-forward (the port) once per
+// session, however many connections it makes.
+func TestRemoteOperationsAreAudited(t *testing.T) {
+	c := startCluster(t)
+	ctx := t.Context()
+	n2 := c.join(t, "n2")
+	bindTo(t, c, "web-2", "n2")
 	var agent2 agentStandIn
 	agent2.serve(t, n2, "n2")
-	// The stand-in answers no WebSocket: the exec fails. The event is
-	// written beside the exec, so it may land a moment after the answer.
+	// The stand-in answers no WebSocket: exec and port-forward fail. The
+	// event is written beside the operation, so it may land a moment
+	// after the answer.
 	_, _ = c.admin.Exec(ctx, "default", "web-2", client.ExecOptions{Command: []string{"cat", "/etc/shadow"}})
-	_, _ = c.admin.PortForward(ctx, "default", "web-2", 6379)
-	// Both are audit events, with a quota of their own in the store.
-	found := map[string]bool{}
+	for range 20 {
+		_, _ = c.admin.PortForward(ctx, "default", "web-2", 6379)
+	}
+	_, _ = c.admin.PortForward(ctx, "default", "web-2", 80)
+	_, _ = c.admin.Attach(ctx, "default", "web-2", io.Discard, io.Discard)
+	if rc, err := c.admin.CopyFrom(ctx, "default", "web-2", "/etc/secret.key"); err == nil {
+		_, _ = io.Copy(io.Discard, rc)
+		rc.Close()
+	}
+	_ = c.admin.CopyTo(ctx, "default", "web-2", "/www", strings.NewReader(""))
+	want := map[string]string{
+		"Exec":             `token from 127.0.0.1 ran ["cat" "/etc/shadow"] on node n2`,
+		"Attach":           "token from 127.0.0.1 attached on node n2",
+		"CopyOut":          "token from 127.0.0.1 copied /etc/secret.key out of the instance on node n2",
+		"CopyIn":           "token from 127.0.0.1 copied files into /www on node n2",
+		"PortForward 6379": "token from 127.0.0.1 began forwarding to port 6379 on node n2",
+		"PortForward 80":   "token from 127.0.0.1 began forwarding to port 80 on node n2",
+	}
+	var got map[string][]*api.Event
 	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
-		evs, _, err := c.admin.Events().List(ctx, "default")
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, ev := range evs {
-			if ev.Object.Name != "web-2" || !strings.HasSuffix(ev.Metadata.Name, "-audit") ||
-				!strings.Contains(ev.Message, "token from 127.0.0.1") || !strings.Contains(ev.Message, "n2") {
-				continue
+		got = auditEvents(t, c, "web-2")
+		missing := 0
+		for k, msg := range want {
+			if len(got[k]) == 0 || got[k][0].Message != msg {
+				missing++
 			}
-			found[ev.Reason] = found[ev.Reason] || ev.Reason == "Exec" && strings.Contains(ev.Message, `"cat" "/etc/shadow"`) ||
-				ev.Reason == "PortForward" && strings.Contains(ev.Message, "port 6379")
 		}
-		if found["Exec"] && found["PortForward"] {
-			return
+		if missing == 0 {
+			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("audit events found %v in %d events; want an Exec and a PortForward event naming the caller, the command or port and the node", found, len(evs))
+			for k, evs := range got {
+				for _, ev := range evs {
+					t.Logf("%s: %s", k, ev.Message)
+				}
+			}
+			t.Fatalf("audit events about web-2: want one for each of %v", want)
 		}
+	}
+	// The 20 connections to port 6379 are one session, recorded once
+	// (the attach and the copies came after them).
+	if n := len(got["PortForward 6379"]); n != 1 {
+		t.Errorf("20 port-forward connections to port 6379 left %d audit events, want 1 for their session", n)
+	}
+}
+
+// TestExecAuditOutlastsForwards checks that port-forwards to many ports (a
+// session each, an audit event each) do not push the record of an exec
+// out: each kind of audit event has a quota of its own.
+func TestExecAuditOutlastsForwards(t *testing.T) {
+	c := startClusterWith(t, store.Config{MaxEvents: 5})
+	ctx := t.Context()
+	n2 := c.join(t, "n2")
+	bindTo(t, c, "web-2", "n2")
+	var agent2 agentStandIn
+	agent2.serve(t, n2, "n2")
+	_, _ = c.admin.Exec(ctx, "default", "web-2", client.ExecOptions{Command: []string{"cat", "/etc/shadow"}})
+	eventually(t, 10*time.Second, func() bool { return len(auditEvents(t, c, "web-2")["Exec"]) == 1 })
+	// More than the store records between two prunes.
+	for port := range 70 {
+		_, _ = c.admin.PortForward(ctx, "default", "web-2", 1000+port)
+	}
+	eventually(t, 10*time.Second, func() bool { return len(auditEvents(t, c, "web-2")) > 5 })
+	if err := c.store.PruneEvents(ctx); err != nil {
+		t.Fatal(err)
+	}
+	got := auditEvents(t, c, "web-2")
+	if len(got["Exec"]) != 1 {
+		t.Fatalf("after 70 port-forward sessions, %d exec audit events left, want the 1", len(got["Exec"]))
+	}
+	var forwards int
+	for k, evs := range got {
+		if strings.HasPrefix(k, "PortForward") {
+			forwards += len(evs)
+		}
+	}
+	if forwards == 0 {
+		t.Errorf("no port-forward audit event kept")
+	}
+}
+
+// TestNodeMayNotForgeAuditEvents: a node's certificate records events
+// about itself and its instances, but none that passes for the server's
+// audit record of who reached into an instance (by its reason or its
+// name), nor any about another node's instance; nothing it was refused
+// is written.
+func TestNodeMayNotForgeAuditEvents(t *testing.T) {
+	c := startCluster(t)
+	ctx := t.Context()
+	n1 := c.join(t, "n1")
+	bindTo(t, c, "web-1", "n1")
+	bindTo(t, c, "web-2", "n2")
+	record := func(name, reason, obj, msg string) (*api.Event, error) {
+		return n1.Events().Record(ctx, &api.Event{Metadata: api.Metadata{Namespace: "default", Name: name},
+			Object: api.ObjectRef{Kind: api.KindInstance, Namespace: "default", Name: obj},
+			Type:   api.EventNormal, Reason: reason, Message: msg, Source: "apiserver"})
+	}
+	const forged = `forged: token from 127.0.0.1 ran ["rm" "-rf" "/"] on node n1`
+	for _, tc := range []struct{ what, name, reason, obj, field string }{
+		{"an Exec event about its own instance", "", "Exec", "web-1", "reason"},
+		{"an exec event, in lower case", "", "exec", "web-1", "reason"},
+		{"a Port-Forward event", "", "Port-Forward", "web-1", "reason"},
+		{"an event named as an audit one", "web-1-1-exec-audit", "Started", "web-1", "metadata.name"},
+		{"an Exec event about another node's instance", "", "Exec", "web-2", "reason"},
+		{"an event about another node's instance", "", "Started", "web-2", "object"},
+	} {
+		_, err := record(tc.name, tc.reason, tc.obj, forged)
+		wantForbidden(t, "node n1 recording "+tc.what, err, `node "n1"`, tc.field)
+	}
+	_, err := n1.Events().Record(ctx, &api.Event{Metadata: api.Metadata{Namespace: "prod"},
+		Object: api.ObjectRef{Kind: api.KindInstance, Namespace: "default", Name: "web-1"}, Type: api.EventNormal, Reason: "Started", Message: forged})
+	wantForbidden(t, "node n1 recording an event about its instance in another namespace", err, `node "n1"`, "metadata.namespace")
+	ev, err := record("", "Started", "web-1", "started")
+	if err != nil || ev.Source != "agent/n1" {
+		t.Fatalf("n1's event about its own instance: %+v, %v; want it recorded with source agent/n1", ev, err)
+	}
+	evs, _, err := c.admin.Events().List(ctx, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var seen bool
+	for _, ev := range evs {
+		seen = seen || ev.Message == "started"
+		if ev.Message == forged {
+			t.Errorf("a refused event was written: %+v", ev)
+		}
+	}
+	if !seen {
+		t.Errorf("n1's event about web-1 is not listed among %d events", len(evs))
 	}
 }
 

@@ -136,6 +136,9 @@ type Server struct {
 	ready       readyNodes     // nodes seen stored Ready, see heartbeatOnly
 	watches     nodeWatches    // each node's open watches, held to api.MaxNodeWatches
 
+	// forwards are port-forwards, as their audit events count them (audit.go).
+	forwards forwardSessions
+
 	allowedHostPaths []string
 	sealKey          *seal.Key
 	metricsToken     string

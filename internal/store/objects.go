@@ -331,25 +331,59 @@ func (s *Store) Move(ctx context.Context, b Binding) error {
 // name and timing it now when it has no time. Events expire after the
 // store's EventTTL, and the oldest are dropped beyond MaxEvents.
 func (s *Store) RecordEvent(ctx context.Context, ev *api.Event) error {
-	if strings.HasSuffix(ev.Metadata.Name, auditSuffix) {
+	if IsAuditName(ev.Metadata.Name) {
 		return fmt.Errorf("%s: %w: metadata.name: the suffix %s is kept for the server's audit events", api.RefOf(ev), errdefs.ErrInvalidArgument, auditSuffix)
 	}
 	return s.recordEvent(ctx, ev, "")
 }
 
 // RecordAuditEvent stores an event as RecordEvent does, as an audit event
-// (who reached into an instance: exec, attach, cp, port-forward): audit
-// events have a quota of MaxEvents of their own, so no flood of other
-// events pushes them out. Only the server records them: no name a
-// client may give an event has the audit form.
+// (who reached into an instance: exec, attach, cp, port-forward). Each
+// kind of audit event, told by its reason, has a quota of MaxEvents of
+// its own: no flood of other events, nor of audit events of another
+// kind (a busy port-forward), pushes out the record of an exec. Only the
+// server records them: no name a client may give an event has the audit
+// form (IsAuditName).
 func (s *Store) RecordAuditEvent(ctx context.Context, ev *api.Event) error {
-	return s.recordEvent(ctx, ev, auditSuffix)
+	kind := AuditKind(ev.Reason)
+	if kind == "" {
+		return fmt.Errorf("%s: %w: reason: an audit event's reason names its kind", api.RefOf(ev), errdefs.ErrInvalidArgument)
+	}
+	return s.recordEvent(ctx, ev, "-"+kind+auditSuffix)
 }
 
-// auditSuffix ends the names of audit events, which their keys then tell
-// apart for pruning. Other generated names end in hex digits, and
-// RecordEvent refuses a name given with it.
+// AuditKind is the kind of audit event a reason makes: its letters and
+// digits, in lower case, at most 16 (Exec, exec and E-X-E-C are one).
+func AuditKind(reason string) string {
+	kind := strings.Map(func(r rune) rune {
+		if 'a' <= r && r <= 'z' || '0' <= r && r <= '9' {
+			return r
+		}
+		return -1
+	}, strings.ToLower(reason))
+	return kind[:min(len(kind), 16)]
+}
+
+// IsAuditName says whether name has the form of an audit event's, which
+// only RecordAuditEvent gives.
+func IsAuditName(name string) bool { return strings.HasSuffix(name, auditSuffix) }
+
+// auditSuffix ends the names of audit events (BASE-TIME-KIND-audit),
+// which their keys then tell apart for pruning. Other generated names end
+// in hex digits, and RecordEvent refuses a name given with it.
 const auditSuffix = "-audit"
+
+// eventQuota is the quota an event's key counts against: "" for an
+// event other than an audit one, its kind for an audit event. (One named
+// before kinds had quotas, BASE-TIME-audit, counts alone and goes with
+// the TTL.)
+func eventQuota(key string) string {
+	name, ok := strings.CutSuffix(key, auditSuffix)
+	if !ok {
+		return ""
+	}
+	return name[strings.LastIndexByte(name, '-')+1:]
+}
 
 func (s *Store) recordEvent(ctx context.Context, ev *api.Event, suffix string) error {
 	if ev.Time.IsZero() {
@@ -389,7 +423,7 @@ func (s *Store) recordEvent(ctx context.Context, ev *api.Event, suffix string) e
 const pruneEvery = 64
 
 // PruneEvents deletes the oldest events beyond MaxEvents, and the oldest
-// audit events beyond MaxEvents of their own.
+// audit events of each kind beyond MaxEvents of their own.
 func (s *Store) PruneEvents(ctx context.Context) error {
 	prefix := s.prefixOf(api.KindEvent, "")
 	r, err := s.client.Get(ctx, prefix, clientv3.WithPrefix(), clientv3.WithKeysOnly(),
@@ -397,15 +431,13 @@ func (s *Store) PruneEvents(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("prune events: %w", wrapEtcd(err))
 	}
-	var keys, audit []string
+	quotas := map[string][]string{}
 	for _, kv := range r.Kvs {
-		if k := string(kv.Key); strings.HasSuffix(k, auditSuffix) {
-			audit = append(audit, k)
-		} else {
-			keys = append(keys, k)
-		}
+		k := string(kv.Key)
+		q := eventQuota(k)
+		quotas[q] = append(quotas[q], k)
 	}
-	for _, ks := range [][]string{keys, audit} {
+	for _, ks := range quotas {
 		for extra := len(ks) - s.maxEvent; extra > 0; {
 			n := min(extra, s.maxOps)
 			ops := make([]clientv3.Op, 0, n)

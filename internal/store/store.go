@@ -72,8 +72,8 @@ type Config struct {
 	// EventTTL is how long events are kept; one hour when zero.
 	EventTTL time.Duration
 	// MaxEvents bounds how many events are kept, oldest dropped first;
-	// 1000 when zero. Audit events (RecordAuditEvent) have as many of
-	// their own.
+	// 1000 when zero. Each kind of audit event (RecordAuditEvent) has as
+	// many of its own.
 	MaxEvents int
 	// Logger gets the store's own messages; etcd's are dropped unless they
 	// are errors.

@@ -447,8 +447,9 @@ func TestEventsBounded(t *testing.T) {
 }
 
 // Audit events (who ran what in which instance) have their own quota: a
-// flood of other events does not push them out, they are pruned only
-// among themselves, and no event a client records can pass for one.
+// flood of other events does not push them out, nor does a flood of audit
+// events of another kind, they are pruned only among their kind, and no
+// event a client records can pass for one.
 func TestAuditEventsKeptThroughFlood(t *testing.T) {
 	ctx := t.Context()
 	s, err := Open(ctx, Config{DataDir: t.TempDir(), MaxEvents: 10})
@@ -508,6 +509,24 @@ func TestAuditEventsKeptThroughFlood(t *testing.T) {
 	}
 	if len(other2) != len(other) {
 		t.Errorf("pruning audit events removed others: %d left of %d", len(other2), len(other))
+	}
+	// Nor do audit events of another kind: a busy port-forward's.
+	for i := range 3 * pruneEvery {
+		ev := &api.Event{Object: api.ObjectRef{Kind: api.KindInstance, Namespace: "default", Name: "web-1"}, Type: api.EventNormal,
+			Reason: "PortForward", Message: fmt.Sprint("admin forwarded port ", i), Source: "apiserver"}
+		if err := s.RecordAuditEvent(ctx, ev); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.PruneEvents(ctx); err != nil {
+		t.Fatal(err)
+	}
+	audit, other3 := count()
+	if len(audit) != 10 || !audit["admin ran [\"sh\" \"-c\" \"14\"] on node n1"] {
+		t.Errorf("exec events kept through a flood of port-forward ones: %v, want the newest 10 (5 to 14)", audit)
+	}
+	if len(other3) != len(other)+10 {
+		t.Errorf("after %d port-forward events: %d other events, want the %d before and the newest 10 port-forward ones", 3*pruneEvery, len(other3), len(other))
 	}
 	forged := &api.Event{Metadata: api.Metadata{Name: "web-1-1-audit"}, Object: api.ObjectRef{Kind: api.KindInstance, Namespace: "default", Name: "web-1"}, Type: api.EventNormal, Reason: "Exec"}
 	if err := s.RecordEvent(ctx, forged); !errors.Is(err, errdefs.ErrInvalidArgument) || !strings.Contains(err.Error(), "metadata.name") {

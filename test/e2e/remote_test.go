@@ -368,7 +368,9 @@ template:
 			}
 			return addr != ""
 		})
-		hc := &http.Client{Transport: &http.Transport{DialContext: dialIn(s1)}, Timeout: 10 * time.Second}
+		// A connection per request: the forward's session, not each of
+		// them, is recorded.
+		hc := &http.Client{Transport: &http.Transport{DialContext: dialIn(s1), DisableKeepAlives: true}, Timeout: 10 * time.Second}
 		for range 3 {
 			resp, err := hc.Get("http://" + addr + "/")
 			check(t, err)
@@ -377,6 +379,15 @@ template:
 			if strings.TrimSpace(string(body)) != name {
 				t.Fatalf("through port-forward: %q, want %s's page", body, name)
 			}
+		}
+		forwarded := regexp.MustCompile(`instance/` + regexp.QuoteMeta(name) + `\s+PortForward\s+\S+ from [0-9.]+ began forwarding to port 8080 on node n2`)
+		var out []byte
+		eventually(t, 10*time.Second, "the port-forward's event", func() bool {
+			out, _ = l.AdminCommand(t.Context(), "events").Output()
+			return forwarded.Match(out)
+		})
+		if n := len(forwarded.FindAll(out, -1)); n != 1 {
+			t.Errorf("3 connections through port-forward left %d events, want 1 for the session:\n%s", n, out)
 		}
 	})
 
@@ -698,5 +709,16 @@ func TestRemoteOperationsInBerthUp(t *testing.T) {
 	eventually(t, 10*time.Second, "the exec's event", func() bool {
 		out, _, _ = c.run("events")
 		return strings.Contains(out, "Exec") && strings.Contains(out, `["sh" "-c" "exit 9"]`)
+	})
+	// A copy out of the instance is recorded as one into it is.
+	c.ok("exec", in.Metadata.Name, "--", "sh", "-c", "echo secret > /tmp/key")
+	dst := filepath.Join(t.TempDir(), "key")
+	c.ok("cp", in.Metadata.Name+":/tmp/key", dst)
+	if b, err := os.ReadFile(dst); err != nil || string(b) != "secret\n" {
+		t.Fatalf("cp of /tmp/key out: %q, %v; want secret", b, err)
+	}
+	eventually(t, 10*time.Second, "the copy's event", func() bool {
+		out, _, _ = c.run("events")
+		return strings.Contains(out, "CopyOut") && strings.Contains(out, "copied /tmp/key out of the instance")
 	})
 }
