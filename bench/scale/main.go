@@ -48,13 +48,15 @@ func main() {
 	timeout := flag.Duration("timeout", 10*time.Minute, "give up a phase after this long")
 	flag.BoolVar(&keepWork, "keep", false, "keep the servers' and fleets' logs and data dirs")
 	flag.StringVar(&cpuProfile, "cpuprofile", "", "write the server's CPU profile over the first 30 s from the apply to this file (go tool pprof reads it)")
-	flag.StringVar(&idleProfile, "idleprofile", "", "write the server's CPU profile over the 10 s of steady state after the apply to this file")
+	flag.StringVar(&idleProfile, "idleprofile", "", "write the server's CPU profile over the steady state after the apply (-idlewindow) to this file")
+	flag.DurationVar(&idleWindow, "idlewindow", time.Minute, "how long the server's idle CPU is measured after the apply, whole seconds; a minute holds each of its periodic tasks (the controllers' cache check, their idle passes) at least once")
 	flag.StringVar(&scaleProfile, "scaleprofile", "", "write the server's CPU profile over the first 30 s of the scale 0 -> N to this file")
 	flag.StringVar(&heapProfile, "heapprofile", "", "write the server's heap profile, taken once all are Running after the apply, to this file")
 	flag.StringVar(&simProfile, "simprofile", "", "write the live fleet's (berth sim agents) CPU profile, over its whole run, to this file")
 	flag.StringVar(&simHeapProfile, "simheapprofile", "", "write the live fleet's (berth sim agents) heap profile, as it is at the end of the run, to this file")
 	flag.DurationVar(&leaderTTL, "leader-ttl", 0, "the server's --leader-ttl (when 0, 10 s, or 30 s for 2,000 nodes or more)")
 	flag.DurationVar(&nodeTTL, "node-ttl", 0, "the server's --node-ttl: agents beat at a third of it (when 0, its default, or longer for a fleet whose beats would pass 500/s)")
+	flag.StringVar(&memoryLimit, "memory-limit", "", "the server's --memory-limit (its default when empty)")
 	flag.IntVar(&joining, "joining", 0, "how many nodes each fleet joins at once (berth sim agents --joining; its default when 0)")
 	flag.Parse()
 	if *full {
@@ -191,6 +193,9 @@ var leaderTTL time.Duration
 // nodeTTL is the server's node TTL; its default when zero.
 var nodeTTL time.Duration
 
+// memoryLimit is the server's --memory-limit; its default when empty.
+var memoryLimit string
+
 // maxBeatsPerSecond is the heartbeat rate the bench holds a fleet to, by
 // its node TTL (fleetNodeTTL), as Nomad paces its clients' heartbeats by
 // the cluster's size (50/s by default). At berth's default 10 s TTL a
@@ -223,6 +228,9 @@ var cpuProfile string
 
 // idleProfile is where the server's CPU profile at steady state goes, if set.
 var idleProfile string
+
+// idleWindow is how long the idle CPU is measured.
+var idleWindow time.Duration
 
 // scaleProfile is where the server's CPU profile of the scale 0 -> N goes, if set.
 var scaleProfile string
@@ -304,6 +312,9 @@ func bench(bin string, nodes, instances, services int, timeout time.Duration) er
 		"--listen", addr, "--peer-listen", freeAddr(), "--cluster-cidr", "10.0.0.0/8", "--leader-ttl", leaderTTL.String()}
 	if nodeTTL > 0 {
 		srvArgs = append(srvArgs, "--node-ttl", nodeTTL.String())
+	}
+	if memoryLimit != "" {
+		srvArgs = append(srvArgs, "--memory-limit", memoryLimit)
 	}
 	srv, err := start(filepath.Join(work, "server.log"), bin, srvArgs...)
 	if err != nil {
@@ -469,14 +480,19 @@ func bench(bin string, nodes, instances, services int, timeout time.Duration) er
 		fmt.Println("  server heap profile:", heapProfile)
 	}
 
+	// The mean over a window that holds the server's periodic work, not
+	// a glimpse that may miss it or catch nothing else.
+	secs := max(1, int(idleWindow.Round(time.Second)/time.Second))
 	idleProfiled := make(chan error, 1)
 	if idleProfile != "" {
 		go func() {
-			idleProfiled <- profile(url, ca, readFile(filepath.Join(srvDir, "tls", "token")), idleProfile, 10)
+			idleProfiled <- profile(url, ca, readFile(filepath.Join(srvDir, "tls", "token")), idleProfile, secs)
 		}()
 	}
-	idle := sampler.cpuOver(10 * time.Second)
-	fmt.Printf("  idle server CPU at steady state: %.2f cores\n", idle)
+	t0 = time.Now()
+	idle := sampler.cpuOver(time.Duration(secs) * time.Second)
+	fmt.Printf("  idle server CPU at steady state: %.2f cores (mean over %d s from all Running; busiest 5 s %.2f)\n",
+		idle, secs, sampler.busiest(t0, 5*time.Second))
 	if idleProfile != "" {
 		if err := <-idleProfiled; err != nil {
 			return fmt.Errorf("idle cpu profile: %w", err)
@@ -814,6 +830,26 @@ func (s *sampler) cpuSecondsSince(t0 time.Time) float64 {
 		return 0
 	}
 	return last.cpu - first.cpu
+}
+
+// busiest is the server's highest mean CPU use, in cores, over any
+// window of d since t0.
+func (s *sampler) busiest(t0 time.Time, d time.Duration) float64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var top float64
+	for i := range s.samples {
+		if s.samples[i].at.Before(t0) {
+			continue
+		}
+		for j := i + 1; j < len(s.samples); j++ {
+			if span := s.samples[j].at.Sub(s.samples[i].at); span >= d {
+				top = max(top, (s.samples[j].cpu-s.samples[i].cpu)/span.Seconds())
+				break
+			}
+		}
+	}
+	return top
 }
 
 // cpuOver waits d and returns the server's mean CPU use over it.

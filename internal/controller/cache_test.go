@@ -9,6 +9,7 @@ import (
 	"reflect"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -406,5 +407,162 @@ func TestCachedPassesGiveAJoiningNodeItsSubnet(t *testing.T) {
 	pass()
 	if got, other := subnet("n2"), subnet("n1"); got == "" || got == other {
 		t.Errorf("n2 joined and got pod subnet %q (n1 has %q), want one of its own", got, other)
+	}
+}
+
+// warnings records what a follower warns of.
+type warnings struct {
+	mu   sync.Mutex
+	msgs []string
+}
+
+func (w *warnings) Warn(msg string, args ...any) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.msgs = append(w.msgs, fmt.Sprintln(append([]any{msg}, args...)...))
+}
+
+func (w *warnings) all() []string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return slices.Clone(w.msgs)
+}
+
+// The check behind the watch finds what the watch did not bring: an
+// object missing from the cache, one at a revision older than the
+// store's, one the store no longer holds, a heartbeat lease; the cache
+// then lists everything again. While the watch brings every change, as
+// writes go on, it finds nothing and lists nothing.
+func TestCacheCheckFindsWhatTheWatchMissed(t *testing.T) {
+	s := OpenTestStore(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	create := func(name string) {
+		t.Helper()
+		in := &api.Instance{Metadata: api.Metadata{Name: name}, Spec: api.InstanceSpec{
+			Template: api.Template{Image: "demo/busybox:1"}, Owner: api.Owner{Kind: api.KindService, Name: "web"}}}
+		if err := s.Create(ctx, in); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := range 5 {
+		create(fmt.Sprintf("in-%d", i))
+	}
+	if err := s.Create(ctx, &api.Node{Metadata: api.Metadata{Name: "n1"}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.KeepNodeAlive(ctx, "n1", time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	c := newCache(s)
+	warned := &warnings{}
+	go c.follow(ctx, warned, 20*time.Millisecond, func() {})
+	checked := func() int {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		return c.checked
+	}
+	wait := func(what string, cond func() bool) {
+		t.Helper()
+		deadline := time.Now().Add(10 * time.Second)
+		for !cond() {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: not within 10 s; warnings %q", what, warned.all())
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+
+	// Writes of every kind through the watch, checks in between.
+	from := checked()
+	for i := 5; i < 40; i++ {
+		create(fmt.Sprintf("in-%d", i))
+		in, err := store.Get[api.Instance](ctx, s, "default", fmt.Sprintf("in-%d", i-1))
+		if err != nil {
+			t.Fatal(err)
+		}
+		in.Status.Message = fmt.Sprint("write ", i)
+		if err := s.UpdateStatus(ctx, in, 0); err != nil {
+			t.Fatal(err)
+		}
+		if i%5 == 0 {
+			if err := s.Delete(ctx, api.KindInstance, "default", fmt.Sprintf("in-%d", i-3), 0); err != nil {
+				t.Fatal(err)
+			}
+		}
+		time.Sleep(2 * time.Millisecond) // let checks fall among the writes
+	}
+	if err := c.waitFor(ctx, s.LastWrite(), 5*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	wait("three checks after the writes", func() bool { return checked() >= from+3 })
+	if w := warned.all(); len(w) != 0 {
+		t.Fatalf("the check found differences the watch brought: %q", w)
+	}
+
+	cached := func(key string) api.Object {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		return c.objs[api.KindInstance][key]
+	}
+	stored := func(name string) *api.Instance {
+		t.Helper()
+		in, err := store.Get[api.Instance](ctx, s, "default", name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return in
+	}
+	for _, tc := range []struct {
+		name, warning string
+		miss          func() // takes from the cache what a watch would have brought
+		healed        func() bool
+	}{
+		{"a creation", "default/in-1 missing",
+			func() { delete(c.objs[api.KindInstance], "default/in-1") },
+			func() bool { return cached("default/in-1") != nil }},
+		{"a change", "default/in-4 at revision",
+			func() {
+				old := own(c.objs[api.KindInstance]["default/in-4"].(*api.Instance))
+				old.Metadata.Revision--
+				c.objs[api.KindInstance]["default/in-4"] = old
+			},
+			func() bool {
+				o := cached("default/in-4")
+				return o != nil && o.GetMetadata().Revision == stored("in-4").Metadata.Revision
+			}},
+		{"a removal", "instances cached",
+			func() {
+				ghost := own(c.objs[api.KindInstance]["default/in-3"].(*api.Instance))
+				ghost.Metadata.Name = "ghost"
+				c.objs[api.KindInstance]["default/ghost"] = ghost
+			},
+			func() bool { return cached("default/ghost") == nil }},
+		{"a lease", "node heartbeat leases differ",
+			func() { delete(c.leases, "n1") },
+			func() bool { c.mu.Lock(); defer c.mu.Unlock(); return c.leases["n1"] }},
+	} {
+		before := len(warned.all())
+		c.mu.Lock()
+		tc.miss()
+		c.mu.Unlock()
+		wait("the cache to list "+tc.name+" again", tc.healed)
+		w := warned.all()[before:]
+		if len(w) != 1 || !strings.Contains(w[0], "the watch missed changes") || !strings.Contains(w[0], tc.warning) {
+			t.Fatalf("missed %s, the cache warned %q; want one warning naming %q", tc.name, w, tc.warning)
+		}
+	}
+	// And it matches the store again, through the watch.
+	create("in-after")
+	if err := c.waitFor(ctx, s.LastWrite(), 5*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	got, _ := c.snapshot()
+	want, err := (&Manager{s: s}).list(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if g, w := render(got), render(want); g != w {
+		t.Fatalf("after the lists the cache holds\n%s\nand the store\n%s", g, w)
 	}
 }

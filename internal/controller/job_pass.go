@@ -44,7 +44,7 @@ func (m *Manager) jobsPass(ctx context.Context, sn *snapshot) ([]newInstances, [
 				"BERTH_JOB_COMPLETIONS": strconv.Itoa(job.Spec.Completions),
 				"BERTH_JOB_NAME":        job.Metadata.Name,
 			}
-			fresh = append(fresh, m.newInstance(job.Metadata, api.KindJob, t, job.Spec.Placement, job.Spec.Priority, "", c.Index, c.Attempt, env))
+			fresh = append(fresh, m.newInstance(job.Metadata, api.KindJob, nil, t, job.Spec.Placement, job.Spec.Priority, "", c.Index, c.Attempt, env))
 		}
 		if len(fresh) > 0 {
 			made = append(made, newInstances{owner: job, insts: fresh, taken: true})

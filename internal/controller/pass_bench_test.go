@@ -116,7 +116,7 @@ func scaleSnapshot(ctx context.Context, m *Manager, nodes, services, perService 
 		hash := m.templateHash(svc)
 		sn.services = append(sn.services, svc)
 		for j := range perService {
-			in := m.newInstance(svc.Metadata, api.KindService, svc.Spec.Template, svc.Spec.Placement, 0, hash, 0, 0, nil)
+			in := m.newInstance(svc.Metadata, api.KindService, nil, svc.Spec.Template, svc.Spec.Placement, 0, hash, 0, 0, nil)
 			in.Metadata.Name = fmt.Sprintf("%s-%05d", svc.Metadata.Name, j)
 			in.Metadata.Revision, in.Metadata.CreatedAt = int64(k+2), now
 			in.Spec.Node = sn.nodes[k%nodes].Metadata.Name

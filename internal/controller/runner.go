@@ -140,7 +140,7 @@ func (m *Manager) Run(ctx context.Context) error {
 		default:
 		}
 	}
-	go m.cache.follow(ctx, m.log, cacheRelist, poke)
+	go m.cache.follow(ctx, m.log, cacheCheck, poke)
 	if m.opt.Phases != nil {
 		defer m.opt.Phases.Follow(m.instancePhases)()
 	}
@@ -242,9 +242,10 @@ func (m *Manager) dueAt(t time.Time) {
 // later pass may finish without a change to the store.
 func (m *Manager) dueSoon() { m.dueAt(m.opt.Clock().Add(m.opt.Resync)) }
 
-// cacheRelist is how often the cache lists everything again: the watch
-// makes it current, the lists make sure of it.
-const cacheRelist = 5 * time.Minute
+// cacheCheck is how often the cache is compared with the store (keys and
+// revisions only, see cache.check): the watch makes it current, the
+// check makes sure of it, and a difference lists everything again.
+const cacheCheck = time.Minute
 
 // cacheLag bounds how long a pass waits for the cache to show this
 // process's own last write before it reads the store instead. A cache
@@ -518,7 +519,15 @@ func (m *Manager) deleteInstances(ctx context.Context, ns string, names []string
 	return errors.Join(errs...)
 }
 
-func (m *Manager) newInstance(owner api.Metadata, kind api.Kind, t api.Template, p api.Placement, prio int, hash string, index, attempt int, env map[string]string) *api.Instance {
+// ownerLabels are the labels of owner's instances, which may share one
+// map: nothing changes an instance's labels in place.
+func ownerLabels(owner api.Metadata, kind api.Kind) map[string]string {
+	return map[string]string{"berth.owner": owner.Name, "berth.owner-kind": string(kind)}
+}
+
+// newInstance is an instance of owner, labelled with labels (its
+// ownerLabels; made afresh when nil).
+func (m *Manager) newInstance(owner api.Metadata, kind api.Kind, labels map[string]string, t api.Template, p api.Placement, prio int, hash string, index, attempt int, env map[string]string) *api.Instance {
 	name := owner.Name + "-" + suffix()
 	if kind == api.KindJob {
 		name = fmt.Sprintf("%s-%d-%d", owner.Name, index, attempt)
@@ -533,9 +542,11 @@ func (m *Manager) newInstance(owner api.Metadata, kind api.Kind, t api.Template,
 		}
 		t.Env = merged
 	}
+	if labels == nil {
+		labels = ownerLabels(owner, kind)
+	}
 	return &api.Instance{
-		Metadata: api.Metadata{Namespace: owner.Namespace, Name: name,
-			Labels: map[string]string{"berth.owner": owner.Name, "berth.owner-kind": string(kind)}},
+		Metadata: api.Metadata{Namespace: owner.Namespace, Name: name, Labels: labels},
 		Spec: api.InstanceSpec{Template: t, Owner: api.Owner{Kind: kind, Name: owner.Name, UID: owner.UID},
 			Placement: p, Index: index, Attempt: attempt, SpecHash: hash, Priority: prio},
 		Status: api.InstanceStatus{Phase: api.PhasePending},

@@ -190,13 +190,16 @@ func (m *Manager) serviceInstances(svc *api.Service, owned []*api.Instance, hash
 		names[in.Metadata.Name] = true
 	}
 	insts := make([]*api.Instance, 0, count)
+	// One map of labels for them all: a map each was a fifth of what an
+	// apply of 300,000 instances held until they were stored.
+	labels := ownerLabels(svc.Metadata, api.KindService)
 	for i := range count {
 		p := svc.Spec.Placement
 		if i < len(createOn) {
 			// A global service's instance is pinned to its node.
 			p.Constraints = append(slices.Clip(p.Constraints), api.Constraint{Key: scheduler.NodeNameKey, Op: api.OpEq, Values: []string{createOn[i]}})
 		}
-		in := m.newInstance(svc.Metadata, api.KindService, svc.Spec.Template, p, svc.Spec.Priority, hash, 0, 0, nil)
+		in := m.newInstance(svc.Metadata, api.KindService, labels, svc.Spec.Template, p, svc.Spec.Priority, hash, 0, 0, nil)
 		for names[in.Metadata.Name] {
 			in.Metadata.Name = svc.Metadata.Name + "-" + suffix()
 		}

@@ -20,6 +20,7 @@ import (
 	"github.com/berth-dev/berth/internal/image"
 	"github.com/berth-dev/berth/internal/initgc"
 	"github.com/berth-dev/berth/internal/leader"
+	"github.com/berth-dev/berth/internal/memlimit"
 	"github.com/berth-dev/berth/internal/metrics"
 	"github.com/berth-dev/berth/internal/promdefer"
 	"github.com/berth-dev/berth/internal/registry"
@@ -76,7 +77,10 @@ type ServerConfig struct {
 	// LeaderTTL bounds how long the controllers stay without a leader
 	// after the leading server dies; leader.DefaultTTL when zero.
 	LeaderTTL time.Duration
-	Logger    *slog.Logger
+	// MemoryLimit is the process's soft memory limit (see memlimit); the
+	// zero Limit leaves the runtime's as it is.
+	MemoryLimit memlimit.Limit
+	Logger      *slog.Logger
 	// Ready is called once the API answers.
 	Ready func(ServerInfo)
 }
@@ -121,6 +125,9 @@ func Server(ctx context.Context, cfg ServerConfig) error {
 		return err
 	}
 	log := logger(cfg.Logger).With("server", name)
+	if err := setMemoryLimit(cfg.MemoryLimit, log); err != nil {
+		return err
+	}
 	scfg, secrets, err := storeConfig(name, cfg, log)
 	if err != nil {
 		return err

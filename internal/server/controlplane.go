@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"math"
 	"net"
 	"os"
 	"strings"
@@ -12,6 +13,7 @@ import (
 	"github.com/berth-dev/berth/internal/apiserver"
 	"github.com/berth-dev/berth/internal/dashboard"
 	"github.com/berth-dev/berth/internal/image"
+	"github.com/berth-dev/berth/internal/memlimit"
 	"github.com/berth-dev/berth/internal/metrics"
 	"github.com/berth-dev/berth/internal/registry"
 	"github.com/berth-dev/berth/internal/store"
@@ -120,6 +122,21 @@ func nodeName(host string) string {
 		n = "node"
 	}
 	return n
+}
+
+// setMemoryLimit puts the process's soft memory limit in effect and
+// says which it is.
+func setMemoryLimit(l memlimit.Limit, log *slog.Logger) error {
+	a, err := memlimit.Set(l, nil)
+	if err != nil {
+		return err
+	}
+	if a.Bytes == math.MaxInt64 {
+		log.Info("no memory limit", "source", a.Source)
+		return nil
+	}
+	log.Info("memory limit", "bytes", a.Bytes, "mib", a.Bytes>>20, "source", a.Source)
+	return nil
 }
 
 // logger is log, or the default logger when nil.

@@ -20,6 +20,7 @@ import (
 	"github.com/berth-dev/berth/internal/controller"
 	"github.com/berth-dev/berth/internal/image"
 	"github.com/berth-dev/berth/internal/initgc"
+	"github.com/berth-dev/berth/internal/memlimit"
 	"github.com/berth-dev/berth/internal/metrics"
 	"github.com/berth-dev/berth/internal/promdefer"
 	"github.com/berth-dev/berth/internal/store"
@@ -51,6 +52,9 @@ type Config struct {
 	DiskReserve agent.DiskReserve
 	// CgroupDriver is runtime.CgroupDriverCgroupfs or CgroupDriverSystemd; "" detects it.
 	CgroupDriver string
+	// MemoryLimit is the process's soft memory limit (see memlimit); the
+	// zero Limit leaves the runtime's as it is.
+	MemoryLimit memlimit.Limit
 	// Ready is called once the API answers, with the socket's path and,
 	// with Listen, the TCP credentials (the cluster CA to trust and the
 	// token).
@@ -66,6 +70,9 @@ func Up(ctx context.Context, cfg Config) error {
 	promdefer.Release() // etcd serves /metrics
 	initgc.Restore()    // a long-lived heap, collected at Go's pace
 	log := logger(cfg.Logger)
+	if err := setMemoryLimit(cfg.MemoryLimit, log); err != nil {
+		return err
+	}
 	if err := os.MkdirAll(cfg.DataDir, 0o711); err != nil {
 		return fmt.Errorf("data dir %s: %w", cfg.DataDir, err)
 	}

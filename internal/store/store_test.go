@@ -859,3 +859,104 @@ func TestBindOneOutlastsStatusWrites(t *testing.T) {
 		t.Fatalf("bind at a revision a status write passed: %v, want a conflict", err)
 	}
 }
+
+// A list of more than a page reads every object once, in key order, all
+// as of one revision even when they change meanwhile; RevisionsAt names
+// the same objects at the same revisions, reading no value; a compacted
+// revision fails it with FailedPrecondition.
+func TestListPagesAtOneRevision(t *testing.T) {
+	ctx := t.Context()
+	s := openStore(t)
+	n := 2*listPage + 37
+	var objs []api.Object
+	for i := range n {
+		in := instance(fmt.Sprintf("i-%05d", i))
+		in.Metadata.Namespace = []string{"a", "b"}[i%2]
+		objs = append(objs, in)
+	}
+	// Keys just past the instances' prefix must stay out of the list.
+	objs = append(objs, service("web", 1))
+	if err := s.CreateMany(ctx, objs); err != nil {
+		t.Fatal(err)
+	}
+	rev, err := s.Revision(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Afterwards: some gone, some changed, one more.
+	for i := 0; i < n; i += 97 {
+		if err := s.Delete(ctx, api.KindInstance, []string{"a", "b"}[i%2], fmt.Sprintf("i-%05d", i), 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	in, err := Get[api.Instance](ctx, s, "b", "i-02001")
+	if err != nil {
+		t.Fatal(err)
+	}
+	in.Status.Message = "changed"
+	if err := s.UpdateStatus(ctx, in, 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Create(ctx, instance("late")); err != nil {
+		t.Fatal(err)
+	}
+
+	type seen struct {
+		ns, name string
+		rev      int64
+	}
+	var listed []seen
+	if _, err := s.ListFuncAt(ctx, api.KindInstance, "", rev, func(value []byte, modRev int64) error {
+		var in api.Instance
+		if err := Decode(&in, value, modRev); err != nil {
+			return err
+		}
+		listed = append(listed, seen{in.Metadata.Namespace, in.Metadata.Name, modRev})
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if len(listed) != n {
+		t.Fatalf("listed %d instances at revision %d, want %d", len(listed), rev, n)
+	}
+	for i, l := range listed {
+		// Namespace a holds the even ones, b the odd; each in order.
+		j := 2 * i
+		if i >= (n+1)/2 {
+			j = 2*(i-(n+1)/2) + 1
+		}
+		if want := fmt.Sprintf("i-%05d", j); l.name != want || l.ns != []string{"a", "b"}[j%2] || l.rev > rev {
+			t.Fatalf("listed #%d: %s/%s at %d, want %s/%s at or before %d", i, l.ns, l.name, l.rev, []string{"a", "b"}[j%2], want, rev)
+		}
+	}
+	var named []seen
+	if err := s.RevisionsAt(ctx, api.KindInstance, rev, func(ns, name string, modRev int64) {
+		named = append(named, seen{ns, name, modRev})
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if fmt.Sprint(named) != fmt.Sprint(listed) {
+		t.Fatalf("RevisionsAt differs from the list at revision %d", rev)
+	}
+	var nodes []string
+	if err := s.Create(ctx, &api.Node{Metadata: api.Metadata{Name: "n1"}}); err != nil {
+		t.Fatal(err)
+	}
+	now, err := s.Revision(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.RevisionsAt(ctx, api.KindNode, now, func(ns, name string, _ int64) { nodes = append(nodes, ns+"/"+name) }); err != nil {
+		t.Fatal(err)
+	}
+	if fmt.Sprint(nodes) != "[/n1]" {
+		t.Fatalf("nodes named %v, want [/n1] (no namespace)", nodes)
+	}
+	if _, err := s.client.Compact(ctx, now); err != nil {
+		t.Fatal(err)
+	}
+	err = s.RevisionsAt(ctx, api.KindInstance, rev, func(string, string, int64) {})
+	if !errdefs.IsFailedPrecondition(err) {
+		t.Fatalf("RevisionsAt a compacted revision: %v, want FailedPrecondition", err)
+	}
+}

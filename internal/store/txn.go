@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"time"
+	"unsafe"
 
 	"github.com/tidwall/gjson"
 	"github.com/tidwall/sjson"
@@ -142,6 +143,12 @@ func (t *Txn) send(ctx context.Context) error {
 		if op.assign != "" {
 			weight += len(op.value)
 		}
+		// The value as a string without a copy: OpPut copies it into its
+		// request at once, and op.value is never written again. A copy
+		// here, one for the object and one for its assignment key, was a
+		// twentieth of what a server allocated while 300,000 instances
+		// started.
+		value := unsafe.String(unsafe.SliceData(op.value), len(op.value))
 		if op.typ == opCreate {
 			cmps = append(cmps, clientv3.Compare(clientv3.CreateRevision(op.key), "=", 0))
 		} else {
@@ -154,13 +161,13 @@ func (t *Txn) send(ctx context.Context) error {
 			if t.lease != 0 {
 				opts = append(opts, clientv3.WithLease(t.lease))
 			}
-			writes = append(writes, clientv3.OpPut(op.key, string(op.value), opts...))
+			writes = append(writes, clientv3.OpPut(op.key, value, opts...))
 		}
 		if op.unassig != "" && op.unassig != op.assign {
 			writes = append(writes, clientv3.OpDelete(op.unassig))
 		}
 		if op.assign != "" {
-			writes = append(writes, clientv3.OpPut(op.assign, string(op.value)))
+			writes = append(writes, clientv3.OpPut(op.assign, value))
 		}
 	}
 	// A bound instance writes its assignment key too: etcd counts those.
