@@ -637,15 +637,18 @@ func (p *probe) watches() string {
 	if err != nil {
 		return "watches unknown: " + err.Error()
 	}
-	n := 0.0
+	n, goroutines := 0.0, 0.0
 	for line := range strings.SplitSeq(string(b), "\n") {
-		if strings.HasPrefix(line, "berth_api_watches{") {
-			f := strings.Fields(line)
+		f := strings.Fields(line)
+		switch {
+		case strings.HasPrefix(line, "berth_api_watches{"):
 			v, _ := strconv.ParseFloat(f[len(f)-1], 64)
 			n += v
+		case strings.HasPrefix(line, "go_goroutines "):
+			goroutines, _ = strconv.ParseFloat(f[len(f)-1], 64)
 		}
 	}
-	return fmt.Sprintf("%.0f watches open", n)
+	return fmt.Sprintf("%.0f watches open, %.0f server goroutines", n, goroutines)
 }
 
 // events is how many events the store holds.

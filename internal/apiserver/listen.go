@@ -147,6 +147,11 @@ func ListenUnix(path string) (net.Listener, error) {
 // ctx is done; it then stops accepting and waits up to five seconds for
 // requests in flight (watch streams end with ctx).
 func (s *Server) Serve(ctx context.Context, l net.Listener, auth Authenticator) error {
+	// Before the nodes list their assignments, so that their watches
+	// start within its history.
+	if s.store != nil {
+		s.store.StartAssignmentHub()
+	}
 	h := s.Handler()
 	hs := &http.Server{
 		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {

@@ -418,7 +418,7 @@ func (s *Server) list(w http.ResponseWriter, r *http.Request) {
 			writeError(w, err)
 			return
 		}
-		s.serveWatch(w, r, s.store.WatchRaw(r.Context(), t.kind, t.namespace, startAt(after)))
+		s.serveWatch(w, r, watchSource{events: s.store.WatchRaw(r.Context(), t.kind, t.namespace, startAt(after))})
 		return
 	}
 	out := List{Items: []json.RawMessage{}}
@@ -1177,7 +1177,7 @@ func (s *Server) assignments(w http.ResponseWriter, r *http.Request) {
 			writeError(w, err)
 			return
 		}
-		s.serveWatch(w, r, s.store.WatchAssignmentsRaw(r.Context(), node, startAt(after)))
+		s.serveWatch(w, r, watchSource{feed: s.store.WatchAssignmentsRaw(r.Context(), node, startAt(after))})
 		return
 	}
 	items, rev, err := s.store.AssignmentsCurrent(r.Context(), node)

@@ -32,9 +32,10 @@ type WatchEvent struct {
 // events when the client accepts text/event-stream, until the client goes
 // away or the watch fails. SSE events carry the revision as their id, so
 // a reconnecting EventSource resumes where it was (Last-Event-ID).
-// Long because one loop serves both encodings, the heartbeat, a node's
-// credential changes and the batching of bursts, which share its buffer.
-func (s *Server) serveWatch(w http.ResponseWriter, r *http.Request, events <-chan store.WatchEvent) {
+// Long because one loop serves both encodings, both sources (a channel,
+// a node's assignment feed), the heartbeat, a node's credential changes
+// and the batching of bursts, which share its buffer.
+func (s *Server) serveWatch(w http.ResponseWriter, r *http.Request, src watchSource) {
 	sse := strings.Contains(r.Header.Get("Accept"), "text/event-stream")
 	if sse {
 		w.Header().Set("Content-Type", "text/event-stream")
@@ -96,6 +97,12 @@ func (s *Server) serveWatch(w http.ResponseWriter, r *http.Request, events <-cha
 	if id.Node != "" && s.creds != nil {
 		creds = s.creds.Changed(id.Node)
 	}
+	events := src.events
+	var ready <-chan struct{}
+	var batch []store.WatchEvent
+	if src.feed != nil {
+		ready = src.feed.Ready()
+	}
 	for {
 		var ev store.WatchEvent
 		var ok bool
@@ -108,6 +115,27 @@ func (s *Server) serveWatch(w http.ResponseWriter, r *http.Request, events <-cha
 			}
 			continue
 		case ev, ok = <-events:
+		case <-ready:
+			// A feed hands over all it holds at once.
+			batch = src.feed.Take(batch[:0])
+			for _, ev := range batch {
+				if ev.Err != nil {
+					put(WatchEvent{Type: "Error", Error: ev.Err.Error(), Code: errdefs.Code(ev.Err)})
+					flush()
+					return
+				}
+				put(toWire(ev))
+				if len(buf) >= maxWatchWrite && !flush() {
+					return
+				}
+			}
+			if clear(batch); cap(batch) > 1024 {
+				batch = nil // a burst's room is not kept for the watch's life
+			}
+			if len(buf) > 0 && !flush() {
+				return
+			}
+			continue
 		case <-beat.C:
 			// Lets the client tell a quiet stream from a dead peer.
 			if !write(WatchEvent{Type: "Heartbeat"}) {
@@ -149,6 +177,14 @@ func (s *Server) serveWatch(w http.ResponseWriter, r *http.Request, events <-cha
 			return
 		}
 	}
+}
+
+// watchSource is what serveWatch streams: a channel of events, or a
+// store Feed (a node's assignments), whose events it takes in batches
+// with no goroutine between.
+type watchSource struct {
+	events <-chan store.WatchEvent
+	feed   *store.Feed
 }
 
 // maxWatchWrite is about the most a watch stream writes at once.

@@ -136,6 +136,9 @@ type conn struct {
 	// live is this store's side of the nodes' heartbeats (see lease.go).
 	live liveness
 
+	// hub serves the nodes' assignment watches (see assignhub.go).
+	hub assignHub
+
 	leaseMu      sync.Mutex
 	eventLease   clientv3.LeaseID
 	eventLeaseTo time.Time
@@ -401,6 +404,7 @@ func lockDir(dir string) (*os.File, error) {
 // handles Fenced made from s share them: close only the one Open returned.
 func (s *Store) Close() error {
 	s.live.stopLiveness()
+	s.hub.stop()
 	if s.stopMaintain != nil {
 		s.stopMaintain()
 		<-s.maintained

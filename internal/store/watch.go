@@ -60,10 +60,33 @@ func (s *Store) WatchAssignments(ctx context.Context, node string, fromRevision 
 }
 
 // WatchAssignmentsRaw is WatchAssignments with each instance as the API
-// gives it, in Raw.
-func (s *Store) WatchAssignmentsRaw(ctx context.Context, node string, fromRevision int64) <-chan WatchEvent {
-	return s.watchAssignments(ctx, node, fromRevision, true)
+// gives it, in Raw, as a Feed. The store's assignment hub serves it, or,
+// when the hub cannot serve it exactly (fromRevision is older than the
+// hub's history), an etcd watch of its own.
+func (s *Store) WatchAssignmentsRaw(ctx context.Context, node string, fromRevision int64) *Feed {
+	s.hub.ensure(ctx, s)
+	if f := s.hub.subscribe(ctx, node, fromRevision); f != nil {
+		return f
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	events := s.watchAssignments(ctx, node, fromRevision, true)
+	f := newFeed(node, fromRevision, maxFeedEvents, maxFeedBytes)
+	go func() {
+		defer cancel()
+		for ev := range events {
+			if !f.push(ev) {
+				return // events closes once ctx is done
+			}
+		}
+	}()
+	return f
 }
+
+// StartAssignmentHub starts the hub that serves the nodes' assignment
+// watches now, rather than at the first: a node that lists before the
+// hub starts watches from before its history, which costs an etcd watch
+// of its own. It stops with the store.
+func (s *Store) StartAssignmentHub() { s.hub.begin(s) }
 
 func (s *Store) watchAssignments(ctx context.Context, node string, fromRevision int64, raw bool) <-chan WatchEvent {
 	h := fnv.New32a()
@@ -148,32 +171,13 @@ func (s *Store) watchPrefix(ctx context.Context, prefix string, kind api.Kind, f
 				return
 			}
 			for _, e := range resp.Events {
-				ev := WatchEvent{Revision: e.Kv.ModRevision}
-				kv := e.Kv
-				switch {
-				case e.Type == clientv3.EventTypeDelete:
-					ev.Type, kv = Deleted, e.PrevKv
-				case e.IsCreate():
-					ev.Type = Added
-				default:
-					ev.Type = Modified
+				ev, ok := toEvent(kind, e, raw)
+				if !ok {
+					continue
 				}
-				if kv == nil {
-					continue // a delete whose previous value was compacted
-				}
-				if raw {
-					b, err := Wire(kind, kv.Value, kv.ModRevision)
-					if err != nil {
-						send(WatchEvent{Err: fmt.Errorf("watch %s: %s: %w", kind.Plural(), kv.Key, err)})
-						return
-					}
-					ev.Raw = b
-				} else {
-					ev.Object, _ = api.New(kind)
-					if err := decode(ev.Object, kv.Value, kv.ModRevision); err != nil {
-						send(WatchEvent{Err: fmt.Errorf("watch %s: %s: %w", kind.Plural(), kv.Key, err)})
-						return
-					}
+				if ev.Err != nil {
+					send(ev)
+					return
 				}
 				if !send(ev) {
 					return
@@ -185,4 +189,36 @@ func (s *Store) watchPrefix(ctx context.Context, prefix string, kind api.Kind, f
 		}
 	}()
 	return out
+}
+
+// toEvent turns an etcd event into a WatchEvent, its object decoded, or
+// in its wire form when raw; one whose object cannot be read carries the
+// error. False for a delete whose previous value was compacted away.
+func toEvent(kind api.Kind, e *clientv3.Event, raw bool) (WatchEvent, bool) {
+	ev := WatchEvent{Revision: e.Kv.ModRevision}
+	kv := e.Kv
+	switch {
+	case e.Type == clientv3.EventTypeDelete:
+		ev.Type, kv = Deleted, e.PrevKv
+	case e.IsCreate():
+		ev.Type = Added
+	default:
+		ev.Type = Modified
+	}
+	if kv == nil {
+		return ev, false
+	}
+	if raw {
+		b, err := Wire(kind, kv.Value, kv.ModRevision)
+		if err != nil {
+			return WatchEvent{Revision: ev.Revision, Err: fmt.Errorf("watch %s: %s: %w", kind.Plural(), kv.Key, err)}, true
+		}
+		ev.Raw = b
+		return ev, true
+	}
+	ev.Object, _ = api.New(kind)
+	if err := decode(ev.Object, kv.Value, kv.ModRevision); err != nil {
+		return WatchEvent{Revision: ev.Revision, Err: fmt.Errorf("watch %s: %s: %w", kind.Plural(), kv.Key, err)}, true
+	}
+	return ev, true
 }
