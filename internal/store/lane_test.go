@@ -17,13 +17,7 @@ import (
 // nothing until it is let in; one whose caller gives up meanwhile writes
 // nothing at all.
 func TestBulkLaneLetsSingleWritesPass(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	s, err := store.Open(ctx, store.Config{DataDir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
+	ctx, s := openFor(t)
 	release, err := s.HoldBulk(ctx, 1<<40)
 	if err != nil {
 		t.Fatal(err)
@@ -77,13 +71,7 @@ func TestBulkLaneLetsSingleWritesPass(t *testing.T) {
 // (store.Bulk), and however small, at most 16 transactions are in it at
 // once: etcd's cost is per transaction too.
 func TestBulkLaneBoundsTransactions(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	s, err := store.Open(ctx, store.Config{DataDir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
+	ctx, s := openFor(t)
 	var releases []func()
 	defer func() {
 		for _, r := range releases {
@@ -199,13 +187,7 @@ func TestBulkLaneFollowsEtcdPace(t *testing.T) {
 // background work (Bulk), waits in the lane; one that is not goes
 // straight to etcd.
 func TestBulkHeartbeatWaitsInTheLane(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	s, err := store.Open(ctx, store.Config{DataDir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
+	ctx, s := openFor(t)
 	if _, err := s.RenewNode(ctx, "warm", 10*time.Second); err != nil { // the store's lease, granted once
 		t.Fatal(err)
 	}
@@ -232,4 +214,18 @@ func TestBulkHeartbeatWaitsInTheLane(t *testing.T) {
 	if err != nil || !live["n1"] || !live["n2"] {
 		t.Fatalf("live nodes %v, %v; want n1 and n2", live, err)
 	}
+}
+
+// openFor opens a store of its own for t, with a context that bounds
+// the test's calls; both end with t.
+func openFor(t *testing.T) (context.Context, *store.Store) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	t.Cleanup(cancel)
+	s, err := store.Open(ctx, store.Config{DataDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return ctx, s
 }

@@ -1,9 +1,7 @@
 package store_test
 
 import (
-	"context"
 	"testing"
-	"time"
 
 	"github.com/berth-dev/berth/api"
 	"github.com/berth-dev/berth/api/errdefs"
@@ -16,13 +14,7 @@ import (
 // everything committed before it); a stale revision is still a conflict,
 // checked linearizably, and a write naming none reads linearizably.
 func TestWriteAtRevisionReadsLocally(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	s, err := store.Open(ctx, store.Config{DataDir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
+	ctx, s := openFor(t)
 	svc := api.RunService("web", "demo/busybox:1", nil)
 	if err := s.Create(ctx, svc); err != nil {
 		t.Fatal(err)

@@ -1,7 +1,6 @@
 package store_test
 
 import (
-	"context"
 	"testing"
 	"time"
 
@@ -14,13 +13,7 @@ import (
 // lane and write transactions, each where it happened: a single write
 // never waits in the lane, a batch held back does, for as long as it is.
 func TestTimingAddsUpWhereTheTimeWent(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	s, err := store.Open(ctx, store.Config{DataDir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
+	ctx, s := openFor(t)
 
 	var single store.Timing
 	sctx := store.WithTiming(ctx, &single)
@@ -67,13 +60,7 @@ func TestTimingAddsUpWhereTheTimeWent(t *testing.T) {
 // UpdateRead writes over the value the caller read, with no read of its
 // own, and only while the object is still at the revision read.
 func TestUpdateReadComparesTheRevisionRead(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	s, err := store.Open(ctx, store.Config{DataDir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
+	ctx, s := openFor(t)
 	if err := s.Create(ctx, api.RunService("web", "demo/busybox:1", nil)); err != nil {
 		t.Fatal(err)
 	}
