@@ -112,32 +112,13 @@ func (s *Store) RenewNode(ctx context.Context, node string, ttl time.Duration) (
 		return false, fmt.Errorf("node %q: heartbeat: %w", node, err)
 	}
 	lease := s.live.leaseID()
-	var release func(took time.Duration)
-	if isBulk(ctx) {
-		// A node's own beat, sent through the API: it waits in the lane
-		// as the node's other writes do (Bulk).
-		start := time.Now()
-		var err error
-		release, err = s.bulk.enter(ctx, int64(len(s.leaseKey(node))+len(s.live.owner)))
-		timingFrom(ctx).laneSince(start)
-		if err != nil {
-			return false, fmt.Errorf("node %q: heartbeat: waiting for the transactions ahead: %w", node, err)
-		}
-	}
-	start := time.Now()
-	p, err := s.client.Txn(ctx).Then(
+	// A node's own beat, sent through the API, waits in the lane as the
+	// node's other writes do (Bulk).
+	p, err := s.commit(ctx, isBulk(ctx), int64(len(s.leaseKey(node))+len(s.live.owner)), s.client.Txn(ctx).Then(
 		clientv3.OpPut(s.leaseKey(node), s.live.owner, clientv3.WithLease(lease)),
-		clientv3.OpDelete(s.lapsedKey(node))).Commit()
-	timingFrom(ctx).writeSince(start)
-	if release != nil {
-		took := time.Since(start)
-		if err != nil {
-			took = 0
-		}
-		release(took)
-	}
+		clientv3.OpDelete(s.lapsedKey(node))))
 	if err != nil {
-		return false, fmt.Errorf("node %q: heartbeat: %w", node, wrapEtcd(err))
+		return false, fmt.Errorf("node %q: heartbeat: %w", node, err)
 	}
 	b.rev.Store(p.Header.Revision)
 	s.noteWrite(p.Header.Revision)

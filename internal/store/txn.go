@@ -132,8 +132,7 @@ func (t *Txn) Commit(ctx context.Context) error {
 	return t.send(ctx)
 }
 
-// send writes the prepared ops in one etcd transaction. Long because the
-// ops' conditions, their writes and the answer's checks share one walk.
+// send writes the prepared ops in one etcd transaction.
 func (t *Txn) send(ctx context.Context) error {
 	s := t.s
 	cmps := append(make([]clientv3.Cmp, 0, len(s.fence)+len(t.ops)), s.fence...)
@@ -182,32 +181,15 @@ func (t *Txn) send(ctx context.Context) error {
 		elses = append(elses, clientv3.OpGet(op.key, clientv3.WithKeysOnly()))
 	}
 	elses = append(elses, s.fenceReads()...)
-	var release func(took time.Duration)
-	if len(t.ops) > 1 || isBulk(ctx) {
-		// A batch waits its turn in the bulk lane; a single object's
-		// write goes straight to etcd (see bulkBudget).
-		start := time.Now()
-		var err error
-		release, err = s.bulk.enter(ctx, int64(weight))
-		timingFrom(ctx).laneSince(start)
-		if err != nil {
-			return fmt.Errorf("write %s and %d more: waiting for the transactions ahead: %w", t.ops[0].ref(), len(t.ops)-1, err)
-		}
-	}
-	start := time.Now()
-	r, err := s.client.Txn(ctx).If(cmps...).Then(writes...).Else(elses...).Commit()
-	timingFrom(ctx).writeSince(start)
-	if release != nil {
-		// etcd's time paces the lane (laneTarget); a failed write says
-		// nothing of it.
-		took := time.Since(start)
-		if err != nil {
-			took = 0
-		}
-		release(took)
+	// A batch waits its turn in the bulk lane; a single object's write
+	// goes straight to etcd (see bulkBudget).
+	lane := len(t.ops) > 1 || isBulk(ctx)
+	r, err := s.commit(ctx, lane, int64(weight), s.client.Txn(ctx).If(cmps...).Then(writes...).Else(elses...))
+	if err != nil && len(t.ops) > 1 {
+		return fmt.Errorf("write %s and %d more: %w", t.ops[0].ref(), len(t.ops)-1, err)
 	}
 	if err != nil {
-		return fmt.Errorf("write %s: %w", t.ops[0].ref(), wrapEtcd(err))
+		return fmt.Errorf("write %s: %w", t.ops[0].ref(), err)
 	}
 	if !r.Succeeded {
 		return t.explainFailure(r)
@@ -510,4 +492,35 @@ func placementOf(value []byte) placement {
 		p.Spec.Node, p.Status.Phase = r[0].String(), api.Phase(r[1].String())
 	}
 	return p
+}
+
+// commit commits txn, having waited in the bulk lane for weight bytes
+// when lane is set, and adds both waits to the request's Timing. etcd's
+// time for the lane's transactions paces the lane (laneTarget); a failed
+// write says nothing of it.
+func (s *Store) commit(ctx context.Context, lane bool, weight int64, txn clientv3.Txn) (*clientv3.TxnResponse, error) {
+	var release func(took time.Duration)
+	if lane {
+		start := time.Now()
+		var err error
+		release, err = s.bulk.enter(ctx, weight)
+		timingFrom(ctx).laneSince(start)
+		if err != nil {
+			return nil, fmt.Errorf("waiting for the transactions ahead: %w", err)
+		}
+	}
+	start := time.Now()
+	r, err := txn.Commit()
+	timingFrom(ctx).writeSince(start)
+	if release != nil {
+		took := time.Since(start)
+		if err != nil {
+			took = 0
+		}
+		release(took)
+	}
+	if err != nil {
+		return nil, wrapEtcd(err)
+	}
+	return r, nil
 }
