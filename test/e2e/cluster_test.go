@@ -99,9 +99,12 @@ func (c *cluster) start() {
 	if err := c.up.Start(); err != nil {
 		c.t.Fatal(err)
 	}
-	eventually(c.t, 30*time.Second, "berth up to answer", func() bool {
-		_, _, code := c.run("get", "nodes")
-		return code == 0
+	// The API answers before the node's agent has joined; tests start
+	// from a cluster whose node is there, as a user sees it after up.
+	eventually(c.t, 60*time.Second, "berth up to answer with its node", func() bool {
+		out, _, code := c.run("get", "nodes", "-o", "json")
+		var nodes []api.Node
+		return code == 0 && jsonOut(out, &nodes) == nil && len(nodes) > 0
 	})
 }
 
