@@ -63,3 +63,21 @@ func waitHealthy(ctx context.Context, c *client.Client) bool {
 	}
 	return false
 }
+
+// waitJoined waits, after waitHealthy, until node is in the store, so
+// that "berth is up" is said of a cluster that lists its node; false if
+// ctx ends first. A node that has not joined within limit is announced
+// anyway: the agent logs why, and the cluster still serves.
+func waitJoined(ctx context.Context, c *client.Client, node string, limit time.Duration) bool {
+	deadline := time.Now().Add(limit)
+	for ctx.Err() == nil && time.Now().Before(deadline) {
+		if _, err := c.Nodes().Get(ctx, "", node); err == nil {
+			return true
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+	return ctx.Err() == nil
+}

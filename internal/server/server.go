@@ -12,6 +12,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"time"
 
 	"github.com/berth-dev/berth/api"
 	"github.com/berth-dev/berth/api/client"
@@ -149,7 +150,7 @@ func Up(ctx context.Context, cfg Config) error {
 	// The agent serves remote operations through the API, as on any node.
 	n.serveTunnels(ag, []*client.Client{c}, g.run)
 	if cfg.Ready != nil {
-		if waitHealthy(g.ctx, c) {
+		if waitHealthy(g.ctx, c) && waitJoined(g.ctx, c, name, 30*time.Second) {
 			cfg.Ready(sock, creds)
 		}
 	}

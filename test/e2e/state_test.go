@@ -1,7 +1,12 @@
 package e2e
 
 import (
+	"bufio"
+	"io"
+	"os"
+	"os/exec"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -58,5 +63,48 @@ func TestFreshStartNoNodeWarnings(t *testing.T) {
 	c.ok("run", "--name", "probe", "demo/busybox:1", "sleep", "1d") // the control plane has acted since
 	if ev := c.ok("get", "events"); strings.Contains(ev, "NodeNotReady") || strings.Contains(ev, "NodeReady") {
 		t.Fatalf("events of a fresh start:\n%s", ev)
+	}
+}
+
+// "berth is up" is said once the node has joined: the first command a
+// user types after it lists the node.
+func TestUpAnnouncedWithItsNode(t *testing.T) {
+	e := newEnv(t)
+	e.demoImage()
+	up := exec.Command(berthBin, "--data-dir", e.dataDir, "up", "--no-network")
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	up.Stdout, up.Stderr = w, w
+	up.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if err := up.Start(); err != nil {
+		t.Fatal(err)
+	}
+	w.Close()
+	t.Cleanup(func() {
+		_ = up.Process.Kill()
+		_ = up.Wait()
+		removeContainers(e)
+	})
+	said := make(chan bool, 1)
+	go func() {
+		sc := bufio.NewScanner(r)
+		for sc.Scan() {
+			if strings.Contains(sc.Text(), "berth is up") {
+				said <- true
+				break
+			}
+		}
+		_, _ = io.Copy(io.Discard, r) // keep berth up's writes from blocking
+	}()
+	select {
+	case <-said:
+	case <-time.After(60 * time.Second):
+		t.Fatal(`berth up did not say "berth is up" within 60 s`)
+	}
+	var nodes []api.Node
+	if err := jsonOut(e.ok("get", "nodes", "-o", "json"), &nodes); err != nil || len(nodes) != 1 {
+		t.Fatalf("nodes right after berth up said it is up: %v %v", nodes, err)
 	}
 }
