@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"io"
 	"text/tabwriter"
 
 	"github.com/spf13/cobra"
@@ -32,12 +33,38 @@ func newEventsCmd(g *globals) *cobra.Command {
 			for i, e := range list {
 				objs[i] = e
 			}
-			if g.output == "json" || g.output == "yaml" {
+			structured := g.output == "json" || g.output == "yaml"
+			if structured && !watch {
 				return printObjects(cmd.OutOrStdout(), g.output, objs, false)
 			}
-			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
-			printEvents(tw, objs)
-			tw.Flush()
+			// Watched, each event is a document of its own, as get -w
+			// prints objects: one a line in JSON, "---" between in YAML.
+			first := true
+			printOne := func(e *api.Event) error {
+				if !structured {
+					tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
+					printEventLine(tw, e)
+					return tw.Flush()
+				}
+				if g.output == "yaml" && !first {
+					if _, err := io.WriteString(cmd.OutOrStdout(), "---\n"); err != nil {
+						return err
+					}
+				}
+				first = false
+				return printObjects(cmd.OutOrStdout(), g.output, []api.Object{e}, true)
+			}
+			if structured {
+				for _, e := range list {
+					if err := printOne(e); err != nil {
+						return err
+					}
+				}
+			} else {
+				tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
+				printEvents(tw, objs)
+				tw.Flush()
+			}
 			if !watch {
 				return nil
 			}
@@ -55,10 +82,9 @@ func newEventsCmd(g *globals) *cobra.Command {
 				if ev.Type == "Deleted" {
 					continue // expired
 				}
-				tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
-				e := ev.Object
-				printEventLine(tw, e)
-				tw.Flush()
+				if err := printOne(ev.Object); err != nil {
+					return err
+				}
 			}
 			return nil
 		},

@@ -2,6 +2,8 @@ package e2e
 
 import (
 	"bufio"
+	"context"
+	"encoding/json"
 	"io"
 	"os"
 	"os/exec"
@@ -106,5 +108,53 @@ func TestUpAnnouncedWithItsNode(t *testing.T) {
 	var nodes []api.Node
 	if err := jsonOut(e.ok("get", "nodes", "-o", "json"), &nodes); err != nil || len(nodes) != 1 {
 		t.Fatalf("nodes right after berth up said it is up: %v %v", nodes, err)
+	}
+}
+
+// events -w -o json prints each event as a JSON document of its own, the
+// ones listed first and then those that happen, which a JSON stream
+// decoder reads one by one.
+func TestEventsWatchJSON(t *testing.T) {
+	c := startCluster(t, "--no-network")
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	w := exec.CommandContext(ctx, berthBin, "--data-dir", c.dataDir, "events", "-w", "-o", "json")
+	out, err := w.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { cancel(); _ = w.Wait() }()
+	got := make(chan api.Event)
+	go func() {
+		defer close(got)
+		dec := json.NewDecoder(out)
+		for {
+			var e api.Event
+			if err := dec.Decode(&e); err != nil {
+				return
+			}
+			got <- e
+		}
+	}()
+	c.ok("run", "--name", "watched", "demo/busybox:1", "sleep", "1d")
+	deadline := time.After(60 * time.Second)
+	for {
+		select {
+		case e, ok := <-got:
+			if !ok {
+				t.Fatal("events -w -o json ended, or printed something that is not a JSON event")
+			}
+			if strings.HasPrefix(e.Object.Name, "watched") {
+				if e.Reason == "" || e.Metadata.Name == "" {
+					t.Fatalf("event without reason or name: %+v", e)
+				}
+				return
+			}
+		case <-deadline:
+			t.Fatal("no event about the new service's instance within 60 s from events -w -o json")
+		}
 	}
 }
