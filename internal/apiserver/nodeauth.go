@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"net/url"
 	"strings"
+	"time"
 
 	"github.com/berth-dev/berth/api"
 	"github.com/berth-dev/berth/api/errdefs"
@@ -454,7 +455,7 @@ func nodeEventSource(node string) string { return "agent/" + node }
 // instance bound to it (in the instance's namespace), with the server's
 // word for its source, and not passing for an audit event (who reached
 // into an instance), which only the server records: neither by its name
-// nor by its reason.
+// nor by its reason. The server's clock gives its time.
 func (s *Server) admitNodeEvent(ctx context.Context, node string, ev *api.Event) error {
 	switch {
 	case store.IsAuditName(ev.Metadata.Name):
@@ -492,6 +493,9 @@ func (s *Server) admitNodeEvent(ctx context.Context, node string, ev *api.Event)
 		return deny(fmt.Sprintf("a node records events about itself and its instances, not about %s", ev.Object.Kind.Plural()))
 	}
 	ev.Source = nodeEventSource(node)
+	// The time orders events' names, and so which are pruned first: a
+	// node's clock, or a node, could otherwise push out others' events.
+	ev.Time = time.Now().UTC()
 	return nil
 }
 

@@ -331,6 +331,14 @@ func TestNodeMayNotForgeAuditEvents(t *testing.T) {
 	if err != nil || ev.Source != "agent/n1" {
 		t.Fatalf("n1's event about its own instance: %+v, %v; want it recorded with source agent/n1", ev, err)
 	}
+	// Dated a year ahead, its name would sort after every other event's
+	// and outlive them when events are pruned: the server's clock dates it.
+	future := &api.Event{Metadata: api.Metadata{Namespace: "default"}, Time: time.Now().AddDate(1, 0, 0),
+		Object: api.ObjectRef{Kind: api.KindInstance, Namespace: "default", Name: "web-1"}, Type: api.EventNormal, Reason: "Started", Message: "from the future"}
+	before := time.Now()
+	if ev, err := n1.Events().Record(ctx, future); err != nil || ev.Time.Before(before.Add(-time.Second)) || ev.Time.After(time.Now().Add(time.Second)) {
+		t.Fatalf("n1's event dated a year ahead: %+v, %v; want it dated by the server's clock", ev, err)
+	}
 	evs, _, err := c.admin.Events().List(ctx, "")
 	if err != nil {
 		t.Fatal(err)
