@@ -608,6 +608,7 @@ func phase(name string, t0 time.Time, n int, what string, s *sampler, p *probe) 
 		name, d.Seconds(), float64(n)/d.Seconds(), what, count, p50, p99, lag, s.rss()>>20, s.cpuSince(t0), s.cpuSecondsSince(t0), s.dbSize()>>20)
 	fmt.Printf("%-40s etcd writes %.0f/s, %s, %s | live fleet RSS %d MiB, CPU %.2f cores (%.1f s) | applies retried %d, probe writes failed %d\n", "", p.writeRate(), p.watches(), p.events(),
 		fleetSampler.rss()>>20, fleetSampler.cpuSince(t0), fleetSampler.cpuSecondsSince(t0), applyRetries.Swap(0), p.failed.Swap(0))
+	fmt.Printf("%-40s server RSS %s | %s\n", "", s.rssParts(), p.goMemory())
 }
 
 // writeRate is the store's revisions per second since the last call: one
@@ -649,6 +650,31 @@ func (p *probe) watches() string {
 		}
 	}
 	return fmt.Sprintf("%.0f watches open, %.0f server goroutines", n, goroutines)
+}
+
+// goMemory is where the server's Go runtime memory is, from its metrics:
+// the heap in use (live and not yet collected), goroutine stacks, the
+// runtime's own, and the soft limit. With RSS's parts it tells the heap's
+// share from etcd's database pages (file-backed) and from the stacks.
+func (p *probe) goMemory() string {
+	if p.metrics == nil {
+		return "Go memory unknown"
+	}
+	b, err := p.metrics()
+	if err != nil {
+		return "Go memory unknown: " + err.Error()
+	}
+	v := map[string]float64{}
+	for line := range strings.SplitSeq(string(b), "\n") {
+		name, val, ok := strings.Cut(line, " ")
+		if ok && strings.HasPrefix(name, "go_") {
+			v[name], _ = strconv.ParseFloat(strings.TrimSpace(val), 64)
+		}
+	}
+	mib := func(name string) float64 { return v[name] / (1 << 20) }
+	return fmt.Sprintf("Go heap in use %.0f MiB, stacks %.0f MiB, runtime %.0f MiB, limit %.0f MiB",
+		mib("go_memstats_heap_inuse_bytes"), mib("go_memstats_stack_inuse_bytes"),
+		mib("go_memstats_sys_bytes")-mib("go_memstats_heap_sys_bytes")-mib("go_memstats_stack_sys_bytes"), mib("go_gc_gomemlimit_bytes"))
 }
 
 // events is how many events the store holds.
@@ -783,6 +809,23 @@ func (s *sampler) rss() int64 {
 		return 0
 	}
 	return s.samples[len(s.samples)-1].rss
+}
+
+// rssParts splits the server's RSS now: anonymous memory (Go's heap,
+// stacks and runtime) and file-backed pages (etcd's database, mapped).
+func (s *sampler) rssParts() string {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", s.pid))
+	if err != nil {
+		return "parts unknown"
+	}
+	kb := map[string]int64{}
+	for line := range strings.SplitSeq(string(b), "\n") {
+		k, v, ok := strings.Cut(line, ":")
+		if f := strings.Fields(v); ok && len(f) == 2 && f[1] == "kB" {
+			kb[k], _ = strconv.ParseInt(f[0], 10, 64)
+		}
+	}
+	return fmt.Sprintf("anon %d MiB, file %d MiB", kb["RssAnon"]>>10, kb["RssFile"]>>10)
 }
 
 func (s *sampler) peakRSS() int64 {

@@ -10,9 +10,6 @@ import (
 	"strings"
 	"sync"
 	"time"
-	"unique"
-
-	"github.com/tidwall/gjson"
 
 	"github.com/berth-dev/berth/api"
 	"github.com/berth-dev/berth/api/errdefs"
@@ -113,15 +110,9 @@ func (c *cache) fill(ctx context.Context) (int64, error) {
 	for i, k := range cachedKinds {
 		wg.Go(func() {
 			_, errs[i] = c.s.ListFuncAt(ctx, k, "", rev, func(value []byte, modRev int64) error {
-				obj, err := api.New(k)
+				obj, err := sh.decode(k, value, modRev)
 				if err != nil {
 					return err
-				}
-				if err := store.Decode(obj, value, modRev); err != nil {
-					return err
-				}
-				if in, ok := obj.(*api.Instance); ok {
-					sh.share(in, value) // one kind per goroutine: instances' alone
 				}
 				lists[i] = append(lists[i], obj)
 				return nil
@@ -226,7 +217,6 @@ func (c *cache) apply(b store.ChangeBatch) bool {
 			}
 		}
 		if in, ok := ch.Object.(*api.Instance); ok {
-			c.shared.share(in, ch.Value)
 			c.changed[instanceOwner(in)] = true
 			c.tally.add(in, 1)
 			bind(c.byNode, in.Spec.Node, k)
@@ -430,7 +420,10 @@ func (c *cache) follow(ctx context.Context, log interface{ Warn(string, ...any) 
 func (c *cache) watch(ctx context.Context, log interface{ Warn(string, ...any) }, from int64, check time.Duration, changed func()) {
 	wctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	ch := c.s.WatchChanges(wctx, from+1, cachedKinds...)
+	c.mu.Lock()
+	sh := c.shared
+	c.mu.Unlock()
+	ch := c.s.WatchChangesDecoded(wctx, from+1, sh.decode, cachedKinds...)
 	t := time.NewTicker(check)
 	defer t.Stop()
 	for {
@@ -540,60 +533,4 @@ func (c *cache) check(ctx context.Context) (string, error) {
 		}
 	}
 	return strings.Join(diffs, "; "), nil
-}
-
-// shared holds one copy of what many cached instances have alike: a
-// service's instances carry its template, and every instance of an owner
-// the same labels. Each decoded instance had its own copy of every map,
-// slice and string of them, most of what the cache held per instance;
-// sharing is safe as passes change no cached object's maps and slices
-// (see own). Entries are told apart by their stored JSON, so only what
-// is equal to the byte is shared.
-type shared struct {
-	templates map[string]api.Template
-	labels    map[string]map[string]string
-}
-
-// maxShared bounds each table of shared: they start afresh with every
-// list of the store, and sooner when templates come and go faster.
-const maxShared = 1 << 14
-
-func newShared() *shared {
-	return &shared{templates: map[string]api.Template{}, labels: map[string]map[string]string{}}
-}
-
-// share makes in, decoded from value, use the shared copies of its
-// template and labels, and the one copy of its common strings.
-func (sh *shared) share(in *api.Instance, value []byte) {
-	if sh == nil || value == nil {
-		return
-	}
-	r := gjson.GetManyBytes(value, "metadata.labels", "spec.template")
-	if raw := r[0].Raw; raw != "" {
-		if l, ok := sh.labels[raw]; ok {
-			in.Metadata.Labels = l
-		} else {
-			if len(sh.labels) >= maxShared {
-				clear(sh.labels)
-			}
-			sh.labels[raw] = in.Metadata.Labels
-		}
-	}
-	// A job's instances differ by their index in the environment: their
-	// templates are alike to no other, and would only fill the table.
-	if raw := r[1].Raw; raw != "" && in.Spec.Owner.Kind == api.KindService {
-		if t, ok := sh.templates[raw]; ok {
-			in.Spec.Template = t
-		} else {
-			if len(sh.templates) >= maxShared {
-				clear(sh.templates)
-			}
-			sh.templates[raw] = in.Spec.Template
-		}
-	}
-	md, sp := &in.Metadata, &in.Spec
-	md.Namespace = unique.Make(md.Namespace).Value()
-	sp.Owner.Name, sp.Owner.UID = unique.Make(sp.Owner.Name).Value(), unique.Make(sp.Owner.UID).Value()
-	sp.Node, sp.SpecHash = unique.Make(sp.Node).Value(), unique.Make(sp.SpecHash).Value()
-	in.Status.Phase = api.Phase(unique.Make(string(in.Status.Phase)).Value())
 }

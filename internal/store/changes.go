@@ -46,6 +46,20 @@ type ChangeBatch struct {
 // stream, so a reader that applied a batch has seen every write up to its
 // revision, whichever key it touched; see LastWrite.
 func (s *Store) WatchChanges(ctx context.Context, fromRevision int64, kinds ...api.Kind) <-chan ChangeBatch {
+	return s.WatchChangesDecoded(ctx, fromRevision, nil, kinds...)
+}
+
+// Decoder makes the object of kind that a stored value, modified at
+// revision rev, holds; Decode's way, or one that shares what it finds
+// alike across objects.
+type Decoder func(kind api.Kind, value []byte, rev int64) (api.Object, error)
+
+// WatchChangesDecoded is WatchChanges with the objects made by decode
+// (nil: each decoded afresh). It is called from one goroutine, in order.
+func (s *Store) WatchChangesDecoded(ctx context.Context, fromRevision int64, decode Decoder, kinds ...api.Kind) <-chan ChangeBatch {
+	if decode == nil {
+		decode = decodeNew
+	}
 	out := make(chan ChangeBatch, 16)
 	byPlural := map[string]api.Kind{}
 	for _, k := range kinds {
@@ -82,7 +96,7 @@ func (s *Store) WatchChanges(ctx context.Context, fromRevision int64, kinds ...a
 			var b ChangeBatch
 			for _, e := range resp.Events {
 				b.Revision = e.Kv.ModRevision
-				c, ok, err := s.change(e, root, byPlural)
+				c, ok, err := s.change(e, root, byPlural, decode)
 				if err != nil {
 					send(ChangeBatch{Err: err})
 					return
@@ -104,7 +118,7 @@ func (s *Store) WatchChanges(ctx context.Context, fromRevision int64, kinds ...a
 
 // change turns one etcd event into a Change, if it is about a key the
 // caller follows.
-func (s *Store) change(e *clientv3.Event, root string, kinds map[string]api.Kind) (Change, bool, error) {
+func (s *Store) change(e *clientv3.Event, root string, kinds map[string]api.Kind, decode Decoder) (Change, bool, error) {
 	typ := Modified
 	switch {
 	case e.Type == clientv3.EventTypeDelete:
@@ -135,13 +149,22 @@ func (s *Store) change(e *clientv3.Event, root string, kinds map[string]api.Kind
 		return c, true, nil // the name says enough
 	}
 	kv := e.Kv
-	obj, err := api.New(kind)
+	obj, err := decode(kind, kv.Value, kv.ModRevision)
 	if err != nil {
-		return Change{}, false, err
-	}
-	if err := decode(obj, kv.Value, kv.ModRevision); err != nil {
 		return Change{}, false, fmt.Errorf("watch the store: %s: %w", kv.Key, err)
 	}
 	c.Object, c.Value = obj, kv.Value
 	return c, true, nil
+}
+
+// decodeNew is the Decoder that decodes each value afresh.
+func decodeNew(kind api.Kind, value []byte, rev int64) (api.Object, error) {
+	obj, err := api.New(kind)
+	if err != nil {
+		return nil, err
+	}
+	if err := decode(obj, value, rev); err != nil {
+		return nil, err
+	}
+	return obj, nil
 }

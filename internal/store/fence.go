@@ -43,11 +43,11 @@ func (s *Store) Fenced(cmps ...clientv3.Cmp) *Store {
 
 // fenceReads are the reads that tell whether each fence comparison held
 // when a fenced write failed: one range per comparison, in order.
-func (s *Store) fenceReads() []clientv3.Op {
+func (s *Store) fenceReads(rev int64) []clientv3.Op {
 	reads := make([]clientv3.Op, 0, len(s.fence))
 	for i := range s.fence {
 		c := s.fence[i].GetCompare()
-		var opts []clientv3.OpOption
+		opts := []clientv3.OpOption{clientv3.WithRev(rev)}
 		if len(c.RangeEnd) > 0 {
 			opts = append(opts, clientv3.WithRange(string(c.RangeEnd)))
 		}

@@ -218,6 +218,11 @@ func TestFenceFailureNamesTheComparison(t *testing.T) {
 		if !errdefs.IsFailedPrecondition(err) || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("got %v, want FailedPrecondition saying %q", err, tc.want)
 		}
+		// A batch reads why after it failed, at the revision it failed at.
+		err = s.Fenced(tc.cmp).CreateMany(ctx, []api.Object{service("web", 1), service("db", 1)})
+		if !errdefs.IsFailedPrecondition(err) || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("batch: got %v, want FailedPrecondition saying %q", err, tc.want)
+		}
 	}
 	// Comparisons that hold let the write through.
 	ok := s.Fenced(clientv3.Compare(clientv3.Value(key), "=", "one"), clientv3.Compare(clientv3.Version(key), "<", 2))
