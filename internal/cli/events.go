@@ -37,23 +37,7 @@ func newEventsCmd(g *globals) *cobra.Command {
 			if structured && !watch {
 				return printObjects(cmd.OutOrStdout(), g.output, objs, false)
 			}
-			// Watched, each event is a document of its own, as get -w
-			// prints objects: one a line in JSON, "---" between in YAML.
-			first := true
-			printOne := func(e *api.Event) error {
-				if !structured {
-					tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
-					printEventLine(tw, e)
-					return tw.Flush()
-				}
-				if g.output == "yaml" && !first {
-					if _, err := io.WriteString(cmd.OutOrStdout(), "---\n"); err != nil {
-						return err
-					}
-				}
-				first = false
-				return printObjects(cmd.OutOrStdout(), g.output, []api.Object{e}, true)
-			}
+			printOne := eventPrinter(cmd.OutOrStdout(), g.output)
 			if structured {
 				for _, e := range list {
 					if err := printOne(e); err != nil {
@@ -92,4 +76,25 @@ func newEventsCmd(g *globals) *cobra.Command {
 	cmd.Flags().BoolVarP(&watch, "watch", "w", false, "keep printing new events")
 	addListFlags(cmd, g)
 	return cmd
+}
+
+// eventPrinter prints one event a call in format: a table line, or,
+// as get -w prints objects, a document of its own (a JSON document, or
+// YAML with "---" between).
+func eventPrinter(w io.Writer, format string) func(*api.Event) error {
+	first := true
+	return func(e *api.Event) error {
+		if format != "json" && format != "yaml" {
+			tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+			printEventLine(tw, e)
+			return tw.Flush()
+		}
+		if format == "yaml" && !first {
+			if _, err := io.WriteString(w, "---\n"); err != nil {
+				return err
+			}
+		}
+		first = false
+		return printObjects(w, format, []api.Object{e}, true)
+	}
 }
