@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"encoding/pem"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -313,4 +314,53 @@ func TestHoldOnlyForAnExecSentAhead(t *testing.T) {
 	}
 	<-d.done
 	d.take(t.Context(), "", "", 0)
+}
+
+// With no server named, a plain exec goes ahead on the data dir's unix
+// socket, as api/client sends it there, and its whole answer ends the
+// process.
+func TestLocalExecGoesAheadOnTheSocket(t *testing.T) {
+	clearEnv(t)
+	var e ended
+	e.install(t)
+	dir, err := os.MkdirTemp("", "berth-preconnect-") // short: a socket path has a limit
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(dir)
+	l, err := net.Listen("unix", filepath.Join(dir, "berth.sock"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := make(chan string, 1)
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		got <- r.Host + " " + r.URL.RequestURI()
+		ws, err := websocket.Accept(w, r, nil)
+		if err != nil {
+			return
+		}
+		defer ws.CloseNow()
+		b, _ := json.Marshal(execwire.ExitStatus{Code: 5})
+		_ = ws.Write(r.Context(), websocket.MessageBinary, append([]byte{execwire.ChanStdout}, "local\n"...))
+		_ = ws.Write(r.Context(), websocket.MessageBinary, append([]byte{execwire.ChanExit}, b...))
+	})}
+	go func() { _ = srv.Serve(l) }()
+	defer srv.Close()
+	args := []string{"--data-dir", dir, "exec", "web", "true"}
+	d := start(args)
+	if d == nil {
+		t.Fatal("a plain local exec did not go ahead")
+	}
+	d.holdFor(time.Hour)
+	select {
+	case code := <-e.code:
+		if code != 5 || e.stdout.String() != "local\n" {
+			t.Errorf("ended with %d, stdout %q", code, e.stdout.String())
+		}
+	default:
+		t.Fatal("the whole answer did not end the process")
+	}
+	if req := <-got; req != "berth "+PlanOf(args).Target() {
+		t.Errorf("the server got %q, want host berth and %s", req, PlanOf(args).Target())
+	}
 }

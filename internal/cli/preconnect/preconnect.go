@@ -163,6 +163,17 @@ func start(args []string) *dial {
 	if fs.Parse(args) != nil || !websocketCommands[fs.Arg(0)] {
 		return nil
 	}
+	if server == "" {
+		// The local server, on the data dir's socket: only a plain exec
+		// goes ahead there (a connection alone saves nothing).
+		p := PlanOf(args)
+		if p == nil || p.Server != "" || p.Socket == "" {
+			return nil
+		}
+		d := &dial{plan: p, done: make(chan struct{})}
+		go d.runLocal(p.Socket)
+		return d
+	}
 	u, err := url.Parse(server)
 	if err != nil || u.Scheme != "https" || u.Hostname() == "" || proxied() {
 		return nil
@@ -211,6 +222,23 @@ func (d *dial) run(u *url.URL) {
 	if err != nil {
 		return
 	}
+	d.made(c)
+}
+
+// runLocal connects to the local server's unix socket, for the plain
+// exec it sends ahead.
+func (d *dial) runLocal(socket string) {
+	defer close(d.done)
+	c, err := net.DialTimeout("unix", socket, 10*time.Second)
+	if err != nil {
+		return
+	}
+	d.made(c)
+}
+
+// made takes the connection the dial made: it sends the exec planned
+// on it, or keeps it for Conn.
+func (d *dial) made(c net.Conn) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if d.settled {
@@ -219,7 +247,7 @@ func (d *dial) run(u *url.URL) {
 	}
 	if d.plan != nil {
 		// Sent under the lock: once main has settled it is not sent.
-		d.sent = d.plan.Send(c.(*tls.Conn), u.Host)
+		d.sent = d.plan.Send(c)
 		if d.sent.Err == nil {
 			d.reading = make(chan struct{})
 			go d.follow(d.sent)
