@@ -22,6 +22,8 @@
 // its WebSocket upgrade request is written on the connection as soon as
 // the handshake ends, so that the command runs on its node while the
 // binary finishes starting, and its answer is read here as it comes.
+// With no server named, a plain exec goes the same way to the local
+// server, over the data dir's unix socket (Plan.Socket).
 // When all of it is in (the command's output and exit status) before main
 // has taken the exec over, the process relays it and exits with the
 // command's code there and then (follow, answer.go): the initialisers
