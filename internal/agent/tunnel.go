@@ -53,7 +53,7 @@ func serveTunnelOnce(ctx context.Context, open TunnelOpener, local bool, h http.
 	if err != nil {
 		return err
 	}
-	sess, err := yamux.Server(conn, client.TunnelConfig(local))
+	sess, err := yamux.Server(client.TunnelConn(conn), client.TunnelConfig(local))
 	if err != nil {
 		conn.Close()
 		return err

@@ -169,7 +169,7 @@ func (s *Server) serveTunnel(w http.ResponseWriter, r *http.Request) {
 	}
 	_ = conn.SetDeadline(time.Time{})
 	local := conn.LocalAddr().Network() == "unix"
-	sess, err := yamux.Client(bufferedConn{Conn: conn, r: brw.Reader}, client.TunnelConfig(local))
+	sess, err := yamux.Client(client.TunnelConn(bufferedConn{Conn: conn, r: brw.Reader}), client.TunnelConfig(local))
 	if err != nil {
 		conn.Close()
 		return

@@ -104,8 +104,12 @@ func (g *globals) execPlan(target string, command, env []string, container strin
 	if err != nil || r.kind != "" {
 		return nil
 	}
-	return &preconnect.Plan{Server: g.server, CAFile: g.caFile, Token: g.token, Namespace: r.namespace, Name: r.name,
+	p := &preconnect.Plan{Server: g.server, CAFile: g.caFile, Token: g.token, Namespace: r.namespace, Name: r.name,
 		Command: command, Env: env, Container: container}
+	if p.Server == "" {
+		p.Socket = api.SocketPath(g.dataDir)
+	}
+	return p
 }
 
 // execTarget is what exec runs in. A bare name goes to the server as it

@@ -52,6 +52,10 @@ func TestExecAheadIsWhatTheCommandLineSays(t *testing.T) {
 		{"--server", srv, "-n", "Prod", "exec", "web", "true"},
 		{"--server", srv, "-n", "prod", "exec", "-n", "default", "web", "true"},
 		{"exec", "--server", srv, "web", "true"},
+		{"exec", "web", "true"},
+		{"--data-dir", "/srv/berth", "exec", "web", "true"},
+		{"--data-dir", "/srv/berth", "exec", "--data-dir", "/other", "web", "true"},
+		{"exec", "-n", "prod", "web", "sh", "-c", "exit 3"},
 	} {
 		means, reached = nil, false
 		Run(t.Context(), args)

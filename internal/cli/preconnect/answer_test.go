@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"encoding/pem"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -226,4 +227,140 @@ func (d *dial) answerCopy() []byte {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	return bytes.Clone(d.answer)
+}
+
+// The initialiser holds a plain exec's process until its answer is
+// whole, and no longer: the process has ended by the time it returns.
+func TestHoldEndsWithAWholeAnswer(t *testing.T) {
+	clearEnv(t)
+	var e ended
+	e.install(t)
+	b, _ := json.Marshal(execwire.ExitStatus{Code: 4})
+	url, ca := execAnswers(t, nil, append([]byte{execwire.ChanStdout}, "out\n"...), append([]byte{execwire.ChanExit}, b...))
+	d := start([]string{"--server", url, "--ca-file", ca, "exec", "web", "true"})
+	held := make(chan struct{})
+	go func() {
+		d.holdFor(time.Hour)
+		close(held)
+	}()
+	select {
+	case <-held:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the hold did not end with the answer")
+	}
+	select {
+	case code := <-e.code:
+		if code != 4 || e.stdout.String() != "out\n" {
+			t.Errorf("ended with %d, stdout %q", code, e.stdout.String())
+		}
+	default:
+		t.Error("the hold ended before the process did")
+	}
+}
+
+// A command still running when the hold is up is left to main, which
+// takes over the answer read so far; nothing ends the process.
+func TestHoldLeavesARunningCommandToMain(t *testing.T) {
+	clearEnv(t)
+	var e ended
+	e.install(t)
+	gate := make(chan struct{})
+	defer close(gate)
+	b, _ := json.Marshal(execwire.ExitStatus{Code: 0})
+	url, ca := execAnswers(t, gate, append([]byte{execwire.ChanStdout}, "out 1\n"...), append([]byte{execwire.ChanExit}, b...))
+	d := start([]string{"--server", url, "--ca-file", ca, "exec", "web", "true"})
+	held := make(chan struct{})
+	go func() {
+		d.holdFor(10 * time.Millisecond)
+		close(held)
+	}()
+	select {
+	case <-held:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the hold did not end while the command ran")
+	}
+	ahead = d
+	defer func() { ahead = nil }()
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	s := TakeSent(ctx)
+	if s == nil || s.Err != nil {
+		t.Fatalf("TakeSent = %+v", s)
+	}
+	s.Conn.Close()
+	select {
+	case code := <-e.code:
+		t.Errorf("the process ended (%d) though the command was still running", code)
+	default:
+	}
+}
+
+// Nothing but a plain exec sent ahead is held.
+func TestHoldOnlyForAnExecSentAhead(t *testing.T) {
+	clearEnv(t)
+	url, ca, _ := server(t)
+	var none *dial
+	none.holdFor(time.Hour)
+	d := start([]string{"--server", url, "--ca-file", ca, "port-forward", "web", "8080:80"})
+	held := make(chan struct{})
+	go func() {
+		d.holdFor(time.Hour)
+		close(held)
+	}()
+	select {
+	case <-held:
+	case <-time.After(30 * time.Second):
+		t.Fatal("a port-forward's connection was held for")
+	}
+	<-d.done
+	d.take(t.Context(), "", "", 0)
+}
+
+// With no server named, a plain exec goes ahead on the data dir's unix
+// socket, as api/client sends it there, and its whole answer ends the
+// process.
+func TestLocalExecGoesAheadOnTheSocket(t *testing.T) {
+	clearEnv(t)
+	var e ended
+	e.install(t)
+	dir, err := os.MkdirTemp("", "berth-preconnect-") // short: a socket path has a limit
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(dir)
+	l, err := net.Listen("unix", filepath.Join(dir, "berth.sock"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := make(chan string, 1)
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		got <- r.Host + " " + r.URL.RequestURI()
+		ws, err := websocket.Accept(w, r, nil)
+		if err != nil {
+			return
+		}
+		defer ws.CloseNow()
+		b, _ := json.Marshal(execwire.ExitStatus{Code: 5})
+		_ = ws.Write(r.Context(), websocket.MessageBinary, append([]byte{execwire.ChanStdout}, "local\n"...))
+		_ = ws.Write(r.Context(), websocket.MessageBinary, append([]byte{execwire.ChanExit}, b...))
+	})}
+	go func() { _ = srv.Serve(l) }()
+	defer srv.Close()
+	args := []string{"--data-dir", dir, "exec", "web", "true"}
+	d := start(args)
+	if d == nil {
+		t.Fatal("a plain local exec did not go ahead")
+	}
+	d.holdFor(time.Hour)
+	select {
+	case code := <-e.code:
+		if code != 5 || e.stdout.String() != "local\n" {
+			t.Errorf("ended with %d, stdout %q", code, e.stdout.String())
+		}
+	default:
+		t.Fatal("the whole answer did not end the process")
+	}
+	if req := <-got; req != "berth "+PlanOf(args).Target() {
+		t.Errorf("the server got %q, want host berth and %s", req, PlanOf(args).Target())
+	}
 }

@@ -2,11 +2,12 @@ package preconnect
 
 import (
 	"crypto/rand"
-	"crypto/tls"
 	"encoding/base64"
 	"fmt"
 	"io"
+	"net"
 	"net/url"
+	"path/filepath"
 	"slices"
 	"strings"
 
@@ -34,9 +35,12 @@ func (f ExecFlags) Define(fs *pflag.FlagSet) {
 // where it goes, with which credentials, and what it runs.
 type Plan struct {
 	Server, CAFile, Token string
-	Namespace, Name       string
-	Command, Env          []string
-	Container             string
+	// Socket is the local server's unix socket (the data dir's
+	// berth.sock) when no Server is named.
+	Socket          string
+	Namespace, Name string
+	Command, Env    []string
+	Container       string
 }
 
 // Equal says whether p and q are the same request; nil is none.
@@ -44,7 +48,7 @@ func (p *Plan) Equal(q *Plan) bool {
 	if p == nil || q == nil {
 		return p == q
 	}
-	return p.Server == q.Server && p.CAFile == q.CAFile && p.Token == q.Token &&
+	return p.Server == q.Server && p.Socket == q.Socket && p.CAFile == q.CAFile && p.Token == q.Token &&
 		p.Namespace == q.Namespace && p.Name == q.Name && p.Container == q.Container &&
 		slices.Equal(p.Command, q.Command) && slices.Equal(p.Env, q.Env)
 }
@@ -53,7 +57,28 @@ func (p *Plan) String() string {
 	if p == nil {
 		return "none"
 	}
-	return fmt.Sprintf("exec %s/%s %q env %q container %q at %s", p.Namespace, p.Name, p.Command, p.Env, p.Container, p.Server)
+	return fmt.Sprintf("exec %s/%s %q env %q container %q at %s", p.Namespace, p.Name, p.Command, p.Env, p.Container, p.Endpoint())
+}
+
+// Endpoint is the API endpoint p goes to, as api/client takes it.
+func (p *Plan) Endpoint() string {
+	if p.Server == "" {
+		return "unix://" + p.Socket
+	}
+	return p.Server
+}
+
+// Host is the host[:port] of p's requests, as api/client sends them:
+// the URL's, or "berth" on the local socket.
+func (p *Plan) Host() string {
+	if p.Server == "" {
+		return "berth"
+	}
+	u, err := url.Parse(p.Server)
+	if err != nil {
+		return ""
+	}
+	return u.Host
 }
 
 // PlanOf is the plain exec args (the command line after the program's
@@ -112,8 +137,12 @@ func PlanOf(args []string) *Plan {
 	} else if !dnsLabel(ns) {
 		return nil
 	}
-	return &Plan{Server: g[2], CAFile: g[5], Token: g[3], Namespace: ns, Name: target,
+	p := &Plan{Server: g[2], CAFile: g[5], Token: g[3], Namespace: ns, Name: target,
 		Command: slices.Clone(command), Env: env, Container: container}
+	if p.Server == "" {
+		p.Socket = filepath.Join(g[0], "berth.sock") // api.SocketPath
+	}
+	return p
 }
 
 // dnsLabel is api.ValidateName's rule for a namespace, which this
@@ -183,7 +212,7 @@ func (p *Plan) Target() string {
 // initialises after this package) once the binary has started.
 type Sent struct {
 	Plan *Plan
-	Conn *tls.Conn
+	Conn net.Conn
 	// Key is the request's Sec-WebSocket-Key.
 	Key string
 	// Err is why writing the request failed: it may have gone out in
@@ -194,14 +223,14 @@ type Sent struct {
 	Answer []byte
 }
 
-// Send writes p's WebSocket upgrade request, as a WebSocket client of
-// the server at host (the URL's host[:port]) writes it, to c.
-func (p *Plan) Send(c *tls.Conn, host string) *Sent {
+// Send writes p's WebSocket upgrade request, as api/client's WebSocket
+// client writes it, to c.
+func (p *Plan) Send(c net.Conn) *Sent {
 	b := make([]byte, 16)
 	_, _ = rand.Read(b) // crypto/rand.Read does not fail
 	s := &Sent{Plan: p, Conn: c, Key: base64.StdEncoding.EncodeToString(b)}
 	var req strings.Builder
-	fmt.Fprintf(&req, "GET %s HTTP/1.1\r\nHost: %s\r\nUser-Agent: Go-http-client/1.1\r\n", p.Target(), host)
+	fmt.Fprintf(&req, "GET %s HTTP/1.1\r\nHost: %s\r\nUser-Agent: Go-http-client/1.1\r\n", p.Target(), p.Host())
 	if p.Token != "" {
 		fmt.Fprintf(&req, "Authorization: Bearer %s\r\n", p.Token)
 	}

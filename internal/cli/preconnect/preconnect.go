@@ -22,10 +22,14 @@
 // its WebSocket upgrade request is written on the connection as soon as
 // the handshake ends, so that the command runs on its node while the
 // binary finishes starting, and its answer is read here as it comes.
+// With no server named, a plain exec goes the same way to the local
+// server, over the data dir's unix socket (Plan.Socket).
 // When all of it is in (the command's output and exit status) before main
 // has taken the exec over, the process relays it and exits with the
 // command's code there and then (follow, answer.go): the initialisers
-// still to run would only have delayed it. Otherwise
+// still to run would only have delayed it. This package's initialiser
+// waits for that, up to 50 ms (holdFor), rather than let them run
+// alongside the command. Otherwise
 // internal/cli/preexec takes the answer over, with what was read of it,
 // once main has read the command line the usual way and found it the
 // same (see there).
@@ -104,8 +108,44 @@ type dial struct {
 	answer  []byte
 }
 
+// hold bounds how long the initialiser waits for the answer of a plain
+// exec sent ahead (see holdFor).
+const hold = 50 * time.Millisecond
+
 func init() {
 	ahead = start(os.Args[1:])
+	ahead.holdFor(hold)
+}
+
+// holdFor waits, for at most wait, while a plain exec sent ahead is
+// answered: when the answer is whole, follow ends the process and the
+// initialisers still to run (some 110 of 340, 4-5 ms of CPU) never do.
+// Run meanwhile, they took a core from the server, the agent and the
+// exec's process on a machine with two, and were the CLI's largest cost
+// after the request was out. It returns at once for any other command,
+// once the answer is something main must read, or when wait is up (a
+// command still running: main takes it over as before, wait later).
+func (d *dial) holdFor(wait time.Duration) {
+	if d == nil || d.plan == nil {
+		return
+	}
+	t := time.NewTimer(wait)
+	defer t.Stop()
+	select {
+	case <-d.done:
+	case <-t.C:
+		return
+	}
+	d.mu.Lock()
+	reading := d.reading // set before done is closed
+	d.mu.Unlock()
+	if reading == nil {
+		return
+	}
+	select {
+	case <-reading:
+	case <-t.C:
+	}
 }
 
 // start connects ahead for args (the command line after the program's
@@ -124,6 +164,17 @@ func start(args []string) *dial {
 	Flags{&dataDir, &output, &server, &token, &namespace, &caFile}.Define(fs)
 	if fs.Parse(args) != nil || !websocketCommands[fs.Arg(0)] {
 		return nil
+	}
+	if server == "" {
+		// The local server, on the data dir's socket: only a plain exec
+		// goes ahead there (a connection alone saves nothing).
+		p := PlanOf(args)
+		if p == nil || p.Server != "" || p.Socket == "" {
+			return nil
+		}
+		d := &dial{plan: p, done: make(chan struct{})}
+		go d.runLocal(p.Socket)
+		return d
 	}
 	u, err := url.Parse(server)
 	if err != nil || u.Scheme != "https" || u.Hostname() == "" || proxied() {
@@ -173,6 +224,23 @@ func (d *dial) run(u *url.URL) {
 	if err != nil {
 		return
 	}
+	d.made(c)
+}
+
+// runLocal connects to the local server's unix socket, for the plain
+// exec it sends ahead.
+func (d *dial) runLocal(socket string) {
+	defer close(d.done)
+	c, err := net.DialTimeout("unix", socket, 10*time.Second)
+	if err != nil {
+		return
+	}
+	d.made(c)
+}
+
+// made takes the connection the dial made: it sends the exec planned
+// on it, or keeps it for Conn.
+func (d *dial) made(c net.Conn) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if d.settled {
@@ -181,7 +249,7 @@ func (d *dial) run(u *url.URL) {
 	}
 	if d.plan != nil {
 		// Sent under the lock: once main has settled it is not sent.
-		d.sent = d.plan.Send(c.(*tls.Conn), u.Host)
+		d.sent = d.plan.Send(c)
 		if d.sent.Err == nil {
 			d.reading = make(chan struct{})
 			go d.follow(d.sent)

@@ -39,8 +39,9 @@ func clearEnv(t *testing.T) {
 	}
 }
 
-func TestStartOnlyForAWebSocketCommandToAnHTTPSServer(t *testing.T) {
+func TestStartOnlyForAWebSocketCommandToAServer(t *testing.T) {
 	clearEnv(t)
+	t.Setenv("BERTH_DATA_DIR", t.TempDir())
 	url, ca, _ := server(t)
 	for _, tc := range []struct {
 		name string
@@ -53,7 +54,10 @@ func TestStartOnlyForAWebSocketCommandToAnHTTPSServer(t *testing.T) {
 		{"server from the environment", []string{"exec", "web", "true"}, map[string]string{"BERTH_SERVER": url}, true},
 		{"not a WebSocket command", []string{"--server", url, "get", "nodes"}, nil, false},
 		{"flags after the command are the command's", []string{"exec", "--server", url, "web", "true"}, nil, false},
-		{"a flag of the command's in the remote command", []string{"exec", "web", "curl", "--server", url}, nil, false},
+		{"a flag of the command's in the remote command: a local exec", []string{"exec", "web", "curl", "--server", url}, nil, true},
+		{"a plain exec on the local socket", []string{"--data-dir", t.TempDir(), "exec", "web", "true"}, nil, true},
+		{"port-forward on the local socket", []string{"--data-dir", t.TempDir(), "port-forward", "web", "8080:80"}, nil, false},
+		{"an interactive exec on the local socket", []string{"--data-dir", t.TempDir(), "exec", "-i", "web", "sh"}, nil, false},
 		{"the local socket", []string{"--server", "unix:///run/berth.sock", "exec", "web", "true"}, nil, false},
 		{"plain http", []string{"--server", "http://127.0.0.1:1", "exec", "web", "true"}, nil, false},
 		{"help", []string{"--server", url, "--help", "exec"}, nil, false},

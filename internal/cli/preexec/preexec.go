@@ -32,7 +32,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"net/url"
 
 	"github.com/berth-dev/berth/api/client"
 	"github.com/berth-dev/berth/internal/cli/preconnect"
@@ -79,7 +78,7 @@ func take(ctx context.Context, s *preconnect.Sent, want *preconnect.Plan) (strea
 	rt := &sentTrip{sent: s, br: bufio.NewReader(io.MultiReader(bytes.NewReader(s.Answer), s.Conn))}
 	// No CA file: the connection was verified against it when it was made,
 	// and the client makes no other.
-	c, err := client.New(p.Server, append(Options(p.Token, ""), client.WithHTTPClient(&http.Client{Transport: rt}))...)
+	c, err := client.New(p.Endpoint(), append(Options(p.Token, ""), client.WithHTTPClient(&http.Client{Transport: rt}))...)
 	if err != nil {
 		s.Conn.Close()
 		return nil, true, err
@@ -108,16 +107,11 @@ func (t *sentTrip) RoundTrip(req *http.Request) (*http.Response, error) {
 	}
 	t.used = true
 	s := t.sent
-	u, err := url.Parse(s.Plan.Server)
-	if err != nil {
-		s.Conn.Close()
-		return nil, err
-	}
 	wantAuth := ""
 	if s.Plan.Token != "" {
 		wantAuth = "Bearer " + s.Plan.Token
 	}
-	if req.Method != http.MethodGet || req.URL.Host != u.Host || req.URL.RequestURI() != s.Plan.Target() ||
+	if req.Method != http.MethodGet || req.URL.Host != s.Plan.Host() || req.URL.RequestURI() != s.Plan.Target() ||
 		req.Header.Get("Authorization") != wantAuth || req.Header.Get("Upgrade") != "websocket" {
 		s.Conn.Close()
 		return nil, fmt.Errorf("%w: it was %s, this is %s %s", errNotSent, s.Plan.Target(), req.Method, req.URL.RequestURI())

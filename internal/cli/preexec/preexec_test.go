@@ -54,7 +54,7 @@ func send(t *testing.T, srv *httptest.Server, p *preconnect.Plan) *preconnect.Se
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := p.Send(c, u.Host)
+	s := p.Send(c)
 	if s.Err != nil {
 		t.Fatal(s.Err)
 	}
