@@ -67,6 +67,8 @@ type cache struct {
 	// checked counts the checks that found the cache as the store holds
 	// it (see check).
 	checked int
+	// why holds what changed since the last takeWhy.
+	why causes
 }
 
 // tally counts the cached instances by node and by phase, kept as they
@@ -157,6 +159,7 @@ func (c *cache) fill(ctx context.Context) (int64, error) {
 	c.order = map[api.Kind]*ordered{}
 	c.owners, c.ownerNum = nil, map[ownerID]int32{}
 	c.nodeGen++
+	c.why |= causeList
 	c.bump()
 	c.mu.Unlock()
 	return rev, nil
@@ -177,6 +180,7 @@ func (c *cache) apply(b store.ChangeBatch) bool {
 	for _, ch := range b.Changes {
 		changed = true
 		if ch.Lease != "" {
+			c.why |= causeLease
 			if ch.Type == store.Deleted {
 				delete(c.leases, ch.Lease)
 			} else {
@@ -185,6 +189,7 @@ func (c *cache) apply(b store.ChangeBatch) bool {
 			continue
 		}
 		if ch.Lapsed != "" {
+			c.why |= causeLapsed
 			if ch.Type == store.Deleted {
 				delete(c.lapsed, ch.Lapsed)
 			} else {
@@ -192,6 +197,7 @@ func (c *cache) apply(b store.ChangeBatch) bool {
 			}
 			continue
 		}
+		c.why |= causeOf(ch.Kind)
 		if ch.Kind == api.KindNode {
 			c.nodeGen++
 		}
@@ -238,6 +244,15 @@ func (c *cache) apply(b store.ChangeBatch) bool {
 		c.bump()
 	}
 	return changed
+}
+
+// takeWhy returns what changed since it was last called.
+func (c *cache) takeWhy() causes {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	why := c.why
+	c.why = 0
+	return why
 }
 
 // waitFor waits until the cache has applied revision rev.

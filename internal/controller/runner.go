@@ -148,13 +148,18 @@ func (m *Manager) Run(ctx context.Context) error {
 	defer t.Stop()
 	idle := m.opt.Resync // the wait after a quiet pass
 	for {
+		woke := causeTimer
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-m.poke:
-			idle = m.opt.Resync
+			idle, woke = m.opt.Resync, causeAgain
 		case <-t.C:
 		}
+		if why := m.cache.takeWhy(); why != 0 {
+			woke = why
+		}
+		woke.count()
 		t0 := time.Now()
 		err := m.Pass(ctx)
 		if err != nil && ctx.Err() == nil {
