@@ -204,7 +204,8 @@ func (m *Manager) drainPass(ctx context.Context, sn *snapshot) error {
 		m.event(ctx, n, api.EventNormal, "NodeDrained", "nothing is left on the node; it stays unschedulable until uncordoned")
 	}
 	if len(gone) > 0 {
-		kept := sn.instances[:0]
+		// Afresh: sn.instances may be the cache's (see snapshot.lent).
+		kept := make([]*api.Instance, 0, len(sn.instances))
 		for _, in := range sn.instances {
 			if !gone[in.Metadata.Namespace+"/"+in.Metadata.Name] {
 				kept = append(kept, in)
@@ -212,7 +213,7 @@ func (m *Manager) drainPass(ctx context.Context, sn *snapshot) error {
 				sn.touch(in)
 			}
 		}
-		sn.instances = kept
+		sn.instances, sn.instancesOwn = kept, true
 	}
 	return errors.Join(errs...)
 }

@@ -43,6 +43,9 @@ type Manager struct {
 	// looked at every service.
 	settled  map[ownerID]int64
 	lastFull time.Time
+	// nodesQuiet is the snapshot.nodeGen and liveGen at which nodesPass
+	// found every node alive and Ready and no instance on a node gone.
+	nodesQuiet [2]int64
 	// subnetsDone is the snapshot.nodeGen at which every node was found
 	// with a pod subnet (see assignSubnets).
 	subnetsDone int64
@@ -296,7 +299,29 @@ type snapshot struct {
 	touched bool
 	// nodeGen names the nodes as the cache held them: two snapshots of
 	// one nodeGen hold the same nodes, unchanged. Zero when not known.
-	nodeGen int64
+	// liveGen does so for the heartbeat leases (live) and lapsed.
+	nodeGen, liveGen int64
+	// lent says nodes and instances are the cache's, shared with other
+	// snapshots: setNode and setInstance copy them before the first
+	// change.
+	lent, nodesOwn, instancesOwn bool
+}
+
+// setNode puts n at i in sn.nodes, which it copies first if lent.
+func (sn *snapshot) setNode(i int, n *api.Node) {
+	if sn.lent && !sn.nodesOwn {
+		sn.nodes, sn.nodesOwn = slices.Clone(sn.nodes), true
+	}
+	sn.nodes[i] = n
+}
+
+// setInstance puts in at i in sn.instances, which it copies first if
+// lent.
+func (sn *snapshot) setInstance(i int, in *api.Instance) {
+	if sn.lent && !sn.instancesOwn {
+		sn.instances, sn.instancesOwn = slices.Clone(sn.instances), true
+	}
+	sn.instances[i] = in
 }
 
 // touch notes that a controller changed in in this snapshot, for the
