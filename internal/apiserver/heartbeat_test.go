@@ -305,3 +305,31 @@ func TestHeartbeatPreferringMinimalGetsNoBody(t *testing.T) {
 		t.Fatalf("client heartbeat: next in %v, %v; want the server's interval", next, err)
 	}
 }
+
+// A watch beats at the server's pace, or at the slower one it asks for,
+// up to api.MaxWatchHeartbeat, and says which in its answer.
+func TestWatchAsksForFewerHeartbeats(t *testing.T) {
+	e, ctx := startWithNode(t)
+	for _, c := range []struct{ path, want string }{
+		{"/v1/nodes/n1/assignments?watch=1", "100ms"}, // the test server's pace
+		{"/v1/nodes/n1/assignments?watch=1&heartbeat=1m", "1m0s"},
+		{"/v1/nodes/n1/assignments?watch=1&heartbeat=10ms", "100ms"}, // never faster
+		{"/v1/nodes/n1/assignments?watch=1&heartbeat=24h", api.MaxWatchHeartbeat.String()},
+		{"/v1/nodes/n1/assignments?watch=1&heartbeat=soon", "100ms"},
+		{"/v1/services?watch=1&heartbeat=1m", "1m0s"},
+	} {
+		rctx, cancel := context.WithCancel(ctx)
+		req, _ := http.NewRequestWithContext(rctx, http.MethodGet, "http://berth"+c.path, nil)
+		resp, err := e.raw.Do(req)
+		if err != nil {
+			cancel()
+			t.Fatal(err)
+		}
+		got := resp.Header.Get(api.WatchHeartbeatHeader)
+		resp.Body.Close()
+		cancel()
+		if resp.StatusCode != http.StatusOK || got != c.want {
+			t.Errorf("GET %s: %d, heartbeat every %q; want 200, %q", c.path, resp.StatusCode, got, c.want)
+		}
+	}
+}
