@@ -243,7 +243,7 @@ func (c *cache) apply(b store.ChangeBatch) bool {
 			delete(c.order, ch.Kind)
 		} else if o := c.order[ch.Kind]; o != nil {
 			i := o.at[k]
-			o.objs[i], o.out = ch.Object, nil
+			o.objs[i], o.out, o.grouped = ch.Object, nil, nil
 			// An owner changed (never, as the API goes) numbers the
 			// order afresh: a snapshot's ownerOf is never written.
 			if in, ok := ch.Object.(*api.Instance); ok && c.ownerNumber(in) != o.ownerOf[i] {
@@ -362,7 +362,8 @@ func (c *cache) snapshot() (*snapshot, map[string]bool) {
 	sn.services = copyOut[api.Service](c, api.KindService)
 	sn.jobs = copyOut[api.Job](c, api.KindJob)
 	sn.instances = copyOut[api.Instance](c, api.KindInstance)
-	sn.ownerOf, sn.owners = c.order[api.KindInstance].ownerOf, c.owners
+	o := c.order[api.KindInstance]
+	sn.ownerOf, sn.owners, sn.grouped = o.ownerOf, c.owners, o.grouped
 	sn.crons = copyOut[api.CronJob](c, api.KindCronJob)
 	if !c.all {
 		sn.changed = c.changed
@@ -405,7 +406,7 @@ func copyOut[T any, P interface {
 		for i, obj := range o.objs {
 			out[i] = obj.(P)
 		}
-		o.out = out
+		o.out, o.grouped = out, &grouped{}
 		return out
 	}
 	m := c.objs[k]
@@ -417,7 +418,7 @@ func copyOut[T any, P interface {
 		ma, mb := a.GetMetadata(), b.GetMetadata()
 		return cmp.Or(strings.Compare(ma.Namespace, mb.Namespace), strings.Compare(ma.Name, mb.Name))
 	})
-	o := &ordered{objs: make([]api.Object, len(out)), at: make(map[string]int, len(out)), out: out}
+	o := &ordered{objs: make([]api.Object, len(out)), at: make(map[string]int, len(out)), out: out, grouped: &grouped{}}
 	for i, obj := range out {
 		md := obj.GetMetadata()
 		o.objs[i], o.at[objKey(md.Namespace, md.Name)] = obj, i
@@ -444,6 +445,16 @@ type ordered struct {
 	// cluster's passes then copy nothing (at 300,000 instances, the
 	// copy was most of what a pass that found nothing to do cost).
 	out any
+	// grouped holds out's instances by owner, once a pass has grouped
+	// them, for the passes after it.
+	grouped *grouped
+}
+
+// grouped is a lent instance list grouped by owner (snapshot.byOwner),
+// made once for all the snapshots that share the list.
+type grouped struct {
+	once  sync.Once
+	owned map[ownerID][]*api.Instance
 }
 
 // ownerNumber is in's owner's number in c.owners, given now if it has

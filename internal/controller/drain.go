@@ -121,6 +121,10 @@ func (m *Manager) noteWaiting(node, msg string) bool {
 // Long because it is one pass over the draining nodes whose steps share the
 // snapshot it changes as it goes.
 func (m *Manager) drainPass(ctx context.Context, sn *snapshot) error {
+	// Nodes as they were when none was draining still have none.
+	if sn.nodeGen != 0 && sn.nodeGen == m.noDrains {
+		return nil
+	}
 	draining := map[string]*api.Node{}
 	var names []string
 	for _, n := range sn.nodes {
@@ -130,6 +134,7 @@ func (m *Manager) drainPass(ctx context.Context, sn *snapshot) error {
 		}
 	}
 	if len(names) == 0 {
+		m.noDrains = sn.nodeGen
 		return nil
 	}
 	sort.Strings(names)

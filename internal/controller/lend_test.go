@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
+	"reflect"
 	"slices"
 	"testing"
 	"time"
@@ -49,6 +50,9 @@ func TestSnapshotsKeepWhatTheCacheLent(t *testing.T) {
 	if &sn1.instances[0] != &sn2.instances[0] || &sn1.nodes[0] != &sn2.nodes[0] {
 		t.Error("two snapshots with nothing changed between them hold copies of the cached slices, not the same")
 	}
+	if g1, g2 := sn1.byOwner(), sn2.byOwner(); reflect.ValueOf(g1).UnsafePointer() != reflect.ValueOf(g2).UnsafePointer() || len(g1) != 1 {
+		t.Errorf("two snapshots with nothing changed between them group their instances apart, or wrong: %v, %v", g1, g2)
+	}
 	if len(sn1.onDead) != 0 {
 		t.Errorf("with every node beating, instances on dead nodes: %v", sn1.onDead)
 	}
@@ -80,6 +84,11 @@ func TestSnapshotsKeepWhatTheCacheLent(t *testing.T) {
 	}
 	if sn3.instances[1].Status.Phase != api.PhaseFailed {
 		t.Errorf("after its status changed %s is %s in the snapshot", moved.Metadata.Name, sn3.instances[1].Status.Phase)
+	}
+	for _, insts := range sn3.byOwner() {
+		if len(insts) != 2 || insts[1].Status.Phase != api.PhaseFailed {
+			t.Errorf("after %s changed its owner's instances are grouped as %v", moved.Metadata.Name, insts)
+		}
 	}
 	if got := sn3.onDead["n1"]; !slices.Equal(got, []int{0}) {
 		t.Errorf("n1 without its lease has instances %v in the snapshot, want [0]", sn3.onDead)

@@ -43,6 +43,8 @@ type Manager struct {
 	// looked at every service.
 	settled  map[ownerID]int64
 	lastFull time.Time
+	// noDrains is the snapshot.nodeGen at which no node was draining.
+	noDrains int64
 	// nodesQuiet is the snapshot.nodeGen and liveGen at which nodesPass
 	// found every node alive and Ready and no instance on a node gone.
 	nodesQuiet [2]int64
@@ -297,6 +299,9 @@ type snapshot struct {
 	ownerOf []int32
 	owners  []ownerID
 	touched bool
+	// grouped, when not nil, groups instances (lent by the cache) by
+	// owner once for every snapshot that shares them.
+	grouped *grouped
 	// nodeGen names the nodes as the cache held them: two snapshots of
 	// one nodeGen hold the same nodes, unchanged. Zero when not known.
 	// liveGen does so for the heartbeat leases (live) and lapsed.
@@ -338,6 +343,10 @@ func (sn *snapshot) touch(in *api.Instance) {
 func (sn *snapshot) byOwner() map[ownerID][]*api.Instance {
 	switch {
 	case sn.owned != nil:
+	case !sn.touched && sn.grouped != nil && !sn.instancesOwn && len(sn.ownerOf) == len(sn.instances):
+		g := sn.grouped
+		g.once.Do(func() { g.owned = byOwnerNumber(sn.instances, sn.ownerOf, sn.owners) })
+		sn.owned = g.owned
 	case !sn.touched && sn.ownerOf != nil && len(sn.ownerOf) == len(sn.instances):
 		sn.owned = byOwnerNumber(sn.instances, sn.ownerOf, sn.owners)
 	default:
