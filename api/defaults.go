@@ -90,6 +90,28 @@ const (
 // server's node TTL, as a Go duration.
 const HeartbeatIntervalHeader = "Berth-Heartbeat-Interval"
 
+// A watch request may ask for heartbeats on its quiet stream less often
+// than the server's pace with the query parameter WatchHeartbeatParam (a
+// Go duration); the server grants up to MaxWatchHeartbeat, never more
+// often than its own pace, and says what it granted in the answer's
+// WatchHeartbeatHeader. A client that knows its link alive otherwise (an
+// agent beats over it) asks for fewer: each heartbeat is a write, a TLS
+// record and a syscall, and thousands of nodes' assignment watches
+// beating every 15 s cost a settled server more than the nodes' own
+// heartbeats.
+const (
+	WatchHeartbeatParam  = "heartbeat"
+	WatchHeartbeatHeader = "Berth-Watch-Heartbeat"
+	MaxWatchHeartbeat    = 5 * time.Minute
+)
+
+// PreferMinimal, in a node status write's Prefer header (RFC 7240), asks
+// for no body in the answer when the write is a heartbeat that changes
+// nothing stored: 204 No Content instead of the node. Thousands of nodes
+// beat every few seconds; the node written back, in a frame of its own,
+// was a good part of what each beat cost the server.
+const PreferMinimal = "return=minimal"
+
 // HeartbeatInterval is how often a node beats to stay alive for ttl: a
 // third of it, so that a node outlives two beats lost in a row (each
 // gives up after an interval). Each beat costs the server a request and

@@ -107,3 +107,39 @@ func TestEndpoints(t *testing.T) {
 		t.Error("a CA without certificates accepted")
 	}
 }
+
+// A watch whose server says it beats less often than the client's
+// timeout (as a client may ask, api.WatchHeartbeatParam) waits three of
+// those beats, not the timeout, before it gives up on the stream.
+func TestWatchWaitsForTheBeatsTheServerGranted(t *testing.T) {
+	c := serve(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set(api.WatchHeartbeatHeader, "2s")
+		w.WriteHeader(http.StatusOK)
+		for range 5 {
+			w.Write([]byte(`{"type":"Heartbeat"}` + "\n"))
+			w.(http.Flusher).Flush()
+			select {
+			case <-time.After(200 * time.Millisecond):
+			case <-r.Context().Done():
+				return
+			}
+		}
+		w.Write([]byte(`{"type":"Added","revision":7,"object":{"metadata":{"name":"web"}}}` + "\n"))
+		w.(http.Flusher).Flush()
+		<-r.Context().Done()
+	}, WithWatchTimeout(50*time.Millisecond))
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	ch, err := c.Services().Watch(ctx, "", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case ev := <-ch:
+		if ev.Err != nil || ev.Object == nil || ev.Object.Metadata.Name != "web" {
+			t.Fatalf("got %+v, want web Added after the server's beats", ev)
+		}
+	case <-ctx.Done():
+		t.Fatal("no event")
+	}
+}

@@ -53,7 +53,10 @@ func (n NodeClient) Revoke(ctx context.Context, name string) error {
 // the next beat (zero when it does not say).
 func (n NodeClient) Heartbeat(ctx context.Context, name string, at time.Time) (time.Duration, error) {
 	node := &api.Node{Metadata: api.Metadata{Name: name}, Status: api.NodeStatus{Condition: api.NodeReady, LastHeartbeat: at}}
-	resp, err := n.c.send(ctx, http.MethodPut, objectPath(api.KindNode, "", name)+"/status", nil, node)
+	// The node written back is of no use here: a beat that changes
+	// nothing is answered with no body (see api.PreferMinimal).
+	hdr := http.Header{"Prefer": {api.PreferMinimal}}
+	resp, err := n.c.send(ctx, http.MethodPut, objectPath(api.KindNode, "", name)+"/status", hdr, node)
 	if err != nil {
 		return 0, err
 	}

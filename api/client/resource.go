@@ -125,9 +125,14 @@ func watch[T any, P ptr[T]](ctx context.Context, c *Client, path string) (<-chan
 		return nil, err
 	}
 	// A stream silent for longer than the timeout has lost its server:
-	// cutting the request ends the read below.
+	// cutting the request ends the read below. A server that beats less
+	// often than the timeout expects, as asked, gets three of its beats.
+	timeout := c.watchTimeout
+	if every, err := time.ParseDuration(resp.Header.Get(api.WatchHeartbeatHeader)); err == nil {
+		timeout = max(timeout, 3*every)
+	}
 	var stalled atomic.Bool
-	watchdog := time.AfterFunc(c.watchTimeout, func() {
+	watchdog := time.AfterFunc(timeout, func() {
 		stalled.Store(true)
 		cancelReq()
 	})
@@ -148,7 +153,7 @@ func watch[T any, P ptr[T]](ctx context.Context, c *Client, path string) (<-chan
 		sc := bufio.NewScanner(resp.Body)
 		sc.Buffer(make([]byte, 64<<10), 16<<20)
 		for sc.Scan() {
-			watchdog.Reset(c.watchTimeout)
+			watchdog.Reset(timeout)
 			var line struct {
 				Type     string          `json:"type"`
 				Revision int64           `json:"revision"`
@@ -179,7 +184,7 @@ func watch[T any, P ptr[T]](ctx context.Context, c *Client, path string) (<-chan
 		if ctx.Err() == nil {
 			err := sc.Err()
 			if stalled.Load() {
-				err = fmt.Errorf("watch %s: %w: no heartbeat for %s", path, errdefs.ErrUnavailable, c.watchTimeout)
+				err = fmt.Errorf("watch %s: %w: no heartbeat for %s", path, errdefs.ErrUnavailable, timeout)
 			} else if err != nil {
 				err = fmt.Errorf("watch %s: %w: %w", path, errdefs.ErrUnavailable, err)
 			} else {
@@ -348,8 +353,17 @@ func (n NodeClient) ReportStatuses(ctx context.Context, node string, items []api
 // revision: Added when bound, Modified when the spec changes, Deleted
 // when the instance is deleted or moved away.
 func (n NodeClient) WatchAssignments(ctx context.Context, node string, afterRevision int64) (<-chan WatchEvent[*api.Instance], error) {
-	return watch[api.Instance](ctx, n.c, objectPath(api.KindNode, "", node)+"/assignments?"+watchQuery(afterRevision).Encode())
+	q := watchQuery(afterRevision)
+	q.Set(api.WatchHeartbeatParam, assignmentWatchHeartbeat.String())
+	return watch[api.Instance](ctx, n.c, objectPath(api.KindNode, "", node)+"/assignments?"+q.Encode())
 }
+
+// assignmentWatchHeartbeat is the heartbeat pace an assignment watch asks
+// for (see api.WatchHeartbeatParam): its agent beats over the same client
+// every third of a node TTL, and watches again when those beats fail, so
+// its stream's own heartbeats only guard against a stream stuck on a
+// connection still alive.
+const assignmentWatchHeartbeat = time.Minute
 
 // EventClient is Resource plus recording.
 type EventClient struct {

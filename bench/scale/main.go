@@ -20,6 +20,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/http"
 	"os"
@@ -50,6 +51,7 @@ func main() {
 	flag.StringVar(&cpuProfile, "cpuprofile", "", "write the server's CPU profile over the first 30 s from the apply to this file (go tool pprof reads it)")
 	flag.StringVar(&idleProfile, "idleprofile", "", "write the server's CPU profile over the steady state after the apply (-idlewindow) to this file")
 	flag.DurationVar(&idleWindow, "idlewindow", time.Minute, "how long the server's idle CPU is measured after the apply, whole seconds; a minute holds each of its periodic tasks (the controllers' cache check, their idle passes) at least once")
+	flag.BoolVar(&idleOnly, "idleonly", false, "stop after the idle measurement: skip node loss, rollout and scaling")
 	flag.StringVar(&scaleProfile, "scaleprofile", "", "write the server's CPU profile over the first 30 s of the scale 0 -> N to this file")
 	flag.StringVar(&heapProfile, "heapprofile", "", "write the server's heap profile, taken once all are Running after the apply, to this file")
 	flag.StringVar(&simProfile, "simprofile", "", "write the live fleet's (berth sim agents) CPU profile, over its whole run, to this file")
@@ -232,6 +234,9 @@ var idleProfile string
 // idleWindow is how long the idle CPU is measured.
 var idleWindow time.Duration
 
+// idleOnly ends the run after the idle measurement.
+var idleOnly bool
+
 // scaleProfile is where the server's CPU profile of the scale 0 -> N goes, if set.
 var scaleProfile string
 
@@ -277,6 +282,41 @@ func adminGet(url, caFile, token, path string) ([]byte, error) {
 		return nil, fmt.Errorf("GET %s: %s", path, resp.Status)
 	}
 	return io.ReadAll(resp.Body)
+}
+
+// passCounts reads the server's controller passes by cause
+// (berth_controller_passes_total); nil when it cannot.
+func passCounts(url, caFile, token string) map[string]float64 {
+	b, err := adminGet(url, caFile, token, "/metrics")
+	if err != nil {
+		return nil
+	}
+	out := map[string]float64{}
+	for line := range strings.Lines(string(b)) {
+		rest, ok := strings.CutPrefix(line, `berth_controller_passes_total{cause="`)
+		if !ok {
+			continue
+		}
+		cause, val, _ := strings.Cut(rest, `"} `)
+		if v, err := strconv.ParseFloat(strings.TrimSpace(val), 64); err == nil {
+			out[cause] = v
+		}
+	}
+	return out
+}
+
+// passDiff says how many passes each cause started between two counts.
+func passDiff(before, after map[string]float64) string {
+	var parts []string
+	for _, cause := range slices.Sorted(maps.Keys(after)) {
+		if n := after[cause] - before[cause]; n > 0 {
+			parts = append(parts, fmt.Sprintf("%s %.0f", cause, n))
+		}
+	}
+	if len(parts) == 0 {
+		return "none"
+	}
+	return strings.Join(parts, ", ")
 }
 
 func readFile(path string) string {
@@ -489,15 +529,23 @@ func bench(bin string, nodes, instances, services int, timeout time.Duration) er
 			idleProfiled <- profile(url, ca, readFile(filepath.Join(srvDir, "tls", "token")), idleProfile, secs)
 		}()
 	}
+	token := readFile(filepath.Join(srvDir, "tls", "token"))
+	before := passCounts(url, ca, token)
 	t0 = time.Now()
 	idle := sampler.cpuOver(time.Duration(secs) * time.Second)
 	fmt.Printf("  idle server CPU at steady state: %.2f cores (mean over %d s from all Running; busiest 5 s %.2f)\n",
 		idle, secs, sampler.busiest(t0, 5*time.Second))
+	if after := passCounts(url, ca, token); after != nil {
+		fmt.Printf("  controller passes at steady state, by cause: %s\n", passDiff(before, after))
+	}
 	if idleProfile != "" {
 		if err := <-idleProfiled; err != nil {
 			return fmt.Errorf("idle cpu profile: %w", err)
 		}
 		fmt.Println("  server CPU profile at steady state:", idleProfile)
+	}
+	if idleOnly {
+		return nil
 	}
 
 	t0 = time.Now()

@@ -3,6 +3,8 @@ package apiserver
 import (
 	"context"
 	"fmt"
+	"net/http"
+	"strings"
 	"sync"
 	"time"
 
@@ -100,6 +102,19 @@ func (s *Server) heartbeatOnly(ctx context.Context, n *api.Node, held bool) bool
 	}
 	s.ready.note(name, was.Message)
 	return true
+}
+
+// preferMinimal says whether r asks for no body in the answer (see
+// api.PreferMinimal).
+func preferMinimal(r *http.Request) bool {
+	for _, v := range r.Header.Values("Prefer") {
+		for p := range strings.SplitSeq(v, ",") {
+			if strings.TrimSpace(p) == api.PreferMinimal {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // freshen shows a node's latest heartbeat through this server, which the

@@ -2,8 +2,12 @@ package apiserver_test
 
 import (
 	"context"
+	"fmt"
+	"io"
 	"log/slog"
+	"net/http"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -257,5 +261,75 @@ func TestInProcessHeartbeat(t *testing.T) {
 	}
 	if live, err := e.store.LiveNodes(ctx); err != nil || !live["n1"] {
 		t.Fatalf("n1 not alive after beating past a lapse: %v, %v", live, err)
+	}
+}
+
+// A beat that asks for a minimal answer, as agents' do, gets no body once
+// it changes nothing stored, and its node stays alive; one that changes
+// something, or asks for no such thing, gets the node back.
+func TestHeartbeatPreferringMinimalGetsNoBody(t *testing.T) {
+	e, ctx := startWithNode(t)
+	beat := func(msg string, prefer bool) (int, string) {
+		t.Helper()
+		body := fmt.Sprintf(`{"metadata":{"name":"n1"},"status":{"condition":"Ready","lastHeartbeat":%q,"message":%q}}`,
+			time.Now().UTC().Format(time.RFC3339Nano), msg)
+		req, _ := http.NewRequestWithContext(ctx, http.MethodPut, "http://berth/v1/nodes/n1/status", strings.NewReader(body))
+		if prefer {
+			req.Header.Set("Prefer", "respond-async, "+api.PreferMinimal)
+		}
+		resp, err := e.raw.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	if code, body := beat("", true); code != http.StatusOK || !strings.Contains(body, `"n1"`) {
+		t.Fatalf("the first beat, which writes the node Ready, got %d %q; want 200 and the node", code, body)
+	}
+	if code, body := beat("", true); code != http.StatusNoContent || body != "" {
+		t.Fatalf("a beat that changes nothing, preferring a minimal answer, got %d %q; want 204 and no body", code, body)
+	}
+	if live, err := e.store.LiveNodes(ctx); err != nil || !live["n1"] {
+		t.Fatalf("after beats answered with no body n1 is not alive: %v, %v", live, err)
+	}
+	if code, body := beat("", false); code != http.StatusOK || !strings.Contains(body, `"n1"`) {
+		t.Fatalf("a beat not asking for a minimal answer got %d %q; want 200 and the node", code, body)
+	}
+	if code, body := beat("disk pressure", true); code != http.StatusOK || !strings.Contains(body, "disk pressure") {
+		t.Fatalf("a beat with a new message got %d %q; want 200 and the node written", code, body)
+	}
+	// The client's beats ask for it, and still learn the server's pace.
+	if next, err := e.client.Nodes().Heartbeat(ctx, "n1", time.Now()); err != nil || next <= 0 {
+		t.Fatalf("client heartbeat: next in %v, %v; want the server's interval", next, err)
+	}
+}
+
+// A watch beats at the server's pace, or at the slower one it asks for,
+// up to api.MaxWatchHeartbeat, and says which in its answer.
+func TestWatchAsksForFewerHeartbeats(t *testing.T) {
+	e, ctx := startWithNode(t)
+	for _, c := range []struct{ path, want string }{
+		{"/v1/nodes/n1/assignments?watch=1", "100ms"}, // the test server's pace
+		{"/v1/nodes/n1/assignments?watch=1&heartbeat=1m", "1m0s"},
+		{"/v1/nodes/n1/assignments?watch=1&heartbeat=10ms", "100ms"}, // never faster
+		{"/v1/nodes/n1/assignments?watch=1&heartbeat=24h", api.MaxWatchHeartbeat.String()},
+		{"/v1/nodes/n1/assignments?watch=1&heartbeat=soon", "100ms"},
+		{"/v1/services?watch=1&heartbeat=1m", "1m0s"},
+	} {
+		rctx, cancel := context.WithCancel(ctx)
+		req, _ := http.NewRequestWithContext(rctx, http.MethodGet, "http://berth"+c.path, nil)
+		resp, err := e.raw.Do(req)
+		if err != nil {
+			cancel()
+			t.Fatal(err)
+		}
+		got := resp.Header.Get(api.WatchHeartbeatHeader)
+		resp.Body.Close()
+		cancel()
+		if resp.StatusCode != http.StatusOK || got != c.want {
+			t.Errorf("GET %s: %d, heartbeat every %q; want 200, %q", c.path, resp.StatusCode, got, c.want)
+		}
 	}
 }

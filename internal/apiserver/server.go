@@ -941,7 +941,13 @@ func (s *Server) putStatus(w http.ResponseWriter, r *http.Request) {
 				return
 			}
 			if done {
-				// Nothing stored changed: the answer is the beat itself.
+				// Nothing stored changed: the answer is the beat itself,
+				// or nothing when the agent asks no more.
+				if preferMinimal(r) {
+					w.Header().Set("Preference-Applied", api.PreferMinimal)
+					w.WriteHeader(http.StatusNoContent)
+					return
+				}
 				writeJSON(w, http.StatusOK, n)
 				return
 			}

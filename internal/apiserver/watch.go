@@ -28,6 +28,16 @@ type WatchEvent struct {
 	Code     string          `json:"code,omitempty"`
 }
 
+// watchBeat is how often r's stream gets a heartbeat while quiet: this
+// server's pace, or the slower one r asks for (api.WatchHeartbeatParam).
+func (s *Server) watchBeat(r *http.Request) time.Duration {
+	d, err := time.ParseDuration(r.URL.Query().Get(api.WatchHeartbeatParam))
+	if err != nil || d <= s.heartbeat {
+		return s.heartbeat
+	}
+	return min(d, api.MaxWatchHeartbeat)
+}
+
 // serveWatch streams events as newline-delimited JSON, or as server-sent
 // events when the client accepts text/event-stream, until the client goes
 // away or the watch fails. SSE events carry the revision as their id, so
@@ -43,6 +53,8 @@ func (s *Server) serveWatch(w http.ResponseWriter, r *http.Request, src watchSou
 	} else {
 		w.Header().Set("Content-Type", "application/x-ndjson")
 	}
+	every := s.watchBeat(r)
+	w.Header().Set(api.WatchHeartbeatHeader, every.String())
 	w.WriteHeader(http.StatusOK)
 	kind := r.PathValue("kind")
 	if kind == "" {
@@ -88,7 +100,7 @@ func (s *Server) serveWatch(w http.ResponseWriter, r *http.Request, src watchSou
 		put(ev)
 		return flush()
 	}
-	beat := time.NewTicker(s.heartbeat)
+	beat := time.NewTicker(every)
 	defer beat.Stop()
 	// A node's stream ends once its certificate stops working, not at
 	// its next request: checked again whenever the credentials change.

@@ -64,6 +64,19 @@ type cache struct {
 	// checked counts the checks that found the cache as the store holds
 	// it (see check).
 	checked int
+	// why holds what changed since the last takeWhy.
+	why causes
+	// lent says a snapshot holds leases and lapsed: they are copied
+	// before they change, not with every snapshot (15,000 leases copied
+	// for each pass were a good part of a settled server's CPU).
+	lent bool
+	// liveGen moves whenever leases or lapsed change, bindGen whenever
+	// a node gets its first bound instance or loses its last; with
+	// nodeGen they say when dead (the nodes with instances and without
+	// a lease or a node object) must be worked out again.
+	liveGen, bindGen int64
+	dead             []string
+	deadAt           [3]int64
 }
 
 // tally counts the cached instances by node and by phase, kept as they
@@ -148,6 +161,10 @@ func (c *cache) fill(ctx context.Context) (int64, error) {
 	c.order = map[api.Kind]*ordered{}
 	c.owners, c.ownerNum = nil, map[ownerID]int32{}
 	c.nodeGen++
+	c.liveGen++
+	c.bindGen++
+	c.lent = false
+	c.why |= causeList
 	c.bump()
 	c.mu.Unlock()
 	return rev, nil
@@ -167,7 +184,11 @@ func (c *cache) apply(b store.ChangeBatch) bool {
 	changed := false
 	for _, ch := range b.Changes {
 		changed = true
+		if ch.Lease != "" || ch.Lapsed != "" {
+			c.unlend()
+		}
 		if ch.Lease != "" {
+			c.why |= causeLease
 			if ch.Type == store.Deleted {
 				delete(c.leases, ch.Lease)
 			} else {
@@ -176,6 +197,7 @@ func (c *cache) apply(b store.ChangeBatch) bool {
 			continue
 		}
 		if ch.Lapsed != "" {
+			c.why |= causeLapsed
 			if ch.Type == store.Deleted {
 				delete(c.lapsed, ch.Lapsed)
 			} else {
@@ -183,6 +205,7 @@ func (c *cache) apply(b store.ChangeBatch) bool {
 			}
 			continue
 		}
+		c.why |= causeOf(ch.Kind)
 		if ch.Kind == api.KindNode {
 			c.nodeGen++
 		}
@@ -196,7 +219,9 @@ func (c *cache) apply(b store.ChangeBatch) bool {
 		if in, ok := old.(*api.Instance); ok {
 			c.changed[instanceOwner(in)] = true
 			c.tally.add(in, -1)
-			unbind(c.byNode, in.Spec.Node, k)
+			if unbind(c.byNode, in.Spec.Node, k) {
+				c.bindGen++
+			}
 		}
 		if ch.Type == store.Deleted {
 			if had {
@@ -209,7 +234,7 @@ func (c *cache) apply(b store.ChangeBatch) bool {
 			delete(c.order, ch.Kind)
 		} else if o := c.order[ch.Kind]; o != nil {
 			i := o.at[k]
-			o.objs[i] = ch.Object
+			o.objs[i], o.out, o.grouped = ch.Object, nil, nil
 			// An owner changed (never, as the API goes) numbers the
 			// order afresh: a snapshot's ownerOf is never written.
 			if in, ok := ch.Object.(*api.Instance); ok && c.ownerNumber(in) != o.ownerOf[i] {
@@ -219,7 +244,9 @@ func (c *cache) apply(b store.ChangeBatch) bool {
 		if in, ok := ch.Object.(*api.Instance); ok {
 			c.changed[instanceOwner(in)] = true
 			c.tally.add(in, 1)
-			bind(c.byNode, in.Spec.Node, k)
+			if bind(c.byNode, in.Spec.Node, k) {
+				c.bindGen++
+			}
 		}
 		m[k] = ch.Object
 	}
@@ -228,6 +255,15 @@ func (c *cache) apply(b store.ChangeBatch) bool {
 		c.bump()
 	}
 	return changed
+}
+
+// takeWhy returns what changed since it was last called.
+func (c *cache) takeWhy() causes {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	why := c.why
+	c.why = 0
+	return why
 }
 
 // waitFor waits until the cache has applied revision rev.
@@ -251,27 +287,60 @@ func (c *cache) waitFor(ctx context.Context, rev int64, timeout time.Duration) e
 	}
 }
 
-// bind notes instance key as bound to node in byNode.
-func bind(byNode map[string]map[string]struct{}, node, key string) {
+// bind notes instance key as bound to node in byNode, and says whether
+// it is the node's first.
+func bind(byNode map[string]map[string]struct{}, node, key string) bool {
 	if node == "" {
-		return
+		return false
 	}
 	keys := byNode[node]
-	if keys == nil {
+	first := keys == nil
+	if first {
 		keys = map[string]struct{}{}
 		byNode[node] = keys
 	}
 	keys[key] = struct{}{}
+	return first
 }
 
-// unbind undoes bind.
-func unbind(byNode map[string]map[string]struct{}, node, key string) {
+// unbind undoes bind, and says whether key was the node's last.
+func unbind(byNode map[string]map[string]struct{}, node, key string) bool {
 	if keys := byNode[node]; keys != nil {
 		delete(keys, key)
 		if len(keys) == 0 {
 			delete(byNode, node)
+			return true
 		}
 	}
+	return false
+}
+
+// unlend makes leases and lapsed the cache's own again before they
+// change, and notes the change; c.mu is held.
+func (c *cache) unlend() {
+	c.liveGen++
+	if c.lent {
+		c.leases, c.lapsed, c.lent = maps.Clone(c.leases), maps.Clone(c.lapsed), false
+	}
+}
+
+// deadNodes names the nodes with instances bound and without a lease or
+// a node object, worked out again only when one of these changed; c.mu
+// is held.
+func (c *cache) deadNodes() []string {
+	at := [3]int64{c.nodeGen, c.liveGen, c.bindGen}
+	if c.dead != nil && c.deadAt == at {
+		return c.dead
+	}
+	nodes := c.objs[api.KindNode]
+	dead := []string{}
+	for node := range c.byNode {
+		if _, ok := nodes[objKey("", node)]; !ok || !c.leases[node] {
+			dead = append(dead, node)
+		}
+	}
+	c.dead, c.deadAt = dead, at
+	return dead
 }
 
 // snapshot copies out what a pass reads, in key order as a list would give.
@@ -283,31 +352,25 @@ func (c *cache) snapshot() (*snapshot, map[string]bool) {
 	sn.services = copyOut[api.Service](c, api.KindService)
 	sn.jobs = copyOut[api.Job](c, api.KindJob)
 	sn.instances = copyOut[api.Instance](c, api.KindInstance)
-	sn.ownerOf, sn.owners = c.order[api.KindInstance].ownerOf, c.owners
+	o := c.order[api.KindInstance]
+	sn.ownerOf, sn.owners, sn.grouped = o.ownerOf, c.owners, o.grouped
 	sn.crons = copyOut[api.CronJob](c, api.KindCronJob)
 	if !c.all {
 		sn.changed = c.changed
 	}
 	sn.counted, sn.unbound = true, c.tally.unbound
-	sn.nodeGen = c.nodeGen
+	sn.nodeGen, sn.liveGen = c.nodeGen, c.liveGen
+	sn.lent = true
 	c.changed, c.all = map[ownerID]bool{}, false
-	live := make(map[string]bool, len(c.leases))
-	for n := range c.leases {
-		live[n] = true
-	}
-	sn.lapsed = make(map[string]bool, len(c.lapsed))
-	for n := range c.lapsed {
-		sn.lapsed[n] = true
-	}
+	// Lent, read-only: apply copies them before it changes them.
+	live := c.leases
+	sn.lapsed, c.lent = c.lapsed, true
 	// The instances of the nodes without a lease or gone, by their place
 	// in sn.instances, which copyOut took in the order's.
 	at := c.order[api.KindInstance].at
-	nodes := c.objs[api.KindNode]
 	sn.onDead = map[string][]int{}
-	for node, keys := range c.byNode {
-		if _, ok := nodes[objKey("", node)]; ok && c.leases[node] {
-			continue
-		}
+	for _, node := range c.deadNodes() {
+		keys := c.byNode[node]
 		idx := make([]int, 0, len(keys))
 		for k := range keys {
 			idx = append(idx, at[k])
@@ -318,15 +381,22 @@ func (c *cache) snapshot() (*snapshot, map[string]bool) {
 	return &sn, live
 }
 
+// copyOut is kind k's cached objects in order, lent to a snapshot: the
+// same slice for every snapshot until one of them changes (see
+// ordered.out).
 func copyOut[T any, P interface {
 	*T
 	api.Object
 }](c *cache, k api.Kind) []P {
 	if o, ok := c.order[k]; ok {
+		if out, ok := o.out.([]P); ok {
+			return out
+		}
 		out := make([]P, len(o.objs))
 		for i, obj := range o.objs {
 			out[i] = obj.(P)
 		}
+		o.out, o.grouped = out, &grouped{}
 		return out
 	}
 	m := c.objs[k]
@@ -338,7 +408,7 @@ func copyOut[T any, P interface {
 		ma, mb := a.GetMetadata(), b.GetMetadata()
 		return cmp.Or(strings.Compare(ma.Namespace, mb.Namespace), strings.Compare(ma.Name, mb.Name))
 	})
-	o := &ordered{objs: make([]api.Object, len(out)), at: make(map[string]int, len(out))}
+	o := &ordered{objs: make([]api.Object, len(out)), at: make(map[string]int, len(out)), out: out, grouped: &grouped{}}
 	for i, obj := range out {
 		md := obj.GetMetadata()
 		o.objs[i], o.at[objKey(md.Namespace, md.Name)] = obj, i
@@ -360,6 +430,21 @@ type ordered struct {
 	objs    []api.Object
 	at      map[string]int
 	ownerOf []int32
+	// out is objs as the typed slice snapshots get, until one of objs
+	// changes: never written once made, as snapshots hold it. A settled
+	// cluster's passes then copy nothing (at 300,000 instances, the
+	// copy was most of what a pass that found nothing to do cost).
+	out any
+	// grouped holds out's instances by owner, once a pass has grouped
+	// them, for the passes after it.
+	grouped *grouped
+}
+
+// grouped is a lent instance list grouped by owner (snapshot.byOwner),
+// made once for all the snapshots that share the list.
+type grouped struct {
+	once  sync.Once
+	owned map[ownerID][]*api.Instance
 }
 
 // ownerNumber is in's owner's number in c.owners, given now if it has

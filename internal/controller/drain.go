@@ -121,6 +121,10 @@ func (m *Manager) noteWaiting(node, msg string) bool {
 // Long because it is one pass over the draining nodes whose steps share the
 // snapshot it changes as it goes.
 func (m *Manager) drainPass(ctx context.Context, sn *snapshot) error {
+	// Nodes as they were when none was draining still have none.
+	if sn.nodeGen != 0 && sn.nodeGen == m.noDrains {
+		return nil
+	}
 	draining := map[string]*api.Node{}
 	var names []string
 	for _, n := range sn.nodes {
@@ -130,6 +134,7 @@ func (m *Manager) drainPass(ctx context.Context, sn *snapshot) error {
 		}
 	}
 	if len(names) == 0 {
+		m.noDrains = sn.nodeGen
 		return nil
 	}
 	sort.Strings(names)
@@ -204,7 +209,8 @@ func (m *Manager) drainPass(ctx context.Context, sn *snapshot) error {
 		m.event(ctx, n, api.EventNormal, "NodeDrained", "nothing is left on the node; it stays unschedulable until uncordoned")
 	}
 	if len(gone) > 0 {
-		kept := sn.instances[:0]
+		// Afresh: sn.instances may be the cache's (see snapshot.lent).
+		kept := make([]*api.Instance, 0, len(sn.instances))
 		for _, in := range sn.instances {
 			if !gone[in.Metadata.Namespace+"/"+in.Metadata.Name] {
 				kept = append(kept, in)
@@ -212,7 +218,7 @@ func (m *Manager) drainPass(ctx context.Context, sn *snapshot) error {
 				sn.touch(in)
 			}
 		}
-		sn.instances = kept
+		sn.instances, sn.instancesOwn = kept, true
 	}
 	return errors.Join(errs...)
 }

@@ -43,6 +43,11 @@ type Manager struct {
 	// looked at every service.
 	settled  map[ownerID]int64
 	lastFull time.Time
+	// noDrains is the snapshot.nodeGen at which no node was draining.
+	noDrains int64
+	// nodesQuiet is the snapshot.nodeGen and liveGen at which nodesPass
+	// found every node alive and Ready and no instance on a node gone.
+	nodesQuiet [2]int64
 	// subnetsDone is the snapshot.nodeGen at which every node was found
 	// with a pod subnet (see assignSubnets).
 	subnetsDone int64
@@ -148,13 +153,18 @@ func (m *Manager) Run(ctx context.Context) error {
 	defer t.Stop()
 	idle := m.opt.Resync // the wait after a quiet pass
 	for {
+		woke := causeTimer
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-m.poke:
-			idle = m.opt.Resync
+			idle, woke = m.opt.Resync, causeAgain
 		case <-t.C:
 		}
+		if why := m.cache.takeWhy(); why != 0 {
+			woke = why
+		}
+		woke.count()
 		t0 := time.Now()
 		err := m.Pass(ctx)
 		if err != nil && ctx.Err() == nil {
@@ -289,9 +299,34 @@ type snapshot struct {
 	ownerOf []int32
 	owners  []ownerID
 	touched bool
+	// grouped, when not nil, groups instances (lent by the cache) by
+	// owner once for every snapshot that shares them.
+	grouped *grouped
 	// nodeGen names the nodes as the cache held them: two snapshots of
 	// one nodeGen hold the same nodes, unchanged. Zero when not known.
-	nodeGen int64
+	// liveGen does so for the heartbeat leases (live) and lapsed.
+	nodeGen, liveGen int64
+	// lent says nodes and instances are the cache's, shared with other
+	// snapshots: setNode and setInstance copy them before the first
+	// change.
+	lent, nodesOwn, instancesOwn bool
+}
+
+// setNode puts n at i in sn.nodes, which it copies first if lent.
+func (sn *snapshot) setNode(i int, n *api.Node) {
+	if sn.lent && !sn.nodesOwn {
+		sn.nodes, sn.nodesOwn = slices.Clone(sn.nodes), true
+	}
+	sn.nodes[i] = n
+}
+
+// setInstance puts in at i in sn.instances, which it copies first if
+// lent.
+func (sn *snapshot) setInstance(i int, in *api.Instance) {
+	if sn.lent && !sn.instancesOwn {
+		sn.instances, sn.instancesOwn = slices.Clone(sn.instances), true
+	}
+	sn.instances[i] = in
 }
 
 // touch notes that a controller changed in in this snapshot, for the
@@ -308,6 +343,10 @@ func (sn *snapshot) touch(in *api.Instance) {
 func (sn *snapshot) byOwner() map[ownerID][]*api.Instance {
 	switch {
 	case sn.owned != nil:
+	case !sn.touched && sn.grouped != nil && !sn.instancesOwn && len(sn.ownerOf) == len(sn.instances):
+		g := sn.grouped
+		g.once.Do(func() { g.owned = byOwnerNumber(sn.instances, sn.ownerOf, sn.owners) })
+		sn.owned = g.owned
 	case !sn.touched && sn.ownerOf != nil && len(sn.ownerOf) == len(sn.instances):
 		sn.owned = byOwnerNumber(sn.instances, sn.ownerOf, sn.owners)
 	default:

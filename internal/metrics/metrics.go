@@ -44,6 +44,10 @@ var (
 		Help:    "Time a controller pass (every controller over one snapshot) takes.",
 		Buckets: latencyBuckets,
 	})
+	ControllerPasses = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "berth_controller_passes_total",
+		Help: "Controller passes, by what started them (a pass started by several causes counts once under each).",
+	}, []string{"cause"})
 	SchedulerPlacements = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "berth_scheduler_placements_total",
 		Help: "Instances the scheduler placed (result=placed) or could not place (result=failed).",
@@ -86,7 +90,7 @@ var (
 )
 
 var own = []prometheus.Collector{
-	APIRequestDuration, APIWritePhaseDuration, APIWatches, ControllerPassDuration, SchedulerPlacements, SchedulerDuration, RemoteStreams,
+	APIRequestDuration, APIWritePhaseDuration, APIWatches, ControllerPassDuration, ControllerPasses, SchedulerPlacements, SchedulerDuration, RemoteStreams,
 	ContainerStartDuration, ContainerStartFailures, ImagePulls, ImagePullBytes, ImagePullDuration,
 }
 
