@@ -109,7 +109,7 @@ func Start(ctx context.Context, cfg Config) (*Plane, error) {
 		return nil, fmt.Errorf("node network %s on %s: %w", cfg.Subnet, cfg.Bridge, err)
 	}
 	svcs, err := network.NewServices(ctx, vip.Config{Table: cfg.ServiceTable, LocalSubnet: cfg.Subnet},
-		dns.Config{Upstreams: cfg.Upstreams})
+		dns.Config{Upstreams: cfg.Upstreams, SyncWait: dnsSyncWait})
 	if err != nil {
 		node.Close()
 		return nil, fmt.Errorf("service tables: %w", err)
@@ -135,6 +135,13 @@ func Start(ctx context.Context, cfg Config) (*Plane, error) {
 	p.wg.Go(func() { peers.follow(ctx) })
 	return p, nil
 }
+
+// dnsSyncWait is how long the node's DNS server holds a query for a
+// cluster name until the plane has listed the services once (see
+// dns.Config.SyncWait), across a restart of the node's agent: within
+// glibc's 5 s timeout, so that the query is answered, not failed (musl
+// asks again meanwhile, and takes whichever answer comes).
+const dnsSyncWait = 4 * time.Second
 
 // Close stops following the API and the DNS server. What is programmed
 // stays: containers keep their addresses and services keep answering

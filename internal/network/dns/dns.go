@@ -20,6 +20,7 @@ import (
 	"net/netip"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	mdns "github.com/miekg/dns"
@@ -59,6 +60,12 @@ type Config struct {
 	// Upstreams ("host:port") resolve names outside the domain; none means
 	// NXDOMAIN for them.
 	Upstreams []string
+	// SyncWait is how long a query for the domain waits for the first
+	// SetServices, after which it gets SERVFAIL; 0 answers from what is
+	// held at once. A node's server starts serving before it has listed
+	// the services: without the wait, a running container that asks then
+	// is told that its services' names do not exist, and may cache that.
+	SyncWait time.Duration
 }
 
 // Server holds the records and answers queries. It is safe for concurrent
@@ -68,6 +75,10 @@ type Server struct {
 	ttl       uint32
 	upstreams []string
 	client    *mdns.Client
+	syncWait  time.Duration
+	synced    chan struct{} // closed by the first SetServices
+	syncOnce  sync.Once
+	waiting   atomic.Int32 // queries waiting for it
 
 	mu       sync.RWMutex
 	services map[string]Service
@@ -97,6 +108,8 @@ func NewServer(cfg Config) *Server {
 		ttl:       uint32(ttl / time.Second),
 		upstreams: cfg.Upstreams,
 		client:    &mdns.Client{Timeout: 2 * time.Second},
+		syncWait:  cfg.SyncWait,
+		synced:    make(chan struct{}),
 		services:  map[string]Service{},
 		names:     map[string]*rrset{},
 		parents:   map[string]int{},
@@ -113,6 +126,30 @@ func (s *Server) SetServices(svcs []Service) {
 	for _, svc := range svcs {
 		s.services[svc.key()] = svc
 		s.index(svc, +1)
+	}
+	s.syncOnce.Do(func() { close(s.synced) })
+}
+
+// waitSynced says whether the server holds a full list of services, once
+// it does or Config.SyncWait has passed.
+func (s *Server) waitSynced() bool {
+	if s.syncWait <= 0 {
+		return true
+	}
+	select {
+	case <-s.synced:
+		return true
+	default:
+	}
+	s.waiting.Add(1)
+	defer s.waiting.Add(-1)
+	t := time.NewTimer(s.syncWait)
+	defer t.Stop()
+	select {
+	case <-s.synced:
+		return true
+	case <-t.C:
+		return false
 	}
 }
 
@@ -265,6 +302,10 @@ func (s *Server) answer(req *mdns.Msg, from net.Addr) *mdns.Msg {
 	name := strings.ToLower(q.Name)
 	if name != s.zone && !strings.HasSuffix(name, "."+s.zone) {
 		return s.forward(req, from)
+	}
+	if !s.waitSynced() {
+		// Not "no such name": the server does not know yet.
+		return m.SetRcode(req, mdns.RcodeServerFailure)
 	}
 	m.SetReply(req)
 	m.Authoritative = true

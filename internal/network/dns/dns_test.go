@@ -243,3 +243,43 @@ func TestIdleServerWaitsWithoutWaking(t *testing.T) {
 		t.Fatal("the server did not stop")
 	}
 }
+
+// Until it has listed the services, a node's server holds a query for a
+// cluster name rather than deny the name, and answers it once it has;
+// past SyncWait it fails the query, still without denying the name.
+// Names outside the domain do not wait.
+func TestQueriesWaitForTheFirstList(t *testing.T) {
+	s := NewServer(Config{SyncWait: time.Minute})
+	addr := serve(t, s)
+	if r, rtt := query(t, addr, "example.com.", mdns.TypeA); r.Rcode != mdns.RcodeNameError || rtt > time.Second {
+		t.Fatalf("a name outside the domain before the list: %s after %v", mdns.RcodeToString[r.Rcode], rtt)
+	}
+	got := make(chan *mdns.Msg, 1)
+	go func() {
+		m := new(mdns.Msg)
+		m.SetQuestion("web.default.berth.", mdns.TypeA)
+		r, _, err := (&mdns.Client{Timeout: time.Minute}).Exchange(m, addr)
+		if err != nil {
+			t.Error(err)
+		}
+		got <- r
+	}()
+	deadline := time.Now().Add(30 * time.Second)
+	for s.waiting.Load() == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the query never reached the server")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	s.SetServices([]Service{web()})
+	r := <-got
+	if r == nil || r.Rcode != mdns.RcodeSuccess || len(r.Answer) != 1 {
+		t.Fatalf("the query held until the list: %v", r)
+	}
+
+	s = NewServer(Config{SyncWait: 50 * time.Millisecond})
+	addr = serve(t, s)
+	if r, _ := query(t, addr, "web.default.berth.", mdns.TypeA); r.Rcode != mdns.RcodeServerFailure {
+		t.Fatalf("a query past the wait, with no list yet: %s, want SERVFAIL", mdns.RcodeToString[r.Rcode])
+	}
+}
