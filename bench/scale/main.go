@@ -653,7 +653,8 @@ func (p *probe) watches() string {
 }
 
 // goMemory is where the server's Go runtime memory is, from its metrics:
-// the heap in use (live and not yet collected), goroutine stacks, the
+// all it allocated since it started (the phases' differences are what
+// each cost), the heap in use (live and not yet collected), goroutine stacks, the
 // runtime's own, and the soft limit. With RSS's parts it tells the heap's
 // share from etcd's database pages (file-backed) and from the stacks.
 func (p *probe) goMemory() string {
@@ -672,8 +673,8 @@ func (p *probe) goMemory() string {
 		}
 	}
 	mib := func(name string) float64 { return v[name] / (1 << 20) }
-	return fmt.Sprintf("Go heap in use %.0f MiB, stacks %.0f MiB, runtime %.0f MiB, limit %.0f MiB",
-		mib("go_memstats_heap_inuse_bytes"), mib("go_memstats_stack_inuse_bytes"),
+	return fmt.Sprintf("Go allocated since start %.0f MiB, heap in use %.0f MiB, stacks %.0f MiB, runtime %.0f MiB, limit %.0f MiB",
+		mib("go_memstats_alloc_bytes_total"), mib("go_memstats_heap_inuse_bytes"), mib("go_memstats_stack_inuse_bytes"),
 		mib("go_memstats_sys_bytes")-mib("go_memstats_heap_sys_bytes")-mib("go_memstats_stack_sys_bytes"), mib("go_gc_gomemlimit_bytes"))
 }
 
