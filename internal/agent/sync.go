@@ -334,8 +334,11 @@ func (a *Agent) listContainers(ctx context.Context) ([]runtime.Status, error) {
 
 // observe turns the cached containers into the reconciler's view.
 func (a *Agent) observe() ([]reconcile.Container, map[string]runtime.Status) {
-	var out []reconcile.Container
-	byID := map[string]runtime.Status{}
+	// Sized for every container at once: a node's pass runs after each
+	// burst of its assignments, and growing both from empty on each pass
+	// was most of what observing cost a hollow fleet.
+	out := make([]reconcile.Container, 0, len(a.containers))
+	byID := make(map[string]runtime.Status, len(a.containers))
 	for _, st := range a.containers {
 		uid := st.Labels[labelUID]
 		if uid == "" {
@@ -631,7 +634,7 @@ func (a *Agent) track(ctx context.Context, byID map[string]runtime.Status, insts
 // Long because the status of an instance is built from each of its
 // containers in one pass, init, sidecars and main alike.
 func (a *Agent) report(ctx context.Context, insts map[string]*Instance, byID map[string]runtime.Status, now time.Time) {
-	mine := map[string][]runtime.Status{}
+	mine := make(map[string][]runtime.Status, len(insts))
 	for _, st := range byID {
 		uid := st.Labels[labelUID]
 		mine[uid] = append(mine[uid], st)

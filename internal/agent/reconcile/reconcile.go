@@ -142,11 +142,12 @@ func Backoff(attempt int, ran time.Duration) time.Duration {
 // Compute returns the actions that bring observed toward desired at now.
 func Compute(desired []Desired, observed []Container, now time.Time) Result {
 	var res Result
-	byUID := map[string][]Container{}
+	// Both maps sized up front: a node's every pass builds them anew.
+	byUID := make(map[string][]Container, len(observed))
 	for _, c := range observed {
 		byUID[c.UID] = append(byUID[c.UID], c)
 	}
-	want := map[string]bool{}
+	want := make(map[string]bool, len(desired))
 	for _, d := range desired {
 		want[d.UID] = true
 	}
