@@ -153,8 +153,21 @@ func Compute(desired []Desired, observed []Container, now time.Time) Result {
 	}
 	// Containers of instances no longer assigned here go, running or not;
 	// an instance's sidecars only once its other containers have stopped.
+	// Counted first, so that the orphans and their actions are allocated
+	// once: a node that lets go of many instances (a scale to 0) has each
+	// of its passes, until they are gone, act on all of them again.
+	n := 0
+	for uid, cs := range byUID {
+		if !want[uid] {
+			n += len(cs)
+		}
+	}
 	var orphans []Container
 	otherRunning := map[string]bool{}
+	if n > 0 {
+		orphans = make([]Container, 0, n)
+		res.Actions = make([]Action, 0, 2*n)
+	}
 	for uid, cs := range byUID {
 		if !want[uid] {
 			orphans = append(orphans, cs...)
