@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"strings"
 	"time"
+	"unsafe"
 
 	"github.com/tidwall/gjson"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
@@ -660,23 +661,29 @@ func (s *Store) InstancesNamed(ctx context.Context, refs [][2]string) ([]*api.In
 // node's batch (template, environment, placement, labels) was most of
 // what the batch cost the server; and json.Unmarshal of those fields
 // alone still scanned the whole value twice (a validating pass, then the
-// decoding), where gjson finds each field and steps over the rest.
+// decoding), where gjson finds each field and steps over the rest. The
+// fields are decoded from value in place: gjson's byte form copies each
+// field it finds first.
 func decodeHead(value []byte, in *api.Instance) error {
-	r := gjson.GetManyBytes(value, "metadata", "spec.node", "spec.template.containers", "status")
+	if len(value) == 0 {
+		return fmt.Errorf("stored instance: empty")
+	}
+	r := gjson.GetMany(unsafe.String(&value[0], len(value)), "metadata", "spec.node", "spec.template.containers", "status")
+	field := func(x gjson.Result) []byte { return value[x.Index : x.Index+len(x.Raw)] }
 	if !r[0].IsObject() {
 		return fmt.Errorf("stored instance: no metadata")
 	}
-	if err := json.Unmarshal([]byte(r[0].Raw), &in.Metadata); err != nil {
+	if err := json.Unmarshal(field(r[0]), &in.Metadata); err != nil {
 		return fmt.Errorf("stored instance: metadata: %w", err)
 	}
-	in.Spec.Node = r[1].String()
+	in.Spec.Node = strings.Clone(r[1].String()) // not a view of value
 	if r[2].Exists() {
-		if err := json.Unmarshal([]byte(r[2].Raw), &in.Spec.Template.Containers); err != nil {
+		if err := json.Unmarshal(field(r[2]), &in.Spec.Template.Containers); err != nil {
 			return fmt.Errorf("stored instance: containers: %w", err)
 		}
 	}
 	if r[3].Exists() {
-		if err := json.Unmarshal([]byte(r[3].Raw), &in.Status); err != nil {
+		if err := json.Unmarshal(field(r[3]), &in.Status); err != nil {
 			return fmt.Errorf("stored instance: status: %w", err)
 		}
 	}
