@@ -651,7 +651,6 @@ func (a *Agent) report(ctx context.Context, insts map[string]*Instance, byID map
 	var todo []pending
 	for _, uid := range uids {
 		inst := insts[uid]
-		latest := latestByMember(mine[uid])
 		var st Status
 		a.mu.Lock()
 		prev, sent := a.reported[uid]
@@ -661,9 +660,9 @@ func (a *Agent) report(ctx context.Context, insts map[string]*Instance, byID map
 			continue
 		}
 		if len(inst.Members) == 0 {
-			st = a.statusOf(inst, latest[""], now)
+			st = a.statusOf(inst, latestOf(mine[uid], ""), now)
 		} else {
-			st = a.podStatus(inst, latest, now)
+			st = a.podStatus(inst, latestByMember(mine[uid]), now)
 			if net := podNetID(inst); st.Phase.Terminal() && !a.podsReleased[net] {
 				// Finished for good: the instance's address goes, as a
 				// lone container's does at its exit (once its sidecars
