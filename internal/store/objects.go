@@ -7,9 +7,7 @@ import (
 	"fmt"
 	"strings"
 	"time"
-	"unsafe"
 
-	"github.com/tidwall/gjson"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
@@ -620,7 +618,7 @@ func (s *Store) AssignmentsCurrent(ctx context.Context, node string) ([]*api.Ins
 // in order, nil for one that does not exist, and their stored values (for
 // Txn.SetStatus); in transactions of reads as large as etcd takes, each at
 // one revision. Each instance holds only what a status report is checked
-// against (see decodeHead): its metadata, node, template containers and
+// against (see instanceHead): its metadata, node, template containers and
 // status; the stored value has the rest.
 func (s *Store) InstancesNamed(ctx context.Context, refs [][2]string) ([]*api.Instance, [][]byte, error) {
 	out := make([]*api.Instance, len(refs))
@@ -645,7 +643,9 @@ func (s *Store) InstancesNamed(ctx context.Context, refs [][2]string) ([]*api.In
 				continue
 			}
 			in := &insts[i]
-			if err := decodeHead(kvs[0].Value, in); err != nil {
+			h := instanceHead{Metadata: &in.Metadata, Status: &in.Status}
+			h.Spec.Node, h.Spec.Template.Containers = &in.Spec.Node, &in.Spec.Template.Containers
+			if err := json.Unmarshal(kvs[0].Value, &h); err != nil {
 				return nil, nil, fmt.Errorf("read %s: %w", kvs[0].Key, err)
 			}
 			in.Metadata.Revision, in.Metadata.Kind = kvs[0].ModRevision, api.KindInstance
@@ -655,39 +655,19 @@ func (s *Store) InstancesNamed(ctx context.Context, refs [][2]string) ([]*api.In
 	return out, raw, nil
 }
 
-// decodeHead decodes into in the part of a stored instance a node's
-// status report is checked against: its metadata, node, template
-// containers and status. Decoding the whole of each instance of a
-// node's batch (template, environment, placement, labels) was most of
-// what the batch cost the server; and json.Unmarshal of those fields
-// alone still scanned the whole value twice (a validating pass, then the
-// decoding), where gjson finds each field and steps over the rest. The
-// fields are decoded from value in place: gjson's byte form copies each
-// field it finds first.
-func decodeHead(value []byte, in *api.Instance) error {
-	if len(value) == 0 {
-		return fmt.Errorf("stored instance: empty")
-	}
-	r := gjson.GetMany(unsafe.String(&value[0], len(value)), "metadata", "spec.node", "spec.template.containers", "status")
-	field := func(x gjson.Result) []byte { return value[x.Index : x.Index+len(x.Raw)] }
-	if !r[0].IsObject() {
-		return fmt.Errorf("stored instance: no metadata")
-	}
-	if err := json.Unmarshal(field(r[0]), &in.Metadata); err != nil {
-		return fmt.Errorf("stored instance: metadata: %w", err)
-	}
-	in.Spec.Node = strings.Clone(r[1].String()) // not a view of value
-	if r[2].Exists() {
-		if err := json.Unmarshal(field(r[2]), &in.Spec.Template.Containers); err != nil {
-			return fmt.Errorf("stored instance: containers: %w", err)
-		}
-	}
-	if r[3].Exists() {
-		if err := json.Unmarshal(field(r[3]), &in.Status); err != nil {
-			return fmt.Errorf("stored instance: status: %w", err)
-		}
-	}
-	return nil
+// instanceHead is the part of a stored instance a node's status report is
+// checked against: decoding the whole of each instance of a node's batch
+// (template, environment, placement, labels) was most of what the batch
+// cost the server. Its fields point into the instance it fills.
+type instanceHead struct {
+	Metadata *api.Metadata `json:"metadata"`
+	Spec     struct {
+		Node     *string `json:"node"`
+		Template struct {
+			Containers *[]api.Container `json:"containers"`
+		} `json:"template"`
+	} `json:"spec"`
+	Status *api.InstanceStatus `json:"status"`
 }
 
 // mergeRaw returns base's JSON object with field replaced by from's.
