@@ -152,32 +152,39 @@ func watch[T any, P ptr[T]](ctx context.Context, c *Client, path string) (<-chan
 		}
 		sc := bufio.NewScanner(resp.Body)
 		sc.Buffer(make([]byte, 64<<10), 16<<20)
+		// Each line is decoded in one pass, its object straight into the
+		// event's: a first pass that copied the object out as raw JSON
+		// and a second that decoded it scanned and copied each object
+		// twice, for every assignment a hollow fleet's nodes receive.
+		var obj P
 		for sc.Scan() {
 			watchdog.Reset(timeout)
-			var line struct {
-				Type     string          `json:"type"`
-				Revision int64           `json:"revision"`
-				Object   json.RawMessage `json:"object"`
-				Error    string          `json:"error"`
-				Code     string          `json:"code"`
+			if obj == nil {
+				obj = P(new(T))
 			}
+			line := struct {
+				Type     string `json:"type"`
+				Revision int64  `json:"revision"`
+				Object   P      `json:"object"`
+				Error    string `json:"error"`
+				Code     string `json:"code"`
+			}{Object: obj}
 			if err := json.Unmarshal(sc.Bytes(), &line); err != nil {
 				send(WatchEvent[P]{Err: fmt.Errorf("watch %s: %w", path, err)})
 				return
 			}
 			if line.Type == "Heartbeat" {
-				continue
+				continue // it has no object: obj is kept for the next line
 			}
 			if line.Type == "Error" {
 				send(WatchEvent[P]{Err: &Error{Status: http.StatusOK, Code: line.Code, Message: line.Error}})
 				return
 			}
-			obj := P(new(T))
-			if err := json.Unmarshal(line.Object, obj); err != nil {
-				send(WatchEvent[P]{Err: fmt.Errorf("watch %s: %w", path, err)})
-				return
+			if line.Object == nil { // "object": null, an empty object as before
+				line.Object = obj
 			}
-			if !send(WatchEvent[P]{Type: line.Type, Revision: line.Revision, Object: obj}) {
+			obj = nil
+			if !send(WatchEvent[P]{Type: line.Type, Revision: line.Revision, Object: line.Object}) {
 				return
 			}
 		}

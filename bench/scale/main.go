@@ -55,6 +55,7 @@ func main() {
 	flag.StringVar(&scaleProfile, "scaleprofile", "", "write the server's CPU profile over the first 30 s of the scale 0 -> N to this file")
 	flag.StringVar(&heapProfile, "heapprofile", "", "write the server's heap profile, taken once all are Running after the apply, to this file")
 	flag.StringVar(&simProfile, "simprofile", "", "write the live fleet's (berth sim agents) CPU profile, over its whole run, to this file")
+	flag.BoolVar(&applyOnly, "applyonly", false, "stop after the apply: its figures, and the fleet's profiles over the join and the apply alone (a short A/B run)")
 	flag.StringVar(&simHeapProfile, "simheapprofile", "", "write the live fleet's (berth sim agents) heap profile, as it is at the end of the run, to this file")
 	flag.DurationVar(&leaderTTL, "leader-ttl", 0, "the server's --leader-ttl (when 0, 10 s, or 30 s for 2,000 nodes or more)")
 	flag.DurationVar(&nodeTTL, "node-ttl", 0, "the server's --node-ttl: agents beat at a third of it (when 0, its default, or longer for a fleet whose beats would pass 500/s)")
@@ -245,6 +246,9 @@ var heapProfile string
 
 // simProfile is where the live fleet's CPU profile goes, if set.
 var simProfile string
+
+// applyOnly stops the run after the apply's phase.
+var applyOnly bool
 
 // simHeapProfile is where the live fleet's heap profile goes, if set.
 var simHeapProfile string
@@ -519,6 +523,13 @@ func bench(bin string, nodes, instances, services int, timeout time.Duration) er
 		}
 		fmt.Println("  server heap profile:", heapProfile)
 	}
+	if applyOnly {
+		if simProfile != "" || simHeapProfile != "" {
+			live.stop(syscall.SIGTERM) // it writes its profiles as it ends
+			fmt.Println("fleet profiles:", simProfile, simHeapProfile)
+		}
+		return nil
+	}
 
 	// The mean over a window that holds the server's periodic work, not
 	// a glimpse that may miss it or catch nothing else.
@@ -701,7 +712,8 @@ func (p *probe) watches() string {
 }
 
 // goMemory is where the server's Go runtime memory is, from its metrics:
-// the heap in use (live and not yet collected), goroutine stacks, the
+// all it allocated since it started (the phases' differences are what
+// each cost), the heap in use (live and not yet collected), goroutine stacks, the
 // runtime's own, and the soft limit. With RSS's parts it tells the heap's
 // share from etcd's database pages (file-backed) and from the stacks.
 func (p *probe) goMemory() string {
@@ -720,8 +732,8 @@ func (p *probe) goMemory() string {
 		}
 	}
 	mib := func(name string) float64 { return v[name] / (1 << 20) }
-	return fmt.Sprintf("Go heap in use %.0f MiB, stacks %.0f MiB, runtime %.0f MiB, limit %.0f MiB",
-		mib("go_memstats_heap_inuse_bytes"), mib("go_memstats_stack_inuse_bytes"),
+	return fmt.Sprintf("Go allocated since start %.0f MiB, heap in use %.0f MiB, stacks %.0f MiB, runtime %.0f MiB, limit %.0f MiB",
+		mib("go_memstats_alloc_bytes_total"), mib("go_memstats_heap_inuse_bytes"), mib("go_memstats_stack_inuse_bytes"),
 		mib("go_memstats_sys_bytes")-mib("go_memstats_heap_sys_bytes")-mib("go_memstats_stack_sys_bytes"), mib("go_gc_gomemlimit_bytes"))
 }
 

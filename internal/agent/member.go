@@ -337,6 +337,20 @@ func cmpName(name string) string {
 // memberOf is the member name a container of an instance runs.
 func memberOf(st runtime.Status) string { return st.Labels[labelMember] }
 
+// latestOf is the latest attempt among cs of member name ("" for an
+// instance's one container), zero for none: what latestByMember gives
+// for it, without a map for each instance of each pass.
+func latestOf(cs []runtime.Status, name string) runtime.Status {
+	var out runtime.Status
+	found := false
+	for _, st := range cs {
+		if memberOf(st) == name && (!found || attemptOf(st) > attemptOf(out)) {
+			out, found = st, true
+		}
+	}
+	return out
+}
+
 // latestByMember is, per member name, the latest attempt among cs.
 func latestByMember(cs []runtime.Status) map[string]runtime.Status {
 	out := map[string]runtime.Status{}

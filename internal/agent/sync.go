@@ -334,8 +334,11 @@ func (a *Agent) listContainers(ctx context.Context) ([]runtime.Status, error) {
 
 // observe turns the cached containers into the reconciler's view.
 func (a *Agent) observe() ([]reconcile.Container, map[string]runtime.Status) {
-	var out []reconcile.Container
-	byID := map[string]runtime.Status{}
+	// Sized for every container at once: a node's pass runs after each
+	// burst of its assignments, and growing both from empty on each pass
+	// was most of what observing cost a hollow fleet.
+	out := make([]reconcile.Container, 0, len(a.containers))
+	byID := make(map[string]runtime.Status, len(a.containers))
 	for _, st := range a.containers {
 		uid := st.Labels[labelUID]
 		if uid == "" {
@@ -631,7 +634,7 @@ func (a *Agent) track(ctx context.Context, byID map[string]runtime.Status, insts
 // Long because the status of an instance is built from each of its
 // containers in one pass, init, sidecars and main alike.
 func (a *Agent) report(ctx context.Context, insts map[string]*Instance, byID map[string]runtime.Status, now time.Time) {
-	mine := map[string][]runtime.Status{}
+	mine := make(map[string][]runtime.Status, len(insts))
 	for _, st := range byID {
 		uid := st.Labels[labelUID]
 		mine[uid] = append(mine[uid], st)
@@ -648,7 +651,6 @@ func (a *Agent) report(ctx context.Context, insts map[string]*Instance, byID map
 	var todo []pending
 	for _, uid := range uids {
 		inst := insts[uid]
-		latest := latestByMember(mine[uid])
 		var st Status
 		a.mu.Lock()
 		prev, sent := a.reported[uid]
@@ -658,9 +660,9 @@ func (a *Agent) report(ctx context.Context, insts map[string]*Instance, byID map
 			continue
 		}
 		if len(inst.Members) == 0 {
-			st = a.statusOf(inst, latest[""], now)
+			st = a.statusOf(inst, latestOf(mine[uid], ""), now)
 		} else {
-			st = a.podStatus(inst, latest, now)
+			st = a.podStatus(inst, latestByMember(mine[uid]), now)
 			if net := podNetID(inst); st.Phase.Terminal() && !a.podsReleased[net] {
 				// Finished for good: the instance's address goes, as a
 				// lone container's does at its exit (once its sidecars

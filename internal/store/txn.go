@@ -448,33 +448,52 @@ func (op *txnOp) prepareSetStatus() error {
 	return nil
 }
 
+// prepareBind sets the instance's node, CPU set and status in its stored
+// JSON, the rest left as it is: a bind of each instance of an apply
+// decoded and encoded the whole of it (template, environment, labels),
+// where it changes three fields and reads two.
 func (op *txnOp) prepareBind(now time.Time) error {
-	var in api.Instance
-	if err := decode(&in, op.cur, op.curRev); err != nil {
-		return fmt.Errorf("%s: %w", op.ref(), err)
-	}
+	cur := gjson.GetManyBytes(op.cur, "spec.node", "status.phase", "status")
+	node, phase := cur[0].String(), api.Phase(cur[1].String())
 	b := op.binding
 	if err := api.ValidateName(b.Node); err != nil {
 		return fmt.Errorf("bind %s: %w: node: %w", op.ref(), errdefs.ErrInvalidArgument, err)
 	}
 	switch {
-	case b.From != "" && in.Spec.Node != b.From:
-		return fmt.Errorf("move %s from node %q: %w: it is bound to node %q", op.ref(), b.From, errdefs.ErrFailedPrecondition, in.Spec.Node)
-	case b.From != "" && in.Status.Phase.Terminal():
-		return fmt.Errorf("move %s from node %q: %w: it is %s", op.ref(), b.From, errdefs.ErrFailedPrecondition, in.Status.Phase)
-	case b.From == "" && in.Spec.Node != "" && in.Spec.Node != b.Node:
-		return fmt.Errorf("bind %s to node %q: %w: already bound to node %q", op.ref(), b.Node, errdefs.ErrFailedPrecondition, in.Spec.Node)
+	case b.From != "" && node != b.From:
+		return fmt.Errorf("move %s from node %q: %w: it is bound to node %q", op.ref(), b.From, errdefs.ErrFailedPrecondition, node)
+	case b.From != "" && phase.Terminal():
+		return fmt.Errorf("move %s from node %q: %w: it is %s", op.ref(), b.From, errdefs.ErrFailedPrecondition, phase)
+	case b.From == "" && node != "" && node != b.Node:
+		return fmt.Errorf("bind %s to node %q: %w: already bound to node %q", op.ref(), b.Node, errdefs.ErrFailedPrecondition, node)
 	}
-	in.Spec.Node, in.Spec.CPUSet = b.Node, b.CPUSet
-	if b.Status != nil {
-		in.Status = *b.Status
+	var st api.InstanceStatus
+	switch {
+	case b.Status != nil:
+		st = *b.Status
+	case cur[2].Exists():
+		if err := json.Unmarshal([]byte(cur[2].Raw), &st); err != nil {
+			return fmt.Errorf("%s: stored status: %w", op.ref(), err)
+		}
 	}
-	if in.Status.Phase == "" || in.Status.Phase == api.PhasePending {
-		in.Status.Phase = api.PhaseScheduled
-		in.Status.ScheduledAt = now
+	if st.Phase == "" || st.Phase == api.PhasePending {
+		st.Phase = api.PhaseScheduled
+		st.ScheduledAt = now
 	}
-	var err error
-	if op.value, err = encode(&in); err != nil {
+	v, err := sjson.SetBytes(op.cur, "spec.node", b.Node)
+	if err == nil && len(b.CPUSet) > 0 {
+		v, err = sjson.SetBytes(v, "spec.cpuset", b.CPUSet)
+	} else if err == nil && gjson.GetBytes(v, "spec.cpuset").Exists() {
+		v, err = sjson.DeleteBytes(v, "spec.cpuset")
+	}
+	if err != nil {
+		return fmt.Errorf("%s: %w", op.ref(), err)
+	}
+	sb, err := json.Marshal(st)
+	if err != nil {
+		return fmt.Errorf("%s: %w", op.ref(), err)
+	}
+	if op.value, err = sjson.SetRawBytes(v, "status", sb); err != nil {
 		return fmt.Errorf("%s: %w", op.ref(), err)
 	}
 	return nil

@@ -142,18 +142,32 @@ func Backoff(attempt int, ran time.Duration) time.Duration {
 // Compute returns the actions that bring observed toward desired at now.
 func Compute(desired []Desired, observed []Container, now time.Time) Result {
 	var res Result
-	byUID := map[string][]Container{}
+	// Both maps sized up front: a node's every pass builds them anew.
+	byUID := make(map[string][]Container, len(observed))
 	for _, c := range observed {
 		byUID[c.UID] = append(byUID[c.UID], c)
 	}
-	want := map[string]bool{}
+	want := make(map[string]bool, len(desired))
 	for _, d := range desired {
 		want[d.UID] = true
 	}
 	// Containers of instances no longer assigned here go, running or not;
 	// an instance's sidecars only once its other containers have stopped.
+	// Counted first, so that the orphans and their actions are allocated
+	// once: a node that lets go of many instances (a scale to 0) has each
+	// of its passes, until they are gone, act on all of them again.
+	n := 0
+	for uid, cs := range byUID {
+		if !want[uid] {
+			n += len(cs)
+		}
+	}
 	var orphans []Container
 	otherRunning := map[string]bool{}
+	if n > 0 {
+		orphans = make([]Container, 0, n)
+		res.Actions = make([]Action, 0, 2*n)
+	}
 	for uid, cs := range byUID {
 		if !want[uid] {
 			orphans = append(orphans, cs...)
