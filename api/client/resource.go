@@ -189,18 +189,23 @@ func watch[T any, P ptr[T]](ctx context.Context, c *Client, path string) (<-chan
 			}
 		}
 		if ctx.Err() == nil {
-			err := sc.Err()
-			if stalled.Load() {
-				err = fmt.Errorf("watch %s: %w: no heartbeat for %s", path, errdefs.ErrUnavailable, timeout)
-			} else if err != nil {
-				err = fmt.Errorf("watch %s: %w: %w", path, errdefs.ErrUnavailable, err)
-			} else {
-				err = fmt.Errorf("watch %s: %w: stream ended", path, errdefs.ErrUnavailable)
-			}
-			send(WatchEvent[P]{Err: err})
+			send(WatchEvent[P]{Err: watchEnded(path, sc.Err(), stalled.Load(), timeout)})
 		}
 	}()
 	return out, nil
+}
+
+// watchEnded says why the watch of path ended while its caller still
+// wanted it: the watchdog cut a stream silent for timeout, the read
+// failed (err), or the server ended the stream.
+func watchEnded(path string, err error, stalled bool, timeout time.Duration) error {
+	switch {
+	case stalled:
+		return fmt.Errorf("watch %s: %w: no heartbeat for %s", path, errdefs.ErrUnavailable, timeout)
+	case err != nil:
+		return fmt.Errorf("watch %s: %w: %w", path, errdefs.ErrUnavailable, err)
+	}
+	return fmt.Errorf("watch %s: %w: stream ended", path, errdefs.ErrUnavailable)
 }
 
 // Services reads and writes services.
