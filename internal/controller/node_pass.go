@@ -24,26 +24,10 @@ import (
 // once, and the second only once it has been without a lease for the
 // start grace: a manager that just took over cannot tell how long it has.
 //
-// Nodes all alive and Ready, with no instance on a node gone, need nothing
-// while the nodes and leases stay as they were: the passes of a snapshot
-// from the cache then skip them (at 15,000 nodes, looking at each again
-// was a sixth of a settled server's CPU).
+// Every pass looks at every node, even with nothing changed: a node
+// without its lease is given up when its start grace ends, on the clock,
+// with no change to announce it.
 func (m *Manager) nodesPass(ctx context.Context, sn *snapshot, live map[string]bool) error {
-	quiet := [2]int64{sn.nodeGen, sn.liveGen}
-	if sn.nodeGen != 0 && quiet == m.nodesQuiet {
-		return nil
-	}
-	m.nodesQuiet = [2]int64{}
-	settled, err := m.lookAtNodes(ctx, sn, live)
-	if err == nil && settled {
-		m.nodesQuiet = quiet
-	}
-	return err
-}
-
-// lookAtNodes is nodesPass over every node; it says whether it found
-// them settled (see nodesPass).
-func (m *Manager) lookAtNodes(ctx context.Context, sn *snapshot, live map[string]bool) (bool, error) {
 	now := m.opt.Clock()
 	onDead := sn.deadNodes(live)
 	states := make([]NodeState, 0, len(sn.nodes))
@@ -115,18 +99,7 @@ func (m *Manager) lookAtNodes(ctx context.Context, sn *snapshot, live map[string
 		set(name, api.NodeNotReady, "its heartbeat lease expired")
 	}
 	errs = append(errs, m.markLost(ctx, sn, index, onDead, res.Lost))
-	settled := len(onDead) == 0 && len(res.MarkReady) == 0 && len(res.MarkNotReady) == 0 && allAliveReady(states)
-	return settled, errors.Join(errs...)
-}
-
-// allAliveReady says every node holds its lease and is Ready.
-func allAliveReady(states []NodeState) bool {
-	for _, st := range states {
-		if !st.Alive || !st.Ready {
-			return false
-		}
-	}
-	return true
+	return errors.Join(errs...)
 }
 
 // spare says whether the instances of node, without a lease, are kept for

@@ -45,9 +45,6 @@ type Manager struct {
 	lastFull time.Time
 	// noDrains is the snapshot.nodeGen at which no node was draining.
 	noDrains int64
-	// nodesQuiet is the snapshot.nodeGen and liveGen at which nodesPass
-	// found every node alive and Ready and no instance on a node gone.
-	nodesQuiet [2]int64
 	// subnetsDone is the snapshot.nodeGen at which every node was found
 	// with a pod subnet (see assignSubnets).
 	subnetsDone int64
