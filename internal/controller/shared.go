@@ -80,23 +80,15 @@ func (sh *shared) decode(kind api.Kind, value []byte, rev int64) (api.Object, er
 	if err := store.Decode(in, sh.without(value, cut), rev); err != nil {
 		return nil, err
 	}
-	switch {
-	case haveLabels:
+	if haveLabels {
 		in.Metadata.Labels = labels
-	case labelsRaw.Raw != "":
-		if len(sh.labels) >= maxShared {
-			clear(sh.labels)
-		}
-		sh.labels[strings.Clone(labelsRaw.Raw)] = in.Metadata.Labels
+	} else {
+		keepShared(sh.labels, labelsRaw.Raw, in.Metadata.Labels)
 	}
-	switch {
-	case haveTmpl:
+	if haveTmpl {
 		in.Spec.Template = tmpl
-	case tmplRaw.Raw != "":
-		if len(sh.templates) >= maxShared {
-			clear(sh.templates)
-		}
-		sh.templates[strings.Clone(tmplRaw.Raw)] = in.Spec.Template
+	} else {
+		keepShared(sh.templates, tmplRaw.Raw, in.Spec.Template)
 	}
 	md, sp := &in.Metadata, &in.Spec
 	md.Namespace = unique.Make(md.Namespace).Value()
@@ -129,4 +121,16 @@ func (sh *shared) without(value []byte, cut []gjson.Result) []byte {
 	out = append(out, value[at:]...)
 	sh.scratch = out
 	return out
+}
+
+// keepShared puts v in table under the JSON it was decoded from, unless
+// that is empty; a full table starts afresh.
+func keepShared[T any](table map[string]T, raw string, v T) {
+	if raw == "" {
+		return
+	}
+	if len(table) >= maxShared {
+		clear(table)
+	}
+	table[strings.Clone(raw)] = v
 }
