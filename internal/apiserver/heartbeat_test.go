@@ -315,7 +315,6 @@ func TestWatchAsksForFewerHeartbeats(t *testing.T) {
 		{"/v1/nodes/n1/assignments?watch=1&heartbeat=1m", "1m0s"},
 		{"/v1/nodes/n1/assignments?watch=1&heartbeat=10ms", "100ms"}, // never faster
 		{"/v1/nodes/n1/assignments?watch=1&heartbeat=24h", api.MaxWatchHeartbeat.String()},
-		{"/v1/nodes/n1/assignments?watch=1&heartbeat=soon", "100ms"},
 		{"/v1/services?watch=1&heartbeat=1m", "1m0s"},
 	} {
 		rctx, cancel := context.WithCancel(ctx)
@@ -330,6 +329,18 @@ func TestWatchAsksForFewerHeartbeats(t *testing.T) {
 		cancel()
 		if resp.StatusCode != http.StatusOK || got != c.want {
 			t.Errorf("GET %s: %d, heartbeat every %q; want 200, %q", c.path, resp.StatusCode, got, c.want)
+		}
+	}
+	// A pace that is none is refused, naming the parameter.
+	for _, bad := range []string{"soon", "-1m", "0s"} {
+		resp, err := e.raw.Get("http://berth/v1/nodes/n1/assignments?watch=1&heartbeat=" + bad)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusUnprocessableEntity || !strings.Contains(string(body), api.WatchHeartbeatParam) {
+			t.Errorf("heartbeat=%s: %d %s; want 422 naming the parameter", bad, resp.StatusCode, body)
 		}
 	}
 }

@@ -29,13 +29,19 @@ type WatchEvent struct {
 }
 
 // watchBeat is how often r's stream gets a heartbeat while quiet: this
-// server's pace, or the slower one r asks for (api.WatchHeartbeatParam).
-func (s *Server) watchBeat(r *http.Request) time.Duration {
-	d, err := time.ParseDuration(r.URL.Query().Get(api.WatchHeartbeatParam))
-	if err != nil || d <= s.heartbeat {
-		return s.heartbeat
+// server's pace, or the slower one r asks for (api.WatchHeartbeatParam),
+// at most api.MaxWatchHeartbeat; an error names a pace that is none.
+func (s *Server) watchBeat(r *http.Request) (time.Duration, error) {
+	asked := r.URL.Query().Get(api.WatchHeartbeatParam)
+	if asked == "" {
+		return s.heartbeat, nil
 	}
-	return min(d, api.MaxWatchHeartbeat)
+	d, err := time.ParseDuration(asked)
+	if err != nil || d <= 0 {
+		return 0, &api.ValidationError{Fields: []api.FieldError{{Field: api.WatchHeartbeatParam,
+			Reason: fmt.Sprintf("%q is not a positive duration such as 1m", asked)}}}
+	}
+	return min(max(d, s.heartbeat), api.MaxWatchHeartbeat), nil
 }
 
 // serveWatch streams events as newline-delimited JSON, or as server-sent
@@ -46,6 +52,11 @@ func (s *Server) watchBeat(r *http.Request) time.Duration {
 // a node's assignment feed), the heartbeat, a node's credential changes
 // and the batching of bursts, which share its buffer.
 func (s *Server) serveWatch(w http.ResponseWriter, r *http.Request, src watchSource) {
+	every, err := s.watchBeat(r)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
 	sse := strings.Contains(r.Header.Get("Accept"), "text/event-stream")
 	if sse {
 		w.Header().Set("Content-Type", "text/event-stream")
@@ -53,7 +64,6 @@ func (s *Server) serveWatch(w http.ResponseWriter, r *http.Request, src watchSou
 	} else {
 		w.Header().Set("Content-Type", "application/x-ndjson")
 	}
-	every := s.watchBeat(r)
 	w.Header().Set(api.WatchHeartbeatHeader, every.String())
 	w.WriteHeader(http.StatusOK)
 	kind := r.PathValue("kind")
