@@ -33,7 +33,7 @@ func ComputeGlobal(s GlobalState) (res ServiceResult, createOn []string) {
 	for _, n := range s.Nodes {
 		eligible[n] = true
 	}
-	cur, old := part(&res, s.Instances, s.SpecHash, s.Settled, s.FailedBefore, func(in Instance) bool { return !eligible[in.node()] })
+	cur, old := part(&res, s.Instances, s.SpecHash, s.Settled, s.FailedBefore, func(in *Instance) bool { return !eligible[in.node()] })
 	current, oldOn := byNode(cur), byNode(old)
 	unreadyCurrent := 0
 	for _, in := range cur {
@@ -60,7 +60,7 @@ func ComputeGlobal(s GlobalState) (res ServiceResult, createOn []string) {
 
 // node is the node an instance is bound to, or else the one its
 // placement pins it to.
-func (in Instance) node() string {
+func (in *Instance) node() string {
 	if in.Node != "" {
 		return in.Node
 	}
@@ -68,8 +68,8 @@ func (in Instance) node() string {
 }
 
 // byNode groups instances by their node.
-func byNode(ins []Instance) map[string][]Instance {
-	out := map[string][]Instance{}
+func byNode(ins []*Instance) map[string][]*Instance {
+	out := map[string][]*Instance{}
 	for _, in := range ins {
 		out[in.node()] = append(out[in.node()], in)
 	}
@@ -82,7 +82,7 @@ func byNode(ins []Instance) map[string][]Instance {
 // is ready and the rollout has not failed, one node has its old
 // instance replaced. It returns the nodes to make an instance on, and
 // how many nodes have a ready current one.
-func rollNodes(res *ServiceResult, nodes []string, current, old map[string][]Instance, unreadyCurrent int) (createOn []string, readyNodes int) {
+func rollNodes(res *ServiceResult, nodes []string, current, old map[string][]*Instance, unreadyCurrent int) (createOn []string, readyNodes int) {
 	replacing := false
 	for _, n := range nodes {
 		cur := current[n]
