@@ -30,7 +30,7 @@ type cache struct {
 	mu    sync.Mutex
 	rev   int64 // every change up to here is applied
 	ready bool
-	objs  map[api.Kind]map[string]api.Object
+	objs  map[api.Kind]map[objID]api.Object
 	// order holds, by kind, the cached objects in the order a pass reads
 	// them (namespace, then name); a kind's is dropped when a key comes
 	// or goes, and a changed object takes its place. Most changes are
@@ -44,7 +44,7 @@ type cache struct {
 	// byNode holds the keys of the instances bound to each node, so that
 	// a snapshot finds those of the nodes without a lease, or gone, without
 	// looking through every instance.
-	byNode  map[string]map[string]struct{}
+	byNode  map[string]map[objID]struct{}
 	advance chan struct{} // closed and replaced whenever rev moves
 	shared  *shared
 	// changed holds the owners whose instances came, went or changed
@@ -109,6 +109,19 @@ func newCache(s *store.Store) *cache {
 
 func objKey(ns, name string) string { return ns + "/" + name }
 
+// objID names a cached object by the namespace and name it holds
+// itself: a key made of them costs nothing, where "namespace/name"
+// cost an allocation for every object listed and every change applied,
+// and its bytes for as long as the object was cached.
+type objID struct{ ns, name string }
+
+func idOf(o api.Object) objID {
+	md := o.GetMetadata()
+	return objID{md.Namespace, md.Name}
+}
+
+func (id objID) String() string { return objKey(id.ns, id.name) }
+
 // fill lists everything afresh, as of one revision, and returns it.
 func (c *cache) fill(ctx context.Context) (int64, error) {
 	rev, err := c.s.Revision(ctx)
@@ -139,14 +152,13 @@ func (c *cache) fill(ctx context.Context) (int64, error) {
 	if err := errors.Join(errs...); err != nil {
 		return 0, err
 	}
-	objs := map[api.Kind]map[string]api.Object{}
+	objs := map[api.Kind]map[objID]api.Object{}
 	t := newTally()
-	byNode := map[string]map[string]struct{}{}
+	byNode := map[string]map[objID]struct{}{}
 	for i, k := range cachedKinds {
-		m := make(map[string]api.Object, len(lists[i]))
+		m := make(map[objID]api.Object, len(lists[i]))
 		for _, o := range lists[i] {
-			md := o.GetMetadata()
-			key := objKey(md.Namespace, md.Name)
+			key := idOf(o)
 			m[key] = o
 			if in, ok := o.(*api.Instance); ok {
 				t.add(in, 1)
@@ -210,10 +222,9 @@ func (c *cache) apply(b store.ChangeBatch) bool {
 			c.nodeGen++
 		}
 		m := c.objs[ch.Kind]
-		k := objKey(ch.Namespace, ch.Name)
+		k := objID{ch.Namespace, ch.Name}
 		if ch.Object != nil {
-			md := ch.Object.GetMetadata()
-			k = objKey(md.Namespace, md.Name)
+			k = idOf(ch.Object)
 		}
 		old, had := m[k]
 		if in, ok := old.(*api.Instance); ok {
@@ -233,13 +244,7 @@ func (c *cache) apply(b store.ChangeBatch) bool {
 		if !had {
 			delete(c.order, ch.Kind)
 		} else if o := c.order[ch.Kind]; o != nil {
-			i := o.at[k]
-			o.objs[i], o.out, o.grouped = ch.Object, nil, nil
-			// An owner changed (never, as the API goes) numbers the
-			// order afresh: a snapshot's ownerOf is never written.
-			if in, ok := ch.Object.(*api.Instance); ok && c.ownerNumber(in) != o.ownerOf[i] {
-				delete(c.order, ch.Kind)
-			}
+			c.replace(o, ch.Kind, k, ch.Object)
 		}
 		if in, ok := ch.Object.(*api.Instance); ok {
 			c.changed[instanceOwner(in)] = true
@@ -255,6 +260,22 @@ func (c *cache) apply(b store.ChangeBatch) bool {
 		c.bump()
 	}
 	return changed
+}
+
+// replace puts obj, a cached object changed, in its place in o, kind's
+// order; c.mu is held.
+func (c *cache) replace(o *ordered, kind api.Kind, id objID, obj api.Object) {
+	i, ok := o.find(id)
+	if !ok { // never, as it is cached: the order is made again
+		delete(c.order, kind)
+		return
+	}
+	o.objs[i], o.out, o.grouped = obj, nil, nil
+	// An owner changed (never, as the API goes) numbers the order
+	// afresh: a snapshot's ownerOf is never written.
+	if in, ok := obj.(*api.Instance); ok && c.ownerNumber(in) != o.ownerOf[i] {
+		delete(c.order, kind)
+	}
 }
 
 // takeWhy returns what changed since it was last called.
@@ -289,14 +310,14 @@ func (c *cache) waitFor(ctx context.Context, rev int64, timeout time.Duration) e
 
 // bind notes instance key as bound to node in byNode, and says whether
 // it is the node's first.
-func bind(byNode map[string]map[string]struct{}, node, key string) bool {
+func bind(byNode map[string]map[objID]struct{}, node string, key objID) bool {
 	if node == "" {
 		return false
 	}
 	keys := byNode[node]
 	first := keys == nil
 	if first {
-		keys = map[string]struct{}{}
+		keys = map[objID]struct{}{}
 		byNode[node] = keys
 	}
 	keys[key] = struct{}{}
@@ -304,7 +325,7 @@ func bind(byNode map[string]map[string]struct{}, node, key string) bool {
 }
 
 // unbind undoes bind, and says whether key was the node's last.
-func unbind(byNode map[string]map[string]struct{}, node, key string) bool {
+func unbind(byNode map[string]map[objID]struct{}, node string, key objID) bool {
 	if keys := byNode[node]; keys != nil {
 		delete(keys, key)
 		if len(keys) == 0 {
@@ -335,7 +356,7 @@ func (c *cache) deadNodes() []string {
 	nodes := c.objs[api.KindNode]
 	dead := []string{}
 	for node := range c.byNode {
-		if _, ok := nodes[objKey("", node)]; !ok || !c.leases[node] {
+		if _, ok := nodes[objID{"", node}]; !ok || !c.leases[node] {
 			dead = append(dead, node)
 		}
 	}
@@ -367,13 +388,13 @@ func (c *cache) snapshot() (*snapshot, map[string]bool) {
 	sn.lapsed, c.lent = c.lapsed, true
 	// The instances of the nodes without a lease or gone, by their place
 	// in sn.instances, which copyOut took in the order's.
-	at := c.order[api.KindInstance].at
 	sn.onDead = map[string][]int{}
 	for _, node := range c.deadNodes() {
 		keys := c.byNode[node]
 		idx := make([]int, 0, len(keys))
 		for k := range keys {
-			idx = append(idx, at[k])
+			i, _ := o.find(k) // every bound instance is in the order
+			idx = append(idx, i)
 		}
 		slices.Sort(idx)
 		sn.onDead[node] = idx
@@ -408,10 +429,9 @@ func copyOut[T any, P interface {
 		ma, mb := a.GetMetadata(), b.GetMetadata()
 		return cmp.Or(strings.Compare(ma.Namespace, mb.Namespace), strings.Compare(ma.Name, mb.Name))
 	})
-	o := &ordered{objs: make([]api.Object, len(out)), at: make(map[string]int, len(out)), out: out, grouped: &grouped{}}
+	o := &ordered{objs: make([]api.Object, len(out)), out: out, grouped: &grouped{}}
 	for i, obj := range out {
-		md := obj.GetMetadata()
-		o.objs[i], o.at[objKey(md.Namespace, md.Name)] = obj, i
+		o.objs[i] = obj
 		if in, ok := any(obj).(*api.Instance); ok {
 			if o.ownerOf == nil {
 				o.ownerOf = make([]int32, len(out))
@@ -423,12 +443,10 @@ func copyOut[T any, P interface {
 	return out
 }
 
-// ordered is one kind's cached objects in a pass's order, and where each
-// key is in it; for instances, the number of each one's owner (see
-// cache.owners).
+// ordered is one kind's cached objects in a pass's order; for
+// instances, the number of each one's owner (see cache.owners).
 type ordered struct {
 	objs    []api.Object
-	at      map[string]int
 	ownerOf []int32
 	// out is objs as the typed slice snapshots get, until one of objs
 	// changes: never written once made, as snapshots hold it. A settled
@@ -438,6 +456,16 @@ type ordered struct {
 	// grouped holds out's instances by owner, once a pass has grouped
 	// them, for the passes after it.
 	grouped *grouped
+}
+
+// find is where the object id names is in o.objs, found by halves as
+// they are in order: a map from key to place cost as much again as the
+// keys themselves, made afresh whenever an object came or went.
+func (o *ordered) find(id objID) (int, bool) {
+	return slices.BinarySearchFunc(o.objs, id, func(obj api.Object, id objID) int {
+		md := obj.GetMetadata()
+		return cmp.Or(strings.Compare(md.Namespace, id.ns), strings.Compare(md.Name, id.name))
+	})
 }
 
 // grouped is a lent instance list grouped by owner (snapshot.byOwner),
@@ -575,7 +603,7 @@ func (c *cache) check(ctx context.Context) (string, error) {
 		err := c.s.RevisionsAt(ctx, k, rev, func(ns, name string, modRev int64) {
 			n++
 			c.mu.Lock()
-			o, ok := m[objKey(ns, name)]
+			o, ok := m[objID{ns, name}]
 			c.mu.Unlock()
 			switch {
 			case !ok:

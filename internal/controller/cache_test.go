@@ -209,7 +209,7 @@ func TestPassLeavesCachedObjectsAlone(t *testing.T) {
 	for k, objs := range m.cache.objs {
 		for key, o := range objs {
 			b, _ := json.Marshal(o)
-			before[string(k)+"/"+key] = string(b)
+			before[string(k)+"/"+key.String()] = string(b)
 		}
 	}
 	if err := m.Pass(ctx); err != nil {
@@ -218,8 +218,8 @@ func TestPassLeavesCachedObjectsAlone(t *testing.T) {
 	for k, objs := range m.cache.objs {
 		for key, o := range objs {
 			b, _ := json.Marshal(o)
-			if before[string(k)+"/"+key] != string(b) {
-				t.Errorf("the pass changed the cached %s %s:\nwas %s\nnow %s", k, key, before[string(k)+"/"+key], b)
+			if before[string(k)+"/"+key.String()] != string(b) {
+				t.Errorf("the pass changed the cached %s %s:\nwas %s\nnow %s", k, key, before[string(k)+"/"+key.String()], b)
 			}
 		}
 	}
@@ -500,10 +500,10 @@ func TestCacheCheckFindsWhatTheWatchMissed(t *testing.T) {
 		t.Fatalf("the check found differences the watch brought: %q", w)
 	}
 
-	cached := func(key string) api.Object {
+	cached := func(name string) api.Object {
 		c.mu.Lock()
 		defer c.mu.Unlock()
-		return c.objs[api.KindInstance][key]
+		return c.objs[api.KindInstance][objID{"default", name}]
 	}
 	stored := func(name string) *api.Instance {
 		t.Helper()
@@ -519,25 +519,25 @@ func TestCacheCheckFindsWhatTheWatchMissed(t *testing.T) {
 		healed        func() bool
 	}{
 		{"a creation", "default/in-1 missing",
-			func() { delete(c.objs[api.KindInstance], "default/in-1") },
-			func() bool { return cached("default/in-1") != nil }},
+			func() { delete(c.objs[api.KindInstance], objID{"default", "in-1"}) },
+			func() bool { return cached("in-1") != nil }},
 		{"a change", "default/in-4 at revision",
 			func() {
-				old := own(c.objs[api.KindInstance]["default/in-4"].(*api.Instance))
+				old := own(c.objs[api.KindInstance][objID{"default", "in-4"}].(*api.Instance))
 				old.Metadata.Revision--
-				c.objs[api.KindInstance]["default/in-4"] = old
+				c.objs[api.KindInstance][objID{"default", "in-4"}] = old
 			},
 			func() bool {
-				o := cached("default/in-4")
+				o := cached("in-4")
 				return o != nil && o.GetMetadata().Revision == stored("in-4").Metadata.Revision
 			}},
 		{"a removal", "instances cached",
 			func() {
-				ghost := own(c.objs[api.KindInstance]["default/in-3"].(*api.Instance))
+				ghost := own(c.objs[api.KindInstance][objID{"default", "in-3"}].(*api.Instance))
 				ghost.Metadata.Name = "ghost"
-				c.objs[api.KindInstance]["default/ghost"] = ghost
+				c.objs[api.KindInstance][objID{"default", "ghost"}] = ghost
 			},
-			func() bool { return cached("default/ghost") == nil }},
+			func() bool { return cached("ghost") == nil }},
 		{"a lease", "node heartbeat leases differ",
 			func() { delete(c.leases, "n1") },
 			func() bool { c.mu.Lock(); defer c.mu.Unlock(); return c.leases["n1"] }},
