@@ -57,19 +57,20 @@ func (sh *shared) decode(kind api.Kind, value []byte, rev int64) (api.Object, er
 	defer sh.mu.Unlock()
 	// Looked up without a copy of the JSON: a key is copied only to go
 	// into a table.
+	// One Get each, as GetMany does, without the slice it allocates.
 	js := unsafe.String(unsafe.SliceData(value), len(value))
-	r := gjson.GetMany(js, "metadata.labels", "spec.template", "spec.owner.kind")
-	labelsRaw, tmplRaw := r[0], r[1]
+	labelsRaw, tmplRaw := gjson.Get(js, "metadata.labels"), gjson.Get(js, "spec.template")
 	// A job's instances differ by their index in the environment: their
 	// templates are alike to no other, and would only fill the table.
-	if r[2].String() != string(api.KindService) {
+	if gjson.Get(js, "spec.owner.kind").String() != string(api.KindService) {
 		tmplRaw = gjson.Result{}
 	}
 	labels, haveLabels := sh.labels[labelsRaw.Raw]
 	haveLabels = haveLabels && labelsRaw.Raw != ""
 	tmpl, haveTmpl := sh.templates[tmplRaw.Raw]
 	haveTmpl = haveTmpl && tmplRaw.Raw != ""
-	var cut []gjson.Result
+	var cutAt [2]gjson.Result
+	cut := cutAt[:0]
 	if haveLabels {
 		cut = append(cut, labelsRaw)
 	}
