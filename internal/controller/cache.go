@@ -239,7 +239,7 @@ func (c *cache) apply(b store.ChangeBatch) bool {
 			if had {
 				delete(m, k)
 				if o != nil {
-					o.stale = true
+					o.drop(k)
 				}
 			}
 			continue
@@ -456,12 +456,12 @@ func (c *cache) sorted(k api.Kind) *ordered {
 }
 
 // merged is o, which objects came to or went from since it was made,
-// in order again: those still cached as they are in it keep their
-// place (and their owner's number: an owner never changes), those that
-// came are sorted alone and merged in. Sorting every object again (a
-// pass's first look after any came or went) took half a second of CPU
-// at 300,000 instances, and passes run back to back while a service
-// scales. c.mu is held.
+// in order again: those that stay keep their place (and their owner's
+// number: an owner never changes), copied a run at a time, and those
+// that came are sorted alone and put where they go. Sorting every
+// object again (a pass's first look after any came or went) took half
+// a second of CPU at 300,000 instances, and passes run back to back
+// while a service scales. c.mu is held.
 func (c *cache) merged(k api.Kind, o *ordered) *ordered {
 	m := c.objs[k]
 	slices.SortFunc(o.added, compareIDs)
@@ -474,40 +474,43 @@ func (c *cache) merged(k api.Kind, o *ordered) *ordered {
 			came = append(came, obj)
 		}
 	}
+	slices.Sort(o.gone)
 	n := &ordered{objs: make([]api.Object, 0, len(m))}
 	if o.ownerOf != nil {
 		n.ownerOf = make([]int32, 0, len(m))
 	}
-	add := func(obj api.Object, owner int32, known bool) {
-		n.objs = append(n.objs, obj)
-		if n.ownerOf == nil {
-			return
-		}
-		if !known {
-			owner = c.ownerNumber(obj.(*api.Instance))
-		}
-		n.ownerOf = append(n.ownerOf, owner)
-	}
-	for i, obj := range o.objs {
-		id := idOf(obj)
-		if cur, ok := m[id]; !ok || cur != obj {
-			continue // gone, or gone and come again (then in came)
-		}
-		for len(came) > 0 && compareIDs(idOf(came[0]), id) <= 0 {
-			if idOf(came[0]) != id { // else went, came again and changed: obj is it
-				add(came[0], 0, false)
+	next, g := 0, 0 // into o.objs and o.gone
+	// keep copies o.objs up to end, but for those gone.
+	keep := func(end int) {
+		for next < end {
+			for g < len(o.gone) && int(o.gone[g]) < next {
+				g++
 			}
-			came = came[1:]
+			stop := end
+			if g < len(o.gone) && int(o.gone[g]) < end {
+				stop = int(o.gone[g])
+			}
+			n.objs = append(n.objs, o.objs[next:stop]...)
+			if n.ownerOf != nil {
+				n.ownerOf = append(n.ownerOf, o.ownerOf[next:stop]...)
+			}
+			next = stop
+			if stop < end {
+				next++ // gone
+			}
 		}
-		var owner int32
-		if o.ownerOf != nil {
-			owner = o.ownerOf[i]
-		}
-		add(obj, owner, true)
 	}
 	for _, obj := range came {
-		add(obj, 0, false)
+		// One that went and came again is found at its old place,
+		// which is among those gone.
+		at, _ := o.find(idOf(obj))
+		keep(at)
+		n.objs = append(n.objs, obj)
+		if n.ownerOf != nil {
+			n.ownerOf = append(n.ownerOf, c.ownerNumber(obj.(*api.Instance)))
+		}
 	}
+	keep(len(o.objs))
 	c.order[k] = n
 	return n
 }
@@ -529,10 +532,20 @@ type ordered struct {
 	// grouped holds out's instances by owner, once a pass has grouped
 	// them, for the passes after it.
 	grouped *grouped
-	// stale says objects came or went since objs was put in order, and
-	// added names those that came (see merged).
+	// stale says objects came or went since objs was put in order:
+	// added names those that came, gone is where in objs those that went
+	// are (see merged).
 	stale bool
 	added []objID
+	gone  []int32
+}
+
+// drop notes that the object id names went.
+func (o *ordered) drop(id objID) {
+	if i, ok := o.find(id); ok {
+		o.gone = append(o.gone, int32(i))
+	}
+	o.stale = true
 }
 
 // find is where the object id names is in o.objs, found by halves as
