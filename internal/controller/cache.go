@@ -32,12 +32,12 @@ type cache struct {
 	ready bool
 	objs  map[api.Kind]map[objID]api.Object
 	// order holds, by kind, the cached objects in the order a pass reads
-	// them (namespace, then name); a kind's is dropped when a key comes
-	// or goes, and a changed object takes its place. Most changes are
-	// statuses: a snapshot then copies the list instead of sorting every
-	// object again, which at 20,000 instances was a fifth of an idle
-	// server's CPU, or looking each one up by its key, which was most of
-	// what was left of a snapshot.
+	// them (namespace, then name); the keys that come and go are noted
+	// for the next snapshot to merge in, and a changed object takes its
+	// place. Most changes are statuses: a snapshot then copies the list
+	// instead of sorting every object again, which at 20,000 instances
+	// was a fifth of an idle server's CPU, or looking each one up by its
+	// key, which was most of what was left of a snapshot.
 	order  map[api.Kind]*ordered
 	leases map[string]bool
 	lapsed map[string]bool // store.LapsedNodesAt
@@ -238,8 +238,8 @@ func (c *cache) apply(b store.ChangeBatch) bool {
 		if ch.Type == store.Deleted {
 			if had {
 				delete(m, k)
-				if o != nil {
-					o.drop(k)
+				if o != nil && !o.drop(k) {
+					delete(c.order, ch.Kind)
 				}
 			}
 			continue
@@ -247,7 +247,9 @@ func (c *cache) apply(b store.ChangeBatch) bool {
 		switch {
 		case o == nil:
 		case !had:
-			o.added, o.stale = append(o.added, k), true
+			if !o.add(k) {
+				delete(c.order, ch.Kind)
+			}
 		default:
 			c.replace(o, ch.Kind, k, ch.Object)
 		}
@@ -540,12 +542,29 @@ type ordered struct {
 	gone  []int32
 }
 
-// drop notes that the object id names went.
-func (o *ordered) drop(id objID) {
+// add notes that the object id names came, and says whether o is still
+// worth merging into (see worth).
+func (o *ordered) add(id objID) bool {
+	o.added, o.stale = append(o.added, id), true
+	return o.worth()
+}
+
+// drop notes that the object id names went, and says whether o is still
+// worth merging into (see worth).
+func (o *ordered) drop(id objID) bool {
 	if i, ok := o.find(id); ok {
 		o.gone = append(o.gone, int32(i))
 	}
 	o.stale = true
+	return o.worth()
+}
+
+// worth says whether fewer objects came and went than o holds: with
+// more, a sort afresh costs as little, and the notes of an order no
+// snapshot takes for a while (passes reading the store while the cache
+// is behind) must not grow without end.
+func (o *ordered) worth() bool {
+	return len(o.added)+len(o.gone) <= len(o.objs)+64
 }
 
 // find is where the object id names is in o.objs, found by halves as
