@@ -41,10 +41,10 @@ type cache struct {
 	order  map[api.Kind]*ordered
 	leases map[string]bool
 	lapsed map[string]bool // store.LapsedNodesAt
-	// byNode holds the keys of the instances bound to each node, so that
+	// byNode holds the instances bound to each node, so that
 	// a snapshot finds those of the nodes without a lease, or gone, without
 	// looking through every instance.
-	byNode  map[string]map[objID]struct{}
+	byNode  map[string]map[*api.Instance]struct{}
 	advance chan struct{} // closed and replaced whenever rev moves
 	shared  *shared
 	// changed holds the owners whose instances came, went or changed
@@ -154,7 +154,7 @@ func (c *cache) fill(ctx context.Context) (int64, error) {
 	}
 	objs := map[api.Kind]map[objID]api.Object{}
 	t := newTally()
-	byNode := map[string]map[objID]struct{}{}
+	byNode := map[string]map[*api.Instance]struct{}{}
 	for i, k := range cachedKinds {
 		m := make(map[objID]api.Object, len(lists[i]))
 		for _, o := range lists[i] {
@@ -162,7 +162,7 @@ func (c *cache) fill(ctx context.Context) (int64, error) {
 			m[key] = o
 			if in, ok := o.(*api.Instance); ok {
 				t.add(in, 1)
-				bind(byNode, in.Spec.Node, key)
+				bind(byNode, in)
 			}
 		}
 		objs[k] = m
@@ -230,7 +230,7 @@ func (c *cache) apply(b store.ChangeBatch) bool {
 		if in, ok := old.(*api.Instance); ok {
 			c.changed[instanceOwner(in)] = true
 			c.tally.add(in, -1)
-			if unbind(c.byNode, in.Spec.Node, k) {
+			if unbind(c.byNode, in) {
 				c.bindGen++
 			}
 		}
@@ -256,7 +256,7 @@ func (c *cache) apply(b store.ChangeBatch) bool {
 		if in, ok := ch.Object.(*api.Instance); ok {
 			c.changed[instanceOwner(in)] = true
 			c.tally.add(in, 1)
-			if bind(c.byNode, in.Spec.Node, k) {
+			if bind(c.byNode, in) {
 				c.bindGen++
 			}
 		}
@@ -320,28 +320,31 @@ func (c *cache) waitFor(ctx context.Context, rev int64, timeout time.Duration) e
 	}
 }
 
-// bind notes instance key as bound to node in byNode, and says whether
-// it is the node's first.
-func bind(byNode map[string]map[objID]struct{}, node string, key objID) bool {
+// bind notes in as bound to its node in byNode, and says whether it is
+// the node's first. The instances themselves are held, not their keys:
+// a pointer is a quarter of a key's bytes, and the one cached is the
+// one a change replaces.
+func bind(byNode map[string]map[*api.Instance]struct{}, in *api.Instance) bool {
+	node := in.Spec.Node
 	if node == "" {
 		return false
 	}
-	keys := byNode[node]
-	first := keys == nil
+	ins := byNode[node]
+	first := ins == nil
 	if first {
-		keys = map[objID]struct{}{}
-		byNode[node] = keys
+		ins = map[*api.Instance]struct{}{}
+		byNode[node] = ins
 	}
-	keys[key] = struct{}{}
+	ins[in] = struct{}{}
 	return first
 }
 
-// unbind undoes bind, and says whether key was the node's last.
-func unbind(byNode map[string]map[objID]struct{}, node string, key objID) bool {
-	if keys := byNode[node]; keys != nil {
-		delete(keys, key)
-		if len(keys) == 0 {
-			delete(byNode, node)
+// unbind undoes bind, and says whether in was its node's last.
+func unbind(byNode map[string]map[*api.Instance]struct{}, in *api.Instance) bool {
+	if ins := byNode[in.Spec.Node]; ins != nil {
+		delete(ins, in)
+		if len(ins) == 0 {
+			delete(byNode, in.Spec.Node)
 			return true
 		}
 	}
@@ -402,10 +405,10 @@ func (c *cache) snapshot() (*snapshot, map[string]bool) {
 	// in sn.instances, which copyOut took in the order's.
 	sn.onDead = map[string][]int{}
 	for _, node := range c.deadNodes() {
-		keys := c.byNode[node]
-		idx := make([]int, 0, len(keys))
-		for k := range keys {
-			i, _ := o.find(k) // every bound instance is in the order
+		ins := c.byNode[node]
+		idx := make([]int, 0, len(ins))
+		for in := range ins {
+			i, _ := o.find(idOf(in)) // every bound instance is in the order
 			idx = append(idx, i)
 		}
 		slices.Sort(idx)

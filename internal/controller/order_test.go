@@ -22,7 +22,7 @@ func TestCacheOrderMergesWhatCame(t *testing.T) {
 		c.objs[k] = map[objID]api.Object{}
 	}
 	c.order, c.ownerNum, c.changed = map[api.Kind]*ordered{}, map[ownerID]int32{}, map[ownerID]bool{}
-	c.tally, c.byNode = newTally(), map[string]map[objID]struct{}{}
+	c.tally, c.byNode = newTally(), map[string]map[*api.Instance]struct{}{}
 	c.leases, c.lapsed = map[string]bool{}, map[string]bool{}
 	rng := rand.New(rand.NewPCG(3, 4))
 	rev := int64(0)
@@ -88,10 +88,10 @@ func TestCacheOrderMergesWhatCame(t *testing.T) {
 				t.Fatalf("round %d: instance %s is numbered as owned by %v, not %v", round, in.Metadata.Name, got, want)
 			}
 		}
-		for node, keys := range c.byNode {
-			for k := range keys {
-				if i, ok := c.order[api.KindInstance].find(k); !ok || sn.instances[i].Spec.Node != node {
-					t.Fatalf("round %d: instance %s on node %s is not found in the order", round, k, node)
+		for node, ins := range c.byNode {
+			for in := range ins {
+				if i, ok := c.order[api.KindInstance].find(idOf(in)); !ok || sn.instances[i] != in || in.Spec.Node != node {
+					t.Fatalf("round %d: instance %s on node %s is not found in the order", round, in.Metadata.Name, node)
 				}
 			}
 		}
