@@ -21,6 +21,7 @@ import (
 	"fmt"
 	"io"
 	"maps"
+	"math"
 	"net"
 	"net/http"
 	"os"
@@ -674,6 +675,117 @@ func phase(name string, t0 time.Time, n int, what string, s *sampler, p *probe) 
 	if slow != "" {
 		fmt.Printf("%-40s %s\n", "", slow)
 	}
+	fmt.Printf("%-40s %s\n", "", p.stalls())
+}
+
+// stallHists are the server's histograms of what can hold up every
+// write at once: etcd's backend commits (its database's batch, written
+// and fsynced while the apply waits), its WAL fsyncs, its applies, and
+// Go's stop-the-world pauses; each with the bound, in seconds, above
+// which one counts as a stall (a bucket's bound; none for a summary).
+var stallHists = []struct {
+	name, label string
+	over        float64
+}{
+	{"etcd_disk_backend_commit_duration_seconds", "etcd backend commits", 0.256},
+	{"etcd_disk_wal_fsync_duration_seconds", "WAL fsyncs", 0.256},
+	{"etcd_server_apply_duration_seconds", "etcd applies", 0.1024},
+	{"go_gc_duration_seconds", "GC pauses", 0}, // a summary: no bound
+}
+
+// hist is a histogram read from the server's metrics, summed over its
+// labels: count, sum and cumulative counts by upper bound.
+type hist struct {
+	count, sum float64
+	le         map[float64]float64
+}
+
+// upTo is the count of the bucket whose bound is about bound, which a
+// page prints as it pleases (0.1024 may be 0.10240000000000001).
+func (h hist) upTo(bound float64) float64 {
+	for le, n := range h.le {
+		if math.Abs(le-bound) < 1e-9 {
+			return n
+		}
+	}
+	return 0
+}
+
+// stalls says, for each of stallHists, how many the server recorded
+// since the last call, their mean, and how many took longer than its
+// bound.
+func (p *probe) stalls() string {
+	if p.metrics == nil {
+		return "stalls unknown"
+	}
+	b, err := p.metrics()
+	if err != nil {
+		return "stalls unknown: " + err.Error()
+	}
+	now := readHists(string(b))
+	var out []string
+	for _, h := range stallHists {
+		cur, prev := now[h.name], p.hists[h.name]
+		n := cur.count - prev.count
+		if n <= 0 {
+			out = append(out, h.label+" 0")
+			continue
+		}
+		mean := (cur.sum - prev.sum) / n * 1000
+		if h.over == 0 {
+			out = append(out, fmt.Sprintf("%s %.0f (mean %.1f ms)", h.label, n, mean))
+			continue
+		}
+		out = append(out, fmt.Sprintf("%s %.0f (mean %.1f ms, over %v ms %.0f)", h.label, n, mean, h.over*1000, n-(cur.upTo(h.over)-prev.upTo(h.over))))
+	}
+	p.hists = now
+	return strings.Join(out, ", ")
+}
+
+// readHists reads stallHists' histograms from a Prometheus text page.
+func readHists(page string) map[string]hist {
+	out := map[string]hist{}
+	for line := range strings.Lines(page) {
+		line = strings.TrimSpace(line)
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		name, labels := line, ""
+		if i := strings.IndexAny(line, "{ "); i >= 0 {
+			name = line[:i]
+			if line[i] == '{' {
+				labels = line[i : strings.LastIndexByte(line, '}')+1]
+			}
+		}
+		v, err := strconv.ParseFloat(line[strings.LastIndexByte(line, ' ')+1:], 64)
+		if err != nil {
+			continue
+		}
+		for _, h := range stallHists {
+			base, ok := strings.CutPrefix(name, h.name)
+			if !ok {
+				continue
+			}
+			x := out[h.name]
+			if x.le == nil {
+				x.le = map[float64]float64{}
+			}
+			switch base {
+			case "_count":
+				x.count += v
+			case "_sum":
+				x.sum += v
+			case "_bucket":
+				_, le, _ := strings.Cut(labels, `le="`)
+				le, _, _ = strings.Cut(le, `"`)
+				if bound, err := strconv.ParseFloat(le, 64); err == nil {
+					x.le[bound] += v
+				}
+			}
+			out[h.name] = x
+		}
+	}
+	return out
 }
 
 // writeRate is the store's revisions per second since the last call: one
@@ -761,6 +873,7 @@ type probe struct {
 	w       *client.Client         // the probe's writes, their Server-Timing kept in last
 	last    string                 // the Server-Timing of the probe's latest write
 	metrics func() ([]byte, error) // the server's /metrics
+	hists   map[string]hist        // stallHists as the last phase ended
 	rev     int64
 	revAt   time.Time
 	mu      sync.Mutex
