@@ -994,8 +994,10 @@ func (p *probe) take() (p50, p99, lag99 time.Duration, n int, slow string) {
 // the handler, "out" from the handler's answer to the client's receipt
 // (the network, the server's connection goroutines and the bench's own
 // waiting for a CPU); and the same of the writes around the median, to compare. Each
-// figure is a mean over the writes; "ahead" is the most etcd write
-// transactions one of them found in flight, of which the lane's.
+// figure is a mean over the writes, "etcd writes" the write transactions
+// each sent (more than one: a conflict tried again); "ahead" is the most
+// etcd write transactions one of them found in flight, of which the
+// lane's.
 func slowest(lat []probeWrite) string {
 	if len(lat) == 0 {
 		return ""
@@ -1012,6 +1014,7 @@ func breakdown(ws []probeWrite) string {
 	sum := map[string]float64{}
 	var took float64
 	var ahead []string
+	writes := 0
 	for _, w := range ws {
 		took += w.took.Seconds() * 1000
 		total, start := 0.0, int64(0)
@@ -1027,6 +1030,9 @@ func breakdown(ws []probeWrite) string {
 				ahead = append(ahead, strings.Trim(v, `"`))
 			} else if ok && name == "start" {
 				start, _ = strconv.ParseInt(v, 10, 64)
+			} else if ok && name == "writes" {
+				n, _ := strconv.Atoi(v)
+				writes += n
 			}
 		}
 		in := 0.0
@@ -1041,6 +1047,7 @@ func breakdown(ws []probeWrite) string {
 	for _, name := range parts {
 		out += fmt.Sprintf(" %s %.0f", name, sum[name]/n)
 	}
+	out += fmt.Sprintf(", etcd writes %.1f", float64(writes)/n)
 	if len(ahead) > 0 {
 		if len(ahead) > 3 {
 			ahead = ahead[len(ahead)-3:]

@@ -144,7 +144,7 @@ func TestWriteAnswerCarriesServerTiming(t *testing.T) {
 	}
 	st := resp.Header.Get("Server-Timing")
 	dur := map[string]float64{}
-	var ahead string
+	var ahead, writes string
 	var start int64
 	for part := range strings.SplitSeq(st, ",") {
 		name, params, _ := strings.Cut(strings.TrimSpace(part), ";")
@@ -156,6 +156,8 @@ func TestWriteAnswerCarriesServerTiming(t *testing.T) {
 			dur[name] = d
 		} else if name == "ahead" {
 			ahead = params
+		} else if name == "writes" {
+			writes = params
 		} else if v, ok := strings.CutPrefix(params, "desc="); ok && name == "start" {
 			start, _ = strconv.ParseInt(v, 10, 64)
 		}
@@ -165,8 +167,8 @@ func TestWriteAnswerCarriesServerTiming(t *testing.T) {
 			t.Fatalf("Server-Timing %q: no %s", st, name)
 		}
 	}
-	if dur["write"] <= 0 || dur["lane"] != 0 || dur["total"] < dur["write"] || ahead == "" {
-		t.Fatalf("Server-Timing %q: want a write's time, no lane, a total that covers it, and what was ahead", st)
+	if dur["write"] <= 0 || dur["lane"] != 0 || dur["total"] < dur["write"] || ahead == "" || writes != "desc=1" {
+		t.Fatalf("Server-Timing %q: want a write's time, no lane, a total that covers it, what was ahead, and one write", st)
 	}
 	// One clock: the handler started after the request was sent, and
 	// before the answer came.

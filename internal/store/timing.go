@@ -15,6 +15,7 @@ import (
 type Timing struct {
 	read, lane, write atomic.Int64 // nanoseconds
 	ahead, laneAhead  atomic.Int64 // the most seen by one of its writes
+	writes            atomic.Int64 // write transactions sent
 }
 
 type timingKey struct{}
@@ -44,15 +45,20 @@ func (t *Timing) Write() time.Duration { return time.Duration(t.write.Load()) }
 // server's writes are not counted).
 func (t *Timing) Ahead() int { return int(t.ahead.Load()) }
 
+// Writes is how many write transactions the request sent: more than one
+// for a single object's write is a conflict tried again.
+func (t *Timing) Writes() int { return int(t.writes.Load()) }
+
 // LaneAhead is how many of Ahead were the bulk lane's.
 func (t *Timing) LaneAhead() int { return int(t.laneAhead.Load()) }
 
-// sawAhead notes n transactions in flight, lane of them the lane's, as
-// one of the request's writes was sent; the most is kept.
+// sawAhead counts one of the request's writes, sent with n transactions
+// in flight, lane of them the lane's; the most is kept.
 func (t *Timing) sawAhead(n, lane int) {
 	if t == nil {
 		return
 	}
+	t.writes.Add(1)
 	for {
 		cur := t.ahead.Load()
 		if int64(n) <= cur {
