@@ -682,7 +682,8 @@ func phase(name string, t0 time.Time, n int, what string, s *sampler, p *probe) 
 // write at once: etcd's backend commits (its database's batch, written
 // and fsynced while the apply waits), its WAL fsyncs, its applies, and
 // Go's stop-the-world pauses; each with the bound, in seconds, above
-// which one counts as a stall (a bucket's bound; none for a summary).
+// which one counts as a stall (a bucket's bound; none for a summary), in
+// the histogram's unit: seconds, or milliseconds where its name says.
 var stallHists = []struct {
 	name, label string
 	over        float64
@@ -691,6 +692,10 @@ var stallHists = []struct {
 	{"etcd_disk_wal_fsync_duration_seconds", "WAL fsyncs", 0.256},
 	{"etcd_server_apply_duration_seconds", "etcd applies", 0.1024},
 	{"go_gc_duration_seconds", "GC pauses", 0}, // a summary: no bound
+	// A defragmentation stops etcd's reads and writes while it copies
+	// the database; a compaction's batches of deletes hold its applies.
+	{"etcd_disk_backend_defrag_duration_seconds", "defragmentations", 0.8},
+	{"etcd_debugging_mvcc_db_compaction_pause_duration_milliseconds", "compaction pauses", 64},
 }
 
 // hist is a histogram read from the server's metrics, summed over its
@@ -731,12 +736,15 @@ func (p *probe) stalls() string {
 			out = append(out, h.label+" 0")
 			continue
 		}
-		mean := (cur.sum - prev.sum) / n * 1000
+		mean, unit := (cur.sum-prev.sum)/n*1000, 1000.0
+		if strings.HasSuffix(h.name, "_milliseconds") {
+			mean, unit = mean/1000, 1
+		}
 		if h.over == 0 {
 			out = append(out, fmt.Sprintf("%s %.0f (mean %.1f ms)", h.label, n, mean))
 			continue
 		}
-		out = append(out, fmt.Sprintf("%s %.0f (mean %.1f ms, over %v ms %.0f)", h.label, n, mean, h.over*1000, n-(cur.upTo(h.over)-prev.upTo(h.over))))
+		out = append(out, fmt.Sprintf("%s %.0f (mean %.1f ms, over %v ms %.0f)", h.label, n, mean, h.over*unit, n-(cur.upTo(h.over)-prev.upTo(h.over))))
 	}
 	p.hists = now
 	return strings.Join(out, ", ")
