@@ -21,6 +21,7 @@ import (
 	"fmt"
 	"io"
 	"maps"
+	"math"
 	"net"
 	"net/http"
 	"os"
@@ -398,7 +399,10 @@ func bench(bin string, nodes, instances, services int, timeout time.Duration) er
 	}
 	sampler := newSampler(srv.cmd.Process.Pid, filepath.Join(srvDir, "etcd"))
 	go sampler.run()
-	probe := newProbe(c)
+	probe, err := newProbe(c, url, ca, readFile(filepath.Join(srvDir, "tls", "token")))
+	if err != nil {
+		return err
+	}
 	probe.metrics = func() ([]byte, error) {
 		return adminGet(url, ca, readFile(filepath.Join(srvDir, "tls", "token")), "/metrics")
 	}
@@ -662,12 +666,134 @@ func waitFor(timeout time.Duration, cond func() (bool, string)) error {
 
 func phase(name string, t0 time.Time, n int, what string, s *sampler, p *probe) {
 	d := time.Since(t0)
-	p50, p99, lag, count := p.take()
+	p50, p99, lag, count, slow := p.take()
 	fmt.Printf("%-40s %8.1fs  %8.0f %s/s  | probe writes %d: p50 %v p99 %v, watch lag p99 %v | server RSS %d MiB, CPU %.2f cores (%.1f s) | etcd db %d MiB\n",
 		name, d.Seconds(), float64(n)/d.Seconds(), what, count, p50, p99, lag, s.rss()>>20, s.cpuSince(t0), s.cpuSecondsSince(t0), s.dbSize()>>20)
 	fmt.Printf("%-40s etcd writes %.0f/s, %s, %s | live fleet RSS %d MiB, CPU %.2f cores (%.1f s) | applies retried %d, probe writes failed %d\n", "", p.writeRate(), p.watches(), p.events(),
 		fleetSampler.rss()>>20, fleetSampler.cpuSince(t0), fleetSampler.cpuSecondsSince(t0), applyRetries.Swap(0), p.failed.Swap(0))
 	fmt.Printf("%-40s server RSS %s | %s\n", "", s.rssParts(), p.goMemory())
+	if slow != "" {
+		fmt.Printf("%-40s %s\n", "", slow)
+	}
+	fmt.Printf("%-40s %s\n", "", p.stalls())
+}
+
+// stallHists are the server's histograms of what can hold up every
+// write at once: etcd's backend commits (its database's batch, written
+// and fsynced while the apply waits), its WAL fsyncs, its applies, and
+// Go's stop-the-world pauses; each with the bound, in seconds, above
+// which one counts as a stall (a bucket's bound; none for a summary), in
+// the histogram's unit: seconds, or milliseconds where its name says.
+var stallHists = []struct {
+	name, label string
+	over        float64
+}{
+	{"etcd_disk_backend_commit_duration_seconds", "etcd backend commits", 0.256},
+	{"etcd_disk_wal_fsync_duration_seconds", "WAL fsyncs", 0.256},
+	{"etcd_server_apply_duration_seconds", "etcd applies", 0.1024},
+	{"go_gc_duration_seconds", "GC pauses", 0}, // a summary: no bound
+	// A defragmentation stops etcd's reads and writes while it copies
+	// the database; a compaction's batches of deletes hold its applies.
+	{"etcd_disk_backend_defrag_duration_seconds", "defragmentations", 0.8},
+	{"etcd_debugging_mvcc_db_compaction_pause_duration_milliseconds", "compaction pauses", 64},
+}
+
+// hist is a histogram read from the server's metrics, summed over its
+// labels: count, sum and cumulative counts by upper bound.
+type hist struct {
+	count, sum float64
+	le         map[float64]float64
+}
+
+// upTo is the count of the bucket whose bound is about bound, which a
+// page prints as it pleases (0.1024 may be 0.10240000000000001).
+func (h hist) upTo(bound float64) float64 {
+	for le, n := range h.le {
+		if math.Abs(le-bound) < 1e-9 {
+			return n
+		}
+	}
+	return 0
+}
+
+// stalls says, for each of stallHists, how many the server recorded
+// since the last call, their mean, and how many took longer than its
+// bound.
+func (p *probe) stalls() string {
+	if p.metrics == nil {
+		return "stalls unknown"
+	}
+	b, err := p.metrics()
+	if err != nil {
+		return "stalls unknown: " + err.Error()
+	}
+	now := readHists(string(b))
+	var out []string
+	for _, h := range stallHists {
+		cur, prev := now[h.name], p.hists[h.name]
+		n := cur.count - prev.count
+		if n <= 0 {
+			out = append(out, h.label+" 0")
+			continue
+		}
+		mean, unit := (cur.sum-prev.sum)/n*1000, 1000.0
+		if strings.HasSuffix(h.name, "_milliseconds") {
+			mean, unit = mean/1000, 1
+		}
+		if h.over == 0 {
+			out = append(out, fmt.Sprintf("%s %.0f (mean %.1f ms)", h.label, n, mean))
+			continue
+		}
+		out = append(out, fmt.Sprintf("%s %.0f (mean %.1f ms, over %v ms %.0f)", h.label, n, mean, h.over*unit, n-(cur.upTo(h.over)-prev.upTo(h.over))))
+	}
+	p.hists = now
+	return strings.Join(out, ", ")
+}
+
+// readHists reads stallHists' histograms from a Prometheus text page.
+func readHists(page string) map[string]hist {
+	out := map[string]hist{}
+	for line := range strings.Lines(page) {
+		line = strings.TrimSpace(line)
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		name, labels := line, ""
+		if i := strings.IndexAny(line, "{ "); i >= 0 {
+			name = line[:i]
+			if line[i] == '{' {
+				labels = line[i : strings.LastIndexByte(line, '}')+1]
+			}
+		}
+		v, err := strconv.ParseFloat(line[strings.LastIndexByte(line, ' ')+1:], 64)
+		if err != nil {
+			continue
+		}
+		for _, h := range stallHists {
+			base, ok := strings.CutPrefix(name, h.name)
+			if !ok {
+				continue
+			}
+			x := out[h.name]
+			if x.le == nil {
+				x.le = map[float64]float64{}
+			}
+			switch base {
+			case "_count":
+				x.count += v
+			case "_sum":
+				x.sum += v
+			case "_bucket":
+				_, le, _ := strings.Cut(labels, `le="`)
+				le, _, _ = strings.Cut(le, `"`)
+				if bound, err := strconv.ParseFloat(le, 64); err == nil {
+					x.le[bound] += v
+				}
+			}
+			out[h.name] = x
+		}
+	}
+	return out
 }
 
 // writeRate is the store's revisions per second since the last call: one
@@ -747,20 +873,55 @@ func (p *probe) events() string {
 }
 
 // probe applies one small service every 200 ms and times it, and watches
-// services to time when each write comes back.
+// services to time when each write comes back. Its writes go through a
+// client of their own that keeps each answer's Server-Timing (see
+// apiserver's serverTiming): where the slowest spent their time.
 type probe struct {
 	c       *client.Client
+	w       *client.Client         // the probe's writes, their Server-Timing kept in last
+	last    string                 // the Server-Timing of the probe's latest write
 	metrics func() ([]byte, error) // the server's /metrics
+	hists   map[string]hist        // stallHists as the last phase ended
 	rev     int64
 	revAt   time.Time
 	mu      sync.Mutex
-	lat     []time.Duration
+	lat     []probeWrite
 	lag     []time.Duration
 	written map[string]time.Time
 	failed  atomic.Int64 // probe writes refused, timed out included
 }
 
-func newProbe(c *client.Client) *probe { return &probe{c: c, written: map[string]time.Time{}} }
+// probeWrite is one of the probe's writes: its time at the client, and
+// the server's account of it.
+type probeWrite struct {
+	sent   time.Time
+	took   time.Duration
+	timing string // Server-Timing
+}
+
+func newProbe(c *client.Client, url, caFile, token string) (*probe, error) {
+	p := &probe{c: c, written: map[string]time.Time{}}
+	pem, err := os.ReadFile(caFile)
+	if err != nil {
+		return nil, err
+	}
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(pem)
+	tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}, ForceAttemptHTTP2: true}
+	hc := &http.Client{Transport: roundTripper(func(req *http.Request) (*http.Response, error) {
+		resp, err := tr.RoundTrip(req)
+		if err == nil {
+			p.last = resp.Header.Get("Server-Timing")
+		}
+		return resp, err
+	})}
+	p.w, err = client.New(url, client.WithToken(token), client.WithHTTPClient(hc))
+	return p, err
+}
+
+type roundTripper func(*http.Request) (*http.Response, error)
+
+func (f roundTripper) RoundTrip(req *http.Request) (*http.Response, error) { return f(req) }
 
 func (p *probe) run() {
 	ctx := context.Background()
@@ -797,10 +958,12 @@ func (p *probe) run() {
 		p.mu.Lock()
 		p.written[v] = t0
 		p.mu.Unlock()
-		_, err := p.c.Services().Apply(ctx, s)
+		p.last = ""
+		_, err := p.w.Services().Apply(ctx, s)
 		if err == nil {
+			w := probeWrite{sent: t0, took: time.Since(t0), timing: p.last}
 			p.mu.Lock()
-			p.lat = append(p.lat, time.Since(t0))
+			p.lat = append(p.lat, w)
 			p.mu.Unlock()
 		} else {
 			p.failed.Add(1)
@@ -809,8 +972,9 @@ func (p *probe) run() {
 	}
 }
 
-// take returns the figures since the last take and starts afresh.
-func (p *probe) take() (p50, p99, lag99 time.Duration, n int) {
+// take returns the figures since the last take and starts afresh, with
+// where the slowest writes' time went (slowest).
+func (p *probe) take() (p50, p99, lag99 time.Duration, n int, slow string) {
 	p.mu.Lock()
 	lat, lag := p.lat, p.lag
 	p.lat, p.lag = nil, nil
@@ -822,7 +986,83 @@ func (p *probe) take() (p50, p99, lag99 time.Duration, n int) {
 		slices.Sort(d)
 		return d[min(len(d)-1, int(f*float64(len(d))))].Round(time.Millisecond)
 	}
-	return q(lat, 0.5), q(lat, 0.99), q(lag, 0.99), len(lat)
+	slices.SortFunc(lat, func(a, b probeWrite) int { return cmp.Compare(a.took, b.took) })
+	took := make([]time.Duration, len(lat))
+	for i, w := range lat {
+		took[i] = w.took
+	}
+	return q(took, 0.5), q(took, 0.99), q(lag, 0.99), len(lat), slowest(lat)
+}
+
+// slowest says where the time of the slowest 1% of writes (at least
+// one; lat sorted by took) went, in the server's words (Server-Timing):
+// etcd reads, the bulk lane, etcd writes, the handler's own (CPU, locks,
+// waiting for a CPU), and outside the handler, split at the handler's
+// start (bench and server share a clock): "in" from the client's send to
+// the handler, "out" from the handler's answer to the client's receipt
+// (the network, the server's connection goroutines and the bench's own
+// waiting for a CPU); and the same of the writes around the median, to compare. Each
+// figure is a mean over the writes, "etcd writes" the write transactions
+// each sent (more than one: a conflict tried again); "ahead" is the most
+// etcd write transactions one of them found in flight, of which the
+// lane's.
+func slowest(lat []probeWrite) string {
+	if len(lat) == 0 {
+		return ""
+	}
+	k := max(1, len(lat)/100)
+	mid := len(lat) / 2
+	lo, hi := max(0, mid-max(1, len(lat)/20)), min(len(lat), mid+max(1, len(lat)/20))
+	return fmt.Sprintf("probe slowest %d: %s | around p50 (%d): %s", k, breakdown(lat[len(lat)-k:]), hi-lo, breakdown(lat[lo:hi]))
+}
+
+// breakdown is the mean of ws' times by part, from their Server-Timing.
+func breakdown(ws []probeWrite) string {
+	parts := []string{"read", "lane", "write", "handler", "in", "out"}
+	sum := map[string]float64{}
+	var took float64
+	var ahead []string
+	writes := 0
+	for _, w := range ws {
+		took += w.took.Seconds() * 1000
+		total, start := 0.0, int64(0)
+		for part := range strings.SplitSeq(w.timing, ",") {
+			name, params, _ := strings.Cut(strings.TrimSpace(part), ";")
+			if v, ok := strings.CutPrefix(params, "dur="); ok {
+				d, _ := strconv.ParseFloat(v, 64)
+				sum[name] += d
+				if name == "total" {
+					total = d
+				}
+			} else if v, ok := strings.CutPrefix(params, "desc="); ok && name == "ahead" {
+				ahead = append(ahead, strings.Trim(v, `"`))
+			} else if ok && name == "start" {
+				start, _ = strconv.ParseInt(v, 10, 64)
+			} else if ok && name == "writes" {
+				n, _ := strconv.Atoi(v)
+				writes += n
+			}
+		}
+		in := 0.0
+		if start != 0 {
+			in = max(0, float64(start-w.sent.UnixMicro())/1000)
+		}
+		sum["in"] += in
+		sum["out"] += max(0, w.took.Seconds()*1000-total-in)
+	}
+	n := float64(len(ws))
+	out := fmt.Sprintf("%.0f ms =", took/n)
+	for _, name := range parts {
+		out += fmt.Sprintf(" %s %.0f", name, sum[name]/n)
+	}
+	out += fmt.Sprintf(", etcd writes %.1f", float64(writes)/n)
+	if len(ahead) > 0 {
+		if len(ahead) > 3 {
+			ahead = ahead[len(ahead)-3:]
+		}
+		out += ", ahead " + strings.Join(ahead, "; ")
+	}
+	return out
 }
 
 // sampler reads the server's RSS and CPU time from /proc every second.

@@ -161,6 +161,7 @@ func (s *Server) Serve(ctx context.Context, l net.Listener, auth Authenticator) 
 			if isWrite(r.Method) {
 				tm = new(store.Timing)
 				r = r.WithContext(store.WithTiming(r.Context(), tm))
+				rec.header = func(h http.Header) { serverTiming(h, start, tm) }
 			}
 			r2 := r
 			defer func() { s.observe(r2, rec, start, tm) }()

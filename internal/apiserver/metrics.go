@@ -19,18 +19,23 @@ import (
 type statusRecorder struct {
 	http.ResponseWriter
 	code int
+	// header, when set, adds to the response's header as it is written.
+	header func(http.Header)
 }
 
 func (s *statusRecorder) WriteHeader(code int) {
 	if s.code == 0 {
 		s.code = code
+		if s.header != nil {
+			s.header(s.ResponseWriter.Header())
+		}
 	}
 	s.ResponseWriter.WriteHeader(code)
 }
 
 func (s *statusRecorder) Write(p []byte) (int, error) {
 	if s.code == 0 {
-		s.code = http.StatusOK
+		s.WriteHeader(http.StatusOK)
 	}
 	return s.ResponseWriter.Write(p)
 }
@@ -76,6 +81,27 @@ func (s *Server) observe(r *http.Request, rec *statusRecorder, start time.Time, 
 	if tm != nil {
 		s.observePhases(r, route, code, took, tm)
 	}
+}
+
+// serverTiming sets a write's Server-Timing header (the W3C's), in
+// milliseconds, as its answer is written: its time in etcd reads, in the
+// bulk lane, in etcd write transactions, the rest in the server
+// ("handler": decoding, checks, waiting for a CPU), and "total" since the
+// request reached its handler; "ahead" is the most write transactions
+// the store had in etcd when one of its writes was sent, "lane" of them
+// the bulk lane's; "writes" how many write transactions it sent (more
+// than one: a conflict tried again); "start" is when the handler started, in microseconds
+// since the Unix epoch. A client that times its writes tells from it what
+// the slowest waited on, and, on the same host (one clock), how long the
+// request took to reach the handler and the answer to come back (the
+// network, the connection's goroutines waiting for a CPU, the client's
+// own).
+func serverTiming(h http.Header, start time.Time, tm *store.Timing) {
+	took := time.Since(start)
+	read, lane, write := tm.Read(), tm.Lane(), tm.Write()
+	ms := func(d time.Duration) string { return strconv.FormatFloat(d.Seconds()*1000, 'f', 1, 64) }
+	h.Set("Server-Timing", fmt.Sprintf("read;dur=%s, lane;dur=%s, write;dur=%s, handler;dur=%s, total;dur=%s, ahead;desc=\"%d lane %d\", writes;desc=%d, start;desc=%d",
+		ms(read), ms(lane), ms(write), ms(max(0, took-read-lane-write)), ms(took), tm.Ahead(), tm.LaneAhead(), tm.Writes(), start.UnixMicro()))
 }
 
 // isWrite says whether a request of method changes something: those are

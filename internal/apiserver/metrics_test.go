@@ -6,8 +6,10 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/berth-dev/berth/api/errdefs"
 	"github.com/berth-dev/berth/internal/apiserver"
@@ -123,4 +125,63 @@ func bearerStatus(t *testing.T, hc *http.Client, method, url, bearer string) int
 	}
 	resp.Body.Close()
 	return resp.StatusCode
+}
+
+// A write's answer says where its time went (Server-Timing): in etcd
+// write transactions, the lane and the handler, and its total, which
+// covers them; a read's says nothing.
+func TestWriteAnswerCarriesServerTiming(t *testing.T) {
+	e := start(t)
+	req, _ := http.NewRequest(http.MethodPut, "http://berth/v1/namespaces/default/services/web", strings.NewReader(validService))
+	sent := time.Now()
+	resp, err := e.raw.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusCreated {
+		t.Fatalf("apply: %s", resp.Status)
+	}
+	st := resp.Header.Get("Server-Timing")
+	dur := map[string]float64{}
+	var ahead, writes string
+	var start int64
+	for part := range strings.SplitSeq(st, ",") {
+		name, params, _ := strings.Cut(strings.TrimSpace(part), ";")
+		if v, ok := strings.CutPrefix(params, "dur="); ok {
+			d, err := strconv.ParseFloat(v, 64)
+			if err != nil {
+				t.Fatalf("Server-Timing %q: %s: %v", st, name, err)
+			}
+			dur[name] = d
+		} else if name == "ahead" {
+			ahead = params
+		} else if name == "writes" {
+			writes = params
+		} else if v, ok := strings.CutPrefix(params, "desc="); ok && name == "start" {
+			start, _ = strconv.ParseInt(v, 10, 64)
+		}
+	}
+	for _, name := range []string{"read", "lane", "write", "handler", "total"} {
+		if _, ok := dur[name]; !ok {
+			t.Fatalf("Server-Timing %q: no %s", st, name)
+		}
+	}
+	if dur["write"] <= 0 || dur["lane"] != 0 || dur["total"] < dur["write"] || ahead == "" || writes != "desc=1" {
+		t.Fatalf("Server-Timing %q: want a write's time, no lane, a total that covers it, what was ahead, and one write", st)
+	}
+	// One clock: the handler started after the request was sent, and
+	// before the answer came.
+	if s := time.UnixMicro(start); s.Before(sent.Truncate(time.Microsecond)) || s.After(time.Now()) {
+		t.Fatalf("Server-Timing %q: handler started at %v, request sent at %v", st, s, sent)
+	}
+
+	resp, err = e.raw.Get("http://berth/v1/namespaces/default/services/web")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if st := resp.Header.Get("Server-Timing"); st != "" {
+		t.Fatalf("a read's answer has Server-Timing %q", st)
+	}
 }

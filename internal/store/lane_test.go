@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -228,4 +229,33 @@ func openFor(t *testing.T) (context.Context, *store.Store) {
 	}
 	t.Cleanup(func() { s.Close() })
 	return ctx, s
+}
+
+// A batch goes to etcd in transactions of at most MaxTxnBytes, however
+// many objects: a single object's write queues in etcd behind no more
+// than that of each batch.
+func TestCreateManySplitsAtMaxTxnBytes(t *testing.T) {
+	ctx, s := openFor(t)
+	const size = 8 << 10 // each object is a little more
+	var objs []api.Object
+	for i := range 3 * store.MaxTxnBytes / size {
+		svc := api.RunService(fmt.Sprintf("big-%d", i), "demo/busybox:1", nil)
+		svc.Spec.Template.Env = map[string]string{"PAD": strings.Repeat("x", size)}
+		objs = append(objs, svc)
+	}
+	if err := s.CreateMany(ctx, objs); err != nil {
+		t.Fatal(err)
+	}
+	per := map[int64]int{} // objects by revision: one a transaction
+	for _, o := range objs {
+		per[o.GetMetadata().Revision]++
+	}
+	if len(per) < 3 {
+		t.Fatalf("%d objects of over %d KiB in %d transactions, want at least 3 of at most %d KiB", len(objs), size>>10, len(per), store.MaxTxnBytes>>10)
+	}
+	for rev, n := range per {
+		if n > store.MaxTxnBytes/size {
+			t.Fatalf("transaction at revision %d wrote %d objects of over %d KiB, over %d KiB", rev, n, size>>10, store.MaxTxnBytes>>10)
+		}
+	}
 }

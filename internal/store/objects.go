@@ -272,8 +272,16 @@ func (s *Store) CreateMany(ctx context.Context, objs []api.Object) error {
 	return nil
 }
 
-// MaxTxnBytes keeps a batch under etcd's default request limit (1.5 MiB).
-const MaxTxnBytes = 1 << 20
+// MaxTxnBytes is the most bytes a batch writes in one transaction: well
+// under etcd's default request limit (1.5 MiB), and small for etcd to
+// apply. etcd applies in order, so a single object's write (an API
+// client's apply) waits for every batch sent before it, and the bulk lane
+// lets two of them in at the least (see bulkBudget): at 1 MiB, on a busy
+// server, etcd took over 100 ms to apply one, and a probe's one-object
+// apply behind a few waited in etcd for half a second. A quarter of that
+// costs etcd little more per object (its write-ahead log and database
+// commit many transactions at once).
+const MaxTxnBytes = 256 << 10
 
 // Update writes obj's labels and spec, keeping the stored status, UID and
 // creation time. With expectRevision != 0 it fails with ErrConflict

@@ -133,6 +133,11 @@ type conn struct {
 	// flight (see bulkBudget).
 	bulk *bulkLane
 
+	// writing and laneWriting count the write transactions sent to etcd
+	// and not yet answered, all and the lane's: what a write sent now
+	// queues behind (Timing.Ahead).
+	writing, laneWriting atomic.Int32
+
 	// live is this store's side of the nodes' heartbeats (see lease.go).
 	live liveness
 

@@ -562,9 +562,17 @@ func (s *Store) commit(ctx context.Context, lane bool, weight int64, txn clientv
 			return nil, fmt.Errorf("waiting for the transactions ahead: %w", err)
 		}
 	}
+	timingFrom(ctx).sawAhead(int(s.writing.Add(1)-1), int(s.laneWriting.Load()))
+	if lane {
+		s.laneWriting.Add(1)
+	}
 	start := time.Now()
 	r, err := txn.Commit()
 	timingFrom(ctx).writeSince(start)
+	s.writing.Add(-1)
+	if lane {
+		s.laneWriting.Add(-1)
+	}
 	if release != nil {
 		took := time.Since(start)
 		if err != nil {
