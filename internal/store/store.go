@@ -3,10 +3,10 @@
 // Keys are /berth/<plural kind>/<namespace>/<name> (nodes, being
 // cluster-wide, /berth/nodes/<name>); values are the objects' JSON
 // without their revision, which is the key's etcd mod revision and is
-// filled in on every read. Instances bound to a node are also written
-// under /berth/assign/<node>/<namespace>/<instance>, in the same etcd
-// transaction as the instance, so the two share a revision and an agent
-// watches only its own prefix.
+// filled in on every read. An instance bound to a node also has a key
+// under /berth/assign/<node>/<namespace>/<instance>, written in the same
+// etcd transaction as the instance, so the two share a revision and an
+// agent watches only its own prefix (assignvalue.go).
 //
 // Writes that name a revision (expectRevision != 0) fail with
 // errdefs.ErrConflict unless it is still the object's revision. Update
