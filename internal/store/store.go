@@ -261,10 +261,14 @@ func loneTick(minLease time.Duration) uint {
 }
 
 // catchUpEntries and loneCatchUpEntries are the raft entries an embedded
-// member keeps in memory for its followers (see startEmbedded).
+// member keeps in memory for its followers (see startEmbedded). A member
+// alone has no follower: it keeps the least etcd takes. etcd compacts its
+// log at a snapshot in memory every 100 applied entries, so a lone member
+// holds up to 101 entries rather than 200, each a transaction of up to
+// MaxTxnBytes (a batch of new instances, or of a node's status reports).
 const (
 	catchUpEntries     = 1000
-	loneCatchUpEntries = 100
+	loneCatchUpEntries = 1
 )
 
 // startEmbedded starts this server's etcd member in dataDir/etcd.
