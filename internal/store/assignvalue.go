@@ -20,8 +20,8 @@ import (
 // The instance's metadata and spec do not change without its assignment
 // key being written again, so the instance's value at the key's revision,
 // or its latest before the key's deletion, with the marker's status, is
-// the copy the key held until it held the whole instance: a copy that
-// was a third of etcd's database and of what each bind wrote.
+// the copy the key held when it held the whole instance: a third of
+// etcd's database after an apply, and half of what each bind wrote.
 
 // assignMarker is what the assignment key of an instance whose stored
 // value is value holds.
