@@ -370,6 +370,9 @@ func (h *assignHub) follow(ctx context.Context, prefix string, resumable *bool) 
 			return fmt.Errorf("watch of assignments: %w: %w", errdefs.ErrUnavailable, err)
 		}
 		if len(resp.Events) > 0 {
+			if err := h.s.fillAssigned(wctx, resp.Events); err != nil {
+				return fmt.Errorf("watch of assignments: %w", err)
+			}
 			*resumable = true
 			h.fanOut(prefix, resp.Events)
 		}

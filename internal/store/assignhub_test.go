@@ -321,6 +321,14 @@ func watchTruth(ctx context.Context, s *Store, from int64) *truthWatch {
 	wc := s.client.Watch(ctx, prefix, clientv3.WithPrefix(), clientv3.WithPrevKV(), clientv3.WithRev(from))
 	go func() {
 		for resp := range wc {
+			if err := s.fillAssigned(ctx, resp.Events); err != nil && resp.Err() == nil {
+				tw.mu.Lock()
+				if tw.err == nil {
+					tw.err = err
+				}
+				tw.mu.Unlock()
+				continue
+			}
 			tw.mu.Lock()
 			if err := resp.Err(); err != nil && tw.err == nil {
 				tw.err = err

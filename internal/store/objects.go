@@ -253,7 +253,7 @@ func (s *Store) CreateMany(ctx context.Context, objs []api.Object) error {
 		for _, op := range ops {
 			w, sz := 1, len(op.value)
 			if op.assign != "" {
-				w, sz = 2, 2*sz // its assignment key holds a copy
+				w, sz = 2, sz+len(op.assign)+len(op.marker)
 			}
 			if n > 0 && (writes+w > s.maxOps || size+sz > MaxTxnBytes) {
 				break
@@ -567,21 +567,10 @@ func (s *Store) eventLeaseID(ctx context.Context) (clientv3.LeaseID, error) {
 }
 
 // Assignments lists the instances bound to node, from its assignment
-// keys, and the revision to watch from (plus one).
+// keys, each with its status as bound, and the revision to watch from
+// (plus one).
 func (s *Store) Assignments(ctx context.Context, node string) ([]*api.Instance, int64, error) {
-	r, err := s.client.Get(ctx, s.assignPrefix(node), clientv3.WithPrefix())
-	if err != nil {
-		return nil, 0, fmt.Errorf("assignments of node %q: %w", node, wrapEtcd(err))
-	}
-	out := make([]*api.Instance, 0, len(r.Kvs))
-	for _, kv := range r.Kvs {
-		var in api.Instance
-		if err := decode(&in, kv.Value, kv.ModRevision); err != nil {
-			return nil, 0, fmt.Errorf("assignments of node %q: %s: %w", node, kv.Key, err)
-		}
-		out = append(out, &in)
-	}
-	return out, r.Header.Revision, nil
+	return s.assignments(ctx, node, false)
 }
 
 // AssignmentsCurrent is Assignments, with each instance's status as it is
@@ -591,33 +580,21 @@ func (s *Store) Assignments(ctx context.Context, node string) ([]*api.Instance, 
 // transactions, where listing every instance of the cluster would cost
 // each restarting agent O(cluster).
 func (s *Store) AssignmentsCurrent(ctx context.Context, node string) ([]*api.Instance, int64, error) {
-	out, rev, err := s.Assignments(ctx, node)
+	return s.assignments(ctx, node, true)
+}
+
+func (s *Store) assignments(ctx context.Context, node string, current bool) ([]*api.Instance, int64, error) {
+	values, revs, rev, err := s.assigned(ctx, node, current)
 	if err != nil {
 		return nil, 0, err
 	}
-	for lo := 0; lo < len(out); lo += s.maxOps {
-		batch := out[lo:min(len(out), lo+s.maxOps)]
-		ops := make([]clientv3.Op, len(batch))
-		for i, in := range batch {
-			ops[i] = clientv3.OpGet(s.Key(api.KindInstance, in.Metadata.Namespace, in.Metadata.Name), clientv3.WithRev(rev))
+	out := make([]*api.Instance, len(values))
+	for i, v := range values {
+		var in api.Instance
+		if err := decode(&in, v, revs[i]); err != nil {
+			return nil, 0, fmt.Errorf("assignments of node %q: %w", node, err)
 		}
-		r, err := s.client.Txn(ctx).Then(ops...).Commit()
-		if err != nil {
-			return nil, 0, fmt.Errorf("assignments of node %q: %w", node, wrapEtcd(err))
-		}
-		for i, resp := range r.Responses {
-			kvs := resp.GetResponseRange().GetKvs()
-			if len(kvs) == 0 {
-				continue // deleted with its assignment still there: as bound
-			}
-			var cur api.Instance
-			if err := decode(&cur, kvs[0].Value, kvs[0].ModRevision); err != nil {
-				return nil, 0, fmt.Errorf("assignments of node %q: %s: %w", node, kvs[0].Key, err)
-			}
-			if cur.Metadata.UID == batch[i].Metadata.UID {
-				batch[i].Status = cur.Status
-			}
-		}
+		out[i] = &in
 	}
 	return out, rev, nil
 }

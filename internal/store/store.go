@@ -3,10 +3,10 @@
 // Keys are /berth/<plural kind>/<namespace>/<name> (nodes, being
 // cluster-wide, /berth/nodes/<name>); values are the objects' JSON
 // without their revision, which is the key's etcd mod revision and is
-// filled in on every read. Instances bound to a node are also written
-// under /berth/assign/<node>/<namespace>/<instance>, in the same etcd
-// transaction as the instance, so the two share a revision and an agent
-// watches only its own prefix.
+// filled in on every read. An instance bound to a node also has a key
+// under /berth/assign/<node>/<namespace>/<instance>, written in the same
+// etcd transaction as the instance, so the two share a revision and an
+// agent watches only its own prefix (assignvalue.go).
 //
 // Writes that name a revision (expectRevision != 0) fail with
 // errdefs.ErrConflict unless it is still the object's revision. Update
@@ -266,10 +266,14 @@ func loneTick(minLease time.Duration) uint {
 }
 
 // catchUpEntries and loneCatchUpEntries are the raft entries an embedded
-// member keeps in memory for its followers (see startEmbedded).
+// member keeps in memory for its followers (see startEmbedded). A member
+// alone has no follower: it keeps the least etcd takes. etcd compacts its
+// log at a snapshot in memory every 100 applied entries, so a lone member
+// holds up to 101 entries rather than 200, each a transaction of up to
+// MaxTxnBytes (a batch of new instances, or of a node's status reports).
 const (
 	catchUpEntries     = 1000
-	loneCatchUpEntries = 100
+	loneCatchUpEntries = 1
 )
 
 // startEmbedded starts this server's etcd member in dataDir/etcd.

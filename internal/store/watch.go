@@ -44,12 +44,12 @@ type WatchEvent struct {
 // starting at fromRevision (0: from now). The channel closes when ctx is
 // done or after an event with Err.
 func (s *Store) Watch(ctx context.Context, kind api.Kind, namespace string, fromRevision int64) <-chan WatchEvent {
-	return s.watchPrefix(watchStream(ctx, kind.Plural()), s.prefixOf(kind, namespace), kind, fromRevision, false)
+	return s.watchPrefix(watchStream(ctx, kind.Plural()), s.prefixOf(kind, namespace), kind, fromRevision, false, nil)
 }
 
 // WatchRaw is Watch with each object as the API gives it, in Raw.
 func (s *Store) WatchRaw(ctx context.Context, kind api.Kind, namespace string, fromRevision int64) <-chan WatchEvent {
-	return s.watchPrefix(watchStream(ctx, kind.Plural()), s.prefixOf(kind, namespace), kind, fromRevision, true)
+	return s.watchPrefix(watchStream(ctx, kind.Plural()), s.prefixOf(kind, namespace), kind, fromRevision, true, nil)
 }
 
 // WatchAssignments streams changes to the instances bound to node: Added
@@ -91,7 +91,7 @@ func (s *Store) StartAssignmentHub() { s.hub.begin(s) }
 func (s *Store) watchAssignments(ctx context.Context, node string, fromRevision int64, raw bool) <-chan WatchEvent {
 	h := fnv.New32a()
 	h.Write([]byte(node))
-	return s.watchPrefix(watchStream(ctx, fmt.Sprintf("assignments-%d", h.Sum32()%assignmentStreams)), s.assignPrefix(node), api.KindInstance, fromRevision, raw)
+	return s.watchPrefix(watchStream(ctx, fmt.Sprintf("assignments-%d", h.Sum32()%assignmentStreams)), s.assignPrefix(node), api.KindInstance, fromRevision, raw, s.fillAssigned)
 }
 
 // assignmentStreams is how many etcd watch streams the nodes' assignment
@@ -141,7 +141,10 @@ type TypedEvent[P api.Object] struct {
 	Err      error
 }
 
-func (s *Store) watchPrefix(ctx context.Context, prefix string, kind api.Kind, fromRevision int64, raw bool) <-chan WatchEvent {
+// watchPrefix watches the keys under prefix, each response's events
+// passed through fill first when it is set (fillAssigned).
+func (s *Store) watchPrefix(ctx context.Context, prefix string, kind api.Kind, fromRevision int64, raw bool,
+	fill func(context.Context, []*clientv3.Event) error) <-chan WatchEvent {
 	out := make(chan WatchEvent, 64)
 	go func() {
 		defer close(out)
@@ -169,6 +172,12 @@ func (s *Store) watchPrefix(ctx context.Context, prefix string, kind api.Kind, f
 				}
 				send(WatchEvent{Err: err})
 				return
+			}
+			if fill != nil {
+				if err := fill(ctx, resp.Events); err != nil {
+					send(WatchEvent{Err: fmt.Errorf("watch %s: %w", kind.Plural(), err)})
+					return
+				}
 			}
 			for _, e := range resp.Events {
 				ev, ok := toEvent(kind, e, raw)
