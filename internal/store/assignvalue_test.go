@@ -148,3 +148,125 @@ func jsonEqual(a, b map[string]any) bool {
 	y, _ := json.Marshal(b)
 	return bytes.Equal(x, y)
 }
+
+// A node's watch read from history gets every instance as its key stood
+// for it, as a copy would have been, through each way an instance leaves
+// or changes on its node: moved after its node reported, given up as
+// lost, deleted and created again under its name, its spec updated. The
+// watch's events arrive in one response, more than one transaction of
+// reads fills, so the batching is read too.
+func TestAssignmentWatchFromHistoryReadsEachAsBound(t *testing.T) {
+	ctx := t.Context()
+	s := openStore(t)
+	names := []string{"web-0", "web-1", "web-2", "web-3"}
+	uids := map[string]string{}
+	for _, n := range names {
+		in := instance(n)
+		in.Spec.Template.Env = map[string]string{"V": "1"}
+		if err := s.Create(ctx, in); err != nil {
+			t.Fatal(err)
+		}
+		uids[n] = in.Metadata.UID
+	}
+	r, err := s.client.Get(ctx, s.prefix+"/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	from := r.Header.Revision + 1
+	var bs []Binding
+	for _, n := range names {
+		bs = append(bs, Binding{Name: n, Node: "n1"})
+	}
+	if err := s.Bind(ctx, bs); err != nil {
+		t.Fatal(err)
+	}
+	report := func(name string, phase api.Phase) {
+		t.Helper()
+		cur, err := Get[api.Instance](ctx, s, "default", name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cur.Status.Phase, cur.Status.ContainerID = phase, "c-"+name
+		if err := s.UpdateStatus(ctx, cur, 0); err != nil {
+			t.Fatalf("%s %s: %v", name, phase, err)
+		}
+	}
+	// web-0 runs, then moves to n2.
+	report("web-0", api.PhaseRunning)
+	if err := s.Move(ctx, Binding{Name: "web-0", Node: "n2", From: "n1", Status: &api.InstanceStatus{Phase: api.PhaseRunning, ContainerID: "c2"}}); err != nil {
+		t.Fatal(err)
+	}
+	// web-1 runs, then is given up as lost.
+	report("web-1", api.PhaseRunning)
+	report("web-1", api.PhaseLost)
+	// web-2 is deleted and made again, with another spec.
+	report("web-2", api.PhaseRunning)
+	if err := s.Delete(ctx, api.KindInstance, "default", "web-2", 0); err != nil {
+		t.Fatal(err)
+	}
+	again := instance("web-2")
+	again.Spec.Template.Env = map[string]string{"V": "2"}
+	if err := s.Create(ctx, again); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Bind(ctx, []Binding{{Name: "web-2", Node: "n1"}}); err != nil {
+		t.Fatal(err)
+	}
+	// web-3's spec changes while it runs.
+	report("web-3", api.PhaseRunning)
+	up, err := Get[api.Instance](ctx, s, "default", "web-3")
+	if err != nil {
+		t.Fatal(err)
+	}
+	up.Spec.Template.Env = map[string]string{"V": "3"}
+	if err := s.Update(ctx, up, 0); err != nil {
+		t.Fatal(err)
+	}
+
+	type want struct {
+		typ   EventType
+		name  string
+		uid   string
+		env   string
+		phase api.Phase
+	}
+	wants := []want{
+		{Added, "web-0", uids["web-0"], "1", api.PhaseScheduled},
+		{Added, "web-1", uids["web-1"], "1", api.PhaseScheduled},
+		{Added, "web-2", uids["web-2"], "1", api.PhaseScheduled},
+		{Added, "web-3", uids["web-3"], "1", api.PhaseScheduled},
+		{Deleted, "web-0", uids["web-0"], "1", api.PhaseScheduled},
+		{Deleted, "web-1", uids["web-1"], "1", api.PhaseScheduled},
+		{Deleted, "web-2", uids["web-2"], "1", api.PhaseScheduled},
+		{Added, "web-2", again.Metadata.UID, "2", api.PhaseScheduled},
+		{Modified, "web-3", uids["web-3"], "3", api.PhaseRunning},
+	}
+	s.maxOps = 2 // several transactions of reads for one response
+	wctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	own := s.WatchAssignments(wctx, "n1", from)
+	for i, w := range wants {
+		select {
+		case ev := <-own:
+			g, _ := ev.Object.(*api.Instance)
+			if ev.Err != nil || g == nil {
+				t.Fatalf("event %d: %v", i, ev.Err)
+			}
+			if ev.Type != w.typ || g.Metadata.Name != w.name || g.Metadata.UID != w.uid || g.Spec.Template.Env["V"] != w.env || g.Status.Phase != w.phase || g.Spec.Node != "n1" {
+				t.Fatalf("event %d: %s %s uid %s env %v phase %s node %s; want %+v", i, ev.Type, g.Metadata.Name, g.Metadata.UID, g.Spec.Template.Env, g.Status.Phase, g.Spec.Node, w)
+			}
+		case <-time.After(30 * time.Second):
+			t.Fatalf("event %d: none, want %+v", i, w)
+		}
+	}
+	list, _, err := s.Assignments(ctx, "n1")
+	if err != nil || len(list) != 2 {
+		t.Fatalf("assignments: %+v, %v", list, err)
+	}
+	for _, g := range list {
+		if g.Metadata.Name == "web-2" && (g.Metadata.UID != again.Metadata.UID || g.Status.Phase != api.PhaseScheduled) ||
+			g.Metadata.Name == "web-3" && (g.Spec.Template.Env["V"] != "3" || g.Status.Phase != api.PhaseRunning) {
+			t.Fatalf("assignment %+v", g)
+		}
+	}
+}
