@@ -281,5 +281,5 @@ func (s *Server) ServeTLS(ctx context.Context, l net.Listener, cfg *tls.Config, 
 		}
 		auth = WithMetricsToken(auth, s.metricsToken)
 	}
-	return s.Serve(ctx, tls.NewListener(l, cfg), auth)
+	return s.Serve(ctx, newHandshakeListener(l, cfg), auth)
 }
