@@ -188,9 +188,12 @@ func (s *Server) Serve(ctx context.Context, l net.Listener, auth Authenticator) 
 		MaxHeaderBytes:    64 << 10,
 		// Every node keeps a connection open: HPACK's default tables, 4 KiB
 		// each way and filled by the changing headers of every request and
-		// response, were 60 MB for 15,000 nodes. A quarter of that still
-		// holds the few headers that repeat.
-		HTTP2:       &http.HTTP2Config{MaxDecoderHeaderTableSize: 1 << 10, MaxEncoderHeaderTableSize: 1 << 10},
+		// response, were 60 MB for 15,000 nodes, and tables of 1 KiB still
+		// 3 KiB a connection (their entries, strings and indexes). A table
+		// of one byte holds no entry (each counts 32 bytes over its name
+		// and value): headers go literally, some 100 bytes more a request
+		// on the wire, and nothing is kept for them.
+		HTTP2:       &http.HTTP2Config{MaxDecoderHeaderTableSize: 1, MaxEncoderHeaderTableSize: 1},
 		BaseContext: func(net.Listener) context.Context { return ctx },
 		ConnContext: connContext,
 	}
