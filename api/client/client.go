@@ -156,6 +156,12 @@ func New(endpoint string, opts ...Option) (*Client, error) {
 	}
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	tr.MaxIdleConnsPerHost = 32
+	// The server's framer keeps a buffer as big as the largest frame it
+	// has written on a connection, for the connection's life, and a node's
+	// connection lives as long as the node: frames of HTTP/2's smallest
+	// maximum, 16 KiB, not of Go's default 1 MiB, which let a watch's
+	// burst go out as one frame of 256 KiB.
+	tr.HTTP2 = &http.HTTP2Config{MaxReadFrameSize: 16 << 10}
 	switch u.Scheme {
 	case "unix":
 		path := u.Path

@@ -193,7 +193,12 @@ func (s *Server) Serve(ctx context.Context, l net.Listener, auth Authenticator) 
 		// of one byte holds no entry (each counts 32 bytes over its name
 		// and value): headers go literally, some 100 bytes more a request
 		// on the wire, and nothing is kept for them.
-		HTTP2:       &http.HTTP2Config{MaxDecoderHeaderTableSize: 1, MaxEncoderHeaderTableSize: 1},
+		//
+		// A connection's framer keeps a buffer as big as the largest frame
+		// it has read, for the connection's life: frames of HTTP/2's
+		// smallest maximum, 16 KiB (a body in several), not of Go's default
+		// 1 MiB.
+		HTTP2:       &http.HTTP2Config{MaxDecoderHeaderTableSize: 1, MaxEncoderHeaderTableSize: 1, MaxReadFrameSize: 16 << 10},
 		BaseContext: func(net.Listener) context.Context { return ctx },
 		ConnContext: connContext,
 	}
