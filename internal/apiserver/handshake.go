@@ -72,6 +72,10 @@ func (l *handshakeListener) handshake(c net.Conn) {
 	ctx, cancel := context.WithTimeout(l.ctx, handshakeTimeout)
 	defer cancel()
 	if err := tc.HandshakeContext(ctx); err != nil {
+		if l.ctx.Err() != nil {
+			c.Close() // the server is stopping: no news
+			return
+		}
 		refuse(c, err)
 		return
 	}
