@@ -450,6 +450,11 @@ func bench(bin string, nodes, instances, services int, timeout time.Duration) er
 			}
 		}
 		fmt.Println("  server heap and goroutine profiles after the join:", joinProfile)
+		b, err := adminGet(url, ca, token, "/debug/pprof/heap?gc=1&debug=1")
+		if err != nil {
+			return fmt.Errorf("join heap after a GC: %w", err)
+		}
+		fmt.Println("  " + perNode(string(b), nodes))
 	}
 
 	per := instances / services
@@ -540,6 +545,11 @@ func bench(bin string, nodes, instances, services int, timeout time.Duration) er
 			return err
 		}
 		fmt.Println("  server heap profile:", heapProfile)
+		b, err = adminGet(url, ca, readFile(filepath.Join(srvDir, "tls", "token")), "/debug/pprof/heap?gc=1&debug=1")
+		if err != nil {
+			return fmt.Errorf("heap after a GC: %w", err)
+		}
+		fmt.Println("  " + perNode(string(b), nodes))
 	}
 	if applyOnly {
 		if simProfile != "" || simHeapProfile != "" {
@@ -1078,4 +1088,22 @@ func instOf(in *api.Instance) inst {
 // newNodeTracker follows the nodes' conditions.
 func newNodeTracker(c *client.Client) *mirror[api.Node, *api.Node, api.NodeCondition] {
 	return newMirror(c.Nodes().Resource, "", func(n *api.Node) api.NodeCondition { return n.Status.Condition })
+}
+
+// perNode reads the runtime's figures at the end of a heap profile in
+// text, taken right after a GC (live bytes, not garbage awaiting the
+// next), and says what each of n nodes costs.
+func perNode(profile string, n int) string {
+	var live, stacks float64
+	for line := range strings.Lines(profile) {
+		f := strings.Fields(line)
+		switch {
+		case len(f) >= 4 && f[1] == "HeapAlloc":
+			live, _ = strconv.ParseFloat(f[3], 64)
+		case len(f) >= 4 && f[1] == "Stack":
+			stacks, _ = strconv.ParseFloat(f[3], 64)
+		}
+	}
+	return fmt.Sprintf("server after a GC: live heap %.0f MiB, stacks %.0f MiB; per node %.1f KiB heap, %.1f KiB stacks",
+		live/(1<<20), stacks/(1<<20), live/1024/float64(n), stacks/1024/float64(n))
 }
