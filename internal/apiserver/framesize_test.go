@@ -3,7 +3,9 @@ package apiserver_test
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"fmt"
+	"io"
 	"maps"
 	"net"
 	"strings"
@@ -73,6 +75,73 @@ func TestLargeBodiesOverSmallFrames(t *testing.T) {
 		}
 		if !seen {
 			t.Fatalf("watch: no event for %s", name)
+		}
+	}
+}
+
+// A client that indexes its first request's headers before it has read
+// the server's settings, as Go's transport does, and refers to them in
+// its next request, is answered both times: the server's table for
+// requests' headers holds what a client indexes that early.
+func TestHeadersIndexedBeforeTheSettings(t *testing.T) {
+	e := start(t)
+	ctx, cancel := context.WithCancel(t.Context())
+	cert, caPEM := selfSigned(t)
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		done <- e.srv.ServeTLS(ctx, l, &tls.Config{Certificates: []tls.Certificate{cert}}, "0123456789abcdef0123")
+	}()
+	t.Cleanup(func() { cancel(); <-done })
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(caPEM)
+	conn, err := tls.Dial("tcp", l.Addr().String(), &tls.Config{RootCAs: pool, NextProtos: []string{"h2"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(time.Minute))
+	frame := func(typ, flags byte, stream uint32, payload []byte) []byte {
+		n := len(payload)
+		return append([]byte{byte(n >> 16), byte(n >> 8), byte(n), typ, flags,
+			byte(stream >> 24), byte(stream >> 16), byte(stream >> 8), byte(stream)}, payload...)
+	}
+	// HPACK by hand: :method GET, :scheme https, :path / from the static
+	// table; a header of 300 bytes added to the dynamic table (literal
+	// with incremental indexing, a new name), then referred to by index.
+	pad := strings.Repeat("p", 300)
+	first := append([]byte{0x82, 0x87, 0x84, 0x40, 5}, "x-pad"...)
+	first = append(append(first, 0x7f, byte(300-127-128)|0x80, 1), pad...)
+	second := []byte{0x82, 0x87, 0x84, 0x80 | 62}
+	var out []byte
+	out = append(out, "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"...)
+	out = append(out, frame(0x4, 0, 0, nil)...)      // SETTINGS
+	out = append(out, frame(0x1, 0x5, 1, first)...)  // HEADERS, END_STREAM|END_HEADERS
+	out = append(out, frame(0x1, 0x5, 3, second)...) // the same, by index
+	if _, err := conn.Write(out); err != nil {
+		t.Fatal(err)
+	}
+	answered := map[uint32]bool{}
+	hdr := make([]byte, 9)
+	for !answered[1] || !answered[3] {
+		if _, err := io.ReadFull(conn, hdr); err != nil {
+			t.Fatalf("reading the answers (streams answered: %v): %v", answered, err)
+		}
+		payload := make([]byte, int(hdr[0])<<16|int(hdr[1])<<8|int(hdr[2]))
+		if _, err := io.ReadFull(conn, payload); err != nil {
+			t.Fatal(err)
+		}
+		stream := uint32(hdr[5]&0x7f)<<24 | uint32(hdr[6])<<16 | uint32(hdr[7])<<8 | uint32(hdr[8])
+		switch hdr[3] {
+		case 0x1: // HEADERS
+			answered[stream] = true
+		case 0x7: // GOAWAY
+			t.Fatalf("the server went away, error code %x (streams answered: %v)", payload[4:8], answered)
+		case 0x3: // RST_STREAM
+			t.Fatalf("the server reset stream %d, error code %x", stream, payload)
 		}
 	}
 }
