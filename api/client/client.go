@@ -156,6 +156,12 @@ func New(endpoint string, opts ...Option) (*Client, error) {
 	}
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	tr.MaxIdleConnsPerHost = 32
+	// The server's framer keeps a buffer as big as the largest frame it
+	// has written on a connection, for the connection's life, and a node's
+	// connection lives as long as the node: frames of HTTP/2's smallest
+	// maximum, 16 KiB, not of Go's default 1 MiB, which let a watch's
+	// burst go out as one frame of 256 KiB.
+	tr.HTTP2 = &http.HTTP2Config{MaxReadFrameSize: 16 << 10}
 	switch u.Scheme {
 	case "unix":
 		path := u.Path
@@ -191,6 +197,24 @@ func New(endpoint string, opts ...Option) (*Client, error) {
 		c.hc = &http.Client{Transport: tr}
 	}
 	return c, nil
+}
+
+// bodyFrame is the most of a request body one read gives: Go's HTTP/2
+// transport sends what each read gives as a frame of its own, and the
+// server keeps, for each connection's life, a read buffer as big as the
+// largest frame and TLS record it has read. A node's status batch of
+// tens of KB went in frames of 16 KiB, and every node kept room for
+// them, with its connection idle most of its life.
+const bodyFrame = 4 << 10
+
+// shortReads reads at most bodyFrame bytes at a time.
+type shortReads struct{ r *bytes.Reader }
+
+func (s shortReads) Read(p []byte) (int, error) {
+	if len(p) > bodyFrame {
+		p = p[:bodyFrame]
+	}
+	return s.r.Read(p)
 }
 
 // upgradeClient sends the requests that switch protocols (a node's
@@ -264,17 +288,21 @@ func (c *Client) do(ctx context.Context, method, path string, header http.Header
 // send sends a request and returns a 2xx response, or the error the
 // server answered.
 func (c *Client) send(ctx context.Context, method, path string, header http.Header, in any) (*http.Response, error) {
-	var body io.Reader
+	var b []byte
 	if in != nil {
-		b, err := json.Marshal(in)
-		if err != nil {
+		var err error
+		if b, err = json.Marshal(in); err != nil {
 			return nil, fmt.Errorf("%s %s: %w", method, path, err)
 		}
-		body = bytes.NewReader(b)
 	}
-	req, err := http.NewRequestWithContext(ctx, method, c.base+path, body)
+	req, err := http.NewRequestWithContext(ctx, method, c.base+path, nil)
 	if err != nil {
 		return nil, fmt.Errorf("%s %s: %w", method, path, err)
+	}
+	if in != nil {
+		req.ContentLength = int64(len(b))
+		req.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(shortReads{bytes.NewReader(b)}), nil }
+		req.Body, _ = req.GetBody()
 	}
 	for k, v := range header {
 		req.Header[k] = v

@@ -1,11 +1,16 @@
 package client
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
+	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -143,3 +148,61 @@ func TestWatchWaitsForTheBeatsTheServerGranted(t *testing.T) {
 		t.Fatal("no event")
 	}
 }
+
+// A body goes in reads of bodyFrame bytes at most, whole, and whole
+// again when the transport asks for it anew (a retry).
+func TestBodyInShortReads(t *testing.T) {
+	env := map[string]string{}
+	for i := range 100 {
+		env[fmt.Sprintf("V%03d", i)] = strings.Repeat("x", 500)
+	}
+	s := &api.Service{Metadata: api.Metadata{Namespace: "default", Name: "big"}, Spec: api.ServiceSpec{Template: api.Template{Env: env}}}
+	want, err := json.Marshal(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	readAll := func(r io.Reader) []byte {
+		buf := make([]byte, 64<<10)
+		var all []byte
+		for {
+			n, err := r.Read(buf)
+			if n > bodyFrame {
+				t.Fatalf("a read gave %d bytes, over %d", n, bodyFrame)
+			}
+			all = append(all, buf[:n]...)
+			if err == io.EOF {
+				return all
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	var bodies [][]byte
+	rt := roundTripper(func(req *http.Request) (*http.Response, error) {
+		if req.ContentLength != int64(len(want)) {
+			t.Errorf("content length %d, want %d", req.ContentLength, len(want))
+		}
+		bodies = append(bodies, readAll(req.Body))
+		again, err := req.GetBody()
+		if err != nil {
+			return nil, err
+		}
+		bodies = append(bodies, readAll(again))
+		return &http.Response{StatusCode: http.StatusNoContent, Body: http.NoBody, Request: req}, nil
+	})
+	c, err := New("https://berth.test", WithHTTPClient(&http.Client{Transport: rt}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.do(t.Context(), http.MethodPut, "/v1/namespaces/default/services/big", nil, s, nil); err != nil {
+		t.Fatal(err)
+	}
+	if len(bodies) != 2 || !bytes.Equal(bodies[0], want) || !bytes.Equal(bodies[1], want) {
+		t.Fatalf("read %d bodies, or changed ones; want the body twice", len(bodies))
+	}
+}
+
+type roundTripper func(*http.Request) (*http.Response, error)
+
+func (f roundTripper) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }

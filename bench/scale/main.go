@@ -55,6 +55,7 @@ func main() {
 	flag.BoolVar(&idleOnly, "idleonly", false, "stop after the idle measurement: skip node loss, rollout and scaling")
 	flag.StringVar(&scaleProfile, "scaleprofile", "", "write the server's CPU profile over the first 30 s of the scale 0 -> N to this file")
 	flag.StringVar(&heapProfile, "heapprofile", "", "write the server's heap profile, taken once all are Running after the apply, to this file")
+	flag.StringVar(&joinProfile, "joinprofile", "", "write the server's heap profile to this file, and its goroutines (debug=1 text) to this file with .goroutines appended, once all nodes are Ready and before the apply: what each connected node costs")
 	flag.StringVar(&simProfile, "simprofile", "", "write the live fleet's (berth sim agents) CPU profile, over its whole run, to this file")
 	flag.BoolVar(&applyOnly, "applyonly", false, "stop after the apply: its figures, and the fleet's profiles over the join and the apply alone (a short A/B run)")
 	flag.StringVar(&simHeapProfile, "simheapprofile", "", "write the live fleet's (berth sim agents) heap profile, as it is at the end of the run, to this file")
@@ -251,6 +252,10 @@ var simProfile string
 // applyOnly stops the run after the apply's phase.
 var applyOnly bool
 
+// joinProfile is where the server's heap and goroutine profiles after the
+// join go, if set.
+var joinProfile string
+
 // simHeapProfile is where the live fleet's heap profile goes, if set.
 var simHeapProfile string
 
@@ -437,6 +442,24 @@ func bench(bin string, nodes, instances, services int, timeout time.Duration) er
 		return err
 	}
 	phase("join", t0, nodes, "nodes", sampler, probe)
+	if joinProfile != "" {
+		token := readFile(filepath.Join(srvDir, "tls", "token"))
+		for path, file := range map[string]string{"/debug/pprof/heap": joinProfile, "/debug/pprof/goroutine?debug=1": joinProfile + ".goroutines"} {
+			b, err := adminGet(url, ca, token, path)
+			if err != nil {
+				return fmt.Errorf("join profile %s: %w", path, err)
+			}
+			if err := os.WriteFile(file, b, 0o644); err != nil {
+				return err
+			}
+		}
+		fmt.Println("  server heap and goroutine profiles after the join:", joinProfile)
+		b, err := adminGet(url, ca, token, "/debug/pprof/heap?gc=1&debug=1")
+		if err != nil {
+			return fmt.Errorf("join heap after a GC: %w", err)
+		}
+		fmt.Println("  " + perNode(string(b), nodes))
+	}
 
 	per := instances / services
 	// The services go in appliers at a time, as several operators or a
@@ -526,6 +549,11 @@ func bench(bin string, nodes, instances, services int, timeout time.Duration) er
 			return err
 		}
 		fmt.Println("  server heap profile:", heapProfile)
+		b, err = adminGet(url, ca, readFile(filepath.Join(srvDir, "tls", "token")), "/debug/pprof/heap?gc=1&debug=1")
+		if err != nil {
+			return fmt.Errorf("heap after a GC: %w", err)
+		}
+		fmt.Println("  " + perNode(string(b), nodes))
 	}
 	if applyOnly {
 		if simProfile != "" || simHeapProfile != "" {
@@ -1300,4 +1328,22 @@ func instOf(in *api.Instance) inst {
 // newNodeTracker follows the nodes' conditions.
 func newNodeTracker(c *client.Client) *mirror[api.Node, *api.Node, api.NodeCondition] {
 	return newMirror(c.Nodes().Resource, "", func(n *api.Node) api.NodeCondition { return n.Status.Condition })
+}
+
+// perNode reads the runtime's figures at the end of a heap profile in
+// text, taken right after a GC (live bytes, not garbage awaiting the
+// next), and says what each of n nodes costs.
+func perNode(profile string, n int) string {
+	var live, stacks float64
+	for line := range strings.Lines(profile) {
+		f := strings.Fields(line)
+		switch {
+		case len(f) >= 4 && f[1] == "HeapAlloc":
+			live, _ = strconv.ParseFloat(f[3], 64)
+		case len(f) >= 4 && f[1] == "Stack":
+			stacks, _ = strconv.ParseFloat(f[3], 64)
+		}
+	}
+	return fmt.Sprintf("server after a GC: live heap %.0f MiB, stacks %.0f MiB; per node %.1f KiB heap, %.1f KiB stacks",
+		live/(1<<20), stacks/(1<<20), live/1024/float64(n), stacks/1024/float64(n))
 }

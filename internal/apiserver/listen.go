@@ -189,9 +189,21 @@ func (s *Server) Serve(ctx context.Context, l net.Listener, auth Authenticator) 
 		MaxHeaderBytes:    64 << 10,
 		// Every node keeps a connection open: HPACK's default tables, 4 KiB
 		// each way and filled by the changing headers of every request and
-		// response, were 60 MB for 15,000 nodes. A quarter of that still
-		// holds the few headers that repeat.
-		HTTP2:       &http.HTTP2Config{MaxDecoderHeaderTableSize: 1 << 10, MaxEncoderHeaderTableSize: 1 << 10},
+		// response, were 60 MB for 15,000 nodes, and tables of 1 KiB still
+		// 3 KiB a connection (their entries, strings and indexes). The
+		// answers' table is of one byte, which holds no entry (each counts
+		// 32 bytes over its name and value): their headers go literally,
+		// and nothing is kept for them. The requests' table stays 1 KiB:
+		// a client indexes its first requests' headers in a table of the
+		// default size before it has read the server's settings, and
+		// Go's decoder holds it to the smaller size from the start, so a
+		// smaller table ended connections with COMPRESSION_ERROR.
+		//
+		// A connection's framer keeps a buffer as big as the largest frame
+		// it has read, for the connection's life: frames of HTTP/2's
+		// smallest maximum, 16 KiB (a body in several), not of Go's default
+		// 1 MiB.
+		HTTP2:       &http.HTTP2Config{MaxDecoderHeaderTableSize: 1 << 10, MaxEncoderHeaderTableSize: 1, MaxReadFrameSize: 16 << 10},
 		BaseContext: func(net.Listener) context.Context { return ctx },
 		ConnContext: connContext,
 	}
@@ -282,5 +294,5 @@ func (s *Server) ServeTLS(ctx context.Context, l net.Listener, cfg *tls.Config, 
 		}
 		auth = WithMetricsToken(auth, s.metricsToken)
 	}
-	return s.Serve(ctx, tls.NewListener(l, cfg), auth)
+	return s.Serve(ctx, newHandshakeListener(l, cfg), auth)
 }

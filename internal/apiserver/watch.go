@@ -151,7 +151,7 @@ func (s *Server) serveWatch(w http.ResponseWriter, r *http.Request, src watchSou
 					return
 				}
 			}
-			if clear(batch); cap(batch) > 1024 {
+			if clear(batch); cap(batch) > watchBatchKeep {
 				batch = nil // a burst's room is not kept for the watch's life
 			}
 			if len(buf) > 0 && !flush() {
@@ -208,6 +208,10 @@ type watchSource struct {
 	events <-chan store.WatchEvent
 	feed   *store.Feed
 }
+
+// watchBatchKeep is the most room for events a node's watch keeps
+// between bursts: it is idle most of its life.
+const watchBatchKeep = 8
 
 // maxWatchWrite is about the most a watch stream writes at once.
 const maxWatchWrite = 256 << 10

@@ -41,8 +41,11 @@ const (
 	maxFeedBytes  = 64 << 20
 )
 
-// feedKeep is the most room for events a feed keeps once taken.
-const feedKeep = 1024
+// feedKeep is the most room for events a feed keeps once taken: a
+// node's feed is idle most of its life, and room for the burst it last
+// had (a few dozen events, 80 bytes each) was kept by every feed of
+// 15,000, 4 KB each, and as much again by the watches that take them.
+const feedKeep = 8
 
 // Feed is a node's assignment watch. Its events come in revision order;
 // the last one taken may carry Err, which ends it. The feed closes when

@@ -567,3 +567,39 @@ func TestAssignmentHubWatchFailureLosesNothing(t *testing.T) {
 		t.Fatalf("%d watches ended by the hub's hiccup, %d by its compaction: want none and each node's (%d)", unavailable, compacted, len(nodes))
 	}
 }
+
+// A feed keeps no room for a burst once it is taken, and serves the next
+// burst whole and in order.
+func TestFeedLetsABurstsRoomGo(t *testing.T) {
+	f := newFeed("n", 0, maxFeedEvents, maxFeedBytes)
+	rev := int64(0)
+	for _, burst := range []int{100, 3, 50} {
+		first := rev + 1
+		for range burst {
+			rev++
+			if !f.push(WatchEvent{Type: Added, Revision: rev, Raw: []byte(`{}`)}) {
+				t.Fatal("the feed ended")
+			}
+		}
+		select {
+		case <-f.Ready():
+		default:
+			t.Fatal("a feed with events is not ready")
+		}
+		evs := f.Take(nil)
+		if len(evs) != burst {
+			t.Fatalf("took %d events, want %d", len(evs), burst)
+		}
+		for i, ev := range evs {
+			if ev.Revision != first+int64(i) {
+				t.Fatalf("event %d has revision %d, want %d", i, ev.Revision, first+int64(i))
+			}
+		}
+		f.mu.Lock()
+		room, bytes := cap(f.queue), f.bytes
+		f.mu.Unlock()
+		if room > feedKeep || bytes != 0 {
+			t.Fatalf("after a burst of %d taken, the feed keeps room for %d events and counts %d bytes; want at most %d and 0", burst, room, bytes, feedKeep)
+		}
+	}
+}

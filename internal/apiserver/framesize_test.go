@@ -1,0 +1,147 @@
+package apiserver_test
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"io"
+	"maps"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/berth-dev/berth/api"
+	"github.com/berth-dev/berth/api/client"
+)
+
+// Over TLS, the server reads frames of 16 KiB at most and the client
+// asks for no larger, and neither side indexes headers: a body and an
+// answer of several frames each arrive whole, on one connection, request
+// after request, and a watch delivers an object of several frames.
+func TestLargeBodiesOverSmallFrames(t *testing.T) {
+	e := start(t)
+	ctx, cancel := context.WithCancel(t.Context())
+	cert, caPEM := selfSigned(t)
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	const token = "0123456789abcdef0123"
+	done := make(chan error, 1)
+	go func() { done <- e.srv.ServeTLS(ctx, l, &tls.Config{Certificates: []tls.Certificate{cert}}, token) }()
+	t.Cleanup(func() { cancel(); <-done })
+	c, err := client.New("https://"+l.Addr().String(), client.WithCA(caPEM), client.WithToken(token))
+	if err != nil {
+		t.Fatal(err)
+	}
+	wctx, wcancel := context.WithTimeout(ctx, 2*time.Minute)
+	defer wcancel()
+	w, err := c.Services().Watch(wctx, "", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 3 {
+		env := map[string]string{}
+		for j := range 60 {
+			env[fmt.Sprintf("V%02d", j)] = strings.Repeat(string(rune('a'+i)), 400) // 24 KB in all
+		}
+		name := fmt.Sprintf("big-%d", i)
+		s := &api.Service{Metadata: api.Metadata{Namespace: "default", Name: name},
+			Spec: api.ServiceSpec{Replicas: 1, Template: api.Template{Image: "demo/busybox:1", Env: env}}}
+		if _, err := c.Services().Apply(ctx, s); err != nil {
+			t.Fatalf("apply %s: %v", name, err)
+		}
+		got, err := c.Services().Get(ctx, "default", name)
+		if err != nil {
+			t.Fatalf("get %s: %v", name, err)
+		}
+		if !maps.Equal(got.Spec.Template.Env, env) {
+			t.Fatalf("get %s: the environment came back changed", name)
+		}
+		seen := false
+		for ev := range w {
+			if ev.Err != nil {
+				t.Fatalf("watch: %v", ev.Err)
+			}
+			if ev.Object != nil && ev.Object.Metadata.Name == name {
+				if !maps.Equal(ev.Object.Spec.Template.Env, env) {
+					t.Fatalf("watch %s: the environment came changed", name)
+				}
+				seen = true
+				break
+			}
+		}
+		if !seen {
+			t.Fatalf("watch: no event for %s", name)
+		}
+	}
+}
+
+// A client that indexes its first request's headers before it has read
+// the server's settings, as Go's transport does, and refers to them in
+// its next request, is answered both times: the server's table for
+// requests' headers holds what a client indexes that early.
+func TestHeadersIndexedBeforeTheSettings(t *testing.T) {
+	e := start(t)
+	ctx, cancel := context.WithCancel(t.Context())
+	cert, caPEM := selfSigned(t)
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		done <- e.srv.ServeTLS(ctx, l, &tls.Config{Certificates: []tls.Certificate{cert}}, "0123456789abcdef0123")
+	}()
+	t.Cleanup(func() { cancel(); <-done })
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(caPEM)
+	conn, err := tls.Dial("tcp", l.Addr().String(), &tls.Config{RootCAs: pool, NextProtos: []string{"h2"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(time.Minute))
+	frame := func(typ, flags byte, stream uint32, payload []byte) []byte {
+		n := len(payload)
+		return append([]byte{byte(n >> 16), byte(n >> 8), byte(n), typ, flags,
+			byte(stream >> 24), byte(stream >> 16), byte(stream >> 8), byte(stream)}, payload...)
+	}
+	// HPACK by hand: :method GET, :scheme https, :path / from the static
+	// table; a header of 300 bytes added to the dynamic table (literal
+	// with incremental indexing, a new name), then referred to by index.
+	pad := strings.Repeat("p", 300)
+	first := append([]byte{0x82, 0x87, 0x84, 0x40, 5}, "x-pad"...)
+	first = append(append(first, 0x7f, byte(300-127-128)|0x80, 1), pad...)
+	second := []byte{0x82, 0x87, 0x84, 0x80 | 62}
+	var out []byte
+	out = append(out, "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"...)
+	out = append(out, frame(0x4, 0, 0, nil)...)      // SETTINGS
+	out = append(out, frame(0x1, 0x5, 1, first)...)  // HEADERS, END_STREAM|END_HEADERS
+	out = append(out, frame(0x1, 0x5, 3, second)...) // the same, by index
+	if _, err := conn.Write(out); err != nil {
+		t.Fatal(err)
+	}
+	answered := map[uint32]bool{}
+	hdr := make([]byte, 9)
+	for !answered[1] || !answered[3] {
+		if _, err := io.ReadFull(conn, hdr); err != nil {
+			t.Fatalf("reading the answers (streams answered: %v): %v", answered, err)
+		}
+		payload := make([]byte, int(hdr[0])<<16|int(hdr[1])<<8|int(hdr[2]))
+		if _, err := io.ReadFull(conn, payload); err != nil {
+			t.Fatal(err)
+		}
+		stream := uint32(hdr[5]&0x7f)<<24 | uint32(hdr[6])<<16 | uint32(hdr[7])<<8 | uint32(hdr[8])
+		switch hdr[3] {
+		case 0x1: // HEADERS
+			answered[stream] = true
+		case 0x7: // GOAWAY
+			t.Fatalf("the server went away, error code %x (streams answered: %v)", payload[4:8], answered)
+		case 0x3: // RST_STREAM
+			t.Fatalf("the server reset stream %d, error code %x", stream, payload)
+		}
+	}
+}
