@@ -208,10 +208,13 @@ services:
 		}
 		return false
 	})
-	logs := c.ok("logs", "-n", "shop", "app")
-	if !strings.Contains(logs, "schema-v2") || !strings.Contains(logs, "hello from berth") {
-		t.Fatalf("app's output: %q", logs)
-	}
+	// Running comes as the app's command starts: what it reads from the
+	// migration and from db follows a moment later.
+	var logs string
+	eventually(t, 30*time.Second, "the app's output of the migration and of db", func() bool {
+		logs = c.ok("logs", "-n", "shop", "app")
+		return strings.Contains(logs, "schema-v2") && strings.Contains(logs, "hello from berth")
+	})
 	for _, in := range c.instancesIn("shop") {
 		if in.Spec.Owner.Name == "app" && in.Status.Restarts != 0 {
 			t.Fatalf("app restarted %d times: it started before what it waits for", in.Status.Restarts)
