@@ -1,6 +1,8 @@
 package apiserver_test
 
 import (
+	"context"
+	"fmt"
 	"testing"
 	"time"
 
@@ -57,5 +59,41 @@ func TestModifyWritesOnlyChanges(t *testing.T) {
 	}
 	if got := revision(); got != before+1 {
 		t.Errorf("one real change moved the revision from %d to %d, want %d", before, got, before+1)
+	}
+}
+
+// A watch from now sees every change made once it has been answered: the
+// server starts it at the revision the request found, not whenever its
+// etcd watch is in place.
+func TestWatchFromNowSeesTheNextChange(t *testing.T) {
+	e := start(t)
+	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
+	defer cancel()
+	for i := range 20 {
+		wctx, wcancel := context.WithCancel(ctx)
+		events, err := e.client.Services().Watch(wctx, "default", 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		name := fmt.Sprintf("next-%d", i)
+		s := &api.Service{Metadata: api.Metadata{Namespace: "default", Name: name},
+			Spec: api.ServiceSpec{Replicas: 1, Template: api.Template{Image: "demo/busybox:1"}}}
+		if _, err := e.client.Services().Apply(ctx, s); err != nil {
+			t.Fatalf("apply %s: %v", name, err)
+		}
+		seen := false
+		timeout := time.After(10 * time.Second)
+		for !seen {
+			select {
+			case ev, ok := <-events:
+				if !ok || ev.Err != nil {
+					t.Fatalf("watch before %s ended: %v", name, ev.Err)
+				}
+				seen = ev.Object != nil && ev.Object.Metadata.Name == name
+			case <-timeout:
+				t.Fatalf("watch from now: no event for %s, applied once the watch was answered", name)
+			}
+		}
+		wcancel()
 	}
 }

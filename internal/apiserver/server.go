@@ -418,7 +418,20 @@ func (s *Server) list(w http.ResponseWriter, r *http.Request) {
 			writeError(w, err)
 			return
 		}
-		s.serveWatch(w, r, watchSource{events: s.store.WatchRaw(r.Context(), t.kind, t.namespace, startAt(after))})
+		from := startAt(after)
+		if from == 0 {
+			// From now is from this request: the etcd watch is made on
+			// its own goroutine, after the answer's headers may have gone,
+			// and a change the client made once it had them could come
+			// before the watch and never be sent.
+			rev, err := s.store.Revision(r.Context())
+			if err != nil {
+				writeError(w, err)
+				return
+			}
+			from = rev + 1
+		}
+		s.serveWatch(w, r, watchSource{events: s.store.WatchRaw(r.Context(), t.kind, t.namespace, from)})
 		return
 	}
 	out := List{Items: []json.RawMessage{}}
