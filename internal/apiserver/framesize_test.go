@@ -21,18 +21,10 @@ import (
 // answer of several frames each arrive whole, on one connection, request
 // after request, and a watch delivers an object of several frames.
 func TestLargeBodiesOverSmallFrames(t *testing.T) {
-	e := start(t)
-	ctx, cancel := context.WithCancel(t.Context())
-	cert, caPEM := selfSigned(t)
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
 	const token = "0123456789abcdef0123"
-	done := make(chan error, 1)
-	go func() { done <- e.srv.ServeTLS(ctx, l, &tls.Config{Certificates: []tls.Certificate{cert}}, token) }()
-	t.Cleanup(func() { cancel(); <-done })
-	c, err := client.New("https://"+l.Addr().String(), client.WithCA(caPEM), client.WithToken(token))
+	addr, caPEM := serveTLS(t, token)
+	ctx := t.Context()
+	c, err := client.New("https://"+addr, client.WithCA(caPEM), client.WithToken(token))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -84,21 +76,10 @@ func TestLargeBodiesOverSmallFrames(t *testing.T) {
 // its next request, is answered both times: the server's table for
 // requests' headers holds what a client indexes that early.
 func TestHeadersIndexedBeforeTheSettings(t *testing.T) {
-	e := start(t)
-	ctx, cancel := context.WithCancel(t.Context())
-	cert, caPEM := selfSigned(t)
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() {
-		done <- e.srv.ServeTLS(ctx, l, &tls.Config{Certificates: []tls.Certificate{cert}}, "0123456789abcdef0123")
-	}()
-	t.Cleanup(func() { cancel(); <-done })
+	addr, caPEM := serveTLS(t, "0123456789abcdef0123")
 	pool := x509.NewCertPool()
 	pool.AppendCertsFromPEM(caPEM)
-	conn, err := tls.Dial("tcp", l.Addr().String(), &tls.Config{RootCAs: pool, NextProtos: []string{"h2"}})
+	conn, err := tls.Dial("tcp", addr, &tls.Config{RootCAs: pool, NextProtos: []string{"h2"}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -144,4 +125,22 @@ func TestHeadersIndexedBeforeTheSettings(t *testing.T) {
 			t.Fatalf("the server reset stream %d, error code %x", stream, payload)
 		}
 	}
+}
+
+// serveTLS serves a new test server's API over TLS on a loopback port,
+// with a self-signed certificate and token, until the test ends; it
+// returns the address and the certificate to trust.
+func serveTLS(t *testing.T, token string) (string, []byte) {
+	t.Helper()
+	e := start(t)
+	ctx, cancel := context.WithCancel(t.Context())
+	cert, caPEM := selfSigned(t)
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- e.srv.ServeTLS(ctx, l, &tls.Config{Certificates: []tls.Certificate{cert}}, token) }()
+	t.Cleanup(func() { cancel(); <-done })
+	return l.Addr().String(), caPEM
 }
