@@ -760,8 +760,10 @@ configs:
 	}
 	var logs string
 	eventually(t, 30*time.Second, "app to print its files", func() bool {
-		logs = c.ok("compose", "-f", f, "logs", "app")
-		return strings.Contains(logs, "done")
+		// Until the controller has made app's instance, logs has none to read.
+		out, _, code := c.run("compose", "-f", f, "logs", "app")
+		logs = out
+		return code == 0 && strings.Contains(logs, "done")
 	})
 	for _, want := range []string{
 		"/run/secrets/db_password 400 s3cret-from-file",
