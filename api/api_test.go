@@ -315,3 +315,37 @@ func TestRestartDefaults(t *testing.T) {
 		}
 	}
 }
+
+// An instance's template is held by pointer, and stored as it was when
+// held by value: values stored before decode and encode to the same
+// bytes, and one sent without a template is stored with the empty one
+// and told what that lacks.
+func TestInstanceTemplateWire(t *testing.T) {
+	for _, stored := range []string{
+		`{"metadata":{"namespace":"default","name":"web-x1y2z","uid":"u","createdAt":"2026-12-07T04:00:00Z","labels":{"berth.owner":"web"}},"spec":{"template":{"image":"demo/app:1","env":{"V":"1"},"resources":{"cpu":0.5,"memory":"64Mi"},"ports":[{"name":"http","container":8080}],"restart":"always"},"owner":{"kind":"Service","name":"web","uid":"s"},"specHash":"abc","node":"n1","cpuset":[2,3]},"status":{"phase":"Running","ip":"10.0.0.2","startedAt":"2026-12-07T04:00:00Z"}}`,
+		`{"metadata":{"namespace":"default","name":"bare"},"spec":{"template":{"image":""},"owner":{"kind":"Job","name":"j"}}}`,
+	} {
+		var in Instance
+		if err := json.Unmarshal([]byte(stored), &in); err != nil {
+			t.Fatal(err)
+		}
+		if b, err := json.Marshal(&in); err != nil || string(b) != stored {
+			t.Errorf("stored as\n%s\nencoded again as\n%s (%v)", stored, b, err)
+		}
+	}
+	var in Instance
+	if err := json.Unmarshal([]byte(`{"metadata":{"name":"none"},"spec":{"owner":{"kind":"Service","name":"web"}}}`), &in); err != nil {
+		t.Fatal(err)
+	}
+	if err := in.Validate(); err == nil || !strings.Contains(err.Error(), "template.image: must not be empty") {
+		t.Errorf("an instance without a template validated as %v", err)
+	}
+	Default(&in)
+	const want = `{"metadata":{"kind":"Instance","namespace":"default","name":"none"},"spec":{"template":{"image":""},"owner":{"kind":"Service","name":"web"}}}`
+	if b, err := json.Marshal(&in); err != nil || string(b) != want {
+		t.Errorf("an instance without a template defaulted to\n%s, want\n%s (%v)", b, want, err)
+	}
+	if err := in.Validate(); err == nil || !strings.Contains(err.Error(), "template.image: must not be empty") {
+		t.Errorf("an instance with the empty template validated as %v", err)
+	}
+}

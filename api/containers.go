@@ -214,13 +214,16 @@ type ContainerStatus struct {
 // containers: at most one entry per container of its template, each
 // naming one of them, in a known state.
 func validateContainerStatuses(e *errs, i *Instance) {
-	cs := i.Status.Containers
-	if n := len(cs); n > len(i.Spec.Template.Containers)+1 {
-		e.add("status.containers", "%d entries for %d containers", n, len(i.Spec.Template.Containers)+1)
+	cs, t := i.Status.Containers, i.Spec.Template
+	if t == nil {
+		t = new(Template)
+	}
+	if n := len(cs); n > len(t.Containers)+1 {
+		e.add("status.containers", "%d entries for %d containers", n, len(t.Containers)+1)
 	}
 	for k, c := range cs {
 		p := fmt.Sprintf("status.containers[%d]", k)
-		if _, ok := i.Spec.Template.Container(c.Name); !ok || c.Name == "" {
+		if _, ok := t.Container(c.Name); !ok || c.Name == "" {
 			e.add(p+".name", "the template has no container %q", c.Name)
 		}
 		switch c.State {

@@ -71,7 +71,7 @@ func TestTemplateRequests(t *testing.T) {
 
 // What a node reports of an instance's containers must match its template.
 func TestValidateContainerStatuses(t *testing.T) {
-	in := Instance{Spec: InstanceSpec{Template: Template{Image: "demo/busybox:1",
+	in := Instance{Spec: InstanceSpec{Template: &Template{Image: "demo/busybox:1",
 		Containers: []Container{{Name: "setup", Init: true}}}}}
 	in.Status.Containers = []ContainerStatus{{Name: "setup", State: ContainerTerminated}, {Name: "main", State: ContainerRunning}}
 	if err := in.ValidateStatus(); err != nil {

@@ -167,6 +167,12 @@ func Default(o Object) {
 		x.Spec.Template = x.Spec.Template.WithDefaults(KindJob)
 	case *CronJob:
 		x.Spec.Job.Template = x.Spec.Job.Template.WithDefaults(KindJob)
+	case *Instance:
+		// One sent without a template is told what its template lacks,
+		// and is stored as one with the empty template always was.
+		if x.Spec.Template == nil {
+			x.Spec.Template = new(Template)
+		}
 	}
 }
 

@@ -560,7 +560,13 @@ type Owner struct {
 // InstanceSpec is written by controllers (template, owner) and by the
 // scheduler (Node, CPUSet).
 type InstanceSpec struct {
-	Template  Template  `json:"template"`
+	// Template is a pointer so that the controller's cache holds one
+	// copy of a service's template for all its instances: by value it was
+	// over half of each instance's bytes. A copy of an instance shares it,
+	// so code that changes a copy's template gives the copy its own first.
+	// Nil only until Default, which makes it the empty template, stored
+	// as a template held by value always was.
+	Template  *Template `json:"template"`
 	Owner     Owner     `json:"owner"`
 	Placement Placement `json:"placement,omitzero"`
 	// Index is the job index (0-based); Attempt counts retries of it.

@@ -440,7 +440,11 @@ func (j *Job) Validate() error {
 func (i *Instance) Validate() error {
 	var e errs
 	validateMetadata(&e, &i.Metadata, true)
-	validateTemplate(&e, "template", &i.Spec.Template)
+	t := i.Spec.Template
+	if t == nil { // told what the empty one lacks, as Default makes it
+		t = new(Template)
+	}
+	validateTemplate(&e, "template", t)
 	switch i.Spec.Owner.Kind {
 	case "", KindService, KindJob:
 	default:

@@ -126,7 +126,7 @@ func seed(ctx context.Context, c *client.Client, nInst, nNodes int) ([]string, e
 	if err := parallel(nInst, 16, func(i int) error {
 		names[i] = fmt.Sprintf("web-%04d", i)
 		in := &api.Instance{Metadata: api.Metadata{Namespace: "default", Name: names[i]},
-			Spec: api.InstanceSpec{Template: api.Template{Image: "demo/busybox:1"}, Owner: api.Owner{Kind: api.KindService, Name: "web"},
+			Spec: api.InstanceSpec{Template: &api.Template{Image: "demo/busybox:1"}, Owner: api.Owner{Kind: api.KindService, Name: "web"},
 				Node: fmt.Sprintf("node-%02d", i%nNodes)}}
 		stored, err := c.Instances().Apply(ctx, in)
 		if err != nil {

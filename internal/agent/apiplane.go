@@ -178,16 +178,19 @@ func assignmentOf(in *api.Instance) (Assignment, bool) {
 // InstanceFromAPI is the agent's view of an API instance.
 func InstanceFromAPI(in *api.Instance) *Instance {
 	t := in.Spec.Template
+	if t == nil { // none stored is (api.Default); read as the empty one
+		t = new(api.Template)
+	}
 	out := &Instance{
 		Namespace: in.Metadata.Namespace, Name: in.Metadata.Name, UID: in.Metadata.UID, Owner: in.Spec.Owner.Name,
 		Image: t.Image, Command: t.Command, Args: t.Args, WorkingDir: t.WorkingDir, Executor: t.Runtime, UserNS: t.UserNS, Template: t.StoredHash(),
-		Restart:           reconcile.Policy(api.InstanceRestart(in.Spec.Owner.Kind, t)),
+		Restart:           reconcile.Policy(api.InstanceRestart(in.Spec.Owner.Kind, *t)),
 		ReportedContainer: in.Status.ContainerID, ReportedHealthy: in.Status.Healthy,
 		ReportedReason: in.Status.Reason, ReportedMessage: in.Status.Message,
 		Resources: runtime.Resources{CPUs: t.Resources.CPU, MemoryBytes: int64(t.Resources.Memory),
 			Pids: t.Resources.Pids},
 		DiskBytes: int64(t.Resources.Disk),
-		Process:   processOf(&t), StopGrace: t.StopGrace.D(),
+		Process:   processOf(t), StopGrace: t.StopGrace.D(),
 	}
 	if in.Spec.Owner.Kind == api.KindService {
 		out.Service = in.Metadata.Namespace + "/" + in.Spec.Owner.Name
@@ -211,7 +214,7 @@ func InstanceFromAPI(in *api.Instance) *Instance {
 	}
 	out.Env = envList(t.Env)
 	out.Health = healthCheck(t.Health)
-	out.Members = membersFromAPI(&t)
+	out.Members = membersFromAPI(t)
 	return out
 }
 

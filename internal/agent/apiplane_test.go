@@ -23,7 +23,7 @@ func TestInstanceRestartFromTheAPIRule(t *testing.T) {
 		{api.KindJob, api.RestartOnFailure, reconcile.Never},
 	} {
 		in := &api.Instance{Metadata: api.Metadata{Namespace: "default", Name: "x"},
-			Spec: api.InstanceSpec{Owner: api.Owner{Kind: c.owner, Name: "x"}, Template: api.Template{Image: "busybox", Restart: c.given}}}
+			Spec: api.InstanceSpec{Owner: api.Owner{Kind: c.owner, Name: "x"}, Template: &api.Template{Image: "busybox", Restart: c.given}}}
 		if got := InstanceFromAPI(in).Restart; got != c.want {
 			t.Errorf("%s instance with restart %q: agent's policy %q, want %q", c.owner, c.given, got, c.want)
 		}

@@ -372,7 +372,7 @@ func TestWatchBurst(t *testing.T) {
 	objs := make([]api.Object, n)
 	for i := range objs {
 		objs[i] = &api.Instance{Metadata: api.Metadata{Namespace: "default", Name: fmt.Sprintf("web-%03d", i)},
-			Spec: api.InstanceSpec{Template: api.Template{Image: "demo/busybox:1", Env: map[string]string{"I": fmt.Sprint(i)}},
+			Spec: api.InstanceSpec{Template: &api.Template{Image: "demo/busybox:1", Env: map[string]string{"I": fmt.Sprint(i)}},
 				Owner: api.Owner{Kind: api.KindService, Name: "web"}}}
 	}
 	if err := e.store.CreateMany(ctx, objs); err != nil {
@@ -432,7 +432,7 @@ func TestNodeAssignmentsOverAPI(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	in := &api.Instance{Metadata: api.Metadata{Name: "web-1"}, Spec: api.InstanceSpec{Template: api.Template{Image: "demo/busybox:1"}, Owner: api.Owner{Kind: api.KindService, Name: "web"}}}
+	in := &api.Instance{Metadata: api.Metadata{Name: "web-1"}, Spec: api.InstanceSpec{Template: &api.Template{Image: "demo/busybox:1"}, Owner: api.Owner{Kind: api.KindService, Name: "web"}}}
 	if _, err := e.client.Instances().Apply(ctx, in); err != nil {
 		t.Fatal(err)
 	}

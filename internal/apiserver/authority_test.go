@@ -141,7 +141,7 @@ func TestNodeWritesOnlyWhatItObserves(t *testing.T) {
 	// Instance status.
 	bind := func(name, node string) *api.Instance {
 		in := &api.Instance{Metadata: api.Metadata{Name: name, Namespace: "default"},
-			Spec: api.InstanceSpec{Template: api.Template{Image: "demo/busybox:1"}, Owner: api.Owner{Kind: api.KindService, Name: "web"}}}
+			Spec: api.InstanceSpec{Template: &api.Template{Image: "demo/busybox:1"}, Owner: api.Owner{Kind: api.KindService, Name: "web"}}}
 		if _, err := c.admin.Instances().Apply(ctx, in); err != nil {
 			t.Fatal(err)
 		}

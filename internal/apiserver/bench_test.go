@@ -15,7 +15,7 @@ func BenchmarkApply(b *testing.B) {
 	e := start(b)
 	ctx := b.Context()
 	mk := func(name string) *api.Instance {
-		return &api.Instance{Metadata: api.Metadata{Name: name}, Spec: api.InstanceSpec{Template: api.Template{Image: "demo/busybox:1"}, Owner: api.Owner{Kind: api.KindService, Name: "web"}}}
+		return &api.Instance{Metadata: api.Metadata{Name: name}, Spec: api.InstanceSpec{Template: &api.Template{Image: "demo/busybox:1"}, Owner: api.Owner{Kind: api.KindService, Name: "web"}}}
 	}
 	throughput.Run(b, "applies/s", func(name string) error {
 		_, err := e.client.Instances().Apply(ctx, mk(name))
@@ -38,7 +38,7 @@ func BenchmarkInstanceStatusOverTLS(b *testing.B) {
 		b.Fatal(err)
 	}
 	in := &api.Instance{Metadata: api.Metadata{Namespace: "default", Name: "web-1"},
-		Spec: api.InstanceSpec{Template: api.Template{Image: "demo/busybox:1"}, Owner: api.Owner{Kind: api.KindService, Name: "web"}, Node: "n1"}}
+		Spec: api.InstanceSpec{Template: &api.Template{Image: "demo/busybox:1"}, Owner: api.Owner{Kind: api.KindService, Name: "web"}, Node: "n1"}}
 	if _, err := c.admin.Instances().Apply(ctx, in); err != nil {
 		b.Fatal(err)
 	}

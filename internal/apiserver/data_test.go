@@ -53,7 +53,7 @@ func TestSecretSealedAndReadOnlyByItsNode(t *testing.T) {
 	n1, n2 := c.join(t, "n1"), c.join(t, "n2")
 	in := &api.Instance{Metadata: api.Metadata{Namespace: "default", Name: "web-1"},
 		Spec: api.InstanceSpec{Owner: api.Owner{Kind: api.KindService, Name: "web"}, Node: "n1",
-			Template: api.Template{Image: "demo/busybox:1", Files: []api.FileMount{{Secret: "db", Path: "/run/secrets/db"}},
+			Template: &api.Template{Image: "demo/busybox:1", Files: []api.FileMount{{Secret: "db", Path: "/run/secrets/db"}},
 				EnvFrom: []api.EnvFromSource{{Secret: "db"}}}}}
 	if _, err := c.admin.Instances().Apply(ctx, in); err != nil {
 		t.Fatal(err)

@@ -62,7 +62,7 @@ func TestNodeReadsOnlyImagesItRuns(t *testing.T) {
 	bind := func(name, node, img string, containers ...api.Container) {
 		t.Helper()
 		in := &api.Instance{Metadata: api.Metadata{Namespace: "default", Name: name},
-			Spec: api.InstanceSpec{Template: api.Template{Image: img, Containers: containers}, Owner: api.Owner{Kind: api.KindJob, Name: "j"}, Node: node}}
+			Spec: api.InstanceSpec{Template: &api.Template{Image: img, Containers: containers}, Owner: api.Owner{Kind: api.KindJob, Name: "j"}, Node: node}}
 		if _, err := c.admin.Instances().Apply(ctx, in); err != nil {
 			t.Fatal(err)
 		}

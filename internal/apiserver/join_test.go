@@ -46,7 +46,7 @@ type cluster struct {
 func (c *cluster) assignAndSee(t *testing.T, ctx context.Context, w <-chan client.WatchEvent[*api.Instance]) {
 	t.Helper()
 	in := &api.Instance{Metadata: api.Metadata{Name: "web-1", Namespace: "default"},
-		Spec: api.InstanceSpec{Template: api.Template{Image: "demo/busybox:1"}, Owner: api.Owner{Kind: api.KindService, Name: "web"}}}
+		Spec: api.InstanceSpec{Template: &api.Template{Image: "demo/busybox:1"}, Owner: api.Owner{Kind: api.KindService, Name: "web"}}}
 	if _, err := c.admin.Instances().Apply(ctx, in); err != nil {
 		t.Fatal(err)
 	}
@@ -239,7 +239,7 @@ func TestNodeCertificateIsConfinedToItsNode(t *testing.T) {
 	inst := func(name, node string) *api.Instance {
 		in := &api.Instance{
 			Metadata: api.Metadata{Name: name, Namespace: "default"},
-			Spec:     api.InstanceSpec{Template: api.Template{Image: "demo/busybox:1"}, Owner: api.Owner{Kind: api.KindService, Name: "web"}},
+			Spec:     api.InstanceSpec{Template: &api.Template{Image: "demo/busybox:1"}, Owner: api.Owner{Kind: api.KindService, Name: "web"}},
 		}
 		if node == "n1" {
 			// What lets n1 record volumes: an instance of its mounts them.

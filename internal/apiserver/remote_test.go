@@ -83,7 +83,7 @@ func TestRemoteOperationsAreForAdmins(t *testing.T) {
 	for name, node := range map[string]string{"web-1": "n1", "web-2": "n2"} {
 		in := &api.Instance{
 			Metadata: api.Metadata{Name: name, Namespace: "default"},
-			Spec:     api.InstanceSpec{Template: api.Template{Image: "demo/busybox:1"}, Owner: api.Owner{Kind: api.KindService, Name: "web"}},
+			Spec:     api.InstanceSpec{Template: &api.Template{Image: "demo/busybox:1"}, Owner: api.Owner{Kind: api.KindService, Name: "web"}},
 		}
 		if _, err := c.admin.Instances().Apply(ctx, in); err != nil {
 			t.Fatal(err)
@@ -165,7 +165,7 @@ func bindTo(t *testing.T, c *cluster, name, node string) {
 	}
 	in := &api.Instance{
 		Metadata: api.Metadata{Name: name, Namespace: "default"},
-		Spec:     api.InstanceSpec{Template: api.Template{Image: "demo/busybox:1"}, Owner: api.Owner{Kind: api.KindService, Name: "web"}},
+		Spec:     api.InstanceSpec{Template: &api.Template{Image: "demo/busybox:1"}, Owner: api.Owner{Kind: api.KindService, Name: "web"}},
 	}
 	if _, err := c.admin.Instances().Apply(ctx, in); err != nil {
 		t.Fatal(err)
@@ -446,7 +446,7 @@ func TestExecResolvesItsTarget(t *testing.T) {
 		running     bool
 	}{{"web-a", "web", false}, {"web-b", "web", true}, {"web-c", "web", true}, {"idle-a", "idle", false}} {
 		in, err := c.admin.Instances().Apply(ctx, &api.Instance{Metadata: api.Metadata{Name: tc.name, Namespace: "default"},
-			Spec: api.InstanceSpec{Template: tmpl, Owner: api.Owner{Kind: api.KindService, Name: tc.owner}}})
+			Spec: api.InstanceSpec{Template: &tmpl, Owner: api.Owner{Kind: api.KindService, Name: tc.owner}}})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -24,7 +24,7 @@ func TestStatusBatchWritesWhatTheNodeMay(t *testing.T) {
 	uids := map[string]string{}
 	for _, name := range []string{"a", "b", "c", "gone", "again", "theirs"} {
 		in := &api.Instance{Metadata: api.Metadata{Namespace: "default", Name: name},
-			Spec: api.InstanceSpec{Template: api.Template{Image: "demo/busybox:1"}, Owner: api.Owner{Kind: api.KindService, Name: "web"}}}
+			Spec: api.InstanceSpec{Template: &api.Template{Image: "demo/busybox:1"}, Owner: api.Owner{Kind: api.KindService, Name: "web"}}}
 		stored, err := c.admin.Instances().Apply(ctx, in)
 		if err != nil {
 			t.Fatal(err)

@@ -18,7 +18,7 @@ func templateOf(obj api.Object) (*api.Template, string) {
 	case *api.Job:
 		return &o.Spec.Template, "spec.template"
 	case *api.Instance:
-		return &o.Spec.Template, "spec.template"
+		return o.Spec.Template, "spec.template" // nil, none yet: nothing to admit
 	case *api.CronJob:
 		return &o.Spec.Job.Template, "spec.job.template"
 	}

@@ -208,7 +208,7 @@ func describeService(field func(k, format string, a ...any), x *api.Service, ins
 
 // describeInstance writes an instance's fields and its containers'.
 func describeInstance(tw io.Writer, field func(k, format string, a ...any), x *api.Instance) {
-	describeTemplate(field, x.Spec.Template)
+	describeTemplate(field, *cmp.Or(x.Spec.Template, new(api.Template)))
 	field("Owner", "%s/%s", strings.ToLower(string(x.Spec.Owner.Kind)), x.Spec.Owner.Name)
 	field("Node", "%s", dash(x.Spec.Node))
 	field("Phase", "%s", dash(phaseColumn(x)))

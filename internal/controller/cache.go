@@ -612,9 +612,14 @@ func (c *cache) instancePhases() (map[api.Phase]int, bool) {
 }
 
 // own returns a copy of obj for a pass to change: snapshot objects may
-// be the cache's own.
+// be the cache's own. An instance's copy has a template of its own too:
+// the cached one is every instance's of its service (see shared).
 func own[T any](obj *T) *T {
 	cp := *obj
+	if in, ok := any(&cp).(*api.Instance); ok && in.Spec.Template != nil {
+		t := *in.Spec.Template
+		in.Spec.Template = &t
+	}
 	return &cp
 }
 

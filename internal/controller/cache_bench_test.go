@@ -24,7 +24,7 @@ func BenchmarkCacheCheck(b *testing.B) {
 		objs := make([]api.Object, 0, per)
 		for j := range per {
 			objs = append(objs, &api.Instance{Metadata: api.Metadata{Name: fmt.Sprintf("svc-%04d-%05d", i, j)},
-				Spec: api.InstanceSpec{Template: tmpl, Node: fmt.Sprintf("n%05d", (i*per+j)%5000),
+				Spec: api.InstanceSpec{Template: &tmpl, Node: fmt.Sprintf("n%05d", (i*per+j)%5000),
 					Owner: api.Owner{Kind: api.KindService, Name: fmt.Sprintf("svc-%04d", i), UID: fmt.Sprint("u", i)}},
 				Status: api.InstanceStatus{Phase: api.PhaseRunning, Healthy: true}})
 		}

@@ -43,7 +43,7 @@ func TestCacheMatchesStore(t *testing.T) {
 		svc := &api.Service{Metadata: api.Metadata{Name: fmt.Sprintf("svc-%d", i)}, Spec: api.ServiceSpec{Replicas: 1,
 			Template: api.Template{Image: "demo/busybox:1"}}}
 		in := &api.Instance{Metadata: api.Metadata{Name: fmt.Sprintf("in-%d", i)}, Spec: api.InstanceSpec{
-			Template: api.Template{Image: "demo/busybox:1"}, Owner: api.Owner{Kind: api.KindService, Name: svc.Metadata.Name}}}
+			Template: &api.Template{Image: "demo/busybox:1"}, Owner: api.Owner{Kind: api.KindService, Name: svc.Metadata.Name}}}
 		if i%3 != 0 { // some bound, to a node stored or not
 			in.Spec.Node = fmt.Sprintf("n%d", i%3)
 		}
@@ -192,10 +192,10 @@ func TestPassLeavesCachedObjectsAlone(t *testing.T) {
 		Template: api.Template{Image: "demo/busybox:1", Resources: api.Resources{CPU: 64}}}}
 	job := &api.Job{Metadata: api.Metadata{Name: "batch"}, Spec: api.JobSpec{Completions: 1, Template: tmpl}}
 	mustCreate(svc, big, job)
-	onN2 := &api.Instance{Metadata: api.Metadata{Name: "web-old"}, Spec: api.InstanceSpec{Template: tmpl, Node: "n2",
+	onN2 := &api.Instance{Metadata: api.Metadata{Name: "web-old"}, Spec: api.InstanceSpec{Template: &tmpl, Node: "n2",
 		Owner: api.Owner{Kind: api.KindService, Name: "web", UID: svc.Metadata.UID}, SpecHash: tmpl.Hash()},
 		Status: api.InstanceStatus{Phase: api.PhaseRunning}}
-	waiting := &api.Instance{Metadata: api.Metadata{Name: "big-1"}, Spec: api.InstanceSpec{Template: big.Spec.Template,
+	waiting := &api.Instance{Metadata: api.Metadata{Name: "big-1"}, Spec: api.InstanceSpec{Template: &big.Spec.Template,
 		Owner: api.Owner{Kind: api.KindService, Name: "big", UID: big.Metadata.UID}, SpecHash: big.Spec.Template.Hash()},
 		Status: api.InstanceStatus{Phase: api.PhasePending}}
 	mustCreate(onN2, waiting)
@@ -269,7 +269,7 @@ func TestCacheSharesTemplates(t *testing.T) {
 	defer cancel()
 	mk := func(name, v string) {
 		in := &api.Instance{Metadata: api.Metadata{Name: name, Labels: map[string]string{"berth.owner": "web"}}, Spec: api.InstanceSpec{
-			Template: api.Template{Image: "demo/busybox:1", Env: map[string]string{"V": v}}, Owner: api.Owner{Kind: api.KindService, Name: "web", UID: "u1"}}}
+			Template: &api.Template{Image: "demo/busybox:1", Env: map[string]string{"V": v}}, Owner: api.Owner{Kind: api.KindService, Name: "web", UID: "u1"}}}
 		if err := s.Create(ctx, in); err != nil {
 			t.Fatal(err)
 		}
@@ -326,7 +326,7 @@ func TestCachedPassFindsInstancesOfRemovedNodesAndUnbound(t *testing.T) {
 		t.Fatal(err)
 	}
 	in := func(name, node string, svc *api.Service, phase api.Phase) *api.Instance {
-		return &api.Instance{Metadata: api.Metadata{Name: name}, Spec: api.InstanceSpec{Template: tmpl, Node: node, SpecHash: tmpl.Hash(),
+		return &api.Instance{Metadata: api.Metadata{Name: name}, Spec: api.InstanceSpec{Template: &tmpl, Node: node, SpecHash: tmpl.Hash(),
 			Owner: api.Owner{Kind: api.KindService, Name: svc.Metadata.Name, UID: svc.Metadata.UID}},
 			Status: api.InstanceStatus{Phase: phase}}
 	}
@@ -440,7 +440,7 @@ func TestCacheCheckFindsWhatTheWatchMissed(t *testing.T) {
 	create := func(name string) {
 		t.Helper()
 		in := &api.Instance{Metadata: api.Metadata{Name: name}, Spec: api.InstanceSpec{
-			Template: api.Template{Image: "demo/busybox:1"}, Owner: api.Owner{Kind: api.KindService, Name: "web"}}}
+			Template: &api.Template{Image: "demo/busybox:1"}, Owner: api.Owner{Kind: api.KindService, Name: "web"}}}
 		if err := s.Create(ctx, in); err != nil {
 			t.Fatal(err)
 		}

@@ -28,7 +28,7 @@ func TestSnapshotsKeepWhatTheCacheLent(t *testing.T) {
 		objs = append(objs, &api.Node{Metadata: api.Metadata{Name: n}, Status: api.NodeStatus{Condition: api.NodeReady}})
 	}
 	for i, n := range []string{"n1", "n2"} {
-		objs = append(objs, &api.Instance{Metadata: api.Metadata{Name: fmt.Sprintf("web-%d", i)}, Spec: api.InstanceSpec{Template: tmpl, Node: n,
+		objs = append(objs, &api.Instance{Metadata: api.Metadata{Name: fmt.Sprintf("web-%d", i)}, Spec: api.InstanceSpec{Template: &tmpl, Node: n,
 			Owner: api.Owner{Kind: api.KindService, Name: "web", UID: web.Metadata.UID}}, Status: api.InstanceStatus{Phase: api.PhaseRunning}})
 	}
 	for _, o := range objs {

@@ -583,7 +583,7 @@ func (m *Manager) newInstance(owner api.Metadata, kind api.Kind, labels map[stri
 	}
 	return &api.Instance{
 		Metadata: api.Metadata{Namespace: owner.Namespace, Name: name, Labels: labels},
-		Spec: api.InstanceSpec{Template: t, Owner: api.Owner{Kind: kind, Name: owner.Name, UID: owner.UID},
+		Spec: api.InstanceSpec{Template: &t, Owner: api.Owner{Kind: kind, Name: owner.Name, UID: owner.UID},
 			Placement: p, Index: index, Attempt: attempt, SpecHash: hash, Priority: prio},
 		Status: api.InstanceStatus{Phase: api.PhasePending},
 	}

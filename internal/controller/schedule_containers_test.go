@@ -9,7 +9,7 @@ import (
 // The scheduler reserves an instance's init and sidecar containers too.
 func TestSchedInstanceSumsContainers(t *testing.T) {
 	in := &api.Instance{Metadata: api.Metadata{Namespace: "default", Name: "web-1"},
-		Spec: api.InstanceSpec{Owner: api.Owner{Kind: api.KindService, Name: "web"}, Template: api.Template{
+		Spec: api.InstanceSpec{Owner: api.Owner{Kind: api.KindService, Name: "web"}, Template: &api.Template{
 			Image:     "demo/busybox:1",
 			Resources: api.Resources{CPU: 0.5, Memory: 64 << 20},
 			Containers: []api.Container{

@@ -15,8 +15,9 @@ import (
 // shared holds one copy of what many cached instances have alike: a
 // service's instances carry its template, and every instance of an owner
 // the same labels. Each decoded instance had its own copy of every map,
-// slice and string of them, most of what the cache held per instance;
-// sharing is safe as passes change no cached object's maps and slices
+// slice and string of them, most of what the cache held per instance,
+// and a template of its own, half of an instance's bytes. Sharing is
+// safe as passes change no cached object's template, maps and slices
 // (see own). Entries are told apart by their stored JSON, so only what
 // is equal to the byte is shared.
 //
@@ -26,7 +27,7 @@ import (
 // decoding it cost.
 type shared struct {
 	mu        sync.Mutex
-	templates map[string]api.Template
+	templates map[string]*api.Template
 	labels    map[string]map[string]string
 	scratch   []byte // decode's value with the shared parts cut out
 }
@@ -36,7 +37,7 @@ type shared struct {
 const maxShared = 1 << 14
 
 func newShared() *shared {
-	return &shared{templates: map[string]api.Template{}, labels: map[string]map[string]string{}}
+	return &shared{templates: map[string]*api.Template{}, labels: map[string]map[string]string{}}
 }
 
 // decode makes the object of kind stored as value at revision rev (a

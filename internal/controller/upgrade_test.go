@@ -41,7 +41,7 @@ func TestUpgradeReplacesNoInstance(t *testing.T) {
 	if err := s.UpdateStatus(ctx, svc, 0); err != nil {
 		t.Fatal(err)
 	}
-	in := &api.Instance{Metadata: api.Metadata{Name: "web-1"}, Spec: api.InstanceSpec{Template: tmpl, Node: "n1",
+	in := &api.Instance{Metadata: api.Metadata{Name: "web-1"}, Spec: api.InstanceSpec{Template: &tmpl, Node: "n1",
 		Owner: api.Owner{Kind: api.KindService, Name: "web", UID: svc.Metadata.UID}, SpecHash: old},
 		Status: api.InstanceStatus{Phase: api.PhaseRunning, Healthy: true}}
 	if err := s.Create(ctx, in); err != nil {

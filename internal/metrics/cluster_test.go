@@ -26,7 +26,7 @@ func TestClusterCountsInstancesByPhase(t *testing.T) {
 		for i := range n {
 			objs = append(objs, &api.Instance{
 				Metadata: api.Metadata{Namespace: "default", Name: fmt.Sprintf("%s-%d", strings.ToLower(string(p)), i)},
-				Spec: api.InstanceSpec{Template: api.Template{Image: "demo/busybox:1", Env: map[string]string{"A": "b"}},
+				Spec: api.InstanceSpec{Template: &api.Template{Image: "demo/busybox:1", Env: map[string]string{"A": "b"}},
 					Owner: api.Owner{Kind: api.KindService, Name: "web", UID: "u1"}},
 				Status: api.InstanceStatus{Phase: p}})
 		}
@@ -70,7 +70,7 @@ func TestClusterCountsPhasesFromItsSource(t *testing.T) {
 	}
 	t.Cleanup(func() { st.Close() })
 	in := &api.Instance{Metadata: api.Metadata{Namespace: "default", Name: "web-1"},
-		Spec:   api.InstanceSpec{Template: api.Template{Image: "demo/busybox:1"}, Owner: api.Owner{Kind: api.KindService, Name: "web", UID: "u1"}},
+		Spec:   api.InstanceSpec{Template: &api.Template{Image: "demo/busybox:1"}, Owner: api.Owner{Kind: api.KindService, Name: "web", UID: "u1"}},
 		Status: api.InstanceStatus{Phase: api.PhaseRunning}}
 	if err := st.Create(ctx, in); err != nil {
 		t.Fatal(err)
@@ -123,7 +123,7 @@ func BenchmarkClusterScrape(b *testing.B) {
 	var objs []api.Object
 	for i := range 20000 {
 		objs = append(objs, &api.Instance{Metadata: api.Metadata{Namespace: "default", Name: fmt.Sprintf("web-%05d", i)},
-			Spec: api.InstanceSpec{Template: api.Template{Image: "sim/none:1", Env: map[string]string{"V": "1"}, Resources: api.Resources{CPU: 0.05, Memory: 64 << 20}},
+			Spec: api.InstanceSpec{Template: &api.Template{Image: "sim/none:1", Env: map[string]string{"V": "1"}, Resources: api.Resources{CPU: 0.05, Memory: 64 << 20}},
 				Owner: api.Owner{Kind: api.KindService, Name: "web", UID: "u1"}, Node: fmt.Sprintf("n%04d", i%1000)},
 			Status: api.InstanceStatus{Phase: api.PhaseRunning, Healthy: true}})
 	}

@@ -29,7 +29,7 @@ func TestPinnedImageDigestsCountsEveryContainer(t *testing.T) {
 	cron := &api.CronJob{Metadata: api.Metadata{Name: "nightly"}, Spec: api.CronJobSpec{Schedule: "@daily",
 		Job: api.JobSpec{Completions: 1, Template: tmpl("demo/report:1@"+dg('f'), "", "demo/agent:1@"+dg('0'))}}}
 	in := instance("web-1")
-	in.Spec.Template = tmpl("demo/app:1@"+dg('a'), "demo/old-migrate:1@"+dg('1'), "demo/unpinned:1")
+	in.Spec.Template = new(tmpl("demo/app:1@"+dg('a'), "demo/old-migrate:1@"+dg('1'), "demo/unpinned:1"))
 	for _, o := range []api.Object{svc, job, cron, in} {
 		if err := s.Create(ctx, o); err != nil {
 			t.Fatalf("create %s: %v", api.RefOf(o), err)

@@ -618,16 +618,18 @@ func (s *Store) InstancesNamed(ctx context.Context, refs [][2]string) ([]*api.In
 		if err != nil {
 			return nil, nil, fmt.Errorf("read %d instances: %w", hi-lo, wrapEtcd(err))
 		}
-		// One allocation for the read's instances, each decoded in place:
-		// an instance and a head apiece were most of what a batch of
-		// status reports allocated apart from etcd's own.
-		insts := make([]api.Instance, len(r.Responses))
+		// One allocation for the read's instances and one for their
+		// templates, each decoded in place: an instance and a head apiece
+		// were most of what a batch of status reports allocated apart
+		// from etcd's own.
+		insts, tmpls := make([]api.Instance, len(r.Responses)), make([]api.Template, len(r.Responses))
 		for i, resp := range r.Responses {
 			kvs := resp.GetResponseRange().GetKvs()
 			if len(kvs) == 0 {
 				continue
 			}
 			in := &insts[i]
+			in.Spec.Template = &tmpls[i]
 			h := instanceHead{Metadata: &in.Metadata, Status: &in.Status}
 			h.Spec.Node, h.Spec.Template.Containers = &in.Spec.Node, &in.Spec.Template.Containers
 			if err := json.Unmarshal(kvs[0].Value, &h); err != nil {

@@ -39,7 +39,7 @@ func instance(name string) *api.Instance {
 	return &api.Instance{
 		Metadata: api.Metadata{Name: name},
 		Spec: api.InstanceSpec{
-			Template: api.Template{Image: "demo/busybox:1"},
+			Template: &api.Template{Image: "demo/busybox:1"},
 			Owner:    api.Owner{Kind: api.KindService, Name: "web"},
 		},
 	}

@@ -197,7 +197,7 @@ func Run(t *testing.T, e Env) {
 				img = i.Repository + "@" + i.Manifest
 			}
 			in := &api.Instance{Metadata: api.Metadata{Namespace: "default", Name: "web-" + n},
-				Spec: api.InstanceSpec{Template: api.Template{Image: img}, Owner: owner, Node: n}}
+				Spec: api.InstanceSpec{Template: &api.Template{Image: img}, Owner: owner, Node: n}}
 			// Anew each time: a row may have given it up as Lost, for good.
 			if err := e.Admin.Instances().Delete(ctx, "default", in.Metadata.Name, 0); err != nil && !errdefs.IsNotFound(err) {
 				t.Fatal(err)
@@ -214,7 +214,7 @@ func Run(t *testing.T, e Env) {
 			t.Fatal(err)
 		}
 		if _, err := e.Admin.Instances().Apply(ctx, &api.Instance{Metadata: api.Metadata{Namespace: "default", Name: "free"},
-			Spec: api.InstanceSpec{Template: api.Template{Image: "demo/busybox:1", Resources: api.Resources{CPU: 1000}}, Owner: owner}}); err != nil {
+			Spec: api.InstanceSpec{Template: &api.Template{Image: "demo/busybox:1", Resources: api.Resources{CPU: 1000}}, Owner: owner}}); err != nil {
 			t.Fatal(err)
 		}
 		if _, err := e.Admin.Services().Apply(ctx, api.RunService("web", "demo/busybox:1", nil)); err != nil {
@@ -267,7 +267,7 @@ func Run(t *testing.T, e Env) {
 	}
 	svc, _ := json.Marshal(api.RunService("web", "demo/busybox:1", []string{"sleep", "2"}))
 	inst, _ := json.Marshal(api.Instance{Metadata: api.Metadata{Namespace: "default", Name: "web-n1"},
-		Spec: api.InstanceSpec{Template: api.Template{Image: "demo/busybox:1"}, Owner: owner, Node: "n2"}})
+		Spec: api.InstanceSpec{Template: &api.Template{Image: "demo/busybox:1"}, Owner: owner, Node: "n2"}})
 
 	const (
 		ok  = http.StatusOK
