@@ -90,6 +90,9 @@ func (sh *shared) decode(kind api.Kind, value []byte, rev int64) (api.Object, er
 	if haveTmpl {
 		in.Spec.Template = tmpl
 	} else {
+		if in.Spec.Template == nil { // as the store's reads give it
+			in.Spec.Template = new(api.Template)
+		}
 		keepShared(sh.templates, tmplRaw.Raw, in.Spec.Template)
 	}
 	md, sp := &in.Metadata, &in.Spec

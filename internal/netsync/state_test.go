@@ -19,7 +19,7 @@ func svc(name, uid, vip string) *api.Service {
 func inst(name, owner, uid, ip string, phase api.Phase, healthy bool) *api.Instance {
 	return &api.Instance{
 		Metadata: api.Metadata{Namespace: api.DefaultNamespace, Name: name},
-		Spec:     api.InstanceSpec{Owner: api.Owner{Kind: api.KindService, Name: owner, UID: uid}},
+		Spec:     api.InstanceSpec{Template: &api.Template{Image: "demo/app:1"}, Owner: api.Owner{Kind: api.KindService, Name: owner, UID: uid}},
 		Status:   api.InstanceStatus{Phase: phase, Healthy: healthy, IP: ip},
 	}
 }

@@ -489,11 +489,27 @@ func wrapEtcd(err error) error {
 	return fmt.Errorf("%w: %w", errdefs.ErrUnavailable, err)
 }
 
-// Decode fills obj from a value as stored, modified at revision rev.
-func Decode(obj api.Object, value []byte, rev int64) error { return decode(obj, value, rev) }
+// Decode fills obj from a value as stored, modified at revision rev, but
+// leaves an instance's template nil where the value has none or null:
+// the controller's cache puts the one it shares there (and decoding an
+// empty one first would be for nothing).
+func Decode(obj api.Object, value []byte, rev int64) error { return decodeValue(obj, value, rev) }
 
-// decode fills obj from a stored value at a revision.
+// decode fills obj from a stored value at a revision. An instance whose
+// value has no template gets the empty one, as when it held its template
+// by value: none stored was without one, but what reads it is never
+// given a nil one.
 func decode(obj api.Object, value []byte, rev int64) error {
+	if err := decodeValue(obj, value, rev); err != nil {
+		return err
+	}
+	if in, ok := obj.(*api.Instance); ok && in.Spec.Template == nil {
+		in.Spec.Template = new(api.Template)
+	}
+	return nil
+}
+
+func decodeValue(obj api.Object, value []byte, rev int64) error {
 	reflect.ValueOf(obj).Elem().SetZero()
 	if err := json.Unmarshal(value, obj); err != nil {
 		return fmt.Errorf("stored %s: %w", obj.GetKind(), err)
