@@ -15,8 +15,8 @@
 //
 // A fixed limit has to be picked per machine and per cluster size: too
 // high and it never binds, too low and a bigger cluster spends its CPU
-// collecting. auto (see follow.go) sets the limit after each collection
-// from what that collection found live.
+// collecting. The default, auto (see follow.go), sets the limit after
+// each collection from what that collection found live.
 package memlimit
 
 import (
@@ -32,11 +32,9 @@ import (
 	"github.com/berth-dev/berth/internal/hostinfo"
 )
 
-// Default is the flag's default: half the memory the process may use.
-// The rest is for what shares the machine with the server's heap: etcd's
-// database, which the kernel maps into the process, and under berth up
-// the node's containers.
-const Default = "50%"
+// Default is the flag's default: a limit that follows the live heap
+// (Limit.Auto).
+const Default = "auto"
 
 // autoCeilingPercent is the most auto sets: half the memory the process
 // may use. The rest is for what shares the machine with the server's
