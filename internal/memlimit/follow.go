@@ -9,14 +9,14 @@ import (
 // Headroom is how far auto lets the heap grow past what the last
 // collection found live, as a share of it (and of the stacks and globals
 // the collector scans, as GOGC counts them). At 1 the limit sits just
-// above the goal of Go's default pace (GOGC=100) and hardly binds: the
-// runtime already aims to keep about that much, so a server holding as
-// much after a burst as without a limit. At 0.5 the collector runs about
-// twice as often and the heap stays at about 1.5 times its live part: on
-// 3,000 nodes and 100,000 instances, 930 MiB resident after the apply
-// instead of 1,380, a peak of 1.6 to 1.8 GiB instead of 2.2 to 2.4, for
-// 15 to 35% more CPU during the apply, the same when idle. GOGC, when
-// lower, still paces the collector.
+// above the goal of Go's default pace (GOGC=100) and hardly binds, since
+// the runtime already aims to retain about that much. At 0.5 the
+// collector runs about twice as often and the heap stays near 1.5 times
+// its live part: on 3,000 nodes and 100,000 instances, 930 MiB resident
+// after the apply instead of 1,340 to 1,380 (1,150 at 0.75), a peak of
+// 1.6 to 1.8 GiB instead of 2.2 to 2.4, for 15 to 40% more CPU during the
+// apply and none more when idle. GOGC, when lower, still paces the
+// collector.
 const Headroom = 0.5
 
 // autoMargin is what the limit leaves above the heap's goal, as a share
