@@ -249,9 +249,11 @@ func cliLogger(verbose bool) *slog.Logger {
 	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 }
 
-const memoryLimitUsage = "soft limit on this process's memory: the Go collector works harder as its heap nears it, " +
-	"instead of letting the heap grow to twice what it holds live; a percentage of the memory the process may use " +
-	"(the host's, or its cgroup's limit if lower), a size such as 3Gi, or none. GOMEMLIMIT in the environment wins"
+const memoryLimitUsage = "soft limit on this process's memory: as the process nears it, the Go collector runs more often and " +
+	"the runtime returns freed memory to the system. auto sets it after each collection to 1.5 times the heap found live plus " +
+	"the runtime's stacks and metadata (the heap grows by half between collections instead of doubling), at most half the " +
+	"memory the process may use; or a percentage of that memory (the host's, or its cgroup's limit if lower), a size such as " +
+	"3Gi, or none. GOMEMLIMIT in the environment wins"
 
 // memoryLimitFlag parses --memory-limit.
 func memoryLimitFlag(s string) (memlimit.Limit, error) {

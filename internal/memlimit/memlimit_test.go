@@ -14,6 +14,8 @@ func TestParse(t *testing.T) {
 		in   string
 		want Limit
 	}{
+		{"auto", Limit{Auto: true}},
+		{" auto ", Limit{Auto: true}},
 		{"50%", Limit{Percent: 50}},
 		{"12.5%", Limit{Percent: 12.5}},
 		{"100%", Limit{Percent: 100}},
@@ -30,7 +32,7 @@ func TestParse(t *testing.T) {
 			t.Errorf("Parse(%q.String() = %q) = %+v, %v", tc.in, got.String(), again, err)
 		}
 	}
-	for _, bad := range []string{"", "0%", "101%", "-5%", "x%", "lots", "-1Gi", "1Mi", "NaN%"} {
+	for _, bad := range []string{"", "0%", "101%", "-5%", "x%", "lots", "Auto", "auto%", "-1Gi", "1Mi", "NaN%"} {
 		if _, err := Parse(bad); err == nil || !strings.Contains(err.Error(), "memory limit") {
 			t.Errorf("Parse(%q): error %v, want one naming the memory limit", bad, err)
 		}
@@ -62,7 +64,7 @@ func TestSet(t *testing.T) {
 		{Limit{Percent: 0.001}, Minimum, "--memory-limit 0.001% of 8.0 GiB"},
 		{Limit{Off: true}, math.MaxInt64, "none"},
 	} {
-		a, err := Set(tc.l, mem)
+		a, err := Set(t.Context(), tc.l, mem)
 		if err != nil {
 			t.Fatalf("Set(%v): %v", tc.l, err)
 		}
@@ -74,10 +76,10 @@ func TestSet(t *testing.T) {
 		}
 	}
 	debug.SetMemoryLimit(5 << 30)
-	if a, err := Set(Limit{}, mem); err != nil || a.Bytes != 5<<30 || debug.SetMemoryLimit(-1) != 5<<30 {
+	if a, err := Set(t.Context(), Limit{}, mem); err != nil || a.Bytes != 5<<30 || debug.SetMemoryLimit(-1) != 5<<30 {
 		t.Errorf("Set(zero Limit) = %+v, %v; want the runtime's limit left at 5 GiB", a, err)
 	}
-	if _, err := Set(Limit{Percent: 50}, func() (int64, error) { return 0, errors.New("no meminfo") }); err == nil || !strings.Contains(err.Error(), "no meminfo") {
+	if _, err := Set(t.Context(), Limit{Percent: 50}, func() (int64, error) { return 0, errors.New("no meminfo") }); err == nil || !strings.Contains(err.Error(), "no meminfo") {
 		t.Errorf("Set with the memory unknown: error %v, want it passed on", err)
 	}
 }
@@ -87,7 +89,7 @@ func TestSetLeavesGOMEMLIMIT(t *testing.T) {
 	keepLimit(t)
 	t.Setenv("GOMEMLIMIT", "2GiB")
 	debug.SetMemoryLimit(2 << 30) // what the runtime took from it at start
-	a, err := Set(Limit{Bytes: 3 << 30}, nil)
+	a, err := Set(t.Context(), Limit{Bytes: 3 << 30}, nil)
 	if err != nil || a.Bytes != 2<<30 || a.Source != "GOMEMLIMIT=2GiB" {
 		t.Errorf("Set = %+v, %v; want GOMEMLIMIT's 2 GiB", a, err)
 	}

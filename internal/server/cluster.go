@@ -125,7 +125,7 @@ func Server(ctx context.Context, cfg ServerConfig) error {
 		return err
 	}
 	log := logger(cfg.Logger).With("server", name)
-	if err := setMemoryLimit(cfg.MemoryLimit, log); err != nil {
+	if err := setMemoryLimit(ctx, cfg.MemoryLimit, log); err != nil {
 		return err
 	}
 	scfg, secrets, err := storeConfig(name, cfg, log)

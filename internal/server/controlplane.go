@@ -124,18 +124,21 @@ func nodeName(host string) string {
 	return n
 }
 
-// setMemoryLimit puts the process's soft memory limit in effect and
-// says which it is.
-func setMemoryLimit(l memlimit.Limit, log *slog.Logger) error {
-	a, err := memlimit.Set(l, nil)
+// setMemoryLimit puts the process's soft memory limit in effect, for as
+// long as ctx lasts under auto, and says which it is.
+func setMemoryLimit(ctx context.Context, l memlimit.Limit, log *slog.Logger) error {
+	a, err := memlimit.Set(ctx, l, nil)
 	if err != nil {
 		return err
 	}
-	if a.Bytes == math.MaxInt64 {
+	switch {
+	case a.Bytes == math.MaxInt64:
 		log.Info("no memory limit", "source", a.Source)
-		return nil
+	case a.Ceiling > 0:
+		log.Info("memory limit follows the live heap", "mib", a.Bytes>>20, "ceiling_mib", a.Ceiling>>20, "source", a.Source)
+	default:
+		log.Info("memory limit", "bytes", a.Bytes, "mib", a.Bytes>>20, "source", a.Source)
 	}
-	log.Info("memory limit", "bytes", a.Bytes, "mib", a.Bytes>>20, "source", a.Source)
 	return nil
 }
 

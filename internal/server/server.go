@@ -71,7 +71,7 @@ func Up(ctx context.Context, cfg Config) error {
 	promdefer.Release() // etcd serves /metrics
 	initgc.Restore()    // a long-lived heap, collected at Go's pace
 	log := logger(cfg.Logger)
-	if err := setMemoryLimit(cfg.MemoryLimit, log); err != nil {
+	if err := setMemoryLimit(ctx, cfg.MemoryLimit, log); err != nil {
 		return err
 	}
 	if err := os.MkdirAll(cfg.DataDir, 0o711); err != nil {

@@ -10,14 +10,16 @@ import (
 	"testing"
 	"time"
 
+	"github.com/berth-dev/berth/internal/hostinfo"
 	"github.com/berth-dev/berth/internal/testing/testenv"
 )
 
 // TestServerMemoryLimit: `berth server --memory-limit` becomes the Go
 // runtime's soft memory limit, as the server's own metrics report it
 // (go_gc_gomemlimit_bytes reads the runtime's setting) and its log says;
-// GOMEMLIMIT in the environment wins over the flag's default; a bad value
-// is refused by server and up alike, naming the flag.
+// the default, auto, sets one within its bounds and says it follows the
+// live heap; GOMEMLIMIT in the environment wins over the flag's default;
+// a bad value is refused by server and up alike, naming the flag.
 func TestServerMemoryLimit(t *testing.T) {
 	testenv.RequireRoot(t)
 	e := newEnv(t)
@@ -57,6 +59,7 @@ func TestServerMemoryLimit(t *testing.T) {
 		}, p
 	}
 	flagged, flaggedProc := start("flag", "--memory-limit", "1536Mi")
+	auto, autoProc := start("auto")
 	// The second server inherits GOMEMLIMIT; the flag keeps its default.
 	t.Setenv("GOMEMLIMIT", "1GiB")
 	fromEnv, envProc := start("env")
@@ -66,6 +69,14 @@ func TestServerMemoryLimit(t *testing.T) {
 	}
 	if out := flaggedProc.out.String(); !strings.Contains(out, "memory limit") || !strings.Contains(out, "source=\"--memory-limit 1536Mi\"") {
 		t.Errorf("server with --memory-limit 1536Mi: its log does not say the limit and where it came from:\n%s", out)
+	}
+	total, err := hostinfo.ProcessMemory()
+	check(t, err)
+	if got, most := auto(), float64(total/2); got < 64<<20 || got > most {
+		t.Errorf("server with the default --memory-limit auto: go_gc_gomemlimit_bytes %v, want between 64 MiB and half of %d", got, total)
+	}
+	if out := autoProc.out.String(); !strings.Contains(out, "memory limit follows the live heap") || !strings.Contains(out, "source=\"--memory-limit auto") {
+		t.Errorf("server with the default --memory-limit auto: its log does not say the limit follows the live heap:\n%s", out)
 	}
 	if got, want := fromEnv(), float64(1<<30); got != want {
 		t.Errorf("server with GOMEMLIMIT=1GiB: go_gc_gomemlimit_bytes %v, want %v", got, want)
