@@ -161,7 +161,14 @@ func New(endpoint string, opts ...Option) (*Client, error) {
 	// connection lives as long as the node: frames of HTTP/2's smallest
 	// maximum, 16 KiB, not of Go's default 1 MiB, which let a watch's
 	// burst go out as one frame of 256 KiB.
-	tr.HTTP2 = &http.HTTP2Config{MaxReadFrameSize: 16 << 10}
+	//
+	// Nor does it index the headers it sends: the server's table for
+	// them would keep what a node's requests put in it (some 2.4 KB of
+	// entries and their indexes) for the connection's life, to save the
+	// node some 100 bytes a request, most of which are heartbeats. Set
+	// from the start, the limit holds for the first requests too, sent
+	// before the server's settings are read.
+	tr.HTTP2 = &http.HTTP2Config{MaxReadFrameSize: 16 << 10, MaxEncoderHeaderTableSize: 1}
 	switch u.Scheme {
 	case "unix":
 		path := u.Path
