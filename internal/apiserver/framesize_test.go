@@ -123,11 +123,12 @@ func TestHeadersIndexedBeforeTheSettings(t *testing.T) {
 	}
 }
 
-// A watch's event larger than 4 KiB goes out in DATA frames of 4 KiB at
-// most, not of the 16 KiB the client allows: the server's framer keeps a
-// buffer as big as the largest frame it has written on a connection, and
-// a node's connection, its watch on it, lives as long as the node.
-func TestWatchFramesOfFourKiB(t *testing.T) {
+// Answers larger than 4 KiB, a watch's event and a read's, go out in
+// DATA frames of 4 KiB at most, not of the 16 KiB the client allows: the
+// server's framer keeps a buffer as big as the largest frame it has
+// written on a connection, and a node's connection lives as long as the
+// node.
+func TestAnswersInFramesOfFourKiB(t *testing.T) {
 	const token = "0123456789abcdef0123"
 	addr, caPEM := serveTLS(t, token)
 	pool := x509.NewCertPool()
@@ -140,16 +141,18 @@ func TestWatchFramesOfFourKiB(t *testing.T) {
 	_ = conn.SetDeadline(time.Now().Add(2 * time.Minute))
 	// HPACK by hand: :method GET, :scheme https from the static table;
 	// :path and authorization literal, not indexed.
-	literal := func(b []byte, name, value string) []byte {
-		b = append(append(b, 0x00, byte(len(name))), name...)
-		return append(append(b, byte(len(value))), value...)
+	get := func(path string) []byte {
+		b := []byte{0x82, 0x87}
+		for _, f := range [][2]string{{":path", path}, {"authorization", "Bearer " + token}} {
+			b = append(append(b, 0x00, byte(len(f[0]))), f[0]...)
+			b = append(append(b, byte(len(f[1]))), f[1]...)
+		}
+		return b
 	}
-	req := literal([]byte{0x82, 0x87}, ":path", "/v1/services?watch=1")
-	req = literal(req, "authorization", "Bearer "+token)
 	var out []byte
 	out = append(out, "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"...)
-	out = append(out, h2Frame(0x4, 0, 0, nil)...)   // SETTINGS: 16 KiB frames, the default
-	out = append(out, h2Frame(0x1, 0x4, 1, req)...) // HEADERS, END_HEADERS
+	out = append(out, h2Frame(0x4, 0, 0, nil)...)                           // SETTINGS: 16 KiB frames, the default
+	out = append(out, h2Frame(0x1, 0x4, 1, get("/v1/services?watch=1"))...) // HEADERS, END_HEADERS
 	if _, err := conn.Write(out); err != nil {
 		t.Fatal(err)
 	}
@@ -157,29 +160,38 @@ func TestWatchFramesOfFourKiB(t *testing.T) {
 	for j := range 60 {
 		env[fmt.Sprintf("V%02d", j)] = strings.Repeat("w", 400) // 24 KB in all
 	}
-	applied := false
-	var body []byte
-	largest := 0
-	hdr := make([]byte, 9)
+	applied, read := false, false
+	bodies := map[uint32][]byte{}
+	largest := map[uint32]int{}
 	// The event is whole once a line ends after the service's name.
 	whole := func() bool {
-		_, after, found := bytes.Cut(body, []byte(`"name":"big"`))
+		_, after, found := bytes.Cut(bodies[1], []byte(`"name":"big"`))
 		return found && bytes.Contains(after, []byte("\n"))
 	}
-	for !whole() {
+	hdr := make([]byte, 9)
+	for !read {
 		if _, err := io.ReadFull(conn, hdr); err != nil {
-			t.Fatalf("reading the watch (%d bytes of it so far): %v", len(body), err)
+			t.Fatalf("reading the answers (%d bytes of the watch, %d of the read): %v", len(bodies[1]), len(bodies[3]), err)
 		}
 		payload := make([]byte, int(hdr[0])<<16|int(hdr[1])<<8|int(hdr[2]))
 		if _, err := io.ReadFull(conn, payload); err != nil {
 			t.Fatal(err)
 		}
+		stream := uint32(hdr[5]&0x7f)<<24 | uint32(hdr[6])<<16 | uint32(hdr[7])<<8 | uint32(hdr[8])
+		var reply []byte
 		switch hdr[3] {
 		case 0x0: // DATA
-			body = append(body, payload...)
-			largest = max(largest, len(payload))
+			bodies[stream] = append(bodies[stream], payload...)
+			largest[stream] = max(largest[stream], len(payload))
+			n := len(payload)
+			reply = h2Frame(0x8, 0, 0, []byte{byte(n >> 24), byte(n >> 16), byte(n >> 8), byte(n)}) // WINDOW_UPDATE
+			if stream == 1 && whole() && bodies[3] == nil {
+				bodies[3] = []byte{}
+				reply = append(reply, h2Frame(0x1, 0x5, 3, get("/v1/namespaces/default/services/big"))...)
+			}
+			read = stream == 3 && hdr[4]&0x1 != 0 // END_STREAM
 		case 0x1: // HEADERS: the watch is on, from now
-			if applied {
+			if stream != 1 || applied {
 				continue
 			}
 			applied = true
@@ -194,21 +206,26 @@ func TestWatchFramesOfFourKiB(t *testing.T) {
 			}
 		case 0x4: // SETTINGS
 			if hdr[4]&0x1 == 0 {
-				if _, err := conn.Write(h2Frame(0x4, 0x1, 0, nil)); err != nil {
-					t.Fatal(err)
-				}
+				reply = h2Frame(0x4, 0x1, 0, nil)
 			}
 		case 0x7: // GOAWAY
 			t.Fatalf("the server went away, error code %x", payload[4:8])
 		case 0x3: // RST_STREAM
-			t.Fatalf("the server reset the watch, error code %x", payload)
+			t.Fatalf("the server reset stream %d, error code %x", stream, payload)
+		}
+		if reply != nil {
+			if _, err := conn.Write(reply); err != nil {
+				t.Fatal(err)
+			}
 		}
 	}
-	if largest > 4<<10 {
-		t.Fatalf("the watch sent a DATA frame of %d bytes, want 4 KiB at most", largest)
-	}
-	if largest < 4<<10 {
-		t.Fatalf("the watch's largest DATA frame was of %d bytes, want 4 KiB for an event of 24 KB", largest)
+	for stream, what := range map[uint32]string{1: "watch", 3: "read"} {
+		if !bytes.Contains(bodies[stream], []byte(strings.Repeat("w", 400))) {
+			t.Fatalf("the %s's answer lacks the service's environment", what)
+		}
+		if largest[stream] != 4<<10 {
+			t.Errorf("the %s's largest DATA frame was of %d bytes, want 4 KiB for an answer of 24 KB", what, largest[stream])
+		}
 	}
 }
 

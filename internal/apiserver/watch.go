@@ -3,7 +3,6 @@ package apiserver
 import (
 	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
 	"strconv"
 	"strings"
@@ -96,7 +95,7 @@ func (s *Server) serveWatch(w http.ResponseWriter, r *http.Request, src watchSou
 		}
 	}
 	flush := func() bool {
-		err := writeInPieces(w, buf)
+		_, err := w.Write(buf)
 		if cap(buf) <= maxWatchWrite<<1 {
 			b := buf[:0]
 			watchBufs.Put(&b)
@@ -216,27 +215,6 @@ const watchBatchKeep = 8
 
 // maxWatchWrite is about the most a watch stream writes at once.
 const maxWatchWrite = 256 << 10
-
-// watchPiece is the most a watch stream hands its response writer at
-// once: HTTP/2's response writer buffers 4 KiB and sends what fits in it
-// as frames of at most 4 KiB, but a larger write bypasses it and goes out
-// in frames as large as the peer allows (16 KiB), and the connection's
-// framer keeps a buffer as big as the largest frame it has written, for
-// the connection's life: a node's watch is its connection's one stream
-// of any size, so its bursts set that buffer's size.
-const watchPiece = 4 << 10
-
-// writeInPieces writes b to w in writes of at most watchPiece bytes.
-func writeInPieces(w io.Writer, b []byte) error {
-	for len(b) > 0 {
-		n := min(len(b), watchPiece)
-		if _, err := w.Write(b[:n]); err != nil {
-			return err
-		}
-		b = b[n:]
-	}
-	return nil
-}
 
 // watchBufs holds the buffers of watch streams between bursts: kept by
 // each stream, 15,000 nodes' streams held 190 MB of buffers sized for
