@@ -154,14 +154,7 @@ func New(endpoint string, opts ...Option) (*Client, error) {
 	if c.watchTimeout <= 0 {
 		c.watchTimeout = DefaultWatchTimeout
 	}
-	tr := http.DefaultTransport.(*http.Transport).Clone()
-	tr.MaxIdleConnsPerHost = 32
-	// The server's framer keeps a buffer as big as the largest frame it
-	// has written on a connection, for the connection's life, and a node's
-	// connection lives as long as the node: frames of HTTP/2's smallest
-	// maximum, 16 KiB, not of Go's default 1 MiB, which let a watch's
-	// burst go out as one frame of 256 KiB.
-	tr.HTTP2 = &http.HTTP2Config{MaxReadFrameSize: 16 << 10}
+	tr := NewTransport()
 	switch u.Scheme {
 	case "unix":
 		path := u.Path
@@ -197,6 +190,27 @@ func New(endpoint string, opts ...Option) (*Client, error) {
 		c.hc = &http.Client{Transport: tr}
 	}
 	return c, nil
+}
+
+// NewTransport is the transport of the API's clients, New's over https,
+// and the one an agent builds on (with its own TLS and dialer).
+func NewTransport() *http.Transport {
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.MaxIdleConnsPerHost = 32
+	// The server's framer keeps a buffer as big as the largest frame it
+	// has written on a connection, for the connection's life, and a node's
+	// connection lives as long as the node: frames of HTTP/2's smallest
+	// maximum, 16 KiB, not of Go's default 1 MiB, which let a watch's
+	// burst go out as one frame of 256 KiB.
+	//
+	// Nor does it index the headers it sends: the server's table for
+	// them would keep what a node's requests put in it (some 2.4 KB of
+	// entries and their indexes) for the connection's life, to save the
+	// node some 100 bytes a request, most of which are heartbeats. Set
+	// from the start, the limit holds for the first requests too, sent
+	// before the server's settings are read.
+	tr.HTTP2 = &http.HTTP2Config{MaxReadFrameSize: 16 << 10, MaxEncoderHeaderTableSize: 1}
+	return tr
 }
 
 // bodyFrame is the most of a request body one read gives: Go's HTTP/2

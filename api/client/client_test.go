@@ -3,12 +3,15 @@ package client
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/json"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -206,3 +209,142 @@ func TestBodyInShortReads(t *testing.T) {
 type roundTripper func(*http.Request) (*http.Response, error)
 
 func (f roundTripper) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
+
+// The client indexes none of the headers it sends, from its first
+// request on: the server would keep them, in a table of its connection's,
+// for the connection's life.
+func TestHeadersNotIndexed(t *testing.T) {
+	ts := httptest.NewUnstartedServer(nil)
+	ts.StartTLS()
+	certs := ts.TLS.Certificates
+	caPEM := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: ts.Certificate().Raw})
+	ts.Close()
+	l, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{Certificates: certs, NextProtos: []string{"h2"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	// The server speaks HTTP/2 by hand, to read the header blocks as the
+	// client encodes them, and answers each request 204.
+	indexed := make(chan string, 1)
+	served := make(chan error, 1)
+	go func() { served <- serveHeaderBlocks(l, indexed) }()
+	c, err := New("https://"+l.Addr().String(), WithCA(caPEM), WithToken("0123456789abcdef0123"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	for i := range 3 {
+		if err := c.do(ctx, http.MethodGet, fmt.Sprintf("/v1/namespaces/default/services/s%d", i), nil, nil, nil); err != nil {
+			t.Fatalf("request %d: %v", i, err)
+		}
+		select {
+		case what := <-indexed:
+			t.Fatalf("request %d: the client indexed a header: %s", i, what)
+		default:
+		}
+	}
+	c.hc.CloseIdleConnections()
+	if err := <-served; err != nil {
+		t.Fatal(err)
+	}
+}
+
+// serveHeaderBlocks serves one HTTP/2 connection of l, answering every
+// request 204, and sends to indexed what the first header block that adds
+// to the decoder's table begins with.
+func serveHeaderBlocks(l net.Listener, indexed chan<- string) error {
+	conn, err := l.Accept()
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	frame := func(typ, flags byte, stream uint32, payload []byte) []byte {
+		n := len(payload)
+		return append([]byte{byte(n >> 16), byte(n >> 8), byte(n), typ, flags,
+			byte(stream >> 24), byte(stream >> 16), byte(stream >> 8), byte(stream)}, payload...)
+	}
+	preface := make([]byte, 24)
+	if _, err := io.ReadFull(conn, preface); err != nil {
+		return fmt.Errorf("preface: %w", err)
+	}
+	if _, err := conn.Write(frame(0x4, 0, 0, nil)); err != nil {
+		return err
+	}
+	hdr := make([]byte, 9)
+	for {
+		if _, err := io.ReadFull(conn, hdr); err != nil {
+			return nil // the client is gone
+		}
+		payload := make([]byte, int(hdr[0])<<16|int(hdr[1])<<8|int(hdr[2]))
+		if _, err := io.ReadFull(conn, payload); err != nil {
+			return nil
+		}
+		stream := uint32(hdr[5]&0x7f)<<24 | uint32(hdr[6])<<16 | uint32(hdr[7])<<8 | uint32(hdr[8])
+		var out []byte
+		switch {
+		case hdr[3] == 0x4 && hdr[4]&0x1 == 0: // SETTINGS
+			out = frame(0x4, 0x1, 0, nil)
+		case hdr[3] == 0x1: // HEADERS
+			if hdr[4]&0x4 == 0 {
+				return errors.New("a header block in several frames")
+			}
+			if at := indexingAt(payload); at >= 0 {
+				select {
+				case indexed <- fmt.Sprintf("%q", payload[at:min(at+24, len(payload))]):
+				default:
+				}
+			}
+			out = frame(0x1, 0x5, stream, []byte{0x88 + 2}) // :status 204, END_STREAM
+		}
+		if out != nil {
+			if _, err := conn.Write(out); err != nil {
+				return nil
+			}
+		}
+	}
+}
+
+// indexingAt is where in an HPACK header block the first representation
+// that adds to the decoder's table (RFC 7541, 6.2.1) begins, or -1.
+func indexingAt(block []byte) int {
+	// integer reads an integer of an n-bit prefix at i; where it ends.
+	integer := func(i, n int) (uint64, int) {
+		v := uint64(block[i]) & (1<<n - 1)
+		i++
+		if v < 1<<n-1 {
+			return v, i
+		}
+		for m := 0; i < len(block); m += 7 {
+			b := block[i]
+			i++
+			v += uint64(b&0x7f) << m
+			if b&0x80 == 0 {
+				break
+			}
+		}
+		return v, i
+	}
+	str := func(i int) int {
+		n, j := integer(i, 7)
+		return j + int(n)
+	}
+	for i := 0; i < len(block); {
+		switch b := block[i]; {
+		case b&0x80 != 0: // indexed
+			_, i = integer(i, 7)
+		case b&0xc0 == 0x40: // literal with incremental indexing
+			return i
+		case b&0xe0 == 0x20: // dynamic table size update
+			_, i = integer(i, 5)
+		default: // literal not indexed, or never indexed
+			var name uint64
+			if name, i = integer(i, 4); name == 0 {
+				i = str(i)
+			}
+			i = str(i)
+		}
+	}
+	return -1
+}

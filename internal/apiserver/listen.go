@@ -156,7 +156,7 @@ func (s *Server) Serve(ctx context.Context, l net.Listener, auth Authenticator) 
 	hs := &http.Server{
 		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			start := time.Now()
-			rec := &statusRecorder{ResponseWriter: w}
+			rec := &statusRecorder{ResponseWriter: w, pieces: r.ProtoMajor == 2}
 			var tm *store.Timing
 			if isWrite(r.Method) {
 				tm = new(store.Timing)

@@ -21,7 +21,19 @@ type statusRecorder struct {
 	code int
 	// header, when set, adds to the response's header as it is written.
 	header func(http.Header)
+	// pieces, on HTTP/2, has the answer written in pieces of at most
+	// answerPiece bytes.
+	pieces bool
 }
+
+// answerPiece is the most an answer over HTTP/2 hands the response writer
+// at once: it buffers 4 KiB and sends what fits in its buffer as frames
+// of at most 4 KiB, but a larger write bypasses it and goes out in frames
+// as large as the client allows, and the connection's framer keeps a
+// buffer as big as the largest frame it has written, for the
+// connection's life: a node's, as long as the node, with a watch's
+// bursts, its assignments' lists and its images' layers on it.
+const answerPiece = 4 << 10
 
 func (s *statusRecorder) WriteHeader(code int) {
 	if s.code == 0 {
@@ -37,7 +49,20 @@ func (s *statusRecorder) Write(p []byte) (int, error) {
 	if s.code == 0 {
 		s.WriteHeader(http.StatusOK)
 	}
-	return s.ResponseWriter.Write(p)
+	if !s.pieces {
+		return s.ResponseWriter.Write(p)
+	}
+	n := 0
+	for len(p) > 0 {
+		k := min(len(p), answerPiece)
+		m, err := s.ResponseWriter.Write(p[:k])
+		n += m
+		if err != nil {
+			return n, err
+		}
+		p = p[k:]
+	}
+	return n, nil
 }
 
 func (s *statusRecorder) Flush() {

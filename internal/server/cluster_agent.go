@@ -389,9 +389,10 @@ func agentClient(cfg AgentConfig) (*client.Client, []string, http.RoundTripper, 
 	if err != nil {
 		return nil, nil, nil, nil, err
 	}
-	tr := http.DefaultTransport.(*http.Transport).Clone()
+	// The API client's transport: its frames and headers are what the
+	// server keeps least for, for the life of the node's connection.
+	tr := client.NewTransport()
 	tr.TLSClientConfig = tc
-	tr.MaxIdleConnsPerHost = 32
 	// A dead server must not hold a request for long: fail the dial fast
 	// and move on to the next.
 	tr.DialContext = (&net.Dialer{Timeout: 2 * time.Second, KeepAlive: 15 * time.Second}).DialContext

@@ -493,3 +493,26 @@ func TestFailoverRenewedDialsAgainPastABusyConnection(t *testing.T) {
 		t.Fatalf("%d connections after the renewal, want a new one", n)
 	}
 }
+
+// An agent's transport is the API client's, with its settings for HTTP/2
+// (frames of 16 KiB, no header indexed), which spare the server what it
+// would keep for every node's connection; it adds its TLS and dialer.
+func TestAgentTransportIsTheClients(t *testing.T) {
+	cfg := AgentConfig{Servers: []string{"https://127.0.0.1:1", "https://127.0.0.1:2"}, Credential: BearerToken("0123456789abcdef0123")}
+	_, _, rt, _, err := agentClient(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bt, ok := rt.(bearerTransport)
+	if !ok {
+		t.Fatalf("the agent's transport is a %T, want a bearerTransport", rt)
+	}
+	fo, ok := bt.inner.(*failover)
+	if !ok {
+		t.Fatalf("the agent's inner transport is a %T, want a failover", bt.inner)
+	}
+	got, want := fo.base.Load().HTTP2, client.NewTransport().HTTP2
+	if got == nil || got.MaxReadFrameSize != want.MaxReadFrameSize || got.MaxEncoderHeaderTableSize != want.MaxEncoderHeaderTableSize {
+		t.Fatalf("the agent's HTTP/2 settings are %+v, want the API client's, %+v", got, want)
+	}
+}
