@@ -78,14 +78,7 @@ func TestLargeBodiesOverSmallFrames(t *testing.T) {
 // requests' headers holds what a client indexes that early.
 func TestHeadersIndexedBeforeTheSettings(t *testing.T) {
 	addr, caPEM := serveTLS(t, "0123456789abcdef0123")
-	pool := x509.NewCertPool()
-	pool.AppendCertsFromPEM(caPEM)
-	conn, err := tls.Dial("tcp", addr, &tls.Config{RootCAs: pool, NextProtos: []string{"h2"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	_ = conn.SetDeadline(time.Now().Add(time.Minute))
+	conn := dialH2(t, addr, caPEM, time.Minute)
 	// HPACK by hand: :method GET, :scheme https, :path / from the static
 	// table; a header of 300 bytes added to the dynamic table (literal
 	// with incremental indexing, a new name), then referred to by index.
@@ -131,14 +124,7 @@ func TestHeadersIndexedBeforeTheSettings(t *testing.T) {
 func TestAnswersInFramesOfFourKiB(t *testing.T) {
 	const token = "0123456789abcdef0123"
 	addr, caPEM := serveTLS(t, token)
-	pool := x509.NewCertPool()
-	pool.AppendCertsFromPEM(caPEM)
-	conn, err := tls.Dial("tcp", addr, &tls.Config{RootCAs: pool, NextProtos: []string{"h2"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	_ = conn.SetDeadline(time.Now().Add(2 * time.Minute))
+	conn := dialH2(t, addr, caPEM, 2*time.Minute)
 	// HPACK by hand: :method GET, :scheme https from the static table;
 	// :path and authorization literal, not indexed.
 	get := func(path string) []byte {
@@ -252,4 +238,19 @@ func serveTLS(t *testing.T, token string) (string, []byte) {
 	go func() { done <- e.srv.ServeTLS(ctx, l, &tls.Config{Certificates: []tls.Certificate{cert}}, token) }()
 	t.Cleanup(func() { cancel(); <-done })
 	return l.Addr().String(), caPEM
+}
+
+// dialH2 opens a TLS connection to addr that speaks HTTP/2 by hand,
+// trusting caPEM, closed when the test ends, with a deadline of d.
+func dialH2(t *testing.T, addr string, caPEM []byte, d time.Duration) *tls.Conn {
+	t.Helper()
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(caPEM)
+	conn, err := tls.Dial("tcp", addr, &tls.Config{RootCAs: pool, NextProtos: []string{"h2"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	_ = conn.SetDeadline(time.Now().Add(d))
+	return conn
 }
