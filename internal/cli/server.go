@@ -250,10 +250,10 @@ func cliLogger(verbose bool) *slog.Logger {
 }
 
 const memoryLimitUsage = "soft limit on this process's memory: as the process nears it, the Go collector runs more often and " +
-	"the runtime returns freed memory to the system. auto sets it after each collection to 1.5 times the heap found live plus " +
-	"the runtime's stacks and metadata (the heap grows by half between collections instead of doubling), at most half the " +
-	"memory the process may use; or a percentage of that memory (the host's, or its cgroup's limit if lower), a size such as " +
-	"3Gi, or none. GOMEMLIMIT in the environment wins"
+	"the runtime returns freed memory to the system. auto sets it after each collection to the heap's goal at Go's default " +
+	"pace (twice the heap found live) plus the runtime's stacks and metadata, so that what a burst freed goes back to the " +
+	"system rather than staying resident, at most half the memory the process may use; or a percentage of that memory " +
+	"(the host's, or its cgroup's limit if lower), a size such as 3Gi, or none. GOMEMLIMIT in the environment wins"
 
 // memoryLimitFlag parses --memory-limit.
 func memoryLimitFlag(s string) (memlimit.Limit, error) {
