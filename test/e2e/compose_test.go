@@ -631,8 +631,10 @@ func TestComposeProcessKeys(t *testing.T) {
 
 	var logs string
 	eventually(t, 60*time.Second, "box and who to report", func() bool {
-		logs = c.ok("compose", "-f", f, "logs", "box", "who")
-		return strings.Contains(logs, "ready") && strings.Contains(logs, "uid=")
+		// Until the controller has made their instances, logs has none to read.
+		out, _, code := c.run("compose", "-f", f, "logs", "box", "who")
+		logs = out
+		return code == 0 && strings.Contains(logs, "ready") && strings.Contains(logs, "uid=")
 	})
 	for _, want := range []string{
 		"pid1=init",                             // init
