@@ -170,9 +170,7 @@ func Default(o Object) {
 	case *Instance:
 		// One sent without a template is told what its template lacks,
 		// and is stored as one with the empty template always was.
-		if x.Spec.Template == nil {
-			x.Spec.Template = new(Template)
-		}
+		x.Spec.FillTemplate()
 	}
 }
 

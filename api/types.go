@@ -581,6 +581,16 @@ type InstanceSpec struct {
 	CPUSet []int `json:"cpuset,omitempty"`
 }
 
+// FillTemplate gives s the empty template when it has none (an instance
+// sent or stored without one, which by value it always had), and
+// returns s's template.
+func (s *InstanceSpec) FillTemplate() *Template {
+	if s.Template == nil {
+		s.Template = new(Template)
+	}
+	return s.Template
+}
+
 // Phase is where an instance is in its life.
 type Phase string
 

@@ -119,10 +119,7 @@ func (s *Server) instanceData(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	if in.Spec.Template == nil { // none stored is (api.Default); read as the empty one
-		in.Spec.Template = new(api.Template)
-	}
-	out, err := s.resolveData(r.Context(), t.namespace, in.Spec.Template)
+	out, err := s.resolveData(r.Context(), t.namespace, in.Spec.FillTemplate())
 	if err != nil {
 		writeError(w, fmt.Errorf("%s: %w", t.ref(), err))
 		return

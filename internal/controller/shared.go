@@ -90,10 +90,7 @@ func (sh *shared) decode(kind api.Kind, value []byte, rev int64) (api.Object, er
 	if haveTmpl {
 		in.Spec.Template = tmpl
 	} else {
-		if in.Spec.Template == nil { // as the store's reads give it
-			in.Spec.Template = new(api.Template)
-		}
-		keepShared(sh.templates, tmplRaw.Raw, in.Spec.Template)
+		keepShared(sh.templates, tmplRaw.Raw, in.Spec.FillTemplate()) // as the store's reads give it
 	}
 	md, sp := &in.Metadata, &in.Spec
 	md.Namespace = unique.Make(md.Namespace).Value()

@@ -503,8 +503,8 @@ func decode(obj api.Object, value []byte, rev int64) error {
 	if err := decodeValue(obj, value, rev); err != nil {
 		return err
 	}
-	if in, ok := obj.(*api.Instance); ok && in.Spec.Template == nil {
-		in.Spec.Template = new(api.Template)
+	if in, ok := obj.(*api.Instance); ok {
+		in.Spec.FillTemplate()
 	}
 	return nil
 }
