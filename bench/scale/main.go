@@ -55,6 +55,7 @@ func main() {
 	flag.BoolVar(&idleOnly, "idleonly", false, "stop after the idle measurement: skip node loss, rollout and scaling")
 	flag.StringVar(&scaleProfile, "scaleprofile", "", "write the server's CPU profile over the first 30 s of the scale 0 -> N to this file")
 	flag.StringVar(&heapProfile, "heapprofile", "", "write the server's heap profile, taken once all are Running after the apply, to this file")
+	flag.StringVar(&scaleHeapProfile, "scaleheapprofile", "", "write the server's heap profile, taken once all are Running after the scale 0 -> N (the peak of the run), to this file")
 	flag.StringVar(&joinProfile, "joinprofile", "", "write the server's heap profile to this file, and its goroutines (debug=1 text) to this file with .goroutines appended, once all nodes are Ready and before the apply: what each connected node costs")
 	flag.StringVar(&simProfile, "simprofile", "", "write the live fleet's (berth sim agents) CPU profile, over its whole run, to this file")
 	flag.BoolVar(&applyOnly, "applyonly", false, "stop after the apply: its figures, and the fleet's profiles over the join and the apply alone (a short A/B run)")
@@ -245,6 +246,10 @@ var scaleProfile string
 
 // heapProfile is where the server's heap profile after the apply goes, if set.
 var heapProfile string
+
+// scaleHeapProfile is where the server's heap profile after the scale
+// 0 -> N goes, if set.
+var scaleHeapProfile string
 
 // simProfile is where the live fleet's CPU profile goes, if set.
 var simProfile string
@@ -541,19 +546,9 @@ func bench(bin string, nodes, instances, services int, timeout time.Duration) er
 	}
 
 	if heapProfile != "" {
-		b, err := adminGet(url, ca, readFile(filepath.Join(srvDir, "tls", "token")), "/debug/pprof/heap")
-		if err != nil {
-			return fmt.Errorf("heap profile: %w", err)
-		}
-		if err := os.WriteFile(heapProfile, b, 0o644); err != nil {
+		if err := heapTo(url, ca, readFile(filepath.Join(srvDir, "tls", "token")), heapProfile, nodes); err != nil {
 			return err
 		}
-		fmt.Println("  server heap profile:", heapProfile)
-		b, err = adminGet(url, ca, readFile(filepath.Join(srvDir, "tls", "token")), "/debug/pprof/heap?gc=1&debug=1")
-		if err != nil {
-			return fmt.Errorf("heap after a GC: %w", err)
-		}
-		fmt.Println("  " + perNode(string(b), nodes))
 	}
 	if applyOnly {
 		if simProfile != "" || simHeapProfile != "" {
@@ -634,6 +629,11 @@ func bench(bin string, nodes, instances, services int, timeout time.Duration) er
 			return err
 		}
 		phase(step.name, t0, per*services, "instances", sampler, probe)
+		if scaleHeapProfile != "" && step.n > 0 {
+			if err := heapTo(url, ca, readFile(filepath.Join(srvDir, "tls", "token")), scaleHeapProfile, nodes); err != nil {
+				return err
+			}
+		}
 		if profiling {
 			if err := <-scaleProfiled; err != nil {
 				return fmt.Errorf("cpu profile of the scale: %w", err)
@@ -646,6 +646,25 @@ func bench(bin string, nodes, instances, services int, timeout time.Duration) er
 		live.stop(syscall.SIGTERM) // it writes its profiles as it ends
 		fmt.Println("fleet profiles:", simProfile, simHeapProfile)
 	}
+	return nil
+}
+
+// heapTo writes the server's heap profile as of its last collection to
+// file, then prints its live heap after a collection of its own.
+func heapTo(url, ca, token, file string, nodes int) error {
+	b, err := adminGet(url, ca, token, "/debug/pprof/heap")
+	if err != nil {
+		return fmt.Errorf("heap profile: %w", err)
+	}
+	if err := os.WriteFile(file, b, 0o644); err != nil {
+		return err
+	}
+	fmt.Println("  server heap profile:", file)
+	b, err = adminGet(url, ca, token, "/debug/pprof/heap?gc=1&debug=1")
+	if err != nil {
+		return fmt.Errorf("heap after a GC: %w", err)
+	}
+	fmt.Println("  " + perNode(string(b), nodes))
 	return nil
 }
 
