@@ -9,6 +9,8 @@
 // and etcd's db size. It prints figures and asserts nothing.
 //
 // -full is the size: 15,000 nodes and 300,000 instances.
+// -servers 3 runs three servers as one cluster, the nodes spread over
+// them, and adds each server's figures and who leads to every phase.
 package main
 
 import (
@@ -63,6 +65,7 @@ func main() {
 	flag.DurationVar(&leaderTTL, "leader-ttl", 0, "the server's --leader-ttl (when 0, 10 s, or 30 s for 2,000 nodes or more)")
 	flag.DurationVar(&nodeTTL, "node-ttl", 0, "the server's --node-ttl: agents beat at a third of it (when 0, its default, or longer for a fleet whose beats would pass 500/s)")
 	flag.StringVar(&memoryLimit, "memory-limit", "", "the server's --memory-limit (its default when empty)")
+	servers := flag.Int("servers", 1, "servers forming one cluster, each with its embedded etcd member; the probe, the appliers and the profiles talk to the first, the nodes start on each in turn")
 	flag.IntVar(&joining, "joining", 0, "how many nodes each fleet joins at once (berth sim agents --joining; its default when 0)")
 	flag.Parse()
 	if *full {
@@ -92,7 +95,7 @@ func main() {
 		cleanup()
 		os.Exit(1)
 	}()
-	err := bench(*bin, *nodes, *instances, *services, *timeout)
+	err := bench(*bin, *nodes, *instances, *services, *servers, *timeout)
 	cleanup()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
@@ -342,7 +345,7 @@ func readFile(path string) string {
 // bench measures a cluster of nodes and instances at scale.
 // Long because it is the benchmark's script: start the servers and the hollow
 // agents, then one timed phase after another, each printed as it ends.
-func bench(bin string, nodes, instances, services int, timeout time.Duration) error {
+func bench(bin string, nodes, instances, services, servers int, timeout time.Duration) error {
 	bin, err := filepath.Abs(bin)
 	if err != nil {
 		return err
@@ -354,32 +357,30 @@ func bench(bin string, nodes, instances, services int, timeout time.Duration) er
 	started.mu.Lock()
 	started.work = work
 	started.mu.Unlock()
-	srvDir := filepath.Join(work, "srv")
-	addr := freeAddr()
-	url := "https://" + addr
 	// A cluster network with a /24 for each of up to 65,536 nodes, as a
 	// cluster this size is set up (the default /16 holds 256). A lone
 	// server that shares two cores with a thousand agents answers its own
 	// lease renewals late: at the default 3 s leader TTL its controllers
 	// lost their term again and again, each new term listing everything
 	// afresh; -leader-ttl sets it.
-	srvArgs := []string{"--data-dir", srvDir, "server", "--name", "s1",
-		"--listen", addr, "--peer-listen", freeAddr(), "--cluster-cidr", "10.0.0.0/8", "--leader-ttl", leaderTTL.String()}
+	srvArgs := []string{"--cluster-cidr", "10.0.0.0/8", "--leader-ttl", leaderTTL.String()}
 	if nodeTTL > 0 {
 		srvArgs = append(srvArgs, "--node-ttl", nodeTTL.String())
 	}
 	if memoryLimit != "" {
 		srvArgs = append(srvArgs, "--memory-limit", memoryLimit)
 	}
-	srv, err := start(filepath.Join(work, "server.log"), bin, srvArgs...)
+	if err := startServers(bin, work, servers, srvArgs); err != nil {
+		return err
+	}
+	// The probe, the appliers, the trackers and the profiles talk to the
+	// first server; the agents to all.
+	url, ca := members[0].url, caFile
+	join, err := joinToken(time.Minute)
 	if err != nil {
 		return err
 	}
-	if err := waitFile(filepath.Join(srvDir, "join-token"), time.Minute); err != nil {
-		return err
-	}
-	ca := filepath.Join(srvDir, "tls", "ca.crt")
-	c, err := client.New(url, client.WithToken(readFile(filepath.Join(srvDir, "tls", "token"))), client.WithCAFile(ca))
+	c, err := client.New(url, client.WithToken(adminToken), client.WithCAFile(ca))
 	if err != nil {
 		return err
 	}
@@ -389,7 +390,22 @@ func bench(bin string, nodes, instances, services int, timeout time.Duration) er
 			return errors.New("server not healthy in 30s")
 		}
 	}
-	fmt.Printf("hollow nodes: %d, instances: %d in %d services, 1 server (embedded etcd), node TTL %v, leader TTL %v\n", nodes, instances, services, cmp.Or(nodeTTL, api.NodeTTL), leaderTTL)
+	for _, m := range members[1:] {
+		mc, err := client.New(m.url, client.WithToken(adminToken), client.WithCAFile(ca))
+		if err != nil {
+			return err
+		}
+		for deadline := time.Now().Add(30 * time.Second); mc.Healthz(ctx) != nil; time.Sleep(100 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				return fmt.Errorf("server %s not healthy in 30s", m.name)
+			}
+		}
+	}
+	what := "1 server (embedded etcd)"
+	if servers > 1 {
+		what = fmt.Sprintf("%d servers (embedded etcd each, one cluster; the probe and appliers on s1, each node starting on one in turn)", servers)
+	}
+	fmt.Printf("hollow nodes: %d, instances: %d in %d services, %s, node TTL %v, leader TTL %v\n", nodes, instances, services, what, cmp.Or(nodeTTL, api.NodeTTL), leaderTTL)
 
 	var fleetExtra []string
 	// 1% of the nodes (at least one) run in their own process, to kill.
@@ -402,19 +418,21 @@ func bench(bin string, nodes, instances, services int, timeout time.Duration) er
 		fleetExtra = append(fleetExtra, "--joining", strconv.Itoa(joining))
 	}
 	fleet := func(prefix string, n int, extra ...string) (*proc, error) {
-		return start(filepath.Join(work, prefix+".log"), bin, append([]string{"--data-dir", filepath.Join(work, prefix), "--server", url,
-			"--token", readFile(filepath.Join(srvDir, "join-token")), "--ca-file", ca,
+		return start(filepath.Join(work, prefix+".log"), bin, append([]string{"--data-dir", filepath.Join(work, prefix), "--server", serverURLs(),
+			"--token", join, "--ca-file", ca,
 			"sim", "agents", "--count", strconv.Itoa(n), "--prefix", prefix, "--start-delay", "20ms", "--cpus", strconv.Itoa(cpus), "--memory", "128Gi"},
 			append(extra, fleetExtra...)...)...)
 	}
-	sampler := newSampler(srv.cmd.Process.Pid, filepath.Join(srvDir, "etcd"))
-	go sampler.run()
-	probe, err := newProbe(c, url, ca, readFile(filepath.Join(srvDir, "tls", "token")))
+	sampler := members[0].sampler
+	for _, m := range members {
+		go m.sampler.run()
+	}
+	probe, err := newProbe(c, url, ca, adminToken)
 	if err != nil {
 		return err
 	}
 	probe.metrics = func() ([]byte, error) {
-		return adminGet(url, ca, readFile(filepath.Join(srvDir, "tls", "token")), "/metrics")
+		return adminGet(url, ca, adminToken, "/metrics")
 	}
 	go probe.run()
 
@@ -448,7 +466,7 @@ func bench(bin string, nodes, instances, services int, timeout time.Duration) er
 	}
 	phase("join", t0, nodes, "nodes", sampler, probe)
 	if joinProfile != "" {
-		token := readFile(filepath.Join(srvDir, "tls", "token"))
+		token := adminToken
 		for path, file := range map[string]string{"/debug/pprof/heap": joinProfile, "/debug/pprof/goroutine?debug=1": joinProfile + ".goroutines"} {
 			b, err := adminGet(url, ca, token, path)
 			if err != nil {
@@ -529,7 +547,7 @@ func bench(bin string, nodes, instances, services int, timeout time.Duration) er
 	t0 = time.Now()
 	profiled := make(chan error, 1)
 	if cpuProfile != "" {
-		go func() { profiled <- profile(url, ca, readFile(filepath.Join(srvDir, "tls", "token")), cpuProfile, 30) }()
+		go func() { profiled <- profile(url, ca, adminToken, cpuProfile, 30) }()
 	}
 	if err := apply(per, "1", 0); err != nil {
 		return err
@@ -546,7 +564,7 @@ func bench(bin string, nodes, instances, services int, timeout time.Duration) er
 	}
 
 	if heapProfile != "" {
-		if err := heapTo(url, ca, readFile(filepath.Join(srvDir, "tls", "token")), heapProfile, nodes); err != nil {
+		if err := heapTo(url, ca, adminToken, heapProfile, nodes); err != nil {
 			return err
 		}
 	}
@@ -564,16 +582,22 @@ func bench(bin string, nodes, instances, services int, timeout time.Duration) er
 	idleProfiled := make(chan error, 1)
 	if idleProfile != "" {
 		go func() {
-			idleProfiled <- profile(url, ca, readFile(filepath.Join(srvDir, "tls", "token")), idleProfile, secs)
+			idleProfiled <- profile(url, ca, adminToken, idleProfile, secs)
 		}()
 	}
-	token := readFile(filepath.Join(srvDir, "tls", "token"))
-	before := passCounts(url, ca, token)
+	before := passCountsAll()
 	t0 = time.Now()
 	idle := sampler.cpuOver(time.Duration(secs) * time.Second)
 	fmt.Printf("  idle server CPU at steady state: %.2f cores (mean over %d s from all Running; busiest 5 s %.2f)\n",
 		idle, secs, sampler.busiest(t0, 5*time.Second))
-	if after := passCounts(url, ca, token); after != nil {
+	if len(members) > 1 {
+		var each []string
+		for _, m := range members {
+			each = append(each, fmt.Sprintf("%s %.2f (busiest 5 s %.2f)", m.name, m.sampler.cpuSince(t0), m.sampler.busiest(t0, 5*time.Second)))
+		}
+		fmt.Printf("  idle CPU by server, cores: %s\n", strings.Join(each, ", "))
+	}
+	if after := passCountsAll(); after != nil {
 		fmt.Printf("  controller passes at steady state, by cause: %s\n", passDiff(before, after))
 	}
 	if idleProfile != "" {
@@ -619,7 +643,7 @@ func bench(bin string, nodes, instances, services int, timeout time.Duration) er
 		profiling := scaleProfile != "" && step.n > 0
 		if profiling {
 			go func() {
-				scaleProfiled <- profile(url, ca, readFile(filepath.Join(srvDir, "tls", "token")), scaleProfile, 30)
+				scaleProfiled <- profile(url, ca, adminToken, scaleProfile, 30)
 			}()
 		}
 		if err := apply(step.n, "2", 0); err != nil {
@@ -630,7 +654,7 @@ func bench(bin string, nodes, instances, services int, timeout time.Duration) er
 		}
 		phase(step.name, t0, per*services, "instances", sampler, probe)
 		if scaleHeapProfile != "" && step.n > 0 {
-			if err := heapTo(url, ca, readFile(filepath.Join(srvDir, "tls", "token")), scaleHeapProfile, nodes); err != nil {
+			if err := heapTo(url, ca, adminToken, scaleHeapProfile, nodes); err != nil {
 				return err
 			}
 		}
@@ -642,6 +666,9 @@ func bench(bin string, nodes, instances, services int, timeout time.Duration) er
 		}
 	}
 	fmt.Printf("server peak RSS %d MiB, etcd db %d MiB\n", sampler.peakRSS()>>20, sampler.dbSize()>>20)
+	if peaks := clusterPeaks(); peaks != "" {
+		fmt.Println(peaks)
+	}
 	if simProfile != "" || simHeapProfile != "" {
 		live.stop(syscall.SIGTERM) // it writes its profiles as it ends
 		fmt.Println("fleet profiles:", simProfile, simHeapProfile)
@@ -723,6 +750,9 @@ func phase(name string, t0 time.Time, n int, what string, s *sampler, p *probe) 
 		fmt.Printf("%-40s %s\n", "", slow)
 	}
 	fmt.Printf("%-40s %s\n", "", p.stalls())
+	if line := clusterLine(t0); line != "" {
+		fmt.Printf("%-40s %s\n", "", line)
+	}
 }
 
 // stallHists are the server's histograms of what can hold up every

@@ -51,7 +51,10 @@ connection to the servers, watches its assigned instances, reconciles,
 heartbeats and reports status) over a simulated runtime that starts
 nothing on this machine. Starts take --start-delay; a share --fail-rate of
 them fails. The nodes are named PREFIX-00000 on and report --cpus and
---memory. Without tunnels, exec and logs do not reach them.
+--memory. Without tunnels, exec and logs do not reach them. Given several
+servers (comma separated), node i starts on the i-th in turn and moves
+on to the next when it stops answering, so that the fleet spreads over
+them.
 
 It prints a line when all have registered, and runs until interrupted.`,
 		Example: `  berth sim agents --count 1000 --server https://127.0.0.1:7443 \

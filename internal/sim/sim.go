@@ -17,6 +17,7 @@ import (
 	"fmt"
 	"log/slog"
 	"path/filepath"
+	"slices"
 	"sync"
 
 	"github.com/berth-dev/berth/internal/agent/simrt"
@@ -29,7 +30,11 @@ type Config struct {
 	// Count is how many nodes; Prefix names them Prefix-00000 on.
 	Count  int
 	Prefix string
-	// Servers, CAFile, CAPin and JoinToken are as for berth agent.
+	// Servers, CAFile, CAPin and JoinToken are as for berth agent,
+	// except that node i starts on Servers[i mod len(Servers)] and moves
+	// on from there: a fleet spreads over the servers, as agents each
+	// given the servers in another order would, rather than all on the
+	// first.
 	Servers   []string
 	CAFile    string
 	CAPin     string
@@ -100,7 +105,7 @@ func Start(ctx context.Context, cfg Config) (*Fleet, error) {
 			f.wg.Go(func() {
 				defer close(n.done)
 				defer release()
-				n.err = server.Agent(nctx, f.agentConfig(name, func(string) {
+				n.err = server.Agent(nctx, f.agentConfig(i, name, func(string) {
 					release()
 					f.ready <- name
 				}))
@@ -113,10 +118,12 @@ func Start(ctx context.Context, cfg Config) (*Fleet, error) {
 	return f, nil
 }
 
-func (f *Fleet) agentConfig(name string, ready func(string)) server.AgentConfig {
+func (f *Fleet) agentConfig(i int, name string, ready func(string)) server.AgentConfig {
 	info := hostinfo.Info{Capacity: f.cfg.Capacity}
+	k := i % max(1, len(f.cfg.Servers))
+	servers := append(slices.Clone(f.cfg.Servers[k:]), f.cfg.Servers[:k]...)
 	return server.AgentConfig{
-		DataDir: filepath.Join(f.cfg.DataDir, name), Servers: f.cfg.Servers, CAFile: f.cfg.CAFile, CAPin: f.cfg.CAPin,
+		DataDir: filepath.Join(f.cfg.DataDir, name), Servers: servers, CAFile: f.cfg.CAFile, CAPin: f.cfg.CAPin,
 		JoinToken: f.cfg.JoinToken, NodeName: name, Address: "127.0.0.1",
 		Network: server.Network{Disabled: true}, Logger: f.cfg.Logger, Ready: ready,
 		Runtime: simrt.New(f.cfg.Runtime), Images: simrt.Images{}, Info: &info, NoTunnels: true, UnsyncedCredentials: true,
