@@ -40,7 +40,10 @@ keep its heartbeat, and run the containers the scheduler places on it.
 
 --server takes one or more of the servers' https:// URLs, comma
 separated; the agent talks to one at a time and moves to the next when
-it stops answering.
+it stops answering. It starts on the one a hash of its node's name
+picks, not on the first, and moves on in the order given: a fleet whose
+machines are all given the same list spreads over the servers, and a
+node starts on the same server each time.
 
 On its first start the agent joins: it trades --token, a join token (the
 one in a server's <data-dir>/join-token, made on the cluster's first
@@ -86,7 +89,7 @@ agent" with the same --data-dir adopts them.`,
 	f := cmd.Flags()
 	f.StringVar(&o.caPin, "ca-pin", "", "the cluster CA's pin, sha256:<hex> as a server prints it, to trust the servers by when joining (or --ca-file)")
 	f.StringVar(&o.name, "name", "", "this node's name (default: the hostname)")
-	f.StringVar(&o.address, "address", "", "this node's address as other nodes reach it (default: the local address on the route to the first server)")
+	f.StringVar(&o.address, "address", "", "this node's address as other nodes reach it (default: the local address on the route to the server it starts on)")
 	f.StringSliceVar(&o.labels, "label", nil, "a label KEY=VALUE the node reports about itself, stored as node.berth/KEY: constraints that trust it name node.berth/KEY (repeatable)")
 	f.BoolVar(&o.noNetwork, "no-network", false, "give containers only loopback: no bridge, addresses, VIPs or DNS")
 	f.StringVar(&o.clusterCIDR, "cluster-cidr", "", "the servers' --cluster-cidr (default 10.244.0.0/16)")

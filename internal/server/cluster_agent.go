@@ -6,6 +6,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"io"
 	"log/slog"
 	"net"
@@ -13,6 +14,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync/atomic"
 	"time"
 
@@ -31,8 +33,14 @@ type AgentConfig struct {
 	// DataDir holds the node's images and containers.
 	DataDir string
 	// Servers are the API servers' https:// URLs. Requests go to one at a
-	// time and move on to the next when it cannot answer.
+	// time and move on to the next when it cannot answer. The agent starts
+	// on the one its node's name picks (ServerOrder), not the first, so
+	// that a fleet whose machines are all given the same list spreads over
+	// the servers; ServersInOrder starts it on the first.
 	Servers []string
+	// ServersInOrder starts the agent on Servers[0]: for a caller that
+	// ordered them itself (hollow agents, node i on the i-th server).
+	ServersInOrder bool
 	// CAFile is the cluster CA certificate (a server's
 	// <data-dir>/tls/ca.crt); the system's roots when empty. A joining
 	// agent trusts the servers by it (or CAPin); a joined one by the CA
@@ -52,7 +60,7 @@ type AgentConfig struct {
 	// NodeName names the node; the hostname when empty.
 	NodeName string
 	// Address is the node's address as other nodes reach it; when empty,
-	// the local address this machine uses to reach the first server.
+	// the local address this machine uses to reach the server it starts on.
 	Address string
 	Labels  map[string]string
 	Network Network
@@ -189,7 +197,8 @@ func Agent(ctx context.Context, cfg AgentConfig) error {
 // servers, set in cfg.Credential: as given, or its node certificate,
 // joining the cluster with cfg.JoinToken first if it has none; renewing
 // keeps that certificate fresh. cfg.Credential stays nil when ctx ended
-// while joining.
+// while joining. Once the name is known it puts cfg.Servers in the order
+// the node asks them (ServerOrder).
 func agentCredential(ctx context.Context, cfg *AgentConfig, log *slog.Logger) (name string, renewing *renewingCertificate, err error) {
 	name = cfg.NodeName
 	var saved *client.NodeCredentials
@@ -216,6 +225,11 @@ func agentCredential(ctx context.Context, cfg *AgentConfig, log *slog.Logger) (n
 	if name, err = processName(name, "node name"); err != nil {
 		return "", nil, err
 	}
+	if !cfg.ServersInOrder {
+		// Joining included: the node's first server is the same from its
+		// first start on.
+		cfg.Servers = ServerOrder(cfg.Servers, name)
+	}
 	if cfg.Credential != nil {
 		return name, nil, nil
 	}
@@ -231,6 +245,21 @@ func agentCredential(ctx context.Context, cfg *AgentConfig, log *slog.Logger) (n
 	}
 	cfg.Credential = renewing
 	return name, renewing, nil
+}
+
+// ServerOrder is servers rotated to start at the one a hash of node
+// picks, and on from there in the order given (the failover order). The
+// same node starts on the same server across restarts, and a fleet whose
+// machines are all given the same list spreads over the servers rather
+// than every node on the first.
+func ServerOrder(servers []string, node string) []string {
+	if len(servers) < 2 {
+		return servers
+	}
+	h := fnv.New64a()
+	_, _ = h.Write([]byte(node))
+	k := int(h.Sum64() % uint64(len(servers)))
+	return append(slices.Clone(servers[k:]), servers[:k]...)
 }
 
 // waitForServers waits until an API server answers. It fails at once

@@ -124,7 +124,7 @@ func (f *Fleet) agentConfig(i int, name string, ready func(string)) server.Agent
 	servers := append(slices.Clone(f.cfg.Servers[k:]), f.cfg.Servers[:k]...)
 	return server.AgentConfig{
 		DataDir: filepath.Join(f.cfg.DataDir, name), Servers: servers, CAFile: f.cfg.CAFile, CAPin: f.cfg.CAPin,
-		JoinToken: f.cfg.JoinToken, NodeName: name, Address: "127.0.0.1",
+		JoinToken: f.cfg.JoinToken, NodeName: name, Address: "127.0.0.1", ServersInOrder: true,
 		Network: server.Network{Disabled: true}, Logger: f.cfg.Logger, Ready: ready,
 		Runtime: simrt.New(f.cfg.Runtime), Images: simrt.Images{}, Info: &info, NoTunnels: true, UnsyncedCredentials: true,
 	}
