@@ -73,10 +73,12 @@ func (h *Handler) pinImage(ctx context.Context, ref string, policy api.PullPolic
 		name := r.Repository + ":" + r.Tag
 		_, _, digest, err := h.store.Manifest(ctx, name)
 		if !wantsUpstream(policy, ref, err == nil) {
-			if errors.Is(err, errdefs.ErrNotFound) && h.opts.Peers != nil && h.opts.Peers.List != nil {
+			if errors.Is(err, errdefs.ErrNotFound) && h.opts.Peers != nil && h.opts.Peers.List != nil && !h.peerMisses.recent(name) {
 				// Another server may have it: pull it through, as /v2/ would.
 				if err = h.pullManifest(ctx, r.Repository, r.Tag, v1.Hash{}); err == nil {
 					_, _, digest, err = h.store.Manifest(ctx, name)
+				} else if errors.Is(err, errdefs.ErrNotFound) {
+					h.peerMisses.note(name)
 				}
 			}
 			if err == nil {
@@ -158,22 +160,36 @@ const pinMissTTL = 30 * time.Second
 // unpinned anyway. Images found are in the store and pinned from it;
 // images named with their registry are asked each time, their failure
 // being the apply's error; so is any image pulled Always.
+//
+// The same goes for the tags no peer had (Handler.peerMisses): every
+// apply of a service whose image no server holds asked every peer's
+// registry for it, each answering 404. The store is asked first every
+// time, so that an image pushed or loaded here is never hidden; one
+// pushed to a peer is found once the miss expires.
 type pinMisses struct {
-	mu sync.Mutex
-	m  map[string]time.Time // flight key -> until when it is not asked again
+	mu  sync.Mutex
+	m   map[string]time.Time // flight key -> until when it is not asked again
+	now func() time.Time     // time.Now when nil; tests set it
+}
+
+func (p *pinMisses) clock() time.Time {
+	if p.now != nil {
+		return p.now()
+	}
+	return time.Now()
 }
 
 func (p *pinMisses) recent(key string) bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	until, ok := p.m[key]
-	return ok && time.Now().Before(until)
+	return ok && p.clock().Before(until)
 }
 
 func (p *pinMisses) note(key string) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	now := time.Now()
+	now := p.clock()
 	if p.m == nil {
 		p.m = map[string]time.Time{}
 	}

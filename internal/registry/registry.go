@@ -113,6 +113,8 @@ type Handler struct {
 
 	flights singleflight.Group // pull-throughs under way, by what they fetch
 	misses  pinMisses          // short names docker.io just failed to pin
+	// peerMisses are the tags PinImage found at no peer just now.
+	peerMisses pinMisses
 }
 
 // New returns the handler serving store. It has no side effects.
