@@ -87,6 +87,29 @@ func TestHistoryBudgetFollowsLiveData(t *testing.T) {
 	}
 }
 
+// Another member's compaction (a former leader's) counts as this one's:
+// the history kept counts from there, and the next compaction by time
+// comes a retention later.
+func TestHistoryFollowsOthersCompaction(t *testing.T) {
+	h := &history{retention: 5 * time.Minute, floor: 256 << 20}
+	t0 := time.Now()
+	for i := range 12 {
+		historyAt(h, t0, 30*i, int64(100+10*i), float64(i), 1)
+	}
+	h.compactedTo(155, t0.Add(330*time.Second)) // between two samples
+	if h.base.rev != 160 || h.compacted != 155 {
+		t.Fatalf("after another's compaction to 155: base %d, compacted %d, want 160 and 155", h.base.rev, h.compacted)
+	}
+	for i := 12; i < 21; i++ {
+		if c := historyAt(h, t0, 30*i, int64(100+10*i), float64(i), 1); c.rev != 0 {
+			t.Fatalf("compaction at %ds: %+v, want none within a retention of the last", 30*i, c)
+		}
+	}
+	if c := historyAt(h, t0, 630, 310, 21, 1); c.rev != 210 || c.kept != 15<<20 {
+		t.Fatalf("compaction at 630s: %+v, want to revision 210 (300s ago), 15 MiB kept", c)
+	}
+}
+
 // openHistoryStore is a lone member keeping an hour of history, or what
 // budget allows, sampled every 100 ms.
 func openHistoryStore(t *testing.T, budget int64) *Store {

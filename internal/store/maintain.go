@@ -199,13 +199,15 @@ func (h *history) target(keys float64) compaction {
 	return c
 }
 
-// compactedTo notes a compaction to rev, made at time at.
+// compactedTo notes a compaction to rev, made at time at (by this
+// member or, seen at at, by another).
 func (h *history) compactedTo(rev int64, at time.Time) {
-	for i, s := range h.samples {
-		if s.rev >= rev {
-			h.base, h.samples = s, h.samples[i+1:]
-			break
-		}
+	i := 0
+	for i < len(h.samples)-1 && h.samples[i].rev < rev {
+		i++
+	}
+	if len(h.samples) > 0 {
+		h.base, h.samples = h.samples[i], h.samples[i+1:]
 	}
 	h.last, h.compacted = at, rev
 }
@@ -250,13 +252,19 @@ func (s *Store) compactHistory(ctx context.Context, interval, retention time.Dur
 			return
 		case <-time.After(interval):
 		}
-		sm, keys, err := s.sampleHistory()
+		sm, keys, compacted, err := s.sampleHistory()
 		if err != nil && !warned {
 			// Without etcd's counts, the retention alone bounds history.
 			s.log.Warn("etcd history: no write counts, compacting by time alone", "err", err)
 			warned = true
 		}
 		h.add(sm)
+		if compacted > h.compacted {
+			// Another member compacted (a former leader), or one before
+			// this start: what is kept counts from there, and this member
+			// as leader would compact next a retention later, as it would.
+			h.compactedTo(compacted, sm.at)
+		}
 		if s.etcd.Server.Leader() == s.etcd.Server.MemberID() {
 			s.compactTo(ctx, h, h.target(keys))
 		}
@@ -295,20 +303,21 @@ const (
 	etcdPutBytes = "etcd_debugging_mvcc_total_put_size_in_bytes"
 	etcdPuts     = "etcd_mvcc_put_total"
 	etcdKeys     = "etcd_debugging_mvcc_keys_total"
+	etcdCompact  = "etcd_debugging_mvcc_compact_revision"
 )
 
-// sampleHistory is the member's sample now and its count of live keys.
-// etcd's counts belong to the process: with several members in one
-// process (tests), each counts all of theirs, which makes the history
-// and the live data look as many times larger and compacts no later.
-func (s *Store) sampleHistory() (historySample, float64, error) {
-	sm := historySample{at: time.Now(), rev: s.etcd.Server.KV().Rev()}
+// sampleHistory is the member's sample now, its count of live keys and
+// the revision compacted to. etcd's counts belong to the process: with
+// several members in one process (tests), each counts all of theirs,
+// which makes the history and the live data look as many times larger
+// and compacts no later; the compacted revision is the cluster's.
+func (s *Store) sampleHistory() (sm historySample, keys float64, compacted int64, err error) {
+	sm = historySample{at: time.Now(), rev: s.etcd.Server.KV().Rev()}
 	promdefer.Release() // etcd's counts are registered there
 	mfs, err := prometheus.DefaultGatherer.Gather()
 	if err != nil && len(mfs) == 0 {
-		return sm, 0, fmt.Errorf("etcd's metrics: %w", err)
+		return sm, 0, 0, fmt.Errorf("etcd's metrics: %w", err)
 	}
-	var keys float64
 	found := 0
 	for _, mf := range mfs {
 		if len(mf.GetMetric()) != 1 {
@@ -322,10 +331,12 @@ func (s *Store) sampleHistory() (historySample, float64, error) {
 			sm.puts, found = m.GetCounter().GetValue(), found+1
 		case etcdKeys:
 			keys, found = m.GetGauge().GetValue(), found+1
+		case etcdCompact:
+			compacted = int64(m.GetGauge().GetValue())
 		}
 	}
 	if found != 3 {
-		return sm, 0, fmt.Errorf("etcd's metrics: %s, %s or %s missing", etcdPutBytes, etcdPuts, etcdKeys)
+		return sm, 0, compacted, fmt.Errorf("etcd's metrics: %s, %s or %s missing", etcdPutBytes, etcdPuts, etcdKeys)
 	}
-	return sm, keys, nil
+	return sm, keys, compacted, nil
 }
