@@ -98,6 +98,14 @@ func (s *Store) defragIfFree(ctx context.Context, minFree int64) (bool, error) {
 // lists again, which reads as much; at least one sampling interval is
 // always kept. A watcher that falls behind what is kept gets etcd's
 // compacted error and lists again, as after a five-minute compaction.
+//
+// The weight is etcd's own count of the bytes put (exact, and the same
+// on every member) rather than the database's size in use, which a
+// compaction in progress or a defragmentation moves both ways. Each
+// compaction reads every revision up to its own and indexes the live
+// ones (etcd's compaction hash): it comes one interval (30 s) apart at
+// most, and etcd applies it in batches of its default size, pausing
+// between them, so that writes go on.
 
 // historySample is what a member had applied at one time: its revision
 // and etcd's counts of the puts and of their bytes (keys and values) it
