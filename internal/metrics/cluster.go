@@ -16,6 +16,10 @@ var (
 	instancesDesc = prometheus.NewDesc("berth_instances", "Instances in the store, by phase.", []string{"phase"}, nil)
 	heartbeatDesc = prometheus.NewDesc("berth_node_heartbeat_age_seconds", "Time since each node's last heartbeat.", []string{"node"}, nil)
 	nodeReadyDesc = prometheus.NewDesc("berth_node_ready", "1 when the node is Ready, else 0.", []string{"node"}, nil)
+
+	historyDesc       = prometheus.NewDesc("berth_etcd_history_bytes", "Bytes of keys and values written since the embedded etcd's last compaction.", nil, nil)
+	historyBudgetDesc = prometheus.NewDesc("berth_etcd_history_budget_bytes", "History the embedded etcd keeps at most before its retention has passed.", nil, nil)
+	earlyDesc         = prometheus.NewDesc("berth_etcd_early_compactions_total", "Compactions made before the retention had passed, the history being over its budget.", nil, nil)
 )
 
 // clusterCollector reads the cluster's figures from the store at each scrape.
@@ -79,11 +83,19 @@ func (c clusterCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- instancesDesc
 	ch <- heartbeatDesc
 	ch <- nodeReadyDesc
+	ch <- historyDesc
+	ch <- historyBudgetDesc
+	ch <- earlyDesc
 }
 
 func (c clusterCollector) Collect(ch chan<- prometheus.Metric) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
+	if h := c.st.History(); h.Budget != 0 { // an embedded etcd, sampled
+		ch <- prometheus.MustNewConstMetric(historyDesc, prometheus.GaugeValue, float64(h.Bytes))
+		ch <- prometheus.MustNewConstMetric(historyBudgetDesc, prometheus.GaugeValue, float64(h.Budget))
+		ch <- prometheus.MustNewConstMetric(earlyDesc, prometheus.CounterValue, float64(h.Early))
+	}
 	n, ok := c.phases.Count()
 	var err error
 	if !ok {

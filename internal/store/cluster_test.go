@@ -19,6 +19,7 @@ import (
 // testCluster is n embedded etcd members on loopback, each with its store.
 type testCluster struct {
 	t       *testing.T
+	base    Config // what every member's Config starts from
 	dirs    []string
 	members []Member
 	stores  []*Store
@@ -26,7 +27,14 @@ type testCluster struct {
 
 func openCluster(t *testing.T, n int) *testCluster {
 	t.Helper()
-	c := &testCluster{t: t, stores: make([]*Store, n)}
+	return openClusterWith(t, n, Config{})
+}
+
+// openClusterWith is openCluster with base as each member's Config
+// (DataDir and Member set).
+func openClusterWith(t *testing.T, n int, base Config) *testCluster {
+	t.Helper()
+	c := &testCluster{t: t, base: base, stores: make([]*Store, n)}
 	initial := map[string]string{}
 	for i := range n {
 		port, err := freePort()
@@ -65,7 +73,9 @@ func (c *testCluster) open(i int) (*Store, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	m := c.members[i]
-	return Open(ctx, Config{DataDir: c.dirs[i], Member: &m})
+	cfg := c.base
+	cfg.DataDir, cfg.Member = c.dirs[i], &m
+	return Open(ctx, cfg)
 }
 
 // stop closes member i, as a server going away would.

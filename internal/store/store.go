@@ -86,6 +86,15 @@ type Config struct {
 	// CompactionRetention is the history an embedded member keeps, older
 	// revisions compacted away; five minutes when zero (maintain.go).
 	CompactionRetention time.Duration
+	// CompactionBudget bounds that history by what it weighs: once more
+	// than the larger of this and the live data's estimated size was
+	// written since the last compaction, the history is compacted to
+	// about that much, before the retention has passed. In bytes of keys
+	// and values written; 256 MiB when zero.
+	CompactionBudget int64
+	// compactInterval is how often the history is sampled and compacted:
+	// a tenth of CompactionRetention when zero (tests set it).
+	compactInterval time.Duration
 	// DefragInterval is how often an embedded member's free space is
 	// looked at, one minute when zero; its database is defragmented once
 	// more than DefragMinFree (64 MiB when zero) and more than the pages
@@ -114,10 +123,11 @@ type conn struct {
 	// with an external cluster, whose client does it all.
 	watchConn *clientv3.Client
 	lock      *os.File // held while the embedded etcd runs
-	// stopMaintain ends the embedded member's maintenance, and
-	// maintained is closed once it has.
+	// stopMaintain ends the embedded member's maintenance (compactions
+	// and defragmentations), and maintained is closed once it has.
 	stopMaintain context.CancelFunc
 	maintained   chan struct{}
+	hist         historyStats
 	prefix       string
 	eventTTL     time.Duration
 	maxEvent     int
@@ -201,7 +211,7 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	if err != nil {
 		return nil, err
 	}
-	e, err := startEmbedded(ctx, cfg.DataDir, cfg.Member, cfg.MinLeaseTTL, cmp.Or(cfg.CompactionRetention, compactionRetention))
+	e, err := startEmbedded(ctx, cfg.DataDir, cfg.Member, cfg.MinLeaseTTL)
 	if err != nil {
 		lock.Close()
 		return nil, err
@@ -233,9 +243,17 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	s.maxOps = embeddedMaxTxnOps
 	mctx, stop := context.WithCancel(context.WithoutCancel(ctx))
 	s.stopMaintain, s.maintained = stop, make(chan struct{})
-	go func() {
-		defer close(s.maintained)
+	retention := cmp.Or(cfg.CompactionRetention, compactionRetention)
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		s.compactHistory(mctx, cmp.Or(cfg.compactInterval, retention/10), retention, cmp.Or(cfg.CompactionBudget, compactionBudget))
+	})
+	wg.Go(func() {
 		s.maintain(mctx, cmp.Or(cfg.DefragInterval, defragInterval), cmp.Or(cfg.DefragMinFree, defragMinFree))
+	})
+	go func() {
+		wg.Wait()
+		close(s.maintained)
 	}()
 	return s, nil
 }
@@ -278,7 +296,7 @@ const (
 
 // startEmbedded starts this server's etcd member in dataDir/etcd.
 // Long because it is etcd's configuration, each setting with its reason.
-func startEmbedded(ctx context.Context, dataDir string, member *Member, minLease, retention time.Duration) (*embed.Etcd, error) {
+func startEmbedded(ctx context.Context, dataDir string, member *Member, minLease time.Duration) (*embed.Etcd, error) {
 	dir := filepath.Join(dataDir, "etcd")
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("etcd data dir %s: %w", dir, err)
@@ -289,8 +307,8 @@ func startEmbedded(ctx context.Context, dataDir string, member *Member, minLease
 	ec.ZapLoggerBuilder = embed.NewZapLoggerBuilder(zap.NewNop())
 	ec.EnableGRPCGateway = false
 	ec.MaxTxnOps = embeddedMaxTxnOps
-	ec.AutoCompactionMode = embed.CompactorModePeriodic
-	ec.AutoCompactionRetention = retention.String()
+	// No auto-compaction: the store compacts, by time and by size
+	// (compactHistory).
 	// etcd's default quota, 2 GiB, is reached by 300,000 instances
 	// scaled down and up within the compaction window: past it etcd raises its NOSPACE alarm
 	// and takes no write until an operator defragments and disarms it.
