@@ -311,7 +311,6 @@ const (
 	etcdPutBytes = "etcd_debugging_mvcc_total_put_size_in_bytes"
 	etcdPuts     = "etcd_mvcc_put_total"
 	etcdKeys     = "etcd_debugging_mvcc_keys_total"
-	etcdCompact  = "etcd_debugging_mvcc_compact_revision"
 )
 
 // sampleHistory is the member's sample now, its count of live keys and
@@ -320,7 +319,12 @@ const (
 // which makes the history and the live data look as many times larger
 // and compacts no later; the compacted revision is the cluster's.
 func (s *Store) sampleHistory() (sm historySample, keys float64, compacted int64, err error) {
-	sm = historySample{at: time.Now(), rev: s.etcd.Server.KV().Rev()}
+	kv := s.etcd.Server.KV()
+	// The compacted revision is this member's own: etcd's gauge of it is
+	// the process's, the last any member in it compacted to (a test's
+	// several clusters), and one ahead of this cluster stopped its
+	// compactions.
+	sm, compacted = historySample{at: time.Now(), rev: kv.Rev()}, kv.FirstRev()
 	promdefer.Release() // etcd's counts are registered there
 	mfs, err := prometheus.DefaultGatherer.Gather()
 	if err != nil && len(mfs) == 0 {
@@ -339,8 +343,6 @@ func (s *Store) sampleHistory() (sm historySample, keys float64, compacted int64
 			sm.puts, found = m.GetCounter().GetValue(), found+1
 		case etcdKeys:
 			keys, found = m.GetGauge().GetValue(), found+1
-		case etcdCompact:
-			compacted = int64(m.GetGauge().GetValue())
 		}
 	}
 	if found != 3 {
