@@ -58,6 +58,7 @@ func main() {
 	flag.StringVar(&scaleHeapProfile, "scaleheapprofile", "", "write the server's heap profile, taken once all are Running after the scale 0 -> N (the peak of the run), to this file")
 	flag.StringVar(&joinProfile, "joinprofile", "", "write the server's heap profile to this file, and its goroutines (debug=1 text) to this file with .goroutines appended, once all nodes are Ready and before the apply: what each connected node costs")
 	flag.StringVar(&simProfile, "simprofile", "", "write the live fleet's (berth sim agents) CPU profile, over its whole run, to this file")
+	flag.BoolVar(&writesOnly, "writes", false, "count etcd's writes by kind of key and change (puts, deletes, bytes, per instance) over the join, the apply and a scale to 0, then stop")
 	flag.BoolVar(&applyOnly, "applyonly", false, "stop after the apply: its figures, and the fleet's profiles over the join and the apply alone (a short A/B run)")
 	flag.StringVar(&simHeapProfile, "simheapprofile", "", "write the live fleet's (berth sim agents) heap profile, as it is at the end of the run, to this file")
 	flag.DurationVar(&leaderTTL, "leader-ttl", 0, "the server's --leader-ttl (when 0, 10 s, or 30 s for 2,000 nodes or more)")
@@ -257,6 +258,10 @@ var simProfile string
 // applyOnly stops the run after the apply's phase.
 var applyOnly bool
 
+// writesOnly counts etcd's writes over the join, the apply and a scale
+// to 0, then stops the run.
+var writesOnly bool
+
 // joinProfile is where the server's heap and goroutine profiles after the
 // join go, if set.
 var joinProfile string
@@ -409,6 +414,13 @@ func bench(bin string, nodes, instances, services int, timeout time.Duration) er
 	}
 	sampler := newSampler(srv.cmd.Process.Pid, filepath.Join(srvDir, "etcd"))
 	go sampler.run()
+	var tally *writeTally
+	if writesOnly {
+		if tally, err = newWriteTally(filepath.Join(srvDir, "etcd")); err != nil {
+			return err
+		}
+		defer tally.close()
+	}
 	probe, err := newProbe(c, url, ca, readFile(filepath.Join(srvDir, "tls", "token")))
 	if err != nil {
 		return err
@@ -447,6 +459,9 @@ func bench(bin string, nodes, instances, services int, timeout time.Duration) er
 		return err
 	}
 	phase("join", t0, nodes, "nodes", sampler, probe)
+	if tally != nil {
+		tally.report("the join", 0)
+	}
 	if joinProfile != "" {
 		token := readFile(filepath.Join(srvDir, "tls", "token"))
 		for path, file := range map[string]string{"/debug/pprof/heap": joinProfile, "/debug/pprof/goroutine?debug=1": joinProfile + ".goroutines"} {
@@ -538,6 +553,9 @@ func bench(bin string, nodes, instances, services int, timeout time.Duration) er
 		return err
 	}
 	phase("apply to all Running", t0, per*services, "instances", sampler, probe)
+	if tally != nil {
+		return writesScaleDown(tally, per*services, apply, running, timeout)
+	}
 	if cpuProfile != "" {
 		if err := <-profiled; err != nil {
 			return fmt.Errorf("cpu profile: %w", err)
