@@ -741,6 +741,39 @@ func phase(name string, t0 time.Time, n int, what string, s *sampler, p *probe) 
 		fmt.Printf("%-40s %s\n", "", slow)
 	}
 	fmt.Printf("%-40s %s\n", "", p.stalls())
+	fmt.Printf("%-40s %s\n", "", p.puts())
+}
+
+// puts is etcd's count of puts and of the bytes they stored (keys and
+// values, each kept until a compaction) over the phase and since the
+// server started: the database's growth without bbolt's page rounding.
+func (p *probe) puts() string {
+	if p.metrics == nil {
+		return "etcd puts unknown"
+	}
+	b, err := p.metrics()
+	if err != nil {
+		return "etcd puts unknown: " + err.Error()
+	}
+	var n, size float64
+	for line := range strings.Lines(string(b)) {
+		name, val, ok := strings.Cut(strings.TrimSpace(line), " ")
+		if !ok {
+			continue
+		}
+		v, _ := strconv.ParseFloat(val, 64)
+		switch name {
+		case "etcd_mvcc_put_total":
+			n = v
+		case "etcd_debugging_mvcc_total_put_size_in_bytes":
+			size = v
+		}
+	}
+	p.mu.Lock()
+	dn, dsize := n-p.putsSeen, size-p.putBytesSeen
+	p.putsSeen, p.putBytesSeen = n, size
+	p.mu.Unlock()
+	return fmt.Sprintf("etcd puts %.0f (%.1f MiB) in the phase, %.0f (%.1f MiB) since the server started", dn, dsize/(1<<20), n, size/(1<<20))
 }
 
 // stallHists are the server's histograms of what can hold up every
@@ -954,6 +987,10 @@ type probe struct {
 	lag     []time.Duration
 	written map[string]time.Time
 	failed  atomic.Int64 // probe writes refused, timed out included
+
+	// putsSeen and putBytesSeen are etcd's puts and their bytes at the
+	// last phase's end (puts).
+	putsSeen, putBytesSeen float64
 }
 
 // probeWrite is one of the probe's writes: its time at the client, and
