@@ -60,6 +60,7 @@ func main() {
 	flag.StringVar(&scaleHeapProfile, "scaleheapprofile", "", "write the server's heap profile, taken once all are Running after the scale 0 -> N (the peak of the run), to this file")
 	flag.StringVar(&joinProfile, "joinprofile", "", "write the server's heap profile to this file, and its goroutines (debug=1 text) to this file with .goroutines appended, once all nodes are Ready and before the apply: what each connected node costs")
 	flag.StringVar(&simProfile, "simprofile", "", "write the live fleet's (berth sim agents) CPU profile, over its whole run, to this file")
+	flag.BoolVar(&writesOnly, "writes", false, "count etcd's writes by kind of key and change (puts, deletes, bytes, per instance) over the join, the apply and a scale to 0, then stop")
 	flag.BoolVar(&applyOnly, "applyonly", false, "stop after the apply: its figures, and the fleet's profiles over the join and the apply alone (a short A/B run)")
 	flag.StringVar(&simHeapProfile, "simheapprofile", "", "write the live fleet's (berth sim agents) heap profile, as it is at the end of the run, to this file")
 	flag.DurationVar(&leaderTTL, "leader-ttl", 0, "the server's --leader-ttl (when 0, 10 s, or 30 s for 2,000 nodes or more)")
@@ -260,6 +261,10 @@ var simProfile string
 // applyOnly stops the run after the apply's phase.
 var applyOnly bool
 
+// writesOnly counts etcd's writes over the join, the apply and a scale
+// to 0, then stops the run.
+var writesOnly bool
+
 // joinProfile is where the server's heap and goroutine profiles after the
 // join go, if set.
 var joinProfile string
@@ -427,6 +432,13 @@ func bench(bin string, nodes, instances, services, servers int, timeout time.Dur
 	for _, m := range members {
 		go m.sampler.run()
 	}
+	var tally *writeTally
+	if writesOnly {
+		if tally, err = newWriteTally(members[0].sampler.etcdDir); err != nil {
+			return err
+		}
+		defer tally.close()
+	}
 	probe, err := newProbe(c, url, ca, adminToken)
 	if err != nil {
 		return err
@@ -465,6 +477,9 @@ func bench(bin string, nodes, instances, services, servers int, timeout time.Dur
 		return err
 	}
 	phase("join", t0, nodes, "nodes", sampler, probe)
+	if tally != nil {
+		tally.report("the join", 0)
+	}
 	if joinProfile != "" {
 		token := adminToken
 		for path, file := range map[string]string{"/debug/pprof/heap": joinProfile, "/debug/pprof/goroutine?debug=1": joinProfile + ".goroutines"} {
@@ -556,6 +571,9 @@ func bench(bin string, nodes, instances, services, servers int, timeout time.Dur
 		return err
 	}
 	phase("apply to all Running", t0, per*services, "instances", sampler, probe)
+	if tally != nil {
+		return writesScaleDown(tally, per*services, apply, running, timeout)
+	}
 	if cpuProfile != "" {
 		if err := <-profiled; err != nil {
 			return fmt.Errorf("cpu profile: %w", err)
@@ -753,6 +771,39 @@ func phase(name string, t0 time.Time, n int, what string, s *sampler, p *probe) 
 	if line := clusterLine(t0); line != "" {
 		fmt.Printf("%-40s %s\n", "", line)
 	}
+	fmt.Printf("%-40s %s\n", "", p.puts())
+}
+
+// puts is etcd's count of puts and of the bytes they stored (keys and
+// values, each kept until a compaction) over the phase and since the
+// server started: the database's growth without bbolt's page rounding.
+func (p *probe) puts() string {
+	if p.metrics == nil {
+		return "etcd puts unknown"
+	}
+	b, err := p.metrics()
+	if err != nil {
+		return "etcd puts unknown: " + err.Error()
+	}
+	var n, size float64
+	for line := range strings.Lines(string(b)) {
+		name, val, ok := strings.Cut(strings.TrimSpace(line), " ")
+		if !ok {
+			continue
+		}
+		v, _ := strconv.ParseFloat(val, 64)
+		switch name {
+		case "etcd_mvcc_put_total":
+			n = v
+		case "etcd_debugging_mvcc_total_put_size_in_bytes":
+			size = v
+		}
+	}
+	p.mu.Lock()
+	dn, dsize := n-p.putsSeen, size-p.putBytesSeen
+	p.putsSeen, p.putBytesSeen = n, size
+	p.mu.Unlock()
+	return fmt.Sprintf("etcd puts %.0f (%.1f MiB) in the phase, %.0f (%.1f MiB) since the server started", dn, dsize/(1<<20), n, size/(1<<20))
 }
 
 // stallHists are the server's histograms of what can hold up every
@@ -966,6 +1017,10 @@ type probe struct {
 	lag     []time.Duration
 	written map[string]time.Time
 	failed  atomic.Int64 // probe writes refused, timed out included
+
+	// putsSeen and putBytesSeen are etcd's puts and their bytes at the
+	// last phase's end (puts).
+	putsSeen, putBytesSeen float64
 }
 
 // probeWrite is one of the probe's writes: its time at the client, and

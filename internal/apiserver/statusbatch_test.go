@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/berth-dev/berth/api"
 	"github.com/berth-dev/berth/api/errdefs"
@@ -104,5 +105,64 @@ func TestStatusBatchWritesWhatTheNodeMay(t *testing.T) {
 	}
 	if _, err := n1.Nodes().ReportStatuses(ctx, "n1", big); !errdefs.IsInvalidArgument(err) || !strings.Contains(err.Error(), "items") {
 		t.Errorf("a batch over the cap: %v, want InvalidArgument naming items", err)
+	}
+}
+
+// A node that reports again what it reported (each of its instances once
+// more after its agent restarts) is answered as before, and the
+// instances are not written again: no new revision of each, no event to
+// every watcher.
+func TestStatusBatchOfTheSameStatusWritesNothing(t *testing.T) {
+	c := startCluster(t)
+	ctx := t.Context()
+	n1 := c.join(t, "n1")
+	if _, err := c.admin.Nodes().Apply(ctx, &api.Node{Metadata: api.Metadata{Name: "n1"}, Spec: api.NodeSpec{Address: "10.0.0.1", PodSubnet: "10.244.1.0/24"}}); err != nil {
+		t.Fatal(err)
+	}
+	var items []api.StatusReport
+	// A start time in the agent's own zone, to the nanosecond, as it sends it.
+	started := time.Date(2026, 12, 7, 14, 0, 0, 123456789, time.FixedZone("CET", 3600))
+	for i, name := range []string{"a", "b"} {
+		in := &api.Instance{Metadata: api.Metadata{Namespace: "default", Name: name},
+			Spec: api.InstanceSpec{Template: &api.Template{Image: "demo/busybox:1"}, Owner: api.Owner{Kind: api.KindService, Name: "web"}}}
+		stored, err := c.admin.Instances().Apply(ctx, in)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := c.admin.Instances().Bind(ctx, "default", name, "n1", nil, 0); err != nil {
+			t.Fatal(err)
+		}
+		items = append(items, api.StatusReport{Namespace: "default", Name: name, UID: stored.Metadata.UID, Status: api.InstanceStatus{
+			Phase: api.PhaseRunning, IP: fmt.Sprintf("10.244.1.%d", 5+i), ContainerID: "c-" + name, Pid: 100 + i, Healthy: true, StartedAt: started}})
+	}
+	report := func() map[string]int64 {
+		t.Helper()
+		res, err := n1.Nodes().ReportStatuses(ctx, "n1", items)
+		if err != nil {
+			t.Fatal(err)
+		}
+		revs := map[string]int64{}
+		for i, r := range res {
+			if r.Error != "" || r.Gone {
+				t.Fatalf("%s: %+v", items[i].Name, r)
+			}
+			in, err := c.admin.Instances().Get(ctx, "default", items[i].Name)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if in.Status.Phase != api.PhaseRunning || in.Status.ContainerID != "c-"+items[i].Name || !in.Status.StartedAt.Equal(started) {
+				t.Fatalf("%s after the report: %+v", items[i].Name, in.Status)
+			}
+			revs[items[i].Name] = in.Metadata.Revision
+		}
+		return revs
+	}
+	first := report()
+	if again := report(); fmt.Sprint(again) != fmt.Sprint(first) {
+		t.Fatalf("the same statuses again wrote the instances: revisions %v, were %v", again, first)
+	}
+	items[1].Status.Healthy = false
+	if again := report(); again["a"] != first["a"] || again["b"] == first["b"] {
+		t.Fatalf("a the same, b changed: revisions %v, were %v", again, first)
 	}
 }

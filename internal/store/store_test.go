@@ -791,6 +791,85 @@ func TestSetStatusOfInstancesRead(t *testing.T) {
 	}
 }
 
+// A node that reports again the status an instance has (every one of
+// them after its agent restarts) costs etcd no put: no revision of the
+// whole instance kept to the next compaction, no event to its watchers.
+// The report still answers for the value it was checked against: an
+// instance changed since the read is a conflict.
+func TestSetStatusOfTheSameStatusPutsNothing(t *testing.T) {
+	ctx := t.Context()
+	s := openStore(t)
+	a, b := instance("web-1"), instance("web-2")
+	if err := s.CreateMany(ctx, []api.Object{a, b}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Bind(ctx, []Binding{{Name: "web-1", Node: "n1"}, {Name: "web-2", Node: "n1"}}); err != nil {
+		t.Fatal(err)
+	}
+	refs := [][2]string{{"default", "web-1"}, {"default", "web-2"}}
+	running := api.InstanceStatus{Phase: api.PhaseRunning, ContainerID: "c1", Pid: 7, Healthy: true,
+		StartedAt: time.Date(2026, 12, 7, 13, 0, 0, 123456789, time.UTC)}
+	report := func(sts ...api.InstanceStatus) error {
+		cur, raw, err := s.InstancesNamed(ctx, refs[:len(sts)])
+		if err != nil {
+			t.Fatal(err)
+		}
+		txn := s.Txn()
+		for i, st := range sts {
+			txn.SetStatus(cur[i], raw[i], st)
+		}
+		return txn.Commit(ctx)
+	}
+	if err := report(running, running); err != nil {
+		t.Fatal(err)
+	}
+	revs := func() (int64, int64, int64) {
+		r, err := s.client.Get(ctx, s.Key(api.KindInstance, "default", "web-1"))
+		if err != nil || len(r.Kvs) != 1 {
+			t.Fatalf("read web-1: %v", err)
+		}
+		w2, err := Get[api.Instance](ctx, s, "default", "web-2")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r.Header.Revision, r.Kvs[0].ModRevision, w2.Metadata.Revision
+	}
+	etcdRev, rev1, rev2 := revs()
+
+	// Both again, as they are: nothing written.
+	if err := report(running, running); err != nil {
+		t.Fatal(err)
+	}
+	if e, r1, r2 := revs(); e != etcdRev || r1 != rev1 || r2 != rev2 {
+		t.Fatalf("the same statuses again: etcd at %d, web-1 at %d, web-2 at %d; want nothing written (%d, %d, %d)", e, r1, r2, etcdRev, rev1, rev2)
+	}
+
+	// One the same, one changed: the changed one alone is written.
+	exited := api.InstanceStatus{Phase: api.PhaseFailed, ContainerID: "c1", ExitCode: 1}
+	if err := report(running, exited); err != nil {
+		t.Fatal(err)
+	}
+	e, r1, r2 := revs()
+	if r1 != rev1 || r2 == rev2 || e != etcdRev+1 {
+		t.Fatalf("web-1 the same, web-2 changed: web-1 at %d (was %d), web-2 at %d (was %d), etcd at %d (was %d)", r1, rev1, r2, rev2, e, etcdRev)
+	}
+	if got, _ := Get[api.Instance](ctx, s, "default", "web-2"); got.Status.Phase != api.PhaseFailed || got.Status.ExitCode != 1 {
+		t.Fatalf("web-2's new status not written: %+v", got.Status)
+	}
+
+	// The same status as a stale read had: a conflict, as any write.
+	cur, raw, err := s.InstancesNamed(ctx, refs[:1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := report(exited); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Txn().SetStatus(cur[0], raw[0], running).Commit(ctx); !errdefs.IsConflict(err) {
+		t.Fatalf("the stored status again on a stale read: %v, want a conflict", err)
+	}
+}
+
 // TestBindOneOutlastsStatusWrites binds instances while their statuses
 // are written over and over, as the controller writes an unplaceable
 // instance's reason: a bind that names no revision binds each one, and a

@@ -45,10 +45,14 @@ type txnOp struct {
 	binding  Binding
 	status   *api.InstanceStatus // opSetStatus's
 
-	key     string
-	cur     []byte // stored value, for all but creates
-	curRev  int64
-	value   []byte // value to write
+	key    string
+	cur    []byte // stored value, for all but creates
+	curRev int64
+	value  []byte // value to write
+	// same: a status write whose status is the stored one's, byte for
+	// byte: its comparison holds the transaction to the value read, but
+	// nothing is put (see prepareSetStatus).
+	same    bool
 	assign  string // assignment key to put marker under
 	marker  []byte // what the assignment key holds (assignMarker)
 	unassig string // assignment key to delete
@@ -141,7 +145,9 @@ func (t *Txn) send(ctx context.Context) error {
 	writes := make([]clientv3.Op, 0, len(t.ops)+len(t.ops)/2)
 	weight := 0 // bytes written, for the bulk lane
 	for _, op := range t.ops {
-		weight += len(op.key) + len(op.value) + len(op.assign) + len(op.marker) + len(op.unassig)
+		if !op.same {
+			weight += len(op.key) + len(op.value) + len(op.assign) + len(op.marker) + len(op.unassig)
+		}
 		// The value as a string without a copy: OpPut copies it into its
 		// request at once, and op.value is never written again. Copies
 		// here (when the assignment key held one too) were a twentieth of
@@ -152,9 +158,11 @@ func (t *Txn) send(ctx context.Context) error {
 		} else {
 			cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(op.key), "=", op.curRev))
 		}
-		if op.typ == opDelete {
+		switch {
+		case op.same:
+		case op.typ == opDelete:
 			writes = append(writes, clientv3.OpDelete(op.key))
-		} else {
+		default:
 			var opts []clientv3.OpOption
 			if t.lease != 0 {
 				opts = append(opts, clientv3.WithLease(t.lease))
@@ -191,7 +199,9 @@ func (t *Txn) send(ctx context.Context) error {
 	if !r.Succeeded {
 		return t.failed(ctx, r, batch)
 	}
-	s.noteWrite(r.Header.Revision)
+	if len(writes) > 0 {
+		s.noteWrite(r.Header.Revision)
+	}
 	for _, op := range t.ops {
 		if op.typ == opCreate {
 			// What was stored is the object as it stands (prepareCreate
@@ -435,6 +445,14 @@ func (op *txnOp) prepareSetStatus() error {
 	b, err := json.Marshal(op.status)
 	if err != nil {
 		return fmt.Errorf("%s: %w", op.ref(), err)
+	}
+	// A node reports again what it reported before (every instance once
+	// more after its agent restarts): a put of the same value would be a
+	// revision of the whole instance kept until the next compaction, and
+	// an event sent to every watcher, for no change.
+	if cur := gjson.GetBytes(op.cur, "status"); cur.Exists() && cur.Raw == string(b) {
+		op.value, op.same = op.cur, true
+		return nil
 	}
 	// The status spliced into the stored JSON, the rest left as it is:
 	// mergeRaw's decoding and encoding of the whole instance was most of

@@ -3,7 +3,9 @@ package store
 import (
 	"bytes"
 	"encoding/json"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/berth-dev/berth/api"
 )
@@ -104,6 +106,67 @@ func TestSetStatusSplicesTheStatus(t *testing.T) {
 		}
 		if !sameJSON(t, op.value, want) || !bytes.HasPrefix(op.value, []byte(`{"metadata":{`)) {
 			t.Errorf("status spliced into %s:\n%s\nwant\n%s", stored, op.value, want)
+		}
+	}
+}
+
+// A stored value leaves out the kind its key says, and every reader gives
+// it again: a get, a list, a watch and Wire of the new value; and a value
+// stored with its kind, as earlier versions wrote, reads the same.
+func TestStoredValueLeavesOutItsKind(t *testing.T) {
+	ctx := t.Context()
+	s := openStore(t)
+	in := instance("web-1")
+	if err := s.Create(ctx, in); err != nil {
+		t.Fatal(err)
+	}
+	if in.Metadata.Kind != api.KindInstance {
+		t.Fatalf("created instance has kind %q", in.Metadata.Kind)
+	}
+	key := s.Key(api.KindInstance, "default", "web-1")
+	r, err := s.client.Get(ctx, key)
+	if err != nil || len(r.Kvs) != 1 {
+		t.Fatalf("read %s: %v", key, err)
+	}
+	stored := r.Kvs[0].Value
+	if bytes.Contains(stored, []byte(`"kind":"Instance"`)) || !bytes.HasPrefix(stored, []byte(`{"metadata":{"namespace":`)) {
+		t.Fatalf("stored as %s: want no kind in its metadata", stored)
+	}
+	w := s.Watch(ctx, api.KindInstance, "", r.Kvs[0].ModRevision)
+	withKind := []byte(`{"metadata":{"kind":"Instance",` + strings.TrimPrefix(string(stored), `{"metadata":{`))
+	var wires [][]byte
+	for i, value := range [][]byte{stored, withKind} {
+		if i > 0 {
+			if _, err := s.client.Put(ctx, key, string(value)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		got, err := Get[api.Instance](ctx, s, "default", "web-1")
+		if err != nil || got.Metadata.Kind != api.KindInstance || got.Metadata.UID != in.Metadata.UID {
+			t.Fatalf("value %d read as %+v (%v)", i, got, err)
+		}
+		b, err := Wire(api.KindInstance, value, 9)
+		var wired api.Instance
+		if err != nil || json.Unmarshal(b, &wired) != nil || wired.Metadata.Kind != api.KindInstance || wired.Metadata.Revision != 9 {
+			t.Fatalf("Wire of value %d: %s (%v)", i, b, err)
+		}
+		wires = append(wires, b)
+	}
+	if !sameJSON(t, wires[0], wires[1]) {
+		t.Fatalf("Wire of the value without its kind:\n%s\nwith it:\n%s", wires[0], wires[1])
+	}
+	list, _, err := List[api.Instance](ctx, s, "")
+	if err != nil || len(list) != 1 || list[0].Metadata.Kind != api.KindInstance {
+		t.Fatalf("list: %d instances, %v", len(list), err)
+	}
+	for range 2 {
+		select {
+		case ev := <-w:
+			if ev.Object == nil || ev.Object.GetMetadata().Kind != api.KindInstance {
+				t.Fatalf("watch event %+v: want an instance with its kind", ev)
+			}
+		case <-time.After(30 * time.Second):
+			t.Fatal("no watch event in 30s")
 		}
 	}
 }
