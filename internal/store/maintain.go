@@ -82,6 +82,10 @@ func (s *Store) defragIfFree(ctx context.Context, minFree int64) (bool, error) {
 	return true, nil
 }
 
+// liveRewrites is how many times the live data's size the budget is (see
+// History an embedded cluster keeps).
+const liveRewrites = 2
+
 // History an embedded cluster keeps. etcd's own periodic compactor keeps
 // a time's worth of revisions whatever they weigh: at 300,000 instances
 // a scale to zero and back within its five minutes kept every revision
@@ -90,13 +94,17 @@ func (s *Store) defragIfFree(ctx context.Context, minFree int64) (bool, error) {
 // re-created key in its heap. Berth compacts instead (compactHistory):
 // to the revision of CompactionRetention ago, as etcd's compactor would
 // (once a retention, so five to ten minutes are kept), and earlier when
-// the history written since the last compaction is over the budget,
-// the larger of CompactionBudget and the live data's estimated size:
+// what was written since the last compaction is over the budget, the
+// larger of CompactionBudget and twice the live data's estimated size:
 // then to the oldest revision, sampled every retention/10, with no more
-// than that written since. Keeping as much history as live data costs
-// no more memory than the data itself, and a watcher further behind
-// lists again, which reads as much; at least one sampling interval is
-// always kept. A watcher that falls behind what is kept gets etcd's
+// than that written since. What was written counts the live values
+// too, so twice the live data is about one rewrite of it kept besides:
+// it costs no more memory than the data itself, and a watcher further
+// behind lists again, which reads as much. Once the live data's size
+// only, a first apply (each instance written at its creation and again
+// at its start, 1.4 times the live data) compacted itself as it went,
+// and etcd's compaction pauses made it a fifth slower. At least one
+// sampling interval is always kept. A watcher that falls behind what is kept gets etcd's
 // compacted error and lists again, as after a five-minute compaction.
 //
 // The weight is etcd's own count of the bytes put (exact, and the same
@@ -157,9 +165,10 @@ func (h *history) add(s historySample) {
 	}
 }
 
-// budget is the most history kept before the retention has passed: the
-// floor, or the live data's size when larger, estimated as etcd's count
-// of keys times the mean size of the puts since base.
+// budget is the most written since base kept before the retention has
+// passed: the floor, or twice the live data's size when larger, the
+// live data estimated as etcd's count of keys times the mean size of
+// the puts since base.
 func (h *history) budget(keys float64) float64 {
 	n := len(h.samples)
 	if n == 0 {
@@ -170,7 +179,7 @@ func (h *history) budget(keys float64) float64 {
 	if puts <= 0 {
 		return h.floor
 	}
-	return max(h.floor, keys*(cur.bytes-h.base.bytes)/puts)
+	return max(h.floor, liveRewrites*keys*(cur.bytes-h.base.bytes)/puts)
 }
 
 // target is the compaction due at the latest sample, with keys live.

@@ -87,7 +87,7 @@ type Config struct {
 	// revisions compacted away; five minutes when zero (maintain.go).
 	CompactionRetention time.Duration
 	// CompactionBudget bounds that history by what it weighs: once more
-	// than the larger of this and the live data's estimated size was
+	// than the larger of this and twice the live data's estimated size was
 	// written since the last compaction, the history is compacted to
 	// about that much, before the retention has passed. In bytes of keys
 	// and values written; 256 MiB when zero.
