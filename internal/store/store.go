@@ -90,7 +90,7 @@ type Config struct {
 	// than the larger of this and twice the live data's estimated size was
 	// written since the last compaction, the history is compacted to
 	// about that much, before the retention has passed. In bytes of keys
-	// and values written; 256 MiB when zero.
+	// and values written; a quarter of the embedded quota (2 GiB) when zero.
 	CompactionBudget int64
 	// compactInterval is how often the history is sampled and compacted:
 	// a tenth of CompactionRetention when zero (tests set it).
