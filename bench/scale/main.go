@@ -683,7 +683,7 @@ func bench(bin string, nodes, instances, services, servers int, timeout time.Dur
 			fmt.Println("  server CPU profile of the scale:", scaleProfile)
 		}
 	}
-	fmt.Printf("server peak RSS %d MiB, etcd db %d MiB\n", sampler.peakRSS()>>20, sampler.dbSize()>>20)
+	fmt.Printf("server peak RSS %d MiB (%s), etcd db %d MiB\n", sampler.peakRSS()>>20, sampler.peakParts(), sampler.dbSize()>>20)
 	if peaks := clusterPeaks(); peaks != "" {
 		fmt.Println(peaks)
 	}
@@ -1203,13 +1203,14 @@ type sampler struct {
 	etcdDir string
 	mu      sync.Mutex
 	samples []sample
-	peak    int64
+	peak    sample // of the highest RSS
 }
 
 type sample struct {
-	at  time.Time
-	cpu float64 // seconds
-	rss int64
+	at         time.Time
+	cpu        float64 // seconds
+	rss        int64
+	anon, file int64 // parts of rss: anonymous memory, and file-backed pages
 }
 
 func newSampler(pid int, etcdDir string) *sampler { return &sampler{pid: pid, etcdDir: etcdDir} }
@@ -1226,9 +1227,14 @@ func (s *sampler) run() {
 		st, _ := strconv.ParseInt(f[12], 10, 64)
 		rss, _ := strconv.ParseInt(f[21], 10, 64)
 		smp := sample{at: time.Now(), cpu: float64(ut+st) / float64(tick), rss: rss * int64(os.Getpagesize())}
+		if kb := s.status(); kb != nil {
+			smp.anon, smp.file = kb["RssAnon"]<<10, kb["RssFile"]<<10
+		}
 		s.mu.Lock()
 		s.samples = append(s.samples, smp)
-		s.peak = max(s.peak, smp.rss)
+		if smp.rss > s.peak.rss {
+			s.peak = smp
+		}
 		s.mu.Unlock()
 		time.Sleep(time.Second)
 	}
@@ -1246,9 +1252,18 @@ func (s *sampler) rss() int64 {
 // rssParts splits the server's RSS now: anonymous memory (Go's heap,
 // stacks and runtime) and file-backed pages (etcd's database, mapped).
 func (s *sampler) rssParts() string {
+	kb := s.status()
+	if kb == nil {
+		return "parts unknown"
+	}
+	return fmt.Sprintf("anon %d MiB, file %d MiB", kb["RssAnon"]>>10, kb["RssFile"]>>10)
+}
+
+// status reads the server's /proc status figures in kB, nil once it is gone.
+func (s *sampler) status() map[string]int64 {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", s.pid))
 	if err != nil {
-		return "parts unknown"
+		return nil
 	}
 	kb := map[string]int64{}
 	for line := range strings.SplitSeq(string(b), "\n") {
@@ -1257,13 +1272,27 @@ func (s *sampler) rssParts() string {
 			kb[k], _ = strconv.ParseInt(f[0], 10, 64)
 		}
 	}
-	return fmt.Sprintf("anon %d MiB, file %d MiB", kb["RssAnon"]>>10, kb["RssFile"]>>10)
+	return kb
 }
 
 func (s *sampler) peakRSS() int64 {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.peak
+	return s.peak.rss
+}
+
+// peakParts says the anonymous and file-backed parts of the peak sample,
+// and the kernel's high-water mark of the RSS (VmHWM), which counts any
+// moment between two samples.
+func (s *sampler) peakParts() string {
+	s.mu.Lock()
+	p := s.peak
+	s.mu.Unlock()
+	out := fmt.Sprintf("anon %d MiB, file %d MiB", p.anon>>20, p.file>>20)
+	if kb := s.status(); kb != nil {
+		out += fmt.Sprintf("; high-water mark %d MiB", kb["VmHWM"]>>10)
+	}
+	return out
 }
 
 // cpuSince is the server's mean CPU use, in cores, since t0.

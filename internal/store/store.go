@@ -95,6 +95,9 @@ type Config struct {
 	// compactInterval is how often the history is sampled and compacted:
 	// a tenth of CompactionRetention when zero (tests set it).
 	compactInterval time.Duration
+	// dbPagesInterval is how often the database's mapped pages are
+	// looked at (releaseDBPagesEvery); dbPagesInterval when zero.
+	dbPagesInterval time.Duration
 	// DefragInterval is how often an embedded member's free space is
 	// looked at, one minute when zero; its database is defragmented once
 	// more than DefragMinFree (64 MiB when zero) and more than the pages
@@ -251,6 +254,7 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	wg.Go(func() {
 		s.maintain(mctx, cmp.Or(cfg.DefragInterval, defragInterval), cmp.Or(cfg.DefragMinFree, defragMinFree))
 	})
+	wg.Go(func() { s.releaseDBPagesEvery(mctx, cmp.Or(cfg.dbPagesInterval, dbPagesInterval), dbPagesMinMapped) })
 	go func() {
 		wg.Wait()
 		close(s.maintained)
