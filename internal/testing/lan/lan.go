@@ -391,7 +391,11 @@ func (l *LAN) Nodes() ([]api.Node, error) {
 }
 
 func adminJSON[T any](l *LAN, kind string) ([]T, error) {
-	out, err := l.Admin("get", kind, "-o", "json")
+	return adminJSONVia[T](l, l.Servers[0], kind)
+}
+
+func adminJSONVia[T any](l *LAN, s *Host, kind string) ([]T, error) {
+	out, err := l.via(s, "get", kind, "-o", "json")
 	if err != nil {
 		return nil, err
 	}
@@ -461,9 +465,39 @@ func (l *LAN) WaitHealthy(owner string, n int, timeout time.Duration, avoid ...s
 	if !errors.Is(err, errTimedOut) {
 		return got, err
 	}
-	nodes, nerr := l.Nodes()
+	nodes, nerr := l.nodesSeen()
 	report := describe(owner, n, avoid, last, looked, nodes, nerr, time.Now())
 	return got, fmt.Errorf("%w\n%s", err, report)
+}
+
+// nodesSeen lists the nodes through every server that answers, each node
+// with the latest heartbeat any of them took: a server shows the time of
+// the beats it took itself, or else of the node's last status write.
+func (l *LAN) nodesSeen() ([]api.Node, error) {
+	var nodes []api.Node
+	var errs []error
+	for _, s := range l.Servers {
+		list, err := adminJSONVia[api.Node](l, s, "nodes")
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		if nodes == nil {
+			nodes = list
+			continue
+		}
+		for _, n := range list {
+			for i := range nodes {
+				if nodes[i].Metadata.Name == n.Metadata.Name && n.Status.LastHeartbeat.After(nodes[i].Status.LastHeartbeat) {
+					nodes[i].Status.LastHeartbeat = n.Status.LastHeartbeat
+				}
+			}
+		}
+	}
+	if nodes == nil {
+		return nil, errors.Join(errs...)
+	}
+	return nodes, nil
 }
 
 // Bounds on what describe prints, so that a cluster of many nodes and
@@ -478,7 +512,7 @@ const (
 // describe says what a wait for n healthy instances of owner off avoid
 // saw at its last look (list, when looked): the healthy ones per node;
 // the nodes (as listed after it, or why they could not be), each with
-// its condition and the age of the last heartbeat the first server shows;
+// its condition and the age of its last heartbeat;
 // and every instance of owner by node, grouped by phase, health, reason
 // and message, a few of each named. Its size is bounded whatever the
 // cluster's.
