@@ -321,6 +321,14 @@ func (s *Store) sweepOnce(ctx context.Context, now time.Time) {
 		lapsed = append(lapsed, lapse{k.(string), b, r})
 		return true
 	})
+	// Said in the log, a few named: a node that stops is marked NotReady
+	// only after this, and a log without it shows where that stopped.
+	var gone []string
+	defer func() {
+		if len(gone) > 0 {
+			s.log.Info("node heartbeats lapsed: lease keys deleted", "count", len(gone), "nodes", gone[:min(len(gone), 5)])
+		}
+	}()
 	for len(lapsed) > 0 {
 		// Two operations a node: its key goes, its lapsed key comes.
 		n := min(len(lapsed), max(s.maxOps/2, 1))
@@ -336,6 +344,9 @@ func (s *Store) sweepOnce(ctx context.Context, now time.Time) {
 		r, err := s.client.Txn(ctx).If(cmps...).Then(slices.Concat(ops...)...).Commit()
 		if err == nil && r.Succeeded {
 			s.noteWrite(r.Header.Revision)
+			for _, l := range batch {
+				gone = append(gone, l.node)
+			}
 			continue
 		}
 		// Some key moved on (another server took it): one at a time.
@@ -348,6 +359,7 @@ func (s *Store) sweepOnce(ctx context.Context, now time.Time) {
 			}
 			if r.Succeeded {
 				s.noteWrite(r.Header.Revision)
+				gone = append(gone, l.node)
 			}
 		}
 	}
