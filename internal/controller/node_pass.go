@@ -91,6 +91,7 @@ func (m *Manager) nodesPass(ctx context.Context, sn *snapshot, live map[string]b
 			m.event(ctx, n, api.EventNormal, "NodeReady", msg)
 		}
 	}
+	m.logNodes(res)
 	for _, name := range res.MarkReady {
 		set(name, api.NodeReady, "its heartbeat lease is held again")
 	}
@@ -100,6 +101,19 @@ func (m *Manager) nodesPass(ctx context.Context, sn *snapshot, live map[string]b
 	}
 	errs = append(errs, m.markLost(ctx, sn, index, onDead, res.Lost))
 	return errors.Join(errs...)
+}
+
+// logNodes says in the log, a few named, which nodes a pass marks Ready
+// or NotReady. Their events are in the store; a cluster that never
+// replaced a stopped node's instances has to show in its servers' logs
+// where the chain stopped.
+func (m *Manager) logNodes(res NodeResult) {
+	if n := len(res.MarkReady); n > 0 {
+		m.log.Info("marking nodes Ready: their heartbeat leases are held", "count", n, "nodes", res.MarkReady[:min(n, 5)])
+	}
+	if n := len(res.MarkNotReady); n > 0 {
+		m.log.Info("marking nodes NotReady: their heartbeat leases are gone", "count", n, "nodes", res.MarkNotReady[:min(n, 5)])
+	}
 }
 
 // spare says whether the instances of node, without a lease, are kept for
@@ -198,6 +212,13 @@ func (m *Manager) markLost(ctx context.Context, sn *snapshot, index map[string]i
 	}
 	// One the agent wrote meanwhile is not marked after all: this pass must not act on it.
 	done, err := m.updateInstanceStatuses(ctx, marked)
+	if len(done) > 0 {
+		names := make([]string, 0, min(len(done), 5))
+		for _, in := range done[:min(len(done), 5)] {
+			names = append(names, in.Metadata.Namespace+"/"+in.Metadata.Name)
+		}
+		m.log.Info("marked instances lost with their nodes", "count", len(done), "instances", names)
+	}
 	for _, in := range done {
 		sn.setInstance(at[in], in) // so that the service and job controllers replace it this pass
 		sn.touch(in)

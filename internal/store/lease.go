@@ -37,7 +37,14 @@ import (
 // wherever it beats. Each server follows the keys in a watch and forgets
 // owning those another server took or someone deleted; its sweep deletes
 // only a key still at the revision it wrote, so it never removes another
-// server's.
+// server's. The revision a server knows it wrote is the latest of its
+// writes of the key, as their answers or its watch tell it, whichever
+// comes first: beats of one node that reach it together (an agent's
+// stale beats, delivered when its cut link came back, and its next one)
+// each write the key, and a write whose caller gave up may land all the
+// same, later, with no answer. A server that knew only an earlier one
+// found the key moved on at its sweep, and left it: the node, stopped for
+// good, stayed alive for as long as the server did.
 //
 // A server that dies takes its lease with it: its keys go a lease TTL (the
 // node TTL) later, unless their nodes have moved to another server, which
@@ -82,9 +89,23 @@ type liveness struct {
 type beat struct {
 	at  atomic.Int64 // Unix nanoseconds of the last beat taken here
 	due atomic.Int64 // Unix nanoseconds when the node lapses without another
-	// rev is the revision at which this store wrote the node's key, 0
-	// when it does not own it (never wrote it, lapsed, or taken over).
+	// rev is the revision at which this store last wrote the node's key,
+	// 0 when it does not own it (never wrote it, lapsed, or taken over).
+	// Writes only raise it (see raise); the sweep and the watch of the
+	// keys let it go.
 	rev atomic.Int64
+}
+
+// raise makes rev, a revision at which this store wrote the node's key,
+// the one b knows unless it knows a later one: writes that ran together
+// answer in any order, and the watch may tell of one before its answer.
+func (b *beat) raise(rev int64) {
+	for {
+		r := b.rev.Load()
+		if r >= rev || b.rev.CompareAndSwap(r, rev) {
+			return
+		}
+	}
 }
 
 // KeepNodeAlive takes a heartbeat of node, which lapses ttl after its
@@ -120,7 +141,7 @@ func (s *Store) RenewNode(ctx context.Context, node string, ttl time.Duration) (
 	if err != nil {
 		return false, fmt.Errorf("node %q: heartbeat: %w", node, err)
 	}
-	b.rev.Store(p.Header.Revision)
+	b.raise(p.Header.Revision)
 	s.noteWrite(p.Header.Revision)
 	return false, nil
 }
@@ -183,7 +204,9 @@ func (l *liveness) stopLiveness() {
 }
 
 // followKeys forgets owning the keys another server wrote, or anyone
-// deleted, after this store wrote them.
+// deleted, after this store wrote them, and learns of this store's own
+// writes that landed after the one it knows: one whose caller gave up
+// (its context ended) had no answer to tell it.
 func (s *Store) followKeys(ctx context.Context, from int64) {
 	prefix := s.prefix + "/leases/"
 	for ctx.Err() == nil {
@@ -193,14 +216,15 @@ func (s *Store) followKeys(ctx context.Context, from int64) {
 				break
 			}
 			for _, e := range resp.Events {
-				if e.Type == clientv3.EventTypePut && string(e.Kv.Value) == s.live.owner {
-					continue
-				}
 				v, ok := s.live.nodes.Load(strings.TrimPrefix(string(e.Kv.Key), prefix))
 				if !ok {
 					continue
 				}
 				b := v.(*beat)
+				if e.Type == clientv3.EventTypePut && string(e.Kv.Value) == s.live.owner {
+					b.raise(e.Kv.ModRevision)
+					continue
+				}
 				if r := b.rev.Load(); r != 0 && r < e.Kv.ModRevision {
 					b.rev.CompareAndSwap(r, 0)
 				}
@@ -225,7 +249,11 @@ func (s *Store) followKeys(ctx context.Context, from int64) {
 		}
 		s.live.nodes.Range(func(k, v any) bool {
 			b := v.(*beat)
-			if r := b.rev.Load(); r != 0 && mine[k.(string)] != r {
+			m, ok := mine[k.(string)]
+			switch r := b.rev.Load(); {
+			case ok && m > r:
+				b.raise(m)
+			case r != 0 && m != r:
 				b.rev.CompareAndSwap(r, 0)
 			}
 			return true
@@ -293,6 +321,14 @@ func (s *Store) sweepOnce(ctx context.Context, now time.Time) {
 		lapsed = append(lapsed, lapse{k.(string), b, r})
 		return true
 	})
+	// Said in the log, a few named: a node that stops is marked NotReady
+	// only after this, and a log without it shows where that stopped.
+	var gone []string
+	defer func() {
+		if len(gone) > 0 {
+			s.log.Info("node heartbeats lapsed: lease keys deleted", "count", len(gone), "nodes", gone[:min(len(gone), 5)])
+		}
+	}()
 	for len(lapsed) > 0 {
 		// Two operations a node: its key goes, its lapsed key comes.
 		n := min(len(lapsed), max(s.maxOps/2, 1))
@@ -308,6 +344,9 @@ func (s *Store) sweepOnce(ctx context.Context, now time.Time) {
 		r, err := s.client.Txn(ctx).If(cmps...).Then(slices.Concat(ops...)...).Commit()
 		if err == nil && r.Succeeded {
 			s.noteWrite(r.Header.Revision)
+			for _, l := range batch {
+				gone = append(gone, l.node)
+			}
 			continue
 		}
 		// Some key moved on (another server took it): one at a time.
@@ -320,6 +359,7 @@ func (s *Store) sweepOnce(ctx context.Context, now time.Time) {
 			}
 			if r.Succeeded {
 				s.noteWrite(r.Header.Revision)
+				gone = append(gone, l.node)
 			}
 		}
 	}
@@ -390,7 +430,7 @@ func (s *Store) regrant(ctx context.Context) error {
 		}
 		s.noteWrite(r.Header.Revision)
 		for _, b := range beats[:n] {
-			b.rev.Store(r.Header.Revision)
+			b.raise(r.Header.Revision)
 		}
 		nodes, beats = nodes[n:], beats[n:]
 	}

@@ -2,8 +2,14 @@ package store
 
 import (
 	"context"
+	"fmt"
+	"maps"
+	"slices"
+	"sync"
 	"testing"
 	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
 func TestNodeLeaseLapsesWithoutHeartbeats(t *testing.T) {
@@ -171,5 +177,90 @@ func TestServerLeaseLapseRebindsLiveNodes(t *testing.T) {
 	}
 	if live, err := s.LiveNodes(ctx); err != nil || len(live) != 3 {
 		t.Fatalf("live after the new lease's TTL: %v, %v", live, err)
+	}
+}
+
+// Beats of one node that reach a server together (a partitioned agent's
+// stale beat, delivered when its link came back, and its next one) both
+// find the key unowned and both write it. The server must still know the
+// key's latest revision as its own: a node that then stops beating lapses
+// within its TTL, rather than staying alive for as long as the server
+// lives.
+func TestConcurrentBeatsStillLapse(t *testing.T) {
+	s := openStore(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	const ttl = 2 * time.Second
+	const nodes, together = 100, 4
+	names := make([]string, nodes)
+	for i := range names {
+		names[i] = fmt.Sprintf("n%d", i+1)
+	}
+	var wg sync.WaitGroup
+	errs := make(chan error, nodes*together)
+	for _, n := range names {
+		for range together {
+			wg.Go(func() {
+				if err := s.KeepNodeAlive(ctx, n, ttl); err != nil {
+					errs <- err
+				}
+			})
+		}
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	last := time.Now()
+	for {
+		live, err := s.LiveNodes(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(live) == 0 {
+			break
+		}
+		if time.Since(last) > ttl+15*time.Second {
+			left := slices.Sorted(maps.Keys(live))
+			t.Fatalf("%d of %d nodes still alive %v after their last beats (TTL %v): %v",
+				len(left), nodes, time.Since(last).Round(time.Millisecond), ttl, left)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// A beat whose caller gave up (its context ended while etcd took the
+// write) gets no answer, yet its write may land, after the one this
+// server knows of. The server learns of it from its watch of the keys,
+// and a node that then stops beating still lapses within its TTL.
+func TestBeatLandedWithoutAnswerStillLapses(t *testing.T) {
+	s := openStore(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	const ttl = 2 * time.Second
+	if err := s.KeepNodeAlive(ctx, "n1", ttl); err != nil {
+		t.Fatal(err)
+	}
+	// The write of a beat that had no answer, as the beat makes it.
+	if _, err := s.Client().Put(ctx, s.leaseKey("n1"), s.live.owner, clientv3.WithLease(s.live.leaseID())); err != nil {
+		t.Fatal(err)
+	}
+	last := time.Now()
+	for {
+		live, err := s.LiveNodes(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !live["n1"] {
+			break
+		}
+		if time.Since(last) > ttl+15*time.Second {
+			t.Fatalf("n1 still alive %v after its last beat (TTL %v)", time.Since(last).Round(time.Millisecond), ttl)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if lapsed, err := s.LapsedNodesAt(ctx, 0); err != nil || !lapsed["n1"] {
+		t.Errorf("lapsed nodes %v, %v; want n1, which missed its beats here", lapsed, err)
 	}
 }

@@ -15,10 +15,12 @@
 package lan
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -389,7 +391,11 @@ func (l *LAN) Nodes() ([]api.Node, error) {
 }
 
 func adminJSON[T any](l *LAN, kind string) ([]T, error) {
-	out, err := l.Admin("get", kind, "-o", "json")
+	return adminJSONVia[T](l, l.Servers[0], kind)
+}
+
+func adminJSONVia[T any](l *LAN, s *Host, kind string) ([]T, error) {
+	out, err := l.via(s, "get", kind, "-o", "json")
 	if err != nil {
 		return nil, err
 	}
@@ -415,6 +421,13 @@ func (l *LAN) Ready(node string) (bool, error) {
 // counts owner's instances in all.
 func (l *LAN) Healthy(owner string) (healthy []api.Instance, all int, err error) {
 	list, err := l.Instances()
+	healthy, all = healthyOf(list, owner)
+	return healthy, all, err
+}
+
+// healthyOf picks owner's running, healthy instances with an address out
+// of list, and counts owner's instances in it.
+func healthyOf(list []api.Instance, owner string) (healthy []api.Instance, all int) {
 	for _, in := range list {
 		if in.Spec.Owner.Name != owner {
 			continue
@@ -424,24 +437,218 @@ func (l *LAN) Healthy(owner string) (healthy []api.Instance, all int, err error)
 			healthy = append(healthy, in)
 		}
 	}
-	return healthy, all, err
+	return healthy, all
 }
 
 // WaitHealthy waits until owner has n instances as Healthy counts them
-// on nodes other than those in avoid, and returns them.
+// on nodes other than those in avoid, and returns them. When it times
+// out, its error says what its last look saw and how the nodes stood
+// then (see describe): a wait that fails once in many runs has to say why.
 func (l *LAN) WaitHealthy(owner string, n int, timeout time.Duration, avoid ...string) ([]api.Instance, error) {
-	var got []api.Instance
+	var got, last []api.Instance
+	looked := false
 	err := wait(l.ctx(), timeout, fmt.Sprintf("%d healthy instances of %s off %v", n, owner, avoid), func() (bool, error) {
-		healthy, _, err := l.Healthy(owner)
+		list, err := l.Instances()
+		if err != nil {
+			return false, err
+		}
+		healthy, _ := healthyOf(list, owner)
 		got = got[:0]
 		for _, in := range healthy {
 			if !slices.Contains(avoid, in.Spec.Node) {
 				got = append(got, in)
 			}
 		}
-		return len(got) == n, err
+		last, looked = list, true
+		return len(got) == n, nil
 	})
-	return got, err
+	if !errors.Is(err, errTimedOut) {
+		return got, err
+	}
+	nodes, nerr := l.nodesSeen()
+	report := describe(owner, n, avoid, last, looked, nodes, nerr, time.Now())
+	return got, fmt.Errorf("%w\n%s", err, report)
+}
+
+// nodesSeen lists the nodes through every server that answers, each node
+// with the latest heartbeat any of them took: a server shows the time of
+// the beats it took itself, or else of the node's last status write.
+func (l *LAN) nodesSeen() ([]api.Node, error) {
+	var nodes []api.Node
+	var errs []error
+	for _, s := range l.Servers {
+		list, err := adminJSONVia[api.Node](l, s, "nodes")
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		if nodes == nil {
+			nodes = list
+			continue
+		}
+		for _, n := range list {
+			for i := range nodes {
+				if nodes[i].Metadata.Name == n.Metadata.Name && n.Status.LastHeartbeat.After(nodes[i].Status.LastHeartbeat) {
+					nodes[i].Status.LastHeartbeat = n.Status.LastHeartbeat
+				}
+			}
+		}
+	}
+	if nodes == nil {
+		return nil, errors.Join(errs...)
+	}
+	return nodes, nil
+}
+
+// Bounds on what describe prints, so that a cluster of many nodes and
+// instances fails with a message of a few lines still.
+const (
+	describeNodes  = 12  // nodes listed, and nodes whose instances are
+	describeStates = 5   // distinct states of instances shown per node
+	describeNames  = 3   // instances named per state
+	describeText   = 120 // bytes of a message
+)
+
+// describe says what a wait for n healthy instances of owner off avoid
+// saw at its last look (list, when looked): the healthy ones per node;
+// the nodes (as listed after it, or why they could not be), each with
+// its condition and the age of its last heartbeat;
+// and every instance of owner by node, grouped by phase, health, reason
+// and message, a few of each named. Its size is bounded whatever the
+// cluster's.
+func describe(owner string, n int, avoid []string, list []api.Instance, looked bool, nodes []api.Node, nodesErr error, now time.Time) string {
+	var b strings.Builder
+	if looked {
+		healthy, all := healthyOf(list, owner)
+		off := map[string]int{}
+		count := 0
+		for _, in := range healthy {
+			if !slices.Contains(avoid, in.Spec.Node) {
+				off[in.Spec.Node]++
+				count++
+			}
+		}
+		fmt.Fprintf(&b, "last look: %d of the %d wanted healthy off %v (per node %v); %s has %d instances, %d of them healthy\n",
+			count, n, avoid, off, owner, all, len(healthy))
+	} else {
+		b.WriteString("last look: no list of the instances succeeded\n")
+	}
+	describeNodeList(&b, nodes, nodesErr, now)
+	if looked {
+		describeInstances(&b, owner, list)
+	}
+	return strings.TrimSuffix(b.String(), "\n")
+}
+
+// describeNodeList writes a line of the nodes for describe.
+func describeNodeList(b *strings.Builder, nodes []api.Node, err error, now time.Time) {
+	if err != nil {
+		fmt.Fprintf(b, "nodes: %v\n", err)
+		return
+	}
+	b.WriteString("nodes:")
+	for i, nd := range nodes {
+		if i == describeNodes {
+			fmt.Fprintf(b, " and %d more", len(nodes)-i)
+			break
+		}
+		fmt.Fprintf(b, " %s %s", nd.Metadata.Name, nd.Status.Condition)
+		if at := nd.Status.LastHeartbeat; !at.IsZero() {
+			fmt.Fprintf(b, " (beat %v ago)", now.Sub(at).Round(100*time.Millisecond))
+		}
+		if nd.Spec.Unschedulable {
+			b.WriteString(" cordoned")
+		}
+		if nd.Spec.Draining {
+			b.WriteString(" draining")
+		}
+		if m := nd.Status.Message; m != "" {
+			fmt.Fprintf(b, " %q", clip(m))
+		}
+		b.WriteString(";")
+	}
+	b.WriteString("\n")
+}
+
+// describeInstances writes, for describe, owner's instances in list by
+// node ("-" for those bound to none), grouped by state, the largest
+// groups first.
+func describeInstances(b *strings.Builder, owner string, list []api.Instance) {
+	type state struct{ phase, health, reason, msg string }
+	type group struct {
+		state
+		names []string
+		n     int
+	}
+	byNode := map[string][]*group{}
+	for _, in := range list {
+		if in.Spec.Owner.Name != owner {
+			continue
+		}
+		node := cmp.Or(in.Spec.Node, "-")
+		health := "unhealthy"
+		switch {
+		case in.Status.Healthy && in.Status.IP == "":
+			health = "healthy without an IP"
+		case in.Status.Healthy:
+			health = "healthy"
+		}
+		st := state{string(cmp.Or(in.Status.Phase, "-")), health, in.Status.Reason, clip(in.Status.Message)}
+		i := slices.IndexFunc(byNode[node], func(g *group) bool { return g.state == st })
+		if i < 0 {
+			byNode[node] = append(byNode[node], &group{state: st})
+			i = len(byNode[node]) - 1
+		}
+		g := byNode[node][i]
+		g.n++
+		if len(g.names) < describeNames {
+			g.names = append(g.names, in.Metadata.Name)
+		}
+	}
+	fmt.Fprintf(b, "instances of %s by node:", owner)
+	if len(byNode) == 0 {
+		b.WriteString(" none")
+	}
+	for i, node := range slices.Sorted(maps.Keys(byNode)) {
+		if i == describeNodes {
+			fmt.Fprintf(b, "\n  and %d more nodes", len(byNode)-i)
+			break
+		}
+		groups := byNode[node]
+		slices.SortStableFunc(groups, func(x, y *group) int { return y.n - x.n })
+		fmt.Fprintf(b, "\n  %s:", node)
+		for j, g := range groups {
+			if j == describeStates {
+				rest := 0
+				for _, g := range groups[j:] {
+					rest += g.n
+				}
+				fmt.Fprintf(b, " and %d more in %d other states;", rest, len(groups)-j)
+				break
+			}
+			fmt.Fprintf(b, " %d %s %s", g.n, g.phase, g.health)
+			if g.reason != "" {
+				fmt.Fprintf(b, " (%s)", g.reason)
+			}
+			if g.msg != "" {
+				fmt.Fprintf(b, " %q", g.msg)
+			}
+			fmt.Fprintf(b, " [%s", strings.Join(g.names, " "))
+			if g.n > len(g.names) {
+				b.WriteString(" ...")
+			}
+			b.WriteString("];")
+		}
+	}
+	b.WriteString("\n")
+}
+
+// clip cuts s to about describeText bytes, at a rune's start.
+func clip(s string) string {
+	if len(s) <= describeText {
+		return s
+	}
+	return strings.ToValidUTF8(s[:describeText], "") + "..."
 }
 
 // PerNode counts instances by node.
@@ -499,6 +706,9 @@ func (l *LAN) ctx() context.Context {
 	return context.Background()
 }
 
+// errTimedOut is what wait's error wraps when the time ran out.
+var errTimedOut = errors.New("timed out")
+
 // wait polls cond until it holds, returns an error, or timeout passes or
 // ctx ends.
 func wait(ctx context.Context, timeout time.Duration, what string, cond func() (bool, error)) error {
@@ -515,7 +725,7 @@ func wait(ctx context.Context, timeout time.Duration, what string, cond func() (
 			return nil
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("timed out after %v waiting for %s", timeout, what)
+			return fmt.Errorf("%w after %v waiting for %s", errTimedOut, timeout, what)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
