@@ -43,14 +43,7 @@ func TestDBPagesReleased(t *testing.T) {
 		}
 	}
 	path := s.etcd.Server.Cfg.BackendPath()
-	mapped := func() int64 {
-		t.Helper()
-		maps, err := fileMaps(path)
-		if err != nil || len(maps) != 1 {
-			t.Fatalf("maps of %s: %v, %v; want one", path, maps, err)
-		}
-		return maps[0].rss
-	}
+	mapped := func() int64 { return mappedOf(t, path) }
 	// Reads go through the map once the member has committed the writes
 	// to its file (every few seconds when alone).
 	deadline := time.Now().Add(time.Minute)
@@ -99,14 +92,7 @@ func TestDBPagesReleasedEveryInterval(t *testing.T) {
 		}
 	}
 	path := s.etcd.Server.Cfg.BackendPath()
-	mapped := func() int64 {
-		t.Helper()
-		maps, err := fileMaps(path)
-		if err != nil || len(maps) != 1 {
-			t.Fatalf("maps of %s: %v, %v; want one", path, maps, err)
-		}
-		return maps[0].rss
-	}
+	mapped := func() int64 { return mappedOf(t, path) }
 	deadline := time.Now().Add(time.Minute)
 	for mapped() < dbPagesMinMapped+8<<20 {
 		if time.Now().After(deadline) {
@@ -128,4 +114,15 @@ func TestDBPagesReleasedEveryInterval(t *testing.T) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+}
+
+// mappedOf is how many bytes of the file at path are mapped into this
+// process, in its one map of it.
+func mappedOf(t *testing.T, path string) int64 {
+	t.Helper()
+	maps, err := fileMaps(path)
+	if err != nil || len(maps) != 1 {
+		t.Fatalf("maps of %s: %v, %v; want one", path, maps, err)
+	}
+	return maps[0].rss
 }
