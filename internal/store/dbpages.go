@@ -1,8 +1,6 @@
 package store
 
 import (
-	"bufio"
-	"bytes"
 	"context"
 	"fmt"
 	"os"
@@ -26,13 +24,15 @@ const (
 	// dbPagesInterval is how often the mapped pages are looked at: a
 	// first apply of 300,000 instances maps about 50 MiB a second.
 	dbPagesInterval = 5 * time.Second
-	// dbPagesMinMapped is the least that is unmapped: below it, the
-	// pages a busy member reads all the time stay where they are.
-	dbPagesMinMapped = 32 << 20
+	// dbPagesMinMapped is the least of files mapped (the database, and
+	// the binary's own pages, about 25 MiB) at which the database's pages
+	// are unmapped: below it, the pages a busy member reads all the time
+	// stay where they are.
+	dbPagesMinMapped = 64 << 20
 )
 
 // releaseDBPagesEvery unmaps the database's pages every interval when
-// more than minMapped bytes of them are mapped, until ctx ends.
+// the process maps more than minMapped bytes of files, until ctx ends.
 func (s *Store) releaseDBPagesEvery(ctx context.Context, interval time.Duration, minMapped int64) {
 	t := time.NewTicker(interval)
 	defer t.Stop()
@@ -48,88 +48,95 @@ func (s *Store) releaseDBPagesEvery(ctx context.Context, interval time.Duration,
 			continue
 		}
 		if mapped >= minMapped {
-			s.log.Debug("etcd database pages unmapped", "mib", mapped>>20)
+			s.log.Debug("etcd database pages unmapped", "file_mapped_mib", mapped>>20)
 		}
 	}
 }
 
 // releaseDBPages unmaps the embedded member's database pages from the
-// process when more than minMapped bytes of them are resident, and says
-// how many were. MADV_DONTNEED on a shared map of a file drops the page
-// table entries only; the data stays in the file and the page cache.
-// The map must not move meanwhile: a read transaction held through it
-// keeps bbolt from unmapping or remapping the file (both wait for every
-// reader), and only a single map of the file is touched, so that none
-// being closed by a backend that etcd is replacing can be hit.
+// process when it has more than minMapped bytes of files resident (its
+// RssFile: the database, and the binary's own pages), and says how many
+// it had. It looks at the process's counters and list of maps only: the
+// per-map figures of /proc/self/smaps walk every page of the process,
+// 50 ms for a 4 GB heap. MADV_DONTNEED on a shared map of a file drops
+// the page table entries only; the data stays in the file and the page
+// cache. The map must not move meanwhile: a read transaction held
+// through it keeps bbolt from unmapping or remapping the file (both wait
+// for every reader), and only a single map of the file is touched, so
+// that none being closed by a backend that etcd is replacing can be hit.
 func (s *Store) releaseDBPages(minMapped int64) (int64, error) {
 	if s.etcd == nil {
 		return 0, nil
+	}
+	mapped, err := fileResident()
+	if err != nil || mapped < minMapped {
+		return mapped, err
 	}
 	be := s.etcd.Server.Backend()
 	tx := be.ConcurrentReadTx()
 	tx.RLock()
 	defer tx.RUnlock()
 	if s.etcd.Server.Backend() != be {
-		return 0, nil // replaced meanwhile: the next look finds the new one
+		return mapped, nil // replaced meanwhile: the next look finds the new one
 	}
 	path := s.etcd.Server.Cfg.BackendPath()
 	maps, err := fileMaps(path)
 	if err != nil || len(maps) != 1 {
-		return 0, err
+		return mapped, err
 	}
 	m := maps[0]
-	if m.rss < minMapped {
-		return m.rss, nil
-	}
 	if _, _, errno := unix.Syscall(unix.SYS_MADVISE, m.start, m.end-m.start, unix.MADV_DONTNEED); errno != 0 {
-		return m.rss, fmt.Errorf("unmap the pages of %s: %w", path, errno)
+		return mapped, fmt.Errorf("unmap the pages of %s: %w", path, errno)
 	}
-	return m.rss, nil
+	return mapped, nil
 }
 
-// fileMap is one map of a file into this process, and its resident bytes.
-type fileMap struct {
-	start, end uintptr
-	rss        int64
+// fileResident is the bytes of files this process has resident, its
+// RssFile.
+func fileResident() (int64, error) {
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return 0, fmt.Errorf("resident memory: %w", err)
+	}
+	for line := range strings.SplitSeq(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "RssFile:"); ok {
+			f := strings.Fields(v)
+			if len(f) != 2 || f[1] != "kB" {
+				return 0, fmt.Errorf("resident memory: unreadable %q", line)
+			}
+			kb, err := strconv.ParseInt(f[0], 10, 64)
+			if err != nil {
+				return 0, fmt.Errorf("resident memory: unreadable %q: %w", line, err)
+			}
+			return kb << 10, nil
+		}
+	}
+	return 0, fmt.Errorf("resident memory: no RssFile in /proc/self/status")
 }
+
+// fileMap is one map of a file into this process.
+type fileMap struct{ start, end uintptr }
 
 // fileMaps lists this process's maps of the file at path, from
-// /proc/self/smaps.
+// /proc/self/maps.
 func fileMaps(path string) ([]fileMap, error) {
-	b, err := os.ReadFile("/proc/self/smaps")
+	b, err := os.ReadFile("/proc/self/maps")
 	if err != nil {
 		return nil, fmt.Errorf("maps of %s: %w", path, err)
 	}
 	var out []fileMap
-	in := false // within the entry of a map of path
-	sc := bufio.NewScanner(bytes.NewReader(b))
-	for sc.Scan() {
-		line := sc.Text()
-		f := strings.Fields(line)
-		if len(f) == 0 {
+	for line := range strings.SplitSeq(string(b), "\n") {
+		// range perms offset dev inode path
+		if len(strings.Fields(line)) < 6 || !strings.HasSuffix(line, " "+path) {
 			continue
 		}
-		if !strings.HasSuffix(f[0], ":") { // an entry's first line: range perms offset dev inode path
-			in = len(f) >= 6 && strings.HasSuffix(line, " "+path)
-			if !in {
-				continue
-			}
-			lo, hi, ok := strings.Cut(f[0], "-")
-			start, err1 := strconv.ParseUint(lo, 16, 64)
-			end, err2 := strconv.ParseUint(hi, 16, 64)
-			if !ok || err1 != nil || err2 != nil {
-				return nil, fmt.Errorf("maps of %s: unreadable range %q", path, f[0])
-			}
-			out = append(out, fileMap{start: uintptr(start), end: uintptr(end)})
-			continue
+		lo, hi, ok := strings.Cut(strings.Fields(line)[0], "-")
+		start, err1 := strconv.ParseUint(lo, 16, 64)
+		end, err2 := strconv.ParseUint(hi, 16, 64)
+		if !ok || err1 != nil || err2 != nil {
+			return nil, fmt.Errorf("maps of %s: unreadable %q", path, line)
 		}
-		if in && f[0] == "Rss:" && len(f) >= 2 {
-			kb, err := strconv.ParseInt(f[1], 10, 64)
-			if err != nil {
-				return nil, fmt.Errorf("maps of %s: unreadable %q", path, line)
-			}
-			out[len(out)-1].rss = kb << 10
-		}
+		out = append(out, fileMap{start: uintptr(start), end: uintptr(end)})
 	}
-	return out, sc.Err()
+	return out, nil
 }
