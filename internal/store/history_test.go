@@ -88,6 +88,41 @@ func TestHistoryBudgetFollowsLiveData(t *testing.T) {
 	}
 }
 
+// More keys deleted since the last compaction than are live, and at
+// least the floor, compact early to the sample before the latest,
+// whatever their bytes: etcd's index keeps each deleted key until then.
+func TestHistoryCompactedOverDeletedKeys(t *testing.T) {
+	h := &history{retention: 5 * time.Minute, floor: 256 << 20, delFloor: 1000}
+	t0 := time.Now()
+	at := func(sec int, rev int64, dels, keys float64) compaction {
+		h.add(historySample{at: t0.Add(time.Duration(sec) * time.Second), rev: rev, bytes: 1 << 20, puts: 1, dels: dels})
+		return h.target(keys)
+	}
+	at(0, 100, 0, 10)
+	if c := at(30, 200, 900, 10); c.rev != 0 || c.deleted != 900 {
+		t.Fatalf("900 keys deleted, 10 live: %+v, want none under the floor of 1,000", c)
+	}
+	if c := at(60, 300, 4000, 5000); c.rev != 0 {
+		t.Fatalf("4,000 keys deleted, 5,000 live: %+v, want no compaction", c)
+	}
+	c := at(90, 400, 6000, 5000)
+	if c.rev != 300 || !c.early || c.deleted != 6000 {
+		t.Fatalf("6,000 keys deleted, 5,000 live: %+v, want to revision 300 (the sample before), early", c)
+	}
+	// Those deleted after revision 300 are still kept, and count.
+	h.compactedTo(c.rev, t0.Add(90*time.Second))
+	if c := at(120, 500, 6500, 100); c.rev != 400 || c.deleted != 2500 {
+		t.Fatalf("2,500 keys deleted since revision 300, 100 live: %+v, want to revision 400", c)
+	}
+	h.compactedTo(400, t0.Add(120*time.Second))
+	if c := at(150, 600, 6600, 100); c.rev != 0 {
+		t.Fatalf("600 keys deleted since revision 400: %+v, want none", c)
+	}
+	if c := at(180, 700, 8000, 100); c.rev != 600 || !c.early {
+		t.Fatalf("2,000 keys deleted since revision 400, 100 live: %+v, want to revision 600", c)
+	}
+}
+
 // Another member's compaction (a former leader's) counts as this one's:
 // the history kept counts from there, and the next compaction by time
 // comes a retention later.
@@ -229,6 +264,44 @@ func TestHistoryKeptUnderBudget(t *testing.T) {
 	if st := s.History(); st.Bytes < 4<<20 || st.Early != 0 {
 		t.Errorf("history %+v after 4 MiB written within the budget, want at least 4 MiB kept, no early compaction", st)
 	}
+}
+
+// Keys deleted beyond those live are compacted long before the
+// retention (an hour), whatever the budget of bytes, and the live keys
+// are intact.
+func TestHistoryCompactedOverDeletedKeysOnEtcd(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	s, err := Open(ctx, Config{DataDir: t.TempDir(), CompactionRetention: time.Hour,
+		CompactionBudget: 1 << 30, compactInterval: 100 * time.Millisecond, deletedFloor: 100})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	c := s.Client()
+	for i := range 20 {
+		if _, err := c.Put(ctx, fmt.Sprintf("/berth/histlive/%d", i), "live"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	first := putRound(ctx, t, c, 0, 300, 16)
+	for i := range 300 {
+		if _, err := c.Delete(ctx, fmt.Sprintf("/berth/histtest/%d", i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, "the revision before 300 deletes compacted", func() bool {
+		_, err := c.Get(ctx, "/berth/histtest/0", clientv3.WithRev(first))
+		return errors.Is(err, rpctypes.ErrCompacted) || rpctypes.Error(err) == rpctypes.ErrCompacted
+	})
+	r, err := c.Get(ctx, "/berth/histlive/", clientv3.WithPrefix())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(r.Kvs) != 20 {
+		t.Fatalf("%d live keys after the compaction, want 20", len(r.Kvs))
+	}
+	waitFor(t, "the early compaction counted", func() bool { return s.History().Early > 0 })
 }
 
 // In a cluster the leader alone compacts; the others count the same

@@ -92,6 +92,10 @@ func (s *Store) defragIfFree(ctx context.Context, minFree int64) (bool, error) {
 // History an embedded cluster keeps).
 const liveRewrites = 2
 
+// deletedFloor is the fewest deleted keys that make a compaction early
+// (see History an embedded cluster keeps): about 20 MiB of etcd's index.
+const deletedFloor = 1 << 16
+
 // History an embedded cluster keeps. etcd's own periodic compactor keeps
 // a time's worth of revisions whatever they weigh: at 300,000 instances
 // a scale to zero and back within its five minutes kept every revision
@@ -113,6 +117,16 @@ const liveRewrites = 2
 // sampling interval is always kept. A watcher that falls behind what is kept gets etcd's
 // compacted error and lists again, as after a five-minute compaction.
 //
+// Deleted keys also make a compaction early, whatever their bytes: etcd
+// keeps each in its index, in the heap (its key, its revisions and a
+// tombstone, about 300 B), until a compaction passes its deletion. A
+// scale of 300,000 instances to zero left 600,000 of them (each
+// instance's key and its assignment's), 95 MiB of tombstones alone, and
+// the Go heap's limit grows by twice what is live. Once more keys were
+// deleted since the last compaction than are live (and at least
+// deletedFloor), the history is compacted to the sample before the
+// latest, an interval ago.
+//
 // The weight is etcd's own count of the bytes put (exact, and the same
 // on every member) rather than the database's size in use, which a
 // compaction in progress or a defragmentation moves both ways. Each
@@ -129,6 +143,7 @@ type historySample struct {
 	at          time.Time
 	rev         int64
 	bytes, puts float64
+	dels        float64 // keys deleted
 }
 
 // history decides the compactions from the samples: pure, the time is
@@ -136,6 +151,8 @@ type historySample struct {
 type history struct {
 	retention time.Duration
 	floor     float64
+	// delFloor is the fewest deleted keys that compact early.
+	delFloor float64
 	// samples are oldest first, all after base.
 	samples []historySample
 	// base is the sample of the revision compacted to last, or the first
@@ -154,8 +171,8 @@ type compaction struct {
 	// retention asks.
 	early bool
 	// kept is the history's bytes before the compaction, budget the most
-	// that may be kept.
-	kept, budget float64
+	// that may be kept; deleted the keys deleted in it.
+	kept, budget, deleted float64
 }
 
 func (h *history) add(s historySample) {
@@ -195,7 +212,7 @@ func (h *history) target(keys float64) compaction {
 		return compaction{}
 	}
 	cur := h.samples[n-1]
-	c := compaction{kept: cur.bytes - h.base.bytes, budget: h.budget(keys)}
+	c := compaction{kept: cur.bytes - h.base.bytes, budget: h.budget(keys), deleted: cur.dels - h.base.dels}
 	var byTime, bySize int64
 	if cur.at.Sub(h.last) >= h.retention {
 		for _, s := range h.samples {
@@ -215,9 +232,12 @@ func (h *history) target(keys float64) compaction {
 			}
 		}
 	}
+	if c.deleted > max(h.delFloor, keys) && n >= 2 {
+		bySize = max(bySize, h.samples[n-2].rev)
+	}
 	c.rev, c.early = max(byTime, bySize), bySize > byTime
 	if c.rev <= h.compacted {
-		return compaction{kept: c.kept, budget: c.budget}
+		return compaction{kept: c.kept, budget: c.budget, deleted: c.deleted}
 	}
 	return c
 }
@@ -240,8 +260,11 @@ type HistoryStats struct {
 	// Bytes is the history written since the last compaction (keys and
 	// values), Budget the most kept before the retention has passed.
 	Bytes, Budget int64
-	// Early counts the compactions the budget made before the retention.
+	// Early counts the compactions the budget or the deleted keys made
+	// before the retention.
 	Early int64
+	// Deleted is the keys deleted since the last compaction.
+	Deleted int64
 }
 
 // historyStats is the latest HistoryStats, shared with the metrics.
@@ -266,8 +289,8 @@ func (s *Store) History() HistoryStats {
 // them (its CompactionBatchLimit and CompactionSleepInterval defaults),
 // so writes go on meanwhile; the compaction is not waited for, as etcd's
 // compactor does not.
-func (s *Store) compactHistory(ctx context.Context, interval, retention time.Duration, floor int64) {
-	h := &history{retention: retention, floor: float64(floor)}
+func (s *Store) compactHistory(ctx context.Context, interval, retention time.Duration, floor, delFloor int64) {
+	h := &history{retention: retention, floor: float64(floor), delFloor: float64(delFloor)}
 	warned := false
 	for {
 		select {
@@ -293,6 +316,7 @@ func (s *Store) compactHistory(ctx context.Context, interval, retention time.Dur
 		}
 		s.hist.mu.Lock()
 		s.hist.st.Bytes, s.hist.st.Budget = int64(sm.bytes-h.base.bytes), int64(h.budget(keys))
+		s.hist.st.Deleted = int64(sm.dels - h.base.dels)
 		s.hist.samples++
 		s.hist.mu.Unlock()
 	}
@@ -316,7 +340,7 @@ func (s *Store) compactTo(ctx context.Context, h *history, c compaction) {
 		s.hist.st.Early++
 		s.hist.mu.Unlock()
 		s.log.Info("etcd history compacted before its retention", "revision", c.rev,
-			"history_mib", int64(c.kept)>>20, "budget_mib", int64(c.budget)>>20)
+			"history_mib", int64(c.kept)>>20, "budget_mib", int64(c.budget)>>20, "deleted_keys", int64(c.deleted))
 	}
 }
 
@@ -325,6 +349,7 @@ func (s *Store) compactTo(ctx context.Context, h *history, c compaction) {
 const (
 	etcdPutBytes = "etcd_debugging_mvcc_total_put_size_in_bytes"
 	etcdPuts     = "etcd_mvcc_put_total"
+	etcdDeletes  = "etcd_mvcc_delete_total"
 	etcdKeys     = "etcd_debugging_mvcc_keys_total"
 )
 
@@ -356,12 +381,14 @@ func (s *Store) sampleHistory() (sm historySample, keys float64, compacted int64
 			sm.bytes, found = m.GetGauge().GetValue(), found+1
 		case etcdPuts:
 			sm.puts, found = m.GetCounter().GetValue(), found+1
+		case etcdDeletes:
+			sm.dels, found = m.GetCounter().GetValue(), found+1
 		case etcdKeys:
 			keys, found = m.GetGauge().GetValue(), found+1
 		}
 	}
-	if found != 3 {
-		return sm, 0, compacted, fmt.Errorf("etcd's metrics: %s, %s or %s missing", etcdPutBytes, etcdPuts, etcdKeys)
+	if found != 4 {
+		return sm, 0, compacted, fmt.Errorf("etcd's metrics: %s, %s, %s or %s missing", etcdPutBytes, etcdPuts, etcdDeletes, etcdKeys)
 	}
 	return sm, keys, compacted, nil
 }

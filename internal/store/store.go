@@ -95,6 +95,8 @@ type Config struct {
 	// compactInterval is how often the history is sampled and compacted:
 	// a tenth of CompactionRetention when zero (tests set it).
 	compactInterval time.Duration
+	// deletedFloor is the fewest deleted keys that compact early (tests).
+	deletedFloor int64
 	// dbPagesInterval is how often the database's mapped pages are
 	// looked at (releaseDBPagesEvery); dbPagesInterval when zero.
 	dbPagesInterval time.Duration
@@ -249,7 +251,7 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	retention := cmp.Or(cfg.CompactionRetention, compactionRetention)
 	var wg sync.WaitGroup
 	wg.Go(func() {
-		s.compactHistory(mctx, cmp.Or(cfg.compactInterval, retention/10), retention, cmp.Or(cfg.CompactionBudget, compactionBudget))
+		s.compactHistory(mctx, cmp.Or(cfg.compactInterval, retention/10), retention, cmp.Or(cfg.CompactionBudget, compactionBudget), cmp.Or(cfg.deletedFloor, deletedFloor))
 	})
 	wg.Go(func() {
 		s.maintain(mctx, cmp.Or(cfg.DefragInterval, defragInterval), cmp.Or(cfg.DefragMinFree, defragMinFree))
