@@ -147,3 +147,55 @@ func TestNodesPassOverLentSnapshotsSeesOneStop(t *testing.T) {
 		t.Errorf("n2 without its lease is %q, want NotReady", n2.Status.Condition)
 	}
 }
+
+// Once a pass found every node as its lease says, the next passes leave
+// the nodes alone until the cache's nodes or leases change: handed the
+// cache's snapshot at the same generations, nodesPass does not look at
+// the leases it is given; once the cache learns that n1's lease went, a
+// pass marks it NotReady.
+func TestNodesPassSkipsSettledNodes(t *testing.T) {
+	s := OpenTestStore(t)
+	ctx := context.Background()
+	if err := s.Create(ctx, &api.Node{Metadata: api.Metadata{Name: "n1"}, Status: api.NodeStatus{Condition: api.NodeReady}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.KeepNodeAlive(ctx, "n1", 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	m := NewManager(s, Options{Logger: slog.New(slog.DiscardHandler), StartGrace: -1})
+	m.cache = newCache(s)
+	if _, err := m.cache.fill(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Pass(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if m.nodesAt == [2]int64{} {
+		t.Fatal("a pass over one node beating and Ready left the nodes unsettled")
+	}
+	condition := func() api.NodeCondition {
+		t.Helper()
+		n, err := store.Get[api.Node](ctx, s, "", "n1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return n.Status.Condition
+	}
+	sn, _ := m.cache.snapshot()
+	if err := m.nodesPass(ctx, sn, map[string]bool{}); err != nil {
+		t.Fatal(err)
+	}
+	if c := condition(); c != api.NodeReady {
+		t.Fatalf("n1 after a pass of the same generations is %q, want it left Ready", c)
+	}
+	if err := s.ExpireNode(ctx, "n1"); err != nil {
+		t.Fatal(err)
+	}
+	m.cache.apply(store.ChangeBatch{Revision: s.LastWrite(), Changes: []store.Change{{Type: store.Deleted, Lease: "n1"}}})
+	if err := m.Pass(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if c := condition(); c != api.NodeNotReady {
+		t.Errorf("n1 without its lease, once the cache knows, after a pass is %q, want NotReady", c)
+	}
+}

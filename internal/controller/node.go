@@ -24,6 +24,11 @@ type NodeResult struct {
 	Lost []string
 }
 
+// empty says r asks for nothing.
+func (r NodeResult) empty() bool {
+	return len(r.MarkReady) == 0 && len(r.MarkNotReady) == 0 && len(r.Lost) == 0
+}
+
 // ComputeNodes marks nodes whose lease lapsed NotReady and, once they have
 // stayed so for grace, their instances Lost so that controllers replace
 // them elsewhere. With no grace both happen at once: the lease's TTL was

@@ -24,10 +24,19 @@ import (
 // once, and the second only once it has been without a lease for the
 // start grace: a manager that just took over cannot tell how long it has.
 //
-// Every pass looks at every node, even with nothing changed: a node
-// without its lease is given up when its start grace ends, on the clock,
-// with no change to announce it.
+// A pass looks at every node while any node without its lease has
+// instances, or has not had its start grace: such a node is given up on
+// the clock, with no change to announce it. Once a pass found every node
+// as its lease says and none of them to wait for, the next passes skip
+// the nodes until the cache's nodes or leases change: at 15,000 nodes
+// the look took a tenth of a core of a settled server whose services
+// were applied a few times a second.
 func (m *Manager) nodesPass(ctx context.Context, sn *snapshot, live map[string]bool) error {
+	if m.nodesSettled(sn) {
+		return nil
+	}
+	at, dueWas := [2]int64{sn.nodeGen, sn.liveGen}, m.due
+	m.nodesAt = [2]int64{}
 	now := m.opt.Clock()
 	onDead := sn.deadNodes(live)
 	states := make([]NodeState, 0, len(sn.nodes))
@@ -63,11 +72,7 @@ func (m *Manager) nodesPass(ctx context.Context, sn *snapshot, live map[string]b
 	if waiting > 0 {
 		m.log.Debug("not marking instances lost yet: their nodes' leases went with a server's, and they have not had a heartbeat TTL to come back", "instances", waiting)
 	}
-	for name := range m.unexplained {
-		if _, ok := index[name]; !ok {
-			delete(m.unexplained, name) // removed
-		}
-	}
+	m.forgetRemoved(index)
 	res := ComputeNodes(states, now, m.opt.LostGrace)
 	m.dueLost(states, now)
 	var errs []error
@@ -100,7 +105,28 @@ func (m *Manager) nodesPass(ctx context.Context, sn *snapshot, live map[string]b
 		set(name, api.NodeNotReady, "its heartbeat lease expired")
 	}
 	errs = append(errs, m.markLost(ctx, sn, index, onDead, res.Lost))
-	return errors.Join(errs...)
+	err := errors.Join(errs...)
+	if err == nil && len(onDead) == 0 && m.due.Equal(dueWas) && res.empty() {
+		m.nodesAt = at
+	}
+	return err
+}
+
+// forgetRemoved forgets the nodes no longer in index.
+func (m *Manager) forgetRemoved(index map[string]int) {
+	for name := range m.unexplained {
+		if _, ok := index[name]; !ok {
+			delete(m.unexplained, name)
+		}
+	}
+}
+
+// nodesSettled says a pass found the nodes of sn as their leases say,
+// none to wait for, with the same nodes and leases: sn's from the cache,
+// at the same generations, and still no instance on a node without its
+// lease.
+func (m *Manager) nodesSettled(sn *snapshot) bool {
+	return sn.nodeGen != 0 && [2]int64{sn.nodeGen, sn.liveGen} == m.nodesAt && sn.onDead != nil && len(sn.onDead) == 0
 }
 
 // logNodes says in the log, a few named, which nodes a pass marks Ready

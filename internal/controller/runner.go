@@ -43,6 +43,9 @@ type Manager struct {
 	// looked at every service.
 	settled  map[ownerID]int64
 	lastFull time.Time
+	// nodesAt is the snapshot's nodeGen and liveGen at which a pass
+	// found every node settled (see nodesPass); zero when none did.
+	nodesAt [2]int64
 	// noDrains is the snapshot.nodeGen at which no node was draining.
 	noDrains int64
 	// subnetsDone is the snapshot.nodeGen at which every node was found
