@@ -763,7 +763,8 @@ func phase(name string, t0 time.Time, n int, what string, s *sampler, p *probe) 
 		name, d.Seconds(), float64(n)/d.Seconds(), what, count, p50, p99, lag, s.rss()>>20, s.cpuSince(t0), s.cpuSecondsSince(t0), s.dbSize()>>20)
 	fmt.Printf("%-40s etcd writes %.0f/s, %s, %s | live fleet RSS %d MiB, CPU %.2f cores (%.1f s) | applies retried %d, probe writes failed %d\n", "", p.writeRate(), p.watches(), p.events(),
 		fleetSampler.rss()>>20, fleetSampler.cpuSince(t0), fleetSampler.cpuSecondsSince(t0), applyRetries.Swap(0), p.failed.Swap(0))
-	fmt.Printf("%-40s server RSS %s | %s\n", "", s.rssParts(), p.goMemory())
+	pk := s.peakSince(t0)
+	fmt.Printf("%-40s server RSS %s, the phase's peak %d MiB (anon %d, file %d) | %s\n", "", s.rssParts(), pk.rss>>20, pk.anon>>20, pk.file>>20, p.goMemory())
 	if slow != "" {
 		fmt.Printf("%-40s %s\n", "", slow)
 	}
@@ -1273,6 +1274,19 @@ func (s *sampler) status() map[string]int64 {
 		}
 	}
 	return kb
+}
+
+// peakSince is the sample of the highest RSS since t0.
+func (s *sampler) peakSince(t0 time.Time) sample {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var pk sample
+	for i := len(s.samples) - 1; i >= 0 && !s.samples[i].at.Before(t0); i-- {
+		if s.samples[i].rss > pk.rss {
+			pk = s.samples[i]
+		}
+	}
+	return pk
 }
 
 func (s *sampler) peakRSS() int64 {
