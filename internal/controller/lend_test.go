@@ -199,3 +199,67 @@ func TestNodesPassSkipsSettledNodes(t *testing.T) {
 		t.Errorf("n1 without its lease, once the cache knows, after a pass is %q, want NotReady", c)
 	}
 }
+
+// Nodes that stop together are marked NotReady in one transaction, not
+// one write each, and each still gets its event.
+func TestNodesLostTogetherMarkedInOneWrite(t *testing.T) {
+	s := OpenTestStore(t)
+	ctx := context.Background()
+	const n = 40
+	for i := range n {
+		name := fmt.Sprintf("n%02d", i)
+		if err := s.Create(ctx, &api.Node{Metadata: api.Metadata{Name: name}, Status: api.NodeStatus{Condition: api.NodeReady}}); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.KeepNodeAlive(ctx, name, 10*time.Second); err != nil {
+			t.Fatal(err)
+		}
+	}
+	m := NewManager(s, Options{Logger: slog.New(slog.DiscardHandler), StartGrace: -1})
+	m.cache = newCache(s)
+	if _, err := m.cache.fill(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Pass(ctx); err != nil {
+		t.Fatal(err)
+	}
+	var gone []store.Change
+	for i := range n {
+		name := fmt.Sprintf("n%02d", i)
+		if err := s.ExpireNode(ctx, name); err != nil {
+			t.Fatal(err)
+		}
+		gone = append(gone, store.Change{Type: store.Deleted, Lease: name})
+	}
+	m.cache.apply(store.ChangeBatch{Revision: s.LastWrite(), Changes: gone})
+	if err := m.Pass(ctx); err != nil {
+		t.Fatal(err)
+	}
+	nodes, _, err := store.List[api.Node](ctx, s, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	revs := map[int64]int{}
+	for _, nd := range nodes {
+		if nd.Status.Condition != api.NodeNotReady {
+			t.Errorf("%s without its lease is %q, want NotReady", nd.Metadata.Name, nd.Status.Condition)
+		}
+		revs[nd.Metadata.Revision]++
+	}
+	if len(revs) != 1 {
+		t.Errorf("%d nodes marked NotReady at %d revisions (%v), want one transaction", n, len(revs), revs)
+	}
+	evs, _, err := store.List[api.Event](ctx, s, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	notReady := 0
+	for _, ev := range evs {
+		if ev.Reason == "NodeNotReady" {
+			notReady++
+		}
+	}
+	if notReady != n {
+		t.Errorf("%d NodeNotReady events, want %d", notReady, n)
+	}
+}

@@ -256,28 +256,33 @@ func (m *Manager) createOwned(ctx context.Context, f newInstances, waits map[*ap
 // eventsPerOwner bounds the per-instance events of one owner in one pass.
 const eventsPerOwner = 10
 
-// updateInstanceStatuses writes the instances' statuses, each naming the
-// revision it was read at, as many to a transaction as etcd takes, and
-// returns those written. A batch that fails (one changed meanwhile: its
-// agent wrote, it was deleted) goes one by one, so that the rest still
-// land; one that changed is left out, not an error.
+// updateInstanceStatuses writes the instances' statuses (updateStatuses).
 func (m *Manager) updateInstanceStatuses(ctx context.Context, insts []*api.Instance) ([]*api.Instance, error) {
+	return updateStatuses(ctx, m, insts, jsonSize)
+}
+
+// updateStatuses writes the objects' statuses, each naming the revision
+// it was read at, as many to a transaction as etcd takes, and returns
+// those written. A batch that fails (one changed meanwhile: its agent
+// wrote, it was deleted) goes one by one, so that the rest still land;
+// one that changed is left out, not an error.
+func updateStatuses[T api.Object](ctx context.Context, m *Manager, objs []T, size func(T) int) ([]T, error) {
 	var errs []error
-	var done []*api.Instance
-	for _, batch := range batches(insts, m.s.BindBatch(), jsonSize) {
+	var done []T
+	for _, batch := range batches(objs, m.s.BindBatch(), size) {
 		t := m.s.Txn()
-		for _, in := range batch {
-			t.UpdateStatus(in, in.Metadata.Revision)
+		for _, obj := range batch {
+			t.UpdateStatus(obj, obj.GetMetadata().Revision)
 		}
 		if len(batch) > 1 && t.Commit(ctx) == nil {
 			done = append(done, batch...)
 			continue
 		}
-		for _, in := range batch {
-			err := m.s.UpdateStatus(ctx, in, in.Metadata.Revision)
+		for _, obj := range batch {
+			err := m.s.UpdateStatus(ctx, obj, obj.GetMetadata().Revision)
 			switch {
 			case err == nil:
-				done = append(done, in)
+				done = append(done, obj)
 			case !errdefs.IsConflict(err) && !errdefs.IsNotFound(err):
 				errs = append(errs, err)
 			}
