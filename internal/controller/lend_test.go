@@ -115,22 +115,7 @@ func TestSnapshotsKeepWhatTheCacheLent(t *testing.T) {
 func TestNodesPassOverLentSnapshotsSeesOneStop(t *testing.T) {
 	s := OpenTestStore(t)
 	ctx := context.Background()
-	for _, n := range []string{"n1", "n2"} {
-		if err := s.Create(ctx, &api.Node{Metadata: api.Metadata{Name: n}, Status: api.NodeStatus{Condition: api.NodeReady}}); err != nil {
-			t.Fatal(err)
-		}
-		if err := s.KeepNodeAlive(ctx, n, 10*time.Second); err != nil {
-			t.Fatal(err)
-		}
-	}
-	m := NewManager(s, Options{Logger: slog.New(slog.DiscardHandler), StartGrace: -1})
-	m.cache = newCache(s)
-	if _, err := m.cache.fill(ctx); err != nil {
-		t.Fatal(err)
-	}
-	if err := m.Pass(ctx); err != nil {
-		t.Fatal(err)
-	}
+	m := beatingNodes(t, s, "n1", "n2")
 	if err := s.ExpireNode(ctx, "n2"); err != nil {
 		t.Fatal(err)
 	}
@@ -156,20 +141,7 @@ func TestNodesPassOverLentSnapshotsSeesOneStop(t *testing.T) {
 func TestNodesPassSkipsSettledNodes(t *testing.T) {
 	s := OpenTestStore(t)
 	ctx := context.Background()
-	if err := s.Create(ctx, &api.Node{Metadata: api.Metadata{Name: "n1"}, Status: api.NodeStatus{Condition: api.NodeReady}}); err != nil {
-		t.Fatal(err)
-	}
-	if err := s.KeepNodeAlive(ctx, "n1", 10*time.Second); err != nil {
-		t.Fatal(err)
-	}
-	m := NewManager(s, Options{Logger: slog.New(slog.DiscardHandler), StartGrace: -1})
-	m.cache = newCache(s)
-	if _, err := m.cache.fill(ctx); err != nil {
-		t.Fatal(err)
-	}
-	if err := m.Pass(ctx); err != nil {
-		t.Fatal(err)
-	}
+	m := beatingNodes(t, s, "n1")
 	if m.nodesAt == [2]int64{} {
 		t.Fatal("a pass over one node beating and Ready left the nodes unsettled")
 	}
@@ -206,26 +178,13 @@ func TestNodesLostTogetherMarkedInOneWrite(t *testing.T) {
 	s := OpenTestStore(t)
 	ctx := context.Background()
 	const n = 40
+	var names []string
 	for i := range n {
-		name := fmt.Sprintf("n%02d", i)
-		if err := s.Create(ctx, &api.Node{Metadata: api.Metadata{Name: name}, Status: api.NodeStatus{Condition: api.NodeReady}}); err != nil {
-			t.Fatal(err)
-		}
-		if err := s.KeepNodeAlive(ctx, name, 10*time.Second); err != nil {
-			t.Fatal(err)
-		}
+		names = append(names, fmt.Sprintf("n%02d", i))
 	}
-	m := NewManager(s, Options{Logger: slog.New(slog.DiscardHandler), StartGrace: -1})
-	m.cache = newCache(s)
-	if _, err := m.cache.fill(ctx); err != nil {
-		t.Fatal(err)
-	}
-	if err := m.Pass(ctx); err != nil {
-		t.Fatal(err)
-	}
+	m := beatingNodes(t, s, names...)
 	var gone []store.Change
-	for i := range n {
-		name := fmt.Sprintf("n%02d", i)
+	for _, name := range names {
 		if err := s.ExpireNode(ctx, name); err != nil {
 			t.Fatal(err)
 		}
@@ -262,4 +221,28 @@ func TestNodesLostTogetherMarkedInOneWrite(t *testing.T) {
 	if notReady != n {
 		t.Errorf("%d NodeNotReady events, want %d", notReady, n)
 	}
+}
+
+// beatingNodes stores the nodes named, Ready and beating, and returns a
+// manager over a cache of them after its first pass.
+func beatingNodes(t *testing.T, s *store.Store, names ...string) *Manager {
+	t.Helper()
+	ctx := context.Background()
+	for _, n := range names {
+		if err := s.Create(ctx, &api.Node{Metadata: api.Metadata{Name: n}, Status: api.NodeStatus{Condition: api.NodeReady}}); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.KeepNodeAlive(ctx, n, 10*time.Second); err != nil {
+			t.Fatal(err)
+		}
+	}
+	m := NewManager(s, Options{Logger: slog.New(slog.DiscardHandler), StartGrace: -1})
+	m.cache = newCache(s)
+	if _, err := m.cache.fill(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Pass(ctx); err != nil {
+		t.Fatal(err)
+	}
+	return m
 }
