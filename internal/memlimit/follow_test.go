@@ -17,9 +17,9 @@ import (
 // ceiling.
 func TestAutoLimit(t *testing.T) {
 	const mib = 1 << 20
-	s := sample{Live: 1000 * mib, Stacks: 100 * mib, Globals: 10 * mib, NonHeap: 300 * mib}
-	// Headroom 1: the goal of GOGC=100, 1000 + 1110 MiB.
-	want := int64(2110*mib*(1+autoMargin)) + 300*mib + autoSlack
+	s := sample{Live: 500 * mib, Stacks: 100 * mib, Globals: 10 * mib, NonHeap: 300 * mib}
+	// Headroom 1: the goal of GOGC=100, 500 + 610 MiB.
+	want := int64(1110*mib*(1+autoMargin)) + 300*mib + autoSlack
 	if got := autoLimit(s, 1, Minimum, 16<<30); got != want {
 		t.Errorf("autoLimit(%+v, 1) = %d MiB, want %d MiB", s, got>>20, want>>20)
 	}
@@ -29,8 +29,14 @@ func TestAutoLimit(t *testing.T) {
 	if half >= want || half <= s.Live+s.NonHeap {
 		t.Errorf("autoLimit(%+v, 0.5) = %d MiB, want between %d and %d MiB", s, half>>20, (s.Live+s.NonHeap)>>20, want>>20)
 	}
-	if got := autoLimit(s, 1, Minimum, 2<<30); got != 2<<30 {
-		t.Errorf("autoLimit under a 2 GiB ceiling = %d MiB, want the ceiling", got>>20)
+	if got := autoLimit(s, 1, Minimum, 1<<30); got != 1<<30 {
+		t.Errorf("autoLimit under a 1 GiB ceiling = %d MiB, want the ceiling", got>>20)
+	}
+	// A heap of 3 GiB grows by 1 GiB, not its size.
+	big := sample{Live: 3072 * mib, Stacks: 300 * mib, NonHeap: 400 * mib}
+	goal := float64(big.Live + maxGrowth)
+	if got, want := autoLimit(big, 1, Minimum, 16<<30), int64(goal*(1+autoMargin))+400*mib+autoSlack; got != want {
+		t.Errorf("autoLimit(%+v, 1) = %d MiB, want %d MiB: the heap grown by maxGrowth", big, got>>20, want>>20)
 	}
 	if got := autoLimit(sample{Live: mib}, 1, Minimum, 16<<30); got != Minimum {
 		t.Errorf("autoLimit for a 1 MiB heap = %d MiB, want the floor", got>>20)
