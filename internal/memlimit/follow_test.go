@@ -32,7 +32,7 @@ func TestAutoLimit(t *testing.T) {
 	if got := autoLimit(s, 1, Minimum, 1<<30); got != 1<<30 {
 		t.Errorf("autoLimit under a 1 GiB ceiling = %d MiB, want the ceiling", got>>20)
 	}
-	// A heap of 3 GiB grows by 1 GiB, not its size.
+	// A heap of 3 GiB grows by maxGrowth, not its size.
 	big := sample{Live: 3072 * mib, Stacks: 300 * mib, NonHeap: 400 * mib}
 	goal := float64(big.Live + maxGrowth)
 	if got, want := autoLimit(big, 1, Minimum, 16<<30), int64(goal*(1+autoMargin))+400*mib+autoSlack; got != want {
