@@ -2,7 +2,6 @@ package controller
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
@@ -106,8 +105,7 @@ func (m *Manager) markNodes(ctx context.Context, sn *snapshot, index map[string]
 		m.notReady[name] = now
 		mark(name, api.NodeNotReady, "its heartbeat lease expired")
 	}
-	size := func(n *api.Node) int { b, _ := json.Marshal(n); return len(b) }
-	done, err := updateStatuses(ctx, m, marks, size)
+	done, err := updateStatuses(ctx, m, marks)
 	for _, n := range done {
 		sn.setNode(index[n.Metadata.Name], n) // the rest of the pass sees it so
 	}

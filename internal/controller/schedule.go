@@ -258,17 +258,19 @@ const eventsPerOwner = 10
 
 // updateInstanceStatuses writes the instances' statuses (updateStatuses).
 func (m *Manager) updateInstanceStatuses(ctx context.Context, insts []*api.Instance) ([]*api.Instance, error) {
-	return updateStatuses(ctx, m, insts, jsonSize)
+	return updateStatuses(ctx, m, insts)
 }
 
 // updateStatuses writes the objects' statuses, each naming the revision
-// it was read at, as many to a transaction as etcd takes, and returns
+// it was read at, as many to a transaction as etcd takes (by their JSON
+// size), and returns
 // those written. A batch that fails (one changed meanwhile: its agent
 // wrote, it was deleted) goes one by one, so that the rest still land;
 // one that changed is left out, not an error.
-func updateStatuses[T api.Object](ctx context.Context, m *Manager, objs []T, size func(T) int) ([]T, error) {
+func updateStatuses[T api.Object](ctx context.Context, m *Manager, objs []T) ([]T, error) {
 	var errs []error
 	var done []T
+	size := func(obj T) int { b, _ := json.Marshal(obj); return len(b) }
 	for _, batch := range batches(objs, m.s.BindBatch(), size) {
 		t := m.s.Txn()
 		for _, obj := range batch {
