@@ -299,6 +299,11 @@ static int run_init(const struct plan *p, int errfd, char *err, size_t errlen)
 		sigaction(s, &sa, NULL); /* SIGKILL and SIGSTOP refuse, as they should */
 	if (sigprocmask(SIG_BLOCK, &all, &old) < 0)
 		return fail(err, errlen, "init: block signals");
+	/*
+	 * Named before the fork: the workload may read /proc/1/comm as soon as
+	 * it runs, and its exec gives it its own name.
+	 */
+	prctl(PR_SET_NAME, "init", 0, 0, 0);
 	pid_t child = fork();
 	if (child < 0)
 		return fail(err, errlen, "init: fork the workload");
@@ -317,7 +322,6 @@ static int run_init(const struct plan *p, int errfd, char *err, size_t errlen)
 	 * the container's stdio.
 	 */
 	syscall(SYS_close_range, 3, ~0U, 0);
-	prctl(PR_SET_NAME, "init", 0, 0, 0);
 	for (;;) {
 		siginfo_t si;
 		int sig = sigwaitinfo(&all, &si);

@@ -121,6 +121,16 @@ func (h *harness) testInit(t *testing.T) {
 		t.Errorf("stop under init: exit %d signal %d after %v, want 143 (SIGTERM passed to sleep) at once", st.ExitCode, st.Signal, time.Since(start))
 	}
 
+	// A workload that reads PID 1's name first thing finds init already
+	// named, however soon after the fork it runs.
+	for i := 0; i < 5; i++ {
+		first := h.config(t, "cat", "/proc/1/comm")
+		first.Init = true
+		if st, out := h.runToEnd(t, first); st.ExitCode != 0 || out != "init\n" {
+			t.Fatalf("run %d: the workload's first look at PID 1's name: exit %d %q, want init", i, st.ExitCode, out)
+		}
+	}
+
 	bad := h.config(t, "/no/such/program")
 	bad.Init = true
 	if _, err := h.r.Run(context.Background(), bad); err == nil || !strings.Contains(err.Error(), "/no/such/program") {
