@@ -121,15 +121,7 @@ func (h *harness) testInit(t *testing.T) {
 		t.Errorf("stop under init: exit %d signal %d after %v, want 143 (SIGTERM passed to sleep) at once", st.ExitCode, st.Signal, time.Since(start))
 	}
 
-	// A workload that reads PID 1's name first thing finds init already
-	// named, however soon after the fork it runs.
-	for i := 0; i < 5; i++ {
-		first := h.config(t, "cat", "/proc/1/comm")
-		first.Init = true
-		if st, out := h.runToEnd(t, first); st.ExitCode != 0 || out != "init\n" {
-			t.Fatalf("run %d: the workload's first look at PID 1's name: exit %d %q, want init", i, st.ExitCode, out)
-		}
-	}
+	h.initNamedFirst(t)
 
 	bad := h.config(t, "/no/such/program")
 	bad.Init = true
@@ -137,6 +129,18 @@ func (h *harness) testInit(t *testing.T) {
 		t.Errorf("a workload that cannot exec under init: %v, want its start error", err)
 	}
 	_ = h.r.Delete(context.Background(), bad.ID, true)
+}
+
+// initNamedFirst: a workload that reads PID 1's name first thing finds
+// init already named, however soon after the fork it runs.
+func (h *harness) initNamedFirst(t *testing.T) {
+	for i := range 5 {
+		c := h.config(t, "cat", "/proc/1/comm")
+		c.Init = true
+		if st, out := h.runToEnd(t, c); st.ExitCode != 0 || out != "init\n" {
+			t.Fatalf("run %d: the workload's first look at PID 1's name: exit %d %q, want init", i, st.ExitCode, out)
+		}
+	}
 }
 
 func regexpMatch(re, s string) bool { return regexp.MustCompile(re).MatchString(s) }
