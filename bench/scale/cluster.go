@@ -14,6 +14,7 @@ import (
 // member is one `berth server` of the bench's cluster.
 type member struct {
 	name, dir, url string
+	log            string // the server's output
 	proc           *proc
 	sampler        *sampler
 	passes         float64 // its controller passes as the last phase ended
@@ -65,12 +66,12 @@ func startServers(bin, work string, n int, extra []string) error {
 		if err != nil {
 			return fmt.Errorf("server %s: %w", m.name, err)
 		}
-		m.proc = p
+		m.proc, m.log = p, log
 		m.sampler = newSampler(p.cmd.Process.Pid, filepath.Join(m.dir, "etcd"))
 	}
 	// Every server writes the CA and the admin token; the one that made
 	// the cluster's first join token writes it.
-	if err := waitFile(filepath.Join(members[0].dir, "tls", "token"), time.Minute); err != nil {
+	if err := waitFile(filepath.Join(members[0].dir, "tls", "token"), time.Minute, members[0].proc, members[0].log); err != nil {
 		return err
 	}
 	caFile = filepath.Join(members[0].dir, "tls", "ca.crt")

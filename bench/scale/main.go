@@ -186,15 +186,29 @@ func freeAddr() string {
 	return l.Addr().String()
 }
 
-func waitFile(path string, d time.Duration) error {
+// waitFile waits for the file at path, which process p (logging to log)
+// writes, for d at most; a process that ends first says why in its log's
+// last lines (a flag it refused).
+func waitFile(path string, d time.Duration, p *proc, log string) error {
 	for deadline := time.Now().Add(d); ; time.Sleep(100 * time.Millisecond) {
 		if _, err := os.Stat(path); err == nil {
 			return nil
+		}
+		select {
+		case <-p.done:
+			return fmt.Errorf("%s exited (%v) before it wrote %s; the end of %s:\n%s", p.cmd.Path, p.cmd.ProcessState, path, log, logTail(log, 10))
+		default:
 		}
 		if time.Now().After(deadline) {
 			return fmt.Errorf("%s not there after %v", path, d)
 		}
 	}
+}
+
+// logTail is the last n lines of the file at path.
+func logTail(path string, n int) string {
+	lines := strings.Split(strings.TrimRight(readFile(path), "\n"), "\n")
+	return strings.Join(lines[max(0, len(lines)-n):], "\n")
 }
 
 // leaderTTL is the server's controller leader TTL.
@@ -630,10 +644,19 @@ func bench(bin string, nodes, instances, services, servers int, timeout time.Dur
 
 	t0 = time.Now()
 	doomed.stop(syscall.SIGKILL)
-	if err := waitFor(timeout, running(per*services, "doomed")); err != nil {
+	lastBeat := lastBeatOf(ctx, c, nt.names("doomed"))
+	var notReady time.Time
+	if err := waitFor(timeout, func() (bool, string) {
+		if n, total := nt.countNamed("doomed", func(c api.NodeCondition) bool { return c != api.NodeReady }); notReady.IsZero() && n == total {
+			notReady = time.Now()
+		}
+		return running(per*services, "doomed")()
+	}); err != nil {
 		return err
 	}
+	lost := time.Now()
 	phase(fmt.Sprintf("%d nodes lost to all Running elsewhere", doomedN), t0, per*services, "instances", sampler, probe)
+	fmt.Printf("%-40s %s\n", "", lossTimes(t0, lastBeat, notReady, lost, cmp.Or(nodeTTL, api.NodeTTL)))
 
 	t0 = time.Now()
 	roll := max(1, services/10)
@@ -734,6 +757,39 @@ func applyRetrying(ctx context.Context, c *client.Client, s *api.Service) error 
 		applyRetries.Add(1)
 		time.Sleep(time.Second)
 	}
+}
+
+// lastBeatOf is the latest heartbeat the server took from the named
+// nodes (zero when none could be read).
+func lastBeatOf(ctx context.Context, c *client.Client, names []string) time.Time {
+	var last time.Time
+	for _, name := range names {
+		n, err := c.Nodes().Get(ctx, "", name)
+		if err == nil && n.Status.LastHeartbeat.After(last) {
+			last = n.Status.LastHeartbeat
+		}
+	}
+	return last
+}
+
+// lossTimes splits the node-loss phase, from the kill at t0: the nodes'
+// leases lapse a TTL after their last beat, which came up to a beat
+// interval before the kill (the luck of the kill's moment), and what
+// follows the lapse is the server's reaction, the part the goal of TTL
+// + 5 s from the kill bounds at 5 s when the kill follows a beat.
+func lossTimes(t0, lastBeat, notReady, running time.Time, ttl time.Duration) string {
+	since := func(t time.Time) string {
+		if t.IsZero() {
+			return "?"
+		}
+		return fmt.Sprintf("%+.1f s", t.Sub(t0).Seconds())
+	}
+	if lastBeat.IsZero() {
+		return fmt.Sprintf("from the kill: all NotReady %s, all Running %s (last beats unknown)", since(notReady), since(running))
+	}
+	lapse := lastBeat.Add(ttl)
+	return fmt.Sprintf("from the kill: last beat %s, leases lapsed %s, all NotReady %s, all Running %s: %.1f s from the lapse",
+		since(lastBeat), since(lapse), since(notReady), since(running), running.Sub(lapse).Seconds())
 }
 
 // waitFor polls cond, printing its progress now and then, until it holds.
@@ -1453,14 +1509,36 @@ func (t *mirror[T, P, V]) run(ctx context.Context) {
 
 // count is how many objects match, and how many there are.
 func (t *mirror[T, P, V]) count(match func(V) bool) (n, total int) {
+	return t.countNamed("", match)
+}
+
+// countNamed is count over the objects whose names start with prefix.
+func (t *mirror[T, P, V]) countNamed(prefix string, match func(V) bool) (n, total int) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	for _, v := range t.m {
+	for name, v := range t.m {
+		if !strings.HasPrefix(name, prefix) {
+			continue
+		}
+		total++
 		if match(v) {
 			n++
 		}
 	}
-	return n, len(t.m)
+	return n, total
+}
+
+// names are the names of the objects that start with prefix.
+func (t *mirror[T, P, V]) names(prefix string) []string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	var out []string
+	for name := range t.m {
+		if strings.HasPrefix(name, prefix) {
+			out = append(out, name)
+		}
+	}
+	return out
 }
 
 // newTracker follows the instances.
