@@ -223,6 +223,76 @@ func TestNodesLostTogetherMarkedInOneWrite(t *testing.T) {
 	}
 }
 
+// The replacements of the instances of many services lost with a node
+// are stored in one transaction, not one per service, and the lost ones
+// all go.
+func TestLostInstancesOfManyServicesReplacedTogether(t *testing.T) {
+	s := OpenTestStore(t)
+	ctx := context.Background()
+	const services = 30
+	for i := range services {
+		svc := &api.Service{Metadata: api.Metadata{Name: fmt.Sprintf("svc-%02d", i)},
+			Spec: api.ServiceSpec{Replicas: 1, Template: api.Template{Image: "demo/busybox:1"}}}
+		if err := s.Create(ctx, svc); err != nil {
+			t.Fatal(err)
+		}
+	}
+	addNode := func(name string) {
+		n := &api.Node{Metadata: api.Metadata{Name: name}, Spec: api.NodeSpec{Capacity: api.NodeCapacity{MilliCPU: 64000, Memory: 1 << 40, Pids: 1 << 20}},
+			Status: api.NodeStatus{Condition: api.NodeReady}}
+		if err := s.Create(ctx, n); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.KeepNodeAlive(ctx, name, 10*time.Second); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Every instance is placed on n1, the only node; then n2 comes.
+	addNode("n1")
+	beatingNodes(t, s)
+	addNode("n2")
+	m := beatingNodes(t, s)
+	insts, _, err := store.List[api.Instance](ctx, s, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(insts) != services {
+		t.Fatalf("%d instances before n1 is lost, want %d", len(insts), services)
+	}
+	for _, in := range insts {
+		if in.Spec.Node != "n1" {
+			t.Fatalf("%s on %q before n1 is lost, want n1", in.Metadata.Name, in.Spec.Node)
+		}
+	}
+
+	if err := s.ExpireNode(ctx, "n1"); err != nil {
+		t.Fatal(err)
+	}
+	m.cache.apply(store.ChangeBatch{Revision: s.LastWrite(), Changes: []store.Change{{Type: store.Deleted, Lease: "n1"}}})
+	if err := m.Pass(ctx); err != nil {
+		t.Fatal(err)
+	}
+	insts, _, err = store.List[api.Instance](ctx, s, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	revs := map[int64]int{}
+	owners := map[string]bool{}
+	for _, in := range insts {
+		if in.Spec.Node != "n2" {
+			t.Errorf("%s (%s) on %q after n1 was lost, want replaced on n2", in.Metadata.Name, in.Status.Phase, in.Spec.Node)
+		}
+		revs[in.Metadata.Revision]++
+		owners[in.Spec.Owner.Name] = true
+	}
+	if len(insts) != services || len(owners) != services {
+		t.Errorf("%d instances of %d services after n1 was lost, want one of each of %d", len(insts), len(owners), services)
+	}
+	if len(revs) != 1 {
+		t.Errorf("the replacements of %d services stored at %d revisions (%v), want one transaction", services, len(revs), revs)
+	}
+}
+
 // beatingNodes stores the nodes named, Ready and beating, and returns a
 // manager over a cache of them after its first pass.
 func beatingNodes(t *testing.T, s *store.Store, names ...string) *Manager {

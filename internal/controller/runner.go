@@ -534,28 +534,35 @@ type newInstances struct {
 	taken bool
 }
 
-// deleteInstances removes instances of one namespace, as many to a
-// transaction as etcd takes; a batch that fails (one was gone already)
-// goes one by one.
-func (m *Manager) deleteInstances(ctx context.Context, ns string, names []string) error {
-	var errs []error
-	for batch := range slices.Chunk(names, m.s.BindBatch()) {
+// instanceRef names an instance.
+type instanceRef struct{ ns, name string }
+
+// deleteInstances removes instances, as many to a transaction as etcd
+// takes whatever their services, a few transactions at once: a node lost
+// with one instance of each of a thousand services left a thousand
+// services with one to delete, and a transaction each took seconds. A
+// batch that fails (one was gone already) goes one by one.
+func (m *Manager) deleteInstances(ctx context.Context, refs []instanceRef) error {
+	batches := slices.Collect(slices.Chunk(refs, m.s.BindBatch()))
+	return inFlight(len(batches), func(i int) error {
+		batch := batches[i]
 		if len(batch) > 1 {
 			t := m.s.Txn()
-			for _, name := range batch {
-				t.Delete(api.KindInstance, ns, name, 0)
+			for _, r := range batch {
+				t.Delete(api.KindInstance, r.ns, r.name, 0)
 			}
 			if t.Commit(ctx) == nil {
-				continue
+				return nil
 			}
 		}
-		for _, name := range batch {
-			if err := m.s.Delete(ctx, api.KindInstance, ns, name, 0); err != nil && !errdefs.IsNotFound(err) {
+		var errs []error
+		for _, r := range batch {
+			if err := m.s.Delete(ctx, api.KindInstance, r.ns, r.name, 0); err != nil && !errdefs.IsNotFound(err) {
 				errs = append(errs, err)
 			}
 		}
-	}
-	return errors.Join(errs...)
+		return errors.Join(errs...)
+	})
 }
 
 // ownerLabels are the labels of owner's instances, which may share one

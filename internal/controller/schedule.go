@@ -187,17 +187,73 @@ func jsonSize(in *api.Instance) int {
 	return len(b)
 }
 
-// createNew stores each owner's new instances in one transaction, and
-// records why those that wait do. Owners are written a few at once:
-// one after another, an apply of many services waited on each
-// transaction's round trip in turn, while etcd commits writes that
-// arrive together in one go.
+// createNew stores the owners' new instances and records why those that
+// wait do. An owner's go in one transaction, with those of the owners
+// next to it while they are few (createGroup): a node lost with one
+// instance of each of a thousand services needed a thousand replacements
+// of one, and a transaction each made the replacement of 150 nodes take
+// 4 s. Transactions are written a few at once: one after another, an
+// apply of many services waited on each one's round trip in turn, while
+// etcd commits writes that arrive together in one go.
 func (m *Manager) createNew(ctx context.Context, fresh []newInstances, waits map[*api.Instance]string) error {
-	return inFlight(len(fresh), func(i int) error {
-		err := m.createOwned(ctx, fresh[i], waits)
-		fresh[i].insts = nil // stored: the cache has its own copy now
+	groups := ownerGroups(fresh, createGroupMax)
+	return inFlight(len(groups), func(i int) error {
+		group := fresh[groups[i][0]:groups[i][1]]
+		err := m.createGroup(ctx, group, waits)
+		for j := range group {
+			group[j].insts = nil // stored: the cache has its own copy now
+		}
 		return err
 	})
+}
+
+// createGroupMax is the most new instances of several owners stored in
+// one transaction: about what MaxTxnBytes holds, each instance written
+// with its assignment.
+const createGroupMax = 64
+
+// ownerGroups splits fresh into runs of owners, as [start, end), whose
+// new instances number at most n together; an owner with more is a run
+// of its own.
+func ownerGroups(fresh []newInstances, n int) [][2]int {
+	var out [][2]int
+	start, count := 0, 0
+	for i, f := range fresh {
+		if i > start && count+len(f.insts) > n {
+			out = append(out, [2]int{start, i})
+			start, count = i, 0
+		}
+		count += len(f.insts)
+	}
+	if start < len(fresh) {
+		out = append(out, [2]int{start, len(fresh)})
+	}
+	return out
+}
+
+// createGroup stores the new instances of a run of owners in one
+// transaction, or, when that fails (a job's instance made already, a
+// name taken), each owner's alone.
+func (m *Manager) createGroup(ctx context.Context, group []newInstances, waits map[*api.Instance]string) error {
+	if len(group) > 1 {
+		var objs []api.Object
+		for _, f := range group {
+			for _, in := range f.insts {
+				objs = append(objs, in)
+			}
+		}
+		if m.s.CreateMany(ctx, objs) == nil {
+			for _, f := range group {
+				m.recordWaits(ctx, f, waits)
+			}
+			return nil
+		}
+	}
+	var errs []error
+	for _, f := range group {
+		errs = append(errs, m.createOwned(ctx, f, waits))
+	}
+	return errors.Join(errs...)
 }
 
 // writesInFlight bounds the transactions a pass has in flight at once.
@@ -221,8 +277,7 @@ func inFlight(n int, write func(i int) error) error {
 }
 
 // createOwned stores one owner's new instances and records why those
-// that wait do: events for the first few, one on the owner for the rest
-// (a scale to thousands must not write thousands of events).
+// that wait do (recordWaits).
 func (m *Manager) createOwned(ctx context.Context, f newInstances, waits map[*api.Instance]string) error {
 	objs := make([]api.Object, len(f.insts))
 	for i, in := range f.insts {
@@ -234,6 +289,14 @@ func (m *Manager) createOwned(ctx context.Context, f newInstances, waits map[*ap
 		}
 		return fmt.Errorf("%s: create instances: %w", api.RefOf(f.owner), err)
 	}
+	m.recordWaits(ctx, f, waits)
+	return nil
+}
+
+// recordWaits records why f's stored instances that wait do (waits):
+// events for the first few, one on the owner for the rest (a scale to
+// thousands must not write thousands of events).
+func (m *Manager) recordWaits(ctx context.Context, f newInstances, waits map[*api.Instance]string) {
 	more := map[string]int{}
 	shown := 0
 	for _, in := range f.insts {
@@ -250,7 +313,6 @@ func (m *Manager) createOwned(ctx context.Context, f newInstances, waits map[*ap
 	for reason, n := range more {
 		m.event(ctx, f.owner, api.EventWarning, "Unschedulable", fmt.Sprintf("%d more instances: %s", n, reason))
 	}
-	return nil
 }
 
 // eventsPerOwner bounds the per-instance events of one owner in one pass.

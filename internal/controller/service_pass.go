@@ -46,11 +46,7 @@ func (m *Manager) servicesPass(ctx context.Context, sn *snapshot) ([]newInstance
 	vips := m.newVIPs(sn)
 	var views []Instance // reused: a pass runs over every service
 	// Deletions are written after the loop, several services' at once.
-	type deletion struct {
-		ns    string
-		names []string
-	}
-	var deletes []deletion
+	var deletes []instanceRef
 	// A service found settled (nothing to make, remove or write) at its
 	// revision stays so while none of its instances changes: only the
 	// others are looked at, but all of them now and then. At 300,000
@@ -95,8 +91,8 @@ func (m *Manager) servicesPass(ctx context.Context, sn *snapshot) ([]newInstance
 		if insts := m.serviceInstances(svc, owned[key], hash, res.Create, createOn); len(insts) > 0 {
 			made = append(made, newInstances{owner: svc, insts: insts})
 		}
-		if len(res.Delete) > 0 {
-			deletes = append(deletes, deletion{svc.Metadata.Namespace, res.Delete})
+		for _, name := range res.Delete {
+			deletes = append(deletes, instanceRef{svc.Metadata.Namespace, name})
 		}
 		vip, err := vips.forService(svc)
 		if err != nil {
@@ -139,7 +135,7 @@ func (m *Manager) servicesPass(ctx context.Context, sn *snapshot) ([]newInstance
 			statuses = append(statuses, serviceStatus{next, events})
 		}
 	}
-	errs = append(errs, inFlight(len(deletes), func(i int) error { return m.deleteInstances(ctx, deletes[i].ns, deletes[i].names) }))
+	errs = append(errs, m.deleteInstances(ctx, deletes))
 	if len(statuses) > 0 {
 		later = append(later, func() error { return m.writeServiceStatuses(ctx, statuses) })
 	}
