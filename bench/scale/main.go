@@ -645,18 +645,28 @@ func bench(bin string, nodes, instances, services, servers int, timeout time.Dur
 	t0 = time.Now()
 	doomed.stop(syscall.SIGKILL)
 	lastBeat := lastBeatOf(ctx, c, nt.names("doomed"))
-	var notReady time.Time
+	var marks lossMarks
 	if err := waitFor(timeout, func() (bool, string) {
-		if n, total := nt.countNamed("doomed", func(c api.NodeCondition) bool { return c != api.NodeReady }); notReady.IsZero() && n == total {
-			notReady = time.Now()
+		now := time.Now()
+		if n, total := nt.countNamed("doomed", func(c api.NodeCondition) bool { return c != api.NodeReady }); marks.notReady.IsZero() && n == total {
+			marks.notReady = now
+		}
+		if n, _ := tr.count(func(in inst) bool { return in.phase == api.PhaseLost }); marks.lost.IsZero() && n >= per*services/nodes*doomedN/2 {
+			marks.lost = now // most of them: the nodes' share is about even
+		}
+		if n, _ := tr.count(func(in inst) bool { return in.node != "" && !strings.HasPrefix(in.node, "doomed") }); marks.placed.IsZero() && n >= per*services {
+			marks.placed = now
+		}
+		if n, _ := tr.count(func(in inst) bool { return in.phase == api.PhaseRunning && !strings.HasPrefix(in.node, "doomed") }); marks.started.IsZero() && n >= per*services {
+			marks.started = now
 		}
 		return running(per*services, "doomed")()
 	}); err != nil {
 		return err
 	}
-	lost := time.Now()
+	marks.running = time.Now()
 	phase(fmt.Sprintf("%d nodes lost to all Running elsewhere", doomedN), t0, per*services, "instances", sampler, probe)
-	fmt.Printf("%-40s %s\n", "", lossTimes(t0, lastBeat, notReady, lost, cmp.Or(nodeTTL, api.NodeTTL)))
+	fmt.Printf("%-40s %s\n", "", marks.String(t0, lastBeat, cmp.Or(nodeTTL, api.NodeTTL)))
 
 	t0 = time.Now()
 	roll := max(1, services/10)
@@ -772,24 +782,31 @@ func lastBeatOf(ctx context.Context, c *client.Client, names []string) time.Time
 	return last
 }
 
-// lossTimes splits the node-loss phase, from the kill at t0: the nodes'
-// leases lapse a TTL after their last beat, which came up to a beat
-// interval before the kill (the luck of the kill's moment), and what
-// follows the lapse is the server's reaction, the part the goal of TTL
-// + 5 s from the kill bounds at 5 s when the kill follows a beat.
-func lossTimes(t0, lastBeat, notReady, running time.Time, ttl time.Duration) string {
+// lossMarks are when the bench saw each step of the node-loss phase:
+// the nodes all NotReady, most of their instances Lost, replacements for
+// all of them placed elsewhere and Running, and the Lost ones gone.
+type lossMarks struct{ notReady, lost, placed, started, running time.Time }
+
+// String splits the phase, from the kill at t0: the nodes' leases lapse
+// a TTL after their last beat, which came up to a beat interval before
+// the kill (the luck of the kill's moment), and what follows the lapse
+// is the server's reaction, which the goal of TTL + 5 s from the kill
+// bounds at 5 s when the kill follows a beat.
+func (m lossMarks) String(t0, lastBeat time.Time, ttl time.Duration) string {
 	since := func(t time.Time) string {
 		if t.IsZero() {
 			return "?"
 		}
 		return fmt.Sprintf("%+.1f s", t.Sub(t0).Seconds())
 	}
+	steps := fmt.Sprintf("all NotReady %s, most instances Lost %s, all replaced %s, all replacements Running %s, all Running and no Lost %s",
+		since(m.notReady), since(m.lost), since(m.placed), since(m.started), since(m.running))
 	if lastBeat.IsZero() {
-		return fmt.Sprintf("from the kill: all NotReady %s, all Running %s (last beats unknown)", since(notReady), since(running))
+		return "from the kill (last beats unknown): " + steps
 	}
 	lapse := lastBeat.Add(ttl)
-	return fmt.Sprintf("from the kill: last beat %s, leases lapsed %s, all NotReady %s, all Running %s: %.1f s from the lapse",
-		since(lastBeat), since(lapse), since(notReady), since(running), running.Sub(lapse).Seconds())
+	return fmt.Sprintf("from the kill: last beat %s, leases lapsed %s, %s: %.1f s from the lapse",
+		since(lastBeat), since(lapse), steps, m.running.Sub(lapse).Seconds())
 }
 
 // waitFor polls cond, printing its progress now and then, until it holds.
