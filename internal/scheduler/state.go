@@ -22,6 +22,13 @@ type State struct {
 	live   int
 	allocs map[string]*alloc
 	groups map[string]*group
+	// lastGroup is the group looked up last: allocations come by group,
+	// and a lookup by name each was a good part of building a large state.
+	lastGroup *group
+	// slab holds the allocations of a state built sized (NewStateSized)
+	// while it has room: one object for them all, not one each. It never
+	// grows, so pointers into it stay.
+	slab []alloc
 
 	// version changes whenever a node appears, goes, changes readiness or
 	// labels: the cached eligibility classes are only valid for one version.
@@ -106,19 +113,32 @@ func (c *class) has(n int32) bool { return c.member[n>>6]&(1<<(n&63)) != 0 }
 
 // NewState builds a snapshot from nodes and the allocations already on them.
 func NewState(nodes []Node, allocs []Allocation) (*State, error) {
+	s, err := NewStateSized(nodes, len(allocs))
+	if err != nil {
+		return nil, err
+	}
+	for _, a := range allocs {
+		if err := s.AddAllocation(a); err != nil {
+			return nil, err
+		}
+	}
+	return s, nil
+}
+
+// NewStateSized builds a snapshot from nodes with nothing allocated yet,
+// sized for about n allocations, which the caller adds (AddAllocation):
+// a cluster's hundreds of thousands need not be gathered in a slice
+// first.
+func NewStateSized(nodes []Node, n int) (*State, error) {
 	s := &State{
 		byName: make(map[string]int32, len(nodes)),
-		allocs: make(map[string]*alloc, len(allocs)),
+		allocs: make(map[string]*alloc, n),
 		groups: make(map[string]*group),
+		slab:   make([]alloc, 0, n),
 	}
 	s.nodes = make([]nodeState, 0, len(nodes))
 	for _, n := range nodes {
 		if err := s.AddNode(n); err != nil {
-			return nil, err
-		}
-	}
-	for _, a := range allocs {
-		if err := s.AddAllocation(a); err != nil {
 			return nil, err
 		}
 	}
@@ -290,17 +310,27 @@ func (s *State) group(name string) *group {
 	if name == "" {
 		return nil
 	}
+	if g := s.lastGroup; g != nil && g.name == name {
+		return g
+	}
 	g := s.groups[name]
 	if g == nil {
 		g = &group{name: name, perNode: make(map[int32]int32)}
 		s.groups[name] = g
 	}
+	s.lastGroup = g
 	return g
 }
 
 func (s *State) addAlloc(ni int32, inst Instance, cpus, reserved []int, cores []int32, seq uint64) *alloc {
 	n := &s.nodes[ni]
-	a := &alloc{inst: inst, node: ni, cpus: cpus, reserved: reserved, cores: cores, seq: seq}
+	var a *alloc
+	if len(s.slab) < cap(s.slab) {
+		s.slab = append(s.slab, alloc{inst: inst, node: ni, cpus: cpus, reserved: reserved, cores: cores, seq: seq})
+		a = &s.slab[len(s.slab)-1]
+	} else {
+		a = &alloc{inst: inst, node: ni, cpus: cpus, reserved: reserved, cores: cores, seq: seq}
+	}
 	a.milli = inst.Resources.MilliCPU
 	if len(cores) > 0 {
 		for _, i := range cores {
