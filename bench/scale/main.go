@@ -55,6 +55,7 @@ func main() {
 	flag.StringVar(&idleProfile, "idleprofile", "", "write the server's CPU profile over the steady state after the apply (-idlewindow) to this file")
 	flag.DurationVar(&idleWindow, "idlewindow", time.Minute, "how long the server's idle CPU is measured after the apply, whole seconds; a minute holds each of its periodic tasks (the controllers' cache check, their idle passes) at least once")
 	flag.BoolVar(&idleOnly, "idleonly", false, "stop after the idle measurement: skip node loss, rollout and scaling")
+	flag.StringVar(&lossProfile, "lossprofile", "", "write the server's CPU profile over 12 s from a second before the lost nodes' leases lapse to this file: its reaction")
 	flag.StringVar(&scaleProfile, "scaleprofile", "", "write the server's CPU profile over the first 30 s of the scale 0 -> N to this file")
 	flag.StringVar(&heapProfile, "heapprofile", "", "write the server's heap profile, taken once all are Running after the apply, to this file")
 	flag.StringVar(&scaleHeapProfile, "scaleheapprofile", "", "write the server's heap profile, taken once all are Running after the scale 0 -> N (the peak of the run), to this file")
@@ -258,6 +259,10 @@ var idleWindow time.Duration
 
 // idleOnly ends the run after the idle measurement.
 var idleOnly bool
+
+// lossProfile is where the server's CPU profile of its reaction to the
+// node loss goes, if set.
+var lossProfile string
 
 // scaleProfile is where the server's CPU profile of the scale 0 -> N goes, if set.
 var scaleProfile string
@@ -645,6 +650,15 @@ func bench(bin string, nodes, instances, services, servers int, timeout time.Dur
 	t0 = time.Now()
 	doomed.stop(syscall.SIGKILL)
 	lastBeat := lastBeatOf(ctx, c, nt.names("doomed"))
+	lossProfiled := make(chan error, 1)
+	if lossProfile != "" && !lastBeat.IsZero() {
+		go func() {
+			time.Sleep(time.Until(lastBeat.Add(cmp.Or(nodeTTL, api.NodeTTL) - time.Second)))
+			lossProfiled <- profile(url, ca, adminToken, lossProfile, 12)
+		}()
+	} else {
+		lossProfiled <- nil
+	}
 	var marks lossMarks
 	if err := waitFor(timeout, func() (bool, string) {
 		now := time.Now()
@@ -667,6 +681,9 @@ func bench(bin string, nodes, instances, services, servers int, timeout time.Dur
 	marks.running = time.Now()
 	phase(fmt.Sprintf("%d nodes lost to all Running elsewhere", doomedN), t0, per*services, "instances", sampler, probe)
 	fmt.Printf("%-40s %s\n", "", marks.String(t0, lastBeat, cmp.Or(nodeTTL, api.NodeTTL)))
+	if err := <-lossProfiled; err != nil {
+		return fmt.Errorf("cpu profile of the node loss: %w", err)
+	}
 
 	t0 = time.Now()
 	roll := max(1, services/10)
