@@ -27,9 +27,10 @@ const Headroom = 1.0
 // would free for little: on 15,000 nodes and 300,000 instances (1.7 GB
 // live at the busiest) the server's peak RSS was 3,697 to 4,267 MiB
 // across four runs with the heap doubling. Bounded at 1.5 GiB it peaked
-// at 3,649 and 3,751 MiB (applies of 100 and 98 s), at 1.25 GiB at 3,370
-// and 3,447 MiB (101 and 86 s), at 1 GiB at 2,995 and 3,038 MiB, but the
-// applies took 120 and 116 s, the collector's work slowing etcd.
+// at 3,649 and 3,751 MiB (applies of 100 and 98 s), at 1.25 GiB at 3,342
+// to 3,544 MiB over six runs (applies of 86 to 110 s), at 1 GiB at 2,995
+// and 3,038 MiB, but the applies took 120 and 116 s, the collector's work
+// slowing etcd.
 const maxGrowth = 5 << 28
 
 // autoMargin is what the limit leaves above the heap's goal, as a share
