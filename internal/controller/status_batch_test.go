@@ -84,11 +84,7 @@ func TestOwnerGroups(t *testing.T) {
 // and the one made already is no error.
 func TestCreateGroupFallsBackOwnerByOwner(t *testing.T) {
 	ctx := t.Context()
-	s, err := store.Open(ctx, store.Config{DataDir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
+	s := OpenTestStore(t)
 	m := NewManager(s, Options{Logger: slog.New(slog.DiscardHandler)})
 	inst := func(name string) *api.Instance {
 		tmpl := api.Template{Image: "demo/busybox:1"}
