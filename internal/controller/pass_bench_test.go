@@ -158,17 +158,8 @@ func cpuTime() time.Duration {
 // with their instances Lost long since. The instances of the nodes gone
 // are indexed as the cache hands them to a pass.
 func BenchmarkNodesPass(b *testing.B) {
-	s, err := store.Open(b.Context(), store.Config{DataDir: b.TempDir()})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer s.Close()
-	m := NewManager(s, Options{Logger: slog.New(slog.DiscardHandler), Network: DefaultNetwork, StartGrace: -1})
+	m, sn, live := fullScale(b)
 	ctx := b.Context()
-	sn, live, err := scaleSnapshot(ctx, m, 15000, 1000, 300)
-	if err != nil {
-		b.Fatal(err)
-	}
 	for _, dead := range []int{0, 150} {
 		b.Run(fmt.Sprintf("%d-gone", dead), func(b *testing.B) {
 			for _, n := range sn.nodes[:dead] {
@@ -197,16 +188,7 @@ func BenchmarkNodesPass(b *testing.B) {
 // nodes and 300,000 instances, which a pass that places anything builds
 // first: after a node loss, most of the reaction's CPU.
 func BenchmarkSchedulerState(b *testing.B) {
-	s, err := store.Open(b.Context(), store.Config{DataDir: b.TempDir()})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer s.Close()
-	m := NewManager(s, Options{Logger: slog.New(slog.DiscardHandler), Network: DefaultNetwork, StartGrace: -1})
-	sn, _, err := scaleSnapshot(b.Context(), m, 15000, 1000, 300)
-	if err != nil {
-		b.Fatal(err)
-	}
+	_, sn, _ := fullScale(b)
 	b.ReportAllocs()
 	cpu0 := cpuTime()
 	for b.Loop() {
@@ -215,4 +197,20 @@ func BenchmarkSchedulerState(b *testing.B) {
 		}
 	}
 	b.ReportMetric(float64(cpuTime()-cpu0)/float64(b.N)/1e6, "cpu-ms/op")
+}
+
+// fullScale is a manager over a store of its own, and a snapshot of
+// 15,000 live nodes with 300,000 instances in 1,000 services.
+func fullScale(b *testing.B) (*Manager, *snapshot, map[string]bool) {
+	s, err := store.Open(b.Context(), store.Config{DataDir: b.TempDir()})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { s.Close() })
+	m := NewManager(s, Options{Logger: slog.New(slog.DiscardHandler), Network: DefaultNetwork, StartGrace: -1})
+	sn, live, err := scaleSnapshot(b.Context(), m, 15000, 1000, 300)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return m, sn, live
 }

@@ -538,10 +538,10 @@ type newInstances struct {
 type instanceRef struct{ ns, name string }
 
 // deleteInstances removes instances, as many to a transaction as etcd
-// takes whatever their services, a few transactions at once: a node lost
-// with one instance of each of a thousand services left a thousand
-// services with one to delete, and a transaction each took seconds. A
-// batch that fails (one was gone already) goes one by one.
+// takes whatever their services, a few transactions at once: nodes lost
+// with a few instances of each of a thousand services left a thousand
+// services with a few to delete, which were a transaction each. A batch
+// that fails (one was gone already) goes one by one.
 func (m *Manager) deleteInstances(ctx context.Context, refs []instanceRef) error {
 	batches := slices.Collect(slices.Chunk(refs, m.s.BindBatch()))
 	return inFlight(len(batches), func(i int) error {

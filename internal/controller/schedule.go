@@ -189,10 +189,10 @@ func jsonSize(in *api.Instance) int {
 
 // createNew stores the owners' new instances and records why those that
 // wait do. An owner's go in one transaction, with those of the owners
-// next to it while they are few (createGroup): a node lost with one
-// instance of each of a thousand services needed a thousand replacements
-// of one, and a transaction each made the replacement of 150 nodes take
-// 4 s. Transactions are written a few at once: one after another, an
+// next to it while they are few (createGroup): 150 nodes lost with a few
+// instances of each of a thousand services needed a thousand owners'
+// replacements, a transaction each, four at a time. Transactions are
+// written a few at once: one after another, an
 // apply of many services waited on each one's round trip in turn, while
 // etcd commits writes that arrive together in one go.
 func (m *Manager) createNew(ctx context.Context, fresh []newInstances, waits map[*api.Instance]string) error {
@@ -409,8 +409,8 @@ func schedulerState(sn *snapshot) (*scheduler.State, error) {
 		known[sn.Name] = true
 	}
 	// Added as they come, not gathered first: at 300,000 instances the
-	// slice of them and its growth were a third of a pass's 1.2 s of CPU
-	// here, the pass that replaces a lost node's instances. Instances
+	// slice of them and its growth were a third of the 1.2 s of CPU this
+	// took, in the pass that replaces a lost node's instances. Instances
 	// come by owner, so one group name serves each run of them.
 	st, err := scheduler.NewStateSized(nodes, len(sn.instances))
 	if err != nil {
