@@ -3,6 +3,7 @@ package store
 import (
 	"bytes"
 	"encoding/json"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -106,6 +107,55 @@ func TestSetStatusSplicesTheStatus(t *testing.T) {
 		}
 		if !sameJSON(t, op.value, want) || !bytes.HasPrefix(op.value, []byte(`{"metadata":{`)) {
 			t.Errorf("status spliced into %s:\n%s\nwant\n%s", stored, op.value, want)
+		}
+	}
+}
+
+// An object's status write splices its status into the stored JSON too:
+// the same object as merging the two whole, what else the writer's copy
+// says left as stored, a status the writer leaves out removed, and the
+// writer's copy becomes what was stored.
+func TestUpdateStatusSplicesTheStatus(t *testing.T) {
+	stored := instance("a")
+	stored.Metadata.Namespace, stored.Metadata.UID = "default", "u"
+	stored.Spec.Node = "n1"
+	stored.Status = api.InstanceStatus{Phase: api.PhaseScheduled, Message: "}"}
+	node := &api.Node{Metadata: api.Metadata{Name: "n1", UID: "u"}, Spec: api.NodeSpec{Capacity: api.NodeCapacity{MilliCPU: 1000, Memory: 1 << 30}},
+		Status: api.NodeStatus{Condition: api.NodeReady, Message: `"quoted" {braces}`}}
+	for _, tc := range []struct {
+		stored, obj api.Object
+	}{
+		{stored, func() api.Object {
+			in := instance("a")
+			in.Metadata.Namespace = "default"
+			in.Spec.Template.Image = "not/written:2" // the writer's spec is not written
+			in.Status = api.InstanceStatus{Phase: api.PhaseLost, Message: `node n1 stopped answering {"x"}`}
+			return in
+		}()},
+		{node, &api.Node{Metadata: api.Metadata{Name: "n1"}}}, // no status: the stored one goes
+	} {
+		cur, err := encode(tc.stored)
+		if err != nil {
+			t.Fatal(err)
+		}
+		op := &txnOp{typ: opUpdateStatus, obj: tc.obj, kind: tc.obj.GetKind(), cur: cur}
+		if err := op.prepareStatus(); err != nil {
+			t.Fatal(err)
+		}
+		b, _ := encode(tc.obj)
+		want, err := mergeRaw(cur, b, "status")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !sameJSON(t, op.value, want) || !bytes.HasPrefix(op.value, []byte(`{"metadata":{`)) {
+			t.Errorf("status spliced into %s:\n%s\nwant\n%s", cur, op.value, want)
+		}
+		wantObj, _ := api.New(tc.obj.GetKind())
+		if err := decode(wantObj, want, 0); err != nil {
+			t.Fatal(err)
+		}
+		if !reflect.DeepEqual(op.stored, wantObj) {
+			t.Errorf("what the writer's copy becomes: %+v\nwant %+v", op.stored, wantObj)
 		}
 	}
 }
