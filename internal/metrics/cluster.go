@@ -108,7 +108,20 @@ func (c clusterCollector) Collect(ch chan<- prometheus.Metric) {
 	} else {
 		ch <- prometheus.NewInvalidMetric(instancesDesc, err)
 	}
-	nodes, _, err := store.List[api.Node](ctx, c.st, "")
+	// Each node's name, last heartbeat and condition, read from its JSON
+	// without decoding the rest (capacity, topology, labels): decoding
+	// 15,000 nodes whole took 0.3 s of CPU a scrape.
+	type nodeFigures struct {
+		name  string
+		beat  time.Time
+		ready bool
+	}
+	var nodes []nodeFigures
+	_, err = c.st.ListFunc(ctx, api.KindNode, "", func(value []byte, _ int64) error {
+		f := gjson.GetManyBytes(value, "metadata.name", "status.lastHeartbeat", "status.condition")
+		nodes = append(nodes, nodeFigures{f[0].String(), f[1].Time(), f[2].String() == string(api.NodeReady)})
+		return nil
+	})
 	if err != nil {
 		ch <- prometheus.NewInvalidMetric(heartbeatDesc, err)
 		return
@@ -117,18 +130,18 @@ func (c clusterCollector) Collect(ch chan<- prometheus.Metric) {
 	for _, n := range nodes {
 		// A heartbeat writes nothing: this server's store knows the
 		// latest it took, the stored node the one of its last status write.
-		beat := n.Status.LastHeartbeat
-		if at := c.st.LastRenewal(n.Metadata.Name); at.After(beat) {
+		beat := n.beat
+		if at := c.st.LastRenewal(n.name); at.After(beat) {
 			beat = at
 		}
 		if !beat.IsZero() {
-			ch <- prometheus.MustNewConstMetric(heartbeatDesc, prometheus.GaugeValue, c.now().Sub(beat).Seconds(), n.Metadata.Name)
+			ch <- prometheus.MustNewConstMetric(heartbeatDesc, prometheus.GaugeValue, c.now().Sub(beat).Seconds(), n.name)
 		}
 		ready := 0.0
-		if n.Status.Condition == api.NodeReady && live[n.Metadata.Name] {
+		if n.ready && live[n.name] {
 			ready = 1
 		}
-		ch <- prometheus.MustNewConstMetric(nodeReadyDesc, prometheus.GaugeValue, ready, n.Metadata.Name)
+		ch <- prometheus.MustNewConstMetric(nodeReadyDesc, prometheus.GaugeValue, ready, n.name)
 	}
 }
 

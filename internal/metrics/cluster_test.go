@@ -2,8 +2,10 @@ package metrics
 
 import (
 	"fmt"
+	"maps"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -148,5 +150,63 @@ func BenchmarkClusterScrape(b *testing.B) {
 				}
 			}
 		})
+	}
+}
+
+// berth_node_ready is 1 for a node Ready with its heartbeat lease held,
+// else 0, and berth_node_heartbeat_age_seconds its last beat's age: the
+// stored one's, or the one this server took since, which is later.
+func TestClusterNodeSeries(t *testing.T) {
+	ctx := t.Context()
+	st, err := store.Open(ctx, store.Config{DataDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	now := time.Now().UTC()
+	for _, n := range []*api.Node{
+		{Metadata: api.Metadata{Name: "beating"}, Status: api.NodeStatus{Condition: api.NodeReady, LastHeartbeat: now.Add(-time.Hour)}},
+		{Metadata: api.Metadata{Name: "silent"}, Status: api.NodeStatus{Condition: api.NodeReady, LastHeartbeat: now.Add(-time.Minute)}},
+		{Metadata: api.Metadata{Name: "down"}, Status: api.NodeStatus{Condition: api.NodeNotReady, LastHeartbeat: now.Add(-2 * time.Minute)}},
+	} {
+		n.Spec.Capacity = api.NodeCapacity{MilliCPU: 1000, Memory: 1 << 30}
+		if err := st.Create(ctx, n); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Beats taken by this server: a lease, and a later beat than stored.
+	for _, name := range []string{"beating", "down"} {
+		if err := st.KeepNodeAlive(ctx, name, time.Minute); err != nil {
+			t.Fatal(err)
+		}
+	}
+	reg := prometheus.NewPedanticRegistry()
+	reg.MustRegister(clusterCollector{st: st, now: func() time.Time { return now }})
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ready, age := map[string]float64{}, map[string]float64{}
+	for _, mf := range mfs {
+		for _, m := range mf.GetMetric() {
+			switch mf.GetName() {
+			case "berth_node_ready":
+				ready[m.GetLabel()[0].GetValue()] = m.GetGauge().GetValue()
+			case "berth_node_heartbeat_age_seconds":
+				age[m.GetLabel()[0].GetValue()] = m.GetGauge().GetValue()
+			}
+		}
+	}
+	if want := map[string]float64{"beating": 1, "silent": 0, "down": 0}; !maps.Equal(ready, want) {
+		t.Errorf("berth_node_ready = %v, want %v", ready, want)
+	}
+	if a := age["silent"]; a < 59 || a > 61 {
+		t.Errorf("silent node's heartbeat age %v s, want its stored beat's, 60", a)
+	}
+	if a := age["beating"]; a > 5 {
+		t.Errorf("beating node's heartbeat age %v s, want the beat this server took just now, not its stored one an hour ago", a)
+	}
+	if len(age) != 3 {
+		t.Errorf("heartbeat ages for %d nodes, want 3: %v", len(age), age)
 	}
 }
