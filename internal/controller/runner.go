@@ -53,6 +53,8 @@ type Manager struct {
 	subnetsDone int64
 	// moves tracks the live migrations of draining nodes (drain.go).
 	moves moves
+	// sched is the scheduler's view kept from pass to pass (sched_view.go).
+	sched *schedView
 	// due is when the pass under way wants the next one though the store
 	// may not change by then (a cron job's next run, a grace ending,
 	// work left to retry); zero when nothing is.
@@ -310,6 +312,10 @@ type snapshot struct {
 	// snapshots: setNode and setInstance copy them before the first
 	// change.
 	lent, nodesOwn, instancesOwn bool
+	// edits counts the changes controllers made to nodes and instances
+	// in the snapshot, so that the scheduler's view (schedView) knows it
+	// saw them all.
+	edits int
 }
 
 // setNode puts n at i in sn.nodes, which it copies first if lent.
@@ -318,6 +324,7 @@ func (sn *snapshot) setNode(i int, n *api.Node) {
 		sn.nodes, sn.nodesOwn = slices.Clone(sn.nodes), true
 	}
 	sn.nodes[i] = n
+	sn.edits++
 }
 
 // setInstance puts in at i in sn.instances, which it copies first if
@@ -327,12 +334,14 @@ func (sn *snapshot) setInstance(i int, in *api.Instance) {
 		sn.instances, sn.instancesOwn = slices.Clone(sn.instances), true
 	}
 	sn.instances[i] = in
+	sn.edits++
 }
 
 // touch notes that a controller changed in in this snapshot, for the
 // controllers after it.
 func (sn *snapshot) touch(in *api.Instance) {
 	sn.touched = true
+	sn.edits++
 	if sn.changed != nil {
 		sn.changed[instanceOwner(in)] = true
 	}
@@ -433,6 +442,7 @@ func (m *Manager) pass(ctx context.Context, sn *snapshot, live map[string]bool) 
 	for _, f := range later {
 		errs = append(errs, f())
 	}
+	m.updateView(sn)
 	return errors.Join(errs...)
 }
 

@@ -50,7 +50,7 @@ func (m *Manager) schedulePass(ctx context.Context, sn *snapshot, fresh []newIns
 		in.Status.Message = "unschedulable: " + reason
 		waits[in] = reason
 	}
-	state, err := schedulerState(sn)
+	state, err := m.schedulerStateFor(sn)
 	if err != nil {
 		// Nothing can be placed; new instances are still stored, to wait.
 		errs = append(errs, err)
@@ -70,6 +70,7 @@ func (m *Manager) schedulePass(ctx context.Context, sn *snapshot, fresh []newIns
 	m.seed++
 	placeStart := time.Now()
 	plan := state.Place(batch, scheduler.Options{Seed: m.seed})
+	m.placed(plan)
 	metrics.SchedulerDuration.Observe(time.Since(placeStart).Seconds())
 	metrics.SchedulerPlacements.WithLabelValues("placed").Add(float64(len(plan.Placements)))
 	metrics.SchedulerPlacements.WithLabelValues("failed").Add(float64(len(plan.Failures)))
@@ -388,53 +389,6 @@ func (m *Manager) unschedulable(ctx context.Context, stale []*api.Instance) erro
 		m.event(ctx, owner, api.EventWarning, "Unschedulable", fmt.Sprintf("%d more instances: %s", n, k.reason))
 	}
 	return errors.Join(errs...)
-}
-
-func schedulerState(sn *snapshot) (*scheduler.State, error) {
-	nodes := make([]scheduler.Node, 0, len(sn.nodes))
-	known := map[string]bool{}
-	for _, n := range sn.nodes {
-		sn := scheduler.Node{
-			Name:     n.Metadata.Name,
-			Ready:    n.Status.Condition == api.NodeReady,
-			Cordoned: n.Spec.Unschedulable,
-			Labels:   n.Metadata.Labels,
-			Capacity: scheduler.Resources{MilliCPU: n.Spec.Capacity.MilliCPU,
-				MemoryBytes: int64(n.Spec.Capacity.Memory), Pids: n.Spec.Capacity.Pids},
-		}
-		for _, c := range n.Spec.Topology.Cores {
-			sn.Topology.Cores = append(sn.Topology.Cores, scheduler.Core{ID: c.ID, NUMA: c.NUMA, Threads: c.Threads})
-		}
-		nodes = append(nodes, sn)
-		known[sn.Name] = true
-	}
-	// Added as they come, not gathered first: at 300,000 instances the
-	// slice of them and its growth were a third of the 1.2 s of CPU this
-	// took, in the pass that replaces a lost node's instances. Instances
-	// come by owner, so one group name serves each run of them.
-	st, err := scheduler.NewStateSized(nodes, len(sn.instances))
-	if err != nil {
-		return nil, fmt.Errorf("scheduler state: %w", err)
-	}
-	var prev *api.Instance
-	group := ""
-	for _, in := range sn.instances {
-		if in.Spec.Node == "" || !known[in.Spec.Node] || phaseOf(in).Terminal() {
-			continue
-		}
-		if prev == nil || !sameOwner(in, prev) {
-			group = instanceGroup(in)
-		}
-		prev = in
-		si, err := schedInstanceIn(in, group)
-		if err != nil {
-			continue // it runs already; a template the engine refuses cannot be counted
-		}
-		if err := st.AddAllocation(scheduler.Allocation{Instance: si, Node: in.Spec.Node, CPUSet: in.Spec.CPUSet}); err != nil {
-			return nil, fmt.Errorf("scheduler state: %w", err)
-		}
-	}
-	return st, nil
 }
 
 // instanceGroup is the scheduler's group of an instance: its owner.
