@@ -135,7 +135,13 @@ func (m *Manager) servicesPass(ctx context.Context, sn *snapshot) ([]newInstance
 			statuses = append(statuses, serviceStatus{next, events})
 		}
 	}
-	errs = append(errs, m.deleteInstances(ctx, deletes))
+	// They go while the scheduler places the new ones: the replacements
+	// of a lost node's instances waited for the Lost ones' deletion.
+	if len(deletes) > 0 {
+		deleted := make(chan error, 1)
+		go func() { deleted <- m.deleteInstances(ctx, deletes) }()
+		later = append(later, func() error { return <-deleted })
+	}
 	if len(statuses) > 0 {
 		later = append(later, func() error { return m.writeServiceStatuses(ctx, statuses) })
 	}
