@@ -665,7 +665,10 @@ func bench(bin string, nodes, instances, services, servers int, timeout time.Dur
 		if n, total := nt.countNamed("doomed", func(c api.NodeCondition) bool { return c != api.NodeReady }); marks.notReady.IsZero() && n == total {
 			marks.notReady = now
 		}
-		if n, _ := tr.count(func(in inst) bool { return in.phase == api.PhaseLost }); marks.lost.IsZero() && n >= per*services/nodes*doomedN/2 {
+		// Given up: Lost, or deleted already (the controller deletes a
+		// service's Lost instances as it replaces them, often before the
+		// bench sees them Lost).
+		if n, _ := tr.count(func(in inst) bool { return strings.HasPrefix(in.node, "doomed") && in.phase != api.PhaseLost }); marks.lost.IsZero() && n <= per*services/nodes*doomedN/2 {
 			marks.lost = now // most of them: the nodes' share is about even
 		}
 		if n, _ := tr.count(func(in inst) bool { return in.node != "" && !strings.HasPrefix(in.node, "doomed") }); marks.placed.IsZero() && n >= per*services {
@@ -800,7 +803,8 @@ func lastBeatOf(ctx context.Context, c *client.Client, names []string) time.Time
 }
 
 // lossMarks are when the bench saw each step of the node-loss phase:
-// the nodes all NotReady, most of their instances Lost, replacements for
+// the nodes all NotReady, most of their instances given up (Lost or
+// deleted), replacements for
 // all of them placed elsewhere and Running, and the Lost ones gone.
 type lossMarks struct{ notReady, lost, placed, started, running time.Time }
 
@@ -816,7 +820,7 @@ func (m lossMarks) String(t0, lastBeat time.Time, ttl time.Duration) string {
 		}
 		return fmt.Sprintf("%+.1f s", t.Sub(t0).Seconds())
 	}
-	steps := fmt.Sprintf("all NotReady %s, most instances Lost %s, all replaced %s, all replacements Running %s, all Running and no Lost %s",
+	steps := fmt.Sprintf("all NotReady %s, most instances given up %s, all replaced %s, all replacements Running %s, all Running and no Lost %s",
 		since(m.notReady), since(m.lost), since(m.placed), since(m.started), since(m.running))
 	if lastBeat.IsZero() {
 		return "from the kill (last beats unknown): " + steps
